@@ -1,0 +1,112 @@
+"""Input checks shared by every public entry point.
+
+Structural checks (type, dtype, rank, shape, device) are always on: they cost nothing.
+The data-dependent check (NaN/inf in the input) reads tensor values, which synchronises
+a GPU, so it can be switched off for hot loops::
+
+    snn_parallel.set_validation(False)          # globally
+    with snn_parallel.validation(False): ...    # for a block
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Sequence
+
+import torch
+
+_CHECK_VALUES = True
+
+FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
+def set_validation(enabled: bool) -> None:
+    """Turn the data-dependent input checks (NaN/inf) on or off for the whole process."""
+    global _CHECK_VALUES
+    _CHECK_VALUES = bool(enabled)
+
+
+def validation_enabled() -> bool:
+    """Whether the data-dependent input checks are on."""
+    return _CHECK_VALUES
+
+
+@contextlib.contextmanager
+def validation(enabled: bool) -> Iterator[None]:
+    """Context manager that sets the data-dependent checks for a block and restores them."""
+    previous = _CHECK_VALUES
+    set_validation(enabled)
+    try:
+        yield
+    finally:
+        set_validation(previous)
+
+
+def check_tensor(
+    x: object,
+    name: str,
+    *,
+    dtypes: Sequence[torch.dtype] = FLOAT_DTYPES,
+    finite: bool = True,
+) -> torch.Tensor:
+    """Check that ``x`` is a tensor of an accepted dtype and, if enabled, free of NaN/inf."""
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    if x.dtype not in dtypes:
+        accepted = ", ".join(str(d).replace("torch.", "") for d in dtypes)
+        raise TypeError(f"{name} must have dtype in ({accepted}), got {str(x.dtype).replace('torch.', '')}")
+    if finite and _CHECK_VALUES and not _all_finite(x):
+        raise ValueError(f"{name} contains NaN or infinite values")
+    return x
+
+
+def _all_finite(x: torch.Tensor) -> bool:
+    """One reduction pass; a non-finite sum (NaN/inf input, or overflow) is confirmed exactly."""
+    if x.numel() == 0 or bool(torch.isfinite(x.sum())):
+        return True
+    return bool(torch.isfinite(x).all())
+
+
+def check_sequence(x: object, name: str, features: int, *, finite: bool = True) -> torch.Tensor:
+    """Check a time-major sequence ``[T, B, features, *spatial]`` with ``T >= 1``."""
+    x = check_tensor(x, name, finite=finite)
+    if x.dim() < 3:
+        raise ValueError(
+            f"{name} must be time-major [T, B, {features}, ...] (at least 3 dims), got shape {tuple(x.shape)}"
+        )
+    if x.shape[0] == 0:
+        raise ValueError(f"{name} is an empty sequence (T = 0); it needs at least one time step")
+    if x.shape[2] != features:
+        raise ValueError(
+            f"{name} must have {features} features in dim 2 ([T, B, {features}, ...]), got shape {tuple(x.shape)}"
+        )
+    return x
+
+
+def check_step_input(x: object, name: str, features: int, *, finite: bool = True) -> torch.Tensor:
+    """Check a single time step ``[B, features, *spatial]``."""
+    x = check_tensor(x, name, finite=finite)
+    if x.dim() < 2:
+        raise ValueError(f"{name} must be one time step [B, {features}, ...] (at least 2 dims), got shape {tuple(x.shape)}")
+    if x.shape[1] != features:
+        raise ValueError(f"{name} must have {features} features in dim 1 ([B, {features}, ...]), got shape {tuple(x.shape)}")
+    return x
+
+
+def check_same_device(x: torch.Tensor, name: str, reference: torch.Tensor, reference_name: str) -> None:
+    """Check that ``x`` lives on the same device as ``reference``."""
+    if x.device != reference.device:
+        raise ValueError(f"{name} is on {x.device} but {reference_name} is on {reference.device}; move them to one device")
+
+
+def check_state_tensor(
+    value: object, name: str, shape: Sequence[int], like: torch.Tensor, like_name: str
+) -> torch.Tensor:
+    """Check one tensor of a carried state against the expected shape, dtype and device."""
+    value = check_tensor(value, name)
+    if tuple(value.shape) != tuple(shape):
+        raise ValueError(f"{name} has shape {tuple(value.shape)}, expected {tuple(shape)} to match {like_name}")
+    check_same_device(value, name, like, like_name)
+    if value.dtype != like.dtype and not (value.is_complex() or like.is_complex()):
+        raise TypeError(f"{name} has dtype {value.dtype}, expected {like.dtype} to match {like_name}")
+    return value

@@ -1,0 +1,79 @@
+"""LTC spiking neuron recurrence as one fused multi-step op with its own backward.
+
+:func:`ltc_scan` takes precomputed gates for every step (the parallel-gates mode of
+:class:`~snn_parallel.neurons.LTC`); :func:`ltc_step` is the single step that the paper
+mode and streaming inference use. The equations are in :mod:`.reference`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from ...surrogate import Surrogate
+from .._backend import resolve_backend
+from .fused import ltc_backward, ltc_forward
+from .reference import LTCStepOut, ltc_scan_reference, ltc_step
+
+__all__ = ["ltc_scan", "ltc_scan_reference", "ltc_step", "LTCStepOut"]
+
+
+class _LTCScan(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, current, rate, retention, u0, s0, b_init, b0: float, beta_a: float, surrogate: Surrogate):
+        spikes, membrane, trace = ltc_forward(current, rate, retention, u0, s0, b_init, b0, beta_a, surrogate)
+        ctx.save_for_backward(current, rate, retention, u0, s0, b_init, spikes, membrane, trace)
+        ctx.constants = (b0, beta_a, surrogate)
+        u_last = membrane[-1] * (1 - spikes[-1])
+        return spikes, membrane, u_last, spikes[-1].clone(), trace[-1].clone()
+
+    @staticmethod
+    def backward(ctx: Any, grad_spikes, grad_membrane, grad_u_last, grad_s_last, grad_b_last):
+        grads = ltc_backward(
+            grad_spikes, grad_membrane, (grad_u_last, grad_s_last, grad_b_last), ctx.saved_tensors, *ctx.constants
+        )
+        return (*grads, None, None, None)
+
+
+def ltc_scan(
+    current: torch.Tensor,
+    rate: torch.Tensor,
+    retention: torch.Tensor,
+    u0: torch.Tensor,
+    s0: torch.Tensor,
+    b_init: torch.Tensor,
+    b0: float,
+    beta_a: float,
+    surrogate: Surrogate,
+    *,
+    backend: str = "auto",
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    r"""Run the LTC recurrence over ``T`` steps with precomputed gates.
+
+    Args:
+        current: input current :math:`I_t`, ``[T, *S]``.
+        rate: membrane update rate :math:`m_t \in (0, 1)`, ``[T, *S]``.
+        retention: adaptation retention :math:`\rho_t \in (0, 1)`, ``[T, *S]``.
+        u0, s0, b_init: carried state ``[*S]`` (membrane after reset, spike, adaptation).
+        b0, beta_a: threshold :math:`\theta_t = b_0 + \beta_a b_t`.
+        surrogate: spike function; its derivative is used in the hand-written backward.
+        backend: ``"auto"``, ``"torch"`` or ``"cupy"``.
+
+    Returns:
+        ``(spikes, membrane, u_last, s_last, b_last)``: spikes and pre-reset membrane
+        ``[T, *S]`` and the final state. Shapes are the caller's responsibility (the
+        neuron module validates them); all tensors must share shape, dtype and device.
+    """
+    resolve_backend(backend, current, op="ltc_scan")
+    shape = current.shape
+    flat = [t.reshape(shape[0], -1).contiguous() for t in (current, rate, retention)]
+    state = [t.reshape(-1) for t in (u0, s0, b_init)]
+    spikes, membrane, u_last, s_last, b_last = _LTCScan.apply(*flat, *state, b0, beta_a, surrogate)
+    return (
+        spikes.view(shape),
+        membrane.view(shape),
+        u_last.view(shape[1:]),
+        s_last.view(shape[1:]),
+        b_last.view(shape[1:]),
+    )

@@ -1,0 +1,146 @@
+r"""Gated linear recurrence :math:`h_t = a_t \odot h_{t-1} + b_t`, real or complex.
+
+This one op serves DSN (input-dependent decay), PRF (complex per-channel decay) and the
+decoupled-reset LIF filter. :func:`linear_scan` is the public entry point; its backward is
+a hand-written reverse scan, so training stores ``a`` and ``h`` once instead of a per-step
+graph:
+
+.. math::
+
+    G_t = \frac{\partial L}{\partial h_t} + \bar a_{t+1} G_{t+1}, \qquad
+    \frac{\partial L}{\partial b_t} = G_t, \qquad
+    \frac{\partial L}{\partial a_t} = G_t\,\bar h_{t-1}, \qquad
+    \frac{\partial L}{\partial h_0} = \bar a_0 G_0
+
+(bars are complex conjugates, following PyTorch's convention for complex gradients).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from ..._validation import check_same_device, check_tensor
+from .._backend import resolve_backend
+from .reference import linear_scan_reference
+from .parallel import default_chunk, scan_2d
+
+__all__ = ["linear_scan", "linear_scan_reference", "default_chunk"]
+
+_SCAN_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64, torch.complex64, torch.complex128)
+
+
+def _compute_dtype(*tensors: torch.Tensor) -> torch.dtype:
+    """Common dtype of the inputs, with half precision accumulated in float32."""
+    dtype = tensors[0].dtype
+    for t in tensors[1:]:
+        dtype = torch.promote_types(dtype, t.dtype)
+    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
+
+
+class _LinearScan(torch.autograd.Function):
+    """Flattened scan: ``a`` is ``[T, N]`` or ``[N]``, ``b`` is ``[T, N]``, ``h0`` is ``[N]``."""
+
+    @staticmethod
+    def forward(ctx: Any, a: torch.Tensor, b: torch.Tensor, h0: torch.Tensor, log_decay: bool, chunk: int | None):
+        decay = a.exp() if log_decay else a
+        h = scan_2d(decay, b, h0, log_a=a if log_decay else None, chunk=chunk)
+        ctx.save_for_backward(decay, h, h0)
+        ctx.log_decay, ctx.chunk = log_decay, chunk
+        return h, h[-1].clone()
+
+    @staticmethod
+    def backward(ctx: Any, grad_h: torch.Tensor, grad_last: torch.Tensor):
+        decay, h, h0 = ctx.saved_tensors
+        varying = decay.dim() == 2
+        d = grad_h.clone()
+        d[-1] += grad_last
+        # G_t = d_t + conj(a_{t+1}) G_{t+1}: a reverse scan of length T-1 started from G_{T-1} = d_{T-1}
+        g = torch.empty_like(d)
+        g[-1] = d[-1]
+        if d.shape[0] > 1:
+            scan_2d((decay[1:] if varying else decay).conj(), d[:-1], d[-1], reverse=True, chunk=ctx.chunk, out=g[:-1])
+        first_decay = decay[0] if varying else decay
+        grad_h0 = first_decay.conj() * g[0] if ctx.needs_input_grad[2] else None
+        grad_a = None
+        if ctx.needs_input_grad[0]:
+            if varying:
+                grad_a = torch.empty_like(g)
+                torch.mul(g[0], h0.conj(), out=grad_a[0])
+                torch.mul(g[1:], h[:-1].conj(), out=grad_a[1:])
+            else:
+                grad_a = (g[1:] * h[:-1].conj()).sum(0) + g[0] * h0.conj()
+            if ctx.log_decay:
+                grad_a = grad_a.mul_(decay)
+        return grad_a, g if ctx.needs_input_grad[1] else None, grad_h0, None, None
+
+
+def linear_scan(
+    a: torch.Tensor,
+    b: torch.Tensor,
+    h0: torch.Tensor | None = None,
+    *,
+    log_decay: bool = False,
+    chunk: int | None = None,
+    backend: str = "auto",
+) -> tuple[torch.Tensor, torch.Tensor]:
+    r"""Solve :math:`h_t = a_t \odot h_{t-1} + b_t` for all ``t`` in parallel.
+
+    Args:
+        a: decays. Either time-varying, with exactly the shape of ``b``, or time-invariant,
+            with fewer dims than ``b`` and broadcastable to ``b.shape[1:]`` (e.g. ``[C]`` or
+            ``[C, 1, 1]`` for per-channel decays). Real or complex.
+        b: inputs ``[T, *S]``, time-major, ``T >= 1``. Real or complex.
+        h0: initial state ``[*S]``; zeros if ``None``.
+        log_decay: ``a`` holds :math:`\log a_t` (real); chunk totals are then sums of logs.
+        chunk: chunk length of the parallel scan (tuning knob; the result does not depend on it).
+        backend: ``"auto"``, ``"torch"`` or ``"cupy"`` (see :mod:`snn_parallel.ops`).
+
+    Returns:
+        ``(h, h_last)``: all states ``[T, *S]`` and the final state ``[*S]``, in the promoted
+        dtype of the inputs (half precision is accumulated in float32 and returned as such).
+
+    Raises:
+        TypeError: non-tensor inputs, unsupported dtypes, or complex ``a`` with ``log_decay``.
+        ValueError: mismatched shapes or devices, ``T = 0``, non-finite values.
+    """
+    b = check_tensor(b, "b", dtypes=_SCAN_DTYPES)
+    a = check_tensor(a, "a", dtypes=_SCAN_DTYPES)
+    if b.dim() < 1 or b.shape[0] == 0:
+        raise ValueError(f"b must be time-major [T, ...] with T >= 1, got shape {tuple(b.shape)}")
+    check_same_device(a, "a", b, "b")
+    if log_decay and a.is_complex():
+        raise TypeError("a must be real when log_decay=True (log of a complex decay is ambiguous)")
+    state_shape = b.shape[1:]
+    varying = a.dim() == b.dim()
+    if varying and a.shape != b.shape:
+        raise ValueError(f"a has shape {tuple(a.shape)}; a time-varying decay must match b's shape {tuple(b.shape)}")
+    if not varying:
+        try:
+            torch.broadcast_shapes(a.shape, state_shape)
+        except RuntimeError:
+            raise ValueError(
+                f"a has shape {tuple(a.shape)}; a time-invariant decay must broadcast to b.shape[1:] = {tuple(state_shape)}"
+            ) from None
+        if torch.broadcast_shapes(a.shape, state_shape) != state_shape:
+            raise ValueError(f"a with shape {tuple(a.shape)} would broadcast b.shape[1:] = {tuple(state_shape)} to a larger shape")
+    if h0 is not None:
+        h0 = check_tensor(h0, "h0", dtypes=_SCAN_DTYPES)
+        if h0.shape != state_shape:
+            raise ValueError(f"h0 has shape {tuple(h0.shape)}, expected b.shape[1:] = {tuple(state_shape)}")
+        check_same_device(h0, "h0", b, "b")
+    if chunk is not None and (not isinstance(chunk, int) or chunk < 1):
+        raise ValueError(f"chunk must be a positive int or None, got {chunk!r}")
+    resolve_backend(backend, b, op="linear_scan")
+
+    dtype = _compute_dtype(a, b, *(() if h0 is None else (h0,)))
+    num_steps = b.shape[0]
+    b2 = b.to(dtype).reshape(num_steps, -1).contiguous()
+    if varying:
+        a2 = a.to(dtype).reshape(num_steps, -1).contiguous()
+    else:
+        a2 = a.to(dtype).expand(state_shape).reshape(-1).contiguous()
+    h02 = torch.zeros_like(b2[0]) if h0 is None else h0.to(dtype).reshape(-1)
+    h, last = _LinearScan.apply(a2, b2, h02, log_decay, chunk)
+    return h.view(b.shape), last.view(state_shape)

@@ -1,0 +1,328 @@
+r"""Surrogate gradients: one internal form for ours, snnTorch's and SpikingJelly's.
+
+A surrogate is a spike function :math:`S = \Theta(x)` whose backward pass uses a smooth
+derivative :math:`g'(x)` in place of the Dirac delta. Every neuron resolves what the user
+passes (``None``, a name, one of the classes below, an snnTorch ``spike_grad`` callable, a
+SpikingJelly surrogate object) once, at construction, through :func:`resolve`.
+
+**Firing convention.** SpikingJelly fires on :math:`x \ge 0`, snnTorch on :math:`x > 0`.
+Our surrogates fire on :math:`x \ge 0` by default (``inclusive=True``); pass
+``inclusive=False`` for the snnTorch rule. A wrapped foreign surrogate keeps its own rule,
+which :func:`resolve` reads off by evaluating it at zero.
+
+Built-in derivatives (all integrate to 1 over the real line unless noted):
+
+- :class:`ATan` (``alpha=2``): :math:`g'(x) = \frac{\alpha/2}{1 + (\pi \alpha x / 2)^2}`
+- :class:`Sigmoid` (``alpha=4``): :math:`g'(x) = \alpha\,\sigma(\alpha x)(1-\sigma(\alpha x))`
+- :class:`Rect` (``width=1``): :math:`g'(x) = \frac{1}{w}\,[|x| < w/2]` (straight-through box)
+- :class:`MultiGaussian` (LTC-SNN, ``sigma=0.3``) and :class:`DoubleGaussian` (HYPR,
+  ``sigma=0.5``): :math:`g'(x) = \gamma\,[(1+h)\,N(x; 0, \sigma) - h\,N(x; \sigma, s\sigma)
+  - h\,N(x; -\sigma, s\sigma)]` with ``height`` :math:`h = 0.15`, ``scale`` :math:`s = 6`,
+  ``gamma`` :math:`\gamma = 0.5`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+__all__ = [
+    "Surrogate",
+    "ATan",
+    "Sigmoid",
+    "Rect",
+    "MultiGaussian",
+    "DoubleGaussian",
+    "ForeignSurrogate",
+    "resolve",
+    "integer_spike",
+]
+
+
+class _SpikeFunction(torch.autograd.Function):
+    """Heaviside forward, ``surrogate.derivative`` backward; works under torch.func transforms."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(x: torch.Tensor, surrogate: "Surrogate") -> torch.Tensor:
+        return surrogate.heaviside(x)
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple, output: torch.Tensor) -> None:
+        x, surrogate = inputs
+        ctx.save_for_backward(x)
+        ctx.surrogate = surrogate
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        (x,) = ctx.saved_tensors
+        return grad * ctx.surrogate.derivative(x), None
+
+    @staticmethod
+    def jvp(ctx: Any, x_tangent: torch.Tensor, _: None) -> torch.Tensor:
+        (x,) = ctx.saved_tensors
+        return x_tangent * ctx.surrogate.derivative(x)
+
+
+class Surrogate:
+    """Base class: a Heaviside step forward with the derivative :meth:`derivative` backward.
+
+    Subclasses implement :meth:`derivative`. ``inclusive`` selects the firing rule:
+    ``True`` fires on ``x >= 0`` (SpikingJelly), ``False`` on ``x > 0`` (snnTorch).
+    """
+
+    name: str = "surrogate"
+
+    def __init__(self, *, inclusive: bool = True) -> None:
+        self.inclusive = bool(inclusive)
+
+    def heaviside(self, x: torch.Tensor) -> torch.Tensor:
+        """The forward spike function :math:`\\Theta(x)` under this surrogate's firing rule."""
+        return (x >= 0).to(x.dtype) if self.inclusive else (x > 0).to(x.dtype)
+
+    def derivative(self, x: torch.Tensor) -> torch.Tensor:
+        """The surrogate derivative :math:`g'(x)`, elementwise."""
+        raise NotImplementedError
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        """Spikes of ``x`` (``x`` is membrane minus threshold) with the surrogate backward."""
+        return _SpikeFunction.apply(x, self)
+
+    @property
+    def params(self) -> dict[str, float]:
+        """The derivative's parameters by name (used by kernels that take a surrogate by kind)."""
+        return {}
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v}" for k, v in self.params.items())
+        return f"{type(self).__name__}({args}{', ' if args else ''}inclusive={self.inclusive})"
+
+
+class ATan(Surrogate):
+    r"""Arc-tangent surrogate, :math:`g'(x) = \frac{\alpha/2}{1 + (\pi\alpha x/2)^2}` (SpikingJelly's ``ATan``)."""
+
+    name = "atan"
+
+    def __init__(self, alpha: float = 2.0, *, inclusive: bool = True) -> None:
+        super().__init__(inclusive=inclusive)
+        self.alpha = float(alpha)
+
+    def derivative(self, x: torch.Tensor) -> torch.Tensor:
+        return (self.alpha / 2) / (1 + (math.pi / 2 * self.alpha * x).square())
+
+    @property
+    def params(self) -> dict[str, float]:
+        return {"alpha": self.alpha}
+
+
+class Sigmoid(Surrogate):
+    r"""Sigmoid surrogate, :math:`g'(x) = \alpha\,\sigma(\alpha x)(1 - \sigma(\alpha x))`."""
+
+    name = "sigmoid"
+
+    def __init__(self, alpha: float = 4.0, *, inclusive: bool = True) -> None:
+        super().__init__(inclusive=inclusive)
+        self.alpha = float(alpha)
+
+    def derivative(self, x: torch.Tensor) -> torch.Tensor:
+        s = torch.sigmoid(self.alpha * x)
+        return self.alpha * s * (1 - s)
+
+    @property
+    def params(self) -> dict[str, float]:
+        return {"alpha": self.alpha}
+
+
+class Rect(Surrogate):
+    r"""Rectangular (straight-through) surrogate, :math:`g'(x) = \frac{1}{w}[|x| < w/2]`."""
+
+    name = "rect"
+
+    def __init__(self, width: float = 1.0, *, inclusive: bool = True) -> None:
+        super().__init__(inclusive=inclusive)
+        if width <= 0:
+            raise ValueError(f"width must be positive, got {width}")
+        self.width = float(width)
+
+    def derivative(self, x: torch.Tensor) -> torch.Tensor:
+        return (x.abs() < self.width / 2).to(x.dtype) / self.width
+
+    @property
+    def params(self) -> dict[str, float]:
+        return {"width": self.width}
+
+
+def _gaussian(x: torch.Tensor, mu: float, sigma: float) -> torch.Tensor:
+    return torch.exp(-((x - mu) ** 2) / (2 * sigma**2)) / (math.sqrt(2 * math.pi) * sigma)
+
+
+class MultiGaussian(Surrogate):
+    r"""Multi-Gaussian surrogate of LTC-SNN (Yin et al.):
+
+    .. math:: g'(x) = \gamma\,[(1+h)N(x;0,\sigma) - hN(x;\sigma,s\sigma) - hN(x;-\sigma,s\sigma)]
+
+    with :math:`\sigma = 0.3`, :math:`s = 6`, :math:`h = 0.15`, :math:`\gamma = 0.5`.
+    """
+
+    name = "multi_gaussian"
+
+    def __init__(
+        self,
+        sigma: float = 0.3,
+        scale: float = 6.0,
+        height: float = 0.15,
+        gamma: float = 0.5,
+        *,
+        inclusive: bool = True,
+    ) -> None:
+        super().__init__(inclusive=inclusive)
+        self.sigma, self.scale, self.height, self.gamma = float(sigma), float(scale), float(height), float(gamma)
+
+    def derivative(self, x: torch.Tensor) -> torch.Tensor:
+        s, h = self.sigma, self.height
+        wide = self.scale * s
+        return self.gamma * (
+            (1 + h) * _gaussian(x, 0.0, s) - h * _gaussian(x, s, wide) - h * _gaussian(x, -s, wide)
+        )
+
+    @property
+    def params(self) -> dict[str, float]:
+        return {"sigma": self.sigma, "scale": self.scale, "height": self.height, "gamma": self.gamma}
+
+
+class DoubleGaussian(MultiGaussian):
+    """HYPR's double-Gaussian surrogate: :class:`MultiGaussian` with ``sigma=0.5`` (p = 0.15, scale 6, γ = 0.5)."""
+
+    name = "double_gaussian"
+
+    def __init__(
+        self,
+        sigma: float = 0.5,
+        scale: float = 6.0,
+        height: float = 0.15,
+        gamma: float = 0.5,
+        *,
+        inclusive: bool = True,
+    ) -> None:
+        super().__init__(sigma, scale, height, gamma, inclusive=inclusive)
+
+
+class ForeignSurrogate(Surrogate):
+    """A framework's surrogate (snnTorch ``spike_grad`` callable, SpikingJelly object) in our form.
+
+    The forward pass is the framework's own function, so its firing rule and its backward
+    are kept exactly; :meth:`derivative` is obtained from its autograd graph.
+    """
+
+    name = "foreign"
+
+    def __init__(self, fn: Callable[[torch.Tensor], torch.Tensor], *, inclusive: bool) -> None:
+        super().__init__(inclusive=inclusive)
+        self.fn = fn
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fn(x)
+
+    def heaviside(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return self.fn(x)
+
+    def derivative(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.enable_grad():
+            probe = x.detach().requires_grad_(True)
+            (grad,) = torch.autograd.grad(self.fn(probe).sum(), probe)
+        return grad
+
+    def __repr__(self) -> str:
+        return f"ForeignSurrogate({self.fn!r}, inclusive={self.inclusive})"
+
+
+_BY_NAME: dict[str, type[Surrogate]] = {
+    cls.name: cls for cls in (ATan, Sigmoid, Rect, MultiGaussian, DoubleGaussian)
+}
+_BY_NAME["straight_through"] = Rect
+
+
+def _wrap_foreign(obj: Callable[[torch.Tensor], torch.Tensor], name: str) -> ForeignSurrogate:
+    """Wrap a framework surrogate after checking it is a Heaviside step with a usable derivative."""
+    probe = torch.tensor([-0.5, 0.0, 0.5], dtype=torch.float64, requires_grad=True)
+    try:
+        out = obj(probe)
+    except Exception as exc:  # a foreign callable may fail in any way; name the argument
+        raise TypeError(f"{name}: calling the surrogate on a tensor failed ({exc})") from exc
+    if not isinstance(out, torch.Tensor) or out.shape != probe.shape:
+        raise TypeError(f"{name}: the surrogate must map a tensor to a tensor of the same shape")
+    values = out.detach().tolist()
+    if values[0] != 0.0 or values[2] != 1.0 or values[1] not in (0.0, 1.0):
+        raise TypeError(f"{name}: the surrogate's forward pass must be a Heaviside step, got {values} at (-0.5, 0, 0.5)")
+    if not out.requires_grad:
+        raise TypeError(f"{name}: the surrogate has no derivative (its output does not require grad)")
+    (grad,) = torch.autograd.grad(out.sum(), probe, allow_unused=True)
+    if grad is None or not bool(torch.isfinite(grad).all()) or not bool((grad != 0).any()):
+        raise TypeError(f"{name}: the surrogate has no usable derivative near the threshold (got {grad})")
+    return ForeignSurrogate(obj, inclusive=values[1] == 1.0)
+
+
+def resolve(surrogate: object = None, *, inclusive: bool = True, name: str = "surrogate") -> Surrogate:
+    """Turn any accepted surrogate description into a :class:`Surrogate`.
+
+    Args:
+        surrogate: ``None`` (``ATan()``), a name (``"atan"``, ``"sigmoid"``, ``"rect"``,
+            ``"straight_through"``, ``"multi_gaussian"``, ``"double_gaussian"``), a
+            :class:`Surrogate`, a SpikingJelly surrogate object, or any callable that maps a
+            tensor to Heaviside spikes with a surrogate backward (snnTorch ``spike_grad``).
+        inclusive: firing rule for a surrogate built here from ``None`` or a name.
+        name: the argument name used in error messages.
+
+    Raises:
+        TypeError: for an object that is not a surrogate, or one without a derivative.
+        ValueError: for an unknown name.
+    """
+    if surrogate is None:
+        return ATan(inclusive=inclusive)
+    if isinstance(surrogate, Surrogate):
+        return surrogate
+    if isinstance(surrogate, str):
+        try:
+            return _BY_NAME[surrogate.lower()](inclusive=inclusive)
+        except KeyError:
+            raise ValueError(f"{name}: unknown surrogate {surrogate!r}; choose one of {sorted(_BY_NAME)}") from None
+    if callable(surrogate):
+        return _wrap_foreign(surrogate, name)
+    raise TypeError(f"{name} must be a surrogate name, a Surrogate or a callable, got {type(surrogate).__name__}")
+
+
+class _IntegerSpike(torch.autograd.Function):
+    """``clip(round(h), 0, N)`` forward, straight-through inside ``[0, N]`` backward."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(h: torch.Tensor, levels: int) -> torch.Tensor:
+        return torch.clamp(torch.round(h), 0, levels)
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple, output: torch.Tensor) -> None:
+        h, levels = inputs
+        ctx.save_for_backward(h)
+        ctx.levels = levels
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        (h,) = ctx.saved_tensors
+        return grad * ((h >= 0) & (h <= ctx.levels)).to(grad.dtype), None
+
+    @staticmethod
+    def jvp(ctx: Any, h_tangent: torch.Tensor, _: None) -> torch.Tensor:
+        (h,) = ctx.saved_tensors
+        return h_tangent * ((h >= 0) & (h <= ctx.levels)).to(h_tangent.dtype)
+
+
+def integer_spike(h: torch.Tensor, levels: int) -> torch.Tensor:
+    r"""Integer spikes :math:`S = \mathrm{clip}(\mathrm{round}(H), 0, N)` with a straight-through
+    gradient inside :math:`[0, N]` (the "Rect" surrogate of integer-valued training)."""
+    return _IntegerSpike.apply(h, levels)

@@ -1,0 +1,67 @@
+"""Time-major batching: collate ``[T, F]`` items into ``[T, B, F]`` and a seeded DataLoader."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from ._base import check_bool, check_int, check_seed
+
+
+def time_major_collate(batch: Sequence[tuple[torch.Tensor, object]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stack ``(x [T, F], y)`` items into a time-major batch.
+
+    Args:
+        batch: Non-empty sequence of ``(x, y)`` pairs; every ``x`` is a ``[T, F]`` tensor of one
+            shape, every ``y`` a tensor (or number) of one shape.
+
+    Returns:
+        ``(x [T, B, F], y [B, ...])``.
+    """
+    if len(batch) == 0:
+        raise ValueError("batch must hold at least one (x, y) item, got an empty batch")
+    xs, ys = zip(*batch)
+    for x in xs:
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"batch inputs must be torch.Tensor, got {type(x).__name__}")
+        if x.dim() != 2:
+            raise ValueError(f"batch inputs must be [T, F] (2 dims), got shape {tuple(x.shape)}")
+    return torch.stack(xs, dim=1), torch.stack([torch.as_tensor(y) for y in ys])
+
+
+def make_loader(
+    dataset: Dataset[tuple[torch.Tensor, torch.Tensor]],
+    batch_size: int,
+    *,
+    shuffle: bool = False,
+    seed: int = 0,
+    drop_last: bool = False,
+) -> DataLoader[tuple[torch.Tensor, torch.Tensor]]:
+    """A DataLoader that yields time-major batches ``(x [T, B, F], y [B, ...])``.
+
+    Shuffling draws from a ``torch.Generator`` seeded with ``seed``, so two loaders built
+    with the same arguments give the same batches epoch after epoch.
+
+    Args:
+        dataset: A dataset whose items are ``(x [T, F], y)``.
+        batch_size: Items per batch ``B``, at least 1.
+        shuffle: Reshuffle the items at every epoch.
+        seed: Seed of the shuffling generator, an int in ``[0, 2**32 - 1]``.
+        drop_last: Drop the last batch if it is smaller than ``batch_size``.
+
+    Returns:
+        A ``torch.utils.data.DataLoader`` using :func:`time_major_collate`.
+    """
+    if not isinstance(dataset, Dataset):
+        raise TypeError(f"dataset must be a torch.utils.data.Dataset, got {type(dataset).__name__}")
+    generator = torch.Generator().manual_seed(check_seed(seed))
+    return DataLoader(
+        dataset,
+        batch_size=check_int(batch_size, "batch_size", minimum=1),
+        shuffle=check_bool(shuffle, "shuffle"),
+        drop_last=check_bool(drop_last, "drop_last"),
+        collate_fn=time_major_collate,
+        generator=generator,
+    )
