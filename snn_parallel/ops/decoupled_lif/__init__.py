@@ -26,6 +26,7 @@ def decoupled_lif(
     *,
     chunk: int | None = None,
     backend: str = "auto",
+    validate: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     r"""Run a soft-reset LIF over a whole sequence in parallel.
 
@@ -40,13 +41,13 @@ def decoupled_lif(
         v_threshold: firing threshold.
         surrogate: spike function (its firing rule is used for the threshold too).
         u0, bias0: carried filter state and threshold bias ``[B, C, *spatial]``.
-        chunk, backend: passed to :func:`~snn_parallel.ops.linear_scan`.
+        chunk, backend, validate: passed to :func:`~snn_parallel.ops.linear_scan`.
 
     Returns:
         ``(spikes, membrane, u_last, bias_next)`` where ``membrane`` is :math:`u'_t - b_t`,
         the soft-reset LIF potential before its reset.
     """
-    filtered, u_last = linear_scan(beta, c, u0, chunk=chunk, backend=backend)
+    filtered, u_last = linear_scan(beta, c, u0, chunk=chunk, backend=backend, validate=validate)
     num_steps = c.shape[0]
     beta_flat = beta.detach().to(filtered.dtype).expand(c.shape[1:]).reshape(-1)
     start = torch.zeros_like(filtered[0]).reshape(-1) if bias0 is None else bias0.detach().reshape(-1).to(filtered.dtype)

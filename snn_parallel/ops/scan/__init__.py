@@ -84,6 +84,7 @@ def linear_scan(
     log_decay: bool = False,
     chunk: int | None = None,
     backend: str = "auto",
+    validate: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     r"""Solve :math:`h_t = a_t \odot h_{t-1} + b_t` for all ``t`` in parallel.
 
@@ -96,6 +97,7 @@ def linear_scan(
         log_decay: ``a`` holds :math:`\log a_t` (real); chunk totals are then sums of logs.
         chunk: chunk length of the parallel scan (tuning knob; the result does not depend on it).
         backend: ``"auto"``, ``"torch"`` or ``"cupy"`` (see :mod:`snn_parallel.ops`).
+        validate: check the arguments (set ``False`` only where the caller already has).
 
     Returns:
         ``(h, h_last)``: all states ``[T, *S]`` and the final state ``[*S]``, in the promoted
@@ -105,6 +107,24 @@ def linear_scan(
         TypeError: non-tensor inputs, unsupported dtypes, or complex ``a`` with ``log_decay``.
         ValueError: mismatched shapes or devices, ``T = 0``, non-finite values.
     """
+    if validate:
+        _check_scan_args(a, b, h0, log_decay, chunk)
+    resolve_backend(backend, b, op="linear_scan")
+    dtype = _compute_dtype(a, b, *(() if h0 is None else (h0,)))
+    num_steps, state_shape = b.shape[0], b.shape[1:]
+    b2 = b.to(dtype).reshape(num_steps, -1).contiguous()
+    if a.dim() == b.dim():
+        a2 = a.to(dtype).reshape(num_steps, -1).contiguous()
+    else:
+        a2 = a.to(dtype).expand(state_shape).reshape(-1).contiguous()
+    h02 = torch.zeros_like(b2[0]) if h0 is None else h0.to(dtype).reshape(-1)
+    h, last = _LinearScan.apply(a2, b2, h02, log_decay, chunk)
+    return h.view(b.shape), last.view(state_shape)
+
+
+def _check_scan_args(
+    a: torch.Tensor, b: torch.Tensor, h0: torch.Tensor | None, log_decay: bool, chunk: int | None
+) -> None:
     b = check_tensor(b, "b", dtypes=_SCAN_DTYPES)
     a = check_tensor(a, "a", dtypes=_SCAN_DTYPES)
     if b.dim() < 1 or b.shape[0] == 0:
@@ -132,15 +152,3 @@ def linear_scan(
         check_same_device(h0, "h0", b, "b")
     if chunk is not None and (not isinstance(chunk, int) or chunk < 1):
         raise ValueError(f"chunk must be a positive int or None, got {chunk!r}")
-    resolve_backend(backend, b, op="linear_scan")
-
-    dtype = _compute_dtype(a, b, *(() if h0 is None else (h0,)))
-    num_steps = b.shape[0]
-    b2 = b.to(dtype).reshape(num_steps, -1).contiguous()
-    if varying:
-        a2 = a.to(dtype).reshape(num_steps, -1).contiguous()
-    else:
-        a2 = a.to(dtype).expand(state_shape).reshape(-1).contiguous()
-    h02 = torch.zeros_like(b2[0]) if h0 is None else h0.to(dtype).reshape(-1)
-    h, last = _LinearScan.apply(a2, b2, h02, log_decay, chunk)
-    return h.view(b.shape), last.view(state_shape)

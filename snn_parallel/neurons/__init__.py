@@ -1,0 +1,23 @@
+"""Framework-agnostic parallel spiking neurons, time-major ``[T, B, C, ...]``.
+
+Each has ``forward(x_seq, state=None)`` (all steps in parallel) and ``step(x_t, state)``
+(streaming), with the same numbers; see :class:`ParallelNeuron`.
+"""
+
+from .base import ParallelNeuron
+from .dsn import DSNState, DynamicDecay
+from .lif import DecoupledLIF, LIFState
+from .ltc import LTC, LTCState
+from .prf import PRF, PRFState
+
+__all__ = [
+    "ParallelNeuron",
+    "DynamicDecay",
+    "DSNState",
+    "PRF",
+    "PRFState",
+    "DecoupledLIF",
+    "LIFState",
+    "LTC",
+    "LTCState",
+]

@@ -1,0 +1,110 @@
+"""Common contract of the parallel neurons.
+
+Every neuron is an ``nn.Module`` over time-major tensors with two entry points that give
+the same numbers:
+
+- ``forward(x_seq, state=None, *, return_membrane=False)``: all ``T`` steps at once
+  (parallel in training); returns ``(spikes, state)`` or ``(spikes, membrane, state)``;
+- ``step(x_t, state=None)``: one step (streaming inference); returns ``(spike, state)``.
+
+The state is a ``NamedTuple`` of tensors, so ``step`` is a pure function of
+``(parameters, state, x_t)`` and can be carried between calls: ``forward`` over ``T``
+steps equals ``T`` calls of ``step``, and two chained ``forward`` calls equal one.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import torch
+from torch import nn
+
+from .._validation import check_same_device, check_sequence, check_state_tensor, check_step_input
+
+
+class ParallelNeuron(nn.Module):
+    """Base class: input checks and state handling shared by the neurons.
+
+    Subclasses set ``state_type`` and implement :meth:`init_state`, :meth:`_forward` and
+    :meth:`_step` on already-checked inputs.
+    """
+
+    state_type: type[NamedTuple]
+    #: the number of spatial dims after the feature dim that the neuron accepts (``None``: any)
+    max_spatial_dims: int | None = None
+
+    def __init__(self, features: int) -> None:
+        super().__init__()
+        if isinstance(features, bool) or not isinstance(features, int) or features < 1:
+            raise ValueError(f"features must be a positive int, got {features!r}")
+        self.features = features
+
+    # -- public entry points -------------------------------------------------------------
+    def forward(
+        self, x_seq: torch.Tensor, state: NamedTuple | None = None, *, return_membrane: bool = False
+    ) -> tuple[Any, ...]:
+        """Run all time steps of ``x_seq`` ``[T, B, features, *spatial]`` in parallel.
+
+        Returns ``(spikes, state)``, or ``(spikes, membrane, state)`` with
+        ``return_membrane=True``; ``membrane`` is the potential compared with the threshold.
+        """
+        x_seq = check_sequence(x_seq, "x_seq", self.features)
+        self._check_spatial(x_seq.dim() - 3, "x_seq")
+        self._check_device(x_seq, "x_seq")
+        state = self._resolve_state(state, x_seq[0])
+        spikes, membrane, new_state = self._forward(x_seq, state)
+        return (spikes, membrane, new_state) if return_membrane else (spikes, new_state)
+
+    def step(self, x_t: torch.Tensor, state: NamedTuple | None = None) -> tuple[torch.Tensor, NamedTuple]:
+        """Advance one time step for ``x_t`` ``[B, features, *spatial]``; returns ``(spike, state)``."""
+        x_t = check_step_input(x_t, "x_t", self.features)
+        self._check_spatial(x_t.dim() - 2, "x_t")
+        self._check_device(x_t, "x_t")
+        state = self._resolve_state(state, x_t)
+        return self._step(x_t, state)
+
+    def init_state(self, x_t: torch.Tensor) -> NamedTuple:
+        """The resting state for a batch shaped like the single step ``x_t``."""
+        raise NotImplementedError
+
+    # -- for subclasses ------------------------------------------------------------------
+    def _forward(self, x_seq: torch.Tensor, state: NamedTuple) -> tuple[torch.Tensor, torch.Tensor, NamedTuple]:
+        raise NotImplementedError
+
+    def _step(self, x_t: torch.Tensor, state: NamedTuple) -> tuple[torch.Tensor, NamedTuple]:
+        raise NotImplementedError
+
+    def _state_shapes(self, x_t: torch.Tensor) -> dict[str, tuple[int, ...]]:
+        """Expected shape of each state field for a step input ``x_t`` (default: ``x_t``'s)."""
+        return {name: tuple(x_t.shape) for name in self.state_type._fields}
+
+    # -- helpers -------------------------------------------------------------------------
+    def _channel_view(self, param: torch.Tensor, x: torch.Tensor, channel_dim: int) -> torch.Tensor:
+        """View a per-channel ``[C]`` parameter so it broadcasts over ``x``'s spatial dims."""
+        return param.view(param.shape[0], *([1] * (x.dim() - channel_dim - 1)))
+
+    def _check_spatial(self, spatial_dims: int, name: str) -> None:
+        if self.max_spatial_dims is not None and spatial_dims > self.max_spatial_dims:
+            raise ValueError(
+                f"{name} has {spatial_dims} dims after the feature dim; {type(self).__name__} "
+                f"accepts [T, B, {self.features}] sequences and [B, {self.features}] steps only"
+            )
+
+    def _check_device(self, x: torch.Tensor, name: str) -> None:
+        param = next(self.parameters(), None)
+        if param is not None:
+            check_same_device(x, name, param, f"{type(self).__name__}'s parameters")
+
+    def _resolve_state(self, state: NamedTuple | None, x_t: torch.Tensor) -> NamedTuple:
+        if state is None:
+            return self.init_state(x_t)
+        if not isinstance(state, self.state_type):
+            raise TypeError(
+                f"state must be a {self.state_type.__name__} (as returned by this neuron), got {type(state).__name__}"
+            )
+        for field, shape in self._state_shapes(x_t).items():
+            check_state_tensor(getattr(state, field), f"state.{field}", shape, x_t, "the input")
+        return state
+
+    def extra_repr(self) -> str:
+        return f"features={self.features}"

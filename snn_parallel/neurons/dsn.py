@@ -1,0 +1,140 @@
+r"""DSN: the dynamic-decay spiking neuron (Huang et al., "Parallel Training in Spiking Neural
+Networks", arXiv 2602.01133).
+
+A reset-free neuron whose decay is computed from the input by a causal depthwise
+convolution over time, per channel :math:`c`:
+
+.. math::
+
+    \alpha'_t &= \mathrm{bias}_c + \sum_{j=0}^{k-1} w_{c,j}\, X_{t-k+1+j} \\
+    \alpha_t &= \sigma(\alpha'_t)^{1/\tau}, \qquad
+        \log\alpha_t = -\tfrac{1}{\tau}\,\mathrm{softplus}(-\alpha'_t) \\
+    H_t &= \alpha_t \odot H_{t-1} + (1 - \alpha_t) \odot X_t \\
+    S_t &= \Theta(H_t - V_{th}) \quad\text{(binary)} \qquad
+    S_t = \mathrm{clip}(\mathrm{round}(H_t), 0, N) \quad\text{(integer)}
+
+Spikes do not feed back into :math:`H`, so training solves the gated linear recurrence
+with a parallel scan (in log space, no cumulative-product division). Defaults follow the
+paper: :math:`k = 4`, :math:`\tau = 0.25`, :math:`N = 4`.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import torch
+from torch import nn
+
+from ..ops.scan import linear_scan
+from ..surrogate import integer_spike, resolve
+from .base import ParallelNeuron
+
+
+class DSNState(NamedTuple):
+    """State of :class:`DynamicDecay`: the membrane and the last ``k - 1`` inputs."""
+
+    h: torch.Tensor  #: membrane :math:`H_{t}`, ``[B, C, *spatial]``
+    history: torch.Tensor  #: inputs :math:`X_{t-k+2..t}`, ``[k - 1, B, C, *spatial]``
+
+
+class DynamicDecay(ParallelNeuron):
+    r"""Dynamic-decay spiking neuron (DSN), binary or integer spikes.
+
+    Args:
+        features: number of channels ``C`` (dim 2 of ``[T, B, C, *spatial]``).
+        kernel_size: taps ``k`` of the causal depthwise decay convolution.
+        tau: exponent :math:`1/\tau` of the decay; smaller ``tau`` forgets faster.
+        init_decay: the decay :math:`\alpha` at zero input when the neuron is built; the
+            convolution bias is set to :math:`\mathrm{logit}(\alpha_0^{\tau})`. The paper
+            does not state its bias initialisation; with a zero bias :math:`\alpha = 0.0625`
+            and the neuron forgets almost everything every step.
+        spike_mode: ``"binary"`` (surrogate gradient) or ``"integer"`` (clip-round, with a
+            straight-through gradient inside ``[0, levels]``).
+        levels: :math:`N`, the largest integer spike.
+        v_threshold: :math:`V_{th}` of binary mode.
+        surrogate: any surrogate :func:`~snn_parallel.surrogate.resolve` accepts (binary mode).
+        backend: ``"auto"``, ``"torch"`` or ``"cupy"`` for the scan.
+
+    Shapes: ``x_seq`` is ``[T, B, C, *spatial]``; the conv weights are ``[C, k]``.
+    """
+
+    state_type = DSNState
+
+    def __init__(
+        self,
+        features: int,
+        *,
+        kernel_size: int = 4,
+        tau: float = 0.25,
+        init_decay: float = 0.9,
+        spike_mode: str = "binary",
+        levels: int = 4,
+        v_threshold: float = 1.0,
+        surrogate: object = None,
+        backend: str = "auto",
+    ) -> None:
+        super().__init__(features)
+        if isinstance(kernel_size, bool) or not isinstance(kernel_size, int) or kernel_size < 1:
+            raise ValueError(f"kernel_size must be a positive int, got {kernel_size!r}")
+        if not tau > 0:
+            raise ValueError(f"tau must be positive, got {tau!r}")
+        if not 0 < init_decay < 1:
+            raise ValueError(f"init_decay must be in (0, 1), got {init_decay!r}")
+        if spike_mode not in ("binary", "integer"):
+            raise ValueError(f"spike_mode must be 'binary' or 'integer', got {spike_mode!r}")
+        if isinstance(levels, bool) or not isinstance(levels, int) or levels < 1:
+            raise ValueError(f"levels must be a positive int, got {levels!r}")
+        self.kernel_size, self.tau, self.spike_mode, self.levels = kernel_size, float(tau), spike_mode, levels
+        self.init_decay, self.v_threshold, self.backend = float(init_decay), float(v_threshold), backend
+        self.surrogate = resolve(surrogate)
+        bound = 1 / math.sqrt(kernel_size)  # PyTorch's conv default for fan-in k
+        self.weight = nn.Parameter(torch.empty(features, kernel_size).uniform_(-bound, bound))
+        self.bias = nn.Parameter(torch.full((features,), self._bias_for(init_decay)))
+
+    def _bias_for(self, decay: float) -> float:
+        """The pre-activation that gives decay ``decay``: :math:`\\mathrm{logit}(\\alpha^{\\tau})`."""
+        p = decay**self.tau
+        return math.log(p / (1 - p))
+
+    def init_state(self, x_t: torch.Tensor) -> DSNState:
+        zeros = torch.zeros_like(x_t)
+        return DSNState(zeros, zeros.unsqueeze(0).expand(self.kernel_size - 1, *x_t.shape).clone())
+
+    def _state_shapes(self, x_t: torch.Tensor) -> dict[str, tuple[int, ...]]:
+        return {"h": tuple(x_t.shape), "history": (self.kernel_size - 1, *x_t.shape)}
+
+    def log_decay(self, window: torch.Tensor) -> torch.Tensor:
+        r""":math:`\log\alpha_t` for every step, from ``window`` ``[T + k - 1, B, C, ...]``
+        (the ``k - 1`` carried inputs followed by the new ones)."""
+        steps = window.shape[0] - self.kernel_size + 1
+        pre = self._channel_view(self.bias, window, 2).expand_as(window[:steps])
+        for j, tap in enumerate(self.weight.unbind(1)):
+            pre = torch.addcmul(pre, self._channel_view(tap, window, 2), window[j : j + steps])
+        return nn.functional.logsigmoid(pre) / self.tau
+
+    def _spikes(self, h: torch.Tensor) -> torch.Tensor:
+        if self.spike_mode == "integer":
+            return integer_spike(h, self.levels)
+        return self.surrogate(h - self.v_threshold)
+
+    def _forward(self, x_seq: torch.Tensor, state: DSNState) -> tuple[torch.Tensor, torch.Tensor, DSNState]:
+        window = torch.cat([state.history, x_seq])
+        log_a = self.log_decay(window)
+        b = -torch.expm1(log_a) * x_seq  # (1 - alpha) X
+        h, h_last = linear_scan(log_a, b, state.h, log_decay=True, backend=self.backend, validate=False)
+        h = h.to(x_seq.dtype)
+        history = window[window.shape[0] - self.kernel_size + 1 :]
+        return self._spikes(h), h, DSNState(h_last.to(x_seq.dtype), history)
+
+    def _step(self, x_t: torch.Tensor, state: DSNState) -> tuple[torch.Tensor, DSNState]:
+        window = torch.cat([state.history, x_t.unsqueeze(0)])
+        log_a = self.log_decay(window)[0]
+        h = torch.addcmul(-torch.expm1(log_a) * x_t, log_a.exp(), state.h)
+        return self._spikes(h), DSNState(h, window[1:])
+
+    def extra_repr(self) -> str:
+        return (
+            f"features={self.features}, kernel_size={self.kernel_size}, tau={self.tau}, "
+            f"spike_mode={self.spike_mode!r}, levels={self.levels}, v_threshold={self.v_threshold}"
+        )

@@ -1,0 +1,97 @@
+r"""Decoupled-reset LIF (PRF paper, ``DecoupledResetLIF``): a soft-reset LIF trained in parallel.
+
+The neuron is the ordinary soft-reset LIF
+
+.. math::
+
+    u_t = \beta\,(u_{t-1} - V_{th} s_{t-1}) + c_t, \qquad s_t = \Theta(u_t - V_{th}),
+    \qquad \beta = 1 - 1/\tau,
+
+computed as a reset-free filter :math:`u'_t = \beta u'_{t-1} + c_t` (a parallel scan) and a
+threshold bias :math:`b_{t+1} = \beta(b_t + V_{th} s_t)`, so that :math:`u_t = u'_t - b_t`.
+Forward spikes are those of the sequential soft-reset LIF; the gradient is that of a
+*detached* reset (it flows through :math:`u'` only).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import torch
+from torch import nn
+
+from ..ops.decoupled_lif import decoupled_lif
+from ..surrogate import resolve
+from .base import ParallelNeuron
+
+
+class LIFState(NamedTuple):
+    """State of :class:`DecoupledLIF`, each ``[B, C, *spatial]``."""
+
+    filtered: torch.Tensor  #: reset-free membrane :math:`u'_t`
+    bias: torch.Tensor  #: threshold bias :math:`b_{t+1}` for the next step
+
+
+class DecoupledLIF(ParallelNeuron):
+    r"""Soft-reset LIF with the decoupled (parallel) training of the PRF paper.
+
+    Args:
+        features: channels ``C`` (dim 2 of ``[T, B, C, *spatial]``).
+        tau: membrane time constant, :math:`\beta = 1 - 1/\tau` (``tau > 1``).
+        learn_decay: learn a per-channel :math:`\beta = \sigma(w)`, initialised from ``tau``.
+        v_threshold: :math:`V_{th}`.
+        surrogate: any surrogate :func:`~snn_parallel.surrogate.resolve` accepts; its
+            firing rule (``>=`` or ``>``) is used by the threshold scan as well.
+        backend: ``"auto"``, ``"torch"`` or ``"cupy"`` for the scan.
+    """
+
+    state_type = LIFState
+
+    def __init__(
+        self,
+        features: int,
+        *,
+        tau: float = 2.0,
+        learn_decay: bool = False,
+        v_threshold: float = 1.0,
+        surrogate: object = None,
+        backend: str = "auto",
+    ) -> None:
+        super().__init__(features)
+        if not tau > 1:
+            raise ValueError(f"tau must be greater than 1 (beta = 1 - 1/tau in (0, 1)), got {tau!r}")
+        self.tau, self.v_threshold, self.backend = float(tau), float(v_threshold), backend
+        self.surrogate = resolve(surrogate)
+        beta = 1 - 1 / tau
+        logit = torch.full((features,), math.log(beta / (1 - beta)))
+        if learn_decay:
+            self.decay_logit = nn.Parameter(logit)
+        else:
+            self.register_buffer("decay_logit", logit)
+
+    @property
+    def beta(self) -> torch.Tensor:
+        r"""Per-channel decay :math:`\beta`, ``[C]``."""
+        return torch.sigmoid(self.decay_logit)
+
+    def init_state(self, x_t: torch.Tensor) -> LIFState:
+        zeros = torch.zeros_like(x_t)
+        return LIFState(zeros, zeros)
+
+    def _forward(self, x_seq: torch.Tensor, state: LIFState) -> tuple[torch.Tensor, torch.Tensor, LIFState]:
+        beta = self._channel_view(self.beta, x_seq, 2)
+        spikes, membrane, filtered, bias = decoupled_lif(
+            x_seq, beta, self.v_threshold, self.surrogate, state.filtered, state.bias, backend=self.backend, validate=False
+        )
+        return spikes, membrane, LIFState(filtered, bias)
+
+    def _step(self, x_t: torch.Tensor, state: LIFState) -> tuple[torch.Tensor, LIFState]:
+        beta = self._channel_view(self.beta, x_t, 1)
+        filtered = torch.addcmul(x_t, beta, state.filtered)
+        spike = self.surrogate(filtered - state.bias - self.v_threshold)
+        bias = beta.detach() * (state.bias + self.v_threshold * spike.detach())
+        return spike, LIFState(filtered, bias)
+
+    def extra_repr(self) -> str:
+        return f"features={self.features}, tau={self.tau}, v_threshold={self.v_threshold}"

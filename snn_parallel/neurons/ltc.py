@@ -1,0 +1,120 @@
+r"""LTC: the liquid-time-constant spiking neuron (Yin, Corradi, Bohté, NMI 2023; reference
+code ``byin-cwi/sFPTT``, ``mem_update_adp``).
+
+Two input- and state-dependent gates set how fast the membrane follows the input current
+and how long the adaptive threshold remembers spikes:
+
+.. math::
+
+    m_t &= \sigma(W_m [I_t; \hat u_{t-1}] + c_m) \qquad
+    \rho_t = \sigma(W_\rho [I_t; b_{t-1}] + c_\rho) \\
+    b_t &= \rho_t b_{t-1} + (1 - \rho_t) s_{t-1}, \qquad \theta_t = b_0 + \beta_a b_t \\
+    u_t &= (1 - m_t)\hat u_{t-1} + m_t I_t, \qquad s_t = \Theta(u_t - \theta_t),
+    \qquad \hat u_t = (1 - s_t) u_t
+
+(:math:`m` is the code's ``tau_m``, an update *rate*; :math:`\rho` is ``tau_adp``, a
+*retention*). ``mode="paper"`` is exactly this and is sequential by nature (the gates see
+the state). ``mode="parallel"`` feeds the gates :math:`I_t` only, so both gates for all
+steps are one matrix product and the rest is the fused multi-step op
+:func:`~snn_parallel.ops.ltc_scan` with its hand-written backward.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import nn
+
+from ..ops.ltc import ltc_scan, ltc_step
+from ..surrogate import MultiGaussian, resolve
+from .base import ParallelNeuron
+
+
+class LTCState(NamedTuple):
+    """State of :class:`LTC`, each ``[B, C]``."""
+
+    u: torch.Tensor  #: membrane after reset :math:`\hat u_t`
+    s: torch.Tensor  #: last spike :math:`s_t`
+    b: torch.Tensor  #: adaptation trace :math:`b_t`
+
+
+class LTC(ParallelNeuron):
+    r"""Liquid-time-constant spiking neuron with an adaptive threshold and hard reset.
+
+    Args:
+        features: neurons ``C``; input ``[T, B, C]`` is the synaptic current :math:`I_t`.
+        mode: ``"paper"`` (gates from ``[I_t; state]``, sequential) or ``"parallel"``
+            (gates from :math:`I_t` only, fused multi-step op).
+        b0: baseline threshold :math:`b_0` (also the adaptation trace's initial value).
+        beta_a: adaptation strength :math:`\beta_a`.
+        surrogate: defaults to the multi-Gaussian of the reference code, firing on ``x > 0``.
+        backend: ``"auto"``, ``"torch"`` or ``"cupy"`` for the fused op.
+
+    Gate weights are Xavier-normal with zero bias, as in the reference code; the initial
+    state is :math:`\hat u = 0, s = 0, b = b_0` (the code draws :math:`\hat u_0 \sim U(0,1)`).
+    """
+
+    state_type = LTCState
+    max_spatial_dims = 0
+
+    def __init__(
+        self,
+        features: int,
+        *,
+        mode: str = "paper",
+        b0: float = 0.1,
+        beta_a: float = 1.8,
+        surrogate: object = None,
+        backend: str = "auto",
+    ) -> None:
+        super().__init__(features)
+        if mode not in ("paper", "parallel"):
+            raise ValueError(f"mode must be 'paper' or 'parallel', got {mode!r}")
+        self.mode, self.b0, self.beta_a, self.backend = mode, float(b0), float(beta_a), backend
+        self.surrogate = MultiGaussian(inclusive=False) if surrogate is None else resolve(surrogate)
+        fan_in = 2 * features if mode == "paper" else features
+        self.rate_gate = nn.Linear(fan_in, features)
+        self.retention_gate = nn.Linear(fan_in, features)
+        for gate in (self.rate_gate, self.retention_gate):
+            nn.init.xavier_normal_(gate.weight)
+            nn.init.zeros_(gate.bias)
+
+    def init_state(self, x_t: torch.Tensor) -> LTCState:
+        zeros = torch.zeros_like(x_t)
+        return LTCState(zeros, zeros, torch.full_like(x_t, self.b0))
+
+    def _gates(self, current: torch.Tensor, state: LTCState) -> tuple[torch.Tensor, torch.Tensor]:
+        """Membrane update rate and adaptation retention for one step (paper mode) or all steps."""
+        if self.mode == "paper":
+            rate = self.rate_gate(torch.cat([current, state.u], dim=-1))
+            retention = self.retention_gate(torch.cat([current, state.b], dim=-1))
+        else:
+            rate, retention = self.rate_gate(current), self.retention_gate(current)
+        return torch.sigmoid(rate), torch.sigmoid(retention)
+
+    def _forward(self, x_seq: torch.Tensor, state: LTCState) -> tuple[torch.Tensor, torch.Tensor, LTCState]:
+        if self.mode == "parallel":
+            rate, retention = self._gates(x_seq, state)
+            spikes, membrane, u, s, b = ltc_scan(
+                x_seq, rate, retention, *state, self.b0, self.beta_a, self.surrogate, backend=self.backend
+            )
+            return spikes, membrane, LTCState(u, s, b)
+        spikes, membrane = [], []
+        for x_t in x_seq.unbind(0):
+            out = self._advance(x_t, state)
+            state = LTCState(out.u, out.spike, out.b)
+            spikes.append(out.spike)
+            membrane.append(out.membrane)
+        return torch.stack(spikes), torch.stack(membrane), state
+
+    def _advance(self, x_t: torch.Tensor, state: LTCState):
+        rate, retention = self._gates(x_t, state)
+        return ltc_step(x_t, rate, retention, *state, self.b0, self.beta_a, self.surrogate)
+
+    def _step(self, x_t: torch.Tensor, state: LTCState) -> tuple[torch.Tensor, LTCState]:
+        out = self._advance(x_t, state)
+        return out.spike, LTCState(out.u, out.spike, out.b)
+
+    def extra_repr(self) -> str:
+        return f"features={self.features}, mode={self.mode!r}, b0={self.b0}, beta_a={self.beta_a}"

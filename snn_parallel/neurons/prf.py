@@ -1,0 +1,172 @@
+r"""PRF: the parallel resonate-and-fire neuron (Huang et al., arXiv 2410.03530; official
+code ``HuuYuLong/prf``).
+
+A complex membrane :math:`\tilde u = u + i r` per channel :math:`d`, discretised S4-style
+with a learnable step :math:`\Delta_d`:
+
+.. math::
+
+    A_d = \exp\big(\Delta_d(-\lambda_d + i\theta_d)\big), \qquad
+    \tilde u_t = A_d\,\tilde u_{t-1} + \Delta_d\, c_t, \qquad
+    s_t = \Theta(\mathrm{Re}\,\tilde u_t - V_{th} - b_t)
+
+with :math:`\lambda = 1/\tau` fixed (or learnable), :math:`\theta = e^{\theta_{\log}} > 0`
+and :math:`\Delta = e^{\log\Delta}`. At inference this is two real states:
+
+.. math::
+
+    u_t = \phi_{re} u_{t-1} - \phi_{im} r_{t-1} + \Delta c_t, \qquad
+    r_t = \phi_{im} u_{t-1} + \phi_{re} r_{t-1}, \qquad \phi = A.
+
+Without reset (the paper's PRF) :math:`b_t = 0`. With ``reset=True`` (the "PRF+reset"
+ablation, ``PRFNeuronReset``) a soft reset acts through a threshold bias that rises by
+:math:`V_{th}` per spike and decays with :math:`\mathrm{Re}\,A`:
+:math:`b_{t+1} = \mathrm{Re}(A)\,(b_t + V_{th} s_t)`; the complex state itself is not reset,
+and no gradient flows through :math:`b`.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import torch
+from torch import nn
+
+from ..ops.decoupled_lif import threshold_scan
+from ..ops.scan import linear_scan
+from ..surrogate import resolve
+from .base import ParallelNeuron
+
+
+class PRFState(NamedTuple):
+    """State of :class:`PRF`, each ``[B, C, *spatial]``."""
+
+    u: torch.Tensor  #: real part of the membrane
+    r: torch.Tensor  #: imaginary ("resonance") part
+    bias: torch.Tensor  #: threshold bias of the reset variant (stays zero without reset)
+
+
+class PRF(ParallelNeuron):
+    r"""Parallel resonate-and-fire neuron.
+
+    Args:
+        features: channels ``C`` (dim 2 of ``[T, B, C, *spatial]``).
+        tau: membrane time constant; the decay rate is :math:`\lambda = 1/\tau`.
+        learn_decay: make :math:`\lambda` a learnable per-channel parameter (initialised to
+            :math:`1/\tau`; the official ``PRFNeuronTrain``).
+        dt_range: :math:`\Delta \sim \mathrm{LogUniform}(\Delta_{min}, \Delta_{max})` at init.
+        fr_scale: :math:`\theta \sim U(0, 2\pi / \mathrm{fr\_scale})` at init.
+        reset: add the soft reset through a decaying threshold bias (see module doc).
+        v_threshold: :math:`V_{th}`.
+        surrogate: any surrogate :func:`~snn_parallel.surrogate.resolve` accepts.
+        mode: ``"scan"`` (complex linear scan, :math:`O(T)`) or ``"fft"`` (causal FFT
+            convolution as in the official code, :math:`O(T\log T)`); same numbers.
+        backend: ``"auto"``, ``"torch"`` or ``"cupy"`` for the scan.
+    """
+
+    state_type = PRFState
+
+    def __init__(
+        self,
+        features: int,
+        *,
+        tau: float = 2.0,
+        learn_decay: bool = False,
+        dt_range: tuple[float, float] = (0.001, 0.1),
+        fr_scale: float = 1.0,
+        reset: bool = False,
+        v_threshold: float = 1.0,
+        surrogate: object = None,
+        mode: str = "scan",
+        backend: str = "auto",
+    ) -> None:
+        super().__init__(features)
+        if not tau > 0:
+            raise ValueError(f"tau must be positive, got {tau!r}")
+        dt_min, dt_max = dt_range
+        if not 0 < dt_min <= dt_max:
+            raise ValueError(f"dt_range must be (min, max) with 0 < min <= max, got {dt_range!r}")
+        if not fr_scale > 0:
+            raise ValueError(f"fr_scale must be positive, got {fr_scale!r}")
+        if mode not in ("scan", "fft"):
+            raise ValueError(f"mode must be 'scan' or 'fft', got {mode!r}")
+        self.tau, self.reset, self.v_threshold, self.mode, self.backend = float(tau), reset, float(v_threshold), mode, backend
+        self.surrogate = resolve(surrogate)
+        log_dt = torch.empty(features).uniform_(math.log(dt_min), math.log(dt_max))
+        theta = (2 * math.pi / fr_scale) * torch.rand(features).clamp_min(1e-4)
+        self.log_dt = nn.Parameter(log_dt)
+        self.theta_log = nn.Parameter(theta.log())
+        decay_log = torch.full((features,), -math.log(tau))
+        if learn_decay:
+            self.decay_log = nn.Parameter(decay_log)
+        else:
+            self.register_buffer("decay_log", decay_log)
+
+    def init_state(self, x_t: torch.Tensor) -> PRFState:
+        zeros = torch.zeros_like(x_t)
+        return PRFState(zeros, zeros, zeros)
+
+    def coefficients(self) -> tuple[torch.Tensor, torch.Tensor]:
+        r"""Per-channel ``(log A, Δ)``: :math:`\log A = \Delta(-\lambda + i\theta)` and the input scale."""
+        dt = self.log_dt.exp()
+        return torch.complex(-dt * self.decay_log.exp(), dt * self.theta_log.exp()), dt
+
+    def _forward(self, x_seq: torch.Tensor, state: PRFState) -> tuple[torch.Tensor, torch.Tensor, PRFState]:
+        log_a, dt = self.coefficients()
+        log_a = self._channel_view(log_a, x_seq, 2)
+        drive = self._channel_view(dt, x_seq, 2) * x_seq
+        h0 = torch.complex(state.u, state.r)
+        if self.mode == "scan":
+            z, z_last = linear_scan(log_a.exp(), drive, h0, backend=self.backend, validate=False)
+        else:
+            z = _fft_filter(log_a, drive, h0)
+            z_last = z[-1]
+        membrane = z.real
+        bias_next = state.bias
+        if self.reset:
+            beta = log_a.exp().real.detach().expand(x_seq.shape[1:]).reshape(-1)
+            bias, bias_next = threshold_scan(
+                membrane.detach().reshape(x_seq.shape[0], -1),
+                beta,
+                self.v_threshold,
+                state.bias.detach().reshape(-1),
+                inclusive=self.surrogate.inclusive,
+            )
+            membrane = membrane - bias.view(membrane.shape)
+            bias_next = bias_next.view(state.bias.shape)
+        spikes = self.surrogate(membrane - self.v_threshold)
+        return spikes, membrane, PRFState(z_last.real, z_last.imag, bias_next)
+
+    def _step(self, x_t: torch.Tensor, state: PRFState) -> tuple[torch.Tensor, PRFState]:
+        log_a, dt = self.coefficients()
+        phi = self._channel_view(log_a, x_t, 1).exp()
+        phi_re, phi_im = phi.real, phi.imag
+        u = phi_re * state.u - phi_im * state.r + self._channel_view(dt, x_t, 1) * x_t
+        r = phi_im * state.u + phi_re * state.r
+        membrane = u - state.bias
+        spike = self.surrogate(membrane - self.v_threshold)
+        bias = state.bias
+        if self.reset:
+            bias = phi_re.detach() * (state.bias + self.v_threshold * spike.detach())
+        return spike, PRFState(u, r, bias)
+
+    def extra_repr(self) -> str:
+        return (
+            f"features={self.features}, tau={self.tau}, learn_decay={isinstance(self.decay_log, nn.Parameter)}, "
+            f"reset={self.reset}, v_threshold={self.v_threshold}, mode={self.mode!r}"
+        )
+
+
+def _fft_filter(log_a: torch.Tensor, drive: torch.Tensor, h0: torch.Tensor) -> torch.Tensor:
+    r"""Causal convolution :math:`z_t = \sum_{i \le t} A^{t-i} x_i + A^{t+1} z_{-1}` by FFT.
+
+    The kernel :math:`A^t = e^{t \log A}` is built from the log, so it never multiplies
+    a running product; zero padding to at least ``2T - 1`` makes the convolution causal.
+    """
+    steps = drive.shape[0]
+    t = torch.arange(steps + 1, device=drive.device, dtype=drive.dtype).view(-1, *([1] * (drive.dim() - 1)))
+    powers = torch.exp(t * log_a)  # A^0 .. A^T, [T + 1, 1, C, ...]
+    n = 1 << (2 * steps - 1).bit_length()
+    spectrum = torch.fft.fft(powers[:steps], n=n, dim=0) * torch.fft.fft(drive, n=n, dim=0)
+    return torch.fft.ifft(spectrum, dim=0)[:steps] + powers[1:] * h0
