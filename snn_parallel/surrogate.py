@@ -38,7 +38,7 @@ __all__ = [
     "DoubleGaussian",
     "ForeignSurrogate",
     "resolve",
-    "integer_spike",
+    "IntegerSpike",
 ]
 
 
@@ -69,7 +69,8 @@ class _SpikeFunction(torch.autograd.Function):
 
 
 class Surrogate:
-    """Base class: a Heaviside step forward with the derivative :meth:`derivative` backward.
+    """Base class: a spike function forward (the Heaviside step, for all but
+    :class:`IntegerSpike`) with the derivative :meth:`derivative` backward.
 
     Subclasses implement :meth:`derivative`. ``inclusive`` selects the firing rule:
     ``True`` fires on ``x >= 0`` (SpikingJelly), ``False`` on ``x > 0`` (snnTorch).
@@ -296,33 +297,24 @@ def resolve(surrogate: object = None, *, inclusive: bool = True, name: str = "su
     raise TypeError(f"{name} must be a surrogate name, a Surrogate or a callable, got {type(surrogate).__name__}")
 
 
-class _IntegerSpike(torch.autograd.Function):
-    """``clip(round(h), 0, N)`` forward, straight-through inside ``[0, N]`` backward."""
-
-    generate_vmap_rule = True
-
-    @staticmethod
-    def forward(h: torch.Tensor, levels: int) -> torch.Tensor:
-        return torch.clamp(torch.round(h), 0, levels)
-
-    @staticmethod
-    def setup_context(ctx: Any, inputs: tuple, output: torch.Tensor) -> None:
-        h, levels = inputs
-        ctx.save_for_backward(h)
-        ctx.levels = levels
-
-    @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
-        (h,) = ctx.saved_tensors
-        return grad * ((h >= 0) & (h <= ctx.levels)).to(grad.dtype), None
-
-    @staticmethod
-    def jvp(ctx: Any, h_tangent: torch.Tensor, _: None) -> torch.Tensor:
-        (h,) = ctx.saved_tensors
-        return h_tangent * ((h >= 0) & (h <= ctx.levels)).to(h_tangent.dtype)
-
-
-def integer_spike(h: torch.Tensor, levels: int) -> torch.Tensor:
+class IntegerSpike(Surrogate):
     r"""Integer spikes :math:`S = \mathrm{clip}(\mathrm{round}(H), 0, N)` with a straight-through
-    gradient inside :math:`[0, N]` (the "Rect" surrogate of integer-valued training)."""
-    return _IntegerSpike.apply(h, levels)
+    gradient inside :math:`[0, N]` (the "Rect" rule of integer-valued training, ILIF/DSN)."""
+
+    name = "integer"
+
+    def __init__(self, levels: int = 4) -> None:
+        super().__init__(inclusive=True)
+        if isinstance(levels, bool) or not isinstance(levels, int) or levels < 1:
+            raise ValueError(f"levels must be a positive int, got {levels!r}")
+        self.levels = levels
+
+    def heaviside(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.clamp(torch.round(x), 0, self.levels)
+
+    def derivative(self, x: torch.Tensor) -> torch.Tensor:
+        return ((x >= 0) & (x <= self.levels)).to(x.dtype)
+
+    @property
+    def params(self) -> dict[str, float]:
+        return {"levels": self.levels}

@@ -14,7 +14,8 @@ convolution over time, per channel :math:`c`:
     S_t = \mathrm{clip}(\mathrm{round}(H_t), 0, N) \quad\text{(integer)}
 
 Spikes do not feed back into :math:`H`, so training solves the gated linear recurrence
-with a parallel scan (in log space, no cumulative-product division). Defaults follow the
+with a parallel scan (in log space, no cumulative-product division), fused with the decay
+convolution in :func:`~snn_parallel.ops.dsn_membrane`. Defaults follow the
 paper: :math:`k = 4`, :math:`\tau = 0.25`, :math:`N = 4`.
 """
 
@@ -26,8 +27,8 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from ..ops.scan import linear_scan
-from ..surrogate import integer_spike, resolve
+from ..ops.dsn import dsn_membrane
+from ..surrogate import IntegerSpike, resolve
 from .base import ParallelNeuron
 
 
@@ -88,6 +89,9 @@ class DynamicDecay(ParallelNeuron):
         self.kernel_size, self.tau, self.spike_mode, self.levels = kernel_size, float(tau), spike_mode, levels
         self.init_decay, self.v_threshold, self.backend = float(init_decay), float(v_threshold), backend
         self.surrogate = resolve(surrogate)
+        # the spike function and the value it is applied to, H - shift
+        self._spike_fn = IntegerSpike(levels) if spike_mode == "integer" else self.surrogate
+        self._shift = 0.0 if spike_mode == "integer" else self.v_threshold
         bound = 1 / math.sqrt(kernel_size)  # PyTorch's conv default for fan-in k
         self.weight = nn.Parameter(torch.empty(features, kernel_size).uniform_(-bound, bound))
         self.bias = nn.Parameter(torch.full((features,), self._bias_for(init_decay)))
@@ -104,34 +108,28 @@ class DynamicDecay(ParallelNeuron):
     def _state_shapes(self, x_t: torch.Tensor) -> dict[str, tuple[int, ...]]:
         return {"h": tuple(x_t.shape), "history": (self.kernel_size - 1, *x_t.shape)}
 
-    def log_decay(self, window: torch.Tensor) -> torch.Tensor:
-        r""":math:`\log\alpha_t` for every step, from ``window`` ``[T + k - 1, B, C, ...]``
-        (the ``k - 1`` carried inputs followed by the new ones)."""
-        steps = window.shape[0] - self.kernel_size + 1
-        pre = self._channel_view(self.bias, window, 2).expand_as(window[:steps])
-        for j, tap in enumerate(self.weight.unbind(1)):
-            pre = torch.addcmul(pre, self._channel_view(tap, window, 2), window[j : j + steps])
-        return nn.functional.logsigmoid(pre) / self.tau
-
-    def _spikes(self, h: torch.Tensor) -> torch.Tensor:
-        if self.spike_mode == "integer":
-            return integer_spike(h, self.levels)
-        return self.surrogate(h - self.v_threshold)
+    def _taps(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Conv taps ``[k, C, 1...]`` and bias ``[C, 1...]`` shaped to broadcast over ``x[0]``."""
+        spatial = [1] * (x.dim() - 3)
+        return self.weight.t().reshape(self.kernel_size, self.features, *spatial), self.bias.view(self.features, *spatial)
 
     def _forward(self, x_seq: torch.Tensor, state: DSNState) -> tuple[torch.Tensor, torch.Tensor, DSNState]:
-        window = torch.cat([state.history, x_seq])
-        log_a = self.log_decay(window)
-        b = -torch.expm1(log_a) * x_seq  # (1 - alpha) X
-        h, h_last = linear_scan(log_a, b, state.h, log_decay=True, backend=self.backend, validate=False)
-        h = h.to(x_seq.dtype)
-        history = window[window.shape[0] - self.kernel_size + 1 :]
-        return self._spikes(h), h, DSNState(h_last.to(x_seq.dtype), history)
+        weight, bias = self._taps(x_seq)
+        spikes, h, h_last = dsn_membrane(
+            x_seq, state.history, weight, bias, self.tau, state.h, self._spike_fn, self._shift, backend=self.backend
+        )
+        steps, keep = x_seq.shape[0], self.kernel_size - 1
+        # the last k - 1 inputs, reaching into the old history when T < k - 1
+        history = x_seq[steps - keep :] if steps >= keep else torch.cat([state.history, x_seq])[steps:]
+        return spikes, h, DSNState(h_last, history)
 
     def _step(self, x_t: torch.Tensor, state: DSNState) -> tuple[torch.Tensor, DSNState]:
         window = torch.cat([state.history, x_t.unsqueeze(0)])
-        log_a = self.log_decay(window)[0]
+        weight, bias = self._taps(window)
+        pre = bias + (weight.unsqueeze(1) * window).sum(0)
+        log_a = nn.functional.logsigmoid(pre) / self.tau
         h = torch.addcmul(-torch.expm1(log_a) * x_t, log_a.exp(), state.h)
-        return self._spikes(h), DSNState(h, window[1:])
+        return self._spike_fn(h - self._shift), DSNState(h, window[1:])
 
     def extra_repr(self) -> str:
         return (

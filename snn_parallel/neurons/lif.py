@@ -21,7 +21,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from ..ops.decoupled_lif import decoupled_lif
+from ..ops.linear_fire import linear_fire
 from ..surrogate import resolve
 from .base import ParallelNeuron
 
@@ -81,14 +81,22 @@ class DecoupledLIF(ParallelNeuron):
 
     def _forward(self, x_seq: torch.Tensor, state: LIFState) -> tuple[torch.Tensor, torch.Tensor, LIFState]:
         beta = self._channel_view(self.beta, x_seq, 2)
-        spikes, membrane, filtered, bias = decoupled_lif(
-            x_seq, beta, self.v_threshold, self.surrogate, state.filtered, state.bias, backend=self.backend, validate=False
+        spikes, membrane, filtered, bias = linear_fire(
+            x_seq,
+            beta,
+            torch.ones_like(beta),
+            state.filtered,
+            state.bias,
+            self.surrogate,
+            self.v_threshold,
+            beta,
+            backend=self.backend,
         )
         return spikes, membrane, LIFState(filtered, bias)
 
     def _step(self, x_t: torch.Tensor, state: LIFState) -> tuple[torch.Tensor, LIFState]:
         beta = self._channel_view(self.beta, x_t, 1)
-        filtered = torch.addcmul(x_t, beta, state.filtered)
+        filtered = beta * state.filtered + x_t
         spike = self.surrogate(filtered - state.bias - self.v_threshold)
         bias = beta.detach() * (state.bias + self.v_threshold * spike.detach())
         return spike, LIFState(filtered, bias)

@@ -33,8 +33,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from ..ops.decoupled_lif import threshold_scan
-from ..ops.scan import linear_scan
+from ..ops.linear_fire import linear_fire
 from ..surrogate import resolve
 from .base import ParallelNeuron
 
@@ -60,8 +59,9 @@ class PRF(ParallelNeuron):
         reset: add the soft reset through a decaying threshold bias (see module doc).
         v_threshold: :math:`V_{th}`.
         surrogate: any surrogate :func:`~snn_parallel.surrogate.resolve` accepts.
-        mode: ``"scan"`` (complex linear scan, :math:`O(T)`) or ``"fft"`` (causal FFT
-            convolution as in the official code, :math:`O(T\log T)`); same numbers.
+        mode: ``"scan"`` (complex linear scan, :math:`O(T)`, fused with the spike readout)
+            or ``"fft"`` (causal FFT convolution as in the official code,
+            :math:`O(T\log T)`, no reset); same numbers.
         backend: ``"auto"``, ``"torch"`` or ``"cupy"`` for the scan.
     """
 
@@ -91,6 +91,8 @@ class PRF(ParallelNeuron):
             raise ValueError(f"fr_scale must be positive, got {fr_scale!r}")
         if mode not in ("scan", "fft"):
             raise ValueError(f"mode must be 'scan' or 'fft', got {mode!r}")
+        if mode == "fft" and reset:
+            raise ValueError("reset=True needs mode='scan' (the threshold bias is stepped with the scan)")
         self.tau, self.reset, self.v_threshold, self.mode, self.backend = float(tau), reset, float(v_threshold), mode, backend
         self.surrogate = resolve(surrogate)
         log_dt = torch.empty(features).uniform_(math.log(dt_min), math.log(dt_max))
@@ -114,29 +116,25 @@ class PRF(ParallelNeuron):
 
     def _forward(self, x_seq: torch.Tensor, state: PRFState) -> tuple[torch.Tensor, torch.Tensor, PRFState]:
         log_a, dt = self.coefficients()
-        log_a = self._channel_view(log_a, x_seq, 2)
-        drive = self._channel_view(dt, x_seq, 2) * x_seq
+        decay, scale = self._channel_view(log_a, x_seq, 2).exp(), self._channel_view(dt, x_seq, 2)
         h0 = torch.complex(state.u, state.r)
-        if self.mode == "scan":
-            z, z_last = linear_scan(log_a.exp(), drive, h0, backend=self.backend, validate=False)
-        else:
-            z = _fft_filter(log_a, drive, h0)
-            z_last = z[-1]
-        membrane = z.real
-        bias_next = state.bias
-        if self.reset:
-            beta = log_a.exp().real.detach().expand(x_seq.shape[1:]).reshape(-1)
-            bias, bias_next = threshold_scan(
-                membrane.detach().reshape(x_seq.shape[0], -1),
-                beta,
-                self.v_threshold,
-                state.bias.detach().reshape(-1),
-                inclusive=self.surrogate.inclusive,
-            )
-            membrane = membrane - bias.view(membrane.shape)
-            bias_next = bias_next.view(state.bias.shape)
-        spikes = self.surrogate(membrane - self.v_threshold)
-        return spikes, membrane, PRFState(z_last.real, z_last.imag, bias_next)
+        if self.mode == "fft":
+            z = _fft_filter(self._channel_view(log_a, x_seq, 2), scale * x_seq, h0)
+            membrane = z.real
+            spikes = self.surrogate(membrane - self.v_threshold)
+            return spikes, membrane, PRFState(z[-1].real, z[-1].imag, state.bias)
+        spikes, membrane, z_last, bias = linear_fire(
+            x_seq,
+            decay,
+            scale,
+            h0,
+            state.bias,
+            self.surrogate,
+            self.v_threshold,
+            decay.real if self.reset else None,
+            backend=self.backend,
+        )
+        return spikes, membrane, PRFState(z_last.real, z_last.imag, bias)
 
     def _step(self, x_t: torch.Tensor, state: PRFState) -> tuple[torch.Tensor, PRFState]:
         log_a, dt = self.coefficients()

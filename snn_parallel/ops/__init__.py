@@ -4,15 +4,18 @@ Each op has ``reference.py`` (a plain step loop: the specification), a parallel 
 torch implementation, and a dispatching entry point with a hand-written backward.
 """
 
-from .decoupled_lif import decoupled_lif, soft_reset_lif_reference, threshold_scan
+from .dsn import dsn_membrane, dsn_membrane_reference
+from .linear_fire import linear_fire, linear_fire_reference, soft_reset_lif_reference
 from .ltc import ltc_scan, ltc_scan_reference
 from .scan import linear_scan, linear_scan_reference
 
 __all__ = [
     "linear_scan",
     "linear_scan_reference",
-    "decoupled_lif",
-    "threshold_scan",
+    "dsn_membrane",
+    "dsn_membrane_reference",
+    "linear_fire",
+    "linear_fire_reference",
     "soft_reset_lif_reference",
     "ltc_scan",
     "ltc_scan_reference",

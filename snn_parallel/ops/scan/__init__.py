@@ -60,7 +60,8 @@ class _LinearScan(torch.autograd.Function):
         g = torch.empty_like(d)
         g[-1] = d[-1]
         if d.shape[0] > 1:
-            scan_2d((decay[1:] if varying else decay).conj(), d[:-1], d[-1], reverse=True, chunk=ctx.chunk, out=g[:-1])
+            reverse_decay = (decay[1:] if varying else decay).conj().resolve_conj()
+            scan_2d(reverse_decay, d[:-1], d[-1], reverse=True, chunk=ctx.chunk, out=g[:-1])
         first_decay = decay[0] if varying else decay
         grad_h0 = first_decay.conj() * g[0] if ctx.needs_input_grad[2] else None
         grad_a = None

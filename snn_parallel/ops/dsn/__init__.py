@@ -1,0 +1,88 @@
+r"""DSN as one fused op: causal depthwise decay convolution, gated linear scan, spikes.
+
+:func:`dsn_membrane` returns the spikes and the membrane :math:`H` of the dynamic-decay
+neuron (equations in :mod:`.reference`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from ...surrogate import Surrogate
+from .._backend import resolve_backend
+from .fused import dsn_backward, dsn_forward
+from .reference import dsn_membrane_reference
+
+__all__ = ["dsn_membrane", "dsn_membrane_reference"]
+
+
+class _DSNMembrane(torch.autograd.Function):
+    """Flattened: ``x`` ``[T, N]``, ``history`` ``[k-1, N]``, ``weight`` ``[k, N]``, ``bias`` and ``h0`` ``[N]``."""
+
+    @staticmethod
+    def forward(ctx: Any, x, history, weight, bias, h0, tau: float, spike_fn: Surrogate, shift: float):
+        spikes, h = dsn_forward(x, history, weight, bias, tau, h0, spike_fn, shift)
+        ctx.save_for_backward(x, history, weight, bias, h0, h)
+        ctx.constants = (tau, spike_fn, shift)
+        return spikes, h, h[-1].clone()
+
+    @staticmethod
+    def backward(ctx: Any, grad_spikes, grad_h, grad_last):
+        x, history, weight, bias, h0, h = ctx.saved_tensors
+        tau, spike_fn, shift = ctx.constants
+        grads = dsn_backward(grad_spikes, grad_h, grad_last, x, history, weight, bias, tau, h0, h, spike_fn, shift)
+        return (*grads, None, None, None)
+
+
+def dsn_membrane(
+    x: torch.Tensor,
+    history: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor,
+    tau: float,
+    h0: torch.Tensor,
+    spike_fn: Surrogate,
+    shift: float = 0.0,
+    *,
+    backend: str = "auto",
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    r"""DSN spikes :math:`S_t = f(H_t - \mathrm{shift})` and membrane :math:`H` for all steps.
+
+    Args:
+        x: inputs ``[T, *S]`` (``S = (B, C, *spatial)``).
+        history: the ``k - 1`` inputs before ``x``, ``[k - 1, *S]``.
+        weight: taps ``[k, *S']``, broadcastable to ``S`` (e.g. ``[k, C]``, or
+            ``[k, C, 1, 1]`` for feature maps), oldest input first.
+        bias: ``[*S']``, broadcastable to ``S``.
+        tau: decay exponent :math:`1/\tau`.
+        h0: membrane before the first step, ``[*S]``.
+        spike_fn: spike function with its surrogate derivative (a
+            :class:`~snn_parallel.surrogate.Surrogate`, e.g. ``ATan()`` or ``IntegerSpike(4)``).
+        shift: subtracted from :math:`H` before ``spike_fn`` (the threshold in binary mode).
+        backend: ``"auto"``, ``"torch"`` or ``"cupy"``.
+
+    Returns:
+        ``(spikes, h, h_last)``, ``[T, *S]``, ``[T, *S]`` and ``[*S]``. Inputs are assumed checked by the
+        caller (the :class:`~snn_parallel.neurons.DynamicDecay` module does).
+    """
+    resolve_backend(backend, x, op="dsn_membrane")
+    steps, shape = x.shape[0], x.shape[1:]
+    lanes = shape.numel()
+    taps = weight.shape[0]
+    # align the per-tap trailing dims with S from the right, as broadcasting does
+    weight = weight.reshape(taps, *([1] * (len(shape) - weight.dim() + 1)), *weight.shape[1:])
+    weight2 = weight.expand(taps, *shape).reshape(taps, lanes)
+    bias2 = bias.expand(shape).reshape(lanes)
+    spikes, h, last = _DSNMembrane.apply(
+        x.reshape(steps, lanes).contiguous(),
+        history.reshape(history.shape[0], lanes).contiguous(),
+        weight2.contiguous(),
+        bias2.contiguous(),
+        h0.reshape(lanes).contiguous(),
+        tau,
+        spike_fn,
+        shift,
+    )
+    return spikes.view(x.shape), h.view(x.shape), last.view(shape)

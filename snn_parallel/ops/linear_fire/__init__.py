@@ -1,0 +1,94 @@
+r"""Linear membrane with a spike readout and an optional soft reset: PRF and decoupled LIF.
+
+.. math::
+
+    h_t = a \odot h_{t-1} + c \odot x_t, \qquad m_t = \mathrm{Re}\,h_t - b_t, \qquad
+    s_t = f(m_t - V_{th}), \qquad b_{t+1} = \rho\,(b_t + V_{th} s_t)
+
+The filter :math:`h` is linear (real, or complex for PRF) and is solved by the parallel
+scan; spikes never feed back into it. With a reset, the threshold bias :math:`b` makes
+:math:`m` equal to a soft-reset neuron's potential (the PRF paper's decoupled reset, whose
+spikes are exactly the sequential soft-reset LIF's, :func:`soft_reset_lif_reference`); it
+carries no gradient, which is BPTT with a detached reset. Without a reset, :math:`b` keeps its initial value (zero in PRF).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from ...surrogate import Surrogate
+from .._backend import resolve_backend
+from .fused import linear_fire_backward, linear_fire_forward
+from .reference import linear_fire_reference, soft_reset_lif_reference
+
+__all__ = ["linear_fire", "linear_fire_reference", "soft_reset_lif_reference"]
+
+
+class _LinearFire(torch.autograd.Function):
+    """Flattened: ``x`` ``[T, N]``; ``decay``, ``scale``, ``h0``, ``bias0`` ``[N]``."""
+
+    @staticmethod
+    def forward(ctx: Any, x, decay, scale, h0, bias0, spike_fn: Surrogate, v_threshold: float, reset_decay):
+        spikes, membrane, checkpoints, h_last, bias_next = linear_fire_forward(
+            x, decay, scale, h0, bias0, spike_fn, v_threshold, reset_decay
+        )
+        ctx.save_for_backward(x, decay, scale, membrane, checkpoints)
+        ctx.constants = (spike_fn, v_threshold)
+        ctx.mark_non_differentiable(bias_next)
+        return spikes, membrane, h_last, bias_next
+
+    @staticmethod
+    def backward(ctx: Any, grad_spikes, grad_membrane, grad_last, _grad_bias):
+        x, decay, scale, membrane, checkpoints = ctx.saved_tensors
+        grads = linear_fire_backward(grad_spikes, grad_membrane, grad_last, x, decay, scale, membrane, checkpoints, *ctx.constants)
+        return (*grads, None, None, None, None)
+
+
+def linear_fire(
+    x: torch.Tensor,
+    decay: torch.Tensor,
+    scale: torch.Tensor,
+    h0: torch.Tensor,
+    bias0: torch.Tensor,
+    spike_fn: Surrogate,
+    v_threshold: float,
+    reset_decay: torch.Tensor | None = None,
+    *,
+    backend: str = "auto",
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    r"""Spikes of a linear membrane over all ``T`` steps (equations in the module doc).
+
+    Args:
+        x: real input ``[T, *S]``.
+        decay: :math:`a`, real or complex, broadcastable to ``S`` (e.g. per channel ``[C]``).
+        scale: :math:`c`, real, broadcastable to ``S``.
+        h0: filter state before the first step ``[*S]`` (complex when ``decay`` is).
+        bias0: threshold bias for the first step ``[*S]`` (kept constant without reset).
+        spike_fn: spike function and surrogate derivative.
+        v_threshold: :math:`V_{th}`.
+        reset_decay: :math:`\rho`, real, broadcastable to ``S``; ``None`` for no reset.
+        backend: ``"auto"``, ``"torch"`` or ``"cupy"``.
+
+    Returns:
+        ``(spikes, membrane, h_last, bias_next)``. Inputs are assumed checked by the caller
+        (the neuron modules do); no gradient reaches ``bias0`` or ``reset_decay``.
+    """
+    resolve_backend(backend, x, op="linear_fire")
+    steps, shape = x.shape[0], x.shape[1:]
+
+    def lanes(t: torch.Tensor) -> torch.Tensor:
+        return t.expand(shape).reshape(-1).contiguous()
+
+    spikes, membrane, h_last, bias_next = _LinearFire.apply(
+        x.reshape(steps, -1).contiguous(),
+        lanes(decay),
+        lanes(scale.to(x.dtype)),
+        lanes(h0.to(decay.dtype)),
+        lanes(bias0.detach()),
+        spike_fn,
+        v_threshold,
+        None if reset_decay is None else lanes(reset_decay.detach()),
+    )
+    return spikes.view(x.shape), membrane.view(x.shape), h_last.view(shape), bias_next.view(shape)
