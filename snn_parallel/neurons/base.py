@@ -14,6 +14,7 @@ steps equals ``T`` calls of ``step``, and two chained ``forward`` calls equal on
 
 from __future__ import annotations
 
+import itertools
 from typing import Any, NamedTuple
 
 import torch
@@ -91,9 +92,17 @@ class ParallelNeuron(nn.Module):
             )
 
     def _check_device(self, x: torch.Tensor, name: str) -> None:
-        param = next(self.parameters(), None)
-        if param is not None:
-            check_same_device(x, name, param, f"{type(self).__name__}'s parameters")
+        """``x`` must share the parameters' device and dtype (nothing is cast silently)."""
+        param = next(itertools.chain(self.parameters(), self.buffers()), None)
+        if param is None:
+            return
+        owner = f"{type(self).__name__}'s parameters"
+        check_same_device(x, name, param, owner)
+        if x.dtype != param.dtype:
+            raise TypeError(
+                f"{name} must have dtype {param.dtype} to match {owner}, got {x.dtype}; "
+                f"convert one of them (e.g. neuron.to({x.dtype}))"
+            )
 
     def _resolve_state(self, state: NamedTuple | None, x_t: torch.Tensor) -> NamedTuple:
         if state is None:

@@ -1,0 +1,89 @@
+"""Tests for snn_parallel.bench: the ``snn-parallel bench`` engine (tiny shapes, fast)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import pytest
+import torch
+
+from snn_parallel import bench
+
+
+def _parse(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="snn-parallel bench")
+    bench.add_arguments(parser)
+    return parser.parse_args(argv)
+
+
+def test_tiny_run_writes_rows_and_ratios(tmp_path, capsys):
+    pytest.importorskip("spikingjelly")
+    out = tmp_path / "b.json"
+    argv = ["--shapes", "16x2x8", "--models", "dsn", "prf", "sj_lif", "--repeats", "1", "--json", str(out)]
+    assert bench.main(_parse(argv)) == 0
+    data = json.loads(out.read_text())
+    rows = {row["model"]: row for row in data["rows"]}
+    assert set(rows) == {"dsn", "prf", "sj_lif"}
+    for row in rows.values():
+        assert "error" not in row, row
+        assert (row["shape"], row["T"], row["B"], row["C"]) == ("16x2x8", 16, 2, 8)
+        assert row["time_ms"] > 0 and row["repeats"] == 1 and row["times_ms"] == [row["time_ms"]]
+        assert row["peak_mib"] > 0 and row["threads"] >= 1
+    assert {(r["model"], r["baseline"]) for r in data["ratios"]} == {("dsn", "sj_lif"), ("prf", "sj_lif")}
+    for ratio in data["ratios"]:
+        expected = rows["sj_lif"]["time_ms"] / rows[ratio["model"]]["time_ms"]
+        assert ratio["speedup"] == pytest.approx(expected)
+    assert data["machine"]["torch"] == torch.__version__ and data["machine"]["device"] == "cpu"
+    assert data["options"]["shapes"] == ["16x2x8"]
+    printed = capsys.readouterr().out
+    assert f"x{data['ratios'][0]['speedup']:.1f} vs sj_lif" in printed
+    assert "Machine:" in printed
+
+
+def test_failing_worker_becomes_error_row(tmp_path, monkeypatch):
+    out = tmp_path / "b.json"
+    monkeypatch.setattr(bench.subprocess, "run", _raise_timeout)
+    assert bench.main(_parse(["--shapes", "8x1x4", "16x1x4", "--models", "dsn", "--json", str(out)])) == 0
+    first, second = json.loads(out.read_text())["rows"]
+    assert first["error"].startswith("timed out after 300 s")
+    assert second["error"].startswith("skipped: failed at 8x1x4")
+
+
+def _raise_timeout(*args, **kwargs):
+    raise bench.subprocess.TimeoutExpired(args[0], kwargs["timeout"])
+
+
+def test_skip_projects_linear_time():
+    done = [{"model": "sj_psn", "shape": "1024x4x64", "T": 1024, "B": 4, "C": 64, "time_ms": 40_000.0}]
+    assert bench._skip_reason("sj_psn", (16384, 4, 64), done, 300.0).startswith("skipped: >= 1280 s")
+    assert bench._skip_reason("sj_psn", (2048, 4, 64), done, 300.0) is None
+    assert bench._skip_reason("sj_psn", (16384, 8, 64), done, 300.0) is None
+    assert bench._skip_reason("dsn", (16384, 4, 64), done, 300.0) is None
+
+
+@pytest.mark.parametrize("bad", ["1024x32", "axbxc", "0x4x64", "1024*32*256"])
+def test_bad_shape_is_rejected(bad, capsys):
+    with pytest.raises(SystemExit) as exc:
+        _parse(["--shapes", bad])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "--shapes" in err and "TxBxC" in err
+
+
+def test_unknown_model_is_rejected(capsys):
+    with pytest.raises(SystemExit):
+        _parse(["--models", "dsn", "brian2"])
+    assert "invalid choice: 'brian2'" in capsys.readouterr().err
+
+
+def test_defaults():
+    args = _parse([])
+    assert args.shapes == bench.DEFAULT_SHAPES and args.models == list(bench.MODELS)
+    assert (args.repeats, args.device, args.timeout, args.json, args.plot) == (5, "cpu", 300.0, None, None)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_cuda_without_cuda_is_a_clear_error(capsys):
+    assert bench.main(_parse(["--device", "cuda", "--shapes", "8x1x4", "--models", "dsn"])) == 2
+    assert "--device cuda: CUDA is not available" in capsys.readouterr().err
