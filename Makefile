@@ -8,6 +8,7 @@ VENV   ?= .venv
 TORCH  ?= torch==2.13.0
 PY      = $(VENV)/bin/python
 PIP     = $(PY) -m pip
+# extra pytest arguments, e.g. PYTEST_ARGS='-m "not slow"' for a quick run
 PYTEST_ARGS ?=
 
 $(VENV)/bin/python:

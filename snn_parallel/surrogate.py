@@ -10,7 +10,8 @@ Our surrogates fire on :math:`x \ge 0` by default (``inclusive=True``); pass
 ``inclusive=False`` for the snnTorch rule. A wrapped foreign surrogate keeps its own rule,
 which :func:`resolve` reads off by evaluating it at zero.
 
-Built-in derivatives (all integrate to 1 over the real line unless noted):
+Built-in derivatives (:class:`ATan`, :class:`Sigmoid` and :class:`Rect` integrate to 1;
+the multi-Gaussians to :math:`\gamma(1 - h)`):
 
 - :class:`ATan` (``alpha=2``): :math:`g'(x) = \frac{\alpha/2}{1 + (\pi \alpha x / 2)^2}`
 - :class:`Sigmoid` (``alpha=4``): :math:`g'(x) = \alpha\,\sigma(\alpha x)(1-\sigma(\alpha x))`
@@ -55,6 +56,7 @@ class _SpikeFunction(torch.autograd.Function):
     def setup_context(ctx: Any, inputs: tuple, output: torch.Tensor) -> None:
         x, surrogate = inputs
         ctx.save_for_backward(x)
+        ctx.save_for_forward(x)
         ctx.surrogate = surrogate
 
     @staticmethod

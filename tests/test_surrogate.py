@@ -1,0 +1,128 @@
+"""Surrogates: our derivatives, firing rules, and foreign (snnTorch, SpikingJelly) surrogates."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from snn_parallel import surrogate as sg
+
+X = torch.linspace(-3, 3, 601, dtype=torch.float64)
+
+
+def _antiderivative_grad(fn):
+    x = X.clone().requires_grad_()
+    (g,) = torch.autograd.grad(fn(x).sum(), x)
+    return g
+
+
+@pytest.mark.parametrize(
+    "surrogate,primitive",
+    [
+        (sg.ATan(alpha=2.0), lambda x: torch.atan(math.pi / 2 * 2.0 * x) / math.pi),
+        (sg.Sigmoid(alpha=4.0), lambda x: torch.sigmoid(4.0 * x)),
+        (sg.MultiGaussian(), None),
+        (sg.DoubleGaussian(), None),
+    ],
+)
+def test_derivative_formulas(surrogate, primitive):
+    if primitive is not None:
+        torch.testing.assert_close(surrogate.derivative(X), _antiderivative_grad(primitive))
+    # ATan and Sigmoid integrate to 1; the multi-Gaussian to gamma * (1 + h - 2h)
+    area = torch.trapezoid(surrogate.derivative(torch.linspace(-40, 40, 80001, dtype=torch.float64)), dx=0.001)
+    params = surrogate.params
+    expected = params["gamma"] * (1 - params["height"]) if "gamma" in params else 1.0
+    assert abs(area.item() - expected) < 1e-2
+
+
+def test_multi_gaussian_matches_ltc_reference_formula():
+    """LTC-SNN code: gaussian(x, 0, s)(1+h) - h gaussian(x, s, 6s) - h gaussian(x, -s, 6s), times 0.5."""
+
+    def gaussian(x, mu, sigma):
+        return torch.exp(-((x - mu) ** 2) / (2 * sigma**2)) / math.sqrt(2 * math.pi) / sigma
+
+    s, h = 0.3, 0.15
+    expected = 0.5 * (gaussian(X, 0, s) * (1 + h) - gaussian(X, s, 6 * s) * h - gaussian(X, -s, 6 * s) * h)
+    torch.testing.assert_close(sg.MultiGaussian().derivative(X), expected)
+    assert sg.DoubleGaussian().sigma == 0.5
+
+
+def test_rect_is_a_box():
+    d = sg.Rect(width=1.0).derivative(X)
+    assert torch.equal(d, (X.abs() < 0.5).double())
+
+
+def test_spike_function_forward_and_backward():
+    x = torch.tensor([-1.0, 0.0, 0.5], requires_grad=True)
+    spikes = sg.ATan()(x)
+    assert spikes.tolist() == [0.0, 1.0, 1.0]
+    spikes.sum().backward()
+    torch.testing.assert_close(x.grad, sg.ATan().derivative(x.detach()))
+
+
+@pytest.mark.parametrize("inclusive,at_zero", [(True, 1.0), (False, 0.0)])
+def test_firing_rule_at_zero(inclusive, at_zero):
+    assert sg.Sigmoid(inclusive=inclusive)(torch.zeros(1)).item() == at_zero
+    assert sg.resolve("atan", inclusive=inclusive).heaviside(torch.zeros(1)).item() == at_zero
+
+
+def test_integer_spike():
+    h = torch.tensor([-0.7, 0.4, 1.6, 3.9, 7.2], requires_grad=True)
+    spikes = sg.IntegerSpike(4)(h)
+    assert spikes.tolist() == [0.0, 0.0, 2.0, 4.0, 4.0]
+    spikes.sum().backward()
+    assert h.grad.tolist() == [0.0, 1.0, 1.0, 1.0, 0.0]
+
+
+def test_spike_function_under_torch_func():
+    """Neuron steps must work under torch.func transforms (used by HYPR)."""
+    x = torch.tensor([-0.5, 0.2, 1.0])
+    jac = torch.func.jacrev(sg.ATan())(x)
+    torch.testing.assert_close(jac, torch.diag(sg.ATan().derivative(x)))
+    jac_fwd = torch.func.jacfwd(sg.ATan())(x)
+    torch.testing.assert_close(jac_fwd, jac)
+    batched = torch.func.vmap(sg.ATan())(x.view(3, 1))
+    assert batched.flatten().tolist() == [0.0, 1.0, 1.0]
+
+
+def test_resolve_names_and_objects():
+    assert isinstance(sg.resolve(None), sg.ATan)
+    assert isinstance(sg.resolve("straight_through"), sg.Rect)
+    mg = sg.MultiGaussian()
+    assert sg.resolve(mg) is mg
+    with pytest.raises(ValueError, match="surrogate: unknown surrogate 'erf'"):
+        sg.resolve("erf")
+    with pytest.raises(TypeError, match="must be a surrogate name"):
+        sg.resolve(3.0)
+
+
+def test_foreign_callables_are_checked():
+    with pytest.raises(TypeError, match="spike_grad: the surrogate has no derivative"):
+        sg.resolve(lambda x: (x > 0).float(), name="spike_grad")
+    with pytest.raises(TypeError, match="Heaviside step"):
+        sg.resolve(torch.sigmoid)
+    with pytest.raises(TypeError, match="calling the surrogate on a tensor failed"):
+        sg.resolve(lambda x: x.unknown_method())
+
+
+def test_snntorch_surrogate():
+    surrogate = pytest.importorskip("snntorch.surrogate")
+    wrapped = sg.resolve(surrogate.atan(alpha=2.0))
+    assert isinstance(wrapped, sg.ForeignSurrogate)
+    assert wrapped.inclusive is False  # snnTorch fires on x > 0
+    x = torch.linspace(-2, 2, 41, dtype=torch.float64)
+    torch.testing.assert_close(wrapped.derivative(x), sg.ATan(alpha=2.0).derivative(x))
+    assert torch.equal(wrapped.heaviside(x), (x > 0).double())
+
+
+def test_spikingjelly_surrogate():
+    surrogate = pytest.importorskip("spikingjelly.activation_based.surrogate")
+    wrapped = sg.resolve(surrogate.Sigmoid(alpha=4.0))
+    assert wrapped.inclusive is True  # SpikingJelly fires on x >= 0
+    x = torch.linspace(-2, 2, 41, dtype=torch.float64)
+    torch.testing.assert_close(wrapped.derivative(x), sg.Sigmoid(alpha=4.0).derivative(x))
+    y = x.clone().requires_grad_()
+    wrapped(y).sum().backward()  # the forward pass is SpikingJelly's own
+    torch.testing.assert_close(y.grad, sg.Sigmoid(alpha=4.0).derivative(x))
