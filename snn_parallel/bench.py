@@ -3,12 +3,13 @@
 **What is timed.** One training step of a lone neuron layer: the forward pass over the whole
 sequence ``x = rand(T, B, C) * 1.5`` (``requires_grad=True``) plus ``spikes.sum().backward()``.
 Each case gets one warm-up run and then the median of ``--repeats`` runs. Slow cases get fewer
-runs: the measured runs of a case share a budget of about 10 s, so a run longer than 5 s is
-measured once or twice. Every row reports the number of runs used. Gradients are cleared
-outside the timed region. On CUDA the device is synchronised around each run. The baselines
-are snnTorch's ``Leaky`` stepped in a Python loop over ``x.unbind(0)`` (indexing ``x[t]``
-instead makes the backward pass O(T^2)), and SpikingJelly's multi-step ``LIFNode``, ``PSN`` and
-``SlidingPSN``.
+runs: no further run starts once it would take the measured runs past about 10 s, so a run
+longer than 5 s is measured once or twice. The count is set from the measured runs and not
+from the warm-up, so a stall during the warm-up does not cut it. Every row reports the number
+of runs used. Gradients are cleared outside the timed region. On CUDA the device is
+synchronised around each run. The baselines are snnTorch's ``Leaky`` stepped in a Python loop
+over ``x.unbind(0)`` (indexing ``x[t]`` instead makes the backward pass O(T^2)), and
+SpikingJelly's multi-step ``LIFNode``, ``PSN`` and ``SlidingPSN``.
 
 **How memory is measured.** The peak resident memory added by the runs, warm-up included:
 ``VmHWM`` after the runs minus the ``VmRSS`` just before the first forward pass, both read from
@@ -25,6 +26,7 @@ crashed, ran out of memory or hung would also take the whole benchmark down with
 prints one JSON line. A failure becomes a row with an ``error`` field.
 
 Cases run from the smallest to the largest. Some larger cases of a model are skipped:
+
 - a case that is at least as large in T, B and C as a case that failed;
 - a case with the same B and C as a measured case, when the time of that measured case scaled
   linearly to the larger T (a lower bound) says that warm-up plus one run would exceed
@@ -38,7 +40,6 @@ import importlib.util
 import json
 import os
 import platform
-import resource
 import signal
 import statistics
 import subprocess
@@ -55,7 +56,7 @@ from .neurons import LTC, PRF, DecoupledLIF, DynamicDecay
 Shape = tuple[int, int, int]
 Runner = Callable[[torch.Tensor], torch.Tensor]
 DEFAULT_SHAPES: list[Shape] = [(1024, 32, 256), (1024, 4, 64), (4096, 4, 64), (16384, 4, 64)]
-MEASURE_BUDGET_S = 10.0  # time shared by the measured runs of one case (after the warm-up)
+MEASURE_BUDGET_S = 10.0  # no further measured run starts once it would take the runs past this
 PLOT_BASELINES = ("sj_lif", "sj_psn")
 
 
@@ -156,9 +157,12 @@ def _status_kib(field: str) -> int | None:
 
 
 def _peak_kib() -> int:
+    """The resident high-water mark in KiB: ``VmHWM``, else ``ru_maxrss``."""
     peak = _status_kib("VmHWM")
     if peak is not None:
         return peak
+    import resource  # POSIX only, hence not at the top
+
     maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return maxrss // 1024 if sys.platform == "darwin" else maxrss  # bytes on macOS, KiB on Linux
 
@@ -199,12 +203,12 @@ def measure(model: str, shape: Shape, repeats: int, device: str) -> dict[str, An
     else:
         method = _reset_peak()
         base = _status_kib("VmRSS") or _peak_kib()
-    warmup = once()
-    used = max(1, min(repeats, int(MEASURE_BUDGET_S / warmup)))
-    times = [once() for _ in range(used)]
+    warmup, times = once(), [once()]
+    while len(times) < repeats and sum(times) + min(times) <= MEASURE_BUDGET_S:
+        times.append(once())
     peak = (torch.cuda.max_memory_allocated() - base) / 2**20 if cuda else (_peak_kib() - base) / 1024
     return {"time_ms": statistics.median(times) * 1e3, "times_ms": [t * 1e3 for t in times],
-            "warmup_ms": warmup * 1e3, "repeats": used, "peak_mib": peak, "memory_method": method,
+            "warmup_ms": warmup * 1e3, "repeats": len(times), "peak_mib": peak, "memory_method": method,
             "threads": torch.get_num_threads()}
 
 
@@ -245,10 +249,11 @@ def _run_case(model: str, shape: Shape, args: argparse.Namespace) -> dict[str, A
 
 
 def _skip_reason(model: str, shape: Shape, rows: list[dict[str, Any]], timeout: float) -> str | None:
+    """Why ``model`` at ``shape`` need not run given the rows so far (see module doc), or ``None``."""
     for row in (r for r in rows if r["model"] == model):
         done = (row["T"], row["B"], row["C"])
         if "error" in row and all(d <= s for d, s in zip(done, shape)):
-            return f"skipped: failed at {row['shape']} ({row['error']})"
+            return f"skipped after {row['shape']}: {row['error']}"
         if "error" not in row and done[1:] == shape[1:] and done[0] < shape[0]:
             projected = 2 * row["time_ms"] / 1e3 * shape[0] / done[0]  # warm-up + one run, >= linear in T
             if projected > timeout:

@@ -47,7 +47,7 @@ def test_failing_worker_becomes_error_row(tmp_path, monkeypatch):
     assert bench.main(_parse(["--shapes", "8x1x4", "16x1x4", "--models", "dsn", "--json", str(out)])) == 0
     first, second = json.loads(out.read_text())["rows"]
     assert first["error"].startswith("timed out after 300 s")
-    assert second["error"].startswith("skipped: failed at 8x1x4")
+    assert second["error"] == "skipped after 8x1x4: timed out after 300 s"
 
 
 def _raise_timeout(*args, **kwargs):
@@ -87,3 +87,24 @@ def test_defaults():
 def test_cuda_without_cuda_is_a_clear_error(capsys):
     assert bench.main(_parse(["--device", "cuda", "--shapes", "8x1x4", "--models", "dsn"])) == 2
     assert "--device cuda: CUDA is not available" in capsys.readouterr().err
+
+
+def test_plot_writes_png(tmp_path):
+    pytest.importorskip("matplotlib")
+    rows = [{"model": m, "shape": f"{t}x4x64", "T": t, "B": 4, "C": 64, "time_ms": ms * t}
+            for m, ms in (("dsn", 0.01), ("sj_lif", 0.1), ("sj_psn", 0.2)) for t in (1024, 4096)]
+    rows.append({"model": "sj_lif", "shape": "16384x4x64", "T": 16384, "B": 4, "C": 64, "error": "timed out"})
+    out = tmp_path / "b.png"
+    bench._plot(out, rows, bench.ratios(rows), bench.machine_info("cpu"))
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_missing_framework_is_skipped_with_a_note(monkeypatch, capsys):
+    real = bench.importlib.util.find_spec
+    monkeypatch.setattr(bench.importlib.util, "find_spec", lambda name: None if name == "snntorch" else real(name))
+    fake = {"time_ms": 2.0, "times_ms": [2.0], "warmup_ms": 3.0, "repeats": 1, "peak_mib": 1.0}
+    monkeypatch.setattr(bench, "_run_case", lambda model, shape, args: dict(fake))
+    assert bench.main(_parse(["--shapes", "8x1x4", "--models", "dsn", "snntorch_leaky"])) == 0
+    out = capsys.readouterr().out
+    assert "note: skipping snntorch_leaky: snntorch is not installed" in out
+    assert "  dsn " in out and "  snntorch_leaky " not in out
