@@ -86,32 +86,35 @@ def dsn_backward(
     shift: float,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Gradients of ``(x, history, weight, bias, h0)``."""
-    num_steps, lanes = x.shape
     lead = history.shape[0]
-    # gradient of the whole window [history; x], accumulated block by block
-    grad_window = torch.zeros(lead + num_steps, lanes, dtype=x.dtype, device=x.device)
+    grad_x = torch.empty_like(x)
     grad_weight = torch.zeros_like(weight)
     grad_bias = torch.zeros_like(bias)
     carry = grad_last  # dL/dH_{stop-1} arriving from the block after
-    for start, stop in reversed(block_ranges(num_steps, lanes)):
+    # dL/dX for the `lead` steps before the block after; the conv reaches that far back
+    spill = torch.zeros_like(history)
+    for start, stop in reversed(block_ranges(*x.shape)):
+        steps = stop - start
         window = _window(x, history, start, stop)
         pre, log_a = _gate(window, weight, bias, tau)
         alpha = log_a.exp()
-        x_blk = x[start:stop]
         d = spike_fn.derivative(h[start:stop] - shift).mul_(grad_spikes[start:stop]).add_(grad_h[start:stop])
         d[-1] += carry
         g = torch.empty_like(d)
         g[-1] = d[-1]
-        if stop - start > 1:
+        if steps > 1:
             scan_2d(alpha[1:], d[:-1], d[-1], log_a=log_a[1:], reverse=True, out=g[:-1])
         carry = alpha[0] * g[0]
         h_prev = torch.cat([(h0 if start == 0 else h[start - 1]).unsqueeze(0), h[start : stop - 1]])
-        # direct input path: (1 - alpha) X
-        grad_window[lead + start : lead + stop].addcmul_(g, torch.expm1(log_a).neg_())
-        grad_pre = h_prev.sub_(x_blk).mul_(g).mul_(alpha).mul_(torch.sigmoid(pre.neg_())).div_(tau)
+        # gradient of this block's window, rows X_{start-lead} .. X_{stop-1}
+        grad_window = torch.zeros_like(window)
+        grad_window[steps:] += spill
+        grad_window[lead:].addcmul_(g, torch.expm1(log_a).neg_())  # direct input path: (1 - alpha) X
+        grad_pre = h_prev.sub_(x[start:stop]).mul_(g).mul_(alpha).mul_(torch.sigmoid(pre.neg_())).div_(tau)
         grad_bias += grad_pre.sum(0)
-        steps = stop - start
         for j in range(weight.shape[0]):
             grad_weight[j] += (grad_pre * window[j : j + steps]).sum(0)
-            grad_window[start + j : start + j + steps].addcmul_(grad_pre, weight[j])
-    return grad_window[lead:], grad_window[:lead], grad_weight, grad_bias, carry
+            grad_window[j : j + steps].addcmul_(grad_pre, weight[j])
+        grad_x[start:stop] = grad_window[lead:]  # no earlier block reaches these steps
+        spill = grad_window[:lead]
+    return grad_x, spill, grad_weight, grad_bias, carry
