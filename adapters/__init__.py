@@ -1,4 +1,5 @@
-"""Adapters that plug snn_parallel neurons into snnTorch and SpikingJelly.
+"""Framework adapters, installed as ``snn_parallel.adapters``.
 
-Installed as ``snn_parallel.adapters``; each framework module is imported only on request.
+This package will hold the snnTorch and SpikingJelly skins around :mod:`snn_parallel.neurons`
+(one module per framework, imported only on request). It holds none in this release.
 """

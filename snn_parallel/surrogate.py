@@ -80,8 +80,11 @@ class Surrogate:
 
     name: str = "surrogate"
 
-    def __init__(self, *, inclusive: bool = True) -> None:
+    def __init__(self, *, inclusive: bool = True, **params: float) -> None:
         self.inclusive = bool(inclusive)
+        self._params = params
+        for key, value in params.items():
+            setattr(self, key, value)
 
     def heaviside(self, x: torch.Tensor) -> torch.Tensor:
         """The forward spike function :math:`\\Theta(x)` under this surrogate's firing rule."""
@@ -98,7 +101,7 @@ class Surrogate:
     @property
     def params(self) -> dict[str, float]:
         """The derivative's parameters by name (used by kernels that take a surrogate by kind)."""
-        return {}
+        return dict(self._params)
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v}" for k, v in self.params.items())
@@ -111,15 +114,10 @@ class ATan(Surrogate):
     name = "atan"
 
     def __init__(self, alpha: float = 2.0, *, inclusive: bool = True) -> None:
-        super().__init__(inclusive=inclusive)
-        self.alpha = float(alpha)
+        super().__init__(inclusive=inclusive, alpha=float(alpha))
 
     def derivative(self, x: torch.Tensor) -> torch.Tensor:
         return (self.alpha / 2) / (1 + (math.pi / 2 * self.alpha * x).square())
-
-    @property
-    def params(self) -> dict[str, float]:
-        return {"alpha": self.alpha}
 
 
 class Sigmoid(Surrogate):
@@ -128,16 +126,11 @@ class Sigmoid(Surrogate):
     name = "sigmoid"
 
     def __init__(self, alpha: float = 4.0, *, inclusive: bool = True) -> None:
-        super().__init__(inclusive=inclusive)
-        self.alpha = float(alpha)
+        super().__init__(inclusive=inclusive, alpha=float(alpha))
 
     def derivative(self, x: torch.Tensor) -> torch.Tensor:
         s = torch.sigmoid(self.alpha * x)
         return self.alpha * s * (1 - s)
-
-    @property
-    def params(self) -> dict[str, float]:
-        return {"alpha": self.alpha}
 
 
 class Rect(Surrogate):
@@ -146,17 +139,12 @@ class Rect(Surrogate):
     name = "rect"
 
     def __init__(self, width: float = 1.0, *, inclusive: bool = True) -> None:
-        super().__init__(inclusive=inclusive)
         if width <= 0:
             raise ValueError(f"width must be positive, got {width}")
-        self.width = float(width)
+        super().__init__(inclusive=inclusive, width=float(width))
 
     def derivative(self, x: torch.Tensor) -> torch.Tensor:
         return (x.abs() < self.width / 2).to(x.dtype) / self.width
-
-    @property
-    def params(self) -> dict[str, float]:
-        return {"width": self.width}
 
 
 def _gaussian(x: torch.Tensor, mu: float, sigma: float) -> torch.Tensor:
@@ -182,8 +170,9 @@ class MultiGaussian(Surrogate):
         *,
         inclusive: bool = True,
     ) -> None:
-        super().__init__(inclusive=inclusive)
-        self.sigma, self.scale, self.height, self.gamma = float(sigma), float(scale), float(height), float(gamma)
+        super().__init__(
+            inclusive=inclusive, sigma=float(sigma), scale=float(scale), height=float(height), gamma=float(gamma)
+        )
 
     def derivative(self, x: torch.Tensor) -> torch.Tensor:
         s, h = self.sigma, self.height
@@ -192,9 +181,6 @@ class MultiGaussian(Surrogate):
             (1 + h) * _gaussian(x, 0.0, s) - h * _gaussian(x, s, wide) - h * _gaussian(x, -s, wide)
         )
 
-    @property
-    def params(self) -> dict[str, float]:
-        return {"sigma": self.sigma, "scale": self.scale, "height": self.height, "gamma": self.gamma}
 
 
 class DoubleGaussian(MultiGaussian):
@@ -306,17 +292,12 @@ class IntegerSpike(Surrogate):
     name = "integer"
 
     def __init__(self, levels: int = 4) -> None:
-        super().__init__(inclusive=True)
         if isinstance(levels, bool) or not isinstance(levels, int) or levels < 1:
             raise ValueError(f"levels must be a positive int, got {levels!r}")
-        self.levels = levels
+        super().__init__(inclusive=True, levels=levels)
 
     def heaviside(self, x: torch.Tensor) -> torch.Tensor:
         return torch.clamp(torch.round(x), 0, self.levels)
 
     def derivative(self, x: torch.Tensor) -> torch.Tensor:
         return ((x >= 0) & (x <= self.levels)).to(x.dtype)
-
-    @property
-    def params(self) -> dict[str, float]:
-        return {"levels": self.levels}
