@@ -370,7 +370,7 @@ def main(args: argparse.Namespace) -> int:
         options = {"shapes": [_label(s) for s in shapes], "models": list(args.models), "repeats": args.repeats,
                    "device": args.device, "timeout": args.timeout, "json": str(args.json),
                    "plot": None if args.plot is None else str(args.plot)}
-        args.json.write_text(json.dumps({"machine": info, "argv": sys.argv, "options": options,
+        args.json.write_text(json.dumps({"machine": info, "argv": [Path(sys.argv[0]).name, *sys.argv[1:]], "options": options,
                                          "rows": rows, "ratios": speedups}, indent=2))
     if args.plot is not None:
         _plot(args.plot, rows, speedups, info)
