@@ -110,3 +110,29 @@ def check_state_tensor(
     if value.dtype != like.dtype and not (value.is_complex() or like.is_complex()):
         raise TypeError(f"{name} has dtype {value.dtype}, expected {like.dtype} to match {like_name}")
     return value
+
+
+def check_op_sequence(x: object, name: str) -> torch.Tensor:
+    """A time-major op input ``[T, ...]`` with ``T >= 1``."""
+    x = check_tensor(x, name)
+    if x.dim() < 2 or x.shape[0] == 0:
+        raise ValueError(f"{name} must be time-major [T, ...] with T >= 1 and at least 2 dims, got shape {tuple(x.shape)}")
+    return x
+
+
+def check_like(value: object, name: str, shape: Sequence[int], like: torch.Tensor, like_name: str, *, broadcast: bool = False, complex_ok: bool = False) -> torch.Tensor:
+    """A tensor of exactly ``shape`` (or, with ``broadcast``, broadcastable to it) on ``like``'s device."""
+    dtypes = FLOAT_DTYPES + ((torch.complex64, torch.complex128) if complex_ok else ())
+    value = check_tensor(value, name, dtypes=dtypes)
+    check_same_device(value, name, like, like_name)
+    shape = tuple(shape)
+    if broadcast:
+        try:
+            fits = torch.broadcast_shapes(value.shape, shape) == shape
+        except RuntimeError:
+            fits = False
+        if not fits:
+            raise ValueError(f"{name} with shape {tuple(value.shape)} does not broadcast to {shape} ({like_name}'s per-step shape)")
+    elif tuple(value.shape) != shape:
+        raise ValueError(f"{name} has shape {tuple(value.shape)}, expected {shape} to match {like_name}")
+    return value

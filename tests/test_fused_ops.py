@@ -177,3 +177,68 @@ def test_ltc_scan_matches_reference(steps):
 @pytest.mark.parametrize("steps", [1, 3, 7])
 def test_ltc_scan_gradcheck(steps, smooth):
     assert gradcheck(lambda *a: ltc_scan(*a, 0.1, 1.8, smooth), _ltc_inputs(steps))
+
+
+# -- float32 against the float64 reference ------------------------------------------------
+@pytest.mark.parametrize("steps", [1, 40])
+def test_fused_ops_float32_gradients(steps):
+    """Each fused op in float32 gives the float64 reference's values and gradients."""
+    cases = [
+        (lambda *a: dsn_membrane(*a[:4], 0.25, a[4], ATan(), 1.0), lambda *a: _dsn_reference_with_spikes(*a), _dsn_inputs(steps, 4)),
+        (lambda *a: linear_fire(*a, torch.zeros(2, 3, dtype=a[0].dtype), ATan(), 0.5)[:3],
+         lambda *a: linear_fire_reference(*a, torch.zeros(2, 3, dtype=a[0].dtype), ATan(), 0.5)[:3], _fire_inputs(steps, True)),
+        (lambda *a: ltc_scan(*a, 0.1, 1.8, MultiGaussian()), lambda *a: ltc_scan_reference(*a, 0.1, 1.8, MultiGaussian()), _ltc_inputs(steps)),
+    ]
+    for fused, reference, inputs in cases:
+        low = [t.detach().to(torch.complex64 if t.is_complex() else torch.float32).requires_grad_() for t in inputs]
+        out32, ref64 = fused(*low), reference(*inputs)
+        weights = [torch.randn_like(o.real if o.is_complex() else o) for o in ref64]
+        g32 = _weighted_grads(out32, [w.float() for w in weights], low)
+        g64 = _weighted_grads(ref64, weights, inputs)
+        for o, r in zip(out32, ref64):
+            torch.testing.assert_close(o.to(r.dtype), r, rtol=1e-4, atol=1e-4)
+        for g, r in zip(g32, g64):
+            torch.testing.assert_close(g.to(r.dtype), r, rtol=1e-3, atol=1e-4)
+
+
+def _dsn_reference_with_spikes(x, history, weight, bias, h0):
+    h, last = dsn_membrane_reference(x, history, weight, bias, 0.25, h0)
+    return ATan()(h - 1.0), h, last
+
+
+# -- argument checks of the public ops -----------------------------------------------------
+def test_fused_ops_reject_bad_arguments():
+    x, history, weight, bias, h0 = (t.detach() for t in _dsn_inputs(5, 4))
+    with pytest.raises(ValueError, match="x must be time-major"):
+        dsn_membrane(x[:0], history, weight, bias, 0.25, h0, ATan())
+    with pytest.raises(ValueError, match="history has shape"):
+        dsn_membrane(x, history[:1], weight, bias, 0.25, h0, ATan())
+    with pytest.raises(ValueError, match="bias with shape"):
+        dsn_membrane(x, history, weight, torch.zeros(4, dtype=F64), 0.25, h0, ATan())
+    with pytest.raises(ValueError, match="x contains NaN"):
+        dsn_membrane(x * float("nan"), history, weight, bias, 0.25, h0, ATan())
+    with pytest.raises(TypeError, match="spike_fn must be a Surrogate"):
+        dsn_membrane(x, history, weight, bias, 0.25, h0, torch.sigmoid)
+    with pytest.raises(ValueError, match="tau must be positive"):
+        dsn_membrane(x, history, weight, bias, 0.0, h0, ATan())
+
+    x, decay, scale, h0 = (t.detach() for t in _fire_inputs(5, True))
+    zeros = torch.zeros(2, 3, dtype=F64)
+    with pytest.raises(TypeError, match="h0 must be complex"):
+        linear_fire(x, decay, scale, zeros, zeros, ATan(), 1.0)
+    with pytest.raises(ValueError, match="bias0 has shape"):
+        linear_fire(x, decay, scale, h0, zeros[0], ATan(), 1.0)
+    with pytest.raises(ValueError, match="scale with shape"):
+        linear_fire(x, decay, torch.ones(4, dtype=F64), h0, zeros, ATan(), 1.0)
+    with pytest.raises(ValueError, match="decay is on meta"):
+        linear_fire(x, decay.to("meta"), scale, h0, zeros, ATan(), 1.0)
+    with pytest.raises(TypeError, match="x must have dtype"):
+        linear_fire(x.long(), decay, scale, h0, zeros, ATan(), 1.0)
+
+    current, rate, retention, u0, s0, b_init = (t.detach() for t in _ltc_inputs(4))
+    with pytest.raises(ValueError, match="rate has shape"):
+        ltc_scan(current, rate[:2], retention, u0, s0, b_init, 0.1, 1.8, ATan())
+    with pytest.raises(ValueError, match="b_init has shape"):
+        ltc_scan(current, rate, retention, u0, s0, b_init[0], 0.1, 1.8, ATan())
+    with pytest.raises(ValueError, match="current must be time-major"):
+        ltc_scan(current[:0], rate, retention, u0, s0, b_init, 0.1, 1.8, ATan())

@@ -126,3 +126,9 @@ def test_spikingjelly_surrogate():
     y = x.clone().requires_grad_()
     wrapped(y).sum().backward()  # the forward pass is SpikingJelly's own
     torch.testing.assert_close(y.grad, sg.Sigmoid(alpha=4.0).derivative(x))
+
+
+def test_spike_function_backward_gradcheck(smooth):
+    """The spike autograd.Function's backward is ``grad * derivative``: exact for a smooth step."""
+    x = torch.randn(20, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(smooth, (x,))

@@ -116,7 +116,7 @@ class DynamicDecay(ParallelNeuron):
     def _forward(self, x_seq: torch.Tensor, state: DSNState) -> tuple[torch.Tensor, torch.Tensor, DSNState]:
         weight, bias = self._taps(x_seq)
         spikes, h, h_last = dsn_membrane(
-            x_seq, state.history, weight, bias, self.tau, state.h, self._spike_fn, self._shift, backend=self.backend
+            x_seq, state.history, weight, bias, self.tau, state.h, self._spike_fn, self._shift, backend=self.backend, validate=False
         )
         steps, keep = x_seq.shape[0], self.kernel_size - 1
         # the last k - 1 inputs, reaching into the old history when T < k - 1

@@ -91,6 +91,7 @@ class DecoupledLIF(ParallelNeuron):
             self.v_threshold,
             beta,
             backend=self.backend,
+            validate=False,
         )
         return spikes, membrane, LIFState(filtered, bias)
 

@@ -97,7 +97,7 @@ class LTC(ParallelNeuron):
         if self.mode == "parallel":
             rate, retention = self._gates(x_seq, state)
             spikes, membrane, u, s, b = ltc_scan(
-                x_seq, rate, retention, *state, self.b0, self.beta_a, self.surrogate, backend=self.backend
+                x_seq, rate, retention, *state, self.b0, self.beta_a, self.surrogate, backend=self.backend, validate=False
             )
             return spikes, membrane, LTCState(u, s, b)
         spikes, membrane = [], []

@@ -133,6 +133,7 @@ class PRF(ParallelNeuron):
             self.v_threshold,
             decay.real if self.reset else None,
             backend=self.backend,
+            validate=False,
         )
         return spikes, membrane, PRFState(z_last.real, z_last.imag, bias)
 

@@ -10,6 +10,7 @@ from typing import Any
 
 import torch
 
+from ..._validation import check_like, check_op_sequence, check_tensor
 from ...surrogate import Surrogate
 from .._backend import resolve_backend
 from .fused import dsn_backward, dsn_forward
@@ -47,6 +48,7 @@ def dsn_membrane(
     shift: float = 0.0,
     *,
     backend: str = "auto",
+    validate: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     r"""DSN spikes :math:`S_t = f(H_t - \mathrm{shift})` and membrane :math:`H` for all steps.
 
@@ -62,11 +64,14 @@ def dsn_membrane(
             :class:`~snn_parallel.surrogate.Surrogate`, e.g. ``ATan()`` or ``IntegerSpike(4)``).
         shift: subtracted from :math:`H` before ``spike_fn`` (the threshold in binary mode).
         backend: ``"auto"``, ``"torch"`` or ``"cupy"``.
+        validate: check the arguments (``False`` where the caller already has, as
+            :class:`~snn_parallel.neurons.DynamicDecay` does).
 
     Returns:
-        ``(spikes, h, h_last)``, ``[T, *S]``, ``[T, *S]`` and ``[*S]``. Inputs are assumed checked by the
-        caller (the :class:`~snn_parallel.neurons.DynamicDecay` module does).
+        ``(spikes, h, h_last)``, ``[T, *S]``, ``[T, *S]`` and ``[*S]``.
     """
+    if validate:
+        _check(x, history, weight, bias, tau, h0, spike_fn)
     resolve_backend(backend, x, op="dsn_membrane")
     steps, shape = x.shape[0], x.shape[1:]
     lanes = shape.numel()
@@ -86,3 +91,20 @@ def dsn_membrane(
         shift,
     )
     return spikes.view(x.shape), h.view(x.shape), last.view(shape)
+
+
+def _check(x, history, weight, bias, tau, h0, spike_fn) -> None:
+    """Argument checks of :func:`dsn_membrane`."""
+    x = check_op_sequence(x, "x")
+    shape = tuple(x.shape[1:])
+    weight = check_tensor(weight, "weight")
+    if weight.dim() < 1 or weight.shape[0] < 1:
+        raise ValueError(f"weight must be [k, ...] with k >= 1 taps, got shape {tuple(weight.shape)}")
+    check_like(weight[0], "weight[j]", shape, x, "x", broadcast=True)
+    check_like(history, "history", (weight.shape[0] - 1, *shape), x, "x (k - 1 steps)")
+    check_like(bias, "bias", shape, x, "x", broadcast=True)
+    check_like(h0, "h0", shape, x, "x")
+    if not tau > 0:
+        raise ValueError(f"tau must be positive, got {tau!r}")
+    if not isinstance(spike_fn, Surrogate):
+        raise TypeError(f"spike_fn must be a Surrogate (see snn_parallel.surrogate.resolve), got {type(spike_fn).__name__}")

@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 
+from ..._validation import check_like, check_op_sequence
 from ...surrogate import Surrogate
 from .._backend import resolve_backend
 from .fused import linear_fire_backward, linear_fire_forward
@@ -57,6 +58,7 @@ def linear_fire(
     reset_decay: torch.Tensor | None = None,
     *,
     backend: str = "auto",
+    validate: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     r"""Spikes of a linear membrane over all ``T`` steps (equations in the module doc).
 
@@ -70,11 +72,15 @@ def linear_fire(
         v_threshold: :math:`V_{th}`.
         reset_decay: :math:`\rho`, real, broadcastable to ``S``; ``None`` for no reset.
         backend: ``"auto"``, ``"torch"`` or ``"cupy"``.
+        validate: check the arguments (``False`` where the caller already has, as the
+            neuron modules do).
 
     Returns:
-        ``(spikes, membrane, h_last, bias_next)``. Inputs are assumed checked by the caller
-        (the neuron modules do); no gradient reaches ``bias0`` or ``reset_decay``.
+        ``(spikes, membrane, h_last, bias_next)``; no gradient reaches ``bias0`` or
+        ``reset_decay``.
     """
+    if validate:
+        _check(x, decay, scale, h0, bias0, spike_fn, reset_decay)
     resolve_backend(backend, x, op="linear_fire")
     steps, shape = x.shape[0], x.shape[1:]
 
@@ -92,3 +98,19 @@ def linear_fire(
         None if reset_decay is None else lanes(reset_decay.detach()),
     )
     return spikes.view(x.shape), membrane.view(x.shape), h_last.view(shape), bias_next.view(shape)
+
+
+def _check(x, decay, scale, h0, bias0, spike_fn, reset_decay) -> None:
+    """Argument checks of :func:`linear_fire`."""
+    x = check_op_sequence(x, "x")
+    shape = tuple(x.shape[1:])
+    decay = check_like(decay, "decay", shape, x, "x", broadcast=True, complex_ok=True)
+    check_like(scale, "scale", shape, x, "x", broadcast=True)
+    h0 = check_like(h0, "h0", shape, x, "x", complex_ok=True)
+    if h0.is_complex() != decay.is_complex():
+        raise TypeError(f"h0 must be {'complex' if decay.is_complex() else 'real'} like decay, got {h0.dtype}")
+    check_like(bias0, "bias0", shape, x, "x")
+    if reset_decay is not None:
+        check_like(reset_decay, "reset_decay", shape, x, "x", broadcast=True)
+    if not isinstance(spike_fn, Surrogate):
+        raise TypeError(f"spike_fn must be a Surrogate (see snn_parallel.surrogate.resolve), got {type(spike_fn).__name__}")

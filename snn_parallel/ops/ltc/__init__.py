@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 
+from ..._validation import check_like, check_op_sequence
 from ...surrogate import Surrogate
 from .._backend import resolve_backend
 from .fused import ltc_backward, ltc_forward
@@ -48,6 +49,7 @@ def ltc_scan(
     surrogate: Surrogate,
     *,
     backend: str = "auto",
+    validate: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     r"""Run the LTC recurrence over ``T`` steps with precomputed gates.
 
@@ -59,12 +61,21 @@ def ltc_scan(
         b0, beta_a: threshold :math:`\theta_t = b_0 + \beta_a b_t`.
         surrogate: spike function; its derivative is used in the hand-written backward.
         backend: ``"auto"``, ``"torch"`` or ``"cupy"``.
+        validate: check the arguments (``False`` where the caller already has, as
+            :class:`~snn_parallel.neurons.LTC` does).
 
     Returns:
         ``(spikes, membrane, u_last, s_last, b_last)``: spikes and pre-reset membrane
-        ``[T, *S]`` and the final state. Shapes are the caller's responsibility (the
-        neuron module validates them); all tensors must share shape, dtype and device.
+        ``[T, *S]`` and the final state.
     """
+    if validate:
+        current = check_op_sequence(current, "current")
+        check_like(rate, "rate", current.shape, current, "current")
+        check_like(retention, "retention", current.shape, current, "current")
+        for value, name in ((u0, "u0"), (s0, "s0"), (b_init, "b_init")):
+            check_like(value, name, current.shape[1:], current, "current")
+        if not isinstance(surrogate, Surrogate):
+            raise TypeError(f"surrogate must be a Surrogate (see snn_parallel.surrogate.resolve), got {type(surrogate).__name__}")
     resolve_backend(backend, current, op="ltc_scan")
     shape = current.shape
     flat = [t.reshape(shape[0], -1).contiguous() for t in (current, rate, retention)]
