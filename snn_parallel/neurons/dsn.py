@@ -27,7 +27,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from ..ops.dsn import dsn_membrane
+from ..ops.dsn import dsn_membrane, dsn_step
 from ..surrogate import IntegerSpike, resolve
 from .base import ParallelNeuron
 
@@ -126,13 +126,11 @@ class DynamicDecay(ParallelNeuron):
     def _step(self, x_t: torch.Tensor, state: DSNState) -> tuple[torch.Tensor, DSNState]:
         window = torch.cat([state.history, x_t.unsqueeze(0)])
         weight, bias = self._taps(window)
-        pre = bias + (weight.unsqueeze(1) * window).sum(0)
-        log_a = nn.functional.logsigmoid(pre) / self.tau
-        h = torch.addcmul(-torch.expm1(log_a) * x_t, log_a.exp(), state.h)
+        h = dsn_step(window, weight, bias, self.tau, state.h)
         return self._spike_fn(h - self._shift), DSNState(h, window[1:])
 
     def extra_repr(self) -> str:
         return (
-            f"features={self.features}, kernel_size={self.kernel_size}, tau={self.tau}, "
+            f"features={self.features}, kernel_size={self.kernel_size}, tau={self.tau}, init_decay={self.init_decay}, "
             f"spike_mode={self.spike_mode!r}, levels={self.levels}, v_threshold={self.v_threshold}"
         )

@@ -21,7 +21,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from ..ops.linear_fire import linear_fire
+from ..ops.linear_fire import linear_fire, linear_fire_step
 from ..surrogate import resolve
 from .base import ParallelNeuron
 
@@ -97,9 +97,9 @@ class DecoupledLIF(ParallelNeuron):
 
     def _step(self, x_t: torch.Tensor, state: LIFState) -> tuple[torch.Tensor, LIFState]:
         beta = self._channel_view(self.beta, x_t, 1)
-        filtered = beta * state.filtered + x_t
-        spike = self.surrogate(filtered - state.bias - self.v_threshold)
-        bias = beta.detach() * (state.bias + self.v_threshold * spike.detach())
+        spike, _, filtered, bias = linear_fire_step(
+            x_t, beta, torch.ones_like(beta), state.filtered, state.bias, self.surrogate, self.v_threshold, beta.detach()
+        )
         return spike, LIFState(filtered, bias)
 
     def extra_repr(self) -> str:

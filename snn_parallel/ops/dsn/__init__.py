@@ -14,9 +14,9 @@ from ..._validation import check_like, check_op_sequence, check_tensor
 from ...surrogate import Surrogate
 from .._backend import resolve_backend
 from .fused import dsn_backward, dsn_forward
-from .reference import dsn_membrane_reference
+from .reference import dsn_membrane_reference, dsn_step
 
-__all__ = ["dsn_membrane", "dsn_membrane_reference"]
+__all__ = ["dsn_membrane", "dsn_membrane_reference", "dsn_step"]
 
 
 class _DSNMembrane(torch.autograd.Function):

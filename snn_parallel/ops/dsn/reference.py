@@ -15,6 +15,21 @@ import torch
 from torch.nn.functional import logsigmoid
 
 
+def dsn_step(window: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, tau: float, h: torch.Tensor) -> torch.Tensor:
+    """One step: the membrane after ``window[-1]``.
+
+    Args:
+        window: the last ``k`` inputs, oldest first, ``[k, *S]``.
+        weight: taps ``[k, *S']`` with ``S'`` broadcastable to ``S``.
+        bias: ``[*S']``.
+        tau: decay exponent.
+        h: the membrane before this step ``[*S]``.
+    """
+    pre = bias + sum(w_j * v for w_j, v in zip(weight.unbind(0), window.unbind(0)))
+    log_a = logsigmoid(pre) / tau
+    return torch.addcmul(-torch.expm1(log_a) * window[-1], log_a.exp(), h)  # alpha h + (1 - alpha) x
+
+
 def dsn_membrane_reference(
     x: torch.Tensor,
     history: torch.Tensor,
@@ -23,7 +38,7 @@ def dsn_membrane_reference(
     tau: float,
     h0: torch.Tensor,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Step loop over ``x`` ``[T, *S]``.
+    """Step loop of :func:`dsn_step` over ``x`` ``[T, *S]``.
 
     Args:
         x: inputs ``[T, *S]``.
@@ -36,13 +51,10 @@ def dsn_membrane_reference(
     Returns:
         ``(h, h_last)``.
     """
-    taps = weight.unbind(0)
-    window = list(history.unbind(0))
     h, states = h0, []
     for x_t in x.unbind(0):
-        window = (window + [x_t])[-len(taps) :]  # the last k inputs, oldest first
-        pre = bias + sum(w_j * v for w_j, v in zip(taps, window))
-        alpha = torch.exp(logsigmoid(pre) / tau)
-        h = alpha * h + (1 - alpha) * x_t
+        window = torch.cat([history, x_t.unsqueeze(0)])  # the last k inputs
+        h = dsn_step(window, weight, bias, tau, h)
+        history = window[1:]
         states.append(h)
     return torch.stack(states), h

@@ -22,9 +22,9 @@ from ..._validation import check_like, check_op_sequence
 from ...surrogate import Surrogate
 from .._backend import resolve_backend
 from .fused import linear_fire_backward, linear_fire_forward
-from .reference import linear_fire_reference, soft_reset_lif_reference
+from .reference import linear_fire_reference, linear_fire_step, soft_reset_lif_reference
 
-__all__ = ["linear_fire", "linear_fire_reference", "soft_reset_lif_reference"]
+__all__ = ["linear_fire", "linear_fire_reference", "linear_fire_step", "soft_reset_lif_reference"]
 
 
 class _LinearFire(torch.autograd.Function):

@@ -1,7 +1,7 @@
 r"""Step-by-step references of the linear-membrane spiking op.
 
-:func:`linear_fire_reference` is the op itself, one step at a time; it is the spec for
-the fused op. :func:`soft_reset_lif_reference` is the ordinary sequential soft-reset LIF,
+:func:`linear_fire_reference` is the op itself, one :func:`linear_fire_step` at a time;
+it is the spec for the fused op. :func:`soft_reset_lif_reference` is the ordinary sequential soft-reset LIF,
 whose spikes the decoupled form reproduces exactly.
 """
 
@@ -10,6 +10,25 @@ from __future__ import annotations
 import torch
 
 from ...surrogate import Surrogate
+
+
+def linear_fire_step(
+    x_t: torch.Tensor,
+    decay: torch.Tensor,
+    scale: torch.Tensor,
+    h: torch.Tensor,
+    bias: torch.Tensor,
+    spike_fn: Surrogate,
+    v_threshold: float,
+    reset_decay: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One step; returns ``(spike, membrane, h, bias_next)`` (equations in :func:`linear_fire_reference`)."""
+    h = decay * h + scale * x_t
+    membrane = (h.real if h.is_complex() else h) - bias
+    spike = spike_fn(membrane - v_threshold)
+    if reset_decay is not None:
+        bias = reset_decay * (bias + v_threshold * spike.detach())
+    return spike, membrane, h, bias
 
 
 def linear_fire_reference(
@@ -37,11 +56,7 @@ def linear_fire_reference(
     h, bias = h0, bias0
     spikes, membrane = [], []
     for x_t in x.unbind(0):
-        h = decay * h + scale * x_t
-        m = h.real - bias if h.is_complex() else h - bias
-        s = spike_fn(m - v_threshold)
-        if reset_decay is not None:
-            bias = reset_decay * (bias + v_threshold * s.detach())
+        s, m, h, bias = linear_fire_step(x_t, decay, scale, h, bias, spike_fn, v_threshold, reset_decay)
         spikes.append(s)
         membrane.append(m)
     return torch.stack(spikes), torch.stack(membrane), h, bias
