@@ -1,19 +1,22 @@
 # Two entry points, each builds its own environment first.
 #   make demo   -> trains a small SNN on built-in data
-#   make test   -> runs the whole test suite
+#   make test   -> runs the whole test suite: everything against snnTorch 1.0.0 and
+#                  SpikingJelly 2.0.0 (.venv), then the adapter tests against snnTorch 0.9.4
+#                  and SpikingJelly 0.0.0.0.14 (.venv-legacy)
 # Override the torch requirement with e.g. `make test TORCH="torch==2.6.0"`
 # (or TORCH="torch" to keep whatever torch pip resolves).
 PYTHON ?= python3
 VENV   ?= .venv
+LEGACY ?= .venv-legacy
 TORCH  ?= torch==2.13.0
 PY      = $(VENV)/bin/python
 PIP     = $(PY) -m pip
 # extra pytest arguments, e.g. PYTEST_ARGS='-m "not slow"' for a quick run
 PYTEST_ARGS ?=
 
-$(VENV)/bin/python:
-	$(PYTHON) -m venv $(VENV)
-	$(PIP) install -q --upgrade pip
+%/bin/python:
+	$(PYTHON) -m venv $*
+	$*/bin/python -m pip install -q --upgrade pip
 
 $(VENV)/.demo-ready: $(VENV)/bin/python pyproject.toml
 	$(PIP) install -q "$(TORCH)" -e ".[data]"
@@ -23,12 +26,19 @@ $(VENV)/.test-ready: $(VENV)/bin/python pyproject.toml
 	$(PIP) install -q "$(TORCH)" -e ".[all]"
 	touch $@
 
+# the legacy frameworks; tensorboard and requests are undeclared needs of SpikingJelly 0.0.0.0.14
+$(LEGACY)/.test-ready: $(LEGACY)/bin/python pyproject.toml
+	$(LEGACY)/bin/python -m pip install -q "$(TORCH)" "spikingjelly==0.0.0.0.14" "snntorch==0.9.4" tensorboard requests pytest
+	$(LEGACY)/bin/python -m pip install -q --no-deps -e .
+	touch $@
+
 .PHONY: demo test bench
 demo: $(VENV)/.demo-ready
 	$(VENV)/bin/snn-parallel demo
 
-test: $(VENV)/.test-ready
+test: $(VENV)/.test-ready $(LEGACY)/.test-ready
 	$(PY) -m pytest $(PYTEST_ARGS)
+	$(LEGACY)/bin/python -m pytest $(PYTEST_ARGS) tests/test_adapter_snntorch.py tests/test_adapter_spikingjelly.py tests/test_snippets.py
 
 bench: $(VENV)/.test-ready
-	$(VENV)/bin/snn-parallel bench --plot bench-results/cpu.png --json bench-results/cpu.json
+	$(VENV)/bin/snn-parallel bench --timeout 120 --json benchmarks/cpu.json --plot benchmarks/cpu.png

@@ -27,7 +27,7 @@ NEURONS: dict[str, Callable[[int], ParallelNeuron]] = {
 
 
 class SpikingClassifier(nn.Module):
-    """Stacked ``Linear -> neuron`` blocks and a linear readout averaged over time.
+    r"""Stacked ``Linear -> neuron`` blocks and a linear readout averaged over time.
 
     Args:
         num_inputs: features per time step.

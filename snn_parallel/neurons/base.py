@@ -20,6 +20,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import nn
 
+from ..ops._backend import BACKENDS
 from .._validation import check_same_device, check_sequence, check_state_tensor, check_step_input
 
 
@@ -34,11 +35,15 @@ class ParallelNeuron(nn.Module):
     #: the number of spatial dims after the feature dim that the neuron accepts (``None``: any)
     max_spatial_dims: int | None = None
 
-    def __init__(self, features: int) -> None:
+    def __init__(self, features: int, backend: str = "auto") -> None:
         super().__init__()
         if isinstance(features, bool) or not isinstance(features, int) or features < 1:
             raise ValueError(f"features must be a positive int, got {features!r}")
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
         self.features = features
+        # not named `backend`: SpikingJelly 0.0.0.0.14 treats any module with that attribute as its own node
+        self.ops_backend = backend
 
     # -- public entry points -------------------------------------------------------------
     def forward(

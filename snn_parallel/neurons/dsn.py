@@ -75,7 +75,7 @@ class DynamicDecay(ParallelNeuron):
         surrogate: object = None,
         backend: str = "auto",
     ) -> None:
-        super().__init__(features)
+        super().__init__(features, backend)
         if isinstance(kernel_size, bool) or not isinstance(kernel_size, int) or kernel_size < 1:
             raise ValueError(f"kernel_size must be a positive int, got {kernel_size!r}")
         if not tau > 0:
@@ -87,7 +87,7 @@ class DynamicDecay(ParallelNeuron):
         if isinstance(levels, bool) or not isinstance(levels, int) or levels < 1:
             raise ValueError(f"levels must be a positive int, got {levels!r}")
         self.kernel_size, self.tau, self.spike_mode, self.levels = kernel_size, float(tau), spike_mode, levels
-        self.init_decay, self.v_threshold, self.backend = float(init_decay), float(v_threshold), backend
+        self.init_decay, self.v_threshold = float(init_decay), float(v_threshold)
         self.surrogate = resolve(surrogate)
         # the spike function and the value it is applied to, H - shift
         self._spike_fn = IntegerSpike(levels) if spike_mode == "integer" else self.surrogate
@@ -116,7 +116,7 @@ class DynamicDecay(ParallelNeuron):
     def _forward(self, x_seq: torch.Tensor, state: DSNState) -> tuple[torch.Tensor, torch.Tensor, DSNState]:
         weight, bias = self._taps(x_seq)
         spikes, h, h_last = dsn_membrane(
-            x_seq, state.history, weight, bias, self.tau, state.h, self._spike_fn, self._shift, backend=self.backend, validate=False
+            x_seq, state.history, weight, bias, self.tau, state.h, self._spike_fn, self._shift, backend=self.ops_backend, validate=False
         )
         steps, keep = x_seq.shape[0], self.kernel_size - 1
         # the last k - 1 inputs, reaching into the old history when T < k - 1

@@ -58,10 +58,10 @@ class DecoupledLIF(ParallelNeuron):
         surrogate: object = None,
         backend: str = "auto",
     ) -> None:
-        super().__init__(features)
+        super().__init__(features, backend)
         if not tau > 1:
             raise ValueError(f"tau must be greater than 1 (beta = 1 - 1/tau in (0, 1)), got {tau!r}")
-        self.tau, self.v_threshold, self.backend = float(tau), float(v_threshold), backend
+        self.tau, self.v_threshold = float(tau), float(v_threshold)
         self.surrogate = resolve(surrogate)
         beta = 1 - 1 / tau
         logit = torch.full((features,), math.log(beta / (1 - beta)))
@@ -90,7 +90,7 @@ class DecoupledLIF(ParallelNeuron):
             self.surrogate,
             self.v_threshold,
             beta,
-            backend=self.backend,
+            backend=self.ops_backend,
             validate=False,
         )
         return spikes, membrane, LIFState(filtered, bias)

@@ -68,10 +68,10 @@ class LTC(ParallelNeuron):
         surrogate: object = None,
         backend: str = "auto",
     ) -> None:
-        super().__init__(features)
+        super().__init__(features, backend)
         if mode not in ("paper", "parallel"):
             raise ValueError(f"mode must be 'paper' or 'parallel', got {mode!r}")
-        self.mode, self.b0, self.beta_a, self.backend = mode, float(b0), float(beta_a), backend
+        self.mode, self.b0, self.beta_a = mode, float(b0), float(beta_a)
         self.surrogate = MultiGaussian(inclusive=False) if surrogate is None else resolve(surrogate)
         fan_in = 2 * features if mode == "paper" else features
         self.rate_gate = nn.Linear(fan_in, features)
@@ -97,7 +97,7 @@ class LTC(ParallelNeuron):
         if self.mode == "parallel":
             rate, retention = self._gates(x_seq, state)
             spikes, membrane, u, s, b = ltc_scan(
-                x_seq, rate, retention, *state, self.b0, self.beta_a, self.surrogate, backend=self.backend, validate=False
+                x_seq, rate, retention, *state, self.b0, self.beta_a, self.surrogate, backend=self.ops_backend, validate=False
             )
             return spikes, membrane, LTCState(u, s, b)
         spikes, membrane = [], []

@@ -81,7 +81,7 @@ class PRF(ParallelNeuron):
         mode: str = "scan",
         backend: str = "auto",
     ) -> None:
-        super().__init__(features)
+        super().__init__(features, backend)
         if not tau > 0:
             raise ValueError(f"tau must be positive, got {tau!r}")
         dt_min, dt_max = dt_range
@@ -93,7 +93,7 @@ class PRF(ParallelNeuron):
             raise ValueError(f"mode must be 'scan' or 'fft', got {mode!r}")
         if mode == "fft" and reset:
             raise ValueError("reset=True needs mode='scan' (the threshold bias is stepped with the scan)")
-        self.tau, self.reset, self.v_threshold, self.mode, self.backend = float(tau), reset, float(v_threshold), mode, backend
+        self.tau, self.soft_reset, self.v_threshold, self.mode = float(tau), reset, float(v_threshold), mode
         self.surrogate = resolve(surrogate)
         log_dt = torch.empty(features).uniform_(math.log(dt_min), math.log(dt_max))
         theta = (2 * math.pi / fr_scale) * torch.rand(features).clamp_min(1e-4)
@@ -131,8 +131,8 @@ class PRF(ParallelNeuron):
             state.bias,
             self.surrogate,
             self.v_threshold,
-            decay.real if self.reset else None,
-            backend=self.backend,
+            decay.real if self.soft_reset else None,
+            backend=self.ops_backend,
             validate=False,
         )
         return spikes, membrane, PRFState(z_last.real, z_last.imag, bias)
@@ -146,14 +146,14 @@ class PRF(ParallelNeuron):
         membrane = u - state.bias
         spike = self.surrogate(membrane - self.v_threshold)
         bias = state.bias
-        if self.reset:
+        if self.soft_reset:
             bias = phi_re.detach() * (state.bias + self.v_threshold * spike.detach())
         return spike, PRFState(u, r, bias)
 
     def extra_repr(self) -> str:
         return (
             f"features={self.features}, tau={self.tau}, learn_decay={isinstance(self.decay_log, nn.Parameter)}, "
-            f"reset={self.reset}, v_threshold={self.v_threshold}, mode={self.mode!r}"
+            f"reset={self.soft_reset}, v_threshold={self.v_threshold}, mode={self.mode!r}"
         )
 
 

@@ -1,0 +1,493 @@
+r"""SpikingJelly skins for the snn_parallel neurons: change one class name in a SpikingJelly net.
+
+:class:`DynamicDecayNode`, :class:`PRFNode`, :class:`DecoupledLIFNode` and :class:`LTCNode`
+are SpikingJelly memory modules (``spikingjelly.activation_based.base.MemoryModule``) that
+own a core neuron from :mod:`snn_parallel.neurons` and call it; the dynamics live there
+(:mod:`snn_parallel.neurons.dsn`, :mod:`~snn_parallel.neurons.prf`,
+:mod:`~snn_parallel.neurons.lif`, :mod:`~snn_parallel.neurons.ltc`). One class serves
+SpikingJelly 2.0.0 and 0.0.0.0.14::
+
+    from spikingjelly.activation_based import functional, layer, neuron
+    from snn_parallel.adapters.spikingjelly import DecoupledLIFNode
+
+    net = nn.Sequential(
+        layer.Linear(64, 128, step_mode="m"),
+        DecoupledLIFNode(128, tau=2.0, step_mode="m"),   # was neuron.LIFNode(tau=2.0, v_reset=None, ...)
+    )
+
+**Differences from SpikingJelly's nodes.**
+
+- The feature count comes first (the core neurons have per-channel parameters); inputs
+  are ``[T, B, features, *spatial]`` in ``'m'`` mode and ``[B, features, *spatial]`` in
+  ``'s'`` mode (``LTCNode``: no spatial dims).
+- ``'s'`` mode calls the core's ``step(x_t, state)``, ``'m'`` mode its parallel
+  ``forward(x_seq, state, return_membrane=True)``; both give the same spikes.
+- **Firing rule.** Spikes are :math:`\Theta(v - V_{th}) = [v - V_{th} \ge 0]`, as in
+  SpikingJelly: the surrogate is built with
+  ``snn_parallel.surrogate.resolve(surrogate_function, inclusive=True)``, so a name, one of
+  our surrogates, or any SpikingJelly surrogate object (either version) works. The
+  default is our ``Sigmoid(alpha=4)`` (same forward and derivative as SpikingJelly's
+  default ``surrogate.Sigmoid()``, but usable by the fused ops); ``LTCNode`` defaults to
+  the multi-Gaussian of its reference code (firing on ``>= 0`` here).
+- **Memories.** One memory per field of the core's state ``NamedTuple``, registered as
+  ``None`` and created from the first input, so ``functional.reset_net``,
+  ``detach_net``, ``set_step_mode``, ``layer.MultiStepContainer`` and (on 2.0)
+  ``base.extract_memories`` / ``to_functional_forward`` work. ``self.v`` is the core
+  state's first field (see each class); with ``store_v_seq=True``, ``'m'`` mode stores
+  ``self.v_seq`` ``[T, B, ...]``, the membrane compared with the threshold (before any
+  reset). ``'s'`` mode does not write ``v_seq``.
+- **Arguments.** ``v_threshold`` must be a float (an int raises ``TypeError``, like
+  SpikingJelly's assertion, so code stays valid when swapped back). ``v_reset`` and
+  ``detach_reset`` accept only what the core does (per class below); anything else raises
+  ``ValueError`` naming the argument. The nodes are not ``neuron.BaseNode`` subclasses
+  (BaseNode's single float membrane ``v`` and its charge/fire/reset hooks do not fit a
+  multi-field state): pass these classes to monitors' ``instance`` argument.
+- **Backends.** On 0.0.0.0.14, ``backend`` (constructor keyword, default ``'torch'``) and
+  ``supported_backends`` exist: ``('torch', 'cupy')`` in ``'m'`` mode, ``('torch',)`` in
+  ``'s'`` mode, so ``functional.set_backend(net, 'cupy')`` is accepted; running with
+  ``'cupy'`` raises ``RuntimeError`` (the CuPy kernels are not in this version). On 2.0
+  there is no backend: passing ``backend=`` raises ``TypeError``, as it does for
+  SpikingJelly 2.0's own nodes.
+- **SpikingJelly 2.0 reset cache.** ``functional.reset_net`` caches each network's module
+  list: after swapping one of these nodes into an existing network, call
+  ``functional.invalidate_reset_cache(net)`` (2.0 only) before relying on ``reset_net``.
+
+:func:`register` makes the nodes reachable as ``spikingjelly.activation_based.neuron.*``
+and our ``MultiGaussian`` / ``DoubleGaussian`` as ``spikingjelly.activation_based.surrogate.*``;
+:func:`unregister` undoes it. Importing this module registers nothing.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any, NamedTuple
+
+import torch
+from spikingjelly.activation_based import base, neuron
+from spikingjelly.activation_based import surrogate as sj_surrogate
+
+from snn_parallel import surrogate as sp_surrogate
+from snn_parallel.neurons import LTC, PRF, DecoupledLIF, DynamicDecay, ParallelNeuron
+
+__all__ = [
+    "SJ2",
+    "DynamicDecayNode",
+    "PRFNode",
+    "DecoupledLIFNode",
+    "LTCNode",
+    "register",
+    "unregister",
+]
+
+#: True on SpikingJelly 2.x (functional step methods, no ``backend``), False on 0.0.0.0.14.
+SJ2: bool = hasattr(base.MemoryModule, "single_step_functional_forward")
+
+States = tuple[Any, ...]
+
+
+class _Reset(NamedTuple):
+    """What a core neuron's reset is, as SpikingJelly's ``v_reset``/``detach_reset`` see it."""
+
+    kind: str  #: description used in error messages
+    v_reset: float | None  #: the only ``v_reset`` the neuron expresses
+    detached: bool | None  #: the only ``detach_reset`` it expresses (``None``: any, no reset)
+
+
+_NO_RESET = _Reset("no reset", None, None)
+_SOFT_DETACHED = _Reset("a soft reset whose gradient is detached", None, True)
+_HARD_ZERO = _Reset("a hard reset to 0 that keeps its gradient", 0.0, False)
+
+
+class _SpikingJellyNode(base.MemoryModule):
+    """Shared machinery: memories from the core's state, step modes, checks, backends.
+
+    Subclasses build the core neuron and pass it here with the reset it implements.
+    """
+
+    def __init__(
+        self,
+        core: ParallelNeuron,
+        *,
+        reset: _Reset,
+        v_reset: float | None,
+        detach_reset: bool,
+        step_mode: str,
+        store_v_seq: bool,
+        backend: str | None,
+    ) -> None:
+        super().__init__()
+        name = type(self).__name__
+        if not isinstance(detach_reset, bool):
+            raise TypeError(f"detach_reset must be a bool, got {type(detach_reset).__name__}")
+        if isinstance(v_reset, bool) or v_reset != reset.v_reset:
+            raise ValueError(f"v_reset={v_reset!r} is not supported by {name}, which has {reset.kind}; pass v_reset={reset.v_reset!r}")
+        if reset.detached is not None and detach_reset != reset.detached:
+            raise ValueError(
+                f"detach_reset={detach_reset!r} is not supported by {name}, which has {reset.kind}; "
+                f"pass detach_reset={reset.detached!r}"
+            )
+        self.core = core
+        self.v_reset, self.detach_reset = v_reset, detach_reset
+        self.step_mode = step_mode
+        self.store_v_seq = bool(store_v_seq)
+        self.v_seq: torch.Tensor | None = None
+        if SJ2:
+            if backend is not None:
+                raise TypeError(f"{name}: backend is not an argument on SpikingJelly 2.x (which has no backends); remove it")
+        else:
+            self.backend = "torch" if backend is None else backend
+        for field in core.state_type._fields:
+            self.register_memory(field, None)
+
+    # -- SpikingJelly 0.0.0.0.14 backends ------------------------------------------------
+    if not SJ2:
+
+        @property
+        def supported_backends(self) -> tuple[str, ...]:
+            """``('torch', 'cupy')`` in ``'m'`` mode, ``('torch',)`` in ``'s'`` mode."""
+            return ("torch", "cupy") if self.step_mode == "m" else ("torch",)
+
+        @property
+        def backend(self) -> str:
+            """The backend name; ``'cupy'`` is accepted but raises ``RuntimeError`` when run."""
+            return self._backend
+
+        @backend.setter
+        def backend(self, value: str) -> None:
+            if value not in self.supported_backends:
+                raise NotImplementedError(
+                    f"backend={value!r} is not supported by {self._get_name()} in step_mode={self.step_mode!r}; "
+                    f"choose one of {self.supported_backends}"
+                )
+            self._backend = value
+
+    def _check_backend(self) -> None:
+        if not SJ2 and self.backend == "cupy":
+            raise RuntimeError(
+                f"{self._get_name()}: backend='cupy' is set, but the CuPy kernels of snn_parallel are not "
+                "available in this version; use functional.set_backend(net, 'torch')"
+            )
+
+    # -- state -------------------------------------------------------------------------
+    @property
+    def v(self) -> torch.Tensor | None:
+        """The membrane memory: the core state's first field (``None`` before the first input)."""
+        return self._memories[self.core.state_type._fields[0]]
+
+    def _core_state(self, states: States) -> NamedTuple | None:
+        """The core's state from explicit states; all ``None`` (fresh or reset) means resting."""
+        if all(s is None for s in states):
+            return None
+        return self.core.state_type(*states)
+
+    def _commit(self, states: States) -> None:
+        for field, value in zip(self._memories, states, strict=True):
+            self._memories[field] = value
+
+    def reset(self) -> None:
+        """Reset every memory to ``None`` (rebuilt from the next input) and drop ``v_seq``."""
+        super().reset()
+        self.v_seq = None
+
+    def detach(self) -> None:
+        """Detach the memories (and ``v_seq``) from the graph, out of place (memories may be views)."""
+        for field, value in self._memories.items():
+            if isinstance(value, torch.Tensor):
+                self._memories[field] = value.detach()
+        if self.v_seq is not None:
+            self.v_seq = self.v_seq.detach()
+
+    # -- pure transitions (SpikingJelly 2.x calls these directly) -----------------------
+    def single_step_functional_forward(
+        self, inputs: tuple[torch.Tensor, ...], states: States
+    ) -> tuple[tuple[torch.Tensor], States]:
+        """One step with explicit states: ``((spike,), new_states)``; touches no memory."""
+        self._check_backend()
+        (x_t,) = inputs
+        spike, state = self.core.step(x_t, self._core_state(states))
+        return (spike,), tuple(state)
+
+    def multi_step_functional_forward(
+        self, inputs: tuple[torch.Tensor, ...], states: States
+    ) -> tuple[tuple[torch.Tensor], States]:
+        """All steps with explicit states: ``((spikes,), new_states)``; touches no memory."""
+        spikes, _, new_states = self._sequence(inputs, states)
+        return (spikes,), new_states
+
+    def _sequence(self, inputs: tuple[torch.Tensor, ...], states: States) -> tuple[torch.Tensor, torch.Tensor, States]:
+        self._check_backend()
+        (x_seq,) = inputs
+        spikes, membrane, state = self.core(x_seq, self._core_state(states), return_membrane=True)
+        return spikes, membrane, tuple(state)
+
+    # -- stateful forwards (both versions) ---------------------------------------------
+    def single_step_forward(self, x: torch.Tensor) -> torch.Tensor:
+        """One step of ``x`` ``[B, features, *spatial]``; returns the spikes, updates the memories."""
+        (spike,), states = self.single_step_functional_forward((x,), tuple(self._memories.values()))
+        self._commit(states)
+        return spike
+
+    def multi_step_forward(self, x_seq: torch.Tensor) -> torch.Tensor:
+        """All steps of ``x_seq`` ``[T, B, features, *spatial]`` in parallel; returns the spikes."""
+        spikes, membrane, states = self._sequence((x_seq,), tuple(self._memories.values()))
+        self._commit(states)
+        if self.store_v_seq:
+            self.v_seq = membrane
+        return spikes
+
+    def extra_repr(self) -> str:
+        return (
+            f"{super().extra_repr()}, v_reset={self.v_reset}, detach_reset={self.detach_reset}, "
+            f"store_v_seq={self.store_v_seq}"
+        )
+
+
+def _threshold(v_threshold: float) -> float:
+    """SpikingJelly asserts a float threshold; raise the same condition as a named TypeError."""
+    if not isinstance(v_threshold, float):
+        raise TypeError(f"v_threshold must be a float (as in SpikingJelly), got {v_threshold!r}; write e.g. 1.0")
+    return v_threshold
+
+
+def _surrogate(surrogate_function: object, default: str) -> sp_surrogate.Surrogate:
+    chosen = default if surrogate_function is None else surrogate_function
+    return sp_surrogate.resolve(chosen, inclusive=True, name="surrogate_function")
+
+
+class DynamicDecayNode(_SpikingJellyNode):
+    r"""SpikingJelly node around :class:`snn_parallel.DynamicDecay` (DSN, :mod:`snn_parallel.neurons.dsn`).
+
+    Fires :math:`S_t = [H_t - V_{th} \ge 0]` (``spike_mode="binary"``) or integer spikes
+    (``"integer"``). **No reset**: ``v_reset`` must be ``None``; ``detach_reset`` is
+    accepted and has no effect. ``v`` is the membrane :math:`H_t` (memory ``h``; the
+    other memory, ``history``, holds the last ``kernel_size - 1`` inputs).
+
+    Args:
+        features: channels ``C`` (dim 2 of ``[T, B, C, *spatial]``).
+        v_threshold, v_reset, surrogate_function, detach_reset, step_mode, store_v_seq,
+        backend: as in SpikingJelly (see the module doc).
+        kernel_size, tau, init_decay, spike_mode, levels: the core's arguments.
+    """
+
+    def __init__(
+        self,
+        features: int,
+        *,
+        v_threshold: float = 1.0,
+        v_reset: float | None = None,
+        surrogate_function: object = None,
+        detach_reset: bool = False,
+        step_mode: str = "s",
+        store_v_seq: bool = False,
+        backend: str | None = None,
+        kernel_size: int = 4,
+        tau: float = 0.25,
+        init_decay: float = 0.9,
+        spike_mode: str = "binary",
+        levels: int = 4,
+    ) -> None:
+        core = DynamicDecay(
+            features,
+            kernel_size=kernel_size,
+            tau=tau,
+            init_decay=init_decay,
+            spike_mode=spike_mode,
+            levels=levels,
+            v_threshold=_threshold(v_threshold),
+            surrogate=_surrogate(surrogate_function, "sigmoid"),
+        )
+        super().__init__(
+            core, reset=_NO_RESET, v_reset=v_reset, detach_reset=detach_reset,
+            step_mode=step_mode, store_v_seq=store_v_seq, backend=backend,
+        )
+
+
+class PRFNode(_SpikingJellyNode):
+    r"""SpikingJelly node around :class:`snn_parallel.PRF` (:mod:`snn_parallel.neurons.prf`).
+
+    Fires :math:`s_t = [\mathrm{Re}\,\tilde u_t - b_t - V_{th} \ge 0]`. ``v_reset`` must be
+    ``None``: with ``reset=False`` (the paper's PRF) there is no reset and
+    ``detach_reset`` has no effect; ``reset=True`` is a soft reset through a threshold
+    bias that carries no gradient, so ``detach_reset`` must be ``True``. ``v`` is the
+    real part :math:`u_t` of the membrane (memories ``u``, ``r``, ``bias``).
+
+    Args:
+        features: channels ``C`` (dim 2 of ``[T, B, C, *spatial]``).
+        v_threshold, v_reset, surrogate_function, detach_reset, step_mode, store_v_seq,
+        backend: as in SpikingJelly (see the module doc).
+        tau, learn_decay, dt_range, fr_scale, reset, mode: the core's arguments.
+    """
+
+    def __init__(
+        self,
+        features: int,
+        *,
+        v_threshold: float = 1.0,
+        v_reset: float | None = None,
+        surrogate_function: object = None,
+        detach_reset: bool = True,
+        step_mode: str = "s",
+        store_v_seq: bool = False,
+        backend: str | None = None,
+        tau: float = 2.0,
+        learn_decay: bool = False,
+        dt_range: tuple[float, float] = (0.001, 0.1),
+        fr_scale: float = 1.0,
+        reset: bool = False,
+        mode: str = "scan",
+    ) -> None:
+        core = PRF(
+            features,
+            tau=tau,
+            learn_decay=learn_decay,
+            dt_range=dt_range,
+            fr_scale=fr_scale,
+            reset=reset,
+            v_threshold=_threshold(v_threshold),
+            surrogate=_surrogate(surrogate_function, "sigmoid"),
+            mode=mode,
+        )
+        super().__init__(
+            core, reset=_SOFT_DETACHED if reset else _NO_RESET, v_reset=v_reset, detach_reset=detach_reset,
+            step_mode=step_mode, store_v_seq=store_v_seq, backend=backend,
+        )
+
+
+class DecoupledLIFNode(_SpikingJellyNode):
+    r"""SpikingJelly node around :class:`snn_parallel.DecoupledLIF` (:mod:`snn_parallel.neurons.lif`).
+
+    The soft-reset LIF of SpikingJelly's ``LIFNode(decay_input=False, v_reset=None,
+    detach_reset=True)``: fires :math:`s_t = [u_t - V_{th} \ge 0]` and subtracts
+    :math:`V_{th}` per spike. So ``v_reset`` must be ``None``, ``detach_reset`` ``True``
+    and ``decay_input`` ``False`` (these are the defaults here; SpikingJelly's differ).
+    ``v`` is the reset-free membrane :math:`u'_t` (memories ``filtered``, ``bias``; the
+    membrane is :math:`u'_t - b_t`).
+
+    Args:
+        features: channels ``C`` (dim 2 of ``[T, B, C, *spatial]``).
+        tau: membrane time constant, :math:`\beta = 1 - 1/\tau` (``tau > 1``).
+        decay_input: accepted for ``LIFNode`` compatibility; only ``False`` is expressible.
+        v_threshold, v_reset, surrogate_function, detach_reset, step_mode, store_v_seq,
+        backend: as in SpikingJelly (see the module doc).
+        learn_decay: the core's argument.
+    """
+
+    def __init__(
+        self,
+        features: int,
+        *,
+        tau: float = 2.0,
+        decay_input: bool = False,
+        v_threshold: float = 1.0,
+        v_reset: float | None = None,
+        surrogate_function: object = None,
+        detach_reset: bool = True,
+        step_mode: str = "s",
+        store_v_seq: bool = False,
+        backend: str | None = None,
+        learn_decay: bool = False,
+    ) -> None:
+        if decay_input is not False:
+            raise ValueError(
+                f"decay_input={decay_input!r} is not supported by DecoupledLIFNode, whose input is not "
+                "scaled by 1/tau (u_t = beta * u_{t-1} + x_t); pass decay_input=False"
+            )
+        core = DecoupledLIF(
+            features,
+            tau=tau,
+            learn_decay=learn_decay,
+            v_threshold=_threshold(v_threshold),
+            surrogate=_surrogate(surrogate_function, "sigmoid"),
+        )
+        super().__init__(
+            core, reset=_SOFT_DETACHED, v_reset=v_reset, detach_reset=detach_reset,
+            step_mode=step_mode, store_v_seq=store_v_seq, backend=backend,
+        )
+
+
+class LTCNode(_SpikingJellyNode):
+    r"""SpikingJelly node around :class:`snn_parallel.LTC` (:mod:`snn_parallel.neurons.ltc`).
+
+    Fires :math:`s_t = [u_t - \theta_t \ge 0]` with the adaptive threshold
+    :math:`\theta_t = V_{th} + \beta_a b_t`: ``v_threshold`` is the baseline threshold
+    :math:`b_0` (default 0.1, the core's). It resets hard to 0 and keeps the gradient
+    through the reset, so ``v_reset`` must be ``0.0`` and ``detach_reset`` ``False``.
+    ``v`` is the membrane after reset :math:`\hat u_t` (memories ``u``, ``s``, ``b``).
+    Inputs have no spatial dims: ``[T, B, C]`` / ``[B, C]``. The default surrogate is
+    the reference code's multi-Gaussian.
+
+    Args:
+        features: neurons ``C``.
+        v_threshold, v_reset, surrogate_function, detach_reset, step_mode, store_v_seq,
+        backend: as in SpikingJelly (see the module doc).
+        mode, beta_a: the core's arguments.
+    """
+
+    def __init__(
+        self,
+        features: int,
+        *,
+        v_threshold: float = 0.1,
+        v_reset: float | None = 0.0,
+        surrogate_function: object = None,
+        detach_reset: bool = False,
+        step_mode: str = "s",
+        store_v_seq: bool = False,
+        backend: str | None = None,
+        mode: str = "paper",
+        beta_a: float = 1.8,
+    ) -> None:
+        core = LTC(
+            features,
+            mode=mode,
+            b0=_threshold(v_threshold),
+            beta_a=beta_a,
+            surrogate=_surrogate(surrogate_function, "multi_gaussian"),
+        )
+        super().__init__(
+            core, reset=_HARD_ZERO, v_reset=v_reset, detach_reset=detach_reset,
+            step_mode=step_mode, store_v_seq=store_v_seq, backend=backend,
+        )
+
+
+# -- registration into SpikingJelly's namespaces ------------------------------------------
+_TARGETS: tuple[tuple[Any, tuple[type, ...]], ...] = (
+    (neuron, (DynamicDecayNode, PRFNode, DecoupledLIFNode, LTCNode)),
+    (sj_surrogate, (sp_surrogate.MultiGaussian, sp_surrogate.DoubleGaussian)),
+)
+_added: list[tuple[Any, str, type]] = []
+#: ``module.name`` strings that :func:`register` left alone because SpikingJelly defines them
+skipped: list[str] = []
+
+
+def register() -> None:
+    """Make the nodes reachable as ``spikingjelly.activation_based.neuron.<Name>`` and our
+    ``MultiGaussian``/``DoubleGaussian`` as ``spikingjelly.activation_based.surrogate.<Name>``.
+
+    Idempotent; a name SpikingJelly already defines is never overwritten: it is skipped,
+    recorded in :data:`skipped` and reported with a ``RuntimeWarning``. Undo with
+    :func:`unregister`.
+    """
+    for module, classes in _TARGETS:
+        for cls in classes:
+            name = cls.__name__
+            current = getattr(module, name, None)
+            if current is cls:
+                continue
+            if current is not None:
+                label = f"{module.__name__}.{name}"
+                if label not in skipped:
+                    skipped.append(label)
+                    warnings.warn(f"{label} already exists; snn_parallel did not overwrite it", RuntimeWarning, stacklevel=2)
+                continue
+            setattr(module, name, cls)
+            _added.append((module, name, cls))
+
+
+def unregister() -> None:
+    """Remove exactly the names :func:`register` added (those still bound to our classes)."""
+    while _added:
+        module, name, cls = _added.pop()
+        if getattr(module, name, None) is cls:
+            delattr(module, name)
+    skipped.clear()

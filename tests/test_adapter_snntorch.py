@@ -1,0 +1,461 @@
+"""snnTorch drop-ins (adapters/snntorch.py): Leaky's contract on top of the core neurons."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+snn = pytest.importorskip("snntorch")
+import snntorch.functional as SF  # noqa: E402
+import snntorch.surrogate  # noqa: E402
+import snntorch.utils  # noqa: E402
+
+import snn_parallel as sp  # noqa: E402
+from snn_parallel.adapters import snntorch as adapter  # noqa: E402
+from snn_parallel.adapters.snntorch import LTC, PRF, DecoupledLIF, DynamicDecay  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# (class, constructor kwargs, input scale that makes some but not all neurons fire)
+CASES = [
+    pytest.param(DynamicDecay, {}, 3.0, id="dsn"),
+    pytest.param(DynamicDecay, {"spike_mode": "integer"}, 3.0, id="dsn-integer"),
+    pytest.param(PRF, {"tau": 0.5, "dt_range": (0.5, 1.0)}, 3.0, id="prf"),
+    pytest.param(PRF, {"tau": 0.5, "dt_range": (0.5, 1.0), "reset_mechanism": "subtract"}, 3.0, id="prf-reset"),
+    pytest.param(DecoupledLIF, {"beta": 0.8}, 1.0, id="lif"),
+    pytest.param(LTC, {}, 1.0, id="ltc"),
+    pytest.param(LTC, {"mode": "parallel"}, 1.0, id="ltc-parallel"),
+]
+CLASSES = [DynamicDecay, PRF, DecoupledLIF, LTC]
+# features, constructor kwargs to fire on rand inputs, per class (for the swap checks)
+SWAP_KWARGS = {
+    DynamicDecay: {"threshold": 0.25},
+    PRF: {"tau": 0.5, "dt_range": (0.5, 1.0), "threshold": 0.25},
+    DecoupledLIF: {"beta": 0.8},
+    LTC: {},
+}
+
+
+def _sequence(scale: float, steps: int = 24, batch: int = 3, features: int = 8) -> torch.Tensor:
+    return torch.rand(steps, batch, features, dtype=torch.float64) * scale
+
+
+# -- one step vs many -----------------------------------------------------------------------
+@pytest.mark.parametrize("cls, kwargs, scale", CASES)
+def test_forward_loop_equals_multistep_and_core_step(cls, kwargs, scale):
+    neuron = cls(8, **kwargs).double()
+    x = _sequence(scale)
+    stepped = torch.stack([neuron(x_t)[0] for x_t in x.unbind(0)])
+    end_state = neuron._state()
+
+    adapter.reset(neuron)
+    spk_seq, mem_seq = neuron.multistep(x)
+    assert torch.equal(stepped, spk_seq)
+    assert 0 < spk_seq.count_nonzero() < spk_seq.numel()  # the case is not trivial
+    assert mem_seq.shape == x.shape
+    for carried, parallel in zip(end_state, neuron._state()):  # multistep leaves the end state
+        torch.testing.assert_close(carried, parallel)
+
+    state, core_spikes = None, []
+    for x_t in x.unbind(0):
+        spike, state = neuron.core.step(x_t, state)
+        core_spikes.append(spike)
+    assert torch.equal(stepped, torch.stack(core_spikes))
+
+
+@pytest.mark.parametrize("cls, kwargs, scale", CASES)
+def test_streaming_continues_after_multistep(cls, kwargs, scale):
+    neuron = cls(8, **kwargs).double()
+    x = _sequence(scale)
+    whole, _ = neuron.multistep(x)
+    adapter.reset(neuron)
+    head, _ = neuron.multistep(x[:10])
+    tail = torch.stack([neuron(x_t)[0] for x_t in x[10:].unbind(0)])
+    assert torch.equal(whole, torch.cat([head, tail]))
+
+
+def test_decoupled_lif_fires_like_leaky_without_reset_delay():
+    x = _sequence(0.8, steps=100, features=16)
+    leaky = snn.Leaky(beta=0.8, reset_delay=False)
+    ours = DecoupledLIF(16, beta=0.8).double()
+    expected = torch.stack([leaky(x_t)[0] for x_t in x.unbind(0)])
+    assert torch.equal(ours.multistep(x)[0], expected.double())
+
+
+# -- Leaky's call contract ------------------------------------------------------------------
+@pytest.mark.parametrize("cls", CLASSES)
+@pytest.mark.parametrize("init_hidden, output, pair", [(False, False, True), (True, False, False), (True, True, True), (False, True, True)])
+def test_return_rules(cls, init_hidden, output, pair):
+    neuron = cls(8, init_hidden=init_hidden, output=output)
+    x = torch.rand(5, 2, 8)
+    for out in (neuron(x[0]), neuron.multistep(x)):
+        assert isinstance(out, tuple) == pair
+        if pair:
+            spk, mem = out
+            assert spk.shape == mem.shape
+    assert neuron.mem.shape == (2, 8)  # the state is kept either way, as Leaky does
+
+
+@pytest.mark.parametrize("cls", CLASSES)
+def test_mem_with_init_hidden_raises(cls):
+    neuron = cls(8, init_hidden=True)
+    x = torch.rand(2, 8)
+    with pytest.raises(TypeError, match="mem"):
+        neuron(x, torch.zeros(2, 8))
+    with pytest.raises(TypeError, match="mem"):
+        neuron.multistep(x.unsqueeze(0), torch.zeros(2, 8))
+
+
+@pytest.mark.parametrize("cls, kwargs, scale", CASES)
+def test_passed_mem_replaces_the_first_state_field_only(cls, kwargs, scale):
+    neuron = cls(8, **kwargs).double()
+    x = _sequence(scale, steps=4)
+    for x_t in x[:3].unbind(0):
+        neuron(x_t)
+    before = neuron._state()
+    mem = torch.rand(3, 8, dtype=torch.float64)
+    spk, returned = neuron(x[3], mem)
+    expected_spk, expected = neuron.core.step(x[3], before._replace(**{before._fields[0]: mem}))
+    assert torch.equal(spk, expected_spk)
+    assert torch.equal(returned, expected[0]) and torch.equal(neuron.mem, expected[0])
+
+
+@pytest.mark.parametrize("cls", CLASSES)
+def test_state_is_recreated_when_the_input_shape_changes(cls):
+    neuron = cls(8).double()
+    neuron(torch.rand(3, 8, dtype=torch.float64))
+    x = torch.rand(5, 8, dtype=torch.float64)
+    spk, mem = neuron(x)
+    fresh_spk, fresh = neuron.core.step(x)
+    assert torch.equal(spk, fresh_spk) and torch.equal(mem, fresh[0])
+
+
+@pytest.mark.parametrize("cls", [DynamicDecay, PRF, DecoupledLIF])
+def test_fires_on_strictly_greater_than_threshold(cls):
+    """A membrane exactly at the threshold does not fire (snnTorch's rule)."""
+    probe = cls(4).double()
+    x = torch.rand(1, 4, dtype=torch.float64) + 0.5
+    _, mem = probe(x)  # first step: mem is the potential compared with the threshold
+    level = float(mem[0, 0].detach())
+    at = cls(4, threshold=level).double()
+    below = cls(4, threshold=level - 1e-9).double()
+    for neuron in (at, below):
+        neuron.core.load_state_dict(probe.core.state_dict())  # the same dynamics
+    spk_at, mem_at = at(x)
+    assert torch.equal(mem_at, mem)
+    assert spk_at[0, 0] == 0 and below(x)[0][0, 0] == 1
+
+
+# -- surrogates -----------------------------------------------------------------------------
+@pytest.mark.parametrize("cls", CLASSES)
+def test_snntorch_fast_sigmoid_trains(cls):
+    kwargs = {**SWAP_KWARGS[cls], **({"learn_beta": True} if cls is DecoupledLIF else {})}
+    scale = 1.0 if cls in (DecoupledLIF, LTC) else 3.0
+    neuron = cls(8, spike_grad=snntorch.surrogate.fast_sigmoid(), **kwargs)
+    x = (torch.rand(12, 3, 8) * scale).requires_grad_(True)
+    spk, _ = neuron.multistep(x)
+    spk.sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in neuron.parameters())
+
+
+@pytest.mark.parametrize("cls", CLASSES)
+def test_surrogate_without_derivative_is_refused(cls):
+    with pytest.raises(TypeError, match="spike_grad"):
+        cls(8, spike_grad=lambda x: (x > 0).float())
+
+
+def test_our_surrogate_factories_fire_like_snntorch():
+    for factory in (adapter.multi_gaussian, adapter.double_gaussian):
+        neuron = LTC(4, spike_grad=factory())
+        assert neuron.core.surrogate.inclusive is False
+        assert factory()(torch.zeros(3)).sum() == 0
+
+
+# -- what cannot be expressed ---------------------------------------------------------------
+@pytest.mark.parametrize(
+    "cls, kwargs, error, name",
+    [
+        (DynamicDecay, {"learn_threshold": True}, ValueError, "learn_threshold"),
+        (PRF, {"inhibition": True}, ValueError, "inhibition"),
+        (LTC, {"state_quant": lambda m: m}, ValueError, "state_quant"),
+        (DecoupledLIF, {"surrogate_disable": True}, ValueError, "surrogate_disable"),
+        (DynamicDecay, {"reset_mechanism": "zero"}, ValueError, "reset_mechanism"),
+        (DynamicDecay, {"reset_mechanism": "subtract"}, ValueError, "reset_mechanism"),
+        (PRF, {"reset_mechanism": "zero"}, ValueError, "reset_mechanism"),
+        (DecoupledLIF, {"reset_mechanism": "none"}, ValueError, "reset_mechanism"),
+        (LTC, {"reset_mechanism": "subtract"}, ValueError, "reset_mechanism"),
+        (DecoupledLIF, {"reset_delay": True}, ValueError, "reset_delay"),
+        (DecoupledLIF, {"beta": 1.0}, ValueError, "beta"),
+        (DecoupledLIF, {"beta": torch.tensor([0.5, 0.6])}, ValueError, "beta"),
+        (PRF, {"threshold": torch.ones(8)}, ValueError, "threshold"),
+        (LTC, {"threshold": "high"}, TypeError, "threshold"),
+        (DynamicDecay, {"learn_beta": True}, TypeError, "learn_beta"),
+        (LTC, {"beta": 0.9}, TypeError, "beta"),
+    ],
+)
+def test_unsupported_arguments_raise_naming_them(cls, kwargs, error, name):
+    with pytest.raises(error, match=name):
+        cls(8, **kwargs)
+
+
+def _parameter_count(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def test_supported_mappings():
+    assert DynamicDecay(4, reset_delay=True).core.v_threshold == 1.0  # no reset: reset_delay is moot
+    x = _sequence(3.0)
+    for reset_mechanism, has_bias in (("none", False), ("subtract", True)):
+        prf = PRF(8, tau=0.5, dt_range=(0.5, 1.0), reset_mechanism=reset_mechanism).double()
+        prf.multistep(x)
+        assert bool(prf.state_bias.abs().sum() > 0) == has_bias  # the soft reset's threshold bias
+    assert _parameter_count(PRF(4, learn_beta=True)) == _parameter_count(PRF(4)) + 4
+    lif = DecoupledLIF(4, beta=torch.tensor(0.75), threshold=torch.tensor(2.0), learn_beta=True)
+    torch.testing.assert_close(lif.core.beta, torch.full((4,), 0.75))
+    assert lif.core.v_threshold == 2.0 and _parameter_count(lif) == 4
+    assert LTC(4, threshold=0.3).core.b0 == 0.3
+    assert float(LTC(4, threshold=0.3).threshold) == pytest.approx(0.3)
+
+
+# -- swap into a tutorial-style snnTorch network --------------------------------------------
+def _data(batch: int = 32, steps: int = 10, inputs: int = 16, classes: int = 4, dtype=torch.float32):
+    gen = torch.Generator().manual_seed(1)
+    labels = torch.arange(batch) % classes
+    prototypes = torch.rand(classes, inputs, generator=gen)
+    rates = (prototypes[labels] * 0.8 + 0.1).expand(steps, batch, inputs)
+    return torch.bernoulli(rates, generator=gen).to(dtype), labels
+
+
+def _net(neuron: type, kwargs: dict, hidden: int = 32, classes: int = 4) -> nn.Sequential:
+    """Linear -> neuron -> Linear -> neuron, as in the snnTorch tutorials."""
+    if neuron is snn.Leaky:
+        first, last = snn.Leaky(beta=0.9, init_hidden=True), snn.Leaky(beta=0.9, init_hidden=True, output=True)
+    else:
+        first = neuron(hidden, init_hidden=True, **kwargs)
+        last = neuron(classes, init_hidden=True, output=True, **kwargs)
+    return nn.Sequential(nn.Linear(16, hidden), first, nn.Linear(hidden, classes), last)
+
+
+def _run(net: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    snntorch.utils.reset(net)
+    return torch.stack([net(x_t)[0] for x_t in x.unbind(0)])
+
+
+@pytest.mark.parametrize("neuron", [snn.Leaky, *CLASSES], ids=lambda c: c.__name__)
+def test_swap_trains_with_snntorch_loss(neuron):
+    torch.manual_seed(0)
+    x, y = _data()
+    net = _net(neuron, SWAP_KWARGS.get(neuron, {}))
+    loss_fn = SF.ce_rate_loss()
+    opt = torch.optim.Adam(net.parameters(), lr=2e-2)
+    losses = []
+    for _ in range(25):
+        loss = loss_fn(_run(net, x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0] - 0.05, losses
+    accuracy = SF.accuracy_rate(_run(net, x), y)
+    assert 0.0 <= accuracy <= 1.0
+
+
+@pytest.mark.parametrize("cls", CLASSES)
+def test_snntorch_reset_and_ours_give_the_same_repeatable_outputs(cls):
+    x, _ = _data(batch=4)
+    net = _net(cls, SWAP_KWARGS[cls])
+    hidden = []
+    net[1].register_forward_hook(lambda module, args, out: hidden.append(out))
+
+    def run() -> torch.Tensor:
+        hidden.clear()
+        out = torch.stack([net(x_t)[0] for x_t in x.unbind(0)])
+        return torch.cat([torch.stack(hidden), out], dim=-1)
+
+    with torch.no_grad():
+        snntorch.utils.reset(net)
+        first = run()
+        snntorch.utils.reset(net)
+        again = run()
+        adapter.reset(net)
+        ours = run()
+    assert torch.equal(first, again) and torch.equal(first, ours)
+    assert first.count_nonzero() > 0
+
+
+def test_our_reset_is_deep_and_local_unlike_snntorch():
+    x = torch.rand(3, 8) + 1.0
+    nested = nn.Sequential(nn.Sequential(nn.Identity(), DecoupledLIF(8, init_hidden=True)))
+    other = nn.Sequential(nn.Identity(), DecoupledLIF(8, init_hidden=True))
+    inner, outer_neuron = nested[0][1], other[1]
+
+    def run_both():
+        nested(x), other(x)
+        assert inner.mem.abs().sum() > 0 and outer_neuron.mem.abs().sum() > 0
+
+    run_both()
+    snntorch.utils.reset(nested)  # shallow: the nested neuron keeps its state
+    assert inner.mem.abs().sum() > 0
+    snntorch.utils.reset(other)  # global: resets `nested`'s neuron too
+    assert inner.mem.abs().sum() == 0
+
+    run_both()
+    adapter.reset(nested)  # ours: deep and local
+    assert inner.mem.abs().sum() == 0 and inner.state_bias.abs().sum() == 0
+    assert outer_neuron.mem.abs().sum() > 0
+
+
+def test_reset_restores_every_state_field_to_rest():
+    neuron = LTC(8)
+    neuron(torch.rand(2, 8) + 1)
+    snn.Leaky.reset_hidden()  # snnTorch's global reset assigns `mem` only
+    rest = neuron.core.init_state(torch.zeros(2, 8))
+    for field, value in zip(rest, neuron._state()):
+        assert torch.equal(field, value)  # b back at b0, s at 0
+    assert neuron.init_leaky().shape == (2, 8)
+
+
+def test_detach_hidden_detaches_every_field():
+    neuron = PRF(8, init_hidden=True)
+    neuron.multistep(torch.rand(4, 2, 8, requires_grad=True))
+    assert neuron.mem.requires_grad and neuron.state_r.requires_grad
+    PRF.detach_hidden()
+    assert not any(value.requires_grad for value in neuron._state())
+
+
+class _SeqNet(nn.Module):
+    """The same weights run step by step (``forward``) or over the whole sequence (``multistep``)."""
+
+    def __init__(self, cls: type, kwargs: dict) -> None:
+        super().__init__()
+        self.fc1, self.fc2 = nn.Linear(16, 32), nn.Linear(32, 4)
+        self.lif1, self.lif2 = cls(32, init_hidden=True, **kwargs), cls(4, init_hidden=True, output=True, **kwargs)
+
+    def forward(self, x_t: torch.Tensor) -> torch.Tensor:
+        hidden = self.lif1(self.fc1(x_t))
+        return torch.cat([hidden, self.lif2(self.fc2(hidden))[0]], dim=-1)
+
+    def multistep(self, x: torch.Tensor) -> torch.Tensor:
+        hidden = self.lif1.multistep(self.fc1(x))
+        return torch.cat([hidden, self.lif2.multistep(self.fc2(hidden))[0]], dim=-1)
+
+
+@pytest.mark.parametrize("cls", CLASSES)
+def test_trained_with_multistep_runs_step_by_step(cls):
+    torch.manual_seed(0)
+    x, y = _data(dtype=torch.float64)
+    net = _SeqNet(cls, SWAP_KWARGS[cls]).double()
+    opt = torch.optim.Adam(net.parameters(), lr=2e-2)
+    loss_fn = SF.ce_rate_loss()
+    for _ in range(5):
+        adapter.reset(net)
+        loss = loss_fn(net.multistep(x)[..., 32:], y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        adapter.reset(net)
+        parallel = net.multistep(x)
+        adapter.reset(net)
+        stepped = torch.stack([net(x_t) for x_t in x.unbind(0)])
+    assert torch.equal(parallel, stepped)
+    assert parallel.count_nonzero() > 0
+
+
+def test_spikeplot_raster_accepts_the_output():
+    pytest.importorskip("pandas")
+    matplotlib = pytest.importorskip("matplotlib")
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import snntorch.spikeplot as splt
+
+    spk = DynamicDecay(8).multistep(torch.rand(20, 1, 8) * 3)[0]
+    fig, ax = plt.subplots()
+    splt.raster(spk[:, 0], ax, s=2)
+    plt.close(fig)
+
+
+# -- torch.compile and state_dict -----------------------------------------------------------
+@pytest.mark.parametrize("cls", CLASSES)
+def test_step_path_compiles_with_fullgraph(cls):
+    torch._dynamo.reset()
+    x, _ = _data(batch=4, steps=4)
+    net = _net(cls, SWAP_KWARGS[cls])
+    compiled = torch.compile(net, fullgraph=True, backend="eager")
+    with torch.no_grad(), sp.validation(False):  # the NaN check reads data (a graph break)
+        eager = _run(net, x)
+        adapter.reset(net)
+        out = torch.stack([compiled(x_t)[0] for x_t in x.unbind(0)])
+    assert torch.equal(eager, out)
+
+
+@pytest.mark.parametrize("cls", CLASSES)
+def test_state_dict_round_trip(cls, tmp_path):
+    x, _ = _data(batch=4)
+    net = _net(cls, SWAP_KWARGS[cls])
+    net(x[0])  # fill the state buffers: they must not be saved
+    assert not any(key.split(".")[-1].startswith("state_") for key in net.state_dict())
+    torch.save(net.state_dict(), tmp_path / "net.pt")
+    fresh = _net(cls, SWAP_KWARGS[cls])
+    fresh.load_state_dict(torch.load(tmp_path / "net.pt"))
+    with torch.no_grad():
+        assert torch.equal(_run(net, x), _run(fresh, x))
+
+
+# -- registration ---------------------------------------------------------------------------
+NAMES = ["snntorch.DecoupledLIF", "snntorch.DynamicDecay", "snntorch.LTC", "snntorch.PRF",
+         "snntorch.surrogate.DoubleGaussian", "snntorch.surrogate.MultiGaussian"]
+
+
+@pytest.fixture
+def clean_registry():
+    adapter.unregister()
+    yield
+    adapter.unregister()
+
+
+def test_register_is_idempotent_and_reversible(clean_registry):
+    adapter.register()
+    adapter.register()
+    assert adapter.registration() == {"added": NAMES, "skipped": []}
+    assert snn.DynamicDecay is DynamicDecay and snn.LTC is LTC
+    net = nn.Sequential(nn.Linear(4, 8), snn.PRF(8, spike_grad=snntorch.surrogate.MultiGaussian(), init_hidden=True))
+    assert net(torch.rand(2, 4)).shape == (2, 8)
+    adapter.unregister()
+    assert not any(hasattr(snn, name) for name in ("DynamicDecay", "PRF", "DecoupledLIF", "LTC"))
+    assert not hasattr(snntorch.surrogate, "MultiGaussian")
+    assert adapter.registration() == {"added": [], "skipped": []}
+
+
+def test_register_never_overwrites(clean_registry, monkeypatch):
+    existing = object()
+    monkeypatch.setattr(snn, "PRF", existing, raising=False)
+    adapter.register()
+    assert snn.PRF is existing
+    assert adapter.registration()["skipped"] == ["snntorch.PRF"]
+    adapter.unregister()
+    assert snn.PRF is existing
+
+
+def test_import_does_not_register():
+    code = (
+        "import snntorch, snn_parallel, snn_parallel.adapters.snntorch as a; "
+        "assert not any(hasattr(snntorch, n) for n in ('DynamicDecay', 'PRF', 'DecoupledLIF', 'LTC')); "
+        "assert a.registration() == {'added': [], 'skipped': []}"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+
+
+def test_docs_snippet_runs():
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "docs_snippets" / "snntorch_swap.py")], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "loss" in done.stdout
