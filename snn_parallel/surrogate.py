@@ -182,22 +182,13 @@ class MultiGaussian(Surrogate):
         )
 
 
-
 class DoubleGaussian(MultiGaussian):
     """HYPR's double-Gaussian surrogate: :class:`MultiGaussian` with ``sigma=0.5`` (p = 0.15, scale 6, γ = 0.5)."""
 
     name = "double_gaussian"
 
-    def __init__(
-        self,
-        sigma: float = 0.5,
-        scale: float = 6.0,
-        height: float = 0.15,
-        gamma: float = 0.5,
-        *,
-        inclusive: bool = True,
-    ) -> None:
-        super().__init__(sigma, scale, height, gamma, inclusive=inclusive)
+    def __init__(self, sigma: float = 0.5, *rest: float, **options: Any) -> None:
+        super().__init__(sigma, *rest, **options)  # the other parameters as in MultiGaussian
 
 
 class ForeignSurrogate(Surrogate):
