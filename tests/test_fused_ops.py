@@ -163,8 +163,10 @@ def _ltc_inputs(steps):
     )
 
 
+@pytest.mark.parametrize("block", [1 << 16, 6, 1])
 @pytest.mark.parametrize("steps", [1, 2, 9, 33])
-def test_ltc_scan_matches_reference(steps):
+def test_ltc_scan_matches_reference(block, steps, small_blocks):
+    small_blocks(block)
     inputs = _ltc_inputs(steps)
     surrogate = MultiGaussian(inclusive=False)
     out = ltc_scan(*inputs, 0.1, 1.8, surrogate)
@@ -174,8 +176,10 @@ def test_ltc_scan_matches_reference(steps):
     _assert_same_grads(out, ref, inputs)
 
 
+@pytest.mark.parametrize("block", [1 << 16, 6])
 @pytest.mark.parametrize("steps", [1, 3, 7])
-def test_ltc_scan_gradcheck(steps, smooth):
+def test_ltc_scan_gradcheck(block, steps, smooth, small_blocks):
+    small_blocks(block)
     assert gradcheck(lambda *a: ltc_scan(*a, 0.1, 1.8, smooth), _ltc_inputs(steps))
 
 

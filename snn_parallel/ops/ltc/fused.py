@@ -20,6 +20,7 @@ from __future__ import annotations
 import torch
 
 from ...surrogate import Surrogate
+from .._blocks import block_ranges
 
 
 @torch.no_grad()
@@ -44,7 +45,7 @@ def ltc_forward(
         v = torch.addcmul(u, rate[t], current[t] - u, out=membrane[t])
         s = spikes[t]
         s.copy_(surrogate.heaviside(v - (b0 + beta_a * b)))
-        u = v * (1 - s)
+        u = torch.addcmul(v, v, s, value=-1)  # (1 - s) v, exact for s in {0, 1}
     return spikes, membrane, trace
 
 
@@ -58,31 +59,36 @@ def ltc_backward(
     beta_a: float,
     surrogate: Surrogate,
 ) -> tuple[torch.Tensor, ...]:
-    """Reverse loop; returns gradients of ``(current, rate, retention, u0, s0, b_init)``."""
-    current, rate, retention, u0, s0, b_init, spikes, membrane, trace = saved
-    # previous-step tensors, t - 1, with the initial state at t = 0
-    s_prev = torch.cat([s0.unsqueeze(0), spikes[:-1]])
-    u_prev = torch.cat([u0.unsqueeze(0), membrane[:-1] * (1 - spikes[:-1])])
-    b_prev = torch.cat([b_init.unsqueeze(0), trace[:-1]])
-    sg = surrogate.derivative(membrane - (b0 + beta_a * trace))
-    keep, leak = 1 - spikes, 1 - rate
+    """Reverse loop; returns gradients of ``(current, rate, retention, u0, s0, b_init)``.
 
-    grad_u = torch.empty_like(current)
-    grad_b = torch.empty_like(current)
+    Walks time backwards in cache-sized blocks; per block it prepares the step-independent
+    factors (surrogate derivative, previous-step state) before the sequential part.
+    """
+    current, rate, retention, u0, s0, b_init, spikes, membrane, trace = saved
+    grad_current, grad_rate, grad_retention = (torch.empty_like(current) for _ in range(3))
     carry_u, carry_s, carry_b = grad_last
-    for t in range(current.shape[0] - 1, -1, -1):
-        gv = (carry_s + grad_spikes[t] - carry_u * membrane[t]) * sg[t]
-        gu = grad_membrane[t] + carry_u * keep[t] + gv
-        gb = torch.sub(carry_b, gv, alpha=beta_a, out=grad_b[t])
-        grad_u[t] = gu
-        carry_u = gu * leak[t]
-        carry_b = gb * retention[t]
-        carry_s = gb - carry_b  # gb * (1 - retention)
-    return (
-        grad_u * rate,
-        grad_u * (current - u_prev),
-        grad_b * (b_prev - s_prev),
-        carry_u,
-        carry_s,
-        carry_b,
-    )
+    for start, stop in reversed(block_ranges(*current.shape)):
+        block = slice(start, stop)
+        # previous-step tensors, t - 1, with the initial state before t = 0
+        if start == 0:
+            s_prev = torch.cat([s0.unsqueeze(0), spikes[: stop - 1]])
+            u_prev = torch.cat([u0.unsqueeze(0), membrane[: stop - 1] * (1 - spikes[: stop - 1])])
+            b_prev = torch.cat([b_init.unsqueeze(0), trace[: stop - 1]])
+        else:
+            s_prev, b_prev = spikes[start - 1 : stop - 1], trace[start - 1 : stop - 1]
+            u_prev = membrane[start - 1 : stop - 1] * (1 - s_prev)
+        m = membrane[block]
+        sg = surrogate.derivative(m - (b0 + beta_a * trace[block]))
+        keep, leak, hold = 1 - spikes[block], 1 - rate[block], retention[block]
+        grad_u, grad_b = grad_rate[block], grad_retention[block]  # scratch rows, overwritten below
+        for j in range(stop - start - 1, -1, -1):
+            gv = torch.addcmul(grad_spikes[start + j], carry_u, m[j], value=-1).add_(carry_s).mul_(sg[j])
+            gu = torch.addcmul(grad_membrane[start + j], carry_u, keep[j], out=grad_u[j]).add_(gv)
+            gb = torch.sub(carry_b, gv, alpha=beta_a, out=grad_b[j])
+            carry_u = gu * leak[j]
+            carry_b = gb * hold[j]
+            carry_s = gb - carry_b  # gb * (1 - retention)
+        torch.mul(grad_u, rate[block], out=grad_current[block])
+        grad_u.mul_(current[block] - u_prev)  # now the rate gradient, in place
+        grad_b.mul_(b_prev - s_prev)  # now the retention gradient, in place
+    return grad_current, grad_rate, grad_retention, carry_u, carry_s, carry_b

@@ -1,0 +1,99 @@
+// snn_parallel CUDA kernels: shared definitions (see the package docstring and the ABI notes).
+//
+// Compiled once per storage dtype with -DSNN_DTYPE=float|__half|__nv_bfloat16 (default float).
+// Every kernel accumulates in float32: values are read with load() and written with store().
+// Complex values are float32 pairs (float2: re, im), whatever SNN_DTYPE is.
+//
+// The sources build with nvcc, with NVRTC (CuPy RawModule), and - for SNN_DTYPE=float - with a
+// plain host C++ compiler when tests/kernel_harness/cuda_emu.h is force-included first.
+#pragma once
+
+#ifndef SNN_DTYPE
+#define SNN_DTYPE float
+#endif
+
+#if defined(__CUDACC__) || defined(__CUDACC_RTC__)
+#include <cuda_fp16.h>
+#include <cuda_bf16.h>
+#define SNN_HAS_HALF_TYPES 1
+#endif
+
+typedef SNN_DTYPE scalar_t;
+
+#define SNN_PI_F 3.14159265358979323846f
+#define SNN_SQRT_2PI_F 2.50662827463100050242f
+
+// ---- loads and stores: storage dtype <-> float32 -------------------------------------------
+__device__ __forceinline__ float load(const float* p) { return *p; }
+__device__ __forceinline__ void store(float* p, float x) { *p = x; }
+__device__ __forceinline__ float2 load(const float2* p) { return *p; }
+__device__ __forceinline__ void store(float2* p, float2 x) { *p = x; }
+#ifdef SNN_HAS_HALF_TYPES
+__device__ __forceinline__ float load(const __half* p) { return __half2float(*p); }
+__device__ __forceinline__ void store(__half* p, float x) { *p = __float2half(x); }
+__device__ __forceinline__ float load(const __nv_bfloat16* p) { return __bfloat162float(*p); }
+__device__ __forceinline__ void store(__nv_bfloat16* p, float x) { *p = __float2bfloat16(x); }
+#endif
+
+// ---- real / complex arithmetic with one spelling, so the scan templates serve both ---------
+__device__ __forceinline__ float mul(float a, float b) { return a * b; }
+__device__ __forceinline__ float2 mul(float2 a, float2 b) {
+    return make_float2(a.x * b.x - a.y * b.y, a.x * b.y + a.y * b.x);
+}
+__device__ __forceinline__ float add(float a, float b) { return a + b; }
+__device__ __forceinline__ float2 add(float2 a, float2 b) { return make_float2(a.x + b.x, a.y + b.y); }
+__device__ __forceinline__ void set_zero(float& x) { x = 0.0f; }
+__device__ __forceinline__ void set_zero(float2& x) { x = make_float2(0.0f, 0.0f); }
+__device__ __forceinline__ void set_one(float& x) { x = 1.0f; }
+__device__ __forceinline__ void set_one(float2& x) { x = make_float2(1.0f, 0.0f); }
+
+// ---- 1-D grid-stride loop over work items: any grid size covers all `count` items ----------
+__device__ __forceinline__ long long item_start() {
+    return (long long)blockIdx.x * (long long)blockDim.x + (long long)threadIdx.x;
+}
+__device__ __forceinline__ long long item_stride() { return (long long)blockDim.x * (long long)gridDim.x; }
+
+// ---- spike function and surrogate derivatives (snn_parallel/surrogate.py) ------------------
+// Firing rule: inclusive=1 fires on x >= 0 (SpikingJelly), inclusive=0 on x > 0 (snnTorch).
+__device__ __forceinline__ float heaviside(int inclusive, float x) {
+    return (inclusive ? (x >= 0.0f) : (x > 0.0f)) ? 1.0f : 0.0f;
+}
+
+__device__ __forceinline__ float gaussian(float x, float mu, float sigma) {
+    const float d = x - mu;
+    return expf(-(d * d) / (2.0f * sigma * sigma)) / (SNN_SQRT_2PI_F * sigma);
+}
+
+// Surrogate derivative g'(x) by kind id; params is an array of 4 floats (unused ones ignored):
+//   0 atan(alpha):      (alpha/2) / (1 + (pi*alpha*x/2)^2)
+//   1 sigmoid(alpha):   alpha * s * (1 - s),  s = 1 / (1 + exp(-alpha*x))
+//   2 rect(width):      [|x| < width/2] / width
+//   3 multi_gaussian(sigma, scale, height, gamma):
+//       gamma * ((1+h) N(x; 0, sigma) - h N(x; sigma, scale*sigma) - h N(x; -sigma, scale*sigma))
+// An unknown kind gives 0 (the Python dispatcher only passes the four kinds above).
+__device__ __forceinline__ float surrogate_grad(int kind, const float* params, float x) {
+    switch (kind) {
+    case 0: {
+        const float alpha = params[0];
+        const float z = (SNN_PI_F / 2.0f) * alpha * x;
+        return (alpha / 2.0f) / (1.0f + z * z);
+    }
+    case 1: {
+        const float alpha = params[0];
+        const float s = 1.0f / (1.0f + expf(-alpha * x));
+        return alpha * s * (1.0f - s);
+    }
+    case 2: {
+        const float width = params[0];
+        return fabsf(x) < width / 2.0f ? 1.0f / width : 0.0f;
+    }
+    case 3: {
+        const float sigma = params[0], scale = params[1], height = params[2], gamma = params[3];
+        const float wide = scale * sigma;
+        return gamma * ((1.0f + height) * gaussian(x, 0.0f, sigma) - height * gaussian(x, sigma, wide) -
+                        height * gaussian(x, -sigma, wide));
+    }
+    default:
+        return 0.0f;
+    }
+}
