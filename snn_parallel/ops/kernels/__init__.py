@@ -1,4 +1,7 @@
-"""CUDA sources of the multi-step ops, compiled at first use (CuPy ``RawModule``/NVRTC).
+"""CUDA sources of the multi-step ops, to be compiled at first use by CuPy (``RawModule``/NVRTC).
+
+Status: the sources and their CPU checks are in place; the CuPy launch path (``backend="cupy"``)
+is not part of this release, so no op calls these kernels yet and ``backend="auto"`` uses torch.
 
 Each ``.cu`` file is compiled once per storage dtype with ``-DSNN_DTYPE=<float|__half|__nv_bfloat16>``,
 so kernel names carry no dtype suffix. ``common.cuh`` defines ``scalar_t``, ``load``/``store``
