@@ -34,7 +34,7 @@ KERNELS_DIR = Path(kernels.__file__).parent
 HARNESS_DIR = Path(__file__).parent / "kernel_harness"
 DTYPES = ("float", "__half", "__nv_bfloat16")
 
-# ---- the ABI (/tmp/kernel_abi.md): kernel -> parameter kinds --------------------------------
+# ---- the ABI (snn_parallel/ops/kernels/__init__.py): kernel -> parameter kinds --------------------------------
 # P pointer, L long long, I int, F float.
 _SCAN = "PPPPLLLII"
 _CARRY = "PPPPLLI"
