@@ -34,6 +34,9 @@ class ParallelNeuron(nn.Module):
     state_type: type[NamedTuple]
     #: the number of spatial dims after the feature dim that the neuron accepts (``None``: any)
     max_spatial_dims: int | None = None
+    #: each neuron's next state depends only on its own state and input (per-neuron Jacobians,
+    #: which the HYPR learner relies on); ``False`` for neurons whose gates mix channels
+    channelwise: bool = True
 
     def __init__(self, features: int, backend: str = "auto") -> None:
         super().__init__()

@@ -57,6 +57,7 @@ class LTC(ParallelNeuron):
 
     state_type = LTCState
     max_spatial_dims = 0
+    channelwise = False  # the gates are Linear layers over all neurons
 
     def __init__(
         self,

@@ -1,0 +1,31 @@
+"""Learning rules as trainers around an existing spiking network.
+
+``XTrainer(model, optimizer, *, loss=..., progress=True, **rule_options).fit(loader, epochs)``
+trains ``model`` (an ``nn.Sequential`` of synapses and neurons, see :func:`discover`) with
+
+- :class:`BPTTTrainer`: backpropagation through time (the baseline);
+- :class:`FPTTTrainer`: forward propagation through time, ``parts=K`` updates per sequence;
+- :class:`OTTTTrainer`: online training through time with presynaptic traces;
+- :class:`HYPRTrainer`: hybrid propagation, exact eligibilities computed per sub-sequence.
+
+FPTT (with ``parts=T``), OTTT and HYPR keep memory independent of the sequence length.
+"""
+
+from .hypr import HYPRTrainer
+from .losses import StepLoss
+from .network import Network, RecurrentBlock, UnsupportedModule, discover
+from .rules import BPTTTrainer, FPTTTrainer, OTTTTrainer
+from .trainer import Trainer
+
+__all__ = [
+    "Trainer",
+    "BPTTTrainer",
+    "FPTTTrainer",
+    "OTTTTrainer",
+    "HYPRTrainer",
+    "StepLoss",
+    "RecurrentBlock",
+    "Network",
+    "UnsupportedModule",
+    "discover",
+]

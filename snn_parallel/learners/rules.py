@@ -1,0 +1,274 @@
+r"""BPTT, FPTT and OTTT as :class:`~snn_parallel.learners.Trainer` rules.
+
+Memory per layer in the sequence length :math:`T` (activations kept for the backward):
+
+============  ===========================  =================================================
+rule          memory                       optimizer steps per sequence
+============  ===========================  =================================================
+BPTT          :math:`O(T)`                 1
+FPTT (K)      :math:`O(T/K)` + 3 × params  K
+OTTT          :math:`O(1)` + one trace     1 (``variant="A"``) or T (``variant="O"``)
+              per synapse input
+============  ===========================  =================================================
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .losses import StepLoss
+from .trainer import Trainer
+
+__all__ = ["BPTTTrainer", "FPTTTrainer", "OTTTTrainer"]
+
+
+class BPTTTrainer(Trainer):
+    """Backpropagation through time: the whole sequence in one graph, one step per batch.
+
+    The neurons run their parallel multi-step forward; this is the baseline the online
+    rules are compared with. Options as :class:`~snn_parallel.learners.Trainer`.
+    """
+
+    rule = "bptt"
+
+    def train_batch(self, x: torch.Tensor, target: torch.Tensor) -> tuple[float, torch.Tensor]:
+        self.network.reset()
+        outputs = self.network.run(x)
+        loss = self.loss.sequence_loss(outputs, target)
+        loss.backward()
+        self.optimizer_step()
+        self.network.reset()
+        return float(loss), outputs.detach()
+
+
+class FPTTTrainer(Trainer):
+    r"""Forward propagation through time (Kag & Saligrama 2021), as in the LTC-SNN code.
+
+    Each sequence is cut into ``parts`` (K) parts; the state is detached at every part
+    boundary, and after each part :math:`p` the optimizer steps on
+
+    .. math::
+
+        \ell_p + R(W), \qquad R(W) = -\langle \lambda, W \rangle + \tfrac{\alpha}{2}\lVert W - \bar W\rVert^2,
+
+    followed by the post-update :math:`\lambda \leftarrow \lambda - \alpha(W - \bar W)`,
+    :math:`\bar W \leftarrow (1-\beta)\bar W + \beta W - (\beta/\alpha)\lambda` for every
+    parameter (:math:`\bar W` starts at :math:`W`, :math:`\lambda` at 0). At the end of each
+    epoch :math:`W \leftarrow \bar W`.
+
+    The part loss :math:`\ell_p` is the loss's share on the part's steps. For a terminal label
+    (``loss`` on the last step with one target per sequence) every part is trained on its
+    last output, weighted :math:`p/K`; for classification with ``oracle=True`` the rest of the
+    weight goes to a cross-entropy against :math:`\hat q`, the softmax output of the latest
+    misclassified training example of the same class at the same part:
+
+    .. math::
+
+        \ell_p = \tfrac{p}{K}\,\mathrm{CE}(o_p, y) + \big(1 - \tfrac{p}{K}\big)\,
+        \mathrm{mean}\big(-\hat q_{y,p} \odot \log\mathrm{softmax}(o_p)\big).
+
+    Args:
+        parts: K, from 1 (truncated BPTT over the whole sequence plus the regulariser) to T.
+        alpha: :math:`\alpha`, the regulariser strength.
+        beta: :math:`\beta`, the running-average rate (0.5 in the reference code).
+        oracle: use the oracle term for terminal classification labels.
+        clip_grad_norm: defaults to 1, as in the reference code.
+
+    Memory: :math:`O(T/K)` activations plus :math:`W, \bar W, \lambda`.
+    """
+
+    rule = "fptt"
+
+    def __init__(
+        self,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        *,
+        parts: int,
+        alpha: float = 0.1,
+        beta: float = 0.5,
+        oracle: bool = True,
+        loss: str | StepLoss = "ce",
+        progress: bool = True,
+        clip_grad_norm: float | None = 1.0,
+        batch_first: bool = False,
+    ) -> None:
+        super().__init__(model, optimizer, loss=loss, progress=progress, clip_grad_norm=clip_grad_norm, batch_first=batch_first)
+        if isinstance(parts, bool) or not isinstance(parts, int) or parts < 1:
+            raise ValueError(f"parts must be a positive int, got {parts!r}")
+        if not alpha > 0:
+            raise ValueError(f"alpha must be positive, got {alpha!r}")
+        if not 0 < beta <= 1:
+            raise ValueError(f"beta must be in (0, 1], got {beta!r}")
+        self.parts, self.alpha, self.beta, self.oracle = parts, float(alpha), float(beta), bool(oracle)
+        named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+        self.running = {n: p.detach().clone() for n, p in named}  # W-bar
+        self.dual = {n: torch.zeros_like(p) for n, p in named}  # lambda
+        self.estimates: torch.Tensor | None = None  # q-hat, [classes, parts, classes]
+
+    def regularizer(self) -> torch.Tensor:
+        r""":math:`R(W) = \sum_W -\langle\lambda, W\rangle + \frac{\alpha}{2}\lVert W - \bar W\rVert^2`."""
+        total = None
+        for name, param in self.model.named_parameters():
+            if name not in self.running:
+                continue
+            term = -(param * self.dual[name]).sum() + 0.5 * self.alpha * (param - self.running[name]).square().sum()
+            total = term if total is None else total + term
+        return total
+
+    @torch.no_grad()
+    def _post_update(self) -> None:
+        for name, param in self.model.named_parameters():
+            if name not in self.running:
+                continue
+            self.dual[name].add_(param - self.running[name], alpha=-self.alpha)
+            self.running[name].mul_(1 - self.beta).add_(self.beta * param - (self.beta / self.alpha) * self.dual[name])
+
+    @torch.no_grad()
+    def end_epoch(self) -> None:
+        for name, param in self.model.named_parameters():
+            if name in self.running:
+                param.copy_(self.running[name])
+
+    def _terminal(self, target: torch.Tensor) -> bool:
+        per_sequence = target.dim() == (1 if self.loss.kind == "ce" else 2)
+        return self.loss.steps == "last" and per_sequence
+
+    def _part_loss(self, out: torch.Tensor, target: torch.Tensor, part: int, start: int, steps: int, terminal: bool) -> torch.Tensor | None:
+        if not terminal:
+            return self.loss.sequence_loss(out, target, offset=start, num_steps=steps)
+        weight = (part + 1) / self.parts
+        last = out[-1]
+        loss = weight * self.loss.term(last, target)
+        if self.loss.kind == "ce" and self.oracle and part + 1 < self.parts:
+            log_prob = F.log_softmax(last, dim=-1)
+            self._update_estimates(log_prob.detach().exp(), target, part)
+            loss = loss + (1 - weight) * torch.mean(-self.estimates[target, part] * log_prob)
+        return loss
+
+    @torch.no_grad()
+    def _update_estimates(self, prob: torch.Tensor, target: torch.Tensor, part: int) -> None:
+        """:math:`\\hat q_{c,p}` <- the softmax of the first misclassified example of class ``c`` in the batch."""
+        if self.estimates is None:
+            classes = prob.shape[-1]
+            self.estimates = prob.new_zeros(classes, self.parts, classes)
+        wrong = prob.argmax(-1) != target
+        for cls in target[wrong].unique().tolist():
+            first = torch.nonzero(wrong & (target == cls))[0, 0]
+            self.estimates[cls, part] = prob[first]
+
+    def train_batch(self, x: torch.Tensor, target: torch.Tensor) -> tuple[float, torch.Tensor]:
+        steps = x.shape[0]
+        if self.parts > steps:
+            raise ValueError(f"parts={self.parts} is more than the {steps} steps of x")
+        terminal = self._terminal(target)
+        self.network.reset()
+        outputs = []
+        for part, x_part in enumerate(torch.tensor_split(x, self.parts)):
+            start = sum(o.shape[0] for o in outputs)
+            out = self.network.run(x_part)
+            outputs.append(out.detach())
+            loss = self._part_loss(out, target, part, start, steps, terminal)
+            if loss is not None:
+                (loss + self.regularizer()).backward()
+                self.optimizer_step()
+                self._post_update()
+            self.network.detach()
+        self.network.reset()
+        outputs_seq = torch.cat(outputs)
+        return float(self.loss.sequence_loss(outputs_seq, target)), outputs_seq
+
+    def rule_state(self) -> dict[str, Any]:
+        return {"running": self.running, "dual": self.dual, "estimates": self.estimates}
+
+    def load_rule_state(self, state: dict[str, Any]) -> None:
+        for name in self.running:
+            self.running[name].copy_(state["running"][name])
+            self.dual[name].copy_(state["dual"][name])
+        self.estimates = state["estimates"]
+
+
+class OTTTTrainer(Trainer):
+    r"""Online training through time (Xiao et al., NeurIPS 2022).
+
+    The network runs one step at a time with its state detached after every step, so no
+    temporal graph is kept. Each synapse after the first sees the presynaptic trace
+    :math:`\hat a_t = \lambda \hat a_{t-1} + s_t` (no gradient): its output is :math:`W s_t`
+    but its weight gradient is that of :math:`W \hat a_t`, the three-factor form
+    :math:`\nabla W = \sum_t \delta_t \hat a_t^\top` with :math:`\delta_t` from spatial
+    backprop at step :math:`t`. The loss is taken step by step (use ``loss="ce_all"`` for the
+    paper's instantaneous loss; ``StepLoss("ce", "all", mse_weight=γ)`` adds its MSE term).
+
+    Args:
+        variant: ``"A"`` accumulates gradients over the sequence and steps once;
+            ``"O"`` steps the optimizer after every step that carries a loss.
+        trace_decay: :math:`\lambda` (``1 - 1/tau``, 0.5 for the paper's tau = 2).
+        trace_input: also route the first synapse's gradient through a trace of the raw
+            input (the paper feeds static images there unwrapped; sequence inputs need it).
+
+    Works with any discovered network: snn_parallel neurons and adapters and SpikingJelly
+    nodes such as ``LIFNode`` or ``OTTTLIFNode``.
+    """
+
+    rule = "ottt"
+
+    def __init__(
+        self,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        *,
+        variant: str = "A",
+        trace_decay: float = 0.5,
+        trace_input: bool = False,
+        loss: str | StepLoss = "ce",
+        progress: bool = True,
+        clip_grad_norm: float | None = None,
+        batch_first: bool = False,
+    ) -> None:
+        super().__init__(model, optimizer, loss=loss, progress=progress, clip_grad_norm=clip_grad_norm, batch_first=batch_first)
+        if variant not in ("A", "O"):
+            raise ValueError(f"variant must be 'A' (accumulate) or 'O' (online), got {variant!r}")
+        if not 0 <= trace_decay < 1:
+            raise ValueError(f"trace_decay must be in [0, 1), got {trace_decay!r}")
+        self.variant, self.trace_decay, self.trace_input = variant, float(trace_decay), bool(trace_input)
+        self._traces: dict[int, torch.Tensor] = {}
+        self._first_synapse = next(
+            i for i, layer in enumerate(self.network.layers) if getattr(layer, "is_synapse", False) or hasattr(layer, "synapse")
+        )
+
+    def _synapse(self, index: int, module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        if index == self._first_synapse and not self.trace_input:
+            return module(x)
+        previous = self._traces.get(index)
+        trace = x.detach() if previous is None else self.trace_decay * previous + x.detach()
+        self._traces[index] = trace
+        # forward value W x, weight gradient through W a-hat, input gradient W^T delta to x
+        through_trace = module(x + (trace - x).detach())
+        with torch.no_grad():
+            value = module(x)
+        return through_trace + (value - through_trace).detach()
+
+    def train_batch(self, x: torch.Tensor, target: torch.Tensor) -> tuple[float, torch.Tensor]:
+        steps = x.shape[0]
+        self.network.reset()
+        self._traces.clear()
+        outputs = []
+        for t, x_t in enumerate(x.unbind(0)):
+            out = self.network.step(x_t, synapse=self._synapse)
+            outputs.append(out.detach())
+            loss = self.loss.sequence_loss(out.unsqueeze(0), target, offset=t, num_steps=steps)
+            if loss is not None:
+                loss.backward()
+                if self.variant == "O":
+                    self.optimizer_step()
+            self.network.detach()
+        if self.variant == "A":
+            self.optimizer_step()
+        self.network.reset()
+        self._traces.clear()
+        outputs_seq = torch.stack(outputs)
+        return float(self.loss.sequence_loss(outputs_seq, target)), outputs_seq

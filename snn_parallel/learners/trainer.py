@@ -1,0 +1,318 @@
+"""The shared training loop; each learning rule only says how one batch becomes updates.
+
+:class:`Trainer` owns the epochs, evaluation, metrics history, progress bar, gradient
+clipping, checkpoints that resume exactly, and data-parallel training with
+``torch.distributed``. A rule subclasses it and implements :meth:`Trainer.train_batch`, calling
+:meth:`Trainer.optimizer_step` whenever it wants the optimizer to step.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import sys
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from .losses import StepLoss, resolve_loss
+from .network import Network, discover
+
+__all__ = ["Trainer"]
+
+
+def _distributed() -> bool:
+    return dist.is_available() and dist.is_initialized()
+
+
+class Trainer:
+    r"""Training loop around a spiking network; subclasses implement one learning rule.
+
+    Args:
+        model: an ``nn.Sequential`` spiking network (see :func:`~snn_parallel.learners.discover`).
+        optimizer: any ``torch.optim`` optimizer over the model's parameters.
+        loss: a :class:`~snn_parallel.learners.StepLoss` or its name (``"ce"`` = cross-entropy on
+            the last step, ``"ce_all"``, ``"mse"``, ``"mse_all"``).
+        progress: show a tqdm bar with loss, metric and throughput (only when stderr is a
+            terminal, and only on rank 0).
+        clip_grad_norm: clip the global gradient norm to this before every optimizer step.
+        batch_first: the loaders yield ``[B, T, ...]`` inputs (and ``[B, T]``/``[B, T, K]``
+            per-step targets); they are moved to time-major ``[T, B, ...]``.
+
+    Batches are ``(x, target)`` with ``x`` ``[T, B, ...]``. Under ``torch.distributed`` the
+    parameters are broadcast from rank 0 when the trainer is built and gradients are averaged
+    over ranks with one all-reduce per optimizer step (give each rank its own shard of the data,
+    e.g. with a ``DistributedSampler``); metrics are summed over ranks.
+    """
+
+    #: name of the rule in logs and the history
+    rule = "trainer"
+
+    def __init__(
+        self,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        *,
+        loss: str | StepLoss = "ce",
+        progress: bool = True,
+        clip_grad_norm: float | None = None,
+        batch_first: bool = False,
+    ) -> None:
+        if not isinstance(optimizer, torch.optim.Optimizer):
+            raise TypeError(f"optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}")
+        if clip_grad_norm is not None and not clip_grad_norm > 0:
+            raise ValueError(f"clip_grad_norm must be positive or None, got {clip_grad_norm!r}")
+        self.model, self.optimizer = model, optimizer
+        self.network: Network = discover(model)
+        self.loss = resolve_loss(loss)
+        self.progress, self.clip_grad_norm, self.batch_first = bool(progress), clip_grad_norm, bool(batch_first)
+        self.epoch = 0
+        self.global_step = 0
+        self.history: list[dict[str, float]] = []
+        self._out_features: int | None = None
+        self._pending_loader_state: torch.Tensor | None = None
+        self._train_loader_generator: torch.Generator | None = None
+        self._check_optimizer()
+        if _distributed():
+            for param in self.model.state_dict().values():
+                dist.broadcast(param, src=0)
+
+    def _check_optimizer(self) -> None:
+        owned = {id(p) for p in self.model.parameters()}
+        for group in self.optimizer.param_groups:
+            for param in group["params"]:
+                if id(param) not in owned:
+                    raise ValueError("optimizer holds a parameter that is not in model; build it from model.parameters()")
+
+    # -- the rule -------------------------------------------------------------------------
+    def train_batch(self, x: torch.Tensor, target: torch.Tensor) -> tuple[float, torch.Tensor]:
+        """Turn one checked batch into updates; returns ``(loss, outputs [T, B, K])`` for the metrics."""
+        raise NotImplementedError
+
+    def end_epoch(self) -> None:
+        """Called after each training epoch (FPTT copies its running average into the weights)."""
+
+    def rule_state(self) -> dict[str, Any]:
+        """The rule's own state for checkpoints."""
+        return {}
+
+    def load_rule_state(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`rule_state`."""
+
+    # -- helpers for the rules ------------------------------------------------------------
+    def parameters(self) -> list[nn.Parameter]:
+        return [p for p in self.model.parameters() if p.requires_grad]
+
+    def optimizer_step(self) -> None:
+        """Average gradients over ranks, clip, step the optimizer and clear the gradients."""
+        params = [p for p in self.parameters() if p.grad is not None]
+        if _distributed() and params:
+            flat = torch.cat([p.grad.reshape(-1) for p in params])
+            dist.all_reduce(flat)
+            flat /= dist.get_world_size()
+            offset = 0
+            for p in params:
+                p.grad.copy_(flat[offset : offset + p.numel()].view_as(p.grad))
+                offset += p.numel()
+        if self.clip_grad_norm is not None and params:
+            nn.utils.clip_grad_norm_(params, self.clip_grad_norm)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.global_step += 1
+
+    # -- batches --------------------------------------------------------------------------
+    def prepare(self, batch: object) -> tuple[torch.Tensor, torch.Tensor]:
+        """Check a loader batch, make it time-major and move it to the model's device."""
+        if not isinstance(batch, (tuple, list)) or len(batch) != 2:
+            raise TypeError("each batch must be a pair (x, target)")
+        x, target = batch
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
+        param = self.network.first_parameter()
+        if not x.is_floating_point():
+            raise TypeError(f"x must be floating point, got {x.dtype}")
+        if x.dim() < 3:
+            layout = "[B, T, features...]" if self.batch_first else "[T, B, features...]"
+            raise ValueError(f"x must be {layout} with at least 3 dims, got shape {list(x.shape)}")
+        if self.batch_first:
+            x = x.transpose(0, 1)
+            per_step_dims = 2 if self.loss.kind == "ce" else 3
+            if isinstance(target, torch.Tensor) and target.dim() == per_step_dims:
+                target = target.transpose(0, 1)
+        if x.shape[0] == 0 or x.shape[1] == 0:
+            raise ValueError(f"x must have at least one step and one sample, got shape {list(x.shape)} (time-major)")
+        if param is not None:
+            if x.device != param.device and x.device.type != "cpu":
+                raise ValueError(f"x is on {x.device} but the model is on {param.device}")
+            x = x.to(param.device)
+            if x.dtype != param.dtype:
+                raise TypeError(f"x has dtype {x.dtype} but the model's parameters are {param.dtype}")
+        if torch.isnan(x).any():
+            raise ValueError("x contains NaN")
+        if isinstance(target, torch.Tensor) and param is not None:
+            target = target.to(param.device)
+        out_features = self._output_features(x)
+        return x, self.loss.check_target(target, x.shape[0], x.shape[1], out_features)
+
+    def _output_features(self, x: torch.Tensor) -> int:
+        """Features of the model's output, from one dry step of the first batch."""
+        if self._out_features is None:
+            self.network.reset()
+            try:
+                with torch.no_grad(), self.network.stepping():
+                    out = self.network.step(x[0])
+            except (RuntimeError, ValueError, TypeError) as error:
+                raise ValueError(f"x of shape {list(x.shape)} (time-major) does not fit the model: {error}") from error
+            finally:
+                self.network.reset()
+            if out.dim() != 2:
+                raise ValueError(f"the model must output [B, K] per step, got {list(out.shape)}")
+            self._out_features = out.shape[-1]
+        return self._out_features
+
+    # -- the loop -------------------------------------------------------------------------
+    def fit(self, train_loader: Iterable, epochs: int, val_loader: Iterable | None = None) -> list[dict[str, float]]:
+        """Train for ``epochs`` more epochs; returns the whole metric history (one dict per epoch)."""
+        if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
+            raise ValueError(f"epochs must be a positive int, got {epochs!r}")
+        self._adopt_loader(train_loader)
+        metric = self.loss.metric
+        for _ in range(epochs):
+            self.model.train()
+            start, total, loss_sum, score_sum, count = time.perf_counter(), 0, 0.0, 0.0, 0
+            with self._bar(train_loader) as bar, self.network.stepping():
+                for batch in train_loader:
+                    x, target = self.prepare(batch)
+                    loss, outputs = self.train_batch(x, target)
+                    batch_size = x.shape[1]
+                    score, n = self.loss.score(outputs, target)
+                    loss_sum, score_sum, count, total = loss_sum + loss * batch_size, score_sum + score, count + n, total + batch_size
+                    if bar is not None:
+                        bar.update()
+                        bar.set_postfix(
+                            loss=f"{loss_sum / total:.4f}",
+                            **{metric: f"{score_sum / max(count, 1):.4f}"},
+                            samples_s=f"{total / (time.perf_counter() - start):.0f}",
+                        )
+            self.end_epoch()
+            self.epoch += 1
+            loss_sum, score_sum, count, total = self._reduce(loss_sum, score_sum, count, total)
+            seconds = time.perf_counter() - start
+            record = {
+                "epoch": float(self.epoch),
+                "train_loss": loss_sum / max(total, 1),
+                f"train_{metric}": score_sum / max(count, 1),
+                "seconds": seconds,
+                "samples_per_second": total / seconds,
+            }
+            if val_loader is not None:
+                record.update({f"val_{k}": v for k, v in self.evaluate(val_loader).items() if k != "samples"})
+            self.history.append(record)
+        return self.history
+
+    def evaluate(self, loader: Iterable) -> dict[str, float]:
+        """Loss and metric (``accuracy`` or ``mse``) over ``loader``, in parallel over time, no gradients."""
+        self.model.eval()
+        loss_sum = score_sum = 0.0
+        count = total = 0
+        with torch.no_grad(), self.network.stepping():
+            for batch in loader:
+                x, target = self.prepare(batch)
+                self.network.reset()
+                outputs = self.network.run(x)
+                self.network.reset()
+                loss = self.loss.sequence_loss(outputs, target)
+                score, n = self.loss.score(outputs, target)
+                loss_sum, score_sum, count, total = loss_sum + float(loss) * x.shape[1], score_sum + score, count + n, total + x.shape[1]
+        loss_sum, score_sum, count, total = self._reduce(loss_sum, score_sum, count, total)
+        return {"loss": loss_sum / max(total, 1), self.loss.metric: score_sum / max(count, 1), "samples": float(total)}
+
+    @staticmethod
+    def _reduce(*values: float) -> tuple[float, ...]:
+        if not _distributed():
+            return values
+        sums = torch.tensor(values, dtype=torch.float64)
+        dist.all_reduce(sums)
+        return tuple(sums.tolist())
+
+    def _bar(self, loader: Iterable):
+        """A tqdm bar over one epoch, or a null context."""
+        import contextlib
+
+        if not self.progress or not sys.stderr.isatty() or (_distributed() and dist.get_rank() != 0):
+            return contextlib.nullcontext(None)
+        try:
+            from tqdm.auto import tqdm
+        except ImportError:
+            return contextlib.nullcontext(None)
+        length = len(loader) if hasattr(loader, "__len__") else None
+        return tqdm(total=length, desc=f"{self.rule} epoch {self.epoch + 1}", unit="batch", dynamic_ncols=True, leave=False)
+
+    def _adopt_loader(self, loader: Iterable) -> None:
+        """Remember the loader's shuffling generator (checkpointed) and apply a loaded state."""
+        generator = getattr(loader, "generator", None)
+        self._train_loader_generator = generator if isinstance(generator, torch.Generator) else None
+        if self._pending_loader_state is not None and self._train_loader_generator is not None:
+            self._train_loader_generator.set_state(self._pending_loader_state)
+        self._pending_loader_state = None
+
+    # -- checkpoints ----------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to resume exactly: model, optimizer, rule state, RNGs, counters, history."""
+        loader = self._train_loader_generator
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "rule": self.rule,
+            "rule_state": self.rule_state(),
+            "epoch": self.epoch,
+            "global_step": self.global_step,
+            "history": list(self.history),
+            "rng": {
+                "torch": torch.get_rng_state(),
+                "numpy": np.random.get_state(),
+                "python": random.getstate(),
+                "loader": loader.get_state() if loader is not None else None,
+            },
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict`; the loader's shuffling state is applied at the next :meth:`fit`."""
+        if state.get("rule") != self.rule:
+            raise ValueError(f"checkpoint was written by a {state.get('rule')!r} trainer, this is {self.rule!r}")
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.load_rule_state(state["rule_state"])
+        self.epoch, self.global_step, self.history = state["epoch"], state["global_step"], list(state["history"])
+        rng = state["rng"]
+        torch.set_rng_state(rng["torch"])
+        np.random.set_state(rng["numpy"])
+        random.setstate(rng["python"])
+        self._pending_loader_state = rng["loader"]
+
+    def save(self, path: str | Path) -> None:
+        """Write :meth:`state_dict` to ``path`` (rank 0 only under ``torch.distributed``)."""
+        if _distributed() and dist.get_rank() != 0:
+            return
+        torch.save(self.state_dict(), path)
+
+    def load(self, path: str | Path) -> None:
+        """Read a checkpoint written by :meth:`save`."""
+        param = self.network.first_parameter()
+        self.load_state_dict(torch.load(path, map_location=param.device if param is not None else "cpu", weights_only=False))
+
+    def summary(self) -> str:
+        """One line on the last epoch."""
+        if not self.history:
+            return f"{self.rule}: not trained yet"
+        last = self.history[-1]
+        parts = [f"{self.rule} epoch {int(last['epoch'])}"]
+        parts += [f"{k} {v:.4f}" for k, v in last.items() if k not in ("epoch", "seconds", "samples_per_second") and not math.isnan(v)]
+        parts.append(f"{last['samples_per_second']:.0f} samples/s")
+        return " | ".join(parts)
