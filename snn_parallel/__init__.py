@@ -1,15 +1,16 @@
 """snn_parallel: spiking neurons that train in parallel over time and run step by step.
 
 Neurons (:mod:`snn_parallel.neurons`): :class:`DynamicDecay` (DSN), :class:`PRF`,
-:class:`DecoupledLIF`, :class:`LTC`. Ops (:mod:`snn_parallel.ops`): the gated linear scan
-and the fused recurrences behind them. Surrogates (:mod:`snn_parallel.surrogate`) accept
-ours, snnTorch's and SpikingJelly's. Built-in data: :mod:`snn_parallel.tasks`.
+:class:`DecoupledLIF`, :class:`LTC`, and HYPR's :class:`BRF` and :class:`SEAdLIF`. Ops
+(:mod:`snn_parallel.ops`): the gated linear scan and the fused recurrences behind them.
+Surrogates (:mod:`snn_parallel.surrogate`) accept ours, snnTorch's and SpikingJelly's.
+Built-in data: :mod:`snn_parallel.tasks`.
 Framework adapters live in :mod:`snn_parallel.adapters` and are never imported here.
 """
 
 from . import ops, surrogate
 from ._validation import set_validation, validation, validation_enabled
-from .neurons import LTC, PRF, DecoupledLIF, DynamicDecay
+from .neurons import BRF, LTC, PRF, DecoupledLIF, DynamicDecay, SEAdLIF
 
 __version__ = "0.1.0"
 
@@ -18,6 +19,8 @@ __all__ = [
     "PRF",
     "DecoupledLIF",
     "LTC",
+    "BRF",
+    "SEAdLIF",
     "ops",
     "surrogate",
     "set_validation",

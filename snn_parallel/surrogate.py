@@ -20,6 +20,11 @@ the multi-Gaussians to :math:`\gamma(1 - h)`):
   ``sigma=0.5``): :math:`g'(x) = \gamma\,[(1+h)\,N(x; 0, \sigma) - h\,N(x; \sigma, s\sigma)
   - h\,N(x; -\sigma, s\sigma)]` with ``height`` :math:`h = 0.15`, ``scale`` :math:`s = 6`,
   ``gamma`` :math:`\gamma = 0.5`.
+- :class:`CenteredDoubleGaussian` (BRF and HYPR's ``double_gaussian``, ``sigma=0.5``): the same
+  with both wide Gaussians centred at zero, :math:`g'(x) = \gamma\,[(1+h)\,N(x; 0, \sigma)
+  - 2h\,N(x; 0, s\sigma)]`.
+- :class:`Slayer` (SLAYER, as in SE-adLIF and HYPR, ``alpha=5``, ``scale=0.2``):
+  :math:`g'(x) = \tfrac{c\,\alpha}{2}\,e^{-\alpha |x|}`, which integrates to the scale :math:`c`.
 """
 
 from __future__ import annotations
@@ -37,6 +42,8 @@ __all__ = [
     "Rect",
     "MultiGaussian",
     "DoubleGaussian",
+    "CenteredDoubleGaussian",
+    "Slayer",
     "ForeignSurrogate",
     "resolve",
     "IntegerSpike",
@@ -191,6 +198,47 @@ class DoubleGaussian(MultiGaussian):
         super().__init__(sigma, *rest, **options)  # the other parameters as in MultiGaussian
 
 
+class CenteredDoubleGaussian(MultiGaussian):
+    r"""Double Gaussian of the BRF neuron (Higuchi et al., ``StepDoubleGaussianGrad``) and of
+    HYPR's ``surrogate_gradient: double_gaussian``: both wide Gaussians centred at zero,
+
+    .. math:: g'(x) = \gamma\,[(1+h)N(x;0,\sigma) - 2hN(x;0,s\sigma)]
+
+    with :math:`\sigma = 0.5`, :math:`s = 6`, :math:`h = 0.15`, :math:`\gamma = 0.5`
+    (:class:`DoubleGaussian` centres the wide Gaussians at :math:`\pm\sigma` instead).
+    """
+
+    name = "centered_double_gaussian"
+
+    def __init__(self, sigma: float = 0.5, *rest: float, **options: Any) -> None:
+        super().__init__(sigma, *rest, **options)
+
+    def derivative(self, x: torch.Tensor) -> torch.Tensor:
+        s, h = self.sigma, self.height
+        wide = self.scale * s
+        return self.gamma * ((1 + h) * _gaussian(x, 0.0, s) - 2 * h * _gaussian(x, 0.0, wide))
+
+
+class Slayer(Surrogate):
+    r"""SLAYER's exponential surrogate as written in SE-adLIF and HYPR (``spike_slayer_FGI``):
+
+    .. math:: g'(x) = \frac{c\,\alpha}{2}\,e^{-\alpha |x|}
+
+    with sharpness :math:`\alpha` and ``scale`` :math:`c` (its integral). HYPR's SE-adLIF
+    uses :math:`\alpha = 5, c = 0.2`; its BRF ``"slayer"`` option :math:`\alpha = 5, c = 0.4`.
+    """
+
+    name = "slayer"
+
+    def __init__(self, alpha: float = 5.0, scale: float = 0.2, *, inclusive: bool = True) -> None:
+        if alpha <= 0:
+            raise ValueError(f"alpha must be positive, got {alpha}")
+        super().__init__(inclusive=inclusive, alpha=float(alpha), scale=float(scale))
+
+    def derivative(self, x: torch.Tensor) -> torch.Tensor:
+        return (self.scale * self.alpha / 2) * torch.exp(-self.alpha * x.abs())
+
+
 class ForeignSurrogate(Surrogate):
     """A framework's surrogate (snnTorch ``spike_grad`` callable, SpikingJelly object) in our form.
 
@@ -222,7 +270,7 @@ class ForeignSurrogate(Surrogate):
 
 
 _BY_NAME: dict[str, type[Surrogate]] = {
-    cls.name: cls for cls in (ATan, Sigmoid, Rect, MultiGaussian, DoubleGaussian)
+    cls.name: cls for cls in (ATan, Sigmoid, Rect, MultiGaussian, DoubleGaussian, CenteredDoubleGaussian, Slayer)
 }
 _BY_NAME["straight_through"] = Rect
 
@@ -252,7 +300,8 @@ def resolve(surrogate: object = None, *, inclusive: bool = True, name: str = "su
 
     Args:
         surrogate: ``None`` (``ATan()``), a name (``"atan"``, ``"sigmoid"``, ``"rect"``,
-            ``"straight_through"``, ``"multi_gaussian"``, ``"double_gaussian"``), a
+            ``"straight_through"``, ``"multi_gaussian"``, ``"double_gaussian"``,
+            ``"centered_double_gaussian"``, ``"slayer"``), a
             :class:`Surrogate`, a SpikingJelly surrogate object, or any callable that maps a
             tensor to Heaviside spikes with a surrogate backward (snnTorch ``spike_grad``).
         inclusive: firing rule for a surrogate built here from ``None`` or a name.

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import snn_parallel as sp
-from snn_parallel.neurons import DSNState, LIFState, LTCState, PRFState
+from snn_parallel.neurons import AdLIFState, BRFState, DSNState, LIFState, LTCState, PRFState
 
 # (name, factory, input scale) -- the scale puts each neuron in a regime where it spikes
 CONFIGS = [
@@ -20,9 +20,11 @@ CONFIGS = [
     ("lif-strict", lambda c: sp.DecoupledLIF(c, surrogate=sp.surrogate.Sigmoid(inclusive=False)), 1.5),
     ("ltc", lambda c: sp.LTC(c), 2.0),
     ("ltc-parallel", lambda c: sp.LTC(c, mode="parallel"), 2.0),
+    ("brf", lambda c: sp.BRF(c), 200.0),
+    ("adlif", lambda c: sp.SEAdLIF(c), 10.0),
 ]
 IDS = [c[0] for c in CONFIGS]
-SPATIAL = [c for c in CONFIGS if not c[0].startswith("ltc")]
+SPATIAL = [c for c in CONFIGS if c[1](1).max_spatial_dims is None]
 
 
 def _run_steps(neuron, x_seq, state=None):
@@ -131,7 +133,14 @@ def test_ltc_parallel_mode_gates_see_input_only():
 
 @pytest.mark.parametrize(
     "neuron,state_type",
-    [(sp.DynamicDecay(3), DSNState), (sp.PRF(3), PRFState), (sp.DecoupledLIF(3), LIFState), (sp.LTC(3), LTCState)],
+    [
+        (sp.DynamicDecay(3), DSNState),
+        (sp.PRF(3), PRFState),
+        (sp.DecoupledLIF(3), LIFState),
+        (sp.LTC(3), LTCState),
+        (sp.BRF(3), BRFState),
+        (sp.SEAdLIF(3), AdLIFState),
+    ],
 )
 def test_bad_inputs_raise_clear_errors(neuron, state_type):
     x = torch.randn(4, 2, 3)

@@ -49,6 +49,45 @@ def test_multi_gaussian_matches_ltc_reference_formula():
     assert sg.DoubleGaussian().sigma == 0.5
 
 
+def test_centered_double_gaussian_matches_brf_reference_formula():
+    """BRF / HYPR code: ((1+p) gaussian(x, 0, s) - 2p gaussian(x, 0, 6s)) * 0.5 with s = 0.5, p = 0.15."""
+
+    def gaussian(x, sigma):
+        return torch.exp(-(x**2) / (2 * sigma**2)) / math.sqrt(2 * math.pi) / sigma
+
+    surrogate = sg.CenteredDoubleGaussian()
+    expected = 0.5 * (1.15 * gaussian(X, 0.5) - 0.3 * gaussian(X, 3.0))
+    torch.testing.assert_close(surrogate.derivative(X), expected)
+    assert surrogate.params == {"sigma": 0.5, "scale": 6.0, "height": 0.15, "gamma": 0.5}
+    area = torch.trapezoid(surrogate.derivative(torch.linspace(-40, 40, 80001, dtype=torch.float64)), dx=0.001)
+    assert abs(area.item() - 0.5 * 0.85) < 1e-3
+    # DoubleGaussian centres the wide terms at +-sigma instead
+    assert not torch.allclose(surrogate.derivative(X), sg.DoubleGaussian().derivative(X))
+
+
+@pytest.mark.parametrize("alpha,scale", [(5.0, 0.2), (5.0, 0.4), (1.0, 0.4)])
+def test_slayer_matches_hypr_formula_and_integrates_to_scale(alpha, scale):
+    """HYPR ``spike_slayer_FGI`` / SE-adLIF ``SLAYER``: scale * alpha / (2 exp(alpha |x|))."""
+    surrogate = sg.Slayer(alpha=alpha, scale=scale)
+    torch.testing.assert_close(surrogate.derivative(X), scale * alpha / (2 * torch.exp(alpha * X.abs())))
+
+    def primitive(x):
+        return torch.where(x >= 0, scale * (1 - torch.exp(-alpha * x) / 2), scale * torch.exp(alpha * x) / 2)
+
+    torch.testing.assert_close(surrogate.derivative(X), _antiderivative_grad(primitive))
+    area = torch.trapezoid(surrogate.derivative(torch.linspace(-40, 40, 80001, dtype=torch.float64)), dx=0.001)
+    assert abs(area.item() - scale) < 1e-4
+    assert surrogate.params == {"alpha": alpha, "scale": scale}
+
+
+def test_slayer_and_centered_double_gaussian_by_name():
+    assert isinstance(sg.resolve("slayer"), sg.Slayer)
+    assert isinstance(sg.resolve("centered_double_gaussian", inclusive=False), sg.CenteredDoubleGaussian)
+    assert repr(sg.Slayer(inclusive=False)) == "Slayer(alpha=5.0, scale=0.2, inclusive=False)"
+    with pytest.raises(ValueError, match="alpha must be positive"):
+        sg.Slayer(alpha=0.0)
+
+
 def test_rect_is_a_box():
     d = sg.Rect(width=1.0).derivative(X)
     assert torch.equal(d, (X.abs() < 0.5).double())

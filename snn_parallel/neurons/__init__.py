@@ -1,10 +1,14 @@
 """Framework-agnostic parallel spiking neurons, time-major ``[T, B, C, ...]``.
 
 Each has ``forward(x_seq, state=None)`` (all steps in parallel) and ``step(x_t, state)``
-(streaming), with the same numbers; see :class:`ParallelNeuron`.
+(streaming), with the same numbers; see :class:`ParallelNeuron`. HYPR's :class:`BRF` and
+:class:`SEAdLIF` feed their spikes back into the state, so their ``forward`` loops over the
+update that ``step`` makes.
 """
 
+from .adlif import AdLIFState, SEAdLIF
 from .base import ParallelNeuron
+from .brf import BRF, BRFState
 from .dsn import DSNState, DynamicDecay
 from .lif import DecoupledLIF, LIFState
 from .ltc import LTC, LTCState
@@ -20,4 +24,8 @@ __all__ = [
     "LIFState",
     "LTC",
     "LTCState",
+    "BRF",
+    "BRFState",
+    "SEAdLIF",
+    "AdLIFState",
 ]
