@@ -1,4 +1,4 @@
-"""Command line: ``snn-parallel demo`` and ``snn-parallel bench``."""
+"""Command line: ``snn-parallel demo``, ``snn-parallel train`` and ``snn-parallel bench``."""
 
 from __future__ import annotations
 
@@ -26,6 +26,57 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _print_rows(rows: list[dict], columns: list[str]) -> None:
+    print(" | ".join(f"{c:>14}" for c in columns))
+    for row in rows:
+        print(" | ".join(f"{row[c]:>14.4f}" if isinstance(row[c], float) else f"{row[c]!s:>14}" for c in columns))
+
+
+def _write_json(path: str | None, rows: list[dict]) -> None:
+    if path:
+        import json
+        import platform
+
+        import torch
+
+        with open(path, "w", encoding="utf-8") as handle:
+            meta = {"machine": platform.processor() or platform.machine(), "threads": torch.get_num_threads(), "torch": torch.__version__}
+            json.dump({"meta": meta, "rows": rows}, handle, indent=2)
+
+
+def _train(args: argparse.Namespace) -> int:
+    from .learners import experiments
+
+    rules = sorted(experiments.RULES) if args.rule == "all" else [args.rule]
+    rows = []
+    for rule in rules:
+        if args.task == "adding":
+            row = experiments.train_adding(args.steps, rule=rule, iterations=args.iterations, seed=args.seed)
+        else:
+            row = experiments.train_digits(rule, args.task, neuron=args.neuron, epochs=args.epochs, seed=args.seed)
+        rows.append(row)
+        print(", ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()), flush=True)
+    _write_json(args.json, rows)
+    return 0
+
+
+def _bench(args: argparse.Namespace) -> int:
+    if not args.learners:
+        from . import bench
+
+        return bench.main(args)
+    from .learners.experiments import memory_profile
+
+    rows = memory_profile(args.rules.split(","), [int(t) for t in args.lengths.split(",")])
+    for row in rows:
+        base = next(r for r in rows if r["rule"] == row["rule"])
+        row["rss_vs_first_T"] = row["peak_rss_mib"] / base["peak_rss_mib"]
+    print("one training step (2 x 256 LIF, batch 32), peak RSS of a fresh process:")
+    _print_rows(rows, ["rule", "steps", "peak_rss_mib", "rss_vs_first_T", "seconds"])
+    _write_json(args.learners_json, rows)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``snn-parallel`` argument parser."""
     from . import bench
@@ -46,9 +97,27 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--no-progress", action="store_true", help="no progress bar")
     demo.set_defaults(run=_demo)
 
+    from .learners.experiments import NEURONS as LEARNER_NEURONS
+    from .learners.experiments import RULES
+
+    train = commands.add_parser("train", help="train with a learning rule on built-in data and report the test metric")
+    train.add_argument("--rule", choices=[*sorted(RULES), "all"], default="all")
+    train.add_argument("--task", choices=("row", "pixel", "adding"), default="row", help="digits by row (T=8), by pixel (T=64), or the adding problem")
+    train.add_argument("--neuron", choices=sorted(LEARNER_NEURONS), default="lif", help="neuron of the digits network")
+    train.add_argument("--epochs", type=int, default=20)
+    train.add_argument("--steps", type=int, default=200, help="adding problem: sequence length")
+    train.add_argument("--iterations", type=int, default=1500, help="adding problem: optimizer iterations")
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--json", help="write the results here")
+    train.set_defaults(run=_train)
+
     bench_parser = commands.add_parser("bench", help="time neurons against snnTorch and SpikingJelly baselines")
     bench.add_arguments(bench_parser)
-    bench_parser.set_defaults(run=bench.main)
+    bench_parser.add_argument("--learners", action="store_true", help="instead: peak memory of the learners against T")
+    bench_parser.add_argument("--rules", default="bptt,fptt,ottt,hypr", help="--learners: rules to measure")
+    bench_parser.add_argument("--lengths", default="512,4096", help="--learners: sequence lengths")
+    bench_parser.add_argument("--learners-json", help="--learners: write the table here")
+    bench_parser.set_defaults(run=_bench)
     return parser
 
 

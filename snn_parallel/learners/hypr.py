@@ -151,13 +151,14 @@ class HYPRTrainer(Trainer):
     def _plan(self) -> list[StatelessLayer | _Layer]:
         """The layers as HYPR runs them: parameter-free glue, blocks, then the readout."""
         layers, plan = self.network.layers, []
+        for layer in layers:
+            if isinstance(layer, StatelessLayer) and isinstance(layer.module, nn.Dropout) and layer.module.p > 0:
+                raise UnsupportedModule(f"{layer.path} (Dropout): HYPR recomputes each step in its P-stage, so layers must be deterministic")
         last_neuron = max(i for i, layer in enumerate(layers) if not isinstance(layer, StatelessLayer))
         i = 0
         while i < len(layers):
             layer = layers[i]
             if isinstance(layer, StatelessLayer):
-                if isinstance(layer.module, nn.Dropout) and layer.module.p > 0:
-                    raise UnsupportedModule(f"{layer.path} (Dropout): HYPR recomputes each step in its P-stage, so layers must be deterministic")
                 is_block = isinstance(layer.module, nn.Linear) and i + 1 < len(layers) and isinstance(layers[i + 1], NeuronLayer)
                 if is_block:
                     plan.append(_Layer(layer.module, self._core(layers[i + 1]), False, layers[i + 1].path))

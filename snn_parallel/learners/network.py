@@ -130,7 +130,8 @@ class MemoryNeuron:
                 memories[name] = value.detach()
 
     def run(self, x_seq: torch.Tensor) -> torch.Tensor:
-        if "m" in getattr(self.module, "supported_step_mode", ("s", "m")):
+        supported = getattr(self.module, "supported_step_mode", None)
+        if supported is None or "m" in supported():
             self.module.step_mode = "m"
             return _first(self.module(x_seq))
         return torch.stack([self.step(x_t) for x_t in x_seq.unbind(0)])

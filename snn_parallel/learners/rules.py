@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .losses import StepLoss
+from .network import NeuronLayer, RecurrentLayer
 from .trainer import Trainer
 
 __all__ = ["BPTTTrainer", "FPTTTrainer", "OTTTTrainer"]
@@ -42,7 +43,7 @@ class BPTTTrainer(Trainer):
         loss.backward()
         self.optimizer_step()
         self.network.reset()
-        return float(loss), outputs.detach()
+        return float(loss.detach()), outputs.detach()
 
 
 class FPTTTrainer(Trainer):
@@ -196,11 +197,13 @@ class OTTTTrainer(Trainer):
     r"""Online training through time (Xiao et al., NeurIPS 2022).
 
     The network runs one step at a time with its state detached after every step, so no
-    temporal graph is kept. Each synapse after the first sees the presynaptic trace
+    temporal graph is kept. Each synapse that feeds a neuron (after the first) sees the presynaptic trace
     :math:`\hat a_t = \lambda \hat a_{t-1} + s_t` (no gradient): its output is :math:`W s_t`
     but its weight gradient is that of :math:`W \hat a_t`, the three-factor form
     :math:`\nabla W = \sum_t \delta_t \hat a_t^\top` with :math:`\delta_t` from spatial
-    backprop at step :math:`t`. The loss is taken step by step (use ``loss="ce_all"`` for the
+    backprop at step :math:`t`; the trace stands in for the postsynaptic membrane's leaky
+    integration, so a readout that feeds the loss directly keeps its instantaneous gradient,
+    as do biases. The loss is taken step by step (use ``loss="ce_all"`` for the
     paper's instantaneous loss; ``StepLoss("ce", "all", mse_weight=γ)`` adds its MSE term).
 
     Args:
@@ -236,12 +239,28 @@ class OTTTTrainer(Trainer):
             raise ValueError(f"trace_decay must be in [0, 1), got {trace_decay!r}")
         self.variant, self.trace_decay, self.trace_input = variant, float(trace_decay), bool(trace_input)
         self._traces: dict[int, torch.Tensor] = {}
-        self._first_synapse = next(
-            i for i, layer in enumerate(self.network.layers) if getattr(layer, "is_synapse", False) or hasattr(layer, "synapse")
-        )
+        self._traced = self._synapses_into_neurons()
+
+    def _synapses_into_neurons(self) -> set[int]:
+        """Indices of the synapses whose current feeds a neuron (a readout into the loss has no membrane to trace)."""
+        layers, traced, pending = self.network.layers, set(), None
+        for index, layer in enumerate(layers):
+            if isinstance(layer, RecurrentLayer):
+                traced.add(index)
+                pending = None
+            elif isinstance(layer, NeuronLayer):
+                if pending is not None:
+                    traced.add(pending)
+                pending = None
+            elif layer.is_synapse:
+                pending = index
+        first = min((i for i, layer in enumerate(layers) if isinstance(layer, RecurrentLayer) or getattr(layer, "is_synapse", False)), default=None)
+        if not self.trace_input:
+            traced.discard(first)
+        return traced
 
     def _synapse(self, index: int, module: nn.Module, x: torch.Tensor) -> torch.Tensor:
-        if index == self._first_synapse and not self.trace_input:
+        if index not in self._traced:
             return module(x)
         previous = self._traces.get(index)
         trace = x.detach() if previous is None else self.trace_decay * previous + x.detach()

@@ -124,6 +124,10 @@ class Trainer:
             nn.utils.clip_grad_norm_(params, self.clip_grad_norm)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
+        for module in self.model.modules():  # e.g. SEAdLIF projects its parameters back into range
+            constrain = getattr(module, "apply_parameter_constraints", None)
+            if callable(constrain):
+                constrain()
         self.global_step += 1
 
     # -- batches --------------------------------------------------------------------------

@@ -1,0 +1,138 @@
+"""Built-in experiments for the learners: accuracy on sequential digits and the adding problem,
+and peak memory of one training step against the sequence length.
+
+``snn-parallel train`` and ``snn-parallel bench --learners`` call these; every figure they print
+is measured when they run.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import resource
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from ..neurons import LTC, PRF, BRF, DecoupledLIF, DynamicDecay, SEAdLIF
+from ..tasks import AddingProblem, SequentialDigits, make_loader
+from ..tasks._base import SequenceDataset
+from .hypr import HYPRTrainer
+from .losses import StepLoss
+from .network import RecurrentBlock
+from .rules import BPTTTrainer, FPTTTrainer, OTTTTrainer
+from .trainer import Trainer
+
+__all__ = ["RULES", "NEURONS", "classifier", "build_trainer", "train_digits", "train_adding", "memory_profile"]
+
+RULES: dict[str, type[Trainer]] = {"bptt": BPTTTrainer, "fptt": FPTTTrainer, "ottt": OTTTTrainer, "hypr": HYPRTrainer}
+NEURONS: dict[str, Callable[[int], nn.Module]] = {
+    "lif": lambda n: DecoupledLIF(n, tau=2.0),
+    "prf": lambda n: PRF(n, dt_range=(0.01, 1.0), learn_decay=True),
+    "dsn": lambda n: DynamicDecay(n),
+    "brf": lambda n: BRF(n),
+    "adlif": lambda n: SEAdLIF(n),
+}
+
+
+def _synapse(fan_in: int, fan_out: int, gain: float = 3.0) -> nn.Linear:
+    """A Linear layer initialised ``gain`` times wider than usual, so spiking layers fire from the start."""
+    layer = nn.Linear(fan_in, fan_out)
+    bound = gain * math.sqrt(3 / fan_in)
+    nn.init.uniform_(layer.weight, -bound, bound)
+    return layer
+
+
+def classifier(inputs: int, classes: int, neuron: str = "lif", hidden: int = 128, layers: int = 2) -> nn.Sequential:
+    """``Linear -> neuron`` blocks and a Linear readout, as an ``nn.Sequential`` the trainers accept."""
+    if neuron not in NEURONS:
+        raise ValueError(f"neuron must be one of {sorted(NEURONS)}, got {neuron!r}")
+    modules: list[nn.Module] = []
+    sizes = [inputs] + [hidden] * layers
+    for fan_in, fan_out in zip(sizes[:-1], sizes[1:]):
+        modules += [_synapse(fan_in, fan_out), NEURONS[neuron](fan_out)]
+    return nn.Sequential(*modules, nn.Linear(hidden, classes))
+
+
+def build_trainer(rule: str, model: nn.Module, optimizer: torch.optim.Optimizer, steps: int, loss: StepLoss,
+                  chunk: int | None = None) -> Trainer:
+    """The rule's trainer as these experiments use it: FPTT with K = T, OTTT_A with an input
+    trace, HYPR with sub-sequences of ``chunk`` steps (``None``: the whole sequence)."""
+    options = {"fptt": {"parts": steps}, "ottt": {"trace_input": True}, "hypr": {"chunk": chunk}}.get(rule, {})
+    return RULES[rule](model, optimizer, loss=loss, progress=False, **options)
+
+
+def train_digits(rule: str, mode: str = "row", *, neuron: str = "lif", epochs: int = 20, hidden: int = 128,
+                 lr: float = 3e-3, batch_size: int = 64, seed: int = 0) -> dict[str, float | str]:
+    """Train on :class:`~snn_parallel.tasks.SequentialDigits`; returns the test accuracy and time."""
+    if rule not in RULES:
+        raise ValueError(f"rule must be one of {sorted(RULES)}, got {rule!r}")
+    torch.manual_seed(seed)
+    train, test = SequentialDigits("train", mode, seed=seed), SequentialDigits("test", mode, seed=seed)
+    model = classifier(train.num_inputs, train.num_classes, neuron, hidden)
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    trainer = build_trainer(rule, model, optimizer, train.num_steps, StepLoss("ce", "all"))
+    start = time.perf_counter()
+    trainer.fit(make_loader(train, batch_size, shuffle=True, seed=seed), epochs)
+    seconds = time.perf_counter() - start
+    result = trainer.evaluate(make_loader(test, 256))
+    return {"rule": rule, "task": f"digits-{mode}", "steps": train.num_steps, "neuron": neuron, "epochs": epochs,
+            "test_accuracy": result["accuracy"], "train_seconds": seconds}
+
+
+def train_adding(steps: int = 200, *, rule: str = "fptt", parts: int = 10, iterations: int = 1500, hidden: int = 128,
+                 batch_size: int = 128, lr: float = 3e-3, alpha: float = 0.5, seed: int = 0) -> dict[str, float | str]:
+    """LTC with recurrent weights on the adding problem (terminal MSE); returns the test MSE (trivial: 0.167)."""
+    torch.manual_seed(seed)
+    # the trainers take regression targets as [B, K]: one output, K = 1
+    train, test = (
+        SequenceDataset(data.inputs, data.targets[:, None])
+        for data in (AddingProblem(steps, iterations * batch_size // 10, seed=seed), AddingProblem(steps, 1000, seed=seed + 1))
+    )
+    model = nn.Sequential(RecurrentBlock(2, LTC(hidden)), nn.Linear(hidden, 1))
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    options = {"parts": parts, "alpha": alpha} if rule == "fptt" else {}
+    trainer = RULES[rule](model, optimizer, loss=StepLoss("mse", "last"), progress=False, **options)
+    loader = make_loader(train, batch_size, shuffle=True, seed=seed)
+    epochs = max(1, round(iterations / len(loader)))
+    start = time.perf_counter()
+    trainer.fit(loader, epochs)
+    seconds = time.perf_counter() - start
+    result = trainer.evaluate(make_loader(test, 500))
+    return {"rule": rule, "task": f"adding-{steps}", "steps": steps, "neuron": "ltc", "iterations": epochs * len(loader),
+            "test_mse": result["mse"], "train_seconds": seconds}
+
+
+# -- memory against T: one training step in a fresh process ------------------------------------------
+def _one_step(rule: str, steps: int, batch: int, hidden: int) -> dict[str, float]:
+    torch.manual_seed(0)
+    model = classifier(16, 10, "lif", hidden)
+    trainer = build_trainer(rule, model, torch.optim.SGD(model.parameters(), lr=1e-3), steps, StepLoss("ce", "all"), chunk=64)
+    x = (torch.rand(steps, batch, 16) < 0.3).float()
+    target = torch.randint(0, 10, (batch,))
+    x, target = trainer.prepare((x, target))
+    with trainer.network.stepping():
+        trainer.train_batch(x[: min(steps, 8)], target)  # warm-up: lazy initialisation, thread pools
+        start = time.perf_counter()
+        trainer.train_batch(x, target)
+        seconds = time.perf_counter() - start
+    # ru_maxrss is in KiB on Linux
+    return {"peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "seconds": seconds}
+
+
+def memory_profile(rules: list[str], lengths: list[int], *, batch: int = 32, hidden: int = 256) -> list[dict[str, float | str]]:
+    """Peak RSS and time of one training step per (rule, T), each in a fresh Python process."""
+    rows = []
+    for rule in rules:
+        for steps in lengths:
+            code = (
+                "import json, sys; from snn_parallel.learners.experiments import _one_step; "
+                f"print(json.dumps(_one_step({rule!r}, {steps}, {batch}, {hidden})))"
+            )
+            out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+            rows.append({"rule": rule, "steps": steps, "batch": batch, "hidden": hidden, **json.loads(out.strip().splitlines()[-1])})
+    return rows

@@ -1,0 +1,463 @@
+"""The learners: gradients against BPTT and the rules' equations, the shared loop, checkpoints, DDP, bad input."""
+
+from __future__ import annotations
+
+import copy
+import os
+import socket
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from torch import nn
+
+from snn_parallel.learners import (
+    BPTTTrainer,
+    FPTTTrainer,
+    HYPRTrainer,
+    OTTTTrainer,
+    RecurrentBlock,
+    StepLoss,
+    UnsupportedModule,
+    discover,
+)
+from snn_parallel.learners.hypr import suffix_scan
+from snn_parallel.neurons import BRF, LTC, PRF, DecoupledLIF, DynamicDecay, SEAdLIF
+from snn_parallel.surrogate import Sigmoid
+
+sj_neuron = pytest.importorskip("spikingjelly.activation_based.neuron")
+from spikingjelly.activation_based import layer as sj_layer  # noqa: E402
+
+
+# -- helpers -------------------------------------------------------------------------------------------
+def _wide(linear: nn.Linear, gain: float = 3.0) -> nn.Linear:
+    bound = gain * (3 / linear.in_features) ** 0.5
+    nn.init.uniform_(linear.weight, -bound, bound)
+    return linear
+
+
+def _gradients(trainer_cls, model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss="ce_all", **options) -> dict[str, torch.Tensor]:
+    """Gradients a rule hands to the optimizer for one batch (the step itself changes nothing: lr 0)."""
+    trainer = trainer_cls(model, torch.optim.SGD(model.parameters(), lr=0.0), loss=loss, progress=False, **options)
+    captured: dict[str, torch.Tensor] = {}
+    step = trainer.optimizer_step
+
+    def capture() -> None:
+        for name, param in model.named_parameters():
+            if param.grad is not None:
+                captured[name] = captured.get(name, 0) + param.grad.clone()
+        step()
+
+    trainer.optimizer_step = capture
+    x, y = trainer.prepare((x, y))
+    with trainer.network.stepping():
+        trainer.train_batch(x, y)
+    return captured
+
+
+def _bptt_reference(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss: StepLoss) -> dict[str, torch.Tensor]:
+    """Plain autograd through the model's own modules over the whole sequence."""
+    model.zero_grad()
+    h = x
+    for module in model:
+        h = module(h)[0] if hasattr(module, "state_type") else module(h)
+    loss.sequence_loss(h, y).backward()
+    grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    model.zero_grad()
+    return grads
+
+
+def _digits_like(steps=12, batch=5, inputs=4, classes=3, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    return 2 * torch.randn(steps, batch, inputs, generator=gen, dtype=torch.float64), torch.randint(0, classes, (batch,), generator=gen)
+
+
+def _assert_close(a: dict, b: dict, tol=1e-10) -> None:
+    assert a.keys() == b.keys()
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], atol=tol, rtol=tol, msg=name)
+
+
+NEURONS = {
+    "prf": lambda n: PRF(n, learn_decay=True, dt_range=(0.1, 1.0), surrogate=Sigmoid()),
+    "lif": lambda n: DecoupledLIF(n, learn_decay=True, surrogate=Sigmoid()),
+    "dsn": lambda n: DynamicDecay(n, surrogate=Sigmoid()),
+    "brf": lambda n: BRF(n),
+    "adlif": lambda n: SEAdLIF(n),
+}
+
+
+# -- losses --------------------------------------------------------------------------------------------
+def test_step_loss_decomposes_over_steps():
+    out = torch.randn(6, 4, 3)
+    y = torch.randint(0, 3, (4,))
+    loss = StepLoss("ce", (2, None))
+    whole = loss.sequence_loss(out, y)
+    parts = [loss.sequence_loss(out[t : t + 1], y, offset=t, num_steps=6) for t in range(6)]
+    assert parts[0] is None and parts[1] is None
+    torch.testing.assert_close(sum(p for p in parts if p is not None), whole)
+    expected = sum(nn.functional.cross_entropy(out[t], y) for t in range(2, 6)) / 4
+    torch.testing.assert_close(whole, expected)
+
+
+@pytest.mark.parametrize(
+    "loss, target, message",
+    [
+        (StepLoss("ce"), torch.zeros(5, dtype=torch.long), r"\[B\] = \[4\]"),
+        (StepLoss("ce"), torch.zeros(4), "int64"),
+        (StepLoss("ce"), torch.full((4,), 7), "outside"),
+        (StepLoss("mse"), torch.zeros(4), r"\[B, K\] = \[4, 3\]"),
+        (StepLoss("mse"), torch.zeros(4, 3, dtype=torch.long), "floating"),
+        (StepLoss("mse"), torch.full((4, 3), float("nan")), "NaN"),
+    ],
+)
+def test_step_loss_rejects_targets(loss, target, message):
+    with pytest.raises((ValueError, TypeError), match=message):
+        loss.check_target(target, 6, 4, 3)
+
+
+def test_step_loss_rejects_bad_options():
+    with pytest.raises(ValueError, match="kind"):
+        StepLoss("nll")
+    with pytest.raises(ValueError, match="steps"):
+        StepLoss("ce", "first")
+    with pytest.raises(ValueError, match="selects no step"):
+        StepLoss("ce", (10, None)).mask(5)
+
+
+# -- discovery -----------------------------------------------------------------------------------------
+def test_discovery_accepts_supported_networks():
+    from snn_parallel.adapters import snntorch as snt_adapter
+    from snn_parallel.adapters import spikingjelly as sj_adapter
+
+    nets = [
+        nn.Sequential(nn.Linear(4, 8), PRF(8), nn.Sequential(nn.Linear(8, 8), DynamicDecay(8)), nn.Linear(8, 3)),
+        nn.Sequential(nn.Flatten(), sj_layer.Linear(4, 8), sj_adapter.PRFNode(8), sj_layer.Linear(8, 3)),
+        nn.Sequential(nn.Linear(4, 8), sj_neuron.LIFNode(), nn.Linear(8, 3)),
+        nn.Sequential(nn.Linear(4, 8), snt_adapter.DynamicDecay(8, init_hidden=True), nn.Linear(8, 3)),
+        nn.Sequential(RecurrentBlock(4, DecoupledLIF(8)), nn.Linear(8, 3)),
+        nn.Sequential(nn.Linear(4, 8), sj_layer.LinearRecurrentContainer(sj_adapter.DecoupledLIFNode(8), 8, 8), nn.Linear(8, 3)),
+    ]
+    x = torch.rand(5, 2, 4)
+    for net in nets:
+        network = discover(net)
+        with network.stepping():
+            network.reset()
+            out = network.run(x)
+            network.reset()
+            steps = torch.stack([network.step(x_t) for x_t in x.unbind(0)])
+        assert out.shape == (5, 2, 3)
+        torch.testing.assert_close(out, steps)
+
+
+@pytest.mark.parametrize(
+    "model, message",
+    [
+        (nn.Sequential(nn.Linear(4, 8), nn.LSTM(8, 8), PRF(8)), r"1 \(LSTM\) is a recurrent ANN layer"),
+        (nn.Sequential(nn.Linear(4, 8), nn.Linear(8, 3)), "no spiking neuron"),
+        (nn.Linear(4, 3), "nn.Sequential"),
+        (nn.Sequential(nn.Linear(4, 8), PRF(8), nn.Transformer()), r"2 \(Transformer\)"),
+    ],
+)
+def test_discovery_refuses_unsupported_modules(model, message):
+    with pytest.raises(UnsupportedModule, match=message):
+        discover(model)
+
+
+def test_discovery_refuses_snntorch_own_neurons():
+    snn = pytest.importorskip("snntorch")
+    with pytest.raises(UnsupportedModule, match="snn_parallel.adapters.snntorch"):
+        discover(nn.Sequential(nn.Linear(4, 8), snn.Leaky(beta=0.9, init_hidden=True)))
+
+
+# -- HYPR ----------------------------------------------------------------------------------------------
+def test_suffix_scan_matches_loop():
+    gen = torch.Generator().manual_seed(0)
+    for length in (1, 2, 7, 16):
+        a = torch.randn(length, 3, 4, 4, generator=gen, dtype=torch.float64)
+        ell = torch.randn(length, 3, 4, generator=gen, dtype=torch.float64)
+        q, suffix = suffix_scan(a, ell)
+        q_ref, p_ref = [ell[-1]], [torch.eye(4, dtype=torch.float64).expand(3, 4, 4)]
+        for t in range(length - 2, -1, -1):
+            q_ref.insert(0, ell[t] + torch.einsum("bi,bij->bj", q_ref[0], a[t + 1]))
+            p_ref.insert(0, p_ref[0] @ a[t + 1])
+        torch.testing.assert_close(q, torch.stack(q_ref))
+        torch.testing.assert_close(suffix, torch.stack(p_ref))
+
+
+@pytest.mark.parametrize("neuron", sorted(NEURONS))
+def test_hypr_single_layer_equals_bptt_for_every_chunk(neuron):
+    torch.manual_seed(1)
+    model = nn.Sequential(_wide(nn.Linear(4, 6)), NEURONS[neuron](6), nn.Linear(6, 3)).double()
+    x, y = _digits_like(steps=12)
+    x = x * (200 if neuron == "brf" else 1)  # BRF integrates its input with dt = 0.01
+    reference = _bptt_reference(model, x, y, StepLoss("ce", "all"))
+    assert reference["2.weight"].abs().sum() > 0, "the layer must spike for the check to mean anything"
+    for chunk in (1, 7, 3, 12):
+        _assert_close(_gradients(HYPRTrainer, model, x, y, chunk=chunk), reference)
+
+
+def test_hypr_gradient_does_not_depend_on_chunk_in_deep_recurrent_nets():
+    torch.manual_seed(2)
+    model = nn.Sequential(
+        _wide(nn.Linear(4, 6)), NEURONS["prf"](6), RecurrentBlock(6, SEAdLIF(5)), _wide(nn.Linear(5, 5)), NEURONS["lif"](5), nn.Linear(5, 3)
+    ).double()
+    _wide(model[2].synapse, gain=10)  # SE-adLIF integrates with (1 - alpha) ~ 0.1
+    x, y = _digits_like(steps=16)
+    full = _gradients(HYPRTrainer, model, x, y, chunk=None)
+    assert all(g.abs().sum() > 0 for n, g in full.items() if n.endswith("weight")), {n: float(g.abs().sum()) for n, g in full.items()}
+    for chunk in (1, 7, 4):
+        _assert_close(_gradients(HYPRTrainer, model, x, y, chunk=chunk), full)
+
+
+@pytest.mark.parametrize(
+    "model, message",
+    [
+        (nn.Sequential(nn.Linear(4, 6), LTC(6), nn.Linear(6, 3)), "mixes neurons"),
+        (nn.Sequential(nn.Linear(4, 6), sj_neuron.LIFNode(), nn.Linear(6, 3)), "pure step"),
+        (nn.Sequential(nn.Linear(4, 6), nn.Dropout(0.5), PRF(6), nn.Linear(6, 3)), "deterministic"),
+        (nn.Sequential(nn.Linear(4, 6), nn.LayerNorm(6), PRF(6), nn.Linear(6, 3)), "feeding neurons directly"),
+    ],
+)
+def test_hypr_refuses_what_it_cannot_train(model, message):
+    with pytest.raises(UnsupportedModule, match=message):
+        HYPRTrainer(model, torch.optim.SGD(model.parameters(), lr=0.1), progress=False)
+
+
+# -- FPTT ----------------------------------------------------------------------------------------------
+def _fptt_model():
+    torch.manual_seed(3)
+    return nn.Sequential(_wide(nn.Linear(4, 6)), NEURONS["lif"](6), nn.Linear(6, 3)).double()
+
+
+def test_fptt_one_part_is_bptt_plus_the_regulariser_gradient():
+    model = _fptt_model()
+    trainer = FPTTTrainer(model, torch.optim.SGD(model.parameters(), lr=0.05), parts=1, alpha=0.3, loss="ce_all", progress=False, clip_grad_norm=None)
+    for seed in range(3):  # move W away from W-bar and lambda away from 0
+        trainer.train_batch(*trainer.prepare(_digits_like(seed=seed)))
+    x, y = _digits_like(seed=9)
+    expected = _bptt_reference(model, x, y, StepLoss("ce", "all"))
+    for name, param in model.named_parameters():
+        expected[name] = expected[name] - trainer.dual[name] + trainer.alpha * (param.detach() - trainer.running[name])
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    dual_before = {n: v.clone() for n, v in trainer.dual.items()}
+    running_before = {n: v.clone() for n, v in trainer.running.items()}
+    trainer.train_batch(*trainer.prepare((x, y)))
+    for name, param in model.named_parameters():
+        # plain SGD: W' = W - lr * (grad of loss + grad of R)
+        torch.testing.assert_close(param.detach(), before[name] - 0.05 * expected[name])
+        # post-update, as in the reference code
+        dual = dual_before[name] - trainer.alpha * (param.detach() - running_before[name])
+        torch.testing.assert_close(trainer.dual[name], dual)
+        torch.testing.assert_close(trainer.running[name], 0.5 * running_before[name] + 0.5 * param.detach() - (0.5 / trainer.alpha) * dual)
+
+
+def test_fptt_regulariser_vanishes_as_alpha_goes_to_zero():
+    model, reference_model = _fptt_model(), _fptt_model()
+    fptt = FPTTTrainer(model, torch.optim.SGD(model.parameters(), lr=0.05), parts=1, alpha=1e-9, loss="ce_all", progress=False, clip_grad_norm=None)
+    bptt = BPTTTrainer(reference_model, torch.optim.SGD(reference_model.parameters(), lr=0.05), loss="ce_all", progress=False)
+    for seed in range(4):
+        fptt.train_batch(*fptt.prepare(_digits_like(seed=seed)))
+        bptt.train_batch(*bptt.prepare(_digits_like(seed=seed)))
+    for p, q in zip(model.parameters(), reference_model.parameters()):
+        torch.testing.assert_close(p, q, atol=1e-7, rtol=0)
+
+
+def test_fptt_parts_detach_state_and_weight_terminal_loss():
+    model = _fptt_model()
+    trainer = FPTTTrainer(model, torch.optim.SGD(model.parameters(), lr=0.0), parts=3, loss="ce", progress=False)
+    x, y = _digits_like(steps=9)
+    losses = []
+    original = trainer._part_loss
+
+    def spy(out, target, part, start, steps, terminal):
+        loss = original(out, target, part, start, steps, terminal)
+        losses.append((part, out.shape[0], float(loss), float(nn.functional.cross_entropy(out[-1], target))))
+        return loss
+
+    trainer._part_loss = spy
+    trainer.train_batch(*trainer.prepare((x, y)))
+    assert [(p, n) for p, n, _, _ in losses] == [(0, 3), (1, 3), (2, 3)]
+    # no oracle estimate yet for a class that was classified right -> weight p/K on the CE alone at the last part
+    assert losses[-1][2] == pytest.approx(losses[-1][3])
+    assert trainer.global_step == 3
+    with pytest.raises(ValueError, match="parts=3 is more than the 2 steps"):
+        trainer.train_batch(*trainer.prepare(_digits_like(steps=2)))
+
+
+# -- OTTT ----------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("node", ["ours", "spikingjelly"])
+def test_ottt_single_lif_layer_equals_bptt_with_detached_reset(node):
+    """With a trace decay equal to the membrane decay, OTTT's three-factor gradient is exact for one layer."""
+    torch.manual_seed(4)
+    neuron = DecoupledLIF(6, tau=2.0, surrogate=Sigmoid()) if node == "ours" else sj_neuron.LIFNode(tau=2.0, decay_input=False, v_reset=None, detach_reset=True, surrogate_function=sj_surrogate_sigmoid())
+    # the bias's gradient is instantaneous in OTTT (its "input" 1 has no trace), so leave it out
+    model = nn.Sequential(_wide(nn.Linear(4, 6, bias=False)), neuron, nn.Linear(6, 3)).double()
+    x, y = _digits_like()
+    reference = _gradients(BPTTTrainer, model, x, y)
+    assert reference["2.weight"].abs().sum() > 0
+    _assert_close(_gradients(OTTTTrainer, model, x, y, trace_input=True, trace_decay=0.5), reference)
+
+
+def sj_surrogate_sigmoid():
+    from spikingjelly.activation_based import surrogate
+
+    return surrogate.Sigmoid(alpha=4.0)
+
+
+def test_ottt_online_variant_steps_every_time_step():
+    model = _fptt_model()
+    trainer = OTTTTrainer(model, torch.optim.SGD(model.parameters(), lr=0.01), variant="O", loss="ce_all", progress=False)
+    trainer.train_batch(*trainer.prepare(_digits_like(steps=7)))
+    assert trainer.global_step == 7
+    with pytest.raises(ValueError, match="variant"):
+        OTTTTrainer(model, torch.optim.SGD(model.parameters(), lr=0.01), variant="B")
+
+
+# -- the loop: fit, checkpoints, progress --------------------------------------------------------------
+def _loader(seed=0, batch_first=False):
+    from snn_parallel.tasks import SequentialDigits, make_loader
+
+    data = SequentialDigits("train", "row", seed=0)
+    data.inputs, data.targets = data.inputs[:96], data.targets[:96]
+    loader = make_loader(data, 32, shuffle=True, seed=seed)
+    return loader
+
+
+def _classifier():
+    torch.manual_seed(5)
+    return nn.Sequential(_wide(nn.Linear(8, 16)), DecoupledLIF(16), nn.Linear(16, 10))
+
+
+@pytest.mark.parametrize("rule, options", [("bptt", {}), ("fptt", {"parts": 4}), ("ottt", {}), ("hypr", {"chunk": 3})])
+def test_resumed_run_matches_uninterrupted_run(tmp_path, rule, options):
+    classes = {"bptt": BPTTTrainer, "fptt": FPTTTrainer, "ottt": OTTTTrainer, "hypr": HYPRTrainer}
+
+    def trainer_for(model):
+        return classes[rule](model, torch.optim.Adam(model.parameters(), lr=1e-2), loss="ce_all", progress=False, **options)
+
+    straight_model = _classifier()
+    straight = trainer_for(straight_model)
+    history = straight.fit(_loader(), 2)
+
+    first_model = _classifier()
+    first = trainer_for(first_model)
+    first.fit(_loader(), 1)
+    first.save(tmp_path / "ckpt.pt")
+    torch.manual_seed(123)  # disturb the global RNG: the checkpoint must restore it
+    resumed_model = _classifier()
+    resumed = trainer_for(resumed_model)
+    resumed.load(tmp_path / "ckpt.pt")
+    resumed_history = resumed.fit(_loader(), 1)
+
+    for p, q in zip(straight_model.parameters(), resumed_model.parameters()):
+        assert torch.equal(p, q)
+    strip = lambda h: [{k: v for k, v in r.items() if k not in ("seconds", "samples_per_second")} for r in h]  # noqa: E731
+    assert strip(resumed_history) == strip(history)
+    assert resumed.global_step == straight.global_step
+
+
+def test_fit_returns_history_and_evaluates(capsys):
+    model = _classifier()
+    trainer = BPTTTrainer(model, torch.optim.Adam(model.parameters(), lr=1e-2), progress=True)
+    history = trainer.fit(_loader(), 2, val_loader=_loader())
+    assert [r["epoch"] for r in history] == [1.0, 2.0]
+    assert {"train_loss", "train_accuracy", "val_loss", "val_accuracy", "samples_per_second"} <= history[-1].keys()
+    assert "bptt epoch 2" in trainer.summary()
+    assert capsys.readouterr().err == ""  # no bar when stderr is not a terminal
+
+
+def test_batch_first_loader_is_made_time_major():
+    model = _classifier()
+    trainer = BPTTTrainer(model, torch.optim.SGD(model.parameters(), lr=0.0), batch_first=True, loss="ce_all", progress=False)
+    x, y = torch.rand(4, 8, 8), torch.randint(0, 10, (4, 8))
+    x_tm, y_tm = trainer.prepare((x, y))
+    assert x_tm.shape == (8, 4, 8) and torch.equal(y_tm, y.t())
+
+
+# -- bad input -----------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "batch, error, message",
+    [
+        ((torch.rand(8, 4), torch.zeros(4, dtype=torch.long)), ValueError, "at least 3 dims"),
+        ((torch.zeros(8, 4, 8, dtype=torch.long), torch.zeros(4, dtype=torch.long)), TypeError, "floating point"),
+        ((torch.rand(0, 4, 8), torch.zeros(4, dtype=torch.long)), ValueError, "at least one step"),
+        ((torch.full((8, 4, 8), float("nan")), torch.zeros(4, dtype=torch.long)), ValueError, "NaN"),
+        ((torch.rand(8, 4, 5), torch.zeros(4, dtype=torch.long)), ValueError, "does not fit the model"),
+        ((torch.rand(8, 4, 8, dtype=torch.float64), torch.zeros(4, dtype=torch.long)), TypeError, "dtype"),
+        ((torch.rand(8, 4, 8), torch.zeros(3, dtype=torch.long)), ValueError, "target of a 'ce' loss"),
+        ((torch.rand(8, 4, 8),), TypeError, "pair"),
+        ((torch.rand(8, 4, 8, device="meta"), torch.zeros(4, dtype=torch.long)), ValueError, "meta"),
+    ],
+)
+def test_bad_batches_are_refused_before_training(batch, error, message):
+    model = _classifier()
+    before = copy.deepcopy(model.state_dict())
+    trainer = BPTTTrainer(model, torch.optim.SGD(model.parameters(), lr=0.1), progress=False)
+    with pytest.raises(error, match=message):
+        trainer.fit([batch], 1)
+    for name, value in model.state_dict().items():
+        assert torch.equal(value, before[name])
+
+
+def test_bad_trainer_arguments():
+    model = _classifier()
+    other = nn.Linear(2, 2)
+    with pytest.raises(TypeError, match="optimizer"):
+        BPTTTrainer(model, "adam")
+    with pytest.raises(ValueError, match="not in model"):
+        BPTTTrainer(model, torch.optim.SGD(other.parameters(), lr=0.1))
+    with pytest.raises(ValueError, match="parts"):
+        FPTTTrainer(model, torch.optim.SGD(model.parameters(), lr=0.1), parts=0)
+    with pytest.raises(ValueError, match="chunk"):
+        HYPRTrainer(model, torch.optim.SGD(model.parameters(), lr=0.1), chunk=0)
+    with pytest.raises(ValueError, match="epochs"):
+        BPTTTrainer(model, torch.optim.SGD(model.parameters(), lr=0.1)).fit([], 0)
+    with pytest.raises(ValueError, match="loss"):
+        BPTTTrainer(model, torch.optim.SGD(model.parameters(), lr=0.1), loss="hinge")
+
+
+def test_checkpoint_of_another_rule_is_refused(tmp_path):
+    model = _classifier()
+    BPTTTrainer(model, torch.optim.SGD(model.parameters(), lr=0.1)).save(tmp_path / "bptt.pt")
+    with pytest.raises(ValueError, match="'bptt' trainer"):
+        OTTTTrainer(model, torch.optim.SGD(model.parameters(), lr=0.1)).load(tmp_path / "bptt.pt")
+
+
+# -- torch.distributed ---------------------------------------------------------------------------------
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _ddp_worker(rank: int, world: int, port: int, x: torch.Tensor, y: torch.Tensor, out: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    torch.manual_seed(rank)  # different init per rank: the trainer must broadcast rank 0's
+    model = nn.Sequential(_wide(nn.Linear(8, 16)), DecoupledLIF(16), nn.Linear(16, 10))
+    if rank == 0:
+        torch.save(copy.deepcopy(model.state_dict()), out + ".init")
+    trainer = OTTTTrainer(model, torch.optim.SGD(model.parameters(), lr=0.1), loss="ce_all", progress=False)
+    shard = slice(rank * 4, (rank + 1) * 4)
+    trainer.fit([(x[:, shard], y[shard])] * 2, 1)
+    torch.save(model.state_dict(), f"{out}.{rank}")
+    dist.destroy_process_group()
+
+
+def test_ddp_two_processes_average_gradients_once_per_step(tmp_path):
+    torch.manual_seed(0)
+    x, y = torch.rand(8, 8, 8), torch.randint(0, 10, (8,))
+    out = str(tmp_path / "state")
+    mp.start_processes(_ddp_worker, args=(2, _free_port(), x, y, out), nprocs=2, join=True, start_method="spawn")
+    rank0, rank1 = torch.load(out + ".0"), torch.load(out + ".1")
+    for name in rank0:
+        assert torch.equal(rank0[name], rank1[name])
+    # single process on the whole batch from rank 0's initial weights: the mean of the two shards' gradients
+    model = nn.Sequential(nn.Linear(8, 16), DecoupledLIF(16), nn.Linear(16, 10))
+    model.load_state_dict(torch.load(out + ".init"))
+    trainer = OTTTTrainer(model, torch.optim.SGD(model.parameters(), lr=0.1), loss="ce_all", progress=False)
+    trainer.fit([(x, y)] * 2, 1)
+    for name, value in model.state_dict().items():
+        torch.testing.assert_close(rank0[name], value, atol=1e-6, rtol=1e-5)
