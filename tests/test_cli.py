@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import pytest
 
 from snn_parallel import cli
@@ -41,3 +42,18 @@ def test_cli_rejects_unknown_neuron():
 def test_default_demo_reaches_80_percent(neuron):
     """The README's promise: the default demo reaches at least 80 % test accuracy."""
     assert run_demo(neuron, progress=False).test_accuracy >= 0.80
+
+
+def test_cli_train_reports_a_measured_accuracy(tmp_path, capsys):
+    out = tmp_path / "train.json"
+    assert cli.main(["train", "--rule", "ottt", "--task", "row", "--epochs", "1", "--json", str(out)]) == 0
+    line = capsys.readouterr().out
+    assert "rule=ottt" in line and "test_accuracy=" in line
+    rows = json.loads(out.read_text())["rows"]
+    assert rows[0]["rule"] == "ottt" and 0.0 <= rows[0]["test_accuracy"] <= 1.0
+
+
+def test_cli_bench_learners_prints_memory_table(capsys):
+    assert cli.main(["bench", "--learners", "--rules", "bptt,ottt", "--lengths", "8,32"]) == 0
+    out = capsys.readouterr().out
+    assert "peak RSS" in out and out.count("bptt") == 2 and out.count("ottt") == 2

@@ -1,4 +1,4 @@
-"""The README's "Swapping a neuron" examples (``docs_snippets/``) run as they are."""
+"""The README's examples (``docs_snippets/``) run as they are."""
 
 from __future__ import annotations
 
@@ -11,14 +11,14 @@ import pytest
 
 SNIPPETS = sorted((Path(__file__).parent.parent / "docs_snippets").glob("*.py"))
 # each snippet is named after the framework it swaps a neuron into
-FRAMEWORK = {"snntorch_swap": "snntorch", "spikingjelly_swap": "spikingjelly"}
+FRAMEWORK = {"snntorch_swap": "snntorch", "spikingjelly_swap": "spikingjelly", "learners": "spikingjelly"}
 
 
 @pytest.mark.parametrize("path", SNIPPETS, ids=[p.stem for p in SNIPPETS])
-def test_snippet_runs(path):
+def test_snippet_runs(path, tmp_path):
     if importlib.util.find_spec(FRAMEWORK[path.stem]) is None:
         pytest.skip(f"{FRAMEWORK[path.stem]} is not installed")
-    done = subprocess.run([sys.executable, str(path)], capture_output=True, text=True, timeout=300)
+    done = subprocess.run([sys.executable, str(path)], capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "loss" in done.stdout
 

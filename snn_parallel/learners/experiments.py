@@ -111,12 +111,15 @@ def train_adding(steps: int = 200, *, rule: str = "fptt", parts: int = 10, itera
 def _one_step(rule: str, steps: int, batch: int, hidden: int) -> dict[str, float]:
     torch.manual_seed(0)
     model = classifier(16, 10, "lif", hidden)
-    trainer = build_trainer(rule, model, torch.optim.SGD(model.parameters(), lr=1e-3), steps, StepLoss("ce", "all"), chunk=64)
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-3)
     x = (torch.rand(steps, batch, 16) < 0.3).float()
     target = torch.randint(0, 10, (batch,))
+    warm_up = build_trainer(rule, model, optimizer, 4, StepLoss("ce", "all"), chunk=64)
+    with warm_up.network.stepping():  # lazy initialisation and thread pools, on 4 steps
+        warm_up.train_batch(*warm_up.prepare((x[:4], target)))
+    trainer = build_trainer(rule, model, optimizer, steps, StepLoss("ce", "all"), chunk=64)
     x, target = trainer.prepare((x, target))
     with trainer.network.stepping():
-        trainer.train_batch(x[: min(steps, 8)], target)  # warm-up: lazy initialisation, thread pools
         start = time.perf_counter()
         trainer.train_batch(x, target)
         seconds = time.perf_counter() - start
