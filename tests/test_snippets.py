@@ -12,12 +12,15 @@ import pytest
 SNIPPETS = sorted((Path(__file__).parent.parent / "docs_snippets").glob("*.py"))
 # each snippet is named after the framework it swaps a neuron into
 FRAMEWORK = {"snntorch_swap": "snntorch", "spikingjelly_swap": "spikingjelly", "learners": "spikingjelly"}
+# what else a snippet needs (the learners one trains on the scikit-learn digits)
+NEEDS = {"learners": ("sklearn",)}
 
 
 @pytest.mark.parametrize("path", SNIPPETS, ids=[p.stem for p in SNIPPETS])
 def test_snippet_runs(path, tmp_path):
-    if importlib.util.find_spec(FRAMEWORK[path.stem]) is None:
-        pytest.skip(f"{FRAMEWORK[path.stem]} is not installed")
+    for module in (FRAMEWORK[path.stem], *NEEDS.get(path.stem, ())):
+        if importlib.util.find_spec(module) is None:
+            pytest.skip(f"{module} is not installed")
     done = subprocess.run([sys.executable, str(path)], capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "loss" in done.stdout
