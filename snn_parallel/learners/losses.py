@@ -111,7 +111,10 @@ class StepLoss:
             raise ValueError("target contains NaN")
         return target
 
-    def _per_sequence_dims(self) -> int:
+    @property
+    def sequence_target_dims(self) -> int:
+        """Dims of a one-per-sequence target: ``[B]`` for ``"ce"``, ``[B, K]`` for ``"mse"``
+        (a per-step target has one more, ``T``, in front)."""
         return 1 if self.kind == "ce" else 2
 
     # -- losses -------------------------------------------------------------------------
@@ -137,7 +140,7 @@ class StepLoss:
         if chosen.numel() == 0:
             return None
         out = outputs[chosen]
-        if target.dim() > self._per_sequence_dims():
+        if target.dim() > self.sequence_target_dims:
             step_target = target[chosen + offset]
         else:
             step_target = target.expand(len(chosen), *target.shape)
@@ -150,7 +153,7 @@ class StepLoss:
         squared errors for ``"mse"`` (over the chosen steps)."""
         mask = self.mask(outputs.shape[0])
         out = outputs[mask]
-        per_step = target.dim() > self._per_sequence_dims()
+        per_step = target.dim() > self.sequence_target_dims
         if self.kind == "mse":
             step_target = target[mask] if per_step else target.expand_as(out)
             return float(((out - step_target) ** 2).sum()), out.numel()

@@ -136,8 +136,7 @@ class FPTTTrainer(Trainer):
                 param.copy_(self.running[name])
 
     def _terminal(self, target: torch.Tensor) -> bool:
-        per_sequence = target.dim() == (1 if self.loss.kind == "ce" else 2)
-        return self.loss.steps == "last" and per_sequence
+        return self.loss.steps == "last" and target.dim() == self.loss.sequence_target_dims
 
     def _part_loss(self, out: torch.Tensor, target: torch.Tensor, part: int, start: int, steps: int, terminal: bool) -> torch.Tensor | None:
         if not terminal:

@@ -8,6 +8,7 @@ clipping, checkpoints that resume exactly, and data-parallel training with
 
 from __future__ import annotations
 
+import contextlib
 import math
 import random
 import sys
@@ -146,8 +147,7 @@ class Trainer:
             raise ValueError(f"x must be {layout} with at least 3 dims, got shape {list(x.shape)}")
         if self.batch_first:
             x = x.transpose(0, 1)
-            per_step_dims = 2 if self.loss.kind == "ce" else 3
-            if isinstance(target, torch.Tensor) and target.dim() == per_step_dims:
+            if isinstance(target, torch.Tensor) and target.dim() == self.loss.sequence_target_dims + 1:
                 target = target.transpose(0, 1)
         if x.shape[0] == 0 or x.shape[1] == 0:
             raise ValueError(f"x must have at least one step and one sample, got shape {list(x.shape)} (time-major)")
@@ -247,8 +247,6 @@ class Trainer:
 
     def _bar(self, loader: Iterable):
         """A tqdm bar over one epoch, or a null context."""
-        import contextlib
-
         if not self.progress or not sys.stderr.isatty() or (_distributed() and dist.get_rank() != 0):
             return contextlib.nullcontext(None)
         try:
