@@ -44,10 +44,13 @@ SpikingJelly 2.0.0 and 0.0.0.0.14::
   multi-field state): pass these classes to monitors' ``instance`` argument.
 - **Backends.** On 0.0.0.0.14, ``backend`` (constructor keyword, default ``'torch'``) and
   ``supported_backends`` exist: ``('torch', 'cupy')`` in ``'m'`` mode, ``('torch',)`` in
-  ``'s'`` mode, so ``functional.set_backend(net, 'cupy')`` is accepted; running with
-  ``'cupy'`` raises ``RuntimeError`` (the CuPy kernels are not in this version). On 2.0
-  there is no backend: passing ``backend=`` raises ``TypeError``, as it does for
-  SpikingJelly 2.0's own nodes.
+  ``'s'`` mode. The node's backend is the core's ``ops_backend``:
+  ``functional.set_backend(net, 'cupy')`` makes ``'m'`` mode run snn_parallel's CuPy kernels
+  (:mod:`snn_parallel.ops._backend`; CUDA tensors only, a CPU tensor raises ``RuntimeError``
+  when the node runs), and ``'torch'`` the torch path. ``'s'`` mode always steps in torch,
+  whatever the backend, as SpikingJelly's ``LIFNode`` does. On 2.0 there is no backend: passing
+  ``backend=`` raises ``TypeError``, as it does for SpikingJelly 2.0's own nodes, and the core
+  keeps ``ops_backend='auto'`` (the kernels for CUDA tensors when CuPy works).
 - **SpikingJelly 2.0 reset cache.** ``functional.reset_net`` caches each network's module
   list: after swapping one of these nodes into an existing network, call
   ``functional.invalidate_reset_cache(net)`` (2.0 only) before relying on ``reset_net``.
@@ -149,7 +152,7 @@ class _SpikingJellyNode(base.MemoryModule):
 
         @property
         def backend(self) -> str:
-            """The backend name; ``'cupy'`` is accepted but raises ``RuntimeError`` when run."""
+            """The backend name, passed on to the core neuron's ``ops_backend``."""
             return self._backend
 
         @backend.setter
@@ -160,12 +163,15 @@ class _SpikingJellyNode(base.MemoryModule):
                     f"choose one of {self.supported_backends}"
                 )
             self._backend = value
+            self.core.ops_backend = value
 
-    def _check_backend(self) -> None:
-        if not SJ2 and self.backend == "cupy":
+    def _check_backend(self, x_seq: torch.Tensor) -> None:
+        """``'cupy'`` runs the CuPy kernels, which need CUDA tensors: say so in the node's terms."""
+        if not SJ2 and self.backend == "cupy" and not x_seq.is_cuda:
             raise RuntimeError(
-                f"{self._get_name()}: backend='cupy' is set, but the CuPy kernels of snn_parallel are not "
-                "available in this version; use functional.set_backend(net, 'torch')"
+                f"{self._get_name()}: backend='cupy' runs the CuPy kernels of snn_parallel, which need CUDA tensors, "
+                f"but the input is on {x_seq.device}; move the network and its inputs to a GPU, or use "
+                "functional.set_backend(net, 'torch')"
             )
 
     # -- state -------------------------------------------------------------------------
@@ -202,7 +208,6 @@ class _SpikingJellyNode(base.MemoryModule):
         self, inputs: tuple[torch.Tensor, ...], states: States
     ) -> tuple[tuple[torch.Tensor], States]:
         """One step with explicit states: ``((spike,), new_states)``; touches no memory."""
-        self._check_backend()
         (x_t,) = inputs
         spike, state = self.core.step(x_t, self._core_state(states))
         return (spike,), tuple(state)
@@ -215,8 +220,8 @@ class _SpikingJellyNode(base.MemoryModule):
         return (spikes,), new_states
 
     def _sequence(self, inputs: tuple[torch.Tensor, ...], states: States) -> tuple[torch.Tensor, torch.Tensor, States]:
-        self._check_backend()
         (x_seq,) = inputs
+        self._check_backend(x_seq)
         spikes, membrane, state = self.core(x_seq, self._core_state(states), return_membrane=True)
         return spikes, membrane, tuple(state)
 

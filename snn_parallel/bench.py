@@ -19,6 +19,18 @@ SpikingJelly's multi-step ``LIFNode``, ``PSN`` and ``SlidingPSN``.
 which method they used. On CUDA the figure is ``torch.cuda.max_memory_allocated`` after
 ``reset_peak_memory_stats``, minus the memory already allocated.
 
+**On a GPU** (``--device cuda``) the default shapes are T in {1024, 4096, 16384, 65536} by
+B·C in {256, 4096, 65536} (``CUDA_SHAPES``, up to 2^30 elements), our neurons take their default
+``backend="auto"`` (the CuPy kernels when CuPy works; each row names the backend), the input
+checks that read data are off, and SpikingJelly 0.0.0.0.14's nodes run their CuPy backend
+(SpikingJelly 2.x picks its fastest path itself). Each row also gives the achieved bandwidth:
+``bytes`` / time, where ``bytes`` is a lower bound any implementation must move, 4 float32
+tensors of T·B·C elements (read x, write the spikes, read their gradient, write x's), and its
+fraction of the device's peak bandwidth (from the memory clock and bus width, else a table).
+Then the recurrence forward alone, ``linear_scan`` on float32 ``[T, B, C]`` with time-varying
+decays at B·C·T = 2^28 (``RECURRENCE_SHAPES``), which moves 12 bytes per element (read a and b,
+write h): its bandwidth fraction is the kernel's memory-roofline figure.
+
 **Why subprocesses.** Peak memory belongs to a whole process. If the cases ran one after
 another in one process, their allocator caches and high-water marks would mix. A case that
 crashed, ran out of memory or hung would also take the whole benchmark down with it. So each
@@ -45,17 +57,30 @@ import statistics
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
+from collections.abc import Sequence
 from typing import Any, Callable
 
 import torch
 from torch import nn
 
+from ._validation import validation
 from .neurons import LTC, PRF, DecoupledLIF, DynamicDecay
+from .ops import linear_scan
+from .ops._cupy import unavailable_reason
 
 Shape = tuple[int, int, int]
 Runner = Callable[[torch.Tensor], torch.Tensor]
 DEFAULT_SHAPES: list[Shape] = [(1024, 32, 256), (1024, 4, 64), (4096, 4, 64), (16384, 4, 64)]
+#: default shapes with --device cuda: T x B·C (C = 256), at most 2^30 elements
+CUDA_SHAPES: list[Shape] = [(t, lanes // 256, 256) for t in (1024, 4096, 16384, 65536) for lanes in (256, 4096, 65536)
+                            if t * lanes <= 1 << 30]
+#: shapes of the recurrence-forward measurement with --device cuda (2^28 elements each)
+RECURRENCE_SHAPES: list[Shape] = [(1024, 1024, 256), (4096, 256, 256), (16384, 64, 256), (65536, 16, 256)]
+RECURRENCE = "recurrence_forward"
+#: peak memory bandwidth (bytes/s) by device-name fragment, where the driver does not report the memory clock
+PEAK_BANDWIDTH = {"H200": 4.8e12, "H100 NVL": 3.9e12, "H100 PCIe": 2.0e12, "H100": 3.35e12}
 MEASURE_BUDGET_S = 10.0  # no further measured run starts once it would take the runs past this
 PLOT_BASELINES = ("sj_lif", "sj_psn")
 
@@ -134,7 +159,8 @@ def _positive(kind: type) -> Callable[[str], Any]:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the ``bench`` options to ``parser``."""
     parser.add_argument("--shapes", nargs="+", type=_parse_shape, default=DEFAULT_SHAPES, metavar="TxBxC",
-                        help="cases to time (default: 1024x32x256 1024x4x64 4096x4x64 16384x4x64)")
+                        help="cases to time (default: 1024x32x256 1024x4x64 4096x4x64 16384x4x64; with --device cuda "
+                             "T in 1024..65536 by B*C in 256..65536, see CUDA_SHAPES)")
     parser.add_argument("--models", nargs="+", choices=list(MODELS), default=list(MODELS), metavar="NAME",
                         help=f"models to time, from: {', '.join(MODELS)} (default: all)")
     parser.add_argument("--repeats", type=_positive(int), default=5, help="timed runs per case after one warm-up")
@@ -178,21 +204,14 @@ def _reset_peak() -> str:
     return "VmHWM reset via clear_refs" if reset else "lifetime peak (clear_refs had no effect)"
 
 
-def measure(model: str, shape: Shape, repeats: int, device: str) -> dict[str, Any]:
-    """Time forward + backward of ``model`` on ``shape`` in this process (see module doc)."""
-    steps, batch, features = shape
-    module, run = MODELS[model][0](steps, features)
-    module.to(device)
-    x = (torch.rand(steps, batch, features, device=device) * 1.5).requires_grad_()
-    cuda = device == "cuda"
+def _timed(step: Callable[[], None], repeats: int, cuda: bool) -> dict[str, Any]:
+    """One warm-up and up to ``repeats`` measured runs of ``step`` (see module doc), with the peak memory."""
 
     def once() -> float:
-        x.grad = None
-        module.zero_grad(set_to_none=True)
         if cuda:
             torch.cuda.synchronize()
         start = time.perf_counter()
-        run(x).sum().backward()
+        step()
         if cuda:
             torch.cuda.synchronize()
         return time.perf_counter() - start
@@ -212,10 +231,91 @@ def measure(model: str, shape: Shape, repeats: int, device: str) -> dict[str, An
             "threads": torch.get_num_threads()}
 
 
+def measure(model: str, shape: Shape, repeats: int, device: str) -> dict[str, Any]:
+    """Time forward + backward of ``model`` on ``shape`` in this process (see module doc)."""
+    steps, batch, features = shape
+    module, run = MODELS[model][0](steps, features)
+    module.to(device)
+    x = (torch.rand(steps, batch, features, device=device) * 1.5).requires_grad_()
+    cuda = device == "cuda"
+    if cuda:
+        _use_fastest_gpu_path(module)
+
+    def step() -> None:
+        x.grad = None
+        module.zero_grad(set_to_none=True)
+        run(x).sum().backward()
+
+    with validation(not cuda):  # on a GPU the NaN check would synchronise every call
+        result = _timed(step, repeats, cuda)
+    if cuda:
+        result.update(_bandwidth(4 * 4 * x.numel(), result["time_ms"]))
+        if MODELS[model][1] is None:
+            result["backend"] = _our_gpu_backend()
+    return result
+
+
+def measure_recurrence(shape: Shape, repeats: int) -> dict[str, Any]:
+    """Time the forward of ``linear_scan`` on float32 CUDA tensors ``[T, B, C]`` (see module doc)."""
+    a = torch.rand(shape, device="cuda") * 0.5 + 0.5
+    b = torch.randn(shape, device="cuda")
+    h0 = torch.zeros(shape[1:], device="cuda")
+    with torch.no_grad():
+        result = _timed(lambda: linear_scan(a, b, h0, validate=False), repeats, True)
+    return {**result, **_bandwidth(12 * a.numel(), result["time_ms"]), "backend": _our_gpu_backend()}
+
+
+def _use_fastest_gpu_path(module: nn.Module) -> None:
+    """SpikingJelly 0.0.0.0.14 nodes that offer ``'cupy'`` run it when CuPy is installed (2.x picks its own path)."""
+    if importlib.util.find_spec("cupy") is None:
+        return
+    for node in module.modules():
+        if "cupy" in getattr(node, "supported_backends", ()):
+            node.backend = "cupy"
+
+
+def _our_gpu_backend() -> str:
+    """What ``backend="auto"`` runs on this GPU: ``"cupy"``, or ``"torch"`` with the reason."""
+    reason = unavailable_reason(torch.cuda.current_device())
+    return "cupy" if reason is None else f"torch ({reason})"
+
+
+def peak_bandwidth() -> tuple[float, str]:
+    """The current GPU's peak memory bandwidth in bytes/s and where the figure comes from: 2 (double data
+    rate) x memory clock x bus width, read from torch or the CUDA runtime, else :data:`PEAK_BANDWIDTH`."""
+    props = torch.cuda.get_device_properties(torch.cuda.current_device())
+    clock_khz, bus_bits = getattr(props, "memory_clock_rate", 0), getattr(props, "memory_bus_width", 0)
+    source = "torch.cuda.get_device_properties"
+    if not (clock_khz and bus_bits) and importlib.util.find_spec("cupy") is not None:
+        try:
+            from cupy.cuda import runtime
+
+            device = torch.cuda.current_device()
+            clock_khz = runtime.deviceGetAttribute(runtime.cudaDevAttrMemoryClockRate, device)
+            bus_bits = runtime.deviceGetAttribute(runtime.cudaDevAttrGlobalMemoryBusWidth, device)
+            source = "CUDA device attributes (memory clock, bus width)"
+        except Exception:  # an attribute this runtime does not report: fall back to the table
+            clock_khz = bus_bits = 0
+    if clock_khz and bus_bits:
+        return 2 * clock_khz * 1e3 * bus_bits / 8, source
+    for fragment, value in PEAK_BANDWIDTH.items():
+        if fragment in props.name:
+            return value, f"table entry {fragment!r}"
+    return float("nan"), f"unknown for {props.name}"
+
+
+def _bandwidth(nbytes: int, time_ms: float) -> dict[str, Any]:
+    achieved = nbytes / (time_ms / 1e3)
+    return {"bytes": nbytes, "bandwidth_gbs": achieved / 1e9, "peak_fraction": achieved / peak_bandwidth()[0]}
+
+
 def _worker(job: str) -> int:
     spec = json.loads(job)
     try:
-        result = measure(spec["model"], tuple(spec["shape"]), spec["repeats"], spec["device"])
+        if spec["model"] == RECURRENCE:
+            result = measure_recurrence(tuple(spec["shape"]), spec["repeats"])
+        else:
+            result = measure(spec["model"], tuple(spec["shape"]), spec["repeats"], spec["device"])
     except Exception as exc:  # reported as the row's error, never a crash of the benchmark
         result = {"error": f"{type(exc).__name__}: {exc}"}
     print(json.dumps(result), flush=True)
@@ -282,11 +382,13 @@ def machine_info(device: str) -> dict[str, Any]:
             "python": platform.python_version()}
     if device == "cuda":
         info["gpu"] = torch.cuda.get_device_name()
+        peak, source = peak_bandwidth()
+        info["peak_bandwidth_gbs"], info["peak_bandwidth_source"] = peak / 1e9, source
     return info
 
 
 def _machine_line(info: dict[str, Any]) -> str:
-    device = f"cuda ({info['gpu']})" if "gpu" in info else info["device"]
+    device = f"cuda ({info['gpu']}, peak {info['peak_bandwidth_gbs']:.0f} GB/s)" if "gpu" in info else info["device"]
     return (f"Machine: {info['cpu']}, {info['cores']} cores, {info['threads']} torch threads, "
             f"torch {info['torch']}, device {device}")
 
@@ -301,22 +403,34 @@ def _print_table(shapes: list[Shape], rows: list[dict[str, Any]], speedups: list
                 continue
             mine = ", ".join(f"x{s['speedup']:.1f} vs {s['baseline']}" for s in speedups
                              if s["shape"] == row["shape"] and s["model"] == row["model"])
-            print(f"  {row['model']:<15} {row['time_ms']:>10.2f} {row['repeats']:>5} {row['peak_mib']:>9.1f}  {mine}")
+            print(f"  {row['model']:<15} {row['time_ms']:>10.2f} {row['repeats']:>5} {row['peak_mib']:>9.1f}  {mine}"
+                  + (f"  {_bandwidth_text(row)}" if "bandwidth_gbs" in row else ""))
 
 
-def _plot(path: Path, rows: list[dict[str, Any]], speedups: list[dict[str, Any]], info: dict[str, Any]) -> None:
+def _bandwidth_text(row: dict[str, Any]) -> str:
+    return f"{row['bandwidth_gbs']:.0f} GB/s ({row['peak_fraction']:.0%} of peak)"
+
+
+def _plot(path: Path, rows: list[dict[str, Any]], speedups: list[dict[str, Any]], info: dict[str, Any],
+          recurrence: Sequence[dict[str, Any]] = ()) -> None:
+    """Time against T at the (B, C) measured at the most lengths, speed-ups, and on a GPU the bandwidth."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (left, right) = plt.subplots(1, 2, figsize=(13, 5))
+    gpu = "peak_bandwidth_gbs" in info
+    fig, axes = plt.subplots(1, 3 if gpu else 2, figsize=(19 if gpu else 13, 5))
+    left, right = axes[0], axes[1]
+    batch, features = Counter((r["B"], r["C"]) for r in rows).most_common(1)[0][0]
     for model in dict.fromkeys(r["model"] for r in rows):
         points = sorted((r["T"], r["time_ms"]) for r in rows
-                        if r["model"] == model and "error" not in r and (r["B"], r["C"]) == (4, 64))
+                        if r["model"] == model and "error" not in r and (r["B"], r["C"]) == (batch, features))
         if points:
             left.loglog(*zip(*points), marker="o", label=model)
-    left.set(xlabel="T (B=4, C=64)", ylabel="forward + backward (ms)", title="time vs sequence length")
+    left.set(xlabel=f"T (B={batch}, C={features})", ylabel="forward + backward (ms)", title="time vs sequence length")
+    if gpu:
+        _plot_bandwidth(axes[2], rows, recurrence)
     bars = [s for s in speedups if s["baseline"] in PLOT_BASELINES]
     shapes = list(dict.fromkeys(s["shape"] for s in bars))
     pairs = list(dict.fromkeys((s["model"], s["baseline"]) for s in bars))
@@ -337,6 +451,19 @@ def _plot(path: Path, rows: list[dict[str, Any]], speedups: list[dict[str, Any]]
     plt.close(fig)
 
 
+def _plot_bandwidth(axes: Any, rows: list[dict[str, Any]], recurrence: Sequence[dict[str, Any]]) -> None:
+    """Achieved fraction of the peak bandwidth against elements, per model and for the recurrence forward."""
+    timed = [r for r in [*rows, *recurrence] if "peak_fraction" in r]
+    for model in dict.fromkeys(r["model"] for r in timed):
+        points = sorted((r["T"] * r["B"] * r["C"], r["peak_fraction"]) for r in timed if r["model"] == model)
+        axes.semilogx(*zip(*points), marker="o", ls="" if model != RECURRENCE else "-", label=model)
+    axes.axhline(0.7, color="k", lw=0.8, ls="--")
+    axes.set_ylim(0, 1.05)
+    axes.set(xlabel="elements T·B·C", ylabel="lower-bound bytes / time / peak", title="achieved memory bandwidth")
+    if timed:
+        axes.legend(fontsize=7, ncol=2)
+
+
 def main(args: argparse.Namespace) -> int:
     """Run the benchmark described by ``args`` (see :func:`add_arguments`); returns the exit code."""
     if args.device == "cuda" and not torch.cuda.is_available():
@@ -352,7 +479,8 @@ def main(args: argparse.Namespace) -> int:
         if package is not None and importlib.util.find_spec(package) is None:
             print(f"note: skipping {name}: {package} is not installed")
             models.remove(name)
-    shapes = list(dict.fromkeys(args.shapes))
+    cuda = args.device == "cuda"
+    shapes = list(dict.fromkeys(CUDA_SHAPES if cuda and args.shapes is DEFAULT_SHAPES else args.shapes))
     results: dict[tuple[str, Shape], dict[str, Any]] = {}
     cases = [(m, s) for s in sorted(shapes, key=lambda s: (s[0] * s[1] * s[2], s)) for m in models]
     for i, (model, shape) in enumerate(cases, 1):
@@ -363,17 +491,21 @@ def main(args: argparse.Namespace) -> int:
         status = result.get("error") or f"{result['time_ms']:.2f} ms x{result['repeats']}, {result['peak_mib']:.1f} MiB"
         print(f"[{i}/{len(cases)}] {model} {_label(shape)}: {status}", file=sys.stderr, flush=True)
     rows = [results[m, s] for s in shapes for m in models]
+    recurrence = [{"model": RECURRENCE, "shape": _label(s), "T": s[0], "B": s[1], "C": s[2], **_run_case(RECURRENCE, s, args)}
+                  for s in (RECURRENCE_SHAPES if cuda else [])]
     speedups, info = ratios(rows), machine_info(args.device)
     _print_table(shapes, rows, speedups)
+    for row in recurrence:
+        print(f"\n{RECURRENCE} {row['shape']}: " + (row.get("error") or f"{row['time_ms']:.2f} ms, {_bandwidth_text(row)}"))
     print("\n" + _machine_line(info))
     if args.json is not None:
         options = {"shapes": [_label(s) for s in shapes], "models": list(args.models), "repeats": args.repeats,
                    "device": args.device, "timeout": args.timeout, "json": str(args.json),
                    "plot": None if args.plot is None else str(args.plot)}
         args.json.write_text(json.dumps({"machine": info, "argv": [Path(sys.argv[0]).name, *sys.argv[1:]], "options": options,
-                                         "rows": rows, "ratios": speedups}, indent=2))
+                                         "rows": rows, "ratios": speedups, "recurrence": recurrence}, indent=2))
     if args.plot is not None:
-        _plot(args.plot, rows, speedups, info)
+        _plot(args.plot, rows, speedups, info, recurrence)
     return 0
 
 

@@ -1,13 +1,16 @@
 """CUDA kernels of the multi-step ops, checked without a GPU.
 
-Part A compiles every kernel file for every storage dtype with ``nvcc`` (skipped without it) and
-checks the PTX entry points against the ABI table below (names, parameter count and types).
+Part A compiles every kernel file for every storage dtype with ``nvcc`` (skipped without it) and,
+where CuPy is installed, with NVRTC exactly as the launcher does; both check the PTX entry points
+against :data:`snn_parallel.ops.kernels.ABI` (names, parameter count and types).
 
 Part B builds the float32 kernels for the CPU with ``g++`` and ``tests/kernel_harness/cuda_emu.h``
 (a launch becomes a serial loop over (block, thread), exact for kernels without inter-thread
-communication), calls them through ``ctypes`` and compares with the torch references. A few
-tests run the same comparisons on corrupted results or mutated kernel sources to show that the
-checks bite.
+communication) and calls them through ``ctypes``: directly (scan, LTC), and through the ops'
+CuPy path with its launcher redirected to the harness (every op, and the neurons), so that the
+Python side of ``backend="cupy"`` runs too. Results and every gradient are compared with the
+torch references. A few tests run the same comparisons on corrupted results or mutated kernel
+sources to show that the checks bite.
 """
 
 from __future__ import annotations
@@ -23,35 +26,25 @@ from pathlib import Path
 import pytest
 import torch
 
+import snn_parallel as sp
 import snn_parallel.ops.kernels as kernels
-from snn_parallel.ops.kernels import KERNEL_FILES
+from snn_parallel.ops import _backend, _cupy, dsn_membrane, linear_fire, linear_scan, ltc_scan
+from snn_parallel.ops.dsn import cupy as dsn_cupy
+from snn_parallel.ops.linear_fire import cupy as linear_fire_cupy
+from snn_parallel.ops.ltc import cupy as ltc_cupy
+from snn_parallel.ops.scan import cupy as scan_cupy
+from snn_parallel.ops.dsn.reference import dsn_membrane_reference
+from snn_parallel.ops.kernels import ABI, KERNEL_FILES, spike_code
+from snn_parallel.ops.linear_fire.reference import linear_fire_reference
 from snn_parallel.ops.ltc.fused import ltc_backward, ltc_forward
 from snn_parallel.ops.ltc.reference import ltc_scan_reference
 from snn_parallel.ops.scan.reference import linear_scan_reference
-from snn_parallel.surrogate import ATan, DoubleGaussian, MultiGaussian, Rect, Sigmoid, Surrogate
+from snn_parallel.surrogate import ATan, DoubleGaussian, ForeignSurrogate, IntegerSpike, MultiGaussian, Rect, Sigmoid, Surrogate
 
 KERNELS_DIR = Path(kernels.__file__).parent
 HARNESS_DIR = Path(__file__).parent / "kernel_harness"
 DTYPES = ("float", "__half", "__nv_bfloat16")
 
-# ---- the ABI (snn_parallel/ops/kernels/__init__.py): kernel -> parameter kinds --------------------------------
-# P pointer, L long long, I int, F float.
-_SCAN = "PPPPLLLII"
-_CARRY = "PPPPLLI"
-ABI = {
-    "scan.cu": {
-        "scan_reduce": _SCAN,
-        "scan_carry": _CARRY,
-        "scan_apply": _SCAN,
-        "cscan_reduce": _SCAN,
-        "cscan_carry": _CARRY,
-        "cscan_apply": _SCAN,
-    },
-    "ltc.cu": {
-        "ltc_fwd": "P" * 9 + "FFILL",
-        "ltc_bwd": "P" * 20 + "IPFFLL",
-    },
-}
 _PTX_TYPE = {"P": "u64", "L": "u64", "I": "u32", "F": "f32"}
 _CTYPE = {"P": ctypes.c_void_p, "L": ctypes.c_longlong, "I": ctypes.c_int, "F": ctypes.c_float}
 
@@ -62,6 +55,37 @@ def test_abi_table_covers_kernel_files():
         assert kernels.source(name).strip()
     with pytest.raises(ValueError, match="unknown kernel file"):
         kernels.source("nope.cu")
+
+
+@pytest.mark.parametrize(
+    "name, macro, value",
+    [("linear_fire.cu", "LF_CHUNK", kernels.LINEAR_FIRE_CHUNK), ("dsn.cu", "DSN_MAX_TAPS", kernels.DSN_MAX_TAPS)],
+)
+def test_python_constants_match_the_kernels(name, macro, value):
+    assert re.search(rf"^#define {macro} (\d+)$", kernels.source(name), re.M).group(1) == str(value)
+
+
+def test_spike_codes():
+    assert spike_code(ATan(3.0, inclusive=False)) == (0, (3.0, 0.0, 0.0, 0.0), 0)
+    assert spike_code(Sigmoid()) == (1, (4.0, 0.0, 0.0, 0.0), 1)
+    assert spike_code(Rect(0.5)) == (2, (0.5, 0.0, 0.0, 0.0), 1)
+    assert spike_code(MultiGaussian()) == (3, (0.3, 6.0, 0.15, 0.5), 1)
+    assert spike_code(DoubleGaussian()) == (3, (0.5, 6.0, 0.15, 0.5), 1)
+    assert spike_code(IntegerSpike(3)) == (4, (3.0, 0.0, 0.0, 0.0), 1)
+    assert spike_code(ForeignSurrogate(torch.sign, inclusive=True)) is None
+
+    class Custom(ATan):
+        def derivative(self, x):
+            return x
+
+    assert spike_code(Custom()) is None  # a subclass may change the derivative
+
+
+def test_cupy_source_pastes_the_header():
+    text = _cupy.kernel_source("dsn.cu")
+    assert "#include" not in text.replace("#include <cuda_fp16.h>", "").replace("#include <cuda_bf16.h>", "")
+    assert kernels.source("common.cuh") in text and "dsn_bwd" in text
+    assert _cupy.compile_options(torch.bfloat16) == ("-std=c++17", "-DSNN_DTYPE=__nv_bfloat16")
 
 
 # =============================================================================================
@@ -126,6 +150,35 @@ def test_nvcc_check_catches_errors(tmp_path):
     broken.write_text(kernels.source("scan.cu") + '\nextern "C" __global__ void broken(scalar_t* x) { x = 1.0f; }\n')
     returncode, stderr, _ = _nvcc(broken, "float", tmp_path)
     assert returncode != 0 and "error" in stderr
+
+
+def _nvrtc_ptx(name: str, dtype: torch.dtype) -> str:
+    """PTX of kernel file ``name`` from NVRTC with the launcher's source and options, for sm_90
+    (no device needed: the architecture is given)."""
+    from cupy._core.core import assemble_cupy_compiler_options  # adds CuPy's and the toolkit's include dirs
+    from cupy_backends.cuda.libs import nvrtc
+
+    options = assemble_cupy_compiler_options(_cupy.compile_options(dtype) + ("-arch=compute_90",))
+    program = nvrtc.createProgram(_cupy.kernel_source(name), name, (), ())
+    try:
+        nvrtc.compileProgram(program, options)
+        ptx = nvrtc.getPTX(program)
+    except nvrtc.NVRTCError:
+        raise AssertionError(f"NVRTC failed on {name} ({dtype}):\n{nvrtc.getProgramLog(program)}") from None
+    finally:
+        nvrtc.destroyProgram(program)
+    return ptx.decode() if isinstance(ptx, bytes) else ptx
+
+
+@pytest.mark.parametrize("dtype", list(_cupy.KERNEL_DTYPES))
+@pytest.mark.parametrize("name", KERNEL_FILES)
+def test_nvrtc_compiles_the_launched_source(name, dtype):
+    """The text and options that ``backend='cupy'`` compiles, through CuPy's NVRTC (needs CuPy, not a GPU)."""
+    pytest.importorskip("cupy_backends.cuda.libs.nvrtc", reason="CuPy not installed: NVRTC compile check skipped")
+    entries = _ptx_entries(_nvrtc_ptx(name, dtype))
+    assert set(entries) == set(ABI[name])
+    for kernel, kinds in ABI[name].items():
+        assert entries[kernel] == [_PTX_TYPE[k] for k in kinds], f"{kernel}: PTX params {entries[kernel]}"
 
 
 # =============================================================================================
@@ -318,43 +371,48 @@ def test_scan_check_bites_on_mutated_kernel(tmp_path):
 # ---- LTC ------------------------------------------------------------------------------------
 
 B0, BETA_A = 0.1, 1.8
-SURROGATES = {
-    "atan": (ATan, 0),
-    "sigmoid": (Sigmoid, 1),
-    "rect": (Rect, 2),
-    "multi_gaussian": (MultiGaussian, 3),
-    "double_gaussian": (DoubleGaussian, 3),
-}
+SURROGATES = {cls.name: cls for cls in (ATan, Sigmoid, Rect, MultiGaussian, DoubleGaussian)}
 
 
-def _kind_params(surrogate: Surrogate) -> tuple[int, torch.Tensor]:
-    kind = SURROGATES[surrogate.name][1]
-    values = list(surrogate.params.values())
-    return kind, torch.tensor(values + [0.0] * (4 - len(values)), dtype=torch.float32)
+def _discontinuities(spike_fn: Surrogate) -> list[float]:
+    """Where ``spike_fn``'s forward or surrogate derivative jumps (inputs are kept away from these)."""
+    if isinstance(spike_fn, IntegerSpike):
+        return [k + 0.5 for k in range(spike_fn.levels)] + [0.0, float(spike_fn.levels)]
+    return [0.0] + ([spike_fn.width / 2, -spike_fn.width / 2] if isinstance(spike_fn, Rect) else [])
 
 
-def emu_ltc_fwd(lib, current, rate, retention, u0, s0, b_init, inclusive, *, block=256, b0=B0, beta_a=BETA_A):
+def _clear_of(x: torch.Tensor, spike_fn: Surrogate, margin: float = 1e-4) -> bool:
+    """Whether every value of ``x`` (the spike function's argument, float64) is ``margin`` away from a jump,
+    so that float32 kernels take the same branch as the float64 reference."""
+    return all(bool(((x - point).abs() > margin).all()) for point in _discontinuities(spike_fn))
+
+
+def _spike_args(spike_fn: Surrogate) -> tuple:
+    kind, params, inclusive = spike_code(spike_fn)
+    return kind, *params, inclusive
+
+
+def emu_ltc_fwd(lib, current, rate, retention, u0, s0, b_init, surrogate, *, block=256, b0=B0, beta_a=BETA_A):
     T, N = current.shape
     spikes, membrane, trace = (torch.empty(T, N) for _ in range(3))
     args = [_ptr(x.contiguous()) for x in (current, rate, retention, u0, s0, b_init, spikes, membrane, trace)]
-    lib.run_ltc_fwd(_blocks(N, block), block, *args, b0, beta_a, int(inclusive), T, N)
+    lib.run_ltc_fwd(_blocks(N, block), block, *args, b0, beta_a, *_spike_args(surrogate), T, N)
     return spikes, membrane, trace
 
 
 def emu_ltc_bwd(lib, grads, inputs, outputs, surrogate, *, block=256):
     current = inputs[0]
     T, N = current.shape
-    kind, params = _kind_params(surrogate)
     grad_seq = [torch.empty(T, N) for _ in range(3)]
     grad_state = [torch.empty(N) for _ in range(3)]
     ptrs = [_ptr(x.contiguous()) for x in (*grads, *inputs, *outputs, *grad_seq, *grad_state)]
-    lib.run_ltc_bwd(_blocks(N, block), block, *ptrs, kind, _ptr(params), B0, BETA_A, T, N)
+    lib.run_ltc_bwd(_blocks(N, block), block, *ptrs, B0, BETA_A, *_spike_args(surrogate)[:-1], T, N)
     return (*grad_seq, *grad_state)
 
 
-def _ltc_inputs(T, N, seed, surrogate, margin=1e-4):
-    """Inputs whose float64 membranes stay ``margin`` away from the threshold (and from the
-    kinks of the rect surrogate), so float32 spikes are exact."""
+def _ltc_inputs(T, N, seed, surrogate):
+    """Inputs whose float64 membranes stay clear of the threshold (and of the kinks of the rect
+    surrogate), so float32 spikes are exact."""
     for attempt in range(100):
         gen = torch.Generator().manual_seed(seed * 100 + attempt)
         current = 1.5 * torch.randn(T, N, generator=gen)
@@ -367,9 +425,7 @@ def _ltc_inputs(T, N, seed, surrogate, margin=1e-4):
         with torch.no_grad():
             _, v, _, _, _ = ltc_scan_reference(*(x.double() for x in inputs), B0, BETA_A, surrogate)
             _, _, trace = ltc_forward(*(x.double() for x in inputs), B0, BETA_A, surrogate)
-        x = v - (B0 + BETA_A * trace)
-        kinks = [0.0] + ([surrogate.width / 2, -surrogate.width / 2] if surrogate.name == "rect" else [])
-        if all(bool(((x - k).abs() > margin).all()) for k in kinks):
+        if _clear_of(v - (B0 + BETA_A * trace), surrogate):
             return inputs
     raise RuntimeError("could not draw LTC inputs away from the threshold")
 
@@ -380,9 +436,9 @@ LTC_CASES = [(name, inclusive) for name in SURROGATES for inclusive in (True, Fa
 @needs_gxx
 @pytest.mark.parametrize("name,inclusive", LTC_CASES)
 def test_ltc_forward_matches_reference(emu, name, inclusive):
-    surrogate = SURROGATES[name][0](inclusive=inclusive)
+    surrogate = SURROGATES[name](inclusive=inclusive)
     inputs = _ltc_inputs(40, 33, seed=len(name), surrogate=surrogate)
-    spikes, membrane, trace = emu_ltc_fwd(emu, *inputs, inclusive)
+    spikes, membrane, trace = emu_ltc_fwd(emu, *inputs, surrogate)
     ref_spikes, ref_membrane, u_last, s_last, b_last = ltc_scan_reference(*inputs, B0, BETA_A, surrogate)
     assert torch.equal(spikes, ref_spikes), "spikes differ"
     assert 0 < spikes.mean() < 1
@@ -399,8 +455,9 @@ def test_ltc_firing_rule_at_threshold(emu, inclusive):
     """v - theta == 0 exactly: fires only under the inclusive rule, as the reference does."""
     one, zero = torch.ones(1, 1), torch.zeros(1)
     inputs = (0.5 * one, one, 0.5 * one, zero, zero, zero)  # v = 0.5 = theta = b0
-    spikes, _, _ = emu_ltc_fwd(emu, *inputs, inclusive, b0=0.5)
-    ref = ltc_scan_reference(*inputs, 0.5, BETA_A, ATan(inclusive=inclusive))[0]
+    surrogate = ATan(inclusive=inclusive)
+    spikes, _, _ = emu_ltc_fwd(emu, *inputs, surrogate, b0=0.5)
+    ref = ltc_scan_reference(*inputs, 0.5, BETA_A, surrogate)[0]
     assert spikes.item() == ref.item() == float(inclusive)
 
 
@@ -408,7 +465,7 @@ def test_ltc_firing_rule_at_threshold(emu, inclusive):
 @pytest.mark.parametrize("name,inclusive", LTC_CASES)
 def test_ltc_backward_matches_autograd(emu, name, inclusive):
     T, N = 40, 33
-    surrogate = SURROGATES[name][0](inclusive=inclusive)
+    surrogate = SURROGATES[name](inclusive=inclusive)
     inputs = _ltc_inputs(T, N, seed=len(name) + 1, surrogate=surrogate)
     gen = torch.Generator().manual_seed(11)
     grads = (torch.randn(T, N, generator=gen), torch.randn(T, N, generator=gen)) + tuple(
@@ -416,7 +473,7 @@ def test_ltc_backward_matches_autograd(emu, name, inclusive):
     )
     leaves = [x.clone().requires_grad_(True) for x in inputs]
     expected = torch.autograd.grad(ltc_scan_reference(*leaves, B0, BETA_A, surrogate), leaves, grads)
-    outputs = emu_ltc_fwd(emu, *inputs, inclusive)
+    outputs = emu_ltc_fwd(emu, *inputs, surrogate)
     got = emu_ltc_bwd(emu, grads, inputs, outputs, surrogate)
     names = ("current", "rate", "retention", "u0", "s0", "b_init")
     scale = max(e.abs().max().item() for e in expected)
@@ -437,9 +494,336 @@ def test_ltc_check_bites_on_mutated_kernel(tmp_path):
     grads = tuple(torch.ones_like(x) for x in inputs[:2]) + tuple(torch.ones(8) for _ in range(3))
     leaves = [x.clone().requires_grad_(True) for x in inputs]
     expected = torch.autograd.grad(ltc_scan_reference(*leaves, B0, BETA_A, surrogate), leaves, grads)
-    outputs = emu_ltc_fwd(lib, *inputs, True)
+    outputs = emu_ltc_fwd(lib, *inputs, surrogate)
     assert torch.equal(outputs[0], ltc_scan_reference(*inputs, B0, BETA_A, surrogate)[0])  # forward unaffected
     got = emu_ltc_bwd(lib, grads, inputs, outputs, surrogate)
     with pytest.raises(AssertionError):
         for x, y in zip(got, expected):
             _assert_close(x, y)
+
+
+# =============================================================================================
+# Part B, continued: the ops' CuPy path on the CPU, its launcher redirected to the harness
+# =============================================================================================
+
+_CUPY_PATHS = (scan_cupy, linear_fire_cupy, dsn_cupy, ltc_cupy)
+
+
+@pytest.fixture
+def emulate_cupy(monkeypatch, emu):
+    """``use(lib=emu, block=256, grid=None)``: run ``backend='cupy'`` on CPU float32 tensors through
+    ``lib``; ``grid`` fixes the number of blocks; the scan chunks as on a GPU with 2 multiprocessors."""
+
+    def use(lib=emu, *, block=256, grid=None):
+        def launch(name, kernel, dtype, items, *args):
+            assert dtype == torch.float32, "the harness builds the float32 kernels"
+            kinds = ABI[name][kernel]
+            assert len(args) == len(kinds), f"{kernel}: {len(args)} arguments for {len(kinds)} parameters"
+            converted = []
+            for kind, value in zip(kinds, args):
+                if kind == "P" and value is not None:
+                    assert isinstance(value, torch.Tensor) and value.device.type == "cpu" and value.is_contiguous()
+                    assert value.dtype in (torch.float32, torch.complex64), f"{kernel}: {value.dtype} argument"
+                    value = value.data_ptr()
+                converted.append(value)
+            getattr(lib, f"run_{kernel}")(grid or _blocks(items, block), block, *converted)
+
+        for module in _CUPY_PATHS:
+            monkeypatch.setattr(module, "launch", launch)
+        monkeypatch.setattr(_backend, "_cupy_gap", lambda like, unsupported: unsupported())
+        monkeypatch.setattr(scan_cupy, "_processors", lambda device: 2)
+
+    return use
+
+
+def _grads(outputs, inputs, seed=0):
+    """Gradients of a random weighting of ``outputs`` (real or complex) with respect to ``inputs``."""
+    gen = torch.Generator().manual_seed(seed)
+    wide = [torch.complex128 if o.is_complex() else torch.float64 for o in outputs]
+    weights = [torch.randn(o.shape, dtype=w, generator=gen).to(o.dtype) for o, w in zip(outputs, wide)]
+    return torch.autograd.grad(outputs, inputs, weights)
+
+
+def _compare(got, expected, names, rtol=2e-5):
+    """``got`` (float32 path) against ``expected`` (float64 reference), relative to each tensor's size."""
+    for name, x, y in zip(names, got, expected, strict=True):
+        scale = y.abs().max().item() if y.numel() else 0.0
+        _assert_close(x.to(y.dtype), y, rtol=rtol, atol=rtol * max(scale, 1e-3), what=name)
+
+
+def _leaves(*tensors, dtype=None):
+    return [t.detach().to(dtype or t.dtype).requires_grad_() for t in tensors]
+
+
+# ---- scan through the CuPy path ---------------------------------------------------------------
+
+
+@needs_gxx
+@pytest.mark.parametrize("complex_", [False, True], ids=["real", "complex"])
+@pytest.mark.parametrize("varying", [False, True], ids=["invariant", "varying"])
+@pytest.mark.parametrize("T,chunk", [(1, None), (2, 1), (33, 4), (33, None), (100, 7)])
+def test_scan_cupy_path_matches_reference(emulate_cupy, T, chunk, varying, complex_):
+    """linear_scan(backend='cupy'), forward and gradients, with chunk lengths that do and do not divide T
+    (``None``: the GPU's choice, here for 2 multiprocessors)."""
+    emulate_cupy()
+    a, b, h0 = _scan_inputs(T, 6, varying, complex_, seed=T)
+    a, b, h0 = a.reshape(*a.shape[:-1], 2, 3), b.reshape(T, 2, 3), h0.reshape(2, 3)
+    if not varying:
+        a = a[0]  # per-channel decay [3], broadcast over the batch
+    if not complex_:
+        a = a.abs()  # a log decay must be real and positive
+    for log_decay in (False, True) if not complex_ else (False,):
+        decay = a.log() if log_decay else a
+        got_in, ref_in = _leaves(decay, b, h0), _leaves(decay, b, h0, dtype=torch.complex128 if complex_ else torch.float64)
+        got = linear_scan(*got_in, log_decay=log_decay, chunk=chunk, backend="cupy")
+        ref_a = ref_in[0].exp() if log_decay else ref_in[0]
+        ref = linear_scan_reference(ref_a.expand_as(ref_in[1]) if varying else ref_a, *ref_in[1:])
+        _compare(got, ref, ("h", "h_last"))
+        _compare(_grads(got, got_in), _grads(ref, ref_in), ("grad a", "grad b", "grad h0"), rtol=1e-4)
+
+
+def test_gpu_chunk():
+    assert scan_cupy.gpu_chunk(1000, 132 * 256, 132) == 1000  # wide: one pass
+    length = scan_cupy.gpu_chunk(65536, 256, 132)
+    chunks = -(-65536 // length)
+    assert abs(chunks * 256 / (132 * 1024) - 1) < 0.01  # narrow: (chunk, lane) items fill the device
+    assert scan_cupy.gpu_chunk(3, 1, 132) == 1  # never more chunks than steps
+
+
+# ---- linear_fire (PRF, decoupled LIF) ---------------------------------------------------------
+
+
+def _fire_case(T, shape, complex_, reset, spike_fn, seed, v_threshold=0.5):
+    """float32 inputs of linear_fire whose float64 membranes stay clear of the spike function's jumps."""
+    C = shape[1]
+    for attempt in range(100):
+        gen = torch.Generator().manual_seed(seed * 100 + attempt)
+        decay = 0.5 + 0.45 * torch.rand(C, 1, 1, generator=gen)[: C, :, :].reshape(C, *[1] * (len(shape) - 2))
+        h0 = torch.randn(shape, generator=gen)
+        if complex_:
+            decay = decay * torch.exp(1j * 2 * torch.rand(decay.shape, generator=gen))
+            h0 = torch.complex(h0, torch.randn(shape, generator=gen))
+        inputs = (
+            torch.randn(T, *shape, generator=gen),
+            decay,
+            0.5 + torch.rand(decay.shape, generator=gen),
+            h0,
+            0.3 * torch.rand(shape, generator=gen),
+        )
+        rho = 0.3 + 0.6 * torch.rand(decay.shape, generator=gen) if reset else None
+        with torch.no_grad():
+            wide = [t.to(torch.complex128 if t.is_complex() else torch.float64) for t in inputs]
+            _, m, _, _ = linear_fire_reference(*wide, spike_fn, v_threshold, None if rho is None else rho.double())
+        if _clear_of(m - v_threshold, spike_fn):
+            return inputs, rho
+    raise RuntimeError("could not draw linear_fire inputs away from the threshold")
+
+
+FIRE_SHAPES = [(3, 5), (2, 3, 2)]
+
+
+@needs_gxx
+@pytest.mark.parametrize("spike_name", ["atan", "rect", "multi_gaussian"])
+@pytest.mark.parametrize("reset", [False, True], ids=["no_reset", "reset"])
+@pytest.mark.parametrize("complex_", [False, True], ids=["real", "complex"])
+@pytest.mark.parametrize("shape", FIRE_SHAPES, ids=["BxC", "BxCxS"])
+@pytest.mark.parametrize("T", [1, 2, 31, 32, 33, 97])
+def test_linear_fire_cupy_path_matches_reference(emulate_cupy, T, shape, complex_, reset, spike_name):
+    """Spikes, membrane, final state, bias and the gradients of x, decay, scale and h0 (T around the checkpoint chunk)."""
+    emulate_cupy()
+    spike_fn = SURROGATES[spike_name](inclusive=T % 2 == 0)
+    inputs, rho = _fire_case(T, shape, complex_, reset, spike_fn, seed=T + len(shape))
+    bias0 = inputs[4]
+    got_in = _leaves(*inputs[:4])
+    ref_in = [t.detach().to(torch.complex128 if t.is_complex() else torch.float64).requires_grad_() for t in inputs[:4]]
+    got = linear_fire(*got_in, bias0, spike_fn, 0.5, rho, backend="cupy")
+    ref = linear_fire_reference(*ref_in, bias0.double(), spike_fn, 0.5, None if rho is None else rho.double())
+    assert torch.equal(got[0], ref[0].float()), "spikes differ"
+    assert got[2].dtype == (torch.complex64 if complex_ else torch.float32) and got[3].dtype == torch.float32
+    _compare(got, ref, ("spikes", "membrane", "h_last", "bias_next"))
+    names = ("grad x", "grad decay", "grad scale", "grad h0")
+    _compare(_grads(got[:3], got_in), _grads(ref[:3], ref_in), names, rtol=1e-4)
+
+
+@needs_gxx
+def test_linear_fire_cupy_path_any_grid_and_non_contiguous_input(emulate_cupy):
+    """Grid-stride loops: one block of 3 threads gives the results of a full grid; a transposed input works."""
+    inputs, rho = _fire_case(40, (4, 3), True, True, ATan(), seed=1)
+    x = inputs[0].transpose(1, 2).contiguous().transpose(1, 2)  # same values, non-contiguous
+    assert not x.is_contiguous()
+    results = []
+    for grid, block in ((None, 256), (1, 3)):
+        emulate_cupy(grid=grid, block=block)
+        leaves = _leaves(x, *inputs[1:4])
+        out = linear_fire(*leaves, inputs[4], ATan(), 0.5, rho, backend="cupy")
+        results.append((*out, *_grads(out[:3], leaves)))
+    for a, b in zip(*results):
+        assert torch.equal(a, b)
+
+
+@needs_gxx
+def test_linear_fire_check_bites_on_mutated_kernel(tmp_path, emulate_cupy):
+    """A backward that carries the filter gradient with a instead of conj(a) is caught (complex filters only)."""
+    emulate_cupy(_mutated_emu(tmp_path, "linear_fire.cu", "carry = mul(back, g);", "carry = mul(a, g);"))
+    for complex_ in (False, True):
+        inputs, rho = _fire_case(20, (2, 3), complex_, False, ATan(), seed=2)
+        got_in = _leaves(*inputs[:4])
+        ref_in = [t.detach().to(torch.complex128 if t.is_complex() else torch.float64).requires_grad_() for t in inputs[:4]]
+        got = linear_fire(*got_in, inputs[4], ATan(), 0.5, rho, backend="cupy")
+        ref = linear_fire_reference(*ref_in, inputs[4].double(), ATan(), 0.5, rho)
+        _compare(got, ref, ("spikes", "membrane", "h_last", "bias_next"))  # forward unaffected
+        check = lambda: _compare(_grads(got[:3], got_in), _grads(ref[:3], ref_in), ("x", "decay", "scale", "h0"), rtol=1e-4)  # noqa: E731
+        if complex_:
+            with pytest.raises(AssertionError):
+                check()
+        else:
+            check()
+
+
+# ---- DSN ----------------------------------------------------------------------------------------
+
+
+def _dsn_case(T, taps, shape, spike_fn, shift, seed, tau=0.25):
+    """float32 DSN inputs whose float64 membranes stay clear of the spike function's jumps."""
+    C = shape[1]
+    for attempt in range(100):
+        gen = torch.Generator().manual_seed(seed * 100 + attempt)
+        spatial = [1] * (len(shape) - 2)
+        inputs = (
+            2 * torch.rand(T, *shape, generator=gen),
+            2 * torch.rand(taps - 1, *shape, generator=gen),
+            torch.randn(taps, C, *spatial, generator=gen) / taps**0.5,
+            torch.randn(C, *spatial, generator=gen) + 1,
+            2 * torch.rand(shape, generator=gen),
+        )
+        with torch.no_grad():
+            h, _ = dsn_membrane_reference(*(t.double() for t in inputs[:4]), tau, inputs[4].double())
+        if _clear_of(h - shift, spike_fn):
+            return inputs
+    raise RuntimeError("could not draw DSN inputs away from the threshold")
+
+
+def _dsn_reference(x, history, weight, bias, h0, spike_fn, shift, tau=0.25):
+    h, last = dsn_membrane_reference(x, history, weight, bias, tau, h0)
+    return spike_fn(h - shift), h, last
+
+
+@needs_gxx
+@pytest.mark.parametrize("spike", ["binary", "integer"])
+@pytest.mark.parametrize("shape", FIRE_SHAPES, ids=["BxC", "BxCxS"])
+@pytest.mark.parametrize("taps", [1, 2, 4, kernels.DSN_MAX_TAPS])
+@pytest.mark.parametrize("T", [1, 2, 3, 9, 50])
+def test_dsn_cupy_path_matches_reference(emulate_cupy, T, taps, shape, spike):
+    """Spikes, membrane and the gradients of x, history, weight, bias and h0, incl. T < k - 1."""
+    emulate_cupy()
+    spike_fn, shift = (IntegerSpike(3), 0.0) if spike == "integer" else (Sigmoid(inclusive=T % 2 == 1), 1.0)
+    inputs = _dsn_case(T, taps, shape, spike_fn, shift, seed=T * 10 + taps)
+    got_in, ref_in = _leaves(*inputs), _leaves(*inputs, dtype=torch.float64)
+    got = dsn_membrane(*got_in[:4], 0.25, got_in[4], spike_fn, shift, backend="cupy")
+    ref = _dsn_reference(*ref_in, spike_fn, shift)
+    assert torch.equal(got[0], ref[0].float()), "spikes differ"
+    _compare(got, ref, ("spikes", "h", "h_last"))
+    names = ("grad x", "grad history", "grad weight", "grad bias", "grad h0")
+    _compare(_grads(got, got_in), _grads(ref, ref_in), names, rtol=1e-4)
+
+
+@needs_gxx
+def test_dsn_cupy_path_any_grid(emulate_cupy):
+    inputs = _dsn_case(30, 4, (3, 5), ATan(), 1.0, seed=3)
+    results = []
+    for grid, block in ((None, 256), (2, 4)):
+        emulate_cupy(grid=grid, block=block)
+        leaves = _leaves(*inputs)
+        out = dsn_membrane(*leaves[:4], 0.25, leaves[4], ATan(), 1.0, backend="cupy")
+        results.append((*out, *_grads(out, leaves)))
+    for a, b in zip(*results):
+        assert torch.equal(a, b)
+
+
+@needs_gxx
+def test_dsn_check_bites_on_mutated_kernel(tmp_path, emulate_cupy):
+    """A backward whose direct input path uses alpha instead of 1 - alpha is caught; the forward is unaffected."""
+    emulate_cupy(_mutated_emu(tmp_path, "dsn.cu", "pending[j] += g * (-expm1f(log_a));", "pending[j] += g * expf(log_a);"))
+    inputs = _dsn_case(20, 4, (2, 3), ATan(), 1.0, seed=4)
+    got_in, ref_in = _leaves(*inputs), _leaves(*inputs, dtype=torch.float64)
+    got = dsn_membrane(*got_in[:4], 0.25, got_in[4], ATan(), 1.0, backend="cupy")
+    ref = _dsn_reference(*ref_in, ATan(), 1.0)
+    _compare(got, ref, ("spikes", "h", "h_last"))
+    with pytest.raises(AssertionError, match="grad x"):
+        _compare(_grads(got, got_in), _grads(ref, ref_in), ("grad x", "history", "weight", "bias", "h0"), rtol=1e-4)
+
+
+def test_dsn_taps_beyond_the_kernel_fall_back_or_raise(emulate_cupy):
+    inputs = _dsn_case(5, kernels.DSN_MAX_TAPS + 1, (2, 3), ATan(), 1.0, seed=5)
+    emulate_cupy()
+    auto = dsn_membrane(*inputs[:4], 0.25, inputs[4], ATan(), 1.0, backend="auto")
+    torch.testing.assert_close(auto[1], dsn_membrane(*inputs[:4], 0.25, inputs[4], ATan(), 1.0, backend="torch")[1])
+    with pytest.raises(RuntimeError, match=r"dsn_membrane: backend='cupy' cannot run: weight has 9 taps"):
+        dsn_membrane(*inputs[:4], 0.25, inputs[4], ATan(), 1.0, backend="cupy")
+
+
+# ---- LTC and the neurons through the CuPy path ---------------------------------------------------
+
+
+@needs_gxx
+@pytest.mark.parametrize("T", [1, 7, 40])
+def test_ltc_cupy_path_matches_reference(emulate_cupy, T):
+    emulate_cupy()
+    surrogate = MultiGaussian(inclusive=False)
+    flat = _ltc_inputs(T, 6, seed=T, surrogate=surrogate)
+    inputs = [t.reshape(*t.shape[:-1], 2, 3) for t in flat]
+    got_in, ref_in = _leaves(*inputs), _leaves(*inputs, dtype=torch.float64)
+    got = ltc_scan(*got_in, B0, BETA_A, surrogate, backend="cupy")
+    ref = ltc_scan_reference(*ref_in, B0, BETA_A, surrogate)
+    assert torch.equal(got[0], ref[0].float())
+    _compare(got, ref, ("spikes", "membrane", "u_last", "s_last", "b_last"))
+    names = ("grad current", "grad rate", "grad retention", "grad u0", "grad s0", "grad b_init")
+    _compare(_grads(got, got_in), _grads(ref, ref_in), names, rtol=1e-4)
+
+
+NEURONS = {
+    "dsn": lambda: sp.DynamicDecay(4),
+    "dsn_integer": lambda: sp.DynamicDecay(4, spike_mode="integer"),
+    "prf": lambda: sp.PRF(4),
+    "prf_reset": lambda: sp.PRF(4, reset=True, learn_decay=True),
+    "lif": lambda: sp.DecoupledLIF(4, learn_decay=True),
+    "ltc": lambda: sp.LTC(4, mode="parallel"),
+}
+
+
+@needs_gxx
+@pytest.mark.parametrize("name", NEURONS)
+def test_neurons_on_the_cupy_path(emulate_cupy, name):
+    """A neuron built with backend='cupy' gives the torch path's spikes, state and parameter gradients,
+    also when the state is carried into a second call."""
+    emulate_cupy()
+    results = {}
+    for backend in ("torch", "cupy"):
+        torch.manual_seed(0)
+        neuron = NEURONS[name]()
+        neuron.ops_backend = backend
+        x = torch.rand(13, 2, 4) * 1.5
+        spikes, state = neuron(x[:6])
+        more, state = neuron(x[6:], state)
+        loss = (spikes * torch.linspace(0, 1, 4)).sum() + more.sum() + sum(s.abs().sum() for s in state)
+        grads = torch.autograd.grad(loss, list(neuron.parameters()))
+        results[backend] = (spikes, more, *state, *grads)
+    for a, b in zip(results["torch"], results["cupy"], strict=True):
+        torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-5)
+
+
+def test_cupy_backend_refuses_what_the_kernels_cannot_run(emulate_cupy):
+    """Explicit 'cupy' names the op and the reason; 'auto' takes the torch path for the same inputs."""
+    emulate_cupy()
+    x = torch.rand(5, 2, 3, dtype=torch.float64)
+    one = torch.ones(3, dtype=torch.float64)
+    zeros = torch.zeros(2, 3, dtype=torch.float64)
+    with pytest.raises(RuntimeError, match=r"linear_fire: backend='cupy' cannot run: x has dtype torch.float64"):
+        linear_fire(x, one, one, zeros, zeros, ATan(), 1.0, backend="cupy")
+    foreign = ForeignSurrogate(lambda v: ATan()(v), inclusive=True)
+    with pytest.raises(RuntimeError, match=r"ltc_scan: backend='cupy' cannot run: the spike function .* has no kernel"):
+        ltc_scan(x.float(), x.float(), x.float(), zeros.float(), zeros.float(), zeros.float(), 0.1, 1.8, foreign, backend="cupy")
+    with pytest.raises(RuntimeError, match=r"linear_scan: backend='cupy' cannot run: the scan computes in torch.float64"):
+        linear_scan(one, x, backend="cupy")
+    out = linear_fire(x, one, one, zeros, zeros, ATan(), 1.0, backend="auto")
+    assert out[1].dtype == torch.float64

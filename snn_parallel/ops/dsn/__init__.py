@@ -12,19 +12,26 @@ import torch
 
 from ..._validation import check_like, check_op_sequence, check_tensor
 from ...surrogate import Surrogate
-from .._backend import resolve_backend
+from .._backend import kernel_gap, resolve_backend
+from ..kernels import DSN_MAX_TAPS
+from .cupy import dsn_backward_cupy, dsn_forward_cupy
 from .fused import dsn_backward, dsn_forward
 from .reference import dsn_membrane_reference, dsn_step
 
 __all__ = ["dsn_membrane", "dsn_membrane_reference", "dsn_step"]
 
 
+#: backend -> (forward, backward), with the contracts of :mod:`.fused`
+_IMPLEMENTATIONS = {"torch": (dsn_forward, dsn_backward), "cupy": (dsn_forward_cupy, dsn_backward_cupy)}
+
+
 class _DSNMembrane(torch.autograd.Function):
     """Flattened: ``x`` ``[T, N]``, ``history`` ``[k-1, N]``, ``weight`` ``[k, N]``, ``bias`` and ``h0`` ``[N]``."""
 
     @staticmethod
-    def forward(ctx: Any, x, history, weight, bias, h0, tau: float, spike_fn: Surrogate, shift: float):
-        spikes, h = dsn_forward(x, history, weight, bias, tau, h0, spike_fn, shift)
+    def forward(ctx: Any, x, history, weight, bias, h0, tau: float, spike_fn: Surrogate, shift: float, backend: str):
+        forward, ctx.backward_fn = _IMPLEMENTATIONS[backend]
+        spikes, h = forward(x, history, weight, bias, tau, h0, spike_fn, shift)
         ctx.save_for_backward(x, history, weight, bias, h0, h)
         ctx.constants = (tau, spike_fn, shift)
         return spikes, h, h[-1].clone()
@@ -33,8 +40,8 @@ class _DSNMembrane(torch.autograd.Function):
     def backward(ctx: Any, grad_spikes, grad_h, grad_last):
         x, history, weight, bias, h0, h = ctx.saved_tensors
         tau, spike_fn, shift = ctx.constants
-        grads = dsn_backward(grad_spikes, grad_h, grad_last, x, history, weight, bias, tau, h0, h, spike_fn, shift)
-        return (*grads, None, None, None)
+        grads = ctx.backward_fn(grad_spikes, grad_h, grad_last, x, history, weight, bias, tau, h0, h, spike_fn, shift)
+        return (*grads, None, None, None, None)
 
 
 def dsn_membrane(
@@ -63,7 +70,8 @@ def dsn_membrane(
         spike_fn: spike function with its surrogate derivative (a
             :class:`~snn_parallel.surrogate.Surrogate`, e.g. ``ATan()`` or ``IntegerSpike(4)``).
         shift: subtracted from :math:`H` before ``spike_fn`` (the threshold in binary mode).
-        backend: ``"auto"``, ``"torch"`` or ``"cupy"``.
+        backend: ``"auto"``, ``"torch"`` or ``"cupy"`` (see :mod:`snn_parallel.ops._backend`);
+            the kernel holds at most :data:`~snn_parallel.ops.kernels.DSN_MAX_TAPS` taps.
         validate: check the arguments (``False`` where the caller already has, as
             :class:`~snn_parallel.neurons.DynamicDecay` does).
 
@@ -72,7 +80,13 @@ def dsn_membrane(
     """
     if validate:
         _check(x, history, weight, bias, tau, h0, spike_fn)
-    resolve_backend(backend, x, op="dsn_membrane")
+    def gap() -> str | None:
+        if weight.shape[0] > DSN_MAX_TAPS:
+            return f"weight has {weight.shape[0]} taps (the kernel holds at most {DSN_MAX_TAPS})"
+        storage = [("x", x), ("history", history), ("h0", h0)]
+        return kernel_gap(storage, float32=[("weight", weight), ("bias", bias)], spike_fn=spike_fn)
+
+    backend = resolve_backend(backend, x, op="dsn_membrane", unsupported=gap)
     steps, shape = x.shape[0], x.shape[1:]
     lanes = shape.numel()
     taps = weight.shape[0]
@@ -89,6 +103,7 @@ def dsn_membrane(
         tau,
         spike_fn,
         shift,
+        backend,
     )
     return spikes.view(x.shape), h.view(x.shape), last.view(shape)
 

@@ -20,6 +20,17 @@
 
 typedef SNN_DTYPE scalar_t;
 
+// SNN_UNROLL: full unrolling of loops over small register arrays (constant trip count), so they stay in
+// registers. SNN_UNROLL_4: unrolling of time loops by 4, so that (with __restrict__ pointers) the loads of four
+// steps are in flight together. Both are no-ops on the host.
+#if defined(__CUDACC__) || defined(__CUDACC_RTC__)
+#define SNN_UNROLL _Pragma("unroll")
+#define SNN_UNROLL_4 _Pragma("unroll 4")
+#else
+#define SNN_UNROLL
+#define SNN_UNROLL_4
+#endif
+
 #define SNN_PI_F 3.14159265358979323846f
 #define SNN_SQRT_2PI_F 2.50662827463100050242f
 
@@ -46,6 +57,12 @@ __device__ __forceinline__ void set_zero(float& x) { x = 0.0f; }
 __device__ __forceinline__ void set_zero(float2& x) { x = make_float2(0.0f, 0.0f); }
 __device__ __forceinline__ void set_one(float& x) { x = 1.0f; }
 __device__ __forceinline__ void set_one(float2& x) { x = make_float2(1.0f, 0.0f); }
+__device__ __forceinline__ void set_real(float& z, float x) { z = x; }
+__device__ __forceinline__ void set_real(float2& z, float x) { z = make_float2(x, 0.0f); }
+__device__ __forceinline__ float real_part(float z) { return z; }
+__device__ __forceinline__ float real_part(float2 z) { return z.x; }
+__device__ __forceinline__ float conjugate(float z) { return z; }
+__device__ __forceinline__ float2 conjugate(float2 z) { return make_float2(z.x, -z.y); }
 
 // ---- 1-D grid-stride loop over work items: any grid size covers all `count` items ----------
 __device__ __forceinline__ long long item_start() {
@@ -64,13 +81,25 @@ __device__ __forceinline__ float gaussian(float x, float mu, float sigma) {
     return expf(-(d * d) / (2.0f * sigma * sigma)) / (SNN_SQRT_2PI_F * sigma);
 }
 
+// Spike functions by kind id. Kernels take them as (int kind, float p0, float p1, float p2, float p3[, int inclusive])
+// and pack the four parameters into `const float params[4]` (passed by value: no device buffer per call).
+#define SNN_KIND_INTEGER 4
+
+// Forward spike S(x): kinds 0-3 fire Theta(x) under the firing rule; kind 4 (integer spikes, levels = params[0])
+// gives clamp(rint(x), 0, levels) (rint rounds half to even, as torch.round).
+__device__ __forceinline__ float spike_value(int kind, const float* params, int inclusive, float x) {
+    if (kind == SNN_KIND_INTEGER) return fminf(fmaxf(rintf(x), 0.0f), params[0]);
+    return heaviside(inclusive, x);
+}
+
 // Surrogate derivative g'(x) by kind id; params is an array of 4 floats (unused ones ignored):
 //   0 atan(alpha):      (alpha/2) / (1 + (pi*alpha*x/2)^2)
 //   1 sigmoid(alpha):   alpha * s * (1 - s),  s = 1 / (1 + exp(-alpha*x))
 //   2 rect(width):      [|x| < width/2] / width
 //   3 multi_gaussian(sigma, scale, height, gamma):
 //       gamma * ((1+h) N(x; 0, sigma) - h N(x; sigma, scale*sigma) - h N(x; -sigma, scale*sigma))
-// An unknown kind gives 0 (the Python dispatcher only passes the four kinds above).
+//   4 integer(levels):  [0 <= x <= levels]  (straight-through inside the clamp range)
+// An unknown kind gives 0 (the Python dispatcher only passes the five kinds above).
 __device__ __forceinline__ float surrogate_grad(int kind, const float* params, float x) {
     switch (kind) {
     case 0: {
@@ -93,6 +122,8 @@ __device__ __forceinline__ float surrogate_grad(int kind, const float* params, f
         return gamma * ((1.0f + height) * gaussian(x, 0.0f, sigma) - height * gaussian(x, sigma, wide) -
                         height * gaussian(x, -sigma, wide));
     }
+    case SNN_KIND_INTEGER:
+        return x >= 0.0f && x <= params[0] ? 1.0f : 0.0f;
     default:
         return 0.0f;
     }

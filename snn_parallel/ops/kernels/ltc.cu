@@ -7,20 +7,24 @@
 // ltc_fwd: for t = 0..T-1, from (u, s, b) = (u0, s0, b_init):
 //     b_t = s_{t-1} + rho_t (b_{t-1} - s_{t-1})        (= rho b + (1 - rho) s)     -> trace[t]
 //     v_t = u_{t-1} + m_t (I_t - u_{t-1})              (membrane before reset)     -> membrane[t]
-//     s_t = Theta(v_t - (b0 + beta_a b_t))             (inclusive: >= 0, else > 0) -> spikes[t]
+//     s_t = S(v_t - (b0 + beta_a b_t))                 (spike_value: kind, params, inclusive) -> spikes[t]
 //     u_t = v_t (1 - s_t)                              (hard reset)
 // The final state is (membrane[T-1] (1 - spikes[T-1]), spikes[T-1], trace[T-1]).
-extern "C" __global__ void ltc_fwd(const scalar_t* current, const scalar_t* rate, const scalar_t* retention,
-                                   const scalar_t* u0, const scalar_t* s0, const scalar_t* b_init,
-                                   scalar_t* spikes, scalar_t* membrane, scalar_t* trace, float b0, float beta_a,
-                                   int inclusive, long long T, long long N) {
+extern "C" __global__ void ltc_fwd(const scalar_t* __restrict__ current, const scalar_t* __restrict__ rate,
+                                   const scalar_t* __restrict__ retention, const scalar_t* __restrict__ u0,
+                                   const scalar_t* __restrict__ s0, const scalar_t* __restrict__ b_init,
+                                   scalar_t* __restrict__ spikes, scalar_t* __restrict__ membrane,
+                                   scalar_t* __restrict__ trace, float b0, float beta_a, int kind, float p0, float p1,
+                                   float p2, float p3, int inclusive, long long T, long long N) {
+    const float params[4] = {p0, p1, p2, p3};
     for (long long n = item_start(); n < N; n += item_stride()) {
         float u = load(u0 + n), s = load(s0 + n), b = load(b_init + n);
+        SNN_UNROLL_4
         for (long long t = 0; t < T; ++t) {
             const long long i = t * N + n;
             b = s + load(retention + i) * (b - s);
             const float v = u + load(rate + i) * (load(current + i) - u);
-            const float spike = heaviside(inclusive, v - (b0 + beta_a * b));
+            const float spike = spike_value(kind, params, inclusive, v - (b0 + beta_a * b));
             store(trace + i, b);
             store(membrane + i, v);
             store(spikes + i, spike);
@@ -38,17 +42,22 @@ extern "C" __global__ void ltc_fwd(const scalar_t* current, const scalar_t* rate
 //     Gu <- gu (1 - m_t),  Gb <- gb rho_t,  Gs <- gb - Gb  (= gb (1 - rho_t))
 // with (u_{-1}, s_{-1}, b_{-1}) = (u0, s0, b_init) and u_{t-1} = membrane[t-1] (1 - spikes[t-1]);
 // finally grad_u0, grad_s0, grad_b_init = Gu, Gs, Gb. Surrogate kinds: see common.cuh.
-extern "C" __global__ void ltc_bwd(const scalar_t* grad_spikes, const scalar_t* grad_membrane,
-                                   const scalar_t* grad_u_last, const scalar_t* grad_s_last,
-                                   const scalar_t* grad_b_last, const scalar_t* current, const scalar_t* rate,
-                                   const scalar_t* retention, const scalar_t* u0, const scalar_t* s0,
-                                   const scalar_t* b_init, const scalar_t* spikes, const scalar_t* membrane,
-                                   const scalar_t* trace, scalar_t* grad_current, scalar_t* grad_rate,
-                                   scalar_t* grad_retention, scalar_t* grad_u0, scalar_t* grad_s0,
-                                   scalar_t* grad_b_init, int kind, const float* params, float b0, float beta_a,
-                                   long long T, long long N) {
+extern "C" __global__ void ltc_bwd(const scalar_t* __restrict__ grad_spikes, const scalar_t* __restrict__ grad_membrane,
+                                   const scalar_t* __restrict__ grad_u_last, const scalar_t* __restrict__ grad_s_last,
+                                   const scalar_t* __restrict__ grad_b_last, const scalar_t* __restrict__ current,
+                                   const scalar_t* __restrict__ rate, const scalar_t* __restrict__ retention,
+                                   const scalar_t* __restrict__ u0, const scalar_t* __restrict__ s0,
+                                   const scalar_t* __restrict__ b_init, const scalar_t* __restrict__ spikes,
+                                   const scalar_t* __restrict__ membrane, const scalar_t* __restrict__ trace,
+                                   scalar_t* __restrict__ grad_current, scalar_t* __restrict__ grad_rate,
+                                   scalar_t* __restrict__ grad_retention, scalar_t* __restrict__ grad_u0,
+                                   scalar_t* __restrict__ grad_s0, scalar_t* __restrict__ grad_b_init, float b0,
+                                   float beta_a, int kind, float p0, float p1, float p2, float p3, long long T,
+                                   long long N) {
+    const float params[4] = {p0, p1, p2, p3};
     for (long long n = item_start(); n < N; n += item_stride()) {
         float carry_u = load(grad_u_last + n), carry_s = load(grad_s_last + n), carry_b = load(grad_b_last + n);
+        SNN_UNROLL_4
         for (long long t = T - 1; t >= 0; --t) {
             const long long i = t * N + n;
             const float v = load(membrane + i), spike = load(spikes + i), b = load(trace + i);

@@ -15,13 +15,15 @@ __device__ __forceinline__ long long chunk_step(long long start, long long stop,
 
 // Reduce chunk k of lane n: total decay prod(a) and end state from a zero start.
 template <class In, class Acc>
-__device__ __forceinline__ void reduce_chunk(const In* a, const In* b, Acc* chunk_a, Acc* chunk_h, long long T,
+__device__ __forceinline__ void reduce_chunk(const In* __restrict__ a, const In* __restrict__ b,
+                                             Acc* __restrict__ chunk_a, Acc* __restrict__ chunk_h, long long T,
                                              long long N, long long L, int a_varying, int reverse, long long i) {
     const long long k = i / N, n = i % N;
     const long long start = k * L, stop = start + L < T ? start + L : T;
     Acc total, h;
     set_one(total);
     set_zero(h);
+    SNN_UNROLL_4
     for (long long j = 0; j < stop - start; ++j) {
         const long long t = chunk_step(start, stop, j, reverse);
         const Acc a_t = load(a + (a_varying ? t * N + n : n));
@@ -34,9 +36,11 @@ __device__ __forceinline__ void reduce_chunk(const In* a, const In* b, Acc* chun
 
 // Walk the K chunk summaries of lane n in scan order; carry[k] is the state entering chunk k.
 template <class Acc>
-__device__ __forceinline__ void carry_lane(const Acc* chunk_a, const Acc* chunk_h, const Acc* h0, Acc* carry,
-                                           long long K, long long N, int reverse, long long n) {
+__device__ __forceinline__ void carry_lane(const Acc* __restrict__ chunk_a, const Acc* __restrict__ chunk_h,
+                                           const Acc* __restrict__ h0, Acc* __restrict__ carry, long long K,
+                                           long long N, int reverse, long long n) {
     Acc h = h0[n];
+    SNN_UNROLL_4
     for (long long j = 0; j < K; ++j) {
         const long long idx = (reverse ? K - 1 - j : j) * N + n;
         carry[idx] = h;
@@ -46,11 +50,13 @@ __device__ __forceinline__ void carry_lane(const Acc* chunk_a, const Acc* chunk_
 
 // Rerun chunk k of lane n from its carry, writing every state.
 template <class In, class Acc>
-__device__ __forceinline__ void apply_chunk(const In* a, const In* b, const Acc* carry, In* out, long long T,
+__device__ __forceinline__ void apply_chunk(const In* __restrict__ a, const In* __restrict__ b,
+                                            const Acc* __restrict__ carry, In* __restrict__ out, long long T,
                                             long long N, long long L, int a_varying, int reverse, long long i) {
     const long long k = i / N, n = i % N;
     const long long start = k * L, stop = start + L < T ? start + L : T;
     Acc h = carry[i];
+    SNN_UNROLL_4
     for (long long j = 0; j < stop - start; ++j) {
         const long long t = chunk_step(start, stop, j, reverse);
         h = add(mul(load(a + (a_varying ? t * N + n : n)), h), load(b + t * N + n));
@@ -60,8 +66,9 @@ __device__ __forceinline__ void apply_chunk(const In* a, const In* b, const Acc*
 
 // 1. scan_reduce: chunk_a[k,n] = prod_{t in chunk k} a_t,  chunk_h[k,n] = chunk end state from 0.
 //    Items: i in [0, K*N), k = i / N, n = i % N.
-extern "C" __global__ void scan_reduce(const scalar_t* a, const scalar_t* b, float* chunk_a, float* chunk_h,
-                                       long long T, long long N, long long L, int a_varying, int reverse) {
+extern "C" __global__ void scan_reduce(const scalar_t* __restrict__ a, const scalar_t* __restrict__ b,
+                                       float* __restrict__ chunk_a, float* __restrict__ chunk_h, long long T,
+                                       long long N, long long L, int a_varying, int reverse) {
     const long long count = (T + L - 1) / L * N;
     for (long long i = item_start(); i < count; i += item_stride())
         reduce_chunk(a, b, chunk_a, chunk_h, T, N, L, a_varying, reverse, i);
@@ -69,37 +76,42 @@ extern "C" __global__ void scan_reduce(const scalar_t* a, const scalar_t* b, flo
 
 // 2. scan_carry: carry[k,n] = state entering chunk k: h0[n] for the first chunk in scan order, then
 //    carry[next] = chunk_a[k] * carry[k] + chunk_h[k].  Items: lanes n in [0, N).
-extern "C" __global__ void scan_carry(const float* chunk_a, const float* chunk_h, const float* h0, float* carry,
-                                      long long K, long long N, int reverse) {
+extern "C" __global__ void scan_carry(const float* __restrict__ chunk_a, const float* __restrict__ chunk_h,
+                                      const float* __restrict__ h0, float* __restrict__ carry, long long K, long long N,
+                                      int reverse) {
     for (long long n = item_start(); n < N; n += item_stride())
         carry_lane(chunk_a, chunk_h, h0, carry, K, N, reverse, n);
 }
 
 // 3. scan_apply: h_t = a_t * h_prev + b_t inside chunk k, starting from carry[k,n].
 //    Items: i in [0, K*N), k = i / N, n = i % N.
-extern "C" __global__ void scan_apply(const scalar_t* a, const scalar_t* b, const float* carry, scalar_t* h,
-                                      long long T, long long N, long long L, int a_varying, int reverse) {
+extern "C" __global__ void scan_apply(const scalar_t* __restrict__ a, const scalar_t* __restrict__ b,
+                                      const float* __restrict__ carry, scalar_t* __restrict__ h, long long T,
+                                      long long N, long long L, int a_varying, int reverse) {
     const long long count = (T + L - 1) / L * N;
     for (long long i = item_start(); i < count; i += item_stride())
         apply_chunk(a, b, carry, h, T, N, L, a_varying, reverse, i);
 }
 
 // Complex versions (complex64 storage as float2, complex multiply), same equations and items.
-extern "C" __global__ void cscan_reduce(const float2* a, const float2* b, float2* chunk_a, float2* chunk_h,
-                                        long long T, long long N, long long L, int a_varying, int reverse) {
+extern "C" __global__ void cscan_reduce(const float2* __restrict__ a, const float2* __restrict__ b,
+                                        float2* __restrict__ chunk_a, float2* __restrict__ chunk_h, long long T,
+                                        long long N, long long L, int a_varying, int reverse) {
     const long long count = (T + L - 1) / L * N;
     for (long long i = item_start(); i < count; i += item_stride())
         reduce_chunk(a, b, chunk_a, chunk_h, T, N, L, a_varying, reverse, i);
 }
 
-extern "C" __global__ void cscan_carry(const float2* chunk_a, const float2* chunk_h, const float2* h0,
-                                       float2* carry, long long K, long long N, int reverse) {
+extern "C" __global__ void cscan_carry(const float2* __restrict__ chunk_a, const float2* __restrict__ chunk_h,
+                                       const float2* __restrict__ h0, float2* __restrict__ carry, long long K,
+                                       long long N, int reverse) {
     for (long long n = item_start(); n < N; n += item_stride())
         carry_lane(chunk_a, chunk_h, h0, carry, K, N, reverse, n);
 }
 
-extern "C" __global__ void cscan_apply(const float2* a, const float2* b, const float2* carry, float2* h,
-                                       long long T, long long N, long long L, int a_varying, int reverse) {
+extern "C" __global__ void cscan_apply(const float2* __restrict__ a, const float2* __restrict__ b,
+                                       const float2* __restrict__ carry, float2* __restrict__ h, long long T,
+                                       long long N, long long L, int a_varying, int reverse) {
     const long long count = (T + L - 1) / L * N;
     for (long long i = item_start(); i < count; i += item_stride())
         apply_chunk(a, b, carry, h, T, N, L, a_varying, reverse, i);

@@ -20,19 +20,28 @@ import torch
 
 from ..._validation import check_like, check_op_sequence
 from ...surrogate import Surrogate
-from .._backend import resolve_backend
+from .._backend import kernel_gap, resolve_backend
+from .cupy import linear_fire_backward_cupy, linear_fire_forward_cupy
 from .fused import linear_fire_backward, linear_fire_forward
 from .reference import linear_fire_reference, linear_fire_step, soft_reset_lif_reference
 
 __all__ = ["linear_fire", "linear_fire_reference", "linear_fire_step", "soft_reset_lif_reference"]
 
 
+#: backend -> (forward, backward), with the contracts of :mod:`.fused`
+_IMPLEMENTATIONS = {
+    "torch": (linear_fire_forward, linear_fire_backward),
+    "cupy": (linear_fire_forward_cupy, linear_fire_backward_cupy),
+}
+
+
 class _LinearFire(torch.autograd.Function):
     """Flattened: ``x`` ``[T, N]``; ``decay``, ``scale``, ``h0``, ``bias0`` ``[N]``."""
 
     @staticmethod
-    def forward(ctx: Any, x, decay, scale, h0, bias0, spike_fn: Surrogate, v_threshold: float, reset_decay):
-        spikes, membrane, checkpoints, h_last, bias_next = linear_fire_forward(
+    def forward(ctx: Any, x, decay, scale, h0, bias0, spike_fn: Surrogate, v_threshold: float, reset_decay, backend: str):
+        forward, ctx.backward_fn = _IMPLEMENTATIONS[backend]
+        spikes, membrane, checkpoints, h_last, bias_next = forward(
             x, decay, scale, h0, bias0, spike_fn, v_threshold, reset_decay
         )
         ctx.save_for_backward(x, decay, scale, membrane, checkpoints)
@@ -43,8 +52,8 @@ class _LinearFire(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, grad_spikes, grad_membrane, grad_last, _grad_bias):
         x, decay, scale, membrane, checkpoints = ctx.saved_tensors
-        grads = linear_fire_backward(grad_spikes, grad_membrane, grad_last, x, decay, scale, membrane, checkpoints, *ctx.constants)
-        return (*grads, None, None, None, None)
+        grads = ctx.backward_fn(grad_spikes, grad_membrane, grad_last, x, decay, scale, membrane, checkpoints, *ctx.constants)
+        return (*grads, None, None, None, None, None)
 
 
 def linear_fire(
@@ -71,7 +80,7 @@ def linear_fire(
         spike_fn: spike function and surrogate derivative.
         v_threshold: :math:`V_{th}`.
         reset_decay: :math:`\rho`, real, broadcastable to ``S``; ``None`` for no reset.
-        backend: ``"auto"``, ``"torch"`` or ``"cupy"``.
+        backend: ``"auto"``, ``"torch"`` or ``"cupy"`` (see :mod:`snn_parallel.ops._backend`).
         validate: check the arguments (``False`` where the caller already has, as the
             neuron modules do).
 
@@ -81,7 +90,11 @@ def linear_fire(
     """
     if validate:
         _check(x, decay, scale, h0, bias0, spike_fn, reset_decay)
-    resolve_backend(backend, x, op="linear_fire")
+    def gap() -> str | None:
+        per_lane = [("decay", decay), ("scale", scale), ("h0", h0), ("bias0", bias0), ("reset_decay", reset_decay)]
+        return kernel_gap([("x", x)], float32=[(n, t) for n, t in per_lane if t is not None], spike_fn=spike_fn)
+
+    backend = resolve_backend(backend, x, op="linear_fire", unsupported=gap)
     steps, shape = x.shape[0], x.shape[1:]
 
     def lanes(t: torch.Tensor) -> torch.Tensor:
@@ -96,6 +109,7 @@ def linear_fire(
         spike_fn,
         v_threshold,
         None if reset_decay is None else lanes(reset_decay.detach()),
+        backend,
     )
     return spikes.view(x.shape), membrane.view(x.shape), h_last.view(shape), bias_next.view(shape)
 

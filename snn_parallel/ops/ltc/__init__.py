@@ -13,17 +13,23 @@ import torch
 
 from ..._validation import check_like, check_op_sequence
 from ...surrogate import Surrogate
-from .._backend import resolve_backend
+from .._backend import kernel_gap, resolve_backend
+from .cupy import ltc_backward_cupy, ltc_forward_cupy
 from .fused import ltc_backward, ltc_forward
 from .reference import LTCStepOut, ltc_scan_reference, ltc_step
 
 __all__ = ["ltc_scan", "ltc_scan_reference", "ltc_step", "LTCStepOut"]
 
 
+#: backend -> (forward, backward), with the contracts of :mod:`.fused`
+_IMPLEMENTATIONS = {"torch": (ltc_forward, ltc_backward), "cupy": (ltc_forward_cupy, ltc_backward_cupy)}
+
+
 class _LTCScan(torch.autograd.Function):
     @staticmethod
-    def forward(ctx: Any, current, rate, retention, u0, s0, b_init, b0: float, beta_a: float, surrogate: Surrogate):
-        spikes, membrane, trace = ltc_forward(current, rate, retention, u0, s0, b_init, b0, beta_a, surrogate)
+    def forward(ctx: Any, current, rate, retention, u0, s0, b_init, b0: float, beta_a: float, surrogate: Surrogate, backend: str):
+        forward, ctx.backward_fn = _IMPLEMENTATIONS[backend]
+        spikes, membrane, trace = forward(current, rate, retention, u0, s0, b_init, b0, beta_a, surrogate)
         ctx.save_for_backward(current, rate, retention, u0, s0, b_init, spikes, membrane, trace)
         ctx.constants = (b0, beta_a, surrogate)
         u_last = membrane[-1] * (1 - spikes[-1])
@@ -31,10 +37,10 @@ class _LTCScan(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx: Any, grad_spikes, grad_membrane, grad_u_last, grad_s_last, grad_b_last):
-        grads = ltc_backward(
+        grads = ctx.backward_fn(
             grad_spikes, grad_membrane, (grad_u_last, grad_s_last, grad_b_last), ctx.saved_tensors, *ctx.constants
         )
-        return (*grads, None, None, None)
+        return (*grads, None, None, None, None)
 
 
 def ltc_scan(
@@ -60,7 +66,7 @@ def ltc_scan(
         u0, s0, b_init: carried state ``[*S]`` (membrane after reset, spike, adaptation).
         b0, beta_a: threshold :math:`\theta_t = b_0 + \beta_a b_t`.
         surrogate: spike function; its derivative is used in the hand-written backward.
-        backend: ``"auto"``, ``"torch"`` or ``"cupy"``.
+        backend: ``"auto"``, ``"torch"`` or ``"cupy"`` (see :mod:`snn_parallel.ops._backend`).
         validate: check the arguments (``False`` where the caller already has, as
             :class:`~snn_parallel.neurons.LTC` does).
 
@@ -76,11 +82,15 @@ def ltc_scan(
             check_like(value, name, current.shape[1:], current, "current")
         if not isinstance(surrogate, Surrogate):
             raise TypeError(f"surrogate must be a Surrogate (see snn_parallel.surrogate.resolve), got {type(surrogate).__name__}")
-    resolve_backend(backend, current, op="ltc_scan")
+    def gap() -> str | None:
+        named = {"current": current, "rate": rate, "retention": retention, "u0": u0, "s0": s0, "b_init": b_init}
+        return kernel_gap(named.items(), spike_fn=surrogate)
+
+    backend = resolve_backend(backend, current, op="ltc_scan", unsupported=gap)
     shape = current.shape
     flat = [t.reshape(shape[0], -1).contiguous() for t in (current, rate, retention)]
     state = [t.reshape(-1) for t in (u0, s0, b_init)]
-    spikes, membrane, u_last, s_last, b_last = _LTCScan.apply(*flat, *state, b0, beta_a, surrogate)
+    spikes, membrane, u_last, s_last, b_last = _LTCScan.apply(*flat, *state, b0, beta_a, surrogate, backend)
     return (
         spikes.view(shape),
         membrane.view(shape),

@@ -23,8 +23,9 @@ import torch
 
 from ..._validation import check_same_device, check_tensor
 from .._backend import resolve_backend
-from .reference import linear_scan_reference
+from .cupy import scan_cupy
 from .parallel import default_chunk, scan_2d
+from .reference import linear_scan_reference
 
 __all__ = ["linear_scan", "linear_scan_reference", "default_chunk"]
 
@@ -39,29 +40,46 @@ def _compute_dtype(*tensors: torch.Tensor) -> torch.dtype:
     return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
 
 
+def _scan(
+    backend: str,
+    a: torch.Tensor,
+    b: torch.Tensor,
+    h0: torch.Tensor,
+    *,
+    log_a: torch.Tensor | None = None,
+    reverse: bool = False,
+    chunk: int | None = None,
+    out: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """:func:`~.parallel.scan_2d` on the resolved backend (the kernels multiply decays and need no ``log_a``)."""
+    if backend == "cupy":
+        return scan_cupy(a, b, h0, reverse=reverse, chunk=chunk, out=out)
+    return scan_2d(a, b, h0, log_a=log_a, reverse=reverse, chunk=chunk, out=out)
+
+
 class _LinearScan(torch.autograd.Function):
     """Flattened scan: ``a`` is ``[T, N]`` or ``[N]``, ``b`` is ``[T, N]``, ``h0`` is ``[N]``."""
 
     @staticmethod
-    def forward(ctx: Any, a: torch.Tensor, b: torch.Tensor, h0: torch.Tensor, log_decay: bool, chunk: int | None):
+    def forward(ctx: Any, a, b, h0, log_decay: bool, chunk: int | None, backend: str):
         decay = a.exp() if log_decay else a
-        h = scan_2d(decay, b, h0, log_a=a if log_decay else None, chunk=chunk)
+        h = _scan(backend, decay, b, h0, log_a=a if log_decay else None, chunk=chunk)
         ctx.save_for_backward(decay, h, h0)
-        ctx.log_decay, ctx.chunk = log_decay, chunk
+        ctx.log_decay, ctx.chunk, ctx.backend = log_decay, chunk, backend
         return h, h[-1].clone()
 
     @staticmethod
     def backward(ctx: Any, grad_h: torch.Tensor, grad_last: torch.Tensor):
         decay, h, h0 = ctx.saved_tensors
         varying = decay.dim() == 2
-        d = grad_h.clone()
+        d = grad_h.clone(memory_format=torch.contiguous_format)
         d[-1] += grad_last
         # G_t = d_t + conj(a_{t+1}) G_{t+1}: a reverse scan of length T-1 started from G_{T-1} = d_{T-1}
         g = torch.empty_like(d)
         g[-1] = d[-1]
         if d.shape[0] > 1:
             reverse_decay = (decay[1:] if varying else decay).conj().resolve_conj()
-            scan_2d(reverse_decay, d[:-1], d[-1], reverse=True, chunk=ctx.chunk, out=g[:-1])
+            _scan(ctx.backend, reverse_decay, d[:-1], d[-1], reverse=True, chunk=ctx.chunk, out=g[:-1])
         first_decay = decay[0] if varying else decay
         grad_h0 = first_decay.conj() * g[0] if ctx.needs_input_grad[2] else None
         grad_a = None
@@ -74,7 +92,7 @@ class _LinearScan(torch.autograd.Function):
                 grad_a = (g[1:] * h[:-1].conj()).sum(0) + g[0] * h0.conj()
             if ctx.log_decay:
                 grad_a = grad_a.mul_(decay)
-        return grad_a, g if ctx.needs_input_grad[1] else None, grad_h0, None, None
+        return grad_a, g if ctx.needs_input_grad[1] else None, grad_h0, None, None, None
 
 
 def linear_scan(
@@ -97,7 +115,8 @@ def linear_scan(
         h0: initial state ``[*S]``; zeros if ``None``.
         log_decay: ``a`` holds :math:`\log a_t` (real); chunk totals are then sums of logs.
         chunk: chunk length of the parallel scan (tuning knob; the result does not depend on it).
-        backend: ``"auto"``, ``"torch"`` or ``"cupy"`` (see :mod:`snn_parallel.ops`).
+        backend: ``"auto"``, ``"torch"`` or ``"cupy"`` (see :mod:`snn_parallel.ops._backend`); the
+            kernels take float32 and complex64 (half precision is widened first, as on the torch path).
         validate: check the arguments (set ``False`` only where the caller already has).
 
     Returns:
@@ -110,8 +129,11 @@ def linear_scan(
     """
     if validate:
         _check_scan_args(a, b, h0, log_decay, chunk)
-    resolve_backend(backend, b, op="linear_scan")
     dtype = _compute_dtype(a, b, *(() if h0 is None else (h0,)))
+    def gap() -> str | None:
+        return None if dtype in (torch.float32, torch.complex64) else f"the scan computes in {dtype} (the kernels: float32, complex64)"
+
+    backend = resolve_backend(backend, b, op="linear_scan", unsupported=gap)
     num_steps, state_shape = b.shape[0], b.shape[1:]
     b2 = b.to(dtype).reshape(num_steps, -1).contiguous()
     if a.dim() == b.dim():
@@ -119,7 +141,7 @@ def linear_scan(
     else:
         a2 = a.to(dtype).expand(state_shape).reshape(-1).contiguous()
     h02 = torch.zeros_like(b2[0]) if h0 is None else h0.to(dtype).reshape(-1)
-    h, last = _LinearScan.apply(a2, b2, h02, log_decay, chunk)
+    h, last = _LinearScan.apply(a2, b2, h02, log_decay, chunk, backend)
     return h.view(b.shape), last.view(state_shape)
 
 

@@ -1,0 +1,74 @@
+"""CuPy path of the DSN membrane: ``dsn.cu``, one thread per lane.
+
+Same contracts as :func:`.fused.dsn_forward` / :func:`.fused.dsn_backward`. ``x``, ``history``,
+``h0`` and the sequences run in the storage dtype of ``x``; ``weight`` and ``bias`` in float32;
+gradients come back in the dtypes of their inputs.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ...surrogate import Surrogate
+from .._cupy import arg, launch
+from ..kernels import spike_code
+
+
+def dsn_forward_cupy(
+    x: torch.Tensor,
+    history: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor,
+    tau: float,
+    h0: torch.Tensor,
+    spike_fn: Surrogate,
+    shift: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Spikes and membrane ``H`` ``[T, N]`` for ``x`` ``[T, N]``; ``weight`` is ``[k, N]``, ``bias`` ``[N]``."""
+    steps, lanes = x.shape
+    kind, params, inclusive = spike_code(spike_fn)
+    x = x.contiguous()
+    spikes, h = torch.empty_like(x), torch.empty_like(x)
+    launch(
+        "dsn.cu", "dsn_fwd", x.dtype, lanes,
+        x, arg(history, x.dtype), arg(weight, torch.float32), arg(bias, torch.float32), arg(h0, x.dtype), spikes, h,
+        tau, shift, kind, *params, inclusive, weight.shape[0], steps, lanes,
+    )  # fmt: skip
+    return spikes, h
+
+
+def dsn_backward_cupy(
+    grad_spikes: torch.Tensor,
+    grad_h: torch.Tensor,
+    grad_last: torch.Tensor,
+    x: torch.Tensor,
+    history: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor,
+    tau: float,
+    h0: torch.Tensor,
+    h: torch.Tensor,
+    spike_fn: Surrogate,
+    shift: float,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Gradients of ``(x, history, weight, bias, h0)``."""
+    steps, lanes = x.shape
+    kind, params, _ = spike_code(spike_fn)
+    grad_x = torch.empty_like(x)
+    grad_history = torch.empty(history.shape, dtype=x.dtype, device=x.device)
+    grad_weight = torch.empty(weight.shape, dtype=torch.float32, device=x.device)
+    grad_bias = torch.empty(lanes, dtype=torch.float32, device=x.device)
+    grad_h0 = torch.empty(lanes, dtype=x.dtype, device=x.device)
+    launch(
+        "dsn.cu", "dsn_bwd", x.dtype, lanes,
+        arg(grad_spikes, x.dtype), arg(grad_h, x.dtype), arg(grad_last, x.dtype), x, arg(history, x.dtype),
+        arg(weight, torch.float32), arg(bias, torch.float32), arg(h0, x.dtype), h,
+        grad_x, grad_history, grad_weight, grad_bias, grad_h0, tau, shift, kind, *params, weight.shape[0], steps, lanes,
+    )  # fmt: skip
+    return (
+        grad_x,
+        grad_history.to(history.dtype),
+        grad_weight.to(weight.dtype),
+        grad_bias.to(bias.dtype),
+        grad_h0.to(h0.dtype),
+    )
