@@ -3,6 +3,8 @@
 #   make test   -> runs the whole test suite: everything against snnTorch 1.0.0 and
 #                  SpikingJelly 2.0.0 (.venv), then the adapter tests against snnTorch 0.9.4
 #                  and SpikingJelly 0.0.0.0.14 (.venv-legacy)
+#   make gpu    -> on a machine with an NVIDIA GPU: the GPU tests and the GPU benchmark
+#                  (CUPY=cuda12 for CUDA 12 drivers; default cuda13)
 # Override the torch requirement with e.g. `make test TORCH="torch==2.6.0"`
 # (or TORCH="torch" to keep whatever torch pip resolves).
 PYTHON ?= python3
@@ -13,6 +15,7 @@ PY      = $(VENV)/bin/python
 PIP     = $(PY) -m pip
 # extra pytest arguments, e.g. PYTEST_ARGS='-m "not slow"' for a quick run
 PYTEST_ARGS ?=
+CUPY   ?= cuda13
 
 %/bin/python:
 	$(PYTHON) -m venv $*
@@ -32,7 +35,11 @@ $(LEGACY)/.test-ready: $(LEGACY)/bin/python pyproject.toml
 	$(LEGACY)/bin/python -m pip install -q --no-deps -e .
 	touch $@
 
-.PHONY: demo test bench
+$(VENV)/.gpu-ready: $(VENV)/bin/python pyproject.toml
+	$(PIP) install -q "$(TORCH)" -e ".[all,$(CUPY)]"
+	touch $@
+
+.PHONY: demo test bench gpu
 demo: $(VENV)/.demo-ready
 	$(VENV)/bin/snn-parallel demo
 
@@ -42,3 +49,7 @@ test: $(VENV)/.test-ready $(LEGACY)/.test-ready
 
 bench: $(VENV)/.test-ready
 	$(VENV)/bin/snn-parallel bench --timeout 120 --json benchmarks/cpu.json --plot benchmarks/cpu.png
+
+gpu: $(VENV)/.gpu-ready
+	$(PY) -m pytest -m gpu $(PYTEST_ARGS)
+	$(VENV)/bin/snn-parallel bench --device cuda --timeout 600 --json benchmarks/gpu.json --plot benchmarks/gpu.png
