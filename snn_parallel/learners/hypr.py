@@ -212,14 +212,13 @@ class HYPRTrainer(Trainer):
         for block in self._blocks():
             block.state, block.last, block.elig_w, block.elig_p = None, None, None, None
         grads: dict[nn.Parameter, torch.Tensor] = {}
-        outputs = []
+        outputs = None
         for start in range(0, steps, chunk):
-            outputs.append(self._chunk(x[start : start + chunk], target, start, steps, grads))
+            outputs = self.record(outputs, self._chunk(x[start : start + chunk], target, start, steps, grads), start, steps)
         for param, grad in grads.items():
             param.grad = grad if param.grad is None else param.grad + grad
         self.optimizer_step()
-        outputs_seq = torch.cat(outputs)
-        return float(self.loss.sequence_loss(outputs_seq, target)), outputs_seq
+        return float(self.loss.sequence_loss(outputs, target)), outputs
 
     def _chunk(self, xs: torch.Tensor, target: torch.Tensor, start: int, steps: int, grads: dict) -> torch.Tensor:
         length, batch = xs.shape[:2]

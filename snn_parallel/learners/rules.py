@@ -167,20 +167,19 @@ class FPTTTrainer(Trainer):
             raise ValueError(f"parts={self.parts} is more than the {steps} steps of x")
         terminal = self._terminal(target)
         self.network.reset()
-        outputs = []
+        outputs, start = None, 0
         for part, x_part in enumerate(torch.tensor_split(x, self.parts)):
-            start = sum(o.shape[0] for o in outputs)
             out = self.network.run(x_part)
-            outputs.append(out.detach())
+            outputs = self.record(outputs, out, start, steps)
             loss = self._part_loss(out, target, part, start, steps, terminal)
             if loss is not None:
                 (loss + self.regularizer()).backward()
                 self.optimizer_step()
                 self._post_update()
             self.network.detach()
+            start += x_part.shape[0]
         self.network.reset()
-        outputs_seq = torch.cat(outputs)
-        return float(self.loss.sequence_loss(outputs_seq, target)), outputs_seq
+        return float(self.loss.sequence_loss(outputs, target)), outputs
 
     def rule_state(self) -> dict[str, Any]:
         return {"running": self.running, "dual": self.dual, "estimates": self.estimates}
@@ -274,10 +273,10 @@ class OTTTTrainer(Trainer):
         steps = x.shape[0]
         self.network.reset()
         self._traces.clear()
-        outputs = []
+        outputs = None
         for t, x_t in enumerate(x.unbind(0)):
             out = self.network.step(x_t, synapse=self._synapse)
-            outputs.append(out.detach())
+            outputs = self.record(outputs, out.unsqueeze(0), t, steps)
             loss = self.loss.sequence_loss(out.unsqueeze(0), target, offset=t, num_steps=steps)
             if loss is not None:
                 loss.backward()
@@ -288,5 +287,4 @@ class OTTTTrainer(Trainer):
             self.optimizer_step()
         self.network.reset()
         self._traces.clear()
-        outputs_seq = torch.stack(outputs)
-        return float(self.loss.sequence_loss(outputs_seq, target)), outputs_seq
+        return float(self.loss.sequence_loss(outputs, target)), outputs

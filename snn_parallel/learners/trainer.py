@@ -107,6 +107,20 @@ class Trainer:
         """Restore :meth:`rule_state`."""
 
     # -- helpers for the rules ------------------------------------------------------------
+    @staticmethod
+    def record(outputs: torch.Tensor | None, out: torch.Tensor, start: int, steps: int) -> torch.Tensor:
+        """Write the detached outputs ``out`` ``[n, B, K]`` of steps ``start .. start + n`` into
+        ``outputs`` ``[steps, B, K]``, allocated at the first call (``outputs=None``).
+
+        One buffer per sequence, not a small tensor kept per step or part: those would pin heap
+        pages between each step's freed temporaries, so the process's resident memory would grow
+        with T although the live memory does not.
+        """
+        if outputs is None:
+            outputs = out.new_empty((steps, *out.shape[1:]))
+        outputs[start : start + out.shape[0]] = out.detach()
+        return outputs
+
     def parameters(self) -> list[nn.Parameter]:
         return [p for p in self.model.parameters() if p.requires_grad]
 
