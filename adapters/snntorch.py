@@ -5,7 +5,7 @@ Take an snnTorch model and change one class name::
     lif = snn.Leaky(beta=0.9, init_hidden=True)            # before
     lif = DynamicDecay(64, init_hidden=True)                # after (feature count first)
 
-:class:`DynamicDecay`, :class:`PRF`, :class:`DecoupledLIF` and :class:`LTC` subclass
+:class:`DynamicDecay`, :class:`PRF`, :class:`DecoupledLIF`, :class:`LTC` and :class:`PSPLIF` subclass
 ``snntorch.Leaky`` (``isinstance`` is snnTorch's only hook: ``utils.reset``, ``spikeplot``
 and the losses rely on it), keep its constructor conventions (``threshold``,
 ``spike_grad``, ``init_hidden``, ``output``, ``learn_*``, ``reset_mechanism``,
@@ -49,6 +49,7 @@ DynamicDecay      membrane :math:`H_t`                   the same
 PRF               real part :math:`u_t`                  :math:`u_t - b_t` (:math:`u_t` w/o reset)
 DecoupledLIF      reset-free membrane :math:`u'_t`       :math:`u'_t - b_t`, the LIF membrane
 LTC               membrane after reset :math:`\hat u_t`  membrane before reset :math:`u_t`
+PSPLIF            membrane after reset :math:`\hat u_t`  membrane before reset :math:`u_t`
 ================  ====================================  =====================================
 
 Assigning ``neuron.mem = m`` (as snnTorch's ``Leaky.reset_hidden``, ``reset_mem`` and
@@ -84,6 +85,7 @@ __all__ = [
     "PRF",
     "DecoupledLIF",
     "LTC",
+    "PSPLIF",
     "reset",
     "multi_gaussian",
     "double_gaussian",
@@ -436,6 +438,51 @@ class LTC(_LeakyAdapter):
         )
 
 
+class PSPLIF(_LeakyAdapter):
+    r"""snnTorch skin of :class:`snn_parallel.neurons.PSPLIF`, TSSL-BP's LIF whose output is its
+    post-synaptic potential (:mod:`snn_parallel.neurons.psp_lif`): ``spk`` (and ``multistep``'s
+    ``spk_seq``) is the PSP :math:`a_t`, not the spike.
+
+    Args:
+        features: channels ``C``.
+        beta: membrane decay in ``[0, 1)``; the core's :math:`\tau_m = 1/(1-\beta)` (TSSL-BP: 0.8).
+        tau_s: the PSP filter's :math:`\tau_s`.
+        threshold: :math:`V_{th}`.
+        spike_grad: snnTorch surrogate, used with ``gradient="surrogate"`` and in ``forward`` (one step).
+        gradient: ``"tsslbp"`` (TSSL-BP's backward in ``multistep``) or ``"surrogate"``.
+        reset_mechanism: ``"zero"`` only (a hard reset).
+        **leaky_options: snnTorch's remaining ``Leaky`` options, at supported values.
+    """
+
+    _core_type = neurons.PSPLIF
+    _resets = ("zero",)
+
+    def __init__(
+        self,
+        features: int,
+        *,
+        beta: float | torch.Tensor = 0.8,
+        tau_s: float = 3.0,
+        threshold: float | torch.Tensor = 1.0,
+        spike_grad: Any = None,
+        gradient: str = "tsslbp",
+        init_hidden: bool = False,
+        output: bool = False,
+        reset_mechanism: str = "zero",
+        **leaky_options: Any,
+    ) -> None:
+        decay = _scalar(beta, "beta")
+        if not 0 <= decay < 1:
+            raise ValueError(f"beta must be in [0, 1), got {decay}")
+        super().__init__(
+            lambda surrogate, v_threshold: neurons.PSPLIF(
+                features, tau_m=1 / (1 - decay), tau_s=tau_s, v_threshold=v_threshold, gradient=gradient, surrogate=surrogate,
+            ),
+            threshold=threshold, spike_grad=spike_grad, init_hidden=init_hidden, output=output,
+            reset_mechanism=reset_mechanism, **leaky_options,
+        )
+
+
 def reset(net: nn.Module) -> None:
     """Reset the state of every ``snntorch.Leaky`` (ours included) inside ``net``, nested
     ones too, and of no other network; the new state is at rest and carries no graph."""
@@ -465,6 +512,7 @@ def _exports() -> dict[tuple[Any, str], object]:
         (snntorch, "PRF"): PRF,
         (snntorch, "DecoupledLIF"): DecoupledLIF,
         (snntorch, "LTC"): LTC,
+        (snntorch, "PSPLIF"): PSPLIF,
         (snntorch.surrogate, "MultiGaussian"): multi_gaussian,
         (snntorch.surrogate, "DoubleGaussian"): double_gaussian,
     }

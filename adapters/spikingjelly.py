@@ -1,7 +1,7 @@
 r"""SpikingJelly skins for the snn_parallel neurons: change one class name in a SpikingJelly net.
 
-:class:`DynamicDecayNode`, :class:`PRFNode`, :class:`DecoupledLIFNode` and :class:`LTCNode`
-are SpikingJelly memory modules (``spikingjelly.activation_based.base.MemoryModule``) that
+:class:`DynamicDecayNode`, :class:`PRFNode`, :class:`DecoupledLIFNode`, :class:`LTCNode` and
+:class:`PSPLIFNode` (TSSL-BP) are SpikingJelly memory modules (``spikingjelly.activation_based.base.MemoryModule``) that
 own a core neuron from :mod:`snn_parallel.neurons` and call it; the dynamics live there
 (:mod:`snn_parallel.neurons.dsn`, :mod:`~snn_parallel.neurons.prf`,
 :mod:`~snn_parallel.neurons.lif`, :mod:`~snn_parallel.neurons.ltc`). One class serves
@@ -70,7 +70,7 @@ from spikingjelly.activation_based import base, neuron
 from spikingjelly.activation_based import surrogate as sj_surrogate
 
 from snn_parallel import surrogate as sp_surrogate
-from snn_parallel.neurons import LTC, PRF, DecoupledLIF, DynamicDecay, ParallelNeuron
+from snn_parallel.neurons import LTC, PRF, PSPLIF, DecoupledLIF, DynamicDecay, ParallelNeuron
 
 __all__ = [
     "SJ2",
@@ -78,6 +78,7 @@ __all__ = [
     "PRFNode",
     "DecoupledLIFNode",
     "LTCNode",
+    "PSPLIFNode",
     "register",
     "unregister",
 ]
@@ -455,9 +456,69 @@ class LTCNode(_SpikingJellyNode):
         )
 
 
+class PSPLIFNode(_SpikingJellyNode):
+    r"""SpikingJelly node around :class:`snn_parallel.PSPLIF`, TSSL-BP's LIF with a PSP output
+    (:mod:`snn_parallel.neurons.psp_lif`). Its output is the post-synaptic potential :math:`a_t`,
+    not the spike.
+
+    :math:`u_t = (1 - 1/\tau)\, \hat u_{t-1} + x_t`, like ``LIFNode(decay_input=False, v_reset=0.0)``,
+    firing :math:`[u_t - V_{th} \ge 0]` (SpikingJelly's rule); it resets hard to 0 and keeps the
+    gradient through the reset, so ``v_reset`` must be ``0.0``, ``detach_reset`` ``False`` and
+    ``decay_input`` ``False``. ``v`` is the membrane after reset :math:`\hat u_t` (memories ``u``,
+    ``a``). ``gradient="tsslbp"`` trains ``'m'`` mode with TSSL-BP's backward; ``'s'`` mode and
+    ``gradient="surrogate"`` use the surrogate. On 0.0.0.0.14 the only backend is ``'torch'``.
+
+    Args:
+        features: channels ``C`` (dim 2 of ``[T, B, C, *spatial]``).
+        tau: membrane time constant :math:`\tau_m` (TSSL-BP: 5).
+        tau_s: the PSP filter's :math:`\tau_s` (TSSL-BP: 3).
+        decay_input: accepted for ``LIFNode`` compatibility; only ``False`` is expressible.
+        v_threshold, v_reset, surrogate_function, detach_reset, step_mode, store_v_seq,
+        backend: as in SpikingJelly (see the module doc).
+        gradient: the core's argument.
+    """
+
+    def __init__(
+        self,
+        features: int,
+        *,
+        tau: float = 5.0,
+        tau_s: float = 3.0,
+        decay_input: bool = False,
+        v_threshold: float = 1.0,
+        v_reset: float | None = 0.0,
+        surrogate_function: object = None,
+        detach_reset: bool = False,
+        step_mode: str = "s",
+        store_v_seq: bool = False,
+        backend: str | None = None,
+        gradient: str = "tsslbp",
+    ) -> None:
+        if decay_input is not False:
+            raise ValueError(
+                f"decay_input={decay_input!r} is not supported by PSPLIFNode, whose input is not "
+                "scaled by 1/tau (u_t = (1 - 1/tau) u_{t-1} + x_t); pass decay_input=False"
+            )
+        core = PSPLIF(
+            features, tau_m=tau, tau_s=tau_s, v_threshold=_threshold(v_threshold), gradient=gradient,
+            surrogate=_surrogate(surrogate_function, "sigmoid"),
+        )
+        super().__init__(
+            core, reset=_HARD_ZERO, v_reset=v_reset, detach_reset=detach_reset,
+            step_mode=step_mode, store_v_seq=store_v_seq, backend=backend,
+        )
+
+    if not SJ2:
+
+        @property
+        def supported_backends(self) -> tuple[str, ...]:
+            """``('torch',)``: TSSL-BP's op has no CuPy kernel."""
+            return ("torch",)
+
+
 # -- registration into SpikingJelly's namespaces ------------------------------------------
 _TARGETS: tuple[tuple[Any, tuple[type, ...]], ...] = (
-    (neuron, (DynamicDecayNode, PRFNode, DecoupledLIFNode, LTCNode)),
+    (neuron, (DynamicDecayNode, PRFNode, DecoupledLIFNode, LTCNode, PSPLIFNode)),
     (sj_surrogate, (sp_surrogate.MultiGaussian, sp_surrogate.DoubleGaussian)),
 )
 _added: list[tuple[Any, str, type]] = []

@@ -1,7 +1,8 @@
 """snn_parallel: spiking neurons that train in parallel over time and run step by step.
 
 Neurons (:mod:`snn_parallel.neurons`): :class:`DynamicDecay` (DSN), :class:`PRF`,
-:class:`DecoupledLIF`, :class:`LTC`, and HYPR's :class:`BRF` and :class:`SEAdLIF`. Ops
+:class:`DecoupledLIF`, :class:`LTC`, HYPR's :class:`BRF` and :class:`SEAdLIF`, and TSSL-BP's
+:class:`PSPLIF`. Ops
 (:mod:`snn_parallel.ops`): the gated linear scan and the fused recurrences behind them.
 Surrogates (:mod:`snn_parallel.surrogate`) accept ours, snnTorch's and SpikingJelly's.
 Built-in data: :mod:`snn_parallel.tasks`.
@@ -10,7 +11,7 @@ Framework adapters live in :mod:`snn_parallel.adapters` and are never imported h
 
 from . import ops, surrogate
 from ._validation import set_validation, validation, validation_enabled
-from .neurons import BRF, LTC, PRF, DecoupledLIF, DynamicDecay, SEAdLIF
+from .neurons import BRF, LTC, PRF, PSPLIF, DecoupledLIF, DynamicDecay, SEAdLIF
 
 __version__ = "0.1.0"
 
@@ -21,6 +22,7 @@ __all__ = [
     "LTC",
     "BRF",
     "SEAdLIF",
+    "PSPLIF",
     "ops",
     "surrogate",
     "set_validation",

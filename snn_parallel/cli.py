@@ -47,13 +47,20 @@ def _write_json(path: str | None, rows: list[dict]) -> None:
 def _train(args: argparse.Namespace) -> int:
     from .learners import experiments
 
-    rules = sorted(experiments.RULES) if args.rule == "all" else [args.rule]
+    image = args.task == "image"
+    known = experiments.IMAGE_RULES if image else sorted(experiments.RULES)
+    rules = list(known) if args.rule == "all" else [args.rule]
+    if rules[0] not in known:
+        print(f"snn-parallel train: --rule {args.rule} does not train --task {args.task}; choose from {', '.join(known)}", file=sys.stderr)
+        return 2
     rows = []
     for rule in rules:
         if args.task == "adding":
             row = experiments.train_adding(args.steps, rule=rule, iterations=args.iterations, seed=args.seed)
+        elif image:
+            row = experiments.train_image(rule, epochs=args.epochs or 30, seed=args.seed)
         else:
-            row = experiments.train_digits(rule, args.task, neuron=args.neuron, epochs=args.epochs, seed=args.seed)
+            row = experiments.train_digits(rule, args.task, neuron=args.neuron, epochs=args.epochs or 20, seed=args.seed)
         rows.append(row)
         print(", ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()), flush=True)
     _write_json(args.json, rows)
@@ -65,7 +72,7 @@ def _bench(args: argparse.Namespace) -> int:
         from . import bench
 
         return bench.main(args)
-    from .learners.experiments import memory_profile
+    from .learners.experiments import IMAGE_NETWORK, memory_profile, tsslbp_profile
 
     rows = memory_profile(args.rules.split(","), [int(t) for t in args.lengths.split(",")])
     for row in rows:
@@ -73,7 +80,11 @@ def _bench(args: argparse.Namespace) -> int:
         row["rss_vs_first_T"] = row["peak_rss_mib"] / base["peak_rss_mib"]
     print("one training step (2 x 256 LIF, batch 32), peak RSS of a fresh process:")
     _print_rows(rows, ["rule", "steps", "peak_rss_mib", "rss_vs_first_T", "seconds"])
-    _write_json(args.learners_json, rows)
+    tssl_rows = tsslbp_profile()
+    print(f"TSSL-BP against BPTT, PSPLIF conv net {IMAGE_NETWORK} on 8x8 pictures, one training step (median), "
+          "activations saved for the backward:")
+    _print_rows(tssl_rows, ["rule", "steps", "batch", "ms_per_step", "saved_mib", "peak_rss_mib"])
+    _write_json(args.learners_json, rows + tssl_rows)
     return 0
 
 
@@ -101,10 +112,13 @@ def build_parser() -> argparse.ArgumentParser:
     from .learners.experiments import RULES
 
     train = commands.add_parser("train", help="train with a learning rule on built-in data and report the test metric")
-    train.add_argument("--rule", choices=[*sorted(RULES), "all"], default="all")
-    train.add_argument("--task", choices=("row", "pixel", "adding"), default="row", help="digits by row (T=8), by pixel (T=64), or the adding problem")
+    train.add_argument("--rule", choices=[*sorted(RULES), "tsslbp", "all"], default="all",
+                       help="all: every rule for the task (for --task image: tsslbp and bptt)")
+    train.add_argument("--task", choices=("row", "pixel", "adding", "image"), default="row",
+                       help="digits by row (T=8), by pixel (T=64), the adding problem, or digits as pictures repeated "
+                            "over T=5 (a PSPLIF conv net, TSSL-BP against BPTT)")
     train.add_argument("--neuron", choices=sorted(LEARNER_NEURONS), default="lif", help="neuron of the digits network")
-    train.add_argument("--epochs", type=int, default=20)
+    train.add_argument("--epochs", type=int, default=None, help="default: 20 (image: 30)")
     train.add_argument("--steps", type=int, default=200, help="adding problem: sequence length")
     train.add_argument("--iterations", type=int, default=1500, help="adding problem: optimizer iterations")
     train.add_argument("--seed", type=int, default=0)

@@ -409,7 +409,7 @@ def test_state_dict_round_trip(cls, tmp_path):
 
 
 # -- registration ---------------------------------------------------------------------------
-NAMES = ["snntorch.DecoupledLIF", "snntorch.DynamicDecay", "snntorch.LTC", "snntorch.PRF",
+NAMES = ["snntorch.DecoupledLIF", "snntorch.DynamicDecay", "snntorch.LTC", "snntorch.PRF", "snntorch.PSPLIF",
          "snntorch.surrogate.DoubleGaussian", "snntorch.surrogate.MultiGaussian"]
 
 
@@ -459,3 +459,24 @@ def test_docs_snippet_runs():
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert "loss" in done.stdout
+
+
+# -- TSSL-BP's PSPLIF ----------------------------------------------------------------------------
+def test_psplif_skin_runs_the_core_and_translates_beta():
+    from snn_parallel.adapters.snntorch import PSPLIF
+
+    torch.manual_seed(0)
+    lif = PSPLIF(4, beta=0.8, tau_s=3.0, init_hidden=False)
+    assert lif.core.tau_m == pytest.approx(5.0) and lif.core.gradient == "tsslbp"
+    x = 1.5 * torch.rand(6, 2, 4)
+    psp_seq, mem_seq = lif.multistep(x)
+    expected, membrane, _ = sp.PSPLIF(4, tau_m=5.0, tau_s=3.0)(x, return_membrane=True)
+    torch.testing.assert_close(psp_seq, expected)
+    torch.testing.assert_close(mem_seq, membrane)
+    snntorch.utils.reset(nn.Sequential(lif))
+    stepped = torch.stack([lif(x_t)[0] for x_t in x.unbind(0)])
+    torch.testing.assert_close(stepped, expected)
+    with pytest.raises(ValueError, match="reset_mechanism"):
+        PSPLIF(4, reset_mechanism="subtract")
+    with pytest.raises(ValueError, match="beta"):
+        PSPLIF(4, beta=1.0)

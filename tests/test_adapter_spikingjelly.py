@@ -282,7 +282,7 @@ def test_wrong_input_shapes_forwarded_from_the_core():
 def test_register_is_idempotent_reversible_and_never_overwrites():
     from spikingjelly.activation_based import surrogate as sj_sur
 
-    names = ("DynamicDecayNode", "PRFNode", "DecoupledLIFNode", "LTCNode")
+    names = ("DynamicDecayNode", "PRFNode", "DecoupledLIFNode", "LTCNode", "PSPLIFNode")
     assert not any(hasattr(neuron, n) for n in names)  # importing registered nothing
     sj_sur.MultiGaussian = sentinel = object()  # pretend SpikingJelly defines this name
     try:
@@ -315,3 +315,28 @@ def test_import_registers_nothing_in_a_fresh_process():
         "assert not hasattr(neuron, 'DynamicDecayNode') and not hasattr(surrogate, 'MultiGaussian')\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# -- TSSL-BP's PSPLIF ------------------------------------------------------------------------------
+def test_psplif_node_steps_and_sequences_match_the_core():
+    from snn_parallel.neurons import PSPLIF
+
+    torch.manual_seed(0)
+    x = 1.5 * torch.rand(6, 2, C, 3)
+    node = sjn.PSPLIFNode(C, tau=5.0, tau_s=3.0, step_mode="m", store_v_seq=True)
+    out = node(x)
+    core = PSPLIF(C, tau_m=5.0, tau_s=3.0, surrogate=sp_surrogate.Sigmoid(inclusive=True))
+    expected, membrane, state = core(x, return_membrane=True)
+    torch.testing.assert_close(out, expected)
+    torch.testing.assert_close(node.v_seq, membrane)
+    torch.testing.assert_close(node.v, state.u)
+    functional.reset_net(node)
+    node.step_mode = "s"
+    torch.testing.assert_close(torch.stack([node(x_t) for x_t in x.unbind(0)]), expected)
+    with pytest.raises(ValueError, match="v_reset"):
+        sjn.PSPLIFNode(C, v_reset=None)
+    with pytest.raises(ValueError, match="decay_input"):
+        sjn.PSPLIFNode(C, decay_input=True)
+    if not SJ2:
+        with pytest.raises(NotImplementedError, match="backend"):
+            sjn.PSPLIFNode(C, step_mode="m", backend="cupy")

@@ -56,4 +56,14 @@ def test_cli_train_reports_a_measured_accuracy(tmp_path, capsys):
 def test_cli_bench_learners_prints_memory_table(capsys):
     assert cli.main(["bench", "--learners", "--rules", "bptt,ottt", "--lengths", "8,32"]) == 0
     out = capsys.readouterr().out
-    assert "peak RSS" in out and out.count("bptt") == 2 and out.count("ottt") == 2
+    assert "peak RSS" in out and out.count("ottt") == 2
+    # the TSSL-BP line: TSSL-BP against BPTT on the PSPLIF conv net at T = 5
+    assert "TSSL-BP against BPTT" in out and out.count("tsslbp") == 1 and out.count("bptt") == 3
+
+
+def test_cli_train_image_runs_tsslbp_and_bptt_and_refuses_other_rules(capsys):
+    assert cli.main(["train", "--task", "image", "--epochs", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "rule=tsslbp" in out and "rule=bptt" in out and out.count("test_accuracy=") == 2
+    assert cli.main(["train", "--task", "image", "--rule", "ottt"]) == 2
+    assert cli.main(["train", "--task", "row", "--rule", "tsslbp"]) == 2

@@ -6,7 +6,9 @@ trains ``model`` (an ``nn.Sequential`` of synapses and neurons, see :func:`disco
 - :class:`BPTTTrainer`: backpropagation through time (the baseline);
 - :class:`FPTTTrainer`: forward propagation through time, ``parts=K`` updates per sequence;
 - :class:`OTTTTrainer`: online training through time with presynaptic traces;
-- :class:`HYPRTrainer`: hybrid propagation, exact eligibilities computed per sub-sequence.
+- :class:`HYPRTrainer`: hybrid propagation, exact eligibilities computed per sub-sequence;
+- :class:`TSSLBPTrainer`: TSSL-BP's timing-based backward through
+  :class:`~snn_parallel.neurons.PSPLIF` networks (:func:`tssl_network`), with :class:`SpikeSequenceLoss`.
 
 FPTT (with ``parts=T``), OTTT and HYPR keep memory independent of the sequence length.
 """
@@ -16,6 +18,7 @@ from .losses import StepLoss
 from .network import Network, RecurrentBlock, UnsupportedModule, discover
 from .rules import BPTTTrainer, FPTTTrainer, OTTTTrainer
 from .trainer import Trainer
+from .tsslbp import SpikeSequenceLoss, SumPool2d, TSSLBPTrainer, tssl_network
 
 __all__ = [
     "Trainer",
@@ -23,6 +26,10 @@ __all__ = [
     "FPTTTrainer",
     "OTTTTrainer",
     "HYPRTrainer",
+    "TSSLBPTrainer",
+    "SpikeSequenceLoss",
+    "SumPool2d",
+    "tssl_network",
     "StepLoss",
     "RecurrentBlock",
     "Network",

@@ -26,8 +26,12 @@ from .losses import StepLoss
 from .network import RecurrentBlock
 from .rules import BPTTTrainer, FPTTTrainer, OTTTTrainer
 from .trainer import Trainer
+from .tsslbp import SpikeSequenceLoss, TSSLBPTrainer, tssl_network
 
-__all__ = ["RULES", "NEURONS", "classifier", "build_trainer", "train_digits", "train_adding", "memory_profile"]
+__all__ = [
+    "RULES", "NEURONS", "IMAGE_RULES", "IMAGE_NETWORK", "classifier", "build_trainer", "train_digits", "train_adding",
+    "train_image", "memory_profile", "tsslbp_profile",
+]
 
 RULES: dict[str, type[Trainer]] = {"bptt": BPTTTrainer, "fptt": FPTTTrainer, "ottt": OTTTTrainer, "hypr": HYPRTrainer}
 NEURONS: dict[str, Callable[[int], nn.Module]] = {
@@ -105,6 +109,84 @@ def train_adding(steps: int = 200, *, rule: str = "fptt", parts: int = 10, itera
     result = trainer.evaluate(make_loader(test, 500))
     return {"rule": rule, "task": f"adding-{steps}", "steps": steps, "neuron": "ltc", "iterations": epochs * len(loader),
             "test_mse": result["mse"], "train_seconds": seconds}
+
+
+# -- TSSL-BP against BPTT on the 8x8 digits as pictures repeated over T = 5 steps ----------------------
+#: the rules that train the PSPLIF conv net, and the net (paper notation) sized for 8x8 pictures
+IMAGE_RULES = ("tsslbp", "bptt")
+IMAGE_NETWORK = "16C3-32C3-P2-128"
+
+
+def _image_trainer(rule: str, lr: float, spec: str) -> Trainer:
+    """The PSPLIF conv net with AdamW, the spike-sequence loss and the gradient-norm clip of 1, trained
+    with TSSL-BP (plus its weight clamp) or with BPTT through the surrogate."""
+    if rule not in IMAGE_RULES:
+        raise ValueError(f"rule must be one of {IMAGE_RULES} for the image task, got {rule!r}")
+    model = tssl_network(spec, (1, 8, 8), 10, gradient="tsslbp" if rule == "tsslbp" else "surrogate")
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
+    if rule == "tsslbp":
+        return TSSLBPTrainer(model, optimizer, progress=False)
+    return BPTTTrainer(model, optimizer, loss=SpikeSequenceLoss(), clip_grad_norm=1.0, progress=False)
+
+
+def train_image(rule: str, *, steps: int = 5, epochs: int = 30, lr: float = 5e-3, batch_size: int = 50,
+                spec: str = IMAGE_NETWORK, seed: int = 0) -> dict[str, float | str]:
+    """Train the PSPLIF conv net on the digits as pictures repeated over ``steps`` steps; returns the test accuracy and time."""
+    torch.manual_seed(seed)
+    train, test = (SequentialDigits(split, "image", seed=seed, repeat=steps) for split in ("train", "test"))
+    trainer = _image_trainer(rule, lr, spec)
+    start = time.perf_counter()
+    trainer.fit(make_loader(train, batch_size, shuffle=True, seed=seed), epochs)
+    seconds = time.perf_counter() - start
+    result = trainer.evaluate(make_loader(test, 256))
+    return {"rule": rule, "task": "digits-image", "steps": steps, "network": spec, "epochs": epochs,
+            "test_accuracy": result["accuracy"], "train_seconds": seconds}
+
+
+def _saved_bytes(run: Callable[[], None]) -> int:
+    """Bytes of the distinct storages autograd saves for the backward while ``run`` builds the graph."""
+    storages: dict[int, int] = {}
+
+    def pack(tensor: torch.Tensor) -> torch.Tensor:
+        storage = tensor.untyped_storage()
+        storages[storage.data_ptr()] = storage.nbytes()
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        run()
+    return sum(storages.values())
+
+
+def _image_step(rule: str, steps: int, batch: int, repeats: int) -> dict[str, float]:
+    torch.manual_seed(0)
+    trainer = _image_trainer(rule, 1e-3, IMAGE_NETWORK)
+    x = torch.rand(steps, batch, 1, 8, 8)
+    target = torch.randint(0, 10, (batch,))
+    x, target = trainer.prepare((x, target))
+    trainer.train_batch(x, target)  # warm-up
+    saved = _saved_bytes(lambda: trainer.loss.sequence_loss(trainer.network.run(x), target))
+    trainer.network.reset()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        trainer.train_batch(x, target)
+        times.append(time.perf_counter() - start)
+    return {"ms_per_step": 1000 * sorted(times)[len(times) // 2], "saved_mib": saved / 2**20,
+            "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+def tsslbp_profile(*, steps: int = 5, batch: int = 50, repeats: int = 20) -> list[dict[str, float | str]]:
+    """Median time of one training step, activation memory saved for the backward and peak RSS of
+    the PSPLIF conv net, TSSL-BP against BPTT, each in a fresh Python process."""
+    rows = []
+    for rule in IMAGE_RULES:
+        code = (
+            "import json; from snn_parallel.learners.experiments import _image_step; "
+            f"print(json.dumps(_image_step({rule!r}, {steps}, {batch}, {repeats})))"
+        )
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+        rows.append({"rule": rule, "steps": steps, "batch": batch, **json.loads(out.strip().splitlines()[-1])})
+    return rows
 
 
 # -- memory against T: one training step in a fresh process ------------------------------------------

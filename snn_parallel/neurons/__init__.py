@@ -3,7 +3,8 @@
 Each has ``forward(x_seq, state=None)`` (all steps in parallel) and ``step(x_t, state)``
 (streaming), with the same numbers; see :class:`ParallelNeuron`. HYPR's :class:`BRF` and
 :class:`SEAdLIF` feed their spikes back into the state, so their ``forward`` loops over the
-update that ``step`` makes.
+update that ``step`` makes. TSSL-BP's :class:`PSPLIF` outputs its post-synaptic potential
+(:class:`PSPFilter` is that filter alone).
 """
 
 from .adlif import AdLIFState, SEAdLIF
@@ -13,6 +14,7 @@ from .dsn import DSNState, DynamicDecay
 from .lif import DecoupledLIF, LIFState
 from .ltc import LTC, LTCState
 from .prf import PRF, PRFState
+from .psp_lif import PSPLIF, PSPFilter, PSPLIFState, PSPState
 
 __all__ = [
     "ParallelNeuron",
@@ -28,4 +30,8 @@ __all__ = [
     "BRFState",
     "SEAdLIF",
     "AdLIFState",
+    "PSPLIF",
+    "PSPLIFState",
+    "PSPFilter",
+    "PSPState",
 ]

@@ -8,6 +8,7 @@ from .dsn import dsn_membrane, dsn_membrane_reference
 from .linear_fire import linear_fire, linear_fire_reference, soft_reset_lif_reference
 from .ltc import ltc_scan, ltc_scan_reference
 from .scan import linear_scan, linear_scan_reference
+from .tssl import psp_filter, tssl_backward_reference, tsslbp
 
 __all__ = [
     "linear_scan",
@@ -19,4 +20,7 @@ __all__ = [
     "soft_reset_lif_reference",
     "ltc_scan",
     "ltc_scan_reference",
+    "tsslbp",
+    "tssl_backward_reference",
+    "psp_filter",
 ]

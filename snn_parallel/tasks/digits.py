@@ -10,7 +10,7 @@ import torch
 from ._base import SequenceDataset, check_choice, check_int, check_open_unit, check_seed, require
 
 _SPLITS = ("train", "test")
-_MODES = ("pixel", "permuted", "row", "static")
+_MODES = ("pixel", "permuted", "row", "static", "image")
 _SIDE = 8
 _PIXELS = _SIDE * _SIDE
 _MAX_PIXEL = 16.0
@@ -54,16 +54,18 @@ class SequentialDigits(SequenceDataset):
       ``seed`` (stored in :attr:`permutation`), ``T = 64, F = 1``.
     * ``"row"``: one image row per step, ``T = 8, F = 8``.
     * ``"static"``: the whole image at every step, ``T = repeat, F = 64``.
+    * ``"image"``: the image as a 1-channel picture at every step, item ``x`` ``[T, 1, 8, 8]``
+      with ``T = repeat`` (for conv nets, e.g. TSSL-BP at ``T = 5``).
 
     Args:
         split: ``"train"`` or ``"test"``.
-        mode: ``"pixel"``, ``"permuted"``, ``"row"`` or ``"static"``.
+        mode: ``"pixel"``, ``"permuted"``, ``"row"``, ``"static"`` or ``"image"``.
         seed: Seed of the split and of the pixel permutation, an int in ``[0, 2**32 - 1]``.
         test_fraction: Share of the digits in the test split, in (0, 1).
-        repeat: Steps in ``"static"`` mode (checked, but unused, in the other modes).
+        repeat: Steps in ``"static"`` and ``"image"`` modes (checked, but unused, in the other modes).
 
     Attributes:
-        inputs: All inputs ``[N, T, F]``.
+        inputs: All inputs ``[N, T, F]`` (``[N, T, 1, 8, 8]`` in ``"image"`` mode).
         targets: All labels ``[N]`` (int64).
         indices: Rows of ``load_digits`` in this split ``[N]`` (int64, sorted).
         permutation: Pixel order ``[64]`` (int64) in ``"permuted"`` mode, else ``None``.
@@ -103,8 +105,10 @@ class SequentialDigits(SequenceDataset):
             inputs = images[:, self.permutation].unsqueeze(-1)
         elif mode == "row":
             inputs = images.reshape(-1, _SIDE, _SIDE)
-        else:
+        elif mode == "static":
             inputs = images.unsqueeze(1).repeat(1, repeat, 1)
+        else:
+            inputs = images.reshape(-1, 1, 1, _SIDE, _SIDE).repeat(1, repeat, 1, 1, 1)
         super().__init__(inputs, torch.from_numpy(all_labels[indices]))
         self.indices = torch.from_numpy(indices)
         self.split = split

@@ -1,0 +1,278 @@
+r"""TSSL-BP (Zhang & Li, NeurIPS 2020): the spike-sequence loss, the trainer and the conv + fc networks.
+
+The networks are ``nn.Sequential`` stacks of bias-free synapses and :class:`~snn_parallel.neurons.PSPLIF`
+neurons, whose output is a post-synaptic potential (PSP) :math:`a_t`. TSSL-BP trains them with
+the neurons' hand-written backward (:func:`snn_parallel.ops.tssl.tsslbp`) and a loss on the
+output PSPs; the same network with ``gradient="surrogate"`` trains with BPTT.
+
+**Loss** (:class:`SpikeSequenceLoss`), with :math:`a_{t,k}` the output PSP of class :math:`k`:
+
+- ``"kernel"``: :math:`E = \tfrac12 \sum_{t,k} (a_{t,k} - \mathrm{PSP}(d_k)_t)^2`, where the desired
+  spike train :math:`d_k` of the target class is ``0,1,1,1,1`` (``T < 10``) or ``0,1,0,1,...``
+  (``T >= 10``), tiled to ``T`` steps, and all zeros for the other classes;
+- ``"count"``: :math:`E = \tfrac12\, T \sum_k \delta_k^2` with
+  :math:`\delta_k = (\sum_t a_{t,k} - c_k)/T`, :math:`c_k` the desired count (target) or the
+  undesired one (others), and :math:`\delta_k` set to 0 where the target class is above its
+  count or another class below its own.
+
+The prediction is :math:`\arg\max_k \sum_t a_{t,k}`. The reference code sums :math:`E` over the
+batch; :class:`TSSLBPTrainer` does too (``batch_sum=True``) and reports the per-sample mean.
+
+**Training** as in the reference: AdamW, the gradient norm clipped to 1 and every synapse weight
+clamped to :math:`[-4, 4]` after each optimizer step.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ..neurons import PSPLIF, PSPFilter
+from ..ops.tssl import psp_filter
+from .losses import StepLoss
+from .network import NeuronLayer, StatelessLayer
+from .trainer import Trainer
+
+__all__ = ["SpikeSequenceLoss", "TSSLBPTrainer", "SumPool2d", "tssl_network", "desired_spikes"]
+
+_VARIANTS = ("kernel", "count")
+
+
+def desired_spikes(num_steps: int) -> torch.Tensor:
+    """The target class's desired spike train ``[T]``: ``0,1,1,1,1`` tiled (``T < 10``) or ``0,1`` tiled (``T >= 10``)."""
+    if isinstance(num_steps, bool) or not isinstance(num_steps, int) or num_steps < 1:
+        raise ValueError(f"num_steps must be a positive int, got {num_steps!r}")
+    pattern = torch.tensor([0.0, 1.0] if num_steps >= 10 else [0.0, 1.0, 1.0, 1.0, 1.0])
+    return pattern.repeat(-(-num_steps // pattern.numel()))[:num_steps]
+
+
+@dataclass(frozen=True)
+class SpikeSequenceLoss(StepLoss):
+    """TSSL-BP's loss on the output PSPs ``[T, B, K]`` (see the module docstring) for class targets ``[B]``.
+
+    Args:
+        variant: ``"kernel"`` (desired PSP trains) or ``"count"`` (desired PSP sums).
+        tau_s: :math:`\\tau_s` of the PSP filter applied to the desired spike train.
+        desired_count, undesired_count: ``"count"``'s :math:`c_k` for the target and the other classes.
+
+    ``kind`` and ``steps`` stay ``"ce"`` and ``"all"``: class targets, and the prediction is the
+    class of the largest mean (= sum) output over all steps.
+    """
+
+    kind: str = "ce"
+    steps: str | tuple[int, int | None] = "all"
+    variant: str = "kernel"
+    tau_s: float = 3.0
+    desired_count: float = 5.0
+    undesired_count: float = 1.0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.kind != "ce" or self.steps != "all" or self.mse_weight:
+            raise ValueError("SpikeSequenceLoss takes class targets over all steps: leave kind, steps and mse_weight at their defaults")
+        if self.variant not in _VARIANTS:
+            raise ValueError(f"variant must be one of {_VARIANTS}, got {self.variant!r}")
+        if isinstance(self.tau_s, bool) or not isinstance(self.tau_s, (int, float)) or not self.tau_s >= 1:
+            raise ValueError(f"tau_s must be a number >= 1, got {self.tau_s!r}")
+        for value, name in ((self.desired_count, "desired_count"), (self.undesired_count, "undesired_count")):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+                raise ValueError(f"{name} must be a number >= 0, got {value!r}")
+
+    def check_target(self, target: object, num_steps: int, batch: int, out_features: int) -> torch.Tensor:
+        target = super().check_target(target, num_steps, batch, out_features)
+        if target.dim() != 1:
+            raise ValueError(f"target of a SpikeSequenceLoss must be [B] = [{batch}] (one class per sequence), got {list(target.shape)}")
+        return target
+
+    def term(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        raise ValueError("SpikeSequenceLoss is a loss on whole output sequences; it has no per-step term (use BPTT or TSSL-BP)")
+
+    def desired_psp(self, num_steps: int, like: torch.Tensor) -> torch.Tensor:
+        """:math:`\\mathrm{PSP}(d)` of the target class's desired spike train, ``[T]``."""
+        spikes = desired_spikes(num_steps).to(dtype=like.dtype, device=like.device)
+        return psp_filter(spikes[:, None], self.tau_s)[0][:, 0]
+
+    def sequence_loss(self, outputs: torch.Tensor, target: torch.Tensor, offset: int = 0, num_steps: int | None = None) -> torch.Tensor:
+        """Mean over the batch of :math:`E` for ``outputs`` ``[T, B, K]``, the whole sequence."""
+        steps = outputs.shape[0]
+        if offset != 0 or (num_steps is not None and num_steps != steps):
+            raise ValueError("SpikeSequenceLoss needs the whole output sequence at once (offset=0, num_steps=T)")
+        if target.dim() != 1:
+            raise ValueError(f"target of a SpikeSequenceLoss must be [B] class indices, got {list(target.shape)}")
+        is_target = nn.functional.one_hot(target, outputs.shape[-1]).to(torch.bool)
+        batch = outputs.shape[1]
+        if self.variant == "kernel":
+            desired = self.desired_psp(steps, outputs)[:, None, None] * is_target.to(outputs.dtype)
+            return 0.5 * (outputs - desired).square().sum() / batch
+        wanted = torch.where(is_target, self.desired_count, self.undesired_count).to(outputs.dtype)
+        delta = (outputs.sum(0) - wanted) / steps
+        keep = torch.where(is_target, delta < 0, delta > 0)
+        return 0.5 * steps * (delta * keep).square().sum() / batch
+
+
+def _resolve_spike_loss(loss: str | StepLoss, tau_s: float) -> StepLoss:
+    if isinstance(loss, StepLoss):
+        return loss
+    if loss in _VARIANTS:
+        return SpikeSequenceLoss(variant=loss, tau_s=tau_s)
+    raise ValueError(f"loss must be a SpikeSequenceLoss, a StepLoss or one of {_VARIANTS}, got {loss!r}")
+
+
+class TSSLBPTrainer(Trainer):
+    """TSSL-BP: the whole sequence runs through :class:`~snn_parallel.neurons.PSPLIF` neurons in
+    ``gradient="tsslbp"`` mode, the loss's gradient flows through their hand-written backward,
+    and the optimizer steps once per batch.
+
+    Args:
+        model: an ``nn.Sequential`` whose neurons are all ``PSPLIF(gradient="tsslbp")`` or
+            ``PSPFilter`` (e.g. from :func:`tssl_network`).
+        optimizer: the reference uses ``torch.optim.AdamW`` (lr 5e-4 on MNIST, 2e-4 on CIFAR-10).
+        loss: ``"kernel"`` or ``"count"`` (a :class:`SpikeSequenceLoss` with the model's
+            :math:`\\tau_s`), or any :class:`~snn_parallel.learners.StepLoss`.
+        clip_grad_norm: 1, as in the reference.
+        weight_clamp: clamp every ``Linear``/``Conv`` weight to ``[-c, c]`` after each step (4 in the reference; ``None``: off).
+        batch_sum: back-propagate the loss summed over the batch, as the reference does (the
+            reported loss is the per-sample mean either way).
+        progress, batch_first: as :class:`~snn_parallel.learners.Trainer`.
+    """
+
+    rule = "tsslbp"
+
+    def __init__(
+        self,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        *,
+        loss: str | StepLoss = "kernel",
+        progress: bool = True,
+        clip_grad_norm: float | None = 1.0,
+        weight_clamp: float | None = 4.0,
+        batch_sum: bool = True,
+        batch_first: bool = False,
+    ) -> None:
+        if weight_clamp is not None and (isinstance(weight_clamp, bool) or not isinstance(weight_clamp, (int, float)) or not weight_clamp > 0):
+            raise ValueError(f"weight_clamp must be a positive number or None, got {weight_clamp!r}")
+        tau_s = 3.0
+        for module in model.modules():
+            core = getattr(module, "core", module)
+            if isinstance(core, PSPLIF):
+                tau_s = core.tau_s
+        super().__init__(model, optimizer, loss=_resolve_spike_loss(loss, tau_s), progress=progress,
+                         clip_grad_norm=clip_grad_norm, batch_first=batch_first)
+        self.weight_clamp, self.batch_sum = weight_clamp, bool(batch_sum)
+        self._synapses = [layer.module for layer in self.network.layers if isinstance(layer, StatelessLayer) and layer.is_synapse]
+        for layer in self.network.layers:
+            if isinstance(layer, StatelessLayer):
+                continue
+            core = getattr(layer.driver, "core", None)
+            if isinstance(core, PSPFilter) or (isinstance(core, PSPLIF) and core.gradient == "tsslbp" and isinstance(layer, NeuronLayer)):
+                continue
+            what = f"PSPLIF(gradient={core.gradient!r})" if isinstance(core, PSPLIF) else type(core or layer).__name__
+            raise ValueError(f"{layer.path} is a {what}; TSSL-BP trains feed-forward PSPLIF(gradient='tsslbp') networks")
+
+    def train_batch(self, x: torch.Tensor, target: torch.Tensor) -> tuple[float, torch.Tensor]:
+        self.network.reset()
+        outputs = self.network.run(x)
+        loss = self.loss.sequence_loss(outputs, target)
+        (loss * x.shape[1] if self.batch_sum else loss).backward()
+        self.optimizer_step()
+        self.network.reset()
+        return float(loss.detach()), outputs.detach()
+
+    def optimizer_step(self) -> None:
+        """The shared step (all-reduce, clip, step), then the reference's weight clamp."""
+        super().optimizer_step()
+        if self.weight_clamp is not None:
+            with torch.no_grad():
+                for module in self._synapses:
+                    module.weight.clamp_(-self.weight_clamp, self.weight_clamp)
+
+
+class SumPool2d(nn.AvgPool2d):
+    r"""TSSL-BP's pooling: a fixed sum over each window times ``weight`` (1.1 in the reference), no spikes."""
+
+    def __init__(self, kernel_size: int, *, weight: float = 1.1) -> None:
+        super().__init__(kernel_size, divisor_override=1)
+        self.weight = float(weight)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x) * self.weight
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, weight={self.weight}"
+
+
+_TOKEN = re.compile(r"^(?:(?P<channels>\d+)C(?P<kernel>\d+)|P(?P<pool>\d+)|(?P<units>\d+))$")
+
+
+def tssl_network(
+    spec: str,
+    input_shape: tuple[int, int, int],
+    classes: int,
+    *,
+    tau_m: float = 5.0,
+    tau_s: float = 3.0,
+    v_threshold: float = 1.0,
+    gradient: str = "tsslbp",
+    conv_scale: float = 1.0,
+    linear_scale: float = 1.0,
+    pool_weight: float = 1.1,
+) -> nn.Sequential:
+    """A conv + fc :class:`~snn_parallel.neurons.PSPLIF` network in the paper's notation.
+
+    ``spec`` is ``-``-separated: ``15C5`` a 5x5 convolution to 15 channels (no padding),
+    ``P2`` a 2x2 :class:`SumPool2d`, ``300`` a fully connected layer of 300 neurons; convs and
+    pools come before the fc layers. An output layer of ``classes`` neurons is appended, so
+    ``"15C5-P2-40C5-P2-300"`` is the paper's MNIST network. The input (``[T, B, *input_shape]``,
+    e.g. an image repeated over ``T`` steps) first goes through a :class:`~snn_parallel.neurons.PSPFilter`.
+
+    Synapses have no bias; convs keep PyTorch's initialisation times ``conv_scale``, linear
+    layers are Kaiming-normal times ``linear_scale``, as in the reference code. ``gradient``
+    selects the neurons' backward (``"tsslbp"`` or ``"surrogate"`` for BPTT).
+    """
+    if not isinstance(spec, str):
+        raise TypeError(f"spec must be a str such as '15C5-P2-40C5-P2-300', got {type(spec).__name__}")
+    if (not isinstance(input_shape, tuple) or len(input_shape) != 3
+            or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in input_shape)):
+        raise ValueError(f"input_shape must be (channels, height, width) of positive ints, got {input_shape!r}")
+    if isinstance(classes, bool) or not isinstance(classes, int) or classes < 2:
+        raise ValueError(f"classes must be an int >= 2, got {classes!r}")
+    neuron = {"tau_m": tau_m, "tau_s": tau_s, "v_threshold": v_threshold, "gradient": gradient}
+    channels, height, width = input_shape
+    modules: list[nn.Module] = [PSPFilter(channels, tau_s=tau_s)]
+    features: int | None = None  # set once the fc part starts
+    tokens = spec.split("-") if spec else []
+    for token in tokens + [str(classes)]:
+        match = _TOKEN.match(token)
+        if match is None:
+            raise ValueError(f"spec token {token!r} of {spec!r} is not '<n>C<k>' (conv), 'P<k>' (pool) or '<n>' (fc)")
+        if match["units"] is not None:
+            units = int(match["units"])
+            if features is None:
+                features = channels * height * width
+                modules.append(nn.Flatten())
+            linear = nn.Linear(features, units, bias=False)
+            with torch.no_grad():
+                nn.init.kaiming_normal_(linear.weight)
+                linear.weight.mul_(linear_scale)
+            modules += [linear, PSPLIF(units, **neuron)]
+            features = units
+            continue
+        if features is not None:
+            raise ValueError(f"spec {spec!r}: {token!r} comes after a fully connected layer; convs and pools go first")
+        size = int(match["kernel"] or match["pool"])
+        if size < 1 or size > min(height, width):
+            raise ValueError(f"spec {spec!r}: {token!r} does not fit the {height}x{width} feature map there")
+        if match["pool"] is not None:
+            modules.append(SumPool2d(size, weight=pool_weight))
+            height, width = height // size, width // size
+        else:
+            conv = nn.Conv2d(channels, int(match["channels"]), size, bias=False)
+            with torch.no_grad():
+                conv.weight.mul_(conv_scale)
+            channels, height, width = int(match["channels"]), height - size + 1, width - size + 1
+            modules += [conv, PSPLIF(channels, **neuron)]
+    return nn.Sequential(*modules)

@@ -1,0 +1,162 @@
+r"""TSSL-BP's neuron: an SRM-style LIF with a first-order synaptic (PSP) filter on its output.
+
+Zhang & Li, "Temporal spike sequence learning via backpropagation for deep spiking neural
+networks" (NeurIPS 2020), code ``stonezwr/TSSL-BP``. Per channel, with the input current
+:math:`I_t` (a conv or linear layer without bias):
+
+.. math::
+
+    u_t &= (1 - 1/\tau_m)\, \hat u_{t-1} + I_t, \qquad o_t = \Theta(u_t - V_{th})\ (u_t > V_{th}),
+    \qquad \hat u_t = u_t (1 - o_t) \\
+    a_t &= (1 - 1/\tau_s)\, a_{t-1} + o_t/\tau_s
+
+The layer's output is the post-synaptic potential :math:`a_t`, not the spike :math:`o_t`
+(``forward`` and ``step`` return :math:`a_t`; ``return_membrane=True`` adds :math:`u_t`
+before the reset). The reset is hard, to 0, and applied after :math:`u_t` is recorded.
+
+``gradient="tsslbp"`` trains with TSSL-BP's hand-written backward
+(:func:`snn_parallel.ops.tssl.tsslbp`: spike timing through :math:`\partial t/\partial u`, the
+reset-carried term, and the silent-neuron fallback); ``gradient="surrogate"`` lets autograd
+run through the same step loop with a surrogate spike function (BPTT). ``step`` always uses
+the surrogate: TSSL-BP's gradient needs the future steps.
+
+:class:`PSPFilter` is the same PSP filter without a neuron, :math:`a_t = (1 - 1/\tau_s)
+a_{t-1} + x_t/\tau_s`: TSSL-BP passes the (repeated) input image through it.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+
+from ..ops.tssl import psp_filter, tssl_step, tsslbp
+from ..ops.tssl.reference import heaviside
+from ..surrogate import Sigmoid, resolve
+from .base import ParallelNeuron
+
+_GRADIENTS = ("tsslbp", "surrogate")
+
+
+class PSPLIFState(NamedTuple):
+    """State of :class:`PSPLIF`, each ``[B, C, *spatial]``."""
+
+    u: torch.Tensor  #: membrane after the reset, :math:`\hat u_t`
+    a: torch.Tensor  #: post-synaptic potential :math:`a_t`
+
+
+class PSPState(NamedTuple):
+    """State of :class:`PSPFilter`, ``[B, C, *spatial]``."""
+
+    a: torch.Tensor  #: post-synaptic potential :math:`a_t`
+
+
+def _time_constant(value: object, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 1:
+        raise ValueError(f"{name} must be a number >= 1 (its inverse is a rate in (0, 1]), got {value!r}")
+    return float(value)
+
+
+class PSPLIF(ParallelNeuron):
+    r"""TSSL-BP's LIF neuron with a PSP output (equations in the module docstring).
+
+    Args:
+        features: channels ``C`` (dim 2 of ``[T, B, C, *spatial]``).
+        tau_m: membrane time constant :math:`\tau_m` (reference: 5).
+        tau_s: synaptic time constant :math:`\tau_s` (reference: 3).
+        v_threshold: :math:`V_{th}` (reference: 1).
+        gradient: ``"tsslbp"`` (the reference's backward) or ``"surrogate"`` (autograd through
+            the step loop, for BPTT).
+        surrogate: spike function for ``"surrogate"`` and for ``step``; its firing rule is used
+            in both modes. Default: :class:`~snn_parallel.surrogate.Sigmoid` with
+            :math:`\alpha = 5` firing on :math:`u_t > V_{th}` (the reference's rule; the
+            derivative is the unclamped version of TSSL-BP's silent-neuron fallback).
+
+    The neuron has no parameters: its weights are in the synapse before it.
+    """
+
+    state_type = PSPLIFState
+
+    def __init__(
+        self,
+        features: int,
+        *,
+        tau_m: float = 5.0,
+        tau_s: float = 3.0,
+        v_threshold: float = 1.0,
+        gradient: str = "tsslbp",
+        surrogate: object = None,
+    ) -> None:
+        super().__init__(features)
+        self.tau_m, self.tau_s = _time_constant(tau_m, "tau_m"), _time_constant(tau_s, "tau_s")
+        if isinstance(v_threshold, bool) or not isinstance(v_threshold, (int, float)) or v_threshold != v_threshold:
+            raise TypeError(f"v_threshold must be a real number, got {v_threshold!r}")
+        self.v_threshold = float(v_threshold)
+        if gradient not in _GRADIENTS:
+            raise ValueError(f"gradient must be one of {_GRADIENTS}, got {gradient!r}")
+        self.gradient = gradient
+        self.surrogate = Sigmoid(alpha=5.0, inclusive=False) if surrogate is None else resolve(surrogate)
+
+    def init_state(self, x_t: torch.Tensor) -> PSPLIFState:
+        zeros = torch.zeros_like(x_t)
+        return PSPLIFState(zeros, zeros)
+
+    def _update(self, x_t: torch.Tensor, state: PSPLIFState, spike_fn) -> tuple[torch.Tensor, torch.Tensor, PSPLIFState]:
+        out = tssl_step(x_t, state.u, state.a, spike_fn, self.v_threshold, self.tau_m, self.tau_s)
+        return out.psp, out.membrane, PSPLIFState(out.u, out.psp)
+
+    def _forward(self, x_seq: torch.Tensor, state: PSPLIFState) -> tuple[torch.Tensor, torch.Tensor, PSPLIFState]:
+        if self.gradient == "tsslbp":
+            psp, _, membrane, u_last, a_last = tsslbp(
+                x_seq, state.u, state.a, v_threshold=self.v_threshold, tau_m=self.tau_m, tau_s=self.tau_s,
+                inclusive=self.surrogate.inclusive, validate=False,
+            )
+            return psp, membrane, PSPLIFState(u_last, a_last)
+        psps, membranes = [], []
+        for x_t in x_seq.unbind(0):
+            psp, membrane, state = self._update(x_t, state, self.surrogate)
+            psps.append(psp)
+            membranes.append(membrane)
+        return torch.stack(psps), torch.stack(membranes), state
+
+    def _step(self, x_t: torch.Tensor, state: PSPLIFState) -> tuple[torch.Tensor, PSPLIFState]:
+        psp, _, state = self._update(x_t, state, self.surrogate)
+        return psp, state
+
+    def spikes(self, membrane: torch.Tensor) -> torch.Tensor:
+        """The spikes :math:`o_t` from the membrane ``forward(..., return_membrane=True)`` returns (no gradient)."""
+        return heaviside(self.surrogate.inclusive)(membrane - self.v_threshold)
+
+    def extra_repr(self) -> str:
+        return (
+            f"features={self.features}, tau_m={self.tau_m}, tau_s={self.tau_s}, v_threshold={self.v_threshold}, "
+            f"gradient={self.gradient!r}"
+        )
+
+
+class PSPFilter(ParallelNeuron):
+    r"""The PSP filter alone, :math:`a_t = (1 - 1/\tau_s)\, a_{t-1} + x_t/\tau_s` (no spikes).
+
+    TSSL-BP feeds the input image, repeated over the ``T`` steps, through it before the first
+    synapse. ``forward`` is a parallel scan; ``return_membrane=True`` returns :math:`a_t` twice.
+    """
+
+    state_type = PSPState
+
+    def __init__(self, features: int, *, tau_s: float = 3.0) -> None:
+        super().__init__(features)
+        self.tau_s = _time_constant(tau_s, "tau_s")
+
+    def init_state(self, x_t: torch.Tensor) -> PSPState:
+        return PSPState(torch.zeros_like(x_t))
+
+    def _forward(self, x_seq: torch.Tensor, state: PSPState) -> tuple[torch.Tensor, torch.Tensor, PSPState]:
+        psp, last = psp_filter(x_seq, self.tau_s, state.a)
+        return psp, psp, PSPState(last)
+
+    def _step(self, x_t: torch.Tensor, state: PSPState) -> tuple[torch.Tensor, PSPState]:
+        a = (1 - 1 / self.tau_s) * state.a + x_t / self.tau_s
+        return a, PSPState(a)
+
+    def extra_repr(self) -> str:
+        return f"features={self.features}, tau_s={self.tau_s}"

@@ -1,0 +1,113 @@
+r"""TSSL-BP: the PSP-output LIF of Zhang & Li (NeurIPS 2020) with its hand-written backward.
+
+:func:`tsslbp` runs the neuron over ``T`` steps (a step loop: the hard reset makes the forward
+sequential) and, on the way back, replaces autograd's gradient by the reference code's
+timing-based one (equations in :mod:`.reference`), computed for all neurons and steps at
+once by :func:`~.parallel.tssl_backward`. :func:`psp_filter` is the same first-order PSP
+filter as a parallel scan, for inputs and desired spike trains.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from ..._validation import check_like, check_op_sequence
+from ..scan import linear_scan
+from .parallel import tssl_backward
+from .reference import (
+    TSSLStepOut,
+    fallback_slope,
+    psp_kernel,
+    tssl_backward_reference,
+    tssl_forward_reference,
+    tssl_step,
+)
+
+__all__ = [
+    "tsslbp",
+    "psp_filter",
+    "tssl_step",
+    "tssl_forward_reference",
+    "tssl_backward",
+    "tssl_backward_reference",
+    "psp_kernel",
+    "fallback_slope",
+    "TSSLStepOut",
+]
+
+
+class _TSSLBP(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, current, u0, a0, v_threshold: float, tau_m: float, tau_s: float, inclusive: bool):
+        psp, spikes, membrane, delta_u, u_last, a_last = tssl_forward_reference(current, u0, a0, v_threshold, tau_m, tau_s, inclusive)
+        ctx.save_for_backward(spikes, membrane, delta_u, psp)
+        ctx.constants = (v_threshold, tau_m, tau_s)
+        ctx.mark_non_differentiable(spikes, membrane, u_last, a_last)
+        return psp, spikes, membrane, u_last, a_last
+
+    @staticmethod
+    def backward(ctx: Any, grad_psp, *_unused):
+        spikes, membrane, delta_u, psp = ctx.saved_tensors
+        grad = tssl_backward(grad_psp, spikes, membrane, delta_u, psp, *ctx.constants)
+        return grad, None, None, None, None, None, None
+
+
+def _check_constants(v_threshold: float, tau_m: float, tau_s: float) -> None:
+    for value, name in ((v_threshold, "v_threshold"), (tau_m, "tau_m"), (tau_s, "tau_s")):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
+            raise TypeError(f"{name} must be a real number, got {value!r}")
+    if not tau_m >= 1:
+        raise ValueError(f"tau_m must be >= 1 (theta_m = 1/tau_m in (0, 1]), got {tau_m!r}")
+    if not tau_s >= 1:
+        raise ValueError(f"tau_s must be >= 1 (theta_s = 1/tau_s in (0, 1]), got {tau_s!r}")
+
+
+def tsslbp(
+    current: torch.Tensor,
+    u0: torch.Tensor | None = None,
+    a0: torch.Tensor | None = None,
+    *,
+    v_threshold: float = 1.0,
+    tau_m: float = 5.0,
+    tau_s: float = 3.0,
+    inclusive: bool = False,
+    validate: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    r"""Run the TSSL-BP neuron over ``current`` :math:`I_t` ``[T, *S]`` with the TSSL-BP backward.
+
+    Args:
+        current: input current, time-major ``[T, *S]``, ``T >= 1``.
+        u0, a0: carried membrane (after reset) and PSP ``[*S]``; zeros if ``None``. They get
+            no gradient: TSSL-BP defines one for the current only.
+        v_threshold, tau_m, tau_s: :math:`V_{th}`, :math:`\tau_m`, :math:`\tau_s` (defaults of the reference code).
+        inclusive: fire on :math:`u_t \ge V_{th}` instead of the reference's :math:`u_t > V_{th}`.
+        validate: check the arguments (``False`` where the caller already has).
+
+    Returns:
+        ``(psp, spikes, membrane, u_last, a_last)``: :math:`a_t`, :math:`o_t` and :math:`u_t`
+        (before reset) ``[T, *S]``, and the final state. Only ``psp`` carries a gradient, the
+        one of :func:`~.parallel.tssl_backward`.
+    """
+    if validate:
+        current = check_op_sequence(current, "current")
+        for value, name in ((u0, "u0"), (a0, "a0")):
+            if value is not None:
+                check_like(value, name, current.shape[1:], current, "current")
+                if value.dtype != current.dtype:
+                    raise TypeError(f"{name} has dtype {value.dtype}, expected {current.dtype} to match current")
+        _check_constants(v_threshold, tau_m, tau_s)
+    u0 = torch.zeros_like(current[0]) if u0 is None else u0.detach()
+    a0 = torch.zeros_like(current[0]) if a0 is None else a0.detach()
+    return _TSSLBP.apply(current, u0, a0, float(v_threshold), float(tau_m), float(tau_s), bool(inclusive))
+
+
+def psp_filter(x: torch.Tensor, tau_s: float, a0: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    r"""The PSP filter :math:`a_t = (1 - 1/\tau_s)\, a_{t-1} + x_t/\tau_s` over ``x`` ``[T, *S]``
+    (a parallel scan; differentiable). Returns ``(a [T, *S], a_last [*S])``."""
+    x = check_op_sequence(x, "x")
+    if isinstance(tau_s, bool) or not isinstance(tau_s, (int, float)) or not tau_s >= 1:
+        raise ValueError(f"tau_s must be a number >= 1, got {tau_s!r}")
+    decay = torch.full((), 1 - 1 / tau_s, dtype=x.dtype, device=x.device)
+    return linear_scan(decay, x / tau_s, a0, validate=a0 is not None)

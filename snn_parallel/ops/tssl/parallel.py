@@ -1,0 +1,60 @@
+r"""TSSL-BP's backward for all neurons and steps at once (no loop over neurons or steps).
+
+The reference's reverse loop (:func:`~.reference.tssl_backward_reference`) is rewritten as
+
+- the inter-neuron sums :math:`S_t = \sum_k \varepsilon_k g_{t+k}` for every ``t``: one product with
+  the upper-triangular Toeplitz matrix :math:`E_{ts} = \varepsilon_{s-t}` (:math:`O(T^2)` per
+  neuron, as in the reference);
+- the carried intra-neuron term, a linear recurrence run backwards in time,
+  :math:`\vartheta_t = m_t \vartheta_{t+1} + o_t A_t` with :math:`A_t = -\partial_u t\, S_t`,
+  :math:`c_t = -\theta_m u_t\, \partial_u t + (1 - \theta_m)(1 - o_t)` and
+  :math:`m_t = o_t c_t + (1 - o_t)(1 - \theta_m)`, solved by the shared reverse scan;
+- :math:`\delta_t = A_t + c_t \vartheta_{t+1}`, replaced by :math:`S_t f(u_t)` where
+  :math:`a_t < 1/(4\tau_s)`.
+
+Expanding the reference's update :math:`\vartheta_t = \delta_t o_t + \vartheta_{t+1}(1-o_t)(1-\theta_m)`
+with :math:`\delta_t = A_t + c_t \vartheta_{t+1}` gives exactly this recurrence.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..scan.parallel import scan_2d
+from .reference import DT_DU_MIN, fallback_slope, psp_kernel
+
+
+def tssl_backward(
+    grad_psp: torch.Tensor,
+    spikes: torch.Tensor,
+    membrane: torch.Tensor,
+    delta_u: torch.Tensor,
+    psp: torch.Tensor,
+    v_threshold: float,
+    tau_m: float,
+    tau_s: float,
+) -> torch.Tensor:
+    """:math:`\\partial L/\\partial I` from :math:`\\partial L/\\partial a`, all ``[T, ...]``; equals
+    :func:`~.reference.tssl_backward_reference`."""
+    num_steps, shape = grad_psp.shape[0], grad_psp.shape
+    theta_m = 1 / tau_m
+    kernel = psp_kernel(num_steps, tau_s, grad_psp)
+    index = torch.arange(num_steps, device=grad_psp.device)
+    lag = index[None, :] - index[:, None]  # s - t
+    toeplitz = torch.where(lag >= 0, kernel[lag.clamp(min=0)], torch.zeros((), dtype=kernel.dtype, device=kernel.device))
+    inter_sum = (toeplitz @ grad_psp.reshape(num_steps, -1)).view(shape)
+    partial_u = torch.clamp(-1 / delta_u, DT_DU_MIN, 0) * spikes
+    inter = -partial_u * inter_sum
+    carried = -theta_m * membrane * partial_u + (1 - theta_m) * (1 - spikes)
+    decay = spikes * carried + (1 - spikes) * (1 - theta_m)
+    flat = (num_steps, -1)
+    theta = scan_2d(
+        decay.reshape(flat).contiguous(),
+        (spikes * inter).reshape(flat).contiguous(),
+        torch.zeros_like(grad_psp.reshape(flat)[0]),
+        reverse=True,
+    ).view(shape)
+    theta_next = torch.cat([theta[1:], torch.zeros_like(theta[:1])])
+    grad = inter + carried * theta_next
+    fallback = inter_sum * fallback_slope(membrane, v_threshold)
+    return torch.where(psp < 1 / (4 * tau_s), fallback, grad)

@@ -1,0 +1,376 @@
+"""TSSL-BP: the PSPLIF neuron, the hand-written backward against the step-by-step reference and the
+spec's equations, the spike-sequence loss, the network builder, the trainer (clamp, clip, resume, DDP),
+the image task, and bad input."""
+
+from __future__ import annotations
+
+import copy
+import math
+import os
+import socket
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from torch import nn
+
+from snn_parallel.learners import BPTTTrainer, SpikeSequenceLoss, SumPool2d, TSSLBPTrainer, tssl_network
+from snn_parallel.learners.tsslbp import desired_spikes
+from snn_parallel.neurons import PSPLIF, DecoupledLIF, PSPFilter, PSPLIFState
+from snn_parallel.ops.tssl import psp_filter, tssl_backward, tssl_backward_reference, tssl_forward_reference, tsslbp
+from snn_parallel.surrogate import Sigmoid
+
+TAU_M, TAU_S, V_TH = 5.0, 3.0, 1.0
+D = torch.float64
+
+
+def _current(steps: int, seed: int = 0, shape=(3, 4, 2, 2)) -> torch.Tensor:
+    gen = torch.Generator().manual_seed(seed)
+    return 1.2 * torch.randn(steps, *shape, generator=gen, dtype=D) + 0.4
+
+
+# -- the backward -----------------------------------------------------------------------------------
+@pytest.mark.parametrize("steps", [2, 5, 10])
+@pytest.mark.parametrize("carried", [False, True])
+def test_vectorised_backward_equals_step_by_step_reference(steps, carried):
+    current = _current(steps, seed=steps)
+    gen = torch.Generator().manual_seed(100 + steps)
+    u0 = 0.9 * torch.rand(current.shape[1:], generator=gen, dtype=D) if carried else torch.zeros_like(current[0])
+    a0 = 0.5 * torch.rand(current.shape[1:], generator=gen, dtype=D) if carried else torch.zeros_like(current[0])
+    grad_out = torch.randn(current.shape, generator=gen, dtype=D)
+    psp, spikes, membrane, delta_u, _, _ = tssl_forward_reference(current, u0, a0, V_TH, TAU_M, TAU_S)
+    # every branch of the reference is taken: spiking, silent, and quiet-but-recently-active neurons
+    silent = psp < 1 / (4 * TAU_S)
+    assert spikes.any() and silent.any() and (~silent & (spikes == 0)).any()
+    expected = tssl_backward_reference(grad_out, spikes, membrane, delta_u, psp, V_TH, TAU_M, TAU_S)
+    torch.testing.assert_close(tssl_backward(grad_out, spikes, membrane, delta_u, psp, V_TH, TAU_M, TAU_S), expected, atol=1e-13, rtol=1e-12)
+    # and through autograd: the op's gradient with respect to the current
+    x = current.clone().requires_grad_()
+    out = tsslbp(x, u0, a0, v_threshold=V_TH, tau_m=TAU_M, tau_s=TAU_S)
+    torch.testing.assert_close(out[0], psp, atol=0, rtol=0)
+    (grad,) = torch.autograd.grad(out[0], x, grad_out)
+    torch.testing.assert_close(grad, expected, atol=1e-13, rtol=1e-12)
+
+
+def test_reference_backward_follows_the_spec_equations_by_hand():
+    """One neuron spiking at t = 0 and t = 2, and one silent neuron, worked out from spec section 6.2."""
+    theta_m, eps = 1 / TAU_M, [(1 - 1 / TAU_S) ** k / TAU_S for k in range(3)]
+    current = torch.tensor([[1.5, 0.3], [0.5, 0.3], [2.0, 0.3]], dtype=D)
+    g = torch.tensor([[0.7, -0.4], [-1.1, 0.9], [0.5, 0.6]], dtype=D)
+    psp, spikes, membrane, delta_u, _, _ = tssl_forward_reference(current, torch.zeros(2, dtype=D), torch.zeros(2, dtype=D), V_TH, TAU_M, TAU_S)
+    assert spikes[:, 0].tolist() == [1.0, 0.0, 1.0] and spikes[:, 1].tolist() == [0.0, 0.0, 0.0]
+    # neuron 0: u = 1.5 (spike, reset), 0.5, 0.5 * 0.8 + 2.0 = 2.4 (spike); a_1 = 2/9 is above 1/12
+    grad2 = -max(-1 / 1.9, -8) * eps[0] * g[2, 0]
+    grad1 = (1 - theta_m) * grad2  # no spike at t = 1: only the carried term
+    carried0 = (1 - theta_m) * grad2  # theta after t = 1
+    dt_du0 = -1 / 1.5
+    grad0 = -dt_du0 * (eps[0] * g[0, 0] + eps[1] * g[1, 0] + eps[2] * g[2, 0]) + carried0 * 1.5 * (-theta_m) * dt_du0
+    # neuron 1 never fires: a_t = 0 < 1/(4 tau_s), so every step takes the sigmoid fallback
+    u1 = [0.3, 0.3 * 0.8 + 0.3, (0.3 * 0.8 + 0.3) * 0.8 + 0.3]
+
+    def slope(u: float) -> float:
+        c = min(max((V_TH - u) / 0.2, -8), 8)
+        return math.exp(c) / (0.2 * (1 + math.exp(c)) ** 2)
+
+    fallback = [sum(eps[k] * g[t + k, 1] for k in range(3 - t)) * slope(u1[t]) for t in range(3)]
+    expected = torch.tensor([[grad0, fallback[0]], [grad1, fallback[1]], [grad2, fallback[2]]], dtype=D)
+    got = tssl_backward_reference(g, spikes, membrane, delta_u, psp, V_TH, TAU_M, TAU_S)
+    torch.testing.assert_close(got, expected, atol=1e-14, rtol=1e-12)
+    torch.testing.assert_close(tssl_backward(g, spikes, membrane, delta_u, psp, V_TH, TAU_M, TAU_S), expected, atol=1e-14, rtol=1e-12)
+
+
+def test_dt_du_is_clamped_at_minus_eight():
+    """A spike on a tiny increment: -1/du = -100 is clamped to -8 (spec 6.5: both clamps are needed)."""
+    current = torch.tensor([[0.99], [0.01 + 0.99 / TAU_M + 1e-12]], dtype=D)  # u = 0.99, then just above threshold
+    g = torch.tensor([[0.0], [1.0]], dtype=D)
+    psp, spikes, membrane, delta_u, _, _ = tssl_forward_reference(current, torch.zeros(1, dtype=D), torch.zeros(1, dtype=D), V_TH, TAU_M, TAU_S)
+    assert spikes[:, 0].tolist() == [0.0, 1.0]
+    grad = tssl_backward(g, spikes, membrane, delta_u, psp, V_TH, TAU_M, TAU_S)
+    torch.testing.assert_close(grad[1], torch.tensor([8 / TAU_S], dtype=D))
+
+
+# -- the neuron ----------------------------------------------------------------------------------------
+def _loop(current: torch.Tensor, u: torch.Tensor, a: torch.Tensor, inclusive: bool = False):
+    """The spec's equations (6.1), written out."""
+    psps, membranes = [], []
+    for i_t in current.unbind(0):
+        u = (1 - 1 / TAU_M) * u + i_t
+        o = (u >= V_TH if inclusive else u > V_TH).to(u.dtype)
+        membranes.append(u)
+        u = u * (1 - o)
+        a = (1 - 1 / TAU_S) * a + o / TAU_S
+        psps.append(a)
+    return torch.stack(psps), torch.stack(membranes), u, a
+
+
+@pytest.mark.parametrize("gradient", ["tsslbp", "surrogate"])
+def test_psplif_forward_matches_equations_steps_and_chaining(gradient):
+    neuron = PSPLIF(4, gradient=gradient).to(D)
+    current = _current(7, shape=(2, 4, 3))
+    psp, membrane, state = neuron(current, return_membrane=True)
+    ref_psp, ref_membrane, u, a = _loop(current, torch.zeros_like(current[0]), torch.zeros_like(current[0]))
+    torch.testing.assert_close(psp, ref_psp, atol=1e-12, rtol=0)
+    torch.testing.assert_close(membrane, ref_membrane, atol=1e-12, rtol=0)
+    torch.testing.assert_close(tuple(state), (u, a), atol=1e-12, rtol=0)
+    stepped, s = [], None
+    for x_t in current.unbind(0):
+        out, s = neuron.step(x_t, s)
+        stepped.append(out)
+    torch.testing.assert_close(torch.stack(stepped), psp, atol=1e-12, rtol=0)
+    first, mid = neuron(current[:3])
+    second, end = neuron(current[3:], mid)
+    torch.testing.assert_close(torch.cat([first, second]), psp, atol=1e-12, rtol=0)
+    torch.testing.assert_close(tuple(end), tuple(state), atol=1e-12, rtol=0)
+    assert torch.equal(neuron.spikes(membrane), (ref_membrane > V_TH).to(D))
+
+
+def test_psplif_surrogate_gradient_is_autograd_through_the_equations():
+    neuron = PSPLIF(4, gradient="surrogate").to(D)
+    current = _current(5, shape=(3, 4)).requires_grad_()
+    weights = torch.randn(5, 3, 4, dtype=D)
+    (got,) = torch.autograd.grad((neuron(current)[0] * weights).sum(), current)
+    surrogate = Sigmoid(alpha=5.0, inclusive=False)
+    u = a = torch.zeros(3, 4, dtype=D)
+    out = []
+    for i_t in current.unbind(0):
+        u = (u + (i_t - u / TAU_M))
+        o = surrogate(u - V_TH)
+        u = u * (1 - o)
+        a = a + (o - a) / TAU_S
+        out.append(a)
+    (expected,) = torch.autograd.grad((torch.stack(out) * weights).sum(), current)
+    torch.testing.assert_close(got, expected, atol=1e-12, rtol=0)
+    assert not torch.allclose(got, tssl_backward_reference(weights, *_saved(current.detach())))
+
+
+def _saved(current):
+    psp, spikes, membrane, delta_u, _, _ = tssl_forward_reference(current, torch.zeros_like(current[0]), torch.zeros_like(current[0]), V_TH, TAU_M, TAU_S)
+    return spikes, membrane, delta_u, psp, V_TH, TAU_M, TAU_S
+
+
+def test_psp_filter_and_its_neuron_match_the_recurrence():
+    x = torch.rand(6, 2, 3, dtype=D)
+    a, expected = torch.zeros(2, 3, dtype=D), []
+    for x_t in x.unbind(0):  # the reference code's psp(): syn = syn - syn/tau_s + x; out = syn/tau_s
+        a = a + (x_t - a) / TAU_S
+        expected.append(a)
+    torch.testing.assert_close(psp_filter(x, TAU_S)[0], torch.stack(expected), atol=1e-14, rtol=0)
+    layer = PSPFilter(3).to(D)
+    out, state = layer(x)
+    torch.testing.assert_close(out, torch.stack(expected), atol=1e-14, rtol=0)
+    one, s = layer.step(x[0])
+    torch.testing.assert_close(one, expected[0], atol=1e-14, rtol=0)
+
+
+# -- loss, network, task ---------------------------------------------------------------------------
+def test_kernel_and_count_losses_follow_the_reference_code():
+    outputs = torch.rand(5, 4, 3, dtype=D)
+    target = torch.tensor([0, 2, 1, 2])
+    desired = [0, 1, 1, 1, 1]
+    syn, psp_d = 0.0, []
+    for d in desired:
+        syn = syn - syn / TAU_S + d
+        psp_d.append(syn / TAU_S)
+    kernel = 0.0
+    for b in range(4):
+        for k in range(3):
+            for t in range(5):
+                kernel += 0.5 * (outputs[t, b, k].item() - (psp_d[t] if k == target[b] else 0.0)) ** 2
+    torch.testing.assert_close(SpikeSequenceLoss().sequence_loss(outputs, target).item(), kernel / 4)
+    count = 0.0
+    for b in range(4):
+        for k in range(3):
+            wanted = 5.0 if k == target[b] else 1.0
+            delta = (outputs[:, b, k].sum().item() - wanted) / 5
+            if (k == target[b] and delta < 0) or (k != target[b] and delta > 0):
+                count += 0.5 * 5 * delta**2
+    torch.testing.assert_close(SpikeSequenceLoss(variant="count").sequence_loss(outputs, target).item(), count / 4)
+    assert desired_spikes(5).tolist() == desired and desired_spikes(10).tolist() == [0, 1] * 5
+    assert desired_spikes(7).tolist() == [0, 1, 1, 1, 1, 0, 1]
+
+
+def test_network_builder_matches_the_paper_notation():
+    net = tssl_network("15C5-P2-40C5-P2-300", (1, 28, 28), 10)
+    kinds = [type(m).__name__ for m in net]
+    assert kinds == ["PSPFilter", "Conv2d", "PSPLIF", "SumPool2d", "Conv2d", "PSPLIF", "SumPool2d", "Flatten",
+                     "Linear", "PSPLIF", "Linear", "PSPLIF"]
+    assert net[8].in_features == 640 and net[8].out_features == 300 and net[10].out_features == 10
+    assert all(getattr(m, "bias", None) is None for m in net if isinstance(m, (nn.Conv2d, nn.Linear)))
+    x = torch.rand(3, 2, 1, 28, 28)
+    h = x
+    for m in net:
+        h = m(h)[0] if isinstance(m, (PSPLIF, PSPFilter)) else m(h.flatten(0, 1)).unflatten(0, (3, 2))
+    assert h.shape == (3, 2, 10)
+    pool = SumPool2d(2)
+    y = torch.rand(1, 1, 4, 4)
+    torch.testing.assert_close(pool(y)[0, 0, 0, 0], 1.1 * y[0, 0, :2, :2].sum())
+
+
+def test_image_task_repeats_the_picture():
+    from snn_parallel.tasks import SequentialDigits, make_loader
+
+    pytest.importorskip("sklearn")
+    image, static = SequentialDigits("test", "image", repeat=5), SequentialDigits("test", "static", repeat=5)
+    assert image.inputs.shape[1:] == (5, 1, 8, 8)
+    assert torch.equal(image.inputs.flatten(2), static.inputs)
+    x, y = next(iter(make_loader(image, 7)))
+    assert x.shape == (5, 7, 1, 8, 8) and y.shape == (7,)
+
+
+# -- the trainer -----------------------------------------------------------------------------------
+def _net(gradient: str = "tsslbp", seed: int = 0) -> nn.Sequential:
+    torch.manual_seed(seed)
+    return tssl_network("4C3-P2-12", (1, 8, 8), 3, gradient=gradient, conv_scale=3.0)
+
+
+def _batches(n: int = 3, batch: int = 6, seed: int = 0):
+    gen = torch.Generator().manual_seed(seed)
+    return [(torch.rand(5, batch, 1, 8, 8, generator=gen), torch.randint(0, 3, (batch,), generator=gen)) for _ in range(n)]
+
+
+def test_trainer_gradient_is_the_summed_loss_through_tsslbp_then_clipped_and_clamped():
+    model = _net()
+    x, y = _batches(1)[0]
+    manual = copy.deepcopy(model)
+    h = x
+    for m in manual:
+        h = m(h)[0] if isinstance(m, (PSPLIF, PSPFilter)) else m(h.flatten(0, 1)).unflatten(0, (5, 6))
+    (SpikeSequenceLoss().sequence_loss(h, y) * 6).backward()
+    expected = {n: p.grad.clone() for n, p in manual.named_parameters()}
+    total = torch.sqrt(sum(g.square().sum() for g in expected.values()))
+    assert total > 1  # the clip to norm 1 acts
+    trainer = TSSLBPTrainer(model, torch.optim.SGD(model.parameters(), lr=100.0), progress=False)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    trainer.fit([(x, y)], 1)
+    for name, param in model.named_parameters():
+        stepped = before[name] - 100.0 * expected[name] / total
+        torch.testing.assert_close(param.detach(), stepped.clamp(-4, 4), atol=1e-5, rtol=1e-5)
+    assert any((before[n] - 100.0 * expected[n] / total).abs().max() > 4 for n in expected)  # the clamp acts
+
+
+def test_tsslbp_and_bptt_train_the_same_network_differently():
+    x, y = _batches(1)[0]
+    grads = {}
+    for gradient, cls, options in (("tsslbp", TSSLBPTrainer, {"batch_sum": False, "clip_grad_norm": None}),
+                                   ("surrogate", BPTTTrainer, {"loss": SpikeSequenceLoss()})):
+        model = _net(gradient)
+        trainer = cls(model, torch.optim.SGD(model.parameters(), lr=0.0), progress=False, **options)
+        trainer.optimizer_step = lambda: None
+        trainer.train_batch(*trainer.prepare((x, y)))
+        grads[gradient] = [p.grad.clone() for p in model.parameters()]
+    assert all(g.abs().sum() > 0 for g in grads["tsslbp"])
+    assert not all(torch.allclose(a, b) for a, b in zip(grads["tsslbp"], grads["surrogate"]))
+
+
+def test_resumed_run_matches_uninterrupted_run(tmp_path):
+    def trainer_for(model):
+        return TSSLBPTrainer(model, torch.optim.AdamW(model.parameters(), lr=1e-2), progress=False)
+
+    straight_model = _net()
+    history = trainer_for(straight_model).fit(_batches(), 2)
+    first_model = _net()
+    first = trainer_for(first_model)
+    first.fit(_batches(), 1)
+    first.save(tmp_path / "ckpt.pt")
+    torch.manual_seed(123)
+    resumed_model = _net(seed=7)
+    resumed = trainer_for(resumed_model)
+    resumed.load(tmp_path / "ckpt.pt")
+    resumed_history = resumed.fit(_batches(), 1)
+    for p, q in zip(straight_model.parameters(), resumed_model.parameters()):
+        assert torch.equal(p, q)
+    strip = lambda h: [{k: v for k, v in r.items() if k not in ("seconds", "samples_per_second")} for r in h]  # noqa: E731
+    assert strip(resumed_history) == strip(history)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _ddp_worker(rank: int, world: int, port: int, batches, out: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    model = _net(seed=rank)  # different init per rank: the trainer must broadcast rank 0's
+    trainer = TSSLBPTrainer(model, torch.optim.SGD(model.parameters(), lr=0.05), batch_sum=False, progress=False)
+    trainer.fit([(x[:, rank * 3 : (rank + 1) * 3], y[rank * 3 : (rank + 1) * 3]) for x, y in batches], 1)
+    torch.save(model.state_dict(), f"{out}.{rank}")
+    dist.destroy_process_group()
+
+
+def test_ddp_two_processes_match_one_process_on_the_whole_batch(tmp_path):
+    batches = _batches(2)
+    out = str(tmp_path / "state")
+    mp.start_processes(_ddp_worker, args=(2, _free_port(), batches, out), nprocs=2, join=True, start_method="spawn")
+    rank0, rank1 = torch.load(out + ".0"), torch.load(out + ".1")
+    model = _net(seed=0)
+    # the mean of two per-sample-mean losses on halves is the mean loss on the whole batch
+    TSSLBPTrainer(model, torch.optim.SGD(model.parameters(), lr=0.05), batch_sum=False, progress=False).fit(batches, 1)
+    for name, value in model.state_dict().items():
+        assert torch.equal(rank0[name], rank1[name])
+        torch.testing.assert_close(rank0[name], value, atol=1e-6, rtol=1e-5)
+
+
+# -- bad input ------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "call, error, message",
+    [
+        (lambda: tsslbp(torch.rand(0, 2, 3)), ValueError, "current"),
+        (lambda: tsslbp(torch.full((3, 2), float("nan"))), ValueError, "current"),
+        (lambda: tsslbp(torch.zeros(3, 2, dtype=torch.long)), TypeError, "current"),
+        (lambda: tsslbp(torch.rand(3, 2), torch.rand(3)), ValueError, "u0"),
+        (lambda: tsslbp(torch.rand(3, 2), None, torch.rand(2, dtype=D)), TypeError, "a0"),
+        (lambda: tsslbp(torch.rand(3, 2), tau_m=0.5), ValueError, "tau_m"),
+        (lambda: tsslbp(torch.rand(3, 2), v_threshold="1"), TypeError, "v_threshold"),
+        (lambda: psp_filter(torch.rand(3, 2), 0.0), ValueError, "tau_s"),
+        (lambda: PSPLIF(4, gradient="exact"), ValueError, "gradient"),
+        (lambda: PSPLIF(4, tau_s=0.2), ValueError, "tau_s"),
+        (lambda: PSPLIF(0), ValueError, "features"),
+        (lambda: PSPLIF(4)(torch.rand(3, 2, 5)), ValueError, "x_seq"),
+        (lambda: PSPLIF(4)(torch.rand(0, 2, 4)), ValueError, "x_seq"),
+        (lambda: PSPLIF(4)(torch.full((3, 2, 4), float("nan"))), ValueError, "x_seq"),
+        (lambda: PSPLIF(4)(torch.rand(3, 2, 4), PSPLIFState(torch.rand(2, 3), torch.rand(2, 4))), ValueError, "state.u"),
+        (lambda: PSPLIF(4).step(torch.rand(2, 5)), ValueError, "x_t"),
+        (lambda: SpikeSequenceLoss(variant="softmax"), ValueError, "variant"),
+        (lambda: SpikeSequenceLoss(steps="last"), ValueError, "steps"),
+        (lambda: SpikeSequenceLoss().check_target(torch.zeros(5, 2, dtype=torch.long), 5, 2, 3), ValueError, "target"),
+        (lambda: SpikeSequenceLoss().sequence_loss(torch.rand(2, 2, 3), torch.zeros(2, dtype=torch.long), 1, 5), ValueError, "whole"),
+        (lambda: tssl_network("15X5", (1, 28, 28), 10), ValueError, "15X5"),
+        (lambda: tssl_network("15C9", (1, 8, 8), 10), ValueError, "does not fit"),
+        (lambda: tssl_network("100-P2", (1, 8, 8), 10), ValueError, "after a fully connected"),
+        (lambda: tssl_network("8C3", (8, 8), 10), ValueError, "input_shape"),
+        (lambda: tssl_network(15, (1, 8, 8), 10), TypeError, "spec"),
+        (lambda: tssl_network("8C3", (1, 8, 8), 1), ValueError, "classes"),
+    ],
+)
+def test_bad_input_is_refused_naming_the_argument(call, error, message):
+    with pytest.raises(error, match=message):
+        call()
+
+
+def test_trainer_refuses_networks_and_options_it_cannot_train():
+    opt = lambda m: torch.optim.SGD(m.parameters(), lr=0.1)  # noqa: E731
+    surrogate = _net("surrogate")
+    with pytest.raises(ValueError, match=r"2 is a PSPLIF\(gradient='surrogate'\)"):
+        TSSLBPTrainer(surrogate, opt(surrogate))
+    lif = nn.Sequential(nn.Linear(4, 4), DecoupledLIF(4))
+    with pytest.raises(ValueError, match="1 is a DecoupledLIF"):
+        TSSLBPTrainer(lif, opt(lif))
+    model = _net()
+    with pytest.raises(ValueError, match="weight_clamp"):
+        TSSLBPTrainer(model, opt(model), weight_clamp=0)
+    with pytest.raises(ValueError, match="loss"):
+        TSSLBPTrainer(model, opt(model), loss="hinge")
+    with pytest.raises(ValueError, match="target of a SpikeSequenceLoss"):
+        TSSLBPTrainer(model, opt(model), progress=False).fit([(torch.rand(5, 2, 1, 8, 8), torch.zeros(5, 2, dtype=torch.long))], 1)
+
+
+# -- the claim -----------------------------------------------------------------------------------------
+@pytest.mark.slow
+def test_tsslbp_reaches_95_percent_on_digits_images():
+    pytest.importorskip("sklearn")
+    from snn_parallel.learners.experiments import train_image
+
+    assert train_image("tsslbp")["test_accuracy"] >= 0.95
