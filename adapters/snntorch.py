@@ -81,6 +81,7 @@ from snn_parallel.surrogate import MultiGaussian as _MultiGaussian
 from snn_parallel.surrogate import Surrogate, resolve
 
 __all__ = [
+    "LeakyAdapter",
     "DynamicDecay",
     "PRF",
     "DecoupledLIF",
@@ -119,11 +120,12 @@ def _in_input_dtype(fn: Callable[[torch.Tensor], torch.Tensor]) -> Callable[[tor
     return spike
 
 
-class _LeakyAdapter(snntorch.Leaky):
-    """Shared machinery: maps snnTorch's Leaky contract onto a core neuron ``self.core``.
+class LeakyAdapter(snntorch.Leaky):
+    """The base of every class here: maps snnTorch's Leaky contract onto a core neuron ``self.core``.
 
-    Subclasses set :attr:`_core_type` and :attr:`_resets` and call ``super().__init__`` with
-    a function that builds the core neuron from the resolved surrogate and threshold.
+    Subclasses (your own neuron's skin included, see tutorial 5) set :attr:`_core_type` and
+    :attr:`_resets` and call ``super().__init__`` with a function that builds the core neuron
+    from the resolved surrogate and threshold.
     """
 
     _core_type: ClassVar[type[neurons.ParallelNeuron]]
@@ -263,7 +265,7 @@ class _LeakyAdapter(snntorch.Leaky):
         """Detach the state of every ``Leaky`` in the process from its graph (global, as in
         snnTorch); our neurons detach every state field, not just ``mem``."""
         for neuron in cls.instances:
-            if isinstance(neuron, _LeakyAdapter):
+            if isinstance(neuron, LeakyAdapter):
                 neuron._store(tuple(value.detach() for value in neuron._state()))
             elif isinstance(neuron, snntorch.Leaky):
                 neuron.mem.detach_()
@@ -272,7 +274,7 @@ class _LeakyAdapter(snntorch.Leaky):
         return f"threshold={self._threshold}, reset_mechanism={self.reset_mechanism!r}, init_hidden={self.init_hidden}, output={self.output}"
 
 
-class DynamicDecay(_LeakyAdapter):
+class DynamicDecay(LeakyAdapter):
     """snnTorch skin of :class:`snn_parallel.neurons.DynamicDecay` (DSN, reset-free).
 
     Args:
@@ -314,7 +316,7 @@ class DynamicDecay(_LeakyAdapter):
         )
 
 
-class PRF(_LeakyAdapter):
+class PRF(LeakyAdapter):
     """snnTorch skin of :class:`snn_parallel.neurons.PRF` (parallel resonate-and-fire).
 
     Args:
@@ -357,7 +359,7 @@ class PRF(_LeakyAdapter):
         )
 
 
-class DecoupledLIF(_LeakyAdapter):
+class DecoupledLIF(LeakyAdapter):
     r"""snnTorch skin of :class:`snn_parallel.neurons.DecoupledLIF`: a subtract-reset LIF
     trained in parallel, firing exactly like ``snn.Leaky(beta, reset_delay=False)``.
 
@@ -400,7 +402,7 @@ class DecoupledLIF(_LeakyAdapter):
         )
 
 
-class LTC(_LeakyAdapter):
+class LTC(LeakyAdapter):
     """snnTorch skin of :class:`snn_parallel.neurons.LTC` (liquid time constant, adaptive
     threshold, hard reset). Steps are ``[B, features]``.
 
@@ -438,7 +440,7 @@ class LTC(_LeakyAdapter):
         )
 
 
-class PSPLIF(_LeakyAdapter):
+class PSPLIF(LeakyAdapter):
     r"""snnTorch skin of :class:`snn_parallel.neurons.PSPLIF`, TSSL-BP's LIF whose output is its
     post-synaptic potential (:mod:`snn_parallel.neurons.psp_lif`): ``spk`` (and ``multistep``'s
     ``spk_seq``) is the PSP :math:`a_t`, not the spike.

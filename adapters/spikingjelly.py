@@ -74,6 +74,11 @@ from snn_parallel.neurons import LTC, PRF, PSPLIF, DecoupledLIF, DynamicDecay, P
 
 __all__ = [
     "SJ2",
+    "SpikingJellyNode",
+    "Reset",
+    "NO_RESET",
+    "SOFT_DETACHED",
+    "HARD_ZERO",
     "DynamicDecayNode",
     "PRFNode",
     "DecoupledLIFNode",
@@ -89,7 +94,7 @@ SJ2: bool = hasattr(base.MemoryModule, "single_step_functional_forward")
 States = tuple[Any, ...]
 
 
-class _Reset(NamedTuple):
+class Reset(NamedTuple):
     """What a core neuron's reset is, as SpikingJelly's ``v_reset``/``detach_reset`` see it."""
 
     kind: str  #: description used in error messages
@@ -97,22 +102,24 @@ class _Reset(NamedTuple):
     detached: bool | None  #: the only ``detach_reset`` it expresses (``None``: any, no reset)
 
 
-_NO_RESET = _Reset("no reset", None, None)
-_SOFT_DETACHED = _Reset("a soft reset whose gradient is detached", None, True)
-_HARD_ZERO = _Reset("a hard reset to 0 that keeps its gradient", 0.0, False)
+NO_RESET = Reset("no reset", None, None)
+SOFT_DETACHED = Reset("a soft reset whose gradient is detached", None, True)
+HARD_ZERO = Reset("a hard reset to 0 that keeps its gradient", 0.0, False)
 
 
-class _SpikingJellyNode(base.MemoryModule):
-    """Shared machinery: memories from the core's state, step modes, checks, backends.
+class SpikingJellyNode(base.MemoryModule):
+    """The base of every node here: memories from the core's state, step modes, checks, backends.
 
-    Subclasses build the core neuron and pass it here with the reset it implements.
+    A subclass builds its core neuron (any :class:`~snn_parallel.neurons.ParallelNeuron`, your
+    own included) and passes it here with the reset it implements (:data:`NO_RESET`,
+    :data:`SOFT_DETACHED` or :data:`HARD_ZERO`); see tutorial 5.
     """
 
     def __init__(
         self,
         core: ParallelNeuron,
         *,
-        reset: _Reset,
+        reset: Reset,
         v_reset: float | None,
         detach_reset: bool,
         step_mode: str,
@@ -260,7 +267,7 @@ def _surrogate(surrogate_function: object, default: str) -> sp_surrogate.Surroga
     return sp_surrogate.resolve(chosen, inclusive=True, name="surrogate_function")
 
 
-class DynamicDecayNode(_SpikingJellyNode):
+class DynamicDecayNode(SpikingJellyNode):
     r"""SpikingJelly node around :class:`snn_parallel.DynamicDecay` (DSN, :mod:`snn_parallel.neurons.dsn`).
 
     Fires :math:`S_t = [H_t - V_{th} \ge 0]` (``spike_mode="binary"``) or integer spikes
@@ -303,12 +310,12 @@ class DynamicDecayNode(_SpikingJellyNode):
             surrogate=_surrogate(surrogate_function, "sigmoid"),
         )
         super().__init__(
-            core, reset=_NO_RESET, v_reset=v_reset, detach_reset=detach_reset,
+            core, reset=NO_RESET, v_reset=v_reset, detach_reset=detach_reset,
             step_mode=step_mode, store_v_seq=store_v_seq, backend=backend,
         )
 
 
-class PRFNode(_SpikingJellyNode):
+class PRFNode(SpikingJellyNode):
     r"""SpikingJelly node around :class:`snn_parallel.PRF` (:mod:`snn_parallel.neurons.prf`).
 
     Fires :math:`s_t = [\mathrm{Re}\,\tilde u_t - b_t - V_{th} \ge 0]`. ``v_reset`` must be
@@ -354,12 +361,12 @@ class PRFNode(_SpikingJellyNode):
             mode=mode,
         )
         super().__init__(
-            core, reset=_SOFT_DETACHED if reset else _NO_RESET, v_reset=v_reset, detach_reset=detach_reset,
+            core, reset=SOFT_DETACHED if reset else NO_RESET, v_reset=v_reset, detach_reset=detach_reset,
             step_mode=step_mode, store_v_seq=store_v_seq, backend=backend,
         )
 
 
-class DecoupledLIFNode(_SpikingJellyNode):
+class DecoupledLIFNode(SpikingJellyNode):
     r"""SpikingJelly node around :class:`snn_parallel.DecoupledLIF` (:mod:`snn_parallel.neurons.lif`).
 
     The soft-reset LIF of SpikingJelly's ``LIFNode(decay_input=False, v_reset=None,
@@ -406,12 +413,12 @@ class DecoupledLIFNode(_SpikingJellyNode):
             surrogate=_surrogate(surrogate_function, "sigmoid"),
         )
         super().__init__(
-            core, reset=_SOFT_DETACHED, v_reset=v_reset, detach_reset=detach_reset,
+            core, reset=SOFT_DETACHED, v_reset=v_reset, detach_reset=detach_reset,
             step_mode=step_mode, store_v_seq=store_v_seq, backend=backend,
         )
 
 
-class LTCNode(_SpikingJellyNode):
+class LTCNode(SpikingJellyNode):
     r"""SpikingJelly node around :class:`snn_parallel.LTC` (:mod:`snn_parallel.neurons.ltc`).
 
     Fires :math:`s_t = [u_t - \theta_t \ge 0]` with the adaptive threshold
@@ -451,12 +458,12 @@ class LTCNode(_SpikingJellyNode):
             surrogate=_surrogate(surrogate_function, "multi_gaussian"),
         )
         super().__init__(
-            core, reset=_HARD_ZERO, v_reset=v_reset, detach_reset=detach_reset,
+            core, reset=HARD_ZERO, v_reset=v_reset, detach_reset=detach_reset,
             step_mode=step_mode, store_v_seq=store_v_seq, backend=backend,
         )
 
 
-class PSPLIFNode(_SpikingJellyNode):
+class PSPLIFNode(SpikingJellyNode):
     r"""SpikingJelly node around :class:`snn_parallel.PSPLIF`, TSSL-BP's LIF with a PSP output
     (:mod:`snn_parallel.neurons.psp_lif`). Its output is the post-synaptic potential :math:`a_t`,
     not the spike.
@@ -504,7 +511,7 @@ class PSPLIFNode(_SpikingJellyNode):
             surrogate=_surrogate(surrogate_function, "sigmoid"),
         )
         super().__init__(
-            core, reset=_HARD_ZERO, v_reset=v_reset, detach_reset=detach_reset,
+            core, reset=HARD_ZERO, v_reset=v_reset, detach_reset=detach_reset,
             step_mode=step_mode, store_v_seq=store_v_seq, backend=backend,
         )
 
