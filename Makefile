@@ -5,6 +5,8 @@
 #                  and SpikingJelly 0.0.0.0.14 (.venv-legacy)
 #   make gpu    -> on a machine with an NVIDIA GPU: the GPU tests and the GPU benchmark
 #                  (CUPY=cuda12 for CUDA 12 drivers; default cuda13)
+#   make docs   -> builds the documentation site into site/ (mkdocs build --strict), with the
+#                  tutorials executed (shrunken; DOCS_SMALL=0 runs them at full size)
 # Override the torch requirement with e.g. `make test TORCH="torch==2.6.0"`
 # (or TORCH="torch" to keep whatever torch pip resolves).
 PYTHON ?= python3
@@ -39,7 +41,13 @@ $(VENV)/.gpu-ready: $(VENV)/bin/python pyproject.toml
 	$(PIP) install -q "$(TORCH)" -e ".[all,$(CUPY)]"
 	touch $@
 
-.PHONY: demo test bench gpu
+# the documentation site: tutorials rendered with their outputs (shrunken: DOCS_SMALL=0 for full size)
+DOCS_SMALL ?= 1
+$(VENV)/.docs-ready: $(VENV)/bin/python pyproject.toml
+	$(PIP) install -q "$(TORCH)" -e ".[all,docs]"
+	touch $@
+
+.PHONY: demo test bench docs gpu
 demo: $(VENV)/.demo-ready
 	$(VENV)/bin/snn-parallel demo
 
@@ -53,3 +61,8 @@ bench: $(VENV)/.test-ready
 gpu: $(VENV)/.gpu-ready
 	$(PY) -m pytest -m gpu $(PYTEST_ARGS)
 	$(VENV)/bin/snn-parallel bench --device cuda --timeout 600 --json benchmarks/gpu.json --plot benchmarks/gpu.png
+
+# figures, benchmark tables and tutorial pages are generated during the build (docs/gen_pages.py)
+docs: $(VENV)/.docs-ready
+	DISABLE_MKDOCS_2_WARNING=true NO_MKDOCS_2_WARNING=1 SNN_DOCS_EXECUTE=true SNN_TUTORIAL_SMALL=$(DOCS_SMALL) \
+		$(VENV)/bin/mkdocs build --strict

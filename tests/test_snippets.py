@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -10,24 +11,35 @@ from pathlib import Path
 import pytest
 
 SNIPPETS = sorted((Path(__file__).parent.parent / "docs_snippets").glob("*.py"))
-# each snippet is named after the framework it swaps a neuron into
-FRAMEWORK = {"snntorch_swap": "snntorch", "spikingjelly_swap": "spikingjelly", "learners": "spikingjelly"}
-# what else a snippet needs (the learners one trains on the scikit-learn digits)
-NEEDS = {"learners": ("sklearn",)}
+# what each snippet imports beyond torch: its framework, and scikit-learn for those that train on the digits
+NEEDS = {
+    "snntorch_swap": ("snntorch",),
+    "spikingjelly_swap": ("spikingjelly",),
+    "learners": ("spikingjelly", "sklearn"),
+    "quickstart_snntorch": ("snntorch", "sklearn"),
+    "quickstart_spikingjelly": ("spikingjelly", "sklearn"),
+    "tsslbp": ("sklearn",),
+}
+# the quick starts must train: their printed test accuracy on the digits (chance: 0.1)
+MIN_ACCURACY = 0.7
 
 
 @pytest.mark.parametrize("path", SNIPPETS, ids=[p.stem for p in SNIPPETS])
 def test_snippet_runs(path, tmp_path):
-    for module in (FRAMEWORK[path.stem], *NEEDS.get(path.stem, ())):
+    for module in NEEDS[path.stem]:
         if importlib.util.find_spec(module) is None:
             pytest.skip(f"{module} is not installed")
     done = subprocess.run([sys.executable, str(path)], capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
-    assert "loss" in done.stdout
+    if path.stem.startswith("quickstart"):
+        accuracy = float(re.search(r"test accuracy ([0-9.]+)", done.stdout).group(1))
+        assert accuracy >= MIN_ACCURACY, done.stdout
+    else:
+        assert "loss" in done.stdout
 
 
 def test_every_snippet_is_in_the_readme():
     readme = (Path(__file__).parent.parent / "README.md").read_text()
-    assert set(FRAMEWORK) == {p.stem for p in SNIPPETS}
+    assert set(NEEDS) == {p.stem for p in SNIPPETS}
     for path in SNIPPETS:
         assert path.read_text().strip() in readme, f"{path.name} differs from its copy in README.md"

@@ -1,7 +1,8 @@
-"""Every tutorial runs top to bottom (shrunken) and writes its figures."""
+"""Every tutorial runs top to bottom (shrunken with ``SNN_TUTORIAL_SMALL=1``) and draws its figures."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import subprocess
 import sys
@@ -10,18 +11,58 @@ from pathlib import Path
 import pytest
 
 pytest.importorskip("matplotlib")
-TUTORIALS = sorted((Path(__file__).parent.parent / "tutorials").glob("[0-9][0-9]_*.py"))
+ROOT = Path(__file__).parent.parent
+TUTORIALS = sorted((ROOT / "tutorials").glob("[0-9][0-9]_*.py"))
+
+#: the figures each tutorial must write (tutorial 4 also writes 04_gpu.png where benchmarks/gpu.json exists)
+FIGURES = {
+    "00_parallel_neurons": ["00_membranes", "00_speed"],
+    "01_snntorch_swap": ["01_accuracy_speed", "01_raster_membrane"],
+    "02_spikingjelly": ["02_streaming_raster", "02_long_rate"],
+    "03_online_learning": ["03_memory_time", "03_accuracy", "03_adding"],
+    "04_speed": ["04_cpu", "04_live"] + (["04_gpu"] if (ROOT / "benchmarks" / "gpu.json").exists() else []),
+    "05_custom_neuron": ["05_parallel_vs_step", "05_speed", "05_training"],
+}
+#: what each tutorial imports beyond torch and matplotlib
+NEEDS = {
+    "01_snntorch_swap": ("snntorch", "sklearn"),
+    "02_spikingjelly": ("spikingjelly", "sklearn"),
+    "03_online_learning": ("sklearn",),
+    "05_custom_neuron": ("snntorch", "spikingjelly", "sklearn"),
+}
 
 
 @pytest.mark.parametrize("path", TUTORIALS, ids=[p.stem for p in TUTORIALS])
 def test_tutorial_runs_and_draws(path, tmp_path):
-    env = {**os.environ, "SNN_TUTORIAL_OUT": str(tmp_path), "SNN_TUTORIAL_SMALL": "1", "MPLBACKEND": "Agg"}
-    done = subprocess.run([sys.executable, str(path)], env=env, capture_output=True, text=True, timeout=600)
+    for module in NEEDS.get(path.stem, ()):
+        if importlib.util.find_spec(module) is None:
+            pytest.skip(f"{module} is not installed")
+    out = tmp_path / "figures"
+    env = {
+        **os.environ,
+        "SNN_TUTORIAL_OUT": str(out),
+        "SNN_TUTORIAL_SMALL": "1",
+        "SNN_BENCHMARKS": str(ROOT / "benchmarks"),
+        "MPLBACKEND": "Agg",
+    }
+    done = subprocess.run([sys.executable, str(path)], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
-    figures = list(tmp_path.glob(f"{path.stem[:2]}_*.png"))
-    assert figures, f"{path.name} wrote no figure"
-    assert all(f.stat().st_size > 5000 for f in figures)
+    written = {p.stem for p in out.glob("*.png")}
+    missing = set(FIGURES[path.stem]) - written
+    assert not missing, f"{path.name} did not write {sorted(missing)}"
+    assert all(p.stat().st_size > 5000 for p in out.glob("*.png")), "a figure is empty"
+    assert not [p for p in tmp_path.iterdir() if p != out], "the tutorial wrote outside SNN_TUTORIAL_OUT"
 
 
-def test_there_are_tutorials():
-    assert TUTORIALS
+def test_every_tutorial_is_listed():
+    assert {p.stem for p in TUTORIALS} == set(FIGURES)
+
+
+@pytest.mark.parametrize("path", TUTORIALS, ids=[p.stem for p in TUTORIALS])
+def test_tutorial_opens_as_a_notebook(path):
+    """The sources are jupytext percent files: each converts to a notebook with markdown and code cells."""
+    jupytext = pytest.importorskip("jupytext")
+    notebook = jupytext.read(path)
+    kinds = {cell.cell_type for cell in notebook.cells}
+    assert kinds == {"markdown", "code"}
+    assert notebook.cells[0].cell_type == "markdown" and notebook.cells[0].source.startswith("# ")

@@ -10,15 +10,15 @@
 # ---
 
 # %% [markdown]
-# # Parallel neurons at a glance
+# # 0. Parallel neurons at a glance
 #
 # Every snn_parallel neuron runs a whole sequence at once in training (`forward`) and one
 # step at a time at inference (`step`), with the same spikes. This tutorial shows that on
 # the four neurons, plots their membranes and spikes, and times the parallel form against
 # a step loop.
 #
-# Open it as a notebook with `jupytext --to ipynb tutorials/01_parallel_neurons.py`, or run
-# it as a script: `python tutorials/01_parallel_neurons.py` (figures go to `figures/`,
+# Open it as a notebook with `jupytext --to ipynb tutorials/00_parallel_neurons.py`, or run
+# it as a script: `python tutorials/00_parallel_neurons.py` (figures go to `figures/`,
 # or to the folder named by the `SNN_TUTORIAL_OUT` environment variable).
 
 # %%
@@ -89,7 +89,7 @@ for ax, (name, (spikes, membrane)) in zip(axes, results.items()):
     ax.legend(loc="upper right", fontsize=8)
 axes[-1].set_xlabel("time step")
 fig.tight_layout()
-fig.savefig(OUT / "01_membranes.png", dpi=110)
+fig.savefig(OUT / "00_membranes.png", dpi=110)
 
 # %% [markdown]
 # ## Streaming: carry the state between calls
@@ -145,4 +145,4 @@ ax.set_ylabel("forward + backward (ms)")
 ax.set_title("DynamicDecay, B = 4, C = 64, CPU")
 ax.legend()
 fig.tight_layout()
-fig.savefig(OUT / "01_speed.png", dpi=110)
+fig.savefig(OUT / "00_speed.png", dpi=110)
