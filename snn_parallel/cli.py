@@ -35,12 +35,11 @@ def _print_rows(rows: list[dict], columns: list[str]) -> None:
 def _write_json(path: str | None, rows: list[dict]) -> None:
     if path:
         import json
-        import platform
 
-        import torch
+        from .bench import machine_info
 
         with open(path, "w", encoding="utf-8") as handle:
-            meta = {"machine": platform.processor() or platform.machine(), "threads": torch.get_num_threads(), "torch": torch.__version__}
+            meta = {"command": " ".join(["snn-parallel", *sys.argv[1:]]), **machine_info("cpu")}
             json.dump({"meta": meta, "rows": rows}, handle, indent=2)
 
 
@@ -60,7 +59,8 @@ def _train(args: argparse.Namespace) -> int:
         elif image:
             row = experiments.train_image(rule, epochs=args.epochs or 30, seed=args.seed)
         else:
-            row = experiments.train_digits(rule, args.task, neuron=args.neuron, epochs=args.epochs or 20, seed=args.seed)
+            row = experiments.train_digits(rule, args.task, neuron=args.neuron, epochs=args.epochs or 20, parts=args.parts,
+                                           seed=args.seed)
         rows.append(row)
         print(", ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()), flush=True)
     _write_json(args.json, rows)
@@ -117,8 +117,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--task", choices=("row", "pixel", "adding", "image"), default="row",
                        help="digits by row (T=8), by pixel (T=64), the adding problem, or digits as pictures repeated "
                             "over T=5 (a PSPLIF conv net, TSSL-BP against BPTT)")
-    train.add_argument("--neuron", choices=sorted(LEARNER_NEURONS), default="lif", help="neuron of the digits network")
+    train.add_argument("--neuron", choices=sorted(LEARNER_NEURONS), default="prf", help="neuron of the digits network")
     train.add_argument("--epochs", type=int, default=None, help="default: 20 (image: 30)")
+    train.add_argument("--parts", type=int, default=None, help="digits: FPTT's K, updates per sequence (default: T)")
     train.add_argument("--steps", type=int, default=200, help="adding problem: sequence length")
     train.add_argument("--iterations", type=int, default=1500, help="adding problem: optimizer iterations")
     train.add_argument("--seed", type=int, default=0)

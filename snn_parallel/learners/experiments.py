@@ -29,8 +29,8 @@ from .trainer import Trainer
 from .tsslbp import SpikeSequenceLoss, TSSLBPTrainer, tssl_network
 
 __all__ = [
-    "RULES", "NEURONS", "IMAGE_RULES", "IMAGE_NETWORK", "classifier", "build_trainer", "train_digits", "train_adding",
-    "train_image", "memory_profile", "tsslbp_profile",
+    "RULES", "NEURONS", "IMAGE_RULES", "IMAGE_NETWORK", "classifier", "build_trainer", "digits_loss", "train_digits",
+    "train_adding", "train_image", "memory_profile", "tsslbp_profile",
 ]
 
 RULES: dict[str, type[Trainer]] = {"bptt": BPTTTrainer, "fptt": FPTTTrainer, "ottt": OTTTTrainer, "hypr": HYPRTrainer}
@@ -63,29 +63,41 @@ def classifier(inputs: int, classes: int, neuron: str = "lif", hidden: int = 128
 
 
 def build_trainer(rule: str, model: nn.Module, optimizer: torch.optim.Optimizer, steps: int, loss: StepLoss,
-                  chunk: int | None = None) -> Trainer:
-    """The rule's trainer as these experiments use it: FPTT with K = T, OTTT_A with an input
-    trace, HYPR with sub-sequences of ``chunk`` steps (``None``: the whole sequence)."""
-    options = {"fptt": {"parts": steps}, "ottt": {"trace_input": True}, "hypr": {"chunk": chunk}}.get(rule, {})
+                  chunk: int | None = None, parts: int | None = None) -> Trainer:
+    """The rule's trainer as these experiments use it: FPTT with K = ``parts`` (``None``: T),
+    OTTT_A with an input trace, HYPR with sub-sequences of ``chunk`` steps (``None``: the whole
+    sequence)."""
+    options = {"fptt": {"parts": parts or steps}, "ottt": {"trace_input": True}, "hypr": {"chunk": chunk}}.get(rule, {})
     return RULES[rule](model, optimizer, loss=loss, progress=False, **options)
 
 
+def digits_loss(rule: str) -> StepLoss:
+    """Cross-entropy at every step, except for FPTT: its reference code's terminal-label loss
+    (the last step of each part, weighted p/K, plus the oracle term)."""
+    return StepLoss("ce", "last") if rule == "fptt" else StepLoss("ce", "all")
+
+
 def train_digits(rule: str, mode: str = "row", *, neuron: str = "lif", epochs: int = 20, hidden: int = 128,
-                 lr: float = 3e-3, batch_size: int = 64, seed: int = 0) -> dict[str, float | str]:
-    """Train on :class:`~snn_parallel.tasks.SequentialDigits`; returns the test accuracy and time."""
+                 lr: float = 3e-3, batch_size: int = 64, parts: int | None = None, seed: int = 0) -> dict[str, float | str]:
+    """Train on :class:`~snn_parallel.tasks.SequentialDigits` with :func:`digits_loss`; returns
+    the test accuracy and time. ``parts``: FPTT's K (``None``: K = T)."""
     if rule not in RULES:
         raise ValueError(f"rule must be one of {sorted(RULES)}, got {rule!r}")
     torch.manual_seed(seed)
     train, test = SequentialDigits("train", mode, seed=seed), SequentialDigits("test", mode, seed=seed)
     model = classifier(train.num_inputs, train.num_classes, neuron, hidden)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
-    trainer = build_trainer(rule, model, optimizer, train.num_steps, StepLoss("ce", "all"))
+    loss = digits_loss(rule)
+    trainer = build_trainer(rule, model, optimizer, train.num_steps, loss, parts=parts)
     start = time.perf_counter()
     trainer.fit(make_loader(train, batch_size, shuffle=True, seed=seed), epochs)
     seconds = time.perf_counter() - start
     result = trainer.evaluate(make_loader(test, 256))
-    return {"rule": rule, "task": f"digits-{mode}", "steps": train.num_steps, "neuron": neuron, "epochs": epochs,
-            "test_accuracy": result["accuracy"], "train_seconds": seconds}
+    row = {"rule": rule, "task": f"digits-{mode}", "steps": train.num_steps, "neuron": neuron, "epochs": epochs,
+           "loss": f"ce_{loss.steps}", "test_accuracy": result["accuracy"], "train_seconds": seconds}
+    if rule == "fptt":
+        row["parts"] = parts or train.num_steps
+    return row
 
 
 def train_adding(steps: int = 200, *, rule: str = "fptt", parts: int = 10, iterations: int = 1500, hidden: int = 128,
