@@ -165,6 +165,27 @@ def test_discovery_refuses_unsupported_modules(model, message):
         discover(model)
 
 
+def test_recurrent_block_passes_on_the_membrane_on_request():
+    """output='membrane': the block's output is the state field u after each step, the recurrent input stays z_{t-1}."""
+    torch.manual_seed(0)
+    block = RecurrentBlock(3, LTC(5), output="membrane")
+    x = torch.rand(7, 2, 3) * 4
+    core, state, last, expected, spikes = block.neuron, None, torch.zeros(2, 5), [], []
+    for x_t in x.unbind(0):
+        z, state = core.step(block.synapse(torch.cat([x_t, last], -1)), state)
+        last = z
+        expected.append(state.u)
+        spikes.append(z)
+    assert torch.stack(spikes).sum() > 0  # the recurrent spikes take part
+    torch.testing.assert_close(block(x), torch.stack(expected))
+    model = nn.Sequential(block, nn.Linear(5, 1))
+    torch.testing.assert_close(discover(model).run(x), model(x))
+    with pytest.raises(ValueError, match="output must be 'spikes' or 'membrane'"):
+        RecurrentBlock(3, LTC(5), output="voltage")
+    with pytest.raises(ValueError, match="state field 'u', which DecoupledLIF does not have"):
+        RecurrentBlock(3, DecoupledLIF(5), output="membrane")
+
+
 def test_discovery_refuses_snntorch_own_neurons():
     snn = pytest.importorskip("snntorch")
     with pytest.raises(UnsupportedModule, match="snn_parallel.adapters.snntorch"):
@@ -218,6 +239,7 @@ def test_hypr_gradient_does_not_depend_on_chunk_in_deep_recurrent_nets():
         (nn.Sequential(nn.Linear(4, 6), sj_neuron.LIFNode(), nn.Linear(6, 3)), "pure step"),
         (nn.Sequential(nn.Linear(4, 6), nn.Dropout(0.5), PRF(6), nn.Linear(6, 3)), "deterministic"),
         (nn.Sequential(nn.Linear(4, 6), nn.LayerNorm(6), PRF(6), nn.Linear(6, 3)), "feeding neurons directly"),
+        (nn.Sequential(RecurrentBlock(4, PRF(6), output="membrane"), nn.Linear(6, 3)), "flow through spikes"),
     ],
 )
 def test_hypr_refuses_what_it_cannot_train(model, message):

@@ -171,6 +171,8 @@ class HYPRTrainer(Trainer):
                     )
                 plan.append(layer)
             elif isinstance(layer, RecurrentLayer):
+                if layer.output != "spikes":
+                    raise UnsupportedModule(f"{layer.path}: HYPR's learning signals flow through spikes; use RecurrentBlock(output='spikes')")
                 plan.append(_Layer(layer.synapse, self._core(layer), True, layer.path))
             else:
                 raise UnsupportedModule(f"{layer.path}: HYPR needs a Linear synapse right before each neuron")

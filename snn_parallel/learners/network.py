@@ -73,21 +73,29 @@ class RecurrentBlock(nn.Module):
         in_features: inputs per step.
         neuron: a :class:`~snn_parallel.neurons.ParallelNeuron` (or an adapter with ``.core``).
         bias: learn :math:`b`.
+        output: what the block passes on: ``"spikes"`` :math:`z_t`, or ``"membrane"``, the
+            neuron's state field ``u`` after the step (e.g. for a linear readout of the
+            membrane in regression, as the LTC-SNN code reads out its adding-problem network).
+            The recurrent input is :math:`z_{t-1}` either way.
     """
 
-    def __init__(self, in_features: int, neuron: nn.Module, *, bias: bool = True) -> None:
+    def __init__(self, in_features: int, neuron: nn.Module, *, bias: bool = True, output: str = "spikes") -> None:
         super().__init__()
         core = _core_of(neuron)
         if core is None:
             raise TypeError(f"neuron must be an snn_parallel neuron (or one of its adapters), got {type(neuron).__name__}")
         if isinstance(in_features, bool) or not isinstance(in_features, int) or in_features < 1:
             raise ValueError(f"in_features must be a positive int, got {in_features!r}")
-        self.in_features, self.features = in_features, core.features
+        if output not in ("spikes", "membrane"):
+            raise ValueError(f"output must be 'spikes' or 'membrane', got {output!r}")
+        if output == "membrane" and "u" not in core.state_type._fields:
+            raise ValueError(f"output='membrane' reads the state field 'u', which {type(core).__name__} does not have")
+        self.in_features, self.features, self.output = in_features, core.features, output
         self.synapse = nn.Linear(in_features + core.features, core.features, bias=bias)
         self.neuron = neuron
 
     def forward(self, x_seq: torch.Tensor) -> torch.Tensor:
-        layer = RecurrentLayer(self.synapse, CoreNeuron(_core_of(self.neuron)), self.features)
+        layer = RecurrentLayer(self.synapse, CoreNeuron(_core_of(self.neuron)), self.features, output=self.output)
         return layer.run(x_seq)
 
 
@@ -181,10 +189,13 @@ class NeuronLayer:
 
 
 class RecurrentLayer:
-    r"""A synapse over :math:`[x_t; z_{t-1}]` feeding a neuron; runs step by step."""
+    r"""A synapse over :math:`[x_t; z_{t-1}]` feeding a neuron; runs step by step and passes on
+    the spikes or (``output="membrane"``, our neurons only) the state field ``u``."""
 
-    def __init__(self, synapse: nn.Linear, driver: CoreNeuron | MemoryNeuron, features: int, path: str = "") -> None:
-        self.synapse, self.driver, self.features, self.path = synapse, driver, features, path
+    def __init__(
+        self, synapse: nn.Linear, driver: CoreNeuron | MemoryNeuron, features: int, path: str = "", *, output: str = "spikes"
+    ) -> None:
+        self.synapse, self.driver, self.features, self.path, self.output = synapse, driver, features, path, output
         self.last: torch.Tensor | None = None  # z_{t-1}
 
     def reset(self) -> None:
@@ -205,7 +216,7 @@ class RecurrentLayer:
         pre = self.presynaptic(x_t)
         current = synapse(self.synapse, pre) if synapse is not None else self.synapse(pre)
         self.last = self.driver.step(current)
-        return self.last
+        return self.last if self.output == "spikes" else self.driver.state.u
 
     def run(self, x_seq: torch.Tensor) -> torch.Tensor:
         return torch.stack([self.step(x_t) for x_t in x_seq.unbind(0)])
@@ -308,11 +319,12 @@ class _Recurrent(NamedTuple):
     synapse: nn.Linear
     neuron: nn.Module
     features: int
+    output: str = "spikes"
 
 
 def _recurrent_parts(module: nn.Module, path: str) -> _Recurrent | None:
     if isinstance(module, RecurrentBlock):
-        return _Recurrent(module.synapse, module.neuron, module.features)
+        return _Recurrent(module.synapse, module.neuron, module.features, module.output)
     if _is_spikingjelly(module) and type(module).__name__ == "LinearRecurrentContainer":
         rc, inner = module.rc, module.sub_module
         if _driver(inner) is None:
@@ -369,7 +381,8 @@ def discover(model: nn.Module) -> Network:
         recurrent = _recurrent_parts(module, label)
         driver = _driver(module)
         if recurrent is not None:
-            layers.append(RecurrentLayer(recurrent.synapse, _driver(recurrent.neuron), recurrent.features, label))
+            layers.append(RecurrentLayer(recurrent.synapse, _driver(recurrent.neuron), recurrent.features, label,
+                                         output=recurrent.output))
         elif driver is not None:
             layers.append(NeuronLayer(driver, label))
         elif isinstance(module, _STATELESS):
