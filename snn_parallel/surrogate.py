@@ -190,7 +190,8 @@ class MultiGaussian(Surrogate):
 
 
 class DoubleGaussian(MultiGaussian):
-    """HYPR's double-Gaussian surrogate: :class:`MultiGaussian` with ``sigma=0.5`` (p = 0.15, scale 6, γ = 0.5)."""
+    """A wider multi-Gaussian: :class:`MultiGaussian` with ``sigma=0.5`` (p = 0.15, scale 6, γ = 0.5),
+    its side Gaussians off centre. HYPR's own double Gaussian is centred: :class:`CenteredDoubleGaussian`."""
 
     name = "double_gaussian"
 

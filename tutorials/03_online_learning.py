@@ -42,7 +42,7 @@ from torch import nn
 
 from snn_parallel import LTC
 from snn_parallel.learners import BPTTTrainer, FPTTTrainer, HYPRTrainer, OTTTTrainer, RecurrentBlock, StepLoss
-from snn_parallel.learners.experiments import classifier, memory_profile
+from snn_parallel.learners.experiments import classifier, digits_loss, memory_profile
 from snn_parallel.tasks import AddingProblem, SequentialDigits, make_loader
 
 OUT = Path(os.environ.get("SNN_TUTORIAL_OUT", "figures"))
@@ -56,13 +56,16 @@ torch.manual_seed(0)
 # `classifier(inputs, classes, neuron)` builds `Linear -> neuron -> Linear -> neuron ->
 # Linear` as an `nn.Sequential`; any such network of synapses and neurons (ours, their
 # snnTorch and SpikingJelly adapters, SpikingJelly's own nodes) works. A trainer takes the
-# model, an optimizer, a loss (`StepLoss("ce", "all")`: cross-entropy at every step) and the
-# rule's options, and `fit` trains it.
+# model, an optimizer, a loss and the rule's options, and `fit` trains it. The loss is
+# `StepLoss("ce", "all")`, cross-entropy at every step, except for FPTT, which uses its
+# reference code's loss for one label per sequence, `StepLoss("ce", "last")`: each part is
+# trained on its last output, weighted by how far into the sequence it is, plus FPTT's
+# "oracle" term (`digits_loss(rule)` picks them).
 
 # %%
 def make_trainer(rule, model, steps):
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
-    loss = StepLoss("ce", "all")
+    loss = digits_loss(rule.lower())
     if rule == "BPTT":
         return BPTTTrainer(model, optimizer, loss=loss, progress=False)
     if rule == "FPTT":  # one update per time step: K = T
