@@ -5,6 +5,7 @@
 #                  and SpikingJelly 0.0.0.0.14 (.venv-legacy)
 #   make gpu    -> on a machine with an NVIDIA GPU: the GPU tests and the GPU benchmark
 #                  (CUPY=cuda12 for CUDA 12 drivers; default cuda13)
+#   make tutorial -> runs tutorial 1 (TUTORIAL=02_spikingjelly etc. for another); figures in figures/
 #   make docs   -> builds the documentation site into site/ (mkdocs build --strict), with the
 #                  tutorials executed (shrunken; DOCS_SMALL=0 runs them at full size)
 # Override the torch requirement with e.g. `make test TORCH="torch==2.6.0"`
@@ -41,13 +42,18 @@ $(VENV)/.gpu-ready: $(VENV)/bin/python pyproject.toml
 	$(PIP) install -q "$(TORCH)" -e ".[all,$(CUPY)]"
 	touch $@
 
+TUTORIAL ?= 01_snntorch_swap
+$(VENV)/.tutorial-ready: $(VENV)/bin/python pyproject.toml
+	$(PIP) install -q "$(TORCH)" -e ".[snntorch,spikingjelly,data,plot]"
+	touch $@
+
 # the documentation site: tutorials rendered with their outputs (shrunken: DOCS_SMALL=0 for full size)
 DOCS_SMALL ?= 1
 $(VENV)/.docs-ready: $(VENV)/bin/python pyproject.toml
 	$(PIP) install -q "$(TORCH)" -e ".[all,docs]"
 	touch $@
 
-.PHONY: demo test bench docs gpu
+.PHONY: demo test bench docs gpu tutorial
 demo: $(VENV)/.demo-ready
 	$(VENV)/bin/snn-parallel demo
 
@@ -66,3 +72,6 @@ gpu: $(VENV)/.gpu-ready
 docs: $(VENV)/.docs-ready
 	DISABLE_MKDOCS_2_WARNING=true NO_MKDOCS_2_WARNING=1 SNN_DOCS_EXECUTE=true SNN_TUTORIAL_SMALL=$(DOCS_SMALL) \
 		$(VENV)/bin/mkdocs build --strict
+
+tutorial: $(VENV)/.tutorial-ready
+	$(PY) tutorials/$(TUTORIAL).py
