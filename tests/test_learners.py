@@ -308,6 +308,28 @@ def test_fptt_parts_detach_state_and_weight_terminal_loss():
         trainer.train_batch(*trainer.prepare(_digits_like(steps=2)))
 
 
+@pytest.mark.parametrize("part_weight, weights", [("fraction", [1 / 3, 2 / 3, 1.0]), ("adding", [1 / 3, 4 / 3, 7 / 3])])
+def test_fptt_part_weight_of_a_terminal_regression_label(part_weight, weights):
+    """Part p (from 0) of K = 3 weighs its terminal MSE (p+1)/K or, as the adding-problem code, p + 1/K."""
+    model = nn.Sequential(RecurrentBlock(2, LTC(5, b0=0.5, beta_a=0.0), output="membrane"), nn.Linear(5, 1))
+    trainer = FPTTTrainer(model, torch.optim.SGD(model.parameters(), lr=0.0), parts=3, loss=StepLoss("mse", "last"),
+                          part_weight=part_weight, progress=False)
+    x, y = torch.rand(9, 4, 2), torch.rand(4, 1)
+    seen = []
+    original = trainer._part_loss
+
+    def spy(out, target, part, start, steps, terminal):
+        loss = original(out, target, part, start, steps, terminal)
+        seen.append(float(loss) / float(nn.functional.mse_loss(out[-1], target)))
+        return loss
+
+    trainer._part_loss = spy
+    trainer.train_batch(*trainer.prepare((x, y)))
+    assert seen == pytest.approx(weights)
+    with pytest.raises(ValueError, match="part_weight must be 'fraction' or 'adding'"):
+        FPTTTrainer(model, torch.optim.SGD(model.parameters(), lr=0.0), parts=3, part_weight="linear")
+
+
 # -- OTTT ----------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("node", ["ours", "spikingjelly"])
 def test_ottt_single_lif_layer_equals_bptt_with_detached_reset(node):

@@ -62,21 +62,28 @@ class FPTTTrainer(Trainer):
     epoch :math:`W \leftarrow \bar W`.
 
     The part loss :math:`\ell_p` is the loss's share on the part's steps. For a terminal label
-    (``loss`` on the last step with one target per sequence) every part is trained on its
-    last output, weighted :math:`p/K`; for classification with ``oracle=True`` the rest of the
-    weight goes to a cross-entropy against :math:`\hat q`, the softmax output of the latest
-    misclassified training example of the same class at the same part:
+    (``loss`` on the last step with one target per sequence) every part :math:`p = 1..K` is
+    trained on its last output :math:`o_p`, weighted :math:`w_p`; for classification with
+    ``oracle=True`` a cross-entropy against :math:`\hat q`, the softmax output of the latest
+    misclassified training example of the same class at the same part, takes the rest:
 
     .. math::
 
-        \ell_p = \tfrac{p}{K}\,\mathrm{CE}(o_p, y) + \big(1 - \tfrac{p}{K}\big)\,
+        \ell_p = w_p\, L(o_p, y) + \big(1 - \tfrac{p}{K}\big)\,
         \mathrm{mean}\big(-\hat q_{y,p} \odot \log\mathrm{softmax}(o_p)\big).
+
+    ``part_weight="fraction"`` is :math:`w_p = p/K`, as the reference code's classification
+    scripts weigh it; ``"adding"`` is :math:`w_p = p - 1 + 1/K`, as its adding-problem script
+    writes it (``p + 1/PARTS`` with ``p`` from 0). The two differ in how strongly the loss
+    weighs against the regulariser: on the adding problem at T = 200 only the latter learns
+    within a few hundred iterations.
 
     Args:
         parts: K, from 1 (truncated BPTT over the whole sequence plus the regulariser) to T.
         alpha: :math:`\alpha`, the regulariser strength.
         beta: :math:`\beta`, the running-average rate (0.5 in the reference code).
         oracle: use the oracle term for terminal classification labels.
+        part_weight: ``"fraction"`` or ``"adding"``, the weight :math:`w_p` of a terminal label's part loss.
         clip_grad_norm: defaults to 1, as in the reference code.
 
     Memory: :math:`O(T/K)` activations plus :math:`W, \bar W, \lambda`.
@@ -93,6 +100,7 @@ class FPTTTrainer(Trainer):
         alpha: float = 0.1,
         beta: float = 0.5,
         oracle: bool = True,
+        part_weight: str = "fraction",
         loss: str | StepLoss = "ce",
         progress: bool = True,
         clip_grad_norm: float | None = 1.0,
@@ -105,7 +113,10 @@ class FPTTTrainer(Trainer):
             raise ValueError(f"alpha must be positive, got {alpha!r}")
         if not 0 < beta <= 1:
             raise ValueError(f"beta must be in (0, 1], got {beta!r}")
+        if part_weight not in ("fraction", "adding"):
+            raise ValueError(f"part_weight must be 'fraction' or 'adding', got {part_weight!r}")
         self.parts, self.alpha, self.beta, self.oracle = parts, float(alpha), float(beta), bool(oracle)
+        self.part_weight = part_weight
         named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
         self.running = {n: p.detach().clone() for n, p in named}  # W-bar
         self.dual = {n: torch.zeros_like(p) for n, p in named}  # lambda
@@ -141,13 +152,14 @@ class FPTTTrainer(Trainer):
     def _part_loss(self, out: torch.Tensor, target: torch.Tensor, part: int, start: int, steps: int, terminal: bool) -> torch.Tensor | None:
         if not terminal:
             return self.loss.sequence_loss(out, target, offset=start, num_steps=steps)
-        weight = (part + 1) / self.parts
+        fraction = (part + 1) / self.parts
+        weight = fraction if self.part_weight == "fraction" else part + 1 / self.parts
         last = out[-1]
         loss = weight * self.loss.term(last, target)
         if self.loss.kind == "ce" and self.oracle and part + 1 < self.parts:
             log_prob = F.log_softmax(last, dim=-1)
             self._update_estimates(log_prob.detach().exp(), target, part)
-            loss = loss + (1 - weight) * torch.mean(-self.estimates[target, part] * log_prob)
+            loss = loss + (1 - fraction) * torch.mean(-self.estimates[target, part] * log_prob)
         return loss
 
     @torch.no_grad()
