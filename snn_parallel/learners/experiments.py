@@ -102,16 +102,20 @@ def train_digits(rule: str, mode: str = "row", *, neuron: str = "lif", epochs: i
 
 def train_adding(steps: int = 200, *, rule: str = "fptt", parts: int = 10, iterations: int = 1500, hidden: int = 128,
                  batch_size: int = 128, lr: float = 3e-3, alpha: float = 0.5, seed: int = 0) -> dict[str, float | str]:
-    """LTC with recurrent weights on the adding problem (terminal MSE); returns the test MSE (trivial: 0.167)."""
+    """LTC with recurrent weights on the adding problem (terminal MSE); returns the test MSE (trivial: 0.167).
+
+    As the LTC-SNN adding-problem code: the threshold fixed at 0.5 (no adaptation), a linear
+    readout of the membrane, and FPTT with its ``part_weight="adding"``.
+    """
     torch.manual_seed(seed)
     # the trainers take regression targets as [B, K]: one output, K = 1
     train, test = (
         SequenceDataset(data.inputs, data.targets[:, None])
         for data in (AddingProblem(steps, iterations * batch_size // 10, seed=seed), AddingProblem(steps, 1000, seed=seed + 1))
     )
-    model = nn.Sequential(RecurrentBlock(2, LTC(hidden)), nn.Linear(hidden, 1))
+    model = nn.Sequential(RecurrentBlock(2, LTC(hidden, b0=0.5, beta_a=0.0), output="membrane"), nn.Linear(hidden, 1))
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
-    options = {"parts": parts, "alpha": alpha} if rule == "fptt" else {}
+    options = {"parts": parts, "alpha": alpha, "part_weight": "adding"} if rule == "fptt" else {}
     trainer = RULES[rule](model, optimizer, loss=StepLoss("mse", "last"), progress=False, **options)
     loader = make_loader(train, batch_size, shuffle=True, seed=seed)
     epochs = max(1, round(iterations / len(loader)))
