@@ -121,7 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--epochs", type=int, default=None, help="default: 20 (image: 30)")
     train.add_argument("--parts", type=int, default=None, help="digits: FPTT's K, updates per sequence (default: T)")
     train.add_argument("--steps", type=int, default=200, help="adding problem: sequence length")
-    train.add_argument("--iterations", type=int, default=1500, help="adding problem: optimizer iterations")
+    train.add_argument("--iterations", type=int, default=3000, help="adding problem: optimizer iterations")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--json", help="write the results here")
     train.set_defaults(run=_train)

@@ -100,7 +100,7 @@ def train_digits(rule: str, mode: str = "row", *, neuron: str = "lif", epochs: i
     return row
 
 
-def train_adding(steps: int = 200, *, rule: str = "fptt", parts: int = 10, iterations: int = 1500, hidden: int = 128,
+def train_adding(steps: int = 200, *, rule: str = "fptt", parts: int = 10, iterations: int = 3000, hidden: int = 128,
                  batch_size: int = 128, lr: float = 3e-3, alpha: float = 0.5, seed: int = 0) -> dict[str, float | str]:
     """LTC with recurrent weights on the adding problem (terminal MSE); returns the test MSE (trivial: 0.167).
 
