@@ -350,6 +350,65 @@ def sj_surrogate_sigmoid():
     return surrogate.Sigmoid(alpha=4.0)
 
 
+def _neuron_trace_nodes():
+    return {
+        "prf": lambda: PRF(6, dt_range=(0.05, 1.0), learn_decay=True, surrogate=Sigmoid()),
+        "prf-reset": lambda: PRF(6, dt_range=(0.05, 1.0), reset=True, surrogate=Sigmoid()),
+        "lif-per-channel": lambda: DecoupledLIF(6, tau=3.0, learn_decay=True, surrogate=Sigmoid()),
+        "sj-lif": lambda: sj_neuron.LIFNode(tau=3.0, v_reset=None, detach_reset=True, surrogate_function=sj_surrogate_sigmoid()),
+        "sj-plif": lambda: sj_neuron.ParametricLIFNode(init_tau=3.0, v_reset=None, detach_reset=True, surrogate_function=sj_surrogate_sigmoid()),
+    }
+
+
+@pytest.mark.parametrize("node", list(_neuron_trace_nodes()))
+def test_ottt_neuron_trace_is_exact_for_one_layer_of_any_decay(node):
+    """trace='neuron' filters each synapse with its neuron's own (per-channel, complex) decay:
+    the gradients of one layer equal BPTT's; the paper's shared trace does not."""
+    torch.manual_seed(4)
+    model = nn.Sequential(_wide(nn.Linear(4, 6)), _neuron_trace_nodes()[node](), nn.Linear(6, 3)).double()
+    x, y = _digits_like()
+    reference = _gradients(BPTTTrainer, model, x, y)
+    got = _gradients(OTTTTrainer, model, x, y, trace_input=True, trace="neuron")
+    # our neurons' own parameters (PRF's step, frequency and decay, a learnt LIF decay) get their
+    # eligibility too; SpikingJelly's nodes reset the membrane itself, so theirs stay instantaneous
+    exact = reference if not node.startswith("sj") else {name: reference[name] for name in ("0.weight", "0.bias", "2.weight", "2.bias")}
+    assert exact["0.weight"].abs().sum() > 0 and len(exact) >= 4
+    _assert_close({name: got[name] for name in exact}, exact)
+    shared = _gradients(OTTTTrainer, model, x, y, trace_input=True, trace_decay=0.5)
+    assert not torch.allclose(shared["0.weight"], reference["0.weight"], atol=1e-6)
+
+
+def test_ottt_neuron_trace_in_recurrent_and_deep_networks():
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        RecurrentBlock(4, PRF(5, dt_range=(0.05, 1.0))), _wide(nn.Linear(5, 6)), DecoupledLIF(6, tau=2.0), nn.Linear(6, 3)
+    ).double()
+    _wide(model[0].synapse, gain=6.0)
+    x, y = _digits_like()
+    got = _gradients(OTTTTrainer, model, x, y, trace_input=True, trace="neuron")
+    for name in ("0.synapse.weight", "1.weight"):
+        assert torch.isfinite(got[name]).all() and got[name].abs().sum() > 0, name
+    trainer = OTTTTrainer(model, torch.optim.SGD(model.parameters(), lr=0.0), trace="neuron", trace_input=True, progress=False)
+    trainer.train_batch(*trainer.prepare((x, y)))
+    assert not trainer._traces  # cleared after each sequence: nothing carried between batches
+
+
+@pytest.mark.parametrize(
+    "model, options, message",
+    [
+        (lambda: nn.Sequential(nn.Linear(4, 6), DynamicDecay(6), nn.Linear(6, 3)), {}, r"after 0 \(DynamicDecay\) has no membrane linear in its input"),
+        (lambda: nn.Sequential(nn.Unflatten(-1, (1, 4)), nn.Conv1d(1, 2, 3), PRF(2), nn.Flatten(), nn.Linear(4, 3)), {}, "needs Linear synapses; 1 is a Conv1d"),
+        (lambda: nn.Sequential(nn.Linear(4, 6), nn.Dropout(0.1), PRF(6), nn.Linear(6, 3)), {}, "directly followed by its neuron; 0 is not"),
+        (lambda: nn.Sequential(nn.Linear(4, 6), PRF(6), nn.Linear(6, 3)), {"trace_decay": 0.9}, "trace_decay sets the presynaptic trace"),
+        (lambda: nn.Sequential(nn.Linear(4, 6), PRF(6), nn.Linear(6, 3)), {"trace": "post"}, "trace must be 'presynaptic' or 'neuron'"),
+    ],
+)
+def test_ottt_neuron_trace_refuses_what_it_cannot_filter(model, options, message):
+    module = model()
+    with pytest.raises(ValueError, match=message):
+        OTTTTrainer(module, torch.optim.SGD(module.parameters(), lr=0.1), trace_input=True, **{"trace": "neuron", **options})
+
+
 def test_ottt_online_variant_steps_every_time_step():
     model = _fptt_model()
     trainer = OTTTTrainer(model, torch.optim.SGD(model.parameters(), lr=0.01), variant="O", loss="ce_all", progress=False)

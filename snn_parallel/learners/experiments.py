@@ -62,12 +62,16 @@ def classifier(inputs: int, classes: int, neuron: str = "lif", hidden: int = 128
     return nn.Sequential(*modules, nn.Linear(hidden, classes))
 
 
+#: OTTT's trace per neuron of :data:`NEURONS`: the neuron's own decay where it has one
+OTTT_TRACES = {"lif": "neuron", "prf": "neuron"}
+
+
 def build_trainer(rule: str, model: nn.Module, optimizer: torch.optim.Optimizer, steps: int, loss: StepLoss,
-                  chunk: int | None = None, parts: int | None = None) -> Trainer:
+                  chunk: int | None = None, parts: int | None = None, trace: str = "presynaptic") -> Trainer:
     """The rule's trainer as these experiments use it: FPTT with K = ``parts`` (``None``: T),
-    OTTT_A with an input trace, HYPR with sub-sequences of ``chunk`` steps (``None``: the whole
-    sequence)."""
-    options = {"fptt": {"parts": parts or steps}, "ottt": {"trace_input": True}, "hypr": {"chunk": chunk}}.get(rule, {})
+    OTTT_A with an input trace of kind ``trace``, HYPR with sub-sequences of ``chunk`` steps
+    (``None``: the whole sequence)."""
+    options = {"fptt": {"parts": parts or steps}, "ottt": {"trace_input": True, "trace": trace}, "hypr": {"chunk": chunk}}.get(rule, {})
     return RULES[rule](model, optimizer, loss=loss, progress=False, **options)
 
 
@@ -78,9 +82,11 @@ def digits_loss(rule: str) -> StepLoss:
 
 
 def train_digits(rule: str, mode: str = "row", *, neuron: str = "lif", epochs: int = 20, hidden: int = 128,
-                 lr: float = 3e-3, batch_size: int = 64, parts: int | None = None, seed: int = 0) -> dict[str, float | str]:
+                 lr: float = 3e-3, batch_size: int = 64, parts: int | None = None, trace: str | None = None,
+                 seed: int = 0) -> dict[str, float | str]:
     """Train on :class:`~snn_parallel.tasks.SequentialDigits` with :func:`digits_loss`; returns
-    the test accuracy and time. ``parts``: FPTT's K (``None``: K = T)."""
+    the test accuracy and time. ``parts``: FPTT's K (``None``: K = T); ``trace``: OTTT's trace
+    (``None``: :data:`OTTT_TRACES` for the neuron)."""
     if rule not in RULES:
         raise ValueError(f"rule must be one of {sorted(RULES)}, got {rule!r}")
     torch.manual_seed(seed)
@@ -88,7 +94,8 @@ def train_digits(rule: str, mode: str = "row", *, neuron: str = "lif", epochs: i
     model = classifier(train.num_inputs, train.num_classes, neuron, hidden)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     loss = digits_loss(rule)
-    trainer = build_trainer(rule, model, optimizer, train.num_steps, loss, parts=parts)
+    trainer = build_trainer(rule, model, optimizer, train.num_steps, loss, parts=parts,
+                            trace=trace or OTTT_TRACES.get(neuron, "presynaptic"))
     start = time.perf_counter()
     trainer.fit(make_loader(train, batch_size, shuffle=True, seed=seed), epochs)
     seconds = time.perf_counter() - start
@@ -97,6 +104,8 @@ def train_digits(rule: str, mode: str = "row", *, neuron: str = "lif", epochs: i
            "loss": f"ce_{loss.steps}", "test_accuracy": result["accuracy"], "train_seconds": seconds}
     if rule == "fptt":
         row["parts"] = parts or train.num_steps
+    if rule == "ottt":
+        row["trace"] = trainer.trace
     return row
 
 
@@ -212,10 +221,11 @@ def _one_step(rule: str, steps: int, batch: int, hidden: int) -> dict[str, float
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-3)
     x = (torch.rand(steps, batch, 16) < 0.3).float()
     target = torch.randint(0, 10, (batch,))
-    warm_up = build_trainer(rule, model, optimizer, 4, StepLoss("ce", "all"), chunk=64)
+    options = {"chunk": 64, "trace": OTTT_TRACES["lif"]}
+    warm_up = build_trainer(rule, model, optimizer, 4, StepLoss("ce", "all"), **options)
     with warm_up.network.stepping():  # lazy initialisation and thread pools, on 4 steps
         warm_up.train_batch(*warm_up.prepare((x[:4], target)))
-    trainer = build_trainer(rule, model, optimizer, steps, StepLoss("ce", "all"), chunk=64)
+    trainer = build_trainer(rule, model, optimizer, steps, StepLoss("ce", "all"), **options)
     x, target = trainer.prepare((x, target))
     with trainer.network.stepping():
         start = time.perf_counter()

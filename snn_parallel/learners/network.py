@@ -121,6 +121,10 @@ class CoreNeuron:
         spike, self.state = self.core.step(x_t, self.state)
         return spike
 
+    def linear_response(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """See :meth:`ParallelNeuron.linear_response <snn_parallel.neurons.ParallelNeuron.linear_response>`."""
+        return self.core.linear_response()
+
 
 class MemoryNeuron:
     """Drives a SpikingJelly node through its own memories and step modes."""
@@ -147,6 +151,18 @@ class MemoryNeuron:
     def step(self, x_t: torch.Tensor) -> torch.Tensor:
         self.module.step_mode = "s"
         return _first(self.module(x_t))
+
+    def linear_response(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """``(1 - 1/tau, 1/tau)`` of SpikingJelly's LIF nodes (gain 1 without ``decay_input``; the
+        membrane is reset, so only the synapses' traces are exact); ``None`` for other nodes."""
+        kinds = {cls.__name__ for cls in type(self.module).__mro__}
+        if "ParametricLIFNode" in kinds:
+            rate = torch.sigmoid(self.module.w)
+        elif "LIFNode" in kinds and isinstance(getattr(self.module, "tau", None), (int, float)):
+            rate = torch.tensor(1 / self.module.tau, dtype=torch.float64)
+        else:
+            return None
+        return 1 - rate, rate if getattr(self.module, "decay_input", True) else torch.ones_like(rate)
 
 
 def _first(output: Any) -> torch.Tensor:

@@ -14,14 +14,14 @@ OTTT          :math:`O(1)` + one trace     1 (``variant="A"``) or T (``variant="
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from .losses import StepLoss
-from .network import NeuronLayer, RecurrentLayer
+from .network import CoreNeuron, NeuronLayer, RecurrentLayer
 from .trainer import Trainer
 
 __all__ = ["BPTTTrainer", "FPTTTrainer", "OTTTTrainer"]
@@ -216,10 +216,34 @@ class OTTTTrainer(Trainer):
     as do biases. The loss is taken step by step (use ``loss="ce_all"`` for the
     paper's instantaneous loss; ``StepLoss("ce", "all", mse_weight=γ)`` adds its MSE term).
 
+    The paper's trace is exact for one layer of LIF neurons whose decay is :math:`\lambda`.
+    ``trace="neuron"`` extends that to any neuron whose membrane is linear in its input,
+    :math:`h_t = \rho\, h_{t-1} + g\, c_t` per channel with :math:`\rho` real or complex (PRF
+    resonates; :meth:`~snn_parallel.neurons.ParallelNeuron.linear_response`). Each ``Linear``
+    synapse keeps one trace per synapse, filtered with its postsynaptic neuron's :math:`\rho_i`,
+
+    .. math::
+
+        e_{ij,t} = \rho_i\, e_{ij,t-1} + s_{j,t}, \qquad
+        \nabla W_{ij} = \sum_t \delta_{i,t}\, \mathrm{Re}\, e_{ij,t},
+
+    likewise for the bias (a synapse from a constant 1), and the neuron's own parameters get the
+    eligibilities :math:`\partial h_t/\partial\rho = \rho\,\partial h_{t-1}/\partial\rho + h_{t-1}`
+    and :math:`\partial h_t/\partial g = \rho\,\partial h_{t-1}/\partial g + c_t` (for our
+    neurons, whose linear membrane is reset-free; SpikingJelly's nodes reset it, so their own
+    parameters keep instantaneous gradients). For a single layer every gradient then equals
+    BPTT's (resets detached), at the cost of a ``[B, out, in]`` trace per synapse instead of
+    ``[B, in]``; memory stays flat in :math:`T`.
+
     Args:
         variant: ``"A"`` accumulates gradients over the sequence and steps once;
             ``"O"`` steps the optimizer after every step that carries a loss.
-        trace_decay: :math:`\lambda` (``1 - 1/tau``, 0.5 for the paper's tau = 2).
+        trace: ``"presynaptic"`` (the paper's :math:`\hat a_t`, any synapse) or ``"neuron"``
+            (the per-synapse traces above; ``Linear`` synapses directly followed by a neuron
+            with a linear membrane: PRF and ``DecoupledLIF``, their adapters, and SpikingJelly's
+            ``LIFNode`` and ``ParametricLIFNode``).
+        trace_decay: :math:`\lambda` of the presynaptic trace (``1 - 1/tau``; default 0.5,
+            the paper's tau = 2).
         trace_input: also route the first synapse's gradient through a trace of the raw
             input (the paper feeds static images there unwrapped; sequence inputs need it).
 
@@ -235,7 +259,8 @@ class OTTTTrainer(Trainer):
         optimizer: torch.optim.Optimizer,
         *,
         variant: str = "A",
-        trace_decay: float = 0.5,
+        trace: str = "presynaptic",
+        trace_decay: float | None = None,
         trace_input: bool = False,
         loss: str | StepLoss = "ce",
         progress: bool = True,
@@ -245,33 +270,58 @@ class OTTTTrainer(Trainer):
         super().__init__(model, optimizer, loss=loss, progress=progress, clip_grad_norm=clip_grad_norm, batch_first=batch_first)
         if variant not in ("A", "O"):
             raise ValueError(f"variant must be 'A' (accumulate) or 'O' (online), got {variant!r}")
+        if trace not in ("presynaptic", "neuron"):
+            raise ValueError(f"trace must be 'presynaptic' or 'neuron', got {trace!r}")
+        if trace == "neuron" and trace_decay is not None:
+            raise ValueError("trace_decay sets the presynaptic trace; trace='neuron' takes each neuron's own decay")
+        trace_decay = 0.5 if trace_decay is None else trace_decay
         if not 0 <= trace_decay < 1:
             raise ValueError(f"trace_decay must be in [0, 1), got {trace_decay!r}")
-        self.variant, self.trace_decay, self.trace_input = variant, float(trace_decay), bool(trace_input)
+        self.variant, self.trace, self.trace_decay, self.trace_input = variant, trace, float(trace_decay), bool(trace_input)
         self._traces: dict[int, torch.Tensor] = {}
         self._traced = self._synapses_into_neurons()
+        if trace == "neuron":
+            self._check_neuron_traces()
 
-    def _synapses_into_neurons(self) -> set[int]:
-        """Indices of the synapses whose current feeds a neuron (a readout into the loss has no membrane to trace)."""
-        layers, traced, pending = self.network.layers, set(), None
+    def _synapses_into_neurons(self) -> dict[int, Any]:
+        """The synapses whose current feeds a neuron, by layer index, with that neuron's driver
+        (a readout into the loss has no membrane to trace)."""
+        layers, traced, pending = self.network.layers, {}, None
         for index, layer in enumerate(layers):
             if isinstance(layer, RecurrentLayer):
-                traced.add(index)
+                traced[index] = layer.driver
                 pending = None
             elif isinstance(layer, NeuronLayer):
                 if pending is not None:
-                    traced.add(pending)
+                    traced[pending] = layer.driver if pending == index - 1 else None
                 pending = None
             elif layer.is_synapse:
                 pending = index
         first = min((i for i, layer in enumerate(layers) if isinstance(layer, RecurrentLayer) or getattr(layer, "is_synapse", False)), default=None)
         if not self.trace_input:
-            traced.discard(first)
+            traced.pop(first, None)
         return traced
+
+    def _check_neuron_traces(self) -> None:
+        for index, driver in self._traced.items():
+            layer = self.network.layers[index]
+            module = layer.synapse if isinstance(layer, RecurrentLayer) else layer.module
+            if not isinstance(module, nn.Linear):
+                raise ValueError(f"trace='neuron' needs Linear synapses; {layer.path} is a {type(module).__name__} (use trace='presynaptic')")
+            if driver is None:
+                raise ValueError(f"trace='neuron' needs each traced synapse directly followed by its neuron; {layer.path} is not")
+            if driver.linear_response() is None:
+                name = type(getattr(driver, "core", getattr(driver, "module", None))).__name__
+                raise ValueError(
+                    f"trace='neuron': the neuron after {layer.path} ({name}) has no membrane linear in its input "
+                    "to build traces from (use trace='presynaptic')"
+                )
 
     def _synapse(self, index: int, module: nn.Module, x: torch.Tensor) -> torch.Tensor:
         if index not in self._traced:
             return module(x)
+        if self.trace == "neuron":
+            return self._neuron_traced(index, module, x)
         previous = self._traces.get(index)
         trace = x.detach() if previous is None else self.trace_decay * previous + x.detach()
         self._traces[index] = trace
@@ -280,6 +330,30 @@ class OTTTTrainer(Trainer):
         with torch.no_grad():
             value = module(x)
         return through_trace + (value - through_trace).detach()
+
+    def _neuron_traced(self, index: int, module: nn.Linear, x: torch.Tensor) -> torch.Tensor:
+        driver = self._traced[index]
+        rho, gain = driver.linear_response()
+        dtype = x.dtype if not rho.is_complex() else (torch.complex128 if x.dtype == torch.float64 else torch.complex64)
+        rho, gain = rho.to(x.device, dtype), gain.to(x.device, x.dtype)  # [out] or scalars
+        decay = rho.detach()
+        old = self._traces.get(index)
+        if old is None:
+            zeros = x.new_zeros(*x.shape[:-1], module.out_features, dtype=dtype)
+            old = _Eligibility(zeros.unsqueeze(-1).expand(*zeros.shape, x.shape[-1]), zeros, zeros, zeros, zeros)
+        weight = (decay.unsqueeze(-1) if decay.dim() else decay) * old.weight + x.detach().unsqueeze(-2)
+        bias = decay * old.bias + 1
+        current = _TracedLinear.apply(x, module.weight, module.bias, weight.real, bias.real)
+        drive = current.detach()
+        self._traces[index] = _Eligibility(
+            weight, bias, decay * old.membrane + gain.detach() * drive, decay * old.d_rho + old.membrane, decay * old.d_gain + drive
+        )
+        if isinstance(driver, CoreNeuron) and (rho.requires_grad or gain.requires_grad):
+            # the neuron's own step gives the instantaneous part of dh_t/d(rho, g), (h_{t-1}, c_t); add the
+            # part carried from earlier steps, rho dh_{t-1}/d(rho, g), as a zero-valued term on the current
+            carried = (rho * (decay * old.d_rho) + gain * (decay * old.d_gain)).real
+            current = current + (carried - carried.detach()) / gain.detach()
+        return current
 
     def train_batch(self, x: torch.Tensor, target: torch.Tensor) -> tuple[float, torch.Tensor]:
         steps = x.shape[0]
@@ -300,3 +374,36 @@ class OTTTTrainer(Trainer):
         self.network.reset()
         self._traces.clear()
         return float(self.loss.sequence_loss(outputs, target)), outputs
+
+
+class _Eligibility(NamedTuple):
+    """What ``OTTTTrainer(trace="neuron")`` carries per synapse layer, each ``[..., out]`` unless noted."""
+
+    weight: torch.Tensor  #: e_ij, ``[..., out, in]``
+    bias: torch.Tensor  #: e_i of the bias
+    membrane: torch.Tensor  #: h_t, the reset-free membrane
+    d_rho: torch.Tensor  #: dh_t / d rho
+    d_gain: torch.Tensor  #: dh_t / d g
+
+
+class _TracedLinear(torch.autograd.Function):
+    r""":math:`W x + b`, with the weight gradient :math:`\sum_b \delta_{b,i}\, e_{b,ij}` and the
+    bias gradient :math:`\sum_b \delta_{b,i}\, e_{b,i}` of per-synapse traces, and the usual
+    input gradient :math:`W^\top \delta`."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+                weight_trace: torch.Tensor, bias_trace: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(weight, weight_trace, bias_trace)
+        ctx.has_bias = bias is not None
+        return F.linear(x, weight, bias)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        weight, weight_trace, bias_trace = ctx.saved_tensors
+        grad_x = grad @ weight if ctx.needs_input_grad[0] else None
+        grad_weight = torch.einsum("...i,...ij->ij", grad, weight_trace) if ctx.needs_input_grad[1] else None
+        grad_bias = None
+        if ctx.has_bias and ctx.needs_input_grad[2]:
+            grad_bias = (grad * bias_trace).reshape(-1, grad.shape[-1]).sum(0)
+        return grad_x, grad_weight, grad_bias, None, None

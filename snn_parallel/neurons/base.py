@@ -76,6 +76,15 @@ class ParallelNeuron(nn.Module):
         """The resting state for a batch shaped like the single step ``x_t``."""
         raise NotImplementedError
 
+    def linear_response(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        r"""Per-channel ``(rho, gain)`` of a membrane that is linear in its input, resets aside:
+        :math:`h_t = \rho\, h_{t-1} + g\, c_t` (:math:`\rho` real or complex, :math:`g` real,
+        each ``[C]`` or a scalar, differentiable in the neuron's parameters), the spike being
+        driven by :math:`\mathrm{Re}\, h_t`. ``None`` (the default) where the membrane is not
+        linear, e.g. a decay that depends on the input. OTTT's ``trace="neuron"`` builds its
+        eligibility traces from it."""
+        return None
+
     # -- for subclasses ------------------------------------------------------------------
     def _forward(self, x_seq: torch.Tensor, state: NamedTuple) -> tuple[torch.Tensor, torch.Tensor, NamedTuple]:
         raise NotImplementedError

@@ -75,6 +75,11 @@ class DecoupledLIF(ParallelNeuron):
         r"""Per-channel decay :math:`\beta`, ``[C]``."""
         return torch.sigmoid(self.decay_logit)
 
+    def linear_response(self) -> tuple[torch.Tensor, torch.Tensor]:
+        r""":math:`(\beta, 1)`: the reset-free membrane :math:`u'_t = \beta u'_{t-1} + c_t`."""
+        beta = self.beta
+        return beta, torch.ones_like(beta)
+
     def init_state(self, x_t: torch.Tensor) -> LIFState:
         zeros = torch.zeros_like(x_t)
         return LIFState(zeros, zeros)

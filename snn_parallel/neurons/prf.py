@@ -114,6 +114,11 @@ class PRF(ParallelNeuron):
         dt = self.log_dt.exp()
         return torch.complex(-dt * self.decay_log.exp(), dt * self.theta_log.exp()), dt
 
+    def linear_response(self) -> tuple[torch.Tensor, torch.Tensor]:
+        r""":math:`(A, \Delta)`: :math:`\tilde u_t = A \tilde u_{t-1} + \Delta c_t` (the reset acts on the threshold only)."""
+        log_a, dt = self.coefficients()
+        return log_a.exp(), dt
+
     def _forward(self, x_seq: torch.Tensor, state: PRFState) -> tuple[torch.Tensor, torch.Tensor, PRFState]:
         log_a, dt = self.coefficients()
         decay, scale = self._channel_view(log_a, x_seq, 2).exp(), self._channel_view(dt, x_seq, 2)
