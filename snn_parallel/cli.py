@@ -43,6 +43,14 @@ def _write_json(path: str | None, rows: list[dict]) -> None:
             json.dump({"meta": meta, "rows": rows}, handle, indent=2)
 
 
+def _seeds(text: str) -> list[int] | None:
+    """``"0,1,2"`` -> ``[0, 1, 2]``; ``None`` if it is not a comma-separated list of integers."""
+    try:
+        return [int(part) for part in text.split(",")]
+    except ValueError:
+        return None
+
+
 def _train(args: argparse.Namespace) -> int:
     from .learners import experiments
 
@@ -52,17 +60,29 @@ def _train(args: argparse.Namespace) -> int:
     if rules[0] not in known:
         print(f"snn-parallel train: --rule {args.rule} does not train --task {args.task}; choose from {', '.join(known)}", file=sys.stderr)
         return 2
+    seeds = _seeds(args.seed)
+    if seeds is None:
+        print(f"snn-parallel train: --seed takes integers separated by commas, got {args.seed!r}", file=sys.stderr)
+        return 2
+    lr = {} if args.lr is None else {"lr": args.lr}
     rows = []
-    for rule in rules:
-        if args.task == "adding":
-            row = experiments.train_adding(args.steps, rule=rule, iterations=args.iterations, seed=args.seed)
-        elif image:
-            row = experiments.train_image(rule, epochs=args.epochs or 30, seed=args.seed)
-        else:
-            row = experiments.train_digits(rule, args.task, neuron=args.neuron, epochs=args.epochs or 20, parts=args.parts,
-                                           seed=args.seed)
-        rows.append(row)
-        print(", ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()), flush=True)
+    for seed in seeds:
+        for rule in rules:
+            if args.task == "adding":
+                row = experiments.train_adding(args.steps or 200, rule=rule, iterations=args.iterations, seed=seed, **lr)
+            elif image:
+                row = experiments.train_image(rule, steps=args.steps or 5, epochs=args.epochs or 30, seed=seed, **lr)
+            else:
+                row = experiments.train_digits(rule, args.task, neuron=args.neuron, epochs=args.epochs or 20, parts=args.parts,
+                                               trace=args.trace, seed=seed, **lr)
+            rows.append({**row, "seed": seed})
+            print(", ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in rows[-1].items()), flush=True)
+    if len(seeds) > 1:
+        metric = "test_mse" if args.task == "adding" else "test_accuracy"
+        for rule in rules:
+            values = [row[metric] for row in rows if row["rule"] == rule]
+            print(f"rule={rule}, seeds={len(values)}, mean {metric}={sum(values) / len(values):.4f}, "
+                  f"min={min(values):.4f}, max={max(values):.4f}")
     _write_json(args.json, rows)
     return 0
 
@@ -120,9 +140,12 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--neuron", choices=sorted(LEARNER_NEURONS), default="prf", help="neuron of the digits network")
     train.add_argument("--epochs", type=int, default=None, help="default: 20 (image: 30)")
     train.add_argument("--parts", type=int, default=None, help="digits: FPTT's K, updates per sequence (default: T)")
-    train.add_argument("--steps", type=int, default=200, help="adding problem: sequence length")
+    train.add_argument("--trace", choices=("presynaptic", "neuron"), default=None,
+                       help="digits: OTTT's trace (default: 'neuron' for prf and lif, else 'presynaptic')")
+    train.add_argument("--steps", type=int, default=None, help="adding problem: sequence length (default: 200); image: T (default: 5)")
     train.add_argument("--iterations", type=int, default=3000, help="adding problem: optimizer iterations")
-    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--lr", type=float, default=None, help="Adam(W)'s learning rate (default: 3e-3; image: 5e-3)")
+    train.add_argument("--seed", default="0", help="a seed, or several separated by commas (then the mean per rule is printed too)")
     train.add_argument("--json", help="write the results here")
     train.set_defaults(run=_train)
 

@@ -51,6 +51,9 @@ def test_cli_train_reports_a_measured_accuracy(tmp_path, capsys):
     assert "rule=ottt" in line and "test_accuracy=" in line
     rows = json.loads(out.read_text())["rows"]
     assert rows[0]["rule"] == "ottt" and 0.0 <= rows[0]["test_accuracy"] <= 1.0
+    assert rows[0]["trace"] == "neuron"  # the default for PRF networks
+    assert cli.main(["train", "--rule", "ottt", "--task", "row", "--epochs", "1", "--trace", "presynaptic"]) == 0
+    assert "trace=presynaptic" in capsys.readouterr().out
 
 
 def test_cli_train_adding_reports_a_measured_mse(tmp_path, capsys):
@@ -83,4 +86,16 @@ def test_cli_train_image_runs_tsslbp_and_bptt_and_refuses_other_rules(capsys):
     out = capsys.readouterr().out
     assert "rule=tsslbp" in out and "rule=bptt" in out and out.count("test_accuracy=") == 2
     assert cli.main(["train", "--task", "image", "--rule", "ottt"]) == 2
+    assert cli.main(["train", "--task", "row", "--seed", "0,x"]) == 2
+    assert "--seed takes integers separated by commas" in capsys.readouterr().err
+
+
+def test_cli_train_several_seeds_prints_each_and_the_mean(tmp_path, capsys):
+    out = tmp_path / "image.json"
+    args = ["train", "--task", "image", "--rule", "bptt", "--epochs", "1", "--steps", "2", "--lr", "1e-3", "--seed", "0,1"]
+    assert cli.main([*args, "--json", str(out)]) == 0
+    rows = json.loads(out.read_text())["rows"]
+    assert [(row["seed"], row["steps"]) for row in rows] == [(0, 2), (1, 2)]
+    mean = sum(row["test_accuracy"] for row in rows) / 2
+    assert f"rule=bptt, seeds=2, mean test_accuracy={mean:.4f}" in capsys.readouterr().out
     assert cli.main(["train", "--task", "row", "--rule", "tsslbp"]) == 2
