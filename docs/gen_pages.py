@@ -5,7 +5,8 @@ here is committed. Every figure comes from the code in this repository:
 
 - ``figures/neurons/<name>.png``: each neuron driven by one fixed input;
 - ``benchmarks.md`` and ``figures/bench_<device>.png``: the tables and plots of
-  ``benchmarks/cpu.json`` and, where it exists, ``benchmarks/gpu.json``;
+  ``benchmarks/cpu.json`` and, where it exists, ``benchmarks/gpu.json``, and the learners'
+  results in ``benchmarks/learners/``;
 - ``tutorials/*.py``: copies of the jupytext tutorials, rendered by ``mkdocs-jupyter``.
 """
 
@@ -172,6 +173,26 @@ def bench_section(path: Path, device: str) -> str:
     return "\n".join(lines)
 
 
+def learners_section(folder: Path) -> str:
+    """One table per results file of ``snn-parallel train`` / ``bench --learners``, as measured."""
+    lines = ["## Learners", "",
+             "Accuracy, adding-problem MSE and memory of the learning rules (`snn-parallel train`, "
+             "`snn-parallel bench --learners`); each file names its command and machine.", ""]
+    for path in sorted(folder.glob("*.json")):
+        results = json.loads(path.read_text())
+        meta, rows = results["meta"], results["rows"]
+        lines += [f"### `{path.relative_to(ROOT)}`", "",
+                  f"`{meta['command']}`: {meta['cpu']}, {meta['cores']} cores, {meta['threads']} torch thread(s), "
+                  f"torch {meta['torch']}, device {meta['device']}.", ""]
+        columns = list(dict.fromkeys(key for row in rows for key in row))
+        lines += ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+        for row in rows:
+            cells = (row.get(c, "") for c in columns)
+            lines.append("| " + " | ".join(f"{v:.4g}" if isinstance(v, float) else str(v) for v in cells) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
 page = ["# Benchmarks", "",
         "Generated from the committed results files when the documentation is built. `snn-parallel bench` times "
         "forward + backward of one neuron layer on `rand(T, B, C) * 1.5`: one warm-up, then the median of up to "
@@ -186,6 +207,8 @@ for device, name in (("CPU", "cpu.json"), ("GPU", "gpu.json")):
         page.append(bench_section(path, device))
     else:
         page += [f"## {device}", "", f"No `benchmarks/{name}` in this checkout.", ""]
+if (ROOT / "benchmarks" / "learners").is_dir():
+    page.append(learners_section(ROOT / "benchmarks" / "learners"))
 with mkdocs_gen_files.open("benchmarks.md", "w") as handle:
     handle.write("\n".join(page) + "\n")
 
