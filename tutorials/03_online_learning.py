@@ -20,7 +20,7 @@
 # |---|---|
 # | `BPTTTrainer` | backpropagation through time (the baseline) |
 # | `FPTTTrainer` | forward propagation through time: K updates per sequence with a dynamic regulariser |
-# | `OTTTTrainer` | online training through time: one step at a time, presynaptic traces |
+# | `OTTTTrainer` | online training through time: one step at a time, presynaptic traces (`trace="neuron"`: one per synapse, with each neuron's own decay) |
 # | `HYPRTrainer` | hybrid propagation: eligibilities computed per sub-sequence, in parallel |
 #
 # We measure the peak memory and the time of one training step against T, train the same

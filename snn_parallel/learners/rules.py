@@ -340,13 +340,15 @@ class OTTTTrainer(Trainer):
         old = self._traces.get(index)
         if old is None:
             zeros = x.new_zeros(*x.shape[:-1], module.out_features, dtype=dtype)
-            old = _Eligibility(zeros.unsqueeze(-1).expand(*zeros.shape, x.shape[-1]), zeros, zeros, zeros, zeros)
-        weight = (decay.unsqueeze(-1) if decay.dim() else decay) * old.weight + x.detach().unsqueeze(-2)
+            synapses = x.new_zeros(()).expand(*zeros.shape, x.shape[-1])
+            old = _Eligibility(synapses, synapses if decay.is_complex() else None, zeros, zeros, zeros, zeros)
+        weight_re, weight_im = self._filter_synapses(decay, old.weight_re, old.weight_im, x.detach().unsqueeze(-2))
         bias = decay * old.bias + 1
-        current = _TracedLinear.apply(x, module.weight, module.bias, weight.real, bias.real)
+        current = _TracedLinear.apply(x, module.weight, module.bias, weight_re, bias.real)
         drive = current.detach()
         self._traces[index] = _Eligibility(
-            weight, bias, decay * old.membrane + gain.detach() * drive, decay * old.d_rho + old.membrane, decay * old.d_gain + drive
+            weight_re, weight_im, bias, decay * old.membrane + gain.detach() * drive, decay * old.d_rho + old.membrane,
+            decay * old.d_gain + drive,
         )
         if isinstance(driver, CoreNeuron) and (rho.requires_grad or gain.requires_grad):
             # the neuron's own step gives the instantaneous part of dh_t/d(rho, g), (h_{t-1}, c_t); add the
@@ -354,6 +356,18 @@ class OTTTTrainer(Trainer):
             carried = (rho * (decay * old.d_rho) + gain * (decay * old.d_gain)).real
             current = current + (carried - carried.detach()) / gain.detach()
         return current
+
+    @staticmethod
+    def _filter_synapses(decay: torch.Tensor, re: torch.Tensor, im: torch.Tensor | None,
+                         drive: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        r""":math:`e \leftarrow \rho e + s` on the real and imaginary parts (``[..., out, in]``; ``im`` is
+        ``None`` for a real :math:`\rho`), which is several times faster on a CPU than complex tensors."""
+        if decay.dim():
+            decay = decay.unsqueeze(-1)
+        if im is None:
+            return torch.addcmul(drive, decay, re), None
+        a, b = decay.real, decay.imag
+        return torch.addcmul(drive, a, re).addcmul_(b, im, value=-1), torch.addcmul(b * re, a, im)
 
     def train_batch(self, x: torch.Tensor, target: torch.Tensor) -> tuple[float, torch.Tensor]:
         steps = x.shape[0]
@@ -379,7 +393,8 @@ class OTTTTrainer(Trainer):
 class _Eligibility(NamedTuple):
     """What ``OTTTTrainer(trace="neuron")`` carries per synapse layer, each ``[..., out]`` unless noted."""
 
-    weight: torch.Tensor  #: e_ij, ``[..., out, in]``
+    weight_re: torch.Tensor  #: Re e_ij, ``[..., out, in]``
+    weight_im: torch.Tensor | None  #: Im e_ij (``None`` for a real decay)
     bias: torch.Tensor  #: e_i of the bias
     membrane: torch.Tensor  #: h_t, the reset-free membrane
     d_rho: torch.Tensor  #: dh_t / d rho
