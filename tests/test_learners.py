@@ -295,7 +295,7 @@ def test_fptt_parts_detach_state_and_weight_terminal_loss():
 
     def spy(out, target, part, start, steps, terminal):
         loss = original(out, target, part, start, steps, terminal)
-        losses.append((part, out.shape[0], float(loss), float(nn.functional.cross_entropy(out[-1], target))))
+        losses.append((part, out.shape[0], float(loss.detach()), float(nn.functional.cross_entropy(out[-1].detach(), target))))
         return loss
 
     trainer._part_loss = spy
