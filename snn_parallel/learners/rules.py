@@ -8,7 +8,9 @@ rule          memory                       optimizer steps per sequence
 BPTT          :math:`O(T)`                 1
 FPTT (K)      :math:`O(T/K)` + 3 × params  K
 OTTT          :math:`O(1)` + one trace     1 (``variant="A"``) or T (``variant="O"``)
-              per synapse input
+              per synapse input (per
+              synapse with
+              ``trace="neuron"``)
 ============  ===========================  =================================================
 """
 
@@ -21,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .losses import StepLoss
-from .network import CoreNeuron, NeuronLayer, RecurrentLayer
+from .network import CoreNeuron, MemoryNeuron, NeuronLayer, RecurrentLayer
 from .trainer import Trainer
 
 __all__ = ["BPTTTrainer", "FPTTTrainer", "OTTTTrainer"]
@@ -278,12 +280,12 @@ class OTTTTrainer(Trainer):
         if not 0 <= trace_decay < 1:
             raise ValueError(f"trace_decay must be in [0, 1), got {trace_decay!r}")
         self.variant, self.trace, self.trace_decay, self.trace_input = variant, trace, float(trace_decay), bool(trace_input)
-        self._traces: dict[int, torch.Tensor] = {}
+        self._traces: dict[int, torch.Tensor | _Eligibility] = {}
         self._traced = self._synapses_into_neurons()
         if trace == "neuron":
             self._check_neuron_traces()
 
-    def _synapses_into_neurons(self) -> dict[int, Any]:
+    def _synapses_into_neurons(self) -> dict[int, CoreNeuron | MemoryNeuron | None]:
         """The synapses whose current feeds a neuron, by layer index, with that neuron's driver
         (a readout into the loss has no membrane to trace)."""
         layers, traced, pending = self.network.layers, {}, None
