@@ -320,7 +320,7 @@ def test_fptt_part_weight_of_a_terminal_regression_label(part_weight, weights):
 
     def spy(out, target, part, start, steps, terminal):
         loss = original(out, target, part, start, steps, terminal)
-        seen.append(float(loss) / float(nn.functional.mse_loss(out[-1], target)))
+        seen.append(float(loss.detach()) / float(nn.functional.mse_loss(out[-1].detach(), target)))
         return loss
 
     trainer._part_loss = spy
