@@ -64,6 +64,10 @@ def _train(args: argparse.Namespace) -> int:
     if seeds is None:
         print(f"snn-parallel train: --seed takes integers separated by commas, got {args.seed!r}", file=sys.stderr)
         return 2
+    for name, value in (("--lr", args.lr), ("--steps", args.steps)):
+        if value is not None and not value > 0:
+            print(f"snn-parallel train: {name} must be positive, got {value}", file=sys.stderr)
+            return 2
     lr = {} if args.lr is None else {"lr": args.lr}
     rows = []
     for seed in seeds:

@@ -88,6 +88,10 @@ def test_cli_train_image_runs_tsslbp_and_bptt_and_refuses_other_rules(capsys):
     assert cli.main(["train", "--task", "image", "--rule", "ottt"]) == 2
     assert cli.main(["train", "--task", "row", "--seed", "0,x"]) == 2
     assert "--seed takes integers separated by commas" in capsys.readouterr().err
+    assert cli.main(["train", "--task", "row", "--lr=-1e-3"]) == 2
+    assert "--lr must be positive, got -0.001" in capsys.readouterr().err
+    assert cli.main(["train", "--task", "image", "--steps", "0"]) == 2
+    assert "--steps must be positive, got 0" in capsys.readouterr().err
 
 
 def test_cli_train_several_seeds_prints_each_and_the_mean(tmp_path, capsys):
