@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from collections.abc import Sequence
 
@@ -43,50 +44,71 @@ def _write_json(path: str | None, rows: list[dict]) -> None:
             json.dump({"meta": meta, "rows": rows}, handle, indent=2)
 
 
-def _seeds(text: str) -> list[int] | None:
-    """``"0,1,2"`` -> ``[0, 1, 2]``; ``None`` if it is not a comma-separated list of integers."""
+def _numbers(text: str, kind: type) -> list | None:
+    """``"0,1,2"`` -> ``[0, 1, 2]``, each part read by ``kind``; ``None`` if a part does not read."""
     try:
-        return [int(part) for part in text.split(",")]
+        return [kind(part) for part in text.split(",")]
     except ValueError:
         return None
+
+
+def _summarise(rows: list[dict], metric: str, lrs: list[float | None]) -> None:
+    """Mean, min and max of ``metric`` per rule and learning rate; with several rates, the best per rule."""
+    means: dict[tuple[str, float], float] = {}
+    for rule in dict.fromkeys(row["rule"] for row in rows):
+        for lr in dict.fromkeys(row["lr"] for row in rows if row["rule"] == rule):
+            values = [row[metric] for row in rows if row["rule"] == rule and row["lr"] == lr]
+            means[rule, lr] = sum(values) / len(values)
+            print(f"rule={rule}, lr={lr:g}, seeds={len(values)}, mean {metric}={means[rule, lr]:.4f}, "
+                  f"min={min(values):.4f}, max={max(values):.4f}")
+    if len(lrs) > 1:
+        pick = min if metric.endswith("mse") else max
+        for rule in dict.fromkeys(rule for rule, _ in means):
+            best = pick((lr for r, lr in means if r == rule), key=lambda lr: means[rule, lr])
+            print(f"rule={rule}, best lr={best:g} by mean {metric}")
 
 
 def _train(args: argparse.Namespace) -> int:
     from .learners import experiments
 
+    def refuse(message: str) -> int:
+        print(f"snn-parallel train: {message}", file=sys.stderr)
+        return 2
+
     image = args.task == "image"
     known = experiments.IMAGE_RULES if image else sorted(experiments.RULES)
     rules = list(known) if args.rule == "all" else [args.rule]
     if rules[0] not in known:
-        print(f"snn-parallel train: --rule {args.rule} does not train --task {args.task}; choose from {', '.join(known)}", file=sys.stderr)
-        return 2
-    seeds = _seeds(args.seed)
+        return refuse(f"--rule {args.rule} does not train --task {args.task}; choose from {', '.join(known)}")
+    seeds = _numbers(args.seed, int)
     if seeds is None:
-        print(f"snn-parallel train: --seed takes integers separated by commas, got {args.seed!r}", file=sys.stderr)
-        return 2
-    for name, value in (("--lr", args.lr), ("--steps", args.steps)):
-        if value is not None and not value > 0:
-            print(f"snn-parallel train: {name} must be positive, got {value}", file=sys.stderr)
-            return 2
-    lr = {} if args.lr is None else {"lr": args.lr}
+        return refuse(f"--seed takes integers separated by commas, got {args.seed!r}")
+    lrs: list[float | None] = [None] if args.lr is None else _numbers(args.lr, float)
+    if lrs is None or not all(lr is None or 0 < lr < math.inf for lr in lrs):
+        return refuse(f"--lr takes positive numbers separated by commas, got {args.lr!r}")
+    if args.steps is not None and args.steps <= 0:
+        return refuse(f"--steps must be positive, got {args.steps}")
+    if args.valid is not None and (args.task == "adding" or not 0 < args.valid < 1):
+        return refuse(f"--valid takes a share in (0, 1) of the training digits (not for --task adding), got {args.valid}")
+    valid = {} if args.valid is None else {"valid_fraction": args.valid}
     rows = []
     for seed in seeds:
-        for rule in rules:
-            if args.task == "adding":
-                row = experiments.train_adding(args.steps or 200, rule=rule, iterations=args.iterations, seed=seed, **lr)
-            elif image:
-                row = experiments.train_image(rule, steps=args.steps or 5, epochs=args.epochs or 30, seed=seed, **lr)
-            else:
-                row = experiments.train_digits(rule, args.task, neuron=args.neuron, epochs=args.epochs or 20, parts=args.parts,
-                                               trace=args.trace, seed=seed, **lr)
-            rows.append({**row, "seed": seed})
-            print(", ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in rows[-1].items()), flush=True)
-    if len(seeds) > 1:
-        metric = "test_mse" if args.task == "adding" else "test_accuracy"
-        for rule in rules:
-            values = [row[metric] for row in rows if row["rule"] == rule]
-            print(f"rule={rule}, seeds={len(values)}, mean {metric}={sum(values) / len(values):.4f}, "
-                  f"min={min(values):.4f}, max={max(values):.4f}")
+        for lr in lrs:
+            options = {"seed": seed} if lr is None else {"seed": seed, "lr": lr}
+            for rule in rules:
+                if args.task == "adding":
+                    row = experiments.train_adding(args.steps or 200, rule=rule, iterations=args.iterations, **options)
+                elif image:
+                    row = experiments.train_image(rule, steps=args.steps or 5, epochs=args.epochs or 30, **valid, **options)
+                else:
+                    row = experiments.train_digits(rule, args.task, neuron=args.neuron, epochs=args.epochs or 20,
+                                                   parts=args.parts, trace=args.trace, **valid, **options)
+                rows.append({**row, "seed": seed})
+                print(", ".join(f"{k}={v:.4g}" if k == "lr" else f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}"
+                                for k, v in rows[-1].items()), flush=True)
+    if len(seeds) > 1 or len(lrs) > 1:
+        metric = "test_mse" if args.task == "adding" else "valid_accuracy" if valid else "test_accuracy"
+        _summarise(rows, metric, lrs)
     _write_json(args.json, rows)
     return 0
 
@@ -148,8 +170,13 @@ def build_parser() -> argparse.ArgumentParser:
                        help="digits: OTTT's trace (default: 'neuron' for prf and lif, else 'presynaptic')")
     train.add_argument("--steps", type=int, default=None, help="adding problem: sequence length (default: 200); image: T (default: 5)")
     train.add_argument("--iterations", type=int, default=3000, help="adding problem: optimizer iterations")
-    train.add_argument("--lr", type=float, default=None, help="Adam(W)'s learning rate (default: 3e-3; image: 5e-3)")
-    train.add_argument("--seed", default="0", help="a seed, or several separated by commas (then the mean per rule is printed too)")
+    train.add_argument("--lr", default=None,
+                       help="Adam(W)'s learning rate, or several separated by commas (default: 3e-3; image: 5e-3)")
+    train.add_argument("--seed", default="0",
+                       help="a seed, or several separated by commas (then the mean per rule and rate is printed too)")
+    train.add_argument("--valid", type=float, default=None, metavar="SHARE",
+                       help="digits: score on this share of the training digits, set apart, instead of the test split "
+                            "(to choose --lr and --epochs)")
     train.add_argument("--json", help="write the results here")
     train.set_defaults(run=_train)
 

@@ -88,8 +88,12 @@ def test_cli_train_image_runs_tsslbp_and_bptt_and_refuses_other_rules(capsys):
     assert cli.main(["train", "--task", "image", "--rule", "ottt"]) == 2
     assert cli.main(["train", "--task", "row", "--seed", "0,x"]) == 2
     assert "--seed takes integers separated by commas" in capsys.readouterr().err
-    assert cli.main(["train", "--task", "row", "--lr=-1e-3"]) == 2
-    assert "--lr must be positive, got -0.001" in capsys.readouterr().err
+    for lr in ("-1e-3", "0", "nan", "inf", "1e-3,x"):
+        assert cli.main(["train", "--task", "row", f"--lr={lr}"]) == 2
+        assert f"--lr takes positive numbers separated by commas, got {lr!r}" in capsys.readouterr().err
+    for task, share in (("row", "0"), ("image", "1"), ("image", "nan"), ("adding", "0.2")):
+        assert cli.main(["train", "--task", task, "--valid", share]) == 2
+        assert "--valid takes a share in (0, 1)" in capsys.readouterr().err
     assert cli.main(["train", "--task", "image", "--steps", "0"]) == 2
     assert "--steps must be positive, got 0" in capsys.readouterr().err
 
@@ -101,5 +105,20 @@ def test_cli_train_several_seeds_prints_each_and_the_mean(tmp_path, capsys):
     rows = json.loads(out.read_text())["rows"]
     assert [(row["seed"], row["steps"]) for row in rows] == [(0, 2), (1, 2)]
     mean = sum(row["test_accuracy"] for row in rows) / 2
-    assert f"rule=bptt, seeds=2, mean test_accuracy={mean:.4f}" in capsys.readouterr().out
+    assert f"rule=bptt, lr=0.001, seeds=2, mean test_accuracy={mean:.4f}" in capsys.readouterr().out
     assert cli.main(["train", "--task", "row", "--rule", "tsslbp"]) == 2
+
+
+def test_cli_train_scores_several_rates_on_the_validation_share_and_names_the_best(tmp_path, capsys):
+    out = tmp_path / "sweep.json"
+    args = ["train", "--task", "image", "--rule", "tsslbp", "--epochs", "1", "--steps", "2", "--lr", "1e-4,1e-2",
+            "--valid", "0.25", "--json", str(out)]
+    assert cli.main(args) == 0
+    rows = json.loads(out.read_text())["rows"]
+    assert [row["lr"] for row in rows] == [1e-4, 1e-2]
+    assert all("test_accuracy" not in row and 0.0 <= row["valid_accuracy"] <= 1.0 for row in rows)
+    printed = capsys.readouterr().out
+    for row in rows:
+        assert f"rule=tsslbp, lr={row['lr']:g}, seeds=1, mean valid_accuracy={row['valid_accuracy']:.4f}" in printed
+    best = max(rows, key=lambda row: row["valid_accuracy"])["lr"]  # ties: the first rate given, as max picks
+    assert f"rule=tsslbp, best lr={best:g} by mean valid_accuracy" in printed

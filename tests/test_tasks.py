@@ -82,6 +82,21 @@ def test_digits_split_is_disjoint_complete_and_stratified():
 
 
 @needs_sklearn
+def test_digits_valid_split_is_a_stratified_share_of_train_and_leaves_test_alone():
+    full_train, test = SequentialDigits("train", seed=3), SequentialDigits("test", seed=3)
+    train, valid = (SequentialDigits(split, seed=3, valid_fraction=0.25) for split in ("train", "valid"))
+    train_idx, valid_idx = set(train.indices.tolist()), set(valid.indices.tolist())
+    assert not train_idx & valid_idx
+    assert train_idx | valid_idx == set(full_train.indices.tolist())
+    assert torch.equal(SequentialDigits("test", seed=3, valid_fraction=0.25).indices, test.indices)
+    share = torch.bincount(valid.targets, minlength=10) / torch.bincount(full_train.targets, minlength=10)
+    assert torch.allclose(share, torch.full((10,), 0.25), atol=0.03)
+    assert torch.equal(valid.inputs, full_train.inputs[torch.isin(full_train.indices, valid.indices)])
+    with pytest.raises(ValueError, match="valid_fraction"):  # too few validation digits to hold every class
+        SequentialDigits("valid", valid_fraction=0.001)
+
+
+@needs_sklearn
 def test_digits_determinism():
     a, b = SequentialDigits("train", seed=1), SequentialDigits("train", seed=1)
     assert torch.equal(a.inputs, b.inputs) and torch.equal(a.targets, b.targets)
@@ -271,6 +286,11 @@ def test_make_loader_seeded_shuffle():
         (lambda: SequentialDigits(test_fraction=0.0), ValueError, "test_fraction"),
         (lambda: SequentialDigits(test_fraction=1.0), ValueError, "test_fraction"),
         (lambda: SequentialDigits(test_fraction="0.2"), TypeError, "test_fraction"),
+        (lambda: SequentialDigits("valid"), ValueError, "valid_fraction"),
+        (lambda: SequentialDigits(valid_fraction=0.0), ValueError, "valid_fraction"),
+        (lambda: SequentialDigits(valid_fraction=1.0), ValueError, "valid_fraction"),
+        (lambda: SequentialDigits(valid_fraction=float("nan")), ValueError, "valid_fraction"),
+        (lambda: SequentialDigits(valid_fraction="0.2"), TypeError, "valid_fraction"),
         (lambda: SequentialDigits(mode="static", repeat=0), ValueError, "repeat"),
         (lambda: AddingProblem(1, 10), ValueError, "num_steps"),
         (lambda: AddingProblem(10, 0), ValueError, "num_samples"),

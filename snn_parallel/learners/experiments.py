@@ -81,16 +81,23 @@ def digits_loss(rule: str) -> StepLoss:
     return StepLoss("ce", "last") if rule == "fptt" else StepLoss("ce", "all")
 
 
+def _digits_splits(mode: str, seed: int, valid_fraction: float | None, **options: int) -> tuple[SequentialDigits, SequentialDigits]:
+    """The digits to train on and to score: train and test, or with ``valid_fraction`` the
+    training digits less that share and the share itself (the test split stays unseen)."""
+    scored = "test" if valid_fraction is None else "valid"
+    return tuple(SequentialDigits(split, mode, seed=seed, valid_fraction=valid_fraction, **options) for split in ("train", scored))
+
+
 def train_digits(rule: str, mode: str = "row", *, neuron: str = "lif", epochs: int = 20, hidden: int = 128,
                  lr: float = 3e-3, batch_size: int = 64, parts: int | None = None, trace: str | None = None,
-                 seed: int = 0) -> dict[str, float | str]:
+                 valid_fraction: float | None = None, seed: int = 0) -> dict[str, float | str]:
     """Train on :class:`~snn_parallel.tasks.SequentialDigits` with :func:`digits_loss`; returns
-    the test accuracy and time. ``parts``: FPTT's K (``None``: K = T); ``trace``: OTTT's trace
-    (``None``: :data:`OTTT_TRACES` for the neuron)."""
+    the test accuracy (``valid_accuracy`` with ``valid_fraction``) and time. ``parts``: FPTT's K
+    (``None``: K = T); ``trace``: OTTT's trace (``None``: :data:`OTTT_TRACES` for the neuron)."""
     if rule not in RULES:
         raise ValueError(f"rule must be one of {sorted(RULES)}, got {rule!r}")
     torch.manual_seed(seed)
-    train, test = SequentialDigits("train", mode, seed=seed), SequentialDigits("test", mode, seed=seed)
+    train, test = _digits_splits(mode, seed, valid_fraction)
     model = classifier(train.num_inputs, train.num_classes, neuron, hidden)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     loss = digits_loss(rule)
@@ -100,8 +107,8 @@ def train_digits(rule: str, mode: str = "row", *, neuron: str = "lif", epochs: i
     trainer.fit(make_loader(train, batch_size, shuffle=True, seed=seed), epochs)
     seconds = time.perf_counter() - start
     result = trainer.evaluate(make_loader(test, 256))
-    row = {"rule": rule, "task": f"digits-{mode}", "steps": train.num_steps, "neuron": neuron, "epochs": epochs,
-           "loss": f"ce_{loss.steps}", "test_accuracy": result["accuracy"], "train_seconds": seconds}
+    row = {"rule": rule, "task": f"digits-{mode}", "steps": train.num_steps, "neuron": neuron, "epochs": epochs, "lr": lr,
+           "loss": f"ce_{loss.steps}", f"{test.split}_accuracy": result["accuracy"], "train_seconds": seconds}
     if rule == "fptt":
         row["parts"] = parts or train.num_steps
     if rule == "ottt":
@@ -132,8 +139,8 @@ def train_adding(steps: int = 200, *, rule: str = "fptt", parts: int = 10, itera
     trainer.fit(loader, epochs)
     seconds = time.perf_counter() - start
     result = trainer.evaluate(make_loader(test, 500))
-    return {"rule": rule, "task": f"adding-{steps}", "steps": steps, "neuron": "ltc", "iterations": epochs * len(loader),
-            "test_mse": result["mse"], "train_seconds": seconds}
+    return {"rule": rule, "task": f"adding-{steps}", "steps": steps, "neuron": "ltc", "lr": lr,
+            "iterations": epochs * len(loader), "test_mse": result["mse"], "train_seconds": seconds}
 
 
 # -- TSSL-BP against BPTT on the 8x8 digits as pictures repeated over T = 5 steps ----------------------
@@ -155,17 +162,18 @@ def _image_trainer(rule: str, lr: float, spec: str) -> Trainer:
 
 
 def train_image(rule: str, *, steps: int = 5, epochs: int = 30, lr: float = 5e-3, batch_size: int = 50,
-                spec: str = IMAGE_NETWORK, seed: int = 0) -> dict[str, float | str]:
-    """Train the PSPLIF conv net on the digits as pictures repeated over ``steps`` steps; returns the test accuracy and time."""
+                spec: str = IMAGE_NETWORK, valid_fraction: float | None = None, seed: int = 0) -> dict[str, float | str]:
+    """Train the PSPLIF conv net on the digits as pictures repeated over ``steps`` steps; returns
+    the test accuracy (``valid_accuracy`` with ``valid_fraction``) and time."""
     torch.manual_seed(seed)
-    train, test = (SequentialDigits(split, "image", seed=seed, repeat=steps) for split in ("train", "test"))
+    train, test = _digits_splits("image", seed, valid_fraction, repeat=steps)
     trainer = _image_trainer(rule, lr, spec)
     start = time.perf_counter()
     trainer.fit(make_loader(train, batch_size, shuffle=True, seed=seed), epochs)
     seconds = time.perf_counter() - start
     result = trainer.evaluate(make_loader(test, 256))
-    return {"rule": rule, "task": "digits-image", "steps": steps, "network": spec, "epochs": epochs,
-            "test_accuracy": result["accuracy"], "train_seconds": seconds}
+    return {"rule": rule, "task": "digits-image", "steps": steps, "network": spec, "epochs": epochs, "lr": lr,
+            f"{test.split}_accuracy": result["accuracy"], "train_seconds": seconds}
 
 
 def _saved_bytes(run: Callable[[], None]) -> int:

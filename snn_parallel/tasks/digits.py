@@ -9,7 +9,7 @@ import torch
 
 from ._base import SequenceDataset, check_choice, check_int, check_open_unit, check_seed, require
 
-_SPLITS = ("train", "test")
+_SPLITS = ("train", "valid", "test")
 _MODES = ("pixel", "permuted", "row", "static", "image")
 _SIDE = 8
 _PIXELS = _SIDE * _SIDE
@@ -28,16 +28,23 @@ def _load_digits() -> tuple[np.ndarray, np.ndarray]:
     return images, labels
 
 
-def _split_indices(labels: np.ndarray, split: str, test_fraction: float, seed: int) -> np.ndarray:
-    """Sorted row indices of ``split`` in a stratified train/test split fixed by ``seed``."""
+def _stratified(labels: np.ndarray, rows: np.ndarray, fraction: float, name: str, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """``rows`` split into ``(rest, share)`` with ``share`` holding ``fraction`` of them, stratified by label."""
     model_selection = require("sklearn.model_selection", "scikit-learn", "SequentialDigits")
     try:
-        train, test = model_selection.train_test_split(
-            np.arange(labels.shape[0]), test_size=test_fraction, random_state=seed, stratify=labels
-        )
+        rest, share = model_selection.train_test_split(rows, test_size=fraction, random_state=seed, stratify=labels[rows])
     except ValueError as err:
-        raise ValueError(f"test_fraction={test_fraction} cannot give a stratified split of the digits: {err}") from err
-    return np.sort(train if split == "train" else test)
+        raise ValueError(f"{name}={fraction} cannot give a stratified split of the digits: {err}") from err
+    return rest, share
+
+
+def _split_indices(labels: np.ndarray, split: str, test_fraction: float, valid_fraction: float | None, seed: int) -> np.ndarray:
+    """Sorted row indices of ``split``: a stratified train/test split fixed by ``seed``, and with
+    ``valid_fraction`` a stratified share of the training rows set apart as ``"valid"``."""
+    rows = dict(zip(("train", "test"), _stratified(labels, np.arange(labels.shape[0]), test_fraction, "test_fraction", seed)))
+    if valid_fraction is not None:
+        rows["train"], rows["valid"] = _stratified(labels, rows["train"], valid_fraction, "valid_fraction", seed)
+    return np.sort(rows[split])
 
 
 class SequentialDigits(SequenceDataset):
@@ -45,7 +52,10 @@ class SequentialDigits(SequenceDataset):
 
     Pixels are scaled from 0..16 to [0, 1]. The train/test split is stratified by class and
     fixed by ``seed`` and ``test_fraction``, so a train and a test set built with the same
-    arguments are disjoint and together hold all 1797 digits.
+    arguments are disjoint and together hold all 1797 digits. With ``valid_fraction``, that
+    share of the training digits (stratified too) becomes the ``"valid"`` split and leaves
+    ``"train"``, for choosing hyper-parameters without looking at the test split; the test
+    split does not change.
 
     Modes (item ``x`` is ``[T, F]`` float32, ``y`` an int64 scalar in 0..9):
 
@@ -58,10 +68,12 @@ class SequentialDigits(SequenceDataset):
       with ``T = repeat`` (for conv nets, e.g. TSSL-BP at ``T = 5``).
 
     Args:
-        split: ``"train"`` or ``"test"``.
+        split: ``"train"``, ``"valid"`` (needs ``valid_fraction``) or ``"test"``.
         mode: ``"pixel"``, ``"permuted"``, ``"row"``, ``"static"`` or ``"image"``.
         seed: Seed of the split and of the pixel permutation, an int in ``[0, 2**32 - 1]``.
         test_fraction: Share of the digits in the test split, in (0, 1).
+        valid_fraction: Share of the training digits set apart as the ``"valid"`` split, in
+            (0, 1); ``None`` (default): no validation split.
         repeat: Steps in ``"static"`` and ``"image"`` modes (checked, but unused, in the other modes).
 
     Attributes:
@@ -86,16 +98,21 @@ class SequentialDigits(SequenceDataset):
         *,
         seed: int = 0,
         test_fraction: float = 0.2,
+        valid_fraction: float | None = None,
         repeat: int = 5,
     ) -> None:
         split = check_choice(split, "split", _SPLITS)
         mode = check_choice(mode, "mode", _MODES)
         seed = check_seed(seed)
         test_fraction = check_open_unit(test_fraction, "test_fraction")
+        if valid_fraction is not None:
+            valid_fraction = check_open_unit(valid_fraction, "valid_fraction")
+        elif split == "valid":
+            raise ValueError("split='valid' needs valid_fraction, the share of the training digits to set apart")
         repeat = check_int(repeat, "repeat", minimum=1)
 
         all_images, all_labels = _load_digits()
-        indices = _split_indices(all_labels, split, test_fraction, seed)
+        indices = _split_indices(all_labels, split, test_fraction, valid_fraction, seed)
         images = torch.from_numpy(all_images[indices])  # fancy indexing copies, so the result is writable
         self.permutation: torch.Tensor | None = None
         if mode == "pixel":
