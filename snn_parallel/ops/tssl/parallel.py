@@ -2,9 +2,10 @@ r"""TSSL-BP's backward for all neurons and steps at once (no loop over neurons o
 
 The reference's reverse loop (:func:`~.reference.tssl_backward_reference`) is rewritten as
 
-- the inter-neuron sums :math:`S_t = \sum_k \varepsilon_k g_{t+k}` for every ``t``: one product with
-  the upper-triangular Toeplitz matrix :math:`E_{ts} = \varepsilon_{s-t}` (:math:`O(T^2)` per
-  neuron, as in the reference);
+- the inter-neuron sums :math:`S_t = \sum_k \varepsilon_k g_{t+k}` for every ``t``: as the PSP
+  kernel is geometric, :math:`\varepsilon_k = (1 - 1/\tau_s)^k/\tau_s`, they obey
+  :math:`S_t = g_t/\tau_s + (1 - 1/\tau_s) S_{t+1}`, a reverse scan (:math:`O(T)` per neuron
+  where the reference's double loop is :math:`O(T^2)`);
 - the carried intra-neuron term, a linear recurrence run backwards in time,
   :math:`\vartheta_t = m_t \vartheta_{t+1} + o_t A_t` with :math:`A_t = -\partial_u t\, S_t`,
   :math:`c_t = -\theta_m u_t\, \partial_u t + (1 - \theta_m)(1 - o_t)` and
@@ -21,7 +22,7 @@ from __future__ import annotations
 import torch
 
 from ..scan.parallel import scan_2d
-from .reference import DT_DU_MIN, fallback_slope, psp_kernel
+from .reference import DT_DU_MIN, fallback_slope
 
 
 def tssl_backward(
@@ -37,21 +38,20 @@ def tssl_backward(
     """:math:`\\partial L/\\partial I` from :math:`\\partial L/\\partial a`, all ``[T, ...]``; equals
     :func:`~.reference.tssl_backward_reference`."""
     num_steps, shape = grad_psp.shape[0], grad_psp.shape
+    flat = (num_steps, -1)
     theta_m = 1 / tau_m
-    kernel = psp_kernel(num_steps, tau_s, grad_psp)
-    index = torch.arange(num_steps, device=grad_psp.device)
-    lag = index[None, :] - index[:, None]  # s - t
-    toeplitz = torch.where(lag >= 0, kernel[lag.clamp(min=0)], torch.zeros((), dtype=kernel.dtype, device=kernel.device))
-    inter_sum = (toeplitz @ grad_psp.reshape(num_steps, -1)).view(shape)
+    zeros = torch.zeros_like(grad_psp.reshape(flat)[0])
+    inter_sum = scan_2d(
+        torch.full_like(zeros, 1 - 1 / tau_s), (grad_psp.reshape(flat) / tau_s).contiguous(), zeros, reverse=True
+    ).view(shape)
     partial_u = torch.clamp(-1 / delta_u, DT_DU_MIN, 0) * spikes
     inter = -partial_u * inter_sum
     carried = -theta_m * membrane * partial_u + (1 - theta_m) * (1 - spikes)
     decay = spikes * carried + (1 - spikes) * (1 - theta_m)
-    flat = (num_steps, -1)
     theta = scan_2d(
         decay.reshape(flat).contiguous(),
         (spikes * inter).reshape(flat).contiguous(),
-        torch.zeros_like(grad_psp.reshape(flat)[0]),
+        zeros,
         reverse=True,
     ).view(shape)
     theta_next = torch.cat([theta[1:], torch.zeros_like(theta[:1])])
