@@ -473,7 +473,8 @@ class PSPLIFNode(SpikingJellyNode):
     gradient through the reset, so ``v_reset`` must be ``0.0``, ``detach_reset`` ``False`` and
     ``decay_input`` ``False``. ``v`` is the membrane after reset :math:`\hat u_t` (memories ``u``,
     ``a``). ``gradient="tsslbp"`` trains ``'m'`` mode with TSSL-BP's backward; ``'s'`` mode and
-    ``gradient="surrogate"`` use the surrogate. On 0.0.0.0.14 the only backend is ``'torch'``.
+    ``gradient="surrogate"`` use the surrogate. On 0.0.0.0.14, ``backend='cupy'`` runs TSSL-BP's
+    op as CUDA kernels in ``'m'`` mode with ``gradient="tsslbp"`` (the surrogate mode steps in torch).
 
     Args:
         features: channels ``C`` (dim 2 of ``[T, B, C, *spatial]``).
@@ -514,13 +515,6 @@ class PSPLIFNode(SpikingJellyNode):
             core, reset=HARD_ZERO, v_reset=v_reset, detach_reset=detach_reset,
             step_mode=step_mode, store_v_seq=store_v_seq, backend=backend,
         )
-
-    if not SJ2:
-
-        @property
-        def supported_backends(self) -> tuple[str, ...]:
-            """``('torch',)``: TSSL-BP's op has no CuPy kernel."""
-            return ("torch",)
 
 
 # -- registration into SpikingJelly's namespaces ------------------------------------------

@@ -209,7 +209,7 @@ def test_functional_forward_is_pure_and_matches_forward(cls, kwargs, step_mode):
 
 
 @pytest.mark.skipif(SJ2, reason="backends exist on SpikingJelly 0.0.0.0.14 only")
-@pytest.mark.parametrize("cls, kwargs", NODES)
+@pytest.mark.parametrize("cls, kwargs", [*NODES, pytest.param(sjn.PSPLIFNode, {}, id="psplif")])
 def test_legacy_backends(cls, kwargs):
     net = nn.Sequential(layer.Linear(C, C, step_mode="m"), cls(C, step_mode="m", **kwargs)).double()
     node = net[1]
@@ -337,6 +337,3 @@ def test_psplif_node_steps_and_sequences_match_the_core():
         sjn.PSPLIFNode(C, v_reset=None)
     with pytest.raises(ValueError, match="decay_input"):
         sjn.PSPLIFNode(C, decay_input=True)
-    if not SJ2:
-        with pytest.raises(NotImplementedError, match="backend"):
-            sjn.PSPLIFNode(C, step_mode="m", backend="cupy")

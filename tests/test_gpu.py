@@ -3,9 +3,9 @@
 Every op runs with ``backend="cupy"`` in float32, float16 and bfloat16 on non-contiguous inputs,
 at T = 1, an odd T that no chunk length divides, 4096 and (float32, bfloat16) 65 536, against the
 op's torch path in float64 on the same (rounded) inputs: forward outputs and every gradient,
-within a tolerance per dtype. Then the calls themselves: CUDA-graph capture of a forward and
-backward, ``torch.compile`` of a neuron, no host synchronisation inside a forward, and the
-``"auto"`` choice and its log line.
+within a tolerance per dtype (TSSL-BP: float32 only; see its test). Then the calls
+themselves: CUDA-graph capture of a forward and backward, ``torch.compile`` of a neuron, no host
+synchronisation inside a forward, and the ``"auto"`` choice and its log line.
 
 Spikes. The kernels decide spikes in float32, the reference in float64, so a spike may differ
 where the reference's argument of the spike function lies within :data:`TIE` of a jump (a
@@ -24,9 +24,9 @@ import pytest
 import torch
 
 import snn_parallel as sp
-from snn_parallel.ops import _backend, _cupy, dsn_membrane, linear_fire, linear_scan, ltc_scan
+from snn_parallel.ops import _backend, _cupy, dsn_membrane, linear_fire, linear_scan, ltc_scan, tsslbp
 from snn_parallel.ops.ltc.fused import ltc_forward
-from snn_parallel.surrogate import ATan, IntegerSpike, MultiGaussian, Surrogate
+from snn_parallel.surrogate import ATan, IntegerSpike, MultiGaussian, Sigmoid, Surrogate
 from test_kernels import _discontinuities
 
 pytestmark = pytest.mark.gpu
@@ -78,7 +78,8 @@ def _sequence(steps: int, *shape: int, dtype: torch.dtype, low: float = 0.0, hig
 @dataclass
 class OpCase:
     """One op: ``inputs(T, dtype)`` builds the differentiable inputs, ``run(backend, *inputs)`` returns
-    its outputs (spikes first), ``spike_arg(inputs, outputs)`` the reference's spike-function argument."""
+    its outputs (spikes first; those without a gradient get no upstream one), ``spike_arg(inputs, outputs)``
+    the reference's spike-function argument."""
 
     run: Callable[..., tuple[torch.Tensor, ...]]
     inputs: Callable[[int, torch.dtype], list[torch.Tensor]]
@@ -169,6 +170,22 @@ def _scan_case(complex_: bool, chunk: int | None) -> OpCase:
     return OpCase(run, inputs)
 
 
+def _tssl_case() -> OpCase:
+    def carried(dtype):  # the same (u0, a0) for both paths: TSSL-BP gives them no gradient
+        gen = torch.Generator(device=CUDA).manual_seed(0)
+        return [(scale * torch.rand(B, C, device=CUDA, generator=gen)).to(dtype) for scale in (0.9, 0.5)]
+
+    def inputs(steps, dtype):
+        return [_sequence(steps, B, C, dtype=dtype, low=-0.5, high=1.5)]
+
+    def run(backend, current):
+        psp, spikes, membrane, u_last, a_last = tsslbp(current, *carried(current.dtype), backend=backend)
+        return spikes, psp, membrane, u_last, a_last
+
+    # the neuron fires by the step u_t > V_th, the forward of this surrogate (whose jump the tie check needs)
+    return OpCase(run, inputs, Sigmoid(alpha=5.0, inclusive=False), lambda ins, outs: outs[2] - 1.0, feedback=True)
+
+
 CASES = {
     "scan": _scan_case(False, None),
     "scan_chunk7": _scan_case(False, 7),
@@ -228,9 +245,10 @@ def _check_op(case: OpCase, steps: int, dtype: torch.dtype) -> None:
         if i > 0 or case.spike_fn is None:  # spikes were checked above
             mask = keep.expand_as(r)
             _assert_close(g.detach()[mask], r.detach()[mask], values, f"output {i}")
-    weights = [torch.randn(g.shape, dtype=g.dtype, device=CUDA) * keep.expand(g.shape) for g in got]
-    got_grads = torch.autograd.grad(got, inputs, weights)
-    ref_grads = torch.autograd.grad(ref, ref_inputs, [_wide(w).detach() for w in weights])
+    differentiable = [(g, r) for g, r in zip(got, ref) if g.requires_grad]
+    weights = [torch.randn(g.shape, dtype=g.dtype, device=CUDA) * keep.expand(g.shape) for g, _ in differentiable]
+    got_grads = torch.autograd.grad([g for g, _ in differentiable], inputs, weights)
+    ref_grads = torch.autograd.grad([r for _, r in differentiable], ref_inputs, [_wide(w).detach() for w in weights])
     for i, (g, r) in enumerate(zip(got_grads, ref_grads, strict=True)):
         assert g.dtype == inputs[i].dtype and g.shape == inputs[i].shape
         _assert_close(g, r, grads, f"grad of input {i}")
@@ -247,6 +265,13 @@ def test_op_matches_torch_path(name, steps, dtype):
 @pytest.mark.parametrize("name", CASES)
 def test_op_matches_torch_path_at_65536_steps(name, dtype):
     _check_op(CASES[name], LONG, dtype)
+
+
+@pytest.mark.parametrize("steps", [*STEPS, LONG])
+def test_tsslbp_matches_torch_path(steps):
+    """tsslbp's kernels against its torch path (float64): outputs and the current's gradient. float32 only, as
+    the kernel rounds the PSP that decides the silent-neuron fallback to the storage dtype."""
+    _check_op(_tssl_case(), steps, torch.float32)
 
 
 # ---- the calls: CUDA graphs, torch.compile, no host sync ----------------------------------------

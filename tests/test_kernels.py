@@ -6,7 +6,7 @@ against :data:`snn_parallel.ops.kernels.ABI` (names, parameter count and types).
 
 Part B builds the float32 kernels for the CPU with ``g++`` and ``tests/kernel_harness/cuda_emu.h``
 (a launch becomes a serial loop over (block, thread), exact for kernels without inter-thread
-communication) and calls them through ``ctypes``: directly (scan, LTC), and through the ops'
+communication) and calls them through ``ctypes``: directly (scan, LTC, TSSL-BP), and through the ops'
 CuPy path with its launcher redirected to the harness (every op, and the neurons), so that the
 Python side of ``backend="cupy"`` runs too. Results and every gradient are compared with the
 torch references. A few tests run the same comparisons on corrupted results or mutated kernel
@@ -28,17 +28,20 @@ import torch
 
 import snn_parallel as sp
 import snn_parallel.ops.kernels as kernels
-from snn_parallel.ops import _backend, _cupy, dsn_membrane, linear_fire, linear_scan, ltc_scan
+from snn_parallel.ops import _backend, _cupy, dsn_membrane, linear_fire, linear_scan, ltc_scan, tsslbp
 from snn_parallel.ops.dsn import cupy as dsn_cupy
 from snn_parallel.ops.linear_fire import cupy as linear_fire_cupy
 from snn_parallel.ops.ltc import cupy as ltc_cupy
 from snn_parallel.ops.scan import cupy as scan_cupy
+from snn_parallel.ops.tssl import cupy as tssl_cupy
+from snn_parallel.ops.tssl import reference as tssl_reference
 from snn_parallel.ops.dsn.reference import dsn_membrane_reference
 from snn_parallel.ops.kernels import ABI, KERNEL_FILES, spike_code
 from snn_parallel.ops.linear_fire.reference import linear_fire_reference
 from snn_parallel.ops.ltc.fused import ltc_backward, ltc_forward
 from snn_parallel.ops.ltc.reference import ltc_scan_reference
 from snn_parallel.ops.scan.reference import linear_scan_reference
+from snn_parallel.ops.tssl.reference import tssl_backward_reference, tssl_forward_reference
 from snn_parallel.surrogate import ATan, DoubleGaussian, ForeignSurrogate, IntegerSpike, MultiGaussian, Rect, Sigmoid, Surrogate
 
 KERNELS_DIR = Path(kernels.__file__).parent
@@ -63,6 +66,13 @@ def test_abi_table_covers_kernel_files():
 )
 def test_python_constants_match_the_kernels(name, macro, value):
     assert re.search(rf"^#define {macro} (\d+)$", kernels.source(name), re.M).group(1) == str(value)
+
+
+@pytest.mark.parametrize("name", ["DT_DU_MIN", "FALLBACK_WIDTH", "FALLBACK_CLAMP"])
+def test_tssl_constants_match_the_reference(name):
+    """tssl.cu's TSSL_<name> equals ops/tssl/reference.py's <name>."""
+    match = re.search(rf"^#define TSSL_{name} (-?[\d.]+)f$", kernels.source("tssl.cu"), re.M)
+    assert float(match.group(1)) == getattr(tssl_reference, name)
 
 
 def test_spike_codes():
@@ -502,11 +512,119 @@ def test_ltc_check_bites_on_mutated_kernel(tmp_path):
             _assert_close(x, y)
 
 
+# ---- TSSL-BP ---------------------------------------------------------------------------------
+
+TSSL = {"v_threshold": 1.0, "tau_m": 5.0, "tau_s": 3.0}
+
+
+def emu_tssl_fwd(lib, current, u0, a0, inclusive, *, v_threshold=TSSL["v_threshold"], block=256, grid=None):
+    """``(psp, spikes, membrane, delta_u, u_last, a_last)`` from ``tssl_fwd``; ``current`` [T, N] float32."""
+    T, N = current.shape
+    outputs = [torch.empty(T, N) for _ in range(4)] + [torch.empty(N) for _ in range(2)]
+    ptrs = [_ptr(x) for x in (current, u0, a0, *outputs)]
+    lib.run_tssl_fwd(grid or _blocks(N, block), block, *ptrs, v_threshold, TSSL["tau_m"], TSSL["tau_s"], int(inclusive), T, N)
+    return tuple(outputs)
+
+
+def emu_tssl_bwd(lib, grad_psp, psp, spikes, membrane, delta_u, *, v_threshold=TSSL["v_threshold"], block=256, grid=None):
+    """``grad_current`` from ``tssl_bwd``."""
+    T, N = grad_psp.shape
+    grad = torch.empty(T, N)
+    ptrs = [_ptr(x) for x in (grad_psp, spikes, membrane, delta_u, psp, grad)]
+    lib.run_tssl_bwd(grid or _blocks(N, block), block, *ptrs, v_threshold, TSSL["tau_m"], TSSL["tau_s"], T, N)
+    return grad
+
+
+def _tssl_inputs(T, N, seed, inclusive=False):
+    """float32 ``(current [T, N], u0, a0)`` whose float64 membranes stay clear of the threshold (so float32
+    spikes are exact) and whose neurons fire, stay silent (the fallback) and are quiet but recently active."""
+    for attempt in range(100):
+        gen = torch.Generator().manual_seed(seed * 100 + attempt)
+        current = 1.2 * torch.randn(T, N, generator=gen) + 0.4
+        u0 = 0.9 * torch.rand(N, generator=gen)
+        a0 = 0.5 * torch.rand(N, generator=gen)
+        psp, spikes, membrane, _, _, _ = tssl_forward_reference(*(x.double() for x in (current, u0, a0)), **TSSL, inclusive=inclusive)
+        silent = psp < 1 / (4 * TSSL["tau_s"])
+        branches = spikes.any() and silent.any() and (~silent & (spikes == 0)).any()
+        if branches and ((membrane - TSSL["v_threshold"]).abs() > 1e-4).all():
+            return current, u0, a0
+    raise RuntimeError("could not draw TSSL-BP inputs that take every branch away from the threshold")
+
+
+def _tssl_backward_expected(grad_psp, psp, spikes, membrane, delta_u, v_threshold=TSSL["v_threshold"]):
+    """The step-by-step reference backward in float64 on the kernel forward's (float32) results."""
+    wide = (x.double() for x in (grad_psp, spikes, membrane, delta_u, psp))
+    return tssl_backward_reference(*wide, v_threshold, TSSL["tau_m"], TSSL["tau_s"])
+
+
+TSSL_NAMES = ("psp", "spikes", "membrane", "delta_u", "u_last", "a_last")
+
+
+@needs_gxx
+@pytest.mark.parametrize("inclusive", [False, True])
+@pytest.mark.parametrize("T", [1, 2, 5, 10])
+def test_tssl_forward_and_backward_match_reference(emu, T, inclusive):
+    current, u0, a0 = _tssl_inputs(T, 37, seed=T, inclusive=inclusive)
+    got = emu_tssl_fwd(emu, current, u0, a0, inclusive)
+    ref = tssl_forward_reference(current, u0, a0, **TSSL, inclusive=inclusive)
+    assert torch.equal(got[1], ref[1]), "spikes differ"
+    for name, x, y in zip(TSSL_NAMES, got, ref, strict=True):
+        _assert_close(x, y, rtol=1e-6, atol=1e-6, what=name)
+    grad_psp = torch.randn(T, 37, generator=torch.Generator().manual_seed(T))
+    expected = _tssl_backward_expected(grad_psp, *got[:4])
+    grad = emu_tssl_bwd(emu, grad_psp, *got[:4])
+    _assert_close(grad.double(), expected, rtol=1e-5, atol=1e-5 * expected.abs().max().item(), what="grad current")
+
+
+@needs_gxx
+@pytest.mark.parametrize("inclusive", [False, True])
+@pytest.mark.parametrize("v_threshold", [1.0, -1.0])
+def test_tssl_edge_cases_match_reference(emu, v_threshold, inclusive):
+    """Lanes that spike on delta_u = +0 (dt/du clamps to -8) and on delta_u < 0 (dt/du = 0), on a tiny increment
+    (clamped), reach the threshold exactly, and stay silent far below it (the fallback's clamp); with V_th = -1,
+    a lane spikes on delta_u = -0 (-1/du = +inf, so dt/du = 0)."""
+    current = torch.tensor([
+        [0.5, 0.1, 0.2015, 1.0, -5.0, -0.0],
+        [0.3, 0.0, 0.9, 0.0, -5.0, -0.0],
+        [1.5, 2.0, 0.1, 1.0, 0.1, 1.2],
+    ])  # fmt: skip
+    u0 = torch.tensor([2.5, 3.0, 0.999, 0.0, 0.0, 0.0])
+    a0 = torch.zeros(6)
+    got = emu_tssl_fwd(emu, current, u0, a0, inclusive, v_threshold=v_threshold)
+    ref = tssl_forward_reference(current, u0, a0, v_threshold, TSSL["tau_m"], TSSL["tau_s"], inclusive)
+    assert torch.equal(got[1], ref[1]), "spikes differ"
+    for name, x, y in zip(TSSL_NAMES, got, ref, strict=True):
+        assert torch.equal(x, y), name
+    if v_threshold == 1.0:
+        assert got[1][0].tolist() == [1, 1, 1, float(inclusive), 0, 0]
+        assert got[3][0, 0] == 0 and got[3][0, 1] < 0 and 0 < got[3][0, 2] < 1 / 8
+    else:
+        assert got[1][0, 5] == 1 and got[3][0, 5] == 0 and math.copysign(1, got[3][0, 5]) < 0
+    grad_psp = torch.randn(3, 6, generator=torch.Generator().manual_seed(1))
+    expected = _tssl_backward_expected(grad_psp, *got[:4], v_threshold=v_threshold)
+    grad = emu_tssl_bwd(emu, grad_psp, *got[:4], v_threshold=v_threshold)
+    _assert_close(grad.double(), expected, rtol=1e-5, atol=1e-6, what="grad current")
+
+
+@needs_gxx
+def test_tssl_any_grid_covers_all_items(emu):
+    """Grid-stride loops: grids far smaller than the lane count give the same results."""
+    current, u0, a0 = _tssl_inputs(10, 37, seed=3)
+    grad_psp = torch.randn(10, 37, generator=torch.Generator().manual_seed(3))
+    results = []
+    for grid, block in ((None, 256), (1, 1), (2, 3), (5, 4)):
+        forward = emu_tssl_fwd(emu, current, u0, a0, False, block=block, grid=grid)
+        results.append((*forward, emu_tssl_bwd(emu, grad_psp, *forward[:4], block=block, grid=grid)))
+    for other in results[1:]:
+        for a, b in zip(results[0], other, strict=True):
+            assert torch.equal(a, b)
+
+
 # =============================================================================================
 # Part B, continued: the ops' CuPy path on the CPU, its launcher redirected to the harness
 # =============================================================================================
 
-_CUPY_PATHS = (scan_cupy, linear_fire_cupy, dsn_cupy, ltc_cupy)
+_CUPY_PATHS = (scan_cupy, linear_fire_cupy, dsn_cupy, ltc_cupy, tssl_cupy)
 
 
 @pytest.fixture
@@ -781,6 +899,56 @@ def test_ltc_cupy_path_matches_reference(emulate_cupy, T):
     _compare(_grads(got, got_in), _grads(ref, ref_in), names, rtol=1e-4)
 
 
+# ---- TSSL-BP through the CuPy path ----------------------------------------------------------------
+
+
+def _tsslbp_on_both_paths(current, u0, a0, inclusive=False):
+    """backend -> ``(psp, spikes, membrane, u_last, a_last, grad of the current)`` for a random weighting of the PSP."""
+    weights = torch.randn(current.shape, generator=torch.Generator().manual_seed(0))
+    results = {}
+    for backend in ("torch", "cupy"):
+        x = current.detach().requires_grad_()
+        out = tsslbp(x, u0, a0, **TSSL, inclusive=inclusive, backend=backend)
+        results[backend] = (*out, *torch.autograd.grad(out[0], x, weights))
+    return results
+
+
+def _compare_paths(results, names):
+    for name, a, b in zip(names, results["torch"], results["cupy"]):
+        assert b.shape == a.shape and b.dtype == a.dtype, name
+        _assert_close(b, a, rtol=1e-5, atol=1e-6 * max(a.abs().max().item(), 1.0), what=name)
+
+
+TSSLBP_NAMES = ("psp", "spikes", "membrane", "u_last", "a_last", "grad current")
+
+
+@needs_gxx
+@pytest.mark.parametrize("inclusive", [False, True])
+@pytest.mark.parametrize("T", [1, 2, 5, 10])
+def test_tsslbp_cupy_path_matches_torch_path(emulate_cupy, T, inclusive):
+    """tsslbp(backend='cupy') on a non-contiguous ``[T, B, C, S]`` current with a carried state: every output
+    and the current's gradient equal the torch path's."""
+    emulate_cupy()
+    flat, u0, a0 = _tssl_inputs(T, 24, seed=T + 10, inclusive=inclusive)
+    current = flat.view(T, 2, 4, 3).transpose(2, 3)
+    assert not current.is_contiguous()
+    u0, a0 = (t.view(2, 4, 3).transpose(1, 2) for t in (u0, a0))
+    results = _tsslbp_on_both_paths(current, u0, a0, inclusive)
+    assert torch.equal(results["cupy"][1], results["torch"][1]), "spikes differ"
+    _compare_paths(results, TSSLBP_NAMES)
+
+
+@needs_gxx
+def test_tssl_check_bites_on_mutated_kernel(tmp_path, emulate_cupy):
+    """A backward whose carried term skips the membrane leak on quiet steps is caught; the forward is unaffected."""
+    emulate_cupy(_mutated_emu(tmp_path, "tssl.cu", "(1.0f - spike) * (1.0f - theta_m) * carry;", "(1.0f - spike) * carry;"))
+    current, u0, a0 = _tssl_inputs(10, 24, seed=6)
+    results = _tsslbp_on_both_paths(current, u0, a0)
+    _compare_paths(results, TSSLBP_NAMES[:-1])
+    with pytest.raises(AssertionError, match="grad current"):
+        _compare_paths(results, TSSLBP_NAMES)
+
+
 NEURONS = {
     "dsn": lambda: sp.DynamicDecay(4),
     "dsn_integer": lambda: sp.DynamicDecay(4, spike_mode="integer"),
@@ -788,25 +956,26 @@ NEURONS = {
     "prf_reset": lambda: sp.PRF(4, reset=True, learn_decay=True),
     "lif": lambda: sp.DecoupledLIF(4, learn_decay=True),
     "ltc": lambda: sp.LTC(4, mode="parallel"),
+    "psplif": lambda: sp.PSPLIF(4),
 }
 
 
 @needs_gxx
 @pytest.mark.parametrize("name", NEURONS)
 def test_neurons_on_the_cupy_path(emulate_cupy, name):
-    """A neuron built with backend='cupy' gives the torch path's spikes, state and parameter gradients,
-    also when the state is carried into a second call."""
+    """A neuron built with backend='cupy' gives the torch path's spikes, state and input and parameter
+    gradients, also when the state is carried into a second call."""
     emulate_cupy()
     results = {}
     for backend in ("torch", "cupy"):
         torch.manual_seed(0)
         neuron = NEURONS[name]()
         neuron.ops_backend = backend
-        x = torch.rand(13, 2, 4) * 1.5
+        x = (torch.rand(13, 2, 4) * 1.5).requires_grad_()
         spikes, state = neuron(x[:6])
         more, state = neuron(x[6:], state)
         loss = (spikes * torch.linspace(0, 1, 4)).sum() + more.sum() + sum(s.abs().sum() for s in state)
-        grads = torch.autograd.grad(loss, list(neuron.parameters()))
+        grads = torch.autograd.grad(loss, [x, *neuron.parameters()])
         results[backend] = (spikes, more, *state, *grads)
     for a, b in zip(results["torch"], results["cupy"], strict=True):
         torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-5)
@@ -827,3 +996,9 @@ def test_cupy_backend_refuses_what_the_kernels_cannot_run(emulate_cupy):
         linear_scan(one, x, backend="cupy")
     out = linear_fire(x, one, one, zeros, zeros, ATan(), 1.0, backend="auto")
     assert out[1].dtype == torch.float64
+    with pytest.raises(RuntimeError, match=r"tsslbp: backend='cupy' cannot run: current has dtype torch.float64"):
+        tsslbp(x, backend="cupy")
+    with pytest.raises(RuntimeError, match=r"tsslbp: backend='cupy' cannot run: current has dtype torch.float64"):
+        sp.PSPLIF(3, backend="cupy")(x)
+    assert tsslbp(x, backend="auto")[0].dtype == torch.float64
+    assert sp.PSPLIF(3, gradient="surrogate", backend="cupy")(x)[0].dtype == torch.float64  # the step loop, in torch

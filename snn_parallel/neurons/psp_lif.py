@@ -18,7 +18,8 @@ before the reset). The reset is hard, to 0, and applied after :math:`u_t` is rec
 (:func:`snn_parallel.ops.tssl.tsslbp`: spike timing through :math:`\partial t/\partial u`, the
 reset-carried term, and the silent-neuron fallback); ``gradient="surrogate"`` lets autograd
 run through the same step loop with a surrogate spike function (BPTT). ``step`` always uses
-the surrogate: TSSL-BP's gradient needs the future steps.
+the surrogate: TSSL-BP's gradient needs the future steps. Only ``gradient="tsslbp"`` has fused
+CUDA kernels (``backend``); the surrogate mode's step loop always runs in torch.
 
 :class:`PSPFilter` is the same PSP filter without a neuron, :math:`a_t = (1 - 1/\tau_s)
 a_{t-1} + x_t/\tau_s`: TSSL-BP passes the (repeated) input image through it.
@@ -71,6 +72,8 @@ class PSPLIF(ParallelNeuron):
             in both modes. Default: :class:`~snn_parallel.surrogate.Sigmoid` with
             :math:`\alpha = 5` firing on :math:`u_t > V_{th}` (the reference's rule; the
             derivative is the unclamped version of TSSL-BP's silent-neuron fallback).
+        backend: ``"auto"``, ``"torch"`` or ``"cupy"`` for TSSL-BP's op (``gradient="tsslbp"``;
+            the surrogate mode does not use it).
 
     The neuron has no parameters: its weights are in the synapse before it.
     """
@@ -86,8 +89,9 @@ class PSPLIF(ParallelNeuron):
         v_threshold: float = 1.0,
         gradient: str = "tsslbp",
         surrogate: object = None,
+        backend: str = "auto",
     ) -> None:
-        super().__init__(features)
+        super().__init__(features, backend)
         self.tau_m, self.tau_s = _time_constant(tau_m, "tau_m"), _time_constant(tau_s, "tau_s")
         if isinstance(v_threshold, bool) or not isinstance(v_threshold, (int, float)) or v_threshold != v_threshold:
             raise TypeError(f"v_threshold must be a real number, got {v_threshold!r}")
@@ -109,7 +113,7 @@ class PSPLIF(ParallelNeuron):
         if self.gradient == "tsslbp":
             psp, _, membrane, u_last, a_last = tsslbp(
                 x_seq, state.u, state.a, v_threshold=self.v_threshold, tau_m=self.tau_m, tau_s=self.tau_s,
-                inclusive=self.surrogate.inclusive, validate=False,
+                inclusive=self.surrogate.inclusive, backend=self.ops_backend, validate=False,
             )
             return psp, membrane, PSPLIFState(u_last, a_last)
         psps, membranes = [], []

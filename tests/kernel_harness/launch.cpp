@@ -7,6 +7,7 @@
 #include "ltc.cu"
 #include "linear_fire.cu"
 #include "dsn.cu"
+#include "tssl.cu"
 
 #define LL long long
 #define EXPORT extern "C" __attribute__((visibility("default")))
@@ -88,4 +89,17 @@ EXPORT void run_dsn_bwd(unsigned g, unsigned b, const float* grad_spikes, const 
                         int taps, LL T, LL N) {
     emu_launch(g, b, dsn_bwd, grad_spikes, grad_h, grad_last, x, history, weight, bias, h0, h, grad_x, grad_history,
                grad_weight, grad_bias, grad_h0, tau, shift, kind, p0, p1, p2, p3, taps, T, N);
+}
+
+EXPORT void run_tssl_fwd(unsigned g, unsigned b, const float* current, const float* u0, const float* a0, float* psp,
+                         float* spikes, float* membrane, float* delta_u, float* u_last, float* a_last,
+                         float v_threshold, float tau_m, float tau_s, int inclusive, LL T, LL N) {
+    emu_launch(g, b, tssl_fwd, current, u0, a0, psp, spikes, membrane, delta_u, u_last, a_last, v_threshold, tau_m,
+               tau_s, inclusive, T, N);
+}
+EXPORT void run_tssl_bwd(unsigned g, unsigned b, const float* grad_psp, const float* spikes, const float* membrane,
+                         const float* delta_u, const float* psp, float* grad_current, float v_threshold, float tau_m,
+                         float tau_s, LL T, LL N) {
+    emu_launch(g, b, tssl_bwd, grad_psp, spikes, membrane, delta_u, psp, grad_current, v_threshold, tau_m, tau_s, T,
+               N);
 }

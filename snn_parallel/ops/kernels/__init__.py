@@ -50,6 +50,14 @@ may be null (no reset); ``checkpoints`` ``[ceil(T / LINEAR_FIRE_CHUNK), N]``:
   retention, u0, s0, b_init, spikes, membrane, trace, grad_current, grad_rate, grad_retention,
   grad_u0, grad_s0, grad_b_init, b0, beta_a, kind, p0, p1, p2, p3, T, N)``.
 
+``tssl.cu`` — TSSL-BP's neuron and its hand-written backward (:mod:`snn_parallel.ops.tssl`), one thread
+per lane; it fires by the step function alone, taking ``inclusive`` but no spike-function kind (TSSL-BP's
+backward uses no surrogate):
+
+- ``tssl_fwd(current, u0, a0, psp, spikes, membrane, delta_u, u_last, a_last, v_threshold, tau_m, tau_s,
+  inclusive, T, N)``;
+- ``tssl_bwd(grad_psp, spikes, membrane, delta_u, psp, grad_current, v_threshold, tau_m, tau_s, T, N)``.
+
 Each kernel file states its equations and per-tensor dtypes at the top. The kernels are checked
 without a GPU: ``tests/test_kernels.py`` compiles every file for every dtype with ``nvcc`` (and
 with NVRTC where CuPy is installed) and runs the float32 build on the CPU
@@ -74,7 +82,7 @@ __all__ = [
 ]
 
 #: Kernel sources, one CuPy module each.
-KERNEL_FILES = ("scan.cu", "ltc.cu", "linear_fire.cu", "dsn.cu")
+KERNEL_FILES = ("scan.cu", "ltc.cu", "linear_fire.cu", "dsn.cu", "tssl.cu")
 #: Headers the kernel sources include.
 HEADER_FILES = ("common.cuh",)
 
@@ -103,6 +111,10 @@ ABI: dict[str, dict[str, str]] = {
     "dsn.cu": {
         "dsn_fwd": "P" * 7 + "FF" + _SPIKE + "IILL",
         "dsn_bwd": "P" * 14 + "FF" + _SPIKE + "ILL",
+    },
+    "tssl.cu": {
+        "tssl_fwd": "P" * 9 + "FFF" + "ILL",
+        "tssl_bwd": "P" * 6 + "FFF" + "LL",
     },
 }
 

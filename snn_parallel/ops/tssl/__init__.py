@@ -3,8 +3,10 @@ r"""TSSL-BP: the PSP-output LIF of Zhang & Li (NeurIPS 2020) with its hand-writt
 :func:`tsslbp` runs the neuron over ``T`` steps (a step loop: the hard reset makes the forward
 sequential) and, on the way back, replaces autograd's gradient by the reference code's
 timing-based one (equations in :mod:`.reference`), computed for all neurons and steps at
-once by :func:`~.parallel.tssl_backward`. :func:`psp_filter` is the same first-order PSP
-filter as a parallel scan, for inputs and desired spike trains.
+once by :func:`~.parallel.tssl_backward`; on CUDA tensors both passes can run as the fused
+kernels of ``tssl.cu`` instead (``backend``, see :mod:`snn_parallel.ops._backend`), one thread
+per neuron. :func:`psp_filter` is the same first-order PSP filter as a parallel scan, for inputs
+and desired spike trains.
 """
 
 from __future__ import annotations
@@ -14,7 +16,9 @@ from typing import Any
 import torch
 
 from ..._validation import check_like, check_op_sequence
+from .._backend import kernel_gap, resolve_backend
 from ..scan import linear_scan
+from .cupy import tssl_backward_cupy, tssl_forward_cupy
 from .parallel import tssl_backward
 from .reference import (
     TSSLStepOut,
@@ -38,10 +42,15 @@ __all__ = [
 ]
 
 
+#: backend -> (forward, backward), with the contracts of :func:`tssl_forward_reference` and :func:`tssl_backward`
+_IMPLEMENTATIONS = {"torch": (tssl_forward_reference, tssl_backward), "cupy": (tssl_forward_cupy, tssl_backward_cupy)}
+
+
 class _TSSLBP(torch.autograd.Function):
     @staticmethod
-    def forward(ctx: Any, current, u0, a0, v_threshold: float, tau_m: float, tau_s: float, inclusive: bool):
-        psp, spikes, membrane, delta_u, u_last, a_last = tssl_forward_reference(current, u0, a0, v_threshold, tau_m, tau_s, inclusive)
+    def forward(ctx: Any, current, u0, a0, v_threshold: float, tau_m: float, tau_s: float, inclusive: bool, backend: str):
+        forward, ctx.backward_fn = _IMPLEMENTATIONS[backend]
+        psp, spikes, membrane, delta_u, u_last, a_last = forward(current, u0, a0, v_threshold, tau_m, tau_s, inclusive)
         ctx.save_for_backward(spikes, membrane, delta_u, psp)
         ctx.constants = (v_threshold, tau_m, tau_s)
         ctx.mark_non_differentiable(spikes, membrane, u_last, a_last)
@@ -50,8 +59,8 @@ class _TSSLBP(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, grad_psp, *_unused):
         spikes, membrane, delta_u, psp = ctx.saved_tensors
-        grad = tssl_backward(grad_psp, spikes, membrane, delta_u, psp, *ctx.constants)
-        return grad, None, None, None, None, None, None
+        grad = ctx.backward_fn(grad_psp, spikes, membrane, delta_u, psp, *ctx.constants)
+        return grad, None, None, None, None, None, None, None
 
 
 def _check_constants(v_threshold: float, tau_m: float, tau_s: float) -> None:
@@ -73,6 +82,7 @@ def tsslbp(
     tau_m: float = 5.0,
     tau_s: float = 3.0,
     inclusive: bool = False,
+    backend: str = "auto",
     validate: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     r"""Run the TSSL-BP neuron over ``current`` :math:`I_t` ``[T, *S]`` with the TSSL-BP backward.
@@ -83,6 +93,7 @@ def tsslbp(
             no gradient: TSSL-BP defines one for the current only.
         v_threshold, tau_m, tau_s: :math:`V_{th}`, :math:`\tau_m`, :math:`\tau_s` (defaults of the reference code).
         inclusive: fire on :math:`u_t \ge V_{th}` instead of the reference's :math:`u_t > V_{th}`.
+        backend: ``"auto"``, ``"torch"`` or ``"cupy"`` (see :mod:`snn_parallel.ops._backend`).
         validate: check the arguments (``False`` where the caller already has).
 
     Returns:
@@ -100,7 +111,15 @@ def tsslbp(
         _check_constants(v_threshold, tau_m, tau_s)
     u0 = torch.zeros_like(current[0]) if u0 is None else u0.detach()
     a0 = torch.zeros_like(current[0]) if a0 is None else a0.detach()
-    return _TSSLBP.apply(current, u0, a0, float(v_threshold), float(tau_m), float(tau_s), bool(inclusive))
+    backend = resolve_backend(
+        backend, current, op="tsslbp", unsupported=lambda: kernel_gap((("current", current), ("u0", u0), ("a0", a0)))
+    )
+    shape, lanes = current.shape, current[0].numel()
+    psp, spikes, membrane, u_last, a_last = _TSSLBP.apply(
+        current.reshape(shape[0], lanes), u0.reshape(lanes), a0.reshape(lanes),
+        float(v_threshold), float(tau_m), float(tau_s), bool(inclusive), backend,
+    )  # fmt: skip
+    return psp.view(shape), spikes.view(shape), membrane.view(shape), u_last.view(shape[1:]), a_last.view(shape[1:])
 
 
 def psp_filter(x: torch.Tensor, tau_s: float, a0: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:

@@ -1,0 +1,52 @@
+"""CuPy path of TSSL-BP's neuron: ``tssl.cu``, one thread per lane.
+
+Same contracts as :func:`.reference.tssl_forward_reference` and :func:`.parallel.tssl_backward` on
+``[T, N]`` sequences, in the storage dtype of ``current`` (the other inputs are converted to it).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .._cupy import arg, launch
+
+
+def tssl_forward_cupy(
+    current: torch.Tensor,
+    u0: torch.Tensor,
+    a0: torch.Tensor,
+    v_threshold: float,
+    tau_m: float,
+    tau_s: float,
+    inclusive: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Forward over ``current`` ``[T, N]``; returns ``(psp, spikes, membrane, delta_u, u_last, a_last)``."""
+    steps, lanes = current.shape
+    dtype = current.dtype
+    inputs = [arg(t, dtype) for t in (current, u0, a0)]
+    sequences = [torch.empty_like(inputs[0]) for _ in range(4)]
+    last = [torch.empty_like(inputs[1]) for _ in range(2)]
+    launch(
+        "tssl.cu", "tssl_fwd", dtype, lanes,
+        *inputs, *sequences, *last, v_threshold, tau_m, tau_s, int(inclusive), steps, lanes,
+    )  # fmt: skip
+    return (*sequences, *last)
+
+
+def tssl_backward_cupy(
+    grad_psp: torch.Tensor,
+    spikes: torch.Tensor,
+    membrane: torch.Tensor,
+    delta_u: torch.Tensor,
+    psp: torch.Tensor,
+    v_threshold: float,
+    tau_m: float,
+    tau_s: float,
+) -> torch.Tensor:
+    """:math:`\\partial L/\\partial I` ``[T, N]`` from :math:`\\partial L/\\partial a` and the forward's outputs."""
+    steps, lanes = spikes.shape
+    dtype = spikes.dtype
+    saved = [arg(t, dtype) for t in (grad_psp, spikes, membrane, delta_u, psp)]
+    grad = torch.empty_like(saved[1])
+    launch("tssl.cu", "tssl_bwd", dtype, lanes, *saved, grad, v_threshold, tau_m, tau_s, steps, lanes)
+    return grad
