@@ -66,7 +66,7 @@ import torch
 from torch import nn
 
 from ._validation import validation
-from .neurons import LTC, PRF, DecoupledLIF, DynamicDecay
+from .neurons import LTC, PRF, PSPLIF, DecoupledLIF, DynamicDecay
 from .ops import linear_scan
 from .ops._cupy import unavailable_reason
 
@@ -129,6 +129,7 @@ MODELS: dict[str, tuple[Callable[[int, int], tuple[nn.Module, Runner]], str | No
     "prf": (_ours(PRF), None),
     "lif": (_ours(DecoupledLIF), None),
     "ltc": (_ours(LTC, mode="parallel"), None),
+    "psplif": (_ours(PSPLIF), None),  # TSSL-BP's neuron and backward; its output is the PSP
     "snntorch_leaky": (_snntorch_leaky, "snntorch"),
     "sj_lif": (_spikingjelly(lambda T, n, s: n.LIFNode(step_mode="m", surrogate_function=s.ATan())), "spikingjelly"),
     "sj_psn": (_spikingjelly(lambda T, n, s: n.PSN(T=T)), "spikingjelly"),  # input [T, N, *]
