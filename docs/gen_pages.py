@@ -113,10 +113,10 @@ psp_figure()
 
 
 # -- benchmark page -------------------------------------------------------------------------
-LABELS = {"dsn": "DynamicDecay", "prf": "PRF", "lif": "DecoupledLIF", "ltc": "LTC (parallel)",
+LABELS = {"dsn": "DynamicDecay", "prf": "PRF", "lif": "DecoupledLIF", "ltc": "LTC (parallel)", "psplif": "PSPLIF (TSSL-BP)",
           "snntorch_leaky": "snnTorch `Leaky` (loop)", "sj_lif": "SJ `LIFNode('m')`", "sj_psn": "SJ `PSN`",
           "sj_sliding_psn": "SJ `SlidingPSN`"}
-OURS = ("dsn", "prf", "lif", "ltc")
+OURS = ("dsn", "prf", "lif", "ltc", "psplif")
 
 
 def bench_section(path: Path, device: str) -> str:

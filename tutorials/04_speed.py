@@ -55,10 +55,10 @@ print("results folder:", BENCH)
 # time-out) and `ratios` (speed-up = baseline time / our time, per shape).
 
 # %%
-NAMES = {"dsn": "DynamicDecay (DSN)", "prf": "PRF", "lif": "DecoupledLIF", "ltc": "LTC (parallel)",
+NAMES = {"dsn": "DynamicDecay (DSN)", "prf": "PRF", "lif": "DecoupledLIF", "ltc": "LTC (parallel)", "psplif": "PSPLIF (TSSL-BP)",
          "snntorch_leaky": "snnTorch Leaky (loop)", "sj_lif": "SJ LIFNode ('m')", "sj_psn": "SJ PSN",
          "sj_sliding_psn": "SJ SlidingPSN"}
-OURS = ("dsn", "prf", "lif", "ltc")
+OURS = ("dsn", "prf", "lif", "ltc", "psplif")
 
 
 def load(path):
