@@ -18,7 +18,7 @@ from torch import nn
 from snn_parallel.learners import BPTTTrainer, SpikeSequenceLoss, SumPool2d, TSSLBPTrainer, tssl_network
 from snn_parallel.learners.tsslbp import desired_spikes
 from snn_parallel.neurons import PSPLIF, DecoupledLIF, PSPFilter, PSPLIFState
-from snn_parallel.ops.tssl import psp_filter, tssl_backward, tssl_backward_reference, tssl_forward_reference, tsslbp
+from snn_parallel.ops.tssl import psp_filter, tssl_backward, tssl_backward_reference, tssl_forward, tssl_forward_reference, tsslbp
 from snn_parallel.surrogate import Sigmoid
 
 TAU_M, TAU_S, V_TH = 5.0, 3.0, 1.0
@@ -28,6 +28,22 @@ D = torch.float64
 def _current(steps: int, seed: int = 0, shape=(3, 4, 2, 2)) -> torch.Tensor:
     gen = torch.Generator().manual_seed(seed)
     return 1.2 * torch.randn(steps, *shape, generator=gen, dtype=D) + 0.4
+
+
+# -- the forward ------------------------------------------------------------------------------------
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("inclusive", [False, True])
+def test_forward_in_place_equals_step_by_step_reference_bit_for_bit(dtype, inclusive):
+    current = _current(7, seed=5).to(dtype)
+    current[2, 0, 0] = 1.0  # a membrane exactly at the threshold (from a zero state): the firing rule decides
+    gen = torch.Generator().manual_seed(6)
+    u0, a0 = (scale * torch.rand(current.shape[1:], generator=gen, dtype=dtype) for scale in (0.9, 0.5))
+    u0[0, 0], a0[0, 0] = 0.0, 0.0
+    current[0, 0, 0], current[1, 0, 0] = 0.0, 0.0
+    got, expected = (forward(current, u0, a0, V_TH, TAU_M, TAU_S, inclusive) for forward in (tssl_forward, tssl_forward_reference))
+    assert got[2][2, 0, 0].eq(V_TH).all() and got[1][2, 0, 0].eq(float(inclusive)).all()
+    for name, x, y in zip(("psp", "spikes", "membrane", "delta_u", "u_last", "a_last"), got, expected, strict=True):
+        assert x.dtype == dtype and torch.equal(x, y), name
 
 
 # -- the backward -----------------------------------------------------------------------------------

@@ -3,7 +3,8 @@ r"""TSSL-BP: the PSP-output LIF of Zhang & Li (NeurIPS 2020) with its hand-writt
 :func:`tsslbp` runs the neuron over ``T`` steps (a step loop: the hard reset makes the forward
 sequential) and, on the way back, replaces autograd's gradient by the reference code's
 timing-based one (equations in :mod:`.reference`), computed for all neurons and steps at
-once by :func:`~.parallel.tssl_backward`; on CUDA tensors both passes can run as the fused
+once by :func:`~.parallel.tssl_backward` (the forward loop, :func:`~.parallel.tssl_forward`,
+writes into preallocated outputs); on CUDA tensors both passes can run as the fused
 kernels of ``tssl.cu`` instead (``backend``, see :mod:`snn_parallel.ops._backend`), one thread
 per neuron. :func:`psp_filter` is the same first-order PSP filter as a parallel scan, for inputs
 and desired spike trains.
@@ -19,7 +20,7 @@ from ..._validation import check_like, check_op_sequence
 from .._backend import kernel_gap, resolve_backend
 from ..scan import linear_scan
 from .cupy import tssl_backward_cupy, tssl_forward_cupy
-from .parallel import tssl_backward
+from .parallel import tssl_backward, tssl_forward
 from .reference import (
     TSSLStepOut,
     fallback_slope,
@@ -33,6 +34,7 @@ __all__ = [
     "tsslbp",
     "psp_filter",
     "tssl_step",
+    "tssl_forward",
     "tssl_forward_reference",
     "tssl_backward",
     "tssl_backward_reference",
@@ -43,7 +45,7 @@ __all__ = [
 
 
 #: backend -> (forward, backward), with the contracts of :func:`tssl_forward_reference` and :func:`tssl_backward`
-_IMPLEMENTATIONS = {"torch": (tssl_forward_reference, tssl_backward), "cupy": (tssl_forward_cupy, tssl_backward_cupy)}
+_IMPLEMENTATIONS = {"torch": (tssl_forward, tssl_backward), "cupy": (tssl_forward_cupy, tssl_backward_cupy)}
 
 
 class _TSSLBP(torch.autograd.Function):

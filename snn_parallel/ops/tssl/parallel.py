@@ -25,6 +25,29 @@ from ..scan.parallel import scan_2d
 from .reference import DT_DU_MIN, fallback_slope
 
 
+def tssl_forward(
+    current: torch.Tensor,
+    u0: torch.Tensor,
+    a0: torch.Tensor,
+    v_threshold: float,
+    tau_m: float,
+    tau_s: float,
+    inclusive: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """:func:`~.reference.tssl_forward_reference` without autograd, bit for bit: the same operations
+    per step, written into the ``[T, ...]`` outputs in place (no per-step tensors to stack)."""
+    psp, spikes, membrane, delta_u = (torch.empty_like(current) for _ in range(4))
+    fire = torch.ge if inclusive else torch.gt
+    u, a = u0, a0
+    for t in range(current.shape[0]):
+        torch.sub(current[t], u / tau_m, out=delta_u[t])
+        torch.add(u, delta_u[t], out=membrane[t])
+        spikes[t] = fire(membrane[t], v_threshold)
+        torch.add(a, (spikes[t] - a) / tau_s, out=psp[t])
+        u, a = membrane[t] * (1 - spikes[t]), psp[t]
+    return psp, spikes, membrane, delta_u, u, a
+
+
 def tssl_backward(
     grad_psp: torch.Tensor,
     spikes: torch.Tensor,
