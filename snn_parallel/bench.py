@@ -37,6 +37,11 @@ crashed, ran out of memory or hung would also take the whole benchmark down with
 (model, shape) case runs in a fresh ``python -m snn_parallel.bench --worker`` process, which
 prints one JSON line. A failure becomes a row with an ``error`` field.
 
+**Interrupted runs.** The ``--json`` file is rewritten after every case (``"complete": false`` until
+the last), so a run cut short by a job's time limit keeps what it measured. ``--resume`` continues
+it: the cases already in the file are kept and only the others run. It refuses a file measured
+on another device, GPU or torch version.
+
 Cases run from the smallest to the largest. Some larger cases of a model are skipped:
 
 - a case that is at least as large in T, B and C as a case that failed;
@@ -169,6 +174,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", type=Path, metavar="PATH", help="write machine info, options, rows and ratios")
     parser.add_argument("--plot", type=Path, metavar="PATH", help="write a PNG (needs matplotlib)")
     parser.add_argument("--timeout", type=_positive(float), default=300.0, metavar="SECONDS", help="limit per case")
+    parser.add_argument("--resume", action="store_true",
+                        help="keep the cases already in the --json file (of an interrupted run on the same device) "
+                             "and measure only the rest")
 
 
 # ----------------------------------------------------------------------------- worker side
@@ -465,6 +473,40 @@ def _plot_bandwidth(axes: Any, rows: list[dict[str, Any]], recurrence: Sequence[
         axes.legend(fontsize=7, ncol=2)
 
 
+def _resumed_rows(args: argparse.Namespace, info: dict[str, Any]) -> dict[tuple[str, Shape], dict[str, Any]]:
+    """The rows of ``args.json`` to keep with ``--resume``, by (model, shape); raises ``ValueError`` if the
+    file cannot be resumed on this machine."""
+    if args.json is None:
+        raise ValueError("--resume needs --json PATH (the file of the run to continue)")
+    if not args.json.exists():
+        return {}
+    try:
+        data = json.loads(args.json.read_text())
+        rows, machine = [*data["rows"], *data.get("recurrence", [])], data["machine"]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ValueError(f"--resume: {args.json} is not a benchmark file ({type(exc).__name__}: {exc})") from None
+    where = {key: machine.get(key) for key in ("device", "gpu", "torch")}
+    if where != {key: info.get(key) for key in where}:
+        raise ValueError(f"--resume: {args.json} was measured on {where}, this run is on "
+                         f"{ {key: info.get(key) for key in where} }")
+    return {(row["model"], (row["T"], row["B"], row["C"])): row for row in rows}
+
+
+def _save(args: argparse.Namespace, info: dict[str, Any], shapes: list[Shape], rows: list[dict[str, Any]],
+          recurrence: list[dict[str, Any]], complete: bool) -> None:
+    """Write the ``--json`` file; called after every case, so an interrupted run keeps what it measured."""
+    if args.json is None:
+        return
+    options = {"shapes": [_label(s) for s in shapes], "models": list(args.models), "repeats": args.repeats,
+               "device": args.device, "timeout": args.timeout, "json": str(args.json),
+               "plot": None if args.plot is None else str(args.plot)}
+    data = {"machine": info, "argv": [Path(sys.argv[0]).name, *sys.argv[1:]], "options": options,
+            "complete": complete, "rows": rows, "ratios": ratios(rows), "recurrence": recurrence}
+    partial = args.json.with_name(args.json.name + ".partial")
+    partial.write_text(json.dumps(data, indent=2))
+    partial.replace(args.json)  # never a half-written file, even if the run is killed while writing
+
+
 def main(args: argparse.Namespace) -> int:
     """Run the benchmark described by ``args`` (see :func:`add_arguments`); returns the exit code."""
     if args.device == "cuda" and not torch.cuda.is_available():
@@ -473,6 +515,12 @@ def main(args: argparse.Namespace) -> int:
         return 2
     if args.plot is not None and importlib.util.find_spec("matplotlib") is None:
         print("snn-parallel bench: error: --plot needs matplotlib (pip install matplotlib)", file=sys.stderr)
+        return 2
+    info = machine_info(args.device)
+    try:
+        kept = _resumed_rows(args, info) if args.resume else {}
+    except ValueError as exc:
+        print(f"snn-parallel bench: error: {exc}", file=sys.stderr)
         return 2
     models = list(dict.fromkeys(args.models))
     for name in list(models):
@@ -484,27 +532,31 @@ def main(args: argparse.Namespace) -> int:
     shapes = list(dict.fromkeys(CUDA_SHAPES if cuda and args.shapes is DEFAULT_SHAPES else args.shapes))
     results: dict[tuple[str, Shape], dict[str, Any]] = {}
     cases = [(m, s) for s in sorted(shapes, key=lambda s: (s[0] * s[1] * s[2], s)) for m in models]
+    cases += [(RECURRENCE, s) for s in (RECURRENCE_SHAPES if cuda else [])]
+
+    def so_far(recurrent: bool) -> list[dict[str, Any]]:
+        return [row for (model, _), row in results.items() if (model == RECURRENCE) == recurrent]
+
     for i, (model, shape) in enumerate(cases, 1):
+        if (model, shape) in kept:
+            results[model, shape] = kept[model, shape]
+            print(f"[{i}/{len(cases)}] {model} {_label(shape)}: kept from {args.json}", file=sys.stderr, flush=True)
+            continue
         reason = _skip_reason(model, shape, list(results.values()), args.timeout)
         result = {"error": reason} if reason else _run_case(model, shape, args)
         results[model, shape] = {"model": model, "shape": _label(shape), "T": shape[0], "B": shape[1], "C": shape[2],
                                  **result}
         status = result.get("error") or f"{result['time_ms']:.2f} ms x{result['repeats']}, {result['peak_mib']:.1f} MiB"
         print(f"[{i}/{len(cases)}] {model} {_label(shape)}: {status}", file=sys.stderr, flush=True)
+        _save(args, info, shapes, so_far(False), so_far(True), complete=False)
     rows = [results[m, s] for s in shapes for m in models]
-    recurrence = [{"model": RECURRENCE, "shape": _label(s), "T": s[0], "B": s[1], "C": s[2], **_run_case(RECURRENCE, s, args)}
-                  for s in (RECURRENCE_SHAPES if cuda else [])]
-    speedups, info = ratios(rows), machine_info(args.device)
+    recurrence = so_far(True)
+    speedups = ratios(rows)
     _print_table(shapes, rows, speedups)
     for row in recurrence:
         print(f"\n{RECURRENCE} {row['shape']}: " + (row.get("error") or f"{row['time_ms']:.2f} ms, {_bandwidth_text(row)}"))
     print("\n" + _machine_line(info))
-    if args.json is not None:
-        options = {"shapes": [_label(s) for s in shapes], "models": list(args.models), "repeats": args.repeats,
-                   "device": args.device, "timeout": args.timeout, "json": str(args.json),
-                   "plot": None if args.plot is None else str(args.plot)}
-        args.json.write_text(json.dumps({"machine": info, "argv": [Path(sys.argv[0]).name, *sys.argv[1:]], "options": options,
-                                         "rows": rows, "ratios": speedups, "recurrence": recurrence}, indent=2))
+    _save(args, info, shapes, rows, recurrence, complete=True)
     if args.plot is not None:
         _plot(args.plot, rows, speedups, info, recurrence)
     return 0

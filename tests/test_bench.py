@@ -81,6 +81,7 @@ def test_defaults():
     args = _parse([])
     assert args.shapes == bench.DEFAULT_SHAPES and args.models == list(bench.MODELS)
     assert (args.repeats, args.device, args.timeout, args.json, args.plot) == (5, "cpu", 300.0, None, None)
+    assert args.resume is False
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
@@ -108,3 +109,54 @@ def test_missing_framework_is_skipped_with_a_note(monkeypatch, capsys):
     out = capsys.readouterr().out
     assert "note: skipping snntorch_leaky: snntorch is not installed" in out
     assert "  dsn " in out and "  snntorch_leaky " not in out
+
+
+def _fake_case(times: dict[str, float], calls: list):
+    def run(model, shape, args):
+        calls.append((model, shape))
+        if model not in times:
+            raise KeyboardInterrupt  # the job's time limit
+        return {"time_ms": times[model], "times_ms": [times[model]], "warmup_ms": 1.0, "repeats": 1, "peak_mib": 1.0}
+
+    return run
+
+
+def test_json_is_written_after_every_case_and_a_cut_run_resumes(tmp_path, monkeypatch, capsys):
+    out = tmp_path / "b.json"
+    argv = ["--shapes", "8x1x4", "16x1x4", "--models", "dsn", "prf", "lif", "--json", str(out)]
+    calls: list = []
+    monkeypatch.setattr(bench, "_run_case", _fake_case({"dsn": 2.0, "prf": 1.0}, calls))
+    with pytest.raises(KeyboardInterrupt):  # dies at the third case, lif 8x1x4
+        bench.main(_parse(argv))
+    cut = json.loads(out.read_text())
+    assert cut["complete"] is False
+    assert [(r["model"], r["shape"]) for r in cut["rows"]] == [("dsn", "8x1x4"), ("prf", "8x1x4")]
+    assert not list(tmp_path.glob("*.partial"))
+
+    calls.clear()
+    monkeypatch.setattr(bench, "_run_case", _fake_case({"dsn": 4.0, "prf": 3.0, "lif": 5.0}, calls))
+    assert bench.main(_parse([*argv, "--resume"])) == 0
+    assert calls == [("lif", (8, 1, 4)), ("dsn", (16, 1, 4)), ("prf", (16, 1, 4)), ("lif", (16, 1, 4))]
+    data = json.loads(out.read_text())
+    assert data["complete"] is True
+    times = {(r["model"], r["shape"]): r["time_ms"] for r in data["rows"]}
+    assert times == {("dsn", "8x1x4"): 2.0, ("prf", "8x1x4"): 1.0, ("lif", "8x1x4"): 5.0,
+                     ("dsn", "16x1x4"): 4.0, ("prf", "16x1x4"): 3.0, ("lif", "16x1x4"): 5.0}
+    assert "[1/6] dsn 8x1x4: kept from" in capsys.readouterr().err
+
+
+def test_resume_refuses_another_machine_or_no_file(tmp_path, monkeypatch, capsys):
+    out = tmp_path / "b.json"
+    monkeypatch.setattr(bench, "_run_case", _fake_case({"dsn": 1.0}, []))
+    argv = ["--shapes", "8x1x4", "--models", "dsn", "--json", str(out)]
+    assert bench.main(_parse(argv)) == 0
+    data = json.loads(out.read_text())
+    data["machine"]["torch"] = "0.0.1"
+    out.write_text(json.dumps(data))
+    assert bench.main(_parse([*argv, "--resume"])) == 2
+    assert "was measured on" in capsys.readouterr().err
+    out.write_text("not json")
+    assert bench.main(_parse([*argv, "--resume"])) == 2
+    assert "is not a benchmark file" in capsys.readouterr().err
+    assert bench.main(_parse(["--shapes", "8x1x4", "--models", "dsn", "--resume"])) == 2
+    assert "--resume needs --json" in capsys.readouterr().err
