@@ -133,11 +133,16 @@ def bench_section(path: Path, device: str) -> str:
         return "failed" if "error" in row else f"{row[field]:.{digits}f}"
 
     where = machine.get("gpu", machine["device"])
+    threads = "torch threads not recorded" if machine["threads"] is None else f"{machine['threads']} torch threads"
     lines = [f"## {device}", "",
-             f"`{path.relative_to(ROOT)}`: {machine['cpu']}, {machine['cores']} cores, {machine['threads']} torch threads, "
-             f"torch {machine['torch']}, device {where}; command `{' '.join(results['argv'])}`.", "",
-             "Forward + backward time (ms), median of the runs, per `T x B x C`:", "",
-             "| model | " + " | ".join(shapes) + " |", "|---|" + "---|" * len(shapes)]
+             f"`{path.relative_to(ROOT)}`: {machine['cpu']}, {machine['cores']} cores, {threads}, "
+             f"torch {machine['torch']}, device {where}; command `{' '.join(results['argv'])}`.", ""]
+    if results.get("complete") is False:  # a run cut short (see `snn-parallel bench --resume`)
+        planned = len(results["options"]["shapes"]) * len(results["options"]["models"])
+        lines += [f"**Incomplete run:** {len(rows)} of {planned} planned cases. "
+                  + results.get("note", "`--resume` on the same machine finishes it."), ""]
+    lines += ["Forward + backward time (ms), median of the runs, per `T x B x C`:", "",
+              "| model | " + " | ".join(shapes) + " |", "|---|" + "---|" * len(shapes)]
     lines += [f"| {LABELS.get(m, m)} | " + " | ".join(cell(m, s, "time_ms", 1) for s in shapes) + " |" for m in models]
     lines += ["", "Peak memory added by the runs (MiB):", "",
               "| model | " + " | ".join(shapes) + " |", "|---|" + "---|" * len(shapes)]

@@ -66,6 +66,8 @@ def load(path):
     machine = results["machine"]
     device = machine.get("gpu", machine["device"])
     print(f"{path.name}: {machine['cpu']}, {machine['cores']} cores, torch {machine['torch']}, device {device}")
+    if results.get("complete") is False:  # a run cut short: only the cases in `rows` were measured
+        print(f"  incomplete run: {len(results['rows'])} cases measured. {results.get('note', '')}")
     return results
 
 
