@@ -7,14 +7,17 @@ The reference's reverse loop (:func:`~.reference.tssl_backward_reference`) is re
   :math:`S_t = g_t/\tau_s + (1 - 1/\tau_s) S_{t+1}`, a reverse scan (:math:`O(T)` per neuron
   where the reference's double loop is :math:`O(T^2)`);
 - the carried intra-neuron term, a linear recurrence run backwards in time,
-  :math:`\vartheta_t = m_t \vartheta_{t+1} + o_t A_t` with :math:`A_t = -\partial_u t\, S_t`,
-  :math:`c_t = -\theta_m u_t\, \partial_u t + (1 - \theta_m)(1 - o_t)` and
-  :math:`m_t = o_t c_t + (1 - o_t)(1 - \theta_m)`, solved by the shared reverse scan;
+  :math:`\vartheta_t = c_t \vartheta_{t+1} + A_t` with :math:`A_t = -\partial_u t\, S_t` and
+  :math:`c_t = -\theta_m u_t\, \partial_u t + (1 - \theta_m)(1 - o_t)`, solved by the shared
+  reverse scan;
 - :math:`\delta_t = A_t + c_t \vartheta_{t+1}`, replaced by :math:`S_t f(u_t)` where
   :math:`a_t < 1/(4\tau_s)`.
 
 Expanding the reference's update :math:`\vartheta_t = \delta_t o_t + \vartheta_{t+1}(1-o_t)(1-\theta_m)`
-with :math:`\delta_t = A_t + c_t \vartheta_{t+1}` gives exactly this recurrence.
+with :math:`\delta_t = A_t + c_t \vartheta_{t+1}` gives
+:math:`\vartheta_t = (o_t c_t + (1 - o_t)(1 - \theta_m)) \vartheta_{t+1} + o_t A_t`, and as the spikes
+:math:`o_t` are 0 or 1 and :math:`\partial_u t` (hence :math:`A_t`) is 0 where :math:`o_t = 0`, the
+decay is :math:`c_t` and the input :math:`A_t`.
 """
 
 from __future__ import annotations
@@ -60,24 +63,20 @@ def tssl_backward(
 ) -> torch.Tensor:
     """:math:`\\partial L/\\partial I` from :math:`\\partial L/\\partial a`, all ``[T, ...]``; equals
     :func:`~.reference.tssl_backward_reference`."""
-    num_steps, shape = grad_psp.shape[0], grad_psp.shape
-    flat = (num_steps, -1)
+    shape, flat = grad_psp.shape, (grad_psp.shape[0], -1)
     theta_m = 1 / tau_m
-    zeros = torch.zeros_like(grad_psp.reshape(flat)[0])
+    zeros = grad_psp.new_zeros(grad_psp.reshape(flat).shape[1])
     inter_sum = scan_2d(
         torch.full_like(zeros, 1 - 1 / tau_s), (grad_psp.reshape(flat) / tau_s).contiguous(), zeros, reverse=True
-    ).view(shape)
-    partial_u = torch.clamp(-1 / delta_u, DT_DU_MIN, 0) * spikes
-    inter = -partial_u * inter_sum
-    carried = -theta_m * membrane * partial_u + (1 - theta_m) * (1 - spikes)
-    decay = spikes * carried + (1 - spikes) * (1 - theta_m)
-    theta = scan_2d(
-        decay.reshape(flat).contiguous(),
-        (spikes * inter).reshape(flat).contiguous(),
-        zeros,
-        reverse=True,
-    ).view(shape)
-    theta_next = torch.cat([theta[1:], torch.zeros_like(theta[:1])])
-    grad = inter + carried * theta_next
-    fallback = inter_sum * fallback_slope(membrane, v_threshold)
-    return torch.where(psp < 1 / (4 * tau_s), fallback, grad)
+    )
+    # in-place steps into buffers that are fresh or no longer needed: on the CPU a new full-size buffer costs
+    # about as much as a pass over it
+    slope = torch.reciprocal(delta_u.reshape(flat)).clamp_(0, -DT_DU_MIN).mul_(spikes.reshape(flat))  # -dt/du
+    inter = slope * inter_sum  # A_t
+    carried = torch.addcmul(spikes.reshape(flat) * (theta_m - 1) + (1 - theta_m), membrane.reshape(flat), slope,
+                            value=theta_m)  # c_t
+    theta = scan_2d(carried.contiguous(), inter.contiguous(), zeros, reverse=True)
+    grad = inter
+    grad[:-1].addcmul_(carried[:-1], theta[1:])
+    fallback = fallback_slope(membrane.reshape(flat), v_threshold).mul_(inter_sum)
+    return torch.where(psp.reshape(flat) < 1 / (4 * tau_s), fallback, grad, out=grad).reshape(shape)
