@@ -63,20 +63,18 @@ def tssl_backward(
 ) -> torch.Tensor:
     """:math:`\\partial L/\\partial I` from :math:`\\partial L/\\partial a`, all ``[T, ...]``; equals
     :func:`~.reference.tssl_backward_reference`."""
-    shape, flat = grad_psp.shape, (grad_psp.shape[0], -1)
+    flat = (grad_psp.shape[0], -1)
+    grad_a, spike, u, du, a = (t.reshape(flat) for t in (grad_psp, spikes, membrane, delta_u, psp))
     theta_m = 1 / tau_m
-    zeros = grad_psp.new_zeros(grad_psp.reshape(flat).shape[1])
-    inter_sum = scan_2d(
-        torch.full_like(zeros, 1 - 1 / tau_s), (grad_psp.reshape(flat) / tau_s).contiguous(), zeros, reverse=True
-    )
+    zeros = grad_a.new_zeros(grad_a.shape[1])
+    inter_sum = scan_2d(torch.full_like(zeros, 1 - 1 / tau_s), (grad_a / tau_s).contiguous(), zeros, reverse=True)
     # in-place steps into buffers that are fresh or no longer needed: on the CPU a new full-size buffer costs
     # about as much as a pass over it
-    slope = torch.reciprocal(delta_u.reshape(flat)).clamp_(0, -DT_DU_MIN).mul_(spikes.reshape(flat))  # -dt/du
+    slope = torch.reciprocal(du).clamp_(0, -DT_DU_MIN).mul_(spike)  # -dt/du
     inter = slope * inter_sum  # A_t
-    carried = torch.addcmul(spikes.reshape(flat) * (theta_m - 1) + (1 - theta_m), membrane.reshape(flat), slope,
-                            value=theta_m)  # c_t
+    carried = torch.addcmul(spike * (theta_m - 1) + (1 - theta_m), u, slope, value=theta_m)  # c_t
     theta = scan_2d(carried.contiguous(), inter.contiguous(), zeros, reverse=True)
     grad = inter
     grad[:-1].addcmul_(carried[:-1], theta[1:])
-    fallback = fallback_slope(membrane.reshape(flat), v_threshold).mul_(inter_sum)
-    return torch.where(psp.reshape(flat) < 1 / (4 * tau_s), fallback, grad, out=grad).reshape(shape)
+    fallback = fallback_slope(u, v_threshold).mul_(inter_sum)
+    return torch.where(a < 1 / (4 * tau_s), fallback, grad, out=grad).reshape(grad_psp.shape)
