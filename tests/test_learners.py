@@ -530,6 +530,43 @@ def test_bad_trainer_arguments():
         BPTTTrainer(model, torch.optim.SGD(model.parameters(), lr=0.1), loss="hinge")
 
 
+@pytest.mark.parametrize("value", [0, -1.0, True, "4", float("nan")])
+@pytest.mark.parametrize("rule", [BPTTTrainer, FPTTTrainer, OTTTTrainer, HYPRTrainer])
+def test_every_rule_refuses_a_bad_weight_clamp(rule, value):
+    model = _classifier()
+    options = {"parts": 2} if rule is FPTTTrainer else {}
+    with pytest.raises(ValueError, match="weight_clamp"):
+        rule(model, torch.optim.SGD(model.parameters(), lr=0.1), weight_clamp=value, **options)
+
+
+@pytest.mark.parametrize("rule", [BPTTTrainer, FPTTTrainer, OTTTTrainer, HYPRTrainer])
+def test_weight_clamp_bounds_every_synapse_after_each_step(rule):
+    model = _classifier()
+    x, y = torch.rand(8, 4, 8), torch.randint(0, 10, (4,))
+    options = {"parts": 2} if rule is FPTTTrainer else {}
+    # plain SGD with a huge rate: the unclamped step would leave the weights far outside [-0.05, 0.05]
+    trainer = rule(model, torch.optim.SGD(model.parameters(), lr=50.0), weight_clamp=0.05, loss="ce_all", progress=False, **options)
+    trainer.fit([(x, y)], 1)
+    synapses = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    assert synapses and all(m.weight.abs().max() <= 0.05 for m in synapses)
+    assert any(m.weight.abs().max() == 0.05 for m in synapses)  # the clamp acted
+    assert any(m.bias.abs().max() > 0.05 for m in synapses)  # biases are not clamped
+
+
+def test_bptt_batch_sum_scales_the_gradient_by_the_batch():
+    x, y = torch.rand(8, 4, 8), torch.randint(0, 10, (4,))
+    grads = {}
+    for batch_sum in (False, True):
+        model = _classifier()
+        trainer = BPTTTrainer(model, torch.optim.SGD(model.parameters(), lr=0.0), batch_sum=batch_sum, loss="ce_all", progress=False)
+        trainer.optimizer_step = lambda: None
+        loss, _ = trainer.train_batch(*trainer.prepare((x, y)))
+        grads[batch_sum] = ([p.grad.clone() for p in model.parameters()], loss)
+    assert grads[True][1] == grads[False][1]  # the reported loss is the per-sample mean either way
+    for summed, mean in zip(grads[True][0], grads[False][0]):
+        torch.testing.assert_close(summed, 4 * mean)
+
+
 def test_checkpoint_of_another_rule_is_refused(tmp_path):
     model = _classifier()
     BPTTTrainer(model, torch.optim.SGD(model.parameters(), lr=0.1)).save(tmp_path / "bptt.pt")

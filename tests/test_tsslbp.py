@@ -245,8 +245,10 @@ def _batches(n: int = 3, batch: int = 6, seed: int = 0):
     return [(torch.rand(5, batch, 1, 8, 8, generator=gen), torch.randint(0, 3, (batch,), generator=gen)) for _ in range(n)]
 
 
-def test_trainer_gradient_is_the_summed_loss_through_tsslbp_then_clipped_and_clamped():
-    model = _net()
+@pytest.mark.parametrize("gradient", ["tsslbp", "surrogate"])
+def test_reference_recipe_sums_over_the_batch_then_clips_and_clamps(gradient):
+    """TSSLBPTrainer's defaults, and BPTTTrainer given the same options on the surrogate network."""
+    model = _net(gradient)
     x, y = _batches(1)[0]
     manual = copy.deepcopy(model)
     h = x
@@ -256,7 +258,12 @@ def test_trainer_gradient_is_the_summed_loss_through_tsslbp_then_clipped_and_cla
     expected = {n: p.grad.clone() for n, p in manual.named_parameters()}
     total = torch.sqrt(sum(g.square().sum() for g in expected.values()))
     assert total > 1  # the clip to norm 1 acts
-    trainer = TSSLBPTrainer(model, torch.optim.SGD(model.parameters(), lr=100.0), progress=False)
+    optimizer = torch.optim.SGD(model.parameters(), lr=100.0)
+    if gradient == "tsslbp":
+        trainer = TSSLBPTrainer(model, optimizer, progress=False)
+    else:
+        trainer = BPTTTrainer(model, optimizer, loss=SpikeSequenceLoss(), clip_grad_norm=1.0, weight_clamp=4.0,
+                              batch_sum=True, progress=False)
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     trainer.fit([(x, y)], 1)
     for name, param in model.named_parameters():
@@ -277,6 +284,19 @@ def test_tsslbp_and_bptt_train_the_same_network_differently():
         grads[gradient] = [p.grad.clone() for p in model.parameters()]
     assert all(g.abs().sum() > 0 for g in grads["tsslbp"])
     assert not all(torch.allclose(a, b) for a, b in zip(grads["tsslbp"], grads["surrogate"]))
+
+
+def test_image_experiment_gives_both_rules_the_same_recipe():
+    from snn_parallel.learners.experiments import IMAGE_RECIPES, _image_trainer
+
+    for recipe, options in IMAGE_RECIPES.items():
+        tssl, bptt = (_image_trainer(rule, 1e-3, "4C3-12", recipe) for rule in ("tsslbp", "bptt"))
+        assert type(tssl) is TSSLBPTrainer and type(bptt) is BPTTTrainer
+        for trainer in (tssl, bptt):
+            assert (trainer.batch_sum, trainer.weight_clamp, trainer.clip_grad_norm) == (options["batch_sum"], options["weight_clamp"], 1.0)
+            assert trainer.loss == SpikeSequenceLoss()
+    with pytest.raises(ValueError, match="recipe"):
+        _image_trainer("bptt", 1e-3, "4C3-12", "sum")
 
 
 def test_resumed_run_matches_uninterrupted_run(tmp_path):

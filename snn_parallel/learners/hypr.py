@@ -139,9 +139,11 @@ class HYPRTrainer(Trainer):
         loss: str | StepLoss = "ce",
         progress: bool = True,
         clip_grad_norm: float | None = None,
+        weight_clamp: float | None = None,
         batch_first: bool = False,
     ) -> None:
-        super().__init__(model, optimizer, loss=loss, progress=progress, clip_grad_norm=clip_grad_norm, batch_first=batch_first)
+        super().__init__(model, optimizer, loss=loss, progress=progress, clip_grad_norm=clip_grad_norm,
+                         weight_clamp=weight_clamp, batch_first=batch_first)
         if chunk is not None and (isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1):
             raise ValueError(f"chunk must be a positive int or None, got {chunk!r}")
         self.chunk = chunk

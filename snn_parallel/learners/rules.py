@@ -33,16 +33,39 @@ class BPTTTrainer(Trainer):
     """Backpropagation through time: the whole sequence in one graph, one step per batch.
 
     The neurons run their parallel multi-step forward; this is the baseline the online
-    rules are compared with. Options as :class:`~snn_parallel.learners.Trainer`.
+    rules are compared with.
+
+    Args:
+        batch_sum: back-propagate the loss summed over the batch instead of its mean (as
+            TSSL-BP's reference training does; with ``clip_grad_norm`` this changes how often
+            the clip acts). The reported loss is the per-sample mean either way.
+        model, optimizer, loss, progress, clip_grad_norm, weight_clamp, batch_first: as
+            :class:`~snn_parallel.learners.Trainer`.
     """
 
     rule = "bptt"
+
+    def __init__(
+        self,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        *,
+        loss: str | StepLoss = "ce",
+        progress: bool = True,
+        clip_grad_norm: float | None = None,
+        weight_clamp: float | None = None,
+        batch_sum: bool = False,
+        batch_first: bool = False,
+    ) -> None:
+        super().__init__(model, optimizer, loss=loss, progress=progress, clip_grad_norm=clip_grad_norm,
+                         weight_clamp=weight_clamp, batch_first=batch_first)
+        self.batch_sum = bool(batch_sum)
 
     def train_batch(self, x: torch.Tensor, target: torch.Tensor) -> tuple[float, torch.Tensor]:
         self.network.reset()
         outputs = self.network.run(x)
         loss = self.loss.sequence_loss(outputs, target)
-        loss.backward()
+        (loss * x.shape[1] if self.batch_sum else loss).backward()
         self.optimizer_step()
         self.network.reset()
         return float(loss.detach()), outputs.detach()
@@ -106,9 +129,11 @@ class FPTTTrainer(Trainer):
         loss: str | StepLoss = "ce",
         progress: bool = True,
         clip_grad_norm: float | None = 1.0,
+        weight_clamp: float | None = None,
         batch_first: bool = False,
     ) -> None:
-        super().__init__(model, optimizer, loss=loss, progress=progress, clip_grad_norm=clip_grad_norm, batch_first=batch_first)
+        super().__init__(model, optimizer, loss=loss, progress=progress, clip_grad_norm=clip_grad_norm,
+                         weight_clamp=weight_clamp, batch_first=batch_first)
         if isinstance(parts, bool) or not isinstance(parts, int) or parts < 1:
             raise ValueError(f"parts must be a positive int, got {parts!r}")
         if not alpha > 0:
@@ -267,9 +292,11 @@ class OTTTTrainer(Trainer):
         loss: str | StepLoss = "ce",
         progress: bool = True,
         clip_grad_norm: float | None = None,
+        weight_clamp: float | None = None,
         batch_first: bool = False,
     ) -> None:
-        super().__init__(model, optimizer, loss=loss, progress=progress, clip_grad_norm=clip_grad_norm, batch_first=batch_first)
+        super().__init__(model, optimizer, loss=loss, progress=progress, clip_grad_norm=clip_grad_norm,
+                         weight_clamp=weight_clamp, batch_first=batch_first)
         if variant not in ("A", "O"):
             raise ValueError(f"variant must be 'A' (accumulate) or 'O' (online), got {variant!r}")
         if trace not in ("presynaptic", "neuron"):

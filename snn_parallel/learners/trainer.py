@@ -1,7 +1,7 @@
 """The shared training loop; each learning rule only says how one batch becomes updates.
 
 :class:`Trainer` owns the epochs, evaluation, metrics history, progress bar, gradient
-clipping, checkpoints that resume exactly, and data-parallel training with
+clipping, weight clamping, checkpoints that resume exactly, and data-parallel training with
 ``torch.distributed``. A rule subclasses it and implements :meth:`Trainer.train_batch`, calling
 :meth:`Trainer.optimizer_step` whenever it wants the optimizer to step.
 """
@@ -23,7 +23,7 @@ import torch.distributed as dist
 from torch import nn
 
 from .losses import StepLoss, resolve_loss
-from .network import Network, discover
+from .network import SYNAPSES, Network, discover
 
 __all__ = ["Trainer"]
 
@@ -43,6 +43,8 @@ class Trainer:
         progress: show a tqdm bar with loss, metric and throughput (only when stderr is a
             terminal, and only on rank 0).
         clip_grad_norm: clip the global gradient norm to this before every optimizer step.
+        weight_clamp: clamp the weight of every synapse (``Linear``/``Conv``) to ``[-c, c]`` after
+            every optimizer step (TSSL-BP's reference training clamps to 4); ``None``: off.
         batch_first: the loaders yield ``[B, T, ...]`` inputs (and ``[B, T]``/``[B, T, K]``
             per-step targets); they are moved to time-major ``[T, B, ...]``.
 
@@ -63,16 +65,20 @@ class Trainer:
         loss: str | StepLoss = "ce",
         progress: bool = True,
         clip_grad_norm: float | None = None,
+        weight_clamp: float | None = None,
         batch_first: bool = False,
     ) -> None:
         if not isinstance(optimizer, torch.optim.Optimizer):
             raise TypeError(f"optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}")
         if clip_grad_norm is not None and not clip_grad_norm > 0:
             raise ValueError(f"clip_grad_norm must be positive or None, got {clip_grad_norm!r}")
+        if weight_clamp is not None and (isinstance(weight_clamp, bool) or not isinstance(weight_clamp, (int, float)) or not weight_clamp > 0):
+            raise ValueError(f"weight_clamp must be a positive number or None, got {weight_clamp!r}")
         self.model, self.optimizer = model, optimizer
         self.network: Network = discover(model)
         self.loss = resolve_loss(loss)
         self.progress, self.clip_grad_norm, self.batch_first = bool(progress), clip_grad_norm, bool(batch_first)
+        self.weight_clamp = weight_clamp
         self.epoch = 0
         self.global_step = 0
         self.history: list[dict[str, float]] = []
@@ -125,7 +131,7 @@ class Trainer:
         return [p for p in self.model.parameters() if p.requires_grad]
 
     def optimizer_step(self) -> None:
-        """Average gradients over ranks, clip, step the optimizer and clear the gradients."""
+        """Average gradients over ranks, clip, step the optimizer, clear the gradients and clamp the weights."""
         params = [p for p in self.parameters() if p.grad is not None]
         if _distributed() and params:
             flat = torch.cat([p.grad.reshape(-1) for p in params])
@@ -139,11 +145,19 @@ class Trainer:
             nn.utils.clip_grad_norm_(params, self.clip_grad_norm)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
-        for module in self.model.modules():  # e.g. SEAdLIF projects its parameters back into range
+        self._constrain()
+        self.global_step += 1
+
+    def _constrain(self) -> None:
+        """Bring the parameters back into range after they change: the neurons' own constraints
+        (e.g. SEAdLIF's) and ``weight_clamp``."""
+        for module in self.model.modules():
             constrain = getattr(module, "apply_parameter_constraints", None)
             if callable(constrain):
                 constrain()
-        self.global_step += 1
+            if self.weight_clamp is not None and isinstance(module, SYNAPSES):
+                with torch.no_grad():
+                    module.weight.clamp_(-self.weight_clamp, self.weight_clamp)
 
     # -- batches --------------------------------------------------------------------------
     def prepare(self, batch: object) -> tuple[torch.Tensor, torch.Tensor]:
@@ -219,6 +233,7 @@ class Trainer:
                             samples_s=f"{total / (time.perf_counter() - start):.0f}",
                         )
             self.end_epoch()
+            self._constrain()  # FPTT's end of epoch replaces the weights
             self.epoch += 1
             loss_sum, score_sum, count, total = self._reduce(loss_sum, score_sum, count, total)
             seconds = time.perf_counter() - start

@@ -34,7 +34,7 @@ from ..neurons import PSPLIF, PSPFilter
 from ..ops.tssl import psp_filter
 from .losses import StepLoss
 from .network import NeuronLayer, StatelessLayer
-from .trainer import Trainer
+from .rules import BPTTTrainer
 
 __all__ = ["SpikeSequenceLoss", "TSSLBPTrainer", "SumPool2d", "tssl_network", "desired_spikes"]
 
@@ -121,10 +121,14 @@ def _resolve_spike_loss(loss: str | StepLoss, tau_s: float) -> StepLoss:
     raise ValueError(f"loss must be a SpikeSequenceLoss, a StepLoss or one of {_VARIANTS}, got {loss!r}")
 
 
-class TSSLBPTrainer(Trainer):
+class TSSLBPTrainer(BPTTTrainer):
     """TSSL-BP: the whole sequence runs through :class:`~snn_parallel.neurons.PSPLIF` neurons in
     ``gradient="tsslbp"`` mode, the loss's gradient flows through their hand-written backward,
     and the optimizer steps once per batch.
+
+    It is a :class:`~snn_parallel.learners.BPTTTrainer` with the reference's training recipe as
+    defaults; the gradient is the neurons' own. ``BPTTTrainer`` with the same options on the
+    same network in ``gradient="surrogate"`` mode trains it by BPTT with everything else equal.
 
     Args:
         model: an ``nn.Sequential`` whose neurons are all ``PSPLIF(gradient="tsslbp")`` or
@@ -153,17 +157,14 @@ class TSSLBPTrainer(Trainer):
         batch_sum: bool = True,
         batch_first: bool = False,
     ) -> None:
-        if weight_clamp is not None and (isinstance(weight_clamp, bool) or not isinstance(weight_clamp, (int, float)) or not weight_clamp > 0):
-            raise ValueError(f"weight_clamp must be a positive number or None, got {weight_clamp!r}")
         tau_s = 3.0
         for module in model.modules():
             core = getattr(module, "core", module)
             if isinstance(core, PSPLIF):
                 tau_s = core.tau_s
         super().__init__(model, optimizer, loss=_resolve_spike_loss(loss, tau_s), progress=progress,
-                         clip_grad_norm=clip_grad_norm, batch_first=batch_first)
-        self.weight_clamp, self.batch_sum = weight_clamp, bool(batch_sum)
-        self._synapses = [layer.module for layer in self.network.layers if isinstance(layer, StatelessLayer) and layer.is_synapse]
+                         clip_grad_norm=clip_grad_norm, weight_clamp=weight_clamp, batch_sum=batch_sum,
+                         batch_first=batch_first)
         for layer in self.network.layers:
             if isinstance(layer, StatelessLayer):
                 continue
@@ -172,23 +173,6 @@ class TSSLBPTrainer(Trainer):
                 continue
             what = f"PSPLIF(gradient={core.gradient!r})" if isinstance(core, PSPLIF) else type(core or layer).__name__
             raise ValueError(f"{layer.path} is a {what}; TSSL-BP trains feed-forward PSPLIF(gradient='tsslbp') networks")
-
-    def train_batch(self, x: torch.Tensor, target: torch.Tensor) -> tuple[float, torch.Tensor]:
-        self.network.reset()
-        outputs = self.network.run(x)
-        loss = self.loss.sequence_loss(outputs, target)
-        (loss * x.shape[1] if self.batch_sum else loss).backward()
-        self.optimizer_step()
-        self.network.reset()
-        return float(loss.detach()), outputs.detach()
-
-    def optimizer_step(self) -> None:
-        """The shared step (all-reduce, clip, step), then the reference's weight clamp."""
-        super().optimizer_step()
-        if self.weight_clamp is not None:
-            with torch.no_grad():
-                for module in self._synapses:
-                    module.weight.clamp_(-self.weight_clamp, self.weight_clamp)
 
 
 class SumPool2d(nn.AvgPool2d):
