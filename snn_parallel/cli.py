@@ -90,6 +90,8 @@ def _train(args: argparse.Namespace) -> int:
         return refuse(f"--steps must be positive, got {args.steps}")
     if args.valid is not None and (args.task == "adding" or not 0 < args.valid < 1):
         return refuse(f"--valid takes a share in (0, 1) of the training digits (not for --task adding), got {args.valid}")
+    if args.recipe is not None and not image:
+        return refuse(f"--recipe is for --task image, not --task {args.task}")
     valid = {} if args.valid is None else {"valid_fraction": args.valid}
     rows = []
     for seed in seeds:
@@ -99,7 +101,8 @@ def _train(args: argparse.Namespace) -> int:
                 if args.task == "adding":
                     row = experiments.train_adding(args.steps or 200, rule=rule, iterations=args.iterations, **options)
                 elif image:
-                    row = experiments.train_image(rule, steps=args.steps or 5, epochs=args.epochs or 30, **valid, **options)
+                    row = experiments.train_image(rule, steps=args.steps or 5, epochs=args.epochs or 30,
+                                                  recipe=args.recipe or "reference", **valid, **options)
                 else:
                     row = experiments.train_digits(rule, args.task, neuron=args.neuron, epochs=args.epochs or 20,
                                                    parts=args.parts, trace=args.trace, **valid, **options)
@@ -169,6 +172,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--trace", choices=("presynaptic", "neuron"), default=None,
                        help="digits: OTTT's trace (default: 'neuron' for prf and lif, else 'presynaptic')")
     train.add_argument("--steps", type=int, default=None, help="adding problem: sequence length (default: 200); image: T (default: 5)")
+    train.add_argument("--recipe", choices=("reference", "mean"), default=None,
+                       help="image: the training recipe of both rules: 'reference' (default; TSSL-BP's: loss summed over "
+                            "the batch, gradient norm clipped to 1, weights clamped to [-4, 4]) or 'mean' (loss averaged, "
+                            "the same clip, no clamp)")
     train.add_argument("--iterations", type=int, default=3000, help="adding problem: optimizer iterations")
     train.add_argument("--lr", default=None,
                        help="Adam(W)'s learning rate, or several separated by commas (default: 3e-3; image: 5e-3)")

@@ -85,6 +85,9 @@ def test_cli_train_image_runs_tsslbp_and_bptt_and_refuses_other_rules(capsys):
     assert cli.main(["train", "--task", "image", "--epochs", "1"]) == 0
     out = capsys.readouterr().out
     assert "rule=tsslbp" in out and "rule=bptt" in out and out.count("test_accuracy=") == 2
+    assert out.count("recipe=reference") == 2
+    assert cli.main(["train", "--task", "row", "--recipe", "mean"]) == 2
+    assert "--recipe is for --task image, not --task row" in capsys.readouterr().err
     assert cli.main(["train", "--task", "image", "--rule", "ottt"]) == 2
     assert cli.main(["train", "--task", "row", "--seed", "0,x"]) == 2
     assert "--seed takes integers separated by commas" in capsys.readouterr().err

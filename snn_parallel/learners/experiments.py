@@ -147,33 +147,38 @@ def train_adding(steps: int = 200, *, rule: str = "fptt", parts: int = 10, itera
 #: the rules that train the PSPLIF conv net, and the net (paper notation) sized for 8x8 pictures
 IMAGE_RULES = ("tsslbp", "bptt")
 IMAGE_NETWORK = "16C3-32C3-P2-128"
+#: training recipes shared by both rules: the reference's (the spike-sequence loss summed over the batch, the
+#: gradient norm clipped to 1, weights clamped to [-4, 4]) and the usual one (the loss averaged, the same clip, no clamp)
+IMAGE_RECIPES = {"reference": {"batch_sum": True, "weight_clamp": 4.0}, "mean": {"batch_sum": False, "weight_clamp": None}}
 
 
-def _image_trainer(rule: str, lr: float, spec: str) -> Trainer:
-    """The PSPLIF conv net with AdamW, the spike-sequence loss and the gradient-norm clip of 1, trained
-    with TSSL-BP (plus its weight clamp) or with BPTT through the surrogate."""
+def _image_trainer(rule: str, lr: float, spec: str, recipe: str = "reference") -> Trainer:
+    """The PSPLIF conv net with AdamW, the spike-sequence loss and the recipe, trained with TSSL-BP
+    or with BPTT through the surrogate: everything but the gradient is the same."""
     if rule not in IMAGE_RULES:
         raise ValueError(f"rule must be one of {IMAGE_RULES} for the image task, got {rule!r}")
+    if recipe not in IMAGE_RECIPES:
+        raise ValueError(f"recipe must be one of {tuple(IMAGE_RECIPES)}, got {recipe!r}")
     model = tssl_network(spec, (1, 8, 8), 10, gradient="tsslbp" if rule == "tsslbp" else "surrogate")
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
-    if rule == "tsslbp":
-        return TSSLBPTrainer(model, optimizer, progress=False)
-    return BPTTTrainer(model, optimizer, loss=SpikeSequenceLoss(), clip_grad_norm=1.0, progress=False)
+    trainer = TSSLBPTrainer if rule == "tsslbp" else BPTTTrainer
+    return trainer(model, optimizer, loss=SpikeSequenceLoss(), clip_grad_norm=1.0, progress=False, **IMAGE_RECIPES[recipe])
 
 
 def train_image(rule: str, *, steps: int = 5, epochs: int = 30, lr: float = 5e-3, batch_size: int = 50,
-                spec: str = IMAGE_NETWORK, valid_fraction: float | None = None, seed: int = 0) -> dict[str, float | str]:
+                spec: str = IMAGE_NETWORK, recipe: str = "reference", valid_fraction: float | None = None,
+                seed: int = 0) -> dict[str, float | str]:
     """Train the PSPLIF conv net on the digits as pictures repeated over ``steps`` steps; returns
     the test accuracy (``valid_accuracy`` with ``valid_fraction``) and time."""
     torch.manual_seed(seed)
     train, test = _digits_splits("image", seed, valid_fraction, repeat=steps)
-    trainer = _image_trainer(rule, lr, spec)
+    trainer = _image_trainer(rule, lr, spec, recipe)
     start = time.perf_counter()
     trainer.fit(make_loader(train, batch_size, shuffle=True, seed=seed), epochs)
     seconds = time.perf_counter() - start
     result = trainer.evaluate(make_loader(test, 256))
-    return {"rule": rule, "task": "digits-image", "steps": steps, "network": spec, "epochs": epochs, "lr": lr,
-            f"{test.split}_accuracy": result["accuracy"], "train_seconds": seconds}
+    return {"rule": rule, "task": "digits-image", "steps": steps, "network": spec, "recipe": recipe, "epochs": epochs,
+            "lr": lr, f"{test.split}_accuracy": result["accuracy"], "train_seconds": seconds}
 
 
 def _saved_bytes(run: Callable[[], None]) -> int:
