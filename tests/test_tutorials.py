@@ -22,6 +22,7 @@ FIGURES = {
     "03_online_learning": ["03_memory_time", "03_accuracy", "03_adding"],
     "04_speed": ["04_cpu", "04_live"] + (["04_gpu"] if (ROOT / "benchmarks" / "gpu.json").exists() else []),
     "05_custom_neuron": ["05_parallel_vs_step", "05_speed", "05_training"],
+    "06_tsslbp": ["06_neuron_gradient", "06_desired_psp", "06_training", "06_output_psp", "06_seeds"],
 }
 #: what each tutorial imports beyond torch and matplotlib
 NEEDS = {
@@ -29,6 +30,7 @@ NEEDS = {
     "02_spikingjelly": ("spikingjelly", "sklearn"),
     "03_online_learning": ("sklearn",),
     "05_custom_neuron": ("snntorch", "spikingjelly", "sklearn"),
+    "06_tsslbp": ("sklearn",),
 }
 
 
