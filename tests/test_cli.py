@@ -85,9 +85,14 @@ def test_cli_train_image_runs_tsslbp_and_bptt_and_refuses_other_rules(capsys):
     assert cli.main(["train", "--task", "image", "--epochs", "1"]) == 0
     out = capsys.readouterr().out
     assert "rule=tsslbp" in out and "rule=bptt" in out and out.count("test_accuracy=") == 2
-    assert out.count("recipe=reference") == 2
+    assert out.count("recipe=reference") == 2 and out.count("dt_du=spikes") == 1
+    assert cli.main(["train", "--task", "image", "--rule", "tsslbp", "--dt-du", "rising", "--epochs", "1"]) == 0
+    assert "dt_du=rising" in capsys.readouterr().out
     assert cli.main(["train", "--task", "row", "--recipe", "mean"]) == 2
     assert "--recipe is for --task image, not --task row" in capsys.readouterr().err
+    for rule in ("all", "bptt"):
+        assert cli.main(["train", "--task", "image", "--rule", rule, "--dt-du", "spikes"]) == 2
+        assert "--dt-du is an option of TSSL-BP" in capsys.readouterr().err
     assert cli.main(["train", "--task", "image", "--rule", "ottt"]) == 2
     assert cli.main(["train", "--task", "row", "--seed", "0,x"]) == 2
     assert "--seed takes integers separated by commas" in capsys.readouterr().err

@@ -170,7 +170,7 @@ def _scan_case(complex_: bool, chunk: int | None) -> OpCase:
     return OpCase(run, inputs)
 
 
-def _tssl_case() -> OpCase:
+def _tssl_case(at_spikes: bool = True) -> OpCase:
     def carried(dtype):  # the same (u0, a0) for both paths: TSSL-BP gives them no gradient
         gen = torch.Generator(device=CUDA).manual_seed(0)
         return [(scale * torch.rand(B, C, device=CUDA, generator=gen)).to(dtype) for scale in (0.9, 0.5)]
@@ -179,7 +179,7 @@ def _tssl_case() -> OpCase:
         return [_sequence(steps, B, C, dtype=dtype, low=-0.5, high=1.5)]
 
     def run(backend, current):
-        psp, spikes, membrane, u_last, a_last = tsslbp(current, *carried(current.dtype), backend=backend)
+        psp, spikes, membrane, u_last, a_last = tsslbp(current, *carried(current.dtype), dt_du_at_spikes=at_spikes, backend=backend)
         return spikes, psp, membrane, u_last, a_last
 
     # the neuron fires by the step u_t > V_th, the forward of this surrogate (whose jump the tie check needs)
@@ -267,11 +267,12 @@ def test_op_matches_torch_path_at_65536_steps(name, dtype):
     _check_op(CASES[name], LONG, dtype)
 
 
+@pytest.mark.parametrize("at_spikes", [True, False])
 @pytest.mark.parametrize("steps", [*STEPS, LONG])
-def test_tsslbp_matches_torch_path(steps):
-    """tsslbp's kernels against its torch path (float64): outputs and the current's gradient. float32 only, as
-    the kernel rounds the PSP that decides the silent-neuron fallback to the storage dtype."""
-    _check_op(_tssl_case(), steps, torch.float32)
+def test_tsslbp_matches_torch_path(steps, at_spikes):
+    """tsslbp's kernels against its torch path (float64): outputs and the current's gradient, for both revisions
+    of dt/du. float32 only, as the kernel rounds the PSP that decides the silent-neuron fallback to the storage dtype."""
+    _check_op(_tssl_case(at_spikes), steps, torch.float32)
 
 
 # ---- the calls: CUDA graphs, torch.compile, no host sync ----------------------------------------

@@ -526,35 +526,36 @@ def emu_tssl_fwd(lib, current, u0, a0, inclusive, *, v_threshold=TSSL["v_thresho
     return tuple(outputs)
 
 
-def emu_tssl_bwd(lib, grad_psp, psp, spikes, membrane, delta_u, *, v_threshold=TSSL["v_threshold"], block=256, grid=None):
+def emu_tssl_bwd(lib, grad_psp, psp, spikes, membrane, delta_u, *, v_threshold=TSSL["v_threshold"], at_spikes=True,
+                 block=256, grid=None):
     """``grad_current`` from ``tssl_bwd``."""
     T, N = grad_psp.shape
     grad = torch.empty(T, N)
     ptrs = [_ptr(x) for x in (grad_psp, spikes, membrane, delta_u, psp, grad)]
-    lib.run_tssl_bwd(grid or _blocks(N, block), block, *ptrs, v_threshold, TSSL["tau_m"], TSSL["tau_s"], T, N)
+    lib.run_tssl_bwd(grid or _blocks(N, block), block, *ptrs, v_threshold, TSSL["tau_m"], TSSL["tau_s"], int(at_spikes), T, N)
     return grad
 
 
 def _tssl_inputs(T, N, seed, inclusive=False):
     """float32 ``(current [T, N], u0, a0)`` whose float64 membranes stay clear of the threshold (so float32
-    spikes are exact) and whose neurons fire, stay silent (the fallback) and are quiet but recently active."""
+    spikes are exact) and whose neurons fire, stay silent (the fallback) and rise while quiet but recently active."""
     for attempt in range(100):
         gen = torch.Generator().manual_seed(seed * 100 + attempt)
         current = 1.2 * torch.randn(T, N, generator=gen) + 0.4
         u0 = 0.9 * torch.rand(N, generator=gen)
         a0 = 0.5 * torch.rand(N, generator=gen)
-        psp, spikes, membrane, _, _, _ = tssl_forward_reference(*(x.double() for x in (current, u0, a0)), **TSSL, inclusive=inclusive)
+        psp, spikes, membrane, delta_u, _, _ = tssl_forward_reference(*(x.double() for x in (current, u0, a0)), **TSSL, inclusive=inclusive)
         silent = psp < 1 / (4 * TSSL["tau_s"])
-        branches = spikes.any() and silent.any() and (~silent & (spikes == 0)).any()
+        branches = spikes.any() and silent.any() and (~silent & (spikes == 0) & (delta_u > 0)).any()
         if branches and ((membrane - TSSL["v_threshold"]).abs() > 1e-4).all():
             return current, u0, a0
     raise RuntimeError("could not draw TSSL-BP inputs that take every branch away from the threshold")
 
 
-def _tssl_backward_expected(grad_psp, psp, spikes, membrane, delta_u, v_threshold=TSSL["v_threshold"]):
+def _tssl_backward_expected(grad_psp, psp, spikes, membrane, delta_u, v_threshold=TSSL["v_threshold"], at_spikes=True):
     """The step-by-step reference backward in float64 on the kernel forward's (float32) results."""
     wide = (x.double() for x in (grad_psp, spikes, membrane, delta_u, psp))
-    return tssl_backward_reference(*wide, v_threshold, TSSL["tau_m"], TSSL["tau_s"])
+    return tssl_backward_reference(*wide, v_threshold, TSSL["tau_m"], TSSL["tau_s"], at_spikes)
 
 
 TSSL_NAMES = ("psp", "spikes", "membrane", "delta_u", "u_last", "a_last")
@@ -564,6 +565,7 @@ TSSL_NAMES = ("psp", "spikes", "membrane", "delta_u", "u_last", "a_last")
 @pytest.mark.parametrize("inclusive", [False, True])
 @pytest.mark.parametrize("T", [1, 2, 5, 10])
 def test_tssl_forward_and_backward_match_reference(emu, T, inclusive):
+    """Forward, and the backward of both revisions of dt/du (at spikes only, or wherever the membrane rose)."""
     current, u0, a0 = _tssl_inputs(T, 37, seed=T, inclusive=inclusive)
     got = emu_tssl_fwd(emu, current, u0, a0, inclusive)
     ref = tssl_forward_reference(current, u0, a0, **TSSL, inclusive=inclusive)
@@ -571,9 +573,10 @@ def test_tssl_forward_and_backward_match_reference(emu, T, inclusive):
     for name, x, y in zip(TSSL_NAMES, got, ref, strict=True):
         _assert_close(x, y, rtol=1e-6, atol=1e-6, what=name)
     grad_psp = torch.randn(T, 37, generator=torch.Generator().manual_seed(T))
-    expected = _tssl_backward_expected(grad_psp, *got[:4])
-    grad = emu_tssl_bwd(emu, grad_psp, *got[:4])
-    _assert_close(grad.double(), expected, rtol=1e-5, atol=1e-5 * expected.abs().max().item(), what="grad current")
+    for at_spikes in (True, False):
+        expected = _tssl_backward_expected(grad_psp, *got[:4], at_spikes=at_spikes)
+        grad = emu_tssl_bwd(emu, grad_psp, *got[:4], at_spikes=at_spikes)
+        _assert_close(grad.double(), expected, rtol=1e-5, atol=1e-5 * expected.abs().max().item(), what=f"grad current ({at_spikes=})")
 
 
 @needs_gxx
@@ -601,9 +604,10 @@ def test_tssl_edge_cases_match_reference(emu, v_threshold, inclusive):
     else:
         assert got[1][0, 5] == 1 and got[3][0, 5] == 0 and math.copysign(1, got[3][0, 5]) < 0
     grad_psp = torch.randn(3, 6, generator=torch.Generator().manual_seed(1))
-    expected = _tssl_backward_expected(grad_psp, *got[:4], v_threshold=v_threshold)
-    grad = emu_tssl_bwd(emu, grad_psp, *got[:4], v_threshold=v_threshold)
-    _assert_close(grad.double(), expected, rtol=1e-5, atol=1e-6, what="grad current")
+    for at_spikes in (True, False):
+        expected = _tssl_backward_expected(grad_psp, *got[:4], v_threshold=v_threshold, at_spikes=at_spikes)
+        grad = emu_tssl_bwd(emu, grad_psp, *got[:4], v_threshold=v_threshold, at_spikes=at_spikes)
+        _assert_close(grad.double(), expected, rtol=1e-5, atol=1e-6, what=f"grad current ({at_spikes=})")
 
 
 @needs_gxx
@@ -902,13 +906,13 @@ def test_ltc_cupy_path_matches_reference(emulate_cupy, T):
 # ---- TSSL-BP through the CuPy path ----------------------------------------------------------------
 
 
-def _tsslbp_on_both_paths(current, u0, a0, inclusive=False):
+def _tsslbp_on_both_paths(current, u0, a0, inclusive=False, at_spikes=True):
     """backend -> ``(psp, spikes, membrane, u_last, a_last, grad of the current)`` for a random weighting of the PSP."""
     weights = torch.randn(current.shape, generator=torch.Generator().manual_seed(0))
     results = {}
     for backend in ("torch", "cupy"):
         x = current.detach().requires_grad_()
-        out = tsslbp(x, u0, a0, **TSSL, inclusive=inclusive, backend=backend)
+        out = tsslbp(x, u0, a0, **TSSL, inclusive=inclusive, dt_du_at_spikes=at_spikes, backend=backend)
         results[backend] = (*out, *torch.autograd.grad(out[0], x, weights))
     return results
 
@@ -923,17 +927,18 @@ TSSLBP_NAMES = ("psp", "spikes", "membrane", "u_last", "a_last", "grad current")
 
 
 @needs_gxx
+@pytest.mark.parametrize("at_spikes", [True, False])
 @pytest.mark.parametrize("inclusive", [False, True])
 @pytest.mark.parametrize("T", [1, 2, 5, 10])
-def test_tsslbp_cupy_path_matches_torch_path(emulate_cupy, T, inclusive):
+def test_tsslbp_cupy_path_matches_torch_path(emulate_cupy, T, inclusive, at_spikes):
     """tsslbp(backend='cupy') on a non-contiguous ``[T, B, C, S]`` current with a carried state: every output
-    and the current's gradient equal the torch path's."""
+    and the current's gradient (either revision of dt/du) equal the torch path's."""
     emulate_cupy()
     flat, u0, a0 = _tssl_inputs(T, 24, seed=T + 10, inclusive=inclusive)
     current = flat.view(T, 2, 4, 3).transpose(2, 3)
     assert not current.is_contiguous()
     u0, a0 = (t.view(2, 4, 3).transpose(1, 2) for t in (u0, a0))
-    results = _tsslbp_on_both_paths(current, u0, a0, inclusive)
+    results = _tsslbp_on_both_paths(current, u0, a0, inclusive, at_spikes)
     assert torch.equal(results["cupy"][1], results["torch"][1]), "spikes differ"
     _compare_paths(results, TSSLBP_NAMES)
 

@@ -49,7 +49,8 @@ def test_forward_in_place_equals_step_by_step_reference_bit_for_bit(dtype, inclu
 # -- the backward -----------------------------------------------------------------------------------
 @pytest.mark.parametrize("steps", [2, 5, 10])
 @pytest.mark.parametrize("carried", [False, True])
-def test_vectorised_backward_equals_step_by_step_reference(steps, carried):
+@pytest.mark.parametrize("at_spikes", [True, False])
+def test_vectorised_backward_equals_step_by_step_reference(steps, carried, at_spikes):
     current = _current(steps, seed=steps)
     gen = torch.Generator().manual_seed(100 + steps)
     u0 = 0.9 * torch.rand(current.shape[1:], generator=gen, dtype=D) if carried else torch.zeros_like(current[0])
@@ -59,18 +60,25 @@ def test_vectorised_backward_equals_step_by_step_reference(steps, carried):
     # every branch of the reference is taken: spiking, silent, and quiet-but-recently-active neurons
     silent = psp < 1 / (4 * TAU_S)
     assert spikes.any() and silent.any() and (~silent & (spikes == 0)).any()
-    expected = tssl_backward_reference(grad_out, spikes, membrane, delta_u, psp, V_TH, TAU_M, TAU_S)
-    torch.testing.assert_close(tssl_backward(grad_out, spikes, membrane, delta_u, psp, V_TH, TAU_M, TAU_S), expected, atol=1e-13, rtol=1e-12)
+    saved = (spikes, membrane, delta_u, psp, V_TH, TAU_M, TAU_S)
+    expected = tssl_backward_reference(grad_out, *saved, at_spikes)
+    torch.testing.assert_close(tssl_backward(grad_out, *saved, at_spikes), expected, atol=1e-13, rtol=1e-12)
+    # the revisions differ exactly where a non-silent neuron's membrane rose without a spike
+    other = tssl_backward_reference(grad_out, *saved, not at_spikes)
+    rising = ~silent & (spikes == 0) & (delta_u > 0)
+    assert rising.any() and not torch.allclose(expected[rising], other[rising])
     # and through autograd: the op's gradient with respect to the current
     x = current.clone().requires_grad_()
-    out = tsslbp(x, u0, a0, v_threshold=V_TH, tau_m=TAU_M, tau_s=TAU_S)
+    out = tsslbp(x, u0, a0, v_threshold=V_TH, tau_m=TAU_M, tau_s=TAU_S, dt_du_at_spikes=at_spikes)
     torch.testing.assert_close(out[0], psp, atol=0, rtol=0)
     (grad,) = torch.autograd.grad(out[0], x, grad_out)
     torch.testing.assert_close(grad, expected, atol=1e-13, rtol=1e-12)
 
 
-def test_reference_backward_follows_the_spec_equations_by_hand():
-    """One neuron spiking at t = 0 and t = 2, and one silent neuron, worked out from spec section 6.2."""
+@pytest.mark.parametrize("at_spikes", [True, False])
+def test_reference_backward_follows_the_spec_equations_by_hand(at_spikes):
+    """One neuron spiking at t = 0 and t = 2, and one silent neuron, worked out from spec section 6.2; without
+    the factor o_t of dt/du (``at_spikes=False``), the rise of the first neuron at t = 1 gets a timing gradient too."""
     theta_m, eps = 1 / TAU_M, [(1 - 1 / TAU_S) ** k / TAU_S for k in range(3)]
     current = torch.tensor([[1.5, 0.3], [0.5, 0.3], [2.0, 0.3]], dtype=D)
     g = torch.tensor([[0.7, -0.4], [-1.1, 0.9], [0.5, 0.6]], dtype=D)
@@ -78,7 +86,10 @@ def test_reference_backward_follows_the_spec_equations_by_hand():
     assert spikes[:, 0].tolist() == [1.0, 0.0, 1.0] and spikes[:, 1].tolist() == [0.0, 0.0, 0.0]
     # neuron 0: u = 1.5 (spike, reset), 0.5, 0.5 * 0.8 + 2.0 = 2.4 (spike); a_1 = 2/9 is above 1/12
     grad2 = -max(-1 / 1.9, -8) * eps[0] * g[2, 0]
-    grad1 = (1 - theta_m) * grad2  # no spike at t = 1: only the carried term
+    if at_spikes:
+        grad1 = (1 - theta_m) * grad2  # no spike at t = 1: only the carried term
+    else:  # du_1 = 0.5: -dt/du = 2 on S_1, and the carried term gains theta_m u_1 (-dt/du)
+        grad1 = 2 * (eps[0] * g[1, 0] + eps[1] * g[2, 0]) + (theta_m * 0.5 * 2 + 1 - theta_m) * grad2
     carried0 = (1 - theta_m) * grad2  # theta after t = 1
     dt_du0 = -1 / 1.5
     grad0 = -dt_du0 * (eps[0] * g[0, 0] + eps[1] * g[1, 0] + eps[2] * g[2, 0]) + carried0 * 1.5 * (-theta_m) * dt_du0
@@ -91,9 +102,9 @@ def test_reference_backward_follows_the_spec_equations_by_hand():
 
     fallback = [sum(eps[k] * g[t + k, 1] for k in range(3 - t)) * slope(u1[t]) for t in range(3)]
     expected = torch.tensor([[grad0, fallback[0]], [grad1, fallback[1]], [grad2, fallback[2]]], dtype=D)
-    got = tssl_backward_reference(g, spikes, membrane, delta_u, psp, V_TH, TAU_M, TAU_S)
-    torch.testing.assert_close(got, expected, atol=1e-14, rtol=1e-12)
-    torch.testing.assert_close(tssl_backward(g, spikes, membrane, delta_u, psp, V_TH, TAU_M, TAU_S), expected, atol=1e-14, rtol=1e-12)
+    saved = (spikes, membrane, delta_u, psp, V_TH, TAU_M, TAU_S, at_spikes)
+    torch.testing.assert_close(tssl_backward_reference(g, *saved), expected, atol=1e-14, rtol=1e-12)
+    torch.testing.assert_close(tssl_backward(g, *saved), expected, atol=1e-14, rtol=1e-12)
 
 
 def test_dt_du_is_clamped_at_minus_eight():
@@ -218,6 +229,10 @@ def test_network_builder_matches_the_paper_notation():
     for m in net:
         h = m(h)[0] if isinstance(m, (PSPLIF, PSPFilter)) else m(h.flatten(0, 1)).unflatten(0, (3, 2))
     assert h.shape == (3, 2, 10)
+    assert all(m.dt_du_at_spikes for m in net if isinstance(m, PSPLIF))
+    rising = tssl_network("8C3-12", (1, 8, 8), 10, dt_du_at_spikes=False)
+    assert [m.dt_du_at_spikes for m in rising if isinstance(m, PSPLIF)] == [False, False, False]
+    assert "dt_du_at_spikes=False" in repr(rising)
     pool = SumPool2d(2)
     y = torch.rand(1, 1, 4, 4)
     torch.testing.assert_close(pool(y)[0, 0, 0, 0], 1.1 * y[0, 0, :2, :2].sum())
@@ -361,12 +376,17 @@ def test_ddp_two_processes_match_one_process_on_the_whole_batch(tmp_path):
         (lambda: tsslbp(torch.rand(3, 2), tau_m=0.5), ValueError, "tau_m"),
         (lambda: tsslbp(torch.rand(3, 2), v_threshold="1"), TypeError, "v_threshold"),
         (lambda: tsslbp(torch.rand(3, 2), backend="gpu"), ValueError, "backend"),
+        (lambda: tsslbp(torch.rand(3, 2), dt_du_at_spikes="no"), TypeError, "dt_du_at_spikes"),
+        (lambda: tsslbp(torch.rand(3, 2), inclusive=1), TypeError, "inclusive"),
         (lambda: tsslbp(torch.rand(3, 2), backend="cupy"), RuntimeError, "tsslbp: backend='cupy' cannot run: the inputs are on cpu"),
         (lambda: psp_filter(torch.rand(3, 2), 0.0), ValueError, "tau_s"),
         (lambda: PSPLIF(4, gradient="exact"), ValueError, "gradient"),
         (lambda: PSPLIF(4, tau_s=0.2), ValueError, "tau_s"),
         (lambda: PSPLIF(0), ValueError, "features"),
         (lambda: PSPLIF(4, backend="gpu"), ValueError, "backend"),
+        (lambda: PSPLIF(4, dt_du_at_spikes=0), TypeError, "dt_du_at_spikes"),
+        (lambda: PSPLIF(4, gradient="surrogate", dt_du_at_spikes=False), ValueError, "dt_du_at_spikes=False"),
+        (lambda: tssl_network("8C3", (1, 8, 8), 10, gradient="surrogate", dt_du_at_spikes=False), ValueError, "dt_du_at_spikes"),
         (lambda: PSPLIF(4, backend="cupy")(torch.rand(3, 2, 4)), RuntimeError, "backend='cupy' cannot run: the inputs are on cpu"),
         (lambda: PSPLIF(4)(torch.rand(3, 2, 5)), ValueError, "x_seq"),
         (lambda: PSPLIF(4)(torch.rand(0, 2, 4)), ValueError, "x_seq"),

@@ -204,6 +204,7 @@ def tssl_network(
     conv_scale: float = 1.0,
     linear_scale: float = 1.0,
     pool_weight: float = 1.1,
+    dt_du_at_spikes: bool = True,
 ) -> nn.Sequential:
     """A conv + fc :class:`~snn_parallel.neurons.PSPLIF` network in the paper's notation.
 
@@ -215,7 +216,8 @@ def tssl_network(
 
     Synapses have no bias; convs keep PyTorch's initialisation times ``conv_scale``, linear
     layers are Kaiming-normal times ``linear_scale``, as in the reference code. ``gradient``
-    selects the neurons' backward (``"tsslbp"`` or ``"surrogate"`` for BPTT).
+    selects the neurons' backward (``"tsslbp"`` or ``"surrogate"`` for BPTT), ``dt_du_at_spikes``
+    the revision of TSSL-BP's (see :class:`~snn_parallel.neurons.PSPLIF`).
     """
     if not isinstance(spec, str):
         raise TypeError(f"spec must be a str such as '15C5-P2-40C5-P2-300', got {type(spec).__name__}")
@@ -224,7 +226,8 @@ def tssl_network(
         raise ValueError(f"input_shape must be (channels, height, width) of positive ints, got {input_shape!r}")
     if isinstance(classes, bool) or not isinstance(classes, int) or classes < 2:
         raise ValueError(f"classes must be an int >= 2, got {classes!r}")
-    neuron = {"tau_m": tau_m, "tau_s": tau_s, "v_threshold": v_threshold, "gradient": gradient}
+    neuron = {"tau_m": tau_m, "tau_s": tau_s, "v_threshold": v_threshold, "gradient": gradient,
+              "dt_du_at_spikes": dt_du_at_spikes}
     channels, height, width = input_shape
     modules: list[nn.Module] = [PSPFilter(channels, tau_s=tau_s)]
     features: int | None = None  # set once the fc part starts

@@ -74,6 +74,10 @@ class PSPLIF(ParallelNeuron):
             derivative is the unclamped version of TSSL-BP's silent-neuron fallback).
         backend: ``"auto"``, ``"torch"`` or ``"cupy"`` for TSSL-BP's op (``gradient="tsslbp"``;
             the surrogate mode does not use it).
+        dt_du_at_spikes: with ``gradient="tsslbp"``, the timing gradient
+            :math:`\partial t/\partial u = \mathrm{clamp}(-1/\Delta u_t, -8, 0)` only where the
+            neuron fires (``True``, default) or wherever its membrane rose (``False``): the two
+            revisions of the reference code (see :mod:`snn_parallel.ops.tssl.reference`).
 
     The neuron has no parameters: its weights are in the synapse before it.
     """
@@ -90,6 +94,7 @@ class PSPLIF(ParallelNeuron):
         gradient: str = "tsslbp",
         surrogate: object = None,
         backend: str = "auto",
+        dt_du_at_spikes: bool = True,
     ) -> None:
         super().__init__(features, backend)
         self.tau_m, self.tau_s = _time_constant(tau_m, "tau_m"), _time_constant(tau_s, "tau_s")
@@ -99,6 +104,11 @@ class PSPLIF(ParallelNeuron):
         if gradient not in _GRADIENTS:
             raise ValueError(f"gradient must be one of {_GRADIENTS}, got {gradient!r}")
         self.gradient = gradient
+        if not isinstance(dt_du_at_spikes, bool):
+            raise TypeError(f"dt_du_at_spikes must be a bool, got {dt_du_at_spikes!r}")
+        if not dt_du_at_spikes and gradient != "tsslbp":
+            raise ValueError(f"dt_du_at_spikes=False is an option of gradient='tsslbp', not of gradient={gradient!r}")
+        self.dt_du_at_spikes = dt_du_at_spikes
         self.surrogate = Sigmoid(alpha=5.0, inclusive=False) if surrogate is None else resolve(surrogate)
 
     def init_state(self, x_t: torch.Tensor) -> PSPLIFState:
@@ -113,7 +123,8 @@ class PSPLIF(ParallelNeuron):
         if self.gradient == "tsslbp":
             psp, _, membrane, u_last, a_last = tsslbp(
                 x_seq, state.u, state.a, v_threshold=self.v_threshold, tau_m=self.tau_m, tau_s=self.tau_s,
-                inclusive=self.surrogate.inclusive, backend=self.ops_backend, validate=False,
+                inclusive=self.surrogate.inclusive, dt_du_at_spikes=self.dt_du_at_spikes, backend=self.ops_backend,
+                validate=False,
             )
             return psp, membrane, PSPLIFState(u_last, a_last)
         psps, membranes = [], []
@@ -134,7 +145,7 @@ class PSPLIF(ParallelNeuron):
     def extra_repr(self) -> str:
         return (
             f"features={self.features}, tau_m={self.tau_m}, tau_s={self.tau_s}, v_threshold={self.v_threshold}, "
-            f"gradient={self.gradient!r}"
+            f"gradient={self.gradient!r}" + ("" if self.dt_du_at_spikes else ", dt_du_at_spikes=False")
         )
 
 

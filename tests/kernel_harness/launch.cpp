@@ -99,7 +99,7 @@ EXPORT void run_tssl_fwd(unsigned g, unsigned b, const float* current, const flo
 }
 EXPORT void run_tssl_bwd(unsigned g, unsigned b, const float* grad_psp, const float* spikes, const float* membrane,
                          const float* delta_u, const float* psp, float* grad_current, float v_threshold, float tau_m,
-                         float tau_s, LL T, LL N) {
-    emu_launch(g, b, tssl_bwd, grad_psp, spikes, membrane, delta_u, psp, grad_current, v_threshold, tau_m, tau_s, T,
-               N);
+                         float tau_s, int dt_du_at_spikes, LL T, LL N) {
+    emu_launch(g, b, tssl_bwd, grad_psp, spikes, membrane, delta_u, psp, grad_current, v_threshold, tau_m, tau_s,
+               dt_du_at_spikes, T, N);
 }

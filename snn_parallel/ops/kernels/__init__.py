@@ -56,7 +56,8 @@ backward uses no surrogate):
 
 - ``tssl_fwd(current, u0, a0, psp, spikes, membrane, delta_u, u_last, a_last, v_threshold, tau_m, tau_s,
   inclusive, T, N)``;
-- ``tssl_bwd(grad_psp, spikes, membrane, delta_u, psp, grad_current, v_threshold, tau_m, tau_s, T, N)``.
+- ``tssl_bwd(grad_psp, spikes, membrane, delta_u, psp, grad_current, v_threshold, tau_m, tau_s,
+  dt_du_at_spikes, T, N)``.
 
 Each kernel file states its equations and per-tensor dtypes at the top. The kernels are checked
 without a GPU: ``tests/test_kernels.py`` compiles every file for every dtype with ``nvcc`` (and
@@ -114,7 +115,7 @@ ABI: dict[str, dict[str, str]] = {
     },
     "tssl.cu": {
         "tssl_fwd": "P" * 9 + "FFF" + "ILL",
-        "tssl_bwd": "P" * 6 + "FFF" + "LL",
+        "tssl_bwd": "P" * 6 + "FFF" + "ILL",
     },
 }
 

@@ -49,7 +49,8 @@ extern "C" __global__ void tssl_fwd(const scalar_t* __restrict__ current, const 
 // tssl_bwd: grad_current = dL/dI_t from g_t = dL/da_t (tssl_backward, parallel.py), walking t = T-1..0 with
 // theta_m = 1/tau_m and the PSP kernel eps_k = (1 - 1/tau_s)^k / tau_s:
 //     S_t = sum_{k=0}^{T-1-t} eps_k g_{t+k} = g_t / tau_s + (1 - 1/tau_s) S_{t+1}      (S_T = 0)
-//     p_t = clamp(-1/du_t, -8, 0) o_t                       (dt/du; a spike on du_t = 0 gets -8)
+//     p_t = clamp(-1/du_t, -8, 0) o_t                       (dt/du; a spike on du_t = 0 gets -8; the factor
+//                                                            o_t only with dt_du_at_spikes)
 //     A_t = -p_t S_t                                        (inter-neuron term)
 //     c_t = -theta_m v_t p_t + (1 - theta_m)(1 - o_t)       (what the reset carries back)
 //     d_t = A_t + c_t vartheta_{t+1},   vartheta_t = o_t d_t + (1 - o_t)(1 - theta_m) vartheta_{t+1}   (vartheta_T = 0)
@@ -59,7 +60,8 @@ extern "C" __global__ void tssl_fwd(const scalar_t* __restrict__ current, const 
 extern "C" __global__ void tssl_bwd(const scalar_t* __restrict__ grad_psp, const scalar_t* __restrict__ spikes,
                                     const scalar_t* __restrict__ membrane, const scalar_t* __restrict__ delta_u,
                                     const scalar_t* __restrict__ psp, scalar_t* __restrict__ grad_current,
-                                    float v_threshold, float tau_m, float tau_s, long long T, long long N) {
+                                    float v_threshold, float tau_m, float tau_s, int dt_du_at_spikes, long long T,
+                                    long long N) {
     const float theta_m = 1.0f / tau_m, keep_s = 1.0f - 1.0f / tau_s, silent = 1.0f / (4.0f * tau_s);
     for (long long n = item_start(); n < N; n += item_stride()) {
         float inter_sum = 0.0f, carry = 0.0f;  // S_{t+1}, vartheta_{t+1}
@@ -68,7 +70,8 @@ extern "C" __global__ void tssl_bwd(const scalar_t* __restrict__ grad_psp, const
             const long long i = t * N + n;
             const float spike = load(spikes + i), v = load(membrane + i);
             inter_sum = load(grad_psp + i) / tau_s + keep_s * inter_sum;
-            const float dt_du = clamp_to(-1.0f / load(delta_u + i), TSSL_DT_DU_MIN, 0.0f) * spike;
+            const float dt_du =
+                clamp_to(-1.0f / load(delta_u + i), TSSL_DT_DU_MIN, 0.0f) * (dt_du_at_spikes ? spike : 1.0f);
             const float carried = -theta_m * v * dt_du + (1.0f - theta_m) * (1.0f - spike);
             const float grad = -dt_du * inter_sum + carried * carry;
             carry = spike * grad + (1.0f - spike) * (1.0f - theta_m) * carry;

@@ -50,11 +50,12 @@ _IMPLEMENTATIONS = {"torch": (tssl_forward, tssl_backward), "cupy": (tssl_forwar
 
 class _TSSLBP(torch.autograd.Function):
     @staticmethod
-    def forward(ctx: Any, current, u0, a0, v_threshold: float, tau_m: float, tau_s: float, inclusive: bool, backend: str):
+    def forward(ctx: Any, current, u0, a0, v_threshold: float, tau_m: float, tau_s: float, inclusive: bool,
+                dt_du_at_spikes: bool, backend: str):
         forward, ctx.backward_fn = _IMPLEMENTATIONS[backend]
         psp, spikes, membrane, delta_u, u_last, a_last = forward(current, u0, a0, v_threshold, tau_m, tau_s, inclusive)
         ctx.save_for_backward(spikes, membrane, delta_u, psp)
-        ctx.constants = (v_threshold, tau_m, tau_s)
+        ctx.constants = (v_threshold, tau_m, tau_s, dt_du_at_spikes)
         ctx.mark_non_differentiable(spikes, membrane, u_last, a_last)
         return psp, spikes, membrane, u_last, a_last
 
@@ -62,7 +63,7 @@ class _TSSLBP(torch.autograd.Function):
     def backward(ctx: Any, grad_psp, *_unused):
         spikes, membrane, delta_u, psp = ctx.saved_tensors
         grad = ctx.backward_fn(grad_psp, spikes, membrane, delta_u, psp, *ctx.constants)
-        return grad, None, None, None, None, None, None, None
+        return grad, None, None, None, None, None, None, None, None
 
 
 def _check_constants(v_threshold: float, tau_m: float, tau_s: float) -> None:
@@ -84,6 +85,7 @@ def tsslbp(
     tau_m: float = 5.0,
     tau_s: float = 3.0,
     inclusive: bool = False,
+    dt_du_at_spikes: bool = True,
     backend: str = "auto",
     validate: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -95,6 +97,9 @@ def tsslbp(
             no gradient: TSSL-BP defines one for the current only.
         v_threshold, tau_m, tau_s: :math:`V_{th}`, :math:`\tau_m`, :math:`\tau_s` (defaults of the reference code).
         inclusive: fire on :math:`u_t \ge V_{th}` instead of the reference's :math:`u_t > V_{th}`.
+        dt_du_at_spikes: the timing gradient :math:`\partial t/\partial u` only where the neuron
+            fires (``True``), or wherever its membrane rose (``False``); the reference code's
+            revisions differ here (see :mod:`.reference`).
         backend: ``"auto"``, ``"torch"`` or ``"cupy"`` (see :mod:`snn_parallel.ops._backend`).
         validate: check the arguments (``False`` where the caller already has).
 
@@ -111,6 +116,9 @@ def tsslbp(
                 if value.dtype != current.dtype:
                     raise TypeError(f"{name} has dtype {value.dtype}, expected {current.dtype} to match current")
         _check_constants(v_threshold, tau_m, tau_s)
+        for value, name in ((inclusive, "inclusive"), (dt_du_at_spikes, "dt_du_at_spikes")):
+            if not isinstance(value, bool):
+                raise TypeError(f"{name} must be a bool, got {value!r}")
     u0 = torch.zeros_like(current[0]) if u0 is None else u0.detach()
     a0 = torch.zeros_like(current[0]) if a0 is None else a0.detach()
     backend = resolve_backend(
@@ -119,7 +127,7 @@ def tsslbp(
     shape, lanes = current.shape, current[0].numel()
     psp, spikes, membrane, u_last, a_last = _TSSLBP.apply(
         current.reshape(shape[0], lanes), u0.reshape(lanes), a0.reshape(lanes),
-        float(v_threshold), float(tau_m), float(tau_s), bool(inclusive), backend,
+        float(v_threshold), float(tau_m), float(tau_s), bool(inclusive), bool(dt_du_at_spikes), backend,
     )  # fmt: skip
     return psp.view(shape), spikes.view(shape), membrane.view(shape), u_last.view(shape[1:]), a_last.view(shape[1:])
 

@@ -42,11 +42,12 @@ def tssl_backward_cupy(
     v_threshold: float,
     tau_m: float,
     tau_s: float,
+    dt_du_at_spikes: bool = True,
 ) -> torch.Tensor:
     """:math:`\\partial L/\\partial I` ``[T, N]`` from :math:`\\partial L/\\partial a` and the forward's outputs."""
     steps, lanes = spikes.shape
     dtype = spikes.dtype
     saved = [arg(t, dtype) for t in (grad_psp, spikes, membrane, delta_u, psp)]
     grad = torch.empty_like(saved[1])
-    launch("tssl.cu", "tssl_bwd", dtype, lanes, *saved, grad, v_threshold, tau_m, tau_s, steps, lanes)
+    launch("tssl.cu", "tssl_bwd", dtype, lanes, *saved, grad, v_threshold, tau_m, tau_s, int(dt_du_at_spikes), steps, lanes)
     return grad

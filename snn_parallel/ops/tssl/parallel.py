@@ -7,17 +7,18 @@ The reference's reverse loop (:func:`~.reference.tssl_backward_reference`) is re
   :math:`S_t = g_t/\tau_s + (1 - 1/\tau_s) S_{t+1}`, a reverse scan (:math:`O(T)` per neuron
   where the reference's double loop is :math:`O(T^2)`);
 - the carried intra-neuron term, a linear recurrence run backwards in time,
-  :math:`\vartheta_t = c_t \vartheta_{t+1} + A_t` with :math:`A_t = -\partial_u t\, S_t` and
+  :math:`\vartheta_t = d_t \vartheta_{t+1} + o_t A_t` with :math:`A_t = -\partial_u t\, S_t`,
+  :math:`d_t = o_t c_t + (1 - o_t)(1 - \theta_m)` and
   :math:`c_t = -\theta_m u_t\, \partial_u t + (1 - \theta_m)(1 - o_t)`, solved by the shared
   reverse scan;
 - :math:`\delta_t = A_t + c_t \vartheta_{t+1}`, replaced by :math:`S_t f(u_t)` where
   :math:`a_t < 1/(4\tau_s)`.
 
-Expanding the reference's update :math:`\vartheta_t = \delta_t o_t + \vartheta_{t+1}(1-o_t)(1-\theta_m)`
-with :math:`\delta_t = A_t + c_t \vartheta_{t+1}` gives
-:math:`\vartheta_t = (o_t c_t + (1 - o_t)(1 - \theta_m)) \vartheta_{t+1} + o_t A_t`, and as the spikes
-:math:`o_t` are 0 or 1 and :math:`\partial_u t` (hence :math:`A_t`) is 0 where :math:`o_t = 0`, the
-decay is :math:`c_t` and the input :math:`A_t`.
+The recurrence is the reference's update :math:`\vartheta_t = \delta_t o_t + \vartheta_{t+1}(1-o_t)(1-\theta_m)`
+with :math:`\delta_t = A_t + c_t \vartheta_{t+1}` expanded. With ``dt_du_at_spikes``
+(:math:`\partial_u t` carries the factor :math:`o_t`, which is 0 or 1), :math:`A_t` and
+:math:`\theta_m u_t \partial_u t` vanish where :math:`o_t = 0`, so :math:`d_t = c_t` and
+:math:`o_t A_t = A_t`.
 """
 
 from __future__ import annotations
@@ -60,6 +61,7 @@ def tssl_backward(
     v_threshold: float,
     tau_m: float,
     tau_s: float,
+    dt_du_at_spikes: bool = True,
 ) -> torch.Tensor:
     """:math:`\\partial L/\\partial I` from :math:`\\partial L/\\partial a`, all ``[T, ...]``; equals
     :func:`~.reference.tssl_backward_reference`."""
@@ -70,10 +72,17 @@ def tssl_backward(
     inter_sum = scan_2d(torch.full_like(zeros, 1 - 1 / tau_s), (grad_a / tau_s).contiguous(), zeros, reverse=True)
     # in-place steps into buffers that are fresh or no longer needed: on the CPU a new full-size buffer costs
     # about as much as a pass over it
-    slope = torch.reciprocal(du).clamp_(0, -DT_DU_MIN).mul_(spike)  # -dt/du
+    slope = torch.reciprocal(du).clamp_(0, -DT_DU_MIN)  # -dt/du
+    if dt_du_at_spikes:
+        slope.mul_(spike)
     inter = slope * inter_sum  # A_t
-    carried = torch.addcmul(spike * (theta_m - 1) + (1 - theta_m), u, slope, value=theta_m)  # c_t
-    theta = scan_2d(carried.contiguous(), inter.contiguous(), zeros, reverse=True)
+    leak = spike * (theta_m - 1) + (1 - theta_m)  # (1 - theta_m)(1 - o_t)
+    carried = torch.addcmul(leak, u, slope, value=theta_m)  # c_t
+    if dt_du_at_spikes:
+        decay, source = carried, inter
+    else:  # vartheta only takes delta_t where o_t = 1
+        decay, source = leak.addcmul_(u, slope * spike, value=theta_m), inter * spike
+    theta = scan_2d(decay.contiguous(), source.contiguous(), zeros, reverse=True)
     grad = inter
     grad[:-1].addcmul_(carried[:-1], theta[1:])
     fallback = fallback_slope(u, v_threshold).mul_(inter_sum)

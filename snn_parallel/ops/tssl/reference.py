@@ -26,6 +26,13 @@ neuron is silent, :math:`a_t < 1/(4\tau_s)`, :math:`\delta_t` is replaced by
 :math:`S_t\, f(u_t)` with :math:`f(u) = e^c/(0.2\,(1+e^c)^2)`,
 :math:`c = \mathrm{clamp}((V_{th} - u)/0.2, -8, 8)`. :math:`\vartheta` is updated with the
 :math:`\delta_t` *before* that replacement, as in the reference code.
+
+The revisions of the reference code differ in one factor: the CUDA-only one multiplies
+:math:`\partial_u t` by the spike :math:`o_t` (the timing gradient exists only where the neuron
+fires), the one that also runs on the CPU leaves :math:`o_t` out, so that wherever the membrane
+rose (:math:`\Delta u_t > 0`) and the neuron is not silent, :math:`-1/\Delta u_t` acts as a
+surrogate slope even without a spike. ``dt_du_at_spikes`` picks between them (``True``, the first,
+is the default).
 """
 
 from __future__ import annotations
@@ -121,9 +128,11 @@ def tssl_backward_reference(
     v_threshold: float,
     tau_m: float,
     tau_s: float,
+    dt_du_at_spikes: bool = True,
 ) -> torch.Tensor:
     """:math:`\\partial L/\\partial I` from :math:`\\partial L/\\partial a` ``[T, ...]``: the reference
-    code's reverse loop, one step at a time (see the module docstring)."""
+    code's reverse loop, one step at a time (see the module docstring; ``dt_du_at_spikes``: keep
+    the factor :math:`o_t` of :math:`\\partial_u t`)."""
     num_steps = grad_psp.shape[0]
     theta_m = 1 / tau_m
     silent = 1 / (4 * tau_s)
@@ -136,7 +145,9 @@ def tssl_backward_reference(
         length = num_steps - t
         out = spikes[t]
         window = grad_psp[t:]
-        partial_u = torch.clamp(-1 / delta_u[t], DT_DU_MIN, 0) * out
+        partial_u = torch.clamp(-1 / delta_u[t], DT_DU_MIN, 0)
+        if dt_du_at_spikes:
+            partial_u = partial_u * out
         grad_t = torch.sum(partial_u * partial_a[:length].view(length, *trailing) * window * tau_s, dim=0)
         if t != num_steps - 1:
             grad_t = grad_t + theta * membrane[t] * (-1) * theta_m * partial_u
