@@ -92,6 +92,8 @@ def _train(args: argparse.Namespace) -> int:
         return refuse(f"--valid takes a share in (0, 1) of the training digits (not for --task adding), got {args.valid}")
     if args.recipe is not None and not image:
         return refuse(f"--recipe is for --task image, not --task {args.task}")
+    if args.loss is not None and not image:
+        return refuse(f"--loss is for --task image, not --task {args.task}")
     if args.dt_du is not None and rules != ["tsslbp"]:
         return refuse("--dt-du is an option of TSSL-BP: use it with --task image --rule tsslbp")
     valid = {} if args.valid is None else {"valid_fraction": args.valid}
@@ -105,7 +107,8 @@ def _train(args: argparse.Namespace) -> int:
                     row = experiments.train_adding(args.steps or 200, rule=rule, iterations=args.iterations, **options)
                 elif image:
                     row = experiments.train_image(rule, steps=args.steps or 5, epochs=args.epochs or 30,
-                                                  recipe=args.recipe or "reference", **valid, **revision, **options)
+                                                  recipe=args.recipe or "reference", loss=args.loss or "kernel",
+                                                  **valid, **revision, **options)
                 else:
                     row = experiments.train_digits(rule, args.task, neuron=args.neuron, epochs=args.epochs or 20,
                                                    parts=args.parts, trace=args.trace, **valid, **options)
@@ -179,6 +182,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="image: the training recipe of both rules: 'reference' (default; TSSL-BP's: loss summed over "
                             "the batch, gradient norm clipped to 1, weights clamped to [-4, 4]) or 'mean' (loss averaged, "
                             "the same clip, no clamp)")
+    train.add_argument("--loss", choices=("kernel", "count"), default=None,
+                       help="image: the spike-sequence loss of both rules: desired PSP trains ('kernel', default) or "
+                            "desired PSP sums ('count')")
     train.add_argument("--dt-du", choices=("spikes", "rising"), default=None,
                        help="image, TSSL-BP: its timing gradient dt/du only where a neuron fires ('spikes', default) or "
                             "wherever its membrane rose ('rising'); the two revisions of the reference code")

@@ -85,7 +85,11 @@ def test_cli_train_image_runs_tsslbp_and_bptt_and_refuses_other_rules(capsys):
     assert cli.main(["train", "--task", "image", "--epochs", "1"]) == 0
     out = capsys.readouterr().out
     assert "rule=tsslbp" in out and "rule=bptt" in out and out.count("test_accuracy=") == 2
-    assert out.count("recipe=reference") == 2 and out.count("dt_du=spikes") == 1
+    assert out.count("recipe=reference") == 2 and out.count("dt_du=spikes") == 1 and out.count("loss=kernel") == 2
+    assert cli.main(["train", "--task", "image", "--rule", "bptt", "--loss", "count", "--epochs", "1"]) == 0
+    assert "loss=count" in capsys.readouterr().out
+    assert cli.main(["train", "--task", "pixel", "--loss", "count"]) == 2
+    assert "--loss is for --task image, not --task pixel" in capsys.readouterr().err
     assert cli.main(["train", "--task", "image", "--rule", "tsslbp", "--dt-du", "rising", "--epochs", "1"]) == 0
     assert "dt_du=rising" in capsys.readouterr().out
     assert cli.main(["train", "--task", "row", "--recipe", "mean"]) == 2

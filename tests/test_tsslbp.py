@@ -233,6 +233,20 @@ def test_network_builder_matches_the_paper_notation():
     rising = tssl_network("8C3-12", (1, 8, 8), 10, dt_du_at_spikes=False)
     assert [m.dt_du_at_spikes for m in rising if isinstance(m, PSPLIF)] == [False, False, False]
     assert "dt_du_at_spikes=False" in repr(rising)
+    # the reference's Fashion-MNIST and CIFAR-10 networks pad their convs to keep the map's size
+    fashion = tssl_network("32C5-P2-64C5-P2-1024", (1, 28, 28), 10, padding="same")
+    assert [m.padding for m in fashion if isinstance(m, nn.Conv2d)] == [(2, 2), (2, 2)]
+    assert fashion[8].in_features == 3136 and fashion[8].out_features == 1024
+    cifar = tssl_network("96C3-256C3-P2-384C3-P2-384C3-256C3-1024-1024", (3, 32, 32), 10, padding="same", conv_scale=5.0)
+    assert [m for m in cifar if isinstance(m, nn.Linear)][0].in_features == 16384
+    assert tssl_network("4C3-6", (1, 8, 8), 10, padding=1)[4].in_features == 4 * 8 * 8
+    torch.manual_seed(0)
+    valid = tssl_network("4C3-6", (1, 8, 8), 10)
+    torch.manual_seed(0)
+    same = tssl_network("4C3-6", (1, 8, 8), 10, padding="same")
+    assert valid[4].in_features == 4 * 6 * 6 and same[4].in_features == 4 * 8 * 8
+    x = torch.rand(1, 1, 8, 8)  # the padded conv's interior equals the unpadded conv
+    torch.testing.assert_close(same[1](x)[..., 1:-1, 1:-1], valid[1](x))
     pool = SumPool2d(2)
     y = torch.rand(1, 1, 4, 4)
     torch.testing.assert_close(pool(y)[0, 0, 0, 0], 1.1 * y[0, 0, :2, :2].sum())
@@ -310,6 +324,8 @@ def test_image_experiment_gives_both_rules_the_same_recipe():
         for trainer in (tssl, bptt):
             assert (trainer.batch_sum, trainer.weight_clamp, trainer.clip_grad_norm) == (options["batch_sum"], options["weight_clamp"], 1.0)
             assert trainer.loss == SpikeSequenceLoss()
+    for rule in ("tsslbp", "bptt"):
+        assert _image_trainer(rule, 1e-3, "4C3-12", loss="count").loss == SpikeSequenceLoss(variant="count")
     with pytest.raises(ValueError, match="recipe"):
         _image_trainer("bptt", 1e-3, "4C3-12", "sum")
 
@@ -399,6 +415,12 @@ def test_ddp_two_processes_match_one_process_on_the_whole_batch(tmp_path):
         (lambda: SpikeSequenceLoss().sequence_loss(torch.rand(2, 2, 3), torch.zeros(2, dtype=torch.long), 1, 5), ValueError, "whole"),
         (lambda: tssl_network("15X5", (1, 28, 28), 10), ValueError, "15X5"),
         (lambda: tssl_network("15C9", (1, 8, 8), 10), ValueError, "does not fit"),
+        (lambda: tssl_network("15C9", (1, 8, 8), 10, padding=0), ValueError, "does not fit"),
+        (lambda: tssl_network("4C4", (1, 8, 8), 10, padding="same"), ValueError, "odd kernels"),
+        (lambda: tssl_network("4C3", (1, 8, 8), 10, padding="full"), ValueError, "padding"),
+        (lambda: tssl_network("4C3", (1, 8, 8), 10, padding=-1), ValueError, "padding"),
+        (lambda: tssl_network("4C3", (1, 8, 8), 10, padding=True), ValueError, "padding"),
+        (lambda: tssl_network("4C3", (1, 8, 8), 10, padding=1.0), ValueError, "padding"),
         (lambda: tssl_network("100-P2", (1, 8, 8), 10), ValueError, "after a fully connected"),
         (lambda: tssl_network("8C3", (8, 8), 10), ValueError, "input_shape"),
         (lambda: tssl_network(15, (1, 8, 8), 10), TypeError, "spec"),

@@ -204,15 +204,20 @@ def tssl_network(
     conv_scale: float = 1.0,
     linear_scale: float = 1.0,
     pool_weight: float = 1.1,
+    padding: int | str = "valid",
     dt_du_at_spikes: bool = True,
 ) -> nn.Sequential:
     """A conv + fc :class:`~snn_parallel.neurons.PSPLIF` network in the paper's notation.
 
-    ``spec`` is ``-``-separated: ``15C5`` a 5x5 convolution to 15 channels (no padding),
-    ``P2`` a 2x2 :class:`SumPool2d`, ``300`` a fully connected layer of 300 neurons; convs and
-    pools come before the fc layers. An output layer of ``classes`` neurons is appended, so
+    ``spec`` is ``-``-separated: ``15C5`` a 5x5 convolution to 15 channels, ``P2`` a 2x2
+    :class:`SumPool2d`, ``300`` a fully connected layer of 300 neurons; convs and pools come
+    before the fc layers. An output layer of ``classes`` neurons is appended, so
     ``"15C5-P2-40C5-P2-300"`` is the paper's MNIST network. The input (``[T, B, *input_shape]``,
     e.g. an image repeated over ``T`` steps) first goes through a :class:`~snn_parallel.neurons.PSPFilter`.
+
+    ``padding`` is every convolution's zero padding: ``"valid"`` (none, the reference's MNIST
+    network), ``"same"`` (``k // 2`` for odd ``k``, so a conv keeps the feature map's size: the
+    reference's Fashion-MNIST ``32C5-P2-64C5-P2-1024`` and CIFAR-10 networks) or an int ``p >= 0``.
 
     Synapses have no bias; convs keep PyTorch's initialisation times ``conv_scale``, linear
     layers are Kaiming-normal times ``linear_scale``, as in the reference code. ``gradient``
@@ -226,6 +231,8 @@ def tssl_network(
         raise ValueError(f"input_shape must be (channels, height, width) of positive ints, got {input_shape!r}")
     if isinstance(classes, bool) or not isinstance(classes, int) or classes < 2:
         raise ValueError(f"classes must be an int >= 2, got {classes!r}")
+    if padding not in ("valid", "same") and (isinstance(padding, bool) or not isinstance(padding, int) or padding < 0):
+        raise ValueError(f"padding must be 'valid', 'same' or an int >= 0, got {padding!r}")
     neuron = {"tau_m": tau_m, "tau_s": tau_s, "v_threshold": v_threshold, "gradient": gradient,
               "dt_du_at_spikes": dt_du_at_spikes}
     channels, height, width = input_shape
@@ -251,15 +258,19 @@ def tssl_network(
         if features is not None:
             raise ValueError(f"spec {spec!r}: {token!r} comes after a fully connected layer; convs and pools go first")
         size = int(match["kernel"] or match["pool"])
-        if size < 1 or size > min(height, width):
+        conv = match["kernel"] is not None
+        if conv and padding == "same" and size % 2 == 0:
+            raise ValueError(f"spec {spec!r}: padding='same' needs odd kernels, {token!r} has {size}")
+        pad = 0 if not conv or padding == "valid" else size // 2 if padding == "same" else padding
+        if size < 1 or size > min(height, width) + 2 * pad:
             raise ValueError(f"spec {spec!r}: {token!r} does not fit the {height}x{width} feature map there")
-        if match["pool"] is not None:
+        if not conv:
             modules.append(SumPool2d(size, weight=pool_weight))
             height, width = height // size, width // size
         else:
-            conv = nn.Conv2d(channels, int(match["channels"]), size, bias=False)
+            synapse = nn.Conv2d(channels, int(match["channels"]), size, padding=pad, bias=False)
             with torch.no_grad():
-                conv.weight.mul_(conv_scale)
-            channels, height, width = int(match["channels"]), height - size + 1, width - size + 1
-            modules += [conv, PSPLIF(channels, **neuron)]
+                synapse.weight.mul_(conv_scale)
+            channels, height, width = int(match["channels"]), height + 2 * pad - size + 1, width + 2 * pad - size + 1
+            modules += [synapse, PSPLIF(channels, **neuron)]
     return nn.Sequential(*modules)
