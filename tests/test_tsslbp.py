@@ -208,7 +208,7 @@ def test_kernel_and_count_losses_follow_the_reference_code():
     count = 0.0
     for b in range(4):
         for k in range(3):
-            wanted = 5.0 if k == target[b] else 1.0
+            wanted = 4.0 if k == target[b] else 1.0
             delta = (outputs[:, b, k].sum().item() - wanted) / 5
             if (k == target[b] and delta < 0) or (k != target[b] and delta > 0):
                 count += 0.5 * 5 * delta**2
@@ -240,6 +240,9 @@ def test_network_builder_matches_the_paper_notation():
     cifar = tssl_network("96C3-256C3-P2-384C3-P2-384C3-256C3-1024-1024", (3, 32, 32), 10, padding="same", conv_scale=5.0)
     assert [m for m in cifar if isinstance(m, nn.Linear)][0].in_features == 16384
     assert tssl_network("4C3-6", (1, 8, 8), 10, padding=1)[4].in_features == 4 * 8 * 8
+    nmnist = tssl_network("12C5-P2-64C5-P2", (2, 34, 34), 10, padding=(1, 0))
+    assert [m.padding for m in nmnist if isinstance(m, nn.Conv2d)] == [(1, 1), (0, 0)]
+    assert nmnist[-2].in_features == 2304  # the reference's N-MNIST output layer
     torch.manual_seed(0)
     valid = tssl_network("4C3-6", (1, 8, 8), 10)
     torch.manual_seed(0)
@@ -421,6 +424,9 @@ def test_ddp_two_processes_match_one_process_on_the_whole_batch(tmp_path):
         (lambda: tssl_network("4C3", (1, 8, 8), 10, padding=-1), ValueError, "padding"),
         (lambda: tssl_network("4C3", (1, 8, 8), 10, padding=True), ValueError, "padding"),
         (lambda: tssl_network("4C3", (1, 8, 8), 10, padding=1.0), ValueError, "padding"),
+        (lambda: tssl_network("4C3-P2-4C3", (1, 8, 8), 10, padding=(1,)), ValueError, "one per conv"),
+        (lambda: tssl_network("4C3", (1, 8, 8), 10, padding=("same", -1)), ValueError, "padding"),
+        (lambda: tssl_network("4C3", (1, 8, 8), 10, padding=[1]), ValueError, "padding"),
         (lambda: tssl_network("100-P2", (1, 8, 8), 10), ValueError, "after a fully connected"),
         (lambda: tssl_network("8C3", (8, 8), 10), ValueError, "input_shape"),
         (lambda: tssl_network(15, (1, 8, 8), 10), TypeError, "spec"),

@@ -56,7 +56,9 @@ class SpikeSequenceLoss(StepLoss):
     Args:
         variant: ``"kernel"`` (desired PSP trains) or ``"count"`` (desired PSP sums).
         tau_s: :math:`\\tau_s` of the PSP filter applied to the desired spike train.
-        desired_count, undesired_count: ``"count"``'s :math:`c_k` for the target and the other classes.
+        desired_count, undesired_count: ``"count"``'s :math:`c_k` for the target and the other
+            classes; the defaults 4 and 1 are the reference's MNIST and Fashion-MNIST settings at
+            T = 5 (its N-MNIST network, T = 30, uses 15 and 3).
 
     ``kind`` and ``steps`` stay ``"ce"`` and ``"all"``: class targets, and the prediction is the
     class of the largest mean (= sum) output over all steps.
@@ -66,7 +68,7 @@ class SpikeSequenceLoss(StepLoss):
     steps: str | tuple[int, int | None] = "all"
     variant: str = "kernel"
     tau_s: float = 3.0
-    desired_count: float = 5.0
+    desired_count: float = 4.0
     undesired_count: float = 1.0
 
     def __post_init__(self) -> None:
@@ -204,7 +206,7 @@ def tssl_network(
     conv_scale: float = 1.0,
     linear_scale: float = 1.0,
     pool_weight: float = 1.1,
-    padding: int | str = "valid",
+    padding: int | str | tuple[int | str, ...] = "valid",
     dt_du_at_spikes: bool = True,
 ) -> nn.Sequential:
     """A conv + fc :class:`~snn_parallel.neurons.PSPLIF` network in the paper's notation.
@@ -215,9 +217,11 @@ def tssl_network(
     ``"15C5-P2-40C5-P2-300"`` is the paper's MNIST network. The input (``[T, B, *input_shape]``,
     e.g. an image repeated over ``T`` steps) first goes through a :class:`~snn_parallel.neurons.PSPFilter`.
 
-    ``padding`` is every convolution's zero padding: ``"valid"`` (none, the reference's MNIST
+    ``padding`` is the convolutions' zero padding: ``"valid"`` (none, the reference's MNIST
     network), ``"same"`` (``k // 2`` for odd ``k``, so a conv keeps the feature map's size: the
-    reference's Fashion-MNIST ``32C5-P2-64C5-P2-1024`` and CIFAR-10 networks) or an int ``p >= 0``.
+    reference's Fashion-MNIST ``32C5-P2-64C5-P2-1024`` and CIFAR-10 networks) or an int ``p >= 0``,
+    for every convolution, or a tuple of them, one per convolution of ``spec`` in order (the
+    reference's N-MNIST ``12C5-P2-64C5-P2`` pads ``(1, 0)``).
 
     Synapses have no bias; convs keep PyTorch's initialisation times ``conv_scale``, linear
     layers are Kaiming-normal times ``linear_scale``, as in the reference code. ``gradient``
@@ -231,14 +235,19 @@ def tssl_network(
         raise ValueError(f"input_shape must be (channels, height, width) of positive ints, got {input_shape!r}")
     if isinstance(classes, bool) or not isinstance(classes, int) or classes < 2:
         raise ValueError(f"classes must be an int >= 2, got {classes!r}")
-    if padding not in ("valid", "same") and (isinstance(padding, bool) or not isinstance(padding, int) or padding < 0):
-        raise ValueError(f"padding must be 'valid', 'same' or an int >= 0, got {padding!r}")
+    tokens = spec.split("-") if spec else []
+    convs = sum(1 for token in tokens if re.fullmatch(r"\d+C\d+", token))
+    paddings = list(padding) if isinstance(padding, tuple) else [padding] * convs
+    if len(paddings) != convs or not all(
+        p in ("valid", "same") or (isinstance(p, int) and not isinstance(p, bool) and p >= 0) for p in paddings
+    ):
+        raise ValueError(f"padding must be 'valid', 'same' or an int >= 0, or a tuple of them with one per conv "
+                         f"({convs} in {spec!r}), got {padding!r}")
     neuron = {"tau_m": tau_m, "tau_s": tau_s, "v_threshold": v_threshold, "gradient": gradient,
               "dt_du_at_spikes": dt_du_at_spikes}
     channels, height, width = input_shape
     modules: list[nn.Module] = [PSPFilter(channels, tau_s=tau_s)]
     features: int | None = None  # set once the fc part starts
-    tokens = spec.split("-") if spec else []
     for token in tokens + [str(classes)]:
         match = _TOKEN.match(token)
         if match is None:
@@ -259,9 +268,10 @@ def tssl_network(
             raise ValueError(f"spec {spec!r}: {token!r} comes after a fully connected layer; convs and pools go first")
         size = int(match["kernel"] or match["pool"])
         conv = match["kernel"] is not None
-        if conv and padding == "same" and size % 2 == 0:
+        mode = paddings.pop(0) if conv else "valid"
+        if mode == "same" and size % 2 == 0:
             raise ValueError(f"spec {spec!r}: padding='same' needs odd kernels, {token!r} has {size}")
-        pad = 0 if not conv or padding == "valid" else size // 2 if padding == "same" else padding
+        pad = 0 if mode == "valid" else size // 2 if mode == "same" else mode
         if size < 1 or size > min(height, width) + 2 * pad:
             raise ValueError(f"spec {spec!r}: {token!r} does not fit the {height}x{width} feature map there")
         if not conv:
