@@ -18,6 +18,7 @@ from snn_parallel.learners import (
     HYPRTrainer,
     OTTTTrainer,
     RecurrentBlock,
+    SequenceDropout,
     StepLoss,
     UnsupportedModule,
     discover,
@@ -238,6 +239,7 @@ def test_hypr_gradient_does_not_depend_on_chunk_in_deep_recurrent_nets():
         (nn.Sequential(nn.Linear(4, 6), LTC(6), nn.Linear(6, 3)), "mixes neurons"),
         (nn.Sequential(nn.Linear(4, 6), sj_neuron.LIFNode(), nn.Linear(6, 3)), "pure step"),
         (nn.Sequential(nn.Linear(4, 6), nn.Dropout(0.5), PRF(6), nn.Linear(6, 3)), "deterministic"),
+        (nn.Sequential(nn.Linear(4, 6), PRF(6), SequenceDropout(0.5), nn.Linear(6, 3)), r"\(SequenceDropout\).*deterministic"),
         (nn.Sequential(nn.Linear(4, 6), nn.LayerNorm(6), PRF(6), nn.Linear(6, 3)), "feeding neurons directly"),
         (nn.Sequential(RecurrentBlock(4, PRF(6), output="membrane"), nn.Linear(6, 3)), "flow through spikes"),
     ],
@@ -610,3 +612,76 @@ def test_ddp_two_processes_average_gradients_once_per_step(tmp_path):
     trainer.fit([(x, y)] * 2, 1)
     for name, value in model.state_dict().items():
         torch.testing.assert_close(rank0[name], value, atol=1e-6, rtol=1e-5)
+
+
+# -- SequenceDropout: one channel mask per sequence ------------------------------------------------
+def test_sequence_dropout_drops_whole_channels_alike_at_every_step():
+    torch.manual_seed(0)
+    drop = SequenceDropout(0.25)
+    x = torch.rand(4, 64, 32, 3, 3) + 0.5  # [T, B, C, H, W], nothing zero
+    y = drop(x)
+    kept = y[0, :, :, 0, 0] != 0  # [B, C]
+    assert (y != 0).eq(kept[None, :, :, None, None]).all()  # same mask at every step and position
+    torch.testing.assert_close(y[:, kept], x[:, kept] / 0.75)
+    assert abs(1 - kept.float().mean().item() - 0.25) < 0.03  # 2048 pairs
+    assert not torch.equal(drop(x) != 0, y != 0)  # a new mask per call
+    drop.eval()
+    assert drop(x) is x
+    assert SequenceDropout(0.0)(x) is x
+
+
+def test_sequence_dropout_keeps_its_mask_over_the_steps_of_a_sequence():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 16), PRF(16), SequenceDropout(0.5), nn.Linear(16, 3))
+    network = discover(model)
+    layer = network.layers[2]
+    h = torch.rand(6, 8, 16) + 0.5  # what reaches the dropout, step by step
+    masks = []
+    for _ in range(2):
+        network.reset()
+        first = layer.step(h[0])
+        mask = first / h[0]  # the mask the first step drew, [B, C]
+        for h_t in h.unbind(0)[1:]:
+            torch.testing.assert_close(layer.step(h_t), h_t * mask)
+        masks.append(mask)
+        assert masks[-1].shape == (8, 16) and set(masks[-1].unique().tolist()) == {0.0, 2.0}
+    assert not torch.equal(*masks)  # each reset starts a sequence with a new mask
+    model.eval()
+    network.reset()
+    h_0 = h[0]
+    assert layer.step(h_0) is h_0
+
+
+def test_bptt_and_fptt_train_through_one_mask_per_sequence():
+    torch.manual_seed(0)
+    x, y = torch.rand(6, 1, 4) * 4, torch.randint(0, 3, (1,))
+    for cls, options in ((BPTTTrainer, {}), (FPTTTrainer, {"parts": 3})):  # FPTT: the mask lasts over its parts
+        torch.manual_seed(1)
+        model = nn.Sequential(nn.Linear(4, 32), DecoupledLIF(32, tau=2.0), SequenceDropout(0.5), nn.Linear(32, 3))
+        nn.init.uniform_(model[0].weight, -3, 3)  # most channels fire
+        trainer = cls(model, torch.optim.SGD(model.parameters(), lr=0.1), progress=False, **options)
+        trainer.optimizer_step = lambda: None
+        trainer.train_batch(*trainer.prepare((x, y)))
+        silent = model[3].weight.grad.abs().sum(0) == 0  # [32]: channels that reached no output
+        torch.manual_seed(1)
+        reference = nn.Sequential(nn.Linear(4, 32), DecoupledLIF(32, tau=2.0), nn.Identity(), nn.Linear(32, 3))
+        reference.load_state_dict(model.state_dict())
+        trainer = cls(reference, torch.optim.SGD(reference.parameters(), lr=0.1), progress=False, **options)
+        trainer.optimizer_step = lambda: None
+        trainer.train_batch(*trainer.prepare((x, y)))
+        quiet = reference[3].weight.grad.abs().sum(0) == 0  # channels that never fire
+        dropped = silent & ~quiet  # firing channels the mask dropped for the whole sequence
+        assert (quiet <= silent).all() and 0 < dropped.sum() < (~quiet).sum(), cls.__name__
+
+
+@pytest.mark.parametrize("p", [-0.1, 1.0, float("nan"), True, "0.2"])
+def test_sequence_dropout_refuses_bad_p(p):
+    with pytest.raises(ValueError, match="p must be a probability"):
+        SequenceDropout(p)
+
+
+def test_sequence_dropout_refuses_inputs_without_time_and_channels():
+    with pytest.raises(ValueError, match=r"x_seq of SequenceDropout must be \[T, B, C"):
+        SequenceDropout(0.2)(torch.rand(4, 3))
+    with pytest.raises(ValueError, match="per step"):
+        SequenceDropout(0.2).draw(torch.rand(3))

@@ -15,7 +15,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch import nn
 
-from snn_parallel.learners import BPTTTrainer, SpikeSequenceLoss, SumPool2d, TSSLBPTrainer, tssl_network
+from snn_parallel.learners import BPTTTrainer, SequenceDropout, SpikeSequenceLoss, SumPool2d, TSSLBPTrainer, tssl_network
 from snn_parallel.learners.tsslbp import desired_spikes
 from snn_parallel.neurons import PSPLIF, DecoupledLIF, PSPFilter, PSPLIFState
 from snn_parallel.ops.tssl import psp_filter, tssl_backward, tssl_backward_reference, tssl_forward, tssl_forward_reference, tsslbp
@@ -239,6 +239,13 @@ def test_network_builder_matches_the_paper_notation():
     assert fashion[8].in_features == 3136 and fashion[8].out_features == 1024
     cifar = tssl_network("96C3-256C3-P2-384C3-P2-384C3-256C3-1024-1024", (3, 32, 32), 10, padding="same", conv_scale=5.0)
     assert [m for m in cifar if isinstance(m, nn.Linear)][0].in_features == 16384
+    assert not any(isinstance(m, SequenceDropout) for m in cifar)
+    # with dropout, as the reference's CIFAR-10 net: behind every hidden layer and its pooling
+    dropped = tssl_network("96C3-256C3-P2-384C3-P2-384C3-256C3-1024-1024", (3, 32, 32), 10, padding="same", dropout=0.2)
+    layout = "-".join({"Conv2d": "C", "SumPool2d": "P", "SequenceDropout": "D", "Linear": "F"}.get(type(m).__name__, "")
+                      for m in dropped).replace("--", "-").strip("-")
+    assert layout.replace("-", "") == "CDCPDCPDCDCDFDFDF"
+    assert all(m.p == 0.2 for m in dropped if isinstance(m, SequenceDropout))
     assert tssl_network("4C3-6", (1, 8, 8), 10, padding=1)[4].in_features == 4 * 8 * 8
     nmnist = tssl_network("12C5-P2-64C5-P2", (2, 34, 34), 10, padding=(1, 0))
     assert [m.padding for m in nmnist if isinstance(m, nn.Conv2d)] == [(1, 1), (0, 0)]
@@ -427,6 +434,9 @@ def test_ddp_two_processes_match_one_process_on_the_whole_batch(tmp_path):
         (lambda: tssl_network("4C3-P2-4C3", (1, 8, 8), 10, padding=(1,)), ValueError, "one per conv"),
         (lambda: tssl_network("4C3", (1, 8, 8), 10, padding=("same", -1)), ValueError, "padding"),
         (lambda: tssl_network("4C3", (1, 8, 8), 10, padding=[1]), ValueError, "padding"),
+        (lambda: tssl_network("4C3", (1, 8, 8), 10, dropout=1.0), ValueError, "dropout"),
+        (lambda: tssl_network("4C3", (1, 8, 8), 10, dropout=-0.1), ValueError, "dropout"),
+        (lambda: tssl_network("4C3", (1, 8, 8), 10, dropout=True), ValueError, "dropout"),
         (lambda: tssl_network("100-P2", (1, 8, 8), 10), ValueError, "after a fully connected"),
         (lambda: tssl_network("8C3", (8, 8), 10), ValueError, "input_shape"),
         (lambda: tssl_network(15, (1, 8, 8), 10), TypeError, "spec"),
@@ -462,3 +472,23 @@ def test_tsslbp_reaches_95_percent_on_digits_images():
     from snn_parallel.learners.experiments import train_image
 
     assert train_image("tsslbp")["test_accuracy"] >= 0.95
+
+
+def test_tsslbp_trains_through_sequence_dropout():
+    torch.manual_seed(0)
+    model = tssl_network("4C3-P2-12", (1, 8, 8), 3, conv_scale=3.0, dropout=0.5)
+    assert [type(m).__name__ for m in model].count("SequenceDropout") == 2
+    plain = _net()  # the same weights without dropout
+    assert all(torch.equal(a, b) for a, b in zip(model.parameters(), plain.parameters()))
+    x, y = _batches(1)[0]
+    runs = {}
+    for name, net in (("dropout", model), ("plain", plain)):
+        trainer = TSSLBPTrainer(net, torch.optim.SGD(net.parameters(), lr=0.0), progress=False)
+        trainer.optimizer_step = lambda: None
+        trainer.train_batch(*trainer.prepare((x, y)))
+        net.eval()
+        trainer.network.reset()
+        runs[name] = ([p.grad.clone() for p in net.parameters()], trainer.network.run(trainer.prepare((x, y))[0]))
+    assert all(torch.isfinite(g).all() and g.abs().sum() > 0 for g in runs["dropout"][0])
+    assert not all(torch.allclose(a, b) for a, b in zip(runs["dropout"][0], runs["plain"][0]))
+    torch.testing.assert_close(runs["dropout"][1], runs["plain"][1])  # eval: no dropout

@@ -15,7 +15,7 @@ FPTT (with ``parts=T``), OTTT and HYPR keep memory independent of the sequence l
 
 from .hypr import HYPRTrainer
 from .losses import StepLoss
-from .network import Network, RecurrentBlock, UnsupportedModule, discover
+from .network import Network, RecurrentBlock, SequenceDropout, UnsupportedModule, discover
 from .rules import BPTTTrainer, FPTTTrainer, OTTTTrainer
 from .trainer import Trainer
 from .tsslbp import SpikeSequenceLoss, SumPool2d, TSSLBPTrainer, tssl_network
@@ -32,6 +32,7 @@ __all__ = [
     "tssl_network",
     "StepLoss",
     "RecurrentBlock",
+    "SequenceDropout",
     "Network",
     "UnsupportedModule",
     "discover",

@@ -48,7 +48,7 @@ from torch.func import functional_call, jvp, vmap
 
 from ..neurons.base import ParallelNeuron
 from .losses import StepLoss
-from .network import CoreNeuron, NeuronLayer, RecurrentLayer, StatelessLayer, UnsupportedModule
+from .network import CoreNeuron, NeuronLayer, RecurrentLayer, SequenceDropout, StatelessLayer, UnsupportedModule
 from .trainer import Trainer
 
 __all__ = ["HYPRTrainer", "suffix_scan"]
@@ -154,8 +154,8 @@ class HYPRTrainer(Trainer):
         """The layers as HYPR runs them: parameter-free glue, blocks, then the readout."""
         layers, plan = self.network.layers, []
         for layer in layers:
-            if isinstance(layer, StatelessLayer) and isinstance(layer.module, nn.Dropout) and layer.module.p > 0:
-                raise UnsupportedModule(f"{layer.path} (Dropout): HYPR recomputes each step in its P-stage, so layers must be deterministic")
+            if isinstance(layer, StatelessLayer) and isinstance(layer.module, (nn.Dropout, SequenceDropout)) and layer.module.p > 0:
+                raise UnsupportedModule(f"{layer.path} ({type(layer.module).__name__}): HYPR recomputes each step in its P-stage, so layers must be deterministic")
         last_neuron = max(i for i, layer in enumerate(layers) if not isinstance(layer, StatelessLayer))
         i = 0
         while i < len(layers):

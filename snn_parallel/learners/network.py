@@ -7,7 +7,7 @@ accepted if it is an ``nn.Sequential`` (nested ``Sequential`` and SpikingJelly's
 
 - **synapses and other stateless layers**: ``Linear``, ``Conv1d/2d/3d``, ``Flatten``,
   ``Unflatten``, ``Identity``, ``Dropout``, pooling, normalisation and activation layers, and
-  SpikingJelly's ``layer.*`` versions of them;
+  SpikingJelly's ``layer.*`` versions of them, and :class:`SequenceDropout` (one mask per sequence);
 - **neurons**: the neurons of :mod:`snn_parallel.neurons`, their snnTorch and SpikingJelly
   adapters (run through their core neuron), and SpikingJelly's own nodes (e.g. ``LIFNode``,
   run through their memories);
@@ -30,7 +30,7 @@ from torch import nn
 
 from ..neurons.base import ParallelNeuron
 
-__all__ = ["RecurrentBlock", "Network", "NeuronLayer", "RecurrentLayer", "StatelessLayer", "discover"]
+__all__ = ["RecurrentBlock", "SequenceDropout", "Network", "NeuronLayer", "RecurrentLayer", "StatelessLayer", "discover"]
 
 _STATELESS = (
     nn.Linear,
@@ -189,6 +189,68 @@ class StatelessLayer:
     def step(self, x_t: torch.Tensor) -> torch.Tensor:
         return self.module(x_t)
 
+    def reset(self) -> None:
+        """Nothing to forget: the layer has no state."""
+
+
+class SequenceDropout(nn.Module):
+    r"""Dropout of whole channels, the same at every step of a sequence.
+
+    In training, each (sample, channel) pair is kept with probability :math:`1 - p` and then
+    scaled by :math:`1/(1 - p)`, at all positions and all ``T`` steps alike: TSSL-BP's
+    ``Dropout3d`` over ``[B, C, H, W, T]``. (``nn.Dropout`` applied step by step draws a new mask
+    at every step instead.) In eval mode, or with ``p = 0``, it passes its input through.
+
+    ``forward(x_seq)`` takes ``[T, B, C, *spatial]`` and draws one mask per call. The trainers
+    also run it one step at a time: then the mask drawn at the first step is kept until the
+    network is reset, i.e. for the whole sequence.
+    """
+
+    def __init__(self, p: float = 0.2) -> None:
+        super().__init__()
+        if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 <= p < 1:
+            raise ValueError(f"p must be a probability in [0, 1), got {p!r}")
+        self.p = float(p)
+
+    def draw(self, x_t: torch.Tensor) -> torch.Tensor | None:
+        """A mask for steps like ``x_t`` ``[B, C, *spatial]`` (``[B, C, 1, ...]``), or ``None`` when it drops nothing."""
+        if x_t.dim() < 2:
+            raise ValueError(f"input of SequenceDropout must be [B, C, *spatial] per step, got {list(x_t.shape)}")
+        if not self.training or self.p == 0:
+            return None
+        shape = (*x_t.shape[:2], *(1,) * (x_t.dim() - 2))
+        keep = torch.empty(shape, dtype=x_t.dtype, device=x_t.device).bernoulli_(1 - self.p)
+        return keep / (1 - self.p)
+
+    def forward(self, x_seq: torch.Tensor) -> torch.Tensor:
+        if x_seq.dim() < 3:
+            raise ValueError(f"x_seq of SequenceDropout must be [T, B, C, *spatial], got {list(x_seq.shape)}")
+        mask = self.draw(x_seq[0])
+        return x_seq if mask is None else x_seq * mask
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
+
+
+class SequenceDropoutLayer(StatelessLayer):
+    """A :class:`SequenceDropout`: one mask per sequence, whether run whole or step by step."""
+
+    def __init__(self, module: SequenceDropout, path: str) -> None:
+        super().__init__(module, path)
+        self.reset()
+
+    def run(self, x_seq: torch.Tensor) -> torch.Tensor:
+        return self.module(x_seq)
+
+    def step(self, x_t: torch.Tensor) -> torch.Tensor:
+        if not self.drawn:  # the first step after a reset draws the sequence's mask
+            self.mask, self.drawn = self.module.draw(x_t), True
+        return x_t if self.mask is None else x_t * self.mask
+
+    def reset(self) -> None:
+        self.mask: torch.Tensor | None = None
+        self.drawn = False
+
 
 @dataclass
 class NeuronLayer:
@@ -275,6 +337,9 @@ class Network:
     def reset(self) -> None:
         for neuron in self.neurons():
             neuron.reset()
+        for layer in self.layers:
+            if isinstance(layer, StatelessLayer):
+                layer.reset()
 
     def detach(self) -> None:
         for neuron in self.neurons():
@@ -401,6 +466,8 @@ def discover(model: nn.Module) -> Network:
                                          output=recurrent.output))
         elif driver is not None:
             layers.append(NeuronLayer(driver, label))
+        elif isinstance(module, SequenceDropout):
+            layers.append(SequenceDropoutLayer(module, label))
         elif isinstance(module, _STATELESS):
             layers.append(StatelessLayer(module, label))
         else:

@@ -33,7 +33,7 @@ from torch import nn
 from ..neurons import PSPLIF, PSPFilter
 from ..ops.tssl import psp_filter
 from .losses import StepLoss
-from .network import NeuronLayer, StatelessLayer
+from .network import NeuronLayer, SequenceDropout, StatelessLayer
 from .rules import BPTTTrainer
 
 __all__ = ["SpikeSequenceLoss", "TSSLBPTrainer", "SumPool2d", "tssl_network", "desired_spikes"]
@@ -207,6 +207,7 @@ def tssl_network(
     linear_scale: float = 1.0,
     pool_weight: float = 1.1,
     padding: int | str | tuple[int | str, ...] = "valid",
+    dropout: float = 0.0,
     dt_du_at_spikes: bool = True,
 ) -> nn.Sequential:
     """A conv + fc :class:`~snn_parallel.neurons.PSPLIF` network in the paper's notation.
@@ -222,6 +223,10 @@ def tssl_network(
     reference's Fashion-MNIST ``32C5-P2-64C5-P2-1024`` and CIFAR-10 networks) or an int ``p >= 0``,
     for every convolution, or a tuple of them, one per convolution of ``spec`` in order (the
     reference's N-MNIST ``12C5-P2-64C5-P2`` pads ``(1, 0)``).
+
+    ``dropout`` ``p > 0`` puts a :class:`~snn_parallel.learners.SequenceDropout` (whole channels,
+    the same mask at every step) after every hidden layer, behind the pooling that follows it,
+    as in the reference's CIFAR-10 networks (``p = 0.2``); the output layer has none.
 
     Synapses have no bias; convs keep PyTorch's initialisation times ``conv_scale``, linear
     layers are Kaiming-normal times ``linear_scale``, as in the reference code. ``gradient``
@@ -243,15 +248,22 @@ def tssl_network(
     ):
         raise ValueError(f"padding must be 'valid', 'same' or an int >= 0, or a tuple of them with one per conv "
                          f"({convs} in {spec!r}), got {padding!r}")
+    if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
+        raise ValueError(f"dropout must be a probability in [0, 1), got {dropout!r}")
     neuron = {"tau_m": tau_m, "tau_s": tau_s, "v_threshold": v_threshold, "gradient": gradient,
               "dt_du_at_spikes": dt_du_at_spikes}
     channels, height, width = input_shape
     modules: list[nn.Module] = [PSPFilter(channels, tau_s=tau_s)]
     features: int | None = None  # set once the fc part starts
+    pending = False  # a hidden layer waits for its dropout, which goes behind its pooling
     for token in tokens + [str(classes)]:
         match = _TOKEN.match(token)
         if match is None:
             raise ValueError(f"spec token {token!r} of {spec!r} is not '<n>C<k>' (conv), 'P<k>' (pool) or '<n>' (fc)")
+        if match["pool"] is None:
+            if pending:
+                modules.append(SequenceDropout(dropout))
+            pending = dropout > 0
         if match["units"] is not None:
             units = int(match["units"])
             if features is None:
