@@ -685,3 +685,7 @@ def test_sequence_dropout_refuses_inputs_without_time_and_channels():
         SequenceDropout(0.2)(torch.rand(4, 3))
     with pytest.raises(ValueError, match="per step"):
         SequenceDropout(0.2).draw(torch.rand(3))
+    with pytest.raises(ValueError, match="T >= 1"):
+        SequenceDropout(0.2)(torch.rand(0, 2, 3))
+    with pytest.raises(TypeError, match="floating-point"):
+        SequenceDropout(0.2)(torch.ones(2, 2, 3, dtype=torch.long))

@@ -216,6 +216,8 @@ class SequenceDropout(nn.Module):
         """A mask for steps like ``x_t`` ``[B, C, *spatial]`` (``[B, C, 1, ...]``), or ``None`` when it drops nothing."""
         if x_t.dim() < 2:
             raise ValueError(f"input of SequenceDropout must be [B, C, *spatial] per step, got {list(x_t.shape)}")
+        if not x_t.is_floating_point():
+            raise TypeError(f"input of SequenceDropout must be a floating-point tensor, got {x_t.dtype}")
         if not self.training or self.p == 0:
             return None
         shape = (*x_t.shape[:2], *(1,) * (x_t.dim() - 2))
@@ -223,8 +225,8 @@ class SequenceDropout(nn.Module):
         return keep / (1 - self.p)
 
     def forward(self, x_seq: torch.Tensor) -> torch.Tensor:
-        if x_seq.dim() < 3:
-            raise ValueError(f"x_seq of SequenceDropout must be [T, B, C, *spatial], got {list(x_seq.shape)}")
+        if x_seq.dim() < 3 or x_seq.shape[0] == 0:
+            raise ValueError(f"x_seq of SequenceDropout must be [T, B, C, *spatial] with T >= 1, got {list(x_seq.shape)}")
         mask = self.draw(x_seq[0])
         return x_seq if mask is None else x_seq * mask
 
