@@ -92,8 +92,15 @@ def _train(args: argparse.Namespace) -> int:
         return refuse(f"--valid takes a share in (0, 1) of the training digits (not for --task adding), got {args.valid}")
     if args.recipe is not None and not image:
         return refuse(f"--recipe is for --task image, not --task {args.task}")
-    if args.loss is not None and not image:
-        return refuse(f"--loss is for --task image, not --task {args.task}")
+    for option in ("loss", "network", "padding"):
+        if getattr(args, option) is not None and not image:
+            return refuse(f"--{option} is for --task image, not --task {args.task}")
+    network = {"spec": args.network or experiments.IMAGE_NETWORK, "padding": args.padding or "valid"}
+    if image:
+        try:
+            experiments.tssl_network(network["spec"], (1, 8, 8), 10, padding=network["padding"])
+        except (TypeError, ValueError) as error:
+            return refuse(f"--network {network['spec']} --padding {network['padding']}: {error}")
     if args.dt_du is not None and rules != ["tsslbp"]:
         return refuse("--dt-du is an option of TSSL-BP: use it with --task image --rule tsslbp")
     valid = {} if args.valid is None else {"valid_fraction": args.valid}
@@ -108,7 +115,7 @@ def _train(args: argparse.Namespace) -> int:
                 elif image:
                     row = experiments.train_image(rule, steps=args.steps or 5, epochs=args.epochs or 30,
                                                   recipe=args.recipe or "reference", loss=args.loss or "kernel",
-                                                  **valid, **revision, **options)
+                                                  **network, **valid, **revision, **options)
                 else:
                     row = experiments.train_digits(rule, args.task, neuron=args.neuron, epochs=args.epochs or 20,
                                                    parts=args.parts, trace=args.trace, **valid, **options)
@@ -185,6 +192,11 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--loss", choices=("kernel", "count"), default=None,
                        help="image: the spike-sequence loss of both rules: desired PSP trains ('kernel', default) or "
                             "desired PSP sums ('count')")
+    train.add_argument("--network", default=None, metavar="SPEC",
+                       help="image: the PSPLIF conv net of both rules in the paper's notation (default: 16C3-32C3-P2-128; "
+                            "the paper's MNIST net on the 8x8 digits: 15C5-P2-40C5-P2-300 --padding same)")
+    train.add_argument("--padding", choices=("valid", "same"), default=None,
+                       help="image: the convs' padding, none ('valid', default) or half the kernel ('same')")
     train.add_argument("--dt-du", choices=("spikes", "rising"), default=None,
                        help="image, TSSL-BP: its timing gradient dt/du only where a neuron fires ('spikes', default) or "
                             "wherever its membrane rose ('rising'); the two revisions of the reference code")

@@ -90,6 +90,15 @@ def test_cli_train_image_runs_tsslbp_and_bptt_and_refuses_other_rules(capsys):
     assert "loss=count" in capsys.readouterr().out
     assert cli.main(["train", "--task", "pixel", "--loss", "count"]) == 2
     assert "--loss is for --task image, not --task pixel" in capsys.readouterr().err
+    assert cli.main(["train", "--task", "image", "--rule", "bptt", "--network", "4C5-P2-8", "--padding", "same", "--epochs", "1"]) == 0
+    assert "network=4C5-P2-8, padding=same" in capsys.readouterr().out
+    assert cli.main(["train", "--task", "image", "--network", "15C5-P2-40C5-P2-300"]) == 2
+    assert "does not fit the 2x2 feature map" in capsys.readouterr().err
+    assert cli.main(["train", "--task", "image", "--network", "8X3"]) == 2
+    assert "'8X3'" in capsys.readouterr().err
+    for option in (["--network", "8C3"], ["--padding", "same"]):
+        assert cli.main(["train", "--task", "row", *option]) == 2
+        assert f"{option[0]} is for --task image, not --task row" in capsys.readouterr().err
     assert cli.main(["train", "--task", "image", "--rule", "tsslbp", "--dt-du", "rising", "--epochs", "1"]) == 0
     assert "dt_du=rising" in capsys.readouterr().out
     assert cli.main(["train", "--task", "row", "--recipe", "mean"]) == 2

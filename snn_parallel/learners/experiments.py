@@ -153,8 +153,9 @@ IMAGE_RECIPES = {"reference": {"batch_sum": True, "weight_clamp": 4.0}, "mean": 
 
 
 def _image_trainer(rule: str, lr: float, spec: str, recipe: str = "reference", dt_du_at_spikes: bool = True,
-                   loss: str = "kernel") -> Trainer:
-    """The PSPLIF conv net with AdamW, the spike-sequence loss (``loss``: its variant) and the recipe,
+                   loss: str = "kernel", padding: str = "valid") -> Trainer:
+    """The PSPLIF conv net ``spec`` (its convs padded as ``padding``, see :func:`tssl_network`) with
+    AdamW, the spike-sequence loss (``loss``: its variant) and the recipe,
     trained with TSSL-BP (``dt_du_at_spikes``: its revision, see :class:`~snn_parallel.neurons.PSPLIF`)
     or with BPTT through the surrogate: everything but the gradient is the same."""
     if rule not in IMAGE_RULES:
@@ -163,7 +164,7 @@ def _image_trainer(rule: str, lr: float, spec: str, recipe: str = "reference", d
         raise ValueError(f"recipe must be one of {tuple(IMAGE_RECIPES)}, got {recipe!r}")
     spike_loss = SpikeSequenceLoss(variant=loss)
     model = tssl_network(spec, (1, 8, 8), 10, gradient="tsslbp" if rule == "tsslbp" else "surrogate",
-                         dt_du_at_spikes=dt_du_at_spikes)
+                         padding=padding, dt_du_at_spikes=dt_du_at_spikes)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
     trainer = TSSLBPTrainer if rule == "tsslbp" else BPTTTrainer
     return trainer(model, optimizer, loss=spike_loss, clip_grad_norm=1.0, progress=False, **IMAGE_RECIPES[recipe])
@@ -171,20 +172,23 @@ def _image_trainer(rule: str, lr: float, spec: str, recipe: str = "reference", d
 
 def train_image(rule: str, *, steps: int = 5, epochs: int = 30, lr: float = 5e-3, batch_size: int = 50,
                 spec: str = IMAGE_NETWORK, recipe: str = "reference", valid_fraction: float | None = None,
-                seed: int = 0, dt_du_at_spikes: bool = True, loss: str = "kernel") -> dict[str, float | str]:
-    """Train the PSPLIF conv net on the digits as pictures repeated over ``steps`` steps with the
-    spike-sequence loss's variant ``loss`` (``"kernel"`` or ``"count"``); returns the test accuracy
+                seed: int = 0, dt_du_at_spikes: bool = True, loss: str = "kernel",
+                padding: str = "valid") -> dict[str, float | str]:
+    """Train the PSPLIF conv net ``spec`` (convs padded as ``padding``) on the digits as pictures
+    repeated over ``steps`` steps with the spike-sequence loss's variant ``loss`` (``"kernel"`` or
+    ``"count"``); returns the test accuracy
     (``valid_accuracy`` with ``valid_fraction``) and time. TSSL-BP's rows say which revision of its
     gradient trained them (``dt_du``: ``"spikes"`` or ``"rising"``)."""
     torch.manual_seed(seed)
     train, test = _digits_splits("image", seed, valid_fraction, repeat=steps)
-    trainer = _image_trainer(rule, lr, spec, recipe, dt_du_at_spikes, loss)
+    trainer = _image_trainer(rule, lr, spec, recipe, dt_du_at_spikes, loss, padding)
     start = time.perf_counter()
     trainer.fit(make_loader(train, batch_size, shuffle=True, seed=seed), epochs)
     seconds = time.perf_counter() - start
     result = trainer.evaluate(make_loader(test, 256))
     revision = {"dt_du": "spikes" if dt_du_at_spikes else "rising"} if rule == "tsslbp" else {}
-    return {"rule": rule, "task": "digits-image", "steps": steps, "network": spec, "recipe": recipe, "loss": loss, **revision,
+    return {"rule": rule, "task": "digits-image", "steps": steps, "network": spec, "padding": padding, "recipe": recipe,
+            "loss": loss, **revision,
             "epochs": epochs, "lr": lr, f"{test.split}_accuracy": result["accuracy"], "train_seconds": seconds}
 
 
