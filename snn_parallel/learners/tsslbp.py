@@ -241,7 +241,7 @@ def tssl_network(
     if isinstance(classes, bool) or not isinstance(classes, int) or classes < 2:
         raise ValueError(f"classes must be an int >= 2, got {classes!r}")
     tokens = spec.split("-") if spec else []
-    convs = sum(1 for token in tokens if re.fullmatch(r"\d+C\d+", token))
+    convs = sum(1 for token in tokens if (match := _TOKEN.match(token)) and match["kernel"] is not None)
     paddings = list(padding) if isinstance(padding, tuple) else [padding] * convs
     if len(paddings) != convs or not all(
         p in ("valid", "same") or (isinstance(p, int) and not isinstance(p, bool) and p >= 0) for p in paddings
