@@ -38,13 +38,17 @@ import matplotlib
 matplotlib.use(os.environ.get("MPLBACKEND", "Agg"))
 import matplotlib.pyplot as plt
 
+import snn_parallel
+
 OUT = Path(os.environ.get("SNN_TUTORIAL_OUT", "figures"))
 OUT.mkdir(parents=True, exist_ok=True)
 SMALL = os.environ.get("SNN_TUTORIAL_SMALL") == "1"  # CI runs a shrunken version
 
-# the benchmarks/ folder of the repository, from the repository root or from tutorials/
-candidates = [Path(os.environ.get("SNN_BENCHMARKS", "benchmarks")), Path("../benchmarks")]
-BENCH = next((p for p in candidates if (p / "cpu.json").exists()), None)
+# the benchmarks/ folder of the checkout this package is installed from (`make` installs it
+# editable), whatever the working directory: the repository root, tutorials/ or elsewhere
+CHECKOUT = Path(snn_parallel.__file__).resolve().parents[1]
+BENCH = Path(os.environ.get("SNN_BENCHMARKS", CHECKOUT / "benchmarks"))
+BENCH = BENCH if (BENCH / "cpu.json").exists() else None
 print("results folder:", BENCH)
 
 # %% [markdown]

@@ -45,6 +45,7 @@ matplotlib.use(os.environ.get("MPLBACKEND", "Agg"))
 import matplotlib.pyplot as plt
 import torch
 
+import snn_parallel
 from snn_parallel.learners import BPTTTrainer, SpikeSequenceLoss, TSSLBPTrainer, discover, tssl_network
 from snn_parallel.learners.experiments import tsslbp_profile
 from snn_parallel.neurons import PSPLIF
@@ -248,7 +249,9 @@ for row in tsslbp_profile(repeats=3 if SMALL else 20):
 # (`image_valid_*.json`).
 
 # %%
-benchmarks = Path(os.environ.get("SNN_BENCHMARKS", "benchmarks")) / "learners"
+# the checkout this package is installed from, whatever the working directory
+checkout = Path(snn_parallel.__file__).resolve().parents[1]
+benchmarks = Path(os.environ.get("SNN_BENCHMARKS", checkout / "benchmarks")) / "learners"
 fig, axes = plt.subplots(1, 2, figsize=(9, 4.5), sharex=True, sharey=True)
 for ax, recipe in zip(axes, ("reference", "mean")):
     accuracy = {}
