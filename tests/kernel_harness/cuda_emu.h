@@ -1,4 +1,4 @@
-// Host emulation of the CUDA built-ins used by snn_parallel/ops/kernels/*.cu, for SNN_DTYPE=float.
+// Host emulation of the CUDA built-ins used by the kernels of snn_parallel/ops/*/*.cu, for SNN_DTYPE=float.
 //
 // Force-included (g++ -include cuda_emu.h) before the kernel sources so that they compile as plain
 // C++: __global__ kernels become ordinary functions and a launch becomes a serial loop over
@@ -9,6 +9,10 @@
 #pragma once
 
 #include <math.h>  // expf, fabsf, sqrtf, ... in the global namespace, as in device code
+
+#include <cstddef>
+#include <type_traits>
+#include <utility>
 
 #define __global__
 #define __device__
@@ -35,16 +39,31 @@ inline float2 make_float2(float x, float y) {
     return r;
 }
 
-// kernel<<<grid, block>>>(args...) as a serial loop over every (block, thread).
-template <class Kernel, class... Args>
-inline void emu_launch(unsigned int grid, unsigned int block, Kernel kernel, Args... args) {
-    gridDim = dim3(grid);
-    blockDim = dim3(block);
-    for (unsigned int bx = 0; bx < grid; ++bx) {
-        for (unsigned int tx = 0; tx < block; ++tx) {
-            blockIdx = dim3(bx);
-            threadIdx = dim3(tx);
-            kernel(args...);
-        }
-    }
+// A launch as the harness library receives it from Python (tests/kernel_harness/__init__.py).
+struct emu_config {
+    unsigned int grid[3], block[3];
+};
+
+// kernel<<<grid, block>>>(args...) as a serial loop over every (block, thread); args as cuLaunchKernel takes
+// them: args[i] points at the value of parameter i.
+template <class... P, std::size_t... I>
+inline void emu_call(void (*kernel)(P...), void** args, std::index_sequence<I...>) {
+    kernel(*static_cast<std::remove_reference_t<P>*>(args[I])...);
+}
+
+template <class... P>
+inline int emu_run(const emu_config& cfg, void (*kernel)(P...), void** args) {
+    gridDim = dim3(cfg.grid[0], cfg.grid[1], cfg.grid[2]);
+    blockDim = dim3(cfg.block[0], cfg.block[1], cfg.block[2]);
+    for (unsigned int bz = 0; bz < gridDim.z; ++bz)
+        for (unsigned int by = 0; by < gridDim.y; ++by)
+            for (unsigned int bx = 0; bx < gridDim.x; ++bx)
+                for (unsigned int tz = 0; tz < blockDim.z; ++tz)
+                    for (unsigned int ty = 0; ty < blockDim.y; ++ty)
+                        for (unsigned int tx = 0; tx < blockDim.x; ++tx) {
+                            blockIdx = dim3(bx, by, bz);
+                            threadIdx = dim3(tx, ty, tz);
+                            emu_call(kernel, args, std::index_sequence_for<P...>{});
+                        }
+    return 0;
 }

@@ -1,7 +1,7 @@
 """CuPy path of the linear-membrane spiking op: ``linear_fire.cu``, one thread per lane.
 
 Same contracts as :func:`.fused.linear_fire_forward` / :func:`.fused.linear_fire_backward`; the
-checkpoints are the filter states every :data:`~snn_parallel.ops.kernels.LINEAR_FIRE_CHUNK` steps.
+checkpoints are the filter states every :data:`CHECKPOINT_STEPS` steps.
 Sequences stay in their storage dtype; per-lane values are passed in float32 (complex64) and the
 results are returned in the dtypes the torch path gives.
 """
@@ -11,8 +11,11 @@ from __future__ import annotations
 import torch
 
 from ...surrogate import Surrogate
-from .._cupy import arg, launch
-from ..kernels import LINEAR_FIRE_CHUNK, spike_code
+from .._cuda import KernelFile, arg, spike_code
+
+#: steps per filter checkpoint of ``linear_fire.cu`` (its ``LF_CHUNK``)
+CHECKPOINT_STEPS = 32
+KERNEL = KernelFile(__package__, "linear_fire.cu", {"LF_CHUNK": CHECKPOINT_STEPS})
 
 
 def _filter_dtype(decay: torch.Tensor) -> torch.dtype:
@@ -39,12 +42,12 @@ def linear_fire_forward_cupy(
     kind, params, inclusive = spike_code(spike_fn)
     x = x.contiguous()
     spikes, membrane = torch.empty_like(x), torch.empty_like(x)
-    checkpoints = torch.empty(-(-steps // LINEAR_FIRE_CHUNK), lanes, dtype=acc, device=x.device)
+    checkpoints = torch.empty(-(-steps // CHECKPOINT_STEPS), lanes, dtype=acc, device=x.device)
     h_last = torch.empty(lanes, dtype=acc, device=x.device)
     bias_next = torch.empty(lanes, dtype=torch.float32, device=x.device)
     rho = None if reset_decay is None else arg(reset_decay, torch.float32)
-    launch(
-        "linear_fire.cu", _kernel("fwd", decay), x.dtype, lanes,
+    KERNEL.launch_items(
+        _kernel("fwd", decay), x.dtype, lanes,
         x, arg(decay, acc), arg(scale, torch.float32), arg(h0, acc), arg(bias0, torch.float32), rho,
         spikes, membrane, checkpoints, h_last, bias_next, v_threshold, kind, *params, inclusive, steps, lanes,
     )  # fmt: skip
@@ -70,8 +73,8 @@ def linear_fire_backward_cupy(
     grad_x = torch.empty_like(x)
     grad_decay, grad_h0 = (torch.empty(lanes, dtype=acc, device=x.device) for _ in range(2))
     grad_scale = torch.empty(lanes, dtype=torch.float32, device=x.device)
-    launch(
-        "linear_fire.cu", _kernel("bwd", decay), x.dtype, lanes,
+    KERNEL.launch_items(
+        _kernel("bwd", decay), x.dtype, lanes,
         arg(grad_spikes, x.dtype), arg(grad_membrane, x.dtype), arg(grad_last, acc), x, arg(decay, acc),
         arg(scale, torch.float32), membrane, checkpoints, grad_x, grad_decay, grad_scale, grad_h0,
         v_threshold, kind, *params, steps, lanes,

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import torch
 
-from .._cupy import launch
+from .._cuda import KernelFile
+
+KERNEL = KernelFile(__package__, "scan.cu")
 
 # Chunking on a GPU; first guesses, not yet tuned on a device.
 #: lanes per multiprocessor from which one apply pass over the whole sequence (the fewest bytes moved) is used
@@ -48,7 +50,7 @@ def scan_cupy(
         carry = h0.contiguous()
     else:
         chunk_a, chunk_h, carry = (torch.empty(chunks, lanes, dtype=b.dtype, device=b.device) for _ in range(3))
-        launch("scan.cu", f"{prefix}_reduce", torch.float32, chunks * lanes, a, b, chunk_a, chunk_h, *sizes)
-        launch("scan.cu", f"{prefix}_carry", torch.float32, lanes, chunk_a, chunk_h, h0.contiguous(), carry, chunks, lanes, int(reverse))
-    launch("scan.cu", f"{prefix}_apply", torch.float32, chunks * lanes, a, b, carry, h, *sizes)
+        KERNEL.launch_items(f"{prefix}_reduce", torch.float32, chunks * lanes, a, b, chunk_a, chunk_h, *sizes)
+        KERNEL.launch_items(f"{prefix}_carry", torch.float32, lanes, chunk_a, chunk_h, h0.contiguous(), carry, chunks, lanes, int(reverse))
+    KERNEL.launch_items(f"{prefix}_apply", torch.float32, chunks * lanes, a, b, carry, h, *sizes)
     return h

@@ -12,8 +12,11 @@
 // Items: one thread per lane n in [0, N); the T-step loop runs in registers, in float32.
 #include "common.cuh"
 
-// Steps per checkpoint; the backward keeps one chunk of filter states in a per-thread array of this length.
-#define LF_CHUNK 32
+// Steps per checkpoint (-DLF_CHUNK, snn_parallel/ops/linear_fire/cupy.py); the backward keeps one chunk of filter
+// states in a per-thread array of this length.
+#ifndef LF_CHUNK
+#error "LF_CHUNK is passed by the launcher (-D)"
+#endif
 
 template <class Acc>
 __device__ __forceinline__ Acc lf_drive(float c, float x) {
