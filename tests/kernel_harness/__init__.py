@@ -5,6 +5,10 @@ shared library. Its entry points are generated from the kernels' own ``extern "C
 (:attr:`snn_parallel.ops._cuda.KernelFile.signatures`): ``run_<kernel>(config, args)`` takes the launch
 geometry and the arguments as ``cuLaunchKernel`` does (``args[i]`` points at parameter ``i``), so no
 signature is written here. The compile-time constants are the ``-D`` options the launcher passes.
+
+A launch runs each CUDA thread as a fiber with real barriers and warp shuffles, and the blocks on
+``workers`` host threads in an order and interleaving drawn from ``seed`` (see ``cuda_emu.h``);
+:meth:`Harness.counters` reads the events the kernels count with ``SNN_COUNT``.
 """
 
 from __future__ import annotations
@@ -31,8 +35,23 @@ _CTYPE = {"P": ctypes.c_void_p, "L": ctypes.c_longlong, "I": ctypes.c_int, "F": 
 _POINTER_DTYPES = (torch.float32, torch.complex64, torch.int32)
 
 
+#: what a launch's non-zero status means (``emu_error`` of cuda_emu.h)
+ERRORS = {
+    1: "a barrier was reached after some threads of the block had exited",
+    2: "a warp barrier or shuffle without the whole warp",
+    3: "a block ran past the timeout (a wait that never ends?)",
+    4: "deadlock: every live thread of a block waits at a barrier the others never reach",
+}
+
+
 class EmuConfig(ctypes.Structure):
-    _fields_ = [("grid", ctypes.c_uint * 3), ("block", ctypes.c_uint * 3)]
+    _fields_ = [
+        ("grid", ctypes.c_uint * 3),
+        ("block", ctypes.c_uint * 3),
+        ("workers", ctypes.c_uint),
+        ("seed", ctypes.c_ulonglong),
+        ("timeout_s", ctypes.c_double),
+    ]
 
 
 def _dims(dims: Sequence[int]) -> ctypes.Array:
@@ -42,10 +61,17 @@ def _dims(dims: Sequence[int]) -> ctypes.Array:
 
 
 class Harness:
-    """The CPU build of the kernels: :meth:`launch` runs one kernel over a grid."""
+    """The CPU build of the kernels: :meth:`launch` runs one kernel over a grid.
+
+    ``workers`` (host threads) and ``seed`` (the schedule) apply to every launch; set them to vary the runs.
+    """
 
     def __init__(self, lib: ctypes.CDLL, signatures: dict[str, str]) -> None:
         self.lib, self.signatures = lib, signatures
+        self.workers, self.seed, self.timeout_s = 1, 0, 60.0
+        lib.emu_read_counters.argtypes = [ctypes.POINTER(ctypes.c_longlong)]
+        lib.emu_read_counters.restype = None
+        lib.emu_reset_counters.restype = None
         for kernel in signatures:
             fn = getattr(lib, f"run_{kernel}")
             fn.argtypes = [ctypes.POINTER(EmuConfig), ctypes.POINTER(ctypes.c_void_p)]
@@ -67,9 +93,19 @@ class Harness:
             else:
                 values.append(_CTYPE[kind](value))
         pointers = (ctypes.c_void_p * max(len(values), 1))(*[ctypes.cast(ctypes.pointer(v), ctypes.c_void_p) for v in values])
-        config = EmuConfig(_dims(grid), _dims(block))
+        config = EmuConfig(_dims(grid), _dims(block), self.workers, self.seed, self.timeout_s)
         status = getattr(self.lib, f"run_{kernel}")(ctypes.byref(config), pointers)
-        assert status == 0, f"{kernel}: the harness reported error {status}"
+        if status:
+            raise RuntimeError(f"{kernel}<<<{tuple(grid)}, {tuple(block)}>>>: {ERRORS.get(status, status)}")
+
+    def counters(self) -> dict[str, int]:
+        """The ``SNN_COUNT`` events since the last :meth:`reset_counters`, by name."""
+        values = (ctypes.c_longlong * 16)()
+        self.lib.emu_read_counters(values)
+        return {name.lower(): values[i] for name, i in _cuda.EVENTS.items()}
+
+    def reset_counters(self) -> None:
+        self.lib.emu_reset_counters()
 
     def launch_items(self, kernel: str, items: int, *args: Any, block: int = _cuda.THREADS, grid: int | None = None) -> None:
         """A one-thread-per-item kernel over ``items`` (``grid`` blocks, default enough for one item each)."""
@@ -89,9 +125,11 @@ def _defines() -> dict[str, str]:
     return merged
 
 
-def build(out_dir: Path, *, mutation: tuple[str, str, str] | None = None, strict: bool = True) -> Harness:
+def build(out_dir: Path, *, mutation: tuple[str, str, str] | None = None, extra: Sequence[Path] = (),
+          strict: bool = True) -> Harness:
     """Build the harness library in ``out_dir``; ``mutation = (file, old, new)`` replaces the one occurrence of
-    ``old`` in that kernel file first (a mutant, to show that a test bites)."""
+    ``old`` in that kernel file first (a mutant, to show that a test bites); ``extra`` adds more ``.cu`` files
+    (test kernels)."""
     assert GXX is not None, "g++ is needed to build the kernel harness"
     out_dir.mkdir(parents=True, exist_ok=True)
     files = _cuda.kernel_files()
@@ -102,9 +140,11 @@ def build(out_dir: Path, *, mutation: tuple[str, str, str] | None = None, strict
         assert text.count(old) == 1, f"mutation target {old!r} not found once in {name}"
         paths[name] = out_dir / name
         paths[name].write_text(text.replace(old, new))
-    lines = [f'#include "{path}"' for path in paths.values()]
+    lines = [f'#include "{path}"' for path in [*paths.values(), *extra]]
     lines.append('#define EXPORT extern "C" __attribute__((visibility("default")))')
     signatures = {kernel: kinds for file in files.values() for kernel, kinds in file.signatures.items()}
+    for path in extra:
+        signatures.update(_cuda.signatures(Path(path).read_text()))
     for kernel in signatures:
         lines.append(f"EXPORT int run_{kernel}(const emu_config* c, void** a) {{ return emu_run(*c, {kernel}, a); }}")
     launcher = out_dir / "launch.cpp"
@@ -112,7 +152,7 @@ def build(out_dir: Path, *, mutation: tuple[str, str, str] | None = None, strict
     library = out_dir / "libsnn_kernels_emu.so"
     cmd = [
         GXX, "-std=c++17", "-O2", "-shared", "-fPIC", "-Wall", "-Wextra", f"-I{CUDA_DIR}", f"-I{HARNESS_DIR}",
-        "-include", "cuda_emu.h", *(f"-D{k}={v}" for k, v in _defines().items()), "-x", "c++", str(launcher),
+        "-pthread", "-include", "cuda_emu.h", *(f"-D{k}={v}" for k, v in _defines().items()), "-x", "c++", str(launcher),
         "-o", str(library),
     ]  # fmt: skip
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)

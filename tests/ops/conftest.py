@@ -22,11 +22,15 @@ def harness(tmp_path_factory) -> kernel_harness.Harness:
 
 @pytest.fixture
 def emulate_cupy(monkeypatch, harness):
-    """``use(lib=harness, block=None, grid=None)``: run ``backend='cupy'`` on CPU float32 tensors through
-    ``lib``; ``grid``/``block`` fix the geometry of one-thread-per-item launches; the scan chunks as on a GPU
-    with 2 multiprocessors."""
+    """``use(lib=harness, block=None, grid=None, workers=1, seed=0)``: run ``backend='cupy'`` on CPU float32
+    tensors through ``lib``, its blocks on ``workers`` host threads in the schedule ``seed``; ``grid``/``block``
+    fix the geometry of one-thread-per-item launches; the scan chunks as on a GPU with 2 multiprocessors."""
+    used: list[kernel_harness.Harness] = []
 
-    def use(lib: kernel_harness.Harness = harness, *, block: int | None = None, grid: int | None = None) -> None:
+    def use(lib: kernel_harness.Harness = harness, *, block: int | None = None, grid: int | None = None,
+            workers: int = 1, seed: int = 0) -> None:
+        lib.workers, lib.seed = workers, seed
+        used.append(lib)
         def launch(self, kernel, dtype, grid_, block_, *args):
             assert dtype == torch.float32, "the harness builds the float32 kernels"
             assert kernel in self.signatures, f"{kernel} is not declared in {self.name}"
@@ -41,7 +45,9 @@ def emulate_cupy(monkeypatch, harness):
         monkeypatch.setattr(_backend, "_cupy_gap", lambda like, unsupported: unsupported())
         monkeypatch.setattr(scan_cupy, "_processors", lambda device: 2)
 
-    return use
+    yield use
+    for lib in used:
+        lib.workers, lib.seed = 1, 0
 
 
 def _backend_params():

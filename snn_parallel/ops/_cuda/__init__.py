@@ -67,6 +67,10 @@ SPIKE_KINDS: dict[type[Surrogate], int] = {
     IntegerSpike: 4,
 }
 _KIND_MACROS = {"SNN_KIND_ATAN": 0, "SNN_KIND_SIGMOID": 1, "SNN_KIND_RECT": 2, "SNN_KIND_GAUSSIANS": 3, "SNN_KIND_INTEGER": 4}
+#: Events the kernels count with ``SNN_COUNT(SNN_EVENT_<NAME>)`` (a no-op on the GPU; the CPU test harness
+#: counts them): a look-back that found its predecessor not yet published and waited, that stepped over a
+#: predecessor's aggregate, that stopped at a predecessor's inclusive state.
+EVENTS = {"LOOKBACK_WAIT": 0, "LOOKBACK_AGGREGATE": 1, "LOOKBACK_INCLUSIVE": 2}
 
 # Parameter kinds: P pointer, L long long, I int, F float.
 _KINDS = {"long long": "L", "int": "I", "float": "F"}
@@ -121,8 +125,9 @@ class KernelFile:
         return self.source().replace(f'#include "{HEADER}"', header_source())
 
     def macros(self) -> dict[str, str]:
-        """``-D`` macros besides ``SNN_DTYPE``: the spike kinds and this file's constants, as C literals."""
-        return {**{k: _macro_value(v) for k, v in _KIND_MACROS.items()}, **{k: _macro_value(v) for k, v in self.defines.items()}}
+        """``-D`` macros besides ``SNN_DTYPE``: the spike kinds, the event ids and this file's constants, as C literals."""
+        shared = {**_KIND_MACROS, **{f"SNN_EVENT_{name}": i for name, i in EVENTS.items()}}
+        return {k: _macro_value(v) for k, v in {**shared, **self.defines}.items()}
 
     def options(self, dtype: torch.dtype) -> tuple[str, ...]:
         """Compiler options of the ``dtype`` build (``dtype`` one of :data:`KERNEL_DTYPES`)."""
@@ -130,12 +135,8 @@ class KernelFile:
 
     @functools.cached_property
     def signatures(self) -> dict[str, str]:
-        """Entry point -> parameter kinds (``P`` pointer, ``L`` long long, ``I`` int, ``F`` float), in order,
-        read from the file's ``extern "C" __global__`` declarations."""
-        entries = {}
-        for match in _ENTRY.finditer(self.source()):
-            kernel, params = match.group(1), match.group(2)
-            entries[kernel] = "".join(_parameter_kind(p, kernel) for p in params.split(",") if p.strip())
+        """Entry point -> parameter kinds, read from the file's declarations (see :func:`signatures`)."""
+        entries = signatures(self.source())
         if not entries:
             raise ValueError(f"{self.name} declares no extern \"C\" __global__ entry point")
         return entries
@@ -151,6 +152,16 @@ class KernelFile:
     def launch_items(self, kernel: str, dtype: torch.dtype, items: int, *args: Any) -> None:
         """:meth:`launch` with :data:`THREADS` threads a block over ``items`` work items (a 1-D grid-stride kernel)."""
         self.launch(kernel, dtype, (max(1, min(math.ceil(items / THREADS), MAX_BLOCKS)),), (THREADS,), *args)
+
+
+def signatures(source: str) -> dict[str, str]:
+    """Entry point -> parameter kinds (``P`` pointer, ``L`` long long, ``I`` int, ``F`` float), in order, of
+    the ``extern "C" __global__`` declarations in CUDA ``source``."""
+    entries = {}
+    for match in _ENTRY.finditer(source):
+        kernel, params = match.group(1), match.group(2)
+        entries[kernel] = "".join(_parameter_kind(p, kernel) for p in params.split(",") if p.strip())
+    return entries
 
 
 def header_source() -> str:

@@ -69,6 +69,25 @@ __device__ __forceinline__ float real_part(float2 z) { return z.x; }
 __device__ __forceinline__ float conjugate(float z) { return z; }
 __device__ __forceinline__ float2 conjugate(float2 z) { return make_float2(z.x, -z.y); }
 
+// ---- flags and data shared across blocks (a decoupled look-back) ----------------------------
+// flag_store publishes: every store before it is visible to a block that has read the flag with flag_load;
+// load_cg reads such data from L2 (not a stale L1 line). The CPU harness (cuda_emu.h) defines host versions
+// with acquire/release atomics, and SNN_COUNT(event) to count events (SNN_EVENT_* ids, -D from Python).
+#if defined(__CUDACC__) || defined(__CUDACC_RTC__)
+__device__ __forceinline__ int flag_load(const int* p) {
+    const int value = *(const volatile int*)p;
+    __threadfence();
+    return value;
+}
+__device__ __forceinline__ void flag_store(int* p, int value) {
+    __threadfence();
+    *(volatile int*)p = value;
+}
+__device__ __forceinline__ float load_cg(const float* p) { return __ldcg(p); }
+__device__ __forceinline__ float2 load_cg(const float2* p) { return __ldcg(p); }
+#define SNN_COUNT(event) ((void)0)
+#endif
+
 // ---- 1-D grid-stride loop over work items: any grid size covers all `count` items ----------
 __device__ __forceinline__ long long item_start() {
     return (long long)blockIdx.x * (long long)blockDim.x + (long long)threadIdx.x;
