@@ -134,12 +134,13 @@ def build(out_dir: Path, *, mutation: tuple[str, str, str] | None = None, extra:
     out_dir.mkdir(parents=True, exist_ok=True)
     files = _cuda.kernel_files()
     paths = {name: source_path(file) for name, file in files.items()}
-    if mutation is not None:
+    if mutation is not None:  # a kernel file or a header, copied with the edit into out_dir (searched first)
         name, old, new = mutation
-        text = files[name].source()
+        text = _cuda.header_source(name) if name in _cuda.HEADERS else files[name].source()
         assert text.count(old) == 1, f"mutation target {old!r} not found once in {name}"
-        paths[name] = out_dir / name
-        paths[name].write_text(text.replace(old, new))
+        (out_dir / name).write_text(text.replace(old, new))
+        if name in paths:
+            paths[name] = out_dir / name
     lines = [f'#include "{path}"' for path in [*paths.values(), *extra]]
     lines.append('#define EXPORT extern "C" __attribute__((visibility("default")))')
     signatures = {kernel: kinds for file in files.values() for kernel, kinds in file.signatures.items()}
@@ -151,7 +152,7 @@ def build(out_dir: Path, *, mutation: tuple[str, str, str] | None = None, extra:
     launcher.write_text("\n".join(lines) + "\n")
     library = out_dir / "libsnn_kernels_emu.so"
     cmd = [
-        GXX, "-std=c++17", "-O2", "-shared", "-fPIC", "-Wall", "-Wextra", f"-I{CUDA_DIR}", f"-I{HARNESS_DIR}",
+        GXX, "-std=c++17", "-O2", "-shared", "-fPIC", "-Wall", "-Wextra", f"-I{out_dir}", f"-I{CUDA_DIR}", f"-I{HARNESS_DIR}",
         "-pthread", "-include", "cuda_emu.h", *(f"-D{k}={v}" for k, v in _defines().items()), "-x", "c++", str(launcher),
         "-o", str(library),
     ]  # fmt: skip

@@ -1,7 +1,7 @@
 // Host emulation of the CUDA built-ins used by the kernels of snn_parallel/ops/*/*.cu, for SNN_DTYPE=float.
 //
 // Force-included (g++ -include cuda_emu.h) before the kernel sources so that they compile as plain C++.
-// A launch runs every CUDA thread as a fiber (ucontext) with its own stack:
+// A launch runs every CUDA thread as a fiber with its own stack (a register switch on x86-64, ucontext elsewhere):
 //
 // - the threads of a block run on one host thread, switching at every cooperation point: __syncthreads,
 //   __syncwarp and the warp shuffles are real barriers (a block whose threads do not all reach a barrier is
@@ -27,6 +27,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstddef>
+#include <cstdint>
 #include <cstdio>
 #include <cstring>
 #include <memory>
@@ -84,10 +85,63 @@ inline std::atomic<long long> emu_counters[16];
 
 namespace emu {
 
+// ---- fiber contexts: a minimal switch of the callee-saved registers on x86-64, ucontext elsewhere -------
+#if defined(__x86_64__)
+extern "C" void emu_switch(void** save_sp, void* load_sp);
+asm(R"(
+    .text
+    .globl emu_switch
+    .type emu_switch, @function
+emu_switch:
+    pushq %rbp
+    pushq %rbx
+    pushq %r12
+    pushq %r13
+    pushq %r14
+    pushq %r15
+    movq %rsp, (%rdi)
+    movq %rsi, %rsp
+    popq %r15
+    popq %r14
+    popq %r13
+    popq %r12
+    popq %rbx
+    popq %rbp
+    ret
+    .size emu_switch, .-emu_switch
+)");
+struct Context {
+    void* sp = nullptr;
+};
+inline void switch_context(Context& from, Context& to) { emu_switch(&from.sp, to.sp); }
+// A context that starts entry() on the stack [stack, stack + size): six zero registers, then entry as the return
+// address, placed so that entry starts with the stack aligned as after a call.
+inline void make_context(Context& c, char* stack, std::size_t size, void (*entry)()) {
+    auto top = reinterpret_cast<std::uintptr_t>(stack + size) & ~std::uintptr_t(15);
+    void** sp = reinterpret_cast<void**>(top) - 8;
+    for (int i = 0; i < 6; ++i) sp[i] = nullptr;
+    sp[6] = reinterpret_cast<void*>(entry);
+    sp[7] = nullptr;
+    c.sp = sp;
+}
+#else
+struct Context {
+    ucontext_t uc;
+};
+inline void switch_context(Context& from, Context& to) { swapcontext(&from.uc, &to.uc); }
+inline void make_context(Context& c, char* stack, std::size_t size, void (*entry)()) {
+    getcontext(&c.uc);
+    c.uc.uc_stack.ss_sp = stack;
+    c.uc.uc_stack.ss_size = size;
+    c.uc.uc_link = nullptr;
+    makecontext(&c.uc, entry, 0);
+}
+#endif
+
 enum class State { runnable, block_barrier, warp_barrier, done };
 
 struct Fiber {
-    ucontext_t context;
+    Context context;
     char* stack;
     State state;
     dim3 index;
@@ -98,7 +152,8 @@ constexpr std::size_t kGuard = 4096;       // a PROT_NONE page below each stack
 
 struct Block {
     std::vector<Fiber> fibers;
-    ucontext_t scheduler;
+    std::vector<std::size_t> ready;  // runnable fibers other than the one running
+    Context scheduler;
     std::mt19937_64 rng;
     std::size_t current = 0;
     unsigned live = 0, at_barrier = 0;
@@ -119,12 +174,12 @@ inline unsigned lane_of(const dim3& t) { return linear_tid(t) % 32; }
 inline unsigned warp_of(const dim3& t) { return linear_tid(t) / 32; }
 
 // Back to the scheduler; returns when the scheduler runs this fiber again.
-inline void yield() { swapcontext(&me().context, &block->scheduler); }
+inline void yield() { switch_context(me().context, block->scheduler); }
 
 // Stop this fiber for good with an error (the scheduler abandons the block).
 [[noreturn]] inline void fail(int error) {
     block->error = error;
-    setcontext(&block->scheduler);
+    switch_context(me().context, block->scheduler);
     __builtin_unreachable();
 }
 
@@ -137,22 +192,34 @@ inline void fiber_main() {
     me().state = State::done;
     --block->live;
     if (block->at_barrier > 0 && block->at_barrier == block->live) block->error = EMU_BARRIER_AFTER_EXIT;
-    // returning resumes uc_link: the scheduler
+    switch_context(me().context, block->scheduler);  // never resumed
+    __builtin_unreachable();
+}
+
+// Make the fibers waiting in `state` runnable (the running one is queued when it yields).
+inline void release(State state, std::size_t begin, std::size_t end) {
+    for (std::size_t i = begin; i < end; ++i) {
+        if (block->fibers[i].state != state) continue;
+        block->fibers[i].state = State::runnable;
+        if (i != block->current) block->ready.push_back(i);
+    }
 }
 
 // Run every thread of the current block to completion in a random interleaving.
 inline int run_block(unsigned long long seed) {
     Block& b = *block;
     b.rng.seed(seed);
-    std::vector<std::size_t> runnable;
+    b.ready.clear();
+    for (std::size_t i = 0; i < b.fibers.size(); ++i) b.ready.push_back(i);
     while (b.live > 0 && b.error == EMU_OK) {
-        runnable.clear();
-        for (std::size_t i = 0; i < b.fibers.size(); ++i)
-            if (b.fibers[i].state == State::runnable) runnable.push_back(i);
-        if (runnable.empty()) return EMU_DEADLOCK;
-        b.current = runnable[b.rng() % runnable.size()];
+        if (b.ready.empty()) return EMU_DEADLOCK;
+        const std::size_t pick = b.rng() % b.ready.size();
+        b.current = b.ready[pick];
+        b.ready[pick] = b.ready.back();
+        b.ready.pop_back();
         threadIdx = b.fibers[b.current].index;
-        swapcontext(&b.scheduler, &b.fibers[b.current].context);
+        switch_context(b.scheduler, b.fibers[b.current].context);
+        if (b.fibers[b.current].state == State::runnable) b.ready.push_back(b.current);
         if (launch_error.load(std::memory_order_relaxed) != EMU_OK) return launch_error.load();
     }
     return b.error;
@@ -173,8 +240,7 @@ inline void __syncthreads() {
     emu::me().state = emu::State::block_barrier;
     if (++b.at_barrier == b.live) {
         if (b.live != b.fibers.size()) emu::fail(EMU_BARRIER_AFTER_EXIT);
-        for (auto& f : b.fibers)
-            if (f.state == emu::State::block_barrier) f.state = emu::State::runnable;
+        emu::release(emu::State::block_barrier, 0, b.fibers.size());
         b.at_barrier = 0;
     }
     emu::yield();
@@ -189,10 +255,9 @@ inline void __syncwarp(unsigned mask = 0xffffffffu) {
     if ((mask & full) != full || !(mask >> lane & 1u)) emu::fail(EMU_WARP_MISMATCH);  // only whole warps here
     emu::me().state = emu::State::warp_barrier;
     if (++b.warp_waiting[warp] == lanes) {
-        for (unsigned i = warp * 32; i < warp * 32 + lanes; ++i) {
+        for (unsigned i = warp * 32; i < warp * 32 + lanes; ++i)
             if (b.fibers[i].state == emu::State::done) emu::fail(EMU_BARRIER_AFTER_EXIT);
-            b.fibers[i].state = emu::State::runnable;
-        }
+        emu::release(emu::State::warp_barrier, warp * 32, warp * 32 + lanes);
         b.warp_waiting[warp] = 0;
     }
     emu::yield();
@@ -348,11 +413,7 @@ inline int emu_launch(const emu_config& cfg, void (*body)(void*), void* arg) {
                 f.state = emu::State::runnable;
                 f.index = dim3(i % threads.x, i / threads.x % threads.y, i / threads.x / threads.y);
                 f.stack = stacks.stack(i);
-                getcontext(&f.context);
-                f.context.uc_stack.ss_sp = f.stack;
-                f.context.uc_stack.ss_size = emu::kStack;
-                f.context.uc_link = &b.scheduler;
-                makecontext(&f.context, emu::fiber_main, 0);
+                emu::make_context(f.context, f.stack, emu::kStack, emu::fiber_main);
             }
             const int error = emu::run_block(cfg.seed * 0x9E3779B97F4A7C15ull + id + 1);
             if (error != EMU_OK) {

@@ -30,20 +30,18 @@ def test_every_cu_file_is_declared_by_its_op():
     for name, file in FILES.items():
         assert source_path(file).parent.name == file.package.rsplit(".", 1)[1]
         assert file.signatures, name
-        assert f'#include "{_cuda.HEADER}"' in file.source()
+        assert any(f'#include "{header}"' in file.source() for header in _cuda.HEADERS)
 
 
 def test_signatures_come_from_the_declarations():
-    scan = FILES["scan.cu"]
-    assert scan.signatures["scan_carry"] == "PPPPLLI"
-    probe = KernelFile.__new__(KernelFile)
-    probe.package, probe.name, probe.defines = "snn_parallel.ops.scan", "probe.cu", {}
-    probe.source = lambda: (
+    assert FILES["scan.cu"].signatures["scan_fwd"] == "PPPPPPPPPILLL"
+    source = (
         'extern "C" __global__ void __launch_bounds__(256) k(const float* __restrict__ a, long long n, int f, float v) {}\n'
-        'extern "C" __global__ void bad(double d) {}\n'
+        'extern "C" __global__ void\n    other(float2* x) {}\n'
     )
+    assert _cuda.signatures(source) == {"k": "PLIF", "other": "P"}
     with pytest.raises(ValueError, match=r"bad: parameter 'double d' has no launcher kind"):
-        probe.signatures  # noqa: B018
+        _cuda.signatures('extern "C" __global__ void bad(double d) {}')
 
 
 def test_constants_are_passed_from_python():
@@ -69,10 +67,12 @@ def test_spike_codes():
     assert spike_code(Custom()) is None  # a subclass may change the derivative
 
 
-def test_cupy_source_pastes_the_header():
-    text = FILES["dsn.cu"].text()
-    assert "#include" not in text.replace("#include <cuda_fp16.h>", "").replace("#include <cuda_bf16.h>", "")
-    assert _cuda.header_source() in text and "dsn_bwd" in text
+def test_cupy_source_pastes_the_headers():
+    for name in ("dsn.cu", "scan.cu"):
+        text = FILES[name].text()
+        assert "#include" not in text.replace("#include <cuda_fp16.h>", "").replace("#include <cuda_bf16.h>", "")
+        assert _cuda.header_source().replace("#pragma once\n", "") in text and text.count("float heaviside(int inclusive") == 1
+    assert "chunked_scan" in FILES["scan.cu"].text() and "chunked_scan" not in FILES["dsn.cu"].text()
 
 
 # ---- nvcc ------------------------------------------------------------------------------------------

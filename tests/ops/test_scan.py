@@ -128,36 +128,12 @@ def test_bad_inputs_name_the_argument():
         linear_scan(torch.rand(3), b, backend="cupy")
 
 
-# ---- the kernels ------------------------------------------------------------------------------------
+# ---- the kernels in the CPU harness --------------------------------------------------------------------
+# scan_fwd / scan_bwd (cscan_*) run through the launcher with the harness behind it: the blocks of a launch on
+# several host threads in a seeded order, so a block really waits for the blocks before it (decoupled look-back).
 
 
-def emu_scan(lib, a, b, h0, L, reverse, *, block=256, grid=None, corrupt_carry=False):
-    """h from the three scan launches; a [T, N] or [N], b [T, N], h0 [N] (float32 or complex64)."""
-    a, b, h0 = a.contiguous(), b.contiguous(), h0.contiguous()
-    T, N = b.shape
-    K = math.ceil(T / L)
-    prefix = "c" if b.is_complex() else ""
-    chunk_a, chunk_h, carry = (torch.empty(K, N, dtype=b.dtype) for _ in range(3))
-    h = torch.empty_like(b)
-    varying, rev = int(a.dim() == 2), int(reverse)
-    lib.launch_items(f"{prefix}scan_reduce", K * N, a, b, chunk_a, chunk_h, T, N, L, varying, rev, block=block, grid=grid)
-    lib.launch_items(f"{prefix}scan_carry", N, chunk_a, chunk_h, h0, carry, K, N, rev, block=block, grid=grid)
-    if corrupt_carry:
-        carry[K // 2, N // 2] += 1
-    lib.launch_items(f"{prefix}scan_apply", K * N, a, b, carry, h, T, N, L, varying, rev, block=block, grid=grid)
-    return h
-
-
-def reverse_scan_reference(a, b, h0):
-    """h_t = a_t h_{t+1} + b_t from h_T = h0."""
-    h, out = h0, torch.empty_like(b)
-    for t in range(b.shape[0] - 1, -1, -1):
-        h = (a[t] if a.dim() == 2 else a) * h + b[t]
-        out[t] = h
-    return out
-
-
-def _scan_inputs(T, N, varying, complex_, seed):
+def scan_inputs(T, N, varying, complex_, seed):
     gen = torch.Generator().manual_seed(seed)
     shape = (T, N) if varying else (N,)
     radius = 0.5 + 0.5 * torch.rand(shape, generator=gen)
@@ -169,92 +145,132 @@ def _scan_inputs(T, N, varying, complex_, seed):
     else:
         a = radius * torch.where(torch.rand(shape, generator=gen) < 0.2, -1.0, 1.0)
         b, h0 = torch.randn(T, N, generator=gen), torch.randn(N, generator=gen)
-    return a, b, h0
+    grad_h = torch.randn(T, N, dtype=b.dtype, generator=gen)
+    grad_last = torch.randn(N, dtype=b.dtype, generator=gen)
+    return a, b, h0, grad_h, grad_last
 
 
-def _chunks(T):
-    return sorted({1, 3, 16, T})
+def run_kernels(a, b, h0, grad_h, grad_last, per_block):
+    """``(h, h_last, grad_a, grad_b, grad_h0)`` from the forward and backward kernels."""
+    h, last = scan_cupy.scan_forward_cupy(a, b, h0, segments_per_block=per_block)
+    return (h, last, *scan_cupy.scan_backward_cupy(a, grad_h, grad_last, h, h0, segments_per_block=per_block))
 
 
-SCAN_CASES = [(T, L) for T in (1, 2, 7, 64, 257) for L in _chunks(T)]
+def serial(a, b, h0, grad_h, grad_last, dtype, *, scan=linear_scan_reference):
+    """The same five tensors from ``scan`` (the step-by-step reference) and autograd, in ``dtype``."""
+    wide = [x.to(dtype if not x.is_complex() else {torch.float64: torch.complex128, torch.float32: torch.complex64}[dtype])
+            for x in (a, b, h0, grad_h, grad_last)]
+    inputs = [x.requires_grad_() for x in wide[:3]]
+    h, last = scan(*inputs)
+    return (h.detach(), last.detach(), *torch.autograd.grad((h, last), inputs, wide[3:]))
 
 
-@pytest.mark.parametrize("complex_", [False, True], ids=["real", "complex"])
-@pytest.mark.parametrize("T,L", SCAN_CASES)
-def test_scan_kernels_match_reference(harness, T, L, complex_):
-    for N in (1, 5, 33):
-        for varying in (False, True):
-            for reverse in (False, True):
-                a, b, h0 = _scan_inputs(T, N, varying, complex_, seed=T * 1000 + N)
-                expected = reverse_scan_reference(a, b, h0) if reverse else linear_scan_reference(a, b, h0)[0]
-                got = emu_scan(harness, a, b, h0, L, reverse)
-                assert_close(got, expected, what=f"N={N} varying={varying} reverse={reverse}")
+def torch_path(a, b, h0):
+    return linear_scan(a, b, h0, backend="torch")
 
 
-@pytest.mark.parametrize("complex_", [False, True], ids=["real", "complex"])
-def test_scan_kernels_any_grid_covers_all_items(harness, complex_):
-    """Grid-stride loops: a grid far smaller than the item count gives the same result."""
-    a, b, h0 = _scan_inputs(50, 7, True, complex_, seed=1)
-    expected = emu_scan(harness, a, b, h0, 4, False)
-    for grid, block in ((1, 1), (2, 3), (5, 256)):
-        torch.testing.assert_close(emu_scan(harness, a, b, h0, 4, False, block=block, grid=grid), expected, rtol=0, atol=0)
+NAMES = ("h", "h_last", "grad a", "grad b", "grad h0")
 
 
-def emu_scan_backward(lib, decay, h, h0, grad_h, grad_last, L):
-    """Gradients of (a, b, h0), composed exactly as ``_LinearScan.backward`` does, with the kernels."""
-    varying = decay.dim() == 2
-    d = grad_h.clone()
-    d[-1] += grad_last
-    g = torch.empty_like(d)
-    g[-1] = d[-1]
-    if d.shape[0] > 1:
-        reverse_decay = (decay[1:] if varying else decay).conj().resolve_conj()
-        g[:-1] = emu_scan(lib, reverse_decay, d[:-1], d[-1], L, reverse=True)
-    grad_h0 = (decay[0] if varying else decay).conj() * g[0]
-    if varying:
-        grad_a = torch.cat([(g[0] * h0.conj())[None], g[1:] * h[:-1].conj()])
-    else:
-        grad_a = (g[1:] * h[:-1].conj()).sum(0) + g[0] * h0.conj()
-    return grad_a, g, grad_h0
+def assert_within_serial_error(got, exact, serial32, what=""):
+    """Each of ``got`` within 8x the error of the serial float32 loop (``serial32``) of the float64 ``exact``,
+    plus 1e-6 of its size."""
+    for name, g, e, s in zip(NAMES, got, exact, serial32, strict=True):
+        scale = e.abs().max().item()
+        tol = 8 * (s.to(e.dtype) - e).abs().max().item() + 1e-6 * scale + 1e-7
+        error = (g.to(e.dtype) - e).abs().max().item()
+        assert error <= tol, f"{what} {name}: error {error:.3g} > tolerance {tol:.3g} (size {scale:.3g})"
+
+
+SCHEDULES = [(1, 0), (4, 1), (8, 2)]  # (host threads, seed)
+KERNEL_CASES = [  # (T, N, segments per block): T < S, T = S, T ragged; N < 32 and ragged; 1, 2 or all segments a block
+    (1, 1, None), (37, 5, 1), (64, 33, 1), (65, 33, 1), (65, 1, 2), (200, 33, 2), (200, 70, None), (777, 5, 1),
+]
 
 
 @pytest.mark.parametrize("complex_", [False, True], ids=["real", "complex"])
 @pytest.mark.parametrize("varying", [False, True], ids=["invariant", "varying"])
-@pytest.mark.parametrize("T,L", [(1, 1), (7, 3), (64, 1), (64, 8), (64, 64), (257, 16)])
-def test_scan_kernels_backward_matches_autograd(harness, T, L, varying, complex_):
-    N = 5
-    a, b, h0 = _scan_inputs(T, N, varying, complex_, seed=7 * T + L)
-    gen = torch.Generator().manual_seed(T)
-    grad_h = torch.randn(T, N, dtype=b.dtype, generator=gen)
-    grad_last = torch.randn(N, dtype=b.dtype, generator=gen)
-    ref_leaves = [x.clone().requires_grad_(True) for x in (a, b, h0)]
-    h_ref, last_ref = linear_scan_reference(*ref_leaves)
-    expected = torch.autograd.grad((h_ref, last_ref), ref_leaves, (grad_h, grad_last))
-    h = emu_scan(harness, a, b, h0, L, False)
-    got = emu_scan_backward(harness, a, h, h0, grad_h, grad_last, L)
-    for name, x, y in zip(("a", "b", "h0"), got, expected):
-        assert_close(x, y, rtol=1e-4, atol=1e-4, what=f"grad {name}")
+@pytest.mark.parametrize("T,N,per_block", KERNEL_CASES)
+def test_kernels_match_reference_in_every_schedule(emulate_cupy, harness, T, N, per_block, varying, complex_):
+    """Forward and backward against the float64 reference, within the serial float32 loop's error; the same bits
+    for every schedule; the look-back taken wherever blocks follow each other in time."""
+    inputs = scan_inputs(T, N, varying, complex_, seed=T * 7 + N)
+    exact, serial32 = serial(*inputs, torch.float64), serial(*inputs, torch.float32)
+    first = None
+    for workers, seed in SCHEDULES:
+        emulate_cupy(workers=workers, seed=seed)
+        harness.reset_counters()
+        got = run_kernels(*inputs, per_block)
+        assert_within_serial_error(got, exact, serial32, what=f"{workers} workers, seed {seed}:")
+        if first is None:
+            first = got
+        for name, x, y in zip(NAMES, got, first):
+            assert torch.equal(x, y), f"{name} depends on the schedule"
+        groups = scan_cupy.chunking(T, N, 2, per_block)[1]
+        assert (harness.counters()["lookback_inclusive"] > 0) == (groups > 1)
 
 
-def test_scan_check_bites_on_corrupted_carry(harness):
-    """The same comparison fails when one carry is wrong; the chunk length does not matter."""
-    a, b, h0 = _scan_inputs(64, 5, True, False, seed=3)
-    expected = linear_scan_reference(a, b, h0)[0]
-    for L in (1, 5, 64):
-        assert_close(emu_scan(harness, a, b, h0, L, False), expected)
-    with pytest.raises(AssertionError):
-        assert_close(emu_scan(harness, a, b, h0, 8, False, corrupt_carry=True), expected)
+@pytest.mark.parametrize("complex_", [False, True], ids=["real", "complex"])
+def test_kernels_wait_for_and_step_over_other_blocks(emulate_cupy, harness, complex_):
+    """Many segments (K = 66), one a block, on 8 host threads: some block waits for a predecessor still running,
+    some walks back over a published aggregate, and the result holds."""
+    inputs = scan_inputs(66 * 64 - 3, 5, True, complex_, seed=11)
+    exact, serial32 = serial(*inputs, torch.float64), serial(*inputs, torch.float32)
+    seen = {"lookback_wait": 0, "lookback_aggregate": 0}
+    for seed in range(6):
+        emulate_cupy(workers=8, seed=seed)
+        harness.reset_counters()
+        assert_within_serial_error(run_kernels(*inputs, 1), exact, serial32, what=f"seed {seed}:")
+        for key in seen:
+            seen[key] += harness.counters()[key]
+        if all(seen.values()):
+            break
+    assert all(seen.values()), seen
 
 
-def test_scan_check_bites_on_mutated_kernel(tmp_path):
-    """A carry pass that walks the chunks forwards in reverse mode is caught."""
+@pytest.mark.parametrize("complex_", [False, True], ids=["real", "complex"])
+def test_kernels_at_30000_steps(emulate_cupy, complex_):
+    """T = 30 000, B·C = 40, one segment a block, 4 host threads: within 8x the float32 error of the torch path
+    (itself tested against the step-by-step reference above) of its float64 result."""
+    inputs = scan_inputs(30_000, 40, True, complex_, seed=5)
+    emulate_cupy(workers=4, seed=1)
+    exact, float32 = (serial(*inputs, dtype, scan=torch_path) for dtype in (torch.float64, torch.float32))
+    assert_within_serial_error(run_kernels(*inputs, 1), exact, float32)
+
+
+MUTANTS = {
+    "warps combined in the wrong order": ("chunked.cuh", "const int w = reverse ? SNN_WARPS - 1 - i : i;",
+                                          "const int w = reverse ? i : SNN_WARPS - 1 - i;"),
+    "the carry dropped": ("chunked.cuh", "State h = affine(pre_d, carry, pre_b);", "State h = pre_b;"),
+    "the aggregates after the inclusive state dropped": ("chunked.cuh", "for (long long i = j + 1; i < g; ++i)",
+                                                         "for (long long i = g; i < g; ++i)"),
+    "the carry between a block's segments dropped": ("chunked.cuh", "            shared_carry[lane] = h;\n",
+                                                     "            (void)h;\n"),
+    "the backward's decay read at t, not t + 1": ("scan.cu", "if (t + 1 < T) s.alpha = decay(t + 1, n);",
+                                                  "if (t + 1 < T) s.alpha = decay(t, n);"),
+}
+
+
+@pytest.mark.parametrize("mutant", MUTANTS)
+def test_the_kernel_checks_bite(tmp_path, emulate_cupy, mutant):
+    """Each mutant fails the comparison for some of the cases above (in some schedule)."""
     if kernel_harness.GXX is None:
         pytest.skip("g++ not on PATH")
-    lib = kernel_harness.build(tmp_path, mutation=("scan.cu", "(reverse ? K - 1 - j : j) * N + n", "j * N + n"), strict=False)
-    a, b, h0 = _scan_inputs(64, 5, True, False, seed=4)
-    assert_close(emu_scan(lib, a, b, h0, 8, False), linear_scan_reference(a, b, h0)[0])  # forward unaffected
-    with pytest.raises(AssertionError):
-        assert_close(emu_scan(lib, a, b, h0, 8, True), reverse_scan_reference(a, b, h0))
+    lib = kernel_harness.build(tmp_path, mutation=MUTANTS[mutant], strict=False)
+    caught = False
+    for T, N, per_block in [(200, 33, 2), (66 * 64 - 3, 5, 1)]:
+        inputs = scan_inputs(T, N, True, False, seed=3)
+        exact, serial32 = serial(*inputs, torch.float64), serial(*inputs, torch.float32)
+        for workers, seed in [(1, 0), *((8, s) for s in range(4))]:
+            emulate_cupy(lib, workers=workers, seed=seed)
+            try:
+                assert_within_serial_error(run_kernels(*inputs, per_block), exact, serial32)
+            except AssertionError:
+                caught = True
+                break
+        if caught:
+            break
+    assert caught, f"the mutant with {mutant} passed"
 
 
 # ---- the op on each backend ---------------------------------------------------------------------------
@@ -268,7 +284,7 @@ def test_op_matches_reference_on_each_backend(backend, T, chunk, varying, comple
     ``None`` is the GPU's choice, in the harness for 2 multiprocessors), forward and gradients, against the
     float64 reference."""
     name, device = backend
-    a, b, h0 = _scan_inputs(T, 6, varying, complex_, seed=T)
+    a, b, h0 = scan_inputs(T, 6, varying, complex_, seed=T)[:3]
     a, b, h0 = a.reshape(*a.shape[:-1], 2, 3), b.reshape(T, 2, 3), h0.reshape(2, 3)
     if not varying:
         a = a[0]  # per-channel decay [3], broadcast over the batch
@@ -284,12 +300,12 @@ def test_op_matches_reference_on_each_backend(backend, T, chunk, varying, comple
         compare(grads(got, got_in), grads(ref, ref_in), ("grad a", "grad b", "grad h0"), rtol=1e-4)
 
 
-def test_gpu_chunk():
-    assert scan_cupy.gpu_chunk(1000, 132 * 256, 132) == 1000  # wide: one pass
-    length = scan_cupy.gpu_chunk(65536, 256, 132)
-    chunks = -(-65536 // length)
-    assert abs(chunks * 256 / (132 * 1024) - 1) < 0.01  # narrow: (chunk, lane) items fill the device
-    assert scan_cupy.gpu_chunk(3, 1, 132) == 1  # never more chunks than steps
+def test_launch_configuration():
+    """Wide scans: each block walks its lanes' whole sequence; narrow ones: one segment a block (a look-back)."""
+    assert scan_cupy.chunking(1000, 132 * 4 * 32, 132) == (16, 1, 528)
+    assert scan_cupy.chunking(65536, 256, 132) == (1, 1024, 8)
+    assert scan_cupy.chunking(3, 1, 132) == (1, 1, 1)
+    assert scan_cupy.chunking(200, 5, 2, 2) == (2, 2, 1) and scan_cupy.chunking(200, 5, 2, 99) == (4, 1, 1)
 
 
 # ---- on a GPU, in three dtypes, against the float64 torch path ------------------------------------------

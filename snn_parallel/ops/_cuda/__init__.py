@@ -37,7 +37,8 @@ import torch
 from ...surrogate import ATan, DoubleGaussian, IntegerSpike, MultiGaussian, Rect, Sigmoid, Surrogate
 
 __all__ = [
-    "HEADER",
+    "HEADERS",
+    "SEGMENT",
     "KERNEL_DTYPES",
     "SPIKE_KINDS",
     "KernelFile",
@@ -47,8 +48,14 @@ __all__ = [
     "unavailable_reason",
 ]
 
-#: The header the kernel sources include (this folder).
-HEADER = "common.cuh"
+#: The headers the kernel sources include (this folder): the shared definitions, and the time-chunked scan driver.
+HEADERS = ("common.cuh", "chunked.cuh")
+#: Geometry of the time-chunked scans (``chunked.cuh``, passed as ``-DSNN_WARPS``/``-DSNN_STEPS``): a block of
+#: ``CHUNK_WARPS`` warps covers 32 lanes x ``CHUNK_WARPS * CHUNK_STEPS`` steps, each thread ``CHUNK_STEPS`` steps.
+CHUNK_WARPS = 8
+CHUNK_STEPS = 8
+#: steps per segment of the time-chunked scans
+SEGMENT = CHUNK_WARPS * CHUNK_STEPS
 #: storage dtype -> the ``SNN_DTYPE`` the kernels are compiled with
 KERNEL_DTYPES: dict[torch.dtype, str] = {torch.float32: "float", torch.float16: "__half", torch.bfloat16: "__nv_bfloat16"}
 #: threads per block of the one-thread-per-item launches (:meth:`KernelFile.launch_items`)
@@ -121,12 +128,13 @@ class KernelFile:
         return resources.files(self.package).joinpath(self.name).read_text(encoding="utf-8")
 
     def text(self) -> str:
-        """What NVRTC compiles: the file with ``common.cuh`` pasted in place of its ``#include``."""
-        return self.source().replace(f'#include "{HEADER}"', header_source())
+        """What NVRTC compiles: the file with the headers it includes pasted in place (each once)."""
+        return _paste(self.source(), set())
 
     def macros(self) -> dict[str, str]:
         """``-D`` macros besides ``SNN_DTYPE``: the spike kinds, the event ids and this file's constants, as C literals."""
-        shared = {**_KIND_MACROS, **{f"SNN_EVENT_{name}": i for name, i in EVENTS.items()}}
+        shared = {**_KIND_MACROS, **{f"SNN_EVENT_{name}": i for name, i in EVENTS.items()},
+                  "SNN_WARPS": CHUNK_WARPS, "SNN_STEPS": CHUNK_STEPS}
         return {k: _macro_value(v) for k, v in {**shared, **self.defines}.items()}
 
     def options(self, dtype: torch.dtype) -> tuple[str, ...]:
@@ -164,9 +172,25 @@ def signatures(source: str) -> dict[str, str]:
     return entries
 
 
-def header_source() -> str:
-    """The text of ``common.cuh``."""
-    return resources.files(__name__).joinpath(HEADER).read_text(encoding="utf-8")
+def header_source(name: str = "common.cuh") -> str:
+    """The text of the header ``name`` (one of :data:`HEADERS`)."""
+    if name not in HEADERS:
+        raise ValueError(f"unknown header {name!r}; the kernels include {HEADERS}")
+    return resources.files(__name__).joinpath(name).read_text(encoding="utf-8")
+
+
+def _paste(text: str, seen: set[str]) -> str:
+    """``text`` with each ``#include "<header>"`` replaced by the header (recursively, once each, as
+    ``#pragma once`` would)."""
+
+    def header(match: re.Match) -> str:
+        name = match.group(1)
+        if name in seen:
+            return ""
+        seen.add(name)
+        return _paste(header_source(name).replace("#pragma once\n", ""), seen)
+
+    return re.sub(r'^#include "([\w.]+)"$', header, text, flags=re.M)
 
 
 def kernel_files() -> dict[str, KernelFile]:

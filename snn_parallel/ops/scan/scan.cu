@@ -1,118 +1,163 @@
-// Gated linear recurrence h_t = a_t * h_{t-1} + b_t (real: scan_*, complex: cscan_*), chunked in
-// three launches (the same reduce / carry / apply algorithm as snn_parallel/ops/scan/parallel.py).
+// Gated linear recurrence h_t = a_t * h_{t-1} + b_t (real: scan_*, complex: cscan_*), forward and backward,
+// as time-chunked scans (chunked.cuh: one read of the inputs, a decoupled look-back across blocks).
 //
-// Layout: sequences are time-major [T, N] (index t*N + n), per-lane tensors [N]. a is [T, N] when
-// a_varying=1, else [N]. Chunks: L steps each, K = ceil(T/L), chunk k covers t in [k*L, min(k*L+L, T))
-// (the last may be shorter; chunk 0 starts at t = 0 in both directions). reverse=1 runs
-// h_t = a_t * h_{t+1} + b_t from the end, so "scan order" visits t (and chunks) downwards.
-// chunk_a, chunk_h, carry are [K, N] float32 (float2 for complex); h0 is [N].
-#include "common.cuh"
+// Layout: sequences are time-major [T, N] (index t*N + n). a is [T, N] when a_varying=1, else [N]. Real
+// kernels read a and b in the storage dtype and write h in float32 (the op accumulates half precision in
+// float32 and returns it so); complex kernels read and write complex64 (float2). h0, h_last, grad_last and
+// grad_h0 are [N] float32 / complex64.
+//
+// Backward (bars: complex conjugates), with G_t the total gradient of h_t and d_t = dL/dh_t:
+//     G_t = conj(a_{t+1}) G_{t+1} + d_t   (G_{T-1} = grad_last + d_{T-1}),
+//     grad_b_t = G_t,  grad_a_t = G_t conj(h_{t-1})  (h_{-1} = h0),  grad_h0 = conj(a_0) G_0,
+// a reverse scan whose map at step t reads a_{t+1}. grad_h is read with strides (st, sn) (so an expanded
+// gradient of stride 0 is read as it is) or is null (no gradient reached h). A time-invariant a gets its
+// gradient as per-block partial sums grad_a [groups, N] (the caller sums them over groups).
+// Launch (both): grid (groups * tiles), block (32, SNN_WARPS); flags, agg_d, agg_b, inclusive as in chunked.cuh.
+#include "chunked.cuh"
 
-// Step j (0-based, in scan order) of the chunk [start, stop).
-__device__ __forceinline__ long long chunk_step(long long start, long long stop, long long j, int reverse) {
-    return reverse ? stop - 1 - j : start + j;
-}
-
-// Reduce chunk k of lane n: total decay prod(a) and end state from a zero start.
 template <class In, class Acc>
-__device__ __forceinline__ void reduce_chunk(const In* __restrict__ a, const In* __restrict__ b,
-                                             Acc* __restrict__ chunk_a, Acc* __restrict__ chunk_h, long long T,
-                                             long long N, long long L, int a_varying, int reverse, long long i) {
-    const long long k = i / N, n = i % N;
-    const long long start = k * L, stop = start + L < T ? start + L : T;
-    Acc total, h;
-    set_one(total);
-    set_zero(h);
-    SNN_UNROLL_4
-    for (long long j = 0; j < stop - start; ++j) {
-        const long long t = chunk_step(start, stop, j, reverse);
-        const Acc a_t = load(a + (a_varying ? t * N + n : n));
-        total = mul(a_t, total);
-        h = add(mul(a_t, h), load(b + t * N + n));
-    }
-    chunk_a[i] = total;
-    chunk_h[i] = h;
-}
+struct ScanForward {
+    typedef Acc State;
+    struct Step {
+        Acc a, b;
+    };
+    typedef NoPartial Partial;
+    const In* a;
+    const In* b;
+    const Acc* h0;
+    Acc* h;
+    Acc* h_last;
+    long long T, N;
+    int a_varying;
 
-// Walk the K chunk summaries of lane n in scan order; carry[k] is the state entering chunk k.
-template <class Acc>
-__device__ __forceinline__ void carry_lane(const Acc* __restrict__ chunk_a, const Acc* __restrict__ chunk_h,
-                                           const Acc* __restrict__ h0, Acc* __restrict__ carry, long long K,
-                                           long long N, int reverse, long long n) {
-    Acc h = h0[n];
-    SNN_UNROLL_4
-    for (long long j = 0; j < K; ++j) {
-        const long long idx = (reverse ? K - 1 - j : j) * N + n;
-        carry[idx] = h;
-        h = add(mul(chunk_a[idx], h), chunk_h[idx]);
+    __device__ void fetch(Step& s, long long t, long long n) const {
+        s.a = load(a + (a_varying ? t * N + n : n));
+        s.b = load(b + t * N + n);
     }
-}
+    __device__ void prepare(Step (&)[SNN_STEPS], long long, long long, long long, bool, long long) const {}
+    __device__ void map(const Step& s, long long, Acc& d, Acc& b_out) const {
+        d = s.a;
+        b_out = s.b;
+    }
+    __device__ void emit(Step (&)[SNN_STEPS], int, long long t, long long n, const Acc&, const Acc& after, NoPartial&) {
+        h[t * N + n] = after;
+        if (t == T - 1) h_last[n] = after;
+    }
+    __device__ Acc initial(long long n) const { return h0[n]; }
+    __device__ void enter(long long, long long, const Acc&) const {}
+    __device__ void store_partial(long long, long long, const NoPartial&) const {}
+};
 
-// Rerun chunk k of lane n from its carry, writing every state.
 template <class In, class Acc>
-__device__ __forceinline__ void apply_chunk(const In* __restrict__ a, const In* __restrict__ b,
-                                            const Acc* __restrict__ carry, In* __restrict__ out, long long T,
-                                            long long N, long long L, int a_varying, int reverse, long long i) {
-    const long long k = i / N, n = i % N;
-    const long long start = k * L, stop = start + L < T ? start + L : T;
-    Acc h = carry[i];
-    SNN_UNROLL_4
-    for (long long j = 0; j < stop - start; ++j) {
-        const long long t = chunk_step(start, stop, j, reverse);
-        h = add(mul(load(a + (a_varying ? t * N + n : n)), h), load(b + t * N + n));
-        store(out + t * N + n, h);
+struct ScanBackward {
+    typedef Acc State;
+    struct Step {
+        Acc alpha, d, h_prev;
+    };
+    typedef Acc Partial;  // sum of grad_a over the steps (time-invariant a)
+    const In* a;
+    const float* grad_h;  // real; complex kernels read grad_hc
+    const Acc* grad_hc;
+    const Acc* grad_last;
+    const Acc* h;
+    const Acc* h0;
+    In* grad_a;           // [T, N], or partials [groups, N] of type Acc (grad_a_partial) when a is invariant
+    Acc* grad_a_partial;
+    In* grad_b;
+    Acc* grad_h0;
+    long long T, N, st, sn;
+    int a_varying;
+
+    __device__ Acc decay(long long t, long long n) const { return conjugate(Acc(load(a + (a_varying ? t * N + n : n)))); }
+    __device__ void fetch(Step& s, long long t, long long n) const {
+        if (t + 1 < T) s.alpha = decay(t + 1, n);
+        else set_one(s.alpha);
+        s.h_prev = t > 0 ? h[(t - 1) * N + n] : h0[n];
+        read_grad(s.d, t, n);
     }
+    __device__ void read_grad(float& d, long long t, long long n) const { d = grad_h ? load(grad_h + t * st + n * sn) : 0.0f; }
+    __device__ void read_grad(float2& d, long long t, long long n) const {
+        if (grad_hc) d = grad_hc[t * st + n * sn];
+        else set_zero(d);
+    }
+    __device__ void prepare(Step (&)[SNN_STEPS], long long, long long, long long, bool, long long) const {}
+    __device__ void map(const Step& s, long long, Acc& d, Acc& b) const {
+        d = s.alpha;
+        b = s.d;
+    }
+    __device__ void emit(Step (&steps)[SNN_STEPS], int j, long long t, long long n, const Acc&, const Acc& g, Acc& partial) {
+        const Acc ga = mul(g, conjugate(steps[j].h_prev));
+        store(grad_b + t * N + n, g);
+        if (a_varying) store(grad_a + t * N + n, ga);
+        else partial = add(partial, ga);
+        if (t == 0) grad_h0[n] = mul(decay(0, n), g);
+    }
+    __device__ Acc initial(long long n) const {
+        Acc g;
+        if (grad_last) g = grad_last[n];
+        else set_zero(g);
+        return g;
+    }
+    __device__ void enter(long long, long long, const Acc&) const {}
+    __device__ void store_partial(long long group, long long n, const Acc& total) const {
+        if (!a_varying) grad_a_partial[group * N + n] = total;
+    }
+};
+
+#define SNN_CHUNKING(State)                                                                                        \
+    Chunking<State> c = {T, N, (T + SNN_SEGMENT - 1) / SNN_SEGMENT, G, 0, (N + 31) / 32, reverse_flag, flags, agg_d, \
+                         agg_b, inclusive};                                                                        \
+    c.groups = (c.K + G - 1) / G
+
+// scan_fwd / cscan_fwd: h_t for every step, and h_last.
+extern "C" __global__ void __launch_bounds__(32 * SNN_WARPS)
+    scan_fwd(const scalar_t* __restrict__ a, const scalar_t* __restrict__ b, const float* __restrict__ h0,
+             float* __restrict__ h, float* __restrict__ h_last, int* __restrict__ flags, float* __restrict__ agg_d,
+             float* __restrict__ agg_b, float* __restrict__ inclusive, int a_varying, long long T, long long N,
+             long long G) {
+    const int reverse_flag = 0;
+    SNN_CHUNKING(float);
+    ScanForward<scalar_t, float> op = {a, b, h0, h, h_last, T, N, a_varying};
+    chunked_scan(op, c);
 }
 
-// 1. scan_reduce: chunk_a[k,n] = prod_{t in chunk k} a_t,  chunk_h[k,n] = chunk end state from 0.
-//    Items: i in [0, K*N), k = i / N, n = i % N.
-extern "C" __global__ void scan_reduce(const scalar_t* __restrict__ a, const scalar_t* __restrict__ b,
-                                       float* __restrict__ chunk_a, float* __restrict__ chunk_h, long long T,
-                                       long long N, long long L, int a_varying, int reverse) {
-    const long long count = (T + L - 1) / L * N;
-    for (long long i = item_start(); i < count; i += item_stride())
-        reduce_chunk(a, b, chunk_a, chunk_h, T, N, L, a_varying, reverse, i);
+extern "C" __global__ void __launch_bounds__(32 * SNN_WARPS)
+    cscan_fwd(const float2* __restrict__ a, const float2* __restrict__ b, const float2* __restrict__ h0,
+              float2* __restrict__ h, float2* __restrict__ h_last, int* __restrict__ flags, float2* __restrict__ agg_d,
+              float2* __restrict__ agg_b, float2* __restrict__ inclusive, int a_varying, long long T, long long N,
+              long long G) {
+    const int reverse_flag = 0;
+    SNN_CHUNKING(float2);
+    ScanForward<float2, float2> op = {a, b, h0, h, h_last, T, N, a_varying};
+    chunked_scan(op, c);
 }
 
-// 2. scan_carry: carry[k,n] = state entering chunk k: h0[n] for the first chunk in scan order, then
-//    carry[next] = chunk_a[k] * carry[k] + chunk_h[k].  Items: lanes n in [0, N).
-extern "C" __global__ void scan_carry(const float* __restrict__ chunk_a, const float* __restrict__ chunk_h,
-                                      const float* __restrict__ h0, float* __restrict__ carry, long long K, long long N,
-                                      int reverse) {
-    for (long long n = item_start(); n < N; n += item_stride())
-        carry_lane(chunk_a, chunk_h, h0, carry, K, N, reverse, n);
+// scan_bwd / cscan_bwd: grad_b, grad_a (or its partials) and grad_h0 from grad_h (strided, or null) and grad_last
+// (or null), with the forward's h and h0.
+extern "C" __global__ void __launch_bounds__(32 * SNN_WARPS)
+    scan_bwd(const scalar_t* __restrict__ a, const float* __restrict__ grad_h, const float* __restrict__ grad_last,
+             const float* __restrict__ h, const float* __restrict__ h0, scalar_t* __restrict__ grad_a,
+             float* __restrict__ grad_a_partial, scalar_t* __restrict__ grad_b, float* __restrict__ grad_h0,
+             int* __restrict__ flags, float* __restrict__ agg_d, float* __restrict__ agg_b,
+             float* __restrict__ inclusive, int a_varying, long long T, long long N, long long st, long long sn,
+             long long G) {
+    const int reverse_flag = 1;
+    SNN_CHUNKING(float);
+    ScanBackward<scalar_t, float> op = {a,      grad_h, nullptr, grad_last, h,  h0,         grad_a, grad_a_partial,
+                                        grad_b, grad_h0, T,      N,         st, sn,         a_varying};
+    chunked_scan(op, c);
 }
 
-// 3. scan_apply: h_t = a_t * h_prev + b_t inside chunk k, starting from carry[k,n].
-//    Items: i in [0, K*N), k = i / N, n = i % N.
-extern "C" __global__ void scan_apply(const scalar_t* __restrict__ a, const scalar_t* __restrict__ b,
-                                      const float* __restrict__ carry, scalar_t* __restrict__ h, long long T,
-                                      long long N, long long L, int a_varying, int reverse) {
-    const long long count = (T + L - 1) / L * N;
-    for (long long i = item_start(); i < count; i += item_stride())
-        apply_chunk(a, b, carry, h, T, N, L, a_varying, reverse, i);
-}
-
-// Complex versions (complex64 storage as float2, complex multiply), same equations and items.
-extern "C" __global__ void cscan_reduce(const float2* __restrict__ a, const float2* __restrict__ b,
-                                        float2* __restrict__ chunk_a, float2* __restrict__ chunk_h, long long T,
-                                        long long N, long long L, int a_varying, int reverse) {
-    const long long count = (T + L - 1) / L * N;
-    for (long long i = item_start(); i < count; i += item_stride())
-        reduce_chunk(a, b, chunk_a, chunk_h, T, N, L, a_varying, reverse, i);
-}
-
-extern "C" __global__ void cscan_carry(const float2* __restrict__ chunk_a, const float2* __restrict__ chunk_h,
-                                       const float2* __restrict__ h0, float2* __restrict__ carry, long long K,
-                                       long long N, int reverse) {
-    for (long long n = item_start(); n < N; n += item_stride())
-        carry_lane(chunk_a, chunk_h, h0, carry, K, N, reverse, n);
-}
-
-extern "C" __global__ void cscan_apply(const float2* __restrict__ a, const float2* __restrict__ b,
-                                       const float2* __restrict__ carry, float2* __restrict__ h, long long T,
-                                       long long N, long long L, int a_varying, int reverse) {
-    const long long count = (T + L - 1) / L * N;
-    for (long long i = item_start(); i < count; i += item_stride())
-        apply_chunk(a, b, carry, h, T, N, L, a_varying, reverse, i);
+extern "C" __global__ void __launch_bounds__(32 * SNN_WARPS)
+    cscan_bwd(const float2* __restrict__ a, const float2* __restrict__ grad_h, const float2* __restrict__ grad_last,
+              const float2* __restrict__ h, const float2* __restrict__ h0, float2* __restrict__ grad_a,
+              float2* __restrict__ grad_a_partial, float2* __restrict__ grad_b, float2* __restrict__ grad_h0,
+              int* __restrict__ flags, float2* __restrict__ agg_d, float2* __restrict__ agg_b,
+              float2* __restrict__ inclusive, int a_varying, long long T, long long N, long long st, long long sn,
+              long long G) {
+    const int reverse_flag = 1;
+    SNN_CHUNKING(float2);
+    ScanBackward<float2, float2> op = {a,      nullptr, grad_h, grad_last, h,  h0,         grad_a, grad_a_partial,
+                                       grad_b, grad_h0, T,      N,         st, sn,         a_varying};
+    chunked_scan(op, c);
 }
