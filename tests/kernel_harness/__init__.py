@@ -18,6 +18,7 @@ import math
 import shutil
 import subprocess
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -126,13 +127,13 @@ def _defines() -> dict[str, str]:
 
 
 def build(out_dir: Path, *, mutation: tuple[str, str, str] | None = None, extra: Sequence[Path] = (),
-          strict: bool = True) -> Harness:
+          files: Sequence[str] | None = None, strict: bool = True) -> Harness:
     """Build the harness library in ``out_dir``; ``mutation = (file, old, new)`` replaces the one occurrence of
-    ``old`` in that kernel file first (a mutant, to show that a test bites); ``extra`` adds more ``.cu`` files
-    (test kernels)."""
+    ``old`` in that kernel file or header first (a mutant, to show that a test bites); ``extra`` adds more ``.cu``
+    files (test kernels); ``files`` builds only those kernel files (all by default)."""
     assert GXX is not None, "g++ is needed to build the kernel harness"
     out_dir.mkdir(parents=True, exist_ok=True)
-    files = _cuda.kernel_files()
+    files = {name: file for name, file in _cuda.kernel_files().items() if files is None or name in files}
     paths = {name: source_path(file) for name, file in files.items()}
     if mutation is not None:  # a kernel file or a header, copied with the edit into out_dir (searched first)
         name, old, new = mutation
@@ -153,10 +154,20 @@ def build(out_dir: Path, *, mutation: tuple[str, str, str] | None = None, extra:
     library = out_dir / "libsnn_kernels_emu.so"
     cmd = [
         GXX, "-std=c++17", "-O2", "-shared", "-fPIC", "-Wall", "-Wextra", f"-I{out_dir}", f"-I{CUDA_DIR}", f"-I{HARNESS_DIR}",
-        "-pthread", "-include", "cuda_emu.h", *(f"-D{k}={v}" for k, v in _defines().items()), "-x", "c++", str(launcher),
+        "-pthread", "-fvisibility=hidden", "-include", "cuda_emu.h", *(f"-D{k}={v}" for k, v in _defines().items()), "-x", "c++", str(launcher),
         "-o", str(library),
     ]  # fmt: skip
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, f"g++ failed:\n{proc.stderr}"
     assert not strict or "warning" not in proc.stderr, proc.stderr  # a mutant may leave a parameter unused
     return Harness(ctypes.CDLL(str(library)), signatures)
+
+
+def build_mutants(out_dir: Path, mutations: dict[str, tuple[str, str, str]], files: Sequence[str]) -> dict[str, Harness]:
+    """A harness of ``files`` for each mutation (see :func:`build`), built two at a time."""
+    def one(item: tuple[int, tuple[str, tuple[str, str, str]]]) -> Harness:
+        index, (_, mutation) = item
+        return build(out_dir / f"mutant{index}", mutation=mutation, files=files, strict=False)
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        return dict(zip(mutations, pool.map(one, enumerate(mutations.items()))))

@@ -91,6 +91,7 @@ extern "C" void emu_switch(void** save_sp, void* load_sp);
 asm(R"(
     .text
     .globl emu_switch
+    .hidden emu_switch
     .type emu_switch, @function
 emu_switch:
     pushq %rbp
@@ -438,9 +439,9 @@ inline int emu_run(const emu_config& cfg, void (*kernel)(P...), void** args) {
     return emu_launch(cfg, &emu::Launch<P...>::body, &launch);
 }
 
-extern "C" void emu_read_counters(long long* out) {
+extern "C" __attribute__((visibility("default"))) void emu_read_counters(long long* out) {
     for (int i = 0; i < 16; ++i) out[i] = emu_counters[i].load();
 }
-extern "C" void emu_reset_counters() {
+extern "C" __attribute__((visibility("default"))) void emu_reset_counters() {
     for (auto& c : emu_counters) c.store(0);
 }

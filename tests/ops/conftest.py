@@ -9,7 +9,6 @@ import torch
 
 import kernel_harness
 from snn_parallel.ops import _backend, _cuda
-from snn_parallel.ops.scan import cupy as scan_cupy
 
 
 @pytest.fixture(scope="session")
@@ -43,7 +42,7 @@ def emulate_cupy(monkeypatch, harness):
         monkeypatch.setattr(_cuda.KernelFile, "launch", launch)
         monkeypatch.setattr(_cuda.KernelFile, "launch_items", launch_items)
         monkeypatch.setattr(_backend, "_cupy_gap", lambda like, unsupported: unsupported())
-        monkeypatch.setattr(scan_cupy, "_processors", lambda device: 2)
+        monkeypatch.setattr(_cuda, "processors", lambda device: 2)
 
     yield use
     for lib in used:

@@ -155,7 +155,7 @@ def test_check_bites_on_mutated_kernel(tmp_path, emulate_cupy):
     if kernel_harness.GXX is None:
         pytest.skip("g++ not on PATH")
     mutation = ("dsn.cu", "pending[j] += g * (-expm1f(log_a));", "pending[j] += g * expf(log_a);")
-    emulate_cupy(kernel_harness.build(tmp_path, mutation=mutation, strict=False))
+    emulate_cupy(kernel_harness.build(tmp_path, mutation=mutation, files=["dsn.cu"], strict=False))
     inputs = dsn_case(20, 4, (2, 3), ATan(), 1.0, seed=4)
     got_in, ref_in = leaves(*inputs), leaves(*inputs, dtype=torch.float64)
     got = dsn_membrane(*got_in[:4], 0.25, got_in[4], ATan(), 1.0, backend="cupy")

@@ -168,7 +168,7 @@ def test_kernel_check_bites_on_mutated_kernel(tmp_path):
     """Dropping the (1 - rho) factor of the spike-gradient carry is caught by the backward check."""
     if kernel_harness.GXX is None:
         pytest.skip("g++ not on PATH")
-    lib = kernel_harness.build(tmp_path, mutation=("ltc.cu", "carry_s = gb - carry_b;", "carry_s = gb;"), strict=False)
+    lib = kernel_harness.build(tmp_path, mutation=("ltc.cu", "carry_s = gb - carry_b;", "carry_s = gb;"), files=["ltc.cu"], strict=False)
     surrogate = ATan()
     inputs = kernel_inputs(20, 8, seed=5, surrogate=surrogate)
     grad_outputs = tuple(torch.ones_like(x) for x in inputs[:2]) + tuple(torch.ones(8) for _ in range(3))

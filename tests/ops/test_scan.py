@@ -12,7 +12,7 @@ from torch.autograd import gradcheck
 import kernel_harness
 from kernel_harness.checks import assert_close, compare, grads, leaves
 from kernel_harness.gpu import DTYPES, IDS, LONG, STEPS as GPU_STEPS, B, C, OpCase, check_op, sequence
-from snn_parallel.ops import linear_scan, linear_scan_reference
+from snn_parallel.ops import _cuda, linear_scan, linear_scan_reference
 from snn_parallel.ops.scan import cupy as scan_cupy
 
 STEPS = [1, 2, 7, 64, 257]
@@ -151,9 +151,12 @@ def scan_inputs(T, N, varying, complex_, seed):
 
 
 def run_kernels(a, b, h0, grad_h, grad_last, per_block):
-    """``(h, h_last, grad_a, grad_b, grad_h0)`` from the forward and backward kernels."""
-    h, last = scan_cupy.scan_forward_cupy(a, b, h0, segments_per_block=per_block)
-    return (h, last, *scan_cupy.scan_backward_cupy(a, grad_h, grad_last, h, h0, segments_per_block=per_block))
+    """``(h, h_last, grad_a, grad_b, grad_h0)`` from the forward and backward kernels (a time-invariant ``a``
+    per lane)."""
+    layout = (1, 1) if a.dim() == 2 else (a.shape[0], 1)
+    h, last = scan_cupy.scan_forward_cupy(a, b, h0, layout, segments_per_block=per_block)
+    grads = scan_cupy.scan_backward_cupy(a, grad_h, grad_last, h, h0, layout, segments_per_block=per_block)
+    return (h, last, *grads)
 
 
 def serial(a, b, h0, grad_h, grad_last, dtype, *, scan=linear_scan_reference):
@@ -183,8 +186,9 @@ def assert_within_serial_error(got, exact, serial32, what=""):
 
 
 SCHEDULES = [(1, 0), (4, 1), (8, 2)]  # (host threads, seed)
-KERNEL_CASES = [  # (T, N, segments per block): T < S, T = S, T ragged; N < 32 and ragged; 1, 2 or all segments a block
-    (1, 1, None), (37, 5, 1), (64, 33, 1), (65, 33, 1), (65, 1, 2), (200, 33, 2), (200, 70, None), (777, 5, 1),
+KERNEL_CASES = [  # (T, N, segments per block): T < S, T = S, T ragged; N < 32 and ragged; 1, 2 or all (99) segments a block
+    (1, 1, None), (37, 5, 1), (64, 33, 1), (65, 33, 1), (65, 1, 2), (200, 33, 2), (200, 70, None), (300, 40, 99),
+    (777, 5, 1),
 ]
 
 
@@ -206,7 +210,7 @@ def test_kernels_match_reference_in_every_schedule(emulate_cupy, harness, T, N, 
             first = got
         for name, x, y in zip(NAMES, got, first):
             assert torch.equal(x, y), f"{name} depends on the schedule"
-        groups = scan_cupy.chunking(T, N, 2, per_block)[1]
+        groups = _cuda.chunking(T, N, 2, per_block)[1]
         assert (harness.counters()["lookback_inclusive"] > 0) == (groups > 1)
 
 
@@ -251,18 +255,22 @@ MUTANTS = {
 }
 
 
-@pytest.mark.parametrize("mutant", MUTANTS)
-def test_the_kernel_checks_bite(tmp_path, emulate_cupy, mutant):
-    """Each mutant fails the comparison for some of the cases above (in some schedule)."""
+@pytest.fixture(scope="module")
+def mutants(tmp_path_factory):
     if kernel_harness.GXX is None:
         pytest.skip("g++ not on PATH")
-    lib = kernel_harness.build(tmp_path, mutation=MUTANTS[mutant], strict=False)
+    return kernel_harness.build_mutants(tmp_path_factory.mktemp("mutants"), MUTANTS, files=["scan.cu"])
+
+
+@pytest.mark.parametrize("mutant", MUTANTS)
+def test_the_kernel_checks_bite(emulate_cupy, mutants, mutant):
+    """Each mutant fails the comparison for some of the cases above (in some schedule)."""
     caught = False
     for T, N, per_block in [(200, 33, 2), (66 * 64 - 3, 5, 1)]:
         inputs = scan_inputs(T, N, True, False, seed=3)
         exact, serial32 = serial(*inputs, torch.float64), serial(*inputs, torch.float32)
         for workers, seed in [(1, 0), *((8, s) for s in range(4))]:
-            emulate_cupy(lib, workers=workers, seed=seed)
+            emulate_cupy(mutants[mutant], workers=workers, seed=seed)
             try:
                 assert_within_serial_error(run_kernels(*inputs, per_block), exact, serial32)
             except AssertionError:
@@ -302,10 +310,10 @@ def test_op_matches_reference_on_each_backend(backend, T, chunk, varying, comple
 
 def test_launch_configuration():
     """Wide scans: each block walks its lanes' whole sequence; narrow ones: one segment a block (a look-back)."""
-    assert scan_cupy.chunking(1000, 132 * 4 * 32, 132) == (16, 1, 528)
-    assert scan_cupy.chunking(65536, 256, 132) == (1, 1024, 8)
-    assert scan_cupy.chunking(3, 1, 132) == (1, 1, 1)
-    assert scan_cupy.chunking(200, 5, 2, 2) == (2, 2, 1) and scan_cupy.chunking(200, 5, 2, 99) == (4, 1, 1)
+    assert _cuda.chunking(1000, 132 * 4 * 32, 132) == (16, 1, 528)
+    assert _cuda.chunking(65536, 256, 132) == (1, 1024, 8)
+    assert _cuda.chunking(3, 1, 132) == (1, 1, 1)
+    assert _cuda.chunking(200, 5, 2, 2) == (2, 2, 1) and _cuda.chunking(200, 5, 2, 99) == (4, 1, 1)
 
 
 # ---- on a GPU, in three dtypes, against the float64 torch path ------------------------------------------

@@ -164,7 +164,7 @@ def test_check_bites_on_mutated_kernel(tmp_path, emulate_cupy):
     if kernel_harness.GXX is None:
         pytest.skip("g++ not on PATH")
     mutation = ("tssl.cu", "(1.0f - spike) * (1.0f - theta_m) * carry;", "(1.0f - spike) * carry;")
-    emulate_cupy(kernel_harness.build(tmp_path, mutation=mutation, strict=False))
+    emulate_cupy(kernel_harness.build(tmp_path, mutation=mutation, files=["tssl.cu"], strict=False))
     current, u0, a0 = tssl_inputs(10, 24, seed=6)
     results = _on_both_paths(current, u0, a0)
     _compare_paths(results, OP_NAMES[:-1])

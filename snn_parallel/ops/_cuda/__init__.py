@@ -1,4 +1,5 @@
-"""The ops' shared CUDA machinery: the header every kernel includes and the CuPy launcher.
+"""The ops' shared CUDA machinery: the headers the kernels include, the CuPy launcher, and the launch
+configuration of the time-chunked scans.
 
 Each op folder holds its own ``.cu`` file, declared in the op's ``cupy.py`` as a :class:`KernelFile`
 together with the compile-time constants it needs. There is one copy of every fact:
@@ -43,9 +44,11 @@ __all__ = [
     "SPIKE_KINDS",
     "KernelFile",
     "arg",
+    "chunking",
     "kernel_files",
     "spike_code",
     "unavailable_reason",
+    "workspace",
 ]
 
 #: The headers the kernel sources include (this folder): the shared definitions, and the time-chunked scan driver.
@@ -170,6 +173,41 @@ def signatures(source: str) -> dict[str, str]:
         kernel, params = match.group(1), match.group(2)
         entries[kernel] = "".join(_parameter_kind(p, kernel) for p in params.split(",") if p.strip())
     return entries
+
+
+#: Launch configuration of the time-chunked scans: a block covers 32 lanes and, per segment, :data:`SEGMENT`
+#: steps. From this many lane tiles a multiprocessor on, each block walks the whole sequence of its tile, so no
+#: block waits for another; below, each block takes one segment and the state passes across blocks by a
+#: decoupled look-back (``chunked.cuh``), whose status flags are one memset per call.
+ONE_PASS_TILES_PER_SM = 4
+
+
+@functools.cache
+def chunking(steps: int, lanes: int, processors: int, segments_per_block: int | None = None) -> tuple[int, int, int]:
+    """``(segments per block G, blocks along time, lane tiles)`` of a launch over ``[steps, lanes]`` on a device
+    with ``processors`` multiprocessors (``segments_per_block`` forces G)."""
+    segments, tiles = math.ceil(steps / SEGMENT), math.ceil(lanes / 32)
+    if segments_per_block is None:
+        segments_per_block = segments if tiles >= ONE_PASS_TILES_PER_SM * processors else 1
+    per_block = max(1, min(segments_per_block, segments))
+    return per_block, math.ceil(segments / per_block), tiles
+
+
+def processors(device: torch.device) -> int:
+    """Multiprocessors of CUDA ``device``."""
+    return torch.cuda.get_device_properties(device).multi_processor_count
+
+
+def workspace(steps: int, lanes: int, like: torch.Tensor, state_floats: int, segments_per_block: int | None = None):
+    """``(grid, G, flags, agg_d, agg_b, inclusive)``: the launch's grid size, segments per block and look-back
+    buffers (``None`` when no block waits for another) for states of ``state_floats`` float32 each (with their
+    padding), on ``like``'s device."""
+    per_block, groups, tiles = chunking(steps, lanes, processors(like.device), segments_per_block)
+    if groups == 1:
+        return tiles, per_block, None, None, None, None
+    flags = torch.zeros(groups * tiles + 1, dtype=torch.int32, device=like.device)
+    agg_d, agg_b, inclusive = (torch.empty(groups, lanes, state_floats, device=like.device) for _ in range(3))
+    return groups * tiles, per_block, flags, agg_d, agg_b, inclusive
 
 
 def header_source(name: str = "common.cuh") -> str:

@@ -28,6 +28,7 @@
 //   typedef ... State;   the scanned state (float, float2 or a struct with the functions below)
 //   typedef ... Step;    what a thread keeps of one step between loading and rerunning it
 //   typedef ... Partial; a per-lane sum over the steps (reduced over the block, written per block), or NoPartial
+//   void bind(long long n)                                      read the lane's own parameters (n clamped into range)
 //   void fetch(Step&, long long t, long long n) const        read step t of lane n (t, n clamped into range)
 //   void prepare(Step (&)[L], long long k, long long t0, long long n, bool lane_ok, long long T)   before mapping
 //   void map(const Step&, long long t, State& d, State& b) const
@@ -164,6 +165,14 @@ struct Chunking {
     State *agg_d, *agg_b, *inclusive;     // [groups, N] each; unused when groups == 1
 };
 
+// The bookkeeping of a launch over [T, N] with G segments a block (the flags and state buffers as launched).
+template <class State>
+__device__ __forceinline__ Chunking<State> chunking(long long T, long long N, long long G, int reverse, int* flags,
+                                                    State* agg_d, State* agg_b, State* inclusive) {
+    const long long K = (T + SNN_SEGMENT - 1) / SNN_SEGMENT;
+    return {T, N, K, G, (K + G - 1) / G, (N + 31) / 32, reverse, flags, agg_d, agg_b, inclusive};
+}
+
 // Block-wide sum of a per-thread Partial over the W warps (lane by lane); the result is valid in warp 0.
 template <class Partial>
 __device__ __forceinline__ Partial block_sum(const Partial& mine) {
@@ -194,6 +203,7 @@ __device__ void chunked_scan(Op& op, const Chunking<typename Op::State>& c) {
     const long long n = tile * 32 + lane;
     const bool lane_ok = n < c.N;
     const long long n_read = lane_ok ? n : c.N - 1;
+    op.bind(n_read);
     const long long first = group * c.G, last = first + c.G < c.K ? first + c.G : c.K;
     typename Op::Partial partial;
     set_zero(partial);

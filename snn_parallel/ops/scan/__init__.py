@@ -23,6 +23,7 @@ import torch
 
 from ..._validation import check_same_device, check_tensor
 from .._backend import resolve_backend
+from .._layout import compact, param_layout, per_lane, to_params
 from .cupy import scan_backward_cupy, scan_forward_cupy
 from .parallel import default_chunk, scan_2d
 from .reference import linear_scan_reference
@@ -41,19 +42,22 @@ def _compute_dtype(*tensors: torch.Tensor) -> torch.dtype:
 
 
 class _LinearScan(torch.autograd.Function):
-    """Flattened scan: ``a`` is ``[T, N]`` or ``[N]``, ``b`` is ``[T, N]``, ``h0`` is ``[N]``. On the CuPy path
-    ``a`` and ``b`` may be float16/bfloat16 (read as they are, accumulated in float32)."""
+    """Flattened scan: ``a`` is ``[T, N]`` or ``[P]`` (``layout``, see :func:`~snn_parallel.ops._layout.param_layout`),
+    ``b`` is ``[T, N]``, ``h0`` is ``[N]``. On the CuPy path ``a`` and ``b`` may be float16/bfloat16 (read as they
+    are, accumulated in float32)."""
 
     @staticmethod
-    def forward(ctx: Any, a, b, h0, log_decay: bool, chunk: int | None, backend: str):
+    def forward(ctx: Any, a, b, h0, log_decay: bool, chunk: int | None, backend: str, layout: tuple[int, int]):
         decay = a.exp() if log_decay else a
         if backend == "cupy":
-            h, last = scan_forward_cupy(decay, b, h0)
+            h, last = scan_forward_cupy(decay, b, h0, layout)
         else:
-            h = scan_2d(decay, b, h0, log_a=a if log_decay else None, chunk=chunk)
+            lanes = decay if decay.dim() == 2 else per_lane(decay, b.shape[1], layout)
+            log_lanes = None if not log_decay else a if a.dim() == 2 else per_lane(a, b.shape[1], layout)
+            h = scan_2d(lanes, b, h0, log_a=log_lanes, chunk=chunk)
             last = h[-1].clone()
         ctx.save_for_backward(decay, h, h0)
-        ctx.log_decay, ctx.chunk, ctx.backend = log_decay, chunk, backend
+        ctx.log_decay, ctx.chunk, ctx.backend, ctx.layout = log_decay, chunk, backend, layout
         ctx.set_materialize_grads(False)
         return h, last
 
@@ -61,15 +65,18 @@ class _LinearScan(torch.autograd.Function):
     def backward(ctx: Any, grad_h: torch.Tensor | None, grad_last: torch.Tensor | None):
         decay, h, h0 = ctx.saved_tensors
         if grad_h is None and grad_last is None:
-            return None, None, None, None, None, None
+            return (None,) * 7
         if ctx.backend == "cupy":
-            grad_a, g, grad_h0 = scan_backward_cupy(decay, grad_h, grad_last, h, h0)
+            grad_a, g, grad_h0 = scan_backward_cupy(decay, grad_h, grad_last, h, h0, ctx.layout)
         else:
-            grad_a, g, grad_h0 = _backward_torch(decay, h, h0, grad_h, grad_last, ctx.chunk, ctx.needs_input_grad[0])
+            lanes = decay if decay.dim() == 2 else per_lane(decay, h.shape[1], ctx.layout)
+            grad_a, g, grad_h0 = _backward_torch(lanes, h, h0, grad_h, grad_last, ctx.chunk, ctx.needs_input_grad[0])
+            if grad_a is not None and decay.dim() == 1:
+                grad_a = to_params(grad_a, ctx.layout)
         if grad_a is not None and ctx.log_decay:
             grad_a = grad_a * decay
         needs = ctx.needs_input_grad
-        return grad_a if needs[0] else None, g if needs[1] else None, grad_h0 if needs[2] else None, None, None, None
+        return grad_a if needs[0] else None, g if needs[1] else None, grad_h0 if needs[2] else None, None, None, None, None
 
 
 def _backward_torch(decay, h, h0, grad_h, grad_last, chunk, needs_a):
@@ -141,13 +148,15 @@ def linear_scan(
     half = b.dtype in (torch.float16, torch.bfloat16) and a.dtype == b.dtype and not log_decay
     storage = b.dtype if backend == "cupy" and half else dtype
     b2 = b.to(storage).reshape(num_steps, -1).contiguous()
+    layout = (1, 1)
     if a.dim() == b.dim():
         a2 = a.to(storage).reshape(num_steps, -1).contiguous()
-    else:
-        a2 = a.to(storage).expand(state_shape).reshape(-1).contiguous()
+    else:  # per channel (or any broadcast) as [P], not expanded to every lane
+        lo, hi, *layout = param_layout(state_shape, a)
+        a2 = compact(a.to(storage), state_shape, lo, hi)
     lanes = b2.shape[1]
     h02 = torch.zeros(lanes, dtype=dtype, device=b.device) if h0 is None else h0.to(dtype).reshape(-1).contiguous()
-    h, last = _LinearScan.apply(a2, b2, h02, log_decay, chunk, backend)
+    h, last = _LinearScan.apply(a2, b2, h02, log_decay, chunk, backend, tuple(layout))
     return h.view(b.shape), last.view(state_shape)
 
 
