@@ -73,7 +73,7 @@ from torch import nn
 from ._validation import validation
 from .neurons import LTC, PRF, PSPLIF, DecoupledLIF, DynamicDecay
 from .ops import linear_scan
-from .ops._cupy import unavailable_reason
+from .ops._cuda import unavailable_reason
 
 Shape = tuple[int, int, int]
 Runner = Callable[[torch.Tensor], torch.Tensor]

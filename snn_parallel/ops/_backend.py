@@ -1,13 +1,12 @@
 """Backend resolution for the ops: one place decides between the torch path and the CuPy kernels.
 
 ``backend`` is ``"auto"``, ``"torch"`` or ``"cupy"``. The torch path always works, on any device.
-The CuPy path (:mod:`snn_parallel.ops._cupy`) runs the CUDA kernels of
-:mod:`snn_parallel.ops.kernels`; it needs CUDA tensors, an importable CuPy that can compile and load
-a kernel on their device (checked once per device), and inputs the kernels implement (storage
-dtypes float32, float16, bfloat16; our own spike functions). ``"auto"`` takes the CuPy path
-whenever it can run and the torch path otherwise, and logs its choice for CUDA tensors once per
-op and reason; an explicit ``"cupy"`` that cannot run raises ``RuntimeError`` naming the op and
-the reason.
+The CuPy path (:mod:`snn_parallel.ops._cuda`) runs each op's CUDA kernels; it needs CUDA tensors,
+an importable CuPy that can compile and load a kernel on their device (checked once per device), and
+inputs the kernels implement (storage dtypes float32, float16, bfloat16; our own spike functions).
+``"auto"`` takes the CuPy path whenever it can run and the torch path otherwise, and logs its choice
+for CUDA tensors once per op and reason; an explicit ``"cupy"`` that cannot run raises
+``RuntimeError`` naming the op and the reason.
 """
 
 from __future__ import annotations
@@ -18,8 +17,8 @@ from collections.abc import Callable, Iterable
 import torch
 
 from ..surrogate import Surrogate
-from . import _cupy
-from .kernels import SPIKE_KINDS, spike_code
+from . import _cuda
+from ._cuda import SPIKE_KINDS, spike_code
 
 logger = logging.getLogger("snn_parallel")
 
@@ -72,7 +71,7 @@ def _cupy_gap(like: torch.Tensor, unsupported: Callable[[], str | None]) -> str 
     if gap is not None:
         return gap
     index = torch.cuda.current_device() if like.device.index is None else like.device.index
-    return _cupy.unavailable_reason(index)
+    return _cuda.unavailable_reason(index)
 
 
 def kernel_gap(
@@ -91,7 +90,7 @@ def kernel_gap(
         spike_fn: the op's spike function, if any.
     """
     for name, tensor in storage:
-        if tensor.dtype not in _cupy.KERNEL_DTYPES:
+        if tensor.dtype not in _cuda.KERNEL_DTYPES:
             return f"{name} has dtype {tensor.dtype} (the kernels take float32, float16 and bfloat16)"
     for name, tensor in float32:
         if tensor.dtype in (torch.float64, torch.complex128):

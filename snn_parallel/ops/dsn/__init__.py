@@ -13,8 +13,7 @@ import torch
 from ..._validation import check_like, check_op_sequence, check_tensor
 from ...surrogate import Surrogate
 from .._backend import kernel_gap, resolve_backend
-from ..kernels import DSN_MAX_TAPS
-from .cupy import dsn_backward_cupy, dsn_forward_cupy
+from .cupy import MAX_TAPS, dsn_backward_cupy, dsn_forward_cupy
 from .fused import dsn_backward, dsn_forward
 from .reference import dsn_membrane_reference, dsn_step
 
@@ -71,7 +70,7 @@ def dsn_membrane(
             :class:`~snn_parallel.surrogate.Surrogate`, e.g. ``ATan()`` or ``IntegerSpike(4)``).
         shift: subtracted from :math:`H` before ``spike_fn`` (the threshold in binary mode).
         backend: ``"auto"``, ``"torch"`` or ``"cupy"`` (see :mod:`snn_parallel.ops._backend`);
-            the kernel holds at most :data:`~snn_parallel.ops.kernels.DSN_MAX_TAPS` taps.
+            the kernel holds at most :data:`~snn_parallel.ops.dsn.cupy.MAX_TAPS` taps.
         validate: check the arguments (``False`` where the caller already has, as
             :class:`~snn_parallel.neurons.DynamicDecay` does).
 
@@ -81,8 +80,8 @@ def dsn_membrane(
     if validate:
         _check(x, history, weight, bias, tau, h0, spike_fn)
     def gap() -> str | None:
-        if weight.shape[0] > DSN_MAX_TAPS:
-            return f"weight has {weight.shape[0]} taps (the kernel holds at most {DSN_MAX_TAPS})"
+        if weight.shape[0] > MAX_TAPS:
+            return f"weight has {weight.shape[0]} taps (the kernel holds at most {MAX_TAPS})"
         storage = [("x", x), ("history", history), ("h0", h0)]
         return kernel_gap(storage, float32=[("weight", weight), ("bias", bias)], spike_fn=spike_fn)
 

@@ -10,8 +10,11 @@ from __future__ import annotations
 import torch
 
 from ...surrogate import Surrogate
-from .._cupy import arg, launch
-from ..kernels import spike_code
+from .._cuda import KernelFile, arg, spike_code
+
+#: the most conv taps ``dsn.cu`` holds in registers (its ``DSN_MAX_TAPS``)
+MAX_TAPS = 8
+KERNEL = KernelFile(__package__, "dsn.cu", {"DSN_MAX_TAPS": MAX_TAPS})
 
 
 def dsn_forward_cupy(
@@ -29,8 +32,8 @@ def dsn_forward_cupy(
     kind, params, inclusive = spike_code(spike_fn)
     x = x.contiguous()
     spikes, h = torch.empty_like(x), torch.empty_like(x)
-    launch(
-        "dsn.cu", "dsn_fwd", x.dtype, lanes,
+    KERNEL.launch_items(
+        "dsn_fwd", x.dtype, lanes,
         x, arg(history, x.dtype), arg(weight, torch.float32), arg(bias, torch.float32), arg(h0, x.dtype), spikes, h,
         tau, shift, kind, *params, inclusive, weight.shape[0], steps, lanes,
     )  # fmt: skip
@@ -59,8 +62,8 @@ def dsn_backward_cupy(
     grad_weight = torch.empty(weight.shape, dtype=torch.float32, device=x.device)
     grad_bias = torch.empty(lanes, dtype=torch.float32, device=x.device)
     grad_h0 = torch.empty(lanes, dtype=x.dtype, device=x.device)
-    launch(
-        "dsn.cu", "dsn_bwd", x.dtype, lanes,
+    KERNEL.launch_items(
+        "dsn_bwd", x.dtype, lanes,
         arg(grad_spikes, x.dtype), arg(grad_h, x.dtype), arg(grad_last, x.dtype), x, arg(history, x.dtype),
         arg(weight, torch.float32), arg(bias, torch.float32), arg(h0, x.dtype), h,
         grad_x, grad_history, grad_weight, grad_bias, grad_h0, tau, shift, kind, *params, weight.shape[0], steps, lanes,

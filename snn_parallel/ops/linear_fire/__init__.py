@@ -21,6 +21,7 @@ import torch
 from ..._validation import check_like, check_op_sequence
 from ...surrogate import Surrogate
 from .._backend import kernel_gap, resolve_backend
+from .._layout import compact, param_layout, per_lane, to_params
 from .cupy import linear_fire_backward_cupy, linear_fire_forward_cupy
 from .fused import linear_fire_backward, linear_fire_forward
 from .reference import linear_fire_reference, linear_fire_step, soft_reset_lif_reference
@@ -28,32 +29,57 @@ from .reference import linear_fire_reference, linear_fire_step, soft_reset_lif_r
 __all__ = ["linear_fire", "linear_fire_reference", "linear_fire_step", "soft_reset_lif_reference"]
 
 
-#: backend -> (forward, backward), with the contracts of :mod:`.fused`
+def _forward_torch(x, decay, scale, h0, bias0, spike_fn, v_threshold, reset_decay, layout):
+    lanes = x.shape[1]
+    decay, scale = per_lane(decay, lanes, layout), per_lane(scale, lanes, layout)
+    rho = None if reset_decay is None else per_lane(reset_decay, lanes, layout)
+    return linear_fire_forward(x, decay, scale, h0, bias0, spike_fn, v_threshold, rho)
+
+
+def _backward_torch(grad_spikes, grad_membrane, grad_last, grad_bias_next, x, decay, scale, reset_decay, h0, bias0,
+                    membrane, spikes, checkpoints, spike_fn, v_threshold, layout, needs_bias):
+    lanes = x.shape[1]
+    grad_spikes = torch.zeros_like(x) if grad_spikes is None else grad_spikes
+    grad_membrane = torch.zeros_like(x) if grad_membrane is None else grad_membrane
+    grad_last = torch.zeros_like(h0) if grad_last is None else grad_last
+    grad_x, grad_decay, grad_scale, grad_h0 = linear_fire_backward(
+        grad_spikes, grad_membrane, grad_last, x, per_lane(decay, lanes, layout), per_lane(scale, lanes, layout), membrane,
+        checkpoints, spike_fn, v_threshold,
+    )  # fmt: skip
+    return grad_x, to_params(grad_decay, layout), to_params(grad_scale, layout), grad_h0, None, None
+
+
+#: backend -> (forward, backward) on flattened tensors with ``[P]`` parameters (see :class:`_LinearFire`)
 _IMPLEMENTATIONS = {
-    "torch": (linear_fire_forward, linear_fire_backward),
+    "torch": (_forward_torch, _backward_torch),
     "cupy": (linear_fire_forward_cupy, linear_fire_backward_cupy),
 }
 
 
 class _LinearFire(torch.autograd.Function):
-    """Flattened: ``x`` ``[T, N]``; ``decay``, ``scale``, ``h0``, ``bias0`` ``[N]``."""
+    """Flattened: ``x`` ``[T, N]``; ``decay``, ``scale``, ``reset_decay`` ``[P]`` (see :func:`~snn_parallel.ops._layout.param_layout`),
+    ``h0``, ``bias0`` ``[N]``."""
 
     @staticmethod
-    def forward(ctx: Any, x, decay, scale, h0, bias0, spike_fn: Surrogate, v_threshold: float, reset_decay, backend: str):
+    def forward(ctx: Any, x, decay, scale, h0, bias0, reset_decay, spike_fn: Surrogate, v_threshold: float,
+                layout: tuple[int, int], backend: str):
         forward, ctx.backward_fn = _IMPLEMENTATIONS[backend]
         spikes, membrane, checkpoints, h_last, bias_next = forward(
-            x, decay, scale, h0, bias0, spike_fn, v_threshold, reset_decay
+            x, decay, scale, h0, bias0, spike_fn, v_threshold, reset_decay, layout
         )
-        ctx.save_for_backward(x, decay, scale, membrane, checkpoints)
-        ctx.constants = (spike_fn, v_threshold)
+        ctx.save_for_backward(x, decay, scale, reset_decay, h0, bias0, membrane, spikes, checkpoints)
+        ctx.constants = (spike_fn, v_threshold, layout)
         ctx.mark_non_differentiable(bias_next)
+        ctx.set_materialize_grads(False)
         return spikes, membrane, h_last, bias_next
 
     @staticmethod
-    def backward(ctx: Any, grad_spikes, grad_membrane, grad_last, _grad_bias):
-        x, decay, scale, membrane, checkpoints = ctx.saved_tensors
-        grads = ctx.backward_fn(grad_spikes, grad_membrane, grad_last, x, decay, scale, membrane, checkpoints, *ctx.constants)
-        return (*grads, None, None, None, None, None)
+    def backward(ctx: Any, grad_spikes, grad_membrane, grad_last, _grad_bias_next):
+        if grad_spikes is None and grad_membrane is None and grad_last is None:
+            return (None,) * 10
+        saved = ctx.saved_tensors
+        grads = ctx.backward_fn(grad_spikes, grad_membrane, grad_last, None, *saved, *ctx.constants, (False, False))
+        return (*grads[:5], grads[5], None, None, None, None)
 
 
 def linear_fire(
@@ -96,19 +122,18 @@ def linear_fire(
 
     backend = resolve_backend(backend, x, op="linear_fire", unsupported=gap)
     steps, shape = x.shape[0], x.shape[1:]
-
-    def lanes(t: torch.Tensor) -> torch.Tensor:
-        return t.expand(shape).reshape(-1).contiguous()
+    lo, hi, count, spatial = param_layout(shape, decay, scale, reset_decay)
 
     spikes, membrane, h_last, bias_next = _LinearFire.apply(
         x.reshape(steps, -1).contiguous(),
-        lanes(decay),
-        lanes(scale.to(x.dtype)),
-        lanes(h0.to(decay.dtype)),
-        lanes(bias0.detach()),
+        compact(decay, shape, lo, hi),
+        compact(scale.to(x.dtype), shape, lo, hi),
+        h0.to(decay.dtype).reshape(-1).contiguous(),
+        bias0.detach().reshape(-1).contiguous(),
+        None if reset_decay is None else compact(reset_decay.detach(), shape, lo, hi),
         spike_fn,
         v_threshold,
-        None if reset_decay is None else lanes(reset_decay.detach()),
+        (count, spatial),
         backend,
     )
     return spikes.view(x.shape), membrane.view(x.shape), h_last.view(shape), bias_next.view(shape)

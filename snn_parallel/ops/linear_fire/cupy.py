@@ -1,26 +1,40 @@
-"""CuPy path of the linear-membrane spiking op: ``linear_fire.cu``, one thread per lane.
+"""CuPy path of the linear-membrane spiking op: the kernels of ``linear_fire.cu``.
 
-Same contracts as :func:`.fused.linear_fire_forward` / :func:`.fused.linear_fire_backward`; the
-checkpoints are the filter states every :data:`~snn_parallel.ops.kernels.LINEAR_FIRE_CHUNK` steps.
-Sequences stay in their storage dtype; per-lane values are passed in float32 (complex64) and the
-results are returned in the dtypes the torch path gives.
+Same contracts as :func:`.fused.linear_fire_forward` / :func:`.fused.linear_fire_backward`, but with the
+per-lane parameters in their compact form (``[P]``, read for lane ``n`` at ``(n // spatial) % P``, see
+:func:`~snn_parallel.ops._layout.param_layout`) and the checkpoints every
+:data:`~snn_parallel.ops._cuda.SEGMENT` steps. Sequences stay in their storage dtype; per-lane values are
+passed in float32 (complex64); results come back in the dtypes the torch path gives.
+
+Launches: without a reset, the filter and the spikes in one time-chunked kernel (plus the look-back's flag
+memset); with one, the serial threshold chain, which on narrow layers reads the filter from a time-chunked
+kernel and on wide ones (at least :data:`CHAIN_FILTER_LANES_PER_SM` lanes a multiprocessor) runs the filter
+itself in one pass. The backward is one time-chunked kernel (plus the memset and one reduction of the
+parameters' partial sums).
 """
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from ...surrogate import Surrogate
-from .._cupy import arg, launch
-from ..kernels import LINEAR_FIRE_CHUNK, spike_code
+from .. import _cuda
+from .._cuda import CHUNK_WARPS, SEGMENT, KernelFile, arg, spike_code, workspace
+from .._layout import to_params
+
+KERNEL = KernelFile(__package__, "linear_fire.cu")
+#: lanes per multiprocessor from which the reset's threshold chain runs the filter itself (one pass over x)
+CHAIN_FILTER_LANES_PER_SM = 256
 
 
 def _filter_dtype(decay: torch.Tensor) -> torch.dtype:
     return torch.complex64 if decay.is_complex() else torch.float32
 
 
-def _kernel(direction: str, decay: torch.Tensor) -> str:
-    return f"lf_{direction}_{'complex' if decay.is_complex() else 'real'}"
+def _suffix(decay: torch.Tensor) -> str:
+    return "complex" if decay.is_complex() else "real"
 
 
 def linear_fire_forward_cupy(
@@ -32,48 +46,100 @@ def linear_fire_forward_cupy(
     spike_fn: Surrogate,
     v_threshold: float,
     reset_decay: torch.Tensor | None,
+    layout: tuple[int, int],
+    *,
+    filter_in_chain: bool | None = None,
+    segments_per_block: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Returns ``(spikes, membrane, checkpoints, h_last, bias_next)`` for ``x`` ``[T, N]``."""
+    """Returns ``(spikes, membrane, checkpoints, h_last, bias_next)`` for ``x`` ``[T, N]`` (``filter_in_chain``
+    and ``segments_per_block`` force a launch configuration)."""
     steps, lanes = x.shape
     acc = _filter_dtype(decay)
     kind, params, inclusive = spike_code(spike_fn)
-    x = x.contiguous()
     spikes, membrane = torch.empty_like(x), torch.empty_like(x)
-    checkpoints = torch.empty(-(-steps // LINEAR_FIRE_CHUNK), lanes, dtype=acc, device=x.device)
+    checkpoints = torch.empty(math.ceil(steps / SEGMENT), lanes, dtype=acc, device=x.device)
     h_last = torch.empty(lanes, dtype=acc, device=x.device)
+    per_lane = [arg(decay, acc), arg(scale, torch.float32)]
+    h0, bias0_f = arg(h0, acc), arg(bias0, torch.float32)
+    spike = (v_threshold, kind, *params, inclusive)
+    sizes = (steps, lanes, *layout)
+
+    def chunked_filter(filtered: torch.Tensor | None) -> None:
+        grid, per_block, *look_back = workspace(steps, lanes, x, 2 if decay.is_complex() else 1, segments_per_block)
+        KERNEL.launch(f"lf_fwd_{_suffix(decay)}", x.dtype, (grid,), (32, CHUNK_WARPS), x, *per_lane, h0, bias0_f,
+                      spikes, membrane, filtered, checkpoints, h_last, *look_back, *spike, *sizes, per_block)  # fmt: skip
+
+    if reset_decay is None:
+        chunked_filter(None)
+        return spikes, membrane, checkpoints, h_last.to(decay.dtype), bias0.clone()
+    if filter_in_chain is None:
+        filter_in_chain = lanes >= CHAIN_FILTER_LANES_PER_SM * _cuda.processors(x.device)
+    filtered = None
+    if not filter_in_chain:
+        filtered = membrane if x.dtype == torch.float32 else torch.empty(steps, lanes, device=x.device)
+        chunked_filter(filtered)
     bias_next = torch.empty(lanes, dtype=torch.float32, device=x.device)
-    rho = None if reset_decay is None else arg(reset_decay, torch.float32)
-    launch(
-        "linear_fire.cu", _kernel("fwd", decay), x.dtype, lanes,
-        x, arg(decay, acc), arg(scale, torch.float32), arg(h0, acc), arg(bias0, torch.float32), rho,
-        spikes, membrane, checkpoints, h_last, bias_next, v_threshold, kind, *params, inclusive, steps, lanes,
-    )  # fmt: skip
+    KERNEL.launch_items(f"lf_chain_{_suffix(decay)}", x.dtype, lanes, x, filtered, *per_lane,
+                        arg(reset_decay, torch.float32), h0, bias0_f, spikes, membrane, checkpoints, h_last, bias_next,
+                        *spike, *sizes)  # fmt: skip
     return spikes, membrane, checkpoints, h_last.to(decay.dtype), bias_next.to(bias0.dtype)
 
 
+def _strides(grad: torch.Tensor | None) -> tuple[int, int]:
+    return (0, 0) if grad is None else grad.stride()
+
+
 def linear_fire_backward_cupy(
-    grad_spikes: torch.Tensor,
-    grad_membrane: torch.Tensor,
-    grad_last: torch.Tensor,
+    grad_spikes: torch.Tensor | None,
+    grad_membrane: torch.Tensor | None,
+    grad_last: torch.Tensor | None,
+    grad_bias_next: torch.Tensor | None,
     x: torch.Tensor,
     decay: torch.Tensor,
     scale: torch.Tensor,
-    membrane: torch.Tensor,
+    reset_decay: torch.Tensor | None,
+    h0: torch.Tensor,
+    bias0: torch.Tensor,
+    membrane: torch.Tensor | None,
+    spikes: torch.Tensor | None,
     checkpoints: torch.Tensor,
     spike_fn: Surrogate,
     v_threshold: float,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Gradients of ``(x, decay, scale, h0)``."""
+    layout: tuple[int, int],
+    needs_bias: tuple[bool, bool],
+    *,
+    segments_per_block: int | None = None,
+) -> tuple[torch.Tensor, ...]:
+    """Gradients of ``(x, decay, scale, h0, bias0, reset_decay)`` from those of ``(spikes, membrane, h_last,
+    bias_next)`` (each ``None`` when none reached it; ``[T, N]`` gradients with any strides). ``needs_bias``:
+    whether ``bias0`` and ``reset_decay`` need theirs (``None`` is returned otherwise); ``membrane`` is read with
+    a reset, ``spikes`` when ``reset_decay`` needs its gradient."""
     steps, lanes = x.shape
     acc = _filter_dtype(decay)
     kind, params, _ = spike_code(spike_fn)
+    reset_grad = reset_decay is not None and needs_bias[1]
     grad_x = torch.empty_like(x)
-    grad_decay, grad_h0 = (torch.empty(lanes, dtype=acc, device=x.device) for _ in range(2))
-    grad_scale = torch.empty(lanes, dtype=torch.float32, device=x.device)
-    launch(
-        "linear_fire.cu", _kernel("bwd", decay), x.dtype, lanes,
-        arg(grad_spikes, x.dtype), arg(grad_membrane, x.dtype), arg(grad_last, acc), x, arg(decay, acc),
-        arg(scale, torch.float32), membrane, checkpoints, grad_x, grad_decay, grad_scale, grad_h0,
-        v_threshold, kind, *params, steps, lanes,
+    grad_h0 = torch.empty(lanes, dtype=acc, device=x.device)
+    grad_bias0 = torch.empty(lanes, device=x.device) if needs_bias[0] else None
+    grid, per_block, *look_back = workspace(steps, lanes, x, 4 if decay.is_complex() else 2, segments_per_block)
+    groups = grid // math.ceil(lanes / 32)
+    partials = torch.empty(groups, 4, lanes, device=x.device)
+    KERNEL.launch(
+        f"lf_bwd_{_suffix(decay)}", x.dtype, (grid,), (32, CHUNK_WARPS),
+        grad_spikes, grad_membrane, None if grad_last is None else arg(grad_last, acc),
+        None if grad_bias_next is None else arg(grad_bias_next, torch.float32), x, arg(decay, acc),
+        arg(scale, torch.float32), None if reset_decay is None else arg(reset_decay, torch.float32), arg(h0, acc),
+        arg(bias0, torch.float32), membrane if reset_decay is not None else None, spikes if reset_grad else None,
+        checkpoints, grad_x, grad_h0, grad_bias0, partials, *look_back, v_threshold, kind, *params, int(reset_grad),
+        steps, lanes, *layout, *_strides(grad_spikes), *_strides(grad_membrane), per_block,
     )  # fmt: skip
-    return grad_x, grad_decay.to(decay.dtype), grad_scale.to(scale.dtype), grad_h0.to(decay.dtype)
+    sums = to_params(partials.sum(0), layout)  # rows: Re/Im grad_decay, grad_scale, grad_rho
+    grad_decay = torch.complex(sums[0], sums[1]) if decay.is_complex() else sums[0]
+    return (
+        grad_x,
+        grad_decay.to(decay.dtype),
+        sums[2].to(scale.dtype),
+        grad_h0.to(h0.dtype),
+        None if grad_bias0 is None else grad_bias0.to(bias0.dtype),
+        sums[3].to(reset_decay.dtype) if reset_grad else None,
+    )

@@ -9,8 +9,9 @@ from __future__ import annotations
 import torch
 
 from ...surrogate import Surrogate
-from .._cupy import arg, launch
-from ..kernels import spike_code
+from .._cuda import KernelFile, arg, spike_code
+
+KERNEL = KernelFile(__package__, "ltc.cu")
 
 
 def ltc_forward_cupy(
@@ -30,7 +31,7 @@ def ltc_forward_cupy(
     kind, params, inclusive = spike_code(surrogate)
     inputs = [arg(t, dtype) for t in (current, rate, retention, u0, s0, b_init)]
     spikes, membrane, trace = (torch.empty_like(inputs[0]) for _ in range(3))
-    launch("ltc.cu", "ltc_fwd", dtype, lanes, *inputs, spikes, membrane, trace, b0, beta_a, kind, *params, inclusive, steps, lanes)
+    KERNEL.launch_items("ltc_fwd", dtype, lanes, *inputs, spikes, membrane, trace, b0, beta_a, kind, *params, inclusive, steps, lanes)
     return spikes, membrane, trace
 
 
@@ -51,8 +52,8 @@ def ltc_backward_cupy(
     grads_in = [arg(g, dtype) for g in (grad_spikes, grad_membrane, *grad_last)]
     grads_seq = [torch.empty(steps, lanes, dtype=dtype, device=current.device) for _ in range(3)]
     grads_state = [torch.empty(lanes, dtype=dtype, device=current.device) for _ in range(3)]
-    launch(
-        "ltc.cu", "ltc_bwd", dtype, lanes,
+    KERNEL.launch_items(
+        "ltc_bwd", dtype, lanes,
         *grads_in, *(arg(t, dtype) for t in saved), *grads_seq, *grads_state, b0, beta_a, kind, *params, steps, lanes,
     )  # fmt: skip
     return tuple(g.to(t.dtype) for g, t in zip(grads_seq + grads_state, saved))

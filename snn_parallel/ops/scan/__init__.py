@@ -23,7 +23,8 @@ import torch
 
 from ..._validation import check_same_device, check_tensor
 from .._backend import resolve_backend
-from .cupy import scan_cupy
+from .._layout import compact, param_layout, per_lane, to_params
+from .cupy import scan_backward_cupy, scan_forward_cupy
 from .parallel import default_chunk, scan_2d
 from .reference import linear_scan_reference
 
@@ -40,59 +41,66 @@ def _compute_dtype(*tensors: torch.Tensor) -> torch.dtype:
     return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
 
 
-def _scan(
-    backend: str,
-    a: torch.Tensor,
-    b: torch.Tensor,
-    h0: torch.Tensor,
-    *,
-    log_a: torch.Tensor | None = None,
-    reverse: bool = False,
-    chunk: int | None = None,
-    out: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """:func:`~.parallel.scan_2d` on the resolved backend (the kernels multiply decays and need no ``log_a``)."""
-    if backend == "cupy":
-        return scan_cupy(a, b, h0, reverse=reverse, chunk=chunk, out=out)
-    return scan_2d(a, b, h0, log_a=log_a, reverse=reverse, chunk=chunk, out=out)
-
-
 class _LinearScan(torch.autograd.Function):
-    """Flattened scan: ``a`` is ``[T, N]`` or ``[N]``, ``b`` is ``[T, N]``, ``h0`` is ``[N]``."""
+    """Flattened scan: ``a`` is ``[T, N]`` or ``[P]`` (``layout``, see :func:`~snn_parallel.ops._layout.param_layout`),
+    ``b`` is ``[T, N]``, ``h0`` is ``[N]``. On the CuPy path ``a`` and ``b`` may be float16/bfloat16 (read as they
+    are, accumulated in float32)."""
 
     @staticmethod
-    def forward(ctx: Any, a, b, h0, log_decay: bool, chunk: int | None, backend: str):
+    def forward(ctx: Any, a, b, h0, log_decay: bool, chunk: int | None, backend: str, layout: tuple[int, int]):
         decay = a.exp() if log_decay else a
-        h = _scan(backend, decay, b, h0, log_a=a if log_decay else None, chunk=chunk)
+        if backend == "cupy":
+            h, last = scan_forward_cupy(decay, b, h0, layout)
+        else:
+            lanes = decay if decay.dim() == 2 else per_lane(decay, b.shape[1], layout)
+            log_lanes = None if not log_decay else a if a.dim() == 2 else per_lane(a, b.shape[1], layout)
+            h = scan_2d(lanes, b, h0, log_a=log_lanes, chunk=chunk)
+            last = h[-1].clone()
         ctx.save_for_backward(decay, h, h0)
-        ctx.log_decay, ctx.chunk, ctx.backend = log_decay, chunk, backend
-        return h, h[-1].clone()
+        ctx.log_decay, ctx.chunk, ctx.backend, ctx.layout = log_decay, chunk, backend, layout
+        ctx.set_materialize_grads(False)
+        return h, last
 
     @staticmethod
-    def backward(ctx: Any, grad_h: torch.Tensor, grad_last: torch.Tensor):
+    def backward(ctx: Any, grad_h: torch.Tensor | None, grad_last: torch.Tensor | None):
         decay, h, h0 = ctx.saved_tensors
-        varying = decay.dim() == 2
-        d = grad_h.clone(memory_format=torch.contiguous_format)
+        if grad_h is None and grad_last is None:
+            return (None,) * 7
+        if ctx.backend == "cupy":
+            grad_a, g, grad_h0 = scan_backward_cupy(decay, grad_h, grad_last, h, h0, ctx.layout)
+        else:
+            lanes = decay if decay.dim() == 2 else per_lane(decay, h.shape[1], ctx.layout)
+            grad_a, g, grad_h0 = _backward_torch(lanes, h, h0, grad_h, grad_last, ctx.chunk, ctx.needs_input_grad[0])
+            if grad_a is not None and decay.dim() == 1:
+                grad_a = to_params(grad_a, ctx.layout)
+        if grad_a is not None and ctx.log_decay:
+            grad_a = grad_a * decay
+        needs = ctx.needs_input_grad
+        return grad_a if needs[0] else None, g if needs[1] else None, grad_h0 if needs[2] else None, None, None, None, None
+
+
+def _backward_torch(decay, h, h0, grad_h, grad_last, chunk, needs_a):
+    r"""Gradients ``(a, b, h0)`` on the torch path: :math:`G_t = d_t + \bar a_{t+1} G_{t+1}`, a reverse scan of
+    length ``T - 1`` started from :math:`G_{T-1} = d_{T-1}`."""
+    varying = decay.dim() == 2
+    d = torch.zeros_like(h) if grad_h is None else grad_h.clone(memory_format=torch.contiguous_format)
+    if grad_last is not None:
         d[-1] += grad_last
-        # G_t = d_t + conj(a_{t+1}) G_{t+1}: a reverse scan of length T-1 started from G_{T-1} = d_{T-1}
-        g = torch.empty_like(d)
-        g[-1] = d[-1]
-        if d.shape[0] > 1:
-            reverse_decay = (decay[1:] if varying else decay).conj().resolve_conj()
-            _scan(ctx.backend, reverse_decay, d[:-1], d[-1], reverse=True, chunk=ctx.chunk, out=g[:-1])
-        first_decay = decay[0] if varying else decay
-        grad_h0 = first_decay.conj() * g[0] if ctx.needs_input_grad[2] else None
-        grad_a = None
-        if ctx.needs_input_grad[0]:
-            if varying:
-                grad_a = torch.empty_like(g)
-                torch.mul(g[0], h0.conj(), out=grad_a[0])
-                torch.mul(g[1:], h[:-1].conj(), out=grad_a[1:])
-            else:
-                grad_a = (g[1:] * h[:-1].conj()).sum(0) + g[0] * h0.conj()
-            if ctx.log_decay:
-                grad_a = grad_a.mul_(decay)
-        return grad_a, g if ctx.needs_input_grad[1] else None, grad_h0, None, None, None
+    g = torch.empty_like(d)
+    g[-1] = d[-1]
+    if d.shape[0] > 1:
+        reverse_decay = (decay[1:] if varying else decay).conj().resolve_conj()
+        scan_2d(reverse_decay, d[:-1], d[-1], reverse=True, chunk=chunk, out=g[:-1])
+    grad_h0 = (decay[0] if varying else decay).conj() * g[0]
+    grad_a = None
+    if needs_a:
+        if varying:
+            grad_a = torch.empty_like(g)
+            torch.mul(g[0], h0.conj(), out=grad_a[0])
+            torch.mul(g[1:], h[:-1].conj(), out=grad_a[1:])
+        else:
+            grad_a = (g[1:] * h[:-1].conj()).sum(0) + g[0] * h0.conj()
+    return grad_a, g, grad_h0
 
 
 def linear_scan(
@@ -116,7 +124,8 @@ def linear_scan(
         log_decay: ``a`` holds :math:`\log a_t` (real); chunk totals are then sums of logs.
         chunk: chunk length of the parallel scan (tuning knob; the result does not depend on it).
         backend: ``"auto"``, ``"torch"`` or ``"cupy"`` (see :mod:`snn_parallel.ops._backend`); the
-            kernels take float32 and complex64 (half precision is widened first, as on the torch path).
+            kernels read float32, float16, bfloat16 (``a`` and ``b`` alike) and complex64, and compute in
+            float32 (complex64), as the torch path does.
         validate: check the arguments (set ``False`` only where the caller already has).
 
     Returns:
@@ -135,13 +144,19 @@ def linear_scan(
 
     backend = resolve_backend(backend, b, op="linear_scan", unsupported=gap)
     num_steps, state_shape = b.shape[0], b.shape[1:]
-    b2 = b.to(dtype).reshape(num_steps, -1).contiguous()
+    # the kernels read float16 and bfloat16 as they are (a and b in the same one) and accumulate in float32
+    half = b.dtype in (torch.float16, torch.bfloat16) and a.dtype == b.dtype and not log_decay
+    storage = b.dtype if backend == "cupy" and half else dtype
+    b2 = b.to(storage).reshape(num_steps, -1).contiguous()
+    layout = (1, 1)
     if a.dim() == b.dim():
-        a2 = a.to(dtype).reshape(num_steps, -1).contiguous()
-    else:
-        a2 = a.to(dtype).expand(state_shape).reshape(-1).contiguous()
-    h02 = torch.zeros_like(b2[0]) if h0 is None else h0.to(dtype).reshape(-1)
-    h, last = _LinearScan.apply(a2, b2, h02, log_decay, chunk, backend)
+        a2 = a.to(storage).reshape(num_steps, -1).contiguous()
+    else:  # per channel (or any broadcast) as [P], not expanded to every lane
+        lo, hi, *layout = param_layout(state_shape, a)
+        a2 = compact(a.to(storage), state_shape, lo, hi)
+    lanes = b2.shape[1]
+    h02 = torch.zeros(lanes, dtype=dtype, device=b.device) if h0 is None else h0.to(dtype).reshape(-1).contiguous()
+    h, last = _LinearScan.apply(a2, b2, h02, log_decay, chunk, backend, tuple(layout))
     return h.view(b.shape), last.view(state_shape)
 
 

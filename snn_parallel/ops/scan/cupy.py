@@ -1,54 +1,63 @@
-"""CuPy path of the scan: the reduce / carry / apply launches of ``scan.cu`` on flattened tensors."""
+"""CuPy path of the scan: the time-chunked kernels of ``scan.cu``, one launch each way (plus the look-back's flag
+memset, see :func:`~snn_parallel.ops._cuda.workspace`)."""
 
 from __future__ import annotations
 
 import torch
 
-from .._cupy import launch
+from .._cuda import CHUNK_WARPS, KernelFile, workspace
+from .._layout import to_params
 
-# Chunking on a GPU; first guesses, not yet tuned on a device.
-#: lanes per multiprocessor from which one apply pass over the whole sequence (the fewest bytes moved) is used
-SINGLE_PASS_LANES_PER_SM = 256
-#: (chunk, lane) items per multiprocessor that a chunked scan aims for below that
-CHUNKED_ITEMS_PER_SM = 1024
-
-
-def gpu_chunk(num_steps: int, lanes: int, processors: int) -> int:
-    """Chunk length on a GPU with ``processors`` multiprocessors: ``T`` (no chunks) for wide scans,
-    else short enough that the (chunk, lane) items fill the device (see the constants above)."""
-    if lanes >= processors * SINGLE_PASS_LANES_PER_SM:
-        return num_steps
-    chunks = min(num_steps, -(-processors * CHUNKED_ITEMS_PER_SM // lanes))
-    return -(-num_steps // chunks)
+KERNEL = KernelFile(__package__, "scan.cu")
+def _kernels(b: torch.Tensor) -> tuple[str, torch.dtype, torch.dtype]:
+    """(kernel prefix, build dtype, state dtype) for inputs like ``b``."""
+    if b.is_complex():
+        return "cscan", torch.float32, torch.complex64
+    return "scan", b.dtype, torch.float32
 
 
-def _processors(device: torch.device) -> int:
-    return torch.cuda.get_device_properties(device).multi_processor_count
+def scan_forward_cupy(
+    a: torch.Tensor, b: torch.Tensor, h0: torch.Tensor, layout: tuple[int, int] = (1, 1), *,
+    segments_per_block: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    r"""``(h, h_last)`` of :math:`h_t = a_t h_{t-1} + b_t` for contiguous CUDA tensors ``a`` ``[T, N]`` or ``[P]``
+    (``layout = (P, spatial)``, see :func:`~snn_parallel.ops._layout.param_layout`) and ``b`` ``[T, N]`` (float32,
+    float16 or bfloat16, the same for both; or complex64) and ``h0`` ``[N]``; ``h`` and ``h_last`` in float32
+    (complex64)."""
+    steps, lanes = b.shape
+    prefix, build, state = _kernels(b)
+    h = torch.empty(steps, lanes, dtype=state, device=b.device)
+    h_last = torch.empty(lanes, dtype=state, device=b.device)
+    grid, per_block, *look_back = workspace(steps, lanes, b, 2 if b.is_complex() else 1, segments_per_block)
+    KERNEL.launch(f"{prefix}_fwd", build, (grid,), (32, CHUNK_WARPS), a, b, h0, h, h_last, *look_back,
+                  int(a.dim() == 2), steps, lanes, *layout, per_block)  # fmt: skip
+    return h, h_last
 
 
-def scan_cupy(
+def scan_backward_cupy(
     a: torch.Tensor,
-    b: torch.Tensor,
+    grad_h: torch.Tensor | None,
+    grad_last: torch.Tensor | None,
+    h: torch.Tensor,
     h0: torch.Tensor,
+    layout: tuple[int, int] = (1, 1),
     *,
-    reverse: bool = False,
-    chunk: int | None = None,
-    out: torch.Tensor | None = None,
-) -> torch.Tensor:
-    r""":math:`h_t = a_t h_{t-1} + b_t` (``reverse``: from the end) with the kernels; the contract
-    of :func:`~snn_parallel.ops.scan.parallel.scan_2d` on contiguous float32 or complex64 CUDA
-    tensors (``a`` ``[T, N]`` or ``[N]``, ``b`` ``[T, N]``, ``h0`` ``[N]``, ``out`` contiguous)."""
-    num_steps, lanes = b.shape
-    h = torch.empty_like(b) if out is None else out
-    length = chunk or gpu_chunk(num_steps, lanes, _processors(b.device))
-    chunks = -(-num_steps // length)
-    prefix = "cscan" if b.is_complex() else "scan"
-    sizes = (num_steps, lanes, length, int(a.dim() == 2), int(reverse))
-    if chunks == 1:
-        carry = h0.contiguous()
-    else:
-        chunk_a, chunk_h, carry = (torch.empty(chunks, lanes, dtype=b.dtype, device=b.device) for _ in range(3))
-        launch("scan.cu", f"{prefix}_reduce", torch.float32, chunks * lanes, a, b, chunk_a, chunk_h, *sizes)
-        launch("scan.cu", f"{prefix}_carry", torch.float32, lanes, chunk_a, chunk_h, h0.contiguous(), carry, chunks, lanes, int(reverse))
-    launch("scan.cu", f"{prefix}_apply", torch.float32, chunks * lanes, a, b, carry, h, *sizes)
-    return h
+    segments_per_block: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Gradients ``(a, b, h0)`` from those of ``h`` (``[T, N]`` with any strides, or ``None``) and ``h_last``
+    (or ``None``); ``a``'s and ``b``'s in the dtype of ``a``, ``h0``'s in ``h``'s."""
+    steps, lanes = h.shape
+    prefix, build, state = _kernels(h)
+    varying = a.dim() == 2
+    grad_b = torch.empty(steps, lanes, dtype=a.dtype, device=h.device)
+    grad_h0 = torch.empty(lanes, dtype=state, device=h.device)
+    grid, per_block, *look_back = workspace(steps, lanes, h, 2 if h.is_complex() else 1, segments_per_block)
+    groups = max(1, grid // -(-lanes // 32))
+    grad_a = torch.empty_like(grad_b) if varying else None
+    partial = None if varying else torch.empty(groups, lanes, dtype=state, device=h.device)
+    strides = grad_h.stride() if grad_h is not None else (0, 0)
+    KERNEL.launch(f"{prefix}_bwd", build, (grid,), (32, CHUNK_WARPS), a, grad_h, grad_last, h, h0, grad_a, partial,
+                  grad_b, grad_h0, *look_back, int(varying), steps, lanes, *layout, *strides, per_block)  # fmt: skip
+    if not varying:
+        grad_a = to_params(partial.sum(0), layout).to(a.dtype)
+    return grad_a, grad_b, grad_h0

@@ -8,7 +8,14 @@ from __future__ import annotations
 
 import torch
 
-from .._cupy import arg, launch
+from .._cuda import KernelFile, arg
+from .reference import DT_DU_MIN, FALLBACK_CLAMP, FALLBACK_WIDTH
+
+KERNEL = KernelFile(
+    __package__,
+    "tssl.cu",
+    {"TSSL_DT_DU_MIN": DT_DU_MIN, "TSSL_FALLBACK_WIDTH": FALLBACK_WIDTH, "TSSL_FALLBACK_CLAMP": FALLBACK_CLAMP},
+)
 
 
 def tssl_forward_cupy(
@@ -26,8 +33,8 @@ def tssl_forward_cupy(
     inputs = [arg(t, dtype) for t in (current, u0, a0)]
     sequences = [torch.empty_like(inputs[0]) for _ in range(4)]
     last = [torch.empty_like(inputs[1]) for _ in range(2)]
-    launch(
-        "tssl.cu", "tssl_fwd", dtype, lanes,
+    KERNEL.launch_items(
+        "tssl_fwd", dtype, lanes,
         *inputs, *sequences, *last, v_threshold, tau_m, tau_s, int(inclusive), steps, lanes,
     )  # fmt: skip
     return (*sequences, *last)
@@ -49,5 +56,5 @@ def tssl_backward_cupy(
     dtype = spikes.dtype
     saved = [arg(t, dtype) for t in (grad_psp, spikes, membrane, delta_u, psp)]
     grad = torch.empty_like(saved[1])
-    launch("tssl.cu", "tssl_bwd", dtype, lanes, *saved, grad, v_threshold, tau_m, tau_s, int(dt_du_at_spikes), steps, lanes)
+    KERNEL.launch_items("tssl_bwd", dtype, lanes, *saved, grad, v_threshold, tau_m, tau_s, int(dt_du_at_spikes), steps, lanes)
     return grad

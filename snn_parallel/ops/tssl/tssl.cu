@@ -5,11 +5,11 @@
 // Items: one thread per lane n in [0, N); the T-step loops run in registers, in float32.
 #include "common.cuh"
 
-// The clamp of dt/du and the width and clamp of the silent-neuron sigmoid (reference.py's DT_DU_MIN,
-// FALLBACK_WIDTH, FALLBACK_CLAMP).
-#define TSSL_DT_DU_MIN -8.0f
-#define TSSL_FALLBACK_WIDTH 0.2f
-#define TSSL_FALLBACK_CLAMP 8.0f
+// The clamp of dt/du and the width and clamp of the silent-neuron sigmoid: reference.py's DT_DU_MIN,
+// FALLBACK_WIDTH, FALLBACK_CLAMP, passed by the launcher as -DTSSL_<NAME> (snn_parallel/ops/tssl/cupy.py).
+#if !defined(TSSL_DT_DU_MIN) || !defined(TSSL_FALLBACK_WIDTH) || !defined(TSSL_FALLBACK_CLAMP)
+#error "TSSL_DT_DU_MIN, TSSL_FALLBACK_WIDTH and TSSL_FALLBACK_CLAMP are passed by the launcher (-D)"
+#endif
 
 __device__ __forceinline__ float clamp_to(float x, float lo, float hi) { return fminf(fmaxf(x, lo), hi); }
 

@@ -1,11 +1,16 @@
-// snn_parallel CUDA kernels: shared definitions (see the package docstring and the ABI notes).
+// snn_parallel CUDA kernels: shared definitions (snn_parallel/ops/_cuda, included by every op's .cu).
 //
-// Compiled once per storage dtype with -DSNN_DTYPE=float|__half|__nv_bfloat16 (default float).
+// Compiled once per storage dtype with -DSNN_DTYPE=float|__half|__nv_bfloat16 (default float), and with the
+// spike-function kind ids below passed as -DSNN_KIND_<NAME>=<id> by the launcher (snn_parallel/ops/_cuda).
 // Every kernel accumulates in float32: values are read with load() and written with store().
 // Complex values are float32 pairs (float2: re, im), whatever SNN_DTYPE is.
 //
 // The sources build with nvcc, with NVRTC (CuPy RawModule), and - for SNN_DTYPE=float - with a
 // plain host C++ compiler when tests/kernel_harness/cuda_emu.h is force-included first.
+//
+// Layout conventions: sequences are time-major [T, N] (index t*N + n), per-lane tensors [N]; sizes are
+// long long, flags int. A spike function is passed by value as (int kind, float p0, p1, p2, p3) followed
+// by int inclusive (1: fire on x >= 0, 0: on x > 0) where the kernel fires.
 #pragma once
 
 #ifndef SNN_DTYPE
@@ -64,6 +69,25 @@ __device__ __forceinline__ float real_part(float2 z) { return z.x; }
 __device__ __forceinline__ float conjugate(float z) { return z; }
 __device__ __forceinline__ float2 conjugate(float2 z) { return make_float2(z.x, -z.y); }
 
+// ---- flags and data shared across blocks (a decoupled look-back) ----------------------------
+// flag_store publishes: every store before it is visible to a block that has read the flag with flag_load;
+// load_cg reads such data from L2 (not a stale L1 line). The CPU harness (cuda_emu.h) defines host versions
+// with acquire/release atomics, and SNN_COUNT(event) to count events (SNN_EVENT_* ids, -D from Python).
+#if defined(__CUDACC__) || defined(__CUDACC_RTC__)
+__device__ __forceinline__ int flag_load(const int* p) {
+    const int value = *(const volatile int*)p;
+    __threadfence();
+    return value;
+}
+__device__ __forceinline__ void flag_store(int* p, int value) {
+    __threadfence();
+    *(volatile int*)p = value;
+}
+__device__ __forceinline__ float load_cg(const float* p) { return __ldcg(p); }
+__device__ __forceinline__ float2 load_cg(const float2* p) { return __ldcg(p); }
+#define SNN_COUNT(event) ((void)0)
+#endif
+
 // ---- 1-D grid-stride loop over work items: any grid size covers all `count` items ----------
 __device__ __forceinline__ long long item_start() {
     return (long long)blockIdx.x * (long long)blockDim.x + (long long)threadIdx.x;
@@ -83,7 +107,10 @@ __device__ __forceinline__ float gaussian(float x, float mu, float sigma) {
 
 // Spike functions by kind id. Kernels take them as (int kind, float p0, float p1, float p2, float p3[, int inclusive])
 // and pack the four parameters into `const float params[4]` (passed by value: no device buffer per call).
-#define SNN_KIND_INTEGER 4
+#if !defined(SNN_KIND_ATAN) || !defined(SNN_KIND_SIGMOID) || !defined(SNN_KIND_RECT) || !defined(SNN_KIND_GAUSSIANS) || \
+    !defined(SNN_KIND_INTEGER)
+#error "the spike-function kind ids SNN_KIND_* are passed by the launcher (-D, snn_parallel/ops/_cuda)"
+#endif
 
 // Forward spike S(x): kinds 0-3 fire Theta(x) under the firing rule; kind 4 (integer spikes, levels = params[0])
 // gives clamp(rint(x), 0, levels) (rint rounds half to even, as torch.round).
@@ -93,30 +120,30 @@ __device__ __forceinline__ float spike_value(int kind, const float* params, int 
 }
 
 // Surrogate derivative g'(x) by kind id; params is an array of 4 floats (unused ones ignored):
-//   0 atan(alpha):      (alpha/2) / (1 + (pi*alpha*x/2)^2)
-//   1 sigmoid(alpha):   alpha * s * (1 - s),  s = 1 / (1 + exp(-alpha*x))
-//   2 rect(width):      [|x| < width/2] / width
-//   3 multi_gaussian(sigma, scale, height, gamma):
+//   ATAN atan(alpha):        (alpha/2) / (1 + (pi*alpha*x/2)^2)
+//   SIGMOID sigmoid(alpha):  alpha * s * (1 - s),  s = 1 / (1 + exp(-alpha*x))
+//   RECT rect(width):        [|x| < width/2] / width
+//   GAUSSIANS multi_gaussian(sigma, scale, height, gamma):
 //       gamma * ((1+h) N(x; 0, sigma) - h N(x; sigma, scale*sigma) - h N(x; -sigma, scale*sigma))
-//   4 integer(levels):  [0 <= x <= levels]  (straight-through inside the clamp range)
+//   INTEGER integer(levels): [0 <= x <= levels]  (straight-through inside the clamp range)
 // An unknown kind gives 0 (the Python dispatcher only passes the five kinds above).
 __device__ __forceinline__ float surrogate_grad(int kind, const float* params, float x) {
     switch (kind) {
-    case 0: {
+    case SNN_KIND_ATAN: {
         const float alpha = params[0];
         const float z = (SNN_PI_F / 2.0f) * alpha * x;
         return (alpha / 2.0f) / (1.0f + z * z);
     }
-    case 1: {
+    case SNN_KIND_SIGMOID: {
         const float alpha = params[0];
         const float s = 1.0f / (1.0f + expf(-alpha * x));
         return alpha * s * (1.0f - s);
     }
-    case 2: {
+    case SNN_KIND_RECT: {
         const float width = params[0];
         return fabsf(x) < width / 2.0f ? 1.0f / width : 0.0f;
     }
-    case 3: {
+    case SNN_KIND_GAUSSIANS: {
         const float sigma = params[0], scale = params[1], height = params[2], gamma = params[3];
         const float wide = scale * sigma;
         return gamma * ((1.0f + height) * gaussian(x, 0.0f, sigma) - height * gaussian(x, sigma, wide) -

@@ -11,7 +11,10 @@
 // last k inputs in a register array of DSN_MAX_TAPS slots (so k <= DSN_MAX_TAPS).
 #include "common.cuh"
 
-#define DSN_MAX_TAPS 8
+// The most taps a lane holds in registers (-DDSN_MAX_TAPS, snn_parallel/ops/dsn/cupy.py).
+#ifndef DSN_MAX_TAPS
+#error "DSN_MAX_TAPS is passed by the launcher (-D)"
+#endif
 
 // log sigmoid(p) = min(p, 0) - log1p(exp(-|p|)), finite for any p.
 __device__ __forceinline__ float log_sigmoid(float p) { return fminf(p, 0.0f) - log1pf(expf(-fabsf(p))); }

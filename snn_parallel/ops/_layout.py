@@ -1,0 +1,44 @@
+"""Per-lane parameters in their compact form, shared by the ops whose kernels read them in-kernel.
+
+A parameter broadcastable to the lane shape ``S`` (e.g. per channel ``[C]`` of ``[B, C, *spatial]``) reaches the
+kernels as ``[P]``, read for lane ``n`` (row-major over ``S``) at ``(n // spatial) % P`` instead of being
+expanded to every lane.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+
+def param_layout(shape: torch.Size, *params: torch.Tensor | None) -> tuple[int, int, int, int]:
+    """Where per-lane parameters broadcastable to the lane shape ``shape`` vary: ``(lo, hi, P, spatial)`` with
+    dims ``[lo, hi)`` of ``shape`` spanning every dim along which some parameter has more than one value,
+    ``P`` their product and ``spatial`` the product of the dims after them. Lane ``n`` (row-major over
+    ``shape``) then reads parameter ``(n // spatial) % P``: per channel ``[C]`` of ``[B, C, *spatial]`` gives
+    ``P = C``; a scalar ``P = 1``."""
+    varying = set()
+    for param in params:
+        if param is not None:
+            aligned = (1,) * (len(shape) - param.dim()) + tuple(param.shape)
+            varying |= {i for i, size in enumerate(aligned) if size != 1}
+    lo, hi = (min(varying), max(varying) + 1) if varying else (0, 0)
+    return lo, hi, math.prod(shape[lo:hi]), math.prod(shape[hi:])
+
+
+def compact(param: torch.Tensor, shape: torch.Size, lo: int, hi: int) -> torch.Tensor:
+    """``param`` (broadcastable to ``shape``) as ``[P]``: its values along dims ``[lo, hi)`` (differentiable)."""
+    full = param.reshape((1,) * (len(shape) - param.dim()) + tuple(param.shape)).expand(shape)
+    return full[(0,) * lo + (Ellipsis,) + (0,) * (len(shape) - hi)].reshape(-1)
+
+
+def per_lane(param: torch.Tensor, lanes: int, layout: tuple[int, int]) -> torch.Tensor:
+    """A ``[P]`` parameter for every lane, ``[N]``."""
+    count, spatial = layout
+    return param.view(1, count, 1).expand(lanes // (count * spatial), count, spatial).reshape(lanes)
+
+
+def to_params(lanes: torch.Tensor, layout: tuple[int, int]) -> torch.Tensor:
+    """Sum per-lane values ``[..., N]`` (e.g. a gradient) into their ``[..., P]`` parameters."""
+    return lanes.reshape(*lanes.shape[:-1], -1, layout[0], layout[1]).sum((-3, -1))

@@ -1,0 +1,356 @@
+// Linear membrane with a spike readout and an optional threshold-bias soft reset (snn_parallel/ops/linear_fire/
+// {reference,fused}.py): PRF (complex filter, *_complex) and the decoupled-reset LIF (real filter, *_real).
+//
+//     h_t = a h_{t-1} + c x_t,   m_t = Re h_t - b_t,   s_t = S(m_t - V_th),   b_{t+1} = rho (b_t + V_th sg(s_t))
+//
+// (without a reset b_t = bias0 throughout). Layout: x, spikes, membrane and grad_x are time-major [T, N] in the
+// storage dtype; a (decay), c (scale) and rho (reset_decay) are per parameter lane [P], read for lane n at
+// (n / spatial) % P (per channel: P = C, spatial = the product of the spatial dims; per lane: P = N, spatial = 1);
+// h0, h_last, grad_h0 [N] and the checkpoints [K, N] (the filter state entering each segment of SNN_SEGMENT
+// steps, K = ceil(T / SNN_SEGMENT)) are float32 (real) or float2 (complex); bias0, bias_next, grad_bias0,
+// grad_bias_next [N] float32.
+//
+// lf_fwd_*: the filter as a time-chunked scan (chunked.cuh). Without a reset it writes spikes and membrane; with
+//     one (filtered != null) it writes Re h_t to the float32 [T, N] `filtered` for lf_chain_*.
+// lf_chain_*: the threshold chain, serial by nature: one thread per lane walks t = 0..T-1 with the inputs of the
+//     next SNN_STEPS steps in flight, reading Re h_t from `filtered`, or (filtered == null) running the filter
+//     itself and writing the checkpoints and h_last (one pass over x for wide layers).
+// lf_bwd_*: the backward, a reverse time-chunked scan. Each segment first reruns the filter from its checkpoint
+//     (a forward scan inside the block), then, with d_t = dL/dm_t + dL/ds_t S'(m_t - V_th) (m_t read from
+//     `membrane` with a reset, recomputed as Re h_t - bias0 without), scans the filter gradient
+//         G_t = conj(a) G_{t+1} + d_t   (G_{T-1} = grad_last + d_{T-1})
+//     and the threshold-bias gradient (the reset acts through b only, spikes detached in it)
+//         beta_t = rho beta_{t+1} - d_t   (beta_T = grad_bias_next; rho = 1 without a reset)
+//     and writes grad_x_t = c Re G_t, grad_h0 = conj(a) G_0, grad_bias0 = beta_0 (if not null), and per block the
+//     partial sums of grad_a = sum_t G_t conj(h_{t-1}), grad_c = sum_t Re(G_t) x_t and (reset_grad = 1)
+//     grad_rho = sum_t beta_{t+1} (b_t + V_th s_t), with b_t = Re h_t - m_t, into partials [groups, 4, N]
+//     (rows: Re grad_a, Im grad_a, grad_c, grad_rho). grad_spikes and grad_membrane are read with their strides
+//     (sts, sns) and (stm, snm), or are null.
+#include "chunked.cuh"
+
+template <class Acc>
+__device__ __forceinline__ Acc drive(float c, float x) {
+    Acc z;
+    set_real(z, c * x);
+    return z;
+}
+
+// Parameter lane of lane n.
+__device__ __forceinline__ long long param_lane(long long n, long long P, long long spatial) { return (n / spatial) % P; }
+
+template <class Acc>
+struct FireForward {
+    typedef Acc State;
+    struct Step {
+        float x;
+    };
+    typedef NoPartial Partial;
+    const scalar_t* x;
+    const Acc* decay;
+    const float* scale;
+    const Acc* h0;
+    const float* bias0;
+    scalar_t* spikes;
+    scalar_t* membrane;
+    float* filtered;
+    Acc* checkpoints;
+    Acc* h_last;
+    float v_threshold;
+    int kind, inclusive;
+    float params[4];
+    long long T, N, P, spatial;
+    Acc a{};  // bound to the lane by bind()
+    float c = 0.0f, bias = 0.0f;
+
+    __device__ void bind(long long n) {
+        const long long p = param_lane(n, P, spatial);
+        a = decay[p];
+        c = scale[p];
+        bias = bias0[n];
+    }
+    __device__ void fetch(Step& s, long long t, long long n) const { s.x = load(x + t * N + n); }
+    __device__ void prepare(Step (&)[SNN_STEPS], long long, long long, long long, bool, long long) {}
+    __device__ void map(const Step& s, long long, Acc& d, Acc& b) const {
+        d = a;
+        b = drive<Acc>(c, s.x);
+    }
+    __device__ void emit(Step (&)[SNN_STEPS], int, long long t, long long n, const Acc&, const Acc& h, NoPartial&) {
+        const long long i = t * N + n;
+        if (filtered) {
+            filtered[i] = real_part(h);
+        } else {
+            const float m = real_part(h) - bias;
+            store(membrane + i, m);
+            store(spikes + i, spike_value(kind, params, inclusive, m - v_threshold));
+        }
+        if (t == T - 1) h_last[n] = h;
+    }
+    __device__ Acc initial(long long n) const { return h0[n]; }
+    __device__ void enter(long long k, long long n, const Acc& carry) { checkpoints[k * N + n] = carry; }
+    __device__ void store_partial(long long, long long, const NoPartial&) const {}
+};
+
+template <class Acc>
+struct FirePartial {
+    Acc decay;
+    float scale, rho;
+};
+template <class Acc>
+__device__ __forceinline__ void set_zero(FirePartial<Acc>& p) {
+    set_zero(p.decay);
+    p.scale = 0.0f;
+    p.rho = 0.0f;
+}
+template <class Acc>
+__device__ __forceinline__ FirePartial<Acc> add(const FirePartial<Acc>& a, const FirePartial<Acc>& b) {
+    return {add(a.decay, b.decay), a.scale + b.scale, a.rho + b.rho};
+}
+__device__ __forceinline__ float imag_part(float) { return 0.0f; }
+__device__ __forceinline__ float imag_part(float2 z) { return z.y; }
+
+template <class Acc>
+struct FireBackward {
+    typedef WithBias<Acc> State;
+    struct Step {
+        float x, grad_s, grad_m, m, spike, d;
+        Acc h;
+    };
+    typedef FirePartial<Acc> Partial;
+    const scalar_t* grad_spikes;
+    const scalar_t* grad_membrane;
+    const Acc* grad_last;
+    const float* grad_bias_next;
+    const scalar_t* x;
+    const Acc* decay;
+    const float* scale;
+    const float* reset_decay;
+    const Acc* h0;
+    const float* bias0;
+    const scalar_t* membrane;
+    const scalar_t* spikes;
+    const Acc* checkpoints;
+    scalar_t* grad_x;
+    Acc* grad_h0;
+    float* grad_bias0;
+    float* partials;
+    float v_threshold;
+    int kind, reset_grad;
+    float params[4];
+    long long T, N, P, spatial, sts, sns, stm, snm;
+    Acc a{}, back{}, h_enter{};  // bound to the lane by bind(); h_enter: the filter state entering this thread's steps
+    float c = 0.0f, rho = 0.0f, bias = 0.0f;
+
+    __device__ void bind(long long n) {
+        const long long p = param_lane(n, P, spatial);
+        a = decay[p];
+        back = conjugate(a);
+        c = scale[p];
+        rho = reset_decay ? reset_decay[p] : 1.0f;
+        bias = bias0[n];
+    }
+    __device__ void fetch(Step& s, long long t, long long n) const {
+        const long long i = t * N + n;
+        s.x = load(x + i);
+        s.grad_s = grad_spikes ? load(grad_spikes + t * sts + n * sns) : 0.0f;
+        s.grad_m = grad_membrane ? load(grad_membrane + t * stm + n * snm) : 0.0f;
+        s.m = reset_decay ? load(membrane + i) : 0.0f;
+        s.spike = reset_grad ? load(spikes + i) : 0.0f;
+    }
+    // Rerun the filter over the segment from its checkpoint, then d_t (and b_t + V s_t) of every step.
+    __device__ void prepare(Step (&steps)[SNN_STEPS], long long k, long long t0, long long n, bool, long long T_) {
+        Acc d, b;
+        set_one(d);
+        set_zero(b);
+        SNN_UNROLL
+        for (int j = 0; j < SNN_STEPS; ++j)
+            if (t0 + j < T_) compose(d, b, a, drive<Acc>(c, steps[j].x));
+        Acc pre_d, pre_b, tot_d, tot_b;
+        block_prefix(d, b, 0, pre_d, pre_b, tot_d, tot_b);
+        Acc h = affine(pre_d, checkpoints[k * N + n], pre_b);
+        h_enter = h;
+        SNN_UNROLL
+        for (int j = 0; j < SNN_STEPS; ++j) {
+            Step& s = steps[j];
+            h = affine(a, h, drive<Acc>(c, s.x));
+            s.h = h;
+            const float m = reset_decay ? s.m : real_part(h) - bias;
+            s.d = s.grad_m + s.grad_s * surrogate_grad(kind, params, m - v_threshold);
+            s.spike = real_part(h) - m + v_threshold * s.spike;  // b_t + V s_t, used with reset_grad only
+        }
+    }
+    __device__ void map(const Step& s, long long t, State& d, State& b) const {
+        if (t < T - 1) d.g = back;
+        else set_one(d.g);
+        d.beta = rho;
+        set_real(b.g, s.d);
+        b.beta = -s.d;
+    }
+    __device__ void emit(Step (&steps)[SNN_STEPS], int j, long long t, long long n, const State& before,
+                         const State& after, Partial& partial) {
+        const Acc G = after.g;
+        const float g_re = real_part(G);
+        store(grad_x + t * N + n, c * g_re);
+        partial.scale += g_re * steps[j].x;
+        partial.decay = add(partial.decay, mul(G, conjugate(j > 0 ? steps[j - 1].h : h_enter)));
+        if (reset_grad) partial.rho += before.beta * steps[j].spike;
+        if (t == 0) {
+            grad_h0[n] = mul(back, G);
+            if (grad_bias0) grad_bias0[n] = after.beta;
+        }
+    }
+    __device__ State initial(long long n) const {
+        State s;
+        if (grad_last) s.g = grad_last[n];
+        else set_zero(s.g);
+        s.beta = grad_bias_next ? grad_bias_next[n] : 0.0f;
+        return s;
+    }
+    __device__ void enter(long long, long long, const State&) const {}
+    __device__ void store_partial(long long group, long long n, const Partial& total) const {
+        float* rows = partials + group * 4 * N + n;
+        rows[0] = real_part(total.decay);
+        rows[N] = imag_part(total.decay);
+        rows[2 * N] = total.scale;
+        rows[3 * N] = total.rho;
+    }
+};
+
+// The threshold chain of one lane (see the top of this file).
+template <class Acc>
+__device__ void chain_lane(const scalar_t* __restrict__ x, const float* filtered, const Acc* __restrict__ decay,
+                           const float* __restrict__ scale, const float* __restrict__ reset_decay,
+                           const Acc* __restrict__ h0, const float* __restrict__ bias0, scalar_t* __restrict__ spikes,
+                           scalar_t* membrane, Acc* __restrict__ checkpoints, Acc* __restrict__ h_last,
+                           float* __restrict__ bias_next, float v_threshold, int kind, const float* params,
+                           int inclusive, long long T, long long N, long long P, long long spatial, long long n) {
+    const long long p = param_lane(n, P, spatial);
+    const Acc a = decay[p];
+    const float c = scale[p], rho = reset_decay[p];
+    Acc h = h0[n];
+    float b = bias0[n];
+    float current[SNN_STEPS], next[SNN_STEPS];
+    SNN_UNROLL
+    for (int j = 0; j < SNN_STEPS; ++j) {
+        const long long i = (j < T ? j : T - 1) * N + n;
+        current[j] = filtered ? filtered[i] : load(x + i);
+    }
+    for (long long t0 = 0; t0 < T; t0 += SNN_STEPS) {
+        SNN_UNROLL
+        for (int j = 0; j < SNN_STEPS; ++j) {  // the next steps' inputs, in flight while this chunk runs
+            const long long t = t0 + SNN_STEPS + j, i = (t < T ? t : T - 1) * N + n;
+            next[j] = filtered ? filtered[i] : load(x + i);
+        }
+        SNN_UNROLL
+        for (int j = 0; j < SNN_STEPS; ++j) {
+            const long long t = t0 + j;
+            if (t >= T) break;
+            float re = current[j];
+            if (!filtered) {
+                if (t % SNN_SEGMENT == 0) checkpoints[(t / SNN_SEGMENT) * N + n] = h;
+                h = affine(a, h, drive<Acc>(c, current[j]));
+                re = real_part(h);
+            }
+            const float m = re - b;
+            const float spike = spike_value(kind, params, inclusive, m - v_threshold);
+            store(membrane + t * N + n, m);
+            store(spikes + t * N + n, spike);
+            b = rho * (b + v_threshold * spike);
+        }
+        SNN_UNROLL
+        for (int j = 0; j < SNN_STEPS; ++j) current[j] = next[j];
+    }
+    if (!filtered) h_last[n] = h;
+    bias_next[n] = b;
+}
+
+extern "C" __global__ void __launch_bounds__(32 * SNN_WARPS, 1)
+    lf_fwd_real(const scalar_t* __restrict__ x, const float* __restrict__ decay, const float* __restrict__ scale,
+                  const float* __restrict__ h0, const float* __restrict__ bias0, scalar_t* __restrict__ spikes,
+                  scalar_t* __restrict__ membrane, float* __restrict__ filtered, float* __restrict__ checkpoints,
+                  float* __restrict__ h_last, int* __restrict__ flags, float* __restrict__ agg_d,
+                  float* __restrict__ agg_b, float* __restrict__ inclusive_states, float v_threshold, int kind, float p0,
+                  float p1, float p2, float p3, int inclusive, long long T, long long N, long long P,
+                  long long spatial, long long G) {
+    FireForward<float> op = {x, decay, scale, h0, bias0, spikes, membrane, filtered, checkpoints, h_last,
+                            v_threshold, kind, inclusive, {p0, p1, p2, p3}, T, N, P, spatial};
+    chunked_scan(op, chunking<float>(T, N, G, 0, flags, agg_d, agg_b, inclusive_states));
+}
+
+extern "C" __global__ void lf_chain_real(const scalar_t* __restrict__ x, const float* filtered,
+                                         const float* __restrict__ decay, const float* __restrict__ scale,
+                                         const float* __restrict__ reset_decay, const float* __restrict__ h0,
+                                         const float* __restrict__ bias0, scalar_t* __restrict__ spikes,
+                                         scalar_t* membrane, float* __restrict__ checkpoints,
+                                         float* __restrict__ h_last, float* __restrict__ bias_next, float v_threshold,
+                                         int kind, float p0, float p1, float p2, float p3, int inclusive, long long T,
+                                         long long N, long long P, long long spatial) {
+    const float params[4] = {p0, p1, p2, p3};
+    for (long long n = item_start(); n < N; n += item_stride())
+        chain_lane(x, filtered, decay, scale, reset_decay, h0, bias0, spikes, membrane, checkpoints, h_last,
+                   bias_next, v_threshold, kind, params, inclusive, T, N, P, spatial, n);
+}
+
+extern "C" __global__ void __launch_bounds__(32 * SNN_WARPS, 1)
+    lf_bwd_real(const scalar_t* __restrict__ grad_spikes, const scalar_t* __restrict__ grad_membrane,
+                  const float* __restrict__ grad_last, const float* __restrict__ grad_bias_next,
+                  const scalar_t* __restrict__ x, const float* __restrict__ decay, const float* __restrict__ scale,
+                  const float* __restrict__ reset_decay, const float* __restrict__ h0, const float* __restrict__ bias0,
+                  const scalar_t* __restrict__ membrane, const scalar_t* __restrict__ spikes,
+                  const float* __restrict__ checkpoints, scalar_t* __restrict__ grad_x, float* __restrict__ grad_h0,
+                  float* __restrict__ grad_bias0, float* __restrict__ partials, int* __restrict__ flags,
+                  WithBias<float>* __restrict__ agg_d, WithBias<float>* __restrict__ agg_b,
+                  WithBias<float>* __restrict__ inclusive_states, float v_threshold, int kind, float p0, float p1,
+                  float p2, float p3, int reset_grad, long long T, long long N, long long P, long long spatial,
+                  long long sts, long long sns, long long stm, long long snm, long long G) {
+    FireBackward<float> op = {grad_spikes, grad_membrane, grad_last, grad_bias_next, x,      decay,
+                             scale,       reset_decay,   h0,        bias0,          membrane, spikes,
+                             checkpoints, grad_x,        grad_h0,   grad_bias0,     partials, v_threshold,
+                             kind,        reset_grad,    {p0, p1, p2, p3}, T, N, P, spatial, sts, sns, stm, snm};
+    chunked_scan(op, chunking<WithBias<float>>(T, N, G, 1, flags, agg_d, agg_b, inclusive_states));
+}
+
+extern "C" __global__ void __launch_bounds__(32 * SNN_WARPS, 1)
+    lf_fwd_complex(const scalar_t* __restrict__ x, const float2* __restrict__ decay, const float* __restrict__ scale,
+                  const float2* __restrict__ h0, const float* __restrict__ bias0, scalar_t* __restrict__ spikes,
+                  scalar_t* __restrict__ membrane, float* __restrict__ filtered, float2* __restrict__ checkpoints,
+                  float2* __restrict__ h_last, int* __restrict__ flags, float2* __restrict__ agg_d,
+                  float2* __restrict__ agg_b, float2* __restrict__ inclusive_states, float v_threshold, int kind, float p0,
+                  float p1, float p2, float p3, int inclusive, long long T, long long N, long long P,
+                  long long spatial, long long G) {
+    FireForward<float2> op = {x, decay, scale, h0, bias0, spikes, membrane, filtered, checkpoints, h_last,
+                            v_threshold, kind, inclusive, {p0, p1, p2, p3}, T, N, P, spatial};
+    chunked_scan(op, chunking<float2>(T, N, G, 0, flags, agg_d, agg_b, inclusive_states));
+}
+
+extern "C" __global__ void lf_chain_complex(const scalar_t* __restrict__ x, const float* filtered,
+                                         const float2* __restrict__ decay, const float* __restrict__ scale,
+                                         const float* __restrict__ reset_decay, const float2* __restrict__ h0,
+                                         const float* __restrict__ bias0, scalar_t* __restrict__ spikes,
+                                         scalar_t* membrane, float2* __restrict__ checkpoints,
+                                         float2* __restrict__ h_last, float* __restrict__ bias_next, float v_threshold,
+                                         int kind, float p0, float p1, float p2, float p3, int inclusive, long long T,
+                                         long long N, long long P, long long spatial) {
+    const float params[4] = {p0, p1, p2, p3};
+    for (long long n = item_start(); n < N; n += item_stride())
+        chain_lane(x, filtered, decay, scale, reset_decay, h0, bias0, spikes, membrane, checkpoints, h_last,
+                   bias_next, v_threshold, kind, params, inclusive, T, N, P, spatial, n);
+}
+
+extern "C" __global__ void __launch_bounds__(32 * SNN_WARPS, 1)
+    lf_bwd_complex(const scalar_t* __restrict__ grad_spikes, const scalar_t* __restrict__ grad_membrane,
+                  const float2* __restrict__ grad_last, const float* __restrict__ grad_bias_next,
+                  const scalar_t* __restrict__ x, const float2* __restrict__ decay, const float* __restrict__ scale,
+                  const float* __restrict__ reset_decay, const float2* __restrict__ h0, const float* __restrict__ bias0,
+                  const scalar_t* __restrict__ membrane, const scalar_t* __restrict__ spikes,
+                  const float2* __restrict__ checkpoints, scalar_t* __restrict__ grad_x, float2* __restrict__ grad_h0,
+                  float* __restrict__ grad_bias0, float* __restrict__ partials, int* __restrict__ flags,
+                  WithBias<float2>* __restrict__ agg_d, WithBias<float2>* __restrict__ agg_b,
+                  WithBias<float2>* __restrict__ inclusive_states, float v_threshold, int kind, float p0, float p1,
+                  float p2, float p3, int reset_grad, long long T, long long N, long long P, long long spatial,
+                  long long sts, long long sns, long long stm, long long snm, long long G) {
+    FireBackward<float2> op = {grad_spikes, grad_membrane, grad_last, grad_bias_next, x,      decay,
+                             scale,       reset_decay,   h0,        bias0,          membrane, spikes,
+                             checkpoints, grad_x,        grad_h0,   grad_bias0,     partials, v_threshold,
+                             kind,        reset_grad,    {p0, p1, p2, p3}, T, N, P, spatial, sts, sns, stm, snm};
+    chunked_scan(op, chunking<WithBias<float2>>(T, N, G, 1, flags, agg_d, agg_b, inclusive_states));
+}

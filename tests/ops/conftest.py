@@ -1,0 +1,67 @@
+"""Fixtures of the op tests: the CPU kernel harness and the ops' CuPy path redirected to it."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+import kernel_harness
+from snn_parallel.ops import _backend, _cuda
+
+
+@pytest.fixture(scope="session")
+def harness(tmp_path_factory) -> kernel_harness.Harness:
+    """The float32 kernels built for the CPU (skipped without g++)."""
+    if kernel_harness.GXX is None:
+        pytest.skip("g++ not on PATH: CPU kernel emulation skipped")
+    return kernel_harness.build(tmp_path_factory.mktemp("harness"))
+
+
+@pytest.fixture
+def emulate_cupy(monkeypatch, harness):
+    """``use(lib=harness, block=None, grid=None, workers=1, seed=0)``: run ``backend='cupy'`` on CPU float32
+    tensors through ``lib``, its blocks on ``workers`` host threads in the schedule ``seed``; ``grid``/``block``
+    fix the geometry of one-thread-per-item launches; the scan chunks as on a GPU with 2 multiprocessors."""
+    used: list[kernel_harness.Harness] = []
+
+    def use(lib: kernel_harness.Harness = harness, *, block: int | None = None, grid: int | None = None,
+            workers: int = 1, seed: int = 0) -> None:
+        lib.workers, lib.seed = workers, seed
+        used.append(lib)
+        def launch(self, kernel, dtype, grid_, block_, *args):
+            assert dtype == torch.float32, "the harness builds the float32 kernels"
+            assert kernel in self.signatures, f"{kernel} is not declared in {self.name}"
+            lib.launch(kernel, grid_, block_, *args)
+
+        def launch_items(self, kernel, dtype, items, *args):
+            threads = block or _cuda.THREADS
+            launch(self, kernel, dtype, (grid or max(1, math.ceil(items / threads)),), (threads,), *args)
+
+        monkeypatch.setattr(_cuda.KernelFile, "launch", launch)
+        monkeypatch.setattr(_cuda.KernelFile, "launch_items", launch_items)
+        monkeypatch.setattr(_backend, "_cupy_gap", lambda like, unsupported: unsupported())
+        monkeypatch.setattr(_cuda, "processors", lambda device: 2)
+
+    yield use
+    for lib in used:
+        lib.workers, lib.seed = 1, 0
+
+
+def _backend_params():
+    return ["torch", "harness", pytest.param("cuda", marks=pytest.mark.gpu)]
+
+
+@pytest.fixture(params=_backend_params())
+def backend(request) -> tuple[str, torch.device]:
+    """``(backend, device)`` of one way to run an op: the torch path on the CPU, the kernels in the CPU harness
+    (``backend='cupy'`` redirected), or the kernels on a GPU (marked ``gpu``)."""
+    if request.param == "harness":
+        request.getfixturevalue("emulate_cupy")()
+        return "cupy", torch.device("cpu")
+    if request.param == "cuda":
+        from kernel_harness.gpu import require_cuda
+
+        return "cupy", require_cuda()
+    return "torch", torch.device("cpu")

@@ -1,0 +1,419 @@
+"""``linear_fire`` (PRF, the decoupled LIF): the torch path, the kernels in the CPU harness and (marked ``gpu``)
+on a GPU, against the step-by-step reference."""
+
+from __future__ import annotations
+
+import importlib
+import math
+
+import pytest
+import torch
+from torch.autograd import gradcheck
+
+import kernel_harness
+from kernel_harness.checks import F64, SURROGATES, assert_float32_matches, assert_same_grads, clear_of, compare, grads, leaves
+from kernel_harness.gpu import DTYPES, IDS, LONG, STEPS as GPU_STEPS, B, C, OpCase, check_op, sequence
+from snn_parallel.ops import _cuda, linear_fire, linear_fire_reference, soft_reset_lif_reference
+from snn_parallel.surrogate import ATan
+
+
+# ---- the torch path ---------------------------------------------------------------------------------
+def fire_inputs(steps, complex_decay):
+    decay = torch.rand(3, dtype=F64)
+    if complex_decay:
+        decay = decay * torch.exp(1j * torch.rand(3, dtype=F64) * 2)
+    return (
+        torch.randn(steps, 2, 3, dtype=F64, requires_grad=True),
+        decay.requires_grad_(),
+        torch.rand(3, dtype=F64, requires_grad=True),
+        torch.randn(2, 3, dtype=decay.dtype, requires_grad=True),
+    )
+
+
+@pytest.mark.parametrize("block", [1 << 16, 6, 1])
+@pytest.mark.parametrize("steps", [1, 2, 7, 30])
+@pytest.mark.parametrize("complex_decay", [False, True])
+@pytest.mark.parametrize("reset", [False, True])
+def test_linear_fire_matches_reference(block, steps, complex_decay, reset, small_blocks):
+    small_blocks(block)
+    inputs = fire_inputs(steps, complex_decay)
+    bias0 = torch.rand(2, 3, dtype=F64)
+    rho = torch.rand(3, dtype=F64) if reset else None
+    out = linear_fire(*inputs, bias0, ATan(), 0.5, rho)
+    ref = linear_fire_reference(*inputs, bias0, ATan(), 0.5, rho)
+    for o, r in zip(out, ref):
+        torch.testing.assert_close(o, r)
+    assert_same_grads(out[:3], ref[:3], inputs)
+
+
+@pytest.mark.parametrize("block", [1 << 16, 6])
+@pytest.mark.parametrize("steps", [1, 5, 11])
+@pytest.mark.parametrize("complex_decay", [False, True])
+def test_linear_fire_gradcheck(block, steps, complex_decay, small_blocks, smooth):
+    small_blocks(block)
+    bias0 = torch.zeros(2, 3, dtype=F64)
+    assert gradcheck(lambda *a: linear_fire(*a, bias0, smooth, 0.5)[:3], fire_inputs(steps, complex_decay))
+
+
+@pytest.mark.parametrize("inclusive", [True, False])
+def test_decoupled_reset_spikes_equal_sequential_soft_reset_lif(inclusive):
+    """The PRF paper's decoupled reset: bit-identical spikes over 2 000 steps."""
+    steps, beta = 2000, torch.tensor([0.5, 0.8, 0.95], dtype=F64)
+    current = torch.rand(steps, 4, 3, dtype=F64) * 0.9
+    surrogate = ATan(inclusive=inclusive)
+    zeros = torch.zeros(4, 3, dtype=F64)
+    spikes, membrane, _, _ = linear_fire(current, beta, torch.ones(3, dtype=F64), zeros, zeros, surrogate, 1.0, beta)
+    ref_spikes, ref_membrane, _, _ = soft_reset_lif_reference(current, beta, 1.0, surrogate)
+    assert ref_spikes.sum() > 100
+    assert torch.equal(spikes, ref_spikes)
+    torch.testing.assert_close(membrane, ref_membrane)
+
+
+def test_decoupled_reset_gradient_is_detached_reset_bptt():
+    beta = torch.tensor([0.6, 0.9], dtype=F64)
+    current = (torch.rand(40, 3, 2, dtype=F64) * 0.8).requires_grad_()
+    zeros = torch.zeros(3, 2, dtype=F64)
+    spikes, *_ = linear_fire(current, beta, torch.ones(2, dtype=F64), zeros, zeros, ATan(), 1.0, beta)
+    ref_spikes, *_ = soft_reset_lif_reference(current, beta, 1.0, ATan())
+    weights = torch.randn_like(spikes)
+    (g,) = torch.autograd.grad((spikes * weights).sum(), current)
+    (r,) = torch.autograd.grad((ref_spikes * weights).sum(), current)
+    torch.testing.assert_close(g, r)
+
+
+@pytest.mark.parametrize("steps", [1, 40])
+def test_float32_gradients(steps):
+    """In float32 the op gives the float64 reference's values and gradients."""
+    zeros = torch.zeros(2, 3, dtype=F64)
+    assert_float32_matches(
+        lambda *a: linear_fire(*a, zeros.float(), ATan(), 0.5)[:3],
+        lambda *a: linear_fire_reference(*a, zeros, ATan(), 0.5)[:3],
+        fire_inputs(steps, True),
+    )
+
+
+def test_bad_arguments_name_the_argument():
+    x, decay, scale, h0 = (t.detach() for t in fire_inputs(5, True))
+    zeros = torch.zeros(2, 3, dtype=F64)
+    with pytest.raises(TypeError, match="h0 must be complex"):
+        linear_fire(x, decay, scale, zeros, zeros, ATan(), 1.0)
+    with pytest.raises(ValueError, match="bias0 has shape"):
+        linear_fire(x, decay, scale, h0, zeros[0], ATan(), 1.0)
+    with pytest.raises(ValueError, match="scale with shape"):
+        linear_fire(x, decay, torch.ones(4, dtype=F64), h0, zeros, ATan(), 1.0)
+    with pytest.raises(ValueError, match="decay is on meta"):
+        linear_fire(x, decay.to("meta"), scale, h0, zeros, ATan(), 1.0)
+    with pytest.raises(TypeError, match="x must have dtype"):
+        linear_fire(x.long(), decay, scale, h0, zeros, ATan(), 1.0)
+
+
+# ---- the op on each backend, in float32 against the float64 reference ---------------------------------
+def fire_case(T, shape, complex_, reset, spike_fn, seed, v_threshold=0.5):
+    """float32 inputs of linear_fire whose float64 membranes stay clear of the spike function's jumps."""
+    C = shape[1]
+    for attempt in range(100):
+        gen = torch.Generator().manual_seed(seed * 100 + attempt)
+        decay = 0.5 + 0.45 * torch.rand(C, 1, 1, generator=gen)[:C, :, :].reshape(C, *[1] * (len(shape) - 2))
+        h0 = torch.randn(shape, generator=gen)
+        if complex_:
+            decay = decay * torch.exp(1j * 2 * torch.rand(decay.shape, generator=gen))
+            h0 = torch.complex(h0, torch.randn(shape, generator=gen))
+        inputs = (
+            torch.randn(T, *shape, generator=gen),
+            decay,
+            0.5 + torch.rand(decay.shape, generator=gen),
+            h0,
+            0.3 * torch.rand(shape, generator=gen),
+        )
+        rho = 0.3 + 0.6 * torch.rand(decay.shape, generator=gen) if reset else None
+        with torch.no_grad():
+            wide = [t.to(torch.complex128 if t.is_complex() else torch.float64) for t in inputs]
+            _, m, _, _ = linear_fire_reference(*wide, spike_fn, v_threshold, None if rho is None else rho.double())
+        if clear_of(m - v_threshold, spike_fn):
+            return inputs, rho
+    raise RuntimeError("could not draw linear_fire inputs away from the threshold")
+
+
+FIRE_SHAPES = [(3, 5), (2, 3, 2)]
+
+
+@pytest.mark.parametrize("spike_name", ["atan", "rect", "multi_gaussian"])
+@pytest.mark.parametrize("reset", [False, True], ids=["no_reset", "reset"])
+@pytest.mark.parametrize("complex_", [False, True], ids=["real", "complex"])
+@pytest.mark.parametrize("shape", FIRE_SHAPES, ids=["BxC", "BxCxS"])
+@pytest.mark.parametrize("T", [1, 2, 31, 32, 33, 97])
+def test_op_matches_reference_on_each_backend(backend, T, shape, complex_, reset, spike_name):
+    """Spikes, membrane, final state, bias and the gradients of x, decay, scale and h0 (T around the checkpoint chunk)."""
+    name, device = backend
+    spike_fn = SURROGATES[spike_name](inclusive=T % 2 == 0)
+    inputs, rho = fire_case(T, shape, complex_, reset, spike_fn, seed=T + len(shape))
+    bias0 = inputs[4].to(device)
+    got_in = leaves(*inputs[:4], device=device)
+    ref_in = leaves(*inputs[:4], dtype=torch.float64)
+    got = linear_fire(*got_in, bias0, spike_fn, 0.5, None if rho is None else rho.to(device), backend=name)
+    ref = linear_fire_reference(*ref_in, bias0.cpu().double(), spike_fn, 0.5, None if rho is None else rho.double())
+    assert torch.equal(got[0].cpu(), ref[0].float()), "spikes differ"
+    assert got[2].dtype == (torch.complex64 if complex_ else torch.float32) and got[3].dtype == torch.float32
+    compare(got, ref, ("spikes", "membrane", "h_last", "bias_next"))
+    names = ("grad x", "grad decay", "grad scale", "grad h0")
+    compare(grads(got[:3], got_in), grads(ref[:3], ref_in), names, rtol=1e-4)
+
+
+def test_cupy_path_any_grid_and_non_contiguous_input(emulate_cupy):
+    """Grid-stride loops: one block of 3 threads gives the results of a full grid; a transposed input works."""
+    inputs, rho = fire_case(40, (4, 3), True, True, ATan(), seed=1)
+    x = inputs[0].transpose(1, 2).contiguous().transpose(1, 2)  # same values, non-contiguous
+    assert not x.is_contiguous()
+    results = []
+    for grid, block in ((None, 256), (1, 3)):
+        emulate_cupy(grid=grid, block=block)
+        got_in = leaves(x, *inputs[1:4])
+        out = linear_fire(*got_in, inputs[4], ATan(), 0.5, rho, backend="cupy")
+        results.append((*out, *grads(out[:3], got_in)))
+    for a, b in zip(*results):
+        assert torch.equal(a, b)
+
+
+def test_check_bites_on_mutated_kernel(emulate_cupy, mutants):
+    """A backward that carries the filter gradient with a instead of conj(a) is caught (complex filters only)."""
+    emulate_cupy(mutants["the backward carried with a, not conj(a)"])
+    for complex_ in (False, True):
+        inputs, rho = fire_case(20, (2, 3), complex_, False, ATan(), seed=2)
+        got_in = leaves(*inputs[:4])
+        ref_in = leaves(*inputs[:4], dtype=torch.float64)
+        got = linear_fire(*got_in, inputs[4], ATan(), 0.5, rho, backend="cupy")
+        ref = linear_fire_reference(*ref_in, inputs[4].double(), ATan(), 0.5, rho)
+        compare(got, ref, ("spikes", "membrane", "h_last", "bias_next"))  # forward unaffected
+        check = lambda: compare(grads(got[:3], got_in), grads(ref[:3], ref_in), ("x", "decay", "scale", "h0"), rtol=1e-4)  # noqa: E731
+        if complex_:
+            with pytest.raises(AssertionError):
+                check()
+        else:
+            check()
+
+
+# ---- the kernels in the CPU harness: every schedule, both shape classes ------------------------------------
+def kernel_inputs(T, shape, complex_, reset, spike_fn, seed, layout="channel"):
+    """float32 inputs (``layout``: parameters per channel, per channel of a feature map, or per lane) whose float64
+    membranes stay clear of the spike function's jumps, and gradients for every output."""
+    if layout == "lane":
+        for attempt in range(100):
+            inputs, rho = fire_case(T, shape, complex_, reset, spike_fn, seed=seed * 7 + attempt)
+            gen = torch.Generator().manual_seed(seed)
+            per_lane = 0.8 + 0.19 * torch.rand(shape, generator=gen)
+            decay = per_lane * (inputs[1] / inputs[1].abs()).expand(shape)
+            candidate = (inputs[0], decay, inputs[2].expand(shape).clone(), *inputs[3:])
+            rho = None if rho is None else rho.expand(shape).clone()
+            with torch.no_grad():
+                wide = [t.to(torch.complex128 if t.is_complex() else torch.float64) for t in candidate]
+                _, m, _, _ = linear_fire_reference(*wide, spike_fn, 0.5, None if rho is None else rho.double())
+            if clear_of(m - 0.5, spike_fn):
+                inputs = candidate
+                break
+    else:
+        inputs, rho = fire_case(T, shape, complex_, reset, spike_fn, seed=seed)
+    gen = torch.Generator().manual_seed(seed + 1)
+    grads_out = (torch.randn(T, *shape, generator=gen), torch.randn(T, *shape, generator=gen),
+                 torch.randn(shape, dtype=inputs[3].dtype, generator=gen))
+    return inputs, rho, grads_out
+
+
+def fire_outputs(run, inputs, rho, grads_out, dtype):
+    """``(spikes, membrane, h_last, bias_next, grad x, grad decay, grad scale, grad h0)`` of ``run`` on ``inputs``
+    in ``dtype`` (float64 or float32)."""
+    cast = {torch.float64: (torch.float64, torch.complex128), torch.float32: (torch.float32, torch.complex64)}[dtype]
+    wide = [t.detach().to(cast[t.is_complex()]) for t in (*inputs, *grads_out)]
+    leaves_in = [t.requires_grad_() for t in wide[:4]]
+    out = run(*leaves_in, wide[4], None if rho is None else rho.to(dtype))
+    grads = torch.autograd.grad(out[1:3], leaves_in, wide[6:8], retain_graph=True)
+    grads = [g + s for g, s in zip(grads, torch.autograd.grad(out[0], leaves_in, wide[5]))]
+    return (*(o.detach() for o in out), *grads)
+
+
+FIRE_NAMES = ("spikes", "membrane", "h_last", "bias_next", "grad x", "grad decay", "grad scale", "grad h0")
+
+
+def assert_fire_within_serial_error(got, exact, serial32, what=""):
+    assert torch.equal(got[0].cpu(), exact[0].float()), f"{what} spikes differ"
+    for name, g, e, s in zip(FIRE_NAMES[1:], got[1:], exact[1:], serial32[1:], strict=True):
+        scale = e.abs().max().item()
+        tol = 8 * (s.to(e.dtype) - e).abs().max().item() + 2e-6 * scale + 1e-7
+        error = (g.to(e.dtype) - e).abs().max().item()
+        assert error <= tol, f"{what} {name}: error {error:.3g} > tolerance {tol:.3g} (size {scale:.3g})"
+
+
+def cupy_run(**config):
+    def run(x, decay, scale, h0, bias0, rho):
+        return _run_cupy(x, decay, scale, h0, bias0, rho, **config)
+
+    return run
+
+
+def _run_cupy(x, decay, scale, h0, bias0, rho, filter_in_chain=None, per_block=None):
+    """linear_fire(backend='cupy') with its launch configuration forced."""
+    fire_module = importlib.import_module("snn_parallel.ops.linear_fire")
+    fire_cupy = importlib.import_module("snn_parallel.ops.linear_fire.cupy")
+    real_forward = fire_cupy.linear_fire_forward_cupy
+    real_backward = fire_cupy.linear_fire_backward_cupy
+
+    def forward(*args, **kwargs):
+        return real_forward(*args, filter_in_chain=filter_in_chain, segments_per_block=per_block)
+
+    def backward(*args, **kwargs):
+        return real_backward(*args, segments_per_block=per_block)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setitem(fire_module._IMPLEMENTATIONS, "cupy", (forward, backward))
+        return linear_fire(x, decay, scale, h0, bias0, ATan(), 0.5, rho, backend="cupy")
+
+
+def reference_run(x, decay, scale, h0, bias0, rho):
+    return linear_fire_reference(x, decay, scale, h0, bias0, ATan(), 0.5, rho)
+
+
+FIRE_KERNEL_CASES = [  # (T, lane shape, parameter layout, segments per block: 1, 2, all (99), or the launcher's choice)
+    (1, (1, 1), "channel", None), (37, (1, 5), "channel", 1), (64, (3, 11), "lane", 1), (65, (1, 33), "channel", 1),
+    (130, (2, 3, 2), "channel", 2), (200, (5, 14), "lane", None), (300, (4, 10), "channel", 99), (777, (1, 5), "channel", 1),
+]
+RESETS = {"no_reset": (False, None), "reset_chunked_filter": (True, False), "reset_filter_in_chain": (True, True)}
+
+
+@pytest.mark.parametrize("complex_", [False, True], ids=["real", "complex"])
+@pytest.mark.parametrize("reset", RESETS)
+@pytest.mark.parametrize("T,shape,layout,per_block", FIRE_KERNEL_CASES)
+def test_kernels_match_reference_in_every_schedule(emulate_cupy, harness, T, shape, layout, per_block, reset, complex_):
+    """Forward and backward against the float64 reference (spikes exact, the rest within the serial float32
+    loop's error); the same bits for every schedule; the look-back taken wherever blocks follow each other."""
+    with_reset, in_chain = RESETS[reset]
+    inputs, rho, grads_out = kernel_inputs(T, shape, complex_, with_reset, ATan(), seed=T + len(shape), layout=layout)
+    exact = fire_outputs(reference_run, inputs, rho, grads_out, torch.float64)
+    serial32 = fire_outputs(reference_run, inputs, rho, grads_out, torch.float32)
+    first = None
+    for workers, seed in [(1, 0), (4, 1), (8, 2)]:
+        emulate_cupy(workers=workers, seed=seed)
+        harness.reset_counters()
+        got = fire_outputs(cupy_run(filter_in_chain=in_chain, per_block=per_block), inputs, rho, grads_out, torch.float32)
+        assert_fire_within_serial_error(got, exact, serial32, what=f"{workers} workers, seed {seed}:")
+        first = got if first is None else first
+        for name, x, y in zip(FIRE_NAMES, got, first):
+            assert torch.equal(x, y), f"{name} depends on the schedule"
+        lanes = math.prod(shape)
+        groups = _cuda.chunking(T, lanes, 2, per_block)[1]
+        assert (harness.counters()["lookback_inclusive"] > 0) == (groups > 1)
+
+
+@pytest.mark.parametrize("reset", ["no_reset", "reset_chunked_filter"])
+def test_kernels_at_30000_steps(emulate_cupy, reset):
+    """T = 30 000, B·C = 2 x 8, complex (PRF), 4 host threads, against the float64 torch path (tested against the
+    step-by-step reference above): a spike may differ only at a near-tie of the float64 membrane (the lane is
+    then left out with a reset, whose spikes feed back), the rest within 8x the float32 torch path's error."""
+    with_reset, in_chain = RESETS[reset]
+    T, shape = 30_000, (2, 8)
+    gen = torch.Generator().manual_seed(3)
+    decay = (0.9 + 0.09 * torch.rand(8, generator=gen)) * torch.exp(1j * torch.rand(8, generator=gen))
+    inputs = (torch.randn(T, *shape, generator=gen) * 0.5 + 0.2, decay, 0.5 + torch.rand(8, generator=gen),
+              torch.complex(torch.randn(shape, generator=gen), torch.zeros(shape)), torch.zeros(shape))
+    rho = 0.5 + 0.4 * torch.rand(8, generator=gen) if with_reset else None
+    grads_out = (torch.randn(T, *shape, generator=gen), torch.randn(T, *shape, generator=gen),
+                 torch.randn(shape, dtype=torch.complex64, generator=gen))
+
+    def torch_run(x, decay, scale, h0, bias0, rho):
+        return linear_fire(x, decay, scale, h0, bias0, ATan(), 0.5, rho, backend="torch")
+
+    emulate_cupy(workers=4, seed=1)
+    exact = fire_outputs(torch_run, inputs, rho, grads_out, torch.float64)
+    with torch.no_grad():
+        _, m64, _, _ = torch_run(*(t.to(torch.complex128 if t.is_complex() else torch.float64) for t in inputs),
+                                 None if rho is None else rho.double())
+    differ = fire_outputs(cupy_run(filter_in_chain=in_chain, per_block=1), inputs, rho, grads_out, torch.float32)[0] != exact[0].float()
+    near = (m64 - 0.5).abs() < 1e-3
+    first_diff = differ.flatten(1).int().argmax(0)
+    out = differ.flatten(1).any(0)
+    assert near.flatten(1)[first_diff, torch.arange(out.numel())][out].all(), "a spike differs away from a near-tie"
+    keep = ~out.view(shape) if with_reset else torch.ones(shape, dtype=torch.bool)
+    assert keep.float().mean() >= 0.75
+    masked = [g * keep for g in grads_out[:2]] + [grads_out[2] * keep]
+    exact = fire_outputs(torch_run, inputs, rho, masked, torch.float64)
+    float32 = fire_outputs(torch_run, inputs, rho, masked, torch.float32)
+    got = fire_outputs(cupy_run(filter_in_chain=in_chain, per_block=1), inputs, rho, masked, torch.float32)
+    for name, g, e, s in zip(FIRE_NAMES[1:], got[1:], exact[1:], float32[1:], strict=True):
+        if name in ("membrane", "h_last", "bias_next", "grad x", "grad h0"):
+            g, e, s = (v[..., keep] if v.dim() == len(shape) + 1 else v[keep] for v in (g, e, s))
+        tol = 8 * (s.to(e.dtype) - e).abs().max().item() + 2e-6 * e.abs().max().item() + 1e-7
+        assert (g.to(e.dtype) - e).abs().max().item() <= tol, name
+
+
+FIRE_MUTANTS = {
+    "the backward carried with a, not conj(a)": ("linear_fire.cu", "back = conjugate(a);", "back = a;"),
+    "the backward's filter rerun without its checkpoint": (
+        "linear_fire.cu", "Acc h = affine(pre_d, checkpoints[k * N + n], pre_b);", "Acc h = pre_b;"),
+    "the threshold bias raised after its decay": (
+        "linear_fire.cu", "b = rho * (b + v_threshold * spike);", "b = rho * b + v_threshold * spike;"),
+    "grad_last carried through a at the last step": ("linear_fire.cu", "if (t < T - 1) d.g = back;", "if (t <= T - 1) d.g = back;"),
+    "a checkpoint written at the wrong segment": (
+        "linear_fire.cu", "checkpoints[k * N + n] = carry;", "checkpoints[(k > 0 ? k - 1 : 0) * N + n] = carry;"),
+}
+
+
+@pytest.fixture(scope="module")
+def mutants(tmp_path_factory):
+    if kernel_harness.GXX is None:
+        pytest.skip("g++ not on PATH")
+    return kernel_harness.build_mutants(tmp_path_factory.mktemp("mutants"), FIRE_MUTANTS, files=["linear_fire.cu"])
+
+
+@pytest.mark.parametrize("mutant", FIRE_MUTANTS)
+def test_the_kernel_checks_bite(emulate_cupy, mutants, mutant):
+    """Each mutant fails the comparison above for some case (complex, with a reset, both filter placements)."""
+    inputs, rho, grads_out = kernel_inputs(200, (2, 3, 2), True, True, ATan(), seed=4)
+    exact = fire_outputs(reference_run, inputs, rho, grads_out, torch.float64)
+    serial32 = fire_outputs(reference_run, inputs, rho, grads_out, torch.float32)
+    caught = []
+    for in_chain in (False, True):
+        emulate_cupy(mutants[mutant], workers=4, seed=1)
+        try:
+            assert_fire_within_serial_error(
+                fire_outputs(cupy_run(filter_in_chain=in_chain, per_block=1), inputs, rho, grads_out, torch.float32),
+                exact, serial32)
+        except AssertionError:
+            caught.append(in_chain)
+    assert caught, f"the mutant with {mutant} passed"
+
+
+# ---- on a GPU, in three dtypes, against the float64 torch path ------------------------------------------
+def _gpu_case(complex_: bool, reset: bool) -> OpCase:
+    spike_fn = ATan()
+
+    def inputs(steps, dtype):
+        decay = torch.linspace(0.6, 0.97, C, device="cuda")
+        h0 = torch.randn(B, C, device="cuda")
+        if complex_:
+            decay = decay * torch.exp(1j * torch.linspace(0.1, 1.5, C, device="cuda"))
+            h0 = torch.complex(h0, torch.randn(B, C, device="cuda"))
+        scale = (torch.rand(C, device="cuda") + 0.5).to(dtype).float()  # linear_fire casts scale to x's dtype
+        return [sequence(steps, B, C, dtype=dtype, low=-0.5, high=1.5), decay, scale, h0]
+
+    def run(backend, x, decay, scale, h0):
+        bias0 = torch.zeros(B, C, device="cuda", dtype=scale.dtype)
+        reset_decay = torch.linspace(0.5, 0.95, C, device="cuda").to(scale.dtype) if reset else None
+        return linear_fire(x, decay, scale, h0, bias0, spike_fn, 1.0, reset_decay, backend=backend)[:3]
+
+    return OpCase(run, inputs, spike_fn, lambda ins, outs: outs[1] - 1.0, feedback=reset)
+
+
+GPU_CASES = {"lif": (False, True), "prf": (True, False), "prf_reset": (True, True)}
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", DTYPES, ids=IDS)
+@pytest.mark.parametrize("steps", GPU_STEPS)
+@pytest.mark.parametrize("name", GPU_CASES)
+def test_cuda_matches_torch_path(name, steps, dtype):
+    check_op(_gpu_case(*GPU_CASES[name]), steps, dtype)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["f32", "bf16"])
+@pytest.mark.parametrize("name", GPU_CASES)
+def test_cuda_matches_torch_path_at_65536_steps(name, dtype):
+    check_op(_gpu_case(*GPU_CASES[name]), LONG, dtype)

@@ -1,0 +1,236 @@
+"""``ltc_scan``: the torch path, the kernels in the CPU harness and (marked ``gpu``) on a GPU, against the
+step-by-step reference."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch.autograd import gradcheck
+
+import kernel_harness
+from kernel_harness.checks import F64, SURROGATES, assert_close, assert_float32_matches, assert_same_grads, clear_of, compare, grads, leaves
+from kernel_harness.gpu import DTYPES, IDS, LONG, STEPS as GPU_STEPS, B, C, OpCase, check_op, sequence
+from snn_parallel.ops import ltc_scan, ltc_scan_reference
+from snn_parallel.ops._cuda import spike_code
+from snn_parallel.ops.ltc.fused import ltc_backward, ltc_forward
+from snn_parallel.surrogate import ATan, MultiGaussian
+
+B0, BETA_A = 0.1, 1.8
+
+
+# ---- the torch path ---------------------------------------------------------------------------------
+def ltc_inputs(steps):
+    shape = (steps, 2, 3)
+    return (
+        torch.randn(shape, dtype=F64, requires_grad=True),
+        torch.rand(shape, dtype=F64).requires_grad_(),
+        torch.rand(shape, dtype=F64).requires_grad_(),
+        torch.randn(2, 3, dtype=F64, requires_grad=True),
+        torch.rand(2, 3, dtype=F64).round().requires_grad_(),
+        torch.rand(2, 3, dtype=F64, requires_grad=True),
+    )
+
+
+@pytest.mark.parametrize("block", [1 << 16, 6, 1])
+@pytest.mark.parametrize("steps", [1, 2, 9, 33])
+def test_ltc_scan_matches_reference(block, steps, small_blocks):
+    small_blocks(block)
+    inputs = ltc_inputs(steps)
+    surrogate = MultiGaussian(inclusive=False)
+    out = ltc_scan(*inputs, 0.1, 1.8, surrogate)
+    ref = ltc_scan_reference(*inputs, 0.1, 1.8, surrogate)
+    for o, r in zip(out, ref):
+        torch.testing.assert_close(o, r)
+    assert_same_grads(out, ref, inputs)
+
+
+@pytest.mark.parametrize("block", [1 << 16, 6])
+@pytest.mark.parametrize("steps", [1, 3, 7])
+def test_ltc_scan_gradcheck(block, steps, smooth, small_blocks):
+    small_blocks(block)
+    assert gradcheck(lambda *a: ltc_scan(*a, 0.1, 1.8, smooth), ltc_inputs(steps))
+
+
+@pytest.mark.parametrize("steps", [1, 40])
+def test_float32_gradients(steps):
+    """In float32 the op gives the float64 reference's values and gradients."""
+    assert_float32_matches(
+        lambda *a: ltc_scan(*a, 0.1, 1.8, MultiGaussian()), lambda *a: ltc_scan_reference(*a, 0.1, 1.8, MultiGaussian()), ltc_inputs(steps)
+    )
+
+
+def test_bad_arguments_name_the_argument():
+    current, rate, retention, u0, s0, b_init = (t.detach() for t in ltc_inputs(4))
+    with pytest.raises(ValueError, match="rate has shape"):
+        ltc_scan(current, rate[:2], retention, u0, s0, b_init, 0.1, 1.8, ATan())
+    with pytest.raises(ValueError, match="b_init has shape"):
+        ltc_scan(current, rate, retention, u0, s0, b_init[0], 0.1, 1.8, ATan())
+    with pytest.raises(ValueError, match="current must be time-major"):
+        ltc_scan(current[:0], rate, retention, u0, s0, b_init, 0.1, 1.8, ATan())
+
+
+# ---- the kernels, called directly ---------------------------------------------------------------------
+def _spike_args(spike_fn):
+    kind, params, inclusive = spike_code(spike_fn)
+    return kind, *params, inclusive
+
+
+def emu_ltc_fwd(lib, current, rate, retention, u0, s0, b_init, surrogate, *, b0=B0, beta_a=BETA_A):
+    T, N = current.shape
+    spikes, membrane, trace = (torch.empty(T, N) for _ in range(3))
+    args = [x.contiguous() for x in (current, rate, retention, u0, s0, b_init)]
+    lib.launch_items("ltc_fwd", N, *args, spikes, membrane, trace, b0, beta_a, *_spike_args(surrogate), T, N)
+    return spikes, membrane, trace
+
+
+def emu_ltc_bwd(lib, grad_outputs, inputs, outputs, surrogate):
+    T, N = inputs[0].shape
+    grad_seq = [torch.empty(T, N) for _ in range(3)]
+    grad_state = [torch.empty(N) for _ in range(3)]
+    tensors = [x.contiguous() for x in (*grad_outputs, *inputs, *outputs)]
+    lib.launch_items("ltc_bwd", N, *tensors, *grad_seq, *grad_state, B0, BETA_A, *_spike_args(surrogate)[:-1], T, N)
+    return (*grad_seq, *grad_state)
+
+
+def kernel_inputs(T, N, seed, surrogate):
+    """Inputs whose float64 membranes stay clear of the threshold (and of the kinks of the rect
+    surrogate), so float32 spikes are exact."""
+    for attempt in range(100):
+        gen = torch.Generator().manual_seed(seed * 100 + attempt)
+        current = 1.5 * torch.randn(T, N, generator=gen)
+        rate = torch.sigmoid(torch.randn(T, N, generator=gen))
+        retention = torch.sigmoid(torch.randn(T, N, generator=gen) + 1)
+        u0 = 0.5 * torch.randn(N, generator=gen)
+        s0 = (torch.rand(N, generator=gen) < 0.3).float()
+        b_init = 0.5 * torch.rand(N, generator=gen)
+        inputs = (current, rate, retention, u0, s0, b_init)
+        with torch.no_grad():
+            _, v, _, _, _ = ltc_scan_reference(*(x.double() for x in inputs), B0, BETA_A, surrogate)
+            _, _, trace = ltc_forward(*(x.double() for x in inputs), B0, BETA_A, surrogate)
+        if clear_of(v - (B0 + BETA_A * trace), surrogate):
+            return inputs
+    raise RuntimeError("could not draw LTC inputs away from the threshold")
+
+
+LTC_CASES = [(name, inclusive) for name in SURROGATES for inclusive in (True, False)]
+
+
+@pytest.mark.parametrize("name,inclusive", LTC_CASES)
+def test_kernel_forward_matches_reference(harness, name, inclusive):
+    surrogate = SURROGATES[name](inclusive=inclusive)
+    inputs = kernel_inputs(40, 33, seed=len(name), surrogate=surrogate)
+    spikes, membrane, trace = emu_ltc_fwd(harness, *inputs, surrogate)
+    ref_spikes, ref_membrane, u_last, s_last, b_last = ltc_scan_reference(*inputs, B0, BETA_A, surrogate)
+    assert torch.equal(spikes, ref_spikes), "spikes differ"
+    assert 0 < spikes.mean() < 1
+    assert_close(membrane, ref_membrane, what="membrane")
+    assert_close(trace, ltc_forward(*inputs, B0, BETA_A, surrogate)[2], what="trace")
+    assert_close(membrane[-1] * (1 - spikes[-1]), u_last, what="u_last")
+    assert_close(trace[-1], b_last, what="b_last")
+    assert torch.equal(spikes[-1], s_last)
+
+
+@pytest.mark.parametrize("inclusive", [True, False])
+def test_kernel_firing_rule_at_threshold(harness, inclusive):
+    """v - theta == 0 exactly: fires only under the inclusive rule, as the reference does."""
+    one, zero = torch.ones(1, 1), torch.zeros(1)
+    inputs = (0.5 * one, one, 0.5 * one, zero, zero, zero)  # v = 0.5 = theta = b0
+    surrogate = ATan(inclusive=inclusive)
+    spikes, _, _ = emu_ltc_fwd(harness, *inputs, surrogate, b0=0.5)
+    ref = ltc_scan_reference(*inputs, 0.5, BETA_A, surrogate)[0]
+    assert spikes.item() == ref.item() == float(inclusive)
+
+
+@pytest.mark.parametrize("name,inclusive", LTC_CASES)
+def test_kernel_backward_matches_autograd(harness, name, inclusive):
+    T, N = 40, 33
+    surrogate = SURROGATES[name](inclusive=inclusive)
+    inputs = kernel_inputs(T, N, seed=len(name) + 1, surrogate=surrogate)
+    gen = torch.Generator().manual_seed(11)
+    grad_outputs = (torch.randn(T, N, generator=gen), torch.randn(T, N, generator=gen)) + tuple(
+        torch.randn(N, generator=gen) for _ in range(3)
+    )
+    ref_leaves = [x.clone().requires_grad_(True) for x in inputs]
+    expected = torch.autograd.grad(ltc_scan_reference(*ref_leaves, B0, BETA_A, surrogate), ref_leaves, grad_outputs)
+    outputs = emu_ltc_fwd(harness, *inputs, surrogate)
+    got = emu_ltc_bwd(harness, grad_outputs, inputs, outputs, surrogate)
+    names = ("current", "rate", "retention", "u0", "s0", "b_init")
+    scale = max(e.abs().max().item() for e in expected)
+    for n, x, y in zip(names, got, expected):
+        assert_close(x, y, rtol=1e-5, atol=1e-5 * scale, what=f"grad {n}")
+    # and the fused torch backward, which spells the same equations
+    fused = ltc_backward(grad_outputs[0], grad_outputs[1], grad_outputs[2:], (*inputs, *outputs), B0, BETA_A, surrogate)
+    for n, x, y in zip(names, got, fused):
+        assert_close(x, y, rtol=1e-5, atol=1e-6 * scale, what=f"fused grad {n}")
+
+
+def test_kernel_check_bites_on_mutated_kernel(tmp_path):
+    """Dropping the (1 - rho) factor of the spike-gradient carry is caught by the backward check."""
+    if kernel_harness.GXX is None:
+        pytest.skip("g++ not on PATH")
+    lib = kernel_harness.build(tmp_path, mutation=("ltc.cu", "carry_s = gb - carry_b;", "carry_s = gb;"), files=["ltc.cu"], strict=False)
+    surrogate = ATan()
+    inputs = kernel_inputs(20, 8, seed=5, surrogate=surrogate)
+    grad_outputs = tuple(torch.ones_like(x) for x in inputs[:2]) + tuple(torch.ones(8) for _ in range(3))
+    ref_leaves = [x.clone().requires_grad_(True) for x in inputs]
+    expected = torch.autograd.grad(ltc_scan_reference(*ref_leaves, B0, BETA_A, surrogate), ref_leaves, grad_outputs)
+    outputs = emu_ltc_fwd(lib, *inputs, surrogate)
+    assert torch.equal(outputs[0], ltc_scan_reference(*inputs, B0, BETA_A, surrogate)[0])  # forward unaffected
+    got = emu_ltc_bwd(lib, grad_outputs, inputs, outputs, surrogate)
+    with pytest.raises(AssertionError):
+        for x, y in zip(got, expected):
+            assert_close(x, y)
+
+
+# ---- the op on each backend, in float32 against the float64 reference ---------------------------------
+@pytest.mark.parametrize("T", [1, 7, 40])
+def test_op_matches_reference_on_each_backend(backend, T):
+    name, device = backend
+    surrogate = MultiGaussian(inclusive=False)
+    flat = kernel_inputs(T, 6, seed=T, surrogate=surrogate)
+    inputs = [t.reshape(*t.shape[:-1], 2, 3) for t in flat]
+    got_in, ref_in = leaves(*inputs, device=device), leaves(*inputs, dtype=torch.float64)
+    got = ltc_scan(*got_in, B0, BETA_A, surrogate, backend=name)
+    ref = ltc_scan_reference(*ref_in, B0, BETA_A, surrogate)
+    assert torch.equal(got[0].cpu(), ref[0].float())
+    compare(got, ref, ("spikes", "membrane", "u_last", "s_last", "b_last"))
+    names = ("grad current", "grad rate", "grad retention", "grad u0", "grad s0", "grad b_init")
+    compare(grads(got, got_in), grads(ref, ref_in), names, rtol=1e-4)
+
+
+# ---- on a GPU, in three dtypes, against the float64 torch path ------------------------------------------
+def _gpu_case() -> OpCase:
+    spike_fn = MultiGaussian(inclusive=False)
+
+    def inputs(steps, dtype):
+        return [
+            sequence(steps, B, C, dtype=dtype, low=-1.0, high=2.0),
+            sequence(steps, B, C, dtype=dtype, low=0.05, high=0.95),
+            sequence(steps, B, C, dtype=dtype, low=0.5, high=0.99),
+            torch.randn(B, C, device="cuda").to(dtype),
+            torch.zeros(B, C, device="cuda").to(dtype),
+            torch.rand(B, C, device="cuda").to(dtype),
+        ]
+
+    def run(backend, *ins):
+        return ltc_scan(*ins, 0.1, 1.8, spike_fn, backend=backend)
+
+    def spike_arg(ins, outs):
+        flat = [t.reshape(t.shape[0], -1) if t.dim() == 3 else t.reshape(-1) for t in ins]
+        trace = ltc_forward(*flat, 0.1, 1.8, spike_fn)[2].view(outs[1].shape)
+        return outs[1] - (0.1 + 1.8 * trace)
+
+    return OpCase(run, inputs, spike_fn, spike_arg, feedback=True)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", DTYPES, ids=IDS)
+@pytest.mark.parametrize("steps", GPU_STEPS)
+def test_cuda_matches_torch_path(steps, dtype):
+    check_op(_gpu_case(), steps, dtype)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["f32", "bf16"])
+def test_cuda_matches_torch_path_at_65536_steps(dtype):
+    check_op(_gpu_case(), LONG, dtype)
