@@ -197,7 +197,7 @@ def test_ltc_rejects_feature_maps():
     [
         (lambda: sp.DynamicDecay(0), "features must be a positive int"),
         (lambda: sp.DynamicDecay(3, kernel_size=0), "kernel_size"),
-        (lambda: sp.DynamicDecay(3, tau=0), "tau must be positive"),
+        (lambda: sp.DynamicDecay(3, tau=0), "tau must be > 0"),
         (lambda: sp.DynamicDecay(3, init_decay=1.0), "init_decay"),
         (lambda: sp.DynamicDecay(3, spike_mode="ternary"), "spike_mode"),
         (lambda: sp.DynamicDecay(3, spike_mode="integer", levels=0), "levels"),
@@ -205,7 +205,7 @@ def test_ltc_rejects_feature_maps():
         (lambda: sp.PRF(3, mode="conv"), "mode must be"),
         (lambda: sp.PRF(3, mode="fft", reset=True), "reset=True needs mode='scan'"),
         (lambda: sp.PRF(3, surrogate="nope"), "unknown surrogate"),
-        (lambda: sp.DecoupledLIF(3, tau=1.0), "tau must be greater than 1"),
+        (lambda: sp.DecoupledLIF(3, tau=1.0), "tau must be > 1"),
         (lambda: sp.LTC(3, mode="fast"), "mode must be"),
         (lambda: sp.LTC(3, surrogate=lambda x: (x > 0).float()), "no derivative"),
     ],
