@@ -63,7 +63,7 @@ def _autocast_on(device_type: str) -> bool:
         return torch.is_autocast_cpu_enabled() if device_type == "cpu" else torch.is_autocast_enabled()
 
 
-def _checks() -> contextlib.AbstractContextManager[None]:
+def checks_outside_compile() -> contextlib.AbstractContextManager[None]:
     """The input checks, without the value check while torch.compile traces (it reads data)."""
     return validation(False) if torch.compiler.is_compiling() else contextlib.nullcontext()
 
@@ -139,7 +139,7 @@ class ParallelNeuron(nn.Module):
         Returns ``(spikes, state)``, or ``(spikes, membrane, state)`` with
         ``return_membrane=True``; ``membrane`` is the potential compared with the threshold.
         """
-        with _checks():
+        with checks_outside_compile():
             features = self.features if self.features is not None else _feature_count(x_seq, 2)
             x_seq = self._autocast(check_sequence(x_seq, "x_seq", features))
             self._check_spatial(x_seq.dim() - 3, "x_seq")
@@ -151,7 +151,7 @@ class ParallelNeuron(nn.Module):
 
     def step(self, x_t: torch.Tensor, state: NamedTuple | None = None) -> tuple[torch.Tensor, NamedTuple]:
         """Advance one time step for ``x_t`` ``[B, features, *spatial]``; returns ``(spike, state)``."""
-        with _checks():
+        with checks_outside_compile():
             features = self.features if self.features is not None else _feature_count(x_t, 1)
             x_t = self._autocast(check_step_input(x_t, "x_t", features))
             self._check_spatial(x_t.dim() - 2, "x_t")

@@ -35,7 +35,7 @@ from ..ops.tssl import psp_filter, tssl_step, tsslbp
 from ..ops.tssl.reference import heaviside
 from ..surrogate import Sigmoid, resolve
 from .._validation import check_bool, check_choice, check_real
-from .base import ParallelNeuron, keep_dtype
+from .base import ParallelNeuron, checks_outside_compile, keep_dtype
 
 _GRADIENTS = ("tsslbp", "surrogate")
 
@@ -162,7 +162,8 @@ class PSPFilter(ParallelNeuron):
         return PSPState(torch.zeros_like(x_t))
 
     def _forward(self, x_seq: torch.Tensor, state: PSPState) -> tuple[torch.Tensor, torch.Tensor, PSPState]:
-        psp, last = psp_filter(x_seq, self.tau_s, state.a)
+        with checks_outside_compile():  # the input was checked already
+            psp, last = psp_filter(x_seq, self.tau_s, state.a)
         return psp, psp, PSPState(last)
 
     def _step(self, x_t: torch.Tensor, state: PSPState) -> tuple[torch.Tensor, PSPState]:
