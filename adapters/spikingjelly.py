@@ -344,7 +344,7 @@ class PRFNode(SpikingJellyNode):
         backend: str | None = None,
         tau: float = 2.0,
         learn_decay: bool = False,
-        dt_range: tuple[float, float] = (0.001, 0.1),
+        dt_range: tuple[float, float] = PRF.DEFAULT_DT_RANGE,
         fr_scale: float = 1.0,
         reset: bool = False,
         mode: str = "scan",

@@ -113,6 +113,7 @@ def test_mem_with_init_hidden_raises(cls):
 
 @pytest.mark.parametrize("cls, kwargs, scale", CASES)
 def test_passed_mem_replaces_the_first_state_field_only(cls, kwargs, scale):
+    kwargs = {**kwargs, "mem": "reset_free"} if cls is DecoupledLIF else kwargs  # "leaky": see test_decoupled_lif_leaky_mem
     neuron = cls(8, **kwargs).double()
     x = _sequence(scale, steps=4)
     for x_t in x[:3].unbind(0):
@@ -138,7 +139,7 @@ def test_state_is_recreated_when_the_input_shape_changes(cls):
 @pytest.mark.parametrize("cls", [DynamicDecay, PRF, DecoupledLIF])
 def test_fires_on_strictly_greater_than_threshold(cls):
     """A membrane exactly at the threshold does not fire (snnTorch's rule)."""
-    probe = cls(4).double()
+    probe = cls(4, **({"mem": "reset_free"} if cls is DecoupledLIF else {})).double()
     x = torch.rand(1, 4, dtype=torch.float64) + 0.5
     _, mem = probe(x)  # first step: mem is the potential compared with the threshold
     level = float(mem[0, 0].detach())

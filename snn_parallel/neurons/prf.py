@@ -67,6 +67,8 @@ class PRF(ParallelNeuron):
     """
 
     state_type = PRFState
+    #: the initial range of :math:`\Delta` (see ``dt_range``)
+    DEFAULT_DT_RANGE = (0.001, 0.1)
 
     def __init__(
         self,
@@ -74,7 +76,7 @@ class PRF(ParallelNeuron):
         *,
         tau: float = 2.0,
         learn_decay: bool = False,
-        dt_range: tuple[float, float] = (0.001, 0.1),
+        dt_range: tuple[float, float] = DEFAULT_DT_RANGE,
         fr_scale: float = 1.0,
         reset: bool = False,
         v_threshold: float = 1.0,
