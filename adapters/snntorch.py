@@ -348,7 +348,7 @@ class DynamicDecay(LeakyAdapter):
         spike_grad: Any = None,
         kernel_size: int = 4,
         tau: float = 0.25,
-        init_decay: float = 0.9,
+        init_decay: float = 0.5,
         spike_mode: str = "binary",
         levels: int = 4,
         init_hidden: bool = False,

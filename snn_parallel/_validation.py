@@ -170,13 +170,15 @@ def check_real(
 def check_bool(value: object, name: str) -> bool:
     """A Python bool (not a truthy string or number)."""
     if not isinstance(value, bool):
-        raise TypeError(f"{name} must be True or False, got {type(value).__name__} {value!r}")
+        raise TypeError(f"{name} must be a bool, got {type(value).__name__} {value!r}")
     return value
 
 
 def check_choice(value: object, name: str, choices: Sequence[str]) -> str:
     """One of the strings ``choices``."""
-    if not isinstance(value, str) or value not in choices:
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be a str, one of {tuple(choices)}, got {type(value).__name__}")
+    if value not in choices:
         raise ValueError(f"{name} must be one of {tuple(choices)}, got {value!r}")
     return value
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 
 import snn_parallel as sp
-from snn_parallel.neurons import AdLIFState, BRFState, DSNState, LIFState, LTCState, PRFState
+from snn_parallel.neurons import AdLIFState, BRFState, DSNState, LIFState, LTCState, PRFState, PSPFilter
 
 # (name, factory, input scale) -- the scale puts each neuron in a regime where it spikes
 CONFIGS = [
@@ -48,7 +50,7 @@ def test_forward_equals_steps(name, factory, scale, steps, dtype):
         assert torch.equal(spikes, step_spikes)
     else:  # rounding differs between the parallel and serial forms: allow a rare flip at threshold
         assert (spikes != step_spikes).float().mean() < 0.01
-    for field, a, b in zip(state._fields, state, step_state):
+    for field, a, b in zip(state._fields, state, step_state, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5, msg=f"state.{field}")
 
 
@@ -62,7 +64,7 @@ def test_chained_forward_equals_one_call(name, factory, scale, split):
     second, m2, end = neuron(x[split:], mid, return_membrane=True)
     assert torch.equal(torch.cat([first, second]), spikes)
     torch.testing.assert_close(torch.cat([m1, m2]), membrane)
-    for a, b in zip(state, end):
+    for a, b in zip(state, end, strict=True):
         torch.testing.assert_close(a, b)
 
 
@@ -78,7 +80,7 @@ def test_parallel_gradients_equal_step_loop_bptt(name, factory, scale):
     step_spikes, _ = _run_steps(neuron, x)
     ref = torch.autograd.grad((step_spikes * weights).sum(), [x, *params], allow_unused=True, materialize_grads=True)
     assert spikes.sum() > 0
-    for g, r in zip(grads, ref):
+    for g, r in zip(grads, ref, strict=True):
         torch.testing.assert_close(g, r)
 
 
@@ -213,3 +215,220 @@ def test_ltc_rejects_feature_maps():
 def test_bad_constructor_arguments(build, match):
     with pytest.raises((ValueError, TypeError), match=match):
         build()
+
+
+# -- lazy feature count ------------------------------------------------------------------
+LAZY = [
+    ("dsn", lambda **k: sp.DynamicDecay(**k)),
+    ("prf", lambda **k: sp.PRF(**k)),
+    ("prf-learn", lambda **k: sp.PRF(learn_decay=True, **k)),
+    ("lif", lambda **k: sp.DecoupledLIF(**k)),
+    ("lif-learn", lambda **k: sp.DecoupledLIF(learn_decay=True, **k)),
+    ("ltc", lambda **k: sp.LTC(**k)),
+    ("ltc-parallel", lambda **k: sp.LTC(mode="parallel", learn_gate_temperature=True, **k)),
+    ("brf", lambda **k: sp.BRF(**k)),
+    ("adlif", lambda **k: sp.SEAdLIF(**k)),
+    ("psplif", lambda **k: sp.PSPLIF(**k)),
+    ("psp", lambda **k: PSPFilter(**k)),
+]
+LAZY_IDS = [c[0] for c in LAZY]
+
+
+@pytest.mark.parametrize("name,make", LAZY, ids=LAZY_IDS)
+def test_lazy_feature_count_is_inferred_at_the_first_call(name, make):
+    lazy = make()
+    assert lazy.features is None and lazy.has_uninitialized_params()
+    per_channel = [p for p in lazy.parameters() if p is not getattr(lazy, "gate_temperature", None)]
+    assert all(isinstance(p, torch.nn.parameter.UninitializedParameter) for p in per_channel)
+    x = torch.rand(6, 2, 5, dtype=torch.float64) * 2
+    lazy.double()  # as for nn.LazyLinear, .to() before the first call sets the dtype it materialises in
+    spikes, state = lazy(x)
+    assert lazy.features == 5 and not lazy.has_uninitialized_params()
+    assert all(p.shape[0] == 5 and p.dtype == torch.float64 for p in per_channel)
+    eager = make(features=5).double()
+    assert {k: v.shape for k, v in eager.state_dict().items()} == {k: v.shape for k, v in lazy.state_dict().items()}
+    eager.load_state_dict(lazy.state_dict())
+    assert torch.equal(eager(x)[0], spikes)
+    with pytest.raises(ValueError, match="x_seq must have 5 features"):
+        lazy(torch.rand(6, 2, 4, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("name,make", LAZY, ids=LAZY_IDS)
+def test_lazy_neuron_loads_deepcopies_and_trains_like_lazy_linear(name, make):
+    x = torch.rand(6, 2, 5) * 2
+    trained = make(features=5)
+    fresh = make()  # a state dict materialises a lazy neuron with the loaded feature count
+    fresh.load_state_dict(trained.state_dict())
+    assert fresh.features == (5 if trained.state_dict() else None)  # PSPLIF has no parameters: nothing to load
+    assert all(torch.equal(a, b) for a, b in zip(fresh.state_dict().values(), trained.state_dict().values(), strict=True))
+    lazy = make()
+    twin = copy.deepcopy(lazy)  # uninitialised parameters deep-copy, as nn.LazyLinear's
+    assert twin.features is None and twin.has_uninitialized_params()
+    params = list(lazy.parameters())
+    if params:  # an optimizer built before the first call steps the materialised parameters
+        optimizer = torch.optim.SGD(params, lr=1.0)
+        spikes, membrane, _ = lazy(x, return_membrane=True)
+        before = [p.detach().clone() for p in lazy.parameters()]
+        (spikes.sum() + membrane.sum()).backward()
+        optimizer.step()
+        assert any(not torch.equal(b, p) for b, p in zip(before, lazy.parameters(), strict=True))
+    step_first = make()
+    step_first.step(x[0])  # a step infers the count from dim 1
+    assert step_first.features == 5
+
+
+def test_lazy_neuron_is_refused_by_ddp_until_a_dry_run(tmp_path):
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    try:
+        lazy = sp.PRF()
+        with pytest.raises(RuntimeError, match="uninitialized parameters"):
+            torch.nn.parallel.DistributedDataParallel(lazy)
+        lazy(torch.rand(3, 2, 4))
+        ddp = torch.nn.parallel.DistributedDataParallel(lazy)
+        assert ddp(torch.rand(3, 2, 4))[0].shape == (3, 2, 4)
+    finally:
+        dist.destroy_process_group()
+
+
+# -- constants ---------------------------------------------------------------------------
+NAN, INF = float("nan"), float("inf")
+
+
+@pytest.mark.parametrize(
+    "build,error,match",
+    [
+        *[
+            (lambda cls=cls, v=v: cls(3, v_threshold=v), err, "v_threshold")
+            for cls in (sp.DynamicDecay, sp.PRF, sp.DecoupledLIF, sp.BRF, sp.SEAdLIF, sp.PSPLIF)
+            for v, err in ((NAN, ValueError), (INF, ValueError), ("1.0", TypeError), (None, TypeError), (True, TypeError))
+        ],
+        (lambda: sp.LTC(3, b0=NAN), ValueError, "b0 must be finite"),
+        (lambda: sp.LTC(3, b0="0.1"), TypeError, "b0 must be a real number"),
+        (lambda: sp.LTC(3, beta_a=INF), ValueError, "beta_a must be finite"),
+        (lambda: sp.LTC(3, beta_a=-1.0), ValueError, "beta_a must be >= 0"),
+        (lambda: sp.LTC(3, initial_membrane="random"), ValueError, "initial_membrane"),
+        (lambda: sp.LTC(3, learn_gate_temperature="yes"), TypeError, "learn_gate_temperature"),
+        (lambda: sp.SEAdLIF(3, adapt_coeff=NAN), ValueError, "adapt_coeff must be finite"),
+        (lambda: sp.SEAdLIF(3, adapt_coeff=None), TypeError, "adapt_coeff"),
+        (lambda: sp.PRF(3, fr_scale=INF), ValueError, "fr_scale must be finite"),
+        (lambda: sp.PRF(3, fr_scale=0.0), ValueError, "fr_scale must be > 0"),
+        (lambda: sp.PRF(3, reset="yes"), TypeError, "reset must be a bool"),
+        (lambda: sp.PRF(3, learn_decay=1), TypeError, "learn_decay must be a bool"),
+        (lambda: sp.PRF(3, dt_range=(1,)), ValueError, "dt_range must be a pair"),
+        (lambda: sp.PRF(3, dt_range="ab"), ValueError, "dt_range must be a pair"),
+        (lambda: sp.PRF(3, dt_range=(0.1, INF)), ValueError, "dt_range must be finite"),
+        (lambda: sp.PRF(3, tau=INF), ValueError, "tau must be finite"),
+        (lambda: sp.PRF(3, mode=None), TypeError, "mode"),
+        (lambda: sp.PSPLIF(3, tau_s=INF), ValueError, "tau_s must be finite"),
+        (lambda: sp.PSPLIF(3, tau_m=NAN), ValueError, "tau_m must be finite"),
+        (lambda: PSPFilter(3, tau_s=INF), ValueError, "tau_s must be finite"),
+        (lambda: sp.DynamicDecay(3, tau=INF), ValueError, "tau must be finite"),
+        (lambda: sp.DynamicDecay(3, init_decay=NAN), ValueError, "init_decay must be finite"),
+        (lambda: sp.DynamicDecay(3, kernel_size=2.0), ValueError, "kernel_size must be a positive int"),
+        (lambda: sp.DecoupledLIF(3, tau="2"), TypeError, "tau must be a real number"),
+        (lambda: sp.BRF(3, dt=INF), ValueError, "dt must be finite"),
+        (lambda: sp.DynamicDecay(2.5), ValueError, "features must be a positive int or None"),
+    ],
+)
+def test_constants_are_checked_naming_the_argument(build, error, match):
+    with pytest.raises(error, match=match):
+        build()
+
+
+# -- dtypes ------------------------------------------------------------------------------
+@pytest.mark.parametrize("name,make", LAZY, ids=LAZY_IDS)
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_every_neuron_runs_in_half_precision(name, make, dtype):
+    neuron = make(features=4).to(dtype)
+    x = (torch.rand(7, 3, 4) * 3).to(dtype).requires_grad_()
+    spikes, membrane, state = neuron(x, return_membrane=True)
+    assert spikes.dtype == membrane.dtype == dtype and all(s.dtype == dtype for s in state)
+    (spikes.float().sum() + membrane.float().sum()).backward()
+    grads = [x.grad, *(p.grad for p in neuron.parameters() if p.grad is not None)]
+    assert all(torch.isfinite(g.float()).all() for g in grads)
+    again, _ = neuron(x.detach(), state)  # the state goes back in
+    step, _ = neuron.step(x[0].detach(), state)
+    assert again.dtype == step.dtype == dtype
+
+
+@pytest.mark.parametrize("name,make", LAZY, ids=LAZY_IDS)
+def test_every_neuron_trains_under_cpu_autocast(name, make):
+    linear, neuron = torch.nn.Linear(4, 4), make()
+    x = torch.rand(6, 3, 4) * 3
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        current = linear(x)
+        assert current.dtype == torch.bfloat16
+        spikes, membrane, state = neuron(current, return_membrane=True)
+        # the dynamics run in the neuron's own dtype (float32), as autocast's cumsum does
+        assert spikes.dtype == membrane.dtype == torch.float32
+        more, _ = neuron(linear(x), state)  # the float32 state goes back in
+    (spikes.sum() + membrane.sum() + more.sum()).backward()
+    grads = [linear.weight.grad, *(p.grad for p in neuron.parameters())]
+    assert all(g is not None and torch.isfinite(g).all() for g in grads)
+    assert linear.weight.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize(
+    "make", [lambda s: sp.LTC(3, surrogate=s), lambda s: sp.SEAdLIF(3, surrogate=s), lambda s: sp.BRF(3, surrogate=s),
+             lambda s: sp.DecoupledLIF(3, surrogate=s), lambda s: sp.DynamicDecay(3, surrogate=s)],
+    ids=["ltc", "adlif", "brf", "lif", "dsn"],
+)
+def test_foreign_surrogate_keeps_the_dtype(make):
+    snntorch = pytest.importorskip("snntorch")
+    import snntorch.surrogate  # noqa: F401
+
+    neuron = make(snntorch.surrogate.fast_sigmoid()).double()
+    x = torch.rand(5, 2, 3, dtype=torch.float64) * 300
+    spikes, state = neuron(x)
+    assert spikes.dtype == torch.float64 and all(s.dtype == torch.float64 for s in state)
+    step, state = neuron.step(x[0], state)  # the state goes back in
+    assert step.dtype == torch.float64 and spikes.sum() > 0
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_psp_filter_keeps_half_precision(dtype):
+    from snn_parallel.ops.tssl import psp_filter
+
+    x = torch.rand(6, 2, 3).to(dtype)
+    psp, last = psp_filter(x, 3.0)
+    assert psp.dtype == last.dtype == dtype
+    again, _ = psp_filter(x, 3.0, last)  # the state goes back in
+    reference, _ = psp_filter(x.float(), 3.0)
+    torch.testing.assert_close(psp.float(), reference, rtol=1e-2, atol=1e-2)
+    assert again.dtype == dtype
+    filtered, state = PSPFilter(3).to(dtype)(x)
+    assert filtered.dtype == state.a.dtype == dtype
+
+
+# -- torch.compile ----------------------------------------------------------------------
+class _LinearNeuron(torch.nn.Module):
+    def __init__(self, neuron: torch.nn.Module) -> None:
+        super().__init__()
+        self.linear, self.neuron = torch.nn.Linear(4, 4), neuron
+
+    def forward(self, x_seq: torch.Tensor) -> torch.Tensor:
+        spikes, membrane, _ = self.neuron(self.linear(x_seq), return_membrane=True)
+        return spikes + membrane
+
+
+def test_dynamo_explain_counts_no_graph_break():
+    torch._dynamo.reset()
+    explained = torch._dynamo.explain(_LinearNeuron(sp.PRF(4)))(torch.rand(5, 2, 4))
+    assert explained.graph_break_count == 0, [str(r.reason)[:200] for r in explained.break_reasons]
+
+
+@pytest.mark.parametrize("name,make", LAZY, ids=LAZY_IDS)
+def test_linear_neuron_network_compiles_without_graph_breaks(name, make):
+    """``fullgraph=True`` raises at the first graph break; the compiled network gives the eager numbers."""
+    torch._dynamo.reset()
+    net = _LinearNeuron(make(features=4))
+    x = torch.rand(5, 2, 4) * 3
+    compiled = torch.compile(net, backend="aot_eager", fullgraph=True)
+    out = compiled(x)
+    out.sum().backward()
+    torch.testing.assert_close(out, net(x), rtol=1e-6, atol=1e-6)
+    assert sp.validation_enabled()  # the value check is back on after tracing
+    with pytest.raises(ValueError, match="NaN"):
+        net(torch.full((5, 2, 4), float("nan")))

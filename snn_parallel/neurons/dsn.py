@@ -69,7 +69,7 @@ class DynamicDecay(ParallelNeuron):
         *,
         kernel_size: int = 4,
         tau: float = 0.25,
-        init_decay: float = 0.9,
+        init_decay: float = 0.5,
         spike_mode: str = "binary",
         levels: int = 4,
         v_threshold: float = 1.0,

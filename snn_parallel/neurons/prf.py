@@ -68,7 +68,7 @@ class PRF(ParallelNeuron):
 
     state_type = PRFState
     #: the initial range of :math:`\Delta` (see ``dt_range``)
-    DEFAULT_DT_RANGE = (0.001, 0.1)
+    DEFAULT_DT_RANGE = (0.01, 1.0)
 
     def __init__(
         self,
