@@ -328,7 +328,11 @@ class DynamicDecay(LeakyAdapter):
     Args:
         features: channels ``C`` (dim 1 of a step ``[B, C, ...]``); ``None`` (default)
             infers it from the first input.
-        threshold: :math:`V_{th}` of binary mode (``v_threshold``).
+        threshold: :math:`V_{th}` of binary mode (``v_threshold``). The default, 0.25, is lower
+            than ``snn.Leaky``'s 1.0 because the DSN's membrane follows its input with gain 1
+            (:math:`H \\to X` for a constant input) where ``snn.Leaky`` integrates it with gain
+            :math:`1/(1-\\beta)` (10 to 20 in the snnTorch tutorials), so that it fires in the
+            networks written for ``snn.Leaky``; the core's and SpikingJelly's default is 1.0.
         spike_grad: snnTorch surrogate (binary mode).
         kernel_size, tau, init_decay, spike_mode, levels: as in the core neuron; the decay is
             always learned (the convolution), so there is no ``beta``/``learn_beta``.
@@ -344,7 +348,7 @@ class DynamicDecay(LeakyAdapter):
         self,
         features: int | None = None,
         *,
-        threshold: float | torch.Tensor = 1.0,
+        threshold: float | torch.Tensor = 0.25,
         spike_grad: Any = None,
         kernel_size: int = 4,
         tau: float = 0.25,
@@ -371,7 +375,11 @@ class PRF(LeakyAdapter):
 
     Args:
         features: channels ``C``; ``None`` (default) infers it from the first input.
-        threshold: :math:`V_{th}`.
+        threshold: :math:`V_{th}`. The default, 0.1, is lower than ``snn.Leaky``'s 1.0 because
+            the PRF's membrane takes its input with gain :math:`\\Delta \\le 1` where
+            ``snn.Leaky`` integrates it with gain :math:`1/(1-\\beta)` (10 to 20 in the snnTorch
+            tutorials), so that it fires in the networks written for ``snn.Leaky``; the
+            paper's and SpikingJelly's threshold is 1.0.
         spike_grad: snnTorch surrogate.
         tau, dt_range, fr_scale, mode: as in the core neuron.
         learn_beta: learn the decay rate :math:`1/\\tau` (core ``learn_decay``); the decay itself
@@ -389,7 +397,7 @@ class PRF(LeakyAdapter):
         self,
         features: int | None = None,
         *,
-        threshold: float | torch.Tensor = 1.0,
+        threshold: float | torch.Tensor = 0.1,
         spike_grad: Any = None,
         tau: float = 2.0,
         learn_beta: bool = False,
@@ -519,8 +527,9 @@ class DecoupledLIF(LeakyAdapter):
             raise ValueError(f"beta: DecoupledLIF needs a decay in (0, 1), the state dict has {beta.tolist()}")
         if beta.numel() == 1:
             self.core.tau = float(1 / (1 - beta.reshape(())))
-            if self.core.features is None:
-                return  # the lazy core builds its decay from tau at the first input
+            if self.core.features is None:  # the lazy core builds its decay from tau at the first input
+                state_dict[key] = self.core.decay_logit
+                return
         features = self.core.features if self.core.features is not None else beta.numel()
         state_dict[key] = torch.logit(beta.reshape(-1).expand(features)).clone()
 
@@ -592,7 +601,8 @@ class PSPLIF(LeakyAdapter):
         tau_s: the PSP filter's :math:`\tau_s`.
         threshold: :math:`V_{th}`.
         spike_grad: snnTorch surrogate, used with ``gradient="surrogate"`` and in ``forward`` (one step).
-        gradient: ``"tsslbp"`` (TSSL-BP's backward in ``multistep``) or ``"surrogate"``.
+        gradient: ``"surrogate"`` (default: BPTT with the surrogate, as ``forward`` always
+            trains) or ``"tsslbp"`` (TSSL-BP's backward in ``multistep``, the paper's).
         reset_mechanism: ``"zero"`` only (a hard reset).
         **leaky_options: snnTorch's remaining ``Leaky`` options, at supported values.
     """
@@ -612,7 +622,7 @@ class PSPLIF(LeakyAdapter):
         tau_s: float = 3.0,
         threshold: float | torch.Tensor = 1.0,
         spike_grad: Any = None,
-        gradient: str = "tsslbp",
+        gradient: str = "surrogate",
         init_hidden: bool = False,
         output: bool = False,
         reset_mechanism: str = "zero",

@@ -518,8 +518,8 @@ class PSPLIFNode(SpikingJellyNode):
     firing :math:`[u_t - V_{th} \ge 0]` (SpikingJelly's rule); it resets hard to 0 and keeps the
     gradient through the reset, so ``v_reset`` must be ``0.0``, ``detach_reset`` ``False`` and
     ``decay_input`` ``False``. ``v`` is the membrane after reset :math:`\hat u_t` (memories ``u``,
-    ``a``). ``gradient="tsslbp"`` trains ``'m'`` mode with TSSL-BP's backward; ``'s'`` mode and
-    ``gradient="surrogate"`` use the surrogate. On 0.0.0.0.14, ``backend='cupy'`` runs TSSL-BP's
+    ``a``). ``gradient="tsslbp"`` trains ``'m'`` mode with TSSL-BP's backward (the paper's);
+    ``'s'`` mode and ``gradient="surrogate"`` (the default) use the surrogate. On 0.0.0.0.14, ``backend='cupy'`` runs TSSL-BP's
     op as CUDA kernels in ``'m'`` mode with ``gradient="tsslbp"`` (the surrogate mode steps in torch).
 
     Args:
@@ -531,7 +531,8 @@ class PSPLIFNode(SpikingJellyNode):
         decay_input: accepted for ``LIFNode`` compatibility; only ``False`` is expressible.
         v_threshold, v_reset, surrogate_function, detach_reset, step_mode, store_v_seq,
         backend: as in SpikingJelly (see the module doc).
-        gradient: the core's argument.
+        gradient: ``"surrogate"`` (default; BPTT through the step loop with the surrogate) or
+            ``"tsslbp"`` (TSSL-BP's backward, the paper's), the core's argument.
     """
 
     _nir_refusal = (
@@ -552,7 +553,7 @@ class PSPLIFNode(SpikingJellyNode):
         step_mode: str = "s",
         store_v_seq: bool = False,
         backend: str | None = None,
-        gradient: str = "tsslbp",
+        gradient: str = "surrogate",
     ) -> None:
         if decay_input is not False:
             raise ValueError(

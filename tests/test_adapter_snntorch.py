@@ -17,7 +17,7 @@ import snntorch.utils  # noqa: E402
 
 import snn_parallel as sp  # noqa: E402
 from snn_parallel.adapters import snntorch as adapter  # noqa: E402
-from snn_parallel.adapters.snntorch import LTC, PRF, DecoupledLIF, DynamicDecay  # noqa: E402
+from snn_parallel.adapters.snntorch import LTC, PRF, PSPLIF, DecoupledLIF, DynamicDecay  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -58,7 +58,7 @@ def test_forward_loop_equals_multistep_and_core_step(cls, kwargs, scale):
     assert torch.equal(stepped, spk_seq)
     assert 0 < spk_seq.count_nonzero() < spk_seq.numel()  # the case is not trivial
     assert mem_seq.shape == x.shape
-    for carried, parallel in zip(end_state, neuron._state()):  # multistep leaves the end state
+    for carried, parallel in zip(end_state, neuron._state(), strict=True):  # multistep leaves the end state
         torch.testing.assert_close(carried, parallel)
 
     state, core_spikes = None, []
@@ -210,7 +210,7 @@ def _parameter_count(module: nn.Module) -> int:
 
 
 def test_supported_mappings():
-    assert DynamicDecay(4, reset_delay=True).core.v_threshold == 1.0  # no reset: reset_delay is moot
+    assert DynamicDecay(4, reset_delay=True).core.v_threshold == 0.25  # no reset: reset_delay is moot
     x = _sequence(3.0)
     for reset_mechanism, has_bias in (("none", False), ("subtract", True)):
         prf = PRF(8, tau=0.5, dt_range=(0.5, 1.0), reset_mechanism=reset_mechanism).double()
@@ -467,7 +467,8 @@ def test_psplif_skin_runs_the_core_and_translates_beta():
     from snn_parallel.adapters.snntorch import PSPLIF
 
     torch.manual_seed(0)
-    lif = PSPLIF(4, beta=0.8, tau_s=3.0, init_hidden=False)
+    assert PSPLIF(4).core.gradient == "surrogate"  # the default; TSSL-BP's gradient is one argument away
+    lif = PSPLIF(4, beta=0.8, tau_s=3.0, init_hidden=False, gradient="tsslbp")
     assert lif.core.tau_m == pytest.approx(5.0) and lif.core.gradient == "tsslbp"
     x = 1.5 * torch.rand(6, 2, 4)
     psp_seq, mem_seq = lif.multistep(x)
@@ -481,3 +482,171 @@ def test_psplif_skin_runs_the_core_and_translates_beta():
         PSPLIF(4, reset_mechanism="subtract")
     with pytest.raises(ValueError, match="beta"):
         PSPLIF(4, beta=1.0)
+
+
+# -- snnTorch's tools: backprop, beta, NIR, state dicts, the Leaky mem -------------------------
+ALL_SKINS = [DynamicDecay, PRF, DecoupledLIF, LTC, PSPLIF]
+
+
+def _tbptt_net(cls: type) -> nn.Sequential:
+    kwargs = {"beta": 0.9} if cls in (snn.Leaky, DecoupledLIF) else {}
+    return nn.Sequential(
+        nn.Linear(8, 16), cls(init_hidden=True, **kwargs), nn.Linear(16, 4), cls(init_hidden=True, output=True, **kwargs)
+    )
+
+
+@pytest.mark.parametrize("cls", [snn.Leaky, *ALL_SKINS], ids=lambda c: c.__name__)
+def test_snntorch_backprop_tbptt_and_bptt_run_with_every_skin(cls):
+    """snnTorch's TBPTT calls ``snn.Leaky.detach_hidden()``, which detaches ``mem`` in place only;
+    every other state field is detached with it, so the second truncation does not backward
+    through the first one's graph."""
+    backprop = pytest.importorskip("snntorch.backprop")
+    torch.manual_seed(0)
+    net = _tbptt_net(cls)
+    loader = [(torch.rand(16, 8) * 2, torch.arange(16) % 4)]
+    optimizer = torch.optim.Adam(net.parameters(), lr=1e-2)
+    # time-static data (snnTorch's time_var=True with an explicit K fails inside snnTorch for every neuron)
+    loss = backprop.TBPTT(net, loader, optimizer, SF.ce_rate_loss(), num_steps=6, time_var=False, K=2)
+    assert torch.isfinite(torch.as_tensor(loss))
+    before = [p.detach().clone() for p in net.parameters()]
+    loss = backprop.BPTT(net, loader, optimizer, SF.ce_rate_loss(), num_steps=6, time_var=False)
+    assert torch.isfinite(torch.as_tensor(loss))
+    assert any(not torch.equal(b, p) for b, p in zip(before, net.parameters(), strict=True))
+
+
+def test_mem_detached_in_place_detaches_the_whole_state():
+    neuron = DynamicDecay(init_hidden=True)
+    neuron.multistep(torch.rand(4, 2, 8, requires_grad=True) * 3)
+    assert neuron.state_history.requires_grad
+    neuron.mem.detach_()  # what snn.Leaky.detach_hidden() does
+    neuron(torch.rand(2, 8))
+    assert not neuron.state_history.grad_fn  # the history was detached before the step
+    neuron(torch.rand(2, 8, requires_grad=True)).sum().backward()  # no second backward through the old graph
+
+
+def test_beta_reflects_the_decay_or_is_refused_with_the_reason():
+    lif = DecoupledLIF(beta=0.9)
+    assert lif.beta.dim() == 0 and lif.beta.item() == pytest.approx(0.9)
+    learned = DecoupledLIF(6, beta=0.8, learn_beta=True)
+    torch.testing.assert_close(learned.beta, torch.full((6,), 0.8))
+    assert not any(name.endswith("beta") for name in dict(lif.named_buffers()))  # no unused beta buffer
+    for cls, reason in ((DynamicDecay, "computed from the input"), (PRF, "complex"), (LTC, "gate"), (PSPLIF, "post-synaptic")):
+        with pytest.raises(TypeError, match=rf"{cls.__name__} has no beta: .*{reason}"):
+            cls().beta
+        if cls is not PSPLIF:  # PSPLIF takes beta (its membrane decay)
+            with pytest.raises(TypeError, match=rf"{cls.__name__} takes no beta: .*{reason}"):
+                cls(beta=0.9)
+    with pytest.raises(TypeError, match=r"DynamicDecay\(\) got an unexpected keyword argument 'decay'"):
+        DynamicDecay(decay=0.9)
+
+
+def test_nir_export_writes_decoupled_lif_parameters_and_refuses_the_others():
+    """What snnTorch's NIR exporter writes for each module (its per-module converter)."""
+    nir = pytest.importorskip("nir")
+    pytest.importorskip("nirtorch")
+    export_nir = pytest.importorskip("snntorch.export_nir")
+    node = export_nir._extract_snntorch_module(DecoupledLIF(5, beta=0.9, threshold=0.7))
+    assert isinstance(node, nir.LIF)
+    dt = 1e-4  # snnTorch's export step
+    assert float(node.tau) == pytest.approx(dt / (1 - 0.9))  # beta = 1 - dt / tau
+    assert float(node.v_threshold) == pytest.approx(0.7)
+    leaky = export_nir._extract_snntorch_module(snn.Leaky(beta=0.9, threshold=0.7))
+    for field in ("tau", "r", "v_leak", "v_threshold", "v_reset"):  # exactly what snn.Leaky(beta=0.9) writes
+        torch.testing.assert_close(torch.as_tensor(getattr(node, field)), torch.as_tensor(getattr(leaky, field)))
+    for cls in (DynamicDecay, PRF, LTC, PSPLIF):
+        with pytest.raises(TypeError, match=rf"{cls.__name__} has no beta.*NIR"):
+            export_nir._extract_snntorch_module(cls(5))
+
+
+def test_nir_export_of_a_whole_network_matches_snn_leaky():
+    pytest.importorskip("nir")
+    pytest.importorskip("nirtorch")
+    export_nir = pytest.importorskip("snntorch.export_nir")
+
+    def net(neuron: nn.Module) -> nn.Sequential:
+        torch.manual_seed(0)
+        return nn.Sequential(nn.Linear(6, 5), neuron)
+
+    sample = torch.rand(1, 6)
+    try:
+        reference = export_nir.export_to_nir(net(snn.Leaky(beta=0.9, threshold=0.7, init_hidden=True)), sample)
+    except ValueError as error:  # snnTorch 1.0.0's exporter against nir >= 1.0.5
+        pytest.skip(f"snnTorch's NIR exporter fails on snn.Leaky itself here: {error}")
+    ours = export_nir.export_to_nir(net(DecoupledLIF(beta=0.9, threshold=0.7, init_hidden=True)), sample)
+    assert set(ours.nodes) == set(reference.nodes)
+    with pytest.raises(TypeError, match="PRF has no beta"):
+        export_nir.export_to_nir(net(PRF(init_hidden=True)), sample)
+
+
+def test_snn_leaky_state_dict_loads_into_decoupled_lif():
+    x = torch.rand(30, 3, 8, dtype=torch.float64) * 0.8
+    leaky = snn.Leaky(beta=0.75, threshold=0.875, reset_delay=False).double()  # values exact in float32
+    expected = torch.stack([leaky(x_t)[0] for x_t in x.unbind(0)])
+    for ours in (DecoupledLIF(8), DecoupledLIF()):  # eager and lazy
+        ours.load_state_dict(leaky.state_dict())
+        ours.double()
+        assert ours.beta.item() == pytest.approx(0.75) and ours.core.v_threshold == 0.875
+        assert torch.equal(ours.multistep(x)[0], expected)
+    learned = DecoupledLIF(8, learn_beta=True)
+    learned.load_state_dict(snn.Leaky(beta=torch.linspace(0.1, 0.8, 8), learn_beta=True).state_dict())
+    torch.testing.assert_close(learned.beta, torch.linspace(0.1, 0.8, 8))
+    with pytest.raises(ValueError, match="reset_mechanism='zero'"):
+        DecoupledLIF(8).load_state_dict(snn.Leaky(beta=0.8, reset_mechanism="zero").state_dict())
+
+
+def test_loaded_threshold_reaches_every_core():
+    for cls in ALL_SKINS:
+        neuron = cls(4)
+        state = neuron.state_dict()
+        state["threshold"] = torch.tensor(0.375)
+        neuron.load_state_dict(state)
+        assert neuron._threshold == 0.375
+
+
+def test_decoupled_lif_leaky_mem_is_snn_leaky_mem():
+    """``mem="leaky"`` (the default): the explicit-state loop of the snnTorch tutorials gives
+    snn.Leaky's spikes and membranes, the membrane passed back in each step."""
+    x = torch.rand(40, 3, 8, dtype=torch.float64) * 0.8
+    leaky, ours = snn.Leaky(beta=0.75, reset_delay=False).double(), DecoupledLIF(beta=0.75).double()  # 0.75: exact in float32
+    mem_l = mem_o = torch.zeros(3, 8, dtype=torch.float64)
+    spikes_l, spikes_o, mems_l, mems_o = [], [], [], []
+    for x_t in x.unbind(0):
+        s_l, mem_l = leaky(x_t, mem_l)
+        s_o, mem_o = ours(x_t, mem_o)
+        spikes_l.append(s_l), spikes_o.append(s_o), mems_l.append(mem_l), mems_o.append(mem_o)
+    assert torch.stack(spikes_o).sum() > 0
+    assert torch.equal(torch.stack(spikes_o), torch.stack(spikes_l))
+    torch.testing.assert_close(torch.stack(mems_o), torch.stack(mems_l))
+    adapter.reset(ours)
+    spk_seq, mem_seq = ours.multistep(x)  # multistep gives the same mem sequence
+    assert torch.equal(spk_seq, torch.stack(spikes_l))
+    torch.testing.assert_close(mem_seq, torch.stack(mems_l))
+    torch.testing.assert_close(ours.mem, mems_l[-1])
+    reset_free = DecoupledLIF(beta=0.75, mem="reset_free").double()
+    assert torch.equal(reset_free.multistep(x)[0], spk_seq)
+    with pytest.raises(ValueError, match="mem must be one of"):
+        DecoupledLIF(mem="post")
+
+
+@pytest.mark.parametrize("cls", ALL_SKINS)
+def test_skins_infer_the_feature_count(cls):
+    x = torch.rand(5, 2, 6) * 3
+    lazy = cls(init_hidden=True)
+    assert lazy.core.features is None
+    out = torch.stack([lazy(x_t) for x_t in x.unbind(0)])
+    assert lazy.core.features == 6 and out.shape == x.shape
+    eager = cls(6, init_hidden=True)
+    eager.load_state_dict(lazy.state_dict())
+    adapter.reset(eager)
+    assert torch.equal(eager.multistep(x), out)
+    lazy.mem = torch.zeros(2, 6)  # snnTorch's resets assign mem
+
+
+@pytest.mark.parametrize("cls", ALL_SKINS)
+def test_skins_train_under_cpu_autocast(cls):
+    net = nn.Sequential(nn.Linear(6, 6), cls(init_hidden=True))
+    x = torch.rand(5, 2, 6) * 3
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = net[1].multistep(net[0](x)) + torch.stack([net(x_t) for x_t in x.unbind(0)])
+    out.float().sum().backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in net.parameters())
