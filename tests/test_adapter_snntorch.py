@@ -264,7 +264,7 @@ def test_swap_trains_with_snntorch_loss(neuron):
         losses.append(loss.item())
     assert losses[-1] < losses[0] - 0.05, losses
     accuracy = SF.accuracy_rate(_run(net, x), y)
-    assert 0.0 <= accuracy <= 1.0
+    assert accuracy >= 0.5  # 4 classes: chance is 0.25
 
 
 @pytest.mark.parametrize("cls", CLASSES)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import math
 
 import pytest
 import torch
@@ -432,3 +433,83 @@ def test_linear_neuron_network_compiles_without_graph_breaks(name, make):
     assert sp.validation_enabled()  # the value check is back on after tracing
     with pytest.raises(ValueError, match="NaN"):
         net(torch.full((5, 2, 4), float("nan")))
+
+
+# -- LTC (paper mode) against its equations ----------------------------------------------------
+def ltc_reference(x, rate_w, rate_b, ret_w, ret_b, state, spike_fn, b0=0.1, beta_a=1.8, temperature=(1.0, 1.0)):
+    """LTC-SNN (Yin et al.) from the paper's equations, one step at a time:
+    m_t = sig(W_m [I_t; u^_{t-1}] + c_m), rho_t = sig(W_rho [I_t; b_{t-1}] + c_rho),
+    b_t = rho_t b_{t-1} + (1 - rho_t) s_{t-1}, theta_t = b0 + beta_a b_t,
+    u_t = (1 - m_t) u^_{t-1} + m_t I_t, s_t = H(u_t - theta_t), u^_t = (1 - s_t) u_t."""
+    u, s, b = state
+    spikes, membranes = [], []
+    for current in x.unbind(0):
+        m = torch.sigmoid(temperature[0] * (torch.cat([current, u], -1) @ rate_w.T + rate_b))
+        rho = torch.sigmoid(temperature[1] * (torch.cat([current, b], -1) @ ret_w.T + ret_b))
+        b = rho * b + (1 - rho) * s
+        v = (1 - m) * u + m * current
+        s = spike_fn(v - (b0 + beta_a * b))
+        u = (1 - s) * v
+        spikes.append(s)
+        membranes.append(v)
+    return torch.stack(spikes), torch.stack(membranes), (u, s, b)
+
+
+def _ltc_params(neuron):
+    return neuron.rate_gate.weight, neuron.rate_gate.bias, neuron.retention_gate.weight, neuron.retention_gate.bias
+
+
+def test_ltc_hand_derived_steps():
+    """One neuron, zero gate weights except the rate gate's weight on the membrane, 2 ln 3: by hand,
+    t=0: b = .5*.1 = .05, theta = .19, m = .5, u = .5 -> spike, u^ = 0;
+    t=1: b = .5*.05 + .5 = .525, theta = 1.045, m = .5, u = .5 -> none, u^ = .5;
+    t=2: b = .2625, theta = .5725, m = sig(2 ln 3 * .5) = .75, u = .25*.5 + .75*.2 = .275 -> none.
+    A rate gate that read the last spike (0) instead of u^ would give m = .5 and u = .35."""
+    neuron = sp.LTC(1).double()
+    with torch.no_grad():
+        for p in _ltc_params(neuron):
+            p.zero_()
+        neuron.rate_gate.weight[0, 1] = 2 * math.log(3)
+    x = torch.tensor([1.0, 1.0, 0.2], dtype=torch.float64).view(3, 1, 1)
+    spikes, membrane, state = neuron(x, return_membrane=True)
+    assert spikes.flatten().tolist() == [1.0, 0.0, 0.0]
+    torch.testing.assert_close(membrane.flatten(), torch.tensor([0.5, 0.5, 0.275], dtype=torch.float64))
+    torch.testing.assert_close(state.b.flatten(), torch.tensor([0.2625], dtype=torch.float64))
+    torch.testing.assert_close(state.u.flatten(), torch.tensor([0.275], dtype=torch.float64))
+
+
+@pytest.mark.parametrize("temperature", [False, True])
+def test_ltc_paper_mode_matches_its_equations_forward_and_gradients(temperature):
+    """Spikes, membranes, state and every gradient against a plain autograd loop written from
+    the equations (with the neuron's own surrogate as the spike function)."""
+    neuron = sp.LTC(5, learn_gate_temperature=temperature).double()
+    if temperature:
+        with torch.no_grad():
+            neuron.gate_temperature.copy_(torch.tensor([1.5, 0.7]))
+    x = (torch.randn(30, 4, 5, dtype=torch.float64) * 1.5).requires_grad_()
+    state = neuron.init_state(x[0])
+    state = type(state)(torch.rand_like(state.u), (torch.rand_like(state.s) > 0.5).double(), state.b + 0.2 * torch.rand_like(state.b))
+    weights = torch.randn(30, 4, 5, dtype=torch.float64)
+    spikes, membrane, end = neuron(x, state, return_membrane=True)
+    params = [*_ltc_params(neuron), *([neuron.gate_temperature] if temperature else [])]
+    loss = (spikes * weights).sum() + membrane.square().sum() + sum(v.sum() for v in end)
+    grads = torch.autograd.grad(loss, [x, *params])
+    temp = tuple(neuron.gate_temperature) if temperature else (1.0, 1.0)
+    ref_spikes, ref_membrane, ref_end = ltc_reference(x, *_ltc_params(neuron), tuple(state), neuron.surrogate, temperature=temp)
+    assert 0 < ref_spikes.mean() < 1
+    assert torch.equal(spikes, ref_spikes)
+    torch.testing.assert_close(membrane, ref_membrane, rtol=1e-12, atol=1e-12)
+    for a, b in zip(end, ref_end, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+    ref_loss = (ref_spikes * weights).sum() + ref_membrane.square().sum() + sum(v.sum() for v in ref_end)
+    ref_grads = torch.autograd.grad(ref_loss, [x, *params])
+    for g, r in zip(grads, ref_grads, strict=True):
+        torch.testing.assert_close(g, r, rtol=1e-10, atol=1e-12)
+
+
+def test_ltc_uniform_initial_membrane():
+    neuron = sp.LTC(4, initial_membrane="uniform")
+    first, second = neuron.init_state(torch.zeros(3, 4)), neuron.init_state(torch.zeros(3, 4))
+    assert 0 <= first.u.min() and first.u.max() < 1 and not torch.equal(first.u, second.u)  # drawn afresh
+    assert torch.equal(first.b, torch.full((3, 4), 0.1)) and not first.s.any()
+    assert sp.LTC(4).init_state(torch.zeros(3, 4)).u.abs().sum() == 0
