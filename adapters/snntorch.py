@@ -3,7 +3,10 @@ r"""snnTorch drop-ins: our neurons behind the ``snntorch.Leaky`` interface.
 Take an snnTorch model and change one class name::
 
     lif = snn.Leaky(beta=0.9, init_hidden=True)            # before
-    lif = DynamicDecay(64, init_hidden=True)                # after (feature count first)
+    lif = DynamicDecay(init_hidden=True)                    # after (feature count inferred)
+
+The feature count is optional (``None``: inferred from the first step, as ``nn.LazyLinear``
+does; see :class:`snn_parallel.neurons.ParallelNeuron`).
 
 :class:`DynamicDecay`, :class:`PRF`, :class:`DecoupledLIF`, :class:`LTC` and :class:`PSPLIF` subclass
 ``snntorch.Leaky`` (``isinstance`` is snnTorch's only hook: ``utils.reset``, ``spikeplot``
@@ -33,31 +36,50 @@ our :class:`~snn_parallel.surrogate.Surrogate` objects keeps its own ``inclusive
 
 **Reset.** Every reset here acts within the step that fired, i.e. like
 ``Leaky(..., reset_delay=False)``; ``reset_delay=True`` is rejected for a neuron that
-resets. ``DecoupledLIF`` fires exactly like ``Leaky(beta, reset_delay=False)``
-(``reset_mechanism="subtract"``). ``DynamicDecay`` and ``PRF`` (default) have no reset.
+resets. ``DecoupledLIF`` fires like ``Leaky(beta, reset_delay=False)``
+(``reset_mechanism="subtract"``) as long as one subtraction brings the membrane below the
+threshold; ``Leaky`` subtracts once more at the next step where it does not.
+``DynamicDecay`` and ``PRF`` (default) have no reset.
+
+**Defaults.** ``DynamicDecay``'s ``threshold`` defaults to 0.25 and ``PRF``'s to 0.1 (the
+core neurons' is 1.0): their membranes follow the input with gain about 1, where
+``snn.Leaky`` integrates it with gain :math:`1/(1-\beta)`, so these are the thresholds at
+which they fire and train in networks written for ``snn.Leaky`` (the snnTorch tutorials').
+``PSPLIF`` trains with the surrogate unless ``gradient="tsslbp"``.
 
 **State and** ``mem``. The core state (a ``NamedTuple``) lives in non-persistent buffers
 ``state_<field>`` (not in ``state_dict``, like Leaky's ``mem``). ``self.mem`` and the ``mem``
 that ``forward`` takes and returns are the state's **first field**; a ``mem`` passed in
 replaces that field only. ``multistep``'s ``mem_seq`` is the potential compared with the
-threshold at each step (the core's ``return_membrane``):
+threshold at each step (the core's ``return_membrane``). ``DecoupledLIF`` differs: by default
+(``mem="leaky"``) it keeps and returns ``snn.Leaky``'s ``mem``, the membrane after the step's
+reset, so that a ``mem`` passed in is its whole state:
 
-================  ====================================  =====================================
-class             ``forward``'s ``mem`` (= ``self.mem``)   ``multistep``'s ``mem_seq``
-================  ====================================  =====================================
-DynamicDecay      membrane :math:`H_t`                   the same
-PRF               real part :math:`u_t`                  :math:`u_t - b_t` (:math:`u_t` w/o reset)
-DecoupledLIF      reset-free membrane :math:`u'_t`       :math:`u'_t - b_t`, the LIF membrane
-LTC               membrane after reset :math:`\hat u_t`  membrane before reset :math:`u_t`
-PSPLIF            membrane after reset :math:`\hat u_t`  membrane before reset :math:`u_t`
-================  ====================================  =====================================
+================  ========================================  =====================================
+class             ``forward``'s ``mem`` (= ``self.mem``)       ``multistep``'s ``mem_seq``
+================  ========================================  =====================================
+DynamicDecay      membrane :math:`H_t`                       the same
+PRF               real part :math:`u_t`                      :math:`u_t - b_t` (:math:`u_t` w/o reset)
+DecoupledLIF      after reset :math:`u_t - V_{th} s_t`       the same (``mem="leaky"``)
+  (reset_free)    reset-free filter :math:`u'_t`             :math:`u'_t - b_t = u_t`
+LTC               membrane after reset :math:`\hat u_t`      membrane before reset :math:`u_t`
+PSPLIF            membrane after reset :math:`\hat u_t`      membrane before reset :math:`u_t`
+================  ========================================  =====================================
 
 Assigning ``neuron.mem = m`` (as snnTorch's ``Leaky.reset_hidden``, ``reset_mem`` and
 ``init_leaky`` do) sets the membrane to ``m`` with every other state field at rest, so
-snnTorch's reset utilities reset the whole state. ``Leaky.detach_hidden()`` (snnTorch's,
-called on ``snn.Leaky``) detaches ``mem`` only, in place, which fails on a state that is a
-view; call it on one of our classes (``DynamicDecay.detach_hidden()``), which detaches
-every field, or use :func:`reset`.
+snnTorch's reset utilities reset the whole state. ``snn.Leaky.detach_hidden()``, which
+``snntorch.backprop.TBPTT`` calls, detaches ``mem`` in place only: the other fields are
+detached with it before the next step, so ``backprop.TBPTT`` and ``backprop.BPTT`` work
+with every skin. ``DynamicDecay.detach_hidden()`` etc. detach every field at once.
+
+**beta and NIR.** ``DecoupledLIF.beta`` is its decay (a scalar, or per channel with
+``learn_beta``), which snnTorch's NIR export writes as the LIF time constant (with the
+threshold, and ``v_reset = 0`` as for ``snn.Leaky(reset_mechanism="subtract")``: NIR's LIF
+has no subtractive reset). The other skins have no constant membrane decay: reading
+``beta`` raises a ``TypeError`` with the reason, so snnTorch's NIR export refuses them instead
+of writing a wrong LIF, and passing ``beta=`` is refused likewise (``PSPLIF`` takes ``beta``,
+its membrane decay, but is no Leaky: its output is the PSP).
 
 :func:`reset` resets the neurons of one network (nested included), unlike
 ``snntorch.utils.reset``, which scans only direct children and resets every ``Leaky`` in
