@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -650,3 +651,55 @@ def test_skins_train_under_cpu_autocast(cls):
         out = net[1].multistep(net[0](x)) + torch.stack([net(x_t) for x_t in x.unbind(0)])
     out.float().sum().backward()
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in net.parameters())
+
+
+# -- the snnTorch tutorials' networks, every skin at its defaults ----------------------------
+def _tutorial_net(arch: str, make: Callable[..., nn.Module]) -> nn.Sequential:
+    """Tutorial 5's fully connected net and tutorial 6's conv net (12C5-MP2-64C5-MP2-FC10,
+    padded for the 8x8 digits), with the neuron of ``make``."""
+    if arch == "fc":
+        return nn.Sequential(nn.Linear(64, 256), make(), nn.Linear(256, 10), make(output=True))
+    return nn.Sequential(
+        nn.Unflatten(1, (1, 8, 8)), nn.Conv2d(1, 12, 5, padding=2), nn.MaxPool2d(2), make(),
+        nn.Conv2d(12, 64, 5, padding=2), nn.MaxPool2d(2), make(), nn.Flatten(), nn.Linear(256, 10), make(output=True),
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("arch, beta, lr", [("fc", 0.95, 5e-4), ("conv", 0.5, 1e-2)], ids=["tutorial5", "tutorial6"])
+@pytest.mark.parametrize("cls", [snn.Leaky, *ALL_SKINS], ids=lambda c: c.__name__)
+def test_defaults_fire_and_learn_in_the_snntorch_tutorial_networks(cls, arch, beta, lr):
+    """Each skin at its defaults (with the tutorial's ``beta`` where the neuron has one, and
+    the tutorial's surrogate), T = 25 steps of the static digit, trained with snnTorch's loss."""
+    if cls is LTC and arch == "conv":
+        pytest.skip("LTC has no spatial dims")
+    pytest.importorskip("sklearn")
+    from snn_parallel.tasks import SequentialDigits
+
+    data = SequentialDigits("train", "static", repeat=25)
+    x, y = data.inputs[:256].transpose(0, 1), data.targets[:256]
+    torch.manual_seed(0)
+    kwargs = {"beta": beta} if cls in (snn.Leaky, DecoupledLIF) else {}
+    net = _tutorial_net(arch, lambda **k: cls(init_hidden=True, spike_grad=snntorch.surrogate.fast_sigmoid(slope=25), **kwargs, **k))
+    rates: dict[int, list[float]] = {}
+    for i, module in enumerate(net):
+        if isinstance(module, snn.Leaky):
+            module.register_forward_hook(lambda mod, args, out, i=i: rates.setdefault(i, []).append(float((out[0] if isinstance(out, tuple) else out).detach().mean())))
+    optimizer = torch.optim.Adam(net.parameters(), lr=lr)
+    loss_fn, losses = SF.ce_rate_loss(), []
+    for step in range(30):
+        batch = torch.arange(64) + 64 * (step % 4)
+        adapter.reset(net)
+        spikes = torch.stack([net(x_t)[0] for x_t in x[:, batch].unbind(0)])
+        if step == 0 and cls is not snn.Leaky and not (cls is DecoupledLIF and arch == "conv"):
+            assert all(sum(r) > 0 for r in rates.values()), rates  # every layer fires from the start
+        loss = loss_fn(spikes, y[batch])
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    with torch.no_grad():
+        adapter.reset(net)
+        accuracy = SF.accuracy_rate(torch.stack([net(x_t)[0] for x_t in x.unbind(0)]), y)
+    assert sum(losses[-4:]) / 4 < losses[0] - 0.2, losses
+    assert accuracy >= 0.5, accuracy  # 10 classes

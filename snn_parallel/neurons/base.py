@@ -140,11 +140,7 @@ class ParallelNeuron(nn.Module):
         ``return_membrane=True``; ``membrane`` is the potential compared with the threshold.
         """
         with checks_outside_compile():
-            features = self.features if self.features is not None else _feature_count(x_seq, 2)
-            x_seq = self._autocast(check_sequence(x_seq, "x_seq", features))
-            self._check_spatial(x_seq.dim() - 3, "x_seq")
-            self._check_device(x_seq, "x_seq")
-            self.materialize(features)
+            x_seq = self._checked(x_seq, "x_seq", check_sequence, channel_dim=2)
             state = self._resolve_state(state, x_seq[0])
         spikes, membrane, new_state = self._forward(x_seq, state)
         return (spikes, membrane, new_state) if return_membrane else (spikes, new_state)
@@ -152,13 +148,19 @@ class ParallelNeuron(nn.Module):
     def step(self, x_t: torch.Tensor, state: NamedTuple | None = None) -> tuple[torch.Tensor, NamedTuple]:
         """Advance one time step for ``x_t`` ``[B, features, *spatial]``; returns ``(spike, state)``."""
         with checks_outside_compile():
-            features = self.features if self.features is not None else _feature_count(x_t, 1)
-            x_t = self._autocast(check_step_input(x_t, "x_t", features))
-            self._check_spatial(x_t.dim() - 2, "x_t")
-            self._check_device(x_t, "x_t")
-            self.materialize(features)
+            x_t = self._checked(x_t, "x_t", check_step_input, channel_dim=1)
             state = self._resolve_state(state, x_t)
         return self._step(x_t, state)
+
+    def _checked(self, x: object, name: str, check: Any, channel_dim: int) -> torch.Tensor:
+        """``x`` checked by ``check`` (``check_sequence`` or ``check_step_input``), cast up under
+        autocast, with the neuron materialised for its feature count (dim ``channel_dim``)."""
+        features = self.features if self.features is not None else _feature_count(x, channel_dim)
+        x = self._autocast(check(x, name, features))
+        self._check_spatial(x.dim() - channel_dim - 1, name)
+        self._check_device(x, name)
+        self.materialize(features)
+        return x
 
     def init_state(self, x_t: torch.Tensor) -> NamedTuple:
         """The resting state for a batch shaped like the single step ``x_t``."""
