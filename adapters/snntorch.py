@@ -45,7 +45,8 @@ threshold; ``Leaky`` subtracts once more at the next step where it does not.
 core neurons' is 1.0): their membranes follow the input with gain about 1, where
 ``snn.Leaky`` integrates it with gain :math:`1/(1-\beta)`, so these are the thresholds at
 which they fire and train in networks written for ``snn.Leaky`` (the snnTorch tutorials').
-``PSPLIF`` trains with the surrogate unless ``gradient="tsslbp"``.
+``PSPLIF``'s is 0.5 (TSSL-BP's 1.0), as it passes on its PSP, about a third of a spike,
+and it trains with the surrogate unless ``gradient="tsslbp"``.
 
 **State and** ``mem``. The core state (a ``NamedTuple``) lives in non-persistent buffers
 ``state_<field>`` (not in ``state_dict``, like Leaky's ``mem``). ``self.mem`` and the ``mem``
@@ -621,7 +622,9 @@ class PSPLIF(LeakyAdapter):
             0.8). It is not read back as ``.beta`` (which raises): the neuron is not a Leaky,
             its output being the PSP, so tools that read ``beta`` must not take it for one.
         tau_s: the PSP filter's :math:`\tau_s`.
-        threshold: :math:`V_{th}`.
+        threshold: :math:`V_{th}`. The default, 0.5, is half TSSL-BP's 1.0 because the layer
+            after this one receives the PSP, about a third of a spike (:math:`1/\tau_s`), where
+            the networks written for ``snn.Leaky`` feed it spikes; pass 1.0 for the paper's.
         spike_grad: snnTorch surrogate, used with ``gradient="surrogate"`` and in ``forward`` (one step).
         gradient: ``"surrogate"`` (default: BPTT with the surrogate, as ``forward`` always
             trains) or ``"tsslbp"`` (TSSL-BP's backward in ``multistep``, the paper's).
@@ -642,7 +645,7 @@ class PSPLIF(LeakyAdapter):
         *,
         beta: float | torch.Tensor = 0.8,
         tau_s: float = 3.0,
-        threshold: float | torch.Tensor = 1.0,
+        threshold: float | torch.Tensor = 0.5,
         spike_grad: Any = None,
         gradient: str = "surrogate",
         init_hidden: bool = False,

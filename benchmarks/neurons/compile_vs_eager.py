@@ -4,7 +4,10 @@ For each neuron: the graph breaks that ``torch._dynamo.explain`` reports, whethe
 compiled (inductor) forward gives the eager spikes, and the median time of forward +
 backward, eager and compiled. Prints one line per neuron and writes the figures as JSON::
 
-    OMP_NUM_THREADS=1 python benchmarks/neurons/compile_vs_eager.py --json benchmarks/neurons/compile_vs_eager.json
+    OMP_NUM_THREADS=1 python benchmarks/neurons/compile_vs_eager.py --steps 16 --json benchmarks/neurons/compile_vs_eager.json
+
+The sequential neurons (LTC in paper mode, BRF, SE-adLIF, PSPLIF's surrogate path) unroll
+their step loop into the graph, so their compile time grows with ``--steps``.
 """
 
 from __future__ import annotations
@@ -90,17 +93,20 @@ def main() -> None:
             f"compiled {row['compiled_ms']:7.2f} ms  (compile {row['compile_s']} s)",
             flush=True,
         )
-    if args.json:
-        meta = {
-            "command": "OMP_NUM_THREADS=1 python benchmarks/neurons/compile_vs_eager.py " + " ".join(
-                f"--{k} {v}" for k, v in vars(args).items() if k != "json" and v is not None
-            ),
-            "torch": torch.__version__,
-            "threads": torch.get_num_threads(),
-            "machine": platform.machine(),
-            "shape": [args.steps, args.batch, args.features],
-        }
-        args.json.write_text(json.dumps({"meta": meta, "rows": rows}, indent=1) + "\n")
+        if args.json:  # rewritten after every neuron, so that a run cut short keeps what it measured
+            write(args, rows, complete=len(rows) == len(NEURONS))
+
+
+def write(args: argparse.Namespace, rows: list[dict], *, complete: bool) -> None:
+    options = " ".join(f"--{k} {v}" for k, v in vars(args).items() if k != "json")
+    meta = {
+        "command": f"OMP_NUM_THREADS=1 python benchmarks/neurons/compile_vs_eager.py {options} --json {args.json}",
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "machine": platform.machine(),
+        "shape": [args.steps, args.batch, args.features],
+    }
+    args.json.write_text(json.dumps({"meta": meta, "complete": complete, "rows": rows}, indent=1) + "\n")
 
 
 if __name__ == "__main__":
