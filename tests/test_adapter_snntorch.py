@@ -199,6 +199,13 @@ def test_our_surrogate_factories_fire_like_snntorch():
         (LTC, {"threshold": "high"}, TypeError, "threshold"),
         (DynamicDecay, {"learn_beta": True}, TypeError, "learn_beta"),
         (LTC, {"beta": 0.9}, TypeError, "beta"),
+        (DynamicDecay, {"threshold": float("nan")}, ValueError, "threshold must be finite"),
+        (DecoupledLIF, {"threshold": torch.tensor(float("inf"))}, ValueError, "threshold must be finite"),
+        (DecoupledLIF, {"beta": float("nan")}, ValueError, "beta must be finite"),
+        (PSPLIF, {"tau_s": float("inf")}, ValueError, "tau_s must be finite"),
+        (PRF, {"dt_range": (1,)}, ValueError, "dt_range must be a pair"),
+        (LTC, {"init_hidden": "yes"}, TypeError, "init_hidden must be a bool"),
+        (PRF, {"graded_spikes_factor": float("nan")}, ValueError, "graded_spikes_factor must be finite"),
     ],
 )
 def test_unsupported_arguments_raise_naming_them(cls, kwargs, error, name):
