@@ -3,7 +3,10 @@ r"""snnTorch drop-ins: our neurons behind the ``snntorch.Leaky`` interface.
 Take an snnTorch model and change one class name::
 
     lif = snn.Leaky(beta=0.9, init_hidden=True)            # before
-    lif = DynamicDecay(64, init_hidden=True)                # after (feature count first)
+    lif = DynamicDecay(init_hidden=True)                    # after (feature count inferred)
+
+The feature count is optional (``None``: inferred from the first step, as ``nn.LazyLinear``
+does; see :class:`snn_parallel.neurons.ParallelNeuron`).
 
 :class:`DynamicDecay`, :class:`PRF`, :class:`DecoupledLIF`, :class:`LTC` and :class:`PSPLIF` subclass
 ``snntorch.Leaky`` (``isinstance`` is snnTorch's only hook: ``utils.reset``, ``spikeplot``
@@ -33,31 +36,51 @@ our :class:`~snn_parallel.surrogate.Surrogate` objects keeps its own ``inclusive
 
 **Reset.** Every reset here acts within the step that fired, i.e. like
 ``Leaky(..., reset_delay=False)``; ``reset_delay=True`` is rejected for a neuron that
-resets. ``DecoupledLIF`` fires exactly like ``Leaky(beta, reset_delay=False)``
-(``reset_mechanism="subtract"``). ``DynamicDecay`` and ``PRF`` (default) have no reset.
+resets. ``DecoupledLIF`` fires like ``Leaky(beta, reset_delay=False)``
+(``reset_mechanism="subtract"``) as long as one subtraction brings the membrane below the
+threshold; ``Leaky`` subtracts once more at the next step where it does not.
+``DynamicDecay`` and ``PRF`` (default) have no reset.
+
+**Defaults.** ``DynamicDecay``'s ``threshold`` defaults to 0.25 and ``PRF``'s to 0.1 (the
+core neurons' is 1.0): their membranes follow the input with gain about 1, where
+``snn.Leaky`` integrates it with gain :math:`1/(1-\beta)`, so these are the thresholds at
+which they fire and train in networks written for ``snn.Leaky`` (the snnTorch tutorials').
+``PSPLIF``'s is 0.5 (TSSL-BP's 1.0), as it passes on its PSP, about a third of a spike,
+and it trains with the surrogate unless ``gradient="tsslbp"``.
 
 **State and** ``mem``. The core state (a ``NamedTuple``) lives in non-persistent buffers
 ``state_<field>`` (not in ``state_dict``, like Leaky's ``mem``). ``self.mem`` and the ``mem``
 that ``forward`` takes and returns are the state's **first field**; a ``mem`` passed in
 replaces that field only. ``multistep``'s ``mem_seq`` is the potential compared with the
-threshold at each step (the core's ``return_membrane``):
+threshold at each step (the core's ``return_membrane``). ``DecoupledLIF`` differs: by default
+(``mem="leaky"``) it keeps and returns ``snn.Leaky``'s ``mem``, the membrane after the step's
+reset, so that a ``mem`` passed in is its whole state:
 
-================  ====================================  =====================================
-class             ``forward``'s ``mem`` (= ``self.mem``)   ``multistep``'s ``mem_seq``
-================  ====================================  =====================================
-DynamicDecay      membrane :math:`H_t`                   the same
-PRF               real part :math:`u_t`                  :math:`u_t - b_t` (:math:`u_t` w/o reset)
-DecoupledLIF      reset-free membrane :math:`u'_t`       :math:`u'_t - b_t`, the LIF membrane
-LTC               membrane after reset :math:`\hat u_t`  membrane before reset :math:`u_t`
-PSPLIF            membrane after reset :math:`\hat u_t`  membrane before reset :math:`u_t`
-================  ====================================  =====================================
+================  ========================================  =====================================
+class             ``forward``'s ``mem`` (= ``self.mem``)       ``multistep``'s ``mem_seq``
+================  ========================================  =====================================
+DynamicDecay      membrane :math:`H_t`                       the same
+PRF               real part :math:`u_t`                      :math:`u_t - b_t` (:math:`u_t` w/o reset)
+DecoupledLIF      after reset :math:`u_t - V_{th} s_t`       the same (``mem="leaky"``)
+  (reset_free)    reset-free filter :math:`u'_t`             :math:`u'_t - b_t = u_t`
+LTC               membrane after reset :math:`\hat u_t`      membrane before reset :math:`u_t`
+PSPLIF            membrane after reset :math:`\hat u_t`      membrane before reset :math:`u_t`
+================  ========================================  =====================================
 
 Assigning ``neuron.mem = m`` (as snnTorch's ``Leaky.reset_hidden``, ``reset_mem`` and
 ``init_leaky`` do) sets the membrane to ``m`` with every other state field at rest, so
-snnTorch's reset utilities reset the whole state. ``Leaky.detach_hidden()`` (snnTorch's,
-called on ``snn.Leaky``) detaches ``mem`` only, in place, which fails on a state that is a
-view; call it on one of our classes (``DynamicDecay.detach_hidden()``), which detaches
-every field, or use :func:`reset`.
+snnTorch's reset utilities reset the whole state. ``snn.Leaky.detach_hidden()``, which
+``snntorch.backprop.TBPTT`` calls, detaches ``mem`` in place only: the other fields are
+detached with it before the next step, so ``backprop.TBPTT`` and ``backprop.BPTT`` work
+with every skin. ``DynamicDecay.detach_hidden()`` etc. detach every field at once.
+
+**beta and NIR.** ``DecoupledLIF.beta`` is its decay (a scalar, or per channel with
+``learn_beta``), which snnTorch's NIR export writes as the LIF time constant (with the
+threshold, and ``v_reset = 0`` as for ``snn.Leaky(reset_mechanism="subtract")``: NIR's LIF
+has no subtractive reset). The other skins have no constant membrane decay: reading
+``beta`` raises a ``TypeError`` with the reason, so snnTorch's NIR export refuses them instead
+of writing a wrong LIF, and passing ``beta=`` is refused likewise (``PSPLIF`` takes ``beta``,
+its membrane decay, but is no Leaky: its output is the PSP).
 
 :func:`reset` resets the neurons of one network (nested included), unlike
 ``snntorch.utils.reset``, which scans only direct children and resets every ``Leaky`` in
@@ -78,6 +101,7 @@ from torch import nn
 from snn_parallel import neurons
 from snn_parallel.surrogate import DoubleGaussian as _DoubleGaussian
 from snn_parallel.surrogate import MultiGaussian as _MultiGaussian
+from snn_parallel._validation import check_bool, check_choice, check_real
 from snn_parallel.surrogate import Surrogate, resolve
 
 __all__ = [
@@ -95,42 +119,37 @@ __all__ = [
     "registration",
 ]
 
-#: the ``beta`` handed to ``Leaky.__init__``; Leaky's ``beta`` buffer is not used here
+#: the ``beta`` handed to ``Leaky.__init__``, which registers no buffer for it here
 _UNUSED_BETA = 0.0
+#: ``snn.Leaky``'s remaining options, each accepted at the value the core expresses
+_LEAKY_OPTIONS = (
+    "surrogate_disable", "inhibition", "learn_threshold", "state_quant", "graded_spikes_factor",
+    "learn_graded_spikes_factor", "reset_delay",
+)
 
 
 def _scalar(value: object, name: str) -> float:
-    """A Python float from a number or a one-element tensor (the core neurons take floats)."""
+    """A finite Python float from a number or a one-element tensor (the core neurons take floats)."""
     if isinstance(value, torch.Tensor):
         if value.numel() != 1:
             raise ValueError(f"{name} must be a single value here (per-neuron values are not supported), got shape {tuple(value.shape)}")
-        return float(value.item())
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a number or a one-element tensor, got {type(value).__name__}")
-    return float(value)
-
-
-def _in_input_dtype(fn: Callable[[torch.Tensor], torch.Tensor]) -> Callable[[torch.Tensor], torch.Tensor]:
-    """snnTorch's surrogates return float32 spikes for any input; give spikes the input's
-    dtype, which the core neurons' state (LTC keeps the last spike) expects."""
-
-    def spike(x: torch.Tensor) -> torch.Tensor:
-        return fn(x).to(x.dtype)
-
-    return spike
+        value = value.item()
+    return check_real(value, name)
 
 
 class LeakyAdapter(snntorch.Leaky):
     """The base of every class here: maps snnTorch's Leaky contract onto a core neuron ``self.core``.
 
-    Subclasses (your own neuron's skin included, see tutorial 5) set :attr:`_core_type` and
-    :attr:`_resets` and call ``super().__init__`` with a function that builds the core neuron
-    from the resolved surrogate and threshold.
+    Subclasses (your own neuron's skin included, see tutorial 5) set :attr:`_core_type`,
+    :attr:`_resets` and :attr:`_no_beta` and call ``super().__init__`` with a function that
+    builds the core neuron from the resolved surrogate and threshold.
     """
 
     _core_type: ClassVar[type[neurons.ParallelNeuron]]
     #: the ``reset_mechanism`` values the core neuron expresses
     _resets: ClassVar[tuple[str, ...]]
+    #: why the neuron has no ``beta`` (a constant membrane decay that NIR's LIF could carry)
+    _no_beta: ClassVar[str] = "its membrane decay is not a constant"
     core: neurons.ParallelNeuron
 
     def __init__(
@@ -142,45 +161,39 @@ class LeakyAdapter(snntorch.Leaky):
         init_hidden: bool,
         output: bool,
         reset_mechanism: str,
-        surrogate_disable: bool = False,
-        inhibition: bool = False,
-        learn_threshold: bool = False,
-        state_quant: Any = False,
-        graded_spikes_factor: float | torch.Tensor = 1.0,
-        learn_graded_spikes_factor: bool = False,
-        reset_delay: bool = False,
+        **leaky_options: Any,
     ) -> None:
-        """``make_core(surrogate, threshold)`` builds the core neuron.
+        """``make_core(surrogate, threshold)`` builds the core neuron; ``leaky_options`` are
+        snnTorch's remaining ``Leaky`` options.
 
         Everything that can fail runs before ``Leaky.__init__``, which adds the neuron to
         snnTorch's global ``instances`` list (whose resets would meet a half-built neuron).
         """
         name = type(self).__name__
-        unsupported = {
-            "surrogate_disable": surrogate_disable,
-            "inhibition": inhibition,
-            "learn_threshold": learn_threshold,
-            "state_quant": state_quant,
-        }
-        for arg, value in unsupported.items():
-            if value is not False:
-                raise ValueError(f"{arg}={value!r} is not supported by {name}; leave it at False")
+        for arg in leaky_options:
+            if arg in ("beta", "learn_beta"):  # a skin with a decay names them in its signature
+                raise TypeError(f"{name} takes no {arg}: {self._no_beta}")
+            if arg not in _LEAKY_OPTIONS:
+                raise TypeError(f"{name}() got an unexpected keyword argument {arg!r}")
+        options = {"graded_spikes_factor": 1.0, "learn_graded_spikes_factor": False, "reset_delay": False, **leaky_options}
+        for arg in ("surrogate_disable", "inhibition", "learn_threshold", "state_quant"):
+            if options.get(arg, False) is not False:
+                raise ValueError(f"{arg}={options[arg]!r} is not supported by {name}; leave it at False")
+        check_bool(init_hidden, "init_hidden")
+        check_bool(output, "output")
+        check_bool(options["learn_graded_spikes_factor"], "learn_graded_spikes_factor")
         if reset_mechanism not in self._resets:
             raise ValueError(f"reset_mechanism={reset_mechanism!r} is not supported by {name}; use one of {self._resets}")
-        if reset_delay and reset_mechanism != "none":
+        if check_bool(options["reset_delay"], "reset_delay") and reset_mechanism != "none":
             raise ValueError(
                 f"reset_delay=True is not supported by {name}: its reset acts within the step that "
                 "fired, as Leaky(reset_delay=False) does; pass reset_delay=False"
             )
         threshold_value = _scalar(threshold, "threshold")
+        _scalar(options["graded_spikes_factor"], "graded_spikes_factor")
         if spike_grad is None:
             spike_grad = snntorch.surrogate.atan()  # Leaky's default
-        surrogate = resolve(
-            spike_grad if isinstance(spike_grad, Surrogate) or not callable(spike_grad) else _in_input_dtype(spike_grad),
-            inclusive=False,
-            name="spike_grad",
-        )
-        core = make_core(surrogate, threshold_value)
+        core = make_core(resolve(spike_grad, inclusive=False, name="spike_grad"), threshold_value)
         super().__init__(
             _UNUSED_BETA,
             threshold=threshold_value,
@@ -188,12 +201,38 @@ class LeakyAdapter(snntorch.Leaky):
             init_hidden=init_hidden,
             reset_mechanism=reset_mechanism,
             output=output,
-            graded_spikes_factor=graded_spikes_factor,
-            learn_graded_spikes_factor=learn_graded_spikes_factor,
-            reset_delay=reset_delay,
+            graded_spikes_factor=options["graded_spikes_factor"],
+            learn_graded_spikes_factor=options["learn_graded_spikes_factor"],
+            reset_delay=options["reset_delay"],
         )
         self.core = core
-        self._threshold = threshold_value
+        self._mem_attached = False
+
+    def _beta_buffer(self, beta: Any, learn_beta: bool) -> None:
+        """Called by ``LIF.__init__``: no ``beta`` buffer (see :attr:`beta`)."""
+
+    @property
+    def beta(self) -> torch.Tensor:
+        """snnTorch's ``beta``, which its NIR export reads: refused with the reason, since the
+        neuron has no constant membrane decay (:class:`DecoupledLIF` has one)."""
+        raise TypeError(
+            f"{type(self).__name__} has no beta: {self._no_beta}. It is not a Leaky LIF, so tools that read "
+            "beta (snnTorch's NIR export among them) cannot describe it: NIR has no primitive for this neuron"
+        )
+
+    @property
+    def _threshold(self) -> float:
+        return self.core.v_threshold
+
+    def _set_threshold(self, value: float) -> None:
+        """Give the core the threshold loaded into snnTorch's ``threshold`` buffer."""
+        self.core.v_threshold = value
+
+    def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
+        """Load as ``snn.Leaky`` does, then pass the loaded ``threshold`` on to the core."""
+        super()._load_from_state_dict(state_dict, prefix, *args)
+        if prefix + "threshold" in state_dict:
+            self._set_threshold(_scalar(self.threshold, "threshold"))
 
     # -- state: one non-persistent buffer per core state field ---------------------------
     @property
@@ -206,11 +245,21 @@ class LeakyAdapter(snntorch.Leaky):
             self.register_buffer(name, torch.zeros(0), persistent=False)
 
     def _state(self) -> NamedTuple:
-        return self._core_type.state_type(*(getattr(self, name) for name in self._state_names))
+        """The core state, detached whole if ``mem`` was detached in place since it was stored:
+        ``snn.Leaky.detach_hidden()``, which ``snntorch.backprop.TBPTT`` calls, detaches ``mem`` only."""
+        state = self._core_type.state_type(*(getattr(self, name) for name in self._state_names))
+        if self._mem_attached and not state[0].requires_grad:
+            state = type(state)(*(value.detach() for value in state))
+            self._store(state)
+        return state
 
     def _store(self, state: NamedTuple) -> None:
-        for name, value in zip(self._state_names, state):
+        first = state[0]
+        if first._base is not None:  # mem must be detachable in place, which a view is not
+            first = first.clone()
+        for name, value in zip(self._state_names, (first, *state[1:]), strict=True):
             setattr(self, name, value)
+        self._mem_attached = first.requires_grad
 
     @property
     def mem(self) -> torch.Tensor:
@@ -220,7 +269,13 @@ class LeakyAdapter(snntorch.Leaky):
     @mem.setter
     def mem(self, value: torch.Tensor) -> None:
         """Set the membrane to ``value`` and every other state field to rest (a reset)."""
-        self._store(self._with_membrane(self.core.init_state(value), value))
+        self._store(self._with_membrane(self._rest(value), value))
+
+    def _rest(self, like: torch.Tensor) -> NamedTuple:
+        """The core's resting state for a step shaped like ``like``."""
+        if like.dim() >= 2 and self.core.features is None:
+            self.core.materialize(like.shape[1])
+        return self.core.init_state(like)
 
     def _with_membrane(self, state: NamedTuple, mem: torch.Tensor) -> NamedTuple:
         return state._replace(**{state._fields[0]: mem})
@@ -234,7 +289,7 @@ class LeakyAdapter(snntorch.Leaky):
         state = self._state()
         fresh = state[0].shape != step_shape
         if mem is not None and mem.shape == step_shape:  # like Leaky, a mem of another shape is ignored
-            return self._with_membrane(self.core.init_state(mem) if fresh else state, mem)
+            return self._with_membrane(self._rest(mem) if fresh else state, mem)
         return None if fresh else state
 
     def _returns(self, spk: torch.Tensor, mem: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
@@ -249,16 +304,21 @@ class LeakyAdapter(snntorch.Leaky):
         if not isinstance(input_, torch.Tensor):
             raise TypeError(f"input_ must be a torch.Tensor, got {type(input_).__name__}")
         spk, state = self.core.step(input_, self._initial_state(input_.shape, mem))
-        self._store(state)
-        return self._returns(spk, state[0])
+        spk, mem = self._keep(spk.unsqueeze(0), state[0].unsqueeze(0), state)
+        return self._returns(spk[0], mem[0])
 
     def multistep(self, x_seq: torch.Tensor, mem: torch.Tensor | None = None) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """All steps of ``x_seq`` ``[T, B, features, ...]`` in parallel; ``mem`` as in :meth:`forward`."""
         if not isinstance(x_seq, torch.Tensor) or x_seq.dim() < 1:
             raise TypeError(f"x_seq must be a time-major torch.Tensor [T, B, ...], got {type(x_seq).__name__}")
         spk_seq, mem_seq, state = self.core(x_seq, self._initial_state(x_seq.shape[1:], mem), return_membrane=True)
+        return self._returns(*self._keep(spk_seq, mem_seq, state))
+
+    def _keep(self, spk_seq: torch.Tensor, mem_seq: torch.Tensor, state: NamedTuple) -> tuple[torch.Tensor, torch.Tensor]:
+        """Store the end state; return the spikes and the ``mem`` to give back (default: the
+        potentials ``mem_seq`` of ``multistep``, the state's first field of ``forward``)."""
         self._store(state)
-        return self._returns(spk_seq, mem_seq)
+        return spk_seq, mem_seq
 
     @classmethod
     def detach_hidden(cls) -> None:
@@ -270,16 +330,32 @@ class LeakyAdapter(snntorch.Leaky):
             elif isinstance(neuron, snntorch.Leaky):
                 neuron.mem.detach_()
 
+    @classmethod
+    def reset_hidden(cls) -> None:
+        """Reset the state of every ``Leaky`` in the process (global, as in snnTorch); our
+        neurons reset every state field to rest, not just ``mem``."""
+        for neuron in cls.instances:
+            if isinstance(neuron, snntorch.Leaky):
+                neuron.mem = torch.zeros_like(neuron.mem)
+
     def extra_repr(self) -> str:
-        return f"threshold={self._threshold}, reset_mechanism={self.reset_mechanism!r}, init_hidden={self.init_hidden}, output={self.output}"
+        return (
+            f"features={self.core.features}, threshold={self._threshold}, reset_mechanism={self.reset_mechanism!r}, "
+            f"init_hidden={self.init_hidden}, output={self.output}"
+        )
 
 
 class DynamicDecay(LeakyAdapter):
     """snnTorch skin of :class:`snn_parallel.neurons.DynamicDecay` (DSN, reset-free).
 
     Args:
-        features: channels ``C`` (dim 1 of a step ``[B, C, ...]``).
-        threshold: :math:`V_{th}` of binary mode (``v_threshold``).
+        features: channels ``C`` (dim 1 of a step ``[B, C, ...]``); ``None`` (default)
+            infers it from the first input.
+        threshold: :math:`V_{th}` of binary mode (``v_threshold``). The default, 0.25, is lower
+            than ``snn.Leaky``'s 1.0 because the DSN's membrane follows its input with gain 1
+            (:math:`H \\to X` for a constant input) where ``snn.Leaky`` integrates it with gain
+            :math:`1/(1-\\beta)` (10 to 20 in the snnTorch tutorials), so that it fires in the
+            networks written for ``snn.Leaky``; the core's and SpikingJelly's default is 1.0.
         spike_grad: snnTorch surrogate (binary mode).
         kernel_size, tau, init_decay, spike_mode, levels: as in the core neuron; the decay is
             always learned (the convolution), so there is no ``beta``/``learn_beta``.
@@ -289,16 +365,17 @@ class DynamicDecay(LeakyAdapter):
 
     _core_type = neurons.DynamicDecay
     _resets = ("none",)
+    _no_beta = "its decay is computed from the input at every step (a causal convolution), not a constant"
 
     def __init__(
         self,
-        features: int,
+        features: int | None = None,
         *,
-        threshold: float | torch.Tensor = 1.0,
+        threshold: float | torch.Tensor = 0.25,
         spike_grad: Any = None,
         kernel_size: int = 4,
         tau: float = 0.25,
-        init_decay: float = 0.9,
+        init_decay: float = 0.5,
         spike_mode: str = "binary",
         levels: int = 4,
         init_hidden: bool = False,
@@ -320,11 +397,16 @@ class PRF(LeakyAdapter):
     """snnTorch skin of :class:`snn_parallel.neurons.PRF` (parallel resonate-and-fire).
 
     Args:
-        features: channels ``C``.
-        threshold: :math:`V_{th}`.
+        features: channels ``C``; ``None`` (default) infers it from the first input.
+        threshold: :math:`V_{th}`. The default, 0.1, is lower than ``snn.Leaky``'s 1.0 because
+            the PRF's membrane takes its input with gain :math:`\\Delta \\le 1` where
+            ``snn.Leaky`` integrates it with gain :math:`1/(1-\\beta)` (10 to 20 in the snnTorch
+            tutorials), so that it fires in the networks written for ``snn.Leaky``; the
+            paper's and SpikingJelly's threshold is 1.0.
         spike_grad: snnTorch surrogate.
         tau, dt_range, fr_scale, mode: as in the core neuron.
-        learn_beta: learn the decay rate (core ``learn_decay``).
+        learn_beta: learn the decay rate :math:`1/\\tau` (core ``learn_decay``); the decay itself
+            is complex, so there is no ``beta``.
         reset_mechanism: ``"none"`` (the paper's PRF, default) or ``"subtract"`` (core
             ``reset=True``: a soft reset through a decaying threshold bias).
         **leaky_options: snnTorch's remaining ``Leaky`` options, at supported values.
@@ -332,16 +414,17 @@ class PRF(LeakyAdapter):
 
     _core_type = neurons.PRF
     _resets = ("none", "subtract")
+    _no_beta = "its decay is complex, a resonator A = exp(dt * (-1/tau + i*theta)) per channel (learn_beta=True learns 1/tau)"
 
     def __init__(
         self,
-        features: int,
+        features: int | None = None,
         *,
-        threshold: float | torch.Tensor = 1.0,
+        threshold: float | torch.Tensor = 0.1,
         spike_grad: Any = None,
         tau: float = 2.0,
         learn_beta: bool = False,
-        dt_range: tuple[float, float] = (0.001, 0.1),
+        dt_range: tuple[float, float] = neurons.PRF.DEFAULT_DT_RANGE,
         fr_scale: float = 1.0,
         mode: str = "scan",
         init_hidden: bool = False,
@@ -364,14 +447,24 @@ class DecoupledLIF(LeakyAdapter):
     trained in parallel, firing exactly like ``snn.Leaky(beta, reset_delay=False)``.
 
     Args:
-        features: channels ``C``.
-        beta: decay in ``(0, 1)``; the core's :math:`\tau = 1/(1-\beta)`. The decay in use is
-            ``self.core.beta`` (Leaky's own ``beta`` buffer is unused).
+        features: channels ``C``; ``None`` (default) infers it from the first input.
+        beta: decay in ``(0, 1)``; the core's :math:`\tau = 1/(1-\beta)`. Read back as
+            :attr:`beta`, which snnTorch's NIR export writes as :math:`\tau_{mem} = dt/(1-\beta)`.
         threshold: :math:`V_{th}`.
         spike_grad: snnTorch surrogate.
         learn_beta: learn a per-channel decay (core ``learn_decay``).
+        mem: the ``mem`` that ``forward`` and ``multistep`` return and ``self.mem`` holds:
+            ``"leaky"`` (default) the membrane after the step's reset,
+            :math:`u_t - V_{th} s_t`, as ``snn.Leaky(reset_delay=False)`` returns it (a loss on
+            ``mem`` trains what it trains with ``snn.Leaky``, and a ``mem`` passed back in
+            continues exactly; its gradient skips the reset, as the core's does); or
+            ``"reset_free"``, the core's filter :math:`u'_t` (``forward``) and the potential
+            :math:`u_t` compared with the threshold (``multistep``).
         reset_mechanism: ``"subtract"`` only.
         **leaky_options: snnTorch's remaining ``Leaky`` options, at supported values.
+
+    A ``snn.Leaky`` state dict (``beta``, ``threshold``, ``reset_mechanism="subtract"``) loads
+    into it: ``beta`` becomes the core's decay and ``threshold`` its :math:`V_{th}`.
     """
 
     _core_type = neurons.DecoupledLIF
@@ -379,12 +472,13 @@ class DecoupledLIF(LeakyAdapter):
 
     def __init__(
         self,
-        features: int,
+        features: int | None = None,
         *,
         beta: float | torch.Tensor = 0.5,
         threshold: float | torch.Tensor = 1.0,
         spike_grad: Any = None,
         learn_beta: bool = False,
+        mem: str = "leaky",
         init_hidden: bool = False,
         output: bool = False,
         reset_mechanism: str = "subtract",
@@ -393,6 +487,7 @@ class DecoupledLIF(LeakyAdapter):
         decay = _scalar(beta, "beta")
         if not 0 < decay < 1:
             raise ValueError(f"beta must be in (0, 1), got {decay}")
+        mem_kind = check_choice(mem, "mem", ("leaky", "reset_free"))
         super().__init__(
             lambda surrogate, v_threshold: neurons.DecoupledLIF(
                 features, tau=1 / (1 - decay), learn_decay=learn_beta, v_threshold=v_threshold, surrogate=surrogate,
@@ -400,6 +495,69 @@ class DecoupledLIF(LeakyAdapter):
             threshold=threshold, spike_grad=spike_grad, init_hidden=init_hidden, output=output,
             reset_mechanism=reset_mechanism, **leaky_options,
         )
+        self.mem_kind = mem_kind
+
+    @property
+    def beta(self) -> torch.Tensor:
+        r"""The decay :math:`\beta`: a 0-dim tensor (one for all channels), ``[C]`` with ``learn_beta``."""
+        if self.core.learn_decay:
+            return self.core.beta
+        logit = self.core.decay_logit
+        return torch.tensor(1 - 1 / self.core.tau, device=logit.device, dtype=logit.dtype)
+
+    def _keep(self, spk_seq: torch.Tensor, mem_seq: torch.Tensor, state: NamedTuple) -> tuple[torch.Tensor, torch.Tensor]:
+        """In ``"leaky"`` mode keep the state ``(u_T - V_th s_T, 0)``, which continues exactly as
+        ``(u'_T, b_{T+1})`` does (:math:`\\beta (u - V_{th} s) + x = \\beta u' - b_{next} + x`),
+        so that ``mem`` is Leaky's and a ``mem`` passed in is a whole state."""
+        if self.mem_kind == "reset_free":
+            return super()._keep(spk_seq, mem_seq, state)
+        after = self._after_reset(spk_seq, mem_seq)
+        self._store(neurons.LIFState(after[-1], torch.zeros_like(after[-1])))
+        return spk_seq, after
+
+    def _after_reset(self, spk_seq: torch.Tensor, potential: torch.Tensor) -> torch.Tensor:
+        return potential - self.core.v_threshold * spk_seq.detach()
+
+    def forward(self, input_: torch.Tensor, mem: torch.Tensor | None = None) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """One time step; see :meth:`LeakyAdapter.forward` and the ``mem`` argument."""
+        if self.mem_kind == "reset_free":
+            return super().forward(input_, mem)
+        if not isinstance(input_, torch.Tensor):
+            raise TypeError(f"input_ must be a torch.Tensor, got {type(input_).__name__}")
+        # the kept bias is 0 in "leaky" mode, so the potential is the new filter state
+        spk, state = self.core.step(input_, self._initial_state(input_.shape, mem))
+        spk_seq, after = self._keep(spk.unsqueeze(0), state.filtered.unsqueeze(0), state)
+        return self._returns(spk_seq[0], after[0])
+
+    def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
+        """A ``snn.Leaky`` state dict's ``beta`` becomes the core's decay (and its ``threshold``
+        the core's, as for every skin); a Leaky that does not reset by subtraction is refused."""
+        reset = state_dict.get(prefix + "reset_mechanism_val")
+        if isinstance(reset, torch.Tensor) and reset.numel() == 1 and int(reset) != snntorch.Leaky.reset_dict["subtract"]:
+            kind = list(snntorch.Leaky.reset_dict)[int(reset)]
+            raise ValueError(
+                f"{prefix}reset_mechanism_val: the state dict is of a Leaky with reset_mechanism={kind!r}; "
+                "DecoupledLIF resets by subtraction only"
+            )
+        beta = state_dict.pop(prefix + "beta", None)
+        if beta is not None:
+            self._load_beta(beta, state_dict, prefix + "core.decay_logit")
+        super()._load_from_state_dict(state_dict, prefix, *args)
+
+    def _load_beta(self, beta: object, state_dict: dict[str, Any], key: str) -> None:
+        beta = torch.as_tensor(beta).detach().to("cpu", torch.float64)
+        if beta.numel() == 0 or not bool(((beta > 0) & (beta < 1)).all()):
+            raise ValueError(f"beta: DecoupledLIF needs a decay in (0, 1), the state dict has {beta.tolist()}")
+        if beta.numel() == 1:
+            self.core.tau = float(1 / (1 - beta.reshape(())))
+            if self.core.features is None:  # the lazy core builds its decay from tau at the first input
+                state_dict[key] = self.core.decay_logit
+                return
+        features = self.core.features if self.core.features is not None else beta.numel()
+        state_dict[key] = torch.logit(beta.reshape(-1).expand(features)).clone()
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + f", beta={1 - 1 / self.core.tau:g}, mem={self.mem_kind!r}"
 
 
 class LTC(LeakyAdapter):
@@ -407,37 +565,50 @@ class LTC(LeakyAdapter):
     threshold, hard reset). Steps are ``[B, features]``.
 
     Args:
-        features: neurons ``C``.
+        features: neurons ``C``; ``None`` (default) infers it from the first input.
         threshold: the baseline threshold (core ``b0``); the adaptive threshold adds
             :math:`\\beta_a b_t` to it.
         spike_grad: snnTorch surrogate (the reference code's is
             ``multi_gaussian()``).
-        mode, beta_a: as in the core neuron.
+        mode, beta_a, learn_gate_temperature, initial_membrane: as in the core neuron.
         reset_mechanism: ``"zero"`` only.
         **leaky_options: snnTorch's remaining ``Leaky`` options, at supported values.
     """
 
     _core_type = neurons.LTC
     _resets = ("zero",)
+    _no_beta = "its membrane update rate is a gate computed from the input and the state at every step"
 
     def __init__(
         self,
-        features: int,
+        features: int | None = None,
         *,
         threshold: float | torch.Tensor = 0.1,
         spike_grad: Any = None,
         mode: str = "paper",
         beta_a: float = 1.8,
+        learn_gate_temperature: bool = False,
+        initial_membrane: str = "zero",
         init_hidden: bool = False,
         output: bool = False,
         reset_mechanism: str = "zero",
         **leaky_options: Any,
     ) -> None:
         super().__init__(
-            lambda surrogate, b0: neurons.LTC(features, mode=mode, b0=b0, beta_a=beta_a, surrogate=surrogate),
+            lambda surrogate, b0: neurons.LTC(
+                features, mode=mode, b0=b0, beta_a=beta_a, surrogate=surrogate,
+                learn_gate_temperature=learn_gate_temperature, initial_membrane=initial_membrane,
+            ),
             threshold=threshold, spike_grad=spike_grad, init_hidden=init_hidden, output=output,
             reset_mechanism=reset_mechanism, **leaky_options,
         )
+
+    @property
+    def _threshold(self) -> float:
+        return self.core.b0
+
+    def _set_threshold(self, value: float) -> None:
+        self.core.b0 = value
 
 
 class PSPLIF(LeakyAdapter):
@@ -446,28 +617,37 @@ class PSPLIF(LeakyAdapter):
     ``spk_seq``) is the PSP :math:`a_t`, not the spike.
 
     Args:
-        features: channels ``C``.
-        beta: membrane decay in ``[0, 1)``; the core's :math:`\tau_m = 1/(1-\beta)` (TSSL-BP: 0.8).
+        features: channels ``C``; ``None`` (default) infers it from the first input.
+        beta: membrane decay in ``[0, 1)``; the core's :math:`\tau_m = 1/(1-\beta)` (TSSL-BP:
+            0.8). It is not read back as ``.beta`` (which raises): the neuron is not a Leaky,
+            its output being the PSP, so tools that read ``beta`` must not take it for one.
         tau_s: the PSP filter's :math:`\tau_s`.
-        threshold: :math:`V_{th}`.
+        threshold: :math:`V_{th}`. The default, 0.5, is half TSSL-BP's 1.0 because the layer
+            after this one receives the PSP, about a third of a spike (:math:`1/\tau_s`), where
+            the networks written for ``snn.Leaky`` feed it spikes; pass 1.0 for the paper's.
         spike_grad: snnTorch surrogate, used with ``gradient="surrogate"`` and in ``forward`` (one step).
-        gradient: ``"tsslbp"`` (TSSL-BP's backward in ``multistep``) or ``"surrogate"``.
+        gradient: ``"surrogate"`` (default: BPTT with the surrogate, as ``forward`` always
+            trains) or ``"tsslbp"`` (TSSL-BP's backward in ``multistep``, the paper's).
         reset_mechanism: ``"zero"`` only (a hard reset).
         **leaky_options: snnTorch's remaining ``Leaky`` options, at supported values.
     """
 
     _core_type = neurons.PSPLIF
     _resets = ("zero",)
+    _no_beta = (
+        "its output is the post-synaptic potential a_t, not the spike (its membrane decay, "
+        "beta = 1 - 1/tau_m, is core.tau_m)"
+    )
 
     def __init__(
         self,
-        features: int,
+        features: int | None = None,
         *,
         beta: float | torch.Tensor = 0.8,
         tau_s: float = 3.0,
-        threshold: float | torch.Tensor = 1.0,
+        threshold: float | torch.Tensor = 0.5,
         spike_grad: Any = None,
-        gradient: str = "tsslbp",
+        gradient: str = "surrogate",
         init_hidden: bool = False,
         output: bool = False,
         reset_mechanism: str = "zero",

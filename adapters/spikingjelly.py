@@ -70,6 +70,7 @@ from spikingjelly.activation_based import base, neuron
 from spikingjelly.activation_based import surrogate as sj_surrogate
 
 from snn_parallel import surrogate as sp_surrogate
+from snn_parallel._validation import check_real
 from snn_parallel.neurons import LTC, PRF, PSPLIF, DecoupledLIF, DynamicDecay, ParallelNeuron
 
 __all__ = [
@@ -92,6 +93,8 @@ __all__ = [
 SJ2: bool = hasattr(base.MemoryModule, "single_step_functional_forward")
 
 States = tuple[Any, ...]
+#: marks an argument that was not passed
+_NOT_GIVEN: Any = object()
 
 
 class Reset(NamedTuple):
@@ -234,14 +237,24 @@ class SpikingJellyNode(base.MemoryModule):
         return spikes, membrane, tuple(state)
 
     # -- stateful forwards (both versions) ---------------------------------------------
+    #: why NIR cannot describe the node (SpikingJelly's NIR export traces it with torch.fx)
+    _nir_refusal: str = "NIR has no primitive for it"
+
+    def _refuse_tracing(self, x: object) -> None:
+        """torch.fx tracing (SpikingJelly's NIR export) meets the node: refuse it with the reason."""
+        if isinstance(x, torch.fx.Proxy):
+            raise TypeError(f"{type(self).__name__} cannot be exported to NIR or traced by torch.fx: {self._nir_refusal}")
+
     def single_step_forward(self, x: torch.Tensor) -> torch.Tensor:
         """One step of ``x`` ``[B, features, *spatial]``; returns the spikes, updates the memories."""
+        self._refuse_tracing(x)
         (spike,), states = self.single_step_functional_forward((x,), tuple(self._memories.values()))
         self._commit(states)
         return spike
 
     def multi_step_forward(self, x_seq: torch.Tensor) -> torch.Tensor:
         """All steps of ``x_seq`` ``[T, B, features, *spatial]`` in parallel; returns the spikes."""
+        self._refuse_tracing(x_seq)
         spikes, membrane, states = self._sequence((x_seq,), tuple(self._memories.values()))
         self._commit(states)
         if self.store_v_seq:
@@ -259,7 +272,7 @@ def _threshold(v_threshold: float) -> float:
     """SpikingJelly asserts a float threshold; raise the same condition as a named TypeError."""
     if not isinstance(v_threshold, float):
         raise TypeError(f"v_threshold must be a float (as in SpikingJelly), got {v_threshold!r}; write e.g. 1.0")
-    return v_threshold
+    return check_real(v_threshold, "v_threshold")
 
 
 def _surrogate(surrogate_function: object, default: str) -> sp_surrogate.Surrogate:
@@ -276,15 +289,25 @@ class DynamicDecayNode(SpikingJellyNode):
     other memory, ``history``, holds the last ``kernel_size - 1`` inputs).
 
     Args:
-        features: channels ``C`` (dim 2 of ``[T, B, C, *spatial]``).
+        features: channels ``C`` (dim 2 of ``[T, B, C, *spatial]``); ``None`` (default)
+            infers it from the first input, so SpikingJelly's model zoo can build the node
+            with ``spiking_neuron(**kwargs)``.
         v_threshold, v_reset, surrogate_function, detach_reset, step_mode, store_v_seq,
         backend: as in SpikingJelly (see the module doc).
-        kernel_size, tau, init_decay, spike_mode, levels: the core's arguments.
+        dsn_tau: the DSN paper's :math:`\tau`, the core's ``tau``: the exponent of the decay
+            :math:`\alpha_t = \sigma(\alpha'_t)^{1/\tau}` (paper: 0.25), not a time constant.
+            ``tau=`` is refused with this reason, as it means a membrane time constant in
+            SpikingJelly (``LIFNode(tau=2.0)``).
+        kernel_size, init_decay, spike_mode, levels: the core's arguments.
     """
+
+    _nir_refusal = (
+        "its decay is computed from the input at every step (a causal convolution), which NIR has no primitive for"
+    )
 
     def __init__(
         self,
-        features: int,
+        features: int | None = None,
         *,
         v_threshold: float = 1.0,
         v_reset: float | None = None,
@@ -294,15 +317,22 @@ class DynamicDecayNode(SpikingJellyNode):
         store_v_seq: bool = False,
         backend: str | None = None,
         kernel_size: int = 4,
-        tau: float = 0.25,
-        init_decay: float = 0.9,
+        dsn_tau: float = 0.25,
+        init_decay: float = 0.5,
         spike_mode: str = "binary",
         levels: int = 4,
+        tau: object = _NOT_GIVEN,
     ) -> None:
+        if tau is not _NOT_GIVEN:
+            raise TypeError(
+                f"DynamicDecayNode takes no tau (got tau={tau!r}): in SpikingJelly tau is a membrane time constant, "
+                "but the DSN has none, its decay being computed from the input; the DSN paper's tau, the exponent "
+                "of that decay (alpha = sigmoid(.)^(1/tau), paper value 0.25), is dsn_tau"
+            )
         core = DynamicDecay(
             features,
             kernel_size=kernel_size,
-            tau=tau,
+            tau=dsn_tau,
             init_decay=init_decay,
             spike_mode=spike_mode,
             levels=levels,
@@ -325,15 +355,21 @@ class PRFNode(SpikingJellyNode):
     real part :math:`u_t` of the membrane (memories ``u``, ``r``, ``bias``).
 
     Args:
-        features: channels ``C`` (dim 2 of ``[T, B, C, *spatial]``).
+        features: channels ``C`` (dim 2 of ``[T, B, C, *spatial]``); ``None`` (default)
+            infers it from the first input, so SpikingJelly's model zoo can build the node
+            with ``spiking_neuron(**kwargs)``.
         v_threshold, v_reset, surrogate_function, detach_reset, step_mode, store_v_seq,
         backend: as in SpikingJelly (see the module doc).
         tau, learn_decay, dt_range, fr_scale, reset, mode: the core's arguments.
     """
 
+    _nir_refusal = (
+        "its membrane is a complex resonator, which NIR has no primitive for"
+    )
+
     def __init__(
         self,
-        features: int,
+        features: int | None = None,
         *,
         v_threshold: float = 1.0,
         v_reset: float | None = None,
@@ -344,7 +380,7 @@ class PRFNode(SpikingJellyNode):
         backend: str | None = None,
         tau: float = 2.0,
         learn_decay: bool = False,
-        dt_range: tuple[float, float] = (0.001, 0.1),
+        dt_range: tuple[float, float] = PRF.DEFAULT_DT_RANGE,
         fr_scale: float = 1.0,
         reset: bool = False,
         mode: str = "scan",
@@ -377,7 +413,9 @@ class DecoupledLIFNode(SpikingJellyNode):
     membrane is :math:`u'_t - b_t`).
 
     Args:
-        features: channels ``C`` (dim 2 of ``[T, B, C, *spatial]``).
+        features: channels ``C`` (dim 2 of ``[T, B, C, *spatial]``); ``None`` (default)
+            infers it from the first input, so SpikingJelly's model zoo can build the node
+            with ``spiking_neuron(**kwargs)``.
         tau: membrane time constant, :math:`\beta = 1 - 1/\tau` (``tau > 1``).
         decay_input: accepted for ``LIFNode`` compatibility; only ``False`` is expressible.
         v_threshold, v_reset, surrogate_function, detach_reset, step_mode, store_v_seq,
@@ -385,9 +423,13 @@ class DecoupledLIFNode(SpikingJellyNode):
         learn_decay: the core's argument.
     """
 
+    _nir_refusal = (
+        "it resets softly (by subtraction), which NIR's LIF cannot express (its reset sets v to v_reset); SpikingJelly refuses its own soft-reset LIFNode for the same reason"
+    )
+
     def __init__(
         self,
-        features: int,
+        features: int | None = None,
         *,
         tau: float = 2.0,
         decay_input: bool = False,
@@ -430,15 +472,19 @@ class LTCNode(SpikingJellyNode):
     the reference code's multi-Gaussian.
 
     Args:
-        features: neurons ``C``.
+        features: neurons ``C``; ``None`` (default) infers it from the first input.
         v_threshold, v_reset, surrogate_function, detach_reset, step_mode, store_v_seq,
         backend: as in SpikingJelly (see the module doc).
         mode, beta_a: the core's arguments.
     """
 
+    _nir_refusal = (
+        "its time constants are gates computed from the input and the state, which NIR has no primitive for"
+    )
+
     def __init__(
         self,
-        features: int,
+        features: int | None = None,
         *,
         v_threshold: float = 0.1,
         v_reset: float | None = 0.0,
@@ -472,23 +518,30 @@ class PSPLIFNode(SpikingJellyNode):
     firing :math:`[u_t - V_{th} \ge 0]` (SpikingJelly's rule); it resets hard to 0 and keeps the
     gradient through the reset, so ``v_reset`` must be ``0.0``, ``detach_reset`` ``False`` and
     ``decay_input`` ``False``. ``v`` is the membrane after reset :math:`\hat u_t` (memories ``u``,
-    ``a``). ``gradient="tsslbp"`` trains ``'m'`` mode with TSSL-BP's backward; ``'s'`` mode and
-    ``gradient="surrogate"`` use the surrogate. On 0.0.0.0.14, ``backend='cupy'`` runs TSSL-BP's
+    ``a``). ``gradient="tsslbp"`` trains ``'m'`` mode with TSSL-BP's backward (the paper's);
+    ``'s'`` mode and ``gradient="surrogate"`` (the default) use the surrogate. On 0.0.0.0.14, ``backend='cupy'`` runs TSSL-BP's
     op as CUDA kernels in ``'m'`` mode with ``gradient="tsslbp"`` (the surrogate mode steps in torch).
 
     Args:
-        features: channels ``C`` (dim 2 of ``[T, B, C, *spatial]``).
+        features: channels ``C`` (dim 2 of ``[T, B, C, *spatial]``); ``None`` (default)
+            infers it from the first input, so SpikingJelly's model zoo can build the node
+            with ``spiking_neuron(**kwargs)``.
         tau: membrane time constant :math:`\tau_m` (TSSL-BP: 5).
         tau_s: the PSP filter's :math:`\tau_s` (TSSL-BP: 3).
         decay_input: accepted for ``LIFNode`` compatibility; only ``False`` is expressible.
         v_threshold, v_reset, surrogate_function, detach_reset, step_mode, store_v_seq,
         backend: as in SpikingJelly (see the module doc).
-        gradient: the core's argument.
+        gradient: ``"surrogate"`` (default; BPTT through the step loop with the surrogate) or
+            ``"tsslbp"`` (TSSL-BP's backward, the paper's), the core's argument.
     """
+
+    _nir_refusal = (
+        "its output is the post-synaptic potential, not the spike, which NIR's LIF cannot express"
+    )
 
     def __init__(
         self,
-        features: int,
+        features: int | None = None,
         *,
         tau: float = 5.0,
         tau_s: float = 3.0,
@@ -500,7 +553,7 @@ class PSPLIFNode(SpikingJellyNode):
         step_mode: str = "s",
         store_v_seq: bool = False,
         backend: str | None = None,
-        gradient: str = "tsslbp",
+        gradient: str = "surrogate",
     ) -> None:
         if decay_input is not False:
             raise ValueError(

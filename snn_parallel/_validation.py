@@ -11,6 +11,8 @@ a GPU, so it can be switched off for hot loops::
 from __future__ import annotations
 
 import contextlib
+import math
+import numbers
 from collections.abc import Iterator, Sequence
 
 import torch
@@ -136,3 +138,63 @@ def check_like(value: object, name: str, shape: Sequence[int], like: torch.Tenso
     elif tuple(value.shape) != shape:
         raise ValueError(f"{name} has shape {tuple(value.shape)}, expected {shape} to match {like_name}")
     return value
+
+
+# -- constants of constructors ------------------------------------------------------------
+def check_real(
+    value: object,
+    name: str,
+    *,
+    above: float | None = None,
+    at_least: float | None = None,
+    below: float | None = None,
+    at_most: float | None = None,
+) -> float:
+    """A finite real number (not a bool or a string), optionally bounded; returned as a float."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__} {value!r}")
+    value = float(value)
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be finite, got {value}")
+    for bound, holds, relation in (
+        (above, lambda b: value > b, ">"),
+        (at_least, lambda b: value >= b, ">="),
+        (below, lambda b: value < b, "<"),
+        (at_most, lambda b: value <= b, "<="),
+    ):
+        if bound is not None and not holds(bound):
+            raise ValueError(f"{name} must be {relation} {bound:g}, got {value:g}")
+    return value
+
+
+def check_bool(value: object, name: str) -> bool:
+    """A Python bool (not a truthy string or number)."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be a bool, got {type(value).__name__} {value!r}")
+    return value
+
+
+def check_choice(value: object, name: str, choices: Sequence[str]) -> str:
+    """One of the strings ``choices``."""
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be a str, one of {tuple(choices)}, got {type(value).__name__}")
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {tuple(choices)}, got {value!r}")
+    return value
+
+
+def check_pair(value: object, name: str, *, above: float | None = None, at_least: float | None = None, at_most: float | None = None) -> tuple[float, float]:
+    """A pair ``(low, high)`` of finite reals with ``low <= high``, optionally bounded."""
+    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence) or len(value) != 2:
+        raise ValueError(f"{name} must be a pair (low, high), got {value!r}")
+    low, high = (check_real(v, name, above=above, at_least=at_least, at_most=at_most) for v in value)
+    if low > high:
+        raise ValueError(f"{name} must be (low, high) with low <= high, got {value!r}")
+    return low, high
+
+
+def check_positive_int(value: object, name: str) -> int:
+    """A positive Python int (not a bool)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ValueError(f"{name} must be a positive int, got {value!r}")
+    return int(value)

@@ -50,8 +50,8 @@ __all__ = [
 ]
 
 
-class _SpikeFunction(torch.autograd.Function):
-    """Heaviside forward, ``surrogate.derivative`` backward; works under torch.func transforms."""
+class _Spike(torch.autograd.Function):
+    """Heaviside forward, ``surrogate.derivative`` backward (what ``torch.compile`` traces)."""
 
     generate_vmap_rule = True
 
@@ -70,6 +70,11 @@ class _SpikeFunction(torch.autograd.Function):
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
         (x,) = ctx.saved_tensors
         return grad * ctx.surrogate.derivative(x), None
+
+
+class _SpikeFunction(_Spike):
+    """:class:`_Spike` with a forward-mode derivative too, for torch.func transforms (dynamo
+    cannot trace a custom ``jvp``, so compiled code uses :class:`_Spike`)."""
 
     @staticmethod
     def jvp(ctx: Any, x_tangent: torch.Tensor, _: None) -> torch.Tensor:
@@ -103,7 +108,7 @@ class Surrogate:
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         """Spikes of ``x`` (``x`` is membrane minus threshold) with the surrogate backward."""
-        return _SpikeFunction.apply(x, self)
+        return (_Spike if torch.compiler.is_compiling() else _SpikeFunction).apply(x, self)
 
     @property
     def params(self) -> dict[str, float]:

@@ -203,7 +203,7 @@ def test_functional_forward_is_pure_and_matches_forward(cls, kwargs, step_mode):
     (out2,), states2 = f((x,), states1)
     assert all(s is None for s in base.extract_memories(net))  # pure: memories untouched
     assert torch.equal(net(x), out1) and torch.equal(net(x), out2)
-    assert all(torch.equal(a, b) for a, b in zip(base.extract_memories(net), states2))
+    assert all(torch.equal(a, b) for a, b in zip(base.extract_memories(net), states2, strict=True))
     (out_node,), _ = base.to_functional_forward(node)((net[0](x),), states1)
     assert torch.equal(out_node, out2)
 
@@ -337,3 +337,146 @@ def test_psplif_node_steps_and_sequences_match_the_core():
         sjn.PSPLIFNode(C, v_reset=None)
     with pytest.raises(ValueError, match="decay_input"):
         sjn.PSPLIFNode(C, decay_input=True)
+
+
+# -- SpikingJelly's model zoo ----------------------------------------------------------------
+@pytest.fixture(scope="module")
+def zoo():
+    """SpikingJelly's zoo modules. They import one helper from torchvision, which does not
+    import on a CPU-only machine with torchvision's CUDA wheel: stub that helper (tests only)."""
+    import importlib
+    import types
+
+    names = ("spiking_resnet", "sew_resnet", "spiking_vgg", "parametric_lif_net")
+    try:
+        return {name: importlib.import_module(f"spikingjelly.activation_based.model.{name}") for name in names}
+    except (ImportError, RuntimeError, OSError):
+        pass
+    stub = {name: types.ModuleType(name) for name in ("torchvision", "torchvision.models", "torchvision.models.utils")}
+    stub["torchvision.models.utils"].load_state_dict_from_url = None  # pretrained weights are never loaded here
+    saved = {name: sys.modules.get(name) for name in stub}
+    sys.modules.update(stub)
+    try:
+        return {name: importlib.import_module(f"spikingjelly.activation_based.model.{name}") for name in names}
+    finally:
+        for name, module in saved.items():
+            if module is None:
+                sys.modules.pop(name, None)
+            else:
+                sys.modules[name] = module
+
+
+ZOO_NODES = [sjn.DynamicDecayNode, sjn.PRFNode, sjn.DecoupledLIFNode, sjn.PSPLIFNode]
+
+
+def _node_kwargs(node: type) -> dict:
+    """The zoo's usual keyword arguments, as far as the node expresses them."""
+    return {"surrogate_function": sj_surrogate.ATan(), "detach_reset": node is not sjn.PSPLIFNode}
+
+
+def _firing_and_equal_steps(net: nn.Module, node: type, x: torch.Tensor, *, every_layer: bool = True) -> None:
+    """Forward + backward in multi-step mode with every node layer firing (or some, where the
+    zoo's own initialisation leaves its classifier layers silent for SpikingJelly's LIFNode too);
+    then in eval mode the multi-step output equals the single-step one."""
+    rates = []
+    hooks = [m.register_forward_hook(lambda mod, args, out: rates.append(float(out.detach().mean()))) for m in net.modules() if isinstance(m, node)]
+    functional.set_step_mode(net, "m")
+    functional.reset_net(net)
+    net(x).sum().backward()
+    for hook in hooks:
+        hook.remove()
+    assert rates and (min(rates) if every_layer else max(rates)) > 0, rates  # at T = 4, with the defaults
+    assert all(p.grad is not None for p in net.parameters() if p.requires_grad)
+    net.eval()
+    with torch.no_grad():
+        multi = run_multi(net, x)
+        assert torch.equal(run_single(net, x), multi)
+
+
+@pytest.mark.parametrize("node", ZOO_NODES, ids=lambda c: c.__name__)
+@pytest.mark.parametrize("builder", ["spiking_resnet.spiking_resnet18", "sew_resnet.sew_resnet18"])
+def test_zoo_resnets_build_train_and_step_with_every_node(zoo, builder, node):
+    torch.manual_seed(0)
+    module, name = builder.split(".")
+    extra = {"cnf": "ADD"} if module == "sew_resnet" else {}
+    net = getattr(zoo[module], name)(spiking_neuron=node, num_classes=10, **extra, **_node_kwargs(node)).double()
+    _firing_and_equal_steps(net, node, torch.rand(4, 2, 3, 16, 16, dtype=torch.float64))
+
+
+def test_zoo_refuses_ltc_on_feature_maps(zoo):
+    net = zoo["spiking_resnet"].spiking_resnet18(spiking_neuron=sjn.LTCNode, num_classes=10)
+    functional.set_step_mode(net, "m")
+    with pytest.raises(ValueError, match=r"LTC accepts \[T, B, C\] sequences"):
+        net(torch.rand(2, 1, 3, 16, 16))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("node", ZOO_NODES, ids=lambda c: c.__name__)
+def test_zoo_vgg_and_plif_nets_with_every_node(zoo, node):
+    torch.manual_seed(0)
+    vgg = zoo["spiking_vgg"].spiking_vgg11_bn(spiking_neuron=node, num_classes=10, **_node_kwargs(node))
+    _firing_and_equal_steps(vgg, node, torch.rand(4, 1, 3, 32, 32), every_layer=False)
+    plif = zoo["parametric_lif_net"].MNISTNet(channels=8, spiking_neuron=node, **_node_kwargs(node)).double()
+    _firing_and_equal_steps(plif, node, torch.rand(4, 2, 1, 28, 28, dtype=torch.float64), every_layer=False)
+
+
+def test_nodes_infer_the_feature_count_and_load_state_dicts():
+    for cls in (sjn.DynamicDecayNode, sjn.PRFNode, sjn.DecoupledLIFNode, sjn.LTCNode, sjn.PSPLIFNode):
+        lazy = cls(step_mode="m").double()
+        x = inputs()
+        out = lazy(x)
+        assert lazy.core.features == C
+        eager = cls(C, step_mode="m").double()
+        eager.load_state_dict(lazy.state_dict())
+        assert torch.equal(eager(x), out)
+        fresh = cls(step_mode="s")
+        fresh.load_state_dict(lazy.state_dict())
+        assert fresh.core.features == (C if list(lazy.parameters()) or list(lazy.buffers()) else None)
+
+
+def test_dsn_tau_is_refused_with_the_reason():
+    with pytest.raises(TypeError, match=r"DynamicDecayNode takes no tau .*membrane time constant.*dsn_tau"):
+        sjn.DynamicDecayNode(tau=2.0)
+    assert sjn.DynamicDecayNode(dsn_tau=0.5).core.tau == 0.5
+    assert sjn.DynamicDecayNode().core.tau == 0.25  # the paper's value
+
+
+@pytest.mark.parametrize("cls", [sjn.DynamicDecayNode, sjn.PRFNode, sjn.DecoupledLIFNode, sjn.LTCNode, sjn.PSPLIFNode])
+def test_nodes_train_under_cpu_autocast(cls):
+    net = nn.Sequential(layer.Linear(C, C, step_mode="m"), cls(step_mode="m"))
+    x = torch.rand(5, 2, C) * 3
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = net(x)
+    out.float().sum().backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in net.parameters())
+
+
+@pytest.mark.parametrize("cls", [sjn.DynamicDecayNode, sjn.PRFNode, sjn.DecoupledLIFNode, sjn.LTCNode, sjn.PSPLIFNode])
+def test_nir_export_refuses_every_node_with_the_reason(cls):
+    pytest.importorskip("nir")
+    pytest.importorskip("nirtorch")
+    try:
+        from spikingjelly.activation_based.nir_exchange import export_to_nir
+    except ImportError:
+        pytest.skip("this SpikingJelly has no NIR exchange")
+    net = nn.Sequential(layer.Linear(4, C, step_mode="m"), cls(step_mode="m"))
+    with pytest.raises(TypeError, match=rf"{cls.__name__} cannot be exported to NIR.*: .*NIR"):
+        export_to_nir(net, torch.rand(3, 2, 4))
+    reference = nn.Sequential(layer.Linear(4, C, step_mode="m"), neuron.LIFNode(step_mode="m", v_reset=0.0))
+    assert export_to_nir(reference, torch.rand(3, 2, 4)) is not None  # the exporter itself works
+
+
+@pytest.mark.parametrize(
+    "build, error, match",
+    [
+        (lambda: sjn.PRFNode(v_threshold=float("nan")), ValueError, "v_threshold must be finite"),
+        (lambda: sjn.DecoupledLIFNode(v_threshold=float("inf")), ValueError, "v_threshold must be finite"),
+        (lambda: sjn.LTCNode(beta_a=float("nan")), ValueError, "beta_a must be finite"),
+        (lambda: sjn.PSPLIFNode(tau_s=float("inf")), ValueError, "tau_s must be finite"),
+        (lambda: sjn.PRFNode(dt_range=(1,)), ValueError, "dt_range must be a pair"),
+        (lambda: sjn.PRFNode(reset="yes"), TypeError, "reset must be a bool"),
+    ],
+)
+def test_node_constants_are_checked(build, error, match):
+    with pytest.raises(error, match=match):
+        build()

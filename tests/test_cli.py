@@ -14,8 +14,8 @@ pytest.importorskip("sklearn")
 @pytest.mark.parametrize("neuron", ["dsn", "prf", "ltc"])
 def test_demo_trains_and_reports(neuron):
     lines = []
-    result = run_demo(neuron, epochs=1, hidden=16, progress=False, log=lines.append)
-    assert 0.0 <= result.test_accuracy <= 1.0
+    result = run_demo(neuron, epochs=8, hidden=32, progress=False, log=lines.append)
+    assert result.test_accuracy >= 0.2  # twice chance (measured: dsn 0.59, prf 0.29, ltc 0.54)
     assert result.samples_per_second > 0 and result.seconds_per_epoch > 0
     assert "test accuracy" in lines[-1]
 
@@ -46,11 +46,11 @@ def test_default_demo_reaches_80_percent(neuron):
 
 def test_cli_train_reports_a_measured_accuracy(tmp_path, capsys):
     out = tmp_path / "train.json"
-    assert cli.main(["train", "--rule", "ottt", "--task", "row", "--epochs", "1", "--json", str(out)]) == 0
+    assert cli.main(["train", "--rule", "ottt", "--task", "row", "--epochs", "3", "--json", str(out)]) == 0
     line = capsys.readouterr().out
     assert "rule=ottt" in line and "test_accuracy=" in line
     rows = json.loads(out.read_text())["rows"]
-    assert rows[0]["rule"] == "ottt" and 0.0 <= rows[0]["test_accuracy"] <= 1.0
+    assert rows[0]["rule"] == "ottt" and rows[0]["test_accuracy"] >= 0.2  # twice chance (measured: 0.375)
     assert rows[0]["trace"] == "neuron"  # the default for PRF networks
     assert cli.main(["train", "--rule", "ottt", "--task", "row", "--epochs", "1", "--trace", "presynaptic"]) == 0
     assert "trace=presynaptic" in capsys.readouterr().out
@@ -132,12 +132,13 @@ def test_cli_train_several_seeds_prints_each_and_the_mean(tmp_path, capsys):
 
 def test_cli_train_scores_several_rates_on_the_validation_share_and_names_the_best(tmp_path, capsys):
     out = tmp_path / "sweep.json"
-    args = ["train", "--task", "image", "--rule", "tsslbp", "--epochs", "1", "--steps", "2", "--lr", "1e-4,1e-2",
+    args = ["train", "--task", "image", "--rule", "tsslbp", "--epochs", "3", "--steps", "2", "--lr", "1e-4,1e-2",
             "--valid", "0.25", "--json", str(out)]
     assert cli.main(args) == 0
     rows = json.loads(out.read_text())["rows"]
     assert [row["lr"] for row in rows] == [1e-4, 1e-2]
     assert all("test_accuracy" not in row and 0.0 <= row["valid_accuracy"] <= 1.0 for row in rows)
+    assert max(row["valid_accuracy"] for row in rows) >= 0.2  # the better rate learns (measured: 0.45)
     printed = capsys.readouterr().out
     for row in rows:
         assert f"rule=tsslbp, lr={row['lr']:g}, seeds=1, mean valid_accuracy={row['valid_accuracy']:.4f}" in printed

@@ -19,8 +19,12 @@ from snn_parallel.neurons import AdLIFState, BRFState
 F64 = torch.float64
 
 
-def brf_reference(x, omega, b_offset, state, dt=0.01, theta=1.0):
-    """BRF from the equations, step by step (fires on x > 0)."""
+def _step_fn(x):
+    return (x > 0).to(x.dtype)
+
+
+def brf_reference(x, omega, b_offset, state, dt=0.01, theta=1.0, spike=_step_fn):
+    """BRF from the equations, step by step (fires on x > 0; ``spike`` may carry a surrogate)."""
     u, v, q = state
     omega, b_offset = omega.abs(), b_offset.abs()
     p = (-1 + torch.sqrt(1 - (dt * omega) ** 2)) / dt
@@ -28,22 +32,22 @@ def brf_reference(x, omega, b_offset, state, dt=0.01, theta=1.0):
     for i in x:
         b = p - b_offset - q
         u, v = u + dt * (b * u - omega * v + i), v + dt * (omega * u + b * v)
-        z = (u - theta - q > 0).to(x.dtype)
+        z = spike(u - theta - q)
         q = 0.9 * q + z
         spikes.append(z)
         membrane.append(u)
     return torch.stack(spikes), torch.stack(membrane), (u, v, q)
 
 
-def adlif_reference(x, tau_u_frac, tau_w_frac, a, b, state, theta=1.0, q=120.0):
-    """SE-adLIF (HYPR variant) from the equations, step by step (fires on x > 0)."""
+def adlif_reference(x, tau_u_frac, tau_w_frac, a, b, state, theta=1.0, q=120.0, spike=_step_fn):
+    """SE-adLIF (HYPR variant) from the equations, step by step (fires on x > 0; ``spike`` may carry a surrogate)."""
     u, w, z = state
     alpha = torch.exp(-1 / (5 + 20 * tau_u_frac))
     beta = torch.exp(-1 / (60 + 240 * tau_w_frac))
     spikes, membrane = [], []
     for i in x:
         u_new = alpha * u * (1 - z) + (1 - alpha) * (i - w)
-        z_new = (u_new - theta > 0).to(x.dtype)
+        z_new = spike(u_new - theta)
         w = beta * w + (1 - beta) * q * (a * u_new * (1 - z_new) + b * z)
         u, z = u_new, z_new
         spikes.append(z)
@@ -80,8 +84,28 @@ def test_forward_matches_equations(name, factory, reference, params, scale, step
     assert ref_spikes.sum() > 0 or steps < 37
     assert torch.equal(spikes, ref_spikes)
     torch.testing.assert_close(membrane, ref_membrane, rtol=1e-12, atol=1e-12)
-    for field, a, b in zip(end._fields, end, ref_end):
+    for field, a, b in zip(end._fields, end, ref_end, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12, msg=f"state.{field}")
+
+
+@pytest.mark.parametrize("name,factory,reference,params,scale", NEURONS, ids=IDS)
+def test_gradients_match_the_equations(name, factory, reference, params, scale):
+    """Every gradient (input, parameters, initial state) against a plain autograd loop written
+    from the equations, with the neuron's own surrogate as the spike function."""
+    neuron = factory(5).double()
+    x = (torch.randn(40, 3, 5, dtype=F64) * scale + scale / 4).requires_grad_()
+    rest = neuron.init_state(x[0])
+    state = type(rest)(*(torch.rand_like(v).requires_grad_() for v in rest[:2]), rest[2])
+    weights = torch.randn(40, 3, 5, dtype=F64)
+    spikes, membrane, end = neuron(x, state, return_membrane=True)
+    inputs = [x, *params(neuron), *state[:2]]
+    grads = torch.autograd.grad((spikes * weights).sum() + membrane.sum() + end.u.sum(), inputs)
+    ref_spikes, ref_membrane, ref_end = reference(x, *params(neuron), tuple(state), spike=neuron.surrogate)
+    assert 0 < ref_spikes.mean() < 1
+    ref_grads = torch.autograd.grad((ref_spikes * weights).sum() + ref_membrane.sum() + ref_end[0].sum(), inputs)
+    for g, r in zip(grads, ref_grads, strict=True):
+        assert g.abs().sum() > 0
+        torch.testing.assert_close(g, r, rtol=1e-10, atol=1e-12)
 
 
 @pytest.mark.parametrize("name,factory,reference,params,scale", NEURONS, ids=IDS)
@@ -162,7 +186,7 @@ def test_step_jvp_and_jacrev_match_finite_differences(name, factory, reference, 
     _, jvp_out = torch.func.jvp(step, primals, tangents)
     eps = 1e-6
     shift = lambda sign: torch.utils._pytree.tree_map(lambda p, t: p + sign * eps * t, primals, tangents)  # noqa: E731
-    for got, plus, minus in zip(jvp_out, step(*shift(1)), step(*shift(-1))):
+    for got, plus, minus in zip(jvp_out, step(*shift(1)), step(*shift(-1)), strict=True):
         torch.testing.assert_close(got, (plus - minus) / (2 * eps), rtol=1e-6, atol=1e-7)
     # reverse mode gives the same Jacobian as forward mode
     jac_rev = torch.func.jacrev(step, argnums=(0, 1, 2))(*primals)
@@ -255,7 +279,7 @@ def test_brf_refractory_trace_raises_threshold():
     x = torch.full((30, 1, 1), 400.0, dtype=F64)
     spikes, membrane, _ = neuron(x, return_membrane=True)
     q = torch.zeros(1, 1, dtype=F64)
-    for z, u in zip(spikes, membrane):
+    for z, u in zip(spikes, membrane, strict=True):
         assert bool(z) == bool(u > 1 + q)
         q = 0.9 * q + z
     assert spikes.sum() >= 2
@@ -350,7 +374,7 @@ def test_only_flat_inputs_and_own_state(name, factory, reference, params, scale)
     "build,match",
     [
         (lambda: sp.BRF(0), "features must be a positive int"),
-        (lambda: sp.BRF(3, dt=0.0), "dt must be positive"),
+        (lambda: sp.BRF(3, dt=0.0), "dt must be > 0"),
         (lambda: sp.BRF(3, omega_range=(10.0, 5.0)), "omega_range"),
         (lambda: sp.BRF(3, omega_range=(5.0, 150.0)), r"omega_range .* <= 100"),
         (lambda: sp.BRF(3, b_offset_range=(-1.0, 1.0)), "b_offset_range"),

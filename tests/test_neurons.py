@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import copy
+import math
+
 import pytest
 import torch
 
 import snn_parallel as sp
-from snn_parallel.neurons import AdLIFState, BRFState, DSNState, LIFState, LTCState, PRFState
+from snn_parallel.neurons import AdLIFState, BRFState, DSNState, LIFState, LTCState, PRFState, PSPFilter
 
 # (name, factory, input scale) -- the scale puts each neuron in a regime where it spikes
 CONFIGS = [
@@ -48,7 +51,7 @@ def test_forward_equals_steps(name, factory, scale, steps, dtype):
         assert torch.equal(spikes, step_spikes)
     else:  # rounding differs between the parallel and serial forms: allow a rare flip at threshold
         assert (spikes != step_spikes).float().mean() < 0.01
-    for field, a, b in zip(state._fields, state, step_state):
+    for field, a, b in zip(state._fields, state, step_state, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5, msg=f"state.{field}")
 
 
@@ -62,7 +65,7 @@ def test_chained_forward_equals_one_call(name, factory, scale, split):
     second, m2, end = neuron(x[split:], mid, return_membrane=True)
     assert torch.equal(torch.cat([first, second]), spikes)
     torch.testing.assert_close(torch.cat([m1, m2]), membrane)
-    for a, b in zip(state, end):
+    for a, b in zip(state, end, strict=True):
         torch.testing.assert_close(a, b)
 
 
@@ -78,7 +81,7 @@ def test_parallel_gradients_equal_step_loop_bptt(name, factory, scale):
     step_spikes, _ = _run_steps(neuron, x)
     ref = torch.autograd.grad((step_spikes * weights).sum(), [x, *params], allow_unused=True, materialize_grads=True)
     assert spikes.sum() > 0
-    for g, r in zip(grads, ref):
+    for g, r in zip(grads, ref, strict=True):
         torch.testing.assert_close(g, r)
 
 
@@ -197,7 +200,7 @@ def test_ltc_rejects_feature_maps():
     [
         (lambda: sp.DynamicDecay(0), "features must be a positive int"),
         (lambda: sp.DynamicDecay(3, kernel_size=0), "kernel_size"),
-        (lambda: sp.DynamicDecay(3, tau=0), "tau must be positive"),
+        (lambda: sp.DynamicDecay(3, tau=0), "tau must be > 0"),
         (lambda: sp.DynamicDecay(3, init_decay=1.0), "init_decay"),
         (lambda: sp.DynamicDecay(3, spike_mode="ternary"), "spike_mode"),
         (lambda: sp.DynamicDecay(3, spike_mode="integer", levels=0), "levels"),
@@ -205,7 +208,7 @@ def test_ltc_rejects_feature_maps():
         (lambda: sp.PRF(3, mode="conv"), "mode must be"),
         (lambda: sp.PRF(3, mode="fft", reset=True), "reset=True needs mode='scan'"),
         (lambda: sp.PRF(3, surrogate="nope"), "unknown surrogate"),
-        (lambda: sp.DecoupledLIF(3, tau=1.0), "tau must be greater than 1"),
+        (lambda: sp.DecoupledLIF(3, tau=1.0), "tau must be > 1"),
         (lambda: sp.LTC(3, mode="fast"), "mode must be"),
         (lambda: sp.LTC(3, surrogate=lambda x: (x > 0).float()), "no derivative"),
     ],
@@ -213,3 +216,300 @@ def test_ltc_rejects_feature_maps():
 def test_bad_constructor_arguments(build, match):
     with pytest.raises((ValueError, TypeError), match=match):
         build()
+
+
+# -- lazy feature count ------------------------------------------------------------------
+LAZY = [
+    ("dsn", lambda **k: sp.DynamicDecay(**k)),
+    ("prf", lambda **k: sp.PRF(**k)),
+    ("prf-learn", lambda **k: sp.PRF(learn_decay=True, **k)),
+    ("lif", lambda **k: sp.DecoupledLIF(**k)),
+    ("lif-learn", lambda **k: sp.DecoupledLIF(learn_decay=True, **k)),
+    ("ltc", lambda **k: sp.LTC(**k)),
+    ("ltc-parallel", lambda **k: sp.LTC(mode="parallel", learn_gate_temperature=True, **k)),
+    ("brf", lambda **k: sp.BRF(**k)),
+    ("adlif", lambda **k: sp.SEAdLIF(**k)),
+    ("psplif", lambda **k: sp.PSPLIF(**k)),
+    ("psp", lambda **k: PSPFilter(**k)),
+]
+LAZY_IDS = [c[0] for c in LAZY]
+
+
+@pytest.mark.parametrize("name,make", LAZY, ids=LAZY_IDS)
+def test_lazy_feature_count_is_inferred_at_the_first_call(name, make):
+    lazy = make()
+    assert lazy.features is None and lazy.has_uninitialized_params()
+    per_channel = [p for p in lazy.parameters() if p is not getattr(lazy, "gate_temperature", None)]
+    assert all(isinstance(p, torch.nn.parameter.UninitializedParameter) for p in per_channel)
+    x = torch.rand(6, 2, 5, dtype=torch.float64) * 2
+    lazy.double()  # as for nn.LazyLinear, .to() before the first call sets the dtype it materialises in
+    spikes, state = lazy(x)
+    assert lazy.features == 5 and not lazy.has_uninitialized_params()
+    assert all(p.shape[0] == 5 and p.dtype == torch.float64 for p in per_channel)
+    eager = make(features=5).double()
+    assert {k: v.shape for k, v in eager.state_dict().items()} == {k: v.shape for k, v in lazy.state_dict().items()}
+    eager.load_state_dict(lazy.state_dict())
+    assert torch.equal(eager(x)[0], spikes)
+    with pytest.raises(ValueError, match="x_seq must have 5 features"):
+        lazy(torch.rand(6, 2, 4, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("name,make", LAZY, ids=LAZY_IDS)
+def test_lazy_neuron_loads_deepcopies_and_trains_like_lazy_linear(name, make):
+    x = torch.rand(6, 2, 5) * 2
+    trained = make(features=5)
+    fresh = make()  # a state dict materialises a lazy neuron with the loaded feature count
+    fresh.load_state_dict(trained.state_dict())
+    assert fresh.features == (5 if trained.state_dict() else None)  # PSPLIF has no parameters: nothing to load
+    assert all(torch.equal(a, b) for a, b in zip(fresh.state_dict().values(), trained.state_dict().values(), strict=True))
+    lazy = make()
+    twin = copy.deepcopy(lazy)  # uninitialised parameters deep-copy, as nn.LazyLinear's
+    assert twin.features is None and twin.has_uninitialized_params()
+    params = list(lazy.parameters())
+    if params:  # an optimizer built before the first call steps the materialised parameters
+        optimizer = torch.optim.SGD(params, lr=1.0)
+        spikes, membrane, _ = lazy(x, return_membrane=True)
+        before = [p.detach().clone() for p in lazy.parameters()]
+        (spikes.sum() + membrane.sum()).backward()
+        optimizer.step()
+        assert any(not torch.equal(b, p) for b, p in zip(before, lazy.parameters(), strict=True))
+    step_first = make()
+    step_first.step(x[0])  # a step infers the count from dim 1
+    assert step_first.features == 5
+
+
+def test_lazy_neuron_is_refused_by_ddp_until_a_dry_run(tmp_path):
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    try:
+        lazy = sp.PRF()
+        with pytest.raises(RuntimeError, match="uninitialized parameters"):
+            torch.nn.parallel.DistributedDataParallel(lazy)
+        lazy(torch.rand(3, 2, 4))
+        ddp = torch.nn.parallel.DistributedDataParallel(lazy)
+        assert ddp(torch.rand(3, 2, 4))[0].shape == (3, 2, 4)
+    finally:
+        dist.destroy_process_group()
+
+
+# -- constants ---------------------------------------------------------------------------
+NAN, INF = float("nan"), float("inf")
+
+
+@pytest.mark.parametrize(
+    "build,error,match",
+    [
+        *[
+            (lambda cls=cls, v=v: cls(3, v_threshold=v), err, "v_threshold")
+            for cls in (sp.DynamicDecay, sp.PRF, sp.DecoupledLIF, sp.BRF, sp.SEAdLIF, sp.PSPLIF)
+            for v, err in ((NAN, ValueError), (INF, ValueError), ("1.0", TypeError), (None, TypeError), (True, TypeError))
+        ],
+        (lambda: sp.LTC(3, b0=NAN), ValueError, "b0 must be finite"),
+        (lambda: sp.LTC(3, b0="0.1"), TypeError, "b0 must be a real number"),
+        (lambda: sp.LTC(3, beta_a=INF), ValueError, "beta_a must be finite"),
+        (lambda: sp.LTC(3, beta_a=-1.0), ValueError, "beta_a must be >= 0"),
+        (lambda: sp.LTC(3, initial_membrane="random"), ValueError, "initial_membrane"),
+        (lambda: sp.LTC(3, learn_gate_temperature="yes"), TypeError, "learn_gate_temperature"),
+        (lambda: sp.SEAdLIF(3, adapt_coeff=NAN), ValueError, "adapt_coeff must be finite"),
+        (lambda: sp.SEAdLIF(3, adapt_coeff=None), TypeError, "adapt_coeff"),
+        (lambda: sp.PRF(3, fr_scale=INF), ValueError, "fr_scale must be finite"),
+        (lambda: sp.PRF(3, fr_scale=0.0), ValueError, "fr_scale must be > 0"),
+        (lambda: sp.PRF(3, reset="yes"), TypeError, "reset must be a bool"),
+        (lambda: sp.PRF(3, learn_decay=1), TypeError, "learn_decay must be a bool"),
+        (lambda: sp.PRF(3, dt_range=(1,)), ValueError, "dt_range must be a pair"),
+        (lambda: sp.PRF(3, dt_range="ab"), ValueError, "dt_range must be a pair"),
+        (lambda: sp.PRF(3, dt_range=(0.1, INF)), ValueError, "dt_range must be finite"),
+        (lambda: sp.PRF(3, tau=INF), ValueError, "tau must be finite"),
+        (lambda: sp.PRF(3, mode=None), TypeError, "mode"),
+        (lambda: sp.PSPLIF(3, tau_s=INF), ValueError, "tau_s must be finite"),
+        (lambda: sp.PSPLIF(3, tau_m=NAN), ValueError, "tau_m must be finite"),
+        (lambda: PSPFilter(3, tau_s=INF), ValueError, "tau_s must be finite"),
+        (lambda: sp.DynamicDecay(3, tau=INF), ValueError, "tau must be finite"),
+        (lambda: sp.DynamicDecay(3, init_decay=NAN), ValueError, "init_decay must be finite"),
+        (lambda: sp.DynamicDecay(3, kernel_size=2.0), ValueError, "kernel_size must be a positive int"),
+        (lambda: sp.DecoupledLIF(3, tau="2"), TypeError, "tau must be a real number"),
+        (lambda: sp.BRF(3, dt=INF), ValueError, "dt must be finite"),
+        (lambda: sp.DynamicDecay(2.5), ValueError, "features must be a positive int or None"),
+    ],
+)
+def test_constants_are_checked_naming_the_argument(build, error, match):
+    with pytest.raises(error, match=match):
+        build()
+
+
+# -- dtypes ------------------------------------------------------------------------------
+@pytest.mark.parametrize("name,make", LAZY, ids=LAZY_IDS)
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_every_neuron_runs_in_half_precision(name, make, dtype):
+    neuron = make(features=4).to(dtype)
+    x = (torch.rand(7, 3, 4) * 3).to(dtype).requires_grad_()
+    spikes, membrane, state = neuron(x, return_membrane=True)
+    assert spikes.dtype == membrane.dtype == dtype and all(s.dtype == dtype for s in state)
+    (spikes.float().sum() + membrane.float().sum()).backward()
+    grads = [x.grad, *(p.grad for p in neuron.parameters() if p.grad is not None)]
+    assert all(torch.isfinite(g.float()).all() for g in grads)
+    again, _ = neuron(x.detach(), state)  # the state goes back in
+    step, _ = neuron.step(x[0].detach(), state)
+    assert again.dtype == step.dtype == dtype
+
+
+@pytest.mark.parametrize("name,make", LAZY, ids=LAZY_IDS)
+def test_every_neuron_trains_under_cpu_autocast(name, make):
+    linear, neuron = torch.nn.Linear(4, 4), make()
+    x = torch.rand(6, 3, 4) * 3
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        current = linear(x)
+        assert current.dtype == torch.bfloat16
+        spikes, membrane, state = neuron(current, return_membrane=True)
+        # the dynamics run in the neuron's own dtype (float32), as autocast's cumsum does
+        assert spikes.dtype == membrane.dtype == torch.float32
+        more, _ = neuron(linear(x), state)  # the float32 state goes back in
+    (spikes.sum() + membrane.sum() + more.sum()).backward()
+    grads = [linear.weight.grad, *(p.grad for p in neuron.parameters())]
+    assert all(g is not None and torch.isfinite(g).all() for g in grads)
+    assert linear.weight.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize(
+    "make", [lambda s: sp.LTC(3, surrogate=s), lambda s: sp.SEAdLIF(3, surrogate=s), lambda s: sp.BRF(3, surrogate=s),
+             lambda s: sp.DecoupledLIF(3, surrogate=s), lambda s: sp.DynamicDecay(3, surrogate=s)],
+    ids=["ltc", "adlif", "brf", "lif", "dsn"],
+)
+def test_foreign_surrogate_keeps_the_dtype(make):
+    snntorch = pytest.importorskip("snntorch")
+    import snntorch.surrogate  # noqa: F401
+
+    neuron = make(snntorch.surrogate.fast_sigmoid()).double()
+    x = torch.rand(5, 2, 3, dtype=torch.float64) * 300
+    spikes, state = neuron(x)
+    assert spikes.dtype == torch.float64 and all(s.dtype == torch.float64 for s in state)
+    step, state = neuron.step(x[0], state)  # the state goes back in
+    assert step.dtype == torch.float64 and spikes.sum() > 0
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_psp_filter_keeps_half_precision(dtype):
+    from snn_parallel.ops.tssl import psp_filter
+
+    x = torch.rand(6, 2, 3).to(dtype)
+    psp, last = psp_filter(x, 3.0)
+    assert psp.dtype == last.dtype == dtype
+    again, _ = psp_filter(x, 3.0, last)  # the state goes back in
+    reference, _ = psp_filter(x.float(), 3.0)
+    torch.testing.assert_close(psp.float(), reference, rtol=1e-2, atol=1e-2)
+    assert again.dtype == dtype
+    filtered, state = PSPFilter(3).to(dtype)(x)
+    assert filtered.dtype == state.a.dtype == dtype
+
+
+# -- torch.compile ----------------------------------------------------------------------
+class _LinearNeuron(torch.nn.Module):
+    def __init__(self, neuron: torch.nn.Module) -> None:
+        super().__init__()
+        self.linear, self.neuron = torch.nn.Linear(4, 4), neuron
+
+    def forward(self, x_seq: torch.Tensor) -> torch.Tensor:
+        spikes, membrane, _ = self.neuron(self.linear(x_seq), return_membrane=True)
+        return spikes + membrane
+
+
+def test_dynamo_explain_counts_no_graph_break():
+    torch._dynamo.reset()
+    explained = torch._dynamo.explain(_LinearNeuron(sp.PRF(4)))(torch.rand(5, 2, 4))
+    assert explained.graph_break_count == 0, [str(r.reason)[:200] for r in explained.break_reasons]
+
+
+@pytest.mark.parametrize("name,make", LAZY, ids=LAZY_IDS)
+def test_linear_neuron_network_compiles_without_graph_breaks(name, make):
+    """``fullgraph=True`` raises at the first graph break; the compiled network gives the eager numbers."""
+    torch._dynamo.reset()
+    net = _LinearNeuron(make(features=4))
+    x = torch.rand(5, 2, 4) * 3
+    compiled = torch.compile(net, backend="aot_eager", fullgraph=True)
+    out = compiled(x)
+    out.sum().backward()
+    torch.testing.assert_close(out, net(x), rtol=1e-6, atol=1e-6)
+    assert sp.validation_enabled()  # the value check is back on after tracing
+    with pytest.raises(ValueError, match="NaN"):
+        net(torch.full((5, 2, 4), float("nan")))
+
+
+# -- LTC (paper mode) against its equations ----------------------------------------------------
+def ltc_reference(x, rate_w, rate_b, ret_w, ret_b, state, spike_fn, b0=0.1, beta_a=1.8, temperature=(1.0, 1.0)):
+    """LTC-SNN (Yin et al.) from the paper's equations, one step at a time:
+    m_t = sig(W_m [I_t; u^_{t-1}] + c_m), rho_t = sig(W_rho [I_t; b_{t-1}] + c_rho),
+    b_t = rho_t b_{t-1} + (1 - rho_t) s_{t-1}, theta_t = b0 + beta_a b_t,
+    u_t = (1 - m_t) u^_{t-1} + m_t I_t, s_t = H(u_t - theta_t), u^_t = (1 - s_t) u_t."""
+    u, s, b = state
+    spikes, membranes = [], []
+    for current in x.unbind(0):
+        m = torch.sigmoid(temperature[0] * (torch.cat([current, u], -1) @ rate_w.T + rate_b))
+        rho = torch.sigmoid(temperature[1] * (torch.cat([current, b], -1) @ ret_w.T + ret_b))
+        b = rho * b + (1 - rho) * s
+        v = (1 - m) * u + m * current
+        s = spike_fn(v - (b0 + beta_a * b))
+        u = (1 - s) * v
+        spikes.append(s)
+        membranes.append(v)
+    return torch.stack(spikes), torch.stack(membranes), (u, s, b)
+
+
+def _ltc_params(neuron):
+    return neuron.rate_gate.weight, neuron.rate_gate.bias, neuron.retention_gate.weight, neuron.retention_gate.bias
+
+
+def test_ltc_hand_derived_steps():
+    """One neuron, zero gate weights except the rate gate's weight on the membrane, 2 ln 3: by hand,
+    t=0: b = .5*.1 = .05, theta = .19, m = .5, u = .5 -> spike, u^ = 0;
+    t=1: b = .5*.05 + .5 = .525, theta = 1.045, m = .5, u = .5 -> none, u^ = .5;
+    t=2: b = .2625, theta = .5725, m = sig(2 ln 3 * .5) = .75, u = .25*.5 + .75*.2 = .275 -> none.
+    A rate gate that read the last spike (0) instead of u^ would give m = .5 and u = .35."""
+    neuron = sp.LTC(1).double()
+    with torch.no_grad():
+        for p in _ltc_params(neuron):
+            p.zero_()
+        neuron.rate_gate.weight[0, 1] = 2 * math.log(3)
+    x = torch.tensor([1.0, 1.0, 0.2], dtype=torch.float64).view(3, 1, 1)
+    spikes, membrane, state = neuron(x, return_membrane=True)
+    assert spikes.flatten().tolist() == [1.0, 0.0, 0.0]
+    torch.testing.assert_close(membrane.flatten(), torch.tensor([0.5, 0.5, 0.275], dtype=torch.float64))
+    torch.testing.assert_close(state.b.flatten(), torch.tensor([0.2625], dtype=torch.float64))
+    torch.testing.assert_close(state.u.flatten(), torch.tensor([0.275], dtype=torch.float64))
+
+
+@pytest.mark.parametrize("temperature", [False, True])
+def test_ltc_paper_mode_matches_its_equations_forward_and_gradients(temperature):
+    """Spikes, membranes, state and every gradient against a plain autograd loop written from
+    the equations (with the neuron's own surrogate as the spike function)."""
+    neuron = sp.LTC(5, learn_gate_temperature=temperature).double()
+    if temperature:
+        with torch.no_grad():
+            neuron.gate_temperature.copy_(torch.tensor([1.5, 0.7]))
+    x = (torch.randn(30, 4, 5, dtype=torch.float64) * 1.5).requires_grad_()
+    state = neuron.init_state(x[0])
+    state = type(state)(torch.rand_like(state.u), (torch.rand_like(state.s) > 0.5).double(), state.b + 0.2 * torch.rand_like(state.b))
+    weights = torch.randn(30, 4, 5, dtype=torch.float64)
+    spikes, membrane, end = neuron(x, state, return_membrane=True)
+    params = [*_ltc_params(neuron), *([neuron.gate_temperature] if temperature else [])]
+    loss = (spikes * weights).sum() + membrane.square().sum() + sum(v.sum() for v in end)
+    grads = torch.autograd.grad(loss, [x, *params])
+    temp = tuple(neuron.gate_temperature) if temperature else (1.0, 1.0)
+    ref_spikes, ref_membrane, ref_end = ltc_reference(x, *_ltc_params(neuron), tuple(state), neuron.surrogate, temperature=temp)
+    assert 0 < ref_spikes.mean() < 1
+    assert torch.equal(spikes, ref_spikes)
+    torch.testing.assert_close(membrane, ref_membrane, rtol=1e-12, atol=1e-12)
+    for a, b in zip(end, ref_end, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+    ref_loss = (ref_spikes * weights).sum() + ref_membrane.square().sum() + sum(v.sum() for v in ref_end)
+    ref_grads = torch.autograd.grad(ref_loss, [x, *params])
+    for g, r in zip(grads, ref_grads, strict=True):
+        torch.testing.assert_close(g, r, rtol=1e-10, atol=1e-12)
+
+
+def test_ltc_uniform_initial_membrane():
+    neuron = sp.LTC(4, initial_membrane="uniform")
+    first, second = neuron.init_state(torch.zeros(3, 4)), neuron.init_state(torch.zeros(3, 4))
+    assert 0 <= first.u.min() and first.u.max() < 1 and not torch.equal(first.u, second.u)  # drawn afresh
+    assert torch.equal(first.b, torch.full((3, 4), 0.1)) and not first.s.any()
+    assert sp.LTC(4).init_state(torch.zeros(3, 4)).u.abs().sum() == 0

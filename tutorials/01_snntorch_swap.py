@@ -106,17 +106,19 @@ class Net(nn.Module):
 # %% [markdown]
 # ## The one-line swap
 #
-# `snn.Leaky(beta=0.9)` becomes `DynamicDecay(size)` or `PRF(size, ...)`: our neurons take
-# the feature count first (they have per-channel parameters) and keep Leaky's keyword
+# `snn.Leaky(beta=0.9)` becomes `DynamicDecay()` or `PRF(...)`: our neurons have
+# per-channel parameters, whose count they infer from the first input (as `nn.LazyLinear`
+# does; pass it first, `DynamicDecay(size)`, to build them at once), and keep Leaky's keyword
 # arguments (`threshold`, `spike_grad`, `init_hidden`, `output`, ...). They are `snn.Leaky`
-# subclasses, so `init_leaky()` and snnTorch's utilities work on them unchanged.
+# subclasses, so `init_leaky()`, `snntorch.backprop.TBPTT` and snnTorch's utilities work on
+# them unchanged. `DecoupledLIF(beta=0.9)` is the soft-reset LIF itself, trained in parallel.
 # `multistep` continues from the state a neuron holds, so `forward_parallel` first calls
 # `reset(net)`, which puts every neuron of `net` back at rest.
 
 # %%
 models = {
     "snn.Leaky": lambda size: snn.Leaky(beta=0.9),
-    "DynamicDecay": lambda size: DynamicDecay(size),
+    "DynamicDecay": lambda size: DynamicDecay(),
     "PRF": lambda size: PRF(size, dt_range=(0.01, 1.0), learn_beta=True),
 }
 assert isinstance(DynamicDecay(4), snn.Leaky) and isinstance(PRF(4), snn.Leaky)

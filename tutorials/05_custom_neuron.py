@@ -68,7 +68,10 @@ torch.manual_seed(0)
 # - `state_type`: a `NamedTuple` of tensors (here just the membrane `h`);
 # - `init_state(x_t)`: the resting state for a batch shaped like one step `x_t`;
 # - `_forward(x_seq, state)`: all steps, returning spikes, membrane and the final state;
-# - `_step(x_t, state)`: one step, returning the spike and the next state.
+# - `_step(x_t, state)`: one step, returning the spike and the next state;
+# - per-channel parameters declared with `_declare(name=True)` and built by
+#   `_initial_values(features)`, so that the feature count can come from the first input
+#   (`GatedLeaky()` with no count, as SpikingJelly's model zoo builds its neurons).
 #
 # The decay goes to the scan as a logarithm (`log_decay=True`), $\log a_t =
 # \log\sigma(w x_t + c)$, which stays exact over long sequences. `resolve(surrogate)` turns
@@ -85,12 +88,15 @@ class GatedLeaky(ParallelNeuron):
 
     state_type = GateState
 
-    def __init__(self, features, *, init_decay=0.9, v_threshold=1.0, surrogate=None, backend="auto"):
+    def __init__(self, features=None, *, init_decay=0.9, v_threshold=1.0, surrogate=None, backend="auto"):
         super().__init__(features, backend)
-        self.w = nn.Parameter(torch.zeros(features))
-        self.c = nn.Parameter(torch.full((features,), float(torch.logit(torch.tensor(init_decay)))))
-        self.v_threshold = v_threshold
+        self.init_decay, self.v_threshold = init_decay, v_threshold
         self.surrogate = resolve(surrogate)
+        self._declare(w=True, c=True)  # parameters now, or at the first input without a count
+
+    def _initial_values(self, features):
+        logit = float(torch.logit(torch.tensor(self.init_decay)))
+        return {"w": torch.zeros(features), "c": torch.full((features,), logit)}
 
     def init_state(self, x_t):
         return GateState(torch.zeros_like(x_t))
@@ -111,9 +117,10 @@ class GatedLeaky(ParallelNeuron):
         return self.surrogate(h - self.v_threshold), GateState(h)
 
 
-neuron = GatedLeaky(16)
+neuron = GatedLeaky()  # the feature count comes from the first input
 x = torch.rand(300, 4, 16) * 2
 spikes, membrane, state = neuron(x, return_membrane=True)
+assert neuron.features == 16
 print(neuron, "spikes:", tuple(spikes.shape), "state:", type(state).__name__, tuple(state.h.shape))
 
 # %% [markdown]

@@ -26,14 +26,13 @@ so the neuron is sequential: ``forward`` loops over time with the same update as
 
 from __future__ import annotations
 
-import math
 from typing import NamedTuple
 
 import torch
-from torch import nn
 
 from ..surrogate import Slayer, resolve
-from .base import ParallelNeuron
+from .._validation import check_pair, check_real
+from .base import ParallelNeuron, keep_dtype
 
 
 class AdLIFState(NamedTuple):
@@ -44,22 +43,12 @@ class AdLIFState(NamedTuple):
     z: torch.Tensor  #: last spike :math:`z_t`
 
 
-def _check_range(value: tuple[float, float], name: str, *, positive: bool = False) -> tuple[float, float]:
-    try:
-        low, high = (float(v) for v in value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a pair (low, high), got {value!r}") from None
-    if not (-math.inf < low <= high < math.inf) or (positive and low <= 0):
-        bound = "0 < low" if positive else "low"
-        raise ValueError(f"{name} must be finite (low, high) with {bound} <= high, got {value!r}")
-    return low, high
-
-
 class SEAdLIF(ParallelNeuron):
     r"""Adaptive LIF with HYPR's reset and adaptation timing, ``[T, B, C]`` inputs only.
 
     Args:
-        features: neurons ``C``; input ``[T, B, C]`` is the synaptic current :math:`I_t`.
+        features: neurons ``C``; input ``[T, B, C]`` is the synaptic current :math:`I_t`;
+            ``None`` infers it from the first input.
         tau_u_range: :math:`(\tau_{u,min}, \tau_{u,max})` of the membrane.
         tau_w_range: :math:`(\tau_{w,min}, \tau_{w,max})` of the adaptation.
         a_range: init range and clamp of the subthreshold coupling :math:`a`.
@@ -78,7 +67,7 @@ class SEAdLIF(ParallelNeuron):
 
     def __init__(
         self,
-        features: int,
+        features: int | None = None,
         *,
         tau_u_range: tuple[float, float] = (5.0, 25.0),
         tau_w_range: tuple[float, float] = (60.0, 300.0),
@@ -89,16 +78,22 @@ class SEAdLIF(ParallelNeuron):
         surrogate: object = None,
     ) -> None:
         super().__init__(features)
-        self.tau_u_range = _check_range(tau_u_range, "tau_u_range", positive=True)
-        self.tau_w_range = _check_range(tau_w_range, "tau_w_range", positive=True)
-        self.a_range = _check_range(a_range, "a_range")
-        self.b_range = _check_range(b_range, "b_range")
-        self.adapt_coeff, self.v_threshold = float(adapt_coeff), float(v_threshold)
-        self.surrogate = Slayer(alpha=5.0, scale=0.2, inclusive=False) if surrogate is None else resolve(surrogate)
-        self.tau_u_frac = nn.Parameter(torch.rand(features))
-        self.tau_w_frac = nn.Parameter(torch.rand(features))
-        self.a = nn.Parameter(torch.empty(features).uniform_(*self.a_range))
-        self.b = nn.Parameter(torch.empty(features).uniform_(*self.b_range))
+        self.tau_u_range = check_pair(tau_u_range, "tau_u_range", above=0)
+        self.tau_w_range = check_pair(tau_w_range, "tau_w_range", above=0)
+        self.a_range = check_pair(a_range, "a_range")
+        self.b_range = check_pair(b_range, "b_range")
+        self.adapt_coeff = check_real(adapt_coeff, "adapt_coeff")
+        self.v_threshold = check_real(v_threshold, "v_threshold")
+        self.surrogate = Slayer(alpha=5.0, scale=0.2, inclusive=False) if surrogate is None else keep_dtype(resolve(surrogate))
+        self._declare(tau_u_frac=True, tau_w_frac=True, a=True, b=True)
+
+    def _initial_values(self, features: int) -> dict[str, torch.Tensor]:
+        return {
+            "tau_u_frac": torch.rand(features),
+            "tau_w_frac": torch.rand(features),
+            "a": torch.empty(features).uniform_(*self.a_range),
+            "b": torch.empty(features).uniform_(*self.b_range),
+        }
 
     @property
     def tau_u(self) -> torch.Tensor:

@@ -10,25 +10,106 @@ the same numbers:
 The state is a ``NamedTuple`` of tensors, so ``step`` is a pure function of
 ``(parameters, state, x_t)`` and can be carried between calls: ``forward`` over ``T``
 steps equals ``T`` calls of ``step``, and two chained ``forward`` calls equal one.
+
+**Lazy feature count.** ``features=None`` (the default) defers the channel count to the
+first input, dim 2 of ``[T, B, C, ...]`` or dim 1 of ``[B, C, ...]``, as PyTorch's lazy
+modules (``nn.LazyLinear``) do: the per-channel parameters are
+``torch.nn.UninitializedParameter`` until then and are materialised in place, so an
+optimizer built before the first call keeps working, ``load_state_dict`` materialises them
+from the loaded shapes, ``copy.deepcopy`` copies them uninitialised, and
+``DistributedDataParallel`` refuses them until a first (dry-run) call.
+
+**Mixed precision.** Under ``torch.autocast`` a float16/bfloat16 input is cast up to the
+neuron's own dtype (its parameters', float32 for a neuron without any), and the dynamics,
+spikes and state are computed in it, as autocast does for its precision-sensitive ops
+(``cumsum``, ``softmax``); the next layer casts the spikes down again. Outside autocast
+the input's dtype must match the parameters' (``neuron.half()``, ``neuron.bfloat16()``).
+
+**torch.compile.** The data-dependent input check (NaN/inf, :func:`snn_parallel.validation`)
+is skipped while ``torch.compile`` traces, so a network compiles without graph breaks; the
+structural checks (type, shape, dtype, device) stay.
 """
 
 from __future__ import annotations
 
+import contextlib
 import itertools
+from collections.abc import Iterator
 from typing import Any, NamedTuple
 
 import torch
 from torch import nn
+from torch.nn.modules.lazy import LazyModuleMixin
+from torch.nn.parameter import UninitializedParameter, is_lazy
 
 from ..ops._backend import BACKENDS
-from .._validation import check_same_device, check_sequence, check_state_tensor, check_step_input
+from ..surrogate import ForeignSurrogate, Surrogate
+from .._validation import check_same_device, check_sequence, check_state_tensor, check_step_input, validation
+
+#: the dtypes autocast runs matrix products in, too coarse for long scans
+LOW_PRECISION = (torch.float16, torch.bfloat16)
+
+
+def upcast(x: torch.Tensor) -> torch.Tensor:
+    """``x`` in float32 if it is float16/bfloat16, else as it is."""
+    return x.float() if x.dtype in LOW_PRECISION else x
+
+
+def _autocast_on(device_type: str) -> bool:
+    """Whether autocast is enabled for ``device_type`` (the per-device API is torch >= 2.4)."""
+    try:
+        return torch.is_autocast_enabled(device_type)
+    except TypeError:  # torch < 2.4
+        return torch.is_autocast_cpu_enabled() if device_type == "cpu" else torch.is_autocast_enabled()
+
+
+def checks_outside_compile() -> contextlib.AbstractContextManager[None]:
+    """The input checks, without the value check while torch.compile traces (it reads data)."""
+    return validation(False) if torch.compiler.is_compiling() else contextlib.nullcontext()
+
+
+def _feature_count(x: object, dim: int) -> int | str:
+    """The channel count of a lazy neuron's first input (``"C"`` where it has none, for the messages)."""
+    return x.shape[dim] if isinstance(x, torch.Tensor) and x.dim() > dim else "C"
+
+
+def check_features(features: object, name: str = "features") -> int | None:
+    """``features`` as a positive int, or ``None`` (inferred at the first call)."""
+    if features is None:
+        return None
+    if isinstance(features, bool) or not isinstance(features, int) or features < 1:
+        raise ValueError(f"{name} must be a positive int or None (inferred from the first input), got {features!r}")
+    return features
+
+
+class _InputDtype(ForeignSurrogate):
+    """A foreign surrogate whose spikes take the input's dtype (snnTorch's return float32 for
+    any input, so a float64 or float16 neuron would get float32 spikes and a state it refuses)."""
+
+    def __init__(self, inner: ForeignSurrogate) -> None:
+        super().__init__(inner.fn, inclusive=inner.inclusive)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fn(x).to(x.dtype)
+
+    def heaviside(self, x: torch.Tensor) -> torch.Tensor:
+        return super().heaviside(x).to(x.dtype)
+
+
+def keep_dtype(surrogate: Surrogate) -> Surrogate:
+    """``surrogate``, with a framework's (foreign) spike function made to return the input's dtype."""
+    if isinstance(surrogate, ForeignSurrogate) and not isinstance(surrogate, _InputDtype):
+        return _InputDtype(surrogate)
+    return surrogate
 
 
 class ParallelNeuron(nn.Module):
-    """Base class: input checks and state handling shared by the neurons.
+    """Base class: input checks, state handling and the lazy feature count shared by the neurons.
 
     Subclasses set ``state_type`` and implement :meth:`init_state`, :meth:`_forward` and
-    :meth:`_step` on already-checked inputs.
+    :meth:`_step` on already-checked inputs. A subclass whose parameters are per channel
+    declares them with :meth:`_declare` and builds their values in :meth:`_initial_values`,
+    which makes it lazy for free; one that creates them itself needs ``features``.
     """
 
     state_type: type[NamedTuple]
@@ -38,15 +119,16 @@ class ParallelNeuron(nn.Module):
     #: which the HYPR learner relies on); ``False`` for neurons whose gates mix channels
     channelwise: bool = True
 
-    def __init__(self, features: int, backend: str = "auto") -> None:
+    def __init__(self, features: int | None = None, backend: str = "auto") -> None:
         super().__init__()
-        if isinstance(features, bool) or not isinstance(features, int) or features < 1:
-            raise ValueError(f"features must be a positive int, got {features!r}")
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
-        self.features = features
+        #: the channel count ``C``; ``None`` until the first input of a lazy neuron
+        self.features = check_features(features)
         # not named `backend`: SpikingJelly 0.0.0.0.14 treats any module with that attribute as its own node
         self.ops_backend = backend
+        self._declared: dict[str, bool] = {}
+        self._pending = self.features is None  # the feature count (and its tensors) still to come
 
     # -- public entry points -------------------------------------------------------------
     def forward(
@@ -57,20 +139,28 @@ class ParallelNeuron(nn.Module):
         Returns ``(spikes, state)``, or ``(spikes, membrane, state)`` with
         ``return_membrane=True``; ``membrane`` is the potential compared with the threshold.
         """
-        x_seq = check_sequence(x_seq, "x_seq", self.features)
-        self._check_spatial(x_seq.dim() - 3, "x_seq")
-        self._check_device(x_seq, "x_seq")
-        state = self._resolve_state(state, x_seq[0])
+        with checks_outside_compile():
+            x_seq = self._checked(x_seq, "x_seq", check_sequence, channel_dim=2)
+            state = self._resolve_state(state, x_seq[0])
         spikes, membrane, new_state = self._forward(x_seq, state)
         return (spikes, membrane, new_state) if return_membrane else (spikes, new_state)
 
     def step(self, x_t: torch.Tensor, state: NamedTuple | None = None) -> tuple[torch.Tensor, NamedTuple]:
         """Advance one time step for ``x_t`` ``[B, features, *spatial]``; returns ``(spike, state)``."""
-        x_t = check_step_input(x_t, "x_t", self.features)
-        self._check_spatial(x_t.dim() - 2, "x_t")
-        self._check_device(x_t, "x_t")
-        state = self._resolve_state(state, x_t)
+        with checks_outside_compile():
+            x_t = self._checked(x_t, "x_t", check_step_input, channel_dim=1)
+            state = self._resolve_state(state, x_t)
         return self._step(x_t, state)
+
+    def _checked(self, x: object, name: str, check: Any, channel_dim: int) -> torch.Tensor:
+        """``x`` checked by ``check`` (``check_sequence`` or ``check_step_input``), cast up under
+        autocast, with the neuron materialised for its feature count (dim ``channel_dim``)."""
+        features = self.features if self.features is not None else _feature_count(x, channel_dim)
+        x = self._autocast(check(x, name, features))
+        self._check_spatial(x.dim() - channel_dim - 1, name)
+        self._check_device(x, name)
+        self.materialize(features)
+        return x
 
     def init_state(self, x_t: torch.Tensor) -> NamedTuple:
         """The resting state for a batch shaped like the single step ``x_t``."""
@@ -84,6 +174,74 @@ class ParallelNeuron(nn.Module):
         linear, e.g. a decay that depends on the input. OTTT's ``trace="neuron"`` builds its
         eligibility traces from it."""
         return None
+
+    # -- lazy feature count ----------------------------------------------------------------
+    def materialize(self, features: int) -> None:
+        """Fix the channel count of a lazy neuron and build its per-channel tensors in place
+        (the first call does it by itself; a materialised neuron only checks the count)."""
+        if not self._pending:  # a Python flag, so that torch.compile never looks inside
+            if features != self.features:
+                raise ValueError(f"{type(self).__name__} has {self.features} features, got {features!r}")
+            return
+        features = check_features(features)
+        if features is None:
+            raise ValueError("features must be a positive int to materialize a neuron")
+        values = self._initial_values(features)
+        with torch.no_grad():
+            for name, is_parameter in self._declared.items():
+                owner, attr = self._owner(name)
+                current = getattr(owner, attr)
+                if is_parameter:
+                    if is_lazy(current):
+                        current.materialize(values[name].shape)
+                        current.copy_(values[name])
+                elif current.numel() == 0:
+                    owner.register_buffer(attr, values[name].to(current), persistent=True)
+        self.features, self._pending = features, False
+        self._on_materialize(features)
+
+    def has_uninitialized_params(self) -> bool:
+        """Whether the per-channel tensors still wait for the first input (as ``nn.LazyLinear``'s)."""
+        return self._pending
+
+    def _declare(self, **parameter: bool) -> None:
+        """Declare the per-channel tensors (``name=True`` for a parameter, ``False`` for a
+        buffer; a dotted name for a submodule's), whose values :meth:`_initial_values` builds,
+        now or, for a lazy neuron, at the first input."""
+        for name, is_parameter in parameter.items():
+            owner, attr = self._owner(name)
+            if is_parameter:
+                owner.register_parameter(attr, UninitializedParameter())
+            else:
+                owner.register_buffer(attr, torch.empty(0))
+            self._declared[name] = is_parameter
+        if self.features is not None:
+            self._pending = True
+            self.materialize(self.features)
+
+    def _initial_values(self, features: int) -> dict[str, torch.Tensor]:
+        """The initial value of every declared tensor for ``features`` channels (dim 0 of each)."""
+        return {}
+
+    def _on_materialize(self, features: int) -> None:
+        """Called once the per-channel tensors exist (e.g. to record sizes in submodules)."""
+
+    def _owner(self, name: str) -> tuple[nn.Module, str]:
+        path, _, attr = name.rpartition(".")
+        return (self.get_submodule(path) if path else self), attr
+
+    # a lazy neuron's state_dict holds its uninitialised parameters as they are, as LazyLinear's
+    _save_to_state_dict = LazyModuleMixin._save_to_state_dict
+
+    def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
+        """Loading into a lazy neuron materialises it with the loaded feature count first."""
+        if self._pending:
+            for name in self._declared:
+                loaded = state_dict.get(prefix + name)
+                if isinstance(loaded, torch.Tensor) and not is_lazy(loaded) and loaded.dim() > 0 and loaded.shape[0] > 0:
+                    self.materialize(loaded.shape[0])
+                    break
+        super()._load_from_state_dict(state_dict, prefix, *args)
 
     # -- for subclasses ------------------------------------------------------------------
     def _forward(self, x_seq: torch.Tensor, state: NamedTuple) -> tuple[torch.Tensor, torch.Tensor, NamedTuple]:
@@ -101,16 +259,31 @@ class ParallelNeuron(nn.Module):
         """View a per-channel ``[C]`` parameter so it broadcasts over ``x``'s spatial dims."""
         return param.view(param.shape[0], *([1] * (x.dim() - channel_dim - 1)))
 
+    def _tensors(self) -> Iterator[torch.Tensor]:
+        return itertools.chain(self.parameters(), self.buffers())
+
+    def _compute_dtype(self) -> torch.dtype:
+        """The dtype the neuron computes in: its parameters' (float32 for a neuron without any)."""
+        tensor = next(self._tensors(), None)
+        return torch.float32 if tensor is None else tensor.dtype
+
+    def _autocast(self, x: torch.Tensor) -> torch.Tensor:
+        """Under autocast, a float16/bfloat16 input is cast up to the neuron's own dtype."""
+        if x.dtype in LOW_PRECISION and _autocast_on(x.device.type):
+            return x.to(self._compute_dtype())
+        return x
+
     def _check_spatial(self, spatial_dims: int, name: str) -> None:
         if self.max_spatial_dims is not None and spatial_dims > self.max_spatial_dims:
+            features = "C" if self.features is None else self.features
             raise ValueError(
                 f"{name} has {spatial_dims} dims after the feature dim; {type(self).__name__} "
-                f"accepts [T, B, {self.features}] sequences and [B, {self.features}] steps only"
+                f"accepts [T, B, {features}] sequences and [B, {features}] steps only"
             )
 
     def _check_device(self, x: torch.Tensor, name: str) -> None:
         """``x`` must share the parameters' device and dtype (nothing is cast silently)."""
-        param = next(itertools.chain(self.parameters(), self.buffers()), None)
+        param = next(self._tensors(), None)
         if param is None:
             return
         owner = f"{type(self).__name__}'s parameters"

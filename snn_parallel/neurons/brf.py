@@ -30,10 +30,10 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import torch
-from torch import nn
 
 from ..surrogate import CenteredDoubleGaussian, resolve
-from .base import ParallelNeuron
+from .._validation import check_pair, check_real
+from .base import ParallelNeuron, keep_dtype
 
 #: decay of the refractory trace :math:`q` (fixed in the reference code)
 Q_DECAY = 0.9
@@ -47,21 +47,12 @@ class BRFState(NamedTuple):
     q: torch.Tensor  #: refractory trace :math:`q_t`
 
 
-def _check_range(value: tuple[float, float], name: str, upper: float = float("inf")) -> tuple[float, float]:
-    try:
-        low, high = (float(v) for v in value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a pair (low, high), got {value!r}") from None
-    if not 0 <= low <= high <= upper:
-        raise ValueError(f"{name} must be (low, high) with 0 <= low <= high <= {upper:g}, got {value!r}")
-    return low, high
-
-
 class BRF(ParallelNeuron):
     r"""Balanced resonate-and-fire neuron (HYPR's BRF), ``[T, B, C]`` inputs only.
 
     Args:
-        features: neurons ``C``; input ``[T, B, C]`` is the synaptic current :math:`I_t`.
+        features: neurons ``C``; input ``[T, B, C]`` is the synaptic current :math:`I_t`;
+            ``None`` infers it from the first input.
         omega_range: :math:`\omega' \sim U(\text{low}, \text{high})` at init, within
             ``[0, 1/dt]`` (HYPR's SHD config: ``(5, 10)``; sMNIST ``(15, 50)``).
         b_offset_range: :math:`b' \sim U(\text{low}, \text{high})` at init (SHD: ``(2, 3)``;
@@ -79,7 +70,7 @@ class BRF(ParallelNeuron):
 
     def __init__(
         self,
-        features: int,
+        features: int | None = None,
         *,
         omega_range: tuple[float, float] = (5.0, 10.0),
         b_offset_range: tuple[float, float] = (2.0, 3.0),
@@ -88,14 +79,18 @@ class BRF(ParallelNeuron):
         surrogate: object = None,
     ) -> None:
         super().__init__(features)
-        if not 0 < dt < float("inf"):
-            raise ValueError(f"dt must be positive and finite, got {dt!r}")
-        self.dt, self.v_threshold = float(dt), float(v_threshold)
-        omega_low, omega_high = _check_range(omega_range, "omega_range", 1 / self.dt)
-        b_low, b_high = _check_range(b_offset_range, "b_offset_range")
-        self.surrogate = CenteredDoubleGaussian(inclusive=False) if surrogate is None else resolve(surrogate)
-        self.omega = nn.Parameter(torch.empty(features).uniform_(omega_low, omega_high))
-        self.b_offset = nn.Parameter(torch.empty(features).uniform_(b_low, b_high))
+        self.dt = check_real(dt, "dt", above=0)
+        self.v_threshold = check_real(v_threshold, "v_threshold")
+        self.omega_range = check_pair(omega_range, "omega_range", at_least=0, at_most=1 / self.dt)
+        self.b_offset_range = check_pair(b_offset_range, "b_offset_range", at_least=0)
+        self.surrogate = CenteredDoubleGaussian(inclusive=False) if surrogate is None else keep_dtype(resolve(surrogate))
+        self._declare(omega=True, b_offset=True)
+
+    def _initial_values(self, features: int) -> dict[str, torch.Tensor]:
+        return {
+            "omega": torch.empty(features).uniform_(*self.omega_range),
+            "b_offset": torch.empty(features).uniform_(*self.b_offset_range),
+        }
 
     def init_state(self, x_t: torch.Tensor) -> BRFState:
         zeros = torch.zeros_like(x_t)

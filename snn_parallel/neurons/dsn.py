@@ -25,11 +25,11 @@ import math
 from typing import NamedTuple
 
 import torch
-from torch import nn
 
 from ..ops.dsn import dsn_membrane, dsn_step
 from ..surrogate import IntegerSpike, resolve
-from .base import ParallelNeuron
+from .._validation import check_choice, check_positive_int, check_real
+from .base import ParallelNeuron, keep_dtype
 
 
 class DSNState(NamedTuple):
@@ -43,7 +43,8 @@ class DynamicDecay(ParallelNeuron):
     r"""Dynamic-decay spiking neuron (DSN), binary or integer spikes.
 
     Args:
-        features: number of channels ``C`` (dim 2 of ``[T, B, C, *spatial]``).
+        features: number of channels ``C`` (dim 2 of ``[T, B, C, *spatial]``); ``None``
+            infers it from the first input (see :class:`~snn_parallel.neurons.ParallelNeuron`).
         kernel_size: taps ``k`` of the causal depthwise decay convolution.
         tau: exponent :math:`1/\tau` of the decay; smaller ``tau`` forgets faster.
         init_decay: the decay :math:`\alpha` at zero input when the neuron is built; the
@@ -64,11 +65,11 @@ class DynamicDecay(ParallelNeuron):
 
     def __init__(
         self,
-        features: int,
+        features: int | None = None,
         *,
         kernel_size: int = 4,
         tau: float = 0.25,
-        init_decay: float = 0.9,
+        init_decay: float = 0.5,
         spike_mode: str = "binary",
         levels: int = 4,
         v_threshold: float = 1.0,
@@ -76,25 +77,24 @@ class DynamicDecay(ParallelNeuron):
         backend: str = "auto",
     ) -> None:
         super().__init__(features, backend)
-        if isinstance(kernel_size, bool) or not isinstance(kernel_size, int) or kernel_size < 1:
-            raise ValueError(f"kernel_size must be a positive int, got {kernel_size!r}")
-        if not tau > 0:
-            raise ValueError(f"tau must be positive, got {tau!r}")
-        if not 0 < init_decay < 1:
-            raise ValueError(f"init_decay must be in (0, 1), got {init_decay!r}")
-        if spike_mode not in ("binary", "integer"):
-            raise ValueError(f"spike_mode must be 'binary' or 'integer', got {spike_mode!r}")
-        if isinstance(levels, bool) or not isinstance(levels, int) or levels < 1:
-            raise ValueError(f"levels must be a positive int, got {levels!r}")
-        self.kernel_size, self.tau, self.spike_mode, self.levels = kernel_size, float(tau), spike_mode, levels
-        self.init_decay, self.v_threshold = float(init_decay), float(v_threshold)
-        self.surrogate = resolve(surrogate)
+        self.kernel_size = check_positive_int(kernel_size, "kernel_size")
+        self.tau = check_real(tau, "tau", above=0)
+        self.init_decay = check_real(init_decay, "init_decay", above=0, below=1)
+        self.spike_mode = check_choice(spike_mode, "spike_mode", ("binary", "integer"))
+        self.levels = check_positive_int(levels, "levels")
+        self.v_threshold = check_real(v_threshold, "v_threshold")
+        self.surrogate = keep_dtype(resolve(surrogate))
         # the spike function and the value it is applied to, H - shift
         self._spike_fn = IntegerSpike(levels) if spike_mode == "integer" else self.surrogate
         self._shift = 0.0 if spike_mode == "integer" else self.v_threshold
-        bound = 1 / math.sqrt(kernel_size)  # PyTorch's conv default for fan-in k
-        self.weight = nn.Parameter(torch.empty(features, kernel_size).uniform_(-bound, bound))
-        self.bias = nn.Parameter(torch.full((features,), self._bias_for(init_decay)))
+        self._declare(weight=True, bias=True)
+
+    def _initial_values(self, features: int) -> dict[str, torch.Tensor]:
+        bound = 1 / math.sqrt(self.kernel_size)  # PyTorch's conv default for fan-in k
+        return {
+            "weight": torch.empty(features, self.kernel_size).uniform_(-bound, bound),
+            "bias": torch.full((features,), self._bias_for(self.init_decay)),
+        }
 
     def _bias_for(self, decay: float) -> float:
         """The pre-activation that gives decay ``decay``: :math:`\\mathrm{logit}(\\alpha^{\\tau})`."""

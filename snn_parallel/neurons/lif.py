@@ -19,11 +19,11 @@ import math
 from typing import NamedTuple
 
 import torch
-from torch import nn
 
 from ..ops.linear_fire import linear_fire, linear_fire_step
 from ..surrogate import resolve
-from .base import ParallelNeuron
+from .._validation import check_bool, check_real
+from .base import ParallelNeuron, keep_dtype
 
 
 class LIFState(NamedTuple):
@@ -37,7 +37,8 @@ class DecoupledLIF(ParallelNeuron):
     r"""Soft-reset LIF with the decoupled (parallel) training of the PRF paper.
 
     Args:
-        features: channels ``C`` (dim 2 of ``[T, B, C, *spatial]``).
+        features: channels ``C`` (dim 2 of ``[T, B, C, *spatial]``); ``None`` infers it
+            from the first input.
         tau: membrane time constant, :math:`\beta = 1 - 1/\tau` (``tau > 1``).
         learn_decay: learn a per-channel :math:`\beta = \sigma(w)`, initialised from ``tau``.
         v_threshold: :math:`V_{th}`.
@@ -50,7 +51,7 @@ class DecoupledLIF(ParallelNeuron):
 
     def __init__(
         self,
-        features: int,
+        features: int | None = None,
         *,
         tau: float = 2.0,
         learn_decay: bool = False,
@@ -59,16 +60,15 @@ class DecoupledLIF(ParallelNeuron):
         backend: str = "auto",
     ) -> None:
         super().__init__(features, backend)
-        if not tau > 1:
-            raise ValueError(f"tau must be greater than 1 (beta = 1 - 1/tau in (0, 1)), got {tau!r}")
-        self.tau, self.v_threshold = float(tau), float(v_threshold)
-        self.surrogate = resolve(surrogate)
-        beta = 1 - 1 / tau
-        logit = torch.full((features,), math.log(beta / (1 - beta)))
-        if learn_decay:
-            self.decay_logit = nn.Parameter(logit)
-        else:
-            self.register_buffer("decay_logit", logit)
+        self.tau = check_real(tau, "tau", above=1)
+        self.learn_decay = check_bool(learn_decay, "learn_decay")
+        self.v_threshold = check_real(v_threshold, "v_threshold")
+        self.surrogate = keep_dtype(resolve(surrogate))
+        self._declare(decay_logit=self.learn_decay)
+
+    def _initial_values(self, features: int) -> dict[str, torch.Tensor]:
+        beta = 1 - 1 / self.tau
+        return {"decay_logit": torch.full((features,), math.log(beta / (1 - beta)))}
 
     @property
     def beta(self) -> torch.Tensor:

@@ -25,10 +25,12 @@ from typing import NamedTuple
 
 import torch
 from torch import nn
+from torch.nn.modules.lazy import LazyModuleMixin
 
+from .._validation import check_bool, check_choice, check_real
 from ..ops.ltc import ltc_scan, ltc_step
 from ..surrogate import MultiGaussian, resolve
-from .base import ParallelNeuron
+from .base import ParallelNeuron, keep_dtype
 
 
 class LTCState(NamedTuple):
@@ -39,20 +41,38 @@ class LTCState(NamedTuple):
     b: torch.Tensor  #: adaptation trace :math:`b_t`
 
 
+class _Gate(nn.Linear):
+    """A gate's ``Linear`` layer, whose weights may wait for the neuron's feature count."""
+
+    _save_to_state_dict = LazyModuleMixin._save_to_state_dict
+
+    def __init__(self) -> None:
+        nn.Module.__init__(self)
+        self.in_features = self.out_features = 0  # set when the neuron materialises
+
+
 class LTC(ParallelNeuron):
     r"""Liquid-time-constant spiking neuron with an adaptive threshold and hard reset.
 
     Args:
-        features: neurons ``C``; input ``[T, B, C]`` is the synaptic current :math:`I_t`.
+        features: neurons ``C``; input ``[T, B, C]`` is the synaptic current :math:`I_t`;
+            ``None`` infers it from the first input.
         mode: ``"paper"`` (gates from ``[I_t; state]``, sequential) or ``"parallel"``
             (gates from :math:`I_t` only, fused multi-step op).
         b0: baseline threshold :math:`b_0` (also the adaptation trace's initial value).
-        beta_a: adaptation strength :math:`\beta_a`.
+        beta_a: adaptation strength :math:`\beta_a \ge 0`.
         surrogate: defaults to the multi-Gaussian of the reference code, firing on ``x > 0``.
+        learn_gate_temperature: each gate becomes :math:`\sigma(k\, z)` with a learnable
+            scalar :math:`k` initialised to 1, per gate, as the reference code's
+            ``sigmoid_beta`` activation (off: :math:`\sigma(z)`, i.e. :math:`k = 1` fixed).
+        initial_membrane: ``"zero"`` (:math:`\hat u_0 = 0`) or ``"uniform"``
+            (:math:`\hat u_0 \sim U(0, 1)`, drawn afresh for every new state, as the
+            reference code's ``init_hidden``).
         backend: ``"auto"``, ``"torch"`` or ``"cupy"`` for the fused op.
 
-    Gate weights are Xavier-normal with zero bias, as in the reference code; the initial
-    state is :math:`\hat u = 0, s = 0, b = b_0` (the code draws :math:`\hat u_0 \sim U(0,1)`).
+    Gate weights are Xavier-normal with zero bias, as in the reference code; the resting
+    state is :math:`\hat u = 0` (or uniform), :math:`s = 0`, :math:`b = b_0`. The reference
+    code's settings are ``learn_gate_temperature=True, initial_membrane="uniform"``.
     """
 
     state_type = LTCState
@@ -61,29 +81,47 @@ class LTC(ParallelNeuron):
 
     def __init__(
         self,
-        features: int,
+        features: int | None = None,
         *,
         mode: str = "paper",
         b0: float = 0.1,
         beta_a: float = 1.8,
         surrogate: object = None,
+        learn_gate_temperature: bool = False,
+        initial_membrane: str = "zero",
         backend: str = "auto",
     ) -> None:
         super().__init__(features, backend)
-        if mode not in ("paper", "parallel"):
-            raise ValueError(f"mode must be 'paper' or 'parallel', got {mode!r}")
-        self.mode, self.b0, self.beta_a = mode, float(b0), float(beta_a)
-        self.surrogate = MultiGaussian(inclusive=False) if surrogate is None else resolve(surrogate)
-        fan_in = 2 * features if mode == "paper" else features
-        self.rate_gate = nn.Linear(fan_in, features)
-        self.retention_gate = nn.Linear(fan_in, features)
+        self.mode = check_choice(mode, "mode", ("paper", "parallel"))
+        self.b0 = check_real(b0, "b0")
+        self.beta_a = check_real(beta_a, "beta_a", at_least=0)
+        self.learn_gate_temperature = check_bool(learn_gate_temperature, "learn_gate_temperature")
+        self.initial_membrane = check_choice(initial_membrane, "initial_membrane", ("zero", "uniform"))
+        self.surrogate = MultiGaussian(inclusive=False) if surrogate is None else keep_dtype(resolve(surrogate))
+        if self.learn_gate_temperature:
+            self.gate_temperature = nn.Parameter(torch.ones(2))  # (rate, retention)
+        self.rate_gate, self.retention_gate = _Gate(), _Gate()
+        names = ("rate_gate.weight", "rate_gate.bias", "retention_gate.weight", "retention_gate.bias")
+        self._declare(**dict.fromkeys(names, True))
+
+    def _fan_in(self, features: int) -> int:
+        return 2 * features if self.mode == "paper" else features
+
+    def _initial_values(self, features: int) -> dict[str, torch.Tensor]:
+        values = {}
+        for gate in ("rate_gate", "retention_gate"):
+            values[f"{gate}.weight"] = nn.init.xavier_normal_(torch.empty(features, self._fan_in(features)))
+            values[f"{gate}.bias"] = torch.zeros(features)
+        return values
+
+    def _on_materialize(self, features: int) -> None:
         for gate in (self.rate_gate, self.retention_gate):
-            nn.init.xavier_normal_(gate.weight)
-            nn.init.zeros_(gate.bias)
+            gate.in_features, gate.out_features = self._fan_in(features), features
 
     def init_state(self, x_t: torch.Tensor) -> LTCState:
         zeros = torch.zeros_like(x_t)
-        return LTCState(zeros, zeros, torch.full_like(x_t, self.b0))
+        u = torch.rand_like(x_t) if self.initial_membrane == "uniform" else zeros
+        return LTCState(u, zeros, torch.full_like(x_t, self.b0))
 
     def _gates(self, current: torch.Tensor, state: LTCState) -> tuple[torch.Tensor, torch.Tensor]:
         """Membrane update rate and adaptation retention for one step (paper mode) or all steps."""
@@ -92,8 +130,10 @@ class LTC(ParallelNeuron):
             retention = self.retention_gate(torch.cat([current, state.b], dim=-1))
         else:
             rate, retention = self.rate_gate(current), self.retention_gate(current)
-        return torch.sigmoid(rate), torch.sigmoid(retention)
-
+        if self.learn_gate_temperature:
+            rate, retention = rate * self.gate_temperature[0], retention * self.gate_temperature[1]
+        # under autocast the Linear layers return float16/bfloat16: the neuron runs in its own dtype
+        return torch.sigmoid(rate).to(current.dtype), torch.sigmoid(retention).to(current.dtype)
     def _forward(self, x_seq: torch.Tensor, state: LTCState) -> tuple[torch.Tensor, torch.Tensor, LTCState]:
         if self.mode == "parallel":
             rate, retention = self._gates(x_seq, state)
@@ -118,4 +158,8 @@ class LTC(ParallelNeuron):
         return out.spike, LTCState(out.u, out.spike, out.b)
 
     def extra_repr(self) -> str:
-        return f"features={self.features}, mode={self.mode!r}, b0={self.b0}, beta_a={self.beta_a}"
+        return (
+            f"features={self.features}, mode={self.mode!r}, b0={self.b0}, beta_a={self.beta_a}"
+            + (", learn_gate_temperature=True" if self.learn_gate_temperature else "")
+            + (f", initial_membrane={self.initial_membrane!r}" if self.initial_membrane != "zero" else "")
+        )

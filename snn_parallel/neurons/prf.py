@@ -31,11 +31,11 @@ import math
 from typing import NamedTuple
 
 import torch
-from torch import nn
 
 from ..ops.linear_fire import linear_fire
 from ..surrogate import resolve
-from .base import ParallelNeuron
+from .._validation import check_bool, check_choice, check_pair, check_real
+from .base import LOW_PRECISION, ParallelNeuron, keep_dtype, upcast
 
 
 class PRFState(NamedTuple):
@@ -50,7 +50,8 @@ class PRF(ParallelNeuron):
     r"""Parallel resonate-and-fire neuron.
 
     Args:
-        features: channels ``C`` (dim 2 of ``[T, B, C, *spatial]``).
+        features: channels ``C`` (dim 2 of ``[T, B, C, *spatial]``); ``None`` infers it
+            from the first input.
         tau: membrane time constant; the decay rate is :math:`\lambda = 1/\tau`.
         learn_decay: make :math:`\lambda` a learnable per-channel parameter (initialised to
             :math:`1/\tau`; the official ``PRFNeuronTrain``).
@@ -66,14 +67,16 @@ class PRF(ParallelNeuron):
     """
 
     state_type = PRFState
+    #: the initial range of :math:`\Delta` (see ``dt_range``)
+    DEFAULT_DT_RANGE = (0.01, 1.0)
 
     def __init__(
         self,
-        features: int,
+        features: int | None = None,
         *,
         tau: float = 2.0,
         learn_decay: bool = False,
-        dt_range: tuple[float, float] = (0.001, 0.1),
+        dt_range: tuple[float, float] = DEFAULT_DT_RANGE,
         fr_scale: float = 1.0,
         reset: bool = False,
         v_threshold: float = 1.0,
@@ -82,28 +85,26 @@ class PRF(ParallelNeuron):
         backend: str = "auto",
     ) -> None:
         super().__init__(features, backend)
-        if not tau > 0:
-            raise ValueError(f"tau must be positive, got {tau!r}")
-        dt_min, dt_max = dt_range
-        if not 0 < dt_min <= dt_max:
-            raise ValueError(f"dt_range must be (min, max) with 0 < min <= max, got {dt_range!r}")
-        if not fr_scale > 0:
-            raise ValueError(f"fr_scale must be positive, got {fr_scale!r}")
-        if mode not in ("scan", "fft"):
-            raise ValueError(f"mode must be 'scan' or 'fft', got {mode!r}")
+        self.tau = check_real(tau, "tau", above=0)
+        self.learn_decay = check_bool(learn_decay, "learn_decay")
+        self.dt_range = check_pair(dt_range, "dt_range", above=0)
+        self.fr_scale = check_real(fr_scale, "fr_scale", above=0)
+        self.soft_reset = check_bool(reset, "reset")
+        self.v_threshold = check_real(v_threshold, "v_threshold")
+        self.mode = check_choice(mode, "mode", ("scan", "fft"))
         if mode == "fft" and reset:
             raise ValueError("reset=True needs mode='scan' (the threshold bias is stepped with the scan)")
-        self.tau, self.soft_reset, self.v_threshold, self.mode = float(tau), reset, float(v_threshold), mode
-        self.surrogate = resolve(surrogate)
-        log_dt = torch.empty(features).uniform_(math.log(dt_min), math.log(dt_max))
-        theta = (2 * math.pi / fr_scale) * torch.rand(features).clamp_min(1e-4)
-        self.log_dt = nn.Parameter(log_dt)
-        self.theta_log = nn.Parameter(theta.log())
-        decay_log = torch.full((features,), -math.log(tau))
-        if learn_decay:
-            self.decay_log = nn.Parameter(decay_log)
-        else:
-            self.register_buffer("decay_log", decay_log)
+        self.surrogate = keep_dtype(resolve(surrogate))
+        self._declare(log_dt=True, theta_log=True, decay_log=self.learn_decay)
+
+    def _initial_values(self, features: int) -> dict[str, torch.Tensor]:
+        dt_min, dt_max = self.dt_range
+        theta = (2 * math.pi / self.fr_scale) * torch.rand(features).clamp_min(1e-4)
+        return {
+            "log_dt": torch.empty(features).uniform_(math.log(dt_min), math.log(dt_max)),
+            "theta_log": theta.log(),
+            "decay_log": torch.full((features,), -math.log(self.tau)),
+        }
 
     def init_state(self, x_t: torch.Tensor) -> PRFState:
         zeros = torch.zeros_like(x_t)
@@ -111,8 +112,9 @@ class PRF(ParallelNeuron):
 
     def coefficients(self) -> tuple[torch.Tensor, torch.Tensor]:
         r"""Per-channel ``(log A, Δ)``: :math:`\log A = \Delta(-\lambda + i\theta)` and the input scale."""
-        dt = self.log_dt.exp()
-        return torch.complex(-dt * self.decay_log.exp(), dt * self.theta_log.exp()), dt
+        log_dt, theta_log, decay_log = (upcast(p) for p in (self.log_dt, self.theta_log, self.decay_log))
+        dt = log_dt.exp()
+        return torch.complex(-dt * decay_log.exp(), dt * theta_log.exp()), dt
 
     def linear_response(self) -> tuple[torch.Tensor, torch.Tensor]:
         r""":math:`(A, \Delta)`: :math:`\tilde u_t = A \tilde u_{t-1} + \Delta c_t` (the reset acts on the threshold only)."""
@@ -120,6 +122,9 @@ class PRF(ParallelNeuron):
         return log_a.exp(), dt
 
     def _forward(self, x_seq: torch.Tensor, state: PRFState) -> tuple[torch.Tensor, torch.Tensor, PRFState]:
+        if x_seq.dtype in LOW_PRECISION:  # there is no complex float16: compute in float32 inside
+            spikes, membrane, end = self._forward(x_seq.float(), PRFState(*map(upcast, state)))
+            return spikes.to(x_seq.dtype), membrane.to(x_seq.dtype), PRFState(*(v.to(x_seq.dtype) for v in end))
         log_a, dt = self.coefficients()
         decay, scale = self._channel_view(log_a, x_seq, 2).exp(), self._channel_view(dt, x_seq, 2)
         h0 = torch.complex(state.u, state.r)
@@ -143,6 +148,9 @@ class PRF(ParallelNeuron):
         return spikes, membrane, PRFState(z_last.real, z_last.imag, bias)
 
     def _step(self, x_t: torch.Tensor, state: PRFState) -> tuple[torch.Tensor, PRFState]:
+        if x_t.dtype in LOW_PRECISION:
+            spike, end = self._step(x_t.float(), PRFState(*map(upcast, state)))
+            return spike.to(x_t.dtype), PRFState(*(v.to(x_t.dtype) for v in end))
         log_a, dt = self.coefficients()
         phi = self._channel_view(log_a, x_t, 1).exp()
         phi_re, phi_im = phi.real, phi.imag
@@ -157,7 +165,7 @@ class PRF(ParallelNeuron):
 
     def extra_repr(self) -> str:
         return (
-            f"features={self.features}, tau={self.tau}, learn_decay={isinstance(self.decay_log, nn.Parameter)}, "
+            f"features={self.features}, tau={self.tau}, learn_decay={self.learn_decay}, "
             f"reset={self.soft_reset}, v_threshold={self.v_threshold}, mode={self.mode!r}"
         )
 

@@ -34,7 +34,8 @@ import torch
 from ..ops.tssl import psp_filter, tssl_step, tsslbp
 from ..ops.tssl.reference import heaviside
 from ..surrogate import Sigmoid, resolve
-from .base import ParallelNeuron
+from .._validation import check_bool, check_choice, check_real
+from .base import ParallelNeuron, checks_outside_compile, keep_dtype
 
 _GRADIENTS = ("tsslbp", "surrogate")
 
@@ -53,16 +54,16 @@ class PSPState(NamedTuple):
 
 
 def _time_constant(value: object, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 1:
-        raise ValueError(f"{name} must be a number >= 1 (its inverse is a rate in (0, 1]), got {value!r}")
-    return float(value)
+    """A finite time constant ``>= 1`` (its inverse is a rate in ``(0, 1]``)."""
+    return check_real(value, name, at_least=1)
 
 
 class PSPLIF(ParallelNeuron):
     r"""TSSL-BP's LIF neuron with a PSP output (equations in the module docstring).
 
     Args:
-        features: channels ``C`` (dim 2 of ``[T, B, C, *spatial]``).
+        features: channels ``C`` (dim 2 of ``[T, B, C, *spatial]``); ``None`` infers it
+            from the first input.
         tau_m: membrane time constant :math:`\tau_m` (reference: 5).
         tau_s: synaptic time constant :math:`\tau_s` (reference: 3).
         v_threshold: :math:`V_{th}` (reference: 1).
@@ -86,7 +87,7 @@ class PSPLIF(ParallelNeuron):
 
     def __init__(
         self,
-        features: int,
+        features: int | None = None,
         *,
         tau_m: float = 5.0,
         tau_s: float = 3.0,
@@ -98,18 +99,13 @@ class PSPLIF(ParallelNeuron):
     ) -> None:
         super().__init__(features, backend)
         self.tau_m, self.tau_s = _time_constant(tau_m, "tau_m"), _time_constant(tau_s, "tau_s")
-        if isinstance(v_threshold, bool) or not isinstance(v_threshold, (int, float)) or v_threshold != v_threshold:
-            raise TypeError(f"v_threshold must be a real number, got {v_threshold!r}")
-        self.v_threshold = float(v_threshold)
-        if gradient not in _GRADIENTS:
-            raise ValueError(f"gradient must be one of {_GRADIENTS}, got {gradient!r}")
-        self.gradient = gradient
-        if not isinstance(dt_du_at_spikes, bool):
-            raise TypeError(f"dt_du_at_spikes must be a bool, got {dt_du_at_spikes!r}")
+        self.v_threshold = check_real(v_threshold, "v_threshold")
+        self.gradient = check_choice(gradient, "gradient", _GRADIENTS)
+        check_bool(dt_du_at_spikes, "dt_du_at_spikes")
         if not dt_du_at_spikes and gradient != "tsslbp":
             raise ValueError(f"dt_du_at_spikes=False is an option of gradient='tsslbp', not of gradient={gradient!r}")
         self.dt_du_at_spikes = dt_du_at_spikes
-        self.surrogate = Sigmoid(alpha=5.0, inclusive=False) if surrogate is None else resolve(surrogate)
+        self.surrogate = Sigmoid(alpha=5.0, inclusive=False) if surrogate is None else keep_dtype(resolve(surrogate))
 
     def init_state(self, x_t: torch.Tensor) -> PSPLIFState:
         zeros = torch.zeros_like(x_t)
@@ -158,7 +154,7 @@ class PSPFilter(ParallelNeuron):
 
     state_type = PSPState
 
-    def __init__(self, features: int, *, tau_s: float = 3.0) -> None:
+    def __init__(self, features: int | None = None, *, tau_s: float = 3.0) -> None:
         super().__init__(features)
         self.tau_s = _time_constant(tau_s, "tau_s")
 
@@ -166,7 +162,8 @@ class PSPFilter(ParallelNeuron):
         return PSPState(torch.zeros_like(x_t))
 
     def _forward(self, x_seq: torch.Tensor, state: PSPState) -> tuple[torch.Tensor, torch.Tensor, PSPState]:
-        psp, last = psp_filter(x_seq, self.tau_s, state.a)
+        with checks_outside_compile():  # the input was checked already
+            psp, last = psp_filter(x_seq, self.tau_s, state.a)
         return psp, psp, PSPState(last)
 
     def _step(self, x_t: torch.Tensor, state: PSPState) -> tuple[torch.Tensor, PSPState]:

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import importlib
 import numbers
-from collections.abc import Sequence
 from types import ModuleType
 
 import torch
 from torch.utils.data import Dataset
+
+from .._validation import check_bool, check_choice  # noqa: F401 (the tasks' checks, re-exported)
 
 _INSTALL_HINT = 'pip install "torch==2.13.0" "snn-parallel[data]"'
 
@@ -48,22 +49,6 @@ def check_open_unit(value: object, name: str, *, include_one: bool = False) -> f
     if not (0.0 < value < 1.0 or (include_one and value == 1.0)):
         interval = "(0, 1]" if include_one else "(0, 1)"
         raise ValueError(f"{name} must be in {interval}, got {value}")
-    return value
-
-
-def check_bool(value: object, name: str) -> bool:
-    """Check that ``value`` is a bool."""
-    if not isinstance(value, bool):
-        raise TypeError(f"{name} must be a bool, got {type(value).__name__}")
-    return value
-
-
-def check_choice(value: object, name: str, choices: Sequence[str]) -> str:
-    """Check that ``value`` is one of the strings in ``choices``."""
-    if not isinstance(value, str):
-        raise TypeError(f"{name} must be a str, got {type(value).__name__}")
-    if value not in choices:
-        raise ValueError(f"{name} must be one of {tuple(choices)}, got {value!r}")
     return value
 
 

@@ -96,9 +96,9 @@ def scan_2d(
 
     # 3. scan inside every chunk from its carry
     prev = carries
-    for j in inner:
-        torch.addcmul(bc[:, j], ac[:, j] if varying else a, prev, out=hc[:, j])
-        prev = hc[:, j]
+    for j in inner:  # hc[:, j] is a strided view: assign (torch.compile refuses out= into it)
+        prev = torch.addcmul(bc[:, j], ac[:, j] if varying else a, prev)
+        hc[:, j] = prev
 
     tail = range(rem - 1, -1, -1) if reverse else range(n * length, num_steps)
     _sequential(a, b, state, h, tail)

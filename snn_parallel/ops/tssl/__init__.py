@@ -12,6 +12,7 @@ and desired spike trains.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -136,7 +137,8 @@ def psp_filter(x: torch.Tensor, tau_s: float, a0: torch.Tensor | None = None) ->
     r"""The PSP filter :math:`a_t = (1 - 1/\tau_s)\, a_{t-1} + x_t/\tau_s` over ``x`` ``[T, *S]``
     (a parallel scan; differentiable). Returns ``(a [T, *S], a_last [*S])``."""
     x = check_op_sequence(x, "x")
-    if isinstance(tau_s, bool) or not isinstance(tau_s, (int, float)) or not tau_s >= 1:
-        raise ValueError(f"tau_s must be a number >= 1, got {tau_s!r}")
+    if isinstance(tau_s, bool) or not isinstance(tau_s, (int, float)) or not 1 <= tau_s < math.inf:
+        raise ValueError(f"tau_s must be a finite number >= 1, got {tau_s!r}")
     decay = torch.full((), 1 - 1 / tau_s, dtype=x.dtype, device=x.device)
-    return linear_scan(decay, x / tau_s, a0, validate=a0 is not None)
+    psp, last = linear_scan(decay, x / tau_s, a0, validate=a0 is not None)
+    return psp.to(x.dtype), last.to(x.dtype)  # half precision is accumulated in float32
