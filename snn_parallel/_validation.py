@@ -6,11 +6,17 @@ a GPU, so it can be switched off for hot loops::
 
     snn_parallel.set_validation(False)          # globally
     with snn_parallel.validation(False): ...    # for a block
+
+Scalar arguments (counts, constants, options) are checked by :func:`check_int`,
+:func:`check_float`, :func:`check_positive`, :func:`check_bool` and :func:`check_choice`,
+always: a wrong type raises ``TypeError``, a value out of range ``ValueError``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
+import numbers
 from collections.abc import Iterator, Sequence
 
 import torch
@@ -135,4 +141,82 @@ def check_like(value: object, name: str, shape: Sequence[int], like: torch.Tenso
             raise ValueError(f"{name} with shape {tuple(value.shape)} does not broadcast to {shape} ({like_name}'s per-step shape)")
     elif tuple(value.shape) != shape:
         raise ValueError(f"{name} has shape {tuple(value.shape)}, expected {shape} to match {like_name}")
+    return value
+
+
+# -- scalar arguments: one exception type per kind of mistake --------------------------------------
+# A value of the wrong type (a str, None, a bool where a number is due) raises TypeError; a value of
+# the right type outside its range (NaN, inf, a negative count) raises ValueError. Both name the
+# argument and say what it accepts.
+
+
+def check_bool(value: object, name: str) -> bool:
+    """``value`` if it is a bool (``0``/``1`` and other truthy objects are refused: TypeError)."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be a bool, got {type(value).__name__}")
+    return value
+
+
+def _interval(minimum: float | None, maximum: float | None, min_open: bool, max_open: bool) -> str:
+    """``"positive"``, ``">= 1"``, ``"in (0, 1]"``: how a range reads in a message."""
+    if maximum is None:
+        if minimum == 0 and min_open:
+            return "positive"
+        return f"{'>' if min_open else '>='} {minimum:g}"
+    if minimum is None:
+        return f"{'<' if max_open else '<='} {maximum:g}"
+    return f"in {'(' if min_open else '['}{minimum:g}, {maximum:g}{')' if max_open else ']'}"
+
+
+def _check_range(value: float, name: str, minimum: float | None, maximum: float | None, min_open: bool, max_open: bool) -> None:
+    below = minimum is not None and (value <= minimum if min_open else value < minimum)
+    above = maximum is not None and (value >= maximum if max_open else value > maximum)
+    if below or above:
+        raise ValueError(f"{name} must be {_interval(minimum, maximum, min_open, max_open)}, got {value!r}")
+
+
+def check_int(value: object, name: str, *, minimum: int | None = None, maximum: int | None = None) -> int:
+    """``value`` as an ``int`` if it is an integer (a bool is not) in ``[minimum, maximum]``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    value = int(value)
+    _check_range(value, name, minimum, maximum, False, False)
+    return value
+
+
+def check_float(
+    value: object,
+    name: str,
+    *,
+    minimum: float | None = None,
+    maximum: float | None = None,
+    min_open: bool = False,
+    max_open: bool = False,
+    finite: bool = True,
+) -> float:
+    """``value`` as a ``float`` if it is a real number (a bool is not) in the given range.
+
+    NaN is always refused; ``inf`` unless ``finite=False`` (then the range still applies).
+    ``min_open``/``max_open`` exclude the bound itself.
+    """
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
+    value = float(value)
+    if math.isnan(value) or (finite and math.isinf(value)):
+        raise ValueError(f"{name} must be a finite number, got {value!r}")
+    _check_range(value, name, minimum, maximum, min_open, max_open)
+    return value
+
+
+def check_positive(value: object, name: str, *, finite: bool = True) -> float:
+    """``value`` as a ``float`` if it is a real number > 0 (finite unless ``finite=False``)."""
+    return check_float(value, name, minimum=0.0, min_open=True, finite=finite)
+
+
+def check_choice(value: object, name: str, choices: Sequence[str]) -> str:
+    """``value`` if it is one of the strings in ``choices``."""
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be a str, one of {tuple(choices)}; got {type(value).__name__}")
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {tuple(choices)}, got {value!r}")
     return value
