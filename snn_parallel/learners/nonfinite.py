@@ -35,8 +35,9 @@ def all_finite(tensors: Iterable[torch.Tensor]) -> bool:
     return all(bool(torch.isfinite(t).all()) for t in tensors)
 
 
-def describe_nonfinite(named: Iterable[tuple[str, torch.Tensor]]) -> str | None:
-    """``"'0.weight' (3 NaN, 1 inf of 128 values)"`` for each tensor that holds a NaN or inf, or ``None``."""
+def describe_nonfinite(named: Iterable[tuple[str, torch.Tensor]], limit: int = 3) -> str | None:
+    """``"'0.weight' (3 NaN, 1 inf of 128 values)"`` for the first ``limit`` tensors that hold a
+    NaN or inf (and how many more do), or ``None`` if none does."""
     found = []
     for name, tensor in named:
         tensor = tensor.detach()
@@ -44,4 +45,7 @@ def describe_nonfinite(named: Iterable[tuple[str, torch.Tensor]]) -> str | None:
         inf = int(torch.isinf(tensor).sum())
         if nan or inf:
             found.append(f"{name!r} ({nan} NaN, {inf} inf of {tensor.numel()} values)")
-    return ", ".join(found) or None
+    if not found:
+        return None
+    more = f" and {len(found) - limit} more" if len(found) > limit else ""
+    return ", ".join(found[:limit]) + more

@@ -9,21 +9,21 @@ clipping, weight clamping, checkpoints that resume exactly, and data-parallel tr
 from __future__ import annotations
 
 import contextlib
+import copy
 import math
 import random
 import sys
 import time
-import warnings
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
 
 from .._validation import _all_finite, check_choice, check_int, validation_enabled
+from .checkpoint import check_state, numpy_rng_state, read_checkpoint, set_numpy_rng_state, write_checkpoint
 from .losses import StepLoss, resolve_loss
 from .network import SYNAPSES, Network, discover
 from .nonfinite import NonFiniteError, all_finite, describe_nonfinite
@@ -187,14 +187,14 @@ class Trainer:
         self._check_weights("after")
 
     # -- non-finite values ----------------------------------------------------------------
-    def _where(self) -> str:
-        """``"optimizer step 13 (epoch 2, batch 4)"``: where training is, for error messages."""
+    def _nonfinite(self, what: str, *, step_done: bool = False) -> NonFiniteError:
+        """The error for ``what`` went non-finite, naming the optimizer step (the one about to be
+        taken, or with ``step_done`` the last one taken), the epoch and the batch."""
         batch = f", batch {self._batch_index}" if self._batch_index else ""
-        return f"optimizer step {self.global_step + 1} (epoch {self.epoch + 1}{batch})"
-
-    def _nonfinite(self, what: str) -> NonFiniteError:
+        step = self.global_step if step_done else self.global_step + 1
         return NonFiniteError(
-            f"{self.rule}: training went non-finite at {self._where()}: {what}. Lower the learning rate or clip the "
+            f"{self.rule}: training went non-finite at optimizer step {step} (epoch {self.epoch + 1}{batch}): {what}. "
+            "Lower the learning rate or clip the "
             "gradients (clip_grad_norm), check the data and the initial weights, or set trainer.nonfinite = 'skip' "
             "to drop steps whose gradient is not finite"
         )
@@ -216,7 +216,8 @@ class Trainer:
         named = list(self.model.named_parameters())
         if all_finite(p for _, p in named):
             return
-        raise self._nonfinite(f"{when} the update the weights hold non-finite values: {describe_nonfinite(named)}")
+        raise self._nonfinite(f"{when} the update the weights hold non-finite values: {describe_nonfinite(named)}",
+                              step_done=when == "after")
 
     @property
     def _skipping(self) -> bool:
@@ -325,7 +326,7 @@ class Trainer:
                         loss, outputs = self.train_batch(x, target)
                         if not math.isfinite(loss):
                             if not self._skipping:
-                                raise self._nonfinite(f"the loss is {loss}")
+                                raise self._nonfinite(f"the loss is {loss}", step_done=True)
                             continue  # its step was skipped too: leave it out of the averages
                         batch_size = x.shape[1]
                         score, n = self.loss.score(outputs, target)
@@ -425,39 +426,73 @@ class Trainer:
             "rule_state": self.rule_state(),
             "epoch": self.epoch,
             "global_step": self.global_step,
+            "skipped_steps": self.skipped_steps,
             "history": list(self.history),
             "rng": {
                 "torch": torch.get_rng_state(),
-                "numpy": np.random.get_state(),
+                "numpy": numpy_rng_state(),
                 "python": random.getstate(),
                 "loader": loader.get_state() if loader is not None else None,
             },
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore :meth:`state_dict`; the loader's shuffling state is applied at the next :meth:`fit`."""
-        if state.get("rule") != self.rule:
-            raise ValueError(f"checkpoint was written by a {state.get('rule')!r} trainer, this is {self.rule!r}")
+        """Restore :meth:`state_dict`, all or nothing; the loader's shuffling state is applied at the next :meth:`fit`.
+
+        Raises:
+            ValueError: the state is of another rule or does not fit this model, optimizer or rule
+                (the message says what); the trainer is then left exactly as it was.
+        """
+        check_state(state, self.rule, self.model)
+        backup = self._snapshot()
+        try:
+            self._restore(state)
+        except Exception as error:  # any failure part-way: put back what was there
+            self._restore(backup)
+            raise ValueError(f"the state does not fit this trainer, nothing was changed ({type(error).__name__}: {error})") from error
+        self.epoch, self.global_step, self.history = state["epoch"], state["global_step"], list(state["history"])
+        self.skipped_steps = int(state.get("skipped_steps", 0))
+        self._pending_loader_state = state["rng"]["loader"]
+
+    def _snapshot(self) -> dict[str, Any]:
+        """A copy of what :meth:`_restore` changes, to undo a failed restore."""
+        return copy.deepcopy({
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "rule_state": self.rule_state(),
+            "rng": {"torch": torch.get_rng_state(), "numpy": numpy_rng_state(), "python": random.getstate()},
+        })
+
+    def _restore(self, state: dict[str, Any]) -> None:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.load_rule_state(state["rule_state"])
-        self.epoch, self.global_step, self.history = state["epoch"], state["global_step"], list(state["history"])
         rng = state["rng"]
         torch.set_rng_state(rng["torch"])
-        np.random.set_state(rng["numpy"])
+        set_numpy_rng_state(rng["numpy"])
         random.setstate(rng["python"])
-        self._pending_loader_state = rng["loader"]
 
     def save(self, path: str | Path) -> None:
-        """Write :meth:`state_dict` to ``path`` (rank 0 only under ``torch.distributed``)."""
+        """Write :meth:`state_dict` to ``path`` atomically, with a checksum (rank 0 only under
+        ``torch.distributed``); see :mod:`snn_parallel.learners.checkpoint` for the format."""
         if _distributed() and dist.get_rank() != 0:
             return
-        torch.save(self.state_dict(), path)
+        write_checkpoint(path, self.state_dict())
 
     def load(self, path: str | Path) -> None:
-        """Read a checkpoint written by :meth:`save`."""
+        """Resume from a checkpoint written by :meth:`save`: all or nothing.
+
+        Raises:
+            ValueError: naming ``path`` and the reason: an empty, truncated, foreign or corrupted
+                file (its checksum does not match), or a state of another rule or model. The
+                trainer is then left exactly as it was.
+        """
         param = self.network.first_parameter()
-        self.load_state_dict(torch.load(path, map_location=param.device if param is not None else "cpu", weights_only=False))
+        state = read_checkpoint(path, map_location=param.device if param is not None else "cpu")
+        try:
+            self.load_state_dict(state)
+        except ValueError as error:
+            raise ValueError(f"checkpoint {path}: {error}") from error
 
     def summary(self) -> str:
         """One line on the last epoch."""
