@@ -462,3 +462,43 @@ def test_psp_filter_keeps_the_dtype_and_takes_its_state_back(dtype):
     assert first.dtype == second.dtype == state.dtype == last.dtype == dtype
     tolerance = {torch.float16: 2e-3, torch.bfloat16: 2e-2}.get(dtype, 1e-6)
     torch.testing.assert_close(torch.cat([first, second]).double(), whole, atol=tolerance, rtol=tolerance)
+
+
+def _op_inputs():
+    x = torch.rand(4, 2, 3)
+    zeros = torch.zeros(2, 3)
+    return {
+        "dsn_membrane": lambda **c: snn_parallel.ops.dsn_membrane(
+            x, torch.zeros(2, 2, 3), torch.rand(3, 3), torch.zeros(3), c.get("tau", 0.5), zeros, sg.ATan(), c.get("shift", 1.0)),
+        "linear_fire": lambda **c: snn_parallel.ops.linear_fire(
+            x, torch.full((3,), 0.5), torch.ones(3), zeros, zeros, sg.ATan(), c.get("v_threshold", 1.0)),
+        "ltc_scan": lambda **c: snn_parallel.ops.ltc_scan(
+            x, torch.full_like(x, 0.5), torch.full_like(x, 0.5), zeros, zeros, zeros, c.get("b0", 0.1), c.get("beta_a", 1.8), sg.ATan()),
+        "tsslbp": lambda **c: snn_parallel.ops.tsslbp(x, **c),
+        "linear_scan": lambda **c: snn_parallel.ops.linear_scan(torch.full((3,), 0.5), x, **c),
+        "psp_filter": lambda **c: snn_parallel.ops.psp_filter(x, c.get("tau_s", 3.0)),
+    }
+
+
+@pytest.mark.parametrize(
+    "op, constants, error",
+    [
+        ("dsn_membrane", {"tau": math.inf}, ValueError),
+        ("dsn_membrane", {"tau": "2"}, TypeError),
+        ("dsn_membrane", {"shift": math.nan}, ValueError),
+        ("linear_fire", {"v_threshold": math.nan}, ValueError),
+        ("linear_fire", {"v_threshold": None}, TypeError),
+        ("ltc_scan", {"b0": math.inf}, ValueError),
+        ("ltc_scan", {"beta_a": "1.8"}, TypeError),
+        ("tsslbp", {"v_threshold": math.inf}, ValueError),
+        ("tsslbp", {"tau_m": math.inf}, ValueError),
+        ("linear_scan", {"chunk": True}, TypeError),
+        ("psp_filter", {"tau_s": math.inf}, ValueError),
+        ("psp_filter", {"tau_s": None}, TypeError),
+    ],
+)
+def test_op_constants_are_checked(op, constants, error):
+    run = _op_inputs()[op]
+    run()  # the defaults work
+    with pytest.raises(error, match=next(iter(constants))):
+        run(**constants)

@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from ..._validation import check_like, check_op_sequence, check_tensor
+from ..._validation import check_float, check_like, check_op_sequence, check_positive, check_tensor
 from ...surrogate import Surrogate
 from .._backend import kernel_gap, resolve_backend
 from ..kernels import DSN_MAX_TAPS
@@ -80,6 +80,7 @@ def dsn_membrane(
     """
     if validate:
         _check(x, history, weight, bias, tau, h0, spike_fn)
+        check_float(shift, "shift")
     def gap() -> str | None:
         if weight.shape[0] > DSN_MAX_TAPS:
             return f"weight has {weight.shape[0]} taps (the kernel holds at most {DSN_MAX_TAPS})"
@@ -119,7 +120,6 @@ def _check(x, history, weight, bias, tau, h0, spike_fn) -> None:
     check_like(history, "history", (weight.shape[0] - 1, *shape), x, "x (k - 1 steps)")
     check_like(bias, "bias", shape, x, "x", broadcast=True)
     check_like(h0, "h0", shape, x, "x")
-    if not tau > 0:
-        raise ValueError(f"tau must be positive, got {tau!r}")
+    check_positive(tau, "tau")
     if not isinstance(spike_fn, Surrogate):
         raise TypeError(f"spike_fn must be a Surrogate (see snn_parallel.surrogate.resolve), got {type(spike_fn).__name__}")

@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from ..._validation import check_same_device, check_tensor
+from ..._validation import check_int, check_same_device, check_tensor
 from .._backend import resolve_backend
 from .cupy import scan_cupy
 from .parallel import default_chunk, scan_2d
@@ -173,5 +173,5 @@ def _check_scan_args(
         if h0.shape != state_shape:
             raise ValueError(f"h0 has shape {tuple(h0.shape)}, expected b.shape[1:] = {tuple(state_shape)}")
         check_same_device(h0, "h0", b, "b")
-    if chunk is not None and (not isinstance(chunk, int) or chunk < 1):
-        raise ValueError(f"chunk must be a positive int or None, got {chunk!r}")
+    if chunk is not None:
+        check_int(chunk, "chunk", minimum=1)

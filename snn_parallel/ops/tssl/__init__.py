@@ -67,13 +67,9 @@ class _TSSLBP(torch.autograd.Function):
 
 
 def _check_constants(v_threshold: float, tau_m: float, tau_s: float) -> None:
-    for value, name in ((v_threshold, "v_threshold"), (tau_m, "tau_m"), (tau_s, "tau_s")):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
-            raise TypeError(f"{name} must be a real number, got {value!r}")
-    if not tau_m >= 1:
-        raise ValueError(f"tau_m must be >= 1 (theta_m = 1/tau_m in (0, 1]), got {tau_m!r}")
-    if not tau_s >= 1:
-        raise ValueError(f"tau_s must be >= 1 (theta_s = 1/tau_s in (0, 1]), got {tau_s!r}")
+    check_float(v_threshold, "v_threshold")
+    check_float(tau_m, "tau_m", minimum=1.0)  # theta_m = 1/tau_m in (0, 1]
+    check_float(tau_s, "tau_s", minimum=1.0)
 
 
 def tsslbp(
