@@ -11,7 +11,7 @@ from collections.abc import Iterable
 
 import torch
 
-__all__ = ["NonFiniteError", "all_finite", "describe_nonfinite"]
+__all__ = ["NonFiniteError", "all_finite", "describe_nonfinite", "nonfinite_error"]
 
 
 class NonFiniteError(FloatingPointError):
@@ -36,16 +36,23 @@ def all_finite(tensors: Iterable[torch.Tensor]) -> bool:
 
 
 def describe_nonfinite(named: Iterable[tuple[str, torch.Tensor]], limit: int = 3) -> str | None:
-    """``"'0.weight' (3 NaN, 1 inf of 128 values)"`` for the first ``limit`` tensors that hold a
-    NaN or inf (and how many more do), or ``None`` if none does."""
+    """``None`` if every tensor is finite (one reduction), else ``"'0.weight' (3 NaN, 1 inf of 128
+    values)"`` for the first ``limit`` tensors that hold a NaN or inf, and how many more do."""
+    named = [(name, tensor.detach()) for name, tensor in named]
+    if all_finite(tensor for _, tensor in named):
+        return None
     found = []
     for name, tensor in named:
-        tensor = tensor.detach()
-        nan = int(torch.isnan(tensor).sum())
-        inf = int(torch.isinf(tensor).sum())
+        nan, inf = int(torch.isnan(tensor).sum()), int(torch.isinf(tensor).sum())
         if nan or inf:
             found.append(f"{name!r} ({nan} NaN, {inf} inf of {tensor.numel()} values)")
-    if not found:
-        return None
     more = f" and {len(found) - limit} more" if len(found) > limit else ""
     return ", ".join(found[:limit]) + more
+
+
+def nonfinite_error(who: str, where: str, what: str, hint: str = "") -> NonFiniteError:
+    """The error for ``what`` went non-finite at ``where`` (e.g. ``"optimizer step 3 (epoch 1, batch 3)"``)."""
+    return NonFiniteError(
+        f"{who}: training went non-finite at {where}: {what}. Check the data and the initial weights, "
+        f"lower the learning rate or clip the gradients{hint}"
+    )

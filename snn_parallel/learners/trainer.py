@@ -26,7 +26,7 @@ from .._validation import _all_finite, check_choice, check_int, validation_enabl
 from .checkpoint import check_state, numpy_rng_state, read_checkpoint, set_numpy_rng_state, write_checkpoint
 from .losses import StepLoss, resolve_loss
 from .network import SYNAPSES, Network, discover
-from .nonfinite import NonFiniteError, all_finite, describe_nonfinite
+from .nonfinite import NonFiniteError, describe_nonfinite, nonfinite_error
 
 __all__ = ["Trainer"]
 
@@ -192,32 +192,25 @@ class Trainer:
         taken, or with ``step_done`` the last one taken), the epoch and the batch."""
         batch = f", batch {self._batch_index}" if self._batch_index else ""
         step = self.global_step if step_done else self.global_step + 1
-        return NonFiniteError(
-            f"{self.rule}: training went non-finite at optimizer step {step} (epoch {self.epoch + 1}{batch}): {what}. "
-            "Lower the learning rate or clip the "
-            "gradients (clip_grad_norm), check the data and the initial weights, or set trainer.nonfinite = 'skip' "
-            "to drop steps whose gradient is not finite"
-        )
+        return nonfinite_error(self.rule, f"optimizer step {step} (epoch {self.epoch + 1}{batch})", what,
+                               " (clip_grad_norm), or set trainer.nonfinite = 'skip' to drop the steps whose gradient is not finite")
 
     def _gradients_finite(self, params: list[nn.Parameter]) -> bool:
         """Check the gradients about to be applied: ``True`` if finite; else raise, or ``False`` to skip the step."""
-        if all_finite(p.grad for p in params):
-            return True
-        self._check_weights("before")  # a non-finite weight poisons every gradient: name it first
-        policy = check_choice(self.nonfinite, "nonfinite", ("raise", "skip"))
-        if policy == "skip":
-            return False
         names = {id(p): n for n, p in self.model.named_parameters()}
         bad = describe_nonfinite((names.get(id(p), "?"), p.grad) for p in params)
+        if bad is None:
+            return True
+        self._check_weights("before")  # a non-finite weight poisons every gradient: name it first
+        if self._skipping:
+            return False
         raise self._nonfinite(f"the gradient of {bad}")
 
     def _check_weights(self, when: str) -> None:
         """Raise if a parameter holds a NaN or inf (``when``: ``"before"``/``"after"`` the optimizer step)."""
-        named = list(self.model.named_parameters())
-        if all_finite(p for _, p in named):
-            return
-        raise self._nonfinite(f"{when} the update the weights hold non-finite values: {describe_nonfinite(named)}",
-                              step_done=when == "after")
+        bad = describe_nonfinite(self.model.named_parameters())
+        if bad is not None:
+            raise self._nonfinite(f"{when} the update the weights hold non-finite values: {bad}", step_done=when == "after")
 
     @property
     def _skipping(self) -> bool:
