@@ -53,6 +53,6 @@ def describe_nonfinite(named: Iterable[tuple[str, torch.Tensor]], limit: int = 3
 def nonfinite_error(who: str, where: str, what: str, hint: str = "") -> NonFiniteError:
     """The error for ``what`` went non-finite at ``where`` (e.g. ``"optimizer step 3 (epoch 1, batch 3)"``)."""
     return NonFiniteError(
-        f"{who}: training went non-finite at {where}: {what}. Check the data and the initial weights, "
-        f"lower the learning rate or clip the gradients{hint}"
+        f"{who}: training went non-finite at {where}: {what}. Check the data and the initial weights, or lower "
+        f"the learning rate{hint}"
     )

@@ -193,7 +193,7 @@ class Trainer:
         batch = f", batch {self._batch_index}" if self._batch_index else ""
         step = self.global_step if step_done else self.global_step + 1
         return nonfinite_error(self.rule, f"optimizer step {step} (epoch {self.epoch + 1}{batch})", what,
-                               " (clip_grad_norm), or set trainer.nonfinite = 'skip' to drop the steps whose gradient is not finite")
+                               " or clip the gradients (clip_grad_norm); trainer.nonfinite = 'skip' drops the steps whose gradient is not finite")
 
     def _gradients_finite(self, params: list[nn.Parameter]) -> bool:
         """Check the gradients about to be applied: ``True`` if finite; else raise, or ``False`` to skip the step."""
