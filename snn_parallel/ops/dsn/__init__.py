@@ -117,7 +117,7 @@ def _check(x, history, weight, bias, tau, h0, spike_fn) -> None:
     if weight.dim() < 1 or weight.shape[0] < 1:
         raise ValueError(f"weight must be [k, ...] with k >= 1 taps, got shape {tuple(weight.shape)}")
     check_like(weight[0], "weight[j]", shape, x, "x", broadcast=True)
-    check_like(history, "history", (weight.shape[0] - 1, *shape), x, "x (k - 1 steps)")
+    check_like(history, "history", (weight.shape[0] - 1, *shape), x, f"x and the {weight.shape[0]} taps of weight (k - 1 steps)")
     check_like(bias, "bias", shape, x, "x", broadcast=True)
     check_like(h0, "h0", shape, x, "x")
     check_positive(tau, "tau")

@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from ..._validation import check_int, check_same_device, check_tensor
+from ..._validation import check_bool, check_int, check_same_device, check_tensor
 from .._backend import resolve_backend
 from .cupy import scan_cupy
 from .parallel import default_chunk, scan_2d
@@ -153,7 +153,7 @@ def _check_scan_args(
     if b.dim() < 1 or b.shape[0] == 0:
         raise ValueError(f"b must be time-major [T, ...] with T >= 1, got shape {tuple(b.shape)}")
     check_same_device(a, "a", b, "b")
-    if log_decay and a.is_complex():
+    if check_bool(log_decay, "log_decay") and a.is_complex():
         raise TypeError("a must be real when log_decay=True (log of a complex decay is ambiguous)")
     state_shape = b.shape[1:]
     varying = a.dim() == b.dim()
