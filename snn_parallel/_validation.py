@@ -218,5 +218,6 @@ def check_choice(value: object, name: str, choices: Sequence[str]) -> str:
     if not isinstance(value, str):
         raise TypeError(f"{name} must be a str, one of {tuple(choices)}; got {type(value).__name__}")
     if value not in choices:
-        raise ValueError(f"{name} must be one of {tuple(choices)}, got {value!r}")
+        accepted = " or ".join(map(repr, choices)) if len(choices) == 2 else f"one of {tuple(choices)}"
+        raise ValueError(f"{name} must be {accepted}, got {value!r}")
     return value

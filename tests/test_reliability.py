@@ -205,7 +205,7 @@ def test_skipping_non_finite_steps_counts_them_and_keeps_the_weights():
     assert trainer.skipped_steps == 1 and trainer.global_step == 1
     assert history[-1]["skipped_steps"] == 1.0 and math.isfinite(history[-1]["train_loss"])
     trainer.nonfinite = "ignore"
-    with snn_parallel.validation(False), pytest.raises(ValueError, match="nonfinite must be one of"):
+    with snn_parallel.validation(False), pytest.raises(ValueError, match="nonfinite must be 'raise' or 'skip'"):
         trainer.fit([bad], 1)
 
 

@@ -26,7 +26,7 @@ from .._validation import _all_finite, check_choice, check_int, validation_enabl
 from .checkpoint import check_state, numpy_rng_state, read_checkpoint, set_numpy_rng_state, write_checkpoint
 from .losses import StepLoss, resolve_loss
 from .network import SYNAPSES, Network, discover
-from .nonfinite import NonFiniteError, describe_nonfinite, nonfinite_error
+from .nonfinite import NonFiniteError, all_finite, describe_nonfinite, nonfinite_error
 
 __all__ = ["Trainer"]
 
@@ -197,14 +197,13 @@ class Trainer:
 
     def _gradients_finite(self, params: list[nn.Parameter]) -> bool:
         """Check the gradients about to be applied: ``True`` if finite; else raise, or ``False`` to skip the step."""
-        names = {id(p): n for n, p in self.model.named_parameters()}
-        bad = describe_nonfinite((names.get(id(p), "?"), p.grad) for p in params)
-        if bad is None:
+        if all_finite(p.grad for p in params):
             return True
         self._check_weights("before")  # a non-finite weight poisons every gradient: name it first
         if self._skipping:
             return False
-        raise self._nonfinite(f"the gradient of {bad}")
+        names = {id(p): n for n, p in self.model.named_parameters()}
+        raise self._nonfinite(f"the gradient of {describe_nonfinite((names.get(id(p), '?'), p.grad) for p in params)}")
 
     def _check_weights(self, when: str) -> None:
         """Raise if a parameter holds a NaN or inf (``when``: ``"before"``/``"after"`` the optimizer step)."""
@@ -320,7 +319,7 @@ class Trainer:
                         if not math.isfinite(loss):
                             if not self._skipping:
                                 raise self._nonfinite(f"the loss is {loss}", step_done=True)
-                            continue  # its step was skipped too: leave it out of the averages
+                            continue  # leave it out of the epoch's averages
                         batch_size = x.shape[1]
                         score, n = self.loss.score(outputs, target)
                         loss_sum, score_sum, count, total = loss_sum + loss * batch_size, score_sum + score, count + n, total + batch_size
