@@ -28,7 +28,8 @@ def all_finite(tensors: Iterable[torch.Tensor]) -> bool:
     if not tensors:
         return True
     device = tensors[0].device
-    total = torch.stack([t.sum().abs().to(device=device, dtype=torch.float64) for t in tensors]).sum()
+    # a NaN or inf makes a sum non-finite (inf - inf is NaN); torch.stack promotes the dtypes
+    total = torch.stack([t.sum() if t.device == device else t.sum().to(device) for t in tensors]).sum()
     if bool(torch.isfinite(total)):
         return True
     # a non-finite sum may be an overflow of finite values: confirm tensor by tensor
