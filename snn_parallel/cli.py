@@ -215,6 +215,13 @@ def _bench(args: argparse.Namespace) -> int:
         if given:
             print(f"snn-parallel bench: error: --{given[0].replace('_', '-')} is for --learners", file=sys.stderr)
             return 2
+        for option in ("json", "plot"):  # output files: checked before the run, not after it
+            try:
+                if getattr(args, option) is not None:
+                    _writable(str(getattr(args, option)))
+            except argparse.ArgumentTypeError as error:
+                print(f"snn-parallel bench: error: argument --{option}: {error}", file=sys.stderr)
+                return 2
         from . import bench
 
         return bench.main(args)

@@ -177,6 +177,8 @@ def test_cli_train_scores_several_rates_on_the_validation_share_and_names_the_be
         (["train", "--task", "adding", "--steps", "1"], "--steps of the adding problem must be >= 2"),
         (["train", "--valid", "0.001"], "--valid 0.001: valid_fraction=0.001 cannot give a stratified split"),
         (["bench", "--rules", "bptt"], "--rules is for --learners"),
+        (["bench", "--json", "missing-folder/bench.json"], "argument --json: the folder of 'missing-folder/bench.json'"),
+        (["bench", "--plot", "."], "argument --plot: '.' is a folder, not a file"),
         (["bench", "--learners", "--repeats", "3"], "--repeats times the neurons; --learners does not use it"),
     ],
 )
