@@ -101,7 +101,7 @@ from torch import nn
 from snn_parallel import neurons
 from snn_parallel.surrogate import DoubleGaussian as _DoubleGaussian
 from snn_parallel.surrogate import MultiGaussian as _MultiGaussian
-from snn_parallel._validation import check_bool, check_choice, check_real
+from snn_parallel._validation import check_bool, check_choice, check_float
 from snn_parallel.surrogate import Surrogate, resolve
 
 __all__ = [
@@ -134,7 +134,7 @@ def _scalar(value: object, name: str) -> float:
         if value.numel() != 1:
             raise ValueError(f"{name} must be a single value here (per-neuron values are not supported), got shape {tuple(value.shape)}")
         value = value.item()
-    return check_real(value, name)
+    return check_float(value, name)
 
 
 class LeakyAdapter(snntorch.Leaky):

@@ -70,7 +70,7 @@ from spikingjelly.activation_based import base, neuron
 from spikingjelly.activation_based import surrogate as sj_surrogate
 
 from snn_parallel import surrogate as sp_surrogate
-from snn_parallel._validation import check_real
+from snn_parallel._validation import check_float
 from snn_parallel.neurons import LTC, PRF, PSPLIF, DecoupledLIF, DynamicDecay, ParallelNeuron
 
 __all__ = [
@@ -272,7 +272,7 @@ def _threshold(v_threshold: float) -> float:
     """SpikingJelly asserts a float threshold; raise the same condition as a named TypeError."""
     if not isinstance(v_threshold, float):
         raise TypeError(f"v_threshold must be a float (as in SpikingJelly), got {v_threshold!r}; write e.g. 1.0")
-    return check_real(v_threshold, "v_threshold")
+    return check_float(v_threshold, "v_threshold")
 
 
 def _surrogate(surrogate_function: object, default: str) -> sp_surrogate.Surrogate:

@@ -6,6 +6,10 @@ a GPU, so it can be switched off for hot loops::
 
     snn_parallel.set_validation(False)          # globally
     with snn_parallel.validation(False): ...    # for a block
+
+Scalar arguments (counts, constants, options) are checked by :func:`check_int`,
+:func:`check_float`, :func:`check_positive`, :func:`check_pair`, :func:`check_bool` and
+:func:`check_choice`, always: a wrong type raises ``TypeError``, a value out of range ``ValueError``.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import contextlib
 import math
 import numbers
 from collections.abc import Iterator, Sequence
+from typing import Any
 
 import torch
 
@@ -140,61 +145,92 @@ def check_like(value: object, name: str, shape: Sequence[int], like: torch.Tenso
     return value
 
 
-# -- constants of constructors ------------------------------------------------------------
-def check_real(
-    value: object,
-    name: str,
-    *,
-    above: float | None = None,
-    at_least: float | None = None,
-    below: float | None = None,
-    at_most: float | None = None,
-) -> float:
-    """A finite real number (not a bool or a string), optionally bounded; returned as a float."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a real number, got {type(value).__name__} {value!r}")
-    value = float(value)
-    if not math.isfinite(value):
-        raise ValueError(f"{name} must be finite, got {value}")
-    for bound, holds, relation in (
-        (above, lambda b: value > b, ">"),
-        (at_least, lambda b: value >= b, ">="),
-        (below, lambda b: value < b, "<"),
-        (at_most, lambda b: value <= b, "<="),
-    ):
-        if bound is not None and not holds(bound):
-            raise ValueError(f"{name} must be {relation} {bound:g}, got {value:g}")
-    return value
+# -- scalar arguments: one exception type per kind of mistake --------------------------------------
+# A value of the wrong type (a str, None, a bool where a number is due) raises TypeError; a value of
+# the right type outside its range (NaN, inf, a negative count) raises ValueError. Both name the
+# argument and say what it accepts.
 
 
 def check_bool(value: object, name: str) -> bool:
-    """A Python bool (not a truthy string or number)."""
+    """``value`` if it is a bool (``0``/``1`` and other truthy objects are refused: TypeError)."""
     if not isinstance(value, bool):
-        raise TypeError(f"{name} must be a bool, got {type(value).__name__} {value!r}")
+        raise TypeError(f"{name} must be a bool, got {type(value).__name__}")
     return value
+
+
+def _interval(minimum: float | None, maximum: float | None, min_open: bool, max_open: bool) -> str:
+    """``"positive"``, ``">= 1"``, ``"in (0, 1]"``: how a range reads in a message."""
+    if maximum is None:
+        if minimum == 0 and min_open:
+            return "positive"
+        return f"{'>' if min_open else '>='} {minimum:g}"
+    if minimum is None:
+        return f"{'<' if max_open else '<='} {maximum:g}"
+    return f"in {'(' if min_open else '['}{minimum:g}, {maximum:g}{')' if max_open else ']'}"
+
+
+def _check_range(value: float, name: str, minimum: float | None, maximum: float | None, min_open: bool, max_open: bool) -> None:
+    below = minimum is not None and (value <= minimum if min_open else value < minimum)
+    above = maximum is not None and (value >= maximum if max_open else value > maximum)
+    if below or above:
+        raise ValueError(f"{name} must be {_interval(minimum, maximum, min_open, max_open)}, got {value!r}")
+
+
+def check_int(value: object, name: str, *, minimum: int | None = None, maximum: int | None = None) -> int:
+    """``value`` as an ``int`` if it is an integer (a bool is not) in ``[minimum, maximum]``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    value = int(value)
+    _check_range(value, name, minimum, maximum, False, False)
+    return value
+
+
+def check_float(
+    value: object,
+    name: str,
+    *,
+    minimum: float | None = None,
+    maximum: float | None = None,
+    min_open: bool = False,
+    max_open: bool = False,
+    finite: bool = True,
+) -> float:
+    """``value`` as a ``float`` if it is a real number (a bool is not) in the given range.
+
+    NaN is always refused; ``inf`` unless ``finite=False`` (then the range still applies).
+    ``min_open``/``max_open`` exclude the bound itself.
+    """
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
+    value = float(value)
+    if math.isnan(value) or (finite and math.isinf(value)):
+        raise ValueError(f"{name} must be a finite number, got {value!r}")
+    _check_range(value, name, minimum, maximum, min_open, max_open)
+    return value
+
+
+def check_positive(value: object, name: str, *, finite: bool = True) -> float:
+    """``value`` as a ``float`` if it is a real number > 0 (finite unless ``finite=False``)."""
+    return check_float(value, name, minimum=0.0, min_open=True, finite=finite)
 
 
 def check_choice(value: object, name: str, choices: Sequence[str]) -> str:
-    """One of the strings ``choices``."""
+    """``value`` if it is one of the strings in ``choices``."""
     if not isinstance(value, str):
-        raise TypeError(f"{name} must be a str, one of {tuple(choices)}, got {type(value).__name__}")
+        raise TypeError(f"{name} must be a str, one of {tuple(choices)}; got {type(value).__name__}")
     if value not in choices:
-        raise ValueError(f"{name} must be one of {tuple(choices)}, got {value!r}")
+        accepted = " or ".join(map(repr, choices)) if len(choices) == 2 else f"one of {tuple(choices)}"
+        raise ValueError(f"{name} must be {accepted}, got {value!r}")
     return value
 
 
-def check_pair(value: object, name: str, *, above: float | None = None, at_least: float | None = None, at_most: float | None = None) -> tuple[float, float]:
-    """A pair ``(low, high)`` of finite reals with ``low <= high``, optionally bounded."""
-    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence) or len(value) != 2:
-        raise ValueError(f"{name} must be a pair (low, high), got {value!r}")
-    low, high = (check_real(v, name, above=above, at_least=at_least, at_most=at_most) for v in value)
+def check_pair(value: object, name: str, **bounds: Any) -> tuple[float, float]:
+    """A pair ``(low, high)`` of reals with ``low <= high``, each checked by :func:`check_float` with ``bounds``."""
+    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
+        raise TypeError(f"{name} must be a pair (low, high), got {type(value).__name__}")
+    if len(value) != 2:
+        raise ValueError(f"{name} must be a pair (low, high), got {len(value)} values: {value!r}")
+    low, high = (check_float(v, name, **bounds) for v in value)
     if low > high:
         raise ValueError(f"{name} must be (low, high) with low <= high, got {value!r}")
     return low, high
-
-
-def check_positive_int(value: object, name: str) -> int:
-    """A positive Python int (not a bool)."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
-    return int(value)

@@ -15,8 +15,16 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from ._validation import check_bool, check_choice, check_int, check_positive
+from .learners.nonfinite import describe_nonfinite, nonfinite_error
 from .neurons import LTC, PRF, DynamicDecay, ParallelNeuron
 from .tasks import SequentialDigits, make_loader
+from .tasks._base import check_seed
+
+#: sequence layouts of the digits the demo offers
+MODES = ("row", "pixel", "permuted")
+#: a last epoch's mean loss this many times a uniform guess's means the training diverged
+_DIVERGED = 10
 
 #: neuron builders by CLI name; each takes the feature count
 NEURONS: dict[str, Callable[[int], ParallelNeuron]] = {
@@ -109,11 +117,18 @@ def run_demo(
         epochs, hidden, batch_size, lr, seed: training setup.
         progress: show a tqdm progress bar (if tqdm is installed).
         log: where the summary lines go.
+
+    Raises:
+        TypeError, ValueError: a bad argument, named.
+        NonFiniteError: the loss, a gradient or a weight went NaN or infinite (the message
+            names the step and the epoch); a finite loss that grew instead is reported by a
+            warning line after the result.
     """
-    if neuron not in NEURONS:
-        raise ValueError(f"neuron must be one of {sorted(NEURONS)}, got {neuron!r}")
-    if epochs < 1:
-        raise ValueError(f"epochs must be at least 1, got {epochs}")
+    check_choice(neuron, "neuron", sorted(NEURONS))
+    check_choice(mode, "mode", MODES)
+    for value, name in ((epochs, "epochs"), (hidden, "hidden"), (batch_size, "batch_size")):
+        check_int(value, name, minimum=1)
+    lr, seed, progress = check_positive(lr, "lr"), check_seed(seed), check_bool(progress, "progress")
     torch.manual_seed(seed)
     train = SequentialDigits("train", mode, seed=seed)
     test = SequentialDigits("test", mode, seed=seed)
@@ -127,17 +142,24 @@ def run_demo(
 
     bar = _progress_bar(epochs * len(train_loader), progress)
     start = time.perf_counter()
+    losses = []  # the mean loss of each epoch
     for epoch in range(epochs):
         model.train()
-        for x, y in train_loader:
+        total = 0.0
+        for step, (x, y) in enumerate(train_loader, epoch * len(train_loader) + 1):
             loss = loss_fn(model(x), y)
             optimizer.zero_grad()
             loss.backward()
+            where, value = f"step {step} (epoch {epoch + 1})", loss.item()
+            _check_finite(model, where, value)
             optimizer.step()
+            _check_finite(model, where)
             schedule.step()
+            total += value
             if bar is not None:
-                bar.set_postfix(epoch=epoch + 1, loss=f"{loss.item():.3f}")
+                bar.set_postfix(epoch=epoch + 1, loss=f"{value:.3f}")
                 bar.update()
+        losses.append(total / len(train_loader))
     elapsed = time.perf_counter() - start
     if bar is not None:
         bar.close()
@@ -155,7 +177,24 @@ def run_demo(
         f"test accuracy {100 * result.test_accuracy:.1f}% | {result.samples_per_second:.0f} samples/s | "
         f"{result.seconds_per_epoch:.2f} s/epoch | {result.train_seconds:.1f} s training"
     )
+    chance = math.log(train.num_classes)  # the cross-entropy of a uniform guess
+    if losses[-1] > _DIVERGED * chance:
+        log(f"warning: the training diverged: the last epoch's mean loss {losses[-1]:.4g} is over {_DIVERGED} times "
+            f"a uniform guess's {chance:.3f}, so this accuracy says nothing about {neuron}; lower --lr (it was {lr:g})")
     return result
+
+
+def _check_finite(model: nn.Module, where: str, loss: float | None = None) -> None:
+    """Stop at a non-finite loss or gradient (with ``loss``, before the update) or weight (without,
+    after it), whatever the validation setting."""
+    if loss is None:
+        what, bad = "after the update the weights hold non-finite values:", describe_nonfinite(model.named_parameters())
+    elif not math.isfinite(loss):
+        what, bad = "the loss is", str(loss)
+    else:
+        what, bad = "the gradient of", describe_nonfinite((n, p.grad) for n, p in model.named_parameters() if p.grad is not None)
+    if bad is not None:
+        raise nonfinite_error("demo", where, f"{what} {bad}", " (--lr)")
 
 
 def _progress_bar(total: int, enabled: bool):

@@ -35,6 +35,8 @@ from typing import Any
 
 import torch
 
+from ._validation import check_bool, check_float, check_int, check_positive
+
 __all__ = [
     "Surrogate",
     "ATan",
@@ -88,12 +90,15 @@ class Surrogate:
 
     Subclasses implement :meth:`derivative`. ``inclusive`` selects the firing rule:
     ``True`` fires on ``x >= 0`` (SpikingJelly), ``False`` on ``x > 0`` (snnTorch).
+    The parameters are checked when a surrogate is built: a wrong type raises ``TypeError``,
+    a value that would flip, zero or poison the derivative (a negative or zero sharpness, NaN,
+    inf) ``ValueError``, naming the parameter.
     """
 
     name: str = "surrogate"
 
     def __init__(self, *, inclusive: bool = True, **params: float) -> None:
-        self.inclusive = bool(inclusive)
+        self.inclusive = check_bool(inclusive, "inclusive")
         self._params = params
         for key, value in params.items():
             setattr(self, key, value)
@@ -126,7 +131,7 @@ class ATan(Surrogate):
     name = "atan"
 
     def __init__(self, alpha: float = 2.0, *, inclusive: bool = True) -> None:
-        super().__init__(inclusive=inclusive, alpha=float(alpha))
+        super().__init__(inclusive=inclusive, alpha=check_positive(alpha, "alpha"))
 
     def derivative(self, x: torch.Tensor) -> torch.Tensor:
         return (self.alpha / 2) / (1 + (math.pi / 2 * self.alpha * x).square())
@@ -138,7 +143,7 @@ class Sigmoid(Surrogate):
     name = "sigmoid"
 
     def __init__(self, alpha: float = 4.0, *, inclusive: bool = True) -> None:
-        super().__init__(inclusive=inclusive, alpha=float(alpha))
+        super().__init__(inclusive=inclusive, alpha=check_positive(alpha, "alpha"))
 
     def derivative(self, x: torch.Tensor) -> torch.Tensor:
         s = torch.sigmoid(self.alpha * x)
@@ -151,9 +156,7 @@ class Rect(Surrogate):
     name = "rect"
 
     def __init__(self, width: float = 1.0, *, inclusive: bool = True) -> None:
-        if width <= 0:
-            raise ValueError(f"width must be positive, got {width}")
-        super().__init__(inclusive=inclusive, width=float(width))
+        super().__init__(inclusive=inclusive, width=check_positive(width, "width"))
 
     def derivative(self, x: torch.Tensor) -> torch.Tensor:
         return (x.abs() < self.width / 2).to(x.dtype) / self.width
@@ -183,7 +186,11 @@ class MultiGaussian(Surrogate):
         inclusive: bool = True,
     ) -> None:
         super().__init__(
-            inclusive=inclusive, sigma=float(sigma), scale=float(scale), height=float(height), gamma=float(gamma)
+            inclusive=inclusive,
+            sigma=check_positive(sigma, "sigma"),
+            scale=check_positive(scale, "scale"),
+            height=check_float(height, "height", minimum=0.0),
+            gamma=check_positive(gamma, "gamma"),
         )
 
     def derivative(self, x: torch.Tensor) -> torch.Tensor:
@@ -237,9 +244,7 @@ class Slayer(Surrogate):
     name = "slayer"
 
     def __init__(self, alpha: float = 5.0, scale: float = 0.2, *, inclusive: bool = True) -> None:
-        if alpha <= 0:
-            raise ValueError(f"alpha must be positive, got {alpha}")
-        super().__init__(inclusive=inclusive, alpha=float(alpha), scale=float(scale))
+        super().__init__(inclusive=inclusive, alpha=check_positive(alpha, "alpha"), scale=check_positive(scale, "scale"))
 
     def derivative(self, x: torch.Tensor) -> torch.Tensor:
         return (self.scale * self.alpha / 2) * torch.exp(-self.alpha * x.abs())
@@ -338,9 +343,7 @@ class IntegerSpike(Surrogate):
     name = "integer"
 
     def __init__(self, levels: int = 4) -> None:
-        if isinstance(levels, bool) or not isinstance(levels, int) or levels < 1:
-            raise ValueError(f"levels must be a positive int, got {levels!r}")
-        super().__init__(inclusive=True, levels=levels)
+        super().__init__(inclusive=True, levels=check_int(levels, "levels", minimum=1))
 
     def heaviside(self, x: torch.Tensor) -> torch.Tensor:
         return torch.clamp(torch.round(x), 0, self.levels)

@@ -199,13 +199,13 @@ def test_our_surrogate_factories_fire_like_snntorch():
         (LTC, {"threshold": "high"}, TypeError, "threshold"),
         (DynamicDecay, {"learn_beta": True}, TypeError, "learn_beta"),
         (LTC, {"beta": 0.9}, TypeError, "beta"),
-        (DynamicDecay, {"threshold": float("nan")}, ValueError, "threshold must be finite"),
-        (DecoupledLIF, {"threshold": torch.tensor(float("inf"))}, ValueError, "threshold must be finite"),
-        (DecoupledLIF, {"beta": float("nan")}, ValueError, "beta must be finite"),
-        (PSPLIF, {"tau_s": float("inf")}, ValueError, "tau_s must be finite"),
+        (DynamicDecay, {"threshold": float("nan")}, ValueError, "threshold must be a finite number"),
+        (DecoupledLIF, {"threshold": torch.tensor(float("inf"))}, ValueError, "threshold must be a finite number"),
+        (DecoupledLIF, {"beta": float("nan")}, ValueError, "beta must be a finite number"),
+        (PSPLIF, {"tau_s": float("inf")}, ValueError, "tau_s must be a finite number"),
         (PRF, {"dt_range": (1,)}, ValueError, "dt_range must be a pair"),
         (LTC, {"init_hidden": "yes"}, TypeError, "init_hidden must be a bool"),
-        (PRF, {"graded_spikes_factor": float("nan")}, ValueError, "graded_spikes_factor must be finite"),
+        (PRF, {"graded_spikes_factor": float("nan")}, ValueError, "graded_spikes_factor must be a finite number"),
     ],
 )
 def test_unsupported_arguments_raise_naming_them(cls, kwargs, error, name):
@@ -632,7 +632,7 @@ def test_decoupled_lif_leaky_mem_is_snn_leaky_mem():
     torch.testing.assert_close(ours.mem, mems_l[-1])
     reset_free = DecoupledLIF(beta=0.75, mem="reset_free").double()
     assert torch.equal(reset_free.multistep(x)[0], spk_seq)
-    with pytest.raises(ValueError, match="mem must be one of"):
+    with pytest.raises(ValueError, match="mem must be"):
         DecoupledLIF(mem="post")
 
 

@@ -469,10 +469,10 @@ def test_nir_export_refuses_every_node_with_the_reason(cls):
 @pytest.mark.parametrize(
     "build, error, match",
     [
-        (lambda: sjn.PRFNode(v_threshold=float("nan")), ValueError, "v_threshold must be finite"),
-        (lambda: sjn.DecoupledLIFNode(v_threshold=float("inf")), ValueError, "v_threshold must be finite"),
-        (lambda: sjn.LTCNode(beta_a=float("nan")), ValueError, "beta_a must be finite"),
-        (lambda: sjn.PSPLIFNode(tau_s=float("inf")), ValueError, "tau_s must be finite"),
+        (lambda: sjn.PRFNode(v_threshold=float("nan")), ValueError, "v_threshold must be a finite number"),
+        (lambda: sjn.DecoupledLIFNode(v_threshold=float("inf")), ValueError, "v_threshold must be a finite number"),
+        (lambda: sjn.LTCNode(beta_a=float("nan")), ValueError, "beta_a must be a finite number"),
+        (lambda: sjn.PSPLIFNode(tau_s=float("inf")), ValueError, "tau_s must be a finite number"),
         (lambda: sjn.PRFNode(dt_range=(1,)), ValueError, "dt_range must be a pair"),
         (lambda: sjn.PRFNode(reset="yes"), TypeError, "reset must be a bool"),
     ],

@@ -23,7 +23,7 @@ def test_demo_trains_and_reports(neuron):
 def test_demo_rejects_bad_arguments():
     with pytest.raises(ValueError, match="neuron must be one of"):
         run_demo("lif", progress=False)
-    with pytest.raises(ValueError, match="epochs must be at least 1"):
+    with pytest.raises(ValueError, match="epochs must be >= 1"):
         run_demo("dsn", epochs=0, progress=False)
 
 
@@ -32,9 +32,9 @@ def test_cli_demo_runs(capsys):
     assert "test accuracy" in capsys.readouterr().out
 
 
-def test_cli_rejects_unknown_neuron():
-    with pytest.raises(SystemExit):
-        cli.main(["demo", "--neuron", "izhikevich"])
+def test_cli_rejects_unknown_neuron(capsys):
+    assert cli.main(["demo", "--neuron", "izhikevich"]) == 2
+    assert "invalid choice: 'izhikevich'" in capsys.readouterr().err
 
 
 @pytest.mark.slow
@@ -108,15 +108,17 @@ def test_cli_train_image_runs_tsslbp_and_bptt_and_refuses_other_rules(capsys):
         assert "--dt-du is an option of TSSL-BP" in capsys.readouterr().err
     assert cli.main(["train", "--task", "image", "--rule", "ottt"]) == 2
     assert cli.main(["train", "--task", "row", "--seed", "0,x"]) == 2
-    assert "--seed takes integers separated by commas" in capsys.readouterr().err
+    assert "argument --seed: expected integers in [0, 2**32 - 1] separated by commas, got '0,x'" in capsys.readouterr().err
     for lr in ("-1e-3", "0", "nan", "inf", "1e-3,x"):
         assert cli.main(["train", "--task", "row", f"--lr={lr}"]) == 2
-        assert f"--lr takes positive numbers separated by commas, got {lr!r}" in capsys.readouterr().err
-    for task, share in (("row", "0"), ("image", "1"), ("image", "nan"), ("adding", "0.2")):
+        assert f"argument --lr: expected finite numbers > 0 separated by commas, got {lr!r}" in capsys.readouterr().err
+    for task, share in (("row", "0"), ("image", "1"), ("image", "nan")):
         assert cli.main(["train", "--task", task, "--valid", share]) == 2
-        assert "--valid takes a share in (0, 1)" in capsys.readouterr().err
+        assert "argument --valid: expected a share in (0, 1)" in capsys.readouterr().err
+    assert cli.main(["train", "--task", "adding", "--valid", "0.2"]) == 2
+    assert "--valid takes a share in (0, 1) of the training digits: not for --task adding" in capsys.readouterr().err
     assert cli.main(["train", "--task", "image", "--steps", "0"]) == 2
-    assert "--steps must be positive, got 0" in capsys.readouterr().err
+    assert "argument --steps: expected an integer >= 1, got '0'" in capsys.readouterr().err
 
 
 def test_cli_train_several_seeds_prints_each_and_the_mean(tmp_path, capsys):
@@ -144,3 +146,74 @@ def test_cli_train_scores_several_rates_on_the_validation_share_and_names_the_be
         assert f"rule=tsslbp, lr={row['lr']:g}, seeds=1, mean valid_accuracy={row['valid_accuracy']:.4f}" in printed
     best = max(rows, key=lambda row: row["valid_accuracy"])["lr"]  # ties: the first rate given, as max picks
     assert f"rule=tsslbp, best lr={best:g} by mean valid_accuracy" in printed
+
+
+# -- every option checked before anything runs, every refusal one line with exit code 2 -----------------
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        # values argparse itself refuses, by each option's type
+        (["train", "--epochs", "0"], "argument --epochs: expected an integer >= 1, got '0'"),  # trained 20 epochs
+        (["train", "--parts", "0"], "argument --parts: expected an integer >= 1, got '0'"),  # became T
+        (["train", "--iterations", "-5", "--task", "adding"], "argument --iterations: expected an integer >= 1"),
+        (["train", "--seed", "-1"], "argument --seed: expected integers in [0, 2**32 - 1] separated by commas, got '-1'"),
+        (["train", "--json", "missing-folder/out.json"], "argument --json: the folder of 'missing-folder/out.json'"),
+        (["demo", "--hidden", "0"], "argument --hidden: expected an integer >= 1, got '0'"),  # ZeroDivisionError
+        (["demo", "--lr", "nan"], "argument --lr: expected a finite number > 0, got 'nan'"),
+        (["demo", "--lr", "inf"], "argument --lr: expected a finite number > 0, got 'inf'"),
+        (["demo", "--batch-size", "0"], "argument --batch-size: expected an integer >= 1, got '0'"),
+        (["demo", "--epochs", "2.5"], "argument --epochs: expected an integer >= 1, got '2.5'"),
+        (["demo", "--seed", "-1"], "argument --seed: expected an integer in [0, 2**32 - 1], got '-1'"),
+        (["bench", "--learners", "--lengths", "8,0"], "argument --lengths: expected integers >= 1 separated by commas"),
+        (["bench", "--learners", "--rules", "bptt,sgd"], "argument --rules: expected rules from bptt, fptt, hypr, ottt"),
+        (["bench", "--learners", "--learners-json", "."], "argument --learners-json: '.' is a folder, not a file"),
+        # options the chosen task or rule does not use
+        (["train", "--task", "adding", "--epochs", "3"], "--epochs is for --task row, pixel or image"),
+        (["train", "--task", "row", "--iterations", "5"], "--iterations is for --task adding, not --task row"),
+        (["train", "--task", "image", "--neuron", "lif"], "--neuron is for --task row or pixel, not --task image"),
+        (["train", "--rule", "bptt", "--parts", "4"], "--parts is FPTT's"),
+        (["train", "--rule", "hypr", "--trace", "neuron"], "--trace is OTTT's"),
+        (["train", "--task", "row", "--steps", "16"], "--steps is for --task adding or image, not --task row"),
+        (["train", "--task", "row", "--parts", "9"], "--parts 9 is more than the 8 steps of --task row"),
+        (["train", "--task", "adding", "--steps", "1"], "--steps of the adding problem must be >= 2"),
+        (["train", "--valid", "0.001"], "--valid 0.001: valid_fraction=0.001 cannot give a stratified split"),
+        (["bench", "--rules", "bptt"], "--rules is for --learners"),
+        (["bench", "--json", "missing-folder/bench.json"], "argument --json: the folder of 'missing-folder/bench.json'"),
+        (["bench", "--plot", "."], "argument --plot: '.' is a folder, not a file"),
+        (["bench", "--learners", "--repeats", "3"], "--repeats times the neurons; --learners does not use it"),
+    ],
+)
+def test_cli_refuses_bad_options_in_one_line(capsys, argv, message):
+    """Finding 5: ignored values, values that became something else, and tracebacks."""
+    assert cli.main(argv) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert message in captured.err and captured.err.count("\n") == 1, captured.err
+    assert "Traceback" not in captured.err
+
+
+def test_cli_json_path_is_checked_before_training(tmp_path, capsys, monkeypatch):
+    """``--json`` to a path that cannot be written failed only after the whole run."""
+    from snn_parallel.learners import experiments
+
+    monkeypatch.setattr(experiments, "train_digits", lambda *a, **k: pytest.fail("trained before checking --json"))
+    assert cli.main(["train", "--rule", "ottt", "--json", str(tmp_path / "no" / "such" / "out.json")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_cli_reports_non_finite_training_in_one_line(capsys):
+    """``demo --lr 1e6`` printed ~10 % accuracy as a result; now training that goes non-finite
+    stops with one line naming the step (exit code 1) and a diverged one says so."""
+    assert cli.main(["demo", "--neuron", "prf", "--lr", "1e6", "--epochs", "1", "--hidden", "16", "--no-progress"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("snn-parallel demo: error: demo: training went non-finite at step ") and err.count("\n") == 1
+    assert cli.main(["demo", "--lr", "1e6", "--epochs", "1", "--hidden", "16", "--no-progress"]) == 0
+    assert "warning: the training diverged" in capsys.readouterr().out
+
+
+def test_cli_adding_problem_takes_fptt_parts(tmp_path, capsys):
+    out = tmp_path / "adding.json"
+    assert cli.main(["train", "--rule", "fptt", "--task", "adding", "--steps", "6", "--iterations", "10", "--parts", "3",
+                     "--json", str(out)]) == 0
+    (row,) = json.loads(out.read_text())["rows"]
+    assert row["steps"] == 6 and row["iterations"] == 10

@@ -436,7 +436,7 @@ def test_ddp_two_processes_match_one_process_on_the_whole_batch(tmp_path):
         (lambda: tssl_network("4C3", (1, 8, 8), 10, padding=[1]), ValueError, "padding"),
         (lambda: tssl_network("4C3", (1, 8, 8), 10, dropout=1.0), ValueError, "dropout"),
         (lambda: tssl_network("4C3", (1, 8, 8), 10, dropout=-0.1), ValueError, "dropout"),
-        (lambda: tssl_network("4C3", (1, 8, 8), 10, dropout=True), ValueError, "dropout"),
+        (lambda: tssl_network("4C3", (1, 8, 8), 10, dropout=True), TypeError, "dropout"),
         (lambda: tssl_network("100-P2", (1, 8, 8), 10), ValueError, "after a fully connected"),
         (lambda: tssl_network("8C3", (8, 8), 10), ValueError, "input_shape"),
         (lambda: tssl_network(15, (1, 8, 8), 10), TypeError, "spec"),

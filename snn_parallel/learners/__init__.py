@@ -16,6 +16,7 @@ FPTT (with ``parts=T``), OTTT and HYPR keep memory independent of the sequence l
 from .hypr import HYPRTrainer
 from .losses import StepLoss
 from .network import Network, RecurrentBlock, SequenceDropout, UnsupportedModule, discover
+from .nonfinite import NonFiniteError
 from .rules import BPTTTrainer, FPTTTrainer, OTTTTrainer
 from .trainer import Trainer
 from .tsslbp import SpikeSequenceLoss, SumPool2d, TSSLBPTrainer, tssl_network
@@ -35,5 +36,6 @@ __all__ = [
     "SequenceDropout",
     "Network",
     "UnsupportedModule",
+    "NonFiniteError",
     "discover",
 ]

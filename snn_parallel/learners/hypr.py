@@ -46,6 +46,7 @@ import torch
 from torch import nn
 from torch.func import functional_call, jvp, vmap
 
+from .._validation import check_int
 from ..neurons.base import ParallelNeuron
 from .losses import StepLoss
 from .network import CoreNeuron, NeuronLayer, RecurrentLayer, SequenceDropout, StatelessLayer, UnsupportedModule
@@ -144,9 +145,7 @@ class HYPRTrainer(Trainer):
     ) -> None:
         super().__init__(model, optimizer, loss=loss, progress=progress, clip_grad_norm=clip_grad_norm,
                          weight_clamp=weight_clamp, batch_first=batch_first)
-        if chunk is not None and (isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1):
-            raise ValueError(f"chunk must be a positive int or None, got {chunk!r}")
-        self.chunk = chunk
+        self.chunk = None if chunk is None else check_int(chunk, "chunk", minimum=1)
         self.plan = self._plan()
 
     # -- structure ------------------------------------------------------------------------

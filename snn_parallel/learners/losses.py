@@ -27,6 +27,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from .._validation import _all_finite, validation_enabled
+
 __all__ = ["StepLoss", "resolve_loss"]
 
 _KINDS = ("ce", "mse")
@@ -107,8 +109,8 @@ class StepLoss:
                 f"target of an 'mse' loss must be [B, K] = [{batch}, {out_features}] or [T, B, K] = "
                 f"[{num_steps}, {batch}, {out_features}], got {list(target.shape)}"
             )
-        if torch.isnan(target).any():
-            raise ValueError("target contains NaN")
+        if validation_enabled() and not _all_finite(target):
+            raise ValueError("target contains NaN or infinite values")
         return target
 
     @property

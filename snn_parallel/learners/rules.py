@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .._validation import check_bool, check_choice, check_float, check_int, check_positive
 from .losses import StepLoss
 from .network import CoreNeuron, MemoryNeuron, NeuronLayer, RecurrentLayer
 from .trainer import Trainer
@@ -134,16 +135,9 @@ class FPTTTrainer(Trainer):
     ) -> None:
         super().__init__(model, optimizer, loss=loss, progress=progress, clip_grad_norm=clip_grad_norm,
                          weight_clamp=weight_clamp, batch_first=batch_first)
-        if isinstance(parts, bool) or not isinstance(parts, int) or parts < 1:
-            raise ValueError(f"parts must be a positive int, got {parts!r}")
-        if not alpha > 0:
-            raise ValueError(f"alpha must be positive, got {alpha!r}")
-        if not 0 < beta <= 1:
-            raise ValueError(f"beta must be in (0, 1], got {beta!r}")
-        if part_weight not in ("fraction", "adding"):
-            raise ValueError(f"part_weight must be 'fraction' or 'adding', got {part_weight!r}")
-        self.parts, self.alpha, self.beta, self.oracle = parts, float(alpha), float(beta), bool(oracle)
-        self.part_weight = part_weight
+        self.parts, self.alpha = check_int(parts, "parts", minimum=1), check_positive(alpha, "alpha")
+        self.beta = check_float(beta, "beta", minimum=0.0, maximum=1.0, min_open=True)
+        self.oracle, self.part_weight = check_bool(oracle, "oracle"), check_choice(part_weight, "part_weight", ("fraction", "adding"))
         named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
         self.running = {n: p.detach().clone() for n, p in named}  # W-bar
         self.dual = {n: torch.zeros_like(p) for n, p in named}  # lambda
@@ -297,16 +291,13 @@ class OTTTTrainer(Trainer):
     ) -> None:
         super().__init__(model, optimizer, loss=loss, progress=progress, clip_grad_norm=clip_grad_norm,
                          weight_clamp=weight_clamp, batch_first=batch_first)
-        if variant not in ("A", "O"):
-            raise ValueError(f"variant must be 'A' (accumulate) or 'O' (online), got {variant!r}")
-        if trace not in ("presynaptic", "neuron"):
-            raise ValueError(f"trace must be 'presynaptic' or 'neuron', got {trace!r}")
+        check_choice(variant, "variant", ("A", "O"))  # 'A' accumulates, 'O' steps online
+        check_choice(trace, "trace", ("presynaptic", "neuron"))
         if trace == "neuron" and trace_decay is not None:
             raise ValueError("trace_decay sets the presynaptic trace; trace='neuron' takes each neuron's own decay")
-        trace_decay = 0.5 if trace_decay is None else trace_decay
-        if not 0 <= trace_decay < 1:
-            raise ValueError(f"trace_decay must be in [0, 1), got {trace_decay!r}")
-        self.variant, self.trace, self.trace_decay, self.trace_input = variant, trace, float(trace_decay), bool(trace_input)
+        trace_decay = check_float(0.5 if trace_decay is None else trace_decay, "trace_decay", minimum=0.0, maximum=1.0, max_open=True)
+        self.variant, self.trace, self.trace_decay = variant, trace, trace_decay
+        self.trace_input = check_bool(trace_input, "trace_input")
         self._traces: dict[int, torch.Tensor | _Eligibility] = {}
         self._traced = self._synapses_into_neurons()
         if trace == "neuron":

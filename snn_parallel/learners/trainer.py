@@ -9,27 +9,48 @@ clipping, weight clamping, checkpoints that resume exactly, and data-parallel tr
 from __future__ import annotations
 
 import contextlib
+import copy
 import math
 import random
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
 
+from .._validation import _all_finite, check_choice, check_int, validation_enabled
+from .checkpoint import check_state, numpy_rng_state, read_checkpoint, set_numpy_rng_state, write_checkpoint
 from .losses import StepLoss, resolve_loss
 from .network import SYNAPSES, Network, discover
+from .nonfinite import NonFiniteError, all_finite, describe_nonfinite, nonfinite_error
 
 __all__ = ["Trainer"]
 
 
 def _distributed() -> bool:
     return dist.is_available() and dist.is_initialized()
+
+
+def _check_loader(loader: object, name: str, epochs: int) -> None:
+    """Refuse what cannot give ``epochs`` passes of batches: no iterable, an empty sized loader,
+    or a one-pass iterator (a generator) for more than one pass."""
+    if not isinstance(loader, Iterable):
+        raise TypeError(f"{name} must be an iterable of (x, target) batches, got {type(loader).__name__}")
+    try:
+        empty = len(loader) == 0  # type: ignore[arg-type]
+    except TypeError:  # no length (a generator, an iterable dataset's loader)
+        empty = False
+    if empty:
+        raise ValueError(f"{name} is empty: it holds no batch")
+    if epochs > 1 and isinstance(loader, Iterator):
+        raise ValueError(
+            f"{name} is a one-pass iterator ({type(loader).__name__}), but {epochs} passes are needed; "
+            "pass a list or a DataLoader, which can be read again"
+        )
 
 
 class Trainer:
@@ -48,7 +69,11 @@ class Trainer:
         batch_first: the loaders yield ``[B, T, ...]`` inputs (and ``[B, T]``/``[B, T, K]``
             per-step targets); they are moved to time-major ``[T, B, ...]``.
 
-    Batches are ``(x, target)`` with ``x`` ``[T, B, ...]``. Under ``torch.distributed`` the
+    Batches are ``(x, target)`` with ``x`` ``[T, B, ...]``. A NaN or infinite gradient or
+    weight stops training with a :class:`~snn_parallel.learners.NonFiniteError` that names the
+    optimizer step, the epoch, the batch and the tensor (whatever :func:`snn_parallel.set_validation`
+    says); with :attr:`nonfinite` set to ``"skip"`` a step whose gradient is not finite is dropped
+    instead and counted in :attr:`skipped_steps`, as AMP's gradient scaler does. Under ``torch.distributed`` the
     parameters are broadcast from rank 0 when the trainer is built and gradients are averaged
     over ranks with one all-reduce per optimizer step (give each rank its own shard of the data,
     e.g. with a ``DistributedSampler``); metrics are summed over ranks.
@@ -56,6 +81,14 @@ class Trainer:
 
     #: name of the rule in logs and the history
     rule = "trainer"
+    #: what a non-finite gradient does: ``"raise"`` a :class:`~snn_parallel.learners.NonFiniteError`
+    #: (default) or ``"skip"`` the optimizer step (counted in :attr:`skipped_steps`; a batch whose
+    #: loss is not finite is then left out of the epoch's averages). Non-finite weights always raise.
+    nonfinite: str = "raise"
+    #: optimizer steps dropped so far because their gradient was not finite (``nonfinite="skip"``)
+    skipped_steps: int = 0
+    #: the batch of the epoch being trained (1-based; 0 outside :meth:`fit`), for error messages
+    _batch_index: int = 0
 
     def __init__(
         self,
@@ -141,12 +174,46 @@ class Trainer:
             for p in params:
                 p.grad.copy_(flat[offset : offset + p.numel()].view_as(p.grad))
                 offset += p.numel()
+        if not self._gradients_finite(params):
+            self.optimizer.zero_grad(set_to_none=True)
+            self.skipped_steps += 1
+            return
         if self.clip_grad_norm is not None and params:
             nn.utils.clip_grad_norm_(params, self.clip_grad_norm)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         self._constrain()
         self.global_step += 1
+        self._check_weights("after")
+
+    # -- non-finite values ----------------------------------------------------------------
+    def _nonfinite(self, what: str, *, step_done: bool = False) -> NonFiniteError:
+        """The error for ``what`` went non-finite, naming the optimizer step (the one about to be
+        taken, or with ``step_done`` the last one taken), the epoch and the batch."""
+        batch = f", batch {self._batch_index}" if self._batch_index else ""
+        step = self.global_step if step_done else self.global_step + 1
+        return nonfinite_error(self.rule, f"optimizer step {step} (epoch {self.epoch + 1}{batch})", what,
+                               " or clip the gradients (clip_grad_norm); trainer.nonfinite = 'skip' drops the steps whose gradient is not finite")
+
+    def _gradients_finite(self, params: list[nn.Parameter]) -> bool:
+        """Check the gradients about to be applied: ``True`` if finite; else raise, or ``False`` to skip the step."""
+        if all_finite(p.grad for p in params):
+            return True
+        self._check_weights("before")  # a non-finite weight poisons every gradient: name it first
+        if self._skipping:
+            return False
+        names = {id(p): n for n, p in self.model.named_parameters()}
+        raise self._nonfinite(f"the gradient of {describe_nonfinite((names.get(id(p), '?'), p.grad) for p in params)}")
+
+    def _check_weights(self, when: str) -> None:
+        """Raise if a parameter holds a NaN or inf (``when``: ``"before"``/``"after"`` the optimizer step)."""
+        bad = describe_nonfinite(self.model.named_parameters())
+        if bad is not None:
+            raise self._nonfinite(f"{when} the update the weights hold non-finite values: {bad}", step_done=when == "after")
+
+    @property
+    def _skipping(self) -> bool:
+        return check_choice(self.nonfinite, "nonfinite", ("raise", "skip")) == "skip"
 
     def _constrain(self) -> None:
         """Bring the parameters back into range after they change: the neurons' own constraints
@@ -185,8 +252,8 @@ class Trainer:
             x = x.to(param.device)
             if x.dtype != param.dtype:
                 raise TypeError(f"x has dtype {x.dtype} but the model's parameters are {param.dtype}")
-        if torch.isnan(x).any():
-            raise ValueError("x contains NaN")
+        if validation_enabled() and not _all_finite(x):
+            raise ValueError("x contains NaN or infinite values")
         if isinstance(target, torch.Tensor) and param is not None:
             target = target.to(param.device)
         out_features = self._output_features(x)
@@ -197,7 +264,7 @@ class Trainer:
         if self._out_features is None:
             self.network.reset()
             try:
-                with torch.no_grad(), self.network.stepping():
+                with torch.no_grad(), self.network.stepping(), self._dry_run(x.device):
                     out = self.network.step(x[0])
             except (RuntimeError, ValueError, TypeError) as error:
                 raise ValueError(f"x of shape {list(x.shape)} (time-major) does not fit the model: {error}") from error
@@ -208,30 +275,68 @@ class Trainer:
             self._out_features = out.shape[-1]
         return self._out_features
 
+    @contextlib.contextmanager
+    def _dry_run(self, device: torch.device) -> Iterator[None]:
+        """A pass that must leave no trace: eval mode (no dropout mask, no batch-norm statistics)
+        and the random number generators as they were, so a resumed run draws what an
+        uninterrupted one does."""
+        modes = [(module, module.training) for module in self.model.modules()]
+        self.model.eval()
+        try:
+            with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+                yield
+        finally:
+            for module, training in modes:
+                module.training = training
+
     # -- the loop -------------------------------------------------------------------------
     def fit(self, train_loader: Iterable, epochs: int, val_loader: Iterable | None = None) -> list[dict[str, float]]:
-        """Train for ``epochs`` more epochs; returns the whole metric history (one dict per epoch)."""
-        if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
-            raise ValueError(f"epochs must be a positive int, got {epochs!r}")
+        """Train for ``epochs`` more epochs; returns the whole metric history (one dict per epoch).
+
+        Raises:
+            ValueError: an empty loader, an epoch in which ``train_loader`` yields no batch, or a
+                one-pass iterator (e.g. a generator) as a loader for more than one epoch.
+            NonFiniteError: the training went non-finite (see :attr:`nonfinite`).
+        """
+        epochs = check_int(epochs, "epochs", minimum=1)
+        _check_loader(train_loader, "train_loader", epochs)
+        if val_loader is not None:
+            _check_loader(val_loader, "val_loader", epochs)
+        self._check_weights("before")
         self._adopt_loader(train_loader)
         metric = self.loss.metric
         for _ in range(epochs):
             self.model.train()
             start, total, loss_sum, score_sum, count = time.perf_counter(), 0, 0.0, 0.0, 0
-            with self._bar(train_loader) as bar, self.network.stepping():
-                for batch in train_loader:
-                    x, target = self.prepare(batch)
-                    loss, outputs = self.train_batch(x, target)
-                    batch_size = x.shape[1]
-                    score, n = self.loss.score(outputs, target)
-                    loss_sum, score_sum, count, total = loss_sum + loss * batch_size, score_sum + score, count + n, total + batch_size
-                    if bar is not None:
-                        bar.update()
-                        bar.set_postfix(
-                            loss=f"{loss_sum / total:.4f}",
-                            **{metric: f"{score_sum / max(count, 1):.4f}"},
-                            samples_s=f"{total / (time.perf_counter() - start):.0f}",
-                        )
+            skipped = self.skipped_steps
+            self._batch_index = 0
+            try:
+                with self._bar(train_loader) as bar, self.network.stepping():
+                    for batch in train_loader:
+                        self._batch_index += 1
+                        x, target = self.prepare(batch)
+                        loss, outputs = self.train_batch(x, target)
+                        if not math.isfinite(loss):
+                            if not self._skipping:
+                                raise self._nonfinite(f"the loss is {loss}", step_done=True)
+                            continue  # leave it out of the epoch's averages
+                        batch_size = x.shape[1]
+                        score, n = self.loss.score(outputs, target)
+                        loss_sum, score_sum, count, total = loss_sum + loss * batch_size, score_sum + score, count + n, total + batch_size
+                        if bar is not None:
+                            bar.update()
+                            bar.set_postfix(
+                                loss=f"{loss_sum / max(total, 1):.4f}",
+                                **{metric: f"{score_sum / max(count, 1):.4f}"},
+                                samples_s=f"{total / (time.perf_counter() - start):.0f}",
+                            )
+                if self._batch_index == 0:
+                    raise ValueError(
+                        f"train_loader yielded no batch in epoch {self.epoch + 1}; nothing was trained "
+                        "(an exhausted iterator? pass a list or a DataLoader, which can be read again)"
+                    )
+            finally:
+                self._batch_index = 0
             self.end_epoch()
             self._constrain()  # FPTT's end of epoch replaces the weights
             self.epoch += 1
@@ -239,18 +344,25 @@ class Trainer:
             seconds = time.perf_counter() - start
             record = {
                 "epoch": float(self.epoch),
-                "train_loss": loss_sum / max(total, 1),
-                f"train_{metric}": score_sum / max(count, 1),
+                "train_loss": loss_sum / total if total else math.nan,
+                f"train_{metric}": score_sum / count if count else math.nan,
                 "seconds": seconds,
                 "samples_per_second": total / seconds,
             }
+            if self._skipping:
+                record["skipped_steps"] = float(self.skipped_steps - skipped)
             if val_loader is not None:
                 record.update({f"val_{k}": v for k, v in self.evaluate(val_loader).items() if k != "samples"})
             self.history.append(record)
         return self.history
 
     def evaluate(self, loader: Iterable) -> dict[str, float]:
-        """Loss and metric (``accuracy`` or ``mse``) over ``loader``, in parallel over time, no gradients."""
+        """Loss and metric (``accuracy`` or ``mse``) over ``loader``, in parallel over time, no gradients.
+
+        Raises:
+            ValueError: ``loader`` is empty or yields no batch.
+        """
+        _check_loader(loader, "loader", 1)
         self.model.eval()
         loss_sum = score_sum = 0.0
         count = total = 0
@@ -263,8 +375,10 @@ class Trainer:
                 loss = self.loss.sequence_loss(outputs, target)
                 score, n = self.loss.score(outputs, target)
                 loss_sum, score_sum, count, total = loss_sum + float(loss) * x.shape[1], score_sum + score, count + n, total + x.shape[1]
+        if total == 0:
+            raise ValueError("loader yielded no batch to evaluate (an exhausted iterator?)")
         loss_sum, score_sum, count, total = self._reduce(loss_sum, score_sum, count, total)
-        return {"loss": loss_sum / max(total, 1), self.loss.metric: score_sum / max(count, 1), "samples": float(total)}
+        return {"loss": loss_sum / total, self.loss.metric: score_sum / max(count, 1), "samples": float(total)}
 
     @staticmethod
     def _reduce(*values: float) -> tuple[float, ...]:
@@ -304,39 +418,73 @@ class Trainer:
             "rule_state": self.rule_state(),
             "epoch": self.epoch,
             "global_step": self.global_step,
+            "skipped_steps": self.skipped_steps,
             "history": list(self.history),
             "rng": {
                 "torch": torch.get_rng_state(),
-                "numpy": np.random.get_state(),
+                "numpy": numpy_rng_state(),
                 "python": random.getstate(),
                 "loader": loader.get_state() if loader is not None else None,
             },
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore :meth:`state_dict`; the loader's shuffling state is applied at the next :meth:`fit`."""
-        if state.get("rule") != self.rule:
-            raise ValueError(f"checkpoint was written by a {state.get('rule')!r} trainer, this is {self.rule!r}")
+        """Restore :meth:`state_dict`, all or nothing; the loader's shuffling state is applied at the next :meth:`fit`.
+
+        Raises:
+            ValueError: the state is of another rule or does not fit this model, optimizer or rule
+                (the message says what); the trainer is then left exactly as it was.
+        """
+        check_state(state, self.rule, self.model)
+        backup = self._snapshot()
+        try:
+            self._restore(state)
+        except Exception as error:  # any failure part-way: put back what was there
+            self._restore(backup)
+            raise ValueError(f"the state does not fit this trainer, nothing was changed ({type(error).__name__}: {error})") from error
+        self.epoch, self.global_step, self.history = state["epoch"], state["global_step"], list(state["history"])
+        self.skipped_steps = int(state.get("skipped_steps", 0))
+        self._pending_loader_state = state["rng"]["loader"]
+
+    def _snapshot(self) -> dict[str, Any]:
+        """A copy of what :meth:`_restore` changes, to undo a failed restore."""
+        return copy.deepcopy({
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "rule_state": self.rule_state(),
+            "rng": {"torch": torch.get_rng_state(), "numpy": numpy_rng_state(), "python": random.getstate()},
+        })
+
+    def _restore(self, state: dict[str, Any]) -> None:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.load_rule_state(state["rule_state"])
-        self.epoch, self.global_step, self.history = state["epoch"], state["global_step"], list(state["history"])
         rng = state["rng"]
         torch.set_rng_state(rng["torch"])
-        np.random.set_state(rng["numpy"])
+        set_numpy_rng_state(rng["numpy"])
         random.setstate(rng["python"])
-        self._pending_loader_state = rng["loader"]
 
     def save(self, path: str | Path) -> None:
-        """Write :meth:`state_dict` to ``path`` (rank 0 only under ``torch.distributed``)."""
+        """Write :meth:`state_dict` to ``path`` atomically, with a checksum (rank 0 only under
+        ``torch.distributed``); see :mod:`snn_parallel.learners.checkpoint` for the format."""
         if _distributed() and dist.get_rank() != 0:
             return
-        torch.save(self.state_dict(), path)
+        write_checkpoint(path, self.state_dict())
 
     def load(self, path: str | Path) -> None:
-        """Read a checkpoint written by :meth:`save`."""
+        """Resume from a checkpoint written by :meth:`save`: all or nothing.
+
+        Raises:
+            ValueError: naming ``path`` and the reason: an empty, truncated, foreign or corrupted
+                file (its checksum does not match), or a state of another rule or model. The
+                trainer is then left exactly as it was.
+        """
         param = self.network.first_parameter()
-        self.load_state_dict(torch.load(path, map_location=param.device if param is not None else "cpu", weights_only=False))
+        state = read_checkpoint(path, map_location=param.device if param is not None else "cpu")
+        try:
+            self.load_state_dict(state)
+        except ValueError as error:
+            raise ValueError(f"checkpoint {path}: {error}") from error
 
     def summary(self) -> str:
         """One line on the last epoch."""

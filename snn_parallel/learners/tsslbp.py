@@ -30,6 +30,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from .._validation import check_float, check_positive
 from ..neurons import PSPLIF, PSPFilter
 from ..ops.tssl import psp_filter
 from .losses import StepLoss
@@ -182,7 +183,7 @@ class SumPool2d(nn.AvgPool2d):
 
     def __init__(self, kernel_size: int, *, weight: float = 1.1) -> None:
         super().__init__(kernel_size, divisor_override=1)
-        self.weight = float(weight)
+        self.weight = check_positive(weight, "weight")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return super().forward(x) * self.weight
@@ -248,8 +249,9 @@ def tssl_network(
     ):
         raise ValueError(f"padding must be 'valid', 'same' or an int >= 0, or a tuple of them with one per conv "
                          f"({convs} in {spec!r}), got {padding!r}")
-    if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
-        raise ValueError(f"dropout must be a probability in [0, 1), got {dropout!r}")
+    dropout = check_float(dropout, "dropout", minimum=0.0, maximum=1.0, max_open=True)
+    conv_scale, linear_scale = check_positive(conv_scale, "conv_scale"), check_positive(linear_scale, "linear_scale")
+    pool_weight = check_positive(pool_weight, "pool_weight")
     neuron = {"tau_m": tau_m, "tau_s": tau_s, "v_threshold": v_threshold, "gradient": gradient,
               "dt_du_at_spikes": dt_du_at_spikes}
     channels, height, width = input_shape

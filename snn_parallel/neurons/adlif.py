@@ -31,7 +31,7 @@ from typing import NamedTuple
 import torch
 
 from ..surrogate import Slayer, resolve
-from .._validation import check_pair, check_real
+from .._validation import check_float, check_pair
 from .base import ParallelNeuron, keep_dtype
 
 
@@ -78,12 +78,12 @@ class SEAdLIF(ParallelNeuron):
         surrogate: object = None,
     ) -> None:
         super().__init__(features)
-        self.tau_u_range = check_pair(tau_u_range, "tau_u_range", above=0)
-        self.tau_w_range = check_pair(tau_w_range, "tau_w_range", above=0)
+        self.tau_u_range = check_pair(tau_u_range, "tau_u_range", minimum=0, min_open=True)
+        self.tau_w_range = check_pair(tau_w_range, "tau_w_range", minimum=0, min_open=True)
         self.a_range = check_pair(a_range, "a_range")
         self.b_range = check_pair(b_range, "b_range")
-        self.adapt_coeff = check_real(adapt_coeff, "adapt_coeff")
-        self.v_threshold = check_real(v_threshold, "v_threshold")
+        self.adapt_coeff = check_float(adapt_coeff, "adapt_coeff")
+        self.v_threshold = check_float(v_threshold, "v_threshold")
         self.surrogate = Slayer(alpha=5.0, scale=0.2, inclusive=False) if surrogate is None else keep_dtype(resolve(surrogate))
         self._declare(tau_u_frac=True, tau_w_frac=True, a=True, b=True)
 

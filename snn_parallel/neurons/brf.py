@@ -32,7 +32,7 @@ from typing import NamedTuple
 import torch
 
 from ..surrogate import CenteredDoubleGaussian, resolve
-from .._validation import check_pair, check_real
+from .._validation import check_float, check_pair, check_positive
 from .base import ParallelNeuron, keep_dtype
 
 #: decay of the refractory trace :math:`q` (fixed in the reference code)
@@ -79,10 +79,10 @@ class BRF(ParallelNeuron):
         surrogate: object = None,
     ) -> None:
         super().__init__(features)
-        self.dt = check_real(dt, "dt", above=0)
-        self.v_threshold = check_real(v_threshold, "v_threshold")
-        self.omega_range = check_pair(omega_range, "omega_range", at_least=0, at_most=1 / self.dt)
-        self.b_offset_range = check_pair(b_offset_range, "b_offset_range", at_least=0)
+        self.dt = check_positive(dt, "dt")
+        self.v_threshold = check_float(v_threshold, "v_threshold")
+        self.omega_range = check_pair(omega_range, "omega_range", minimum=0, maximum=1 / self.dt)
+        self.b_offset_range = check_pair(b_offset_range, "b_offset_range", minimum=0)
         self.surrogate = CenteredDoubleGaussian(inclusive=False) if surrogate is None else keep_dtype(resolve(surrogate))
         self._declare(omega=True, b_offset=True)
 

@@ -28,7 +28,7 @@ import torch
 
 from ..ops.dsn import dsn_membrane, dsn_step
 from ..surrogate import IntegerSpike, resolve
-from .._validation import check_choice, check_positive_int, check_real
+from .._validation import check_choice, check_float, check_int, check_positive
 from .base import ParallelNeuron, keep_dtype
 
 
@@ -77,12 +77,12 @@ class DynamicDecay(ParallelNeuron):
         backend: str = "auto",
     ) -> None:
         super().__init__(features, backend)
-        self.kernel_size = check_positive_int(kernel_size, "kernel_size")
-        self.tau = check_real(tau, "tau", above=0)
-        self.init_decay = check_real(init_decay, "init_decay", above=0, below=1)
+        self.kernel_size = check_int(kernel_size, "kernel_size", minimum=1)
+        self.tau = check_positive(tau, "tau")
+        self.init_decay = check_float(init_decay, "init_decay", minimum=0, min_open=True, maximum=1, max_open=True)
         self.spike_mode = check_choice(spike_mode, "spike_mode", ("binary", "integer"))
-        self.levels = check_positive_int(levels, "levels")
-        self.v_threshold = check_real(v_threshold, "v_threshold")
+        self.levels = check_int(levels, "levels", minimum=1)
+        self.v_threshold = check_float(v_threshold, "v_threshold")
         self.surrogate = keep_dtype(resolve(surrogate))
         # the spike function and the value it is applied to, H - shift
         self._spike_fn = IntegerSpike(levels) if spike_mode == "integer" else self.surrogate

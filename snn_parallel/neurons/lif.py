@@ -22,7 +22,7 @@ import torch
 
 from ..ops.linear_fire import linear_fire, linear_fire_step
 from ..surrogate import resolve
-from .._validation import check_bool, check_real
+from .._validation import check_bool, check_float
 from .base import ParallelNeuron, keep_dtype
 
 
@@ -60,9 +60,9 @@ class DecoupledLIF(ParallelNeuron):
         backend: str = "auto",
     ) -> None:
         super().__init__(features, backend)
-        self.tau = check_real(tau, "tau", above=1)
+        self.tau = check_float(tau, "tau", minimum=1, min_open=True)
         self.learn_decay = check_bool(learn_decay, "learn_decay")
-        self.v_threshold = check_real(v_threshold, "v_threshold")
+        self.v_threshold = check_float(v_threshold, "v_threshold")
         self.surrogate = keep_dtype(resolve(surrogate))
         self._declare(decay_logit=self.learn_decay)
 

@@ -27,7 +27,7 @@ import torch
 from torch import nn
 from torch.nn.modules.lazy import LazyModuleMixin
 
-from .._validation import check_bool, check_choice, check_real
+from .._validation import check_bool, check_choice, check_float
 from ..ops.ltc import ltc_scan, ltc_step
 from ..surrogate import MultiGaussian, resolve
 from .base import ParallelNeuron, keep_dtype
@@ -93,8 +93,8 @@ class LTC(ParallelNeuron):
     ) -> None:
         super().__init__(features, backend)
         self.mode = check_choice(mode, "mode", ("paper", "parallel"))
-        self.b0 = check_real(b0, "b0")
-        self.beta_a = check_real(beta_a, "beta_a", at_least=0)
+        self.b0 = check_float(b0, "b0")
+        self.beta_a = check_float(beta_a, "beta_a", minimum=0)
         self.learn_gate_temperature = check_bool(learn_gate_temperature, "learn_gate_temperature")
         self.initial_membrane = check_choice(initial_membrane, "initial_membrane", ("zero", "uniform"))
         self.surrogate = MultiGaussian(inclusive=False) if surrogate is None else keep_dtype(resolve(surrogate))

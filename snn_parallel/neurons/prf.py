@@ -34,7 +34,7 @@ import torch
 
 from ..ops.linear_fire import linear_fire
 from ..surrogate import resolve
-from .._validation import check_bool, check_choice, check_pair, check_real
+from .._validation import check_bool, check_choice, check_float, check_pair, check_positive
 from .base import LOW_PRECISION, ParallelNeuron, keep_dtype, upcast
 
 
@@ -85,12 +85,12 @@ class PRF(ParallelNeuron):
         backend: str = "auto",
     ) -> None:
         super().__init__(features, backend)
-        self.tau = check_real(tau, "tau", above=0)
+        self.tau = check_positive(tau, "tau")
         self.learn_decay = check_bool(learn_decay, "learn_decay")
-        self.dt_range = check_pair(dt_range, "dt_range", above=0)
-        self.fr_scale = check_real(fr_scale, "fr_scale", above=0)
+        self.dt_range = check_pair(dt_range, "dt_range", minimum=0, min_open=True)
+        self.fr_scale = check_positive(fr_scale, "fr_scale")
         self.soft_reset = check_bool(reset, "reset")
-        self.v_threshold = check_real(v_threshold, "v_threshold")
+        self.v_threshold = check_float(v_threshold, "v_threshold")
         self.mode = check_choice(mode, "mode", ("scan", "fft"))
         if mode == "fft" and reset:
             raise ValueError("reset=True needs mode='scan' (the threshold bias is stepped with the scan)")

@@ -34,7 +34,7 @@ import torch
 from ..ops.tssl import psp_filter, tssl_step, tsslbp
 from ..ops.tssl.reference import heaviside
 from ..surrogate import Sigmoid, resolve
-from .._validation import check_bool, check_choice, check_real
+from .._validation import check_bool, check_choice, check_float
 from .base import ParallelNeuron, checks_outside_compile, keep_dtype
 
 _GRADIENTS = ("tsslbp", "surrogate")
@@ -55,7 +55,7 @@ class PSPState(NamedTuple):
 
 def _time_constant(value: object, name: str) -> float:
     """A finite time constant ``>= 1`` (its inverse is a rate in ``(0, 1]``)."""
-    return check_real(value, name, at_least=1)
+    return check_float(value, name, minimum=1)
 
 
 class PSPLIF(ParallelNeuron):
@@ -99,7 +99,7 @@ class PSPLIF(ParallelNeuron):
     ) -> None:
         super().__init__(features, backend)
         self.tau_m, self.tau_s = _time_constant(tau_m, "tau_m"), _time_constant(tau_s, "tau_s")
-        self.v_threshold = check_real(v_threshold, "v_threshold")
+        self.v_threshold = check_float(v_threshold, "v_threshold")
         self.gradient = check_choice(gradient, "gradient", _GRADIENTS)
         check_bool(dt_du_at_spikes, "dt_du_at_spikes")
         if not dt_du_at_spikes and gradient != "tsslbp":

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import importlib
-import numbers
 from types import ModuleType
 
 import torch
 from torch.utils.data import Dataset
 
-from .._validation import check_bool, check_choice  # noqa: F401 (the tasks' checks, re-exported)
+from .._validation import check_bool, check_choice, check_float, check_int
+
+__all__ = ["check_bool", "check_choice", "check_int", "check_open_unit", "check_seed", "require", "SequenceDataset"]
 
 _INSTALL_HINT = 'pip install "torch==2.13.0" "snn-parallel[data]"'
 
@@ -25,17 +26,6 @@ def require(module: str, package: str, feature: str) -> ModuleType:
         raise ImportError(f"{feature} needs the optional package '{package}': {_INSTALL_HINT}") from err
 
 
-def check_int(value: object, name: str, *, minimum: int, maximum: int | None = None) -> int:
-    """Check that ``value`` is an integer (not a bool) in ``[minimum, maximum]``."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    if maximum is not None and value > maximum:
-        raise ValueError(f"{name} must be <= {maximum}, got {value}")
-    return int(value)
-
-
 def check_seed(value: object) -> int:
     """Check a random seed: an int in ``[0, 2**32 - 1]``."""
     return check_int(value, "seed", minimum=0, maximum=_MAX_SEED)
@@ -43,13 +33,7 @@ def check_seed(value: object) -> int:
 
 def check_open_unit(value: object, name: str, *, include_one: bool = False) -> float:
     """Check that ``value`` is a real number in (0, 1), or in (0, 1] when ``include_one``."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a float, got {type(value).__name__}")
-    value = float(value)
-    if not (0.0 < value < 1.0 or (include_one and value == 1.0)):
-        interval = "(0, 1]" if include_one else "(0, 1)"
-        raise ValueError(f"{name} must be in {interval}, got {value}")
-    return value
+    return check_float(value, name, minimum=0.0, maximum=1.0, min_open=True, max_open=not include_one)
 
 
 class SequenceDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):

@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from ..._validation import check_like, check_op_sequence, check_tensor
+from ..._validation import check_float, check_like, check_op_sequence, check_positive, check_tensor
 from ...surrogate import Surrogate
 from .._backend import kernel_gap, resolve_backend
 from .cupy import MAX_TAPS, dsn_backward_cupy, dsn_forward_cupy
@@ -79,6 +79,7 @@ def dsn_membrane(
     """
     if validate:
         _check(x, history, weight, bias, tau, h0, spike_fn)
+        check_float(shift, "shift")
     def gap() -> str | None:
         if weight.shape[0] > MAX_TAPS:
             return f"weight has {weight.shape[0]} taps (the kernel holds at most {MAX_TAPS})"
@@ -115,10 +116,9 @@ def _check(x, history, weight, bias, tau, h0, spike_fn) -> None:
     if weight.dim() < 1 or weight.shape[0] < 1:
         raise ValueError(f"weight must be [k, ...] with k >= 1 taps, got shape {tuple(weight.shape)}")
     check_like(weight[0], "weight[j]", shape, x, "x", broadcast=True)
-    check_like(history, "history", (weight.shape[0] - 1, *shape), x, "x (k - 1 steps)")
+    check_like(history, "history", (weight.shape[0] - 1, *shape), x, f"x and the {weight.shape[0]} taps of weight (k - 1 steps)")
     check_like(bias, "bias", shape, x, "x", broadcast=True)
     check_like(h0, "h0", shape, x, "x")
-    if not tau > 0:
-        raise ValueError(f"tau must be positive, got {tau!r}")
+    check_positive(tau, "tau")
     if not isinstance(spike_fn, Surrogate):
         raise TypeError(f"spike_fn must be a Surrogate (see snn_parallel.surrogate.resolve), got {type(spike_fn).__name__}")

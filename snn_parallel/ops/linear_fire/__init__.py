@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from ..._validation import check_like, check_op_sequence
+from ..._validation import check_float, check_like, check_op_sequence
 from ...surrogate import Surrogate
 from .._backend import kernel_gap, resolve_backend
 from .._layout import compact, param_layout, per_lane, to_params
@@ -116,6 +116,7 @@ def linear_fire(
     """
     if validate:
         _check(x, decay, scale, h0, bias0, spike_fn, reset_decay)
+        check_float(v_threshold, "v_threshold")
     def gap() -> str | None:
         per_lane = [("decay", decay), ("scale", scale), ("h0", h0), ("bias0", bias0), ("reset_decay", reset_decay)]
         return kernel_gap([("x", x)], float32=[(n, t) for n, t in per_lane if t is not None], spike_fn=spike_fn)

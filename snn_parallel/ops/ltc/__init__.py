@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from ..._validation import check_like, check_op_sequence
+from ..._validation import check_float, check_like, check_op_sequence
 from ...surrogate import Surrogate
 from .._backend import kernel_gap, resolve_backend
 from .cupy import ltc_backward_cupy, ltc_forward_cupy
@@ -82,6 +82,8 @@ def ltc_scan(
             check_like(value, name, current.shape[1:], current, "current")
         if not isinstance(surrogate, Surrogate):
             raise TypeError(f"surrogate must be a Surrogate (see snn_parallel.surrogate.resolve), got {type(surrogate).__name__}")
+        check_float(b0, "b0")
+        check_float(beta_a, "beta_a")
     def gap() -> str | None:
         named = {"current": current, "rate": rate, "retention": retention, "u0": u0, "s0": s0, "b_init": b_init}
         return kernel_gap(named.items(), spike_fn=surrogate)

@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from ..._validation import check_same_device, check_tensor
+from ..._validation import check_bool, check_int, check_same_device, check_tensor
 from .._backend import resolve_backend
 from .._layout import compact, param_layout, per_lane, to_params
 from .cupy import scan_backward_cupy, scan_forward_cupy
@@ -168,7 +168,7 @@ def _check_scan_args(
     if b.dim() < 1 or b.shape[0] == 0:
         raise ValueError(f"b must be time-major [T, ...] with T >= 1, got shape {tuple(b.shape)}")
     check_same_device(a, "a", b, "b")
-    if log_decay and a.is_complex():
+    if check_bool(log_decay, "log_decay") and a.is_complex():
         raise TypeError("a must be real when log_decay=True (log of a complex decay is ambiguous)")
     state_shape = b.shape[1:]
     varying = a.dim() == b.dim()
@@ -188,5 +188,5 @@ def _check_scan_args(
         if h0.shape != state_shape:
             raise ValueError(f"h0 has shape {tuple(h0.shape)}, expected b.shape[1:] = {tuple(state_shape)}")
         check_same_device(h0, "h0", b, "b")
-    if chunk is not None and (not isinstance(chunk, int) or chunk < 1):
-        raise ValueError(f"chunk must be a positive int or None, got {chunk!r}")
+    if chunk is not None:
+        check_int(chunk, "chunk", minimum=1)

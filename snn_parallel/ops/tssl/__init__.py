@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from ..._validation import check_like, check_op_sequence
+from ..._validation import check_float, check_like, check_op_sequence
 from .._backend import kernel_gap, resolve_backend
 from ..scan import linear_scan
 from .cupy import tssl_backward_cupy, tssl_forward_cupy
@@ -68,13 +68,9 @@ class _TSSLBP(torch.autograd.Function):
 
 
 def _check_constants(v_threshold: float, tau_m: float, tau_s: float) -> None:
-    for value, name in ((v_threshold, "v_threshold"), (tau_m, "tau_m"), (tau_s, "tau_s")):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
-            raise TypeError(f"{name} must be a real number, got {value!r}")
-    if not tau_m >= 1:
-        raise ValueError(f"tau_m must be >= 1 (theta_m = 1/tau_m in (0, 1]), got {tau_m!r}")
-    if not tau_s >= 1:
-        raise ValueError(f"tau_s must be >= 1 (theta_s = 1/tau_s in (0, 1]), got {tau_s!r}")
+    check_float(v_threshold, "v_threshold")
+    check_float(tau_m, "tau_m", minimum=1.0)  # theta_m = 1/tau_m in (0, 1]
+    check_float(tau_s, "tau_s", minimum=1.0)
 
 
 def tsslbp(
@@ -135,10 +131,12 @@ def tsslbp(
 
 def psp_filter(x: torch.Tensor, tau_s: float, a0: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     r"""The PSP filter :math:`a_t = (1 - 1/\tau_s)\, a_{t-1} + x_t/\tau_s` over ``x`` ``[T, *S]``
-    (a parallel scan; differentiable). Returns ``(a [T, *S], a_last [*S])``."""
+    (a parallel scan; differentiable). Returns ``(a [T, *S], a_last [*S])`` in ``x``'s dtype (half
+    precision is accumulated in float32), so ``a_last`` can be passed back as the next call's ``a0``."""
     x = check_op_sequence(x, "x")
-    if isinstance(tau_s, bool) or not isinstance(tau_s, (int, float)) or not 1 <= tau_s < math.inf:
-        raise ValueError(f"tau_s must be a finite number >= 1, got {tau_s!r}")
+    tau_s = check_float(tau_s, "tau_s", minimum=1.0)
+    if a0 is not None:
+        check_like(a0, "a0", x.shape[1:], x, "x")
     decay = torch.full((), 1 - 1 / tau_s, dtype=x.dtype, device=x.device)
-    psp, last = linear_scan(decay, x / tau_s, a0, validate=a0 is not None)
-    return psp.to(x.dtype), last.to(x.dtype)  # half precision is accumulated in float32
+    a, a_last = linear_scan(decay, x / tau_s, a0, validate=False)
+    return a.to(x.dtype), a_last.to(x.dtype)  # half precision is accumulated in float32
