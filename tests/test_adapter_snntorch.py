@@ -603,12 +603,16 @@ def test_snn_leaky_state_dict_loads_into_decoupled_lif():
 
 
 def test_loaded_threshold_reaches_every_core():
+    x = torch.rand(6, 2, 4) * 2
     for cls in ALL_SKINS:
         neuron = cls(4)
         state = neuron.state_dict()
         state["threshold"] = torch.tensor(0.375)
         neuron.load_state_dict(state)
         assert neuron._threshold == 0.375
+        built = cls(4, threshold=0.375)
+        built.load_state_dict(state)
+        assert torch.equal(neuron.multistep(x)[0], built.multistep(x)[0])  # the core uses the loaded threshold
 
 
 def test_decoupled_lif_leaky_mem_is_snn_leaky_mem():
