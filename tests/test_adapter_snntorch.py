@@ -476,7 +476,7 @@ def test_psplif_skin_runs_the_core_and_translates_beta():
 
     torch.manual_seed(0)
     assert PSPLIF(4).core.gradient == "surrogate"  # the default; TSSL-BP's gradient is one argument away
-    lif = PSPLIF(4, beta=0.8, tau_s=3.0, init_hidden=False, gradient="tsslbp")
+    lif = PSPLIF(4, beta=0.8, tau_s=3.0, threshold=1.0, init_hidden=False, gradient="tsslbp")
     assert lif.core.tau_m == pytest.approx(5.0) and lif.core.gradient == "tsslbp"
     x = 1.5 * torch.rand(6, 2, 4)
     psp_seq, mem_seq = lif.multistep(x)
