@@ -476,7 +476,7 @@ def test_psplif_skin_runs_the_core_and_translates_beta():
 
     torch.manual_seed(0)
     assert PSPLIF(4).core.gradient == "surrogate"  # the default; TSSL-BP's gradient is one argument away
-    lif = PSPLIF(4, beta=0.8, tau_s=3.0, init_hidden=False, gradient="tsslbp")
+    lif = PSPLIF(4, beta=0.8, tau_s=3.0, threshold=1.0, init_hidden=False, gradient="tsslbp")
     assert lif.core.tau_m == pytest.approx(5.0) and lif.core.gradient == "tsslbp"
     x = 1.5 * torch.rand(6, 2, 4)
     psp_seq, mem_seq = lif.multistep(x)
@@ -603,12 +603,16 @@ def test_snn_leaky_state_dict_loads_into_decoupled_lif():
 
 
 def test_loaded_threshold_reaches_every_core():
+    x = torch.rand(6, 2, 4) * 2
     for cls in ALL_SKINS:
         neuron = cls(4)
         state = neuron.state_dict()
         state["threshold"] = torch.tensor(0.375)
         neuron.load_state_dict(state)
         assert neuron._threshold == 0.375
+        built = cls(4, threshold=0.375)
+        built.load_state_dict(state)
+        assert torch.equal(neuron.multistep(x)[0], built.multistep(x)[0])  # the core uses the loaded threshold
 
 
 def test_decoupled_lif_leaky_mem_is_snn_leaky_mem():

@@ -13,8 +13,6 @@ their step loop into the graph, so their compile time grows with ``--steps``.
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import statistics
 import time
 from pathlib import Path
@@ -23,6 +21,7 @@ import torch
 from torch import nn
 
 import snn_parallel as sp
+from _record import write_rows
 from snn_parallel.neurons import PSPFilter
 
 NEURONS = {
@@ -94,19 +93,7 @@ def main() -> None:
             flush=True,
         )
         if args.json:  # rewritten after every neuron, so that a run cut short keeps what it measured
-            write(args, rows, complete=len(rows) == len(NEURONS))
-
-
-def write(args: argparse.Namespace, rows: list[dict], *, complete: bool) -> None:
-    options = " ".join(f"--{k} {v}" for k, v in vars(args).items() if k != "json")
-    meta = {
-        "command": f"OMP_NUM_THREADS=1 python benchmarks/neurons/compile_vs_eager.py {options} --json {args.json}",
-        "torch": torch.__version__,
-        "threads": torch.get_num_threads(),
-        "machine": platform.machine(),
-        "shape": [args.steps, args.batch, args.features],
-    }
-    args.json.write_text(json.dumps({"meta": meta, "complete": complete, "rows": rows}, indent=1) + "\n")
+            write_rows(__file__, args, rows, shape=[args.steps, args.batch, args.features], complete=len(rows) == len(NEURONS))
 
 
 if __name__ == "__main__":

@@ -12,8 +12,6 @@ writes the figures as JSON::
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -22,6 +20,7 @@ import torch
 from spikingjelly.activation_based import functional, layer, neuron
 from torch import nn
 
+from _record import write_rows
 from snn_parallel.adapters import spikingjelly as sjn
 from snn_parallel.tasks import SequentialDigits, make_loader
 
@@ -86,15 +85,7 @@ def main() -> None:
     for row in rows[1:]:
         row["within_2_points_of_lifnode"] = row["test_accuracy"] >= reference - 0.02
     if args.json:
-        options = " ".join(f"--{k} {v}" for k, v in vars(args).items() if k != "json")
-        meta = {
-            "command": f"OMP_NUM_THREADS=1 python benchmarks/neurons/digits_defaults.py {options} --json {args.json}",
-            "torch": torch.__version__,
-            "threads": torch.get_num_threads(),
-            "machine": platform.machine(),
-            "task": "SequentialDigits(mode='row'), T = 8, test split of 20 %",
-        }
-        args.json.write_text(json.dumps({"meta": meta, "rows": rows}, indent=1) + "\n")
+        write_rows(__file__, args, rows, task="SequentialDigits(mode='row'), T = 8, test split of 20 %")
 
 
 if __name__ == "__main__":

@@ -84,9 +84,8 @@ class DynamicDecay(ParallelNeuron):
         self.levels = check_int(levels, "levels", minimum=1)
         self.v_threshold = check_float(v_threshold, "v_threshold")
         self.surrogate = keep_dtype(resolve(surrogate))
-        # the spike function and the value it is applied to, H - shift
+        # the spike function, applied to H - shift
         self._spike_fn = IntegerSpike(levels) if spike_mode == "integer" else self.surrogate
-        self._shift = 0.0 if spike_mode == "integer" else self.v_threshold
         self._declare(weight=True, bias=True)
 
     def _initial_values(self, features: int) -> dict[str, torch.Tensor]:
@@ -95,6 +94,11 @@ class DynamicDecay(ParallelNeuron):
             "weight": torch.empty(features, self.kernel_size).uniform_(-bound, bound),
             "bias": torch.full((features,), self._bias_for(self.init_decay)),
         }
+
+    @property
+    def _shift(self) -> float:
+        """What the spike function's input is measured from: :math:`V_{th}` (binary) or 0 (integer)."""
+        return 0.0 if self.spike_mode == "integer" else self.v_threshold
 
     def _bias_for(self, decay: float) -> float:
         """The pre-activation that gives decay ``decay``: :math:`\\mathrm{logit}(\\alpha^{\\tau})`."""
