@@ -94,7 +94,7 @@ class DecoupledLIF(ParallelNeuron):
             state.bias,
             self.surrogate,
             self.v_threshold,
-            beta,
+            beta.detach(),  # the reset carries no gradient (as the step below)
             backend=self.ops_backend,
             validate=False,
         )

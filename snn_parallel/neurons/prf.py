@@ -21,8 +21,10 @@ and :math:`\Delta = e^{\log\Delta}`. At inference this is two real states:
 Without reset (the paper's PRF) :math:`b_t = 0`. With ``reset=True`` (the "PRF+reset"
 ablation, ``PRFNeuronReset``) a soft reset acts through a threshold bias that rises by
 :math:`V_{th}` per spike and decays with :math:`\mathrm{Re}\,A`:
-:math:`b_{t+1} = \mathrm{Re}(A)\,(b_t + V_{th} s_t)`; the complex state itself is not reset,
-and no gradient flows through :math:`b`.
+:math:`b_{t+1} = \mathrm{Re}(A)\,(b_t + V_{th}\,\mathrm{sg}(s_t))`; the complex state itself is not
+reset. The spikes enter :math:`b` detached, as in the official code; its gradient flows through the decay
+:math:`\mathrm{Re}\,A` into :math:`\log\Delta` and :math:`\theta_{\log}` (``reset_gradient="official"``,
+the official ``scan_dynamic_threshold``), or not at all (``"detached"``).
 """
 
 from __future__ import annotations
@@ -58,6 +60,9 @@ class PRF(ParallelNeuron):
         dt_range: :math:`\Delta \sim \mathrm{LogUniform}(\Delta_{min}, \Delta_{max})` at init.
         fr_scale: :math:`\theta \sim U(0, 2\pi / \mathrm{fr\_scale})` at init.
         reset: add the soft reset through a decaying threshold bias (see module doc).
+        reset_gradient: with ``reset``, ``"official"`` lets the gradient flow through the bias's decay
+            :math:`\mathrm{Re}\,A` into the parameters, as the paper's code does; ``"detached"`` cuts it (BPTT
+            with the reset fully detached). Spikes and input gradients are the same either way.
         v_threshold: :math:`V_{th}`.
         surrogate: any surrogate :func:`~snn_parallel.surrogate.resolve` accepts.
         mode: ``"scan"`` (complex linear scan, :math:`O(T)`, fused with the spike readout)
@@ -79,6 +84,7 @@ class PRF(ParallelNeuron):
         dt_range: tuple[float, float] = DEFAULT_DT_RANGE,
         fr_scale: float = 1.0,
         reset: bool = False,
+        reset_gradient: str = "official",
         v_threshold: float = 1.0,
         surrogate: object = None,
         mode: str = "scan",
@@ -94,6 +100,7 @@ class PRF(ParallelNeuron):
         self.mode = check_choice(mode, "mode", ("scan", "fft"))
         if mode == "fft" and reset:
             raise ValueError("reset=True needs mode='scan' (the threshold bias is stepped with the scan)")
+        self.reset_gradient = check_choice(reset_gradient, "reset_gradient", ("official", "detached"))
         self.surrogate = keep_dtype(resolve(surrogate))
         self._declare(log_dt=True, theta_log=True, decay_log=self.learn_decay)
 
@@ -141,7 +148,7 @@ class PRF(ParallelNeuron):
             state.bias,
             self.surrogate,
             self.v_threshold,
-            decay.real if self.soft_reset else None,
+            self._reset_decay(decay.real) if self.soft_reset else None,
             backend=self.ops_backend,
             validate=False,
         )
@@ -160,13 +167,18 @@ class PRF(ParallelNeuron):
         spike = self.surrogate(membrane - self.v_threshold)
         bias = state.bias
         if self.soft_reset:
-            bias = phi_re.detach() * (state.bias + self.v_threshold * spike.detach())
+            bias = self._reset_decay(phi_re) * (state.bias + self.v_threshold * spike.detach())
         return spike, PRFState(u, r, bias)
+
+    def _reset_decay(self, decay_real: torch.Tensor) -> torch.Tensor:
+        r"""The threshold bias's decay :math:`\mathrm{Re}\,A`, detached unless ``reset_gradient="official"``."""
+        return decay_real if self.reset_gradient == "official" else decay_real.detach()
 
     def extra_repr(self) -> str:
         return (
             f"features={self.features}, tau={self.tau}, learn_decay={self.learn_decay}, "
             f"reset={self.soft_reset}, v_threshold={self.v_threshold}, mode={self.mode!r}"
+            + (f", reset_gradient={self.reset_gradient!r}" if self.soft_reset else "")
         )
 
 

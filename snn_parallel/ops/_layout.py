@@ -28,8 +28,12 @@ def param_layout(shape: torch.Size, *params: torch.Tensor | None) -> tuple[int, 
 
 
 def compact(param: torch.Tensor, shape: torch.Size, lo: int, hi: int) -> torch.Tensor:
-    """``param`` (broadcastable to ``shape``) as ``[P]``: its values along dims ``[lo, hi)`` (differentiable)."""
-    full = param.reshape((1,) * (len(shape) - param.dim()) + tuple(param.shape)).expand(shape)
+    """``param`` (broadcastable to ``shape``) as ``[P]``: its values along dims ``[lo, hi)`` (differentiable; a view
+    when ``param`` already spans them, as a per-channel ``[C]`` does)."""
+    aligned = (1,) * (len(shape) - param.dim()) + tuple(param.shape)
+    if aligned[lo:hi] == tuple(shape[lo:hi]):
+        return param.reshape(-1)
+    full = param.reshape(aligned).expand(shape)
     return full[(0,) * lo + (Ellipsis,) + (0,) * (len(shape) - hi)].reshape(-1)
 
 
@@ -39,6 +43,10 @@ def per_lane(param: torch.Tensor, lanes: int, layout: tuple[int, int]) -> torch.
     return param.view(1, count, 1).expand(lanes // (count * spatial), count, spatial).reshape(lanes)
 
 
-def to_params(lanes: torch.Tensor, layout: tuple[int, int]) -> torch.Tensor:
-    """Sum per-lane values ``[..., N]`` (e.g. a gradient) into their ``[..., P]`` parameters."""
-    return lanes.reshape(*lanes.shape[:-1], -1, layout[0], layout[1]).sum((-3, -1))
+def to_params(lanes: torch.Tensor, layout: tuple[int, int], *, groups: bool = False) -> torch.Tensor:
+    """Sum per-lane values ``[N]`` (e.g. a gradient) into their ``[P]`` parameters, in one reduction; ``groups``:
+    the values are ``[G, N]`` partial sums, summed over ``G`` too."""
+    count, spatial = layout
+    if groups:
+        return lanes.reshape(lanes.shape[0], -1, count, spatial).sum((0, 1, 3))
+    return lanes.reshape(-1, count, spatial).sum((0, 2))

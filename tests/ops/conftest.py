@@ -37,7 +37,7 @@ def emulate_cupy(monkeypatch, harness):
 
         def launch_items(self, kernel, dtype, items, *args):
             threads = block or _cuda.THREADS
-            launch(self, kernel, dtype, (grid or max(1, math.ceil(items / threads)),), (threads,), *args)
+            self.launch(kernel, dtype, (grid or max(1, math.ceil(items / threads)),), (threads,), *args)
 
         monkeypatch.setattr(_cuda.KernelFile, "launch", launch)
         monkeypatch.setattr(_cuda.KernelFile, "launch_items", launch_items)

@@ -192,6 +192,131 @@ def test_check_bites_on_mutated_kernel(emulate_cupy, mutants):
             check()
 
 
+# ---- the threshold bias's own gradients: into the reset's decay and the initial bias -------------------------
+def bias_gradients(run, inputs, rho, weights, dtype):
+    """Gradients of a weighting of every output (``bias_next`` included) with respect to ``(x, decay, scale, h0,
+    bias0, reset_decay)``, the last two requiring a gradient, in ``dtype``."""
+    cast = {torch.float64: (torch.float64, torch.complex128), torch.float32: (torch.float32, torch.complex64)}[dtype]
+    leaves_in = [t.detach().to(cast[t.is_complex()]).requires_grad_() for t in (*inputs, rho)]
+    out = run(*leaves_in)
+    loss = sum(((o.real if o.is_complex() else o) * w.to(o.device, cast[0])).sum() for o, w in zip(out, weights))
+    return torch.autograd.grad(loss, leaves_in)
+
+
+@pytest.mark.parametrize("complex_", [False, True], ids=["real", "complex"])
+@pytest.mark.parametrize("T", [1, 40, 200])
+def test_threshold_bias_gradients_on_each_backend(backend, T, complex_):
+    """With ``reset_decay`` and ``bias0`` requiring a gradient, every backend gives the gradients of the step-by-step
+    reference's autograd (spikes detached in the bias): through b into rho and b_0, and from bias_next."""
+    name, device = backend
+    inputs, rho, _ = kernel_inputs(T, (2, 3, 2), complex_, True, ATan(), seed=T + 5)
+    gen = torch.Generator().manual_seed(T)
+    weights = [torch.randn(T, 2, 3, 2, generator=gen), torch.randn(T, 2, 3, 2, generator=gen),
+               torch.randn(2, 3, 2, generator=gen), torch.randn(2, 3, 2, generator=gen)]
+
+    def run(x, decay, scale, h0, bias0, reset):
+        args = [t.to(device) for t in (x, decay, scale, h0, bias0, reset)]
+        return linear_fire(*args[:5], ATan(), 0.5, args[5], backend=name)
+
+    got = bias_gradients(run, inputs, rho, weights, torch.float32)
+    exact = bias_gradients(lambda *a: linear_fire_reference(*a[:5], ATan(), 0.5, a[5]), inputs, rho, weights, torch.float64)
+    serial32 = bias_gradients(lambda *a: linear_fire_reference(*a[:5], ATan(), 0.5, a[5]), inputs, rho, weights, torch.float32)
+    assert exact[5].abs().max() > 0.1  # the reset's decay gets a real gradient
+    for label, g, e, s in zip(("x", "decay", "scale", "h0", "bias0", "reset_decay"), got, exact, serial32, strict=True):
+        tol = 8 * (s.to(e.dtype) - e).abs().max().item() + 2e-6 * e.abs().max().item() + 1e-7
+        assert (g.cpu().to(e.dtype) - e).abs().max().item() <= tol, label
+
+
+def test_detached_reset_decay_gets_no_gradient_and_leaves_the_rest_alone():
+    """Detaching ``reset_decay`` (BPTT with the reset fully detached) changes none of the other gradients."""
+    inputs, rho, _ = kernel_inputs(60, (2, 3), True, True, ATan(), seed=8)
+    x, decay = (t.clone().requires_grad_() for t in inputs[:2])
+    out = linear_fire(x, decay, *inputs[2:], ATan(), 0.5, rho.clone().requires_grad_())
+    detached = linear_fire(x, decay, *inputs[2:], ATan(), 0.5, rho)
+    for a, b in zip(out, detached):
+        torch.testing.assert_close(a, b)
+    grad = torch.autograd.grad(detached[0].sum(), x, retain_graph=True)[0]
+    assert torch.equal(torch.autograd.grad(out[0].sum(), x)[0], grad)
+    assert torch.autograd.grad(detached[3].sum(), x, allow_unused=True, materialize_grads=True)[0].eq(0).all()
+
+
+# ---- PRF with a reset: the official gradient ---------------------------------------------------------------
+def official_prf_reset(x, log_dt, theta_log, rate, v_threshold):
+    """Spikes of the PRF paper's ``PRFNeuronReset``, written from its published update order (float64): the
+    complex filter z_t = A z_{t-1} + dt x_t with A = exp(dt (-rate + i theta)) (rate = 1/tau), its real part u_t,
+    and the
+    dynamic threshold v_t of ``scan_dynamic_threshold``: v_0 = V, fire_t = [u_t >= v_t] without gradient,
+    bias <- (bias + V fire_t) Re(A), v_{t+1} = V + bias; spikes = ATan surrogate of u_t - v_t."""
+    dt, theta = log_dt.exp(), theta_log.exp()
+    decay = torch.exp(dt * torch.complex(-rate * torch.ones_like(dt), theta))
+    z = torch.zeros(x.shape[1:], dtype=decay.dtype)
+    bias = torch.zeros(x.shape[1:], dtype=x.dtype)
+    spikes = []
+    for x_t in x.unbind(0):
+        z = decay * z + dt * x_t
+        u, threshold = z.real, v_threshold + bias
+        spikes.append(ATan()(u - threshold))
+        fire = torch.where(u >= threshold, 1.0, 0.0).detach()
+        bias = (bias + v_threshold * fire) * decay.real
+    return torch.stack(spikes)
+
+
+def _prf_reset_case(seed):
+    """A PRF with a reset and inputs whose float64 membranes stay clear of the threshold."""
+    import snn_parallel as sp
+
+    for attempt in range(50):
+        torch.manual_seed(seed * 50 + attempt)
+        neuron = sp.PRF(4, reset=True, dt_range=(0.3, 0.9), tau=2.0, surrogate=ATan()).double()
+        x = torch.rand(60, 3, 4, dtype=torch.float64) * 2
+        with torch.no_grad():
+            _, membrane, _ = neuron._forward(x, neuron.init_state(x[0]))
+        if clear_of(membrane - neuron.v_threshold, ATan(), margin=1e-4):
+            return neuron, x
+    raise RuntimeError("could not draw PRF inputs away from the threshold")
+
+
+@pytest.mark.parametrize("path", ["forward", "step"])
+def test_prf_reset_gradient_follows_the_official_update_order(backend, path):
+    """PRF(reset=True) by default gives the official code's gradients: through the threshold bias's decay
+    Re(A) into log_dt and theta_log (with the spikes detached in the bias); reset_gradient="detached" gives the
+    same spikes and input gradient but not those parameter gradients (the earlier behaviour)."""
+    name, device = backend
+    if path == "step" and name != "torch":
+        pytest.skip("the step loop runs on the torch path")
+    neuron, x = _prf_reset_case(seed=1)
+    assert neuron.reset_gradient == "official"  # the default
+    weights = torch.randn(x.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    leaves_official = [x.clone().requires_grad_(), neuron.log_dt.detach().clone().requires_grad_(),
+                       neuron.theta_log.detach().clone().requires_grad_()]
+    rate = neuron.decay_log.exp()  # 1/tau, as the neuron stores it
+    official = official_prf_reset(*leaves_official, rate, neuron.v_threshold)
+    expected = torch.autograd.grad((official * weights).sum(), leaves_official)
+    dtype = torch.float64 if name == "torch" else torch.float32
+    results = {}
+    for mode in ("official", "detached"):
+        ours = neuron.__class__(4, reset=True, tau=2.0, surrogate=ATan(), reset_gradient=mode, backend=name)
+        ours.load_state_dict(neuron.state_dict())
+        ours = ours.to(device=device, dtype=dtype)
+        xs = x.to(device=device, dtype=dtype).requires_grad_()
+        if path == "step":
+            state, spikes = None, []
+            for x_t in xs.unbind(0):
+                spike, state = ours.step(x_t, state)
+                spikes.append(spike)
+            spikes = torch.stack(spikes)
+        else:
+            spikes, _ = ours(xs)
+        assert torch.equal(spikes.detach().cpu().double(), official.detach()), "spikes differ"
+        results[mode] = torch.autograd.grad((spikes * weights.to(device, dtype)).sum(), [xs, ours.log_dt, ours.theta_log])
+    tol = {"rtol": 1e-9, "atol": 1e-12} if dtype == torch.float64 else {"rtol": 2e-4, "atol": 2e-5}
+    for got, want in zip(results["official"], expected, strict=True):
+        torch.testing.assert_close(got.cpu().double(), want, **tol)
+    torch.testing.assert_close(results["detached"][0].cpu().double(), expected[0], **tol)
+    for got, want in zip(results["detached"][1:], expected[1:]):
+        assert (got.cpu().double() - want).abs().max() > 1e-3 * want.abs().max(), "the detached reset should differ"
+
+
 # ---- the kernels in the CPU harness: every schedule, both shape classes ------------------------------------
 def kernel_inputs(T, shape, complex_, reset, spike_fn, seed, layout="channel"):
     """float32 inputs (``layout``: parameters per channel, per channel of a feature map, or per lane) whose float64
@@ -352,6 +477,8 @@ FIRE_MUTANTS = {
     "grad_last carried through a at the last step": ("linear_fire.cu", "if (t < T - 1) d.g = back;", "if (t <= T - 1) d.g = back;"),
     "a checkpoint written at the wrong segment": (
         "linear_fire.cu", "checkpoints[k * N + n] = carry;", "checkpoints[(k > 0 ? k - 1 : 0) * N + n] = carry;"),
+    "the reset's decay gradient with beta_t, not beta_{t+1}": (
+        "linear_fire.cu", "partial.rho += before.beta * steps[j].spike;", "partial.rho += after.beta * steps[j].spike;"),
 }
 
 
@@ -368,13 +495,16 @@ def test_the_kernel_checks_bite(emulate_cupy, mutants, mutant):
     inputs, rho, grads_out = kernel_inputs(200, (2, 3, 2), True, True, ATan(), seed=4)
     exact = fire_outputs(reference_run, inputs, rho, grads_out, torch.float64)
     serial32 = fire_outputs(reference_run, inputs, rho, grads_out, torch.float32)
+    weights = [grads_out[0], grads_out[1], torch.ones(2, 3, 2), torch.ones(2, 3, 2)]
+    bias_exact = bias_gradients(reference_run, inputs[:5], rho, weights, torch.float64)
     caught = []
     for in_chain in (False, True):
         emulate_cupy(mutants[mutant], workers=4, seed=1)
+        run = cupy_run(filter_in_chain=in_chain, per_block=1)
         try:
-            assert_fire_within_serial_error(
-                fire_outputs(cupy_run(filter_in_chain=in_chain, per_block=1), inputs, rho, grads_out, torch.float32),
-                exact, serial32)
+            assert_fire_within_serial_error(fire_outputs(run, inputs, rho, grads_out, torch.float32), exact, serial32)
+            for g, e in zip(bias_gradients(run, inputs[:5], rho, weights, torch.float32), bias_exact):
+                torch.testing.assert_close(g.to(e.dtype), e, rtol=1e-3, atol=1e-3 * e.abs().max().item())
         except AssertionError:
             caught.append(in_chain)
     assert caught, f"the mutant with {mutant} passed"

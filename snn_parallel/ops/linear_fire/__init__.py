@@ -8,8 +8,11 @@ r"""Linear membrane with a spike readout and an optional soft reset: PRF and dec
 The filter :math:`h` is linear (real, or complex for PRF) and is solved by the parallel
 scan; spikes never feed back into it. With a reset, the threshold bias :math:`b` makes
 :math:`m` equal to a soft-reset neuron's potential (the PRF paper's decoupled reset, whose
-spikes are exactly the sequential soft-reset LIF's, :func:`soft_reset_lif_reference`); it
-carries no gradient, which is BPTT with a detached reset. Without a reset, :math:`b` keeps its initial value (zero in PRF).
+spikes are exactly the sequential soft-reset LIF's, :func:`soft_reset_lif_reference`). The spikes
+enter :math:`b` detached, so the input's gradient is BPTT with a detached reset; a gradient still
+flows through :math:`b` into :math:`\rho` (and :math:`b_0`) when they require one, as in the PRF
+paper's code, where the bias decays with :math:`\mathrm{Re}\,A` (see :class:`~snn_parallel.neurons.PRF`'s
+``reset_gradient``). Without a reset, :math:`b` keeps its initial value (zero in PRF).
 """
 
 from __future__ import annotations
@@ -42,11 +45,13 @@ def _backward_torch(grad_spikes, grad_membrane, grad_last, grad_bias_next, x, de
     grad_spikes = torch.zeros_like(x) if grad_spikes is None else grad_spikes
     grad_membrane = torch.zeros_like(x) if grad_membrane is None else grad_membrane
     grad_last = torch.zeros_like(h0) if grad_last is None else grad_last
-    grad_x, grad_decay, grad_scale, grad_h0 = linear_fire_backward(
+    rho = None if reset_decay is None else per_lane(reset_decay, lanes, layout)
+    grad_x, grad_decay, grad_scale, grad_h0, grad_bias0, grad_rho = linear_fire_backward(
         grad_spikes, grad_membrane, grad_last, x, per_lane(decay, lanes, layout), per_lane(scale, lanes, layout), membrane,
-        checkpoints, spike_fn, v_threshold,
+        checkpoints, spike_fn, v_threshold, rho, grad_bias_next, needs_bias,
     )  # fmt: skip
-    return grad_x, to_params(grad_decay, layout), to_params(grad_scale, layout), grad_h0, None, None
+    grad_rho = None if grad_rho is None else to_params(grad_rho, layout)
+    return grad_x, to_params(grad_decay, layout), to_params(grad_scale, layout), grad_h0, grad_bias0, grad_rho
 
 
 #: backend -> (forward, backward) on flattened tensors with ``[P]`` parameters (see :class:`_LinearFire`)
@@ -69,17 +74,17 @@ class _LinearFire(torch.autograd.Function):
         )
         ctx.save_for_backward(x, decay, scale, reset_decay, h0, bias0, membrane, spikes, checkpoints)
         ctx.constants = (spike_fn, v_threshold, layout)
-        ctx.mark_non_differentiable(bias_next)
         ctx.set_materialize_grads(False)
         return spikes, membrane, h_last, bias_next
 
     @staticmethod
-    def backward(ctx: Any, grad_spikes, grad_membrane, grad_last, _grad_bias_next):
-        if grad_spikes is None and grad_membrane is None and grad_last is None:
+    def backward(ctx: Any, grad_spikes, grad_membrane, grad_last, grad_bias_next):
+        if grad_spikes is None and grad_membrane is None and grad_last is None and grad_bias_next is None:
             return (None,) * 10
-        saved = ctx.saved_tensors
-        grads = ctx.backward_fn(grad_spikes, grad_membrane, grad_last, None, *saved, *ctx.constants, (False, False))
-        return (*grads[:5], grads[5], None, None, None, None)
+        needs_bias = (ctx.needs_input_grad[4], ctx.needs_input_grad[5])
+        grads = ctx.backward_fn(grad_spikes, grad_membrane, grad_last, grad_bias_next, *ctx.saved_tensors,
+                                *ctx.constants, needs_bias)  # fmt: skip
+        return (*grads, None, None, None, None)
 
 
 def linear_fire(
@@ -111,8 +116,10 @@ def linear_fire(
             neuron modules do).
 
     Returns:
-        ``(spikes, membrane, h_last, bias_next)``; no gradient reaches ``bias0`` or
-        ``reset_decay``.
+        ``(spikes, membrane, h_last, bias_next)``. Gradients reach ``bias0`` and ``reset_decay``
+        through the threshold bias (spikes detached in it) where they require one, as in
+        :func:`linear_fire_reference`; detach ``reset_decay`` for BPTT with a fully detached
+        reset.
     """
     if validate:
         _check(x, decay, scale, h0, bias0, spike_fn, reset_decay)
@@ -130,8 +137,8 @@ def linear_fire(
         compact(decay, shape, lo, hi),
         compact(scale.to(x.dtype), shape, lo, hi),
         h0.to(decay.dtype).reshape(-1).contiguous(),
-        bias0.detach().reshape(-1).contiguous(),
-        None if reset_decay is None else compact(reset_decay.detach(), shape, lo, hi),
+        bias0.reshape(-1).contiguous(),
+        None if reset_decay is None else compact(reset_decay, shape, lo, hi),
         spike_fn,
         v_threshold,
         (count, spatial),

@@ -22,7 +22,6 @@ import torch
 from ...surrogate import Surrogate
 from .. import _cuda
 from .._cuda import CHUNK_WARPS, SEGMENT, KernelFile, arg, spike_code, workspace
-from .._layout import to_params
 
 KERNEL = KernelFile(__package__, "linear_fire.cu")
 #: lanes per multiprocessor from which the reset's threshold chain runs the filter itself (one pass over x)
@@ -133,7 +132,8 @@ def linear_fire_backward_cupy(
         checkpoints, grad_x, grad_h0, grad_bias0, partials, *look_back, v_threshold, kind, *params, int(reset_grad),
         steps, lanes, *layout, *_strides(grad_spikes), *_strides(grad_membrane), per_block,
     )  # fmt: skip
-    sums = to_params(partials.sum(0), layout)  # rows: Re/Im grad_decay, grad_scale, grad_rho
+    # one reduction over blocks and lanes; rows: Re and Im grad_decay, grad_scale, grad_rho
+    sums = partials.view(groups, 4, -1, layout[0], layout[1]).sum((0, 2, 4))
     grad_decay = torch.complex(sums[0], sums[1]) if decay.is_complex() else sums[0]
     return (
         grad_x,

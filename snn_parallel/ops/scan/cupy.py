@@ -59,5 +59,5 @@ def scan_backward_cupy(
     KERNEL.launch(f"{prefix}_bwd", build, (grid,), (32, CHUNK_WARPS), a, grad_h, grad_last, h, h0, grad_a, partial,
                   grad_b, grad_h0, *look_back, int(varying), steps, lanes, *layout, *strides, per_block)  # fmt: skip
     if not varying:
-        grad_a = to_params(partial.sum(0), layout).to(a.dtype)
+        grad_a = to_params(partial, layout, groups=True).to(a.dtype)
     return grad_a, grad_b, grad_h0
