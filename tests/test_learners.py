@@ -555,6 +555,33 @@ def test_weight_clamp_bounds_every_synapse_after_each_step(rule):
     assert any(m.bias.abs().max() > 0.05 for m in synapses)  # biases are not clamped
 
 
+def test_shared_options_are_declared_once_with_each_rules_defaults():
+    """TrainerOptions holds the options every rule takes; rules differ only in their defaults."""
+    from snn_parallel.learners import TSSLBPTrainer, TrainerOptions, tssl_network
+
+    model = _classifier()
+    opt = lambda m: torch.optim.SGD(m.parameters(), lr=0.1)  # noqa: E731
+    assert BPTTTrainer(model, opt(model)).options == TrainerOptions()
+    assert FPTTTrainer(model, opt(model), parts=2).clip_grad_norm == 1.0  # the reference code's clip
+    fptt = FPTTTrainer(model, opt(model), parts=2, clip_grad_norm=None, batch_first=True)
+    assert fptt.clip_grad_norm is None and fptt.batch_first and fptt.options.batch_first
+    tssl = tssl_network("4C3-12", (1, 8, 8), 3)
+    reference = TSSLBPTrainer(tssl, opt(tssl))
+    assert (reference.loss.variant, reference.clip_grad_norm, reference.weight_clamp) == ("kernel", 1.0, 4.0)
+    # one options object shared between rules, taken as given
+    shared = TrainerOptions(loss="ce_all", clip_grad_norm=0.5, progress=False)
+    for rule, extra in ((BPTTTrainer, {}), (FPTTTrainer, {"parts": 2}), (OTTTTrainer, {}), (HYPRTrainer, {})):
+        trainer = rule(model, opt(model), options=shared, **extra)
+        assert trainer.options == shared and trainer.loss == StepLoss("ce", "all") and trainer.clip_grad_norm == 0.5
+    assert OTTTTrainer(model, opt(model), options=shared, weight_clamp=2.0).options == shared.replace(weight_clamp=2.0)
+    with pytest.raises(TypeError, match=r"unknown trainer option 'clip'.*'clip_grad_norm'"):
+        BPTTTrainer(model, opt(model), clip=1.0)
+    with pytest.raises(TypeError, match="options must be a TrainerOptions"):
+        BPTTTrainer(model, opt(model), options={"loss": "ce"})
+    with pytest.raises(TypeError, match="loss must be a StepLoss or its name"):
+        TrainerOptions(loss=3)
+
+
 def test_bptt_batch_sum_scales_the_gradient_by_the_batch():
     x, y = torch.rand(8, 4, 8), torch.randint(0, 10, (4,))
     grads = {}

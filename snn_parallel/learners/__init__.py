@@ -1,7 +1,9 @@
 """Learning rules as trainers around an existing spiking network.
 
-``XTrainer(model, optimizer, *, loss=..., progress=True, **rule_options).fit(loader, epochs)``
-trains ``model`` (an ``nn.Sequential`` of synapses and neurons, see :func:`discover`) with
+``XTrainer(model, optimizer, *, **rule_options, **shared_options).fit(loader, epochs)``
+trains ``model`` with one rule; the options every rule shares (``loss``, ``progress``,
+``clip_grad_norm``, ``weight_clamp``, ``batch_first``) are declared once, in
+:class:`TrainerOptions`. The rules:
 
 - :class:`BPTTTrainer`: backpropagation through time (the baseline);
 - :class:`FPTTTrainer`: forward propagation through time, ``parts=K`` updates per sequence;
@@ -17,11 +19,12 @@ from .hypr import HYPRTrainer
 from .losses import StepLoss
 from .network import Network, RecurrentBlock, SequenceDropout, UnsupportedModule, discover
 from .rules import BPTTTrainer, FPTTTrainer, OTTTTrainer
-from .trainer import Trainer
+from .trainer import Trainer, TrainerOptions
 from .tsslbp import SpikeSequenceLoss, SumPool2d, TSSLBPTrainer, tssl_network
 
 __all__ = [
     "Trainer",
+    "TrainerOptions",
     "BPTTTrainer",
     "FPTTTrainer",
     "OTTTTrainer",

@@ -40,14 +40,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 from torch import nn
 from torch.func import functional_call, jvp, vmap
 
 from ..neurons.base import ParallelNeuron
-from .losses import StepLoss
 from .network import CoreNeuron, NeuronLayer, RecurrentLayer, SequenceDropout, StatelessLayer, UnsupportedModule
 from .trainer import Trainer
 
@@ -118,7 +117,8 @@ class HYPRTrainer(Trainer):
     Args:
         chunk: :math:`\lambda`, steps per sub-sequence (``None``: the whole sequence). Only
             memory and parallelism depend on it, not the gradient.
-        clip_grad_norm: e.g. 1 as in the HYPR configurations.
+        **options: the shared :class:`~snn_parallel.learners.TrainerOptions` (``clip_grad_norm``:
+            e.g. 1 as in the HYPR configurations).
 
     The network must be ``[parameter-free layers] -> (Linear -> neuron | RecurrentBlock)+ ->
     readout``: neurons from :mod:`snn_parallel.neurons` (or their adapters) whose state
@@ -130,20 +130,8 @@ class HYPRTrainer(Trainer):
 
     rule = "hypr"
 
-    def __init__(
-        self,
-        model: nn.Module,
-        optimizer: torch.optim.Optimizer,
-        *,
-        chunk: int | None = None,
-        loss: str | StepLoss = "ce",
-        progress: bool = True,
-        clip_grad_norm: float | None = None,
-        weight_clamp: float | None = None,
-        batch_first: bool = False,
-    ) -> None:
-        super().__init__(model, optimizer, loss=loss, progress=progress, clip_grad_norm=clip_grad_norm,
-                         weight_clamp=weight_clamp, batch_first=batch_first)
+    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, *, chunk: int | None = None, **options: Any) -> None:
+        super().__init__(model, optimizer, **options)
         if chunk is not None and (isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1):
             raise ValueError(f"chunk must be a positive int or None, got {chunk!r}")
         self.chunk = chunk

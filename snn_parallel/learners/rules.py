@@ -22,7 +22,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .losses import StepLoss
 from .network import CoreNeuron, MemoryNeuron, NeuronLayer, RecurrentLayer
 from .trainer import Trainer
 
@@ -39,26 +38,14 @@ class BPTTTrainer(Trainer):
         batch_sum: back-propagate the loss summed over the batch instead of its mean (as
             TSSL-BP's reference training does; with ``clip_grad_norm`` this changes how often
             the clip acts). The reported loss is the per-sample mean either way.
-        model, optimizer, loss, progress, clip_grad_norm, weight_clamp, batch_first: as
-            :class:`~snn_parallel.learners.Trainer`.
+        **options: the shared :class:`~snn_parallel.learners.TrainerOptions` (``loss``,
+            ``progress``, ``clip_grad_norm``, ``weight_clamp``, ``batch_first``).
     """
 
     rule = "bptt"
 
-    def __init__(
-        self,
-        model: nn.Module,
-        optimizer: torch.optim.Optimizer,
-        *,
-        loss: str | StepLoss = "ce",
-        progress: bool = True,
-        clip_grad_norm: float | None = None,
-        weight_clamp: float | None = None,
-        batch_sum: bool = False,
-        batch_first: bool = False,
-    ) -> None:
-        super().__init__(model, optimizer, loss=loss, progress=progress, clip_grad_norm=clip_grad_norm,
-                         weight_clamp=weight_clamp, batch_first=batch_first)
+    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, *, batch_sum: bool = False, **options: Any) -> None:
+        super().__init__(model, optimizer, **options)
         self.batch_sum = bool(batch_sum)
 
     def train_batch(self, x: torch.Tensor, target: torch.Tensor) -> tuple[float, torch.Tensor]:
@@ -109,12 +96,14 @@ class FPTTTrainer(Trainer):
         beta: :math:`\beta`, the running-average rate (0.5 in the reference code).
         oracle: use the oracle term for terminal classification labels.
         part_weight: ``"fraction"`` or ``"adding"``, the weight :math:`w_p` of a terminal label's part loss.
-        clip_grad_norm: defaults to 1, as in the reference code.
+        **options: the shared :class:`~snn_parallel.learners.TrainerOptions`; ``clip_grad_norm``
+            defaults to 1, as in the reference code.
 
     Memory: :math:`O(T/K)` activations plus :math:`W, \bar W, \lambda`.
     """
 
     rule = "fptt"
+    defaults = {"clip_grad_norm": 1.0}
 
     def __init__(
         self,
@@ -126,14 +115,9 @@ class FPTTTrainer(Trainer):
         beta: float = 0.5,
         oracle: bool = True,
         part_weight: str = "fraction",
-        loss: str | StepLoss = "ce",
-        progress: bool = True,
-        clip_grad_norm: float | None = 1.0,
-        weight_clamp: float | None = None,
-        batch_first: bool = False,
+        **options: Any,
     ) -> None:
-        super().__init__(model, optimizer, loss=loss, progress=progress, clip_grad_norm=clip_grad_norm,
-                         weight_clamp=weight_clamp, batch_first=batch_first)
+        super().__init__(model, optimizer, **options)
         if isinstance(parts, bool) or not isinstance(parts, int) or parts < 1:
             raise ValueError(f"parts must be a positive int, got {parts!r}")
         if not alpha > 0:
@@ -273,6 +257,7 @@ class OTTTTrainer(Trainer):
             the paper's tau = 2).
         trace_input: also route the first synapse's gradient through a trace of the raw
             input (the paper feeds static images there unwrapped; sequence inputs need it).
+        **options: the shared :class:`~snn_parallel.learners.TrainerOptions`.
 
     Works with any discovered network: snn_parallel neurons and adapters and SpikingJelly
     nodes such as ``LIFNode`` or ``OTTTLIFNode``.
@@ -289,14 +274,9 @@ class OTTTTrainer(Trainer):
         trace: str = "presynaptic",
         trace_decay: float | None = None,
         trace_input: bool = False,
-        loss: str | StepLoss = "ce",
-        progress: bool = True,
-        clip_grad_norm: float | None = None,
-        weight_clamp: float | None = None,
-        batch_first: bool = False,
+        **options: Any,
     ) -> None:
-        super().__init__(model, optimizer, loss=loss, progress=progress, clip_grad_norm=clip_grad_norm,
-                         weight_clamp=weight_clamp, batch_first=batch_first)
+        super().__init__(model, optimizer, **options)
         if variant not in ("A", "O"):
             raise ValueError(f"variant must be 'A' (accumulate) or 'O' (online), got {variant!r}")
         if trace not in ("presynaptic", "neuron"):

@@ -9,13 +9,15 @@ clipping, weight clamping, checkpoints that resume exactly, and data-parallel tr
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import random
 import sys
 import time
 from collections.abc import Iterable
+from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -25,60 +27,101 @@ from torch import nn
 from .losses import StepLoss, resolve_loss
 from .network import SYNAPSES, Network, discover
 
-__all__ = ["Trainer"]
+__all__ = ["Trainer", "TrainerOptions"]
 
 
 def _distributed() -> bool:
     return dist.is_available() and dist.is_initialized()
 
 
-class Trainer:
-    r"""Training loop around a spiking network; subclasses implement one learning rule.
+@dataclass(frozen=True)
+class TrainerOptions:
+    r"""The options every trainer takes, declared once; each rule adds only its own.
+
+    Pass them as keywords to any trainer (``BPTTTrainer(model, optimizer, loss="ce_all",
+    clip_grad_norm=1.0)``), or build them once and share them between trainers
+    (``options = TrainerOptions(loss="ce_all")``, ``OTTTTrainer(model, optimizer, options=options)``).
 
     Args:
-        model: an ``nn.Sequential`` spiking network (see :func:`~snn_parallel.learners.discover`).
-        optimizer: any ``torch.optim`` optimizer over the model's parameters.
         loss: a :class:`~snn_parallel.learners.StepLoss` or its name (``"ce"`` = cross-entropy on
-            the last step, ``"ce_all"``, ``"mse"``, ``"mse_all"``).
+            the last step, ``"ce_all"``, ``"mse"``, ``"mse_all"``; TSSL-BP also takes ``"kernel"``
+            and ``"count"``). ``None``: the rule's default (``"ce"``; TSSL-BP's ``"kernel"``).
         progress: show a tqdm bar with loss, metric and throughput (only when stderr is a
             terminal, and only on rank 0).
-        clip_grad_norm: clip the global gradient norm to this before every optimizer step.
+        clip_grad_norm: clip the global gradient norm to this before every optimizer step
+            (``None``: off).
         weight_clamp: clamp the weight of every synapse (``Linear``/``Conv``) to ``[-c, c]`` after
             every optimizer step (TSSL-BP's reference training clamps to 4); ``None``: off.
         batch_first: the loaders yield ``[B, T, ...]`` inputs (and ``[B, T]``/``[B, T, K]``
             per-step targets); they are moved to time-major ``[T, B, ...]``.
+    """
+
+    loss: str | StepLoss | None = None
+    progress: bool = True
+    clip_grad_norm: float | None = None
+    weight_clamp: float | None = None
+    batch_first: bool = False
+
+    def __post_init__(self) -> None:
+        for name in ("clip_grad_norm", "weight_clamp"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0):
+                raise ValueError(f"{name} must be a positive number or None, got {value!r}")
+        if self.loss is not None and not isinstance(self.loss, (str, StepLoss)):
+            raise TypeError(f"loss must be a StepLoss or its name, got {type(self.loss).__name__}")
+
+    def replace(self, **changes: Any) -> TrainerOptions:
+        """A copy with ``changes``; an unknown name raises a ``TypeError`` that lists the options."""
+        known = [f.name for f in fields(self)]
+        for name in changes:
+            if name not in known:
+                raise TypeError(f"unknown trainer option {name!r}; the options every trainer takes are {known} "
+                                "(and each rule's own, see its docstring)")
+        return dataclasses.replace(self, **changes)
+
+
+class Trainer:
+    r"""Training loop around a spiking network; subclasses implement one learning rule.
+
+    Args:
+        model: the spiking network, any ``nn.Module`` (see :func:`~snn_parallel.learners.discover`).
+        optimizer: any ``torch.optim`` optimizer over the model's parameters.
+        options: a :class:`TrainerOptions` to start from (default: the rule's defaults).
+        **changes: single :class:`TrainerOptions` fields (``loss``, ``progress``,
+            ``clip_grad_norm``, ``weight_clamp``, ``batch_first``) over ``options``.
 
     Batches are ``(x, target)`` with ``x`` ``[T, B, ...]``. Under ``torch.distributed`` the
     parameters are broadcast from rank 0 when the trainer is built and gradients are averaged
     over ranks with one all-reduce per optimizer step (give each rank its own shard of the data,
     e.g. with a ``DistributedSampler``); metrics are summed over ranks.
+
+    A new rule subclasses this, takes its own options as keywords and passes ``**changes`` on,
+    sets :attr:`defaults` where its recipe differs, and implements :meth:`train_batch`.
     """
 
     #: name of the rule in logs and the history
     rule = "trainer"
+    #: the rule's own defaults for the shared options, e.g. ``{"clip_grad_norm": 1.0}``
+    defaults: ClassVar[dict[str, Any]] = {}
 
     def __init__(
         self,
         model: nn.Module,
         optimizer: torch.optim.Optimizer,
         *,
-        loss: str | StepLoss = "ce",
-        progress: bool = True,
-        clip_grad_norm: float | None = None,
-        weight_clamp: float | None = None,
-        batch_first: bool = False,
+        options: TrainerOptions | None = None,
+        **changes: Any,
     ) -> None:
         if not isinstance(optimizer, torch.optim.Optimizer):
             raise TypeError(f"optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}")
-        if clip_grad_norm is not None and not clip_grad_norm > 0:
-            raise ValueError(f"clip_grad_norm must be positive or None, got {clip_grad_norm!r}")
-        if weight_clamp is not None and (isinstance(weight_clamp, bool) or not isinstance(weight_clamp, (int, float)) or not weight_clamp > 0):
-            raise ValueError(f"weight_clamp must be a positive number or None, got {weight_clamp!r}")
+        if options is not None and not isinstance(options, TrainerOptions):
+            raise TypeError(f"options must be a TrainerOptions, got {type(options).__name__}")
+        self.options = (options or TrainerOptions().replace(**self.defaults)).replace(**changes)
         self.model, self.optimizer = model, optimizer
         self.network: Network = discover(model)
-        self.loss = resolve_loss(loss)
-        self.progress, self.clip_grad_norm, self.batch_first = bool(progress), clip_grad_norm, bool(batch_first)
-        self.weight_clamp = weight_clamp
+        self.loss = self.resolve_loss(self.options.loss)
+        self.progress, self.clip_grad_norm = bool(self.options.progress), self.options.clip_grad_norm
+        self.weight_clamp, self.batch_first = self.options.weight_clamp, bool(self.options.batch_first)
         self.epoch = 0
         self.global_step = 0
         self.history: list[dict[str, float]] = []
@@ -89,6 +132,10 @@ class Trainer:
         if _distributed():
             for param in self.model.state_dict().values():
                 dist.broadcast(param, src=0)
+
+    def resolve_loss(self, loss: str | StepLoss | None) -> StepLoss:
+        """The rule's :class:`~snn_parallel.learners.StepLoss` from the ``loss`` option (``None``: ``"ce"``)."""
+        return resolve_loss("ce" if loss is None else loss)
 
     def _check_optimizer(self) -> None:
         owned = {id(p) for p in self.model.parameters()}
