@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .network import CoreNeuron, MemoryNeuron, NeuronLayer, RecurrentLayer
+from .network import CoreDriver, Driver, Structure
 from .trainer import Trainer
 
 __all__ = ["BPTTTrainer", "FPTTTrainer", "OTTTTrainer"]
@@ -218,14 +218,17 @@ class OTTTTrainer(Trainer):
     r"""Online training through time (Xiao et al., NeurIPS 2022).
 
     The network runs one step at a time with its state detached after every step, so no
-    temporal graph is kept. Each synapse that feeds a neuron (after the first) sees the presynaptic trace
-    :math:`\hat a_t = \lambda \hat a_{t-1} + s_t` (no gradient): its output is :math:`W s_t`
-    but its weight gradient is that of :math:`W \hat a_t`, the three-factor form
-    :math:`\nabla W = \sum_t \delta_t \hat a_t^\top` with :math:`\delta_t` from spatial
-    backprop at step :math:`t`; the trace stands in for the postsynaptic membrane's leaky
-    integration, so a readout that feeds the loss directly keeps its instantaneous gradient,
-    as do biases. The loss is taken step by step (use ``loss="ce_all"`` for the
-    paper's instantaneous loss; ``StepLoss("ce", "all", mse_weight=γ)`` adds its MSE term).
+    temporal graph is kept. Every synapse (``Linear``, ``Conv1d/2d/3d`` and SpikingJelly's
+    wrappers, wherever it sits in the model's graph; found with hooks on the synapse modules)
+    sees the presynaptic trace :math:`\hat a_t = \lambda \hat a_{t-1} + s_t` of its input
+    (no gradient): its output is :math:`W s_t` but its weight gradient is that of
+    :math:`W \hat a_t`, the three-factor form :math:`\nabla W = \sum_t \delta_t \hat a_t^\top`
+    with :math:`\delta_t` from spatial backprop at step :math:`t`. As in the official code and
+    SpikingJelly's ``OTTTSequential``, this holds for every synapse after the first neuron,
+    the readout included, while synapses fed by the raw input alone keep their instantaneous
+    gradient; biases and other parameters (norms) keep theirs too. The loss is taken step by
+    step (use ``loss="ce_all"`` for the paper's instantaneous loss; ``StepLoss("ce", "all",
+    mse_weight=γ)`` adds its MSE term).
 
     The paper's trace is exact for one layer of LIF neurons whose decay is :math:`\lambda`.
     ``trace="neuron"`` extends that to any neuron whose membrane is linear in its input,
@@ -242,9 +245,10 @@ class OTTTTrainer(Trainer):
     eligibilities :math:`\partial h_t/\partial\rho = \rho\,\partial h_{t-1}/\partial\rho + h_{t-1}`
     and :math:`\partial h_t/\partial g = \rho\,\partial h_{t-1}/\partial g + c_t` (for our
     neurons, whose linear membrane is reset-free; SpikingJelly's nodes reset it, so their own
-    parameters keep instantaneous gradients). For a single layer every gradient then equals
-    BPTT's (resets detached), at the cost of a ``[B, out, in]`` trace per synapse instead of
-    ``[B, in]``; memory stays flat in :math:`T`.
+    parameters keep instantaneous gradients). The readout, which feeds the loss with no
+    membrane after it, keeps its exact, instantaneous gradient. For a single layer every
+    gradient then equals BPTT's (resets detached), at the cost of a ``[B, out, in]`` trace per
+    synapse instead of ``[B, in]``; memory stays flat in :math:`T`.
 
     Args:
         variant: ``"A"`` accumulates gradients over the sequence and steps once;
@@ -255,12 +259,17 @@ class OTTTTrainer(Trainer):
             ``LIFNode`` and ``ParametricLIFNode``).
         trace_decay: :math:`\lambda` of the presynaptic trace (``1 - 1/tau``; default 0.5,
             the paper's tau = 2).
-        trace_input: also route the first synapse's gradient through a trace of the raw
-            input (the paper feeds static images there unwrapped; sequence inputs need it).
+        trace_input: also route the gradient of the synapses fed by the raw input through a
+            trace of it (the paper feeds static images there unwrapped; sequence inputs need it).
+        readout: how the synapses whose output reaches the model's output directly learn:
+            ``"trace"`` (the official code's, the default with ``trace="presynaptic"``) or
+            ``"instant"``, their exact per-step gradient :math:`\delta_t s_t^\top` (the default,
+            and the only choice, with ``trace="neuron"``).
         **options: the shared :class:`~snn_parallel.learners.TrainerOptions`.
 
-    Works with any discovered network: snn_parallel neurons and adapters and SpikingJelly
-    nodes such as ``LIFNode`` or ``OTTTLIFNode``.
+    Works with any model: snn_parallel neurons and adapters and SpikingJelly nodes such as
+    ``LIFNode`` or ``OTTTLIFNode`` (the trainer keeps the traces, so SpikingJelly's
+    ``OTTTSequential`` runs as a plain sequence).
     """
 
     rule = "ottt"
@@ -274,6 +283,7 @@ class OTTTTrainer(Trainer):
         trace: str = "presynaptic",
         trace_decay: float | None = None,
         trace_input: bool = False,
+        readout: str | None = None,
         **options: Any,
     ) -> None:
         super().__init__(model, optimizer, **options)
@@ -283,70 +293,71 @@ class OTTTTrainer(Trainer):
             raise ValueError(f"trace must be 'presynaptic' or 'neuron', got {trace!r}")
         if trace == "neuron" and trace_decay is not None:
             raise ValueError("trace_decay sets the presynaptic trace; trace='neuron' takes each neuron's own decay")
+        if readout not in (None, "trace", "instant"):
+            raise ValueError(f"readout must be 'trace' or 'instant', got {readout!r}")
+        if trace == "neuron" and readout == "trace":
+            raise ValueError("trace='neuron' gives the readout its exact, instantaneous gradient; readout='trace' goes with "
+                             "trace='presynaptic'")
         trace_decay = 0.5 if trace_decay is None else trace_decay
         if not 0 <= trace_decay < 1:
             raise ValueError(f"trace_decay must be in [0, 1), got {trace_decay!r}")
         self.variant, self.trace, self.trace_decay, self.trace_input = variant, trace, float(trace_decay), bool(trace_input)
-        self._traces: dict[int, torch.Tensor | _Eligibility] = {}
-        self._traced = self._synapses_into_neurons()
-        if trace == "neuron":
-            self._check_neuron_traces()
+        self.readout = readout or ("trace" if trace == "presynaptic" else "instant")
+        self._traces: dict[tuple[str, int], torch.Tensor | _Eligibility] = {}
+        self._calls: dict[str, int] = {}
+        self._traced: dict[str, Driver | None] | None = None  # synapse path -> neuron it feeds (trace="neuron")
+        self._planned_for: Structure | None = None
 
-    def _synapses_into_neurons(self) -> dict[int, CoreNeuron | MemoryNeuron | None]:
-        """The synapses whose current feeds a neuron, by layer index, with that neuron's driver
-        (a readout into the loss has no membrane to trace)."""
-        layers, traced, pending = self.network.layers, {}, None
-        for index, layer in enumerate(layers):
-            if isinstance(layer, RecurrentLayer):
-                traced[index] = layer.driver
-                pending = None
-            elif isinstance(layer, NeuronLayer):
-                if pending is not None:
-                    traced[pending] = layer.driver if pending == index - 1 else None
-                pending = None
-            elif layer.is_synapse:
-                pending = index
-        first = min((i for i, layer in enumerate(layers) if isinstance(layer, RecurrentLayer) or getattr(layer, "is_synapse", False)), default=None)
-        if not self.trace_input:
-            traced.pop(first, None)
-        return traced
-
-    def _check_neuron_traces(self) -> None:
-        for index, driver in self._traced.items():
-            layer = self.network.layers[index]
-            module = layer.synapse if isinstance(layer, RecurrentLayer) else layer.module
+    def _plan(self, x: torch.Tensor) -> dict[str, Driver | None]:
+        """The traced synapses, from the model's graph (probed on the first batch)."""
+        structure = self.network.structure or self.network.probe(x[0])
+        if self._traced is not None and self._planned_for is structure:
+            return self._traced
+        traced: dict[str, Driver | None] = {}
+        for path, module in self.network.synapses:
+            if path not in structure.calls or (path in structure.input_fed and not self.trace_input):
+                continue
+            if path in structure.readouts and self.readout == "instant":
+                continue
+            if self.trace == "presynaptic":
+                traced[path] = None
+                continue
             if not isinstance(module, nn.Linear):
-                raise ValueError(f"trace='neuron' needs Linear synapses; {layer.path} is a {type(module).__name__} (use trace='presynaptic')")
-            if driver is None:
-                raise ValueError(f"trace='neuron' needs each traced synapse directly followed by its neuron; {layer.path} is not")
-            if driver.linear_response() is None:
-                name = type(getattr(driver, "core", getattr(driver, "module", None))).__name__
+                raise ValueError(f"trace='neuron' needs Linear synapses; {path} is a {type(module).__name__} (use trace='presynaptic')")
+            if path not in structure.feeds:
+                raise ValueError(f"trace='neuron' needs each traced synapse directly followed by its neuron; {path} is not")
+            driver = self.network.driver(self.model.get_submodule(structure.feeds[path]))
+            if not hasattr(driver, "linear_response") or driver.linear_response() is None:
                 raise ValueError(
-                    f"trace='neuron': the neuron after {layer.path} ({name}) has no membrane linear in its input "
+                    f"trace='neuron': the neuron after {path} ({type(driver.module).__name__}) has no membrane linear in its input "
                     "to build traces from (use trace='presynaptic')"
                 )
+            traced[path] = driver
+        self._traced, self._planned_for = traced, structure
+        return traced
 
-    def _synapse(self, index: int, module: nn.Module, x: torch.Tensor) -> torch.Tensor:
-        if index not in self._traced:
-            return module(x)
+    def _synapse(self, path: str, module: nn.Module, x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        if path not in self._traced:
+            return out
+        call = self._calls.get(path, 0)
+        self._calls[path] = call + 1
+        key = (path, call)  # a synapse called twice per step keeps a trace per call
         if self.trace == "neuron":
-            return self._neuron_traced(index, module, x)
-        previous = self._traces.get(index)
+            return self._neuron_traced(key, module, x)
+        previous = self._traces.get(key)
         trace = x.detach() if previous is None else self.trace_decay * previous + x.detach()
-        self._traces[index] = trace
+        self._traces[key] = trace
         # forward value W x, weight gradient through W a-hat, input gradient W^T delta to x
-        through_trace = module(x + (trace - x).detach())
-        with torch.no_grad():
-            value = module(x)
-        return through_trace + (value - through_trace).detach()
+        through_trace = module.forward(x + (trace - x).detach())
+        return through_trace + (out - through_trace).detach()
 
-    def _neuron_traced(self, index: int, module: nn.Linear, x: torch.Tensor) -> torch.Tensor:
-        driver = self._traced[index]
+    def _neuron_traced(self, key: tuple[str, int], module: nn.Linear, x: torch.Tensor) -> torch.Tensor:
+        driver = self._traced[key[0]]
         rho, gain = driver.linear_response()
         dtype = x.dtype if not rho.is_complex() else (torch.complex128 if x.dtype == torch.float64 else torch.complex64)
         rho, gain = rho.to(x.device, dtype), gain.to(x.device, x.dtype)  # [out] or scalars
         decay = rho.detach()
-        old = self._traces.get(index)
+        old = self._traces.get(key)
         if old is None:
             zeros = x.new_zeros(*x.shape[:-1], module.out_features, dtype=dtype)
             synapses = x.new_zeros(()).expand(*zeros.shape, x.shape[-1])
@@ -355,11 +366,11 @@ class OTTTTrainer(Trainer):
         bias = decay * old.bias + 1
         current = _TracedLinear.apply(x, module.weight, module.bias, weight_re, bias.real)
         drive = current.detach()
-        self._traces[index] = _Eligibility(
+        self._traces[key] = _Eligibility(
             weight_re, weight_im, bias, decay * old.membrane + gain.detach() * drive, decay * old.d_rho + old.membrane,
             decay * old.d_gain + drive,
         )
-        if isinstance(driver, CoreNeuron) and (rho.requires_grad or gain.requires_grad):
+        if isinstance(driver, CoreDriver) and (rho.requires_grad or gain.requires_grad):
             # the neuron's own step gives the instantaneous part of dh_t/d(rho, g), (h_{t-1}, c_t); add the
             # part carried from earlier steps, rho dh_{t-1}/d(rho, g), as a zero-valued term on the current
             carried = (rho * (decay * old.d_rho) + gain * (decay * old.d_gain)).real
@@ -380,10 +391,12 @@ class OTTTTrainer(Trainer):
 
     def train_batch(self, x: torch.Tensor, target: torch.Tensor) -> tuple[float, torch.Tensor]:
         steps = x.shape[0]
+        self._plan(x)
         self.network.reset()
         self._traces.clear()
         outputs = None
         for t, x_t in enumerate(x.unbind(0)):
+            self._calls.clear()
             out = self.network.step(x_t, synapse=self._synapse)
             outputs = self.record(outputs, out.unsqueeze(0), t, steps)
             loss = self.loss.sequence_loss(out.unsqueeze(0), target, offset=t, num_steps=steps)

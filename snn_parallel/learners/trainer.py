@@ -25,7 +25,7 @@ import torch.distributed as dist
 from torch import nn
 
 from .losses import StepLoss, resolve_loss
-from .network import SYNAPSES, Network, discover
+from .network import SYNAPSES, Network, UnsupportedModule, discover
 
 __all__ = ["Trainer", "TrainerOptions"]
 
@@ -240,19 +240,17 @@ class Trainer:
         return x, self.loss.check_target(target, x.shape[0], x.shape[1], out_features)
 
     def _output_features(self, x: torch.Tensor) -> int:
-        """Features of the model's output, from one dry step of the first batch."""
+        """Features of the model's output, from one dry step of the first batch (:meth:`Network.probe
+        <snn_parallel.learners.Network.probe>`, which also checks the model's modules)."""
         if self._out_features is None:
-            self.network.reset()
             try:
-                with torch.no_grad(), self.network.stepping():
-                    out = self.network.step(x[0])
-            except (RuntimeError, ValueError, TypeError) as error:
-                raise ValueError(f"x of shape {list(x.shape)} (time-major) does not fit the model: {error}") from error
-            finally:
-                self.network.reset()
-            if out.dim() != 2:
-                raise ValueError(f"the model must output [B, K] per step, got {list(out.shape)}")
-            self._out_features = out.shape[-1]
+                structure = self.network.probe(x[0])
+            except UnsupportedModule:
+                raise
+            except (RuntimeError, ValueError, TypeError, IndexError) as error:
+                raise ValueError(f"the batch x of shape {list(x.shape)} (time-major [T, B, ...]) does not fit the model: "
+                                 f"{error}") from error
+            self._out_features = structure.out_features
         return self._out_features
 
     # -- the loop -------------------------------------------------------------------------

@@ -34,7 +34,7 @@ from torch import nn
 from ..neurons import PSPLIF, PSPFilter
 from ..ops.tssl import psp_filter
 from .losses import StepLoss
-from .network import NeuronLayer, SequenceDropout, StatelessLayer
+from .network import DropoutDriver, MemoryDriver, SequenceDropout
 from .rules import BPTTTrainer
 
 __all__ = ["SpikeSequenceLoss", "TSSLBPTrainer", "SumPool2d", "tssl_network", "desired_spikes"]
@@ -126,8 +126,9 @@ class TSSLBPTrainer(BPTTTrainer):
     same network in ``gradient="surrogate"`` mode trains it by BPTT with everything else equal.
 
     Args:
-        model: an ``nn.Sequential`` whose neurons are all ``PSPLIF(gradient="tsslbp")`` or
-            ``PSPFilter`` (e.g. from :func:`tssl_network`).
+        model: any ``nn.Module`` whose stateful parts are all ``PSPLIF(gradient="tsslbp")``
+            neurons, ``PSPFilter`` or dropout (e.g. from :func:`tssl_network`, or a residual net of
+            convolutions, pooling and sums between PSPLIF layers).
         optimizer: the reference uses ``torch.optim.AdamW`` (lr 5e-4 on MNIST, 2e-4 on CIFAR-10).
         batch_sum: back-propagate the loss summed over the batch, as the reference does (the
             reported loss is the per-sample mean either way).
@@ -144,14 +145,15 @@ class TSSLBPTrainer(BPTTTrainer):
 
     def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, *, batch_sum: bool = True, **options: Any) -> None:
         super().__init__(model, optimizer, batch_sum=batch_sum, **options)
-        for layer in self.network.layers:
-            if isinstance(layer, StatelessLayer):
+        for part in self.network.parts:
+            core = getattr(part, "core", None)
+            if isinstance(core, PSPFilter) or (isinstance(core, PSPLIF) and core.gradient == "tsslbp"):
                 continue
-            core = getattr(layer.driver, "core", None)
-            if isinstance(core, PSPFilter) or (isinstance(core, PSPLIF) and core.gradient == "tsslbp" and isinstance(layer, NeuronLayer)):
+            if isinstance(part, DropoutDriver) or (isinstance(part, MemoryDriver) and "Dropout" in type(part.module).__name__):
                 continue
-            what = f"PSPLIF(gradient={core.gradient!r})" if isinstance(core, PSPLIF) else type(core or layer).__name__
-            raise ValueError(f"{layer.path} is a {what}; TSSL-BP trains feed-forward PSPLIF(gradient='tsslbp') networks")
+            what = f"PSPLIF(gradient={core.gradient!r})" if isinstance(core, PSPLIF) else type(part.module).__name__
+            raise ValueError(f"{part.path or 'model'} is a {what}; TSSL-BP trains feed-forward networks of "
+                             "PSPLIF(gradient='tsslbp') neurons (convolutions, pooling and residual sums between them)")
 
     def resolve_loss(self, loss: str | StepLoss | None) -> StepLoss:
         """``"kernel"`` or ``"count"``: a :class:`SpikeSequenceLoss` with the model's :math:`\\tau_s`; a
