@@ -103,6 +103,10 @@ def _train(args: argparse.Namespace) -> int:
             return refuse(f"--network {network['spec']} --padding {network['padding']}: {error}")
     if args.dt_du is not None and rules != ["tsslbp"]:
         return refuse("--dt-du is an option of TSSL-BP: use it with --task image --rule tsslbp")
+    if args.readout is not None and (rules != ["ottt"] or image or args.task == "adding"):
+        return refuse("--readout is an option of OTTT on the digits: use it with --rule ottt --task row or pixel")
+    if args.readout == "trace" and (args.trace or experiments.OTTT_TRACES.get(args.neuron, "presynaptic")) == "neuron":
+        return refuse("--readout trace goes with --trace presynaptic (trace='neuron' keeps the readout's exact gradient)")
     valid = {} if args.valid is None else {"valid_fraction": args.valid}
     revision = {} if args.dt_du is None else {"dt_du_at_spikes": args.dt_du == "spikes"}
     rows = []
@@ -118,7 +122,7 @@ def _train(args: argparse.Namespace) -> int:
                                                   **network, **valid, **revision, **options)
                 else:
                     row = experiments.train_digits(rule, args.task, neuron=args.neuron, epochs=args.epochs or 20,
-                                                   parts=args.parts, trace=args.trace, **valid, **options)
+                                                   parts=args.parts, trace=args.trace, readout=args.readout, **valid, **options)
                 rows.append({**row, "seed": seed})
                 print(", ".join(f"{k}={v:.4g}" if k == "lr" else f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}"
                                 for k, v in rows[-1].items()), flush=True)
@@ -136,12 +140,18 @@ def _bench(args: argparse.Namespace) -> int:
         return bench.main(args)
     from .learners.experiments import IMAGE_NETWORK, memory_profile, tsslbp_profile
 
-    rows = memory_profile(args.rules.split(","), [int(t) for t in args.lengths.split(",")])
+    resnet = args.network == "resnet"
+    size = {"batch": 8} if resnet else {}
+    rows = memory_profile(args.rules.split(","), [int(t) for t in args.lengths.split(",")], network=args.network, **size)
     for row in rows:
         base = next(r for r in rows if r["rule"] == row["rule"])
         row["rss_vs_first_T"] = row["peak_rss_mib"] / base["peak_rss_mib"]
-    print("one training step (2 x 256 LIF, batch 32), peak RSS of a fresh process:")
+    what = "SpikingJelly's ResNet-10 (LIFNode) on 3 x 8 x 8 pictures, batch 8" if resnet else "2 x 256 LIF, batch 32"
+    print(f"one training step ({what}), peak RSS of a fresh process:")
     _print_rows(rows, ["rule", "steps", "peak_rss_mib", "rss_vs_first_T", "seconds"])
+    if resnet:
+        _write_json(args.learners_json, rows)
+        return 0
     tssl_rows = tsslbp_profile()
     print(f"TSSL-BP against BPTT, PSPLIF conv net {IMAGE_NETWORK} on 8x8 pictures, one training step (median), "
           "activations saved for the backward:")
@@ -184,6 +194,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--parts", type=int, default=None, help="digits: FPTT's K, updates per sequence (default: T)")
     train.add_argument("--trace", choices=("presynaptic", "neuron"), default=None,
                        help="digits: OTTT's trace (default: 'neuron' for prf and lif, else 'presynaptic')")
+    train.add_argument("--readout", choices=("trace", "instant"), default=None,
+                       help="digits: OTTT's readout, through its input's trace as the official code ('trace', the default "
+                            "with --trace presynaptic) or its exact per-step gradient ('instant', the default with 'neuron')")
     train.add_argument("--steps", type=int, default=None, help="adding problem: sequence length (default: 200); image: T (default: 5)")
     train.add_argument("--recipe", choices=("reference", "mean"), default=None,
                        help="image: the training recipe of both rules: 'reference' (default; TSSL-BP's: loss summed over "
@@ -217,6 +230,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench_parser.add_argument("--rules", default="bptt,fptt,ottt,hypr", help="--learners: rules to measure")
     bench_parser.add_argument("--lengths", default="512,4096", help="--learners: sequence lengths")
     bench_parser.add_argument("--learners-json", help="--learners: write the table here")
+    bench_parser.add_argument("--network", choices=("mlp", "resnet"), default="mlp",
+                              help="--learners: the network, 2 x 256 LIF (default) or SpikingJelly's ResNet-10 on pictures")
     bench_parser.set_defaults(run=_bench)
     return parser
 

@@ -426,8 +426,8 @@ class Network:
         in single-step mode and its multi-step containers as plain sequences; restored on exit."""
         if self._depth == 0:
             for module in self.model.modules():
-                mode = getattr(module, "step_mode", None)
-                if isinstance(mode, str) and mode != "s" and "s" in module.supported_step_mode():
+                mode, supported = getattr(module, "step_mode", None), getattr(module, "supported_step_mode", None)
+                if isinstance(mode, str) and mode != "s" and callable(supported) and "s" in supported():
                     self._saved.append((module, "step_mode", mode))
                     module.step_mode = "s"
             for part in self.parts:
@@ -521,10 +521,12 @@ class Network:
         buffers = {(path, name): b.clone() for path, m in modules.items() for name, b in m.named_buffers(recurse=False)}
         attributes = {path: _tensor_attributes(m) for path, m in modules.items() if path not in driven}
         flags = [(p, p.requires_grad) for p in self.model.parameters()]
+        devices = [x_t.device] if x_t.device.type == "cuda" else []
         try:
             for p, _ in flags:
                 p.requires_grad_(False)
-            with _locate_errors(self.model):
+            # the random draws of the dry steps (dropout masks) leave the training's unchanged
+            with _locate_errors(self.model), torch.random.fork_rng(devices=devices):
                 structure = self._probe_structure(x_t)
             for path, module in modules.items():
                 if path in driven:
