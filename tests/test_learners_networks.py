@@ -226,8 +226,10 @@ def test_ottt_takes_the_same_sgd_step_as_spikingjelly_ottt():
 
 
 # -- HYPR on convolutions -------------------------------------------------------------------------------
-def _grads(trainer_cls, model: nn.Module, x: torch.Tensor, y: torch.Tensor, **options) -> dict[str, torch.Tensor]:
+def _grads(trainer_cls, model: nn.Module, x: torch.Tensor, y: torch.Tensor, setup=None, **options) -> dict[str, torch.Tensor]:
     trainer = trainer_cls(model, torch.optim.SGD(model.parameters(), lr=0.0), loss="ce_all", progress=False, **options)
+    if setup is not None:
+        setup(trainer)
     captured: dict[str, torch.Tensor] = {}
 
     def capture() -> None:
@@ -273,6 +275,15 @@ def test_hypr_gradient_does_not_depend_on_chunk_in_the_zoo_resnet(zoo):
         got = _grads(HYPRTrainer, model, x, y, chunk=chunk)
         for name in whole:
             torch.testing.assert_close(got[name], whole[name], rtol=1e-9, atol=1e-13, msg=f"chunk={chunk}: {name}")
+    # the P-stage runs the chunk's steps folded into one batch (the network has neurons alone as stateful
+    # parts) or one after the other: the same gradient
+    def one_after_the_other(trainer: HYPRTrainer) -> None:
+        assert trainer._fold
+        trainer._fold = False
+
+    got = _grads(HYPRTrainer, model, x, y, setup=one_after_the_other, chunk=4)
+    for name in whole:
+        torch.testing.assert_close(got[name], whole[name], rtol=1e-9, atol=1e-13, msg=f"one step after the other: {name}")
 
 
 # -- TSSL-BP on a residual PSPLIF network --------------------------------------------------------------

@@ -57,7 +57,7 @@ from torch import nn
 from torch.func import functional_call, jvp, vmap
 
 from ..neurons.base import ParallelNeuron
-from .network import CoreDriver, Driver, MemoryDriver, RecurrentDriver, UnsupportedModule
+from .network import CoreDriver, Driver, MemoryDriver, Network, RecurrentDriver, UnsupportedModule
 from .trainer import Trainer
 
 __all__ = ["HYPRTrainer", "suffix_scan"]
@@ -100,12 +100,20 @@ class _Step(nn.Module):
         return self.core._step(current, state)
 
 
-def _entering_state(driver: Driver, current: torch.Tensor) -> tuple[torch.Tensor, ...]:
-    """The neuron's state before this step (as the S-stage left it), detached."""
+def _entering_state(driver: Driver, saved: Any, current: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """The neuron's state before a step, from what the driver held then (``saved``), detached."""
     if isinstance(driver, CoreDriver):
-        state = driver.state if driver.state is not None else driver.core.init_state(current)
+        state = saved if saved is not None else driver.core.init_state(current)
         return type(state)(*(s.detach() for s in state))
-    return tuple(s.detach() for s in driver.materialized(current))
+    states = driver.module.materialize_states((current,), tuple(saved.values()), "s")
+    return tuple(s.detach() for s in states)
+
+
+def _cat_states(states: list, trailing: int) -> tuple:
+    """Per-step states joined along their batch axis, the first of their last ``trailing`` dims (a
+    field may have more leading dims, e.g. a history of inputs)."""
+    fields = [torch.cat([s[i] for s in states], dim=f.dim() - trailing) for i, f in enumerate(states[0])]
+    return type(states[0])(*fields) if hasattr(states[0], "_fields") else tuple(fields)
 
 
 def _pure_step(driver: Driver, current: torch.Tensor, state: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, tuple]:
@@ -198,37 +206,43 @@ def _memory_jacobians(driver: MemoryDriver, current: torch.Tensor, state: tuple)
     return a, jac[..., d], jac[..., d + 1 :]
 
 
-class _Switch:
-    """Whether the neurons' outputs pass gradients on (the learning signals) or cut them (the
-    gradients of the parameters below each neuron)."""
+class _Gates:
+    """The neurons' outputs in the P-stage's graph: they pass gradients on (``open``: the learning
+    signals) or cut them (the gradients of the parameters below each neuron)."""
 
-    open = True
+    def __init__(self) -> None:
+        self.open = True
+        self.nodes: set = set()  # their graph nodes, where a walk of the graph stops
 
-
-class _Gate(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx: Any, z: torch.Tensor, switch: _Switch) -> torch.Tensor:
-        ctx.switch = switch
-        return z.view_as(z)
-
-    @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, None]:
-        return (grad if ctx.switch.open else None), None
+    def __call__(self, z: torch.Tensor) -> torch.Tensor:
+        out = z.view_as(z)
+        if out.requires_grad:
+            out.register_hook(lambda grad: grad if self.open else torch.zeros_like(grad))
+            self.nodes.add(out.grad_fn)
+        return out
 
 
 @contextlib.contextmanager
-def _frozen_batch_statistics(model: nn.Module) -> Iterator[None]:
-    """Batch norms in training normalise with their batch's statistics as constants, and leave their
-    running statistics alone: each sample's current then depends on its own inputs only (HYPR's
-    eligibilities are per sample), with the values of the S-stage."""
+def _frozen_batch_statistics(model: nn.Module, network: Network) -> Iterator[None]:
+    """Batch norms that normalise with their batch's statistics do so with the statistics of each
+    step's batch as constants, and leave their running statistics alone: each sample's current then
+    depends on its own inputs only (HYPR's eligibilities are per sample), with the S-stage's values
+    (also when the steps run folded into one batch)."""
     patched = []
     for module in model.modules():
-        if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.training:
+        if isinstance(module, nn.modules.batchnorm._BatchNorm) and (module.training or module.running_mean is None):
 
             def forward(x: torch.Tensor, m: nn.Module = module) -> torch.Tensor:
-                dims = [0, *range(2, x.dim())]
-                mean, var = x.detach().mean(dims), x.detach().var(dims, unbiased=False)
-                return F.batch_norm(x, mean, var, m.weight, m.bias, False, 0.0, m.eps)
+                steps = network.folded_steps or 1
+                grouped = x.unflatten(0, (steps, -1))
+                dims = [1, *range(3, grouped.dim())]
+                mean = grouped.detach().mean(dims, keepdim=True)
+                var = grouped.detach().var(dims, unbiased=False, keepdim=True)
+                y = ((grouped - mean) / torch.sqrt(var + m.eps)).flatten(0, 1)
+                if m.weight is not None:
+                    shape = (1, -1, *[1] * (x.dim() - 2))
+                    y = y * m.weight.view(shape) + m.bias.view(shape)
+                return y
 
             patched.append((module, module.__dict__.get("forward")))
             module.__dict__["forward"] = forward
@@ -279,14 +293,14 @@ class _Feed(NamedTuple):
     name: str
 
 
-def _parameters_below(tensor: torch.Tensor) -> set[int]:
+def _parameters_below(tensor: torch.Tensor, gates: _Gates) -> set[int]:
     """Ids of the leaves ``tensor`` depends on in its graph without passing a neuron's output (the
     gates); a walk of the graph, which unlike a gradient does not mistake a zero for a link."""
-    gate, seen, found = _Gate._backward_cls, set(), set()
+    seen, found = set(), set()
     stack = [tensor.grad_fn]
     while stack:
         node = stack.pop()
-        if node is None or node in seen or isinstance(node, gate):
+        if node is None or node in seen or node in gates.nodes:
             continue
         seen.add(node)
         variable = getattr(node, "variable", None)
@@ -343,6 +357,9 @@ class HYPRTrainer(Trainer):
         for part in self.network.parts:
             self._check_part(part)
         self._own = {id(p) for part in self.network.neurons for _, p in _own_parameters(part)}
+        # with neurons alone as stateful parts (their entering states known), the P-stage runs all the
+        # chunk's steps at once, folded into the batch; otherwise one step after the other
+        self._fold = all(part.is_neuron and not getattr(part, "snntorch", False) for part in self.network.parts)
         self._feeds: list[_Feed] | None = None
         self._elig: dict[tuple[int, int], torch.Tensor] = {}
 
@@ -407,47 +424,24 @@ class HYPRTrainer(Trainer):
                 snapshots.append(network.get_state())
                 outputs.append(network.step(x_t))
             end = network.get_state()
-        # P-stage: each step again from its state, the neurons' steps pure and gated
-        switch, records, io = _Switch(), {id(n): ([], [], []) for n in network.neurons}, {}
-
-        def neuron_step(driver: Driver, current: torch.Tensor) -> torch.Tensor:
-            state = _entering_state(driver, current)
-            spike, _ = _pure_step(driver, current, state)
-            gated = _Gate.apply(spike, switch)
-            for kept, value in zip(records[id(driver)], (current, state, gated)):
-                kept.append(value)
-            return gated
-
-        def keep_io(path: str, module: nn.Module, x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
-            io.setdefault(path, []).append((x, out))
-            return out
-
-        p_outputs = []
-        network.neuron_override = neuron_step
-        try:
-            with torch.enable_grad(), _frozen_batch_statistics(self.model), network.stepping():
-                for x_t, snapshot in zip(xs.unbind(0), snapshots):
-                    network.set_state(snapshot)
-                    p_outputs.append(network.step(x_t, synapse=None if last else keep_io))
-        finally:
-            network.neuron_override = None
-            network.set_state(end)
-        loss = self.loss.sequence_loss(torch.stack(p_outputs), target, offset=start, num_steps=steps)
+        # P-stage: the steps again from their states, each neuron's step pure and its output gated
+        p_outputs, records, io, gates = self._replay(xs, snapshots, carry=not last)
+        network.set_state(end)
+        loss = self.loss.sequence_loss(p_outputs, target, offset=start, num_steps=steps)
         drivers = [n for n in network.neurons if records[id(n)][0]]
         spikes = [z for n in drivers for z in records[id(n)][2]]
         # the learning signals: spatial backprop through the neurons' steps
         signals = [None] * len(spikes)
         if loss is not None:
             signals = list(torch.autograd.grad(loss, spikes, retain_graph=True, allow_unused=True))
-        cotangents, carried = [], []
-        at = 0
+        cotangents, carried, at = [], [], 0
         for driver in drivers:
             currents, states, gated = records[id(driver)]
-            ell = [torch.zeros_like(z) if s is None else s for z, s in zip(gated, signals[at : at + len(gated)])]
+            ell = [torch.zeros_like(z) if g is None else g for z, g in zip(gated, signals[at : at + len(gated)])]
             at += len(gated)
-            cotangents += self._neuron(driver, currents, states, ell, grads, first, last, carried)
+            cotangents += self._neuron(driver, length, currents, states, ell, grads, last, carried)
         # the parameters below each neuron (and the readout's): one backward with the neurons' outputs cut
-        switch.open = False
+        gates.open = False
         outs = ([loss] if loss is not None else []) + [c for driver in drivers for c in records[id(driver)][0]]
         cots = ([torch.ones_like(loss)] if loss is not None else []) + cotangents
         keep = [(o, c) for o, c in zip(outs, cots) if o.requires_grad]
@@ -458,17 +452,59 @@ class HYPRTrainer(Trainer):
                 if grad is not None:
                     grads[param] = grads.get(param, 0) + grad
         if not (first and last):
-            self._carry(records, io, carried, grads, first, last)
+            self._carry(records, io, gates, carried, grads, last)
         return torch.stack(outputs)
 
-    def _neuron(self, driver: Driver, currents: list, states: list, ell: list, grads: dict,
-                first: bool, last: bool, carried: list) -> list[torch.Tensor]:
+    def _replay(self, xs: torch.Tensor, snapshots: list, carry: bool) -> tuple[torch.Tensor, dict, dict, _Gates]:
+        """The P-stage's forward: ``(outputs [L, B, K], records, synapse inputs and outputs, gates)``, with
+        ``records[id(neuron)]`` the lists of its currents, entering states and gated spikes (one entry
+        per step, or one for all steps folded)."""
+        network, length = self.network, xs.shape[0]
+        index = {id(part): i for i, part in enumerate(network.parts)}
+        records = {id(n): ([], [], []) for n in network.neurons}
+        io: dict[str, list] = {}
+        gates = _Gates()
+
+        def neuron_step(driver: Driver, current: torch.Tensor) -> torch.Tensor:
+            if network.folded_steps is None:
+                state = _entering_state(driver, driver.get_state(), current)
+            else:
+                saved = [snapshot[index[id(driver)]] for snapshot in snapshots]
+                steps = current.unflatten(0, (length, -1)).unbind(0)
+                state = _cat_states([_entering_state(driver, s, c) for s, c in zip(saved, steps)], current.dim())
+            spike, _ = _pure_step(driver, current, state)
+            gated = gates(spike)
+            for kept, value in zip(records[id(driver)], (current, state, gated)):
+                kept.append(value)
+            return gated
+
+        def keep_io(path: str, module: nn.Module, x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+            io.setdefault(path, []).append((x, out))
+            return out
+
+        network.neuron_override = neuron_step
+        try:
+            with torch.enable_grad(), _frozen_batch_statistics(self.model, network), network.stepping(), \
+                    network.intercept(keep_io if carry else None):
+                if self._fold:
+                    out = network.run(xs)
+                else:
+                    steps = []
+                    for x_t, snapshot in zip(xs.unbind(0), snapshots):
+                        network.set_state(snapshot)
+                        steps.append(network.step(x_t))
+                    out = torch.stack(steps)
+        finally:
+            network.neuron_override = None
+        return out, records, io, gates
+
+    def _neuron(self, driver: Driver, length: int, currents: list, states: list, ell: list, grads: dict,
+                last: bool, carried: list) -> list[torch.Tensor]:
         """One neuron layer's chunk: Jacobians, the reverse scan, its own parameters' gradient and
-        eligibility; returns the gradient of each step's current, :math:`q_t D_t`."""
-        length, batch = len(currents), currents[0].shape[0]
+        eligibility; returns the gradient of each recorded current, :math:`q_t D_t`."""
         current = torch.cat([c.detach() for c in currents])
-        fields = [torch.cat([s[i] for s in states], dim=s0.dim() - current.dim()) for i, s0 in enumerate(states[0])]
-        state = type(states[0])(*fields) if hasattr(states[0], "_fields") else tuple(fields)
+        batch = current.shape[0] // length
+        state = _cat_states(states, current.dim()) if len(states) > 1 else states[0]
         if isinstance(driver, CoreDriver):
             a, d, g = _core_jacobians(driver, current, state)
         else:
@@ -476,7 +512,7 @@ class HYPRTrainer(Trainer):
         unflat = lambda t: t.unflatten(0, (length, batch))  # noqa: E731
         a, d, g = unflat(a), unflat(d), unflat(g)
         ell_vec = torch.zeros_like(d)
-        ell_vec[..., -1] = torch.stack(ell).reshape(length, batch, -1)
+        ell_vec[..., -1] = torch.cat(ell).reshape(length, batch, -1)
         q, suffix = suffix_scan(a, ell_vec)
         q0 = torch.einsum("bni,bnij->bnj", q[0], a[0])
         phi = suffix[0] @ a[0]  # A_L ... A_1
@@ -501,18 +537,22 @@ class HYPRTrainer(Trainer):
                 grads[param] = grads.get(param, 0) + value
                 offset += width
         carried.append((driver, q0, phi, suffix, d))
-        return list(((q * d).sum(-1)).reshape(length, *currents[0].shape).unbind(0))
+        cotangent = (q * d).sum(-1).reshape(current.shape)
+        return list(cotangent.split([c.shape[0] for c in currents]))
 
     # -- eligibilities of the parameters below each neuron, from one sub-sequence to the next --------
-    def _carry(self, records: dict, io: dict, carried: list, grads: dict, first: bool, last: bool) -> None:
+    def _carry(self, records: dict, io: dict, gates: _Gates, carried: list, grads: dict, last: bool) -> None:
+        if not carried:
+            return
         if self._feeds is None:
-            self._feeds = self._find_feeds(records, io)
+            self._feeds = self._find_feeds(records, io, gates, carried[0][3].shape[0])
         for driver, q0, phi, suffix, d in carried:
             currents = records[id(driver)][0]
             feeds = [feed for feed in self._feeds if feed.driver is driver]
             if not feeds:
                 continue
-            local = self._local_gains(currents, feeds, io) if not last else None
+            length, batch = suffix.shape[:2]
+            local = self._local_gains(currents, feeds, io, length) if not last else None
             # the D_t of each step carried to the chunk's end, [L, B, E, D]
             carried_d = torch.einsum("tbnij,tbnj->tbni", suffix, d)
             for index, feed in enumerate(feeds):
@@ -527,9 +567,8 @@ class HYPRTrainer(Trainer):
                     added = coefficient.sum(0)
                 else:
                     module = self.model.get_submodule(feed.synapse)
-                    patches = torch.stack([_patches(module, x.detach()) for x, _ in io[feed.synapse]])  # [L, B, P, F]
-                    out_channels, positions = module.weight.shape[0], patches.shape[2]
-                    coefficient = coefficient.unflatten(2, (out_channels, positions))
+                    patches = torch.cat([_patches(module, x.detach()) for x, _ in io[feed.synapse]]).unflatten(0, (length, batch))
+                    coefficient = coefficient.unflatten(2, (module.weight.shape[0], patches.shape[2]))
                     added = torch.einsum("tbopk,tbpf->bopkf", coefficient, patches).flatten(1, 2)
                 if elig is not None:  # the earlier inputs' eligibility, carried through this chunk's steps
                     added = added + (phi @ elig.reshape(*phi.shape[:3], -1)).reshape(elig.shape)
@@ -546,7 +585,7 @@ class HYPRTrainer(Trainer):
         total = torch.einsum("bni,bnif->nf", q0, elig)  # [E, F], E = out channels x positions
         return total.reshape(out_channels, -1, total.shape[-1]).sum(1).reshape(param.shape)
 
-    def _find_feeds(self, records: dict, io: dict) -> list[_Feed]:
+    def _find_feeds(self, records: dict, io: dict, gates: _Gates, length: int) -> list[_Feed]:
         """Which parameters feed which neuron layer's current (through the model's graph, the
         neurons' outputs cut), and whether HYPR can carry their eligibility."""
         weights = {id(module.weight): path for path, module in self.network.synapses}
@@ -558,7 +597,7 @@ class HYPRTrainer(Trainer):
             currents = [c for c in records[id(driver)][0] if c.requires_grad]
             if not currents or not params:
                 continue
-            reached = _parameters_below(currents[0])
+            reached = _parameters_below(currents[0], gates)
             channels = currents[0].shape[1] if currents[0].dim() > 1 else 1
             for param in params:
                 if id(param) not in reached:
@@ -584,20 +623,20 @@ class HYPRTrainer(Trainer):
         for driver in self.network.neurons:
             mine = [feed for feed in feeds if feed.driver is driver]
             if mine:
-                self._local_gains(records[id(driver)][0], mine, io, check=True)
+                self._local_gains(records[id(driver)][0], mine, io, length, check=True)
         return feeds
 
     def _beyond(self, what: str, driver: Driver, why: str) -> str:
         return (f"{what} feeds {driver.label} but {why}: HYPR cannot carry its eligibility from one chunk to the next; "
                 f"train with chunk=None (the whole sequence at once)")
 
-    def _local_gains(self, currents: list, feeds: list[_Feed], io: dict, check: bool = False) -> list[torch.Tensor]:
+    def _local_gains(self, currents: list, feeds: list[_Feed], io: dict, length: int, check: bool = False) -> list[torch.Tensor]:
         r"""For each feed, :math:`\partial I_t/\partial y_t` (a synapse's output) or
         :math:`\partial I_t/\partial \theta_{c}` (a per-channel parameter), one number per element and
         step, ``[L, B, E]``: the Jacobian times ones (a Jacobian-vector product from two backward
         passes), which is the diagonal for the element-wise paths HYPR carries (checked on a random
         direction the first time)."""
-        length, batch = len(currents), currents[0].shape[0]
+        batch = sum(c.shape[0] for c in currents) // length
         gains = []
         for feed in feeds:
             ones = [torch.ones_like(c).requires_grad_() for c in currents]
@@ -615,5 +654,5 @@ class HYPRTrainer(Trainer):
                         if not torch.allclose(torch.zeros_like(c) if m is None else m, expected, rtol=1e-4, atol=1e-6):
                             raise UnsupportedModule(self._beyond(feed.synapse or feed.name, feed.driver,
                                                                  "reaches it through more than element-wise operations"))
-            gains.append(torch.stack([g.detach() for g in gain]).reshape(length, batch, -1))
+            gains.append(torch.cat([g.detach() for g in gain]).reshape(length, batch, -1))
         return gains

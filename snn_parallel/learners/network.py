@@ -154,6 +154,9 @@ class Driver:
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         x = self.single_input(args, kwargs)
+        override = self.network.neuron_override
+        if override is not None and self.is_neuron:
+            return override(self, x)
         steps = self.network.folded_steps
         if steps is None:
             return self.step(x)
@@ -201,8 +204,10 @@ class CoreDriver(Driver):
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         x = self.single_input(args, kwargs)
-        steps = self.network.folded_steps
-        if steps is None:
+        steps, override = self.network.folded_steps, self.network.neuron_override
+        if override is not None:
+            spikes, membrane = override(self, x), None
+        elif steps is None:
             spikes, membrane = self.step(x), None
         else:
             spikes, membrane = (out.flatten(0, 1) for out in self.run(x.unflatten(0, (steps, -1))))
@@ -211,9 +216,6 @@ class CoreDriver(Driver):
         return spikes if self.spikes_only else (spikes, self.state)
 
     def step(self, x_t: torch.Tensor) -> torch.Tensor:
-        override = self.network.neuron_override
-        if override is not None:
-            return override(self, x_t)
         spike, self.state = self.core.step(x_t, self.state)
         return spike
 
@@ -262,9 +264,6 @@ class MemoryDriver(Driver):
         return out[0] if self.is_neuron and isinstance(out, (tuple, list)) else out
 
     def step(self, x_t: torch.Tensor) -> Any:
-        override = self.network.neuron_override
-        if override is not None and self.is_neuron:
-            return override(self, x_t)
         return self._call("s", x_t)
 
     def run(self, x_seq: torch.Tensor) -> Any:
@@ -403,7 +402,7 @@ class Network:
         self._saved: list[tuple[nn.Module, str, Any]] = []
         #: ``None`` for single steps, else ``T`` of the folded sequence being run
         self.folded_steps: int | None = None
-        #: replaces every neuron's step (HYPR's P-stage): ``(driver, input) -> spikes``
+        #: replaces every neuron's step, or its folded sequence (HYPR's P-stage): ``(driver, input) -> spikes``
         self.neuron_override: Callable[[Driver, torch.Tensor], torch.Tensor] | None = None
         self.structure: Structure | None = None
         self._owned: set[str] = set()  # paths of modules a driver runs itself (an adapter's core)
@@ -559,11 +558,7 @@ class Network:
         overriding = self.neuron_override
 
         def detached(driver: Driver, x: torch.Tensor) -> torch.Tensor:
-            previous, self.neuron_override = self.neuron_override, None
-            try:
-                return _first(driver.step(x)).detach()
-            finally:
-                self.neuron_override = previous
+            return _first(driver.step(x)).detach()
 
         # 1. which synapses see the raw input and no neuron's output, through stateless modules (the
         #    parameters are frozen: only the raw input, or only the neurons' outputs, carry a gradient)
