@@ -284,10 +284,6 @@ class MemoryDriver(Driver):
     def set_state(self, state: Any) -> None:
         self.module._memories.update(state)
 
-    def materialized(self, x_t: torch.Tensor) -> tuple:
-        """The memories as tensors for an input like ``x_t`` (SpikingJelly starts them as floats)."""
-        return tuple(self.module.materialize_states((x_t,), tuple(self.module._memories.values()), "s"))
-
     def linear_response(self) -> tuple[torch.Tensor, torch.Tensor] | None:
         """``(1 - 1/tau, 1/tau)`` of SpikingJelly's LIF nodes (gain 1 without ``decay_input``; the
         membrane is reset, so only the synapses' traces are exact); ``None`` for other nodes."""
