@@ -55,8 +55,8 @@ torch.manual_seed(0)
 # ## One network, four trainers
 #
 # `classifier(inputs, classes, neuron)` builds `Linear -> neuron -> Linear -> neuron ->
-# Linear` as an `nn.Sequential`; any such network of synapses and neurons (ours, their
-# snnTorch and SpikingJelly adapters, SpikingJelly's own nodes) works. A trainer takes the
+# Linear` as an `nn.Sequential`; any `nn.Module` with neurons in it (ours, their snnTorch and
+# SpikingJelly adapters, SpikingJelly's own nodes) works, as the zoo ResNet below shows. A trainer takes the
 # model, an optimizer, a loss and the rule's options, and `fit` trains it. The loss is
 # `StepLoss("ce", "all")`, cross-entropy at every step, except for FPTT, which uses its
 # reference code's loss for one label per sequence, `StepLoss("ce", "last")`: each part is
