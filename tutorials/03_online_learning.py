@@ -56,8 +56,8 @@ torch.manual_seed(0)
 #
 # `classifier(inputs, classes, neuron)` builds `Linear -> neuron -> Linear -> neuron ->
 # Linear` as an `nn.Sequential`; any `nn.Module` with neurons in it (ours, their snnTorch and
-# SpikingJelly adapters, SpikingJelly's own nodes) works, as the zoo ResNet below shows. A trainer takes the
-# model, an optimizer, a loss and the rule's options, and `fit` trains it. The loss is
+# SpikingJelly adapters, SpikingJelly's own nodes) works, as the zoo ResNet below shows. A
+# trainer takes the model, an optimizer, a loss and the rule's options, and `fit` trains it. The loss is
 # `StepLoss("ce", "all")`, cross-entropy at every step, except for FPTT, which uses its
 # reference code's loss for one label per sequence, `StepLoss("ce", "last")`: each part is
 # trained on its last output, weighted by how far into the sequence it is, plus FPTT's
