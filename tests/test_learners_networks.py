@@ -286,6 +286,28 @@ def test_hypr_gradient_does_not_depend_on_chunk_in_the_zoo_resnet(zoo):
         torch.testing.assert_close(got[name], whole[name], rtol=1e-9, atol=1e-13, msg=f"one step after the other: {name}")
 
 
+def test_hypr_through_spikingjelly_recurrent_container():
+    """``LinearRecurrentContainer`` around our node: its synapse sees ``[x_t; z_{t-1}]``, the recurrent
+    input replayed from the S-stage; the gradient (e-prop's, through the neuron's own state) does not
+    depend on the chunk length."""
+    torch.manual_seed(0)
+    model = nn.Sequential(layer.LinearRecurrentContainer(DecoupledLIFNode(6, learn_decay=True), 6, 6), nn.Linear(6, 3)).double()
+    nn.init.uniform_(model[0].rc.weight, -1.5, 1.5)
+    x, y = torch.rand(9, 4, 6, dtype=torch.float64) * 2, torch.randint(0, 3, (4,))
+    whole = _grads(HYPRTrainer, model, x, y)
+    assert len(whole) == len(list(model.parameters())) and all(g.abs().sum() > 0 for g in whole.values())
+    for chunk in (2, 5):
+        got = _grads(HYPRTrainer, model, x, y, chunk=chunk)
+        for name in whole:
+            torch.testing.assert_close(got[name], whole[name], rtol=1e-10, atol=1e-12, msg=f"chunk={chunk}: {name}")
+    # a synapse feeding the container's synapse reaches the neuron through more than element-wise operations
+    deeper = nn.Sequential(nn.Linear(4, 6), *model).double()
+    x4 = torch.rand(9, 4, 4, dtype=torch.float64)
+    assert _grads(HYPRTrainer, deeper, x4, y)  # the whole sequence at once
+    with pytest.raises(UnsupportedModule, match=r"^0 feeds 1\.sub_module \(DecoupledLIFNode\) but reaches it through"):
+        _grads(HYPRTrainer, deeper, x4, y, chunk=3)
+
+
 # -- TSSL-BP on a residual PSPLIF network --------------------------------------------------------------
 class ResidualPSP(nn.Module):
     """Our neurons used directly return ``(spikes, state)``, as their own forward does."""
