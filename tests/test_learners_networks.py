@@ -180,6 +180,8 @@ def test_resnet_builder_is_the_zoo_network(zoo):
     torch.testing.assert_close(network.run(x), outputs[1], rtol=1e-6, atol=1e-6)
     with pytest.raises(ValueError, match="width"):
         spiking_resnet(lambda channels: _lif(), width=0)
+    with pytest.raises(TypeError, match="neuron must be a callable"):
+        spiking_resnet(neuron.LIFNode())
 
 
 # -- OTTT: the same step as SpikingJelly's own ----------------------------------------------------------

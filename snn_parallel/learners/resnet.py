@@ -90,6 +90,7 @@ def spiking_resnet(
     for value, name in ((in_channels, "in_channels"), (classes, "classes"), (width, "width")):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be a positive int, got {value!r}")
-    if not callable(neuron):
-        raise TypeError(f"neuron must be a callable that builds a spiking layer for a channel count, got {type(neuron).__name__}")
+    if not callable(neuron) or isinstance(neuron, nn.Module):
+        raise TypeError(f"neuron must be a callable that builds a new spiking layer for a channel count (e.g. "
+                        f"lambda channels: LIFNode()), got {type(neuron).__name__}")
     return SpikingResNet(neuron, in_channels=in_channels, classes=classes, width=width)
