@@ -359,7 +359,7 @@ class HYPRTrainer(Trainer):
         self._own = {id(p) for part in self.network.neurons for _, p in _own_parameters(part)}
         # with neurons alone as stateful parts (their entering states known), the P-stage runs all the
         # chunk's steps at once, folded into the batch; otherwise one step after the other
-        self._fold = all(part.is_neuron and not getattr(part, "snntorch", False) for part in self.network.parts)
+        self._fold = all(part.is_neuron and part.foldable and not getattr(part, "snntorch", False) for part in self.network.parts)
         self._feeds: list[_Feed] | None = None
         self._elig: dict[tuple[int, int], torch.Tensor] = {}
 
