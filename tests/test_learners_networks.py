@@ -310,6 +310,29 @@ def test_hypr_through_spikingjelly_recurrent_container():
         _grads(HYPRTrainer, deeper, x4, y, chunk=3)
 
 
+def test_hypr_with_snntorch_adapters():
+    """An snnTorch skin of our neuron: BPTT's gradient for one layer with a surrogate that has forward
+    mode; snnTorch's own surrogates, and a skin that passes on its membrane, are refused when the
+    trainer is built."""
+    pytest.importorskip("snntorch")
+    from snn_parallel.adapters import snntorch as skins
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 8), skins.DecoupledLIF(8, init_hidden=True, spike_grad=Sigmoid()), nn.Linear(8, 3)).double()
+    nn.init.uniform_(model[0].weight, -3, 3)
+    x, y = torch.rand(6, 5, 4, dtype=torch.float64) * 2, torch.randint(0, 3, (5,))
+    reference = _grads(BPTTTrainer, model, x, y)
+    assert all(g.abs().sum() > 0 for g in reference.values())
+    got = _grads(HYPRTrainer, model, x, y, chunk=2)
+    for name in reference:
+        torch.testing.assert_close(got[name], reference[name], rtol=1e-10, atol=1e-12)
+    for neuron_, message in ((skins.DecoupledLIF(8, init_hidden=True), "surrogate is a torch.autograd.Function without forward-mode"),
+                             (skins.DecoupledLIF(8, init_hidden=True, output=True, spike_grad=Sigmoid()), "passes on its membrane")):
+        other = nn.Sequential(nn.Linear(4, 8), neuron_, nn.Linear(8, 3))
+        with pytest.raises(UnsupportedModule, match=r"^1 \(DecoupledLIF\).*" + message):
+            HYPRTrainer(other, torch.optim.SGD(other.parameters(), lr=0.1))
+
+
 # -- TSSL-BP on a residual PSPLIF network --------------------------------------------------------------
 class ResidualPSP(nn.Module):
     """Our neurons used directly return ``(spikes, state)``, as their own forward does."""

@@ -359,7 +359,7 @@ class HYPRTrainer(Trainer):
         self._own = {id(p) for part in self.network.neurons for _, p in _own_parameters(part)}
         # with neurons alone as stateful parts (their entering states known), the P-stage runs all the
         # chunk's steps at once, folded into the batch; otherwise one step after the other
-        self._fold = all(part.is_neuron and part.foldable and not getattr(part, "snntorch", False) for part in self.network.parts)
+        self._fold = all(part.is_neuron and part.foldable for part in self.network.parts)
         self._feeds: list[_Feed] | None = None
         self._elig: dict[tuple[int, int], torch.Tensor] = {}
 
@@ -368,6 +368,9 @@ class HYPRTrainer(Trainer):
         if isinstance(part, RecurrentDriver) and part.module.output != "spikes":
             raise UnsupportedModule(f"{part.label}: HYPR's learning signals flow through spikes; use RecurrentBlock(output='spikes')")
         if isinstance(part, CoreDriver):
+            if part.returns_membrane:
+                raise UnsupportedModule(f"{part.label} passes on its membrane; HYPR's learning signals flow through "
+                                        "spikes (use init_hidden=True, output=False)")
             core = part.core
             if not core.channelwise:
                 raise UnsupportedModule(f"{part.label}: its state mixes neurons, but HYPR needs per-neuron dynamics")
@@ -377,6 +380,19 @@ class HYPRTrainer(Trainer):
                         f"{part.label}: parameter {name!r} of shape {list(param.shape)} is not per neuron "
                         f"(first dim {core.features}); HYPR needs per-neuron parameters"
                     )
+            like = next(core.parameters(), None)
+            probe = torch.zeros(1, core.features, dtype=like.dtype if like is not None else None,
+                                device=like.device if like is not None else None)
+            try:  # one step's Jacobians at rest: forward-mode AD must go through the surrogate
+                _core_jacobians(part, probe, core.init_state(probe))
+            except RuntimeError as error:
+                if "setup_context" not in str(error):
+                    raise
+                raise UnsupportedModule(
+                    f"{part.label}: HYPR takes forward-mode Jacobians of the neuron's step, but its surrogate is a "
+                    "torch.autograd.Function without forward-mode support (e.g. snnTorch's); pass one of "
+                    "snn_parallel.surrogate's (e.g. spike_grad=Sigmoid())"
+                ) from error
         elif isinstance(part, MemoryDriver) and part.is_neuron:
             if not hasattr(part.module, "materialize_states"):
                 raise UnsupportedModule(f"{part.label}: HYPR needs SpikingJelly 2's functional step of the node")

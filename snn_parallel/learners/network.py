@@ -212,8 +212,16 @@ class CoreDriver(Driver):
         else:
             spikes, membrane = (out.flatten(0, 1) for out in self.run(x.unflatten(0, (steps, -1))))
         if self.snntorch:
-            return self.module._returns(spikes, self.state[0] if membrane is None else membrane)
+            if membrane is None:  # the membrane snnTorch returns: the state's first field
+                membrane = self.state[0] if self.state is not None else torch.zeros_like(spikes)
+            return self.module._returns(spikes, membrane)
         return spikes if self.spikes_only else (spikes, self.state)
+
+    @property
+    def returns_membrane(self) -> bool:
+        """The module's forward passes on a membrane beside the spikes (an snnTorch neuron without
+        ``init_hidden``, or with ``output=True``)."""
+        return self.snntorch and not (self.module.init_hidden and not self.module.output)
 
     def step(self, x_t: torch.Tensor) -> torch.Tensor:
         spike, self.state = self.core.step(x_t, self.state)
