@@ -133,6 +133,8 @@ _TRAIN_SCOPE: dict[str, tuple[str, Callable[[str, list[str]], bool]]] = {
     "network": ("is for --task image, not --task {task}", lambda task, rules: task == "image"),
     "padding": ("is for --task image, not --task {task}", lambda task, rules: task == "image"),
     "dt_du": ("is an option of TSSL-BP: use it with --task image --rule tsslbp", lambda task, rules: rules == ["tsslbp"]),
+    "readout": ("is OTTT's: use it with --rule ottt (or all) on --task row or pixel",
+                lambda task, rules: "ottt" in rules and task in _DIGITS),
 }
 
 
@@ -177,6 +179,8 @@ def _train(args: argparse.Namespace) -> int:
             SequentialDigits("valid", "row", valid_fraction=args.valid)
         except ValueError as error:
             return refuse(f"--valid {args.valid}: {error}")
+    if args.readout == "trace" and (args.trace or experiments.OTTT_TRACES.get(args.neuron or "prf", "presynaptic")) == "neuron":
+        return refuse("--readout trace goes with --trace presynaptic (trace='neuron' keeps the readout's exact gradient)")
     valid = {} if args.valid is None else {"valid_fraction": args.valid}
     revision = {} if args.dt_du is None else {"dt_du_at_spikes": args.dt_du == "spikes"}
     rows = []
@@ -194,7 +198,7 @@ def _train(args: argparse.Namespace) -> int:
                                                   **network, **valid, **revision, **options)
                 else:
                     row = experiments.train_digits(rule, args.task, neuron=args.neuron or "prf", epochs=args.epochs or 20,
-                                                   parts=args.parts, trace=args.trace, **valid, **options)
+                                                   parts=args.parts, trace=args.trace, readout=args.readout, **valid, **options)
                 rows.append({**row, "seed": seed})
                 print(", ".join(f"{k}={v:.4g}" if k == "lr" else f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}"
                                 for k, v in rows[-1].items()), flush=True)
@@ -206,7 +210,7 @@ def _train(args: argparse.Namespace) -> int:
 
 
 #: ``bench --learners`` options, refused without ``--learners``
-_LEARNER_BENCH = ("rules", "lengths", "learners_json")
+_LEARNER_BENCH = ("rules", "lengths", "learners_json", "network")
 
 
 def _bench(args: argparse.Namespace) -> int:
@@ -232,12 +236,19 @@ def _bench(args: argparse.Namespace) -> int:
         return 2
     from .learners.experiments import IMAGE_NETWORK, memory_profile, tsslbp_profile
 
-    rows = memory_profile(args.rules or ["bptt", "fptt", "ottt", "hypr"], args.lengths or [512, 4096])
+    resnet = args.network == "resnet"
+    size = {"batch": 8} if resnet else {}
+    rows = memory_profile(args.rules or ["bptt", "fptt", "ottt", "hypr"], args.lengths or [512, 4096],
+                          network=args.network or "mlp", **size)
     for row in rows:
         base = next(r for r in rows if r["rule"] == row["rule"])
         row["rss_vs_first_T"] = row["peak_rss_mib"] / base["peak_rss_mib"]
-    print("one training step (2 x 256 LIF, batch 32), peak RSS of a fresh process:")
+    what = "SpikingJelly's ResNet-10 (LIFNode) on 3 x 8 x 8 pictures, batch 8" if resnet else "2 x 256 LIF, batch 32"
+    print(f"one training step ({what}), peak RSS of a fresh process:")
     _print_rows(rows, ["rule", "steps", "peak_rss_mib", "rss_vs_first_T", "seconds"])
+    if resnet:
+        _write_json(args.learners_json, rows)
+        return 0
     tssl_rows = tsslbp_profile()
     print(f"TSSL-BP against BPTT, PSPLIF conv net {IMAGE_NETWORK} on 8x8 pictures, one training step (median), "
           "activations saved for the backward:")
@@ -283,6 +294,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="FPTT's K, updates per sequence, at most T (default: T; adding problem: 10)")
     train.add_argument("--trace", choices=("presynaptic", "neuron"), default=None,
                        help="digits: OTTT's trace (default: 'neuron' for prf and lif, else 'presynaptic')")
+    train.add_argument("--readout", choices=("trace", "instant"), default=None,
+                       help="digits: OTTT's readout, through its input's trace as the official code ('trace', the default "
+                            "with --trace presynaptic) or its exact per-step gradient ('instant', the default with 'neuron')")
     train.add_argument("--steps", type=_POSITIVE, default=None,
                        help="adding problem: sequence length (default: 200); image: T (default: 5)")
     train.add_argument("--recipe", choices=("reference", "mean"), default=None,
@@ -321,6 +335,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench_parser.add_argument("--lengths", type=_comma_list(_POSITIVE, "integers >= 1"), default=None,
                               help="--learners: sequence lengths (default: 512,4096)")
     bench_parser.add_argument("--learners-json", type=_writable, help="--learners: write the table here")
+    bench_parser.add_argument("--network", choices=("mlp", "resnet"), default=None,
+                              help="--learners: the network, 2 x 256 LIF (default) or SpikingJelly's ResNet-10 on pictures")
     bench_parser.set_defaults(run=_bench, neuron_options=neuron_options,
                               neuron_defaults={name: bench_parser.get_default(name) for name in neuron_options})
     return parser

@@ -157,8 +157,9 @@ def test_discovery_accepts_supported_networks():
     [
         (nn.Sequential(nn.Linear(4, 8), nn.LSTM(8, 8), PRF(8)), r"1 \(LSTM\) is a recurrent ANN layer"),
         (nn.Sequential(nn.Linear(4, 8), nn.Linear(8, 3)), "no spiking neuron"),
-        (nn.Linear(4, 3), "nn.Sequential"),
-        (nn.Sequential(nn.Linear(4, 8), PRF(8), nn.Transformer()), r"2 \(Transformer\)"),
+        (nn.Linear(4, 3), "no spiking neuron"),
+        (nn.Sequential(nn.Linear(4, 8), PRF(8), nn.GRUCell(8, 8)), r"2 \(GRUCell\) is a recurrent ANN layer"),
+        (nn.Sequential(nn.Linear(4, 8), sj_neuron.PSN(T=4)), r"1 \(PSN\) takes only whole sequences"),
     ],
 )
 def test_discovery_refuses_unsupported_modules(model, message):
@@ -237,16 +238,27 @@ def test_hypr_gradient_does_not_depend_on_chunk_in_deep_recurrent_nets():
     "model, message",
     [
         (nn.Sequential(nn.Linear(4, 6), LTC(6), nn.Linear(6, 3)), "mixes neurons"),
-        (nn.Sequential(nn.Linear(4, 6), sj_neuron.LIFNode(), nn.Linear(6, 3)), "pure step"),
+        (nn.Sequential(nn.Linear(4, 6), sj_neuron.ParametricLIFNode(), sj_layer.SynapseFilter(), nn.Linear(6, 3)),
+         r"2 \(SynapseFilter\) keeps a state of its own"),
         (nn.Sequential(nn.Linear(4, 6), nn.Dropout(0.5), PRF(6), nn.Linear(6, 3)), "deterministic"),
-        (nn.Sequential(nn.Linear(4, 6), PRF(6), SequenceDropout(0.5), nn.Linear(6, 3)), r"\(SequenceDropout\).*deterministic"),
-        (nn.Sequential(nn.Linear(4, 6), nn.LayerNorm(6), PRF(6), nn.Linear(6, 3)), "feeding neurons directly"),
         (nn.Sequential(RecurrentBlock(4, PRF(6), output="membrane"), nn.Linear(6, 3)), "flow through spikes"),
     ],
 )
 def test_hypr_refuses_what_it_cannot_train(model, message):
     with pytest.raises(UnsupportedModule, match=message):
         HYPRTrainer(model, torch.optim.SGD(model.parameters(), lr=0.1), progress=False)
+
+
+def test_hypr_carries_only_eligibilities_it_can_keep_per_neuron():
+    """A norm over the features between a synapse and its neuron mixes the neurons' currents: HYPR trains
+    it over the whole sequence, and refuses to cut the sequence into chunks, naming the synapse."""
+    torch.manual_seed(0)
+    model = nn.Sequential(_wide(nn.Linear(4, 6)), nn.LayerNorm(6), NEURONS["lif"](6), nn.Linear(6, 3)).double()
+    x, y = _digits_like(steps=8)
+    whole = _gradients(HYPRTrainer, model, x, y, chunk=None)
+    assert whole["0.weight"].abs().sum() > 0 and whole["1.weight"].abs().sum() > 0
+    with pytest.raises(UnsupportedModule, match=r"^0 feeds 2 \(DecoupledLIF\) but reaches it through more than element-wise.*chunk=None"):
+        _gradients(HYPRTrainer, model, x, y, chunk=4)
 
 
 # -- FPTT ----------------------------------------------------------------------------------------------
@@ -343,7 +355,11 @@ def test_ottt_single_lif_layer_equals_bptt_with_detached_reset(node):
     x, y = _digits_like()
     reference = _gradients(BPTTTrainer, model, x, y)
     assert reference["2.weight"].abs().sum() > 0
-    _assert_close(_gradients(OTTTTrainer, model, x, y, trace_input=True, trace_decay=0.5), reference)
+    _assert_close(_gradients(OTTTTrainer, model, x, y, trace_input=True, trace_decay=0.5, readout="instant"), reference)
+    # the official code's readout learns through the trace of its input: another weight gradient, the rest equal
+    official = _gradients(OTTTTrainer, model, x, y, trace_input=True, trace_decay=0.5)
+    _assert_close({n: g for n, g in official.items() if n != "2.weight"}, {n: g for n, g in reference.items() if n != "2.weight"})
+    assert not torch.allclose(official["2.weight"], reference["2.weight"], atol=1e-6)
 
 
 def sj_surrogate_sigmoid():
@@ -355,7 +371,7 @@ def sj_surrogate_sigmoid():
 def _neuron_trace_nodes():
     return {
         "prf": lambda: PRF(6, dt_range=(0.05, 1.0), learn_decay=True, surrogate=Sigmoid()),
-        "prf-reset": lambda: PRF(6, dt_range=(0.05, 1.0), reset=True, surrogate=Sigmoid()),
+        "prf-reset": lambda: PRF(6, dt_range=(0.05, 1.0), reset=True, reset_gradient="detached", surrogate=Sigmoid()),
         "lif-per-channel": lambda: DecoupledLIF(6, tau=3.0, learn_decay=True, surrogate=Sigmoid()),
         "sj-lif": lambda: sj_neuron.LIFNode(tau=3.0, v_reset=None, detach_reset=True, surrogate_function=sj_surrogate_sigmoid()),
         "sj-plif": lambda: sj_neuron.ParametricLIFNode(init_tau=3.0, v_reset=None, detach_reset=True, surrogate_function=sj_surrogate_sigmoid()),
@@ -365,7 +381,8 @@ def _neuron_trace_nodes():
 @pytest.mark.parametrize("node", list(_neuron_trace_nodes()))
 def test_ottt_neuron_trace_is_exact_for_one_layer_of_any_decay(node):
     """trace='neuron' filters each synapse with its neuron's own (per-channel, complex) decay:
-    the gradients of one layer equal BPTT's; the paper's shared trace does not."""
+    the gradients of one layer equal BPTT's (with PRF's reset detached, as the traces assume);
+    the paper's shared trace does not."""
     torch.manual_seed(4)
     model = nn.Sequential(_wide(nn.Linear(4, 6)), _neuron_trace_nodes()[node](), nn.Linear(6, 3)).double()
     x, y = _digits_like()
@@ -376,7 +393,7 @@ def test_ottt_neuron_trace_is_exact_for_one_layer_of_any_decay(node):
     exact = reference if not node.startswith("sj") else {name: reference[name] for name in ("0.weight", "0.bias", "2.weight", "2.bias")}
     assert exact["0.weight"].abs().sum() > 0 and len(exact) >= 4
     _assert_close({name: got[name] for name in exact}, exact)
-    shared = _gradients(OTTTTrainer, model, x, y, trace_input=True, trace_decay=0.5)
+    shared = _gradients(OTTTTrainer, model, x, y, trace_input=True, trace_decay=0.5, readout="instant")
     assert not torch.allclose(shared["0.weight"], reference["0.weight"], atol=1e-6)
 
 
@@ -403,12 +420,17 @@ def test_ottt_neuron_trace_in_recurrent_and_deep_networks():
         (lambda: nn.Sequential(nn.Linear(4, 6), nn.Dropout(0.1), PRF(6), nn.Linear(6, 3)), {}, "directly followed by its neuron; 0 is not"),
         (lambda: nn.Sequential(nn.Linear(4, 6), PRF(6), nn.Linear(6, 3)), {"trace_decay": 0.9}, "trace_decay sets the presynaptic trace"),
         (lambda: nn.Sequential(nn.Linear(4, 6), PRF(6), nn.Linear(6, 3)), {"trace": "post"}, "trace must be 'presynaptic' or 'neuron'"),
+        (lambda: nn.Sequential(nn.Linear(4, 6), PRF(6), nn.Linear(6, 3)), {"readout": "trace"}, "readout='trace' goes with"),
+        (lambda: nn.Sequential(nn.Linear(4, 6), PRF(6), nn.Linear(6, 3)), {"trace": "presynaptic", "readout": "last"}, "readout must be"),
     ],
 )
 def test_ottt_neuron_trace_refuses_what_it_cannot_filter(model, options, message):
+    """Options are checked when the trainer is built, the model's graph at the first batch."""
     module = model()
     with pytest.raises(ValueError, match=message):
-        OTTTTrainer(module, torch.optim.SGD(module.parameters(), lr=0.1), trace_input=True, **{"trace": "neuron", **options})
+        trainer = OTTTTrainer(module, torch.optim.SGD(module.parameters(), lr=0.1), trace_input=True, progress=False,
+                              **{"trace": "neuron", **options})
+        trainer.fit([(torch.rand(3, 2, 4), torch.zeros(2, dtype=torch.long))], 1)
 
 
 @pytest.mark.slow
@@ -555,6 +577,33 @@ def test_weight_clamp_bounds_every_synapse_after_each_step(rule):
     assert any(m.bias.abs().max() > 0.05 for m in synapses)  # biases are not clamped
 
 
+def test_shared_options_are_declared_once_with_each_rules_defaults():
+    """TrainerOptions holds the options every rule takes; rules differ only in their defaults."""
+    from snn_parallel.learners import TSSLBPTrainer, TrainerOptions, tssl_network
+
+    model = _classifier()
+    opt = lambda m: torch.optim.SGD(m.parameters(), lr=0.1)  # noqa: E731
+    assert BPTTTrainer(model, opt(model)).options == TrainerOptions()
+    assert FPTTTrainer(model, opt(model), parts=2).clip_grad_norm == 1.0  # the reference code's clip
+    fptt = FPTTTrainer(model, opt(model), parts=2, clip_grad_norm=None, batch_first=True)
+    assert fptt.clip_grad_norm is None and fptt.batch_first and fptt.options.batch_first
+    tssl = tssl_network("4C3-12", (1, 8, 8), 3)
+    reference = TSSLBPTrainer(tssl, opt(tssl))
+    assert (reference.loss.variant, reference.clip_grad_norm, reference.weight_clamp) == ("kernel", 1.0, 4.0)
+    # one options object shared between rules, taken as given
+    shared = TrainerOptions(loss="ce_all", clip_grad_norm=0.5, progress=False)
+    for rule, extra in ((BPTTTrainer, {}), (FPTTTrainer, {"parts": 2}), (OTTTTrainer, {}), (HYPRTrainer, {})):
+        trainer = rule(model, opt(model), options=shared, **extra)
+        assert trainer.options == shared and trainer.loss == StepLoss("ce", "all") and trainer.clip_grad_norm == 0.5
+    assert OTTTTrainer(model, opt(model), options=shared, weight_clamp=2.0).options == shared.replace(weight_clamp=2.0)
+    with pytest.raises(TypeError, match=r"unknown trainer option 'clip'.*'clip_grad_norm'"):
+        BPTTTrainer(model, opt(model), clip=1.0)
+    with pytest.raises(TypeError, match="options must be a TrainerOptions"):
+        BPTTTrainer(model, opt(model), options={"loss": "ce"})
+    with pytest.raises(TypeError, match="loss must be a StepLoss or its name"):
+        TrainerOptions(loss=3)
+
+
 def test_bptt_batch_sum_scales_the_gradient_by_the_batch():
     x, y = torch.rand(8, 4, 8), torch.randint(0, 10, (4,))
     grads = {}
@@ -634,7 +683,7 @@ def test_sequence_dropout_keeps_its_mask_over_the_steps_of_a_sequence():
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(4, 16), PRF(16), SequenceDropout(0.5), nn.Linear(16, 3))
     network = discover(model)
-    layer = network.layers[2]
+    layer = network.driver(model[2])
     h = torch.rand(6, 8, 16) + 0.5  # what reaches the dropout, step by step
     masks = []
     for _ in range(2):

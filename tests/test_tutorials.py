@@ -19,7 +19,7 @@ FIGURES = {
     "00_parallel_neurons": ["00_membranes", "00_speed"],
     "01_snntorch_swap": ["01_accuracy_speed", "01_raster_membrane"],
     "02_spikingjelly": ["02_streaming_raster", "02_long_rate"],
-    "03_online_learning": ["03_memory_time", "03_accuracy", "03_adding"],
+    "03_online_learning": ["03_memory_time", "03_accuracy", "03_resnet_memory", "03_adding"],
     "04_speed": ["04_cpu", "04_live"] + (["04_gpu"] if (ROOT / "benchmarks" / "gpu.json").exists() else []),
     "05_custom_neuron": ["05_parallel_vs_step", "05_speed", "05_training"],
     "06_tsslbp": ["06_neuron_gradient", "06_desired_psp", "06_training", "06_output_psp", "06_seeds"],
@@ -28,7 +28,7 @@ FIGURES = {
 NEEDS = {
     "01_snntorch_swap": ("snntorch", "sklearn"),
     "02_spikingjelly": ("spikingjelly", "sklearn"),
-    "03_online_learning": ("sklearn",),
+    "03_online_learning": ("sklearn", "spikingjelly"),
     "05_custom_neuron": ("snntorch", "spikingjelly", "sklearn"),
     "06_tsslbp": ("sklearn",),
 }

@@ -30,7 +30,7 @@ from .tsslbp import SpikeSequenceLoss, TSSLBPTrainer, tssl_network
 
 __all__ = [
     "RULES", "NEURONS", "IMAGE_RULES", "IMAGE_NETWORK", "classifier", "build_trainer", "digits_loss", "train_digits",
-    "train_adding", "train_image", "memory_profile", "tsslbp_profile",
+    "train_adding", "train_image", "memory_profile", "tsslbp_profile", "MEMORY_NETWORKS",
 ]
 
 RULES: dict[str, type[Trainer]] = {"bptt": BPTTTrainer, "fptt": FPTTTrainer, "ottt": OTTTTrainer, "hypr": HYPRTrainer}
@@ -67,11 +67,13 @@ OTTT_TRACES = {"lif": "neuron", "prf": "neuron"}
 
 
 def build_trainer(rule: str, model: nn.Module, optimizer: torch.optim.Optimizer, steps: int, loss: StepLoss,
-                  chunk: int | None = None, parts: int | None = None, trace: str = "presynaptic") -> Trainer:
+                  chunk: int | None = None, parts: int | None = None, trace: str = "presynaptic",
+                  readout: str | None = None) -> Trainer:
     """The rule's trainer as these experiments use it: FPTT with K = ``parts`` (``None``: T),
-    OTTT_A with an input trace of kind ``trace``, HYPR with sub-sequences of ``chunk`` steps
-    (``None``: the whole sequence)."""
-    options = {"fptt": {"parts": parts or steps}, "ottt": {"trace_input": True, "trace": trace}, "hypr": {"chunk": chunk}}.get(rule, {})
+    OTTT_A with an input trace of kind ``trace`` and its ``readout`` (``None``: the trace's
+    default), HYPR with sub-sequences of ``chunk`` steps (``None``: the whole sequence)."""
+    ottt = {"trace_input": True, "trace": trace, "readout": readout}
+    options = {"fptt": {"parts": parts or steps}, "ottt": ottt, "hypr": {"chunk": chunk}}.get(rule, {})
     return RULES[rule](model, optimizer, loss=loss, progress=False, **options)
 
 
@@ -90,10 +92,11 @@ def _digits_splits(mode: str, seed: int, valid_fraction: float | None, **options
 
 def train_digits(rule: str, mode: str = "row", *, neuron: str = "lif", epochs: int = 20, hidden: int = 128,
                  lr: float = 3e-3, batch_size: int = 64, parts: int | None = None, trace: str | None = None,
-                 valid_fraction: float | None = None, seed: int = 0) -> dict[str, float | str]:
+                 readout: str | None = None, valid_fraction: float | None = None, seed: int = 0) -> dict[str, float | str]:
     """Train on :class:`~snn_parallel.tasks.SequentialDigits` with :func:`digits_loss`; returns
     the test accuracy (``valid_accuracy`` with ``valid_fraction``) and time. ``parts``: FPTT's K
-    (``None``: K = T); ``trace``: OTTT's trace (``None``: :data:`OTTT_TRACES` for the neuron)."""
+    (``None``: K = T); ``trace``: OTTT's trace (``None``: :data:`OTTT_TRACES` for the neuron);
+    ``readout``: OTTT's readout (``None``: the trace's default)."""
     if rule not in RULES:
         raise ValueError(f"rule must be one of {sorted(RULES)}, got {rule!r}")
     torch.manual_seed(seed)
@@ -102,7 +105,7 @@ def train_digits(rule: str, mode: str = "row", *, neuron: str = "lif", epochs: i
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     loss = digits_loss(rule)
     trainer = build_trainer(rule, model, optimizer, train.num_steps, loss, parts=parts,
-                            trace=trace or OTTT_TRACES.get(neuron, "presynaptic"))
+                            trace=trace or OTTT_TRACES.get(neuron, "presynaptic"), readout=readout)
     start = time.perf_counter()
     trainer.fit(make_loader(train, batch_size, shuffle=True, seed=seed), epochs)
     seconds = time.perf_counter() - start
@@ -112,7 +115,7 @@ def train_digits(rule: str, mode: str = "row", *, neuron: str = "lif", epochs: i
     if rule == "fptt":
         row["parts"] = parts or train.num_steps
     if rule == "ottt":
-        row["trace"] = trainer.trace
+        row["trace"], row["readout"] = trainer.trace, trainer.readout
     return row
 
 
@@ -239,13 +242,29 @@ def tsslbp_profile(*, steps: int = 5, batch: int = 50, repeats: int = 20) -> lis
 
 
 # -- memory against T: one training step in a fresh process ------------------------------------------
-def _one_step(rule: str, steps: int, batch: int, hidden: int) -> dict[str, float]:
+#: the networks of the memory benchmark: 2 x ``hidden`` LIF on 16 inputs, or SpikingJelly's ResNet-10
+#: (``spiking_resnet``, LIFNode) on 3 x 8 x 8 pictures
+MEMORY_NETWORKS = ("mlp", "resnet")
+
+
+def _memory_setup(rule: str, network: str, steps: int, batch: int, hidden: int) -> tuple[nn.Module, torch.Tensor, dict]:
+    """The network, a random input ``[T, B, ...]`` and the rule's options for :func:`build_trainer`."""
+    if network == "mlp":
+        return classifier(16, 10, "lif", hidden), (torch.rand(steps, batch, 16) < 0.3).float(), {"chunk": 64, "trace": OTTT_TRACES["lif"]}
+    from spikingjelly.activation_based import neuron, surrogate
+
+    from .resnet import spiking_resnet
+
+    model = spiking_resnet(lambda channels: neuron.LIFNode(tau=2.0, surrogate_function=surrogate.ATan(), detach_reset=True))
+    # HYPR's sub-sequences shorter than every T measured: its eligibilities are carried at every length
+    return model, torch.rand(steps, batch, 3, 8, 8), {"chunk": 16}
+
+
+def _one_step(rule: str, steps: int, batch: int, hidden: int, network: str = "mlp") -> dict[str, float]:
     torch.manual_seed(0)
-    model = classifier(16, 10, "lif", hidden)
+    model, x, options = _memory_setup(rule, network, steps, batch, hidden)
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-3)
-    x = (torch.rand(steps, batch, 16) < 0.3).float()
     target = torch.randint(0, 10, (batch,))
-    options = {"chunk": 64, "trace": OTTT_TRACES["lif"]}
     warm_up = build_trainer(rule, model, optimizer, 4, StepLoss("ce", "all"), **options)
     with warm_up.network.stepping():  # lazy initialisation and thread pools, on 4 steps
         warm_up.train_batch(*warm_up.prepare((x[:4], target)))
@@ -259,15 +278,20 @@ def _one_step(rule: str, steps: int, batch: int, hidden: int) -> dict[str, float
     return {"peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "seconds": seconds}
 
 
-def memory_profile(rules: list[str], lengths: list[int], *, batch: int = 32, hidden: int = 256) -> list[dict[str, float | str]]:
-    """Peak RSS and time of one training step per (rule, T), each in a fresh Python process."""
+def memory_profile(rules: list[str], lengths: list[int], *, batch: int = 32, hidden: int = 256,
+                   network: str = "mlp") -> list[dict[str, float | str]]:
+    """Peak RSS and time of one training step per (rule, T), each in a fresh Python process, on the
+    network ``network`` (one of :data:`MEMORY_NETWORKS`)."""
+    if network not in MEMORY_NETWORKS:
+        raise ValueError(f"network must be one of {MEMORY_NETWORKS}, got {network!r}")
     rows = []
     for rule in rules:
         for steps in lengths:
             code = (
                 "import json, sys; from snn_parallel.learners.experiments import _one_step; "
-                f"print(json.dumps(_one_step({rule!r}, {steps}, {batch}, {hidden})))"
+                f"print(json.dumps(_one_step({rule!r}, {steps}, {batch}, {hidden}, {network!r})))"
             )
             out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-            rows.append({"rule": rule, "steps": steps, "batch": batch, "hidden": hidden, **json.loads(out.strip().splitlines()[-1])})
+            shape = {"hidden": hidden} if network == "mlp" else {"network": "spiking_resnet"}
+            rows.append({"rule": rule, "steps": steps, "batch": batch, **shape, **json.loads(out.strip().splitlines()[-1])})
     return rows

@@ -1,55 +1,64 @@
-r"""HYPR: hybrid propagation (Baronig et al., arXiv 2506.14464), for any neuron with a pure ``step``.
+r"""HYPR: hybrid propagation (Baronig et al., arXiv 2506.14464), over any feed-forward graph.
 
-For a layer with per-neuron state :math:`s` (``d`` numbers per neuron, plus its spike
-:math:`z`, together :math:`\hat s`), input current :math:`I_t = W x_t + b` (with
-:math:`x_t = [x_t; z_{t-1}]` for recurrent weights) and neuron parameters :math:`\theta`:
+Each neuron (one element of a neuron layer, with its state :math:`s`, ``d`` numbers, plus its
+spike :math:`z`, together :math:`\hat s`) evolves by its own step from its input current
+:math:`I_t`, which the model's stateless modules compute from the layers below (synapses,
+norms, residual sums, ...) with parameters :math:`W`; the neuron has its own parameters
+:math:`\theta`:
 
 .. math::
 
     A_t = \frac{\partial \hat s_t}{\partial \hat s_{t-1}}, \quad
     D_t = \frac{\partial \hat s_t}{\partial I_t}, \quad
     G_t = \frac{\partial \hat s_t}{\partial \theta}, \qquad
-    e_t = A_t e_{t-1} + D_t x_t^\top \ \text{(per synapse and sample)}.
+    e_t = A_t e_{t-1} + D_t \frac{\partial I_t}{\partial W} \ \text{(per neuron and sample)}.
 
 The learning signal :math:`\ell_t = \partial L / \partial z_t` comes from spatial backprop
-only (layer to layer inside step :math:`t`), and :math:`\nabla W = \sum_t \ell_t e_t`. HYPR
-computes this per sub-sequence of :math:`\lambda` steps:
+only (through the model's graph inside step :math:`t`), and :math:`\nabla W = \sum_t \ell_t e_t`.
+HYPR computes this per sub-sequence of :math:`\lambda` steps:
 
-1. **S-stage**: run the :math:`\lambda` steps sequentially without a graph, keeping the states;
-2. **P-stage**: evaluate all :math:`\lambda` Jacobians at once (forward-mode AD of the neuron's
-   own ``step``, batched over time, batch and neurons), get :math:`\ell_t` for all steps with
-   one batched spatial backward, then, with an associative scan over time,
+1. **S-stage**: run the :math:`\lambda` steps without a graph, keeping the states;
+2. **P-stage**: run them again from the kept states, each neuron's step now a pure function
+   of its (detached) state and its current; one backward through the model's graph gives
+   :math:`\ell_t` for all steps; each neuron's :math:`\lambda` Jacobians are taken at once
+   (forward-mode AD of our neurons' ``step``; reverse mode, element by element, for
+   SpikingJelly's nodes), and an associative scan over time gives
 
    .. math::
 
        q_t = \ell_t + q_{t+1} A_{t+1}, \qquad
-       \nabla W \mathrel{+}= q_0 e_0 + \textstyle\sum_t (q_t D_t)\, x_t^\top, \qquad
-       e_\lambda = \Phi_{\lambda:1} e_0 + \textstyle\sum_t \Phi_{\lambda:t+1} D_t x_t^\top
+       \nabla W \mathrel{+}= q_0 e_0 + \textstyle\sum_t (q_t D_t) \frac{\partial I_t}{\partial W},
 
-   with :math:`\Phi_{\lambda:t+1} = A_\lambda \cdots A_{t+1}` and :math:`q_0 = q_1 A_1`; the
-   weight gradient is one outer-product matmul, and only :math:`e_\lambda` is carried on.
+   with :math:`q_0 = q_1 A_1`. The second term is one more backward through the model's
+   graph, with :math:`q_t D_t` as the gradient of each current and the neurons' outputs cut:
+   for a convolution it is autograd's weight gradient, the eligibility correlated with the
+   input patches. Only the eligibilities at the end of the sub-sequence,
+   :math:`e_\lambda = \Phi_{\lambda:1} e_0 + \sum_t \Phi_{\lambda:t+1} D_t \partial I_t/\partial W`
+   with :math:`\Phi_{\lambda:t+1} = A_\lambda \cdots A_{t+1}`, are carried on.
 
-The gradient does not depend on :math:`\lambda`, which trades memory
-(:math:`O(\lambda B N d^2)` for the Jacobians, :math:`O(B N M d)` for the eligibilities,
-independent of :math:`T`) against parallelism. For one feed-forward layer it equals BPTT;
-deeper and recurrent networks get the e-prop approximation (temporal paths through other
-neurons are dropped). The optimizer steps once per sequence.
+The gradient does not depend on :math:`\lambda`, which trades memory against parallelism: the
+S- and P-stages hold :math:`\lambda` steps, the eligibilities :math:`O(B N M d)` (per sample,
+neuron and incoming synapse; for a convolution, per output position and input patch),
+independent of :math:`T`. For one feed-forward layer it equals BPTT; deeper and recurrent
+networks get the e-prop approximation (temporal paths through other neurons are dropped).
+The optimizer steps once per sequence.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
-from dataclasses import dataclass, field
-from typing import NamedTuple
+from collections.abc import Iterator
+from typing import Any, NamedTuple
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, jvp, vmap
 
 from .._validation import check_int
 from ..neurons.base import ParallelNeuron
-from .losses import StepLoss
-from .network import CoreNeuron, NeuronLayer, RecurrentLayer, SequenceDropout, StatelessLayer, UnsupportedModule
+from .network import CoreDriver, Driver, MemoryDriver, Network, RecurrentDriver, UnsupportedModule
 from .trainer import Trainer
 
 __all__ = ["HYPRTrainer", "suffix_scan"]
@@ -80,6 +89,7 @@ def suffix_scan(matrices: torch.Tensor, signals: torch.Tensor) -> tuple[torch.Te
     return y.flip(0), x.flip(0)
 
 
+# -- the neurons' pure steps and their per-element Jacobians ------------------------------------------
 class _Step(nn.Module):
     """Calls the core neuron's unchecked ``_step`` so ``functional_call`` can swap its parameters."""
 
@@ -91,259 +101,58 @@ class _Step(nn.Module):
         return self.core._step(current, state)
 
 
-@dataclass
-class _Layer:
-    """One synapse + neuron block of the network, with its carried HYPR state."""
-
-    synapse: nn.Linear
-    core: ParallelNeuron
-    recurrent: bool
-    path: str
-    stepper: _Step = field(init=False)
-    state: NamedTuple | None = None
-    last: torch.Tensor | None = None  # z_{t-1}, recurrent layers
-    elig_w: torch.Tensor | None = None  # [B, N, D, M + 1]: weights and bias
-    elig_p: torch.Tensor | None = None  # [B, N, D, P]: neuron parameters
-
-    def __post_init__(self) -> None:
-        self.stepper = _Step(self.core)
-
-    @property
-    def neuron_params(self) -> list[tuple[str, nn.Parameter]]:
-        return [(n, p) for n, p in self.core.named_parameters() if p.requires_grad]
+def _entering_state(driver: Driver, saved: Any, current: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """The neuron's state before a step, from what the driver held then (``saved``), detached."""
+    if isinstance(driver, CoreDriver):
+        state = saved if saved is not None else driver.core.init_state(current)
+        return type(state)(*(s.detach() for s in state))
+    states = driver.module.materialize_states((current,), tuple(saved.values()), "s")
+    return tuple(s.detach() for s in states)
 
 
-class HYPRTrainer(Trainer):
-    r"""Hybrid propagation: sequential forward, parallel gradients per sub-sequence of ``chunk`` steps.
+def _cat_states(states: list, trailing: int) -> tuple:
+    """Per-step states joined along their batch axis, the first of their last ``trailing`` dims (a
+    field may have more leading dims, e.g. a history of inputs)."""
+    fields = [torch.cat([s[i] for s in states], dim=f.dim() - trailing) for i, f in enumerate(states[0])]
+    return type(states[0])(*fields) if hasattr(states[0], "_fields") else tuple(fields)
 
-    Args:
-        chunk: :math:`\lambda`, steps per sub-sequence (``None``: the whole sequence). Only
-            memory and parallelism depend on it, not the gradient.
-        clip_grad_norm: e.g. 1 as in the HYPR configurations.
 
-    The network must be ``[parameter-free layers] -> (Linear -> neuron | RecurrentBlock)+ ->
-    readout``: neurons from :mod:`snn_parallel.neurons` (or their adapters) whose state
-    evolves per neuron (``channelwise``; LTC's gates mix neurons, so it is refused) and whose
-    parameters are per neuron (first dim = features). The readout layers after the last neuron
-    are differentiated directly. Loss and prediction as :class:`~snn_parallel.learners.Trainer`;
-    HYPR's configurations use ``StepLoss("ce", (n, None))``, a per-step loss after ``n`` steps.
+def _pure_step(driver: Driver, current: torch.Tensor, state: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, tuple]:
+    """``(spike, new state)`` of one step, touching nothing the driver holds."""
+    if isinstance(driver, CoreDriver):
+        return driver.core._step(current, state)
+    outputs, new = driver.module.single_step_functional_forward((current,), tuple(state))
+    return outputs[0], tuple(new)
+
+
+def _own_parameters(driver: Driver) -> list[tuple[str, nn.Parameter]]:
+    module = driver.core if isinstance(driver, CoreDriver) else driver.module
+    return [(name, p) for name, p in module.named_parameters() if p.requires_grad]
+
+
+def _core_jacobians(driver: CoreDriver, current: torch.Tensor, state: NamedTuple) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    r"""Per element :math:`A` ``[B', E, D, D]``, :math:`D` ``[B', E, D]`` and :math:`G` ``[B', E, D, P]``
+    of one of our neurons, ``current`` ``[B', C, *spatial]`` with ``E`` elements per sample.
+
+    Elements evolve independently, so one forward-mode tangent that is 1 in the same component
+    for every element gives that component's column for all elements at once; ``vmap`` runs
+    the ``d + 1 + P`` tangents together. A parameter ``[C, *rest]`` is per channel: its column
+    ``j`` is 1 in entry ``j`` of every channel.
     """
-
-    rule = "hypr"
-
-    def __init__(
-        self,
-        model: nn.Module,
-        optimizer: torch.optim.Optimizer,
-        *,
-        chunk: int | None = None,
-        loss: str | StepLoss = "ce",
-        progress: bool = True,
-        clip_grad_norm: float | None = None,
-        weight_clamp: float | None = None,
-        batch_first: bool = False,
-    ) -> None:
-        super().__init__(model, optimizer, loss=loss, progress=progress, clip_grad_norm=clip_grad_norm,
-                         weight_clamp=weight_clamp, batch_first=batch_first)
-        self.chunk = None if chunk is None else check_int(chunk, "chunk", minimum=1)
-        self.plan = self._plan()
-
-    # -- structure ------------------------------------------------------------------------
-    def _plan(self) -> list[StatelessLayer | _Layer]:
-        """The layers as HYPR runs them: parameter-free glue, blocks, then the readout."""
-        layers, plan = self.network.layers, []
-        for layer in layers:
-            if isinstance(layer, StatelessLayer) and isinstance(layer.module, (nn.Dropout, SequenceDropout)) and layer.module.p > 0:
-                raise UnsupportedModule(f"{layer.path} ({type(layer.module).__name__}): HYPR recomputes each step in its P-stage, so layers must be deterministic")
-        last_neuron = max(i for i, layer in enumerate(layers) if not isinstance(layer, StatelessLayer))
-        i = 0
-        while i < len(layers):
-            layer = layers[i]
-            if isinstance(layer, StatelessLayer):
-                is_block = isinstance(layer.module, nn.Linear) and i + 1 < len(layers) and isinstance(layers[i + 1], NeuronLayer)
-                if is_block:
-                    plan.append(_Layer(layer.module, self._core(layers[i + 1]), False, layers[i + 1].path))
-                    i += 2
-                    continue
-                if i < last_neuron and any(p.requires_grad for p in layer.module.parameters()):
-                    raise UnsupportedModule(
-                        f"{layer.path} ({type(layer.module).__name__}): below the last neuron HYPR needs Linear synapses "
-                        "feeding neurons directly (a parameterised layer in between has no eligibility)"
-                    )
-                plan.append(layer)
-            elif isinstance(layer, RecurrentLayer):
-                if layer.output != "spikes":
-                    raise UnsupportedModule(f"{layer.path}: HYPR's learning signals flow through spikes; use RecurrentBlock(output='spikes')")
-                plan.append(_Layer(layer.synapse, self._core(layer), True, layer.path))
-            else:
-                raise UnsupportedModule(f"{layer.path}: HYPR needs a Linear synapse right before each neuron")
-            i += 1
-        return plan
-
-    @staticmethod
-    def _core(layer: NeuronLayer | RecurrentLayer) -> ParallelNeuron:
-        if not isinstance(layer.driver, CoreNeuron):
-            raise UnsupportedModule(
-                f"{layer.path} ({type(layer.driver.module).__name__}): HYPR takes Jacobians of a neuron's pure step "
-                "function; use an snn_parallel neuron (or its adapter), not a SpikingJelly node"
-            )
-        core = layer.driver.core
-        if not core.channelwise:
-            raise UnsupportedModule(
-                f"{layer.path} ({type(core).__name__}): its state mixes neurons, but HYPR needs per-neuron dynamics"
-            )
-        for name, param in core.named_parameters():
-            if param.requires_grad and (param.dim() == 0 or param.shape[0] != core.features):
-                raise UnsupportedModule(
-                    f"{layer.path}: parameter {name!r} of shape {list(param.shape)} is not per neuron "
-                    f"(first dim {core.features}); HYPR needs per-neuron parameters"
-                )
-        return core
-
-    def _blocks(self) -> list[_Layer]:
-        return [step for step in self.plan if isinstance(step, _Layer)]
-
-    def _head_params(self) -> list[nn.Parameter]:
-        """Parameters after the last neuron: the readout, differentiated directly."""
-        last = max(i for i, step in enumerate(self.plan) if isinstance(step, _Layer))
-        return [p for step in self.plan[last + 1 :] for p in step.module.parameters() if p.requires_grad]
-
-    # -- one batch ------------------------------------------------------------------------
-    def train_batch(self, x: torch.Tensor, target: torch.Tensor) -> tuple[float, torch.Tensor]:
-        steps, batch = x.shape[:2]
-        chunk = self.chunk or steps
-        for block in self._blocks():
-            block.state, block.last, block.elig_w, block.elig_p = None, None, None, None
-        grads: dict[nn.Parameter, torch.Tensor] = {}
-        outputs = None
-        for start in range(0, steps, chunk):
-            outputs = self.record(outputs, self._chunk(x[start : start + chunk], target, start, steps, grads), start, steps)
-        for param, grad in grads.items():
-            param.grad = grad if param.grad is None else param.grad + grad
-        self.optimizer_step()
-        return float(self.loss.sequence_loss(outputs, target)), outputs
-
-    def _chunk(self, xs: torch.Tensor, target: torch.Tensor, start: int, steps: int, grads: dict) -> torch.Tensor:
-        length, batch = xs.shape[:2]
-        blocks = self._blocks()
-        # S-stage: sequential, no graph; keep each block's presynaptic input and entering state
-        pre = {id(b): [] for b in blocks}
-        entering = {id(b): [] for b in blocks}
-        outputs = []
-        with torch.no_grad():
-            for x_t in xs.unbind(0):
-                h = x_t
-                for step in self.plan:
-                    if isinstance(step, StatelessLayer):
-                        h = step.step(h)
-                        continue
-                    if step.state is None:
-                        step.state = step.core.init_state(h.new_zeros(batch, step.core.features))
-                        step.last = h.new_zeros(batch, step.core.features)
-                    presyn = torch.cat([h, step.last], -1) if step.recurrent else h
-                    pre[id(step)].append(presyn)
-                    entering[id(step)].append(step.state)
-                    h, step.state = step.stepper(step.synapse(presyn), step.state)
-                    step.last = h
-                outputs.append(h)
-        # P-stage: all steps of the chunk at once; spatial backward gives the learning signals
-        spikes, currents, flat_states = [], [], []
-        h = xs.flatten(0, 1)
-        for step in self.plan:
-            if isinstance(step, StatelessLayer):
-                h = step.module(h)
-                continue
-            if step.recurrent:  # [x_t; z_{t-1}] with z_{t-1} from the S-stage (no temporal path)
-                recorded = torch.stack(pre[id(step)]).flatten(0, 1)
-                presyn = torch.cat([h, recorded[:, h.shape[-1] :]], -1)
-            else:
-                presyn = h
-            state = _stack_states(entering[id(step)])
-            current = step.synapse(presyn)
-            z, _ = step.stepper(current, state)
-            spikes.append(z)
-            currents.append(current.detach())
-            flat_states.append(state)
-            h = z
-        loss = self.loss.sequence_loss(h.unflatten(0, (length, batch)), target, offset=start, num_steps=steps)
-        head = self._head_params()
-        if loss is None:
-            signals = [torch.zeros_like(z) for z in spikes]
-        else:
-            found = torch.autograd.grad(loss, spikes + head, allow_unused=True)
-            signals = [torch.zeros_like(z) if g is None else g for z, g in zip(spikes, found[: len(spikes)])]
-            for param, g in zip(head, found[len(spikes) :]):
-                if g is not None:
-                    grads[param] = grads.get(param, 0) + g
-        for block, signal, current, state in zip(blocks, signals, currents, flat_states):
-            presyn = torch.stack(pre[id(block)]).flatten(0, 1)
-            self._accumulate(block, signal, current, state, presyn, length, batch, grads)
-        return torch.stack(outputs)
-
-    def _accumulate(self, block: _Layer, signal, current, state, presyn, length: int, batch: int, grads: dict) -> None:
-        """Gradient of this chunk for one block, and its eligibilities carried to the chunk's end."""
-        jac_state, jac_current, jac_params = _jacobians(block, current, state)
-        dim = jac_state.shape[-1]
-        unflat = lambda t: t.unflatten(0, (length, batch))  # noqa: E731
-        a, d, g = unflat(jac_state), unflat(jac_current), unflat(jac_params)
-        ell = torch.zeros_like(d)
-        ell[..., -1] = unflat(signal)
-        q, suffix = suffix_scan(a, ell)
-        first_a = a[0]
-        q0 = torch.einsum("bni,bnij->bnj", q[0], first_a)
-        phi = suffix[0] @ first_a  # A_L ... A_1
-        ones = presyn.new_ones(*presyn.shape[:-1], 1)
-        x_aug = unflat(torch.cat([presyn, ones], -1)) if block.synapse.bias is not None else unflat(presyn)
-        features, inputs = d.shape[2], x_aug.shape[-1]
-        if block.elig_w is None:
-            block.elig_w = d.new_zeros(batch, features, dim, inputs)
-            block.elig_p = d.new_zeros(batch, features, dim, g.shape[-1])
-        delta = (q * d).sum(-1)  # q_t . D_t, [L, B, N]
-        grad_w = torch.einsum("tbn,tbm->nm", delta, x_aug) + torch.einsum("bni,bnim->nm", q0, block.elig_w)
-        grad_p = torch.einsum("tbni,tbnip->np", q, g) + torch.einsum("bni,bnip->np", q0, block.elig_p)
-        carried = torch.einsum("tbnij,tbnj->tbni", suffix, d)
-        block.elig_w = phi @ block.elig_w + torch.einsum("tbni,tbm->bnim", carried, x_aug)
-        block.elig_p = phi @ block.elig_p + torch.einsum("tbnij,tbnjp->bnip", suffix, g)
-        weight = block.synapse.weight
-        grads[weight] = grads.get(weight, 0) + grad_w[:, : weight.shape[1]]
-        if block.synapse.bias is not None:
-            grads[block.synapse.bias] = grads.get(block.synapse.bias, 0) + grad_w[:, -1]
-        offset = 0
-        for _, param in block.neuron_params:
-            width = math.prod(param.shape[1:])
-            grads[param] = grads.get(param, 0) + grad_p[:, offset : offset + width].reshape(param.shape)
-            offset += width
-
-
-def _stack_states(states: list[NamedTuple]) -> NamedTuple:
-    """Stack per-step states ``[..., B, N]`` into one state batched over (time, batch)."""
-    fields = []
-    for values in zip(*states):
-        axis = values[0].dim() - 2
-        fields.append(torch.stack(values, axis).flatten(axis, axis + 1))
-    return type(states[0])(*fields)
-
-
-def _jacobians(block: _Layer, current: torch.Tensor, state: NamedTuple) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    r"""Per-neuron :math:`A` ``[B', N, D, D]``, :math:`D` ``[B', N, D]`` and :math:`G` ``[B', N, D, P]``.
-
-    Neurons evolve independently, so one forward-mode tangent that is 1 in the same component
-    for every neuron gives that component's column for all neurons at once; ``vmap`` runs the
-    ``d + 1 + P`` tangents together.
-    """
-    names = [f"core.{n}" for n, _ in block.neuron_params]
-    params = [p.detach() for _, p in block.neuron_params]
+    stepper = _Step(driver.core)
+    named = _own_parameters(driver)
+    names = [f"core.{n}" for n, _ in named]
+    params = [p.detach() for _, p in named]
     fields = [f.detach() for f in state]
-    sizes = [f.numel() // (f.shape[-2] * f.shape[-1]) for f in fields]
+    sizes = [f.numel() // current.numel() for f in fields]
     widths = [math.prod(p.shape[1:]) for p in params]
-    d, p_total = sum(sizes), sum(widths)
-    count = d + 1 + p_total
+    d, count = sum(sizes), sum(sizes) + 1 + sum(widths)
 
-    # direction k is 1 in one per-neuron component for every neuron: state components first,
+    # direction k is 1 in one per-element component for every element: state components first,
     # then the current, then the parameter columns
     state_tangents, offset = [], 0
     for f, size in zip(fields, sizes):
-        tangent = f.new_zeros(count, size, f.numel() // size)
+        tangent = f.new_zeros(count, size, current.numel())
         tangent[torch.arange(offset, offset + size), torch.arange(size)] = 1
         state_tangents.append(tangent.reshape(count, *f.shape))
         offset += size
@@ -357,20 +166,508 @@ def _jacobians(block: _Layer, current: torch.Tensor, state: NamedTuple) -> tuple
         offset += width
 
     def run(cur: torch.Tensor, st: tuple[torch.Tensor, ...], ps: tuple[torch.Tensor, ...]):
-        spike, new_state = functional_call(block.stepper, dict(zip(names, ps)), (cur, type(state)(*st)))
+        spike, new_state = functional_call(stepper, dict(zip(names, ps)), (cur, type(state)(*st)))
         return (*new_state, spike)
 
     def directional(t_cur, t_state, t_params):
         return jvp(run, (current, tuple(fields), tuple(params)), (t_cur, tuple(t_state), tuple(t_params)))[1]
 
     out = vmap(directional)(current_tangent, state_tangents, param_tangents)
-    # [count, ...] per output -> [B', N, D, count]
-    jac = torch.cat([_components_batched(o) for o in out], dim=2)
+    batch = current.shape[0]
+    # [count, *extra, B', *element] per output -> [B', E, components, count]
+    jac = torch.cat([o.reshape(count, -1, batch, current[0].numel()).permute(2, 3, 1, 0) for o in out], dim=2)
     a = torch.cat([jac[..., :d], jac.new_zeros(*jac.shape[:-1], 1)], -1)  # z_{t-1} is not an input of the step
     return a, jac[..., d], jac[..., d + 1 :]
 
 
-def _components_batched(value: torch.Tensor) -> torch.Tensor:
-    """``[count, ..., B, N]`` -> ``[B, N, c, count]``."""
-    count = value.shape[0]
-    return value.reshape(count, -1, *value.shape[-2:]).permute(2, 3, 1, 0)
+def _memory_jacobians(driver: MemoryDriver, current: torch.Tensor, state: tuple) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    r"""The same for a SpikingJelly node, by reverse mode: its elements evolve independently, so the
+    gradient of one output component summed over the elements is that component's row for every
+    element; a (scalar) parameter is expanded to one copy per element first."""
+    module, batch = driver.module, current.shape[0]
+    inputs = [s.detach().requires_grad_() for s in state] + [current.detach().requires_grad_()]
+    named = _own_parameters(driver)
+    copies = [p.detach().expand_as(current).clone().requires_grad_() for _, p in named]
+    saved = {name: module._parameters[name] for name, _ in named}
+    try:
+        for (name, _), copy in zip(named, copies):
+            module._parameters[name] = copy
+        with torch.enable_grad():
+            spike, new_state = _pure_step(driver, inputs[-1], tuple(inputs[:-1]))
+            outputs = [*new_state, spike]
+            rows = []
+            for out in outputs:
+                grads = torch.autograd.grad(out.sum(), inputs + copies, retain_graph=True, allow_unused=True)
+                rows.append(torch.stack([(torch.zeros_like(current) if g is None else g).reshape(batch, -1) for g in grads], -1))
+    finally:
+        module._parameters.update(saved)
+    jac = torch.stack(rows, dim=2)  # [B', E, D, inputs]
+    d = len(state)
+    a = torch.cat([jac[..., :d], jac.new_zeros(*jac.shape[:-1], 1)], -1)
+    return a, jac[..., d], jac[..., d + 1 :]
+
+
+class _Gates:
+    """The neurons' outputs in the P-stage's graph: they pass gradients on (``open``: the learning
+    signals) or cut them (the gradients of the parameters below each neuron)."""
+
+    def __init__(self) -> None:
+        self.open = True
+        self.nodes: set = set()  # their graph nodes, where a walk of the graph stops
+
+    def __call__(self, z: torch.Tensor) -> torch.Tensor:
+        out = z.view_as(z)
+        if out.requires_grad:
+            out.register_hook(lambda grad: grad if self.open else torch.zeros_like(grad))
+            self.nodes.add(out.grad_fn)
+        return out
+
+
+@contextlib.contextmanager
+def _frozen_batch_statistics(model: nn.Module, network: Network) -> Iterator[None]:
+    """Batch norms that normalise with their batch's statistics do so with the statistics of each
+    step's batch as constants, and leave their running statistics alone: each sample's current then
+    depends on its own inputs only (HYPR's eligibilities are per sample), with the S-stage's values
+    (also when the steps run folded into one batch)."""
+    patched = []
+    for module in model.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm) and (module.training or module.running_mean is None):
+
+            def forward(x: torch.Tensor, m: nn.Module = module) -> torch.Tensor:
+                steps = network.folded_steps or 1
+                grouped = x.unflatten(0, (steps, -1))
+                dims = [1, *range(3, grouped.dim())]
+                mean = grouped.detach().mean(dims, keepdim=True)
+                var = grouped.detach().var(dims, unbiased=False, keepdim=True)
+                y = ((grouped - mean) / torch.sqrt(var + m.eps)).flatten(0, 1)
+                if m.weight is not None:
+                    shape = (1, -1, *[1] * (x.dim() - 2))
+                    y = y * m.weight.view(shape) + m.bias.view(shape)
+                return y
+
+            patched.append((module, module.__dict__.get("forward")))
+            module.__dict__["forward"] = forward
+    try:
+        yield
+    finally:
+        for module, previous in patched:
+            if previous is None:
+                del module.__dict__["forward"]
+            else:
+                module.__dict__["forward"] = previous
+
+
+# -- the eligibilities carried from one sub-sequence to the next -------------------------------------
+def _patches(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``[B, L, fan_in]``: the input each output position of a ``Linear`` (``L = 1``) or ``ConvNd``
+    sees, in the order of ``weight.view(out, -1)``."""
+    if isinstance(module, nn.Linear):
+        return x.unsqueeze(1)
+    dims = x.dim() - 2
+    kernel, stride, dilation = module.kernel_size, module.stride, module.dilation
+    if module.padding == "valid":
+        padding = (0,) * dims
+    elif module.padding == "same":
+        padding = tuple(dl * (k - 1) // 2 for k, dl in zip(kernel, dilation))
+    else:
+        padding = module.padding
+    pads = []
+    for k, dl, p in reversed(list(zip(kernel, dilation, padding))):
+        extra = dl * (k - 1) - 2 * p if module.padding == "same" else 0
+        pads += [p, p + extra]
+    x = F.pad(x, pads)
+    for axis in range(dims):
+        x = x.unfold(2 + axis, dilation[axis] * (kernel[axis] - 1) + 1, stride[axis])
+    x = x[(..., *(slice(None, None, dl) for dl in dilation))] if any(dl > 1 for dl in dilation) else x
+    # [B, C, L1..Ld, k1..kd] -> [B, L, C * k1 * ... * kd]
+    order = [0, *range(2, 2 + dims), 1, *range(2 + dims, 2 + 2 * dims)]
+    x = x.permute(order)
+    return x.reshape(x.shape[0], math.prod(x.shape[1 : 1 + dims]), -1)
+
+
+class _Feed(NamedTuple):
+    """A parameter that feeds a neuron layer's current, and how its eligibility is kept."""
+
+    param: nn.Parameter
+    driver: Driver
+    synapse: str | None  #: the synapse whose weight it is (``Linear``/``Conv``), or ``None`` for a per-channel parameter
+    name: str
+
+
+def _parameters_below(tensor: torch.Tensor, gates: _Gates) -> set[int]:
+    """Ids of the leaves ``tensor`` depends on in its graph without passing a neuron's output (the
+    gates); a walk of the graph, which unlike a gradient does not mistake a zero for a link."""
+    seen, found = set(), set()
+    stack = [tensor.grad_fn]
+    while stack:
+        node = stack.pop()
+        if node is None or node in seen or node in gates.nodes:
+            continue
+        seen.add(node)
+        variable = getattr(node, "variable", None)
+        if variable is not None:
+            found.add(id(variable))
+        stack.extend(next_node for next_node, _ in node.next_functions)
+    return found
+
+
+class HYPRTrainer(Trainer):
+    r"""Hybrid propagation: sequential forward, parallel gradients per sub-sequence of ``chunk`` steps.
+
+    Args:
+        chunk: :math:`\lambda`, steps per sub-sequence (``None``: the whole sequence). Only
+            memory and parallelism depend on it, not the gradient.
+        **options: the shared :class:`~snn_parallel.learners.TrainerOptions` (``clip_grad_norm``:
+            e.g. 1 as in the HYPR configurations).
+
+    Any feed-forward model works: the learning signals are the model's own spatial backward at
+    each step, so synapses, convolutions, norms, residual sums and custom stateless modules sit
+    where the model puts them; recurrence comes through :class:`~snn_parallel.learners.RecurrentBlock`
+    and SpikingJelly's ``LinearRecurrentContainer``. The neurons are ours (or their adapters)
+    whose state evolves per neuron (``channelwise``; LTC's gates mix neurons, so it is refused)
+    with per-channel parameters, or SpikingJelly's nodes (scalar parameters, e.g.
+    ``ParametricLIFNode``'s). The layers after the last neuron (the readout) are differentiated
+    directly. Batch norms in training use their batch's statistics as constants (HYPR's
+    eligibilities are per sample); ``nn.Dropout`` is refused, as the P-stage must recompute
+    each step exactly (``SequenceDropout`` and SpikingJelly's ``layer.Dropout`` keep their masks).
+
+    With ``chunk`` shorter than the sequence the eligibilities are carried from one
+    sub-sequence to the next: per sample and neuron for every ``Linear``/``Conv`` weight (times
+    the input patch) and every per-channel parameter (biases, norms' affine parameters) that
+    feeds a neuron through element-wise operations (norms with fixed statistics, scaling,
+    sums); anything else feeding a neuron (a norm over channels, pooling between a synapse and
+    its neuron) is refused then, naming it, and trains with ``chunk=None``.
+
+    Loss and prediction as :class:`~snn_parallel.learners.Trainer`; HYPR's configurations use
+    ``StepLoss("ce", (n, None))``, a per-step loss after ``n`` steps.
+    """
+
+    rule = "hypr"
+
+    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, *, chunk: int | None = None, **options: Any) -> None:
+        super().__init__(model, optimizer, **options)
+        self.chunk = None if chunk is None else check_int(chunk, "chunk", minimum=1)
+        for path, module in model.named_modules():
+            if isinstance(module, nn.Dropout) and module.p > 0:
+                raise UnsupportedModule(
+                    f"{path} ({type(module).__name__}): HYPR recomputes each step in its P-stage, so layers must be "
+                    "deterministic (SequenceDropout keeps one mask per sequence)"
+                )
+        for part in self.network.parts:
+            self._check_part(part)
+        self._own = {id(p) for part in self.network.neurons for _, p in _own_parameters(part)}
+        # with neurons alone as stateful parts (their entering states known), the P-stage runs all the
+        # chunk's steps at once, folded into the batch; otherwise one step after the other
+        self._fold = all(part.is_neuron and part.foldable for part in self.network.parts)
+        self._feeds: list[_Feed] | None = None
+        self._elig: dict[tuple[int, int], torch.Tensor] = {}
+
+    @staticmethod
+    def _check_part(part: Driver) -> None:
+        if isinstance(part, RecurrentDriver) and part.module.output != "spikes":
+            raise UnsupportedModule(f"{part.label}: HYPR's learning signals flow through spikes; use RecurrentBlock(output='spikes')")
+        if isinstance(part, CoreDriver):
+            if part.returns_membrane:
+                raise UnsupportedModule(f"{part.label} passes on its membrane; HYPR's learning signals flow through "
+                                        "spikes (use init_hidden=True, output=False)")
+            core = part.core
+            if not core.channelwise:
+                raise UnsupportedModule(f"{part.label}: its state mixes neurons, but HYPR needs per-neuron dynamics")
+            for name, param in core.named_parameters():
+                if param.requires_grad and (param.dim() == 0 or param.shape[0] != core.features):
+                    raise UnsupportedModule(
+                        f"{part.label}: parameter {name!r} of shape {list(param.shape)} is not per neuron "
+                        f"(first dim {core.features}); HYPR needs per-neuron parameters"
+                    )
+            like = next(core.parameters(), None)
+            probe = torch.zeros(1, core.features, dtype=like.dtype if like is not None else None,
+                                device=like.device if like is not None else None)
+            try:  # one step's Jacobians at rest: forward-mode AD must go through the surrogate
+                _core_jacobians(part, probe, core.init_state(probe))
+            except RuntimeError as error:
+                if "setup_context" not in str(error):
+                    raise
+                raise UnsupportedModule(
+                    f"{part.label}: HYPR takes forward-mode Jacobians of the neuron's step, but its surrogate is a "
+                    "torch.autograd.Function without forward-mode support (e.g. snnTorch's); pass one of "
+                    "snn_parallel.surrogate's (e.g. spike_grad=Sigmoid())"
+                ) from error
+        elif isinstance(part, MemoryDriver) and part.is_neuron:
+            if not hasattr(part.module, "materialize_states"):
+                raise UnsupportedModule(f"{part.label}: HYPR needs SpikingJelly 2's functional step of the node")
+            for name, param in part.module.named_parameters():
+                if param.requires_grad and param.numel() != 1:
+                    raise UnsupportedModule(
+                        f"{part.label}: parameter {name!r} of shape {list(param.shape)}; HYPR takes SpikingJelly nodes "
+                        "with scalar parameters"
+                    )
+        elif isinstance(part, MemoryDriver):
+            kind = type(part.module).__name__
+            if "Dropout" not in kind and kind not in ("LinearRecurrentContainer", "ElementWiseRecurrentContainer"):
+                raise UnsupportedModule(
+                    f"{part.label} keeps a state of its own that is not a neuron's; HYPR's eligibilities follow "
+                    "neurons only"
+                )
+
+    # -- one batch ------------------------------------------------------------------------
+    def train_batch(self, x: torch.Tensor, target: torch.Tensor) -> tuple[float, torch.Tensor]:
+        steps = x.shape[0]
+        if self.network.structure is None:
+            self.network.probe(x[0])
+        chunk = self.chunk or steps
+        self.network.reset()
+        self._elig.clear()
+        grads: dict[nn.Parameter, torch.Tensor] = {}
+        outputs = None
+        for start in range(0, steps, chunk):
+            out = self._chunk(x[start : start + chunk], target, start, steps, grads)
+            outputs = self.record(outputs, out, start, steps)
+        for param, grad in grads.items():
+            param.grad = grad if param.grad is None else param.grad + grad
+        self.optimizer_step()
+        self.network.reset()
+        self._elig.clear()
+        return float(self.loss.sequence_loss(outputs, target)), outputs
+
+    def _chunk(self, xs: torch.Tensor, target: torch.Tensor, start: int, steps: int, grads: dict) -> torch.Tensor:
+        network, length = self.network, xs.shape[0]
+        first, last = start == 0, start + length >= steps
+        # S-stage: the steps in order, no graph; keep the state entering each
+        snapshots, outputs = [], []
+        with torch.no_grad(), network.stepping():
+            for x_t in xs.unbind(0):
+                snapshots.append(network.get_state())
+                outputs.append(network.step(x_t))
+            end = network.get_state()
+        # P-stage: the steps again from their states, each neuron's step pure and its output gated
+        p_outputs, records, io, gates = self._replay(xs, snapshots, carry=not last)
+        network.set_state(end)
+        loss = self.loss.sequence_loss(p_outputs, target, offset=start, num_steps=steps)
+        drivers = [n for n in network.neurons if records[id(n)][0]]
+        spikes = [z for n in drivers for z in records[id(n)][2]]
+        # the learning signals: spatial backprop through the neurons' steps
+        signals = [None] * len(spikes)
+        if loss is not None:
+            signals = list(torch.autograd.grad(loss, spikes, retain_graph=True, allow_unused=True))
+        cotangents, carried, at = [], [], 0
+        for driver in drivers:
+            currents, states, gated = records[id(driver)]
+            ell = [torch.zeros_like(z) if g is None else g for z, g in zip(gated, signals[at : at + len(gated)])]
+            at += len(gated)
+            cotangents += self._neuron(driver, length, currents, states, ell, grads, last, carried)
+        # the parameters below each neuron (and the readout's): one backward with the neurons' outputs cut
+        gates.open = False
+        outs = ([loss] if loss is not None else []) + [c for driver in drivers for c in records[id(driver)][0]]
+        cots = ([torch.ones_like(loss)] if loss is not None else []) + cotangents
+        keep = [(o, c) for o, c in zip(outs, cots) if o.requires_grad]
+        params = [p for p in self.parameters() if id(p) not in self._own]
+        if keep and params:
+            found = torch.autograd.grad([o for o, _ in keep], params, [c for _, c in keep], retain_graph=not last, allow_unused=True)
+            for param, grad in zip(params, found):
+                if grad is not None:
+                    grads[param] = grads.get(param, 0) + grad
+        if not (first and last):
+            self._carry(records, io, gates, carried, grads, last)
+        return torch.stack(outputs)
+
+    def _replay(self, xs: torch.Tensor, snapshots: list, carry: bool) -> tuple[torch.Tensor, dict, dict, _Gates]:
+        """The P-stage's forward: ``(outputs [L, B, K], records, synapse inputs and outputs, gates)``, with
+        ``records[id(neuron)]`` the lists of its currents, entering states and gated spikes (one entry
+        per step, or one for all steps folded)."""
+        network, length = self.network, xs.shape[0]
+        index = {id(part): i for i, part in enumerate(network.parts)}
+        records = {id(n): ([], [], []) for n in network.neurons}
+        io: dict[str, list] = {}
+        gates = _Gates()
+
+        def neuron_step(driver: Driver, current: torch.Tensor) -> torch.Tensor:
+            if network.folded_steps is None:
+                state = _entering_state(driver, driver.get_state(), current)
+            else:
+                saved = [snapshot[index[id(driver)]] for snapshot in snapshots]
+                steps = current.unflatten(0, (length, -1)).unbind(0)
+                state = _cat_states([_entering_state(driver, s, c) for s, c in zip(saved, steps)], current.dim())
+            spike, _ = _pure_step(driver, current, state)
+            gated = gates(spike)
+            for kept, value in zip(records[id(driver)], (current, state, gated)):
+                kept.append(value)
+            return gated
+
+        def keep_io(path: str, module: nn.Module, x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+            io.setdefault(path, []).append((x, out))
+            return out
+
+        network.neuron_override = neuron_step
+        try:
+            with torch.enable_grad(), _frozen_batch_statistics(self.model, network), network.stepping(), \
+                    network.intercept(keep_io if carry else None):
+                if self._fold:
+                    out = network.run(xs)
+                else:
+                    steps = []
+                    for x_t, snapshot in zip(xs.unbind(0), snapshots):
+                        network.set_state(snapshot)
+                        steps.append(network.step(x_t))
+                    out = torch.stack(steps)
+        finally:
+            network.neuron_override = None
+        return out, records, io, gates
+
+    def _neuron(self, driver: Driver, length: int, currents: list, states: list, ell: list, grads: dict,
+                last: bool, carried: list) -> list[torch.Tensor]:
+        """One neuron layer's chunk: Jacobians, the reverse scan, its own parameters' gradient and
+        eligibility; returns the gradient of each recorded current, :math:`q_t D_t`."""
+        current = torch.cat([c.detach() for c in currents])
+        batch = current.shape[0] // length
+        state = _cat_states(states, current.dim()) if len(states) > 1 else states[0]
+        if isinstance(driver, CoreDriver):
+            a, d, g = _core_jacobians(driver, current, state)
+        else:
+            a, d, g = _memory_jacobians(driver, current, state)
+        unflat = lambda t: t.unflatten(0, (length, batch))  # noqa: E731
+        a, d, g = unflat(a), unflat(d), unflat(g)
+        ell_vec = torch.zeros_like(d)
+        ell_vec[..., -1] = torch.cat(ell).reshape(length, batch, -1)
+        q, suffix = suffix_scan(a, ell_vec)
+        q0 = torch.einsum("bni,bnij->bnj", q[0], a[0])
+        phi = suffix[0] @ a[0]  # A_L ... A_1
+        # the neuron's own parameters
+        named = _own_parameters(driver)
+        if named:
+            key = (id(driver), -1)
+            grad_p = torch.einsum("tbni,tbnip->bnp", q, g)
+            if key in self._elig:
+                grad_p = grad_p + torch.einsum("bni,bnip->bnp", q0, self._elig[key])
+            if not last:
+                self._elig[key] = (phi @ self._elig[key] if key in self._elig else 0) + torch.einsum("tbnij,tbnjp->bnip", suffix, g)
+            grad_p = grad_p.sum(0)  # [E, P]
+            offset = 0
+            for _, param in named:
+                width = param.numel() if isinstance(driver, MemoryDriver) else math.prod(param.shape[1:])
+                per_element = grad_p[:, offset : offset + width]
+                if isinstance(driver, MemoryDriver):  # a scalar shared by every element
+                    value = per_element.sum(0).reshape(param.shape)
+                else:  # [C, *rest], elements channel-major
+                    value = per_element.reshape(param.shape[0], -1, width).sum(1).reshape(param.shape)
+                grads[param] = grads.get(param, 0) + value
+                offset += width
+        carried.append((driver, q0, phi, suffix, d))
+        cotangent = (q * d).sum(-1).reshape(current.shape)
+        return list(cotangent.split([c.shape[0] for c in currents]))
+
+    # -- eligibilities of the parameters below each neuron, from one sub-sequence to the next --------
+    def _carry(self, records: dict, io: dict, gates: _Gates, carried: list, grads: dict, last: bool) -> None:
+        if not carried:
+            return
+        if self._feeds is None:
+            self._feeds = self._find_feeds(records, io, gates, carried[0][3].shape[0])
+        for driver, q0, phi, suffix, d in carried:
+            currents = records[id(driver)][0]
+            feeds = [feed for feed in self._feeds if feed.driver is driver]
+            if not feeds:
+                continue
+            length, batch = suffix.shape[:2]
+            local = self._local_gains(currents, feeds, io, length) if not last else None
+            # the D_t of each step carried to the chunk's end, [L, B, E, D]
+            carried_d = torch.einsum("tbnij,tbnj->tbni", suffix, d)
+            for index, feed in enumerate(feeds):
+                key = (id(driver), id(feed.param))
+                elig = self._elig.get(key)
+                if elig is not None:  # q_0 e_0: what the earlier chunks' inputs contribute
+                    grads[feed.param] = grads.get(feed.param, 0) + self._contract(feed, q0, elig)
+                if last:
+                    continue
+                coefficient = carried_d * local[index].unsqueeze(-1)  # [L, B, E, D]
+                if feed.synapse is None:
+                    added = coefficient.sum(0)
+                else:
+                    module = self.model.get_submodule(feed.synapse)
+                    patches = torch.cat([_patches(module, x.detach()) for x, _ in io[feed.synapse]]).unflatten(0, (length, batch))
+                    coefficient = coefficient.unflatten(2, (module.weight.shape[0], patches.shape[2]))
+                    added = torch.einsum("tbopk,tbpf->bopkf", coefficient, patches).flatten(1, 2)
+                if elig is not None:  # the earlier inputs' eligibility, carried through this chunk's steps
+                    added = added + (phi @ elig.reshape(*phi.shape[:3], -1)).reshape(elig.shape)
+                self._elig[key] = added
+
+    @staticmethod
+    def _contract(feed: _Feed, q0: torch.Tensor, elig: torch.Tensor) -> torch.Tensor:
+        """:math:`q_0 e_0` for one parameter: summed over the batch, the state components and the
+        elements of each output channel."""
+        param = feed.param
+        if feed.synapse is None:  # elig [B, E, D], one channel per entry of the parameter
+            return torch.einsum("bni,bni->n", q0, elig).reshape(param.shape[0], -1).sum(1)
+        out_channels = param.shape[0]
+        total = torch.einsum("bni,bnif->nf", q0, elig)  # [E, F], E = out channels x positions
+        return total.reshape(out_channels, -1, total.shape[-1]).sum(1).reshape(param.shape)
+
+    def _find_feeds(self, records: dict, io: dict, gates: _Gates, length: int) -> list[_Feed]:
+        """Which parameters feed which neuron layer's current (through the model's graph, the
+        neurons' outputs cut), and whether HYPR can carry their eligibility."""
+        weights = {id(module.weight): path for path, module in self.network.synapses}
+        names = {id(p): name for name, p in self.model.named_parameters()}
+        params = [p for p in self.parameters() if id(p) not in self._own]
+        structure = self.network.structure
+        feeds = []
+        for driver in self.network.neurons:
+            currents = [c for c in records[id(driver)][0] if c.requires_grad]
+            if not currents or not params:
+                continue
+            reached = _parameters_below(currents[0], gates)
+            channels = currents[0].shape[1] if currents[0].dim() > 1 else 1
+            for param in params:
+                if id(param) not in reached:
+                    continue
+                name = names[id(param)]
+                synapse = weights.get(id(param))
+                if synapse is not None:
+                    module = self.model.get_submodule(synapse)
+                    if structure.calls.get(synapse, 0) != 1 or getattr(module, "groups", 1) != 1 or (
+                        isinstance(module, nn.Linear) and io[synapse][0][0].dim() != 2
+                    ) or io[synapse][0][1].shape != currents[0].shape:
+                        raise UnsupportedModule(self._beyond(synapse, driver, "must be called once per step, ungrouped, "
+                                                             "with the shape of the neuron layer's current"))
+                    x, y = io[synapse][0]
+                    plain = F.linear(x, module.weight, module.bias) if isinstance(module, nn.Linear) else module._conv_forward(x, module.weight, module.bias)
+                    if not torch.allclose(plain, y, rtol=1e-4, atol=1e-5):
+                        raise UnsupportedModule(self._beyond(synapse, driver, "computes something other than its plain "
+                                                             "Linear/Conv output from its weight"))
+                elif param.dim() != 1 or param.shape[0] != channels:
+                    raise UnsupportedModule(self._beyond(name, driver, "is neither a synapse's weight nor one number per channel"))
+                feeds.append(_Feed(param, driver, synapse, name))
+        # the path from each parameter to the current must be element-wise: check on random directions
+        for driver in self.network.neurons:
+            mine = [feed for feed in feeds if feed.driver is driver]
+            if mine:
+                self._local_gains(records[id(driver)][0], mine, io, length, check=True)
+        return feeds
+
+    def _beyond(self, what: str, driver: Driver, why: str) -> str:
+        return (f"{what} feeds {driver.label} but {why}: HYPR cannot carry its eligibility from one chunk to the next; "
+                f"train with chunk=None (the whole sequence at once)")
+
+    def _local_gains(self, currents: list, feeds: list[_Feed], io: dict, length: int, check: bool = False) -> list[torch.Tensor]:
+        r"""For each feed, :math:`\partial I_t/\partial y_t` (a synapse's output) or
+        :math:`\partial I_t/\partial \theta_{c}` (a per-channel parameter), one number per element and
+        step, ``[L, B, E]``: the Jacobian times ones (a Jacobian-vector product from two backward
+        passes), which is the diagonal for the element-wise paths HYPR carries (checked on a random
+        direction the first time)."""
+        batch = sum(c.shape[0] for c in currents) // length
+        gains = []
+        for feed in feeds:
+            ones = [torch.ones_like(c).requires_grad_() for c in currents]
+            sources = [y for _, y in io[feed.synapse]] if feed.synapse is not None else [feed.param]
+            with torch.enable_grad():
+                back = torch.autograd.grad(currents, sources, ones, create_graph=True, retain_graph=True)
+                directions = [torch.ones_like(s) for s in sources]
+                gain = torch.autograd.grad(back, ones, directions, retain_graph=True, allow_unused=True)
+                gain = [torch.zeros_like(c) if g is None else g for c, g in zip(currents, gain)]
+                if check:
+                    probe = [torch.randn_like(s) for s in sources]
+                    moved = torch.autograd.grad(back, ones, probe, retain_graph=True, allow_unused=True)
+                    for c, g, m, r in zip(currents, gain, moved, probe):
+                        expected = g * (r if feed.synapse is not None else r.view(1, -1, *[1] * (c.dim() - 2)))
+                        if not torch.allclose(torch.zeros_like(c) if m is None else m, expected, rtol=1e-4, atol=1e-6):
+                            raise UnsupportedModule(self._beyond(feed.synapse or feed.name, feed.driver,
+                                                                 "reaches it through more than element-wise operations"))
+            gains.append(torch.cat([g.detach() for g in gain]).reshape(length, batch, -1))
+        return gains

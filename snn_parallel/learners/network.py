@@ -1,64 +1,61 @@
-r"""Network discovery: turn a user's model into layers the trainers can run step by step.
+r"""Network discovery: run a user's model, any ``nn.Module``, under a learning rule's control.
 
-The trainers run the network themselves, so that each learning rule decides where state is
-detached, which steps run in parallel and how weight gradients are formed. A model is
-accepted if it is an ``nn.Sequential`` (nested ``Sequential`` and SpikingJelly's
-``SeqToANNContainer`` are flattened) of
+The trainers take the network as it was written and find its **stateful parts by type**, over
+``model.modules()``:
 
-- **synapses and other stateless layers**: ``Linear``, ``Conv1d/2d/3d``, ``Flatten``,
-  ``Unflatten``, ``Identity``, ``Dropout``, pooling, normalisation and activation layers, and
-  SpikingJelly's ``layer.*`` versions of them, and :class:`SequenceDropout` (one mask per sequence);
-- **neurons**: the neurons of :mod:`snn_parallel.neurons`, their snnTorch and SpikingJelly
-  adapters (run through their core neuron), and SpikingJelly's own nodes (e.g. ``LIFNode``,
-  run through their memories);
-- **recurrent blocks**: :class:`RecurrentBlock` and SpikingJelly's ``LinearRecurrentContainer``
-  around one neuron, :math:`I_t = W [x_t; z_{t-1}] + b`.
+- the neurons of :mod:`snn_parallel.neurons` and their snnTorch and SpikingJelly adapters (run
+  through their core neuron, whose state the trainer holds);
+- SpikingJelly's memory modules: its nodes (``LIFNode``, ``ParametricLIFNode``, ``OTTTLIFNode``,
+  ...), ``layer.Dropout`` (one mask per sequence), ``LinearRecurrentContainer``, ... (run
+  through their own memories);
+- :class:`RecurrentBlock` (a neuron with recurrent synapses, :math:`I_t = W [x_t; z_{t-1}] + b`)
+  and :class:`SequenceDropout`.
 
-Anything else (an LSTM, snnTorch's own ``Leaky`` whose hidden state lives in a class-wide
-registry, an unknown module with state) is refused with the module's path and the reason.
+Every other module is stateless, and the model's own ``forward`` runs: residual sums,
+concatenation, reshapes, custom modules, SpikingJelly's containers and ``layer.*`` wrappers in
+either step mode. While a trainer runs the model, each stateful part's ``forward`` is replaced
+by its driver, which carries, detaches and resets its state as the learning rule says; the
+SpikingJelly modules are put in single-step mode and their multi-step containers
+(``SeqToANNContainer``, ``MultiStepContainer``) apply their children step by step.
+
+:meth:`Network.run` runs a whole sequence ``[T, B, ...]`` in parallel when every stateful part
+has a multi-step path (time is folded into the batch for the stateless modules, and each
+stateful part unfolds it for its own multi-step forward), and step by step otherwise;
+:meth:`Network.step` runs one step ``[B, ...]``. Synapses (``Linear``, ``Conv1d/2d/3d`` and
+SpikingJelly's wrappers of them) can be intercepted by the rules with hooks (OTTT's traces).
+
+Refused, naming the module's path and the reason: modules that keep state the trainers cannot
+carry or detach per step (``nn.LSTM`` and the other recurrent ANN layers, snnTorch's own
+neurons with their class-wide hidden state, SpikingJelly modules that take only whole
+sequences) when the trainer is built, and (on the first batch) any other module whose buffers
+or tensor attributes change during ``forward``.
 """
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from typing import Any, NamedTuple
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
 
 from ..neurons.base import ParallelNeuron
 
-__all__ = ["RecurrentBlock", "SequenceDropout", "Network", "NeuronLayer", "RecurrentLayer", "StatelessLayer", "discover"]
+__all__ = ["RecurrentBlock", "SequenceDropout", "Network", "Structure", "UnsupportedModule", "discover", "SYNAPSES"]
 
-_STATELESS = (
-    nn.Linear,
-    nn.Conv1d,
-    nn.Conv2d,
-    nn.Conv3d,
-    nn.Flatten,
-    nn.Unflatten,
-    nn.Identity,
-    nn.Dropout,
-    nn.AvgPool1d,
-    nn.AvgPool2d,
-    nn.MaxPool1d,
-    nn.MaxPool2d,
-    nn.AdaptiveAvgPool1d,
-    nn.AdaptiveAvgPool2d,
-    nn.BatchNorm1d,
-    nn.BatchNorm2d,
-    nn.LayerNorm,
-    nn.ReLU,
-    nn.LeakyReLU,
-    nn.Tanh,
-    nn.Sigmoid,
-    nn.GELU,
-    nn.SiLU,
-)
-#: layers whose weights are synapses (OTTT routes their weight gradient through traces)
+#: layers whose weights are synapses (OTTT routes their weight gradient through traces;
+#: SpikingJelly's ``layer.Linear``/``layer.Conv*`` subclass them)
 SYNAPSES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+#: buffers that normalisation layers update in training; not state across time steps
+_RUNNING_STATISTICS = frozenset({"running_mean", "running_var", "num_batches_tracked"})
+#: SpikingJelly's multi-step containers of per-step modules: applied as a plain ``nn.Sequential``
+_SJ_CONTAINERS = frozenset({"SeqToANNContainer", "MultiStepContainer", "TLastSeqToANNContainer", "TLastMultiStepContainer"})
+
+
+class UnsupportedModule(TypeError):
+    """A module the trainers cannot run; the message names it and says why."""
 
 
 class RecurrentBlock(nn.Module):
@@ -67,7 +64,7 @@ class RecurrentBlock(nn.Module):
     Stored as one ``nn.Linear`` over the concatenation :math:`[x_t; z_{t-1}]` (like
     SpikingJelly's ``LinearRecurrentContainer``), so the trainers see one synapse and one
     neuron. Used directly, ``forward(x_seq)`` ``[T, B, in_features]`` runs the steps in order
-    from a resting state and returns the spikes ``[T, B, features]``.
+    from a resting state and returns ``[T, B, features]``.
 
     Args:
         in_features: inputs per step.
@@ -95,102 +92,7 @@ class RecurrentBlock(nn.Module):
         self.neuron = neuron
 
     def forward(self, x_seq: torch.Tensor) -> torch.Tensor:
-        layer = RecurrentLayer(self.synapse, CoreNeuron(_core_of(self.neuron)), self.features, output=self.output)
-        return layer.run(x_seq)
-
-
-# -- neuron drivers: one interface over the kinds of neuron --------------------------------------
-class CoreNeuron:
-    """Drives an snn_parallel neuron with an explicit state held here."""
-
-    def __init__(self, core: ParallelNeuron) -> None:
-        self.core, self.state = core, None
-
-    def reset(self) -> None:
-        self.state = None
-
-    def detach(self) -> None:
-        if self.state is not None:
-            self.state = type(self.state)(*(s.detach() for s in self.state))
-
-    def run(self, x_seq: torch.Tensor) -> torch.Tensor:
-        spikes, self.state = self.core(x_seq, self.state)
-        return spikes
-
-    def step(self, x_t: torch.Tensor) -> torch.Tensor:
-        spike, self.state = self.core.step(x_t, self.state)
-        return spike
-
-    def linear_response(self) -> tuple[torch.Tensor, torch.Tensor] | None:
-        """See :meth:`ParallelNeuron.linear_response <snn_parallel.neurons.ParallelNeuron.linear_response>`."""
-        return self.core.linear_response()
-
-
-class MemoryNeuron:
-    """Drives a SpikingJelly node through its own memories and step modes."""
-
-    def __init__(self, module: nn.Module) -> None:
-        self.module = module
-
-    def reset(self) -> None:
-        self.module.reset()
-
-    def detach(self) -> None:
-        memories = self.module._memories
-        for name, value in memories.items():
-            if isinstance(value, torch.Tensor):
-                memories[name] = value.detach()
-
-    def run(self, x_seq: torch.Tensor) -> torch.Tensor:
-        supported = getattr(self.module, "supported_step_mode", None)
-        if supported is None or "m" in supported():
-            self.module.step_mode = "m"
-            return _first(self.module(x_seq))
-        return torch.stack([self.step(x_t) for x_t in x_seq.unbind(0)])
-
-    def step(self, x_t: torch.Tensor) -> torch.Tensor:
-        self.module.step_mode = "s"
-        return _first(self.module(x_t))
-
-    def linear_response(self) -> tuple[torch.Tensor, torch.Tensor] | None:
-        """``(1 - 1/tau, 1/tau)`` of SpikingJelly's LIF nodes (gain 1 without ``decay_input``; the
-        membrane is reset, so only the synapses' traces are exact); ``None`` for other nodes."""
-        kinds = {cls.__name__ for cls in type(self.module).__mro__}
-        if "ParametricLIFNode" in kinds:
-            rate = torch.sigmoid(self.module.w)
-        elif "LIFNode" in kinds and isinstance(getattr(self.module, "tau", None), (int, float)):
-            rate = torch.tensor(1 / self.module.tau, dtype=torch.float64)
-        else:
-            return None
-        return 1 - rate, rate if getattr(self.module, "decay_input", True) else torch.ones_like(rate)
-
-
-def _first(output: Any) -> torch.Tensor:
-    """The spikes of a node that may return ``[spike, trace]`` (SpikingJelly's OTTT nodes)."""
-    return output[0] if isinstance(output, (tuple, list)) else output
-
-
-# -- layers ---------------------------------------------------------------------------------------
-@dataclass
-class StatelessLayer:
-    """A per-step layer with no state: applied to every step independently."""
-
-    module: nn.Module
-    path: str
-
-    @property
-    def is_synapse(self) -> bool:
-        return isinstance(self.module, SYNAPSES)
-
-    def run(self, x_seq: torch.Tensor) -> torch.Tensor:
-        steps, batch = x_seq.shape[:2]
-        return self.module(x_seq.flatten(0, 1)).unflatten(0, (steps, batch))
-
-    def step(self, x_t: torch.Tensor) -> torch.Tensor:
-        return self.module(x_t)
-
-    def reset(self) -> None:
-        """Nothing to forget: the layer has no state."""
+        return discover(self).run(x_seq)
 
 
 class SequenceDropout(nn.Module):
@@ -234,147 +136,546 @@ class SequenceDropout(nn.Module):
         return f"p={self.p}"
 
 
-class SequenceDropoutLayer(StatelessLayer):
-    """A :class:`SequenceDropout`: one mask per sequence, whether run whole or step by step."""
+# -- drivers: one per stateful part, called in place of its forward ------------------------------------
+class Driver:
+    """Holds (or reaches) one stateful part's state and runs it one step or a folded sequence."""
 
-    def __init__(self, module: SequenceDropout, path: str) -> None:
-        super().__init__(module, path)
-        self.reset()
+    #: has a multi-step path, so a folded whole sequence can run through it
+    foldable = True
+    #: a spiking neuron (the rules' learning signals and traces are about these)
+    is_neuron = False
 
-    def run(self, x_seq: torch.Tensor) -> torch.Tensor:
-        return self.module(x_seq)
+    def __init__(self, network: Network, module: nn.Module, path: str) -> None:
+        self.network, self.module, self.path = network, module, path
 
-    def step(self, x_t: torch.Tensor) -> torch.Tensor:
-        if not self.drawn:  # the first step after a reset draws the sequence's mask
-            self.mask, self.drawn = self.module.draw(x_t), True
-        return x_t if self.mask is None else x_t * self.mask
+    @property
+    def label(self) -> str:
+        return f"{self.path or 'model'} ({type(self.module).__name__})"
 
-    def reset(self) -> None:
-        self.mask: torch.Tensor | None = None
-        self.drawn = False
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        x = self.single_input(args, kwargs)
+        override = self.network.neuron_override
+        if override is not None and self.is_neuron:
+            return override(self, x)
+        steps = self.network.folded_steps
+        if steps is None:
+            return self.step(x)
+        return self.run(x.unflatten(0, (steps, -1))).flatten(0, 1)
 
+    def single_input(self, args: tuple, kwargs: dict) -> torch.Tensor:
+        if len(args) != 1 or kwargs or not isinstance(args[0], torch.Tensor):
+            raise TypeError(
+                f"{self.label} was called with {len(args)} positional and {sorted(kwargs)} keyword arguments; a trainer "
+                "drives its state itself, so call it with the input tensor alone"
+            )
+        return args[0]
 
-@dataclass
-class NeuronLayer:
-    """A neuron layer; ``driver`` holds (or reaches) its state."""
+    def step(self, x_t: torch.Tensor) -> Any:
+        raise NotImplementedError
 
-    driver: CoreNeuron | MemoryNeuron
-    path: str
-
-    def run(self, x_seq: torch.Tensor) -> torch.Tensor:
-        return self.driver.run(x_seq)
-
-    def step(self, x_t: torch.Tensor) -> torch.Tensor:
-        return self.driver.step(x_t)
-
-
-class RecurrentLayer:
-    r"""A synapse over :math:`[x_t; z_{t-1}]` feeding a neuron; runs step by step and passes on
-    the spikes or (``output="membrane"``, our neurons only) the state field ``u``."""
-
-    def __init__(
-        self, synapse: nn.Linear, driver: CoreNeuron | MemoryNeuron, features: int, path: str = "", *, output: str = "spikes"
-    ) -> None:
-        self.synapse, self.driver, self.features, self.path, self.output = synapse, driver, features, path, output
-        self.last: torch.Tensor | None = None  # z_{t-1}
+    def run(self, x_seq: torch.Tensor) -> Any:
+        raise NotImplementedError
 
     def reset(self) -> None:
-        self.driver.reset()
+        raise NotImplementedError
+
+    def detach(self) -> None:
+        raise NotImplementedError
+
+    def get_state(self) -> Any:
+        raise NotImplementedError
+
+    def set_state(self, state: Any) -> None:
+        raise NotImplementedError
+
+
+class CoreDriver(Driver):
+    """An snn_parallel neuron, or an adapter holding one as ``.core``; the state is held here."""
+
+    is_neuron = True
+
+    def __init__(self, network: Network, module: nn.Module, path: str, core: ParallelNeuron, spikes_only: bool) -> None:
+        super().__init__(network, module, path)
+        self.core, self.state = core, None
+        # return what the module's own forward returns, so that the model's forward reads it as usual:
+        # snnTorch's (spk, mem) or spk, SpikingJelly's spikes, our neurons' (spikes, state)
+        self.snntorch = hasattr(module, "init_hidden") and hasattr(module, "_returns")
+        self.spikes_only = spikes_only or (module is not core and not self.snntorch)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        x = self.single_input(args, kwargs)
+        steps, override = self.network.folded_steps, self.network.neuron_override
+        if override is not None:
+            spikes, membrane = override(self, x), None
+        elif steps is None:
+            spikes, membrane = self.step(x), None
+        else:
+            spikes, membrane = (out.flatten(0, 1) for out in self.run(x.unflatten(0, (steps, -1))))
+        if self.snntorch:
+            if membrane is None:  # the membrane snnTorch returns: the state's first field
+                membrane = self.state[0] if self.state is not None else torch.zeros_like(spikes)
+            return self.module._returns(spikes, membrane)
+        return spikes if self.spikes_only else (spikes, self.state)
+
+    @property
+    def returns_membrane(self) -> bool:
+        """The module's forward passes on a membrane beside the spikes (an snnTorch neuron without
+        ``init_hidden``, or with ``output=True``)."""
+        return self.snntorch and not (self.module.init_hidden and not self.module.output)
+
+    def step(self, x_t: torch.Tensor) -> torch.Tensor:
+        spike, self.state = self.core.step(x_t, self.state)
+        return spike
+
+    def run(self, x_seq: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Spikes and membrane of all steps; the class's forward, not the instance's (this driver)."""
+        spikes, membrane, self.state = type(self.core).forward(self.core, x_seq, self.state, return_membrane=True)
+        return spikes, membrane
+
+    def reset(self) -> None:
+        self.state = None
+
+    def detach(self) -> None:
+        if self.state is not None:
+            self.state = type(self.state)(*(s.detach() for s in self.state))
+
+    def get_state(self) -> Any:
+        return self.state
+
+    def set_state(self, state: Any) -> None:
+        self.state = state
+
+    def linear_response(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """See :meth:`ParallelNeuron.linear_response <snn_parallel.neurons.ParallelNeuron.linear_response>`."""
+        return self.core.linear_response()
+
+
+class MemoryDriver(Driver):
+    """A SpikingJelly memory module (a node, ``layer.Dropout``, a recurrent container, ...), run
+    through its own memories; nodes pass on their spikes alone (an ``OTTTLIFNode`` its spike,
+    not ``[spike, trace]``: the trainers keep their own traces)."""
+
+    def __init__(self, network: Network, module: nn.Module, path: str, forward: Callable, contains_parts: bool) -> None:
+        super().__init__(network, module, path)
+        self.forward = forward  # the module's own forward
+        self.is_neuron = hasattr(module, "v_threshold")
+        supported = getattr(module, "supported_step_mode", None)
+        self.foldable = (supported is None or "m" in supported()) and not contains_parts
+
+    def _call(self, mode: str, x: torch.Tensor) -> Any:
+        previous = self.module.step_mode
+        self.module.step_mode = mode
+        try:
+            out = self.forward(x)
+        finally:
+            self.module.step_mode = previous
+        return out[0] if self.is_neuron and isinstance(out, (tuple, list)) else out
+
+    def step(self, x_t: torch.Tensor) -> Any:
+        return self._call("s", x_t)
+
+    def run(self, x_seq: torch.Tensor) -> Any:
+        return self._call("m", x_seq)
+
+    def reset(self) -> None:
+        self.module.reset()
+
+    def detach(self) -> None:
+        memories = self.module._memories
+        for name, value in memories.items():
+            if isinstance(value, torch.Tensor):
+                memories[name] = value.detach()
+
+    def get_state(self) -> Any:
+        return dict(self.module._memories)
+
+    def set_state(self, state: Any) -> None:
+        self.module._memories.update(state)
+
+    def linear_response(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """``(1 - 1/tau, 1/tau)`` of SpikingJelly's LIF nodes (gain 1 without ``decay_input``; the
+        membrane is reset, so only the synapses' traces are exact); ``None`` for other nodes."""
+        kinds = {cls.__name__ for cls in type(self.module).__mro__}
+        if "ParametricLIFNode" in kinds:
+            rate = torch.sigmoid(self.module.w)
+        elif "LIFNode" in kinds and isinstance(getattr(self.module, "tau", None), (int, float)):
+            rate = torch.tensor(1 / self.module.tau, dtype=torch.float64)
+        else:
+            return None
+        return 1 - rate, rate if getattr(self.module, "decay_input", True) else torch.ones_like(rate)
+
+
+class RecurrentDriver(Driver):
+    r"""A :class:`RecurrentBlock`: its synapse over :math:`[x_t; z_{t-1}]` and its neuron (driven
+    itself), one step at a time; holds :math:`z_{t-1}`."""
+
+    foldable = False
+
+    def __init__(self, network: Network, module: RecurrentBlock, path: str) -> None:
+        super().__init__(network, module, path)
+        self.last: torch.Tensor | None = None
+
+    def step(self, x_t: torch.Tensor) -> torch.Tensor:
+        block = self.module
+        last = self.last if self.last is not None else x_t.new_zeros(*x_t.shape[:-1], block.features)
+        self.last = block.neuron(block.synapse(torch.cat([x_t, last], dim=-1)))
+        if block.output == "spikes":
+            return self.last
+        return self.network.driver(block.neuron).state.u
+
+    def reset(self) -> None:
         self.last = None
 
     def detach(self) -> None:
-        self.driver.detach()
         if self.last is not None:
             self.last = self.last.detach()
 
-    def presynaptic(self, x_t: torch.Tensor) -> torch.Tensor:
-        """:math:`[x_t; z_{t-1}]`, with :math:`z_{-1} = 0`."""
-        last = self.last if self.last is not None else x_t.new_zeros(*x_t.shape[:-1], self.features)
-        return torch.cat([x_t, last], dim=-1)
+    def get_state(self) -> Any:
+        return self.last
 
-    def step(self, x_t: torch.Tensor, synapse: Callable[[nn.Module, torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
-        pre = self.presynaptic(x_t)
-        current = synapse(self.synapse, pre) if synapse is not None else self.synapse(pre)
-        self.last = self.driver.step(current)
-        return self.last if self.output == "spikes" else self.driver.state.u
+    def set_state(self, state: Any) -> None:
+        self.last = state
+
+
+class DropoutDriver(Driver):
+    """A :class:`SequenceDropout`: the mask drawn at the first step after a reset lasts the sequence."""
+
+    def __init__(self, network: Network, module: SequenceDropout, path: str) -> None:
+        super().__init__(network, module, path)
+        self.mask: torch.Tensor | None = None
+        self.drawn = False
+
+    def step(self, x_t: torch.Tensor) -> torch.Tensor:
+        if not self.drawn:
+            self.mask, self.drawn = self.module.draw(x_t), True
+        return x_t if self.mask is None else x_t * self.mask
 
     def run(self, x_seq: torch.Tensor) -> torch.Tensor:
-        return torch.stack([self.step(x_t) for x_t in x_seq.unbind(0)])
+        if x_seq.shape[0] == 0:
+            return x_seq
+        self.step(x_seq[0])
+        return x_seq if self.mask is None else x_seq * self.mask
+
+    def reset(self) -> None:
+        self.mask, self.drawn = None, False
+
+    def detach(self) -> None:
+        """The mask carries no gradient."""
+
+    def get_state(self) -> Any:
+        return self.mask, self.drawn
+
+    def set_state(self, state: Any) -> None:
+        self.mask, self.drawn = state
 
 
-Layer = StatelessLayer | NeuronLayer | RecurrentLayer
-#: how a rule may replace a synapse's call: ``(layer index, module, input) -> output``
-SynapseCall = Callable[[int, nn.Module, torch.Tensor], torch.Tensor]
+# -- the network -----------------------------------------------------------------------------------------
+@dataclass
+class Structure:
+    """What one dry step shows about the model's graph (:meth:`Network.probe`)."""
+
+    out_features: int
+    #: synapse path -> how often it is called per step
+    calls: dict[str, int] = field(default_factory=dict)
+    #: synapses whose input depends on the raw input through stateless modules only (no neuron upstream)
+    input_fed: set[str] = field(default_factory=set)
+    #: synapses whose output reaches the model's output through neither a stateful part nor another synapse
+    readouts: set[str] = field(default_factory=set)
+    #: synapse path -> path of the stateful part whose input is that synapse's output itself
+    feeds: dict[str, str] = field(default_factory=dict)
+
+
+#: how a rule may replace a synapse's output: ``(path, module, input, output) -> output``
+SynapseHook = Callable[[str, nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 class Network:
-    """The discovered layers of a model, run over a sequence or one step at a time.
+    """A model with its stateful parts found, run over a sequence or one step at a time.
 
-    State is carried between calls until :meth:`reset`; :meth:`detach` cuts the graph
-    at the current step (the online rules' part/step boundaries).
+    State is carried between calls until :meth:`reset`; :meth:`detach` cuts the graph at the
+    current step (the online rules' part and step boundaries).
     """
 
-    def __init__(self, model: nn.Module, layers: list[Layer]) -> None:
-        self.model, self.layers = model, layers
+    def __init__(self, model: nn.Module) -> None:
+        self.model = model
+        self.parts: list[Driver] = []
+        self.synapses: list[tuple[str, nn.Module]] = []
+        self._containers: list[nn.Module] = []
+        self._by_module: dict[int, Driver] = {}
+        self._depth = 0
+        self._saved: list[tuple[nn.Module, str, Any]] = []
+        #: ``None`` for single steps, else ``T`` of the folded sequence being run
+        self.folded_steps: int | None = None
+        #: replaces every neuron's step, or its folded sequence (HYPR's P-stage): ``(driver, input) -> spikes``
+        self.neuron_override: Callable[[Driver, torch.Tensor], torch.Tensor] | None = None
+        self.structure: Structure | None = None
+        self._owned: set[str] = set()  # paths of modules a driver runs itself (an adapter's core)
 
-    @contextlib.contextmanager
-    def stepping(self) -> Iterator[None]:
-        """Put SpikingJelly layers in single-step mode (the trainers handle time) and restore them."""
-        modes = [(m, m.step_mode) for m in self.model.modules() if isinstance(getattr(m, "step_mode", None), str)]
-        try:
-            for module, _ in modes:
-                module.step_mode = "s"
-            yield
-        finally:
-            for module, mode in modes:
-                module.step_mode = mode
+    # -- parts ----------------------------------------------------------------------------------
+    @property
+    def neurons(self) -> list[Driver]:
+        return [part for part in self.parts if part.is_neuron]
 
-    def neurons(self) -> Iterator[CoreNeuron | MemoryNeuron | RecurrentLayer]:
-        for layer in self.layers:
-            if isinstance(layer, NeuronLayer):
-                yield layer.driver
-            elif isinstance(layer, RecurrentLayer):
-                yield layer
-
-    def reset(self) -> None:
-        for neuron in self.neurons():
-            neuron.reset()
-        for layer in self.layers:
-            if isinstance(layer, StatelessLayer):
-                layer.reset()
-
-    def detach(self) -> None:
-        for neuron in self.neurons():
-            neuron.detach()
-
-    def run(self, x_seq: torch.Tensor) -> torch.Tensor:
-        """All steps of ``x_seq`` ``[T, B, ...]``: parallel where a layer allows it."""
-        h = x_seq
-        for layer in self.layers:
-            h = layer.run(h)
-        return h
-
-    def step(self, x_t: torch.Tensor, synapse: SynapseCall | None = None) -> torch.Tensor:
-        """One step; ``synapse`` (if given) replaces every synapse call (see :data:`SynapseCall`)."""
-        h = x_t
-        for index, layer in enumerate(self.layers):
-            if synapse is not None and isinstance(layer, StatelessLayer) and layer.is_synapse:
-                h = synapse(index, layer.module, h)
-            elif synapse is not None and isinstance(layer, RecurrentLayer):
-                h = layer.step(h, lambda module, x, index=index: synapse(index, module, x))
-            else:
-                h = layer.step(h)
-        return h
+    def driver(self, module: nn.Module) -> Driver:
+        return self._by_module[id(module)]
 
     def first_parameter(self) -> torch.Tensor | None:
         return next(self.model.parameters(), None)
 
+    # -- running ----------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def stepping(self) -> Iterator[None]:
+        """Drive the stateful parts (their ``forward`` replaced by their drivers), SpikingJelly modules
+        in single-step mode and its multi-step containers as plain sequences; restored on exit."""
+        if self._depth == 0:
+            for module in self.model.modules():
+                mode, supported = getattr(module, "step_mode", None), getattr(module, "supported_step_mode", None)
+                if isinstance(mode, str) and mode != "s" and callable(supported) and "s" in supported():
+                    self._saved.append((module, "step_mode", mode))
+                    module.step_mode = "s"
+            for part in self.parts:
+                self._patch(part.module, part)
+            for container in self._containers:
+                self._patch(container, lambda x, container=container: nn.Sequential.forward(container, x))
+        self._depth += 1
+        try:
+            yield
+        finally:
+            self._depth -= 1
+            if self._depth == 0:
+                for module, name, value in reversed(self._saved):
+                    if name == "step_mode":
+                        module.step_mode = value
+                    elif value is None:
+                        del module.__dict__[name]
+                    else:
+                        module.__dict__[name] = value
+                self._saved.clear()
 
-# -- discovery ------------------------------------------------------------------------------------
-class UnsupportedModule(TypeError):
-    """A module the trainers cannot run; the message names it and says why."""
+    def _patch(self, module: nn.Module, forward: Callable) -> None:
+        self._saved.append((module, "forward", module.__dict__.get("forward")))
+        module.__dict__["forward"] = forward
+
+    @property
+    def foldable(self) -> bool:
+        """Every stateful part has a multi-step path: a whole sequence can run in parallel."""
+        return all(part.foldable for part in self.parts)
+
+    def run(self, x_seq: torch.Tensor) -> torch.Tensor:
+        """All steps of ``x_seq`` ``[T, B, ...]``: in parallel where every stateful part allows it."""
+        if not self.foldable:
+            with self.stepping():
+                return torch.stack([self.step(x_t) for x_t in x_seq.unbind(0)])
+        steps, batch = x_seq.shape[:2]
+        with self.stepping():
+            self.folded_steps = steps
+            try:
+                out = _first(self.model(x_seq.flatten(0, 1)))
+            finally:
+                self.folded_steps = None
+        if out.dim() == 0 or out.shape[0] != steps * batch:
+            raise ValueError(f"the model's output {list(out.shape)} has lost the batch dim: it must be [B, ...] per step")
+        return out.unflatten(0, (steps, batch))
+
+    def step(self, x_t: torch.Tensor, synapse: SynapseHook | None = None) -> torch.Tensor:
+        """One step of ``x_t`` ``[B, ...]``; ``synapse`` (if given) may replace every synapse's output."""
+        with self.stepping(), self.intercept(synapse):
+            return _first(self.model(x_t))
+
+    @contextlib.contextmanager
+    def intercept(self, synapse: SynapseHook | None) -> Iterator[None]:
+        """Forward hooks on every synapse that pass ``(path, module, input, output)`` to ``synapse``."""
+        if synapse is None:
+            yield
+            return
+        handles = [
+            module.register_forward_hook(lambda m, args, out, path=path: synapse(path, m, args[0], out))
+            for path, module in self.synapses
+        ]
+        try:
+            yield
+        finally:
+            for handle in handles:
+                handle.remove()
+
+    def reset(self) -> None:
+        for part in self.parts:
+            part.reset()
+
+    def detach(self) -> None:
+        for part in self.parts:
+            part.detach()
+
+    def get_state(self) -> list[Any]:
+        """Every stateful part's state (to replay steps from, as HYPR's P-stage does)."""
+        return [part.get_state() for part in self.parts]
+
+    def set_state(self, states: list[Any]) -> None:
+        for part, state in zip(self.parts, states, strict=True):
+            part.set_state(state)
+
+    # -- the first batch ----------------------------------------------------------------------------
+    def probe(self, x_t: torch.Tensor) -> Structure:
+        """One dry step of ``x_t`` ``[B, ...]``, which changes nothing: checks that the batch fits
+        the model (naming the module where it does not) and that no module outside the stateful
+        parts keeps state of its own, and records the graph's :class:`Structure`."""
+        modules = dict(self.model.named_modules())
+        driven = {path for path, module in modules.items() if id(module) in self._by_module or _inside(path, self._owned)}
+        buffers = {(path, name): b.clone() for path, m in modules.items() for name, b in m.named_buffers(recurse=False)}
+        attributes = {path: _tensor_attributes(m) for path, m in modules.items() if path not in driven}
+        flags = [(p, p.requires_grad) for p in self.model.parameters()]
+        devices = [x_t.device] if x_t.device.type == "cuda" else []
+        try:
+            for p, _ in flags:
+                p.requires_grad_(False)
+            # the random draws of the dry steps (dropout masks) leave the training's unchanged
+            with _locate_errors(self.model), torch.random.fork_rng(devices=devices):
+                structure = self._probe_structure(x_t)
+            for path, module in modules.items():
+                if path in driven:
+                    continue
+                for name, value in module.named_buffers(recurse=False):
+                    if name not in _RUNNING_STATISTICS and not torch.equal(value, buffers[(path, name)]):
+                        raise UnsupportedModule(
+                            f"{path or 'model'} ({type(module).__name__}) changes its buffer {name!r} during forward: "
+                            "state the trainers cannot carry, detach or reset; make it a SpikingJelly memory module "
+                            "or an snn_parallel neuron"
+                        )
+                changed = _tensor_attributes(module).items() ^ attributes[path].items()
+                if changed:
+                    name = sorted(changed)[0][0]
+                    raise UnsupportedModule(
+                        f"{path or 'model'} ({type(module).__name__}) keeps a tensor in self.{name} that changes during "
+                        "forward: state the trainers cannot carry, detach or reset"
+                    )
+        finally:
+            for p, flag in flags:
+                p.requires_grad_(flag)
+            with torch.no_grad():
+                for (path, name), value in buffers.items():
+                    modules[path].get_buffer(name).copy_(value)
+            self.reset()
+        self.structure = structure
+        return structure
+
+    def _probe_structure(self, x_t: torch.Tensor) -> Structure:
+        overriding = self.neuron_override
+
+        def detached(driver: Driver, x: torch.Tensor) -> torch.Tensor:
+            return _first(driver.step(x)).detach()
+
+        # 1. which synapses see the raw input and no neuron's output, through stateless modules (the
+        #    parameters are frozen: only the raw input, or only the neurons' outputs, carry a gradient)
+        seen: dict[str, list[bool]] = {}
+
+        def count(path: str, module: nn.Module, x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+            seen.setdefault(path, []).append(x.requires_grad)
+            return out
+
+        def marked(driver: Driver, x: torch.Tensor) -> torch.Tensor:
+            return detached(driver, x).requires_grad_()
+
+        try:
+            with torch.enable_grad():
+                from_input, from_neurons = {}, {}
+                for source, override, found in ((True, detached, from_input), (False, marked, from_neurons)):
+                    seen.clear()
+                    self.neuron_override = override
+                    self.reset()
+                    out = self.step(x_t.detach().requires_grad_(source), synapse=count)
+                    found.update(seen)
+            calls = {path: len(flags) for path, flags in from_input.items()}
+            input_fed = {path for path, flags in from_input.items() if any(flags) and not any(from_neurons[path])}
+            # 2. which synapse outputs reach the output, and which feed a stateful part directly
+            leaves: dict[str, torch.Tensor] = {}
+
+            def leaf(path: str, module: nn.Module, x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+                leaves[path] = out.detach().requires_grad_()
+                return leaves[path]
+
+            inputs: dict[int, tuple[str, torch.Tensor]] = {}  # the tensors kept alive, so that ids stay unique
+
+            def record(driver: Driver, x: torch.Tensor) -> torch.Tensor:
+                inputs[id(x)] = driver.path, x
+                return detached(driver, x)
+
+            self.neuron_override = record
+            self.reset()
+            with torch.enable_grad(), _recording_inputs(self.parts, inputs):
+                out = self.step(x_t.detach(), synapse=leaf)
+            found = torch.autograd.grad(out.sum(), list(leaves.values()), allow_unused=True) if out.requires_grad else [None] * len(leaves)
+            readouts = {path for path, grad in zip(leaves, found) if grad is not None}
+            feeds = {path: inputs[id(tensor)][0] for path, tensor in leaves.items() if id(tensor) in inputs}
+        finally:
+            self.neuron_override = overriding
+        if out.dim() != 2:
+            raise ValueError(f"the model must output [B, K] per step, got {list(out.shape)}")
+        return Structure(out.shape[-1], calls, input_fed, readouts, feeds)
 
 
+@contextlib.contextmanager
+def _recording_inputs(parts: list[Driver], inputs: dict[int, tuple[str, torch.Tensor]]) -> Iterator[None]:
+    """Record the input of every non-neuron stateful part too (neurons record through the override)."""
+    originals = []
+    for part in parts:
+        if part.is_neuron:
+            continue
+        original = part.step
+
+        def step(x: torch.Tensor, part=part, original=original) -> Any:
+            inputs[id(x)] = part.path, x
+            return original(x)
+
+        originals.append((part, original))
+        part.step = step
+    try:
+        yield
+    finally:
+        for part, _ in originals:
+            del part.step
+
+
+def _first(output: Any) -> torch.Tensor:
+    """The spikes of a module that returns a tuple (our neurons' ``(spikes, state)``, ``[spike, trace]``)."""
+    return output[0] if isinstance(output, (tuple, list)) else output
+
+
+def _tensor_attributes(module: nn.Module) -> dict[str, int]:
+    """Plain tensor attributes (not parameters, buffers or submodules), by identity."""
+    return {name: id(value) for name, value in vars(module).items() if isinstance(value, torch.Tensor)}
+
+
+def _inside(path: str, owners: set[str]) -> bool:
+    return any(path == owner or path.startswith(owner + ".") if owner else True for owner in owners)
+
+
+@contextlib.contextmanager
+def _locate_errors(model: nn.Module) -> Iterator[None]:
+    """Name the innermost module whose ``forward`` raised."""
+    stack: list[str] = []
+    handles = []
+    for path, module in model.named_modules():
+        def enter(module: nn.Module, args: Any, path: str = path) -> None:
+            stack.append(path)
+
+        def leave(module: nn.Module, args: Any, out: Any) -> None:
+            stack.pop()
+
+        handles += [module.register_forward_pre_hook(enter), module.register_forward_hook(leave)]
+    try:
+        try:
+            yield
+        except (RuntimeError, ValueError, TypeError, IndexError) as error:
+            if isinstance(error, UnsupportedModule) or not stack:
+                raise
+            module = model.get_submodule(stack[-1])
+            raise ValueError(f"at {stack[-1] or 'model'} ({type(module).__name__}): {error}") from error
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+# -- discovery ------------------------------------------------------------------------------------------
 def _core_of(module: nn.Module) -> ParallelNeuron | None:
     if isinstance(module, ParallelNeuron):
         return module
@@ -386,61 +687,26 @@ def _is_spikingjelly(module: nn.Module) -> bool:
     return type(module).__module__.startswith("spikingjelly")
 
 
-def _is_memory_neuron(module: nn.Module) -> bool:
-    """A SpikingJelly node: a memory module with a threshold (``LIFNode``, ``OTTTLIFNode``, ...)."""
-    return _is_spikingjelly(module) and hasattr(module, "_memories") and hasattr(module, "v_threshold")
+def _is_memory_module(module: nn.Module) -> bool:
+    """A SpikingJelly memory module (any version): state in ``_memories``, ``reset()`` to forget it."""
+    return isinstance(getattr(module, "_memories", None), dict) and callable(getattr(module, "reset", None))
 
 
-def _driver(module: nn.Module) -> CoreNeuron | MemoryNeuron | None:
-    core = _core_of(module)
-    if core is not None:
-        return CoreNeuron(core)
-    return MemoryNeuron(module) if _is_memory_neuron(module) else None
+def _is_snntorch_neuron(module: nn.Module) -> bool:
+    return any(cls.__name__ == "SpikingNeuron" and cls.__module__.startswith("snntorch") for cls in type(module).__mro__)
 
 
-class _Recurrent(NamedTuple):
-    synapse: nn.Linear
-    neuron: nn.Module
-    features: int
-    output: str = "spikes"
-
-
-def _recurrent_parts(module: nn.Module, path: str) -> _Recurrent | None:
-    if isinstance(module, RecurrentBlock):
-        return _Recurrent(module.synapse, module.neuron, module.features, module.output)
-    if _is_spikingjelly(module) and type(module).__name__ == "LinearRecurrentContainer":
-        rc, inner = module.rc, module.sub_module
-        if _driver(inner) is None:
-            raise UnsupportedModule(
-                f"{path} (LinearRecurrentContainer) must wrap a single neuron, got {type(inner).__name__}; "
-                "put synapses outside the container"
-            )
-        if rc.out_features != rc.in_features - rc.out_features:
-            raise UnsupportedModule(
-                f"{path} (LinearRecurrentContainer) maps [x; z] to {rc.out_features} features but its neuron "
-                f"returns {rc.in_features - rc.out_features}; use in_features == out_features"
-            )
-        return _Recurrent(rc, inner, rc.out_features)
-    return None
-
-
-def _flatten(model: nn.Module, path: str) -> Iterator[tuple[str, nn.Module]]:
-    container = isinstance(model, nn.Sequential) or (
-        _is_spikingjelly(model) and type(model).__name__ == "SeqToANNContainer"
-    )
-    if not container:
-        yield path, model
-        return
-    for name, child in model.named_children():
-        yield from _flatten(child, f"{path}.{name}" if path else name)
+def _multi_step_only(module: nn.Module) -> bool:
+    supported = getattr(module, "supported_step_mode", None)
+    return callable(supported) and tuple(supported()) == ("m",)
 
 
 def discover(model: nn.Module) -> Network:
-    """Build the :class:`Network` of ``model``.
+    """Find the stateful parts of ``model`` (see the module's docstring) and build its :class:`Network`.
 
     Raises:
-        UnsupportedModule: ``model`` is not a sequential stack of supported layers; the
-            message names the first offending module, its path, and why.
+        UnsupportedModule: a module keeps state the trainers cannot manage, or the model has
+            no spiking neuron; the message names the module's path and why.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -449,49 +715,51 @@ def discover(model: nn.Module) -> Network:
             "pass the bare model, not a DistributedDataParallel wrapper: the trainers all-reduce "
             "gradients themselves once per optimizer step"
         )
-    if _driver(model) is not None or _recurrent_parts(model, "model") is not None:
-        modules = [("", model)]
-    elif not isinstance(model, nn.Sequential):
-        raise UnsupportedModule(
-            f"model must be an nn.Sequential of synapses, neurons and stateless layers; got {type(model).__name__}, "
-            "whose forward the trainers cannot see into (build it as nn.Sequential(...))"
-        )
-    else:
-        modules = list(_flatten(model, ""))
-    layers: list[Layer] = []
-    for path, module in modules:
-        label = path or type(module).__name__
-        recurrent = _recurrent_parts(module, label)
-        driver = _driver(module)
-        if recurrent is not None:
-            layers.append(RecurrentLayer(recurrent.synapse, _driver(recurrent.neuron), recurrent.features, label,
-                                         output=recurrent.output))
-        elif driver is not None:
-            layers.append(NeuronLayer(driver, label))
+    network = Network(model)
+    modules = dict(model.named_modules())
+    for path, module in modules.items():
+        if _inside(path, network._owned):
+            continue
+        label = f"{path or 'model'} ({type(module).__name__})"
+        parent = modules.get(path.rpartition(".")[0]) if path else None
+        core = _core_of(module)
+        part: Driver | None = None
+        if core is not None:
+            # inside a Sequential (or one of our blocks) the next module takes the spikes; elsewhere the
+            # model's forward reads the neuron's own return value
+            spikes_only = parent is None or isinstance(parent, (nn.Sequential, RecurrentBlock)) or _is_memory_module(parent)
+            part = CoreDriver(network, module, path, core, spikes_only)
+            if module is not core:
+                network._owned.add(f"{path}.core" if path else "core")
+        elif isinstance(module, RecurrentBlock):
+            part = RecurrentDriver(network, module, path)
         elif isinstance(module, SequenceDropout):
-            layers.append(SequenceDropoutLayer(module, label))
-        elif isinstance(module, _STATELESS):
-            layers.append(StatelessLayer(module, label))
-        else:
-            raise UnsupportedModule(_refusal(module, label))
-    if not any(not isinstance(layer, StatelessLayer) for layer in layers):
+            part = DropoutDriver(network, module, path)
+        elif _is_memory_module(module):
+            contains = any(_core_of(m) is not None or _is_memory_module(m) for m in module.modules() if m is not module)
+            part = MemoryDriver(network, module, path, module.forward, contains)
+        elif isinstance(module, (nn.RNNBase, nn.RNNCellBase)):
+            raise UnsupportedModule(
+                f"{label} is a recurrent ANN layer that keeps its hidden state inside each call; the trainers "
+                "cannot carry or detach it step by step (use a RecurrentBlock or SpikingJelly's LinearRecurrentContainer)"
+            )
+        elif _is_snntorch_neuron(module):
+            raise UnsupportedModule(
+                f"{label} is an snnTorch neuron, whose hidden state lives in a class-wide registry the trainers cannot "
+                "carry or detach per network; use the same neuron from snn_parallel.adapters.snntorch or snn_parallel.neurons"
+            )
+        elif _is_spikingjelly(module) and type(module).__name__ in _SJ_CONTAINERS:
+            network._containers.append(module)
+        elif _multi_step_only(module):
+            raise UnsupportedModule(
+                f"{label} takes only whole sequences [T, B, ...] (multi-step only), which the trainers cannot run "
+                "step by step"
+            )
+        elif isinstance(module, SYNAPSES):
+            network.synapses.append((path, module))
+        if part is not None:
+            network.parts.append(part)
+            network._by_module[id(module)] = part
+    if not network.neurons:
         raise UnsupportedModule("model has no spiking neuron; the trainers train spiking networks")
-    return Network(model, layers)
-
-
-def _refusal(module: nn.Module, path: str) -> str:
-    name = type(module).__name__
-    if type(module).__module__.startswith("snntorch"):
-        return (
-            f"{path} ({name}) is an snnTorch neuron, whose hidden state the trainers cannot carry or detach "
-            "per step; use the same neuron from snn_parallel.adapters.snntorch or snn_parallel.neurons"
-        )
-    if isinstance(module, (nn.RNNBase, nn.RNNCellBase)):
-        return f"{path} ({name}) is a recurrent ANN layer; the trainers run spiking networks (synapses and neurons)"
-    if _is_spikingjelly(module) and hasattr(module, "_memories"):
-        return f"{path} ({name}) keeps SpikingJelly memories but is not a neuron the trainers can step"
-    return (
-        f"{path} ({name}) is not a layer the trainers know how to run step by step; supported: synapses "
-        "(Linear, Conv), stateless layers (pooling, Flatten, Dropout, norms, activations), snn_parallel neurons "
-        "and their adapters, SpikingJelly nodes, and RecurrentBlock / LinearRecurrentContainer"
-    )
+    return network

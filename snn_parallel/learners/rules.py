@@ -23,8 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .._validation import check_bool, check_choice, check_float, check_int, check_positive
-from .losses import StepLoss
-from .network import CoreNeuron, MemoryNeuron, NeuronLayer, RecurrentLayer
+from .network import CoreDriver, Driver, Structure
 from .trainer import Trainer
 
 __all__ = ["BPTTTrainer", "FPTTTrainer", "OTTTTrainer"]
@@ -40,26 +39,14 @@ class BPTTTrainer(Trainer):
         batch_sum: back-propagate the loss summed over the batch instead of its mean (as
             TSSL-BP's reference training does; with ``clip_grad_norm`` this changes how often
             the clip acts). The reported loss is the per-sample mean either way.
-        model, optimizer, loss, progress, clip_grad_norm, weight_clamp, batch_first: as
-            :class:`~snn_parallel.learners.Trainer`.
+        **options: the shared :class:`~snn_parallel.learners.TrainerOptions` (``loss``,
+            ``progress``, ``clip_grad_norm``, ``weight_clamp``, ``batch_first``).
     """
 
     rule = "bptt"
 
-    def __init__(
-        self,
-        model: nn.Module,
-        optimizer: torch.optim.Optimizer,
-        *,
-        loss: str | StepLoss = "ce",
-        progress: bool = True,
-        clip_grad_norm: float | None = None,
-        weight_clamp: float | None = None,
-        batch_sum: bool = False,
-        batch_first: bool = False,
-    ) -> None:
-        super().__init__(model, optimizer, loss=loss, progress=progress, clip_grad_norm=clip_grad_norm,
-                         weight_clamp=weight_clamp, batch_first=batch_first)
+    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, *, batch_sum: bool = False, **options: Any) -> None:
+        super().__init__(model, optimizer, **options)
         self.batch_sum = bool(batch_sum)
 
     def train_batch(self, x: torch.Tensor, target: torch.Tensor) -> tuple[float, torch.Tensor]:
@@ -110,12 +97,14 @@ class FPTTTrainer(Trainer):
         beta: :math:`\beta`, the running-average rate (0.5 in the reference code).
         oracle: use the oracle term for terminal classification labels.
         part_weight: ``"fraction"`` or ``"adding"``, the weight :math:`w_p` of a terminal label's part loss.
-        clip_grad_norm: defaults to 1, as in the reference code.
+        **options: the shared :class:`~snn_parallel.learners.TrainerOptions`; ``clip_grad_norm``
+            defaults to 1, as in the reference code.
 
     Memory: :math:`O(T/K)` activations plus :math:`W, \bar W, \lambda`.
     """
 
     rule = "fptt"
+    defaults = {"clip_grad_norm": 1.0}
 
     def __init__(
         self,
@@ -127,14 +116,9 @@ class FPTTTrainer(Trainer):
         beta: float = 0.5,
         oracle: bool = True,
         part_weight: str = "fraction",
-        loss: str | StepLoss = "ce",
-        progress: bool = True,
-        clip_grad_norm: float | None = 1.0,
-        weight_clamp: float | None = None,
-        batch_first: bool = False,
+        **options: Any,
     ) -> None:
-        super().__init__(model, optimizer, loss=loss, progress=progress, clip_grad_norm=clip_grad_norm,
-                         weight_clamp=weight_clamp, batch_first=batch_first)
+        super().__init__(model, optimizer, **options)
         self.parts, self.alpha = check_int(parts, "parts", minimum=1), check_positive(alpha, "alpha")
         self.beta = check_float(beta, "beta", minimum=0.0, maximum=1.0, min_open=True)
         self.oracle, self.part_weight = check_bool(oracle, "oracle"), check_choice(part_weight, "part_weight", ("fraction", "adding"))
@@ -228,14 +212,17 @@ class OTTTTrainer(Trainer):
     r"""Online training through time (Xiao et al., NeurIPS 2022).
 
     The network runs one step at a time with its state detached after every step, so no
-    temporal graph is kept. Each synapse that feeds a neuron (after the first) sees the presynaptic trace
-    :math:`\hat a_t = \lambda \hat a_{t-1} + s_t` (no gradient): its output is :math:`W s_t`
-    but its weight gradient is that of :math:`W \hat a_t`, the three-factor form
-    :math:`\nabla W = \sum_t \delta_t \hat a_t^\top` with :math:`\delta_t` from spatial
-    backprop at step :math:`t`; the trace stands in for the postsynaptic membrane's leaky
-    integration, so a readout that feeds the loss directly keeps its instantaneous gradient,
-    as do biases. The loss is taken step by step (use ``loss="ce_all"`` for the
-    paper's instantaneous loss; ``StepLoss("ce", "all", mse_weight=γ)`` adds its MSE term).
+    temporal graph is kept. Every synapse (``Linear``, ``Conv1d/2d/3d`` and SpikingJelly's
+    wrappers, wherever it sits in the model's graph; found with hooks on the synapse modules)
+    sees the presynaptic trace :math:`\hat a_t = \lambda \hat a_{t-1} + s_t` of its input
+    (no gradient): its output is :math:`W s_t` but its weight gradient is that of
+    :math:`W \hat a_t`, the three-factor form :math:`\nabla W = \sum_t \delta_t \hat a_t^\top`
+    with :math:`\delta_t` from spatial backprop at step :math:`t`. As in the official code and
+    SpikingJelly's ``OTTTSequential``, this holds for every synapse after the first neuron,
+    the readout included, while synapses fed by the raw input alone keep their instantaneous
+    gradient; biases and other parameters (norms) keep theirs too. The loss is taken step by
+    step (use ``loss="ce_all"`` for the paper's instantaneous loss; ``StepLoss("ce", "all",
+    mse_weight=γ)`` adds its MSE term).
 
     The paper's trace is exact for one layer of LIF neurons whose decay is :math:`\lambda`.
     ``trace="neuron"`` extends that to any neuron whose membrane is linear in its input,
@@ -252,9 +239,10 @@ class OTTTTrainer(Trainer):
     eligibilities :math:`\partial h_t/\partial\rho = \rho\,\partial h_{t-1}/\partial\rho + h_{t-1}`
     and :math:`\partial h_t/\partial g = \rho\,\partial h_{t-1}/\partial g + c_t` (for our
     neurons, whose linear membrane is reset-free; SpikingJelly's nodes reset it, so their own
-    parameters keep instantaneous gradients). For a single layer every gradient then equals
-    BPTT's (resets detached), at the cost of a ``[B, out, in]`` trace per synapse instead of
-    ``[B, in]``; memory stays flat in :math:`T`.
+    parameters keep instantaneous gradients). The readout, which feeds the loss with no
+    membrane after it, keeps its exact, instantaneous gradient. For a single layer every
+    gradient then equals BPTT's (resets detached), at the cost of a ``[B, out, in]`` trace per
+    synapse instead of ``[B, in]``; memory stays flat in :math:`T`.
 
     Args:
         variant: ``"A"`` accumulates gradients over the sequence and steps once;
@@ -265,11 +253,17 @@ class OTTTTrainer(Trainer):
             ``LIFNode`` and ``ParametricLIFNode``).
         trace_decay: :math:`\lambda` of the presynaptic trace (``1 - 1/tau``; default 0.5,
             the paper's tau = 2).
-        trace_input: also route the first synapse's gradient through a trace of the raw
-            input (the paper feeds static images there unwrapped; sequence inputs need it).
+        trace_input: also route the gradient of the synapses fed by the raw input through a
+            trace of it (the paper feeds static images there unwrapped; sequence inputs need it).
+        readout: how the synapses whose output reaches the model's output directly learn:
+            ``"trace"`` (the official code's, the default with ``trace="presynaptic"``) or
+            ``"instant"``, their exact per-step gradient :math:`\delta_t s_t^\top` (the default,
+            and the only choice, with ``trace="neuron"``).
+        **options: the shared :class:`~snn_parallel.learners.TrainerOptions`.
 
-    Works with any discovered network: snn_parallel neurons and adapters and SpikingJelly
-    nodes such as ``LIFNode`` or ``OTTTLIFNode``.
+    Works with any model: snn_parallel neurons and adapters and SpikingJelly nodes such as
+    ``LIFNode`` or ``OTTTLIFNode`` (the trainer keeps the traces, so SpikingJelly's
+    ``OTTTSequential`` runs as a plain sequence).
     """
 
     rule = "ottt"
@@ -283,81 +277,78 @@ class OTTTTrainer(Trainer):
         trace: str = "presynaptic",
         trace_decay: float | None = None,
         trace_input: bool = False,
-        loss: str | StepLoss = "ce",
-        progress: bool = True,
-        clip_grad_norm: float | None = None,
-        weight_clamp: float | None = None,
-        batch_first: bool = False,
+        readout: str | None = None,
+        **options: Any,
     ) -> None:
-        super().__init__(model, optimizer, loss=loss, progress=progress, clip_grad_norm=clip_grad_norm,
-                         weight_clamp=weight_clamp, batch_first=batch_first)
+        super().__init__(model, optimizer, **options)
         check_choice(variant, "variant", ("A", "O"))  # 'A' accumulates, 'O' steps online
         check_choice(trace, "trace", ("presynaptic", "neuron"))
         if trace == "neuron" and trace_decay is not None:
             raise ValueError("trace_decay sets the presynaptic trace; trace='neuron' takes each neuron's own decay")
+        if readout is not None:
+            check_choice(readout, "readout", ("trace", "instant"))
+        if trace == "neuron" and readout == "trace":
+            raise ValueError("trace='neuron' gives the readout its exact, instantaneous gradient; readout='trace' goes with "
+                             "trace='presynaptic'")
         trace_decay = check_float(0.5 if trace_decay is None else trace_decay, "trace_decay", minimum=0.0, maximum=1.0, max_open=True)
         self.variant, self.trace, self.trace_decay = variant, trace, trace_decay
         self.trace_input = check_bool(trace_input, "trace_input")
-        self._traces: dict[int, torch.Tensor | _Eligibility] = {}
-        self._traced = self._synapses_into_neurons()
-        if trace == "neuron":
-            self._check_neuron_traces()
+        self.readout = readout or ("trace" if trace == "presynaptic" else "instant")
+        self._traces: dict[tuple[str, int], torch.Tensor | _Eligibility] = {}
+        self._calls: dict[str, int] = {}
+        self._traced: dict[str, Driver | None] | None = None  # synapse path -> neuron it feeds (trace="neuron")
+        self._planned_for: Structure | None = None
 
-    def _synapses_into_neurons(self) -> dict[int, CoreNeuron | MemoryNeuron | None]:
-        """The synapses whose current feeds a neuron, by layer index, with that neuron's driver
-        (a readout into the loss has no membrane to trace)."""
-        layers, traced, pending = self.network.layers, {}, None
-        for index, layer in enumerate(layers):
-            if isinstance(layer, RecurrentLayer):
-                traced[index] = layer.driver
-                pending = None
-            elif isinstance(layer, NeuronLayer):
-                if pending is not None:
-                    traced[pending] = layer.driver if pending == index - 1 else None
-                pending = None
-            elif layer.is_synapse:
-                pending = index
-        first = min((i for i, layer in enumerate(layers) if isinstance(layer, RecurrentLayer) or getattr(layer, "is_synapse", False)), default=None)
-        if not self.trace_input:
-            traced.pop(first, None)
-        return traced
-
-    def _check_neuron_traces(self) -> None:
-        for index, driver in self._traced.items():
-            layer = self.network.layers[index]
-            module = layer.synapse if isinstance(layer, RecurrentLayer) else layer.module
+    def _plan(self, x: torch.Tensor) -> dict[str, Driver | None]:
+        """The traced synapses, from the model's graph (probed on the first batch)."""
+        structure = self.network.structure or self.network.probe(x[0])
+        if self._traced is not None and self._planned_for is structure:
+            return self._traced
+        traced: dict[str, Driver | None] = {}
+        for path, module in self.network.synapses:
+            if path not in structure.calls or (path in structure.input_fed and not self.trace_input):
+                continue
+            if path in structure.readouts and self.readout == "instant":
+                continue
+            if self.trace == "presynaptic":
+                traced[path] = None
+                continue
             if not isinstance(module, nn.Linear):
-                raise ValueError(f"trace='neuron' needs Linear synapses; {layer.path} is a {type(module).__name__} (use trace='presynaptic')")
-            if driver is None:
-                raise ValueError(f"trace='neuron' needs each traced synapse directly followed by its neuron; {layer.path} is not")
-            if driver.linear_response() is None:
-                name = type(getattr(driver, "core", getattr(driver, "module", None))).__name__
+                raise ValueError(f"trace='neuron' needs Linear synapses; {path} is a {type(module).__name__} (use trace='presynaptic')")
+            if path not in structure.feeds:
+                raise ValueError(f"trace='neuron' needs each traced synapse directly followed by its neuron; {path} is not")
+            driver = self.network.driver(self.model.get_submodule(structure.feeds[path]))
+            if not hasattr(driver, "linear_response") or driver.linear_response() is None:
                 raise ValueError(
-                    f"trace='neuron': the neuron after {layer.path} ({name}) has no membrane linear in its input "
+                    f"trace='neuron': the neuron after {path} ({type(driver.module).__name__}) has no membrane linear in its input "
                     "to build traces from (use trace='presynaptic')"
                 )
+            traced[path] = driver
+        self._traced, self._planned_for = traced, structure
+        return traced
 
-    def _synapse(self, index: int, module: nn.Module, x: torch.Tensor) -> torch.Tensor:
-        if index not in self._traced:
-            return module(x)
+    def _synapse(self, path: str, module: nn.Module, x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        if path not in self._traced:
+            return out
+        call = self._calls.get(path, 0)
+        self._calls[path] = call + 1
+        key = (path, call)  # a synapse called twice per step keeps a trace per call
         if self.trace == "neuron":
-            return self._neuron_traced(index, module, x)
-        previous = self._traces.get(index)
+            return self._neuron_traced(key, module, x)
+        previous = self._traces.get(key)
         trace = x.detach() if previous is None else self.trace_decay * previous + x.detach()
-        self._traces[index] = trace
+        self._traces[key] = trace
         # forward value W x, weight gradient through W a-hat, input gradient W^T delta to x
-        through_trace = module(x + (trace - x).detach())
-        with torch.no_grad():
-            value = module(x)
-        return through_trace + (value - through_trace).detach()
+        through_trace = module.forward(x + (trace - x).detach())
+        return through_trace + (out - through_trace).detach()
 
-    def _neuron_traced(self, index: int, module: nn.Linear, x: torch.Tensor) -> torch.Tensor:
-        driver = self._traced[index]
+    def _neuron_traced(self, key: tuple[str, int], module: nn.Linear, x: torch.Tensor) -> torch.Tensor:
+        driver = self._traced[key[0]]
         rho, gain = driver.linear_response()
         dtype = x.dtype if not rho.is_complex() else (torch.complex128 if x.dtype == torch.float64 else torch.complex64)
         rho, gain = rho.to(x.device, dtype), gain.to(x.device, x.dtype)  # [out] or scalars
         decay = rho.detach()
-        old = self._traces.get(index)
+        old = self._traces.get(key)
         if old is None:
             zeros = x.new_zeros(*x.shape[:-1], module.out_features, dtype=dtype)
             synapses = x.new_zeros(()).expand(*zeros.shape, x.shape[-1])
@@ -366,11 +357,11 @@ class OTTTTrainer(Trainer):
         bias = decay * old.bias + 1
         current = _TracedLinear.apply(x, module.weight, module.bias, weight_re, bias.real)
         drive = current.detach()
-        self._traces[index] = _Eligibility(
+        self._traces[key] = _Eligibility(
             weight_re, weight_im, bias, decay * old.membrane + gain.detach() * drive, decay * old.d_rho + old.membrane,
             decay * old.d_gain + drive,
         )
-        if isinstance(driver, CoreNeuron) and (rho.requires_grad or gain.requires_grad):
+        if isinstance(driver, CoreDriver) and (rho.requires_grad or gain.requires_grad):
             # the neuron's own step gives the instantaneous part of dh_t/d(rho, g), (h_{t-1}, c_t); add the
             # part carried from earlier steps, rho dh_{t-1}/d(rho, g), as a zero-valued term on the current
             carried = (rho * (decay * old.d_rho) + gain * (decay * old.d_gain)).real
@@ -391,10 +382,12 @@ class OTTTTrainer(Trainer):
 
     def train_batch(self, x: torch.Tensor, target: torch.Tensor) -> tuple[float, torch.Tensor]:
         steps = x.shape[0]
+        self._plan(x)
         self.network.reset()
         self._traces.clear()
         outputs = None
         for t, x_t in enumerate(x.unbind(0)):
+            self._calls.clear()
             out = self.network.step(x_t, synapse=self._synapse)
             outputs = self.record(outputs, out.unsqueeze(0), t, steps)
             loss = self.loss.sequence_loss(out.unsqueeze(0), target, offset=t, num_steps=steps)

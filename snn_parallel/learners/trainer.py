@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import math
 import random
 import sys
 import time
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.distributed as dist
@@ -25,10 +27,10 @@ from torch import nn
 from .._validation import _all_finite, check_choice, check_int, validation_enabled
 from .checkpoint import check_state, numpy_rng_state, read_checkpoint, set_numpy_rng_state, write_checkpoint
 from .losses import StepLoss, resolve_loss
-from .network import SYNAPSES, Network, discover
+from .network import SYNAPSES, Network, UnsupportedModule, discover
 from .nonfinite import NonFiniteError, all_finite, describe_nonfinite, nonfinite_error
 
-__all__ = ["Trainer"]
+__all__ = ["Trainer", "TrainerOptions"]
 
 
 def _distributed() -> bool:
@@ -53,21 +55,61 @@ def _check_loader(loader: object, name: str, epochs: int) -> None:
         )
 
 
-class Trainer:
-    r"""Training loop around a spiking network; subclasses implement one learning rule.
+@dataclass(frozen=True)
+class TrainerOptions:
+    r"""The options every trainer takes, declared once; each rule adds only its own.
+
+    Pass them as keywords to any trainer (``BPTTTrainer(model, optimizer, loss="ce_all",
+    clip_grad_norm=1.0)``), or build them once and share them between trainers
+    (``options = TrainerOptions(loss="ce_all")``, ``OTTTTrainer(model, optimizer, options=options)``).
 
     Args:
-        model: an ``nn.Sequential`` spiking network (see :func:`~snn_parallel.learners.discover`).
-        optimizer: any ``torch.optim`` optimizer over the model's parameters.
         loss: a :class:`~snn_parallel.learners.StepLoss` or its name (``"ce"`` = cross-entropy on
-            the last step, ``"ce_all"``, ``"mse"``, ``"mse_all"``).
+            the last step, ``"ce_all"``, ``"mse"``, ``"mse_all"``; TSSL-BP also takes ``"kernel"``
+            and ``"count"``). ``None``: the rule's default (``"ce"``; TSSL-BP's ``"kernel"``).
         progress: show a tqdm bar with loss, metric and throughput (only when stderr is a
             terminal, and only on rank 0).
-        clip_grad_norm: clip the global gradient norm to this before every optimizer step.
+        clip_grad_norm: clip the global gradient norm to this before every optimizer step
+            (``None``: off).
         weight_clamp: clamp the weight of every synapse (``Linear``/``Conv``) to ``[-c, c]`` after
             every optimizer step (TSSL-BP's reference training clamps to 4); ``None``: off.
         batch_first: the loaders yield ``[B, T, ...]`` inputs (and ``[B, T]``/``[B, T, K]``
             per-step targets); they are moved to time-major ``[T, B, ...]``.
+    """
+
+    loss: str | StepLoss | None = None
+    progress: bool = True
+    clip_grad_norm: float | None = None
+    weight_clamp: float | None = None
+    batch_first: bool = False
+
+    def __post_init__(self) -> None:
+        for name in ("clip_grad_norm", "weight_clamp"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0):
+                raise ValueError(f"{name} must be a positive number or None, got {value!r}")
+        if self.loss is not None and not isinstance(self.loss, (str, StepLoss)):
+            raise TypeError(f"loss must be a StepLoss or its name, got {type(self.loss).__name__}")
+
+    def replace(self, **changes: Any) -> TrainerOptions:
+        """A copy with ``changes``; an unknown name raises a ``TypeError`` that lists the options."""
+        known = [f.name for f in fields(self)]
+        for name in changes:
+            if name not in known:
+                raise TypeError(f"unknown trainer option {name!r}; the options every trainer takes are {known} "
+                                "(and each rule's own, see its docstring)")
+        return dataclasses.replace(self, **changes)
+
+
+class Trainer:
+    r"""Training loop around a spiking network; subclasses implement one learning rule.
+
+    Args:
+        model: the spiking network, any ``nn.Module`` (see :func:`~snn_parallel.learners.discover`).
+        optimizer: any ``torch.optim`` optimizer over the model's parameters.
+        options: a :class:`TrainerOptions` to start from (default: the rule's defaults).
+        **changes: single :class:`TrainerOptions` fields (``loss``, ``progress``,
+            ``clip_grad_norm``, ``weight_clamp``, ``batch_first``) over ``options``.
 
     Batches are ``(x, target)`` with ``x`` ``[T, B, ...]``. A NaN or infinite gradient or
     weight stops training with a :class:`~snn_parallel.learners.NonFiniteError` that names the
@@ -77,6 +119,9 @@ class Trainer:
     parameters are broadcast from rank 0 when the trainer is built and gradients are averaged
     over ranks with one all-reduce per optimizer step (give each rank its own shard of the data,
     e.g. with a ``DistributedSampler``); metrics are summed over ranks.
+
+    A new rule subclasses this, takes its own options as keywords and passes ``**changes`` on,
+    sets :attr:`defaults` where its recipe differs, and implements :meth:`train_batch`.
     """
 
     #: name of the rule in logs and the history
@@ -89,29 +134,27 @@ class Trainer:
     skipped_steps: int = 0
     #: the batch of the epoch being trained (1-based; 0 outside :meth:`fit`), for error messages
     _batch_index: int = 0
+    #: the rule's own defaults for the shared options, e.g. ``{"clip_grad_norm": 1.0}``
+    defaults: ClassVar[dict[str, Any]] = {}
 
     def __init__(
         self,
         model: nn.Module,
         optimizer: torch.optim.Optimizer,
         *,
-        loss: str | StepLoss = "ce",
-        progress: bool = True,
-        clip_grad_norm: float | None = None,
-        weight_clamp: float | None = None,
-        batch_first: bool = False,
+        options: TrainerOptions | None = None,
+        **changes: Any,
     ) -> None:
         if not isinstance(optimizer, torch.optim.Optimizer):
             raise TypeError(f"optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}")
-        if clip_grad_norm is not None and not clip_grad_norm > 0:
-            raise ValueError(f"clip_grad_norm must be positive or None, got {clip_grad_norm!r}")
-        if weight_clamp is not None and (isinstance(weight_clamp, bool) or not isinstance(weight_clamp, (int, float)) or not weight_clamp > 0):
-            raise ValueError(f"weight_clamp must be a positive number or None, got {weight_clamp!r}")
+        if options is not None and not isinstance(options, TrainerOptions):
+            raise TypeError(f"options must be a TrainerOptions, got {type(options).__name__}")
+        self.options = (options or TrainerOptions().replace(**self.defaults)).replace(**changes)
         self.model, self.optimizer = model, optimizer
         self.network: Network = discover(model)
-        self.loss = resolve_loss(loss)
-        self.progress, self.clip_grad_norm, self.batch_first = bool(progress), clip_grad_norm, bool(batch_first)
-        self.weight_clamp = weight_clamp
+        self.loss = self.resolve_loss(self.options.loss)
+        self.progress, self.clip_grad_norm = bool(self.options.progress), self.options.clip_grad_norm
+        self.weight_clamp, self.batch_first = self.options.weight_clamp, bool(self.options.batch_first)
         self.epoch = 0
         self.global_step = 0
         self.history: list[dict[str, float]] = []
@@ -122,6 +165,10 @@ class Trainer:
         if _distributed():
             for param in self.model.state_dict().values():
                 dist.broadcast(param, src=0)
+
+    def resolve_loss(self, loss: str | StepLoss | None) -> StepLoss:
+        """The rule's :class:`~snn_parallel.learners.StepLoss` from the ``loss`` option (``None``: ``"ce"``)."""
+        return resolve_loss("ce" if loss is None else loss)
 
     def _check_optimizer(self) -> None:
         owned = {id(p) for p in self.model.parameters()}
@@ -260,34 +307,18 @@ class Trainer:
         return x, self.loss.check_target(target, x.shape[0], x.shape[1], out_features)
 
     def _output_features(self, x: torch.Tensor) -> int:
-        """Features of the model's output, from one dry step of the first batch."""
+        """Features of the model's output, from one dry step of the first batch (:meth:`Network.probe
+        <snn_parallel.learners.Network.probe>`, which also checks the model's modules)."""
         if self._out_features is None:
-            self.network.reset()
             try:
-                with torch.no_grad(), self.network.stepping(), self._dry_run(x.device):
-                    out = self.network.step(x[0])
-            except (RuntimeError, ValueError, TypeError) as error:
-                raise ValueError(f"x of shape {list(x.shape)} (time-major) does not fit the model: {error}") from error
-            finally:
-                self.network.reset()
-            if out.dim() != 2:
-                raise ValueError(f"the model must output [B, K] per step, got {list(out.shape)}")
-            self._out_features = out.shape[-1]
+                structure = self.network.probe(x[0])
+            except UnsupportedModule:
+                raise
+            except (RuntimeError, ValueError, TypeError, IndexError) as error:
+                raise ValueError(f"the batch x of shape {list(x.shape)} (time-major [T, B, ...]) does not fit the model: "
+                                 f"{error}") from error
+            self._out_features = structure.out_features
         return self._out_features
-
-    @contextlib.contextmanager
-    def _dry_run(self, device: torch.device) -> Iterator[None]:
-        """A pass that must leave no trace: eval mode (no dropout mask, no batch-norm statistics)
-        and the random number generators as they were, so a resumed run draws what an
-        uninterrupted one does."""
-        modes = [(module, module.training) for module in self.model.modules()]
-        self.model.eval()
-        try:
-            with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-                yield
-        finally:
-            for module, training in modes:
-                module.training = training
 
     # -- the loop -------------------------------------------------------------------------
     def fit(self, train_loader: Iterable, epochs: int, val_loader: Iterable | None = None) -> list[dict[str, float]]:

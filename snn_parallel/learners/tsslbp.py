@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -34,7 +35,7 @@ from .._validation import check_float, check_positive
 from ..neurons import PSPLIF, PSPFilter
 from ..ops.tssl import psp_filter
 from .losses import StepLoss
-from .network import NeuronLayer, SequenceDropout, StatelessLayer
+from .network import DropoutDriver, MemoryDriver, SequenceDropout
 from .rules import BPTTTrainer
 
 __all__ = ["SpikeSequenceLoss", "TSSLBPTrainer", "SumPool2d", "tssl_network", "desired_spikes"]
@@ -116,14 +117,6 @@ class SpikeSequenceLoss(StepLoss):
         return 0.5 * steps * (delta * keep).square().sum() / batch
 
 
-def _resolve_spike_loss(loss: str | StepLoss, tau_s: float) -> StepLoss:
-    if isinstance(loss, StepLoss):
-        return loss
-    if loss in _VARIANTS:
-        return SpikeSequenceLoss(variant=loss, tau_s=tau_s)
-    raise ValueError(f"loss must be a SpikeSequenceLoss, a StepLoss or one of {_VARIANTS}, got {loss!r}")
-
-
 class TSSLBPTrainer(BPTTTrainer):
     """TSSL-BP: the whole sequence runs through :class:`~snn_parallel.neurons.PSPLIF` neurons in
     ``gradient="tsslbp"`` mode, the loss's gradient flows through their hand-written backward,
@@ -134,48 +127,50 @@ class TSSLBPTrainer(BPTTTrainer):
     same network in ``gradient="surrogate"`` mode trains it by BPTT with everything else equal.
 
     Args:
-        model: an ``nn.Sequential`` whose neurons are all ``PSPLIF(gradient="tsslbp")`` or
-            ``PSPFilter`` (e.g. from :func:`tssl_network`).
+        model: any ``nn.Module`` whose stateful parts are all ``PSPLIF(gradient="tsslbp")``
+            neurons, ``PSPFilter`` or dropout (e.g. from :func:`tssl_network`, or a residual net of
+            convolutions, pooling and sums between PSPLIF layers).
         optimizer: the reference uses ``torch.optim.AdamW`` (lr 5e-4 on MNIST, 2e-4 on CIFAR-10).
-        loss: ``"kernel"`` or ``"count"`` (a :class:`SpikeSequenceLoss` with the model's
-            :math:`\\tau_s`), or any :class:`~snn_parallel.learners.StepLoss`.
-        clip_grad_norm: 1, as in the reference.
-        weight_clamp: clamp every ``Linear``/``Conv`` weight to ``[-c, c]`` after each step (4 in the reference; ``None``: off).
         batch_sum: back-propagate the loss summed over the batch, as the reference does (the
             reported loss is the per-sample mean either way).
-        progress, batch_first: as :class:`~snn_parallel.learners.Trainer`.
+        **options: the shared :class:`~snn_parallel.learners.TrainerOptions`, with the
+            reference's recipe as defaults: ``loss="kernel"`` (or ``"count"``: a
+            :class:`SpikeSequenceLoss` with the model's :math:`\\tau_s`, or any
+            :class:`~snn_parallel.learners.StepLoss`), ``clip_grad_norm=1`` and
+            ``weight_clamp=4`` (every ``Linear``/``Conv`` weight clamped to ``[-4, 4]`` after each
+            step; ``None``: off).
     """
 
     rule = "tsslbp"
+    defaults = {"loss": "kernel", "clip_grad_norm": 1.0, "weight_clamp": 4.0}
 
-    def __init__(
-        self,
-        model: nn.Module,
-        optimizer: torch.optim.Optimizer,
-        *,
-        loss: str | StepLoss = "kernel",
-        progress: bool = True,
-        clip_grad_norm: float | None = 1.0,
-        weight_clamp: float | None = 4.0,
-        batch_sum: bool = True,
-        batch_first: bool = False,
-    ) -> None:
-        tau_s = 3.0
-        for module in model.modules():
-            core = getattr(module, "core", module)
-            if isinstance(core, PSPLIF):
-                tau_s = core.tau_s
-        super().__init__(model, optimizer, loss=_resolve_spike_loss(loss, tau_s), progress=progress,
-                         clip_grad_norm=clip_grad_norm, weight_clamp=weight_clamp, batch_sum=batch_sum,
-                         batch_first=batch_first)
-        for layer in self.network.layers:
-            if isinstance(layer, StatelessLayer):
+    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, *, batch_sum: bool = True, **options: Any) -> None:
+        super().__init__(model, optimizer, batch_sum=batch_sum, **options)
+        for part in self.network.parts:
+            core = getattr(part, "core", None)
+            if isinstance(core, PSPFilter) or (isinstance(core, PSPLIF) and core.gradient == "tsslbp"):
                 continue
-            core = getattr(layer.driver, "core", None)
-            if isinstance(core, PSPFilter) or (isinstance(core, PSPLIF) and core.gradient == "tsslbp" and isinstance(layer, NeuronLayer)):
+            if isinstance(part, DropoutDriver) or (isinstance(part, MemoryDriver) and "Dropout" in type(part.module).__name__):
                 continue
-            what = f"PSPLIF(gradient={core.gradient!r})" if isinstance(core, PSPLIF) else type(core or layer).__name__
-            raise ValueError(f"{layer.path} is a {what}; TSSL-BP trains feed-forward PSPLIF(gradient='tsslbp') networks")
+            what = f"PSPLIF(gradient={core.gradient!r})" if isinstance(core, PSPLIF) else type(part.module).__name__
+            raise ValueError(f"{part.path or 'model'} is a {what}; TSSL-BP trains feed-forward networks of "
+                             "PSPLIF(gradient='tsslbp') neurons (convolutions, pooling and residual sums between them)")
+
+    def resolve_loss(self, loss: str | StepLoss | None) -> StepLoss:
+        """``"kernel"`` or ``"count"``: a :class:`SpikeSequenceLoss` with the model's :math:`\\tau_s`; a
+        :class:`~snn_parallel.learners.StepLoss` as it is."""
+        if loss in _VARIANTS:
+            # the output layer's: the desired spike trains are filtered as its PSPs are
+            tau_s = ([core.tau_s for core in map(_core, self.model.modules()) if isinstance(core, PSPLIF)] or [3.0])[-1]
+            return SpikeSequenceLoss(variant=loss, tau_s=tau_s)
+        if isinstance(loss, StepLoss):
+            return loss
+        raise ValueError(f"loss must be a SpikeSequenceLoss, a StepLoss or one of {_VARIANTS}, got {loss!r}")
+
+
+def _core(module: nn.Module) -> nn.Module:
+    """A neuron's core (adapters hold it as ``.core``), or the module itself."""
+    return getattr(module, "core", module)
 
 
 class SumPool2d(nn.AvgPool2d):

@@ -1,0 +1,512 @@
+"""The trainers on networks as users write them: SpikingJelly's zoo ResNet, hand-written residual
+modules with custom layers, SpikingJelly's containers and layers, SpikingJelly's own OTTT, HYPR on
+convolutions, and what is refused."""
+
+from __future__ import annotations
+
+import copy
+import importlib
+import sys
+import types
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+pytest.importorskip("spikingjelly.activation_based")
+from spikingjelly.activation_based import functional, layer, neuron, surrogate  # noqa: E402
+
+from snn_parallel.adapters.spikingjelly import DecoupledLIFNode  # noqa: E402
+from snn_parallel.learners import (  # noqa: E402
+    BPTTTrainer,
+    FPTTTrainer,
+    HYPRTrainer,
+    OTTTTrainer,
+    SumPool2d,
+    TSSLBPTrainer,
+    UnsupportedModule,
+    discover,
+)
+from snn_parallel.learners.resnet import spiking_resnet  # noqa: E402
+from snn_parallel.neurons import PSPLIF, DecoupledLIF, PSPFilter  # noqa: E402
+from snn_parallel.surrogate import Sigmoid  # noqa: E402
+from snn_parallel.tasks import SequentialDigits, make_loader  # noqa: E402
+
+RULES = {"bptt": (BPTTTrainer, {}), "fptt": (FPTTTrainer, {"parts": 4}), "ottt": (OTTTTrainer, {}), "hypr": (HYPRTrainer, {"chunk": 2})}
+
+
+# -- SpikingJelly's model zoo ---------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def zoo():
+    """SpikingJelly's ``spiking_resnet`` module. The zoo imports ``load_state_dict_from_url`` from
+    torchvision, which does not import on a machine with a CUDA build of it and no GPU: a stand-in
+    torchvision holding that one name (pretrained weights are never asked for) lets it import, for
+    these tests only."""
+    with pytest.MonkeyPatch.context() as patch:
+        try:
+            import torchvision  # noqa: F401
+        except Exception:  # noqa: BLE001 - torchvision raises RuntimeError or OSError on such machines
+            stand_in = types.ModuleType("torchvision")
+            stand_in.models = types.ModuleType("torchvision.models")
+            stand_in.models.utils = types.ModuleType("torchvision.models.utils")
+            stand_in.models.utils.load_state_dict_from_url = lambda *args, **kwargs: None
+            for name, module in (("torchvision", stand_in), ("torchvision.models", stand_in.models),
+                                 ("torchvision.models.utils", stand_in.models.utils)):
+                patch.setitem(sys.modules, name, module)
+        before = set(sys.modules)
+        module = importlib.import_module("spikingjelly.activation_based.model.spiking_resnet")
+        yield module
+        for name in set(sys.modules) - before:  # forget the modules imported against the stand-in
+            del sys.modules[name]
+
+
+def _lif() -> nn.Module:
+    return neuron.LIFNode(tau=2.0, surrogate_function=surrogate.ATan(), detach_reset=True)
+
+
+def _zoo_resnet(zoo, node: str) -> nn.Module:
+    """``SpikingResNet(BasicBlock, [1, 1, 1, 1])`` with SpikingJelly's ``LIFNode`` or our ``DecoupledLIFNode``.
+
+    The zoo builds every spiking layer as ``spiking_neuron(**kwargs)``, with no channel count. Where
+    our node cannot infer its channels from its first input, each ``LIFNode`` of the zoo's network is
+    swapped for ours with the channels of the norm before it.
+    """
+    torch.manual_seed(0)
+    if node == "lif":
+        return zoo.SpikingResNet(zoo.BasicBlock, [1, 1, 1, 1], num_classes=10, spiking_neuron=neuron.LIFNode, tau=2.0,
+                                 surrogate_function=surrogate.ATan(), detach_reset=True)
+    try:
+        return zoo.SpikingResNet(zoo.BasicBlock, [1, 1, 1, 1], num_classes=10, spiking_neuron=DecoupledLIFNode)
+    except TypeError:  # DecoupledLIFNode needs its channel count
+        model = zoo.SpikingResNet(zoo.BasicBlock, [1, 1, 1, 1], num_classes=10, spiking_neuron=neuron.LIFNode)
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, neuron.LIFNode):
+                setattr(parent, name, DecoupledLIFNode(getattr(parent, "bn" + name[2:]).num_features))
+    functional.invalidate_reset_cache(model)
+    return model
+
+
+# -- a hand-written residual module with a custom stateless layer ---------------------------------------
+class Scale(nn.Module):
+    """A constant gain, as the official OTTT networks put after their spiking layers."""
+
+    def __init__(self, scale: float) -> None:
+        super().__init__()
+        self.scale = scale
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.scale
+
+
+class Residual(nn.Module):
+    def __init__(self, node) -> None:
+        super().__init__()
+        self.conv1, self.sn1, self.scale = nn.Conv2d(3, 8, 3, padding=1), node(8), Scale(2.74)
+        self.conv2, self.bn2, self.sn2 = nn.Conv2d(8, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8), node(8)
+        self.pool, self.fc = nn.AvgPool2d(2), nn.Linear(8 * 4 * 4, 10)
+        nn.init.uniform_(self.conv1.weight, -1, 1)  # the first layer spikes from the first batch
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.scale(self.sn1(self.conv1(x)))
+        h = self.sn2(self.bn2(self.conv2(h)) + h)  # residual sum
+        return self.fc(torch.flatten(self.pool(h), 1))
+
+
+def _network(zoo, kind: str) -> nn.Module:
+    torch.manual_seed(0)
+    if kind == "residual-lif":
+        return Residual(lambda channels: _lif())
+    if kind == "residual-ours":
+        return Residual(lambda channels: DecoupledLIFNode(channels))
+    return _zoo_resnet(zoo, kind.removeprefix("zoo-"))
+
+
+def _pictures(split: str, count: int, steps: int = 4) -> SequentialDigits:
+    """Built-in digits as 3-channel 8x8 pictures repeated over ``steps``."""
+    data = SequentialDigits(split, "image", repeat=steps)
+    data.inputs, data.targets = data.inputs[:count].expand(-1, -1, 3, -1, -1).contiguous(), data.targets[:count]
+    return data
+
+
+@pytest.mark.parametrize("kind", ["zoo-lif", "zoo-ours", "residual-lif", "residual-ours"])
+@pytest.mark.parametrize("rule", sorted(RULES))
+def test_every_rule_trains_networks_as_written(zoo, rule, kind):
+    """The zoo's ResNet (conv stem, max-pool, four residual stages with downsampling shortcuts, global
+    pool) and a hand-written module (a custom gain, a residual sum, a norm): a finite loss, and every
+    parameter moves."""
+    model = _network(zoo, kind)
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    trainer_cls, options = RULES[rule]
+    trainer = trainer_cls(model, torch.optim.Adam(model.parameters(), lr=1e-3), loss="ce_all", progress=False, **options)
+    history = trainer.fit(make_loader(_pictures("train", 16), 8, shuffle=True), 1)
+    assert torch.isfinite(torch.tensor(history[-1]["train_loss"]))
+    still = [name for name, p in model.named_parameters() if torch.equal(p, before[name])]
+    assert not still, f"{rule} left {still} unchanged"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["zoo-lif", "zoo-ours"])
+@pytest.mark.parametrize("rule", sorted(RULES))
+def test_every_rule_learns_digits_with_the_zoo_resnet(zoo, rule, kind):
+    """Three epochs on 600 digits pictures: test accuracy above 30 % (chance: 10 %; the norms' running
+    statistics take a few epochs to settle)."""
+    model = _network(zoo, kind)
+    trainer_cls, options = RULES[rule]
+    options = {**options, "chunk": 4} if rule == "hypr" else options
+    trainer = trainer_cls(model, torch.optim.Adam(model.parameters(), lr=1e-3), loss="ce_all", progress=False, **options)
+    trainer.fit(make_loader(_pictures("train", 600), 32, shuffle=True), 3)
+    assert trainer.evaluate(make_loader(_pictures("test", 300), 100))["accuracy"] > 0.3
+
+
+def test_resnet_builder_is_the_zoo_network(zoo):
+    """``spiking_resnet`` (which needs no torchvision) builds the zoo's network: the same parameters and
+    buffers under the same names, and the same outputs from the same weights, step by step or folded."""
+    reference = _zoo_resnet(zoo, "lif")
+    ours = spiking_resnet(lambda channels: _lif())
+    mine, theirs = ours.state_dict(), reference.state_dict()
+    assert {k: v.shape for k, v in mine.items()} == {k: v.shape for k, v in theirs.items()}
+    ours.load_state_dict(theirs)
+    x = torch.rand(3, 2, 3, 8, 8) * 2
+    outputs = []
+    for model in (reference, ours):
+        functional.set_step_mode(model, "m")
+        functional.reset_net(model)
+        outputs.append(model(x))
+    torch.testing.assert_close(outputs[0], outputs[1], rtol=0, atol=0)
+    network = discover(ours)
+    network.reset()
+    torch.testing.assert_close(network.run(x), outputs[1], rtol=1e-6, atol=1e-6)
+    with pytest.raises(ValueError, match="width"):
+        spiking_resnet(lambda channels: _lif(), width=0)
+    with pytest.raises(TypeError, match="neuron must be a callable"):
+        spiking_resnet(neuron.LIFNode())
+
+
+# -- OTTT: the same step as SpikingJelly's own ----------------------------------------------------------
+def _conv_net(node) -> list[nn.Module]:
+    return [nn.Conv2d(1, 4, 3, padding=1), node(), nn.AvgPool2d(2), nn.Conv2d(4, 6, 3, padding=1), node(),
+            nn.Flatten(), nn.Linear(6 * 4 * 4, 10)]
+
+
+def test_ottt_takes_the_same_sgd_step_as_spikingjelly_ottt():
+    """``layer.OTTTSequential`` with ``OTTTLIFNode`` trained by SpikingJelly's ``ottt_online_training``
+    (the loss at every step over T, one optimizer step per sequence) and ``OTTTTrainer`` on the same
+    weights and data: every parameter equal after one SGD step to float32 rounding, the readout
+    included (its weight gradient goes through the trace of its input, as in the official code).
+    The trainer gives the same step on SpikingJelly's own network and on a plain ``nn.Sequential``
+    with ``LIFNode``; ``readout="instant"`` moves the readout differently."""
+    online_learning = pytest.importorskip("spikingjelly.activation_based.learning.online_learning")
+    torch.manual_seed(0)
+    official = layer.OTTTSequential(*_conv_net(neuron.OTTTLIFNode))
+    for module in official:
+        if isinstance(module, nn.Conv2d):
+            nn.init.uniform_(module.weight, -1, 1)  # the layers spike from the first steps
+    plain = nn.Sequential(*_conv_net(lambda: neuron.LIFNode(tau=2.0, decay_input=False, v_reset=None, detach_reset=True,
+                                                             surrogate_function=surrogate.Sigmoid())))
+    plain.load_state_dict(official.state_dict())
+    models = {"OTTTSequential": copy.deepcopy(official), "Sequential": plain, "instant": copy.deepcopy(plain)}
+    before = copy.deepcopy(official.state_dict())
+    steps, batch = 6, 5
+    x, y = torch.rand(steps, batch, 1, 8, 8) * 2, torch.randint(0, 10, (batch,))
+    optimizer = torch.optim.SGD(official.parameters(), lr=0.5)
+    online_learning.ottt_online_training(official, optimizer, x.transpose(0, 1), y[:, None].expand(batch, steps),
+                                         lambda out, target: F.cross_entropy(out, target) / steps, online=False)
+    functional.reset_net(official)
+    expected = official.state_dict()
+    assert all(not torch.equal(expected[name], before[name]) for name in expected)  # every layer learnt
+    for name, model in models.items():
+        readout = {"readout": "instant"} if name == "instant" else {}
+        OTTTTrainer(model, torch.optim.SGD(model.parameters(), lr=0.5), loss="ce_all", progress=False, **readout).fit([(x, y)], 1)
+        got = model.state_dict()
+        for key in expected:
+            if name == "instant" and key == "6.weight":
+                assert not torch.allclose(got[key], expected[key], rtol=1e-3, atol=1e-4)
+            else:
+                torch.testing.assert_close(got[key], expected[key], rtol=1e-5, atol=1e-6, msg=f"{name}: {key}")
+
+
+# -- HYPR on convolutions -------------------------------------------------------------------------------
+def _grads(trainer_cls, model: nn.Module, x: torch.Tensor, y: torch.Tensor, setup=None, **options) -> dict[str, torch.Tensor]:
+    trainer = trainer_cls(model, torch.optim.SGD(model.parameters(), lr=0.0), loss="ce_all", progress=False, **options)
+    if setup is not None:
+        setup(trainer)
+    captured: dict[str, torch.Tensor] = {}
+
+    def capture() -> None:
+        captured.update({n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
+        trainer.optimizer.zero_grad()
+
+    trainer.optimizer_step = capture
+    with trainer.network.stepping():
+        trainer.train_batch(*trainer.prepare((x, y)))
+    return captured
+
+
+@pytest.mark.parametrize("node", ["ours", "spikingjelly"])
+def test_hypr_on_one_conv_layer_equals_bptt_for_every_chunk(node):
+    """One conv -> neuron layer and a linear readout, in float64: HYPR's gradient (the synapses'
+    eligibilities per output position and input patch, carried from one chunk to the next; the
+    neuron's own parameters') equals BPTT's for every chunk length."""
+    torch.manual_seed(0)
+    spiking = (DecoupledLIF(3, tau=3.0, learn_decay=True, surrogate=Sigmoid()) if node == "ours"
+               else neuron.ParametricLIFNode(init_tau=3.0, surrogate_function=surrogate.Sigmoid(), detach_reset=True))
+    model = nn.Sequential(nn.Conv2d(2, 3, 3, padding=1, stride=2), spiking, nn.Flatten(), nn.Linear(3 * 3 * 3, 4)).double()
+    nn.init.uniform_(model[0].weight, -1.5, 1.5)
+    x, y = torch.rand(10, 3, 2, 6, 6, dtype=torch.float64) * 2, torch.randint(0, 4, (3,))
+    reference = _grads(BPTTTrainer, model, x, y)
+    assert len(reference) == len(list(model.parameters())) and all(g.abs().sum() > 0 for g in reference.values())
+    for chunk in (None, 1, 3, 4):
+        got = _grads(HYPRTrainer, model, x, y, chunk=chunk)
+        assert got.keys() == reference.keys()
+        for name in reference:
+            torch.testing.assert_close(got[name], reference[name], rtol=1e-10, atol=1e-12, msg=f"chunk={chunk}: {name}")
+
+
+def test_hypr_gradient_does_not_depend_on_chunk_in_the_zoo_resnet(zoo):
+    """Residual stages, downsampling shortcuts, norms (their batch statistics taken as constants) and
+    SpikingJelly's ParametricLIFNode: the same gradient for every chunk length, in float64."""
+    torch.manual_seed(0)
+    model = zoo.SpikingResNet(zoo.BasicBlock, [1, 1, 1, 1], num_classes=10, spiking_neuron=neuron.ParametricLIFNode,
+                              surrogate_function=surrogate.ATan(), detach_reset=True).double()
+    x, y = torch.rand(6, 3, 3, 8, 8, dtype=torch.float64) * 2, torch.randint(0, 10, (3,))
+    whole = _grads(HYPRTrainer, model, x, y)
+    assert sum(bool(g.abs().sum() > 0) for g in whole.values()) == len(whole) == len(list(model.parameters()))
+    for chunk in (1, 4):
+        got = _grads(HYPRTrainer, model, x, y, chunk=chunk)
+        for name in whole:
+            torch.testing.assert_close(got[name], whole[name], rtol=1e-9, atol=1e-13, msg=f"chunk={chunk}: {name}")
+    # the P-stage runs the chunk's steps folded into one batch (the network has neurons alone as stateful
+    # parts) or one after the other: the same gradient
+    def one_after_the_other(trainer: HYPRTrainer) -> None:
+        assert trainer._fold
+        trainer._fold = False
+
+    got = _grads(HYPRTrainer, model, x, y, setup=one_after_the_other, chunk=4)
+    for name in whole:
+        torch.testing.assert_close(got[name], whole[name], rtol=1e-9, atol=1e-13, msg=f"one step after the other: {name}")
+
+
+def test_hypr_through_spikingjelly_recurrent_container():
+    """``LinearRecurrentContainer`` around our node: its synapse sees ``[x_t; z_{t-1}]``, the recurrent
+    input replayed from the S-stage; the gradient (e-prop's, through the neuron's own state) does not
+    depend on the chunk length."""
+    torch.manual_seed(0)
+    model = nn.Sequential(layer.LinearRecurrentContainer(DecoupledLIFNode(6, learn_decay=True), 6, 6), nn.Linear(6, 3)).double()
+    nn.init.uniform_(model[0].rc.weight, -1.5, 1.5)
+    x, y = torch.rand(9, 4, 6, dtype=torch.float64) * 2, torch.randint(0, 3, (4,))
+    whole = _grads(HYPRTrainer, model, x, y)
+    assert len(whole) == len(list(model.parameters())) and all(g.abs().sum() > 0 for g in whole.values())
+    for chunk in (2, 5):
+        got = _grads(HYPRTrainer, model, x, y, chunk=chunk)
+        for name in whole:
+            torch.testing.assert_close(got[name], whole[name], rtol=1e-10, atol=1e-12, msg=f"chunk={chunk}: {name}")
+    # a synapse feeding the container's synapse reaches the neuron through more than element-wise operations
+    deeper = nn.Sequential(nn.Linear(4, 6), *model).double()
+    x4 = torch.rand(9, 4, 4, dtype=torch.float64)
+    assert _grads(HYPRTrainer, deeper, x4, y)  # the whole sequence at once
+    with pytest.raises(UnsupportedModule, match=r"^0 feeds 1\.sub_module \(DecoupledLIFNode\) but reaches it through"):
+        _grads(HYPRTrainer, deeper, x4, y, chunk=3)
+
+
+def test_hypr_with_snntorch_adapters():
+    """An snnTorch skin of our neuron: BPTT's gradient for one layer with a surrogate that has forward
+    mode; snnTorch's own surrogates, and a skin that passes on its membrane, are refused when the
+    trainer is built."""
+    pytest.importorskip("snntorch")
+    from snn_parallel.adapters import snntorch as skins
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 8), skins.DecoupledLIF(8, init_hidden=True, spike_grad=Sigmoid()), nn.Linear(8, 3)).double()
+    nn.init.uniform_(model[0].weight, -3, 3)
+    x, y = torch.rand(6, 5, 4, dtype=torch.float64) * 2, torch.randint(0, 3, (5,))
+    reference = _grads(BPTTTrainer, model, x, y)
+    assert all(g.abs().sum() > 0 for g in reference.values())
+    got = _grads(HYPRTrainer, model, x, y, chunk=2)
+    for name in reference:
+        torch.testing.assert_close(got[name], reference[name], rtol=1e-10, atol=1e-12)
+    for neuron_, message in ((skins.DecoupledLIF(8, init_hidden=True), "surrogate is a torch.autograd.Function without forward-mode"),
+                             (skins.DecoupledLIF(8, init_hidden=True, output=True, spike_grad=Sigmoid()), "passes on its membrane")):
+        other = nn.Sequential(nn.Linear(4, 8), neuron_, nn.Linear(8, 3))
+        with pytest.raises(UnsupportedModule, match=r"^1 \(DecoupledLIF\).*" + message):
+            HYPRTrainer(other, torch.optim.SGD(other.parameters(), lr=0.1))
+
+
+# -- TSSL-BP on a residual PSPLIF network --------------------------------------------------------------
+class ResidualPSP(nn.Module):
+    """Our neurons used directly return ``(spikes, state)``, as their own forward does."""
+
+    def __init__(self, output: nn.Module | None = None) -> None:
+        super().__init__()
+        self.psp = PSPFilter(1)
+        self.conv1, self.n1 = nn.Conv2d(1, 6, 3, padding=1, bias=False), PSPLIF(6)
+        self.conv2, self.n2 = nn.Conv2d(6, 6, 3, padding=1, bias=False), PSPLIF(6)
+        self.pool, self.fc, self.out = SumPool2d(2), nn.Linear(6 * 4 * 4, 10, bias=False), output or PSPLIF(10)
+        for conv in (self.conv1, self.conv2):
+            conv.weight.data.mul_(4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a, _ = self.psp(x)
+        a, _ = self.n1(self.conv1(a))
+        b, _ = self.n2(self.conv2(a))
+        out = self.out(self.fc(torch.flatten(self.pool(a + b), 1)))  # residual sum
+        return out[0] if isinstance(out, tuple) else out
+
+
+def test_tsslbp_trains_a_residual_psplif_network():
+    torch.manual_seed(0)
+    model = ResidualPSP()
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    data = SequentialDigits("train", "image", repeat=5)
+    data.inputs, data.targets = data.inputs[:32], data.targets[:32]
+    trainer = TSSLBPTrainer(model, torch.optim.AdamW(model.parameters(), lr=5e-3), progress=False)
+    history = trainer.fit(make_loader(data, 16, shuffle=True), 2)
+    assert torch.isfinite(torch.tensor([h["train_loss"] for h in history])).all()
+    assert all(not torch.equal(p, before[name]) for name, p in model.named_parameters())
+    other = ResidualPSP(output=_lif())
+    with pytest.raises(ValueError, match=r"^out is a LIFNode; TSSL-BP trains feed-forward networks of PSPLIF"):
+        TSSLBPTrainer(other, torch.optim.AdamW(other.parameters()))
+
+
+# -- SpikingJelly's containers and layers ---------------------------------------------------------------
+class CSNN(nn.Module):
+    """SpikingJelly's tutorial classifier: a module holding a Sequential, in multi-step mode."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv_fc = nn.Sequential(
+            layer.SeqToANNContainer(nn.Conv2d(3, 8, 3, padding=1, bias=False), nn.GroupNorm(2, 8)),
+            neuron.LIFNode(surrogate_function=surrogate.ATan()),
+            layer.MaxPool2d(2),
+            layer.Flatten(),
+            layer.Dropout(0.5),
+            layer.Linear(8 * 4 * 4, 40, bias=False),
+            neuron.LIFNode(surrogate_function=surrogate.ATan()),
+            layer.VotingLayer(4),
+        )
+        functional.set_step_mode(self, "m")
+
+    def forward(self, x_seq: torch.Tensor) -> torch.Tensor:
+        return self.conv_fc(x_seq)
+
+
+def test_spikingjelly_layers_and_containers_in_multi_step_mode():
+    """``SeqToANNContainer``, ``GroupNorm``, ``layer.Dropout`` (one mask for the whole sequence, whether
+    the network runs folded or step by step) and ``VotingLayer`` in a multi-step model: the same
+    outputs whole and step by step, the model's step modes restored, and every rule trains it."""
+    torch.manual_seed(0)
+    model = CSNN()
+    nn.init.uniform_(model.conv_fc[0][0].weight, -1, 1)
+    x = torch.rand(5, 4, 3, 8, 8) * 2
+    network = discover(model)
+    assert network.foldable and {part.path for part in network.parts} == {"conv_fc.1", "conv_fc.4", "conv_fc.6"}
+    torch.manual_seed(1)
+    whole = network.run(x)
+    network.reset()
+    torch.manual_seed(1)
+    steps = torch.stack([network.step(x_t) for x_t in x.unbind(0)])
+    network.reset()
+    assert whole.shape == (5, 4, 10) and whole.abs().sum() > 0
+    torch.testing.assert_close(whole, steps)
+    assert model.conv_fc[1].step_mode == "m" and model.conv_fc[4].step_mode == "m"
+    for rule, (trainer_cls, options) in RULES.items():
+        if rule == "hypr":  # its P-stage recomputes each step, so the trainer refuses random layers
+            continue
+        trainer = trainer_cls(model, torch.optim.Adam(model.parameters(), lr=1e-3), loss="ce_all", progress=False, **options)
+        history = trainer.fit([(x, torch.randint(0, 10, (4,)))], 1)
+        assert torch.isfinite(torch.tensor(history[-1]["train_loss"]))
+
+
+def test_hypr_replays_sequence_masks():
+    """SpikingJelly's ``layer.Dropout`` keeps its mask for the sequence, so HYPR's P-stage replays it: the
+    gradient does not depend on the chunk length."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 6), layer.Dropout(0.5), DecoupledLIF(6), nn.Linear(6, 3)).double()
+    nn.init.uniform_(model[0].weight, -3, 3)
+    x, y = torch.rand(8, 5, 4, dtype=torch.float64) * 2, torch.randint(0, 3, (5,))
+    grads = []
+    for chunk in (None, 3):
+        torch.manual_seed(7)  # the same mask
+        grads.append(_grads(HYPRTrainer, model, x, y, chunk=chunk))
+    for name in grads[0]:
+        torch.testing.assert_close(grads[1][name], grads[0][name], rtol=1e-10, atol=1e-12)
+
+
+# -- bad input -------------------------------------------------------------------------------------------
+class Encoder(nn.Module):
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.inner, self.sn = inner, DecoupledLIFNode(8)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.sn(self.inner(x))
+
+
+def test_modules_with_hidden_state_are_refused_when_the_trainer_is_built():
+    snn = pytest.importorskip("snntorch")
+    lstm = nn.Sequential(nn.Linear(4, 8), Encoder(nn.LSTM(8, 8)))
+    with pytest.raises(UnsupportedModule, match=r"^1\.inner \(LSTM\) is a recurrent ANN layer"):
+        BPTTTrainer(lstm, torch.optim.SGD(lstm.parameters(), lr=0.1))
+    leaky = nn.Sequential(nn.Linear(4, 8), Encoder(nn.Identity()), snn.Leaky(beta=0.9, init_hidden=True))
+    with pytest.raises(UnsupportedModule, match=r"^2 \(Leaky\) is an snnTorch neuron.*snn_parallel\.adapters\.snntorch"):
+        OTTTTrainer(leaky, torch.optim.SGD(leaky.parameters(), lr=0.1))
+
+
+class Counter(nn.Module):
+    """Counts its calls in a buffer: state of its own, hidden from the trainers."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("calls", torch.zeros(()))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        return x
+
+
+class Memo(nn.Module):
+    """Keeps its last input in an attribute and adds it to the next."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        previous = getattr(self, "last", torch.zeros_like(x))
+        self.last = x
+        return x + previous
+
+
+@pytest.mark.parametrize("inner, message", [(Counter(), r"1\.inner \(Counter\) changes its buffer 'calls'"),
+                                            (Memo(), r"1\.inner \(Memo\) keeps a tensor in self\.last")])
+def test_modules_that_keep_state_of_their_own_are_refused_at_the_first_batch(inner, message):
+    model = nn.Sequential(nn.Linear(4, 8), Encoder(inner), nn.Linear(8, 3))
+    before = copy.deepcopy(model.state_dict())
+    trainer = BPTTTrainer(model, torch.optim.SGD(model.parameters(), lr=0.1), progress=False)
+    with pytest.raises(UnsupportedModule, match=message):
+        trainer.fit([(torch.rand(5, 2, 4), torch.zeros(2, dtype=torch.long))], 1)
+    for name, value in model.state_dict().items():  # the dry step changed nothing
+        assert torch.equal(value, before[name])
+
+
+def test_a_batch_that_does_not_fit_is_named_with_the_module_where_it_fails(zoo):
+    model = _network(zoo, "residual-lif")
+    trainer = OTTTTrainer(model, torch.optim.SGD(model.parameters(), lr=0.1), progress=False)
+    with pytest.raises(ValueError, match=r"^the batch x of shape \[4, 2, 1, 8, 8\] \(time-major \[T, B, \.\.\.\]\) does not "
+                                         r"fit the model: at conv1 \(Conv2d\): .*channels"):
+        trainer.fit([(torch.rand(4, 2, 1, 8, 8), torch.zeros(2, dtype=torch.long))], 1)
+    with pytest.raises(ValueError, match=r"does not fit the model: at fc \(Linear\)"):
+        trainer.fit([(torch.rand(4, 2, 3, 6, 6), torch.zeros(2, dtype=torch.long))], 1)
+
+
+def test_a_trainer_driven_neuron_refuses_a_state_passed_in():
+    class Explicit(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc, self.sn = nn.Linear(4, 3), DecoupledLIF(3)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            spikes, state = self.sn(self.fc(x), None)
+            return spikes
+
+    model = Explicit()
+    trainer = BPTTTrainer(model, torch.optim.SGD(model.parameters(), lr=0.1), progress=False)
+    with pytest.raises(ValueError, match=r"sn \(DecoupledLIF\) was called with 2 positional.*call it with the input tensor alone"):
+        trainer.fit([(torch.rand(5, 2, 4), torch.zeros(2, dtype=torch.long))], 1)
