@@ -65,9 +65,9 @@ class SpikeSequenceLoss(StepLoss):
         desired_count, undesired_count: ``"count"``'s :math:`c_k` for the target and the other
             classes; the defaults 4 and 1 are the reference's MNIST and Fashion-MNIST settings at
             T = 5 (its N-MNIST network, T = 30, uses 15 and 3).
-        kernel_target: ``"kernel"``'s target, :math:`\mathrm{PSP}(d)` (``"psp"``, default: the
+        kernel_target: ``"kernel"``'s target, :math:`\\mathrm{PSP}(d)` (``"psp"``, default: the
             code submitted with the paper filtered the desired train once) or
-            :math:`\mathrm{PSP}(\mathrm{PSP}(d))` (``"psp_psp"``: the reference code from its revision
+            :math:`\\mathrm{PSP}(\\mathrm{PSP}(d))` (``"psp_psp"``: the reference code from its revision
             of 29 October 2020 on filters it twice).
 
     ``kind`` and ``steps`` stay ``"ce"`` and ``"all"``: class targets, and the prediction is the
