@@ -28,6 +28,9 @@ from .trainer import Trainer
 
 __all__ = ["BPTTTrainer", "FPTTTrainer", "OTTTTrainer"]
 
+#: when FPTT's oracle table is read against the current batch's update of it
+_ORACLE_ORDERS = ("read_first", "update_first")
+
 
 class BPTTTrainer(Trainer):
     """Backpropagation through time: the whole sequence in one graph, one step per batch.
@@ -72,18 +75,24 @@ class FPTTTrainer(Trainer):
     followed by the post-update :math:`\lambda \leftarrow \lambda - \alpha(W - \bar W)`,
     :math:`\bar W \leftarrow (1-\beta)\bar W + \beta W - (\beta/\alpha)\lambda` for every
     parameter (:math:`\bar W` starts at :math:`W`, :math:`\lambda` at 0). At the end of each
-    epoch :math:`W \leftarrow \bar W`.
+    epoch :math:`W \leftarrow \bar W` (and, with ``reset_dual=True``, :math:`\lambda \leftarrow 0`).
 
     The part loss :math:`\ell_p` is the loss's share on the part's steps. For a terminal label
     (``loss`` on the last step with one target per sequence) every part :math:`p = 1..K` is
     trained on its last output :math:`o_p`, weighted :math:`w_p`; for classification with
-    ``oracle=True`` a cross-entropy against :math:`\hat q`, the softmax output of the latest
-    misclassified training example of the same class at the same part, takes the rest:
+    ``oracle=True`` a cross-entropy against :math:`\hat q_{y,p}` takes the rest:
 
     .. math::
 
         \ell_p = w_p\, L(o_p, y) + \big(1 - \tfrac{p}{K}\big)\,
         \mathrm{mean}\big(-\hat q_{y,p} \odot \log\mathrm{softmax}(o_p)\big).
+
+    :math:`\hat q_{c,p}` is the softmax output at part :math:`p` of the latest misclassified
+    training example of class :math:`c` (zeros until there is one). As in the reference code it
+    is read before the current batch updates it (``oracle_order="read_first"``), so a batch's
+    own mistakes first count at the next batch; ``"update_first"`` lets the batch update the
+    table and then read it. During the first ``oracle_warmup`` epochs :math:`\hat q` is the
+    uniform distribution (the table is still updated).
 
     ``part_weight="fraction"`` is :math:`w_p = p/K`, as the reference code's classification
     scripts weigh it; ``"adding"`` is :math:`w_p = p - 1 + 1/K`, as its adding-problem script
@@ -96,6 +105,11 @@ class FPTTTrainer(Trainer):
         alpha: :math:`\alpha`, the regulariser strength.
         beta: :math:`\beta`, the running-average rate (0.5 in the reference code).
         oracle: use the oracle term for terminal classification labels.
+        oracle_order: ``"read_first"`` (the reference code's order) or ``"update_first"``.
+        oracle_warmup: epochs with a uniform :math:`\hat q` (the reference's image and gesture
+            scripts: 9 or 19; its sequential-MNIST script: 0).
+        reset_dual: set :math:`\lambda` to 0 at the end of each epoch, as the original FPTT code
+            does (except on PTB); the LTC-SNN code keeps it (``False``).
         part_weight: ``"fraction"`` or ``"adding"``, the weight :math:`w_p` of a terminal label's part loss.
         **options: the shared :class:`~snn_parallel.learners.TrainerOptions`; ``clip_grad_norm``
             defaults to 1, as in the reference code.
@@ -115,6 +129,9 @@ class FPTTTrainer(Trainer):
         alpha: float = 0.1,
         beta: float = 0.5,
         oracle: bool = True,
+        oracle_order: str = "read_first",
+        oracle_warmup: int = 0,
+        reset_dual: bool = False,
         part_weight: str = "fraction",
         **options: Any,
     ) -> None:
@@ -122,6 +139,9 @@ class FPTTTrainer(Trainer):
         self.parts, self.alpha = check_int(parts, "parts", minimum=1), check_positive(alpha, "alpha")
         self.beta = check_float(beta, "beta", minimum=0.0, maximum=1.0, min_open=True)
         self.oracle, self.part_weight = check_bool(oracle, "oracle"), check_choice(part_weight, "part_weight", ("fraction", "adding"))
+        self.oracle_order = check_choice(oracle_order, "oracle_order", _ORACLE_ORDERS)
+        self.oracle_warmup = check_int(oracle_warmup, "oracle_warmup", minimum=0)
+        self.reset_dual = check_bool(reset_dual, "reset_dual")
         named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
         self.running = {n: p.detach().clone() for n, p in named}  # W-bar
         self.dual = {n: torch.zeros_like(p) for n, p in named}  # lambda
@@ -150,6 +170,8 @@ class FPTTTrainer(Trainer):
         for name, param in self.model.named_parameters():
             if name in self.running:
                 param.copy_(self.running[name])
+                if self.reset_dual:
+                    self.dual[name].zero_()
 
     def _terminal(self, target: torch.Tensor) -> bool:
         return self.loss.steps == "last" and target.dim() == self.loss.sequence_target_dims
@@ -163,16 +185,23 @@ class FPTTTrainer(Trainer):
         loss = weight * self.loss.term(last, target)
         if self.loss.kind == "ce" and self.oracle and part + 1 < self.parts:
             log_prob = F.log_softmax(last, dim=-1)
-            self._update_estimates(log_prob.detach().exp(), target, part)
-            loss = loss + (1 - fraction) * torch.mean(-self.estimates[target, part] * log_prob)
+            prob = log_prob.detach().exp()
+            if self.estimates is None:
+                self.estimates = prob.new_zeros(prob.shape[-1], self.parts, prob.shape[-1])
+            if self.oracle_order == "update_first":
+                self._update_estimates(prob, target, part)
+            if self.epoch < self.oracle_warmup:
+                oracle = torch.full_like(prob, 1 / prob.shape[-1])
+            else:
+                oracle = self.estimates[target, part]  # a copy: the update below does not change it
+            if self.oracle_order == "read_first":
+                self._update_estimates(prob, target, part)
+            loss = loss + (1 - fraction) * torch.mean(-oracle * log_prob)
         return loss
 
     @torch.no_grad()
     def _update_estimates(self, prob: torch.Tensor, target: torch.Tensor, part: int) -> None:
         """:math:`\\hat q_{c,p}` <- the softmax of the first misclassified example of class ``c`` in the batch."""
-        if self.estimates is None:
-            classes = prob.shape[-1]
-            self.estimates = prob.new_zeros(classes, self.parts, classes)
         wrong = prob.argmax(-1) != target
         for cls in target[wrong].unique().tolist():
             first = torch.nonzero(wrong & (target == cls))[0, 0]

@@ -1,0 +1,166 @@
+"""FPTTTrainer against a plain loop written from the reference codes' update order.
+
+The reference loops (``byin-cwi/sFPTT`` ``fptt_mnist/train_mnist_snn_v2.py``, its ``fptt_img``
+scripts, and ``anilkagak2/FPTT`` ``train.py``) do, for every part ``p`` of a batch:
+
+1. read the oracle ``q = table[target, p]`` (uniform during the warm-up epochs);
+2. run the part from the detached state, ``log_prob = log_softmax(o_p)``;
+3. write the softmax of the first misclassified example of each class into ``table[c, p]``;
+4. step on ``(p+1)/K * NLL + (1 - (p+1)/K) * mean(-q * log_prob) + R(W)``, the gradient norm clipped to 1;
+5. ``lambda -= alpha (W - W_bar)``, ``W_bar = (1 - beta) W_bar + beta W - (beta / alpha) lambda``;
+
+and at the end of each epoch ``W <- W_bar`` (``anilkagak2/FPTT`` also sets ``lambda`` to 0).
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from snn_parallel.learners import FPTTTrainer
+from snn_parallel.neurons import DecoupledLIF
+from snn_parallel.surrogate import Sigmoid
+
+PARTS, CLASSES, ALPHA, BETA = 3, 3, 0.1, 0.5
+
+
+def _model() -> nn.Sequential:
+    torch.manual_seed(3)
+    first = nn.Linear(4, 6)
+    nn.init.uniform_(first.weight, -3 * (3 / 4) ** 0.5, 3 * (3 / 4) ** 0.5)
+    return nn.Sequential(first, DecoupledLIF(6, learn_decay=True, surrogate=Sigmoid()), nn.Linear(6, CLASSES)).double()
+
+
+def _batches(count: int = 4, steps: int = 9, batch: int = 8) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    gen = torch.Generator().manual_seed(1)
+    return [(2 * torch.randn(steps, batch, 4, generator=gen, dtype=torch.float64), torch.randint(0, CLASSES, (batch,), generator=gen))
+            for _ in range(count)]
+
+
+def _reference(model: nn.Sequential, batches, epochs: int, *, order: str = "read_first", warmup: int = 0,
+               reset_dual: bool = False) -> nn.Sequential:
+    """The reference codes' FPTT loop on ``Linear -> neuron -> Linear`` (Adam, lr 0.01)."""
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
+    running = {n: p.detach().clone() for n, p in model.named_parameters()}
+    dual = {n: torch.zeros_like(p) for n, p in model.named_parameters()}
+    table = torch.zeros(CLASSES, PARTS, CLASSES, dtype=torch.float64)
+
+    def update_table(prob, target, p):
+        filled = [False] * CLASSES
+        for j in range(target.shape[0]):
+            y = int(target[j])
+            if not filled[y] and int(prob[j].argmax()) != y:
+                filled[y] = True
+                table[y, p] = prob[j]
+
+    for epoch in range(epochs):
+        for x, target in batches:
+            state = None
+            for p, x_part in enumerate(torch.tensor_split(x, PARTS)):
+                if state is not None:
+                    state = type(state)(*(v.detach() for v in state))
+                spikes, state = model[1](model[0](x_part), state)
+                out = model[2](spikes[-1])
+                log_prob = F.log_softmax(out, dim=1)
+                prob = log_prob.detach().exp()
+                if p < PARTS - 1:
+                    if order == "update_first":
+                        update_table(prob, target, p)
+                    q = torch.full_like(prob, 1 / CLASSES) if epoch < warmup else table[target, p].clone()
+                    if order == "read_first":
+                        update_table(prob, target, p)
+                else:
+                    q = F.one_hot(target, CLASSES).double()  # its weight 1 - K/K is 0
+                fraction = (p + 1) / PARTS
+                loss = fraction * F.nll_loss(log_prob, target) + (1 - fraction) * torch.mean(-q * log_prob)
+                for name, param in model.named_parameters():
+                    loss = loss - (param * dual[name]).sum() + 0.5 * ALPHA * (param - running[name]).square().sum()
+                optimizer.zero_grad()
+                loss.backward()
+                nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+                optimizer.step()
+                with torch.no_grad():
+                    for name, param in model.named_parameters():
+                        dual[name] -= ALPHA * (param - running[name])
+                        running[name] = (1 - BETA) * running[name] + BETA * param - (BETA / ALPHA) * dual[name]
+        with torch.no_grad():
+            for name, param in model.named_parameters():
+                param.copy_(running[name])
+                if reset_dual:
+                    dual[name].zero_()
+    return model
+
+
+def _trained(model: nn.Sequential, batches, epochs: int, **options) -> FPTTTrainer:
+    trainer = FPTTTrainer(model, torch.optim.Adam(model.parameters(), lr=0.01), parts=PARTS, alpha=ALPHA, beta=BETA,
+                          progress=False, **options)
+    trainer.fit(batches, epochs)
+    return trainer
+
+
+def _assert_same_parameters(model: nn.Module, reference: nn.Module) -> None:
+    for (name, p), q in zip(model.named_parameters(), reference.parameters(), strict=True):
+        torch.testing.assert_close(p, q, atol=1e-10, rtol=1e-10, msg=name)
+
+
+def test_default_reads_the_oracle_before_the_batch_updates_it():
+    """sFPTT's sequential-MNIST order: read, run, update the table, step; lambda kept at epoch ends."""
+    batches = _batches()
+    reference = _reference(_model(), batches, 3)
+    trainer = _trained(_model(), batches, 3)
+    _assert_same_parameters(trainer.model, reference)
+    assert trainer.estimates.abs().sum() > 0  # the table did fill, so the order mattered
+
+
+def test_update_first_order_is_one_argument_away():
+    batches = _batches()
+    reference = _reference(_model(), batches, 2, order="update_first")
+    _assert_same_parameters(_trained(_model(), batches, 2, oracle_order="update_first").model, reference)
+    # and the two orders do train differently
+    other = _reference(_model(), batches, 2)
+    assert any(not torch.allclose(p, q) for p, q in zip(reference.parameters(), other.parameters()))
+
+
+def test_uniform_oracle_warmup_and_dual_reset_as_the_original_code():
+    """anilkagak2/FPTT: a uniform oracle in the first epochs, lambda set to 0 with every W <- W_bar."""
+    batches = _batches()
+    reference = _reference(_model(), batches, 3, warmup=2, reset_dual=True)
+    trainer = _trained(_model(), batches, 3, oracle_warmup=2, reset_dual=True)
+    _assert_same_parameters(trainer.model, reference)
+    assert all(not d.any() for d in trainer.dual.values())
+    # each option on its own changes the result
+    for options in ({"warmup": 2}, {"reset_dual": True}):
+        alone = _reference(_model(), batches, 3, **options)
+        assert any(not torch.allclose(p, q) for p, q in zip(alone.parameters(), reference.parameters()))
+
+
+def test_resume_inside_the_warmup_matches_an_uninterrupted_run(tmp_path):
+    batches = _batches(count=3)
+    options = {"oracle_warmup": 1, "reset_dual": True}
+    whole = _trained(_model(), batches, 3, **options)
+    first = _trained(_model(), batches, 1, **options)
+    first.save(tmp_path / "fptt.pt")
+    model = _model()
+    resumed = FPTTTrainer(model, torch.optim.Adam(model.parameters(), lr=0.01), parts=PARTS, alpha=ALPHA, beta=BETA,
+                          progress=False, **options)
+    resumed.load(tmp_path / "fptt.pt")
+    resumed.fit(batches, 2)
+    _assert_same_parameters(resumed.model, whole.model)
+    torch.testing.assert_close(resumed.estimates, whole.estimates)
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"oracle_order": "before"}, "oracle_order"),
+        ({"oracle_warmup": -1}, "oracle_warmup"),
+        ({"oracle_warmup": 1.5}, "oracle_warmup"),
+        ({"oracle_warmup": True}, "oracle_warmup"),
+    ],
+)
+def test_fptt_refuses_bad_options(options, message):
+    model = _model()
+    with pytest.raises(ValueError, match=message):
+        FPTTTrainer(model, torch.optim.Adam(model.parameters()), parts=PARTS, **options)
