@@ -333,6 +333,25 @@ def test_hypr_with_snntorch_adapters():
             HYPRTrainer(other, torch.optim.SGD(other.parameters(), lr=0.1))
 
 
+def test_hypr_frees_each_chunks_graph():
+    """The P-stage's graph of each chunk is freed once the chunk is done (memory does not grow with
+    the number of chunks): no tensor with a graph outlives a batch."""
+    import gc
+    import warnings
+
+    def graph_tensors() -> int:
+        gc.collect()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # gc.get_objects() touches deprecated module attributes
+            return sum(1 for o in gc.get_objects() if isinstance(o, torch.Tensor) and o.grad_fn is not None)
+
+    model = _network(None, "residual-lif")
+    trainer = HYPRTrainer(model, torch.optim.SGD(model.parameters(), lr=0.1), chunk=2, loss="ce_all", progress=False)
+    before = graph_tensors()
+    trainer.fit([(torch.rand(8, 2, 3, 8, 8), torch.zeros(2, dtype=torch.long))], 1)
+    assert graph_tensors() <= before
+
+
 # -- TSSL-BP on a residual PSPLIF network --------------------------------------------------------------
 class ResidualPSP(nn.Module):
     """Our neurons used directly return ``(spikes, state)``, as their own forward does."""

@@ -213,14 +213,19 @@ class _Gates:
 
     def __init__(self) -> None:
         self.open = True
-        self.nodes: set = set()  # their graph nodes, where a walk of the graph stops
+        # ids of their graph nodes, where a walk of the graph stops (not the nodes: they hold the hook,
+        # which holds this object, a cycle through the graph that Python's collector cannot see)
+        self.nodes: set[int] = set()
 
     def __call__(self, z: torch.Tensor) -> torch.Tensor:
         out = z.view_as(z)
         if out.requires_grad:
-            out.register_hook(lambda grad: grad if self.open else torch.zeros_like(grad))
-            self.nodes.add(out.grad_fn)
+            out.register_hook(self._hook)
+            self.nodes.add(id(out.grad_fn))
         return out
+
+    def _hook(self, grad: torch.Tensor) -> torch.Tensor:
+        return grad if self.open else torch.zeros_like(grad)
 
 
 @contextlib.contextmanager
@@ -301,7 +306,7 @@ def _parameters_below(tensor: torch.Tensor, gates: _Gates) -> set[int]:
     stack = [tensor.grad_fn]
     while stack:
         node = stack.pop()
-        if node is None or node in seen or node in gates.nodes:
+        if node is None or node in seen or id(node) in gates.nodes:
             continue
         seen.add(node)
         variable = getattr(node, "variable", None)
