@@ -152,15 +152,15 @@ def test_resume_inside_the_warmup_matches_an_uninterrupted_run(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "options, message",
+    "options, error, message",
     [
-        ({"oracle_order": "before"}, "oracle_order"),
-        ({"oracle_warmup": -1}, "oracle_warmup"),
-        ({"oracle_warmup": 1.5}, "oracle_warmup"),
-        ({"oracle_warmup": True}, "oracle_warmup"),
+        ({"oracle_order": "before"}, ValueError, "oracle_order"),
+        ({"oracle_warmup": -1}, ValueError, "oracle_warmup"),
+        ({"oracle_warmup": 1.5}, TypeError, "oracle_warmup"),
+        ({"oracle_warmup": True}, TypeError, "oracle_warmup"),
     ],
 )
-def test_fptt_refuses_bad_options(options, message):
+def test_fptt_refuses_bad_options(options, error, message):
     model = _model()
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(error, match=message):
         FPTTTrainer(model, torch.optim.Adam(model.parameters()), parts=PARTS, **options)

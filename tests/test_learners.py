@@ -554,12 +554,13 @@ def test_bad_trainer_arguments():
         BPTTTrainer(model, torch.optim.SGD(model.parameters(), lr=0.1), loss="hinge")
 
 
-@pytest.mark.parametrize("value", [0, -1.0, True, "4", float("nan")])
+@pytest.mark.parametrize("value, error", [(0, ValueError), (-1.0, ValueError), (True, TypeError), ("4", TypeError),
+                                          (float("nan"), ValueError)])
 @pytest.mark.parametrize("rule", [BPTTTrainer, FPTTTrainer, OTTTTrainer, HYPRTrainer])
-def test_every_rule_refuses_a_bad_weight_clamp(rule, value):
+def test_every_rule_refuses_a_bad_weight_clamp(rule, value, error):
     model = _classifier()
     options = {"parts": 2} if rule is FPTTTrainer else {}
-    with pytest.raises(ValueError, match="weight_clamp"):
+    with pytest.raises(error, match="weight_clamp"):
         rule(model, torch.optim.SGD(model.parameters(), lr=0.1), weight_clamp=value, **options)
 
 

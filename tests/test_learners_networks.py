@@ -23,13 +23,14 @@ from snn_parallel.learners import (  # noqa: E402
     FPTTTrainer,
     HYPRTrainer,
     OTTTTrainer,
+    RecurrentBlock,
     SumPool2d,
     TSSLBPTrainer,
     UnsupportedModule,
     discover,
 )
 from snn_parallel.learners.resnet import spiking_resnet  # noqa: E402
-from snn_parallel.neurons import PSPLIF, DecoupledLIF, PSPFilter  # noqa: E402
+from snn_parallel.neurons import PRF, PSPLIF, DecoupledLIF, PSPFilter  # noqa: E402
 from snn_parallel.surrogate import Sigmoid  # noqa: E402
 from snn_parallel.tasks import SequentialDigits, make_loader  # noqa: E402
 
@@ -66,26 +67,14 @@ def _lif() -> nn.Module:
 
 
 def _zoo_resnet(zoo, node: str) -> nn.Module:
-    """``SpikingResNet(BasicBlock, [1, 1, 1, 1])`` with SpikingJelly's ``LIFNode`` or our ``DecoupledLIFNode``.
-
-    The zoo builds every spiking layer as ``spiking_neuron(**kwargs)``, with no channel count. Where
-    our node cannot infer its channels from its first input, each ``LIFNode`` of the zoo's network is
-    swapped for ours with the channels of the norm before it.
-    """
+    """``SpikingResNet(BasicBlock, [1, 1, 1, 1])`` with SpikingJelly's ``LIFNode`` or our ``DecoupledLIFNode``,
+    built by the zoo itself: it calls ``spiking_neuron(**kwargs)`` with no channel count, which our
+    nodes infer from their first input."""
     torch.manual_seed(0)
     if node == "lif":
         return zoo.SpikingResNet(zoo.BasicBlock, [1, 1, 1, 1], num_classes=10, spiking_neuron=neuron.LIFNode, tau=2.0,
                                  surrogate_function=surrogate.ATan(), detach_reset=True)
-    try:
-        return zoo.SpikingResNet(zoo.BasicBlock, [1, 1, 1, 1], num_classes=10, spiking_neuron=DecoupledLIFNode)
-    except TypeError:  # DecoupledLIFNode needs its channel count
-        model = zoo.SpikingResNet(zoo.BasicBlock, [1, 1, 1, 1], num_classes=10, spiking_neuron=neuron.LIFNode)
-    for parent in list(model.modules()):
-        for name, child in list(parent.named_children()):
-            if isinstance(child, neuron.LIFNode):
-                setattr(parent, name, DecoupledLIFNode(getattr(parent, "bn" + name[2:]).num_features))
-    functional.invalidate_reset_cache(model)
-    return model
+    return zoo.SpikingResNet(zoo.BasicBlock, [1, 1, 1, 1], num_classes=10, spiking_neuron=DecoupledLIFNode)
 
 
 # -- a hand-written residual module with a custom stateless layer ---------------------------------------
@@ -144,6 +133,30 @@ def test_every_rule_trains_networks_as_written(zoo, rule, kind):
     assert torch.isfinite(torch.tensor(history[-1]["train_loss"]))
     still = [name for name, p in model.named_parameters() if torch.equal(p, before[name])]
     assert not still, f"{rule} left {still} unchanged"
+
+
+@pytest.mark.parametrize("rule", sorted(RULES))
+def test_every_rule_trains_lazy_neurons(rule):
+    """Neurons built without a feature count (as the zoo builds them) get it from the first batch,
+    their parameters included: the optimizer built before then trains them, and every rule runs."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 12), PRF(dt_range=(0.01, 1.0)), nn.Linear(12, 10))
+    nn.init.uniform_(model[0].weight, -1.5, 1.5)
+    assert model[1].has_uninitialized_params()
+    trainer_cls, options = RULES[rule]
+    trainer = trainer_cls(model, torch.optim.Adam(model.parameters(), lr=1e-2), loss="ce_all", progress=False, **options)
+    loader = make_loader(SequentialDigits("train", "row"), 32, shuffle=True)
+    trainer.prepare(next(iter(loader)))  # the first batch's dry step gives the neuron its size
+    assert model[1].features == 12 and not model[1].has_uninitialized_params()
+    start = model[1].log_dt.detach().clone()
+    history = trainer.fit(loader, 1)
+    assert torch.isfinite(torch.tensor(history[-1]["train_loss"]))
+    assert not torch.equal(model[1].log_dt, start)  # trained by the optimizer built before it existed
+
+
+def test_recurrent_block_needs_the_neurons_feature_count():
+    with pytest.raises(ValueError, match="no feature count yet"):
+        RecurrentBlock(4, PRF())
 
 
 @pytest.mark.slow

@@ -193,8 +193,7 @@ def test_an_infinite_regression_target_is_refused():
 
 def test_skipping_non_finite_steps_counts_them_and_keeps_the_weights():
     model = _classifier()
-    trainer = BPTTTrainer(model, torch.optim.SGD(model.parameters(), lr=0.1), loss="ce_all", progress=False)
-    trainer.nonfinite = "skip"
+    trainer = BPTTTrainer(model, torch.optim.SGD(model.parameters(), lr=0.1), loss="ce_all", progress=False, nonfinite="skip")
     good, bad = _batch(), _batch(value=math.inf)
     with snn_parallel.validation(False):
         trainer.fit([good], 1)
@@ -204,9 +203,8 @@ def test_skipping_non_finite_steps_counts_them_and_keeps_the_weights():
         assert torch.equal(value, weights[name]), name
     assert trainer.skipped_steps == 1 and trainer.global_step == 1
     assert history[-1]["skipped_steps"] == 1.0 and math.isfinite(history[-1]["train_loss"])
-    trainer.nonfinite = "ignore"
-    with snn_parallel.validation(False), pytest.raises(ValueError, match="nonfinite must be 'raise' or 'skip'"):
-        trainer.fit([bad], 1)
+    with pytest.raises(ValueError, match="nonfinite must be 'raise' or 'skip'"):
+        BPTTTrainer(model, torch.optim.SGD(model.parameters(), lr=0.1), nonfinite="ignore")
 
 
 # -- 3. a corrupted checkpoint never loads -------------------------------------------------------------

@@ -358,8 +358,11 @@ class HYPRTrainer(Trainer):
                     f"{path} ({type(module).__name__}): HYPR recomputes each step in its P-stage, so layers must be "
                     "deterministic (SequenceDropout keeps one mask per sequence)"
                 )
+        # lazy neurons are checked at the first batch, once they have their size
+        self._unchecked = [part for part in self.network.parts if isinstance(part, CoreDriver) and part.core.has_uninitialized_params()]
         for part in self.network.parts:
-            self._check_part(part)
+            if part not in self._unchecked:
+                self._check_part(part)
         self._own = {id(p) for part in self.network.neurons for _, p in _own_parameters(part)}
         # with neurons alone as stateful parts (their entering states known), the P-stage runs all the
         # chunk's steps at once, folded into the batch; otherwise one step after the other
@@ -419,6 +422,9 @@ class HYPRTrainer(Trainer):
         steps = x.shape[0]
         if self.network.structure is None:
             self.network.probe(x[0])
+        for part in self._unchecked:
+            self._check_part(part)
+        self._unchecked = []
         chunk = self.chunk or steps
         self.network.reset()
         self._elig.clear()

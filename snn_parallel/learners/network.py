@@ -41,6 +41,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .._validation import check_choice, check_int
 from ..neurons.base import ParallelNeuron
 
 __all__ = ["RecurrentBlock", "SequenceDropout", "Network", "Structure", "UnsupportedModule", "discover", "SYNAPSES"]
@@ -81,10 +82,13 @@ class RecurrentBlock(nn.Module):
         core = _core_of(neuron)
         if core is None:
             raise TypeError(f"neuron must be an snn_parallel neuron (or one of its adapters), got {type(neuron).__name__}")
-        if isinstance(in_features, bool) or not isinstance(in_features, int) or in_features < 1:
-            raise ValueError(f"in_features must be a positive int, got {in_features!r}")
-        if output not in ("spikes", "membrane"):
-            raise ValueError(f"output must be 'spikes' or 'membrane', got {output!r}")
+        in_features = check_int(in_features, "in_features", minimum=1)
+        check_choice(output, "output", ("spikes", "membrane"))
+        if core.features is None:
+            raise ValueError(
+                f"neuron ({type(core).__name__}) has no feature count yet, but RecurrentBlock sizes its recurrent "
+                "synapse from it: build the neuron with its features (e.g. PRF(64))"
+            )
         if output == "membrane" and "u" not in core.state_type._fields:
             raise ValueError(f"output='membrane' reads the state field 'u', which {type(core).__name__} does not have")
         self.in_features, self.features, self.output = in_features, core.features, output
@@ -521,9 +525,17 @@ class Network:
         parts keeps state of its own, and records the graph's :class:`Structure`."""
         modules = dict(self.model.named_modules())
         driven = {path for path, module in modules.items() if id(module) in self._by_module or _inside(path, self._owned)}
-        buffers = {(path, name): b.clone() for path, m in modules.items() for name, b in m.named_buffers(recurse=False)}
+        # the buffers of the modules outside the stateful parts (whose state is reset after the probe, and
+        # whose lazy tensors stay materialised, as nn.LazyLinear's do); lazy ones have nothing to keep yet
+        buffers = {
+            (path, name): b.clone()
+            for path, m in modules.items()
+            if path not in driven
+            for name, b in m.named_buffers(recurse=False)
+            if not isinstance(b, nn.parameter.UninitializedBuffer)
+        }
         attributes = {path: _tensor_attributes(m) for path, m in modules.items() if path not in driven}
-        flags = [(p, p.requires_grad) for p in self.model.parameters()]
+        flags = [(p, p.requires_grad) for p in self.model.parameters() if not nn.parameter.is_lazy(p)]
         devices = [x_t.device] if x_t.device.type == "cuda" else []
         try:
             for p, _ in flags:
@@ -535,7 +547,7 @@ class Network:
                 if path in driven:
                     continue
                 for name, value in module.named_buffers(recurse=False):
-                    if name not in _RUNNING_STATISTICS and not torch.equal(value, buffers[(path, name)]):
+                    if (path, name) in buffers and name not in _RUNNING_STATISTICS and not torch.equal(value, buffers[(path, name)]):
                         raise UnsupportedModule(
                             f"{path or 'model'} ({type(module).__name__}) changes its buffer {name!r} during forward: "
                             "state the trainers cannot carry, detach or reset; make it a SpikingJelly memory module "

@@ -38,8 +38,9 @@ def all_finite(tensors: Iterable[torch.Tensor]) -> bool:
 
 def describe_nonfinite(named: Iterable[tuple[str, torch.Tensor]], limit: int = 3) -> str | None:
     """``None`` if every tensor is finite (one reduction), else ``"'0.weight' (3 NaN, 1 inf of 128
-    values)"`` for the first ``limit`` tensors that hold a NaN or inf, and how many more do."""
-    named = [(name, tensor.detach()) for name, tensor in named]
+    values)"`` for the first ``limit`` tensors that hold a NaN or inf, and how many more do. Lazy
+    tensors not materialised yet hold no values and are passed over."""
+    named = [(name, tensor.detach()) for name, tensor in named if not torch.nn.parameter.is_lazy(tensor)]
     if all_finite(tensor for _, tensor in named):
         return None
     found = []

@@ -142,10 +142,18 @@ class FPTTTrainer(Trainer):
         self.oracle_order = check_choice(oracle_order, "oracle_order", _ORACLE_ORDERS)
         self.oracle_warmup = check_int(oracle_warmup, "oracle_warmup", minimum=0)
         self.reset_dual = check_bool(reset_dual, "reset_dual")
-        named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-        self.running = {n: p.detach().clone() for n, p in named}  # W-bar
-        self.dual = {n: torch.zeros_like(p) for n, p in named}  # lambda
+        self.running: dict[str, torch.Tensor] = {}  # W-bar
+        self.dual: dict[str, torch.Tensor] = {}  # lambda
+        self._track()
         self.estimates: torch.Tensor | None = None  # q-hat, [classes, parts, classes]
+
+    def _track(self) -> None:
+        r"""Start :math:`\bar W = W` and :math:`\lambda = 0` for the trained parameters not tracked yet
+        (a lazy neuron's parameters exist from the first batch on)."""
+        for name, param in self.model.named_parameters():
+            if param.requires_grad and name not in self.running and not nn.parameter.is_lazy(param):
+                self.running[name] = param.detach().clone()
+                self.dual[name] = torch.zeros_like(param)
 
     def regularizer(self) -> torch.Tensor:
         r""":math:`R(W) = \sum_W -\langle\lambda, W\rangle + \frac{\alpha}{2}\lVert W - \bar W\rVert^2`."""
@@ -212,6 +220,7 @@ class FPTTTrainer(Trainer):
         if self.parts > steps:
             raise ValueError(f"parts={self.parts} is more than the {steps} steps of x")
         terminal = self._terminal(target)
+        self._track()
         self.network.reset()
         outputs, start = None, 0
         for part, x_part in enumerate(torch.tensor_split(x, self.parts)):
@@ -231,6 +240,7 @@ class FPTTTrainer(Trainer):
         return {"running": self.running, "dual": self.dual, "estimates": self.estimates}
 
     def load_rule_state(self, state: dict[str, Any]) -> None:
+        self._track()
         for name in self.running:
             self.running[name].copy_(state["running"][name])
             self.dual[name].copy_(state["dual"][name])

@@ -24,7 +24,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from .._validation import _all_finite, check_choice, check_int, validation_enabled
+from .._validation import _all_finite, check_bool, check_choice, check_int, check_positive, validation_enabled
 from .checkpoint import check_state, numpy_rng_state, read_checkpoint, set_numpy_rng_state, write_checkpoint
 from .losses import StepLoss, resolve_loss
 from .network import SYNAPSES, Network, UnsupportedModule, discover
@@ -75,6 +75,11 @@ class TrainerOptions:
             every optimizer step (TSSL-BP's reference training clamps to 4); ``None``: off.
         batch_first: the loaders yield ``[B, T, ...]`` inputs (and ``[B, T]``/``[B, T, K]``
             per-step targets); they are moved to time-major ``[T, B, ...]``.
+        nonfinite: what a NaN or infinite gradient does: ``"raise"`` a
+            :class:`~snn_parallel.learners.NonFiniteError` naming the step (default), or ``"skip"``
+            the optimizer step and count it (``Trainer.skipped_steps``), as AMP's gradient scaler
+            does; a batch whose loss is not finite is then left out of the epoch's averages.
+            Non-finite weights always raise.
     """
 
     loss: str | StepLoss | None = None
@@ -82,12 +87,15 @@ class TrainerOptions:
     clip_grad_norm: float | None = None
     weight_clamp: float | None = None
     batch_first: bool = False
+    nonfinite: str = "raise"
 
     def __post_init__(self) -> None:
         for name in ("clip_grad_norm", "weight_clamp"):
-            value = getattr(self, name)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0):
-                raise ValueError(f"{name} must be a positive number or None, got {value!r}")
+            if getattr(self, name) is not None:
+                check_positive(getattr(self, name), name)
+        check_bool(self.progress, "progress")
+        check_bool(self.batch_first, "batch_first")
+        check_choice(self.nonfinite, "nonfinite", ("raise", "skip"))
         if self.loss is not None and not isinstance(self.loss, (str, StepLoss)):
             raise TypeError(f"loss must be a StepLoss or its name, got {type(self.loss).__name__}")
 
@@ -114,7 +122,7 @@ class Trainer:
     Batches are ``(x, target)`` with ``x`` ``[T, B, ...]``. A NaN or infinite gradient or
     weight stops training with a :class:`~snn_parallel.learners.NonFiniteError` that names the
     optimizer step, the epoch, the batch and the tensor (whatever :func:`snn_parallel.set_validation`
-    says); with :attr:`nonfinite` set to ``"skip"`` a step whose gradient is not finite is dropped
+    says); with the option ``nonfinite="skip"`` a step whose gradient is not finite is dropped
     instead and counted in :attr:`skipped_steps`, as AMP's gradient scaler does. Under ``torch.distributed`` the
     parameters are broadcast from rank 0 when the trainer is built and gradients are averaged
     over ranks with one all-reduce per optimizer step (give each rank its own shard of the data,
@@ -126,10 +134,6 @@ class Trainer:
 
     #: name of the rule in logs and the history
     rule = "trainer"
-    #: what a non-finite gradient does: ``"raise"`` a :class:`~snn_parallel.learners.NonFiniteError`
-    #: (default) or ``"skip"`` the optimizer step (counted in :attr:`skipped_steps`; a batch whose
-    #: loss is not finite is then left out of the epoch's averages). Non-finite weights always raise.
-    nonfinite: str = "raise"
     #: optimizer steps dropped so far because their gradient was not finite (``nonfinite="skip"``)
     skipped_steps: int = 0
     #: the batch of the epoch being trained (1-based; 0 outside :meth:`fit`), for error messages
@@ -240,7 +244,7 @@ class Trainer:
         batch = f", batch {self._batch_index}" if self._batch_index else ""
         step = self.global_step if step_done else self.global_step + 1
         return nonfinite_error(self.rule, f"optimizer step {step} (epoch {self.epoch + 1}{batch})", what,
-                               " or clip the gradients (clip_grad_norm); trainer.nonfinite = 'skip' drops the steps whose gradient is not finite")
+                               " or clip the gradients (clip_grad_norm); nonfinite='skip' drops the steps whose gradient is not finite")
 
     def _gradients_finite(self, params: list[nn.Parameter]) -> bool:
         """Check the gradients about to be applied: ``True`` if finite; else raise, or ``False`` to skip the step."""
@@ -260,7 +264,7 @@ class Trainer:
 
     @property
     def _skipping(self) -> bool:
-        return check_choice(self.nonfinite, "nonfinite", ("raise", "skip")) == "skip"
+        return self.options.nonfinite == "skip"
 
     def _constrain(self) -> None:
         """Bring the parameters back into range after they change: the neurons' own constraints

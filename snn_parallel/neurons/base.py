@@ -56,11 +56,14 @@ def upcast(x: torch.Tensor) -> torch.Tensor:
 
 
 def _autocast_on(device_type: str) -> bool:
-    """Whether autocast is enabled for ``device_type`` (the per-device API is torch >= 2.4)."""
+    """Whether autocast is enabled for ``device_type`` (the per-device API is torch >= 2.4); ``False``
+    for devices that have no autocast (``meta``: the device check then names the input)."""
     try:
         return torch.is_autocast_enabled(device_type)
     except TypeError:  # torch < 2.4
         return torch.is_autocast_cpu_enabled() if device_type == "cpu" else torch.is_autocast_enabled()
+    except RuntimeError:
+        return False
 
 
 def checks_outside_compile() -> contextlib.AbstractContextManager[None]:
