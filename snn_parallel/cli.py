@@ -103,22 +103,29 @@ def _train(args: argparse.Namespace) -> int:
             return refuse(f"--network {network['spec']} --padding {network['padding']}: {error}")
     if args.dt_du is not None and rules != ["tsslbp"]:
         return refuse("--dt-du is an option of TSSL-BP: use it with --task image --rule tsslbp")
+    if args.kernel_target is not None and (not image or args.loss == "count"):
+        return refuse("--kernel-target is an option of the kernel loss: use it with --task image")
+    if args.alpha is not None and (rules != ["fptt"] or not 0 < args.alpha < math.inf):
+        return refuse(f"--alpha is FPTT's positive regulariser strength: use it with --rule fptt, got {args.alpha}")
+    fptt = {} if args.alpha is None else {"alpha": args.alpha}
     valid = {} if args.valid is None else {"valid_fraction": args.valid}
     revision = {} if args.dt_du is None else {"dt_du_at_spikes": args.dt_du == "spikes"}
+    if args.kernel_target is not None:
+        revision["kernel_target"] = args.kernel_target
     rows = []
     for seed in seeds:
         for lr in lrs:
             options = {"seed": seed} if lr is None else {"seed": seed, "lr": lr}
             for rule in rules:
                 if args.task == "adding":
-                    row = experiments.train_adding(args.steps or 200, rule=rule, iterations=args.iterations, **options)
+                    row = experiments.train_adding(args.steps or 200, rule=rule, iterations=args.iterations, **fptt, **options)
                 elif image:
                     row = experiments.train_image(rule, steps=args.steps or 5, epochs=args.epochs or 30,
                                                   recipe=args.recipe or "reference", loss=args.loss or "kernel",
                                                   **network, **valid, **revision, **options)
                 else:
                     row = experiments.train_digits(rule, args.task, neuron=args.neuron, epochs=args.epochs or 20,
-                                                   parts=args.parts, trace=args.trace, **valid, **options)
+                                                   parts=args.parts, trace=args.trace, **fptt, **valid, **options)
                 rows.append({**row, "seed": seed})
                 print(", ".join(f"{k}={v:.4g}" if k == "lr" else f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}"
                                 for k, v in rows[-1].items()), flush=True)
@@ -200,6 +207,11 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--dt-du", choices=("spikes", "rising"), default=None,
                        help="image, TSSL-BP: its timing gradient dt/du only where a neuron fires ('spikes', default) or "
                             "wherever its membrane rose ('rising'); the two revisions of the reference code")
+    train.add_argument("--kernel-target", choices=("psp", "psp_psp"), default=None,
+                       help="image, kernel loss: the desired PSP filtered once ('psp', default; the code submitted with "
+                            "the paper) or twice ('psp_psp'; the reference code from its revision of 29 Oct 2020)")
+    train.add_argument("--alpha", type=float, default=None,
+                       help="FPTT's regulariser strength (default: the trainer's; adding problem: 0.5, the reference's)")
     train.add_argument("--iterations", type=int, default=3000, help="adding problem: optimizer iterations")
     train.add_argument("--lr", default=None,
                        help="Adam(W)'s learning rate, or several separated by commas (default: 3e-3; image: 5e-3)")
