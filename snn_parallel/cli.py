@@ -10,9 +10,8 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from . import __version__
-from ._validation import check_choice, check_float, check_int, check_positive
+from ._validation import check_choice, check_float, check_int, check_positive, check_seed
 from .learners.nonfinite import NonFiniteError
-from .tasks._base import check_seed
 
 
 class _Parser(argparse.ArgumentParser):
