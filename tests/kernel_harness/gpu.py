@@ -59,6 +59,7 @@ class OpCase:
     spike_fn: Surrogate | None = None
     spike_arg: Callable[[list[torch.Tensor], tuple[torch.Tensor, ...]], torch.Tensor] | None = None
     feedback: bool = False  # spikes feed back into the state
+    lanes: tuple[int, int] = (B, C)  # the (B, C) its inputs have
 
 
 def _wide(t: torch.Tensor) -> torch.Tensor:
@@ -103,7 +104,7 @@ def check_op(case: OpCase, steps: int, dtype: torch.dtype) -> None:
     got = case.run("cupy", *inputs)
     ref = case.run("torch", *ref_inputs)
     left_out = _left_out_lanes(case, got, ref, ref_inputs)
-    keep = (~left_out).view(B, C)
+    keep = (~left_out).view(case.lanes)
     values, grad_tol = TOL[dtype]
     for i, (g, r) in enumerate(zip(got, ref, strict=True)):
         if i > 0 or case.spike_fn is None:  # spikes were checked above

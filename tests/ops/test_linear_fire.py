@@ -511,24 +511,24 @@ def test_the_kernel_checks_bite(emulate_cupy, mutants, mutant):
 
 
 # ---- on a GPU, in three dtypes, against the float64 torch path ------------------------------------------
-def _gpu_case(complex_: bool, reset: bool) -> OpCase:
+def _gpu_case(complex_: bool, reset: bool, batch: int = B, channels: int = C) -> OpCase:
     spike_fn = ATan()
 
     def inputs(steps, dtype):
-        decay = torch.linspace(0.6, 0.97, C, device="cuda")
-        h0 = torch.randn(B, C, device="cuda")
+        decay = torch.linspace(0.6, 0.97, channels, device="cuda")
+        h0 = torch.randn(batch, channels, device="cuda")
         if complex_:
-            decay = decay * torch.exp(1j * torch.linspace(0.1, 1.5, C, device="cuda"))
-            h0 = torch.complex(h0, torch.randn(B, C, device="cuda"))
-        scale = (torch.rand(C, device="cuda") + 0.5).to(dtype).float()  # linear_fire casts scale to x's dtype
-        return [sequence(steps, B, C, dtype=dtype, low=-0.5, high=1.5), decay, scale, h0]
+            decay = decay * torch.exp(1j * torch.linspace(0.1, 1.5, channels, device="cuda"))
+            h0 = torch.complex(h0, torch.randn(batch, channels, device="cuda"))
+        scale = (torch.rand(channels, device="cuda") + 0.5).to(dtype).float()  # linear_fire casts scale to x's dtype
+        return [sequence(steps, batch, channels, dtype=dtype, low=-0.5, high=1.5), decay, scale, h0]
 
     def run(backend, x, decay, scale, h0):
-        bias0 = torch.zeros(B, C, device="cuda", dtype=scale.dtype)
-        reset_decay = torch.linspace(0.5, 0.95, C, device="cuda").to(scale.dtype) if reset else None
+        bias0 = torch.zeros(batch, channels, device="cuda", dtype=scale.dtype)
+        reset_decay = torch.linspace(0.5, 0.95, channels, device="cuda").to(scale.dtype) if reset else None
         return linear_fire(x, decay, scale, h0, bias0, spike_fn, 1.0, reset_decay, backend=backend)[:3]
 
-    return OpCase(run, inputs, spike_fn, lambda ins, outs: outs[1] - 1.0, feedback=reset)
+    return OpCase(run, inputs, spike_fn, lambda ins, outs: outs[1] - 1.0, feedback=reset, lanes=(batch, channels))
 
 
 GPU_CASES = {"lif": (False, True), "prf": (True, False), "prf_reset": (True, True)}
@@ -547,3 +547,10 @@ def test_cuda_matches_torch_path(name, steps, dtype):
 @pytest.mark.parametrize("name", GPU_CASES)
 def test_cuda_matches_torch_path_at_65536_steps(name, dtype):
     check_op(_gpu_case(*GPU_CASES[name]), LONG, dtype)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("name", GPU_CASES)
+def test_cuda_wide_layers(name):
+    """B·C = 65 536 lanes: each block walks its lanes' whole sequence, and the reset's chain filters inline."""
+    check_op(_gpu_case(*GPU_CASES[name], batch=128, channels=512), 300, torch.float32)

@@ -319,19 +319,19 @@ def test_launch_configuration():
 # ---- on a GPU, in three dtypes, against the float64 torch path ------------------------------------------
 
 
-def _scan_case(complex_: bool, chunk: int | None) -> OpCase:
+def _scan_case(complex_: bool, chunk: int | None, batch: int = B, channels: int = C) -> OpCase:
     def inputs(steps, dtype):
-        a = sequence(steps, B, C, dtype=dtype, low=0.5, high=1.0)
-        b = sequence(steps, B, C, dtype=dtype, low=-1.0, high=1.0)
+        a = sequence(steps, batch, channels, dtype=dtype, low=0.5, high=1.0)
+        b = sequence(steps, batch, channels, dtype=dtype, low=-1.0, high=1.0)
         if complex_:
             a = torch.polar(a.float(), torch.rand_like(a.float()) * 3)
             b = torch.complex(b.float(), torch.randn_like(b.float()))
-        return [a, b, torch.randn(B, C, device="cuda", dtype=b.dtype)]
+        return [a, b, torch.randn(batch, channels, device="cuda", dtype=b.dtype)]
 
     def run(backend, a, b, h0):
         return linear_scan(a, b, h0, chunk=chunk, backend=backend)
 
-    return OpCase(run, inputs)
+    return OpCase(run, inputs, lanes=(batch, channels))
 
 
 GPU_CASES = {"scan": (False, None), "scan_chunk7": (False, 7), "cscan": (True, None)}
@@ -350,3 +350,10 @@ def test_cuda_matches_torch_path(name, steps, dtype):
 @pytest.mark.parametrize("name", GPU_CASES)
 def test_cuda_matches_torch_path_at_65536_steps(name, dtype):
     check_op(_scan_case(*GPU_CASES[name]), LONG, dtype)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("complex_", [False, True], ids=["real", "complex"])
+def test_cuda_wide_layers_walk_their_whole_sequence(complex_):
+    """B·C = 65 536 lanes: each block walks its lanes' whole sequence (no look-back); a per-channel decay."""
+    check_op(_scan_case(complex_, None, batch=128, channels=512), 300, torch.float32)
