@@ -13,7 +13,7 @@ lanes may be left out.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import pytest
@@ -117,3 +117,24 @@ def check_op(case: OpCase, steps: int, dtype: torch.dtype) -> None:
     for i, (g, r) in enumerate(zip(got_grads, ref_grads, strict=True)):
         assert g.dtype == inputs[i].dtype and g.shape == inputs[i].shape
         _assert_close(g, r, grad_tol, f"grad of input {i}")
+
+
+def cuda_tests(make_case: Callable[[str], OpCase], names: Sequence[str]):
+    """The two tests of an op's kernels on a GPU (marked ``gpu``): every case in :data:`DTYPES` at :data:`STEPS`, and
+    in float32 and bfloat16 at :data:`LONG` steps; ``make_case(name)`` builds the case ``name``. Assign them to
+    module-level ``test_*`` names."""
+
+    @pytest.mark.gpu
+    @pytest.mark.parametrize("dtype", DTYPES, ids=IDS)
+    @pytest.mark.parametrize("steps", STEPS)
+    @pytest.mark.parametrize("name", names)
+    def test_cuda_matches_torch_path(name, steps, dtype):
+        check_op(make_case(name), steps, dtype)
+
+    @pytest.mark.gpu
+    @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["f32", "bf16"])
+    @pytest.mark.parametrize("name", names)
+    def test_cuda_matches_torch_path_at_65536_steps(name, dtype):
+        check_op(make_case(name), LONG, dtype)
+
+    return test_cuda_matches_torch_path, test_cuda_matches_torch_path_at_65536_steps

@@ -9,7 +9,7 @@ from torch.autograd import gradcheck
 
 import kernel_harness
 from kernel_harness.checks import F64, assert_float32_matches, assert_same_grads, clear_of, compare, grads, leaves
-from kernel_harness.gpu import DTYPES, IDS, LONG, STEPS as GPU_STEPS, B, C, OpCase, check_op, sequence
+from kernel_harness.gpu import B, C, OpCase, cuda_tests, sequence
 from snn_parallel.ops import dsn_membrane, dsn_membrane_reference
 from snn_parallel.ops.dsn.cupy import MAX_TAPS
 from snn_parallel.surrogate import ATan, IntegerSpike, Sigmoid
@@ -194,16 +194,4 @@ def _gpu_case(spike_mode: str) -> OpCase:
     return OpCase(run, inputs, spike_fn, lambda ins, outs: outs[1] - shift)
 
 
-@pytest.mark.gpu
-@pytest.mark.parametrize("dtype", DTYPES, ids=IDS)
-@pytest.mark.parametrize("steps", GPU_STEPS)
-@pytest.mark.parametrize("spike_mode", ["binary", "integer"])
-def test_cuda_matches_torch_path(spike_mode, steps, dtype):
-    check_op(_gpu_case(spike_mode), steps, dtype)
-
-
-@pytest.mark.gpu
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["f32", "bf16"])
-@pytest.mark.parametrize("spike_mode", ["binary", "integer"])
-def test_cuda_matches_torch_path_at_65536_steps(spike_mode, dtype):
-    check_op(_gpu_case(spike_mode), LONG, dtype)
+test_cuda_matches_torch_path, test_cuda_matches_torch_path_at_65536_steps = cuda_tests(_gpu_case, ["binary", "integer"])

@@ -12,7 +12,7 @@ from torch.autograd import gradcheck
 
 import kernel_harness
 from kernel_harness.checks import F64, SURROGATES, assert_float32_matches, assert_same_grads, clear_of, compare, grads, leaves
-from kernel_harness.gpu import DTYPES, IDS, LONG, STEPS as GPU_STEPS, B, C, OpCase, check_op, sequence
+from kernel_harness.gpu import B, C, OpCase, check_op, cuda_tests, sequence
 from snn_parallel.ops import _cuda, linear_fire, linear_fire_reference, soft_reset_lif_reference
 from snn_parallel.surrogate import ATan
 
@@ -398,7 +398,8 @@ def reference_run(x, decay, scale, h0, bias0, rho):
 
 FIRE_KERNEL_CASES = [  # (T, lane shape, parameter layout, segments per block: 1, 2, all (99), or the launcher's choice)
     (1, (1, 1), "channel", None), (37, (1, 5), "channel", 1), (64, (3, 11), "lane", 1), (65, (1, 33), "channel", 1),
-    (130, (2, 3, 2), "channel", 2), (200, (5, 14), "lane", None), (300, (4, 10), "channel", 99), (777, (1, 5), "channel", 1),
+    (130, (2, 3, 2), "channel", 2), (200, (5, 14), "lane", None), (300, (4, 10), "channel", 99),
+    pytest.param(777, (1, 5), "channel", 1, marks=pytest.mark.slow),
 ]
 RESETS = {"no_reset": (False, None), "reset_chunked_filter": (True, False), "reset_filter_in_chain": (True, True)}
 
@@ -534,19 +535,9 @@ def _gpu_case(complex_: bool, reset: bool, batch: int = B, channels: int = C) ->
 GPU_CASES = {"lif": (False, True), "prf": (True, False), "prf_reset": (True, True)}
 
 
-@pytest.mark.gpu
-@pytest.mark.parametrize("dtype", DTYPES, ids=IDS)
-@pytest.mark.parametrize("steps", GPU_STEPS)
-@pytest.mark.parametrize("name", GPU_CASES)
-def test_cuda_matches_torch_path(name, steps, dtype):
-    check_op(_gpu_case(*GPU_CASES[name]), steps, dtype)
-
-
-@pytest.mark.gpu
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["f32", "bf16"])
-@pytest.mark.parametrize("name", GPU_CASES)
-def test_cuda_matches_torch_path_at_65536_steps(name, dtype):
-    check_op(_gpu_case(*GPU_CASES[name]), LONG, dtype)
+test_cuda_matches_torch_path, test_cuda_matches_torch_path_at_65536_steps = cuda_tests(
+    lambda name: _gpu_case(*GPU_CASES[name]), list(GPU_CASES)
+)
 
 
 @pytest.mark.gpu

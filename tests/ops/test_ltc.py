@@ -9,7 +9,7 @@ from torch.autograd import gradcheck
 
 import kernel_harness
 from kernel_harness.checks import F64, SURROGATES, assert_close, assert_float32_matches, assert_same_grads, clear_of, compare, grads, leaves
-from kernel_harness.gpu import DTYPES, IDS, LONG, STEPS as GPU_STEPS, B, C, OpCase, check_op, sequence
+from kernel_harness.gpu import B, C, OpCase, cuda_tests, sequence
 from snn_parallel.ops import ltc_scan, ltc_scan_reference
 from snn_parallel.ops._cuda import spike_code
 from snn_parallel.ops.ltc.fused import ltc_backward, ltc_forward
@@ -223,14 +223,4 @@ def _gpu_case() -> OpCase:
     return OpCase(run, inputs, spike_fn, spike_arg, feedback=True)
 
 
-@pytest.mark.gpu
-@pytest.mark.parametrize("dtype", DTYPES, ids=IDS)
-@pytest.mark.parametrize("steps", GPU_STEPS)
-def test_cuda_matches_torch_path(steps, dtype):
-    check_op(_gpu_case(), steps, dtype)
-
-
-@pytest.mark.gpu
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["f32", "bf16"])
-def test_cuda_matches_torch_path_at_65536_steps(dtype):
-    check_op(_gpu_case(), LONG, dtype)
+test_cuda_matches_torch_path, test_cuda_matches_torch_path_at_65536_steps = cuda_tests(lambda name: _gpu_case(), ["ltc"])

@@ -11,7 +11,7 @@ from torch.autograd import gradcheck
 
 import kernel_harness
 from kernel_harness.checks import assert_close, compare, grads, leaves
-from kernel_harness.gpu import DTYPES, IDS, LONG, STEPS as GPU_STEPS, B, C, OpCase, check_op, sequence
+from kernel_harness.gpu import B, C, OpCase, check_op, cuda_tests, sequence
 from snn_parallel.ops import _cuda, linear_scan, linear_scan_reference
 from snn_parallel.ops.scan import cupy as scan_cupy
 
@@ -188,7 +188,7 @@ def assert_within_serial_error(got, exact, serial32, what=""):
 SCHEDULES = [(1, 0), (4, 1), (8, 2)]  # (host threads, seed)
 KERNEL_CASES = [  # (T, N, segments per block): T < S, T = S, T ragged; N < 32 and ragged; 1, 2 or all (99) segments a block
     (1, 1, None), (37, 5, 1), (64, 33, 1), (65, 33, 1), (65, 1, 2), (200, 33, 2), (200, 70, None), (300, 40, 99),
-    (777, 5, 1),
+    pytest.param(777, 5, 1, marks=pytest.mark.slow),
 ]
 
 
@@ -337,19 +337,9 @@ def _scan_case(complex_: bool, chunk: int | None, batch: int = B, channels: int 
 GPU_CASES = {"scan": (False, None), "scan_chunk7": (False, 7), "cscan": (True, None)}
 
 
-@pytest.mark.gpu
-@pytest.mark.parametrize("dtype", DTYPES, ids=IDS)
-@pytest.mark.parametrize("steps", GPU_STEPS)
-@pytest.mark.parametrize("name", GPU_CASES)
-def test_cuda_matches_torch_path(name, steps, dtype):
-    check_op(_scan_case(*GPU_CASES[name]), steps, dtype)
-
-
-@pytest.mark.gpu
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["f32", "bf16"])
-@pytest.mark.parametrize("name", GPU_CASES)
-def test_cuda_matches_torch_path_at_65536_steps(name, dtype):
-    check_op(_scan_case(*GPU_CASES[name]), LONG, dtype)
+test_cuda_matches_torch_path, test_cuda_matches_torch_path_at_65536_steps = cuda_tests(
+    lambda name: _scan_case(*GPU_CASES[name]), list(GPU_CASES)
+)
 
 
 @pytest.mark.gpu

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import functools
 import math
+import os
 import re
 from collections.abc import Callable, Mapping
 from importlib import resources
@@ -56,9 +57,11 @@ __all__ = [
 #: The headers the kernel sources include (this folder): the shared definitions, and the time-chunked scan driver.
 HEADERS = ("common.cuh", "chunked.cuh")
 #: Geometry of the time-chunked scans (``chunked.cuh``, passed as ``-DSNN_WARPS``/``-DSNN_STEPS``): a block of
-#: ``CHUNK_WARPS`` warps covers 32 lanes x ``CHUNK_WARPS * CHUNK_STEPS`` steps, each thread ``CHUNK_STEPS`` steps.
-CHUNK_WARPS = 8
-CHUNK_STEPS = 8
+#: ``CHUNK_WARPS`` warps covers 32 lanes x ``CHUNK_WARPS * CHUNK_STEPS`` steps, each thread ``CHUNK_STEPS`` steps
+#: (the loads in flight per thread). The environment variables ``SNN_PARALLEL_CHUNK_WARPS`` and
+#: ``SNN_PARALLEL_CHUNK_STEPS`` override them (for tuning on a device; read at import).
+CHUNK_WARPS = int(os.environ.get("SNN_PARALLEL_CHUNK_WARPS", "8"))
+CHUNK_STEPS = int(os.environ.get("SNN_PARALLEL_CHUNK_STEPS", "8"))
 #: steps per segment of the time-chunked scans
 SEGMENT = CHUNK_WARPS * CHUNK_STEPS
 #: storage dtype -> the ``SNN_DTYPE`` the kernels are compiled with
