@@ -42,20 +42,21 @@ def require_cuda() -> torch.device:
     return torch.device("cuda")
 
 
-def sequence(steps: int, *shape: int, dtype: torch.dtype, low: float = 0.0, high: float = 1.0) -> torch.Tensor:
-    """Uniform values in ``[low, high)``, rounded to ``dtype``, as a non-contiguous ``[T, B, C]`` CUDA leaf."""
-    base = torch.empty(steps, shape[1], shape[0], device="cuda").uniform_(low, high).to(dtype)
+def sequence(steps: int, *shape: int, dtype: torch.dtype, low: float = 0.0, high: float = 1.0,
+             device: torch.device | str = "cuda") -> torch.Tensor:
+    """Uniform values in ``[low, high)``, rounded to ``dtype``, as a non-contiguous ``[T, B, C]`` leaf."""
+    base = torch.empty(steps, shape[1], shape[0], device=device).uniform_(low, high).to(dtype)
     return base.transpose(1, 2)
 
 
 @dataclass
 class OpCase:
-    """One op: ``inputs(T, dtype)`` builds the differentiable inputs, ``run(backend, *inputs)`` returns
+    """One op: ``inputs(T, dtype, device)`` builds the differentiable inputs, ``run(backend, *inputs)`` returns
     its outputs (spikes first; those without a gradient get no upstream one), ``spike_arg(inputs, outputs)``
     the reference's spike-function argument."""
 
     run: Callable[..., tuple[torch.Tensor, ...]]
-    inputs: Callable[[int, torch.dtype], list[torch.Tensor]]
+    inputs: Callable[[int, torch.dtype, torch.device], list[torch.Tensor]]
     spike_fn: Surrogate | None = None
     spike_arg: Callable[[list[torch.Tensor], tuple[torch.Tensor, ...]], torch.Tensor] | None = None
     feedback: bool = False  # spikes feed back into the state
@@ -95,11 +96,13 @@ def _assert_close(got: torch.Tensor, ref: torch.Tensor, tol: float, what: str) -
     assert error <= tol * max(scale, 1e-3), f"{what}: max error {error:.3g} vs max |reference| {scale:.3g} (tol {tol})"
 
 
-def check_op(case: OpCase, steps: int, dtype: torch.dtype) -> None:
-    """``case`` with the kernels in ``dtype`` against its torch path in float64 (see the module doc)."""
-    require_cuda()
+def check_op(case: OpCase, steps: int, dtype: torch.dtype, device: torch.device | str = "cuda") -> None:
+    """``case`` with the kernels in ``dtype`` against its torch path in float64 (see the module doc), on a GPU (or on
+    the CPU, with the kernels in the CPU harness behind ``backend='cupy'``)."""
+    if torch.device(device).type == "cuda":
+        require_cuda()
     torch.manual_seed(steps)
-    inputs = [t.requires_grad_() for t in case.inputs(steps, dtype)]
+    inputs = [t.requires_grad_() for t in case.inputs(steps, dtype, torch.device(device))]
     ref_inputs = [_wide(t) for t in inputs]
     got = case.run("cupy", *inputs)
     ref = case.run("torch", *ref_inputs)
@@ -138,3 +141,17 @@ def cuda_tests(make_case: Callable[[str], OpCase], names: Sequence[str]):
         check_op(make_case(name), LONG, dtype)
 
     return test_cuda_matches_torch_path, test_cuda_matches_torch_path_at_65536_steps
+
+
+def harness_test(make_case: Callable[[str], OpCase], names: Sequence[str]):
+    """The GPU test's checks on the CPU, the kernels in the CPU harness in all three dtypes (T = 1 and 333): the op
+    test module's ``emulate_cupy`` fixture redirects ``backend='cupy'``. Assign it to a module-level ``test_*`` name."""
+
+    @pytest.mark.parametrize("dtype", DTYPES, ids=IDS)
+    @pytest.mark.parametrize("steps", STEPS[:2])
+    @pytest.mark.parametrize("name", names)
+    def test_harness_matches_torch_path_in_every_dtype(emulate_cupy, name, steps, dtype):
+        emulate_cupy(workers=2, seed=steps)
+        check_op(make_case(name), steps, dtype, device="cpu")
+
+    return test_harness_matches_torch_path_in_every_dtype

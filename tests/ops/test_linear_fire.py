@@ -12,7 +12,7 @@ from torch.autograd import gradcheck
 
 import kernel_harness
 from kernel_harness.checks import F64, SURROGATES, assert_float32_matches, assert_same_grads, clear_of, compare, grads, leaves
-from kernel_harness.gpu import B, C, OpCase, check_op, cuda_tests, sequence
+from kernel_harness.gpu import B, C, OpCase, check_op, cuda_tests, harness_test, sequence
 from snn_parallel.ops import _cuda, linear_fire, linear_fire_reference, soft_reset_lif_reference
 from snn_parallel.surrogate import ATan
 
@@ -515,18 +515,18 @@ def test_the_kernel_checks_bite(emulate_cupy, mutants, mutant):
 def _gpu_case(complex_: bool, reset: bool, batch: int = B, channels: int = C) -> OpCase:
     spike_fn = ATan()
 
-    def inputs(steps, dtype):
-        decay = torch.linspace(0.6, 0.97, channels, device="cuda")
-        h0 = torch.randn(batch, channels, device="cuda")
+    def inputs(steps, dtype, device):
+        decay = torch.linspace(0.6, 0.97, channels, device=device)
+        h0 = torch.randn(batch, channels, device=device)
         if complex_:
-            decay = decay * torch.exp(1j * torch.linspace(0.1, 1.5, channels, device="cuda"))
-            h0 = torch.complex(h0, torch.randn(batch, channels, device="cuda"))
-        scale = (torch.rand(channels, device="cuda") + 0.5).to(dtype).float()  # linear_fire casts scale to x's dtype
-        return [sequence(steps, batch, channels, dtype=dtype, low=-0.5, high=1.5), decay, scale, h0]
+            decay = decay * torch.exp(1j * torch.linspace(0.1, 1.5, channels, device=device))
+            h0 = torch.complex(h0, torch.randn(batch, channels, device=device))
+        scale = (torch.rand(channels, device=device) + 0.5).to(dtype).float()  # linear_fire casts scale to x's dtype
+        return [sequence(steps, batch, channels, dtype=dtype, low=-0.5, high=1.5, device=device), decay, scale, h0]
 
     def run(backend, x, decay, scale, h0):
-        bias0 = torch.zeros(batch, channels, device="cuda", dtype=scale.dtype)
-        reset_decay = torch.linspace(0.5, 0.95, channels, device="cuda").to(scale.dtype) if reset else None
+        bias0 = torch.zeros(batch, channels, device=x.device, dtype=scale.dtype)
+        reset_decay = torch.linspace(0.5, 0.95, channels, device=x.device).to(scale.dtype) if reset else None
         return linear_fire(x, decay, scale, h0, bias0, spike_fn, 1.0, reset_decay, backend=backend)[:3]
 
     return OpCase(run, inputs, spike_fn, lambda ins, outs: outs[1] - 1.0, feedback=reset, lanes=(batch, channels))
@@ -535,6 +535,7 @@ def _gpu_case(complex_: bool, reset: bool, batch: int = B, channels: int = C) ->
 GPU_CASES = {"lif": (False, True), "prf": (True, False), "prf_reset": (True, True)}
 
 
+test_harness_matches_torch_path_in_every_dtype = harness_test(lambda name: _gpu_case(*GPU_CASES[name]), list(GPU_CASES))
 test_cuda_matches_torch_path, test_cuda_matches_torch_path_at_65536_steps = cuda_tests(
     lambda name: _gpu_case(*GPU_CASES[name]), list(GPU_CASES)
 )

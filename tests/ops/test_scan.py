@@ -11,7 +11,7 @@ from torch.autograd import gradcheck
 
 import kernel_harness
 from kernel_harness.checks import assert_close, compare, grads, leaves
-from kernel_harness.gpu import B, C, OpCase, check_op, cuda_tests, sequence
+from kernel_harness.gpu import B, C, OpCase, check_op, cuda_tests, harness_test, sequence
 from snn_parallel.ops import _cuda, linear_scan, linear_scan_reference
 from snn_parallel.ops.scan import cupy as scan_cupy
 
@@ -320,13 +320,13 @@ def test_launch_configuration():
 
 
 def _scan_case(complex_: bool, chunk: int | None, batch: int = B, channels: int = C) -> OpCase:
-    def inputs(steps, dtype):
-        a = sequence(steps, batch, channels, dtype=dtype, low=0.5, high=1.0)
-        b = sequence(steps, batch, channels, dtype=dtype, low=-1.0, high=1.0)
+    def inputs(steps, dtype, device):
+        a = sequence(steps, batch, channels, dtype=dtype, low=0.5, high=1.0, device=device)
+        b = sequence(steps, batch, channels, dtype=dtype, low=-1.0, high=1.0, device=device)
         if complex_:
             a = torch.polar(a.float(), torch.rand_like(a.float()) * 3)
             b = torch.complex(b.float(), torch.randn_like(b.float()))
-        return [a, b, torch.randn(batch, channels, device="cuda", dtype=b.dtype)]
+        return [a, b, torch.randn(batch, channels, device=device, dtype=b.dtype)]
 
     def run(backend, a, b, h0):
         return linear_scan(a, b, h0, chunk=chunk, backend=backend)
@@ -337,6 +337,7 @@ def _scan_case(complex_: bool, chunk: int | None, batch: int = B, channels: int 
 GPU_CASES = {"scan": (False, None), "scan_chunk7": (False, 7), "cscan": (True, None)}
 
 
+test_harness_matches_torch_path_in_every_dtype = harness_test(lambda name: _scan_case(*GPU_CASES[name]), list(GPU_CASES))
 test_cuda_matches_torch_path, test_cuda_matches_torch_path_at_65536_steps = cuda_tests(
     lambda name: _scan_case(*GPU_CASES[name]), list(GPU_CASES)
 )

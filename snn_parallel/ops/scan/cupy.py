@@ -54,7 +54,8 @@ def _backward(a: torch.Tensor, grad_h: torch.Tensor | None, grad_last: torch.Ten
               h0: torch.Tensor, count: int, spatial: int,
               segments_per_block: int | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     steps, lanes = h.shape
-    prefix, build, state = _kernels(h)
+    prefix, _, state = _kernels(h)
+    build = torch.float32 if h.is_complex() else a.dtype  # the storage dtype of a (and of the gradients written)
     varying = a.dim() == 2
     grad_b = torch.empty(steps, lanes, dtype=a.dtype, device=h.device)
     grad_h0 = torch.empty(lanes, dtype=state, device=h.device)
