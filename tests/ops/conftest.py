@@ -20,6 +20,19 @@ def harness(tmp_path_factory) -> kernel_harness.Harness:
 
 
 @pytest.fixture(scope="session")
+def mutant_builds(tmp_path_factory):
+    """``get(mutations, files)``: a harness of ``files`` for each mutation (see ``kernel_harness.build``), built once
+    (skipped without g++)."""
+    if kernel_harness.GXX is None:
+        pytest.skip("g++ not on PATH: CPU kernel emulation skipped")
+
+    def get(mutations: dict[str, tuple[str, str, str]], files: list[str]) -> dict[str, kernel_harness.Harness]:
+        return kernel_harness.build_mutants(tmp_path_factory.mktemp("mutants"), mutations, files=files)
+
+    return get
+
+
+@pytest.fixture(scope="session")
 def half_harness(tmp_path_factory):
     """``get(dtype)``: the kernels built for the CPU with float16 or bfloat16 storage (built at first use)."""
     built: dict[torch.dtype, kernel_harness.Harness] = {}

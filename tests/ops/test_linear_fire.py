@@ -484,10 +484,8 @@ FIRE_MUTANTS = {
 
 
 @pytest.fixture(scope="module")
-def mutants(tmp_path_factory):
-    if kernel_harness.GXX is None:
-        pytest.skip("g++ not on PATH")
-    return kernel_harness.build_mutants(tmp_path_factory.mktemp("mutants"), FIRE_MUTANTS, files=["linear_fire.cu"])
+def mutants(mutant_builds):
+    return mutant_builds(FIRE_MUTANTS, ["linear_fire.cu"])
 
 
 @pytest.mark.parametrize("mutant", FIRE_MUTANTS)

@@ -256,10 +256,8 @@ MUTANTS = {
 
 
 @pytest.fixture(scope="module")
-def mutants(tmp_path_factory):
-    if kernel_harness.GXX is None:
-        pytest.skip("g++ not on PATH")
-    return kernel_harness.build_mutants(tmp_path_factory.mktemp("mutants"), MUTANTS, files=["scan.cu"])
+def mutants(mutant_builds):
+    return mutant_builds(MUTANTS, ["scan.cu"])
 
 
 @pytest.mark.parametrize("mutant", MUTANTS)
