@@ -6,7 +6,7 @@ Take an snnTorch model and change one class name::
     lif = DynamicDecay(init_hidden=True)                    # after (feature count inferred)
 
 The feature count is optional (``None``: inferred from the first step, as ``nn.LazyLinear``
-does; see :class:`snn_parallel.neurons.ParallelNeuron`).
+does; see :class:`snn_parallel.neurons.Neuron`).
 
 :class:`DynamicDecay`, :class:`PRF`, :class:`DecoupledLIF`, :class:`LTC` and :class:`PSPLIF` subclass
 ``snntorch.Leaky`` (``isinstance`` is snnTorch's only hook: ``utils.reset``, ``spikeplot``
@@ -145,16 +145,16 @@ class LeakyAdapter(snntorch.Leaky):
     builds the core neuron from the resolved surrogate and threshold.
     """
 
-    _core_type: ClassVar[type[neurons.ParallelNeuron]]
+    _core_type: ClassVar[type[neurons.Neuron]]
     #: the ``reset_mechanism`` values the core neuron expresses
     _resets: ClassVar[tuple[str, ...]]
     #: why the neuron has no ``beta`` (a constant membrane decay that NIR's LIF could carry)
     _no_beta: ClassVar[str] = "its membrane decay is not a constant"
-    core: neurons.ParallelNeuron
+    core: neurons.Neuron
 
     def __init__(
         self,
-        make_core: Callable[[Surrogate, float], neurons.ParallelNeuron],
+        make_core: Callable[[Surrogate, float], neurons.Neuron],
         *,
         threshold: float | torch.Tensor,
         spike_grad: Any,
@@ -512,7 +512,7 @@ class DecoupledLIF(LeakyAdapter):
         if self.mem_kind == "reset_free":
             return super()._keep(spk_seq, mem_seq, state)
         after = self._after_reset(spk_seq, mem_seq)
-        self._store(neurons.LIFState(after[-1], torch.zeros_like(after[-1])))
+        self._store(neurons.DecoupledLIFState(after[-1], torch.zeros_like(after[-1])))
         return spk_seq, after
 
     def _after_reset(self, spk_seq: torch.Tensor, potential: torch.Tensor) -> torch.Tensor:

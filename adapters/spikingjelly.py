@@ -71,7 +71,7 @@ from spikingjelly.activation_based import surrogate as sj_surrogate
 
 from snn_parallel import surrogate as sp_surrogate
 from snn_parallel._validation import check_float
-from snn_parallel.neurons import LTC, PRF, PSPLIF, DecoupledLIF, DynamicDecay, ParallelNeuron
+from snn_parallel.neurons import LTC, PRF, PSPLIF, DecoupledLIF, DynamicDecay, Neuron
 
 __all__ = [
     "SJ2",
@@ -113,14 +113,14 @@ HARD_ZERO = Reset("a hard reset to 0 that keeps its gradient", 0.0, False)
 class SpikingJellyNode(base.MemoryModule):
     """The base of every node here: memories from the core's state, step modes, checks, backends.
 
-    A subclass builds its core neuron (any :class:`~snn_parallel.neurons.ParallelNeuron`, your
+    A subclass builds its core neuron (any :class:`~snn_parallel.neurons.Neuron`, your
     own included) and passes it here with the reset it implements (:data:`NO_RESET`,
     :data:`SOFT_DETACHED` or :data:`HARD_ZERO`); see tutorial 5.
     """
 
     def __init__(
         self,
-        core: ParallelNeuron,
+        core: Neuron,
         *,
         reset: Reset,
         v_reset: float | None,

@@ -17,7 +17,7 @@ from torch import nn
 
 from ._validation import check_bool, check_choice, check_int, check_positive, check_seed
 from .learners.nonfinite import describe_nonfinite, nonfinite_error
-from .neurons import LTC, PRF, DynamicDecay, ParallelNeuron
+from .neurons import LTC, PRF, DynamicDecay, Neuron
 from .tasks import SequentialDigits, make_loader
 
 #: sequence layouts of the digits the demo offers
@@ -26,7 +26,7 @@ MODES = ("row", "pixel", "permuted")
 _DIVERGED = 10
 
 #: neuron builders by CLI name; each takes the feature count
-NEURONS: dict[str, Callable[[int], ParallelNeuron]] = {
+NEURONS: dict[str, Callable[[int], Neuron]] = {
     "dsn": lambda n: DynamicDecay(n),
     "prf": lambda n: PRF(n, dt_range=(0.01, 1.0), learn_decay=True),
     "ltc": lambda n: LTC(n, mode="parallel"),
@@ -52,7 +52,7 @@ class SpikingClassifier(nn.Module):
         num_inputs: int,
         hidden: int,
         num_classes: int,
-        neuron: Callable[[int], ParallelNeuron],
+        neuron: Callable[[int], Neuron],
         layers: int = 2,
         init_gain: float = 3.0,
     ) -> None:

@@ -145,14 +145,15 @@ def test_gradients_finite_over_long_sequences(name, factory, reference, params, 
 
 
 class _Step(nn.Module):
-    """Calls ``neuron._step``, so ``functional_call`` can swap the neuron's parameters."""
+    """Calls the step hook ``neuron.update``, so ``functional_call`` can swap the neuron's parameters."""
 
-    def __init__(self, neuron: sp.neurons.ParallelNeuron) -> None:
+    def __init__(self, neuron: sp.neurons.Neuron) -> None:
         super().__init__()
         self.neuron = neuron
 
     def forward(self, x_t, state):
-        return self.neuron._step(x_t, state)
+        spike, _, new_state = self.neuron.update(x_t, state)
+        return spike, new_state
 
 
 def _pure_step(neuron):

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import snn_parallel as sp
-from snn_parallel.neurons import AdLIFState, BRFState, DSNState, LIFState, LTCState, PRFState, PSPFilter
+from snn_parallel.neurons import AdLIFState, BRFState, DSNState, DecoupledLIFState, LTCState, PRFState, PSPFilter
 
 # (name, factory, input scale) -- the scale puts each neuron in a regime where it spikes
 CONFIGS = [
@@ -139,7 +139,7 @@ def test_ltc_parallel_mode_gates_see_input_only():
     [
         (sp.DynamicDecay(3), DSNState),
         (sp.PRF(3), PRFState),
-        (sp.DecoupledLIF(3), LIFState),
+        (sp.DecoupledLIF(3), DecoupledLIFState),
         (sp.LTC(3), LTCState),
         (sp.BRF(3), BRFState),
         (sp.SEAdLIF(3), AdLIFState),

@@ -26,7 +26,8 @@
 # A strong input can open the gate (small $a_t$: forget and follow the input) or close it
 # (large $a_t$: hold), which a fixed-decay LIF cannot. We then
 #
-# 1. implement `forward` (parallel, with the scan) and `step` (one time step);
+# 1. implement its two hooks: `update` (one time step) and `update_sequence` (all steps in
+#    parallel, with the scan), which the base class's `step` and `forward` call;
 # 2. test the two against each other: spikes, membranes, gradients and carried state;
 # 3. time them;
 # 4. give the neuron an snnTorch and a SpikingJelly skin and register it in both frameworks;
@@ -50,7 +51,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from snn_parallel.neurons import ParallelNeuron
+from snn_parallel.neurons import Neuron
 from snn_parallel.ops import linear_scan
 from snn_parallel.surrogate import resolve
 
@@ -62,13 +63,17 @@ torch.manual_seed(0)
 # %% [markdown]
 # ## The neuron
 #
-# `ParallelNeuron` (the base class of every neuron in the library) checks the inputs and
-# handles the state; a subclass provides
+# `Neuron` (the base class of every neuron in the library) checks the inputs and handles the
+# state in its public `forward` and `step`, then calls two hooks on the checked inputs. A
+# subclass provides
 #
 # - `state_type`: a `NamedTuple` of tensors (here just the membrane `h`);
 # - `init_state(x_t)`: the resting state for a batch shaped like one step `x_t`;
-# - `_forward(x_seq, state)`: all steps, returning spikes, membrane and the final state;
-# - `_step(x_t, state)`: one step, returning the spike and the next state;
+# - `update(x_t, state)` (required): one step, returning the spike, the membrane and the next
+#   state; a pure function of the parameters, the state and the input;
+# - `update_sequence(x_seq, state)` (optional): all steps at once, returning spikes, membrane
+#   and the final state. The base class's default loops `update` over time, which is all a
+#   neuron whose spikes feed back into its state needs; ours has a parallel path, the scan;
 # - per-channel parameters declared with `_declare(name=True)` and built by
 #   `_initial_values(features)`, so that the feature count can come from the first input
 #   (`GatedLeaky()` with no count, as SpikingJelly's model zoo builds its neurons).
@@ -83,7 +88,7 @@ class GateState(NamedTuple):
     h: torch.Tensor  # membrane, [B, C, *spatial]
 
 
-class GatedLeaky(ParallelNeuron):
+class GatedLeaky(Neuron):
     """Input-gated leaky neuron: a_t = sigmoid(w x_t + c), h_t = a_t h_{t-1} + (1 - a_t) x_t."""
 
     state_type = GateState
@@ -106,15 +111,15 @@ class GatedLeaky(ParallelNeuron):
         z = self._channel_view(self.w, x, channel_dim) * x + self._channel_view(self.c, x, channel_dim)
         return F.logsigmoid(z), torch.sigmoid(-z)
 
-    def _forward(self, x_seq, state):
+    def update(self, x_t, state):
+        log_a, one_minus_a = self._gate(x_t, 1)  # [B, C, ...]
+        h = log_a.exp() * state.h + one_minus_a * x_t
+        return self.surrogate(h - self.v_threshold), h, GateState(h)
+
+    def update_sequence(self, x_seq, state):
         log_a, one_minus_a = self._gate(x_seq, 2)  # [T, B, C, ...]
         h, h_last = linear_scan(log_a, one_minus_a * x_seq, state.h, log_decay=True, backend=self.ops_backend)
         return self.surrogate(h - self.v_threshold), h, GateState(h_last)
-
-    def _step(self, x_t, state):
-        log_a, one_minus_a = self._gate(x_t, 1)  # [B, C, ...]
-        h = log_a.exp() * state.h + one_minus_a * x_t
-        return self.surrogate(h - self.v_threshold), GateState(h)
 
 
 neuron = GatedLeaky()  # the feature count comes from the first input
@@ -217,7 +222,7 @@ fig.savefig(OUT / "05_speed.png", dpi=110)
 # The adapters of `snn_parallel.adapters` are thin skins around a core neuron: they map the
 # framework's conventions (arguments, surrogate objects, where the state lives, reset
 # helpers) and call the core's `forward`/`step`. Their bases, `LeakyAdapter` (snnTorch) and
-# `SpikingJellyNode` (SpikingJelly), take any `ParallelNeuron`, so a new neuron needs only a
+# `SpikingJellyNode` (SpikingJelly), take any `Neuron`, so a new neuron needs only a
 # constructor.
 #
 # "Registering" means making the class reachable from the framework's own namespace, as
@@ -346,6 +351,9 @@ fig.savefig(OUT / "05_training.png", dpi=110)
 #   `DecoupledLIF` does.
 # - Give the decay to `linear_scan` as a log (`log_decay=True`) when it comes from a sigmoid
 #   or an exponential.
+# - Keep `update` pure (no attribute changed, no randomness): `step` is replayed from saved
+#   states, and the HYPR learner differentiates it with `torch.func`.
 # - Test `forward` against the `step` loop: spikes, membrane, gradients, T = 1, an odd T,
-#   and two chained calls.
+#   and two chained calls. Without a parallel path, leave `update_sequence` out: the
+#   default step loop gives the same numbers by construction.
 # - Wrap it for the frameworks with a constructor, not new dynamics.

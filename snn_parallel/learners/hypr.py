@@ -57,7 +57,7 @@ from torch import nn
 from torch.func import functional_call, jvp, vmap
 
 from .._validation import check_int
-from ..neurons.base import ParallelNeuron
+from ..neurons.base import Neuron
 from .network import CoreDriver, Driver, MemoryDriver, Network, RecurrentDriver, UnsupportedModule
 from .trainer import Trainer
 
@@ -91,14 +91,16 @@ def suffix_scan(matrices: torch.Tensor, signals: torch.Tensor) -> tuple[torch.Te
 
 # -- the neurons' pure steps and their per-element Jacobians ------------------------------------------
 class _Step(nn.Module):
-    """Calls the core neuron's unchecked ``_step`` so ``functional_call`` can swap its parameters."""
+    """Calls the core neuron's step hook, :meth:`~snn_parallel.neurons.Neuron.update` (pure, on checked
+    inputs), so that ``functional_call`` can swap its parameters; returns ``(spike, new state)``."""
 
-    def __init__(self, core: ParallelNeuron) -> None:
+    def __init__(self, core: Neuron) -> None:
         super().__init__()
         self.core = core
 
     def forward(self, current: torch.Tensor, state: NamedTuple) -> tuple[torch.Tensor, NamedTuple]:
-        return self.core._step(current, state)
+        spike, _, new_state = self.core.update(current, state)
+        return spike, new_state
 
 
 def _entering_state(driver: Driver, saved: Any, current: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -120,7 +122,8 @@ def _cat_states(states: list, trailing: int) -> tuple:
 def _pure_step(driver: Driver, current: torch.Tensor, state: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, tuple]:
     """``(spike, new state)`` of one step, touching nothing the driver holds."""
     if isinstance(driver, CoreDriver):
-        return driver.core._step(current, state)
+        spike, _, new_state = driver.core.update(current, state)
+        return spike, new_state
     outputs, new = driver.module.single_step_functional_forward((current,), tuple(state))
     return outputs[0], tuple(new)
 

@@ -42,7 +42,7 @@ import torch
 from torch import nn
 
 from .._validation import check_choice, check_int
-from ..neurons.base import ParallelNeuron
+from ..neurons.base import Neuron
 
 __all__ = ["RecurrentBlock", "SequenceDropout", "Network", "Structure", "UnsupportedModule", "discover", "SYNAPSES"]
 
@@ -69,7 +69,7 @@ class RecurrentBlock(nn.Module):
 
     Args:
         in_features: inputs per step.
-        neuron: a :class:`~snn_parallel.neurons.ParallelNeuron` (or an adapter with ``.core``).
+        neuron: a :class:`~snn_parallel.neurons.Neuron` (or an adapter with ``.core``).
         bias: learn :math:`b`.
         output: what the block passes on: ``"spikes"`` :math:`z_t`, or ``"membrane"``, the
             neuron's state field ``u`` after the step (e.g. for a linear readout of the
@@ -198,7 +198,7 @@ class CoreDriver(Driver):
 
     is_neuron = True
 
-    def __init__(self, network: Network, module: nn.Module, path: str, core: ParallelNeuron, spikes_only: bool) -> None:
+    def __init__(self, network: Network, module: nn.Module, path: str, core: Neuron, spikes_only: bool) -> None:
         super().__init__(network, module, path)
         self.core, self.state = core, None
         # return what the module's own forward returns, so that the model's forward reads it as usual:
@@ -250,7 +250,7 @@ class CoreDriver(Driver):
         self.state = state
 
     def linear_response(self) -> tuple[torch.Tensor, torch.Tensor] | None:
-        """See :meth:`ParallelNeuron.linear_response <snn_parallel.neurons.ParallelNeuron.linear_response>`."""
+        """See :meth:`Neuron.linear_response <snn_parallel.neurons.Neuron.linear_response>`."""
         return self.core.linear_response()
 
 
@@ -688,11 +688,11 @@ def _locate_errors(model: nn.Module) -> Iterator[None]:
 
 
 # -- discovery ------------------------------------------------------------------------------------------
-def _core_of(module: nn.Module) -> ParallelNeuron | None:
-    if isinstance(module, ParallelNeuron):
+def _core_of(module: nn.Module) -> Neuron | None:
+    if isinstance(module, Neuron):
         return module
     core = getattr(module, "core", None)
-    return core if isinstance(core, ParallelNeuron) else None
+    return core if isinstance(core, Neuron) else None
 
 
 def _is_spikingjelly(module: nn.Module) -> bool:

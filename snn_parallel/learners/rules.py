@@ -270,7 +270,7 @@ class OTTTTrainer(Trainer):
     The paper's trace is exact for one layer of LIF neurons whose decay is :math:`\lambda`.
     ``trace="neuron"`` extends that to any neuron whose membrane is linear in its input,
     :math:`h_t = \rho\, h_{t-1} + g\, c_t` per channel with :math:`\rho` real or complex (PRF
-    resonates; :meth:`~snn_parallel.neurons.ParallelNeuron.linear_response`). Each ``Linear``
+    resonates; :meth:`~snn_parallel.neurons.Neuron.linear_response`). Each ``Linear``
     synapse keeps one trace per synapse, filtered with its postsynaptic neuron's :math:`\rho_i`,
 
     .. math::

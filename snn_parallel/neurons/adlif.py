@@ -21,7 +21,8 @@ This is HYPR's variant: the membrane is reset through :math:`(1 - z_{t-1})` one 
 the spike, and the spike-triggered adaptation uses :math:`z_{t-1}`. The SE-adLIF repository
 (``IGITUGraz/SE-adlif``, ``models/alif.py``) resets immediately and uses :math:`z_t` in the
 :math:`b` term, so the two give different spike trains. The spike feeds back into the state,
-so the neuron is sequential: ``forward`` loops over time with the same update as ``step``.
+so the neuron is sequential: ``forward`` loops over time with the same update as ``step`` (its
+coefficients computed once).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ import torch
 
 from ..surrogate import Slayer, resolve
 from .._validation import check_float, check_pair
-from .base import ParallelNeuron, keep_dtype
+from .base import Neuron, keep_dtype, step_loop
 
 
 class AdLIFState(NamedTuple):
@@ -43,7 +44,7 @@ class AdLIFState(NamedTuple):
     z: torch.Tensor  #: last spike :math:`z_t`
 
 
-class SEAdLIF(ParallelNeuron):
+class SEAdLIF(Neuron):
     r"""Adaptive LIF with HYPR's reset and adaptation timing, ``[T, B, C]`` inputs only.
 
     Args:
@@ -139,25 +140,20 @@ class SEAdLIF(ParallelNeuron):
         beta: torch.Tensor,
         a: torch.Tensor,
         b: torch.Tensor,
-    ) -> tuple[torch.Tensor, AdLIFState]:
+    ) -> tuple[torch.Tensor, torch.Tensor, AdLIFState]:
         """One step from the coefficients (``a``, ``b`` already scaled by ``q``)."""
         u, w, z = state
         u_t = alpha * u * (1 - z) + (1 - alpha) * (x_t - w)
         z_t = self.surrogate(u_t - self.v_threshold)
         w_t = beta * w + (1 - beta) * (a * u_t * (1 - z_t) + b * z)
-        return z_t, AdLIFState(u_t, w_t, z_t)
+        return z_t, u_t, AdLIFState(u_t, w_t, z_t)
 
-    def _forward(self, x_seq: torch.Tensor, state: AdLIFState) -> tuple[torch.Tensor, torch.Tensor, AdLIFState]:
-        coefficients = self.coefficients()
-        spikes, membrane = [], []
-        for x_t in x_seq.unbind(0):
-            spike, state = self._update(x_t, state, *coefficients)
-            spikes.append(spike)
-            membrane.append(state.u)
-        return torch.stack(spikes), torch.stack(membrane), state
-
-    def _step(self, x_t: torch.Tensor, state: AdLIFState) -> tuple[torch.Tensor, AdLIFState]:
+    def update(self, x_t: torch.Tensor, state: AdLIFState) -> tuple[torch.Tensor, torch.Tensor, AdLIFState]:
         return self._update(x_t, state, *self.coefficients())
+
+    def update_sequence(self, x_seq: torch.Tensor, state: AdLIFState) -> tuple[torch.Tensor, torch.Tensor, AdLIFState]:
+        coefficients = self.coefficients()  # once for all steps
+        return step_loop(lambda x_t, s: self._update(x_t, s, *coefficients), x_seq, state)
 
     def extra_repr(self) -> str:
         return (

@@ -1,15 +1,27 @@
-"""Common contract of the parallel neurons.
+"""Common contract of the neurons: :class:`Neuron`, the base class of every neuron.
 
 Every neuron is an ``nn.Module`` over time-major tensors with two entry points that give
 the same numbers:
 
 - ``forward(x_seq, state=None, *, return_membrane=False)``: all ``T`` steps at once
-  (parallel in training); returns ``(spikes, state)`` or ``(spikes, membrane, state)``;
+  (parallel in training where the neuron has a parallel path); returns ``(spikes, state)``
+  or ``(spikes, membrane, state)``;
 - ``step(x_t, state=None)``: one step (streaming inference); returns ``(spike, state)``.
 
 The state is a ``NamedTuple`` of tensors, so ``step`` is a pure function of
 ``(parameters, state, x_t)`` and can be carried between calls: ``forward`` over ``T``
 steps equals ``T`` calls of ``step``, and two chained ``forward`` calls equal one.
+
+**Extension points.** Both entry points check their inputs and resolve the state, then call
+one of two hooks on the checked inputs:
+
+- :meth:`Neuron.update` ``(x_t, state) -> (output, membrane, state)``, required: one step, a
+  pure function of the parameters, the state and the input (HYPR differentiates it with
+  ``torch.func``);
+- :meth:`Neuron.update_sequence` ``(x_seq, state) -> (outputs, membrane, state)``, optional:
+  all steps at once. The default loops :meth:`~Neuron.update` over time, which is all a
+  sequential neuron (one whose spikes feed back into its state) needs; a neuron whose
+  membrane is a linear recurrence overrides it with a parallel scan.
 
 **Lazy feature count.** ``features=None`` (the default) defers the channel count to the
 first input, dim 2 of ``[T, B, C, ...]`` or dim 1 of ``[B, C, ...]``, as PyTorch's lazy
@@ -34,7 +46,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple
 
 import torch
@@ -99,6 +111,20 @@ class _InputDtype(ForeignSurrogate):
         return super().heaviside(x).to(x.dtype)
 
 
+def step_loop(
+    update: Callable[[torch.Tensor, Any], tuple[torch.Tensor, torch.Tensor, Any]], x_seq: torch.Tensor, state: Any
+) -> tuple[torch.Tensor, torch.Tensor, Any]:
+    """``update(x_t, state) -> (output, membrane, state)`` applied to each step of ``x_seq`` in order:
+    ``(outputs, membrane, last_state)`` (the default :meth:`Neuron.update_sequence`; a neuron whose
+    step derives coefficients from its parameters may loop a step with them computed once)."""
+    outputs, membranes = [], []
+    for x_t in x_seq.unbind(0):
+        output, membrane, state = update(x_t, state)
+        outputs.append(output)
+        membranes.append(membrane)
+    return torch.stack(outputs), torch.stack(membranes), state
+
+
 def keep_dtype(surrogate: Surrogate) -> Surrogate:
     """``surrogate``, with a framework's (foreign) spike function made to return the input's dtype."""
     if isinstance(surrogate, ForeignSurrogate) and not isinstance(surrogate, _InputDtype):
@@ -106,13 +132,16 @@ def keep_dtype(surrogate: Surrogate) -> Surrogate:
     return surrogate
 
 
-class ParallelNeuron(nn.Module):
-    """Base class: input checks, state handling and the lazy feature count shared by the neurons.
+class Neuron(nn.Module):
+    """Base class of every neuron: input checks, state handling and the lazy feature count.
 
-    Subclasses set ``state_type`` and implement :meth:`init_state`, :meth:`_forward` and
-    :meth:`_step` on already-checked inputs. A subclass whose parameters are per channel
-    declares them with :meth:`_declare` and builds their values in :meth:`_initial_values`,
-    which makes it lazy for free; one that creates them itself needs ``features``.
+    A subclass sets ``state_type`` (a ``NamedTuple`` of tensors) and implements
+    :meth:`init_state` and the step hook :meth:`update`; a neuron with a parallel path also
+    overrides :meth:`update_sequence` (the default loops :meth:`update` over time). Both hooks
+    run on inputs that :meth:`forward` and :meth:`step` have checked. A subclass whose
+    parameters are per channel declares them with :meth:`_declare` and builds their values in
+    :meth:`_initial_values`, which makes it lazy for free; one that creates them itself needs
+    ``features``. The documentation's "Adding a neuron" page walks through one.
     """
 
     state_type: type[NamedTuple]
@@ -145,7 +174,7 @@ class ParallelNeuron(nn.Module):
         with checks_outside_compile():
             x_seq = self._checked(x_seq, "x_seq", check_sequence, channel_dim=2)
             state = self._resolve_state(state, x_seq[0])
-        spikes, membrane, new_state = self._forward(x_seq, state)
+        spikes, membrane, new_state = self.update_sequence(x_seq, state)
         return (spikes, membrane, new_state) if return_membrane else (spikes, new_state)
 
     def step(self, x_t: torch.Tensor, state: NamedTuple | None = None) -> tuple[torch.Tensor, NamedTuple]:
@@ -153,7 +182,8 @@ class ParallelNeuron(nn.Module):
         with checks_outside_compile():
             x_t = self._checked(x_t, "x_t", check_step_input, channel_dim=1)
             state = self._resolve_state(state, x_t)
-        return self._step(x_t, state)
+        spike, _, new_state = self.update(x_t, state)
+        return spike, new_state
 
     def _checked(self, x: object, name: str, check: Any, channel_dim: int) -> torch.Tensor:
         """``x`` checked by ``check`` (``check_sequence`` or ``check_step_input``), cast up under
@@ -246,12 +276,29 @@ class ParallelNeuron(nn.Module):
                     break
         super()._load_from_state_dict(state_dict, prefix, *args)
 
-    # -- for subclasses ------------------------------------------------------------------
-    def _forward(self, x_seq: torch.Tensor, state: NamedTuple) -> tuple[torch.Tensor, torch.Tensor, NamedTuple]:
-        raise NotImplementedError
+    # -- the hooks subclasses implement ----------------------------------------------------
+    def update(self, x_t: torch.Tensor, state: NamedTuple) -> tuple[torch.Tensor, torch.Tensor, NamedTuple]:
+        """One time step on checked inputs (required): ``x_t`` ``[B, C, *spatial]`` and a ``state_type``
+        state to ``(output, membrane, new_state)``.
 
-    def _step(self, x_t: torch.Tensor, state: NamedTuple) -> tuple[torch.Tensor, NamedTuple]:
-        raise NotImplementedError
+        ``output`` is what the neuron passes on (its spike; :class:`~snn_parallel.neurons.PSPLIF`'s
+        post-synaptic potential), ``membrane`` the potential compared with the threshold. It must
+        be a pure function of the parameters, ``state`` and ``x_t``: no attribute it changes, no
+        randomness, so that :meth:`step` can be replayed and HYPR can take its Jacobians with
+        ``torch.func`` (``functional_call`` swaps the parameters). :meth:`step` calls it after
+        checking the input and resolving the state; call :meth:`step` rather than this to get the checks.
+        """
+        raise NotImplementedError(f"{type(self).__name__} must implement update(x_t, state), its step")
+
+    def update_sequence(self, x_seq: torch.Tensor, state: NamedTuple) -> tuple[torch.Tensor, torch.Tensor, NamedTuple]:
+        """All time steps of ``x_seq`` ``[T, B, C, *spatial]`` on checked inputs (optional):
+        ``(outputs, membrane, last_state)``, the first two ``[T, B, C, *spatial]``.
+
+        The default is the step loop, :meth:`update` applied to each step in order; a neuron with
+        a parallel path (a scan, a fused op) overrides it and must give the same numbers.
+        :meth:`forward` calls it.
+        """
+        return step_loop(self.update, x_seq, state)
 
     def _state_shapes(self, x_t: torch.Tensor) -> dict[str, tuple[int, ...]]:
         """Expected shape of each state field for a step input ``x_t`` (default: ``x_t``'s)."""
@@ -310,3 +357,7 @@ class ParallelNeuron(nn.Module):
 
     def extra_repr(self) -> str:
         return f"features={self.features}"
+
+
+#: the former name of :class:`Neuron`, kept so that code written against it keeps working
+ParallelNeuron = Neuron

@@ -18,7 +18,7 @@ with :math:`\omega = |\omega'|` and :math:`|b'|` from the learnable per-channel
 a spike raises the threshold and the damping through :math:`q`. The membrane that
 ``return_membrane=True`` gives is :math:`u_t` (its threshold is :math:`\vartheta + q_{t-1}`).
 The spike feeds back into the state, so the neuron is sequential: ``forward`` loops over time
-with the same update as ``step``.
+with the same update as ``step`` (its coefficients computed once).
 
 :math:`p(\omega)` is real for :math:`\omega \le 1/\delta` only. The radicand is clamped to the
 dtype's machine epsilon, so beyond that :math:`p` saturates at :math:`\approx -1/\delta` (with
@@ -33,7 +33,7 @@ import torch
 
 from ..surrogate import CenteredDoubleGaussian, resolve
 from .._validation import check_float, check_pair, check_positive
-from .base import ParallelNeuron, keep_dtype
+from .base import Neuron, keep_dtype, step_loop
 
 #: decay of the refractory trace :math:`q` (fixed in the reference code)
 Q_DECAY = 0.9
@@ -47,7 +47,7 @@ class BRFState(NamedTuple):
     q: torch.Tensor  #: refractory trace :math:`q_t`
 
 
-class BRF(ParallelNeuron):
+class BRF(Neuron):
     r"""Balanced resonate-and-fire neuron (HYPR's BRF), ``[T, B, C]`` inputs only.
 
     Args:
@@ -104,26 +104,21 @@ class BRF(ParallelNeuron):
 
     def _update(
         self, x_t: torch.Tensor, state: BRFState, omega: torch.Tensor, damping: torch.Tensor
-    ) -> tuple[torch.Tensor, BRFState]:
+    ) -> tuple[torch.Tensor, torch.Tensor, BRFState]:
         """One step from the coefficients."""
         u, v, q = state
         b = damping - q
         u_t = u + self.dt * (b * u - omega * v + x_t)
         v_t = v + self.dt * (omega * u + b * v)
         spike = self.surrogate(u_t - self.v_threshold - q)
-        return spike, BRFState(u_t, v_t, Q_DECAY * q + spike)
+        return spike, u_t, BRFState(u_t, v_t, Q_DECAY * q + spike)
 
-    def _forward(self, x_seq: torch.Tensor, state: BRFState) -> tuple[torch.Tensor, torch.Tensor, BRFState]:
-        omega, damping = self.coefficients()
-        spikes, membrane = [], []
-        for x_t in x_seq.unbind(0):
-            spike, state = self._update(x_t, state, omega, damping)
-            spikes.append(spike)
-            membrane.append(state.u)
-        return torch.stack(spikes), torch.stack(membrane), state
-
-    def _step(self, x_t: torch.Tensor, state: BRFState) -> tuple[torch.Tensor, BRFState]:
+    def update(self, x_t: torch.Tensor, state: BRFState) -> tuple[torch.Tensor, torch.Tensor, BRFState]:
         return self._update(x_t, state, *self.coefficients())
+
+    def update_sequence(self, x_seq: torch.Tensor, state: BRFState) -> tuple[torch.Tensor, torch.Tensor, BRFState]:
+        coefficients = self.coefficients()  # once for all steps
+        return step_loop(lambda x_t, s: self._update(x_t, s, *coefficients), x_seq, state)
 
     def extra_repr(self) -> str:
         return f"features={self.features}, dt={self.dt}, v_threshold={self.v_threshold}"

@@ -29,7 +29,7 @@ import torch
 from ..ops.dsn import dsn_membrane, dsn_step
 from ..surrogate import IntegerSpike, resolve
 from .._validation import check_choice, check_float, check_int, check_positive
-from .base import ParallelNeuron, keep_dtype
+from .base import Neuron, keep_dtype
 
 
 class DSNState(NamedTuple):
@@ -39,12 +39,12 @@ class DSNState(NamedTuple):
     history: torch.Tensor  #: inputs :math:`X_{t-k+2..t}`, ``[k - 1, B, C, *spatial]``
 
 
-class DynamicDecay(ParallelNeuron):
+class DynamicDecay(Neuron):
     r"""Dynamic-decay spiking neuron (DSN), binary or integer spikes.
 
     Args:
         features: number of channels ``C`` (dim 2 of ``[T, B, C, *spatial]``); ``None``
-            infers it from the first input (see :class:`~snn_parallel.neurons.ParallelNeuron`).
+            infers it from the first input (see :class:`~snn_parallel.neurons.Neuron`).
         kernel_size: taps ``k`` of the causal depthwise decay convolution.
         tau: exponent :math:`1/\tau` of the decay; smaller ``tau`` forgets faster.
         init_decay: the decay :math:`\alpha` at zero input when the neuron is built; the
@@ -117,7 +117,7 @@ class DynamicDecay(ParallelNeuron):
         spatial = [1] * (x.dim() - 3)
         return self.weight.t().reshape(self.kernel_size, self.features, *spatial), self.bias.view(self.features, *spatial)
 
-    def _forward(self, x_seq: torch.Tensor, state: DSNState) -> tuple[torch.Tensor, torch.Tensor, DSNState]:
+    def update_sequence(self, x_seq: torch.Tensor, state: DSNState) -> tuple[torch.Tensor, torch.Tensor, DSNState]:
         weight, bias = self._taps(x_seq)
         spikes, h, h_last = dsn_membrane(
             x_seq, state.history, weight, bias, self.tau, state.h, self._spike_fn, self._shift, backend=self.ops_backend, validate=False
@@ -127,11 +127,11 @@ class DynamicDecay(ParallelNeuron):
         history = x_seq[steps - keep :] if steps >= keep else torch.cat([state.history, x_seq])[steps:]
         return spikes, h, DSNState(h_last, history)
 
-    def _step(self, x_t: torch.Tensor, state: DSNState) -> tuple[torch.Tensor, DSNState]:
+    def update(self, x_t: torch.Tensor, state: DSNState) -> tuple[torch.Tensor, torch.Tensor, DSNState]:
         window = torch.cat([state.history, x_t.unsqueeze(0)])
         weight, bias = self._taps(window)
         h = dsn_step(window, weight, bias, self.tau, state.h)
-        return self._spike_fn(h - self._shift), DSNState(h, window[1:])
+        return self._spike_fn(h - self._shift), h, DSNState(h, window[1:])
 
     def extra_repr(self) -> str:
         return (

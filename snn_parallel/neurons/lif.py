@@ -23,17 +23,21 @@ import torch
 from ..ops.linear_fire import linear_fire, linear_fire_step
 from ..surrogate import resolve
 from .._validation import check_bool, check_float
-from .base import ParallelNeuron, keep_dtype
+from .base import Neuron, keep_dtype
 
 
-class LIFState(NamedTuple):
+class DecoupledLIFState(NamedTuple):
     """State of :class:`DecoupledLIF`, each ``[B, C, *spatial]``."""
 
     filtered: torch.Tensor  #: reset-free membrane :math:`u'_t`
     bias: torch.Tensor  #: threshold bias :math:`b_{t+1}` for the next step
 
 
-class DecoupledLIF(ParallelNeuron):
+#: the former name of :class:`DecoupledLIFState`, kept so that code written against it keeps working
+LIFState = DecoupledLIFState
+
+
+class DecoupledLIF(Neuron):
     r"""Soft-reset LIF with the decoupled (parallel) training of the PRF paper.
 
     Args:
@@ -47,7 +51,7 @@ class DecoupledLIF(ParallelNeuron):
         backend: ``"auto"``, ``"torch"`` or ``"cupy"`` for the scan.
     """
 
-    state_type = LIFState
+    state_type = DecoupledLIFState
 
     def __init__(
         self,
@@ -80,11 +84,11 @@ class DecoupledLIF(ParallelNeuron):
         beta = self.beta
         return beta, torch.ones_like(beta)
 
-    def init_state(self, x_t: torch.Tensor) -> LIFState:
+    def init_state(self, x_t: torch.Tensor) -> DecoupledLIFState:
         zeros = torch.zeros_like(x_t)
-        return LIFState(zeros, zeros)
+        return DecoupledLIFState(zeros, zeros)
 
-    def _forward(self, x_seq: torch.Tensor, state: LIFState) -> tuple[torch.Tensor, torch.Tensor, LIFState]:
+    def update_sequence(self, x_seq: torch.Tensor, state: DecoupledLIFState) -> tuple[torch.Tensor, torch.Tensor, DecoupledLIFState]:
         beta = self._channel_view(self.beta, x_seq, 2)
         spikes, membrane, filtered, bias = linear_fire(
             x_seq,
@@ -98,14 +102,14 @@ class DecoupledLIF(ParallelNeuron):
             backend=self.ops_backend,
             validate=False,
         )
-        return spikes, membrane, LIFState(filtered, bias)
+        return spikes, membrane, DecoupledLIFState(filtered, bias)
 
-    def _step(self, x_t: torch.Tensor, state: LIFState) -> tuple[torch.Tensor, LIFState]:
+    def update(self, x_t: torch.Tensor, state: DecoupledLIFState) -> tuple[torch.Tensor, torch.Tensor, DecoupledLIFState]:
         beta = self._channel_view(self.beta, x_t, 1)
-        spike, _, filtered, bias = linear_fire_step(
+        spike, membrane, filtered, bias = linear_fire_step(
             x_t, beta, torch.ones_like(beta), state.filtered, state.bias, self.surrogate, self.v_threshold, beta.detach()
         )
-        return spike, LIFState(filtered, bias)
+        return spike, membrane, DecoupledLIFState(filtered, bias)
 
     def extra_repr(self) -> str:
         return f"features={self.features}, tau={self.tau}, v_threshold={self.v_threshold}"

@@ -30,7 +30,7 @@ from torch.nn.modules.lazy import LazyModuleMixin
 from .._validation import check_bool, check_choice, check_float
 from ..ops.ltc import ltc_scan, ltc_step
 from ..surrogate import MultiGaussian, resolve
-from .base import ParallelNeuron, keep_dtype
+from .base import Neuron, keep_dtype
 
 
 class LTCState(NamedTuple):
@@ -51,7 +51,7 @@ class _Gate(nn.Linear):
         self.in_features = self.out_features = 0  # set when the neuron materialises
 
 
-class LTC(ParallelNeuron):
+class LTC(Neuron):
     r"""Liquid-time-constant spiking neuron with an adaptive threshold and hard reset.
 
     Args:
@@ -134,28 +134,20 @@ class LTC(ParallelNeuron):
             rate, retention = rate * self.gate_temperature[0], retention * self.gate_temperature[1]
         # under autocast the Linear layers return float16/bfloat16: the neuron runs in its own dtype
         return torch.sigmoid(rate).to(current.dtype), torch.sigmoid(retention).to(current.dtype)
-    def _forward(self, x_seq: torch.Tensor, state: LTCState) -> tuple[torch.Tensor, torch.Tensor, LTCState]:
-        if self.mode == "parallel":
-            rate, retention = self._gates(x_seq, state)
-            spikes, membrane, u, s, b = ltc_scan(
-                x_seq, rate, retention, *state, self.b0, self.beta_a, self.surrogate, backend=self.ops_backend, validate=False
-            )
-            return spikes, membrane, LTCState(u, s, b)
-        spikes, membrane = [], []
-        for x_t in x_seq.unbind(0):
-            out = self._advance(x_t, state)
-            state = LTCState(out.u, out.spike, out.b)
-            spikes.append(out.spike)
-            membrane.append(out.membrane)
-        return torch.stack(spikes), torch.stack(membrane), state
 
-    def _advance(self, x_t: torch.Tensor, state: LTCState):
+    def update_sequence(self, x_seq: torch.Tensor, state: LTCState) -> tuple[torch.Tensor, torch.Tensor, LTCState]:
+        if self.mode == "paper":  # the gates see the state: the step loop
+            return super().update_sequence(x_seq, state)
+        rate, retention = self._gates(x_seq, state)
+        spikes, membrane, u, s, b = ltc_scan(
+            x_seq, rate, retention, *state, self.b0, self.beta_a, self.surrogate, backend=self.ops_backend, validate=False
+        )
+        return spikes, membrane, LTCState(u, s, b)
+
+    def update(self, x_t: torch.Tensor, state: LTCState) -> tuple[torch.Tensor, torch.Tensor, LTCState]:
         rate, retention = self._gates(x_t, state)
-        return ltc_step(x_t, rate, retention, *state, self.b0, self.beta_a, self.surrogate)
-
-    def _step(self, x_t: torch.Tensor, state: LTCState) -> tuple[torch.Tensor, LTCState]:
-        out = self._advance(x_t, state)
-        return out.spike, LTCState(out.u, out.spike, out.b)
+        out = ltc_step(x_t, rate, retention, *state, self.b0, self.beta_a, self.surrogate)
+        return out.spike, out.membrane, LTCState(out.u, out.spike, out.b)
 
     def extra_repr(self) -> str:
         return (

@@ -30,14 +30,15 @@ the official ``scan_dynamic_threshold``), or not at all (``"detached"``).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import NamedTuple
 
 import torch
 
-from ..ops.linear_fire import linear_fire
+from ..ops.linear_fire import linear_fire, linear_fire_step
 from ..surrogate import resolve
 from .._validation import check_bool, check_choice, check_float, check_pair, check_positive
-from .base import LOW_PRECISION, ParallelNeuron, keep_dtype, upcast
+from .base import LOW_PRECISION, Neuron, keep_dtype, upcast
 
 
 class PRFState(NamedTuple):
@@ -48,7 +49,7 @@ class PRFState(NamedTuple):
     bias: torch.Tensor  #: threshold bias of the reset variant (stays zero without reset)
 
 
-class PRF(ParallelNeuron):
+class PRF(Neuron):
     r"""Parallel resonate-and-fire neuron.
 
     Args:
@@ -128,10 +129,9 @@ class PRF(ParallelNeuron):
         log_a, dt = self.coefficients()
         return log_a.exp(), dt
 
-    def _forward(self, x_seq: torch.Tensor, state: PRFState) -> tuple[torch.Tensor, torch.Tensor, PRFState]:
-        if x_seq.dtype in LOW_PRECISION:  # there is no complex float16: compute in float32 inside
-            spikes, membrane, end = self._forward(x_seq.float(), PRFState(*map(upcast, state)))
-            return spikes.to(x_seq.dtype), membrane.to(x_seq.dtype), PRFState(*(v.to(x_seq.dtype) for v in end))
+    def update_sequence(self, x_seq: torch.Tensor, state: PRFState) -> tuple[torch.Tensor, torch.Tensor, PRFState]:
+        if x_seq.dtype in LOW_PRECISION:
+            return _in_float32(self.update_sequence, x_seq, state)
         log_a, dt = self.coefficients()
         decay, scale = self._channel_view(log_a, x_seq, 2).exp(), self._channel_view(dt, x_seq, 2)
         h0 = torch.complex(state.u, state.r)
@@ -154,21 +154,22 @@ class PRF(ParallelNeuron):
         )
         return spikes, membrane, PRFState(z_last.real, z_last.imag, bias)
 
-    def _step(self, x_t: torch.Tensor, state: PRFState) -> tuple[torch.Tensor, PRFState]:
+    def update(self, x_t: torch.Tensor, state: PRFState) -> tuple[torch.Tensor, torch.Tensor, PRFState]:
         if x_t.dtype in LOW_PRECISION:
-            spike, end = self._step(x_t.float(), PRFState(*map(upcast, state)))
-            return spike.to(x_t.dtype), PRFState(*(v.to(x_t.dtype) for v in end))
+            return _in_float32(self.update, x_t, state)
         log_a, dt = self.coefficients()
-        phi = self._channel_view(log_a, x_t, 1).exp()
-        phi_re, phi_im = phi.real, phi.imag
-        u = phi_re * state.u - phi_im * state.r + self._channel_view(dt, x_t, 1) * x_t
-        r = phi_im * state.u + phi_re * state.r
-        membrane = u - state.bias
-        spike = self.surrogate(membrane - self.v_threshold)
-        bias = state.bias
-        if self.soft_reset:
-            bias = self._reset_decay(phi_re) * (state.bias + self.v_threshold * spike.detach())
-        return spike, PRFState(u, r, bias)
+        decay = self._channel_view(log_a, x_t, 1).exp()
+        spike, membrane, h, bias = linear_fire_step(
+            x_t,
+            decay,
+            self._channel_view(dt, x_t, 1),
+            torch.complex(state.u, state.r),
+            state.bias,
+            self.surrogate,
+            self.v_threshold,
+            self._reset_decay(decay.real) if self.soft_reset else None,
+        )
+        return spike, membrane, PRFState(h.real, h.imag, bias)
 
     def _reset_decay(self, decay_real: torch.Tensor) -> torch.Tensor:
         r"""The threshold bias's decay :math:`\mathrm{Re}\,A`, detached unless ``reset_gradient="official"``."""
@@ -180,6 +181,13 @@ class PRF(ParallelNeuron):
             f"reset={self.soft_reset}, v_threshold={self.v_threshold}, mode={self.mode!r}"
             + (f", reset_gradient={self.reset_gradient!r}" if self.soft_reset else "")
         )
+
+
+def _in_float32(hook: Callable, x: torch.Tensor, state: PRFState) -> tuple[torch.Tensor, torch.Tensor, PRFState]:
+    """``hook(x, state)`` computed in float32 for a float16/bfloat16 ``x`` (there is no complex float16),
+    its results cast back to ``x``'s dtype."""
+    output, membrane, end = hook(x.float(), PRFState(*map(upcast, state)))
+    return output.to(x.dtype), membrane.to(x.dtype), PRFState(*(v.to(x.dtype) for v in end))
 
 
 def _fft_filter(log_a: torch.Tensor, drive: torch.Tensor, h0: torch.Tensor) -> torch.Tensor:

@@ -35,7 +35,7 @@ from ..ops.tssl import psp_filter, tssl_step, tsslbp
 from ..ops.tssl.reference import heaviside
 from ..surrogate import Sigmoid, resolve
 from .._validation import check_bool, check_choice, check_float
-from .base import ParallelNeuron, checks_outside_compile, keep_dtype
+from .base import Neuron, checks_outside_compile, keep_dtype
 
 _GRADIENTS = ("tsslbp", "surrogate")
 
@@ -58,7 +58,7 @@ def _time_constant(value: object, name: str) -> float:
     return check_float(value, name, minimum=1)
 
 
-class PSPLIF(ParallelNeuron):
+class PSPLIF(Neuron):
     r"""TSSL-BP's LIF neuron with a PSP output (equations in the module docstring).
 
     Args:
@@ -111,28 +111,19 @@ class PSPLIF(ParallelNeuron):
         zeros = torch.zeros_like(x_t)
         return PSPLIFState(zeros, zeros)
 
-    def _update(self, x_t: torch.Tensor, state: PSPLIFState, spike_fn) -> tuple[torch.Tensor, torch.Tensor, PSPLIFState]:
-        out = tssl_step(x_t, state.u, state.a, spike_fn, self.v_threshold, self.tau_m, self.tau_s)
+    def update(self, x_t: torch.Tensor, state: PSPLIFState) -> tuple[torch.Tensor, torch.Tensor, PSPLIFState]:
+        out = tssl_step(x_t, state.u, state.a, self.surrogate, self.v_threshold, self.tau_m, self.tau_s)
         return out.psp, out.membrane, PSPLIFState(out.u, out.psp)
 
-    def _forward(self, x_seq: torch.Tensor, state: PSPLIFState) -> tuple[torch.Tensor, torch.Tensor, PSPLIFState]:
-        if self.gradient == "tsslbp":
-            psp, _, membrane, u_last, a_last = tsslbp(
-                x_seq, state.u, state.a, v_threshold=self.v_threshold, tau_m=self.tau_m, tau_s=self.tau_s,
-                inclusive=self.surrogate.inclusive, dt_du_at_spikes=self.dt_du_at_spikes, backend=self.ops_backend,
-                validate=False,
-            )
-            return psp, membrane, PSPLIFState(u_last, a_last)
-        psps, membranes = [], []
-        for x_t in x_seq.unbind(0):
-            psp, membrane, state = self._update(x_t, state, self.surrogate)
-            psps.append(psp)
-            membranes.append(membrane)
-        return torch.stack(psps), torch.stack(membranes), state
-
-    def _step(self, x_t: torch.Tensor, state: PSPLIFState) -> tuple[torch.Tensor, PSPLIFState]:
-        psp, _, state = self._update(x_t, state, self.surrogate)
-        return psp, state
+    def update_sequence(self, x_seq: torch.Tensor, state: PSPLIFState) -> tuple[torch.Tensor, torch.Tensor, PSPLIFState]:
+        if self.gradient == "surrogate":  # autograd through the step loop
+            return super().update_sequence(x_seq, state)
+        psp, _, membrane, u_last, a_last = tsslbp(
+            x_seq, state.u, state.a, v_threshold=self.v_threshold, tau_m=self.tau_m, tau_s=self.tau_s,
+            inclusive=self.surrogate.inclusive, dt_du_at_spikes=self.dt_du_at_spikes, backend=self.ops_backend,
+            validate=False,
+        )
+        return psp, membrane, PSPLIFState(u_last, a_last)
 
     def spikes(self, membrane: torch.Tensor) -> torch.Tensor:
         """The spikes :math:`o_t` from the membrane ``forward(..., return_membrane=True)`` returns (no gradient)."""
@@ -145,7 +136,7 @@ class PSPLIF(ParallelNeuron):
         )
 
 
-class PSPFilter(ParallelNeuron):
+class PSPFilter(Neuron):
     r"""The PSP filter alone, :math:`a_t = (1 - 1/\tau_s)\, a_{t-1} + x_t/\tau_s` (no spikes).
 
     TSSL-BP feeds the input image, repeated over the ``T`` steps, through it before the first
@@ -161,14 +152,14 @@ class PSPFilter(ParallelNeuron):
     def init_state(self, x_t: torch.Tensor) -> PSPState:
         return PSPState(torch.zeros_like(x_t))
 
-    def _forward(self, x_seq: torch.Tensor, state: PSPState) -> tuple[torch.Tensor, torch.Tensor, PSPState]:
+    def update_sequence(self, x_seq: torch.Tensor, state: PSPState) -> tuple[torch.Tensor, torch.Tensor, PSPState]:
         with checks_outside_compile():  # the input was checked already
             psp, last = psp_filter(x_seq, self.tau_s, state.a)
         return psp, psp, PSPState(last)
 
-    def _step(self, x_t: torch.Tensor, state: PSPState) -> tuple[torch.Tensor, PSPState]:
+    def update(self, x_t: torch.Tensor, state: PSPState) -> tuple[torch.Tensor, torch.Tensor, PSPState]:
         a = (1 - 1 / self.tau_s) * state.a + x_t / self.tau_s
-        return a, PSPState(a)
+        return a, a, PSPState(a)
 
     def extra_repr(self) -> str:
         return f"features={self.features}, tau_s={self.tau_s}"
