@@ -24,6 +24,7 @@ from snn_parallel.learners import (  # noqa: E402
     HYPRTrainer,
     OTTTTrainer,
     RecurrentBlock,
+    StepLoss,
     SumPool2d,
     TSSLBPTrainer,
     UnsupportedModule,
@@ -278,27 +279,71 @@ def test_hypr_on_one_conv_layer_equals_bptt_for_every_chunk(node):
 
 
 def test_hypr_gradient_does_not_depend_on_chunk_in_the_zoo_resnet(zoo):
-    """Residual stages, downsampling shortcuts, norms (their batch statistics taken as constants) and
-    SpikingJelly's ParametricLIFNode: the same gradient for every chunk length, in float64."""
+    """Residual stages, downsampling shortcuts, norms and SpikingJelly's ParametricLIFNode, in float64.
+    With the norms' running statistics (constants; element-wise norms): the same gradient for every
+    chunk length. With their batch statistics, per step: the same gradient whether the P-stage runs
+    the chunk's steps folded into one batch or one after the other."""
     torch.manual_seed(0)
     model = zoo.SpikingResNet(zoo.BasicBlock, [1, 1, 1, 1], num_classes=10, spiking_neuron=neuron.ParametricLIFNode,
                               surrogate_function=surrogate.ATan(), detach_reset=True).double()
     x, y = torch.rand(6, 3, 3, 8, 8, dtype=torch.float64) * 2, torch.randint(0, 10, (3,))
+    with torch.no_grad():  # running statistics: the average of the steps' statistics
+        for module in model.modules():
+            if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                module.momentum = None
+        [model(x_t) for x_t in x.unbind(0)]
+        functional.reset_net(model)
+    model.eval()
     whole = _grads(HYPRTrainer, model, x, y)
     assert sum(bool(g.abs().sum() > 0) for g in whole.values()) == len(whole) == len(list(model.parameters()))
     for chunk in (1, 4):
         got = _grads(HYPRTrainer, model, x, y, chunk=chunk)
         for name in whole:
             torch.testing.assert_close(got[name], whole[name], rtol=1e-9, atol=1e-13, msg=f"chunk={chunk}: {name}")
-    # the P-stage runs the chunk's steps folded into one batch (the network has neurons alone as stateful
-    # parts) or one after the other: the same gradient
+
     def one_after_the_other(trainer: HYPRTrainer) -> None:
         assert trainer._fold
         trainer._fold = False
 
+    model.train()
+    folded = _grads(HYPRTrainer, model, x, y, chunk=4)
+    assert sum(bool(g.abs().sum() > 0) for g in folded.values()) == len(folded) == len(list(model.parameters()))
     got = _grads(HYPRTrainer, model, x, y, setup=one_after_the_other, chunk=4)
-    for name in whole:
-        torch.testing.assert_close(got[name], whole[name], rtol=1e-9, atol=1e-13, msg=f"one step after the other: {name}")
+    for name in folded:
+        torch.testing.assert_close(got[name], folded[name], rtol=1e-9, atol=1e-13, msg=f"one step after the other: {name}")
+
+
+@pytest.mark.parametrize("node", ["ours", "spikingjelly"])
+def test_hypr_through_batch_statistics_equals_bptt_per_step(node):
+    """conv -> batch norm in training -> neuron layer -> linear readout, in float64: each step is
+    normalised with its own batch's statistics (as in HYPR's S-stage, which updates the running
+    statistics with them), and HYPR's gradient goes through those statistics: with the sequence as
+    one sub-sequence it equals BPTT's through the same per-step norm, written out step by step. (With
+    the statistics taken as constants the weights below a norm drift along the directions the norm
+    removes, and evaluation with the running statistics no longer reproduces training.)"""
+    torch.manual_seed(0)
+    spiking = (DecoupledLIFNode(3, learn_decay=True, surrogate_function=Sigmoid()) if node == "ours"
+               else neuron.ParametricLIFNode(init_tau=3.0, surrogate_function=surrogate.Sigmoid(), detach_reset=True))
+    model = nn.Sequential(nn.Conv2d(2, 3, 3, padding=1, stride=2), nn.BatchNorm2d(3), spiking, nn.Flatten(),
+                          nn.Linear(3 * 3 * 3, 4)).double()
+    nn.init.uniform_(model[0].weight, -1.5, 1.5)
+    with torch.no_grad():
+        model[1].weight.uniform_(0.5, 2.0)
+        model[1].bias.uniform_(-0.5, 1.0)
+    x, y = torch.rand(8, 5, 2, 6, 6, dtype=torch.float64) * 2, torch.randint(0, 4, (5,))
+    params = dict(model.named_parameters())
+    functional.reset_net(model)
+    outputs = torch.stack([model(x_t) for x_t in x.unbind(0)])  # one step at a time: per-step statistics
+    functional.reset_net(model)
+    reference = dict(zip(params, torch.autograd.grad(StepLoss("ce", "all").sequence_loss(outputs, y), list(params.values()))))
+    assert reference["0.weight"].abs().sum() > 0 and reference["0.bias"].abs().max() < 1e-12  # the norm removes the bias
+    for chunk in (None, 8):
+        got = _grads(HYPRTrainer, model, x, y, chunk=chunk)
+        assert got.keys() == reference.keys()
+        for name in reference:
+            torch.testing.assert_close(got[name], reference[name], rtol=1e-9, atol=1e-12, msg=f"chunk={chunk}: {name}")
+    shorter = _grads(HYPRTrainer, model, x, y, chunk=3)  # the carried eligibilities take the statistics as constants
+    assert all(torch.isfinite(g).all() for g in shorter.values()) and shorter.keys() == reference.keys()
 
 
 def test_hypr_through_spikingjelly_recurrent_container():

@@ -231,12 +231,22 @@ class _Gates:
         return grad if self.open else torch.zeros_like(grad)
 
 
+def _constant_under_create_graph(grad: torch.Tensor) -> torch.Tensor:
+    """A batch statistic's gradient: passed on in the backward passes of the learning signals and the
+    parameters' gradients; cut in the backward passes that build a graph (``create_graph``, where
+    autograd runs with grad mode on), those of the local gains that carry the eligibilities from
+    one sub-sequence to the next, which must see the norm as element-wise (statistics constant)."""
+    return torch.zeros_like(grad) if torch.is_grad_enabled() else grad
+
+
 @contextlib.contextmanager
 def _frozen_batch_statistics(model: nn.Module, network: Network) -> Iterator[None]:
-    """Batch norms that normalise with their batch's statistics do so with the statistics of each
-    step's batch as constants, and leave their running statistics alone: each sample's current then
-    depends on its own inputs only (HYPR's eligibilities are per sample), with the S-stage's values
-    (also when the steps run folded into one batch)."""
+    r"""Batch norms that normalise with their batch's statistics do so, in the P-stage, as in the
+    S-stage (which also updates their running statistics): each step with the statistics
+    :math:`\mu_t, \sigma_t^2` of its own batch (also when the steps run folded into one batch),
+    and leave their running statistics alone. The gradient goes through :math:`\mu_t` and
+    :math:`\sigma_t` within the sub-sequence; the eligibilities carried to the next one take them as
+    constants (they are per sample, and a constant-statistics norm is element-wise)."""
     patched = []
     for module in model.modules():
         if isinstance(module, nn.modules.batchnorm._BatchNorm) and (module.training or module.running_mean is None):
@@ -245,8 +255,11 @@ def _frozen_batch_statistics(model: nn.Module, network: Network) -> Iterator[Non
                 steps = network.folded_steps or 1
                 grouped = x.unflatten(0, (steps, -1))
                 dims = [1, *range(3, grouped.dim())]
-                mean = grouped.detach().mean(dims, keepdim=True)
-                var = grouped.detach().var(dims, unbiased=False, keepdim=True)
+                mean = grouped.mean(dims, keepdim=True)
+                var = grouped.var(dims, unbiased=False, keepdim=True)
+                if mean.requires_grad:
+                    mean.register_hook(_constant_under_create_graph)
+                    var.register_hook(_constant_under_create_graph)
                 y = ((grouped - mean) / torch.sqrt(var + m.eps)).flatten(0, 1)
                 if m.weight is not None:
                     shape = (1, -1, *[1] * (x.dim() - 2))
