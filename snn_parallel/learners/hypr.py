@@ -36,7 +36,8 @@ HYPR computes this per sub-sequence of :math:`\lambda` steps:
    :math:`e_\lambda = \Phi_{\lambda:1} e_0 + \sum_t \Phi_{\lambda:t+1} D_t \partial I_t/\partial W`
    with :math:`\Phi_{\lambda:t+1} = A_\lambda \cdots A_{t+1}`, are carried on.
 
-The gradient does not depend on :math:`\lambda`, which trades memory against parallelism: the
+The gradient does not depend on :math:`\lambda` (but for batch norms in training, see
+:class:`HYPRTrainer`), which trades memory against parallelism: the
 S- and P-stages hold :math:`\lambda` steps, the eligibilities :math:`O(B N M d)` (per sample,
 neuron and incoming synapse; for a convolution, per output position and input patch),
 independent of :math:`T`. For one feed-forward layer it equals BPTT; deeper and recurrent
@@ -348,9 +349,18 @@ class HYPRTrainer(Trainer):
     whose state evolves per neuron (``channelwise``; LTC's gates mix neurons, so it is refused)
     with per-channel parameters, or SpikingJelly's nodes (scalar parameters, e.g.
     ``ParametricLIFNode``'s). The layers after the last neuron (the readout) are differentiated
-    directly. Batch norms in training use their batch's statistics as constants (HYPR's
-    eligibilities are per sample); ``nn.Dropout`` is refused, as the P-stage must recompute
-    each step exactly (``SequenceDropout`` and SpikingJelly's ``layer.Dropout`` keep their masks).
+    directly. Batch norms in training normalise each step with its own batch's statistics
+    :math:`\mu_t, \sigma_t^2` (the S-stage updates the running statistics with them, one
+    update per step) and the gradient goes through them, as BPTT's through a per-step norm:
+    with :math:`\mu_t, \sigma_t` as constants the weights below a norm would drift along the
+    directions it removes (channel means of several standard deviations), which the running
+    statistics then fail to reproduce in evaluation. The eligibilities carried from one
+    sub-sequence to the next take them as constants (they are per sample), so with norms in
+    training the gradient is exact for the sequence as one sub-sequence and otherwise misses the
+    statistics' share of what earlier sub-sequences contribute to the parameters below a norm
+    (norms in evaluation mode are constants, carried exactly). ``nn.Dropout``
+    is refused, as the P-stage must recompute each step exactly (``SequenceDropout`` and
+    SpikingJelly's ``layer.Dropout`` keep their masks).
 
     With ``chunk`` shorter than the sequence the eligibilities are carried from one
     sub-sequence to the next: per sample and neuron for every ``Linear``/``Conv`` weight (times
