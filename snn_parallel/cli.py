@@ -286,7 +286,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--no-progress", action="store_true", help="no progress bar")
     demo.set_defaults(run=_demo)
 
-    from .learners.experiments import NEURONS as LEARNER_NEURONS
+    from .learners.experiments import DIGITS_NEURONS as LEARNER_NEURONS
     from .learners.experiments import RULES
 
     train = commands.add_parser("train", help="train with a learning rule on built-in data and report the test metric",
