@@ -105,7 +105,7 @@ def test_cli_train_image_runs_tsslbp_and_bptt_and_refuses_other_rules(capsys):
     assert "--recipe is for --task image, not --task row" in capsys.readouterr().err
     for rule in ("all", "bptt"):
         assert cli.main(["train", "--task", "image", "--rule", rule, "--dt-du", "spikes"]) == 2
-        assert "--dt-du is an option of TSSL-BP" in capsys.readouterr().err
+        assert "--dt-du is TSSL-BP's: use it with --rule tsslbp" in capsys.readouterr().err
     assert cli.main(["train", "--task", "image", "--rule", "ottt"]) == 2
     assert cli.main(["train", "--task", "row", "--seed", "0,x"]) == 2
     assert "argument --seed: expected integers in [0, 2**32 - 1] separated by commas, got '0,x'" in capsys.readouterr().err
@@ -116,7 +116,7 @@ def test_cli_train_image_runs_tsslbp_and_bptt_and_refuses_other_rules(capsys):
         assert cli.main(["train", "--task", task, "--valid", share]) == 2
         assert "argument --valid: expected a share in (0, 1)" in capsys.readouterr().err
     assert cli.main(["train", "--task", "adding", "--valid", "0.2"]) == 2
-    assert "--valid takes a share in (0, 1) of the training digits: not for --task adding" in capsys.readouterr().err
+    assert "--valid is for --task row, pixel or image, not --task adding" in capsys.readouterr().err
     assert cli.main(["train", "--task", "image", "--steps", "0"]) == 2
     assert "argument --steps: expected an integer >= 1, got '0'" in capsys.readouterr().err
 
@@ -206,7 +206,7 @@ def test_cli_reports_non_finite_training_in_one_line(capsys):
     stops with one line naming the step (exit code 1) and a diverged one says so."""
     assert cli.main(["demo", "--neuron", "prf", "--lr", "1e6", "--epochs", "1", "--hidden", "16", "--no-progress"]) == 1
     err = capsys.readouterr().err
-    assert err.startswith("snn-parallel demo: error: demo: training went non-finite at step ") and err.count("\n") == 1
+    assert err.startswith("snn-parallel demo: error: bptt: training went non-finite at optimizer step ") and err.count("\n") == 1
     assert cli.main(["demo", "--lr", "1e6", "--epochs", "1", "--hidden", "16", "--no-progress"]) == 0
     assert "warning: the training diverged" in capsys.readouterr().out
 
