@@ -378,7 +378,9 @@ def build_parser() -> argparse.ArgumentParser:
     subcommand takes only its own options."""
     from .demo import MODES, NEURONS
 
-    parser = _Parser(prog="snn-parallel", description=__doc__)
+    parser = _Parser(prog="snn-parallel", description="Spiking neurons that train in parallel over time, on built-in "
+                     "data: `demo`, `train TASK RULE` (or --task/--rule), `bench` (or `bench --learners`); "
+                     "`snn-parallel COMMAND --help` for each.")
     parser.leaves = {}
     parser.add_argument("--version", action="version", version=f"snn-parallel {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
