@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, NoReturn
 
 from . import __version__
@@ -35,8 +36,9 @@ RULE_OPTIONS = {
     "ottt": ("OTTT", ("row", "pixel"), True),
     "tsslbp": ("TSSL-BP", ("image",), False),
 }
-#: ``bench``'s two jobs
-BENCH_JOBS = ("neurons", "learners")
+#: the subcommand levels of ``train`` and ``bench``: the option that also chooses one, the default,
+#: and the value of an option that takes none (``None``: the option takes the subcommand's name)
+_LEVELS = {"train": (("--task", "row", None), ("--rule", "all", None)), "bench": (("--learners", "neurons", "learners"),)}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -62,22 +64,21 @@ def _name_subcommands(argv: Sequence[str]) -> list[str]:
     they select, defaults filled in (``train row all``, ``bench neurons``) unless the command's own
     ``--help`` is asked for."""
     argv = list(argv)
-    if not argv or argv[0] not in ("train", "bench"):
+    if not argv or argv[0] not in _LEVELS:
         return argv
     command, rest = argv[0], argv[1:]
     selector = _Parser(prog=f"snn-parallel {command}", add_help=False)
-    names = ("task", "rule") if command == "train" else ("learners",)
-    for name in names:
-        selector.add_argument(f"--{name}", **({"action": "store_true"} if name == "learners" else {}))
+    for level, (flag, _, flag_value) in enumerate(_LEVELS[command]):
+        selector.add_argument(flag, dest=str(level), **({} if flag_value is None else {"action": "store_const", "const": flag_value}))
     given, rest = selector.parse_known_args(rest)
-    chosen = ["learners" if given.learners else None] if command == "bench" else [given.task, given.rule]
-    for i, name in enumerate(chosen):  # subcommands written as such: the next words that are not options
-        if name is None and rest and not rest[0].startswith("-"):
-            chosen[i] = rest.pop(0)
-        if chosen[i] is None:
-            if i == 0 and {"-h", "--help"} & set(rest):
-                return [command, *rest]  # the command's help: its subcommands
-            chosen[i] = {"train": ("row", "all"), "bench": ("neurons",)}[command][i]
+    chosen = []
+    for level, (_, default, _) in enumerate(_LEVELS[command]):
+        name = getattr(given, str(level))
+        if name is None and rest and not rest[0].startswith("-"):  # written as a subcommand
+            name = rest.pop(0)
+        if name is None and level == 0 and {"-h", "--help"} & set(rest):
+            return [command, *rest]  # the command's help: its subcommands
+        chosen.append(default if name is None else name)
     return [command, *chosen, *rest]
 
 
@@ -102,7 +103,9 @@ def _misplaced(leaves: dict[tuple[str, ...], argparse.ArgumentParser], args: arg
     tasks = [name for name in TASKS if any(key[0] == name for key in taken)]
     if task not in tasks:
         return f"{option} is for --task {_either(tasks)}, not --task {task}"
-    owner = next(owner for rule, (owner, _, _) in RULE_OPTIONS.items() if (task, rule) in taken)
+    owner = next((owner for rule, (owner, _, _) in RULE_OPTIONS.items() if (task, rule) in taken), None)
+    if owner is None:
+        return unknown
     return f"{option} is {owner}'s: use it with --rule {_either([rule for name, rule in taken if name == task])}"
 
 
@@ -133,7 +136,7 @@ def _print_rows(rows: list[dict], columns: list[str]) -> None:
         print(" | ".join(f"{row[c]:>14.4f}" if isinstance(row[c], float) else f"{row[c]!s:>14}" for c in columns))
 
 
-def _write_json(path: str | None, rows: list[dict]) -> None:
+def _write_json(path: Path | None, rows: list[dict]) -> None:
     if path:
         import json
 
@@ -160,37 +163,46 @@ def _summarise(rows: list[dict], metric: str, lrs: list[float | None]) -> None:
             print(f"rule={rule}, best lr={best:g} by mean {metric}")
 
 
-def _train(args: argparse.Namespace) -> int:
+def _train_refusal(args: argparse.Namespace) -> str | None:
+    """Why the values of ``train``'s options do not go together, or ``None`` (which options a task
+    and rule take, their parsers already say)."""
     from .learners import experiments
     from .tasks import SequentialDigits
 
-    def refuse(message: str) -> int:
-        print(f"snn-parallel train: error: {message}", file=sys.stderr)
-        return 2
-
-    image = args.task == "image"
-    rules = list(experiments.IMAGE_RULES if image else sorted(experiments.RULES)) if args.rule == "all" else [args.rule]
     steps = {"row": 8, "pixel": 64, "adding": args.steps or 200, "image": args.steps or 5}[args.task]
     if args.task == "adding" and steps < 2:
-        return refuse(f"--steps of the adding problem must be >= 2 (two numbers to add), got {steps}")
+        return f"--steps of the adding problem must be >= 2 (two numbers to add), got {steps}"
     if args.parts is not None and args.parts > steps:
-        return refuse(f"--parts {args.parts} is more than the {steps} steps of --task {args.task}")
-    seeds, lrs = args.seed or [0], args.lr or [None]
-    network = {"spec": args.network or experiments.IMAGE_NETWORK, "padding": args.padding or "valid"}
-    if image:
+        return f"--parts {args.parts} is more than the {steps} steps of --task {args.task}"
+    if args.task == "image":
+        spec, padding = args.network or experiments.IMAGE_NETWORK, args.padding or "valid"
         try:
-            experiments.tssl_network(network["spec"], (1, 8, 8), 10, padding=network["padding"])
+            experiments.tssl_network(spec, (1, 8, 8), 10, padding=padding)
         except (TypeError, ValueError) as error:
-            return refuse(f"--network {network['spec']} --padding {network['padding']}: {error}")
+            return f"--network {spec} --padding {padding}: {error}"
     if args.valid is not None:
         try:
             SequentialDigits("valid", "row", valid_fraction=args.valid)
         except ValueError as error:
-            return refuse(f"--valid {args.valid}: {error}")
+            return f"--valid {args.valid}: {error}"
     if args.readout == "trace" and (args.trace or experiments.OTTT_TRACES.get(args.neuron or "prf", "presynaptic")) == "neuron":
-        return refuse("--readout trace goes with --trace presynaptic (trace='neuron' keeps the readout's exact gradient)")
+        return "--readout trace goes with --trace presynaptic (trace='neuron' keeps the readout's exact gradient)"
     if args.kernel_target is not None and args.loss == "count":
-        return refuse("--kernel-target is an option of the kernel loss, not of --loss count")
+        return "--kernel-target is an option of the kernel loss, not of --loss count"
+    return None
+
+
+def _train(args: argparse.Namespace) -> int:
+    from .learners import experiments
+
+    refusal = _train_refusal(args)
+    if refusal is not None:
+        print(f"snn-parallel train: error: {refusal}", file=sys.stderr)
+        return 2
+    image = args.task == "image"
+    rules = list(experiments.IMAGE_RULES if image else sorted(experiments.RULES)) if args.rule == "all" else [args.rule]
+    seeds, lrs = args.seed or [0], args.lr or [None]
+    network = {"spec": args.network or experiments.IMAGE_NETWORK, "padding": args.padding or "valid"}
     fptt = {} if args.alpha is None else {"alpha": args.alpha}
     valid = {} if args.valid is None else {"valid_fraction": args.valid}
     revision = {} if args.dt_du is None else {"dt_du_at_spikes": args.dt_du == "spikes"}
@@ -223,7 +235,6 @@ def _train(args: argparse.Namespace) -> int:
         _summarise(rows, metric, lrs)
     _write_json(args.json, rows)
     return 0
-
 
 
 def _bench_neurons(args: argparse.Namespace) -> int:
