@@ -1,75 +1,123 @@
-"""Command line: ``snn-parallel demo``, ``snn-parallel train`` and ``snn-parallel bench``."""
+"""Command line: ``snn-parallel demo``, ``snn-parallel train`` and ``snn-parallel bench``.
+
+``train`` has a subcommand per task (``row``, ``pixel``, ``adding``, ``image``) and under each one
+per rule (``bptt``, ``fptt``, ``hypr``, ``ottt``; ``tsslbp`` and ``bptt`` for ``image``; ``all``
+trains each): ``snn-parallel train adding fptt --steps 50``. ``--task`` and ``--rule`` name them
+too (``snn-parallel train --task adding --rule fptt --steps 50``; by default ``row`` and ``all``).
+``bench`` has two: ``neurons`` (the default) and ``learners`` (also ``--learners``). Each parser
+declares only the options its task and rule use, so argparse itself refuses the others; the
+refusal says where the option belongs.
+"""
 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
 from . import __version__
-from ._validation import check_choice, check_float, check_int, check_positive, check_seed
+from ._argtypes import POSITIVE, RATE, SEED, SHARE, comma_list, typed, writable
+from ._validation import check_choice
 from .learners.nonfinite import NonFiniteError
+
+#: ``train``'s tasks, each with the option sets it takes (see :func:`_train_option_sets`)
+TASKS = {
+    "row": ("the digits by row (T = 8)", ("digits", "epochs")),
+    "pixel": ("the digits by pixel (T = 64)", ("digits", "epochs")),
+    "adding": ("the adding problem (LTC, FPTT's reference recipe)", ("adding", "steps")),
+    "image": ("the digits as pictures repeated over T = 5 (a PSPLIF conv net, TSSL-BP against BPTT)",
+              ("epochs", "steps", "image")),
+}
+#: a rule's own options: (who owns them, the tasks that take them, whether ``--rule all`` passes them on)
+RULE_OPTIONS = {
+    "fptt": ("FPTT", ("row", "pixel", "adding"), True),
+    "ottt": ("OTTT", ("row", "pixel"), True),
+    "tsslbp": ("TSSL-BP", ("image",), False),
+}
+#: the subcommand levels of ``train`` and ``bench``: the option that also chooses one, the default,
+#: and the value of an option that takes none (``None``: the option takes the subcommand's name)
+_LEVELS = {"train": (("--task", "row", None), ("--rule", "all", None)), "bench": (("--learners", "neurons", "learners"),)}
 
 
 class _Parser(argparse.ArgumentParser):
-    """An argument parser whose usage errors are one line on stderr and exit code 2."""
+    """An argument parser whose usage errors are one line on stderr and exit code 2; an option the
+    chosen subcommand does not take is refused with where it belongs."""
+
+    #: (command, subcommand names) -> the parser that runs them, for :func:`_misplaced`
+    leaves: dict[tuple[str, ...], argparse.ArgumentParser]
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
-
-# -- option types: argparse applies them, so a bad value is refused before anything runs ------------
-def _typed(kind: type, check: Callable[[Any], Any], what: str) -> Callable[[str], Any]:
-    """An argparse type: ``kind(text)`` that ``check`` accepts, else a usage error that says ``what`` is expected."""
-
-    def parse(text: str) -> Any:
-        try:
-            return check(kind(text))
-        except (TypeError, ValueError):
-            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
-
-    return parse
+    def parse_args(self, args: Sequence[str] | None = None, namespace: Any = None) -> argparse.Namespace:  # type: ignore[override]
+        parsed, extras = self.parse_known_args(_name_subcommands(sys.argv[1:] if args is None else args), namespace)
+        if extras:
+            leaf = self.leaves.get(parsed.leaf, self) if hasattr(parsed, "leaf") else self
+            leaf.error(_misplaced(self.leaves, parsed, extras))
+        return parsed
 
 
-def _comma_list(item: Callable[[str], Any], what: str) -> Callable[[str], list]:
-    """An argparse type for ``"a,b,c"``, each part read by ``item``."""
-
-    def parse(text: str) -> list:
-        try:
-            return [item(part) for part in text.split(",")]
-        except argparse.ArgumentTypeError:
-            raise argparse.ArgumentTypeError(f"expected {what} separated by commas, got {text!r}") from None
-
-    return parse
-
-
-def _writable(text: str) -> str:
-    """An output file that can be written: checked before the run, not after it."""
-    path = Path(text)
-    folder = path.parent
-    if path.is_dir():
-        raise argparse.ArgumentTypeError(f"{text!r} is a folder, not a file")
-    if not folder.is_dir():
-        raise argparse.ArgumentTypeError(f"the folder of {text!r}, {str(folder)!r}, does not exist")
-    if not os.access(folder, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
-        raise argparse.ArgumentTypeError(f"{text!r} cannot be written (no permission)")
-    return text
+def _name_subcommands(argv: Sequence[str]) -> list[str]:
+    """``argv`` with ``train``'s ``--task``/``--rule`` and ``bench``'s ``--learners`` as the subcommands
+    they select, defaults filled in (``train row all``, ``bench neurons``) unless the command's own
+    ``--help`` is asked for."""
+    argv = list(argv)
+    if not argv or argv[0] not in _LEVELS:
+        return argv
+    command, rest = argv[0], argv[1:]
+    selector = _Parser(prog=f"snn-parallel {command}", add_help=False)
+    for level, (flag, _, flag_value) in enumerate(_LEVELS[command]):
+        selector.add_argument(flag, dest=str(level), **({} if flag_value is None else {"action": "store_const", "const": flag_value}))
+    given, rest = selector.parse_known_args(rest)
+    chosen = []
+    for level, (_, default, _) in enumerate(_LEVELS[command]):
+        name = getattr(given, str(level))
+        if name is None and rest and not rest[0].startswith("-"):  # written as a subcommand
+            name = rest.pop(0)
+        if name is None and level == 0 and {"-h", "--help"} & set(rest):
+            return [command, *rest]  # the command's help: its subcommands
+        chosen.append(default if name is None else name)
+    return [command, *chosen, *rest]
 
 
-_POSITIVE = _typed(int, lambda value: check_int(value, "value", minimum=1), "an integer >= 1")
-_SEED = _typed(int, check_seed, "an integer in [0, 2**32 - 1]")
-_RATE = _typed(float, lambda value: check_positive(value, "value"), "a finite number > 0")
-_SHARE = _typed(float, lambda value: check_float(value, "value", minimum=0.0, maximum=1.0, min_open=True, max_open=True),
-                "a share in (0, 1)")
+def _misplaced(leaves: dict[tuple[str, ...], argparse.ArgumentParser], args: argparse.Namespace, extras: list[str]) -> str:
+    """Why argparse left ``extras`` over: the first option, and where it belongs."""
+    text = next((word for word in extras if word.startswith("-")), None)
+    unknown = f"unrecognized arguments: {' '.join(extras)}"
+    if text is None or not hasattr(args, "leaf"):
+        return unknown
+    command = args.leaf[0]
+    mine = {key: leaf for key, leaf in leaves.items() if key[0] == command}
+    flags = {flag for leaf in mine.values() for flag in leaf._option_string_actions}  # noqa: SLF001 (no public list)
+    typed_flag = text.split("=", 1)[0]
+    matches = [flag for flag in flags if flag == typed_flag] or [flag for flag in flags if flag.startswith(typed_flag)]
+    if len(matches) != 1:
+        return unknown
+    option = matches[0]
+    taken = [key[1:] for key, leaf in mine.items() if option in leaf._option_string_actions]  # noqa: SLF001
+    if command == "bench":
+        return f"{option} is for --learners" if ("learners",) in taken else f"{option} times the neurons; --learners does not use it"
+    task = args.leaf[1]
+    tasks = [name for name in TASKS if any(key[0] == name for key in taken)]
+    if task not in tasks:
+        return f"{option} is for --task {_either(tasks)}, not --task {task}"
+    owner = next((owner for rule, (owner, _, _) in RULE_OPTIONS.items() if (task, rule) in taken), None)
+    if owner is None:
+        return unknown
+    return f"{option} is {owner}'s: use it with --rule {_either([rule for name, rule in taken if name == task])}"
+
+
+def _either(names: Sequence[str]) -> str:
+    """``"a"``, ``"a or b"``, ``"a, b or c"``."""
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} or {names[-1]}"
 
 
 def _demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
-    result = run_demo(
+    run_demo(  # prints its summary
         args.neuron,
         mode=args.mode,
         epochs=args.epochs,
@@ -77,9 +125,8 @@ def _demo(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         lr=args.lr,
         seed=args.seed,
-        progress=not args.no_progress and sys.stderr.isatty(),
+        progress=not args.no_progress,
     )
-    del result  # run_demo printed the summary
     return 0
 
 
@@ -89,7 +136,7 @@ def _print_rows(rows: list[dict], columns: list[str]) -> None:
         print(" | ".join(f"{row[c]:>14.4f}" if isinstance(row[c], float) else f"{row[c]!s:>14}" for c in columns))
 
 
-def _write_json(path: str | None, rows: list[dict]) -> None:
+def _write_json(path: Path | None, rows: list[dict]) -> None:
     if path:
         import json
 
@@ -116,74 +163,46 @@ def _summarise(rows: list[dict], metric: str, lrs: list[float | None]) -> None:
             print(f"rule={rule}, best lr={best:g} by mean {metric}")
 
 
-_DIGITS = ("row", "pixel")
-#: ``train`` options that only some tasks or rules use: option -> (why it is refused, test on (task, rules))
-_TRAIN_SCOPE: dict[str, tuple[str, Callable[[str, list[str]], bool]]] = {
-    "neuron": ("is for --task row or pixel, not --task {task}", lambda task, rules: task in _DIGITS),
-    "epochs": ("is for --task row, pixel or image; the adding problem counts --iterations", lambda task, rules: task != "adding"),
-    "iterations": ("is for --task adding, not --task {task} (which counts --epochs)", lambda task, rules: task == "adding"),
-    "parts": ("is FPTT's: use it with --rule fptt (or all) on --task row, pixel or adding", lambda task, rules: "fptt" in rules),
-    "trace": ("is OTTT's: use it with --rule ottt (or all) on --task row or pixel",
-              lambda task, rules: "ottt" in rules and task in _DIGITS),
-    "steps": ("is for --task adding or image, not --task {task} (its T is fixed)", lambda task, rules: task in ("adding", "image")),
-    "valid": ("takes a share in (0, 1) of the training digits: not for --task adding", lambda task, rules: task != "adding"),
-    "recipe": ("is for --task image, not --task {task}", lambda task, rules: task == "image"),
-    "loss": ("is for --task image, not --task {task}", lambda task, rules: task == "image"),
-    "network": ("is for --task image, not --task {task}", lambda task, rules: task == "image"),
-    "padding": ("is for --task image, not --task {task}", lambda task, rules: task == "image"),
-    "dt_du": ("is an option of TSSL-BP: use it with --task image --rule tsslbp", lambda task, rules: rules == ["tsslbp"]),
-    "kernel_target": ("is for --task image, not --task {task}", lambda task, rules: task == "image"),
-    "alpha": ("is FPTT's: use it with --rule fptt (or all)", lambda task, rules: "fptt" in rules),
-    "readout": ("is OTTT's: use it with --rule ottt (or all) on --task row or pixel",
-                lambda task, rules: "ottt" in rules and task in _DIGITS),
-}
+def _train_refusal(args: argparse.Namespace) -> str | None:
+    """Why the values of ``train``'s options do not go together, or ``None`` (which options a task
+    and rule take, their parsers already say)."""
+    from .learners import experiments
+    from .tasks import SequentialDigits
 
-
-def _train_refusal(args: argparse.Namespace, rules: list[str]) -> str | None:
-    """Why the options do not go together, or ``None``."""
-    for option, (refusal, used) in _TRAIN_SCOPE.items():
-        if getattr(args, option) is not None and not used(args.task, rules):
-            return f"--{option.replace('_', '-')} {refusal.format(task=args.task)}"
     steps = {"row": 8, "pixel": 64, "adding": args.steps or 200, "image": args.steps or 5}[args.task]
     if args.task == "adding" and steps < 2:
         return f"--steps of the adding problem must be >= 2 (two numbers to add), got {steps}"
     if args.parts is not None and args.parts > steps:
         return f"--parts {args.parts} is more than the {steps} steps of --task {args.task}"
+    if args.task == "image":
+        spec, padding = args.network or experiments.IMAGE_NETWORK, args.padding or "valid"
+        try:
+            experiments.tssl_network(spec, (1, 8, 8), 10, padding=padding)
+        except (TypeError, ValueError) as error:
+            return f"--network {spec} --padding {padding}: {error}"
+    if args.valid is not None:
+        try:
+            SequentialDigits("valid", "row", valid_fraction=args.valid)
+        except ValueError as error:
+            return f"--valid {args.valid}: {error}"
+    if args.readout == "trace" and (args.trace or experiments.OTTT_TRACES.get(args.neuron or "prf", "presynaptic")) == "neuron":
+        return "--readout trace goes with --trace presynaptic (trace='neuron' keeps the readout's exact gradient)"
+    if args.kernel_target is not None and args.loss == "count":
+        return "--kernel-target is an option of the kernel loss, not of --loss count"
     return None
 
 
 def _train(args: argparse.Namespace) -> int:
     from .learners import experiments
-    from .tasks import SequentialDigits
 
-    def refuse(message: str) -> int:
-        print(f"snn-parallel train: error: {message}", file=sys.stderr)
-        return 2
-
-    image = args.task == "image"
-    known = experiments.IMAGE_RULES if image else sorted(experiments.RULES)
-    rules = list(known) if args.rule == "all" else [args.rule]
-    if rules[0] not in known:
-        return refuse(f"--rule {args.rule} does not train --task {args.task}; choose from {', '.join(known)}")
-    refusal = _train_refusal(args, rules)
+    refusal = _train_refusal(args)
     if refusal is not None:
-        return refuse(refusal)
+        print(f"snn-parallel train: error: {refusal}", file=sys.stderr)
+        return 2
+    image = args.task == "image"
+    rules = list(experiments.IMAGE_RULES if image else sorted(experiments.RULES)) if args.rule == "all" else [args.rule]
     seeds, lrs = args.seed or [0], args.lr or [None]
     network = {"spec": args.network or experiments.IMAGE_NETWORK, "padding": args.padding or "valid"}
-    if image:
-        try:
-            experiments.tssl_network(network["spec"], (1, 8, 8), 10, padding=network["padding"])
-        except (TypeError, ValueError) as error:
-            return refuse(f"--network {network['spec']} --padding {network['padding']}: {error}")
-    if args.valid is not None:
-        try:
-            SequentialDigits("valid", "row", valid_fraction=args.valid)
-        except ValueError as error:
-            return refuse(f"--valid {args.valid}: {error}")
-    if args.readout == "trace" and (args.trace or experiments.OTTT_TRACES.get(args.neuron or "prf", "presynaptic")) == "neuron":
-        return refuse("--readout trace goes with --trace presynaptic (trace='neuron' keeps the readout's exact gradient)")
-    if args.kernel_target is not None and args.loss == "count":
-        return refuse("--kernel-target is an option of the kernel loss, not of --loss count")
     fptt = {} if args.alpha is None else {"alpha": args.alpha}
     valid = {} if args.valid is None else {"valid_fraction": args.valid}
     revision = {} if args.dt_du is None else {"dt_du_at_spikes": args.dt_du == "spikes"}
@@ -218,31 +237,13 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
-#: ``bench --learners`` options, refused without ``--learners``
-_LEARNER_BENCH = ("rules", "lengths", "learners_json", "network")
+def _bench_neurons(args: argparse.Namespace) -> int:
+    from . import bench
+
+    return bench.main(args)
 
 
-def _bench(args: argparse.Namespace) -> int:
-    if not args.learners:
-        given = [name for name in _LEARNER_BENCH if getattr(args, name) is not None]
-        if given:
-            print(f"snn-parallel bench: error: --{given[0].replace('_', '-')} is for --learners", file=sys.stderr)
-            return 2
-        for option in ("json", "plot"):  # output files: checked before the run, not after it
-            try:
-                if getattr(args, option) is not None:
-                    _writable(str(getattr(args, option)))
-            except argparse.ArgumentTypeError as error:
-                print(f"snn-parallel bench: error: argument --{option}: {error}", file=sys.stderr)
-                return 2
-        from . import bench
-
-        return bench.main(args)
-    others = [name for name in args.neuron_options if getattr(args, name) != args.neuron_defaults[name]]
-    if others:
-        print(f"snn-parallel bench: error: --{others[0].replace('_', '-')} times the neurons; --learners does not use it",
-              file=sys.stderr)
-        return 2
+def _bench_learners(args: argparse.Namespace) -> int:
     from .learners.experiments import IMAGE_NETWORK, memory_profile, tsslbp_profile
 
     resnet = args.network == "resnet"
@@ -266,93 +267,147 @@ def _bench(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The ``snn-parallel`` argument parser; every option's value is checked by its type."""
+def _train_option_sets() -> dict[str, argparse.ArgumentParser]:
+    """``train``'s options in sets, each a parent parser: those of every task (``""``), of some
+    tasks (:data:`TASKS`) and of a rule (:data:`RULE_OPTIONS`)."""
+    from .learners.experiments import DIGITS_NEURONS
+
+    def option_set(title: str | None) -> tuple[argparse.ArgumentParser, Any]:
+        parser = argparse.ArgumentParser(add_help=False)
+        return parser, parser if title is None else parser.add_argument_group(title)
+
+    sets = {}
+    sets[""], common = option_set(None)
+    common.add_argument("--lr", type=comma_list(RATE, "finite numbers > 0"), default=None,
+                        help="Adam(W)'s learning rate, or several separated by commas (default: 3e-3; image: 5e-3)")
+    common.add_argument("--seed", type=comma_list(SEED, "integers in [0, 2**32 - 1]"), default=None,
+                        help="a seed, or several separated by commas (then the mean per rule and rate is printed too; "
+                             "default: 0)")
+    common.add_argument("--json", type=writable, help="write the results here (checked before training)")
+    sets["digits"], digits = option_set("the network on the digits (--task row, pixel)")
+    digits.add_argument("--neuron", choices=DIGITS_NEURONS, default=None, help="neuron of the network (default: prf)")
+    sets["epochs"], epochs = option_set("epochs on the digits (--task row, pixel, image)")
+    epochs.add_argument("--epochs", type=POSITIVE, default=None, help="default: 20 (image: 30)")
+    epochs.add_argument("--valid", type=SHARE, default=None, metavar="SHARE",
+                        help="score on this share of the training digits, set apart, instead of the test split "
+                             "(to choose --lr and --epochs)")
+    sets["adding"], adding = option_set("the adding problem (--task adding)")
+    adding.add_argument("--iterations", type=POSITIVE, default=None, help="optimizer iterations (default: 3000)")
+    sets["steps"], steps = option_set("sequence length (--task adding, image)")
+    steps.add_argument("--steps", type=POSITIVE, default=None,
+                       help="adding problem: sequence length (default: 200); image: T (default: 5)")
+    sets["image"], image = option_set("the PSPLIF conv net, for both rules (--task image)")
+    image.add_argument("--recipe", choices=("reference", "mean"), default=None,
+                       help="the training recipe: 'reference' (default; TSSL-BP's: loss summed over the batch, gradient "
+                            "norm clipped to 1, weights clamped to [-4, 4]) or 'mean' (loss averaged, the same clip, no "
+                            "clamp)")
+    image.add_argument("--loss", choices=("kernel", "count"), default=None,
+                       help="the spike-sequence loss: desired PSP trains ('kernel', default) or desired PSP sums "
+                            "('count')")
+    image.add_argument("--network", default=None, metavar="SPEC",
+                       help="the net in the paper's notation (default: 16C3-32C3-P2-128; the paper's MNIST net on the "
+                            "8x8 digits: 15C5-P2-40C5-P2-300 --padding same)")
+    image.add_argument("--padding", choices=("valid", "same"), default=None,
+                       help="the convs' padding, none ('valid', default) or half the kernel ('same')")
+    image.add_argument("--kernel-target", choices=("psp", "psp_psp"), default=None,
+                       help="kernel loss: the desired PSP filtered once ('psp', default; the code submitted with the "
+                            "paper) or twice ('psp_psp'; the reference code from its revision of 29 Oct 2020)")
+    sets["fptt"], fptt = option_set("FPTT's options (--rule fptt or all)")
+    fptt.add_argument("--parts", type=POSITIVE, default=None,
+                      help="K, updates per sequence, at most T (default: T; adding problem: 10)")
+    fptt.add_argument("--alpha", type=RATE, default=None,
+                      help="the regulariser strength (default: the trainer's; adding problem: 0.5, the reference's)")
+    sets["ottt"], ottt = option_set("OTTT's options (--rule ottt or all)")
+    ottt.add_argument("--trace", choices=("presynaptic", "neuron"), default=None,
+                      help="the trace (default: 'neuron' for prf and lif, else 'presynaptic')")
+    ottt.add_argument("--readout", choices=("trace", "instant"), default=None,
+                      help="the readout, through its input's trace as the official code ('trace', the default with "
+                           "--trace presynaptic) or its exact per-step gradient ('instant', the default with 'neuron')")
+    sets["tsslbp"], tsslbp = option_set("TSSL-BP's options (--rule tsslbp)")
+    tsslbp.add_argument("--dt-du", choices=("spikes", "rising"), default=None,
+                        help="its timing gradient dt/du only where a neuron fires ('spikes', default) or wherever its "
+                             "membrane rose ('rising'); the two revisions of the reference code")
+    return sets
+
+
+def _add_train(commands: Any, leaves: dict[tuple[str, ...], argparse.ArgumentParser]) -> None:
+    """``train TASK RULE``: a parser per task and rule, with the option sets they use."""
+    from .learners.experiments import IMAGE_RULES, RULES
+
+    sets = _train_option_sets()
+    dests = {action.dest: None for parent in sets.values() for action in parent._actions}  # noqa: SLF001 (no public list)
+    train = commands.add_parser("train", help="train with a learning rule on built-in data and report the test metric",
+                                description="Train on a built-in task, chosen as a subcommand or with --task (default: "
+                                            "row); see `snn-parallel train TASK --help`.")
+    tasks = train.add_subparsers(dest="task", metavar="TASK", required=True)
+    for task, (about, task_sets) in TASKS.items():
+        task_parser = tasks.add_parser(task, help=about, description=f"Train on {about}.")
+        rules = task_parser.add_subparsers(dest="rule", metavar="RULE", required=True)
+        names = [*(IMAGE_RULES if task == "image" else sorted(RULES)), "all"]
+        for rule in names:
+            own = [name for name, (_, on, with_all) in RULE_OPTIONS.items()
+                   if task in on and (name == rule or (rule == "all" and with_all))]
+            leaf = rules.add_parser(rule, parents=[sets[name] for name in ("", *task_sets, *own)],
+                                    help="every rule in turn" if rule == "all" else f"the {rule} rule",
+                                    description=f"Train on {about} with {'each of ' + ', '.join(names[:-1]) if rule == 'all' else rule}"
+                                                f" (rules: {', '.join(names)}: --rule RULE or `train {task} RULE`). "
+                                                "Options the task or rule does not use are refused, not ignored.")
+            leaf.set_defaults(**dests)
+            leaf.set_defaults(run=_train, leaf=("train", task, rule))
+            leaves["train", task, rule] = leaf
+
+
+def _add_bench(commands: Any, leaves: dict[tuple[str, ...], argparse.ArgumentParser]) -> None:
+    """``bench neurons`` (the default) and ``bench learners`` (``--learners``)."""
     from . import bench
+    from .learners.experiments import RULES
+
+    parser = commands.add_parser("bench", help="time neurons against snnTorch and SpikingJelly baselines, or (--learners) "
+                                               "the learners' memory", description="Benchmarks: `bench` (or `bench neurons`) "
+                                 "times the neurons, `bench --learners` (or `bench learners`) the learners' memory.")
+    jobs = parser.add_subparsers(dest="job", metavar="JOB", required=True)
+    neurons = jobs.add_parser("neurons", help="time neurons against snnTorch and SpikingJelly baselines (the default)",
+                              description="Time our neurons against snnTorch and SpikingJelly baselines.")
+    bench.add_arguments(neurons)
+    neurons.set_defaults(run=_bench_neurons, leaf=("bench", "neurons"))
+    learners = jobs.add_parser("learners", help="peak memory of the learners against T (also: bench --learners)",
+                               description="Peak memory of one training step of each learner against T.")
+    learners.add_argument("--rules", type=comma_list(typed(str, lambda rule: check_choice(rule, "rule", sorted(RULES)), "a rule"),
+                                                     f"rules from {', '.join(sorted(RULES))}"),
+                          default=None, help="rules to measure (default: bptt,fptt,ottt,hypr)")
+    learners.add_argument("--lengths", type=comma_list(POSITIVE, "integers >= 1"), default=None,
+                          help="sequence lengths (default: 512,4096)")
+    learners.add_argument("--learners-json", type=writable, help="write the table here")
+    learners.add_argument("--network", choices=("mlp", "resnet"), default=None,
+                          help="the network, 2 x 256 LIF (default) or SpikingJelly's ResNet-10 on pictures")
+    learners.set_defaults(run=_bench_learners, leaf=("bench", "learners"))
+    leaves["bench", "neurons"], leaves["bench", "learners"] = neurons, learners
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``snn-parallel`` argument parser; every option's value is checked by its type, and each
+    subcommand takes only its own options."""
     from .demo import MODES, NEURONS
 
-    parser = _Parser(prog="snn-parallel", description=__doc__)
+    parser = _Parser(prog="snn-parallel", description="Spiking neurons that train in parallel over time, on built-in "
+                     "data: `demo`, `train TASK RULE` (or --task/--rule), `bench` (or `bench --learners`); "
+                     "`snn-parallel COMMAND --help` for each.")
+    parser.leaves = {}
     parser.add_argument("--version", action="version", version=f"snn-parallel {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 
     demo = commands.add_parser("demo", help="train a small SNN on built-in sequential digits")
-    demo.add_argument("--neuron", choices=sorted(NEURONS), default="dsn", help="neuron to train (default: dsn)")
+    demo.add_argument("--neuron", choices=NEURONS, default="dsn", help="neuron to train (default: dsn)")
     demo.add_argument("--mode", choices=MODES, default="row", help="digits as rows (T=8) or pixels (T=64)")
-    demo.add_argument("--epochs", type=_POSITIVE, default=40)
-    demo.add_argument("--hidden", type=_POSITIVE, default=128)
-    demo.add_argument("--batch-size", type=_POSITIVE, default=64)
-    demo.add_argument("--lr", type=_RATE, default=3e-3)
-    demo.add_argument("--seed", type=_SEED, default=0)
+    demo.add_argument("--epochs", type=POSITIVE, default=40)
+    demo.add_argument("--hidden", type=POSITIVE, default=128)
+    demo.add_argument("--batch-size", type=POSITIVE, default=64)
+    demo.add_argument("--lr", type=RATE, default=3e-3)
+    demo.add_argument("--seed", type=SEED, default=0)
     demo.add_argument("--no-progress", action="store_true", help="no progress bar")
     demo.set_defaults(run=_demo)
-
-    from .learners.experiments import NEURONS as LEARNER_NEURONS
-    from .learners.experiments import RULES
-
-    train = commands.add_parser("train", help="train with a learning rule on built-in data and report the test metric",
-                                description="Options a task or rule does not use are refused, not ignored.")
-    train.add_argument("--rule", choices=[*sorted(RULES), "tsslbp", "all"], default="all",
-                       help="all: every rule for the task (for --task image: tsslbp and bptt)")
-    train.add_argument("--task", choices=("row", "pixel", "adding", "image"), default="row",
-                       help="digits by row (T=8), by pixel (T=64), the adding problem, or digits as pictures repeated "
-                            "over T=5 (a PSPLIF conv net, TSSL-BP against BPTT)")
-    train.add_argument("--neuron", choices=sorted(LEARNER_NEURONS), default=None,
-                       help="digits: neuron of the network (default: prf)")
-    train.add_argument("--epochs", type=_POSITIVE, default=None, help="default: 20 (image: 30)")
-    train.add_argument("--parts", type=_POSITIVE, default=None,
-                       help="FPTT's K, updates per sequence, at most T (default: T; adding problem: 10)")
-    train.add_argument("--trace", choices=("presynaptic", "neuron"), default=None,
-                       help="digits: OTTT's trace (default: 'neuron' for prf and lif, else 'presynaptic')")
-    train.add_argument("--readout", choices=("trace", "instant"), default=None,
-                       help="digits: OTTT's readout, through its input's trace as the official code ('trace', the default "
-                            "with --trace presynaptic) or its exact per-step gradient ('instant', the default with 'neuron')")
-    train.add_argument("--steps", type=_POSITIVE, default=None,
-                       help="adding problem: sequence length (default: 200); image: T (default: 5)")
-    train.add_argument("--recipe", choices=("reference", "mean"), default=None,
-                       help="image: the training recipe of both rules: 'reference' (default; TSSL-BP's: loss summed over "
-                            "the batch, gradient norm clipped to 1, weights clamped to [-4, 4]) or 'mean' (loss averaged, "
-                            "the same clip, no clamp)")
-    train.add_argument("--loss", choices=("kernel", "count"), default=None,
-                       help="image: the spike-sequence loss of both rules: desired PSP trains ('kernel', default) or "
-                            "desired PSP sums ('count')")
-    train.add_argument("--network", default=None, metavar="SPEC",
-                       help="image: the PSPLIF conv net of both rules in the paper's notation (default: 16C3-32C3-P2-128; "
-                            "the paper's MNIST net on the 8x8 digits: 15C5-P2-40C5-P2-300 --padding same)")
-    train.add_argument("--padding", choices=("valid", "same"), default=None,
-                       help="image: the convs' padding, none ('valid', default) or half the kernel ('same')")
-    train.add_argument("--dt-du", choices=("spikes", "rising"), default=None,
-                       help="image, TSSL-BP: its timing gradient dt/du only where a neuron fires ('spikes', default) or "
-                            "wherever its membrane rose ('rising'); the two revisions of the reference code")
-    train.add_argument("--kernel-target", choices=("psp", "psp_psp"), default=None,
-                       help="image, kernel loss: the desired PSP filtered once ('psp', default; the code submitted with "
-                            "the paper) or twice ('psp_psp'; the reference code from its revision of 29 Oct 2020)")
-    train.add_argument("--alpha", type=_RATE, default=None,
-                       help="FPTT's regulariser strength (default: the trainer's; adding problem: 0.5, the reference's)")
-    train.add_argument("--iterations", type=_POSITIVE, default=None, help="adding problem: optimizer iterations (default: 3000)")
-    train.add_argument("--lr", type=_comma_list(_RATE, "finite numbers > 0"), default=None,
-                       help="Adam(W)'s learning rate, or several separated by commas (default: 3e-3; image: 5e-3)")
-    train.add_argument("--seed", type=_comma_list(_SEED, "integers in [0, 2**32 - 1]"), default=None,
-                       help="a seed, or several separated by commas (then the mean per rule and rate is printed too; default: 0)")
-    train.add_argument("--valid", type=_SHARE, default=None, metavar="SHARE",
-                       help="digits: score on this share of the training digits, set apart, instead of the test split "
-                            "(to choose --lr and --epochs)")
-    train.add_argument("--json", type=_writable, help="write the results here (checked before training)")
-    train.set_defaults(run=_train)
-
-    bench_parser = commands.add_parser("bench", help="time neurons against snnTorch and SpikingJelly baselines")
-    bench.add_arguments(bench_parser)
-    neuron_options = [a.dest for a in bench_parser._actions if a.dest != "help"]  # noqa: SLF001 (argparse keeps no public list)
-    bench_parser.add_argument("--learners", action="store_true", help="instead: peak memory of the learners against T")
-    bench_parser.add_argument("--rules", type=_comma_list(_typed(str, lambda rule: check_choice(rule, "rule", sorted(RULES)),
-                                                                 "a rule"), f"rules from {', '.join(sorted(RULES))}"),
-                              default=None, help="--learners: rules to measure (default: bptt,fptt,ottt,hypr)")
-    bench_parser.add_argument("--lengths", type=_comma_list(_POSITIVE, "integers >= 1"), default=None,
-                              help="--learners: sequence lengths (default: 512,4096)")
-    bench_parser.add_argument("--learners-json", type=_writable, help="--learners: write the table here")
-    bench_parser.add_argument("--network", choices=("mlp", "resnet"), default=None,
-                              help="--learners: the network, 2 x 256 LIF (default) or SpikingJelly's ResNet-10 on pictures")
-    bench_parser.set_defaults(run=_bench, neuron_options=neuron_options,
-                              neuron_defaults={name: bench_parser.get_default(name) for name in neuron_options})
+    _add_train(commands, parser.leaves)
+    _add_bench(commands, parser.leaves)
     return parser
 
 

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
+import subprocess
 
 import pytest
 import torch
 
 from snn_parallel import bench
+from snn_parallel.bench import plot, run
 
 
 def _parse(argv: list[str]) -> argparse.Namespace:
@@ -43,7 +46,7 @@ def test_tiny_run_writes_rows_and_ratios(tmp_path, capsys):
 
 def test_failing_worker_becomes_error_row(tmp_path, monkeypatch):
     out = tmp_path / "b.json"
-    monkeypatch.setattr(bench.subprocess, "run", _raise_timeout)
+    monkeypatch.setattr(subprocess, "run", _raise_timeout)
     assert bench.main(_parse(["--shapes", "8x1x4", "16x1x4", "--models", "dsn", "--json", str(out)])) == 0
     first, second = json.loads(out.read_text())["rows"]
     assert first["error"].startswith("timed out after 300 s")
@@ -51,15 +54,15 @@ def test_failing_worker_becomes_error_row(tmp_path, monkeypatch):
 
 
 def _raise_timeout(*args, **kwargs):
-    raise bench.subprocess.TimeoutExpired(args[0], kwargs["timeout"])
+    raise subprocess.TimeoutExpired(args[0], kwargs["timeout"])
 
 
 def test_skip_projects_linear_time():
     done = [{"model": "sj_psn", "shape": "1024x4x64", "T": 1024, "B": 4, "C": 64, "time_ms": 40_000.0}]
-    assert bench._skip_reason("sj_psn", (16384, 4, 64), done, 300.0).startswith("skipped: >= 1280 s")
-    assert bench._skip_reason("sj_psn", (2048, 4, 64), done, 300.0) is None
-    assert bench._skip_reason("sj_psn", (16384, 8, 64), done, 300.0) is None
-    assert bench._skip_reason("dsn", (16384, 4, 64), done, 300.0) is None
+    assert run.skip_reason("sj_psn", (16384, 4, 64), done, 300.0).startswith("skipped: >= 1280 s")
+    assert run.skip_reason("sj_psn", (2048, 4, 64), done, 300.0) is None
+    assert run.skip_reason("sj_psn", (16384, 8, 64), done, 300.0) is None
+    assert run.skip_reason("dsn", (16384, 4, 64), done, 300.0) is None
 
 
 @pytest.mark.parametrize("bad", ["1024x32", "axbxc", "0x4x64", "1024*32*256"])
@@ -96,15 +99,15 @@ def test_plot_writes_png(tmp_path):
             for m, ms in (("dsn", 0.01), ("sj_lif", 0.1), ("sj_psn", 0.2)) for t in (1024, 4096)]
     rows.append({"model": "sj_lif", "shape": "16384x4x64", "T": 16384, "B": 4, "C": 64, "error": "timed out"})
     out = tmp_path / "b.png"
-    bench._plot(out, rows, bench.ratios(rows), bench.machine_info("cpu"))
+    plot.plot(out, rows, bench.ratios(rows), bench.machine_info("cpu"))
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_missing_framework_is_skipped_with_a_note(monkeypatch, capsys):
-    real = bench.importlib.util.find_spec
-    monkeypatch.setattr(bench.importlib.util, "find_spec", lambda name: None if name == "snntorch" else real(name))
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None if name == "snntorch" else real(name))
     fake = {"time_ms": 2.0, "times_ms": [2.0], "warmup_ms": 3.0, "repeats": 1, "peak_mib": 1.0}
-    monkeypatch.setattr(bench, "_run_case", lambda model, shape, args: dict(fake))
+    monkeypatch.setattr(run, "run_case", lambda model, shape, args: dict(fake))
     assert bench.main(_parse(["--shapes", "8x1x4", "--models", "dsn", "snntorch_leaky"])) == 0
     out = capsys.readouterr().out
     assert "note: skipping snntorch_leaky: snntorch is not installed" in out
@@ -125,7 +128,7 @@ def test_json_is_written_after_every_case_and_a_cut_run_resumes(tmp_path, monkey
     out = tmp_path / "b.json"
     argv = ["--shapes", "8x1x4", "16x1x4", "--models", "dsn", "prf", "lif", "--json", str(out)]
     calls: list = []
-    monkeypatch.setattr(bench, "_run_case", _fake_case({"dsn": 2.0, "prf": 1.0}, calls))
+    monkeypatch.setattr(run, "run_case", _fake_case({"dsn": 2.0, "prf": 1.0}, calls))
     with pytest.raises(KeyboardInterrupt):  # dies at the third case, lif 8x1x4
         bench.main(_parse(argv))
     cut = json.loads(out.read_text())
@@ -134,7 +137,7 @@ def test_json_is_written_after_every_case_and_a_cut_run_resumes(tmp_path, monkey
     assert not list(tmp_path.glob("*.partial"))
 
     calls.clear()
-    monkeypatch.setattr(bench, "_run_case", _fake_case({"dsn": 4.0, "prf": 3.0, "lif": 5.0}, calls))
+    monkeypatch.setattr(run, "run_case", _fake_case({"dsn": 4.0, "prf": 3.0, "lif": 5.0}, calls))
     assert bench.main(_parse([*argv, "--resume"])) == 0
     assert calls == [("lif", (8, 1, 4)), ("dsn", (16, 1, 4)), ("prf", (16, 1, 4)), ("lif", (16, 1, 4))]
     data = json.loads(out.read_text())
@@ -147,7 +150,7 @@ def test_json_is_written_after_every_case_and_a_cut_run_resumes(tmp_path, monkey
 
 def test_resume_refuses_another_machine_or_no_file(tmp_path, monkeypatch, capsys):
     out = tmp_path / "b.json"
-    monkeypatch.setattr(bench, "_run_case", _fake_case({"dsn": 1.0}, []))
+    monkeypatch.setattr(run, "run_case", _fake_case({"dsn": 1.0}, []))
     argv = ["--shapes", "8x1x4", "--models", "dsn", "--json", str(out)]
     assert bench.main(_parse(argv)) == 0
     data = json.loads(out.read_text())

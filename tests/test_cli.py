@@ -15,7 +15,7 @@ pytest.importorskip("sklearn")
 def test_demo_trains_and_reports(neuron):
     lines = []
     result = run_demo(neuron, epochs=8, hidden=32, progress=False, log=lines.append)
-    assert result.test_accuracy >= 0.2  # twice chance (measured: dsn 0.59, prf 0.29, ltc 0.54)
+    assert result.test_accuracy >= 0.3  # three times chance (measured: dsn 0.80, prf 0.48, ltc 0.69)
     assert result.samples_per_second > 0 and result.seconds_per_epoch > 0
     assert "test accuracy" in lines[-1]
 
@@ -61,7 +61,8 @@ def test_cli_train_adding_reports_a_measured_mse(tmp_path, capsys):
     assert cli.main(["train", "--rule", "fptt", "--task", "adding", "--steps", "20", "--iterations", "10", "--json", str(out)]) == 0
     assert "task=adding-20" in capsys.readouterr().out
     (row,) = json.loads(out.read_text())["rows"]
-    assert row["rule"] == "fptt" and row["iterations"] == 10 and 0.0 < row["test_mse"] < 10.0
+    # ten iterations: about the trivial MSE 1/6 of predicting the mean (measured: 0.166), far from a broken run's
+    assert row["rule"] == "fptt" and row["iterations"] == 10 and 0.0 < row["test_mse"] < 0.25
 
 
 @pytest.mark.slow
@@ -86,6 +87,8 @@ def test_cli_train_image_runs_tsslbp_and_bptt_and_refuses_other_rules(capsys):
     out = capsys.readouterr().out
     assert "rule=tsslbp" in out and "rule=bptt" in out and out.count("test_accuracy=") == 2
     assert out.count("recipe=reference") == 2 and out.count("dt_du=spikes") == 1 and out.count("loss=kernel") == 2
+    accuracies = [float(part.split("=")[1]) for part in out.replace("\n", ", ").split(", ") if part.startswith("test_accuracy=")]
+    assert min(accuracies) >= 0.15  # both learn in one epoch (measured: tsslbp 0.25, bptt 0.29; chance 0.1)
     assert cli.main(["train", "--task", "image", "--rule", "bptt", "--loss", "count", "--epochs", "1"]) == 0
     assert "loss=count" in capsys.readouterr().out
     assert cli.main(["train", "--task", "pixel", "--loss", "count"]) == 2
@@ -105,7 +108,7 @@ def test_cli_train_image_runs_tsslbp_and_bptt_and_refuses_other_rules(capsys):
     assert "--recipe is for --task image, not --task row" in capsys.readouterr().err
     for rule in ("all", "bptt"):
         assert cli.main(["train", "--task", "image", "--rule", rule, "--dt-du", "spikes"]) == 2
-        assert "--dt-du is an option of TSSL-BP" in capsys.readouterr().err
+        assert "--dt-du is TSSL-BP's: use it with --rule tsslbp" in capsys.readouterr().err
     assert cli.main(["train", "--task", "image", "--rule", "ottt"]) == 2
     assert cli.main(["train", "--task", "row", "--seed", "0,x"]) == 2
     assert "argument --seed: expected integers in [0, 2**32 - 1] separated by commas, got '0,x'" in capsys.readouterr().err
@@ -116,7 +119,7 @@ def test_cli_train_image_runs_tsslbp_and_bptt_and_refuses_other_rules(capsys):
         assert cli.main(["train", "--task", task, "--valid", share]) == 2
         assert "argument --valid: expected a share in (0, 1)" in capsys.readouterr().err
     assert cli.main(["train", "--task", "adding", "--valid", "0.2"]) == 2
-    assert "--valid takes a share in (0, 1) of the training digits: not for --task adding" in capsys.readouterr().err
+    assert "--valid is for --task row, pixel or image, not --task adding" in capsys.readouterr().err
     assert cli.main(["train", "--task", "image", "--steps", "0"]) == 2
     assert "argument --steps: expected an integer >= 1, got '0'" in capsys.readouterr().err
 
@@ -140,7 +143,8 @@ def test_cli_train_scores_several_rates_on_the_validation_share_and_names_the_be
     rows = json.loads(out.read_text())["rows"]
     assert [row["lr"] for row in rows] == [1e-4, 1e-2]
     assert all("test_accuracy" not in row and 0.0 <= row["valid_accuracy"] <= 1.0 for row in rows)
-    assert max(row["valid_accuracy"] for row in rows) >= 0.2  # the better rate learns (measured: 0.45)
+    slow, fast = (row["valid_accuracy"] for row in rows)
+    assert fast >= 0.3 and fast > slow + 0.1  # 1e-2 learns in 3 epochs, 1e-4 barely moves (measured: 0.45, 0.10)
     printed = capsys.readouterr().out
     for row in rows:
         assert f"rule=tsslbp, lr={row['lr']:g}, seeds=1, mean valid_accuracy={row['valid_accuracy']:.4f}" in printed
@@ -206,7 +210,7 @@ def test_cli_reports_non_finite_training_in_one_line(capsys):
     stops with one line naming the step (exit code 1) and a diverged one says so."""
     assert cli.main(["demo", "--neuron", "prf", "--lr", "1e6", "--epochs", "1", "--hidden", "16", "--no-progress"]) == 1
     err = capsys.readouterr().err
-    assert err.startswith("snn-parallel demo: error: demo: training went non-finite at step ") and err.count("\n") == 1
+    assert err.startswith("snn-parallel demo: error: bptt: training went non-finite at optimizer step ") and err.count("\n") == 1
     assert cli.main(["demo", "--lr", "1e6", "--epochs", "1", "--hidden", "16", "--no-progress"]) == 0
     assert "warning: the training diverged" in capsys.readouterr().out
 
@@ -217,3 +221,83 @@ def test_cli_adding_problem_takes_fptt_parts(tmp_path, capsys):
                      "--json", str(out)]) == 0
     (row,) = json.loads(out.read_text())["rows"]
     assert row["steps"] == 6 and row["iterations"] == 10
+
+
+# -- subcommands: the tasks, rules and benchmark jobs each take only their own options ------------------
+def _parsed(argv):
+    return vars(cli.build_parser().parse_args(argv))
+
+
+@pytest.mark.parametrize(
+    "flags, words",
+    [
+        (["train"], ["train", "row", "all"]),
+        (["train", "--task", "adding", "--rule", "fptt", "--steps", "20"], ["train", "adding", "fptt", "--steps", "20"]),
+        (["train", "--steps=20", "--rule=fptt", "--task=adding"], ["train", "adding", "--rule", "fptt", "--steps", "20"]),
+        (["train", "--rule", "ottt", "--trace", "neuron"], ["train", "row", "ottt", "--trace", "neuron"]),
+        (["train", "--task", "image", "--epochs", "2"], ["train", "image", "--epochs", "2"]),
+        (["bench", "--shapes", "8x1x4"], ["bench", "neurons", "--shapes", "8x1x4"]),
+        (["bench", "--learners", "--rules", "bptt"], ["bench", "learners", "--rules", "bptt"]),
+    ],
+)
+def test_task_rule_and_job_as_options_or_subcommands_parse_the_same(flags, words):
+    assert _parsed(flags) == _parsed(words)
+
+
+def test_subcommands_parse_what_they_select():
+    args = _parsed(["train", "--task", "image", "--rule", "tsslbp", "--dt-du", "rising", "--lr", "1e-3,2e-3"])
+    assert (args["task"], args["rule"], args["dt_du"], args["lr"], args["parts"]) == ("image", "tsslbp", "rising", [1e-3, 2e-3], None)
+    assert _parsed(["bench", "--learners"])["job"] == "learners" and _parsed(["bench"])["job"] == "neurons"
+
+
+def test_rule_all_passes_alpha_to_fptt_alone(monkeypatch, capsys):
+    """``--rule all`` takes FPTT's and OTTT's options; ``--alpha`` reaches FPTT alone, the others every rule as before."""
+    from snn_parallel.learners import experiments
+
+    calls = {}
+
+    def fake(rule, mode, **options):
+        calls[rule] = options
+        return {"rule": rule, "test_accuracy": 0.5}
+
+    monkeypatch.setattr(experiments, "train_digits", fake)
+    assert cli.main(["train", "--alpha", "0.1", "--parts", "4", "--trace", "presynaptic", "--epochs", "1"]) == 0
+    assert sorted(calls) == ["bptt", "fptt", "hypr", "ottt"]
+    assert calls["fptt"]["alpha"] == 0.1 and all("alpha" not in calls[rule] for rule in ("bptt", "hypr", "ottt"))
+    assert all(options["parts"] == 4 and options["trace"] == "presynaptic" for options in calls.values())
+    assert capsys.readouterr().out.count("test_accuracy=0.5000") == 4
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["train", "--rule", "bptt", "--parts=4"], "--parts is FPTT's: use it with --rule fptt or all"),
+        (["train", "row", "hypr", "--readout", "trace"], "--readout is OTTT's: use it with --rule ottt or all"),
+        (["train", "--task", "adding", "--trace", "neuron"], "--trace is for --task row or pixel, not --task adding"),
+        (["train", "--task", "pixel", "--iter", "5"], "--iterations is for --task adding, not --task pixel"),
+        (["train", "--task", "image", "--rule", "bptt", "--dt-du", "rising"], "--dt-du is TSSL-BP's: use it with --rule tsslbp"),
+        (["train", "--task", "image", "--rule", "ottt"], "argument RULE: invalid choice: 'ottt'"),
+        (["train", "--task", "row", "--rule", "tsslbp"], "argument RULE: invalid choice: 'tsslbp'"),
+        (["train", "--task", "sound"], "argument TASK: invalid choice: 'sound'"),
+        (["train", "--no-such-option"], "unrecognized arguments: --no-such-option"),
+        (["bench", "learners", "--shapes", "8x1x4"], "--shapes times the neurons; --learners does not use it"),
+        (["bench", "--learners-json", "x.json"], "--learners-json is for --learners"),
+    ],
+)
+def test_misplaced_options_are_refused_by_the_subcommand_with_where_they_belong(capsys, argv, message):
+    assert cli.main(argv) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and message in captured.err and captured.err.count("\n") == 1, captured.err
+
+
+def test_help_lists_what_each_subcommand_takes(capsys):
+    for argv, present, absent in (
+        (["train", "--help"], ["adding", "image"], ["--parts"]),
+        (["train", "--task", "adding", "--help"], ["--iterations", "--parts", "--alpha"], ["--epochs", "--trace", "--dt-du"]),
+        (["train", "image", "tsslbp", "--help"], ["--dt-du", "--recipe", "--epochs"], ["--parts", "--neuron"]),
+        (["bench", "--help"], ["neurons", "learners"], ["--shapes"]),
+        (["bench", "--learners", "--help"], ["--rules", "--lengths"], ["--shapes"]),
+    ):
+        assert cli.main(argv) == 0
+        out = capsys.readouterr().out
+        assert all(word in out for word in present) and not any(word in out for word in absent), (argv, out)

@@ -18,8 +18,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from ..neurons import LTC, PRF, BRF, DecoupledLIF, DynamicDecay, SEAdLIF
-from ..surrogate import Sigmoid
+from .. import registry
 from ..tasks import AddingProblem, SequentialDigits, make_loader
 from ..tasks._base import SequenceDataset
 from .hypr import HYPRTrainer
@@ -30,20 +29,13 @@ from .trainer import Trainer
 from .tsslbp import SpikeSequenceLoss, TSSLBPTrainer, tssl_network
 
 __all__ = [
-    "RULES", "NEURONS", "IMAGE_RULES", "IMAGE_NETWORK", "classifier", "build_trainer", "digits_loss", "train_digits",
+    "RULES", "DIGITS_NEURONS", "IMAGE_RULES", "IMAGE_NETWORK", "classifier", "build_trainer", "digits_loss", "train_digits",
     "train_adding", "train_image", "memory_profile", "tsslbp_profile", "MEMORY_NETWORKS",
 ]
 
 RULES: dict[str, type[Trainer]] = {"bptt": BPTTTrainer, "fptt": FPTTTrainer, "ottt": OTTTTrainer, "hypr": HYPRTrainer}
-NEURONS: dict[str, Callable[[int], nn.Module]] = {
-    "lif": lambda n: DecoupledLIF(n, tau=2.0),
-    "prf": lambda n: PRF(n, dt_range=(0.01, 1.0), learn_decay=True),
-    # PRF as SpikingJelly's PRFNode(n, dt_range=(0.01, 1.0)) builds it: fixed decay, sigmoid surrogate
-    "prf_fixed": lambda n: PRF(n, dt_range=(0.01, 1.0), surrogate=Sigmoid()),
-    "dsn": lambda n: DynamicDecay(n),
-    "brf": lambda n: BRF(n),
-    "adlif": lambda n: SEAdLIF(n),
-}
+#: the neurons of :mod:`snn_parallel.registry` that ``snn-parallel train`` offers on the digits
+DIGITS_NEURONS = ("adlif", "brf", "dsn", "lif", "prf", "prf_fixed")
 
 
 def _synapse(fan_in: int, fan_out: int, gain: float = 3.0) -> nn.Linear:
@@ -55,17 +47,16 @@ def _synapse(fan_in: int, fan_out: int, gain: float = 3.0) -> nn.Linear:
 
 
 def classifier(inputs: int, classes: int, neuron: str = "lif", hidden: int = 128, layers: int = 2) -> nn.Sequential:
-    """``Linear -> neuron`` blocks and a Linear readout, as an ``nn.Sequential`` the trainers accept."""
-    if neuron not in NEURONS:
-        raise ValueError(f"neuron must be one of {sorted(NEURONS)}, got {neuron!r}")
+    """``Linear -> neuron`` blocks and a Linear readout, as an ``nn.Sequential`` the trainers accept;
+    ``neuron`` is a name of :mod:`snn_parallel.registry`, built with the built-in tasks' arguments."""
     modules: list[nn.Module] = []
     sizes = [inputs] + [hidden] * layers
     for fan_in, fan_out in zip(sizes[:-1], sizes[1:]):
-        modules += [_synapse(fan_in, fan_out), NEURONS[neuron](fan_out)]
+        modules += [_synapse(fan_in, fan_out), registry.build(neuron, fan_out)]
     return nn.Sequential(*modules, nn.Linear(hidden, classes))
 
 
-#: OTTT's trace per neuron of :data:`NEURONS`: the neuron's own decay where it has one
+#: OTTT's trace per neuron name: the neuron's own decay where it has one
 OTTT_TRACES = {"lif": "neuron", "prf": "neuron"}
 
 
@@ -142,7 +133,8 @@ def train_adding(steps: int = 200, *, rule: str = "fptt", parts: int = 10, itera
         SequenceDataset(data.inputs, data.targets[:, None])
         for data in (AddingProblem(steps, iterations * batch_size // 10, seed=seed), AddingProblem(steps, 1000, seed=seed + 1))
     )
-    model = nn.Sequential(RecurrentBlock(2, LTC(hidden, b0=0.5, beta_a=0.0), output="membrane"), nn.Linear(hidden, 1))
+    ltc = registry.build("ltc", hidden, mode="paper", b0=0.5, beta_a=0.0)
+    model = nn.Sequential(RecurrentBlock(2, ltc, output="membrane"), nn.Linear(hidden, 1))
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     options = {"parts": parts, "alpha": alpha, "part_weight": "adding"} if rule == "fptt" else {}
     trainer = RULES[rule](model, optimizer, loss=StepLoss("mse", "last"), progress=False, **options)
