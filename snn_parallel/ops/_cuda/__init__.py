@@ -47,6 +47,7 @@ __all__ = [
     "KernelFile",
     "arg",
     "chunking",
+    "grad_strides",
     "kernel_files",
     "kernel_op",
     "spike_code",
@@ -321,6 +322,11 @@ def kernel_op(name: str, fake: Callable[..., Any]) -> Callable[[Callable[..., An
 def arg(tensor: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """``tensor`` as a contiguous ``dtype`` kernel argument (no copy when it already is one)."""
     return tensor.to(dtype).contiguous()
+
+
+def grad_strides(grad: torch.Tensor | None) -> tuple[int, int]:
+    """The ``(time, lane)`` strides a kernel reads a ``[T, N]`` gradient with (``(0, 0)`` for an absent one)."""
+    return (0, 0) if grad is None else grad.stride()
 
 
 def spike_code(spike_fn: Surrogate) -> tuple[int, tuple[float, float, float, float], int] | None:
