@@ -90,6 +90,74 @@ __device__ __forceinline__ WithBias<Acc> load_cg(const WithBias<Acc>* p) {
     return {load_cg(&p->g), load_cg(&p->beta)};
 }
 
+// Small matrix maps: a state of R floats and an R x R matrix acting on it (the carried gradients of LTC and TSSL-BP,
+// whose backward passes are linear in them). Products are fmaf chains in a fixed order.
+template <int R>
+struct Vec {
+    float v[R];
+};
+template <int R>
+struct Mat {
+    float m[R][R];
+};
+template <int R>
+__device__ __forceinline__ Vec<R> affine(const Mat<R>& d, const Vec<R>& h, const Vec<R>& b) {
+    Vec<R> out;
+    SNN_UNROLL
+    for (int i = 0; i < R; ++i) {
+        float acc = b.v[i];
+        SNN_UNROLL
+        for (int j = 0; j < R; ++j) acc = fmaf(d.m[i][j], h.v[j], acc);
+        out.v[i] = acc;
+    }
+    return out;
+}
+template <int R>
+__device__ __forceinline__ Mat<R> mul(const Mat<R>& a, const Mat<R>& b) {
+    Mat<R> out;
+    SNN_UNROLL
+    for (int i = 0; i < R; ++i) {
+        SNN_UNROLL
+        for (int k = 0; k < R; ++k) {
+            float acc = 0.0f;
+            SNN_UNROLL
+            for (int j = 0; j < R; ++j) acc = fmaf(a.m[i][j], b.m[j][k], acc);
+            out.m[i][k] = acc;
+        }
+    }
+    return out;
+}
+template <int R>
+__device__ __forceinline__ void set_one(Mat<R>& x) {
+    SNN_UNROLL
+    for (int i = 0; i < R; ++i) {
+        SNN_UNROLL
+        for (int j = 0; j < R; ++j) x.m[i][j] = i == j ? 1.0f : 0.0f;
+    }
+}
+template <int R>
+__device__ __forceinline__ void set_zero(Vec<R>& x) {
+    SNN_UNROLL
+    for (int i = 0; i < R; ++i) x.v[i] = 0.0f;
+}
+template <int R>
+__device__ __forceinline__ Vec<R> load_cg(const Vec<R>* p) {
+    Vec<R> out;
+    SNN_UNROLL
+    for (int i = 0; i < R; ++i) out.v[i] = load_cg(&p->v[i]);
+    return out;
+}
+template <int R>
+__device__ __forceinline__ Mat<R> load_cg(const Mat<R>* p) {
+    Mat<R> out;
+    SNN_UNROLL
+    for (int i = 0; i < R; ++i) {
+        SNN_UNROLL
+        for (int j = 0; j < R; ++j) out.m[i][j] = load_cg(&p->m[i][j]);
+    }
+    return out;
+}
+
 struct NoPartial {};
 __device__ __forceinline__ void set_zero(NoPartial&) {}
 __device__ __forceinline__ NoPartial add(NoPartial a, NoPartial) { return a; }
