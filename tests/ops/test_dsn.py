@@ -101,6 +101,8 @@ def test_bad_arguments_name_the_argument():
         dsn_membrane(x, history, weight, bias, 0.25, h0, torch.sigmoid)
     with pytest.raises(ValueError, match="tau must be positive"):
         dsn_membrane(x, history, weight, bias, 0.0, h0, ATan())
+    with pytest.raises(TypeError, match="membrane must be a bool"):
+        dsn_membrane(x, history, weight, bias, 0.25, h0, ATan(), membrane=1)
 
 
 # ---- the op on each backend, in float32 against the float64 reference ---------------------------------
@@ -154,6 +156,41 @@ def test_cupy_path_any_grid(emulate_cupy):
         results.append((*out, *grads(out, got_in)))
     for a, b in zip(*results):
         assert torch.equal(a, b)
+
+
+def test_expanded_and_missing_upstream_gradients(emulate_cupy):
+    """``spikes.sum()`` (a stride-0 gradient), no gradient for ``h_last``, and the membrane left out: the kernels'
+    gradients equal the torch path's."""
+    emulate_cupy(workers=2, seed=1)
+    inputs = dsn_case(150, 4, (3, 5), ATan(), 1.0, seed=6)
+    results = []
+    for name in ("torch", "cupy"):
+        got_in = leaves(*inputs)
+        spikes, h, _ = dsn_membrane(*got_in[:4], 0.25, got_in[4], ATan(), 1.0, backend=name)
+        loss = spikes.sum() + h[::2].square().sum()
+        results.append(torch.autograd.grad(loss, got_in))
+        spikes, none, _ = dsn_membrane(*got_in[:4], 0.25, got_in[4], ATan(), 1.0, backend=name, membrane=False)
+        assert none is None
+        results.append(torch.autograd.grad(spikes.sum(), got_in))
+    for got, want in ((results[2], results[0]), (results[3], results[1])):
+        compare(got, [w.double() for w in want], ("grad x", "grad history", "grad weight", "grad bias", "grad h0"), rtol=1e-4)
+
+
+def test_per_lane_and_scalar_parameters(emulate_cupy):
+    """Taps and bias per lane (``[k, B, C]``, ``[B, C]``: P = N) and shared by every lane (``[k]``, ``[]``: P = 1) reach
+    the kernels in their compact form and give the float64 reference's values and gradients."""
+    emulate_cupy(workers=2, seed=3)
+    base = dsn_case(70, 3, (2, 5), ATan(), 1.0, seed=7)
+    gen = torch.Generator().manual_seed(7)
+    for weight, bias in ((torch.randn(3, 2, 5, generator=gen) / 2, torch.randn(2, 5, generator=gen) + 1),
+                         (torch.randn(3, generator=gen) / 2, torch.tensor(1.0))):
+        inputs = (base[0], base[1], weight, bias, base[4])
+        got_in, ref_in = leaves(*inputs), leaves(*inputs, dtype=torch.float64)
+        got = dsn_membrane(*got_in[:4], 0.25, got_in[4], ATan(), 1.0, backend="cupy")
+        ref = _reference_with_spikes(*ref_in)
+        compare(got[1:], ref[1:], ("h", "h_last"))
+        names = ("grad x", "grad history", "grad weight", "grad bias", "grad h0")
+        compare(grads(got[1:], got_in), grads(ref[1:], ref_in), names, rtol=1e-4)
 
 
 def test_taps_beyond_the_kernel_fall_back_or_raise(emulate_cupy):

@@ -1,7 +1,8 @@
 """CuPy path of the DSN membrane: the time-chunked kernels of ``dsn.cu``.
 
-Same contracts as :func:`.fused.dsn_forward` / :func:`.fused.dsn_backward`, except that the forward writes the
-membrane only when asked and returns checkpoints (``H`` entering every :data:`~snn_parallel.ops._cuda.SEGMENT`
+Same contracts as :func:`.fused.dsn_forward` / :func:`.fused.dsn_backward`, except that the taps and bias come in
+their compact form (``[k, P]`` and ``[P]``, read for lane ``n`` at ``(n // spatial) % P``, see
+:func:`~snn_parallel.ops._layout.param_layout`), the forward writes the membrane only when asked and returns checkpoints (``H`` entering every :data:`~snn_parallel.ops._cuda.SEGMENT`
 steps, float32) from which the backward recomputes it. ``x``, ``history``, ``h0`` and the sequences run in the
 storage dtype of ``x``; ``weight`` and ``bias`` in float32; gradients come back in the dtypes of their inputs.
 
@@ -25,7 +26,8 @@ MAX_TAPS = 8
 KERNEL = KernelFile(__package__, "dsn.cu", {"DSN_MAX_TAPS": MAX_TAPS})
 
 
-def _fake_forward(x, history, weight, bias, h0, tau, shift, kind, params, inclusive, membrane, segments_per_block=None):
+def _fake_forward(x, history, weight, bias, h0, tau, shift, kind, params, inclusive, membrane, count, spatial,
+                  segments_per_block=None):
     steps, lanes = x.shape
     return (torch.empty_like(x), x.new_empty(x.shape if membrane else (0,)),
             x.new_empty(math.ceil(steps / SEGMENT), lanes, dtype=torch.float32), x.new_empty(lanes, dtype=torch.float32))
@@ -33,8 +35,8 @@ def _fake_forward(x, history, weight, bias, h0, tau, shift, kind, params, inclus
 
 @kernel_op("dsn_forward", _fake_forward)
 def _forward(x: torch.Tensor, history: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, h0: torch.Tensor,
-             tau: float, shift: float, kind: int, params: list[float], inclusive: bool, membrane: bool,
-             segments_per_block: int | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+             tau: float, shift: float, kind: int, params: list[float], inclusive: bool, membrane: bool, count: int,
+             spatial: int, segments_per_block: int | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     steps, lanes = x.shape
     x = x.contiguous()
     spikes = torch.empty_like(x)
@@ -46,7 +48,7 @@ def _forward(x: torch.Tensor, history: torch.Tensor, weight: torch.Tensor, bias:
         "dsn_fwd", x.dtype, (grid,), (32, CHUNK_WARPS),
         x, arg(history, x.dtype), arg(weight, torch.float32), arg(bias, torch.float32), arg(h0, x.dtype), spikes,
         h if membrane else None, checkpoints, h_last, *look_back, 1.0 / tau, shift, kind, *params, int(inclusive),
-        weight.shape[0], steps, lanes, per_block,
+        weight.shape[0], steps, lanes, count, spatial, per_block,
     )  # fmt: skip
     return spikes, h, checkpoints, h_last
 
@@ -60,30 +62,32 @@ def dsn_forward_cupy(
     h0: torch.Tensor,
     spike_fn: Surrogate,
     shift: float,
-    membrane: bool = True,
+    membrane: bool,
+    layout: tuple[int, int],
     *,
     segments_per_block: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor, torch.Tensor]:
     """``(spikes, h, h_last, checkpoints)`` for ``x`` ``[T, N]`` (``h`` ``None`` unless ``membrane``); ``weight`` is
-    ``[k, N]``, ``bias`` ``[N]``; ``segments_per_block`` forces the launch configuration."""
+    ``[k, P]``, ``bias`` ``[P]`` with ``layout = (P, spatial)``; ``segments_per_block`` forces the launch
+    configuration."""
     kind, params, inclusive = spike_code(spike_fn)
     spikes, h, checkpoints, h_last = _forward(x, history, weight, bias, h0, float(tau), float(shift), kind, list(params),
-                                              bool(inclusive), membrane, segments_per_block)  # fmt: skip
+                                              bool(inclusive), membrane, *layout, segments_per_block)  # fmt: skip
     return spikes, h if membrane else None, h_last.to(x.dtype), checkpoints
 
 
 def _fake_backward(grad_spikes, grad_h, grad_last, x, history, weight, bias, checkpoints, tau, shift, kind, params,
-                   segments_per_block=None):
+                   count, spatial, segments_per_block=None):
     lanes = x.shape[1]
-    return (torch.empty_like(x), x.new_empty(history.shape), x.new_empty(weight.shape, dtype=torch.float32),
+    return (torch.empty_like(x), x.new_empty(history.shape), x.new_empty(weight.shape[0], lanes, dtype=torch.float32),
             x.new_empty(lanes, dtype=torch.float32), x.new_empty(lanes, dtype=torch.float32))
 
 
 @kernel_op("dsn_backward", _fake_backward)
 def _backward(grad_spikes: torch.Tensor | None, grad_h: torch.Tensor | None, grad_last: torch.Tensor | None,
               x: torch.Tensor, history: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, checkpoints: torch.Tensor,
-              tau: float, shift: float, kind: int, params: list[float], segments_per_block: int | None = None,
-              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+              tau: float, shift: float, kind: int, params: list[float], count: int, spatial: int,
+              segments_per_block: int | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     steps, lanes = x.shape
     taps = weight.shape[0]
     grad_x = torch.empty_like(x)
@@ -101,10 +105,11 @@ def _backward(grad_spikes: torch.Tensor | None, grad_h: torch.Tensor | None, gra
         "dsn_bwd", x.dtype, (grid,), (32, CHUNK_WARPS),
         grad_spikes, grad_h, None if grad_last is None else arg(grad_last, torch.float32), x, arg(history, x.dtype),
         weight, arg(bias, torch.float32), checkpoints, grad_x, grad_h0, head, tail, partials, *look_back, 1.0 / tau,
-        shift, kind, *params, taps, steps, lanes, *grad_strides(grad_spikes), *grad_strides(grad_h), per_block,
+        shift, kind, *params, taps, steps, lanes, count, spatial, *grad_strides(grad_spikes), *grad_strides(grad_h),
+        per_block,
     )  # fmt: skip
     KERNEL.launch_items("dsn_fixup", x.dtype, segments * lanes, weight, head, tail, partials, grad_x, grad_history,
-                        grad_weight, grad_bias, taps, steps, lanes, groups)  # fmt: skip
+                        grad_weight, grad_bias, taps, steps, lanes, count, spatial, groups)  # fmt: skip
     return grad_x, grad_history, grad_weight, grad_bias, grad_h0
 
 
@@ -121,14 +126,16 @@ def dsn_backward_cupy(
     checkpoints: torch.Tensor,
     spike_fn: Surrogate,
     shift: float,
+    layout: tuple[int, int],
     *,
     segments_per_block: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Gradients of ``(x, history, weight, bias, h0)`` from those of ``(spikes, h, h_last)`` (each ``None`` when none
-    reached it; ``[T, N]`` gradients with any strides) and the forward's ``checkpoints``."""
+    reached it; ``[T, N]`` gradients with any strides) and the forward's ``checkpoints``; the weight's and bias's per
+    lane, ``[k, N]`` and ``[N]``."""
     kind, params, _ = spike_code(spike_fn)
     grad_x, grad_history, grad_weight, grad_bias, grad_h0 = _backward(
         grad_spikes, grad_h, grad_last, x, history, weight, bias, checkpoints, float(tau), float(shift), kind,
-        list(params), segments_per_block,
+        list(params), *layout, segments_per_block,
     )  # fmt: skip
     return grad_x, grad_history.to(history.dtype), grad_weight.to(weight.dtype), grad_bias.to(bias.dtype), grad_h0.to(h0.dtype)

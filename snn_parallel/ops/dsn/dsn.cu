@@ -5,8 +5,10 @@
 //     H_t = alpha_t H_{t-1} + (1 - alpha_t) X_t,   S_t = S(H_t - shift)
 //
 // Layout: x, spikes, membrane and their gradients are time-major [T, N] in the storage dtype; history is [k-1, N]
-// (the inputs X_{-k+1} .. X_{-1} before x, oldest first) and h0 [N], both in the storage dtype; weight [k, N] (tap j
-// of lane n at j*N + n, oldest input first) and bias [N] are float32, as are their gradients, the checkpoints
+// (the inputs X_{-k+1} .. X_{-1} before x, oldest first) and h0 [N], both in the storage dtype; weight [k, P] (tap j
+// of parameter lane p at j*P + p, oldest input first) and bias [P] are float32, read for lane n at
+// p = (n / spatial) % P (per channel: P = C, spatial = the product of the spatial dims; per lane: P = N); their
+// gradients are float32 per lane ([k, N], [N]; one torch reduction sums them into [k, P], [P]), as are the checkpoints
 // [K, N] (H entering each segment of SNN_SEGMENT steps, K = ceil(T / SNN_SEGMENT)), h_last and grad_h0 [N].
 // A lane holds its taps right-aligned in DSN_MAX_TAPS registers: slot i meets X_{t - (DSN_MAX_TAPS - 1 - i)}, slots
 // below DSN_MAX_TAPS - k hold zero taps. The gate is computed with cheap math (1/tau multiplied, the fast exp and
@@ -83,18 +85,19 @@ struct DsnConv {
     const float* bias;
     int taps;
     float inv_tau;
-    long long T, N;
+    long long T, N, P, spatial;
     float w[DSN_MAX_TAPS]{};  // right-aligned taps (bound to the lane by bind())
     float b = 0.0f;
     float halo[DSN_HALO]{};  // halo[i] = X_{t0 - DSN_HALO + i} of the thread's first step t0 (zero below the taps)
 
     __device__ void bind(long long n) {
+        const long long p = (n / spatial) % P;
         SNN_UNROLL
         for (int i = 0; i < DSN_MAX_TAPS; ++i) {
             const int j = i - (DSN_MAX_TAPS - taps);
-            w[i] = j >= 0 ? weight[j * N + n] : 0.0f;
+            w[i] = j >= 0 ? weight[j * P + p] : 0.0f;
         }
-        b = bias[n];
+        b = bias[p];
     }
     // X_{t0 + j - back} (j - back >= -DSN_HALO), from the steps or the halo
     template <class Step>
@@ -279,8 +282,8 @@ extern "C" __global__ void __launch_bounds__(32 * SNN_WARPS, 1)
             scalar_t* __restrict__ membrane, float* __restrict__ checkpoints, float* __restrict__ h_last,
             int* __restrict__ flags, float* __restrict__ agg_d, float* __restrict__ agg_b,
             float* __restrict__ inclusive_states, float inv_tau, float shift, int kind, float p0, float p1, float p2,
-            float p3, int inclusive, int taps, long long T, long long N, long long G) {
-    DsnForward op = {{x, history, weight, bias, taps, inv_tau, T, N}, h0, spikes, membrane, checkpoints, h_last,
+            float p3, int inclusive, int taps, long long T, long long N, long long P, long long spatial, long long G) {
+    DsnForward op = {{x, history, weight, bias, taps, inv_tau, T, N, P, spatial}, h0, spikes, membrane, checkpoints, h_last,
                      shift, kind, inclusive, {p0, p1, p2, p3}};
     chunked_scan(op, chunking<float>(T, N, G, 0, flags, agg_d, agg_b, inclusive_states));
 }
@@ -293,8 +296,8 @@ extern "C" __global__ void __launch_bounds__(32 * SNN_WARPS, 1)
             float* __restrict__ tail, float* __restrict__ partials, int* __restrict__ flags,
             float* __restrict__ agg_d, float* __restrict__ agg_b, float* __restrict__ inclusive_states, float inv_tau,
             float shift, int kind, float p0, float p1, float p2, float p3, int taps, long long T, long long N,
-            long long sts, long long sns, long long stm, long long snm, long long G) {
-    DsnBackward op = {{x, history, weight, bias, taps, inv_tau, T, N}, grad_spikes, grad_h, grad_last, checkpoints,
+            long long P, long long spatial, long long sts, long long sns, long long stm, long long snm, long long G) {
+    DsnBackward op = {{x, history, weight, bias, taps, inv_tau, T, N, P, spatial}, grad_spikes, grad_h, grad_last, checkpoints,
                       grad_x, grad_h0, head, tail, partials, shift, kind, {p0, p1, p2, p3}, sts, sns, stm, snm};
     chunked_scan(op, chunking<float>(T, N, G, 1, flags, agg_d, agg_b, inclusive_states));
 }
@@ -303,17 +306,17 @@ extern "C" __global__ void dsn_fixup(const float* __restrict__ weight, const flo
                                      const float* __restrict__ tail, const float* __restrict__ partials,
                                      scalar_t* __restrict__ grad_x, scalar_t* __restrict__ grad_history,
                                      float* __restrict__ grad_weight, float* __restrict__ grad_bias, int taps,
-                                     long long T, long long N, long long groups) {
+                                     long long T, long long N, long long P, long long spatial, long long groups) {
     const long long K = (T + SNN_SEGMENT - 1) / SNN_SEGMENT, edge = taps - 1;
     for (long long item = item_start(); item < K * N; item += item_stride()) {
-        const long long e = item / N, n = item % N, start = e * SNN_SEGMENT;
+        const long long e = item / N, n = item % N, start = e * SNN_SEGMENT, p = (n / spatial) % P;
         // grad X_s for the k-1 steps s before segment e (history rows when e = 0): the taps reaching segment e
         for (long long s = start - edge; s < start; ++s) {
             if (s < 0 && e > 0) continue;
             float acc = e > 0 ? tail[((e - 1) * edge + s - (start - edge)) * N + n] : 0.0f;
             for (int j = 0; j < taps; ++j) {
                 const long long u = s + edge - j;
-                if (u >= start && u < T) acc = fmaf(weight[j * N + n], head[(e * edge + u - start) * N + n], acc);
+                if (u >= start && u < T) acc = fmaf(weight[j * P + p], head[(e * edge + u - start) * N + n], acc);
             }
             if (e > 0) store(grad_x + s * N + n, acc);
             else store(grad_history + (s + edge) * N + n, acc);
