@@ -229,3 +229,10 @@ def test_cuda_matches_torch_path(steps, at_spikes):
     """tsslbp's kernels against its torch path (float64): outputs and the current's gradient, for both revisions
     of dt/du. float32 only, as the kernel rounds the PSP that decides the silent-neuron fallback to the storage dtype."""
     check_op(_gpu_case(at_spikes), steps, torch.float32)
+
+
+@pytest.mark.parametrize("at_spikes", [True, False])
+def test_harness_matches_torch_path(emulate_cupy, at_spikes):
+    """The GPU test's checks on the CPU, the kernels in the CPU harness (333 steps: six segments across blocks)."""
+    emulate_cupy(workers=2, seed=1)
+    check_op(_gpu_case(at_spikes), 333, torch.float32, device="cpu")
