@@ -1,11 +1,13 @@
 """``snn-parallel bench --device cuda --quick``: the GPU kernels against the memory-bandwidth bound, in minutes.
 
-For DynamicDecay (``dsn``), PRF (``prf``), DecoupledLIF (``lif``) and ``linear_scan`` (``scan``), at
-``T x B x C`` in :data:`QUICK_SHAPES` (the scan also at :data:`SCAN_SHAPE`, 2^28 elements), float32:
+For DynamicDecay with binary and integer spikes (``dsn``, ``dsn_int``), PRF (``prf``), DecoupledLIF (``lif``),
+LTC in its parallel mode (``ltc``), TSSL-BP's PSPLIF (``psplif``) and ``linear_scan`` (``scan``), at ``T x B x C``
+in :data:`QUICK_SHAPES` (the scan also at :data:`SCAN_SHAPE`, 2^28 elements), float32:
 
-- ``forward`` and ``backward``: the op alone (``dsn_membrane``, ``linear_fire``, ``linear_scan`` on inputs
-  prepared beforehand, its per-channel parameters included), each timed with CUDA events; the backward from a
-  fresh forward each run, with a random gradient of the spikes (of ``h`` for the scan);
+- ``forward`` and ``backward``: the op alone (``dsn_membrane``, ``linear_fire``, ``ltc_scan``, ``tsslbp``,
+  ``linear_scan`` on inputs prepared beforehand, its per-channel parameters and LTC's gates included), each timed
+  with CUDA events; the backward from a fresh forward each run, with a random gradient of the spikes (of the PSP
+  for PSPLIF, of ``h`` for the scan);
 - ``fwd+bwd``: the module, ``neuron(x)[0].sum().backward()``, as ``snn-parallel bench`` times it;
 - the same three for SpikingJelly's ``LIFNode(step_mode='m')`` (``sj_lif``) and ``PSN`` (``sj_psn``) when
   SpikingJelly is installed, and ``copy`` (``y.copy_(x)``, 8 bytes an element) as the device's practical
@@ -36,27 +38,34 @@ import torch
 
 from ._validation import validation
 from .bench import DEFAULT_SHAPES, machine_info, peak_bandwidth, write_json
-from .neurons import PRF, DecoupledLIF, DynamicDecay
-from .ops import dsn_membrane, linear_fire, linear_scan
+from .neurons import LTC, PRF, PSPLIF, DecoupledLIF, DynamicDecay
+from .ops import dsn_membrane, linear_fire, linear_scan, ltc_scan, tsslbp
 
 Shape = tuple[int, int, int]
 QUICK_SHAPES: list[Shape] = [(16384, 1, 256), (65536, 1, 256), (4096, 16, 256), (16384, 16, 256), (1024, 256, 256)]
 #: the scan's large case: 2^28 elements
 SCAN_SHAPE: Shape = (65536, 16, 256)
-OURS = ("dsn", "prf", "lif", "scan")
+OURS = ("dsn", "dsn_int", "prf", "lif", "ltc", "psplif", "scan")
+#: our neurons (compared with the baselines)
+NEURONS = OURS[:-1]
 BASELINES = ("sj_lif", "sj_psn")
 MODELS = (*OURS, *BASELINES, "copy")
 PASSES = ("forward", "backward", "fwd+bwd")
 #: minimum bytes an element each pass must move in float32 (forward, backward): DSN reads x and writes the
 #: spikes, and in backward reads x and the spikes' gradient and writes x's; PRF without a reset the same;
 #: DecoupledLIF (with its reset) also writes the membrane its threshold chain needs, and reads it back; the
-#: scan reads a and b and writes h, and in backward reads a, h and h's gradient and writes those of a and b.
+#: scan reads a and b and writes h, and in backward reads a, h and h's gradient and writes those of a and b;
+#: LTC reads its current and two gates and writes the spikes and the membrane, and in backward reads the
+#: spikes' gradient and the three inputs and writes their gradients; PSPLIF reads the current and writes the PSP,
+#: and in backward reads the PSP's gradient and the current and writes the current's (a lower bound: both keep
+#: more of the forward for their backward than they must).
 #: SpikingJelly's LIFNode counts as DecoupledLIF; PSN (a T x T matrix product) and copy (8 bytes) have no
 #: backward bound here.
 MIN_BYTES: dict[str, tuple[int, int | None]] = {
-    "dsn": (8, 12), "prf": (8, 12), "lif": (12, 12), "scan": (12, 20), "sj_lif": (12, 12), "copy": (8, None),
+    "dsn": (8, 12), "dsn_int": (8, 12), "prf": (8, 12), "lif": (12, 12), "ltc": (20, 28), "psplif": (8, 12),
+    "scan": (12, 20), "sj_lif": (12, 12), "copy": (8, None),
 }
-MEASURE_S = 1.0  # measured runs stop once they have taken this long
+MEASURE_S = 0.5  # measured runs stop once they have taken this long (the session script's time limit holds every model)
 
 
 def min_bytes(model: str, pass_: str, elements: int) -> int | None:
@@ -94,15 +103,30 @@ def _op_runs(model: str, shape: Shape, device: torch.device) -> Runs:
             linear_scan(a, x, validate=False)[0].sum().backward()
 
         return Runs(scan_forward, lambda h: torch.autograd.backward(h, grad), scan_step)
-    neuron = {"dsn": DynamicDecay, "prf": PRF, "lif": DecoupledLIF}[model](features).to(device)
+    neuron = {
+        "dsn": lambda: DynamicDecay(features), "dsn_int": lambda: DynamicDecay(features, spike_mode="integer"),
+        "prf": lambda: PRF(features), "lif": lambda: DecoupledLIF(features), "ltc": lambda: LTC(features, mode="parallel"),
+        "psplif": lambda: PSPLIF(features),
+    }[model]().to(device)
     zeros = torch.zeros(batch, features, device=device)
-    if model == "dsn":
+    if model in ("dsn", "dsn_int"):
         weight, bias = (t.detach().requires_grad_() for t in neuron._taps(x))
         state = neuron.init_state(x[0])
 
         def forward() -> torch.Tensor:
             return dsn_membrane(x, state.history, weight, bias, neuron.tau, state.h, neuron._spike_fn, neuron._shift,
                                 validate=False)[0]  # fmt: skip
+    elif model == "ltc":
+        state = neuron.init_state(x[0])
+        with torch.no_grad():
+            rate, retention = (g.requires_grad_() for g in neuron._gates(x, state))
+
+        def forward() -> torch.Tensor:
+            return ltc_scan(x, rate, retention, *state, neuron.b0, neuron.beta_a, neuron.surrogate, validate=False)[0]
+    elif model == "psplif":
+        def forward() -> torch.Tensor:
+            return tsslbp(x, zeros, zeros, v_threshold=neuron.v_threshold, tau_m=neuron.tau_m, tau_s=neuron.tau_s,
+                          inclusive=neuron.surrogate.inclusive, validate=False)[0]
     else:
         if model == "prf":
             log_a, dt = neuron.coefficients()
@@ -231,7 +255,7 @@ def ratios(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """Speed-up (baseline time / our time) of each of our neurons over each baseline at each shape, ``fwd+bwd``."""
     timed = {(r["model"], _label((r["T"], r["B"], r["C"]))): r["time_ms"] for r in rows if r["pass"] == "fwd+bwd"}
     return [{"model": model, "baseline": base, "shape": shape, "speedup": timed[base, shape] / timed[model, shape]}
-            for (model, shape) in timed if model in OURS[:3]
+            for (model, shape) in timed if model in NEURONS
             for base in BASELINES if (base, shape) in timed]
 
 

@@ -26,7 +26,9 @@ def test_minimum_bytes_follow_the_table():
     elements = 1000
     expected = {("scan", "forward"): 12, ("scan", "backward"): 20, ("scan", "fwd+bwd"): 32,
                 ("prf", "forward"): 8, ("prf", "backward"): 12, ("dsn", "forward"): 8, ("dsn", "backward"): 12,
-                ("lif", "forward"): 12, ("lif", "backward"): 12, ("sj_lif", "fwd+bwd"): 24, ("copy", "forward"): 8}
+                ("lif", "forward"): 12, ("lif", "backward"): 12, ("sj_lif", "fwd+bwd"): 24, ("copy", "forward"): 8,
+                ("dsn_int", "forward"): 8, ("ltc", "forward"): 20, ("ltc", "backward"): 28, ("psplif", "forward"): 8,
+                ("psplif", "backward"): 12}
     for (model, pass_), per_element in expected.items():
         assert bench_quick.min_bytes(model, pass_, elements) == per_element * elements
     assert bench_quick.min_bytes("copy", "backward", elements) is None
@@ -66,11 +68,17 @@ def test_a_run_on_cpu_tensors_writes_the_schema(tmp_path):
 
 def test_the_timed_ops_are_the_kernels_and_the_modules():
     """forward runs the op alone, backward differentiates its output, fwd+bwd is the module's training step."""
-    runs = bench_quick.runs_for("prf", (16, 2, 4), torch.device("cpu"))
-    spikes = runs.forward()
-    assert spikes.shape == (16, 2, 4) and spikes.requires_grad
-    runs.backward(spikes)
-    runs.step()
+    for model in bench_quick.NEURONS:
+        runs = bench_quick.runs_for(model, (16, 2, 4), torch.device("cpu"))
+        spikes = runs.forward()
+        assert spikes.shape == (16, 2, 4) and spikes.requires_grad, model
+        runs.backward(spikes)
+        runs.step()
+    torch.manual_seed(0)
+    binary = bench_quick.runs_for("dsn", (16, 2, 4), torch.device("cpu")).forward()
+    torch.manual_seed(0)
+    integer = bench_quick.runs_for("dsn_int", (16, 2, 4), torch.device("cpu")).forward()
+    assert (integer > binary).any()  # round(H) fires from H = 0.5, the binary spike from the threshold 1
     scan = bench_quick.runs_for("scan", (16, 2, 4), torch.device("cpu"))
     h = scan.forward()
     scan.backward(h)

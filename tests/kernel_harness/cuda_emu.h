@@ -76,6 +76,10 @@ inline __nv_bfloat16 __float2bfloat16(float f) {
     return {static_cast<unsigned short>(bits >> 16)};
 }
 
+// ---- fast math intrinsics: as the device computes them, through base-2 exp and log (ex2.approx, lg2.approx) ----
+inline float __expf(float x) { return exp2f(x * 1.44269504088896341f); }
+inline float __logf(float x) { return log2f(x) * 0.693147180559945309f; }
+
 struct dim3 {
     unsigned int x, y, z;
     dim3(unsigned int x_ = 1, unsigned int y_ = 1, unsigned int z_ = 1) : x(x_), y(y_), z(z_) {}

@@ -3,6 +3,10 @@ step-by-step reference."""
 
 from __future__ import annotations
 
+import functools
+import importlib
+import math
+
 import pytest
 import torch
 from torch.autograd import gradcheck
@@ -10,7 +14,7 @@ from torch.autograd import gradcheck
 import kernel_harness
 from kernel_harness.checks import F64, assert_float32_matches, assert_same_grads, clear_of, compare, grads, leaves
 from kernel_harness.gpu import B, C, OpCase, cuda_tests, harness_test, sequence
-from snn_parallel.ops import dsn_membrane, dsn_membrane_reference
+from snn_parallel.ops import _cuda, dsn_membrane, dsn_membrane_reference
 from snn_parallel.ops.dsn.cupy import MAX_TAPS
 from snn_parallel.surrogate import ATan, IntegerSpike, Sigmoid
 
@@ -97,12 +101,16 @@ def test_bad_arguments_name_the_argument():
         dsn_membrane(x, history, weight, bias, 0.25, h0, torch.sigmoid)
     with pytest.raises(ValueError, match="tau must be positive"):
         dsn_membrane(x, history, weight, bias, 0.0, h0, ATan())
+    with pytest.raises(TypeError, match="membrane must be a bool"):
+        dsn_membrane(x, history, weight, bias, 0.25, h0, ATan(), membrane=1)
 
 
 # ---- the op on each backend, in float32 against the float64 reference ---------------------------------
 def dsn_case(T, taps, shape, spike_fn, shift, seed, tau=0.25):
-    """float32 DSN inputs whose float64 membranes stay clear of the spike function's jumps."""
+    """float32 DSN inputs whose float64 membranes stay clear of the spike function's jumps (by 1e-4, or 1e-5 for
+    many elements, where a wider margin would leave no draw)."""
     C = shape[1]
+    margin = 1e-4 if T * math.prod(shape) < 5000 else 1e-5
     for attempt in range(100):
         gen = torch.Generator().manual_seed(seed * 100 + attempt)
         spatial = [1] * (len(shape) - 2)
@@ -115,7 +123,7 @@ def dsn_case(T, taps, shape, spike_fn, shift, seed, tau=0.25):
         )
         with torch.no_grad():
             h, _ = dsn_membrane_reference(*(t.double() for t in inputs[:4]), tau, inputs[4].double())
-        if clear_of(h - shift, spike_fn):
+        if clear_of(h - shift, spike_fn, margin):
             return inputs
     raise RuntimeError("could not draw DSN inputs away from the threshold")
 
@@ -150,19 +158,39 @@ def test_cupy_path_any_grid(emulate_cupy):
         assert torch.equal(a, b)
 
 
-def test_check_bites_on_mutated_kernel(tmp_path, emulate_cupy):
-    """A backward whose direct input path uses alpha instead of 1 - alpha is caught; the forward is unaffected."""
-    if kernel_harness.GXX is None:
-        pytest.skip("g++ not on PATH")
-    mutation = ("dsn.cu", "pending[j] += g * (-expm1f(log_a));", "pending[j] += g * expf(log_a);")
-    emulate_cupy(kernel_harness.build(tmp_path, mutation=mutation, files=["dsn.cu"], strict=False))
-    inputs = dsn_case(20, 4, (2, 3), ATan(), 1.0, seed=4)
-    got_in, ref_in = leaves(*inputs), leaves(*inputs, dtype=torch.float64)
-    got = dsn_membrane(*got_in[:4], 0.25, got_in[4], ATan(), 1.0, backend="cupy")
-    ref = _reference_with_spikes(*ref_in)
-    compare(got, ref, ("spikes", "h", "h_last"))
-    with pytest.raises(AssertionError, match="grad x"):
-        compare(grads(got, got_in), grads(ref, ref_in), ("grad x", "history", "weight", "bias", "h0"), rtol=1e-4)
+def test_expanded_and_missing_upstream_gradients(emulate_cupy):
+    """``spikes.sum()`` (a stride-0 gradient), no gradient for ``h_last``, and the membrane left out: the kernels'
+    gradients equal the torch path's."""
+    emulate_cupy(workers=2, seed=1)
+    inputs = dsn_case(150, 4, (3, 5), ATan(), 1.0, seed=6)
+    results = []
+    for name in ("torch", "cupy"):
+        got_in = leaves(*inputs)
+        spikes, h, _ = dsn_membrane(*got_in[:4], 0.25, got_in[4], ATan(), 1.0, backend=name)
+        loss = spikes.sum() + h[::2].square().sum()
+        results.append(torch.autograd.grad(loss, got_in))
+        spikes, none, _ = dsn_membrane(*got_in[:4], 0.25, got_in[4], ATan(), 1.0, backend=name, membrane=False)
+        assert none is None
+        results.append(torch.autograd.grad(spikes.sum(), got_in))
+    for got, want in ((results[2], results[0]), (results[3], results[1])):
+        compare(got, [w.double() for w in want], ("grad x", "grad history", "grad weight", "grad bias", "grad h0"), rtol=1e-4)
+
+
+def test_per_lane_and_scalar_parameters(emulate_cupy):
+    """Taps and bias per lane (``[k, B, C]``, ``[B, C]``: P = N) and shared by every lane (``[k]``, ``[]``: P = 1) reach
+    the kernels in their compact form and give the float64 reference's values and gradients."""
+    emulate_cupy(workers=2, seed=3)
+    base = dsn_case(70, 3, (2, 5), ATan(), 1.0, seed=7)
+    gen = torch.Generator().manual_seed(7)
+    for weight, bias in ((torch.randn(3, 2, 5, generator=gen) / 2, torch.randn(2, 5, generator=gen) + 1),
+                         (torch.randn(3, generator=gen) / 2, torch.tensor(1.0))):
+        inputs = (base[0], base[1], weight, bias, base[4])
+        got_in, ref_in = leaves(*inputs), leaves(*inputs, dtype=torch.float64)
+        got = dsn_membrane(*got_in[:4], 0.25, got_in[4], ATan(), 1.0, backend="cupy")
+        ref = _reference_with_spikes(*ref_in)
+        compare(got[1:], ref[1:], ("h", "h_last"))
+        names = ("grad x", "grad history", "grad weight", "grad bias", "grad h0")
+        compare(grads(got[1:], got_in), grads(ref[1:], ref_in), names, rtol=1e-4)
 
 
 def test_taps_beyond_the_kernel_fall_back_or_raise(emulate_cupy):
@@ -172,6 +200,151 @@ def test_taps_beyond_the_kernel_fall_back_or_raise(emulate_cupy):
     torch.testing.assert_close(auto[1], dsn_membrane(*inputs[:4], 0.25, inputs[4], ATan(), 1.0, backend="torch")[1])
     with pytest.raises(RuntimeError, match=r"dsn_membrane: backend='cupy' cannot run: weight has 9 taps"):
         dsn_membrane(*inputs[:4], 0.25, inputs[4], ATan(), 1.0, backend="cupy")
+
+
+# ---- the kernels in the CPU harness: every schedule, both shape classes ------------------------------------
+DSN_NAMES = ("spikes", "h", "h_last", "grad x", "grad history", "grad weight", "grad bias", "grad h0")
+
+
+def dsn_outputs(run, inputs, grads_out, dtype, spike_fn, shift):
+    """``(spikes, h, h_last, grad x, grad history, grad weight, grad bias, grad h0)`` of ``run`` on ``inputs`` in
+    ``dtype`` (float64 or float32), with ``grads_out`` the upstream gradients of ``(spikes, h, h_last)``."""
+    leaves_in = [t.detach().to(dtype).requires_grad_() for t in inputs]
+    out = run(*leaves_in[:4], 0.25, leaves_in[4], spike_fn, shift)
+    grads_in = torch.autograd.grad(out, leaves_in, [g.to(dtype) for g in grads_out])
+    return (*(o.detach() for o in out), *grads_in)
+
+
+def reference_run(x, history, weight, bias, tau, h0, spike_fn, shift):
+    h, last = dsn_membrane_reference(x, history, weight, bias, tau, h0)
+    return spike_fn(h - shift), h, last
+
+
+def cupy_run(per_block=None):
+    """dsn_membrane(backend='cupy') with ``per_block`` segments a block forced (``None``: the launcher's choice)."""
+    dsn_module = importlib.import_module("snn_parallel.ops.dsn")
+    forward, backward = dsn_module._IMPLEMENTATIONS["cupy"]
+
+    def run(*args, **kwargs):
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setitem(dsn_module._IMPLEMENTATIONS, "cupy", (functools.partial(forward, segments_per_block=per_block),
+                                                                functools.partial(backward, segments_per_block=per_block)))
+            return dsn_membrane(*args, backend="cupy", **kwargs)
+
+    return run
+
+
+def assert_dsn_within_serial_error(got, exact, serial32, what="", spikes=True):
+    """Spikes exact (``spikes``); every other output within 8x the float32 step loop's error (plus a few ulps of its
+    size)."""
+    assert not spikes or torch.equal(got[0], exact[0].float()), f"{what} spikes differ"
+    for name, g, e, s in zip(DSN_NAMES[1:], got[1:], exact[1:], serial32[1:], strict=True):
+        scale = e.abs().max().item() if e.numel() else 0.0
+        tol = 8 * (s.double() - e).abs().max().item() if e.numel() else 0.0
+        tol += 4e-6 * scale + 1e-7
+        error = (g.double() - e).abs().max().item() if e.numel() else 0.0
+        assert error <= tol, f"{what} {name}: error {error:.3g} > tolerance {tol:.3g} (size {scale:.3g})"
+
+
+def kernel_case(T, shape, taps, spike, seed):
+    spike_fn, shift = (IntegerSpike(3), 0.0) if spike == "integer" else (ATan(), 1.0)
+    inputs = dsn_case(T, taps, shape, spike_fn, shift, seed=seed)
+    gen = torch.Generator().manual_seed(seed + 1)
+    grads_out = (torch.randn(T, *shape, generator=gen), torch.randn(T, *shape, generator=gen), torch.randn(shape, generator=gen))
+    return inputs, grads_out, spike_fn, shift
+
+
+DSN_KERNEL_CASES = [  # (T, lane shape, taps, segments per block: 1, 2, all (99), or the launcher's choice)
+    (1, (1, 1), 4, None), (2, (1, 3), 8, 1), (64, (3, 11), 4, 1), (65, (1, 33), 2, 1), (130, (2, 3, 2), 4, 2),
+    (200, (5, 14), 8, None), (300, (4, 10), 3, 99), (129, (16, 16), 4, None), (70, (2, 5), 1, 1),
+    pytest.param(777, (1, 5), 4, 1, marks=pytest.mark.slow),
+]
+
+
+@pytest.mark.parametrize("spike", ["binary", "integer"])
+@pytest.mark.parametrize("T,shape,taps,per_block", DSN_KERNEL_CASES)
+def test_kernels_match_reference_in_every_schedule(emulate_cupy, harness, T, shape, taps, per_block, spike):
+    """Forward and backward against the float64 reference (spikes exact, the rest within the float32 step loop's
+    error), over ragged T, one and many segments, blocks that split the sequence (look-back) and blocks that walk
+    all of it; the same bits for every schedule and run (deterministic parameter gradients); the membrane left
+    out changes nothing else."""
+    inputs, grads_out, spike_fn, shift = kernel_case(T, shape, taps, spike, seed=T + taps)
+    exact = dsn_outputs(reference_run, inputs, grads_out, torch.float64, spike_fn, shift)
+    serial32 = dsn_outputs(reference_run, inputs, grads_out, torch.float32, spike_fn, shift)
+    first = None
+    for workers, seed in [(1, 0), (4, 1), (8, 2), (8, 2)]:
+        emulate_cupy(workers=workers, seed=seed)
+        harness.reset_counters()
+        got = dsn_outputs(cupy_run(per_block), inputs, grads_out, torch.float32, spike_fn, shift)
+        assert_dsn_within_serial_error(got, exact, serial32, what=f"{workers} workers, seed {seed}:")
+        first = got if first is None else first
+        for name, x, y in zip(DSN_NAMES, got, first):
+            assert torch.equal(x, y), f"{name} depends on the schedule"
+        groups = _cuda.chunking(T, math.prod(shape), 2, per_block)[1]
+        assert (harness.counters()["lookback_inclusive"] > 0) == (groups > 1)
+    leaves_in = [t.detach().requires_grad_() for t in inputs]
+    spikes, h, last = cupy_run(per_block)(*leaves_in[:4], 0.25, leaves_in[4], spike_fn, shift, membrane=False)
+    assert h is None and torch.equal(spikes, first[0]) and torch.equal(last, first[2])
+    grads_in = torch.autograd.grad((spikes, last), leaves_in, (grads_out[0], grads_out[2]))
+    masked = dsn_outputs(cupy_run(per_block), inputs, (grads_out[0], torch.zeros_like(grads_out[1]), grads_out[2]),
+                         torch.float32, spike_fn, shift)
+    for name, x, y in zip(DSN_NAMES[3:], grads_in, masked[3:]):
+        assert torch.equal(x, y), f"{name} changes without the membrane"
+
+
+DSN_MUTANTS = {
+    "the carried gradient without alpha": ("dsn.cu", "b = s.a * s.d;", "b = s.d;"),
+    "the halo one row late": ("dsn.cu", "const long long s = t0 - DSN_HALO + i;", "const long long s = t0 - DSN_HALO + i + 1;"),
+    "the backward's membrane rerun without its checkpoint": (
+        "dsn.cu", "float h = affine(pre_d, checkpoints[k * conv.N + n], pre_b);", "float h = pre_b;"),
+    "a segment's last input gradient left to the direct store": (
+        "dsn.cu", "if (end < T && s >= end - edge)", "if (end < T && s > end - edge)"),
+    "the fix-up without the segment's own taps": ("dsn.cu", "float acc = e > 0 ? tail[", "float acc = e < 0 ? tail["),
+    "log(1 + e) by its series too far": ("dsn.cu", "if (e < 0.125f)", "if (e < 1.0f)"),
+    "sigmoid(p) for sigmoid(-p)": ("dsn.cu", "__expf(fminf(-p, 0.0f) - l)", "__expf(fminf(p, 0.0f) - l)"),
+    "the bias gradient from the first block only": (
+        "dsn.cu", "for (long long g = 0; g < groups; ++g) sum +=", "for (long long g = 0; g < 1; ++g) sum +="),
+}
+
+
+@pytest.fixture(scope="module")
+def mutants(mutant_builds):
+    return mutant_builds(DSN_MUTANTS, ["dsn.cu"])
+
+
+@pytest.mark.parametrize("mutant", DSN_MUTANTS)
+def test_the_kernel_checks_bite(emulate_cupy, mutants, mutant):
+    """Each mutant fails the comparison above (200 steps, 4 segments in 4 blocks, 4 taps, binary spikes)."""
+    inputs, grads_out, spike_fn, shift = kernel_case(200, (2, 3, 2), 4, "binary", seed=4)
+    exact = dsn_outputs(reference_run, inputs, grads_out, torch.float64, spike_fn, shift)
+    serial32 = dsn_outputs(reference_run, inputs, grads_out, torch.float32, spike_fn, shift)
+    emulate_cupy(mutants[mutant], workers=4, seed=1)
+    got = dsn_outputs(cupy_run(1), inputs, grads_out, torch.float32, spike_fn, shift)
+    with pytest.raises(AssertionError):
+        assert_dsn_within_serial_error(got, exact, serial32)
+
+
+@pytest.mark.slow
+def test_kernels_at_30000_steps(emulate_cupy):
+    """T = 30 000, B·C = 2 x 8, 4 host threads, blocks splitting the sequence: spikes equal to the float64 step loop's
+    except at near-ties of its membrane, the membrane and every gradient within 8x the float32 step loop's error."""
+    T, shape = 30_000, (2, 8)
+    spike_fn, shift = ATan(), 1.0
+    gen = torch.Generator().manual_seed(3)
+    inputs = (2 * torch.rand(T, *shape, generator=gen), 2 * torch.rand(3, *shape, generator=gen),
+              torch.randn(4, 8, generator=gen) / 2, torch.randn(8, generator=gen) + 1, 2 * torch.rand(shape, generator=gen))
+    grads_out = (torch.randn(T, *shape, generator=gen), torch.randn(T, *shape, generator=gen), torch.randn(shape, generator=gen))
+
+    def torch_run(*args):
+        return dsn_membrane(*args, backend="torch")
+
+    exact = dsn_outputs(torch_run, inputs, grads_out, torch.float64, spike_fn, shift)
+    serial32 = dsn_outputs(torch_run, inputs, grads_out, torch.float32, spike_fn, shift)
+    emulate_cupy(workers=4, seed=1)
+    got = dsn_outputs(cupy_run(1), inputs, grads_out, torch.float32, spike_fn, shift)
+    differ = got[0] != exact[0].float()
+    assert ((exact[1] - shift).abs() < 1e-3)[differ].all(), "a spike differs away from a near-tie"
+    assert_dsn_within_serial_error(got, exact, serial32, spikes=False)
 
 
 # ---- on a GPU, in three dtypes, against the float64 torch path ------------------------------------------

@@ -7,10 +7,10 @@ import pytest
 import torch
 from torch.autograd import gradcheck
 
-import kernel_harness
 from kernel_harness.checks import F64, SURROGATES, assert_close, assert_float32_matches, assert_same_grads, clear_of, compare, grads, leaves
 from kernel_harness.gpu import B, C, OpCase, cuda_tests, harness_test, sequence
 from snn_parallel.ops import ltc_scan, ltc_scan_reference
+from snn_parallel.ops import _cuda
 from snn_parallel.ops._cuda import spike_code
 from snn_parallel.ops.ltc.fused import ltc_backward, ltc_forward
 from snn_parallel.surrogate import ATan, MultiGaussian
@@ -83,12 +83,20 @@ def emu_ltc_fwd(lib, current, rate, retention, u0, s0, b_init, surrogate, *, b0=
     return spikes, membrane, trace
 
 
-def emu_ltc_bwd(lib, grad_outputs, inputs, outputs, surrogate):
+def emu_ltc_bwd(lib, grad_outputs, inputs, outputs, surrogate, per_block=None):
+    """The backward kernel at the launcher's geometry (on a device of 2 multiprocessors; ``per_block`` segments a block
+    forced), its look-back buffers included."""
     T, N = inputs[0].shape
     grad_seq = [torch.empty(T, N) for _ in range(3)]
     grad_state = [torch.empty(N) for _ in range(3)]
     tensors = [x.contiguous() for x in (*grad_outputs, *inputs, *outputs)]
-    lib.launch_items("ltc_bwd", N, *tensors, *grad_seq, *grad_state, B0, BETA_A, *_spike_args(surrogate)[:-1], T, N)
+    per_block, groups, tiles = _cuda.chunking(T, N, 2, per_block)
+    look_back = [None] * 4
+    if groups > 1:
+        look_back = [torch.zeros(groups * tiles + 1, dtype=torch.int32), torch.empty(groups, N, 9),
+                     torch.empty(groups, N, 3), torch.empty(groups, N, 3)]
+    lib.launch("ltc_bwd", (groups * tiles,), (32, _cuda.CHUNK_WARPS), *tensors, *grad_seq, *grad_state, *look_back, B0,
+               BETA_A, *_spike_args(surrogate)[:-1], T, N, per_block)
     return (*grad_seq, *grad_state)
 
 
@@ -164,22 +172,75 @@ def test_kernel_backward_matches_autograd(harness, name, inclusive):
         assert_close(x, y, rtol=1e-5, atol=1e-6 * scale, what=f"fused grad {n}")
 
 
-def test_kernel_check_bites_on_mutated_kernel(tmp_path):
-    """Dropping the (1 - rho) factor of the spike-gradient carry is caught by the backward check."""
-    if kernel_harness.GXX is None:
-        pytest.skip("g++ not on PATH")
-    lib = kernel_harness.build(tmp_path, mutation=("ltc.cu", "carry_s = gb - carry_b;", "carry_s = gb;"), files=["ltc.cu"], strict=False)
+LTC_MUTANTS = {
+    "the spike-gradient carry without its (1 - rho)": (
+        "ltc.cu", "keep[3] = {1.0f - s.rate, 1.0f - s.retention, s.retention};",
+        "keep[3] = {1.0f - s.rate, 1.0f, s.retention};"),
+    "the state before a thread's steps from the wrong row": ("ltc.cu", "const long long t = (t0 < T ? t0 : T) - 1,",
+                                                            "const long long t = (t0 < T ? t0 : T) - 2,"),
+    "the surrogate's slope left out of the map's Gu row": (
+        "ltc.cu", "const float gu[4] = {1.0f - s.spike - sg * s.v,", "const float gu[4] = {1.0f - s.spike,"),
+}
+
+
+@pytest.fixture(scope="module")
+def mutants(mutant_builds):
+    return mutant_builds(LTC_MUTANTS, ["ltc.cu"])
+
+
+def backward_case(T, N, seed):
     surrogate = ATan()
-    inputs = kernel_inputs(20, 8, seed=5, surrogate=surrogate)
-    grad_outputs = tuple(torch.ones_like(x) for x in inputs[:2]) + tuple(torch.ones(8) for _ in range(3))
-    ref_leaves = [x.clone().requires_grad_(True) for x in inputs]
-    expected = torch.autograd.grad(ltc_scan_reference(*ref_leaves, B0, BETA_A, surrogate), ref_leaves, grad_outputs)
+    inputs = kernel_inputs(T, N, seed=seed, surrogate=surrogate)
+    gen = torch.Generator().manual_seed(seed + 1)
+    grad_outputs = (torch.randn(T, N, generator=gen), torch.randn(T, N, generator=gen)) + tuple(
+        torch.randn(N, generator=gen) for _ in range(3))
+    wide = [x.double().requires_grad_(True) for x in inputs]
+    exact = torch.autograd.grad(ltc_scan_reference(*wide, B0, BETA_A, surrogate), wide, [g.double() for g in grad_outputs])
+    low = [x.clone().requires_grad_(True) for x in inputs]
+    serial32 = torch.autograd.grad(ltc_scan_reference(*low, B0, BETA_A, surrogate), low, grad_outputs)
+    return surrogate, inputs, grad_outputs, exact, serial32
+
+
+def assert_within_serial_error(got, exact, serial32):
+    names = ("current", "rate", "retention", "u0", "s0", "b_init")
+    for name, g, e, s in zip(names, got, exact, serial32, strict=True):
+        tol = 8 * (s.double() - e).abs().max().item() + 4e-6 * e.abs().max().item() + 1e-7
+        error = (g.double() - e).abs().max().item()
+        assert error <= tol, f"grad {name}: error {error:.3g} > tolerance {tol:.3g}"
+
+
+LTC_KERNEL_CASES = [(1, 3, None), (64, 5, 1), (65, 33, 1), (200, 7, 2), (300, 10, 99), (130, 300, None),
+                    pytest.param(777, 5, 1, marks=pytest.mark.slow)]
+
+
+@pytest.mark.parametrize("T,N,per_block", LTC_KERNEL_CASES)
+def test_kernel_backward_in_every_schedule(harness, T, N, per_block):
+    """The chunked backward against the float64 reference (within 8x the float32 step loop's error) over ragged T, one
+    and many segments, blocks splitting the sequence or walking all of it; the same bits in every schedule."""
+    surrogate, inputs, grad_outputs, exact, serial32 = backward_case(T, N, seed=T + N)
+    outputs = emu_ltc_fwd(harness, *inputs, surrogate)
+    first = None
+    for workers, seed in [(1, 0), (4, 1), (8, 2)]:
+        harness.workers, harness.seed = workers, seed
+        try:
+            got = emu_ltc_bwd(harness, grad_outputs, inputs, outputs, surrogate, per_block)
+        finally:
+            harness.workers, harness.seed = 1, 0
+        assert_within_serial_error(got, exact, serial32)
+        first = got if first is None else first
+        assert all(torch.equal(x, y) for x, y in zip(got, first)), "the gradients depend on the schedule"
+
+
+@pytest.mark.parametrize("mutant", LTC_MUTANTS)
+def test_the_kernel_checks_bite(mutants, mutant):
+    """Each mutant fails the comparison above (200 steps in 4 blocks); the forward is unaffected."""
+    surrogate, inputs, grad_outputs, exact, serial32 = backward_case(200, 6, seed=5)
+    lib = mutants[mutant]
+    lib.workers, lib.seed = 4, 1
     outputs = emu_ltc_fwd(lib, *inputs, surrogate)
-    assert torch.equal(outputs[0], ltc_scan_reference(*inputs, B0, BETA_A, surrogate)[0])  # forward unaffected
-    got = emu_ltc_bwd(lib, grad_outputs, inputs, outputs, surrogate)
+    assert torch.equal(outputs[0], ltc_scan_reference(*inputs, B0, BETA_A, surrogate)[0])
     with pytest.raises(AssertionError):
-        for x, y in zip(got, expected):
-            assert_close(x, y)
+        assert_within_serial_error(emu_ltc_bwd(lib, grad_outputs, inputs, outputs, surrogate, 1), exact, serial32)
 
 
 # ---- the op on each backend, in float32 against the float64 reference ---------------------------------

@@ -8,10 +8,10 @@ import math
 import pytest
 import torch
 
-import kernel_harness
 from kernel_harness.checks import assert_close
 from kernel_harness.gpu import LONG, STEPS as GPU_STEPS, B, C, OpCase, check_op, sequence
 from snn_parallel.ops import tsslbp
+from snn_parallel.ops import _cuda
 from snn_parallel.ops.tssl.reference import tssl_backward_reference, tssl_forward_reference
 from snn_parallel.surrogate import Sigmoid
 
@@ -28,12 +28,18 @@ def emu_tssl_fwd(lib, current, u0, a0, inclusive, *, v_threshold=TSSL["v_thresho
 
 
 def emu_tssl_bwd(lib, grad_psp, psp, spikes, membrane, delta_u, *, v_threshold=TSSL["v_threshold"], at_spikes=True,
-                 block=256, grid=None):
-    """``grad_current`` from ``tssl_bwd``."""
+                 per_block=None):
+    """``grad_current`` from ``tssl_bwd`` at the launcher's geometry (on a device of 2 multiprocessors; ``per_block``
+    segments a block forced), its look-back buffers included."""
     T, N = grad_psp.shape
     grad = torch.empty(T, N)
-    lib.launch_items("tssl_bwd", N, grad_psp, spikes, membrane, delta_u, psp, grad, v_threshold, TSSL["tau_m"], TSSL["tau_s"],
-                     int(at_spikes), T, N, block=block, grid=grid)  # fmt: skip
+    per_block, groups, tiles = _cuda.chunking(T, N, 2, per_block)
+    look_back = [None] * 4
+    if groups > 1:
+        look_back = [torch.zeros(groups * tiles + 1, dtype=torch.int32), torch.empty(groups, N, 4),
+                     torch.empty(groups, N, 2), torch.empty(groups, N, 2)]
+    lib.launch("tssl_bwd", (groups * tiles,), (32, _cuda.CHUNK_WARPS), grad_psp, spikes, membrane, delta_u, psp, grad,
+               *look_back, v_threshold, TSSL["tau_m"], TSSL["tau_s"], int(at_spikes), T, N, per_block)  # fmt: skip
     return grad
 
 
@@ -109,17 +115,28 @@ def test_kernel_edge_cases_match_reference(harness, v_threshold, inclusive):
         assert_close(grad.double(), expected, rtol=1e-5, atol=1e-6, what=f"grad current ({at_spikes=})")
 
 
-def test_kernels_any_grid_covers_all_items(harness):
-    """Grid-stride loops: grids far smaller than the lane count give the same results."""
-    current, u0, a0 = tssl_inputs(10, 37, seed=3)
-    grad_psp = torch.randn(10, 37, generator=torch.Generator().manual_seed(3))
-    results = []
-    for grid, block in ((None, 256), (1, 1), (2, 3), (5, 4)):
-        forward = emu_tssl_fwd(harness, current, u0, a0, False, block=block, grid=grid)
-        results.append((*forward, emu_tssl_bwd(harness, grad_psp, *forward[:4], block=block, grid=grid)))
-    for other in results[1:]:
-        for a, b in zip(results[0], other, strict=True):
-            assert torch.equal(a, b)
+@pytest.mark.parametrize("T,N", [(10, 37), (200, 5), pytest.param(777, 9, marks=pytest.mark.slow)])
+def test_kernels_any_grid_and_schedule(harness, T, N):
+    """The forward's grid-stride loop over any grid (the same bits), and the chunked backward with blocks splitting the
+    sequence (look-back) or walking all of it against the float64 reference, with the same bits in every schedule."""
+    current, u0, a0 = tssl_inputs(T, N, seed=3)
+    grad_psp = torch.randn(T, N, generator=torch.Generator().manual_seed(3))
+    forwards = [emu_tssl_fwd(harness, current, u0, a0, False, block=block, grid=grid)
+                for grid, block in ((None, 256), (1, 1), (2, 3), (5, 4))]
+    for other in forwards[1:]:
+        assert all(torch.equal(a, b) for a, b in zip(forwards[0], other, strict=True))
+    expected = _backward_expected(grad_psp, *forwards[0][:4])
+    for per_block in (None, 1, 2, 99):
+        grads = []
+        for workers in (1, 4, 8):
+            harness.workers, harness.seed = workers, workers
+            try:
+                grads.append(emu_tssl_bwd(harness, grad_psp, *forwards[0][:4], per_block=per_block))
+            finally:
+                harness.workers, harness.seed = 1, 0
+        assert_close(grads[0].double(), expected, rtol=1e-5, atol=1e-5 * expected.abs().max().item(),
+                     what=f"grad current ({per_block} segments a block)")
+        assert all(torch.equal(grads[0], g) for g in grads[1:]), "the gradient depends on the schedule"
 
 
 # ---- the op through the CuPy path -----------------------------------------------------------------------
@@ -159,16 +176,31 @@ def test_cupy_path_matches_torch_path(emulate_cupy, T, inclusive, at_spikes):
     _compare_paths(results, OP_NAMES)
 
 
-def test_check_bites_on_mutated_kernel(tmp_path, emulate_cupy):
-    """A backward whose carried term skips the membrane leak on quiet steps is caught; the forward is unaffected."""
-    if kernel_harness.GXX is None:
-        pytest.skip("g++ not on PATH")
-    mutation = ("tssl.cu", "(1.0f - spike) * (1.0f - theta_m) * carry;", "(1.0f - spike) * carry;")
-    emulate_cupy(kernel_harness.build(tmp_path, mutation=mutation, files=["tssl.cu"], strict=False))
-    current, u0, a0 = tssl_inputs(10, 24, seed=6)
-    results = _on_both_paths(current, u0, a0)
-    _compare_paths(results, OP_NAMES[:-1])
-    with pytest.raises(AssertionError, match="grad current"):
+TSSL_MUTANTS = {
+    "the carried term without the membrane leak on quiet steps": (
+        "tssl.cu", "(1.0f - s.spike) * (1.0f - 1.0f / tau_m);", "(1.0f - s.spike);"),
+    "the PSP-kernel sum without its decay": ("tssl.cu", "d.m[0][0] = keep_s;", "d.m[0][0] = 1.0f;"),
+    "the reset-carried term read after the step": (
+        "tssl.cu", "float g = -s.du * inter_sum + s.carried * before.v[1];",
+        "float g = -s.du * inter_sum + s.carried * after.v[1];"),
+    "the forward's prefetched inputs one chunk late": ("tssl.cu", "const long long t = t0 + SNN_STEPS + j;",
+                                                       "const long long t = t0 + 2 * SNN_STEPS + j;"),
+}
+
+
+@pytest.fixture(scope="module")
+def mutants(mutant_builds):
+    return mutant_builds(TSSL_MUTANTS, ["tssl.cu"])
+
+
+@pytest.mark.parametrize("mutant", TSSL_MUTANTS)
+def test_check_bites_on_mutated_kernel(emulate_cupy, mutants, mutant):
+    """Each mutant fails the comparison of the CuPy path with the torch path (100 steps: two segments)."""
+    emulate_cupy(mutants[mutant])
+    current, u0, a0 = tssl_inputs(100, 24, seed=6)
+    with pytest.raises(AssertionError):
+        results = _on_both_paths(current, u0, a0)
+        assert torch.equal(results["cupy"][1], results["torch"][1]), "spikes differ"
         _compare_paths(results, OP_NAMES)
 
 
@@ -197,3 +229,10 @@ def test_cuda_matches_torch_path(steps, at_spikes):
     """tsslbp's kernels against its torch path (float64): outputs and the current's gradient, for both revisions
     of dt/du. float32 only, as the kernel rounds the PSP that decides the silent-neuron fallback to the storage dtype."""
     check_op(_gpu_case(at_spikes), steps, torch.float32)
+
+
+@pytest.mark.parametrize("at_spikes", [True, False])
+def test_harness_matches_torch_path(emulate_cupy, at_spikes):
+    """The GPU test's checks on the CPU, the kernels in the CPU harness (333 steps: six segments across blocks)."""
+    emulate_cupy(workers=2, seed=1)
+    check_op(_gpu_case(at_spikes), 333, torch.float32, device="cpu")

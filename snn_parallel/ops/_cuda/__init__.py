@@ -47,6 +47,7 @@ __all__ = [
     "KernelFile",
     "arg",
     "chunking",
+    "grad_strides",
     "kernel_files",
     "kernel_op",
     "spike_code",
@@ -203,15 +204,17 @@ def processors(device: torch.device) -> int:
     return torch.cuda.get_device_properties(device).multi_processor_count
 
 
-def workspace(steps: int, lanes: int, like: torch.Tensor, state_floats: int, segments_per_block: int | None = None):
+def workspace(steps: int, lanes: int, like: torch.Tensor, state_floats: int, segments_per_block: int | None = None,
+              *, decay_floats: int | None = None):
     """``(grid, G, flags, agg_d, agg_b, inclusive)``: the launch's grid size, segments per block and look-back
     buffers (``None`` when no block waits for another) for states of ``state_floats`` float32 each (with their
-    padding), on ``like``'s device."""
+    padding) and decays of ``decay_floats`` (default: as many; a matrix map's ``R * R``), on ``like``'s device."""
     per_block, groups, tiles = chunking(steps, lanes, processors(like.device), segments_per_block)
     if groups == 1:
         return tiles, per_block, None, None, None, None
     flags = torch.zeros(groups * tiles + 1, dtype=torch.int32, device=like.device)
-    agg_d, agg_b, inclusive = (torch.empty(groups, lanes, state_floats, device=like.device) for _ in range(3))
+    agg_d = torch.empty(groups, lanes, decay_floats or state_floats, device=like.device)
+    agg_b, inclusive = (torch.empty(groups, lanes, state_floats, device=like.device) for _ in range(2))
     return groups * tiles, per_block, flags, agg_d, agg_b, inclusive
 
 
@@ -321,6 +324,11 @@ def kernel_op(name: str, fake: Callable[..., Any]) -> Callable[[Callable[..., An
 def arg(tensor: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """``tensor`` as a contiguous ``dtype`` kernel argument (no copy when it already is one)."""
     return tensor.to(dtype).contiguous()
+
+
+def grad_strides(grad: torch.Tensor | None) -> tuple[int, int]:
+    """The ``(time, lane)`` strides a kernel reads a ``[T, N]`` gradient with (``(0, 0)`` for an absent one)."""
+    return (0, 0) if grad is None else grad.stride()
 
 
 def spike_code(spike_fn: Surrogate) -> tuple[int, tuple[float, float, float, float], int] | None:

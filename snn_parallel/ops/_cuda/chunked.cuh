@@ -26,6 +26,8 @@
 //
 // An op is a struct with (see scan.cu and linear_fire.cu):
 //   typedef ... State;   the scanned state (float, float2 or a struct with the functions below)
+//   typedef ... Decay;   optional: the linear part d of a step's map when it is not a State (a small matrix acting
+//                        on a vector State: affine(Decay, State, State), mul(Decay, Decay), set_one(Decay))
 //   typedef ... Step;    what a thread keeps of one step between loading and rerunning it
 //   typedef ... Partial; a per-lane sum over the steps (reduced over the block, written per block), or NoPartial
 //   void bind(long long n)                                      read the lane's own parameters (n clamped into range)
@@ -36,6 +38,10 @@
 //   State initial(long long n) const
 //   void enter(long long k, long long n, const State& carry)  the state entering segment k (scan order)
 //   void store_partial(long long group, long long n, const Partial&)
+// and optionally
+//   void finish(Step (&)[L], long long k, long long t0, long long n, bool lane_ok, long long T)
+//                                     after every thread of the block has emitted segment k (every thread calls it;
+//                                     it may use shared memory between barriers, as dsn.cu's transposed conv does)
 #pragma once
 
 #include "common.cuh"
@@ -84,13 +90,81 @@ __device__ __forceinline__ WithBias<Acc> load_cg(const WithBias<Acc>* p) {
     return {load_cg(&p->g), load_cg(&p->beta)};
 }
 
+// Small matrix maps: a state of R floats and an R x R matrix acting on it (the carried gradients of LTC and TSSL-BP,
+// whose backward passes are linear in them). Products are fmaf chains in a fixed order.
+template <int R>
+struct Vec {
+    float v[R];
+};
+template <int R>
+struct Mat {
+    float m[R][R];
+};
+template <int R>
+__device__ __forceinline__ Vec<R> affine(const Mat<R>& d, const Vec<R>& h, const Vec<R>& b) {
+    Vec<R> out;
+    SNN_UNROLL
+    for (int i = 0; i < R; ++i) {
+        float acc = b.v[i];
+        SNN_UNROLL
+        for (int j = 0; j < R; ++j) acc = fmaf(d.m[i][j], h.v[j], acc);
+        out.v[i] = acc;
+    }
+    return out;
+}
+template <int R>
+__device__ __forceinline__ Mat<R> mul(const Mat<R>& a, const Mat<R>& b) {
+    Mat<R> out;
+    SNN_UNROLL
+    for (int i = 0; i < R; ++i) {
+        SNN_UNROLL
+        for (int k = 0; k < R; ++k) {
+            float acc = 0.0f;
+            SNN_UNROLL
+            for (int j = 0; j < R; ++j) acc = fmaf(a.m[i][j], b.m[j][k], acc);
+            out.m[i][k] = acc;
+        }
+    }
+    return out;
+}
+template <int R>
+__device__ __forceinline__ void set_one(Mat<R>& x) {
+    SNN_UNROLL
+    for (int i = 0; i < R; ++i) {
+        SNN_UNROLL
+        for (int j = 0; j < R; ++j) x.m[i][j] = i == j ? 1.0f : 0.0f;
+    }
+}
+template <int R>
+__device__ __forceinline__ void set_zero(Vec<R>& x) {
+    SNN_UNROLL
+    for (int i = 0; i < R; ++i) x.v[i] = 0.0f;
+}
+template <int R>
+__device__ __forceinline__ Vec<R> load_cg(const Vec<R>* p) {
+    Vec<R> out;
+    SNN_UNROLL
+    for (int i = 0; i < R; ++i) out.v[i] = load_cg(&p->v[i]);
+    return out;
+}
+template <int R>
+__device__ __forceinline__ Mat<R> load_cg(const Mat<R>* p) {
+    Mat<R> out;
+    SNN_UNROLL
+    for (int i = 0; i < R; ++i) {
+        SNN_UNROLL
+        for (int j = 0; j < R; ++j) out.m[i][j] = load_cg(&p->m[i][j]);
+    }
+    return out;
+}
+
 struct NoPartial {};
 __device__ __forceinline__ void set_zero(NoPartial&) {}
 __device__ __forceinline__ NoPartial add(NoPartial a, NoPartial) { return a; }
 
 // (d2, b2) after (d1, b1): state -> d2 (d1 state + b1) + b2.
-template <class State>
-__device__ __forceinline__ void compose(State& d, State& b, const State& d_next, const State& b_next) {
+template <class D, class State>
+__device__ __forceinline__ void compose(D& d, State& b, const D& d_next, const State& b_next) {
     b = affine(d_next, b, b_next);
     d = mul(d_next, d);
 }
@@ -98,10 +172,11 @@ __device__ __forceinline__ void compose(State& d, State& b, const State& d_next,
 // Combine the per-thread maps (d, b) of one lane over the W warps, in scan order (reverse: the last warp
 // first). Returns in (pre_d, pre_b) the map from the segment's entry to this thread's first step and in
 // (tot_d, tot_b) the map of the whole segment. Every thread of the block must call it.
-template <class State>
-__device__ __forceinline__ void block_prefix(const State& d, const State& b, int reverse, State& pre_d, State& pre_b,
-                                             State& tot_d, State& tot_b) {
-    __shared__ State shared_d[SNN_WARPS][32], shared_b[SNN_WARPS][32];
+template <class D, class State>
+__device__ __forceinline__ void block_prefix(const D& d, const State& b, int reverse, D& pre_d, State& pre_b,
+                                             D& tot_d, State& tot_b) {
+    __shared__ D shared_d[SNN_WARPS][32];
+    __shared__ State shared_b[SNN_WARPS][32];
     const int lane = threadIdx.x, warp = threadIdx.y;
     shared_d[warp][lane] = d;
     shared_b[warp][lane] = b;
@@ -132,8 +207,8 @@ __device__ __forceinline__ void publish_flag(int* flag, int status) {
 
 // The state entering group g of a tile (warp 0, every lane; lanes past N read flags only): walk back to the
 // nearest predecessor with an inclusive state, then apply the aggregates after it in time order.
-template <class State>
-__device__ State look_back(const int* status, const State* agg_d, const State* agg_b, const State* inclusive,
+template <class D, class State>
+__device__ State look_back(const int* status, const D* agg_d, const State* agg_b, const State* inclusive,
                            long long g, long long tiles, long long tile, long long N, long long n, bool lane_ok) {
     long long j = g - 1;
     bool waited = false;
@@ -157,18 +232,19 @@ __device__ State look_back(const int* status, const State* agg_d, const State* a
 }
 
 // Cross-block bookkeeping of a launch: the segments a block walks and where the look-back state lives.
-template <class State>
+template <class State, class D = State>
 struct Chunking {
     long long T, N, K, G, groups, tiles;  // steps, lanes, segments, segments a block, blocks along time, lane tiles
     int reverse;
     int* flags;                           // [groups * tiles] status + 1 ticket counter; null when groups == 1
-    State *agg_d, *agg_b, *inclusive;     // [groups, N] each; unused when groups == 1
+    D* agg_d;                             // [groups, N] each; unused when groups == 1
+    State *agg_b, *inclusive;
 };
 
 // The bookkeeping of a launch over [T, N] with G segments a block (the flags and state buffers as launched).
-template <class State>
-__device__ __forceinline__ Chunking<State> chunking(long long T, long long N, long long G, int reverse, int* flags,
-                                                    State* agg_d, State* agg_b, State* inclusive) {
+template <class State, class D = State>
+__device__ __forceinline__ Chunking<State, D> chunking(long long T, long long N, long long G, int reverse, int* flags,
+                                                       D* agg_d, State* agg_b, State* inclusive) {
     const long long K = (T + SNN_SEGMENT - 1) / SNN_SEGMENT;
     return {T, N, K, G, (K + G - 1) / G, (N + 31) / 32, reverse, flags, agg_d, agg_b, inclusive};
 }
@@ -186,10 +262,35 @@ __device__ __forceinline__ Partial block_sum(const Partial& mine) {
     return total;
 }
 
+// op.finish(...) where the op has one (the int overload is preferred when it exists), else nothing.
+template <class Op, class Step>
+__device__ __forceinline__ auto finish_segment(Op& op, Step (&steps)[SNN_STEPS], long long k, long long t0, long long n,
+                                               bool lane_ok, long long T, int) -> decltype(op.finish(steps, k, t0, n, lane_ok, T)) {
+    op.finish(steps, k, t0, n, lane_ok, T);
+}
+template <class Op, class Step>
+__device__ __forceinline__ void finish_segment(Op&, Step (&)[SNN_STEPS], long long, long long, long long, bool, long long,
+                                               long) {}
+
+// The type of an op's decays: Op::Decay where it declares one, else its State.
+template <class T>
+struct SnnVoid {
+    typedef void type;
+};
+template <class Op, class = void>
+struct DecayOf {
+    typedef typename Op::State type;
+};
+template <class Op>
+struct DecayOf<Op, typename SnnVoid<typename Op::Decay>::type> {
+    typedef typename Op::Decay type;
+};
+
 // The kernel body of an op (see the top of this file). Launch: grid (groups * tiles), block (32, W).
 template <class Op>
-__device__ void chunked_scan(Op& op, const Chunking<typename Op::State>& c) {
+__device__ void chunked_scan(Op& op, const Chunking<typename Op::State, typename DecayOf<Op>::type>& c) {
     typedef typename Op::State State;
+    typedef typename DecayOf<Op>::type D;
     __shared__ long long shared_ticket;
     __shared__ State shared_carry[32];
     const int lane = threadIdx.x, warp = threadIdx.y;
@@ -215,17 +316,20 @@ __device__ void chunked_scan(Op& op, const Chunking<typename Op::State>& c) {
         for (int j = 0; j < SNN_STEPS; ++j) op.fetch(steps[j], t0 + j < c.T ? t0 + j : c.T - 1, n_read);
         op.prepare(steps, k, t0, n_read, lane_ok, c.T);
         // this thread's map over its steps, in scan order
-        State d, b;
+        D d;
+        State b;
         set_one(d);
         set_zero(b);
         SNN_UNROLL
         for (int i = 0; i < SNN_STEPS; ++i) {
             const int j = c.reverse ? SNN_STEPS - 1 - i : i;
-            State dj, bj;
+            D dj;
+            State bj;
             op.map(steps[j], t0 + j, dj, bj);
             if (t0 + j < c.T) compose(d, b, dj, bj);
         }
-        State pre_d, pre_b, tot_d, tot_b;
+        D pre_d, tot_d;
+        State pre_b, tot_b;
         block_prefix(d, b, c.reverse, pre_d, pre_b, tot_d, tot_b);
         // the state entering the segment
         if (s == first) {
@@ -256,7 +360,8 @@ __device__ void chunked_scan(Op& op, const Chunking<typename Op::State>& c) {
         for (int i = 0; i < SNN_STEPS; ++i) {
             const int j = c.reverse ? SNN_STEPS - 1 - i : i;
             if (t0 + j >= c.T) continue;
-            State dj, bj;
+            D dj;
+            State bj;
             op.map(steps[j], t0 + j, dj, bj);
             const State before = h;
             h = affine(dj, h, bj);
@@ -272,6 +377,7 @@ __device__ void chunked_scan(Op& op, const Chunking<typename Op::State>& c) {
             }
         }
         __syncthreads();
+        finish_segment(op, steps, k, t0, n_read, lane_ok, c.T, 0);
     }
     const typename Op::Partial total = block_sum(partial);
     if (warp == 0 && lane_ok) op.store_partial(group, n, total);

@@ -10,9 +10,10 @@ from typing import Any
 
 import torch
 
-from ..._validation import check_float, check_like, check_op_sequence, check_positive, check_tensor
+from ..._validation import check_bool, check_float, check_like, check_op_sequence, check_positive, check_tensor
 from ...surrogate import Surrogate
 from .._backend import kernel_gap, resolve_backend
+from .._layout import compact, param_layout, per_lane, to_params
 from .cupy import MAX_TAPS, dsn_backward_cupy, dsn_forward_cupy
 from .fused import dsn_backward, dsn_forward
 from .reference import dsn_membrane_reference, dsn_step
@@ -20,27 +21,57 @@ from .reference import dsn_membrane_reference, dsn_step
 __all__ = ["dsn_membrane", "dsn_membrane_reference", "dsn_step"]
 
 
-#: backend -> (forward, backward), with the contracts of :mod:`.fused`
-_IMPLEMENTATIONS = {"torch": (dsn_forward, dsn_backward), "cupy": (dsn_forward_cupy, dsn_backward_cupy)}
+def _taps_per_lane(weight: torch.Tensor, lanes: int, layout: tuple[int, int]) -> torch.Tensor:
+    """``[k, P]`` taps for every lane, ``[k, N]``."""
+    return torch.stack([per_lane(w, lanes, layout) for w in weight.unbind(0)])
+
+
+def _forward_torch(x, history, weight, bias, tau, h0, spike_fn, shift, membrane, layout):
+    lanes = x.shape[1]
+    spikes, h = dsn_forward(x, history, _taps_per_lane(weight, lanes, layout), per_lane(bias, lanes, layout), tau, h0,
+                            spike_fn, shift)  # fmt: skip
+    return spikes, h if membrane else None, h[-1].clone(), h
+
+
+def _backward_torch(grad_spikes, grad_h, grad_last, x, history, weight, bias, tau, h0, h, spike_fn, shift, layout):
+    lanes = x.shape[1]
+    grad_spikes = torch.zeros_like(x) if grad_spikes is None else grad_spikes
+    grad_h = torch.zeros_like(x) if grad_h is None else grad_h
+    grad_last = torch.zeros_like(h0) if grad_last is None else grad_last
+    return dsn_backward(grad_spikes, grad_h, grad_last, x, history, _taps_per_lane(weight, lanes, layout),
+                        per_lane(bias, lanes, layout), tau, h0, h, spike_fn, shift)  # fmt: skip
+
+
+#: backend -> (forward, backward) on flattened tensors (see :class:`_DSNMembrane`): the forward returns
+#: ``(spikes, h or None, h_last, saved)``, the backward takes ``saved`` (the torch path's membrane, the kernels'
+#: checkpoints) in place of the membrane and returns the weight and bias gradients per lane (``[k, N]``, ``[N]``)
+_IMPLEMENTATIONS = {"torch": (_forward_torch, _backward_torch), "cupy": (dsn_forward_cupy, dsn_backward_cupy)}
 
 
 class _DSNMembrane(torch.autograd.Function):
-    """Flattened: ``x`` ``[T, N]``, ``history`` ``[k-1, N]``, ``weight`` ``[k, N]``, ``bias`` and ``h0`` ``[N]``."""
+    """Flattened: ``x`` ``[T, N]``, ``history`` ``[k-1, N]``, ``weight`` ``[k, P]`` and ``bias`` ``[P]`` (see
+    :func:`~snn_parallel.ops._layout.param_layout`), ``h0`` ``[N]``."""
 
     @staticmethod
-    def forward(ctx: Any, x, history, weight, bias, h0, tau: float, spike_fn: Surrogate, shift: float, backend: str):
+    def forward(ctx: Any, x, history, weight, bias, h0, tau: float, spike_fn: Surrogate, shift: float, backend: str,
+                membrane: bool, layout: tuple[int, int]):
         forward, ctx.backward_fn = _IMPLEMENTATIONS[backend]
-        spikes, h = forward(x, history, weight, bias, tau, h0, spike_fn, shift)
-        ctx.save_for_backward(x, history, weight, bias, h0, h)
-        ctx.constants = (tau, spike_fn, shift)
-        return spikes, h, h[-1].clone()
+        spikes, h, last, saved = forward(x, history, weight, bias, tau, h0, spike_fn, shift, membrane, layout)
+        ctx.save_for_backward(x, history, weight, bias, h0, saved)
+        ctx.constants = (tau, spike_fn, shift, layout)
+        ctx.set_materialize_grads(False)
+        return spikes, h, last
 
     @staticmethod
     def backward(ctx: Any, grad_spikes, grad_h, grad_last):
-        x, history, weight, bias, h0, h = ctx.saved_tensors
-        tau, spike_fn, shift = ctx.constants
-        grads = ctx.backward_fn(grad_spikes, grad_h, grad_last, x, history, weight, bias, tau, h0, h, spike_fn, shift)
-        return (*grads, None, None, None, None)
+        x, history, weight, bias, h0, saved = ctx.saved_tensors
+        tau, spike_fn, shift, layout = ctx.constants
+        grad_x, grad_history, grad_weight, grad_bias, grad_h0 = ctx.backward_fn(
+            grad_spikes, grad_h, grad_last, x, history, weight, bias, tau, h0, saved, spike_fn, shift, layout
+        )
+        count, spatial = layout  # the per-lane sums into [k, P] and [P], one reduction each
+        grad_weight = grad_weight.reshape(weight.shape[0], -1, count, spatial).sum((1, 3))
+        return (grad_x, grad_history, grad_weight, to_params(grad_bias, layout), grad_h0, *[None] * 6)
 
 
 def dsn_membrane(
@@ -55,7 +86,8 @@ def dsn_membrane(
     *,
     backend: str = "auto",
     validate: bool = True,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    membrane: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
     r"""DSN spikes :math:`S_t = f(H_t - \mathrm{shift})` and membrane :math:`H` for all steps.
 
     Args:
@@ -73,13 +105,16 @@ def dsn_membrane(
             the kernel holds at most :data:`~snn_parallel.ops.dsn.cupy.MAX_TAPS` taps.
         validate: check the arguments (``False`` where the caller already has, as
             :class:`~snn_parallel.neurons.DynamicDecay` does).
+        membrane: return the membrane ``h``; with ``False`` it is ``None`` and the kernels do not
+            write it (their backward recomputes it from checkpoints either way).
 
     Returns:
-        ``(spikes, h, h_last)``, ``[T, *S]``, ``[T, *S]`` and ``[*S]``.
+        ``(spikes, h, h_last)``, ``[T, *S]``, ``[T, *S]`` (or ``None``) and ``[*S]``.
     """
     if validate:
         _check(x, history, weight, bias, tau, h0, spike_fn)
         check_float(shift, "shift")
+        check_bool(membrane, "membrane")
     def gap() -> str | None:
         if weight.shape[0] > MAX_TAPS:
             return f"weight has {weight.shape[0]} taps (the kernel holds at most {MAX_TAPS})"
@@ -89,23 +124,21 @@ def dsn_membrane(
     backend = resolve_backend(backend, x, op="dsn_membrane", unsupported=gap)
     steps, shape = x.shape[0], x.shape[1:]
     lanes = shape.numel()
-    taps = weight.shape[0]
-    # align the per-tap trailing dims with S from the right, as broadcasting does
-    weight = weight.reshape(taps, *([1] * (len(shape) - weight.dim() + 1)), *weight.shape[1:])
-    weight2 = weight.expand(taps, *shape).reshape(taps, lanes)
-    bias2 = bias.expand(shape).reshape(lanes)
+    lo, hi, count, spatial = param_layout(shape, weight[0], bias)
     spikes, h, last = _DSNMembrane.apply(
         x.reshape(steps, lanes).contiguous(),
         history.reshape(history.shape[0], lanes).contiguous(),
-        weight2.contiguous(),
-        bias2.contiguous(),
+        torch.stack([compact(w, shape, lo, hi) for w in weight.unbind(0)]),
+        compact(bias, shape, lo, hi),
         h0.reshape(lanes).contiguous(),
         tau,
         spike_fn,
         shift,
         backend,
+        membrane,
+        (count, spatial),
     )
-    return spikes.view(x.shape), h.view(x.shape), last.view(shape)
+    return spikes.view(x.shape), None if h is None else h.view(x.shape), last.view(shape)
 
 
 def _check(x, history, weight, bias, tau, h0, spike_fn) -> None:

@@ -1,39 +1,56 @@
-"""CuPy path of the DSN membrane: ``dsn.cu``, one thread per lane.
+"""CuPy path of the DSN membrane: the time-chunked kernels of ``dsn.cu``.
 
-Same contracts as :func:`.fused.dsn_forward` / :func:`.fused.dsn_backward`. ``x``, ``history``,
-``h0`` and the sequences run in the storage dtype of ``x``; ``weight`` and ``bias`` in float32;
-gradients come back in the dtypes of their inputs. The launches are the custom ops
-``snn_parallel::dsn_forward`` and ``snn_parallel::dsn_backward``.
+Same contracts as :func:`.fused.dsn_forward` / :func:`.fused.dsn_backward`, except that the taps and bias come in
+their compact form (``[k, P]`` and ``[P]``, read for lane ``n`` at ``(n // spatial) % P``, see
+:func:`~snn_parallel.ops._layout.param_layout`), the forward writes the membrane only when asked and returns checkpoints (``H`` entering every :data:`~snn_parallel.ops._cuda.SEGMENT`
+steps, float32) from which the backward recomputes it. ``x``, ``history``, ``h0`` and the sequences run in the
+storage dtype of ``x``; ``weight`` and ``bias`` in float32; gradients come back in the dtypes of their inputs.
+
+Launches: the forward is one time-chunked kernel (plus the look-back's flag memset where blocks split the
+sequence); the backward one time-chunked kernel and one fix-up kernel, which finishes the input gradients at the
+segment edges and sums the weight and bias gradients over the blocks in a fixed order (deterministic). They are
+the custom ops ``snn_parallel::dsn_forward`` and ``snn_parallel::dsn_backward``.
 """
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from ...surrogate import Surrogate
-from .._cuda import KernelFile, arg, kernel_op, spike_code
+from .._cuda import CHUNK_WARPS, SEGMENT, KernelFile, arg, grad_strides, kernel_op, spike_code, workspace
 
 #: the most conv taps ``dsn.cu`` holds in registers (its ``DSN_MAX_TAPS``)
 MAX_TAPS = 8
 KERNEL = KernelFile(__package__, "dsn.cu", {"DSN_MAX_TAPS": MAX_TAPS})
 
 
-def _fake_forward(x, history, weight, bias, h0, tau, shift, kind, params, inclusive):
-    return torch.empty_like(x), torch.empty_like(x)
+def _fake_forward(x, history, weight, bias, h0, tau, shift, kind, params, inclusive, membrane, count, spatial,
+                  segments_per_block=None):
+    steps, lanes = x.shape
+    return (torch.empty_like(x), x.new_empty(x.shape if membrane else (0,)),
+            x.new_empty(math.ceil(steps / SEGMENT), lanes, dtype=torch.float32), x.new_empty(lanes, dtype=torch.float32))
 
 
 @kernel_op("dsn_forward", _fake_forward)
 def _forward(x: torch.Tensor, history: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, h0: torch.Tensor,
-             tau: float, shift: float, kind: int, params: list[float], inclusive: bool) -> tuple[torch.Tensor, torch.Tensor]:
+             tau: float, shift: float, kind: int, params: list[float], inclusive: bool, membrane: bool, count: int,
+             spatial: int, segments_per_block: int | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     steps, lanes = x.shape
     x = x.contiguous()
-    spikes, h = torch.empty_like(x), torch.empty_like(x)
-    KERNEL.launch_items(
-        "dsn_fwd", x.dtype, lanes,
-        x, arg(history, x.dtype), arg(weight, torch.float32), arg(bias, torch.float32), arg(h0, x.dtype), spikes, h,
-        tau, shift, kind, *params, int(inclusive), weight.shape[0], steps, lanes,
+    spikes = torch.empty_like(x)
+    h = torch.empty_like(x) if membrane else x.new_empty(0)
+    checkpoints = torch.empty(math.ceil(steps / SEGMENT), lanes, device=x.device)
+    h_last = torch.empty(lanes, device=x.device)
+    grid, per_block, *look_back = workspace(steps, lanes, x, 1, segments_per_block)
+    KERNEL.launch(
+        "dsn_fwd", x.dtype, (grid,), (32, CHUNK_WARPS),
+        x, arg(history, x.dtype), arg(weight, torch.float32), arg(bias, torch.float32), arg(h0, x.dtype), spikes,
+        h if membrane else None, checkpoints, h_last, *look_back, 1.0 / tau, shift, kind, *params, int(inclusive),
+        weight.shape[0], steps, lanes, count, spatial, per_block,
     )  # fmt: skip
-    return spikes, h
+    return spikes, h, checkpoints, h_last
 
 
 def dsn_forward_cupy(
@@ -45,58 +62,80 @@ def dsn_forward_cupy(
     h0: torch.Tensor,
     spike_fn: Surrogate,
     shift: float,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Spikes and membrane ``H`` ``[T, N]`` for ``x`` ``[T, N]``; ``weight`` is ``[k, N]``, ``bias`` ``[N]``."""
+    membrane: bool,
+    layout: tuple[int, int],
+    *,
+    segments_per_block: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor, torch.Tensor]:
+    """``(spikes, h, h_last, checkpoints)`` for ``x`` ``[T, N]`` (``h`` ``None`` unless ``membrane``); ``weight`` is
+    ``[k, P]``, ``bias`` ``[P]`` with ``layout = (P, spatial)``; ``segments_per_block`` forces the launch
+    configuration."""
     kind, params, inclusive = spike_code(spike_fn)
-    return _forward(x, history, weight, bias, h0, float(tau), float(shift), kind, list(params), bool(inclusive))
+    spikes, h, checkpoints, h_last = _forward(x, history, weight, bias, h0, float(tau), float(shift), kind, list(params),
+                                              bool(inclusive), membrane, *layout, segments_per_block)  # fmt: skip
+    return spikes, h if membrane else None, h_last.to(x.dtype), checkpoints
 
 
-def _fake_backward(grad_spikes, grad_h, grad_last, x, history, weight, bias, h0, h, tau, shift, kind, params):
-    return (torch.empty_like(x), torch.empty_like(history), torch.empty_like(weight), torch.empty_like(bias),
-            torch.empty_like(h0))
+def _fake_backward(grad_spikes, grad_h, grad_last, x, history, weight, bias, checkpoints, tau, shift, kind, params,
+                   count, spatial, segments_per_block=None):
+    lanes = x.shape[1]
+    return (torch.empty_like(x), x.new_empty(history.shape), x.new_empty(weight.shape[0], lanes, dtype=torch.float32),
+            x.new_empty(lanes, dtype=torch.float32), x.new_empty(lanes, dtype=torch.float32))
 
 
 @kernel_op("dsn_backward", _fake_backward)
-def _backward(grad_spikes: torch.Tensor, grad_h: torch.Tensor, grad_last: torch.Tensor, x: torch.Tensor,
-              history: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, h0: torch.Tensor, h: torch.Tensor,
-              tau: float, shift: float, kind: int, params: list[float],
-              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+def _backward(grad_spikes: torch.Tensor | None, grad_h: torch.Tensor | None, grad_last: torch.Tensor | None,
+              x: torch.Tensor, history: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, checkpoints: torch.Tensor,
+              tau: float, shift: float, kind: int, params: list[float], count: int, spatial: int,
+              segments_per_block: int | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     steps, lanes = x.shape
+    taps = weight.shape[0]
     grad_x = torch.empty_like(x)
-    grad_history = torch.empty(history.shape, dtype=x.dtype, device=x.device)
-    grad_weight = torch.empty(weight.shape, dtype=torch.float32, device=x.device)
-    grad_bias = torch.empty(lanes, dtype=torch.float32, device=x.device)
-    grad_h0 = torch.empty(lanes, dtype=x.dtype, device=x.device)
-    KERNEL.launch_items(
-        "dsn_bwd", x.dtype, lanes,
-        arg(grad_spikes, x.dtype), arg(grad_h, x.dtype), arg(grad_last, x.dtype), x, arg(history, x.dtype),
-        arg(weight, torch.float32), arg(bias, torch.float32), arg(h0, x.dtype), h,
-        grad_x, grad_history, grad_weight, grad_bias, grad_h0, tau, shift, kind, *params, weight.shape[0], steps, lanes,
+    grad_history = x.new_empty(history.shape)
+    grad_weight = torch.empty(taps, lanes, device=x.device)
+    grad_bias, grad_h0 = (torch.empty(lanes, device=x.device) for _ in range(2))
+    segments = math.ceil(steps / SEGMENT)
+    head, tail = (torch.empty(segments * (taps - 1), lanes, device=x.device) for _ in range(2))
+    grid, per_block, *look_back = workspace(steps, lanes, x, 1, segments_per_block)
+    groups = grid // math.ceil(lanes / 32)
+    partials = torch.empty(groups, MAX_TAPS + 1, lanes, device=x.device)
+    weight = arg(weight, torch.float32)
+    grad_spikes, grad_h = (None if g is None else g.to(x.dtype) for g in (grad_spikes, grad_h))
+    KERNEL.launch(
+        "dsn_bwd", x.dtype, (grid,), (32, CHUNK_WARPS),
+        grad_spikes, grad_h, None if grad_last is None else arg(grad_last, torch.float32), x, arg(history, x.dtype),
+        weight, arg(bias, torch.float32), checkpoints, grad_x, grad_h0, head, tail, partials, *look_back, 1.0 / tau,
+        shift, kind, *params, taps, steps, lanes, count, spatial, *grad_strides(grad_spikes), *grad_strides(grad_h),
+        per_block,
     )  # fmt: skip
-    return (
-        grad_x,
-        grad_history.to(history.dtype),
-        grad_weight.to(weight.dtype),
-        grad_bias.to(bias.dtype),
-        grad_h0.to(h0.dtype),
-    )
+    KERNEL.launch_items("dsn_fixup", x.dtype, segments * lanes, weight, head, tail, partials, grad_x, grad_history,
+                        grad_weight, grad_bias, taps, steps, lanes, count, spatial, groups)  # fmt: skip
+    return grad_x, grad_history, grad_weight, grad_bias, grad_h0
 
 
 def dsn_backward_cupy(
-    grad_spikes: torch.Tensor,
-    grad_h: torch.Tensor,
-    grad_last: torch.Tensor,
+    grad_spikes: torch.Tensor | None,
+    grad_h: torch.Tensor | None,
+    grad_last: torch.Tensor | None,
     x: torch.Tensor,
     history: torch.Tensor,
     weight: torch.Tensor,
     bias: torch.Tensor,
     tau: float,
     h0: torch.Tensor,
-    h: torch.Tensor,
+    checkpoints: torch.Tensor,
     spike_fn: Surrogate,
     shift: float,
+    layout: tuple[int, int],
+    *,
+    segments_per_block: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Gradients of ``(x, history, weight, bias, h0)``."""
+    """Gradients of ``(x, history, weight, bias, h0)`` from those of ``(spikes, h, h_last)`` (each ``None`` when none
+    reached it; ``[T, N]`` gradients with any strides) and the forward's ``checkpoints``; the weight's and bias's per
+    lane, ``[k, N]`` and ``[N]``."""
     kind, params, _ = spike_code(spike_fn)
-    return _backward(grad_spikes, grad_h, grad_last, x, history, weight, bias, h0, h, float(tau), float(shift), kind,
-                     list(params))  # fmt: skip
+    grad_x, grad_history, grad_weight, grad_bias, grad_h0 = _backward(
+        grad_spikes, grad_h, grad_last, x, history, weight, bias, checkpoints, float(tau), float(shift), kind,
+        list(params), *layout, segments_per_block,
+    )  # fmt: skip
+    return grad_x, grad_history.to(history.dtype), grad_weight.to(weight.dtype), grad_bias.to(bias.dtype), grad_h0.to(h0.dtype)

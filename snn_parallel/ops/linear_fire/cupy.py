@@ -21,7 +21,7 @@ import torch
 
 from ...surrogate import Surrogate
 from .. import _cuda
-from .._cuda import CHUNK_WARPS, SEGMENT, KernelFile, arg, kernel_op, spike_code, workspace
+from .._cuda import CHUNK_WARPS, SEGMENT, KernelFile, arg, grad_strides, kernel_op, spike_code, workspace
 
 KERNEL = KernelFile(__package__, "linear_fire.cu")
 #: lanes per multiprocessor from which the reset's threshold chain runs the filter itself (one pass over x)
@@ -101,10 +101,6 @@ def linear_fire_forward_cupy(
                     *layout, filter_in_chain, segments_per_block)  # fmt: skip
 
 
-def _strides(grad: torch.Tensor | None) -> tuple[int, int]:
-    return (0, 0) if grad is None else grad.stride()
-
-
 def _fake_backward(grad_spikes, grad_membrane, grad_last, grad_bias_next, x, decay, scale, reset_decay, h0, bias0,
                    membrane, spikes, checkpoints, kind, params, v_threshold, count, spatial, needs_bias0, needs_rho,
                    segments_per_block=None):
@@ -137,7 +133,7 @@ def _backward(grad_spikes: torch.Tensor | None, grad_membrane: torch.Tensor | No
         arg(scale, torch.float32), None if reset_decay is None else arg(reset_decay, torch.float32), arg(h0, acc),
         arg(bias0, torch.float32), membrane if reset_decay is not None else None, spikes if reset_grad else None,
         checkpoints, grad_x, grad_h0, grad_bias0 if needs_bias0 else None, partials, *look_back, v_threshold, kind,
-        *params, int(reset_grad), steps, lanes, count, spatial, *_strides(grad_spikes), *_strides(grad_membrane),
+        *params, int(reset_grad), steps, lanes, count, spatial, *grad_strides(grad_spikes), *grad_strides(grad_membrane),
         per_block,
     )  # fmt: skip
     sums = partials.view(groups, 4, -1, count, spatial).sum((0, 2, 4))  # one reduction over blocks and lanes

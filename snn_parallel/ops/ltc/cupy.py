@@ -1,8 +1,10 @@
-"""CuPy path of the LTC recurrence: ``ltc.cu``, one thread per lane.
+"""CuPy path of the LTC recurrence: ``ltc.cu``.
 
 Same contracts as :func:`.fused.ltc_forward` / :func:`.fused.ltc_backward`, in the storage dtype
-of ``current`` (the other inputs are converted to it). The launches are the custom ops
-``snn_parallel::ltc_forward`` and ``snn_parallel::ltc_backward``.
+of ``current`` (the other inputs are converted to it). The forward (a hard reset: serial in time) runs one
+thread per lane with the next steps' inputs in flight; the backward, linear in its carried gradients, is a
+time-chunked scan of 3 x 3 matrix maps (plus the look-back's flag memset where blocks split the sequence).
+The launches are the custom ops ``snn_parallel::ltc_forward`` and ``snn_parallel::ltc_backward``.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 import torch
 
 from ...surrogate import Surrogate
-from .._cuda import KernelFile, arg, kernel_op, spike_code
+from .._cuda import CHUNK_WARPS, KernelFile, arg, kernel_op, spike_code, workspace
 
 KERNEL = KernelFile(__package__, "ltc.cu")
 
@@ -49,7 +51,7 @@ def ltc_forward_cupy(
 
 
 def _fake_backward(grad_spikes, grad_membrane, grad_u_last, grad_s_last, grad_b_last, current, rate, retention, u0,
-                   s0, b_init, spikes, membrane, trace, b0, beta_a, kind, params):
+                   s0, b_init, spikes, membrane, trace, b0, beta_a, kind, params, segments_per_block=None):
     return tuple(torch.empty_like(t) for t in (current, rate, retention, u0, s0, b_init))
 
 
@@ -58,6 +60,7 @@ def _backward(grad_spikes: torch.Tensor, grad_membrane: torch.Tensor, grad_u_las
               grad_s_last: torch.Tensor, grad_b_last: torch.Tensor, current: torch.Tensor, rate: torch.Tensor,
               retention: torch.Tensor, u0: torch.Tensor, s0: torch.Tensor, b_init: torch.Tensor, spikes: torch.Tensor,
               membrane: torch.Tensor, trace: torch.Tensor, b0: float, beta_a: float, kind: int, params: list[float],
+              segments_per_block: int | None = None,
               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     steps, lanes = current.shape
     dtype = current.dtype
@@ -65,9 +68,11 @@ def _backward(grad_spikes: torch.Tensor, grad_membrane: torch.Tensor, grad_u_las
     grads_in = [arg(g, dtype) for g in (grad_spikes, grad_membrane, grad_u_last, grad_s_last, grad_b_last)]
     grads_seq = [torch.empty(steps, lanes, dtype=dtype, device=current.device) for _ in range(3)]
     grads_state = [torch.empty(lanes, dtype=dtype, device=current.device) for _ in range(3)]
-    KERNEL.launch_items(
-        "ltc_bwd", dtype, lanes,
-        *grads_in, *(arg(t, dtype) for t in saved), *grads_seq, *grads_state, b0, beta_a, kind, *params, steps, lanes,
+    grid, per_block, *look_back = workspace(steps, lanes, current, 3, segments_per_block, decay_floats=9)
+    KERNEL.launch(
+        "ltc_bwd", dtype, (grid,), (32, CHUNK_WARPS),
+        *grads_in, *(arg(t, dtype) for t in saved), *grads_seq, *grads_state, *look_back, b0, beta_a, kind, *params,
+        steps, lanes, per_block,
     )  # fmt: skip
     return tuple(g.to(t.dtype) for g, t in zip(grads_seq + grads_state, saved))
 
@@ -80,7 +85,11 @@ def ltc_backward_cupy(
     b0: float,
     beta_a: float,
     surrogate: Surrogate,
+    *,
+    segments_per_block: int | None = None,
 ) -> tuple[torch.Tensor, ...]:
-    """Gradients of ``(current, rate, retention, u0, s0, b_init)``."""
+    """Gradients of ``(current, rate, retention, u0, s0, b_init)`` (``segments_per_block`` forces the launch
+    configuration)."""
     kind, params, _ = spike_code(surrogate)
-    return _backward(grad_spikes, grad_membrane, *grad_last, *saved, float(b0), float(beta_a), kind, list(params))
+    return _backward(grad_spikes, grad_membrane, *grad_last, *saved, float(b0), float(beta_a), kind, list(params),
+                     segments_per_block)

@@ -1,15 +1,17 @@
-"""CuPy path of TSSL-BP's neuron: ``tssl.cu``, one thread per lane.
+"""CuPy path of TSSL-BP's neuron: ``tssl.cu``.
 
 Same contracts as :func:`.reference.tssl_forward_reference` and :func:`.parallel.tssl_backward` on
-``[T, N]`` sequences, in the storage dtype of ``current`` (the other inputs are converted to it). The launchers
-are the custom ops ``snn_parallel::tssl_forward`` and ``snn_parallel::tssl_backward``.
+``[T, N]`` sequences, in the storage dtype of ``current`` (the other inputs are converted to it). The forward (a
+hard reset: serial in time) runs one thread per lane with the next steps' inputs in flight; the backward, linear in
+its carried pair, is a time-chunked scan of 2 x 2 matrix maps (plus the look-back's flag memset where blocks split
+the sequence). The launchers are the custom ops ``snn_parallel::tssl_forward`` and ``snn_parallel::tssl_backward``.
 """
 
 from __future__ import annotations
 
 import torch
 
-from .._cuda import KernelFile, arg, kernel_op
+from .._cuda import CHUNK_WARPS, KernelFile, arg, kernel_op, workspace
 from .reference import DT_DU_MIN, FALLBACK_CLAMP, FALLBACK_WIDTH
 
 KERNEL = KernelFile(
@@ -46,7 +48,8 @@ def tssl_forward_cupy(
     return (*sequences, *last)
 
 
-def _fake_backward(grad_psp, spikes, membrane, delta_u, psp, v_threshold, tau_m, tau_s, dt_du_at_spikes=True):
+def _fake_backward(grad_psp, spikes, membrane, delta_u, psp, v_threshold, tau_m, tau_s, dt_du_at_spikes=True,
+                   segments_per_block=None):
     return torch.empty_like(spikes)
 
 
@@ -61,11 +64,15 @@ def tssl_backward_cupy(
     tau_m: float,
     tau_s: float,
     dt_du_at_spikes: bool = True,
+    segments_per_block: int | None = None,
 ) -> torch.Tensor:
-    """:math:`\\partial L/\\partial I` ``[T, N]`` from :math:`\\partial L/\\partial a` and the forward's outputs."""
+    """:math:`\\partial L/\\partial I` ``[T, N]`` from :math:`\\partial L/\\partial a` and the forward's outputs
+    (``segments_per_block`` forces the launch configuration)."""
     steps, lanes = spikes.shape
     dtype = spikes.dtype
     saved = [arg(t, dtype) for t in (grad_psp, spikes, membrane, delta_u, psp)]
     grad = torch.empty_like(saved[1])
-    KERNEL.launch_items("tssl_bwd", dtype, lanes, *saved, grad, v_threshold, tau_m, tau_s, int(dt_du_at_spikes), steps, lanes)
+    grid, per_block, *look_back = workspace(steps, lanes, grad, 2, segments_per_block, decay_floats=4)
+    KERNEL.launch("tssl_bwd", dtype, (grid,), (32, CHUNK_WARPS), *saved, grad, *look_back, v_threshold, tau_m, tau_s,
+                  int(dt_du_at_spikes), steps, lanes, per_block)  # fmt: skip
     return grad
