@@ -5,6 +5,9 @@
 #                  and SpikingJelly 0.0.0.0.14 (.venv-legacy)
 #   make gpu    -> on a machine with an NVIDIA GPU: the GPU tests and the GPU benchmark
 #                  (CUPY=cuda12 for CUDA 12 drivers; default cuda13)
+#   make gpu-quick -> the quick GPU benchmark (under 5 minutes): benchmarks/gpu_quick.json and .png
+#   make gpu-wheels -> fetch into .wheels/ what benchmarks/gpu_session.sh installs offline on a GPU
+#                  machine without internet (SpikingJelly 2.0 and the packages it imports)
 #   make tutorial -> runs tutorial 1 (TUTORIAL=02_spikingjelly etc. for another); figures in figures/
 #   make docs   -> builds the documentation site into site/ (mkdocs build --strict), with the
 #                  tutorials executed (shrunken; DOCS_SMALL=0 runs them at full size)
@@ -53,7 +56,7 @@ $(VENV)/.docs-ready: $(VENV)/bin/python pyproject.toml
 	$(PIP) install -q "$(TORCH)" -e ".[all,docs]"
 	touch $@
 
-.PHONY: demo test bench docs gpu tutorial
+.PHONY: demo test bench docs gpu gpu-quick gpu-wheels tutorial
 demo: $(VENV)/.demo-ready
 	$(VENV)/bin/snn-parallel demo
 
@@ -67,6 +70,12 @@ bench: $(VENV)/.test-ready
 gpu: $(VENV)/.gpu-ready
 	$(PY) -m pytest -m gpu $(PYTEST_ARGS)
 	$(VENV)/bin/snn-parallel bench --device cuda --timeout 600 --json benchmarks/gpu.json --plot benchmarks/gpu.png
+
+gpu-quick: $(VENV)/.gpu-ready
+	$(VENV)/bin/snn-parallel bench --device cuda --quick --json benchmarks/gpu_quick.json --plot benchmarks/gpu_quick.png
+
+gpu-wheels: $(VENV)/bin/python
+	$(PIP) download -q --no-deps -d .wheels "spikingjelly==2.0.0" loguru tqdm
 
 # figures, benchmark tables and tutorial pages are generated during the build (docs/gen_pages.py)
 docs: $(VENV)/.docs-ready

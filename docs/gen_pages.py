@@ -114,6 +114,7 @@ psp_figure()
 
 # -- benchmark page -------------------------------------------------------------------------
 LABELS = {"dsn": "DynamicDecay", "prf": "PRF", "lif": "DecoupledLIF", "ltc": "LTC (parallel)", "psplif": "PSPLIF (TSSL-BP)",
+          "scan": "`linear_scan`", "copy": "`copy_`",
           "snntorch_leaky": "snnTorch `Leaky` (loop)", "sj_lif": "SJ `LIFNode('m')`", "sj_psn": "SJ `PSN`",
           "sj_sliding_psn": "SJ `SlidingPSN`"}
 OURS = ("dsn", "prf", "lif", "ltc", "psplif")
@@ -178,6 +179,30 @@ def bench_section(path: Path, device: str) -> str:
     return "\n".join(lines)
 
 
+def quick_section(path: Path) -> str:
+    """The quick GPU benchmark (`snn-parallel bench --device cuda --quick`): time and bandwidth per op and pass."""
+    results = json.loads(path.read_text())
+    machine = results["machine"]
+    lines = [f"## GPU kernels: `{path.relative_to(ROOT)}`", "",
+             f"{machine.get('gpu', machine['device'])}, torch {machine['torch']}; `{results.get('command', '')}`"
+             + ("" if results.get("complete") else " (**incomplete run**)") + ". Forward and backward: the op alone "
+             "(CUDA events); fwd+bwd: the module's training step. Bandwidth on the minimum bytes each pass must "
+             "move, and its fraction of the device's peak.", "",
+             "| model | pass | T x B x C | ms | GB/s | of peak |", "|---|---|---|---|---|---|"]
+    for r in results["rows"]:
+        bandwidth = "-" if r["bandwidth_gbs"] is None else f"{r['bandwidth_gbs']:.0f}"
+        fraction = "-" if r["peak_fraction"] is None else f"{r['peak_fraction']:.0%}"
+        lines.append(f"| {LABELS.get(r['model'], r['model'])} | {r['pass']} | {r['T']}x{r['B']}x{r['C']} | "
+                     f"{r['time_ms']:.3f} | {bandwidth} | {fraction} |")
+    if results["ratios"]:
+        lines += ["", "| ours | baseline | T x B x C | speed-up (fwd+bwd) |", "|---|---|---|---|"]
+        lines += [f"| {LABELS.get(s['model'], s['model'])} | {LABELS.get(s['baseline'], s['baseline'])} | {s['shape']} | "
+                  f"{s['speedup']:.2f}x |" for s in results["ratios"]]
+    for e in results.get("errors", []):
+        lines.append(f"\n{e['model']} {e['T']}x{e['B']}x{e['C']}: {e['error']}")
+    return "\n".join(lines) + "\n"
+
+
 def learners_section(folder: Path) -> str:
     """One table per results file of ``snn-parallel train`` / ``bench --learners``, as measured."""
     lines = ["## Learners", "",
@@ -212,6 +237,11 @@ for device, name in (("CPU", "cpu.json"), ("GPU", "gpu.json")):
         page.append(bench_section(path, device))
     else:
         page += [f"## {device}", "", f"No `benchmarks/{name}` in this checkout.", ""]
+for path in sorted((ROOT / "benchmarks").glob("gpu_quick*.json")):
+    page.append(quick_section(path))
+if not list((ROOT / "benchmarks").glob("gpu_quick*.json")):
+    page += ["## GPU kernels", "", "No quick GPU benchmark (`benchmarks/gpu_quick*.json`) in this checkout yet: "
+             "`make gpu-quick`, or `bash benchmarks/gpu_session.sh` for the GPU tests and the benchmark in one go.", ""]
 if (ROOT / "benchmarks" / "learners").is_dir():
     page.append(learners_section(ROOT / "benchmarks" / "learners"))
 with mkdocs_gen_files.open("benchmarks.md", "w") as handle:

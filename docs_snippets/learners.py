@@ -15,7 +15,7 @@ net = nn.Sequential(
 for synapse in (net[0], net[2]):  # start wide enough that the neurons fire from the first batch
     nn.init.uniform_(synapse.weight, -3 * (3 / synapse.in_features) ** 0.5, 3 * (3 / synapse.in_features) ** 0.5)
 trainer = HYPRTrainer(net, torch.optim.Adam(net.parameters(), lr=3e-3), chunk=4, loss=StepLoss("ce", "all"))
-# or: FPTTTrainer(net, optimizer, parts=8, alpha=0.1, loss=...), OTTTTrainer(..., variant="A"), BPTTTrainer(...)
+# or: FPTTTrainer(net, optimizer, parts=8, loss=...), OTTTTrainer(..., variant="A"), BPTTTrainer(...)
 history = trainer.fit(make_loader(train, 64, shuffle=True), epochs=2, val_loader=make_loader(test, 256))
 print(f"loss {history[-1]['train_loss']:.3f}, test accuracy {history[-1]['val_accuracy']:.3f}")
 trainer.save("hypr.pt")  # model, optimizer, rule state, RNGs: trainer.load("hypr.pt") resumes exactly

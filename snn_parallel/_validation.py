@@ -7,7 +7,7 @@ a GPU, so it can be switched off for hot loops::
     snn_parallel.set_validation(False)          # globally
     with snn_parallel.validation(False): ...    # for a block
 
-Scalar arguments (counts, constants, options) are checked by :func:`check_int`,
+Scalar arguments (counts, constants, options, seeds) are checked by :func:`check_int`,
 :func:`check_float`, :func:`check_positive`, :func:`check_pair`, :func:`check_bool` and
 :func:`check_choice`, always: a wrong type raises ``TypeError``, a value out of range ``ValueError``.
 """
@@ -212,6 +212,12 @@ def check_float(
 def check_positive(value: object, name: str, *, finite: bool = True) -> float:
     """``value`` as a ``float`` if it is a real number > 0 (finite unless ``finite=False``)."""
     return check_float(value, name, minimum=0.0, min_open=True, finite=finite)
+
+
+def check_seed(value: object, name: str = "seed") -> int:
+    """A random seed: an int in ``[0, 2**32 - 1]`` (what NumPy's legacy seeding and scikit-learn's
+    ``random_state`` accept)."""
+    return check_int(value, name, minimum=0, maximum=2**32 - 1)
 
 
 def check_choice(value: object, name: str, choices: Sequence[str]) -> str:

@@ -177,6 +177,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--resume", action="store_true",
                         help="keep the cases already in the --json file (of an interrupted run on the same device) "
                              "and measure only the rest")
+    parser.add_argument("--quick", action="store_true",
+                        help="the quick GPU benchmark (snn_parallel.bench_quick): forward and backward of the kernels "
+                             "against the memory-bandwidth bound and SpikingJelly, at fixed shapes (--shapes replaces "
+                             "them), in a few minutes")
 
 
 # ----------------------------------------------------------------------------- worker side
@@ -502,9 +506,14 @@ def _save(args: argparse.Namespace, info: dict[str, Any], shapes: list[Shape], r
                "plot": None if args.plot is None else str(args.plot)}
     data = {"machine": info, "argv": [Path(sys.argv[0]).name, *sys.argv[1:]], "options": options,
             "complete": complete, "rows": rows, "ratios": ratios(rows), "recurrence": recurrence}
-    partial = args.json.with_name(args.json.name + ".partial")
+    write_json(args.json, data)
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    """Write ``data`` to ``path`` through a temporary file: never a half-written file, even if the run is killed."""
+    partial = path.with_name(path.name + ".partial")
     partial.write_text(json.dumps(data, indent=2))
-    partial.replace(args.json)  # never a half-written file, even if the run is killed while writing
+    partial.replace(path)
 
 
 def main(args: argparse.Namespace) -> int:
@@ -516,6 +525,10 @@ def main(args: argparse.Namespace) -> int:
     if args.plot is not None and importlib.util.find_spec("matplotlib") is None:
         print("snn-parallel bench: error: --plot needs matplotlib (pip install matplotlib)", file=sys.stderr)
         return 2
+    if getattr(args, "quick", False):
+        from . import bench_quick
+
+        return bench_quick.main(args)
     info = machine_info(args.device)
     try:
         kept = _resumed_rows(args, info) if args.resume else {}

@@ -10,9 +10,8 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from . import __version__
-from ._validation import check_choice, check_float, check_int, check_positive
+from ._validation import check_choice, check_float, check_int, check_positive, check_seed
 from .learners.nonfinite import NonFiniteError
-from .tasks._base import check_seed
 
 
 class _Parser(argparse.ArgumentParser):
@@ -133,6 +132,8 @@ _TRAIN_SCOPE: dict[str, tuple[str, Callable[[str, list[str]], bool]]] = {
     "network": ("is for --task image, not --task {task}", lambda task, rules: task == "image"),
     "padding": ("is for --task image, not --task {task}", lambda task, rules: task == "image"),
     "dt_du": ("is an option of TSSL-BP: use it with --task image --rule tsslbp", lambda task, rules: rules == ["tsslbp"]),
+    "kernel_target": ("is for --task image, not --task {task}", lambda task, rules: task == "image"),
+    "alpha": ("is FPTT's: use it with --rule fptt (or all)", lambda task, rules: "fptt" in rules),
     "readout": ("is OTTT's: use it with --rule ottt (or all) on --task row or pixel",
                 lambda task, rules: "ottt" in rules and task in _DIGITS),
 }
@@ -181,8 +182,13 @@ def _train(args: argparse.Namespace) -> int:
             return refuse(f"--valid {args.valid}: {error}")
     if args.readout == "trace" and (args.trace or experiments.OTTT_TRACES.get(args.neuron or "prf", "presynaptic")) == "neuron":
         return refuse("--readout trace goes with --trace presynaptic (trace='neuron' keeps the readout's exact gradient)")
+    if args.kernel_target is not None and args.loss == "count":
+        return refuse("--kernel-target is an option of the kernel loss, not of --loss count")
+    fptt = {} if args.alpha is None else {"alpha": args.alpha}
     valid = {} if args.valid is None else {"valid_fraction": args.valid}
     revision = {} if args.dt_du is None else {"dt_du_at_spikes": args.dt_du == "spikes"}
+    if args.kernel_target is not None:
+        revision["kernel_target"] = args.kernel_target
     rows = []
     for seed in seeds:
         for lr in lrs:
@@ -191,14 +197,17 @@ def _train(args: argparse.Namespace) -> int:
                 if args.task == "adding":
                     steps = args.steps or 200
                     row = experiments.train_adding(steps, rule=rule, iterations=args.iterations or 3000,
-                                                   parts=args.parts or min(10, steps), **options)
+                                                   parts=args.parts or min(10, steps),
+                                                   **(fptt if rule == "fptt" else {}), **options)
                 elif image:
                     row = experiments.train_image(rule, steps=args.steps or 5, epochs=args.epochs or 30,
                                                   recipe=args.recipe or "reference", loss=args.loss or "kernel",
                                                   **network, **valid, **revision, **options)
                 else:
                     row = experiments.train_digits(rule, args.task, neuron=args.neuron or "prf", epochs=args.epochs or 20,
-                                                   parts=args.parts, trace=args.trace, readout=args.readout, **valid, **options)
+                                                   parts=args.parts, trace=args.trace, readout=args.readout,
+                                                   **(fptt if rule == "fptt" else {}),
+                                                   **valid, **options)
                 rows.append({**row, "seed": seed})
                 print(", ".join(f"{k}={v:.4g}" if k == "lr" else f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}"
                                 for k, v in rows[-1].items()), flush=True)
@@ -314,6 +323,11 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--dt-du", choices=("spikes", "rising"), default=None,
                        help="image, TSSL-BP: its timing gradient dt/du only where a neuron fires ('spikes', default) or "
                             "wherever its membrane rose ('rising'); the two revisions of the reference code")
+    train.add_argument("--kernel-target", choices=("psp", "psp_psp"), default=None,
+                       help="image, kernel loss: the desired PSP filtered once ('psp', default; the code submitted with "
+                            "the paper) or twice ('psp_psp'; the reference code from its revision of 29 Oct 2020)")
+    train.add_argument("--alpha", type=_RATE, default=None,
+                       help="FPTT's regulariser strength (default: the trainer's; adding problem: 0.5, the reference's)")
     train.add_argument("--iterations", type=_POSITIVE, default=None, help="adding problem: optimizer iterations (default: 3000)")
     train.add_argument("--lr", type=_comma_list(_RATE, "finite numbers > 0"), default=None,
                        help="Adam(W)'s learning rate, or several separated by commas (default: 3e-3; image: 5e-3)")

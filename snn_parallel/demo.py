@@ -15,11 +15,10 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ._validation import check_bool, check_choice, check_int, check_positive
+from ._validation import check_bool, check_choice, check_int, check_positive, check_seed
 from .learners.nonfinite import describe_nonfinite, nonfinite_error
 from .neurons import LTC, PRF, DynamicDecay, Neuron
 from .tasks import SequentialDigits, make_loader
-from .tasks._base import check_seed
 
 #: sequence layouts of the digits the demo offers
 MODES = ("row", "pixel", "permuted")

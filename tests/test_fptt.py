@@ -14,6 +14,8 @@ and at the end of each epoch ``W <- W_bar`` (``anilkagak2/FPTT`` also sets ``lam
 
 from __future__ import annotations
 
+import functools
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -164,3 +166,57 @@ def test_fptt_refuses_bad_options(options, error, message):
     model = _model()
     with pytest.raises(error, match=message):
         FPTTTrainer(model, torch.optim.Adam(model.parameters()), parts=PARTS, **options)
+
+
+# -- against BPTT on the small row network (docs/learners/fptt.md) ----------------------------------------
+@functools.lru_cache(maxsize=None)
+def _small_row_network(rule: str, **options) -> float:
+    """``Linear(8, 64) -> PRF(64) -> Linear(64, 10)`` on the digits by row, 25 epochs, seed 0."""
+    from snn_parallel.learners.experiments import train_digits
+
+    return train_digits(rule, "row", neuron="prf_fixed", layers=1, hidden=64, epochs=25, seed=0, **options)["test_accuracy"]
+
+
+_TRUNCATION = ("measured 80.3 % (K = 2) and 71.1 % (K = 8) against BPTT's 87.2 % at seed 0 (5-seed means 84.9 and 72.2 "
+               "against 90.4): the truncation's cost on a network whose only state is one PRF layer before a stateless "
+               "readout; no FPTT setting recovers it (docs/learners/fptt.md)")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "parts, margin",
+    [(1, 0.03), pytest.param(2, 0.03, marks=pytest.mark.xfail(strict=True, reason=_TRUNCATION)),
+     pytest.param(8, 0.05, marks=pytest.mark.xfail(strict=True, reason=_TRUNCATION))],
+)
+def test_fptt_at_its_defaults_near_bptt_on_digit_rows(parts, margin):
+    """The trainers at their defaults (terminal cross-entropy): FPTT with K = 1, 2 within 3 points of
+    BPTT and with K = T within 5. K = 1 measured 86.9 % against 87.2 % (78.6 % with alpha = 0.1)."""
+    assert _small_row_network("fptt", parts=parts, loss="ce") >= _small_row_network("bptt", loss="ce") - margin
+
+
+@pytest.mark.slow
+def test_fptt_with_one_step_parts_near_bptt_with_the_loss_at_every_step():
+    """With the loss at every step for both rules, K = T comes within 5 points (measured 74.4 % against 77.5 %)."""
+    assert _small_row_network("fptt", parts=8, loss="ce_all") >= _small_row_network("bptt", loss="ce_all") - 0.05
+
+
+# -- the command line ----------------------------------------------------------------------------------
+def test_cli_alpha_reaches_fptt(tmp_path):
+    import json
+
+    from snn_parallel import cli
+
+    out = tmp_path / "adding.json"
+    assert cli.main(["train", "--rule", "fptt", "--task", "adding", "--steps", "20", "--iterations", "10",
+                     "--alpha", "0.2", "--json", str(out)]) == 0
+    row = json.loads(out.read_text())["rows"][0]
+    assert row["alpha"] == 0.2 and row["parts"] == 10
+
+
+@pytest.mark.parametrize("argv", [["--rule", "bptt", "--alpha", "0.1"], ["--task", "image", "--rule", "tsslbp", "--alpha", "0.1"],
+                                  ["--rule", "fptt", "--alpha", "0"], ["--rule", "fptt", "--alpha", "nan"]])
+def test_cli_refuses_alpha_without_fptt_or_positive_value(argv, capsys):
+    from snn_parallel import cli
+
+    assert cli.main(["train", "--task", "row", *argv]) == 2
+    assert "--alpha" in capsys.readouterr().err

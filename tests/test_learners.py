@@ -329,6 +329,7 @@ def sj_surrogate_sigmoid():
 def _neuron_trace_nodes():
     return {
         "prf": lambda: PRF(6, dt_range=(0.05, 1.0), learn_decay=True, surrogate=Sigmoid()),
+        # the neuron trace is exact with the reset detached (the official gradient through its decay is not traced)
         "prf-reset": lambda: PRF(6, dt_range=(0.05, 1.0), reset=True, reset_gradient="detached", surrogate=Sigmoid()),
         "lif-per-channel": lambda: DecoupledLIF(6, tau=3.0, learn_decay=True, surrogate=Sigmoid()),
         "sj-lif": lambda: sj_neuron.LIFNode(tau=3.0, v_reset=None, detach_reset=True, surrogate_function=sj_surrogate_sigmoid()),

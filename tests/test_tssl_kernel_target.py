@@ -43,3 +43,17 @@ def test_kernel_loss_trains_against_the_chosen_target():
 def test_kernel_target_refuses_other_values():
     with pytest.raises(ValueError, match="kernel_target"):
         SpikeSequenceLoss(kernel_target="psp2")
+
+
+def test_cli_kernel_target(tmp_path, capsys):
+    import json
+
+    from snn_parallel import cli
+
+    out = tmp_path / "image.json"
+    assert cli.main(["train", "--task", "image", "--rule", "tsslbp", "--epochs", "1", "--network", "4C3-12",
+                     "--kernel-target", "psp_psp", "--json", str(out)]) == 0
+    assert json.loads(out.read_text())["rows"][0]["kernel_target"] == "psp_psp"
+    for argv in (["--task", "row", "--kernel-target", "psp_psp"], ["--task", "image", "--loss", "count", "--kernel-target", "psp"]):
+        assert cli.main(["train", *argv]) == 2
+        assert "--kernel-target" in capsys.readouterr().err

@@ -19,10 +19,11 @@ import torch
 from torch import nn
 
 from ..neurons import LTC, PRF, BRF, DecoupledLIF, DynamicDecay, SEAdLIF
+from ..surrogate import Sigmoid
 from ..tasks import AddingProblem, SequentialDigits, make_loader
 from ..tasks._base import SequenceDataset
 from .hypr import HYPRTrainer
-from .losses import StepLoss
+from .losses import StepLoss, resolve_loss
 from .network import RecurrentBlock
 from .rules import BPTTTrainer, FPTTTrainer, OTTTTrainer
 from .trainer import Trainer
@@ -37,6 +38,8 @@ RULES: dict[str, type[Trainer]] = {"bptt": BPTTTrainer, "fptt": FPTTTrainer, "ot
 NEURONS: dict[str, Callable[[int], nn.Module]] = {
     "lif": lambda n: DecoupledLIF(n, tau=2.0),
     "prf": lambda n: PRF(n, dt_range=(0.01, 1.0), learn_decay=True),
+    # PRF as SpikingJelly's PRFNode(n, dt_range=(0.01, 1.0)) builds it: fixed decay, sigmoid surrogate
+    "prf_fixed": lambda n: PRF(n, dt_range=(0.01, 1.0), surrogate=Sigmoid()),
     "dsn": lambda n: DynamicDecay(n),
     "brf": lambda n: BRF(n),
     "adlif": lambda n: SEAdLIF(n),
@@ -68,13 +71,14 @@ OTTT_TRACES = {"lif": "neuron", "prf": "neuron"}
 
 def build_trainer(rule: str, model: nn.Module, optimizer: torch.optim.Optimizer, steps: int, loss: StepLoss,
                   chunk: int | None = None, parts: int | None = None, trace: str = "presynaptic",
-                  readout: str | None = None) -> Trainer:
+                  readout: str | None = None, **rule_options: object) -> Trainer:
     """The rule's trainer as these experiments use it: FPTT with K = ``parts`` (``None``: T),
     OTTT_A with an input trace of kind ``trace`` and its ``readout`` (``None``: the trace's
-    default), HYPR with sub-sequences of ``chunk`` steps (``None``: the whole sequence)."""
+    default), HYPR with sub-sequences of ``chunk`` steps (``None``: the whole sequence);
+    ``rule_options`` go to the trainer as they are (e.g. FPTT's ``alpha``)."""
     ottt = {"trace_input": True, "trace": trace, "readout": readout}
     options = {"fptt": {"parts": parts or steps}, "ottt": ottt, "hypr": {"chunk": chunk}}.get(rule, {})
-    return RULES[rule](model, optimizer, loss=loss, progress=False, **options)
+    return RULES[rule](model, optimizer, loss=loss, progress=False, **options, **rule_options)
 
 
 def digits_loss(rule: str) -> StepLoss:
@@ -91,29 +95,35 @@ def _digits_splits(mode: str, seed: int, valid_fraction: float | None, **options
 
 
 def train_digits(rule: str, mode: str = "row", *, neuron: str = "lif", epochs: int = 20, hidden: int = 128,
-                 lr: float = 3e-3, batch_size: int = 64, parts: int | None = None, trace: str | None = None,
-                 readout: str | None = None, valid_fraction: float | None = None, seed: int = 0) -> dict[str, float | str]:
-    """Train on :class:`~snn_parallel.tasks.SequentialDigits` with :func:`digits_loss`; returns
-    the test accuracy (``valid_accuracy`` with ``valid_fraction``) and time. ``parts``: FPTT's K
-    (``None``: K = T); ``trace``: OTTT's trace (``None``: :data:`OTTT_TRACES` for the neuron);
-    ``readout``: OTTT's readout (``None``: the trace's default)."""
+                 layers: int = 2, lr: float = 3e-3, batch_size: int = 64, parts: int | None = None,
+                 trace: str | None = None, readout: str | None = None, loss: str | None = None,
+                 valid_fraction: float | None = None, seed: int = 0, **rule_options: object) -> dict[str, float | str]:
+    """Train :func:`classifier` (``layers`` x ``hidden``) on :class:`~snn_parallel.tasks.SequentialDigits`
+    with :func:`digits_loss` (or ``loss``, e.g. ``"ce"``); returns the test accuracy (``valid_accuracy``
+    with ``valid_fraction``) and time. ``parts``: FPTT's K (``None``: K = T); ``trace``: OTTT's trace
+    (``None``: :data:`OTTT_TRACES` for the neuron); ``readout``: OTTT's readout (``None``: the trace's
+    default); ``rule_options``: more arguments of the rule's trainer (e.g. FPTT's ``alpha``), recorded
+    in the row."""
     if rule not in RULES:
         raise ValueError(f"rule must be one of {sorted(RULES)}, got {rule!r}")
     torch.manual_seed(seed)
     train, test = _digits_splits(mode, seed, valid_fraction)
-    model = classifier(train.num_inputs, train.num_classes, neuron, hidden)
+    model = classifier(train.num_inputs, train.num_classes, neuron, hidden, layers)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
-    loss = digits_loss(rule)
+    loss = digits_loss(rule) if loss is None else resolve_loss(loss)
     trainer = build_trainer(rule, model, optimizer, train.num_steps, loss, parts=parts,
-                            trace=trace or OTTT_TRACES.get(neuron, "presynaptic"), readout=readout)
+                            trace=trace or OTTT_TRACES.get(neuron, "presynaptic"), readout=readout, **rule_options)
     start = time.perf_counter()
     trainer.fit(make_loader(train, batch_size, shuffle=True, seed=seed), epochs)
     seconds = time.perf_counter() - start
     result = trainer.evaluate(make_loader(test, 256))
     row = {"rule": rule, "task": f"digits-{mode}", "steps": train.num_steps, "neuron": neuron, "epochs": epochs, "lr": lr,
            "loss": f"ce_{loss.steps}", f"{test.split}_accuracy": result["accuracy"], "train_seconds": seconds}
+    if (layers, hidden) != (2, 128):
+        row["network"] = f"{layers}x{hidden}"
     if rule == "fptt":
-        row["parts"] = parts or train.num_steps
+        row.update(parts=parts or train.num_steps, alpha=trainer.alpha)
+    row.update(rule_options)
     if rule == "ottt":
         row["trace"], row["readout"] = trainer.trace, trainer.readout
     return row
@@ -142,7 +152,8 @@ def train_adding(steps: int = 200, *, rule: str = "fptt", parts: int = 10, itera
     trainer.fit(loader, epochs)
     seconds = time.perf_counter() - start
     result = trainer.evaluate(make_loader(test, 500))
-    return {"rule": rule, "task": f"adding-{steps}", "steps": steps, "neuron": "ltc", "lr": lr,
+    fptt = {"parts": parts, "alpha": alpha} if rule == "fptt" else {}
+    return {"rule": rule, "task": f"adding-{steps}", "steps": steps, "neuron": "ltc", "lr": lr, **fptt,
             "iterations": epochs * len(loader), "test_mse": result["mse"], "train_seconds": seconds}
 
 
@@ -156,16 +167,16 @@ IMAGE_RECIPES = {"reference": {"batch_sum": True, "weight_clamp": 4.0}, "mean": 
 
 
 def _image_trainer(rule: str, lr: float, spec: str, recipe: str = "reference", dt_du_at_spikes: bool = True,
-                   loss: str = "kernel", padding: str = "valid") -> Trainer:
+                   loss: str = "kernel", padding: str = "valid", kernel_target: str = "psp") -> Trainer:
     """The PSPLIF conv net ``spec`` (its convs padded as ``padding``, see :func:`tssl_network`) with
-    AdamW, the spike-sequence loss (``loss``: its variant) and the recipe,
+    AdamW, the spike-sequence loss (``loss``: its variant; ``kernel_target``: the kernel loss's target) and the recipe,
     trained with TSSL-BP (``dt_du_at_spikes``: its revision, see :class:`~snn_parallel.neurons.PSPLIF`)
     or with BPTT through the surrogate: everything but the gradient is the same."""
     if rule not in IMAGE_RULES:
         raise ValueError(f"rule must be one of {IMAGE_RULES} for the image task, got {rule!r}")
     if recipe not in IMAGE_RECIPES:
         raise ValueError(f"recipe must be one of {tuple(IMAGE_RECIPES)}, got {recipe!r}")
-    spike_loss = SpikeSequenceLoss(variant=loss)
+    spike_loss = SpikeSequenceLoss(variant=loss, kernel_target=kernel_target)
     model = tssl_network(spec, (1, 8, 8), 10, gradient="tsslbp" if rule == "tsslbp" else "surrogate",
                          padding=padding, dt_du_at_spikes=dt_du_at_spikes)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
@@ -176,22 +187,23 @@ def _image_trainer(rule: str, lr: float, spec: str, recipe: str = "reference", d
 def train_image(rule: str, *, steps: int = 5, epochs: int = 30, lr: float = 5e-3, batch_size: int = 50,
                 spec: str = IMAGE_NETWORK, recipe: str = "reference", valid_fraction: float | None = None,
                 seed: int = 0, dt_du_at_spikes: bool = True, loss: str = "kernel",
-                padding: str = "valid") -> dict[str, float | str]:
+                padding: str = "valid", kernel_target: str = "psp") -> dict[str, float | str]:
     """Train the PSPLIF conv net ``spec`` (convs padded as ``padding``) on the digits as pictures
     repeated over ``steps`` steps with the spike-sequence loss's variant ``loss`` (``"kernel"`` or
-    ``"count"``); returns the test accuracy
+    ``"count"``; the kernel loss against ``kernel_target``, see :class:`SpikeSequenceLoss`); returns the test accuracy
     (``valid_accuracy`` with ``valid_fraction``) and time. TSSL-BP's rows say which revision of its
     gradient trained them (``dt_du``: ``"spikes"`` or ``"rising"``)."""
     torch.manual_seed(seed)
     train, test = _digits_splits("image", seed, valid_fraction, repeat=steps)
-    trainer = _image_trainer(rule, lr, spec, recipe, dt_du_at_spikes, loss, padding)
+    trainer = _image_trainer(rule, lr, spec, recipe, dt_du_at_spikes, loss, padding, kernel_target)
     start = time.perf_counter()
     trainer.fit(make_loader(train, batch_size, shuffle=True, seed=seed), epochs)
     seconds = time.perf_counter() - start
     result = trainer.evaluate(make_loader(test, 256))
     revision = {"dt_du": "spikes" if dt_du_at_spikes else "rising"} if rule == "tsslbp" else {}
+    target = {"kernel_target": kernel_target} if loss == "kernel" else {}
     return {"rule": rule, "task": "digits-image", "steps": steps, "network": spec, "padding": padding, "recipe": recipe,
-            "loss": loss, **revision,
+            "loss": loss, **target, **revision,
             "epochs": epochs, "lr": lr, f"{test.split}_accuracy": result["accuracy"], "train_seconds": seconds}
 
 

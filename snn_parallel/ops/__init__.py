@@ -1,7 +1,10 @@
 """Pure tensor math behind the neurons, one folder per op.
 
-Each op has ``reference.py`` (a plain step loop: the specification), a parallel or fused
-torch implementation, and a dispatching entry point with a hand-written backward.
+Each op folder holds ``reference.py`` (a plain step loop: the specification), a parallel or fused
+torch implementation, ``cupy.py`` (the launchers of its CUDA kernels, registered as
+``torch.ops.snn_parallel.*`` custom ops) with the op's ``.cu`` source, and in ``__init__.py`` the
+dispatching entry point with a hand-written backward. The shared CUDA header, the time-chunked scan
+driver and the launcher are in ``_cuda``; backend resolution in ``_backend``.
 """
 
 from .dsn import dsn_membrane, dsn_membrane_reference

@@ -8,14 +8,11 @@ from types import ModuleType
 import torch
 from torch.utils.data import Dataset
 
-from .._validation import check_bool, check_choice, check_float, check_int
+from .._validation import check_bool, check_choice, check_float, check_int, check_seed
 
 __all__ = ["check_bool", "check_choice", "check_int", "check_open_unit", "check_seed", "require", "SequenceDataset"]
 
 _INSTALL_HINT = 'pip install "torch==2.13.0" "snn-parallel[data]"'
-
-
-_MAX_SEED = 2**32 - 1  # numpy's legacy seeding and scikit-learn's random_state accept [0, 2**32 - 1]
 
 
 def require(module: str, package: str, feature: str) -> ModuleType:
@@ -24,11 +21,6 @@ def require(module: str, package: str, feature: str) -> ModuleType:
         return importlib.import_module(module)
     except ImportError as err:
         raise ImportError(f"{feature} needs the optional package '{package}': {_INSTALL_HINT}") from err
-
-
-def check_seed(value: object) -> int:
-    """Check a random seed: an int in ``[0, 2**32 - 1]``."""
-    return check_int(value, "seed", minimum=0, maximum=_MAX_SEED)
 
 
 def check_open_unit(value: object, name: str, *, include_one: bool = False) -> float:

@@ -33,7 +33,7 @@ GXX = shutil.which("g++")
 NVCC = shutil.which("nvcc")
 
 _CTYPE = {"P": ctypes.c_void_p, "L": ctypes.c_longlong, "I": ctypes.c_int, "F": ctypes.c_float}
-_POINTER_DTYPES = (torch.float32, torch.complex64, torch.int32)
+_POINTER_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.complex64, torch.int32)
 
 
 #: what a launch's non-zero status means (``emu_error`` of cuda_emu.h)
@@ -127,10 +127,11 @@ def _defines() -> dict[str, str]:
 
 
 def build(out_dir: Path, *, mutation: tuple[str, str, str] | None = None, extra: Sequence[Path] = (),
-          files: Sequence[str] | None = None, strict: bool = True) -> Harness:
+          files: Sequence[str] | None = None, dtype: torch.dtype = torch.float32, strict: bool = True) -> Harness:
     """Build the harness library in ``out_dir``; ``mutation = (file, old, new)`` replaces the one occurrence of
     ``old`` in that kernel file or header first (a mutant, to show that a test bites); ``extra`` adds more ``.cu``
-    files (test kernels); ``files`` builds only those kernel files (all by default)."""
+    files (test kernels); ``files`` builds only those kernel files (all by default); ``dtype`` is the storage
+    dtype of the build (``SNN_DTYPE``)."""
     assert GXX is not None, "g++ is needed to build the kernel harness"
     out_dir.mkdir(parents=True, exist_ok=True)
     files = {name: file for name, file in _cuda.kernel_files().items() if files is None or name in files}
@@ -154,13 +155,16 @@ def build(out_dir: Path, *, mutation: tuple[str, str, str] | None = None, extra:
     library = out_dir / "libsnn_kernels_emu.so"
     cmd = [
         GXX, "-std=c++17", "-O2", "-shared", "-fPIC", "-Wall", "-Wextra", f"-I{out_dir}", f"-I{CUDA_DIR}", f"-I{HARNESS_DIR}",
-        "-pthread", "-fvisibility=hidden", "-include", "cuda_emu.h", *(f"-D{k}={v}" for k, v in _defines().items()), "-x", "c++", str(launcher),
+        "-pthread", "-fvisibility=hidden", f"-DSNN_DTYPE={_cuda.KERNEL_DTYPES[dtype]}", "-include", "cuda_emu.h",
+        *(f"-D{k}={v}" for k, v in _defines().items()), "-x", "c++", str(launcher),
         "-o", str(library),
     ]  # fmt: skip
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, f"g++ failed:\n{proc.stderr}"
     assert not strict or "warning" not in proc.stderr, proc.stderr  # a mutant may leave a parameter unused
-    return Harness(ctypes.CDLL(str(library)), signatures)
+    harness = Harness(ctypes.CDLL(str(library)), signatures)
+    harness.dtype = dtype
+    return harness
 
 
 def build_mutants(out_dir: Path, mutations: dict[str, tuple[str, str, str]], files: Sequence[str]) -> dict[str, Harness]:

@@ -1,4 +1,5 @@
-// Host emulation of the CUDA built-ins used by the kernels of snn_parallel/ops/*/*.cu, for SNN_DTYPE=float.
+// Host emulation of the CUDA built-ins used by the kernels of snn_parallel/ops/*/*.cu, for SNN_DTYPE float, __half
+// or __nv_bfloat16 (storage types with the device's round-to-nearest-even conversions).
 //
 // Force-included (g++ -include cuda_emu.h) before the kernel sources so that they compile as plain C++.
 // A launch runs every CUDA thread as a fiber with its own stack (a register switch on x86-64, ucontext elsewhere):
@@ -47,7 +48,33 @@
 #define __shared__ static thread_local
 #define SNN_HOST_EMULATION 1
 
+#ifndef SNN_DTYPE
 #define SNN_DTYPE float
+#endif
+
+// ---- half precision storage: the conversions of cuda_fp16.h / cuda_bf16.h (round to nearest even) ---------
+#define SNN_HAS_HALF_TYPES 1
+struct __half {
+    _Float16 value;
+};
+struct __nv_bfloat16 {
+    unsigned short bits;
+};
+inline float __half2float(__half h) { return static_cast<float>(h.value); }
+inline __half __float2half(float f) { return {static_cast<_Float16>(f)}; }
+inline float __bfloat162float(__nv_bfloat16 b) {
+    const unsigned int bits = static_cast<unsigned int>(b.bits) << 16;
+    float f;
+    std::memcpy(&f, &bits, sizeof f);
+    return f;
+}
+inline __nv_bfloat16 __float2bfloat16(float f) {
+    unsigned int bits;
+    std::memcpy(&bits, &f, sizeof bits);
+    if ((bits & 0x7fffffffu) > 0x7f800000u) return {static_cast<unsigned short>((bits >> 16) | 0x40u)};  // NaN
+    bits += 0x7fffu + ((bits >> 16) & 1u);
+    return {static_cast<unsigned short>(bits >> 16)};
+}
 
 struct dim3 {
     unsigned int x, y, z;

@@ -13,7 +13,7 @@ lanes may be left out.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import pytest
@@ -42,23 +42,25 @@ def require_cuda() -> torch.device:
     return torch.device("cuda")
 
 
-def sequence(steps: int, *shape: int, dtype: torch.dtype, low: float = 0.0, high: float = 1.0) -> torch.Tensor:
-    """Uniform values in ``[low, high)``, rounded to ``dtype``, as a non-contiguous ``[T, B, C]`` CUDA leaf."""
-    base = torch.empty(steps, shape[1], shape[0], device="cuda").uniform_(low, high).to(dtype)
+def sequence(steps: int, *shape: int, dtype: torch.dtype, low: float = 0.0, high: float = 1.0,
+             device: torch.device | str = "cuda") -> torch.Tensor:
+    """Uniform values in ``[low, high)``, rounded to ``dtype``, as a non-contiguous ``[T, B, C]`` leaf."""
+    base = torch.empty(steps, shape[1], shape[0], device=device).uniform_(low, high).to(dtype)
     return base.transpose(1, 2)
 
 
 @dataclass
 class OpCase:
-    """One op: ``inputs(T, dtype)`` builds the differentiable inputs, ``run(backend, *inputs)`` returns
+    """One op: ``inputs(T, dtype, device)`` builds the differentiable inputs, ``run(backend, *inputs)`` returns
     its outputs (spikes first; those without a gradient get no upstream one), ``spike_arg(inputs, outputs)``
     the reference's spike-function argument."""
 
     run: Callable[..., tuple[torch.Tensor, ...]]
-    inputs: Callable[[int, torch.dtype], list[torch.Tensor]]
+    inputs: Callable[[int, torch.dtype, torch.device], list[torch.Tensor]]
     spike_fn: Surrogate | None = None
     spike_arg: Callable[[list[torch.Tensor], tuple[torch.Tensor, ...]], torch.Tensor] | None = None
     feedback: bool = False  # spikes feed back into the state
+    lanes: tuple[int, int] = (B, C)  # the (B, C) its inputs have
 
 
 def _wide(t: torch.Tensor) -> torch.Tensor:
@@ -94,16 +96,18 @@ def _assert_close(got: torch.Tensor, ref: torch.Tensor, tol: float, what: str) -
     assert error <= tol * max(scale, 1e-3), f"{what}: max error {error:.3g} vs max |reference| {scale:.3g} (tol {tol})"
 
 
-def check_op(case: OpCase, steps: int, dtype: torch.dtype) -> None:
-    """``case`` with the kernels in ``dtype`` against its torch path in float64 (see the module doc)."""
-    require_cuda()
+def check_op(case: OpCase, steps: int, dtype: torch.dtype, device: torch.device | str = "cuda") -> None:
+    """``case`` with the kernels in ``dtype`` against its torch path in float64 (see the module doc), on a GPU (or on
+    the CPU, with the kernels in the CPU harness behind ``backend='cupy'``)."""
+    if torch.device(device).type == "cuda":
+        require_cuda()
     torch.manual_seed(steps)
-    inputs = [t.requires_grad_() for t in case.inputs(steps, dtype)]
+    inputs = [t.requires_grad_() for t in case.inputs(steps, dtype, torch.device(device))]
     ref_inputs = [_wide(t) for t in inputs]
     got = case.run("cupy", *inputs)
     ref = case.run("torch", *ref_inputs)
     left_out = _left_out_lanes(case, got, ref, ref_inputs)
-    keep = (~left_out).view(B, C)
+    keep = (~left_out).view(case.lanes)
     values, grad_tol = TOL[dtype]
     for i, (g, r) in enumerate(zip(got, ref, strict=True)):
         if i > 0 or case.spike_fn is None:  # spikes were checked above
@@ -116,3 +120,38 @@ def check_op(case: OpCase, steps: int, dtype: torch.dtype) -> None:
     for i, (g, r) in enumerate(zip(got_grads, ref_grads, strict=True)):
         assert g.dtype == inputs[i].dtype and g.shape == inputs[i].shape
         _assert_close(g, r, grad_tol, f"grad of input {i}")
+
+
+def cuda_tests(make_case: Callable[[str], OpCase], names: Sequence[str]):
+    """The two tests of an op's kernels on a GPU (marked ``gpu``): every case in :data:`DTYPES` at :data:`STEPS`, and
+    in float32 and bfloat16 at :data:`LONG` steps; ``make_case(name)`` builds the case ``name``. Assign them to
+    module-level ``test_*`` names."""
+
+    @pytest.mark.gpu
+    @pytest.mark.parametrize("dtype", DTYPES, ids=IDS)
+    @pytest.mark.parametrize("steps", STEPS)
+    @pytest.mark.parametrize("name", names)
+    def test_cuda_matches_torch_path(name, steps, dtype):
+        check_op(make_case(name), steps, dtype)
+
+    @pytest.mark.gpu
+    @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["f32", "bf16"])
+    @pytest.mark.parametrize("name", names)
+    def test_cuda_matches_torch_path_at_65536_steps(name, dtype):
+        check_op(make_case(name), LONG, dtype)
+
+    return test_cuda_matches_torch_path, test_cuda_matches_torch_path_at_65536_steps
+
+
+def harness_test(make_case: Callable[[str], OpCase], names: Sequence[str]):
+    """The GPU test's checks on the CPU, the kernels in the CPU harness in all three dtypes (T = 1 and 333): the op
+    test module's ``emulate_cupy`` fixture redirects ``backend='cupy'``. Assign it to a module-level ``test_*`` name."""
+
+    @pytest.mark.parametrize("dtype", DTYPES, ids=IDS)
+    @pytest.mark.parametrize("steps", STEPS[:2])
+    @pytest.mark.parametrize("name", names)
+    def test_harness_matches_torch_path_in_every_dtype(emulate_cupy, name, steps, dtype):
+        emulate_cupy(workers=2, seed=steps)
+        check_op(make_case(name), steps, dtype, device="cpu")
+
+    return test_harness_matches_torch_path_in_every_dtype

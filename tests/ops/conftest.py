@@ -19,11 +19,38 @@ def harness(tmp_path_factory) -> kernel_harness.Harness:
     return kernel_harness.build(tmp_path_factory.mktemp("harness"))
 
 
+@pytest.fixture(scope="session")
+def mutant_builds(tmp_path_factory):
+    """``get(mutations, files)``: a harness of ``files`` for each mutation (see ``kernel_harness.build``), built once
+    (skipped without g++)."""
+    if kernel_harness.GXX is None:
+        pytest.skip("g++ not on PATH: CPU kernel emulation skipped")
+
+    def get(mutations: dict[str, tuple[str, str, str]], files: list[str]) -> dict[str, kernel_harness.Harness]:
+        return kernel_harness.build_mutants(tmp_path_factory.mktemp("mutants"), mutations, files=files)
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def half_harness(tmp_path_factory):
+    """``get(dtype)``: the kernels built for the CPU with float16 or bfloat16 storage (built at first use)."""
+    built: dict[torch.dtype, kernel_harness.Harness] = {}
+
+    def get(dtype: torch.dtype) -> kernel_harness.Harness:
+        if dtype not in built:
+            built[dtype] = kernel_harness.build(tmp_path_factory.mktemp(str(dtype).split(".")[1]), dtype=dtype)
+        return built[dtype]
+
+    return get
+
+
 @pytest.fixture
-def emulate_cupy(monkeypatch, harness):
-    """``use(lib=harness, block=None, grid=None, workers=1, seed=0)``: run ``backend='cupy'`` on CPU float32
-    tensors through ``lib``, its blocks on ``workers`` host threads in the schedule ``seed``; ``grid``/``block``
-    fix the geometry of one-thread-per-item launches; the scan chunks as on a GPU with 2 multiprocessors."""
+def emulate_cupy(monkeypatch, harness, half_harness):
+    """``use(lib=harness, block=None, grid=None, workers=1, seed=0)``: run ``backend='cupy'`` on CPU tensors through
+    ``lib`` (float16 and bfloat16 builds through the half-precision harnesses), its blocks on ``workers`` host
+    threads in the schedule ``seed``; ``grid``/``block`` fix the geometry of one-thread-per-item launches; the scan
+    chunks as on a GPU with 2 multiprocessors."""
     used: list[kernel_harness.Harness] = []
 
     def use(lib: kernel_harness.Harness = harness, *, block: int | None = None, grid: int | None = None,
@@ -31,9 +58,10 @@ def emulate_cupy(monkeypatch, harness):
         lib.workers, lib.seed = workers, seed
         used.append(lib)
         def launch(self, kernel, dtype, grid_, block_, *args):
-            assert dtype == torch.float32, "the harness builds the float32 kernels"
             assert kernel in self.signatures, f"{kernel} is not declared in {self.name}"
-            lib.launch(kernel, grid_, block_, *args)
+            target = lib if dtype == getattr(lib, "dtype", torch.float32) else half_harness(dtype)
+            target.workers, target.seed = lib.workers, lib.seed
+            target.launch(kernel, grid_, block_, *args)
 
         def launch_items(self, kernel, dtype, items, *args):
             threads = block or _cuda.THREADS

@@ -34,7 +34,7 @@ def test_every_cu_file_is_declared_by_its_op():
 
 
 def test_signatures_come_from_the_declarations():
-    assert FILES["scan.cu"].signatures["scan_fwd"] == "PPPPPPPPPILLL"
+    assert FILES["scan.cu"].signatures["scan_fwd"] == "PPPPPPPPPILLLLL"
     source = (
         'extern "C" __global__ void __launch_bounds__(256) k(const float* __restrict__ a, long long n, int f, float v) {}\n'
         'extern "C" __global__ void\n    other(float2* x) {}\n'
@@ -78,7 +78,6 @@ def test_cupy_source_pastes_the_headers():
 # ---- nvcc ------------------------------------------------------------------------------------------
 
 needs_nvcc = pytest.mark.skipif(NVCC is None, reason="nvcc not on PATH: CUDA compile checks skipped")
-DTYPE_NAMES = {KERNEL_DTYPES[d]: d for d in KERNEL_DTYPES}
 
 
 def nvcc(src: Path, options: tuple[str, ...], workdir: Path) -> tuple[int, str, str]:

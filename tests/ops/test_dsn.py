@@ -9,7 +9,7 @@ from torch.autograd import gradcheck
 
 import kernel_harness
 from kernel_harness.checks import F64, assert_float32_matches, assert_same_grads, clear_of, compare, grads, leaves
-from kernel_harness.gpu import DTYPES, IDS, LONG, STEPS as GPU_STEPS, B, C, OpCase, check_op, sequence
+from kernel_harness.gpu import B, C, OpCase, cuda_tests, harness_test, sequence
 from snn_parallel.ops import dsn_membrane, dsn_membrane_reference
 from snn_parallel.ops.dsn.cupy import MAX_TAPS
 from snn_parallel.surrogate import ATan, IntegerSpike, Sigmoid
@@ -179,13 +179,13 @@ def _gpu_case(spike_mode: str) -> OpCase:
     spike_fn, shift = (IntegerSpike(4), 0.0) if spike_mode == "integer" else (ATan(), 1.0)
     taps = 4
 
-    def inputs(steps, dtype):
+    def inputs(steps, dtype, device):
         return [
-            sequence(steps, B, C, dtype=dtype, high=3.0),
-            torch.rand(taps - 1, B, C, device="cuda").to(dtype),
-            torch.randn(taps, C, device="cuda") / 2,
-            torch.randn(C, device="cuda") + 1,
-            torch.rand(B, C, device="cuda").to(dtype),
+            sequence(steps, B, C, dtype=dtype, high=3.0, device=device),
+            torch.rand(taps - 1, B, C, device=device).to(dtype),
+            torch.randn(taps, C, device=device) / 2,
+            torch.randn(C, device=device) + 1,
+            torch.rand(B, C, device=device).to(dtype),
         ]
 
     def run(backend, x, history, weight, bias, h0):
@@ -194,16 +194,5 @@ def _gpu_case(spike_mode: str) -> OpCase:
     return OpCase(run, inputs, spike_fn, lambda ins, outs: outs[1] - shift)
 
 
-@pytest.mark.gpu
-@pytest.mark.parametrize("dtype", DTYPES, ids=IDS)
-@pytest.mark.parametrize("steps", GPU_STEPS)
-@pytest.mark.parametrize("spike_mode", ["binary", "integer"])
-def test_cuda_matches_torch_path(spike_mode, steps, dtype):
-    check_op(_gpu_case(spike_mode), steps, dtype)
-
-
-@pytest.mark.gpu
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["f32", "bf16"])
-@pytest.mark.parametrize("spike_mode", ["binary", "integer"])
-def test_cuda_matches_torch_path_at_65536_steps(spike_mode, dtype):
-    check_op(_gpu_case(spike_mode), LONG, dtype)
+test_harness_matches_torch_path_in_every_dtype = harness_test(_gpu_case, ["binary", "integer"])
+test_cuda_matches_torch_path, test_cuda_matches_torch_path_at_65536_steps = cuda_tests(_gpu_case, ["binary", "integer"])

@@ -15,19 +15,23 @@ from snn_parallel.surrogate import ATan
 FREE = {"view", "_unsafe_view", "reshape", "expand", "as_strided", "select", "slice", "t", "transpose", "alias",
         "detach", "empty", "empty_like", "empty_strided", "new_empty", "new_empty_strided", "unsqueeze", "squeeze",
         "_reshape_alias", "view_as_real", "view_as_complex", "_conj", "resolve_conj", "lift_fresh", "real", "imag",
-        "permute", "is_same_size", "ones_like", "promote_types"}
+        "permute", "is_same_size", "ones_like", "promote_types", "to"}  # "to" copies through _to_copy
 
 
 class Recorder(TorchDispatchMode):
-    """Records every aten op that moves data, with the largest tensor it touches."""
+    """Records every aten op that moves data, with the largest tensor it touches; our custom ops (the kernels'
+    launchers) are looked into: the torch ops they run are recorded too."""
 
     def __init__(self) -> None:
         super().__init__()
         self.ops: list[tuple[str, int]] = []
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
         name = func.overloadpacket.__name__
+        if func.namespace == "snn_parallel":
+            with self:
+                return torch._library.custom_ops.OPDEFS[f"snn_parallel::{name}"]._init_fn(*args, **(kwargs or {}))
+        out = func(*args, **(kwargs or {}))
         if name not in FREE:
             tensors = [t for t in torch.utils._pytree.tree_leaves((args, kwargs, out)) if isinstance(t, torch.Tensor)]
             self.ops.append((name, max((t.numel() for t in tensors), default=0)))

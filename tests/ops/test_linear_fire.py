@@ -12,7 +12,7 @@ from torch.autograd import gradcheck
 
 import kernel_harness
 from kernel_harness.checks import F64, SURROGATES, assert_float32_matches, assert_same_grads, clear_of, compare, grads, leaves
-from kernel_harness.gpu import DTYPES, IDS, LONG, STEPS as GPU_STEPS, B, C, OpCase, check_op, sequence
+from kernel_harness.gpu import B, C, OpCase, check_op, cuda_tests, harness_test, sequence
 from snn_parallel.ops import _cuda, linear_fire, linear_fire_reference, soft_reset_lif_reference
 from snn_parallel.surrogate import ATan
 
@@ -398,7 +398,8 @@ def reference_run(x, decay, scale, h0, bias0, rho):
 
 FIRE_KERNEL_CASES = [  # (T, lane shape, parameter layout, segments per block: 1, 2, all (99), or the launcher's choice)
     (1, (1, 1), "channel", None), (37, (1, 5), "channel", 1), (64, (3, 11), "lane", 1), (65, (1, 33), "channel", 1),
-    (130, (2, 3, 2), "channel", 2), (200, (5, 14), "lane", None), (300, (4, 10), "channel", 99), (777, (1, 5), "channel", 1),
+    (130, (2, 3, 2), "channel", 2), (200, (5, 14), "lane", None), (300, (4, 10), "channel", 99),
+    pytest.param(777, (1, 5), "channel", 1, marks=pytest.mark.slow),
 ]
 RESETS = {"no_reset": (False, None), "reset_chunked_filter": (True, False), "reset_filter_in_chain": (True, True)}
 
@@ -483,10 +484,8 @@ FIRE_MUTANTS = {
 
 
 @pytest.fixture(scope="module")
-def mutants(tmp_path_factory):
-    if kernel_harness.GXX is None:
-        pytest.skip("g++ not on PATH")
-    return kernel_harness.build_mutants(tmp_path_factory.mktemp("mutants"), FIRE_MUTANTS, files=["linear_fire.cu"])
+def mutants(mutant_builds):
+    return mutant_builds(FIRE_MUTANTS, ["linear_fire.cu"])
 
 
 @pytest.mark.parametrize("mutant", FIRE_MUTANTS)
@@ -511,39 +510,37 @@ def test_the_kernel_checks_bite(emulate_cupy, mutants, mutant):
 
 
 # ---- on a GPU, in three dtypes, against the float64 torch path ------------------------------------------
-def _gpu_case(complex_: bool, reset: bool) -> OpCase:
+def _gpu_case(complex_: bool, reset: bool, batch: int = B, channels: int = C) -> OpCase:
     spike_fn = ATan()
 
-    def inputs(steps, dtype):
-        decay = torch.linspace(0.6, 0.97, C, device="cuda")
-        h0 = torch.randn(B, C, device="cuda")
+    def inputs(steps, dtype, device):
+        decay = torch.linspace(0.6, 0.97, channels, device=device)
+        h0 = torch.randn(batch, channels, device=device)
         if complex_:
-            decay = decay * torch.exp(1j * torch.linspace(0.1, 1.5, C, device="cuda"))
-            h0 = torch.complex(h0, torch.randn(B, C, device="cuda"))
-        scale = (torch.rand(C, device="cuda") + 0.5).to(dtype).float()  # linear_fire casts scale to x's dtype
-        return [sequence(steps, B, C, dtype=dtype, low=-0.5, high=1.5), decay, scale, h0]
+            decay = decay * torch.exp(1j * torch.linspace(0.1, 1.5, channels, device=device))
+            h0 = torch.complex(h0, torch.randn(batch, channels, device=device))
+        scale = (torch.rand(channels, device=device) + 0.5).to(dtype).float()  # linear_fire casts scale to x's dtype
+        return [sequence(steps, batch, channels, dtype=dtype, low=-0.5, high=1.5, device=device), decay, scale, h0]
 
     def run(backend, x, decay, scale, h0):
-        bias0 = torch.zeros(B, C, device="cuda", dtype=scale.dtype)
-        reset_decay = torch.linspace(0.5, 0.95, C, device="cuda").to(scale.dtype) if reset else None
+        bias0 = torch.zeros(batch, channels, device=x.device, dtype=scale.dtype)
+        reset_decay = torch.linspace(0.5, 0.95, channels, device=x.device).to(scale.dtype) if reset else None
         return linear_fire(x, decay, scale, h0, bias0, spike_fn, 1.0, reset_decay, backend=backend)[:3]
 
-    return OpCase(run, inputs, spike_fn, lambda ins, outs: outs[1] - 1.0, feedback=reset)
+    return OpCase(run, inputs, spike_fn, lambda ins, outs: outs[1] - 1.0, feedback=reset, lanes=(batch, channels))
 
 
 GPU_CASES = {"lif": (False, True), "prf": (True, False), "prf_reset": (True, True)}
 
 
-@pytest.mark.gpu
-@pytest.mark.parametrize("dtype", DTYPES, ids=IDS)
-@pytest.mark.parametrize("steps", GPU_STEPS)
-@pytest.mark.parametrize("name", GPU_CASES)
-def test_cuda_matches_torch_path(name, steps, dtype):
-    check_op(_gpu_case(*GPU_CASES[name]), steps, dtype)
+test_harness_matches_torch_path_in_every_dtype = harness_test(lambda name: _gpu_case(*GPU_CASES[name]), list(GPU_CASES))
+test_cuda_matches_torch_path, test_cuda_matches_torch_path_at_65536_steps = cuda_tests(
+    lambda name: _gpu_case(*GPU_CASES[name]), list(GPU_CASES)
+)
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["f32", "bf16"])
 @pytest.mark.parametrize("name", GPU_CASES)
-def test_cuda_matches_torch_path_at_65536_steps(name, dtype):
-    check_op(_gpu_case(*GPU_CASES[name]), LONG, dtype)
+def test_cuda_wide_layers(name):
+    """B·C = 65 536 lanes: each block walks its lanes' whole sequence, and the reset's chain filters inline."""
+    check_op(_gpu_case(*GPU_CASES[name], batch=128, channels=512), 300, torch.float32)

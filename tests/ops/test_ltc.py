@@ -9,7 +9,7 @@ from torch.autograd import gradcheck
 
 import kernel_harness
 from kernel_harness.checks import F64, SURROGATES, assert_close, assert_float32_matches, assert_same_grads, clear_of, compare, grads, leaves
-from kernel_harness.gpu import DTYPES, IDS, LONG, STEPS as GPU_STEPS, B, C, OpCase, check_op, sequence
+from kernel_harness.gpu import B, C, OpCase, cuda_tests, harness_test, sequence
 from snn_parallel.ops import ltc_scan, ltc_scan_reference
 from snn_parallel.ops._cuda import spike_code
 from snn_parallel.ops.ltc.fused import ltc_backward, ltc_forward
@@ -202,14 +202,14 @@ def test_op_matches_reference_on_each_backend(backend, T):
 def _gpu_case() -> OpCase:
     spike_fn = MultiGaussian(inclusive=False)
 
-    def inputs(steps, dtype):
+    def inputs(steps, dtype, device):
         return [
-            sequence(steps, B, C, dtype=dtype, low=-1.0, high=2.0),
-            sequence(steps, B, C, dtype=dtype, low=0.05, high=0.95),
-            sequence(steps, B, C, dtype=dtype, low=0.5, high=0.99),
-            torch.randn(B, C, device="cuda").to(dtype),
-            torch.zeros(B, C, device="cuda").to(dtype),
-            torch.rand(B, C, device="cuda").to(dtype),
+            sequence(steps, B, C, dtype=dtype, low=-1.0, high=2.0, device=device),
+            sequence(steps, B, C, dtype=dtype, low=0.05, high=0.95, device=device),
+            sequence(steps, B, C, dtype=dtype, low=0.5, high=0.99, device=device),
+            torch.randn(B, C, device=device).to(dtype),
+            torch.zeros(B, C, device=device).to(dtype),
+            torch.rand(B, C, device=device).to(dtype),
         ]
 
     def run(backend, *ins):
@@ -223,14 +223,5 @@ def _gpu_case() -> OpCase:
     return OpCase(run, inputs, spike_fn, spike_arg, feedback=True)
 
 
-@pytest.mark.gpu
-@pytest.mark.parametrize("dtype", DTYPES, ids=IDS)
-@pytest.mark.parametrize("steps", GPU_STEPS)
-def test_cuda_matches_torch_path(steps, dtype):
-    check_op(_gpu_case(), steps, dtype)
-
-
-@pytest.mark.gpu
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["f32", "bf16"])
-def test_cuda_matches_torch_path_at_65536_steps(dtype):
-    check_op(_gpu_case(), LONG, dtype)
+test_harness_matches_torch_path_in_every_dtype = harness_test(lambda name: _gpu_case(), ["ltc"])
+test_cuda_matches_torch_path, test_cuda_matches_torch_path_at_65536_steps = cuda_tests(lambda name: _gpu_case(), ["ltc"])

@@ -174,15 +174,16 @@ def test_check_bites_on_mutated_kernel(tmp_path, emulate_cupy):
 
 # ---- on a GPU, against the float64 torch path -------------------------------------------------------------
 def _gpu_case(at_spikes: bool = True) -> OpCase:
-    def carried(dtype):  # the same (u0, a0) for both paths: TSSL-BP gives them no gradient
-        gen = torch.Generator(device="cuda").manual_seed(0)
-        return [(scale * torch.rand(B, C, device="cuda", generator=gen)).to(dtype) for scale in (0.9, 0.5)]
+    def carried(dtype, device):  # the same (u0, a0) for both paths: TSSL-BP gives them no gradient
+        gen = torch.Generator(device=device).manual_seed(0)
+        return [(scale * torch.rand(B, C, device=device, generator=gen)).to(dtype) for scale in (0.9, 0.5)]
 
-    def inputs(steps, dtype):
-        return [sequence(steps, B, C, dtype=dtype, low=-0.5, high=1.5)]
+    def inputs(steps, dtype, device):
+        return [sequence(steps, B, C, dtype=dtype, low=-0.5, high=1.5, device=device)]
 
     def run(backend, current):
-        psp, spikes, membrane, u_last, a_last = tsslbp(current, *carried(current.dtype), dt_du_at_spikes=at_spikes, backend=backend)
+        psp, spikes, membrane, u_last, a_last = tsslbp(current, *carried(current.dtype, current.device),
+                                                       dt_du_at_spikes=at_spikes, backend=backend)
         return spikes, psp, membrane, u_last, a_last
 
     # the neuron fires by the step u_t > V_th, the forward of this surrogate (whose jump the tie check needs)

@@ -16,7 +16,8 @@ A file is compiled by NVRTC through ``cupy.RawModule`` once per (file, storage d
 and kept for the life of the process. :meth:`KernelFile.launch` runs a kernel on PyTorch's current CUDA
 stream: tensors are shared zero-copy by passing their ``data_ptr()`` (contiguous, or laid out as the
 kernel's stride arguments say), and nothing waits for the device, so the calls can be captured in a
-CUDA graph. Storage dtypes are compiled as ``SNN_DTYPE`` = ``float``, ``__half`` or ``__nv_bfloat16``;
+CUDA graph. Each op's launchers are custom ops (:func:`kernel_op`) with fake implementations, so
+``torch.compile`` traces through them. Storage dtypes are compiled as ``SNN_DTYPE`` = ``float``, ``__half`` or ``__nv_bfloat16``;
 all arithmetic accumulates in float32, complex values are float32 pairs (``float2``, complex64).
 
 CuPy itself is imported only inside these functions: importing this module (and so
@@ -27,8 +28,9 @@ from __future__ import annotations
 
 import functools
 import math
+import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from importlib import resources
 from typing import Any
 
@@ -46,6 +48,7 @@ __all__ = [
     "arg",
     "chunking",
     "kernel_files",
+    "kernel_op",
     "spike_code",
     "unavailable_reason",
     "workspace",
@@ -54,9 +57,11 @@ __all__ = [
 #: The headers the kernel sources include (this folder): the shared definitions, and the time-chunked scan driver.
 HEADERS = ("common.cuh", "chunked.cuh")
 #: Geometry of the time-chunked scans (``chunked.cuh``, passed as ``-DSNN_WARPS``/``-DSNN_STEPS``): a block of
-#: ``CHUNK_WARPS`` warps covers 32 lanes x ``CHUNK_WARPS * CHUNK_STEPS`` steps, each thread ``CHUNK_STEPS`` steps.
-CHUNK_WARPS = 8
-CHUNK_STEPS = 8
+#: ``CHUNK_WARPS`` warps covers 32 lanes x ``CHUNK_WARPS * CHUNK_STEPS`` steps, each thread ``CHUNK_STEPS`` steps
+#: (the loads in flight per thread). The environment variables ``SNN_PARALLEL_CHUNK_WARPS`` and
+#: ``SNN_PARALLEL_CHUNK_STEPS`` override them (for tuning on a device; read at import).
+CHUNK_WARPS = int(os.environ.get("SNN_PARALLEL_CHUNK_WARPS", "8"))
+CHUNK_STEPS = int(os.environ.get("SNN_PARALLEL_CHUNK_STEPS", "8"))
 #: steps per segment of the time-chunked scans
 SEGMENT = CHUNK_WARPS * CHUNK_STEPS
 #: storage dtype -> the ``SNN_DTYPE`` the kernels are compiled with
@@ -275,7 +280,6 @@ def _pack(kind: str, value: Any) -> Any:
     return _PACK[kind](value)
 
 
-@torch.compiler.disable
 def _launch(file: KernelFile, kernel: str, dtype: torch.dtype, grid: tuple[int, ...], block: tuple[int, ...],
             args: tuple[Any, ...]) -> None:
     import cupy
@@ -295,6 +299,23 @@ def _stream(cupy: Any, stream: torch.cuda.Stream) -> Any:
     if hasattr(cupy.cuda.Stream, "from_external"):
         return cupy.cuda.Stream.from_external(stream)
     return cupy.cuda.ExternalStream(stream.cuda_stream, stream.device.index)
+
+
+def kernel_op(name: str, fake: Callable[..., Any]) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Register a launcher as the custom op ``snn_parallel::<name>`` (``torch.library.custom_op``, no input mutated)
+    with ``fake`` as its fake (meta) implementation, which allocates outputs of the right shapes and dtypes, so that
+    ``torch.compile`` traces through the kernels instead of breaking its graph. The launcher's annotations give the
+    op's schema (tensors, optional tensors, ints, floats, bools, lists of floats). On torch older than 2.4 the
+    launcher stays a plain function that ``torch.compile`` runs eagerly."""
+
+    def register(launcher: Callable[..., Any]) -> Callable[..., Any]:
+        if not hasattr(torch.library, "custom_op"):
+            return torch.compiler.disable(launcher)
+        op = torch.library.custom_op(f"snn_parallel::{name}", mutates_args=())(launcher)
+        op.register_fake(fake)
+        return op
+
+    return register
 
 
 def arg(tensor: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:

@@ -110,7 +110,7 @@ __device__ __forceinline__ void block_prefix(const State& d, const State& b, int
     set_zero(tot_b);
     pre_d = tot_d;
     pre_b = tot_b;
-    SNN_UNROLL
+    SNN_NO_UNROLL  // one composition at a time: unrolled, the shared loads would all be hoisted into registers
     for (int i = 0; i < SNN_WARPS; ++i) {
         const int w = reverse ? SNN_WARPS - 1 - i : i;
         if (w == warp) {

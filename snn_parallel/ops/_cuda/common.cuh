@@ -27,13 +27,15 @@ typedef SNN_DTYPE scalar_t;
 
 // SNN_UNROLL: full unrolling of loops over small register arrays (constant trip count), so they stay in
 // registers. SNN_UNROLL_4: unrolling of time loops by 4, so that (with __restrict__ pointers) the loads of four
-// steps are in flight together. Both are no-ops on the host.
+// steps are in flight together. SNN_NO_UNROLL: no unrolling (fewer live registers). All are no-ops on the host.
 #if defined(__CUDACC__) || defined(__CUDACC_RTC__)
 #define SNN_UNROLL _Pragma("unroll")
 #define SNN_UNROLL_4 _Pragma("unroll 4")
+#define SNN_NO_UNROLL _Pragma("unroll 1")
 #else
 #define SNN_UNROLL
 #define SNN_UNROLL_4
+#define SNN_NO_UNROLL
 #endif
 
 #define SNN_PI_F 3.14159265358979323846f

@@ -21,7 +21,7 @@ import torch
 
 from ...surrogate import Surrogate
 from .. import _cuda
-from .._cuda import CHUNK_WARPS, SEGMENT, KernelFile, arg, spike_code, workspace
+from .._cuda import CHUNK_WARPS, SEGMENT, KernelFile, arg, kernel_op, spike_code, workspace
 
 KERNEL = KernelFile(__package__, "linear_fire.cu")
 #: lanes per multiprocessor from which the reset's threshold chain runs the filter itself (one pass over x)
@@ -36,32 +36,27 @@ def _suffix(decay: torch.Tensor) -> str:
     return "complex" if decay.is_complex() else "real"
 
 
-def linear_fire_forward_cupy(
-    x: torch.Tensor,
-    decay: torch.Tensor,
-    scale: torch.Tensor,
-    h0: torch.Tensor,
-    bias0: torch.Tensor,
-    spike_fn: Surrogate,
-    v_threshold: float,
-    reset_decay: torch.Tensor | None,
-    layout: tuple[int, int],
-    *,
-    filter_in_chain: bool | None = None,
-    segments_per_block: int | None = None,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Returns ``(spikes, membrane, checkpoints, h_last, bias_next)`` for ``x`` ``[T, N]`` (``filter_in_chain``
-    and ``segments_per_block`` force a launch configuration)."""
+def _fake_forward(x, decay, scale, h0, bias0, reset_decay, kind, params, inclusive, v_threshold, count, spatial,
+                  filter_in_chain=None, segments_per_block=None):
+    steps, lanes = x.shape
+    checkpoints = x.new_empty(math.ceil(steps / SEGMENT), lanes, dtype=_filter_dtype(decay))
+    return torch.empty_like(x), torch.empty_like(x), checkpoints, x.new_empty(lanes, dtype=decay.dtype), torch.empty_like(bias0)
+
+
+@kernel_op("linear_fire_forward", _fake_forward)
+def _forward(x: torch.Tensor, decay: torch.Tensor, scale: torch.Tensor, h0: torch.Tensor, bias0: torch.Tensor,
+             reset_decay: torch.Tensor | None, kind: int, params: list[float], inclusive: bool, v_threshold: float,
+             count: int, spatial: int, filter_in_chain: bool | None = None, segments_per_block: int | None = None,
+             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     steps, lanes = x.shape
     acc = _filter_dtype(decay)
-    kind, params, inclusive = spike_code(spike_fn)
     spikes, membrane = torch.empty_like(x), torch.empty_like(x)
     checkpoints = torch.empty(math.ceil(steps / SEGMENT), lanes, dtype=acc, device=x.device)
     h_last = torch.empty(lanes, dtype=acc, device=x.device)
     per_lane = [arg(decay, acc), arg(scale, torch.float32)]
     h0, bias0_f = arg(h0, acc), arg(bias0, torch.float32)
-    spike = (v_threshold, kind, *params, inclusive)
-    sizes = (steps, lanes, *layout)
+    spike = (v_threshold, kind, *params, int(inclusive))
+    sizes = (steps, lanes, count, spatial)
 
     def chunked_filter(filtered: torch.Tensor | None) -> None:
         grid, per_block, *look_back = workspace(steps, lanes, x, 2 if decay.is_complex() else 1, segments_per_block)
@@ -84,8 +79,69 @@ def linear_fire_forward_cupy(
     return spikes, membrane, checkpoints, h_last.to(decay.dtype), bias_next.to(bias0.dtype)
 
 
+def linear_fire_forward_cupy(
+    x: torch.Tensor,
+    decay: torch.Tensor,
+    scale: torch.Tensor,
+    h0: torch.Tensor,
+    bias0: torch.Tensor,
+    spike_fn: Surrogate,
+    v_threshold: float,
+    reset_decay: torch.Tensor | None,
+    layout: tuple[int, int],
+    *,
+    filter_in_chain: bool | None = None,
+    segments_per_block: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Returns ``(spikes, membrane, checkpoints, h_last, bias_next)`` for ``x`` ``[T, N]`` (``filter_in_chain``
+    and ``segments_per_block`` force a launch configuration). The launches are the custom op
+    ``snn_parallel::linear_fire_forward``."""
+    kind, params, inclusive = spike_code(spike_fn)
+    return _forward(x, decay, scale, h0, bias0, reset_decay, kind, list(params), bool(inclusive), float(v_threshold),
+                    *layout, filter_in_chain, segments_per_block)  # fmt: skip
+
+
 def _strides(grad: torch.Tensor | None) -> tuple[int, int]:
     return (0, 0) if grad is None else grad.stride()
+
+
+def _fake_backward(grad_spikes, grad_membrane, grad_last, grad_bias_next, x, decay, scale, reset_decay, h0, bias0,
+                   membrane, spikes, checkpoints, kind, params, v_threshold, count, spatial, needs_bias0, needs_rho,
+                   segments_per_block=None):
+    return (torch.empty_like(x), x.new_empty(4, count, dtype=torch.float32), x.new_empty(h0.shape[0], dtype=_filter_dtype(decay)),
+            x.new_empty(bias0.shape[0] if needs_bias0 else 0, dtype=torch.float32))
+
+
+@kernel_op("linear_fire_backward", _fake_backward)
+def _backward(grad_spikes: torch.Tensor | None, grad_membrane: torch.Tensor | None, grad_last: torch.Tensor | None,
+              grad_bias_next: torch.Tensor | None, x: torch.Tensor, decay: torch.Tensor, scale: torch.Tensor,
+              reset_decay: torch.Tensor | None, h0: torch.Tensor, bias0: torch.Tensor, membrane: torch.Tensor | None,
+              spikes: torch.Tensor | None, checkpoints: torch.Tensor, kind: int, params: list[float], v_threshold: float,
+              count: int, spatial: int, needs_bias0: bool, needs_rho: bool, segments_per_block: int | None = None,
+              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(grad_x, sums, grad_h0, grad_bias0)``: ``sums`` ``[4, P]`` holds the parameters' gradients (rows: Re and
+    Im of decay's, scale's, reset_decay's); ``grad_bias0`` is empty unless ``needs_bias0``."""
+    steps, lanes = x.shape
+    acc = _filter_dtype(decay)
+    reset_grad = reset_decay is not None and needs_rho
+    grad_x = torch.empty_like(x)
+    grad_h0 = torch.empty(lanes, dtype=acc, device=x.device)
+    grad_bias0 = torch.empty(lanes if needs_bias0 else 0, device=x.device)
+    grid, per_block, *look_back = workspace(steps, lanes, x, 4 if decay.is_complex() else 2, segments_per_block)
+    groups = grid // math.ceil(lanes / 32)
+    partials = torch.empty(groups, 4, lanes, device=x.device)
+    KERNEL.launch(
+        f"lf_bwd_{_suffix(decay)}", x.dtype, (grid,), (32, CHUNK_WARPS),
+        grad_spikes, grad_membrane, None if grad_last is None else arg(grad_last, acc),
+        None if grad_bias_next is None else arg(grad_bias_next, torch.float32), x, arg(decay, acc),
+        arg(scale, torch.float32), None if reset_decay is None else arg(reset_decay, torch.float32), arg(h0, acc),
+        arg(bias0, torch.float32), membrane if reset_decay is not None else None, spikes if reset_grad else None,
+        checkpoints, grad_x, grad_h0, grad_bias0 if needs_bias0 else None, partials, *look_back, v_threshold, kind,
+        *params, int(reset_grad), steps, lanes, count, spatial, *_strides(grad_spikes), *_strides(grad_membrane),
+        per_block,
+    )  # fmt: skip
+    sums = partials.view(groups, 4, -1, count, spatial).sum((0, 2, 4))  # one reduction over blocks and lanes
+    return grad_x, sums, grad_h0, grad_bias0
 
 
 def linear_fire_backward_cupy(
@@ -108,38 +164,23 @@ def linear_fire_backward_cupy(
     needs_bias: tuple[bool, bool],
     *,
     segments_per_block: int | None = None,
-) -> tuple[torch.Tensor, ...]:
+) -> tuple[torch.Tensor | None, ...]:
     """Gradients of ``(x, decay, scale, h0, bias0, reset_decay)`` from those of ``(spikes, membrane, h_last,
     bias_next)`` (each ``None`` when none reached it; ``[T, N]`` gradients with any strides). ``needs_bias``:
     whether ``bias0`` and ``reset_decay`` need theirs (``None`` is returned otherwise); ``membrane`` is read with
-    a reset, ``spikes`` when ``reset_decay`` needs its gradient."""
-    steps, lanes = x.shape
-    acc = _filter_dtype(decay)
+    a reset, ``spikes`` when ``reset_decay`` needs its gradient. The launches are the custom op
+    ``snn_parallel::linear_fire_backward``."""
     kind, params, _ = spike_code(spike_fn)
-    reset_grad = reset_decay is not None and needs_bias[1]
-    grad_x = torch.empty_like(x)
-    grad_h0 = torch.empty(lanes, dtype=acc, device=x.device)
-    grad_bias0 = torch.empty(lanes, device=x.device) if needs_bias[0] else None
-    grid, per_block, *look_back = workspace(steps, lanes, x, 4 if decay.is_complex() else 2, segments_per_block)
-    groups = grid // math.ceil(lanes / 32)
-    partials = torch.empty(groups, 4, lanes, device=x.device)
-    KERNEL.launch(
-        f"lf_bwd_{_suffix(decay)}", x.dtype, (grid,), (32, CHUNK_WARPS),
-        grad_spikes, grad_membrane, None if grad_last is None else arg(grad_last, acc),
-        None if grad_bias_next is None else arg(grad_bias_next, torch.float32), x, arg(decay, acc),
-        arg(scale, torch.float32), None if reset_decay is None else arg(reset_decay, torch.float32), arg(h0, acc),
-        arg(bias0, torch.float32), membrane if reset_decay is not None else None, spikes if reset_grad else None,
-        checkpoints, grad_x, grad_h0, grad_bias0, partials, *look_back, v_threshold, kind, *params, int(reset_grad),
-        steps, lanes, *layout, *_strides(grad_spikes), *_strides(grad_membrane), per_block,
+    grad_x, sums, grad_h0, grad_bias0 = _backward(
+        grad_spikes, grad_membrane, grad_last, grad_bias_next, x, decay, scale, reset_decay, h0, bias0, membrane, spikes,
+        checkpoints, kind, list(params), float(v_threshold), *layout, needs_bias[0], needs_bias[1], segments_per_block,
     )  # fmt: skip
-    # one reduction over blocks and lanes; rows: Re and Im grad_decay, grad_scale, grad_rho
-    sums = partials.view(groups, 4, -1, layout[0], layout[1]).sum((0, 2, 4))
     grad_decay = torch.complex(sums[0], sums[1]) if decay.is_complex() else sums[0]
     return (
         grad_x,
         grad_decay.to(decay.dtype),
         sums[2].to(scale.dtype),
         grad_h0.to(h0.dtype),
-        None if grad_bias0 is None else grad_bias0.to(bias0.dtype),
-        sums[3].to(reset_decay.dtype) if reset_grad else None,
+        grad_bias0.to(bias0.dtype) if needs_bias[0] else None,
+        sums[3].to(reset_decay.dtype) if needs_bias[1] and reset_decay is not None else None,
     )

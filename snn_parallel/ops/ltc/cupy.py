@@ -1,7 +1,8 @@
 """CuPy path of the LTC recurrence: ``ltc.cu``, one thread per lane.
 
 Same contracts as :func:`.fused.ltc_forward` / :func:`.fused.ltc_backward`, in the storage dtype
-of ``current`` (the other inputs are converted to it).
+of ``current`` (the other inputs are converted to it). The launches are the custom ops
+``snn_parallel::ltc_forward`` and ``snn_parallel::ltc_backward``.
 """
 
 from __future__ import annotations
@@ -9,9 +10,26 @@ from __future__ import annotations
 import torch
 
 from ...surrogate import Surrogate
-from .._cuda import KernelFile, arg, spike_code
+from .._cuda import KernelFile, arg, kernel_op, spike_code
 
 KERNEL = KernelFile(__package__, "ltc.cu")
+
+
+def _fake_forward(current, rate, retention, u0, s0, b_init, b0, beta_a, kind, params, inclusive):
+    return torch.empty_like(current), torch.empty_like(current), torch.empty_like(current)
+
+
+@kernel_op("ltc_forward", _fake_forward)
+def _forward(current: torch.Tensor, rate: torch.Tensor, retention: torch.Tensor, u0: torch.Tensor, s0: torch.Tensor,
+             b_init: torch.Tensor, b0: float, beta_a: float, kind: int, params: list[float], inclusive: bool,
+             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    steps, lanes = current.shape
+    dtype = current.dtype
+    inputs = [arg(t, dtype) for t in (current, rate, retention, u0, s0, b_init)]
+    spikes, membrane, trace = (torch.empty(steps, lanes, dtype=dtype, device=current.device) for _ in range(3))
+    KERNEL.launch_items("ltc_fwd", dtype, lanes, *inputs, spikes, membrane, trace, b0, beta_a, kind, *params,
+                        int(inclusive), steps, lanes)  # fmt: skip
+    return spikes, membrane, trace
 
 
 def ltc_forward_cupy(
@@ -26,13 +44,32 @@ def ltc_forward_cupy(
     surrogate: Surrogate,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Forward over ``[T, N]`` inputs; returns ``(spikes, membrane, b)``, each ``[T, N]``."""
+    kind, params, inclusive = spike_code(surrogate)
+    return _forward(current, rate, retention, u0, s0, b_init, float(b0), float(beta_a), kind, list(params), bool(inclusive))
+
+
+def _fake_backward(grad_spikes, grad_membrane, grad_u_last, grad_s_last, grad_b_last, current, rate, retention, u0,
+                   s0, b_init, spikes, membrane, trace, b0, beta_a, kind, params):
+    return tuple(torch.empty_like(t) for t in (current, rate, retention, u0, s0, b_init))
+
+
+@kernel_op("ltc_backward", _fake_backward)
+def _backward(grad_spikes: torch.Tensor, grad_membrane: torch.Tensor, grad_u_last: torch.Tensor,
+              grad_s_last: torch.Tensor, grad_b_last: torch.Tensor, current: torch.Tensor, rate: torch.Tensor,
+              retention: torch.Tensor, u0: torch.Tensor, s0: torch.Tensor, b_init: torch.Tensor, spikes: torch.Tensor,
+              membrane: torch.Tensor, trace: torch.Tensor, b0: float, beta_a: float, kind: int, params: list[float],
+              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     steps, lanes = current.shape
     dtype = current.dtype
-    kind, params, inclusive = spike_code(surrogate)
-    inputs = [arg(t, dtype) for t in (current, rate, retention, u0, s0, b_init)]
-    spikes, membrane, trace = (torch.empty_like(inputs[0]) for _ in range(3))
-    KERNEL.launch_items("ltc_fwd", dtype, lanes, *inputs, spikes, membrane, trace, b0, beta_a, kind, *params, inclusive, steps, lanes)
-    return spikes, membrane, trace
+    saved = (current, rate, retention, u0, s0, b_init, spikes, membrane, trace)
+    grads_in = [arg(g, dtype) for g in (grad_spikes, grad_membrane, grad_u_last, grad_s_last, grad_b_last)]
+    grads_seq = [torch.empty(steps, lanes, dtype=dtype, device=current.device) for _ in range(3)]
+    grads_state = [torch.empty(lanes, dtype=dtype, device=current.device) for _ in range(3)]
+    KERNEL.launch_items(
+        "ltc_bwd", dtype, lanes,
+        *grads_in, *(arg(t, dtype) for t in saved), *grads_seq, *grads_state, b0, beta_a, kind, *params, steps, lanes,
+    )  # fmt: skip
+    return tuple(g.to(t.dtype) for g, t in zip(grads_seq + grads_state, saved))
 
 
 def ltc_backward_cupy(
@@ -45,15 +82,5 @@ def ltc_backward_cupy(
     surrogate: Surrogate,
 ) -> tuple[torch.Tensor, ...]:
     """Gradients of ``(current, rate, retention, u0, s0, b_init)``."""
-    current = saved[0]
-    steps, lanes = current.shape
-    dtype = current.dtype
     kind, params, _ = spike_code(surrogate)
-    grads_in = [arg(g, dtype) for g in (grad_spikes, grad_membrane, *grad_last)]
-    grads_seq = [torch.empty(steps, lanes, dtype=dtype, device=current.device) for _ in range(3)]
-    grads_state = [torch.empty(lanes, dtype=dtype, device=current.device) for _ in range(3)]
-    KERNEL.launch_items(
-        "ltc_bwd", dtype, lanes,
-        *grads_in, *(arg(t, dtype) for t in saved), *grads_seq, *grads_state, b0, beta_a, kind, *params, steps, lanes,
-    )  # fmt: skip
-    return tuple(g.to(t.dtype) for g, t in zip(grads_seq + grads_state, saved))
+    return _backward(grad_spikes, grad_membrane, *grad_last, *saved, float(b0), float(beta_a), kind, list(params))

@@ -1,14 +1,15 @@
 """CuPy path of TSSL-BP's neuron: ``tssl.cu``, one thread per lane.
 
 Same contracts as :func:`.reference.tssl_forward_reference` and :func:`.parallel.tssl_backward` on
-``[T, N]`` sequences, in the storage dtype of ``current`` (the other inputs are converted to it).
+``[T, N]`` sequences, in the storage dtype of ``current`` (the other inputs are converted to it). The launchers
+are the custom ops ``snn_parallel::tssl_forward`` and ``snn_parallel::tssl_backward``.
 """
 
 from __future__ import annotations
 
 import torch
 
-from .._cuda import KernelFile, arg
+from .._cuda import KernelFile, arg, kernel_op
 from .reference import DT_DU_MIN, FALLBACK_CLAMP, FALLBACK_WIDTH
 
 KERNEL = KernelFile(
@@ -18,6 +19,11 @@ KERNEL = KernelFile(
 )
 
 
+def _fake_forward(current, u0, a0, v_threshold, tau_m, tau_s, inclusive=False):
+    return (*(torch.empty_like(current) for _ in range(4)), current.new_empty(u0.shape), current.new_empty(u0.shape))
+
+
+@kernel_op("tssl_forward", _fake_forward)
 def tssl_forward_cupy(
     current: torch.Tensor,
     u0: torch.Tensor,
@@ -40,6 +46,11 @@ def tssl_forward_cupy(
     return (*sequences, *last)
 
 
+def _fake_backward(grad_psp, spikes, membrane, delta_u, psp, v_threshold, tau_m, tau_s, dt_du_at_spikes=True):
+    return torch.empty_like(spikes)
+
+
+@kernel_op("tssl_backward", _fake_backward)
 def tssl_backward_cupy(
     grad_psp: torch.Tensor,
     spikes: torch.Tensor,
