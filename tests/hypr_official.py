@@ -48,6 +48,24 @@ from snn_parallel.neurons import BRF, LeakyIntegrator, SEAdLIF
 _FIELDS = {BRF: ("u", "v", "q"), SEAdLIF: ("u", "w", "z")}
 
 
+def hypr_network(kind: str, recurrent: bool, inputs: int, hidden: int, classes: int, gain: float, seed: int) -> nn.Sequential:
+    """The HYPR configurations' network in float64: a layer of ``kind`` (``"BRF"``, the sMNIST ranges, or
+    ``"SEAdLIF"``), feed-forward or a :class:`RecurrentBlock`, under ``Linear -> LeakyIntegrator`` (tau in
+    [15, 25]); Glorot-uniform synapses, the hidden one scaled by ``gain`` (so that the layer fires)."""
+    torch.manual_seed(seed)
+    neuron = BRF(hidden, omega_range=(15.0, 50.0), b_offset_range=(0.1, 1.0)) if kind == "BRF" else SEAdLIF(hidden)
+    readout = nn.Linear(hidden, classes)
+    if recurrent:
+        model = nn.Sequential(RecurrentBlock(inputs, neuron), readout, LeakyIntegrator(classes))
+        synapse = model[0].synapse  # over [x_t; z_{t-1}]: the reference's fan-in of a recurrent layer
+    else:
+        synapse = nn.Linear(inputs, hidden)
+        model = nn.Sequential(synapse, neuron, readout, LeakyIntegrator(classes))
+    nn.init.xavier_uniform_(synapse.weight, gain=gain)
+    nn.init.xavier_uniform_(readout.weight)
+    return model.double()
+
+
 def brf_element(neuron: BRF) -> Callable:
     r"""One BRF neuron's step, ``(θ = (ω', b'), s = (u, v, q), I) -> (s', z, c)``, from ``models/brf_jax.py``."""
     dt, threshold, spike = neuron.dt, neuron.v_threshold, neuron.surrogate

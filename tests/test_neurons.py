@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import snn_parallel as sp
-from snn_parallel.neurons import AdLIFState, BRFState, DSNState, DecoupledLIFState, LTCState, PRFState, PSPFilter
+from snn_parallel.neurons import AdLIFState, BRFState, DSNState, DecoupledLIFState, LeakyIntegratorState, LTCState, PRFState, PSPFilter
 
 # (name, factory, input scale) -- the scale puts each neuron in a regime where it spikes
 CONFIGS = [
@@ -143,6 +143,7 @@ def test_ltc_parallel_mode_gates_see_input_only():
         (sp.LTC(3), LTCState),
         (sp.BRF(3), BRFState),
         (sp.SEAdLIF(3), AdLIFState),
+        (sp.LeakyIntegrator(3), LeakyIntegratorState),
     ],
 )
 def test_bad_inputs_raise_clear_errors(neuron, state_type):
@@ -231,6 +232,8 @@ LAZY = [
     ("adlif", lambda **k: sp.SEAdLIF(**k)),
     ("psplif", lambda **k: sp.PSPLIF(**k)),
     ("psp", lambda **k: PSPFilter(**k)),
+    ("leaky-integrator", lambda **k: sp.LeakyIntegrator(**k)),
+    ("leaky-integrator-frac", lambda **k: sp.LeakyIntegrator(interpolate_tau=True, **k)),
 ]
 LAZY_IDS = [c[0] for c in LAZY]
 

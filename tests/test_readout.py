@@ -1,7 +1,7 @@
 """The leaky-integrator readout: its equation, its parametrisations, and every trainer with it.
 
-The generic neuron contract (input checks, lazy feature count, half precision, autocast,
-torch.compile) is covered for it by the parametrised tests in ``test_neurons.py``.
+Its input checks (shapes, dtypes, NaN, empty sequences, states) and lazy feature count are covered
+with the other neurons' by the parametrised tests in ``test_neurons.py``.
 """
 
 from __future__ import annotations
@@ -52,6 +52,17 @@ def test_forward_and_step_follow_the_equation(shape):
         first, middle = readout(x[:4], LeakyIntegratorState(u0))
         second, _ = readout(x[4:], middle)
         torch.testing.assert_close(torch.cat([first, second]), expected, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_follows_the_equation(dtype):
+    """The scan accumulates in float32 and hands back the input's dtype."""
+    readout = LeakyIntegrator(5).to(dtype)
+    x = torch.randn(40, 3, 5).to(dtype)
+    out, state = readout(x)
+    assert out.dtype == state.u.dtype == dtype
+    expected = leaky_integrator_reference(x.double(), readout.tau.detach().double(), torch.zeros(3, 5, dtype=F64))
+    torch.testing.assert_close(out.double(), expected, rtol=2e-2, atol=2e-2)
 
 
 def test_hand_computed_steps():
@@ -123,8 +134,9 @@ def test_bad_constants_are_refused_naming_them(build, error, match):
 
 # -- HYPR with a stateful readout ---------------------------------------------------------------------
 def _cut_readout_bptt(model: nn.Sequential, x: torch.Tensor, y: torch.Tensor, loss: StepLoss) -> dict[str, torch.Tensor]:
-    """BPTT with the readout's state entering each step detached: the learning signal HYPR gives the
-    layers below a stateful readout (its own step's, spatial only)."""
+    """BPTT with the readout's state entering each step detached, for the parameters below the readout's
+    synapse (``model[:-2]``): the learning signal HYPR gives the layers below a stateful readout (its own
+    step's, spatial only)."""
     model.zero_grad()
     h = x
     for module in model[:-1]:
@@ -136,7 +148,7 @@ def _cut_readout_bptt(model: nn.Sequential, x: torch.Tensor, y: torch.Tensor, lo
         u = alpha * u.detach() + gain * h_t
         out.append(u)
     loss.sequence_loss(torch.stack(out), y).backward()
-    grads = {n: p.grad.clone() for n, p in model[:-1].named_parameters() if p.grad is not None}
+    grads = {n: p.grad.clone() for n, p in model[:-2].named_parameters() if p.grad is not None}
     model.zero_grad()
     return grads
 
@@ -187,16 +199,17 @@ RULES = {
 
 def _digits_network() -> nn.Sequential:
     torch.manual_seed(0)
-    return nn.Sequential(wide(nn.Linear(8, 32), 1.5), DecoupledLIF(32, surrogate=Sigmoid()), nn.Linear(32, 10), LeakyIntegrator())
+    return nn.Sequential(wide(nn.Linear(8, 32), 1.5), DecoupledLIF(32, surrogate=Sigmoid()), nn.Linear(32, 10), LeakyIntegrator(10))
 
 
 def test_ottt_neuron_trace_with_the_readout_alone_equals_bptt():
-    """OTTT's per-synapse traces from the readout's linear response, (alpha, 1 - alpha): exact for its synapse and tau."""
+    """OTTT's per-synapse traces from the readout's linear response, (alpha, 1 - alpha): exact for its synapse and tau
+    (the synapse is fed by the raw input, so it is traced only with ``trace_input=True``)."""
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(4, 3), LeakyIntegrator(3, tau_range=(2.0, 6.0))).double()
     x, y = digits_like(steps=10)
     reference = bptt_gradients(model, x, y, StepLoss("ce", "all"))
-    assert_close_dicts(trainer_gradients(OTTTTrainer, model, x, y, trace="neuron"), reference)
+    assert_close_dicts(trainer_gradients(OTTTTrainer, model, x, y, trace="neuron", trace_input=True), reference)
 
 
 @pytest.mark.parametrize("rule", sorted(RULES))
@@ -205,7 +218,7 @@ def test_every_rule_trains_through_the_readout(rule):
     model = _digits_network()
     before = {name: p.detach().clone() for name, p in model.named_parameters()}
     trainer_cls, options = RULES[rule]
-    trainer = trainer_cls(model, torch.optim.Adam(model.parameters(), lr=1e-2), loss="ce_all", progress=False, **options)
+    trainer = trainer_cls(model, torch.optim.Adam(model.parameters(), lr=1e-2), loss=StepLoss("ce", "all"), progress=False, **options)
     data = SequentialDigits("train", "row")
     data.inputs, data.targets = data.inputs[:256], data.targets[:256]
     history = trainer.fit(make_loader(data, 32, shuffle=True), 1)
@@ -217,13 +230,13 @@ def test_every_rule_trains_through_the_readout(rule):
 
 def _tsslbp_network() -> nn.Sequential:
     torch.manual_seed(0)
-    return nn.Sequential(wide(nn.Linear(8, 32, bias=False), 1.5), PSPLIF(32), nn.Linear(32, 10), LeakyIntegrator(tau_range=(3.0, 5.0)))
+    return nn.Sequential(wide(nn.Linear(8, 32, bias=False), 1.5), PSPLIF(32), nn.Linear(32, 10), LeakyIntegrator(10, tau_range=(3.0, 5.0)))
 
 
 def test_tsslbp_trains_psplif_layers_under_the_readout():
     model = _tsslbp_network()
     before = {name: p.detach().clone() for name, p in model.named_parameters()}
-    trainer = TSSLBPTrainer(model, torch.optim.AdamW(model.parameters(), lr=5e-3), loss="ce_all", progress=False)
+    trainer = TSSLBPTrainer(model, torch.optim.AdamW(model.parameters(), lr=5e-3), loss=StepLoss("ce", "all"), progress=False)
     data = SequentialDigits("train", "row")
     data.inputs, data.targets = data.inputs[:128], data.targets[:128]
     history = trainer.fit(make_loader(data, 32, shuffle=True), 1)
@@ -241,7 +254,7 @@ def test_every_rule_learns_digit_rows_through_the_readout(rule):
     else:
         model, (trainer_cls, options) = _digits_network(), RULES[rule]
         optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
-    trainer = trainer_cls(model, optimizer, loss="ce_all", progress=False, **options)
+    trainer = trainer_cls(model, optimizer, loss=StepLoss("ce", "all"), progress=False, **options)
     trainer.fit(make_loader(SequentialDigits("train", "row"), 32, shuffle=True), 5)
     accuracy = trainer.evaluate(make_loader(SequentialDigits("test", "row"), 256))["accuracy"]
     assert accuracy > 0.6, accuracy

@@ -32,11 +32,10 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tests"))
-from hypr_official import official_hypr_gradients  # noqa: E402
+from hypr_official import hypr_network, official_hypr_gradients  # noqa: E402
 from learner_support import bptt_gradients, trainer_gradients  # noqa: E402
 
-from snn_parallel.learners import HYPRTrainer, RecurrentBlock, StepLoss  # noqa: E402
-from snn_parallel.neurons import BRF, LeakyIntegrator, SEAdLIF  # noqa: E402
+from snn_parallel.learners import HYPRTrainer, StepLoss  # noqa: E402
 from snn_parallel.tasks import SequentialDigits  # noqa: E402
 
 DEPARTURES = {
@@ -47,22 +46,6 @@ DEPARTURES = {
 }
 #: the gain on the Glorot-uniform synapse weights that makes each layer fire a few % of the time on the digits
 GAIN = {("BRF", False): 600.0, ("BRF", True): 200.0, ("SEAdLIF", False): 60.0, ("SEAdLIF", True): 25.0}
-
-
-def build(kind: str, recurrent: bool, hidden: int, seed: int) -> nn.Sequential:
-    """The HYPR configurations' network: Glorot-uniform synapses, the sMNIST BRF ranges, an LI readout."""
-    torch.manual_seed(seed)
-    neuron = BRF(hidden, omega_range=(15.0, 50.0), b_offset_range=(0.1, 1.0)) if kind == "BRF" else SEAdLIF(hidden)
-    readout = nn.Linear(hidden, 10)
-    if recurrent:
-        model = nn.Sequential(RecurrentBlock(1, neuron), readout, LeakyIntegrator(10))
-        synapse = model[0].synapse  # over [x_t; z_{t-1}]: the reference's fan-in of a recurrent layer
-    else:
-        synapse = nn.Linear(1, hidden)
-        model = nn.Sequential(synapse, neuron, readout, LeakyIntegrator(10))
-    nn.init.xavier_uniform_(synapse.weight, gain=GAIN[kind, recurrent])
-    nn.init.xavier_uniform_(readout.weight)
-    return model.double()
 
 
 def hidden_names(model: nn.Sequential) -> list[str]:
@@ -101,7 +84,7 @@ def main() -> None:
             measured: dict[str, dict[str, list[float]]] = {}
             rates = []
             for seed in range(args.seeds):
-                model = build(kind, recurrent, args.hidden, seed)
+                model = hypr_network(kind, recurrent, 1, args.hidden, 10, GAIN[kind, recurrent], seed)
                 pick = torch.Generator().manual_seed(seed)
                 index = torch.randperm(len(data.targets), generator=pick)[: args.batch]
                 x = data.inputs[index].transpose(0, 1).double()  # [T, B, 1]
