@@ -46,6 +46,26 @@ def bptt_gradients(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss: Ste
     return grads
 
 
+def cut_readout_bptt(model: nn.Sequential, x: torch.Tensor, y: torch.Tensor, loss: StepLoss) -> dict[str, torch.Tensor]:
+    """BPTT with the readout's state entering each step detached, for the parameters below the readout's
+    synapse (``model[:-2]``): the learning signal HYPR gives the layers below a stateful readout (its own
+    step's, spatial only)."""
+    model.zero_grad()
+    h = x
+    for module in model[:-1]:
+        h = module(h)[0] if hasattr(module, "state_type") else module(h)
+    readout = model[-1]
+    alpha, gain = readout.linear_response()
+    u, out = torch.zeros_like(h[0]), []
+    for h_t in h:
+        u = alpha * u.detach() + gain * h_t
+        out.append(u)
+    loss.sequence_loss(torch.stack(out), y).backward()
+    grads = {n: p.grad.clone() for n, p in model[:-2].named_parameters() if p.grad is not None}
+    model.zero_grad()
+    return grads
+
+
 def digits_like(steps=12, batch=5, inputs=4, classes=3, seed=0) -> tuple[torch.Tensor, torch.Tensor]:
     """Random float64 inputs ``[T, B, F]`` and class targets ``[B]``."""
     gen = torch.Generator().manual_seed(seed)

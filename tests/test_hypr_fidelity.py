@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from hypr_official import hypr_network, official_hypr_gradients
-from learner_support import assert_close_dicts, relative_difference, trainer_gradients
+from learner_support import assert_close_dicts, cut_readout_bptt, relative_difference, trainer_gradients
 from snn_parallel.learners import HYPRTrainer, StepLoss
 
 LOSS = StepLoss("ce", "all")
@@ -39,22 +39,6 @@ def _hidden(grads: dict, model: nn.Sequential) -> torch.Tensor:
     return torch.cat([g.flatten() for n, g in sorted(grads.items()) if n not in readout])
 
 
-def _cut_readout_bptt(model: nn.Sequential, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Autograd through the hidden layer's own steps, the readout's state detached between steps."""
-    model.zero_grad()
-    spikes, _ = model[1](model[0](x))
-    current = model[2](spikes)
-    alpha, gain = model[3].linear_response()
-    u, out = torch.zeros_like(current[0]), []
-    for c_t in current:
-        u = alpha * u.detach() + gain * c_t
-        out.append(u)
-    LOSS.sequence_loss(torch.stack(out), y).backward()
-    grads = {n: p.grad.clone() for n, p in model[:2].named_parameters()}
-    model.zero_grad()
-    return grads
-
-
 @pytest.mark.parametrize("recurrent", [False, True], ids=["feed-forward", "recurrent"])
 @pytest.mark.parametrize("kind", ["BRF", "SEAdLIF"])
 def test_the_reference_without_departures_is_hypr_trainer(kind, recurrent):
@@ -66,15 +50,15 @@ def test_the_reference_without_departures_is_hypr_trainer(kind, recurrent):
 @pytest.mark.parametrize("kind", ["BRF", "SEAdLIF"])
 def test_feed_forward_hypr_trainer_is_exact_and_the_official_departure_is_not(kind):
     """One layer: ours equals autograd through the equations; the official code's departure for this neuron
-    (BRF: the spike derivative one step late; SE-adLIF: A_t without the previous spike) moves it by over 1 %,
-    the departure that concerns the other neuron changes nothing."""
+    (BRF: the spike derivative one step late; SE-adLIF: A_t without the previous spike) moves it by over 5 %
+    (measured here: 26 % and 21 %); the departures that concern the other neuron and recurrence change nothing."""
     model, x, y, loss = _setup(kind, False)
-    exact = _cut_readout_bptt(model, x, y)
+    exact = cut_readout_bptt(model, x, y, LOSS)
     ours = trainer_gradients(HYPRTrainer, model, x, y, chunk=8)
     assert_close_dicts({n: g for n, g in ours.items() if n in exact}, exact, tol=1e-9)
     own, other = ("late_spike_derivative", "drop_previous_spike") if kind == "BRF" else ("drop_previous_spike", "late_spike_derivative")
     departed = official_hypr_gradients(model, x, loss, **{own: True})
-    assert relative_difference(_hidden(departed, model), _hidden(ours, model)) > 0.01
+    assert relative_difference(_hidden(departed, model), _hidden(ours, model)) > 0.05
     untouched = official_hypr_gradients(model, x, loss, **{other: True, "current_spike_recurrence": True})
     assert_close_dicts(untouched, ours, tol=1e-9)
 
@@ -82,12 +66,12 @@ def test_feed_forward_hypr_trainer_is_exact_and_the_official_departure_is_not(ki
 @pytest.mark.parametrize("kind", ["BRF", "SEAdLIF"])
 def test_recurrence_with_the_current_spike_moves_the_gradient(kind):
     """The forward feeds back z_{t-1}; taking the Jacobians at W_in x_t + W_rec z_t + b and z_t as the recurrent
-    weights' input moves the hidden layer's gradient. With W_rec = 0 the Jacobians agree, so only the recurrent
-    weights' columns of the gradient change."""
+    weights' input moves the hidden layer's gradient by over 5 % (measured here: 12 % for BRF, 79 % for SE-adLIF).
+    With W_rec = 0 the Jacobians agree, so only the recurrent weights' columns of the gradient change."""
     model, x, y, loss = _setup(kind, True)
     ours = official_hypr_gradients(model, x, loss)
     current = official_hypr_gradients(model, x, loss, current_spike_recurrence=True)
-    assert relative_difference(_hidden(current, model), _hidden(ours, model)) > 0.01
+    assert relative_difference(_hidden(current, model), _hidden(ours, model)) > 0.05
     with torch.no_grad():
         model[0].synapse.weight[:, 3:] = 0
     ours = official_hypr_gradients(model, x, loss)

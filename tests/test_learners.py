@@ -254,7 +254,7 @@ def test_fptt_regulariser_vanishes_as_alpha_goes_to_zero():
     for seed in range(4):
         fptt.train_batch(*fptt.prepare(_digits_like(seed=seed)))
         bptt.train_batch(*bptt.prepare(_digits_like(seed=seed)))
-    for p, q in zip(model.parameters(), reference_model.parameters()):
+    for p, q in zip(model.parameters(), reference_model.parameters(), strict=True):
         torch.testing.assert_close(p, q, atol=1e-7, rtol=0)
 
 
@@ -446,7 +446,7 @@ def test_resumed_run_matches_uninterrupted_run(tmp_path, rule, options):
     resumed.load(tmp_path / "ckpt.pt")
     resumed_history = resumed.fit(_loader(), 1)
 
-    for p, q in zip(straight_model.parameters(), resumed_model.parameters()):
+    for p, q in zip(straight_model.parameters(), resumed_model.parameters(), strict=True):
         assert torch.equal(p, q)
     strip = lambda h: [{k: v for k, v in r.items() if k not in ("seconds", "samples_per_second")} for r in h]  # noqa: E731
     assert strip(resumed_history) == strip(history)
@@ -574,7 +574,7 @@ def test_bptt_batch_sum_scales_the_gradient_by_the_batch():
         loss, _ = trainer.train_batch(*trainer.prepare((x, y)))
         grads[batch_sum] = ([p.grad.clone() for p in model.parameters()], loss)
     assert grads[True][1] == grads[False][1]  # the reported loss is the per-sample mean either way
-    for summed, mean in zip(grads[True][0], grads[False][0]):
+    for summed, mean in zip(grads[True][0], grads[False][0], strict=True):
         torch.testing.assert_close(summed, 4 * mean)
 
 

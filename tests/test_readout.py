@@ -12,7 +12,7 @@ import pytest
 import torch
 from torch import nn
 
-from learner_support import assert_close_dicts, bptt_gradients, digits_like, trainer_gradients, wide
+from learner_support import assert_close_dicts, bptt_gradients, cut_readout_bptt, digits_like, trainer_gradients, wide
 from snn_parallel.learners import BPTTTrainer, FPTTTrainer, HYPRTrainer, OTTTTrainer, StepLoss, TSSLBPTrainer
 from snn_parallel.neurons import PSPLIF, DecoupledLIF, LeakyIntegrator, LeakyIntegratorState
 from snn_parallel.surrogate import Sigmoid
@@ -133,26 +133,6 @@ def test_bad_constants_are_refused_naming_them(build, error, match):
 
 
 # -- HYPR with a stateful readout ---------------------------------------------------------------------
-def _cut_readout_bptt(model: nn.Sequential, x: torch.Tensor, y: torch.Tensor, loss: StepLoss) -> dict[str, torch.Tensor]:
-    """BPTT with the readout's state entering each step detached, for the parameters below the readout's
-    synapse (``model[:-2]``): the learning signal HYPR gives the layers below a stateful readout (its own
-    step's, spatial only)."""
-    model.zero_grad()
-    h = x
-    for module in model[:-1]:
-        h = module(h)[0] if hasattr(module, "state_type") else module(h)
-    readout = model[-1]
-    alpha, gain = readout.linear_response()
-    u, out = torch.zeros_like(h[0]), []
-    for h_t in h:
-        u = alpha * u.detach() + gain * h_t
-        out.append(u)
-    loss.sequence_loss(torch.stack(out), y).backward()
-    grads = {n: p.grad.clone() for n, p in model[:-2].named_parameters() if p.grad is not None}
-    model.zero_grad()
-    return grads
-
-
 def test_hypr_with_the_readout_alone_equals_bptt_for_every_chunk():
     """The readout is one layer of per-channel linear neurons: HYPR's gradient is BPTT's, every lambda."""
     torch.manual_seed(0)
@@ -177,7 +157,7 @@ def test_hypr_with_a_hidden_layer_and_the_readout(neuron):
     x = x * (200 if neuron == "brf" else 1)
     loss = StepLoss("ce", "all")
     full = bptt_gradients(model, x, y, loss)
-    cut = _cut_readout_bptt(model, x, y, loss)
+    cut = cut_readout_bptt(model, x, y, loss)
     below = set(cut)
     for chunk in (1, 5, 12):
         got = trainer_gradients(HYPRTrainer, model, x, y, chunk=chunk)
@@ -197,9 +177,11 @@ RULES = {
 }
 
 
-def _digits_network() -> nn.Sequential:
+def _digits_network(hidden: int = 32) -> nn.Sequential:
     torch.manual_seed(0)
-    return nn.Sequential(wide(nn.Linear(8, 32), 1.5), DecoupledLIF(32, surrogate=Sigmoid()), nn.Linear(32, 10), LeakyIntegrator(10))
+    return nn.Sequential(
+        wide(nn.Linear(8, hidden), 1.5), DecoupledLIF(hidden, surrogate=Sigmoid()), nn.Linear(hidden, 10), LeakyIntegrator(10)
+    )
 
 
 def test_ottt_neuron_trace_with_the_readout_alone_equals_bptt():
@@ -214,23 +196,28 @@ def test_ottt_neuron_trace_with_the_readout_alone_equals_bptt():
 
 @pytest.mark.parametrize("rule", sorted(RULES))
 def test_every_rule_trains_through_the_readout(rule):
-    """One epoch on 256 row-serial digits: a finite loss, and every parameter moves (tau included)."""
+    """One epoch on 256 row-serial digits: a finite loss that falls, and every parameter moves (tau included)."""
     model = _digits_network()
     before = {name: p.detach().clone() for name, p in model.named_parameters()}
     trainer_cls, options = RULES[rule]
-    trainer = trainer_cls(model, torch.optim.Adam(model.parameters(), lr=1e-2), loss=StepLoss("ce", "all"), progress=False, **options)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    trainer = trainer_cls(model, optimizer, loss=StepLoss("ce", "all"), progress=False, **options)
     data = SequentialDigits("train", "row")
     data.inputs, data.targets = data.inputs[:256], data.targets[:256]
+    start = trainer.evaluate(make_loader(data, 256))["loss"]
     history = trainer.fit(make_loader(data, 32, shuffle=True), 1)
     assert math.isfinite(history[-1]["train_loss"])
+    assert trainer.evaluate(make_loader(data, 256))["loss"] < start
     still = [name for name, p in model.named_parameters() if torch.equal(p, before[name])]
     assert not still, f"{rule} left {still} unchanged"
     assert 15 <= model[3].tau.min() and model[3].tau.max() <= 25  # projected back after every step
 
 
-def _tsslbp_network() -> nn.Sequential:
+def _tsslbp_network(hidden: int = 32) -> nn.Sequential:
     torch.manual_seed(0)
-    return nn.Sequential(wide(nn.Linear(8, 32, bias=False), 1.5), PSPLIF(32), nn.Linear(32, 10), LeakyIntegrator(10, tau_range=(3.0, 5.0)))
+    return nn.Sequential(
+        wide(nn.Linear(8, hidden, bias=False), 1.5), PSPLIF(hidden), nn.Linear(hidden, 10), LeakyIntegrator(10, tau_range=(3.0, 5.0))
+    )
 
 
 def test_tsslbp_trains_psplif_layers_under_the_readout():
@@ -247,14 +234,15 @@ def test_tsslbp_trains_psplif_layers_under_the_readout():
 @pytest.mark.slow
 @pytest.mark.parametrize("rule", [*sorted(RULES), "tsslbp"])
 def test_every_rule_learns_digit_rows_through_the_readout(rule):
-    """Five epochs on the row-serial digits (T = 8): test accuracy well above chance (10 %)."""
+    """Ten epochs on the row-serial digits (T = 8, 64 hidden neurons): test accuracy over 55 %, chance 10 %
+    (measured: 68-69 % for BPTT, FPTT, OTTT and HYPR, 61 % for TSSL-BP)."""
     if rule == "tsslbp":
-        model, trainer_cls, options = _tsslbp_network(), TSSLBPTrainer, {}
+        model, trainer_cls, options = _tsslbp_network(64), TSSLBPTrainer, {}
         optimizer = torch.optim.AdamW(model.parameters(), lr=5e-3)
     else:
-        model, (trainer_cls, options) = _digits_network(), RULES[rule]
+        model, (trainer_cls, options) = _digits_network(64), RULES[rule]
         optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
     trainer = trainer_cls(model, optimizer, loss=StepLoss("ce", "all"), progress=False, **options)
-    trainer.fit(make_loader(SequentialDigits("train", "row"), 32, shuffle=True), 5)
+    trainer.fit(make_loader(SequentialDigits("train", "row"), 32, shuffle=True), 10)
     accuracy = trainer.evaluate(make_loader(SequentialDigits("test", "row"), 256))["accuracy"]
-    assert accuracy > 0.6, accuracy
+    assert accuracy > 0.55, accuracy
