@@ -333,7 +333,8 @@ NAN, INF = float("nan"), float("inf")
         (lambda: sp.DynamicDecay(3, kernel_size=2.0), TypeError, "kernel_size must be an int"),
         (lambda: sp.DecoupledLIF(3, tau="2"), TypeError, "tau must be a real number"),
         (lambda: sp.BRF(3, dt=INF), ValueError, "dt must be a finite number"),
-        (lambda: sp.DynamicDecay(2.5), ValueError, "features must be a positive int or None"),
+        (lambda: sp.DynamicDecay(2.5), TypeError, "features must be a positive int or None"),
+        (lambda: sp.PRF(True), TypeError, "features must be a positive int or None"),
     ],
 )
 def test_constants_are_checked_naming_the_argument(build, error, match):

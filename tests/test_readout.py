@@ -124,6 +124,7 @@ def test_parametrisations_initial_ranges_and_constraints():
         (lambda: LeakyIntegrator(3, learn_tau="yes"), TypeError, "learn_tau must be a bool"),
         (lambda: LeakyIntegrator(3, interpolate_tau=1), TypeError, "interpolate_tau must be a bool"),
         (lambda: LeakyIntegrator(0), ValueError, "features must be a positive int"),
+        (lambda: LeakyIntegrator(True), TypeError, "features must be a positive int"),
         (lambda: LeakyIntegrator(3, backend="jax"), ValueError, "backend must be one of"),
     ],
 )
@@ -229,6 +230,13 @@ def test_tsslbp_trains_psplif_layers_under_the_readout():
     history = trainer.fit(make_loader(data, 32, shuffle=True), 1)
     assert math.isfinite(history[-1]["train_loss"])
     assert all(not torch.equal(p, before[name]) for name, p in model.named_parameters())
+
+
+@pytest.mark.parametrize("loss", ["kernel", "count"])
+def test_tsslbp_refuses_a_spike_train_loss_on_the_readout(loss):
+    model = _tsslbp_network()
+    with pytest.raises(ValueError, match="loss: 3 is a LeakyIntegrator readout"):
+        TSSLBPTrainer(model, torch.optim.AdamW(model.parameters(), lr=5e-3), loss=loss, progress=False)
 
 
 @pytest.mark.slow

@@ -172,6 +172,10 @@ class TSSLBPTrainer(BPTTTrainer):
             what = f"PSPLIF(gradient={core.gradient!r})" if isinstance(core, PSPLIF) else type(part.module).__name__
             raise ValueError(f"{part.path or 'model'} is a {what}; TSSL-BP trains feed-forward networks of "
                              "PSPLIF(gradient='tsslbp') neurons (convolutions, pooling and residual sums between them)")
+        readouts = [part.path for part in self.network.parts if isinstance(getattr(part, "core", None), LeakyIntegrator)]
+        if readouts and isinstance(self.loss, SpikeSequenceLoss):
+            raise ValueError(f"loss: {readouts[0]} is a LeakyIntegrator readout, whose output is not spikes; train it with a "
+                             "StepLoss (e.g. StepLoss('ce', 'all')), not the spike-train loss")
 
     def resolve_loss(self, loss: str | StepLoss | None) -> StepLoss:
         """``"kernel"`` or ``"count"``: a :class:`SpikeSequenceLoss` with the model's :math:`\\tau_s`; a
