@@ -48,7 +48,9 @@ from snn_parallel.neurons import BRF, LeakyIntegrator, SEAdLIF
 _FIELDS = {BRF: ("u", "v", "q"), SEAdLIF: ("u", "w", "z")}
 
 
-def hypr_network(kind: str, recurrent: bool, inputs: int, hidden: int, classes: int, gain: float, seed: int) -> nn.Sequential:
+def hypr_network(
+    kind: str, recurrent: bool, inputs: int, hidden: int, classes: int, gain: float, seed: int
+) -> nn.Sequential:
     """The HYPR configurations' network in float64: a layer of ``kind`` (``"BRF"``, the sMNIST ranges, or
     ``"SEAdLIF"``), feed-forward or a :class:`RecurrentBlock`, under ``Linear -> LeakyIntegrator`` (tau in
     [15, 25]); Glorot-uniform synapses, the hidden one scaled by ``gain`` (so that the layer fires)."""
@@ -159,7 +161,8 @@ def official_hypr_gradients(
     y, _ = readout(out(torch.stack(spikes)))
     readout_params = [(f"{out_path}.{n}", p) for n, p in out.named_parameters()]
     readout_params += [(f"{readout_path}.{n}", p) for n, p in readout.named_parameters()]
-    grads = dict(zip((n for n, _ in readout_params), torch.autograd.grad(loss(y), [p for _, p in readout_params]), strict=True))
+    readout_grads = torch.autograd.grad(loss(y), [p for _, p in readout_params])
+    grads = dict(zip((n for n, _ in readout_params), readout_grads, strict=True))
     y = y.detach().requires_grad_()
     delta = torch.autograd.grad(loss(y), y)[0]
     signal = (delta * readout.linear_response()[1].detach()) @ out.weight.detach()  # [T, B, N]

@@ -15,7 +15,9 @@ def wide(linear: nn.Linear, gain: float = 3.0) -> nn.Linear:
     return linear
 
 
-def trainer_gradients(trainer_cls, model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss="ce_all", **options) -> dict[str, torch.Tensor]:
+def trainer_gradients(
+    trainer_cls, model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss="ce_all", **options
+) -> dict[str, torch.Tensor]:
     """Gradients a rule hands to the optimizer for one batch (the step itself changes nothing: lr 0)."""
     trainer = trainer_cls(model, torch.optim.SGD(model.parameters(), lr=0.0), loss=loss, progress=False, **options)
     captured: dict[str, torch.Tensor] = {}
@@ -69,7 +71,8 @@ def cut_readout_bptt(model: nn.Sequential, x: torch.Tensor, y: torch.Tensor, los
 def digits_like(steps=12, batch=5, inputs=4, classes=3, seed=0) -> tuple[torch.Tensor, torch.Tensor]:
     """Random float64 inputs ``[T, B, F]`` and class targets ``[B]``."""
     gen = torch.Generator().manual_seed(seed)
-    return 2 * torch.randn(steps, batch, inputs, generator=gen, dtype=torch.float64), torch.randint(0, classes, (batch,), generator=gen)
+    x = 2 * torch.randn(steps, batch, inputs, generator=gen, dtype=torch.float64)
+    return x, torch.randint(0, classes, (batch,), generator=gen)
 
 
 def assert_close_dicts(a: dict, b: dict, tol=1e-10) -> None:

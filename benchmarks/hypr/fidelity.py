@@ -42,7 +42,9 @@ DEPARTURES = {
     "late_spike_derivative": {"late_spike_derivative": True},
     "drop_previous_spike": {"drop_previous_spike": True},
     "current_spike_recurrence": {"current_spike_recurrence": True},
-    "official (all three)": {"late_spike_derivative": True, "drop_previous_spike": True, "current_spike_recurrence": True},
+    "official (all three)": {
+        "late_spike_derivative": True, "drop_previous_spike": True, "current_spike_recurrence": True
+    },
 }
 #: the gain on the Glorot-uniform synapse weights that makes each layer fire a few % of the time on the digits
 GAIN = {("BRF", False): 600.0, ("BRF", True): 200.0, ("SEAdLIF", False): 60.0, ("SEAdLIF", True): 25.0}
@@ -97,7 +99,8 @@ def main() -> None:
                 sequence_loss = lambda out: loss.sequence_loss(out, y)  # noqa: E731
                 exact = official_hypr_gradients(model, x, sequence_loss)
                 worst_exact = max(worst_exact, max(relative(exact, ours, [n]) for n in ours))
-                ways = {name: official_hypr_gradients(model, x, sequence_loss, **flags) for name, flags in DEPARTURES.items()}
+                ways = {name: official_hypr_gradients(model, x, sequence_loss, **flags)
+                        for name, flags in DEPARTURES.items()}
                 ways["BPTT (the readout's temporal path)"] = bptt_gradients(model, x, y, loss)
                 for way, grads in ways.items():
                     entry = measured.setdefault(way, {})
@@ -108,7 +111,8 @@ def main() -> None:
                     readout = [n for n in ours if n not in names]
                     entry.setdefault("readout", []).append(relative(grads, ours, readout))
             for way, entry in measured.items():
-                row = {"neuron": kind, "recurrent": recurrent, "against_ours": way, "firing_rate": round(sum(rates) / len(rates), 4)}
+                rate = round(sum(rates) / len(rates), 4)
+                row = {"neuron": kind, "recurrent": recurrent, "against_ours": way, "firing_rate": rate}
                 row.update({name: summary(values) for name, values in entry.items()})
                 rows.append(row)
                 hidden = row["hidden layer"]
@@ -116,7 +120,8 @@ def main() -> None:
                       f"{100 * hidden['mean']:6.1f} % ({100 * hidden['min']:.1f}-{100 * hidden['max']:.1f}), cosine "
                       f"{row['hidden layer cosine']['mean']:.3f}, readout {row['readout']['max']:.1e}, "
                       f"firing rate {row['firing_rate']:.3f}", flush=True)
-    print(f"HYPRTrainer against the official computation without departures: largest relative difference {worst_exact:.1e}")
+    print("HYPRTrainer against the official computation without departures: largest relative difference "
+          f"{worst_exact:.1e}")
     if args.json:
         options = " ".join(f"--{k} {v}" for k, v in vars(args).items() if k != "json")
         meta = {
