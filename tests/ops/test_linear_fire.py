@@ -270,7 +270,7 @@ def _prf_reset_case(seed):
         neuron = sp.PRF(4, reset=True, dt_range=(0.3, 0.9), tau=2.0, surrogate=ATan()).double()
         x = torch.rand(60, 3, 4, dtype=torch.float64) * 2
         with torch.no_grad():
-            _, membrane, _ = neuron._forward(x, neuron.init_state(x[0]))
+            _, membrane, _ = neuron.update_sequence(x, neuron.init_state(x[0]))
         if clear_of(membrane - neuron.v_threshold, ATan(), margin=1e-4):
             return neuron, x
     raise RuntimeError("could not draw PRF inputs away from the threshold")
