@@ -325,7 +325,7 @@ def test_reset_restores_every_state_field_to_rest():
     neuron(torch.rand(2, 8) + 1)
     snn.Leaky.reset_hidden()  # snnTorch's global reset assigns `mem` only
     rest = neuron.core.init_state(torch.zeros(2, 8))
-    for field, value in zip(rest, neuron._state()):
+    for field, value in zip(rest, neuron._state(), strict=True):
         assert torch.equal(field, value)  # b back at b0, s at 0
     assert neuron.init_leaky().shape == (2, 8)
 

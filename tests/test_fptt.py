@@ -122,7 +122,7 @@ def test_update_first_order_is_one_argument_away():
     _assert_same_parameters(_trained(_model(), batches, 2, oracle_order="update_first").model, reference)
     # and the two orders do train differently
     other = _reference(_model(), batches, 2)
-    assert any(not torch.allclose(p, q) for p, q in zip(reference.parameters(), other.parameters()))
+    assert any(not torch.allclose(p, q) for p, q in zip(reference.parameters(), other.parameters(), strict=True))
 
 
 def test_uniform_oracle_warmup_and_dual_reset_as_the_original_code():
@@ -135,7 +135,7 @@ def test_uniform_oracle_warmup_and_dual_reset_as_the_original_code():
     # each option on its own changes the result
     for options in ({"warmup": 2}, {"reset_dual": True}):
         alone = _reference(_model(), batches, 3, **options)
-        assert any(not torch.allclose(p, q) for p, q in zip(alone.parameters(), reference.parameters()))
+        assert any(not torch.allclose(p, q) for p, q in zip(alone.parameters(), reference.parameters(), strict=True))
 
 
 def test_resume_inside_the_warmup_matches_an_uninterrupted_run(tmp_path):

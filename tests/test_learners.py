@@ -27,57 +27,15 @@ from snn_parallel.learners.hypr import suffix_scan
 from snn_parallel.neurons import BRF, LTC, PRF, DecoupledLIF, DynamicDecay, SEAdLIF
 from snn_parallel.surrogate import Sigmoid
 
+# the helpers, under the names these tests use
+from learner_support import assert_close_dicts as _assert_close
+from learner_support import bptt_gradients as _bptt_reference
+from learner_support import digits_like as _digits_like
+from learner_support import trainer_gradients as _gradients
+from learner_support import wide as _wide
+
 sj_neuron = pytest.importorskip("spikingjelly.activation_based.neuron")
 from spikingjelly.activation_based import layer as sj_layer  # noqa: E402
-
-
-# -- helpers -------------------------------------------------------------------------------------------
-def _wide(linear: nn.Linear, gain: float = 3.0) -> nn.Linear:
-    bound = gain * (3 / linear.in_features) ** 0.5
-    nn.init.uniform_(linear.weight, -bound, bound)
-    return linear
-
-
-def _gradients(trainer_cls, model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss="ce_all", **options) -> dict[str, torch.Tensor]:
-    """Gradients a rule hands to the optimizer for one batch (the step itself changes nothing: lr 0)."""
-    trainer = trainer_cls(model, torch.optim.SGD(model.parameters(), lr=0.0), loss=loss, progress=False, **options)
-    captured: dict[str, torch.Tensor] = {}
-    step = trainer.optimizer_step
-
-    def capture() -> None:
-        for name, param in model.named_parameters():
-            if param.grad is not None:
-                captured[name] = captured.get(name, 0) + param.grad.clone()
-        step()
-
-    trainer.optimizer_step = capture
-    x, y = trainer.prepare((x, y))
-    with trainer.network.stepping():
-        trainer.train_batch(x, y)
-    return captured
-
-
-def _bptt_reference(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss: StepLoss) -> dict[str, torch.Tensor]:
-    """Plain autograd through the model's own modules over the whole sequence."""
-    model.zero_grad()
-    h = x
-    for module in model:
-        h = module(h)[0] if hasattr(module, "state_type") else module(h)
-    loss.sequence_loss(h, y).backward()
-    grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
-    model.zero_grad()
-    return grads
-
-
-def _digits_like(steps=12, batch=5, inputs=4, classes=3, seed=0):
-    gen = torch.Generator().manual_seed(seed)
-    return 2 * torch.randn(steps, batch, inputs, generator=gen, dtype=torch.float64), torch.randint(0, classes, (batch,), generator=gen)
-
-
-def _assert_close(a: dict, b: dict, tol=1e-10) -> None:
-    assert a.keys() == b.keys()
-    for name in a:
-        torch.testing.assert_close(a[name], b[name], atol=tol, rtol=tol, msg=name)
 
 
 NEURONS = {
@@ -296,7 +254,7 @@ def test_fptt_regulariser_vanishes_as_alpha_goes_to_zero():
     for seed in range(4):
         fptt.train_batch(*fptt.prepare(_digits_like(seed=seed)))
         bptt.train_batch(*bptt.prepare(_digits_like(seed=seed)))
-    for p, q in zip(model.parameters(), reference_model.parameters()):
+    for p, q in zip(model.parameters(), reference_model.parameters(), strict=True):
         torch.testing.assert_close(p, q, atol=1e-7, rtol=0)
 
 
@@ -488,7 +446,7 @@ def test_resumed_run_matches_uninterrupted_run(tmp_path, rule, options):
     resumed.load(tmp_path / "ckpt.pt")
     resumed_history = resumed.fit(_loader(), 1)
 
-    for p, q in zip(straight_model.parameters(), resumed_model.parameters()):
+    for p, q in zip(straight_model.parameters(), resumed_model.parameters(), strict=True):
         assert torch.equal(p, q)
     strip = lambda h: [{k: v for k, v in r.items() if k not in ("seconds", "samples_per_second")} for r in h]  # noqa: E731
     assert strip(resumed_history) == strip(history)
@@ -616,7 +574,7 @@ def test_bptt_batch_sum_scales_the_gradient_by_the_batch():
         loss, _ = trainer.train_batch(*trainer.prepare((x, y)))
         grads[batch_sum] = ([p.grad.clone() for p in model.parameters()], loss)
     assert grads[True][1] == grads[False][1]  # the reported loss is the per-sample mean either way
-    for summed, mean in zip(grads[True][0], grads[False][0]):
+    for summed, mean in zip(grads[True][0], grads[False][0], strict=True):
         torch.testing.assert_close(summed, 4 * mean)
 
 

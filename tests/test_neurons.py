@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import snn_parallel as sp
-from snn_parallel.neurons import AdLIFState, BRFState, DSNState, DecoupledLIFState, LTCState, PRFState, PSPFilter
+from snn_parallel.neurons import AdLIFState, BRFState, DSNState, DecoupledLIFState, LeakyIntegratorState, LTCState, PRFState, PSPFilter
 
 # (name, factory, input scale) -- the scale puts each neuron in a regime where it spikes
 CONFIGS = [
@@ -143,6 +143,7 @@ def test_ltc_parallel_mode_gates_see_input_only():
         (sp.LTC(3), LTCState),
         (sp.BRF(3), BRFState),
         (sp.SEAdLIF(3), AdLIFState),
+        (sp.LeakyIntegrator(3), LeakyIntegratorState),
     ],
 )
 def test_bad_inputs_raise_clear_errors(neuron, state_type):
@@ -231,6 +232,8 @@ LAZY = [
     ("adlif", lambda **k: sp.SEAdLIF(**k)),
     ("psplif", lambda **k: sp.PSPLIF(**k)),
     ("psp", lambda **k: PSPFilter(**k)),
+    ("leaky-integrator", lambda **k: sp.LeakyIntegrator(**k)),
+    ("leaky-integrator-frac", lambda **k: sp.LeakyIntegrator(interpolate_tau=True, **k)),
 ]
 LAZY_IDS = [c[0] for c in LAZY]
 
@@ -330,7 +333,8 @@ NAN, INF = float("nan"), float("inf")
         (lambda: sp.DynamicDecay(3, kernel_size=2.0), TypeError, "kernel_size must be an int"),
         (lambda: sp.DecoupledLIF(3, tau="2"), TypeError, "tau must be a real number"),
         (lambda: sp.BRF(3, dt=INF), ValueError, "dt must be a finite number"),
-        (lambda: sp.DynamicDecay(2.5), ValueError, "features must be a positive int or None"),
+        (lambda: sp.DynamicDecay(2.5), TypeError, "features must be a positive int or None"),
+        (lambda: sp.PRF(True), TypeError, "features must be a positive int or None"),
     ],
 )
 def test_constants_are_checked_naming_the_argument(build, error, match):

@@ -322,7 +322,7 @@ def test_tsslbp_and_bptt_train_the_same_network_differently():
         trainer.train_batch(*trainer.prepare((x, y)))
         grads[gradient] = [p.grad.clone() for p in model.parameters()]
     assert all(g.abs().sum() > 0 for g in grads["tsslbp"])
-    assert not all(torch.allclose(a, b) for a, b in zip(grads["tsslbp"], grads["surrogate"]))
+    assert not all(torch.allclose(a, b) for a, b in zip(grads["tsslbp"], grads["surrogate"], strict=True))
 
 
 def test_image_experiment_gives_both_rules_the_same_recipe():
@@ -355,7 +355,7 @@ def test_resumed_run_matches_uninterrupted_run(tmp_path):
     resumed = trainer_for(resumed_model)
     resumed.load(tmp_path / "ckpt.pt")
     resumed_history = resumed.fit(_batches(), 1)
-    for p, q in zip(straight_model.parameters(), resumed_model.parameters()):
+    for p, q in zip(straight_model.parameters(), resumed_model.parameters(), strict=True):
         assert torch.equal(p, q)
     strip = lambda h: [{k: v for k, v in r.items() if k not in ("seconds", "samples_per_second")} for r in h]  # noqa: E731
     assert strip(resumed_history) == strip(history)
@@ -479,7 +479,7 @@ def test_tsslbp_trains_through_sequence_dropout():
     model = tssl_network("4C3-P2-12", (1, 8, 8), 3, conv_scale=3.0, dropout=0.5)
     assert [type(m).__name__ for m in model].count("SequenceDropout") == 2
     plain = _net()  # the same weights without dropout
-    assert all(torch.equal(a, b) for a, b in zip(model.parameters(), plain.parameters()))
+    assert all(torch.equal(a, b) for a, b in zip(model.parameters(), plain.parameters(), strict=True))
     x, y = _batches(1)[0]
     runs = {}
     for name, net in (("dropout", model), ("plain", plain)):
@@ -490,5 +490,5 @@ def test_tsslbp_trains_through_sequence_dropout():
         trainer.network.reset()
         runs[name] = ([p.grad.clone() for p in net.parameters()], trainer.network.run(trainer.prepare((x, y))[0]))
     assert all(torch.isfinite(g).all() and g.abs().sum() > 0 for g in runs["dropout"][0])
-    assert not all(torch.allclose(a, b) for a, b in zip(runs["dropout"][0], runs["plain"][0]))
+    assert not all(torch.allclose(a, b) for a, b in zip(runs["dropout"][0], runs["plain"][0], strict=True))
     torch.testing.assert_close(runs["dropout"][1], runs["plain"][1])  # eval: no dropout

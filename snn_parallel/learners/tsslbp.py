@@ -36,7 +36,7 @@ import torch
 from torch import nn
 
 from .._validation import check_float, check_positive
-from ..neurons import PSPLIF, PSPFilter
+from ..neurons import PSPLIF, LeakyIntegrator, PSPFilter
 from ..ops.tssl import psp_filter
 from .losses import StepLoss
 from .network import DropoutDriver, MemoryDriver, SequenceDropout
@@ -144,8 +144,9 @@ class TSSLBPTrainer(BPTTTrainer):
 
     Args:
         model: any ``nn.Module`` whose stateful parts are all ``PSPLIF(gradient="tsslbp")``
-            neurons, ``PSPFilter`` or dropout (e.g. from :func:`tssl_network`, or a residual net of
-            convolutions, pooling and sums between PSPLIF layers).
+            neurons, ``PSPFilter``, a :class:`~snn_parallel.neurons.LeakyIntegrator` readout (with a
+            :class:`~snn_parallel.learners.StepLoss` on its output) or dropout (e.g. from
+            :func:`tssl_network`, or a residual net of convolutions, pooling and sums between PSPLIF layers).
         optimizer: the reference uses ``torch.optim.AdamW`` (lr 5e-4 on MNIST, 2e-4 on CIFAR-10).
         batch_sum: back-propagate the loss summed over the batch, as the reference does (the
             reported loss is the per-sample mean either way).
@@ -164,13 +165,17 @@ class TSSLBPTrainer(BPTTTrainer):
         super().__init__(model, optimizer, batch_sum=batch_sum, **options)
         for part in self.network.parts:
             core = getattr(part, "core", None)
-            if isinstance(core, PSPFilter) or (isinstance(core, PSPLIF) and core.gradient == "tsslbp"):
+            if isinstance(core, (PSPFilter, LeakyIntegrator)) or (isinstance(core, PSPLIF) and core.gradient == "tsslbp"):
                 continue
             if isinstance(part, DropoutDriver) or (isinstance(part, MemoryDriver) and "Dropout" in type(part.module).__name__):
                 continue
             what = f"PSPLIF(gradient={core.gradient!r})" if isinstance(core, PSPLIF) else type(part.module).__name__
             raise ValueError(f"{part.path or 'model'} is a {what}; TSSL-BP trains feed-forward networks of "
                              "PSPLIF(gradient='tsslbp') neurons (convolutions, pooling and residual sums between them)")
+        readouts = [part.path for part in self.network.parts if isinstance(getattr(part, "core", None), LeakyIntegrator)]
+        if readouts and isinstance(self.loss, SpikeSequenceLoss):
+            raise ValueError(f"loss: {readouts[0]} is a LeakyIntegrator readout, whose output is not spikes; train it with a "
+                             "StepLoss (e.g. StepLoss('ce', 'all')), not the spike-train loss")
 
     def resolve_loss(self, loss: str | StepLoss | None) -> StepLoss:
         """``"kernel"`` or ``"count"``: a :class:`SpikeSequenceLoss` with the model's :math:`\\tau_s`; a

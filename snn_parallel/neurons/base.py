@@ -92,7 +92,9 @@ def check_features(features: object, name: str = "features") -> int | None:
     """``features`` as a positive int, or ``None`` (inferred at the first call)."""
     if features is None:
         return None
-    if isinstance(features, bool) or not isinstance(features, int) or features < 1:
+    if isinstance(features, bool) or not isinstance(features, int):
+        raise TypeError(f"{name} must be a positive int or None (inferred from the first input), got {features!r}")
+    if features < 1:
         raise ValueError(f"{name} must be a positive int or None (inferred from the first input), got {features!r}")
     return features
 
