@@ -301,8 +301,9 @@ def test_hypr_on_one_conv_layer_equals_bptt_for_every_chunk(node):
 def test_hypr_gradient_does_not_depend_on_chunk_in_the_zoo_resnet(zoo):
     """Residual stages, downsampling shortcuts, norms and SpikingJelly's ParametricLIFNode, in float64.
     With the norms' running statistics (constants; element-wise norms): the same gradient for every
-    chunk length. With their batch statistics, per step: the same gradient whether the P-stage runs
-    the chunk's steps folded into one batch or one after the other."""
+    chunk length. With their batch statistics, per step: the same gradient for the sequence as one
+    sub-sequence and in chunks, whether the P-stage runs the chunk's steps folded into one batch or
+    one after the other."""
     torch.manual_seed(0)
     model = zoo.SpikingResNet(zoo.BasicBlock, [1, 1, 1, 1], num_classes=10, spiking_neuron=neuron.ParametricLIFNode,
                               surrogate_function=surrogate.ATan(), detach_reset=True).double()
@@ -326,10 +327,12 @@ def test_hypr_gradient_does_not_depend_on_chunk_in_the_zoo_resnet(zoo):
         trainer._fold = False
 
     model.train()
+    whole = _grads(HYPRTrainer, model, x, y)
     folded = _grads(HYPRTrainer, model, x, y, chunk=4)
     assert sum(bool(g.abs().sum() > 0) for g in folded.values()) == len(folded) == len(list(model.parameters()))
     got = _grads(HYPRTrainer, model, x, y, setup=one_after_the_other, chunk=4)
     for name in folded:
+        torch.testing.assert_close(folded[name], whole[name], rtol=1e-9, atol=1e-13, msg=f"in chunks: {name}")
         torch.testing.assert_close(got[name], folded[name], rtol=1e-9, atol=1e-13, msg=f"one step after the other: {name}")
 
 
@@ -337,10 +340,11 @@ def test_hypr_gradient_does_not_depend_on_chunk_in_the_zoo_resnet(zoo):
 def test_hypr_through_batch_statistics_equals_bptt_per_step(node):
     """conv -> batch norm in training -> neuron layer -> linear readout, in float64: each step is
     normalised with its own batch's statistics (as in HYPR's S-stage, which updates the running
-    statistics with them), and HYPR's gradient goes through those statistics: with the sequence as
-    one sub-sequence it equals BPTT's through the same per-step norm, written out step by step. (With
-    the statistics taken as constants the weights below a norm drift along the directions the norm
-    removes, and evaluation with the running statistics no longer reproduces training.)"""
+    statistics with them), and HYPR's gradient goes through those statistics: for every chunk length
+    it equals BPTT's through the same per-step norm, written out step by step, the eligibilities
+    carried from one chunk to the next included (the conv bias, which the norm removes, gets 0).
+    (With the statistics taken as constants the weights below a norm drift along the directions the
+    norm removes, and evaluation with the running statistics no longer reproduces training.)"""
     torch.manual_seed(0)
     spiking = (DecoupledLIFNode(3, learn_decay=True, surrogate_function=Sigmoid()) if node == "ours"
                else neuron.ParametricLIFNode(init_tau=3.0, surrogate_function=surrogate.Sigmoid(), detach_reset=True))
@@ -357,13 +361,28 @@ def test_hypr_through_batch_statistics_equals_bptt_per_step(node):
     functional.reset_net(model)
     reference = dict(zip(params, torch.autograd.grad(StepLoss("ce", "all").sequence_loss(outputs, y), list(params.values()))))
     assert reference["0.weight"].abs().sum() > 0 and reference["0.bias"].abs().max() < 1e-12  # the norm removes the bias
-    for chunk in (None, 8):
+    for chunk in (None, 1, 3, 4, 8):
         got = _grads(HYPRTrainer, model, x, y, chunk=chunk)
         assert got.keys() == reference.keys()
         for name in reference:
             torch.testing.assert_close(got[name], reference[name], rtol=1e-9, atol=1e-12, msg=f"chunk={chunk}: {name}")
-    shorter = _grads(HYPRTrainer, model, x, y, chunk=3)  # the carried eligibilities take the statistics as constants
-    assert all(torch.isfinite(g).all() for g in shorter.values()) and shorter.keys() == reference.keys()
+
+
+def test_hypr_refuses_to_carry_through_batch_statistics_it_cannot():
+    """A batch norm in training reached other than straight from a synapse's output (here through a
+    clipping): its statistics couple the samples in a way the per-sample eligibilities do not carry,
+    so ``chunk`` shorter than the sequence is refused, naming the synapse and the norm; the whole
+    sequence at once, or the norm in eval mode, train."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(2, 3, 3, padding=1), nn.Hardtanh(-0.5, 0.5), nn.BatchNorm2d(3), DecoupledLIFNode(3),
+                          nn.Flatten(), nn.Linear(3 * 4 * 4, 3)).double()
+    x, y = torch.rand(5, 4, 2, 4, 4, dtype=torch.float64) * 2, torch.randint(0, 3, (4,))
+    assert _grads(HYPRTrainer, model, x, y).keys() == dict(model.named_parameters()).keys()
+    with pytest.raises(UnsupportedModule, match=r"^0 feeds 3 \(DecoupledLIFNode\) through the batch norm 2 in training, "
+                                                r"other than straight from a Linear/Conv output.*chunk=None.*eval mode"):
+        _grads(HYPRTrainer, model, x, y, chunk=2)
+    model.eval()
+    assert _grads(HYPRTrainer, model, x, y, chunk=2)
 
 
 def test_hypr_through_spikingjelly_recurrent_container():
