@@ -107,7 +107,7 @@ def test_resume_with_dropout_is_exact(tmp_path, case):
 
 def test_hypr_refuses_dropout_models_so_its_resume_stays_exact():
     """HYPR recomputes every step in its P-stage, so a dropout model is refused (resume of
-    HYPR without dropout is exact: ``tests/test_learners.py``)."""
+    HYPR without dropout is exact: ``tests/learners/test_trainers.py``)."""
     model = _classifier(nn.Dropout(0.3))
     with pytest.raises(UnsupportedModule, match="deterministic"):
         HYPRTrainer(model, torch.optim.SGD(model.parameters(), lr=0.1))

@@ -1,5 +1,5 @@
 """``tsslbp``'s kernels in the CPU harness and (marked ``gpu``) on a GPU, against the step-by-step reference and
-the torch path (the torch path itself is tested in ``tests/test_tsslbp.py``)."""
+the torch path (the torch path itself is tested in ``tests/learners/test_tsslbp.py``)."""
 
 from __future__ import annotations
 

@@ -20,7 +20,7 @@ import snn_parallel as sp  # noqa: E402
 from snn_parallel.adapters import snntorch as adapter  # noqa: E402
 from snn_parallel.adapters.snntorch import LTC, PRF, PSPLIF, DecoupledLIF, DynamicDecay  # noqa: E402
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 # (class, constructor kwargs, input scale that makes some but not all neurons fire)
 CASES = [
