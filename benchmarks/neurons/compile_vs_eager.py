@@ -18,10 +18,10 @@ import time
 from pathlib import Path
 
 import torch
+from _record import write_rows
 from torch import nn
 
 import snn_parallel as sp
-from _record import write_rows
 from snn_parallel.neurons import PSPFilter
 
 NEURONS = {
@@ -93,7 +93,9 @@ def main() -> None:
             flush=True,
         )
         if args.json:  # rewritten after every neuron, so that a run cut short keeps what it measured
-            write_rows(__file__, args, rows, shape=[args.steps, args.batch, args.features], complete=len(rows) == len(NEURONS))
+            write_rows(
+                __file__, args, rows, shape=[args.steps, args.batch, args.features], complete=len(rows) == len(NEURONS)
+            )
 
 
 if __name__ == "__main__":

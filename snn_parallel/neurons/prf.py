@@ -35,9 +35,9 @@ from typing import NamedTuple
 
 import torch
 
+from .._validation import check_bool, check_choice, check_float, check_pair, check_positive
 from ..ops.linear_fire import linear_fire, linear_fire_step
 from ..surrogate import resolve
-from .._validation import check_bool, check_choice, check_float, check_pair, check_positive
 from .base import LOW_PRECISION, Neuron, keep_dtype, upcast
 
 

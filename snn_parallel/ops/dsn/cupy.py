@@ -26,17 +26,35 @@ MAX_TAPS = 8
 KERNEL = KernelFile(__package__, "dsn.cu", {"DSN_MAX_TAPS": MAX_TAPS})
 
 
-def _fake_forward(x, history, weight, bias, h0, tau, shift, kind, params, inclusive, membrane, count, spatial,
-                  segments_per_block=None):
+def _fake_forward(
+    x, history, weight, bias, h0, tau, shift, kind, params, inclusive, membrane, count, spatial, segments_per_block=None
+):
     steps, lanes = x.shape
-    return (torch.empty_like(x), x.new_empty(x.shape if membrane else (0,)),
-            x.new_empty(math.ceil(steps / SEGMENT), lanes, dtype=torch.float32), x.new_empty(lanes, dtype=torch.float32))
+    return (
+        torch.empty_like(x),
+        x.new_empty(x.shape if membrane else (0,)),
+        x.new_empty(math.ceil(steps / SEGMENT), lanes, dtype=torch.float32),
+        x.new_empty(lanes, dtype=torch.float32),
+    )
 
 
 @kernel_op("dsn_forward", _fake_forward)
-def _forward(x: torch.Tensor, history: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, h0: torch.Tensor,
-             tau: float, shift: float, kind: int, params: list[float], inclusive: bool, membrane: bool, count: int,
-             spatial: int, segments_per_block: int | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+def _forward(
+    x: torch.Tensor,
+    history: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor,
+    h0: torch.Tensor,
+    tau: float,
+    shift: float,
+    kind: int,
+    params: list[float],
+    inclusive: bool,
+    membrane: bool,
+    count: int,
+    spatial: int,
+    segments_per_block: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     steps, lanes = x.shape
     x = x.contiguous()
     spikes = torch.empty_like(x)
@@ -76,18 +94,51 @@ def dsn_forward_cupy(
     return spikes, h if membrane else None, h_last.to(x.dtype), checkpoints
 
 
-def _fake_backward(grad_spikes, grad_h, grad_last, x, history, weight, bias, checkpoints, tau, shift, kind, params,
-                   count, spatial, segments_per_block=None):
+def _fake_backward(
+    grad_spikes,
+    grad_h,
+    grad_last,
+    x,
+    history,
+    weight,
+    bias,
+    checkpoints,
+    tau,
+    shift,
+    kind,
+    params,
+    count,
+    spatial,
+    segments_per_block=None,
+):
     lanes = x.shape[1]
-    return (torch.empty_like(x), x.new_empty(history.shape), x.new_empty(weight.shape[0], lanes, dtype=torch.float32),
-            x.new_empty(lanes, dtype=torch.float32), x.new_empty(lanes, dtype=torch.float32))
+    return (
+        torch.empty_like(x),
+        x.new_empty(history.shape),
+        x.new_empty(weight.shape[0], lanes, dtype=torch.float32),
+        x.new_empty(lanes, dtype=torch.float32),
+        x.new_empty(lanes, dtype=torch.float32),
+    )
 
 
 @kernel_op("dsn_backward", _fake_backward)
-def _backward(grad_spikes: torch.Tensor | None, grad_h: torch.Tensor | None, grad_last: torch.Tensor | None,
-              x: torch.Tensor, history: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, checkpoints: torch.Tensor,
-              tau: float, shift: float, kind: int, params: list[float], count: int, spatial: int,
-              segments_per_block: int | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+def _backward(
+    grad_spikes: torch.Tensor | None,
+    grad_h: torch.Tensor | None,
+    grad_last: torch.Tensor | None,
+    x: torch.Tensor,
+    history: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor,
+    checkpoints: torch.Tensor,
+    tau: float,
+    shift: float,
+    kind: int,
+    params: list[float],
+    count: int,
+    spatial: int,
+    segments_per_block: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     steps, lanes = x.shape
     taps = weight.shape[0]
     grad_x = torch.empty_like(x)
@@ -138,4 +189,10 @@ def dsn_backward_cupy(
         grad_spikes, grad_h, grad_last, x, history, weight, bias, checkpoints, float(tau), float(shift), kind,
         list(params), *layout, segments_per_block,
     )  # fmt: skip
-    return grad_x, grad_history.to(history.dtype), grad_weight.to(weight.dtype), grad_bias.to(bias.dtype), grad_h0.to(h0.dtype)
+    return (
+        grad_x,
+        grad_history.to(history.dtype),
+        grad_weight.to(weight.dtype),
+        grad_bias.to(bias.dtype),
+        grad_h0.to(h0.dtype),
+    )

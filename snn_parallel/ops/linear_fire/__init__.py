@@ -39,8 +39,25 @@ def _forward_torch(x, decay, scale, h0, bias0, spike_fn, v_threshold, reset_deca
     return linear_fire_forward(x, decay, scale, h0, bias0, spike_fn, v_threshold, rho)
 
 
-def _backward_torch(grad_spikes, grad_membrane, grad_last, grad_bias_next, x, decay, scale, reset_decay, h0, bias0,
-                    membrane, spikes, checkpoints, spike_fn, v_threshold, layout, needs_bias):
+def _backward_torch(
+    grad_spikes,
+    grad_membrane,
+    grad_last,
+    grad_bias_next,
+    x,
+    decay,
+    scale,
+    reset_decay,
+    h0,
+    bias0,
+    membrane,
+    spikes,
+    checkpoints,
+    spike_fn,
+    v_threshold,
+    layout,
+    needs_bias,
+):
     lanes = x.shape[1]
     grad_spikes = torch.zeros_like(x) if grad_spikes is None else grad_spikes
     grad_membrane = torch.zeros_like(x) if grad_membrane is None else grad_membrane
@@ -66,8 +83,19 @@ class _LinearFire(torch.autograd.Function):
     ``h0``, ``bias0`` ``[N]``."""
 
     @staticmethod
-    def forward(ctx: Any, x, decay, scale, h0, bias0, reset_decay, spike_fn: Surrogate, v_threshold: float,
-                layout: tuple[int, int], backend: str):
+    def forward(
+        ctx: Any,
+        x,
+        decay,
+        scale,
+        h0,
+        bias0,
+        reset_decay,
+        spike_fn: Surrogate,
+        v_threshold: float,
+        layout: tuple[int, int],
+        backend: str,
+    ):
         forward, ctx.backward_fn = _IMPLEMENTATIONS[backend]
         spikes, membrane, checkpoints, h_last, bias_next = forward(
             x, decay, scale, h0, bias0, spike_fn, v_threshold, reset_decay, layout
@@ -124,6 +152,7 @@ def linear_fire(
     if validate:
         _check(x, decay, scale, h0, bias0, spike_fn, reset_decay)
         check_float(v_threshold, "v_threshold")
+
     def gap() -> str | None:
         per_lane = [("decay", decay), ("scale", scale), ("h0", h0), ("bias0", bias0), ("reset_decay", reset_decay)]
         return kernel_gap([("x", x)], float32=[(n, t) for n, t in per_lane if t is not None], spike_fn=spike_fn)
@@ -160,4 +189,6 @@ def _check(x, decay, scale, h0, bias0, spike_fn, reset_decay) -> None:
     if reset_decay is not None:
         check_like(reset_decay, "reset_decay", shape, x, "x", broadcast=True)
     if not isinstance(spike_fn, Surrogate):
-        raise TypeError(f"spike_fn must be a Surrogate (see snn_parallel.surrogate.resolve), got {type(spike_fn).__name__}")
+        raise TypeError(
+            f"spike_fn must be a Surrogate (see snn_parallel.surrogate.resolve), got {type(spike_fn).__name__}"
+        )

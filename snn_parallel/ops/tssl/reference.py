@@ -100,7 +100,9 @@ def tssl_forward_reference(
         out = tssl_step(i_t, u, a, fire, v_threshold, tau_m, tau_s)
         steps.append(out)
         u, a = out.u, out.psp
-    psp, spikes, membrane, delta_u = (torch.stack([getattr(s, f) for s in steps]) for f in ("psp", "spike", "membrane", "delta_u"))
+    psp, spikes, membrane, delta_u = (
+        torch.stack([getattr(s, f) for s in steps]) for f in ("psp", "spike", "membrane", "delta_u")
+    )
     return psp, spikes, membrane, delta_u, u, a
 
 
@@ -153,6 +155,8 @@ def tssl_backward_reference(
             grad_t = grad_t + theta * membrane[t] * (-1) * theta_m * partial_u
             grad_t = grad_t + theta * (1 - theta_m) * (1 - out)
         theta = grad_t * out + theta * (1 - out) * (1 - theta_m)
-        grad_a = torch.sum(kernel[:length].view(length, *trailing) * window, dim=0) * fallback_slope(membrane[t], v_threshold)
+        grad_a = torch.sum(kernel[:length].view(length, *trailing) * window, dim=0) * fallback_slope(
+            membrane[t], v_threshold
+        )
         grad[t] = torch.where(psp[t] < silent, grad_a, grad_t)
     return grad
