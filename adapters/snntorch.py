@@ -138,7 +138,8 @@ def _scalar(value: object, name: str) -> float:
     if isinstance(value, torch.Tensor):
         if value.numel() != 1:
             raise ValueError(
-                f"{name} must be a single value here (per-neuron values are not supported), got shape {tuple(value.shape)}"
+                f"{name} must be a single value here (per-neuron values are not supported), "
+                f"got shape {tuple(value.shape)}"
             )
         value = value.item()
     return check_float(value, name)

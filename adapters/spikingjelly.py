@@ -135,7 +135,8 @@ class SpikingJellyNode(base.MemoryModule):
             raise TypeError(f"detach_reset must be a bool, got {type(detach_reset).__name__}")
         if isinstance(v_reset, bool) or v_reset != reset.v_reset:
             raise ValueError(
-                f"v_reset={v_reset!r} is not supported by {name}, which has {reset.kind}; pass v_reset={reset.v_reset!r}"
+                f"v_reset={v_reset!r} is not supported by {name}, which has {reset.kind}; "
+                f"pass v_reset={reset.v_reset!r}"
             )
         if reset.detached is not None and detach_reset != reset.detached:
             raise ValueError(
@@ -437,7 +438,10 @@ class DecoupledLIFNode(SpikingJellyNode):
         learn_decay: the core's argument.
     """
 
-    _nir_refusal = "it resets softly (by subtraction), which NIR's LIF cannot express (its reset sets v to v_reset); SpikingJelly refuses its own soft-reset LIFNode for the same reason"
+    _nir_refusal = (
+        "it resets softly (by subtraction), which NIR's LIF cannot express (its reset sets v to v_reset); "
+        "SpikingJelly refuses its own soft-reset LIFNode for the same reason"
+    )
 
     def __init__(
         self,
@@ -539,8 +543,9 @@ class PSPLIFNode(SpikingJellyNode):
     gradient through the reset, so ``v_reset`` must be ``0.0``, ``detach_reset`` ``False`` and
     ``decay_input`` ``False``. ``v`` is the membrane after reset :math:`\hat u_t` (memories ``u``,
     ``a``). ``gradient="tsslbp"`` trains ``'m'`` mode with TSSL-BP's backward (the paper's);
-    ``'s'`` mode and ``gradient="surrogate"`` (the default) use the surrogate. On 0.0.0.0.14, ``backend='cupy'`` runs TSSL-BP's
-    op as CUDA kernels in ``'m'`` mode with ``gradient="tsslbp"`` (the surrogate mode steps in torch).
+    ``'s'`` mode and ``gradient="surrogate"`` (the default) use the surrogate. On 0.0.0.0.14,
+    ``backend='cupy'`` runs TSSL-BP's op as CUDA kernels in ``'m'`` mode with ``gradient="tsslbp"``
+    (the surrogate mode steps in torch).
 
     Args:
         features: channels ``C`` (dim 2 of ``[T, B, C, *spatial]``); ``None`` (default)

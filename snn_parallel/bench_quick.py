@@ -398,7 +398,8 @@ def print_table(results: dict[str, Any]) -> None:
         bandwidth = "-" if r["bandwidth_gbs"] is None else f"{r['bandwidth_gbs']:.0f}"
         fraction = "-" if r["peak_fraction"] is None else f"{r['peak_fraction']:.0%}"
         print(
-            f"{r['model']:<8} {r['pass']:<9} {_label((r['T'], r['B'], r['C'])):>16} {r['time_ms']:>10.3f} {bandwidth:>8} {fraction:>8}"
+            f"{r['model']:<8} {r['pass']:<9} {_label((r['T'], r['B'], r['C'])):>16} "
+            f"{r['time_ms']:>10.3f} {bandwidth:>8} {fraction:>8}"
         )
     for s in results["ratios"]:
         print(f"{s['model']} vs {s['baseline']} at {s['shape']}: x{s['speedup']:.2f}")

@@ -349,7 +349,8 @@ def test_subcommands_parse_what_they_select():
 
 
 def test_rule_all_passes_alpha_to_fptt_alone(monkeypatch, capsys):
-    """``--rule all`` takes FPTT's and OTTT's options; ``--alpha`` reaches FPTT alone, the others every rule as before."""
+    """``--rule all`` takes FPTT's and OTTT's options; ``--alpha`` reaches FPTT alone, the others every rule as
+    before."""
     from snn_parallel.learners import experiments
 
     calls = {}

@@ -138,7 +138,8 @@ for length in lengths:
         fn()
         timings[label].append(time.perf_counter() - start)
     print(
-        f"T = {length:5d}: parallel {1e3 * timings['forward (parallel)'][-1]:7.1f} ms, loop {1e3 * timings['step loop'][-1]:7.1f} ms"
+        f"T = {length:5d}: parallel {1e3 * timings['forward (parallel)'][-1]:7.1f} ms, "
+        f"loop {1e3 * timings['step loop'][-1]:7.1f} ms"
     )
 
 fig, ax = plt.subplots(figsize=(6, 4))

@@ -89,10 +89,10 @@ print(
 # `layer.Linear` and `DynamicDecayNode` in `step_mode="m"` take the whole sequence. The node
 # infers its feature count from the first input (its decay convolution has per-channel
 # weights; pass the count first to build them at once, and SpikingJelly's model zoo builds
-# the nodes with no count at all) and accepts SpikingJelly's arguments (`v_threshold`, `surrogate_function`, `step_mode`,
-# `store_v_seq`, ...). The readout is the time-averaged output of a last `Linear`. The
-# first layer starts with weights 3x wider than PyTorch's default, so that the neurons fire
-# from the first batch.
+# the nodes with no count at all) and accepts SpikingJelly's arguments (`v_threshold`,
+# `surrogate_function`, `step_mode`, `store_v_seq`, ...). The readout is the time-averaged
+# output of a last `Linear`. The first layer starts with weights 3x wider than PyTorch's
+# default, so that the neurons fire from the first batch.
 
 
 # %%

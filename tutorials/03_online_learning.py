@@ -20,8 +20,10 @@
 # |---|---|
 # | `BPTTTrainer` | backpropagation through time (the baseline) |
 # | `FPTTTrainer` | forward propagation through time: K updates per sequence with a dynamic regulariser |
-# | `OTTTTrainer` | online training through time: one step at a time, presynaptic traces (`trace="neuron"`: one per synapse, with each neuron's own decay) |
+# | `OTTTTrainer` | online training through time: one step at a time, presynaptic traces |
 # | `HYPRTrainer` | hybrid propagation: eligibilities computed per sub-sequence, in parallel |
+#
+# With `trace="neuron"`, `OTTTTrainer` keeps one trace per synapse instead, with each neuron's own decay.
 #
 # We measure the peak memory and the time of one training step against T, train the same
 # digit classifier with each rule, wrap SpikingJelly's zoo ResNet, as it is, in OTTT and FPTT,

@@ -122,7 +122,9 @@ def plot(results, title, path):
                 if r["model"] == model and r["baseline"] == baseline and r["BC"] == bc
             )
             if points:
-                right.loglog(*zip(*points, strict=True), marker="o", label=f"{NAMES[model]} vs {NAMES.get(baseline, baseline)}")
+                right.loglog(
+                    *zip(*points, strict=True), marker="o", label=f"{NAMES[model]} vs {NAMES.get(baseline, baseline)}"
+                )
     right.axhline(1.0, color="k", lw=0.8)
     right.set(
         xlabel=f"sequence length T (B = {bc[0]}, C = {bc[1]})",

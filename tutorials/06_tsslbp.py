@@ -278,9 +278,9 @@ for ax, recipe in zip(axes, ("reference", "mean"), strict=True):
     tssl, bptt = (torch.tensor([accuracy[rule][s] for s in seeds]) for rule in ("tsslbp", "bptt"))
     difference = tssl - bptt
     print(
-        f"{recipe:9s} recipe, {len(seeds)} seeds: TSSL-BP {tssl.mean():.2f} %, BPTT {bptt.mean():.2f} %, paired difference "
-        f"{difference.mean():+.2f} ± {difference.std() / len(seeds) ** 0.5:.2f} (standard error); TSSL-BP ahead on "
-        f"{int((difference > 0).sum())}, behind on {int((difference < 0).sum())}"
+        f"{recipe:9s} recipe, {len(seeds)} seeds: TSSL-BP {tssl.mean():.2f} %, BPTT {bptt.mean():.2f} %, "
+        f"paired difference {difference.mean():+.2f} ± {difference.std() / len(seeds) ** 0.5:.2f} "
+        f"(standard error); TSSL-BP ahead on {int((difference > 0).sum())}, behind on {int((difference < 0).sum())}"
     )
     ax.scatter(bptt, tssl, alpha=0.6)
     ax.plot([95, 100], [95, 100], "k--", lw=0.8)

@@ -93,7 +93,8 @@ def main() -> None:
         values = [100 * row["test_accuracy"] for row in rows if row["config"] == name]
         spread = statistics.stdev(values) if len(values) > 1 else 0.0
         print(
-            f"{name:24s} {statistics.mean(values):6.2f} +- {spread:4.2f} % (n={len(values)}, {min(values):.1f}..{max(values):.1f})"
+            f"{name:24s} {statistics.mean(values):6.2f} +- {spread:4.2f} % "
+            f"(n={len(values)}, {min(values):.1f}..{max(values):.1f})"
         )
     if args.json:
         from snn_parallel.bench import machine_info

@@ -1,10 +1,11 @@
-"""torch.compile against eager for a Linear -> neuron network of each core neuron.
+r"""torch.compile against eager for a Linear -> neuron network of each core neuron.
 
 For each neuron: the graph breaks that ``torch._dynamo.explain`` reports, whether the
 compiled (inductor) forward gives the eager spikes, and the median time of forward +
 backward, eager and compiled. Prints one line per neuron and writes the figures as JSON::
 
-    OMP_NUM_THREADS=1 python benchmarks/neurons/compile_vs_eager.py --steps 16 --json benchmarks/neurons/compile_vs_eager.json
+    OMP_NUM_THREADS=1 python benchmarks/neurons/compile_vs_eager.py --steps 16 \
+        --json benchmarks/neurons/compile_vs_eager.json
 
 The sequential neurons (LTC in paper mode, BRF, SE-adLIF, PSPLIF's surrogate path) unroll
 their step loop into the graph, so their compile time grows with ``--steps``.

@@ -89,7 +89,8 @@ def main() -> None:
         row = {"node": name, **train(make_node, args)}
         rows.append(row)
         print(
-            f"{name:24s} test accuracy {100 * row['test_accuracy']:5.1f} %  (mean output {row['node_output_mean']:.3f}, {row['train_seconds']} s)",
+            f"{name:24s} test accuracy {100 * row['test_accuracy']:5.1f} %  "
+            f"(mean output {row['node_output_mean']:.3f}, {row['train_seconds']} s)",
             flush=True,
         )
     reference = rows[0]["test_accuracy"]

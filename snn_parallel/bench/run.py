@@ -22,7 +22,8 @@ from .results import resumed_rows, save
 
 
 def run_case(model: str, shape: Shape, args: argparse.Namespace) -> dict[str, Any]:
-    """Measure one case in a fresh ``python -m snn_parallel.bench --worker`` process; failures become ``{"error": ...}``."""
+    """Measure one case in a fresh ``python -m snn_parallel.bench --worker`` process; failures become
+    ``{"error": ...}``."""
     job = json.dumps({"model": model, "shape": shape, "repeats": args.repeats, "device": args.device})
     env = dict(os.environ)
     root = str(Path(__file__).resolve().parents[2])

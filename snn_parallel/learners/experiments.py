@@ -233,7 +233,8 @@ def train_adding(
 IMAGE_RULES = ("tsslbp", "bptt")
 IMAGE_NETWORK = "16C3-32C3-P2-128"
 #: training recipes shared by both rules: the reference's (the spike-sequence loss summed over the batch, the
-#: gradient norm clipped to 1, weights clamped to [-4, 4]) and the usual one (the loss averaged, the same clip, no clamp)
+#: gradient norm clipped to 1, weights clamped to [-4, 4]) and the usual one (the loss averaged, the same clip,
+#: no clamp)
 IMAGE_RECIPES = {
     "reference": {"batch_sum": True, "weight_clamp": 4.0},
     "mean": {"batch_sum": False, "weight_clamp": None},

@@ -537,7 +537,10 @@ class HYPRTrainer(Trainer):
         cotangents, carried, at = [], [], 0
         for driver in drivers:
             currents, states, gated = records[id(driver)]
-            ell = [torch.zeros_like(z) if g is None else g for z, g in zip(gated, signals[at : at + len(gated)], strict=True)]
+            ell = [
+                torch.zeros_like(z) if g is None else g
+                for z, g in zip(gated, signals[at : at + len(gated)], strict=True)
+            ]
             at += len(gated)
             cotangents += self._neuron(driver, length, currents, states, ell, grads, last, carried)
         # the parameters below each neuron (and the readout's): one backward with the neurons' outputs cut
@@ -575,7 +578,9 @@ class HYPRTrainer(Trainer):
             else:
                 saved = [snapshot[index[id(driver)]] for snapshot in snapshots]
                 steps = current.unflatten(0, (length, -1)).unbind(0)
-                state = _cat_states([_entering_state(driver, s, c) for s, c in zip(saved, steps, strict=True)], current.dim())
+                state = _cat_states(
+                    [_entering_state(driver, s, c) for s, c in zip(saved, steps, strict=True)], current.dim()
+                )
             spike, _ = _pure_step(driver, current, state)
             gated = gates(spike)
             for kept, value in zip(records[id(driver)], (current, state, gated), strict=True):
@@ -857,9 +862,9 @@ class HYPRTrainer(Trainer):
         what = feed.synapse or feed.name
         if between:
             return (
-                f"{what} feeds {feed.driver.label} through the batch norm {', '.join(between)} in training, other than "
-                "straight from a Linear/Conv output: its per-step statistics couple the batch's samples and HYPR cannot "
-                "carry the eligibility from one chunk to the next; train with chunk=None (the whole sequence at "
-                "once) or with the norm in eval mode"
+                f"{what} feeds {feed.driver.label} through the batch norm {', '.join(between)} in training, "
+                "other than straight from a Linear/Conv output: its per-step statistics couple the batch's samples "
+                "and HYPR cannot carry the eligibility from one chunk to the next; train with chunk=None (the whole "
+                "sequence at once) or with the norm in eval mode"
             )
         return self._beyond(what, feed.driver, "reaches it through more than element-wise operations")

@@ -123,7 +123,8 @@ class SequenceDropout(nn.Module):
         self.p = float(p)
 
     def draw(self, x_t: torch.Tensor) -> torch.Tensor | None:
-        """A mask for steps like ``x_t`` ``[B, C, *spatial]`` (``[B, C, 1, ...]``), or ``None`` when it drops nothing."""
+        """A mask for steps like ``x_t`` ``[B, C, *spatial]`` (``[B, C, 1, ...]``), or ``None`` when it drops
+        nothing."""
         if x_t.dim() < 2:
             raise ValueError(f"input of SequenceDropout must be [B, C, *spatial] per step, got {list(x_t.shape)}")
         if not x_t.is_floating_point():
@@ -175,8 +176,8 @@ class Driver:
     def single_input(self, args: tuple, kwargs: dict) -> torch.Tensor:
         if len(args) != 1 or kwargs or not isinstance(args[0], torch.Tensor):
             raise TypeError(
-                f"{self.label} was called with {len(args)} positional and {sorted(kwargs)} keyword arguments; a trainer "
-                "drives its state itself, so call it with the input tensor alone"
+                f"{self.label} was called with {len(args)} positional and {sorted(kwargs)} keyword arguments; "
+                "a trainer drives its state itself, so call it with the input tensor alone"
             )
         return args[0]
 
@@ -571,8 +572,8 @@ class Network:
                 if changed:
                     name = sorted(changed)[0][0]
                     raise UnsupportedModule(
-                        f"{path or 'model'} ({type(module).__name__}) keeps a tensor in self.{name} that changes during "
-                        "forward: state the trainers cannot carry, detach or reset"
+                        f"{path or 'model'} ({type(module).__name__}) keeps a tensor in self.{name} that changes "
+                        "during forward: state the trainers cannot carry, detach or reset"
                     )
         finally:
             for p, flag in flags:
@@ -776,12 +777,14 @@ def discover(model: nn.Module) -> Network:
         elif isinstance(module, (nn.RNNBase, nn.RNNCellBase)):
             raise UnsupportedModule(
                 f"{label} is a recurrent ANN layer that keeps its hidden state inside each call; the trainers "
-                "cannot carry or detach it step by step (use a RecurrentBlock or SpikingJelly's LinearRecurrentContainer)"
+                "cannot carry or detach it step by step (use a RecurrentBlock or SpikingJelly's "
+                "LinearRecurrentContainer)"
             )
         elif _is_snntorch_neuron(module):
             raise UnsupportedModule(
                 f"{label} is an snnTorch neuron, whose hidden state lives in a class-wide registry the trainers cannot "
-                "carry or detach per network; use the same neuron from snn_parallel.adapters.snntorch or snn_parallel.neurons"
+                "carry or detach per network; use the same neuron from snn_parallel.adapters.snntorch or "
+                "snn_parallel.neurons"
             )
         elif _is_spikingjelly(module) and type(module).__name__ in _SJ_CONTAINERS:
             network._containers.append(module)

@@ -369,7 +369,8 @@ class OTTTTrainer(Trainer):
                 continue
             if not isinstance(module, nn.Linear):
                 raise ValueError(
-                    f"trace='neuron' needs Linear synapses; {path} is a {type(module).__name__} (use trace='presynaptic')"
+                    f"trace='neuron' needs Linear synapses; {path} is a {type(module).__name__} "
+                    "(use trace='presynaptic')"
                 )
             if path not in structure.feeds:
                 raise ValueError(
@@ -378,8 +379,8 @@ class OTTTTrainer(Trainer):
             driver = self.network.driver(self.model.get_submodule(structure.feeds[path]))
             if not hasattr(driver, "linear_response") or driver.linear_response() is None:
                 raise ValueError(
-                    f"trace='neuron': the neuron after {path} ({type(driver.module).__name__}) has no membrane linear in its input "
-                    "to build traces from (use trace='presynaptic')"
+                    f"trace='neuron': the neuron after {path} ({type(driver.module).__name__}) has no membrane linear "
+                    "in its input to build traces from (use trace='presynaptic')"
                 )
             traced[path] = driver
         self._traced, self._planned_for = traced, structure

@@ -50,7 +50,8 @@ _KERNEL_TARGETS = ("psp", "psp_psp")
 
 
 def desired_spikes(num_steps: int) -> torch.Tensor:
-    """The target class's desired spike train ``[T]``: ``0,1,1,1,1`` tiled (``T < 10``) or ``0,1`` tiled (``T >= 10``)."""
+    """The target class's desired spike train ``[T]``: ``0,1,1,1,1`` tiled (``T < 10``) or ``0,1`` tiled
+    (``T >= 10``)."""
     if isinstance(num_steps, bool) or not isinstance(num_steps, int) or num_steps < 1:
         raise ValueError(f"num_steps must be a positive int, got {num_steps!r}")
     pattern = torch.tensor([0.0, 1.0] if num_steps >= 10 else [0.0, 1.0, 1.0, 1.0, 1.0])
@@ -88,7 +89,8 @@ class SpikeSequenceLoss(StepLoss):
         super().__post_init__()
         if self.kind != "ce" or self.steps != "all" or self.mse_weight:
             raise ValueError(
-                "SpikeSequenceLoss takes class targets over all steps: leave kind, steps and mse_weight at their defaults"
+                "SpikeSequenceLoss takes class targets over all steps: "
+                "leave kind, steps and mse_weight at their defaults"
             )
         if self.variant not in _VARIANTS:
             raise ValueError(f"variant must be one of {_VARIANTS}, got {self.variant!r}")
@@ -104,7 +106,8 @@ class SpikeSequenceLoss(StepLoss):
         target = super().check_target(target, num_steps, batch, out_features)
         if target.dim() != 1:
             raise ValueError(
-                f"target of a SpikeSequenceLoss must be [B] = [{batch}] (one class per sequence), got {list(target.shape)}"
+                f"target of a SpikeSequenceLoss must be [B] = [{batch}] (one class per sequence), "
+                f"got {list(target.shape)}"
             )
         return target
 

@@ -125,7 +125,8 @@ class PRF(Neuron):
         return torch.complex(-dt * decay_log.exp(), dt * theta_log.exp()), dt
 
     def linear_response(self) -> tuple[torch.Tensor, torch.Tensor]:
-        r""":math:`(A, \Delta)`: :math:`\tilde u_t = A \tilde u_{t-1} + \Delta c_t` (the reset acts on the threshold only)."""
+        r""":math:`(A, \Delta)`: :math:`\tilde u_t = A \tilde u_{t-1} + \Delta c_t` (the reset acts on the threshold
+        only)."""
         log_a, dt = self.coefficients()
         return log_a.exp(), dt
 

@@ -48,7 +48,11 @@ def _split_indices(
     """Sorted row indices of ``split``: a stratified train/test split fixed by ``seed``, and with
     ``valid_fraction`` a stratified share of the training rows set apart as ``"valid"``."""
     rows = dict(
-        zip(("train", "test"), _stratified(labels, np.arange(labels.shape[0]), test_fraction, "test_fraction", seed), strict=True)
+        zip(
+            ("train", "test"),
+            _stratified(labels, np.arange(labels.shape[0]), test_fraction, "test_fraction", seed),
+            strict=True,
+        )
     )
     if valid_fraction is not None:
         rows["train"], rows["valid"] = _stratified(labels, rows["train"], valid_fraction, "valid_fraction", seed)

@@ -165,8 +165,9 @@ def build(
     launcher.write_text("\n".join(lines) + "\n")
     library = out_dir / "libsnn_kernels_emu.so"
     cmd = [
-        GXX, "-std=c++17", "-O2", "-shared", "-fPIC", "-Wall", "-Wextra", f"-I{out_dir}", f"-I{CUDA_DIR}", f"-I{HARNESS_DIR}",
-        "-pthread", "-fvisibility=hidden", f"-DSNN_DTYPE={_cuda.KERNEL_DTYPES[dtype]}", "-include", "cuda_emu.h",
+        GXX, "-std=c++17", "-O2", "-shared", "-fPIC", "-Wall", "-Wextra", f"-I{out_dir}", f"-I{CUDA_DIR}",
+        f"-I{HARNESS_DIR}", "-pthread", "-fvisibility=hidden", f"-DSNN_DTYPE={_cuda.KERNEL_DTYPES[dtype]}",
+        "-include", "cuda_emu.h",
         *(f"-D{k}={v}" for k, v in _defines().items()), "-x", "c++", str(launcher),
         "-o", str(library),
     ]  # fmt: skip

@@ -422,7 +422,11 @@ def test_hypr_through_batch_statistics_equals_bptt_per_step(node):
     outputs = torch.stack([model(x_t) for x_t in x.unbind(0)])  # one step at a time: per-step statistics
     functional.reset_net(model)
     reference = dict(
-        zip(params, torch.autograd.grad(StepLoss("ce", "all").sequence_loss(outputs, y), list(params.values())), strict=True)
+        zip(
+            params,
+            torch.autograd.grad(StepLoss("ce", "all").sequence_loss(outputs, y), list(params.values())),
+            strict=True,
+        )
     )
     assert (
         reference["0.weight"].abs().sum() > 0 and reference["0.bias"].abs().max() < 1e-12

@@ -151,7 +151,8 @@ FIRE_SHAPES = [(3, 5), (2, 3, 2)]
 @pytest.mark.parametrize("shape", FIRE_SHAPES, ids=["BxC", "BxCxS"])
 @pytest.mark.parametrize("T", [1, 2, 31, 32, 33, 97])
 def test_op_matches_reference_on_each_backend(backend, T, shape, complex_, reset, spike_name):
-    """Spikes, membrane, final state, bias and the gradients of x, decay, scale and h0 (T around the checkpoint chunk)."""
+    """Spikes, membrane, final state, bias and the gradients of x, decay, scale and h0 (T around the checkpoint
+    chunk)."""
     name, device = backend
     spike_fn = SURROGATES[spike_name](inclusive=T % 2 == 0)
     inputs, rho = fire_case(T, shape, complex_, reset, spike_fn, seed=T + len(shape))
@@ -210,7 +211,9 @@ def bias_gradients(run, inputs, rho, weights, dtype):
     cast = {torch.float64: (torch.float64, torch.complex128), torch.float32: (torch.float32, torch.complex64)}[dtype]
     leaves_in = [t.detach().to(cast[t.is_complex()]).requires_grad_() for t in (*inputs, rho)]
     out = run(*leaves_in)
-    loss = sum(((o.real if o.is_complex() else o) * w.to(o.device, cast[0])).sum() for o, w in zip(out, weights, strict=True))
+    loss = sum(
+        ((o.real if o.is_complex() else o) * w.to(o.device, cast[0])).sum() for o, w in zip(out, weights, strict=True)
+    )
     return torch.autograd.grad(loss, leaves_in)
 
 

@@ -189,7 +189,8 @@ def assert_within_serial_error(got, exact, serial32, what=""):
 
 
 SCHEDULES = [(1, 0), (4, 1), (8, 2)]  # (host threads, seed)
-KERNEL_CASES = [  # (T, N, segments per block): T < S, T = S, T ragged; N < 32 and ragged; 1, 2 or all (99) segments a block
+# (T, N, segments per block): T < S, T = S, T ragged; N < 32 and ragged; 1, 2 or all (99) segments a block
+KERNEL_CASES = [
     (1, 1, None),
     (37, 5, 1),
     (64, 33, 1),

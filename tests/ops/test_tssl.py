@@ -22,8 +22,8 @@ def emu_tssl_fwd(lib, current, u0, a0, inclusive, *, v_threshold=TSSL["v_thresho
     """``(psp, spikes, membrane, delta_u, u_last, a_last)`` from ``tssl_fwd``; ``current`` [T, N] float32."""
     T, N = current.shape
     outputs = [torch.empty(T, N) for _ in range(4)] + [torch.empty(N) for _ in range(2)]
-    lib.launch_items("tssl_fwd", N, current, u0, a0, *outputs, v_threshold, TSSL["tau_m"], TSSL["tau_s"], int(inclusive), T, N,
-                     block=block, grid=grid)  # fmt: skip
+    lib.launch_items("tssl_fwd", N, current, u0, a0, *outputs, v_threshold, TSSL["tau_m"], TSSL["tau_s"],
+                     int(inclusive), T, N, block=block, grid=grid)  # fmt: skip
     return tuple(outputs)
 
 
@@ -256,7 +256,8 @@ def _gpu_case(at_spikes: bool = True) -> OpCase:
 @pytest.mark.parametrize("steps", [*GPU_STEPS, LONG])
 def test_cuda_matches_torch_path(steps, at_spikes):
     """tsslbp's kernels against its torch path (float64): outputs and the current's gradient, for both revisions
-    of dt/du. float32 only, as the kernel rounds the PSP that decides the silent-neuron fallback to the storage dtype."""
+    of dt/du. float32 only, as the kernel rounds the PSP that decides the silent-neuron fallback to the storage
+    dtype."""
     check_op(_gpu_case(at_spikes), steps, torch.float32)
 
 

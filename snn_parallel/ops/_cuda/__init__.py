@@ -17,8 +17,8 @@ and kept for the life of the process. :meth:`KernelFile.launch` runs a kernel on
 stream: tensors are shared zero-copy by passing their ``data_ptr()`` (contiguous, or laid out as the
 kernel's stride arguments say), and nothing waits for the device, so the calls can be captured in a
 CUDA graph. Each op's launchers are custom ops (:func:`kernel_op`) with fake implementations, so
-``torch.compile`` traces through them. Storage dtypes are compiled as ``SNN_DTYPE`` = ``float``, ``__half`` or ``__nv_bfloat16``;
-all arithmetic accumulates in float32, complex values are float32 pairs (``float2``, complex64).
+``torch.compile`` traces through them. Storage dtypes are compiled as ``SNN_DTYPE`` = ``float``, ``__half`` or
+``__nv_bfloat16``; all arithmetic accumulates in float32, complex values are float32 pairs (``float2``, complex64).
 
 CuPy itself is imported only inside these functions: importing this module (and so
 ``import snn_parallel``) never needs CuPy or a GPU.
@@ -153,7 +153,8 @@ class KernelFile:
         return _paste(self.source(), set())
 
     def macros(self) -> dict[str, str]:
-        """``-D`` macros besides ``SNN_DTYPE``: the spike kinds, the event ids and this file's constants, as C literals."""
+        """``-D`` macros besides ``SNN_DTYPE``: the spike kinds, the event ids and this file's constants, as C
+        literals."""
         shared = {
             **_KIND_MACROS,
             **{f"SNN_EVENT_{name}": i for name, i in EVENTS.items()},

@@ -2,9 +2,10 @@
 
 Same contracts as :func:`.fused.dsn_forward` / :func:`.fused.dsn_backward`, except that the taps and bias come in
 their compact form (``[k, P]`` and ``[P]``, read for lane ``n`` at ``(n // spatial) % P``, see
-:func:`~snn_parallel.ops._layout.param_layout`), the forward writes the membrane only when asked and returns checkpoints (``H`` entering every :data:`~snn_parallel.ops._cuda.SEGMENT`
-steps, float32) from which the backward recomputes it. ``x``, ``history``, ``h0`` and the sequences run in the
-storage dtype of ``x``; ``weight`` and ``bias`` in float32; gradients come back in the dtypes of their inputs.
+:func:`~snn_parallel.ops._layout.param_layout`), the forward writes the membrane only when asked and returns
+checkpoints (``H`` entering every :data:`~snn_parallel.ops._cuda.SEGMENT` steps, float32) from which the backward
+recomputes it. ``x``, ``history``, ``h0`` and the sequences run in the storage dtype of ``x``; ``weight`` and
+``bias`` in float32; gradients come back in the dtypes of their inputs.
 
 Launches: the forward is one time-chunked kernel (plus the look-back's flag memset where blocks split the
 sequence); the backward one time-chunked kernel and one fix-up kernel, which finishes the input gradients at the
@@ -89,8 +90,9 @@ def dsn_forward_cupy(
     ``[k, P]``, ``bias`` ``[P]`` with ``layout = (P, spatial)``; ``segments_per_block`` forces the launch
     configuration."""
     kind, params, inclusive = spike_code(spike_fn)
-    spikes, h, checkpoints, h_last = _forward(x, history, weight, bias, h0, float(tau), float(shift), kind, list(params),
-                                              bool(inclusive), membrane, *layout, segments_per_block)  # fmt: skip
+    spikes, h, checkpoints, h_last = _forward(x, history, weight, bias, h0, float(tau), float(shift), kind,
+                                              list(params), bool(inclusive), membrane, *layout,
+                                              segments_per_block)  # fmt: skip
     return spikes, h if membrane else None, h_last.to(x.dtype), checkpoints
 
 

@@ -64,8 +64,8 @@ def _backward_torch(
     grad_last = torch.zeros_like(h0) if grad_last is None else grad_last
     rho = None if reset_decay is None else per_lane(reset_decay, lanes, layout)
     grad_x, grad_decay, grad_scale, grad_h0, grad_bias0, grad_rho = linear_fire_backward(
-        grad_spikes, grad_membrane, grad_last, x, per_lane(decay, lanes, layout), per_lane(scale, lanes, layout), membrane,
-        checkpoints, spike_fn, v_threshold, rho, grad_bias_next, needs_bias,
+        grad_spikes, grad_membrane, grad_last, x, per_lane(decay, lanes, layout), per_lane(scale, lanes, layout),
+        membrane, checkpoints, spike_fn, v_threshold, rho, grad_bias_next, needs_bias,
     )  # fmt: skip
     grad_rho = None if grad_rho is None else to_params(grad_rho, layout)
     return grad_x, to_params(grad_decay, layout), to_params(grad_scale, layout), grad_h0, grad_bias0, grad_rho
@@ -79,8 +79,8 @@ _IMPLEMENTATIONS = {
 
 
 class _LinearFire(torch.autograd.Function):
-    """Flattened: ``x`` ``[T, N]``; ``decay``, ``scale``, ``reset_decay`` ``[P]`` (see :func:`~snn_parallel.ops._layout.param_layout`),
-    ``h0``, ``bias0`` ``[N]``."""
+    """Flattened: ``x`` ``[T, N]``; ``decay``, ``scale``, ``reset_decay`` ``[P]``
+    (see :func:`~snn_parallel.ops._layout.param_layout`), ``h0``, ``bias0`` ``[N]``."""
 
     @staticmethod
     def forward(

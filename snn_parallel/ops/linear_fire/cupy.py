@@ -93,7 +93,8 @@ def _forward(
     def chunked_filter(filtered: torch.Tensor | None) -> None:
         grid, per_block, *look_back = workspace(steps, lanes, x, 2 if decay.is_complex() else 1, segments_per_block)
         KERNEL.launch(f"lf_fwd_{_suffix(decay)}", x.dtype, (grid,), (32, CHUNK_WARPS), x, *per_lane, h0, bias0_f,
-                      spikes, membrane, filtered, checkpoints, h_last, *look_back, *spike, *sizes, per_block)  # fmt: skip
+                      spikes, membrane, filtered, checkpoints, h_last, *look_back, *spike, *sizes,
+                      per_block)  # fmt: skip
 
     if reset_decay is None:
         chunked_filter(None)
@@ -206,8 +207,8 @@ def _backward(
         arg(scale, torch.float32), None if reset_decay is None else arg(reset_decay, torch.float32), arg(h0, acc),
         arg(bias0, torch.float32), membrane if reset_decay is not None else None, spikes if reset_grad else None,
         checkpoints, grad_x, grad_h0, grad_bias0 if needs_bias0 else None, partials, *look_back, v_threshold, kind,
-        *params, int(reset_grad), steps, lanes, count, spatial, *grad_strides(grad_spikes), *grad_strides(grad_membrane),
-        per_block,
+        *params, int(reset_grad), steps, lanes, count, spatial, *grad_strides(grad_spikes),
+        *grad_strides(grad_membrane), per_block,
     )  # fmt: skip
     sums = partials.view(groups, 4, -1, count, spatial).sum((0, 2, 4))  # one reduction over blocks and lanes
     return grad_x, sums, grad_h0, grad_bias0
@@ -241,8 +242,9 @@ def linear_fire_backward_cupy(
     ``snn_parallel::linear_fire_backward``."""
     kind, params, _ = spike_code(spike_fn)
     grad_x, sums, grad_h0, grad_bias0 = _backward(
-        grad_spikes, grad_membrane, grad_last, grad_bias_next, x, decay, scale, reset_decay, h0, bias0, membrane, spikes,
-        checkpoints, kind, list(params), float(v_threshold), *layout, needs_bias[0], needs_bias[1], segments_per_block,
+        grad_spikes, grad_membrane, grad_last, grad_bias_next, x, decay, scale, reset_decay, h0, bias0, membrane,
+        spikes, checkpoints, kind, list(params), float(v_threshold), *layout, needs_bias[0], needs_bias[1],
+        segments_per_block,
     )  # fmt: skip
     grad_decay = torch.complex(sums[0], sums[1]) if decay.is_complex() else sums[0]
     return (

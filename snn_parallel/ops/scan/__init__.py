@@ -192,7 +192,8 @@ def _check_scan_args(
             torch.broadcast_shapes(a.shape, state_shape)
         except RuntimeError:
             raise ValueError(
-                f"a has shape {tuple(a.shape)}; a time-invariant decay must broadcast to b.shape[1:] = {tuple(state_shape)}"
+                f"a has shape {tuple(a.shape)}; a time-invariant decay must broadcast to "
+                f"b.shape[1:] = {tuple(state_shape)}"
             ) from None
         if torch.broadcast_shapes(a.shape, state_shape) != state_shape:
             raise ValueError(

@@ -83,7 +83,8 @@ def _backward(
     partial = None if varying else torch.empty(groups, lanes, dtype=state, device=h.device)
     strides = grad_h.stride() if grad_h is not None else (0, 0)
     KERNEL.launch(f"{prefix}_bwd", build, (grid,), (32, CHUNK_WARPS), a, grad_h, grad_last, h, h0, grad_a, partial,
-                  grad_b, grad_h0, *look_back, int(varying), steps, lanes, count, spatial, *strides, per_block)  # fmt: skip
+                  grad_b, grad_h0, *look_back, int(varying), steps, lanes, count, spatial, *strides,
+                  per_block)  # fmt: skip
     if not varying:
         grad_a = to_params(partial, (count, spatial), groups=True).to(a.dtype)
     return grad_a, grad_b, grad_h0

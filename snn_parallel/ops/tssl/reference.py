@@ -115,7 +115,8 @@ def psp_kernel(num_steps: int, tau_s: float, like: torch.Tensor) -> torch.Tensor
 
 
 def fallback_slope(membrane: torch.Tensor, v_threshold: float) -> torch.Tensor:
-    r"""The silent-neuron surrogate :math:`f(u) = e^c / (0.2 (1 + e^c)^2)`, :math:`c = \mathrm{clamp}((V_{th} - u)/0.2, -8, 8)`."""
+    r"""The silent-neuron surrogate :math:`f(u) = e^c / (0.2 (1 + e^c)^2)`,
+    :math:`c = \mathrm{clamp}((V_{th} - u)/0.2, -8, 8)`."""
     e = ((v_threshold - membrane) / FALLBACK_WIDTH).clamp_(-FALLBACK_CLAMP, FALLBACK_CLAMP).exp_()
     denominator = e + 1
     return e.div_(denominator.mul_(denominator).mul_(FALLBACK_WIDTH))  # e / ((1 + e)^2 w), in place
