@@ -62,7 +62,7 @@ demo: $(VENV)/.demo-ready
 
 test: $(VENV)/.test-ready $(LEGACY)/.test-ready
 	$(PY) -m pytest $(PYTEST_ARGS)
-	$(LEGACY)/bin/python -m pytest $(PYTEST_ARGS) tests/test_adapter_snntorch.py tests/test_adapter_spikingjelly.py tests/test_snippets.py
+	$(LEGACY)/bin/python -m pytest $(PYTEST_ARGS) tests/adapters tests/test_snippets.py
 
 bench: $(VENV)/.test-ready
 	$(VENV)/bin/snn-parallel bench --timeout 120 --json benchmarks/cpu.json --plot benchmarks/cpu.png

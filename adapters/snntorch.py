@@ -99,9 +99,9 @@ import torch
 from torch import nn
 
 from snn_parallel import neurons
+from snn_parallel._validation import check_bool, check_choice, check_float
 from snn_parallel.surrogate import DoubleGaussian as _DoubleGaussian
 from snn_parallel.surrogate import MultiGaussian as _MultiGaussian
-from snn_parallel._validation import check_bool, check_choice, check_float
 from snn_parallel.surrogate import Surrogate, resolve
 
 __all__ = [
@@ -123,8 +123,13 @@ __all__ = [
 _UNUSED_BETA = 0.0
 #: ``snn.Leaky``'s remaining options, each accepted at the value the core expresses
 _LEAKY_OPTIONS = (
-    "surrogate_disable", "inhibition", "learn_threshold", "state_quant", "graded_spikes_factor",
-    "learn_graded_spikes_factor", "reset_delay",
+    "surrogate_disable",
+    "inhibition",
+    "learn_threshold",
+    "state_quant",
+    "graded_spikes_factor",
+    "learn_graded_spikes_factor",
+    "reset_delay",
 )
 
 
@@ -132,7 +137,10 @@ def _scalar(value: object, name: str) -> float:
     """A finite Python float from a number or a one-element tensor (the core neurons take floats)."""
     if isinstance(value, torch.Tensor):
         if value.numel() != 1:
-            raise ValueError(f"{name} must be a single value here (per-neuron values are not supported), got shape {tuple(value.shape)}")
+            raise ValueError(
+                f"{name} must be a single value here (per-neuron values are not supported), "
+                f"got shape {tuple(value.shape)}"
+            )
         value = value.item()
     return check_float(value, name)
 
@@ -175,7 +183,12 @@ class LeakyAdapter(snntorch.Leaky):
                 raise TypeError(f"{name} takes no {arg}: {self._no_beta}")
             if arg not in _LEAKY_OPTIONS:
                 raise TypeError(f"{name}() got an unexpected keyword argument {arg!r}")
-        options = {"graded_spikes_factor": 1.0, "learn_graded_spikes_factor": False, "reset_delay": False, **leaky_options}
+        options = {
+            "graded_spikes_factor": 1.0,
+            "learn_graded_spikes_factor": False,
+            "reset_delay": False,
+            **leaky_options,
+        }
         for arg in ("surrogate_disable", "inhibition", "learn_threshold", "state_quant"):
             if options.get(arg, False) is not False:
                 raise ValueError(f"{arg}={options[arg]!r} is not supported by {name}; leave it at False")
@@ -183,7 +196,9 @@ class LeakyAdapter(snntorch.Leaky):
         check_bool(output, "output")
         check_bool(options["learn_graded_spikes_factor"], "learn_graded_spikes_factor")
         if reset_mechanism not in self._resets:
-            raise ValueError(f"reset_mechanism={reset_mechanism!r} is not supported by {name}; use one of {self._resets}")
+            raise ValueError(
+                f"reset_mechanism={reset_mechanism!r} is not supported by {name}; use one of {self._resets}"
+            )
         if check_bool(options["reset_delay"], "reset_delay") and reset_mechanism != "none":
             raise ValueError(
                 f"reset_delay=True is not supported by {name}: its reset acts within the step that "
@@ -299,7 +314,9 @@ class LeakyAdapter(snntorch.Leaky):
         return spk, mem
 
     # -- entry points --------------------------------------------------------------------
-    def forward(self, input_: torch.Tensor, mem: torch.Tensor | None = None) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, input_: torch.Tensor, mem: torch.Tensor | None = None
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """One time step for ``input_`` ``[B, features, ...]``; see the module docstring."""
         if not isinstance(input_, torch.Tensor):
             raise TypeError(f"input_ must be a torch.Tensor, got {type(input_).__name__}")
@@ -307,14 +324,18 @@ class LeakyAdapter(snntorch.Leaky):
         spk, mem = self._keep(spk.unsqueeze(0), state[0].unsqueeze(0), state)
         return self._returns(spk[0], mem[0])
 
-    def multistep(self, x_seq: torch.Tensor, mem: torch.Tensor | None = None) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    def multistep(
+        self, x_seq: torch.Tensor, mem: torch.Tensor | None = None
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """All steps of ``x_seq`` ``[T, B, features, ...]`` in parallel; ``mem`` as in :meth:`forward`."""
         if not isinstance(x_seq, torch.Tensor) or x_seq.dim() < 1:
             raise TypeError(f"x_seq must be a time-major torch.Tensor [T, B, ...], got {type(x_seq).__name__}")
         spk_seq, mem_seq, state = self.core(x_seq, self._initial_state(x_seq.shape[1:], mem), return_membrane=True)
         return self._returns(*self._keep(spk_seq, mem_seq, state))
 
-    def _keep(self, spk_seq: torch.Tensor, mem_seq: torch.Tensor, state: NamedTuple) -> tuple[torch.Tensor, torch.Tensor]:
+    def _keep(
+        self, spk_seq: torch.Tensor, mem_seq: torch.Tensor, state: NamedTuple
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Store the end state; return the spikes and the ``mem`` to give back (default: the
         potentials ``mem_seq`` of ``multistep``, the state's first field of ``forward``)."""
         self._store(state)
@@ -385,11 +406,21 @@ class DynamicDecay(LeakyAdapter):
     ) -> None:
         super().__init__(
             lambda surrogate, v_threshold: neurons.DynamicDecay(
-                features, kernel_size=kernel_size, tau=tau, init_decay=init_decay, spike_mode=spike_mode,
-                levels=levels, v_threshold=v_threshold, surrogate=surrogate,
+                features,
+                kernel_size=kernel_size,
+                tau=tau,
+                init_decay=init_decay,
+                spike_mode=spike_mode,
+                levels=levels,
+                v_threshold=v_threshold,
+                surrogate=surrogate,
             ),
-            threshold=threshold, spike_grad=spike_grad, init_hidden=init_hidden, output=output,
-            reset_mechanism=reset_mechanism, **leaky_options,
+            threshold=threshold,
+            spike_grad=spike_grad,
+            init_hidden=init_hidden,
+            output=output,
+            reset_mechanism=reset_mechanism,
+            **leaky_options,
         )
 
 
@@ -414,7 +445,9 @@ class PRF(LeakyAdapter):
 
     _core_type = neurons.PRF
     _resets = ("none", "subtract")
-    _no_beta = "its decay is complex, a resonator A = exp(dt * (-1/tau + i*theta)) per channel (learn_beta=True learns 1/tau)"
+    _no_beta = (
+        "its decay is complex, a resonator A = exp(dt * (-1/tau + i*theta)) per channel (learn_beta=True learns 1/tau)"
+    )
 
     def __init__(
         self,
@@ -434,11 +467,22 @@ class PRF(LeakyAdapter):
     ) -> None:
         super().__init__(
             lambda surrogate, v_threshold: neurons.PRF(
-                features, tau=tau, learn_decay=learn_beta, dt_range=dt_range, fr_scale=fr_scale,
-                reset=reset_mechanism == "subtract", v_threshold=v_threshold, surrogate=surrogate, mode=mode,
+                features,
+                tau=tau,
+                learn_decay=learn_beta,
+                dt_range=dt_range,
+                fr_scale=fr_scale,
+                reset=reset_mechanism == "subtract",
+                v_threshold=v_threshold,
+                surrogate=surrogate,
+                mode=mode,
             ),
-            threshold=threshold, spike_grad=spike_grad, init_hidden=init_hidden, output=output,
-            reset_mechanism=reset_mechanism, **leaky_options,
+            threshold=threshold,
+            spike_grad=spike_grad,
+            init_hidden=init_hidden,
+            output=output,
+            reset_mechanism=reset_mechanism,
+            **leaky_options,
         )
 
 
@@ -490,10 +534,18 @@ class DecoupledLIF(LeakyAdapter):
         mem_kind = check_choice(mem, "mem", ("leaky", "reset_free"))
         super().__init__(
             lambda surrogate, v_threshold: neurons.DecoupledLIF(
-                features, tau=1 / (1 - decay), learn_decay=learn_beta, v_threshold=v_threshold, surrogate=surrogate,
+                features,
+                tau=1 / (1 - decay),
+                learn_decay=learn_beta,
+                v_threshold=v_threshold,
+                surrogate=surrogate,
             ),
-            threshold=threshold, spike_grad=spike_grad, init_hidden=init_hidden, output=output,
-            reset_mechanism=reset_mechanism, **leaky_options,
+            threshold=threshold,
+            spike_grad=spike_grad,
+            init_hidden=init_hidden,
+            output=output,
+            reset_mechanism=reset_mechanism,
+            **leaky_options,
         )
         self.mem_kind = mem_kind
 
@@ -505,7 +557,9 @@ class DecoupledLIF(LeakyAdapter):
         logit = self.core.decay_logit
         return torch.tensor(1 - 1 / self.core.tau, device=logit.device, dtype=logit.dtype)
 
-    def _keep(self, spk_seq: torch.Tensor, mem_seq: torch.Tensor, state: NamedTuple) -> tuple[torch.Tensor, torch.Tensor]:
+    def _keep(
+        self, spk_seq: torch.Tensor, mem_seq: torch.Tensor, state: NamedTuple
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """In ``"leaky"`` mode keep the state ``(u_T - V_th s_T, 0)``, which continues exactly as
         ``(u'_T, b_{T+1})`` does (:math:`\\beta (u - V_{th} s) + x = \\beta u' - b_{next} + x`),
         so that ``mem`` is Leaky's and a ``mem`` passed in is a whole state."""
@@ -518,7 +572,9 @@ class DecoupledLIF(LeakyAdapter):
     def _after_reset(self, spk_seq: torch.Tensor, potential: torch.Tensor) -> torch.Tensor:
         return potential - self.core.v_threshold * spk_seq.detach()
 
-    def forward(self, input_: torch.Tensor, mem: torch.Tensor | None = None) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, input_: torch.Tensor, mem: torch.Tensor | None = None
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """One time step; see :meth:`LeakyAdapter.forward` and the ``mem`` argument."""
         if self.mem_kind == "reset_free":
             return super().forward(input_, mem)
@@ -533,7 +589,11 @@ class DecoupledLIF(LeakyAdapter):
         """A ``snn.Leaky`` state dict's ``beta`` becomes the core's decay (and its ``threshold``
         the core's, as for every skin); a Leaky that does not reset by subtraction is refused."""
         reset = state_dict.get(prefix + "reset_mechanism_val")
-        if isinstance(reset, torch.Tensor) and reset.numel() == 1 and int(reset) != snntorch.Leaky.reset_dict["subtract"]:
+        if (
+            isinstance(reset, torch.Tensor)
+            and reset.numel() == 1
+            and int(reset) != snntorch.Leaky.reset_dict["subtract"]
+        ):
             kind = list(snntorch.Leaky.reset_dict)[int(reset)]
             raise ValueError(
                 f"{prefix}reset_mechanism_val: the state dict is of a Leaky with reset_mechanism={kind!r}; "
@@ -596,11 +656,20 @@ class LTC(LeakyAdapter):
     ) -> None:
         super().__init__(
             lambda surrogate, b0: neurons.LTC(
-                features, mode=mode, b0=b0, beta_a=beta_a, surrogate=surrogate,
-                learn_gate_temperature=learn_gate_temperature, initial_membrane=initial_membrane,
+                features,
+                mode=mode,
+                b0=b0,
+                beta_a=beta_a,
+                surrogate=surrogate,
+                learn_gate_temperature=learn_gate_temperature,
+                initial_membrane=initial_membrane,
             ),
-            threshold=threshold, spike_grad=spike_grad, init_hidden=init_hidden, output=output,
-            reset_mechanism=reset_mechanism, **leaky_options,
+            threshold=threshold,
+            spike_grad=spike_grad,
+            init_hidden=init_hidden,
+            output=output,
+            reset_mechanism=reset_mechanism,
+            **leaky_options,
         )
 
     @property
@@ -658,10 +727,19 @@ class PSPLIF(LeakyAdapter):
             raise ValueError(f"beta must be in [0, 1), got {decay}")
         super().__init__(
             lambda surrogate, v_threshold: neurons.PSPLIF(
-                features, tau_m=1 / (1 - decay), tau_s=tau_s, v_threshold=v_threshold, gradient=gradient, surrogate=surrogate,
+                features,
+                tau_m=1 / (1 - decay),
+                tau_s=tau_s,
+                v_threshold=v_threshold,
+                gradient=gradient,
+                surrogate=surrogate,
             ),
-            threshold=threshold, spike_grad=spike_grad, init_hidden=init_hidden, output=output,
-            reset_mechanism=reset_mechanism, **leaky_options,
+            threshold=threshold,
+            spike_grad=spike_grad,
+            init_hidden=init_hidden,
+            output=output,
+            reset_mechanism=reset_mechanism,
+            **leaky_options,
         )
 
 
@@ -681,7 +759,9 @@ def multi_gaussian(sigma: float = 0.3, scale: float = 6.0, height: float = 0.15,
     return _MultiGaussian(sigma, scale, height, gamma, inclusive=False)
 
 
-def double_gaussian(sigma: float = 0.5, scale: float = 6.0, height: float = 0.15, gamma: float = 0.5) -> _DoubleGaussian:
+def double_gaussian(
+    sigma: float = 0.5, scale: float = 6.0, height: float = 0.15, gamma: float = 0.5
+) -> _DoubleGaussian:
     """HYPR's double-Gaussian surrogate firing on ``x > 0`` (snnTorch's rule), as a ``spike_grad``."""
     return _DoubleGaussian(sigma, scale, height, gamma, inclusive=False)
 

@@ -134,7 +134,10 @@ class SpikingJellyNode(base.MemoryModule):
         if not isinstance(detach_reset, bool):
             raise TypeError(f"detach_reset must be a bool, got {type(detach_reset).__name__}")
         if isinstance(v_reset, bool) or v_reset != reset.v_reset:
-            raise ValueError(f"v_reset={v_reset!r} is not supported by {name}, which has {reset.kind}; pass v_reset={reset.v_reset!r}")
+            raise ValueError(
+                f"v_reset={v_reset!r} is not supported by {name}, which has {reset.kind}; "
+                f"pass v_reset={reset.v_reset!r}"
+            )
         if reset.detached is not None and detach_reset != reset.detached:
             raise ValueError(
                 f"detach_reset={detach_reset!r} is not supported by {name}, which has {reset.kind}; "
@@ -147,7 +150,9 @@ class SpikingJellyNode(base.MemoryModule):
         self.v_seq: torch.Tensor | None = None
         if SJ2:
             if backend is not None:
-                raise TypeError(f"{name}: backend is not an argument on SpikingJelly 2.x (which has no backends); remove it")
+                raise TypeError(
+                    f"{name}: backend is not an argument on SpikingJelly 2.x (which has no backends); remove it"
+                )
         else:
             self.backend = "torch" if backend is None else backend
         for field in core.state_type._fields:
@@ -243,7 +248,9 @@ class SpikingJellyNode(base.MemoryModule):
     def _refuse_tracing(self, x: object) -> None:
         """torch.fx tracing (SpikingJelly's NIR export) meets the node: refuse it with the reason."""
         if isinstance(x, torch.fx.Proxy):
-            raise TypeError(f"{type(self).__name__} cannot be exported to NIR or traced by torch.fx: {self._nir_refusal}")
+            raise TypeError(
+                f"{type(self).__name__} cannot be exported to NIR or traced by torch.fx: {self._nir_refusal}"
+            )
 
     def single_step_forward(self, x: torch.Tensor) -> torch.Tensor:
         """One step of ``x`` ``[B, features, *spatial]``; returns the spikes, updates the memories."""
@@ -340,8 +347,13 @@ class DynamicDecayNode(SpikingJellyNode):
             surrogate=_surrogate(surrogate_function, "sigmoid"),
         )
         super().__init__(
-            core, reset=NO_RESET, v_reset=v_reset, detach_reset=detach_reset,
-            step_mode=step_mode, store_v_seq=store_v_seq, backend=backend,
+            core,
+            reset=NO_RESET,
+            v_reset=v_reset,
+            detach_reset=detach_reset,
+            step_mode=step_mode,
+            store_v_seq=store_v_seq,
+            backend=backend,
         )
 
 
@@ -363,9 +375,7 @@ class PRFNode(SpikingJellyNode):
         tau, learn_decay, dt_range, fr_scale, reset, mode: the core's arguments.
     """
 
-    _nir_refusal = (
-        "its membrane is a complex resonator, which NIR has no primitive for"
-    )
+    _nir_refusal = "its membrane is a complex resonator, which NIR has no primitive for"
 
     def __init__(
         self,
@@ -397,8 +407,13 @@ class PRFNode(SpikingJellyNode):
             mode=mode,
         )
         super().__init__(
-            core, reset=SOFT_DETACHED if reset else NO_RESET, v_reset=v_reset, detach_reset=detach_reset,
-            step_mode=step_mode, store_v_seq=store_v_seq, backend=backend,
+            core,
+            reset=SOFT_DETACHED if reset else NO_RESET,
+            v_reset=v_reset,
+            detach_reset=detach_reset,
+            step_mode=step_mode,
+            store_v_seq=store_v_seq,
+            backend=backend,
         )
 
 
@@ -424,7 +439,8 @@ class DecoupledLIFNode(SpikingJellyNode):
     """
 
     _nir_refusal = (
-        "it resets softly (by subtraction), which NIR's LIF cannot express (its reset sets v to v_reset); SpikingJelly refuses its own soft-reset LIFNode for the same reason"
+        "it resets softly (by subtraction), which NIR's LIF cannot express (its reset sets v to v_reset); "
+        "SpikingJelly refuses its own soft-reset LIFNode for the same reason"
     )
 
     def __init__(
@@ -455,8 +471,13 @@ class DecoupledLIFNode(SpikingJellyNode):
             surrogate=_surrogate(surrogate_function, "sigmoid"),
         )
         super().__init__(
-            core, reset=SOFT_DETACHED, v_reset=v_reset, detach_reset=detach_reset,
-            step_mode=step_mode, store_v_seq=store_v_seq, backend=backend,
+            core,
+            reset=SOFT_DETACHED,
+            v_reset=v_reset,
+            detach_reset=detach_reset,
+            step_mode=step_mode,
+            store_v_seq=store_v_seq,
+            backend=backend,
         )
 
 
@@ -478,9 +499,7 @@ class LTCNode(SpikingJellyNode):
         mode, beta_a: the core's arguments.
     """
 
-    _nir_refusal = (
-        "its time constants are gates computed from the input and the state, which NIR has no primitive for"
-    )
+    _nir_refusal = "its time constants are gates computed from the input and the state, which NIR has no primitive for"
 
     def __init__(
         self,
@@ -504,8 +523,13 @@ class LTCNode(SpikingJellyNode):
             surrogate=_surrogate(surrogate_function, "multi_gaussian"),
         )
         super().__init__(
-            core, reset=HARD_ZERO, v_reset=v_reset, detach_reset=detach_reset,
-            step_mode=step_mode, store_v_seq=store_v_seq, backend=backend,
+            core,
+            reset=HARD_ZERO,
+            v_reset=v_reset,
+            detach_reset=detach_reset,
+            step_mode=step_mode,
+            store_v_seq=store_v_seq,
+            backend=backend,
         )
 
 
@@ -519,8 +543,9 @@ class PSPLIFNode(SpikingJellyNode):
     gradient through the reset, so ``v_reset`` must be ``0.0``, ``detach_reset`` ``False`` and
     ``decay_input`` ``False``. ``v`` is the membrane after reset :math:`\hat u_t` (memories ``u``,
     ``a``). ``gradient="tsslbp"`` trains ``'m'`` mode with TSSL-BP's backward (the paper's);
-    ``'s'`` mode and ``gradient="surrogate"`` (the default) use the surrogate. On 0.0.0.0.14, ``backend='cupy'`` runs TSSL-BP's
-    op as CUDA kernels in ``'m'`` mode with ``gradient="tsslbp"`` (the surrogate mode steps in torch).
+    ``'s'`` mode and ``gradient="surrogate"`` (the default) use the surrogate. On 0.0.0.0.14,
+    ``backend='cupy'`` runs TSSL-BP's op as CUDA kernels in ``'m'`` mode with ``gradient="tsslbp"``
+    (the surrogate mode steps in torch).
 
     Args:
         features: channels ``C`` (dim 2 of ``[T, B, C, *spatial]``); ``None`` (default)
@@ -535,9 +560,7 @@ class PSPLIFNode(SpikingJellyNode):
             ``"tsslbp"`` (TSSL-BP's backward, the paper's), the core's argument.
     """
 
-    _nir_refusal = (
-        "its output is the post-synaptic potential, not the spike, which NIR's LIF cannot express"
-    )
+    _nir_refusal = "its output is the post-synaptic potential, not the spike, which NIR's LIF cannot express"
 
     def __init__(
         self,
@@ -561,12 +584,21 @@ class PSPLIFNode(SpikingJellyNode):
                 "scaled by 1/tau (u_t = (1 - 1/tau) u_{t-1} + x_t); pass decay_input=False"
             )
         core = PSPLIF(
-            features, tau_m=tau, tau_s=tau_s, v_threshold=_threshold(v_threshold), gradient=gradient,
+            features,
+            tau_m=tau,
+            tau_s=tau_s,
+            v_threshold=_threshold(v_threshold),
+            gradient=gradient,
             surrogate=_surrogate(surrogate_function, "sigmoid"),
         )
         super().__init__(
-            core, reset=HARD_ZERO, v_reset=v_reset, detach_reset=detach_reset,
-            step_mode=step_mode, store_v_seq=store_v_seq, backend=backend,
+            core,
+            reset=HARD_ZERO,
+            v_reset=v_reset,
+            detach_reset=detach_reset,
+            step_mode=step_mode,
+            store_v_seq=store_v_seq,
+            backend=backend,
         )
 
 
@@ -598,7 +630,9 @@ def register() -> None:
                 label = f"{module.__name__}.{name}"
                 if label not in skipped:
                     skipped.append(label)
-                    warnings.warn(f"{label} already exists; snn_parallel did not overwrite it", RuntimeWarning, stacklevel=2)
+                    warnings.warn(
+                        f"{label} already exists; snn_parallel did not overwrite it", RuntimeWarning, stacklevel=2
+                    )
                 continue
             setattr(module, name, cls)
             _added.append((module, name, cls))

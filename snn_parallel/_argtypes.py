@@ -51,5 +51,8 @@ def writable(text: str) -> Path:
 POSITIVE = typed(int, lambda value: check_int(value, "value", minimum=1), "an integer >= 1")
 SEED = typed(int, check_seed, "an integer in [0, 2**32 - 1]")
 RATE = typed(float, lambda value: check_positive(value, "value"), "a finite number > 0")
-SHARE = typed(float, lambda value: check_float(value, "value", minimum=0.0, maximum=1.0, min_open=True, max_open=True),
-              "a share in (0, 1)")
+SHARE = typed(
+    float,
+    lambda value: check_float(value, "value", minimum=0.0, maximum=1.0, min_open=True, max_open=True),
+    "a share in (0, 1)",
+)

@@ -94,16 +94,22 @@ def check_step_input(x: object, name: str, features: int, *, finite: bool = True
     """Check a single time step ``[B, features, *spatial]``."""
     x = check_tensor(x, name, finite=finite)
     if x.dim() < 2:
-        raise ValueError(f"{name} must be one time step [B, {features}, ...] (at least 2 dims), got shape {tuple(x.shape)}")
+        raise ValueError(
+            f"{name} must be one time step [B, {features}, ...] (at least 2 dims), got shape {tuple(x.shape)}"
+        )
     if x.shape[1] != features:
-        raise ValueError(f"{name} must have {features} features in dim 1 ([B, {features}, ...]), got shape {tuple(x.shape)}")
+        raise ValueError(
+            f"{name} must have {features} features in dim 1 ([B, {features}, ...]), got shape {tuple(x.shape)}"
+        )
     return x
 
 
 def check_same_device(x: torch.Tensor, name: str, reference: torch.Tensor, reference_name: str) -> None:
     """Check that ``x`` lives on the same device as ``reference``."""
     if x.device != reference.device:
-        raise ValueError(f"{name} is on {x.device} but {reference_name} is on {reference.device}; move them to one device")
+        raise ValueError(
+            f"{name} is on {x.device} but {reference_name} is on {reference.device}; move them to one device"
+        )
 
 
 def check_state_tensor(
@@ -123,11 +129,22 @@ def check_op_sequence(x: object, name: str) -> torch.Tensor:
     """A time-major op input ``[T, ...]`` with ``T >= 1``."""
     x = check_tensor(x, name)
     if x.dim() < 2 or x.shape[0] == 0:
-        raise ValueError(f"{name} must be time-major [T, ...] with T >= 1 and at least 2 dims, got shape {tuple(x.shape)}")
+        raise ValueError(
+            f"{name} must be time-major [T, ...] with T >= 1 and at least 2 dims, got shape {tuple(x.shape)}"
+        )
     return x
 
 
-def check_like(value: object, name: str, shape: Sequence[int], like: torch.Tensor, like_name: str, *, broadcast: bool = False, complex_ok: bool = False) -> torch.Tensor:
+def check_like(
+    value: object,
+    name: str,
+    shape: Sequence[int],
+    like: torch.Tensor,
+    like_name: str,
+    *,
+    broadcast: bool = False,
+    complex_ok: bool = False,
+) -> torch.Tensor:
     """A tensor of exactly ``shape`` (or, with ``broadcast``, broadcastable to it) on ``like``'s device."""
     dtypes = FLOAT_DTYPES + ((torch.complex64, torch.complex128) if complex_ok else ())
     value = check_tensor(value, name, dtypes=dtypes)
@@ -139,7 +156,9 @@ def check_like(value: object, name: str, shape: Sequence[int], like: torch.Tenso
         except RuntimeError:
             fits = False
         if not fits:
-            raise ValueError(f"{name} with shape {tuple(value.shape)} does not broadcast to {shape} ({like_name}'s per-step shape)")
+            raise ValueError(
+                f"{name} with shape {tuple(value.shape)} does not broadcast to {shape} ({like_name}'s per-step shape)"
+            )
     elif tuple(value.shape) != shape:
         raise ValueError(f"{name} has shape {tuple(value.shape)}, expected {shape} to match {like_name}")
     return value
@@ -169,7 +188,9 @@ def _interval(minimum: float | None, maximum: float | None, min_open: bool, max_
     return f"in {'(' if min_open else '['}{minimum:g}, {maximum:g}{')' if max_open else ']'}"
 
 
-def _check_range(value: float, name: str, minimum: float | None, maximum: float | None, min_open: bool, max_open: bool) -> None:
+def _check_range(
+    value: float, name: str, minimum: float | None, maximum: float | None, min_open: bool, max_open: bool
+) -> None:
     below = minimum is not None and (value <= minimum if min_open else value < minimum)
     above = maximum is not None and (value >= maximum if max_open else value > maximum)
     if below or above:

@@ -62,8 +62,15 @@ PASSES = ("forward", "backward", "fwd+bwd")
 #: SpikingJelly's LIFNode counts as DecoupledLIF; PSN (a T x T matrix product) and copy (8 bytes) have no
 #: backward bound here.
 MIN_BYTES: dict[str, tuple[int, int | None]] = {
-    "dsn": (8, 12), "dsn_int": (8, 12), "prf": (8, 12), "lif": (12, 12), "ltc": (20, 28), "psplif": (8, 12),
-    "scan": (12, 20), "sj_lif": (12, 12), "copy": (8, None),
+    "dsn": (8, 12),
+    "dsn_int": (8, 12),
+    "prf": (8, 12),
+    "lif": (12, 12),
+    "ltc": (20, 28),
+    "psplif": (8, 12),
+    "scan": (12, 20),
+    "sj_lif": (12, 12),
+    "copy": (8, None),
 }
 MEASURE_S = 0.5  # measured runs stop once they have taken this long (the session script's time limit holds every model)
 
@@ -73,8 +80,11 @@ def min_bytes(model: str, pass_: str, elements: int) -> int | None:
     if model not in MIN_BYTES:
         return None
     forward, backward = MIN_BYTES[model]
-    per_element = {"forward": forward, "backward": backward,
-                   "fwd+bwd": None if backward is None else forward + backward}[pass_]
+    per_element = {
+        "forward": forward,
+        "backward": backward,
+        "fwd+bwd": None if backward is None else forward + backward,
+    }[pass_]
     return None if per_element is None else per_element * elements
 
 
@@ -104,8 +114,11 @@ def _op_runs(model: str, shape: Shape, device: torch.device) -> Runs:
 
         return Runs(scan_forward, lambda h: torch.autograd.backward(h, grad), scan_step)
     neuron = {
-        "dsn": lambda: DynamicDecay(features), "dsn_int": lambda: DynamicDecay(features, spike_mode="integer"),
-        "prf": lambda: PRF(features), "lif": lambda: DecoupledLIF(features), "ltc": lambda: LTC(features, mode="parallel"),
+        "dsn": lambda: DynamicDecay(features),
+        "dsn_int": lambda: DynamicDecay(features, spike_mode="integer"),
+        "prf": lambda: PRF(features),
+        "lif": lambda: DecoupledLIF(features),
+        "ltc": lambda: LTC(features, mode="parallel"),
         "psplif": lambda: PSPLIF(features),
     }[model]().to(device)
     zeros = torch.zeros(batch, features, device=device)
@@ -124,9 +137,18 @@ def _op_runs(model: str, shape: Shape, device: torch.device) -> Runs:
         def forward() -> torch.Tensor:
             return ltc_scan(x, rate, retention, *state, neuron.b0, neuron.beta_a, neuron.surrogate, validate=False)[0]
     elif model == "psplif":
+
         def forward() -> torch.Tensor:
-            return tsslbp(x, zeros, zeros, v_threshold=neuron.v_threshold, tau_m=neuron.tau_m, tau_s=neuron.tau_s,
-                          inclusive=neuron.surrogate.inclusive, validate=False)[0]
+            return tsslbp(
+                x,
+                zeros,
+                zeros,
+                v_threshold=neuron.v_threshold,
+                tau_m=neuron.tau_m,
+                tau_s=neuron.tau_s,
+                inclusive=neuron.surrogate.inclusive,
+                validate=False,
+            )[0]
     else:
         if model == "prf":
             log_a, dt = neuron.coefficients()
@@ -190,6 +212,7 @@ def _passes(model: str) -> tuple[str, ...]:
 def _clock(device: torch.device) -> Callable[[Callable[[], None]], float]:
     """A function that times one call in ms: CUDA events on a GPU (the device synchronised after), else wall time."""
     if device.type == "cuda":
+
         def cuda_time(fn: Callable[[], None]) -> float:
             start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
             start.record()
@@ -246,17 +269,29 @@ def row(model: str, pass_: str, shape: Shape, time_ms: float, peak: float) -> di
     """A result row: the fields the JSON schema names."""
     nbytes = min_bytes(model, pass_, shape[0] * shape[1] * shape[2])
     bandwidth = None if nbytes is None else nbytes / (time_ms / 1e3) / 1e9
-    return {"model": model, "pass": pass_, "T": shape[0], "B": shape[1], "C": shape[2], "dtype": "float32",
-            "time_ms": time_ms, "bandwidth_gbs": bandwidth,
-            "peak_fraction": None if bandwidth is None or not peak == peak else bandwidth * 1e9 / peak}
+    return {
+        "model": model,
+        "pass": pass_,
+        "T": shape[0],
+        "B": shape[1],
+        "C": shape[2],
+        "dtype": "float32",
+        "time_ms": time_ms,
+        "bandwidth_gbs": bandwidth,
+        "peak_fraction": None if bandwidth is None or not peak == peak else bandwidth * 1e9 / peak,
+    }
 
 
 def ratios(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """Speed-up (baseline time / our time) of each of our neurons over each baseline at each shape, ``fwd+bwd``."""
     timed = {(r["model"], _label((r["T"], r["B"], r["C"]))): r["time_ms"] for r in rows if r["pass"] == "fwd+bwd"}
-    return [{"model": model, "baseline": base, "shape": shape, "speedup": timed[base, shape] / timed[model, shape]}
-            for (model, shape) in timed if model in NEURONS
-            for base in BASELINES if (base, shape) in timed]
+    return [
+        {"model": model, "baseline": base, "shape": shape, "speedup": timed[base, shape] / timed[model, shape]}
+        for (model, shape) in timed
+        if model in NEURONS
+        for base in BASELINES
+        if (base, shape) in timed
+    ]
 
 
 def _kept(path: Path | None, machine: dict[str, Any]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -272,14 +307,24 @@ def _kept(path: Path | None, machine: dict[str, Any]) -> tuple[list[dict[str, An
         raise ValueError(f"--resume: {path} is not a quick benchmark file ({type(exc).__name__}: {exc})") from None
     keys = ("device", "gpu", "torch")
     if {k: where.get(k) for k in keys} != {k: machine.get(k) for k in keys}:
-        raise ValueError(f"--resume: {path} was measured on {({k: where.get(k) for k in keys})}, this run is on "
-                         f"{({k: machine.get(k) for k in keys})}")
+        raise ValueError(
+            f"--resume: {path} was measured on { ({k: where.get(k) for k in keys}) }, this run is on "
+            f"{ ({k: machine.get(k) for k in keys}) }"
+        )
     return rows, errors
 
 
-def run(device: str, *, models: Sequence[str] = MODELS, shapes: Sequence[Shape] = QUICK_SHAPES,
-        scan_shape: Shape | None = SCAN_SHAPE, repeats: int = 10, json_path: Path | None = None,
-        resume: bool = False, measure_case: Callable[..., dict[str, float]] | None = None) -> dict[str, Any]:
+def run(
+    device: str,
+    *,
+    models: Sequence[str] = MODELS,
+    shapes: Sequence[Shape] = QUICK_SHAPES,
+    scan_shape: Shape | None = SCAN_SHAPE,
+    repeats: int = 10,
+    json_path: Path | None = None,
+    resume: bool = False,
+    measure_case: Callable[..., dict[str, float]] | None = None,
+) -> dict[str, Any]:
     """Run the quick benchmark (see module doc) and return its results; ``measure_case(model, shape, repeats,
     device) -> {pass: ms}`` replaces the timing (tests)."""
     machine = machine_info(device)
@@ -292,8 +337,14 @@ def run(device: str, *, models: Sequence[str] = MODELS, shapes: Sequence[Shape] 
         print(f"note: SpikingJelly is not installed: {', '.join(skipped)} not measured", file=sys.stderr)
     measure_case = measure_case or _measure_case
     plan = cases(models, shapes, scan_shape)
-    results = {"machine": machine, "command": " ".join(["snn-parallel", *sys.argv[1:]]), "complete": False,
-               "rows": rows, "ratios": ratios(rows), "errors": errors}
+    results = {
+        "machine": machine,
+        "command": " ".join(["snn-parallel", *sys.argv[1:]]),
+        "complete": False,
+        "rows": rows,
+        "ratios": ratios(rows),
+        "errors": errors,
+    }
     for i, (model, shape) in enumerate(plan, 1):
         if (model, shape) in done:
             print(f"[{i}/{len(plan)}] {model} {_label(shape)}: kept from {json_path}", file=sys.stderr, flush=True)
@@ -301,12 +352,18 @@ def run(device: str, *, models: Sequence[str] = MODELS, shapes: Sequence[Shape] 
         try:
             times = measure_case(model, shape, repeats, device)
         except Exception as exc:  # an out-of-memory shape or a missing kernel: reported, the run goes on
-            errors.append({"model": model, "T": shape[0], "B": shape[1], "C": shape[2], "error": f"{type(exc).__name__}: {exc}"})
+            errors.append(
+                {"model": model, "T": shape[0], "B": shape[1], "C": shape[2], "error": f"{type(exc).__name__}: {exc}"}
+            )
             print(f"[{i}/{len(plan)}] {model} {_label(shape)}: {errors[-1]['error']}", file=sys.stderr, flush=True)
         else:
             new = [row(model, p, shape, times[p], peak) for p in _passes(model)]
             rows.extend(new)
-            print(f"[{i}/{len(plan)}] {model} {_label(shape)}: " + ", ".join(_text(r) for r in new), file=sys.stderr, flush=True)
+            print(
+                f"[{i}/{len(plan)}] {model} {_label(shape)}: " + ", ".join(_text(r) for r in new),
+                file=sys.stderr,
+                flush=True,
+            )
         results["ratios"] = ratios(rows)
         if json_path is not None:
             write_json(json_path, results)
@@ -326,8 +383,11 @@ def _measure_case(model: str, shape: Shape, repeats: int, device: str) -> dict[s
 
 
 def _text(r: dict[str, Any]) -> str:
-    extra = "" if r["bandwidth_gbs"] is None else f" {r['bandwidth_gbs']:.0f} GB/s" + (
-        "" if r["peak_fraction"] is None else f" ({r['peak_fraction']:.0%})")
+    extra = (
+        ""
+        if r["bandwidth_gbs"] is None
+        else f" {r['bandwidth_gbs']:.0f} GB/s" + ("" if r["peak_fraction"] is None else f" ({r['peak_fraction']:.0%})")
+    )
     return f"{r['pass']} {r['time_ms']:.3f} ms{extra}"
 
 
@@ -337,7 +397,10 @@ def print_table(results: dict[str, Any]) -> None:
     for r in results["rows"]:
         bandwidth = "-" if r["bandwidth_gbs"] is None else f"{r['bandwidth_gbs']:.0f}"
         fraction = "-" if r["peak_fraction"] is None else f"{r['peak_fraction']:.0%}"
-        print(f"{r['model']:<8} {r['pass']:<9} {_label((r['T'], r['B'], r['C'])):>16} {r['time_ms']:>10.3f} {bandwidth:>8} {fraction:>8}")
+        print(
+            f"{r['model']:<8} {r['pass']:<9} {_label((r['T'], r['B'], r['C'])):>16} "
+            f"{r['time_ms']:>10.3f} {bandwidth:>8} {fraction:>8}"
+        )
     for s in results["ratios"]:
         print(f"{s['model']} vs {s['baseline']} at {s['shape']}: x{s['speedup']:.2f}")
     for e in results["errors"]:
@@ -355,12 +418,14 @@ def plot(path: Path, results: dict[str, Any]) -> None:
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(14, 5))
     for model in dict.fromkeys(r["model"] for r in results["rows"]):
-        for pass_, marker in zip(PASSES, "o^s"):
-            points = sorted((r["T"] * r["B"] * r["C"], r["peak_fraction"] or r["bandwidth_gbs"] or 0)
-                            for r in results["rows"] if r["model"] == model and r["pass"] == pass_
-                            and r["bandwidth_gbs"] is not None)
+        for pass_, marker in zip(PASSES, "o^s", strict=True):
+            points = sorted(
+                (r["T"] * r["B"] * r["C"], r["peak_fraction"] or r["bandwidth_gbs"] or 0)
+                for r in results["rows"]
+                if r["model"] == model and r["pass"] == pass_ and r["bandwidth_gbs"] is not None
+            )
             if points:
-                left.semilogx(*zip(*points), marker=marker, ls="", label=f"{model} {pass_}")
+                left.semilogx(*zip(*points, strict=True), marker=marker, ls="", label=f"{model} {pass_}")
     left.axhline(0.7, color="k", lw=0.8, ls="--")
     left.set(xlabel="elements T·B·C", ylabel="minimum bytes / time / peak", title="achieved bandwidth")
     left.legend(fontsize=6, ncol=3)
@@ -379,13 +444,22 @@ def plot(path: Path, results: dict[str, Any]) -> None:
 def main(args: argparse.Namespace) -> int:
     """``snn-parallel bench --quick`` (the options of :func:`snn_parallel.bench.add_arguments`)."""
     if args.device == "cuda" and not torch.cuda.is_available():
-        print("snn-parallel bench: error: --device cuda: CUDA is not available in this torch build/machine", file=sys.stderr)
+        print(
+            "snn-parallel bench: error: --device cuda: CUDA is not available in this torch build/machine",
+            file=sys.stderr,
+        )
         return 2
     explicit = args.shapes is not DEFAULT_SHAPES
     shapes = args.shapes if explicit else QUICK_SHAPES
     try:
-        results = run(args.device, shapes=shapes, scan_shape=None if explicit else SCAN_SHAPE, repeats=args.repeats,
-                      json_path=args.json, resume=args.resume)
+        results = run(
+            args.device,
+            shapes=shapes,
+            scan_shape=None if explicit else SCAN_SHAPE,
+            repeats=args.repeats,
+            json_path=args.json,
+            resume=args.resume,
+        )
     except ValueError as exc:
         print(f"snn-parallel bench: error: {exc}", file=sys.stderr)
         return 2

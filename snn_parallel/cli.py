@@ -27,8 +27,10 @@ TASKS = {
     "row": ("the digits by row (T = 8)", ("digits", "epochs")),
     "pixel": ("the digits by pixel (T = 64)", ("digits", "epochs")),
     "adding": ("the adding problem (LTC, FPTT's reference recipe)", ("adding", "steps")),
-    "image": ("the digits as pictures repeated over T = 5 (a PSPLIF conv net, TSSL-BP against BPTT)",
-              ("epochs", "steps", "image")),
+    "image": (
+        "the digits as pictures repeated over T = 5 (a PSPLIF conv net, TSSL-BP against BPTT)",
+        ("epochs", "steps", "image"),
+    ),
 }
 #: a rule's own options: (who owns them, the tasks that take them, whether ``--rule all`` passes them on)
 RULE_OPTIONS = {
@@ -38,7 +40,10 @@ RULE_OPTIONS = {
 }
 #: the subcommand levels of ``train`` and ``bench``: the option that also chooses one, the default,
 #: and the value of an option that takes none (``None``: the option takes the subcommand's name)
-_LEVELS = {"train": (("--task", "row", None), ("--rule", "all", None)), "bench": (("--learners", "neurons", "learners"),)}
+_LEVELS = {
+    "train": (("--task", "row", None), ("--rule", "all", None)),
+    "bench": (("--learners", "neurons", "learners"),),
+}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -69,7 +74,9 @@ def _name_subcommands(argv: Sequence[str]) -> list[str]:
     command, rest = argv[0], argv[1:]
     selector = _Parser(prog=f"snn-parallel {command}", add_help=False)
     for level, (flag, _, flag_value) in enumerate(_LEVELS[command]):
-        selector.add_argument(flag, dest=str(level), **({} if flag_value is None else {"action": "store_const", "const": flag_value}))
+        selector.add_argument(
+            flag, dest=str(level), **({} if flag_value is None else {"action": "store_const", "const": flag_value})
+        )
     given, rest = selector.parse_known_args(rest)
     chosen = []
     for level, (_, default, _) in enumerate(_LEVELS[command]):
@@ -82,7 +89,9 @@ def _name_subcommands(argv: Sequence[str]) -> list[str]:
     return [command, *chosen, *rest]
 
 
-def _misplaced(leaves: dict[tuple[str, ...], argparse.ArgumentParser], args: argparse.Namespace, extras: list[str]) -> str:
+def _misplaced(
+    leaves: dict[tuple[str, ...], argparse.ArgumentParser], args: argparse.Namespace, extras: list[str]
+) -> str:
     """Why argparse left ``extras`` over: the first option, and where it belongs."""
     text = next((word for word in extras if word.startswith("-")), None)
     unknown = f"unrecognized arguments: {' '.join(extras)}"
@@ -98,7 +107,11 @@ def _misplaced(leaves: dict[tuple[str, ...], argparse.ArgumentParser], args: arg
     option = matches[0]
     taken = [key[1:] for key, leaf in mine.items() if option in leaf._option_string_actions]  # noqa: SLF001
     if command == "bench":
-        return f"{option} is for --learners" if ("learners",) in taken else f"{option} times the neurons; --learners does not use it"
+        return (
+            f"{option} is for --learners"
+            if ("learners",) in taken
+            else f"{option} times the neurons; --learners does not use it"
+        )
     task = args.leaf[1]
     tasks = [name for name in TASKS if any(key[0] == name for key in taken)]
     if task not in tasks:
@@ -154,8 +167,10 @@ def _summarise(rows: list[dict], metric: str, lrs: list[float | None]) -> None:
         for lr in dict.fromkeys(row["lr"] for row in rows if row["rule"] == rule):
             values = [row[metric] for row in rows if row["rule"] == rule and row["lr"] == lr]
             means[rule, lr] = sum(values) / len(values)
-            print(f"rule={rule}, lr={lr:g}, seeds={len(values)}, mean {metric}={means[rule, lr]:.4f}, "
-                  f"min={min(values):.4f}, max={max(values):.4f}")
+            print(
+                f"rule={rule}, lr={lr:g}, seeds={len(values)}, mean {metric}={means[rule, lr]:.4f}, "
+                f"min={min(values):.4f}, max={max(values):.4f}"
+            )
     if len(lrs) > 1:
         pick = min if metric.endswith("mse") else max
         for rule in dict.fromkeys(rule for rule, _ in means):
@@ -185,7 +200,10 @@ def _train_refusal(args: argparse.Namespace) -> str | None:
             SequentialDigits("valid", "row", valid_fraction=args.valid)
         except ValueError as error:
             return f"--valid {args.valid}: {error}"
-    if args.readout == "trace" and (args.trace or experiments.OTTT_TRACES.get(args.neuron or "prf", "presynaptic")) == "neuron":
+    if (
+        args.readout == "trace"
+        and (args.trace or experiments.OTTT_TRACES.get(args.neuron or "prf", "presynaptic")) == "neuron"
+    ):
         return "--readout trace goes with --trace presynaptic (trace='neuron' keeps the readout's exact gradient)"
     if args.kernel_target is not None and args.loss == "count":
         return "--kernel-target is an option of the kernel loss, not of --loss count"
@@ -215,21 +233,47 @@ def _train(args: argparse.Namespace) -> int:
             for rule in rules:
                 if args.task == "adding":
                     steps = args.steps or 200
-                    row = experiments.train_adding(steps, rule=rule, iterations=args.iterations or 3000,
-                                                   parts=args.parts or min(10, steps),
-                                                   **(fptt if rule == "fptt" else {}), **options)
+                    row = experiments.train_adding(
+                        steps,
+                        rule=rule,
+                        iterations=args.iterations or 3000,
+                        parts=args.parts or min(10, steps),
+                        **(fptt if rule == "fptt" else {}),
+                        **options,
+                    )
                 elif image:
-                    row = experiments.train_image(rule, steps=args.steps or 5, epochs=args.epochs or 30,
-                                                  recipe=args.recipe or "reference", loss=args.loss or "kernel",
-                                                  **network, **valid, **revision, **options)
+                    row = experiments.train_image(
+                        rule,
+                        steps=args.steps or 5,
+                        epochs=args.epochs or 30,
+                        recipe=args.recipe or "reference",
+                        loss=args.loss or "kernel",
+                        **network,
+                        **valid,
+                        **revision,
+                        **options,
+                    )
                 else:
-                    row = experiments.train_digits(rule, args.task, neuron=args.neuron or "prf", epochs=args.epochs or 20,
-                                                   parts=args.parts, trace=args.trace, readout=args.readout,
-                                                   **(fptt if rule == "fptt" else {}),
-                                                   **valid, **options)
+                    row = experiments.train_digits(
+                        rule,
+                        args.task,
+                        neuron=args.neuron or "prf",
+                        epochs=args.epochs or 20,
+                        parts=args.parts,
+                        trace=args.trace,
+                        readout=args.readout,
+                        **(fptt if rule == "fptt" else {}),
+                        **valid,
+                        **options,
+                    )
                 rows.append({**row, "seed": seed})
-                print(", ".join(f"{k}={v:.4g}" if k == "lr" else f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}"
-                                for k, v in rows[-1].items()), flush=True)
+                print(
+                    ", ".join(
+                        f"{k}={v:.4g}" if k == "lr" else f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}"
+                        for k, v in rows[-1].items()
+                    ),
+                    flush=True,
+                )
     if len(seeds) > 1 or len(lrs) > 1:
         metric = "test_mse" if args.task == "adding" else "valid_accuracy" if valid else "test_accuracy"
         _summarise(rows, metric, lrs)
@@ -248,8 +292,12 @@ def _bench_learners(args: argparse.Namespace) -> int:
 
     resnet = args.network == "resnet"
     size = {"batch": 8} if resnet else {}
-    rows = memory_profile(args.rules or ["bptt", "fptt", "ottt", "hypr"], args.lengths or [512, 4096],
-                          network=args.network or "mlp", **size)
+    rows = memory_profile(
+        args.rules or ["bptt", "fptt", "ottt", "hypr"],
+        args.lengths or [512, 4096],
+        network=args.network or "mlp",
+        **size,
+    )
     for row in rows:
         base = next(r for r in rows if r["rule"] == row["rule"])
         row["rss_vs_first_T"] = row["peak_rss_mib"] / base["peak_rss_mib"]
@@ -260,8 +308,10 @@ def _bench_learners(args: argparse.Namespace) -> int:
         _write_json(args.learners_json, rows)
         return 0
     tssl_rows = tsslbp_profile()
-    print(f"TSSL-BP against BPTT, PSPLIF conv net {IMAGE_NETWORK} on 8x8 pictures, one training step (median), "
-          "activations saved for the backward:")
+    print(
+        f"TSSL-BP against BPTT, PSPLIF conv net {IMAGE_NETWORK} on 8x8 pictures, one training step (median), "
+        "activations saved for the backward:"
+    )
     _print_rows(tssl_rows, ["rule", "steps", "batch", "ms_per_step", "saved_mib", "peak_rss_mib"])
     _write_json(args.learners_json, rows + tssl_rows)
     return 0
@@ -278,55 +328,110 @@ def _train_option_sets() -> dict[str, argparse.ArgumentParser]:
 
     sets = {}
     sets[""], common = option_set(None)
-    common.add_argument("--lr", type=comma_list(RATE, "finite numbers > 0"), default=None,
-                        help="Adam(W)'s learning rate, or several separated by commas (default: 3e-3; image: 5e-3)")
-    common.add_argument("--seed", type=comma_list(SEED, "integers in [0, 2**32 - 1]"), default=None,
-                        help="a seed, or several separated by commas (then the mean per rule and rate is printed too; "
-                             "default: 0)")
+    common.add_argument(
+        "--lr",
+        type=comma_list(RATE, "finite numbers > 0"),
+        default=None,
+        help="Adam(W)'s learning rate, or several separated by commas (default: 3e-3; image: 5e-3)",
+    )
+    common.add_argument(
+        "--seed",
+        type=comma_list(SEED, "integers in [0, 2**32 - 1]"),
+        default=None,
+        help="a seed, or several separated by commas (then the mean per rule and rate is printed too; default: 0)",
+    )
     common.add_argument("--json", type=writable, help="write the results here (checked before training)")
     sets["digits"], digits = option_set("the network on the digits (--task row, pixel)")
     digits.add_argument("--neuron", choices=DIGITS_NEURONS, default=None, help="neuron of the network (default: prf)")
     sets["epochs"], epochs = option_set("epochs on the digits (--task row, pixel, image)")
     epochs.add_argument("--epochs", type=POSITIVE, default=None, help="default: 20 (image: 30)")
-    epochs.add_argument("--valid", type=SHARE, default=None, metavar="SHARE",
-                        help="score on this share of the training digits, set apart, instead of the test split "
-                             "(to choose --lr and --epochs)")
+    epochs.add_argument(
+        "--valid",
+        type=SHARE,
+        default=None,
+        metavar="SHARE",
+        help="score on this share of the training digits, set apart, instead of the test split "
+        "(to choose --lr and --epochs)",
+    )
     sets["adding"], adding = option_set("the adding problem (--task adding)")
     adding.add_argument("--iterations", type=POSITIVE, default=None, help="optimizer iterations (default: 3000)")
     sets["steps"], steps = option_set("sequence length (--task adding, image)")
-    steps.add_argument("--steps", type=POSITIVE, default=None,
-                       help="adding problem: sequence length (default: 200); image: T (default: 5)")
+    steps.add_argument(
+        "--steps",
+        type=POSITIVE,
+        default=None,
+        help="adding problem: sequence length (default: 200); image: T (default: 5)",
+    )
     sets["image"], image = option_set("the PSPLIF conv net, for both rules (--task image)")
-    image.add_argument("--recipe", choices=("reference", "mean"), default=None,
-                       help="the training recipe: 'reference' (default; TSSL-BP's: loss summed over the batch, gradient "
-                            "norm clipped to 1, weights clamped to [-4, 4]) or 'mean' (loss averaged, the same clip, no "
-                            "clamp)")
-    image.add_argument("--loss", choices=("kernel", "count"), default=None,
-                       help="the spike-sequence loss: desired PSP trains ('kernel', default) or desired PSP sums "
-                            "('count')")
-    image.add_argument("--network", default=None, metavar="SPEC",
-                       help="the net in the paper's notation (default: 16C3-32C3-P2-128; the paper's MNIST net on the "
-                            "8x8 digits: 15C5-P2-40C5-P2-300 --padding same)")
-    image.add_argument("--padding", choices=("valid", "same"), default=None,
-                       help="the convs' padding, none ('valid', default) or half the kernel ('same')")
-    image.add_argument("--kernel-target", choices=("psp", "psp_psp"), default=None,
-                       help="kernel loss: the desired PSP filtered once ('psp', default; the code submitted with the "
-                            "paper) or twice ('psp_psp'; the reference code from its revision of 29 Oct 2020)")
+    image.add_argument(
+        "--recipe",
+        choices=("reference", "mean"),
+        default=None,
+        help="the training recipe: 'reference' (default; TSSL-BP's: loss summed over the batch, gradient "
+        "norm clipped to 1, weights clamped to [-4, 4]) or 'mean' (loss averaged, the same clip, no "
+        "clamp)",
+    )
+    image.add_argument(
+        "--loss",
+        choices=("kernel", "count"),
+        default=None,
+        help="the spike-sequence loss: desired PSP trains ('kernel', default) or desired PSP sums ('count')",
+    )
+    image.add_argument(
+        "--network",
+        default=None,
+        metavar="SPEC",
+        help="the net in the paper's notation (default: 16C3-32C3-P2-128; the paper's MNIST net on the "
+        "8x8 digits: 15C5-P2-40C5-P2-300 --padding same)",
+    )
+    image.add_argument(
+        "--padding",
+        choices=("valid", "same"),
+        default=None,
+        help="the convs' padding, none ('valid', default) or half the kernel ('same')",
+    )
+    image.add_argument(
+        "--kernel-target",
+        choices=("psp", "psp_psp"),
+        default=None,
+        help="kernel loss: the desired PSP filtered once ('psp', default; the code submitted with the "
+        "paper) or twice ('psp_psp'; the reference code from its revision of 29 Oct 2020)",
+    )
     sets["fptt"], fptt = option_set("FPTT's options (--rule fptt or all)")
-    fptt.add_argument("--parts", type=POSITIVE, default=None,
-                      help="K, updates per sequence, at most T (default: T; adding problem: 10)")
-    fptt.add_argument("--alpha", type=RATE, default=None,
-                      help="the regulariser strength (default: the trainer's; adding problem: 0.5, the reference's)")
+    fptt.add_argument(
+        "--parts",
+        type=POSITIVE,
+        default=None,
+        help="K, updates per sequence, at most T (default: T; adding problem: 10)",
+    )
+    fptt.add_argument(
+        "--alpha",
+        type=RATE,
+        default=None,
+        help="the regulariser strength (default: the trainer's; adding problem: 0.5, the reference's)",
+    )
     sets["ottt"], ottt = option_set("OTTT's options (--rule ottt or all)")
-    ottt.add_argument("--trace", choices=("presynaptic", "neuron"), default=None,
-                      help="the trace (default: 'neuron' for prf and lif, else 'presynaptic')")
-    ottt.add_argument("--readout", choices=("trace", "instant"), default=None,
-                      help="the readout, through its input's trace as the official code ('trace', the default with "
-                           "--trace presynaptic) or its exact per-step gradient ('instant', the default with 'neuron')")
+    ottt.add_argument(
+        "--trace",
+        choices=("presynaptic", "neuron"),
+        default=None,
+        help="the trace (default: 'neuron' for prf and lif, else 'presynaptic')",
+    )
+    ottt.add_argument(
+        "--readout",
+        choices=("trace", "instant"),
+        default=None,
+        help="the readout, through its input's trace as the official code ('trace', the default with "
+        "--trace presynaptic) or its exact per-step gradient ('instant', the default with 'neuron')",
+    )
     sets["tsslbp"], tsslbp = option_set("TSSL-BP's options (--rule tsslbp)")
-    tsslbp.add_argument("--dt-du", choices=("spikes", "rising"), default=None,
-                        help="its timing gradient dt/du only where a neuron fires ('spikes', default) or wherever its "
-                             "membrane rose ('rising'); the two revisions of the reference code")
+    tsslbp.add_argument(
+        "--dt-du",
+        choices=("spikes", "rising"),
+        default=None,
+        help="its timing gradient dt/du only where a neuron fires ('spikes', default) or wherever its "
+        "membrane rose ('rising'); the two revisions of the reference code",
+    )
     return sets
 
 
@@ -336,22 +441,31 @@ def _add_train(commands: Any, leaves: dict[tuple[str, ...], argparse.ArgumentPar
 
     sets = _train_option_sets()
     dests = {action.dest: None for parent in sets.values() for action in parent._actions}  # noqa: SLF001 (no public list)
-    train = commands.add_parser("train", help="train with a learning rule on built-in data and report the test metric",
-                                description="Train on a built-in task, chosen as a subcommand or with --task (default: "
-                                            "row); see `snn-parallel train TASK --help`.")
+    train = commands.add_parser(
+        "train",
+        help="train with a learning rule on built-in data and report the test metric",
+        description="Train on a built-in task, chosen as a subcommand or with --task (default: "
+        "row); see `snn-parallel train TASK --help`.",
+    )
     tasks = train.add_subparsers(dest="task", metavar="TASK", required=True)
     for task, (about, task_sets) in TASKS.items():
         task_parser = tasks.add_parser(task, help=about, description=f"Train on {about}.")
         rules = task_parser.add_subparsers(dest="rule", metavar="RULE", required=True)
         names = [*(IMAGE_RULES if task == "image" else sorted(RULES)), "all"]
         for rule in names:
-            own = [name for name, (_, on, with_all) in RULE_OPTIONS.items()
-                   if task in on and (name == rule or (rule == "all" and with_all))]
-            leaf = rules.add_parser(rule, parents=[sets[name] for name in ("", *task_sets, *own)],
-                                    help="every rule in turn" if rule == "all" else f"the {rule} rule",
-                                    description=f"Train on {about} with {'each of ' + ', '.join(names[:-1]) if rule == 'all' else rule}"
-                                                f" (rules: {', '.join(names)}: --rule RULE or `train {task} RULE`). "
-                                                "Options the task or rule does not use are refused, not ignored.")
+            own = [
+                name
+                for name, (_, on, with_all) in RULE_OPTIONS.items()
+                if task in on and (name == rule or (rule == "all" and with_all))
+            ]
+            leaf = rules.add_parser(
+                rule,
+                parents=[sets[name] for name in ("", *task_sets, *own)],
+                help="every rule in turn" if rule == "all" else f"the {rule} rule",
+                description=f"Train on {about} with {'each of ' + ', '.join(names[:-1]) if rule == 'all' else rule}"
+                f" (rules: {', '.join(names)}: --rule RULE or `train {task} RULE`). "
+                "Options the task or rule does not use are refused, not ignored.",
+            )
             leaf.set_defaults(**dests)
             leaf.set_defaults(run=_train, leaf=("train", task, rule))
             leaves["train", task, rule] = leaf
@@ -362,24 +476,47 @@ def _add_bench(commands: Any, leaves: dict[tuple[str, ...], argparse.ArgumentPar
     from . import bench
     from .learners.experiments import RULES
 
-    parser = commands.add_parser("bench", help="time neurons against snnTorch and SpikingJelly baselines, or (--learners) "
-                                               "the learners' memory", description="Benchmarks: `bench` (or `bench neurons`) "
-                                 "times the neurons, `bench --learners` (or `bench learners`) the learners' memory.")
+    parser = commands.add_parser(
+        "bench",
+        help="time neurons against snnTorch and SpikingJelly baselines, or (--learners) the learners' memory",
+        description="Benchmarks: `bench` (or `bench neurons`) "
+        "times the neurons, `bench --learners` (or `bench learners`) the learners' memory.",
+    )
     jobs = parser.add_subparsers(dest="job", metavar="JOB", required=True)
-    neurons = jobs.add_parser("neurons", help="time neurons against snnTorch and SpikingJelly baselines (the default)",
-                              description="Time our neurons against snnTorch and SpikingJelly baselines.")
+    neurons = jobs.add_parser(
+        "neurons",
+        help="time neurons against snnTorch and SpikingJelly baselines (the default)",
+        description="Time our neurons against snnTorch and SpikingJelly baselines.",
+    )
     bench.add_arguments(neurons)
     neurons.set_defaults(run=_bench_neurons, leaf=("bench", "neurons"))
-    learners = jobs.add_parser("learners", help="peak memory of the learners against T (also: bench --learners)",
-                               description="Peak memory of one training step of each learner against T.")
-    learners.add_argument("--rules", type=comma_list(typed(str, lambda rule: check_choice(rule, "rule", sorted(RULES)), "a rule"),
-                                                     f"rules from {', '.join(sorted(RULES))}"),
-                          default=None, help="rules to measure (default: bptt,fptt,ottt,hypr)")
-    learners.add_argument("--lengths", type=comma_list(POSITIVE, "integers >= 1"), default=None,
-                          help="sequence lengths (default: 512,4096)")
+    learners = jobs.add_parser(
+        "learners",
+        help="peak memory of the learners against T (also: bench --learners)",
+        description="Peak memory of one training step of each learner against T.",
+    )
+    learners.add_argument(
+        "--rules",
+        type=comma_list(
+            typed(str, lambda rule: check_choice(rule, "rule", sorted(RULES)), "a rule"),
+            f"rules from {', '.join(sorted(RULES))}",
+        ),
+        default=None,
+        help="rules to measure (default: bptt,fptt,ottt,hypr)",
+    )
+    learners.add_argument(
+        "--lengths",
+        type=comma_list(POSITIVE, "integers >= 1"),
+        default=None,
+        help="sequence lengths (default: 512,4096)",
+    )
     learners.add_argument("--learners-json", type=writable, help="write the table here")
-    learners.add_argument("--network", choices=("mlp", "resnet"), default=None,
-                          help="the network, 2 x 256 LIF (default) or SpikingJelly's ResNet-10 on pictures")
+    learners.add_argument(
+        "--network",
+        choices=("mlp", "resnet"),
+        default=None,
+        help="the network, 2 x 256 LIF (default) or SpikingJelly's ResNet-10 on pictures",
+    )
     learners.set_defaults(run=_bench_learners, leaf=("bench", "learners"))
     leaves["bench", "neurons"], leaves["bench", "learners"] = neurons, learners
 
@@ -389,9 +526,12 @@ def build_parser() -> argparse.ArgumentParser:
     subcommand takes only its own options."""
     from .demo import MODES, NEURONS
 
-    parser = _Parser(prog="snn-parallel", description="Spiking neurons that train in parallel over time, on built-in "
-                     "data: `demo`, `train TASK RULE` (or --task/--rule), `bench` (or `bench --learners`); "
-                     "`snn-parallel COMMAND --help` for each.")
+    parser = _Parser(
+        prog="snn-parallel",
+        description="Spiking neurons that train in parallel over time, on built-in "
+        "data: `demo`, `train TASK RULE` (or --task/--rule), `bench` (or `bench --learners`); "
+        "`snn-parallel COMMAND --help` for each.",
+    )
     parser.leaves = {}
     parser.add_argument("--version", action="version", version=f"snn-parallel {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)

@@ -102,6 +102,8 @@ def run_demo(
     chance = math.log(train.num_classes)  # the cross-entropy of a uniform guess
     last = trainer.history[-1]["train_loss"]
     if last > _DIVERGED * chance:
-        log(f"warning: the training diverged: the last epoch's mean loss {last:.4g} is over {_DIVERGED} times "
-            f"a uniform guess's {chance:.3f}, so this accuracy says nothing about {neuron}; lower --lr (it was {lr:g})")
+        log(
+            f"warning: the training diverged: the last epoch's mean loss {last:.4g} is over {_DIVERGED} times "
+            f"a uniform guess's {chance:.3f}, so this accuracy says nothing about {neuron}; lower --lr (it was {lr:g})"
+        )
     return result

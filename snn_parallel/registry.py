@@ -37,19 +37,29 @@ class NeuronEntry:
 
 
 #: every neuron the applications build by name
-NEURONS: Mapping[str, NeuronEntry] = MappingProxyType({
-    "dsn": NeuronEntry(DynamicDecay, {}, "DSN: a learned causal kernel over the membrane history"),
-    "prf": NeuronEntry(PRF, {"dt_range": (0.01, 1.0), "learn_decay": True},
-                       "PRF: a resonate-and-fire neuron with a learnable complex decay"),
-    # PRF as SpikingJelly's PRFNode(n, dt_range=(0.01, 1.0)) builds it: a fixed decay, the sigmoid surrogate
-    "prf_fixed": NeuronEntry(PRF, {"dt_range": (0.01, 1.0), "surrogate": "sigmoid"},
-                             "PRF as SpikingJelly's PRFNode: a fixed decay, the sigmoid surrogate"),
-    "lif": NeuronEntry(DecoupledLIF, {"tau": 2.0}, "LIF with its reset decoupled from the leak (tau = 2)"),
-    "ltc": NeuronEntry(LTC, {"mode": "parallel"}, "LTC: liquid time constants, its gates from the input (parallel)"),
-    "brf": NeuronEntry(BRF, {}, "HYPR's balanced resonate-and-fire neuron"),
-    "adlif": NeuronEntry(SEAdLIF, {}, "HYPR's adaptive LIF (symplectic-Euler discretisation)"),
-    "psplif": NeuronEntry(PSPLIF, {}, "TSSL-BP's LIF whose output is the post-synaptic potential"),
-})
+NEURONS: Mapping[str, NeuronEntry] = MappingProxyType(
+    {
+        "dsn": NeuronEntry(DynamicDecay, {}, "DSN: a learned causal kernel over the membrane history"),
+        "prf": NeuronEntry(
+            PRF,
+            {"dt_range": (0.01, 1.0), "learn_decay": True},
+            "PRF: a resonate-and-fire neuron with a learnable complex decay",
+        ),
+        # PRF as SpikingJelly's PRFNode(n, dt_range=(0.01, 1.0)) builds it: a fixed decay, the sigmoid surrogate
+        "prf_fixed": NeuronEntry(
+            PRF,
+            {"dt_range": (0.01, 1.0), "surrogate": "sigmoid"},
+            "PRF as SpikingJelly's PRFNode: a fixed decay, the sigmoid surrogate",
+        ),
+        "lif": NeuronEntry(DecoupledLIF, {"tau": 2.0}, "LIF with its reset decoupled from the leak (tau = 2)"),
+        "ltc": NeuronEntry(
+            LTC, {"mode": "parallel"}, "LTC: liquid time constants, its gates from the input (parallel)"
+        ),
+        "brf": NeuronEntry(BRF, {}, "HYPR's balanced resonate-and-fire neuron"),
+        "adlif": NeuronEntry(SEAdLIF, {}, "HYPR's adaptive LIF (symplectic-Euler discretisation)"),
+        "psplif": NeuronEntry(PSPLIF, {}, "TSSL-BP's LIF whose output is the post-synaptic potential"),
+    }
+)
 
 
 def names() -> tuple[str, ...]:

@@ -58,7 +58,7 @@ class _Spike(torch.autograd.Function):
     generate_vmap_rule = True
 
     @staticmethod
-    def forward(x: torch.Tensor, surrogate: "Surrogate") -> torch.Tensor:
+    def forward(x: torch.Tensor, surrogate: Surrogate) -> torch.Tensor:
         return surrogate.heaviside(x)
 
     @staticmethod
@@ -196,9 +196,7 @@ class MultiGaussian(Surrogate):
     def derivative(self, x: torch.Tensor) -> torch.Tensor:
         s, h = self.sigma, self.height
         wide = self.scale * s
-        return self.gamma * (
-            (1 + h) * _gaussian(x, 0.0, s) - h * _gaussian(x, s, wide) - h * _gaussian(x, -s, wide)
-        )
+        return self.gamma * ((1 + h) * _gaussian(x, 0.0, s) - h * _gaussian(x, s, wide) - h * _gaussian(x, -s, wide))
 
 
 class DoubleGaussian(MultiGaussian):
@@ -244,7 +242,9 @@ class Slayer(Surrogate):
     name = "slayer"
 
     def __init__(self, alpha: float = 5.0, scale: float = 0.2, *, inclusive: bool = True) -> None:
-        super().__init__(inclusive=inclusive, alpha=check_positive(alpha, "alpha"), scale=check_positive(scale, "scale"))
+        super().__init__(
+            inclusive=inclusive, alpha=check_positive(alpha, "alpha"), scale=check_positive(scale, "scale")
+        )
 
     def derivative(self, x: torch.Tensor) -> torch.Tensor:
         return (self.scale * self.alpha / 2) * torch.exp(-self.alpha * x.abs())
@@ -297,7 +297,9 @@ def _wrap_foreign(obj: Callable[[torch.Tensor], torch.Tensor], name: str) -> For
         raise TypeError(f"{name}: the surrogate must map a tensor to a tensor of the same shape")
     values = out.detach().tolist()
     if values[0] != 0.0 or values[2] != 1.0 or values[1] not in (0.0, 1.0):
-        raise TypeError(f"{name}: the surrogate's forward pass must be a Heaviside step, got {values} at (-0.5, 0, 0.5)")
+        raise TypeError(
+            f"{name}: the surrogate's forward pass must be a Heaviside step, got {values} at (-0.5, 0, 0.5)"
+        )
     if not out.requires_grad:
         raise TypeError(f"{name}: the surrogate has no derivative (its output does not require grad)")
     (grad,) = torch.autograd.grad(out.sum(), probe, allow_unused=True)

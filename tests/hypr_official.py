@@ -179,7 +179,7 @@ def official_hypr_gradients(
         pre = torch.cat([pres[t], pres[t].new_ones(batch, 1)], -1)
         current = currents[t]
         if recurrent and current_spike_recurrence:  # the current spike in place of the previous one
-            pre = torch.cat([pres[t][:, : -features], spikes[t], pres[t].new_ones(batch, 1)], -1)
+            pre = torch.cat([pres[t][:, :-features], spikes[t], pres[t].new_ones(batch, 1)], -1)
             current = pre @ torch.cat([weight, bias[:, None]], 1).T
         (ds_theta, ds_s, ds_i), (dz_theta, dz_s, dz_i), _ = jacobians(theta, states[t], current)
         if drop_previous_spike and z_column is not None:  # A_t with z_{t-1} held fixed

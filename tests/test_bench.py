@@ -95,8 +95,11 @@ def test_cuda_without_cuda_is_a_clear_error(capsys):
 
 def test_plot_writes_png(tmp_path):
     pytest.importorskip("matplotlib")
-    rows = [{"model": m, "shape": f"{t}x4x64", "T": t, "B": 4, "C": 64, "time_ms": ms * t}
-            for m, ms in (("dsn", 0.01), ("sj_lif", 0.1), ("sj_psn", 0.2)) for t in (1024, 4096)]
+    rows = [
+        {"model": m, "shape": f"{t}x4x64", "T": t, "B": 4, "C": 64, "time_ms": ms * t}
+        for m, ms in (("dsn", 0.01), ("sj_lif", 0.1), ("sj_psn", 0.2))
+        for t in (1024, 4096)
+    ]
     rows.append({"model": "sj_lif", "shape": "16384x4x64", "T": 16384, "B": 4, "C": 64, "error": "timed out"})
     out = tmp_path / "b.png"
     plot.plot(out, rows, bench.ratios(rows), bench.machine_info("cpu"))
@@ -143,8 +146,14 @@ def test_json_is_written_after_every_case_and_a_cut_run_resumes(tmp_path, monkey
     data = json.loads(out.read_text())
     assert data["complete"] is True
     times = {(r["model"], r["shape"]): r["time_ms"] for r in data["rows"]}
-    assert times == {("dsn", "8x1x4"): 2.0, ("prf", "8x1x4"): 1.0, ("lif", "8x1x4"): 5.0,
-                     ("dsn", "16x1x4"): 4.0, ("prf", "16x1x4"): 3.0, ("lif", "16x1x4"): 5.0}
+    assert times == {
+        ("dsn", "8x1x4"): 2.0,
+        ("prf", "8x1x4"): 1.0,
+        ("lif", "8x1x4"): 5.0,
+        ("dsn", "16x1x4"): 4.0,
+        ("prf", "16x1x4"): 3.0,
+        ("lif", "16x1x4"): 5.0,
+    }
     assert "[1/6] dsn 8x1x4: kept from" in capsys.readouterr().err
 
 

@@ -24,11 +24,24 @@ def _parse(argv):
 def test_minimum_bytes_follow_the_table():
     """Bytes an element each op must move in float32: read its inputs once and write its outputs once."""
     elements = 1000
-    expected = {("scan", "forward"): 12, ("scan", "backward"): 20, ("scan", "fwd+bwd"): 32,
-                ("prf", "forward"): 8, ("prf", "backward"): 12, ("dsn", "forward"): 8, ("dsn", "backward"): 12,
-                ("lif", "forward"): 12, ("lif", "backward"): 12, ("sj_lif", "fwd+bwd"): 24, ("copy", "forward"): 8,
-                ("dsn_int", "forward"): 8, ("ltc", "forward"): 20, ("ltc", "backward"): 28, ("psplif", "forward"): 8,
-                ("psplif", "backward"): 12}
+    expected = {
+        ("scan", "forward"): 12,
+        ("scan", "backward"): 20,
+        ("scan", "fwd+bwd"): 32,
+        ("prf", "forward"): 8,
+        ("prf", "backward"): 12,
+        ("dsn", "forward"): 8,
+        ("dsn", "backward"): 12,
+        ("lif", "forward"): 12,
+        ("lif", "backward"): 12,
+        ("sj_lif", "fwd+bwd"): 24,
+        ("copy", "forward"): 8,
+        ("dsn_int", "forward"): 8,
+        ("ltc", "forward"): 20,
+        ("ltc", "backward"): 28,
+        ("psplif", "forward"): 8,
+        ("psplif", "backward"): 12,
+    }
     for (model, pass_), per_element in expected.items():
         assert bench_quick.min_bytes(model, pass_, elements) == per_element * elements
     assert bench_quick.min_bytes("copy", "backward", elements) is None
@@ -40,7 +53,9 @@ def test_a_run_on_cpu_tensors_writes_the_schema(tmp_path):
     models = ("dsn", "prf", "lif", "scan", "sj_lif", "copy")
     if "sj_lif" in models:
         pytest.importorskip("spikingjelly")
-    results = bench_quick.run("cpu", models=models, shapes=[(32, 2, 8)], scan_shape=(40, 1, 8), repeats=1, json_path=out)
+    results = bench_quick.run(
+        "cpu", models=models, shapes=[(32, 2, 8)], scan_shape=(40, 1, 8), repeats=1, json_path=out
+    )
     data = json.loads(out.read_text())
     assert data == json.loads(json.dumps(results)) and data["complete"] is True and data["errors"] == []
     assert data["machine"]["device"] == "cpu" and "torch" in data["machine"]
@@ -59,7 +74,11 @@ def test_a_run_on_cpu_tensors_writes_the_schema(tmp_path):
     assert passes.pop(("scan", (40, 1, 8))) == list(bench_quick.PASSES)  # the scan's large case, last
     assert set(passes) == {(m, (32, 2, 8)) for m in models if m != "copy"}
     assert all(p == list(bench_quick.PASSES) for p in passes.values())
-    assert {(r["model"], r["baseline"]) for r in data["ratios"]} == {("dsn", "sj_lif"), ("prf", "sj_lif"), ("lif", "sj_lif")}
+    assert {(r["model"], r["baseline"]) for r in data["ratios"]} == {
+        ("dsn", "sj_lif"),
+        ("prf", "sj_lif"),
+        ("lif", "sj_lif"),
+    }
     for ratio in data["ratios"]:
         assert set(ratio) == RATIO_KEYS and ratio["shape"] == "32x2x8"
         times = {r["model"]: r["time_ms"] for r in data["rows"] if r["pass"] == "fwd+bwd" and r["T"] == 32}
@@ -87,8 +106,16 @@ def test_the_timed_ops_are_the_kernels_and_the_modules():
 
 def _fake_cuda(monkeypatch, peak=2e12):
     """A machine that looks like a GPU to the run (no device is touched: the timing is replaced too)."""
-    machine = {"cpu": "x", "cores": 1, "torch": torch.__version__, "threads": 1, "device": "cuda", "gpu": "Fake GPU",
-               "python": "3", "peak_bandwidth_gbs": peak / 1e9}
+    machine = {
+        "cpu": "x",
+        "cores": 1,
+        "torch": torch.__version__,
+        "threads": 1,
+        "device": "cuda",
+        "gpu": "Fake GPU",
+        "python": "3",
+        "peak_bandwidth_gbs": peak / 1e9,
+    }
     monkeypatch.setattr(bench_quick, "machine_info", lambda device: dict(machine))
     monkeypatch.setattr(bench_quick, "peak_bandwidth", lambda: (peak, "test"))
 
@@ -110,8 +137,14 @@ def test_peak_fraction_and_partial_write_and_resume(tmp_path, monkeypatch):
     models = ("prf", "scan", "sj_lif")
     calls = []
     with pytest.raises(KeyboardInterrupt):  # dies at the third case, sj_lif 1024x1x256
-        bench_quick.run("cuda", models=models, shapes=shapes, scan_shape=None, json_path=out,
-                        measure_case=_fake_case({"prf": 2.0, "scan": 1.0}, calls))
+        bench_quick.run(
+            "cuda",
+            models=models,
+            shapes=shapes,
+            scan_shape=None,
+            json_path=out,
+            measure_case=_fake_case({"prf": 2.0, "scan": 1.0}, calls),
+        )
     cut = json.loads(out.read_text())
     assert cut["complete"] is False and cut["machine"]["gpu"] == "Fake GPU"
     assert {(r["model"], r["T"]) for r in cut["rows"]} == {("prf", 1024), ("scan", 1024)}
@@ -121,14 +154,28 @@ def test_peak_fraction_and_partial_write_and_resume(tmp_path, monkeypatch):
     assert not list(tmp_path.glob("*.partial"))
 
     calls.clear()
-    done = bench_quick.run("cuda", models=models, shapes=shapes, scan_shape=None, json_path=out, resume=True,
-                           measure_case=_fake_case({"prf": 4.0, "scan": 3.0, "sj_lif": 8.0}, calls))
-    assert calls == [("sj_lif", (1024, 1, 256)), ("prf", (4096, 1, 256)), ("scan", (4096, 1, 256)), ("sj_lif", (4096, 1, 256))]
+    done = bench_quick.run(
+        "cuda",
+        models=models,
+        shapes=shapes,
+        scan_shape=None,
+        json_path=out,
+        resume=True,
+        measure_case=_fake_case({"prf": 4.0, "scan": 3.0, "sj_lif": 8.0}, calls),
+    )
+    assert calls == [
+        ("sj_lif", (1024, 1, 256)),
+        ("prf", (4096, 1, 256)),
+        ("scan", (4096, 1, 256)),
+        ("sj_lif", (4096, 1, 256)),
+    ]
     assert done["complete"] is True and json.loads(out.read_text())["complete"] is True
     kept = {r["time_ms"] for r in done["rows"] if r["T"] == 1024 and r["model"] == "prf"}
     assert kept == {2.0}  # measured before the cut, kept
     assert {(s["model"], s["shape"], s["speedup"]) for s in done["ratios"]} == {
-        ("prf", "1024x1x256", 4.0), ("prf", "4096x1x256", 2.0)}
+        ("prf", "1024x1x256", 4.0),
+        ("prf", "4096x1x256", 2.0),
+    }
 
 
 def test_resume_refuses_another_machine_and_a_failed_case_is_reported(tmp_path, monkeypatch):
@@ -140,16 +187,24 @@ def test_resume_refuses_another_machine_and_a_failed_case_is_reported(tmp_path, 
             raise RuntimeError("CUDA out of memory")
         return {p: 1.0 for p in bench_quick._passes(model)}
 
-    data = bench_quick.run("cuda", models=("prf", "scan"), shapes=[(64, 1, 8)], scan_shape=None, json_path=out,
-                           measure_case=failing)
+    data = bench_quick.run(
+        "cuda", models=("prf", "scan"), shapes=[(64, 1, 8)], scan_shape=None, json_path=out, measure_case=failing
+    )
     assert data["complete"] is True and [e["model"] for e in data["errors"]] == ["scan"]
     assert "out of memory" in data["errors"][0]["error"]
     written = json.loads(out.read_text())
     written["machine"]["gpu"] = "Other GPU"
     out.write_text(json.dumps(written))
     with pytest.raises(ValueError, match="was measured on"):
-        bench_quick.run("cuda", models=("prf",), shapes=[(64, 1, 8)], scan_shape=None, json_path=out, resume=True,
-                        measure_case=failing)
+        bench_quick.run(
+            "cuda",
+            models=("prf",),
+            shapes=[(64, 1, 8)],
+            scan_shape=None,
+            json_path=out,
+            resume=True,
+            measure_case=failing,
+        )
 
 
 def test_the_cli_runs_the_quick_benchmark(tmp_path, capsys):
@@ -176,5 +231,7 @@ def test_the_gpu_session_script_parses_and_refuses_a_machine_without_a_gpu():
     assert subprocess.run(["bash", "-n", str(script)], capture_output=True).returncode == 0
     if torch.cuda.is_available():
         return
-    proc = subprocess.run(["bash", str(script)], capture_output=True, text=True, env={"PATH": "/usr/bin:/bin", "PYTHON": sys.executable})
+    proc = subprocess.run(
+        ["bash", str(script)], capture_output=True, text=True, env={"PATH": "/usr/bin:/bin", "PYTHON": sys.executable}
+    )
     assert proc.returncode == 2 and "no CUDA device" in proc.stderr

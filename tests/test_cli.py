@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+
 import pytest
 
 from snn_parallel import cli
@@ -58,7 +59,12 @@ def test_cli_train_reports_a_measured_accuracy(tmp_path, capsys):
 
 def test_cli_train_adding_reports_a_measured_mse(tmp_path, capsys):
     out = tmp_path / "adding.json"
-    assert cli.main(["train", "--rule", "fptt", "--task", "adding", "--steps", "20", "--iterations", "10", "--json", str(out)]) == 0
+    assert (
+        cli.main(
+            ["train", "--rule", "fptt", "--task", "adding", "--steps", "20", "--iterations", "10", "--json", str(out)]
+        )
+        == 0
+    )
     assert "task=adding-20" in capsys.readouterr().out
     (row,) = json.loads(out.read_text())["rows"]
     # ten iterations: about the trivial MSE 1/6 of predicting the mean (measured: 0.166), far from a broken run's
@@ -87,13 +93,32 @@ def test_cli_train_image_runs_tsslbp_and_bptt_and_refuses_other_rules(capsys):
     out = capsys.readouterr().out
     assert "rule=tsslbp" in out and "rule=bptt" in out and out.count("test_accuracy=") == 2
     assert out.count("recipe=reference") == 2 and out.count("dt_du=spikes") == 1 and out.count("loss=kernel") == 2
-    accuracies = [float(part.split("=")[1]) for part in out.replace("\n", ", ").split(", ") if part.startswith("test_accuracy=")]
+    accuracies = [
+        float(part.split("=")[1]) for part in out.replace("\n", ", ").split(", ") if part.startswith("test_accuracy=")
+    ]
     assert min(accuracies) >= 0.15  # both learn in one epoch (measured: tsslbp 0.25, bptt 0.29; chance 0.1)
     assert cli.main(["train", "--task", "image", "--rule", "bptt", "--loss", "count", "--epochs", "1"]) == 0
     assert "loss=count" in capsys.readouterr().out
     assert cli.main(["train", "--task", "pixel", "--loss", "count"]) == 2
     assert "--loss is for --task image, not --task pixel" in capsys.readouterr().err
-    assert cli.main(["train", "--task", "image", "--rule", "bptt", "--network", "4C5-P2-8", "--padding", "same", "--epochs", "1"]) == 0
+    assert (
+        cli.main(
+            [
+                "train",
+                "--task",
+                "image",
+                "--rule",
+                "bptt",
+                "--network",
+                "4C5-P2-8",
+                "--padding",
+                "same",
+                "--epochs",
+                "1",
+            ]
+        )
+        == 0
+    )
     assert "network=4C5-P2-8, padding=same" in capsys.readouterr().out
     assert cli.main(["train", "--task", "image", "--network", "15C5-P2-40C5-P2-300"]) == 2
     assert "does not fit the 2x2 feature map" in capsys.readouterr().err
@@ -111,7 +136,9 @@ def test_cli_train_image_runs_tsslbp_and_bptt_and_refuses_other_rules(capsys):
         assert "--dt-du is TSSL-BP's: use it with --rule tsslbp" in capsys.readouterr().err
     assert cli.main(["train", "--task", "image", "--rule", "ottt"]) == 2
     assert cli.main(["train", "--task", "row", "--seed", "0,x"]) == 2
-    assert "argument --seed: expected integers in [0, 2**32 - 1] separated by commas, got '0,x'" in capsys.readouterr().err
+    assert (
+        "argument --seed: expected integers in [0, 2**32 - 1] separated by commas, got '0,x'" in capsys.readouterr().err
+    )
     for lr in ("-1e-3", "0", "nan", "inf", "1e-3,x"):
         assert cli.main(["train", "--task", "row", f"--lr={lr}"]) == 2
         assert f"argument --lr: expected finite numbers > 0 separated by commas, got {lr!r}" in capsys.readouterr().err
@@ -126,7 +153,21 @@ def test_cli_train_image_runs_tsslbp_and_bptt_and_refuses_other_rules(capsys):
 
 def test_cli_train_several_seeds_prints_each_and_the_mean(tmp_path, capsys):
     out = tmp_path / "image.json"
-    args = ["train", "--task", "image", "--rule", "bptt", "--epochs", "1", "--steps", "2", "--lr", "1e-3", "--seed", "0,1"]
+    args = [
+        "train",
+        "--task",
+        "image",
+        "--rule",
+        "bptt",
+        "--epochs",
+        "1",
+        "--steps",
+        "2",
+        "--lr",
+        "1e-3",
+        "--seed",
+        "0,1",
+    ]
     assert cli.main([*args, "--json", str(out)]) == 0
     rows = json.loads(out.read_text())["rows"]
     assert [(row["seed"], row["steps"]) for row in rows] == [(0, 2), (1, 2)]
@@ -137,8 +178,23 @@ def test_cli_train_several_seeds_prints_each_and_the_mean(tmp_path, capsys):
 
 def test_cli_train_scores_several_rates_on_the_validation_share_and_names_the_best(tmp_path, capsys):
     out = tmp_path / "sweep.json"
-    args = ["train", "--task", "image", "--rule", "tsslbp", "--epochs", "3", "--steps", "2", "--lr", "1e-4,1e-2",
-            "--valid", "0.25", "--json", str(out)]
+    args = [
+        "train",
+        "--task",
+        "image",
+        "--rule",
+        "tsslbp",
+        "--epochs",
+        "3",
+        "--steps",
+        "2",
+        "--lr",
+        "1e-4,1e-2",
+        "--valid",
+        "0.25",
+        "--json",
+        str(out),
+    ]
     assert cli.main(args) == 0
     rows = json.loads(out.read_text())["rows"]
     assert [row["lr"] for row in rows] == [1e-4, 1e-2]
@@ -160,7 +216,10 @@ def test_cli_train_scores_several_rates_on_the_validation_share_and_names_the_be
         (["train", "--epochs", "0"], "argument --epochs: expected an integer >= 1, got '0'"),  # trained 20 epochs
         (["train", "--parts", "0"], "argument --parts: expected an integer >= 1, got '0'"),  # became T
         (["train", "--iterations", "-5", "--task", "adding"], "argument --iterations: expected an integer >= 1"),
-        (["train", "--seed", "-1"], "argument --seed: expected integers in [0, 2**32 - 1] separated by commas, got '-1'"),
+        (
+            ["train", "--seed", "-1"],
+            "argument --seed: expected integers in [0, 2**32 - 1] separated by commas, got '-1'",
+        ),
         (["train", "--json", "missing-folder/out.json"], "argument --json: the folder of 'missing-folder/out.json'"),
         (["demo", "--hidden", "0"], "argument --hidden: expected an integer >= 1, got '0'"),  # ZeroDivisionError
         (["demo", "--lr", "nan"], "argument --lr: expected a finite number > 0, got 'nan'"),
@@ -169,7 +228,10 @@ def test_cli_train_scores_several_rates_on_the_validation_share_and_names_the_be
         (["demo", "--epochs", "2.5"], "argument --epochs: expected an integer >= 1, got '2.5'"),
         (["demo", "--seed", "-1"], "argument --seed: expected an integer in [0, 2**32 - 1], got '-1'"),
         (["bench", "--learners", "--lengths", "8,0"], "argument --lengths: expected integers >= 1 separated by commas"),
-        (["bench", "--learners", "--rules", "bptt,sgd"], "argument --rules: expected rules from bptt, fptt, hypr, ottt"),
+        (
+            ["bench", "--learners", "--rules", "bptt,sgd"],
+            "argument --rules: expected rules from bptt, fptt, hypr, ottt",
+        ),
         (["bench", "--learners", "--learners-json", "."], "argument --learners-json: '.' is a folder, not a file"),
         # options the chosen task or rule does not use
         (["train", "--task", "adding", "--epochs", "3"], "--epochs is for --task row, pixel or image"),
@@ -182,7 +244,10 @@ def test_cli_train_scores_several_rates_on_the_validation_share_and_names_the_be
         (["train", "--task", "adding", "--steps", "1"], "--steps of the adding problem must be >= 2"),
         (["train", "--valid", "0.001"], "--valid 0.001: valid_fraction=0.001 cannot give a stratified split"),
         (["bench", "--rules", "bptt"], "--rules is for --learners"),
-        (["bench", "--json", "missing-folder/bench.json"], "argument --json: the folder of 'missing-folder/bench.json'"),
+        (
+            ["bench", "--json", "missing-folder/bench.json"],
+            "argument --json: the folder of 'missing-folder/bench.json'",
+        ),
         (["bench", "--plot", "."], "argument --plot: '.' is a folder, not a file"),
         (["bench", "--learners", "--repeats", "3"], "--repeats times the neurons; --learners does not use it"),
     ],
@@ -210,15 +275,36 @@ def test_cli_reports_non_finite_training_in_one_line(capsys):
     stops with one line naming the step (exit code 1) and a diverged one says so."""
     assert cli.main(["demo", "--neuron", "prf", "--lr", "1e6", "--epochs", "1", "--hidden", "16", "--no-progress"]) == 1
     err = capsys.readouterr().err
-    assert err.startswith("snn-parallel demo: error: bptt: training went non-finite at optimizer step ") and err.count("\n") == 1
+    assert (
+        err.startswith("snn-parallel demo: error: bptt: training went non-finite at optimizer step ")
+        and err.count("\n") == 1
+    )
     assert cli.main(["demo", "--lr", "1e6", "--epochs", "1", "--hidden", "16", "--no-progress"]) == 0
     assert "warning: the training diverged" in capsys.readouterr().out
 
 
 def test_cli_adding_problem_takes_fptt_parts(tmp_path, capsys):
     out = tmp_path / "adding.json"
-    assert cli.main(["train", "--rule", "fptt", "--task", "adding", "--steps", "6", "--iterations", "10", "--parts", "3",
-                     "--json", str(out)]) == 0
+    assert (
+        cli.main(
+            [
+                "train",
+                "--rule",
+                "fptt",
+                "--task",
+                "adding",
+                "--steps",
+                "6",
+                "--iterations",
+                "10",
+                "--parts",
+                "3",
+                "--json",
+                str(out),
+            ]
+        )
+        == 0
+    )
     (row,) = json.loads(out.read_text())["rows"]
     assert row["steps"] == 6 and row["iterations"] == 10
 
@@ -232,8 +318,14 @@ def _parsed(argv):
     "flags, words",
     [
         (["train"], ["train", "row", "all"]),
-        (["train", "--task", "adding", "--rule", "fptt", "--steps", "20"], ["train", "adding", "fptt", "--steps", "20"]),
-        (["train", "--steps=20", "--rule=fptt", "--task=adding"], ["train", "adding", "--rule", "fptt", "--steps", "20"]),
+        (
+            ["train", "--task", "adding", "--rule", "fptt", "--steps", "20"],
+            ["train", "adding", "fptt", "--steps", "20"],
+        ),
+        (
+            ["train", "--steps=20", "--rule=fptt", "--task=adding"],
+            ["train", "adding", "--rule", "fptt", "--steps", "20"],
+        ),
         (["train", "--rule", "ottt", "--trace", "neuron"], ["train", "row", "ottt", "--trace", "neuron"]),
         (["train", "--task", "image", "--epochs", "2"], ["train", "image", "--epochs", "2"]),
         (["bench", "--shapes", "8x1x4"], ["bench", "neurons", "--shapes", "8x1x4"]),
@@ -246,12 +338,19 @@ def test_task_rule_and_job_as_options_or_subcommands_parse_the_same(flags, words
 
 def test_subcommands_parse_what_they_select():
     args = _parsed(["train", "--task", "image", "--rule", "tsslbp", "--dt-du", "rising", "--lr", "1e-3,2e-3"])
-    assert (args["task"], args["rule"], args["dt_du"], args["lr"], args["parts"]) == ("image", "tsslbp", "rising", [1e-3, 2e-3], None)
+    assert (args["task"], args["rule"], args["dt_du"], args["lr"], args["parts"]) == (
+        "image",
+        "tsslbp",
+        "rising",
+        [1e-3, 2e-3],
+        None,
+    )
     assert _parsed(["bench", "--learners"])["job"] == "learners" and _parsed(["bench"])["job"] == "neurons"
 
 
 def test_rule_all_passes_alpha_to_fptt_alone(monkeypatch, capsys):
-    """``--rule all`` takes FPTT's and OTTT's options; ``--alpha`` reaches FPTT alone, the others every rule as before."""
+    """``--rule all`` takes FPTT's and OTTT's options; ``--alpha`` reaches FPTT alone, the others every rule as
+    before."""
     from snn_parallel.learners import experiments
 
     calls = {}
@@ -275,7 +374,10 @@ def test_rule_all_passes_alpha_to_fptt_alone(monkeypatch, capsys):
         (["train", "row", "hypr", "--readout", "trace"], "--readout is OTTT's: use it with --rule ottt or all"),
         (["train", "--task", "adding", "--trace", "neuron"], "--trace is for --task row or pixel, not --task adding"),
         (["train", "--task", "pixel", "--iter", "5"], "--iterations is for --task adding, not --task pixel"),
-        (["train", "--task", "image", "--rule", "bptt", "--dt-du", "rising"], "--dt-du is TSSL-BP's: use it with --rule tsslbp"),
+        (
+            ["train", "--task", "image", "--rule", "bptt", "--dt-du", "rising"],
+            "--dt-du is TSSL-BP's: use it with --rule tsslbp",
+        ),
         (["train", "--task", "image", "--rule", "ottt"], "argument RULE: invalid choice: 'ottt'"),
         (["train", "--task", "row", "--rule", "tsslbp"], "argument RULE: invalid choice: 'tsslbp'"),
         (["train", "--task", "sound"], "argument TASK: invalid choice: 'sound'"),
@@ -293,7 +395,11 @@ def test_misplaced_options_are_refused_by_the_subcommand_with_where_they_belong(
 def test_help_lists_what_each_subcommand_takes(capsys):
     for argv, present, absent in (
         (["train", "--help"], ["adding", "image"], ["--parts"]),
-        (["train", "--task", "adding", "--help"], ["--iterations", "--parts", "--alpha"], ["--epochs", "--trace", "--dt-du"]),
+        (
+            ["train", "--task", "adding", "--help"],
+            ["--iterations", "--parts", "--alpha"],
+            ["--epochs", "--trace", "--dt-du"],
+        ),
         (["train", "image", "tsslbp", "--help"], ["--dt-du", "--recipe", "--epochs"], ["--parts", "--neuron"]),
         (["bench", "--help"], ["neurons", "learners"], ["--shapes"]),
         (["bench", "--learners", "--help"], ["--rules", "--lengths"], ["--shapes"]),

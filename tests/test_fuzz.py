@@ -40,8 +40,13 @@ from snn_parallel.neurons import PSPFilter  # noqa: E402
 FLOATS = (torch.float64, torch.float32, torch.float16, torch.bfloat16)
 #: cases tried and outcomes, per family ("ops", "neurons"): printed at the end of the module
 COUNTS: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
-SETTINGS = settings(max_examples=int(os.environ.get("SNN_FUZZ_EXAMPLES", 500)), deadline=None, derandomize=True, database=None,
-                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+SETTINGS = settings(
+    max_examples=int(os.environ.get("SNN_FUZZ_EXAMPLES", 500)),
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -55,9 +60,11 @@ def _report(request):
         reporter.write_line("")
         for family, counts in sorted(COUNTS.items()):
             other = counts["tried"] - counts["ok"] - counts["TypeError"] - counts["ValueError"]
-            reporter.write_line(f"fuzz {family}: {counts['tried']} cases tried: {counts['ok']} returned the reference, "
-                                f"{counts['TypeError']} TypeError, {counts['ValueError']} ValueError"
-                                + (f", {other} not refused" if other else ""))
+            reporter.write_line(
+                f"fuzz {family}: {counts['tried']} cases tried: {counts['ok']} returned the reference, "
+                f"{counts['TypeError']} TypeError, {counts['ValueError']} ValueError"
+                + (f", {other} not refused" if other else "")
+            )
 
 
 def _names(message: str, name: str) -> bool:
@@ -155,69 +162,147 @@ def _channel(shape: tuple[int, ...], dims: int) -> tuple[int, ...]:
 
 
 def _scan_case(steps, shape, dtype, rand) -> OpCase:
-    args = {"a": rand(_channel(shape, len(shape))).abs() % 1, "b": rand((steps, *shape)), "h0": rand(shape), "chunk": 2,
-            "log_decay": False, "backend": "auto"}
-    return OpCase(args, lambda a: ops.linear_scan(**a), lambda a: ops.linear_scan_reference(a["a"], a["b"], a["h0"]),
-                  "b", ("a", "b", "h0"), {"chunk": "positive_int", "log_decay": "bool", "backend": "backend"},
-                  complex_ok=("a", "b", "h0"), spiking=False)
+    args = {
+        "a": rand(_channel(shape, len(shape))).abs() % 1,
+        "b": rand((steps, *shape)),
+        "h0": rand(shape),
+        "chunk": 2,
+        "log_decay": False,
+        "backend": "auto",
+    }
+    return OpCase(
+        args,
+        lambda a: ops.linear_scan(**a),
+        lambda a: ops.linear_scan_reference(a["a"], a["b"], a["h0"]),
+        "b",
+        ("a", "b", "h0"),
+        {"chunk": "positive_int", "log_decay": "bool", "backend": "backend"},
+        complex_ok=("a", "b", "h0"),
+        spiking=False,
+    )
 
 
 def _dsn_case(steps, shape, dtype, rand) -> OpCase:
     taps = 3
-    args = {"x": rand((steps, *shape)), "history": rand((taps - 1, *shape)), "weight": rand((taps, *_channel(shape, len(shape)))),
-            "bias": rand(_channel(shape, len(shape))), "tau": 0.5, "h0": rand(shape), "spike_fn": sg.ATan(), "shift": 1.0,
-            "backend": "auto"}
+    args = {
+        "x": rand((steps, *shape)),
+        "history": rand((taps - 1, *shape)),
+        "weight": rand((taps, *_channel(shape, len(shape)))),
+        "bias": rand(_channel(shape, len(shape))),
+        "tau": 0.5,
+        "h0": rand(shape),
+        "spike_fn": sg.ATan(),
+        "shift": 1.0,
+        "backend": "auto",
+    }
 
     def reference(a):
         h, last = ops.dsn_membrane_reference(a["x"], a["history"], a["weight"], a["bias"], a["tau"], a["h0"])
         return a["spike_fn"].heaviside(h - a["shift"]), h, last
 
-    return OpCase(args, lambda a: ops.dsn_membrane(**a), reference, "x", ("x", "history", "weight", "bias", "h0"),
-                  {"tau": "positive", "shift": "real", "spike_fn": "surrogate", "backend": "backend"})
+    return OpCase(
+        args,
+        lambda a: ops.dsn_membrane(**a),
+        reference,
+        "x",
+        ("x", "history", "weight", "bias", "h0"),
+        {"tau": "positive", "shift": "real", "spike_fn": "surrogate", "backend": "backend"},
+    )
 
 
 def _linear_fire_case(steps, shape, dtype, rand) -> OpCase:
     channel = _channel(shape, len(shape))
-    args = {"x": rand((steps, *shape)), "decay": rand(channel).abs() % 1, "scale": rand(channel), "h0": rand(shape),
-            "bias0": rand(shape).abs(), "spike_fn": sg.Sigmoid(), "v_threshold": 1.0, "reset_decay": rand(channel).abs() % 1,
-            "backend": "auto"}
+    args = {
+        "x": rand((steps, *shape)),
+        "decay": rand(channel).abs() % 1,
+        "scale": rand(channel),
+        "h0": rand(shape),
+        "bias0": rand(shape).abs(),
+        "spike_fn": sg.Sigmoid(),
+        "v_threshold": 1.0,
+        "reset_decay": rand(channel).abs() % 1,
+        "backend": "auto",
+    }
 
     def reference(a):
         keys = ("x", "decay", "scale", "h0", "bias0", "spike_fn", "v_threshold", "reset_decay")
         return ops.linear_fire_reference(*(a[k] for k in keys))
 
-    return OpCase(args, lambda a: ops.linear_fire(**a), reference, "x", ("x", "decay", "scale", "h0", "bias0", "reset_decay"),
-                  {"v_threshold": "real", "spike_fn": "surrogate", "backend": "backend"})
+    return OpCase(
+        args,
+        lambda a: ops.linear_fire(**a),
+        reference,
+        "x",
+        ("x", "decay", "scale", "h0", "bias0", "reset_decay"),
+        {"v_threshold": "real", "spike_fn": "surrogate", "backend": "backend"},
+    )
 
 
 def _ltc_case(steps, shape, dtype, rand) -> OpCase:
     sequence = (steps, *shape)
-    args = {"current": rand(sequence), "rate": torch.sigmoid(rand(sequence)), "retention": torch.sigmoid(rand(sequence)),
-            "u0": rand(shape), "s0": (rand(shape) > 0).to(dtype), "b_init": rand(shape).abs(), "b0": 0.1, "beta_a": 1.8,
-            "surrogate": sg.MultiGaussian(), "backend": "auto"}
+    args = {
+        "current": rand(sequence),
+        "rate": torch.sigmoid(rand(sequence)),
+        "retention": torch.sigmoid(rand(sequence)),
+        "u0": rand(shape),
+        "s0": (rand(shape) > 0).to(dtype),
+        "b_init": rand(shape).abs(),
+        "b0": 0.1,
+        "beta_a": 1.8,
+        "surrogate": sg.MultiGaussian(),
+        "backend": "auto",
+    }
 
     def reference(a):
         keys = ("current", "rate", "retention", "u0", "s0", "b_init", "b0", "beta_a", "surrogate")
         return ops.ltc_scan_reference(*(a[k] for k in keys))
 
-    return OpCase(args, lambda a: ops.ltc_scan(**a), reference, "current", ("current", "rate", "retention", "u0", "s0", "b_init"),
-                  {"b0": "real", "beta_a": "real", "surrogate": "surrogate", "backend": "backend"})
+    return OpCase(
+        args,
+        lambda a: ops.ltc_scan(**a),
+        reference,
+        "current",
+        ("current", "rate", "retention", "u0", "s0", "b_init"),
+        {"b0": "real", "beta_a": "real", "surrogate": "surrogate", "backend": "backend"},
+    )
 
 
 def _tsslbp_case(steps, shape, dtype, rand) -> OpCase:
     from snn_parallel.ops.tssl import tssl_forward_reference
 
-    args = {"current": 2 * rand((steps, *shape)), "u0": rand(shape), "a0": rand(shape).abs(), "v_threshold": 1.0,
-            "tau_m": 5.0, "tau_s": 3.0, "inclusive": False, "dt_du_at_spikes": True, "backend": "auto"}
+    args = {
+        "current": 2 * rand((steps, *shape)),
+        "u0": rand(shape),
+        "a0": rand(shape).abs(),
+        "v_threshold": 1.0,
+        "tau_m": 5.0,
+        "tau_s": 3.0,
+        "inclusive": False,
+        "dt_du_at_spikes": True,
+        "backend": "auto",
+    }
 
     def reference(a):
         psp, spikes, membrane, _, u_last, a_last = tssl_forward_reference(
-            a["current"], a["u0"], a["a0"], a["v_threshold"], a["tau_m"], a["tau_s"], a["inclusive"])
+            a["current"], a["u0"], a["a0"], a["v_threshold"], a["tau_m"], a["tau_s"], a["inclusive"]
+        )
         return psp, spikes, membrane, u_last, a_last
 
-    return OpCase(args, lambda a: ops.tsslbp(**a), reference, "current", ("current", "u0", "a0"),
-                  {"v_threshold": "real", "tau_m": "at_least_one", "tau_s": "at_least_one", "inclusive": "bool",
-                   "dt_du_at_spikes": "bool", "backend": "backend"})
+    return OpCase(
+        args,
+        lambda a: ops.tsslbp(**a),
+        reference,
+        "current",
+        ("current", "u0", "a0"),
+        {
+            "v_threshold": "real",
+            "tau_m": "at_least_one",
+            "tau_s": "at_least_one",
+            "inclusive": "bool",
+            "dt_du_at_spikes": "bool",
+            "backend": "backend",
+        },
+    )
 
 
 def _psp_case(steps, shape, dtype, rand) -> OpCase:
@@ -227,11 +312,19 @@ def _psp_case(steps, shape, dtype, rand) -> OpCase:
         decay = torch.full((), 1 - 1 / a["tau_s"], dtype=a["x"].dtype)
         return ops.linear_scan_reference(decay, a["x"] / a["tau_s"], a["a0"])
 
-    return OpCase(args, lambda a: ops.psp_filter(**a), reference, "x", ("x", "a0"), {"tau_s": "at_least_one"}, spiking=False)
+    return OpCase(
+        args, lambda a: ops.psp_filter(**a), reference, "x", ("x", "a0"), {"tau_s": "at_least_one"}, spiking=False
+    )
 
 
-OPS = {"linear_scan": _scan_case, "dsn_membrane": _dsn_case, "linear_fire": _linear_fire_case, "ltc_scan": _ltc_case,
-       "tsslbp": _tsslbp_case, "psp_filter": _psp_case}
+OPS = {
+    "linear_scan": _scan_case,
+    "dsn_membrane": _dsn_case,
+    "linear_fire": _linear_fire_case,
+    "ltc_scan": _ltc_case,
+    "tsslbp": _tsslbp_case,
+    "psp_filter": _psp_case,
+}
 TENSOR_SPOILS = ("nan", "inf", "int", "complex", "rank", "empty", "meta", "list")
 
 
@@ -258,7 +351,11 @@ def test_fuzz_ops(data):
     args, spoiled = dict(case.args), None
     if spoil == "tensor":
         spoiled = data.draw(st.sampled_from(case.tensors), label="tensor")
-        hows = [h for h in TENSOR_SPOILS if not (h == "complex" and spoiled in case.complex_ok) and (h != "empty" or spoiled == case.sequence)]
+        hows = [
+            h
+            for h in TENSOR_SPOILS
+            if not (h == "complex" and spoiled in case.complex_ok) and (h != "empty" or spoiled == case.sequence)
+        ]
         how = data.draw(st.sampled_from(hows), label="how")
         args[spoiled] = _spoil_tensor(args[spoiled], how, sequence=spoiled == case.sequence)
     elif spoil == "constant":
@@ -294,7 +391,20 @@ NEURONS: dict[str, Callable[[int], torch.nn.Module]] = {
     "PSPLIF-surrogate": lambda n: sp.PSPLIF(n, gradient="surrogate"),
     "PSPFilter": lambda n: PSPFilter(n),
 }
-INPUT_SPOILS = ("nan", "inf", "int", "complex", "other_float", "rank", "features", "empty", "meta", "list", "none", "str")
+INPUT_SPOILS = (
+    "nan",
+    "inf",
+    "int",
+    "complex",
+    "other_float",
+    "rank",
+    "features",
+    "empty",
+    "meta",
+    "list",
+    "none",
+    "str",
+)
 STATE_SPOILS = ("tuple", "field_shape", "field_nan", "field_dtype", "field_meta", "field_list")
 
 
@@ -352,7 +462,11 @@ def test_fuzz_neurons(data):
     if spoil == "input":
         # a neuron without parameters (PSPFilter) takes any float dtype on any device
         free = next(iter([*neuron.parameters(), *neuron.buffers()]), None) is None
-        hows = [h for h in INPUT_SPOILS if (h != "empty" or entry == "forward") and not (free and h in ("other_float", "meta"))]
+        hows = [
+            h
+            for h in INPUT_SPOILS
+            if (h != "empty" or entry == "forward") and not (free and h in ("other_float", "meta"))
+        ]
         how = data.draw(st.sampled_from(hows), label="how")
         x_in, spoiled = _spoil_input(x_in, how, entry == "forward"), "x_seq" if entry == "forward" else "x_t"
     elif spoil == "state":

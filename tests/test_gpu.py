@@ -35,7 +35,10 @@ def test_auto_picks_cupy_for_cuda_tensors_and_says_so_once(caplog, monkeypatch):
     with caplog.at_level(logging.INFO, logger="snn_parallel"):
         for _ in range(2):
             assert _backend.resolve_backend("auto", x, op="probe") == "cupy"
-            assert _backend.resolve_backend("auto", x.double(), op="probe", unsupported=lambda: "float64 inputs") == "torch"
+            assert (
+                _backend.resolve_backend("auto", x.double(), op="probe", unsupported=lambda: "float64 inputs")
+                == "torch"
+            )
     messages = [r.getMessage() for r in caplog.records]
     assert messages == [
         "probe: backend='auto' uses cupy (CuPy kernels for CUDA tensors)",

@@ -13,9 +13,7 @@ ROOT = Path(__file__).parent.parent
 def test_every_subpackage_is_listed_in_pyproject():
     config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
     listed = set(config["packages"])
-    on_disk = {
-        ".".join(init.parent.relative_to(ROOT).parts) for init in (ROOT / "snn_parallel").rglob("__init__.py")
-    }
+    on_disk = {".".join(init.parent.relative_to(ROOT).parts) for init in (ROOT / "snn_parallel").rglob("__init__.py")}
     assert on_disk <= listed, f"missing from pyproject.toml: {sorted(on_disk - listed)}"
     assert config["package-dir"] == {"snn_parallel.adapters": "adapters"}
     assert "adapters" not in listed  # never a top-level package of that name

@@ -10,8 +10,16 @@ from snn_parallel.surrogate import Sigmoid
 
 
 def test_every_name_builds_its_class_with_the_task_arguments():
-    classes = {"dsn": DynamicDecay, "prf": PRF, "prf_fixed": PRF, "lif": DecoupledLIF, "ltc": LTC, "brf": BRF,
-               "adlif": SEAdLIF, "psplif": PSPLIF}
+    classes = {
+        "dsn": DynamicDecay,
+        "prf": PRF,
+        "prf_fixed": PRF,
+        "lif": DecoupledLIF,
+        "ltc": LTC,
+        "brf": BRF,
+        "adlif": SEAdLIF,
+        "psplif": PSPLIF,
+    }
     assert registry.names() == tuple(sorted(classes))
     for name, cls in classes.items():
         neuron = registry.build(name, 5)

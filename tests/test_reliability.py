@@ -28,7 +28,7 @@ from snn_parallel.learners import (
     UnsupportedModule,
     tssl_network,
 )
-from snn_parallel.neurons import DecoupledLIF, PRF
+from snn_parallel.neurons import DecoupledLIF
 
 pytest.importorskip("sklearn")
 
@@ -69,15 +69,31 @@ def _image_net():
 
 
 RESUME_CASES = {
-    "bptt": (lambda m: BPTTTrainer(m, torch.optim.Adam(m.parameters(), lr=1e-2), loss="ce_all", progress=False),
-             lambda: _classifier(nn.Dropout(0.3)), "row"),
-    "bptt-sequence-dropout": (lambda m: BPTTTrainer(m, torch.optim.Adam(m.parameters(), lr=1e-2), loss="ce_all", progress=False),
-                              lambda: _classifier(SequenceDropout(0.3)), "row"),
-    "fptt": (lambda m: FPTTTrainer(m, torch.optim.Adam(m.parameters(), lr=1e-2), parts=4, loss="ce_all", progress=False),
-             lambda: _classifier(nn.Dropout(0.3)), "row"),
-    "ottt": (lambda m: OTTTTrainer(m, torch.optim.Adam(m.parameters(), lr=1e-2), loss="ce_all", progress=False),
-             lambda: _classifier(SequenceDropout(0.3)), "row"),
-    "tsslbp": (lambda m: TSSLBPTrainer(m, torch.optim.AdamW(m.parameters(), lr=5e-3), progress=False), _image_net, "image"),
+    "bptt": (
+        lambda m: BPTTTrainer(m, torch.optim.Adam(m.parameters(), lr=1e-2), loss="ce_all", progress=False),
+        lambda: _classifier(nn.Dropout(0.3)),
+        "row",
+    ),
+    "bptt-sequence-dropout": (
+        lambda m: BPTTTrainer(m, torch.optim.Adam(m.parameters(), lr=1e-2), loss="ce_all", progress=False),
+        lambda: _classifier(SequenceDropout(0.3)),
+        "row",
+    ),
+    "fptt": (
+        lambda m: FPTTTrainer(m, torch.optim.Adam(m.parameters(), lr=1e-2), parts=4, loss="ce_all", progress=False),
+        lambda: _classifier(nn.Dropout(0.3)),
+        "row",
+    ),
+    "ottt": (
+        lambda m: OTTTTrainer(m, torch.optim.Adam(m.parameters(), lr=1e-2), loss="ce_all", progress=False),
+        lambda: _classifier(SequenceDropout(0.3)),
+        "row",
+    ),
+    "tsslbp": (
+        lambda m: TSSLBPTrainer(m, torch.optim.AdamW(m.parameters(), lr=5e-3), progress=False),
+        _image_net,
+        "image",
+    ),
 }
 
 
@@ -100,14 +116,14 @@ def test_resume_with_dropout_is_exact(tmp_path, case):
     resumed.load(tmp_path / "ckpt.pt")
     resumed_history = resumed.fit(_loader(mode, **options), 1)
 
-    for p, q in zip(straight_model.parameters(), resumed_model.parameters()):
+    for p, q in zip(straight_model.parameters(), resumed_model.parameters(), strict=True):
         assert torch.equal(p, q)
     assert _strip(resumed_history) == _strip(history)
 
 
 def test_hypr_refuses_dropout_models_so_its_resume_stays_exact():
     """HYPR recomputes every step in its P-stage, so a dropout model is refused (resume of
-    HYPR without dropout is exact: ``tests/test_learners.py``)."""
+    HYPR without dropout is exact: ``tests/learners/test_trainers.py``)."""
     model = _classifier(nn.Dropout(0.3))
     with pytest.raises(UnsupportedModule, match="deterministic"):
         HYPRTrainer(model, torch.optim.SGD(model.parameters(), lr=0.1))
@@ -157,7 +173,9 @@ def test_a_nan_weight_is_named_before_any_update(rule):
     before = copy.deepcopy(model.state_dict())
     options = {"parts": 2} if rule is FPTTTrainer else {}
     trainer = rule(model, torch.optim.SGD(model.parameters(), lr=0.1), loss="ce_all", progress=False, **options)
-    with pytest.raises(NonFiniteError, match=r"optimizer step 1 \(epoch 1\).*'0\.weight' \(1 NaN, 0 inf of 128 values\)"):
+    with pytest.raises(
+        NonFiniteError, match=r"optimizer step 1 \(epoch 1\).*'0\.weight' \(1 NaN, 0 inf of 128 values\)"
+    ):
         _fit(trainer, [_batch()])
     for name, value in model.state_dict().items():
         assert torch.equal(value, before[name]) or name == "0.weight"
@@ -193,7 +211,9 @@ def test_an_infinite_regression_target_is_refused():
 
 def test_skipping_non_finite_steps_counts_them_and_keeps_the_weights():
     model = _classifier()
-    trainer = BPTTTrainer(model, torch.optim.SGD(model.parameters(), lr=0.1), loss="ce_all", progress=False, nonfinite="skip")
+    trainer = BPTTTrainer(
+        model, torch.optim.SGD(model.parameters(), lr=0.1), loss="ce_all", progress=False, nonfinite="skip"
+    )
     good, bad = _batch(), _batch(value=math.inf)
     with snn_parallel.validation(False):
         trainer.fit([good], 1)
@@ -467,11 +487,29 @@ def _op_inputs():
     zeros = torch.zeros(2, 3)
     return {
         "dsn_membrane": lambda **c: snn_parallel.ops.dsn_membrane(
-            x, torch.zeros(2, 2, 3), torch.rand(3, 3), torch.zeros(3), c.get("tau", 0.5), zeros, sg.ATan(), c.get("shift", 1.0)),
+            x,
+            torch.zeros(2, 2, 3),
+            torch.rand(3, 3),
+            torch.zeros(3),
+            c.get("tau", 0.5),
+            zeros,
+            sg.ATan(),
+            c.get("shift", 1.0),
+        ),
         "linear_fire": lambda **c: snn_parallel.ops.linear_fire(
-            x, torch.full((3,), 0.5), torch.ones(3), zeros, zeros, sg.ATan(), c.get("v_threshold", 1.0)),
+            x, torch.full((3,), 0.5), torch.ones(3), zeros, zeros, sg.ATan(), c.get("v_threshold", 1.0)
+        ),
         "ltc_scan": lambda **c: snn_parallel.ops.ltc_scan(
-            x, torch.full_like(x, 0.5), torch.full_like(x, 0.5), zeros, zeros, zeros, c.get("b0", 0.1), c.get("beta_a", 1.8), sg.ATan()),
+            x,
+            torch.full_like(x, 0.5),
+            torch.full_like(x, 0.5),
+            zeros,
+            zeros,
+            zeros,
+            c.get("b0", 0.1),
+            c.get("beta_a", 1.8),
+            sg.ATan(),
+        ),
         "tsslbp": lambda **c: snn_parallel.ops.tsslbp(x, **c),
         "linear_scan": lambda **c: snn_parallel.ops.linear_scan(torch.full((3,), 0.5), x, **c),
         "psp_filter": lambda **c: snn_parallel.ops.psp_filter(x, c.get("tau_s", 3.0)),

@@ -17,10 +17,10 @@ from snn_parallel.tasks import (
     SequentialDigits,
     TemporalXOR,
     make_loader,
+    mnist1d_task,
     time_major_collate,
 )
 from snn_parallel.tasks import digits as digits_module
-from snn_parallel.tasks import mnist1d_task
 
 NUM_DIGITS = 1797
 needs_sklearn = pytest.mark.skipif(importlib.util.find_spec("sklearn") is None, reason="needs scikit-learn")

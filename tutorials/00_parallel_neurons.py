@@ -81,10 +81,12 @@ for name, neuron in neurons.items():
 
 # %%
 fig, axes = plt.subplots(len(results), 1, figsize=(9, 8), sharex=True)
-for ax, (name, (spikes, membrane)) in zip(axes, results.items()):
+for ax, (name, (spikes, membrane)) in zip(axes, results.items(), strict=True):
     ax.plot(membrane[:, 0], lw=1, label="membrane (channel 0)")
     times = torch.nonzero(spikes[:, 0]).flatten()
-    ax.vlines(times, ymin=membrane[:, 0].min(), ymax=membrane[:, 0].max(), color="k", alpha=0.25, lw=0.8, label="spikes")
+    ax.vlines(
+        times, ymin=membrane[:, 0].min(), ymax=membrane[:, 0].max(), color="k", alpha=0.25, lw=0.8, label="spikes"
+    )
     ax.set_title(name, fontsize=10)
     ax.legend(loc="upper right", fontsize=8)
 axes[-1].set_xlabel("time step")
@@ -135,7 +137,10 @@ for length in lengths:
         start = time.perf_counter()
         fn()
         timings[label].append(time.perf_counter() - start)
-    print(f"T = {length:5d}: parallel {1e3 * timings['forward (parallel)'][-1]:7.1f} ms, loop {1e3 * timings['step loop'][-1]:7.1f} ms")
+    print(
+        f"T = {length:5d}: parallel {1e3 * timings['forward (parallel)'][-1]:7.1f} ms, "
+        f"loop {1e3 * timings['step loop'][-1]:7.1f} ms"
+    )
 
 fig, ax = plt.subplots(figsize=(6, 4))
 for label, values in timings.items():

@@ -35,9 +35,9 @@ matplotlib.use(os.environ.get("MPLBACKEND", "Agg"))
 import matplotlib.pyplot as plt
 import snntorch as snn
 import torch
+from snn_parallel.adapters.snntorch import PRF, DynamicDecay, reset
 from torch import nn
 
-from snn_parallel.adapters.snntorch import PRF, DynamicDecay, reset
 from snn_parallel.tasks import SequentialDigits, make_loader
 
 OUT = Path(os.environ.get("SNN_TUTORIAL_OUT", "figures"))
@@ -153,7 +153,7 @@ def train(name, parallel):
     net = Net(models[name])
     optimizer = torch.optim.Adam(net.parameters(), lr=5e-3)
     start = time.perf_counter()
-    for epoch in range(EPOCHS):
+    for _ in range(EPOCHS):
         for x, y in train_loader:
             _, _, mem = net.forward_parallel(x) if parallel else net(x)
             loss = loss_of(mem, y)
@@ -161,19 +161,25 @@ def train(name, parallel):
             loss.backward()
             optimizer.step()
     seconds = time.perf_counter() - start
-    return net, {"model": name, "training": "parallel" if parallel else "step loop",
-                 "test accuracy": accuracy(net, test_loader, parallel), "seconds per epoch": seconds / EPOCHS,
-                 "final loss": loss.item()}
+    return net, {
+        "model": name,
+        "training": "parallel" if parallel else "step loop",
+        "test accuracy": accuracy(net, test_loader, parallel),
+        "seconds per epoch": seconds / EPOCHS,
+        "final loss": loss.item(),
+    }
 
 
 results, trained = [], {}
 for name in models:
-    for parallel in ([False] if name == "snn.Leaky" else [False, True]):
+    for parallel in [False] if name == "snn.Leaky" else [False, True]:
         net, row = train(name, parallel)
         results.append(row)
         trained[name] = net
-        print(f"{row['model']:13s} {row['training']:10s} accuracy {row['test accuracy']:.3f}  "
-              f"{row['seconds per epoch']:.2f} s/epoch  loss {row['final loss']:.2f}")
+        print(
+            f"{row['model']:13s} {row['training']:10s} accuracy {row['test accuracy']:.3f}  "
+            f"{row['seconds per epoch']:.2f} s/epoch  loss {row['final loss']:.2f}"
+        )
 
 # %% [markdown]
 # ## Accuracy and speed side by side
@@ -185,8 +191,10 @@ for name in models:
 # %%
 fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.8))
 labels = [f"{r['model']}\n({r['training']})" for r in results]
-colors = ["tab:gray" if r["model"] == "snn.Leaky" else ("tab:blue" if r["model"] == "DynamicDecay" else "tab:orange")
-          for r in results]
+colors = [
+    "tab:gray" if r["model"] == "snn.Leaky" else ("tab:blue" if r["model"] == "DynamicDecay" else "tab:orange")
+    for r in results
+]
 left.bar(labels, [100 * r["test accuracy"] for r in results], color=colors)
 left.set(ylabel="test accuracy (%)", title=f"digits by row, {EPOCHS} epochs", ylim=(0, 100))
 right.bar(labels, [r["seconds per epoch"] for r in results], color=colors)
@@ -214,8 +222,9 @@ for column, (name, net) in enumerate(trained.items()):
     axes[0, column].set(title=f"{name}: hidden spikes", xlabel="time step", ylabel="neuron", ylim=(-1, HIDDEN))
     for cls in range(10):
         bold = cls == int(y[0])
-        axes[1, column].plot(mem2[:, 0, cls], lw=2.5 if bold else 0.8, alpha=1 if bold else 0.5,
-                             label=f"class {cls}" if bold else None)
+        axes[1, column].plot(
+            mem2[:, 0, cls], lw=2.5 if bold else 0.8, alpha=1 if bold else 0.5, label=f"class {cls}" if bold else None
+        )
     axes[1, column].set(title=f"{name}: output membranes", xlabel="time step", ylabel="membrane")
     axes[1, column].legend(fontsize=8)
 fig.tight_layout()

@@ -38,10 +38,10 @@ import matplotlib
 matplotlib.use(os.environ.get("MPLBACKEND", "Agg"))
 import matplotlib.pyplot as plt
 import torch
+from snn_parallel.adapters.spikingjelly import DynamicDecayNode
 from spikingjelly.activation_based import functional, layer
 from torch import nn
 
-from snn_parallel.adapters.spikingjelly import DynamicDecayNode
 from snn_parallel.tasks import SequentialDigits
 
 OUT = Path(os.environ.get("SNN_TUTORIAL_OUT", "figures"))
@@ -74,7 +74,14 @@ def encode(images, steps, generator=None):
     return torch.bernoulli(images.expand(steps, *images.shape), generator=generator)
 
 
-print("train", tuple(train_images.shape), "test", tuple(test_images.shape), "one input", tuple(encode(train_images[:2], T_TRAIN).shape))
+print(
+    "train",
+    tuple(train_images.shape),
+    "test",
+    tuple(test_images.shape),
+    "one input",
+    tuple(encode(train_images[:2], T_TRAIN).shape),
+)
 
 # %% [markdown]
 # ## A multi-step network
@@ -82,10 +89,10 @@ print("train", tuple(train_images.shape), "test", tuple(test_images.shape), "one
 # `layer.Linear` and `DynamicDecayNode` in `step_mode="m"` take the whole sequence. The node
 # infers its feature count from the first input (its decay convolution has per-channel
 # weights; pass the count first to build them at once, and SpikingJelly's model zoo builds
-# the nodes with no count at all) and accepts SpikingJelly's arguments (`v_threshold`, `surrogate_function`, `step_mode`,
-# `store_v_seq`, ...). The readout is the time-averaged output of a last `Linear`. The
-# first layer starts with weights 3x wider than PyTorch's default, so that the neurons fire
-# from the first batch.
+# the nodes with no count at all) and accepts SpikingJelly's arguments (`v_threshold`,
+# `surrogate_function`, `step_mode`, `store_v_seq`, ...). The readout is the time-averaged
+# output of a last `Linear`. The first layer starts with weights 3x wider than PyTorch's
+# default, so that the neurons fire from the first batch.
 
 
 # %%
@@ -159,12 +166,16 @@ with torch.no_grad():
     functional.set_step_mode(net, "m")
 
 mismatches = int((parallel_spikes != streamed_spikes).sum())
-print(f"{int(parallel_spikes.sum())} spikes in multi-step mode, {int(streamed_spikes.sum())} streamed; "
-      f"positions that differ: {mismatches}")
+print(
+    f"{int(parallel_spikes.sum())} spikes in multi-step mode, {int(streamed_spikes.sum())} streamed; "
+    f"positions that differ: {mismatches}"
+)
 
 fig, axes = plt.subplots(1, 2, figsize=(11, 3.5), sharey=True)
-for ax, spikes, title in ((axes[0], parallel_spikes, "multi-step ('m'), parallel"),
-                          (axes[1], streamed_spikes, "single-step ('s'), streamed")):
+for ax, spikes, title in (
+    (axes[0], parallel_spikes, "multi-step ('m'), parallel"),
+    (axes[1], streamed_spikes, "single-step ('s'), streamed"),
+):
     steps, neurons_ = torch.nonzero(spikes[:, 0], as_tuple=True)
     ax.scatter(steps, neurons_, s=4, marker="|", color="k")
     ax.set(title=title, xlabel="time step")
@@ -192,8 +203,10 @@ with torch.no_grad():
     functional.reset_net(net)
     long_logits = net.readout(long_spikes).mean(0)
 long_accuracy = (long_logits.argmax(1) == test_labels).float().mean().item()
-print(f"T = {T_LONG}: {long_seconds:.2f} s for {len(test_images)} digits in one parallel call; "
-      f"test accuracy {long_accuracy:.3f} (at T = {T_TRAIN}: {test_accuracy(T_TRAIN):.3f})")
+print(
+    f"T = {T_LONG}: {long_seconds:.2f} s for {len(test_images)} digits in one parallel call; "
+    f"test accuracy {long_accuracy:.3f} (at T = {T_TRAIN}: {test_accuracy(T_TRAIN):.3f})"
+)
 
 window = 32
 rate = long_spikes.mean(dim=(1, 2))  # [T]: fraction of hidden neurons firing per step
@@ -201,8 +214,12 @@ windowed = rate[: T_LONG // window * window].view(-1, window).mean(1)
 fig, ax = plt.subplots(figsize=(9, 3.5))
 ax.plot(torch.arange(len(windowed)) * window + window / 2, windowed, lw=1.2)
 ax.axvspan(0, T_TRAIN, color="tab:green", alpha=0.15, label=f"training length T = {T_TRAIN}")
-ax.set(xlabel="time step", ylabel="hidden firing rate", title=f"DSN run to T = {T_LONG} (window {window} steps)",
-       ylim=(0, max(float(windowed.max()) * 1.3, 1e-3)))
+ax.set(
+    xlabel="time step",
+    ylabel="hidden firing rate",
+    title=f"DSN run to T = {T_LONG} (window {window} steps)",
+    ylim=(0, max(float(windowed.max()) * 1.3, 1e-3)),
+)
 ax.legend(loc="lower right")
 fig.tight_layout()
 fig.savefig(OUT / "02_long_rate.png", dpi=110)

@@ -20,8 +20,10 @@
 # |---|---|
 # | `BPTTTrainer` | backpropagation through time (the baseline) |
 # | `FPTTTrainer` | forward propagation through time: K updates per sequence with a dynamic regulariser |
-# | `OTTTTrainer` | online training through time: one step at a time, presynaptic traces (`trace="neuron"`: one per synapse, with each neuron's own decay) |
+# | `OTTTTrainer` | online training through time: one step at a time, presynaptic traces |
 # | `HYPRTrainer` | hybrid propagation: eligibilities computed per sub-sequence, in parallel |
+#
+# With `trace="neuron"`, `OTTTTrainer` keeps one trace per synapse instead, with each neuron's own decay.
 #
 # We measure the peak memory and the time of one training step against T, train the same
 # digit classifier with each rule, wrap SpikingJelly's zoo ResNet, as it is, in OTTT and FPTT,
@@ -63,6 +65,7 @@ torch.manual_seed(0)
 # trained on its last output, weighted by how far into the sequence it is, plus FPTT's
 # "oracle" term (`digits_loss(rule)` picks them).
 
+
 # %%
 def make_trainer(rule, model, steps):
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
@@ -98,8 +101,12 @@ for rule in RULES:
     rows = [r for r in profile if r["rule"] == rule.lower()]
     left.plot([r["steps"] for r in rows], [r["peak_rss_mib"] for r in rows], marker="o", label=rule)
     right.loglog([r["steps"] for r in rows], [r["seconds"] for r in rows], marker="o", label=rule)
-left.set(xscale="log", xlabel="sequence length T", ylabel="peak memory of the process (MiB)",
-         title=f"one training step, B = {batch}, {hidden} LIF x 2")
+left.set(
+    xscale="log",
+    xlabel="sequence length T",
+    ylabel="peak memory of the process (MiB)",
+    title=f"one training step, B = {batch}, {hidden} LIF x 2",
+)
 right.set(xlabel="sequence length T", ylabel="time of one step (s)", title="time of one training step")
 for axes in (left, right):
     axes.legend()
@@ -159,8 +166,14 @@ fig.savefig(OUT / "03_accuracy.png", dpi=110)
 for trace in ("presynaptic", "neuron"):
     torch.manual_seed(0)
     model = classifier(train_set.num_inputs, train_set.num_classes, "prf", hidden=128)
-    trainer = OTTTTrainer(model, torch.optim.Adam(model.parameters(), lr=3e-3), trace=trace, trace_input=True,
-                          loss=digits_loss("ottt"), progress=False)
+    trainer = OTTTTrainer(
+        model,
+        torch.optim.Adam(model.parameters(), lr=3e-3),
+        trace=trace,
+        trace_input=True,
+        loss=digits_loss("ottt"),
+        progress=False,
+    )
     history = trainer.fit(make_loader(train_set, 64, shuffle=True), EPOCHS, val_loader=make_loader(test_set, 256))
     print(f"OTTT, PRF, trace={trace!r:14s}: test accuracy {100 * history[-1]['val_accuracy']:.1f}%")
 
@@ -212,13 +225,19 @@ for rule in ("OTTT", "FPTT"):
     torch.manual_seed(0)
     model = resnet()
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-    trainer = (OTTTTrainer(model, optimizer, loss="ce_all", progress=False) if rule == "OTTT"
-               else FPTTTrainer(model, optimizer, parts=4, loss="ce_all", progress=False))  # one update per step
-    history = trainer.fit(make_loader(picture_train, 32, shuffle=True), 1 if SMALL else 4,
-                          val_loader=make_loader(picture_test, 256))
+    trainer = (
+        OTTTTrainer(model, optimizer, loss="ce_all", progress=False)
+        if rule == "OTTT"
+        else FPTTTrainer(model, optimizer, parts=4, loss="ce_all", progress=False)
+    )  # one update per step
+    history = trainer.fit(
+        make_loader(picture_train, 32, shuffle=True), 1 if SMALL else 4, val_loader=make_loader(picture_test, 256)
+    )
     seconds = sum(h["seconds"] for h in history)
-    print(f"{rule}, zoo ResNet-10: test accuracy {100 * history[-1]['val_accuracy']:.1f}% after {len(history)} epochs, "
-          f"{seconds:.0f} s")
+    print(
+        f"{rule}, zoo ResNet-10: test accuracy {100 * history[-1]['val_accuracy']:.1f}% after {len(history)} epochs, "
+        f"{seconds:.0f} s"
+    )
 
 # %% [markdown]
 # The norms' running statistics take a few epochs to settle, so the first epochs' test accuracy
@@ -235,8 +254,12 @@ for rule in resnet_rules:
     rows = [r for r in resnet_profile if r["rule"] == rule]
     ax.plot([r["steps"] for r in rows], [r["peak_rss_mib"] for r in rows], marker="o", label=rule.upper())
     print(f"{rule.upper():5s}", ", ".join(f"T = {r['steps']}: {r['peak_rss_mib']:.0f} MiB" for r in rows))
-ax.set(xscale="log", xlabel="sequence length T", ylabel="peak memory of the process (MiB)",
-       title=f"SpikingJelly's ResNet-10, one training step, B = {resnet_batch}")
+ax.set(
+    xscale="log",
+    xlabel="sequence length T",
+    ylabel="peak memory of the process (MiB)",
+    title=f"SpikingJelly's ResNet-10, one training step, B = {resnet_batch}",
+)
 ax.legend()
 fig.tight_layout()
 fig.savefig(OUT / "03_resnet_memory.png", dpi=110)
@@ -266,10 +289,20 @@ adding_test = AddingProblem(STEPS, 500, seed=1)
 to_regression = lambda data: torch.utils.data.TensorDataset(data.inputs, data.targets[:, None])  # noqa: E731
 torch.manual_seed(0)
 model = nn.Sequential(RecurrentBlock(2, LTC(64, b0=0.5, beta_a=0.0), output="membrane"), nn.Linear(64, 1))
-trainer = FPTTTrainer(model, torch.optim.Adam(model.parameters(), lr=3e-3), parts=5, alpha=0.5, part_weight="adding",
-                      loss=StepLoss("mse", "last"), progress=False)
-history = trainer.fit(make_loader(to_regression(adding_train), 64, shuffle=True), EPOCHS_ADDING,
-                      val_loader=make_loader(to_regression(adding_test), 500))
+trainer = FPTTTrainer(
+    model,
+    torch.optim.Adam(model.parameters(), lr=3e-3),
+    parts=5,
+    alpha=0.5,
+    part_weight="adding",
+    loss=StepLoss("mse", "last"),
+    progress=False,
+)
+history = trainer.fit(
+    make_loader(to_regression(adding_train), 64, shuffle=True),
+    EPOCHS_ADDING,
+    val_loader=make_loader(to_regression(adding_test), 500),
+)
 for record in history:
     print(f"epoch {record['epoch']:2.0f}: train loss {record['train_loss']:.4f}, test MSE {record['val_mse']:.4f}")
 

@@ -59,9 +59,17 @@ print("results folder:", BENCH)
 # time-out) and `ratios` (speed-up = baseline time / our time, per shape).
 
 # %%
-NAMES = {"dsn": "DynamicDecay (DSN)", "prf": "PRF", "lif": "DecoupledLIF", "ltc": "LTC (parallel)", "psplif": "PSPLIF (TSSL-BP)",
-         "snntorch_leaky": "snnTorch Leaky (loop)", "sj_lif": "SJ LIFNode ('m')", "sj_psn": "SJ PSN",
-         "sj_sliding_psn": "SJ SlidingPSN"}
+NAMES = {
+    "dsn": "DynamicDecay (DSN)",
+    "prf": "PRF",
+    "lif": "DecoupledLIF",
+    "ltc": "LTC (parallel)",
+    "psplif": "PSPLIF (TSSL-BP)",
+    "snntorch_leaky": "snnTorch Leaky (loop)",
+    "sj_lif": "SJ LIFNode ('m')",
+    "sj_psn": "SJ PSN",
+    "sj_sliding_psn": "SJ SlidingPSN",
+}
 OURS = ("dsn", "prf", "lif", "ltc", "psplif")
 
 
@@ -98,22 +106,31 @@ def plot(results, title, path):
         points = sorted((r["T"], r["time_ms"]) for r in rows if r["model"] == model and (r["B"], r["C"]) == bc)
         if points:
             style = "-" if model in OURS else "--"
-            left.loglog(*zip(*points), style, marker="o", label=NAMES.get(model, model))
-    left.set(xlabel=f"sequence length T (B = {bc[0]}, C = {bc[1]})", ylabel="forward + backward (ms)",
-             title=f"{title}: time")
+            left.loglog(*zip(*points, strict=True), style, marker="o", label=NAMES.get(model, model))
+    left.set(
+        xlabel=f"sequence length T (B = {bc[0]}, C = {bc[1]})", ylabel="forward + backward (ms)", title=f"{title}: time"
+    )
     times = {(r["model"], r["shape"]): r for r in rows}
     for ratio in results["ratios"]:
         ratio["T"] = times[ratio["model"], ratio["shape"]]["T"]
         ratio["BC"] = (times[ratio["model"], ratio["shape"]]["B"], times[ratio["model"], ratio["shape"]]["C"])
     for model in ("dsn", "prf"):
         for baseline in dict.fromkeys(r["baseline"] for r in results["ratios"]):
-            points = sorted((r["T"], r["speedup"]) for r in results["ratios"]
-                            if r["model"] == model and r["baseline"] == baseline and r["BC"] == bc)
+            points = sorted(
+                (r["T"], r["speedup"])
+                for r in results["ratios"]
+                if r["model"] == model and r["baseline"] == baseline and r["BC"] == bc
+            )
             if points:
-                right.loglog(*zip(*points), marker="o", label=f"{NAMES[model]} vs {NAMES.get(baseline, baseline)}")
+                right.loglog(
+                    *zip(*points, strict=True), marker="o", label=f"{NAMES[model]} vs {NAMES.get(baseline, baseline)}"
+                )
     right.axhline(1.0, color="k", lw=0.8)
-    right.set(xlabel=f"sequence length T (B = {bc[0]}, C = {bc[1]})", ylabel="speed-up (x)",
-              title=f"{title}: speed-up of DSN and PRF")
+    right.set(
+        xlabel=f"sequence length T (B = {bc[0]}, C = {bc[1]})",
+        ylabel="speed-up (x)",
+        title=f"{title}: speed-up of DSN and PRF",
+    )
     for axes in (left, right):
         if axes.get_legend_handles_labels()[0]:
             axes.legend(fontsize=7)
@@ -158,8 +175,22 @@ else:
 shapes = ["128x2x16", "512x2x16"] if SMALL else ["256x4x64", "1024x4x64", "4096x4x64"]
 models = ["dsn", "sj_lif"] if SMALL else ["dsn", "prf", "snntorch_leaky", "sj_lif", "sj_psn"]
 live_path = Path(tempfile.mkdtemp()) / "live.json"
-command = [sys.executable, "-m", "snn_parallel.cli", "bench", "--shapes", *shapes, "--models", *models,
-           "--repeats", "2" if SMALL else "3", "--timeout", "60", "--json", str(live_path)]
+command = [
+    sys.executable,
+    "-m",
+    "snn_parallel.cli",
+    "bench",
+    "--shapes",
+    *shapes,
+    "--models",
+    *models,
+    "--repeats",
+    "2" if SMALL else "3",
+    "--timeout",
+    "60",
+    "--json",
+    str(live_path),
+]
 print("snn-parallel", " ".join(command[3:]))
 done = subprocess.run(command, capture_output=True, text=True)
 print(done.stdout)

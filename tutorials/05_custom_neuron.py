@@ -163,7 +163,7 @@ for steps in (1, 7, 100):  # including T = 1 and a length that is not a power of
     assert torch.equal(s_par, s_seq), "spikes differ"
     torch.testing.assert_close(h_par, h_seq)
     torch.testing.assert_close(last_par.h, last_seq.h)
-    for g_par, g_seq in zip(grads_par, grads_seq):
+    for g_par, g_seq in zip(grads_par, grads_seq, strict=True):
         torch.testing.assert_close(g_par, g_seq)
     print(f"T = {steps:3d}: spikes, membrane, final state and gradients (input, w, c) match")
 
@@ -206,7 +206,9 @@ for steps in lengths:
         start = time.perf_counter()
         run().sum().backward()
         times[name].append(time.perf_counter() - start)
-    print(f"T = {steps:5d}: scan {1e3 * times['forward (scan)'][-1]:7.1f} ms, loop {1e3 * times['step loop'][-1]:7.1f} ms")
+    print(
+        f"T = {steps:5d}: scan {1e3 * times['forward (scan)'][-1]:7.1f} ms, loop {1e3 * times['step loop'][-1]:7.1f} ms"
+    )
 
 fig, ax = plt.subplots(figsize=(6, 4))
 for name, values in times.items():
@@ -237,7 +239,6 @@ HAVE_SPIKINGJELLY = importlib.util.find_spec("spikingjelly") is not None
 
 if HAVE_SNNTORCH:
     import snntorch
-
     from snn_parallel.adapters.snntorch import LeakyAdapter
 
     class SnnTorchGatedLeaky(LeakyAdapter):
@@ -246,12 +247,25 @@ if HAVE_SNNTORCH:
         _core_type = GatedLeaky
         _resets = ("none",)  # no reset: reset_mechanism must be "none"
 
-        def __init__(self, features, *, threshold=1.0, spike_grad=None, init_hidden=False, output=False,
-                     reset_mechanism="none", **leaky_options):
+        def __init__(
+            self,
+            features,
+            *,
+            threshold=1.0,
+            spike_grad=None,
+            init_hidden=False,
+            output=False,
+            reset_mechanism="none",
+            **leaky_options,
+        ):
             super().__init__(
                 lambda surrogate, v_threshold: GatedLeaky(features, v_threshold=v_threshold, surrogate=surrogate),
-                threshold=threshold, spike_grad=spike_grad, init_hidden=init_hidden, output=output,
-                reset_mechanism=reset_mechanism, **leaky_options,
+                threshold=threshold,
+                spike_grad=spike_grad,
+                init_hidden=init_hidden,
+                output=output,
+                reset_mechanism=reset_mechanism,
+                **leaky_options,
             )
 
     snntorch.GatedLeaky = SnnTorchGatedLeaky  # registered
@@ -265,19 +279,39 @@ if HAVE_SNNTORCH:
     print("snntorch.GatedLeaky: step loop == multistep:", torch.equal(stepped, whole))
 
 if HAVE_SPIKINGJELLY:
-    from spikingjelly.activation_based import functional, layer, neuron as sj_neuron
-
     from snn_parallel.adapters.spikingjelly import NO_RESET, SpikingJellyNode
+    from spikingjelly.activation_based import functional, layer
+    from spikingjelly.activation_based import neuron as sj_neuron
 
     class GatedLeakyNode(SpikingJellyNode):
         """SpikingJelly node: step_mode 's' calls ``step``, 'm' calls the parallel ``forward``."""
 
-        def __init__(self, features, *, v_threshold=1.0, v_reset=None, surrogate_function=None,
-                     detach_reset=False, step_mode="s", store_v_seq=False, backend=None):
-            core = GatedLeaky(features, v_threshold=v_threshold,
-                              surrogate=resolve("sigmoid" if surrogate_function is None else surrogate_function, inclusive=True))
-            super().__init__(core, reset=NO_RESET, v_reset=v_reset, detach_reset=detach_reset,
-                             step_mode=step_mode, store_v_seq=store_v_seq, backend=backend)
+        def __init__(
+            self,
+            features,
+            *,
+            v_threshold=1.0,
+            v_reset=None,
+            surrogate_function=None,
+            detach_reset=False,
+            step_mode="s",
+            store_v_seq=False,
+            backend=None,
+        ):
+            core = GatedLeaky(
+                features,
+                v_threshold=v_threshold,
+                surrogate=resolve("sigmoid" if surrogate_function is None else surrogate_function, inclusive=True),
+            )
+            super().__init__(
+                core,
+                reset=NO_RESET,
+                v_reset=v_reset,
+                detach_reset=detach_reset,
+                step_mode=step_mode,
+                store_v_seq=store_v_seq,
+                backend=backend,
+            )
 
     sj_neuron.GatedLeakyNode = GatedLeakyNode  # registered
     net = nn.Sequential(layer.Linear(16, 32, step_mode="m"), sj_neuron.GatedLeakyNode(32, step_mode="m"))

@@ -116,8 +116,10 @@ for steps in (2, 5, 10, 100):
     scans = tssl_backward(grad_psp, spikes, membrane, delta_u, psp, 1.0, 5.0, 3.0)
     x.requires_grad_()
     (tsslbp(x)[0] * grad_psp).sum().backward()  # the autograd op used by PSPLIF
-    print(f"T = {steps:3d}: max |scans - loop| = {(scans - loop).abs().max():.1e}, "
-          f"max |autograd - loop| = {(x.grad - loop).abs().max():.1e}, spikes {int(spikes.sum())}")
+    print(
+        f"T = {steps:3d}: max |scans - loop| = {(scans - loop).abs().max():.1e}, "
+        f"max |autograd - loop| = {(x.grad - loop).abs().max():.1e}, spikes {int(spikes.sum())}"
+    )
 
 # %% [markdown]
 # ## Conv nets in the paper's notation
@@ -179,8 +181,9 @@ def make_trainer(rule: str, net: torch.nn.Module):
     optimizer = torch.optim.AdamW(net.parameters(), lr=RATES[rule])
     if rule == "TSSL-BP":
         return TSSLBPTrainer(net, optimizer, progress=False)
-    return BPTTTrainer(net, optimizer, loss=SpikeSequenceLoss(), clip_grad_norm=1.0, weight_clamp=4.0, batch_sum=True,
-                       progress=False)
+    return BPTTTrainer(
+        net, optimizer, loss=SpikeSequenceLoss(), clip_grad_norm=1.0, weight_clamp=4.0, batch_sum=True, progress=False
+    )
 
 
 curves, trained = {}, {}
@@ -191,18 +194,29 @@ for seed in SEEDS:
         train_set.inputs, train_set.targets = train_set.inputs[:300], train_set.targets[:300]
     for rule in RATES:
         torch.manual_seed(seed)
-        net = tssl_network("16C3-32C3-P2-128", (1, 8, 8), classes=10, gradient="tsslbp" if rule == "TSSL-BP" else "surrogate")
+        net = tssl_network(
+            "16C3-32C3-P2-128", (1, 8, 8), classes=10, gradient="tsslbp" if rule == "TSSL-BP" else "surrogate"
+        )
         trainer = make_trainer(rule, net)
-        history = trainer.fit(make_loader(train_set, 50, shuffle=True, seed=seed), EPOCHS, val_loader=make_loader(test_set, 256))
+        history = trainer.fit(
+            make_loader(train_set, 50, shuffle=True, seed=seed), EPOCHS, val_loader=make_loader(test_set, 256)
+        )
         curves[rule, seed] = [100 * h["val_accuracy"] for h in history]
         trained[rule] = net
-        print(f"seed {seed} {rule:7s}: test accuracy {curves[rule, seed][-1]:.1f} %, "
-              f"{sum(h['seconds'] for h in history):.1f} s")
+        print(
+            f"seed {seed} {rule:7s}: test accuracy {curves[rule, seed][-1]:.1f} %, "
+            f"{sum(h['seconds'] for h in history):.1f} s"
+        )
 
 fig, ax = plt.subplots(figsize=(6.5, 4))
 for (rule, seed), values in curves.items():
-    ax.plot(range(1, len(values) + 1), values, color="C0" if rule == "TSSL-BP" else "C1", alpha=0.8,
-            label=rule if seed == SEEDS[0] else None)
+    ax.plot(
+        range(1, len(values) + 1),
+        values,
+        color="C0" if rule == "TSSL-BP" else "C1",
+        alpha=0.8,
+        label=rule if seed == SEEDS[0] else None,
+    )
 ax.set(xlabel="epoch", ylabel="test accuracy (%)", title="16C3-32C3-P2-128, T = 5, one line per seed", ylim=(80, 100))
 ax.legend()
 fig.tight_layout()
@@ -235,7 +249,9 @@ fig.savefig(OUT / "06_output_psp.png", dpi=110)
 
 # %%
 for row in tsslbp_profile(repeats=3 if SMALL else 20):
-    print(f"{row['rule']:7s}: {row['ms_per_step']:6.1f} ms per step, {row['saved_mib']:5.2f} MiB saved for the backward")
+    print(
+        f"{row['rule']:7s}: {row['ms_per_step']:6.1f} ms per step, {row['saved_mib']:5.2f} MiB saved for the backward"
+    )
 
 # %% [markdown]
 # ## Over many seeds
@@ -253,7 +269,7 @@ for row in tsslbp_profile(repeats=3 if SMALL else 20):
 checkout = Path(snn_parallel.__file__).resolve().parents[1]
 benchmarks = Path(os.environ.get("SNN_BENCHMARKS", checkout / "benchmarks")) / "learners"
 fig, axes = plt.subplots(1, 2, figsize=(9, 4.5), sharex=True, sharey=True)
-for ax, recipe in zip(axes, ("reference", "mean")):
+for ax, recipe in zip(axes, ("reference", "mean"), strict=True):
     accuracy = {}
     for rule in ("tsslbp", "bptt"):
         rows = json.loads((benchmarks / f"image_test_{rule}_{recipe}.json").read_text())["rows"]
@@ -261,9 +277,11 @@ for ax, recipe in zip(axes, ("reference", "mean")):
     seeds = sorted(set(accuracy["tsslbp"]) & set(accuracy["bptt"]))
     tssl, bptt = (torch.tensor([accuracy[rule][s] for s in seeds]) for rule in ("tsslbp", "bptt"))
     difference = tssl - bptt
-    print(f"{recipe:9s} recipe, {len(seeds)} seeds: TSSL-BP {tssl.mean():.2f} %, BPTT {bptt.mean():.2f} %, paired difference "
-          f"{difference.mean():+.2f} ± {difference.std() / len(seeds) ** 0.5:.2f} (standard error); TSSL-BP ahead on "
-          f"{int((difference > 0).sum())}, behind on {int((difference < 0).sum())}")
+    print(
+        f"{recipe:9s} recipe, {len(seeds)} seeds: TSSL-BP {tssl.mean():.2f} %, BPTT {bptt.mean():.2f} %, "
+        f"paired difference {difference.mean():+.2f} ± {difference.std() / len(seeds) ** 0.5:.2f} "
+        f"(standard error); TSSL-BP ahead on {int((difference > 0).sum())}, behind on {int((difference < 0).sum())}"
+    )
     ax.scatter(bptt, tssl, alpha=0.6)
     ax.plot([95, 100], [95, 100], "k--", lw=0.8)
     ax.set(xlabel="BPTT test accuracy (%)", title=f"{recipe} recipe, one point per seed")

@@ -43,7 +43,9 @@ DEPARTURES = {
     "drop_previous_spike": {"drop_previous_spike": True},
     "current_spike_recurrence": {"current_spike_recurrence": True},
     "official (all three)": {
-        "late_spike_derivative": True, "drop_previous_spike": True, "current_spike_recurrence": True
+        "late_spike_derivative": True,
+        "drop_previous_spike": True,
+        "current_spike_recurrence": True,
     },
 }
 #: the gain on the Glorot-uniform synapse weights that makes each layer fire a few % of the time on the digits
@@ -99,8 +101,10 @@ def main() -> None:
                 sequence_loss = lambda out: loss.sequence_loss(out, y)  # noqa: E731
                 exact = official_hypr_gradients(model, x, sequence_loss)
                 worst_exact = max(worst_exact, max(relative(exact, ours, [n]) for n in ours))
-                ways = {name: official_hypr_gradients(model, x, sequence_loss, **flags)
-                        for name, flags in DEPARTURES.items()}
+                ways = {
+                    name: official_hypr_gradients(model, x, sequence_loss, **flags)
+                    for name, flags in DEPARTURES.items()
+                }
                 ways["BPTT (the readout's temporal path)"] = bptt_gradients(model, x, y, loss)
                 for way, grads in ways.items():
                     entry = measured.setdefault(way, {})
@@ -116,12 +120,17 @@ def main() -> None:
                 row.update({name: summary(values) for name, values in entry.items()})
                 rows.append(row)
                 hidden = row["hidden layer"]
-                print(f"{kind:8s} {'recurrent' if recurrent else 'feed-forward':12s} {way:36s} hidden layer "
-                      f"{100 * hidden['mean']:6.1f} % ({100 * hidden['min']:.1f}-{100 * hidden['max']:.1f}), cosine "
-                      f"{row['hidden layer cosine']['mean']:.3f}, readout {row['readout']['max']:.1e}, "
-                      f"firing rate {row['firing_rate']:.3f}", flush=True)
-    print("HYPRTrainer against the official computation without departures: largest relative difference "
-          f"{worst_exact:.1e}")
+                print(
+                    f"{kind:8s} {'recurrent' if recurrent else 'feed-forward':12s} {way:36s} hidden layer "
+                    f"{100 * hidden['mean']:6.1f} % ({100 * hidden['min']:.1f}-{100 * hidden['max']:.1f}), cosine "
+                    f"{row['hidden layer cosine']['mean']:.3f}, readout {row['readout']['max']:.1e}, "
+                    f"firing rate {row['firing_rate']:.3f}",
+                    flush=True,
+                )
+    print(
+        "HYPRTrainer against the official computation without departures: largest relative difference "
+        f"{worst_exact:.1e}"
+    )
     if args.json:
         options = " ".join(f"--{k} {v}" for k, v in vars(args).items() if k != "json")
         meta = {

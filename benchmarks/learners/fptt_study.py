@@ -64,9 +64,9 @@ def run(job: tuple[str, str, int]) -> dict[str, object]:
 
 DEFAULT_CONFIGS = {
     "row": "bptt,bptt/ce_all,K=1,K=2,K=4,K=8,K=1/alpha=0.1,K=2/alpha=0.1,K=4/alpha=0.1,K=8/alpha=0.1,"
-           "K=1/alpha=0.03,K=1/beta=1,K=1/no_clip,K=1/reset_dual,K=1/ce_all,"
-           "K=2/alpha=0.003,K=2/beta=1,K=2/no_oracle,K=2/update_first,K=2/ce_all,"
-           "K=8/alpha=0.003,K=8/beta=1,K=8/update_first,K=8/no_oracle,K=8/warmup=9,K=8/reset_dual,K=8/no_clip,K=8/ce_all",
+    "K=1/alpha=0.03,K=1/beta=1,K=1/no_clip,K=1/reset_dual,K=1/ce_all,"
+    "K=2/alpha=0.003,K=2/beta=1,K=2/no_oracle,K=2/update_first,K=2/ce_all,"
+    "K=8/alpha=0.003,K=8/beta=1,K=8/update_first,K=8/no_oracle,K=8/warmup=9,K=8/reset_dual,K=8/no_clip,K=8/ce_all",
     "pixel": "bptt,K=1,K=8,K=64,K=1/alpha=0.1,K=8/alpha=0.1,K=64/alpha=0.1",
 }
 
@@ -92,7 +92,10 @@ def main() -> None:
     for name in names:
         values = [100 * row["test_accuracy"] for row in rows if row["config"] == name]
         spread = statistics.stdev(values) if len(values) > 1 else 0.0
-        print(f"{name:24s} {statistics.mean(values):6.2f} +- {spread:4.2f} % (n={len(values)}, {min(values):.1f}..{max(values):.1f})")
+        print(
+            f"{name:24s} {statistics.mean(values):6.2f} +- {spread:4.2f} % "
+            f"(n={len(values)}, {min(values):.1f}..{max(values):.1f})"
+        )
     if args.json:
         from snn_parallel.bench import machine_info
 

@@ -11,7 +11,9 @@ from typing import Any
 import torch
 
 
-def write_rows(script: str, args: argparse.Namespace, rows: list[dict], *, complete: bool | None = None, **about: Any) -> None:
+def write_rows(
+    script: str, args: argparse.Namespace, rows: list[dict], *, complete: bool | None = None, **about: Any
+) -> None:
     """``{"meta": ..., "complete": ..., "rows": rows}`` to ``args.json``; ``meta`` holds the command
     line (every option of ``args``), torch's version, the thread count, the machine and ``about``."""
     options = " ".join(f"--{k} {v}" for k, v in vars(args).items() if k != "json")

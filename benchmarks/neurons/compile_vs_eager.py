@@ -1,10 +1,11 @@
-"""torch.compile against eager for a Linear -> neuron network of each core neuron.
+r"""torch.compile against eager for a Linear -> neuron network of each core neuron.
 
 For each neuron: the graph breaks that ``torch._dynamo.explain`` reports, whether the
 compiled (inductor) forward gives the eager spikes, and the median time of forward +
 backward, eager and compiled. Prints one line per neuron and writes the figures as JSON::
 
-    OMP_NUM_THREADS=1 python benchmarks/neurons/compile_vs_eager.py --steps 16 --json benchmarks/neurons/compile_vs_eager.json
+    OMP_NUM_THREADS=1 python benchmarks/neurons/compile_vs_eager.py --steps 16 \
+        --json benchmarks/neurons/compile_vs_eager.json
 
 The sequential neurons (LTC in paper mode, BRF, SE-adLIF, PSPLIF's surrogate path) unroll
 their step loop into the graph, so their compile time grows with ``--steps``.
@@ -18,10 +19,10 @@ import time
 from pathlib import Path
 
 import torch
+from _record import write_rows
 from torch import nn
 
 import snn_parallel as sp
-from _record import write_rows
 from snn_parallel.neurons import PSPFilter
 
 NEURONS = {
@@ -93,7 +94,9 @@ def main() -> None:
             flush=True,
         )
         if args.json:  # rewritten after every neuron, so that a run cut short keeps what it measured
-            write_rows(__file__, args, rows, shape=[args.steps, args.batch, args.features], complete=len(rows) == len(NEURONS))
+            write_rows(
+                __file__, args, rows, shape=[args.steps, args.batch, args.features], complete=len(rows) == len(NEURONS)
+            )
 
 
 if __name__ == "__main__":

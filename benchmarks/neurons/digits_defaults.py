@@ -17,11 +17,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from _record import write_rows
+from snn_parallel.adapters import spikingjelly as sjn
 from spikingjelly.activation_based import functional, layer, neuron
 from torch import nn
 
-from _record import write_rows
-from snn_parallel.adapters import spikingjelly as sjn
 from snn_parallel.tasks import SequentialDigits, make_loader
 
 NODES: dict[str, Callable[[], nn.Module]] = {
@@ -51,8 +51,12 @@ def evaluate(net: nn.Module, loader) -> tuple[float, float]:
 
 def train(make_node: Callable[[], nn.Module], args: argparse.Namespace) -> dict:
     torch.manual_seed(args.seed)
-    net = nn.Sequential(layer.Linear(8, args.hidden, step_mode="m"), make_node(), layer.Linear(args.hidden, 10, step_mode="m"))
-    train_loader = make_loader(SequentialDigits("train", "row", seed=args.seed), batch_size=args.batch, shuffle=True, seed=args.seed)
+    net = nn.Sequential(
+        layer.Linear(8, args.hidden, step_mode="m"), make_node(), layer.Linear(args.hidden, 10, step_mode="m")
+    )
+    train_loader = make_loader(
+        SequentialDigits("train", "row", seed=args.seed), batch_size=args.batch, shuffle=True, seed=args.seed
+    )
     test_loader = make_loader(SequentialDigits("test", "row", seed=args.seed), batch_size=256)
     optimizer = torch.optim.Adam(net.parameters(), lr=args.lr)
     start = time.perf_counter()
@@ -64,7 +68,11 @@ def train(make_node: Callable[[], nn.Module], args: argparse.Namespace) -> dict:
             loss.backward()
             optimizer.step()
     accuracy, rate = evaluate(net, test_loader)
-    return {"test_accuracy": round(accuracy, 4), "node_output_mean": round(rate, 4), "train_seconds": round(time.perf_counter() - start, 1)}
+    return {
+        "test_accuracy": round(accuracy, 4),
+        "node_output_mean": round(rate, 4),
+        "train_seconds": round(time.perf_counter() - start, 1),
+    }
 
 
 def main() -> None:
@@ -80,7 +88,11 @@ def main() -> None:
     for name, make_node in NODES.items():
         row = {"node": name, **train(make_node, args)}
         rows.append(row)
-        print(f"{name:24s} test accuracy {100 * row['test_accuracy']:5.1f} %  (mean output {row['node_output_mean']:.3f}, {row['train_seconds']} s)", flush=True)
+        print(
+            f"{name:24s} test accuracy {100 * row['test_accuracy']:5.1f} %  "
+            f"(mean output {row['node_output_mean']:.3f}, {row['train_seconds']} s)",
+            flush=True,
+        )
     reference = rows[0]["test_accuracy"]
     for row in rows[1:]:
         row["within_2_points_of_lifnode"] = row["test_accuracy"] >= reference - 0.02

@@ -65,6 +65,19 @@ from .results import write_json
 from .run import main
 
 __all__ = [
-    "CUDA_SHAPES", "DEFAULT_SHAPES", "MODELS", "PEAK_BANDWIDTH", "RECURRENCE", "RECURRENCE_SHAPES", "Shape",
-    "add_arguments", "machine_info", "main", "measure", "measure_recurrence", "peak_bandwidth", "ratios", "write_json",
+    "CUDA_SHAPES",
+    "DEFAULT_SHAPES",
+    "MODELS",
+    "PEAK_BANDWIDTH",
+    "RECURRENCE",
+    "RECURRENCE_SHAPES",
+    "Shape",
+    "add_arguments",
+    "machine_info",
+    "main",
+    "measure",
+    "measure_recurrence",
+    "peak_bandwidth",
+    "ratios",
+    "write_json",
 ]

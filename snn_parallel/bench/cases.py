@@ -16,8 +16,9 @@ Runner = Callable[[torch.Tensor], torch.Tensor]
 Builder = Callable[[int, int], tuple[nn.Module, Runner]]
 DEFAULT_SHAPES: list[Shape] = [(1024, 32, 256), (1024, 4, 64), (4096, 4, 64), (16384, 4, 64)]
 #: default shapes with --device cuda: T x B·C (C = 256), at most 2^30 elements
-CUDA_SHAPES: list[Shape] = [(t, lanes // 256, 256) for t in (1024, 4096, 16384, 65536) for lanes in (256, 4096, 65536)
-                            if t * lanes <= 1 << 30]
+CUDA_SHAPES: list[Shape] = [
+    (t, lanes // 256, 256) for t in (1024, 4096, 16384, 65536) for lanes in (256, 4096, 65536) if t * lanes <= 1 << 30
+]
 #: shapes of the recurrence-forward measurement with --device cuda (2^28 elements each)
 RECURRENCE_SHAPES: list[Shape] = [(1024, 1024, 256), (4096, 256, 256), (16384, 64, 256), (65536, 16, 256)]
 RECURRENCE = "recurrence_forward"
@@ -66,7 +67,10 @@ def _spikingjelly(make: Callable[[int, Any, Any], nn.Module]) -> Builder:
 # name -> (builder (T, C) -> (module, run), package a baseline needs or None for ours)
 MODELS: dict[str, tuple[Builder, str | None]] = {
     "dsn": (_ours("dsn"), None),
-    "prf": (_ours("prf", learn_decay=False), None),  # the decay fixed, as PRF's own defaults (and every benchmark so far)
+    "prf": (
+        _ours("prf", learn_decay=False),
+        None,
+    ),  # the decay fixed, as PRF's own defaults (and every benchmark so far)
     "lif": (_ours("lif"), None),
     "ltc": (_ours("ltc"), None),  # mode="parallel"
     "psplif": (_ours("psplif"), None),  # TSSL-BP's neuron and backward; its output is the PSP

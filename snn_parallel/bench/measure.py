@@ -44,9 +44,15 @@ def timed(step: Callable[[], None], repeats: int, cuda: bool) -> dict[str, Any]:
     while len(times) < repeats and sum(times) + min(times) <= MEASURE_BUDGET_S:
         times.append(once())
     peak = (torch.cuda.max_memory_allocated() - base) / 2**20 if cuda else (peak_kib() - base) / 1024
-    return {"time_ms": statistics.median(times) * 1e3, "times_ms": [t * 1e3 for t in times],
-            "warmup_ms": warmup * 1e3, "repeats": len(times), "peak_mib": peak, "memory_method": method,
-            "threads": torch.get_num_threads()}
+    return {
+        "time_ms": statistics.median(times) * 1e3,
+        "times_ms": [t * 1e3 for t in times],
+        "warmup_ms": warmup * 1e3,
+        "repeats": len(times),
+        "peak_mib": peak,
+        "memory_method": method,
+        "threads": torch.get_num_threads(),
+    }
 
 
 def measure(model: str, shape: Shape, repeats: int, device: str) -> dict[str, Any]:

@@ -12,8 +12,13 @@ from .cases import RECURRENCE
 PLOT_BASELINES = ("sj_lif", "sj_psn")
 
 
-def plot(path: Path, rows: list[dict[str, Any]], speedups: list[dict[str, Any]], info: dict[str, Any],
-         recurrence: Sequence[dict[str, Any]] = ()) -> None:
+def plot(
+    path: Path,
+    rows: list[dict[str, Any]],
+    speedups: list[dict[str, Any]],
+    info: dict[str, Any],
+    recurrence: Sequence[dict[str, Any]] = (),
+) -> None:
     """Time against T at the (B, C) measured at the most lengths, speed-ups, and on a GPU the bandwidth."""
     import matplotlib
 
@@ -25,10 +30,13 @@ def plot(path: Path, rows: list[dict[str, Any]], speedups: list[dict[str, Any]],
     left, right = axes[0], axes[1]
     batch, features = Counter((r["B"], r["C"]) for r in rows).most_common(1)[0][0]
     for model in dict.fromkeys(r["model"] for r in rows):
-        points = sorted((r["T"], r["time_ms"]) for r in rows
-                        if r["model"] == model and "error" not in r and (r["B"], r["C"]) == (batch, features))
+        points = sorted(
+            (r["T"], r["time_ms"])
+            for r in rows
+            if r["model"] == model and "error" not in r and (r["B"], r["C"]) == (batch, features)
+        )
         if points:
-            left.loglog(*zip(*points), marker="o", label=model)
+            left.loglog(*zip(*points, strict=True), marker="o", label=model)
     left.set(xlabel=f"T (B={batch}, C={features})", ylabel="forward + backward (ms)", title="time vs sequence length")
     if gpu:
         _bandwidth(axes[2], rows, recurrence)
@@ -57,7 +65,7 @@ def _bandwidth(axes: Any, rows: list[dict[str, Any]], recurrence: Sequence[dict[
     timed = [r for r in [*rows, *recurrence] if "peak_fraction" in r]
     for model in dict.fromkeys(r["model"] for r in timed):
         points = sorted((r["T"] * r["B"] * r["C"], r["peak_fraction"]) for r in timed if r["model"] == model)
-        axes.semilogx(*zip(*points), marker="o", ls="" if model != RECURRENCE else "-", label=model)
+        axes.semilogx(*zip(*points, strict=True), marker="o", ls="" if model != RECURRENCE else "-", label=model)
     axes.axhline(0.7, color="k", lw=0.8, ls="--")
     axes.set_ylim(0, 1.05)
     axes.set(xlabel="elements T·B·C", ylabel="lower-bound bytes / time / peak", title="achieved memory bandwidth")

@@ -16,22 +16,38 @@ from .cases import MODELS, Shape, label
 def ratios(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Speed-up (baseline time / our time) of each of our neurons against each baseline, per shape."""
     timed = [r for r in rows if "error" not in r]
-    return [{"shape": ours["shape"], "model": ours["model"], "baseline": base["model"],
-             "speedup": base["time_ms"] / ours["time_ms"]}
-            for ours in timed if MODELS[ours["model"]][1] is None
-            for base in timed if MODELS[base["model"]][1] is not None and base["shape"] == ours["shape"]]
+    return [
+        {
+            "shape": ours["shape"],
+            "model": ours["model"],
+            "baseline": base["model"],
+            "speedup": base["time_ms"] / ours["time_ms"],
+        }
+        for ours in timed
+        if MODELS[ours["model"]][1] is None
+        for base in timed
+        if MODELS[base["model"]][1] is not None and base["shape"] == ours["shape"]
+    ]
 
 
 def machine_info(device: str) -> dict[str, Any]:
     """CPU model, core count, torch version and threads, and device (with the GPU name on CUDA)."""
     try:
-        names = [line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                 if line.startswith("model name")]
+        names = [
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ]
     except OSError:
         names = []
-    info = {"cpu": names[0] if names else platform.processor() or platform.machine(), "cores": os.cpu_count(),
-            "torch": torch.__version__, "threads": torch.get_num_threads(), "device": device,
-            "python": platform.python_version()}
+    info = {
+        "cpu": names[0] if names else platform.processor() or platform.machine(),
+        "cores": os.cpu_count(),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "device": device,
+        "python": platform.python_version(),
+    }
     if device == "cuda":
         info["gpu"] = torch.cuda.get_device_name()
         peak, source = peak_bandwidth()
@@ -42,8 +58,10 @@ def machine_info(device: str) -> dict[str, Any]:
 def machine_line(info: dict[str, Any]) -> str:
     """``"Machine: <cpu>, <n> cores, ..."`` for :func:`machine_info`."""
     device = f"cuda ({info['gpu']}, peak {info['peak_bandwidth_gbs']:.0f} GB/s)" if "gpu" in info else info["device"]
-    return (f"Machine: {info['cpu']}, {info['cores']} cores, {info['threads']} torch threads, "
-            f"torch {info['torch']}, device {device}")
+    return (
+        f"Machine: {info['cpu']}, {info['cores']} cores, {info['threads']} torch threads, "
+        f"torch {info['torch']}, device {device}"
+    )
 
 
 def print_table(shapes: list[Shape], rows: list[dict[str, Any]], speedups: list[dict[str, Any]]) -> None:
@@ -55,7 +73,12 @@ def print_table(shapes: list[Shape], rows: list[dict[str, Any]], speedups: list[
             if "error" in row:
                 print(f"  {row['model']:<15} {row['error']}")
                 continue
-            mine = ", ".join(f"x{s['speedup']:.1f} vs {s['baseline']}" for s in speedups
-                             if s["shape"] == row["shape"] and s["model"] == row["model"])
-            print(f"  {row['model']:<15} {row['time_ms']:>10.2f} {row['repeats']:>5} {row['peak_mib']:>9.1f}  {mine}"
-                  + (f"  {bandwidth_text(row)}" if "bandwidth_gbs" in row else ""))
+            mine = ", ".join(
+                f"x{s['speedup']:.1f} vs {s['baseline']}"
+                for s in speedups
+                if s["shape"] == row["shape"] and s["model"] == row["model"]
+            )
+            print(
+                f"  {row['model']:<15} {row['time_ms']:>10.2f} {row['repeats']:>5} {row['peak_mib']:>9.1f}  {mine}"
+                + (f"  {bandwidth_text(row)}" if "bandwidth_gbs" in row else "")
+            )

@@ -20,16 +20,35 @@ def write_json(path: Path, data: dict[str, Any]) -> None:
     partial.replace(path)
 
 
-def save(args: argparse.Namespace, info: dict[str, Any], shapes: list[Shape], rows: list[dict[str, Any]],
-         recurrence: list[dict[str, Any]], complete: bool) -> None:
+def save(
+    args: argparse.Namespace,
+    info: dict[str, Any],
+    shapes: list[Shape],
+    rows: list[dict[str, Any]],
+    recurrence: list[dict[str, Any]],
+    complete: bool,
+) -> None:
     """Write the ``--json`` file (if asked for); called after every case."""
     if args.json is None:
         return
-    options = {"shapes": [label(s) for s in shapes], "models": list(args.models), "repeats": args.repeats,
-               "device": args.device, "timeout": args.timeout, "json": str(args.json),
-               "plot": None if args.plot is None else str(args.plot)}
-    data = {"machine": info, "argv": [Path(sys.argv[0]).name, *sys.argv[1:]], "options": options,
-            "complete": complete, "rows": rows, "ratios": ratios(rows), "recurrence": recurrence}
+    options = {
+        "shapes": [label(s) for s in shapes],
+        "models": list(args.models),
+        "repeats": args.repeats,
+        "device": args.device,
+        "timeout": args.timeout,
+        "json": str(args.json),
+        "plot": None if args.plot is None else str(args.plot),
+    }
+    data = {
+        "machine": info,
+        "argv": [Path(sys.argv[0]).name, *sys.argv[1:]],
+        "options": options,
+        "complete": complete,
+        "rows": rows,
+        "ratios": ratios(rows),
+        "recurrence": recurrence,
+    }
     write_json(args.json, data)
 
 
@@ -47,6 +66,7 @@ def resumed_rows(args: argparse.Namespace, info: dict[str, Any]) -> dict[tuple[s
         raise ValueError(f"--resume: {args.json} is not a benchmark file ({type(exc).__name__}: {exc})") from None
     where = {key: machine.get(key) for key in ("device", "gpu", "torch")}
     if where != {key: info.get(key) for key in where}:
-        raise ValueError(f"--resume: {args.json} was measured on {where}, this run is on "
-                         f"{ {key: info.get(key) for key in where} }")
+        raise ValueError(
+            f"--resume: {args.json} was measured on {where}, this run is on { {key: info.get(key) for key in where} }"
+        )
     return {(row["model"], (row["T"], row["B"], row["C"])): row for row in rows}

@@ -22,14 +22,20 @@ from .results import resumed_rows, save
 
 
 def run_case(model: str, shape: Shape, args: argparse.Namespace) -> dict[str, Any]:
-    """Measure one case in a fresh ``python -m snn_parallel.bench --worker`` process; failures become ``{"error": ...}``."""
+    """Measure one case in a fresh ``python -m snn_parallel.bench --worker`` process; failures become
+    ``{"error": ...}``."""
     job = json.dumps({"model": model, "shape": shape, "repeats": args.repeats, "device": args.device})
     env = dict(os.environ)
     root = str(Path(__file__).resolve().parents[2])
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
     try:
-        proc = subprocess.run([sys.executable, "-m", __package__, "--worker", job],
-                              capture_output=True, text=True, timeout=args.timeout, env=env)
+        proc = subprocess.run(
+            [sys.executable, "-m", __package__, "--worker", job],
+            capture_output=True,
+            text=True,
+            timeout=args.timeout,
+            env=env,
+        )
     except subprocess.TimeoutExpired:
         return {"error": f"timed out after {args.timeout:g} s"}
     lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
@@ -46,7 +52,7 @@ def skip_reason(model: str, shape: Shape, rows: list[dict[str, Any]], timeout: f
     """Why ``model`` at ``shape`` need not run given the rows so far (see the package doc), or ``None``."""
     for row in (r for r in rows if r["model"] == model):
         done = (row["T"], row["B"], row["C"])
-        if "error" in row and all(d <= s for d, s in zip(done, shape)):
+        if "error" in row and all(d <= s for d, s in zip(done, shape, strict=True)):
             return f"skipped after {row['shape']}: {row['error']}"
         if "error" not in row and done[1:] == shape[1:] and done[0] < shape[0]:
             projected = 2 * row["time_ms"] / 1e3 * shape[0] / done[0]  # warm-up + one run, >= linear in T
@@ -58,8 +64,10 @@ def skip_reason(model: str, shape: Shape, rows: list[dict[str, Any]], timeout: f
 def main(args: argparse.Namespace) -> int:
     """Run the benchmark described by ``args`` (see :func:`add_arguments`); returns the exit code."""
     if args.device == "cuda" and not torch.cuda.is_available():
-        print("snn-parallel bench: error: --device cuda: CUDA is not available in this torch build/machine",
-              file=sys.stderr)
+        print(
+            "snn-parallel bench: error: --device cuda: CUDA is not available in this torch build/machine",
+            file=sys.stderr,
+        )
         return 2
     if args.plot is not None and importlib.util.find_spec("matplotlib") is None:
         print("snn-parallel bench: error: --plot needs matplotlib (pip install matplotlib)", file=sys.stderr)
@@ -96,8 +104,14 @@ def main(args: argparse.Namespace) -> int:
             continue
         reason = skip_reason(model, shape, list(results.values()), args.timeout)
         result = {"error": reason} if reason else run_case(model, shape, args)
-        results[model, shape] = {"model": model, "shape": label(shape), "T": shape[0], "B": shape[1], "C": shape[2],
-                                 **result}
+        results[model, shape] = {
+            "model": model,
+            "shape": label(shape),
+            "T": shape[0],
+            "B": shape[1],
+            "C": shape[2],
+            **result,
+        }
         status = result.get("error") or f"{result['time_ms']:.2f} ms x{result['repeats']}, {result['peak_mib']:.1f} MiB"
         print(f"[{i}/{len(cases)}] {model} {label(shape)}: {status}", file=sys.stderr, flush=True)
         save(args, info, shapes, so_far(False), so_far(True), complete=False)
@@ -106,7 +120,9 @@ def main(args: argparse.Namespace) -> int:
     speedups = ratios(rows)
     print_table(shapes, rows, speedups)
     for row in recurrence:
-        print(f"\n{RECURRENCE} {row['shape']}: " + (row.get("error") or f"{row['time_ms']:.2f} ms, {bandwidth_text(row)}"))
+        print(
+            f"\n{RECURRENCE} {row['shape']}: " + (row.get("error") or f"{row['time_ms']:.2f} ms, {bandwidth_text(row)}")
+        )
     print("\n" + machine_line(info))
     save(args, info, shapes, rows, recurrence, complete=True)
     if args.plot is not None:

@@ -77,12 +77,18 @@ def read_checkpoint(path: str | os.PathLike, map_location: torch.device | str = 
         raise ValueError(f"checkpoint {path} is empty (0 bytes)")
     if not data.startswith(MAGIC):
         kind = "a plain torch.save file" if data.startswith(b"PK") else "some other file"
-        raise ValueError(f"{path} is not an snn_parallel checkpoint ({kind}; Trainer.save writes files that start with {MAGIC!r})")
+        raise ValueError(
+            f"{path} is not an snn_parallel checkpoint ({kind}; Trainer.save writes files that start with {MAGIC!r})"
+        )
     if len(data) < _HEADER.size:
-        raise ValueError(f"checkpoint {path} is truncated: {len(data)} bytes, shorter than its {_HEADER.size}-byte header")
+        raise ValueError(
+            f"checkpoint {path} is truncated: {len(data)} bytes, shorter than its {_HEADER.size}-byte header"
+        )
     _, version, length, digest = _HEADER.unpack_from(data)
     if version != VERSION:
-        raise ValueError(f"checkpoint {path} has format version {version}; this version of snn_parallel reads {VERSION}")
+        raise ValueError(
+            f"checkpoint {path} has format version {version}; this version of snn_parallel reads {VERSION}"
+        )
     payload = data[_HEADER.size :]
     if len(payload) < length:
         raise ValueError(f"checkpoint {path} is truncated: {len(payload)} of its {length} payload bytes are there")
@@ -102,8 +108,13 @@ def read_checkpoint(path: str | os.PathLike, map_location: torch.device | str = 
 def numpy_rng_state() -> dict[str, Any]:
     """NumPy's global generator state as tensors and numbers (loadable with ``weights_only=True``)."""
     name, keys, position, has_gauss, cached = np.random.get_state()
-    return {"bit_generator": name, "keys": torch.from_numpy(keys.astype(np.int64)), "position": int(position),
-            "has_gauss": int(has_gauss), "cached_gaussian": float(cached)}
+    return {
+        "bit_generator": name,
+        "keys": torch.from_numpy(keys.astype(np.int64)),
+        "position": int(position),
+        "has_gauss": int(has_gauss),
+        "cached_gaussian": float(cached),
+    }
 
 
 def set_numpy_rng_state(state: dict[str, Any]) -> None:
@@ -155,10 +166,15 @@ def check_state(state: object, rule: str, model: torch.nn.Module) -> None:
         raise ValueError("the state's rng must hold the 'torch', 'numpy', 'python' and 'loader' generator states")
     for key in ("torch", "loader"):
         value = rng[key]
-        if not (value is None and key == "loader") and not (isinstance(value, torch.Tensor) and value.dtype == torch.uint8):
+        if not (value is None and key == "loader") and not (
+            isinstance(value, torch.Tensor) and value.dtype == torch.uint8
+        ):
             raise ValueError(f"the state's {key} generator state must be a uint8 tensor, got {type(value).__name__}")
     numpy_state = rng["numpy"]
-    if not isinstance(numpy_state, dict) or {"bit_generator", "keys", "position", "has_gauss", "cached_gaussian"} - numpy_state.keys():
+    if (
+        not isinstance(numpy_state, dict)
+        or {"bit_generator", "keys", "position", "has_gauss", "cached_gaussian"} - numpy_state.keys()
+    ):
         raise ValueError("the state's numpy generator state is not the one Trainer.state_dict writes")
 
 
@@ -168,13 +184,22 @@ def _check_model_state(given: object, model: torch.nn.Module) -> None:
     expected = model.state_dict()
     missing, unexpected = expected.keys() - given.keys(), given.keys() - expected.keys()
     if missing or unexpected:
-        parts = [f"missing {sorted(missing)[:5]}" if missing else "", f"unexpected {sorted(unexpected)[:5]}" if unexpected else ""]
+        parts = [
+            f"missing {sorted(missing)[:5]}" if missing else "",
+            f"unexpected {sorted(unexpected)[:5]}" if unexpected else "",
+        ]
         raise ValueError(f"the model's entries differ from this model's: {'; '.join(p for p in parts if p)}")
     parameters = {name for name, _ in model.named_parameters()}
     for name, value in given.items():
         if not isinstance(value, torch.Tensor):
             raise ValueError(f"the model's entry {name!r} is a {type(value).__name__}, not a tensor")
         if value.shape != expected[name].shape:
-            raise ValueError(f"the model's entry {name!r} has shape {list(value.shape)}, this model's {list(expected[name].shape)}")
-        if name in parameters and (value.is_floating_point() or value.is_complex()) and not bool(torch.isfinite(value).all()):
+            raise ValueError(
+                f"the model's entry {name!r} has shape {list(value.shape)}, this model's {list(expected[name].shape)}"
+            )
+        if (
+            name in parameters
+            and (value.is_floating_point() or value.is_complex())
+            and not bool(torch.isfinite(value).all())
+        ):
             raise ValueError(f"the model's weight {name!r} holds NaN or infinite values")

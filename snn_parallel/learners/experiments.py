@@ -29,8 +29,19 @@ from .trainer import Trainer
 from .tsslbp import SpikeSequenceLoss, TSSLBPTrainer, tssl_network
 
 __all__ = [
-    "RULES", "DIGITS_NEURONS", "IMAGE_RULES", "IMAGE_NETWORK", "classifier", "build_trainer", "digits_loss", "train_digits",
-    "train_adding", "train_image", "memory_profile", "tsslbp_profile", "MEMORY_NETWORKS",
+    "RULES",
+    "DIGITS_NEURONS",
+    "IMAGE_RULES",
+    "IMAGE_NETWORK",
+    "classifier",
+    "build_trainer",
+    "digits_loss",
+    "train_digits",
+    "train_adding",
+    "train_image",
+    "memory_profile",
+    "tsslbp_profile",
+    "MEMORY_NETWORKS",
 ]
 
 RULES: dict[str, type[Trainer]] = {"bptt": BPTTTrainer, "fptt": FPTTTrainer, "ottt": OTTTTrainer, "hypr": HYPRTrainer}
@@ -51,7 +62,7 @@ def classifier(inputs: int, classes: int, neuron: str = "lif", hidden: int = 128
     ``neuron`` is a name of :mod:`snn_parallel.registry`, built with the built-in tasks' arguments."""
     modules: list[nn.Module] = []
     sizes = [inputs] + [hidden] * layers
-    for fan_in, fan_out in zip(sizes[:-1], sizes[1:]):
+    for fan_in, fan_out in zip(sizes[:-1], sizes[1:], strict=True):
         modules += [_synapse(fan_in, fan_out), registry.build(neuron, fan_out)]
     return nn.Sequential(*modules, nn.Linear(hidden, classes))
 
@@ -60,9 +71,18 @@ def classifier(inputs: int, classes: int, neuron: str = "lif", hidden: int = 128
 OTTT_TRACES = {"lif": "neuron", "prf": "neuron"}
 
 
-def build_trainer(rule: str, model: nn.Module, optimizer: torch.optim.Optimizer, steps: int, loss: StepLoss,
-                  chunk: int | None = None, parts: int | None = None, trace: str = "presynaptic",
-                  readout: str | None = None, **rule_options: object) -> Trainer:
+def build_trainer(
+    rule: str,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    steps: int,
+    loss: StepLoss,
+    chunk: int | None = None,
+    parts: int | None = None,
+    trace: str = "presynaptic",
+    readout: str | None = None,
+    **rule_options: object,
+) -> Trainer:
     """The rule's trainer as these experiments use it: FPTT with K = ``parts`` (``None``: T),
     OTTT_A with an input trace of kind ``trace`` and its ``readout`` (``None``: the trace's
     default), HYPR with sub-sequences of ``chunk`` steps (``None``: the whole sequence);
@@ -78,17 +98,36 @@ def digits_loss(rule: str) -> StepLoss:
     return StepLoss("ce", "last") if rule == "fptt" else StepLoss("ce", "all")
 
 
-def _digits_splits(mode: str, seed: int, valid_fraction: float | None, **options: int) -> tuple[SequentialDigits, SequentialDigits]:
+def _digits_splits(
+    mode: str, seed: int, valid_fraction: float | None, **options: int
+) -> tuple[SequentialDigits, SequentialDigits]:
     """The digits to train on and to score: train and test, or with ``valid_fraction`` the
     training digits less that share and the share itself (the test split stays unseen)."""
     scored = "test" if valid_fraction is None else "valid"
-    return tuple(SequentialDigits(split, mode, seed=seed, valid_fraction=valid_fraction, **options) for split in ("train", scored))
+    return tuple(
+        SequentialDigits(split, mode, seed=seed, valid_fraction=valid_fraction, **options)
+        for split in ("train", scored)
+    )
 
 
-def train_digits(rule: str, mode: str = "row", *, neuron: str = "lif", epochs: int = 20, hidden: int = 128,
-                 layers: int = 2, lr: float = 3e-3, batch_size: int = 64, parts: int | None = None,
-                 trace: str | None = None, readout: str | None = None, loss: str | None = None,
-                 valid_fraction: float | None = None, seed: int = 0, **rule_options: object) -> dict[str, float | str]:
+def train_digits(
+    rule: str,
+    mode: str = "row",
+    *,
+    neuron: str = "lif",
+    epochs: int = 20,
+    hidden: int = 128,
+    layers: int = 2,
+    lr: float = 3e-3,
+    batch_size: int = 64,
+    parts: int | None = None,
+    trace: str | None = None,
+    readout: str | None = None,
+    loss: str | None = None,
+    valid_fraction: float | None = None,
+    seed: int = 0,
+    **rule_options: object,
+) -> dict[str, float | str]:
     """Train :func:`classifier` (``layers`` x ``hidden``) on :class:`~snn_parallel.tasks.SequentialDigits`
     with :func:`digits_loss` (or ``loss``, e.g. ``"ce"``); returns the test accuracy (``valid_accuracy``
     with ``valid_fraction``) and time. ``parts``: FPTT's K (``None``: K = T); ``trace``: OTTT's trace
@@ -102,14 +141,32 @@ def train_digits(rule: str, mode: str = "row", *, neuron: str = "lif", epochs: i
     model = classifier(train.num_inputs, train.num_classes, neuron, hidden, layers)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     loss = digits_loss(rule) if loss is None else resolve_loss(loss)
-    trainer = build_trainer(rule, model, optimizer, train.num_steps, loss, parts=parts,
-                            trace=trace or OTTT_TRACES.get(neuron, "presynaptic"), readout=readout, **rule_options)
+    trainer = build_trainer(
+        rule,
+        model,
+        optimizer,
+        train.num_steps,
+        loss,
+        parts=parts,
+        trace=trace or OTTT_TRACES.get(neuron, "presynaptic"),
+        readout=readout,
+        **rule_options,
+    )
     start = time.perf_counter()
     trainer.fit(make_loader(train, batch_size, shuffle=True, seed=seed), epochs)
     seconds = time.perf_counter() - start
     result = trainer.evaluate(make_loader(test, 256))
-    row = {"rule": rule, "task": f"digits-{mode}", "steps": train.num_steps, "neuron": neuron, "epochs": epochs, "lr": lr,
-           "loss": f"ce_{loss.steps}", f"{test.split}_accuracy": result["accuracy"], "train_seconds": seconds}
+    row = {
+        "rule": rule,
+        "task": f"digits-{mode}",
+        "steps": train.num_steps,
+        "neuron": neuron,
+        "epochs": epochs,
+        "lr": lr,
+        "loss": f"ce_{loss.steps}",
+        f"{test.split}_accuracy": result["accuracy"],
+        "train_seconds": seconds,
+    }
     if (layers, hidden) != (2, 128):
         row["network"] = f"{layers}x{hidden}"
     if rule == "fptt":
@@ -120,8 +177,18 @@ def train_digits(rule: str, mode: str = "row", *, neuron: str = "lif", epochs: i
     return row
 
 
-def train_adding(steps: int = 200, *, rule: str = "fptt", parts: int = 10, iterations: int = 3000, hidden: int = 128,
-                 batch_size: int = 128, lr: float = 3e-3, alpha: float = 0.5, seed: int = 0) -> dict[str, float | str]:
+def train_adding(
+    steps: int = 200,
+    *,
+    rule: str = "fptt",
+    parts: int = 10,
+    iterations: int = 3000,
+    hidden: int = 128,
+    batch_size: int = 128,
+    lr: float = 3e-3,
+    alpha: float = 0.5,
+    seed: int = 0,
+) -> dict[str, float | str]:
     """LTC with recurrent weights on the adding problem (terminal MSE); returns the test MSE (trivial: 0.167).
 
     As the LTC-SNN adding-problem code: the threshold fixed at 0.5 (no adaptation), a linear
@@ -131,7 +198,10 @@ def train_adding(steps: int = 200, *, rule: str = "fptt", parts: int = 10, itera
     # the trainers take regression targets as [B, K]: one output, K = 1
     train, test = (
         SequenceDataset(data.inputs, data.targets[:, None])
-        for data in (AddingProblem(steps, iterations * batch_size // 10, seed=seed), AddingProblem(steps, 1000, seed=seed + 1))
+        for data in (
+            AddingProblem(steps, iterations * batch_size // 10, seed=seed),
+            AddingProblem(steps, 1000, seed=seed + 1),
+        )
     )
     ltc = registry.build("ltc", hidden, mode="paper", b0=0.5, beta_a=0.0)
     model = nn.Sequential(RecurrentBlock(2, ltc, output="membrane"), nn.Linear(hidden, 1))
@@ -145,8 +215,17 @@ def train_adding(steps: int = 200, *, rule: str = "fptt", parts: int = 10, itera
     seconds = time.perf_counter() - start
     result = trainer.evaluate(make_loader(test, 500))
     fptt = {"parts": parts, "alpha": alpha} if rule == "fptt" else {}
-    return {"rule": rule, "task": f"adding-{steps}", "steps": steps, "neuron": "ltc", "lr": lr, **fptt,
-            "iterations": epochs * len(loader), "test_mse": result["mse"], "train_seconds": seconds}
+    return {
+        "rule": rule,
+        "task": f"adding-{steps}",
+        "steps": steps,
+        "neuron": "ltc",
+        "lr": lr,
+        **fptt,
+        "iterations": epochs * len(loader),
+        "test_mse": result["mse"],
+        "train_seconds": seconds,
+    }
 
 
 # -- TSSL-BP against BPTT on the 8x8 digits as pictures repeated over T = 5 steps ----------------------
@@ -154,12 +233,24 @@ def train_adding(steps: int = 200, *, rule: str = "fptt", parts: int = 10, itera
 IMAGE_RULES = ("tsslbp", "bptt")
 IMAGE_NETWORK = "16C3-32C3-P2-128"
 #: training recipes shared by both rules: the reference's (the spike-sequence loss summed over the batch, the
-#: gradient norm clipped to 1, weights clamped to [-4, 4]) and the usual one (the loss averaged, the same clip, no clamp)
-IMAGE_RECIPES = {"reference": {"batch_sum": True, "weight_clamp": 4.0}, "mean": {"batch_sum": False, "weight_clamp": None}}
+#: gradient norm clipped to 1, weights clamped to [-4, 4]) and the usual one (the loss averaged, the same clip,
+#: no clamp)
+IMAGE_RECIPES = {
+    "reference": {"batch_sum": True, "weight_clamp": 4.0},
+    "mean": {"batch_sum": False, "weight_clamp": None},
+}
 
 
-def _image_trainer(rule: str, lr: float, spec: str, recipe: str = "reference", dt_du_at_spikes: bool = True,
-                   loss: str = "kernel", padding: str = "valid", kernel_target: str = "psp") -> Trainer:
+def _image_trainer(
+    rule: str,
+    lr: float,
+    spec: str,
+    recipe: str = "reference",
+    dt_du_at_spikes: bool = True,
+    loss: str = "kernel",
+    padding: str = "valid",
+    kernel_target: str = "psp",
+) -> Trainer:
     """The PSPLIF conv net ``spec`` (its convs padded as ``padding``, see :func:`tssl_network`) with
     AdamW, the spike-sequence loss (``loss``: its variant; ``kernel_target``: the kernel loss's target) and the recipe,
     trained with TSSL-BP (``dt_du_at_spikes``: its revision, see :class:`~snn_parallel.neurons.PSPLIF`)
@@ -169,17 +260,35 @@ def _image_trainer(rule: str, lr: float, spec: str, recipe: str = "reference", d
     if recipe not in IMAGE_RECIPES:
         raise ValueError(f"recipe must be one of {tuple(IMAGE_RECIPES)}, got {recipe!r}")
     spike_loss = SpikeSequenceLoss(variant=loss, kernel_target=kernel_target)
-    model = tssl_network(spec, (1, 8, 8), 10, gradient="tsslbp" if rule == "tsslbp" else "surrogate",
-                         padding=padding, dt_du_at_spikes=dt_du_at_spikes)
+    model = tssl_network(
+        spec,
+        (1, 8, 8),
+        10,
+        gradient="tsslbp" if rule == "tsslbp" else "surrogate",
+        padding=padding,
+        dt_du_at_spikes=dt_du_at_spikes,
+    )
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
     trainer = TSSLBPTrainer if rule == "tsslbp" else BPTTTrainer
     return trainer(model, optimizer, loss=spike_loss, clip_grad_norm=1.0, progress=False, **IMAGE_RECIPES[recipe])
 
 
-def train_image(rule: str, *, steps: int = 5, epochs: int = 30, lr: float = 5e-3, batch_size: int = 50,
-                spec: str = IMAGE_NETWORK, recipe: str = "reference", valid_fraction: float | None = None,
-                seed: int = 0, dt_du_at_spikes: bool = True, loss: str = "kernel",
-                padding: str = "valid", kernel_target: str = "psp") -> dict[str, float | str]:
+def train_image(
+    rule: str,
+    *,
+    steps: int = 5,
+    epochs: int = 30,
+    lr: float = 5e-3,
+    batch_size: int = 50,
+    spec: str = IMAGE_NETWORK,
+    recipe: str = "reference",
+    valid_fraction: float | None = None,
+    seed: int = 0,
+    dt_du_at_spikes: bool = True,
+    loss: str = "kernel",
+    padding: str = "valid",
+    kernel_target: str = "psp",
+) -> dict[str, float | str]:
     """Train the PSPLIF conv net ``spec`` (convs padded as ``padding``) on the digits as pictures
     repeated over ``steps`` steps with the spike-sequence loss's variant ``loss`` (``"kernel"`` or
     ``"count"``; the kernel loss against ``kernel_target``, see :class:`SpikeSequenceLoss`); returns the test accuracy
@@ -194,9 +303,21 @@ def train_image(rule: str, *, steps: int = 5, epochs: int = 30, lr: float = 5e-3
     result = trainer.evaluate(make_loader(test, 256))
     revision = {"dt_du": "spikes" if dt_du_at_spikes else "rising"} if rule == "tsslbp" else {}
     target = {"kernel_target": kernel_target} if loss == "kernel" else {}
-    return {"rule": rule, "task": "digits-image", "steps": steps, "network": spec, "padding": padding, "recipe": recipe,
-            "loss": loss, **target, **revision,
-            "epochs": epochs, "lr": lr, f"{test.split}_accuracy": result["accuracy"], "train_seconds": seconds}
+    return {
+        "rule": rule,
+        "task": "digits-image",
+        "steps": steps,
+        "network": spec,
+        "padding": padding,
+        "recipe": recipe,
+        "loss": loss,
+        **target,
+        **revision,
+        "epochs": epochs,
+        "lr": lr,
+        f"{test.split}_accuracy": result["accuracy"],
+        "train_seconds": seconds,
+    }
 
 
 def _saved_bytes(run: Callable[[], None]) -> int:
@@ -227,8 +348,11 @@ def _image_step(rule: str, steps: int, batch: int, repeats: int) -> dict[str, fl
         start = time.perf_counter()
         trainer.train_batch(x, target)
         times.append(time.perf_counter() - start)
-    return {"ms_per_step": 1000 * sorted(times)[len(times) // 2], "saved_mib": saved / 2**20,
-            "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    return {
+        "ms_per_step": 1000 * sorted(times)[len(times) // 2],
+        "saved_mib": saved / 2**20,
+        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
 
 
 def tsslbp_profile(*, steps: int = 5, batch: int = 50, repeats: int = 20) -> list[dict[str, float | str]]:
@@ -254,12 +378,18 @@ MEMORY_NETWORKS = ("mlp", "resnet")
 def _memory_setup(rule: str, network: str, steps: int, batch: int, hidden: int) -> tuple[nn.Module, torch.Tensor, dict]:
     """The network, a random input ``[T, B, ...]`` and the rule's options for :func:`build_trainer`."""
     if network == "mlp":
-        return classifier(16, 10, "lif", hidden), (torch.rand(steps, batch, 16) < 0.3).float(), {"chunk": 64, "trace": OTTT_TRACES["lif"]}
+        return (
+            classifier(16, 10, "lif", hidden),
+            (torch.rand(steps, batch, 16) < 0.3).float(),
+            {"chunk": 64, "trace": OTTT_TRACES["lif"]},
+        )
     from spikingjelly.activation_based import neuron, surrogate
 
     from .resnet import spiking_resnet
 
-    model = spiking_resnet(lambda channels: neuron.LIFNode(tau=2.0, surrogate_function=surrogate.ATan(), detach_reset=True))
+    model = spiking_resnet(
+        lambda channels: neuron.LIFNode(tau=2.0, surrogate_function=surrogate.ATan(), detach_reset=True)
+    )
     # HYPR's sub-sequences shorter than every T measured: its eligibilities are carried at every length
     return model, torch.rand(steps, batch, 3, 8, 8), {"chunk": 16}
 
@@ -282,8 +412,9 @@ def _one_step(rule: str, steps: int, batch: int, hidden: int, network: str = "ml
     return {"peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "seconds": seconds}
 
 
-def memory_profile(rules: list[str], lengths: list[int], *, batch: int = 32, hidden: int = 256,
-                   network: str = "mlp") -> list[dict[str, float | str]]:
+def memory_profile(
+    rules: list[str], lengths: list[int], *, batch: int = 32, hidden: int = 256, network: str = "mlp"
+) -> list[dict[str, float | str]]:
     """Peak RSS and time of one training step per (rule, T), each in a fresh Python process, on the
     network ``network`` (one of :data:`MEMORY_NETWORKS`)."""
     if network not in MEMORY_NETWORKS:
@@ -297,5 +428,7 @@ def memory_profile(rules: list[str], lengths: list[int], *, batch: int = 32, hid
             )
             out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
             shape = {"hidden": hidden} if network == "mlp" else {"network": "spiking_resnet"}
-            rows.append({"rule": rule, "steps": steps, "batch": batch, **shape, **json.loads(out.strip().splitlines()[-1])})
+            rows.append(
+                {"rule": rule, "steps": steps, "batch": batch, **shape, **json.loads(out.strip().splitlines()[-1])}
+            )
     return rows

@@ -134,7 +134,9 @@ def _own_parameters(driver: Driver) -> list[tuple[str, nn.Parameter]]:
     return [(name, p) for name, p in module.named_parameters() if p.requires_grad]
 
 
-def _core_jacobians(driver: CoreDriver, current: torch.Tensor, state: NamedTuple) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _core_jacobians(
+    driver: CoreDriver, current: torch.Tensor, state: NamedTuple
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     r"""Per element :math:`A` ``[B', E, D, D]``, :math:`D` ``[B', E, D]`` and :math:`G` ``[B', E, D, P]``
     of one of our neurons, ``current`` ``[B', C, *spatial]`` with ``E`` elements per sample.
 
@@ -155,7 +157,7 @@ def _core_jacobians(driver: CoreDriver, current: torch.Tensor, state: NamedTuple
     # direction k is 1 in one per-element component for every element: state components first,
     # then the current, then the parameter columns
     state_tangents, offset = [], 0
-    for f, size in zip(fields, sizes):
+    for f, size in zip(fields, sizes, strict=True):
         tangent = f.new_zeros(count, size, current.numel())
         tangent[torch.arange(offset, offset + size), torch.arange(size)] = 1
         state_tangents.append(tangent.reshape(count, *f.shape))
@@ -163,14 +165,14 @@ def _core_jacobians(driver: CoreDriver, current: torch.Tensor, state: NamedTuple
     current_tangent = current.new_zeros(count, *current.shape)
     current_tangent[d] = 1
     param_tangents, offset = [], d + 1
-    for p, width in zip(params, widths):
+    for p, width in zip(params, widths, strict=True):
         tangent = p.new_zeros(count, p.shape[0], width)
         tangent[torch.arange(offset, offset + width), :, torch.arange(width)] = 1
         param_tangents.append(tangent.reshape(count, *p.shape))
         offset += width
 
     def run(cur: torch.Tensor, st: tuple[torch.Tensor, ...], ps: tuple[torch.Tensor, ...]):
-        spike, new_state = functional_call(stepper, dict(zip(names, ps)), (cur, type(state)(*st)))
+        spike, new_state = functional_call(stepper, dict(zip(names, ps, strict=True)), (cur, type(state)(*st)))
         return (*new_state, spike)
 
     def directional(t_cur, t_state, t_params):
@@ -184,7 +186,9 @@ def _core_jacobians(driver: CoreDriver, current: torch.Tensor, state: NamedTuple
     return a, jac[..., d], jac[..., d + 1 :]
 
 
-def _memory_jacobians(driver: MemoryDriver, current: torch.Tensor, state: tuple) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _memory_jacobians(
+    driver: MemoryDriver, current: torch.Tensor, state: tuple
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     r"""The same for a SpikingJelly node, by reverse mode: its elements evolve independently, so the
     gradient of one output component summed over the elements is that component's row for every
     element; a (scalar) parameter is expanded to one copy per element first."""
@@ -194,7 +198,7 @@ def _memory_jacobians(driver: MemoryDriver, current: torch.Tensor, state: tuple)
     copies = [p.detach().expand_as(current).clone().requires_grad_() for _, p in named]
     saved = {name: module._parameters[name] for name, _ in named}
     try:
-        for (name, _), copy in zip(named, copies):
+        for (name, _), copy in zip(named, copies, strict=True):
             module._parameters[name] = copy
         with torch.enable_grad():
             spike, new_state = _pure_step(driver, inputs[-1], tuple(inputs[:-1]))
@@ -202,7 +206,9 @@ def _memory_jacobians(driver: MemoryDriver, current: torch.Tensor, state: tuple)
             rows = []
             for out in outputs:
                 grads = torch.autograd.grad(out.sum(), inputs + copies, retain_graph=True, allow_unused=True)
-                rows.append(torch.stack([(torch.zeros_like(current) if g is None else g).reshape(batch, -1) for g in grads], -1))
+                rows.append(
+                    torch.stack([(torch.zeros_like(current) if g is None else g).reshape(batch, -1) for g in grads], -1)
+                )
     finally:
         module._parameters.update(saved)
     jac = torch.stack(rows, dim=2)  # [B', E, D, inputs]
@@ -310,11 +316,11 @@ def _patches(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
     if module.padding == "valid":
         padding = (0,) * dims
     elif module.padding == "same":
-        padding = tuple(dl * (k - 1) // 2 for k, dl in zip(kernel, dilation))
+        padding = tuple(dl * (k - 1) // 2 for k, dl in zip(kernel, dilation, strict=True))
     else:
         padding = module.padding
     pads = []
-    for k, dl, p in reversed(list(zip(kernel, dilation, padding))):
+    for k, dl, p in reversed(list(zip(kernel, dilation, padding, strict=True))):
         extra = dl * (k - 1) - 2 * p if module.padding == "same" else 0
         pads += [p, p + extra]
     x = F.pad(x, pads)
@@ -332,7 +338,9 @@ class _Feed(NamedTuple):
 
     param: nn.Parameter
     driver: Driver
-    synapse: str | None  #: the synapse whose weight it is (``Linear``/``Conv``), or ``None`` for a per-channel parameter
+    synapse: (
+        str | None
+    )  #: the synapse whose weight it is (``Linear``/``Conv``), or ``None`` for a per-channel parameter
     name: str
     norm: str | None  #: the batch norm in training the synapse's output goes straight into
 
@@ -403,7 +411,9 @@ class HYPRTrainer(Trainer):
 
     rule = "hypr"
 
-    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, *, chunk: int | None = None, **options: Any) -> None:
+    def __init__(
+        self, model: nn.Module, optimizer: torch.optim.Optimizer, *, chunk: int | None = None, **options: Any
+    ) -> None:
         super().__init__(model, optimizer, **options)
         self.chunk = None if chunk is None else check_int(chunk, "chunk", minimum=1)
         for path, module in model.named_modules():
@@ -413,7 +423,9 @@ class HYPRTrainer(Trainer):
                     "deterministic (SequenceDropout keeps one mask per sequence)"
                 )
         # lazy neurons are checked at the first batch, once they have their size
-        self._unchecked = [part for part in self.network.parts if isinstance(part, CoreDriver) and part.core.has_uninitialized_params()]
+        self._unchecked = [
+            part for part in self.network.parts if isinstance(part, CoreDriver) and part.core.has_uninitialized_params()
+        ]
         for part in self.network.parts:
             if part not in self._unchecked:
                 self._check_part(part)
@@ -427,11 +439,15 @@ class HYPRTrainer(Trainer):
     @staticmethod
     def _check_part(part: Driver) -> None:
         if isinstance(part, RecurrentDriver) and part.module.output != "spikes":
-            raise UnsupportedModule(f"{part.label}: HYPR's learning signals flow through spikes; use RecurrentBlock(output='spikes')")
+            raise UnsupportedModule(
+                f"{part.label}: HYPR's learning signals flow through spikes; use RecurrentBlock(output='spikes')"
+            )
         if isinstance(part, CoreDriver):
             if part.returns_membrane:
-                raise UnsupportedModule(f"{part.label} passes on its membrane; HYPR's learning signals flow through "
-                                        "spikes (use init_hidden=True, output=False)")
+                raise UnsupportedModule(
+                    f"{part.label} passes on its membrane; HYPR's learning signals flow through "
+                    "spikes (use init_hidden=True, output=False)"
+                )
             core = part.core
             if not core.channelwise:
                 raise UnsupportedModule(f"{part.label}: its state mixes neurons, but HYPR needs per-neuron dynamics")
@@ -442,8 +458,12 @@ class HYPRTrainer(Trainer):
                         f"(first dim {core.features}); HYPR needs per-neuron parameters"
                     )
             like = next(core.parameters(), None)
-            probe = torch.zeros(1, core.features, dtype=like.dtype if like is not None else None,
-                                device=like.device if like is not None else None)
+            probe = torch.zeros(
+                1,
+                core.features,
+                dtype=like.dtype if like is not None else None,
+                device=like.device if like is not None else None,
+            )
             try:  # one step's Jacobians at rest: forward-mode AD must go through the surrogate
                 _core_jacobians(part, probe, core.init_state(probe))
             except RuntimeError as error:
@@ -517,25 +537,32 @@ class HYPRTrainer(Trainer):
         cotangents, carried, at = [], [], 0
         for driver in drivers:
             currents, states, gated = records[id(driver)]
-            ell = [torch.zeros_like(z) if g is None else g for z, g in zip(gated, signals[at : at + len(gated)])]
+            ell = [
+                torch.zeros_like(z) if g is None else g
+                for z, g in zip(gated, signals[at : at + len(gated)], strict=True)
+            ]
             at += len(gated)
             cotangents += self._neuron(driver, length, currents, states, ell, grads, last, carried)
         # the parameters below each neuron (and the readout's): one backward with the neurons' outputs cut
         gates.open = False
         outs = ([loss] if loss is not None else []) + [c for driver in drivers for c in records[id(driver)][0]]
         cots = ([torch.ones_like(loss)] if loss is not None else []) + cotangents
-        keep = [(o, c) for o, c in zip(outs, cots) if o.requires_grad]
+        keep = [(o, c) for o, c in zip(outs, cots, strict=True) if o.requires_grad]
         params = [p for p in self.parameters() if id(p) not in self._own]
         if keep and params:
-            found = torch.autograd.grad([o for o, _ in keep], params, [c for _, c in keep], retain_graph=not last, allow_unused=True)
-            for param, grad in zip(params, found):
+            found = torch.autograd.grad(
+                [o for o, _ in keep], params, [c for _, c in keep], retain_graph=not last, allow_unused=True
+            )
+            for param, grad in zip(params, found, strict=True):
                 if grad is not None:
                     grads[param] = grads.get(param, 0) + grad
         if not (first and last):
             self._carry(records, io, norms, gates, carried, grads, last)
         return torch.stack(outputs)
 
-    def _replay(self, xs: torch.Tensor, snapshots: list, carry: bool) -> tuple[torch.Tensor, dict, dict, _Gates, _Norms]:
+    def _replay(
+        self, xs: torch.Tensor, snapshots: list, carry: bool
+    ) -> tuple[torch.Tensor, dict, dict, _Gates, _Norms]:
         """The P-stage's forward: ``(outputs [L, B, K], records, synapse inputs and outputs, gates, norms)``, with
         ``records[id(neuron)]`` the lists of its currents, entering states and gated spikes (one entry
         per step, or one for all steps folded)."""
@@ -551,10 +578,12 @@ class HYPRTrainer(Trainer):
             else:
                 saved = [snapshot[index[id(driver)]] for snapshot in snapshots]
                 steps = current.unflatten(0, (length, -1)).unbind(0)
-                state = _cat_states([_entering_state(driver, s, c) for s, c in zip(saved, steps)], current.dim())
+                state = _cat_states(
+                    [_entering_state(driver, s, c) for s, c in zip(saved, steps, strict=True)], current.dim()
+                )
             spike, _ = _pure_step(driver, current, state)
             gated = gates(spike)
-            for kept, value in zip(records[id(driver)], (current, state, gated)):
+            for kept, value in zip(records[id(driver)], (current, state, gated), strict=True):
                 kept.append(value)
             return gated
 
@@ -564,13 +593,17 @@ class HYPRTrainer(Trainer):
 
         network.neuron_override = neuron_step
         try:
-            with torch.enable_grad(), _frozen_batch_statistics(self.model, network) as norms, network.stepping(), \
-                    network.intercept(keep_io if carry else None):
+            with (
+                torch.enable_grad(),
+                _frozen_batch_statistics(self.model, network) as norms,
+                network.stepping(),
+                network.intercept(keep_io if carry else None),
+            ):
                 if self._fold:
                     out = network.run(xs)
                 else:
                     steps = []
-                    for x_t, snapshot in zip(xs.unbind(0), snapshots):
+                    for x_t, snapshot in zip(xs.unbind(0), snapshots, strict=True):
                         network.set_state(snapshot)
                         steps.append(network.step(x_t))
                     out = torch.stack(steps)
@@ -578,8 +611,17 @@ class HYPRTrainer(Trainer):
             network.neuron_override = None
         return out, records, io, gates, norms
 
-    def _neuron(self, driver: Driver, length: int, currents: list, states: list, ell: list, grads: dict,
-                last: bool, carried: list) -> list[torch.Tensor]:
+    def _neuron(
+        self,
+        driver: Driver,
+        length: int,
+        currents: list,
+        states: list,
+        ell: list,
+        grads: dict,
+        last: bool,
+        carried: list,
+    ) -> list[torch.Tensor]:
         """One neuron layer's chunk: Jacobians, the reverse scan, its own parameters' gradient and
         eligibility; returns the gradient of each recorded current, :math:`q_t D_t`."""
         current = torch.cat([c.detach() for c in currents])
@@ -604,7 +646,9 @@ class HYPRTrainer(Trainer):
             if key in self._elig:
                 grad_p = grad_p + torch.einsum("bni,bnip->bnp", q0, self._elig[key])
             if not last:
-                self._elig[key] = (phi @ self._elig[key] if key in self._elig else 0) + torch.einsum("tbnij,tbnjp->bnip", suffix, g)
+                self._elig[key] = (phi @ self._elig[key] if key in self._elig else 0) + torch.einsum(
+                    "tbnij,tbnjp->bnip", suffix, g
+                )
             grad_p = grad_p.sum(0)  # [E, P]
             offset = 0
             for _, param in named:
@@ -621,7 +665,9 @@ class HYPRTrainer(Trainer):
         return list(cotangent.split([c.shape[0] for c in currents]))
 
     # -- eligibilities of the parameters below each neuron, from one sub-sequence to the next --------
-    def _carry(self, records: dict, io: dict, norms: _Norms, gates: _Gates, carried: list, grads: dict, last: bool) -> None:
+    def _carry(
+        self, records: dict, io: dict, norms: _Norms, gates: _Gates, carried: list, grads: dict, last: bool
+    ) -> None:
         if not carried:
             return
         if self._feeds is None:
@@ -647,7 +693,9 @@ class HYPRTrainer(Trainer):
                     added = coefficient.sum(0)
                 else:
                     module = self.model.get_submodule(feed.synapse)
-                    patches = torch.cat([_patches(module, x.detach()) for x, _ in io[feed.synapse]]).unflatten(0, (length, batch))
+                    patches = torch.cat([_patches(module, x.detach()) for x, _ in io[feed.synapse]]).unflatten(
+                        0, (length, batch)
+                    )
                     coefficient = coefficient.unflatten(2, (module.weight.shape[0], patches.shape[2]))
                     added = torch.einsum("tbopk,tbpf->bopkf", coefficient, patches)
                     if feed.norm is not None:  # through the statistics: the patches projected as in _project
@@ -655,8 +703,11 @@ class HYPRTrainer(Trainer):
                         count = batch * patches.shape[2]
                         mean = patches.sum((1, 2)) / count  # [L, F]
                         along = torch.einsum("tbop,tbpf->tof", normalised, patches) / count
-                        added = added - torch.einsum("tbopk,tf->bopkf", coefficient, mean) \
+                        added = (
+                            added
+                            - torch.einsum("tbopk,tf->bopkf", coefficient, mean)
                             - torch.einsum("tbopk,tof->bopkf", coefficient * normalised.unsqueeze(-1), along)
+                        )
                     added = added.flatten(1, 2)
                 if elig is not None:  # the earlier inputs' eligibility, carried through this chunk's steps
                     added = added + (phi @ elig.reshape(*phi.shape[:3], -1)).reshape(elig.shape)
@@ -694,21 +745,47 @@ class HYPRTrainer(Trainer):
                 synapse = weights.get(id(param))
                 if synapse is not None:
                     module = self.model.get_submodule(synapse)
-                    if structure.calls.get(synapse, 0) != 1 or getattr(module, "groups", 1) != 1 or (
-                        isinstance(module, nn.Linear) and io[synapse][0][0].dim() != 2
-                    ) or io[synapse][0][1].shape != currents[0].shape:
-                        raise UnsupportedModule(self._beyond(synapse, driver, "must be called once per step, ungrouped, "
-                                                             "with the shape of the neuron layer's current"))
+                    if (
+                        structure.calls.get(synapse, 0) != 1
+                        or getattr(module, "groups", 1) != 1
+                        or (isinstance(module, nn.Linear) and io[synapse][0][0].dim() != 2)
+                        or io[synapse][0][1].shape != currents[0].shape
+                    ):
+                        raise UnsupportedModule(
+                            self._beyond(
+                                synapse,
+                                driver,
+                                "must be called once per step, ungrouped, with the shape of the neuron layer's current",
+                            )
+                        )
                     x, y = io[synapse][0]
-                    plain = F.linear(x, module.weight, module.bias) if isinstance(module, nn.Linear) else module._conv_forward(x, module.weight, module.bias)
+                    plain = (
+                        F.linear(x, module.weight, module.bias)
+                        if isinstance(module, nn.Linear)
+                        else module._conv_forward(x, module.weight, module.bias)
+                    )
                     if not torch.allclose(plain, y, rtol=1e-4, atol=1e-5):
-                        raise UnsupportedModule(self._beyond(synapse, driver, "computes something other than its plain "
-                                                             "Linear/Conv output from its weight"))
+                        raise UnsupportedModule(
+                            self._beyond(
+                                synapse,
+                                driver,
+                                "computes something other than its plain Linear/Conv output from its weight",
+                            )
+                        )
                     outputs = [out for _, out in io[synapse]]
-                    norm = next((path for path, calls in norms.calls.items() if len(calls) == len(outputs)
-                                 and all(entering is out for (entering, _, _), out in zip(calls, outputs))), None)
+                    norm = next(
+                        (
+                            path
+                            for path, calls in norms.calls.items()
+                            if len(calls) == len(outputs)
+                            and all(entering is out for (entering, _, _), out in zip(calls, outputs, strict=True))
+                        ),
+                        None,
+                    )
                 elif param.dim() != 1 or param.shape[0] != channels:
-                    raise UnsupportedModule(self._beyond(name, driver, "is neither a synapse's weight nor one number per channel"))
+                    raise UnsupportedModule(
+                        self._beyond(name, driver, "is neither a synapse's weight nor one number per channel")
+                    )
                 else:
                     norm = None
                 feeds.append(_Feed(param, driver, synapse, name, norm))
@@ -720,11 +797,14 @@ class HYPRTrainer(Trainer):
         return feeds
 
     def _beyond(self, what: str, driver: Driver, why: str) -> str:
-        return (f"{what} feeds {driver.label} but {why}: HYPR cannot carry its eligibility from one chunk to the next; "
-                f"train with chunk=None (the whole sequence at once)")
+        return (
+            f"{what} feeds {driver.label} but {why}: HYPR cannot carry its eligibility from one chunk to the next; "
+            f"train with chunk=None (the whole sequence at once)"
+        )
 
-    def _local_gains(self, currents: list, feeds: list[_Feed], io: dict, norms: _Norms, length: int,
-                     check: _Gates | None = None) -> list[torch.Tensor]:
+    def _local_gains(
+        self, currents: list, feeds: list[_Feed], io: dict, norms: _Norms, length: int, check: _Gates | None = None
+    ) -> list[torch.Tensor]:
         r"""For each feed, :math:`\partial I_t/\partial y_t` (a synapse's output) or
         :math:`\partial I_t/\partial \theta_{c}` (a per-channel parameter), one number per element and
         step, ``[L, B, E]``: the Jacobian times ones (a Jacobian-vector product from two backward
@@ -743,7 +823,7 @@ class HYPRTrainer(Trainer):
             def pullback(exact: bool) -> tuple[torch.Tensor, ...]:
                 norms.switch.exact = exact
                 try:
-                    return torch.autograd.grad(currents, sources, ones, create_graph=True, retain_graph=True)
+                    return torch.autograd.grad(currents, sources, ones, create_graph=True, retain_graph=True)  # noqa: B023 (called in this iteration)
                 finally:
                     norms.switch.exact = False
 
@@ -751,7 +831,7 @@ class HYPRTrainer(Trainer):
                 back = pullback(feed.synapse is None)
                 directions = [torch.ones_like(s) for s in sources]
                 gain = torch.autograd.grad(back, ones, directions, retain_graph=True, allow_unused=True)
-                gain = [torch.zeros_like(c) if g is None else g for c, g in zip(currents, gain)]
+                gain = [torch.zeros_like(c) if g is None else g for c, g in zip(currents, gain, strict=True)]
                 if check is not None:
                     probe = [torch.randn_like(s) for s in sources]
                     exact = back if feed.synapse is None else pullback(True)
@@ -759,11 +839,13 @@ class HYPRTrainer(Trainer):
                     if feed.norm is not None:
                         normalised = torch.cat([n for _, _, n in norms.calls[feed.norm]])
                         probe = _project(torch.cat(probe), normalised, length).split([p.shape[0] for p in probe])
-                    for c, g, m, r in zip(currents, gain, moved, probe):
+                    for c, g, m, r in zip(currents, gain, moved, probe, strict=True):
                         expected = g * (r if feed.synapse is not None else r.view(1, -1, *[1] * (c.dim() - 2)))
                         # to rounding: a projection's sums cancel, so its error scales with the largest entry
                         tolerance = 1e-6 + 1e-5 * float(expected.abs().max())
-                        if not torch.allclose(torch.zeros_like(c) if m is None else m, expected, rtol=1e-4, atol=tolerance):
+                        if not torch.allclose(
+                            torch.zeros_like(c) if m is None else m, expected, rtol=1e-4, atol=tolerance
+                        ):
                             raise UnsupportedModule(self._irregular(feed, currents, norms, check))
             gains.append(torch.cat([g.detach() for g in gain]).reshape(length, batch, -1))
         return gains
@@ -772,12 +854,17 @@ class HYPRTrainer(Trainer):
         """Why a feed's path to its neuron is not one HYPR carries, naming the batch norms in training on
         it, if any."""
         nodes, _ = _graph_below(currents[0], gates)
-        between = [path for path, calls in norms.calls.items()
-                   if any(id(y.grad_fn) in nodes and id(feed.param) in _graph_below(x, gates)[1] for x, y, _ in calls)]
+        between = [
+            path
+            for path, calls in norms.calls.items()
+            if any(id(y.grad_fn) in nodes and id(feed.param) in _graph_below(x, gates)[1] for x, y, _ in calls)
+        ]
         what = feed.synapse or feed.name
         if between:
-            return (f"{what} feeds {feed.driver.label} through the batch norm {', '.join(between)} in training, other than "
-                    "straight from a Linear/Conv output: its per-step statistics couple the batch's samples and HYPR cannot "
-                    "carry the eligibility from one chunk to the next; train with chunk=None (the whole sequence at "
-                    "once) or with the norm in eval mode")
+            return (
+                f"{what} feeds {feed.driver.label} through the batch norm {', '.join(between)} in training, "
+                "other than straight from a Linear/Conv output: its per-step statistics couple the batch's samples "
+                "and HYPR cannot carry the eligibility from one chunk to the next; train with chunk=None (the whole "
+                "sequence at once) or with the norm in eval mode"
+            )
         return self._beyond(what, feed.driver, "reaches it through more than element-wise operations")

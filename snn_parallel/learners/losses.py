@@ -130,7 +130,9 @@ class StepLoss:
             loss = (1 - self.mse_weight) * loss + self.mse_weight * F.mse_loss(output, onehot)
         return loss
 
-    def sequence_loss(self, outputs: torch.Tensor, target: torch.Tensor, offset: int = 0, num_steps: int | None = None) -> torch.Tensor | None:
+    def sequence_loss(
+        self, outputs: torch.Tensor, target: torch.Tensor, offset: int = 0, num_steps: int | None = None
+    ) -> torch.Tensor | None:
         """Sum of the step shares over ``outputs`` ``[T', B, K]``, steps ``offset .. offset+T'-1``
         of a ``num_steps``-step sequence (default: ``outputs`` is the whole sequence).
 

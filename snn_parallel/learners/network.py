@@ -52,7 +52,9 @@ SYNAPSES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 #: buffers that normalisation layers update in training; not state across time steps
 _RUNNING_STATISTICS = frozenset({"running_mean", "running_var", "num_batches_tracked"})
 #: SpikingJelly's multi-step containers of per-step modules: applied as a plain ``nn.Sequential``
-_SJ_CONTAINERS = frozenset({"SeqToANNContainer", "MultiStepContainer", "TLastSeqToANNContainer", "TLastMultiStepContainer"})
+_SJ_CONTAINERS = frozenset(
+    {"SeqToANNContainer", "MultiStepContainer", "TLastSeqToANNContainer", "TLastMultiStepContainer"}
+)
 
 
 class UnsupportedModule(TypeError):
@@ -81,7 +83,9 @@ class RecurrentBlock(nn.Module):
         super().__init__()
         core = _core_of(neuron)
         if core is None:
-            raise TypeError(f"neuron must be an snn_parallel neuron (or one of its adapters), got {type(neuron).__name__}")
+            raise TypeError(
+                f"neuron must be an snn_parallel neuron (or one of its adapters), got {type(neuron).__name__}"
+            )
         in_features = check_int(in_features, "in_features", minimum=1)
         check_choice(output, "output", ("spikes", "membrane"))
         if core.features is None:
@@ -119,7 +123,8 @@ class SequenceDropout(nn.Module):
         self.p = float(p)
 
     def draw(self, x_t: torch.Tensor) -> torch.Tensor | None:
-        """A mask for steps like ``x_t`` ``[B, C, *spatial]`` (``[B, C, 1, ...]``), or ``None`` when it drops nothing."""
+        """A mask for steps like ``x_t`` ``[B, C, *spatial]`` (``[B, C, 1, ...]``), or ``None`` when it drops
+        nothing."""
         if x_t.dim() < 2:
             raise ValueError(f"input of SequenceDropout must be [B, C, *spatial] per step, got {list(x_t.shape)}")
         if not x_t.is_floating_point():
@@ -132,7 +137,9 @@ class SequenceDropout(nn.Module):
 
     def forward(self, x_seq: torch.Tensor) -> torch.Tensor:
         if x_seq.dim() < 3 or x_seq.shape[0] == 0:
-            raise ValueError(f"x_seq of SequenceDropout must be [T, B, C, *spatial] with T >= 1, got {list(x_seq.shape)}")
+            raise ValueError(
+                f"x_seq of SequenceDropout must be [T, B, C, *spatial] with T >= 1, got {list(x_seq.shape)}"
+            )
         mask = self.draw(x_seq[0])
         return x_seq if mask is None else x_seq * mask
 
@@ -169,8 +176,8 @@ class Driver:
     def single_input(self, args: tuple, kwargs: dict) -> torch.Tensor:
         if len(args) != 1 or kwargs or not isinstance(args[0], torch.Tensor):
             raise TypeError(
-                f"{self.label} was called with {len(args)} positional and {sorted(kwargs)} keyword arguments; a trainer "
-                "drives its state itself, so call it with the input tensor alone"
+                f"{self.label} was called with {len(args)} positional and {sorted(kwargs)} keyword arguments; "
+                "a trainer drives its state itself, so call it with the input tensor alone"
             )
         return args[0]
 
@@ -478,7 +485,9 @@ class Network:
             finally:
                 self.folded_steps = None
         if out.dim() == 0 or out.shape[0] != steps * batch:
-            raise ValueError(f"the model's output {list(out.shape)} has lost the batch dim: it must be [B, ...] per step")
+            raise ValueError(
+                f"the model's output {list(out.shape)} has lost the batch dim: it must be [B, ...] per step"
+            )
         return out.unflatten(0, (steps, batch))
 
     def step(self, x_t: torch.Tensor, synapse: SynapseHook | None = None) -> torch.Tensor:
@@ -524,7 +533,9 @@ class Network:
         the model (naming the module where it does not) and that no module outside the stateful
         parts keeps state of its own, and records the graph's :class:`Structure`."""
         modules = dict(self.model.named_modules())
-        driven = {path for path, module in modules.items() if id(module) in self._by_module or _inside(path, self._owned)}
+        driven = {
+            path for path, module in modules.items() if id(module) in self._by_module or _inside(path, self._owned)
+        }
         # the buffers of the modules outside the stateful parts (whose state is reset after the probe, and
         # whose lazy tensors stay materialised, as nn.LazyLinear's do); lazy ones have nothing to keep yet
         buffers = {
@@ -547,7 +558,11 @@ class Network:
                 if path in driven:
                     continue
                 for name, value in module.named_buffers(recurse=False):
-                    if (path, name) in buffers and name not in _RUNNING_STATISTICS and not torch.equal(value, buffers[(path, name)]):
+                    if (
+                        (path, name) in buffers
+                        and name not in _RUNNING_STATISTICS
+                        and not torch.equal(value, buffers[(path, name)])
+                    ):
                         raise UnsupportedModule(
                             f"{path or 'model'} ({type(module).__name__}) changes its buffer {name!r} during forward: "
                             "state the trainers cannot carry, detach or reset; make it a SpikingJelly memory module "
@@ -557,8 +572,8 @@ class Network:
                 if changed:
                     name = sorted(changed)[0][0]
                     raise UnsupportedModule(
-                        f"{path or 'model'} ({type(module).__name__}) keeps a tensor in self.{name} that changes during "
-                        "forward: state the trainers cannot carry, detach or reset"
+                        f"{path or 'model'} ({type(module).__name__}) keeps a tensor in self.{name} that changes "
+                        "during forward: state the trainers cannot carry, detach or reset"
                     )
         finally:
             for p, flag in flags:
@@ -615,8 +630,12 @@ class Network:
             self.reset()
             with torch.enable_grad(), _recording_inputs(self.parts, inputs):
                 out = self.step(x_t.detach(), synapse=leaf)
-            found = torch.autograd.grad(out.sum(), list(leaves.values()), allow_unused=True) if out.requires_grad else [None] * len(leaves)
-            readouts = {path for path, grad in zip(leaves, found) if grad is not None}
+            found = (
+                torch.autograd.grad(out.sum(), list(leaves.values()), allow_unused=True)
+                if out.requires_grad
+                else [None] * len(leaves)
+            )
+            readouts = {path for path, grad in zip(leaves, found, strict=True) if grad is not None}
             feeds = {path: inputs[id(tensor)][0] for path, tensor in leaves.items() if id(tensor) in inputs}
         finally:
             self.neuron_override = overriding
@@ -667,6 +686,7 @@ def _locate_errors(model: nn.Module) -> Iterator[None]:
     stack: list[str] = []
     handles = []
     for path, module in model.named_modules():
+
         def enter(module: nn.Module, args: Any, path: str = path) -> None:
             stack.append(path)
 
@@ -705,7 +725,9 @@ def _is_memory_module(module: nn.Module) -> bool:
 
 
 def _is_snntorch_neuron(module: nn.Module) -> bool:
-    return any(cls.__name__ == "SpikingNeuron" and cls.__module__.startswith("snntorch") for cls in type(module).__mro__)
+    return any(
+        cls.__name__ == "SpikingNeuron" and cls.__module__.startswith("snntorch") for cls in type(module).__mro__
+    )
 
 
 def _multi_step_only(module: nn.Module) -> bool:
@@ -739,7 +761,9 @@ def discover(model: nn.Module) -> Network:
         if core is not None:
             # inside a Sequential (or one of our blocks) the next module takes the spikes; elsewhere the
             # model's forward reads the neuron's own return value
-            spikes_only = parent is None or isinstance(parent, (nn.Sequential, RecurrentBlock)) or _is_memory_module(parent)
+            spikes_only = (
+                parent is None or isinstance(parent, (nn.Sequential, RecurrentBlock)) or _is_memory_module(parent)
+            )
             part = CoreDriver(network, module, path, core, spikes_only)
             if module is not core:
                 network._owned.add(f"{path}.core" if path else "core")
@@ -753,12 +777,14 @@ def discover(model: nn.Module) -> Network:
         elif isinstance(module, (nn.RNNBase, nn.RNNCellBase)):
             raise UnsupportedModule(
                 f"{label} is a recurrent ANN layer that keeps its hidden state inside each call; the trainers "
-                "cannot carry or detach it step by step (use a RecurrentBlock or SpikingJelly's LinearRecurrentContainer)"
+                "cannot carry or detach it step by step (use a RecurrentBlock or SpikingJelly's "
+                "LinearRecurrentContainer)"
             )
         elif _is_snntorch_neuron(module):
             raise UnsupportedModule(
                 f"{label} is an snnTorch neuron, whose hidden state lives in a class-wide registry the trainers cannot "
-                "carry or detach per network; use the same neuron from snn_parallel.adapters.snntorch or snn_parallel.neurons"
+                "carry or detach per network; use the same neuron from snn_parallel.adapters.snntorch or "
+                "snn_parallel.neurons"
             )
         elif _is_spikingjelly(module) and type(module).__name__ in _SJ_CONTAINERS:
             network._containers.append(module)

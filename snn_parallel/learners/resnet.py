@@ -33,7 +33,9 @@ class BasicBlock(nn.Module):
         self.bn2 = layer.BatchNorm2d(planes)
         self.downsample = None
         if stride != 1 or inplanes != planes:
-            self.downsample = nn.Sequential(layer.Conv2d(inplanes, planes, 1, stride=stride, bias=False), layer.BatchNorm2d(planes))
+            self.downsample = nn.Sequential(
+                layer.Conv2d(inplanes, planes, 1, stride=stride, bias=False), layer.BatchNorm2d(planes)
+            )
         self.sn2 = neuron(planes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -54,7 +56,7 @@ class SpikingResNet(nn.Module):
         self.sn1 = neuron(width)
         self.maxpool = layer.MaxPool2d(3, stride=2, padding=1)
         planes = [width, 2 * width, 4 * width, 8 * width]
-        for index, (inplanes, out) in enumerate(zip([width] + planes[:-1], planes), start=1):
+        for index, (inplanes, out) in enumerate(zip([width] + planes[:-1], planes, strict=True), start=1):
             setattr(self, f"layer{index}", nn.Sequential(BasicBlock(inplanes, out, 1 if index == 1 else 2, neuron)))
         self.avgpool = layer.AdaptiveAvgPool2d((1, 1))
         self.fc = layer.Linear(planes[-1], classes)
@@ -91,6 +93,8 @@ def spiking_resnet(
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be a positive int, got {value!r}")
     if not callable(neuron) or isinstance(neuron, nn.Module):
-        raise TypeError(f"neuron must be a callable that builds a new spiking layer for a channel count (e.g. "
-                        f"lambda channels: LIFNode()), got {type(neuron).__name__}")
+        raise TypeError(
+            f"neuron must be a callable that builds a new spiking layer for a channel count (e.g. "
+            f"lambda channels: LIFNode()), got {type(neuron).__name__}"
+        )
     return SpikingResNet(neuron, in_channels=in_channels, classes=classes, width=width)

@@ -48,7 +48,9 @@ class BPTTTrainer(Trainer):
 
     rule = "bptt"
 
-    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, *, batch_sum: bool = False, **options: Any) -> None:
+    def __init__(
+        self, model: nn.Module, optimizer: torch.optim.Optimizer, *, batch_sum: bool = False, **options: Any
+    ) -> None:
         super().__init__(model, optimizer, **options)
         self.batch_sum = bool(batch_sum)
 
@@ -142,7 +144,10 @@ class FPTTTrainer(Trainer):
         super().__init__(model, optimizer, **options)
         self.parts, self.alpha = check_int(parts, "parts", minimum=1), check_positive(alpha, "alpha")
         self.beta = check_float(beta, "beta", minimum=0.0, maximum=1.0, min_open=True)
-        self.oracle, self.part_weight = check_bool(oracle, "oracle"), check_choice(part_weight, "part_weight", ("fraction", "adding"))
+        self.oracle, self.part_weight = (
+            check_bool(oracle, "oracle"),
+            check_choice(part_weight, "part_weight", ("fraction", "adding")),
+        )
         self.oracle_order = check_choice(oracle_order, "oracle_order", _ORACLE_ORDERS)
         self.oracle_warmup = check_int(oracle_warmup, "oracle_warmup", minimum=0)
         self.reset_dual = check_bool(reset_dual, "reset_dual")
@@ -188,7 +193,9 @@ class FPTTTrainer(Trainer):
     def _terminal(self, target: torch.Tensor) -> bool:
         return self.loss.steps == "last" and target.dim() == self.loss.sequence_target_dims
 
-    def _part_loss(self, out: torch.Tensor, target: torch.Tensor, part: int, start: int, steps: int, terminal: bool) -> torch.Tensor | None:
+    def _part_loss(
+        self, out: torch.Tensor, target: torch.Tensor, part: int, start: int, steps: int, terminal: bool
+    ) -> torch.Tensor | None:
         if not terminal:
             return self.loss.sequence_loss(out, target, offset=start, num_steps=steps)
         fraction = (part + 1) / self.parts
@@ -331,9 +338,13 @@ class OTTTTrainer(Trainer):
         if readout is not None:
             check_choice(readout, "readout", ("trace", "instant"))
         if trace == "neuron" and readout == "trace":
-            raise ValueError("trace='neuron' gives the readout its exact, instantaneous gradient; readout='trace' goes with "
-                             "trace='presynaptic'")
-        trace_decay = check_float(0.5 if trace_decay is None else trace_decay, "trace_decay", minimum=0.0, maximum=1.0, max_open=True)
+            raise ValueError(
+                "trace='neuron' gives the readout its exact, instantaneous gradient; readout='trace' goes with "
+                "trace='presynaptic'"
+            )
+        trace_decay = check_float(
+            0.5 if trace_decay is None else trace_decay, "trace_decay", minimum=0.0, maximum=1.0, max_open=True
+        )
         self.variant, self.trace, self.trace_decay = variant, trace, trace_decay
         self.trace_input = check_bool(trace_input, "trace_input")
         self.readout = readout or ("trace" if trace == "presynaptic" else "instant")
@@ -357,14 +368,19 @@ class OTTTTrainer(Trainer):
                 traced[path] = None
                 continue
             if not isinstance(module, nn.Linear):
-                raise ValueError(f"trace='neuron' needs Linear synapses; {path} is a {type(module).__name__} (use trace='presynaptic')")
+                raise ValueError(
+                    f"trace='neuron' needs Linear synapses; {path} is a {type(module).__name__} "
+                    "(use trace='presynaptic')"
+                )
             if path not in structure.feeds:
-                raise ValueError(f"trace='neuron' needs each traced synapse directly followed by its neuron; {path} is not")
+                raise ValueError(
+                    f"trace='neuron' needs each traced synapse directly followed by its neuron; {path} is not"
+                )
             driver = self.network.driver(self.model.get_submodule(structure.feeds[path]))
             if not hasattr(driver, "linear_response") or driver.linear_response() is None:
                 raise ValueError(
-                    f"trace='neuron': the neuron after {path} ({type(driver.module).__name__}) has no membrane linear in its input "
-                    "to build traces from (use trace='presynaptic')"
+                    f"trace='neuron': the neuron after {path} ({type(driver.module).__name__}) has no membrane linear "
+                    "in its input to build traces from (use trace='presynaptic')"
                 )
             traced[path] = driver
         self._traced, self._planned_for = traced, structure
@@ -401,7 +417,11 @@ class OTTTTrainer(Trainer):
         current = _TracedLinear.apply(x, module.weight, module.bias, weight_re, bias.real)
         drive = current.detach()
         self._traces[key] = _Eligibility(
-            weight_re, weight_im, bias, decay * old.membrane + gain.detach() * drive, decay * old.d_rho + old.membrane,
+            weight_re,
+            weight_im,
+            bias,
+            decay * old.membrane + gain.detach() * drive,
+            decay * old.d_rho + old.membrane,
             decay * old.d_gain + drive,
         )
         if isinstance(driver, CoreDriver) and (rho.requires_grad or gain.requires_grad):
@@ -412,8 +432,9 @@ class OTTTTrainer(Trainer):
         return current
 
     @staticmethod
-    def _filter_synapses(decay: torch.Tensor, re: torch.Tensor, im: torch.Tensor | None,
-                         drive: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def _filter_synapses(
+        decay: torch.Tensor, re: torch.Tensor, im: torch.Tensor | None, drive: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         r""":math:`e \leftarrow \rho e + s` on the real and imaginary parts (``[..., out, in]``; ``im`` is
         ``None`` for a real :math:`\rho`), which is several times faster on a CPU than complex tensors."""
         if decay.dim():
@@ -463,8 +484,14 @@ class _TracedLinear(torch.autograd.Function):
     input gradient :math:`W^\top \delta`."""
 
     @staticmethod
-    def forward(ctx: Any, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
-                weight_trace: torch.Tensor, bias_trace: torch.Tensor) -> torch.Tensor:
+    def forward(
+        ctx: Any,
+        x: torch.Tensor,
+        weight: torch.Tensor,
+        bias: torch.Tensor | None,
+        weight_trace: torch.Tensor,
+        bias_trace: torch.Tensor,
+    ) -> torch.Tensor:
         ctx.save_for_backward(weight, weight_trace, bias_trace)
         ctx.has_bias = bias is not None
         return F.linear(x, weight, bias)

@@ -104,8 +104,10 @@ class TrainerOptions:
         known = [f.name for f in fields(self)]
         for name in changes:
             if name not in known:
-                raise TypeError(f"unknown trainer option {name!r}; the options every trainer takes are {known} "
-                                "(and each rule's own, see its docstring)")
+                raise TypeError(
+                    f"unknown trainer option {name!r}; the options every trainer takes are {known} "
+                    "(and each rule's own, see its docstring)"
+                )
         return dataclasses.replace(self, **changes)
 
 
@@ -179,7 +181,9 @@ class Trainer:
         for group in self.optimizer.param_groups:
             for param in group["params"]:
                 if id(param) not in owned:
-                    raise ValueError("optimizer holds a parameter that is not in model; build it from model.parameters()")
+                    raise ValueError(
+                        "optimizer holds a parameter that is not in model; build it from model.parameters()"
+                    )
 
     # -- the rule -------------------------------------------------------------------------
     def train_batch(self, x: torch.Tensor, target: torch.Tensor) -> tuple[float, torch.Tensor]:
@@ -243,8 +247,12 @@ class Trainer:
         taken, or with ``step_done`` the last one taken), the epoch and the batch."""
         batch = f", batch {self._batch_index}" if self._batch_index else ""
         step = self.global_step if step_done else self.global_step + 1
-        return nonfinite_error(self.rule, f"optimizer step {step} (epoch {self.epoch + 1}{batch})", what,
-                               " or clip the gradients (clip_grad_norm); nonfinite='skip' drops the steps whose gradient is not finite")
+        return nonfinite_error(
+            self.rule,
+            f"optimizer step {step} (epoch {self.epoch + 1}{batch})",
+            what,
+            " or clip the gradients (clip_grad_norm); nonfinite='skip' drops the steps whose gradient is not finite",
+        )
 
     def _gradients_finite(self, params: list[nn.Parameter]) -> bool:
         """Check the gradients about to be applied: ``True`` if finite; else raise, or ``False`` to skip the step."""
@@ -260,7 +268,9 @@ class Trainer:
         """Raise if a parameter holds a NaN or inf (``when``: ``"before"``/``"after"`` the optimizer step)."""
         bad = describe_nonfinite(self.model.named_parameters())
         if bad is not None:
-            raise self._nonfinite(f"{when} the update the weights hold non-finite values: {bad}", step_done=when == "after")
+            raise self._nonfinite(
+                f"{when} the update the weights hold non-finite values: {bad}", step_done=when == "after"
+            )
 
     @property
     def _skipping(self) -> bool:
@@ -319,8 +329,9 @@ class Trainer:
             except UnsupportedModule:
                 raise
             except (RuntimeError, ValueError, TypeError, IndexError) as error:
-                raise ValueError(f"the batch x of shape {list(x.shape)} (time-major [T, B, ...]) does not fit the model: "
-                                 f"{error}") from error
+                raise ValueError(
+                    f"the batch x of shape {list(x.shape)} (time-major [T, B, ...]) does not fit the model: {error}"
+                ) from error
             self._out_features = structure.out_features
         return self._out_features
 
@@ -357,7 +368,12 @@ class Trainer:
                             continue  # leave it out of the epoch's averages
                         batch_size = x.shape[1]
                         score, n = self.loss.score(outputs, target)
-                        loss_sum, score_sum, count, total = loss_sum + loss * batch_size, score_sum + score, count + n, total + batch_size
+                        loss_sum, score_sum, count, total = (
+                            loss_sum + loss * batch_size,
+                            score_sum + score,
+                            count + n,
+                            total + batch_size,
+                        )
                         if bar is not None:
                             bar.update()
                             bar.set_postfix(
@@ -409,7 +425,12 @@ class Trainer:
                 self.network.reset()
                 loss = self.loss.sequence_loss(outputs, target)
                 score, n = self.loss.score(outputs, target)
-                loss_sum, score_sum, count, total = loss_sum + float(loss) * x.shape[1], score_sum + score, count + n, total + x.shape[1]
+                loss_sum, score_sum, count, total = (
+                    loss_sum + float(loss) * x.shape[1],
+                    score_sum + score,
+                    count + n,
+                    total + x.shape[1],
+                )
         if total == 0:
             raise ValueError("loader yielded no batch to evaluate (an exhausted iterator?)")
         loss_sum, score_sum, count, total = self._reduce(loss_sum, score_sum, count, total)
@@ -432,7 +453,9 @@ class Trainer:
         except ImportError:
             return contextlib.nullcontext(None)
         length = len(loader) if hasattr(loader, "__len__") else None
-        return tqdm(total=length, desc=f"{self.rule} epoch {self.epoch + 1}", unit="batch", dynamic_ncols=True, leave=False)
+        return tqdm(
+            total=length, desc=f"{self.rule} epoch {self.epoch + 1}", unit="batch", dynamic_ncols=True, leave=False
+        )
 
     def _adopt_loader(self, loader: Iterable) -> None:
         """Remember the loader's shuffling generator (checkpointed) and apply a loaded state."""
@@ -476,19 +499,23 @@ class Trainer:
             self._restore(state)
         except Exception as error:  # any failure part-way: put back what was there
             self._restore(backup)
-            raise ValueError(f"the state does not fit this trainer, nothing was changed ({type(error).__name__}: {error})") from error
+            raise ValueError(
+                f"the state does not fit this trainer, nothing was changed ({type(error).__name__}: {error})"
+            ) from error
         self.epoch, self.global_step, self.history = state["epoch"], state["global_step"], list(state["history"])
         self.skipped_steps = int(state.get("skipped_steps", 0))
         self._pending_loader_state = state["rng"]["loader"]
 
     def _snapshot(self) -> dict[str, Any]:
         """A copy of what :meth:`_restore` changes, to undo a failed restore."""
-        return copy.deepcopy({
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "rule_state": self.rule_state(),
-            "rng": {"torch": torch.get_rng_state(), "numpy": numpy_rng_state(), "python": random.getstate()},
-        })
+        return copy.deepcopy(
+            {
+                "model": self.model.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "rule_state": self.rule_state(),
+                "rng": {"torch": torch.get_rng_state(), "numpy": numpy_rng_state(), "python": random.getstate()},
+            }
+        )
 
     def _restore(self, state: dict[str, Any]) -> None:
         self.model.load_state_dict(state["model"])
@@ -527,6 +554,10 @@ class Trainer:
             return f"{self.rule}: not trained yet"
         last = self.history[-1]
         parts = [f"{self.rule} epoch {int(last['epoch'])}"]
-        parts += [f"{k} {v:.4f}" for k, v in last.items() if k not in ("epoch", "seconds", "samples_per_second") and not math.isnan(v)]
+        parts += [
+            f"{k} {v:.4f}"
+            for k, v in last.items()
+            if k not in ("epoch", "seconds", "samples_per_second") and not math.isnan(v)
+        ]
         parts.append(f"{last['samples_per_second']:.0f} samples/s")
         return " | ".join(parts)

@@ -50,7 +50,8 @@ _KERNEL_TARGETS = ("psp", "psp_psp")
 
 
 def desired_spikes(num_steps: int) -> torch.Tensor:
-    """The target class's desired spike train ``[T]``: ``0,1,1,1,1`` tiled (``T < 10``) or ``0,1`` tiled (``T >= 10``)."""
+    """The target class's desired spike train ``[T]``: ``0,1,1,1,1`` tiled (``T < 10``) or ``0,1`` tiled
+    (``T >= 10``)."""
     if isinstance(num_steps, bool) or not isinstance(num_steps, int) or num_steps < 1:
         raise ValueError(f"num_steps must be a positive int, got {num_steps!r}")
     pattern = torch.tensor([0.0, 1.0] if num_steps >= 10 else [0.0, 1.0, 1.0, 1.0, 1.0])
@@ -87,7 +88,10 @@ class SpikeSequenceLoss(StepLoss):
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.kind != "ce" or self.steps != "all" or self.mse_weight:
-            raise ValueError("SpikeSequenceLoss takes class targets over all steps: leave kind, steps and mse_weight at their defaults")
+            raise ValueError(
+                "SpikeSequenceLoss takes class targets over all steps: "
+                "leave kind, steps and mse_weight at their defaults"
+            )
         if self.variant not in _VARIANTS:
             raise ValueError(f"variant must be one of {_VARIANTS}, got {self.variant!r}")
         if self.kernel_target not in _KERNEL_TARGETS:
@@ -101,11 +105,16 @@ class SpikeSequenceLoss(StepLoss):
     def check_target(self, target: object, num_steps: int, batch: int, out_features: int) -> torch.Tensor:
         target = super().check_target(target, num_steps, batch, out_features)
         if target.dim() != 1:
-            raise ValueError(f"target of a SpikeSequenceLoss must be [B] = [{batch}] (one class per sequence), got {list(target.shape)}")
+            raise ValueError(
+                f"target of a SpikeSequenceLoss must be [B] = [{batch}] (one class per sequence), "
+                f"got {list(target.shape)}"
+            )
         return target
 
     def term(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        raise ValueError("SpikeSequenceLoss is a loss on whole output sequences; it has no per-step term (use BPTT or TSSL-BP)")
+        raise ValueError(
+            "SpikeSequenceLoss is a loss on whole output sequences; it has no per-step term (use BPTT or TSSL-BP)"
+        )
 
     def desired_psp(self, num_steps: int, like: torch.Tensor) -> torch.Tensor:
         """The kernel loss's target for the target class, ``[T]``: :math:`\\mathrm{PSP}(d)` of its desired
@@ -115,7 +124,9 @@ class SpikeSequenceLoss(StepLoss):
             target = psp_filter(target, self.tau_s)[0]
         return target[:, 0]
 
-    def sequence_loss(self, outputs: torch.Tensor, target: torch.Tensor, offset: int = 0, num_steps: int | None = None) -> torch.Tensor:
+    def sequence_loss(
+        self, outputs: torch.Tensor, target: torch.Tensor, offset: int = 0, num_steps: int | None = None
+    ) -> torch.Tensor:
         """Mean over the batch of :math:`E` for ``outputs`` ``[T, B, K]``, the whole sequence."""
         steps = outputs.shape[0]
         if offset != 0 or (num_steps is not None and num_steps != steps):
@@ -161,21 +172,33 @@ class TSSLBPTrainer(BPTTTrainer):
     rule = "tsslbp"
     defaults = {"loss": "kernel", "clip_grad_norm": 1.0, "weight_clamp": 4.0}
 
-    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, *, batch_sum: bool = True, **options: Any) -> None:
+    def __init__(
+        self, model: nn.Module, optimizer: torch.optim.Optimizer, *, batch_sum: bool = True, **options: Any
+    ) -> None:
         super().__init__(model, optimizer, batch_sum=batch_sum, **options)
         for part in self.network.parts:
             core = getattr(part, "core", None)
-            if isinstance(core, (PSPFilter, LeakyIntegrator)) or (isinstance(core, PSPLIF) and core.gradient == "tsslbp"):
+            if isinstance(core, (PSPFilter, LeakyIntegrator)) or (
+                isinstance(core, PSPLIF) and core.gradient == "tsslbp"
+            ):
                 continue
-            if isinstance(part, DropoutDriver) or (isinstance(part, MemoryDriver) and "Dropout" in type(part.module).__name__):
+            if isinstance(part, DropoutDriver) or (
+                isinstance(part, MemoryDriver) and "Dropout" in type(part.module).__name__
+            ):
                 continue
             what = f"PSPLIF(gradient={core.gradient!r})" if isinstance(core, PSPLIF) else type(part.module).__name__
-            raise ValueError(f"{part.path or 'model'} is a {what}; TSSL-BP trains feed-forward networks of "
-                             "PSPLIF(gradient='tsslbp') neurons (convolutions, pooling and residual sums between them)")
-        readouts = [part.path for part in self.network.parts if isinstance(getattr(part, "core", None), LeakyIntegrator)]
+            raise ValueError(
+                f"{part.path or 'model'} is a {what}; TSSL-BP trains feed-forward networks of "
+                "PSPLIF(gradient='tsslbp') neurons (convolutions, pooling and residual sums between them)"
+            )
+        readouts = [
+            part.path for part in self.network.parts if isinstance(getattr(part, "core", None), LeakyIntegrator)
+        ]
         if readouts and isinstance(self.loss, SpikeSequenceLoss):
-            raise ValueError(f"loss: {readouts[0]} is a LeakyIntegrator readout, whose output is not spikes; train it with a "
-                             "StepLoss (e.g. StepLoss('ce', 'all')), not the spike-train loss")
+            raise ValueError(
+                f"loss: {readouts[0]} is a LeakyIntegrator readout, whose output is not spikes; train it with a "
+                "StepLoss (e.g. StepLoss('ce', 'all')), not the spike-train loss"
+            )
 
     def resolve_loss(self, loss: str | StepLoss | None) -> StepLoss:
         """``"kernel"`` or ``"count"``: a :class:`SpikeSequenceLoss` with the model's :math:`\\tau_s`; a
@@ -252,8 +275,11 @@ def tssl_network(
     """
     if not isinstance(spec, str):
         raise TypeError(f"spec must be a str such as '15C5-P2-40C5-P2-300', got {type(spec).__name__}")
-    if (not isinstance(input_shape, tuple) or len(input_shape) != 3
-            or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in input_shape)):
+    if (
+        not isinstance(input_shape, tuple)
+        or len(input_shape) != 3
+        or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in input_shape)
+    ):
         raise ValueError(f"input_shape must be (channels, height, width) of positive ints, got {input_shape!r}")
     if isinstance(classes, bool) or not isinstance(classes, int) or classes < 2:
         raise ValueError(f"classes must be an int >= 2, got {classes!r}")
@@ -263,13 +289,20 @@ def tssl_network(
     if len(paddings) != convs or not all(
         p in ("valid", "same") or (isinstance(p, int) and not isinstance(p, bool) and p >= 0) for p in paddings
     ):
-        raise ValueError(f"padding must be 'valid', 'same' or an int >= 0, or a tuple of them with one per conv "
-                         f"({convs} in {spec!r}), got {padding!r}")
+        raise ValueError(
+            f"padding must be 'valid', 'same' or an int >= 0, or a tuple of them with one per conv "
+            f"({convs} in {spec!r}), got {padding!r}"
+        )
     dropout = check_float(dropout, "dropout", minimum=0.0, maximum=1.0, max_open=True)
     conv_scale, linear_scale = check_positive(conv_scale, "conv_scale"), check_positive(linear_scale, "linear_scale")
     pool_weight = check_positive(pool_weight, "pool_weight")
-    neuron = {"tau_m": tau_m, "tau_s": tau_s, "v_threshold": v_threshold, "gradient": gradient,
-              "dt_du_at_spikes": dt_du_at_spikes}
+    neuron = {
+        "tau_m": tau_m,
+        "tau_s": tau_s,
+        "v_threshold": v_threshold,
+        "gradient": gradient,
+        "dt_du_at_spikes": dt_du_at_spikes,
+    }
     channels, height, width = input_shape
     modules: list[nn.Module] = [PSPFilter(channels, tau_s=tau_s)]
     features: int | None = None  # set once the fc part starts

@@ -54,9 +54,9 @@ from torch import nn
 from torch.nn.modules.lazy import LazyModuleMixin
 from torch.nn.parameter import UninitializedParameter, is_lazy
 
+from .._validation import check_same_device, check_sequence, check_state_tensor, check_step_input, validation
 from ..ops._backend import BACKENDS
 from ..surrogate import ForeignSurrogate, Surrogate
-from .._validation import check_same_device, check_sequence, check_state_tensor, check_step_input, validation
 
 #: the dtypes autocast runs matrix products in, too coarse for long scans
 LOW_PRECISION = (torch.float16, torch.bfloat16)
@@ -273,7 +273,12 @@ class Neuron(nn.Module):
         if self._pending:
             for name in self._declared:
                 loaded = state_dict.get(prefix + name)
-                if isinstance(loaded, torch.Tensor) and not is_lazy(loaded) and loaded.dim() > 0 and loaded.shape[0] > 0:
+                if (
+                    isinstance(loaded, torch.Tensor)
+                    and not is_lazy(loaded)
+                    and loaded.dim() > 0
+                    and loaded.shape[0] > 0
+                ):
                     self.materialize(loaded.shape[0])
                     break
         super()._load_from_state_dict(state_dict, prefix, *args)

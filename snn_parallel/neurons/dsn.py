@@ -26,9 +26,9 @@ from typing import NamedTuple
 
 import torch
 
+from .._validation import check_choice, check_float, check_int, check_positive
 from ..ops.dsn import dsn_membrane, dsn_step
 from ..surrogate import IntegerSpike, resolve
-from .._validation import check_choice, check_float, check_int, check_positive
 from .base import Neuron, keep_dtype
 
 
@@ -115,12 +115,23 @@ class DynamicDecay(Neuron):
     def _taps(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Conv taps ``[k, C, 1...]`` and bias ``[C, 1...]`` shaped to broadcast over ``x[0]``."""
         spatial = [1] * (x.dim() - 3)
-        return self.weight.t().reshape(self.kernel_size, self.features, *spatial), self.bias.view(self.features, *spatial)
+        return self.weight.t().reshape(self.kernel_size, self.features, *spatial), self.bias.view(
+            self.features, *spatial
+        )
 
     def update_sequence(self, x_seq: torch.Tensor, state: DSNState) -> tuple[torch.Tensor, torch.Tensor, DSNState]:
         weight, bias = self._taps(x_seq)
         spikes, h, h_last = dsn_membrane(
-            x_seq, state.history, weight, bias, self.tau, state.h, self._spike_fn, self._shift, backend=self.ops_backend, validate=False
+            x_seq,
+            state.history,
+            weight,
+            bias,
+            self.tau,
+            state.h,
+            self._spike_fn,
+            self._shift,
+            backend=self.ops_backend,
+            validate=False,
         )
         steps, keep = x_seq.shape[0], self.kernel_size - 1
         # the last k - 1 inputs, reaching into the old history when T < k - 1

@@ -20,9 +20,9 @@ from typing import NamedTuple
 
 import torch
 
+from .._validation import check_bool, check_float
 from ..ops.linear_fire import linear_fire, linear_fire_step
 from ..surrogate import resolve
-from .._validation import check_bool, check_float
 from .base import Neuron, keep_dtype
 
 
@@ -88,7 +88,9 @@ class DecoupledLIF(Neuron):
         zeros = torch.zeros_like(x_t)
         return DecoupledLIFState(zeros, zeros)
 
-    def update_sequence(self, x_seq: torch.Tensor, state: DecoupledLIFState) -> tuple[torch.Tensor, torch.Tensor, DecoupledLIFState]:
+    def update_sequence(
+        self, x_seq: torch.Tensor, state: DecoupledLIFState
+    ) -> tuple[torch.Tensor, torch.Tensor, DecoupledLIFState]:
         beta = self._channel_view(self.beta, x_seq, 2)
         spikes, membrane, filtered, bias = linear_fire(
             x_seq,
@@ -104,10 +106,19 @@ class DecoupledLIF(Neuron):
         )
         return spikes, membrane, DecoupledLIFState(filtered, bias)
 
-    def update(self, x_t: torch.Tensor, state: DecoupledLIFState) -> tuple[torch.Tensor, torch.Tensor, DecoupledLIFState]:
+    def update(
+        self, x_t: torch.Tensor, state: DecoupledLIFState
+    ) -> tuple[torch.Tensor, torch.Tensor, DecoupledLIFState]:
         beta = self._channel_view(self.beta, x_t, 1)
         spike, membrane, filtered, bias = linear_fire_step(
-            x_t, beta, torch.ones_like(beta), state.filtered, state.bias, self.surrogate, self.v_threshold, beta.detach()
+            x_t,
+            beta,
+            torch.ones_like(beta),
+            state.filtered,
+            state.bias,
+            self.surrogate,
+            self.v_threshold,
+            beta.detach(),
         )
         return spike, membrane, DecoupledLIFState(filtered, bias)
 

@@ -140,7 +140,15 @@ class LTC(Neuron):
             return super().update_sequence(x_seq, state)
         rate, retention = self._gates(x_seq, state)
         spikes, membrane, u, s, b = ltc_scan(
-            x_seq, rate, retention, *state, self.b0, self.beta_a, self.surrogate, backend=self.ops_backend, validate=False
+            x_seq,
+            rate,
+            retention,
+            *state,
+            self.b0,
+            self.beta_a,
+            self.surrogate,
+            backend=self.ops_backend,
+            validate=False,
         )
         return spikes, membrane, LTCState(u, s, b)
 

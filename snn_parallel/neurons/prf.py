@@ -35,9 +35,9 @@ from typing import NamedTuple
 
 import torch
 
+from .._validation import check_bool, check_choice, check_float, check_pair, check_positive
 from ..ops.linear_fire import linear_fire, linear_fire_step
 from ..surrogate import resolve
-from .._validation import check_bool, check_choice, check_float, check_pair, check_positive
 from .base import LOW_PRECISION, Neuron, keep_dtype, upcast
 
 
@@ -125,7 +125,8 @@ class PRF(Neuron):
         return torch.complex(-dt * decay_log.exp(), dt * theta_log.exp()), dt
 
     def linear_response(self) -> tuple[torch.Tensor, torch.Tensor]:
-        r""":math:`(A, \Delta)`: :math:`\tilde u_t = A \tilde u_{t-1} + \Delta c_t` (the reset acts on the threshold only)."""
+        r""":math:`(A, \Delta)`: :math:`\tilde u_t = A \tilde u_{t-1} + \Delta c_t` (the reset acts on the threshold
+        only)."""
         log_a, dt = self.coefficients()
         return log_a.exp(), dt
 

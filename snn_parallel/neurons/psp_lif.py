@@ -31,10 +31,10 @@ from typing import NamedTuple
 
 import torch
 
+from .._validation import check_bool, check_choice, check_float
 from ..ops.tssl import psp_filter, tssl_step, tsslbp
 from ..ops.tssl.reference import heaviside
 from ..surrogate import Sigmoid, resolve
-from .._validation import check_bool, check_choice, check_float
 from .base import Neuron, checks_outside_compile, keep_dtype
 
 _GRADIENTS = ("tsslbp", "surrogate")
@@ -115,12 +115,21 @@ class PSPLIF(Neuron):
         out = tssl_step(x_t, state.u, state.a, self.surrogate, self.v_threshold, self.tau_m, self.tau_s)
         return out.psp, out.membrane, PSPLIFState(out.u, out.psp)
 
-    def update_sequence(self, x_seq: torch.Tensor, state: PSPLIFState) -> tuple[torch.Tensor, torch.Tensor, PSPLIFState]:
+    def update_sequence(
+        self, x_seq: torch.Tensor, state: PSPLIFState
+    ) -> tuple[torch.Tensor, torch.Tensor, PSPLIFState]:
         if self.gradient == "surrogate":  # autograd through the step loop
             return super().update_sequence(x_seq, state)
         psp, _, membrane, u_last, a_last = tsslbp(
-            x_seq, state.u, state.a, v_threshold=self.v_threshold, tau_m=self.tau_m, tau_s=self.tau_s,
-            inclusive=self.surrogate.inclusive, dt_du_at_spikes=self.dt_du_at_spikes, backend=self.ops_backend,
+            x_seq,
+            state.u,
+            state.a,
+            v_threshold=self.v_threshold,
+            tau_m=self.tau_m,
+            tau_s=self.tau_s,
+            inclusive=self.surrogate.inclusive,
+            dt_du_at_spikes=self.dt_du_at_spikes,
+            backend=self.ops_backend,
             validate=False,
         )
         return psp, membrane, PSPLIFState(u_last, a_last)

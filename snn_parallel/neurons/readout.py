@@ -109,7 +109,9 @@ class LeakyIntegrator(Neuron):
     def init_state(self, x_t: torch.Tensor) -> LeakyIntegratorState:
         return LeakyIntegratorState(torch.zeros_like(x_t))
 
-    def update(self, x_t: torch.Tensor, state: LeakyIntegratorState) -> tuple[torch.Tensor, torch.Tensor, LeakyIntegratorState]:
+    def update(
+        self, x_t: torch.Tensor, state: LeakyIntegratorState
+    ) -> tuple[torch.Tensor, torch.Tensor, LeakyIntegratorState]:
         alpha, gain = (self._channel_view(c, x_t, 1) for c in self.linear_response())
         y = alpha * state.u + gain * x_t
         return y, y, LeakyIntegratorState(y)

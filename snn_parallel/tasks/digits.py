@@ -28,20 +28,32 @@ def _load_digits() -> tuple[np.ndarray, np.ndarray]:
     return images, labels
 
 
-def _stratified(labels: np.ndarray, rows: np.ndarray, fraction: float, name: str, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def _stratified(
+    labels: np.ndarray, rows: np.ndarray, fraction: float, name: str, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
     """``rows`` split into ``(rest, share)`` with ``share`` holding ``fraction`` of them, stratified by label."""
     model_selection = require("sklearn.model_selection", "scikit-learn", "SequentialDigits")
     try:
-        rest, share = model_selection.train_test_split(rows, test_size=fraction, random_state=seed, stratify=labels[rows])
+        rest, share = model_selection.train_test_split(
+            rows, test_size=fraction, random_state=seed, stratify=labels[rows]
+        )
     except ValueError as err:
         raise ValueError(f"{name}={fraction} cannot give a stratified split of the digits: {err}") from err
     return rest, share
 
 
-def _split_indices(labels: np.ndarray, split: str, test_fraction: float, valid_fraction: float | None, seed: int) -> np.ndarray:
+def _split_indices(
+    labels: np.ndarray, split: str, test_fraction: float, valid_fraction: float | None, seed: int
+) -> np.ndarray:
     """Sorted row indices of ``split``: a stratified train/test split fixed by ``seed``, and with
     ``valid_fraction`` a stratified share of the training rows set apart as ``"valid"``."""
-    rows = dict(zip(("train", "test"), _stratified(labels, np.arange(labels.shape[0]), test_fraction, "test_fraction", seed)))
+    rows = dict(
+        zip(
+            ("train", "test"),
+            _stratified(labels, np.arange(labels.shape[0]), test_fraction, "test_fraction", seed),
+            strict=True,
+        )
+    )
     if valid_fraction is not None:
         rows["train"], rows["valid"] = _stratified(labels, rows["train"], valid_fraction, "valid_fraction", seed)
     return np.sort(rows[split])

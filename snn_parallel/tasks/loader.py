@@ -11,7 +11,9 @@ from torch.utils.data import DataLoader, Dataset
 from ._base import check_bool, check_int, check_seed
 
 
-def time_major_collate(batch: Sequence[tuple[torch.Tensor, object]], *, item_dims: int = 2) -> tuple[torch.Tensor, torch.Tensor]:
+def time_major_collate(
+    batch: Sequence[tuple[torch.Tensor, object]], *, item_dims: int = 2
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Stack ``(x [T, F], y)`` items into a time-major batch.
 
     Args:
@@ -24,7 +26,7 @@ def time_major_collate(batch: Sequence[tuple[torch.Tensor, object]], *, item_dim
     """
     if len(batch) == 0:
         raise ValueError("batch must hold at least one (x, y) item, got an empty batch")
-    xs, ys = zip(*batch)
+    xs, ys = zip(*batch, strict=True)
     for x in xs:
         if not isinstance(x, torch.Tensor):
             raise TypeError(f"batch inputs must be torch.Tensor, got {type(x).__name__}")

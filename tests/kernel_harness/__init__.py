@@ -84,7 +84,7 @@ class Harness:
         kinds = self.signatures[kernel]
         assert len(args) == len(kinds), f"{kernel}: {len(args)} arguments for {len(kinds)} parameters"
         values = []
-        for kind, value in zip(kinds, args):
+        for kind, value in zip(kinds, args, strict=True):
             if kind == "P":
                 if value is not None:
                     assert isinstance(value, torch.Tensor) and value.device.type == "cpu", f"{kernel}: {value!r}"
@@ -93,7 +93,9 @@ class Harness:
                 values.append(ctypes.c_void_p(value))
             else:
                 values.append(_CTYPE[kind](value))
-        pointers = (ctypes.c_void_p * max(len(values), 1))(*[ctypes.cast(ctypes.pointer(v), ctypes.c_void_p) for v in values])
+        pointers = (ctypes.c_void_p * max(len(values), 1))(
+            *[ctypes.cast(ctypes.pointer(v), ctypes.c_void_p) for v in values]
+        )
         config = EmuConfig(_dims(grid), _dims(block), self.workers, self.seed, self.timeout_s)
         status = getattr(self.lib, f"run_{kernel}")(ctypes.byref(config), pointers)
         if status:
@@ -108,7 +110,9 @@ class Harness:
     def reset_counters(self) -> None:
         self.lib.emu_reset_counters()
 
-    def launch_items(self, kernel: str, items: int, *args: Any, block: int = _cuda.THREADS, grid: int | None = None) -> None:
+    def launch_items(
+        self, kernel: str, items: int, *args: Any, block: int = _cuda.THREADS, grid: int | None = None
+    ) -> None:
         """A one-thread-per-item kernel over ``items`` (``grid`` blocks, default enough for one item each)."""
         self.launch(kernel, (grid or max(1, math.ceil(items / block)),), (block,), *args)
 
@@ -126,8 +130,15 @@ def _defines() -> dict[str, str]:
     return merged
 
 
-def build(out_dir: Path, *, mutation: tuple[str, str, str] | None = None, extra: Sequence[Path] = (),
-          files: Sequence[str] | None = None, dtype: torch.dtype = torch.float32, strict: bool = True) -> Harness:
+def build(
+    out_dir: Path,
+    *,
+    mutation: tuple[str, str, str] | None = None,
+    extra: Sequence[Path] = (),
+    files: Sequence[str] | None = None,
+    dtype: torch.dtype = torch.float32,
+    strict: bool = True,
+) -> Harness:
     """Build the harness library in ``out_dir``; ``mutation = (file, old, new)`` replaces the one occurrence of
     ``old`` in that kernel file or header first (a mutant, to show that a test bites); ``extra`` adds more ``.cu``
     files (test kernels); ``files`` builds only those kernel files (all by default); ``dtype`` is the storage
@@ -154,8 +165,9 @@ def build(out_dir: Path, *, mutation: tuple[str, str, str] | None = None, extra:
     launcher.write_text("\n".join(lines) + "\n")
     library = out_dir / "libsnn_kernels_emu.so"
     cmd = [
-        GXX, "-std=c++17", "-O2", "-shared", "-fPIC", "-Wall", "-Wextra", f"-I{out_dir}", f"-I{CUDA_DIR}", f"-I{HARNESS_DIR}",
-        "-pthread", "-fvisibility=hidden", f"-DSNN_DTYPE={_cuda.KERNEL_DTYPES[dtype]}", "-include", "cuda_emu.h",
+        GXX, "-std=c++17", "-O2", "-shared", "-fPIC", "-Wall", "-Wextra", f"-I{out_dir}", f"-I{CUDA_DIR}",
+        f"-I{HARNESS_DIR}", "-pthread", "-fvisibility=hidden", f"-DSNN_DTYPE={_cuda.KERNEL_DTYPES[dtype]}",
+        "-include", "cuda_emu.h",
         *(f"-D{k}={v}" for k, v in _defines().items()), "-x", "c++", str(launcher),
         "-o", str(library),
     ]  # fmt: skip
@@ -167,11 +179,14 @@ def build(out_dir: Path, *, mutation: tuple[str, str, str] | None = None, extra:
     return harness
 
 
-def build_mutants(out_dir: Path, mutations: dict[str, tuple[str, str, str]], files: Sequence[str]) -> dict[str, Harness]:
+def build_mutants(
+    out_dir: Path, mutations: dict[str, tuple[str, str, str]], files: Sequence[str]
+) -> dict[str, Harness]:
     """A harness of ``files`` for each mutation (see :func:`build`), built two at a time."""
+
     def one(item: tuple[int, tuple[str, tuple[str, str, str]]]) -> Harness:
         index, (_, mutation) = item
         return build(out_dir / f"mutant{index}", mutation=mutation, files=files, strict=False)
 
     with ThreadPoolExecutor(max_workers=2) as pool:
-        return dict(zip(mutations, pool.map(one, enumerate(mutations.items()))))
+        return dict(zip(mutations, pool.map(one, enumerate(mutations.items())), strict=True))

@@ -15,7 +15,9 @@ def wide_dtype(t: torch.Tensor) -> torch.dtype:
     return torch.complex128 if t.is_complex() else torch.float64
 
 
-def leaves(*tensors: torch.Tensor, dtype: torch.dtype | None = None, device: torch.device | str | None = None) -> list[torch.Tensor]:
+def leaves(
+    *tensors: torch.Tensor, dtype: torch.dtype | None = None, device: torch.device | str | None = None
+) -> list[torch.Tensor]:
     """Fresh leaves requiring grad (``dtype``: widen to float64/complex128 when ``torch.float64``)."""
     out = []
     for t in tensors:
@@ -39,18 +41,20 @@ def compare(got, expected, names, rtol=2e-5):
 def grads(outputs, inputs, seed=0):
     """Gradients of a random weighting of ``outputs`` (real or complex) with respect to ``inputs``."""
     gen = torch.Generator().manual_seed(seed)
-    weights = [torch.randn(o.shape, dtype=wide_dtype(o), generator=gen).to(device=o.device, dtype=o.dtype) for o in outputs]
+    weights = [
+        torch.randn(o.shape, dtype=wide_dtype(o), generator=gen).to(device=o.device, dtype=o.dtype) for o in outputs
+    ]
     return torch.autograd.grad(outputs, inputs, weights)
 
 
 def weighted_grads(outputs, weights, inputs):
-    loss = sum(((o.real if o.is_complex() else o) * w).sum() for o, w in zip(outputs, weights))
+    loss = sum(((o.real if o.is_complex() else o) * w).sum() for o, w in zip(outputs, weights, strict=True))
     return torch.autograd.grad(loss, inputs, allow_unused=True, materialize_grads=True)
 
 
 def assert_same_grads(outputs, reference, inputs, **tol):
     weights = [torch.randn_like(o.real if o.is_complex() else o) for o in outputs]
-    for g, r in zip(weighted_grads(outputs, weights, inputs), weighted_grads(reference, weights, inputs)):
+    for g, r in zip(weighted_grads(outputs, weights, inputs), weighted_grads(reference, weights, inputs), strict=True):
         torch.testing.assert_close(g, r, **tol)
 
 
@@ -74,7 +78,7 @@ def assert_float32_matches(fast, reference, inputs) -> None:
     weights = [torch.randn_like(o.real if o.is_complex() else o) for o in ref64]
     g32 = weighted_grads(out32, [w.float() for w in weights], low)
     g64 = weighted_grads(ref64, weights, inputs)
-    for o, r in zip(out32, ref64):
+    for o, r in zip(out32, ref64, strict=True):
         torch.testing.assert_close(o.to(r.dtype), r, rtol=1e-4, atol=1e-4)
-    for g, r in zip(g32, g64):
+    for g, r in zip(g32, g64, strict=True):
         torch.testing.assert_close(g.to(r.dtype), r, rtol=1e-3, atol=1e-4)

@@ -42,8 +42,14 @@ def require_cuda() -> torch.device:
     return torch.device("cuda")
 
 
-def sequence(steps: int, *shape: int, dtype: torch.dtype, low: float = 0.0, high: float = 1.0,
-             device: torch.device | str = "cuda") -> torch.Tensor:
+def sequence(
+    steps: int,
+    *shape: int,
+    dtype: torch.dtype,
+    low: float = 0.0,
+    high: float = 1.0,
+    device: torch.device | str = "cuda",
+) -> torch.Tensor:
     """Uniform values in ``[low, high)``, rounded to ``dtype``, as a non-contiguous ``[T, B, C]`` leaf."""
     base = torch.empty(steps, shape[1], shape[0], device=device).uniform_(low, high).to(dtype)
     return base.transpose(1, 2)
@@ -83,7 +89,9 @@ def _left_out_lanes(case: OpCase, got: tuple, ref: tuple, ref_inputs: list) -> t
     if case.feedback:
         first = differ.int().argmax(0)
         lanes = differ.any(0)
-        assert near[first, torch.arange(lanes.numel(), device=lanes.device)][lanes].all(), "a spike differs away from a tie"
+        assert near[first, torch.arange(lanes.numel(), device=lanes.device)][lanes].all(), (
+            "a spike differs away from a tie"
+        )
         assert lanes.float().mean() <= 0.25, f"{int(lanes.sum())} of {lanes.numel()} lanes hit a near-tie"
     else:
         assert near[differ].all(), "a spike differs away from a tie"
@@ -113,7 +121,7 @@ def check_op(case: OpCase, steps: int, dtype: torch.dtype, device: torch.device 
         if i > 0 or case.spike_fn is None:  # spikes were checked above
             mask = keep.expand_as(r)
             _assert_close(g.detach()[mask], r.detach()[mask], values, f"output {i}")
-    differentiable = [(g, r) for g, r in zip(got, ref) if g.requires_grad]
+    differentiable = [(g, r) for g, r in zip(got, ref, strict=True) if g.requires_grad]
     weights = [torch.randn(g.shape, dtype=g.dtype, device=g.device) * keep.expand(g.shape) for g, _ in differentiable]
     got_grads = torch.autograd.grad([g for g, _ in differentiable], inputs, weights)
     ref_grads = torch.autograd.grad([r for _, r in differentiable], ref_inputs, [_wide(w).detach() for w in weights])

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import math
 
+import kernel_harness
 import pytest
 import torch
 
-import kernel_harness
 from snn_parallel.ops import _backend, _cuda
 
 
@@ -53,10 +53,17 @@ def emulate_cupy(monkeypatch, harness, half_harness):
     chunks as on a GPU with 2 multiprocessors."""
     used: list[kernel_harness.Harness] = []
 
-    def use(lib: kernel_harness.Harness = harness, *, block: int | None = None, grid: int | None = None,
-            workers: int = 1, seed: int = 0) -> None:
+    def use(
+        lib: kernel_harness.Harness = harness,
+        *,
+        block: int | None = None,
+        grid: int | None = None,
+        workers: int = 1,
+        seed: int = 0,
+    ) -> None:
         lib.workers, lib.seed = workers, seed
         used.append(lib)
+
         def launch(self, kernel, dtype, grid_, block_, *args):
             assert kernel in self.signatures, f"{kernel} is not declared in {self.name}"
             target = lib if dtype == getattr(lib, "dtype", torch.float32) else half_harness(dtype)

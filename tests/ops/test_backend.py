@@ -50,8 +50,21 @@ def test_cupy_backend_refuses_what_the_kernels_cannot_run(emulate_cupy):
         linear_fire(x, one, one, zeros, zeros, ATan(), 1.0, backend="cupy")
     foreign = ForeignSurrogate(lambda v: ATan()(v), inclusive=True)
     with pytest.raises(RuntimeError, match=r"ltc_scan: backend='cupy' cannot run: the spike function .* has no kernel"):
-        ltc_scan(x.float(), x.float(), x.float(), zeros.float(), zeros.float(), zeros.float(), 0.1, 1.8, foreign, backend="cupy")
-    with pytest.raises(RuntimeError, match=r"linear_scan: backend='cupy' cannot run: the scan computes in torch.float64"):
+        ltc_scan(
+            x.float(),
+            x.float(),
+            x.float(),
+            zeros.float(),
+            zeros.float(),
+            zeros.float(),
+            0.1,
+            1.8,
+            foreign,
+            backend="cupy",
+        )
+    with pytest.raises(
+        RuntimeError, match=r"linear_scan: backend='cupy' cannot run: the scan computes in torch.float64"
+    ):
         linear_scan(one, x, backend="cupy")
     out = linear_fire(x, one, one, zeros, zeros, ATan(), 1.0, backend="auto")
     assert out[1].dtype == torch.float64

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from kernel_harness import CUDA_DIR, NVCC, source_path
+
 from snn_parallel.ops import _cuda
 from snn_parallel.ops._cuda import KERNEL_DTYPES, KernelFile, kernel_files, spike_code
 from snn_parallel.surrogate import ATan, DoubleGaussian, ForeignSurrogate, IntegerSpike, MultiGaussian, Rect, Sigmoid
@@ -36,7 +36,8 @@ def test_every_cu_file_is_declared_by_its_op():
 def test_signatures_come_from_the_declarations():
     assert FILES["scan.cu"].signatures["scan_fwd"] == "PPPPPPPPPILLLLL"
     source = (
-        'extern "C" __global__ void __launch_bounds__(256) k(const float* __restrict__ a, long long n, int f, float v) {}\n'
+        'extern "C" __global__ void __launch_bounds__(256) '
+        "k(const float* __restrict__ a, long long n, int f, float v) {}\n"
         'extern "C" __global__ void\n    other(float2* x) {}\n'
     )
     assert _cuda.signatures(source) == {"k": "PLIF", "other": "P"}
@@ -71,7 +72,10 @@ def test_cupy_source_pastes_the_headers():
     for name in ("dsn.cu", "scan.cu"):
         text = FILES[name].text()
         assert "#include" not in text.replace("#include <cuda_fp16.h>", "").replace("#include <cuda_bf16.h>", "")
-        assert _cuda.header_source().replace("#pragma once\n", "") in text and text.count("float heaviside(int inclusive") == 1
+        assert (
+            _cuda.header_source().replace("#pragma once\n", "") in text
+            and text.count("float heaviside(int inclusive") == 1
+        )
     assert all("chunked_scan" in file.text() for file in FILES.values())  # every op is on the time-chunked family
 
 
@@ -105,12 +109,15 @@ def nvcc_builds(tmp_path_factory):
         return nvcc(source_path(FILES[name]), FILES[name].options(dtype), workdir / f"{name}.{KERNEL_DTYPES[dtype]}")
 
     with ThreadPoolExecutor(max_workers=2) as pool:
-        return dict(zip(jobs, pool.map(compile_one, jobs)))
+        return dict(zip(jobs, pool.map(compile_one, jobs), strict=True))
 
 
 def ptx_entries(ptx: str) -> dict[str, list[str]]:
     """Entry name -> parameter types, from PTX text."""
-    return {m.group(1): re.findall(r"\.param\s+\.(\w+)", m.group(2)) for m in re.finditer(r"\.entry\s+(\w+)\s*\((.*?)\)", ptx, re.S)}
+    return {
+        m.group(1): re.findall(r"\.param\s+\.(\w+)", m.group(2))
+        for m in re.finditer(r"\.entry\s+(\w+)\s*\((.*?)\)", ptx, re.S)
+    }
 
 
 def spills(report: str) -> dict[tuple[str, str], tuple[int, int]]:

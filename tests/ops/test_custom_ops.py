@@ -10,10 +10,22 @@ import torch
 from snn_parallel.ops import dsn_membrane, linear_fire, linear_scan, ltc_scan, tsslbp
 from snn_parallel.surrogate import ATan
 
-OPS = ["scan_forward", "scan_backward", "linear_fire_forward", "linear_fire_backward", "dsn_forward", "dsn_backward",
-       "ltc_forward", "ltc_backward", "tssl_forward", "tssl_backward"]
+OPS = [
+    "scan_forward",
+    "scan_backward",
+    "linear_fire_forward",
+    "linear_fire_backward",
+    "dsn_forward",
+    "dsn_backward",
+    "ltc_forward",
+    "ltc_backward",
+    "tssl_forward",
+    "tssl_backward",
+]
 
-pytestmark = pytest.mark.skipif(not hasattr(torch.library, "custom_op"), reason="torch.library.custom_op needs torch >= 2.4")
+pytestmark = pytest.mark.skipif(
+    not hasattr(torch.library, "custom_op"), reason="torch.library.custom_op needs torch >= 2.4"
+)
 
 
 def test_every_launcher_is_a_registered_op():
@@ -49,7 +61,9 @@ def _calls_of_each_op():
         out = linear_fire(x, decay, scale, zeros.to(torch.complex64), zeros, ATan(), 0.5, decay.real, backend="cupy")
         (out[0].sum() + out[1].sum()).backward()
         weight, bias = torch.randn(3, 3, generator=gen).requires_grad_(), torch.randn(3, generator=gen).requires_grad_()
-        spikes, h, _ = dsn_membrane(x, torch.rand(2, 2, 3, generator=gen), weight, bias, 0.25, zeros, ATan(), 1.0, backend="cupy")
+        spikes, h, _ = dsn_membrane(
+            x, torch.rand(2, 2, 3, generator=gen), weight, bias, 0.25, zeros, ATan(), 1.0, backend="cupy"
+        )
         (spikes.sum() + h.sum()).backward()
         gates = [torch.rand(70, 2, 3, generator=gen).requires_grad_() for _ in range(2)]
         ltc_out = ltc_scan(x, *gates, zeros, zeros, zeros, 0.1, 1.8, ATan(), backend="cupy")
@@ -66,7 +80,9 @@ def test_fake_implementations_match_the_kernels(emulate_cupy):
     assert {func._schema.name.split("::")[1] for func, _, _ in calls} == set(OPS)
     for func, args, kwargs in calls:
         args = tuple(a.detach() if isinstance(a, torch.Tensor) else a for a in args)
-        torch.library.opcheck(func, args, kwargs, test_utils=("test_schema", "test_faketensor", "test_aot_dispatch_dynamic"))
+        torch.library.opcheck(
+            func, args, kwargs, test_utils=("test_schema", "test_faketensor", "test_aot_dispatch_dynamic")
+        )
 
 
 def test_a_fake_implementation_that_lies_is_caught(emulate_cupy, monkeypatch):
@@ -85,8 +101,9 @@ def test_a_fake_implementation_that_lies_is_caught(emulate_cupy, monkeypatch):
 
 def _fire(x, decay, scale):
     zeros = torch.zeros(x.shape[1:])
-    return linear_fire(x, decay, scale, zeros.to(torch.complex64), zeros, ATan(), 0.5, decay.real, backend="cupy",
-                       validate=False)[0]
+    return linear_fire(
+        x, decay, scale, zeros.to(torch.complex64), zeros, ATan(), 0.5, decay.real, backend="cupy", validate=False
+    )[0]
 
 
 def _scan(a, b):
@@ -98,8 +115,11 @@ def test_torch_compile_traces_through_the_kernels(emulate_cupy, fn):
     """torch._dynamo.explain: one graph, no break, the kernel's op inside it."""
     emulate_cupy()
     gen = torch.Generator().manual_seed(1)
-    args = (torch.rand(50, 2, 3, generator=gen), torch.rand(3, generator=gen) * torch.exp(1j * torch.rand(3, generator=gen)),
-            torch.rand(3, generator=gen))
+    args = (
+        torch.rand(50, 2, 3, generator=gen),
+        torch.rand(3, generator=gen) * torch.exp(1j * torch.rand(3, generator=gen)),
+        torch.rand(3, generator=gen),
+    )
     args = (args[2], args[0]) if fn is _scan else args
     fn(*args)  # the backend's choice is logged once, eagerly
     torch._dynamo.reset()
@@ -133,8 +153,11 @@ def test_torch_compile_traces_through_the_kernels_on_a_gpu(fn):
     from kernel_harness.gpu import require_cuda
 
     device = require_cuda()
-    args = (torch.rand(500, 4, 8, device=device), torch.rand(8, device=device) * torch.exp(1j * torch.rand(8, device=device)),
-            torch.rand(8, device=device))
+    args = (
+        torch.rand(500, 4, 8, device=device),
+        torch.rand(8, device=device) * torch.exp(1j * torch.rand(8, device=device)),
+        torch.rand(8, device=device),
+    )
     args = (args[2], args[0]) if fn is _scan else args
     expected = fn(*args)
     torch._dynamo.reset()

@@ -9,11 +9,10 @@ import math
 
 import pytest
 import torch
-from torch.autograd import gradcheck
-
-import kernel_harness
 from kernel_harness.checks import F64, assert_float32_matches, assert_same_grads, clear_of, compare, grads, leaves
 from kernel_harness.gpu import B, C, OpCase, cuda_tests, harness_test, sequence
+from torch.autograd import gradcheck
+
 from snn_parallel.ops import _cuda, dsn_membrane, dsn_membrane_reference
 from snn_parallel.ops.dsn.cupy import MAX_TAPS
 from snn_parallel.surrogate import ATan, IntegerSpike, Sigmoid
@@ -74,7 +73,7 @@ def test_dsn_long_sequence_float32_matches_float64():
     assert ((h32.double() - ref).norm() / ref.norm()).item() < 1e-4
 
 
-def _reference_with_spikes(x, history, weight, bias, h0, spike_fn=ATan(), shift=1.0, tau=0.25):
+def _reference_with_spikes(x, history, weight, bias, h0, spike_fn=ATan(), shift=1.0, tau=0.25):  # noqa: B008
     h, last = dsn_membrane_reference(x, history, weight, bias, tau, h0)
     return spike_fn(h - shift), h, last
 
@@ -154,7 +153,7 @@ def test_cupy_path_any_grid(emulate_cupy):
         got_in = leaves(*inputs)
         out = dsn_membrane(*got_in[:4], 0.25, got_in[4], ATan(), 1.0, backend="cupy")
         results.append((*out, *grads(out, got_in)))
-    for a, b in zip(*results):
+    for a, b in zip(*results, strict=True):
         assert torch.equal(a, b)
 
 
@@ -173,7 +172,12 @@ def test_expanded_and_missing_upstream_gradients(emulate_cupy):
         assert none is None
         results.append(torch.autograd.grad(spikes.sum(), got_in))
     for got, want in ((results[2], results[0]), (results[3], results[1])):
-        compare(got, [w.double() for w in want], ("grad x", "grad history", "grad weight", "grad bias", "grad h0"), rtol=1e-4)
+        compare(
+            got,
+            [w.double() for w in want],
+            ("grad x", "grad history", "grad weight", "grad bias", "grad h0"),
+            rtol=1e-4,
+        )
 
 
 def test_per_lane_and_scalar_parameters(emulate_cupy):
@@ -182,8 +186,10 @@ def test_per_lane_and_scalar_parameters(emulate_cupy):
     emulate_cupy(workers=2, seed=3)
     base = dsn_case(70, 3, (2, 5), ATan(), 1.0, seed=7)
     gen = torch.Generator().manual_seed(7)
-    for weight, bias in ((torch.randn(3, 2, 5, generator=gen) / 2, torch.randn(2, 5, generator=gen) + 1),
-                         (torch.randn(3, generator=gen) / 2, torch.tensor(1.0))):
+    for weight, bias in (
+        (torch.randn(3, 2, 5, generator=gen) / 2, torch.randn(2, 5, generator=gen) + 1),
+        (torch.randn(3, generator=gen) / 2, torch.tensor(1.0)),
+    ):
         inputs = (base[0], base[1], weight, bias, base[4])
         got_in, ref_in = leaves(*inputs), leaves(*inputs, dtype=torch.float64)
         got = dsn_membrane(*got_in[:4], 0.25, got_in[4], ATan(), 1.0, backend="cupy")
@@ -227,8 +233,14 @@ def cupy_run(per_block=None):
 
     def run(*args, **kwargs):
         with pytest.MonkeyPatch.context() as patch:
-            patch.setitem(dsn_module._IMPLEMENTATIONS, "cupy", (functools.partial(forward, segments_per_block=per_block),
-                                                                functools.partial(backward, segments_per_block=per_block)))
+            patch.setitem(
+                dsn_module._IMPLEMENTATIONS,
+                "cupy",
+                (
+                    functools.partial(forward, segments_per_block=per_block),
+                    functools.partial(backward, segments_per_block=per_block),
+                ),
+            )
             return dsn_membrane(*args, backend="cupy", **kwargs)
 
     return run
@@ -250,13 +262,24 @@ def kernel_case(T, shape, taps, spike, seed):
     spike_fn, shift = (IntegerSpike(3), 0.0) if spike == "integer" else (ATan(), 1.0)
     inputs = dsn_case(T, taps, shape, spike_fn, shift, seed=seed)
     gen = torch.Generator().manual_seed(seed + 1)
-    grads_out = (torch.randn(T, *shape, generator=gen), torch.randn(T, *shape, generator=gen), torch.randn(shape, generator=gen))
+    grads_out = (
+        torch.randn(T, *shape, generator=gen),
+        torch.randn(T, *shape, generator=gen),
+        torch.randn(shape, generator=gen),
+    )
     return inputs, grads_out, spike_fn, shift
 
 
 DSN_KERNEL_CASES = [  # (T, lane shape, taps, segments per block: 1, 2, all (99), or the launcher's choice)
-    (1, (1, 1), 4, None), (2, (1, 3), 8, 1), (64, (3, 11), 4, 1), (65, (1, 33), 2, 1), (130, (2, 3, 2), 4, 2),
-    (200, (5, 14), 8, None), (300, (4, 10), 3, 99), (129, (16, 16), 4, None), (70, (2, 5), 1, 1),
+    (1, (1, 1), 4, None),
+    (2, (1, 3), 8, 1),
+    (64, (3, 11), 4, 1),
+    (65, (1, 33), 2, 1),
+    (130, (2, 3, 2), 4, 2),
+    (200, (5, 14), 8, None),
+    (300, (4, 10), 3, 99),
+    (129, (16, 16), 4, None),
+    (70, (2, 5), 1, 1),
     pytest.param(777, (1, 5), 4, 1, marks=pytest.mark.slow),
 ]
 
@@ -278,7 +301,7 @@ def test_kernels_match_reference_in_every_schedule(emulate_cupy, harness, T, sha
         got = dsn_outputs(cupy_run(per_block), inputs, grads_out, torch.float32, spike_fn, shift)
         assert_dsn_within_serial_error(got, exact, serial32, what=f"{workers} workers, seed {seed}:")
         first = got if first is None else first
-        for name, x, y in zip(DSN_NAMES, got, first):
+        for name, x, y in zip(DSN_NAMES, got, first, strict=True):
             assert torch.equal(x, y), f"{name} depends on the schedule"
         groups = _cuda.chunking(T, math.prod(shape), 2, per_block)[1]
         assert (harness.counters()["lookback_inclusive"] > 0) == (groups > 1)
@@ -286,24 +309,43 @@ def test_kernels_match_reference_in_every_schedule(emulate_cupy, harness, T, sha
     spikes, h, last = cupy_run(per_block)(*leaves_in[:4], 0.25, leaves_in[4], spike_fn, shift, membrane=False)
     assert h is None and torch.equal(spikes, first[0]) and torch.equal(last, first[2])
     grads_in = torch.autograd.grad((spikes, last), leaves_in, (grads_out[0], grads_out[2]))
-    masked = dsn_outputs(cupy_run(per_block), inputs, (grads_out[0], torch.zeros_like(grads_out[1]), grads_out[2]),
-                         torch.float32, spike_fn, shift)
-    for name, x, y in zip(DSN_NAMES[3:], grads_in, masked[3:]):
+    masked = dsn_outputs(
+        cupy_run(per_block),
+        inputs,
+        (grads_out[0], torch.zeros_like(grads_out[1]), grads_out[2]),
+        torch.float32,
+        spike_fn,
+        shift,
+    )
+    for name, x, y in zip(DSN_NAMES[3:], grads_in, masked[3:], strict=True):
         assert torch.equal(x, y), f"{name} changes without the membrane"
 
 
 DSN_MUTANTS = {
     "the carried gradient without alpha": ("dsn.cu", "b = s.a * s.d;", "b = s.d;"),
-    "the halo one row late": ("dsn.cu", "const long long s = t0 - DSN_HALO + i;", "const long long s = t0 - DSN_HALO + i + 1;"),
+    "the halo one row late": (
+        "dsn.cu",
+        "const long long s = t0 - DSN_HALO + i;",
+        "const long long s = t0 - DSN_HALO + i + 1;",
+    ),
     "the backward's membrane rerun without its checkpoint": (
-        "dsn.cu", "float h = affine(pre_d, checkpoints[k * conv.N + n], pre_b);", "float h = pre_b;"),
+        "dsn.cu",
+        "float h = affine(pre_d, checkpoints[k * conv.N + n], pre_b);",
+        "float h = pre_b;",
+    ),
     "a segment's last input gradient left to the direct store": (
-        "dsn.cu", "if (end < T && s >= end - edge)", "if (end < T && s > end - edge)"),
+        "dsn.cu",
+        "if (end < T && s >= end - edge)",
+        "if (end < T && s > end - edge)",
+    ),
     "the fix-up without the segment's own taps": ("dsn.cu", "float acc = e > 0 ? tail[", "float acc = e < 0 ? tail["),
     "log(1 + e) by its series too far": ("dsn.cu", "if (e < 0.125f)", "if (e < 1.0f)"),
     "sigmoid(p) for sigmoid(-p)": ("dsn.cu", "__expf(fminf(-p, 0.0f) - l)", "__expf(fminf(p, 0.0f) - l)"),
     "the bias gradient from the first block only": (
-        "dsn.cu", "for (long long g = 0; g < groups; ++g) sum +=", "for (long long g = 0; g < 1; ++g) sum +="),
+        "dsn.cu",
+        "for (long long g = 0; g < groups; ++g) sum +=",
+        "for (long long g = 0; g < 1; ++g) sum +=",
+    ),
 }
 
 
@@ -331,9 +373,18 @@ def test_kernels_at_30000_steps(emulate_cupy):
     T, shape = 30_000, (2, 8)
     spike_fn, shift = ATan(), 1.0
     gen = torch.Generator().manual_seed(3)
-    inputs = (2 * torch.rand(T, *shape, generator=gen), 2 * torch.rand(3, *shape, generator=gen),
-              torch.randn(4, 8, generator=gen) / 2, torch.randn(8, generator=gen) + 1, 2 * torch.rand(shape, generator=gen))
-    grads_out = (torch.randn(T, *shape, generator=gen), torch.randn(T, *shape, generator=gen), torch.randn(shape, generator=gen))
+    inputs = (
+        2 * torch.rand(T, *shape, generator=gen),
+        2 * torch.rand(3, *shape, generator=gen),
+        torch.randn(4, 8, generator=gen) / 2,
+        torch.randn(8, generator=gen) + 1,
+        2 * torch.rand(shape, generator=gen),
+    )
+    grads_out = (
+        torch.randn(T, *shape, generator=gen),
+        torch.randn(T, *shape, generator=gen),
+        torch.randn(shape, generator=gen),
+    )
 
     def torch_run(*args):
         return dsn_membrane(*args, backend="torch")

@@ -3,10 +3,9 @@ shuffles, blocks on several host threads that really wait for each other, and fa
 
 from __future__ import annotations
 
+import kernel_harness
 import pytest
 import torch
-
-import kernel_harness
 
 PROBE = kernel_harness.HARNESS_DIR / "probe.cu"
 
@@ -78,8 +77,9 @@ def test_blocks_wait_for_each_other_across_host_threads(probe, workers):
     assert (waits > 0) == (workers > 1)
 
 
-@pytest.mark.parametrize("mode, message", [(0, "deadlock"), (1, "after some threads of the block had exited"),
-                                           (2, "without the whole warp")])
+@pytest.mark.parametrize(
+    "mode, message", [(0, "deadlock"), (1, "after some threads of the block had exited"), (2, "without the whole warp")]
+)
 def test_divergent_barriers_are_reported(probe, mode, message):
     probe.workers = 1
     with pytest.raises(RuntimeError, match=message):

@@ -12,10 +12,39 @@ from snn_parallel.ops import _cuda, linear_fire, linear_scan
 from snn_parallel.surrogate import ATan
 
 #: aten ops that move no data (views, allocations, metadata)
-FREE = {"view", "_unsafe_view", "reshape", "expand", "as_strided", "select", "slice", "t", "transpose", "alias",
-        "detach", "empty", "empty_like", "empty_strided", "new_empty", "new_empty_strided", "unsqueeze", "squeeze",
-        "_reshape_alias", "view_as_real", "view_as_complex", "_conj", "resolve_conj", "lift_fresh", "real", "imag",
-        "permute", "is_same_size", "ones_like", "promote_types", "to"}  # "to" copies through _to_copy
+FREE = {
+    "view",
+    "_unsafe_view",
+    "reshape",
+    "expand",
+    "as_strided",
+    "select",
+    "slice",
+    "t",
+    "transpose",
+    "alias",
+    "detach",
+    "empty",
+    "empty_like",
+    "empty_strided",
+    "new_empty",
+    "new_empty_strided",
+    "unsqueeze",
+    "squeeze",
+    "_reshape_alias",
+    "view_as_real",
+    "view_as_complex",
+    "_conj",
+    "resolve_conj",
+    "lift_fresh",
+    "real",
+    "imag",
+    "permute",
+    "is_same_size",
+    "ones_like",
+    "promote_types",
+    "to",
+}  # "to" copies through _to_copy
 
 
 class Recorder(TorchDispatchMode):
@@ -73,7 +102,10 @@ def test_linear_scan_moves_no_full_size_tensor_outside_its_kernels(launches, com
     forward = _record(lambda: out.setdefault("h", linear_scan(a, b, validate=False, backend="cupy")[0]))
     ones = torch.ones((), dtype=dtype).expand(T, B, C)  # the gradient h.sum() gives h: stride 0
     backward = _record(lambda: out["h"].backward(ones))
-    assert [name for name, _ in launches] == [f"{'c' if complex_ else ''}scan_fwd", f"{'c' if complex_ else ''}scan_bwd"]
+    assert [name for name, _ in launches] == [
+        f"{'c' if complex_ else ''}scan_fwd",
+        f"{'c' if complex_ else ''}scan_bwd",
+    ]
     assert _full_size(forward, T * B * C) == [] and len(forward) <= 2, forward  # the flags memset (+ h0's zeros)
     assert _full_size(backward, T * B * C) == [], backward
     assert [name for name, _ in backward] == ["zeros", "sum"], backward  # the flags memset and the decay's partial sums
@@ -92,7 +124,9 @@ def test_linear_fire_launches_its_kernels_and_little_else(launches, reset):
     out = {}
 
     def forward():
-        out["spikes"] = linear_fire(x, decay, scale, h0, torch.zeros(B, C), ATan(), 0.5, rho, backend="cupy", validate=False)[0]
+        out["spikes"] = linear_fire(
+            x, decay, scale, h0, torch.zeros(B, C), ATan(), 0.5, rho, backend="cupy", validate=False
+        )[0]
 
     forward_ops = _record(forward)
     ones = torch.ones(()).expand(T, B, C)  # the gradient spikes.sum() gives spikes: stride 0

@@ -8,11 +8,19 @@ import math
 
 import pytest
 import torch
+from kernel_harness.checks import (
+    F64,
+    SURROGATES,
+    assert_float32_matches,
+    assert_same_grads,
+    clear_of,
+    compare,
+    grads,
+    leaves,
+)
+from kernel_harness.gpu import B, C, OpCase, check_op, cuda_tests, harness_test, sequence
 from torch.autograd import gradcheck
 
-import kernel_harness
-from kernel_harness.checks import F64, SURROGATES, assert_float32_matches, assert_same_grads, clear_of, compare, grads, leaves
-from kernel_harness.gpu import B, C, OpCase, check_op, cuda_tests, harness_test, sequence
 from snn_parallel.ops import _cuda, linear_fire, linear_fire_reference, soft_reset_lif_reference
 from snn_parallel.surrogate import ATan
 
@@ -41,7 +49,7 @@ def test_linear_fire_matches_reference(block, steps, complex_decay, reset, small
     rho = torch.rand(3, dtype=F64) if reset else None
     out = linear_fire(*inputs, bias0, ATan(), 0.5, rho)
     ref = linear_fire_reference(*inputs, bias0, ATan(), 0.5, rho)
-    for o, r in zip(out, ref):
+    for o, r in zip(out, ref, strict=True):
         torch.testing.assert_close(o, r)
     assert_same_grads(out[:3], ref[:3], inputs)
 
@@ -143,7 +151,8 @@ FIRE_SHAPES = [(3, 5), (2, 3, 2)]
 @pytest.mark.parametrize("shape", FIRE_SHAPES, ids=["BxC", "BxCxS"])
 @pytest.mark.parametrize("T", [1, 2, 31, 32, 33, 97])
 def test_op_matches_reference_on_each_backend(backend, T, shape, complex_, reset, spike_name):
-    """Spikes, membrane, final state, bias and the gradients of x, decay, scale and h0 (T around the checkpoint chunk)."""
+    """Spikes, membrane, final state, bias and the gradients of x, decay, scale and h0 (T around the checkpoint
+    chunk)."""
     name, device = backend
     spike_fn = SURROGATES[spike_name](inclusive=T % 2 == 0)
     inputs, rho = fire_case(T, shape, complex_, reset, spike_fn, seed=T + len(shape))
@@ -170,7 +179,7 @@ def test_cupy_path_any_grid_and_non_contiguous_input(emulate_cupy):
         got_in = leaves(x, *inputs[1:4])
         out = linear_fire(*got_in, inputs[4], ATan(), 0.5, rho, backend="cupy")
         results.append((*out, *grads(out[:3], got_in)))
-    for a, b in zip(*results):
+    for a, b in zip(*results, strict=True):
         assert torch.equal(a, b)
 
 
@@ -184,7 +193,10 @@ def test_check_bites_on_mutated_kernel(emulate_cupy, mutants):
         got = linear_fire(*got_in, inputs[4], ATan(), 0.5, rho, backend="cupy")
         ref = linear_fire_reference(*ref_in, inputs[4].double(), ATan(), 0.5, rho)
         compare(got, ref, ("spikes", "membrane", "h_last", "bias_next"))  # forward unaffected
-        check = lambda: compare(grads(got[:3], got_in), grads(ref[:3], ref_in), ("x", "decay", "scale", "h0"), rtol=1e-4)  # noqa: E731
+
+        def check() -> None:
+            compare(grads(got[:3], got_in), grads(ref[:3], ref_in), ("x", "decay", "scale", "h0"), rtol=1e-4)
+
         if complex_:
             with pytest.raises(AssertionError):
                 check()
@@ -199,7 +211,9 @@ def bias_gradients(run, inputs, rho, weights, dtype):
     cast = {torch.float64: (torch.float64, torch.complex128), torch.float32: (torch.float32, torch.complex64)}[dtype]
     leaves_in = [t.detach().to(cast[t.is_complex()]).requires_grad_() for t in (*inputs, rho)]
     out = run(*leaves_in)
-    loss = sum(((o.real if o.is_complex() else o) * w.to(o.device, cast[0])).sum() for o, w in zip(out, weights))
+    loss = sum(
+        ((o.real if o.is_complex() else o) * w.to(o.device, cast[0])).sum() for o, w in zip(out, weights, strict=True)
+    )
     return torch.autograd.grad(loss, leaves_in)
 
 
@@ -211,16 +225,24 @@ def test_threshold_bias_gradients_on_each_backend(backend, T, complex_):
     name, device = backend
     inputs, rho, _ = kernel_inputs(T, (2, 3, 2), complex_, True, ATan(), seed=T + 5)
     gen = torch.Generator().manual_seed(T)
-    weights = [torch.randn(T, 2, 3, 2, generator=gen), torch.randn(T, 2, 3, 2, generator=gen),
-               torch.randn(2, 3, 2, generator=gen), torch.randn(2, 3, 2, generator=gen)]
+    weights = [
+        torch.randn(T, 2, 3, 2, generator=gen),
+        torch.randn(T, 2, 3, 2, generator=gen),
+        torch.randn(2, 3, 2, generator=gen),
+        torch.randn(2, 3, 2, generator=gen),
+    ]
 
     def run(x, decay, scale, h0, bias0, reset):
         args = [t.to(device) for t in (x, decay, scale, h0, bias0, reset)]
         return linear_fire(*args[:5], ATan(), 0.5, args[5], backend=name)
 
     got = bias_gradients(run, inputs, rho, weights, torch.float32)
-    exact = bias_gradients(lambda *a: linear_fire_reference(*a[:5], ATan(), 0.5, a[5]), inputs, rho, weights, torch.float64)
-    serial32 = bias_gradients(lambda *a: linear_fire_reference(*a[:5], ATan(), 0.5, a[5]), inputs, rho, weights, torch.float32)
+    exact = bias_gradients(
+        lambda *a: linear_fire_reference(*a[:5], ATan(), 0.5, a[5]), inputs, rho, weights, torch.float64
+    )
+    serial32 = bias_gradients(
+        lambda *a: linear_fire_reference(*a[:5], ATan(), 0.5, a[5]), inputs, rho, weights, torch.float32
+    )
     assert exact[5].abs().max() > 0.1  # the reset's decay gets a real gradient
     for label, g, e, s in zip(("x", "decay", "scale", "h0", "bias0", "reset_decay"), got, exact, serial32, strict=True):
         tol = 8 * (s.to(e.dtype) - e).abs().max().item() + 2e-6 * e.abs().max().item() + 1e-7
@@ -233,7 +255,7 @@ def test_detached_reset_decay_gets_no_gradient_and_leaves_the_rest_alone():
     x, decay = (t.clone().requires_grad_() for t in inputs[:2])
     out = linear_fire(x, decay, *inputs[2:], ATan(), 0.5, rho.clone().requires_grad_())
     detached = linear_fire(x, decay, *inputs[2:], ATan(), 0.5, rho)
-    for a, b in zip(out, detached):
+    for a, b in zip(out, detached, strict=True):
         torch.testing.assert_close(a, b)
     grad = torch.autograd.grad(detached[0].sum(), x, retain_graph=True)[0]
     assert torch.equal(torch.autograd.grad(out[0].sum(), x)[0], grad)
@@ -287,8 +309,11 @@ def test_prf_reset_gradient_follows_the_official_update_order(backend, path):
     neuron, x = _prf_reset_case(seed=1)
     assert neuron.reset_gradient == "official"  # the default
     weights = torch.randn(x.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
-    leaves_official = [x.clone().requires_grad_(), neuron.log_dt.detach().clone().requires_grad_(),
-                       neuron.theta_log.detach().clone().requires_grad_()]
+    leaves_official = [
+        x.clone().requires_grad_(),
+        neuron.log_dt.detach().clone().requires_grad_(),
+        neuron.theta_log.detach().clone().requires_grad_(),
+    ]
     rate = neuron.decay_log.exp()  # 1/tau, as the neuron stores it
     official = official_prf_reset(*leaves_official, rate, neuron.v_threshold)
     expected = torch.autograd.grad((official * weights).sum(), leaves_official)
@@ -308,12 +333,14 @@ def test_prf_reset_gradient_follows_the_official_update_order(backend, path):
         else:
             spikes, _ = ours(xs)
         assert torch.equal(spikes.detach().cpu().double(), official.detach()), "spikes differ"
-        results[mode] = torch.autograd.grad((spikes * weights.to(device, dtype)).sum(), [xs, ours.log_dt, ours.theta_log])
+        results[mode] = torch.autograd.grad(
+            (spikes * weights.to(device, dtype)).sum(), [xs, ours.log_dt, ours.theta_log]
+        )
     tol = {"rtol": 1e-9, "atol": 1e-12} if dtype == torch.float64 else {"rtol": 2e-4, "atol": 2e-5}
     for got, want in zip(results["official"], expected, strict=True):
         torch.testing.assert_close(got.cpu().double(), want, **tol)
     torch.testing.assert_close(results["detached"][0].cpu().double(), expected[0], **tol)
-    for got, want in zip(results["detached"][1:], expected[1:]):
+    for got, want in zip(results["detached"][1:], expected[1:], strict=True):
         assert (got.cpu().double() - want).abs().max() > 1e-3 * want.abs().max(), "the detached reset should differ"
 
 
@@ -338,8 +365,11 @@ def kernel_inputs(T, shape, complex_, reset, spike_fn, seed, layout="channel"):
     else:
         inputs, rho = fire_case(T, shape, complex_, reset, spike_fn, seed=seed)
     gen = torch.Generator().manual_seed(seed + 1)
-    grads_out = (torch.randn(T, *shape, generator=gen), torch.randn(T, *shape, generator=gen),
-                 torch.randn(shape, dtype=inputs[3].dtype, generator=gen))
+    grads_out = (
+        torch.randn(T, *shape, generator=gen),
+        torch.randn(T, *shape, generator=gen),
+        torch.randn(shape, dtype=inputs[3].dtype, generator=gen),
+    )
     return inputs, rho, grads_out
 
 
@@ -351,7 +381,7 @@ def fire_outputs(run, inputs, rho, grads_out, dtype):
     leaves_in = [t.requires_grad_() for t in wide[:4]]
     out = run(*leaves_in, wide[4], None if rho is None else rho.to(dtype))
     grads = torch.autograd.grad(out[1:3], leaves_in, wide[6:8], retain_graph=True)
-    grads = [g + s for g, s in zip(grads, torch.autograd.grad(out[0], leaves_in, wide[5]))]
+    grads = [g + s for g, s in zip(grads, torch.autograd.grad(out[0], leaves_in, wide[5]), strict=True)]
     return (*(o.detach() for o in out), *grads)
 
 
@@ -397,8 +427,13 @@ def reference_run(x, decay, scale, h0, bias0, rho):
 
 
 FIRE_KERNEL_CASES = [  # (T, lane shape, parameter layout, segments per block: 1, 2, all (99), or the launcher's choice)
-    (1, (1, 1), "channel", None), (37, (1, 5), "channel", 1), (64, (3, 11), "lane", 1), (65, (1, 33), "channel", 1),
-    (130, (2, 3, 2), "channel", 2), (200, (5, 14), "lane", None), (300, (4, 10), "channel", 99),
+    (1, (1, 1), "channel", None),
+    (37, (1, 5), "channel", 1),
+    (64, (3, 11), "lane", 1),
+    (65, (1, 33), "channel", 1),
+    (130, (2, 3, 2), "channel", 2),
+    (200, (5, 14), "lane", None),
+    (300, (4, 10), "channel", 99),
     pytest.param(777, (1, 5), "channel", 1, marks=pytest.mark.slow),
 ]
 RESETS = {"no_reset": (False, None), "reset_chunked_filter": (True, False), "reset_filter_in_chain": (True, True)}
@@ -418,10 +453,12 @@ def test_kernels_match_reference_in_every_schedule(emulate_cupy, harness, T, sha
     for workers, seed in [(1, 0), (4, 1), (8, 2)]:
         emulate_cupy(workers=workers, seed=seed)
         harness.reset_counters()
-        got = fire_outputs(cupy_run(filter_in_chain=in_chain, per_block=per_block), inputs, rho, grads_out, torch.float32)
+        got = fire_outputs(
+            cupy_run(filter_in_chain=in_chain, per_block=per_block), inputs, rho, grads_out, torch.float32
+        )
         assert_fire_within_serial_error(got, exact, serial32, what=f"{workers} workers, seed {seed}:")
         first = got if first is None else first
-        for name, x, y in zip(FIRE_NAMES, got, first):
+        for name, x, y in zip(FIRE_NAMES, got, first, strict=True):
             assert torch.equal(x, y), f"{name} depends on the schedule"
         lanes = math.prod(shape)
         groups = _cuda.chunking(T, lanes, 2, per_block)[1]
@@ -437,11 +474,19 @@ def test_kernels_at_30000_steps(emulate_cupy, reset):
     T, shape = 30_000, (2, 8)
     gen = torch.Generator().manual_seed(3)
     decay = (0.9 + 0.09 * torch.rand(8, generator=gen)) * torch.exp(1j * torch.rand(8, generator=gen))
-    inputs = (torch.randn(T, *shape, generator=gen) * 0.5 + 0.2, decay, 0.5 + torch.rand(8, generator=gen),
-              torch.complex(torch.randn(shape, generator=gen), torch.zeros(shape)), torch.zeros(shape))
+    inputs = (
+        torch.randn(T, *shape, generator=gen) * 0.5 + 0.2,
+        decay,
+        0.5 + torch.rand(8, generator=gen),
+        torch.complex(torch.randn(shape, generator=gen), torch.zeros(shape)),
+        torch.zeros(shape),
+    )
     rho = 0.5 + 0.4 * torch.rand(8, generator=gen) if with_reset else None
-    grads_out = (torch.randn(T, *shape, generator=gen), torch.randn(T, *shape, generator=gen),
-                 torch.randn(shape, dtype=torch.complex64, generator=gen))
+    grads_out = (
+        torch.randn(T, *shape, generator=gen),
+        torch.randn(T, *shape, generator=gen),
+        torch.randn(shape, dtype=torch.complex64, generator=gen),
+    )
 
     def torch_run(x, decay, scale, h0, bias0, rho):
         return linear_fire(x, decay, scale, h0, bias0, ATan(), 0.5, rho, backend="torch")
@@ -449,9 +494,14 @@ def test_kernels_at_30000_steps(emulate_cupy, reset):
     emulate_cupy(workers=4, seed=1)
     exact = fire_outputs(torch_run, inputs, rho, grads_out, torch.float64)
     with torch.no_grad():
-        _, m64, _, _ = torch_run(*(t.to(torch.complex128 if t.is_complex() else torch.float64) for t in inputs),
-                                 None if rho is None else rho.double())
-    differ = fire_outputs(cupy_run(filter_in_chain=in_chain, per_block=1), inputs, rho, grads_out, torch.float32)[0] != exact[0].float()
+        _, m64, _, _ = torch_run(
+            *(t.to(torch.complex128 if t.is_complex() else torch.float64) for t in inputs),
+            None if rho is None else rho.double(),
+        )
+    differ = (
+        fire_outputs(cupy_run(filter_in_chain=in_chain, per_block=1), inputs, rho, grads_out, torch.float32)[0]
+        != exact[0].float()
+    )
     near = (m64 - 0.5).abs() < 1e-3
     first_diff = differ.flatten(1).int().argmax(0)
     out = differ.flatten(1).any(0)
@@ -472,14 +522,30 @@ def test_kernels_at_30000_steps(emulate_cupy, reset):
 FIRE_MUTANTS = {
     "the backward carried with a, not conj(a)": ("linear_fire.cu", "back = conjugate(a);", "back = a;"),
     "the backward's filter rerun without its checkpoint": (
-        "linear_fire.cu", "Acc h = affine(pre_d, checkpoints[k * N + n], pre_b);", "Acc h = pre_b;"),
+        "linear_fire.cu",
+        "Acc h = affine(pre_d, checkpoints[k * N + n], pre_b);",
+        "Acc h = pre_b;",
+    ),
     "the threshold bias raised after its decay": (
-        "linear_fire.cu", "b = rho * (b + v_threshold * spike);", "b = rho * b + v_threshold * spike;"),
-    "grad_last carried through a at the last step": ("linear_fire.cu", "if (t < T - 1) d.g = back;", "if (t <= T - 1) d.g = back;"),
+        "linear_fire.cu",
+        "b = rho * (b + v_threshold * spike);",
+        "b = rho * b + v_threshold * spike;",
+    ),
+    "grad_last carried through a at the last step": (
+        "linear_fire.cu",
+        "if (t < T - 1) d.g = back;",
+        "if (t <= T - 1) d.g = back;",
+    ),
     "a checkpoint written at the wrong segment": (
-        "linear_fire.cu", "checkpoints[k * N + n] = carry;", "checkpoints[(k > 0 ? k - 1 : 0) * N + n] = carry;"),
+        "linear_fire.cu",
+        "checkpoints[k * N + n] = carry;",
+        "checkpoints[(k > 0 ? k - 1 : 0) * N + n] = carry;",
+    ),
     "the reset's decay gradient with beta_t, not beta_{t+1}": (
-        "linear_fire.cu", "partial.rho += before.beta * steps[j].spike;", "partial.rho += after.beta * steps[j].spike;"),
+        "linear_fire.cu",
+        "partial.rho += before.beta * steps[j].spike;",
+        "partial.rho += after.beta * steps[j].spike;",
+    ),
 }
 
 
@@ -502,7 +568,7 @@ def test_the_kernel_checks_bite(emulate_cupy, mutants, mutant):
         run = cupy_run(filter_in_chain=in_chain, per_block=1)
         try:
             assert_fire_within_serial_error(fire_outputs(run, inputs, rho, grads_out, torch.float32), exact, serial32)
-            for g, e in zip(bias_gradients(run, inputs[:5], rho, weights, torch.float32), bias_exact):
+            for g, e in zip(bias_gradients(run, inputs[:5], rho, weights, torch.float32), bias_exact, strict=True):
                 torch.testing.assert_close(g.to(e.dtype), e, rtol=1e-3, atol=1e-3 * e.abs().max().item())
         except AssertionError:
             caught.append(in_chain)

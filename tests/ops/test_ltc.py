@@ -5,12 +5,21 @@ from __future__ import annotations
 
 import pytest
 import torch
+from kernel_harness.checks import (
+    F64,
+    SURROGATES,
+    assert_close,
+    assert_float32_matches,
+    assert_same_grads,
+    clear_of,
+    compare,
+    grads,
+    leaves,
+)
+from kernel_harness.gpu import B, C, OpCase, cuda_tests, harness_test, sequence
 from torch.autograd import gradcheck
 
-from kernel_harness.checks import F64, SURROGATES, assert_close, assert_float32_matches, assert_same_grads, clear_of, compare, grads, leaves
-from kernel_harness.gpu import B, C, OpCase, cuda_tests, harness_test, sequence
-from snn_parallel.ops import ltc_scan, ltc_scan_reference
-from snn_parallel.ops import _cuda
+from snn_parallel.ops import _cuda, ltc_scan, ltc_scan_reference
 from snn_parallel.ops._cuda import spike_code
 from snn_parallel.ops.ltc.fused import ltc_backward, ltc_forward
 from snn_parallel.surrogate import ATan, MultiGaussian
@@ -39,7 +48,7 @@ def test_ltc_scan_matches_reference(block, steps, small_blocks):
     surrogate = MultiGaussian(inclusive=False)
     out = ltc_scan(*inputs, 0.1, 1.8, surrogate)
     ref = ltc_scan_reference(*inputs, 0.1, 1.8, surrogate)
-    for o, r in zip(out, ref):
+    for o, r in zip(out, ref, strict=True):
         torch.testing.assert_close(o, r)
     assert_same_grads(out, ref, inputs)
 
@@ -55,7 +64,9 @@ def test_ltc_scan_gradcheck(block, steps, smooth, small_blocks):
 def test_float32_gradients(steps):
     """In float32 the op gives the float64 reference's values and gradients."""
     assert_float32_matches(
-        lambda *a: ltc_scan(*a, 0.1, 1.8, MultiGaussian()), lambda *a: ltc_scan_reference(*a, 0.1, 1.8, MultiGaussian()), ltc_inputs(steps)
+        lambda *a: ltc_scan(*a, 0.1, 1.8, MultiGaussian()),
+        lambda *a: ltc_scan_reference(*a, 0.1, 1.8, MultiGaussian()),
+        ltc_inputs(steps),
     )
 
 
@@ -93,10 +104,27 @@ def emu_ltc_bwd(lib, grad_outputs, inputs, outputs, surrogate, per_block=None):
     per_block, groups, tiles = _cuda.chunking(T, N, 2, per_block)
     look_back = [None] * 4
     if groups > 1:
-        look_back = [torch.zeros(groups * tiles + 1, dtype=torch.int32), torch.empty(groups, N, 9),
-                     torch.empty(groups, N, 3), torch.empty(groups, N, 3)]
-    lib.launch("ltc_bwd", (groups * tiles,), (32, _cuda.CHUNK_WARPS), *tensors, *grad_seq, *grad_state, *look_back, B0,
-               BETA_A, *_spike_args(surrogate)[:-1], T, N, per_block)
+        look_back = [
+            torch.zeros(groups * tiles + 1, dtype=torch.int32),
+            torch.empty(groups, N, 9),
+            torch.empty(groups, N, 3),
+            torch.empty(groups, N, 3),
+        ]
+    lib.launch(
+        "ltc_bwd",
+        (groups * tiles,),
+        (32, _cuda.CHUNK_WARPS),
+        *tensors,
+        *grad_seq,
+        *grad_state,
+        *look_back,
+        B0,
+        BETA_A,
+        *_spike_args(surrogate)[:-1],
+        T,
+        N,
+        per_block,
+    )
     return (*grad_seq, *grad_state)
 
 
@@ -164,22 +192,30 @@ def test_kernel_backward_matches_autograd(harness, name, inclusive):
     got = emu_ltc_bwd(harness, grad_outputs, inputs, outputs, surrogate)
     names = ("current", "rate", "retention", "u0", "s0", "b_init")
     scale = max(e.abs().max().item() for e in expected)
-    for n, x, y in zip(names, got, expected):
+    for n, x, y in zip(names, got, expected, strict=True):
         assert_close(x, y, rtol=1e-5, atol=1e-5 * scale, what=f"grad {n}")
     # and the fused torch backward, which spells the same equations
     fused = ltc_backward(grad_outputs[0], grad_outputs[1], grad_outputs[2:], (*inputs, *outputs), B0, BETA_A, surrogate)
-    for n, x, y in zip(names, got, fused):
+    for n, x, y in zip(names, got, fused, strict=True):
         assert_close(x, y, rtol=1e-5, atol=1e-6 * scale, what=f"fused grad {n}")
 
 
 LTC_MUTANTS = {
     "the spike-gradient carry without its (1 - rho)": (
-        "ltc.cu", "keep[3] = {1.0f - s.rate, 1.0f - s.retention, s.retention};",
-        "keep[3] = {1.0f - s.rate, 1.0f, s.retention};"),
-    "the state before a thread's steps from the wrong row": ("ltc.cu", "const long long t = (t0 < T ? t0 : T) - 1,",
-                                                            "const long long t = (t0 < T ? t0 : T) - 2,"),
+        "ltc.cu",
+        "keep[3] = {1.0f - s.rate, 1.0f - s.retention, s.retention};",
+        "keep[3] = {1.0f - s.rate, 1.0f, s.retention};",
+    ),
+    "the state before a thread's steps from the wrong row": (
+        "ltc.cu",
+        "const long long t = (t0 < T ? t0 : T) - 1,",
+        "const long long t = (t0 < T ? t0 : T) - 2,",
+    ),
     "the surrogate's slope left out of the map's Gu row": (
-        "ltc.cu", "const float gu[4] = {1.0f - s.spike - sg * s.v,", "const float gu[4] = {1.0f - s.spike,"),
+        "ltc.cu",
+        "const float gu[4] = {1.0f - s.spike - sg * s.v,",
+        "const float gu[4] = {1.0f - s.spike,",
+    ),
 }
 
 
@@ -193,9 +229,12 @@ def backward_case(T, N, seed):
     inputs = kernel_inputs(T, N, seed=seed, surrogate=surrogate)
     gen = torch.Generator().manual_seed(seed + 1)
     grad_outputs = (torch.randn(T, N, generator=gen), torch.randn(T, N, generator=gen)) + tuple(
-        torch.randn(N, generator=gen) for _ in range(3))
+        torch.randn(N, generator=gen) for _ in range(3)
+    )
     wide = [x.double().requires_grad_(True) for x in inputs]
-    exact = torch.autograd.grad(ltc_scan_reference(*wide, B0, BETA_A, surrogate), wide, [g.double() for g in grad_outputs])
+    exact = torch.autograd.grad(
+        ltc_scan_reference(*wide, B0, BETA_A, surrogate), wide, [g.double() for g in grad_outputs]
+    )
     low = [x.clone().requires_grad_(True) for x in inputs]
     serial32 = torch.autograd.grad(ltc_scan_reference(*low, B0, BETA_A, surrogate), low, grad_outputs)
     return surrogate, inputs, grad_outputs, exact, serial32
@@ -209,8 +248,15 @@ def assert_within_serial_error(got, exact, serial32):
         assert error <= tol, f"grad {name}: error {error:.3g} > tolerance {tol:.3g}"
 
 
-LTC_KERNEL_CASES = [(1, 3, None), (64, 5, 1), (65, 33, 1), (200, 7, 2), (300, 10, 99), (130, 300, None),
-                    pytest.param(777, 5, 1, marks=pytest.mark.slow)]
+LTC_KERNEL_CASES = [
+    (1, 3, None),
+    (64, 5, 1),
+    (65, 33, 1),
+    (200, 7, 2),
+    (300, 10, 99),
+    (130, 300, None),
+    pytest.param(777, 5, 1, marks=pytest.mark.slow),
+]
 
 
 @pytest.mark.parametrize("T,N,per_block", LTC_KERNEL_CASES)
@@ -228,7 +274,7 @@ def test_kernel_backward_in_every_schedule(harness, T, N, per_block):
             harness.workers, harness.seed = 1, 0
         assert_within_serial_error(got, exact, serial32)
         first = got if first is None else first
-        assert all(torch.equal(x, y) for x, y in zip(got, first)), "the gradients depend on the schedule"
+        assert all(torch.equal(x, y) for x, y in zip(got, first, strict=True)), "the gradients depend on the schedule"
 
 
 @pytest.mark.parametrize("mutant", LTC_MUTANTS)
@@ -285,4 +331,6 @@ def _gpu_case() -> OpCase:
 
 
 test_harness_matches_torch_path_in_every_dtype = harness_test(lambda name: _gpu_case(), ["ltc"])
-test_cuda_matches_torch_path, test_cuda_matches_torch_path_at_65536_steps = cuda_tests(lambda name: _gpu_case(), ["ltc"])
+test_cuda_matches_torch_path, test_cuda_matches_torch_path_at_65536_steps = cuda_tests(
+    lambda name: _gpu_case(), ["ltc"]
+)

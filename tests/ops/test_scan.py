@@ -7,11 +7,10 @@ import math
 
 import pytest
 import torch
+from kernel_harness.checks import compare, grads, leaves
+from kernel_harness.gpu import B, C, OpCase, check_op, cuda_tests, harness_test, sequence
 from torch.autograd import gradcheck
 
-import kernel_harness
-from kernel_harness.checks import assert_close, compare, grads, leaves
-from kernel_harness.gpu import B, C, OpCase, check_op, cuda_tests, harness_test, sequence
 from snn_parallel.ops import _cuda, linear_scan, linear_scan_reference
 from snn_parallel.ops.scan import cupy as scan_cupy
 
@@ -23,7 +22,9 @@ def _decay(shape, dtype, kind):
         return torch.rand(shape, dtype=dtype) * 0.98
     if kind == "log":
         return -torch.rand(shape, dtype=dtype) * 3
-    return (torch.rand(shape, dtype=torch.float64) * 0.98 * torch.exp(1j * torch.rand(shape, dtype=torch.float64) * 3)).to(dtype)
+    return (
+        torch.rand(shape, dtype=torch.float64) * 0.98 * torch.exp(1j * torch.rand(shape, dtype=torch.float64) * 3)
+    ).to(dtype)
 
 
 @pytest.mark.parametrize("steps", STEPS)
@@ -63,9 +64,9 @@ def test_gradients_match_reference_float32(steps):
     weights = torch.randn(steps, 4, 6), torch.randn(4, 6)
     out = linear_scan(a, b, h0)
     ref = linear_scan_reference(a, b, h0)
-    grads = torch.autograd.grad(sum((o * w).sum() for o, w in zip(out, weights)), (a, b, h0))
-    ref_grads = torch.autograd.grad(sum((o * w).sum() for o, w in zip(ref, weights)), (a, b, h0))
-    for g, r in zip(grads, ref_grads):
+    grads = torch.autograd.grad(sum((o * w).sum() for o, w in zip(out, weights, strict=True)), (a, b, h0))
+    ref_grads = torch.autograd.grad(sum((o * w).sum() for o, w in zip(ref, weights, strict=True)), (a, b, h0))
+    for g, r in zip(grads, ref_grads, strict=True):
         torch.testing.assert_close(g, r, rtol=1e-4, atol=1e-5)
 
 
@@ -161,8 +162,10 @@ def run_kernels(a, b, h0, grad_h, grad_last, per_block):
 
 def serial(a, b, h0, grad_h, grad_last, dtype, *, scan=linear_scan_reference):
     """The same five tensors from ``scan`` (the step-by-step reference) and autograd, in ``dtype``."""
-    wide = [x.to(dtype if not x.is_complex() else {torch.float64: torch.complex128, torch.float32: torch.complex64}[dtype])
-            for x in (a, b, h0, grad_h, grad_last)]
+    wide = [
+        x.to(dtype if not x.is_complex() else {torch.float64: torch.complex128, torch.float32: torch.complex64}[dtype])
+        for x in (a, b, h0, grad_h, grad_last)
+    ]
     inputs = [x.requires_grad_() for x in wide[:3]]
     h, last = scan(*inputs)
     return (h.detach(), last.detach(), *torch.autograd.grad((h, last), inputs, wide[3:]))
@@ -186,8 +189,16 @@ def assert_within_serial_error(got, exact, serial32, what=""):
 
 
 SCHEDULES = [(1, 0), (4, 1), (8, 2)]  # (host threads, seed)
-KERNEL_CASES = [  # (T, N, segments per block): T < S, T = S, T ragged; N < 32 and ragged; 1, 2 or all (99) segments a block
-    (1, 1, None), (37, 5, 1), (64, 33, 1), (65, 33, 1), (65, 1, 2), (200, 33, 2), (200, 70, None), (300, 40, 99),
+# (T, N, segments per block): T < S, T = S, T ragged; N < 32 and ragged; 1, 2 or all (99) segments a block
+KERNEL_CASES = [
+    (1, 1, None),
+    (37, 5, 1),
+    (64, 33, 1),
+    (65, 33, 1),
+    (65, 1, 2),
+    (200, 33, 2),
+    (200, 70, None),
+    (300, 40, 99),
     pytest.param(777, 5, 1, marks=pytest.mark.slow),
 ]
 
@@ -208,7 +219,7 @@ def test_kernels_match_reference_in_every_schedule(emulate_cupy, harness, T, N, 
         assert_within_serial_error(got, exact, serial32, what=f"{workers} workers, seed {seed}:")
         if first is None:
             first = got
-        for name, x, y in zip(NAMES, got, first):
+        for name, x, y in zip(NAMES, got, first, strict=True):
             assert torch.equal(x, y), f"{name} depends on the schedule"
         groups = _cuda.chunking(T, N, 2, per_block)[1]
         assert (harness.counters()["lookback_inclusive"] > 0) == (groups > 1)
@@ -243,15 +254,27 @@ def test_kernels_at_30000_steps(emulate_cupy, complex_):
 
 
 MUTANTS = {
-    "warps combined in the wrong order": ("chunked.cuh", "const int w = reverse ? SNN_WARPS - 1 - i : i;",
-                                          "const int w = reverse ? i : SNN_WARPS - 1 - i;"),
+    "warps combined in the wrong order": (
+        "chunked.cuh",
+        "const int w = reverse ? SNN_WARPS - 1 - i : i;",
+        "const int w = reverse ? i : SNN_WARPS - 1 - i;",
+    ),
     "the carry dropped": ("chunked.cuh", "State h = affine(pre_d, carry, pre_b);", "State h = pre_b;"),
-    "the aggregates after the inclusive state dropped": ("chunked.cuh", "for (long long i = j + 1; i < g; ++i)",
-                                                         "for (long long i = g; i < g; ++i)"),
-    "the carry between a block's segments dropped": ("chunked.cuh", "            shared_carry[lane] = h;\n",
-                                                     "            (void)h;\n"),
-    "the backward's decay read at t, not t + 1": ("scan.cu", "if (t + 1 < T) s.alpha = decay(t + 1, n);",
-                                                  "if (t + 1 < T) s.alpha = decay(t, n);"),
+    "the aggregates after the inclusive state dropped": (
+        "chunked.cuh",
+        "for (long long i = j + 1; i < g; ++i)",
+        "for (long long i = g; i < g; ++i)",
+    ),
+    "the carry between a block's segments dropped": (
+        "chunked.cuh",
+        "            shared_carry[lane] = h;\n",
+        "            (void)h;\n",
+    ),
+    "the backward's decay read at t, not t + 1": (
+        "scan.cu",
+        "if (t + 1 < T) s.alpha = decay(t + 1, n);",
+        "if (t + 1 < T) s.alpha = decay(t, n);",
+    ),
 }
 
 
@@ -335,7 +358,9 @@ def _scan_case(complex_: bool, chunk: int | None, batch: int = B, channels: int 
 GPU_CASES = {"scan": (False, None), "scan_chunk7": (False, 7), "cscan": (True, None)}
 
 
-test_harness_matches_torch_path_in_every_dtype = harness_test(lambda name: _scan_case(*GPU_CASES[name]), list(GPU_CASES))
+test_harness_matches_torch_path_in_every_dtype = harness_test(
+    lambda name: _scan_case(*GPU_CASES[name]), list(GPU_CASES)
+)
 test_cuda_matches_torch_path, test_cuda_matches_torch_path_at_65536_steps = cuda_tests(
     lambda name: _scan_case(*GPU_CASES[name]), list(GPU_CASES)
 )

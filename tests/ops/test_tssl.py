@@ -1,5 +1,5 @@
 """``tsslbp``'s kernels in the CPU harness and (marked ``gpu``) on a GPU, against the step-by-step reference and
-the torch path (the torch path itself is tested in ``tests/test_tsslbp.py``)."""
+the torch path (the torch path itself is tested in ``tests/learners/test_tsslbp.py``)."""
 
 from __future__ import annotations
 
@@ -7,11 +7,11 @@ import math
 
 import pytest
 import torch
-
 from kernel_harness.checks import assert_close
-from kernel_harness.gpu import LONG, STEPS as GPU_STEPS, B, C, OpCase, check_op, sequence
-from snn_parallel.ops import tsslbp
-from snn_parallel.ops import _cuda
+from kernel_harness.gpu import LONG, B, C, OpCase, check_op, sequence
+from kernel_harness.gpu import STEPS as GPU_STEPS
+
+from snn_parallel.ops import _cuda, tsslbp
 from snn_parallel.ops.tssl.reference import tssl_backward_reference, tssl_forward_reference
 from snn_parallel.surrogate import Sigmoid
 
@@ -22,13 +22,14 @@ def emu_tssl_fwd(lib, current, u0, a0, inclusive, *, v_threshold=TSSL["v_thresho
     """``(psp, spikes, membrane, delta_u, u_last, a_last)`` from ``tssl_fwd``; ``current`` [T, N] float32."""
     T, N = current.shape
     outputs = [torch.empty(T, N) for _ in range(4)] + [torch.empty(N) for _ in range(2)]
-    lib.launch_items("tssl_fwd", N, current, u0, a0, *outputs, v_threshold, TSSL["tau_m"], TSSL["tau_s"], int(inclusive), T, N,
-                     block=block, grid=grid)  # fmt: skip
+    lib.launch_items("tssl_fwd", N, current, u0, a0, *outputs, v_threshold, TSSL["tau_m"], TSSL["tau_s"],
+                     int(inclusive), T, N, block=block, grid=grid)  # fmt: skip
     return tuple(outputs)
 
 
-def emu_tssl_bwd(lib, grad_psp, psp, spikes, membrane, delta_u, *, v_threshold=TSSL["v_threshold"], at_spikes=True,
-                 per_block=None):
+def emu_tssl_bwd(
+    lib, grad_psp, psp, spikes, membrane, delta_u, *, v_threshold=TSSL["v_threshold"], at_spikes=True, per_block=None
+):
     """``grad_current`` from ``tssl_bwd`` at the launcher's geometry (on a device of 2 multiprocessors; ``per_block``
     segments a block forced), its look-back buffers included."""
     T, N = grad_psp.shape
@@ -36,8 +37,12 @@ def emu_tssl_bwd(lib, grad_psp, psp, spikes, membrane, delta_u, *, v_threshold=T
     per_block, groups, tiles = _cuda.chunking(T, N, 2, per_block)
     look_back = [None] * 4
     if groups > 1:
-        look_back = [torch.zeros(groups * tiles + 1, dtype=torch.int32), torch.empty(groups, N, 4),
-                     torch.empty(groups, N, 2), torch.empty(groups, N, 2)]
+        look_back = [
+            torch.zeros(groups * tiles + 1, dtype=torch.int32),
+            torch.empty(groups, N, 4),
+            torch.empty(groups, N, 2),
+            torch.empty(groups, N, 2),
+        ]
     lib.launch("tssl_bwd", (groups * tiles,), (32, _cuda.CHUNK_WARPS), grad_psp, spikes, membrane, delta_u, psp, grad,
                *look_back, v_threshold, TSSL["tau_m"], TSSL["tau_s"], int(at_spikes), T, N, per_block)  # fmt: skip
     return grad
@@ -51,7 +56,9 @@ def tssl_inputs(T, N, seed, inclusive=False):
         current = 1.2 * torch.randn(T, N, generator=gen) + 0.4
         u0 = 0.9 * torch.rand(N, generator=gen)
         a0 = 0.5 * torch.rand(N, generator=gen)
-        psp, spikes, membrane, delta_u, _, _ = tssl_forward_reference(*(x.double() for x in (current, u0, a0)), **TSSL, inclusive=inclusive)
+        psp, spikes, membrane, delta_u, _, _ = tssl_forward_reference(
+            *(x.double() for x in (current, u0, a0)), **TSSL, inclusive=inclusive
+        )
         silent = psp < 1 / (4 * TSSL["tau_s"])
         branches = spikes.any() and silent.any() and (~silent & (spikes == 0) & (delta_u > 0)).any()
         if branches and ((membrane - TSSL["v_threshold"]).abs() > 1e-4).all():
@@ -82,7 +89,13 @@ def test_kernels_match_reference(harness, T, inclusive):
     for at_spikes in (True, False):
         expected = _backward_expected(grad_psp, *got[:4], at_spikes=at_spikes)
         grad = emu_tssl_bwd(harness, grad_psp, *got[:4], at_spikes=at_spikes)
-        assert_close(grad.double(), expected, rtol=1e-5, atol=1e-5 * expected.abs().max().item(), what=f"grad current ({at_spikes=})")
+        assert_close(
+            grad.double(),
+            expected,
+            rtol=1e-5,
+            atol=1e-5 * expected.abs().max().item(),
+            what=f"grad current ({at_spikes=})",
+        )
 
 
 @pytest.mark.parametrize("inclusive", [False, True])
@@ -121,8 +134,10 @@ def test_kernels_any_grid_and_schedule(harness, T, N):
     sequence (look-back) or walking all of it against the float64 reference, with the same bits in every schedule."""
     current, u0, a0 = tssl_inputs(T, N, seed=3)
     grad_psp = torch.randn(T, N, generator=torch.Generator().manual_seed(3))
-    forwards = [emu_tssl_fwd(harness, current, u0, a0, False, block=block, grid=grid)
-                for grid, block in ((None, 256), (1, 1), (2, 3), (5, 4))]
+    forwards = [
+        emu_tssl_fwd(harness, current, u0, a0, False, block=block, grid=grid)
+        for grid, block in ((None, 256), (1, 1), (2, 3), (5, 4))
+    ]
     for other in forwards[1:]:
         assert all(torch.equal(a, b) for a, b in zip(forwards[0], other, strict=True))
     expected = _backward_expected(grad_psp, *forwards[0][:4])
@@ -134,8 +149,13 @@ def test_kernels_any_grid_and_schedule(harness, T, N):
                 grads.append(emu_tssl_bwd(harness, grad_psp, *forwards[0][:4], per_block=per_block))
             finally:
                 harness.workers, harness.seed = 1, 0
-        assert_close(grads[0].double(), expected, rtol=1e-5, atol=1e-5 * expected.abs().max().item(),
-                     what=f"grad current ({per_block} segments a block)")
+        assert_close(
+            grads[0].double(),
+            expected,
+            rtol=1e-5,
+            atol=1e-5 * expected.abs().max().item(),
+            what=f"grad current ({per_block} segments a block)",
+        )
         assert all(torch.equal(grads[0], g) for g in grads[1:]), "the gradient depends on the schedule"
 
 
@@ -152,7 +172,7 @@ def _on_both_paths(current, u0, a0, inclusive=False, at_spikes=True):
 
 
 def _compare_paths(results, names):
-    for name, a, b in zip(names, results["torch"], results["cupy"]):
+    for name, a, b in zip(names, results["torch"], results["cupy"], strict=True):
         assert b.shape == a.shape and b.dtype == a.dtype, name
         assert_close(b, a, rtol=1e-5, atol=1e-6 * max(a.abs().max().item(), 1.0), what=name)
 
@@ -178,13 +198,21 @@ def test_cupy_path_matches_torch_path(emulate_cupy, T, inclusive, at_spikes):
 
 TSSL_MUTANTS = {
     "the carried term without the membrane leak on quiet steps": (
-        "tssl.cu", "(1.0f - s.spike) * (1.0f - 1.0f / tau_m);", "(1.0f - s.spike);"),
+        "tssl.cu",
+        "(1.0f - s.spike) * (1.0f - 1.0f / tau_m);",
+        "(1.0f - s.spike);",
+    ),
     "the PSP-kernel sum without its decay": ("tssl.cu", "d.m[0][0] = keep_s;", "d.m[0][0] = 1.0f;"),
     "the reset-carried term read after the step": (
-        "tssl.cu", "float g = -s.du * inter_sum + s.carried * before.v[1];",
-        "float g = -s.du * inter_sum + s.carried * after.v[1];"),
-    "the forward's prefetched inputs one chunk late": ("tssl.cu", "const long long t = t0 + SNN_STEPS + j;",
-                                                       "const long long t = t0 + 2 * SNN_STEPS + j;"),
+        "tssl.cu",
+        "float g = -s.du * inter_sum + s.carried * before.v[1];",
+        "float g = -s.du * inter_sum + s.carried * after.v[1];",
+    ),
+    "the forward's prefetched inputs one chunk late": (
+        "tssl.cu",
+        "const long long t = t0 + SNN_STEPS + j;",
+        "const long long t = t0 + 2 * SNN_STEPS + j;",
+    ),
 }
 
 
@@ -214,8 +242,9 @@ def _gpu_case(at_spikes: bool = True) -> OpCase:
         return [sequence(steps, B, C, dtype=dtype, low=-0.5, high=1.5, device=device)]
 
     def run(backend, current):
-        psp, spikes, membrane, u_last, a_last = tsslbp(current, *carried(current.dtype, current.device),
-                                                       dt_du_at_spikes=at_spikes, backend=backend)
+        psp, spikes, membrane, u_last, a_last = tsslbp(
+            current, *carried(current.dtype, current.device), dt_du_at_spikes=at_spikes, backend=backend
+        )
         return spikes, psp, membrane, u_last, a_last
 
     # the neuron fires by the step u_t > V_th, the forward of this surrogate (whose jump the tie check needs)
@@ -227,7 +256,8 @@ def _gpu_case(at_spikes: bool = True) -> OpCase:
 @pytest.mark.parametrize("steps", [*GPU_STEPS, LONG])
 def test_cuda_matches_torch_path(steps, at_spikes):
     """tsslbp's kernels against its torch path (float64): outputs and the current's gradient, for both revisions
-    of dt/du. float32 only, as the kernel rounds the PSP that decides the silent-neuron fallback to the storage dtype."""
+    of dt/du. float32 only, as the kernel rounds the PSP that decides the silent-neuron fallback to the storage
+    dtype."""
     check_op(_gpu_case(at_spikes), steps, torch.float32)
 
 

@@ -17,8 +17,8 @@ and kept for the life of the process. :meth:`KernelFile.launch` runs a kernel on
 stream: tensors are shared zero-copy by passing their ``data_ptr()`` (contiguous, or laid out as the
 kernel's stride arguments say), and nothing waits for the device, so the calls can be captured in a
 CUDA graph. Each op's launchers are custom ops (:func:`kernel_op`) with fake implementations, so
-``torch.compile`` traces through them. Storage dtypes are compiled as ``SNN_DTYPE`` = ``float``, ``__half`` or ``__nv_bfloat16``;
-all arithmetic accumulates in float32, complex values are float32 pairs (``float2``, complex64).
+``torch.compile`` traces through them. Storage dtypes are compiled as ``SNN_DTYPE`` = ``float``, ``__half`` or
+``__nv_bfloat16``; all arithmetic accumulates in float32, complex values are float32 pairs (``float2``, complex64).
 
 CuPy itself is imported only inside these functions: importing this module (and so
 ``import snn_parallel``) never needs CuPy or a GPU.
@@ -66,7 +66,11 @@ CHUNK_STEPS = int(os.environ.get("SNN_PARALLEL_CHUNK_STEPS", "8"))
 #: steps per segment of the time-chunked scans
 SEGMENT = CHUNK_WARPS * CHUNK_STEPS
 #: storage dtype -> the ``SNN_DTYPE`` the kernels are compiled with
-KERNEL_DTYPES: dict[torch.dtype, str] = {torch.float32: "float", torch.float16: "__half", torch.bfloat16: "__nv_bfloat16"}
+KERNEL_DTYPES: dict[torch.dtype, str] = {
+    torch.float32: "float",
+    torch.float16: "__half",
+    torch.bfloat16: "__nv_bfloat16",
+}
 #: threads per block of the one-thread-per-item launches (:meth:`KernelFile.launch_items`)
 THREADS = 256
 #: grid cap of those launches; their grid-stride loops cover any remaining items
@@ -82,7 +86,13 @@ SPIKE_KINDS: dict[type[Surrogate], int] = {
     DoubleGaussian: 3,
     IntegerSpike: 4,
 }
-_KIND_MACROS = {"SNN_KIND_ATAN": 0, "SNN_KIND_SIGMOID": 1, "SNN_KIND_RECT": 2, "SNN_KIND_GAUSSIANS": 3, "SNN_KIND_INTEGER": 4}
+_KIND_MACROS = {
+    "SNN_KIND_ATAN": 0,
+    "SNN_KIND_SIGMOID": 1,
+    "SNN_KIND_RECT": 2,
+    "SNN_KIND_GAUSSIANS": 3,
+    "SNN_KIND_INTEGER": 4,
+}
 #: Events the kernels count with ``SNN_COUNT(SNN_EVENT_<NAME>)`` (a no-op on the GPU; the CPU test harness
 #: counts them): a look-back that found its predecessor not yet published and waited, that stepped over a
 #: predecessor's aggregate, that stopped at a predecessor's inclusive state.
@@ -109,7 +119,9 @@ def _parameter_kind(declaration: str, kernel: str) -> str:
         return "P"
     type_name = " ".join(declaration.replace("const", " ").split()[:-1])
     if type_name not in _KINDS:
-        raise ValueError(f"{kernel}: parameter {declaration.strip()!r} has no launcher kind (pointers, long long, int, float)")
+        raise ValueError(
+            f"{kernel}: parameter {declaration.strip()!r} has no launcher kind (pointers, long long, int, float)"
+        )
     return _KINDS[type_name]
 
 
@@ -141,9 +153,14 @@ class KernelFile:
         return _paste(self.source(), set())
 
     def macros(self) -> dict[str, str]:
-        """``-D`` macros besides ``SNN_DTYPE``: the spike kinds, the event ids and this file's constants, as C literals."""
-        shared = {**_KIND_MACROS, **{f"SNN_EVENT_{name}": i for name, i in EVENTS.items()},
-                  "SNN_WARPS": CHUNK_WARPS, "SNN_STEPS": CHUNK_STEPS}
+        """``-D`` macros besides ``SNN_DTYPE``: the spike kinds, the event ids and this file's constants, as C
+        literals."""
+        shared = {
+            **_KIND_MACROS,
+            **{f"SNN_EVENT_{name}": i for name, i in EVENTS.items()},
+            "SNN_WARPS": CHUNK_WARPS,
+            "SNN_STEPS": CHUNK_STEPS,
+        }
         return {k: _macro_value(v) for k, v in {**shared, **self.defines}.items()}
 
     def options(self, dtype: torch.dtype) -> tuple[str, ...]:
@@ -155,10 +172,12 @@ class KernelFile:
         """Entry point -> parameter kinds, read from the file's declarations (see :func:`signatures`)."""
         entries = signatures(self.source())
         if not entries:
-            raise ValueError(f"{self.name} declares no extern \"C\" __global__ entry point")
+            raise ValueError(f'{self.name} declares no extern "C" __global__ entry point')
         return entries
 
-    def launch(self, kernel: str, dtype: torch.dtype, grid: tuple[int, ...], block: tuple[int, ...], *args: Any) -> None:
+    def launch(
+        self, kernel: str, dtype: torch.dtype, grid: tuple[int, ...], block: tuple[int, ...], *args: Any
+    ) -> None:
         """Run ``kernel`` (``dtype`` build) on the current stream of the first tensor argument's device.
 
         ``args`` follow :attr:`signatures`: CUDA tensors (or ``None`` for a null pointer) for ``P``,
@@ -204,8 +223,15 @@ def processors(device: torch.device) -> int:
     return torch.cuda.get_device_properties(device).multi_processor_count
 
 
-def workspace(steps: int, lanes: int, like: torch.Tensor, state_floats: int, segments_per_block: int | None = None,
-              *, decay_floats: int | None = None):
+def workspace(
+    steps: int,
+    lanes: int,
+    like: torch.Tensor,
+    state_floats: int,
+    segments_per_block: int | None = None,
+    *,
+    decay_floats: int | None = None,
+):
     """``(grid, G, flags, agg_d, agg_b, inclusive)``: the launch's grid size, segments per block and look-back
     buffers (``None`` when no block waits for another) for states of ``state_floats`` float32 each (with their
     padding) and decays of ``decay_floats`` (default: as many; a matrix map's ``R * R``), on ``like``'s device."""
@@ -283,8 +309,14 @@ def _pack(kind: str, value: Any) -> Any:
     return _PACK[kind](value)
 
 
-def _launch(file: KernelFile, kernel: str, dtype: torch.dtype, grid: tuple[int, ...], block: tuple[int, ...],
-            args: tuple[Any, ...]) -> None:
+def _launch(
+    file: KernelFile,
+    kernel: str,
+    dtype: torch.dtype,
+    grid: tuple[int, ...],
+    block: tuple[int, ...],
+    args: tuple[Any, ...],
+) -> None:
     import cupy
 
     kinds = file.signatures[kernel]
@@ -294,7 +326,7 @@ def _launch(file: KernelFile, kernel: str, dtype: torch.dtype, grid: tuple[int, 
     index = torch.cuda.current_device() if device.index is None else device.index
     function = _function(file, kernel, dtype, index)
     with cupy.cuda.Device(index), _stream(cupy, torch.cuda.current_stream(index)):
-        function(tuple(grid), tuple(block), tuple(_pack(k, a) for k, a in zip(kinds, args)))
+        function(tuple(grid), tuple(block), tuple(_pack(k, a) for k, a in zip(kinds, args, strict=True)))
 
 
 def _stream(cupy: Any, stream: torch.cuda.Stream) -> Any:

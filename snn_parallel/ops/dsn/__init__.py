@@ -53,8 +53,20 @@ class _DSNMembrane(torch.autograd.Function):
     :func:`~snn_parallel.ops._layout.param_layout`), ``h0`` ``[N]``."""
 
     @staticmethod
-    def forward(ctx: Any, x, history, weight, bias, h0, tau: float, spike_fn: Surrogate, shift: float, backend: str,
-                membrane: bool, layout: tuple[int, int]):
+    def forward(
+        ctx: Any,
+        x,
+        history,
+        weight,
+        bias,
+        h0,
+        tau: float,
+        spike_fn: Surrogate,
+        shift: float,
+        backend: str,
+        membrane: bool,
+        layout: tuple[int, int],
+    ):
         forward, ctx.backward_fn = _IMPLEMENTATIONS[backend]
         spikes, h, last, saved = forward(x, history, weight, bias, tau, h0, spike_fn, shift, membrane, layout)
         ctx.save_for_backward(x, history, weight, bias, h0, saved)
@@ -115,6 +127,7 @@ def dsn_membrane(
         _check(x, history, weight, bias, tau, h0, spike_fn)
         check_float(shift, "shift")
         check_bool(membrane, "membrane")
+
     def gap() -> str | None:
         if weight.shape[0] > MAX_TAPS:
             return f"weight has {weight.shape[0]} taps (the kernel holds at most {MAX_TAPS})"
@@ -149,9 +162,17 @@ def _check(x, history, weight, bias, tau, h0, spike_fn) -> None:
     if weight.dim() < 1 or weight.shape[0] < 1:
         raise ValueError(f"weight must be [k, ...] with k >= 1 taps, got shape {tuple(weight.shape)}")
     check_like(weight[0], "weight[j]", shape, x, "x", broadcast=True)
-    check_like(history, "history", (weight.shape[0] - 1, *shape), x, f"x and the {weight.shape[0]} taps of weight (k - 1 steps)")
+    check_like(
+        history,
+        "history",
+        (weight.shape[0] - 1, *shape),
+        x,
+        f"x and the {weight.shape[0]} taps of weight (k - 1 steps)",
+    )
     check_like(bias, "bias", shape, x, "x", broadcast=True)
     check_like(h0, "h0", shape, x, "x")
     check_positive(tau, "tau")
     if not isinstance(spike_fn, Surrogate):
-        raise TypeError(f"spike_fn must be a Surrogate (see snn_parallel.surrogate.resolve), got {type(spike_fn).__name__}")
+        raise TypeError(
+            f"spike_fn must be a Surrogate (see snn_parallel.surrogate.resolve), got {type(spike_fn).__name__}"
+        )

@@ -2,9 +2,10 @@
 
 Same contracts as :func:`.fused.dsn_forward` / :func:`.fused.dsn_backward`, except that the taps and bias come in
 their compact form (``[k, P]`` and ``[P]``, read for lane ``n`` at ``(n // spatial) % P``, see
-:func:`~snn_parallel.ops._layout.param_layout`), the forward writes the membrane only when asked and returns checkpoints (``H`` entering every :data:`~snn_parallel.ops._cuda.SEGMENT`
-steps, float32) from which the backward recomputes it. ``x``, ``history``, ``h0`` and the sequences run in the
-storage dtype of ``x``; ``weight`` and ``bias`` in float32; gradients come back in the dtypes of their inputs.
+:func:`~snn_parallel.ops._layout.param_layout`), the forward writes the membrane only when asked and returns
+checkpoints (``H`` entering every :data:`~snn_parallel.ops._cuda.SEGMENT` steps, float32) from which the backward
+recomputes it. ``x``, ``history``, ``h0`` and the sequences run in the storage dtype of ``x``; ``weight`` and
+``bias`` in float32; gradients come back in the dtypes of their inputs.
 
 Launches: the forward is one time-chunked kernel (plus the look-back's flag memset where blocks split the
 sequence); the backward one time-chunked kernel and one fix-up kernel, which finishes the input gradients at the
@@ -26,17 +27,35 @@ MAX_TAPS = 8
 KERNEL = KernelFile(__package__, "dsn.cu", {"DSN_MAX_TAPS": MAX_TAPS})
 
 
-def _fake_forward(x, history, weight, bias, h0, tau, shift, kind, params, inclusive, membrane, count, spatial,
-                  segments_per_block=None):
+def _fake_forward(
+    x, history, weight, bias, h0, tau, shift, kind, params, inclusive, membrane, count, spatial, segments_per_block=None
+):
     steps, lanes = x.shape
-    return (torch.empty_like(x), x.new_empty(x.shape if membrane else (0,)),
-            x.new_empty(math.ceil(steps / SEGMENT), lanes, dtype=torch.float32), x.new_empty(lanes, dtype=torch.float32))
+    return (
+        torch.empty_like(x),
+        x.new_empty(x.shape if membrane else (0,)),
+        x.new_empty(math.ceil(steps / SEGMENT), lanes, dtype=torch.float32),
+        x.new_empty(lanes, dtype=torch.float32),
+    )
 
 
 @kernel_op("dsn_forward", _fake_forward)
-def _forward(x: torch.Tensor, history: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, h0: torch.Tensor,
-             tau: float, shift: float, kind: int, params: list[float], inclusive: bool, membrane: bool, count: int,
-             spatial: int, segments_per_block: int | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+def _forward(
+    x: torch.Tensor,
+    history: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor,
+    h0: torch.Tensor,
+    tau: float,
+    shift: float,
+    kind: int,
+    params: list[float],
+    inclusive: bool,
+    membrane: bool,
+    count: int,
+    spatial: int,
+    segments_per_block: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     steps, lanes = x.shape
     x = x.contiguous()
     spikes = torch.empty_like(x)
@@ -71,23 +90,57 @@ def dsn_forward_cupy(
     ``[k, P]``, ``bias`` ``[P]`` with ``layout = (P, spatial)``; ``segments_per_block`` forces the launch
     configuration."""
     kind, params, inclusive = spike_code(spike_fn)
-    spikes, h, checkpoints, h_last = _forward(x, history, weight, bias, h0, float(tau), float(shift), kind, list(params),
-                                              bool(inclusive), membrane, *layout, segments_per_block)  # fmt: skip
+    spikes, h, checkpoints, h_last = _forward(x, history, weight, bias, h0, float(tau), float(shift), kind,
+                                              list(params), bool(inclusive), membrane, *layout,
+                                              segments_per_block)  # fmt: skip
     return spikes, h if membrane else None, h_last.to(x.dtype), checkpoints
 
 
-def _fake_backward(grad_spikes, grad_h, grad_last, x, history, weight, bias, checkpoints, tau, shift, kind, params,
-                   count, spatial, segments_per_block=None):
+def _fake_backward(
+    grad_spikes,
+    grad_h,
+    grad_last,
+    x,
+    history,
+    weight,
+    bias,
+    checkpoints,
+    tau,
+    shift,
+    kind,
+    params,
+    count,
+    spatial,
+    segments_per_block=None,
+):
     lanes = x.shape[1]
-    return (torch.empty_like(x), x.new_empty(history.shape), x.new_empty(weight.shape[0], lanes, dtype=torch.float32),
-            x.new_empty(lanes, dtype=torch.float32), x.new_empty(lanes, dtype=torch.float32))
+    return (
+        torch.empty_like(x),
+        x.new_empty(history.shape),
+        x.new_empty(weight.shape[0], lanes, dtype=torch.float32),
+        x.new_empty(lanes, dtype=torch.float32),
+        x.new_empty(lanes, dtype=torch.float32),
+    )
 
 
 @kernel_op("dsn_backward", _fake_backward)
-def _backward(grad_spikes: torch.Tensor | None, grad_h: torch.Tensor | None, grad_last: torch.Tensor | None,
-              x: torch.Tensor, history: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, checkpoints: torch.Tensor,
-              tau: float, shift: float, kind: int, params: list[float], count: int, spatial: int,
-              segments_per_block: int | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+def _backward(
+    grad_spikes: torch.Tensor | None,
+    grad_h: torch.Tensor | None,
+    grad_last: torch.Tensor | None,
+    x: torch.Tensor,
+    history: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor,
+    checkpoints: torch.Tensor,
+    tau: float,
+    shift: float,
+    kind: int,
+    params: list[float],
+    count: int,
+    spatial: int,
+    segments_per_block: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     steps, lanes = x.shape
     taps = weight.shape[0]
     grad_x = torch.empty_like(x)
@@ -138,4 +191,10 @@ def dsn_backward_cupy(
         grad_spikes, grad_h, grad_last, x, history, weight, bias, checkpoints, float(tau), float(shift), kind,
         list(params), *layout, segments_per_block,
     )  # fmt: skip
-    return grad_x, grad_history.to(history.dtype), grad_weight.to(weight.dtype), grad_bias.to(bias.dtype), grad_h0.to(h0.dtype)
+    return (
+        grad_x,
+        grad_history.to(history.dtype),
+        grad_weight.to(weight.dtype),
+        grad_bias.to(bias.dtype),
+        grad_h0.to(h0.dtype),
+    )

@@ -30,7 +30,6 @@ from .._blocks import block_ranges
 from ..scan.parallel import scan_2d
 
 
-
 def _window(x: torch.Tensor, history: torch.Tensor, start: int, stop: int) -> torch.Tensor:
     """Inputs ``X_{start-k+1} .. X_{stop-1}`` (``[stop - start + k - 1, N]``), from ``history`` where before 0."""
     lead = history.shape[0]

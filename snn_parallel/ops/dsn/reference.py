@@ -15,7 +15,9 @@ import torch
 from torch.nn.functional import logsigmoid
 
 
-def dsn_step(window: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, tau: float, h: torch.Tensor) -> torch.Tensor:
+def dsn_step(
+    window: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, tau: float, h: torch.Tensor
+) -> torch.Tensor:
     """One step: the membrane after ``window[-1]``.
 
     Args:
@@ -25,7 +27,7 @@ def dsn_step(window: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, tau
         tau: decay exponent.
         h: the membrane before this step ``[*S]``.
     """
-    pre = bias + sum(w_j * v for w_j, v in zip(weight.unbind(0), window.unbind(0)))
+    pre = bias + sum(w_j * v for w_j, v in zip(weight.unbind(0), window.unbind(0), strict=True))
     log_a = logsigmoid(pre) / tau
     return torch.addcmul(-torch.expm1(log_a) * window[-1], log_a.exp(), h)  # alpha h + (1 - alpha) x
 

@@ -39,16 +39,33 @@ def _forward_torch(x, decay, scale, h0, bias0, spike_fn, v_threshold, reset_deca
     return linear_fire_forward(x, decay, scale, h0, bias0, spike_fn, v_threshold, rho)
 
 
-def _backward_torch(grad_spikes, grad_membrane, grad_last, grad_bias_next, x, decay, scale, reset_decay, h0, bias0,
-                    membrane, spikes, checkpoints, spike_fn, v_threshold, layout, needs_bias):
+def _backward_torch(
+    grad_spikes,
+    grad_membrane,
+    grad_last,
+    grad_bias_next,
+    x,
+    decay,
+    scale,
+    reset_decay,
+    h0,
+    bias0,
+    membrane,
+    spikes,
+    checkpoints,
+    spike_fn,
+    v_threshold,
+    layout,
+    needs_bias,
+):
     lanes = x.shape[1]
     grad_spikes = torch.zeros_like(x) if grad_spikes is None else grad_spikes
     grad_membrane = torch.zeros_like(x) if grad_membrane is None else grad_membrane
     grad_last = torch.zeros_like(h0) if grad_last is None else grad_last
     rho = None if reset_decay is None else per_lane(reset_decay, lanes, layout)
     grad_x, grad_decay, grad_scale, grad_h0, grad_bias0, grad_rho = linear_fire_backward(
-        grad_spikes, grad_membrane, grad_last, x, per_lane(decay, lanes, layout), per_lane(scale, lanes, layout), membrane,
-        checkpoints, spike_fn, v_threshold, rho, grad_bias_next, needs_bias,
+        grad_spikes, grad_membrane, grad_last, x, per_lane(decay, lanes, layout), per_lane(scale, lanes, layout),
+        membrane, checkpoints, spike_fn, v_threshold, rho, grad_bias_next, needs_bias,
     )  # fmt: skip
     grad_rho = None if grad_rho is None else to_params(grad_rho, layout)
     return grad_x, to_params(grad_decay, layout), to_params(grad_scale, layout), grad_h0, grad_bias0, grad_rho
@@ -62,12 +79,23 @@ _IMPLEMENTATIONS = {
 
 
 class _LinearFire(torch.autograd.Function):
-    """Flattened: ``x`` ``[T, N]``; ``decay``, ``scale``, ``reset_decay`` ``[P]`` (see :func:`~snn_parallel.ops._layout.param_layout`),
-    ``h0``, ``bias0`` ``[N]``."""
+    """Flattened: ``x`` ``[T, N]``; ``decay``, ``scale``, ``reset_decay`` ``[P]``
+    (see :func:`~snn_parallel.ops._layout.param_layout`), ``h0``, ``bias0`` ``[N]``."""
 
     @staticmethod
-    def forward(ctx: Any, x, decay, scale, h0, bias0, reset_decay, spike_fn: Surrogate, v_threshold: float,
-                layout: tuple[int, int], backend: str):
+    def forward(
+        ctx: Any,
+        x,
+        decay,
+        scale,
+        h0,
+        bias0,
+        reset_decay,
+        spike_fn: Surrogate,
+        v_threshold: float,
+        layout: tuple[int, int],
+        backend: str,
+    ):
         forward, ctx.backward_fn = _IMPLEMENTATIONS[backend]
         spikes, membrane, checkpoints, h_last, bias_next = forward(
             x, decay, scale, h0, bias0, spike_fn, v_threshold, reset_decay, layout
@@ -124,6 +152,7 @@ def linear_fire(
     if validate:
         _check(x, decay, scale, h0, bias0, spike_fn, reset_decay)
         check_float(v_threshold, "v_threshold")
+
     def gap() -> str | None:
         per_lane = [("decay", decay), ("scale", scale), ("h0", h0), ("bias0", bias0), ("reset_decay", reset_decay)]
         return kernel_gap([("x", x)], float32=[(n, t) for n, t in per_lane if t is not None], spike_fn=spike_fn)
@@ -160,4 +189,6 @@ def _check(x, decay, scale, h0, bias0, spike_fn, reset_decay) -> None:
     if reset_decay is not None:
         check_like(reset_decay, "reset_decay", shape, x, "x", broadcast=True)
     if not isinstance(spike_fn, Surrogate):
-        raise TypeError(f"spike_fn must be a Surrogate (see snn_parallel.surrogate.resolve), got {type(spike_fn).__name__}")
+        raise TypeError(
+            f"spike_fn must be a Surrogate (see snn_parallel.surrogate.resolve), got {type(spike_fn).__name__}"
+        )

@@ -36,18 +36,50 @@ def _suffix(decay: torch.Tensor) -> str:
     return "complex" if decay.is_complex() else "real"
 
 
-def _fake_forward(x, decay, scale, h0, bias0, reset_decay, kind, params, inclusive, v_threshold, count, spatial,
-                  filter_in_chain=None, segments_per_block=None):
+def _fake_forward(
+    x,
+    decay,
+    scale,
+    h0,
+    bias0,
+    reset_decay,
+    kind,
+    params,
+    inclusive,
+    v_threshold,
+    count,
+    spatial,
+    filter_in_chain=None,
+    segments_per_block=None,
+):
     steps, lanes = x.shape
     checkpoints = x.new_empty(math.ceil(steps / SEGMENT), lanes, dtype=_filter_dtype(decay))
-    return torch.empty_like(x), torch.empty_like(x), checkpoints, x.new_empty(lanes, dtype=decay.dtype), torch.empty_like(bias0)
+    return (
+        torch.empty_like(x),
+        torch.empty_like(x),
+        checkpoints,
+        x.new_empty(lanes, dtype=decay.dtype),
+        torch.empty_like(bias0),
+    )
 
 
 @kernel_op("linear_fire_forward", _fake_forward)
-def _forward(x: torch.Tensor, decay: torch.Tensor, scale: torch.Tensor, h0: torch.Tensor, bias0: torch.Tensor,
-             reset_decay: torch.Tensor | None, kind: int, params: list[float], inclusive: bool, v_threshold: float,
-             count: int, spatial: int, filter_in_chain: bool | None = None, segments_per_block: int | None = None,
-             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+def _forward(
+    x: torch.Tensor,
+    decay: torch.Tensor,
+    scale: torch.Tensor,
+    h0: torch.Tensor,
+    bias0: torch.Tensor,
+    reset_decay: torch.Tensor | None,
+    kind: int,
+    params: list[float],
+    inclusive: bool,
+    v_threshold: float,
+    count: int,
+    spatial: int,
+    filter_in_chain: bool | None = None,
+    segments_per_block: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     steps, lanes = x.shape
     acc = _filter_dtype(decay)
     spikes, membrane = torch.empty_like(x), torch.empty_like(x)
@@ -61,7 +93,8 @@ def _forward(x: torch.Tensor, decay: torch.Tensor, scale: torch.Tensor, h0: torc
     def chunked_filter(filtered: torch.Tensor | None) -> None:
         grid, per_block, *look_back = workspace(steps, lanes, x, 2 if decay.is_complex() else 1, segments_per_block)
         KERNEL.launch(f"lf_fwd_{_suffix(decay)}", x.dtype, (grid,), (32, CHUNK_WARPS), x, *per_lane, h0, bias0_f,
-                      spikes, membrane, filtered, checkpoints, h_last, *look_back, *spike, *sizes, per_block)  # fmt: skip
+                      spikes, membrane, filtered, checkpoints, h_last, *look_back, *spike, *sizes,
+                      per_block)  # fmt: skip
 
     if reset_decay is None:
         chunked_filter(None)
@@ -101,20 +134,61 @@ def linear_fire_forward_cupy(
                     *layout, filter_in_chain, segments_per_block)  # fmt: skip
 
 
-def _fake_backward(grad_spikes, grad_membrane, grad_last, grad_bias_next, x, decay, scale, reset_decay, h0, bias0,
-                   membrane, spikes, checkpoints, kind, params, v_threshold, count, spatial, needs_bias0, needs_rho,
-                   segments_per_block=None):
-    return (torch.empty_like(x), x.new_empty(4, count, dtype=torch.float32), x.new_empty(h0.shape[0], dtype=_filter_dtype(decay)),
-            x.new_empty(bias0.shape[0] if needs_bias0 else 0, dtype=torch.float32))
+def _fake_backward(
+    grad_spikes,
+    grad_membrane,
+    grad_last,
+    grad_bias_next,
+    x,
+    decay,
+    scale,
+    reset_decay,
+    h0,
+    bias0,
+    membrane,
+    spikes,
+    checkpoints,
+    kind,
+    params,
+    v_threshold,
+    count,
+    spatial,
+    needs_bias0,
+    needs_rho,
+    segments_per_block=None,
+):
+    return (
+        torch.empty_like(x),
+        x.new_empty(4, count, dtype=torch.float32),
+        x.new_empty(h0.shape[0], dtype=_filter_dtype(decay)),
+        x.new_empty(bias0.shape[0] if needs_bias0 else 0, dtype=torch.float32),
+    )
 
 
 @kernel_op("linear_fire_backward", _fake_backward)
-def _backward(grad_spikes: torch.Tensor | None, grad_membrane: torch.Tensor | None, grad_last: torch.Tensor | None,
-              grad_bias_next: torch.Tensor | None, x: torch.Tensor, decay: torch.Tensor, scale: torch.Tensor,
-              reset_decay: torch.Tensor | None, h0: torch.Tensor, bias0: torch.Tensor, membrane: torch.Tensor | None,
-              spikes: torch.Tensor | None, checkpoints: torch.Tensor, kind: int, params: list[float], v_threshold: float,
-              count: int, spatial: int, needs_bias0: bool, needs_rho: bool, segments_per_block: int | None = None,
-              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+def _backward(
+    grad_spikes: torch.Tensor | None,
+    grad_membrane: torch.Tensor | None,
+    grad_last: torch.Tensor | None,
+    grad_bias_next: torch.Tensor | None,
+    x: torch.Tensor,
+    decay: torch.Tensor,
+    scale: torch.Tensor,
+    reset_decay: torch.Tensor | None,
+    h0: torch.Tensor,
+    bias0: torch.Tensor,
+    membrane: torch.Tensor | None,
+    spikes: torch.Tensor | None,
+    checkpoints: torch.Tensor,
+    kind: int,
+    params: list[float],
+    v_threshold: float,
+    count: int,
+    spatial: int,
+    needs_bias0: bool,
+    needs_rho: bool,
+    segments_per_block: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """``(grad_x, sums, grad_h0, grad_bias0)``: ``sums`` ``[4, P]`` holds the parameters' gradients (rows: Re and
     Im of decay's, scale's, reset_decay's); ``grad_bias0`` is empty unless ``needs_bias0``."""
     steps, lanes = x.shape
@@ -133,8 +207,8 @@ def _backward(grad_spikes: torch.Tensor | None, grad_membrane: torch.Tensor | No
         arg(scale, torch.float32), None if reset_decay is None else arg(reset_decay, torch.float32), arg(h0, acc),
         arg(bias0, torch.float32), membrane if reset_decay is not None else None, spikes if reset_grad else None,
         checkpoints, grad_x, grad_h0, grad_bias0 if needs_bias0 else None, partials, *look_back, v_threshold, kind,
-        *params, int(reset_grad), steps, lanes, count, spatial, *grad_strides(grad_spikes), *grad_strides(grad_membrane),
-        per_block,
+        *params, int(reset_grad), steps, lanes, count, spatial, *grad_strides(grad_spikes),
+        *grad_strides(grad_membrane), per_block,
     )  # fmt: skip
     sums = partials.view(groups, 4, -1, count, spatial).sum((0, 2, 4))  # one reduction over blocks and lanes
     return grad_x, sums, grad_h0, grad_bias0
@@ -168,8 +242,9 @@ def linear_fire_backward_cupy(
     ``snn_parallel::linear_fire_backward``."""
     kind, params, _ = spike_code(spike_fn)
     grad_x, sums, grad_h0, grad_bias0 = _backward(
-        grad_spikes, grad_membrane, grad_last, grad_bias_next, x, decay, scale, reset_decay, h0, bias0, membrane, spikes,
-        checkpoints, kind, list(params), float(v_threshold), *layout, needs_bias[0], needs_bias[1], segments_per_block,
+        grad_spikes, grad_membrane, grad_last, grad_bias_next, x, decay, scale, reset_decay, h0, bias0, membrane,
+        spikes, checkpoints, kind, list(params), float(v_threshold), *layout, needs_bias[0], needs_bias[1],
+        segments_per_block,
     )  # fmt: skip
     grad_decay = torch.complex(sums[0], sums[1]) if decay.is_complex() else sums[0]
     return (

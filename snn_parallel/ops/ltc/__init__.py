@@ -27,7 +27,9 @@ _IMPLEMENTATIONS = {"torch": (ltc_forward, ltc_backward), "cupy": (ltc_forward_c
 
 class _LTCScan(torch.autograd.Function):
     @staticmethod
-    def forward(ctx: Any, current, rate, retention, u0, s0, b_init, b0: float, beta_a: float, surrogate: Surrogate, backend: str):
+    def forward(
+        ctx: Any, current, rate, retention, u0, s0, b_init, b0: float, beta_a: float, surrogate: Surrogate, backend: str
+    ):
         forward, ctx.backward_fn = _IMPLEMENTATIONS[backend]
         spikes, membrane, trace = forward(current, rate, retention, u0, s0, b_init, b0, beta_a, surrogate)
         ctx.save_for_backward(current, rate, retention, u0, s0, b_init, spikes, membrane, trace)
@@ -81,9 +83,12 @@ def ltc_scan(
         for value, name in ((u0, "u0"), (s0, "s0"), (b_init, "b_init")):
             check_like(value, name, current.shape[1:], current, "current")
         if not isinstance(surrogate, Surrogate):
-            raise TypeError(f"surrogate must be a Surrogate (see snn_parallel.surrogate.resolve), got {type(surrogate).__name__}")
+            raise TypeError(
+                f"surrogate must be a Surrogate (see snn_parallel.surrogate.resolve), got {type(surrogate).__name__}"
+            )
         check_float(b0, "b0")
         check_float(beta_a, "beta_a")
+
     def gap() -> str | None:
         named = {"current": current, "rate": rate, "retention": retention, "u0": u0, "s0": s0, "b_init": b_init}
         return kernel_gap(named.items(), spike_fn=surrogate)

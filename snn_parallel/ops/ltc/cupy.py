@@ -22,9 +22,19 @@ def _fake_forward(current, rate, retention, u0, s0, b_init, b0, beta_a, kind, pa
 
 
 @kernel_op("ltc_forward", _fake_forward)
-def _forward(current: torch.Tensor, rate: torch.Tensor, retention: torch.Tensor, u0: torch.Tensor, s0: torch.Tensor,
-             b_init: torch.Tensor, b0: float, beta_a: float, kind: int, params: list[float], inclusive: bool,
-             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _forward(
+    current: torch.Tensor,
+    rate: torch.Tensor,
+    retention: torch.Tensor,
+    u0: torch.Tensor,
+    s0: torch.Tensor,
+    b_init: torch.Tensor,
+    b0: float,
+    beta_a: float,
+    kind: int,
+    params: list[float],
+    inclusive: bool,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     steps, lanes = current.shape
     dtype = current.dtype
     inputs = [arg(t, dtype) for t in (current, rate, retention, u0, s0, b_init)]
@@ -47,21 +57,57 @@ def ltc_forward_cupy(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Forward over ``[T, N]`` inputs; returns ``(spikes, membrane, b)``, each ``[T, N]``."""
     kind, params, inclusive = spike_code(surrogate)
-    return _forward(current, rate, retention, u0, s0, b_init, float(b0), float(beta_a), kind, list(params), bool(inclusive))
+    return _forward(
+        current, rate, retention, u0, s0, b_init, float(b0), float(beta_a), kind, list(params), bool(inclusive)
+    )
 
 
-def _fake_backward(grad_spikes, grad_membrane, grad_u_last, grad_s_last, grad_b_last, current, rate, retention, u0,
-                   s0, b_init, spikes, membrane, trace, b0, beta_a, kind, params, segments_per_block=None):
+def _fake_backward(
+    grad_spikes,
+    grad_membrane,
+    grad_u_last,
+    grad_s_last,
+    grad_b_last,
+    current,
+    rate,
+    retention,
+    u0,
+    s0,
+    b_init,
+    spikes,
+    membrane,
+    trace,
+    b0,
+    beta_a,
+    kind,
+    params,
+    segments_per_block=None,
+):
     return tuple(torch.empty_like(t) for t in (current, rate, retention, u0, s0, b_init))
 
 
 @kernel_op("ltc_backward", _fake_backward)
-def _backward(grad_spikes: torch.Tensor, grad_membrane: torch.Tensor, grad_u_last: torch.Tensor,
-              grad_s_last: torch.Tensor, grad_b_last: torch.Tensor, current: torch.Tensor, rate: torch.Tensor,
-              retention: torch.Tensor, u0: torch.Tensor, s0: torch.Tensor, b_init: torch.Tensor, spikes: torch.Tensor,
-              membrane: torch.Tensor, trace: torch.Tensor, b0: float, beta_a: float, kind: int, params: list[float],
-              segments_per_block: int | None = None,
-              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+def _backward(
+    grad_spikes: torch.Tensor,
+    grad_membrane: torch.Tensor,
+    grad_u_last: torch.Tensor,
+    grad_s_last: torch.Tensor,
+    grad_b_last: torch.Tensor,
+    current: torch.Tensor,
+    rate: torch.Tensor,
+    retention: torch.Tensor,
+    u0: torch.Tensor,
+    s0: torch.Tensor,
+    b_init: torch.Tensor,
+    spikes: torch.Tensor,
+    membrane: torch.Tensor,
+    trace: torch.Tensor,
+    b0: float,
+    beta_a: float,
+    kind: int,
+    params: list[float],
+    segments_per_block: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     steps, lanes = current.shape
     dtype = current.dtype
     saved = (current, rate, retention, u0, s0, b_init, spikes, membrane, trace)
@@ -74,7 +120,7 @@ def _backward(grad_spikes: torch.Tensor, grad_membrane: torch.Tensor, grad_u_las
         *grads_in, *(arg(t, dtype) for t in saved), *grads_seq, *grads_state, *look_back, b0, beta_a, kind, *params,
         steps, lanes, per_block,
     )  # fmt: skip
-    return tuple(g.to(t.dtype) for g, t in zip(grads_seq + grads_state, saved))
+    return tuple(g.to(t.dtype) for g, t in zip(grads_seq + grads_state, saved, strict=True))
 
 
 def ltc_backward_cupy(
@@ -91,5 +137,6 @@ def ltc_backward_cupy(
     """Gradients of ``(current, rate, retention, u0, s0, b_init)`` (``segments_per_block`` forces the launch
     configuration)."""
     kind, params, _ = spike_code(surrogate)
-    return _backward(grad_spikes, grad_membrane, *grad_last, *saved, float(b0), float(beta_a), kind, list(params),
-                     segments_per_block)
+    return _backward(
+        grad_spikes, grad_membrane, *grad_last, *saved, float(b0), float(beta_a), kind, list(params), segments_per_block
+    )

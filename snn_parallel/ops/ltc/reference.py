@@ -70,7 +70,7 @@ def ltc_scan_reference(
     """
     u, s, b = u0, s0, b_init
     spikes, membrane = [], []
-    for i_t, m_t, r_t in zip(current.unbind(0), rate.unbind(0), retention.unbind(0)):
+    for i_t, m_t, r_t in zip(current.unbind(0), rate.unbind(0), retention.unbind(0), strict=True):
         s, v, u, b = ltc_step(i_t, m_t, r_t, u, s, b, b0, beta_a, surrogate)
         spikes.append(s)
         membrane.append(v)

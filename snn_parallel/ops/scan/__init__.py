@@ -76,7 +76,15 @@ class _LinearScan(torch.autograd.Function):
         if grad_a is not None and ctx.log_decay:
             grad_a = grad_a * decay
         needs = ctx.needs_input_grad
-        return grad_a if needs[0] else None, g if needs[1] else None, grad_h0 if needs[2] else None, None, None, None, None
+        return (
+            grad_a if needs[0] else None,
+            g if needs[1] else None,
+            grad_h0 if needs[2] else None,
+            None,
+            None,
+            None,
+            None,
+        )
 
 
 def _backward_torch(decay, h, h0, grad_h, grad_last, chunk, needs_a):
@@ -139,8 +147,13 @@ def linear_scan(
     if validate:
         _check_scan_args(a, b, h0, log_decay, chunk)
     dtype = _compute_dtype(a, b, *(() if h0 is None else (h0,)))
+
     def gap() -> str | None:
-        return None if dtype in (torch.float32, torch.complex64) else f"the scan computes in {dtype} (the kernels: float32, complex64)"
+        return (
+            None
+            if dtype in (torch.float32, torch.complex64)
+            else f"the scan computes in {dtype} (the kernels: float32, complex64)"
+        )
 
     backend = resolve_backend(backend, b, op="linear_scan", unsupported=gap)
     num_steps, state_shape = b.shape[0], b.shape[1:]
@@ -179,10 +192,13 @@ def _check_scan_args(
             torch.broadcast_shapes(a.shape, state_shape)
         except RuntimeError:
             raise ValueError(
-                f"a has shape {tuple(a.shape)}; a time-invariant decay must broadcast to b.shape[1:] = {tuple(state_shape)}"
+                f"a has shape {tuple(a.shape)}; a time-invariant decay must broadcast to "
+                f"b.shape[1:] = {tuple(state_shape)}"
             ) from None
         if torch.broadcast_shapes(a.shape, state_shape) != state_shape:
-            raise ValueError(f"a with shape {tuple(a.shape)} would broadcast b.shape[1:] = {tuple(state_shape)} to a larger shape")
+            raise ValueError(
+                f"a with shape {tuple(a.shape)} would broadcast b.shape[1:] = {tuple(state_shape)} to a larger shape"
+            )
     if h0 is not None:
         h0 = check_tensor(h0, "h0", dtypes=_SCAN_DTYPES)
         if h0.shape != state_shape:

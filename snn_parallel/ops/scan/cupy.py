@@ -9,6 +9,8 @@ from .._cuda import CHUNK_WARPS, KernelFile, kernel_op, workspace
 from .._layout import to_params
 
 KERNEL = KernelFile(__package__, "scan.cu")
+
+
 def _kernels(b: torch.Tensor) -> tuple[str, torch.dtype, torch.dtype]:
     """(kernel prefix, build dtype, state dtype) for inputs like ``b``."""
     if b.is_complex():
@@ -22,8 +24,9 @@ def _fake_forward(a, b, h0, count, spatial, segments_per_block=None):
 
 
 @kernel_op("scan_forward", _fake_forward)
-def _forward(a: torch.Tensor, b: torch.Tensor, h0: torch.Tensor, count: int, spatial: int,
-             segments_per_block: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def _forward(
+    a: torch.Tensor, b: torch.Tensor, h0: torch.Tensor, count: int, spatial: int, segments_per_block: int | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     steps, lanes = b.shape
     prefix, build, state = _kernels(b)
     h = torch.empty(steps, lanes, dtype=state, device=b.device)
@@ -35,7 +38,11 @@ def _forward(a: torch.Tensor, b: torch.Tensor, h0: torch.Tensor, count: int, spa
 
 
 def scan_forward_cupy(
-    a: torch.Tensor, b: torch.Tensor, h0: torch.Tensor, layout: tuple[int, int] = (1, 1), *,
+    a: torch.Tensor,
+    b: torch.Tensor,
+    h0: torch.Tensor,
+    layout: tuple[int, int] = (1, 1),
+    *,
     segments_per_block: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     r"""``(h, h_last)`` of :math:`h_t = a_t h_{t-1} + b_t` for contiguous CUDA tensors ``a`` ``[T, N]`` or ``[P]``
@@ -46,13 +53,24 @@ def scan_forward_cupy(
 
 
 def _fake_backward(a, grad_h, grad_last, h, h0, count, spatial, segments_per_block=None):
-    return torch.empty_like(a) if a.dim() == 2 else a.new_empty(count), h.new_empty(h.shape, dtype=a.dtype), torch.empty_like(h0)
+    return (
+        torch.empty_like(a) if a.dim() == 2 else a.new_empty(count),
+        h.new_empty(h.shape, dtype=a.dtype),
+        torch.empty_like(h0),
+    )
 
 
 @kernel_op("scan_backward", _fake_backward)
-def _backward(a: torch.Tensor, grad_h: torch.Tensor | None, grad_last: torch.Tensor | None, h: torch.Tensor,
-              h0: torch.Tensor, count: int, spatial: int,
-              segments_per_block: int | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _backward(
+    a: torch.Tensor,
+    grad_h: torch.Tensor | None,
+    grad_last: torch.Tensor | None,
+    h: torch.Tensor,
+    h0: torch.Tensor,
+    count: int,
+    spatial: int,
+    segments_per_block: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     steps, lanes = h.shape
     prefix, _, state = _kernels(h)
     build = torch.float32 if h.is_complex() else a.dtype  # the storage dtype of a (and of the gradients written)
@@ -65,7 +83,8 @@ def _backward(a: torch.Tensor, grad_h: torch.Tensor | None, grad_last: torch.Ten
     partial = None if varying else torch.empty(groups, lanes, dtype=state, device=h.device)
     strides = grad_h.stride() if grad_h is not None else (0, 0)
     KERNEL.launch(f"{prefix}_bwd", build, (grid,), (32, CHUNK_WARPS), a, grad_h, grad_last, h, h0, grad_a, partial,
-                  grad_b, grad_h0, *look_back, int(varying), steps, lanes, count, spatial, *strides, per_block)  # fmt: skip
+                  grad_b, grad_h0, *look_back, int(varying), steps, lanes, count, spatial, *strides,
+                  per_block)  # fmt: skip
     if not varying:
         grad_a = to_params(partial, (count, spatial), groups=True).to(a.dtype)
     return grad_a, grad_b, grad_h0

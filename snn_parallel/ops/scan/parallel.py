@@ -18,7 +18,6 @@ import math
 
 import torch
 
-
 # Above this many parallel lanes a plain step loop already amortises the per-step overhead,
 # and it moves half the bytes of the chunked scan (measured on a 2-core CPU).
 SEQUENTIAL_LANES = 4096

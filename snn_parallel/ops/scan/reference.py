@@ -21,7 +21,7 @@ def linear_scan_reference(
     h = torch.zeros_like(b[0]) if h0 is None else h0
     decays = a.unbind(0) if a.dim() == b.dim() else [a] * b.shape[0]
     states = []
-    for a_t, b_t in zip(decays, b.unbind(0)):
+    for a_t, b_t in zip(decays, b.unbind(0), strict=True):
         h = a_t * h + b_t
         states.append(h)
     return torch.stack(states), h

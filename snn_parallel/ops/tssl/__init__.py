@@ -12,7 +12,6 @@ and desired spike trains.
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
@@ -51,8 +50,18 @@ _IMPLEMENTATIONS = {"torch": (tssl_forward, tssl_backward), "cupy": (tssl_forwar
 
 class _TSSLBP(torch.autograd.Function):
     @staticmethod
-    def forward(ctx: Any, current, u0, a0, v_threshold: float, tau_m: float, tau_s: float, inclusive: bool,
-                dt_du_at_spikes: bool, backend: str):
+    def forward(
+        ctx: Any,
+        current,
+        u0,
+        a0,
+        v_threshold: float,
+        tau_m: float,
+        tau_s: float,
+        inclusive: bool,
+        dt_du_at_spikes: bool,
+        backend: str,
+    ):
         forward, ctx.backward_fn = _IMPLEMENTATIONS[backend]
         psp, spikes, membrane, delta_u, u_last, a_last = forward(current, u0, a0, v_threshold, tau_m, tau_s, inclusive)
         ctx.save_for_backward(spikes, membrane, delta_u, psp)

@@ -48,8 +48,9 @@ def tssl_forward_cupy(
     return (*sequences, *last)
 
 
-def _fake_backward(grad_psp, spikes, membrane, delta_u, psp, v_threshold, tau_m, tau_s, dt_du_at_spikes=True,
-                   segments_per_block=None):
+def _fake_backward(
+    grad_psp, spikes, membrane, delta_u, psp, v_threshold, tau_m, tau_s, dt_du_at_spikes=True, segments_per_block=None
+):
     return torch.empty_like(spikes)
 
 

@@ -100,7 +100,9 @@ def tssl_forward_reference(
         out = tssl_step(i_t, u, a, fire, v_threshold, tau_m, tau_s)
         steps.append(out)
         u, a = out.u, out.psp
-    psp, spikes, membrane, delta_u = (torch.stack([getattr(s, f) for s in steps]) for f in ("psp", "spike", "membrane", "delta_u"))
+    psp, spikes, membrane, delta_u = (
+        torch.stack([getattr(s, f) for s in steps]) for f in ("psp", "spike", "membrane", "delta_u")
+    )
     return psp, spikes, membrane, delta_u, u, a
 
 
@@ -113,7 +115,8 @@ def psp_kernel(num_steps: int, tau_s: float, like: torch.Tensor) -> torch.Tensor
 
 
 def fallback_slope(membrane: torch.Tensor, v_threshold: float) -> torch.Tensor:
-    r"""The silent-neuron surrogate :math:`f(u) = e^c / (0.2 (1 + e^c)^2)`, :math:`c = \mathrm{clamp}((V_{th} - u)/0.2, -8, 8)`."""
+    r"""The silent-neuron surrogate :math:`f(u) = e^c / (0.2 (1 + e^c)^2)`,
+    :math:`c = \mathrm{clamp}((V_{th} - u)/0.2, -8, 8)`."""
     e = ((v_threshold - membrane) / FALLBACK_WIDTH).clamp_(-FALLBACK_CLAMP, FALLBACK_CLAMP).exp_()
     denominator = e + 1
     return e.div_(denominator.mul_(denominator).mul_(FALLBACK_WIDTH))  # e / ((1 + e)^2 w), in place
@@ -153,6 +156,8 @@ def tssl_backward_reference(
             grad_t = grad_t + theta * membrane[t] * (-1) * theta_m * partial_u
             grad_t = grad_t + theta * (1 - theta_m) * (1 - out)
         theta = grad_t * out + theta * (1 - out) * (1 - theta_m)
-        grad_a = torch.sum(kernel[:length].view(length, *trailing) * window, dim=0) * fallback_slope(membrane[t], v_threshold)
+        grad_a = torch.sum(kernel[:length].view(length, *trailing) * window, dim=0) * fallback_slope(
+            membrane[t], v_threshold
+        )
         grad[t] = torch.where(psp[t] < silent, grad_a, grad_t)
     return grad

@@ -15,10 +15,24 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch import nn
 
-from snn_parallel.learners import BPTTTrainer, SequenceDropout, SpikeSequenceLoss, SumPool2d, TSSLBPTrainer, tssl_network
+from snn_parallel.learners import (
+    BPTTTrainer,
+    SequenceDropout,
+    SpikeSequenceLoss,
+    SumPool2d,
+    TSSLBPTrainer,
+    tssl_network,
+)
 from snn_parallel.learners.tsslbp import desired_spikes
 from snn_parallel.neurons import PSPLIF, DecoupledLIF, PSPFilter, PSPLIFState
-from snn_parallel.ops.tssl import psp_filter, tssl_backward, tssl_backward_reference, tssl_forward, tssl_forward_reference, tsslbp
+from snn_parallel.ops.tssl import (
+    psp_filter,
+    tssl_backward,
+    tssl_backward_reference,
+    tssl_forward,
+    tssl_forward_reference,
+    tsslbp,
+)
 from snn_parallel.surrogate import Sigmoid
 
 TAU_M, TAU_S, V_TH = 5.0, 3.0, 1.0
@@ -40,7 +54,9 @@ def test_forward_in_place_equals_step_by_step_reference_bit_for_bit(dtype, inclu
     u0, a0 = (scale * torch.rand(current.shape[1:], generator=gen, dtype=dtype) for scale in (0.9, 0.5))
     u0[0, 0], a0[0, 0] = 0.0, 0.0
     current[0, 0, 0], current[1, 0, 0] = 0.0, 0.0
-    got, expected = (forward(current, u0, a0, V_TH, TAU_M, TAU_S, inclusive) for forward in (tssl_forward, tssl_forward_reference))
+    got, expected = (
+        forward(current, u0, a0, V_TH, TAU_M, TAU_S, inclusive) for forward in (tssl_forward, tssl_forward_reference)
+    )
     assert got[2][2, 0, 0].eq(V_TH).all() and got[1][2, 0, 0].eq(float(inclusive)).all()
     for name, x, y in zip(("psp", "spikes", "membrane", "delta_u", "u_last", "a_last"), got, expected, strict=True):
         assert x.dtype == dtype and torch.equal(x, y), name
@@ -82,7 +98,9 @@ def test_reference_backward_follows_the_spec_equations_by_hand(at_spikes):
     theta_m, eps = 1 / TAU_M, [(1 - 1 / TAU_S) ** k / TAU_S for k in range(3)]
     current = torch.tensor([[1.5, 0.3], [0.5, 0.3], [2.0, 0.3]], dtype=D)
     g = torch.tensor([[0.7, -0.4], [-1.1, 0.9], [0.5, 0.6]], dtype=D)
-    psp, spikes, membrane, delta_u, _, _ = tssl_forward_reference(current, torch.zeros(2, dtype=D), torch.zeros(2, dtype=D), V_TH, TAU_M, TAU_S)
+    psp, spikes, membrane, delta_u, _, _ = tssl_forward_reference(
+        current, torch.zeros(2, dtype=D), torch.zeros(2, dtype=D), V_TH, TAU_M, TAU_S
+    )
     assert spikes[:, 0].tolist() == [1.0, 0.0, 1.0] and spikes[:, 1].tolist() == [0.0, 0.0, 0.0]
     # neuron 0: u = 1.5 (spike, reset), 0.5, 0.5 * 0.8 + 2.0 = 2.4 (spike); a_1 = 2/9 is above 1/12
     grad2 = -max(-1 / 1.9, -8) * eps[0] * g[2, 0]
@@ -111,7 +129,9 @@ def test_dt_du_is_clamped_at_minus_eight():
     """A spike on a tiny increment: -1/du = -100 is clamped to -8 (spec 6.5: both clamps are needed)."""
     current = torch.tensor([[0.99], [0.01 + 0.99 / TAU_M + 1e-12]], dtype=D)  # u = 0.99, then just above threshold
     g = torch.tensor([[0.0], [1.0]], dtype=D)
-    psp, spikes, membrane, delta_u, _, _ = tssl_forward_reference(current, torch.zeros(1, dtype=D), torch.zeros(1, dtype=D), V_TH, TAU_M, TAU_S)
+    psp, spikes, membrane, delta_u, _, _ = tssl_forward_reference(
+        current, torch.zeros(1, dtype=D), torch.zeros(1, dtype=D), V_TH, TAU_M, TAU_S
+    )
     assert spikes[:, 0].tolist() == [0.0, 1.0]
     grad = tssl_backward(g, spikes, membrane, delta_u, psp, V_TH, TAU_M, TAU_S)
     torch.testing.assert_close(grad[1], torch.tensor([8 / TAU_S], dtype=D))
@@ -161,7 +181,7 @@ def test_psplif_surrogate_gradient_is_autograd_through_the_equations():
     u = a = torch.zeros(3, 4, dtype=D)
     out = []
     for i_t in current.unbind(0):
-        u = (u + (i_t - u / TAU_M))
+        u = u + (i_t - u / TAU_M)
         o = surrogate(u - V_TH)
         u = u * (1 - o)
         a = a + (o - a) / TAU_S
@@ -172,7 +192,9 @@ def test_psplif_surrogate_gradient_is_autograd_through_the_equations():
 
 
 def _saved(current):
-    psp, spikes, membrane, delta_u, _, _ = tssl_forward_reference(current, torch.zeros_like(current[0]), torch.zeros_like(current[0]), V_TH, TAU_M, TAU_S)
+    psp, spikes, membrane, delta_u, _, _ = tssl_forward_reference(
+        current, torch.zeros_like(current[0]), torch.zeros_like(current[0]), V_TH, TAU_M, TAU_S
+    )
     return spikes, membrane, delta_u, psp, V_TH, TAU_M, TAU_S
 
 
@@ -220,8 +242,20 @@ def test_kernel_and_count_losses_follow_the_reference_code():
 def test_network_builder_matches_the_paper_notation():
     net = tssl_network("15C5-P2-40C5-P2-300", (1, 28, 28), 10)
     kinds = [type(m).__name__ for m in net]
-    assert kinds == ["PSPFilter", "Conv2d", "PSPLIF", "SumPool2d", "Conv2d", "PSPLIF", "SumPool2d", "Flatten",
-                     "Linear", "PSPLIF", "Linear", "PSPLIF"]
+    assert kinds == [
+        "PSPFilter",
+        "Conv2d",
+        "PSPLIF",
+        "SumPool2d",
+        "Conv2d",
+        "PSPLIF",
+        "SumPool2d",
+        "Flatten",
+        "Linear",
+        "PSPLIF",
+        "Linear",
+        "PSPLIF",
+    ]
     assert net[8].in_features == 640 and net[8].out_features == 300 and net[10].out_features == 10
     assert all(getattr(m, "bias", None) is None for m in net if isinstance(m, (nn.Conv2d, nn.Linear)))
     x = torch.rand(3, 2, 1, 28, 28)
@@ -237,13 +271,21 @@ def test_network_builder_matches_the_paper_notation():
     fashion = tssl_network("32C5-P2-64C5-P2-1024", (1, 28, 28), 10, padding="same")
     assert [m.padding for m in fashion if isinstance(m, nn.Conv2d)] == [(2, 2), (2, 2)]
     assert fashion[8].in_features == 3136 and fashion[8].out_features == 1024
-    cifar = tssl_network("96C3-256C3-P2-384C3-P2-384C3-256C3-1024-1024", (3, 32, 32), 10, padding="same", conv_scale=5.0)
+    cifar = tssl_network(
+        "96C3-256C3-P2-384C3-P2-384C3-256C3-1024-1024", (3, 32, 32), 10, padding="same", conv_scale=5.0
+    )
     assert [m for m in cifar if isinstance(m, nn.Linear)][0].in_features == 16384
     assert not any(isinstance(m, SequenceDropout) for m in cifar)
     # with dropout, as the reference's CIFAR-10 net: behind every hidden layer and its pooling
     dropped = tssl_network("96C3-256C3-P2-384C3-P2-384C3-256C3-1024-1024", (3, 32, 32), 10, padding="same", dropout=0.2)
-    layout = "-".join({"Conv2d": "C", "SumPool2d": "P", "SequenceDropout": "D", "Linear": "F"}.get(type(m).__name__, "")
-                      for m in dropped).replace("--", "-").strip("-")
+    layout = (
+        "-".join(
+            {"Conv2d": "C", "SumPool2d": "P", "SequenceDropout": "D", "Linear": "F"}.get(type(m).__name__, "")
+            for m in dropped
+        )
+        .replace("--", "-")
+        .strip("-")
+    )
     assert layout.replace("-", "") == "CDCPDCPDCDCDFDFDF"
     assert all(m.p == 0.2 for m in dropped if isinstance(m, SequenceDropout))
     assert tssl_network("4C3-6", (1, 8, 8), 10, padding=1)[4].in_features == 4 * 8 * 8
@@ -281,7 +323,9 @@ def _net(gradient: str = "tsslbp", seed: int = 0) -> nn.Sequential:
 
 def _batches(n: int = 3, batch: int = 6, seed: int = 0):
     gen = torch.Generator().manual_seed(seed)
-    return [(torch.rand(5, batch, 1, 8, 8, generator=gen), torch.randint(0, 3, (batch,), generator=gen)) for _ in range(n)]
+    return [
+        (torch.rand(5, batch, 1, 8, 8, generator=gen), torch.randint(0, 3, (batch,), generator=gen)) for _ in range(n)
+    ]
 
 
 @pytest.mark.parametrize("gradient", ["tsslbp", "surrogate"])
@@ -301,8 +345,15 @@ def test_reference_recipe_sums_over_the_batch_then_clips_and_clamps(gradient):
     if gradient == "tsslbp":
         trainer = TSSLBPTrainer(model, optimizer, progress=False)
     else:
-        trainer = BPTTTrainer(model, optimizer, loss=SpikeSequenceLoss(), clip_grad_norm=1.0, weight_clamp=4.0,
-                              batch_sum=True, progress=False)
+        trainer = BPTTTrainer(
+            model,
+            optimizer,
+            loss=SpikeSequenceLoss(),
+            clip_grad_norm=1.0,
+            weight_clamp=4.0,
+            batch_sum=True,
+            progress=False,
+        )
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     trainer.fit([(x, y)], 1)
     for name, param in model.named_parameters():
@@ -314,8 +365,10 @@ def test_reference_recipe_sums_over_the_batch_then_clips_and_clamps(gradient):
 def test_tsslbp_and_bptt_train_the_same_network_differently():
     x, y = _batches(1)[0]
     grads = {}
-    for gradient, cls, options in (("tsslbp", TSSLBPTrainer, {"batch_sum": False, "clip_grad_norm": None}),
-                                   ("surrogate", BPTTTrainer, {"loss": SpikeSequenceLoss()})):
+    for gradient, cls, options in (
+        ("tsslbp", TSSLBPTrainer, {"batch_sum": False, "clip_grad_norm": None}),
+        ("surrogate", BPTTTrainer, {"loss": SpikeSequenceLoss()}),
+    ):
         model = _net(gradient)
         trainer = cls(model, torch.optim.SGD(model.parameters(), lr=0.0), progress=False, **options)
         trainer.optimizer_step = lambda: None
@@ -332,7 +385,11 @@ def test_image_experiment_gives_both_rules_the_same_recipe():
         tssl, bptt = (_image_trainer(rule, 1e-3, "4C3-12", recipe) for rule in ("tsslbp", "bptt"))
         assert type(tssl) is TSSLBPTrainer and type(bptt) is BPTTTrainer
         for trainer in (tssl, bptt):
-            assert (trainer.batch_sum, trainer.weight_clamp, trainer.clip_grad_norm) == (options["batch_sum"], options["weight_clamp"], 1.0)
+            assert (trainer.batch_sum, trainer.weight_clamp, trainer.clip_grad_norm) == (
+                options["batch_sum"],
+                options["weight_clamp"],
+                1.0,
+            )
             assert trainer.loss == SpikeSequenceLoss()
     for rule in ("tsslbp", "bptt"):
         assert _image_trainer(rule, 1e-3, "4C3-12", loss="count").loss == SpikeSequenceLoss(variant="count")
@@ -404,7 +461,11 @@ def test_ddp_two_processes_match_one_process_on_the_whole_batch(tmp_path):
         (lambda: tsslbp(torch.rand(3, 2), backend="gpu"), ValueError, "backend"),
         (lambda: tsslbp(torch.rand(3, 2), dt_du_at_spikes="no"), TypeError, "dt_du_at_spikes"),
         (lambda: tsslbp(torch.rand(3, 2), inclusive=1), TypeError, "inclusive"),
-        (lambda: tsslbp(torch.rand(3, 2), backend="cupy"), RuntimeError, "tsslbp: backend='cupy' cannot run: the inputs are on cpu"),
+        (
+            lambda: tsslbp(torch.rand(3, 2), backend="cupy"),
+            RuntimeError,
+            "tsslbp: backend='cupy' cannot run: the inputs are on cpu",
+        ),
         (lambda: psp_filter(torch.rand(3, 2), 0.0), ValueError, "tau_s"),
         (lambda: PSPLIF(4, gradient="exact"), ValueError, "gradient"),
         (lambda: PSPLIF(4, tau_s=0.2), ValueError, "tau_s"),
@@ -412,17 +473,33 @@ def test_ddp_two_processes_match_one_process_on_the_whole_batch(tmp_path):
         (lambda: PSPLIF(4, backend="gpu"), ValueError, "backend"),
         (lambda: PSPLIF(4, dt_du_at_spikes=0), TypeError, "dt_du_at_spikes"),
         (lambda: PSPLIF(4, gradient="surrogate", dt_du_at_spikes=False), ValueError, "dt_du_at_spikes=False"),
-        (lambda: tssl_network("8C3", (1, 8, 8), 10, gradient="surrogate", dt_du_at_spikes=False), ValueError, "dt_du_at_spikes"),
-        (lambda: PSPLIF(4, backend="cupy")(torch.rand(3, 2, 4)), RuntimeError, "backend='cupy' cannot run: the inputs are on cpu"),
+        (
+            lambda: tssl_network("8C3", (1, 8, 8), 10, gradient="surrogate", dt_du_at_spikes=False),
+            ValueError,
+            "dt_du_at_spikes",
+        ),
+        (
+            lambda: PSPLIF(4, backend="cupy")(torch.rand(3, 2, 4)),
+            RuntimeError,
+            "backend='cupy' cannot run: the inputs are on cpu",
+        ),
         (lambda: PSPLIF(4)(torch.rand(3, 2, 5)), ValueError, "x_seq"),
         (lambda: PSPLIF(4)(torch.rand(0, 2, 4)), ValueError, "x_seq"),
         (lambda: PSPLIF(4)(torch.full((3, 2, 4), float("nan"))), ValueError, "x_seq"),
-        (lambda: PSPLIF(4)(torch.rand(3, 2, 4), PSPLIFState(torch.rand(2, 3), torch.rand(2, 4))), ValueError, "state.u"),
+        (
+            lambda: PSPLIF(4)(torch.rand(3, 2, 4), PSPLIFState(torch.rand(2, 3), torch.rand(2, 4))),
+            ValueError,
+            "state.u",
+        ),
         (lambda: PSPLIF(4).step(torch.rand(2, 5)), ValueError, "x_t"),
         (lambda: SpikeSequenceLoss(variant="softmax"), ValueError, "variant"),
         (lambda: SpikeSequenceLoss(steps="last"), ValueError, "steps"),
         (lambda: SpikeSequenceLoss().check_target(torch.zeros(5, 2, dtype=torch.long), 5, 2, 3), ValueError, "target"),
-        (lambda: SpikeSequenceLoss().sequence_loss(torch.rand(2, 2, 3), torch.zeros(2, dtype=torch.long), 1, 5), ValueError, "whole"),
+        (
+            lambda: SpikeSequenceLoss().sequence_loss(torch.rand(2, 2, 3), torch.zeros(2, dtype=torch.long), 1, 5),
+            ValueError,
+            "whole",
+        ),
         (lambda: tssl_network("15X5", (1, 28, 28), 10), ValueError, "15X5"),
         (lambda: tssl_network("15C9", (1, 8, 8), 10), ValueError, "does not fit"),
         (lambda: tssl_network("15C9", (1, 8, 8), 10, padding=0), ValueError, "does not fit"),
@@ -462,7 +539,9 @@ def test_trainer_refuses_networks_and_options_it_cannot_train():
     with pytest.raises(ValueError, match="loss"):
         TSSLBPTrainer(model, opt(model), loss="hinge")
     with pytest.raises(ValueError, match="target of a SpikeSequenceLoss"):
-        TSSLBPTrainer(model, opt(model), progress=False).fit([(torch.rand(5, 2, 1, 8, 8), torch.zeros(5, 2, dtype=torch.long))], 1)
+        TSSLBPTrainer(model, opt(model), progress=False).fit(
+            [(torch.rand(5, 2, 1, 8, 8), torch.zeros(5, 2, dtype=torch.long))], 1
+        )
 
 
 # -- the claim -----------------------------------------------------------------------------------------

@@ -12,11 +12,11 @@ from torch import nn
 
 pytest.importorskip("spikingjelly")
 
+from snn_parallel.adapters import spikingjelly as sjn  # noqa: E402
 from spikingjelly.activation_based import base, functional, layer, neuron  # noqa: E402
 from spikingjelly.activation_based import surrogate as sj_surrogate  # noqa: E402
 
 from snn_parallel import surrogate as sp_surrogate  # noqa: E402
-from snn_parallel.adapters import spikingjelly as sjn  # noqa: E402
 
 SJ2 = sjn.SJ2
 C = 6
@@ -216,7 +216,9 @@ def test_legacy_backends(cls, kwargs):
     assert node.supported_backends == ("torch", "cupy")
     functional.set_backend(net, "cupy")
     assert node.backend == node.core.ops_backend == "cupy"  # 'm' mode runs the CuPy kernels
-    with pytest.raises(RuntimeError, match=rf"{cls.__name__}: backend='cupy' runs the CuPy kernels .* need CUDA tensors"):
+    with pytest.raises(
+        RuntimeError, match=rf"{cls.__name__}: backend='cupy' runs the CuPy kernels .* need CUDA tensors"
+    ):
         net(inputs())  # a CPU tensor
     functional.set_step_mode(net, "s")
     assert node.supported_backends == ("torch",)
@@ -379,7 +381,11 @@ def _firing_and_equal_steps(net: nn.Module, node: type, x: torch.Tensor, *, ever
     zoo's own initialisation leaves its classifier layers silent for SpikingJelly's LIFNode too);
     then in eval mode the multi-step output equals the single-step one."""
     rates = []
-    hooks = [m.register_forward_hook(lambda mod, args, out: rates.append(float(out.detach().mean()))) for m in net.modules() if isinstance(m, node)]
+    hooks = [
+        m.register_forward_hook(lambda mod, args, out: rates.append(float(out.detach().mean())))
+        for m in net.modules()
+        if isinstance(m, node)
+    ]
     functional.set_step_mode(net, "m")
     functional.reset_net(net)
     net(x).sum().backward()

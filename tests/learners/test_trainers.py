@@ -10,6 +10,13 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+
+# the helpers, under the names these tests use
+from learner_support import assert_close_dicts as _assert_close
+from learner_support import bptt_gradients as _bptt_reference
+from learner_support import digits_like as _digits_like
+from learner_support import trainer_gradients as _gradients
+from learner_support import wide as _wide
 from torch import nn
 
 from snn_parallel.learners import (
@@ -27,16 +34,8 @@ from snn_parallel.learners.hypr import suffix_scan
 from snn_parallel.neurons import BRF, LTC, PRF, DecoupledLIF, DynamicDecay, SEAdLIF
 from snn_parallel.surrogate import Sigmoid
 
-# the helpers, under the names these tests use
-from learner_support import assert_close_dicts as _assert_close
-from learner_support import bptt_gradients as _bptt_reference
-from learner_support import digits_like as _digits_like
-from learner_support import trainer_gradients as _gradients
-from learner_support import wide as _wide
-
 sj_neuron = pytest.importorskip("spikingjelly.activation_based.neuron")
 from spikingjelly.activation_based import layer as sj_layer  # noqa: E402
-
 
 NEURONS = {
     "prf": lambda n: PRF(n, learn_decay=True, dt_range=(0.1, 1.0), surrogate=Sigmoid()),
@@ -96,7 +95,9 @@ def test_discovery_accepts_supported_networks():
         nn.Sequential(nn.Linear(4, 8), sj_neuron.LIFNode(), nn.Linear(8, 3)),
         nn.Sequential(nn.Linear(4, 8), snt_adapter.DynamicDecay(8, init_hidden=True), nn.Linear(8, 3)),
         nn.Sequential(RecurrentBlock(4, DecoupledLIF(8)), nn.Linear(8, 3)),
-        nn.Sequential(nn.Linear(4, 8), sj_layer.LinearRecurrentContainer(sj_adapter.DecoupledLIFNode(8), 8, 8), nn.Linear(8, 3)),
+        nn.Sequential(
+            nn.Linear(4, 8), sj_layer.LinearRecurrentContainer(sj_adapter.DecoupledLIFNode(8), 8, 8), nn.Linear(8, 3)
+        ),
     ]
     x = torch.rand(5, 2, 4)
     for net in nets:
@@ -182,12 +183,19 @@ def test_hypr_single_layer_equals_bptt_for_every_chunk(neuron):
 def test_hypr_gradient_does_not_depend_on_chunk_in_deep_recurrent_nets():
     torch.manual_seed(2)
     model = nn.Sequential(
-        _wide(nn.Linear(4, 6)), NEURONS["prf"](6), RecurrentBlock(6, SEAdLIF(5)), _wide(nn.Linear(5, 5)), NEURONS["lif"](5), nn.Linear(5, 3)
+        _wide(nn.Linear(4, 6)),
+        NEURONS["prf"](6),
+        RecurrentBlock(6, SEAdLIF(5)),
+        _wide(nn.Linear(5, 5)),
+        NEURONS["lif"](5),
+        nn.Linear(5, 3),
     ).double()
     _wide(model[2].synapse, gain=10)  # SE-adLIF integrates with (1 - alpha) ~ 0.1
     x, y = _digits_like(steps=16)
     full = _gradients(HYPRTrainer, model, x, y, chunk=None)
-    assert all(g.abs().sum() > 0 for n, g in full.items() if n.endswith("weight")), {n: float(g.abs().sum()) for n, g in full.items()}
+    assert all(g.abs().sum() > 0 for n, g in full.items() if n.endswith("weight")), {
+        n: float(g.abs().sum()) for n, g in full.items()
+    }
     for chunk in (1, 7, 4):
         _assert_close(_gradients(HYPRTrainer, model, x, y, chunk=chunk), full)
 
@@ -196,8 +204,10 @@ def test_hypr_gradient_does_not_depend_on_chunk_in_deep_recurrent_nets():
     "model, message",
     [
         (nn.Sequential(nn.Linear(4, 6), LTC(6), nn.Linear(6, 3)), "mixes neurons"),
-        (nn.Sequential(nn.Linear(4, 6), sj_neuron.ParametricLIFNode(), sj_layer.SynapseFilter(), nn.Linear(6, 3)),
-         r"2 \(SynapseFilter\) keeps a state of its own"),
+        (
+            nn.Sequential(nn.Linear(4, 6), sj_neuron.ParametricLIFNode(), sj_layer.SynapseFilter(), nn.Linear(6, 3)),
+            r"2 \(SynapseFilter\) keeps a state of its own",
+        ),
         (nn.Sequential(nn.Linear(4, 6), nn.Dropout(0.5), PRF(6), nn.Linear(6, 3)), "deterministic"),
         (nn.Sequential(RecurrentBlock(4, PRF(6), output="membrane"), nn.Linear(6, 3)), "flow through spikes"),
     ],
@@ -215,7 +225,10 @@ def test_hypr_carries_only_eligibilities_it_can_keep_per_neuron():
     x, y = _digits_like(steps=8)
     whole = _gradients(HYPRTrainer, model, x, y, chunk=None)
     assert whole["0.weight"].abs().sum() > 0 and whole["1.weight"].abs().sum() > 0
-    with pytest.raises(UnsupportedModule, match=r"^0 feeds 2 \(DecoupledLIF\) but reaches it through more than element-wise.*chunk=None"):
+    with pytest.raises(
+        UnsupportedModule,
+        match=r"^0 feeds 2 \(DecoupledLIF\) but reaches it through more than element-wise.*chunk=None",
+    ):
         _gradients(HYPRTrainer, model, x, y, chunk=4)
 
 
@@ -227,7 +240,15 @@ def _fptt_model():
 
 def test_fptt_one_part_is_bptt_plus_the_regulariser_gradient():
     model = _fptt_model()
-    trainer = FPTTTrainer(model, torch.optim.SGD(model.parameters(), lr=0.05), parts=1, alpha=0.3, loss="ce_all", progress=False, clip_grad_norm=None)
+    trainer = FPTTTrainer(
+        model,
+        torch.optim.SGD(model.parameters(), lr=0.05),
+        parts=1,
+        alpha=0.3,
+        loss="ce_all",
+        progress=False,
+        clip_grad_norm=None,
+    )
     for seed in range(3):  # move W away from W-bar and lambda away from 0
         trainer.train_batch(*trainer.prepare(_digits_like(seed=seed)))
     x, y = _digits_like(seed=9)
@@ -244,13 +265,25 @@ def test_fptt_one_part_is_bptt_plus_the_regulariser_gradient():
         # post-update, as in the reference code
         dual = dual_before[name] - trainer.alpha * (param.detach() - running_before[name])
         torch.testing.assert_close(trainer.dual[name], dual)
-        torch.testing.assert_close(trainer.running[name], 0.5 * running_before[name] + 0.5 * param.detach() - (0.5 / trainer.alpha) * dual)
+        torch.testing.assert_close(
+            trainer.running[name], 0.5 * running_before[name] + 0.5 * param.detach() - (0.5 / trainer.alpha) * dual
+        )
 
 
 def test_fptt_regulariser_vanishes_as_alpha_goes_to_zero():
     model, reference_model = _fptt_model(), _fptt_model()
-    fptt = FPTTTrainer(model, torch.optim.SGD(model.parameters(), lr=0.05), parts=1, alpha=1e-9, loss="ce_all", progress=False, clip_grad_norm=None)
-    bptt = BPTTTrainer(reference_model, torch.optim.SGD(reference_model.parameters(), lr=0.05), loss="ce_all", progress=False)
+    fptt = FPTTTrainer(
+        model,
+        torch.optim.SGD(model.parameters(), lr=0.05),
+        parts=1,
+        alpha=1e-9,
+        loss="ce_all",
+        progress=False,
+        clip_grad_norm=None,
+    )
+    bptt = BPTTTrainer(
+        reference_model, torch.optim.SGD(reference_model.parameters(), lr=0.05), loss="ce_all", progress=False
+    )
     for seed in range(4):
         fptt.train_batch(*fptt.prepare(_digits_like(seed=seed)))
         bptt.train_batch(*bptt.prepare(_digits_like(seed=seed)))
@@ -267,7 +300,9 @@ def test_fptt_parts_detach_state_and_weight_terminal_loss():
 
     def spy(out, target, part, start, steps, terminal):
         loss = original(out, target, part, start, steps, terminal)
-        losses.append((part, out.shape[0], float(loss.detach()), float(nn.functional.cross_entropy(out[-1].detach(), target))))
+        losses.append(
+            (part, out.shape[0], float(loss.detach()), float(nn.functional.cross_entropy(out[-1].detach(), target)))
+        )
         return loss
 
     trainer._part_loss = spy
@@ -284,8 +319,14 @@ def test_fptt_parts_detach_state_and_weight_terminal_loss():
 def test_fptt_part_weight_of_a_terminal_regression_label(part_weight, weights):
     """Part p (from 0) of K = 3 weighs its terminal MSE (p+1)/K or, as the adding-problem code, p + 1/K."""
     model = nn.Sequential(RecurrentBlock(2, LTC(5, b0=0.5, beta_a=0.0), output="membrane"), nn.Linear(5, 1))
-    trainer = FPTTTrainer(model, torch.optim.SGD(model.parameters(), lr=0.0), parts=3, loss=StepLoss("mse", "last"),
-                          part_weight=part_weight, progress=False)
+    trainer = FPTTTrainer(
+        model,
+        torch.optim.SGD(model.parameters(), lr=0.0),
+        parts=3,
+        loss=StepLoss("mse", "last"),
+        part_weight=part_weight,
+        progress=False,
+    )
     x, y = torch.rand(9, 4, 2), torch.rand(4, 1)
     seen = []
     original = trainer._part_loss
@@ -307,7 +348,13 @@ def test_fptt_part_weight_of_a_terminal_regression_label(part_weight, weights):
 def test_ottt_single_lif_layer_equals_bptt_with_detached_reset(node):
     """With a trace decay equal to the membrane decay, OTTT's three-factor gradient is exact for one layer."""
     torch.manual_seed(4)
-    neuron = DecoupledLIF(6, tau=2.0, surrogate=Sigmoid()) if node == "ours" else sj_neuron.LIFNode(tau=2.0, decay_input=False, v_reset=None, detach_reset=True, surrogate_function=sj_surrogate_sigmoid())
+    neuron = (
+        DecoupledLIF(6, tau=2.0, surrogate=Sigmoid())
+        if node == "ours"
+        else sj_neuron.LIFNode(
+            tau=2.0, decay_input=False, v_reset=None, detach_reset=True, surrogate_function=sj_surrogate_sigmoid()
+        )
+    )
     # the bias's gradient is instantaneous in OTTT (its "input" 1 has no trace), so leave it out
     model = nn.Sequential(_wide(nn.Linear(4, 6, bias=False)), neuron, nn.Linear(6, 3)).double()
     x, y = _digits_like()
@@ -316,7 +363,9 @@ def test_ottt_single_lif_layer_equals_bptt_with_detached_reset(node):
     _assert_close(_gradients(OTTTTrainer, model, x, y, trace_input=True, trace_decay=0.5, readout="instant"), reference)
     # the official code's readout learns through the trace of its input: another weight gradient, the rest equal
     official = _gradients(OTTTTrainer, model, x, y, trace_input=True, trace_decay=0.5)
-    _assert_close({n: g for n, g in official.items() if n != "2.weight"}, {n: g for n, g in reference.items() if n != "2.weight"})
+    _assert_close(
+        {n: g for n, g in official.items() if n != "2.weight"}, {n: g for n, g in reference.items() if n != "2.weight"}
+    )
     assert not torch.allclose(official["2.weight"], reference["2.weight"], atol=1e-6)
 
 
@@ -332,8 +381,12 @@ def _neuron_trace_nodes():
         # the neuron trace is exact with the reset detached (the official gradient through its decay is not traced)
         "prf-reset": lambda: PRF(6, dt_range=(0.05, 1.0), reset=True, reset_gradient="detached", surrogate=Sigmoid()),
         "lif-per-channel": lambda: DecoupledLIF(6, tau=3.0, learn_decay=True, surrogate=Sigmoid()),
-        "sj-lif": lambda: sj_neuron.LIFNode(tau=3.0, v_reset=None, detach_reset=True, surrogate_function=sj_surrogate_sigmoid()),
-        "sj-plif": lambda: sj_neuron.ParametricLIFNode(init_tau=3.0, v_reset=None, detach_reset=True, surrogate_function=sj_surrogate_sigmoid()),
+        "sj-lif": lambda: sj_neuron.LIFNode(
+            tau=3.0, v_reset=None, detach_reset=True, surrogate_function=sj_surrogate_sigmoid()
+        ),
+        "sj-plif": lambda: sj_neuron.ParametricLIFNode(
+            init_tau=3.0, v_reset=None, detach_reset=True, surrogate_function=sj_surrogate_sigmoid()
+        ),
     }
 
 
@@ -349,7 +402,11 @@ def test_ottt_neuron_trace_is_exact_for_one_layer_of_any_decay(node):
     got = _gradients(OTTTTrainer, model, x, y, trace_input=True, trace="neuron")
     # our neurons' own parameters (PRF's step, frequency and decay, a learnt LIF decay) get their
     # eligibility too; SpikingJelly's nodes reset the membrane itself, so theirs stay instantaneous
-    exact = reference if not node.startswith("sj") else {name: reference[name] for name in ("0.weight", "0.bias", "2.weight", "2.bias")}
+    exact = (
+        reference
+        if not node.startswith("sj")
+        else {name: reference[name] for name in ("0.weight", "0.bias", "2.weight", "2.bias")}
+    )
     assert exact["0.weight"].abs().sum() > 0 and len(exact) >= 4
     _assert_close({name: got[name] for name in exact}, exact)
     shared = _gradients(OTTTTrainer, model, x, y, trace_input=True, trace_decay=0.5, readout="instant")
@@ -359,14 +416,19 @@ def test_ottt_neuron_trace_is_exact_for_one_layer_of_any_decay(node):
 def test_ottt_neuron_trace_in_recurrent_and_deep_networks():
     torch.manual_seed(0)
     model = nn.Sequential(
-        RecurrentBlock(4, PRF(5, dt_range=(0.05, 1.0))), _wide(nn.Linear(5, 6)), DecoupledLIF(6, tau=2.0), nn.Linear(6, 3)
+        RecurrentBlock(4, PRF(5, dt_range=(0.05, 1.0))),
+        _wide(nn.Linear(5, 6)),
+        DecoupledLIF(6, tau=2.0),
+        nn.Linear(6, 3),
     ).double()
     _wide(model[0].synapse, gain=6.0)
     x, y = _digits_like()
     got = _gradients(OTTTTrainer, model, x, y, trace_input=True, trace="neuron")
     for name in ("0.synapse.weight", "1.weight"):
         assert torch.isfinite(got[name]).all() and got[name].abs().sum() > 0, name
-    trainer = OTTTTrainer(model, torch.optim.SGD(model.parameters(), lr=0.0), trace="neuron", trace_input=True, progress=False)
+    trainer = OTTTTrainer(
+        model, torch.optim.SGD(model.parameters(), lr=0.0), trace="neuron", trace_input=True, progress=False
+    )
     trainer.train_batch(*trainer.prepare((x, y)))
     assert not trainer._traces  # cleared after each sequence: nothing carried between batches
 
@@ -374,21 +436,54 @@ def test_ottt_neuron_trace_in_recurrent_and_deep_networks():
 @pytest.mark.parametrize(
     "model, options, message",
     [
-        (lambda: nn.Sequential(nn.Linear(4, 6), DynamicDecay(6), nn.Linear(6, 3)), {}, r"after 0 \(DynamicDecay\) has no membrane linear in its input"),
-        (lambda: nn.Sequential(nn.Unflatten(-1, (1, 4)), nn.Conv1d(1, 2, 3), PRF(2), nn.Flatten(), nn.Linear(4, 3)), {}, "needs Linear synapses; 1 is a Conv1d"),
-        (lambda: nn.Sequential(nn.Linear(4, 6), nn.Dropout(0.1), PRF(6), nn.Linear(6, 3)), {}, "directly followed by its neuron; 0 is not"),
-        (lambda: nn.Sequential(nn.Linear(4, 6), PRF(6), nn.Linear(6, 3)), {"trace_decay": 0.9}, "trace_decay sets the presynaptic trace"),
-        (lambda: nn.Sequential(nn.Linear(4, 6), PRF(6), nn.Linear(6, 3)), {"trace": "post"}, "trace must be 'presynaptic' or 'neuron'"),
-        (lambda: nn.Sequential(nn.Linear(4, 6), PRF(6), nn.Linear(6, 3)), {"readout": "trace"}, "readout='trace' goes with"),
-        (lambda: nn.Sequential(nn.Linear(4, 6), PRF(6), nn.Linear(6, 3)), {"trace": "presynaptic", "readout": "last"}, "readout must be"),
+        (
+            lambda: nn.Sequential(nn.Linear(4, 6), DynamicDecay(6), nn.Linear(6, 3)),
+            {},
+            r"after 0 \(DynamicDecay\) has no membrane linear in its input",
+        ),
+        (
+            lambda: nn.Sequential(nn.Unflatten(-1, (1, 4)), nn.Conv1d(1, 2, 3), PRF(2), nn.Flatten(), nn.Linear(4, 3)),
+            {},
+            "needs Linear synapses; 1 is a Conv1d",
+        ),
+        (
+            lambda: nn.Sequential(nn.Linear(4, 6), nn.Dropout(0.1), PRF(6), nn.Linear(6, 3)),
+            {},
+            "directly followed by its neuron; 0 is not",
+        ),
+        (
+            lambda: nn.Sequential(nn.Linear(4, 6), PRF(6), nn.Linear(6, 3)),
+            {"trace_decay": 0.9},
+            "trace_decay sets the presynaptic trace",
+        ),
+        (
+            lambda: nn.Sequential(nn.Linear(4, 6), PRF(6), nn.Linear(6, 3)),
+            {"trace": "post"},
+            "trace must be 'presynaptic' or 'neuron'",
+        ),
+        (
+            lambda: nn.Sequential(nn.Linear(4, 6), PRF(6), nn.Linear(6, 3)),
+            {"readout": "trace"},
+            "readout='trace' goes with",
+        ),
+        (
+            lambda: nn.Sequential(nn.Linear(4, 6), PRF(6), nn.Linear(6, 3)),
+            {"trace": "presynaptic", "readout": "last"},
+            "readout must be",
+        ),
     ],
 )
 def test_ottt_neuron_trace_refuses_what_it_cannot_filter(model, options, message):
     """Options are checked when the trainer is built, the model's graph at the first batch."""
     module = model()
     with pytest.raises(ValueError, match=message):
-        trainer = OTTTTrainer(module, torch.optim.SGD(module.parameters(), lr=0.1), trace_input=True, progress=False,
-                              **{"trace": "neuron", **options})
+        trainer = OTTTTrainer(
+            module,
+            torch.optim.SGD(module.parameters(), lr=0.1),
+            trace_input=True,
+            progress=False,
+            **{"trace": "neuron", **options},
+        )
         trainer.fit([(torch.rand(3, 2, 4), torch.zeros(2, dtype=torch.long))], 1)
 
 
@@ -403,7 +498,9 @@ def test_ottt_neuron_trace_learns_digit_rows_with_prf():
 
 def test_ottt_online_variant_steps_every_time_step():
     model = _fptt_model()
-    trainer = OTTTTrainer(model, torch.optim.SGD(model.parameters(), lr=0.01), variant="O", loss="ce_all", progress=False)
+    trainer = OTTTTrainer(
+        model, torch.optim.SGD(model.parameters(), lr=0.01), variant="O", loss="ce_all", progress=False
+    )
     trainer.train_batch(*trainer.prepare(_digits_like(steps=7)))
     assert trainer.global_step == 7
     with pytest.raises(ValueError, match="variant"):
@@ -430,7 +527,9 @@ def test_resumed_run_matches_uninterrupted_run(tmp_path, rule, options):
     classes = {"bptt": BPTTTrainer, "fptt": FPTTTrainer, "ottt": OTTTTrainer, "hypr": HYPRTrainer}
 
     def trainer_for(model):
-        return classes[rule](model, torch.optim.Adam(model.parameters(), lr=1e-2), loss="ce_all", progress=False, **options)
+        return classes[rule](
+            model, torch.optim.Adam(model.parameters(), lr=1e-2), loss="ce_all", progress=False, **options
+        )
 
     straight_model = _classifier()
     straight = trainer_for(straight_model)
@@ -465,7 +564,9 @@ def test_fit_returns_history_and_evaluates(capsys):
 
 def test_batch_first_loader_is_made_time_major():
     model = _classifier()
-    trainer = BPTTTrainer(model, torch.optim.SGD(model.parameters(), lr=0.0), batch_first=True, loss="ce_all", progress=False)
+    trainer = BPTTTrainer(
+        model, torch.optim.SGD(model.parameters(), lr=0.0), batch_first=True, loss="ce_all", progress=False
+    )
     x, y = torch.rand(4, 8, 8), torch.randint(0, 10, (4, 8))
     x_tm, y_tm = trainer.prepare((x, y))
     assert x_tm.shape == (8, 4, 8) and torch.equal(y_tm, y.t())
@@ -513,8 +614,10 @@ def test_bad_trainer_arguments():
         BPTTTrainer(model, torch.optim.SGD(model.parameters(), lr=0.1), loss="hinge")
 
 
-@pytest.mark.parametrize("value, error", [(0, ValueError), (-1.0, ValueError), (True, TypeError), ("4", TypeError),
-                                          (float("nan"), ValueError)])
+@pytest.mark.parametrize(
+    "value, error",
+    [(0, ValueError), (-1.0, ValueError), (True, TypeError), ("4", TypeError), (float("nan"), ValueError)],
+)
 @pytest.mark.parametrize("rule", [BPTTTrainer, FPTTTrainer, OTTTTrainer, HYPRTrainer])
 def test_every_rule_refuses_a_bad_weight_clamp(rule, value, error):
     model = _classifier()
@@ -529,7 +632,9 @@ def test_weight_clamp_bounds_every_synapse_after_each_step(rule):
     x, y = torch.rand(8, 4, 8), torch.randint(0, 10, (4,))
     options = {"parts": 2} if rule is FPTTTrainer else {}
     # plain SGD with a huge rate: the unclamped step would leave the weights far outside [-0.05, 0.05]
-    trainer = rule(model, torch.optim.SGD(model.parameters(), lr=50.0), weight_clamp=0.05, loss="ce_all", progress=False, **options)
+    trainer = rule(
+        model, torch.optim.SGD(model.parameters(), lr=50.0), weight_clamp=0.05, loss="ce_all", progress=False, **options
+    )
     trainer.fit([(x, y)], 1)
     synapses = [m for m in model.modules() if isinstance(m, nn.Linear)]
     assert synapses and all(m.weight.abs().max() <= 0.05 for m in synapses)
@@ -539,7 +644,7 @@ def test_weight_clamp_bounds_every_synapse_after_each_step(rule):
 
 def test_shared_options_are_declared_once_with_each_rules_defaults():
     """TrainerOptions holds the options every rule takes; rules differ only in their defaults."""
-    from snn_parallel.learners import TSSLBPTrainer, TrainerOptions, tssl_network
+    from snn_parallel.learners import TrainerOptions, TSSLBPTrainer, tssl_network
 
     model = _classifier()
     opt = lambda m: torch.optim.SGD(m.parameters(), lr=0.1)  # noqa: E731
@@ -569,7 +674,9 @@ def test_bptt_batch_sum_scales_the_gradient_by_the_batch():
     grads = {}
     for batch_sum in (False, True):
         model = _classifier()
-        trainer = BPTTTrainer(model, torch.optim.SGD(model.parameters(), lr=0.0), batch_sum=batch_sum, loss="ce_all", progress=False)
+        trainer = BPTTTrainer(
+            model, torch.optim.SGD(model.parameters(), lr=0.0), batch_sum=batch_sum, loss="ce_all", progress=False
+        )
         trainer.optimizer_step = lambda: None
         loss, _ = trainer.train_batch(*trainer.prepare((x, y)))
         grads[batch_sum] = ([p.grad.clone() for p in model.parameters()], loss)

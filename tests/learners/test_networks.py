@@ -15,9 +15,9 @@ import torch.nn.functional as F
 from torch import nn
 
 pytest.importorskip("spikingjelly.activation_based")
+from snn_parallel.adapters.spikingjelly import DecoupledLIFNode  # noqa: E402
 from spikingjelly.activation_based import functional, layer, neuron, surrogate  # noqa: E402
 
-from snn_parallel.adapters.spikingjelly import DecoupledLIFNode  # noqa: E402
 from snn_parallel.learners import (  # noqa: E402
     BPTTTrainer,
     FPTTTrainer,
@@ -35,7 +35,12 @@ from snn_parallel.neurons import PRF, PSPLIF, DecoupledLIF, PSPFilter  # noqa: E
 from snn_parallel.surrogate import Sigmoid  # noqa: E402
 from snn_parallel.tasks import SequentialDigits, make_loader  # noqa: E402
 
-RULES = {"bptt": (BPTTTrainer, {}), "fptt": (FPTTTrainer, {"parts": 4}), "ottt": (OTTTTrainer, {}), "hypr": (HYPRTrainer, {"chunk": 2})}
+RULES = {
+    "bptt": (BPTTTrainer, {}),
+    "fptt": (FPTTTrainer, {"parts": 4}),
+    "ottt": (OTTTTrainer, {}),
+    "hypr": (HYPRTrainer, {"chunk": 2}),
+}
 
 
 # -- SpikingJelly's model zoo ---------------------------------------------------------------------------
@@ -53,8 +58,11 @@ def zoo():
             stand_in.models = types.ModuleType("torchvision.models")
             stand_in.models.utils = types.ModuleType("torchvision.models.utils")
             stand_in.models.utils.load_state_dict_from_url = lambda *args, **kwargs: None
-            for name, module in (("torchvision", stand_in), ("torchvision.models", stand_in.models),
-                                 ("torchvision.models.utils", stand_in.models.utils)):
+            for name, module in (
+                ("torchvision", stand_in),
+                ("torchvision.models", stand_in.models),
+                ("torchvision.models.utils", stand_in.models.utils),
+            ):
                 patch.setitem(sys.modules, name, module)
         before = set(sys.modules)
         module = importlib.import_module("spikingjelly.activation_based.model.spiking_resnet")
@@ -73,8 +81,15 @@ def _zoo_resnet(zoo, node: str) -> nn.Module:
     nodes infer from their first input."""
     torch.manual_seed(0)
     if node == "lif":
-        return zoo.SpikingResNet(zoo.BasicBlock, [1, 1, 1, 1], num_classes=10, spiking_neuron=neuron.LIFNode, tau=2.0,
-                                 surrogate_function=surrogate.ATan(), detach_reset=True)
+        return zoo.SpikingResNet(
+            zoo.BasicBlock,
+            [1, 1, 1, 1],
+            num_classes=10,
+            spiking_neuron=neuron.LIFNode,
+            tau=2.0,
+            surrogate_function=surrogate.ATan(),
+            detach_reset=True,
+        )
     return zoo.SpikingResNet(zoo.BasicBlock, [1, 1, 1, 1], num_classes=10, spiking_neuron=DecoupledLIFNode)
 
 
@@ -129,7 +144,9 @@ def test_every_rule_trains_networks_as_written(zoo, rule, kind):
     model = _network(zoo, kind)
     before = {name: p.detach().clone() for name, p in model.named_parameters()}
     trainer_cls, options = RULES[rule]
-    trainer = trainer_cls(model, torch.optim.Adam(model.parameters(), lr=1e-3), loss="ce_all", progress=False, **options)
+    trainer = trainer_cls(
+        model, torch.optim.Adam(model.parameters(), lr=1e-3), loss="ce_all", progress=False, **options
+    )
     history = trainer.fit(make_loader(_pictures("train", 16), 8, shuffle=True), 1)
     assert torch.isfinite(torch.tensor(history[-1]["train_loss"]))
     still = [name for name, p in model.named_parameters() if torch.equal(p, before[name])]
@@ -145,7 +162,9 @@ def test_every_rule_trains_lazy_neurons(rule):
     nn.init.uniform_(model[0].weight, -1.5, 1.5)
     assert model[1].has_uninitialized_params()
     trainer_cls, options = RULES[rule]
-    trainer = trainer_cls(model, torch.optim.Adam(model.parameters(), lr=1e-2), loss="ce_all", progress=False, **options)
+    trainer = trainer_cls(
+        model, torch.optim.Adam(model.parameters(), lr=1e-2), loss="ce_all", progress=False, **options
+    )
     loader = make_loader(SequentialDigits("train", "row"), 32, shuffle=True)
     trainer.prepare(next(iter(loader)))  # the first batch's dry step gives the neuron its size
     assert model[1].features == 12 and not model[1].has_uninitialized_params()
@@ -185,13 +204,17 @@ def test_every_rule_learns_digits_with_the_zoo_resnet(zoo, rule, kind):
     model = _network(zoo, kind)
     trainer_cls, options = RULES[rule]
     options = {**options, "chunk": 4} if rule == "hypr" else options
-    trainer = trainer_cls(model, torch.optim.Adam(model.parameters(), lr=1e-3), loss="ce_all", progress=False, **options)
+    trainer = trainer_cls(
+        model, torch.optim.Adam(model.parameters(), lr=1e-3), loss="ce_all", progress=False, **options
+    )
     trainer.fit(make_loader(_pictures("train", 600), 32, shuffle=True), 3)
     test = make_loader(_pictures("test", 300), 100)
     accuracy = trainer.evaluate(test)["accuracy"]
     batch_statistics = _accuracy_with_batch_statistics(trainer, test)
     assert accuracy > 0.3, f"test accuracy {accuracy:.3f}"
-    assert accuracy > batch_statistics - 0.1, f"test accuracy {accuracy:.3f}, with the batches' statistics {batch_statistics:.3f}"
+    assert accuracy > batch_statistics - 0.1, (
+        f"test accuracy {accuracy:.3f}, with the batches' statistics {batch_statistics:.3f}"
+    )
 
 
 def test_resnet_builder_is_the_zoo_network(zoo):
@@ -220,8 +243,15 @@ def test_resnet_builder_is_the_zoo_network(zoo):
 
 # -- OTTT: the same step as SpikingJelly's own ----------------------------------------------------------
 def _conv_net(node) -> list[nn.Module]:
-    return [nn.Conv2d(1, 4, 3, padding=1), node(), nn.AvgPool2d(2), nn.Conv2d(4, 6, 3, padding=1), node(),
-            nn.Flatten(), nn.Linear(6 * 4 * 4, 10)]
+    return [
+        nn.Conv2d(1, 4, 3, padding=1),
+        node(),
+        nn.AvgPool2d(2),
+        nn.Conv2d(4, 6, 3, padding=1),
+        node(),
+        nn.Flatten(),
+        nn.Linear(6 * 4 * 4, 10),
+    ]
 
 
 def test_ottt_takes_the_same_sgd_step_as_spikingjelly_ottt():
@@ -237,22 +267,35 @@ def test_ottt_takes_the_same_sgd_step_as_spikingjelly_ottt():
     for module in official:
         if isinstance(module, nn.Conv2d):
             nn.init.uniform_(module.weight, -1, 1)  # the layers spike from the first steps
-    plain = nn.Sequential(*_conv_net(lambda: neuron.LIFNode(tau=2.0, decay_input=False, v_reset=None, detach_reset=True,
-                                                             surrogate_function=surrogate.Sigmoid())))
+    plain = nn.Sequential(
+        *_conv_net(
+            lambda: neuron.LIFNode(
+                tau=2.0, decay_input=False, v_reset=None, detach_reset=True, surrogate_function=surrogate.Sigmoid()
+            )
+        )
+    )
     plain.load_state_dict(official.state_dict())
     models = {"OTTTSequential": copy.deepcopy(official), "Sequential": plain, "instant": copy.deepcopy(plain)}
     before = copy.deepcopy(official.state_dict())
     steps, batch = 6, 5
     x, y = torch.rand(steps, batch, 1, 8, 8) * 2, torch.randint(0, 10, (batch,))
     optimizer = torch.optim.SGD(official.parameters(), lr=0.5)
-    online_learning.ottt_online_training(official, optimizer, x.transpose(0, 1), y[:, None].expand(batch, steps),
-                                         lambda out, target: F.cross_entropy(out, target) / steps, online=False)
+    online_learning.ottt_online_training(
+        official,
+        optimizer,
+        x.transpose(0, 1),
+        y[:, None].expand(batch, steps),
+        lambda out, target: F.cross_entropy(out, target) / steps,
+        online=False,
+    )
     functional.reset_net(official)
     expected = official.state_dict()
     assert all(not torch.equal(expected[name], before[name]) for name in expected)  # every layer learnt
     for name, model in models.items():
         readout = {"readout": "instant"} if name == "instant" else {}
-        OTTTTrainer(model, torch.optim.SGD(model.parameters(), lr=0.5), loss="ce_all", progress=False, **readout).fit([(x, y)], 1)
+        OTTTTrainer(model, torch.optim.SGD(model.parameters(), lr=0.5), loss="ce_all", progress=False, **readout).fit(
+            [(x, y)], 1
+        )
         got = model.state_dict()
         for key in expected:
             if name == "instant" and key == "6.weight":
@@ -262,7 +305,9 @@ def test_ottt_takes_the_same_sgd_step_as_spikingjelly_ottt():
 
 
 # -- HYPR on convolutions -------------------------------------------------------------------------------
-def _grads(trainer_cls, model: nn.Module, x: torch.Tensor, y: torch.Tensor, setup=None, **options) -> dict[str, torch.Tensor]:
+def _grads(
+    trainer_cls, model: nn.Module, x: torch.Tensor, y: torch.Tensor, setup=None, **options
+) -> dict[str, torch.Tensor]:
     trainer = trainer_cls(model, torch.optim.SGD(model.parameters(), lr=0.0), loss="ce_all", progress=False, **options)
     if setup is not None:
         setup(trainer)
@@ -284,9 +329,14 @@ def test_hypr_on_one_conv_layer_equals_bptt_for_every_chunk(node):
     eligibilities per output position and input patch, carried from one chunk to the next; the
     neuron's own parameters') equals BPTT's for every chunk length."""
     torch.manual_seed(0)
-    spiking = (DecoupledLIF(3, tau=3.0, learn_decay=True, surrogate=Sigmoid()) if node == "ours"
-               else neuron.ParametricLIFNode(init_tau=3.0, surrogate_function=surrogate.Sigmoid(), detach_reset=True))
-    model = nn.Sequential(nn.Conv2d(2, 3, 3, padding=1, stride=2), spiking, nn.Flatten(), nn.Linear(3 * 3 * 3, 4)).double()
+    spiking = (
+        DecoupledLIF(3, tau=3.0, learn_decay=True, surrogate=Sigmoid())
+        if node == "ours"
+        else neuron.ParametricLIFNode(init_tau=3.0, surrogate_function=surrogate.Sigmoid(), detach_reset=True)
+    )
+    model = nn.Sequential(
+        nn.Conv2d(2, 3, 3, padding=1, stride=2), spiking, nn.Flatten(), nn.Linear(3 * 3 * 3, 4)
+    ).double()
     nn.init.uniform_(model[0].weight, -1.5, 1.5)
     x, y = torch.rand(10, 3, 2, 6, 6, dtype=torch.float64) * 2, torch.randint(0, 4, (3,))
     reference = _grads(BPTTTrainer, model, x, y)
@@ -305,8 +355,14 @@ def test_hypr_gradient_does_not_depend_on_chunk_in_the_zoo_resnet(zoo):
     sub-sequence and in chunks, whether the P-stage runs the chunk's steps folded into one batch or
     one after the other."""
     torch.manual_seed(0)
-    model = zoo.SpikingResNet(zoo.BasicBlock, [1, 1, 1, 1], num_classes=10, spiking_neuron=neuron.ParametricLIFNode,
-                              surrogate_function=surrogate.ATan(), detach_reset=True).double()
+    model = zoo.SpikingResNet(
+        zoo.BasicBlock,
+        [1, 1, 1, 1],
+        num_classes=10,
+        spiking_neuron=neuron.ParametricLIFNode,
+        surrogate_function=surrogate.ATan(),
+        detach_reset=True,
+    ).double()
     x, y = torch.rand(6, 3, 3, 8, 8, dtype=torch.float64) * 2, torch.randint(0, 10, (3,))
     with torch.no_grad():  # running statistics: the average of the steps' statistics
         for module in model.modules():
@@ -333,7 +389,9 @@ def test_hypr_gradient_does_not_depend_on_chunk_in_the_zoo_resnet(zoo):
     got = _grads(HYPRTrainer, model, x, y, setup=one_after_the_other, chunk=4)
     for name in folded:
         torch.testing.assert_close(folded[name], whole[name], rtol=1e-9, atol=1e-13, msg=f"in chunks: {name}")
-        torch.testing.assert_close(got[name], folded[name], rtol=1e-9, atol=1e-13, msg=f"one step after the other: {name}")
+        torch.testing.assert_close(
+            got[name], folded[name], rtol=1e-9, atol=1e-13, msg=f"one step after the other: {name}"
+        )
 
 
 @pytest.mark.parametrize("node", ["ours", "spikingjelly"])
@@ -346,10 +404,14 @@ def test_hypr_through_batch_statistics_equals_bptt_per_step(node):
     (With the statistics taken as constants the weights below a norm drift along the directions the
     norm removes, and evaluation with the running statistics no longer reproduces training.)"""
     torch.manual_seed(0)
-    spiking = (DecoupledLIFNode(3, learn_decay=True, surrogate_function=Sigmoid()) if node == "ours"
-               else neuron.ParametricLIFNode(init_tau=3.0, surrogate_function=surrogate.Sigmoid(), detach_reset=True))
-    model = nn.Sequential(nn.Conv2d(2, 3, 3, padding=1, stride=2), nn.BatchNorm2d(3), spiking, nn.Flatten(),
-                          nn.Linear(3 * 3 * 3, 4)).double()
+    spiking = (
+        DecoupledLIFNode(3, learn_decay=True, surrogate_function=Sigmoid())
+        if node == "ours"
+        else neuron.ParametricLIFNode(init_tau=3.0, surrogate_function=surrogate.Sigmoid(), detach_reset=True)
+    )
+    model = nn.Sequential(
+        nn.Conv2d(2, 3, 3, padding=1, stride=2), nn.BatchNorm2d(3), spiking, nn.Flatten(), nn.Linear(3 * 3 * 3, 4)
+    ).double()
     nn.init.uniform_(model[0].weight, -1.5, 1.5)
     with torch.no_grad():
         model[1].weight.uniform_(0.5, 2.0)
@@ -359,8 +421,16 @@ def test_hypr_through_batch_statistics_equals_bptt_per_step(node):
     functional.reset_net(model)
     outputs = torch.stack([model(x_t) for x_t in x.unbind(0)])  # one step at a time: per-step statistics
     functional.reset_net(model)
-    reference = dict(zip(params, torch.autograd.grad(StepLoss("ce", "all").sequence_loss(outputs, y), list(params.values()))))
-    assert reference["0.weight"].abs().sum() > 0 and reference["0.bias"].abs().max() < 1e-12  # the norm removes the bias
+    reference = dict(
+        zip(
+            params,
+            torch.autograd.grad(StepLoss("ce", "all").sequence_loss(outputs, y), list(params.values())),
+            strict=True,
+        )
+    )
+    assert (
+        reference["0.weight"].abs().sum() > 0 and reference["0.bias"].abs().max() < 1e-12
+    )  # the norm removes the bias
     for chunk in (None, 1, 3, 4, 8):
         got = _grads(HYPRTrainer, model, x, y, chunk=chunk)
         assert got.keys() == reference.keys()
@@ -374,12 +444,21 @@ def test_hypr_refuses_to_carry_through_batch_statistics_it_cannot():
     so ``chunk`` shorter than the sequence is refused, naming the synapse and the norm; the whole
     sequence at once, or the norm in eval mode, train."""
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Conv2d(2, 3, 3, padding=1), nn.Hardtanh(-0.5, 0.5), nn.BatchNorm2d(3), DecoupledLIFNode(3),
-                          nn.Flatten(), nn.Linear(3 * 4 * 4, 3)).double()
+    model = nn.Sequential(
+        nn.Conv2d(2, 3, 3, padding=1),
+        nn.Hardtanh(-0.5, 0.5),
+        nn.BatchNorm2d(3),
+        DecoupledLIFNode(3),
+        nn.Flatten(),
+        nn.Linear(3 * 4 * 4, 3),
+    ).double()
     x, y = torch.rand(5, 4, 2, 4, 4, dtype=torch.float64) * 2, torch.randint(0, 3, (4,))
     assert _grads(HYPRTrainer, model, x, y).keys() == dict(model.named_parameters()).keys()
-    with pytest.raises(UnsupportedModule, match=r"^0 feeds 3 \(DecoupledLIFNode\) through the batch norm 2 in training, "
-                                                r"other than straight from a Linear/Conv output.*chunk=None.*eval mode"):
+    with pytest.raises(
+        UnsupportedModule,
+        match=r"^0 feeds 3 \(DecoupledLIFNode\) through the batch norm 2 in training, "
+        r"other than straight from a Linear/Conv output.*chunk=None.*eval mode",
+    ):
         _grads(HYPRTrainer, model, x, y, chunk=2)
     model.eval()
     assert _grads(HYPRTrainer, model, x, y, chunk=2)
@@ -390,7 +469,9 @@ def test_hypr_through_spikingjelly_recurrent_container():
     input replayed from the S-stage; the gradient (e-prop's, through the neuron's own state) does not
     depend on the chunk length."""
     torch.manual_seed(0)
-    model = nn.Sequential(layer.LinearRecurrentContainer(DecoupledLIFNode(6, learn_decay=True), 6, 6), nn.Linear(6, 3)).double()
+    model = nn.Sequential(
+        layer.LinearRecurrentContainer(DecoupledLIFNode(6, learn_decay=True), 6, 6), nn.Linear(6, 3)
+    ).double()
     nn.init.uniform_(model[0].rc.weight, -1.5, 1.5)
     x, y = torch.rand(9, 4, 6, dtype=torch.float64) * 2, torch.randint(0, 3, (4,))
     whole = _grads(HYPRTrainer, model, x, y)
@@ -415,7 +496,9 @@ def test_hypr_with_snntorch_adapters():
     from snn_parallel.adapters import snntorch as skins
 
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Linear(4, 8), skins.DecoupledLIF(8, init_hidden=True, spike_grad=Sigmoid()), nn.Linear(8, 3)).double()
+    model = nn.Sequential(
+        nn.Linear(4, 8), skins.DecoupledLIF(8, init_hidden=True, spike_grad=Sigmoid()), nn.Linear(8, 3)
+    ).double()
     nn.init.uniform_(model[0].weight, -3, 3)
     x, y = torch.rand(6, 5, 4, dtype=torch.float64) * 2, torch.randint(0, 3, (5,))
     reference = _grads(BPTTTrainer, model, x, y)
@@ -423,8 +506,10 @@ def test_hypr_with_snntorch_adapters():
     got = _grads(HYPRTrainer, model, x, y, chunk=2)
     for name in reference:
         torch.testing.assert_close(got[name], reference[name], rtol=1e-10, atol=1e-12)
-    for neuron_, message in ((skins.DecoupledLIF(8, init_hidden=True), "surrogate is a torch.autograd.Function without forward-mode"),
-                             (skins.DecoupledLIF(8, init_hidden=True, output=True, spike_grad=Sigmoid()), "passes on its membrane")):
+    for neuron_, message in (
+        (skins.DecoupledLIF(8, init_hidden=True), "surrogate is a torch.autograd.Function without forward-mode"),
+        (skins.DecoupledLIF(8, init_hidden=True, output=True, spike_grad=Sigmoid()), "passes on its membrane"),
+    ):
         other = nn.Sequential(nn.Linear(4, 8), neuron_, nn.Linear(8, 3))
         with pytest.raises(UnsupportedModule, match=r"^1 \(DecoupledLIF\).*" + message):
             HYPRTrainer(other, torch.optim.SGD(other.parameters(), lr=0.1))
@@ -529,7 +614,9 @@ def test_spikingjelly_layers_and_containers_in_multi_step_mode():
     for rule, (trainer_cls, options) in RULES.items():
         if rule == "hypr":  # its P-stage recomputes each step, so the trainer refuses random layers
             continue
-        trainer = trainer_cls(model, torch.optim.Adam(model.parameters(), lr=1e-3), loss="ce_all", progress=False, **options)
+        trainer = trainer_cls(
+            model, torch.optim.Adam(model.parameters(), lr=1e-3), loss="ce_all", progress=False, **options
+        )
         history = trainer.fit([(x, torch.randint(0, 10, (4,)))], 1)
         assert torch.isfinite(torch.tensor(history[-1]["train_loss"]))
 
@@ -565,7 +652,9 @@ def test_modules_with_hidden_state_are_refused_when_the_trainer_is_built():
     with pytest.raises(UnsupportedModule, match=r"^1\.inner \(LSTM\) is a recurrent ANN layer"):
         BPTTTrainer(lstm, torch.optim.SGD(lstm.parameters(), lr=0.1))
     leaky = nn.Sequential(nn.Linear(4, 8), Encoder(nn.Identity()), snn.Leaky(beta=0.9, init_hidden=True))
-    with pytest.raises(UnsupportedModule, match=r"^2 \(Leaky\) is an snnTorch neuron.*snn_parallel\.adapters\.snntorch"):
+    with pytest.raises(
+        UnsupportedModule, match=r"^2 \(Leaky\) is an snnTorch neuron.*snn_parallel\.adapters\.snntorch"
+    ):
         OTTTTrainer(leaky, torch.optim.SGD(leaky.parameters(), lr=0.1))
 
 
@@ -590,8 +679,13 @@ class Memo(nn.Module):
         return x + previous
 
 
-@pytest.mark.parametrize("inner, message", [(Counter(), r"1\.inner \(Counter\) changes its buffer 'calls'"),
-                                            (Memo(), r"1\.inner \(Memo\) keeps a tensor in self\.last")])
+@pytest.mark.parametrize(
+    "inner, message",
+    [
+        (Counter(), r"1\.inner \(Counter\) changes its buffer 'calls'"),
+        (Memo(), r"1\.inner \(Memo\) keeps a tensor in self\.last"),
+    ],
+)
 def test_modules_that_keep_state_of_their_own_are_refused_at_the_first_batch(inner, message):
     model = nn.Sequential(nn.Linear(4, 8), Encoder(inner), nn.Linear(8, 3))
     before = copy.deepcopy(model.state_dict())
@@ -605,8 +699,11 @@ def test_modules_that_keep_state_of_their_own_are_refused_at_the_first_batch(inn
 def test_a_batch_that_does_not_fit_is_named_with_the_module_where_it_fails(zoo):
     model = _network(zoo, "residual-lif")
     trainer = OTTTTrainer(model, torch.optim.SGD(model.parameters(), lr=0.1), progress=False)
-    with pytest.raises(ValueError, match=r"^the batch x of shape \[4, 2, 1, 8, 8\] \(time-major \[T, B, \.\.\.\]\) does not "
-                                         r"fit the model: at conv1 \(Conv2d\): .*channels"):
+    with pytest.raises(
+        ValueError,
+        match=r"^the batch x of shape \[4, 2, 1, 8, 8\] \(time-major \[T, B, \.\.\.\]\) does not "
+        r"fit the model: at conv1 \(Conv2d\): .*channels",
+    ):
         trainer.fit([(torch.rand(4, 2, 1, 8, 8), torch.zeros(2, dtype=torch.long))], 1)
     with pytest.raises(ValueError, match=r"does not fit the model: at fc \(Linear\)"):
         trainer.fit([(torch.rand(4, 2, 3, 6, 6), torch.zeros(2, dtype=torch.long))], 1)
@@ -624,5 +721,7 @@ def test_a_trainer_driven_neuron_refuses_a_state_passed_in():
 
     model = Explicit()
     trainer = BPTTTrainer(model, torch.optim.SGD(model.parameters(), lr=0.1), progress=False)
-    with pytest.raises(ValueError, match=r"sn \(DecoupledLIF\) was called with 2 positional.*call it with the input tensor alone"):
+    with pytest.raises(
+        ValueError, match=r"sn \(DecoupledLIF\) was called with 2 positional.*call it with the input tensor alone"
+    ):
         trainer.fit([(torch.rand(5, 2, 4), torch.zeros(2, dtype=torch.long))], 1)

@@ -9,7 +9,16 @@ import pytest
 import torch
 
 import snn_parallel as sp
-from snn_parallel.neurons import AdLIFState, BRFState, DSNState, DecoupledLIFState, LeakyIntegratorState, LTCState, PRFState, PSPFilter
+from snn_parallel.neurons import (
+    AdLIFState,
+    BRFState,
+    DecoupledLIFState,
+    DSNState,
+    LeakyIntegratorState,
+    LTCState,
+    PRFState,
+    PSPFilter,
+)
 
 # (name, factory, input scale) -- the scale puts each neuron in a regime where it spikes
 CONFIGS = [
@@ -264,7 +273,9 @@ def test_lazy_neuron_loads_deepcopies_and_trains_like_lazy_linear(name, make):
     fresh = make()  # a state dict materialises a lazy neuron with the loaded feature count
     fresh.load_state_dict(trained.state_dict())
     assert fresh.features == (5 if trained.state_dict() else None)  # PSPLIF has no parameters: nothing to load
-    assert all(torch.equal(a, b) for a, b in zip(fresh.state_dict().values(), trained.state_dict().values(), strict=True))
+    assert all(
+        torch.equal(a, b) for a, b in zip(fresh.state_dict().values(), trained.state_dict().values(), strict=True)
+    )
     lazy = make()
     twin = copy.deepcopy(lazy)  # uninitialised parameters deep-copy, as nn.LazyLinear's
     assert twin.features is None and twin.has_uninitialized_params()
@@ -306,7 +317,13 @@ NAN, INF = float("nan"), float("inf")
         *[
             (lambda cls=cls, v=v: cls(3, v_threshold=v), err, "v_threshold")
             for cls in (sp.DynamicDecay, sp.PRF, sp.DecoupledLIF, sp.BRF, sp.SEAdLIF, sp.PSPLIF)
-            for v, err in ((NAN, ValueError), (INF, ValueError), ("1.0", TypeError), (None, TypeError), (True, TypeError))
+            for v, err in (
+                (NAN, ValueError),
+                (INF, ValueError),
+                ("1.0", TypeError),
+                (None, TypeError),
+                (True, TypeError),
+            )
         ],
         (lambda: sp.LTC(3, b0=NAN), ValueError, "b0 must be a finite number"),
         (lambda: sp.LTC(3, b0="0.1"), TypeError, "b0 must be a real number"),
@@ -376,13 +393,19 @@ def test_every_neuron_trains_under_cpu_autocast(name, make):
 
 
 @pytest.mark.parametrize(
-    "make", [lambda s: sp.LTC(3, surrogate=s), lambda s: sp.SEAdLIF(3, surrogate=s), lambda s: sp.BRF(3, surrogate=s),
-             lambda s: sp.DecoupledLIF(3, surrogate=s), lambda s: sp.DynamicDecay(3, surrogate=s)],
+    "make",
+    [
+        lambda s: sp.LTC(3, surrogate=s),
+        lambda s: sp.SEAdLIF(3, surrogate=s),
+        lambda s: sp.BRF(3, surrogate=s),
+        lambda s: sp.DecoupledLIF(3, surrogate=s),
+        lambda s: sp.DynamicDecay(3, surrogate=s),
+    ],
     ids=["ltc", "adlif", "brf", "lif", "dsn"],
 )
 def test_foreign_surrogate_keeps_the_dtype(make):
     snntorch = pytest.importorskip("snntorch")
-    import snntorch.surrogate  # noqa: F401
+    import snntorch.surrogate  # noqa: F401, F811
 
     neuron = make(snntorch.surrogate.fast_sigmoid()).double()
     x = torch.rand(5, 2, 3, dtype=torch.float64) * 300
@@ -492,14 +515,18 @@ def test_ltc_paper_mode_matches_its_equations_forward_and_gradients(temperature)
             neuron.gate_temperature.copy_(torch.tensor([1.5, 0.7]))
     x = (torch.randn(30, 4, 5, dtype=torch.float64) * 1.5).requires_grad_()
     state = neuron.init_state(x[0])
-    state = type(state)(torch.rand_like(state.u), (torch.rand_like(state.s) > 0.5).double(), state.b + 0.2 * torch.rand_like(state.b))
+    state = type(state)(
+        torch.rand_like(state.u), (torch.rand_like(state.s) > 0.5).double(), state.b + 0.2 * torch.rand_like(state.b)
+    )
     weights = torch.randn(30, 4, 5, dtype=torch.float64)
     spikes, membrane, end = neuron(x, state, return_membrane=True)
     params = [*_ltc_params(neuron), *([neuron.gate_temperature] if temperature else [])]
     loss = (spikes * weights).sum() + membrane.square().sum() + sum(v.sum() for v in end)
     grads = torch.autograd.grad(loss, [x, *params])
     temp = tuple(neuron.gate_temperature) if temperature else (1.0, 1.0)
-    ref_spikes, ref_membrane, ref_end = ltc_reference(x, *_ltc_params(neuron), tuple(state), neuron.surrogate, temperature=temp)
+    ref_spikes, ref_membrane, ref_end = ltc_reference(
+        x, *_ltc_params(neuron), tuple(state), neuron.surrogate, temperature=temp
+    )
     assert 0 < ref_spikes.mean() < 1
     assert torch.equal(spikes, ref_spikes)
     torch.testing.assert_close(membrane, ref_membrane, rtol=1e-12, atol=1e-12)

@@ -23,8 +23,9 @@ def test_kernel_target_is_filtered_once_or_twice(steps, pattern):
     twice = _reference_psp(once, 3.0)  # main.py filters d, then the later loss_kernel filters it again
     like = torch.zeros((), dtype=torch.float64)
     torch.testing.assert_close(SpikeSequenceLoss().desired_psp(steps, like), torch.tensor(once, dtype=torch.float64))
-    torch.testing.assert_close(SpikeSequenceLoss(kernel_target="psp_psp").desired_psp(steps, like),
-                               torch.tensor(twice, dtype=torch.float64))
+    torch.testing.assert_close(
+        SpikeSequenceLoss(kernel_target="psp_psp").desired_psp(steps, like), torch.tensor(twice, dtype=torch.float64)
+    )
     if steps == 5:  # the values the fidelity notes quote
         assert [round(v, 3) for v in once] == [0, 0.333, 0.556, 0.704, 0.802]
         assert [round(v, 3) for v in twice] == [0, 0.111, 0.259, 0.407, 0.539]
@@ -35,7 +36,9 @@ def test_kernel_loss_trains_against_the_chosen_target():
     outputs, target = torch.rand(5, 3, 4, dtype=torch.float64), torch.tensor([2, 0, 3])
     loss = SpikeSequenceLoss(kernel_target="psp_psp")
     desired = torch.zeros_like(outputs)
-    desired[:, torch.arange(3), target] = torch.tensor(_reference_psp(_reference_psp([0, 1, 1, 1, 1], 3.0), 3.0), dtype=torch.float64)[:, None]
+    desired[:, torch.arange(3), target] = torch.tensor(
+        _reference_psp(_reference_psp([0, 1, 1, 1, 1], 3.0), 3.0), dtype=torch.float64
+    )[:, None]
     # the reference sums 1/2 (o - target)^2 over steps, classes and the batch; the library reports the batch mean
     torch.testing.assert_close(loss.sequence_loss(outputs, target), 0.5 * (outputs - desired).square().sum() / 3)
 
@@ -51,9 +54,30 @@ def test_cli_kernel_target(tmp_path, capsys):
     from snn_parallel import cli
 
     out = tmp_path / "image.json"
-    assert cli.main(["train", "--task", "image", "--rule", "tsslbp", "--epochs", "1", "--network", "4C3-12",
-                     "--kernel-target", "psp_psp", "--json", str(out)]) == 0
+    assert (
+        cli.main(
+            [
+                "train",
+                "--task",
+                "image",
+                "--rule",
+                "tsslbp",
+                "--epochs",
+                "1",
+                "--network",
+                "4C3-12",
+                "--kernel-target",
+                "psp_psp",
+                "--json",
+                str(out),
+            ]
+        )
+        == 0
+    )
     assert json.loads(out.read_text())["rows"][0]["kernel_target"] == "psp_psp"
-    for argv in (["--task", "row", "--kernel-target", "psp_psp"], ["--task", "image", "--loss", "count", "--kernel-target", "psp"]):
+    for argv in (
+        ["--task", "row", "--kernel-target", "psp_psp"],
+        ["--task", "image", "--loss", "count", "--kernel-target", "psp"],
+    ):
         assert cli.main(["train", *argv]) == 2
         assert "--kernel-target" in capsys.readouterr().err

@@ -15,12 +15,12 @@ snn = pytest.importorskip("snntorch")
 import snntorch.functional as SF  # noqa: E402
 import snntorch.surrogate  # noqa: E402
 import snntorch.utils  # noqa: E402
-
-import snn_parallel as sp  # noqa: E402
 from snn_parallel.adapters import snntorch as adapter  # noqa: E402
 from snn_parallel.adapters.snntorch import LTC, PRF, PSPLIF, DecoupledLIF, DynamicDecay  # noqa: E402
 
-ROOT = Path(__file__).resolve().parent.parent
+import snn_parallel as sp  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[2]
 
 # (class, constructor kwargs, input scale that makes some but not all neurons fire)
 CASES = [
@@ -90,7 +90,9 @@ def test_decoupled_lif_fires_like_leaky_without_reset_delay():
 
 # -- Leaky's call contract ------------------------------------------------------------------
 @pytest.mark.parametrize("cls", CLASSES)
-@pytest.mark.parametrize("init_hidden, output, pair", [(False, False, True), (True, False, False), (True, True, True), (False, True, True)])
+@pytest.mark.parametrize(
+    "init_hidden, output, pair", [(False, False, True), (True, False, False), (True, True, True), (False, True, True)]
+)
 def test_return_rules(cls, init_hidden, output, pair):
     neuron = cls(8, init_hidden=init_hidden, output=output)
     x = torch.rand(5, 2, 8)
@@ -114,7 +116,9 @@ def test_mem_with_init_hidden_raises(cls):
 
 @pytest.mark.parametrize("cls, kwargs, scale", CASES)
 def test_passed_mem_replaces_the_first_state_field_only(cls, kwargs, scale):
-    kwargs = {**kwargs, "mem": "reset_free"} if cls is DecoupledLIF else kwargs  # "leaky": see test_decoupled_lif_leaky_mem
+    kwargs = (
+        {**kwargs, "mem": "reset_free"} if cls is DecoupledLIF else kwargs
+    )  # "leaky": see test_decoupled_lif_leaky_mem
     neuron = cls(8, **kwargs).double()
     x = _sequence(scale, steps=4)
     for x_t in x[:3].unbind(0):
@@ -418,8 +422,15 @@ def test_state_dict_round_trip(cls, tmp_path):
 
 
 # -- registration ---------------------------------------------------------------------------
-NAMES = ["snntorch.DecoupledLIF", "snntorch.DynamicDecay", "snntorch.LTC", "snntorch.PRF", "snntorch.PSPLIF",
-         "snntorch.surrogate.DoubleGaussian", "snntorch.surrogate.MultiGaussian"]
+NAMES = [
+    "snntorch.DecoupledLIF",
+    "snntorch.DynamicDecay",
+    "snntorch.LTC",
+    "snntorch.PRF",
+    "snntorch.PSPLIF",
+    "snntorch.surrogate.DoubleGaussian",
+    "snntorch.surrogate.MultiGaussian",
+]
 
 
 @pytest.fixture
@@ -499,7 +510,10 @@ ALL_SKINS = [DynamicDecay, PRF, DecoupledLIF, LTC, PSPLIF]
 def _tbptt_net(cls: type) -> nn.Sequential:
     kwargs = {"beta": 0.9} if cls in (snn.Leaky, DecoupledLIF) else {}
     return nn.Sequential(
-        nn.Linear(8, 16), cls(init_hidden=True, **kwargs), nn.Linear(16, 4), cls(init_hidden=True, output=True, **kwargs)
+        nn.Linear(8, 16),
+        cls(init_hidden=True, **kwargs),
+        nn.Linear(16, 4),
+        cls(init_hidden=True, output=True, **kwargs),
     )
 
 
@@ -538,9 +552,14 @@ def test_beta_reflects_the_decay_or_is_refused_with_the_reason():
     learned = DecoupledLIF(6, beta=0.8, learn_beta=True)
     torch.testing.assert_close(learned.beta, torch.full((6,), 0.8))
     assert not any(name.endswith("beta") for name in dict(lif.named_buffers()))  # no unused beta buffer
-    for cls, reason in ((DynamicDecay, "computed from the input"), (PRF, "complex"), (LTC, "gate"), (PSPLIF, "post-synaptic")):
+    for cls, reason in (
+        (DynamicDecay, "computed from the input"),
+        (PRF, "complex"),
+        (LTC, "gate"),
+        (PSPLIF, "post-synaptic"),
+    ):
         with pytest.raises(TypeError, match=rf"{cls.__name__} has no beta: .*{reason}"):
-            cls().beta
+            cls().beta  # noqa: B018 (the attribute read is what raises)
         if cls is not PSPLIF:  # PSPLIF takes beta (its membrane decay)
             with pytest.raises(TypeError, match=rf"{cls.__name__} takes no beta: .*{reason}"):
                 cls(beta=0.9)
@@ -619,7 +638,10 @@ def test_decoupled_lif_leaky_mem_is_snn_leaky_mem():
     """``mem="leaky"`` (the default): the explicit-state loop of the snnTorch tutorials gives
     snn.Leaky's spikes and membranes, the membrane passed back in each step."""
     x = torch.rand(40, 3, 8, dtype=torch.float64) * 0.8
-    leaky, ours = snn.Leaky(beta=0.75, reset_delay=False).double(), DecoupledLIF(beta=0.75).double()  # 0.75: exact in float32
+    leaky, ours = (
+        snn.Leaky(beta=0.75, reset_delay=False).double(),
+        DecoupledLIF(beta=0.75).double(),
+    )  # 0.75: exact in float32
     mem_l = mem_o = torch.zeros(3, 8, dtype=torch.float64)
     spikes_l, spikes_o, mems_l, mems_o = [], [], [], []
     for x_t in x.unbind(0):
@@ -671,8 +693,16 @@ def _tutorial_net(arch: str, make: Callable[..., nn.Module]) -> nn.Sequential:
     if arch == "fc":
         return nn.Sequential(nn.Linear(64, 256), make(), nn.Linear(256, 10), make(output=True))
     return nn.Sequential(
-        nn.Unflatten(1, (1, 8, 8)), nn.Conv2d(1, 12, 5, padding=2), nn.MaxPool2d(2), make(),
-        nn.Conv2d(12, 64, 5, padding=2), nn.MaxPool2d(2), make(), nn.Flatten(), nn.Linear(256, 10), make(output=True),
+        nn.Unflatten(1, (1, 8, 8)),
+        nn.Conv2d(1, 12, 5, padding=2),
+        nn.MaxPool2d(2),
+        make(),
+        nn.Conv2d(12, 64, 5, padding=2),
+        nn.MaxPool2d(2),
+        make(),
+        nn.Flatten(),
+        nn.Linear(256, 10),
+        make(output=True),
     )
 
 
@@ -692,11 +722,17 @@ def test_defaults_fire_and_learn_in_the_snntorch_tutorial_networks(cls, arch, be
     x, y = data.inputs[:256].transpose(0, 1), data.targets[:256]
     torch.manual_seed(0)
     kwargs = {"beta": beta} if cls in (snn.Leaky, DecoupledLIF) else {}
-    net = _tutorial_net(arch, lambda **k: cls(init_hidden=True, spike_grad=snntorch.surrogate.fast_sigmoid(slope=25), **kwargs, **k))
+    net = _tutorial_net(
+        arch, lambda **k: cls(init_hidden=True, spike_grad=snntorch.surrogate.fast_sigmoid(slope=25), **kwargs, **k)
+    )
     rates: dict[int, list[float]] = {}
     for i, module in enumerate(net):
         if isinstance(module, snn.Leaky):
-            module.register_forward_hook(lambda mod, args, out, i=i: rates.setdefault(i, []).append(float((out[0] if isinstance(out, tuple) else out).detach().mean())))
+            module.register_forward_hook(
+                lambda mod, args, out, i=i: rates.setdefault(i, []).append(
+                    float((out[0] if isinstance(out, tuple) else out).detach().mean())
+                )
+            )
     optimizer = torch.optim.Adam(net.parameters(), lr=lr)
     loss_fn, losses = SF.ce_rate_loss(), []
     for step in range(30):

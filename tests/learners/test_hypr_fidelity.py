@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-from torch import nn
-
 from hypr_official import hypr_network, official_hypr_gradients
 from learner_support import assert_close_dicts, cut_readout_bptt, relative_difference, trainer_gradients
+from torch import nn
+
 from snn_parallel.learners import HYPRTrainer, StepLoss
 
 LOSS = StepLoss("ce", "all")

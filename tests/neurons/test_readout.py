@@ -10,9 +10,9 @@ import math
 
 import pytest
 import torch
+from learner_support import assert_close_dicts, bptt_gradients, cut_readout_bptt, digits_like, trainer_gradients, wide
 from torch import nn
 
-from learner_support import assert_close_dicts, bptt_gradients, cut_readout_bptt, digits_like, trainer_gradients, wide
 from snn_parallel.learners import BPTTTrainer, FPTTTrainer, HYPRTrainer, OTTTTrainer, StepLoss, TSSLBPTrainer
 from snn_parallel.neurons import PSPLIF, DecoupledLIF, LeakyIntegrator, LeakyIntegratorState
 from snn_parallel.surrogate import Sigmoid

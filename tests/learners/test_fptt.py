@@ -37,12 +37,18 @@ def _model() -> nn.Sequential:
 
 def _batches(count: int = 4, steps: int = 9, batch: int = 8) -> list[tuple[torch.Tensor, torch.Tensor]]:
     gen = torch.Generator().manual_seed(1)
-    return [(2 * torch.randn(steps, batch, 4, generator=gen, dtype=torch.float64), torch.randint(0, CLASSES, (batch,), generator=gen))
-            for _ in range(count)]
+    return [
+        (
+            2 * torch.randn(steps, batch, 4, generator=gen, dtype=torch.float64),
+            torch.randint(0, CLASSES, (batch,), generator=gen),
+        )
+        for _ in range(count)
+    ]
 
 
-def _reference(model: nn.Sequential, batches, epochs: int, *, order: str = "read_first", warmup: int = 0,
-               reset_dual: bool = False) -> nn.Sequential:
+def _reference(
+    model: nn.Sequential, batches, epochs: int, *, order: str = "read_first", warmup: int = 0, reset_dual: bool = False
+) -> nn.Sequential:
     """The reference codes' FPTT loop on ``Linear -> neuron -> Linear`` (Adam, lr 0.01)."""
     optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
     running = {n: p.detach().clone() for n, p in model.named_parameters()}
@@ -96,8 +102,15 @@ def _reference(model: nn.Sequential, batches, epochs: int, *, order: str = "read
 
 
 def _trained(model: nn.Sequential, batches, epochs: int, **options) -> FPTTTrainer:
-    trainer = FPTTTrainer(model, torch.optim.Adam(model.parameters(), lr=0.01), parts=PARTS, alpha=ALPHA, beta=BETA,
-                          progress=False, **options)
+    trainer = FPTTTrainer(
+        model,
+        torch.optim.Adam(model.parameters(), lr=0.01),
+        parts=PARTS,
+        alpha=ALPHA,
+        beta=BETA,
+        progress=False,
+        **options,
+    )
     trainer.fit(batches, epochs)
     return trainer
 
@@ -145,8 +158,15 @@ def test_resume_inside_the_warmup_matches_an_uninterrupted_run(tmp_path):
     first = _trained(_model(), batches, 1, **options)
     first.save(tmp_path / "fptt.pt")
     model = _model()
-    resumed = FPTTTrainer(model, torch.optim.Adam(model.parameters(), lr=0.01), parts=PARTS, alpha=ALPHA, beta=BETA,
-                          progress=False, **options)
+    resumed = FPTTTrainer(
+        model,
+        torch.optim.Adam(model.parameters(), lr=0.01),
+        parts=PARTS,
+        alpha=ALPHA,
+        beta=BETA,
+        progress=False,
+        **options,
+    )
     resumed.load(tmp_path / "fptt.pt")
     resumed.fit(batches, 2)
     _assert_same_parameters(resumed.model, whole.model)
@@ -169,24 +189,31 @@ def test_fptt_refuses_bad_options(options, error, message):
 
 
 # -- against BPTT on the small row network (docs/learners/fptt.md) ----------------------------------------
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _small_row_network(rule: str, **options) -> float:
     """``Linear(8, 64) -> PRF(64) -> Linear(64, 10)`` on the digits by row, 25 epochs, seed 0."""
     from snn_parallel.learners.experiments import train_digits
 
-    return train_digits(rule, "row", neuron="prf_fixed", layers=1, hidden=64, epochs=25, seed=0, **options)["test_accuracy"]
+    return train_digits(rule, "row", neuron="prf_fixed", layers=1, hidden=64, epochs=25, seed=0, **options)[
+        "test_accuracy"
+    ]
 
 
-_TRUNCATION = ("measured 80.3 % (K = 2) and 71.1 % (K = 8) against BPTT's 87.2 % at seed 0 (5-seed means 84.9 and 72.2 "
-               "against 90.4): the truncation's cost on a network whose only state is one PRF layer before a stateless "
-               "readout; no FPTT setting recovers it (docs/learners/fptt.md)")
+_TRUNCATION = (
+    "measured 80.3 % (K = 2) and 71.1 % (K = 8) against BPTT's 87.2 % at seed 0 (5-seed means 84.9 and 72.2 "
+    "against 90.4): the truncation's cost on a network whose only state is one PRF layer before a stateless "
+    "readout; no FPTT setting recovers it (docs/learners/fptt.md)"
+)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "parts, margin",
-    [(1, 0.03), pytest.param(2, 0.03, marks=pytest.mark.xfail(strict=True, reason=_TRUNCATION)),
-     pytest.param(8, 0.05, marks=pytest.mark.xfail(strict=True, reason=_TRUNCATION))],
+    [
+        (1, 0.03),
+        pytest.param(2, 0.03, marks=pytest.mark.xfail(strict=True, reason=_TRUNCATION)),
+        pytest.param(8, 0.05, marks=pytest.mark.xfail(strict=True, reason=_TRUNCATION)),
+    ],
 )
 def test_fptt_at_its_defaults_near_bptt_on_digit_rows(parts, margin):
     """The trainers at their defaults (terminal cross-entropy): FPTT with K = 1, 2 within 3 points of
@@ -207,14 +234,39 @@ def test_cli_alpha_reaches_fptt(tmp_path):
     from snn_parallel import cli
 
     out = tmp_path / "adding.json"
-    assert cli.main(["train", "--rule", "fptt", "--task", "adding", "--steps", "20", "--iterations", "10",
-                     "--alpha", "0.2", "--json", str(out)]) == 0
+    assert (
+        cli.main(
+            [
+                "train",
+                "--rule",
+                "fptt",
+                "--task",
+                "adding",
+                "--steps",
+                "20",
+                "--iterations",
+                "10",
+                "--alpha",
+                "0.2",
+                "--json",
+                str(out),
+            ]
+        )
+        == 0
+    )
     row = json.loads(out.read_text())["rows"][0]
     assert row["alpha"] == 0.2 and row["parts"] == 10
 
 
-@pytest.mark.parametrize("argv", [["--rule", "bptt", "--alpha", "0.1"], ["--task", "image", "--rule", "tsslbp", "--alpha", "0.1"],
-                                  ["--rule", "fptt", "--alpha", "0"], ["--rule", "fptt", "--alpha", "nan"]])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--rule", "bptt", "--alpha", "0.1"],
+        ["--task", "image", "--rule", "tsslbp", "--alpha", "0.1"],
+        ["--rule", "fptt", "--alpha", "0"],
+        ["--rule", "fptt", "--alpha", "nan"],
+    ],
+)
 def test_cli_refuses_alpha_without_fptt_or_positive_value(argv, capsys):
     from snn_parallel import cli
 
