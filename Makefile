@@ -1,5 +1,6 @@
 # Two entry points, each builds its own environment first.
 #   make demo   -> trains a small SNN on built-in data
+#   make lint   -> ruff check and ruff format --check (make test runs it first)
 #   make test   -> runs the whole test suite: everything against snnTorch 1.0.0 and
 #                  SpikingJelly 2.0.0 (.venv), then the adapter tests against snnTorch 0.9.4
 #                  and SpikingJelly 0.0.0.0.14 (.venv-legacy)
@@ -56,13 +57,18 @@ $(VENV)/.docs-ready: $(VENV)/bin/python pyproject.toml
 	$(PIP) install -q "$(TORCH)" -e ".[all,docs]"
 	touch $@
 
-.PHONY: demo test bench docs gpu gpu-quick gpu-wheels tutorial
+.PHONY: demo test lint bench docs gpu gpu-quick gpu-wheels tutorial
 demo: $(VENV)/.demo-ready
 	$(VENV)/bin/snn-parallel demo
 
-test: $(VENV)/.test-ready $(LEGACY)/.test-ready
+test: lint $(LEGACY)/.test-ready
 	$(PY) -m pytest $(PYTEST_ARGS)
 	$(LEGACY)/bin/python -m pytest $(PYTEST_ARGS) tests/adapters tests/test_snippets.py
+
+# ruff's lint rules and formatting (configured in pyproject.toml); make test runs it first
+lint: $(VENV)/.test-ready
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 
 bench: $(VENV)/.test-ready
 	$(VENV)/bin/snn-parallel bench --timeout 120 --json benchmarks/cpu.json --plot benchmarks/cpu.png
