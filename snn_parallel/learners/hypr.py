@@ -839,7 +839,9 @@ class HYPRTrainer(Trainer):
                     if feed.norm is not None:
                         normalised = torch.cat([n for _, _, n in norms.calls[feed.norm]])
                         probe = _project(torch.cat(probe), normalised, length).split([p.shape[0] for p in probe])
-                    for c, g, m, r in zip(currents, gain, moved, probe, strict=True):
+                    # a synapse's probe is one per step; a per-channel parameter's one for every step
+                    probes = probe if feed.synapse is not None else probe * len(currents)
+                    for c, g, m, r in zip(currents, gain, moved, probes, strict=True):
                         expected = g * (r if feed.synapse is not None else r.view(1, -1, *[1] * (c.dim() - 2)))
                         # to rounding: a projection's sums cancel, so its error scales with the largest entry
                         tolerance = 1e-6 + 1e-5 * float(expected.abs().max())

@@ -120,7 +120,8 @@ def _backward(
         *grads_in, *(arg(t, dtype) for t in saved), *grads_seq, *grads_state, *look_back, b0, beta_a, kind, *params,
         steps, lanes, per_block,
     )  # fmt: skip
-    return tuple(g.to(t.dtype) for g, t in zip(grads_seq + grads_state, saved, strict=True))
+    # the gradients of current, rate, retention, u0, s0 and b_init: the first six saved tensors
+    return tuple(g.to(t.dtype) for g, t in zip(grads_seq + grads_state, saved[:6], strict=True))
 
 
 def ltc_backward_cupy(
