@@ -5,8 +5,9 @@ here is committed. Every figure comes from the code in this repository:
 
 - ``figures/neurons/<name>.png``: each neuron driven by one fixed input;
 - ``benchmarks.md`` and ``figures/bench_<device>.png``: the tables and plots of
-  ``benchmarks/cpu.json`` and, where it exists, ``benchmarks/gpu.json``, and the learners'
-  results in ``benchmarks/learners/``;
+  ``benchmarks/cpu.json`` and, where it exists, ``benchmarks/gpu.json``;
+- ``results/{learners,neurons,files}.md``: the learners' and neurons' results in
+  ``benchmarks/learners/`` and ``benchmarks/neurons/``, rendered by ``results_tables.py``;
 - ``tutorials/*.py``: copies of the jupytext tutorials, rendered by ``mkdocs-jupyter``.
 """
 
@@ -15,6 +16,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import sys
 from pathlib import Path
 
 import matplotlib
@@ -25,6 +27,9 @@ import mkdocs_gen_files
 import torch
 
 import snn_parallel as sp
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import results_tables  # noqa: E402 (next to this file)
 
 ROOT = Path(__file__).resolve().parent.parent
 # the tutorials find the committed results and write their figures away from the repository
@@ -203,26 +208,6 @@ def quick_section(path: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
-def learners_section(folder: Path) -> str:
-    """One table per results file of ``snn-parallel train`` / ``bench --learners``, as measured."""
-    lines = ["## Learners", "",
-             "Accuracy, adding-problem MSE and memory of the learning rules (`snn-parallel train`, "
-             "`snn-parallel bench --learners`); each file names its command and machine.", ""]
-    for path in sorted(folder.glob("*.json")):
-        results = json.loads(path.read_text())
-        meta, rows = results["meta"], results["rows"]
-        lines += [f"### `{path.relative_to(ROOT)}`", "",
-                  f"`{meta['command']}`: {meta['cpu']}, {meta['cores']} cores, {meta['threads']} torch thread(s), "
-                  f"torch {meta['torch']}, device {meta['device']}.", ""]
-        columns = list(dict.fromkeys(key for row in rows for key in row))
-        lines += ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-        for row in rows:
-            cells = (row.get(c, "") for c in columns)
-            lines.append("| " + " | ".join(f"{v:.4g}" if isinstance(v, float) else str(v) for v in cells) + " |")
-        lines.append("")
-    return "\n".join(lines)
-
-
 page = ["# Benchmarks", "",
         "Generated from the committed results files when the documentation is built. `snn-parallel bench` times "
         "forward + backward of one neuron layer on `rand(T, B, C) * 1.5`: one warm-up, then the median of up to "
@@ -242,10 +227,17 @@ for path in sorted((ROOT / "benchmarks").glob("gpu_quick*.json")):
 if not list((ROOT / "benchmarks").glob("gpu_quick*.json")):
     page += ["## GPU kernels", "", "No quick GPU benchmark (`benchmarks/gpu_quick*.json`) in this checkout yet: "
              "`make gpu-quick`, or `bash benchmarks/gpu_session.sh` for the GPU tests and the benchmark in one go.", ""]
-if (ROOT / "benchmarks" / "learners").is_dir():
-    page.append(learners_section(ROOT / "benchmarks" / "learners"))
+page += ["## Learners and neurons", "", "The learning rules' and the neurons' results are on their own pages: "
+         "[learners](results/learners.md), [neurons](results/neurons.md), [every results file](results/files.md).", ""]
 with mkdocs_gen_files.open("benchmarks.md", "w") as handle:
     handle.write("\n".join(page) + "\n")
+
+
+# -- results pages (docs/results_tables.py) -----------------------------------------------------
+for name, render in (("learners", results_tables.learners_page), ("neurons", results_tables.neurons_page),
+                     ("files", results_tables.files_page)):
+    with mkdocs_gen_files.open(f"results/{name}.md", "w") as handle:
+        handle.write(render())
 
 
 # -- tutorials ------------------------------------------------------------------------------
