@@ -215,7 +215,14 @@ page = ["# Benchmarks", "",
         "snnTorch's `Leaky` stepped in a Python loop and SpikingJelly's multi-step `LIFNode`, `PSN` and "
         "`SlidingPSN`. Reproduce with `make bench` (CPU) or "
         "`snn-parallel bench --device cuda --json benchmarks/gpu.json` on a GPU machine; "
-        "[tutorial 4](tutorials/04_speed.py) plots the same files.", ""]
+        "[tutorial 4](tutorials/04_speed.py) plots the same files.", "",
+        "Reading them: the parallel neurons win most where sequences are long, since their cost grows linearly in T "
+        "with few Python-level steps while a step loop pays a few kernel launches per step and `PSN` a T x T matrix; "
+        "at short T on a CPU `PSN`'s single matrix product is as fast. `LTC(mode=\"parallel\")` carries two C x C "
+        "gate layers and a sequential fused loop, so it is slower than a LIF at large B x C. `PSPLIF` with TSSL-BP's "
+        "backward steps its forward in torch, which dominates at large B x C. On a GPU the neurons run far ahead of "
+        "the `Leaky` loop but are only level with SpikingJelly 2.0's `LIFNode`, which also runs the whole sequence "
+        "in one fused kernel. The runs on a shared 2-core VM vary from run to run.", ""]
 for device, name in (("CPU", "cpu.json"), ("GPU", "gpu.json")):
     path = ROOT / "benchmarks" / name
     if path.exists():
