@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import math
 import statistics
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -288,28 +288,32 @@ def tsslbp_section() -> list[str]:
 
 
 # -- neurons -----------------------------------------------------------------------------------------
+def neuron_section(name: str, heading: str, intro: Callable[[dict], str], header: list[str],
+                   cells: Callable[[dict], list[object]]) -> list[str]:
+    """One table of ``benchmarks/neurons/<name>``: ``intro(meta)`` above it, ``cells(row)`` per row."""
+    path = NEURONS / name
+    if not path.exists():
+        return []
+    results = load(path)
+    return [f"## {heading}", "", f"{intro(results['meta'])}; {machine_line(results['meta'])}.", "",
+            *table(header, [cells(r) for r in results["rows"]])]
+
+
 def neurons_page() -> str:
     lines = ["# Neuron results", "", "Generated from `benchmarks/neurons/*.json` when the documentation is built.", ""]
-    path = NEURONS / "digits_defaults.json"
-    if path.exists():
-        results = load(path)
-        lines += ["## Every SpikingJelly node at its defaults", "",
-                  f"`Linear -> node -> Linear` on {results['meta']['task']}, each node built with no argument but "
-                  f"`step_mode=\"m\"`; {machine_line(results['meta'])}.", ""]
-        lines += table(["node", "test accuracy", "mean node output", "training time"],
-                       [[r["node"], percent(r["test_accuracy"]), f"{r['node_output_mean']:.3f}", f"{r['train_seconds']:.1f} s"]
-                        for r in results["rows"]])
-    path = NEURONS / "compile_vs_eager.json"
-    if path.exists():
-        results = load(path)
-        lines += ["## `torch.compile` against eager", "",
-                  f"Forward + backward of one layer, shape T x B x C = {' x '.join(map(str, results['meta']['shape']))}; "
-                  f"{machine_line(results['meta'])}. One thread of a shared 2-core CPU, so the times are noisy.", ""]
-        lines += table(["neuron", "graph breaks", "same output", "max abs difference", "compile time", "eager",
-                        "compiled"],
-                       [[r["neuron"], r["graph_breaks"], "yes" if r["equal_spikes"] else "no", f"{r['max_abs_diff']:.3g}",
-                         f"{r['compile_s']:.0f} s", f"{r['eager_ms']:.2f} ms", f"{r['compiled_ms']:.2f} ms"]
-                        for r in results["rows"]])
+    lines += neuron_section(
+        "digits_defaults.json", "Every SpikingJelly node at its defaults",
+        lambda meta: f"`Linear -> node -> Linear` on {meta['task']}, each node built with no argument but "
+                     "`step_mode=\"m\"`",
+        ["node", "test accuracy", "mean node output", "training time"],
+        lambda r: [r["node"], percent(r["test_accuracy"]), f"{r['node_output_mean']:.3f}", f"{r['train_seconds']:.1f} s"])
+    lines += neuron_section(
+        "compile_vs_eager.json", "`torch.compile` against eager",
+        lambda meta: f"Forward + backward of one layer, shape T x B x C = {' x '.join(map(str, meta['shape']))}, on "
+                     "one thread of a shared 2-core CPU, so the times are noisy",
+        ["neuron", "graph breaks", "same output", "max abs difference", "compile time", "eager", "compiled"],
+        lambda r: [r["neuron"], r["graph_breaks"], "yes" if r["equal_spikes"] else "no", f"{r['max_abs_diff']:.3g}",
+                   f"{r['compile_s']:.0f} s", f"{r['eager_ms']:.2f} ms", f"{r['compiled_ms']:.2f} ms"])
     return "\n".join(lines) + "\n"
 
 
