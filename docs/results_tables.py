@@ -52,7 +52,8 @@ def machine_line(meta: dict) -> str:
         )
         if part
     )
-    return f"`{meta['command']}` ({where})"
+    note = f" **{meta['note']}**" if meta.get("note") else ""  # e.g. a file measured before a default changed
+    return f"`{meta['command']}` ({where}).{note}"
 
 
 def sources(paths: Iterable[Path]) -> list[str]:
@@ -295,7 +296,7 @@ def neuron_section(name: str, heading: str, intro: Callable[[dict], str], header
     if not path.exists():
         return []
     results = load(path)
-    return [f"## {heading}", "", f"{intro(results['meta'])}; {machine_line(results['meta'])}.", "",
+    return [f"## {heading}", "", f"{intro(results['meta'])}; {machine_line(results['meta'])}", "",
             *table(header, [cells(r) for r in results["rows"]])]
 
 
