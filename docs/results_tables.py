@@ -98,13 +98,17 @@ def digits_section() -> list[str]:
     results = digits_results()
     rows = []
     for setting in sorted(results, key=lambda s: (s.split(",")[0] != "BPTT", s)):
-        cells = [" / ".join(percent(acc) for acc, _ in results[setting].get(task, [])) or "—" for task in DIGITS_TASKS]
+        cells = []
+        for task in DIGITS_TASKS:
+            measured = results[setting].get(task, [])
+            named = len(measured) > 1  # the same setting in several files: each figure with its file
+            cells.append(" / ".join(percent(acc) + (f" (`{path.stem}`)" if named else "") for acc, path in measured) or "—")
         rows.append([setting, *cells])
     lines = ["## Digits by row and by pixel", "",
              "Test accuracy on the built-in digits (`snn-parallel train --task row|pixel`): 2 × 128 PRF, "
              "20 epochs, Adam 3e-3, seed 0, cross-entropy at every step (FPTT: its reference code's "
-             "terminal-label loss with the oracle term). Where two files measured the same setting, both "
-             "figures are shown.", ""]
+             "terminal-label loss with the oracle term). Where several files measured the same setting, "
+             "each figure is shown with its file.", ""]
     lines += table(["rule", *DIGITS_TASKS.values()], rows)
     return lines + ["Files:", ""] + sources(digits_files())
 
