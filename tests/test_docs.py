@@ -59,7 +59,9 @@ def test_learner_tables_carry_the_files_values(tables):
     assert f"{100 * statistics.mean(bptt.values()):.2f} %" in page
     assert f"{100 * statistics.mean(diffs):+.2f} ± {100 * statistics.stdev(diffs) / len(diffs) ** 0.5:.2f}" in page
     # the FPTT study: BPTT's mean over the seeds of the row-serial digits
-    study = [r["test_accuracy"] for r in rows(ROOT / "benchmarks/learners/fptt_study_row.json") if r["config"] == "bptt"]
+    study = [
+        r["test_accuracy"] for r in rows(ROOT / "benchmarks/learners/fptt_study_row.json") if r["config"] == "bptt"
+    ]
     assert f"{100 * statistics.mean(study):.1f} ± {100 * statistics.stdev(study):.1f} %" in page
 
 
