@@ -40,6 +40,11 @@ def table(header: Iterable[str], rows: Iterable[Iterable[object]]) -> list[str]:
     return lines + [""]
 
 
+def heading(title: str, text: str) -> list[str]:
+    """A page's title and its first paragraph."""
+    return [f"# {title}", "", text, ""]
+
+
 def machine_line(meta: dict) -> str:
     """One line naming the command and the machine of a results file."""
     where = ", ".join(
@@ -150,7 +155,8 @@ def adding_section() -> list[str]:
         "",
         "LTC + FPTT on the adding problem (`snn-parallel train --rule fptt --task adding`): recurrent "
         "LTC(128) with its threshold fixed at 0.5, a linear readout of the membrane, K = 10, α = 0.5, "
-        "Adam 3e-3, batch 128. The trivial predictor's test MSE is 0.167.",
+        "Adam 3e-3, batch 128. The trivial predictor's test MSE is 0.167; the training time is wall time on a "
+        "shared machine.",
         "",
     ]
     lines += table(["rule", "neuron", "T", "iterations", "seed", "test MSE", "training time", "file"], rows)
@@ -418,7 +424,7 @@ def neuron_section(
 
 
 def neurons_page() -> str:
-    lines = ["# Neuron results", "", "Generated from `benchmarks/neurons/*.json` when the documentation is built.", ""]
+    lines = heading("Neuron results", "Generated from `benchmarks/neurons/*.json` when the documentation is built.")
     lines += neuron_section(
         "digits_defaults.json",
         "Every SpikingJelly node at its defaults",
@@ -455,27 +461,23 @@ def neurons_page() -> str:
 
 
 def learners_page() -> str:
-    lines = [
-        "# Learner results",
-        "",
+    lines = heading(
+        "Learner results",
         "Generated from `benchmarks/learners/*.json` when the documentation is built; each file names the "
         "command that wrote it and the machine it ran on. [Every results file](files.md) lists each file's "
         "rows as measured.",
-        "",
-    ]
+    )
     lines += digits_section() + adding_section() + memory_section() + fptt_study_section() + tsslbp_section()
     return "\n".join(lines) + "\n"
 
 
 def files_page() -> str:
     """Every learner and neuron results file, one table per file, its rows as measured."""
-    lines = [
-        "# Every results file",
-        "",
+    lines = heading(
+        "Every results file",
         "One table per file of `benchmarks/learners/` and `benchmarks/neurons/`, its rows as measured "
         "(floats to four significant digits).",
-        "",
-    ]
+    )
     for path in sorted(LEARNERS.glob("*.json")) + sorted(NEURONS.glob("*.json")):
         results = load(path)
         rows = results["rows"]
