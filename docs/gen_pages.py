@@ -5,8 +5,9 @@ here is committed. Every figure comes from the code in this repository:
 
 - ``figures/neurons/<name>.png``: each neuron driven by one fixed input;
 - ``benchmarks.md`` and ``figures/bench_<device>.png``: the tables and plots of
-  ``benchmarks/cpu.json`` and, where it exists, ``benchmarks/gpu.json``, and the learners'
-  results in ``benchmarks/learners/``;
+  ``benchmarks/cpu.json`` and, where it exists, ``benchmarks/gpu.json``;
+- ``results/{learners,neurons,files}.md``: the learners' and neurons' results in
+  ``benchmarks/learners/`` and ``benchmarks/neurons/``, rendered by ``results_tables.py``;
 - ``tutorials/*.py``: copies of the jupytext tutorials, rendered by ``mkdocs-jupyter``.
 """
 
@@ -15,6 +16,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import sys
 from pathlib import Path
 
 import matplotlib
@@ -25,6 +27,9 @@ import mkdocs_gen_files
 import torch
 
 import snn_parallel as sp
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import results_tables  # noqa: E402 (next to this file)
 
 ROOT = Path(__file__).resolve().parent.parent
 # the tutorials find the committed results and write their figures away from the repository
@@ -65,7 +70,9 @@ def neuron_figure(name: str, neuron: torch.nn.Module, scale: float, steps: int =
     bottom.plot(membrane[:, 0, 0], label="membrane (compared with the threshold)")
     threshold = getattr(neuron, "v_threshold", getattr(neuron, "b0", None))  # LTC: the baseline b0
     if isinstance(threshold, float):
-        bottom.axhline(threshold, color="tab:red", lw=0.8, ls="--", label="V_th" if hasattr(neuron, "v_threshold") else "b0")
+        bottom.axhline(
+            threshold, color="tab:red", lw=0.8, ls="--", label="V_th" if hasattr(neuron, "v_threshold") else "b0"
+        )
     times = torch.nonzero(spikes[:, 0, 0]).flatten()
     low = float(membrane[:, 0, 0].min())
     bottom.plot(times, [low] * len(times), "|", color="k", ms=12, label=f"spikes ({len(times)})")
@@ -113,10 +120,19 @@ psp_figure()
 
 
 # -- benchmark page -------------------------------------------------------------------------
-LABELS = {"dsn": "DynamicDecay", "prf": "PRF", "lif": "DecoupledLIF", "ltc": "LTC (parallel)", "psplif": "PSPLIF (TSSL-BP)",
-          "scan": "`linear_scan`", "copy": "`copy_`",
-          "snntorch_leaky": "snnTorch `Leaky` (loop)", "sj_lif": "SJ `LIFNode('m')`", "sj_psn": "SJ `PSN`",
-          "sj_sliding_psn": "SJ `SlidingPSN`"}
+LABELS = {
+    "dsn": "DynamicDecay",
+    "prf": "PRF",
+    "lif": "DecoupledLIF",
+    "ltc": "LTC (parallel)",
+    "psplif": "PSPLIF (TSSL-BP)",
+    "scan": "`linear_scan`",
+    "copy": "`copy_`",
+    "snntorch_leaky": "snnTorch `Leaky` (loop)",
+    "sj_lif": "SJ `LIFNode('m')`",
+    "sj_psn": "SJ `PSN`",
+    "sj_sliding_psn": "SJ `SlidingPSN`",
+}
 OURS = ("dsn", "prf", "lif", "ltc", "psplif")
 
 
@@ -135,32 +151,62 @@ def bench_section(path: Path, device: str) -> str:
 
     where = machine.get("gpu", machine["device"])
     threads = "torch threads not recorded" if machine["threads"] is None else f"{machine['threads']} torch threads"
-    lines = [f"## {device}", "",
-             f"`{path.relative_to(ROOT)}`: {machine['cpu']}, {machine['cores']} cores, {threads}, "
-             f"torch {machine['torch']}, device {where}; command `{' '.join(results['argv'])}`.", ""]
+    lines = [
+        f"## {device}",
+        "",
+        f"`{path.relative_to(ROOT)}`: {machine['cpu']}, {machine['cores']} cores, {threads}, "
+        f"torch {machine['torch']}, device {where}; command `{' '.join(results['argv'])}`.",
+        "",
+    ]
     if results.get("complete") is False:  # a run cut short (see `snn-parallel bench --resume`)
         planned = len(results["options"]["shapes"]) * len(results["options"]["models"])
-        lines += [f"**Incomplete run:** {len(rows)} of {planned} planned cases. "
-                  + results.get("note", "`--resume` on the same machine finishes it."), ""]
-    lines += ["Forward + backward time (ms), median of the runs, per `T x B x C`:", "",
-              "| model | " + " | ".join(shapes) + " |", "|---|" + "---|" * len(shapes)]
+        lines += [
+            f"**Incomplete run:** {len(rows)} of {planned} planned cases. "
+            + results.get("note", "`--resume` on the same machine finishes it."),
+            "",
+        ]
+    lines += [
+        "Forward + backward time (ms), median of the runs, per `T x B x C`:",
+        "",
+        "| model | " + " | ".join(shapes) + " |",
+        "|---|" + "---|" * len(shapes),
+    ]
     lines += [f"| {LABELS.get(m, m)} | " + " | ".join(cell(m, s, "time_ms", 1) for s in shapes) + " |" for m in models]
-    lines += ["", "Peak memory added by the runs (MiB):", "",
-              "| model | " + " | ".join(shapes) + " |", "|---|" + "---|" * len(shapes)]
+    lines += [
+        "",
+        "Peak memory added by the runs (MiB):",
+        "",
+        "| model | " + " | ".join(shapes) + " |",
+        "|---|" + "---|" * len(shapes),
+    ]
     lines += [f"| {LABELS.get(m, m)} | " + " | ".join(cell(m, s, "peak_mib", 1) for s in shapes) + " |" for m in models]
     baselines = list(dict.fromkeys(r["baseline"] for r in results["ratios"]))
-    lines += ["", "Speed-up (baseline time / our time, same run):", "",
-              "| ours | shape | " + " | ".join(LABELS.get(b, b) for b in baselines) + " |",
-              "|---|---|" + "---|" * len(baselines)]
+    lines += [
+        "",
+        "Speed-up (baseline time / our time, same run):",
+        "",
+        "| ours | shape | " + " | ".join(LABELS.get(b, b) for b in baselines) + " |",
+        "|---|---|" + "---|" * len(baselines),
+    ]
     for model in (m for m in models if m in OURS):
         for shape in shapes:
-            values = {r["baseline"]: r["speedup"] for r in results["ratios"] if r["model"] == model and r["shape"] == shape}
+            values = {
+                r["baseline"]: r["speedup"] for r in results["ratios"] if r["model"] == model and r["shape"] == shape
+            }
             if values:
-                lines.append(f"| {LABELS[model]} | {shape} | "
-                             + " | ".join(f"{values[b]:.1f}x" if b in values else "-" for b in baselines) + " |")
+                lines.append(
+                    f"| {LABELS[model]} | {shape} | "
+                    + " | ".join(f"{values[b]:.1f}x" if b in values else "-" for b in baselines)
+                    + " |"
+                )
     errors = [r for r in rows if "error" in r]
     if errors:
-        lines += ["", "Cases without a time: " + "; ".join(f"{LABELS.get(r['model'], r['model'])} {r['shape']}: {r['error']}" for r in errors) + "."]
+        lines += [
+            "",
+            "Cases without a time: "
+            + "; ".join(f"{LABELS.get(r['model'], r['model'])} {r['shape']}: {r['error']}" for r in errors)
+            + ".",
+        ]
 
     # time against T at the most common (B, C)
     timed = [r for r in rows if "error" not in r]
@@ -169,9 +215,17 @@ def bench_section(path: Path, device: str) -> str:
     for model in models:
         points = sorted((r["T"], r["time_ms"]) for r in timed if r["model"] == model and (r["B"], r["C"]) == bc)
         if points:
-            ax.loglog(*zip(*points), "-" if model in OURS else "--", marker="o", label=LABELS.get(model, model).replace("`", ""))
-    ax.set(xlabel=f"sequence length T (B = {bc[0]}, C = {bc[1]})", ylabel="forward + backward (ms)",
-           title=f"snn-parallel bench, {device}: {machine['cpu'] if device == 'CPU' else where}")
+            ax.loglog(
+                *zip(*points, strict=True),
+                "-" if model in OURS else "--",
+                marker="o",
+                label=LABELS.get(model, model).replace("`", ""),
+            )
+    ax.set(
+        xlabel=f"sequence length T (B = {bc[0]}, C = {bc[1]})",
+        ylabel="forward + backward (ms)",
+        title=f"snn-parallel bench, {device}: {machine['cpu'] if device == 'CPU' else where}",
+    )
     ax.legend(fontsize=7)
     fig.tight_layout()
     save(fig, f"figures/bench_{device.lower()}.png")
@@ -183,54 +237,57 @@ def quick_section(path: Path) -> str:
     """The quick GPU benchmark (`snn-parallel bench --device cuda --quick`): time and bandwidth per op and pass."""
     results = json.loads(path.read_text())
     machine = results["machine"]
-    lines = [f"## GPU kernels: `{path.relative_to(ROOT)}`", "",
-             f"{machine.get('gpu', machine['device'])}, torch {machine['torch']}; `{results.get('command', '')}`"
-             + ("" if results.get("complete") else " (**incomplete run**)") + ". Forward and backward: the op alone "
-             "(CUDA events); fwd+bwd: the module's training step. Bandwidth on the minimum bytes each pass must "
-             "move, and its fraction of the device's peak.", "",
-             "| model | pass | T x B x C | ms | GB/s | of peak |", "|---|---|---|---|---|---|"]
+    lines = [
+        f"## GPU kernels: `{path.relative_to(ROOT)}`",
+        "",
+        f"{machine.get('gpu', machine['device'])}, torch {machine['torch']}; `{results.get('command', '')}`"
+        + ("" if results.get("complete") else " (**incomplete run**)")
+        + ". Forward and backward: the op alone "
+        "(CUDA events); fwd+bwd: the module's training step. Bandwidth on the minimum bytes each pass must "
+        "move, and its fraction of the device's peak.",
+        "",
+        "| model | pass | T x B x C | ms | GB/s | of peak |",
+        "|---|---|---|---|---|---|",
+    ]
     for r in results["rows"]:
         bandwidth = "-" if r["bandwidth_gbs"] is None else f"{r['bandwidth_gbs']:.0f}"
         fraction = "-" if r["peak_fraction"] is None else f"{r['peak_fraction']:.0%}"
-        lines.append(f"| {LABELS.get(r['model'], r['model'])} | {r['pass']} | {r['T']}x{r['B']}x{r['C']} | "
-                     f"{r['time_ms']:.3f} | {bandwidth} | {fraction} |")
+        lines.append(
+            f"| {LABELS.get(r['model'], r['model'])} | {r['pass']} | {r['T']}x{r['B']}x{r['C']} | "
+            f"{r['time_ms']:.3f} | {bandwidth} | {fraction} |"
+        )
     if results["ratios"]:
         lines += ["", "| ours | baseline | T x B x C | speed-up (fwd+bwd) |", "|---|---|---|---|"]
-        lines += [f"| {LABELS.get(s['model'], s['model'])} | {LABELS.get(s['baseline'], s['baseline'])} | {s['shape']} | "
-                  f"{s['speedup']:.2f}x |" for s in results["ratios"]]
+        lines += [
+            f"| {LABELS.get(s['model'], s['model'])} | {LABELS.get(s['baseline'], s['baseline'])} | {s['shape']} | "
+            f"{s['speedup']:.2f}x |"
+            for s in results["ratios"]
+        ]
     for e in results.get("errors", []):
         lines.append(f"\n{e['model']} {e['T']}x{e['B']}x{e['C']}: {e['error']}")
     return "\n".join(lines) + "\n"
 
 
-def learners_section(folder: Path) -> str:
-    """One table per results file of ``snn-parallel train`` / ``bench --learners``, as measured."""
-    lines = ["## Learners", "",
-             "Accuracy, adding-problem MSE and memory of the learning rules (`snn-parallel train`, "
-             "`snn-parallel bench --learners`); each file names its command and machine.", ""]
-    for path in sorted(folder.glob("*.json")):
-        results = json.loads(path.read_text())
-        meta, rows = results["meta"], results["rows"]
-        lines += [f"### `{path.relative_to(ROOT)}`", "",
-                  f"`{meta['command']}`: {meta['cpu']}, {meta['cores']} cores, {meta['threads']} torch thread(s), "
-                  f"torch {meta['torch']}, device {meta['device']}.", ""]
-        columns = list(dict.fromkeys(key for row in rows for key in row))
-        lines += ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-        for row in rows:
-            cells = (row.get(c, "") for c in columns)
-            lines.append("| " + " | ".join(f"{v:.4g}" if isinstance(v, float) else str(v) for v in cells) + " |")
-        lines.append("")
-    return "\n".join(lines)
-
-
-page = ["# Benchmarks", "",
-        "Generated from the committed results files when the documentation is built. `snn-parallel bench` times "
-        "forward + backward of one neuron layer on `rand(T, B, C) * 1.5`: one warm-up, then the median of up to "
-        "`--repeats` runs, each case in a fresh process (which also gives its peak memory). The baselines are "
-        "snnTorch's `Leaky` stepped in a Python loop and SpikingJelly's multi-step `LIFNode`, `PSN` and "
-        "`SlidingPSN`. Reproduce with `make bench` (CPU) or "
-        "`snn-parallel bench --device cuda --json benchmarks/gpu.json` on a GPU machine; "
-        "[tutorial 4](tutorials/04_speed.py) plots the same files.", ""]
+page = [
+    "# Benchmarks",
+    "",
+    "Generated from the committed results files when the documentation is built. `snn-parallel bench` times "
+    "forward + backward of one neuron layer on `rand(T, B, C) * 1.5`: one warm-up, then the median of up to "
+    "`--repeats` runs, each case in a fresh process (which also gives its peak memory). The baselines are "
+    "snnTorch's `Leaky` stepped in a Python loop and SpikingJelly's multi-step `LIFNode`, `PSN` and "
+    "`SlidingPSN`. Reproduce with `make bench` (CPU) or "
+    "`snn-parallel bench --device cuda --json benchmarks/gpu.json` on a GPU machine; "
+    "[tutorial 4](tutorials/04_speed.py) plots the same files.",
+    "",
+    "Reading them: the parallel neurons win most where sequences are long, since their cost grows linearly in T "
+    "with few Python-level steps while a step loop pays a few kernel launches per step and `PSN` a T x T matrix; "
+    'at short T on a CPU `PSN`\'s single matrix product is as fast. `LTC(mode="parallel")` carries two C x C '
+    "gate layers and a sequential fused loop, so it is slower than a LIF at large B x C. `PSPLIF` with TSSL-BP's "
+    "backward steps its forward in torch, which dominates at large B x C. On a GPU the neurons run far ahead of "
+    "the `Leaky` loop but are only level with SpikingJelly 2.0's `LIFNode`, which also runs the whole sequence "
+    "in one fused kernel. The runs on a shared 2-core VM vary from run to run.",
+    "",
+]
 for device, name in (("CPU", "cpu.json"), ("GPU", "gpu.json")):
     path = ROOT / "benchmarks" / name
     if path.exists():
@@ -240,12 +297,32 @@ for device, name in (("CPU", "cpu.json"), ("GPU", "gpu.json")):
 for path in sorted((ROOT / "benchmarks").glob("gpu_quick*.json")):
     page.append(quick_section(path))
 if not list((ROOT / "benchmarks").glob("gpu_quick*.json")):
-    page += ["## GPU kernels", "", "No quick GPU benchmark (`benchmarks/gpu_quick*.json`) in this checkout yet: "
-             "`make gpu-quick`, or `bash benchmarks/gpu_session.sh` for the GPU tests and the benchmark in one go.", ""]
-if (ROOT / "benchmarks" / "learners").is_dir():
-    page.append(learners_section(ROOT / "benchmarks" / "learners"))
+    page += [
+        "## GPU kernels",
+        "",
+        "No quick GPU benchmark (`benchmarks/gpu_quick*.json`) in this checkout yet: "
+        "`make gpu-quick`, or `bash benchmarks/gpu_session.sh` for the GPU tests and the benchmark in one go.",
+        "",
+    ]
+page += [
+    "## Learners and neurons",
+    "",
+    "The learning rules' and the neurons' results are on their own pages: "
+    "[learners](results/learners.md), [neurons](results/neurons.md), [every results file](results/files.md).",
+    "",
+]
 with mkdocs_gen_files.open("benchmarks.md", "w") as handle:
     handle.write("\n".join(page) + "\n")
+
+
+# -- results pages (docs/results_tables.py) -----------------------------------------------------
+for name, render in (
+    ("learners", results_tables.learners_page),
+    ("neurons", results_tables.neurons_page),
+    ("files", results_tables.files_page),
+):
+    with mkdocs_gen_files.open(f"results/{name}.md", "w") as handle:
+        handle.write(render())
 
 
 # -- tutorials ------------------------------------------------------------------------------
