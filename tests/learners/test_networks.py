@@ -66,9 +66,13 @@ def zoo():
                 patch.setitem(sys.modules, name, module)
         before = set(sys.modules)
         module = importlib.import_module("spikingjelly.activation_based.model.spiking_resnet")
+        imported = set(sys.modules) - before
         yield module
-        for name in set(sys.modules) - before:  # forget the modules imported against the stand-in
-            del sys.modules[name]
+        # forget the zoo's modules imported against the stand-in (only those: torch's own lazily
+        # imported modules register operator libraries, which cannot be registered twice)
+        for name in imported:
+            if name.startswith("spikingjelly."):
+                del sys.modules[name]
 
 
 def _lif() -> nn.Module:
