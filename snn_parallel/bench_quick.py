@@ -442,13 +442,8 @@ def plot(path: Path, results: dict[str, Any]) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    """``snn-parallel bench --quick`` (the options of :func:`snn_parallel.bench.add_arguments`)."""
-    if args.device == "cuda" and not torch.cuda.is_available():
-        print(
-            "snn-parallel bench: error: --device cuda: CUDA is not available in this torch build/machine",
-            file=sys.stderr,
-        )
-        return 2
+    """``snn-parallel bench --quick`` (the options of :func:`snn_parallel.bench.add_arguments`), reached through
+    :func:`snn_parallel.bench.run.main`, which has checked the device and ``--plot``."""
     explicit = args.shapes is not DEFAULT_SHAPES
     shapes = args.shapes if explicit else QUICK_SHAPES
     try:

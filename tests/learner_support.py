@@ -1,6 +1,10 @@
-"""Helpers shared by the learners' tests: a trainer's gradients for one batch, BPTT's, small inputs."""
+"""Helpers shared by the learners' tests: a trainer's gradients for one batch, BPTT's, small inputs, the rows
+``snn-parallel train`` reports."""
 
 from __future__ import annotations
+
+import json
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -85,3 +89,12 @@ def assert_close_dicts(a: dict, b: dict, tol=1e-10) -> None:
 def relative_difference(a: torch.Tensor, b: torch.Tensor) -> float:
     """:math:`\\lVert a - b\\rVert / \\lVert b\\rVert`."""
     return float((a - b).norm() / b.norm())
+
+
+def train_rows(tmp_path: Path, options: str) -> list[dict]:
+    """The rows of the JSON report of ``snn-parallel train <options>`` (split on white space), which must exit 0."""
+    from snn_parallel import cli
+
+    out = tmp_path / "train.json"
+    assert cli.main(["train", *options.split(), "--json", str(out)]) == 0
+    return json.loads(out.read_text())["rows"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from learner_support import train_rows
 
 from snn_parallel import cli
 from snn_parallel.demo import run_demo
@@ -284,28 +285,7 @@ def test_cli_reports_non_finite_training_in_one_line(capsys):
 
 
 def test_cli_adding_problem_takes_fptt_parts(tmp_path, capsys):
-    out = tmp_path / "adding.json"
-    assert (
-        cli.main(
-            [
-                "train",
-                "--rule",
-                "fptt",
-                "--task",
-                "adding",
-                "--steps",
-                "6",
-                "--iterations",
-                "10",
-                "--parts",
-                "3",
-                "--json",
-                str(out),
-            ]
-        )
-        == 0
-    )
-    (row,) = json.loads(out.read_text())["rows"]
+    (row,) = train_rows(tmp_path, "--rule fptt --task adding --steps 6 --iterations 10 --parts 3")
     assert row["steps"] == 6 and row["iterations"] == 10
 
 

@@ -19,6 +19,7 @@ import functools
 import pytest
 import torch
 import torch.nn.functional as F
+from learner_support import train_rows
 from torch import nn
 
 from snn_parallel.learners import FPTTTrainer
@@ -101,8 +102,8 @@ def _reference(
     return model
 
 
-def _trained(model: nn.Sequential, batches, epochs: int, **options) -> FPTTTrainer:
-    trainer = FPTTTrainer(
+def _trainer(model: nn.Sequential, **options) -> FPTTTrainer:
+    return FPTTTrainer(
         model,
         torch.optim.Adam(model.parameters(), lr=0.01),
         parts=PARTS,
@@ -111,6 +112,10 @@ def _trained(model: nn.Sequential, batches, epochs: int, **options) -> FPTTTrain
         progress=False,
         **options,
     )
+
+
+def _trained(model: nn.Sequential, batches, epochs: int, **options) -> FPTTTrainer:
+    trainer = _trainer(model, **options)
     trainer.fit(batches, epochs)
     return trainer
 
@@ -157,16 +162,7 @@ def test_resume_inside_the_warmup_matches_an_uninterrupted_run(tmp_path):
     whole = _trained(_model(), batches, 3, **options)
     first = _trained(_model(), batches, 1, **options)
     first.save(tmp_path / "fptt.pt")
-    model = _model()
-    resumed = FPTTTrainer(
-        model,
-        torch.optim.Adam(model.parameters(), lr=0.01),
-        parts=PARTS,
-        alpha=ALPHA,
-        beta=BETA,
-        progress=False,
-        **options,
-    )
+    resumed = _trainer(_model(), **options)
     resumed.load(tmp_path / "fptt.pt")
     resumed.fit(batches, 2)
     _assert_same_parameters(resumed.model, whole.model)
@@ -229,32 +225,7 @@ def test_fptt_with_one_step_parts_near_bptt_with_the_loss_at_every_step():
 
 # -- the command line ----------------------------------------------------------------------------------
 def test_cli_alpha_reaches_fptt(tmp_path):
-    import json
-
-    from snn_parallel import cli
-
-    out = tmp_path / "adding.json"
-    assert (
-        cli.main(
-            [
-                "train",
-                "--rule",
-                "fptt",
-                "--task",
-                "adding",
-                "--steps",
-                "20",
-                "--iterations",
-                "10",
-                "--alpha",
-                "0.2",
-                "--json",
-                str(out),
-            ]
-        )
-        == 0
-    )
-    row = json.loads(out.read_text())["rows"][0]
+    row = train_rows(tmp_path, "--rule fptt --task adding --steps 20 --iterations 10 --alpha 0.2")[0]
     assert row["alpha"] == 0.2 and row["parts"] == 10
 
 

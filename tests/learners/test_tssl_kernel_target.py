@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from learner_support import train_rows
 
 from snn_parallel.learners import SpikeSequenceLoss
 
@@ -49,32 +50,10 @@ def test_kernel_target_refuses_other_values():
 
 
 def test_cli_kernel_target(tmp_path, capsys):
-    import json
-
     from snn_parallel import cli
 
-    out = tmp_path / "image.json"
-    assert (
-        cli.main(
-            [
-                "train",
-                "--task",
-                "image",
-                "--rule",
-                "tsslbp",
-                "--epochs",
-                "1",
-                "--network",
-                "4C3-12",
-                "--kernel-target",
-                "psp_psp",
-                "--json",
-                str(out),
-            ]
-        )
-        == 0
-    )
-    assert json.loads(out.read_text())["rows"][0]["kernel_target"] == "psp_psp"
+    row = train_rows(tmp_path, "--task image --rule tsslbp --epochs 1 --network 4C3-12 --kernel-target psp_psp")[0]
+    assert row["kernel_target"] == "psp_psp"
     for argv in (
         ["--task", "row", "--kernel-target", "psp_psp"],
         ["--task", "image", "--loss", "count", "--kernel-target", "psp"],

@@ -27,6 +27,7 @@ CuPy itself is imported only inside these functions: importing this module (and 
 from __future__ import annotations
 
 import functools
+import inspect
 import math
 import os
 import re
@@ -339,15 +340,23 @@ def _stream(cupy: Any, stream: torch.cuda.Stream) -> Any:
 def kernel_op(name: str, fake: Callable[..., Any]) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Register a launcher as the custom op ``snn_parallel::<name>`` (``torch.library.custom_op``, no input mutated)
     with ``fake`` as its fake (meta) implementation, which allocates outputs of the right shapes and dtypes, so that
-    ``torch.compile`` traces through the kernels instead of breaking its graph. The launcher's annotations give the
-    op's schema (tensors, optional tensors, ints, floats, bools, lists of floats). On torch older than 2.4 the
-    launcher stays a plain function that ``torch.compile`` runs eagerly."""
+    ``torch.compile`` traces through the kernels instead of breaking its graph. ``fake`` gets the launcher's
+    arguments by name (defaults filled in), so it names only those it reads and takes the rest as ``**_``. The
+    launcher's annotations give the op's schema (tensors, optional tensors, ints, floats, bools, lists of floats).
+    On torch older than 2.4 the launcher stays a plain function that ``torch.compile`` runs eagerly."""
 
     def register(launcher: Callable[..., Any]) -> Callable[..., Any]:
         if not hasattr(torch.library, "custom_op"):
             return torch.compiler.disable(launcher)
+        signature = inspect.signature(launcher)
+
+        def fake_by_name(*args: Any, **kwargs: Any) -> Any:
+            bound = signature.bind(*args, **kwargs)
+            bound.apply_defaults()
+            return fake(**bound.arguments)
+
         op = torch.library.custom_op(f"snn_parallel::{name}", mutates_args=())(launcher)
-        op.register_fake(fake)
+        op.register_fake(fake_by_name)
         return op
 
     return register

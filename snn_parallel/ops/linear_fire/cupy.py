@@ -36,22 +36,7 @@ def _suffix(decay: torch.Tensor) -> str:
     return "complex" if decay.is_complex() else "real"
 
 
-def _fake_forward(
-    x,
-    decay,
-    scale,
-    h0,
-    bias0,
-    reset_decay,
-    kind,
-    params,
-    inclusive,
-    v_threshold,
-    count,
-    spatial,
-    filter_in_chain=None,
-    segments_per_block=None,
-):
+def _fake_forward(x, decay, bias0, **_):
     steps, lanes = x.shape
     checkpoints = x.new_empty(math.ceil(steps / SEGMENT), lanes, dtype=_filter_dtype(decay))
     return (
@@ -134,29 +119,7 @@ def linear_fire_forward_cupy(
                     *layout, filter_in_chain, segments_per_block)  # fmt: skip
 
 
-def _fake_backward(
-    grad_spikes,
-    grad_membrane,
-    grad_last,
-    grad_bias_next,
-    x,
-    decay,
-    scale,
-    reset_decay,
-    h0,
-    bias0,
-    membrane,
-    spikes,
-    checkpoints,
-    kind,
-    params,
-    v_threshold,
-    count,
-    spatial,
-    needs_bias0,
-    needs_rho,
-    segments_per_block=None,
-):
+def _fake_backward(x, decay, h0, bias0, count, needs_bias0, **_):
     return (
         torch.empty_like(x),
         x.new_empty(4, count, dtype=torch.float32),
