@@ -145,6 +145,25 @@ def _scalar(value: object, name: str) -> float:
     return check_float(value, name)
 
 
+def _leaky_arguments(
+    threshold: float | torch.Tensor,
+    spike_grad: Any,
+    init_hidden: bool,
+    output: bool,
+    reset_mechanism: str,
+    leaky_options: dict[str, Any],
+) -> dict[str, Any]:
+    """A skin's ``snn.Leaky`` arguments, as :class:`LeakyAdapter` takes them."""
+    return {
+        "threshold": threshold,
+        "spike_grad": spike_grad,
+        "init_hidden": init_hidden,
+        "output": output,
+        "reset_mechanism": reset_mechanism,
+        **leaky_options,
+    }
+
+
 class LeakyAdapter(snntorch.Leaky):
     """The base of every class here: maps snnTorch's Leaky contract onto a core neuron ``self.core``.
 
@@ -415,12 +434,7 @@ class DynamicDecay(LeakyAdapter):
                 v_threshold=v_threshold,
                 surrogate=surrogate,
             ),
-            threshold=threshold,
-            spike_grad=spike_grad,
-            init_hidden=init_hidden,
-            output=output,
-            reset_mechanism=reset_mechanism,
-            **leaky_options,
+            **_leaky_arguments(threshold, spike_grad, init_hidden, output, reset_mechanism, leaky_options),
         )
 
 
@@ -477,12 +491,7 @@ class PRF(LeakyAdapter):
                 surrogate=surrogate,
                 mode=mode,
             ),
-            threshold=threshold,
-            spike_grad=spike_grad,
-            init_hidden=init_hidden,
-            output=output,
-            reset_mechanism=reset_mechanism,
-            **leaky_options,
+            **_leaky_arguments(threshold, spike_grad, init_hidden, output, reset_mechanism, leaky_options),
         )
 
 
@@ -540,12 +549,7 @@ class DecoupledLIF(LeakyAdapter):
                 v_threshold=v_threshold,
                 surrogate=surrogate,
             ),
-            threshold=threshold,
-            spike_grad=spike_grad,
-            init_hidden=init_hidden,
-            output=output,
-            reset_mechanism=reset_mechanism,
-            **leaky_options,
+            **_leaky_arguments(threshold, spike_grad, init_hidden, output, reset_mechanism, leaky_options),
         )
         self.mem_kind = mem_kind
 
@@ -664,12 +668,7 @@ class LTC(LeakyAdapter):
                 learn_gate_temperature=learn_gate_temperature,
                 initial_membrane=initial_membrane,
             ),
-            threshold=threshold,
-            spike_grad=spike_grad,
-            init_hidden=init_hidden,
-            output=output,
-            reset_mechanism=reset_mechanism,
-            **leaky_options,
+            **_leaky_arguments(threshold, spike_grad, init_hidden, output, reset_mechanism, leaky_options),
         )
 
     @property
@@ -734,12 +733,7 @@ class PSPLIF(LeakyAdapter):
                 gradient=gradient,
                 surrogate=surrogate,
             ),
-            threshold=threshold,
-            spike_grad=spike_grad,
-            init_hidden=init_hidden,
-            output=output,
-            reset_mechanism=reset_mechanism,
-            **leaky_options,
+            **_leaky_arguments(threshold, spike_grad, init_hidden, output, reset_mechanism, leaky_options),
         )
 
 

@@ -282,6 +282,19 @@ def _threshold(v_threshold: float) -> float:
     return check_float(v_threshold, "v_threshold")
 
 
+def _options(
+    v_reset: float | None, detach_reset: bool, step_mode: str, store_v_seq: bool, backend: str | None
+) -> dict[str, Any]:
+    """A node's SpikingJelly arguments, as :class:`SpikingJellyNode` takes them."""
+    return {
+        "v_reset": v_reset,
+        "detach_reset": detach_reset,
+        "step_mode": step_mode,
+        "store_v_seq": store_v_seq,
+        "backend": backend,
+    }
+
+
 def _surrogate(surrogate_function: object, default: str) -> sp_surrogate.Surrogate:
     chosen = default if surrogate_function is None else surrogate_function
     return sp_surrogate.resolve(chosen, inclusive=True, name="surrogate_function")
@@ -346,15 +359,7 @@ class DynamicDecayNode(SpikingJellyNode):
             v_threshold=_threshold(v_threshold),
             surrogate=_surrogate(surrogate_function, "sigmoid"),
         )
-        super().__init__(
-            core,
-            reset=NO_RESET,
-            v_reset=v_reset,
-            detach_reset=detach_reset,
-            step_mode=step_mode,
-            store_v_seq=store_v_seq,
-            backend=backend,
-        )
+        super().__init__(core, reset=NO_RESET, **_options(v_reset, detach_reset, step_mode, store_v_seq, backend))
 
 
 class PRFNode(SpikingJellyNode):
@@ -409,11 +414,7 @@ class PRFNode(SpikingJellyNode):
         super().__init__(
             core,
             reset=SOFT_DETACHED if reset else NO_RESET,
-            v_reset=v_reset,
-            detach_reset=detach_reset,
-            step_mode=step_mode,
-            store_v_seq=store_v_seq,
-            backend=backend,
+            **_options(v_reset, detach_reset, step_mode, store_v_seq, backend),
         )
 
 
@@ -470,15 +471,7 @@ class DecoupledLIFNode(SpikingJellyNode):
             v_threshold=_threshold(v_threshold),
             surrogate=_surrogate(surrogate_function, "sigmoid"),
         )
-        super().__init__(
-            core,
-            reset=SOFT_DETACHED,
-            v_reset=v_reset,
-            detach_reset=detach_reset,
-            step_mode=step_mode,
-            store_v_seq=store_v_seq,
-            backend=backend,
-        )
+        super().__init__(core, reset=SOFT_DETACHED, **_options(v_reset, detach_reset, step_mode, store_v_seq, backend))
 
 
 class LTCNode(SpikingJellyNode):
@@ -522,15 +515,7 @@ class LTCNode(SpikingJellyNode):
             beta_a=beta_a,
             surrogate=_surrogate(surrogate_function, "multi_gaussian"),
         )
-        super().__init__(
-            core,
-            reset=HARD_ZERO,
-            v_reset=v_reset,
-            detach_reset=detach_reset,
-            step_mode=step_mode,
-            store_v_seq=store_v_seq,
-            backend=backend,
-        )
+        super().__init__(core, reset=HARD_ZERO, **_options(v_reset, detach_reset, step_mode, store_v_seq, backend))
 
 
 class PSPLIFNode(SpikingJellyNode):
@@ -591,15 +576,7 @@ class PSPLIFNode(SpikingJellyNode):
             gradient=gradient,
             surrogate=_surrogate(surrogate_function, "sigmoid"),
         )
-        super().__init__(
-            core,
-            reset=HARD_ZERO,
-            v_reset=v_reset,
-            detach_reset=detach_reset,
-            step_mode=step_mode,
-            store_v_seq=store_v_seq,
-            backend=backend,
-        )
+        super().__init__(core, reset=HARD_ZERO, **_options(v_reset, detach_reset, step_mode, store_v_seq, backend))
 
 
 # -- registration into SpikingJelly's namespaces ------------------------------------------

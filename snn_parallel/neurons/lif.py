@@ -16,7 +16,7 @@ Forward spikes are those of the sequential soft-reset LIF; the gradient is that 
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 
@@ -88,30 +88,13 @@ class DecoupledLIF(Neuron):
         zeros = torch.zeros_like(x_t)
         return DecoupledLIFState(zeros, zeros)
 
-    def update_sequence(
-        self, x_seq: torch.Tensor, state: DecoupledLIFState
-    ) -> tuple[torch.Tensor, torch.Tensor, DecoupledLIFState]:
-        beta = self._channel_view(self.beta, x_seq, 2)
-        spikes, membrane, filtered, bias = linear_fire(
-            x_seq,
-            beta,
-            torch.ones_like(beta),
-            state.filtered,
-            state.bias,
-            self.surrogate,
-            self.v_threshold,
-            beta.detach(),  # the reset carries no gradient (as the step below)
-            backend=self.ops_backend,
-            validate=False,
-        )
-        return spikes, membrane, DecoupledLIFState(filtered, bias)
-
-    def update(
-        self, x_t: torch.Tensor, state: DecoupledLIFState
-    ) -> tuple[torch.Tensor, torch.Tensor, DecoupledLIFState]:
-        beta = self._channel_view(self.beta, x_t, 1)
-        spike, membrane, filtered, bias = linear_fire_step(
-            x_t,
+    def _fire_arguments(self, x: torch.Tensor, state: DecoupledLIFState, channel_dim: int) -> tuple[Any, ...]:
+        r"""The positional arguments of ``linear_fire`` / ``linear_fire_step`` for input ``x``
+        (channels at ``channel_dim``): decay :math:`\beta`, input gain 1, the state, the
+        surrogate, :math:`V_{th}`, and the reset's decay, detached (the reset carries no gradient)."""
+        beta = self._channel_view(self.beta, x, channel_dim)
+        return (
+            x,
             beta,
             torch.ones_like(beta),
             state.filtered,
@@ -120,6 +103,19 @@ class DecoupledLIF(Neuron):
             self.v_threshold,
             beta.detach(),
         )
+
+    def update_sequence(
+        self, x_seq: torch.Tensor, state: DecoupledLIFState
+    ) -> tuple[torch.Tensor, torch.Tensor, DecoupledLIFState]:
+        spikes, membrane, filtered, bias = linear_fire(
+            *self._fire_arguments(x_seq, state, 2), backend=self.ops_backend, validate=False
+        )
+        return spikes, membrane, DecoupledLIFState(filtered, bias)
+
+    def update(
+        self, x_t: torch.Tensor, state: DecoupledLIFState
+    ) -> tuple[torch.Tensor, torch.Tensor, DecoupledLIFState]:
+        spike, membrane, filtered, bias = linear_fire_step(*self._fire_arguments(x_t, state, 1))
         return spike, membrane, DecoupledLIFState(filtered, bias)
 
     def extra_repr(self) -> str:
