@@ -19,17 +19,24 @@ def harness(tmp_path_factory) -> kernel_harness.Harness:
     return kernel_harness.build(tmp_path_factory.mktemp("harness"))
 
 
-@pytest.fixture(scope="session")
-def mutant_builds(tmp_path_factory):
-    """``get(mutations, files)``: a harness of ``files`` for each mutation (see ``kernel_harness.build``), built once
-    (skipped without g++)."""
+@pytest.fixture(scope="module")
+def mutants(request, tmp_path_factory) -> dict[str, kernel_harness.Harness]:
+    """The test module's ``MUTANTS`` (``{name: (file, old, new)}``, each edit as in ``kernel_harness.build``), each
+    built into a harness of the op's kernel file alone (``test_<op>.py``: ``<op>.cu``), all at the module's first
+    use (skipped without g++)."""
     if kernel_harness.GXX is None:
         pytest.skip("g++ not on PATH: CPU kernel emulation skipped")
+    op = request.module.__name__.rpartition(".")[2].removeprefix("test_")
+    out_dir = tmp_path_factory.mktemp("mutants")
+    return kernel_harness.build_mutants(out_dir, request.module.MUTANTS, files=[f"{op}.cu"])
 
-    def get(mutations: dict[str, tuple[str, str, str]], files: list[str]) -> dict[str, kernel_harness.Harness]:
-        return kernel_harness.build_mutants(tmp_path_factory.mktemp("mutants"), mutations, files=files)
 
-    return get
+@pytest.fixture
+def mutant(request, mutants) -> kernel_harness.Harness:
+    """One mutant of the module's table, a test parametrised by name over all of them:
+    ``@pytest.mark.parametrize("mutant", MUTANTS, indirect=True)``. Its test shows that the op's checks bite: each
+    mutant must fail them."""
+    return mutants[request.param]
 
 
 @pytest.fixture(scope="session")

@@ -321,7 +321,7 @@ def test_kernels_match_reference_in_every_schedule(emulate_cupy, harness, T, sha
         assert torch.equal(x, y), f"{name} changes without the membrane"
 
 
-DSN_MUTANTS = {
+MUTANTS = {
     "the carried gradient without alpha": ("dsn.cu", "b = s.a * s.d;", "b = s.d;"),
     "the halo one row late": (
         "dsn.cu",
@@ -349,18 +349,13 @@ DSN_MUTANTS = {
 }
 
 
-@pytest.fixture(scope="module")
-def mutants(mutant_builds):
-    return mutant_builds(DSN_MUTANTS, ["dsn.cu"])
-
-
-@pytest.mark.parametrize("mutant", DSN_MUTANTS)
-def test_the_kernel_checks_bite(emulate_cupy, mutants, mutant):
+@pytest.mark.parametrize("mutant", MUTANTS, indirect=True)
+def test_the_kernel_checks_bite(emulate_cupy, mutant):
     """Each mutant fails the comparison above (200 steps, 4 segments in 4 blocks, 4 taps, binary spikes)."""
     inputs, grads_out, spike_fn, shift = kernel_case(200, (2, 3, 2), 4, "binary", seed=4)
     exact = dsn_outputs(reference_run, inputs, grads_out, torch.float64, spike_fn, shift)
     serial32 = dsn_outputs(reference_run, inputs, grads_out, torch.float32, spike_fn, shift)
-    emulate_cupy(mutants[mutant], workers=4, seed=1)
+    emulate_cupy(mutant, workers=4, seed=1)
     got = dsn_outputs(cupy_run(1), inputs, grads_out, torch.float32, spike_fn, shift)
     with pytest.raises(AssertionError):
         assert_dsn_within_serial_error(got, exact, serial32)

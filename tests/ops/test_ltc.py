@@ -200,7 +200,7 @@ def test_kernel_backward_matches_autograd(harness, name, inclusive):
         assert_close(x, y, rtol=1e-5, atol=1e-6 * scale, what=f"fused grad {n}")
 
 
-LTC_MUTANTS = {
+MUTANTS = {
     "the spike-gradient carry without its (1 - rho)": (
         "ltc.cu",
         "keep[3] = {1.0f - s.rate, 1.0f - s.retention, s.retention};",
@@ -217,11 +217,6 @@ LTC_MUTANTS = {
         "const float gu[4] = {1.0f - s.spike,",
     ),
 }
-
-
-@pytest.fixture(scope="module")
-def mutants(mutant_builds):
-    return mutant_builds(LTC_MUTANTS, ["ltc.cu"])
 
 
 def backward_case(T, N, seed):
@@ -277,16 +272,15 @@ def test_kernel_backward_in_every_schedule(harness, T, N, per_block):
         assert all(torch.equal(x, y) for x, y in zip(got, first, strict=True)), "the gradients depend on the schedule"
 
 
-@pytest.mark.parametrize("mutant", LTC_MUTANTS)
-def test_the_kernel_checks_bite(mutants, mutant):
+@pytest.mark.parametrize("mutant", MUTANTS, indirect=True)
+def test_the_kernel_checks_bite(mutant):
     """Each mutant fails the comparison above (200 steps in 4 blocks); the forward is unaffected."""
     surrogate, inputs, grad_outputs, exact, serial32 = backward_case(200, 6, seed=5)
-    lib = mutants[mutant]
-    lib.workers, lib.seed = 4, 1
-    outputs = emu_ltc_fwd(lib, *inputs, surrogate)
+    mutant.workers, mutant.seed = 4, 1
+    outputs = emu_ltc_fwd(mutant, *inputs, surrogate)
     assert torch.equal(outputs[0], ltc_scan_reference(*inputs, B0, BETA_A, surrogate)[0])
     with pytest.raises(AssertionError):
-        assert_within_serial_error(emu_ltc_bwd(lib, grad_outputs, inputs, outputs, surrogate, 1), exact, serial32)
+        assert_within_serial_error(emu_ltc_bwd(mutant, grad_outputs, inputs, outputs, surrogate, 1), exact, serial32)
 
 
 # ---- the op on each backend, in float32 against the float64 reference ---------------------------------

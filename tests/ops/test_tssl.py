@@ -196,7 +196,7 @@ def test_cupy_path_matches_torch_path(emulate_cupy, T, inclusive, at_spikes):
     _compare_paths(results, OP_NAMES)
 
 
-TSSL_MUTANTS = {
+MUTANTS = {
     "the carried term without the membrane leak on quiet steps": (
         "tssl.cu",
         "(1.0f - s.spike) * (1.0f - 1.0f / tau_m);",
@@ -216,15 +216,10 @@ TSSL_MUTANTS = {
 }
 
 
-@pytest.fixture(scope="module")
-def mutants(mutant_builds):
-    return mutant_builds(TSSL_MUTANTS, ["tssl.cu"])
-
-
-@pytest.mark.parametrize("mutant", TSSL_MUTANTS)
-def test_check_bites_on_mutated_kernel(emulate_cupy, mutants, mutant):
+@pytest.mark.parametrize("mutant", MUTANTS, indirect=True)
+def test_the_kernel_checks_bite(emulate_cupy, mutant):
     """Each mutant fails the comparison of the CuPy path with the torch path (100 steps: two segments)."""
-    emulate_cupy(mutants[mutant])
+    emulate_cupy(mutant)
     current, u0, a0 = tssl_inputs(100, 24, seed=6)
     with pytest.raises(AssertionError):
         results = _on_both_paths(current, u0, a0)
