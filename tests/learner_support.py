@@ -1,15 +1,17 @@
-"""Helpers shared by the learners' tests: a trainer's gradients for one batch, BPTT's, small inputs, the rows
-``snn-parallel train`` reports."""
+"""Helpers shared by the learners' tests: a trainer's gradients for one batch, BPTT's, small inputs, a small digits
+classifier and its loader, the check that a resumed run is exact, the rows ``snn-parallel train`` reports."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from snn_parallel.learners import StepLoss
+from snn_parallel.learners import StepLoss, Trainer
+from snn_parallel.neurons import DecoupledLIF
 
 
 def wide(linear: nn.Linear, gain: float = 3.0) -> nn.Linear:
@@ -17,6 +19,60 @@ def wide(linear: nn.Linear, gain: float = 3.0) -> nn.Linear:
     bound = gain * (3 / linear.in_features) ** 0.5
     nn.init.uniform_(linear.weight, -bound, bound)
     return linear
+
+
+def digits_loader(mode: str = "row", seed: int = 0, count: int = 96, **options) -> Iterable:
+    """The first ``count`` training examples of ``SequentialDigits(mode, **options)`` in shuffled batches of 32
+    (``seed``); needs scikit-learn."""
+    from snn_parallel.tasks import SequentialDigits, make_loader
+
+    data = SequentialDigits("train", mode, seed=0, **options)
+    data.inputs, data.targets = data.inputs[:count], data.targets[:count]
+    return make_loader(data, 32, shuffle=True, seed=seed)
+
+
+def digits_classifier(
+    dropout: nn.Module | None = None, neuron: Callable[[int], nn.Module] | None = None
+) -> nn.Sequential:
+    """8 inputs -> 16 neurons (``DecoupledLIF`` by default, behind :func:`wide` weights) [-> ``dropout``] -> 10
+    classes, the same weights at each call (seed 5)."""
+    torch.manual_seed(5)
+    hidden = (neuron or DecoupledLIF)(16)
+    layers = [wide(nn.Linear(8, 16)), hidden] + ([dropout] if dropout is not None else []) + [nn.Linear(16, 10)]
+    return nn.Sequential(*layers)
+
+
+def _untimed(history: list[dict]) -> list[dict]:
+    return [{k: v for k, v in row.items() if k not in ("seconds", "samples_per_second")} for row in history]
+
+
+def assert_resume_is_exact(
+    tmp_path: Path,
+    make_trainer: Callable[[nn.Module], Trainer],
+    make_model: Callable[[], nn.Module],
+    batches: Callable[[], Iterable],
+    resumed_model: Callable[[], nn.Module] | None = None,
+) -> None:
+    """Two epochs straight, and one epoch, a checkpoint, then a fresh trainer (of ``resumed_model()``, by default
+    ``make_model()``) loading it after the global RNG was disturbed and training one more epoch, end with equal
+    parameters, history rows (but for the timings) and step counts."""
+    straight_model = make_model()
+    straight = make_trainer(straight_model)
+    history = straight.fit(batches(), 2)
+
+    first = make_trainer(make_model())
+    first.fit(batches(), 1)
+    first.save(tmp_path / "ckpt.pt")
+    torch.manual_seed(123)  # disturb the global RNG: the checkpoint must restore it
+    resumed_model = (resumed_model or make_model)()
+    resumed = make_trainer(resumed_model)
+    resumed.load(tmp_path / "ckpt.pt")
+    resumed_history = resumed.fit(batches(), 1)
+
+    for p, q in zip(straight_model.parameters(), resumed_model.parameters(), strict=True):
+        assert torch.equal(p, q)
+    assert _untimed(resumed_history) == _untimed(history)
+    assert resumed.global_step == straight.global_step
 
 
 def trainer_gradients(

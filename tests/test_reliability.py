@@ -12,6 +12,7 @@ import math
 
 import pytest
 import torch
+from learner_support import assert_resume_is_exact, digits_classifier, digits_loader, wide
 from torch import nn
 
 import snn_parallel
@@ -32,35 +33,6 @@ from snn_parallel.neurons import DecoupledLIF
 
 pytest.importorskip("sklearn")
 
-from snn_parallel.tasks import SequentialDigits, make_loader  # noqa: E402
-
-
-def _digits(mode="row", count=96, **options):
-    data = SequentialDigits("train", mode, seed=0, **options)
-    data.inputs, data.targets = data.inputs[:count], data.targets[:count]
-    return data
-
-
-def _loader(mode="row", seed=0, **options):
-    return make_loader(_digits(mode, **options), 32, shuffle=True, seed=seed)
-
-
-def _wide(linear: nn.Linear, gain: float = 3.0) -> nn.Linear:
-    bound = gain * (3 / linear.in_features) ** 0.5
-    nn.init.uniform_(linear.weight, -bound, bound)
-    return linear
-
-
-def _classifier(dropout: nn.Module | None = None, neuron=None) -> nn.Sequential:
-    torch.manual_seed(5)
-    hidden = (neuron or DecoupledLIF)(16)
-    layers = [_wide(nn.Linear(8, 16)), hidden] + ([dropout] if dropout is not None else []) + [nn.Linear(16, 10)]
-    return nn.Sequential(*layers)
-
-
-def _strip(history):
-    return [{k: v for k, v in r.items() if k not in ("seconds", "samples_per_second")} for r in history]
-
 
 # -- 1. resume is exact with dropout ---------------------------------------------------------------
 def _image_net():
@@ -71,22 +43,22 @@ def _image_net():
 RESUME_CASES = {
     "bptt": (
         lambda m: BPTTTrainer(m, torch.optim.Adam(m.parameters(), lr=1e-2), loss="ce_all", progress=False),
-        lambda: _classifier(nn.Dropout(0.3)),
+        lambda: digits_classifier(nn.Dropout(0.3)),
         "row",
     ),
     "bptt-sequence-dropout": (
         lambda m: BPTTTrainer(m, torch.optim.Adam(m.parameters(), lr=1e-2), loss="ce_all", progress=False),
-        lambda: _classifier(SequenceDropout(0.3)),
+        lambda: digits_classifier(SequenceDropout(0.3)),
         "row",
     ),
     "fptt": (
         lambda m: FPTTTrainer(m, torch.optim.Adam(m.parameters(), lr=1e-2), parts=4, loss="ce_all", progress=False),
-        lambda: _classifier(nn.Dropout(0.3)),
+        lambda: digits_classifier(nn.Dropout(0.3)),
         "row",
     ),
     "ottt": (
         lambda m: OTTTTrainer(m, torch.optim.Adam(m.parameters(), lr=1e-2), loss="ce_all", progress=False),
-        lambda: _classifier(SequenceDropout(0.3)),
+        lambda: digits_classifier(SequenceDropout(0.3)),
         "row",
     ),
     "tsslbp": (
@@ -103,28 +75,13 @@ def test_resume_with_dropout_is_exact(tmp_path, case):
     restored the RNG and drew a dropout mask, so the resumed run drew different masks."""
     make_trainer, make_model, mode = RESUME_CASES[case]
     options = {"repeat": 3} if mode == "image" else {}
-    straight_model = make_model()
-    straight = make_trainer(straight_model)
-    history = straight.fit(_loader(mode, **options), 2)
-
-    first = make_trainer(make_model())
-    first.fit(_loader(mode, **options), 1)
-    first.save(tmp_path / "ckpt.pt")
-    torch.manual_seed(123)  # disturb the global RNG: the checkpoint must restore it
-    resumed_model = make_model()
-    resumed = make_trainer(resumed_model)
-    resumed.load(tmp_path / "ckpt.pt")
-    resumed_history = resumed.fit(_loader(mode, **options), 1)
-
-    for p, q in zip(straight_model.parameters(), resumed_model.parameters(), strict=True):
-        assert torch.equal(p, q)
-    assert _strip(resumed_history) == _strip(history)
+    assert_resume_is_exact(tmp_path, make_trainer, make_model, lambda: digits_loader(mode, **options))
 
 
 def test_hypr_refuses_dropout_models_so_its_resume_stays_exact():
     """HYPR recomputes every step in its P-stage, so a dropout model is refused (resume of
     HYPR without dropout is exact: ``tests/learners/test_trainers.py``)."""
-    model = _classifier(nn.Dropout(0.3))
+    model = digits_classifier(nn.Dropout(0.3))
     with pytest.raises(UnsupportedModule, match="deterministic"):
         HYPRTrainer(model, torch.optim.SGD(model.parameters(), lr=0.1))
 
@@ -158,7 +115,7 @@ def _batch(steps=8, batch=4, value=None):
 @pytest.mark.parametrize("rule", [BPTTTrainer, FPTTTrainer, OTTTTrainer, HYPRTrainer])
 def test_a_huge_learning_rate_stops_with_the_step_and_epoch(rule):
     """Finding 2: ``lr`` so large that the weights overflow (float32 max ~3e38) trained on silently."""
-    model = _classifier()
+    model = digits_classifier()
     options = {"parts": 2} if rule is FPTTTrainer else {}
     trainer = rule(model, torch.optim.SGD(model.parameters(), lr=1e38), loss="ce_all", progress=False, **options)
     with pytest.raises(NonFiniteError, match=r"optimizer step \d+ \(epoch 1, batch \d\)"):
@@ -167,7 +124,7 @@ def test_a_huge_learning_rate_stops_with_the_step_and_epoch(rule):
 
 @pytest.mark.parametrize("rule", [BPTTTrainer, FPTTTrainer, OTTTTrainer, HYPRTrainer])
 def test_a_nan_weight_is_named_before_any_update(rule):
-    model = _classifier()
+    model = digits_classifier()
     with torch.no_grad():
         model[0].weight[0, 0] = math.nan
     before = copy.deepcopy(model.state_dict())
@@ -185,7 +142,7 @@ def test_a_nan_weight_is_named_before_any_update(rule):
 @pytest.mark.parametrize("value", [math.inf, math.nan])
 def test_non_finite_input_is_refused_by_every_rule(rule, value):
     """HYPR stepped its neurons without their input check: every rule refuses NaN/inf inputs."""
-    model = _classifier()
+    model = digits_classifier()
     options = {"parts": 2} if rule is FPTTTrainer else {}
     trainer = rule(model, torch.optim.SGD(model.parameters(), lr=0.1), loss="ce_all", progress=False, **options)
     with pytest.raises(ValueError, match="x contains NaN or infinite values"):
@@ -196,7 +153,7 @@ def test_non_finite_input_is_refused_by_every_rule(rule, value):
 def test_non_finite_training_is_caught_with_validation_off(rule):
     """``set_validation(False)`` drops the input checks, not the training's own: an inf input
     still stops training at the step it poisons, with every rule (HYPR reported a finite loss)."""
-    model = _classifier()
+    model = digits_classifier()
     options = {"parts": 2} if rule is FPTTTrainer else {}
     trainer = rule(model, torch.optim.SGD(model.parameters(), lr=0.1), loss="ce_all", progress=False, **options)
     batches = [_batch(), _batch(value=math.inf), _batch()]
@@ -210,7 +167,7 @@ def test_an_infinite_regression_target_is_refused():
 
 
 def test_skipping_non_finite_steps_counts_them_and_keeps_the_weights():
-    model = _classifier()
+    model = digits_classifier()
     trainer = BPTTTrainer(
         model, torch.optim.SGD(model.parameters(), lr=0.1), loss="ce_all", progress=False, nonfinite="skip"
     )
@@ -229,7 +186,7 @@ def test_skipping_non_finite_steps_counts_them_and_keeps_the_weights():
 
 # -- 3. a corrupted checkpoint never loads -------------------------------------------------------------
 def _saved(tmp_path):
-    model = _classifier()
+    model = digits_classifier()
     trainer = BPTTTrainer(model, torch.optim.Adam(model.parameters(), lr=1e-2), loss="ce_all", progress=False)
     trainer.fit([_batch()], 1)
     path = tmp_path / "ckpt.pt"
@@ -238,7 +195,7 @@ def _saved(tmp_path):
 
 
 def _fresh():
-    model = _classifier()
+    model = digits_classifier()
     return model, BPTTTrainer(model, torch.optim.Adam(model.parameters(), lr=1e-2), loss="ce_all", progress=False)
 
 
@@ -319,7 +276,7 @@ def _assert_unchanged(model, optimizer, before_model, before_optimizer):
 def test_a_load_that_fails_at_the_optimizer_leaves_the_model_untouched(tmp_path):
     """Finding 4: the weights were overwritten before the optimizer's state failed to load."""
     path, _ = _saved(tmp_path)
-    model = _classifier()
+    model = digits_classifier()
     optimizer = torch.optim.Adam([{"params": model[0].parameters()}, {"params": list(model[2].parameters())}], lr=1e-2)
     trainer = BPTTTrainer(model, optimizer, loss="ce_all", progress=False)
     trainer.fit([_batch()], 1)
@@ -332,7 +289,7 @@ def test_a_load_that_fails_at_the_optimizer_leaves_the_model_untouched(tmp_path)
 
 
 def test_a_load_that_fails_at_the_rule_state_leaves_everything_untouched():
-    model = _classifier()
+    model = digits_classifier()
     trainer = FPTTTrainer(model, torch.optim.Adam(model.parameters(), lr=1e-2), parts=2, loss="ce_all", progress=False)
     trainer.fit([_batch()], 1)
     state = copy.deepcopy(trainer.state_dict())
@@ -349,7 +306,7 @@ def test_a_load_that_fails_at_the_rule_state_leaves_everything_untouched():
 
 def test_a_state_of_another_model_is_refused_before_anything_changes():
     model, trainer = _fresh()
-    other = nn.Sequential(_wide(nn.Linear(8, 12)), DecoupledLIF(12), nn.Linear(12, 10))
+    other = nn.Sequential(wide(nn.Linear(8, 12)), DecoupledLIF(12), nn.Linear(12, 10))
     state = BPTTTrainer(other, torch.optim.Adam(other.parameters()), progress=False).state_dict()
     before = copy.deepcopy(model.state_dict())
     with pytest.raises(ValueError, match=r"'0.weight' has shape \[12, 8\], this model's \[16, 8\]"):
@@ -427,7 +384,7 @@ def test_surrogate_constants_are_checked(build, error, name):
 
 
 def _model_and_optimizer():
-    model = _classifier()
+    model = digits_classifier()
     return model, torch.optim.SGD(model.parameters(), lr=0.1)
 
 

@@ -13,6 +13,7 @@ import torch.multiprocessing as mp
 
 # the helpers, under the names these tests use
 from learner_support import assert_close_dicts as _assert_close
+from learner_support import assert_resume_is_exact, digits_classifier, digits_loader
 from learner_support import bptt_gradients as _bptt_reference
 from learner_support import digits_like as _digits_like
 from learner_support import trainer_gradients as _gradients
@@ -508,20 +509,6 @@ def test_ottt_online_variant_steps_every_time_step():
 
 
 # -- the loop: fit, checkpoints, progress --------------------------------------------------------------
-def _loader(seed=0, batch_first=False):
-    from snn_parallel.tasks import SequentialDigits, make_loader
-
-    data = SequentialDigits("train", "row", seed=0)
-    data.inputs, data.targets = data.inputs[:96], data.targets[:96]
-    loader = make_loader(data, 32, shuffle=True, seed=seed)
-    return loader
-
-
-def _classifier():
-    torch.manual_seed(5)
-    return nn.Sequential(_wide(nn.Linear(8, 16)), DecoupledLIF(16), nn.Linear(16, 10))
-
-
 @pytest.mark.parametrize("rule, options", [("bptt", {}), ("fptt", {"parts": 4}), ("ottt", {}), ("hypr", {"chunk": 3})])
 def test_resumed_run_matches_uninterrupted_run(tmp_path, rule, options):
     classes = {"bptt": BPTTTrainer, "fptt": FPTTTrainer, "ottt": OTTTTrainer, "hypr": HYPRTrainer}
@@ -531,31 +518,13 @@ def test_resumed_run_matches_uninterrupted_run(tmp_path, rule, options):
             model, torch.optim.Adam(model.parameters(), lr=1e-2), loss="ce_all", progress=False, **options
         )
 
-    straight_model = _classifier()
-    straight = trainer_for(straight_model)
-    history = straight.fit(_loader(), 2)
-
-    first_model = _classifier()
-    first = trainer_for(first_model)
-    first.fit(_loader(), 1)
-    first.save(tmp_path / "ckpt.pt")
-    torch.manual_seed(123)  # disturb the global RNG: the checkpoint must restore it
-    resumed_model = _classifier()
-    resumed = trainer_for(resumed_model)
-    resumed.load(tmp_path / "ckpt.pt")
-    resumed_history = resumed.fit(_loader(), 1)
-
-    for p, q in zip(straight_model.parameters(), resumed_model.parameters(), strict=True):
-        assert torch.equal(p, q)
-    strip = lambda h: [{k: v for k, v in r.items() if k not in ("seconds", "samples_per_second")} for r in h]  # noqa: E731
-    assert strip(resumed_history) == strip(history)
-    assert resumed.global_step == straight.global_step
+    assert_resume_is_exact(tmp_path, trainer_for, digits_classifier, digits_loader)
 
 
 def test_fit_returns_history_and_evaluates(capsys):
-    model = _classifier()
+    model = digits_classifier()
     trainer = BPTTTrainer(model, torch.optim.Adam(model.parameters(), lr=1e-2), progress=True)
-    history = trainer.fit(_loader(), 2, val_loader=_loader())
+    history = trainer.fit(digits_loader(), 2, val_loader=digits_loader())
     assert [r["epoch"] for r in history] == [1.0, 2.0]
     assert {"train_loss", "train_accuracy", "val_loss", "val_accuracy", "samples_per_second"} <= history[-1].keys()
     assert "bptt epoch 2" in trainer.summary()
@@ -563,7 +532,7 @@ def test_fit_returns_history_and_evaluates(capsys):
 
 
 def test_batch_first_loader_is_made_time_major():
-    model = _classifier()
+    model = digits_classifier()
     trainer = BPTTTrainer(
         model, torch.optim.SGD(model.parameters(), lr=0.0), batch_first=True, loss="ce_all", progress=False
     )
@@ -588,7 +557,7 @@ def test_batch_first_loader_is_made_time_major():
     ],
 )
 def test_bad_batches_are_refused_before_training(batch, error, message):
-    model = _classifier()
+    model = digits_classifier()
     before = copy.deepcopy(model.state_dict())
     trainer = BPTTTrainer(model, torch.optim.SGD(model.parameters(), lr=0.1), progress=False)
     with pytest.raises(error, match=message):
@@ -598,7 +567,7 @@ def test_bad_batches_are_refused_before_training(batch, error, message):
 
 
 def test_bad_trainer_arguments():
-    model = _classifier()
+    model = digits_classifier()
     other = nn.Linear(2, 2)
     with pytest.raises(TypeError, match="optimizer"):
         BPTTTrainer(model, "adam")
@@ -620,7 +589,7 @@ def test_bad_trainer_arguments():
 )
 @pytest.mark.parametrize("rule", [BPTTTrainer, FPTTTrainer, OTTTTrainer, HYPRTrainer])
 def test_every_rule_refuses_a_bad_weight_clamp(rule, value, error):
-    model = _classifier()
+    model = digits_classifier()
     options = {"parts": 2} if rule is FPTTTrainer else {}
     with pytest.raises(error, match="weight_clamp"):
         rule(model, torch.optim.SGD(model.parameters(), lr=0.1), weight_clamp=value, **options)
@@ -628,7 +597,7 @@ def test_every_rule_refuses_a_bad_weight_clamp(rule, value, error):
 
 @pytest.mark.parametrize("rule", [BPTTTrainer, FPTTTrainer, OTTTTrainer, HYPRTrainer])
 def test_weight_clamp_bounds_every_synapse_after_each_step(rule):
-    model = _classifier()
+    model = digits_classifier()
     x, y = torch.rand(8, 4, 8), torch.randint(0, 10, (4,))
     options = {"parts": 2} if rule is FPTTTrainer else {}
     # plain SGD with a huge rate: the unclamped step would leave the weights far outside [-0.05, 0.05]
@@ -646,7 +615,7 @@ def test_shared_options_are_declared_once_with_each_rules_defaults():
     """TrainerOptions holds the options every rule takes; rules differ only in their defaults."""
     from snn_parallel.learners import TrainerOptions, TSSLBPTrainer, tssl_network
 
-    model = _classifier()
+    model = digits_classifier()
     opt = lambda m: torch.optim.SGD(m.parameters(), lr=0.1)  # noqa: E731
     assert BPTTTrainer(model, opt(model)).options == TrainerOptions()
     assert FPTTTrainer(model, opt(model), parts=2).clip_grad_norm == 1.0  # the reference code's clip
@@ -673,7 +642,7 @@ def test_bptt_batch_sum_scales_the_gradient_by_the_batch():
     x, y = torch.rand(8, 4, 8), torch.randint(0, 10, (4,))
     grads = {}
     for batch_sum in (False, True):
-        model = _classifier()
+        model = digits_classifier()
         trainer = BPTTTrainer(
             model, torch.optim.SGD(model.parameters(), lr=0.0), batch_sum=batch_sum, loss="ce_all", progress=False
         )
@@ -686,7 +655,7 @@ def test_bptt_batch_sum_scales_the_gradient_by_the_batch():
 
 
 def test_checkpoint_of_another_rule_is_refused(tmp_path):
-    model = _classifier()
+    model = digits_classifier()
     BPTTTrainer(model, torch.optim.SGD(model.parameters(), lr=0.1)).save(tmp_path / "bptt.pt")
     with pytest.raises(ValueError, match="'bptt' trainer"):
         OTTTTrainer(model, torch.optim.SGD(model.parameters(), lr=0.1)).load(tmp_path / "bptt.pt")

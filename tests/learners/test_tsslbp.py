@@ -13,6 +13,7 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from learner_support import assert_resume_is_exact
 from torch import nn
 
 from snn_parallel.learners import (
@@ -401,21 +402,7 @@ def test_resumed_run_matches_uninterrupted_run(tmp_path):
     def trainer_for(model):
         return TSSLBPTrainer(model, torch.optim.AdamW(model.parameters(), lr=1e-2), progress=False)
 
-    straight_model = _net()
-    history = trainer_for(straight_model).fit(_batches(), 2)
-    first_model = _net()
-    first = trainer_for(first_model)
-    first.fit(_batches(), 1)
-    first.save(tmp_path / "ckpt.pt")
-    torch.manual_seed(123)
-    resumed_model = _net(seed=7)
-    resumed = trainer_for(resumed_model)
-    resumed.load(tmp_path / "ckpt.pt")
-    resumed_history = resumed.fit(_batches(), 1)
-    for p, q in zip(straight_model.parameters(), resumed_model.parameters(), strict=True):
-        assert torch.equal(p, q)
-    strip = lambda h: [{k: v for k, v in r.items() if k not in ("seconds", "samples_per_second")} for r in h]  # noqa: E731
-    assert strip(resumed_history) == strip(history)
+    assert_resume_is_exact(tmp_path, trainer_for, _net, _batches, resumed_model=lambda: _net(seed=7))
 
 
 def _free_port() -> int:
