@@ -19,23 +19,29 @@ def harness(tmp_path_factory) -> kernel_harness.Harness:
     return kernel_harness.build(tmp_path_factory.mktemp("harness"))
 
 
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """A test asking for ``mutant`` runs once for each entry of its module's ``MUTANTS`` table."""
+    if "mutant" in metafunc.fixturenames:
+        metafunc.parametrize("mutant", list(metafunc.module.MUTANTS), indirect=True)
+
+
 @pytest.fixture(scope="module")
 def mutants(request, tmp_path_factory) -> dict[str, kernel_harness.Harness]:
-    """The test module's ``MUTANTS`` (``{name: (file, old, new)}``, each edit as in ``kernel_harness.build``), each
-    built into a harness of the op's kernel file alone (``test_<op>.py``: ``<op>.cu``), all at the module's first
-    use (skipped without g++)."""
+    """The test module's ``MUTANTS`` built into harnesses of the op's kernel file alone (``test_<op>.py``:
+    ``<op>.cu``), all at the module's first use (skipped without g++). Each entry ``name: (old, new)`` replaces the one
+    occurrence of ``old`` in that file, ``name: (header, old, new)`` in a shared header (see ``kernel_harness.build``).
+    """
     if kernel_harness.GXX is None:
         pytest.skip("g++ not on PATH: CPU kernel emulation skipped")
-    op = request.module.__name__.rpartition(".")[2].removeprefix("test_")
-    out_dir = tmp_path_factory.mktemp("mutants")
-    return kernel_harness.build_mutants(out_dir, request.module.MUTANTS, files=[f"{op}.cu"])
+    kernel = request.module.__name__.rpartition(".")[2].removeprefix("test_") + ".cu"
+    edits = {name: edit if len(edit) == 3 else (kernel, *edit) for name, edit in request.module.MUTANTS.items()}
+    return kernel_harness.build_mutants(tmp_path_factory.mktemp("mutants"), edits, files=[kernel])
 
 
 @pytest.fixture
 def mutant(request, mutants) -> kernel_harness.Harness:
-    """One mutant of the module's table, a test parametrised by name over all of them:
-    ``@pytest.mark.parametrize("mutant", MUTANTS, indirect=True)``. Its test shows that the op's checks bite: each
-    mutant must fail them."""
+    """The harness of one mutant of the module's table (the test runs for each): the test shows that the op's checks
+    bite, each mutant failing them."""
     return mutants[request.param]
 
 

@@ -519,37 +519,32 @@ def test_kernels_at_30000_steps(emulate_cupy, reset):
         assert (g.to(e.dtype) - e).abs().max().item() <= tol, name
 
 
+# mutants: (old, new) edits of linear_fire.cu, each to fail the check below (built by conftest.py)
 MUTANTS = {
-    "the backward carried with a, not conj(a)": ("linear_fire.cu", "back = conjugate(a);", "back = a;"),
+    "the backward carried with a, not conj(a)": ("back = conjugate(a);", "back = a;"),
     "the backward's filter rerun without its checkpoint": (
-        "linear_fire.cu",
         "Acc h = affine(pre_d, checkpoints[k * N + n], pre_b);",
         "Acc h = pre_b;",
     ),
     "the threshold bias raised after its decay": (
-        "linear_fire.cu",
         "b = rho * (b + v_threshold * spike);",
         "b = rho * b + v_threshold * spike;",
     ),
     "grad_last carried through a at the last step": (
-        "linear_fire.cu",
         "if (t < T - 1) d.g = back;",
         "if (t <= T - 1) d.g = back;",
     ),
     "a checkpoint written at the wrong segment": (
-        "linear_fire.cu",
         "checkpoints[k * N + n] = carry;",
         "checkpoints[(k > 0 ? k - 1 : 0) * N + n] = carry;",
     ),
     "the reset's decay gradient with beta_t, not beta_{t+1}": (
-        "linear_fire.cu",
         "partial.rho += before.beta * steps[j].spike;",
         "partial.rho += after.beta * steps[j].spike;",
     ),
 }
 
 
-@pytest.mark.parametrize("mutant", MUTANTS, indirect=True)
 def test_the_kernel_checks_bite(emulate_cupy, mutant):
     """Each mutant fails the comparison above for some case (complex, with a reset, both filter placements)."""
     inputs, rho, grads_out = kernel_inputs(200, (2, 3, 2), True, True, ATan(), seed=4)
