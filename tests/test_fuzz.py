@@ -150,10 +150,19 @@ class OpCase:
     run: Callable[[dict[str, Any]], tuple]
     reference: Callable[[dict[str, Any]], tuple]
     sequence: str  # the time-major input; T = 0 spoils it
-    tensors: tuple[str, ...]  # the tensor arguments that may be spoiled
     constants: dict[str, str] = field(default_factory=dict)  # scalar arguments and their domain
     complex_ok: tuple[str, ...] = ()  # tensors that may be complex
     spiking: bool = True  # outputs depend on a threshold
+
+    @property
+    def tensors(self) -> tuple[str, ...]:
+        """The tensor arguments, each of which may be spoiled."""
+        return tuple(name for name, value in self.args.items() if isinstance(value, torch.Tensor))
+
+
+def _with_the_op_arguments(reference: Callable[..., tuple]) -> Callable[[dict[str, Any]], tuple]:
+    """The case's reference for a step-by-step reference that takes the op's own arguments (but ``backend``)."""
+    return lambda a: reference(**{name: value for name, value in a.items() if name != "backend"})
 
 
 def _channel(shape: tuple[int, ...], dims: int) -> tuple[int, ...]:
@@ -175,7 +184,6 @@ def _scan_case(steps, shape, dtype, rand) -> OpCase:
         lambda a: ops.linear_scan(**a),
         lambda a: ops.linear_scan_reference(a["a"], a["b"], a["h0"]),
         "b",
-        ("a", "b", "h0"),
         {"chunk": "positive_int", "log_decay": "bool", "backend": "backend"},
         complex_ok=("a", "b", "h0"),
         spiking=False,
@@ -205,7 +213,6 @@ def _dsn_case(steps, shape, dtype, rand) -> OpCase:
         lambda a: ops.dsn_membrane(**a),
         reference,
         "x",
-        ("x", "history", "weight", "bias", "h0"),
         {"tau": "positive", "shift": "real", "spike_fn": "surrogate", "backend": "backend"},
     )
 
@@ -224,16 +231,11 @@ def _linear_fire_case(steps, shape, dtype, rand) -> OpCase:
         "backend": "auto",
     }
 
-    def reference(a):
-        keys = ("x", "decay", "scale", "h0", "bias0", "spike_fn", "v_threshold", "reset_decay")
-        return ops.linear_fire_reference(*(a[k] for k in keys))
-
     return OpCase(
         args,
         lambda a: ops.linear_fire(**a),
-        reference,
+        _with_the_op_arguments(ops.linear_fire_reference),
         "x",
-        ("x", "decay", "scale", "h0", "bias0", "reset_decay"),
         {"v_threshold": "real", "spike_fn": "surrogate", "backend": "backend"},
     )
 
@@ -253,16 +255,11 @@ def _ltc_case(steps, shape, dtype, rand) -> OpCase:
         "backend": "auto",
     }
 
-    def reference(a):
-        keys = ("current", "rate", "retention", "u0", "s0", "b_init", "b0", "beta_a", "surrogate")
-        return ops.ltc_scan_reference(*(a[k] for k in keys))
-
     return OpCase(
         args,
         lambda a: ops.ltc_scan(**a),
-        reference,
+        _with_the_op_arguments(ops.ltc_scan_reference),
         "current",
-        ("current", "rate", "retention", "u0", "s0", "b_init"),
         {"b0": "real", "beta_a": "real", "surrogate": "surrogate", "backend": "backend"},
     )
 
@@ -293,7 +290,6 @@ def _tsslbp_case(steps, shape, dtype, rand) -> OpCase:
         lambda a: ops.tsslbp(**a),
         reference,
         "current",
-        ("current", "u0", "a0"),
         {
             "v_threshold": "real",
             "tau_m": "at_least_one",
@@ -312,9 +308,7 @@ def _psp_case(steps, shape, dtype, rand) -> OpCase:
         decay = torch.full((), 1 - 1 / a["tau_s"], dtype=a["x"].dtype)
         return ops.linear_scan_reference(decay, a["x"] / a["tau_s"], a["a0"])
 
-    return OpCase(
-        args, lambda a: ops.psp_filter(**a), reference, "x", ("x", "a0"), {"tau_s": "at_least_one"}, spiking=False
-    )
+    return OpCase(args, lambda a: ops.psp_filter(**a), reference, "x", {"tau_s": "at_least_one"}, spiking=False)
 
 
 OPS = {

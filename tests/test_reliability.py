@@ -40,27 +40,21 @@ def _image_net():
     return tssl_network("4C3-P2-16", (1, 8, 8), 10, dropout=0.3)
 
 
+def _digits_case(rule, dropout, **options):
+    """``rule`` (Adam, lr 1e-2, the loss at every step) on the digits classifier with ``dropout(0.3)``."""
+
+    def make_trainer(model):
+        optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+        return rule(model, optimizer, loss="ce_all", progress=False, **options)
+
+    return make_trainer, lambda: digits_classifier(dropout(0.3)), "row"
+
+
 RESUME_CASES = {
-    "bptt": (
-        lambda m: BPTTTrainer(m, torch.optim.Adam(m.parameters(), lr=1e-2), loss="ce_all", progress=False),
-        lambda: digits_classifier(nn.Dropout(0.3)),
-        "row",
-    ),
-    "bptt-sequence-dropout": (
-        lambda m: BPTTTrainer(m, torch.optim.Adam(m.parameters(), lr=1e-2), loss="ce_all", progress=False),
-        lambda: digits_classifier(SequenceDropout(0.3)),
-        "row",
-    ),
-    "fptt": (
-        lambda m: FPTTTrainer(m, torch.optim.Adam(m.parameters(), lr=1e-2), parts=4, loss="ce_all", progress=False),
-        lambda: digits_classifier(nn.Dropout(0.3)),
-        "row",
-    ),
-    "ottt": (
-        lambda m: OTTTTrainer(m, torch.optim.Adam(m.parameters(), lr=1e-2), loss="ce_all", progress=False),
-        lambda: digits_classifier(SequenceDropout(0.3)),
-        "row",
-    ),
+    "bptt": _digits_case(BPTTTrainer, nn.Dropout),
+    "bptt-sequence-dropout": _digits_case(BPTTTrainer, SequenceDropout),
+    "fptt": _digits_case(FPTTTrainer, nn.Dropout, parts=4),
+    "ottt": _digits_case(OTTTTrainer, SequenceDropout),
     "tsslbp": (
         lambda m: TSSLBPTrainer(m, torch.optim.AdamW(m.parameters(), lr=5e-3), progress=False),
         _image_net,

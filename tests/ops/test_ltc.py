@@ -3,6 +3,8 @@ step-by-step reference."""
 
 from __future__ import annotations
 
+from unittest import mock
+
 import pytest
 import torch
 from kernel_harness.checks import (
@@ -95,24 +97,17 @@ def emu_ltc_fwd(lib, current, rate, retention, u0, s0, b_init, surrogate, *, b0=
 
 
 def emu_ltc_bwd(lib, grad_outputs, inputs, outputs, surrogate, per_block=None):
-    """The backward kernel at the launcher's geometry (on a device of 2 multiprocessors; ``per_block`` segments a block
-    forced), its look-back buffers included."""
+    """The backward kernel at the launcher's geometry and look-back buffers (``_cuda.workspace`` on a device of 2
+    multiprocessors; ``per_block`` segments a block forced)."""
     T, N = inputs[0].shape
     grad_seq = [torch.empty(T, N) for _ in range(3)]
     grad_state = [torch.empty(N) for _ in range(3)]
     tensors = [x.contiguous() for x in (*grad_outputs, *inputs, *outputs)]
-    per_block, groups, tiles = _cuda.chunking(T, N, 2, per_block)
-    look_back = [None] * 4
-    if groups > 1:
-        look_back = [
-            torch.zeros(groups * tiles + 1, dtype=torch.int32),
-            torch.empty(groups, N, 9),
-            torch.empty(groups, N, 3),
-            torch.empty(groups, N, 3),
-        ]
+    with mock.patch.object(_cuda, "processors", lambda device: 2):
+        grid, per_block, *look_back = _cuda.workspace(T, N, tensors[0], 3, per_block, decay_floats=9)
     lib.launch(
         "ltc_bwd",
-        (groups * tiles,),
+        (grid,),
         (32, _cuda.CHUNK_WARPS),
         *tensors,
         *grad_seq,

@@ -4,6 +4,7 @@ the torch path (the torch path itself is tested in ``tests/learners/test_tsslbp.
 from __future__ import annotations
 
 import math
+from unittest import mock
 
 import pytest
 import torch
@@ -30,20 +31,13 @@ def emu_tssl_fwd(lib, current, u0, a0, inclusive, *, v_threshold=TSSL["v_thresho
 def emu_tssl_bwd(
     lib, grad_psp, psp, spikes, membrane, delta_u, *, v_threshold=TSSL["v_threshold"], at_spikes=True, per_block=None
 ):
-    """``grad_current`` from ``tssl_bwd`` at the launcher's geometry (on a device of 2 multiprocessors; ``per_block``
-    segments a block forced), its look-back buffers included."""
+    """``grad_current`` from ``tssl_bwd`` at the launcher's geometry and look-back buffers (``_cuda.workspace`` on a
+    device of 2 multiprocessors; ``per_block`` segments a block forced)."""
     T, N = grad_psp.shape
     grad = torch.empty(T, N)
-    per_block, groups, tiles = _cuda.chunking(T, N, 2, per_block)
-    look_back = [None] * 4
-    if groups > 1:
-        look_back = [
-            torch.zeros(groups * tiles + 1, dtype=torch.int32),
-            torch.empty(groups, N, 4),
-            torch.empty(groups, N, 2),
-            torch.empty(groups, N, 2),
-        ]
-    lib.launch("tssl_bwd", (groups * tiles,), (32, _cuda.CHUNK_WARPS), grad_psp, spikes, membrane, delta_u, psp, grad,
+    with mock.patch.object(_cuda, "processors", lambda device: 2):
+        grid, per_block, *look_back = _cuda.workspace(T, N, grad, 2, per_block, decay_floats=4)
+    lib.launch("tssl_bwd", (grid,), (32, _cuda.CHUNK_WARPS), grad_psp, spikes, membrane, delta_u, psp, grad,
                *look_back, v_threshold, TSSL["tau_m"], TSSL["tau_s"], int(at_spikes), T, N, per_block)  # fmt: skip
     return grad
 
