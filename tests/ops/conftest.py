@@ -1,4 +1,4 @@
-"""Fixtures of the op tests: the CPU kernel harness and the ops' CuPy path redirected to it."""
+"""Fixtures of the op tests: the CPU kernel harness, the ops' CuPy path redirected to it, each op's kernel mutants."""
 
 from __future__ import annotations
 
