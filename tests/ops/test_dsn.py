@@ -321,7 +321,7 @@ def test_kernels_match_reference_in_every_schedule(emulate_cupy, harness, T, sha
         assert torch.equal(x, y), f"{name} changes without the membrane"
 
 
-# mutants: (old, new) edits of dsn.cu, each to fail the check below (built by conftest.py)
+# mutants: (old, new) edits of dsn.cu or (header, old, new), each to fail the check below (built by conftest.py)
 MUTANTS = {
     "the carried gradient without alpha": ("b = s.a * s.d;", "b = s.d;"),
     "the halo one row late": (

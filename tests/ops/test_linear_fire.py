@@ -519,7 +519,7 @@ def test_kernels_at_30000_steps(emulate_cupy, reset):
         assert (g.to(e.dtype) - e).abs().max().item() <= tol, name
 
 
-# mutants: (old, new) edits of linear_fire.cu, each to fail the check below (built by conftest.py)
+# mutants: (old, new) edits of linear_fire.cu or (header, old, new), each to fail the check below (built by conftest.py)
 MUTANTS = {
     "the backward carried with a, not conj(a)": ("back = conjugate(a);", "back = a;"),
     "the backward's filter rerun without its checkpoint": (

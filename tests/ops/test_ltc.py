@@ -195,7 +195,7 @@ def test_kernel_backward_matches_autograd(harness, name, inclusive):
         assert_close(x, y, rtol=1e-5, atol=1e-6 * scale, what=f"fused grad {n}")
 
 
-# mutants: (old, new) edits of ltc.cu, each to fail the check below (built by conftest.py)
+# mutants: (old, new) edits of ltc.cu or (header, old, new), each to fail the check below (built by conftest.py)
 MUTANTS = {
     "the spike-gradient carry without its (1 - rho)": (
         "keep[3] = {1.0f - s.rate, 1.0f - s.retention, s.retention};",

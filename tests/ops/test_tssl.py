@@ -190,7 +190,7 @@ def test_cupy_path_matches_torch_path(emulate_cupy, T, inclusive, at_spikes):
     _compare_paths(results, OP_NAMES)
 
 
-# mutants: (old, new) edits of tssl.cu, each to fail the check below (built by conftest.py)
+# mutants: (old, new) edits of tssl.cu or (header, old, new), each to fail the check below (built by conftest.py)
 MUTANTS = {
     "the carried term without the membrane leak on quiet steps": (
         "(1.0f - s.spike) * (1.0f - 1.0f / tau_m);",
