@@ -152,8 +152,7 @@ class SEAdLIF(Neuron):
         return self._update(x_t, state, *self.coefficients())
 
     def update_sequence(self, x_seq: torch.Tensor, state: AdLIFState) -> tuple[torch.Tensor, torch.Tensor, AdLIFState]:
-        coefficients = self.coefficients()  # once for all steps
-        return step_loop(lambda x_t, s: self._update(x_t, s, *coefficients), x_seq, state)
+        return step_loop(self._update, x_seq, state, *self.coefficients())  # coefficients once for all steps
 
     def extra_repr(self) -> str:
         return (

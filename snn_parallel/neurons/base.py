@@ -114,14 +114,14 @@ class _InputDtype(ForeignSurrogate):
 
 
 def step_loop(
-    update: Callable[[torch.Tensor, Any], tuple[torch.Tensor, torch.Tensor, Any]], x_seq: torch.Tensor, state: Any
+    update: Callable[..., tuple[torch.Tensor, torch.Tensor, Any]], x_seq: torch.Tensor, state: Any, *coefficients: Any
 ) -> tuple[torch.Tensor, torch.Tensor, Any]:
-    """``update(x_t, state) -> (output, membrane, state)`` applied to each step of ``x_seq`` in order:
-    ``(outputs, membrane, last_state)`` (the default :meth:`Neuron.update_sequence`; a neuron whose
-    step derives coefficients from its parameters may loop a step with them computed once)."""
+    """``update(x_t, state, *coefficients) -> (output, membrane, state)`` applied to each step of ``x_seq`` in
+    order: ``(outputs, membrane, last_state)`` (the default :meth:`Neuron.update_sequence`; a neuron whose step
+    derives ``coefficients`` from its parameters passes them, computed once for all steps)."""
     outputs, membranes = [], []
     for x_t in x_seq.unbind(0):
-        output, membrane, state = update(x_t, state)
+        output, membrane, state = update(x_t, state, *coefficients)
         outputs.append(output)
         membranes.append(membrane)
     return torch.stack(outputs), torch.stack(membranes), state

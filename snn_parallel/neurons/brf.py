@@ -117,8 +117,7 @@ class BRF(Neuron):
         return self._update(x_t, state, *self.coefficients())
 
     def update_sequence(self, x_seq: torch.Tensor, state: BRFState) -> tuple[torch.Tensor, torch.Tensor, BRFState]:
-        coefficients = self.coefficients()  # once for all steps
-        return step_loop(lambda x_t, s: self._update(x_t, s, *coefficients), x_seq, state)
+        return step_loop(self._update, x_seq, state, *self.coefficients())  # coefficients once for all steps
 
     def extra_repr(self) -> str:
         return f"features={self.features}, dt={self.dt}, v_threshold={self.v_threshold}"
