@@ -338,6 +338,14 @@ def resolve(surrogate: object = None, *, inclusive: bool = True, name: str = "su
     raise TypeError(f"{name} must be a surrogate name, a Surrogate or a callable, got {type(surrogate).__name__}")
 
 
+def check_surrogate(value: object, name: str) -> Surrogate:
+    """``value`` if it is a :class:`Surrogate` (what the ops take: a neuron resolves its argument once, by
+    :func:`resolve`), else ``TypeError`` naming the argument."""
+    if not isinstance(value, Surrogate):
+        raise TypeError(f"{name} must be a Surrogate (see snn_parallel.surrogate.resolve), got {type(value).__name__}")
+    return value
+
+
 class IntegerSpike(Surrogate):
     r"""Integer spikes :math:`S = \mathrm{clip}(\mathrm{round}(H), 0, N)` with a straight-through
     gradient inside :math:`[0, N]` (the "Rect" rule of integer-valued training, ILIF/DSN)."""

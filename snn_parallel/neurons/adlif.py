@@ -32,8 +32,8 @@ from typing import NamedTuple
 import torch
 
 from .._validation import check_float, check_pair
-from ..surrogate import Slayer, resolve
-from .base import Neuron, keep_dtype, step_loop
+from ..surrogate import Slayer
+from .base import Neuron, neuron_surrogate, step_loop
 
 
 class AdLIFState(NamedTuple):
@@ -85,9 +85,7 @@ class SEAdLIF(Neuron):
         self.b_range = check_pair(b_range, "b_range")
         self.adapt_coeff = check_float(adapt_coeff, "adapt_coeff")
         self.v_threshold = check_float(v_threshold, "v_threshold")
-        self.surrogate = (
-            Slayer(alpha=5.0, scale=0.2, inclusive=False) if surrogate is None else keep_dtype(resolve(surrogate))
-        )
+        self.surrogate = neuron_surrogate(surrogate, Slayer(alpha=5.0, scale=0.2, inclusive=False))
         self._declare(tau_u_frac=True, tau_w_frac=True, a=True, b=True)
 
     def _initial_values(self, features: int) -> dict[str, torch.Tensor]:
@@ -154,8 +152,7 @@ class SEAdLIF(Neuron):
         return self._update(x_t, state, *self.coefficients())
 
     def update_sequence(self, x_seq: torch.Tensor, state: AdLIFState) -> tuple[torch.Tensor, torch.Tensor, AdLIFState]:
-        coefficients = self.coefficients()  # once for all steps
-        return step_loop(lambda x_t, s: self._update(x_t, s, *coefficients), x_seq, state)
+        return step_loop(self._update, x_seq, state, *self.coefficients())  # coefficients once for all steps
 
     def extra_repr(self) -> str:
         return (

@@ -56,7 +56,7 @@ from torch.nn.parameter import UninitializedParameter, is_lazy
 
 from .._validation import check_same_device, check_sequence, check_state_tensor, check_step_input, validation
 from ..ops._backend import BACKENDS
-from ..surrogate import ForeignSurrogate, Surrogate
+from ..surrogate import ForeignSurrogate, Surrogate, resolve
 
 #: the dtypes autocast runs matrix products in, too coarse for long scans
 LOW_PRECISION = (torch.float16, torch.bfloat16)
@@ -114,24 +114,29 @@ class _InputDtype(ForeignSurrogate):
 
 
 def step_loop(
-    update: Callable[[torch.Tensor, Any], tuple[torch.Tensor, torch.Tensor, Any]], x_seq: torch.Tensor, state: Any
+    update: Callable[..., tuple[torch.Tensor, torch.Tensor, Any]], x_seq: torch.Tensor, state: Any, *coefficients: Any
 ) -> tuple[torch.Tensor, torch.Tensor, Any]:
-    """``update(x_t, state) -> (output, membrane, state)`` applied to each step of ``x_seq`` in order:
-    ``(outputs, membrane, last_state)`` (the default :meth:`Neuron.update_sequence`; a neuron whose
-    step derives coefficients from its parameters may loop a step with them computed once)."""
+    """``update(x_t, state, *coefficients) -> (output, membrane, state)`` applied to each step of ``x_seq`` in
+    order: ``(outputs, membrane, last_state)`` (the default :meth:`Neuron.update_sequence`; a neuron whose step
+    derives ``coefficients`` from its parameters passes them, computed once for all steps)."""
     outputs, membranes = [], []
     for x_t in x_seq.unbind(0):
-        output, membrane, state = update(x_t, state)
+        output, membrane, state = update(x_t, state, *coefficients)
         outputs.append(output)
         membranes.append(membrane)
     return torch.stack(outputs), torch.stack(membranes), state
 
 
-def keep_dtype(surrogate: Surrogate) -> Surrogate:
-    """``surrogate``, with a framework's (foreign) spike function made to return the input's dtype."""
-    if isinstance(surrogate, ForeignSurrogate) and not isinstance(surrogate, _InputDtype):
-        return _InputDtype(surrogate)
-    return surrogate
+def neuron_surrogate(surrogate: object, default: Surrogate | None = None) -> Surrogate:
+    """A neuron's ``surrogate`` argument resolved by :func:`~snn_parallel.surrogate.resolve`, or ``default``
+    for ``None`` where the neuron has its own, with a framework's (foreign) spike function made to return
+    the input's dtype."""
+    if surrogate is None and default is not None:
+        return default
+    resolved = resolve(surrogate)
+    if isinstance(resolved, ForeignSurrogate) and not isinstance(resolved, _InputDtype):
+        return _InputDtype(resolved)
+    return resolved
 
 
 class Neuron(nn.Module):

@@ -32,8 +32,8 @@ from typing import NamedTuple
 import torch
 
 from .._validation import check_float, check_pair, check_positive
-from ..surrogate import CenteredDoubleGaussian, resolve
-from .base import Neuron, keep_dtype, step_loop
+from ..surrogate import CenteredDoubleGaussian
+from .base import Neuron, neuron_surrogate, step_loop
 
 #: decay of the refractory trace :math:`q` (fixed in the reference code)
 Q_DECAY = 0.9
@@ -83,9 +83,7 @@ class BRF(Neuron):
         self.v_threshold = check_float(v_threshold, "v_threshold")
         self.omega_range = check_pair(omega_range, "omega_range", minimum=0, maximum=1 / self.dt)
         self.b_offset_range = check_pair(b_offset_range, "b_offset_range", minimum=0)
-        self.surrogate = (
-            CenteredDoubleGaussian(inclusive=False) if surrogate is None else keep_dtype(resolve(surrogate))
-        )
+        self.surrogate = neuron_surrogate(surrogate, CenteredDoubleGaussian(inclusive=False))
         self._declare(omega=True, b_offset=True)
 
     def _initial_values(self, features: int) -> dict[str, torch.Tensor]:
@@ -119,8 +117,7 @@ class BRF(Neuron):
         return self._update(x_t, state, *self.coefficients())
 
     def update_sequence(self, x_seq: torch.Tensor, state: BRFState) -> tuple[torch.Tensor, torch.Tensor, BRFState]:
-        coefficients = self.coefficients()  # once for all steps
-        return step_loop(lambda x_t, s: self._update(x_t, s, *coefficients), x_seq, state)
+        return step_loop(self._update, x_seq, state, *self.coefficients())  # coefficients once for all steps
 
     def extra_repr(self) -> str:
         return f"features={self.features}, dt={self.dt}, v_threshold={self.v_threshold}"

@@ -28,8 +28,8 @@ import torch
 
 from .._validation import check_choice, check_float, check_int, check_positive
 from ..ops.dsn import dsn_membrane, dsn_step
-from ..surrogate import IntegerSpike, resolve
-from .base import Neuron, keep_dtype
+from ..surrogate import IntegerSpike
+from .base import Neuron, neuron_surrogate
 
 
 class DSNState(NamedTuple):
@@ -83,7 +83,7 @@ class DynamicDecay(Neuron):
         self.spike_mode = check_choice(spike_mode, "spike_mode", ("binary", "integer"))
         self.levels = check_int(levels, "levels", minimum=1)
         self.v_threshold = check_float(v_threshold, "v_threshold")
-        self.surrogate = keep_dtype(resolve(surrogate))
+        self.surrogate = neuron_surrogate(surrogate)
         # the spike function, applied to H - shift
         self._spike_fn = IntegerSpike(levels) if spike_mode == "integer" else self.surrogate
         self._declare(weight=True, bias=True)

@@ -22,8 +22,7 @@ import torch
 
 from .._validation import check_bool, check_float
 from ..ops.linear_fire import linear_fire, linear_fire_step
-from ..surrogate import resolve
-from .base import Neuron, keep_dtype
+from .base import Neuron, neuron_surrogate
 
 
 class DecoupledLIFState(NamedTuple):
@@ -67,7 +66,7 @@ class DecoupledLIF(Neuron):
         self.tau = check_float(tau, "tau", minimum=1, min_open=True)
         self.learn_decay = check_bool(learn_decay, "learn_decay")
         self.v_threshold = check_float(v_threshold, "v_threshold")
-        self.surrogate = keep_dtype(resolve(surrogate))
+        self.surrogate = neuron_surrogate(surrogate)
         self._declare(decay_logit=self.learn_decay)
 
     def _initial_values(self, features: int) -> dict[str, torch.Tensor]:

@@ -29,8 +29,8 @@ from torch.nn.modules.lazy import LazyModuleMixin
 
 from .._validation import check_bool, check_choice, check_float
 from ..ops.ltc import ltc_scan, ltc_step
-from ..surrogate import MultiGaussian, resolve
-from .base import Neuron, keep_dtype
+from ..surrogate import MultiGaussian
+from .base import Neuron, neuron_surrogate
 
 
 class LTCState(NamedTuple):
@@ -97,7 +97,7 @@ class LTC(Neuron):
         self.beta_a = check_float(beta_a, "beta_a", minimum=0)
         self.learn_gate_temperature = check_bool(learn_gate_temperature, "learn_gate_temperature")
         self.initial_membrane = check_choice(initial_membrane, "initial_membrane", ("zero", "uniform"))
-        self.surrogate = MultiGaussian(inclusive=False) if surrogate is None else keep_dtype(resolve(surrogate))
+        self.surrogate = neuron_surrogate(surrogate, MultiGaussian(inclusive=False))
         if self.learn_gate_temperature:
             self.gate_temperature = nn.Parameter(torch.ones(2))  # (rate, retention)
         self.rate_gate, self.retention_gate = _Gate(), _Gate()

@@ -37,8 +37,7 @@ import torch
 
 from .._validation import check_bool, check_choice, check_float, check_pair, check_positive
 from ..ops.linear_fire import linear_fire, linear_fire_step
-from ..surrogate import resolve
-from .base import LOW_PRECISION, Neuron, keep_dtype, upcast
+from .base import LOW_PRECISION, Neuron, neuron_surrogate, upcast
 
 
 class PRFState(NamedTuple):
@@ -102,7 +101,7 @@ class PRF(Neuron):
         if mode == "fft" and reset:
             raise ValueError("reset=True needs mode='scan' (the threshold bias is stepped with the scan)")
         self.reset_gradient = check_choice(reset_gradient, "reset_gradient", ("official", "detached"))
-        self.surrogate = keep_dtype(resolve(surrogate))
+        self.surrogate = neuron_surrogate(surrogate)
         self._declare(log_dt=True, theta_log=True, decay_log=self.learn_decay)
 
     def _initial_values(self, features: int) -> dict[str, torch.Tensor]:

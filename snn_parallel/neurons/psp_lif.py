@@ -34,8 +34,8 @@ import torch
 from .._validation import check_bool, check_choice, check_float
 from ..ops.tssl import psp_filter, tssl_step, tsslbp
 from ..ops.tssl.reference import heaviside
-from ..surrogate import Sigmoid, resolve
-from .base import Neuron, checks_outside_compile, keep_dtype
+from ..surrogate import Sigmoid
+from .base import Neuron, checks_outside_compile, neuron_surrogate
 
 _GRADIENTS = ("tsslbp", "surrogate")
 
@@ -105,7 +105,7 @@ class PSPLIF(Neuron):
         if not dt_du_at_spikes and gradient != "tsslbp":
             raise ValueError(f"dt_du_at_spikes=False is an option of gradient='tsslbp', not of gradient={gradient!r}")
         self.dt_du_at_spikes = dt_du_at_spikes
-        self.surrogate = Sigmoid(alpha=5.0, inclusive=False) if surrogate is None else keep_dtype(resolve(surrogate))
+        self.surrogate = neuron_surrogate(surrogate, Sigmoid(alpha=5.0, inclusive=False))
 
     def init_state(self, x_t: torch.Tensor) -> PSPLIFState:
         zeros = torch.zeros_like(x_t)

@@ -11,7 +11,7 @@ from typing import Any
 import torch
 
 from ..._validation import check_bool, check_float, check_like, check_op_sequence, check_positive, check_tensor
-from ...surrogate import Surrogate
+from ...surrogate import Surrogate, check_surrogate
 from .._backend import kernel_gap, resolve_backend
 from .._layout import compact, param_layout, per_lane, to_params
 from .cupy import MAX_TAPS, dsn_backward_cupy, dsn_forward_cupy
@@ -172,7 +172,4 @@ def _check(x, history, weight, bias, tau, h0, spike_fn) -> None:
     check_like(bias, "bias", shape, x, "x", broadcast=True)
     check_like(h0, "h0", shape, x, "x")
     check_positive(tau, "tau")
-    if not isinstance(spike_fn, Surrogate):
-        raise TypeError(
-            f"spike_fn must be a Surrogate (see snn_parallel.surrogate.resolve), got {type(spike_fn).__name__}"
-        )
+    check_surrogate(spike_fn, "spike_fn")

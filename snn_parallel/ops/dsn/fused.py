@@ -25,7 +25,6 @@ from __future__ import annotations
 import torch
 from torch.nn.functional import logsigmoid
 
-from ...surrogate import Surrogate
 from .._blocks import block_ranges
 from ..scan.parallel import scan_2d
 
@@ -47,17 +46,9 @@ def _gate(window: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, tau: f
     return pre, logsigmoid(pre).div_(tau)
 
 
-def dsn_forward(
-    x: torch.Tensor,
-    history: torch.Tensor,
-    weight: torch.Tensor,
-    bias: torch.Tensor,
-    tau: float,
-    h0: torch.Tensor,
-    spike_fn: Surrogate,
-    shift: float,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Spikes and membrane ``H`` ``[T, N]`` for ``x`` ``[T, N]``; ``weight`` is ``[k, N]``, ``bias`` ``[N]``."""
+def dsn_forward(x, history, weight, bias, tau, h0, spike_fn, shift):
+    """Spikes and membrane ``H`` ``[T, N]`` for ``x`` ``[T, N]``, ``weight`` ``[k, N]`` and ``bias`` ``[N]`` (the
+    arguments of :func:`~snn_parallel.ops.dsn.dsn_membrane`, per lane)."""
     h = torch.empty_like(x)
     spikes = torch.empty_like(x)
     state = h0
@@ -70,21 +61,9 @@ def dsn_forward(
     return spikes, h
 
 
-def dsn_backward(
-    grad_spikes: torch.Tensor,
-    grad_h: torch.Tensor,
-    grad_last: torch.Tensor,
-    x: torch.Tensor,
-    history: torch.Tensor,
-    weight: torch.Tensor,
-    bias: torch.Tensor,
-    tau: float,
-    h0: torch.Tensor,
-    h: torch.Tensor,
-    spike_fn: Surrogate,
-    shift: float,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Gradients of ``(x, history, weight, bias, h0)``."""
+def dsn_backward(grad_spikes, grad_h, grad_last, x, history, weight, bias, tau, h0, h, spike_fn, shift):
+    """Gradients of ``(x, history, weight, bias, h0)`` of :func:`dsn_forward` from those of its spikes, its
+    membrane ``h`` and the last membrane."""
     lead = history.shape[0]
     grad_x = torch.empty_like(x)
     grad_weight = torch.zeros_like(weight)

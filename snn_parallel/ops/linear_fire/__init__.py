@@ -22,7 +22,7 @@ from typing import Any
 import torch
 
 from ..._validation import check_float, check_like, check_op_sequence
-from ...surrogate import Surrogate
+from ...surrogate import Surrogate, check_surrogate
 from .._backend import kernel_gap, resolve_backend
 from .._layout import compact, param_layout, per_lane, to_params
 from .cupy import linear_fire_backward_cupy, linear_fire_forward_cupy
@@ -188,7 +188,4 @@ def _check(x, decay, scale, h0, bias0, spike_fn, reset_decay) -> None:
     check_like(bias0, "bias0", shape, x, "x")
     if reset_decay is not None:
         check_like(reset_decay, "reset_decay", shape, x, "x", broadcast=True)
-    if not isinstance(spike_fn, Surrogate):
-        raise TypeError(
-            f"spike_fn must be a Surrogate (see snn_parallel.surrogate.resolve), got {type(spike_fn).__name__}"
-        )
+    check_surrogate(spike_fn, "spike_fn")

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import torch
 
-from ...surrogate import Surrogate
 from .._blocks import block_ranges
 from ..scan.parallel import scan_2d
 
@@ -37,17 +36,9 @@ def _filter(x: torch.Tensor, decay: torch.Tensor, scale: torch.Tensor, state: to
 
 
 @torch.no_grad()
-def linear_fire_forward(
-    x: torch.Tensor,
-    decay: torch.Tensor,
-    scale: torch.Tensor,
-    h0: torch.Tensor,
-    bias0: torch.Tensor,
-    spike_fn: Surrogate,
-    v_threshold: float,
-    reset_decay: torch.Tensor | None,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Returns ``(spikes, membrane, checkpoints, h_last, bias_next)`` for ``x`` ``[T, N]``."""
+def linear_fire_forward(x, decay, scale, h0, bias0, spike_fn, v_threshold, reset_decay):
+    """``(spikes, membrane, checkpoints, h_last, bias_next)`` for ``x`` ``[T, N]`` and per-lane ``[N]`` parameters
+    (the arguments of :func:`~snn_parallel.ops.linear_fire.linear_fire`)."""
     spikes, membrane = torch.empty_like(x), torch.empty_like(x)
     ranges = block_ranges(*x.shape)
     checkpoints = torch.empty(len(ranges), x.shape[1], dtype=h0.dtype, device=x.device)
@@ -71,22 +62,12 @@ def linear_fire_forward(
 
 @torch.no_grad()
 def linear_fire_backward(
-    grad_spikes: torch.Tensor,
-    grad_membrane: torch.Tensor,
-    grad_last: torch.Tensor,
-    x: torch.Tensor,
-    decay: torch.Tensor,
-    scale: torch.Tensor,
-    membrane: torch.Tensor,
-    checkpoints: torch.Tensor,
-    spike_fn: Surrogate,
-    v_threshold: float,
-    reset_decay: torch.Tensor | None = None,
-    grad_bias_next: torch.Tensor | None = None,
-    needs_bias: tuple[bool, bool] = (False, False),
-) -> tuple[torch.Tensor, ...]:
-    """Gradients of ``(x, decay, scale, h0, bias0, reset_decay)``; those of ``bias0`` and ``reset_decay`` only
-    where ``needs_bias`` asks (``None`` otherwise), through the threshold bias (module doc)."""
+    grad_spikes, grad_membrane, grad_last, x, decay, scale, membrane, checkpoints, spike_fn, v_threshold, reset_decay,
+    grad_bias_next, needs_bias,
+):  # fmt: skip
+    """Gradients of ``(x, decay, scale, h0, bias0, reset_decay)`` of :func:`linear_fire_forward` from those of its
+    outputs; those of ``bias0`` and ``reset_decay`` only where ``needs_bias`` (two bools) asks (``None`` otherwise),
+    through the threshold bias (module doc)."""
     grad_x = torch.empty_like(x)
     grad_decay = torch.zeros_like(decay)
     grad_scale = torch.zeros_like(scale)

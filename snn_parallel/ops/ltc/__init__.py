@@ -12,7 +12,7 @@ from typing import Any
 import torch
 
 from ..._validation import check_float, check_like, check_op_sequence
-from ...surrogate import Surrogate
+from ...surrogate import Surrogate, check_surrogate
 from .._backend import kernel_gap, resolve_backend
 from .cupy import ltc_backward_cupy, ltc_forward_cupy
 from .fused import ltc_backward, ltc_forward
@@ -82,10 +82,7 @@ def ltc_scan(
         check_like(retention, "retention", current.shape, current, "current")
         for value, name in ((u0, "u0"), (s0, "s0"), (b_init, "b_init")):
             check_like(value, name, current.shape[1:], current, "current")
-        if not isinstance(surrogate, Surrogate):
-            raise TypeError(
-                f"surrogate must be a Surrogate (see snn_parallel.surrogate.resolve), got {type(surrogate).__name__}"
-            )
+        check_surrogate(surrogate, "surrogate")
         check_float(b0, "b0")
         check_float(beta_a, "beta_a")
 

@@ -19,23 +19,13 @@ from __future__ import annotations
 
 import torch
 
-from ...surrogate import Surrogate
 from .._blocks import block_ranges
 
 
 @torch.no_grad()
-def ltc_forward(
-    current: torch.Tensor,
-    rate: torch.Tensor,
-    retention: torch.Tensor,
-    u0: torch.Tensor,
-    s0: torch.Tensor,
-    b_init: torch.Tensor,
-    b0: float,
-    beta_a: float,
-    surrogate: Surrogate,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Forward loop over ``[T, N]`` inputs; returns ``(spikes, membrane, b)``, each ``[T, N]``."""
+def ltc_forward(current, rate, retention, u0, s0, b_init, b0, beta_a, surrogate):
+    """Forward loop over ``[T, N]`` inputs (the arguments of :func:`~snn_parallel.ops.ltc.ltc_scan`); returns
+    ``(spikes, membrane, b)``, each ``[T, N]``."""
     spikes = torch.empty_like(current)
     membrane = torch.empty_like(current)
     trace = torch.empty_like(current)
@@ -50,16 +40,10 @@ def ltc_forward(
 
 
 @torch.no_grad()
-def ltc_backward(
-    grad_spikes: torch.Tensor,
-    grad_membrane: torch.Tensor,
-    grad_last: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
-    saved: tuple[torch.Tensor, ...],
-    b0: float,
-    beta_a: float,
-    surrogate: Surrogate,
-) -> tuple[torch.Tensor, ...]:
-    """Reverse loop; returns gradients of ``(current, rate, retention, u0, s0, b_init)``.
+def ltc_backward(grad_spikes, grad_membrane, grad_last, saved, b0, beta_a, surrogate):
+    """Reverse loop; returns gradients of ``(current, rate, retention, u0, s0, b_init)`` from those of the spikes,
+    the membrane and ``grad_last``, the final state's ``(u, s, b)``; ``saved`` is ``(current, rate, retention, u0,
+    s0, b_init, spikes, membrane, b)``.
 
     Walks time backwards in cache-sized blocks; per block it prepares the step-independent
     factors (surrogate derivative, previous-step state) before the sequential part.

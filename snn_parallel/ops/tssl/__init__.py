@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from ..._validation import check_float, check_like, check_op_sequence
+from ..._validation import check_bool, check_float, check_like, check_op_sequence
 from .._backend import kernel_gap, resolve_backend
 from ..scan import linear_scan
 from .cupy import tssl_backward_cupy, tssl_forward_cupy
@@ -122,9 +122,8 @@ def tsslbp(
                 if value.dtype != current.dtype:
                     raise TypeError(f"{name} has dtype {value.dtype}, expected {current.dtype} to match current")
         _check_constants(v_threshold, tau_m, tau_s)
-        for value, name in ((inclusive, "inclusive"), (dt_du_at_spikes, "dt_du_at_spikes")):
-            if not isinstance(value, bool):
-                raise TypeError(f"{name} must be a bool, got {value!r}")
+        check_bool(inclusive, "inclusive")
+        check_bool(dt_du_at_spikes, "dt_du_at_spikes")
     u0 = torch.zeros_like(current[0]) if u0 is None else u0.detach()
     a0 = torch.zeros_like(current[0]) if a0 is None else a0.detach()
     backend = resolve_backend(
