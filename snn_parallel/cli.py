@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -431,7 +431,7 @@ def _subcommands(commands: Any, name: str, dest: str, **about: str) -> Any:
 def _leaf(
     leaves: dict[tuple[str, ...], argparse.ArgumentParser],
     parser: argparse.ArgumentParser,
-    run: Any,
+    run: Callable[[argparse.Namespace], int],
     *path: str,
 ) -> None:
     """Make ``parser``, the subcommand at ``path``, run ``run`` (and record it for :func:`_misplaced`)."""
