@@ -145,31 +145,13 @@ def _scalar(value: object, name: str) -> float:
     return check_float(value, name)
 
 
-def _leaky_arguments(
-    threshold: float | torch.Tensor,
-    spike_grad: Any,
-    init_hidden: bool,
-    output: bool,
-    reset_mechanism: str,
-    leaky_options: dict[str, Any],
-) -> dict[str, Any]:
-    """A skin's ``snn.Leaky`` arguments, as :class:`LeakyAdapter` takes them."""
-    return {
-        "threshold": threshold,
-        "spike_grad": spike_grad,
-        "init_hidden": init_hidden,
-        "output": output,
-        "reset_mechanism": reset_mechanism,
-        **leaky_options,
-    }
-
-
 class LeakyAdapter(snntorch.Leaky):
     """The base of every class here: maps snnTorch's Leaky contract onto a core neuron ``self.core``.
 
     Subclasses (your own neuron's skin included, see tutorial 5) set :attr:`_core_type`,
     :attr:`_resets` and :attr:`_no_beta` and call ``super().__init__`` with a function that
-    builds the core neuron from the resolved surrogate and threshold.
+    builds the core neuron from the resolved surrogate and threshold, followed by their own
+    ``snn.Leaky`` arguments (by position, in this order, or by name).
     """
 
     _core_type: ClassVar[type[neurons.Neuron]]
@@ -182,7 +164,6 @@ class LeakyAdapter(snntorch.Leaky):
     def __init__(
         self,
         make_core: Callable[[Surrogate, float], neurons.Neuron],
-        *,
         threshold: float | torch.Tensor,
         spike_grad: Any,
         init_hidden: bool,
@@ -423,8 +404,8 @@ class DynamicDecay(LeakyAdapter):
         reset_mechanism: str = "none",
         **leaky_options: Any,
     ) -> None:
-        super().__init__(
-            lambda surrogate, v_threshold: neurons.DynamicDecay(
+        def make_core(surrogate: Surrogate, v_threshold: float) -> neurons.DynamicDecay:
+            return neurons.DynamicDecay(
                 features,
                 kernel_size=kernel_size,
                 tau=tau,
@@ -433,9 +414,9 @@ class DynamicDecay(LeakyAdapter):
                 levels=levels,
                 v_threshold=v_threshold,
                 surrogate=surrogate,
-            ),
-            **_leaky_arguments(threshold, spike_grad, init_hidden, output, reset_mechanism, leaky_options),
-        )
+            )
+
+        super().__init__(make_core, threshold, spike_grad, init_hidden, output, reset_mechanism, **leaky_options)
 
 
 class PRF(LeakyAdapter):
@@ -479,8 +460,8 @@ class PRF(LeakyAdapter):
         reset_mechanism: str = "none",
         **leaky_options: Any,
     ) -> None:
-        super().__init__(
-            lambda surrogate, v_threshold: neurons.PRF(
+        def make_core(surrogate: Surrogate, v_threshold: float) -> neurons.PRF:
+            return neurons.PRF(
                 features,
                 tau=tau,
                 learn_decay=learn_beta,
@@ -490,9 +471,9 @@ class PRF(LeakyAdapter):
                 v_threshold=v_threshold,
                 surrogate=surrogate,
                 mode=mode,
-            ),
-            **_leaky_arguments(threshold, spike_grad, init_hidden, output, reset_mechanism, leaky_options),
-        )
+            )
+
+        super().__init__(make_core, threshold, spike_grad, init_hidden, output, reset_mechanism, **leaky_options)
 
 
 class DecoupledLIF(LeakyAdapter):
@@ -541,16 +522,17 @@ class DecoupledLIF(LeakyAdapter):
         if not 0 < decay < 1:
             raise ValueError(f"beta must be in (0, 1), got {decay}")
         mem_kind = check_choice(mem, "mem", ("leaky", "reset_free"))
-        super().__init__(
-            lambda surrogate, v_threshold: neurons.DecoupledLIF(
+
+        def make_core(surrogate: Surrogate, v_threshold: float) -> neurons.DecoupledLIF:
+            return neurons.DecoupledLIF(
                 features,
                 tau=1 / (1 - decay),
                 learn_decay=learn_beta,
                 v_threshold=v_threshold,
                 surrogate=surrogate,
-            ),
-            **_leaky_arguments(threshold, spike_grad, init_hidden, output, reset_mechanism, leaky_options),
-        )
+            )
+
+        super().__init__(make_core, threshold, spike_grad, init_hidden, output, reset_mechanism, **leaky_options)
         self.mem_kind = mem_kind
 
     @property
@@ -658,8 +640,8 @@ class LTC(LeakyAdapter):
         reset_mechanism: str = "zero",
         **leaky_options: Any,
     ) -> None:
-        super().__init__(
-            lambda surrogate, b0: neurons.LTC(
+        def make_core(surrogate: Surrogate, b0: float) -> neurons.LTC:
+            return neurons.LTC(
                 features,
                 mode=mode,
                 b0=b0,
@@ -667,9 +649,9 @@ class LTC(LeakyAdapter):
                 surrogate=surrogate,
                 learn_gate_temperature=learn_gate_temperature,
                 initial_membrane=initial_membrane,
-            ),
-            **_leaky_arguments(threshold, spike_grad, init_hidden, output, reset_mechanism, leaky_options),
-        )
+            )
+
+        super().__init__(make_core, threshold, spike_grad, init_hidden, output, reset_mechanism, **leaky_options)
 
     @property
     def _threshold(self) -> float:
@@ -724,17 +706,18 @@ class PSPLIF(LeakyAdapter):
         decay = _scalar(beta, "beta")
         if not 0 <= decay < 1:
             raise ValueError(f"beta must be in [0, 1), got {decay}")
-        super().__init__(
-            lambda surrogate, v_threshold: neurons.PSPLIF(
+
+        def make_core(surrogate: Surrogate, v_threshold: float) -> neurons.PSPLIF:
+            return neurons.PSPLIF(
                 features,
                 tau_m=1 / (1 - decay),
                 tau_s=tau_s,
                 v_threshold=v_threshold,
                 gradient=gradient,
                 surrogate=surrogate,
-            ),
-            **_leaky_arguments(threshold, spike_grad, init_hidden, output, reset_mechanism, leaky_options),
-        )
+            )
+
+        super().__init__(make_core, threshold, spike_grad, init_hidden, output, reset_mechanism, **leaky_options)
 
 
 def reset(net: nn.Module) -> None:

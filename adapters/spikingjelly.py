@@ -115,13 +115,13 @@ class SpikingJellyNode(base.MemoryModule):
 
     A subclass builds its core neuron (any :class:`~snn_parallel.neurons.Neuron`, your
     own included) and passes it here with the reset it implements (:data:`NO_RESET`,
-    :data:`SOFT_DETACHED` or :data:`HARD_ZERO`); see tutorial 5.
+    :data:`SOFT_DETACHED` or :data:`HARD_ZERO`) and its own SpikingJelly arguments (by
+    position, in this order, or by name); see tutorial 5.
     """
 
     def __init__(
         self,
         core: Neuron,
-        *,
         reset: Reset,
         v_reset: float | None,
         detach_reset: bool,
@@ -282,19 +282,6 @@ def _threshold(v_threshold: float) -> float:
     return check_float(v_threshold, "v_threshold")
 
 
-def _options(
-    v_reset: float | None, detach_reset: bool, step_mode: str, store_v_seq: bool, backend: str | None
-) -> dict[str, Any]:
-    """A node's SpikingJelly arguments, as :class:`SpikingJellyNode` takes them."""
-    return {
-        "v_reset": v_reset,
-        "detach_reset": detach_reset,
-        "step_mode": step_mode,
-        "store_v_seq": store_v_seq,
-        "backend": backend,
-    }
-
-
 def _surrogate(surrogate_function: object, default: str) -> sp_surrogate.Surrogate:
     chosen = default if surrogate_function is None else surrogate_function
     return sp_surrogate.resolve(chosen, inclusive=True, name="surrogate_function")
@@ -359,7 +346,7 @@ class DynamicDecayNode(SpikingJellyNode):
             v_threshold=_threshold(v_threshold),
             surrogate=_surrogate(surrogate_function, "sigmoid"),
         )
-        super().__init__(core, reset=NO_RESET, **_options(v_reset, detach_reset, step_mode, store_v_seq, backend))
+        super().__init__(core, NO_RESET, v_reset, detach_reset, step_mode, store_v_seq, backend)
 
 
 class PRFNode(SpikingJellyNode):
@@ -412,9 +399,7 @@ class PRFNode(SpikingJellyNode):
             mode=mode,
         )
         super().__init__(
-            core,
-            reset=SOFT_DETACHED if reset else NO_RESET,
-            **_options(v_reset, detach_reset, step_mode, store_v_seq, backend),
+            core, SOFT_DETACHED if reset else NO_RESET, v_reset, detach_reset, step_mode, store_v_seq, backend
         )
 
 
@@ -471,7 +456,7 @@ class DecoupledLIFNode(SpikingJellyNode):
             v_threshold=_threshold(v_threshold),
             surrogate=_surrogate(surrogate_function, "sigmoid"),
         )
-        super().__init__(core, reset=SOFT_DETACHED, **_options(v_reset, detach_reset, step_mode, store_v_seq, backend))
+        super().__init__(core, SOFT_DETACHED, v_reset, detach_reset, step_mode, store_v_seq, backend)
 
 
 class LTCNode(SpikingJellyNode):
@@ -515,7 +500,7 @@ class LTCNode(SpikingJellyNode):
             beta_a=beta_a,
             surrogate=_surrogate(surrogate_function, "multi_gaussian"),
         )
-        super().__init__(core, reset=HARD_ZERO, **_options(v_reset, detach_reset, step_mode, store_v_seq, backend))
+        super().__init__(core, HARD_ZERO, v_reset, detach_reset, step_mode, store_v_seq, backend)
 
 
 class PSPLIFNode(SpikingJellyNode):
@@ -576,7 +561,7 @@ class PSPLIFNode(SpikingJellyNode):
             gradient=gradient,
             surrogate=_surrogate(surrogate_function, "sigmoid"),
         )
-        super().__init__(core, reset=HARD_ZERO, **_options(v_reset, detach_reset, step_mode, store_v_seq, backend))
+        super().__init__(core, HARD_ZERO, v_reset, detach_reset, step_mode, store_v_seq, backend)
 
 
 # -- registration into SpikingJelly's namespaces ------------------------------------------

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -319,7 +319,8 @@ def _bench_learners(args: argparse.Namespace) -> int:
 
 def _train_option_sets() -> dict[str, argparse.ArgumentParser]:
     """``train``'s options in sets, each a parent parser: those of every task (``""``), of some
-    tasks (:data:`TASKS`) and of a rule (:data:`RULE_OPTIONS`)."""
+    tasks (:data:`TASKS`) and of a rule (:data:`RULE_OPTIONS`). Each defaults to ``None``, argparse's
+    default: :func:`_train` chooses the value by task, as the help says."""
     from .learners.experiments import DIGITS_NEURONS
 
     def option_set(title: str | None) -> tuple[argparse.ArgumentParser, Any]:
@@ -331,42 +332,37 @@ def _train_option_sets() -> dict[str, argparse.ArgumentParser]:
     common.add_argument(
         "--lr",
         type=comma_list(RATE, "finite numbers > 0"),
-        default=None,
         help="Adam(W)'s learning rate, or several separated by commas (default: 3e-3; image: 5e-3)",
     )
     common.add_argument(
         "--seed",
         type=comma_list(SEED, "integers in [0, 2**32 - 1]"),
-        default=None,
         help="a seed, or several separated by commas (then the mean per rule and rate is printed too; default: 0)",
     )
     common.add_argument("--json", type=writable, help="write the results here (checked before training)")
     sets["digits"], digits = option_set("the network on the digits (--task row, pixel)")
-    digits.add_argument("--neuron", choices=DIGITS_NEURONS, default=None, help="neuron of the network (default: prf)")
+    digits.add_argument("--neuron", choices=DIGITS_NEURONS, help="neuron of the network (default: prf)")
     sets["epochs"], epochs = option_set("epochs on the digits (--task row, pixel, image)")
-    epochs.add_argument("--epochs", type=POSITIVE, default=None, help="default: 20 (image: 30)")
+    epochs.add_argument("--epochs", type=POSITIVE, help="default: 20 (image: 30)")
     epochs.add_argument(
         "--valid",
         type=SHARE,
-        default=None,
         metavar="SHARE",
         help="score on this share of the training digits, set apart, instead of the test split "
         "(to choose --lr and --epochs)",
     )
     sets["adding"], adding = option_set("the adding problem (--task adding)")
-    adding.add_argument("--iterations", type=POSITIVE, default=None, help="optimizer iterations (default: 3000)")
+    adding.add_argument("--iterations", type=POSITIVE, help="optimizer iterations (default: 3000)")
     sets["steps"], steps = option_set("sequence length (--task adding, image)")
     steps.add_argument(
         "--steps",
         type=POSITIVE,
-        default=None,
         help="adding problem: sequence length (default: 200); image: T (default: 5)",
     )
     sets["image"], image = option_set("the PSPLIF conv net, for both rules (--task image)")
     image.add_argument(
         "--recipe",
         choices=("reference", "mean"),
-        default=None,
         help="the training recipe: 'reference' (default; TSSL-BP's: loss summed over the batch, gradient "
         "norm clipped to 1, weights clamped to [-4, 4]) or 'mean' (loss averaged, the same clip, no "
         "clamp)",
@@ -374,12 +370,10 @@ def _train_option_sets() -> dict[str, argparse.ArgumentParser]:
     image.add_argument(
         "--loss",
         choices=("kernel", "count"),
-        default=None,
         help="the spike-sequence loss: desired PSP trains ('kernel', default) or desired PSP sums ('count')",
     )
     image.add_argument(
         "--network",
-        default=None,
         metavar="SPEC",
         help="the net in the paper's notation (default: 16C3-32C3-P2-128; the paper's MNIST net on the "
         "8x8 digits: 15C5-P2-40C5-P2-300 --padding same)",
@@ -387,13 +381,11 @@ def _train_option_sets() -> dict[str, argparse.ArgumentParser]:
     image.add_argument(
         "--padding",
         choices=("valid", "same"),
-        default=None,
         help="the convs' padding, none ('valid', default) or half the kernel ('same')",
     )
     image.add_argument(
         "--kernel-target",
         choices=("psp", "psp_psp"),
-        default=None,
         help="kernel loss: the desired PSP filtered once ('psp', default; the code submitted with the "
         "paper) or twice ('psp_psp'; the reference code from its revision of 29 Oct 2020)",
     )
@@ -401,26 +393,22 @@ def _train_option_sets() -> dict[str, argparse.ArgumentParser]:
     fptt.add_argument(
         "--parts",
         type=POSITIVE,
-        default=None,
         help="K, updates per sequence, at most T (default: T; adding problem: 10)",
     )
     fptt.add_argument(
         "--alpha",
         type=RATE,
-        default=None,
         help="the regulariser strength (default: the trainer's; adding problem: 0.5, the reference's)",
     )
     sets["ottt"], ottt = option_set("OTTT's options (--rule ottt or all)")
     ottt.add_argument(
         "--trace",
         choices=("presynaptic", "neuron"),
-        default=None,
         help="the trace (default: 'neuron' for prf and lif, else 'presynaptic')",
     )
     ottt.add_argument(
         "--readout",
         choices=("trace", "instant"),
-        default=None,
         help="the readout, through its input's trace as the official code ('trace', the default with "
         "--trace presynaptic) or its exact per-step gradient ('instant', the default with 'neuron')",
     )
@@ -428,11 +416,27 @@ def _train_option_sets() -> dict[str, argparse.ArgumentParser]:
     tsslbp.add_argument(
         "--dt-du",
         choices=("spikes", "rising"),
-        default=None,
         help="its timing gradient dt/du only where a neuron fires ('spikes', default) or wherever its "
         "membrane rose ('rising'); the two revisions of the reference code",
     )
     return sets
+
+
+def _subcommands(commands: Any, name: str, dest: str, **about: str) -> Any:
+    """The subcommand ``name`` of ``commands`` (``about``: its help and description), itself a level
+    of required subcommands whose chosen name is stored as ``dest``."""
+    return commands.add_parser(name, **about).add_subparsers(dest=dest, metavar=dest.upper(), required=True)
+
+
+def _leaf(
+    leaves: dict[tuple[str, ...], argparse.ArgumentParser],
+    parser: argparse.ArgumentParser,
+    run: Callable[[argparse.Namespace], int],
+    *path: str,
+) -> None:
+    """Make ``parser``, the subcommand at ``path``, run ``run`` (and record it for :func:`_misplaced`)."""
+    parser.set_defaults(run=run, leaf=path)
+    leaves[path] = parser
 
 
 def _add_train(commands: Any, leaves: dict[tuple[str, ...], argparse.ArgumentParser]) -> None:
@@ -441,16 +445,16 @@ def _add_train(commands: Any, leaves: dict[tuple[str, ...], argparse.ArgumentPar
 
     sets = _train_option_sets()
     dests = {action.dest: None for parent in sets.values() for action in parent._actions}  # noqa: SLF001 (no public list)
-    train = commands.add_parser(
+    tasks = _subcommands(
+        commands,
         "train",
+        "task",
         help="train with a learning rule on built-in data and report the test metric",
         description="Train on a built-in task, chosen as a subcommand or with --task (default: "
         "row); see `snn-parallel train TASK --help`.",
     )
-    tasks = train.add_subparsers(dest="task", metavar="TASK", required=True)
     for task, (about, task_sets) in TASKS.items():
-        task_parser = tasks.add_parser(task, help=about, description=f"Train on {about}.")
-        rules = task_parser.add_subparsers(dest="rule", metavar="RULE", required=True)
+        rules = _subcommands(tasks, task, "rule", help=about, description=f"Train on {about}.")
         names = [*(IMAGE_RULES if task == "image" else sorted(RULES)), "all"]
         for rule in names:
             own = [
@@ -467,8 +471,7 @@ def _add_train(commands: Any, leaves: dict[tuple[str, ...], argparse.ArgumentPar
                 "Options the task or rule does not use are refused, not ignored.",
             )
             leaf.set_defaults(**dests)
-            leaf.set_defaults(run=_train, leaf=("train", task, rule))
-            leaves["train", task, rule] = leaf
+            _leaf(leaves, leaf, _train, "train", task, rule)
 
 
 def _add_bench(commands: Any, leaves: dict[tuple[str, ...], argparse.ArgumentParser]) -> None:
@@ -476,20 +479,21 @@ def _add_bench(commands: Any, leaves: dict[tuple[str, ...], argparse.ArgumentPar
     from . import bench
     from .learners.experiments import RULES
 
-    parser = commands.add_parser(
+    jobs = _subcommands(
+        commands,
         "bench",
+        "job",
         help="time neurons against snnTorch and SpikingJelly baselines, or (--learners) the learners' memory",
         description="Benchmarks: `bench` (or `bench neurons`) "
         "times the neurons, `bench --learners` (or `bench learners`) the learners' memory.",
     )
-    jobs = parser.add_subparsers(dest="job", metavar="JOB", required=True)
     neurons = jobs.add_parser(
         "neurons",
         help="time neurons against snnTorch and SpikingJelly baselines (the default)",
         description="Time our neurons against snnTorch and SpikingJelly baselines.",
     )
     bench.add_arguments(neurons)
-    neurons.set_defaults(run=_bench_neurons, leaf=("bench", "neurons"))
+    _leaf(leaves, neurons, _bench_neurons, "bench", "neurons")
     learners = jobs.add_parser(
         "learners",
         help="peak memory of the learners against T (also: bench --learners)",
@@ -501,24 +505,20 @@ def _add_bench(commands: Any, leaves: dict[tuple[str, ...], argparse.ArgumentPar
             typed(str, lambda rule: check_choice(rule, "rule", sorted(RULES)), "a rule"),
             f"rules from {', '.join(sorted(RULES))}",
         ),
-        default=None,
         help="rules to measure (default: bptt,fptt,ottt,hypr)",
     )
     learners.add_argument(
         "--lengths",
         type=comma_list(POSITIVE, "integers >= 1"),
-        default=None,
         help="sequence lengths (default: 512,4096)",
     )
     learners.add_argument("--learners-json", type=writable, help="write the table here")
     learners.add_argument(
         "--network",
         choices=("mlp", "resnet"),
-        default=None,
         help="the network, 2 x 256 LIF (default) or SpikingJelly's ResNet-10 on pictures",
     )
-    learners.set_defaults(run=_bench_learners, leaf=("bench", "learners"))
-    leaves["bench", "neurons"], leaves["bench", "learners"] = neurons, learners
+    _leaf(leaves, learners, _bench_learners, "bench", "learners")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -11,16 +11,15 @@ digits, so it needs no download.
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 
 from ._validation import check_bool, check_choice, check_int, check_positive, check_seed
-from .learners.experiments import classifier
+from .learners.experiments import classifier, fit_and_evaluate
 from .learners.rules import BPTTTrainer
-from .tasks import SequentialDigits, make_loader
+from .tasks import SequentialDigits
 
 #: the neurons of :mod:`snn_parallel.registry` the demo offers
 NEURONS = ("dsn", "ltc", "prf")
@@ -83,14 +82,12 @@ def run_demo(
     trainer = BPTTTrainer(model, torch.optim.Adam(model.parameters(), lr=lr), loss="ce_all", progress=progress)
     log(f"demo: {neuron} on sequential digits ({mode}, T = {train.num_steps}), {len(train)} train / {len(test)} test")
 
-    start = time.perf_counter()
-    trainer.fit(make_loader(train, batch_size, shuffle=True, seed=seed), epochs)
-    elapsed = time.perf_counter() - start
+    metrics, elapsed = fit_and_evaluate(trainer, train, test, epochs=epochs, batch_size=batch_size, seed=seed)
     result = DemoResult(
         neuron=neuron,
         mode=mode,
         epochs=epochs,
-        test_accuracy=trainer.evaluate(make_loader(test, 256))["accuracy"],
+        test_accuracy=metrics["accuracy"],
         train_seconds=elapsed,
         seconds_per_epoch=elapsed / epochs,
         samples_per_second=epochs * len(train) / elapsed,

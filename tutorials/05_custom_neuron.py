@@ -258,15 +258,11 @@ if HAVE_SNNTORCH:
             reset_mechanism="none",
             **leaky_options,
         ):
-            super().__init__(
-                lambda surrogate, v_threshold: GatedLeaky(features, v_threshold=v_threshold, surrogate=surrogate),
-                threshold=threshold,
-                spike_grad=spike_grad,
-                init_hidden=init_hidden,
-                output=output,
-                reset_mechanism=reset_mechanism,
-                **leaky_options,
-            )
+            def make_core(surrogate, v_threshold):  # called with the checked threshold and surrogate
+                return GatedLeaky(features, v_threshold=v_threshold, surrogate=surrogate)
+
+            # then the snn.Leaky arguments, in the base's order (or by name)
+            super().__init__(make_core, threshold, spike_grad, init_hidden, output, reset_mechanism, **leaky_options)
 
     snntorch.GatedLeaky = SnnTorchGatedLeaky  # registered
     lif = snntorch.GatedLeaky(16)
@@ -303,15 +299,8 @@ if HAVE_SPIKINGJELLY:
                 v_threshold=v_threshold,
                 surrogate=resolve("sigmoid" if surrogate_function is None else surrogate_function, inclusive=True),
             )
-            super().__init__(
-                core,
-                reset=NO_RESET,
-                v_reset=v_reset,
-                detach_reset=detach_reset,
-                step_mode=step_mode,
-                store_v_seq=store_v_seq,
-                backend=backend,
-            )
+            # the reset it has, then the SpikingJelly arguments, in the base's order (or by name)
+            super().__init__(core, NO_RESET, v_reset, detach_reset, step_mode, store_v_seq, backend)
 
     sj_neuron.GatedLeakyNode = GatedLeakyNode  # registered
     net = nn.Sequential(layer.Linear(16, 32, step_mode="m"), sj_neuron.GatedLeakyNode(32, step_mode="m"))

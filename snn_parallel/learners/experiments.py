@@ -36,6 +36,7 @@ __all__ = [
     "classifier",
     "build_trainer",
     "digits_loss",
+    "fit_and_evaluate",
     "train_digits",
     "train_adding",
     "train_image",
@@ -98,6 +99,17 @@ def digits_loss(rule: str) -> StepLoss:
     return StepLoss("ce", "last") if rule == "fptt" else StepLoss("ce", "all")
 
 
+def fit_and_evaluate(
+    trainer: Trainer, train: SequenceDataset, test: SequenceDataset, *, epochs: int, batch_size: int, seed: int
+) -> tuple[dict[str, float], float]:
+    """Train ``epochs`` epochs on ``train`` (batches of ``batch_size``, shuffled from ``seed``), then
+    evaluate on ``test``; returns the trainer's test metrics and the training time in seconds."""
+    start = time.perf_counter()
+    trainer.fit(make_loader(train, batch_size, shuffle=True, seed=seed), epochs)
+    seconds = time.perf_counter() - start
+    return trainer.evaluate(make_loader(test, 256)), seconds
+
+
 def _digits_splits(
     mode: str, seed: int, valid_fraction: float | None, **options: int
 ) -> tuple[SequentialDigits, SequentialDigits]:
@@ -152,10 +164,7 @@ def train_digits(
         readout=readout,
         **rule_options,
     )
-    start = time.perf_counter()
-    trainer.fit(make_loader(train, batch_size, shuffle=True, seed=seed), epochs)
-    seconds = time.perf_counter() - start
-    result = trainer.evaluate(make_loader(test, 256))
+    result, seconds = fit_and_evaluate(trainer, train, test, epochs=epochs, batch_size=batch_size, seed=seed)
     row = {
         "rule": rule,
         "task": f"digits-{mode}",
@@ -297,10 +306,7 @@ def train_image(
     torch.manual_seed(seed)
     train, test = _digits_splits("image", seed, valid_fraction, repeat=steps)
     trainer = _image_trainer(rule, lr, spec, recipe, dt_du_at_spikes, loss, padding, kernel_target)
-    start = time.perf_counter()
-    trainer.fit(make_loader(train, batch_size, shuffle=True, seed=seed), epochs)
-    seconds = time.perf_counter() - start
-    result = trainer.evaluate(make_loader(test, 256))
+    result, seconds = fit_and_evaluate(trainer, train, test, epochs=epochs, batch_size=batch_size, seed=seed)
     revision = {"dt_du": "spikes" if dt_du_at_spikes else "rising"} if rule == "tsslbp" else {}
     target = {"kernel_target": kernel_target} if loss == "kernel" else {}
     return {

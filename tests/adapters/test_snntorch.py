@@ -481,6 +481,35 @@ def test_docs_snippet_runs():
     assert "loss" in done.stdout
 
 
+def test_a_skin_passes_the_leaky_arguments_to_its_base_by_name_or_by_position():
+    """The built-in skins pass them by position; a skin written by name (as before) runs the same."""
+
+    class ByName(adapter.LeakyAdapter):
+        _core_type = sp.DynamicDecay
+        _resets = ("none",)
+
+        def __init__(self, features, *, threshold=0.25, spike_grad=None, reset_mechanism="none", **leaky_options):
+            super().__init__(
+                lambda surrogate, v_threshold: sp.DynamicDecay(features, v_threshold=v_threshold, surrogate=surrogate),
+                threshold=threshold,
+                spike_grad=spike_grad,
+                init_hidden=False,
+                output=False,
+                reset_mechanism=reset_mechanism,
+                **leaky_options,
+            )
+
+    x_seq = torch.rand(12, 2, 4) * 3
+    torch.manual_seed(0)
+    spk_name, mem_name = ByName(4).multistep(x_seq)
+    torch.manual_seed(0)
+    spk_position, mem_position = DynamicDecay(4).multistep(x_seq)
+    assert 0 < spk_name.sum() < spk_name.numel()
+    assert torch.equal(spk_name, spk_position) and torch.equal(mem_name, mem_position)
+    with pytest.raises(ValueError, match="reset_mechanism='zero' is not supported by ByName"):
+        ByName(4, reset_mechanism="zero")
+
+
 # -- TSSL-BP's PSPLIF ----------------------------------------------------------------------------
 def test_psplif_skin_runs_the_core_and_translates_beta():
     from snn_parallel.adapters.snntorch import PSPLIF

@@ -17,6 +17,7 @@ from spikingjelly.activation_based import base, functional, layer, neuron  # noq
 from spikingjelly.activation_based import surrogate as sj_surrogate  # noqa: E402
 
 from snn_parallel import surrogate as sp_surrogate  # noqa: E402
+from snn_parallel.neurons import DecoupledLIF  # noqa: E402
 
 SJ2 = sjn.SJ2
 C = 6
@@ -268,6 +269,30 @@ def test_accepted_reset_arguments():
     sjn.DynamicDecayNode(C, detach_reset=True)
     sjn.PRFNode(C, detach_reset=False)  # no reset: detach_reset has no effect
     sjn.LTCNode(C, v_reset=0.0, detach_reset=False)
+
+
+def test_a_node_passes_its_spikingjelly_arguments_to_its_base_by_name_or_by_position():
+    """The built-in nodes pass them by position; a node written by name (as before) runs the same."""
+
+    class ByName(sjn.SpikingJellyNode):
+        def __init__(self, features, *, v_reset=None, detach_reset=True, step_mode="s"):
+            surrogate = sp_surrogate.resolve("sigmoid", inclusive=True)
+            super().__init__(
+                DecoupledLIF(features, tau=2.0, surrogate=surrogate),
+                reset=sjn.SOFT_DETACHED,
+                v_reset=v_reset,
+                detach_reset=detach_reset,
+                step_mode=step_mode,
+                store_v_seq=False,
+                backend=None,
+            )
+
+    x_seq = inputs().float()
+    by_name = run_multi(ByName(C), x_seq)
+    assert 0 < by_name.sum() < by_name.numel()
+    assert torch.equal(by_name, run_multi(sjn.DecoupledLIFNode(C, tau=2.0), x_seq))
+    with pytest.raises(ValueError, match="detach_reset=False is not supported by ByName"):
+        ByName(C, detach_reset=False)
 
 
 def test_wrong_input_shapes_forwarded_from_the_core():
