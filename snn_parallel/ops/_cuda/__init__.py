@@ -337,13 +337,17 @@ def _stream(cupy: Any, stream: torch.cuda.Stream) -> Any:
     return cupy.cuda.ExternalStream(stream.cuda_stream, stream.device.index)
 
 
-def kernel_op(name: str, fake: Callable[..., Any]) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+def kernel_op(
+    name: str, fake: Callable[..., Any], schema: str | None = None
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Register a launcher as the custom op ``snn_parallel::<name>`` (``torch.library.custom_op``, no input mutated)
     with ``fake`` as its fake (meta) implementation, which allocates outputs of the right shapes and dtypes, so that
     ``torch.compile`` traces through the kernels instead of breaking its graph. ``fake`` gets the launcher's
-    arguments by name (defaults filled in), so it names only those it reads and takes the rest as ``**_``. The
-    launcher's annotations give the op's schema (tensors, optional tensors, ints, floats, bools, lists of floats).
-    On torch older than 2.4 the launcher stays a plain function that ``torch.compile`` runs eagerly."""
+    arguments by name (defaults filled in), so it names only those it reads and takes the rest as ``**_``. The op's
+    schema is ``schema`` (torch's schema text, ``"(Tensor x, float[] params, int? n=None) -> Tensor"``) where given,
+    else the launcher's annotations (tensors, optional tensors, ints, floats, bools, lists of floats): an explicit
+    schema keeps a launcher whose parameters are the public op's from restating them in annotations. On torch older
+    than 2.4 the launcher stays a plain function that ``torch.compile`` runs eagerly."""
 
     def register(launcher: Callable[..., Any]) -> Callable[..., Any]:
         if not hasattr(torch.library, "custom_op"):
@@ -355,7 +359,7 @@ def kernel_op(name: str, fake: Callable[..., Any]) -> Callable[[Callable[..., An
             bound.apply_defaults()
             return fake(**bound.arguments)
 
-        op = torch.library.custom_op(f"snn_parallel::{name}", mutates_args=())(launcher)
+        op = torch.library.custom_op(f"snn_parallel::{name}", mutates_args=(), schema=schema)(launcher)
         op.register_fake(fake_by_name)
         return op
 

@@ -19,7 +19,6 @@ import math
 
 import torch
 
-from ...surrogate import Surrogate
 from .. import _cuda
 from .._cuda import CHUNK_WARPS, SEGMENT, KernelFile, arg, grad_strides, kernel_op, spike_code, workspace
 
@@ -48,23 +47,15 @@ def _fake_forward(x, decay, bias0, **_):
     )
 
 
-@kernel_op("linear_fire_forward", _fake_forward)
-def _forward(
-    x: torch.Tensor,
-    decay: torch.Tensor,
-    scale: torch.Tensor,
-    h0: torch.Tensor,
-    bias0: torch.Tensor,
-    reset_decay: torch.Tensor | None,
-    kind: int,
-    params: list[float],
-    inclusive: bool,
-    v_threshold: float,
-    count: int,
-    spatial: int,
-    filter_in_chain: bool | None = None,
-    segments_per_block: int | None = None,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+@kernel_op(
+    "linear_fire_forward",
+    _fake_forward,
+    "(Tensor x, Tensor decay, Tensor scale, Tensor h0, Tensor bias0, Tensor? reset_decay, int kind, float[] params, "
+    "bool inclusive, float v_threshold, int count, int spatial, bool? filter_in_chain=None, "
+    "int? segments_per_block=None) -> (Tensor, Tensor, Tensor, Tensor, Tensor)",
+)
+def _forward(x, decay, scale, h0, bias0, reset_decay, kind, params, inclusive, v_threshold, count, spatial,
+             filter_in_chain=None, segments_per_block=None):  # fmt: skip
     steps, lanes = x.shape
     acc = _filter_dtype(decay)
     spikes, membrane = torch.empty_like(x), torch.empty_like(x)
@@ -97,21 +88,10 @@ def _forward(
     return spikes, membrane, checkpoints, h_last.to(decay.dtype), bias_next.to(bias0.dtype)
 
 
-def linear_fire_forward_cupy(
-    x: torch.Tensor,
-    decay: torch.Tensor,
-    scale: torch.Tensor,
-    h0: torch.Tensor,
-    bias0: torch.Tensor,
-    spike_fn: Surrogate,
-    v_threshold: float,
-    reset_decay: torch.Tensor | None,
-    layout: tuple[int, int],
-    *,
-    filter_in_chain: bool | None = None,
-    segments_per_block: int | None = None,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Returns ``(spikes, membrane, checkpoints, h_last, bias_next)`` for ``x`` ``[T, N]`` (``filter_in_chain``
+def linear_fire_forward_cupy(x, decay, scale, h0, bias0, spike_fn, v_threshold, reset_decay, layout, *,
+                             filter_in_chain=None, segments_per_block=None):  # fmt: skip
+    """:func:`~snn_parallel.ops.linear_fire.linear_fire`'s forward on the kernels (arguments as there, flattened):
+    ``(spikes, membrane, checkpoints, h_last, bias_next)`` for ``x`` ``[T, N]`` (``filter_in_chain``
     and ``segments_per_block`` force a launch configuration). The launches are the custom op
     ``snn_parallel::linear_fire_forward``."""
     kind, params, inclusive = spike_code(spike_fn)
@@ -128,30 +108,17 @@ def _fake_backward(x, decay, h0, bias0, count, needs_bias0, **_):
     )
 
 
-@kernel_op("linear_fire_backward", _fake_backward)
-def _backward(
-    grad_spikes: torch.Tensor | None,
-    grad_membrane: torch.Tensor | None,
-    grad_last: torch.Tensor | None,
-    grad_bias_next: torch.Tensor | None,
-    x: torch.Tensor,
-    decay: torch.Tensor,
-    scale: torch.Tensor,
-    reset_decay: torch.Tensor | None,
-    h0: torch.Tensor,
-    bias0: torch.Tensor,
-    membrane: torch.Tensor | None,
-    spikes: torch.Tensor | None,
-    checkpoints: torch.Tensor,
-    kind: int,
-    params: list[float],
-    v_threshold: float,
-    count: int,
-    spatial: int,
-    needs_bias0: bool,
-    needs_rho: bool,
-    segments_per_block: int | None = None,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+@kernel_op(
+    "linear_fire_backward",
+    _fake_backward,
+    "(Tensor? grad_spikes, Tensor? grad_membrane, Tensor? grad_last, Tensor? grad_bias_next, Tensor x, Tensor decay, "
+    "Tensor scale, Tensor? reset_decay, Tensor h0, Tensor bias0, Tensor? membrane, Tensor? spikes, "
+    "Tensor checkpoints, int kind, float[] params, float v_threshold, int count, int spatial, bool needs_bias0, "
+    "bool needs_rho, int? segments_per_block=None) -> (Tensor, Tensor, Tensor, Tensor)",
+)
+def _backward(grad_spikes, grad_membrane, grad_last, grad_bias_next, x, decay, scale, reset_decay, h0, bias0, membrane,
+              spikes, checkpoints, kind, params, v_threshold, count, spatial, needs_bias0, needs_rho,
+              segments_per_block=None):  # fmt: skip
     """``(grad_x, sums, grad_h0, grad_bias0)``: ``sums`` ``[4, P]`` holds the parameters' gradients (rows: Re and
     Im of decay's, scale's, reset_decay's); ``grad_bias0`` is empty unless ``needs_bias0``."""
     steps, lanes = x.shape
@@ -177,28 +144,11 @@ def _backward(
     return grad_x, sums, grad_h0, grad_bias0
 
 
-def linear_fire_backward_cupy(
-    grad_spikes: torch.Tensor | None,
-    grad_membrane: torch.Tensor | None,
-    grad_last: torch.Tensor | None,
-    grad_bias_next: torch.Tensor | None,
-    x: torch.Tensor,
-    decay: torch.Tensor,
-    scale: torch.Tensor,
-    reset_decay: torch.Tensor | None,
-    h0: torch.Tensor,
-    bias0: torch.Tensor,
-    membrane: torch.Tensor | None,
-    spikes: torch.Tensor | None,
-    checkpoints: torch.Tensor,
-    spike_fn: Surrogate,
-    v_threshold: float,
-    layout: tuple[int, int],
-    needs_bias: tuple[bool, bool],
-    *,
-    segments_per_block: int | None = None,
-) -> tuple[torch.Tensor | None, ...]:
-    """Gradients of ``(x, decay, scale, h0, bias0, reset_decay)`` from those of ``(spikes, membrane, h_last,
+def linear_fire_backward_cupy(grad_spikes, grad_membrane, grad_last, grad_bias_next, x, decay, scale, reset_decay, h0,
+                              bias0, membrane, spikes, checkpoints, spike_fn, v_threshold, layout, needs_bias, *,
+                              segments_per_block=None):  # fmt: skip
+    """:func:`~snn_parallel.ops.linear_fire.linear_fire`'s backward on the kernels: the gradients of ``(x, decay,
+    scale, h0, bias0, reset_decay)`` from those of ``(spikes, membrane, h_last,
     bias_next)`` (each ``None`` when none reached it; ``[T, N]`` gradients with any strides). ``needs_bias``:
     whether ``bias0`` and ``reset_decay`` need theirs (``None`` is returned otherwise); ``membrane`` is read with
     a reset, ``spikes`` when ``reset_decay`` needs its gradient. The launches are the custom op
