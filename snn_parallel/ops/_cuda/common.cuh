@@ -41,6 +41,12 @@ typedef SNN_DTYPE scalar_t;
 #define SNN_PI_F 3.14159265358979323846f
 #define SNN_SQRT_2PI_F 2.50662827463100050242f
 
+// ---- entry points of a file built in variants (KernelFile variants, -DSNN_VARIANT=<name>) -------
+// SNN_ENTRY(name) is the entry point name_<variant> of each build.
+#define SNN_PASTE(a, b) a##_##b
+#define SNN_PASTE_EXPANDED(a, b) SNN_PASTE(a, b)
+#define SNN_ENTRY(name) SNN_PASTE_EXPANDED(name, SNN_VARIANT)
+
 // ---- loads and stores: storage dtype <-> float32 -------------------------------------------
 __device__ __forceinline__ float load(const float* p) { return *p; }
 __device__ __forceinline__ void store(float* p, float x) { *p = x; }

@@ -20,9 +20,19 @@ import math
 import torch
 
 from .. import _cuda
-from .._cuda import CHUNK_WARPS, SEGMENT, KernelFile, arg, grad_strides, kernel_op, spike_code, workspace
+from .._cuda import (
+    CHUNK_WARPS,
+    REAL_AND_COMPLEX,
+    SEGMENT,
+    KernelFile,
+    arg,
+    grad_strides,
+    kernel_op,
+    spike_code,
+    workspace,
+)
 
-KERNEL = KernelFile(__package__, "linear_fire.cu")
+KERNEL = KernelFile(__package__, "linear_fire.cu", variants=REAL_AND_COMPLEX)
 #: lanes per multiprocessor from which the reset's threshold chain runs the filter itself (one pass over x)
 CHAIN_FILTER_LANES_PER_SM = 256
 

@@ -26,7 +26,18 @@
 //     grad_rho = sum_t beta_{t+1} (b_t + V_th s_t), with b_t = Re h_t - m_t, into partials [groups, 4, N]
 //     (rows: Re grad_a, Im grad_a, grad_c, grad_rho). grad_spikes and grad_membrane are read with their strides
 //     (sts, sns) and (stm, snm), or are null.
+//
+// The file is built twice (the launcher's REAL_AND_COMPLEX variants): SNN_COMPLEX=0 gives the real filter's entry
+// points lf_*_real, SNN_COMPLEX=1 the complex filter's lf_*_complex (SNN_ENTRY, common.cuh).
 #include "chunked.cuh"
+
+#if !defined(SNN_COMPLEX)
+#error "SNN_COMPLEX (the build variant) is passed by the launcher (snn_parallel/ops/_cuda)"
+#elif SNN_COMPLEX
+typedef float2 filter_t;
+#else
+typedef float filter_t;
+#endif
 
 template <class Acc>
 __device__ __forceinline__ Acc drive(float c, float x) {
@@ -264,26 +275,28 @@ __device__ void chain_lane(const scalar_t* __restrict__ x, const float* filtered
 }
 
 extern "C" __global__ void __launch_bounds__(32 * SNN_WARPS, 1)
-    lf_fwd_real(const scalar_t* __restrict__ x, const float* __restrict__ decay, const float* __restrict__ scale,
-                  const float* __restrict__ h0, const float* __restrict__ bias0, scalar_t* __restrict__ spikes,
-                  scalar_t* __restrict__ membrane, float* __restrict__ filtered, float* __restrict__ checkpoints,
-                  float* __restrict__ h_last, int* __restrict__ flags, float* __restrict__ agg_d,
-                  float* __restrict__ agg_b, float* __restrict__ inclusive_states, float v_threshold, int kind, float p0,
-                  float p1, float p2, float p3, int inclusive, long long T, long long N, long long P,
-                  long long spatial, long long G) {
-    FireForward<float> op = {x, decay, scale, h0, bias0, spikes, membrane, filtered, checkpoints, h_last,
-                            v_threshold, kind, inclusive, {p0, p1, p2, p3}, T, N, P, spatial};
-    chunked_scan(op, chunking<float>(T, N, G, 0, flags, agg_d, agg_b, inclusive_states));
+    SNN_ENTRY(lf_fwd)(const scalar_t* __restrict__ x, const filter_t* __restrict__ decay,
+                      const float* __restrict__ scale, const filter_t* __restrict__ h0, const float* __restrict__ bias0,
+                      scalar_t* __restrict__ spikes, scalar_t* __restrict__ membrane, float* __restrict__ filtered,
+                      filter_t* __restrict__ checkpoints, filter_t* __restrict__ h_last, int* __restrict__ flags,
+                      filter_t* __restrict__ agg_d, filter_t* __restrict__ agg_b,
+                      filter_t* __restrict__ inclusive_states, float v_threshold, int kind, float p0, float p1,
+                      float p2, float p3, int inclusive, long long T, long long N, long long P, long long spatial,
+                      long long G) {
+    FireForward<filter_t> op = {x, decay, scale, h0, bias0, spikes, membrane, filtered, checkpoints, h_last,
+                                v_threshold, kind, inclusive, {p0, p1, p2, p3}, T, N, P, spatial};
+    chunked_scan(op, chunking<filter_t>(T, N, G, 0, flags, agg_d, agg_b, inclusive_states));
 }
 
-extern "C" __global__ void lf_chain_real(const scalar_t* __restrict__ x, const float* filtered,
-                                         const float* __restrict__ decay, const float* __restrict__ scale,
-                                         const float* __restrict__ reset_decay, const float* __restrict__ h0,
-                                         const float* __restrict__ bias0, scalar_t* __restrict__ spikes,
-                                         scalar_t* membrane, float* __restrict__ checkpoints,
-                                         float* __restrict__ h_last, float* __restrict__ bias_next, float v_threshold,
-                                         int kind, float p0, float p1, float p2, float p3, int inclusive, long long T,
-                                         long long N, long long P, long long spatial) {
+extern "C" __global__ void SNN_ENTRY(lf_chain)(const scalar_t* __restrict__ x, const float* filtered,
+                                               const filter_t* __restrict__ decay, const float* __restrict__ scale,
+                                               const float* __restrict__ reset_decay,
+                                               const filter_t* __restrict__ h0, const float* __restrict__ bias0,
+                                               scalar_t* __restrict__ spikes, scalar_t* membrane,
+                                               filter_t* __restrict__ checkpoints, filter_t* __restrict__ h_last,
+                                               float* __restrict__ bias_next, float v_threshold, int kind, float p0,
+                                               float p1, float p2, float p3, int inclusive, long long T,
+                                               long long N, long long P, long long spatial) {
     const float params[4] = {p0, p1, p2, p3};
     for (long long n = item_start(); n < N; n += item_stride())
         chain_lane(x, filtered, decay, scale, reset_decay, h0, bias0, spikes, membrane, checkpoints, h_last,
@@ -291,66 +304,22 @@ extern "C" __global__ void lf_chain_real(const scalar_t* __restrict__ x, const f
 }
 
 extern "C" __global__ void __launch_bounds__(32 * SNN_WARPS, 1)
-    lf_bwd_real(const scalar_t* __restrict__ grad_spikes, const scalar_t* __restrict__ grad_membrane,
-                  const float* __restrict__ grad_last, const float* __restrict__ grad_bias_next,
-                  const scalar_t* __restrict__ x, const float* __restrict__ decay, const float* __restrict__ scale,
-                  const float* __restrict__ reset_decay, const float* __restrict__ h0, const float* __restrict__ bias0,
-                  const scalar_t* __restrict__ membrane, const scalar_t* __restrict__ spikes,
-                  const float* __restrict__ checkpoints, scalar_t* __restrict__ grad_x, float* __restrict__ grad_h0,
-                  float* __restrict__ grad_bias0, float* __restrict__ partials, int* __restrict__ flags,
-                  WithBias<float>* __restrict__ agg_d, WithBias<float>* __restrict__ agg_b,
-                  WithBias<float>* __restrict__ inclusive_states, float v_threshold, int kind, float p0, float p1,
-                  float p2, float p3, int reset_grad, long long T, long long N, long long P, long long spatial,
-                  long long sts, long long sns, long long stm, long long snm, long long G) {
-    FireBackward<float> op = {grad_spikes, grad_membrane, grad_last, grad_bias_next, x,      decay,
-                             scale,       reset_decay,   h0,        bias0,          membrane, spikes,
-                             checkpoints, grad_x,        grad_h0,   grad_bias0,     partials, v_threshold,
-                             kind,        reset_grad,    {p0, p1, p2, p3}, T, N, P, spatial, sts, sns, stm, snm};
-    chunked_scan(op, chunking<WithBias<float>>(T, N, G, 1, flags, agg_d, agg_b, inclusive_states));
-}
-
-extern "C" __global__ void __launch_bounds__(32 * SNN_WARPS, 1)
-    lf_fwd_complex(const scalar_t* __restrict__ x, const float2* __restrict__ decay, const float* __restrict__ scale,
-                  const float2* __restrict__ h0, const float* __restrict__ bias0, scalar_t* __restrict__ spikes,
-                  scalar_t* __restrict__ membrane, float* __restrict__ filtered, float2* __restrict__ checkpoints,
-                  float2* __restrict__ h_last, int* __restrict__ flags, float2* __restrict__ agg_d,
-                  float2* __restrict__ agg_b, float2* __restrict__ inclusive_states, float v_threshold, int kind, float p0,
-                  float p1, float p2, float p3, int inclusive, long long T, long long N, long long P,
-                  long long spatial, long long G) {
-    FireForward<float2> op = {x, decay, scale, h0, bias0, spikes, membrane, filtered, checkpoints, h_last,
-                            v_threshold, kind, inclusive, {p0, p1, p2, p3}, T, N, P, spatial};
-    chunked_scan(op, chunking<float2>(T, N, G, 0, flags, agg_d, agg_b, inclusive_states));
-}
-
-extern "C" __global__ void lf_chain_complex(const scalar_t* __restrict__ x, const float* filtered,
-                                         const float2* __restrict__ decay, const float* __restrict__ scale,
-                                         const float* __restrict__ reset_decay, const float2* __restrict__ h0,
-                                         const float* __restrict__ bias0, scalar_t* __restrict__ spikes,
-                                         scalar_t* membrane, float2* __restrict__ checkpoints,
-                                         float2* __restrict__ h_last, float* __restrict__ bias_next, float v_threshold,
-                                         int kind, float p0, float p1, float p2, float p3, int inclusive, long long T,
-                                         long long N, long long P, long long spatial) {
-    const float params[4] = {p0, p1, p2, p3};
-    for (long long n = item_start(); n < N; n += item_stride())
-        chain_lane(x, filtered, decay, scale, reset_decay, h0, bias0, spikes, membrane, checkpoints, h_last,
-                   bias_next, v_threshold, kind, params, inclusive, T, N, P, spatial, n);
-}
-
-extern "C" __global__ void __launch_bounds__(32 * SNN_WARPS, 1)
-    lf_bwd_complex(const scalar_t* __restrict__ grad_spikes, const scalar_t* __restrict__ grad_membrane,
-                  const float2* __restrict__ grad_last, const float* __restrict__ grad_bias_next,
-                  const scalar_t* __restrict__ x, const float2* __restrict__ decay, const float* __restrict__ scale,
-                  const float* __restrict__ reset_decay, const float2* __restrict__ h0, const float* __restrict__ bias0,
-                  const scalar_t* __restrict__ membrane, const scalar_t* __restrict__ spikes,
-                  const float2* __restrict__ checkpoints, scalar_t* __restrict__ grad_x, float2* __restrict__ grad_h0,
-                  float* __restrict__ grad_bias0, float* __restrict__ partials, int* __restrict__ flags,
-                  WithBias<float2>* __restrict__ agg_d, WithBias<float2>* __restrict__ agg_b,
-                  WithBias<float2>* __restrict__ inclusive_states, float v_threshold, int kind, float p0, float p1,
-                  float p2, float p3, int reset_grad, long long T, long long N, long long P, long long spatial,
-                  long long sts, long long sns, long long stm, long long snm, long long G) {
-    FireBackward<float2> op = {grad_spikes, grad_membrane, grad_last, grad_bias_next, x,      decay,
-                             scale,       reset_decay,   h0,        bias0,          membrane, spikes,
-                             checkpoints, grad_x,        grad_h0,   grad_bias0,     partials, v_threshold,
-                             kind,        reset_grad,    {p0, p1, p2, p3}, T, N, P, spatial, sts, sns, stm, snm};
-    chunked_scan(op, chunking<WithBias<float2>>(T, N, G, 1, flags, agg_d, agg_b, inclusive_states));
+    SNN_ENTRY(lf_bwd)(const scalar_t* __restrict__ grad_spikes, const scalar_t* __restrict__ grad_membrane,
+                      const filter_t* __restrict__ grad_last, const float* __restrict__ grad_bias_next,
+                      const scalar_t* __restrict__ x, const filter_t* __restrict__ decay,
+                      const float* __restrict__ scale, const float* __restrict__ reset_decay,
+                      const filter_t* __restrict__ h0, const float* __restrict__ bias0,
+                      const scalar_t* __restrict__ membrane, const scalar_t* __restrict__ spikes,
+                      const filter_t* __restrict__ checkpoints, scalar_t* __restrict__ grad_x,
+                      filter_t* __restrict__ grad_h0, float* __restrict__ grad_bias0, float* __restrict__ partials,
+                      int* __restrict__ flags, WithBias<filter_t>* __restrict__ agg_d,
+                      WithBias<filter_t>* __restrict__ agg_b, WithBias<filter_t>* __restrict__ inclusive_states,
+                      float v_threshold, int kind, float p0, float p1, float p2, float p3, int reset_grad, long long T,
+                      long long N, long long P, long long spatial, long long sts, long long sns, long long stm,
+                      long long snm, long long G) {
+    FireBackward<filter_t> op = {grad_spikes, grad_membrane, grad_last, grad_bias_next, x,      decay,
+                                 scale,       reset_decay,   h0,        bias0,          membrane, spikes,
+                                 checkpoints, grad_x,        grad_h0,   grad_bias0,     partials, v_threshold,
+                                 kind,        reset_grad,    {p0, p1, p2, p3}, T, N, P, spatial, sts, sns, stm, snm};
+    chunked_scan(op, chunking<WithBias<filter_t>>(T, N, G, 1, flags, agg_d, agg_b, inclusive_states));
 }
