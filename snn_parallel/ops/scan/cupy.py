@@ -37,14 +37,7 @@ def _forward(
     return h, h_last
 
 
-def scan_forward_cupy(
-    a: torch.Tensor,
-    b: torch.Tensor,
-    h0: torch.Tensor,
-    layout: tuple[int, int] = (1, 1),
-    *,
-    segments_per_block: int | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
+def scan_forward_cupy(a, b, h0, layout=(1, 1), *, segments_per_block=None):
     r"""``(h, h_last)`` of :math:`h_t = a_t h_{t-1} + b_t` for contiguous CUDA tensors ``a`` ``[T, N]`` or ``[P]``
     (``layout = (P, spatial)``, see :func:`~snn_parallel.ops._layout.param_layout`) and ``b`` ``[T, N]`` (float32,
     float16 or bfloat16, the same for both; or complex64) and ``h0`` ``[N]``; ``h`` and ``h_last`` in float32
@@ -89,16 +82,7 @@ def _backward(
     return grad_a, grad_b, grad_h0
 
 
-def scan_backward_cupy(
-    a: torch.Tensor,
-    grad_h: torch.Tensor | None,
-    grad_last: torch.Tensor | None,
-    h: torch.Tensor,
-    h0: torch.Tensor,
-    layout: tuple[int, int] = (1, 1),
-    *,
-    segments_per_block: int | None = None,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def scan_backward_cupy(a, grad_h, grad_last, h, h0, layout=(1, 1), *, segments_per_block=None):
     """Gradients ``(a, b, h0)`` from those of ``h`` (``[T, N]`` with any strides, or ``None``) and ``h_last``
     (or ``None``); ``a``'s and ``b``'s in the dtype of ``a``, ``h0``'s in ``h``'s. The launch is the custom op
     ``snn_parallel::scan_backward``."""
