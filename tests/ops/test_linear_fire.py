@@ -523,8 +523,8 @@ FIRE_MUTANTS = {
     "the backward carried with a, not conj(a)": ("linear_fire.cu", "back = conjugate(a);", "back = a;"),
     "the backward's filter rerun without its checkpoint": (
         "linear_fire.cu",
-        "Acc h = affine(pre_d, checkpoints[k * N + n], pre_b);",
-        "Acc h = pre_b;",
+        "filter_t h = affine(pre_d, checkpoints[k * N + n], pre_b);",
+        "filter_t h = pre_b;",
     ),
     "the threshold bias raised after its decay": (
         "linear_fire.cu",

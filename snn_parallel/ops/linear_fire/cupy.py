@@ -144,7 +144,7 @@ def _backward(grad_spikes, grad_membrane, grad_last, grad_bias_next, x, decay, s
         f"lf_bwd_{_suffix(decay)}", x.dtype, (grid,), (32, CHUNK_WARPS),
         grad_spikes, grad_membrane, None if grad_last is None else arg(grad_last, acc),
         None if grad_bias_next is None else arg(grad_bias_next, torch.float32), x, arg(decay, acc),
-        arg(scale, torch.float32), None if reset_decay is None else arg(reset_decay, torch.float32), arg(h0, acc),
+        arg(scale, torch.float32), None if reset_decay is None else arg(reset_decay, torch.float32),
         arg(bias0, torch.float32), membrane if reset_decay is not None else None, spikes if reset_grad else None,
         checkpoints, grad_x, grad_h0, grad_bias0 if needs_bias0 else None, partials, *look_back, v_threshold, kind,
         *params, int(reset_grad), steps, lanes, count, spatial, *grad_strides(grad_spikes),
