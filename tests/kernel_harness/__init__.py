@@ -163,6 +163,9 @@ def build(
         (out_dir / name).write_text(text.replace(old, new))
         if name in paths:
             paths[name] = out_dir / name
+        else:  # a header: the others beside it, so that a header including it finds the mutant
+            for header in set(_cuda.HEADERS) - {name}:
+                (out_dir / header).write_text(_cuda.header_source(header))
     # one library per variant index: a file's variants are separate builds of the same definitions
     units = [[(Path(path), None) for path in extra]]
     for name, file in files.items():

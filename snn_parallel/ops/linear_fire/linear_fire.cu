@@ -236,26 +236,13 @@ struct FireChain : FireLane {
         bind(n);
         filter_t h = h0[n];
         float b = bias;
-        float current[SNN_STEPS], next[SNN_STEPS];
-        SNN_UNROLL
-        for (int j = 0; j < SNN_STEPS; ++j) {
-            const long long i = (j < T ? j : T - 1) * N + n;
-            current[j] = filtered ? filtered[i] : load(x + i);
-        }
-        for (long long t0 = 0; t0 < T; t0 += SNN_STEPS) {
-            SNN_UNROLL
-            for (int j = 0; j < SNN_STEPS; ++j) {  // the next steps' inputs, in flight while this chunk runs
-                const long long t = t0 + SNN_STEPS + j, i = (t < T ? t : T - 1) * N + n;
-                next[j] = filtered ? filtered[i] : load(x + i);
-            }
-            SNN_UNROLL
-            for (int j = 0; j < SNN_STEPS; ++j) {
-                const long long t = t0 + j;
-                if (t >= T) break;
-                float re = current[j];
+        serial_walk(
+            T, [&](long long t) { return filtered ? filtered[t * N + n] : load(x + t * N + n); },
+            [&](long long t, float input) {
+                float re = input;
                 if (!filtered) {
                     if (t % SNN_SEGMENT == 0) checkpoints[(t / SNN_SEGMENT) * N + n] = h;
-                    h = affine(a, h, drive(c, current[j]));
+                    h = affine(a, h, drive(c, input));
                     re = real_part(h);
                 }
                 const float m = re - b;
@@ -263,10 +250,7 @@ struct FireChain : FireLane {
                 store(membrane + t * N + n, m);
                 store(spikes + t * N + n, spike);
                 b = rho * (b + v_threshold * spike);
-            }
-            SNN_UNROLL
-            for (int j = 0; j < SNN_STEPS; ++j) current[j] = next[j];
-        }
+            });
         if (!filtered) h_last[n] = h;
         bias_next[n] = b;
     }
