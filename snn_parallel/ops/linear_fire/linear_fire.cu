@@ -65,12 +65,8 @@ struct FireLane {
     }
 };
 
-struct FireForward : FireLane {
-    typedef filter_t State;
-    struct Step {
-        float x;
-    };
-    typedef NoPartial Partial;
+// The arguments of the forward kernels, lf_fwd_* and lf_chain_* (filtered: written by the one, read by the other).
+struct FireForwardArgs : FireLane {
     const scalar_t* x;
     const filter_t* h0;
     scalar_t* spikes;
@@ -82,6 +78,14 @@ struct FireForward : FireLane {
     int kind, inclusive;
     float params[4];
     long long T, N;
+};
+
+struct FireForward : FireForwardArgs {
+    typedef filter_t State;
+    struct Step {
+        float x;
+    };
+    typedef NoPartial Partial;
 
     __device__ void fetch(Step& s, long long t, long long n) const { s.x = load(x + t * N + n); }
     __device__ void prepare(Step (&)[SNN_STEPS], long long, long long, long long, bool, long long) {}
@@ -218,19 +222,8 @@ struct FireBackward : FireLane {
 };
 
 // The threshold chain (see the top of this file): run(n) walks lane n.
-struct FireChain : FireLane {
-    const scalar_t* x;
-    const float* filtered;
-    const filter_t* h0;
-    scalar_t* spikes;
-    scalar_t* membrane;
-    filter_t* checkpoints;
-    filter_t* h_last;
+struct FireChain : FireForwardArgs {
     float* bias_next;
-    float v_threshold;
-    int kind, inclusive;
-    float params[4];
-    long long T, N;
 
     __device__ void run(long long n) {
         bind(n);
@@ -265,12 +258,12 @@ extern "C" __global__ void __launch_bounds__(32 * SNN_WARPS, 1)
                       filter_t* __restrict__ inclusive_states, float v_threshold, int kind, float p0, float p1,
                       float p2, float p3, int inclusive, long long T, long long N, long long P, long long spatial,
                       long long G) {
-    FireForward op = {{decay, scale, nullptr, bias0, P, spatial}, x, h0, spikes, membrane, filtered, checkpoints,
-                      h_last, v_threshold, kind, inclusive, {p0, p1, p2, p3}, T, N};
+    FireForward op = {{{decay, scale, nullptr, bias0, P, spatial}, x, h0, spikes, membrane, filtered, checkpoints,
+                       h_last, v_threshold, kind, inclusive, {p0, p1, p2, p3}, T, N}};
     chunked_scan(op, chunking<filter_t>(T, N, G, 0, flags, agg_d, agg_b, inclusive_states));
 }
 
-extern "C" __global__ void SNN_ENTRY(lf_chain)(const scalar_t* __restrict__ x, const float* filtered,
+extern "C" __global__ void SNN_ENTRY(lf_chain)(const scalar_t* __restrict__ x, float* filtered,
                                                const filter_t* __restrict__ decay, const float* __restrict__ scale,
                                                const float* __restrict__ reset_decay,
                                                const filter_t* __restrict__ h0, const float* __restrict__ bias0,
@@ -279,8 +272,9 @@ extern "C" __global__ void SNN_ENTRY(lf_chain)(const scalar_t* __restrict__ x, c
                                                float* __restrict__ bias_next, float v_threshold, int kind, float p0,
                                                float p1, float p2, float p3, int inclusive, long long T,
                                                long long N, long long P, long long spatial) {
-    FireChain chain = {{decay, scale, reset_decay, bias0, P, spatial}, x, filtered, h0, spikes, membrane,
-                       checkpoints, h_last, bias_next, v_threshold, kind, inclusive, {p0, p1, p2, p3}, T, N};
+    FireChain chain = {{{decay, scale, reset_decay, bias0, P, spatial}, x, h0, spikes, membrane, filtered, checkpoints,
+                        h_last, v_threshold, kind, inclusive, {p0, p1, p2, p3}, T, N},
+                       bias_next};
     for (long long n = item_start(); n < N; n += item_stride()) chain.run(n);
 }
 
