@@ -109,11 +109,11 @@ def linear_fire_forward_cupy(x, decay, scale, h0, bias0, spike_fn, v_threshold, 
                     *layout, filter_in_chain, segments_per_block)  # fmt: skip
 
 
-def _fake_backward(x, decay, h0, bias0, count, needs_bias0, **_):
+def _fake_backward(x, decay, bias0, count, needs_bias0, **_):
     return (
         torch.empty_like(x),
         x.new_empty(4, count, dtype=torch.float32),
-        x.new_empty(h0.shape[0], dtype=_filter_dtype(decay)),
+        x.new_empty(x.shape[1], dtype=_filter_dtype(decay)),
         x.new_empty(bias0.shape[0] if needs_bias0 else 0, dtype=torch.float32),
     )
 
@@ -122,11 +122,11 @@ def _fake_backward(x, decay, h0, bias0, count, needs_bias0, **_):
     "linear_fire_backward",
     _fake_backward,
     "(Tensor? grad_spikes, Tensor? grad_membrane, Tensor? grad_last, Tensor? grad_bias_next, Tensor x, Tensor decay, "
-    "Tensor scale, Tensor? reset_decay, Tensor h0, Tensor bias0, Tensor? membrane, Tensor? spikes, "
-    "Tensor checkpoints, int kind, float[] params, float v_threshold, int count, int spatial, bool needs_bias0, "
-    "bool needs_rho, int? segments_per_block=None) -> (Tensor, Tensor, Tensor, Tensor)",
+    "Tensor scale, Tensor? reset_decay, Tensor bias0, Tensor? membrane, Tensor? spikes, Tensor checkpoints, int kind, "
+    "float[] params, float v_threshold, int count, int spatial, bool needs_bias0, bool needs_rho, "
+    "int? segments_per_block=None) -> (Tensor, Tensor, Tensor, Tensor)",
 )
-def _backward(grad_spikes, grad_membrane, grad_last, grad_bias_next, x, decay, scale, reset_decay, h0, bias0, membrane,
+def _backward(grad_spikes, grad_membrane, grad_last, grad_bias_next, x, decay, scale, reset_decay, bias0, membrane,
               spikes, checkpoints, kind, params, v_threshold, count, spatial, needs_bias0, needs_rho,
               segments_per_block=None):  # fmt: skip
     """``(grad_x, sums, grad_h0, grad_bias0)``: ``sums`` ``[4, P]`` holds the parameters' gradients (rows: Re and
@@ -158,14 +158,13 @@ def linear_fire_backward_cupy(grad_spikes, grad_membrane, grad_last, grad_bias_n
                               bias0, membrane, spikes, checkpoints, spike_fn, v_threshold, layout, needs_bias, *,
                               segments_per_block=None):  # fmt: skip
     """:func:`~snn_parallel.ops.linear_fire.linear_fire`'s backward on the kernels: the gradients of ``(x, decay,
-    scale, h0, bias0, reset_decay)`` from those of ``(spikes, membrane, h_last,
-    bias_next)`` (each ``None`` when none reached it; ``[T, N]`` gradients with any strides). ``needs_bias``:
-    whether ``bias0`` and ``reset_decay`` need theirs (``None`` is returned otherwise); ``membrane`` is read with
-    a reset, ``spikes`` when ``reset_decay`` needs its gradient. The launches are the custom op
-    ``snn_parallel::linear_fire_backward``."""
+    scale, h0, bias0, reset_decay)`` from those of ``(spikes, membrane, h_last, bias_next)`` (each ``None`` when
+    none reached it; ``[T, N]`` gradients with any strides). ``needs_bias``: whether ``bias0`` and ``reset_decay``
+    need theirs (``None`` is returned otherwise); ``membrane`` is read with a reset, ``spikes`` when
+    ``reset_decay`` needs its gradient. The launches are the custom op ``snn_parallel::linear_fire_backward``."""
     kind, params, _ = spike_code(spike_fn)
     grad_x, sums, grad_h0, grad_bias0 = _backward(
-        grad_spikes, grad_membrane, grad_last, grad_bias_next, x, decay, scale, reset_decay, h0, bias0, membrane,
+        grad_spikes, grad_membrane, grad_last, grad_bias_next, x, decay, scale, reset_decay, bias0, membrane,
         spikes, checkpoints, kind, list(params), float(v_threshold), *layout, needs_bias[0], needs_bias[1],
         segments_per_block,
     )  # fmt: skip
