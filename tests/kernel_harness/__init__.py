@@ -1,8 +1,10 @@
 """Test support: the CUDA kernels of ``snn_parallel/ops/*/*.cu`` built for the CPU and called through ``ctypes``.
 
-:func:`build` compiles the float32 build of every kernel file with ``g++`` and ``cuda_emu.h`` into one
-shared library. Its entry points are generated from the kernels' own ``extern "C"`` declarations
-(:attr:`snn_parallel.ops._cuda.KernelFile.signatures`): ``run_<kernel>(config, args)`` takes the launch
+:func:`build` compiles the float32 build of every kernel file with ``g++`` and ``cuda_emu.h`` into shared
+libraries: one with every file's first (or only) variant, one with the second variants, and so on (a file's
+variants are separate builds of one source, :attr:`snn_parallel.ops._cuda.KernelFile.variants`). Their entry
+points are generated from the kernels' own ``extern "C"`` declarations
+(:meth:`snn_parallel.ops._cuda.KernelFile.build_signatures`): ``run_<kernel>(config, args)`` takes the launch
 geometry and the arguments as ``cuLaunchKernel`` does (``args[i]`` points at parameter ``i``), so no
 signature is written here. The compile-time constants are the ``-D`` options the launcher passes.
 
@@ -67,16 +69,19 @@ class Harness:
     ``workers`` (host threads) and ``seed`` (the schedule) apply to every launch; set them to vary the runs.
     """
 
-    def __init__(self, lib: ctypes.CDLL, signatures: dict[str, str]) -> None:
-        self.lib, self.signatures = lib, signatures
+    def __init__(self, libs: Sequence[tuple[ctypes.CDLL, dict[str, str]]]) -> None:
+        self.libs = [lib for lib, _ in libs]
+        self.signatures = {kernel: kinds for _, signatures in libs for kernel, kinds in signatures.items()}
         self.workers, self.seed, self.timeout_s = 1, 0, 60.0
-        lib.emu_read_counters.argtypes = [ctypes.POINTER(ctypes.c_longlong)]
-        lib.emu_read_counters.restype = None
-        lib.emu_reset_counters.restype = None
-        for kernel in signatures:
-            fn = getattr(lib, f"run_{kernel}")
-            fn.argtypes = [ctypes.POINTER(EmuConfig), ctypes.POINTER(ctypes.c_void_p)]
-            fn.restype = ctypes.c_int
+        self._runs = {}
+        for lib, signatures in libs:
+            lib.emu_read_counters.argtypes = [ctypes.POINTER(ctypes.c_longlong)]
+            lib.emu_read_counters.restype = None
+            lib.emu_reset_counters.restype = None
+            for kernel in signatures:
+                fn = self._runs[kernel] = getattr(lib, f"run_{kernel}")
+                fn.argtypes = [ctypes.POINTER(EmuConfig), ctypes.POINTER(ctypes.c_void_p)]
+                fn.restype = ctypes.c_int
 
     def launch(self, kernel: str, grid: Sequence[int], block: Sequence[int], *args: Any) -> None:
         """``kernel<<<grid, block>>>(args...)``: CPU tensors (float32, complex64 or int32) or ``None`` for
@@ -97,18 +102,22 @@ class Harness:
             *[ctypes.cast(ctypes.pointer(v), ctypes.c_void_p) for v in values]
         )
         config = EmuConfig(_dims(grid), _dims(block), self.workers, self.seed, self.timeout_s)
-        status = getattr(self.lib, f"run_{kernel}")(ctypes.byref(config), pointers)
+        status = self._runs[kernel](ctypes.byref(config), pointers)
         if status:
             raise RuntimeError(f"{kernel}<<<{tuple(grid)}, {tuple(block)}>>>: {ERRORS.get(status, status)}")
 
     def counters(self) -> dict[str, int]:
-        """The ``SNN_COUNT`` events since the last :meth:`reset_counters`, by name."""
-        values = (ctypes.c_longlong * 16)()
-        self.lib.emu_read_counters(values)
-        return {name.lower(): values[i] for name, i in _cuda.EVENTS.items()}
+        """The ``SNN_COUNT`` events since the last :meth:`reset_counters`, by name (summed over the libraries)."""
+        totals = dict.fromkeys(_cuda.EVENTS, 0)
+        for lib in self.libs:
+            values = (ctypes.c_longlong * 16)()
+            lib.emu_read_counters(values)
+            totals = {name: totals[name] + values[i] for name, i in _cuda.EVENTS.items()}
+        return {name.lower(): value for name, value in totals.items()}
 
     def reset_counters(self) -> None:
-        self.lib.emu_reset_counters()
+        for lib in self.libs:
+            lib.emu_reset_counters()
 
     def launch_items(
         self, kernel: str, items: int, *args: Any, block: int = _cuda.THREADS, grid: int | None = None
@@ -154,18 +163,50 @@ def build(
         (out_dir / name).write_text(text.replace(old, new))
         if name in paths:
             paths[name] = out_dir / name
-    lines = [f'#include "{path}"' for path in [*paths.values(), *extra]]
+        else:  # a header: the others beside it, so that a header including it finds the mutant
+            for header in set(_cuda.HEADERS) - {name}:
+                (out_dir / header).write_text(_cuda.header_source(header))
+    # one library per variant index: a file's variants are separate builds of the same definitions
+    units = [[(Path(path), None) for path in extra]]
+    for name, file in files.items():
+        for index, variant in enumerate(file.builds()):
+            if index == len(units):
+                units.append([])
+            units[index].append((name, variant))
+    libs = [_build_unit(out_dir / f"unit{i}", unit, files, paths, dtype, strict) for i, unit in enumerate(units)]
+    harness = Harness([lib for lib in libs if lib[1]])
+    harness.dtype = dtype
+    return harness
+
+
+def _build_unit(
+    out_dir: Path,
+    unit: list[tuple[str | Path, str | None]],
+    files: dict[str, _cuda.KernelFile],
+    paths: dict[str, Path],
+    dtype: torch.dtype,
+    strict: bool,
+) -> tuple[ctypes.CDLL, dict[str, str]]:
+    """One shared library of ``unit``: kernel files by name with their build variant, or extra source paths."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    lines, signatures = [], {}
+    for source, variant in unit:
+        if isinstance(source, Path):  # an extra file
+            signatures.update(_cuda.signatures(source.read_text()))
+            lines.append(f'#include "{source}"')
+            continue
+        macros = files[source].variant_macros(variant)
+        signatures.update(files[source].build_signatures(variant))
+        lines += [*(f"#define {k} {v}" for k, v in macros.items()), f'#include "{paths[source]}"']
+        lines += [f"#undef {k}" for k in macros]
     lines.append('#define EXPORT extern "C" __attribute__((visibility("default")))')
-    signatures = {kernel: kinds for file in files.values() for kernel, kinds in file.signatures.items()}
-    for path in extra:
-        signatures.update(_cuda.signatures(Path(path).read_text()))
     for kernel in signatures:
         lines.append(f"EXPORT int run_{kernel}(const emu_config* c, void** a) {{ return emu_run(*c, {kernel}, a); }}")
     launcher = out_dir / "launch.cpp"
     launcher.write_text("\n".join(lines) + "\n")
     library = out_dir / "libsnn_kernels_emu.so"
     cmd = [
-        GXX, "-std=c++17", "-O2", "-shared", "-fPIC", "-Wall", "-Wextra", f"-I{out_dir}", f"-I{CUDA_DIR}",
+        GXX, "-std=c++17", "-O2", "-shared", "-fPIC", "-Wall", "-Wextra", f"-I{out_dir.parent}", f"-I{CUDA_DIR}",
         f"-I{HARNESS_DIR}", "-pthread", "-fvisibility=hidden", f"-DSNN_DTYPE={_cuda.KERNEL_DTYPES[dtype]}",
         "-include", "cuda_emu.h",
         *(f"-D{k}={v}" for k, v in _defines().items()), "-x", "c++", str(launcher),
@@ -174,9 +215,7 @@ def build(
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, f"g++ failed:\n{proc.stderr}"
     assert not strict or "warning" not in proc.stderr, proc.stderr  # a mutant may leave a parameter unused
-    harness = Harness(ctypes.CDLL(str(library)), signatures)
-    harness.dtype = dtype
-    return harness
+    return ctypes.CDLL(str(library)), signatures
 
 
 def build_mutants(

@@ -1,5 +1,6 @@
 """Every op's CUDA source builds: signatures read from the sources, constants passed from Python, and every
-kernel file compiled for sm_80 and sm_90 in float32, float16 and bfloat16 with no register spills.
+kernel file (each of its variants) compiled for sm_80 and sm_90 in float32, float16 and bfloat16 with no register
+spills.
 
 ``nvcc`` is needed for the compile checks (skipped without it); the NVRTC check needs CuPy (not a GPU).
 """
@@ -20,6 +21,9 @@ from snn_parallel.ops._cuda import KERNEL_DTYPES, KernelFile, kernel_files, spik
 from snn_parallel.surrogate import ATan, DoubleGaussian, ForeignSurrogate, IntegerSpike, MultiGaussian, Rect, Sigmoid
 
 FILES = kernel_files()
+#: every build of every file: (file name, variant)
+BUILDS = [(name, variant) for name, file in FILES.items() for variant in file.builds()]
+BUILD_IDS = [name if variant is None else f"{name}-{variant}" for name, variant in BUILDS]
 ARCHS = ("sm_80", "sm_90")
 _PTX_TYPE = {"P": "u64", "L": "u64", "I": "u32", "F": "f32"}
 
@@ -34,13 +38,21 @@ def test_every_cu_file_is_declared_by_its_op():
 
 
 def test_signatures_come_from_the_declarations():
-    assert FILES["scan.cu"].signatures["scan_fwd"] == "PPPPPPPPPILLLLL"
+    assert FILES["scan.cu"].signatures["scan_fwd_real"] == "PPPPPPPPPILLLLL"
     source = (
         'extern "C" __global__ void __launch_bounds__(256) '
         "k(const float* __restrict__ a, long long n, int f, float v) {}\n"
         'extern "C" __global__ void\n    other(float2* x) {}\n'
     )
     assert _cuda.signatures(source) == {"k": "PLIF", "other": "P"}
+    variants = 'extern "C" __global__ void SNN_ENTRY(k)(const state_t* x, int n) {}\n'
+    assert _cuda.signatures(variants, "complex") == {"k_complex": "PI"}
+    with pytest.raises(ValueError, match=r"SNN_ENTRY\(k\) in a file built without variants"):
+        _cuda.signatures(variants)
+    linear_fire = FILES["linear_fire.cu"]
+    assert linear_fire.builds() == ["real", "complex"] and FILES["dsn.cu"].builds() == [None]
+    assert linear_fire.signatures["lf_bwd_real"] == linear_fire.signatures["lf_bwd_complex"]
+    assert linear_fire.variant_of("lf_chain_complex") == "complex"
     with pytest.raises(ValueError, match=r"bad: parameter 'double d' has no launcher kind"):
         _cuda.signatures('extern "C" __global__ void bad(double d) {}')
 
@@ -50,6 +62,8 @@ def test_constants_are_passed_from_python():
     assert FILES["tssl.cu"].macros()["TSSL_DT_DU_MIN"] == "(-8.0f)"
     options = FILES["dsn.cu"].options(torch.bfloat16)
     assert options[:2] == ("-std=c++17", "-DSNN_DTYPE=__nv_bfloat16") and "-DSNN_KIND_INTEGER=(4)" in options
+    complex_scan = FILES["scan.cu"].options(torch.float32, "complex")
+    assert "-DSNN_VARIANT=complex" in complex_scan and "-DSNN_COMPLEX=(1)" in complex_scan
 
 
 def test_spike_codes():
@@ -100,13 +114,14 @@ def nvcc(src: Path, options: tuple[str, ...], workdir: Path) -> tuple[int, str, 
 
 @pytest.fixture(scope="module")
 def nvcc_builds(tmp_path_factory):
-    """Every (file, dtype) compiled once, two at a time."""
+    """Every (file, variant, dtype) compiled once, two at a time."""
     workdir = tmp_path_factory.mktemp("nvcc")
-    jobs = [(name, dtype) for name in FILES for dtype in KERNEL_DTYPES]
+    jobs = [(build, dtype) for build in BUILDS for dtype in KERNEL_DTYPES]
 
     def compile_one(job):
-        name, dtype = job
-        return nvcc(source_path(FILES[name]), FILES[name].options(dtype), workdir / f"{name}.{KERNEL_DTYPES[dtype]}")
+        (name, variant), dtype = job
+        options = FILES[name].options(dtype, variant)
+        return nvcc(source_path(FILES[name]), options, workdir / f"{name}.{variant}.{KERNEL_DTYPES[dtype]}")
 
     with ThreadPoolExecutor(max_workers=2) as pool:
         return dict(zip(jobs, pool.map(compile_one, jobs), strict=True))
@@ -133,13 +148,14 @@ def spills(report: str) -> dict[tuple[str, str], tuple[int, int]]:
 
 @needs_nvcc
 @pytest.mark.parametrize("dtype", list(KERNEL_DTYPES), ids=list(KERNEL_DTYPES.values()))
-@pytest.mark.parametrize("name", list(FILES))
-def test_nvcc_compiles_without_spills(nvcc_builds, name, dtype):
-    returncode, report, ptx = nvcc_builds[(name, dtype)]
-    assert returncode == 0, f"nvcc failed on {name} ({dtype}):\n{report}"
+@pytest.mark.parametrize("build", BUILDS, ids=BUILD_IDS)
+def test_nvcc_compiles_without_spills(nvcc_builds, build, dtype):
+    name, variant = build
+    returncode, report, ptx = nvcc_builds[(build, dtype)]
+    assert returncode == 0, f"nvcc failed on {name} {variant} ({dtype}):\n{report}"
     ours = [line for line in report.splitlines() if "warning" in line.lower() and ".cu" in line]
-    assert not ours, f"nvcc warnings in {name} ({dtype}):\n" + "\n".join(ours)
-    signatures = FILES[name].signatures
+    assert not ours, f"nvcc warnings in {name} {variant} ({dtype}):\n" + "\n".join(ours)
+    signatures = FILES[name].build_signatures(variant)
     entries = ptx_entries(ptx)
     assert set(entries) == set(signatures), f"entry points {sorted(entries)} != declarations {sorted(signatures)}"
     for kernel, kinds in signatures.items():
@@ -147,21 +163,24 @@ def test_nvcc_compiles_without_spills(nvcc_builds, name, dtype):
     found = spills(report)
     assert set(found) == {(k, a) for k in signatures for a in ARCHS}, f"no resource report for some kernels:\n{report}"
     spilling = {key: value for key, value in found.items() if value != (0, 0)}
-    assert not spilling, f"register spills (store, load bytes) in {name} ({dtype}): {spilling}"
+    assert not spilling, f"register spills (store, load bytes) in {name} {variant} ({dtype}): {spilling}"
 
 
 @needs_nvcc
 def test_nvcc_checks_bite(tmp_path):
-    """A type error fails the compile; a missing constant stops at its #error; a spilling kernel is reported."""
+    """A type error fails the compile; a missing constant or build variant stops at its #error; a spilling kernel is
+    reported."""
     scan = FILES["scan.cu"]
     broken = tmp_path / "broken.cu"
     broken.write_text(scan.source() + '\nextern "C" __global__ void broken(scalar_t* x) { x = 1.0f; }\n')
-    returncode, report, _ = nvcc(broken, scan.options(torch.float32), tmp_path)
-    assert returncode != 0 and "error" in report
+    returncode, report, _ = nvcc(broken, scan.options(torch.float32, "real"), tmp_path)
+    assert returncode != 0 and "error" in report and "#error" not in report
     dsn = FILES["dsn.cu"]
     options = tuple(o for o in dsn.options(torch.float32) if not o.startswith("-DDSN_MAX_TAPS"))
     returncode, report, _ = nvcc(source_path(dsn), options, tmp_path / "no_taps")
     assert returncode != 0 and "DSN_MAX_TAPS is passed by the launcher" in report
+    returncode, report, _ = nvcc(source_path(scan), scan.options(torch.float32), tmp_path / "no_variant")
+    assert returncode != 0 and "SNN_COMPLEX (the build variant) is passed by the launcher" in report
     spilling = tmp_path / "spilling.cu"
     spilling.write_text(
         '#include "common.cuh"\n'
@@ -178,12 +197,13 @@ def test_nvcc_checks_bite(tmp_path):
     assert any(value != (0, 0) for value in spills(report).values()), report
 
 
-def _nvrtc_ptx(file: KernelFile, dtype: torch.dtype) -> str:
-    """PTX of ``file`` from NVRTC with the launcher's source and options, for sm_90 (no device needed)."""
+def _nvrtc_ptx(file: KernelFile, dtype: torch.dtype, variant: str | None) -> str:
+    """PTX of ``file`` (build ``variant``) from NVRTC with the launcher's source and options, for sm_90 (no device
+    needed)."""
     from cupy._core.core import assemble_cupy_compiler_options  # adds CuPy's and the toolkit's include dirs
     from cupy_backends.cuda.libs import nvrtc
 
-    options = assemble_cupy_compiler_options(file.options(dtype) + ("-arch=compute_90",))
+    options = assemble_cupy_compiler_options(file.options(dtype, variant) + ("-arch=compute_90",))
     program = nvrtc.createProgram(file.text(), file.name, (), ())
     try:
         nvrtc.compileProgram(program, options)
@@ -196,12 +216,13 @@ def _nvrtc_ptx(file: KernelFile, dtype: torch.dtype) -> str:
 
 
 @pytest.mark.parametrize("dtype", list(KERNEL_DTYPES), ids=list(KERNEL_DTYPES.values()))
-@pytest.mark.parametrize("name", list(FILES))
-def test_nvrtc_compiles_the_launched_source(name, dtype):
+@pytest.mark.parametrize("build", BUILDS, ids=BUILD_IDS)
+def test_nvrtc_compiles_the_launched_source(build, dtype):
     """The text and options that ``backend='cupy'`` compiles, through CuPy's NVRTC (needs CuPy, not a GPU)."""
     pytest.importorskip("cupy_backends.cuda.libs.nvrtc", reason="CuPy not installed: NVRTC compile check skipped")
-    entries = ptx_entries(_nvrtc_ptx(FILES[name], dtype))
-    signatures = FILES[name].signatures
+    name, variant = build
+    entries = ptx_entries(_nvrtc_ptx(FILES[name], dtype, variant))
+    signatures = FILES[name].build_signatures(variant)
     assert set(entries) == set(signatures)
     for kernel, kinds in signatures.items():
         assert entries[kernel] == [_PTX_TYPE[k] for k in kinds], f"{kernel}: PTX params {entries[kernel]}"

@@ -103,8 +103,8 @@ def test_linear_scan_moves_no_full_size_tensor_outside_its_kernels(launches, com
     ones = torch.ones((), dtype=dtype).expand(T, B, C)  # the gradient h.sum() gives h: stride 0
     backward = _record(lambda: out["h"].backward(ones))
     assert [name for name, _ in launches] == [
-        f"{'c' if complex_ else ''}scan_fwd",
-        f"{'c' if complex_ else ''}scan_bwd",
+        f"scan_fwd_{'complex' if complex_ else 'real'}",
+        f"scan_bwd_{'complex' if complex_ else 'real'}",
     ]
     assert _full_size(forward, T * B * C) == [] and len(forward) <= 2, forward  # the flags memset (+ h0's zeros)
     assert _full_size(backward, T * B * C) == [], backward

@@ -523,8 +523,8 @@ def test_kernels_at_30000_steps(emulate_cupy, reset):
 MUTANTS = {
     "the backward carried with a, not conj(a)": ("back = conjugate(a);", "back = a;"),
     "the backward's filter rerun without its checkpoint": (
-        "Acc h = affine(pre_d, checkpoints[k * N + n], pre_b);",
-        "Acc h = pre_b;",
+        "filter_t h = affine(pre_d, checkpoints[k * N + n], pre_b);",
+        "filter_t h = pre_b;",
     ),
     "the threshold bias raised after its decay": (
         "b = rho * (b + v_threshold * spike);",

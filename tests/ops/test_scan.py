@@ -130,7 +130,7 @@ def test_bad_inputs_name_the_argument():
 
 
 # ---- the kernels in the CPU harness --------------------------------------------------------------------
-# scan_fwd / scan_bwd (cscan_*) run through the launcher with the harness behind it: the blocks of a launch on
+# scan_fwd_* / scan_bwd_* run through the launcher with the harness behind it: the blocks of a launch on
 # several host threads in a seeded order, so a block really waits for the blocks before it (decoupled look-back).
 
 

@@ -202,6 +202,7 @@ MUTANTS = {
         "float g = -s.du * inter_sum + s.carried * after.v[1];",
     ),
     "the forward's prefetched inputs one chunk late": (
+        "common.cuh",
         "const long long t = t0 + SNN_STEPS + j;",
         "const long long t = t0 + 2 * SNN_STEPS + j;",
     ),

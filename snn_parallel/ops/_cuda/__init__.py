@@ -9,9 +9,12 @@ together with the compile-time constants it needs. There is one copy of every fa
   arguments by them;
 - **constants**: a constant that Python also needs (a checkpoint interval, a tap limit, a clamp) is
   defined in Python and passed to the compiler as ``-D`` (:meth:`KernelFile.options`); the source
-  stops with ``#error`` when one is missing.
+  stops with ``#error`` when one is missing;
+- **variants**: a file whose kernels serve several state types (real and complex, :data:`REAL_AND_COMPLEX`)
+  declares its entry points once, as ``SNN_ENTRY(name)``, and is built once per variant with that variant's
+  constants; ``SNN_ENTRY(name)`` is the entry point ``name_<variant>`` of each build.
 
-A file is compiled by NVRTC through ``cupy.RawModule`` once per (file, storage dtype, device), with
+A file is compiled by NVRTC through ``cupy.RawModule`` once per (file, variant, storage dtype, device), with
 ``common.cuh`` pasted in place of its ``#include`` (so CuPy's on-disk cache is keyed by the full text),
 and kept for the life of the process. :meth:`KernelFile.launch` runs a kernel on PyTorch's current CUDA
 stream: tensors are shared zero-copy by passing their ``data_ptr()`` (contiguous, or laid out as the
@@ -44,6 +47,7 @@ __all__ = [
     "HEADERS",
     "SEGMENT",
     "KERNEL_DTYPES",
+    "REAL_AND_COMPLEX",
     "SPIKE_KINDS",
     "KernelFile",
     "arg",
@@ -72,6 +76,8 @@ KERNEL_DTYPES: dict[torch.dtype, str] = {
     torch.float16: "__half",
     torch.bfloat16: "__nv_bfloat16",
 }
+#: The variants of a file built for a real (float32) and a complex (complex64, ``float2``) state: ``SNN_COMPLEX``.
+REAL_AND_COMPLEX: dict[str, dict[str, int]] = {"real": {"SNN_COMPLEX": 0}, "complex": {"SNN_COMPLEX": 1}}
 #: threads per block of the one-thread-per-item launches (:meth:`KernelFile.launch_items`)
 THREADS = 256
 #: grid cap of those launches; their grid-stride loops cover any remaining items
@@ -102,7 +108,10 @@ EVENTS = {"LOOKBACK_WAIT": 0, "LOOKBACK_AGGREGATE": 1, "LOOKBACK_INCLUSIVE": 2}
 # Parameter kinds: P pointer, L long long, I int, F float.
 _KINDS = {"long long": "L", "int": "I", "float": "F"}
 _PACK = {"L": np.int64, "I": np.int32, "F": np.float32}
-_ENTRY = re.compile(r'extern\s+"C"\s+__global__\s+void\s+(?:__launch_bounds__\s*\([^)]*\)\s*)?(\w+)\s*\(([^)]*)\)')
+_ENTRY = re.compile(
+    r'extern\s+"C"\s+__global__\s+void\s+(?:__launch_bounds__\s*\([^)]*\)\s*)?'
+    r"(?:SNN_ENTRY\s*\(\s*(\w+)\s*\)|(\w+))\s*\(([^)]*)\)"
+)
 
 _registry: dict[str, KernelFile] = {}
 
@@ -133,11 +142,20 @@ class KernelFile:
         package: the op's package (``__package__`` of its ``cupy.py``); the file sits in its folder.
         name: the file name, e.g. ``"scan.cu"``.
         defines: compile-time constants the source needs, passed as ``-D<NAME>=<value>``.
+        variants: for a file built several times (entry points declared ``SNN_ENTRY(name)``), each build's name and
+            its own constants, e.g. :data:`REAL_AND_COMPLEX`; each build also gets ``-DSNN_VARIANT=<name>``.
     """
 
-    def __init__(self, package: str, name: str, defines: Mapping[str, int | float] | None = None) -> None:
+    def __init__(
+        self,
+        package: str,
+        name: str,
+        defines: Mapping[str, int | float] | None = None,
+        variants: Mapping[str, Mapping[str, int | float]] | None = None,
+    ) -> None:
         self.package, self.name = package, name
         self.defines = dict(defines or {})
+        self.variants = {variant: dict(constants) for variant, constants in (variants or {}).items()}
         if name in _registry and _registry[name].package != package:
             raise ValueError(f"kernel file {name!r} is declared by {_registry[name].package} already")
         _registry[name] = self
@@ -153,9 +171,19 @@ class KernelFile:
         """What NVRTC compiles: the file with the headers it includes pasted in place (each once)."""
         return _paste(self.source(), set())
 
+    def builds(self) -> list[str | None]:
+        """The file's variants (:attr:`variants`), or ``[None]``: it is built once."""
+        return list(self.variants) or [None]
+
+    def variant_macros(self, variant: str | None) -> dict[str, str]:
+        """The macros of the build ``variant`` alone (none for ``None``): ``SNN_VARIANT`` and its constants."""
+        if variant is None:
+            return {}
+        return {"SNN_VARIANT": variant, **{k: _macro_value(v) for k, v in self.variants[variant].items()}}
+
     def macros(self) -> dict[str, str]:
-        """``-D`` macros besides ``SNN_DTYPE``: the spike kinds, the event ids and this file's constants, as C
-        literals."""
+        """``-D`` macros of every build besides ``SNN_DTYPE``: the spike kinds, the event ids and this file's
+        constants, as C literals."""
         shared = {
             **_KIND_MACROS,
             **{f"SNN_EVENT_{name}": i for name, i in EVENTS.items()},
@@ -164,17 +192,28 @@ class KernelFile:
         }
         return {k: _macro_value(v) for k, v in {**shared, **self.defines}.items()}
 
-    def options(self, dtype: torch.dtype) -> tuple[str, ...]:
-        """Compiler options of the ``dtype`` build (``dtype`` one of :data:`KERNEL_DTYPES`)."""
-        return ("-std=c++17", f"-DSNN_DTYPE={KERNEL_DTYPES[dtype]}", *(f"-D{k}={v}" for k, v in self.macros().items()))
+    def options(self, dtype: torch.dtype, variant: str | None = None) -> tuple[str, ...]:
+        """Compiler options of the ``dtype`` build (``dtype`` one of :data:`KERNEL_DTYPES`) of ``variant`` (one of
+        :meth:`builds`)."""
+        macros = {**self.macros(), **self.variant_macros(variant)}
+        return ("-std=c++17", f"-DSNN_DTYPE={KERNEL_DTYPES[dtype]}", *(f"-D{k}={v}" for k, v in macros.items()))
 
-    @functools.cached_property
-    def signatures(self) -> dict[str, str]:
-        """Entry point -> parameter kinds, read from the file's declarations (see :func:`signatures`)."""
-        entries = signatures(self.source())
+    def build_signatures(self, variant: str | None) -> dict[str, str]:
+        """Entry point -> parameter kinds of the build ``variant``, read from the file's declarations (see
+        :func:`signatures`)."""
+        entries = signatures(self.source(), variant)
         if not entries:
             raise ValueError(f'{self.name} declares no extern "C" __global__ entry point')
         return entries
+
+    @functools.cached_property
+    def signatures(self) -> dict[str, str]:
+        """Entry point -> parameter kinds, of every build."""
+        return {kernel: kinds for variant in self.builds() for kernel, kinds in self.build_signatures(variant).items()}
+
+    def variant_of(self, kernel: str) -> str | None:
+        """The build (one of :meth:`builds`) that declares ``kernel``."""
+        return next(variant for variant in self.builds() if kernel in self.build_signatures(variant))
 
     def launch(
         self, kernel: str, dtype: torch.dtype, grid: tuple[int, ...], block: tuple[int, ...], *args: Any
@@ -191,12 +230,17 @@ class KernelFile:
         self.launch(kernel, dtype, (max(1, min(math.ceil(items / THREADS), MAX_BLOCKS)),), (THREADS,), *args)
 
 
-def signatures(source: str) -> dict[str, str]:
+def signatures(source: str, variant: str | None = None) -> dict[str, str]:
     """Entry point -> parameter kinds (``P`` pointer, ``L`` long long, ``I`` int, ``F`` float), in order, of
-    the ``extern "C" __global__`` declarations in CUDA ``source``."""
+    the ``extern "C" __global__`` declarations in CUDA ``source``, built as ``variant`` (``SNN_ENTRY(name)`` is
+    ``name_<variant>``)."""
     entries = {}
     for match in _ENTRY.finditer(source):
-        kernel, params = match.group(1), match.group(2)
+        per_variant, kernel, params = match.groups()
+        if per_variant is not None:
+            if variant is None:
+                raise ValueError(f"SNN_ENTRY({per_variant}) in a file built without variants")
+            kernel = f"{per_variant}_{variant}"
         entries[kernel] = "".join(_parameter_kind(p, kernel) for p in params.split(",") if p.strip())
     return entries
 
@@ -274,19 +318,19 @@ def kernel_files() -> dict[str, KernelFile]:
 
 
 @functools.cache
-def _module(file: KernelFile, dtype: torch.dtype, device: int) -> Any:
-    """The compiled and loaded ``cupy.RawModule`` of ``file`` on CUDA device ``device``."""
+def _module(file: KernelFile, dtype: torch.dtype, device: int, variant: str | None = None) -> Any:
+    """The compiled and loaded ``cupy.RawModule`` of ``file`` (build ``variant``) on CUDA device ``device``."""
     import cupy
 
     with cupy.cuda.Device(device):
-        module = cupy.RawModule(code=file.text(), options=file.options(dtype), backend="nvrtc")
+        module = cupy.RawModule(code=file.text(), options=file.options(dtype, variant), backend="nvrtc")
         module.compile()
     return module
 
 
 @functools.cache
 def _function(file: KernelFile, kernel: str, dtype: torch.dtype, device: int) -> Any:
-    return _module(file, dtype, device).get_function(kernel)
+    return _module(file, dtype, device, file.variant_of(kernel)).get_function(kernel)
 
 
 @functools.cache
@@ -298,7 +342,8 @@ def unavailable_reason(device: int) -> str | None:
     except Exception as exc:  # ImportError, or a broken install failing in any way
         return f"CuPy does not import ({type(exc).__name__}: {exc}); install snn-parallel[cuda12] or [cuda13]"
     try:
-        _module(kernel_files()["scan.cu"], torch.float32, device)
+        scan = kernel_files()["scan.cu"]
+        _module(scan, torch.float32, device, scan.builds()[0])
     except Exception as exc:  # no driver, NVRTC missing, ...: report it, the torch path still works
         return f"CuPy cannot compile or load a kernel on cuda:{device} ({type(exc).__name__}: {exc})"
     return None
@@ -337,13 +382,17 @@ def _stream(cupy: Any, stream: torch.cuda.Stream) -> Any:
     return cupy.cuda.ExternalStream(stream.cuda_stream, stream.device.index)
 
 
-def kernel_op(name: str, fake: Callable[..., Any]) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+def kernel_op(
+    name: str, fake: Callable[..., Any], schema: str | None = None
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Register a launcher as the custom op ``snn_parallel::<name>`` (``torch.library.custom_op``, no input mutated)
     with ``fake`` as its fake (meta) implementation, which allocates outputs of the right shapes and dtypes, so that
     ``torch.compile`` traces through the kernels instead of breaking its graph. ``fake`` gets the launcher's
-    arguments by name (defaults filled in), so it names only those it reads and takes the rest as ``**_``. The
-    launcher's annotations give the op's schema (tensors, optional tensors, ints, floats, bools, lists of floats).
-    On torch older than 2.4 the launcher stays a plain function that ``torch.compile`` runs eagerly."""
+    arguments by name (defaults filled in), so it names only those it reads and takes the rest as ``**_``. The op's
+    schema is ``schema`` (torch's schema text, ``"(Tensor x, float[] params, int? n=None) -> Tensor"``) where given,
+    else the launcher's annotations (tensors, optional tensors, ints, floats, bools, lists of floats): an explicit
+    schema keeps a launcher whose parameters are the public op's from restating them in annotations. On torch older
+    than 2.4 the launcher stays a plain function that ``torch.compile`` runs eagerly."""
 
     def register(launcher: Callable[..., Any]) -> Callable[..., Any]:
         if not hasattr(torch.library, "custom_op"):
@@ -355,7 +404,7 @@ def kernel_op(name: str, fake: Callable[..., Any]) -> Callable[[Callable[..., An
             bound.apply_defaults()
             return fake(**bound.arguments)
 
-        op = torch.library.custom_op(f"snn_parallel::{name}", mutates_args=())(launcher)
+        op = torch.library.custom_op(f"snn_parallel::{name}", mutates_args=(), schema=schema)(launcher)
         op.register_fake(fake_by_name)
         return op
 

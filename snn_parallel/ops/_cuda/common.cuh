@@ -41,6 +41,12 @@ typedef SNN_DTYPE scalar_t;
 #define SNN_PI_F 3.14159265358979323846f
 #define SNN_SQRT_2PI_F 2.50662827463100050242f
 
+// ---- entry points of a file built in variants (KernelFile variants, -DSNN_VARIANT=<name>) -------
+// SNN_ENTRY(name) is the entry point name_<variant> of each build.
+#define SNN_PASTE(a, b) a##_##b
+#define SNN_PASTE_EXPANDED(a, b) SNN_PASTE(a, b)
+#define SNN_ENTRY(name) SNN_PASTE_EXPANDED(name, SNN_VARIANT)
+
 // ---- loads and stores: storage dtype <-> float32 -------------------------------------------
 __device__ __forceinline__ float load(const float* p) { return *p; }
 __device__ __forceinline__ void store(float* p, float x) { *p = x; }
@@ -95,6 +101,31 @@ __device__ __forceinline__ long long item_start() {
     return (long long)blockIdx.x * (long long)blockDim.x + (long long)threadIdx.x;
 }
 __device__ __forceinline__ long long item_stride() { return (long long)blockDim.x * (long long)gridDim.x; }
+
+// ---- a serial walk over the steps of one lane (a hard reset: one thread per lane) --------------
+// step(t, input(t)) for t = 0..T-1, with the inputs of the next SNN_STEPS steps in flight while the current ones
+// run (input is called with t < T only).
+template <class Input, class Step>
+__device__ __forceinline__ void serial_walk(long long T, Input input, Step step) {
+    typedef decltype(input(0LL)) Value;
+    Value now[SNN_STEPS], next[SNN_STEPS];
+    SNN_UNROLL
+    for (int j = 0; j < SNN_STEPS; ++j) now[j] = input(j < T ? j : T - 1);
+    for (long long t0 = 0; t0 < T; t0 += SNN_STEPS) {
+        SNN_UNROLL
+        for (int j = 0; j < SNN_STEPS; ++j) {
+            const long long t = t0 + SNN_STEPS + j;
+            next[j] = input(t < T ? t : T - 1);
+        }
+        SNN_UNROLL
+        for (int j = 0; j < SNN_STEPS; ++j) {
+            if (t0 + j >= T) break;
+            step(t0 + j, now[j]);
+        }
+        SNN_UNROLL
+        for (int j = 0; j < SNN_STEPS; ++j) now[j] = next[j];
+    }
+}
 
 // ---- spike function and surrogate derivatives (snn_parallel/surrogate.py) ------------------
 // Firing rule: inclusive=1 fires on x >= 0 (SpikingJelly), inclusive=0 on x > 0 (snnTorch).

@@ -19,7 +19,6 @@ import math
 
 import torch
 
-from ...surrogate import Surrogate
 from .._cuda import CHUNK_WARPS, SEGMENT, KernelFile, arg, grad_strides, kernel_op, spike_code, workspace
 
 #: the most conv taps ``dsn.cu`` holds in registers (its ``DSN_MAX_TAPS``)
@@ -39,23 +38,16 @@ def _fake_forward(
     )
 
 
-@kernel_op("dsn_forward", _fake_forward)
+@kernel_op(
+    "dsn_forward",
+    _fake_forward,
+    "(Tensor x, Tensor history, Tensor weight, Tensor bias, Tensor h0, float tau, float shift, int kind, "
+    "float[] params, bool inclusive, bool membrane, int count, int spatial, int? segments_per_block=None) "
+    "-> (Tensor, Tensor, Tensor, Tensor)",
+)
 def _forward(
-    x: torch.Tensor,
-    history: torch.Tensor,
-    weight: torch.Tensor,
-    bias: torch.Tensor,
-    h0: torch.Tensor,
-    tau: float,
-    shift: float,
-    kind: int,
-    params: list[float],
-    inclusive: bool,
-    membrane: bool,
-    count: int,
-    spatial: int,
-    segments_per_block: int | None = None,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    x, history, weight, bias, h0, tau, shift, kind, params, inclusive, membrane, count, spatial, segments_per_block=None
+):
     steps, lanes = x.shape
     x = x.contiguous()
     spikes = torch.empty_like(x)
@@ -72,21 +64,9 @@ def _forward(
     return spikes, h, checkpoints, h_last
 
 
-def dsn_forward_cupy(
-    x: torch.Tensor,
-    history: torch.Tensor,
-    weight: torch.Tensor,
-    bias: torch.Tensor,
-    tau: float,
-    h0: torch.Tensor,
-    spike_fn: Surrogate,
-    shift: float,
-    membrane: bool,
-    layout: tuple[int, int],
-    *,
-    segments_per_block: int | None = None,
-) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor, torch.Tensor]:
-    """``(spikes, h, h_last, checkpoints)`` for ``x`` ``[T, N]`` (``h`` ``None`` unless ``membrane``); ``weight`` is
+def dsn_forward_cupy(x, history, weight, bias, tau, h0, spike_fn, shift, membrane, layout, *, segments_per_block=None):
+    """:func:`~snn_parallel.ops.dsn.dsn_membrane`'s forward on the kernels: ``(spikes, h, h_last, checkpoints)`` for
+    ``x`` ``[T, N]`` (``h`` ``None`` unless ``membrane``); ``weight`` is
     ``[k, P]``, ``bias`` ``[P]`` with ``layout = (P, spatial)``; ``segments_per_block`` forces the launch
     configuration."""
     kind, params, inclusive = spike_code(spike_fn)
@@ -107,24 +87,15 @@ def _fake_backward(x, history, weight, **_):
     )
 
 
-@kernel_op("dsn_backward", _fake_backward)
-def _backward(
-    grad_spikes: torch.Tensor | None,
-    grad_h: torch.Tensor | None,
-    grad_last: torch.Tensor | None,
-    x: torch.Tensor,
-    history: torch.Tensor,
-    weight: torch.Tensor,
-    bias: torch.Tensor,
-    checkpoints: torch.Tensor,
-    tau: float,
-    shift: float,
-    kind: int,
-    params: list[float],
-    count: int,
-    spatial: int,
-    segments_per_block: int | None = None,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+@kernel_op(
+    "dsn_backward",
+    _fake_backward,
+    "(Tensor? grad_spikes, Tensor? grad_h, Tensor? grad_last, Tensor x, Tensor history, Tensor weight, Tensor bias, "
+    "Tensor checkpoints, float tau, float shift, int kind, float[] params, int count, int spatial, "
+    "int? segments_per_block=None) -> (Tensor, Tensor, Tensor, Tensor, Tensor)",
+)
+def _backward(grad_spikes, grad_h, grad_last, x, history, weight, bias, checkpoints, tau, shift, kind, params, count,
+              spatial, segments_per_block=None):  # fmt: skip
     steps, lanes = x.shape
     taps = weight.shape[0]
     grad_x = torch.empty_like(x)
@@ -150,24 +121,10 @@ def _backward(
     return grad_x, grad_history, grad_weight, grad_bias, grad_h0
 
 
-def dsn_backward_cupy(
-    grad_spikes: torch.Tensor | None,
-    grad_h: torch.Tensor | None,
-    grad_last: torch.Tensor | None,
-    x: torch.Tensor,
-    history: torch.Tensor,
-    weight: torch.Tensor,
-    bias: torch.Tensor,
-    tau: float,
-    h0: torch.Tensor,
-    checkpoints: torch.Tensor,
-    spike_fn: Surrogate,
-    shift: float,
-    layout: tuple[int, int],
-    *,
-    segments_per_block: int | None = None,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Gradients of ``(x, history, weight, bias, h0)`` from those of ``(spikes, h, h_last)`` (each ``None`` when none
+def dsn_backward_cupy(grad_spikes, grad_h, grad_last, x, history, weight, bias, tau, h0, checkpoints, spike_fn, shift,
+                      layout, *, segments_per_block=None):  # fmt: skip
+    """:func:`~snn_parallel.ops.dsn.dsn_membrane`'s backward on the kernels: the gradients of ``(x, history, weight,
+    bias, h0)`` from those of ``(spikes, h, h_last)`` (each ``None`` when none
     reached it; ``[T, N]`` gradients with any strides) and the forward's ``checkpoints``; the weight's and bias's per
     lane, ``[k, N]`` and ``[N]``."""
     kind, params, _ = spike_code(spike_fn)

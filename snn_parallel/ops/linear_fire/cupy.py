@@ -19,11 +19,20 @@ import math
 
 import torch
 
-from ...surrogate import Surrogate
 from .. import _cuda
-from .._cuda import CHUNK_WARPS, SEGMENT, KernelFile, arg, grad_strides, kernel_op, spike_code, workspace
+from .._cuda import (
+    CHUNK_WARPS,
+    REAL_AND_COMPLEX,
+    SEGMENT,
+    KernelFile,
+    arg,
+    grad_strides,
+    kernel_op,
+    spike_code,
+    workspace,
+)
 
-KERNEL = KernelFile(__package__, "linear_fire.cu")
+KERNEL = KernelFile(__package__, "linear_fire.cu", variants=REAL_AND_COMPLEX)
 #: lanes per multiprocessor from which the reset's threshold chain runs the filter itself (one pass over x)
 CHAIN_FILTER_LANES_PER_SM = 256
 
@@ -48,23 +57,15 @@ def _fake_forward(x, decay, bias0, **_):
     )
 
 
-@kernel_op("linear_fire_forward", _fake_forward)
-def _forward(
-    x: torch.Tensor,
-    decay: torch.Tensor,
-    scale: torch.Tensor,
-    h0: torch.Tensor,
-    bias0: torch.Tensor,
-    reset_decay: torch.Tensor | None,
-    kind: int,
-    params: list[float],
-    inclusive: bool,
-    v_threshold: float,
-    count: int,
-    spatial: int,
-    filter_in_chain: bool | None = None,
-    segments_per_block: int | None = None,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+@kernel_op(
+    "linear_fire_forward",
+    _fake_forward,
+    "(Tensor x, Tensor decay, Tensor scale, Tensor h0, Tensor bias0, Tensor? reset_decay, int kind, float[] params, "
+    "bool inclusive, float v_threshold, int count, int spatial, bool? filter_in_chain=None, "
+    "int? segments_per_block=None) -> (Tensor, Tensor, Tensor, Tensor, Tensor)",
+)
+def _forward(x, decay, scale, h0, bias0, reset_decay, kind, params, inclusive, v_threshold, count, spatial,
+             filter_in_chain=None, segments_per_block=None):  # fmt: skip
     steps, lanes = x.shape
     acc = _filter_dtype(decay)
     spikes, membrane = torch.empty_like(x), torch.empty_like(x)
@@ -97,21 +98,10 @@ def _forward(
     return spikes, membrane, checkpoints, h_last.to(decay.dtype), bias_next.to(bias0.dtype)
 
 
-def linear_fire_forward_cupy(
-    x: torch.Tensor,
-    decay: torch.Tensor,
-    scale: torch.Tensor,
-    h0: torch.Tensor,
-    bias0: torch.Tensor,
-    spike_fn: Surrogate,
-    v_threshold: float,
-    reset_decay: torch.Tensor | None,
-    layout: tuple[int, int],
-    *,
-    filter_in_chain: bool | None = None,
-    segments_per_block: int | None = None,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Returns ``(spikes, membrane, checkpoints, h_last, bias_next)`` for ``x`` ``[T, N]`` (``filter_in_chain``
+def linear_fire_forward_cupy(x, decay, scale, h0, bias0, spike_fn, v_threshold, reset_decay, layout, *,
+                             filter_in_chain=None, segments_per_block=None):  # fmt: skip
+    """:func:`~snn_parallel.ops.linear_fire.linear_fire`'s forward on the kernels (arguments as there, flattened):
+    ``(spikes, membrane, checkpoints, h_last, bias_next)`` for ``x`` ``[T, N]`` (``filter_in_chain``
     and ``segments_per_block`` force a launch configuration). The launches are the custom op
     ``snn_parallel::linear_fire_forward``."""
     kind, params, inclusive = spike_code(spike_fn)
@@ -119,39 +109,26 @@ def linear_fire_forward_cupy(
                     *layout, filter_in_chain, segments_per_block)  # fmt: skip
 
 
-def _fake_backward(x, decay, h0, bias0, count, needs_bias0, **_):
+def _fake_backward(x, decay, bias0, count, needs_bias0, **_):
     return (
         torch.empty_like(x),
         x.new_empty(4, count, dtype=torch.float32),
-        x.new_empty(h0.shape[0], dtype=_filter_dtype(decay)),
+        x.new_empty(x.shape[1], dtype=_filter_dtype(decay)),
         x.new_empty(bias0.shape[0] if needs_bias0 else 0, dtype=torch.float32),
     )
 
 
-@kernel_op("linear_fire_backward", _fake_backward)
-def _backward(
-    grad_spikes: torch.Tensor | None,
-    grad_membrane: torch.Tensor | None,
-    grad_last: torch.Tensor | None,
-    grad_bias_next: torch.Tensor | None,
-    x: torch.Tensor,
-    decay: torch.Tensor,
-    scale: torch.Tensor,
-    reset_decay: torch.Tensor | None,
-    h0: torch.Tensor,
-    bias0: torch.Tensor,
-    membrane: torch.Tensor | None,
-    spikes: torch.Tensor | None,
-    checkpoints: torch.Tensor,
-    kind: int,
-    params: list[float],
-    v_threshold: float,
-    count: int,
-    spatial: int,
-    needs_bias0: bool,
-    needs_rho: bool,
-    segments_per_block: int | None = None,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+@kernel_op(
+    "linear_fire_backward",
+    _fake_backward,
+    "(Tensor? grad_spikes, Tensor? grad_membrane, Tensor? grad_last, Tensor? grad_bias_next, Tensor x, Tensor decay, "
+    "Tensor scale, Tensor? reset_decay, Tensor bias0, Tensor? membrane, Tensor? spikes, Tensor checkpoints, int kind, "
+    "float[] params, float v_threshold, int count, int spatial, bool needs_bias0, bool needs_rho, "
+    "int? segments_per_block=None) -> (Tensor, Tensor, Tensor, Tensor)",
+)
+def _backward(grad_spikes, grad_membrane, grad_last, grad_bias_next, x, decay, scale, reset_decay, bias0, membrane,
+              spikes, checkpoints, kind, params, v_threshold, count, spatial, needs_bias0, needs_rho,
+              segments_per_block=None):  # fmt: skip
     """``(grad_x, sums, grad_h0, grad_bias0)``: ``sums`` ``[4, P]`` holds the parameters' gradients (rows: Re and
     Im of decay's, scale's, reset_decay's); ``grad_bias0`` is empty unless ``needs_bias0``."""
     steps, lanes = x.shape
@@ -167,7 +144,7 @@ def _backward(
         f"lf_bwd_{_suffix(decay)}", x.dtype, (grid,), (32, CHUNK_WARPS),
         grad_spikes, grad_membrane, None if grad_last is None else arg(grad_last, acc),
         None if grad_bias_next is None else arg(grad_bias_next, torch.float32), x, arg(decay, acc),
-        arg(scale, torch.float32), None if reset_decay is None else arg(reset_decay, torch.float32), arg(h0, acc),
+        arg(scale, torch.float32), None if reset_decay is None else arg(reset_decay, torch.float32),
         arg(bias0, torch.float32), membrane if reset_decay is not None else None, spikes if reset_grad else None,
         checkpoints, grad_x, grad_h0, grad_bias0 if needs_bias0 else None, partials, *look_back, v_threshold, kind,
         *params, int(reset_grad), steps, lanes, count, spatial, *grad_strides(grad_spikes),
@@ -177,35 +154,17 @@ def _backward(
     return grad_x, sums, grad_h0, grad_bias0
 
 
-def linear_fire_backward_cupy(
-    grad_spikes: torch.Tensor | None,
-    grad_membrane: torch.Tensor | None,
-    grad_last: torch.Tensor | None,
-    grad_bias_next: torch.Tensor | None,
-    x: torch.Tensor,
-    decay: torch.Tensor,
-    scale: torch.Tensor,
-    reset_decay: torch.Tensor | None,
-    h0: torch.Tensor,
-    bias0: torch.Tensor,
-    membrane: torch.Tensor | None,
-    spikes: torch.Tensor | None,
-    checkpoints: torch.Tensor,
-    spike_fn: Surrogate,
-    v_threshold: float,
-    layout: tuple[int, int],
-    needs_bias: tuple[bool, bool],
-    *,
-    segments_per_block: int | None = None,
-) -> tuple[torch.Tensor | None, ...]:
-    """Gradients of ``(x, decay, scale, h0, bias0, reset_decay)`` from those of ``(spikes, membrane, h_last,
-    bias_next)`` (each ``None`` when none reached it; ``[T, N]`` gradients with any strides). ``needs_bias``:
-    whether ``bias0`` and ``reset_decay`` need theirs (``None`` is returned otherwise); ``membrane`` is read with
-    a reset, ``spikes`` when ``reset_decay`` needs its gradient. The launches are the custom op
-    ``snn_parallel::linear_fire_backward``."""
+def linear_fire_backward_cupy(grad_spikes, grad_membrane, grad_last, grad_bias_next, x, decay, scale, reset_decay, h0,
+                              bias0, membrane, spikes, checkpoints, spike_fn, v_threshold, layout, needs_bias, *,
+                              segments_per_block=None):  # fmt: skip
+    """:func:`~snn_parallel.ops.linear_fire.linear_fire`'s backward on the kernels: the gradients of ``(x, decay,
+    scale, h0, bias0, reset_decay)`` from those of ``(spikes, membrane, h_last, bias_next)`` (each ``None`` when
+    none reached it; ``[T, N]`` gradients with any strides). ``needs_bias``: whether ``bias0`` and ``reset_decay``
+    need theirs (``None`` is returned otherwise); ``membrane`` is read with a reset, ``spikes`` when
+    ``reset_decay`` needs its gradient. The launches are the custom op ``snn_parallel::linear_fire_backward``."""
     kind, params, _ = spike_code(spike_fn)
     grad_x, sums, grad_h0, grad_bias0 = _backward(
-        grad_spikes, grad_membrane, grad_last, grad_bias_next, x, decay, scale, reset_decay, h0, bias0, membrane,
+        grad_spikes, grad_membrane, grad_last, grad_bias_next, x, decay, scale, reset_decay, bias0, membrane,
         spikes, checkpoints, kind, list(params), float(v_threshold), *layout, needs_bias[0], needs_bias[1],
         segments_per_block,
     )  # fmt: skip

@@ -26,55 +26,75 @@
 //     grad_rho = sum_t beta_{t+1} (b_t + V_th s_t), with b_t = Re h_t - m_t, into partials [groups, 4, N]
 //     (rows: Re grad_a, Im grad_a, grad_c, grad_rho). grad_spikes and grad_membrane are read with their strides
 //     (sts, sns) and (stm, snm), or are null.
+//
+// The file is built twice (the launcher's REAL_AND_COMPLEX variants): SNN_COMPLEX=0 gives the real filter's entry
+// points lf_*_real, SNN_COMPLEX=1 the complex filter's lf_*_complex (SNN_ENTRY, common.cuh).
 #include "chunked.cuh"
 
-template <class Acc>
-__device__ __forceinline__ Acc drive(float c, float x) {
-    Acc z;
+#if !defined(SNN_COMPLEX)
+#error "SNN_COMPLEX (the build variant) is passed by the launcher (snn_parallel/ops/_cuda)"
+#elif SNN_COMPLEX
+typedef float2 filter_t;
+#else
+typedef float filter_t;
+#endif
+
+__device__ __forceinline__ filter_t drive(float c, float x) {
+    filter_t z;
     set_real(z, c * x);
     return z;
 }
 
-// Parameter lane of lane n.
-__device__ __forceinline__ long long param_lane(long long n, long long P, long long spatial) { return (n / spatial) % P; }
+// The filter parameters of one lane, bound by bind(n): a (decay), c (scale) and rho (reset_decay; 1 where it is
+// null, without a reset) of its parameter lane (n / spatial) % P, and its threshold bias b_0.
+struct FireLane {
+    const filter_t* decay;
+    const float* scale;
+    const float* reset_decay;
+    const float* bias0;
+    long long P, spatial;
+    filter_t a{};
+    float c = 0.0f, rho = 1.0f, bias = 0.0f;
 
-template <class Acc>
-struct FireForward {
-    typedef Acc State;
+    __device__ void bind(long long n) {
+        const long long p = (n / spatial) % P;
+        a = decay[p];
+        c = scale[p];
+        rho = reset_decay ? reset_decay[p] : 1.0f;
+        bias = bias0[n];
+    }
+};
+
+// The arguments of the forward kernels, lf_fwd_* and lf_chain_* (filtered: written by the one, read by the other).
+struct FireForwardArgs : FireLane {
+    const scalar_t* x;
+    const filter_t* h0;
+    scalar_t* spikes;
+    scalar_t* membrane;
+    float* filtered;
+    filter_t* checkpoints;
+    filter_t* h_last;
+    float v_threshold;
+    int kind, inclusive;
+    float params[4];
+    long long T, N;
+};
+
+struct FireForward : FireForwardArgs {
+    typedef filter_t State;
     struct Step {
         float x;
     };
     typedef NoPartial Partial;
-    const scalar_t* x;
-    const Acc* decay;
-    const float* scale;
-    const Acc* h0;
-    const float* bias0;
-    scalar_t* spikes;
-    scalar_t* membrane;
-    float* filtered;
-    Acc* checkpoints;
-    Acc* h_last;
-    float v_threshold;
-    int kind, inclusive;
-    float params[4];
-    long long T, N, P, spatial;
-    Acc a{};  // bound to the lane by bind()
-    float c = 0.0f, bias = 0.0f;
 
-    __device__ void bind(long long n) {
-        const long long p = param_lane(n, P, spatial);
-        a = decay[p];
-        c = scale[p];
-        bias = bias0[n];
-    }
     __device__ void fetch(Step& s, long long t, long long n) const { s.x = load(x + t * N + n); }
     __device__ void prepare(Step (&)[SNN_STEPS], long long, long long, long long, bool, long long) {}
-    __device__ void map(const Step& s, long long, Acc& d, Acc& b) const {
+    __device__ void map(const Step& s, long long, filter_t& d, filter_t& b) const {
         d = a;
-        b = drive<Acc>(c, s.x);
+        b = drive(c, s.x);
     }
-    __device__ void emit(Step (&)[SNN_STEPS], int, long long t, long long n, const Acc&, const Acc& h, NoPartial&) {
+    __device__ void emit(Step (&)[SNN_STEPS], int, long long t, long long n, const filter_t&, const filter_t& h,
+                         NoPartial&) {
         const long long i = t * N + n;
         if (filtered) {
             filtered[i] = real_part(h);
@@ -85,68 +105,54 @@ struct FireForward {
         }
         if (t == T - 1) h_last[n] = h;
     }
-    __device__ Acc initial(long long n) const { return h0[n]; }
-    __device__ void enter(long long k, long long n, const Acc& carry) { checkpoints[k * N + n] = carry; }
+    __device__ filter_t initial(long long n) const { return h0[n]; }
+    __device__ void enter(long long k, long long n, const filter_t& carry) { checkpoints[k * N + n] = carry; }
     __device__ void store_partial(long long, long long, const NoPartial&) const {}
 };
 
-template <class Acc>
 struct FirePartial {
-    Acc decay;
+    filter_t decay;
     float scale, rho;
 };
-template <class Acc>
-__device__ __forceinline__ void set_zero(FirePartial<Acc>& p) {
+__device__ __forceinline__ void set_zero(FirePartial& p) {
     set_zero(p.decay);
     p.scale = 0.0f;
     p.rho = 0.0f;
 }
-template <class Acc>
-__device__ __forceinline__ FirePartial<Acc> add(const FirePartial<Acc>& a, const FirePartial<Acc>& b) {
+__device__ __forceinline__ FirePartial add(const FirePartial& a, const FirePartial& b) {
     return {add(a.decay, b.decay), a.scale + b.scale, a.rho + b.rho};
 }
 __device__ __forceinline__ float imag_part(float) { return 0.0f; }
 __device__ __forceinline__ float imag_part(float2 z) { return z.y; }
 
-template <class Acc>
-struct FireBackward {
-    typedef WithBias<Acc> State;
+struct FireBackward : FireLane {
+    typedef WithBias<filter_t> State;
     struct Step {
         float x, grad_s, grad_m, m, spike, d;
-        Acc h;
+        filter_t h;
     };
-    typedef FirePartial<Acc> Partial;
+    typedef FirePartial Partial;
     const scalar_t* grad_spikes;
     const scalar_t* grad_membrane;
-    const Acc* grad_last;
+    const filter_t* grad_last;
     const float* grad_bias_next;
     const scalar_t* x;
-    const Acc* decay;
-    const float* scale;
-    const float* reset_decay;
-    const Acc* h0;
-    const float* bias0;
     const scalar_t* membrane;
     const scalar_t* spikes;
-    const Acc* checkpoints;
+    const filter_t* checkpoints;
     scalar_t* grad_x;
-    Acc* grad_h0;
+    filter_t* grad_h0;
     float* grad_bias0;
     float* partials;
     float v_threshold;
     int kind, reset_grad;
     float params[4];
-    long long T, N, P, spatial, sts, sns, stm, snm;
-    Acc a{}, back{}, h_enter{};  // bound to the lane by bind(); h_enter: the filter state entering this thread's steps
-    float c = 0.0f, rho = 0.0f, bias = 0.0f;
+    long long T, N, sts, sns, stm, snm;
+    filter_t back{}, h_enter{};  // bound to the lane by bind(); h_enter: the filter state entering this thread's steps
 
     __device__ void bind(long long n) {
-        const long long p = param_lane(n, P, spatial);
-        a = decay[p];
+        FireLane::bind(n);
         back = conjugate(a);
-        c = scale[p];
-        rho = reset_decay ? reset_decay[p] : 1.0f;
-        bias = bias0[n];
     }
     __device__ void fetch(Step& s, long long t, long long n) const {
         const long long i = t * N + n;
@@ -158,20 +164,20 @@ struct FireBackward {
     }
     // Rerun the filter over the segment from its checkpoint, then d_t (and b_t + V s_t) of every step.
     __device__ void prepare(Step (&steps)[SNN_STEPS], long long k, long long t0, long long n, bool, long long T_) {
-        Acc d, b;
+        filter_t d, b;
         set_one(d);
         set_zero(b);
         SNN_UNROLL
         for (int j = 0; j < SNN_STEPS; ++j)
-            if (t0 + j < T_) compose(d, b, a, drive<Acc>(c, steps[j].x));
-        Acc pre_d, pre_b, tot_d, tot_b;
+            if (t0 + j < T_) compose(d, b, a, drive(c, steps[j].x));
+        filter_t pre_d, pre_b, tot_d, tot_b;
         block_prefix(d, b, 0, pre_d, pre_b, tot_d, tot_b);
-        Acc h = affine(pre_d, checkpoints[k * N + n], pre_b);
+        filter_t h = affine(pre_d, checkpoints[k * N + n], pre_b);
         h_enter = h;
         SNN_UNROLL
         for (int j = 0; j < SNN_STEPS; ++j) {
             Step& s = steps[j];
-            h = affine(a, h, drive<Acc>(c, s.x));
+            h = affine(a, h, drive(c, s.x));
             s.h = h;
             const float m = reset_decay ? s.m : real_part(h) - bias;
             s.d = s.grad_m + s.grad_s * surrogate_grad(kind, params, m - v_threshold);
@@ -187,7 +193,7 @@ struct FireBackward {
     }
     __device__ void emit(Step (&steps)[SNN_STEPS], int j, long long t, long long n, const State& before,
                          const State& after, Partial& partial) {
-        const Acc G = after.g;
+        const filter_t G = after.g;
         const float g_re = real_part(G);
         store(grad_x + t * N + n, c * g_re);
         partial.scale += g_re * steps[j].x;
@@ -215,142 +221,78 @@ struct FireBackward {
     }
 };
 
-// The threshold chain of one lane (see the top of this file).
-template <class Acc>
-__device__ void chain_lane(const scalar_t* __restrict__ x, const float* filtered, const Acc* __restrict__ decay,
-                           const float* __restrict__ scale, const float* __restrict__ reset_decay,
-                           const Acc* __restrict__ h0, const float* __restrict__ bias0, scalar_t* __restrict__ spikes,
-                           scalar_t* membrane, Acc* __restrict__ checkpoints, Acc* __restrict__ h_last,
-                           float* __restrict__ bias_next, float v_threshold, int kind, const float* params,
-                           int inclusive, long long T, long long N, long long P, long long spatial, long long n) {
-    const long long p = param_lane(n, P, spatial);
-    const Acc a = decay[p];
-    const float c = scale[p], rho = reset_decay[p];
-    Acc h = h0[n];
-    float b = bias0[n];
-    float current[SNN_STEPS], next[SNN_STEPS];
-    SNN_UNROLL
-    for (int j = 0; j < SNN_STEPS; ++j) {
-        const long long i = (j < T ? j : T - 1) * N + n;
-        current[j] = filtered ? filtered[i] : load(x + i);
+// The threshold chain (see the top of this file): run(n) walks lane n.
+struct FireChain : FireForwardArgs {
+    float* bias_next;
+
+    __device__ void run(long long n) {
+        bind(n);
+        filter_t h = h0[n];
+        float b = bias;
+        serial_walk(
+            T, [&](long long t) { return filtered ? filtered[t * N + n] : load(x + t * N + n); },
+            [&](long long t, float input) {
+                float re = input;
+                if (!filtered) {
+                    if (t % SNN_SEGMENT == 0) checkpoints[(t / SNN_SEGMENT) * N + n] = h;
+                    h = affine(a, h, drive(c, input));
+                    re = real_part(h);
+                }
+                const float m = re - b;
+                const float spike = spike_value(kind, params, inclusive, m - v_threshold);
+                store(membrane + t * N + n, m);
+                store(spikes + t * N + n, spike);
+                b = rho * (b + v_threshold * spike);
+            });
+        if (!filtered) h_last[n] = h;
+        bias_next[n] = b;
     }
-    for (long long t0 = 0; t0 < T; t0 += SNN_STEPS) {
-        SNN_UNROLL
-        for (int j = 0; j < SNN_STEPS; ++j) {  // the next steps' inputs, in flight while this chunk runs
-            const long long t = t0 + SNN_STEPS + j, i = (t < T ? t : T - 1) * N + n;
-            next[j] = filtered ? filtered[i] : load(x + i);
-        }
-        SNN_UNROLL
-        for (int j = 0; j < SNN_STEPS; ++j) {
-            const long long t = t0 + j;
-            if (t >= T) break;
-            float re = current[j];
-            if (!filtered) {
-                if (t % SNN_SEGMENT == 0) checkpoints[(t / SNN_SEGMENT) * N + n] = h;
-                h = affine(a, h, drive<Acc>(c, current[j]));
-                re = real_part(h);
-            }
-            const float m = re - b;
-            const float spike = spike_value(kind, params, inclusive, m - v_threshold);
-            store(membrane + t * N + n, m);
-            store(spikes + t * N + n, spike);
-            b = rho * (b + v_threshold * spike);
-        }
-        SNN_UNROLL
-        for (int j = 0; j < SNN_STEPS; ++j) current[j] = next[j];
-    }
-    if (!filtered) h_last[n] = h;
-    bias_next[n] = b;
+};
+
+extern "C" __global__ void __launch_bounds__(32 * SNN_WARPS, 1)
+    SNN_ENTRY(lf_fwd)(const scalar_t* __restrict__ x, const filter_t* __restrict__ decay,
+                      const float* __restrict__ scale, const filter_t* __restrict__ h0, const float* __restrict__ bias0,
+                      scalar_t* __restrict__ spikes, scalar_t* __restrict__ membrane, float* __restrict__ filtered,
+                      filter_t* __restrict__ checkpoints, filter_t* __restrict__ h_last, int* __restrict__ flags,
+                      filter_t* __restrict__ agg_d, filter_t* __restrict__ agg_b,
+                      filter_t* __restrict__ inclusive_states, float v_threshold, int kind, float p0, float p1,
+                      float p2, float p3, int inclusive, long long T, long long N, long long P, long long spatial,
+                      long long G) {
+    FireForward op = {{{decay, scale, nullptr, bias0, P, spatial}, x, h0, spikes, membrane, filtered, checkpoints,
+                       h_last, v_threshold, kind, inclusive, {p0, p1, p2, p3}, T, N}};
+    chunked_scan(op, chunking<filter_t>(T, N, G, 0, flags, agg_d, agg_b, inclusive_states));
+}
+
+extern "C" __global__ void SNN_ENTRY(lf_chain)(const scalar_t* __restrict__ x, float* filtered,
+                                               const filter_t* __restrict__ decay, const float* __restrict__ scale,
+                                               const float* __restrict__ reset_decay,
+                                               const filter_t* __restrict__ h0, const float* __restrict__ bias0,
+                                               scalar_t* __restrict__ spikes, scalar_t* membrane,
+                                               filter_t* __restrict__ checkpoints, filter_t* __restrict__ h_last,
+                                               float* __restrict__ bias_next, float v_threshold, int kind, float p0,
+                                               float p1, float p2, float p3, int inclusive, long long T,
+                                               long long N, long long P, long long spatial) {
+    FireChain chain = {{{decay, scale, reset_decay, bias0, P, spatial}, x, h0, spikes, membrane, filtered, checkpoints,
+                        h_last, v_threshold, kind, inclusive, {p0, p1, p2, p3}, T, N},
+                       bias_next};
+    for (long long n = item_start(); n < N; n += item_stride()) chain.run(n);
 }
 
 extern "C" __global__ void __launch_bounds__(32 * SNN_WARPS, 1)
-    lf_fwd_real(const scalar_t* __restrict__ x, const float* __restrict__ decay, const float* __restrict__ scale,
-                  const float* __restrict__ h0, const float* __restrict__ bias0, scalar_t* __restrict__ spikes,
-                  scalar_t* __restrict__ membrane, float* __restrict__ filtered, float* __restrict__ checkpoints,
-                  float* __restrict__ h_last, int* __restrict__ flags, float* __restrict__ agg_d,
-                  float* __restrict__ agg_b, float* __restrict__ inclusive_states, float v_threshold, int kind, float p0,
-                  float p1, float p2, float p3, int inclusive, long long T, long long N, long long P,
-                  long long spatial, long long G) {
-    FireForward<float> op = {x, decay, scale, h0, bias0, spikes, membrane, filtered, checkpoints, h_last,
-                            v_threshold, kind, inclusive, {p0, p1, p2, p3}, T, N, P, spatial};
-    chunked_scan(op, chunking<float>(T, N, G, 0, flags, agg_d, agg_b, inclusive_states));
-}
-
-extern "C" __global__ void lf_chain_real(const scalar_t* __restrict__ x, const float* filtered,
-                                         const float* __restrict__ decay, const float* __restrict__ scale,
-                                         const float* __restrict__ reset_decay, const float* __restrict__ h0,
-                                         const float* __restrict__ bias0, scalar_t* __restrict__ spikes,
-                                         scalar_t* membrane, float* __restrict__ checkpoints,
-                                         float* __restrict__ h_last, float* __restrict__ bias_next, float v_threshold,
-                                         int kind, float p0, float p1, float p2, float p3, int inclusive, long long T,
-                                         long long N, long long P, long long spatial) {
-    const float params[4] = {p0, p1, p2, p3};
-    for (long long n = item_start(); n < N; n += item_stride())
-        chain_lane(x, filtered, decay, scale, reset_decay, h0, bias0, spikes, membrane, checkpoints, h_last,
-                   bias_next, v_threshold, kind, params, inclusive, T, N, P, spatial, n);
-}
-
-extern "C" __global__ void __launch_bounds__(32 * SNN_WARPS, 1)
-    lf_bwd_real(const scalar_t* __restrict__ grad_spikes, const scalar_t* __restrict__ grad_membrane,
-                  const float* __restrict__ grad_last, const float* __restrict__ grad_bias_next,
-                  const scalar_t* __restrict__ x, const float* __restrict__ decay, const float* __restrict__ scale,
-                  const float* __restrict__ reset_decay, const float* __restrict__ h0, const float* __restrict__ bias0,
-                  const scalar_t* __restrict__ membrane, const scalar_t* __restrict__ spikes,
-                  const float* __restrict__ checkpoints, scalar_t* __restrict__ grad_x, float* __restrict__ grad_h0,
-                  float* __restrict__ grad_bias0, float* __restrict__ partials, int* __restrict__ flags,
-                  WithBias<float>* __restrict__ agg_d, WithBias<float>* __restrict__ agg_b,
-                  WithBias<float>* __restrict__ inclusive_states, float v_threshold, int kind, float p0, float p1,
-                  float p2, float p3, int reset_grad, long long T, long long N, long long P, long long spatial,
-                  long long sts, long long sns, long long stm, long long snm, long long G) {
-    FireBackward<float> op = {grad_spikes, grad_membrane, grad_last, grad_bias_next, x,      decay,
-                             scale,       reset_decay,   h0,        bias0,          membrane, spikes,
-                             checkpoints, grad_x,        grad_h0,   grad_bias0,     partials, v_threshold,
-                             kind,        reset_grad,    {p0, p1, p2, p3}, T, N, P, spatial, sts, sns, stm, snm};
-    chunked_scan(op, chunking<WithBias<float>>(T, N, G, 1, flags, agg_d, agg_b, inclusive_states));
-}
-
-extern "C" __global__ void __launch_bounds__(32 * SNN_WARPS, 1)
-    lf_fwd_complex(const scalar_t* __restrict__ x, const float2* __restrict__ decay, const float* __restrict__ scale,
-                  const float2* __restrict__ h0, const float* __restrict__ bias0, scalar_t* __restrict__ spikes,
-                  scalar_t* __restrict__ membrane, float* __restrict__ filtered, float2* __restrict__ checkpoints,
-                  float2* __restrict__ h_last, int* __restrict__ flags, float2* __restrict__ agg_d,
-                  float2* __restrict__ agg_b, float2* __restrict__ inclusive_states, float v_threshold, int kind, float p0,
-                  float p1, float p2, float p3, int inclusive, long long T, long long N, long long P,
-                  long long spatial, long long G) {
-    FireForward<float2> op = {x, decay, scale, h0, bias0, spikes, membrane, filtered, checkpoints, h_last,
-                            v_threshold, kind, inclusive, {p0, p1, p2, p3}, T, N, P, spatial};
-    chunked_scan(op, chunking<float2>(T, N, G, 0, flags, agg_d, agg_b, inclusive_states));
-}
-
-extern "C" __global__ void lf_chain_complex(const scalar_t* __restrict__ x, const float* filtered,
-                                         const float2* __restrict__ decay, const float* __restrict__ scale,
-                                         const float* __restrict__ reset_decay, const float2* __restrict__ h0,
-                                         const float* __restrict__ bias0, scalar_t* __restrict__ spikes,
-                                         scalar_t* membrane, float2* __restrict__ checkpoints,
-                                         float2* __restrict__ h_last, float* __restrict__ bias_next, float v_threshold,
-                                         int kind, float p0, float p1, float p2, float p3, int inclusive, long long T,
-                                         long long N, long long P, long long spatial) {
-    const float params[4] = {p0, p1, p2, p3};
-    for (long long n = item_start(); n < N; n += item_stride())
-        chain_lane(x, filtered, decay, scale, reset_decay, h0, bias0, spikes, membrane, checkpoints, h_last,
-                   bias_next, v_threshold, kind, params, inclusive, T, N, P, spatial, n);
-}
-
-extern "C" __global__ void __launch_bounds__(32 * SNN_WARPS, 1)
-    lf_bwd_complex(const scalar_t* __restrict__ grad_spikes, const scalar_t* __restrict__ grad_membrane,
-                  const float2* __restrict__ grad_last, const float* __restrict__ grad_bias_next,
-                  const scalar_t* __restrict__ x, const float2* __restrict__ decay, const float* __restrict__ scale,
-                  const float* __restrict__ reset_decay, const float2* __restrict__ h0, const float* __restrict__ bias0,
-                  const scalar_t* __restrict__ membrane, const scalar_t* __restrict__ spikes,
-                  const float2* __restrict__ checkpoints, scalar_t* __restrict__ grad_x, float2* __restrict__ grad_h0,
-                  float* __restrict__ grad_bias0, float* __restrict__ partials, int* __restrict__ flags,
-                  WithBias<float2>* __restrict__ agg_d, WithBias<float2>* __restrict__ agg_b,
-                  WithBias<float2>* __restrict__ inclusive_states, float v_threshold, int kind, float p0, float p1,
-                  float p2, float p3, int reset_grad, long long T, long long N, long long P, long long spatial,
-                  long long sts, long long sns, long long stm, long long snm, long long G) {
-    FireBackward<float2> op = {grad_spikes, grad_membrane, grad_last, grad_bias_next, x,      decay,
-                             scale,       reset_decay,   h0,        bias0,          membrane, spikes,
-                             checkpoints, grad_x,        grad_h0,   grad_bias0,     partials, v_threshold,
-                             kind,        reset_grad,    {p0, p1, p2, p3}, T, N, P, spatial, sts, sns, stm, snm};
-    chunked_scan(op, chunking<WithBias<float2>>(T, N, G, 1, flags, agg_d, agg_b, inclusive_states));
+    SNN_ENTRY(lf_bwd)(const scalar_t* __restrict__ grad_spikes, const scalar_t* __restrict__ grad_membrane,
+                      const filter_t* __restrict__ grad_last, const float* __restrict__ grad_bias_next,
+                      const scalar_t* __restrict__ x, const filter_t* __restrict__ decay,
+                      const float* __restrict__ scale, const float* __restrict__ reset_decay,
+                      const float* __restrict__ bias0, const scalar_t* __restrict__ membrane,
+                      const scalar_t* __restrict__ spikes, const filter_t* __restrict__ checkpoints,
+                      scalar_t* __restrict__ grad_x, filter_t* __restrict__ grad_h0, float* __restrict__ grad_bias0,
+                      float* __restrict__ partials, int* __restrict__ flags, WithBias<filter_t>* __restrict__ agg_d,
+                      WithBias<filter_t>* __restrict__ agg_b, WithBias<filter_t>* __restrict__ inclusive_states,
+                      float v_threshold, int kind, float p0, float p1, float p2, float p3, int reset_grad, long long T,
+                      long long N, long long P, long long spatial, long long sts, long long sns, long long stm,
+                      long long snm, long long G) {
+    FireBackward op = {{decay, scale, reset_decay, bias0, P, spatial}, grad_spikes, grad_membrane, grad_last,
+                       grad_bias_next, x, membrane, spikes, checkpoints, grad_x, grad_h0, grad_bias0, partials,
+                       v_threshold, kind, reset_grad, {p0, p1, p2, p3}, T, N, sts, sns, stm, snm};
+    chunked_scan(op, chunking<WithBias<filter_t>>(T, N, G, 1, flags, agg_d, agg_b, inclusive_states));
 }

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import torch
 
-from ...surrogate import Surrogate
 from .._cuda import CHUNK_WARPS, KernelFile, arg, kernel_op, spike_code, workspace
 
 KERNEL = KernelFile(__package__, "ltc.cu")
@@ -21,20 +20,13 @@ def _fake_forward(current, rate, retention, u0, s0, b_init, b0, beta_a, kind, pa
     return torch.empty_like(current), torch.empty_like(current), torch.empty_like(current)
 
 
-@kernel_op("ltc_forward", _fake_forward)
-def _forward(
-    current: torch.Tensor,
-    rate: torch.Tensor,
-    retention: torch.Tensor,
-    u0: torch.Tensor,
-    s0: torch.Tensor,
-    b_init: torch.Tensor,
-    b0: float,
-    beta_a: float,
-    kind: int,
-    params: list[float],
-    inclusive: bool,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+@kernel_op(
+    "ltc_forward",
+    _fake_forward,
+    "(Tensor current, Tensor rate, Tensor retention, Tensor u0, Tensor s0, Tensor b_init, float b0, float beta_a, "
+    "int kind, float[] params, bool inclusive) -> (Tensor, Tensor, Tensor)",
+)
+def _forward(current, rate, retention, u0, s0, b_init, b0, beta_a, kind, params, inclusive):
     steps, lanes = current.shape
     dtype = current.dtype
     inputs = [arg(t, dtype) for t in (current, rate, retention, u0, s0, b_init)]
@@ -44,18 +36,9 @@ def _forward(
     return spikes, membrane, trace
 
 
-def ltc_forward_cupy(
-    current: torch.Tensor,
-    rate: torch.Tensor,
-    retention: torch.Tensor,
-    u0: torch.Tensor,
-    s0: torch.Tensor,
-    b_init: torch.Tensor,
-    b0: float,
-    beta_a: float,
-    surrogate: Surrogate,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Forward over ``[T, N]`` inputs; returns ``(spikes, membrane, b)``, each ``[T, N]``."""
+def ltc_forward_cupy(current, rate, retention, u0, s0, b_init, b0, beta_a, surrogate):
+    """:func:`~snn_parallel.ops.ltc.ltc_scan`'s forward over ``[T, N]`` inputs: ``(spikes, membrane, b)``, each
+    ``[T, N]``."""
     kind, params, inclusive = spike_code(surrogate)
     return _forward(
         current, rate, retention, u0, s0, b_init, float(b0), float(beta_a), kind, list(params), bool(inclusive)
@@ -66,31 +49,19 @@ def _fake_backward(current, rate, retention, u0, s0, b_init, **_):
     return tuple(torch.empty_like(t) for t in (current, rate, retention, u0, s0, b_init))
 
 
-@kernel_op("ltc_backward", _fake_backward)
-def _backward(
-    grad_spikes: torch.Tensor,
-    grad_membrane: torch.Tensor,
-    grad_u_last: torch.Tensor,
-    grad_s_last: torch.Tensor,
-    grad_b_last: torch.Tensor,
-    current: torch.Tensor,
-    rate: torch.Tensor,
-    retention: torch.Tensor,
-    u0: torch.Tensor,
-    s0: torch.Tensor,
-    b_init: torch.Tensor,
-    spikes: torch.Tensor,
-    membrane: torch.Tensor,
-    trace: torch.Tensor,
-    b0: float,
-    beta_a: float,
-    kind: int,
-    params: list[float],
-    segments_per_block: int | None = None,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+@kernel_op(
+    "ltc_backward",
+    _fake_backward,
+    "(Tensor grad_spikes, Tensor grad_membrane, Tensor grad_u_last, Tensor grad_s_last, Tensor grad_b_last, "
+    "Tensor current, Tensor rate, Tensor retention, Tensor u0, Tensor s0, Tensor b_init, Tensor spikes, "
+    "Tensor membrane, Tensor trace, float b0, float beta_a, int kind, float[] params, int? segments_per_block=None) "
+    "-> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)",
+)
+def _backward(grad_spikes, grad_membrane, grad_u_last, grad_s_last, grad_b_last, current, rate, retention, u0, s0,
+              b_init, spikes, membrane, trace, b0, beta_a, kind, params, segments_per_block=None):  # fmt: skip
     steps, lanes = current.shape
-    dtype = current.dtype
     saved = (current, rate, retention, u0, s0, b_init, spikes, membrane, trace)
+    dtype = current.dtype
     grads_in = [arg(g, dtype) for g in (grad_spikes, grad_membrane, grad_u_last, grad_s_last, grad_b_last)]
     grads_seq = [torch.empty(steps, lanes, dtype=dtype, device=current.device) for _ in range(3)]
     grads_state = [torch.empty(lanes, dtype=dtype, device=current.device) for _ in range(3)]
@@ -104,19 +75,10 @@ def _backward(
     return tuple(g.to(t.dtype) for g, t in zip(grads_seq + grads_state, saved[:6], strict=True))
 
 
-def ltc_backward_cupy(
-    grad_spikes: torch.Tensor,
-    grad_membrane: torch.Tensor,
-    grad_last: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
-    saved: tuple[torch.Tensor, ...],
-    b0: float,
-    beta_a: float,
-    surrogate: Surrogate,
-    *,
-    segments_per_block: int | None = None,
-) -> tuple[torch.Tensor, ...]:
-    """Gradients of ``(current, rate, retention, u0, s0, b_init)`` (``segments_per_block`` forces the launch
-    configuration)."""
+def ltc_backward_cupy(grad_spikes, grad_membrane, grad_last, saved, b0, beta_a, surrogate, *, segments_per_block=None):
+    """:func:`~snn_parallel.ops.ltc.fused.ltc_backward` on the kernels: the gradients of ``(current, rate,
+    retention, u0, s0, b_init)`` from those of the spikes, the membrane and the last state ``(u, s, b)``, and the
+    forward's ``saved`` tensors (``segments_per_block`` forces the launch configuration)."""
     kind, params, _ = spike_code(surrogate)
     return _backward(
         grad_spikes, grad_membrane, *grad_last, *saved, float(b0), float(beta_a), kind, list(params), segments_per_block

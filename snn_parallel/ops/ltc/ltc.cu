@@ -15,13 +15,6 @@ struct LtcInput {
     float current, rate, retention;
 };
 
-__device__ __forceinline__ LtcInput ltc_input(const scalar_t* __restrict__ current, const scalar_t* __restrict__ rate,
-                                              const scalar_t* __restrict__ retention, long long t, long long T,
-                                              long long N, long long n) {
-    const long long i = (t < T ? t : T - 1) * N + n;
-    return {load(current + i), load(rate + i), load(retention + i)};
-}
-
 extern "C" __global__ void ltc_fwd(const scalar_t* __restrict__ current, const scalar_t* __restrict__ rate,
                                    const scalar_t* __restrict__ retention, const scalar_t* __restrict__ u0,
                                    const scalar_t* __restrict__ s0, const scalar_t* __restrict__ b_init,
@@ -31,28 +24,23 @@ extern "C" __global__ void ltc_fwd(const scalar_t* __restrict__ current, const s
     const float params[4] = {p0, p1, p2, p3};
     for (long long n = item_start(); n < N; n += item_stride()) {
         float u = load(u0 + n), s = load(s0 + n), b = load(b_init + n);
-        LtcInput now[SNN_STEPS], next[SNN_STEPS];
-        SNN_UNROLL
-        for (int j = 0; j < SNN_STEPS; ++j) now[j] = ltc_input(current, rate, retention, j, T, N, n);
-        for (long long t0 = 0; t0 < T; t0 += SNN_STEPS) {
-            SNN_UNROLL
-            for (int j = 0; j < SNN_STEPS; ++j) next[j] = ltc_input(current, rate, retention, t0 + SNN_STEPS + j, T, N, n);
-            SNN_UNROLL
-            for (int j = 0; j < SNN_STEPS; ++j) {
-                const long long t = t0 + j, i = t * N + n;
-                if (t >= T) break;
-                b = s + now[j].retention * (b - s);
-                const float v = u + now[j].rate * (now[j].current - u);
+        serial_walk(
+            T,
+            [&](long long t) {
+                const long long i = t * N + n;
+                return LtcInput{load(current + i), load(rate + i), load(retention + i)};
+            },
+            [&](long long t, const LtcInput& input) {
+                const long long i = t * N + n;
+                b = s + input.retention * (b - s);
+                const float v = u + input.rate * (input.current - u);
                 const float spike = spike_value(kind, params, inclusive, v - (b0 + beta_a * b));
                 store(trace + i, b);
                 store(membrane + i, v);
                 store(spikes + i, spike);
                 u = v * (1.0f - spike);
                 s = spike;
-            }
-            SNN_UNROLL
-            for (int j = 0; j < SNN_STEPS; ++j) now[j] = next[j];
-        }
+            });
     }
 }
 

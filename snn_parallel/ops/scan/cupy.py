@@ -5,17 +5,17 @@ from __future__ import annotations
 
 import torch
 
-from .._cuda import CHUNK_WARPS, KernelFile, kernel_op, workspace
+from .._cuda import CHUNK_WARPS, REAL_AND_COMPLEX, KernelFile, grad_strides, kernel_op, workspace
 from .._layout import to_params
 
-KERNEL = KernelFile(__package__, "scan.cu")
+KERNEL = KernelFile(__package__, "scan.cu", variants=REAL_AND_COMPLEX)
 
 
 def _kernels(b: torch.Tensor) -> tuple[str, torch.dtype, torch.dtype]:
-    """(kernel prefix, build dtype, state dtype) for inputs like ``b``."""
+    """(build variant, build dtype, state dtype) for inputs like ``b``."""
     if b.is_complex():
-        return "cscan", torch.float32, torch.complex64
-    return "scan", b.dtype, torch.float32
+        return "complex", torch.float32, torch.complex64
+    return "real", b.dtype, torch.float32
 
 
 def _fake_forward(a, b, h0, count, spatial, segments_per_block=None):
@@ -28,23 +28,16 @@ def _forward(
     a: torch.Tensor, b: torch.Tensor, h0: torch.Tensor, count: int, spatial: int, segments_per_block: int | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     steps, lanes = b.shape
-    prefix, build, state = _kernels(b)
+    variant, build, state = _kernels(b)
     h = torch.empty(steps, lanes, dtype=state, device=b.device)
     h_last = torch.empty(lanes, dtype=state, device=b.device)
     grid, per_block, *look_back = workspace(steps, lanes, b, 2 if b.is_complex() else 1, segments_per_block)
-    KERNEL.launch(f"{prefix}_fwd", build, (grid,), (32, CHUNK_WARPS), a, b, h0, h, h_last, *look_back,
+    KERNEL.launch(f"scan_fwd_{variant}", build, (grid,), (32, CHUNK_WARPS), a, b, h0, h, h_last, *look_back,
                   int(a.dim() == 2), steps, lanes, count, spatial, per_block)  # fmt: skip
     return h, h_last
 
 
-def scan_forward_cupy(
-    a: torch.Tensor,
-    b: torch.Tensor,
-    h0: torch.Tensor,
-    layout: tuple[int, int] = (1, 1),
-    *,
-    segments_per_block: int | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
+def scan_forward_cupy(a, b, h0, layout=(1, 1), *, segments_per_block=None):
     r"""``(h, h_last)`` of :math:`h_t = a_t h_{t-1} + b_t` for contiguous CUDA tensors ``a`` ``[T, N]`` or ``[P]``
     (``layout = (P, spatial)``, see :func:`~snn_parallel.ops._layout.param_layout`) and ``b`` ``[T, N]`` (float32,
     float16 or bfloat16, the same for both; or complex64) and ``h0`` ``[N]``; ``h`` and ``h_last`` in float32
@@ -72,7 +65,7 @@ def _backward(
     segments_per_block: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     steps, lanes = h.shape
-    prefix, _, state = _kernels(h)
+    variant, _, state = _kernels(h)
     build = torch.float32 if h.is_complex() else a.dtype  # the storage dtype of a (and of the gradients written)
     varying = a.dim() == 2
     grad_b = torch.empty(steps, lanes, dtype=a.dtype, device=h.device)
@@ -81,25 +74,15 @@ def _backward(
     groups = max(1, grid // -(-lanes // 32))
     grad_a = torch.empty_like(grad_b) if varying else None
     partial = None if varying else torch.empty(groups, lanes, dtype=state, device=h.device)
-    strides = grad_h.stride() if grad_h is not None else (0, 0)
-    KERNEL.launch(f"{prefix}_bwd", build, (grid,), (32, CHUNK_WARPS), a, grad_h, grad_last, h, h0, grad_a, partial,
-                  grad_b, grad_h0, *look_back, int(varying), steps, lanes, count, spatial, *strides,
-                  per_block)  # fmt: skip
+    KERNEL.launch(f"scan_bwd_{variant}", build, (grid,), (32, CHUNK_WARPS), a, grad_h, grad_last, h, h0, grad_a,
+                  partial, grad_b, grad_h0, *look_back, int(varying), steps, lanes, count, spatial,
+                  *grad_strides(grad_h), per_block)  # fmt: skip
     if not varying:
         grad_a = to_params(partial, (count, spatial), groups=True).to(a.dtype)
     return grad_a, grad_b, grad_h0
 
 
-def scan_backward_cupy(
-    a: torch.Tensor,
-    grad_h: torch.Tensor | None,
-    grad_last: torch.Tensor | None,
-    h: torch.Tensor,
-    h0: torch.Tensor,
-    layout: tuple[int, int] = (1, 1),
-    *,
-    segments_per_block: int | None = None,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def scan_backward_cupy(a, grad_h, grad_last, h, h0, layout=(1, 1), *, segments_per_block=None):
     """Gradients ``(a, b, h0)`` from those of ``h`` (``[T, N]`` with any strides, or ``None``) and ``h_last``
     (or ``None``); ``a``'s and ``b``'s in the dtype of ``a``, ``h0``'s in ``h``'s. The launch is the custom op
     ``snn_parallel::scan_backward``."""

@@ -1,5 +1,5 @@
-// Gated linear recurrence h_t = a_t * h_{t-1} + b_t (real: scan_*, complex: cscan_*), forward and backward,
-// as time-chunked scans (chunked.cuh: one read of the inputs, a decoupled look-back across blocks).
+// Gated linear recurrence h_t = a_t * h_{t-1} + b_t (real: scan_*_real, complex: scan_*_complex), forward and
+// backward, as time-chunked scans (chunked.cuh: one read of the inputs, a decoupled look-back across blocks).
 //
 // Layout: sequences are time-major [T, N] (index t*N + n). a is [T, N] when a_varying=1, else [P], read for lane n
 // at (n / spatial) % P (per channel: P = C, spatial = the product of the dims after it). Real
@@ -14,7 +14,18 @@
 // gradient of stride 0 is read as it is) or is null (no gradient reached h). A time-invariant a gets its
 // gradient as per-block partial sums per lane, grad_a_partial [groups, N] (the caller sums them into [P]).
 // Launch (both): grid (groups * tiles), block (32, SNN_WARPS); flags, agg_d, agg_b, inclusive as in chunked.cuh.
+// The file is built twice (the launcher's REAL_AND_COMPLEX variants, SNN_COMPLEX=0 and 1; SNN_ENTRY, common.cuh).
 #include "chunked.cuh"
+
+#if !defined(SNN_COMPLEX)
+#error "SNN_COMPLEX (the build variant) is passed by the launcher (snn_parallel/ops/_cuda)"
+#elif SNN_COMPLEX
+typedef float2 state_t;
+typedef float2 input_t;  // a, b and their gradients
+#else
+typedef float state_t;
+typedef scalar_t input_t;
+#endif
 
 template <class In, class Acc>
 struct ScanForward {
@@ -58,8 +69,7 @@ struct ScanBackward {
     };
     typedef Acc Partial;  // sum of grad_a over the steps (time-invariant a)
     const In* a;
-    const float* grad_h;  // real; complex kernels read grad_hc
-    const Acc* grad_hc;
+    const Acc* grad_h;
     const Acc* grad_last;
     const Acc* h;
     const Acc* h0;
@@ -78,12 +88,8 @@ struct ScanBackward {
         if (t + 1 < T) s.alpha = decay(t + 1, n);
         else set_one(s.alpha);
         s.h_prev = t > 0 ? h[(t - 1) * N + n] : h0[n];
-        read_grad(s.d, t, n);
-    }
-    __device__ void read_grad(float& d, long long t, long long n) const { d = grad_h ? load(grad_h + t * st + n * sn) : 0.0f; }
-    __device__ void read_grad(float2& d, long long t, long long n) const {
-        if (grad_hc) d = grad_hc[t * st + n * sn];
-        else set_zero(d);
+        if (grad_h) s.d = load(grad_h + t * st + n * sn);
+        else set_zero(s.d);
     }
     __device__ void prepare(Step (&)[SNN_STEPS], long long, long long, long long, bool, long long) const {}
     __device__ void map(const Step& s, long long, Acc& d, Acc& b) const {
@@ -109,47 +115,27 @@ struct ScanBackward {
     }
 };
 
-// scan_fwd / cscan_fwd: h_t for every step, and h_last.
+// scan_fwd_*: h_t for every step, and h_last.
 extern "C" __global__ void __launch_bounds__(32 * SNN_WARPS, 1)
-    scan_fwd(const scalar_t* __restrict__ a, const scalar_t* __restrict__ b, const float* __restrict__ h0,
-             float* __restrict__ h, float* __restrict__ h_last, int* __restrict__ flags, float* __restrict__ agg_d,
-             float* __restrict__ agg_b, float* __restrict__ inclusive, int a_varying, long long T, long long N,
-             long long P, long long spatial, long long G) {
-    ScanForward<scalar_t, float> op = {a, b, h0, h, h_last, T, N, P, spatial, a_varying};
-    chunked_scan(op, chunking<float>(T, N, G, 0, flags, agg_d, agg_b, inclusive));
+    SNN_ENTRY(scan_fwd)(const input_t* __restrict__ a, const input_t* __restrict__ b, const state_t* __restrict__ h0,
+                        state_t* __restrict__ h, state_t* __restrict__ h_last, int* __restrict__ flags,
+                        state_t* __restrict__ agg_d, state_t* __restrict__ agg_b, state_t* __restrict__ inclusive,
+                        int a_varying, long long T, long long N, long long P, long long spatial, long long G) {
+    ScanForward<input_t, state_t> op = {a, b, h0, h, h_last, T, N, P, spatial, a_varying};
+    chunked_scan(op, chunking<state_t>(T, N, G, 0, flags, agg_d, agg_b, inclusive));
 }
 
+// scan_bwd_*: grad_b, grad_a (or its partials) and grad_h0 from grad_h (strided, or null) and grad_last (or null),
+// with the forward's h and h0.
 extern "C" __global__ void __launch_bounds__(32 * SNN_WARPS, 1)
-    cscan_fwd(const float2* __restrict__ a, const float2* __restrict__ b, const float2* __restrict__ h0,
-              float2* __restrict__ h, float2* __restrict__ h_last, int* __restrict__ flags, float2* __restrict__ agg_d,
-              float2* __restrict__ agg_b, float2* __restrict__ inclusive, int a_varying, long long T, long long N,
-              long long P, long long spatial, long long G) {
-    ScanForward<float2, float2> op = {a, b, h0, h, h_last, T, N, P, spatial, a_varying};
-    chunked_scan(op, chunking<float2>(T, N, G, 0, flags, agg_d, agg_b, inclusive));
-}
-
-// scan_bwd / cscan_bwd: grad_b, grad_a (or its partials) and grad_h0 from grad_h (strided, or null) and grad_last
-// (or null), with the forward's h and h0.
-extern "C" __global__ void __launch_bounds__(32 * SNN_WARPS, 1)
-    scan_bwd(const scalar_t* __restrict__ a, const float* __restrict__ grad_h, const float* __restrict__ grad_last,
-             const float* __restrict__ h, const float* __restrict__ h0, scalar_t* __restrict__ grad_a,
-             float* __restrict__ grad_a_partial, scalar_t* __restrict__ grad_b, float* __restrict__ grad_h0,
-             int* __restrict__ flags, float* __restrict__ agg_d, float* __restrict__ agg_b,
-             float* __restrict__ inclusive, int a_varying, long long T, long long N, long long P, long long spatial,
-             long long st, long long sn, long long G) {
-    ScanBackward<scalar_t, float> op = {a,      grad_h,  nullptr, grad_last, h,       h0, grad_a, grad_a_partial,
-                                        grad_b, grad_h0, T,       N,         P,       spatial, st, sn, a_varying};
-    chunked_scan(op, chunking<float>(T, N, G, 1, flags, agg_d, agg_b, inclusive));
-}
-
-extern "C" __global__ void __launch_bounds__(32 * SNN_WARPS, 1)
-    cscan_bwd(const float2* __restrict__ a, const float2* __restrict__ grad_h, const float2* __restrict__ grad_last,
-              const float2* __restrict__ h, const float2* __restrict__ h0, float2* __restrict__ grad_a,
-              float2* __restrict__ grad_a_partial, float2* __restrict__ grad_b, float2* __restrict__ grad_h0,
-              int* __restrict__ flags, float2* __restrict__ agg_d, float2* __restrict__ agg_b,
-              float2* __restrict__ inclusive, int a_varying, long long T, long long N, long long P, long long spatial,
-              long long st, long long sn, long long G) {
-    ScanBackward<float2, float2> op = {a,      nullptr, grad_h, grad_last, h,       h0, grad_a, grad_a_partial,
-                                       grad_b, grad_h0, T,      N,         P,         spatial, st, sn, a_varying};
-    chunked_scan(op, chunking<float2>(T, N, G, 1, flags, agg_d, agg_b, inclusive));
+    SNN_ENTRY(scan_bwd)(const input_t* __restrict__ a, const state_t* __restrict__ grad_h,
+                        const state_t* __restrict__ grad_last, const state_t* __restrict__ h,
+                        const state_t* __restrict__ h0, input_t* __restrict__ grad_a,
+                        state_t* __restrict__ grad_a_partial, input_t* __restrict__ grad_b,
+                        state_t* __restrict__ grad_h0, int* __restrict__ flags, state_t* __restrict__ agg_d,
+                        state_t* __restrict__ agg_b, state_t* __restrict__ inclusive, int a_varying, long long T,
+                        long long N, long long P, long long spatial, long long st, long long sn, long long G) {
+    ScanBackward<input_t, state_t> op = {a,      grad_h,  grad_last, h, h0, grad_a, grad_a_partial,
+                                         grad_b, grad_h0, T,         N, P,  spatial, st, sn, a_varying};
+    chunked_scan(op, chunking<state_t>(T, N, G, 1, flags, agg_d, agg_b, inclusive));
 }

@@ -25,17 +25,15 @@ def _fake_forward(current, u0, a0, v_threshold, tau_m, tau_s, inclusive=False):
     return (*(torch.empty_like(current) for _ in range(4)), current.new_empty(u0.shape), current.new_empty(u0.shape))
 
 
-@kernel_op("tssl_forward", _fake_forward)
-def tssl_forward_cupy(
-    current: torch.Tensor,
-    u0: torch.Tensor,
-    a0: torch.Tensor,
-    v_threshold: float,
-    tau_m: float,
-    tau_s: float,
-    inclusive: bool = False,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Forward over ``current`` ``[T, N]``; returns ``(psp, spikes, membrane, delta_u, u_last, a_last)``."""
+@kernel_op(
+    "tssl_forward",
+    _fake_forward,
+    "(Tensor current, Tensor u0, Tensor a0, float v_threshold, float tau_m, float tau_s, bool inclusive=False) "
+    "-> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)",
+)
+def tssl_forward_cupy(current, u0, a0, v_threshold, tau_m, tau_s, inclusive=False):
+    """:func:`~.parallel.tssl_forward` over ``current`` ``[T, N]``: ``(psp, spikes, membrane, delta_u, u_last,
+    a_last)``."""
     steps, lanes = current.shape
     dtype = current.dtype
     inputs = [arg(t, dtype) for t in (current, u0, a0)]
@@ -54,21 +52,18 @@ def _fake_backward(
     return torch.empty_like(spikes)
 
 
-@kernel_op("tssl_backward", _fake_backward)
+@kernel_op(
+    "tssl_backward",
+    _fake_backward,
+    "(Tensor grad_psp, Tensor spikes, Tensor membrane, Tensor delta_u, Tensor psp, float v_threshold, float tau_m, "
+    "float tau_s, bool dt_du_at_spikes=True, int? segments_per_block=None) -> Tensor",
+)
 def tssl_backward_cupy(
-    grad_psp: torch.Tensor,
-    spikes: torch.Tensor,
-    membrane: torch.Tensor,
-    delta_u: torch.Tensor,
-    psp: torch.Tensor,
-    v_threshold: float,
-    tau_m: float,
-    tau_s: float,
-    dt_du_at_spikes: bool = True,
-    segments_per_block: int | None = None,
-) -> torch.Tensor:
-    """:math:`\\partial L/\\partial I` ``[T, N]`` from :math:`\\partial L/\\partial a` and the forward's outputs
-    (``segments_per_block`` forces the launch configuration)."""
+    grad_psp, spikes, membrane, delta_u, psp, v_threshold, tau_m, tau_s, dt_du_at_spikes=True, segments_per_block=None
+):
+    """:func:`~.parallel.tssl_backward` on ``[T, N]`` sequences: :math:`\\partial L/\\partial I` from
+    :math:`\\partial L/\\partial a` and the forward's outputs (``segments_per_block`` forces the launch
+    configuration)."""
     steps, lanes = spikes.shape
     dtype = spikes.dtype
     saved = [arg(t, dtype) for t in (grad_psp, spikes, membrane, delta_u, psp)]

@@ -29,20 +29,11 @@ extern "C" __global__ void tssl_fwd(const scalar_t* __restrict__ current, const 
                                     int inclusive, long long T, long long N) {
     for (long long n = item_start(); n < N; n += item_stride()) {
         float u = load(u0 + n), a = load(a0 + n);
-        float now[SNN_STEPS], next[SNN_STEPS];
-        SNN_UNROLL
-        for (int j = 0; j < SNN_STEPS; ++j) now[j] = load(current + (j < T ? j : T - 1) * N + n);
-        for (long long t0 = 0; t0 < T; t0 += SNN_STEPS) {
-            SNN_UNROLL
-            for (int j = 0; j < SNN_STEPS; ++j) {
-                const long long t = t0 + SNN_STEPS + j;
-                next[j] = load(current + (t < T ? t : T - 1) * N + n);
-            }
-            SNN_UNROLL
-            for (int j = 0; j < SNN_STEPS; ++j) {
-                const long long t = t0 + j, i = t * N + n;
-                if (t >= T) break;
-                const float du = now[j] - u / tau_m;
+        serial_walk(
+            T, [&](long long t) { return load(current + t * N + n); },
+            [&](long long t, float input) {
+                const long long i = t * N + n;
+                const float du = input - u / tau_m;
                 const float v = u + du;
                 const float spike = heaviside(inclusive, v - v_threshold);
                 a = a + (spike - a) / tau_s;
@@ -51,10 +42,7 @@ extern "C" __global__ void tssl_fwd(const scalar_t* __restrict__ current, const 
                 store(spikes + i, spike);
                 store(psp + i, a);
                 u = v * (1.0f - spike);
-            }
-            SNN_UNROLL
-            for (int j = 0; j < SNN_STEPS; ++j) now[j] = next[j];
-        }
+            });
         store(u_last + n, u);
         store(a_last + n, a);
     }
