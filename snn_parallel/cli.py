@@ -67,7 +67,7 @@ class _Parser(argparse.ArgumentParser):
 def _name_subcommands(argv: Sequence[str]) -> list[str]:
     """``argv`` with ``train``'s ``--task``/``--rule`` and ``bench``'s ``--learners`` as the subcommands
     they select, defaults filled in (``train row all``, ``bench neurons``) unless the command's own
-    ``--help`` is asked for."""
+    ``--help`` is all there is (``bench --quick --help`` is the help of ``bench neurons``)."""
     argv = list(argv)
     if not argv or argv[0] not in _LEVELS:
         return argv
@@ -83,8 +83,8 @@ def _name_subcommands(argv: Sequence[str]) -> list[str]:
         name = getattr(given, str(level))
         if name is None and rest and not rest[0].startswith("-"):  # written as a subcommand
             name = rest.pop(0)
-        if name is None and level == 0 and {"-h", "--help"} & set(rest):
-            return [command, *rest]  # the command's help: its subcommands
+        if name is None and level == 0 and rest and set(rest) <= {"-h", "--help"}:
+            return [command, *rest]  # the command's own help: its subcommands
         chosen.append(default if name is None else name)
     return [command, *chosen, *rest]
 

@@ -383,6 +383,7 @@ def test_help_lists_what_each_subcommand_takes(capsys):
         (["train", "image", "tsslbp", "--help"], ["--dt-du", "--recipe", "--epochs"], ["--parts", "--neuron"]),
         (["bench", "--help"], ["neurons", "learners"], ["--shapes"]),
         (["bench", "--learners", "--help"], ["--rules", "--lengths"], ["--shapes"]),
+        (["bench", "--device", "cuda", "--quick", "--help"], ["--shapes", "--quick"], ["--rules"]),
     ):
         assert cli.main(argv) == 0
         out = capsys.readouterr().out
