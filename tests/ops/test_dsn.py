@@ -11,11 +11,16 @@ import pytest
 import torch
 from kernel_harness.checks import F64, assert_float32_matches, assert_same_grads, clear_of, compare, grads, leaves
 from kernel_harness.gpu import B, C, OpCase, cuda_tests, harness_test, sequence
+from torch import nn
 from torch.autograd import gradcheck
 
+from snn_parallel.learners import BPTTTrainer, StepLoss
+from snn_parallel.neurons import DynamicDecay
 from snn_parallel.ops import _cuda, dsn_membrane, dsn_membrane_reference
 from snn_parallel.ops.dsn.cupy import MAX_TAPS
 from snn_parallel.surrogate import ATan, IntegerSpike, Sigmoid
+from snn_parallel.tasks import AddingProblem, make_loader
+from snn_parallel.tasks._base import SequenceDataset
 
 
 # ---- the torch path ---------------------------------------------------------------------------------
@@ -411,3 +416,50 @@ def _gpu_case(spike_mode: str) -> OpCase:
 
 test_harness_matches_torch_path_in_every_dtype = harness_test(_gpu_case, ["binary", "integer"])
 test_cuda_matches_torch_path, test_cuda_matches_torch_path_at_65536_steps = cuda_tests(_gpu_case, ["binary", "integer"])
+
+
+# ---- trained at T = 2048, run at T = 30 000 --------------------------------------------------------------
+@pytest.fixture(params=["harness", pytest.param("cuda", marks=pytest.mark.gpu)])
+def kernels_on(request) -> torch.device:
+    """Where ``backend='cupy'`` runs: the CPU harness, or the GPU (marked ``gpu``)."""
+    if request.param == "cuda":
+        from kernel_harness.gpu import require_cuda
+
+        return require_cuda()
+    request.getfixturevalue("emulate_cupy")(workers=4, seed=5)
+    return torch.device("cpu")
+
+
+def test_trained_at_2048_steps_runs_at_30000(kernels_on):
+    """DSN trained with BPTT at T = 2048 (the adding problem, torch path), then run by the kernels at T = 30 000 in
+    float32: its spikes equal the float64 torch path's except where that membrane is within float32 rounding of the
+    threshold (8x the float32 torch path's own largest membrane error), and the membrane within 1e-4 (relative)."""
+    torch.manual_seed(0)
+    data = AddingProblem(2048, 64, seed=0)
+    neuron = DynamicDecay(16, backend="torch")
+    model = nn.Sequential(nn.Linear(2, 16), neuron, nn.Linear(16, 1))
+    nn.init.normal_(model[0].weight, std=2.0)  # enough drive that the neurons fire
+    nn.init.uniform_(model[0].bias, 0.0, 1.0)
+    before = [p.detach().clone() for p in neuron.parameters()]
+    trainer = BPTTTrainer(model, torch.optim.Adam(model.parameters(), lr=1e-2), loss=StepLoss("mse", "last"),
+                          progress=False)  # fmt: skip
+    trainer.fit(make_loader(SequenceDataset(data.inputs, data.targets[:, None]), 16, shuffle=True, seed=0), 1)
+    assert any(not torch.equal(b, p) for b, p in zip(before, neuron.parameters(), strict=True)), "nothing trained"
+
+    with torch.no_grad():
+        x = model[0](AddingProblem(30_000, 2, seed=1).inputs)  # [T, 2, 16]
+        runs = {}
+        for name, dtype, backend in [("exact", F64, "torch"), ("torch32", torch.float32, "torch"),
+                                     ("kernels", torch.float32, "cupy")]:  # fmt: skip
+            copy = DynamicDecay(16, backend=backend).to(device=kernels_on, dtype=dtype)
+            copy.load_state_dict(neuron.state_dict())
+            spikes, h, _ = copy(x.to(device=kernels_on, dtype=dtype), return_membrane=True)
+            runs[name] = (spikes.cpu().double(), h.cpu().double())
+    exact_spikes, exact_h = runs["exact"]
+    rounding = 8 * (runs["torch32"][1] - exact_h).abs().max().item()
+    spikes, h = runs["kernels"]
+    assert torch.isfinite(h).all()
+    assert ((h - exact_h).norm() / exact_h.norm()).item() < 1e-4
+    differ = spikes != exact_spikes
+    assert ((exact_h - neuron.v_threshold).abs() <= rounding)[differ].all(), "a spike differs away from the threshold"
+    assert 0.01 < exact_spikes.mean().item() < 0.5, "the trained neurons barely fire, or fire all the time"
