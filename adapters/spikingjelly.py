@@ -232,14 +232,20 @@ class SpikingJellyNode(base.MemoryModule):
         self, inputs: tuple[torch.Tensor, ...], states: States
     ) -> tuple[tuple[torch.Tensor], States]:
         """All steps with explicit states: ``((spikes,), new_states)``; touches no memory."""
-        spikes, _, new_states = self._sequence(inputs, states)
+        spikes, _, new_states = self._sequence(inputs, states, membrane=False)
         return (spikes,), new_states
 
-    def _sequence(self, inputs: tuple[torch.Tensor, ...], states: States) -> tuple[torch.Tensor, torch.Tensor, States]:
+    def _sequence(
+        self, inputs: tuple[torch.Tensor, ...], states: States, membrane: bool
+    ) -> tuple[torch.Tensor, torch.Tensor | None, States]:
+        """Spikes, the membrane (``None`` unless ``membrane``: the core may then skip it) and the states."""
         (x_seq,) = inputs
         self._check_backend(x_seq)
-        spikes, membrane, state = self.core(x_seq, self._core_state(states), return_membrane=True)
-        return spikes, membrane, tuple(state)
+        if not membrane:
+            spikes, state = self.core(x_seq, self._core_state(states))
+            return spikes, None, tuple(state)
+        spikes, potential, state = self.core(x_seq, self._core_state(states), return_membrane=True)
+        return spikes, potential, tuple(state)
 
     # -- stateful forwards (both versions) ---------------------------------------------
     #: why NIR cannot describe the node (SpikingJelly's NIR export traces it with torch.fx)
@@ -262,7 +268,7 @@ class SpikingJellyNode(base.MemoryModule):
     def multi_step_forward(self, x_seq: torch.Tensor) -> torch.Tensor:
         """All steps of ``x_seq`` ``[T, B, features, *spatial]`` in parallel; returns the spikes."""
         self._refuse_tracing(x_seq)
-        spikes, membrane, states = self._sequence((x_seq,), tuple(self._memories.values()))
+        spikes, membrane, states = self._sequence((x_seq,), tuple(self._memories.values()), self.store_v_seq)
         self._commit(states)
         if self.store_v_seq:
             self.v_seq = membrane

@@ -221,7 +221,8 @@ class CoreDriver(Driver):
         elif steps is None:
             spikes, membrane = self.step(x), None
         else:
-            spikes, membrane = (out.flatten(0, 1) for out in self.run(x.unflatten(0, (steps, -1))))
+            spikes, membrane = self.run(x.unflatten(0, (steps, -1)))
+            spikes, membrane = spikes.flatten(0, 1), None if membrane is None else membrane.flatten(0, 1)
         if self.snntorch:
             if membrane is None:  # the membrane snnTorch returns: the state's first field
                 membrane = self.state[0] if self.state is not None else torch.zeros_like(spikes)
@@ -238,10 +239,15 @@ class CoreDriver(Driver):
         spike, self.state = self.core.step(x_t, self.state)
         return spike
 
-    def run(self, x_seq: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Spikes and membrane of all steps; the class's forward, not the instance's (this driver)."""
-        spikes, membrane, self.state = type(self.core).forward(self.core, x_seq, self.state, return_membrane=True)
-        return spikes, membrane
+    def run(self, x_seq: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Spikes of all steps and, where the module's forward returns it, their membrane (else
+        ``None``, so the core may skip it); the class's forward, not the instance's (this driver)."""
+        forward = type(self.core).forward
+        if self.returns_membrane:
+            spikes, membrane, self.state = forward(self.core, x_seq, self.state, return_membrane=True)
+            return spikes, membrane
+        spikes, self.state = forward(self.core, x_seq, self.state)
+        return spikes, None
 
     def reset(self) -> None:
         self.state = None

@@ -13,7 +13,7 @@ The state is a ``NamedTuple`` of tensors, so ``step`` is a pure function of
 steps equals ``T`` calls of ``step``, and two chained ``forward`` calls equal one.
 
 **Extension points.** Both entry points check their inputs and resolve the state, then call
-one of two hooks on the checked inputs:
+one of these hooks on the checked inputs:
 
 - :meth:`Neuron.update` ``(x_t, state) -> (output, membrane, state)``, required: one step, a
   pure function of the parameters, the state and the input (HYPR differentiates it with
@@ -22,6 +22,9 @@ one of two hooks on the checked inputs:
   all steps at once. The default loops :meth:`~Neuron.update` over time, which is all a
   sequential neuron (one whose spikes feed back into its state) needs; a neuron whose
   membrane is a linear recurrence overrides it with a parallel scan.
+- :meth:`Neuron.update_sequence_outputs` ``(x_seq, state) -> (outputs, state)``, optional: the
+  same without the membrane, for a ``forward`` not asked for it. The default drops
+  :meth:`~Neuron.update_sequence`'s membrane; a neuron whose kernels can skip writing it overrides it.
 
 **Lazy feature count.** ``features=None`` (the default) defers the channel count to the
 first input, dim 2 of ``[T, B, C, ...]`` or dim 1 of ``[B, C, ...]``, as PyTorch's lazy
@@ -181,8 +184,9 @@ class Neuron(nn.Module):
         with checks_outside_compile():
             x_seq = self._checked(x_seq, "x_seq", check_sequence, channel_dim=2)
             state = self._resolve_state(state, x_seq[0])
-        spikes, membrane, new_state = self.update_sequence(x_seq, state)
-        return (spikes, membrane, new_state) if return_membrane else (spikes, new_state)
+        if return_membrane:
+            return self.update_sequence(x_seq, state)
+        return self.update_sequence_outputs(x_seq, state)
 
     def step(self, x_t: torch.Tensor, state: NamedTuple | None = None) -> tuple[torch.Tensor, NamedTuple]:
         """Advance one time step for ``x_t`` ``[B, features, *spatial]``; returns ``(spike, state)``."""
@@ -311,6 +315,17 @@ class Neuron(nn.Module):
         :meth:`forward` calls it.
         """
         return step_loop(self.update, x_seq, state)
+
+    def update_sequence_outputs(self, x_seq: torch.Tensor, state: NamedTuple) -> tuple[torch.Tensor, NamedTuple]:
+        """:meth:`update_sequence` without the membrane (optional): ``(outputs, last_state)``, what
+        :meth:`forward` calls when it is not asked for the membrane.
+
+        The default drops :meth:`update_sequence`'s membrane. A neuron whose parallel path can skip
+        the membrane overrides it (:class:`~snn_parallel.neurons.DynamicDecay`'s kernels then write
+        only the spikes, a third less memory traffic in the forward).
+        """
+        outputs, _, last_state = self.update_sequence(x_seq, state)
+        return outputs, last_state
 
     def _state_shapes(self, x_t: torch.Tensor) -> dict[str, tuple[int, ...]]:
         """Expected shape of each state field for a step input ``x_t`` (default: ``x_t``'s)."""

@@ -120,6 +120,16 @@ class DynamicDecay(Neuron):
         )
 
     def update_sequence(self, x_seq: torch.Tensor, state: DSNState) -> tuple[torch.Tensor, torch.Tensor, DSNState]:
+        return self._sequence(x_seq, state, membrane=True)
+
+    def update_sequence_outputs(self, x_seq: torch.Tensor, state: DSNState) -> tuple[torch.Tensor, DSNState]:
+        spikes, _, last_state = self._sequence(x_seq, state, membrane=False)
+        return spikes, last_state
+
+    def _sequence(
+        self, x_seq: torch.Tensor, state: DSNState, membrane: bool
+    ) -> tuple[torch.Tensor, torch.Tensor | None, DSNState]:
+        """All steps through :func:`~snn_parallel.ops.dsn_membrane`; the membrane only if ``membrane``."""
         weight, bias = self._taps(x_seq)
         spikes, h, h_last = dsn_membrane(
             x_seq,
@@ -132,6 +142,7 @@ class DynamicDecay(Neuron):
             self._shift,
             backend=self.ops_backend,
             validate=False,
+            membrane=membrane,
         )
         steps, keep = x_seq.shape[0], self.kernel_size - 1
         # the last k - 1 inputs, reaching into the old history when T < k - 1

@@ -17,7 +17,7 @@ from spikingjelly.activation_based import base, functional, layer, neuron  # noq
 from spikingjelly.activation_based import surrogate as sj_surrogate  # noqa: E402
 
 from snn_parallel import surrogate as sp_surrogate  # noqa: E402
-from snn_parallel.neurons import DecoupledLIF  # noqa: E402
+from snn_parallel.neurons import DecoupledLIF, DynamicDecay  # noqa: E402
 
 SJ2 = sjn.SJ2
 C = 6
@@ -69,6 +69,25 @@ def test_store_v_seq_is_the_core_membrane(cls, kwargs):
     assert torch.equal(node.v_seq, membrane)
     functional.reset_net(node)
     assert node.v_seq is None and node.v is None
+
+
+@pytest.mark.parametrize("store_v_seq", [False, True])
+def test_membrane_asked_of_the_core_only_for_v_seq(monkeypatch, store_v_seq):
+    """A multi-step node asks its core for the membrane only when it stores ``v_seq`` (without it the DSN kernels
+    skip writing the membrane); the functional forward never asks. The spikes are the same either way."""
+    asked = []
+    with_membrane = DynamicDecay.update_sequence
+    monkeypatch.setattr(DynamicDecay, "update_sequence", lambda self, *a: asked.append(True) or with_membrane(self, *a))
+    node = sjn.DynamicDecayNode(C, step_mode="m", store_v_seq=store_v_seq).double()
+    x = inputs()
+    spikes = node(x)
+    assert asked == [True] * store_v_seq
+    assert (node.v_seq is not None) == store_v_seq
+    if SJ2:
+        functional.reset_net(node)
+        (out,), _ = base.to_functional_forward(node)((x,), tuple(node._memories.values()))
+        assert asked == [True] * store_v_seq and torch.equal(out, spikes)
+    assert torch.equal(spikes, node.core(x, return_membrane=True)[0])
 
 
 @pytest.mark.parametrize("cls, kwargs", NODES)

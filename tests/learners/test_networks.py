@@ -31,7 +31,7 @@ from snn_parallel.learners import (  # noqa: E402
     discover,
 )
 from snn_parallel.learners.resnet import spiking_resnet  # noqa: E402
-from snn_parallel.neurons import PRF, PSPLIF, DecoupledLIF, PSPFilter  # noqa: E402
+from snn_parallel.neurons import PRF, PSPLIF, DecoupledLIF, DynamicDecay, PSPFilter  # noqa: E402
 from snn_parallel.surrogate import Sigmoid  # noqa: E402
 from snn_parallel.tasks import SequentialDigits, make_loader  # noqa: E402
 
@@ -729,3 +729,35 @@ def test_a_trainer_driven_neuron_refuses_a_state_passed_in():
         ValueError, match=r"sn \(DecoupledLIF\) was called with 2 positional.*call it with the input tensor alone"
     ):
         trainer.fit([(torch.rand(5, 2, 4), torch.zeros(2, dtype=torch.long))], 1)
+
+
+def test_a_trainer_asks_a_neuron_for_its_membrane_only_where_the_model_reads_it(monkeypatch):
+    """A trainer runs each neuron without its membrane (DSN's kernels then skip writing it) unless the module passes
+    it on: an snnTorch skin without ``init_hidden`` returns ``(spk, mem)``, and the model reads ``mem``."""
+    pytest.importorskip("snntorch")
+    from snn_parallel.adapters import snntorch as skins
+    from snn_parallel.adapters.spikingjelly import DynamicDecayNode
+
+    asked = []
+    with_membrane = DynamicDecay.update_sequence
+    monkeypatch.setattr(DynamicDecay, "update_sequence", lambda self, *a: asked.append(True) or with_membrane(self, *a))
+
+    class ReadsMembrane(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc1, self.lif, self.fc2 = nn.Linear(4, 8), skins.DynamicDecay(8), nn.Linear(8, 3)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            spk, mem = self.lif(self.fc1(x))
+            return self.fc2(spk + mem)
+
+    x, y = torch.rand(6, 5, 4, dtype=torch.float64) * 2, torch.randint(0, 3, (5,))
+    for model, reads in (
+        (nn.Sequential(layer.Linear(4, 8), DynamicDecayNode(8, step_mode="m"), layer.Linear(8, 3)), False),
+        (nn.Sequential(nn.Linear(4, 8), skins.DynamicDecay(8, init_hidden=True), nn.Linear(8, 3)), False),
+        (ReadsMembrane(), True),
+    ):
+        asked.clear()
+        grads = _grads(BPTTTrainer, model.double(), x, y)
+        assert asked == [True] * reads, type(model).__name__
+        assert grads["0.weight" if reads is False else "fc1.weight"].abs().sum() > 0

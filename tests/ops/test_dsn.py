@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import importlib
 import math
+import re
 
 import pytest
 import torch
@@ -463,3 +464,47 @@ def test_trained_at_2048_steps_runs_at_30000(kernels_on):
     differ = spikes != exact_spikes
     assert ((exact_h - neuron.v_threshold).abs() <= rounding)[differ].all(), "a spike differs away from the threshold"
     assert 0.01 < exact_spikes.mean().item() < 0.5, "the trained neurons barely fire, or fire all the time"
+
+
+# ---- the membrane only when asked ------------------------------------------------------------------------
+def _membrane_written(monkeypatch) -> list[bool]:
+    """Record, for each ``dsn_fwd`` launch, whether the kernel is handed a membrane buffer (its parameter
+    ``membrane``, found by name in the declaration) or a null pointer."""
+    declaration = re.search(r"dsn_fwd\((.*?)\)", _cuda.kernel_files()["dsn.cu"].source(), re.S).group(1)
+    index = [re.findall(r"\w+", p)[-1] for p in declaration.split(",")].index("membrane")
+    written, launch = [], _cuda.KernelFile.launch
+
+    def spy(self, kernel, dtype, grid, block, *args):
+        if kernel == "dsn_fwd":
+            written.append(args[index] is not None)
+        return launch(self, kernel, dtype, grid, block, *args)
+
+    monkeypatch.setattr(_cuda.KernelFile, "launch", spy)
+    return written
+
+
+def test_neuron_asks_the_kernels_for_the_membrane_only_when_it_returns_it(emulate_cupy, monkeypatch):
+    """``DynamicDecay(x)`` runs the kernels without the membrane, ``DynamicDecay(x, return_membrane=True)`` with it;
+    spikes, state and gradients are the same (the backward recomputes the membrane from checkpoints either way)."""
+    emulate_cupy(workers=2, seed=4)
+    written = _membrane_written(monkeypatch)
+    torch.manual_seed(0)
+    x, weight = torch.randn(70, 2, 5) * 2, torch.randn(5, 4) / 2
+    runs = []
+    for asked in (False, True):
+        neuron = DynamicDecay(5, backend="cupy")
+        with torch.no_grad():
+            neuron.weight.copy_(weight)
+        leaf = x.clone().requires_grad_()
+        out = neuron(leaf, return_membrane=asked)
+        spikes, state = out[0], out[-1]
+        if asked:  # the membrane H_t of the step-by-step reference, from rest
+            taps = [t.double() for t in neuron._taps(x)]
+            h, _ = dsn_membrane_reference(x.double(), torch.zeros(3, 2, 5, dtype=F64), *taps, 0.25,
+                                          torch.zeros(2, 5, dtype=F64))  # fmt: skip
+            torch.testing.assert_close(out[1].double(), h, rtol=1e-5, atol=1e-5)
+        loss = (spikes * torch.linspace(0, 1, 70)[:, None, None]).sum() + state.h.square().sum()
+        runs.append((spikes, *state, *torch.autograd.grad(loss, (leaf, *neuron.parameters()))))
+    assert written == [False, True]
+    for got, want in zip(*runs, strict=True):
+        assert torch.equal(got, want)
