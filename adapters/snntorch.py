@@ -67,6 +67,9 @@ LTC               membrane after reset :math:`\hat u_t`      membrane before res
 PSPLIF            membrane after reset :math:`\hat u_t`      membrane before reset :math:`u_t`
 ================  ========================================  =====================================
 
+Under a trainer of :mod:`snn_parallel.learners`, which runs whole sequences, the model still
+reads ``forward``'s ``mem`` at every step (the first column).
+
 Assigning ``neuron.mem = m`` (as snnTorch's ``Leaky.reset_hidden``, ``reset_mem`` and
 ``init_leaky`` do) sets the membrane to ``m`` with every other state field at rest, so
 snnTorch's reset utilities reset the whole state. ``snn.Leaky.detach_hidden()``, which
@@ -159,6 +162,9 @@ class LeakyAdapter(snntorch.Leaky):
     _resets: ClassVar[tuple[str, ...]]
     #: why the neuron has no ``beta`` (a constant membrane decay that NIR's LIF could carry)
     _no_beta: ClassVar[str] = "its membrane decay is not a constant"
+    #: ``forward``'s ``mem`` is the core's membrane (``return_membrane``) at every step, so a trainer may take it
+    #: from the core's parallel path; otherwise it steps the core (see :meth:`_driven_sequence`)
+    _mem_is_membrane: ClassVar[bool] = False
     core: neurons.Neuron
 
     def __init__(
@@ -333,6 +339,22 @@ class LeakyAdapter(snntorch.Leaky):
         spk_seq, mem_seq, state = self.core(x_seq, self._initial_state(x_seq.shape[1:], mem), return_membrane=True)
         return self._returns(*self._keep(spk_seq, mem_seq, state))
 
+    def _driven_sequence(
+        self, x_seq: torch.Tensor, state: NamedTuple | None
+    ) -> tuple[torch.Tensor, torch.Tensor, NamedTuple]:
+        """``(spk_seq, mem_seq, last_state)`` for ``x_seq`` from the core state ``state`` (``None``: at rest),
+        ``mem_seq`` being the ``mem`` that :meth:`forward` returns at each step; stores nothing. A trainer, which
+        holds the state itself, runs a skin whose ``mem`` the model reads through this: the core's parallel path
+        where :attr:`_mem_is_membrane`, else its steps, keeping each state's first field."""
+        if self._mem_is_membrane:
+            return self.core(x_seq, state, return_membrane=True)
+        spikes, mems = [], []
+        for x_t in x_seq.unbind(0):
+            spike, state = self.core.step(x_t, state)
+            spikes.append(spike)
+            mems.append(state[0])
+        return torch.stack(spikes), torch.stack(mems), state
+
     def _keep(
         self, spk_seq: torch.Tensor, mem_seq: torch.Tensor, state: NamedTuple
     ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -387,6 +409,7 @@ class DynamicDecay(LeakyAdapter):
     _core_type = neurons.DynamicDecay
     _resets = ("none",)
     _no_beta = "its decay is computed from the input at every step (a causal convolution), not a constant"
+    _mem_is_membrane = True
 
     def __init__(
         self,
@@ -474,6 +497,7 @@ class PRF(LeakyAdapter):
             )
 
         super().__init__(make_core, threshold, spike_grad, init_hidden, output, reset_mechanism, **leaky_options)
+        self._mem_is_membrane = reset_mechanism == "none"  # u_t, less a threshold bias that only a reset makes
 
 
 class DecoupledLIF(LeakyAdapter):
@@ -554,6 +578,15 @@ class DecoupledLIF(LeakyAdapter):
         after = self._after_reset(spk_seq, mem_seq)
         self._store(neurons.DecoupledLIFState(after[-1], torch.zeros_like(after[-1])))
         return spk_seq, after
+
+    def _driven_sequence(
+        self, x_seq: torch.Tensor, state: NamedTuple | None
+    ) -> tuple[torch.Tensor, torch.Tensor, NamedTuple]:
+        """In ``"leaky"`` mode ``mem`` is :math:`u_t - V_{th} s_t` at every step, from the core's parallel path."""
+        if self.mem_kind == "reset_free":
+            return super()._driven_sequence(x_seq, state)
+        spk_seq, potential, state = self.core(x_seq, state, return_membrane=True)
+        return spk_seq, self._after_reset(spk_seq, potential), state
 
     def _after_reset(self, spk_seq: torch.Tensor, potential: torch.Tensor) -> torch.Tensor:
         return potential - self.core.v_threshold * spk_seq.detach()

@@ -218,15 +218,14 @@ class CoreDriver(Driver):
         steps, override = self.network.folded_steps, self.network.neuron_override
         if override is not None:
             spikes, membrane = override(self, x), None
-        elif steps is None:
+        elif steps is None and not self.returns_membrane:
             spikes, membrane = self.step(x), None
         else:
-            spikes, membrane = self.run(x.unflatten(0, (steps, -1)))
+            x_seq = x.unsqueeze(0) if steps is None else x.unflatten(0, (steps, -1))
+            spikes, membrane = self.run(x_seq)
             spikes, membrane = spikes.flatten(0, 1), None if membrane is None else membrane.flatten(0, 1)
-        if self.snntorch:
-            if membrane is None:  # the membrane snnTorch returns: the state's first field
-                membrane = self.state[0] if self.state is not None else torch.zeros_like(spikes)
-            return self.module._returns(spikes, membrane)
+        if self.snntorch:  # membrane None: the module does not pass it on (or HYPR's structure probe runs it)
+            return self.module._returns(spikes, torch.zeros_like(spikes) if membrane is None else membrane)
         return spikes if self.spikes_only else (spikes, self.state)
 
     @property
@@ -240,13 +239,13 @@ class CoreDriver(Driver):
         return spike
 
     def run(self, x_seq: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Spikes of all steps and, where the module's forward returns it, their membrane (else
-        ``None``, so the core may skip it); the class's forward, not the instance's (this driver)."""
-        forward = type(self.core).forward
+        """Spikes of all steps and, where the module's forward returns it, the ``mem`` it returns at each
+        step (else ``None``, so the core may skip the membrane); the class's forward, not the instance's
+        (this driver)."""
         if self.returns_membrane:
-            spikes, membrane, self.state = forward(self.core, x_seq, self.state, return_membrane=True)
+            spikes, membrane, self.state = self.module._driven_sequence(x_seq, self.state)
             return spikes, membrane
-        spikes, self.state = forward(self.core, x_seq, self.state)
+        spikes, self.state = type(self.core).forward(self.core, x_seq, self.state)
         return spikes, None
 
     def reset(self) -> None:

@@ -761,3 +761,43 @@ def test_a_trainer_asks_a_neuron_for_its_membrane_only_where_the_model_reads_it(
         grads = _grads(BPTTTrainer, model.double(), x, y)
         assert asked == [True] * reads, type(model).__name__
         assert grads["0.weight" if reads is False else "fc1.weight"].abs().sum() > 0
+
+
+@pytest.mark.parametrize(
+    "skin, kwargs",
+    [("DynamicDecay", {}), ("PRF", {}), ("PRF", {"reset_mechanism": "subtract"}), ("DecoupledLIF", {}),
+     ("DecoupledLIF", {"mem": "reset_free"}), ("LTC", {}), ("PSPLIF", {})],
+)  # fmt: skip
+def test_a_model_that_reads_mem_sees_under_a_trainer_what_it_sees_stepping_itself(skin, kwargs):
+    """An snnTorch model whose readout reads a skin's ``mem``: the trainer's whole-sequence run and its step
+    run give the outputs and the BPTT gradient of the model called one step at a time by hand (``mem`` after
+    the reset, as the skin documents it, not the potential before it)."""
+    pytest.importorskip("snntorch")
+    from snn_parallel.adapters import snntorch as skins
+
+    class ReadsMembrane(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc1, self.fc2 = nn.Linear(4, 8), nn.Linear(8, 3)
+            self.lif = getattr(skins, skin)(8, init_hidden=True, output=True, **kwargs)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            spk, mem = self.lif(self.fc1(x))
+            return self.fc2(mem) + spk[:, :3]
+
+    torch.manual_seed(0)
+    model = ReadsMembrane().double()
+    nn.init.uniform_(model.fc1.weight, -3, 3)
+    x = torch.rand(7, 5, 4, dtype=torch.float64) * 2
+    model.lif.mem = torch.zeros(5, 8, dtype=torch.float64)  # at rest, as snnTorch's reset_mem does
+    by_hand = torch.stack([model(x_t) for x_t in x])
+    assert (model.lif.mem != 0).any() and by_hand.abs().sum() > 0
+    want = torch.autograd.grad(by_hand.square().sum(), list(model.parameters()))
+    trainer = BPTTTrainer(model, torch.optim.SGD(model.parameters(), lr=0.0), progress=False)
+    for run in (trainer.network.run, lambda x: torch.stack([trainer.network.step(x_t) for x_t in x])):
+        trainer.network.reset()
+        out = run(x)
+        torch.testing.assert_close(out, by_hand, rtol=1e-10, atol=1e-10)
+        got = torch.autograd.grad(out.square().sum(), list(model.parameters()))
+        for g, w in zip(got, want, strict=True):
+            torch.testing.assert_close(g, w, rtol=1e-6, atol=1e-9)  # the parallel paths round differently
