@@ -223,19 +223,24 @@ class _Gates:
 
     def __init__(self) -> None:
         self.open = True
-        # ids of their graph nodes, where a walk of the graph stops (not the nodes: they hold the hook,
-        # which holds this object, a cycle through the graph that Python's collector cannot see)
-        self.nodes: set[int] = set()
 
     def __call__(self, z: torch.Tensor) -> torch.Tensor:
-        out = z.view_as(z)
-        if out.requires_grad:
-            out.register_hook(self._hook)
-            self.nodes.add(id(out.grad_fn))
-        return out
+        return _Gate.apply(z, self) if z.requires_grad else z
 
-    def _hook(self, grad: torch.Tensor) -> torch.Tensor:
-        return grad if self.open else torch.zeros_like(grad)
+
+class _Gate(torch.autograd.Function):
+    """The identity, whose backward passes the gradient while its :class:`_Gates` are open and zero
+    otherwise. A walk of the graph stops at its nodes, known by their type: a node's Python object,
+    and so its ``id``, may be built anew at each access."""
+
+    @staticmethod
+    def forward(ctx: Any, z: torch.Tensor, gates: _Gates) -> torch.Tensor:
+        ctx.gates = gates
+        return z.view_as(z)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        return (grad if ctx.gates.open else torch.zeros_like(grad)), None
 
 
 class _Norms:
@@ -345,21 +350,22 @@ class _Feed(NamedTuple):
     norm: str | None  #: the batch norm in training the synapse's output goes straight into
 
 
-def _graph_below(tensor: torch.Tensor, gates: _Gates) -> tuple[set[int], set[int]]:
-    """Ids of the graph nodes and of the leaves ``tensor`` depends on without passing a neuron's output
-    (the gates); a walk of the graph, which unlike a gradient does not mistake a zero for a link."""
+def _graph_below(tensor: torch.Tensor) -> tuple[set[Any], set[int]]:
+    """The graph nodes and the ids of the leaves ``tensor`` depends on without passing a neuron's output
+    (a :class:`_Gate`); a walk of the graph, which unlike a gradient does not mistake a zero for a link.
+    The nodes are returned, not their ids, so that they stay the objects ``grad_fn`` gives while held."""
     seen, found = set(), set()
     stack = [tensor.grad_fn]
     while stack:
         node = stack.pop()
-        if node is None or node in seen or id(node) in gates.nodes:
+        if node is None or node in seen or isinstance(node, _Gate._backward_cls):
             continue
         seen.add(node)
         variable = getattr(node, "variable", None)
         if variable is not None:
             found.add(id(variable))
         stack.extend(next_node for next_node, _ in node.next_functions)
-    return {id(node) for node in seen}, found
+    return seen, found
 
 
 class HYPRTrainer(Trainer):
@@ -557,7 +563,7 @@ class HYPRTrainer(Trainer):
                 if grad is not None:
                     grads[param] = grads.get(param, 0) + grad
         if not (first and last):
-            self._carry(records, io, norms, gates, carried, grads, last)
+            self._carry(records, io, norms, carried, grads, last)
         return torch.stack(outputs)
 
     def _replay(
@@ -665,13 +671,11 @@ class HYPRTrainer(Trainer):
         return list(cotangent.split([c.shape[0] for c in currents]))
 
     # -- eligibilities of the parameters below each neuron, from one sub-sequence to the next --------
-    def _carry(
-        self, records: dict, io: dict, norms: _Norms, gates: _Gates, carried: list, grads: dict, last: bool
-    ) -> None:
+    def _carry(self, records: dict, io: dict, norms: _Norms, carried: list, grads: dict, last: bool) -> None:
         if not carried:
             return
         if self._feeds is None:
-            self._feeds = self._find_feeds(records, io, norms, gates, carried[0][3].shape[0])
+            self._feeds = self._find_feeds(records, io, norms, carried[0][3].shape[0])
         for driver, q0, phi, suffix, d in carried:
             currents = records[id(driver)][0]
             feeds = [feed for feed in self._feeds if feed.driver is driver]
@@ -724,7 +728,7 @@ class HYPRTrainer(Trainer):
         total = torch.einsum("bni,bnif->nf", q0, elig)  # [E, F], E = out channels x positions
         return total.reshape(out_channels, -1, total.shape[-1]).sum(1).reshape(param.shape)
 
-    def _find_feeds(self, records: dict, io: dict, norms: _Norms, gates: _Gates, length: int) -> list[_Feed]:
+    def _find_feeds(self, records: dict, io: dict, norms: _Norms, length: int) -> list[_Feed]:
         """Which parameters feed which neuron layer's current (through the model's graph, the
         neurons' outputs cut), and whether HYPR can carry their eligibility."""
         weights = {id(module.weight): path for path, module in self.network.synapses}
@@ -736,7 +740,7 @@ class HYPRTrainer(Trainer):
             currents = [c for c in records[id(driver)][0] if c.requires_grad]
             if not currents or not params:
                 continue
-            _, reached = _graph_below(currents[0], gates)
+            _, reached = _graph_below(currents[0])
             channels = currents[0].shape[1] if currents[0].dim() > 1 else 1
             for param in params:
                 if id(param) not in reached:
@@ -793,7 +797,7 @@ class HYPRTrainer(Trainer):
         for driver in self.network.neurons:
             mine = [feed for feed in feeds if feed.driver is driver]
             if mine:
-                self._local_gains(records[id(driver)][0], mine, io, norms, length, gates)
+                self._local_gains(records[id(driver)][0], mine, io, norms, length, check=True)
         return feeds
 
     def _beyond(self, what: str, driver: Driver, why: str) -> str:
@@ -803,7 +807,7 @@ class HYPRTrainer(Trainer):
         )
 
     def _local_gains(
-        self, currents: list, feeds: list[_Feed], io: dict, norms: _Norms, length: int, check: _Gates | None = None
+        self, currents: list, feeds: list[_Feed], io: dict, norms: _Norms, length: int, check: bool = False
     ) -> list[torch.Tensor]:
         r"""For each feed, :math:`\partial I_t/\partial y_t` (a synapse's output) or
         :math:`\partial I_t/\partial \theta_{c}` (a per-channel parameter), one number per element and
@@ -812,7 +816,7 @@ class HYPRTrainer(Trainer):
         right before a norm gets 0); for a synapse's output the statistics are constants, the
         gain the diagonal, and a norm in training right after the synapse acts on the input
         patches in :meth:`_carry`: :math:`\partial I_t/\partial y_t\, r = g \odot P(r)` with
-        :func:`_project`'s :math:`P`. Given the gates (``check``, the first time), both are checked
+        :func:`_project`'s :math:`P`. With ``check`` (the first time), both are checked
         against the exact Jacobian (statistics included) on a random direction."""
         batch = sum(c.shape[0] for c in currents) // length
         gains = []
@@ -832,7 +836,7 @@ class HYPRTrainer(Trainer):
                 directions = [torch.ones_like(s) for s in sources]
                 gain = torch.autograd.grad(back, ones, directions, retain_graph=True, allow_unused=True)
                 gain = [torch.zeros_like(c) if g is None else g for c, g in zip(currents, gain, strict=True)]
-                if check is not None:
+                if check:
                     probe = [torch.randn_like(s) for s in sources]
                     exact = back if feed.synapse is None else pullback(True)
                     moved = torch.autograd.grad(exact, ones, probe, retain_graph=True, allow_unused=True)
@@ -848,18 +852,18 @@ class HYPRTrainer(Trainer):
                         if not torch.allclose(
                             torch.zeros_like(c) if m is None else m, expected, rtol=1e-4, atol=tolerance
                         ):
-                            raise UnsupportedModule(self._irregular(feed, currents, norms, check))
+                            raise UnsupportedModule(self._irregular(feed, currents, norms))
             gains.append(torch.cat([g.detach() for g in gain]).reshape(length, batch, -1))
         return gains
 
-    def _irregular(self, feed: _Feed, currents: list, norms: _Norms, gates: _Gates) -> str:
+    def _irregular(self, feed: _Feed, currents: list, norms: _Norms) -> str:
         """Why a feed's path to its neuron is not one HYPR carries, naming the batch norms in training on
         it, if any."""
-        nodes, _ = _graph_below(currents[0], gates)
+        nodes, _ = _graph_below(currents[0])
         between = [
             path
             for path, calls in norms.calls.items()
-            if any(id(y.grad_fn) in nodes and id(feed.param) in _graph_below(x, gates)[1] for x, y, _ in calls)
+            if any(y.grad_fn in nodes and id(feed.param) in _graph_below(x)[1] for x, y, _ in calls)
         ]
         what = feed.synapse or feed.name
         if between:
