@@ -235,3 +235,32 @@ def test_the_gpu_session_script_parses_and_refuses_a_machine_without_a_gpu():
         ["bash", str(script)], capture_output=True, text=True, env={"PATH": "/usr/bin:/bin", "PYTHON": sys.executable}
     )
     assert proc.returncode == 2 and "no CUDA device" in proc.stderr
+
+
+def test_the_gpu_session_dry_run_collects_the_gpu_tests_with_the_package_not_installed(tmp_path):
+    """As on a GPU machine, where the session runs the checkout on PYTHONPATH: a Python that has this one's
+    packages but not this package (no editable install's finder), so ``snn_parallel.adapters``, which pyproject
+    maps to ``adapters/``, imports only through the session's link. The dry run collects the GPU tests without
+    a collection error and leaves the checkout as it was."""
+    import shutil
+    import subprocess
+    import sys
+    import sysconfig
+    from pathlib import Path
+
+    if shutil.which("bash") is None:
+        pytest.skip("no bash")
+    root = Path(__file__).parent.parent
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    python = str(venv / "bin" / "python")
+    site = subprocess.check_output([python, "-c", "import site; print(site.getsitepackages()[0])"], text=True)
+    # a path line only: the .pth files in that folder (the editable install's) are not run
+    (Path(site.strip()) / "packages.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    probe = subprocess.run([python, "-c", "import snn_parallel.adapters"], capture_output=True, cwd=tmp_path)
+    assert probe.returncode != 0, "the package is still installed in the probe's Python"
+    proc = subprocess.run(["bash", str(root / "benchmarks" / "gpu_session.sh"), "--dry-run"], capture_output=True,
+                          text=True, env={"PATH": "/usr/bin:/bin", "PYTHON": python})  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "tests collected" in proc.stdout and "error" not in proc.stdout.lower(), proc.stdout
+    assert not (root / "snn_parallel" / "adapters").exists()
