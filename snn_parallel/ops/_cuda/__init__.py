@@ -382,17 +382,14 @@ def _stream(cupy: Any, stream: torch.cuda.Stream) -> Any:
     return cupy.cuda.ExternalStream(stream.cuda_stream, stream.device.index)
 
 
-def kernel_op(
-    name: str, fake: Callable[..., Any], schema: str | None = None
-) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+def kernel_op(name: str, fake: Callable[..., Any], schema: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Register a launcher as the custom op ``snn_parallel::<name>`` (``torch.library.custom_op``, no input mutated)
     with ``fake`` as its fake (meta) implementation, which allocates outputs of the right shapes and dtypes, so that
     ``torch.compile`` traces through the kernels instead of breaking its graph. ``fake`` gets the launcher's
     arguments by name (defaults filled in), so it names only those it reads and takes the rest as ``**_``. The op's
-    schema is ``schema`` (torch's schema text, ``"(Tensor x, float[] params, int? n=None) -> Tensor"``) where given,
-    else the launcher's annotations (tensors, optional tensors, ints, floats, bools, lists of floats): an explicit
-    schema keeps a launcher whose parameters are the public op's from restating them in annotations. On torch older
-    than 2.4 the launcher stays a plain function that ``torch.compile`` runs eagerly."""
+    schema is ``schema``, torch's schema text (``"(Tensor x, float[] params, int? n=None) -> Tensor"``), so that the
+    launchers need no annotations (which torch 2.4 cannot read from ``from __future__ import annotations``
+    modules). On torch older than 2.4 the launcher stays a plain function that ``torch.compile`` runs eagerly."""
 
     def register(launcher: Callable[..., Any]) -> Callable[..., Any]:
         if not hasattr(torch.library, "custom_op"):

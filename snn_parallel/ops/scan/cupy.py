@@ -23,10 +23,12 @@ def _fake_forward(a, b, h0, count, spatial, segments_per_block=None):
     return b.new_empty(b.shape, dtype=state), b.new_empty(b.shape[1], dtype=state)
 
 
-@kernel_op("scan_forward", _fake_forward)
-def _forward(
-    a: torch.Tensor, b: torch.Tensor, h0: torch.Tensor, count: int, spatial: int, segments_per_block: int | None = None
-) -> tuple[torch.Tensor, torch.Tensor]:
+@kernel_op(
+    "scan_forward",
+    _fake_forward,
+    "(Tensor a, Tensor b, Tensor h0, int count, int spatial, int? segments_per_block=None) -> (Tensor, Tensor)",
+)
+def _forward(a, b, h0, count, spatial, segments_per_block=None):
     steps, lanes = b.shape
     variant, build, state = _kernels(b)
     h = torch.empty(steps, lanes, dtype=state, device=b.device)
@@ -53,17 +55,13 @@ def _fake_backward(a, grad_h, grad_last, h, h0, count, spatial, segments_per_blo
     )
 
 
-@kernel_op("scan_backward", _fake_backward)
-def _backward(
-    a: torch.Tensor,
-    grad_h: torch.Tensor | None,
-    grad_last: torch.Tensor | None,
-    h: torch.Tensor,
-    h0: torch.Tensor,
-    count: int,
-    spatial: int,
-    segments_per_block: int | None = None,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+@kernel_op(
+    "scan_backward",
+    _fake_backward,
+    "(Tensor a, Tensor? grad_h, Tensor? grad_last, Tensor h, Tensor h0, int count, int spatial, "
+    "int? segments_per_block=None) -> (Tensor, Tensor, Tensor)",
+)
+def _backward(a, grad_h, grad_last, h, h0, count, spatial, segments_per_block=None):
     steps, lanes = h.shape
     variant, _, state = _kernels(h)
     build = torch.float32 if h.is_complex() else a.dtype  # the storage dtype of a (and of the gradients written)
