@@ -48,8 +48,7 @@ structural checks (type, shape, dtype, device) stay.
 from __future__ import annotations
 
 import contextlib
-import itertools
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import torch
@@ -336,12 +335,15 @@ class Neuron(nn.Module):
         """View a per-channel ``[C]`` parameter so it broadcasts over ``x``'s spatial dims."""
         return param.view(param.shape[0], *([1] * (x.dim() - channel_dim - 1)))
 
-    def _tensors(self) -> Iterator[torch.Tensor]:
-        return itertools.chain(self.parameters(), self.buffers())
+    def _first_tensor(self) -> torch.Tensor | None:
+        """The neuron's first parameter, else its first buffer (``None`` where it has neither); a list, not
+        ``next`` on a chained iterator, which torch 2.4's compiler cannot trace."""
+        tensors = [*self.parameters(), *self.buffers()]
+        return tensors[0] if tensors else None
 
     def _compute_dtype(self) -> torch.dtype:
         """The dtype the neuron computes in: its parameters' (float32 for a neuron without any)."""
-        tensor = next(self._tensors(), None)
+        tensor = self._first_tensor()
         return torch.float32 if tensor is None else tensor.dtype
 
     def _autocast(self, x: torch.Tensor) -> torch.Tensor:
@@ -360,7 +362,7 @@ class Neuron(nn.Module):
 
     def _check_device(self, x: torch.Tensor, name: str) -> None:
         """``x`` must share the parameters' device and dtype (nothing is cast silently)."""
-        param = next(self._tensors(), None)
+        param = self._first_tensor()
         if param is None:
             return
         owner = f"{type(self).__name__}'s parameters"

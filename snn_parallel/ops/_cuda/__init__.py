@@ -389,11 +389,9 @@ def kernel_op(name: str, fake: Callable[..., Any], schema: str) -> Callable[[Cal
     arguments by name (defaults filled in), so it names only those it reads and takes the rest as ``**_``. The op's
     schema is ``schema``, torch's schema text (``"(Tensor x, float[] params, int? n=None) -> Tensor"``), so that the
     launchers need no annotations (which torch 2.4 cannot read from ``from __future__ import annotations``
-    modules). On torch older than 2.4 the launcher stays a plain function that ``torch.compile`` runs eagerly."""
+    modules)."""
 
     def register(launcher: Callable[..., Any]) -> Callable[..., Any]:
-        if not hasattr(torch.library, "custom_op"):
-            return torch.compiler.disable(launcher)
         signature = inspect.signature(launcher)
 
         def fake_by_name(*args: Any, **kwargs: Any) -> Any:
