@@ -313,7 +313,11 @@ class LeakyAdapter(snntorch.Leaky):
             return self._with_membrane(self._rest(mem) if fresh else state, mem)
         return None if fresh else state
 
-    def _returns(self, spk: torch.Tensor, mem: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    def _returns(
+        self, spk: torch.Tensor, mem: torch.Tensor | None
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor | None]:
+        """What ``forward`` returns: the (graded) spikes, and ``mem`` unless ``init_hidden`` without ``output``
+        (``mem`` may then be ``None``)."""
         spk = spk * self.graded_spikes_factor
         if self.init_hidden and not self.output:
             return spk

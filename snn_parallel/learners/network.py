@@ -224,8 +224,10 @@ class CoreDriver(Driver):
             x_seq = x.unsqueeze(0) if steps is None else x.unflatten(0, (steps, -1))
             spikes, membrane = self.run(x_seq)
             spikes, membrane = spikes.flatten(0, 1), None if membrane is None else membrane.flatten(0, 1)
-        if self.snntorch:  # membrane None: the module does not pass it on (or HYPR's structure probe runs it)
-            return self.module._returns(spikes, torch.zeros_like(spikes) if membrane is None else membrane)
+        if self.snntorch:
+            if membrane is None and self.returns_membrane:  # HYPR's structure probe (HYPR refuses such modules)
+                membrane = self.state[0] if self.state is not None else torch.zeros_like(spikes)
+            return self.module._returns(spikes, membrane)
         return spikes if self.spikes_only else (spikes, self.state)
 
     @property

@@ -48,6 +48,7 @@ structural checks (type, shape, dtype, device) stay.
 from __future__ import annotations
 
 import contextlib
+import itertools
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -336,10 +337,8 @@ class Neuron(nn.Module):
         return param.view(param.shape[0], *([1] * (x.dim() - channel_dim - 1)))
 
     def _first_tensor(self) -> torch.Tensor | None:
-        """The neuron's first parameter, else its first buffer (``None`` where it has neither); a list, not
-        ``next`` on a chained iterator, which torch 2.4's compiler cannot trace."""
-        tensors = [*self.parameters(), *self.buffers()]
-        return tensors[0] if tensors else None
+        """The neuron's first parameter, else its first buffer (``None`` where it has neither)."""
+        return next(itertools.chain(self.parameters(), self.buffers()), None)
 
     def _compute_dtype(self) -> torch.dtype:
         """The dtype the neuron computes in: its parameters' (float32 for a neuron without any)."""
