@@ -1,13 +1,17 @@
 """Helpers shared by the learners' tests: a trainer's gradients for one batch, BPTT's, small inputs, a small digits
-classifier and its loader, the check that a resumed run is exact, the rows ``snn-parallel train`` reports."""
+classifier and its loader, the check that a resumed run is exact, the rows ``snn-parallel train`` reports, two
+``torch.distributed`` ranks."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterable
+from datetime import timedelta
 from pathlib import Path
 
 import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
 from torch import nn
 
 from snn_parallel.learners import StepLoss, Trainer
@@ -154,3 +158,16 @@ def train_rows(tmp_path: Path, options: str) -> list[dict]:
     out = tmp_path / "train.json"
     assert cli.main(["train", *options.split(), "--json", str(out)]) == 0
     return json.loads(out.read_text())["rows"]
+
+
+def spawn_two_ranks(worker: Callable, tmp_path: Path, *args) -> None:
+    """Runs ``worker(rank, rendezvous, *args)`` in two spawned processes. They meet through a file under ``tmp_path``
+    rather than a TCP port, which another process could take between choosing it and binding it."""
+    rendezvous = f"file://{tmp_path / 'rendezvous'}"
+    mp.start_processes(worker, args=(rendezvous, *args), nprocs=2, join=True, start_method="spawn")
+
+
+def join_two_ranks(rank: int, rendezvous: str) -> None:
+    """Joins the gloo group of :func:`spawn_two_ranks`; a rank that waits a minute for the other one fails rather
+    than hanging the run."""
+    dist.init_process_group("gloo", init_method=rendezvous, rank=rank, world_size=2, timeout=timedelta(seconds=60))

@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 import copy
-import os
-import socket
 
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 
 # the helpers, under the names these tests use
 from learner_support import assert_close_dicts as _assert_close
-from learner_support import assert_resume_is_exact, digits_classifier, digits_loader
+from learner_support import assert_resume_is_exact, digits_classifier, digits_loader, join_two_ranks, spawn_two_ranks
 from learner_support import bptt_gradients as _bptt_reference
 from learner_support import digits_like as _digits_like
 from learner_support import trainer_gradients as _gradients
@@ -662,15 +659,8 @@ def test_checkpoint_of_another_rule_is_refused(tmp_path):
 
 
 # -- torch.distributed ---------------------------------------------------------------------------------
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _ddp_worker(rank: int, world: int, port: int, x: torch.Tensor, y: torch.Tensor, out: str) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=world)
+def _ddp_worker(rank: int, rendezvous: str, x: torch.Tensor, y: torch.Tensor, out: str) -> None:
+    join_two_ranks(rank, rendezvous)
     torch.manual_seed(rank)  # different init per rank: the trainer must broadcast rank 0's
     model = nn.Sequential(_wide(nn.Linear(8, 16)), DecoupledLIF(16), nn.Linear(16, 10))
     if rank == 0:
@@ -686,7 +676,7 @@ def test_ddp_two_processes_average_gradients_once_per_step(tmp_path):
     torch.manual_seed(0)
     x, y = torch.rand(8, 8, 8), torch.randint(0, 10, (8,))
     out = str(tmp_path / "state")
-    mp.start_processes(_ddp_worker, args=(2, _free_port(), x, y, out), nprocs=2, join=True, start_method="spawn")
+    spawn_two_ranks(_ddp_worker, tmp_path, x, y, out)
     rank0, rank1 = torch.load(out + ".0"), torch.load(out + ".1")
     for name in rank0:
         assert torch.equal(rank0[name], rank1[name])

@@ -6,14 +6,11 @@ from __future__ import annotations
 
 import copy
 import math
-import os
-import socket
 
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
-from learner_support import assert_resume_is_exact
+from learner_support import assert_resume_is_exact, join_two_ranks, spawn_two_ranks
 from torch import nn
 
 from snn_parallel.learners import (
@@ -405,15 +402,8 @@ def test_resumed_run_matches_uninterrupted_run(tmp_path):
     assert_resume_is_exact(tmp_path, trainer_for, _net, _batches, resumed_model=lambda: _net(seed=7))
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _ddp_worker(rank: int, world: int, port: int, batches, out: str) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=world)
+def _ddp_worker(rank: int, rendezvous: str, batches, out: str) -> None:
+    join_two_ranks(rank, rendezvous)
     model = _net(seed=rank)  # different init per rank: the trainer must broadcast rank 0's
     trainer = TSSLBPTrainer(model, torch.optim.SGD(model.parameters(), lr=0.05), batch_sum=False, progress=False)
     trainer.fit([(x[:, rank * 3 : (rank + 1) * 3], y[rank * 3 : (rank + 1) * 3]) for x, y in batches], 1)
@@ -424,7 +414,7 @@ def _ddp_worker(rank: int, world: int, port: int, batches, out: str) -> None:
 def test_ddp_two_processes_match_one_process_on_the_whole_batch(tmp_path):
     batches = _batches(2)
     out = str(tmp_path / "state")
-    mp.start_processes(_ddp_worker, args=(2, _free_port(), batches, out), nprocs=2, join=True, start_method="spawn")
+    spawn_two_ranks(_ddp_worker, tmp_path, batches, out)
     rank0, rank1 = torch.load(out + ".0"), torch.load(out + ".1")
     model = _net(seed=0)
     # the mean of two per-sample-mean losses on halves is the mean loss on the whole batch
