@@ -4,6 +4,7 @@ resume, with the timing run on CPU tensors or replaced where a GPU would be need
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 
 import pytest
@@ -128,6 +129,17 @@ def _fake_case(times, calls):
         return {p: times[model] for p in bench_quick._passes(model)}
 
     return measure_case
+
+
+def test_without_spikingjelly_the_baselines_are_left_out_with_a_note(monkeypatch, capsys):
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *rest: None if name == "spikingjelly" else find_spec(name, *rest)
+    )
+    data = bench_quick.run("cpu", models=("prf", "sj_lif", "sj_psn"), shapes=[(16, 1, 4)], scan_shape=None, repeats=1)
+    assert data["complete"] is True and data["errors"] == []
+    assert {r["model"] for r in data["rows"]} == {"prf"}
+    assert "SpikingJelly is not installed: sj_lif, sj_psn not measured" in capsys.readouterr().err
 
 
 def test_peak_fraction_and_partial_write_and_resume(tmp_path, monkeypatch):
