@@ -8,7 +8,7 @@
 #                  (CUPY=cuda12 for CUDA 12 drivers; default cuda13)
 #   make gpu-quick -> the quick GPU benchmark (under 5 minutes): benchmarks/gpu_quick.json and .png
 #   make gpu-wheels -> fetch into .wheels/ what benchmarks/gpu_session.sh installs offline on a GPU
-#                  machine without internet (SpikingJelly 2.0 and the packages it imports)
+#                  machine without internet (SpikingJelly 2.0 and the packages it imports; pytest-xdist)
 #   make tutorial -> runs tutorial 1 (TUTORIAL=02_spikingjelly etc. for another); figures in figures/
 #   make docs   -> builds the documentation site into site/ (mkdocs build --strict), with the
 #                  tutorials executed (shrunken; DOCS_SMALL=0 runs them at full size)
@@ -81,7 +81,7 @@ gpu-quick: $(VENV)/.gpu-ready
 	$(VENV)/bin/snn-parallel bench --device cuda --quick --json benchmarks/gpu_quick.json --plot benchmarks/gpu_quick.png
 
 gpu-wheels: $(VENV)/bin/python
-	$(PIP) download -q --no-deps -d .wheels "spikingjelly==2.0.0" loguru tqdm
+	$(PIP) download -q --no-deps -d .wheels "spikingjelly==2.0.0" loguru tqdm pytest-xdist execnet
 
 # figures, benchmark tables and tutorial pages are generated during the build (docs/gen_pages.py)
 docs: $(VENV)/.docs-ready

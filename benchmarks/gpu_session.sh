@@ -7,12 +7,12 @@
 #
 # 0. links adapters/ in as snn_parallel/adapters for the session: pyproject maps that subpackage to the folder,
 #    which only an installed package sees, not a checkout on PYTHONPATH;
-# 1. installs the wheels in .wheels/ if there are any (offline: SpikingJelly 2.0 and what it imports, fetched
-#    beforehand with `make gpu-wheels`), so that the quick benchmark has its SpikingJelly baselines; without them
-#    the baselines are skipped with a note;
+# 1. installs the wheels in .wheels/ if there are any (offline: SpikingJelly 2.0 and what it imports, and
+#    pytest-xdist, fetched beforehand with `make gpu-wheels`), so that the quick benchmark has its SpikingJelly
+#    baselines; without them the baselines are skipped with a note and the tests run in one process;
 # 2. runs the GPU tests (pytest -m gpu: every kernel against its float64 torch path in float32, float16 and
-#    bfloat16, CUDA graphs, torch.compile, no host synchronisation; past a test file that does not import there)
-#    -> benchmarks/gpu_tests_<gpu>.log;
+#    bfloat16, CUDA graphs, torch.compile, no host synchronisation; past a test file that does not import there;
+#    in GPU_TEST_WORKERS processes (default 4) where pytest-xdist is installed) -> benchmarks/gpu_tests_<gpu>.log;
 # 3. runs the quick benchmark (snn-parallel bench --device cuda --quick) -> benchmarks/gpu_quick_<gpu>.json,
 #    .log and, with matplotlib, .png.
 # Each step has its own time limit; both logs start with the device, the software versions and the command.
@@ -40,9 +40,15 @@ install_wheels() {
     fi
 }
 
+# the long-sequence references are bound by the host and one process: with pytest-xdist (a wheel in .wheels/),
+# several processes share the GPU so that the tests fit their time limit
+test_workers() {
+    if $PY -c "import xdist" 2>/dev/null; then echo "-n ${GPU_TEST_WORKERS:-4}"; fi
+}
+
 if $dry_run; then
     install_wheels
-    $PY -m pytest -m gpu tests --collect-only -q -p no:cacheprovider
+    $PY -m pytest -m gpu tests --collect-only -q -p no:cacheprovider $(test_workers)
     exit $?
 fi
 
@@ -69,6 +75,7 @@ header() {  # the first lines of a log: command, device, versions
 
 tests_log="$OUT/gpu_tests_$tag.log"
 command="$PY -m pytest -m gpu tests -q -rfE --durations=20 -p no:cacheprovider --continue-on-collection-errors"
+command="$command $(test_workers)"
 { header "$command"; timeout 270 $command 2>&1; echo "# exit status $?"; } | tee "$tests_log"
 
 quick="$OUT/gpu_quick_$tag"
