@@ -137,14 +137,18 @@ _LEAKY_OPTIONS = (
 
 
 def _scalar(value: object, name: str) -> float:
-    """A finite Python float from a number or a one-element tensor (the core neurons take floats)."""
+    """A finite Python float from a number or a tensor of one value (the core neurons take floats):
+    a per-neuron tensor whose entries are all equal, such as ``0.9 * torch.ones(C)``, is that value."""
     if isinstance(value, torch.Tensor):
-        if value.numel() != 1:
+        flat = value.detach().reshape(-1)
+        if flat.numel() > 1 and bool((flat == flat[0]).all()):
+            flat = flat[:1]
+        if flat.numel() != 1:
             raise ValueError(
-                f"{name} must be a single value here (per-neuron values are not supported), "
+                f"{name} must be one value for all neurons here (per-neuron values are not supported), "
                 f"got shape {tuple(value.shape)}"
             )
-        value = value.item()
+        value = flat.item()
     return check_float(value, name)
 
 
@@ -217,7 +221,8 @@ class LeakyAdapter(snntorch.Leaky):
         core = make_core(resolve(spike_grad, inclusive=False, name="spike_grad"), threshold_value)
         super().__init__(
             _UNUSED_BETA,
-            threshold=threshold_value,
+            # snnTorch's buffer in the shape given (per-neuron for its NIR export); the core takes the value
+            threshold=threshold.detach() if isinstance(threshold, torch.Tensor) else threshold_value,
             spike_grad=spike_grad,
             init_hidden=init_hidden,
             reset_mechanism=reset_mechanism,
@@ -228,6 +233,25 @@ class LeakyAdapter(snntorch.Leaky):
         )
         self.core = core
         self._mem_attached = False
+
+    @property
+    def reset_mechanism(self) -> str:
+        """snnTorch's ``reset_mechanism``; it is fixed at construction, as the core neuron's reset is."""
+        return self._reset_mechanism
+
+    @reset_mechanism.setter
+    def reset_mechanism(self, value: str) -> None:
+        """snnTorch's setter, for the value the neuron has: a change raises ``ValueError`` (the core
+        neuron would not follow it)."""
+        name = type(self).__name__
+        if value not in self._resets:
+            raise ValueError(f"reset_mechanism={value!r} is not supported by {name}; use one of {self._resets}")
+        if value != self._reset_mechanism:
+            raise ValueError(
+                f"reset_mechanism cannot change from {self._reset_mechanism!r} to {value!r} after construction: "
+                f"build a new {name}(reset_mechanism={value!r})"
+            )
+        snntorch.Leaky.reset_mechanism.fset(self, value)
 
     def _beta_buffer(self, beta: Any, learn_beta: bool) -> None:
         """Called by ``LIF.__init__``: no ``beta`` buffer (see :attr:`beta`)."""
@@ -327,12 +351,24 @@ class LeakyAdapter(snntorch.Leaky):
     def forward(
         self, input_: torch.Tensor, mem: torch.Tensor | None = None
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-        """One time step for ``input_`` ``[B, features, ...]``; see the module docstring."""
+        """One time step for ``input_`` ``[B, features, ...]``; see the module docstring. A step of
+        fewer dims, ``[features]`` or a scalar (``snn.Leaky`` takes any shape), is one sample: the
+        state is kept as ``[1, features]`` and ``spk``, ``mem`` come back in the input's shape."""
         if not isinstance(input_, torch.Tensor):
             raise TypeError(f"input_ must be a torch.Tensor, got {type(input_).__name__}")
+        shape = input_.shape
+        if input_.dim() < 2:
+            input_ = input_.reshape(1, -1)
+            if isinstance(mem, torch.Tensor) and mem.shape == shape:
+                mem = mem.reshape(1, -1)
+        spk, mem = self._step(input_, mem)
+        return self._returns(spk.reshape(shape), mem.reshape(shape))
+
+    def _step(self, input_: torch.Tensor, mem: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(spk, mem)`` of one step ``[B, features, ...]``, the state stored."""
         spk, state = self.core.step(input_, self._initial_state(input_.shape, mem))
         spk, mem = self._keep(spk.unsqueeze(0), state[0].unsqueeze(0), state)
-        return self._returns(spk[0], mem[0])
+        return spk[0], mem[0]
 
     def multistep(
         self, x_seq: torch.Tensor, mem: torch.Tensor | None = None
@@ -562,14 +598,16 @@ class DecoupledLIF(LeakyAdapter):
 
         super().__init__(make_core, threshold, spike_grad, init_hidden, output, reset_mechanism, **leaky_options)
         self.mem_kind = mem_kind
+        self._beta_shape = beta.shape if isinstance(beta, torch.Tensor) else torch.Size()
 
     @property
     def beta(self) -> torch.Tensor:
-        r"""The decay :math:`\beta`: a 0-dim tensor (one for all channels), ``[C]`` with ``learn_beta``."""
+        r"""The decay :math:`\beta`: in the shape of the ``beta`` given (0-dim for a number), ``[C]`` with
+        ``learn_beta``."""
         if self.core.learn_decay:
             return self.core.beta
         logit = self.core.decay_logit
-        return torch.tensor(1 - 1 / self.core.tau, device=logit.device, dtype=logit.dtype)
+        return torch.full(self._beta_shape, 1 - 1 / self.core.tau, device=logit.device, dtype=logit.dtype)
 
     def _keep(
         self, spk_seq: torch.Tensor, mem_seq: torch.Tensor, state: NamedTuple
@@ -595,18 +633,14 @@ class DecoupledLIF(LeakyAdapter):
     def _after_reset(self, spk_seq: torch.Tensor, potential: torch.Tensor) -> torch.Tensor:
         return potential - self.core.v_threshold * spk_seq.detach()
 
-    def forward(
-        self, input_: torch.Tensor, mem: torch.Tensor | None = None
-    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-        """One time step; see :meth:`LeakyAdapter.forward` and the ``mem`` argument."""
+    def _step(self, input_: torch.Tensor, mem: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """One step; in ``"leaky"`` mode ``mem`` is the membrane after the reset (see the ``mem`` argument)."""
         if self.mem_kind == "reset_free":
-            return super().forward(input_, mem)
-        if not isinstance(input_, torch.Tensor):
-            raise TypeError(f"input_ must be a torch.Tensor, got {type(input_).__name__}")
+            return super()._step(input_, mem)
         # the kept bias is 0 in "leaky" mode, so the potential is the new filter state
         spk, state = self.core.step(input_, self._initial_state(input_.shape, mem))
         spk_seq, after = self._keep(spk.unsqueeze(0), state.filtered.unsqueeze(0), state)
-        return self._returns(spk_seq[0], after[0])
+        return spk_seq[0], after[0]
 
     def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
         """A ``snn.Leaky`` state dict's ``beta`` becomes the core's decay (and its ``threshold``

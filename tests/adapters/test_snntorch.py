@@ -199,7 +199,7 @@ def test_our_surrogate_factories_fire_like_snntorch():
         (DecoupledLIF, {"reset_delay": True}, ValueError, "reset_delay"),
         (DecoupledLIF, {"beta": 1.0}, ValueError, "beta"),
         (DecoupledLIF, {"beta": torch.tensor([0.5, 0.6])}, ValueError, "beta"),
-        (PRF, {"threshold": torch.ones(8)}, ValueError, "threshold"),
+        (PRF, {"threshold": torch.linspace(0.5, 1.0, 8)}, ValueError, "threshold must be one value for all neurons"),
         (LTC, {"threshold": "high"}, TypeError, "threshold"),
         (DynamicDecay, {"learn_beta": True}, TypeError, "learn_beta"),
         (LTC, {"beta": 0.9}, TypeError, "beta"),
@@ -632,6 +632,88 @@ def test_nir_export_of_a_whole_network_matches_snn_leaky():
     assert set(ours.nodes) == set(reference.nodes)
     with pytest.raises(TypeError, match="PRF has no beta"):
         export_nir.export_to_nir(net(PRF(init_hidden=True)), sample)
+
+
+def test_nir_export_of_per_neuron_parameters_matches_snn_leaky():
+    """snnTorch's NIR examples give ``beta`` and ``threshold`` per neuron: equal values are one
+    value here, read back in their shape, so the export writes what snn.Leaky's does."""
+    nir = pytest.importorskip("nir")
+    pytest.importorskip("nirtorch")
+    export_nir = pytest.importorskip("snntorch.export_nir")
+
+    def net(neuron: Callable[..., nn.Module]) -> nn.Sequential:
+        torch.manual_seed(0)
+        return nn.Sequential(
+            nn.Linear(12, 8),
+            neuron(beta=0.9 * torch.ones(8), threshold=torch.ones(8), init_hidden=True),
+            nn.Linear(8, 4),
+            neuron(beta=0.9 * torch.ones(4), threshold=torch.ones(4), init_hidden=True, output=True),
+        )
+
+    sample = torch.rand(2, 12)
+    reference = export_nir.export_to_nir(net(snn.Leaky), sample, ignore_dims=[0])
+    ours = export_nir.export_to_nir(net(DecoupledLIF), sample, ignore_dims=[0])
+    assert set(ours.edges) == set(reference.edges)
+    assert {key: type(node) for key, node in ours.nodes.items()} == {
+        key: type(node) for key, node in reference.nodes.items()
+    }
+    lifs = [key for key, node in reference.nodes.items() if isinstance(node, nir.LIF)]
+    assert len(lifs) == 2
+    for key in lifs:
+        for field in ("tau", "r", "v_leak", "v_threshold", "v_reset"):
+            torch.testing.assert_close(
+                torch.as_tensor(getattr(ours.nodes[key], field)), torch.as_tensor(getattr(reference.nodes[key], field))
+            )
+
+
+def test_equal_per_neuron_beta_and_threshold_are_one_value():
+    beta, threshold = 0.75 * torch.ones(6), 0.875 * torch.ones(6)  # exact in float32
+    x = torch.rand(30, 3, 6) * 0.8
+    leaky = snn.Leaky(beta=beta, threshold=threshold, reset_delay=False)
+    ours = DecoupledLIF(beta=beta, threshold=threshold)
+    expected = torch.stack([leaky(x_t)[0] for x_t in x.unbind(0)])
+    assert expected.sum() > 0
+    assert torch.equal(ours.multistep(x)[0], expected)
+    assert torch.equal(ours.beta, beta) and torch.equal(ours.threshold, threshold)  # read back in their shape
+    for cls in ALL_SKINS:
+        assert cls(threshold=threshold)._threshold == 0.875
+    with pytest.raises(ValueError, match="beta must be one value for all neurons"):
+        DecoupledLIF(beta=torch.tensor([0.5, 0.6]))
+
+
+def test_a_step_of_fewer_dims_is_one_sample_as_snn_leaky_takes_it():
+    """snn.Leaky is elementwise: its tests and tutorials feed steps ``[N]`` and scalars."""
+    x = torch.rand(30, 6, dtype=torch.float64) * 0.8
+    for steps in (x, x[:, 0]):  # steps [6], then scalar steps
+        leaky, ours = snn.Leaky(beta=0.75, reset_delay=False).double(), DecoupledLIF(beta=0.75).double()
+        mem_l, mem_o = leaky.init_leaky(), ours.init_leaky()
+        for x_t in steps.unbind(0):
+            spk_l, mem_l = leaky(x_t, mem_l)
+            spk_o, mem_o = ours(x_t, mem_o)
+            assert spk_o.shape == mem_o.shape == x_t.shape
+            assert torch.equal(spk_o, spk_l)
+            torch.testing.assert_close(mem_o, mem_l)
+    for cls in ALL_SKINS:  # every skin takes [N] as the batch of one [1, N]
+        neuron = cls(init_hidden=True, output=True)
+        flat = [neuron(x_t.float() * 3) for x_t in x.unbind(0)]
+        adapter.reset(neuron)
+        batched = [neuron(x_t.float().unsqueeze(0) * 3) for x_t in x.unbind(0)]
+        for (spk_f, mem_f), (spk_b, mem_b) in zip(flat, batched, strict=True):
+            assert torch.equal(spk_f, spk_b[0]) and torch.equal(mem_f, mem_b[0])
+
+
+@pytest.mark.parametrize("cls", ALL_SKINS)
+def test_reset_mechanism_cannot_change_after_construction(cls):
+    """snn.Leaky's ``reset_mechanism`` setter updates ``reset_mechanism_val``; here the core's reset
+    is built in, so a change is refused instead of leaving the neuron on its old reset."""
+    neuron = cls(4)
+    current = neuron.reset_mechanism
+    neuron.reset_mechanism = current
+    for other in set(snn.Leaky.reset_dict) - {current}:
+        with pytest.raises(ValueError, match="reset_mechanism"):
+            neuron.reset_mechanism = other
+    assert neuron.reset_mechanism == current
+    assert neuron.reset_mechanism_val == snn.Leaky.reset_dict[current]
 
 
 def test_snn_leaky_state_dict_loads_into_decoupled_lif():
