@@ -152,6 +152,15 @@ def _scalar(value: object, name: str) -> float:
     return check_float(value, name)
 
 
+def _check_factor(value: object) -> None:
+    """``graded_spikes_factor``: a finite number, or a tensor of finite values (per neuron, as
+    ``snn.Leaky`` takes it: the spikes are multiplied by it)."""
+    if not isinstance(value, torch.Tensor):
+        check_float(value, "graded_spikes_factor")
+    elif value.is_complex() or value.dtype == torch.bool or not bool(torch.isfinite(value).all()):
+        raise ValueError(f"graded_spikes_factor must hold finite real values, got {value}")
+
+
 class LeakyAdapter(snntorch.Leaky):
     """The base of every class here: maps snnTorch's Leaky contract onto a core neuron ``self.core``.
 
@@ -215,7 +224,7 @@ class LeakyAdapter(snntorch.Leaky):
                 "fired, as Leaky(reset_delay=False) does; pass reset_delay=False"
             )
         threshold_value = _scalar(threshold, "threshold")
-        _scalar(options["graded_spikes_factor"], "graded_spikes_factor")
+        _check_factor(options["graded_spikes_factor"])
         if spike_grad is None:
             spike_grad = snntorch.surrogate.atan()  # Leaky's default
         core = make_core(resolve(spike_grad, inclusive=False, name="spike_grad"), threshold_value)
@@ -253,6 +262,16 @@ class LeakyAdapter(snntorch.Leaky):
             )
         snntorch.Leaky.reset_mechanism.fset(self, value)
 
+    def __setattr__(self, name: str, value: Any) -> None:
+        """``neuron.threshold = tensor`` (snnTorch's buffer, which ``snn.Leaky`` reads at every
+        step) gives the core the new threshold too."""
+        if name == "threshold" and isinstance(value, torch.Tensor) and "core" in self._modules:
+            threshold = _scalar(value, "threshold")
+            super().__setattr__(name, value)
+            self._set_threshold(threshold)
+            return
+        super().__setattr__(name, value)
+
     def _beta_buffer(self, beta: Any, learn_beta: bool) -> None:
         """Called by ``LIF.__init__``: no ``beta`` buffer (see :attr:`beta`)."""
 
@@ -264,6 +283,11 @@ class LeakyAdapter(snntorch.Leaky):
             f"{type(self).__name__} has no beta: {self._no_beta}. It is not a Leaky LIF, so tools that read "
             "beta (snnTorch's NIR export among them) cannot describe it: NIR has no primitive for this neuron"
         )
+
+    @beta.setter
+    def beta(self, value: object) -> None:
+        """``neuron.beta = value``, refused as the constructor's ``beta`` is."""
+        raise TypeError(f"{type(self).__name__} takes no beta: {self._no_beta}")
 
     @property
     def _threshold(self) -> float:
@@ -609,6 +633,13 @@ class DecoupledLIF(LeakyAdapter):
         logit = self.core.decay_logit
         return torch.full(self._beta_shape, 1 - 1 / self.core.tau, device=logit.device, dtype=logit.dtype)
 
+    @beta.setter
+    def beta(self, value: float | torch.Tensor) -> None:
+        """``neuron.beta = value`` as on ``snn.Leaky``: the new decay, loaded as a state dict's ``beta``."""
+        value = torch.as_tensor(value)
+        self.load_state_dict({"beta": value}, strict=False)
+        self._beta_shape = value.shape
+
     def _keep(
         self, spk_seq: torch.Tensor, mem_seq: torch.Tensor, state: NamedTuple
     ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -664,7 +695,7 @@ class DecoupledLIF(LeakyAdapter):
     def _load_beta(self, beta: object, state_dict: dict[str, Any], key: str) -> None:
         beta = torch.as_tensor(beta).detach().to("cpu", torch.float64)
         if beta.numel() == 0 or not bool(((beta > 0) & (beta < 1)).all()):
-            raise ValueError(f"beta: DecoupledLIF needs a decay in (0, 1), the state dict has {beta.tolist()}")
+            raise ValueError(f"beta: DecoupledLIF needs a decay in (0, 1), got {beta.tolist()}")
         if beta.numel() == 1:
             self.core.tau = float(1 / (1 - beta.reshape(())))
             if self.core.features is None:  # the lazy core builds its decay from tau at the first input

@@ -716,6 +716,68 @@ def test_reset_mechanism_cannot_change_after_construction(cls):
     assert neuron.reset_mechanism_val == snn.Leaky.reset_dict[current]
 
 
+def test_assigned_threshold_and_beta_take_effect_as_on_snn_leaky():
+    """snn.Leaky reads its ``threshold`` and ``beta`` at every step, so assigning them retunes it."""
+    x = torch.rand(20, 3, 4) * 2
+    for cls in ALL_SKINS:
+        torch.manual_seed(0)
+        neuron = cls(4)
+        torch.manual_seed(0)
+        built = cls(4, threshold=0.375)
+        neuron.threshold = torch.tensor(0.375)
+        assert torch.equal(neuron.multistep(x)[0], built.multistep(x)[0])
+        with pytest.raises(ValueError, match="threshold must be one value for all neurons"):
+            neuron.threshold = torch.linspace(0.5, 1.0, 4)
+    with pytest.raises(TypeError, match="PRF takes no beta"):
+        PRF(4).beta = 0.5
+    leaky = snn.Leaky(beta=0.5, reset_delay=False)
+    for ours in (DecoupledLIF(4, beta=0.5), DecoupledLIF(beta=0.5), DecoupledLIF(4, beta=0.5, learn_beta=True)):
+        for module in (leaky, ours):
+            module.beta = torch.tensor(0.75)  # exact in float32
+            module.threshold = torch.tensor(0.875)
+        leaky.reset_mem()
+        expected = torch.stack([leaky(x_t)[0] for x_t in (x * 0.4).unbind(0)])  # one subtraction resets
+        assert expected.sum() > 0
+        assert torch.equal(ours.multistep(x * 0.4)[0], expected)
+        torch.testing.assert_close(ours.beta, torch.full_like(ours.beta, 0.75))
+        with pytest.raises(ValueError, match="beta"):
+            ours.beta = 1.5
+
+
+def test_per_neuron_graded_spikes_factor_scales_each_neuron_like_snn_leaky():
+    factor = torch.tensor([0.5, 1.0, 2.0, 4.0])
+    x = torch.rand(20, 3, 4) * 0.8  # one subtraction resets (see test_decoupled_lif_fires_like_leaky_...)
+    leaky = snn.Leaky(beta=0.75, reset_delay=False, graded_spikes_factor=factor)
+    expected = torch.stack([leaky(x_t)[0] for x_t in x.unbind(0)])
+    assert set(expected.unique().tolist()) == {0.0, *factor.tolist()}
+    assert torch.equal(DecoupledLIF(beta=0.75, graded_spikes_factor=factor).multistep(x)[0], expected)
+    for cls in ALL_SKINS:
+        torch.manual_seed(0)
+        graded = cls(4, graded_spikes_factor=factor, learn_graded_spikes_factor=True)
+        torch.manual_seed(0)
+        plain = cls(4)
+        assert graded.graded_spikes_factor.shape == (4,)
+        torch.testing.assert_close(graded(x[0])[0], plain(x[0])[0] * factor)
+    with pytest.raises(ValueError, match="graded_spikes_factor must hold finite real values"):
+        DecoupledLIF(graded_spikes_factor=torch.tensor([1.0, float("nan")]))
+
+
+@pytest.mark.parametrize("mode", [torch.no_grad, torch.inference_mode])
+def test_skins_build_and_run_under_no_grad_and_inference_mode(mode):
+    """As snn.Leaky does (an evaluation script may build its model there)."""
+    x = torch.rand(2, 4) * 3
+    with mode():
+        built = [cls(4, spike_grad=snntorch.surrogate.fast_sigmoid()) for cls in ALL_SKINS]
+        for neuron in built:
+            assert neuron(x)[0].shape == x.shape
+    if mode is torch.no_grad:  # the surrogate still has its derivative outside
+        for neuron in built:
+            adapter.reset(neuron)
+            x_grad = x.clone().requires_grad_()
+            neuron(x_grad)[1].sum().backward()
+            assert x_grad.grad.abs().sum() > 0
+
+
 def test_snn_leaky_state_dict_loads_into_decoupled_lif():
     x = torch.rand(30, 3, 8, dtype=torch.float64) * 0.8
     leaky = snn.Leaky(beta=0.75, threshold=0.875, reset_delay=False).double()  # values exact in float32
