@@ -16,7 +16,8 @@ and the losses rely on it), keep its constructor conventions (``threshold``,
 
 - ``forward(input_, mem=None)`` is **one** time step and returns ``(spk, mem)``, or ``spk``
   alone with ``init_hidden=True, output=False``; passing ``mem`` with ``init_hidden=True``
-  raises ``TypeError``. The state is re-created when the input shape changes.
+  raises ``TypeError``. The state is re-created when the input shape changes. A step ``[C]``
+  or a scalar (``snn.Leaky`` is elementwise) runs as the one sample ``[1, C]``.
 - ``multistep(x_seq, mem=None)`` runs a whole time-major ``[T, B, ...]`` sequence through
   the core neuron's parallel ``forward`` and returns ``(spk_seq, mem_seq)`` or
   ``spk_seq`` by the same rules; it leaves the state at the sequence end, so ``forward``
@@ -47,6 +48,12 @@ core neurons' is 1.0): their membranes follow the input with gain about 1, where
 which they fire and train in networks written for ``snn.Leaky`` (the snnTorch tutorials').
 ``PSPLIF``'s is 0.5 (TSSL-BP's 1.0), as it passes on its PSP, about a third of a spike,
 and it trains with the surrogate unless ``gradient="tsslbp"``.
+
+**Parameters.** ``threshold`` (and ``DecoupledLIF``'s ``beta``) is one value for all neurons:
+a number, or a tensor whose entries are equal (snnTorch's per-neuron ``0.9 * torch.ones(C)``),
+kept in snnTorch's buffer in its shape. Assigning ``neuron.threshold`` (or
+``DecoupledLIF.beta``) retunes the core, as ``snn.Leaky`` reads them at every step;
+``graded_spikes_factor`` may be per neuron. ``reset_mechanism`` is fixed at construction.
 
 **State and** ``mem``. The core state (a ``NamedTuple``) lives in non-persistent buffers
 ``state_<field>`` (not in ``state_dict``, like Leaky's ``mem``). ``self.mem`` and the ``mem``
