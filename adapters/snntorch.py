@@ -49,11 +49,12 @@ which they fire and train in networks written for ``snn.Leaky`` (the snnTorch tu
 ``PSPLIF``'s is 0.5 (TSSL-BP's 1.0), as it passes on its PSP, about a third of a spike,
 and it trains with the surrogate unless ``gradient="tsslbp"``.
 
-**Parameters.** ``threshold`` (and ``DecoupledLIF``'s ``beta``) is one value for all neurons:
-a number, or a tensor whose entries are equal (snnTorch's per-neuron ``0.9 * torch.ones(C)``),
-kept in snnTorch's buffer in its shape. Assigning ``neuron.threshold`` (or
-``DecoupledLIF.beta``) retunes the core, as ``snn.Leaky`` reads them at every step;
-``graded_spikes_factor`` may be per neuron. ``reset_mechanism`` is fixed at construction.
+**Parameters.** ``threshold`` is one value for all neurons: a number, or a tensor whose entries
+are equal (snnTorch's per-neuron ``torch.ones(C)``), kept in snnTorch's buffer in its shape.
+``DecoupledLIF``'s ``beta`` may be per channel, as ``snn.Leaky``'s; equal values are one value,
+read back in their shape. Assigning ``neuron.threshold`` (or ``DecoupledLIF.beta``) retunes the
+core, as ``snn.Leaky`` reads them at every step; ``graded_spikes_factor`` may be per neuron.
+``reset_mechanism`` is fixed at construction, and a state dict with another one is refused.
 
 **State and** ``mem``. The core state (a ``NamedTuple``) lives in non-persistent buffers
 ``state_<field>`` (not in ``state_dict``, like Leaky's ``mem``). ``self.mem`` and the ``mem``
@@ -305,10 +306,21 @@ class LeakyAdapter(snntorch.Leaky):
         self.core.v_threshold = value
 
     def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
-        """Load as ``snn.Leaky`` does, then pass the loaded ``threshold`` on to the core."""
+        """Load as ``snn.Leaky`` does, then pass the loaded ``threshold`` on to the core; the state
+        dict of a neuron with another ``reset_mechanism`` is refused (the core's reset is built in)."""
+        self._check_loaded_reset(state_dict, prefix)
         super()._load_from_state_dict(state_dict, prefix, *args)
         if prefix + "threshold" in state_dict:
             self._set_threshold(_scalar(self.threshold, "threshold"))
+
+    def _check_loaded_reset(self, state_dict: dict[str, Any], prefix: str) -> None:
+        reset = state_dict.get(prefix + "reset_mechanism_val")
+        if isinstance(reset, torch.Tensor) and reset.numel() == 1 and int(reset) != int(self.reset_mechanism_val):
+            kind = list(snntorch.Leaky.reset_dict)[int(reset)]
+            raise ValueError(
+                f"{prefix}reset_mechanism_val: the state dict is of a neuron with reset_mechanism={kind!r}; "
+                f"this {type(self).__name__} has reset_mechanism={self.reset_mechanism!r}, fixed at construction"
+            )
 
     # -- state: one non-persistent buffer per core state field ---------------------------
     @property
@@ -577,8 +589,9 @@ class DecoupledLIF(LeakyAdapter):
 
     Args:
         features: channels ``C``; ``None`` (default) infers it from the first input.
-        beta: decay in ``(0, 1)``; the core's :math:`\tau = 1/(1-\beta)`. Read back as
-            :attr:`beta`, which snnTorch's NIR export writes as :math:`\tau_{mem} = dt/(1-\beta)`.
+        beta: decay in ``(0, 1)``; the core's :math:`\tau = 1/(1-\beta)`. A tensor of ``C``
+            different values is a decay per channel (as ``snn.Leaky``'s per-neuron ``beta``). Read
+            back as :attr:`beta`, which snnTorch's NIR export writes as :math:`\tau_{mem} = dt/(1-\beta)`.
         threshold: :math:`V_{th}`.
         spike_grad: snnTorch surrogate.
         learn_beta: learn a per-channel decay (core ``learn_decay``).
@@ -613,9 +626,15 @@ class DecoupledLIF(LeakyAdapter):
         reset_mechanism: str = "subtract",
         **leaky_options: Any,
     ) -> None:
-        decay = _scalar(beta, "beta")
-        if not 0 < decay < 1:
-            raise ValueError(f"beta must be in (0, 1), got {decay}")
+        per_channel = (
+            isinstance(beta, torch.Tensor) and beta.numel() > 1 and not bool((beta == beta.flatten()[0]).all())
+        )
+        values = beta.detach().flatten() if per_channel else torch.tensor([_scalar(beta, "beta")])
+        if not bool(((values > 0) & (values < 1)).all()):
+            raise ValueError(f"beta must be in (0, 1), got {values.tolist() if per_channel else values.item()}")
+        if per_channel and features is not None and values.numel() != features:
+            raise ValueError(f"beta has {values.numel()} values for {features} features")
+        decay = float(values[0])
         mem_kind = check_choice(mem, "mem", ("leaky", "reset_free"))
 
         def make_core(surrogate: Surrogate, v_threshold: float) -> neurons.DecoupledLIF:
@@ -630,12 +649,15 @@ class DecoupledLIF(LeakyAdapter):
         super().__init__(make_core, threshold, spike_grad, init_hidden, output, reset_mechanism, **leaky_options)
         self.mem_kind = mem_kind
         self._beta_shape = beta.shape if isinstance(beta, torch.Tensor) else torch.Size()
+        self._beta_per_channel = False  # a per-channel beta, which tau cannot hold
+        if per_channel:  # snn.Leaky's per-neuron beta: the core's decay per channel
+            self.beta = beta
 
     @property
     def beta(self) -> torch.Tensor:
         r"""The decay :math:`\beta`: in the shape of the ``beta`` given (0-dim for a number), ``[C]`` with
-        ``learn_beta``."""
-        if self.core.learn_decay:
+        ``learn_beta`` or after loading different values per channel."""
+        if self.core.learn_decay or self._beta_per_channel:
             return self.core.beta
         logit = self.core.decay_logit
         return torch.full(self._beta_shape, 1 - 1 / self.core.tau, device=logit.device, dtype=logit.dtype)
@@ -643,9 +665,7 @@ class DecoupledLIF(LeakyAdapter):
     @beta.setter
     def beta(self, value: float | torch.Tensor) -> None:
         """``neuron.beta = value`` as on ``snn.Leaky``: the new decay, loaded as a state dict's ``beta``."""
-        value = torch.as_tensor(value)
-        self.load_state_dict({"beta": value}, strict=False)
-        self._beta_shape = value.shape
+        self.load_state_dict({"beta": torch.as_tensor(value)}, strict=False)
 
     def _keep(
         self, spk_seq: torch.Tensor, mem_seq: torch.Tensor, state: NamedTuple
@@ -683,36 +703,35 @@ class DecoupledLIF(LeakyAdapter):
     def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
         """A ``snn.Leaky`` state dict's ``beta`` becomes the core's decay (and its ``threshold``
         the core's, as for every skin); a Leaky that does not reset by subtraction is refused."""
-        reset = state_dict.get(prefix + "reset_mechanism_val")
-        if (
-            isinstance(reset, torch.Tensor)
-            and reset.numel() == 1
-            and int(reset) != snntorch.Leaky.reset_dict["subtract"]
-        ):
-            kind = list(snntorch.Leaky.reset_dict)[int(reset)]
-            raise ValueError(
-                f"{prefix}reset_mechanism_val: the state dict is of a Leaky with reset_mechanism={kind!r}; "
-                "DecoupledLIF resets by subtraction only"
-            )
+        self._check_loaded_reset(state_dict, prefix)  # before the decay changes
         beta = state_dict.pop(prefix + "beta", None)
         if beta is not None:
             self._load_beta(beta, state_dict, prefix + "core.decay_logit")
         super()._load_from_state_dict(state_dict, prefix, *args)
 
     def _load_beta(self, beta: object, state_dict: dict[str, Any], key: str) -> None:
+        """Put ``beta`` in ``state_dict`` as the core's decay under ``key``; one value (or equal
+        values) also sets the core's ``tau``, from which :attr:`beta` reads it back."""
         beta = torch.as_tensor(beta).detach().to("cpu", torch.float64)
         if beta.numel() == 0 or not bool(((beta > 0) & (beta < 1)).all()):
             raise ValueError(f"beta: DecoupledLIF needs a decay in (0, 1), got {beta.tolist()}")
-        if beta.numel() == 1:
-            self.core.tau = float(1 / (1 - beta.reshape(())))
+        flat = beta.reshape(-1)
+        self._beta_per_channel = not bool((flat == flat[0]).all())
+        self._beta_shape = beta.shape
+        if not self._beta_per_channel:
+            flat = flat[:1]
+            self.core.tau = float(1 / (1 - flat[0]))
             if self.core.features is None:  # the lazy core builds its decay from tau at the first input
                 state_dict[key] = self.core.decay_logit
                 return
-        features = self.core.features if self.core.features is not None else beta.numel()
-        state_dict[key] = torch.logit(beta.reshape(-1).expand(features)).clone()
+        features = self.core.features if self.core.features is not None else flat.numel()
+        if flat.numel() not in (1, features):
+            raise ValueError(f"beta has {flat.numel()} values for {features} features")
+        state_dict[key] = torch.logit(flat.expand(features)).clone()
 
     def extra_repr(self) -> str:
-        return super().extra_repr() + f", beta={1 - 1 / self.core.tau:g}, mem={self.mem_kind!r}"
+        beta = "per channel" if self.core.learn_decay or self._beta_per_channel else f"{1 - 1 / self.core.tau:g}"
+        return super().extra_repr() + f", beta={beta}, mem={self.mem_kind!r}"
 
 
 class LTC(LeakyAdapter):

@@ -198,7 +198,7 @@ def test_our_surrogate_factories_fire_like_snntorch():
         (LTC, {"reset_mechanism": "subtract"}, ValueError, "reset_mechanism"),
         (DecoupledLIF, {"reset_delay": True}, ValueError, "reset_delay"),
         (DecoupledLIF, {"beta": 1.0}, ValueError, "beta"),
-        (DecoupledLIF, {"beta": torch.tensor([0.5, 0.6])}, ValueError, "beta"),
+        (DecoupledLIF, {"beta": torch.tensor([0.5, 0.6])}, ValueError, "beta has 2 values for 8 features"),
         (PRF, {"threshold": torch.linspace(0.5, 1.0, 8)}, ValueError, "threshold must be one value for all neurons"),
         (LTC, {"threshold": "high"}, TypeError, "threshold"),
         (DynamicDecay, {"learn_beta": True}, TypeError, "learn_beta"),
@@ -677,8 +677,25 @@ def test_equal_per_neuron_beta_and_threshold_are_one_value():
     assert torch.equal(ours.beta, beta) and torch.equal(ours.threshold, threshold)  # read back in their shape
     for cls in ALL_SKINS:
         assert cls(threshold=threshold)._threshold == 0.875
-    with pytest.raises(ValueError, match="beta must be one value for all neurons"):
-        DecoupledLIF(beta=torch.tensor([0.5, 0.6]))
+
+
+def test_decoupled_lif_takes_a_per_channel_beta_like_snn_leaky():
+    beta = torch.linspace(0.125, 0.875, 4)  # exact in float32
+    x = torch.rand(30, 3, 4) * 0.8
+    leaky = snn.Leaky(beta=beta, reset_delay=False)
+    expected = torch.stack([leaky(x_t)[0] for x_t in x.unbind(0)])
+    assert expected.sum() > 0
+    for ours in (DecoupledLIF(4, beta=beta), DecoupledLIF(beta=beta), DecoupledLIF(beta=beta, learn_beta=True)):
+        assert torch.equal(ours.multistep(x)[0], expected)
+        torch.testing.assert_close(ours.beta, beta)  # what snnTorch's NIR export writes
+    loaded = DecoupledLIF(4, beta=0.5)
+    loaded.load_state_dict(snn.Leaky(beta=beta).state_dict())
+    torch.testing.assert_close(loaded.beta, beta)
+    assert torch.equal(loaded.multistep(x)[0], expected)
+    with pytest.raises(ValueError, match="beta has 4 values for 3 features"):
+        DecoupledLIF(3, beta=beta)
+    with pytest.raises(ValueError, match=r"beta must be in \(0, 1\)"):
+        DecoupledLIF(beta=torch.tensor([0.5, 1.5]))
 
 
 def test_a_step_of_fewer_dims_is_one_sample_as_snn_leaky_takes_it():
@@ -760,6 +777,13 @@ def test_per_neuron_graded_spikes_factor_scales_each_neuron_like_snn_leaky():
         torch.testing.assert_close(graded(x[0])[0], plain(x[0])[0] * factor)
     with pytest.raises(ValueError, match="graded_spikes_factor must hold finite real values"):
         DecoupledLIF(graded_spikes_factor=torch.tensor([1.0, float("nan")]))
+
+
+def test_a_state_dict_with_another_reset_mechanism_is_refused():
+    with pytest.raises(ValueError, match="reset_mechanism='subtract'.*PRF has reset_mechanism='none'"):
+        PRF(4).load_state_dict(PRF(4, reset_mechanism="subtract").state_dict())
+    with pytest.raises(ValueError, match="reset_mechanism='zero'"):
+        DecoupledLIF(8).load_state_dict(snn.Leaky(beta=0.8, reset_mechanism="zero").state_dict())
 
 
 @pytest.mark.parametrize("mode", [torch.no_grad, torch.inference_mode])
