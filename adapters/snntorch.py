@@ -716,17 +716,17 @@ class DecoupledLIF(LeakyAdapter):
         if beta.numel() == 0 or not bool(((beta > 0) & (beta < 1)).all()):
             raise ValueError(f"beta: DecoupledLIF needs a decay in (0, 1), got {beta.tolist()}")
         flat = beta.reshape(-1)
-        self._beta_per_channel = not bool((flat == flat[0]).all())
-        self._beta_shape = beta.shape
-        if not self._beta_per_channel:
+        per_channel = not bool((flat == flat[0]).all())
+        features = self.core.features if self.core.features is not None else flat.numel()
+        if per_channel and flat.numel() != features:
+            raise ValueError(f"beta has {flat.numel()} values for {features} features")
+        self._beta_per_channel, self._beta_shape = per_channel, beta.shape
+        if not per_channel:
             flat = flat[:1]
             self.core.tau = float(1 / (1 - flat[0]))
             if self.core.features is None:  # the lazy core builds its decay from tau at the first input
                 state_dict[key] = self.core.decay_logit
                 return
-        features = self.core.features if self.core.features is not None else flat.numel()
-        if flat.numel() not in (1, features):
-            raise ValueError(f"beta has {flat.numel()} values for {features} features")
         state_dict[key] = torch.logit(flat.expand(features)).clone()
 
     def extra_repr(self) -> str:
