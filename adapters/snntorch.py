@@ -16,7 +16,8 @@ and the losses rely on it), keep its constructor conventions (``threshold``,
 
 - ``forward(input_, mem=None)`` is **one** time step and returns ``(spk, mem)``, or ``spk``
   alone with ``init_hidden=True, output=False``; passing ``mem`` with ``init_hidden=True``
-  raises ``TypeError``. The state is re-created when the input shape changes.
+  raises ``TypeError``. The state is re-created when the input shape changes. A step ``[C]``
+  or a scalar (``snn.Leaky`` is elementwise) runs as the one sample ``[1, C]``.
 - ``multistep(x_seq, mem=None)`` runs a whole time-major ``[T, B, ...]`` sequence through
   the core neuron's parallel ``forward`` and returns ``(spk_seq, mem_seq)`` or
   ``spk_seq`` by the same rules; it leaves the state at the sequence end, so ``forward``
@@ -47,6 +48,13 @@ core neurons' is 1.0): their membranes follow the input with gain about 1, where
 which they fire and train in networks written for ``snn.Leaky`` (the snnTorch tutorials').
 ``PSPLIF``'s is 0.5 (TSSL-BP's 1.0), as it passes on its PSP, about a third of a spike,
 and it trains with the surrogate unless ``gradient="tsslbp"``.
+
+**Parameters.** ``threshold`` is one value for all neurons: a number, or a tensor whose entries
+are equal (snnTorch's per-neuron ``torch.ones(C)``), kept in snnTorch's buffer in its shape.
+``DecoupledLIF``'s ``beta`` may be per channel, as ``snn.Leaky``'s; equal values are one value,
+read back in their shape. Assigning ``neuron.threshold`` (or ``DecoupledLIF.beta``) retunes the
+core, as ``snn.Leaky`` reads them at every step; ``graded_spikes_factor`` may be per neuron.
+``reset_mechanism`` is fixed at construction, and a state dict with another one is refused.
 
 **State and** ``mem``. The core state (a ``NamedTuple``) lives in non-persistent buffers
 ``state_<field>`` (not in ``state_dict``, like Leaky's ``mem``). ``self.mem`` and the ``mem``
@@ -137,15 +145,28 @@ _LEAKY_OPTIONS = (
 
 
 def _scalar(value: object, name: str) -> float:
-    """A finite Python float from a number or a one-element tensor (the core neurons take floats)."""
+    """A finite Python float from a number or a tensor of one value (the core neurons take floats):
+    a per-neuron tensor whose entries are all equal, such as ``0.9 * torch.ones(C)``, is that value."""
     if isinstance(value, torch.Tensor):
-        if value.numel() != 1:
+        flat = value.detach().reshape(-1)
+        if flat.numel() > 1 and bool((flat == flat[0]).all()):
+            flat = flat[:1]
+        if flat.numel() != 1:
             raise ValueError(
-                f"{name} must be a single value here (per-neuron values are not supported), "
+                f"{name} must be one value for all neurons here (per-neuron values are not supported), "
                 f"got shape {tuple(value.shape)}"
             )
-        value = value.item()
+        value = flat.item()
     return check_float(value, name)
+
+
+def _check_factor(value: object) -> None:
+    """``graded_spikes_factor``: a finite number, or a tensor of finite values (per neuron, as
+    ``snn.Leaky`` takes it: the spikes are multiplied by it)."""
+    if not isinstance(value, torch.Tensor):
+        check_float(value, "graded_spikes_factor")
+    elif value.is_complex() or value.dtype == torch.bool or not bool(torch.isfinite(value).all()):
+        raise ValueError(f"graded_spikes_factor must hold finite real values, got {value}")
 
 
 class LeakyAdapter(snntorch.Leaky):
@@ -211,13 +232,14 @@ class LeakyAdapter(snntorch.Leaky):
                 "fired, as Leaky(reset_delay=False) does; pass reset_delay=False"
             )
         threshold_value = _scalar(threshold, "threshold")
-        _scalar(options["graded_spikes_factor"], "graded_spikes_factor")
+        _check_factor(options["graded_spikes_factor"])
         if spike_grad is None:
             spike_grad = snntorch.surrogate.atan()  # Leaky's default
         core = make_core(resolve(spike_grad, inclusive=False, name="spike_grad"), threshold_value)
         super().__init__(
             _UNUSED_BETA,
-            threshold=threshold_value,
+            # snnTorch's buffer in the shape given (per-neuron for its NIR export); the core takes the value
+            threshold=threshold.detach() if isinstance(threshold, torch.Tensor) else threshold_value,
             spike_grad=spike_grad,
             init_hidden=init_hidden,
             reset_mechanism=reset_mechanism,
@@ -228,6 +250,35 @@ class LeakyAdapter(snntorch.Leaky):
         )
         self.core = core
         self._mem_attached = False
+
+    @property
+    def reset_mechanism(self) -> str:
+        """snnTorch's ``reset_mechanism``; it is fixed at construction, as the core neuron's reset is."""
+        return self._reset_mechanism
+
+    @reset_mechanism.setter
+    def reset_mechanism(self, value: str) -> None:
+        """snnTorch's setter, for the value the neuron has: a change raises ``ValueError`` (the core
+        neuron would not follow it)."""
+        name = type(self).__name__
+        if value not in self._resets:
+            raise ValueError(f"reset_mechanism={value!r} is not supported by {name}; use one of {self._resets}")
+        if value != self._reset_mechanism:
+            raise ValueError(
+                f"reset_mechanism cannot change from {self._reset_mechanism!r} to {value!r} after construction: "
+                f"build a new {name}(reset_mechanism={value!r})"
+            )
+        snntorch.Leaky.reset_mechanism.fset(self, value)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        """``neuron.threshold = tensor`` (snnTorch's buffer, which ``snn.Leaky`` reads at every
+        step) gives the core the new threshold too."""
+        if name == "threshold" and isinstance(value, torch.Tensor) and "core" in self._modules:
+            threshold = _scalar(value, "threshold")
+            super().__setattr__(name, value)
+            self._set_threshold(threshold)
+            return
+        super().__setattr__(name, value)
 
     def _beta_buffer(self, beta: Any, learn_beta: bool) -> None:
         """Called by ``LIF.__init__``: no ``beta`` buffer (see :attr:`beta`)."""
@@ -241,6 +292,11 @@ class LeakyAdapter(snntorch.Leaky):
             "beta (snnTorch's NIR export among them) cannot describe it: NIR has no primitive for this neuron"
         )
 
+    @beta.setter
+    def beta(self, value: object) -> None:
+        """``neuron.beta = value``, refused as the constructor's ``beta`` is."""
+        raise TypeError(f"{type(self).__name__} takes no beta: {self._no_beta}")
+
     @property
     def _threshold(self) -> float:
         return self.core.v_threshold
@@ -250,10 +306,21 @@ class LeakyAdapter(snntorch.Leaky):
         self.core.v_threshold = value
 
     def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
-        """Load as ``snn.Leaky`` does, then pass the loaded ``threshold`` on to the core."""
+        """Load as ``snn.Leaky`` does, then pass the loaded ``threshold`` on to the core; the state
+        dict of a neuron with another ``reset_mechanism`` is refused (the core's reset is built in)."""
+        self._check_loaded_reset(state_dict, prefix)
         super()._load_from_state_dict(state_dict, prefix, *args)
         if prefix + "threshold" in state_dict:
             self._set_threshold(_scalar(self.threshold, "threshold"))
+
+    def _check_loaded_reset(self, state_dict: dict[str, Any], prefix: str) -> None:
+        reset = state_dict.get(prefix + "reset_mechanism_val")
+        if isinstance(reset, torch.Tensor) and reset.numel() == 1 and int(reset) != int(self.reset_mechanism_val):
+            kind = list(snntorch.Leaky.reset_dict)[int(reset)]
+            raise ValueError(
+                f"{prefix}reset_mechanism_val: the state dict is of a neuron with reset_mechanism={kind!r}; "
+                f"this {type(self).__name__} has reset_mechanism={self.reset_mechanism!r}, fixed at construction"
+            )
 
     # -- state: one non-persistent buffer per core state field ---------------------------
     @property
@@ -327,12 +394,24 @@ class LeakyAdapter(snntorch.Leaky):
     def forward(
         self, input_: torch.Tensor, mem: torch.Tensor | None = None
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-        """One time step for ``input_`` ``[B, features, ...]``; see the module docstring."""
+        """One time step for ``input_`` ``[B, features, ...]``; see the module docstring. A step of
+        fewer dims, ``[features]`` or a scalar (``snn.Leaky`` takes any shape), is one sample: the
+        state is kept as ``[1, features]`` and ``spk``, ``mem`` come back in the input's shape."""
         if not isinstance(input_, torch.Tensor):
             raise TypeError(f"input_ must be a torch.Tensor, got {type(input_).__name__}")
+        shape = input_.shape
+        if input_.dim() < 2:
+            input_ = input_.reshape(1, -1)
+            if isinstance(mem, torch.Tensor) and mem.shape == shape:
+                mem = mem.reshape(1, -1)
+        spk, mem = self._step(input_, mem)
+        return self._returns(spk.reshape(shape), mem.reshape(shape))
+
+    def _step(self, input_: torch.Tensor, mem: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(spk, mem)`` of one step ``[B, features, ...]``, the state stored."""
         spk, state = self.core.step(input_, self._initial_state(input_.shape, mem))
         spk, mem = self._keep(spk.unsqueeze(0), state[0].unsqueeze(0), state)
-        return self._returns(spk[0], mem[0])
+        return spk[0], mem[0]
 
     def multistep(
         self, x_seq: torch.Tensor, mem: torch.Tensor | None = None
@@ -510,8 +589,9 @@ class DecoupledLIF(LeakyAdapter):
 
     Args:
         features: channels ``C``; ``None`` (default) infers it from the first input.
-        beta: decay in ``(0, 1)``; the core's :math:`\tau = 1/(1-\beta)`. Read back as
-            :attr:`beta`, which snnTorch's NIR export writes as :math:`\tau_{mem} = dt/(1-\beta)`.
+        beta: decay in ``(0, 1)``; the core's :math:`\tau = 1/(1-\beta)`. A tensor of ``C``
+            different values is a decay per channel (as ``snn.Leaky``'s per-neuron ``beta``). Read
+            back as :attr:`beta`, which snnTorch's NIR export writes as :math:`\tau_{mem} = dt/(1-\beta)`.
         threshold: :math:`V_{th}`.
         spike_grad: snnTorch surrogate.
         learn_beta: learn a per-channel decay (core ``learn_decay``).
@@ -546,9 +626,15 @@ class DecoupledLIF(LeakyAdapter):
         reset_mechanism: str = "subtract",
         **leaky_options: Any,
     ) -> None:
-        decay = _scalar(beta, "beta")
-        if not 0 < decay < 1:
-            raise ValueError(f"beta must be in (0, 1), got {decay}")
+        per_channel = (
+            isinstance(beta, torch.Tensor) and beta.numel() > 1 and not bool((beta == beta.flatten()[0]).all())
+        )
+        values = beta.detach().flatten() if per_channel else torch.tensor([_scalar(beta, "beta")])
+        if not bool(((values > 0) & (values < 1)).all()):
+            raise ValueError(f"beta must be in (0, 1), got {values.tolist() if per_channel else values.item()}")
+        if per_channel and features is not None and values.numel() != features:
+            raise ValueError(f"beta has {values.numel()} values for {features} features")
+        decay = float(values[0])
         mem_kind = check_choice(mem, "mem", ("leaky", "reset_free"))
 
         def make_core(surrogate: Surrogate, v_threshold: float) -> neurons.DecoupledLIF:
@@ -562,14 +648,24 @@ class DecoupledLIF(LeakyAdapter):
 
         super().__init__(make_core, threshold, spike_grad, init_hidden, output, reset_mechanism, **leaky_options)
         self.mem_kind = mem_kind
+        self._beta_shape = beta.shape if isinstance(beta, torch.Tensor) else torch.Size()
+        self._beta_per_channel = False  # a per-channel beta, which tau cannot hold
+        if per_channel:  # snn.Leaky's per-neuron beta: the core's decay per channel
+            self.beta = beta
 
     @property
     def beta(self) -> torch.Tensor:
-        r"""The decay :math:`\beta`: a 0-dim tensor (one for all channels), ``[C]`` with ``learn_beta``."""
-        if self.core.learn_decay:
+        r"""The decay :math:`\beta`: in the shape of the ``beta`` given (0-dim for a number), ``[C]`` with
+        ``learn_beta`` or after loading different values per channel."""
+        if self.core.learn_decay or self._beta_per_channel:
             return self.core.beta
         logit = self.core.decay_logit
-        return torch.tensor(1 - 1 / self.core.tau, device=logit.device, dtype=logit.dtype)
+        return torch.full(self._beta_shape, 1 - 1 / self.core.tau, device=logit.device, dtype=logit.dtype)
+
+    @beta.setter
+    def beta(self, value: float | torch.Tensor) -> None:
+        """``neuron.beta = value`` as on ``snn.Leaky``: the new decay, loaded as a state dict's ``beta``."""
+        self.load_state_dict({"beta": torch.as_tensor(value)}, strict=False)
 
     def _keep(
         self, spk_seq: torch.Tensor, mem_seq: torch.Tensor, state: NamedTuple
@@ -595,52 +691,47 @@ class DecoupledLIF(LeakyAdapter):
     def _after_reset(self, spk_seq: torch.Tensor, potential: torch.Tensor) -> torch.Tensor:
         return potential - self.core.v_threshold * spk_seq.detach()
 
-    def forward(
-        self, input_: torch.Tensor, mem: torch.Tensor | None = None
-    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-        """One time step; see :meth:`LeakyAdapter.forward` and the ``mem`` argument."""
+    def _step(self, input_: torch.Tensor, mem: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """One step; in ``"leaky"`` mode ``mem`` is the membrane after the reset (see the ``mem`` argument)."""
         if self.mem_kind == "reset_free":
-            return super().forward(input_, mem)
-        if not isinstance(input_, torch.Tensor):
-            raise TypeError(f"input_ must be a torch.Tensor, got {type(input_).__name__}")
+            return super()._step(input_, mem)
         # the kept bias is 0 in "leaky" mode, so the potential is the new filter state
         spk, state = self.core.step(input_, self._initial_state(input_.shape, mem))
         spk_seq, after = self._keep(spk.unsqueeze(0), state.filtered.unsqueeze(0), state)
-        return self._returns(spk_seq[0], after[0])
+        return spk_seq[0], after[0]
 
     def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
         """A ``snn.Leaky`` state dict's ``beta`` becomes the core's decay (and its ``threshold``
         the core's, as for every skin); a Leaky that does not reset by subtraction is refused."""
-        reset = state_dict.get(prefix + "reset_mechanism_val")
-        if (
-            isinstance(reset, torch.Tensor)
-            and reset.numel() == 1
-            and int(reset) != snntorch.Leaky.reset_dict["subtract"]
-        ):
-            kind = list(snntorch.Leaky.reset_dict)[int(reset)]
-            raise ValueError(
-                f"{prefix}reset_mechanism_val: the state dict is of a Leaky with reset_mechanism={kind!r}; "
-                "DecoupledLIF resets by subtraction only"
-            )
+        self._check_loaded_reset(state_dict, prefix)  # before the decay changes
         beta = state_dict.pop(prefix + "beta", None)
         if beta is not None:
             self._load_beta(beta, state_dict, prefix + "core.decay_logit")
         super()._load_from_state_dict(state_dict, prefix, *args)
 
     def _load_beta(self, beta: object, state_dict: dict[str, Any], key: str) -> None:
+        """Put ``beta`` in ``state_dict`` as the core's decay under ``key``; one value (or equal
+        values) also sets the core's ``tau``, from which :attr:`beta` reads it back."""
         beta = torch.as_tensor(beta).detach().to("cpu", torch.float64)
         if beta.numel() == 0 or not bool(((beta > 0) & (beta < 1)).all()):
-            raise ValueError(f"beta: DecoupledLIF needs a decay in (0, 1), the state dict has {beta.tolist()}")
-        if beta.numel() == 1:
-            self.core.tau = float(1 / (1 - beta.reshape(())))
+            raise ValueError(f"beta: DecoupledLIF needs a decay in (0, 1), got {beta.tolist()}")
+        flat = beta.reshape(-1)
+        per_channel = not bool((flat == flat[0]).all())
+        features = self.core.features if self.core.features is not None else flat.numel()
+        if per_channel and flat.numel() != features:
+            raise ValueError(f"beta has {flat.numel()} values for {features} features")
+        self._beta_per_channel, self._beta_shape = per_channel, beta.shape
+        if not per_channel:
+            flat = flat[:1]
+            self.core.tau = float(1 / (1 - flat[0]))
             if self.core.features is None:  # the lazy core builds its decay from tau at the first input
                 state_dict[key] = self.core.decay_logit
                 return
-        features = self.core.features if self.core.features is not None else beta.numel()
-        state_dict[key] = torch.logit(beta.reshape(-1).expand(features)).clone()
+        state_dict[key] = torch.logit(flat.expand(features)).clone()
 
     def extra_repr(self) -> str:
-        return super().extra_repr() + f", beta={1 - 1 / self.core.tau:g}, mem={self.mem_kind!r}"
+        beta = "per channel" if self.core.learn_decay or self._beta_per_channel else f"{1 - 1 / self.core.tau:g}"
+        return super().extra_repr() + f", beta={beta}, mem={self.mem_kind!r}"
 
 
 class LTC(LeakyAdapter):

@@ -288,6 +288,11 @@ _BY_NAME["straight_through"] = Rect
 
 def _wrap_foreign(obj: Callable[[torch.Tensor], torch.Tensor], name: str) -> ForeignSurrogate:
     """Wrap a framework surrogate after checking it is a Heaviside step with a usable derivative."""
+    with torch.inference_mode(False), torch.enable_grad():  # a neuron may be built under no_grad/inference_mode
+        return _probed(obj, name)
+
+
+def _probed(obj: Callable[[torch.Tensor], torch.Tensor], name: str) -> ForeignSurrogate:
     probe = torch.tensor([-0.5, 0.0, 0.5], dtype=torch.float64, requires_grad=True)
     try:
         out = obj(probe)

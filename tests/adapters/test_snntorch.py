@@ -198,8 +198,8 @@ def test_our_surrogate_factories_fire_like_snntorch():
         (LTC, {"reset_mechanism": "subtract"}, ValueError, "reset_mechanism"),
         (DecoupledLIF, {"reset_delay": True}, ValueError, "reset_delay"),
         (DecoupledLIF, {"beta": 1.0}, ValueError, "beta"),
-        (DecoupledLIF, {"beta": torch.tensor([0.5, 0.6])}, ValueError, "beta"),
-        (PRF, {"threshold": torch.ones(8)}, ValueError, "threshold"),
+        (DecoupledLIF, {"beta": torch.tensor([0.5, 0.6])}, ValueError, "beta has 2 values for 8 features"),
+        (PRF, {"threshold": torch.linspace(0.5, 1.0, 8)}, ValueError, "threshold must be one value for all neurons"),
         (LTC, {"threshold": "high"}, TypeError, "threshold"),
         (DynamicDecay, {"learn_beta": True}, TypeError, "learn_beta"),
         (LTC, {"beta": 0.9}, TypeError, "beta"),
@@ -632,6 +632,174 @@ def test_nir_export_of_a_whole_network_matches_snn_leaky():
     assert set(ours.nodes) == set(reference.nodes)
     with pytest.raises(TypeError, match="PRF has no beta"):
         export_nir.export_to_nir(net(PRF(init_hidden=True)), sample)
+
+
+def test_nir_export_of_per_neuron_parameters_matches_snn_leaky():
+    """snnTorch's NIR examples give ``beta`` and ``threshold`` per neuron: equal values are one
+    value here, read back in their shape, so the export writes what snn.Leaky's does."""
+    nir = pytest.importorskip("nir")
+    pytest.importorskip("nirtorch")
+    export_nir = pytest.importorskip("snntorch.export_nir")
+
+    def net(neuron: Callable[..., nn.Module]) -> nn.Sequential:
+        torch.manual_seed(0)
+        return nn.Sequential(
+            nn.Linear(12, 8),
+            neuron(beta=0.9 * torch.ones(8), threshold=torch.ones(8), init_hidden=True),
+            nn.Linear(8, 4),
+            neuron(beta=0.9 * torch.ones(4), threshold=torch.ones(4), init_hidden=True, output=True),
+        )
+
+    sample = torch.rand(2, 12)
+    reference = export_nir.export_to_nir(net(snn.Leaky), sample, ignore_dims=[0])
+    ours = export_nir.export_to_nir(net(DecoupledLIF), sample, ignore_dims=[0])
+    assert set(ours.edges) == set(reference.edges)
+    assert {key: type(node) for key, node in ours.nodes.items()} == {
+        key: type(node) for key, node in reference.nodes.items()
+    }
+    lifs = [key for key, node in reference.nodes.items() if isinstance(node, nir.LIF)]
+    assert len(lifs) == 2
+    for key in lifs:
+        for field in ("tau", "r", "v_leak", "v_threshold", "v_reset"):
+            torch.testing.assert_close(
+                torch.as_tensor(getattr(ours.nodes[key], field)), torch.as_tensor(getattr(reference.nodes[key], field))
+            )
+
+
+def test_equal_per_neuron_beta_and_threshold_are_one_value():
+    beta, threshold = 0.75 * torch.ones(6), 0.875 * torch.ones(6)  # exact in float32
+    x = torch.rand(30, 3, 6) * 0.8
+    leaky = snn.Leaky(beta=beta, threshold=threshold, reset_delay=False)
+    ours = DecoupledLIF(beta=beta, threshold=threshold)
+    expected = torch.stack([leaky(x_t)[0] for x_t in x.unbind(0)])
+    assert expected.sum() > 0
+    assert torch.equal(ours.multistep(x)[0], expected)
+    assert torch.equal(ours.beta, beta) and torch.equal(ours.threshold, threshold)  # read back in their shape
+    for cls in ALL_SKINS:
+        assert cls(threshold=threshold)._threshold == 0.875
+
+
+def test_decoupled_lif_takes_a_per_channel_beta_like_snn_leaky():
+    beta = torch.linspace(0.125, 0.875, 4)  # exact in float32
+    x = torch.rand(30, 3, 4) * 0.8
+    leaky = snn.Leaky(beta=beta, reset_delay=False)
+    expected = torch.stack([leaky(x_t)[0] for x_t in x.unbind(0)])
+    assert expected.sum() > 0
+    for ours in (DecoupledLIF(4, beta=beta), DecoupledLIF(beta=beta), DecoupledLIF(beta=beta, learn_beta=True)):
+        assert torch.equal(ours.multistep(x)[0], expected)
+        torch.testing.assert_close(ours.beta, beta)  # what snnTorch's NIR export writes
+    loaded = DecoupledLIF(4, beta=0.5)
+    loaded.load_state_dict(snn.Leaky(beta=beta).state_dict())
+    torch.testing.assert_close(loaded.beta, beta)
+    assert torch.equal(loaded.multistep(x)[0], expected)
+    with pytest.raises(ValueError, match="beta has 4 values for 3 features"):
+        DecoupledLIF(3, beta=beta)
+    with pytest.raises(ValueError, match=r"beta must be in \(0, 1\)"):
+        DecoupledLIF(beta=torch.tensor([0.5, 1.5]))
+
+
+def test_a_step_of_fewer_dims_is_one_sample_as_snn_leaky_takes_it():
+    """snn.Leaky is elementwise: its tests and tutorials feed steps ``[N]`` and scalars."""
+    x = torch.rand(30, 6, dtype=torch.float64) * 0.8
+    for steps in (x, x[:, 0]):  # steps [6], then scalar steps
+        leaky, ours = snn.Leaky(beta=0.75, reset_delay=False).double(), DecoupledLIF(beta=0.75).double()
+        mem_l, mem_o = leaky.init_leaky(), ours.init_leaky()
+        for x_t in steps.unbind(0):
+            spk_l, mem_l = leaky(x_t, mem_l)
+            spk_o, mem_o = ours(x_t, mem_o)
+            assert spk_o.shape == mem_o.shape == x_t.shape
+            assert torch.equal(spk_o, spk_l)
+            torch.testing.assert_close(mem_o, mem_l)
+    for cls in ALL_SKINS:  # every skin takes [N] as the batch of one [1, N]
+        neuron = cls(init_hidden=True, output=True)
+        flat = [neuron(x_t.float() * 3) for x_t in x.unbind(0)]
+        adapter.reset(neuron)
+        batched = [neuron(x_t.float().unsqueeze(0) * 3) for x_t in x.unbind(0)]
+        for (spk_f, mem_f), (spk_b, mem_b) in zip(flat, batched, strict=True):
+            assert torch.equal(spk_f, spk_b[0]) and torch.equal(mem_f, mem_b[0])
+
+
+@pytest.mark.parametrize("cls", ALL_SKINS)
+def test_reset_mechanism_cannot_change_after_construction(cls):
+    """snn.Leaky's ``reset_mechanism`` setter updates ``reset_mechanism_val``; here the core's reset
+    is built in, so a change is refused instead of leaving the neuron on its old reset."""
+    neuron = cls(4)
+    current = neuron.reset_mechanism
+    neuron.reset_mechanism = current
+    for other in set(snn.Leaky.reset_dict) - {current}:
+        with pytest.raises(ValueError, match="reset_mechanism"):
+            neuron.reset_mechanism = other
+    assert neuron.reset_mechanism == current
+    assert neuron.reset_mechanism_val == snn.Leaky.reset_dict[current]
+
+
+def test_assigned_threshold_and_beta_take_effect_as_on_snn_leaky():
+    """snn.Leaky reads its ``threshold`` and ``beta`` at every step, so assigning them retunes it."""
+    x = torch.rand(20, 3, 4) * 2
+    for cls in ALL_SKINS:
+        torch.manual_seed(0)
+        neuron = cls(4)
+        torch.manual_seed(0)
+        built = cls(4, threshold=0.375)
+        neuron.threshold = torch.tensor(0.375)
+        assert torch.equal(neuron.multistep(x)[0], built.multistep(x)[0])
+        with pytest.raises(ValueError, match="threshold must be one value for all neurons"):
+            neuron.threshold = torch.linspace(0.5, 1.0, 4)
+    with pytest.raises(TypeError, match="PRF takes no beta"):
+        PRF(4).beta = 0.5
+    leaky = snn.Leaky(beta=0.5, reset_delay=False)
+    for ours in (DecoupledLIF(4, beta=0.5), DecoupledLIF(beta=0.5), DecoupledLIF(4, beta=0.5, learn_beta=True)):
+        for module in (leaky, ours):
+            module.beta = torch.tensor(0.75)  # exact in float32
+            module.threshold = torch.tensor(0.875)
+        leaky.reset_mem()
+        expected = torch.stack([leaky(x_t)[0] for x_t in (x * 0.4).unbind(0)])  # one subtraction resets
+        assert expected.sum() > 0
+        assert torch.equal(ours.multistep(x * 0.4)[0], expected)
+        torch.testing.assert_close(ours.beta, torch.full_like(ours.beta, 0.75))
+        with pytest.raises(ValueError, match="beta"):
+            ours.beta = 1.5
+
+
+def test_per_neuron_graded_spikes_factor_scales_each_neuron_like_snn_leaky():
+    factor = torch.tensor([0.5, 1.0, 2.0, 4.0])
+    x = torch.rand(20, 3, 4) * 0.8  # one subtraction resets (see test_decoupled_lif_fires_like_leaky_...)
+    leaky = snn.Leaky(beta=0.75, reset_delay=False, graded_spikes_factor=factor)
+    expected = torch.stack([leaky(x_t)[0] for x_t in x.unbind(0)])
+    assert set(expected.unique().tolist()) == {0.0, *factor.tolist()}
+    assert torch.equal(DecoupledLIF(beta=0.75, graded_spikes_factor=factor).multistep(x)[0], expected)
+    for cls in ALL_SKINS:
+        torch.manual_seed(0)
+        graded = cls(4, graded_spikes_factor=factor, learn_graded_spikes_factor=True)
+        torch.manual_seed(0)
+        plain = cls(4)
+        assert graded.graded_spikes_factor.shape == (4,)
+        torch.testing.assert_close(graded(x[0])[0], plain(x[0])[0] * factor)
+    with pytest.raises(ValueError, match="graded_spikes_factor must hold finite real values"):
+        DecoupledLIF(graded_spikes_factor=torch.tensor([1.0, float("nan")]))
+
+
+def test_a_state_dict_with_another_reset_mechanism_is_refused():
+    with pytest.raises(ValueError, match="reset_mechanism='subtract'.*PRF has reset_mechanism='none'"):
+        PRF(4).load_state_dict(PRF(4, reset_mechanism="subtract").state_dict())
+    with pytest.raises(ValueError, match="reset_mechanism='zero'"):
+        DecoupledLIF(8).load_state_dict(snn.Leaky(beta=0.8, reset_mechanism="zero").state_dict())
+
+
+@pytest.mark.parametrize("mode", [torch.no_grad, torch.inference_mode])
+def test_skins_build_and_run_under_no_grad_and_inference_mode(mode):
+    """As snn.Leaky does (an evaluation script may build its model there)."""
+    x = torch.rand(2, 4) * 3
+    with mode():
+        built = [cls(4, spike_grad=snntorch.surrogate.fast_sigmoid()) for cls in ALL_SKINS]
+        for neuron in built:
+            assert neuron(x)[0].shape == x.shape
+    if mode is torch.no_grad:  # the surrogate still has its derivative outside
+        for neuron in built:
+            adapter.reset(neuron)
+            x_grad = x.clone().requires_grad_()
+            neuron(x_grad)[1].sum().backward()
+            assert x_grad.grad.abs().sum() > 0
 
 
 def test_snn_leaky_state_dict_loads_into_decoupled_lif():
