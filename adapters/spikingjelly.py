@@ -46,9 +46,10 @@ SpikingJelly 2.0.0 and 0.0.0.0.14::
   ``detach_reset`` accept only what the core does (per class below); anything else raises
   ``ValueError`` naming the argument. The nodes are not ``neuron.BaseNode`` subclasses
   (BaseNode's single float membrane ``v`` and its charge/fire/reset hooks do not fit a
-  multi-field state): pass these classes to monitors' ``instance`` argument. SpikingJelly's
-  ``op_counter.NeuronStateCounter`` counts the state of ``BaseNode`` subclasses only, so it
-  records nothing for these nodes.
+  multi-field state): pass these classes to monitors' ``instance`` argument. Code that picks
+  neurons by ``isinstance(m, neuron.BaseNode)`` does not see them: SpikingJelly's
+  ``op_counter.NeuronStateCounter`` records nothing for them, and the op counters skip
+  them only if ``extra_ignore_modules`` names these classes (``neuron.BaseNode`` does not).
 - **Backends.** On 0.0.0.0.14, ``backend`` (constructor keyword, default ``'torch'``) and
   ``supported_backends`` exist: ``('torch', 'cupy')`` in ``'m'`` mode, ``('torch',)`` in
   ``'s'`` mode. The node's backend is the core's ``ops_backend``:
@@ -237,6 +238,12 @@ class SpikingJellyNode(base.MemoryModule):
 
     def _core_state(self, states: States) -> NamedTuple | None:
         """The core's state from explicit states; all ``None`` (fresh or reset) means resting."""
+        fields = self.core.state_type._fields
+        if len(states) != len(fields):
+            raise ValueError(
+                f"states must hold {len(fields)} entries for {type(self).__name__}, one per memory "
+                f"({', '.join(fields)}), got {len(states)}; base.extract_memories(node) lists them"
+            )
         if all(s is None for s in states):
             return None
         return self.core.state_type(*states)

@@ -291,6 +291,23 @@ def test_functional_forward_is_pure_and_matches_forward(cls, kwargs, step_mode):
     assert torch.equal(out_node, out2)
 
 
+@pytest.mark.parametrize("cls, kwargs", NODES)
+def test_functional_forward_refuses_a_wrong_number_of_states(cls, kwargs):
+    """One state per memory, as SpikingJelly 2.0's ``to_functional_forward`` demands (a ``ValueError``)."""
+    x = inputs()
+    if SJ2:
+        with pytest.raises(ValueError):
+            base.to_functional_forward(neuron.LIFNode())((x[0],), (x[0], x[0]))
+    node = cls(C, **kwargs).double()
+    count = len(node.core.state_type._fields)
+    for states in ((x[0],) * (count - 1), (x[0],) * (count + 1)):
+        match = rf"states must hold {count} entries for {cls.__name__}.*got {len(states)}"
+        with pytest.raises(ValueError, match=match):
+            node.single_step_functional_forward((x[0],), states)
+        with pytest.raises(ValueError, match=match):
+            node.multi_step_functional_forward((x,), states)
+
+
 @pytest.mark.skipif(SJ2, reason="backends exist on SpikingJelly 0.0.0.0.14 only")
 @pytest.mark.parametrize("cls, kwargs", [*NODES, pytest.param(sjn.PSPLIFNode, {}, id="psplif")])
 def test_legacy_backends(cls, kwargs):
