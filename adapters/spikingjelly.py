@@ -32,16 +32,24 @@ SpikingJelly 2.0.0 and 0.0.0.0.14::
 - **Memories.** One memory per field of the core's state ``NamedTuple``, registered as
   ``None`` and created from the first input, so ``functional.reset_net``,
   ``detach_net``, ``set_step_mode``, ``layer.MultiStepContainer`` and (on 2.0)
-  ``base.extract_memories`` / ``to_functional_forward`` work. ``self.v`` is the core
-  state's first field (see each class); with ``store_v_seq=True``, ``'m'`` mode stores
-  ``self.v_seq`` ``[T, B, ...]``, the membrane compared with the threshold (before any
-  reset). ``'s'`` mode does not write ``v_seq``.
+  ``base.extract_memories`` / ``to_functional_forward`` work. The memories are named after
+  the fields (``LIFNode`` has the single memory ``v``). ``self.v`` is the core state's first
+  field (see each class): ``None`` before the first input and after a reset, where
+  ``LIFNode``'s is the float ``v_reset``. ``node.v = tensor`` (shaped like one step's input)
+  starts the next forward from that membrane, the other fields resting if they are ``None``;
+  a float raises ``TypeError``. With ``store_v_seq=True``, ``'m'`` mode stores ``self.v_seq``
+  ``[T, B, ...]``, the membrane compared with the threshold (before any reset; SpikingJelly's
+  is after it). ``'s'`` mode does not write ``v_seq`` (SpikingJelly 2.0's appends each step's
+  ``v``). Setting ``store_v_seq`` drops the stored ``v_seq``, as on SpikingJelly 2.0.
 - **Arguments.** ``v_threshold`` must be a float (an int raises ``TypeError``, like
   SpikingJelly's assertion, so code stays valid when swapped back). ``v_reset`` and
   ``detach_reset`` accept only what the core does (per class below); anything else raises
   ``ValueError`` naming the argument. The nodes are not ``neuron.BaseNode`` subclasses
   (BaseNode's single float membrane ``v`` and its charge/fire/reset hooks do not fit a
-  multi-field state): pass these classes to monitors' ``instance`` argument.
+  multi-field state): pass these classes to monitors' ``instance`` argument. Code that picks
+  neurons by ``isinstance(m, neuron.BaseNode)`` does not see them: SpikingJelly's
+  ``op_counter.NeuronStateCounter`` records nothing for them, and the op counters skip
+  them only if ``extra_ignore_modules`` names these classes (``neuron.BaseNode`` does not).
 - **Backends.** On 0.0.0.0.14, ``backend`` (constructor keyword, default ``'torch'``) and
   ``supported_backends`` exist: ``('torch', 'cupy')`` in ``'m'`` mode, ``('torch',)`` in
   ``'s'`` mode. The node's backend is the core's ``ops_backend``:
@@ -146,8 +154,7 @@ class SpikingJellyNode(base.MemoryModule):
         self.core = core
         self.v_reset, self.detach_reset = v_reset, detach_reset
         self.step_mode = step_mode
-        self.store_v_seq = bool(store_v_seq)
-        self.v_seq: torch.Tensor | None = None
+        self.store_v_seq = store_v_seq
         if SJ2:
             if backend is not None:
                 raise TypeError(
@@ -192,12 +199,51 @@ class SpikingJellyNode(base.MemoryModule):
 
     # -- state -------------------------------------------------------------------------
     @property
+    def store_v_seq(self) -> bool:
+        """Whether ``'m'`` mode stores ``v_seq``; setting it drops the stored ``v_seq``, as in SpikingJelly."""
+        return self._store_v_seq
+
+    @store_v_seq.setter
+    def store_v_seq(self, value: bool) -> None:
+        self._store_v_seq = bool(value)
+        self.v_seq: torch.Tensor | None = None
+
+    @property
     def v(self) -> torch.Tensor | None:
         """The membrane memory: the core state's first field (``None`` before the first input)."""
         return self._memories[self.core.state_type._fields[0]]
 
+    @v.setter
+    def v(self, value: torch.Tensor) -> None:
+        """Set the membrane, as ``node.v = tensor`` does on SpikingJelly's nodes: ``value`` is
+        shaped like one step's input ``[B, features, *spatial]``; the other memories keep their
+        values, or rest (the core's ``init_state``) where they are ``None``."""
+        if not isinstance(value, torch.Tensor):
+            raise TypeError(
+                f"{type(self).__name__}.v must be a tensor shaped like one step's input, got {type(value).__name__}; "
+                "call reset() to bring the neuron back to rest"
+            )
+        fields = self.core.state_type._fields
+        current = self._memories[fields[0]]
+        if current is not None and current.shape != value.shape:
+            raise ValueError(
+                f"{type(self).__name__}.v must have shape {tuple(current.shape)}, got {tuple(value.shape)}"
+            )
+        missing = [field for field in fields[1:] if self._memories[field] is None]
+        if missing:
+            resting = self.core.init_state(value.detach())
+            for field in missing:
+                self._memories[field] = getattr(resting, field)
+        self._memories[fields[0]] = value
+
     def _core_state(self, states: States) -> NamedTuple | None:
         """The core's state from explicit states; all ``None`` (fresh or reset) means resting."""
+        fields = self.core.state_type._fields
+        if len(states) != len(fields):
+            raise ValueError(
+                f"states must hold {len(fields)} entries for {type(self).__name__}, one per memory "
+                f"({', '.join(fields)}), got {len(states)}; base.extract_memories(node) lists them"
+            )
         if all(s is None for s in states):
             return None
         return self.core.state_type(*states)

@@ -71,6 +71,69 @@ def test_store_v_seq_is_the_core_membrane(cls, kwargs):
     assert node.v_seq is None and node.v is None
 
 
+def _stored_then_switched_off(node: nn.Module) -> torch.Tensor | None:
+    node.store_v_seq = True
+    node(inputs())
+    assert node.v_seq is not None
+    node.store_v_seq = False
+    return node.v_seq
+
+
+@pytest.mark.parametrize("cls, kwargs", NODES)
+def test_switching_store_v_seq_drops_the_stored_v_seq(cls, kwargs):
+    if SJ2:  # SpikingJelly 2.0's nodes drop v_seq when store_v_seq is set
+        assert _stored_then_switched_off(neuron.LIFNode(step_mode="m").double()) is None
+    assert _stored_then_switched_off(cls(C, step_mode="m", **kwargs).double()) is None
+
+
+@pytest.mark.parametrize("cls, kwargs", NODES)
+@pytest.mark.parametrize("step_mode", ["s", "m"])
+def test_setting_v_starts_the_next_forward_from_it(cls, kwargs, step_mode):
+    """``node.v = tensor`` (SpikingJelly's way to start from a given membrane) sets the first state
+    field, rests the others, and the gradient reaches the tensor."""
+    node = cls(C, step_mode=step_mode, **kwargs).double()
+    x = inputs()
+    v = torch.randn(4, C, dtype=torch.float64, requires_grad=True)
+    node.v = v
+    assert node.v is v
+    state = node.core.init_state(x[0])._replace(**{node.core.state_type._fields[0]: v})
+    if step_mode == "m":
+        expected, new_state = node.core(x, state)
+        out = node(x)
+    else:
+        expected, new_state = node.core.step(x[0], state)
+        out = node(x[0])
+    assert torch.equal(out, expected)
+    assert all(torch.equal(a, b) for a, b in zip(node.memories(), new_state, strict=True))
+    (out.sum() + node.v.sum()).backward()
+    assert v.grad is not None
+
+
+@pytest.mark.parametrize("step_mode", ["s", "m"])
+def test_setting_v_on_decoupled_lif_matches_spikingjelly_lif(step_mode):
+    """From the same membrane, DecoupledLIFNode fires as SpikingJelly's soft-reset LIFNode."""
+    x = inputs()
+    v = torch.randn(4, C, dtype=torch.float64)
+    spikes = []
+    for node in (
+        neuron.LIFNode(tau=2.0, decay_input=False, v_reset=None, detach_reset=True, step_mode=step_mode),
+        sjn.DecoupledLIFNode(C, tau=2.0, step_mode=step_mode).double(),
+    ):
+        node.v = v.clone()
+        spikes.append(node(x) if step_mode == "m" else torch.stack([node(x_t) for x_t in x]))
+    assert 0 < spikes[0].mean() < 1
+    assert torch.equal(spikes[1], spikes[0])
+
+
+def test_setting_v_checks_the_value():
+    node = sjn.DecoupledLIFNode(C)
+    with pytest.raises(TypeError, match=r"DecoupledLIFNode\.v must be a tensor"):
+        node.v = 0.5
+    node(torch.rand(4, C))
+    with pytest.raises(ValueError, match=r"DecoupledLIFNode\.v must have shape \(4, 6\), got \(2, 6\)"):
+        node.v = torch.zeros(2, C)
+
+
 @pytest.mark.parametrize("store_v_seq", [False, True])
 def test_membrane_asked_of_the_core_only_for_v_seq(monkeypatch, store_v_seq):
     """A multi-step node asks its core for the membrane only when it stores ``v_seq`` (without it the DSN kernels
@@ -226,6 +289,23 @@ def test_functional_forward_is_pure_and_matches_forward(cls, kwargs, step_mode):
     assert all(torch.equal(a, b) for a, b in zip(base.extract_memories(net), states2, strict=True))
     (out_node,), _ = base.to_functional_forward(node)((net[0](x),), states1)
     assert torch.equal(out_node, out2)
+
+
+@pytest.mark.parametrize("cls, kwargs", NODES)
+def test_functional_forward_refuses_a_wrong_number_of_states(cls, kwargs):
+    """One state per memory, as SpikingJelly 2.0's ``to_functional_forward`` demands (a ``ValueError``)."""
+    x = inputs()
+    if SJ2:
+        with pytest.raises(ValueError):
+            base.to_functional_forward(neuron.LIFNode())((x[0],), (x[0], x[0]))
+    node = cls(C, **kwargs).double()
+    count = len(node.core.state_type._fields)
+    for states in ((x[0],) * (count - 1), (x[0],) * (count + 1)):
+        match = rf"states must hold {count} entries for {cls.__name__}.*got {len(states)}"
+        with pytest.raises(ValueError, match=match):
+            node.single_step_functional_forward((x[0],), states)
+        with pytest.raises(ValueError, match=match):
+            node.multi_step_functional_forward((x,), states)
 
 
 @pytest.mark.skipif(SJ2, reason="backends exist on SpikingJelly 0.0.0.0.14 only")
