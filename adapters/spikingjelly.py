@@ -39,8 +39,8 @@ SpikingJelly 2.0.0 and 0.0.0.0.14::
   starts the next forward from that membrane, the other fields resting if they are ``None``;
   a float raises ``TypeError``. With ``store_v_seq=True``, ``'m'`` mode stores ``self.v_seq``
   ``[T, B, ...]``, the membrane compared with the threshold (before any reset; SpikingJelly's
-  is after it). ``'s'`` mode does not write ``v_seq`` (SpikingJelly 2.0's appends each step's
-  ``v``). Setting ``store_v_seq`` drops the stored ``v_seq``, as on SpikingJelly 2.0.
+  is after it), and ``'s'`` mode appends each step's to it until a reset, as SpikingJelly 2.0
+  does (on both versions). Setting ``store_v_seq`` drops the stored ``v_seq``, as on 2.0.
 - **Arguments.** ``v_threshold`` must be a float (an int raises ``TypeError``, like
   SpikingJelly's assertion, so code stays valid when swapped back). ``v_reset`` and
   ``detach_reset`` accept only what the core does (per class below); anything else raises
@@ -78,8 +78,9 @@ from spikingjelly.activation_based import base, neuron
 from spikingjelly.activation_based import surrogate as sj_surrogate
 
 from snn_parallel import surrogate as sp_surrogate
-from snn_parallel._validation import check_float
+from snn_parallel._validation import check_float, check_step_input
 from snn_parallel.neurons import LTC, PRF, PSPLIF, DecoupledLIF, DynamicDecay, Neuron
+from snn_parallel.neurons.base import _feature_count
 
 __all__ = [
     "SJ2",
@@ -200,7 +201,8 @@ class SpikingJellyNode(base.MemoryModule):
     # -- state -------------------------------------------------------------------------
     @property
     def store_v_seq(self) -> bool:
-        """Whether ``'m'`` mode stores ``v_seq``; setting it drops the stored ``v_seq``, as in SpikingJelly."""
+        """Whether the forwards store the membrane in ``v_seq``; setting it drops the stored ``v_seq``, as in
+        SpikingJelly."""
         return self._store_v_seq
 
     @store_v_seq.setter
@@ -305,11 +307,20 @@ class SpikingJellyNode(base.MemoryModule):
             )
 
     def single_step_forward(self, x: torch.Tensor) -> torch.Tensor:
-        """One step of ``x`` ``[B, features, *spatial]``; returns the spikes, updates the memories."""
+        """One step of ``x`` ``[B, features, *spatial]``; returns the spikes, updates the memories. With
+        ``store_v_seq``, appends the step's membrane to ``v_seq`` (as SpikingJelly 2.0 does) until a reset."""
         self._refuse_tracing(x)
-        (spike,), states = self.single_step_functional_forward((x,), tuple(self._memories.values()))
+        memories = tuple(self._memories.values())
+        if not self.store_v_seq:
+            (spike,), states = self.single_step_functional_forward((x,), memories)
+            self._commit(states)
+            return spike
+        # one step, checked as the core's step checks it, then run as a sequence of one for its membrane
+        check_step_input(x, "x_t", self.core.features or _feature_count(x, 1), finite=False)
+        spikes, membrane, states = self._sequence((x.unsqueeze(0),), memories, membrane=True)
         self._commit(states)
-        return spike
+        self.v_seq = membrane if self.v_seq is None else torch.cat((self.v_seq, membrane))
+        return spikes[0]
 
     def multi_step_forward(self, x_seq: torch.Tensor) -> torch.Tensor:
         """All steps of ``x_seq`` ``[T, B, features, *spatial]`` in parallel; returns the spikes."""

@@ -71,6 +71,36 @@ def test_store_v_seq_is_the_core_membrane(cls, kwargs):
     assert node.v_seq is None and node.v is None
 
 
+@pytest.mark.parametrize("cls, kwargs", NODES)
+def test_single_steps_append_to_v_seq_until_a_reset(cls, kwargs):
+    """With ``store_v_seq``, ``'s'`` mode appends each step's membrane to ``v_seq`` (SpikingJelly 2.0's rule), so
+    that ``T`` steps give what ``'m'`` mode stores for the sequence."""
+    node = cls(C, store_v_seq=True, **kwargs).double()
+    x = inputs()
+    run_multi(node, x)
+    whole = node.v_seq
+    functional.set_step_mode(node, "s")
+    functional.reset_net(node)
+    for t, x_t in enumerate(x.unbind(0)):
+        node(x_t)
+        assert node.v_seq.shape == (t + 1, *x_t.shape)
+    torch.testing.assert_close(node.v_seq, whole, rtol=0, atol=1e-12)
+    functional.reset_net(node)
+    assert node.v_seq is None
+
+
+@pytest.mark.skipif(not SJ2, reason="SpikingJelly 0.0.0.0.14 stores no v_seq in 's' mode")
+def test_single_step_v_seq_of_decoupled_lif_is_spikingjelly_lifs_before_the_reset():
+    """``DecoupledLIFNode``'s ``v_seq`` in ``'s'`` mode is the soft-reset ``LIFNode``'s (after the reset) plus
+    the threshold where it fired."""
+    x = inputs()
+    lif = neuron.LIFNode(tau=2.0, decay_input=False, v_reset=None, detach_reset=True, store_v_seq=True)
+    ours = sjn.DecoupledLIFNode(C, tau=2.0, store_v_seq=True).double()
+    spikes = [torch.stack([node(x_t) for x_t in x]) for node in (lif, ours)]
+    assert 0 < spikes[0].mean() < 1 and torch.equal(spikes[1], spikes[0])
+    torch.testing.assert_close(ours.v_seq, lif.v_seq + lif.v_threshold * spikes[0], rtol=0, atol=1e-12)
+
+
 def _stored_then_switched_off(node: nn.Module) -> torch.Tensor | None:
     node.store_v_seq = True
     node(inputs())
