@@ -42,7 +42,9 @@ the input's dtype must match the parameters' (``neuron.half()``, ``neuron.bfloat
 
 **torch.compile.** The data-dependent input check (NaN/inf, :func:`snn_parallel.validation`)
 is skipped while ``torch.compile`` traces, so a network compiles without graph breaks; the
-structural checks (type, shape, dtype, device) stay.
+structural checks (type, shape, dtype, device) stay. A lazy neuron's first call, which builds
+its parameters, breaks the graph: ``fullgraph=True`` then raises with that advice (give
+``features``, or run one call before compiling).
 """
 
 from __future__ import annotations
@@ -230,6 +232,8 @@ class Neuron(nn.Module):
         features = check_features(features)
         if features is None:
             raise ValueError("features must be a positive int to materialize a neuron")
+        if torch.compiler.is_compiling():  # built outside the graph; with fullgraph=True this message is the error
+            torch._dynamo.graph_break(msg=self._compile_advice)
         values = self._initial_values(features)
         with torch.no_grad():
             for name, is_parameter in self._declared.items():
@@ -243,6 +247,13 @@ class Neuron(nn.Module):
                     owner.register_buffer(attr, values[name].to(current), persistent=True)
         self.features, self._pending = features, False
         self._on_materialize(features)
+
+    @property
+    def _compile_advice(self) -> str:
+        return (
+            f"{type(self).__name__} builds its per-channel parameters at its first input, which torch.compile "
+            "cannot trace: give it features=C, or run one call before compiling with fullgraph=True"
+        )
 
     def has_uninitialized_params(self) -> bool:
         """Whether the per-channel tensors still wait for the first input (as ``nn.LazyLinear``'s)."""

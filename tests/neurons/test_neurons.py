@@ -462,6 +462,19 @@ def test_linear_neuron_network_compiles_without_graph_breaks(name, make):
         net(torch.full((5, 2, 4), float("nan")))
 
 
+@pytest.mark.parametrize("name,make", LAZY[:2], ids=LAZY_IDS[:2])
+def test_a_lazy_neuron_under_fullgraph_says_what_to_do_and_the_advice_works(name, make):
+    """The first call builds the per-channel parameters, which torch.compile cannot trace: with ``fullgraph=True``
+    the error names the neuron and the fix; after one eager call the network compiles whole."""
+    torch._dynamo.reset()
+    net, x = _LinearNeuron(make()), torch.rand(5, 2, 4) * 3
+    with pytest.raises(torch._dynamo.exc.Unsupported, match=r"builds its per-channel parameters .* features=C"):
+        torch.compile(net, backend="aot_eager", fullgraph=True)(x)
+    assert net.neuron.has_uninitialized_params()
+    eager = net(x)
+    torch.testing.assert_close(torch.compile(net, backend="aot_eager", fullgraph=True)(x), eager)
+
+
 # -- LTC (paper mode) against its equations ----------------------------------------------------
 def ltc_reference(x, rate_w, rate_b, ret_w, ret_b, state, spike_fn, b0=0.1, beta_a=1.8, temperature=(1.0, 1.0)):
     """LTC-SNN (Yin et al.) from the paper's equations, one step at a time:
