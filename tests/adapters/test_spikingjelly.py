@@ -640,3 +640,56 @@ def test_nir_export_refuses_every_node_with_the_reason(cls):
 def test_node_constants_are_checked(build, error, match):
     with pytest.raises(error, match=match):
         build()
+
+
+# -- swap_nodes ------------------------------------------------------------------------------------
+def _lif_net() -> nn.Module:
+    """``lif_fc_mnist``'s layer stack with a recurrent layer, the LIF nodes built by the network itself
+    (soft reset, no input decay: the nodes ``DecoupledLIFNode`` equals)."""
+
+    def lif() -> nn.Module:
+        return neuron.LIFNode(tau=2.0, decay_input=False, v_reset=None, detach_reset=True, v_threshold=0.5)
+
+    torch.manual_seed(0)
+    net = nn.Sequential(
+        layer.Flatten(),
+        layer.Linear(12, C),
+        lif(),
+        layer.LinearRecurrentContainer(lif(), in_features=C, out_features=C),
+        layer.Linear(C, 4),
+        lif(),
+    )
+    functional.set_step_mode(net, "m")
+    net[3].step_mode = "s"  # a recurrent container steps its node itself
+    return net.double()
+
+
+def test_swap_nodes_replaces_spikingjellys_own_nodes_and_keeps_the_networks_spikes():
+    net = _lif_net()
+    x = torch.rand(9, 4, 3, 4, dtype=torch.float64) * 2
+    expected = net(x)
+    assert 0 < expected.mean() < 1
+    functional.reset_net(net)  # fills SpikingJelly 2.0's reset cache with the LIF nodes
+    count = sjn.swap_nodes(net, lambda old: sjn.DecoupledLIFNode(tau=old.tau, v_threshold=old.v_threshold))
+    assert count == 3 and not any(isinstance(m, neuron.BaseNode) for m in net.modules())
+    assert [net[2].step_mode, net[3].sub_module.step_mode, net[5].step_mode] == ["m", "s", "m"]
+    net.double()
+    assert torch.equal(net(x), expected)
+    functional.reset_net(net)  # the new nodes are reset (the cache was invalidated)
+    assert net[2].v is None and net[3].sub_module.v is None
+    assert torch.equal(net(x), expected)
+
+
+def test_swap_nodes_shares_a_shared_node_and_checks_its_arguments():
+    shared = neuron.IFNode()
+    net = nn.Sequential(layer.Linear(C, C), shared, layer.Linear(C, C), shared)
+    assert sjn.swap_nodes(net, lambda old: sjn.PRFNode(), kind=neuron.IFNode) == 1
+    assert isinstance(net[1], sjn.PRFNode) and net[1] is net[3]
+    with pytest.raises(ValueError, match="net is itself a LIFNode"):
+        sjn.swap_nodes(neuron.LIFNode(), lambda old: sjn.PRFNode())
+    with pytest.raises(TypeError, match="factory must return an nn.Module, got NoneType for LIFNode"):
+        sjn.swap_nodes(_lif_net(), lambda old: None)
+    with pytest.raises(TypeError, match="kind must be a class"):
+        sjn.swap_nodes(_lif_net(), lambda old: sjn.PRFNode(), kind="LIFNode")
+    with pytest.raises(TypeError, match="net must be a torch.nn.Module"):
+        sjn.swap_nodes([neuron.LIFNode()], lambda old: sjn.PRFNode())
