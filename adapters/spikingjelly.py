@@ -29,6 +29,9 @@ SpikingJelly 2.0.0 and 0.0.0.0.14::
   default is our ``Sigmoid(alpha=4)`` (same forward and derivative as SpikingJelly's
   default ``surrogate.Sigmoid()``, but usable by the fused ops); ``LTCNode`` defaults to
   the multi-Gaussian of its reference code (firing on ``>= 0`` here).
+  ``node.surrogate_function`` is the surrogate object passed (or ours, built from a name or
+  the default), so tuning a SpikingJelly surrogate's ``alpha`` acts as on SpikingJelly's
+  nodes; assigning a new one raises ``AttributeError`` (build a new node).
 - **Memories.** One memory per field of the core's state ``NamedTuple``, registered as
   ``None`` and created from the first input, so ``functional.reset_net``,
   ``detach_net``, ``set_step_mode``, ``layer.MultiStepContainer`` and (on 2.0)
@@ -203,6 +206,25 @@ class SpikingJellyNode(base.MemoryModule):
                 f"but the input is on {x_seq.device}; move the network and its inputs to a GPU, or use "
                 "functional.set_backend(net, 'torch')"
             )
+
+    # -- surrogate -----------------------------------------------------------------------
+    @property
+    def surrogate_function(self) -> Any:
+        """The surrogate as SpikingJelly's nodes keep it: the object passed (a SpikingJelly surrogate
+        stays that object, so changing its ``alpha`` changes the node's gradient, as on SpikingJelly's
+        nodes), or the :mod:`snn_parallel.surrogate` one built from a name or the default. Fixed
+        once the node is built: assigning it raises ``AttributeError``."""
+        surrogate = self.core.surrogate
+        return surrogate.fn if isinstance(surrogate, sp_surrogate.ForeignSurrogate) else surrogate
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        # nn.Module would register a SpikingJelly surrogate (an nn.Module) as a child past the property
+        if name == "surrogate_function":
+            raise AttributeError(
+                f"{type(self).__name__}.surrogate_function is fixed when the node is built (its core neuron is "
+                "built around it); build a new node with surrogate_function=..."
+            )
+        super().__setattr__(name, value)
 
     # -- state -------------------------------------------------------------------------
     @property

@@ -514,6 +514,7 @@ def zoo():
         "maxformer",
         "ms_resnet",
         "masnn",
+        "spike_dhs",
     )
     try:
         return {name: importlib.import_module(f"spikingjelly.activation_based.model.{name}") for name in names}
@@ -788,3 +789,38 @@ def test_swap_nodes_shares_a_shared_node_and_checks_its_arguments():
         sjn.swap_nodes(_lif_net(), lambda old: sjn.PRFNode(), kind="LIFNode")
     with pytest.raises(TypeError, match="net must be a torch.nn.Module"):
         sjn.swap_nodes([neuron.LIFNode()], lambda old: sjn.PRFNode())
+
+
+def test_surrogate_function_is_the_object_passed_as_on_spikingjelly_nodes(zoo):
+    """``node.surrogate_function`` is the SpikingJelly surrogate passed, so code that tunes its ``alpha``
+    (spike_dhs's gradient search) changes the gradient as it does on SpikingJelly's ``LIFNode``."""
+    x = inputs().requires_grad_()
+    grads = {}
+    for name, build in (
+        (
+            "lif",
+            lambda s: neuron.LIFNode(tau=2.0, decay_input=False, v_reset=None, detach_reset=True, surrogate_function=s),
+        ),
+        ("ours", lambda s: sjn.DecoupledLIFNode(C, tau=2.0, surrogate_function=s)),
+    ):
+        passed = sj_surrogate.Sigmoid(alpha=4.0)
+        node = build(passed).double()
+        node.step_mode = "m"
+        assert node.surrogate_function is passed
+        for alpha in (4.0, 8.0):
+            node.surrogate_function.alpha = alpha
+            functional.reset_net(node)
+            (grads[name, alpha],) = torch.autograd.grad(node(x).sum(), x)
+    assert not torch.allclose(grads["lif", 4.0], grads["lif", 8.0])
+    for alpha in (4.0, 8.0):
+        torch.testing.assert_close(grads["ours", alpha], grads["lif", alpha], rtol=1e-12, atol=1e-12)
+    assert isinstance(sjn.LTCNode().surrogate_function, sp_surrogate.MultiGaussian)  # our default, as built
+    with pytest.raises(AttributeError, match=r"DecoupledLIFNode\.surrogate_function is fixed when the node is built"):
+        sjn.DecoupledLIFNode().surrogate_function = sj_surrogate.ATan()
+    # spike_dhs's stem, its LIF nodes swapped for ours, runs its gradient-search stage
+    stem = zoo["spike_dhs"].SearchSpikingConv2d_stem(3, 4)
+    sjn.swap_nodes(stem, lambda old: sjn.DecoupledLIFNode(tau=old.tau, surrogate_function=old.surrogate_function))
+    stem.dgs_init_stage()
+    assert stem.spike_b.surrogate_function.alpha - stem.spike_s.surrogate_function.alpha == pytest.approx(0.4)
+    stem(torch.rand(2, 3, 8, 8)).sum().backward()
+    assert stem.dgs_alpha.grad is not None
