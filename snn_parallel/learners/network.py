@@ -59,6 +59,9 @@ _SJ_CONTAINERS = frozenset(
 #: SpikingJelly's online-training nodes: single-step only (built with ``step_mode='s'`` alone; their
 #: multi-step forward fails), and they detach their membrane at every step while training
 ONLINE_NODES = frozenset({"OTTTLIFNode", "SLTTLIFNode"})
+#: the bases of SpikingJelly's spiking RNNs (``rnn.SpikingLSTM``, ...) and their cells, which pass their
+#: hidden state in and out of each call
+_SJ_RNNS = frozenset({"SpikingRNNBase", "SpikingRNNCellBase"})
 
 
 class UnsupportedModule(TypeError):
@@ -742,17 +745,12 @@ def _core_of(module: nn.Module) -> Neuron | None:
 
 def is_online_node(module: nn.Module) -> bool:
     """One of SpikingJelly's :data:`ONLINE_NODES` (or a subclass)."""
-    return any(
-        cls.__name__ in ONLINE_NODES and cls.__module__.startswith("spikingjelly") for cls in type(module).__mro__
-    )
+    return _derives_from_spikingjelly(module, ONLINE_NODES)
 
 
-def _is_spikingjelly_rnn(module: nn.Module) -> bool:
-    """SpikingJelly's ``rnn.SpikingLSTM``/``SpikingGRU``/... and their cells: hidden state passed in and out."""
-    return any(
-        cls.__name__ in ("SpikingRNNBase", "SpikingRNNCellBase") and cls.__module__.startswith("spikingjelly")
-        for cls in type(module).__mro__
-    )
+def _derives_from_spikingjelly(module: nn.Module, names: frozenset[str]) -> bool:
+    """``module``'s class, or one of its bases, is the SpikingJelly class of one of ``names``."""
+    return any(cls.__name__ in names and cls.__module__.startswith("spikingjelly") for cls in type(module).__mro__)
 
 
 def _is_spikingjelly(module: nn.Module) -> bool:
@@ -814,7 +812,7 @@ def discover(model: nn.Module) -> Network:
         elif _is_memory_module(module):
             contains = any(_core_of(m) is not None or _is_memory_module(m) for m in module.modules() if m is not module)
             part = MemoryDriver(network, module, path, module.forward, contains)
-        elif isinstance(module, (nn.RNNBase, nn.RNNCellBase)) or _is_spikingjelly_rnn(module):
+        elif isinstance(module, (nn.RNNBase, nn.RNNCellBase)) or _derives_from_spikingjelly(module, _SJ_RNNS):
             kind = "recurrent ANN" if isinstance(module, (nn.RNNBase, nn.RNNCellBase)) else "SpikingJelly spiking RNN"
             raise UnsupportedModule(
                 f"{label} is a {kind} layer that keeps its hidden state inside each call; the trainers "
