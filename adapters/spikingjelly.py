@@ -29,6 +29,9 @@ SpikingJelly 2.0.0 and 0.0.0.0.14::
   default is our ``Sigmoid(alpha=4)`` (same forward and derivative as SpikingJelly's
   default ``surrogate.Sigmoid()``, but usable by the fused ops); ``LTCNode`` defaults to
   the multi-Gaussian of its reference code (firing on ``>= 0`` here).
+  ``node.surrogate_function`` is the surrogate object passed (or ours, built from a name or
+  the default), so tuning a SpikingJelly surrogate's ``alpha`` acts as on SpikingJelly's
+  nodes; assigning a new one raises ``AttributeError`` (build a new node).
 - **Memories.** One memory per field of the core's state ``NamedTuple``, registered as
   ``None`` and created from the first input, so ``functional.reset_net``,
   ``detach_net``, ``set_step_mode``, ``layer.MultiStepContainer`` and (on 2.0)
@@ -63,6 +66,9 @@ SpikingJelly 2.0.0 and 0.0.0.0.14::
   list: after swapping one of these nodes into an existing network, call
   ``functional.invalidate_reset_cache(net)`` (2.0 only) before relying on ``reset_net``.
 
+:func:`swap_nodes` replaces the nodes of a network already built (SpikingJelly models and examples
+that build ``neuron.LIFNode`` or ``IFNode`` themselves) by nodes of your choice.
+
 :func:`register` makes the nodes reachable as ``spikingjelly.activation_based.neuron.*``
 and our ``MultiGaussian`` / ``DoubleGaussian`` as ``spikingjelly.activation_based.surrogate.*``;
 :func:`unregister` undoes it. Importing this module registers nothing.
@@ -71,10 +77,12 @@ and our ``MultiGaussian`` / ``DoubleGaussian`` as ``spikingjelly.activation_base
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import torch
 from spikingjelly.activation_based import base, neuron
+from spikingjelly.activation_based import functional as sj_functional
 from spikingjelly.activation_based import surrogate as sj_surrogate
 
 from snn_parallel import surrogate as sp_surrogate
@@ -96,6 +104,7 @@ __all__ = [
     "PSPLIFNode",
     "register",
     "unregister",
+    "swap_nodes",
 ]
 
 #: True on SpikingJelly 2.x (functional step methods, no ``backend``), False on 0.0.0.0.14.
@@ -197,6 +206,25 @@ class SpikingJellyNode(base.MemoryModule):
                 f"but the input is on {x_seq.device}; move the network and its inputs to a GPU, or use "
                 "functional.set_backend(net, 'torch')"
             )
+
+    # -- surrogate -----------------------------------------------------------------------
+    @property
+    def surrogate_function(self) -> Any:
+        """The surrogate as SpikingJelly's nodes keep it: the object passed (a SpikingJelly surrogate
+        stays that object, so changing its ``alpha`` changes the node's gradient, as on SpikingJelly's
+        nodes), or the :mod:`snn_parallel.surrogate` one built from a name or the default. Fixed
+        once the node is built: assigning it raises ``AttributeError``."""
+        surrogate = self.core.surrogate
+        return surrogate.fn if isinstance(surrogate, sp_surrogate.ForeignSurrogate) else surrogate
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        # nn.Module would register a SpikingJelly surrogate (an nn.Module) as a child past the property
+        if name == "surrogate_function":
+            raise AttributeError(
+                f"{type(self).__name__}.surrogate_function is fixed when the node is built (its core neuron is "
+                "built around it); build a new node with surrogate_function=..."
+            )
+        super().__setattr__(name, value)
 
     # -- state -------------------------------------------------------------------------
     @property
@@ -625,6 +653,64 @@ class PSPLIFNode(SpikingJellyNode):
             surrogate=_surrogate(surrogate_function, "sigmoid"),
         )
         super().__init__(core, HARD_ZERO, v_reset, detach_reset, step_mode, store_v_seq, backend)
+
+
+# -- swapping the nodes of a built network ------------------------------------------------
+def swap_nodes(
+    net: torch.nn.Module,
+    factory: Callable[[torch.nn.Module], torch.nn.Module],
+    kind: type | tuple[type, ...] = neuron.BaseNode,
+) -> int:
+    """Replace every ``kind`` module inside ``net`` by ``factory(old)``; returns how many were replaced.
+
+    For SpikingJelly networks that build their neurons themselves (``model.snas_net``,
+    ``model.spike_dhs``, the examples' ``IFNode``/``LIFNode`` layers)::
+
+        swap_nodes(net, lambda old: DecoupledLIFNode(tau=old.tau, v_threshold=old.v_threshold))
+
+    ``factory`` receives the node being replaced (to carry over its constants); the new node
+    takes the old one's ``step_mode``, the mode the network runs in. A node reachable by several
+    paths is replaced by one new node everywhere. On SpikingJelly 2.0 the network's
+    ``functional.reset_net`` cache is invalidated, so ``reset_net`` resets the new nodes. The new
+    nodes are built where ``factory`` builds them: move the network (``net.to(device)``) after
+    swapping.
+
+    Raises:
+        TypeError: ``net`` is not an ``nn.Module``, ``kind`` not a class (or tuple of classes),
+            or ``factory`` returns something that is not an ``nn.Module``.
+        ValueError: ``net`` is itself a ``kind`` module (build the new node directly).
+    """
+    if not isinstance(net, torch.nn.Module):
+        raise TypeError(f"net must be a torch.nn.Module, got {type(net).__name__}")
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    if not kinds or not all(isinstance(k, type) for k in kinds):
+        raise TypeError(f"kind must be a class or a tuple of classes, got {kind!r}")
+    if isinstance(net, kinds):
+        raise ValueError(
+            f"net is itself a {type(net).__name__}, which cannot be swapped inside itself; build the new node directly"
+        )
+    replaced: dict[int, torch.nn.Module] = {}
+    # every (parent, child name) first, then replace: the walk never sees a new node
+    found = [
+        (parent, name, child)
+        for parent in net.modules()
+        if not isinstance(parent, kinds)
+        for name, child in parent._modules.items()  # named_children() would list a shared child once
+        if isinstance(child, kinds)
+    ]
+    for parent, name, old in found:
+        if id(old) not in replaced:
+            new = factory(old)
+            if not isinstance(new, torch.nn.Module):
+                raise TypeError(f"factory must return an nn.Module, got {type(new).__name__} for {type(old).__name__}")
+            if hasattr(new, "step_mode") and hasattr(old, "step_mode"):
+                new.step_mode = old.step_mode
+            replaced[id(old)] = new
+        setattr(parent, name, replaced[id(old)])
+    invalidate = getattr(sj_functional, "invalidate_reset_cache", None)  # SpikingJelly 2.0
+    if invalidate is not None and replaced:
+        invalidate(net)
+    return len(replaced)
 
 
 # -- registration into SpikingJelly's namespaces ------------------------------------------

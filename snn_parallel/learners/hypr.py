@@ -59,7 +59,7 @@ from torch.func import functional_call, jvp, vmap
 
 from .._validation import check_int
 from ..neurons.base import Neuron
-from .network import CoreDriver, Driver, MemoryDriver, Network, RecurrentDriver, UnsupportedModule
+from .network import CoreDriver, Driver, MemoryDriver, Network, RecurrentDriver, UnsupportedModule, is_online_node
 from .trainer import Trainer
 
 __all__ = ["HYPRTrainer", "suffix_scan"]
@@ -473,13 +473,20 @@ class HYPRTrainer(Trainer):
             try:  # one step's Jacobians at rest: forward-mode AD must go through the surrogate
                 _core_jacobians(part, probe, core.init_state(probe))
             except RuntimeError as error:
-                if "setup_context" not in str(error):
+                # torch names the missing rule: forward mode (snnTorch's spike functions) or vmap (SpikingJelly's)
+                if "setup_context" not in str(error) and "vmap" not in str(error):
                     raise
                 raise UnsupportedModule(
-                    f"{part.label}: HYPR takes forward-mode Jacobians of the neuron's step, but its surrogate is a "
-                    "torch.autograd.Function without forward-mode support (e.g. snnTorch's); pass one of "
-                    "snn_parallel.surrogate's (e.g. spike_grad=Sigmoid())"
+                    f"{part.label}: HYPR takes forward-mode Jacobians of the neuron's step (under torch.func.vmap), "
+                    "but its surrogate is a torch.autograd.Function without forward-mode or vmap support (e.g. "
+                    "snnTorch's or SpikingJelly's); pass one of snn_parallel.surrogate's (e.g. spike_grad=Sigmoid() "
+                    "for an snnTorch skin, surrogate_function=snn_parallel.surrogate.ATan() for a SpikingJelly node)"
                 ) from error
+        elif isinstance(part, MemoryDriver) and is_online_node(part.module):
+            raise UnsupportedModule(
+                f"{part.label} detaches its membrane at every training step (online training), so the membrane's "
+                "Jacobian that HYPR carries over time is cut; use neuron.LIFNode, or train it with OTTTTrainer"
+            )
         elif isinstance(part, MemoryDriver) and part.is_neuron:
             if not hasattr(part.module, "materialize_states"):
                 raise UnsupportedModule(f"{part.label}: HYPR needs SpikingJelly 2's functional step of the node")

@@ -25,7 +25,8 @@ stateful part unfolds it for its own multi-step forward), and step by step other
 SpikingJelly's wrappers of them) can be intercepted by the rules with hooks (OTTT's traces).
 
 Refused, naming the module's path and the reason: modules that keep state the trainers cannot
-carry or detach per step (``nn.LSTM`` and the other recurrent ANN layers, snnTorch's own
+carry or detach per step (``nn.LSTM`` and the other recurrent ANN layers, SpikingJelly's
+``rnn.SpikingLSTM`` and its other spiking RNNs, snnTorch's own
 neurons with their class-wide hidden state, SpikingJelly modules that take only whole
 sequences) when the trainer is built, and (on the first batch) any other module whose buffers
 or tensor attributes change during ``forward``.
@@ -55,6 +56,12 @@ _RUNNING_STATISTICS = frozenset({"running_mean", "running_var", "num_batches_tra
 _SJ_CONTAINERS = frozenset(
     {"SeqToANNContainer", "MultiStepContainer", "TLastSeqToANNContainer", "TLastMultiStepContainer"}
 )
+#: SpikingJelly's online-training nodes: single-step only (built with ``step_mode='s'`` alone; their
+#: multi-step forward fails), and they detach their membrane at every step while training
+ONLINE_NODES = frozenset({"OTTTLIFNode", "SLTTLIFNode"})
+#: the bases of SpikingJelly's spiking RNNs (``rnn.SpikingLSTM``, ...) and their cells, which pass their
+#: hidden state in and out of each call
+_SJ_RNNS = frozenset({"SpikingRNNBase", "SpikingRNNCellBase"})
 
 
 class UnsupportedModule(TypeError):
@@ -278,7 +285,7 @@ class MemoryDriver(Driver):
         self.forward = forward  # the module's own forward
         self.is_neuron = hasattr(module, "v_threshold")
         supported = getattr(module, "supported_step_mode", None)
-        self.foldable = (supported is None or "m" in supported()) and not contains_parts
+        self.foldable = (supported is None or "m" in supported()) and not contains_parts and not is_online_node(module)
 
     def _call(self, mode: str, x: torch.Tensor) -> Any:
         previous = self.module.step_mode
@@ -559,7 +566,7 @@ class Network:
             for p, _ in flags:
                 p.requires_grad_(False)
             # the random draws of the dry steps (dropout masks) leave the training's unchanged
-            with _locate_errors(self.model), torch.random.fork_rng(devices=devices):
+            with _locate_errors(self.model, x_t), torch.random.fork_rng(devices=devices):
                 structure = self._probe_structure(x_t)
             for path, module in modules.items():
                 if path in driven:
@@ -688,14 +695,19 @@ def _inside(path: str, owners: set[str]) -> bool:
 
 
 @contextlib.contextmanager
-def _locate_errors(model: nn.Module) -> Iterator[None]:
-    """Name the innermost module whose ``forward`` raised."""
+def _locate_errors(model: nn.Module, x_t: torch.Tensor) -> Iterator[None]:
+    """Name the innermost module whose ``forward`` raised; if the model's forward had given the step
+    ``x_t`` a leading time axis of its own before that, say so instead (the cause)."""
     stack: list[str] = []
+    sequenced: list[tuple[str, list[int]]] = []  # the first module handed [T', *x_t.shape]
     handles = []
     for path, module in model.named_modules():
 
         def enter(module: nn.Module, args: Any, path: str = path) -> None:
             stack.append(path)
+            x = args[0] if args else None
+            if not sequenced and isinstance(x, torch.Tensor) and x.dim() == x_t.dim() + 1 and x.shape[1:] == x_t.shape:
+                sequenced.append((path, list(x.shape)))
 
         def leave(module: nn.Module, args: Any, out: Any) -> None:
             stack.pop()
@@ -707,6 +719,15 @@ def _locate_errors(model: nn.Module) -> Iterator[None]:
         except (RuntimeError, ValueError, TypeError, IndexError) as error:
             if isinstance(error, UnsupportedModule) or not stack:
                 raise
+            if sequenced:
+                path, shape = sequenced[0]
+                raise UnsupportedModule(
+                    f"{type(model).__name__}.forward takes whole sequences: it gave the step {list(x_t.shape)} a time "
+                    f"axis of its own ({path} ({type(model.get_submodule(path)).__name__}) received {shape}), e.g. "
+                    "by repeating an image over its own T or averaging over dim 0. The trainers call the model once "
+                    "per step with [B, ...] and need [B, K] back: pass them the per-step part of the network, or a "
+                    f"module whose forward maps one step to its output (it failed with: {error})"
+                ) from error
             module = model.get_submodule(stack[-1])
             raise ValueError(f"at {stack[-1] or 'model'} ({type(module).__name__}): {error}") from error
     finally:
@@ -720,6 +741,16 @@ def _core_of(module: nn.Module) -> Neuron | None:
         return module
     core = getattr(module, "core", None)
     return core if isinstance(core, Neuron) else None
+
+
+def is_online_node(module: nn.Module) -> bool:
+    """One of SpikingJelly's :data:`ONLINE_NODES` (or a subclass)."""
+    return _derives_from_spikingjelly(module, ONLINE_NODES)
+
+
+def _derives_from_spikingjelly(module: nn.Module, names: frozenset[str]) -> bool:
+    """``module``'s class, or one of its bases, is the SpikingJelly class of one of ``names``."""
+    return any(cls.__name__ in names and cls.__module__.startswith("spikingjelly") for cls in type(module).__mro__)
 
 
 def _is_spikingjelly(module: nn.Module) -> bool:
@@ -781,9 +812,10 @@ def discover(model: nn.Module) -> Network:
         elif _is_memory_module(module):
             contains = any(_core_of(m) is not None or _is_memory_module(m) for m in module.modules() if m is not module)
             part = MemoryDriver(network, module, path, module.forward, contains)
-        elif isinstance(module, (nn.RNNBase, nn.RNNCellBase)):
+        elif isinstance(module, (nn.RNNBase, nn.RNNCellBase)) or _derives_from_spikingjelly(module, _SJ_RNNS):
+            kind = "recurrent ANN" if isinstance(module, (nn.RNNBase, nn.RNNCellBase)) else "SpikingJelly spiking RNN"
             raise UnsupportedModule(
-                f"{label} is a recurrent ANN layer that keeps its hidden state inside each call; the trainers "
+                f"{label} is a {kind} layer that keeps its hidden state inside each call; the trainers "
                 "cannot carry or detach it step by step (use a RecurrentBlock or SpikingJelly's "
                 "LinearRecurrentContainer)"
             )

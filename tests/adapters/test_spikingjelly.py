@@ -503,7 +503,19 @@ def zoo():
     import importlib
     import types
 
-    names = ("spiking_resnet", "sew_resnet", "spiking_vgg", "parametric_lif_net")
+    names = (
+        "spiking_resnet",
+        "sew_resnet",
+        "spiking_vgg",
+        "parametric_lif_net",
+        "spikformer",
+        "spike_driven_transformer",
+        "qkformer",
+        "maxformer",
+        "ms_resnet",
+        "masnn",
+        "spike_dhs",
+    )
     try:
         return {name: importlib.import_module(f"spikingjelly.activation_based.model.{name}") for name in names}
     except (ImportError, RuntimeError, OSError):
@@ -580,6 +592,90 @@ def test_zoo_vgg_and_plif_nets_with_every_node(zoo, node):
     _firing_and_equal_steps(plif, node, torch.rand(4, 2, 1, 28, 28, dtype=torch.float64), every_layer=False)
 
 
+#: the zoo's attention and membrane-shortcut models, tiny: (module, builder, input shape [T, B, C, H, W])
+ZOO_SEQUENCE_MODELS = {
+    "spikformer": (
+        "spikformer",
+        lambda m, **kw: m.Spikformer(
+            T=2, img_size_h=16, img_size_w=16, patch_size=4, num_classes=10, embed_dims=16, num_heads=2, mlp_ratio=2,
+            depths=1, **kw,
+        ),
+        (2, 2, 3, 16, 16),
+    ),
+    "spike_driven_transformer": (
+        "spike_driven_transformer",
+        lambda m, **kw: m.SpikeDrivenTransformer(
+            T=2, num_classes=10, embed_dims=16, num_heads=2, depths=1, mlp_ratio=2, **kw
+        ),
+        (2, 2, 3, 16, 16),
+    ),
+    "qkformer": (
+        "qkformer",
+        lambda m, **kw: m.QKFormer(
+            T=2, num_classes=10, embed_dims=16, num_heads=(1, 2, 2), depths=(1, 1, 1), mlp_ratio=2, **kw
+        ),
+        (2, 2, 3, 32, 32),
+    ),
+    "maxformer": (
+        "maxformer",
+        lambda m, **kw: m.MaxFormer(
+            T=2, num_classes=10, embed_dims=16, depths=(1, 1, 1), mlp_ratio=2, cifar=True, **kw
+        ),
+        (2, 2, 3, 32, 32),
+    ),
+    "ms_resnet": (
+        "ms_resnet",
+        lambda m, **kw: m.MSResNet(
+            T=2, num_classes=10, layers=(1, 1, 1), base_channels=4, stem_kernel_size=3, stem_stride=1, **kw
+        ),
+        (2, 2, 3, 16, 16),
+    ),
+    "att_ms_resnet": (
+        "masnn",
+        lambda m, **kw: m.AttMSResNet(
+            T=2, num_classes=10, layers=(1, 1, 1), base_channels=4, stem_kernel_size=3, stem_stride=1,
+            reduction_c=2, dropout=0.0, **kw,
+        ),
+        (2, 2, 3, 16, 16),
+    ),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("model", sorted(ZOO_SEQUENCE_MODELS))
+def test_zoo_attention_and_shortcut_models_with_our_nodes(zoo, model):
+    """Spiking self-attention (Spikformer's, the spike-driven one, QKFormer's, MaxFormer's), MS-ResNet's
+    membrane shortcuts and MA-SNN's attention, on ``[T, B, C, H, W]``: built with ``DecoupledLIFNode``
+    they give the outputs and weight gradients of the same model built with SpikingJelly's soft-reset
+    ``LIFNode`` (input not decayed, reset detached), with spikes in most node layers; the other nodes
+    run forward and backward with a gradient for every parameter."""
+    module, build, shape = ZOO_SEQUENCE_MODELS[model]
+    torch.manual_seed(1)
+    x = torch.rand(*shape, dtype=torch.float64) * 2
+    lif = {"tau": 2.0, "decay_input": False, "v_reset": None, "detach_reset": True}
+    nets = []
+    for node, kwargs in ((neuron.LIFNode, lif), (sjn.DecoupledLIFNode, {"tau": 2.0})):
+        torch.manual_seed(0)
+        nets.append(build(zoo[module], spiking_neuron=node, surrogate_function=sj_surrogate.ATan(), **kwargs).double())
+    fired = []
+    for m in nets[1].modules():
+        if isinstance(m, sjn.DecoupledLIFNode):
+            m.register_forward_hook(lambda mod, args, out: fired.append(bool(out.detach().any())))
+    out = []
+    for net in nets:
+        functional.reset_net(net)
+        out.append(net(x))
+        out[-1].square().sum().backward()
+    assert sum(fired) >= 0.75 * len(fired), fired  # at T = 2 a layer or two of the tiny models stays silent
+    torch.testing.assert_close(out[1], out[0], rtol=0, atol=0)
+    reference = dict(nets[0].named_parameters())
+    for name, p in nets[1].named_parameters():
+        torch.testing.assert_close(p.grad, reference[name].grad, rtol=1e-9, atol=1e-12, msg=name)
+    for node in (sjn.DynamicDecayNode, sjn.PRFNode, sjn.PSPLIFNode):
+        net = build(zoo[module], spiking_neuron=node, **_node_kwargs(node)).double()
+        net(x).square().sum().backward()
+        assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in net.parameters()), node.__name__
+
+
 def test_nodes_infer_the_feature_count_and_load_state_dicts():
     for cls in (sjn.DynamicDecayNode, sjn.PRFNode, sjn.DecoupledLIFNode, sjn.LTCNode, sjn.PSPLIFNode):
         lazy = cls(step_mode="m").double()
@@ -640,3 +736,91 @@ def test_nir_export_refuses_every_node_with_the_reason(cls):
 def test_node_constants_are_checked(build, error, match):
     with pytest.raises(error, match=match):
         build()
+
+
+# -- swap_nodes ------------------------------------------------------------------------------------
+def _lif_net() -> nn.Module:
+    """``lif_fc_mnist``'s layer stack with a recurrent layer, the LIF nodes built by the network itself
+    (soft reset, no input decay: the nodes ``DecoupledLIFNode`` equals)."""
+
+    def lif() -> nn.Module:
+        return neuron.LIFNode(tau=2.0, decay_input=False, v_reset=None, detach_reset=True, v_threshold=0.5)
+
+    torch.manual_seed(0)
+    net = nn.Sequential(
+        layer.Flatten(),
+        layer.Linear(12, C),
+        lif(),
+        layer.LinearRecurrentContainer(lif(), in_features=C, out_features=C),
+        layer.Linear(C, 4),
+        lif(),
+    )
+    functional.set_step_mode(net, "m")
+    net[3].step_mode = "s"  # a recurrent container steps its node itself
+    return net.double()
+
+
+def test_swap_nodes_replaces_spikingjellys_own_nodes_and_keeps_the_networks_spikes():
+    net = _lif_net()
+    x = torch.rand(9, 4, 3, 4, dtype=torch.float64) * 2
+    expected = net(x)
+    assert 0 < expected.mean() < 1
+    functional.reset_net(net)  # fills SpikingJelly 2.0's reset cache with the LIF nodes
+    count = sjn.swap_nodes(net, lambda old: sjn.DecoupledLIFNode(tau=old.tau, v_threshold=old.v_threshold))
+    assert count == 3 and not any(isinstance(m, neuron.BaseNode) for m in net.modules())
+    assert [net[2].step_mode, net[3].sub_module.step_mode, net[5].step_mode] == ["m", "s", "m"]
+    net.double()
+    assert torch.equal(net(x), expected)
+    functional.reset_net(net)  # the new nodes are reset (the cache was invalidated)
+    assert net[2].v is None and net[3].sub_module.v is None
+    assert torch.equal(net(x), expected)
+
+
+def test_swap_nodes_shares_a_shared_node_and_checks_its_arguments():
+    shared = neuron.IFNode()
+    net = nn.Sequential(layer.Linear(C, C), shared, layer.Linear(C, C), shared)
+    assert sjn.swap_nodes(net, lambda old: sjn.PRFNode(), kind=neuron.IFNode) == 1
+    assert isinstance(net[1], sjn.PRFNode) and net[1] is net[3]
+    with pytest.raises(ValueError, match="net is itself a LIFNode"):
+        sjn.swap_nodes(neuron.LIFNode(), lambda old: sjn.PRFNode())
+    with pytest.raises(TypeError, match="factory must return an nn.Module, got NoneType for LIFNode"):
+        sjn.swap_nodes(_lif_net(), lambda old: None)
+    with pytest.raises(TypeError, match="kind must be a class"):
+        sjn.swap_nodes(_lif_net(), lambda old: sjn.PRFNode(), kind="LIFNode")
+    with pytest.raises(TypeError, match="net must be a torch.nn.Module"):
+        sjn.swap_nodes([neuron.LIFNode()], lambda old: sjn.PRFNode())
+
+
+def test_surrogate_function_is_the_object_passed_as_on_spikingjelly_nodes(zoo):
+    """``node.surrogate_function`` is the SpikingJelly surrogate passed, so code that tunes its ``alpha``
+    (spike_dhs's gradient search) changes the gradient as it does on SpikingJelly's ``LIFNode``."""
+    x = inputs().requires_grad_()
+    grads = {}
+    for name, build in (
+        (
+            "lif",
+            lambda s: neuron.LIFNode(tau=2.0, decay_input=False, v_reset=None, detach_reset=True, surrogate_function=s),
+        ),
+        ("ours", lambda s: sjn.DecoupledLIFNode(C, tau=2.0, surrogate_function=s)),
+    ):
+        passed = sj_surrogate.Sigmoid(alpha=4.0)
+        node = build(passed).double()
+        node.step_mode = "m"
+        assert node.surrogate_function is passed
+        for alpha in (4.0, 8.0):
+            node.surrogate_function.alpha = alpha
+            functional.reset_net(node)
+            (grads[name, alpha],) = torch.autograd.grad(node(x).sum(), x)
+    assert not torch.allclose(grads["lif", 4.0], grads["lif", 8.0])
+    for alpha in (4.0, 8.0):
+        torch.testing.assert_close(grads["ours", alpha], grads["lif", alpha], rtol=1e-12, atol=1e-12)
+    assert isinstance(sjn.LTCNode().surrogate_function, sp_surrogate.MultiGaussian)  # our default, as built
+    with pytest.raises(AttributeError, match=r"DecoupledLIFNode\.surrogate_function is fixed when the node is built"):
+        sjn.DecoupledLIFNode().surrogate_function = sj_surrogate.ATan()
+    # spike_dhs's stem, its LIF nodes swapped for ours, runs its gradient-search stage
+    stem = zoo["spike_dhs"].SearchSpikingConv2d_stem(3, 4)
+    sjn.swap_nodes(stem, lambda old: sjn.DecoupledLIFNode(tau=old.tau, surrogate_function=old.surrogate_function))
+    stem.dgs_init_stage()
+    assert stem.spike_b.surrogate_function.alpha - stem.spike_s.surrogate_function.alpha == pytest.approx(0.4)
+    stem(torch.rand(2, 3, 8, 8)).sum().backward()
+    assert stem.dgs_alpha.grad is not None

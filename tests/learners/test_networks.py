@@ -4,6 +4,7 @@ convolutions, and what is refused."""
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import importlib
 import sys
@@ -44,9 +45,9 @@ RULES = {
 
 
 # -- SpikingJelly's model zoo ---------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def zoo():
-    """SpikingJelly's ``spiking_resnet`` module. The zoo imports ``load_state_dict_from_url`` from
+@contextlib.contextmanager
+def _zoo_module(name: str):
+    """One module of SpikingJelly's model zoo. The zoo imports ``load_state_dict_from_url`` from
     torchvision, which does not import on a machine with a CUDA build of it and no GPU: a stand-in
     torchvision holding that one name (pretrained weights are never asked for) lets it import, for
     these tests only."""
@@ -58,21 +59,30 @@ def zoo():
             stand_in.models = types.ModuleType("torchvision.models")
             stand_in.models.utils = types.ModuleType("torchvision.models.utils")
             stand_in.models.utils.load_state_dict_from_url = lambda *args, **kwargs: None
-            for name, module in (
+            for key, module in (
                 ("torchvision", stand_in),
                 ("torchvision.models", stand_in.models),
                 ("torchvision.models.utils", stand_in.models.utils),
             ):
-                patch.setitem(sys.modules, name, module)
+                patch.setitem(sys.modules, key, module)
         before = set(sys.modules)
-        module = importlib.import_module("spikingjelly.activation_based.model.spiking_resnet")
+        module = importlib.import_module(f"spikingjelly.activation_based.model.{name}")
         imported = set(sys.modules) - before
+        try:
+            yield module
+        finally:
+            # forget the zoo's modules imported against the stand-in (only those: torch's own lazily
+            # imported modules register operator libraries, which cannot be registered twice)
+            for key in imported:
+                if key.startswith("spikingjelly."):
+                    del sys.modules[key]
+
+
+@pytest.fixture(scope="module")
+def zoo():
+    """SpikingJelly's ``spiking_resnet`` module."""
+    with _zoo_module("spiking_resnet") as module:
         yield module
-        # forget the zoo's modules imported against the stand-in (only those: torch's own lazily
-        # imported modules register operator libraries, which cannot be registered twice)
-        for name in imported:
-            if name.startswith("spikingjelly."):
-                del sys.modules[name]
 
 
 def _lif() -> nn.Module:
@@ -801,3 +811,136 @@ def test_a_model_that_reads_mem_sees_under_a_trainer_what_it_sees_stepping_itsel
         got = torch.autograd.grad(out.square().sum(), list(model.parameters()))
         for g, w in zip(got, want, strict=True):
             torch.testing.assert_close(g, w, rtol=1e-6, atol=1e-9)  # the parallel paths round differently
+
+
+# -- SpikingJelly's zoo and examples beyond the ResNets ------------------------------------------------
+class ExampleCSNN(nn.Module):
+    """``examples/conv_fashion_mnist.py``'s ``CSNN`` (fewer channels, 8x8 pictures): its forward repeats
+    each picture over its own ``T`` and returns the firing rate averaged over time."""
+
+    def __init__(self, steps: int, node) -> None:
+        super().__init__()
+        self.steps = steps
+        self.conv_fc = nn.Sequential(
+            layer.Conv2d(1, 4, 3, padding=1, bias=False),
+            layer.BatchNorm2d(4),
+            node(4),
+            layer.MaxPool2d(2, 2),
+            layer.Flatten(),
+            layer.Linear(4 * 4 * 4, 10, bias=False),
+            node(10),
+        )
+        functional.set_step_mode(self, "m")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv_fc(x.unsqueeze(0).expand(self.steps, -1, -1, -1, -1)).mean(0)
+
+
+def _digits(steps: int = 3, count: int = 8) -> SequentialDigits:
+    data = SequentialDigits("train", "image", repeat=steps)
+    data.inputs, data.targets = data.inputs[:count] * 3, data.targets[:count]
+    return data
+
+
+def test_a_model_whose_forward_takes_whole_sequences_is_refused_with_the_reason():
+    """SpikingJelly's CSNN example and its zoo's transformers/MS-ResNets make their own time axis in
+    ``forward``; the trainers step a model ``[B, ...] -> [B, K]``, so they name that (not the conv
+    layer that failed on a 5-D input); the per-step part of the same network trains."""
+    torch.manual_seed(0)
+    net = ExampleCSNN(3, lambda n: DecoupledLIFNode(n, surrogate_function="atan"))
+    loader = make_loader(_digits(), 4)
+    with pytest.raises(
+        UnsupportedModule,
+        match=r"^ExampleCSNN\.forward takes whole sequences: it gave the step \[4, 1, 8, 8\] a time axis of its own "
+        r"\(conv_fc \(Sequential\) received \[3, 4, 1, 8, 8\]\).*per-step part",
+    ):
+        BPTTTrainer(net, torch.optim.SGD(net.parameters(), lr=0.1), loss="ce_all", progress=False).fit(loader, 1)
+    with _zoo_module("spikformer") as spikformer:
+        transformer = spikformer.Spikformer(
+            T=2, img_size_h=8, img_size_w=8, patch_size=4, num_classes=10, embed_dims=8, num_heads=2, depths=1,
+            in_channels=1, spiking_neuron=DecoupledLIFNode, surrogate_function="atan",
+        )  # fmt: skip
+    with pytest.raises(
+        UnsupportedModule, match=r"^Spikformer\.forward takes whole sequences.*received \[2, 4, 1, 8, 8\]"
+    ):
+        OTTTTrainer(transformer, torch.optim.SGD(transformer.parameters(), lr=0.1), progress=False).fit(loader, 1)
+    history = BPTTTrainer(net.conv_fc, torch.optim.SGD(net.parameters(), lr=0.1), loss="ce_all", progress=False).fit(
+        loader, 1
+    )
+    assert torch.isfinite(torch.tensor(history[-1]["train_loss"]))
+
+
+def _online_net(node=neuron.OTTTLIFNode) -> nn.Module:
+    torch.manual_seed(0)
+    net = layer.OTTTSequential(*_conv_net(node))
+    for module in net:
+        if isinstance(module, nn.Conv2d):
+            nn.init.uniform_(module.weight, -1, 1)
+    return net
+
+
+@pytest.mark.parametrize("node", ["OTTTLIFNode", "SLTTLIFNode"])
+def test_spikingjelly_online_nodes_run_step_by_step_under_every_rule(node):
+    """SpikingJelly's OTTT/SLTT nodes are built single-step only (their multi-step forward fails): the
+    trainers step them, giving SpikingJelly's own step-by-step outputs, and BPTT/FPTT train them;
+    HYPR, whose membrane Jacobians these nodes cut at every step, refuses them by name."""
+    net = _online_net(getattr(neuron, node))
+    x, y = torch.rand(4, 3, 1, 8, 8) * 2, torch.randint(0, 10, (3,))
+    net.eval()
+    functional.reset_net(net)
+    with torch.no_grad():
+        expected = torch.stack([net(x_t) for x_t in x])
+        functional.reset_net(net)
+        torch.testing.assert_close(discover(net).run(x), expected, rtol=0, atol=0)
+    net.train()
+    if node == "SLTTLIFNode":  # its step detaches the membrane: the gradient is SpikingJelly's stepped one
+        functional.reset_net(net)
+        torch.stack([net(x_t) for x_t in x]).square().sum().backward()
+        expected = {name: p.grad.clone() for name, p in net.named_parameters()}
+        net.zero_grad()
+        functional.reset_net(net)
+        discover(net).run(x).square().sum().backward()
+        for name, p in net.named_parameters():
+            torch.testing.assert_close(p.grad, expected[name], msg=name)
+    for rule in ("bptt", "fptt"):
+        model = _online_net(getattr(neuron, node))
+        before = copy.deepcopy(model.state_dict())
+        trainer_cls, options = RULES[rule]
+        trainer_cls(model, torch.optim.SGD(model.parameters(), lr=0.5), loss="ce_all", progress=False, **options).fit(
+            [(x, y)], 1
+        )
+        moved = [k for k, v in model.state_dict().items() if not torch.equal(v, before[k])]
+        assert len(moved) == len(before), f"{rule}: only {moved} moved"
+    with pytest.raises(UnsupportedModule, match=rf"^1 \({node}\) detaches its membrane at every training step"):
+        HYPRTrainer(net, torch.optim.SGD(net.parameters(), lr=0.5), progress=False, chunk=2).fit([(x, y)], 1)
+
+
+def test_hypr_refuses_a_spikingjelly_surrogate_in_our_nodes_by_name():
+    """HYPR differentiates each neuron's step in forward mode under ``vmap``; SpikingJelly's surrogate
+    functions have neither rule, so a node given one is named, with the surrogates that work."""
+    torch.manual_seed(0)
+    x, y = torch.rand(4, 3, 6) * 2, torch.randint(0, 3, (3,))
+    for surrogate_function, fits in ((surrogate.ATan(), False), (Sigmoid(), True)):
+        model = nn.Sequential(
+            nn.Linear(6, 8), DecoupledLIFNode(8, surrogate_function=surrogate_function), nn.Linear(8, 3)
+        )
+        train = lambda: HYPRTrainer(  # noqa: E731
+            model, torch.optim.SGD(model.parameters(), lr=0.1), progress=False, chunk=2
+        ).fit([(x, y)], 1)
+        if fits:
+            assert torch.isfinite(torch.tensor(train()[-1]["train_loss"]))
+            continue
+        with pytest.raises(
+            UnsupportedModule,
+            match=r"^1 \(DecoupledLIFNode\): HYPR takes forward-mode Jacobians.*SpikingJelly's.*surrogate_function=",
+        ):
+            train()
+
+
+def test_spikingjelly_spiking_rnns_are_refused_when_the_trainer_is_built():
+    """``examples/spiking_lstm_sequential_mnist.py``: ``rnn.SpikingLSTM`` passes its hidden state in and
+    out of each call, which the trainers cannot carry (it was reported as a model without neurons)."""
+    rnn = pytest.importorskip("spikingjelly.activation_based.rnn")
+    model = nn.Sequential(nn.Linear(4, 8), Encoder(rnn.SpikingLSTM(8, 8, 1)))
+    with pytest.raises(UnsupportedModule, match=r"^1\.inner \(SpikingLSTM\) is a SpikingJelly spiking RNN layer"):
+        BPTTTrainer(model, torch.optim.SGD(model.parameters(), lr=0.1))
