@@ -404,8 +404,29 @@ class LeakyAdapter(snntorch.Leaky):
             input_ = input_.reshape(1, -1)
             if isinstance(mem, torch.Tensor) and mem.shape == shape:
                 mem = mem.reshape(1, -1)
+        self._check_input(input_, "input_", 1, shape)
         spk, mem = self._step(input_, mem)
         return self._returns(spk.reshape(shape), mem.reshape(shape))
+
+    def _check_input(self, x: torch.Tensor, name: str, channel_dim: int, shape: torch.Size) -> None:
+        """Shape errors in snnTorch's terms, naming the argument (``shape``: as the caller gave it).
+        ``snn.Leaky`` is elementwise and takes any shape at any step; a skin's neuron has per-channel
+        parameters, so its channel count is fixed by its first input, and ``LTC`` has no spatial dims."""
+        core = self.core
+        spatial = x.dim() - channel_dim - 1
+        if core.max_spatial_dims is not None and spatial > core.max_spatial_dims:
+            channels = "C" if core.features is None else core.features
+            raise ValueError(
+                f"{name} has shape {tuple(shape)}, with {spatial} dims after the channel dim {channel_dim}: "
+                f"{type(self).__name__} takes [B, {channels}] steps and [T, B, {channels}] sequences only "
+                "(snn.Leaky, elementwise, takes feature maps); flatten them first, e.g. with nn.Flatten()"
+            )
+        if core.features is not None and x.dim() > channel_dim and x.shape[channel_dim] != core.features:
+            raise ValueError(
+                f"{name} has shape {tuple(shape)}, with {x.shape[channel_dim]} channels in dim {channel_dim}; this "
+                f"{type(self).__name__} has {core.features}, fixed by its first input (it has per-channel "
+                "parameters, where snn.Leaky is elementwise and takes any shape): give each layer its own neuron"
+            )
 
     def _step(self, input_: torch.Tensor, mem: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         """``(spk, mem)`` of one step ``[B, features, ...]``, the state stored."""
@@ -419,6 +440,7 @@ class LeakyAdapter(snntorch.Leaky):
         """All steps of ``x_seq`` ``[T, B, features, ...]`` in parallel; ``mem`` as in :meth:`forward`."""
         if not isinstance(x_seq, torch.Tensor) or x_seq.dim() < 1:
             raise TypeError(f"x_seq must be a time-major torch.Tensor [T, B, ...], got {type(x_seq).__name__}")
+        self._check_input(x_seq, "x_seq", 2, x_seq.shape)
         spk_seq, mem_seq, state = self.core(x_seq, self._initial_state(x_seq.shape[1:], mem), return_membrane=True)
         return self._returns(*self._keep(spk_seq, mem_seq, state))
 

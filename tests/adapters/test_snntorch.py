@@ -948,3 +948,31 @@ def test_defaults_fire_and_learn_in_the_snntorch_tutorial_networks(cls, arch, be
         accuracy = SF.accuracy_rate(torch.stack([net(x_t)[0] for x_t in x.unbind(0)]), y)
     assert sum(losses[-4:]) / 4 < losses[0] - 0.1, losses
     assert accuracy >= 0.3, accuracy  # 10 classes
+
+
+@pytest.mark.parametrize("cls", ALL_SKINS)
+def test_another_channel_count_after_the_first_input_is_refused_naming_the_argument(cls):
+    """snnTorch's regression tutorial feeds one ``snn.Leaky`` 128 channels and then 1 (elementwise,
+    it takes both); a skin's channel count is fixed by its first input, and the error says so in
+    the caller's terms (``input_`` / ``x_seq``, the shape as given), not the core's ``x_t``."""
+    leaky = snn.Leaky(beta=0.9)
+    leaky(torch.rand(4, 16))
+    leaky(torch.rand(4, 1))  # what the skins cannot follow
+    neuron = cls()
+    neuron(torch.rand(4, 16))
+    with pytest.raises(ValueError, match=r"input_ has shape \(4, 1\).*has 16, fixed by its first input"):
+        neuron(torch.rand(4, 1))
+    with pytest.raises(ValueError, match=r"input_ has shape \(3,\).*has 16"):
+        neuron(torch.rand(3))
+    with pytest.raises(ValueError, match=r"x_seq has shape \(5, 4, 3\).*has 16"):
+        neuron.multistep(torch.rand(5, 4, 3))
+
+
+def test_ltc_refuses_feature_maps_naming_the_argument():
+    """snnTorch's CNN tutorials put ``snn.Leaky`` after ``Conv2d``; LTC has no spatial dims and says
+    how to feed it (flatten), naming ``input_`` / ``x_seq`` with the shape given."""
+    with pytest.raises(ValueError, match=r"input_ has shape \(2, 3, 4, 4\).*LTC takes \[B, C\].*nn\.Flatten"):
+        LTC()(torch.rand(2, 3, 4, 4))
+    with pytest.raises(ValueError, match=r"x_seq has shape \(5, 2, 3, 4\).*\[T, B, 3\]"):
+        LTC(3).multistep(torch.rand(5, 2, 3, 4))
+    assert LTC()(nn.Flatten()(torch.rand(2, 3, 4, 4)))[0].shape == (2, 48)
