@@ -976,3 +976,46 @@ def test_ltc_refuses_feature_maps_naming_the_argument():
     with pytest.raises(ValueError, match=r"x_seq has shape \(5, 2, 3, 4\).*\[T, B, 3\]"):
         LTC(3).multistep(torch.rand(5, 2, 3, 4))
     assert LTC()(nn.Flatten()(torch.rand(2, 3, 4, 4)))[0].shape == (2, 48)
+
+
+class _ResetInForward(nn.Module):
+    """snnTorch's ``torch.compile(fullgraph=True)`` tutorial network: ``reset_mem()`` inside ``forward``."""
+
+    def __init__(self, make: Callable[[int], nn.Module]) -> None:
+        super().__init__()
+        self.fc1, self.lif1, self.fc2, self.lif2 = nn.Linear(6, 8), make(8), nn.Linear(8, 3), make(3)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        self.lif1.reset_mem()
+        self.lif2.reset_mem()
+        spikes, mems = [], []
+        for _ in range(3):
+            spk, mem = self.lif2(self.fc2(self.lif1(self.fc1(x))[0]))
+            spikes.append(spk)
+            mems.append(mem)
+        return torch.stack(spikes), torch.stack(mems)
+
+
+@pytest.mark.parametrize(
+    "cls", [DynamicDecay, pytest.param(PRF, marks=pytest.mark.slow), pytest.param(LTC, marks=pytest.mark.slow)]
+)
+def test_lazy_skin_under_fullgraph_compile_says_how_to_compile_it(cls):
+    """A lazy skin builds its parameters on its first call, which ``fullgraph=True`` cannot trace: the
+    error says to give the feature count (it was dynamo's bare ``UninitializedParameter`` message); with
+    the count, snnTorch's fullgraph tutorial pattern compiles and matches eager, as ``snn.Leaky`` does."""
+    torch._dynamo.reset()
+    x = torch.rand(4, 6) * 2
+    with pytest.raises(Exception, match=r"give the feature count"):
+        torch.compile(_ResetInForward(lambda n: cls()), fullgraph=True, backend="eager")(x)
+    torch.manual_seed(0)
+    net = _ResetInForward(lambda n: cls(n))
+    eager = net(x)
+    compiled = torch.compile(net, fullgraph=True, backend="eager")(x)
+    assert all(torch.equal(a, b) for a, b in zip(eager, compiled, strict=True))
+    lazy = [_ResetInForward(lambda n: cls()) for _ in range(2)]  # without fullgraph: a graph break, as before
+    lazy[1].load_state_dict(lazy[0].state_dict())
+    outputs = []
+    for run in (lazy[0], torch.compile(lazy[1], backend="eager")):
+        torch.manual_seed(1)  # the parameters built at the first call draw the same values
+        outputs.append(run(x))
+    assert all(torch.equal(a, b) for a, b in zip(*outputs, strict=True))
