@@ -17,7 +17,9 @@ and the losses rely on it), keep its constructor conventions (``threshold``,
 - ``forward(input_, mem=None)`` is **one** time step and returns ``(spk, mem)``, or ``spk``
   alone with ``init_hidden=True, output=False``; passing ``mem`` with ``init_hidden=True``
   raises ``TypeError``. The state is re-created when the input shape changes. A step ``[C]``
-  or a scalar (``snn.Leaky`` is elementwise) runs as the one sample ``[1, C]``.
+  or a scalar (``snn.Leaky`` is elementwise) runs as the one sample ``[1, C]``. The channel
+  count is fixed by the first input (the neurons have per-channel parameters), so another one,
+  or a feature map into ``LTC``, is a ``ValueError`` naming ``input_`` (``x_seq``).
 - ``multistep(x_seq, mem=None)`` runs a whole time-major ``[T, B, ...]`` sequence through
   the core neuron's parallel ``forward`` and returns ``(spk_seq, mem_seq)`` or
   ``spk_seq`` by the same rules; it leaves the state at the sequence end, so ``forward``
