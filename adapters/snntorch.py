@@ -41,8 +41,11 @@ our :class:`~snn_parallel.surrogate.Surrogate` objects keeps its own ``inclusive
 ``Leaky(..., reset_delay=False)``; ``reset_delay=True`` is rejected for a neuron that
 resets. ``DecoupledLIF`` fires like ``Leaky(beta, reset_delay=False)``
 (``reset_mechanism="subtract"``) as long as one subtraction brings the membrane below the
-threshold; ``Leaky`` subtracts once more at the next step where it does not.
-``DynamicDecay`` and ``PRF`` (default) have no reset.
+threshold; ``Leaky`` subtracts once more at the next step where it does not. Its gradient
+treats the reset as a constant (the spike subtracted is detached), as ``snn.Leaky``'s default
+(``reset_delay=True``) does; ``Leaky(reset_delay=False)`` also backpropagates through the
+:math:`-V_{th} s_t` of the step that fired, so BPTT gradients differ from it for the same
+spikes. ``DynamicDecay`` and ``PRF`` (default) have no reset.
 
 **Defaults.** ``DynamicDecay``'s ``threshold`` defaults to 0.25 and ``PRF``'s to 0.1 (the
 core neurons' is 1.0): their membranes follow the input with gain about 1, where
@@ -629,8 +632,9 @@ class DecoupledLIF(LeakyAdapter):
         mem: the ``mem`` that ``forward`` and ``multistep`` return and ``self.mem`` holds:
             ``"leaky"`` (default) the membrane after the step's reset,
             :math:`u_t - V_{th} s_t`, as ``snn.Leaky(reset_delay=False)`` returns it (a loss on
-            ``mem`` trains what it trains with ``snn.Leaky``, and a ``mem`` passed back in
-            continues exactly; its gradient skips the reset, as the core's does); or
+            ``mem`` reads the values it reads with ``snn.Leaky``, and a ``mem`` passed back in
+            continues exactly; its gradient treats the reset as a constant, as the core's does,
+            where ``snn.Leaky(reset_delay=False)`` backpropagates through it); or
             ``"reset_free"``, the core's filter :math:`u'_t` (``forward``) and the potential
             :math:`u_t` compared with the threshold (``multistep``).
         reset_mechanism: ``"subtract"`` only.

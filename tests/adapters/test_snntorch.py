@@ -1019,3 +1019,39 @@ def test_lazy_skin_under_fullgraph_compile_says_how_to_compile_it(cls):
         torch.manual_seed(1)  # the parameters built at the first call draw the same values
         outputs.append(run(x))
     assert all(torch.equal(a, b) for a, b in zip(*outputs, strict=True))
+
+
+def test_decoupled_lif_gradient_treats_the_reset_as_a_constant():
+    """The documented difference from ``snn.Leaky(reset_delay=False)`` (same spikes): that Leaky's
+    ``mem - (spk - reset) * threshold`` keeps ``spk``'s graph, DecoupledLIF detaches the spike it
+    subtracts. Reference: the subtract-reset recurrence written out, with and without the detach."""
+    torch.manual_seed(0)
+    x = (torch.rand(20, 4, 6, dtype=torch.float64) * 0.8).requires_grad_()
+    grad = snntorch.surrogate.fast_sigmoid(slope=25)
+    weights = torch.linspace(0, 1, 20, dtype=torch.float64)[:, None, None]
+
+    def input_grad(spikes: torch.Tensor) -> torch.Tensor:
+        return torch.autograd.grad((spikes * weights).sum(), x)[0]
+
+    def reference(detach: bool) -> torch.Tensor:
+        mem, spikes = torch.zeros(4, 6, dtype=torch.float64), []
+        for x_t in x.unbind(0):
+            u = 0.8 * mem + x_t
+            spk = grad(u - 1.0)
+            mem = u - (spk.detach() if detach else spk)
+            spikes.append(spk)
+        return torch.stack(spikes)
+
+    ours, leaky = (
+        DecoupledLIF(beta=0.8, spike_grad=grad).double(),
+        snn.Leaky(beta=0.8, reset_delay=False, spike_grad=grad),
+    )
+    spk_ours = torch.stack([ours(x_t)[0] for x_t in x.unbind(0)])
+    spk_leaky = torch.stack([leaky.double()(x_t)[0] for x_t in x.unbind(0)])
+    assert torch.equal(spk_ours, spk_leaky) and torch.equal(spk_ours, reference(True).detach())
+    assert 0 < spk_ours.mean() < 1
+    close = {"rtol": 1e-4, "atol": 1e-5}  # both keep beta in float32: 0.8 to float32 precision
+    grad_ours, grad_leaky = input_grad(spk_ours), input_grad(spk_leaky)
+    torch.testing.assert_close(grad_ours, input_grad(reference(True)), **close)
+    torch.testing.assert_close(grad_leaky, input_grad(reference(False)), **close)
+    assert not torch.allclose(grad_ours, grad_leaky, **close)
