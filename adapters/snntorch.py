@@ -17,7 +17,9 @@ and the losses rely on it), keep its constructor conventions (``threshold``,
 - ``forward(input_, mem=None)`` is **one** time step and returns ``(spk, mem)``, or ``spk``
   alone with ``init_hidden=True, output=False``; passing ``mem`` with ``init_hidden=True``
   raises ``TypeError``. The state is re-created when the input shape changes. A step ``[C]``
-  or a scalar (``snn.Leaky`` is elementwise) runs as the one sample ``[1, C]``.
+  or a scalar (``snn.Leaky`` is elementwise) runs as the one sample ``[1, C]``. The channel
+  count is fixed by the first input (the neurons have per-channel parameters), so another one,
+  or a feature map into ``LTC``, is a ``ValueError`` naming ``input_`` (``x_seq``).
 - ``multistep(x_seq, mem=None)`` runs a whole time-major ``[T, B, ...]`` sequence through
   the core neuron's parallel ``forward`` and returns ``(spk_seq, mem_seq)`` or
   ``spk_seq`` by the same rules; it leaves the state at the sequence end, so ``forward``
@@ -39,8 +41,11 @@ our :class:`~snn_parallel.surrogate.Surrogate` objects keeps its own ``inclusive
 ``Leaky(..., reset_delay=False)``; ``reset_delay=True`` is rejected for a neuron that
 resets. ``DecoupledLIF`` fires like ``Leaky(beta, reset_delay=False)``
 (``reset_mechanism="subtract"``) as long as one subtraction brings the membrane below the
-threshold; ``Leaky`` subtracts once more at the next step where it does not.
-``DynamicDecay`` and ``PRF`` (default) have no reset.
+threshold; ``Leaky`` subtracts once more at the next step where it does not. Its gradient
+treats the reset as a constant (the spike subtracted is detached), as ``snn.Leaky``'s default
+(``reset_delay=True``) does; ``Leaky(reset_delay=False)`` also backpropagates through the
+:math:`-V_{th} s_t` of the step that fired, so BPTT gradients differ from it for the same
+spikes. ``DynamicDecay`` and ``PRF`` (default) have no reset.
 
 **Defaults.** ``DynamicDecay``'s ``threshold`` defaults to 0.25 and ``PRF``'s to 0.1 (the
 core neurons' is 1.0): their membranes follow the input with gain about 1, where
@@ -404,8 +409,36 @@ class LeakyAdapter(snntorch.Leaky):
             input_ = input_.reshape(1, -1)
             if isinstance(mem, torch.Tensor) and mem.shape == shape:
                 mem = mem.reshape(1, -1)
+        self._check_input(input_, "input_", 1, shape)
         spk, mem = self._step(input_, mem)
         return self._returns(spk.reshape(shape), mem.reshape(shape))
+
+    def _check_input(self, x: torch.Tensor, name: str, channel_dim: int, shape: torch.Size) -> None:
+        """Shape errors in snnTorch's terms, naming the argument (``shape``: as the caller gave it).
+        ``snn.Leaky`` is elementwise and takes any shape at any step; a skin's neuron has per-channel
+        parameters, so its channel count is fixed by its first input, and ``LTC`` has no spatial dims."""
+        core = self.core
+        if core.has_uninitialized_params() and torch.compiler.is_compiling():
+            # building the per-channel parameters cannot be traced: name the way out in the graph break
+            torch._dynamo.graph_break(
+                msg=f"{type(self).__name__} builds its per-channel parameters from its first input, which "
+                f"torch.compile cannot trace: give the feature count ({type(self).__name__}(features, ...)) "
+                "or run one step before compiling with fullgraph=True"
+            )
+        spatial = x.dim() - channel_dim - 1
+        if core.max_spatial_dims is not None and spatial > core.max_spatial_dims:
+            channels = "C" if core.features is None else core.features
+            raise ValueError(
+                f"{name} has shape {tuple(shape)}, with {spatial} dims after the channel dim {channel_dim}: "
+                f"{type(self).__name__} takes [B, {channels}] steps and [T, B, {channels}] sequences only "
+                "(snn.Leaky, elementwise, takes feature maps); flatten them first, e.g. with nn.Flatten()"
+            )
+        if core.features is not None and x.dim() > channel_dim and x.shape[channel_dim] != core.features:
+            raise ValueError(
+                f"{name} has shape {tuple(shape)}, with {x.shape[channel_dim]} channels in dim {channel_dim}; this "
+                f"{type(self).__name__} has {core.features}, fixed by its first input (it has per-channel "
+                "parameters, where snn.Leaky is elementwise and takes any shape): give each layer its own neuron"
+            )
 
     def _step(self, input_: torch.Tensor, mem: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         """``(spk, mem)`` of one step ``[B, features, ...]``, the state stored."""
@@ -419,6 +452,7 @@ class LeakyAdapter(snntorch.Leaky):
         """All steps of ``x_seq`` ``[T, B, features, ...]`` in parallel; ``mem`` as in :meth:`forward`."""
         if not isinstance(x_seq, torch.Tensor) or x_seq.dim() < 1:
             raise TypeError(f"x_seq must be a time-major torch.Tensor [T, B, ...], got {type(x_seq).__name__}")
+        self._check_input(x_seq, "x_seq", 2, x_seq.shape)
         spk_seq, mem_seq, state = self.core(x_seq, self._initial_state(x_seq.shape[1:], mem), return_membrane=True)
         return self._returns(*self._keep(spk_seq, mem_seq, state))
 
@@ -598,8 +632,9 @@ class DecoupledLIF(LeakyAdapter):
         mem: the ``mem`` that ``forward`` and ``multistep`` return and ``self.mem`` holds:
             ``"leaky"`` (default) the membrane after the step's reset,
             :math:`u_t - V_{th} s_t`, as ``snn.Leaky(reset_delay=False)`` returns it (a loss on
-            ``mem`` trains what it trains with ``snn.Leaky``, and a ``mem`` passed back in
-            continues exactly; its gradient skips the reset, as the core's does); or
+            ``mem`` reads the values it reads with ``snn.Leaky``, and a ``mem`` passed back in
+            continues exactly; its gradient treats the reset as a constant, as the core's does,
+            where ``snn.Leaky(reset_delay=False)`` backpropagates through it); or
             ``"reset_free"``, the core's filter :math:`u'_t` (``forward``) and the potential
             :math:`u_t` compared with the threshold (``multistep``).
         reset_mechanism: ``"subtract"`` only.

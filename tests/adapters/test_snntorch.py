@@ -948,3 +948,110 @@ def test_defaults_fire_and_learn_in_the_snntorch_tutorial_networks(cls, arch, be
         accuracy = SF.accuracy_rate(torch.stack([net(x_t)[0] for x_t in x.unbind(0)]), y)
     assert sum(losses[-4:]) / 4 < losses[0] - 0.1, losses
     assert accuracy >= 0.3, accuracy  # 10 classes
+
+
+@pytest.mark.parametrize("cls", ALL_SKINS)
+def test_another_channel_count_after_the_first_input_is_refused_naming_the_argument(cls):
+    """snnTorch's regression tutorial feeds one ``snn.Leaky`` 128 channels and then 1 (elementwise,
+    it takes both); a skin's channel count is fixed by its first input, and the error says so in
+    the caller's terms (``input_`` / ``x_seq``, the shape as given), not the core's ``x_t``."""
+    leaky = snn.Leaky(beta=0.9)
+    leaky(torch.rand(4, 16))
+    leaky(torch.rand(4, 1))  # what the skins cannot follow
+    neuron = cls()
+    neuron(torch.rand(4, 16))
+    with pytest.raises(ValueError, match=r"input_ has shape \(4, 1\).*has 16, fixed by its first input"):
+        neuron(torch.rand(4, 1))
+    with pytest.raises(ValueError, match=r"input_ has shape \(3,\).*has 16"):
+        neuron(torch.rand(3))
+    with pytest.raises(ValueError, match=r"x_seq has shape \(5, 4, 3\).*has 16"):
+        neuron.multistep(torch.rand(5, 4, 3))
+
+
+def test_ltc_refuses_feature_maps_naming_the_argument():
+    """snnTorch's CNN tutorials put ``snn.Leaky`` after ``Conv2d``; LTC has no spatial dims and says
+    how to feed it (flatten), naming ``input_`` / ``x_seq`` with the shape given."""
+    with pytest.raises(ValueError, match=r"input_ has shape \(2, 3, 4, 4\).*LTC takes \[B, C\].*nn\.Flatten"):
+        LTC()(torch.rand(2, 3, 4, 4))
+    with pytest.raises(ValueError, match=r"x_seq has shape \(5, 2, 3, 4\).*\[T, B, 3\]"):
+        LTC(3).multistep(torch.rand(5, 2, 3, 4))
+    assert LTC()(nn.Flatten()(torch.rand(2, 3, 4, 4)))[0].shape == (2, 48)
+
+
+class _ResetInForward(nn.Module):
+    """snnTorch's ``torch.compile(fullgraph=True)`` tutorial network: ``reset_mem()`` inside ``forward``."""
+
+    def __init__(self, make: Callable[[int], nn.Module]) -> None:
+        super().__init__()
+        self.fc1, self.lif1, self.fc2, self.lif2 = nn.Linear(6, 8), make(8), nn.Linear(8, 3), make(3)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        self.lif1.reset_mem()
+        self.lif2.reset_mem()
+        spikes, mems = [], []
+        for _ in range(3):
+            spk, mem = self.lif2(self.fc2(self.lif1(self.fc1(x))[0]))
+            spikes.append(spk)
+            mems.append(mem)
+        return torch.stack(spikes), torch.stack(mems)
+
+
+@pytest.mark.parametrize(
+    "cls", [DynamicDecay, pytest.param(PRF, marks=pytest.mark.slow), pytest.param(LTC, marks=pytest.mark.slow)]
+)
+def test_lazy_skin_under_fullgraph_compile_says_how_to_compile_it(cls):
+    """A lazy skin builds its parameters on its first call, which ``fullgraph=True`` cannot trace: the
+    error says to give the feature count (it was dynamo's bare ``UninitializedParameter`` message); with
+    the count, snnTorch's fullgraph tutorial pattern compiles and matches eager, as ``snn.Leaky`` does."""
+    torch._dynamo.reset()
+    x = torch.rand(4, 6) * 2
+    with pytest.raises(Exception, match=r"give the feature count"):
+        torch.compile(_ResetInForward(lambda n: cls()), fullgraph=True, backend="eager")(x)
+    torch.manual_seed(0)
+    net = _ResetInForward(lambda n: cls(n))
+    eager = net(x)
+    compiled = torch.compile(net, fullgraph=True, backend="eager")(x)
+    assert all(torch.equal(a, b) for a, b in zip(eager, compiled, strict=True))
+    lazy = [_ResetInForward(lambda n: cls()) for _ in range(2)]  # without fullgraph: a graph break, as before
+    lazy[1].load_state_dict(lazy[0].state_dict())
+    outputs = []
+    for run in (lazy[0], torch.compile(lazy[1], backend="eager")):
+        torch.manual_seed(1)  # the parameters built at the first call draw the same values
+        outputs.append(run(x))
+    assert all(torch.equal(a, b) for a, b in zip(*outputs, strict=True))
+
+
+def test_decoupled_lif_gradient_treats_the_reset_as_a_constant():
+    """The documented difference from ``snn.Leaky(reset_delay=False)`` (same spikes): that Leaky's
+    ``mem - (spk - reset) * threshold`` keeps ``spk``'s graph, DecoupledLIF detaches the spike it
+    subtracts. Reference: the subtract-reset recurrence written out, with and without the detach."""
+    torch.manual_seed(0)
+    x = (torch.rand(20, 4, 6, dtype=torch.float64) * 0.8).requires_grad_()
+    grad = snntorch.surrogate.fast_sigmoid(slope=25)
+    weights = torch.linspace(0, 1, 20, dtype=torch.float64)[:, None, None]
+
+    def input_grad(spikes: torch.Tensor) -> torch.Tensor:
+        return torch.autograd.grad((spikes * weights).sum(), x)[0]
+
+    def reference(detach: bool) -> torch.Tensor:
+        mem, spikes = torch.zeros(4, 6, dtype=torch.float64), []
+        for x_t in x.unbind(0):
+            u = 0.8 * mem + x_t
+            spk = grad(u - 1.0)
+            mem = u - (spk.detach() if detach else spk)
+            spikes.append(spk)
+        return torch.stack(spikes)
+
+    ours, leaky = (
+        DecoupledLIF(beta=0.8, spike_grad=grad).double(),
+        snn.Leaky(beta=0.8, reset_delay=False, spike_grad=grad),
+    )
+    spk_ours = torch.stack([ours(x_t)[0] for x_t in x.unbind(0)])
+    spk_leaky = torch.stack([leaky.double()(x_t)[0] for x_t in x.unbind(0)])
+    assert torch.equal(spk_ours, spk_leaky) and torch.equal(spk_ours, reference(True).detach())
+    assert 0 < spk_ours.mean() < 1
+    close = {"rtol": 1e-4, "atol": 1e-5}  # both keep beta in float32: 0.8 to float32 precision
+    grad_ours, grad_leaky = input_grad(spk_ours), input_grad(spk_leaky)
+    torch.testing.assert_close(grad_ours, input_grad(reference(True)), **close)
+    torch.testing.assert_close(grad_leaky, input_grad(reference(False)), **close)
+    assert not torch.allclose(grad_ours, grad_leaky, **close)
