@@ -418,13 +418,6 @@ class LeakyAdapter(snntorch.Leaky):
         ``snn.Leaky`` is elementwise and takes any shape at any step; a skin's neuron has per-channel
         parameters, so its channel count is fixed by its first input, and ``LTC`` has no spatial dims."""
         core = self.core
-        if core.has_uninitialized_params() and torch.compiler.is_compiling():
-            # building the per-channel parameters cannot be traced: name the way out in the graph break
-            torch._dynamo.graph_break(
-                msg=f"{type(self).__name__} builds its per-channel parameters from its first input, which "
-                f"torch.compile cannot trace: give the feature count ({type(self).__name__}(features, ...)) "
-                "or run one step before compiling with fullgraph=True"
-            )
         spatial = x.dim() - channel_dim - 1
         if core.max_spatial_dims is not None and spatial > core.max_spatial_dims:
             channels = "C" if core.features is None else core.features
