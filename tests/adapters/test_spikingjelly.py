@@ -496,14 +496,25 @@ def test_psplif_node_steps_and_sequences_match_the_core():
 
 
 # -- SpikingJelly's model zoo ----------------------------------------------------------------
+class _Zoo(dict):
+    """The zoo modules by name; a test asking for one that this SpikingJelly lacks (0.0.0.0.14 has the
+    ResNets, the VGGs and ``parametric_lif_net`` only) is skipped."""
+
+    def __missing__(self, name: str) -> None:
+        pytest.skip(f"this SpikingJelly has no activation_based.model.{name}")
+
+
 @pytest.fixture(scope="module")
-def zoo():
+def zoo() -> _Zoo:
     """SpikingJelly's zoo modules. They import one helper from torchvision, which does not
     import on a CPU-only machine with torchvision's CUDA wheel: stub that helper (tests only)."""
     import importlib
     import types
+    from pathlib import Path
 
-    names = (
+    import spikingjelly.activation_based as sj
+
+    every = (
         "spiking_resnet",
         "sew_resnet",
         "spiking_vgg",
@@ -516,8 +527,13 @@ def zoo():
         "masnn",
         "spike_dhs",
     )
+    names = [name for name in every if (Path(sj.__file__).parent / "model" / f"{name}.py").exists()]
+
+    def imported() -> _Zoo:
+        return _Zoo({name: importlib.import_module(f"spikingjelly.activation_based.model.{name}") for name in names})
+
     try:
-        return {name: importlib.import_module(f"spikingjelly.activation_based.model.{name}") for name in names}
+        return imported()
     except (ImportError, RuntimeError, OSError):
         pass
     stub = {name: types.ModuleType(name) for name in ("torchvision", "torchvision.models", "torchvision.models.utils")}
@@ -525,7 +541,7 @@ def zoo():
     saved = {name: sys.modules.get(name) for name in stub}
     sys.modules.update(stub)
     try:
-        return {name: importlib.import_module(f"spikingjelly.activation_based.model.{name}") for name in names}
+        return imported()
     finally:
         for name, module in saved.items():
             if module is None:
