@@ -149,12 +149,18 @@ _LEAKY_OPTIONS = (
 )
 
 
+def _one_value(tensor: torch.Tensor) -> bool:
+    """Whether the entries of a non-empty ``tensor`` are all equal (a per-neuron tensor that is one value)."""
+    flat = tensor.detach().reshape(-1)
+    return bool((flat == flat[0]).all())
+
+
 def _scalar(value: object, name: str) -> float:
     """A finite Python float from a number or a tensor of one value (the core neurons take floats):
     a per-neuron tensor whose entries are all equal, such as ``0.9 * torch.ones(C)``, is that value."""
     if isinstance(value, torch.Tensor):
         flat = value.detach().reshape(-1)
-        if flat.numel() > 1 and bool((flat == flat[0]).all()):
+        if flat.numel() > 1 and _one_value(flat):
             flat = flat[:1]
         if flat.numel() != 1:
             raise ValueError(
@@ -654,15 +660,11 @@ class DecoupledLIF(LeakyAdapter):
         reset_mechanism: str = "subtract",
         **leaky_options: Any,
     ) -> None:
-        per_channel = (
-            isinstance(beta, torch.Tensor) and beta.numel() > 1 and not bool((beta == beta.flatten()[0]).all())
-        )
-        values = beta.detach().flatten() if per_channel else torch.tensor([_scalar(beta, "beta")])
-        if not bool(((values > 0) & (values < 1)).all()):
-            raise ValueError(f"beta must be in (0, 1), got {values.tolist() if per_channel else values.item()}")
-        if per_channel and features is not None and values.numel() != features:
-            raise ValueError(f"beta has {values.numel()} values for {features} features")
-        decay = float(values[0])
+        per_channel = isinstance(beta, torch.Tensor) and beta.numel() > 1 and not _one_value(beta)
+        # per-channel values are checked and loaded below, as a state dict's beta; the core starts from a placeholder
+        decay = 0.5 if per_channel else _scalar(beta, "beta")
+        if not 0 < decay < 1:
+            raise ValueError(f"beta must be in (0, 1), got {decay}")
         mem_kind = check_choice(mem, "mem", ("leaky", "reset_free"))
 
         def make_core(surrogate: Surrogate, v_threshold: float) -> neurons.DecoupledLIF:
@@ -742,9 +744,9 @@ class DecoupledLIF(LeakyAdapter):
         values) also sets the core's ``tau``, from which :attr:`beta` reads it back."""
         beta = torch.as_tensor(beta).detach().to("cpu", torch.float64)
         if beta.numel() == 0 or not bool(((beta > 0) & (beta < 1)).all()):
-            raise ValueError(f"beta: DecoupledLIF needs a decay in (0, 1), got {beta.tolist()}")
+            raise ValueError(f"beta must be in (0, 1) (DecoupledLIF's decay), got {beta.tolist()}")
         flat = beta.reshape(-1)
-        per_channel = not bool((flat == flat[0]).all())
+        per_channel = not _one_value(flat)
         features = self.core.features if self.core.features is not None else flat.numel()
         if per_channel and flat.numel() != features:
             raise ValueError(f"beta has {flat.numel()} values for {features} features")
