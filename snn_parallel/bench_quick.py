@@ -17,9 +17,11 @@ Each row gives the median time of the runs (one warm-up, then runs until :data:`
 most ``--repeats`` and at least one) and the achieved bandwidth on the minimum bytes the op must move
 (:data:`MIN_BYTES`, a lower bound: the inputs read once and the outputs written once), with its fraction of
 the device's peak. ``ratios`` give the speed-up of each of our neurons over each baseline at each shape
-(module ``fwd+bwd`` times). The JSON file (``rows``, ``ratios``, ``machine`` naming the GPU, ``complete``,
-and ``errors`` for cases that failed) is rewritten after every case, and ``--resume`` keeps the cases an
-interrupted run already measured on the same machine. Everything runs in one process (no memory column).
+(module ``fwd+bwd`` times), and ``targets`` judge each model against the kernels' performance targets
+(:data:`BANDWIDTH_TARGETS`, :data:`SPEEDUP_TARGETS`). The JSON file (``rows``, ``ratios``, ``targets``, ``machine``
+naming the GPU, ``complete``, and ``errors`` for cases that failed) is rewritten after every case, and
+``--resume`` keeps the cases an interrupted run already measured on the same machine. Everything runs in one
+process (no memory column).
 """
 
 from __future__ import annotations
@@ -72,6 +74,19 @@ MIN_BYTES: dict[str, tuple[int, int | None]] = {
     "sj_lif": (12, 12),
     "copy": (8, None),
 }
+#: the kernels' performance targets, each judged per model: a bandwidth floor, as a fraction of the device's
+#: peak, for one pass at every shape of at least ``min_elements`` elements, or a speed-up floor over a baseline
+#: (module ``fwd+bwd``) at every shape, or only at the shapes with ``T`` = ``at_T``
+BANDWIDTH_TARGETS: list[tuple[tuple[str, ...], str, float]] = [
+    (("prf", "scan", "dsn", "dsn_int"), "forward", 0.70),
+    (("prf", "scan"), "backward", 0.60),
+]
+BANDWIDTH_MIN_ELEMENTS = 2**24
+SPEEDUP_TARGETS: list[tuple[tuple[str, ...], str, float, int | None]] = [
+    (("prf", "lif", "dsn", "dsn_int"), "sj_lif", 1.0, None),
+    (("prf",), "sj_psn", 10.0, 16384),
+    (("dsn",), "sj_psn", 25.6, 16384),
+]
 MEASURE_S = 0.5  # measured runs stop once they have taken this long (the session script's time limit holds every model)
 
 
@@ -294,6 +309,44 @@ def ratios(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     ]
 
 
+def targets(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each performance target of :data:`BANDWIDTH_TARGETS` and :data:`SPEEDUP_TARGETS`, per model: ``met``
+    (``None`` where no case measured it), the ``worst`` case's value and the number of ``cases`` judged."""
+
+    def judged(text: str, model: str, values: list[float], floor: float) -> dict[str, Any]:
+        worst = min(values) if values else None
+        met = None if worst is None else worst >= floor
+        return {"target": text, "model": model, "met": met, "worst": worst, "cases": len(values)}
+
+    out = []
+    for models, pass_, floor in BANDWIDTH_TARGETS:
+        for model in models:
+            values = [
+                r["peak_fraction"]
+                for r in rows
+                if r["model"] == model
+                and r["pass"] == pass_
+                and r["peak_fraction"] is not None
+                and r["T"] * r["B"] * r["C"] >= BANDWIDTH_MIN_ELEMENTS
+            ]
+            text = (
+                f"{pass_} >= {floor:.0%} of peak bandwidth at >= 2^{BANDWIDTH_MIN_ELEMENTS.bit_length() - 1} elements"
+            )
+            out.append(judged(text, model, values, floor))
+    for models, baseline, floor, at_t in SPEEDUP_TARGETS:
+        for model in models:
+            values = [
+                s["speedup"]
+                for s in ratios(rows)
+                if s["model"] == model
+                and s["baseline"] == baseline
+                and (at_t is None or s["shape"].startswith(f"{at_t}x"))
+            ]
+            where = "every shape" if at_t is None else f"T = {at_t}"
+            out.append(judged(f"fwd+bwd >= {floor:g}x {baseline} at {where}", model, values, floor))
+    return out
+
+
 def _kept(path: Path | None, machine: dict[str, Any]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Rows and errors of an interrupted run in ``path`` on the same machine (raises ``ValueError`` otherwise)."""
     if path is None:
@@ -345,6 +398,7 @@ def run(
         "complete": False,
         "rows": rows,
         "ratios": ratios(rows),
+        "targets": targets(rows),
         "errors": errors,
     }
     for i, (model, shape) in enumerate(plan, 1):
@@ -366,7 +420,7 @@ def run(
                 file=sys.stderr,
                 flush=True,
             )
-        results["ratios"] = ratios(rows)
+        results["ratios"], results["targets"] = ratios(rows), targets(rows)
         if json_path is not None:
             write_json(json_path, results)
         if device == "cuda":
@@ -405,6 +459,10 @@ def print_table(results: dict[str, Any]) -> None:
         )
     for s in results["ratios"]:
         print(f"{s['model']} vs {s['baseline']} at {s['shape']}: x{s['speedup']:.2f}")
+    for t in results["targets"]:
+        verdict = {True: "met", False: "NOT met", None: "not measured"}[t["met"]]
+        worst = "" if t["worst"] is None else f" (worst of {t['cases']}: {t['worst']:.3g})"
+        print(f"target {t['model']} {t['target']}: {verdict}{worst}")
     for e in results["errors"]:
         print(f"{e['model']} {_label((e['T'], e['B'], e['C']))}: {e['error']}")
     machine = results["machine"]

@@ -276,3 +276,53 @@ def test_the_gpu_session_dry_run_collects_the_gpu_tests_with_the_package_not_ins
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "tests collected" in proc.stdout and "error" not in proc.stdout.lower(), proc.stdout
     assert not (root / "snn_parallel" / "adapters").exists()
+
+
+def test_targets_judge_bandwidth_at_large_shapes_and_speedups_at_their_shapes():
+    """Each target is judged on its worst case; a case below 2^24 elements does not count for bandwidth, a shape
+    of another T does not count for the PSN targets, and a model with no case is 'not measured' (None)."""
+
+    def r(model, pass_, shape, time_ms, peak_fraction=None):
+        return {"model": model, "pass": pass_, "T": shape[0], "B": shape[1], "C": shape[2], "dtype": "float32",
+                "time_ms": time_ms, "bandwidth_gbs": None, "peak_fraction": peak_fraction}  # fmt: skip
+
+    big, small, other_t = (16384, 16, 256), (1024, 1, 256), (4096, 16, 256)  # 2^26, 2^18 and 2^24 elements
+    rows = [
+        r("prf", "forward", big, 1.0, 0.75),
+        r("prf", "forward", other_t, 1.0, 0.71),
+        r("prf", "forward", small, 1.0, 0.05),  # too small to count
+        r("prf", "backward", big, 1.0, 0.59),  # just under 60 %
+        r("scan", "forward", big, 1.0, 0.80),
+        r("prf", "fwd+bwd", big, 1.0),
+        r("prf", "fwd+bwd", other_t, 1.0),
+        r("sj_lif", "fwd+bwd", big, 3.0),
+        r("sj_lif", "fwd+bwd", other_t, 0.5),  # prf slower than LIFNode here
+        r("sj_psn", "fwd+bwd", big, 12.0),  # prf 12x PSN at T = 16384
+        r("sj_psn", "fwd+bwd", other_t, 2.0),  # 2x at T = 4096: not judged
+        r("dsn", "fwd+bwd", big, 1.0),
+        r("sj_psn", "fwd+bwd", (16384, 1, 256), 9.0),  # no dsn case at this shape
+    ]
+    judged = {(t["model"], t["target"]): t for t in bench_quick.targets(rows)}
+    forward = "forward >= 70% of peak bandwidth at >= 2^24 elements"
+    backward = "backward >= 60% of peak bandwidth at >= 2^24 elements"
+    assert judged["prf", forward] == {"target": forward, "model": "prf", "met": True, "worst": 0.71, "cases": 2}
+    assert judged["scan", forward]["met"] is True
+    assert judged["prf", backward]["met"] is False and judged["prf", backward]["worst"] == 0.59
+    assert judged["scan", backward]["met"] is None and judged["scan", backward]["cases"] == 0
+    assert judged["dsn", forward]["met"] is None
+    lif = judged["prf", "fwd+bwd >= 1x sj_lif at every shape"]
+    assert lif["met"] is False and lif["worst"] == pytest.approx(0.5) and lif["cases"] == 2
+    psn = judged["prf", "fwd+bwd >= 10x sj_psn at T = 16384"]
+    assert psn["met"] is True and psn["worst"] == pytest.approx(12.0) and psn["cases"] == 1
+    dsn = judged["dsn", "fwd+bwd >= 25.6x sj_psn at T = 16384"]
+    assert dsn["met"] is False and dsn["worst"] == pytest.approx(12.0)
+    assert judged["lif", "fwd+bwd >= 1x sj_lif at every shape"]["met"] is None
+
+
+def test_the_printed_table_ends_with_the_targets(capsys):
+    results = bench_quick.run("cpu", models=("prf",), shapes=[(16, 1, 4)], scan_shape=None, repeats=1)
+    assert [t["met"] for t in results["targets"]] == [None] * len(results["targets"])  # no peak, no baseline
+    bench_quick.print_table(results)
+    out = capsys.readouterr().out
+    assert "target prf forward >= 70% of peak bandwidth at >= 2^24 elements: not measured" in out
+    assert "target dsn fwd+bwd >= 25.6x sj_psn at T = 16384: not measured" in out
