@@ -207,6 +207,27 @@ def test_foreign_tape_names_what_it_cannot_replay():
         wrapped(torch.tensor([0.5, 2.0]))
 
 
+def test_a_float32_foreign_spike_keeps_a_float64_steps_gradient():
+    """snnTorch's spike functions return float32 spikes; in a float64 neuron's step the gradient through
+    them is the float64 one of the same derivative written as ours, not one rounded to float32."""
+    surrogate = pytest.importorskip("snntorch.surrogate")
+    from snn_parallel.neurons import DecoupledLIF
+
+    x = torch.randn(5, 6, dtype=torch.float64) * 2
+    grads = []
+    for spike_fn in (surrogate.atan(alpha=2.0), sg.ATan(alpha=2.0, inclusive=False)):
+        neuron = DecoupledLIF(6, surrogate=spike_fn).double()
+        current = x.clone().requires_grad_()
+        spikes, _ = neuron.step(current, neuron.init_state(current))
+        assert spikes.dtype == torch.float64
+        (grad,) = torch.autograd.grad(
+            spikes, current, torch.randn(5, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+        )
+        grads.append(grad)
+    assert grads[1].abs().sum() > 0
+    torch.testing.assert_close(grads[0], grads[1], rtol=1e-15, atol=1e-16)
+
+
 def test_spike_function_backward_gradcheck(smooth):
     """The spike autograd.Function's backward is ``grad * derivative``: exact for a smooth step."""
     x = torch.randn(20, dtype=torch.float64, requires_grad=True)
