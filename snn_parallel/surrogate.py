@@ -269,7 +269,7 @@ class ForeignSurrogate(Surrogate):
         self.fn = fn
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        tape = _TAPE.get()
+        tape = None if torch.compiler.is_compiling() else _TAPE.get()  # dynamo cannot trace a ContextVar
         return self.fn(x) if tape is None else tape.spike(self, x)
 
     def heaviside(self, x: torch.Tensor) -> torch.Tensor:
