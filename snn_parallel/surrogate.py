@@ -29,8 +29,10 @@ the multi-Gaussians to :math:`\gamma(1 - h)`):
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
@@ -47,6 +49,7 @@ __all__ = [
     "CenteredDoubleGaussian",
     "Slayer",
     "ForeignSurrogate",
+    "ForeignTape",
     "resolve",
     "IntegerSpike",
 ]
@@ -254,7 +257,9 @@ class ForeignSurrogate(Surrogate):
     """A framework's surrogate (snnTorch ``spike_grad`` callable, SpikingJelly object) in our form.
 
     The forward pass is the framework's own function, so its firing rule and its backward
-    are kept exactly; :meth:`derivative` is obtained from its autograd graph.
+    are kept exactly; :meth:`derivative` is obtained from its autograd graph. That function
+    has no forward-mode or ``vmap`` rule; under ``torch.func`` transforms the surrogate is
+    called through a :class:`ForeignTape`, which gives it both.
     """
 
     name = "foreign"
@@ -264,20 +269,120 @@ class ForeignSurrogate(Surrogate):
         self.fn = fn
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fn(x)
+        tape = None if torch.compiler.is_compiling() else _TAPE.get()  # dynamo cannot trace a ContextVar
+        return self.fn(x) if tape is None else tape.spike(self, x)
 
     def heaviside(self, x: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
             return self.fn(x)
 
     def derivative(self, x: torch.Tensor) -> torch.Tensor:
+        return self.evaluate(x)[1]
+
+    def evaluate(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(spikes, derivative)`` at ``x`` (detached), from one forward and one backward of the
+        framework's function on plain tensors."""
         with torch.enable_grad():
             probe = x.detach().requires_grad_(True)
-            (grad,) = torch.autograd.grad(self.fn(probe).sum(), probe)
-        return grad
+            spikes = self.fn(probe)
+            (grad,) = torch.autograd.grad(spikes.sum(), probe)
+        return spikes.detach(), grad
 
     def __repr__(self) -> str:
         return f"ForeignSurrogate({self.fn!r}, inclusive={self.inclusive})"
+
+
+class _Given(Surrogate):
+    """The Heaviside step under a firing rule, with a derivative known beforehand at the one input it
+    is called on."""
+
+    def __init__(self, derivative: torch.Tensor, *, inclusive: bool) -> None:
+        super().__init__(inclusive=inclusive)
+        self.given = derivative
+
+    def derivative(self, x: torch.Tensor) -> torch.Tensor:
+        return self.given
+
+
+class ForeignTape:
+    r"""Foreign surrogates under ``torch.func`` transforms (``jvp``, ``vmap``), exactly.
+
+    A framework's surrogate is a ``torch.autograd.Function`` without forward-mode or ``vmap``
+    rule, and its derivative :math:`g'(x)` cannot be taken by autograd on the transforms'
+    wrapped tensors. A function ``f`` that calls :class:`ForeignSurrogate` s is therefore run
+    twice: once on plain tensors within :meth:`record`, where each call returns the framework's
+    spikes and keeps :math:`g'(x)` from the framework's own backward; then under the transforms
+    within :meth:`replay`, where the calls, in the same order and at the same values (the
+    primal computation is the same), spike through our spike function, which has both rules,
+    with the kept :math:`g'(x)`: its Jacobian-vector product is
+    :math:`\dot x \odot g'(x)`, what the framework's backward gives, the surrogate being
+    element-wise. A call within :meth:`replay` beyond those recorded raises
+    :class:`ForeignTape.Missing` (so a caller can record only when ``f`` calls a foreign
+    surrogate at all).
+    """
+
+    class Missing(RuntimeError):
+        """A foreign surrogate was called under :meth:`ForeignTape.replay` with nothing recorded for it."""
+
+    def __init__(self) -> None:
+        self._derivatives: list[torch.Tensor] = []
+        self._replaying = False
+        self._at = 0
+
+    def __len__(self) -> int:
+        """How many calls were recorded."""
+        return len(self._derivatives)
+
+    @contextlib.contextmanager
+    def record(self) -> Iterator[ForeignTape]:
+        """Within it, foreign surrogates are evaluated on plain tensors and their derivatives kept
+        (anything recorded before is dropped)."""
+        self._derivatives, self._replaying = [], False
+        with self._active():
+            yield self
+
+    @contextlib.contextmanager
+    def replay(self) -> Iterator[ForeignTape]:
+        """Within it, the foreign surrogates' calls, from the first, use the recorded derivatives."""
+        self._replaying, self._at = True, 0
+        with self._active():
+            yield self
+
+    @contextlib.contextmanager
+    def _active(self) -> Iterator[None]:
+        token = _TAPE.set(self)
+        try:
+            yield
+        finally:
+            _TAPE.reset(token)
+
+    def spike(self, surrogate: ForeignSurrogate, x: torch.Tensor) -> torch.Tensor:
+        """One call of ``surrogate`` on ``x``: recorded, or replayed through our spike function."""
+        if self._replaying:
+            if self._at == len(self._derivatives):
+                raise ForeignTape.Missing(f"{surrogate!r} called with no derivative recorded for it")
+            derivative = self._derivatives[self._at]
+            if derivative.shape != x.shape:
+                raise RuntimeError(
+                    f"{surrogate!r}: the replayed call {self._at} takes shape {list(x.shape)}, the recorded one "
+                    f"{list(derivative.shape)}; the function must call its surrogates in the same order each time"
+                )
+            self._at += 1
+            return _SpikeFunction.apply(x, _Given(derivative, inclusive=surrogate.inclusive))
+        spikes, derivative = surrogate.evaluate(x)
+        spikes = spikes.to(x.dtype)
+        if not torch.equal(spikes, Surrogate.heaviside(surrogate, x)):  # the rule, not the framework's function
+            raise ValueError(
+                f"{surrogate!r}: its forward pass is not the Heaviside step "
+                f"({'x >= 0' if surrogate.inclusive else 'x > 0'}) at every input it was called on, so its "
+                "forward-mode derivative cannot be given by its backward"
+            )
+        self._derivatives.append(derivative)
+        return spikes
+
+
+#: the tape foreign surrogates are called through, if any
+_TAPE: contextvars.ContextVar[ForeignTape | None] = contextvars.ContextVar("snn_parallel_foreign_tape", default=None)
 
 
 _BY_NAME: dict[str, type[Surrogate]] = {

@@ -59,6 +59,7 @@ from torch.func import functional_call, jvp, vmap
 
 from .._validation import check_int
 from ..neurons.base import Neuron
+from ..surrogate import ForeignTape
 from .network import CoreDriver, Driver, MemoryDriver, Network, RecurrentDriver, UnsupportedModule, is_online_node
 from .trainer import Trainer
 
@@ -178,7 +179,17 @@ def _core_jacobians(
     def directional(t_cur, t_state, t_params):
         return jvp(run, (current, tuple(fields), tuple(params)), (t_cur, tuple(t_state), tuple(t_params)))[1]
 
-    out = vmap(directional)(current_tangent, state_tangents, param_tangents)
+    # a framework's surrogate has no forward-mode rule: at its first call the step is run once on plain
+    # tensors to take its derivatives from its own backward, then again under the transforms with them
+    tape = ForeignTape()
+    try:
+        with tape.replay():
+            out = vmap(directional)(current_tangent, state_tangents, param_tangents)
+    except ForeignTape.Missing:
+        with torch.no_grad(), tape.record():
+            run(current, tuple(fields), tuple(params))
+        with tape.replay():
+            out = vmap(directional)(current_tangent, state_tangents, param_tangents)
     batch = current.shape[0]
     # [count, *extra, B', *element] per output -> [B', E, components, count]
     jac = torch.cat([o.reshape(count, -1, batch, current[0].numel()).permute(2, 3, 1, 0) for o in out], dim=2)
@@ -470,17 +481,21 @@ class HYPRTrainer(Trainer):
                 dtype=like.dtype if like is not None else None,
                 device=like.device if like is not None else None,
             )
-            try:  # one step's Jacobians at rest: forward-mode AD must go through the surrogate
+            try:  # one step's Jacobians at rest: forward-mode AD must go through the spike function
                 _core_jacobians(part, probe, core.init_state(probe))
             except RuntimeError as error:
-                # torch names the missing rule: forward mode (snnTorch's spike functions) or vmap (SpikingJelly's)
+                # torch names the missing rule: forward mode (an autograd.Function without jvp) or vmap. A framework's
+                # surrogate passed as the neuron's surrogate is differentiated through its backward (a ForeignTape);
+                # this is a spike function called otherwise (e.g. a Surrogate subclass with its own __call__)
                 if "setup_context" not in str(error) and "vmap" not in str(error):
                     raise
                 raise UnsupportedModule(
                     f"{part.label}: HYPR takes forward-mode Jacobians of the neuron's step (under torch.func.vmap), "
-                    "but its surrogate is a torch.autograd.Function without forward-mode or vmap support (e.g. "
-                    "snnTorch's or SpikingJelly's); pass one of snn_parallel.surrogate's (e.g. spike_grad=Sigmoid() "
-                    "for an snnTorch skin, surrogate_function=snn_parallel.surrogate.ATan() for a SpikingJelly node)"
+                    "but the step calls a torch.autograd.Function without forward-mode or vmap support "
+                    f"({str(error).splitlines()[0]}); give the neuron's surrogate argument (surrogate=, "
+                    "spike_grad= for an snnTorch skin, surrogate_function= for a SpikingJelly node) one of "
+                    "snn_parallel.surrogate's, snnTorch's or SpikingJelly's surrogates, without overriding "
+                    "Surrogate.__call__"
                 ) from error
         elif isinstance(part, MemoryDriver) and is_online_node(part.module):
             raise UnsupportedModule(

@@ -112,7 +112,12 @@ class _InputDtype(ForeignSurrogate):
         super().__init__(inner.fn, inclusive=inner.inclusive)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fn(x).to(x.dtype)
+        spikes = super().__call__(x)
+        if spikes.dtype == x.dtype or torch.compiler.is_compiling():
+            return spikes.to(x.dtype)
+        # its backward would get the gradient rounded to the spikes' dtype: our spike function instead, with
+        # the framework's derivative taken at x's precision
+        return Surrogate.__call__(self, x)
 
     def heaviside(self, x: torch.Tensor) -> torch.Tensor:
         return super().heaviside(x).to(x.dtype)

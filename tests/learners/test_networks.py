@@ -503,9 +503,8 @@ def test_hypr_through_spikingjelly_recurrent_container():
 
 
 def test_hypr_with_snntorch_adapters():
-    """An snnTorch skin of our neuron: BPTT's gradient for one layer with a surrogate that has forward
-    mode; snnTorch's own surrogates, and a skin that passes on its membrane, are refused when the
-    trainer is built."""
+    """An snnTorch skin of our neuron: BPTT's gradient for one layer (snnTorch's own surrogates:
+    test_hypr_surrogates.py); a skin that passes on its membrane is refused when the trainer is built."""
     pytest.importorskip("snntorch")
     from snn_parallel.adapters import snntorch as skins
 
@@ -520,13 +519,9 @@ def test_hypr_with_snntorch_adapters():
     got = _grads(HYPRTrainer, model, x, y, chunk=2)
     for name in reference:
         torch.testing.assert_close(got[name], reference[name], rtol=1e-10, atol=1e-12)
-    for neuron_, message in (
-        (skins.DecoupledLIF(8, init_hidden=True), "surrogate is a torch.autograd.Function without forward-mode"),
-        (skins.DecoupledLIF(8, init_hidden=True, output=True, spike_grad=Sigmoid()), "passes on its membrane"),
-    ):
-        other = nn.Sequential(nn.Linear(4, 8), neuron_, nn.Linear(8, 3))
-        with pytest.raises(UnsupportedModule, match=r"^1 \(DecoupledLIF\).*" + message):
-            HYPRTrainer(other, torch.optim.SGD(other.parameters(), lr=0.1))
+    other = nn.Sequential(nn.Linear(4, 8), skins.DecoupledLIF(8, init_hidden=True, output=True), nn.Linear(8, 3))
+    with pytest.raises(UnsupportedModule, match=r"^1 \(DecoupledLIF\) passes on its membrane"):
+        HYPRTrainer(other, torch.optim.SGD(other.parameters(), lr=0.1))
 
 
 def test_hypr_frees_each_chunks_graph():
@@ -913,28 +908,6 @@ def test_spikingjelly_online_nodes_run_step_by_step_under_every_rule(node):
         assert len(moved) == len(before), f"{rule}: only {moved} moved"
     with pytest.raises(UnsupportedModule, match=rf"^1 \({node}\) detaches its membrane at every training step"):
         HYPRTrainer(net, torch.optim.SGD(net.parameters(), lr=0.5), progress=False, chunk=2).fit([(x, y)], 1)
-
-
-def test_hypr_refuses_a_spikingjelly_surrogate_in_our_nodes_by_name():
-    """HYPR differentiates each neuron's step in forward mode under ``vmap``; SpikingJelly's surrogate
-    functions have neither rule, so a node given one is named, with the surrogates that work."""
-    torch.manual_seed(0)
-    x, y = torch.rand(4, 3, 6) * 2, torch.randint(0, 3, (3,))
-    for surrogate_function, fits in ((surrogate.ATan(), False), (Sigmoid(), True)):
-        model = nn.Sequential(
-            nn.Linear(6, 8), DecoupledLIFNode(8, surrogate_function=surrogate_function), nn.Linear(8, 3)
-        )
-        train = lambda: HYPRTrainer(  # noqa: E731
-            model, torch.optim.SGD(model.parameters(), lr=0.1), progress=False, chunk=2
-        ).fit([(x, y)], 1)
-        if fits:
-            assert torch.isfinite(torch.tensor(train()[-1]["train_loss"]))
-            continue
-        with pytest.raises(
-            UnsupportedModule,
-            match=r"^1 \(DecoupledLIFNode\): HYPR takes forward-mode Jacobians.*SpikingJelly's.*surrogate_function=",
-        ):
-            train()
 
 
 def test_spikingjelly_spiking_rnns_are_refused_when_the_trainer_is_built():

@@ -167,6 +167,67 @@ def test_spikingjelly_surrogate():
     torch.testing.assert_close(y.grad, sg.Sigmoid(alpha=4.0).derivative(x))
 
 
+def test_foreign_tape_gives_a_framework_surrogate_forward_mode_under_vmap():
+    """A function calling SpikingJelly's ATan twice (as a neuron step may) has, under ``vmap`` of ``jvp``,
+    the tangent ``x_dot * g'(x)`` of our ATan at each call once the calls are recorded on plain tensors;
+    without the tape the framework's function refuses the transforms."""
+    surrogate = pytest.importorskip("spikingjelly.activation_based.surrogate")
+    wrapped = sg.resolve(surrogate.ATan(alpha=2.0))
+    ours = sg.ATan(alpha=2.0)
+
+    def f(x: torch.Tensor) -> torch.Tensor:
+        return wrapped(x) + 2 * wrapped(3 * x - 1)
+
+    x = torch.linspace(-1, 1, 9, dtype=torch.float64)
+    tangents = torch.randn(4, 9, dtype=torch.float64)
+    tape = sg.ForeignTape()
+    with tape.record():
+        assert torch.equal(f(x), (x >= 0).double() + 2 * (3 * x - 1 >= 0).double())
+    assert len(tape) == 2
+    with tape.replay():
+        primal, out = torch.func.vmap(lambda t: torch.func.jvp(f, (x,), (t,)))(tangents)
+    torch.testing.assert_close(primal[0], f(x))
+    expected = tangents * ours.derivative(x) + 2 * 3 * tangents * ours.derivative(3 * x - 1)
+    torch.testing.assert_close(out, expected, rtol=1e-14, atol=0)
+    with pytest.raises(RuntimeError, match="setup_context|vmap"):
+        torch.func.vmap(lambda t: torch.func.jvp(f, (x,), (t,)))(tangents)
+
+
+def test_foreign_tape_names_what_it_cannot_replay():
+    wrapped = sg.resolve(lambda v: sg.ATan()(v) * (v < 1))  # a Heaviside step near 0 only
+    tape = sg.ForeignTape()
+    with pytest.raises(sg.ForeignTape.Missing, match="no derivative recorded"), tape.replay():
+        wrapped(torch.zeros(3))
+    with tape.record():
+        wrapped(torch.zeros(3))
+    with pytest.raises(RuntimeError, match="replayed call 0 takes shape \\[4\\], the recorded one \\[3\\]"):
+        with tape.replay():
+            wrapped(torch.zeros(4))
+    with pytest.raises(ValueError, match="not the Heaviside step \\(x >= 0\\) at every input"), tape.record():
+        wrapped(torch.tensor([0.5, 2.0]))
+
+
+def test_a_float32_foreign_spike_keeps_a_float64_steps_gradient():
+    """snnTorch's spike functions return float32 spikes; in a float64 neuron's step the gradient through
+    them is the float64 one of the same derivative written as ours, not one rounded to float32."""
+    surrogate = pytest.importorskip("snntorch.surrogate")
+    from snn_parallel.neurons import DecoupledLIF
+
+    x = torch.randn(5, 6, dtype=torch.float64) * 2
+    grads = []
+    for spike_fn in (surrogate.atan(alpha=2.0), sg.ATan(alpha=2.0, inclusive=False)):
+        neuron = DecoupledLIF(6, surrogate=spike_fn).double()
+        current = x.clone().requires_grad_()
+        spikes, _ = neuron.step(current, neuron.init_state(current))
+        assert spikes.dtype == torch.float64
+        (grad,) = torch.autograd.grad(
+            spikes, current, torch.randn(5, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+        )
+        grads.append(grad)
+    assert grads[1].abs().sum() > 0
+    torch.testing.assert_close(grads[0], grads[1], rtol=1e-15, atol=1e-16)
+
+
 def test_spike_function_backward_gradcheck(smooth):
     """The spike autograd.Function's backward is ``grad * derivative``: exact for a smooth step."""
     x = torch.randn(20, dtype=torch.float64, requires_grad=True)
