@@ -234,8 +234,9 @@ class Neuron(nn.Module):
             raise ValueError("features must be a positive int to materialize a neuron")
         if torch.compiler.is_compiling():  # built outside the graph; with fullgraph=True this message is the error
             torch._dynamo.graph_break(msg=self._compile_advice)
-        values = self._initial_values(features)
-        with torch.no_grad():
+        # outside inference mode: a first call under torch.inference_mode() must still leave trainable tensors
+        with torch.inference_mode(False), torch.no_grad():
+            values = self._initial_values(features)
             for name, is_parameter in self._declared.items():
                 owner, attr = self._owner(name)
                 current = getattr(owner, attr)
