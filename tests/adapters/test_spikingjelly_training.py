@@ -241,3 +241,47 @@ def test_copies_and_dtype_changes_mid_sequence_carry_the_state(cls, kwargs):
             dtype = next(clone.parameters()).dtype
             got = torch.stack([clone(x_t.to(dtype)) for x_t in x[1:]])
             torch.testing.assert_close(got.float(), expected, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("conversion", ["bfloat16", "half", "double"])
+@pytest.mark.parametrize(("cls", "kwargs"), NODES)
+def test_dtype_conversion_before_the_first_call(cls, kwargs, conversion):
+    """``net.bfloat16()`` (or ``.half()``, ``.double()``) on a network whose nodes have not seen their
+    first input, as a script converts a zoo model right after building it: the nodes build their
+    tensors in that dtype and train."""
+    net = network(cls, {**kwargs, "learn_decay": True} if cls in (sjn.PRFNode, sjn.DecoupledLIFNode) else kwargs)
+    getattr(net, conversion)()
+    dtype = next(net.parameters()).dtype
+    out = net(inputs().to(dtype))
+    out.float().sum().backward()
+    assert out.dtype == dtype
+    assert {t.dtype for t in [*net.parameters(), *net.buffers()] if t.is_floating_point()} == {dtype}
+    assert all(p.grad is not None and p.grad.dtype == dtype for p in net.parameters())
+
+
+@pytest.mark.parametrize(("cls", "kwargs"), NODES)
+def test_gradient_checkpointing_in_time_chunks_matches_the_plain_network(cls, kwargs):
+    """``memopt.checkpoint_module`` over two time chunks, after one forward (see the docs): the
+    outputs, the gradients and the memories left for the next call are the plain network's."""
+    from spikingjelly.activation_based import base, memopt
+
+    x = inputs(steps=6).double()
+    # no BatchNorm: over a chunk its batch statistics are the chunk's, as with SpikingJelly's nodes
+    net = nn.Sequential(layer.Linear(C, 8), cls(**kwargs), layer.Linear(8, 3)).double()
+    functional.set_step_mode(net, "m")
+    with torch.no_grad():
+        net(x)
+    functional.reset_net(net)
+    reference = copy.deepcopy(net)
+    wrapped = memopt.checkpoint_module(net, chunks=2)
+    weights = torch.randn(2, *x.shape[:2], 3, dtype=torch.float64)
+    outs = [wrapped(x), wrapped(x)]  # the memories carry over to the second call
+    expected = [reference(x), reference(x)]
+    sum((o * w).sum() for o, w in zip(outs, weights, strict=True)).backward()
+    sum((o * w).sum() for o, w in zip(expected, weights, strict=True)).backward()
+    for got, want in zip(outs, expected, strict=True):
+        torch.testing.assert_close(got, want)
+    for p, q in zip(net.parameters(), reference.parameters(), strict=True):
+        torch.testing.assert_close(p.grad, q.grad)
+    for got, want in zip(base.extract_memories(net), base.extract_memories(reference), strict=True):
+        torch.testing.assert_close(got, want)
