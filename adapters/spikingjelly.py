@@ -45,9 +45,12 @@ SpikingJelly 2.0.0 and 0.0.0.0.14::
   is after it), and ``'s'`` mode appends each step's to it until a reset, as SpikingJelly 2.0
   does (on both versions). Setting ``store_v_seq`` drops the stored ``v_seq``, as on 2.0.
 - **Arguments.** ``v_threshold`` must be a float (an int raises ``TypeError``, like
-  SpikingJelly's assertion, so code stays valid when swapped back). ``v_reset`` and
-  ``detach_reset`` accept only what the core does (per class below); anything else raises
-  ``ValueError`` naming the argument. The nodes are not ``neuron.BaseNode`` subclasses
+  SpikingJelly's assertion, so code stays valid when swapped back). ``node.v_threshold`` is the
+  core's threshold: assigning a float takes effect at the next step, as on SpikingJelly's nodes;
+  a tensor (a per-sample threshold, as ``functional.set_threshold_margin`` assigns while
+  training) raises ``TypeError``. ``v_reset`` and ``detach_reset`` accept only what the core
+  does (per class below), passed or assigned; anything else raises ``ValueError`` naming the
+  argument. The nodes are not ``neuron.BaseNode`` subclasses
   (BaseNode's single float membrane ``v`` and its charge/fire/reset hooks do not fit a
   multi-field state): pass these classes to monitors' ``instance`` argument. Code that picks
   neurons by ``isinstance(m, neuron.BaseNode)`` does not see them: SpikingJelly's
@@ -148,27 +151,17 @@ class SpikingJellyNode(base.MemoryModule):
         backend: str | None,
     ) -> None:
         super().__init__()
-        name = type(self).__name__
-        if not isinstance(detach_reset, bool):
-            raise TypeError(f"detach_reset must be a bool, got {type(detach_reset).__name__}")
-        if isinstance(v_reset, bool) or v_reset != reset.v_reset:
-            raise ValueError(
-                f"v_reset={v_reset!r} is not supported by {name}, which has {reset.kind}; "
-                f"pass v_reset={reset.v_reset!r}"
-            )
-        if reset.detached is not None and detach_reset != reset.detached:
-            raise ValueError(
-                f"detach_reset={detach_reset!r} is not supported by {name}, which has {reset.kind}; "
-                f"pass detach_reset={reset.detached!r}"
-            )
+        self._reset = reset
+        self.detach_reset = detach_reset
+        self.v_reset = v_reset
         self.core = core
-        self.v_reset, self.detach_reset = v_reset, detach_reset
         self.step_mode = step_mode
         self.store_v_seq = store_v_seq
         if SJ2:
             if backend is not None:
                 raise TypeError(
-                    f"{name}: backend is not an argument on SpikingJelly 2.x (which has no backends); remove it"
+                    f"{type(self).__name__}: backend is not an argument on SpikingJelly 2.x (which has no backends); "
+                    "remove it"
                 )
         else:
             self.backend = "torch" if backend is None else backend
@@ -206,6 +199,61 @@ class SpikingJellyNode(base.MemoryModule):
                 f"but the input is on {x_seq.device}; move the network and its inputs to a GPU, or use "
                 "functional.set_backend(net, 'torch')"
             )
+
+    # -- threshold and reset, as SpikingJelly's nodes expose them ------------------------
+    #: the core attribute that holds ``v_threshold`` (``LTCNode``: the baseline ``b0``)
+    _threshold_attribute = "v_threshold"
+
+    @property
+    def v_threshold(self) -> float:
+        """The firing threshold, the core neuron's (``LTCNode``: the baseline :math:`b_0` of its
+        adaptive threshold). Assigning a float takes effect at the next step, as on SpikingJelly's
+        nodes; a tensor (a per-sample threshold, as ``functional.set_threshold_margin`` assigns)
+        raises ``TypeError``, the core's threshold being one float."""
+        return getattr(self.core, self._threshold_attribute)
+
+    @v_threshold.setter
+    def v_threshold(self, value: float) -> None:
+        if isinstance(value, torch.Tensor):
+            raise TypeError(
+                f"{type(self).__name__}.v_threshold must be a float: its core neuron has one threshold for "
+                f"every neuron and sample, so a tensor of shape {tuple(value.shape)} cannot be expressed"
+            )
+        setattr(self.core, self._threshold_attribute, _threshold(value))
+
+    @property
+    def v_reset(self) -> float | None:
+        """The reset value, fixed by the core neuron's reset: ``None`` (soft or no reset) or ``0.0``
+        (a hard reset); assigning another raises ``ValueError``, as the constructor does."""
+        return self._v_reset
+
+    @v_reset.setter
+    def v_reset(self, value: float | None) -> None:
+        reset = self._reset
+        if isinstance(value, bool) or value != reset.v_reset:
+            raise ValueError(
+                f"v_reset={value!r} is not supported by {type(self).__name__}, which has {reset.kind}; "
+                f"pass v_reset={reset.v_reset!r}"
+            )
+        self._v_reset = value
+
+    @property
+    def detach_reset(self) -> bool:
+        """Whether the reset's gradient is detached, fixed by the core neuron's reset (any bool for a
+        neuron that does not reset); assigning another raises ``ValueError``, as the constructor does."""
+        return self._detach_reset
+
+    @detach_reset.setter
+    def detach_reset(self, value: bool) -> None:
+        reset = self._reset
+        if not isinstance(value, bool):
+            raise TypeError(f"detach_reset must be a bool, got {type(value).__name__}")
+        if reset.detached is not None and value != reset.detached:
+            raise ValueError(
+                f"detach_reset={value!r} is not supported by {type(self).__name__}, which has {reset.kind}; "
+                f"pass detach_reset={reset.detached!r}"
+            )
+        self._detach_reset = value
 
     # -- surrogate -----------------------------------------------------------------------
     @property
@@ -569,6 +617,7 @@ class LTCNode(SpikingJellyNode):
     """
 
     _nir_refusal = "its time constants are gates computed from the input and the state, which NIR has no primitive for"
+    _threshold_attribute = "b0"
 
     def __init__(
         self,

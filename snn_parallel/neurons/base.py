@@ -32,7 +32,9 @@ modules (``nn.LazyLinear``) do: the per-channel parameters are
 ``torch.nn.UninitializedParameter`` until then and are materialised in place, so an
 optimizer built before the first call keeps working, ``load_state_dict`` materialises them
 from the loaded shapes, ``copy.deepcopy`` copies them uninitialised, and
-``DistributedDataParallel`` refuses them until a first (dry-run) call.
+``DistributedDataParallel`` refuses them until a first (dry-run) call. A first call under
+``torch.inference_mode()`` builds ordinary (trainable) tensors, unless the neuron was built
+there; ``.bfloat16()``, like ``.half()``, converts them before the first call.
 
 **Mixed precision.** Under ``torch.autocast`` a float16/bfloat16 input is cast up to the
 neuron's own dtype (its parameters', float32 for a neuron without any), and the dynamics,
@@ -239,8 +241,11 @@ class Neuron(nn.Module):
             raise ValueError("features must be a positive int to materialize a neuron")
         if torch.compiler.is_compiling():  # built outside the graph; with fullgraph=True this message is the error
             torch._dynamo.graph_break(msg=self._compile_advice)
-        values = self._initial_values(features)
-        with torch.no_grad():
+        # outside inference mode, so that a first call under torch.inference_mode() leaves trainable tensors,
+        # unless the neuron was built in it: its placeholders are then inference tensors, filled only there
+        built_in_inference = any(getattr(*self._owner(name)).data.is_inference() for name in self._declared)
+        with torch.inference_mode(built_in_inference), torch.no_grad():
+            values = self._initial_values(features)
             for name, is_parameter in self._declared.items():
                 owner, attr = self._owner(name)
                 current = getattr(owner, attr)
@@ -263,6 +268,18 @@ class Neuron(nn.Module):
     def has_uninitialized_params(self) -> bool:
         """Whether the per-channel tensors still wait for the first input (as ``nn.LazyLinear``'s)."""
         return self._pending
+
+    def _apply(self, fn: Callable[[torch.Tensor], torch.Tensor], recurse: bool = True) -> nn.Module:
+        """``.bfloat16()`` and the like on a lazy neuron: PyTorch's uninitialised parameters allow
+        ``.to``/``.half``/``.double`` but refuse ``.bfloat16()``, so ``fn`` meets them as an empty
+        tensor of their dtype and device, whose converted dtype and device they take (as under ``.half()``)."""
+        if not self._pending:
+            return super()._apply(fn, recurse)
+
+        def applied(t: torch.Tensor) -> torch.Tensor:
+            return fn(torch.empty(0, dtype=t.dtype, device=t.device)) if is_lazy(t) else fn(t)
+
+        return super()._apply(applied, recurse)
 
     def _declare(self, **parameter: bool) -> None:
         """Declare the per-channel tensors (``name=True`` for a parameter, ``False`` for a

@@ -840,3 +840,49 @@ def test_surrogate_function_is_the_object_passed_as_on_spikingjelly_nodes(zoo):
     assert stem.spike_b.surrogate_function.alpha - stem.spike_s.surrogate_function.alpha == pytest.approx(0.4)
     stem(torch.rand(2, 3, 8, 8)).sum().backward()
     assert stem.dgs_alpha.grad is not None
+
+
+@pytest.mark.parametrize(("cls", "kwargs"), NODES)
+def test_assigning_v_threshold_acts_as_building_with_it(cls, kwargs):
+    """``node.v_threshold`` reads and sets the core's threshold, as SpikingJelly's nodes expose theirs
+    (threshold schedules, ``functional.set_threshold_margin``); it was unreadable, and an assignment
+    was silently ignored."""
+    x = inputs()
+    node = cls(C, **kwargs, step_mode="m").double()
+    assert node.v_threshold == cls(C, **kwargs).v_threshold
+    node.v_threshold = 0.625
+    expected = cls(C, **kwargs, v_threshold=0.625, step_mode="m").double()
+    expected.load_state_dict(node.state_dict())
+    assert node.v_threshold == 0.625
+    assert torch.equal(node(x), expected(x))
+    with pytest.raises(TypeError, match="v_threshold must be a float"):
+        node.v_threshold = 1
+    with pytest.raises(TypeError, match=r"v_threshold must be a float: .*shape \(4, 6\)"):
+        node.v_threshold = torch.ones(4, C)
+    assert node.v_threshold == 0.625
+
+
+def test_set_threshold_margin_is_refused_in_training_and_sets_the_eval_threshold():
+    """SpikingJelly's ``set_threshold_margin`` gives the output layer per-sample thresholds while
+    training, which the cores cannot express: a named ``TypeError``; in eval mode it sets one float."""
+    node = sjn.DecoupledLIFNode(4)
+    with pytest.raises(TypeError, match="v_threshold"):
+        functional.set_threshold_margin(node, nn.functional.one_hot(torch.tensor([0, 3]), 4).float())
+    node.eval()
+    functional.set_threshold_margin(node, nn.functional.one_hot(torch.tensor([0, 3]), 4).float(), eval_threshold=0.75)
+    assert node.v_threshold == 0.75 and node.core.v_threshold == 0.75
+
+
+@pytest.mark.parametrize(("cls", "kwargs"), NODES)
+def test_assigning_a_reset_the_node_cannot_express_raises(cls, kwargs):
+    """``v_reset`` and ``detach_reset`` are checked when assigned as when passed to the constructor
+    (SpikingJelly's nodes honour an assignment at the next step; ours would have ignored it)."""
+    node = cls(C, **kwargs)
+    node.v_reset, node.detach_reset = node.v_reset, node.detach_reset  # the values it has are accepted
+    with pytest.raises(ValueError, match="v_reset=0.5 is not supported"):
+        node.v_reset = 0.5
+    with pytest.raises(TypeError, match="detach_reset must be a bool"):
+        node.detach_reset = 1
+    if node._reset.detached is not None:
+        with pytest.raises(ValueError, match="detach_reset=.* is not supported"):
+            node.detach_reset = not node.detach_reset
