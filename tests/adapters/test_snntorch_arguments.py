@@ -119,3 +119,12 @@ def test_multistep_at_the_default_surrogate_compiles_with_fullgraph_and_trains_a
         assert torch.equal(spikes, eager)
         for grad, reference in zip(grads, eager_grads, strict=True):
             torch.testing.assert_close(grad, reference)
+
+
+def test_hypr_takes_a_skin_at_the_default_surrogate():
+    """HYPR needs a surrogate with forward-mode AD, which snnTorch's spike functions lack: the default
+    one (snnTorch's atan() in closed form) has it, so a skin swapped in at its defaults trains with HYPR."""
+    from snn_parallel.learners import HYPRTrainer
+
+    model = torch.nn.Sequential(torch.nn.Linear(4, 8), DecoupledLIF(8, init_hidden=True), torch.nn.Linear(8, 3))
+    HYPRTrainer(model, torch.optim.SGD(model.parameters(), lr=0.1))
