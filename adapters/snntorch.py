@@ -33,11 +33,11 @@ The dynamics are not re-implemented: each adapter owns the core neuron of
 **Firing rule.** snnTorch's: a spike when ``mem - threshold > 0`` (a membrane exactly at
 the threshold does not fire). ``spike_grad`` is any snnTorch surrogate callable, resolved by
 :func:`snn_parallel.surrogate.resolve`, which keeps the callable's own rule and rejects one
-without a derivative (``TypeError``). The default (``None``) is our
-:class:`~snn_parallel.surrogate.ATan` ``(alpha=2, inclusive=False)``, the function of
-``snntorch.surrogate.atan()`` (Leaky's default) in closed form: a ``multistep`` under
-``torch.compile(fullgraph=True)`` needs one of our surrogates, since the derivative of a
-wrapped snnTorch callable is taken by autograd inside the backward. One of
+without a derivative (``TypeError``); the default is Leaky's, ``snntorch.surrogate.atan()``.
+A ``multistep`` under ``torch.compile(fullgraph=True)`` needs one of our surrogates, such as
+:class:`~snn_parallel.surrogate.ATan` ``(inclusive=False)`` (the function of snnTorch's
+``atan()`` in closed form): the derivative of a wrapped snnTorch callable is taken by
+autograd inside the backward, which the graph cannot hold. One of
 our :class:`~snn_parallel.surrogate.Surrogate` objects keeps its own ``inclusive`` flag;
 :func:`multi_gaussian` and :func:`double_gaussian` build them with snnTorch's rule.
 
@@ -258,8 +258,8 @@ class LeakyAdapter(snntorch.Leaky):
             )
         threshold_value = _scalar(threshold, "threshold")
         _check_factor(options["graded_spikes_factor"])
-        # None: our ATan(alpha=2) firing on x > 0, snnTorch's default atan() in closed form (the derivative
-        # of a wrapped callable is taken by autograd, which a torch.compile graph of multistep cannot hold)
+        if spike_grad is None:
+            spike_grad = snntorch.surrogate.atan()  # Leaky's default
         core = make_core(resolve(spike_grad, inclusive=False, name="spike_grad"), threshold_value)
         super().__init__(
             _UNUSED_BETA,
@@ -463,9 +463,17 @@ class LeakyAdapter(snntorch.Leaky):
 
     def _step(self, input_: torch.Tensor, mem: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         """``(spk, mem)`` of one step ``[B, features, ...]``, the state stored."""
-        spk, state = self.core.step(input_, self._initial_state(input_, "input_", mem))
+        spk, state = self._core_step(input_, self._initial_state(input_, "input_", mem))
         spk, mem = self._keep(spk.unsqueeze(0), state[0].unsqueeze(0), state)
         return spk[0], mem[0]
+
+    def _core_step(self, input_: torch.Tensor, state: NamedTuple | None) -> tuple[torch.Tensor, NamedTuple]:
+        """``core.step`` for an ``input_`` that :meth:`_checked` has checked already (``core.step`` would
+        check it again, a second pass over its values, at every step)."""
+        with checks_outside_compile():
+            state = self.core._resolve_state(state, input_)
+        spk, _, state = self.core.update(input_, state)
+        return spk, state
 
     def multistep(
         self, x_seq: torch.Tensor, mem: torch.Tensor | None = None
@@ -755,7 +763,7 @@ class DecoupledLIF(LeakyAdapter):
         if self.mem_kind == "reset_free":
             return super()._step(input_, mem)
         # the kept bias is 0 in "leaky" mode, so the potential is the new filter state
-        spk, state = self.core.step(input_, self._initial_state(input_, "input_", mem))
+        spk, state = self._core_step(input_, self._initial_state(input_, "input_", mem))
         spk_seq, after = self._keep(spk.unsqueeze(0), state.filtered.unsqueeze(0), state)
         return spk_seq[0], after[0]
 
