@@ -31,9 +31,13 @@ The dynamics are not re-implemented: each adapter owns the core neuron of
 :mod:`~snn_parallel.neurons.ltc`) and translates conventions only.
 
 **Firing rule.** snnTorch's: a spike when ``mem - threshold > 0`` (a membrane exactly at
-the threshold does not fire). ``spike_grad`` is any snnTorch surrogate callable (default
-``snntorch.surrogate.atan()``), resolved by :func:`snn_parallel.surrogate.resolve`, which
-keeps the callable's own rule and rejects one without a derivative (``TypeError``). One of
+the threshold does not fire). ``spike_grad`` is any snnTorch surrogate callable, resolved by
+:func:`snn_parallel.surrogate.resolve`, which keeps the callable's own rule and rejects one
+without a derivative (``TypeError``); the default is Leaky's, ``snntorch.surrogate.atan()``.
+A ``multistep`` under ``torch.compile(fullgraph=True)`` needs one of our surrogates, such as
+:class:`~snn_parallel.surrogate.ATan` ``(inclusive=False)`` (the function of snnTorch's
+``atan()`` in closed form): the derivative of a wrapped snnTorch callable is taken by
+autograd inside the backward, which the graph cannot hold. One of
 our :class:`~snn_parallel.surrogate.Surrogate` objects keeps its own ``inclusive`` flag;
 :func:`multi_gaussian` and :func:`double_gaussian` build them with snnTorch's rule.
 
@@ -115,7 +119,15 @@ import torch
 from torch import nn
 
 from snn_parallel import neurons
-from snn_parallel._validation import check_bool, check_choice, check_float
+from snn_parallel._validation import (
+    check_bool,
+    check_choice,
+    check_float,
+    check_sequence,
+    check_state_tensor,
+    check_step_input,
+)
+from snn_parallel.neurons.base import checks_outside_compile
 from snn_parallel.surrogate import DoubleGaussian as _DoubleGaussian
 from snn_parallel.surrogate import MultiGaussian as _MultiGaussian
 from snn_parallel.surrogate import Surrogate, resolve
@@ -197,6 +209,8 @@ class LeakyAdapter(snntorch.Leaky):
     #: ``forward``'s ``mem`` is the core's membrane (``return_membrane``) at every step, so a trainer may take it
     #: from the core's parallel path; otherwise it steps the core (see :meth:`_driven_sequence`)
     _mem_is_membrane: ClassVar[bool] = False
+    #: :meth:`_keep` needs ``multistep``'s ``mem_seq`` even where it is not returned
+    _keep_reads_membrane: ClassVar[bool] = False
     core: neurons.Neuron
 
     def __init__(
@@ -379,15 +393,18 @@ class LeakyAdapter(snntorch.Leaky):
     def _with_membrane(self, state: NamedTuple, mem: torch.Tensor) -> NamedTuple:
         return state._replace(**{state._fields[0]: mem})
 
-    def _initial_state(self, step_shape: torch.Size, mem: torch.Tensor | None) -> NamedTuple | None:
-        """The state to start from; ``None`` lets the core start at rest (new input shape)."""
+    def _initial_state(self, step: torch.Tensor, name: str, mem: torch.Tensor | None) -> NamedTuple | None:
+        """The state to start from for the checked input step ``step`` (of the argument ``name``);
+        ``None`` lets the core start at rest (new input shape)."""
         if mem is not None and self.init_hidden:
             raise TypeError("`mem` should not be passed as an argument while `init_hidden=True`")
         if mem is not None and not isinstance(mem, torch.Tensor):
             raise TypeError(f"mem must be a torch.Tensor or None, got {type(mem).__name__}")
         state = self._state()
-        fresh = state[0].shape != step_shape
-        if mem is not None and mem.shape == step_shape:  # like Leaky, a mem of another shape is ignored
+        fresh = state[0].shape != step.shape
+        if mem is not None and mem.shape == step.shape:  # like Leaky, a mem of another shape is ignored
+            with checks_outside_compile():  # named here: the core would name it state.<field>
+                check_state_tensor(mem, "mem", step.shape, step, name)
             return self._with_membrane(self._rest(mem) if fresh else state, mem)
         return None if fresh else state
 
@@ -415,14 +432,16 @@ class LeakyAdapter(snntorch.Leaky):
             input_ = input_.reshape(1, -1)
             if isinstance(mem, torch.Tensor) and mem.shape == shape:
                 mem = mem.reshape(1, -1)
-        self._check_input(input_, "input_", 1, shape)
+        input_ = self._checked(input_, "input_", 1, shape)
         spk, mem = self._step(input_, mem)
         return self._returns(spk.reshape(shape), mem.reshape(shape))
 
-    def _check_input(self, x: torch.Tensor, name: str, channel_dim: int, shape: torch.Size) -> None:
-        """Shape errors in snnTorch's terms, naming the argument (``shape``: as the caller gave it).
-        ``snn.Leaky`` is elementwise and takes any shape at any step; a skin's neuron has per-channel
-        parameters, so its channel count is fixed by its first input, and ``LTC`` has no spatial dims."""
+    def _checked(self, x: torch.Tensor, name: str, channel_dim: int, shape: torch.Size) -> torch.Tensor:
+        """``x`` checked as the core checks it (dtype, NaN, device; cast up under autocast), the errors
+        naming the argument the user passed (the core's own ``step`` would name it ``x_t``), shape errors
+        in snnTorch's terms (``shape``: as the caller gave it). ``snn.Leaky`` is elementwise and takes any
+        shape at any step; a skin's neuron has per-channel parameters, so its channel count is fixed by
+        its first input, and ``LTC`` has no spatial dims."""
         core = self.core
         spatial = x.dim() - channel_dim - 1
         if core.max_spatial_dims is not None and spatial > core.max_spatial_dims:
@@ -438,12 +457,23 @@ class LeakyAdapter(snntorch.Leaky):
                 f"{type(self).__name__} has {core.features}, fixed by its first input (it has per-channel "
                 "parameters, where snn.Leaky is elementwise and takes any shape): give each layer its own neuron"
             )
+        check = check_step_input if channel_dim == 1 else check_sequence
+        with checks_outside_compile():
+            return core._checked(x, name, check, channel_dim)
 
     def _step(self, input_: torch.Tensor, mem: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         """``(spk, mem)`` of one step ``[B, features, ...]``, the state stored."""
-        spk, state = self.core.step(input_, self._initial_state(input_.shape, mem))
+        spk, state = self._core_step(input_, self._initial_state(input_, "input_", mem))
         spk, mem = self._keep(spk.unsqueeze(0), state[0].unsqueeze(0), state)
         return spk[0], mem[0]
+
+    def _core_step(self, input_: torch.Tensor, state: NamedTuple | None) -> tuple[torch.Tensor, NamedTuple]:
+        """``core.step`` for an ``input_`` that :meth:`_checked` has checked already (``core.step`` would
+        check it again, a second pass over its values, at every step)."""
+        with checks_outside_compile():
+            state = self.core._resolve_state(state, input_)
+        spk, _, state = self.core.update(input_, state)
+        return spk, state
 
     def multistep(
         self, x_seq: torch.Tensor, mem: torch.Tensor | None = None
@@ -451,8 +481,13 @@ class LeakyAdapter(snntorch.Leaky):
         """All steps of ``x_seq`` ``[T, B, features, ...]`` in parallel; ``mem`` as in :meth:`forward`."""
         if not isinstance(x_seq, torch.Tensor) or x_seq.dim() < 1:
             raise TypeError(f"x_seq must be a time-major torch.Tensor [T, B, ...], got {type(x_seq).__name__}")
-        self._check_input(x_seq, "x_seq", 2, x_seq.shape)
-        spk_seq, mem_seq, state = self.core(x_seq, self._initial_state(x_seq.shape[1:], mem), return_membrane=True)
+        x_seq = self._checked(x_seq, "x_seq", 2, x_seq.shape)
+        state = self._initial_state(x_seq[0], "x_seq", mem)
+        if self.init_hidden and not self.output and not self._keep_reads_membrane:
+            # nothing reads the membrane: not asked for (DynamicDecay's kernels then do not write it)
+            spk_seq, state = self.core(x_seq, state)
+            return self._returns(*self._keep(spk_seq, None, state))
+        spk_seq, mem_seq, state = self.core(x_seq, state, return_membrane=True)
         return self._returns(*self._keep(spk_seq, mem_seq, state))
 
     def _driven_sequence(
@@ -472,10 +507,11 @@ class LeakyAdapter(snntorch.Leaky):
         return torch.stack(spikes), torch.stack(mems), state
 
     def _keep(
-        self, spk_seq: torch.Tensor, mem_seq: torch.Tensor, state: NamedTuple
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+        self, spk_seq: torch.Tensor, mem_seq: torch.Tensor | None, state: NamedTuple
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Store the end state; return the spikes and the ``mem`` to give back (default: the
-        potentials ``mem_seq`` of ``multistep``, the state's first field of ``forward``)."""
+        potentials ``mem_seq`` of ``multistep``, ``None`` where it was not asked for, the state's
+        first field of ``forward``)."""
         self._store(state)
         return spk_seq, mem_seq
 
@@ -678,6 +714,7 @@ class DecoupledLIF(LeakyAdapter):
 
         super().__init__(make_core, threshold, spike_grad, init_hidden, output, reset_mechanism, **leaky_options)
         self.mem_kind = mem_kind
+        self._keep_reads_membrane = mem_kind == "leaky"  # the state kept is the membrane after the last reset
         self._beta_shape = beta.shape if isinstance(beta, torch.Tensor) else torch.Size()
         self._beta_per_channel = False  # a per-channel beta, which tau cannot hold
         if per_channel:  # snn.Leaky's per-neuron beta: the core's decay per channel
@@ -726,7 +763,7 @@ class DecoupledLIF(LeakyAdapter):
         if self.mem_kind == "reset_free":
             return super()._step(input_, mem)
         # the kept bias is 0 in "leaky" mode, so the potential is the new filter state
-        spk, state = self.core.step(input_, self._initial_state(input_.shape, mem))
+        spk, state = self._core_step(input_, self._initial_state(input_, "input_", mem))
         spk_seq, after = self._keep(spk.unsqueeze(0), state.filtered.unsqueeze(0), state)
         return spk_seq[0], after[0]
 

@@ -1,0 +1,125 @@
+"""snnTorch skins: bad input named as the user passed it, and multistep without an unread membrane."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+pytest.importorskip("snntorch")
+from snn_parallel.adapters import snntorch as adapter  # noqa: E402
+from snn_parallel.adapters.snntorch import LTC, PRF, PSPLIF, DecoupledLIF, DynamicDecay  # noqa: E402
+
+SKINS = [DynamicDecay, PRF, DecoupledLIF, LTC, PSPLIF]
+# (class, kwargs, input scale that makes some but not all neurons fire)
+FIRING = [
+    pytest.param(DynamicDecay, {}, 3.0, id="dsn"),
+    pytest.param(PRF, {"tau": 0.5, "dt_range": (0.5, 1.0), "reset_mechanism": "subtract"}, 3.0, id="prf-reset"),
+    pytest.param(DecoupledLIF, {"beta": 0.8}, 1.0, id="lif"),
+    pytest.param(DecoupledLIF, {"beta": 0.8, "mem": "reset_free"}, 1.0, id="lif-reset-free"),
+    pytest.param(LTC, {}, 1.0, id="ltc"),
+    pytest.param(PSPLIF, {}, 3.0, id="psplif"),
+]
+
+
+def _call(neuron: adapter.LeakyAdapter, path: str, x: torch.Tensor, mem: torch.Tensor | None = None) -> object:
+    """``forward`` on one step ``x`` ``[B, C]``, or ``multistep`` on it repeated as a sequence of 3."""
+    if path == "forward":
+        return neuron(x, mem)
+    return neuron.multistep(x.expand(3, *x.shape), mem)
+
+
+NAME = {"forward": "input_", "multistep": "x_seq"}  # snnTorch's argument, and the skins' multistep's
+
+
+@pytest.mark.parametrize("path", ["forward", "multistep"])
+@pytest.mark.parametrize("cls", SKINS)
+def test_a_bad_input_is_named_as_the_argument_passed(cls, path):
+    cases = [
+        (torch.zeros(2, 4, dtype=torch.long), TypeError, "dtype"),
+        (torch.full((2, 4), float("nan")), ValueError, "NaN"),
+    ]
+    if cls is not PSPLIF:  # PSPLIF has no parameters, so no dtype of its own
+        cases.append((torch.zeros(2, 4, dtype=torch.float64), TypeError, "dtype"))
+    for x, error, what in cases:
+        with pytest.raises(error, match=rf"^{NAME[path]} .*{what}") as caught:
+            _call(cls(4), path, x)
+        assert "x_t" not in str(caught.value)
+
+
+@pytest.mark.parametrize("path", ["forward", "multistep"])
+@pytest.mark.parametrize("cls", SKINS)
+def test_a_bad_mem_is_named_mem(cls, path):
+    x = torch.zeros(2, 4)
+    with pytest.raises(TypeError, match=rf"^mem has dtype torch.float64, expected torch.float32 to match {NAME[path]}"):
+        _call(cls(4), path, x, torch.zeros(2, 4, dtype=torch.float64))
+    with pytest.raises(ValueError, match="^mem contains NaN"):
+        _call(cls(4), path, x, torch.full((2, 4), float("inf")))
+    spk, mem = _call(cls(4), path, x, torch.zeros(2, 4))  # a good mem still runs
+    assert torch.isfinite(mem).all()
+
+
+@pytest.mark.parametrize("cls, kwargs, scale", FIRING)
+def test_multistep_without_output_gives_the_spikes_and_state_of_the_full_call(cls, kwargs, scale):
+    """``init_hidden=True, output=False`` returns the spikes only: the same spikes, and the same state
+    to stream on from, as the call that also returns the membrane."""
+    torch.manual_seed(0)
+    x = torch.rand(12, 3, 8) * scale
+    with_mem = cls(8, init_hidden=True, output=True, **kwargs)
+    spikes_only = cls(8, init_hidden=True, **kwargs)
+    spikes_only.load_state_dict(with_mem.state_dict())
+    spk, _ = with_mem.multistep(x[:8])
+    assert torch.equal(spikes_only.multistep(x[:8]), spk)
+    assert 0 < spk.count_nonzero() < spk.numel()  # the case is not trivial
+    for a, b in zip(with_mem._state(), spikes_only._state(), strict=True):
+        assert torch.equal(a, b)
+    for x_t in x[8:].unbind(0):
+        assert torch.equal(spikes_only(x_t), with_mem(x_t)[0])
+
+
+def test_multistep_without_output_does_not_ask_the_core_for_the_membrane(monkeypatch):
+    """DynamicDecay's core has a path without the membrane (its kernels then do not write it): a
+    skin whose membrane nobody reads takes it; one that returns the membrane does not."""
+    x = torch.rand(6, 2, 4) * 3
+    for output, membrane_calls in ((False, 0), (True, 1)):
+        neuron = DynamicDecay(4, init_hidden=True, output=output)
+        calls = []
+        full = neuron.core.update_sequence
+        monkeypatch.setattr(neuron.core, "update_sequence", lambda *args, full=full: calls.append(1) or full(*args))
+        neuron.multistep(x)
+        assert len(calls) == membrane_calls
+
+
+@pytest.mark.parametrize("cls", [DynamicDecay, PRF, DecoupledLIF])
+def test_multistep_compiles_with_fullgraph_with_our_atan_which_trains_as_snntorch_atan(cls):
+    """The documented way to compile ``multistep`` with ``fullgraph=True``: ``ATan(inclusive=False)``,
+    snnTorch's ``atan()`` (the default) in closed form, gives its spikes and gradients, compiled or not."""
+    import snntorch.surrogate
+
+    from snn_parallel.surrogate import ATan
+
+    torch._dynamo.reset()
+    x = torch.rand(6, 3, 5) * 3
+
+    def run(net: torch.nn.Sequential, compile: bool = False) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        def model(x: torch.Tensor) -> torch.Tensor:
+            net[1].reset_mem()
+            return net[1].multistep(net[0](x))
+
+        spikes = (torch.compile(model, fullgraph=True, backend="eager") if compile else model)(x)
+        spikes.sum().backward()
+        return spikes, [p.grad.clone() for p in net.parameters()]
+
+    def make(**kwargs: object) -> torch.nn.Sequential:
+        torch.manual_seed(0)
+        return torch.nn.Sequential(torch.nn.Linear(5, 4), cls(4, init_hidden=True, **kwargs))
+
+    reference, reference_grads = run(make())  # the default, snnTorch's atan()
+    assert 0 < reference.count_nonzero() < reference.numel()
+    eager, eager_grads = run(make(spike_grad=ATan(inclusive=False)))
+    compiled, compiled_grads = run(make(spike_grad=ATan(inclusive=False)), compile=True)
+    for spikes, grads in ((eager, eager_grads), (compiled, compiled_grads)):
+        assert torch.equal(spikes, reference)
+        for grad, expected in zip(grads, reference_grads, strict=True):
+            torch.testing.assert_close(grad, expected)
+    with pytest.raises(torch._dynamo.exc.Unsupported, match="autograd"):  # the default: derivative by autograd
+        run(make(spike_grad=snntorch.surrogate.atan()), compile=True)
