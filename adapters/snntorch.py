@@ -33,11 +33,13 @@ The dynamics are not re-implemented: each adapter owns the core neuron of
 **Firing rule.** snnTorch's: a spike when ``mem - threshold > 0`` (a membrane exactly at
 the threshold does not fire). ``spike_grad`` is any snnTorch surrogate callable, resolved by
 :func:`snn_parallel.surrogate.resolve`, which keeps the callable's own rule and rejects one
-without a derivative (``TypeError``); the default is Leaky's, ``snntorch.surrogate.atan()``.
-A ``multistep`` under ``torch.compile(fullgraph=True)`` needs one of our surrogates, such as
-:class:`~snn_parallel.surrogate.ATan` ``(inclusive=False)`` (the function of snnTorch's
-``atan()`` in closed form): the derivative of a wrapped snnTorch callable is taken by
-autograd inside the backward, which the graph cannot hold. One of
+without a derivative (``TypeError``). The default is Leaky's, ``snntorch.surrogate.atan()``
+(``neuron.spike_grad``), which the core computes in closed form,
+:class:`~snn_parallel.surrogate.ATan` ``(alpha=2, inclusive=False)``: the same spikes and
+gradient, and a ``multistep`` that compiles with ``torch.compile(fullgraph=True)``. A
+``spike_grad`` passed as an snnTorch callable does not compile whole in ``multistep``: its
+derivative is taken by autograd inside the backward, which the graph cannot hold; pass one of
+our surrogates, such as ``ATan(inclusive=False)``, instead. One of
 our :class:`~snn_parallel.surrogate.Surrogate` objects keeps its own ``inclusive`` flag;
 :func:`multi_gaussian` and :func:`double_gaussian` build them with snnTorch's rule.
 
@@ -128,9 +130,9 @@ from snn_parallel._validation import (
     check_step_input,
 )
 from snn_parallel.neurons.base import checks_outside_compile
+from snn_parallel.surrogate import ATan, Surrogate, resolve
 from snn_parallel.surrogate import DoubleGaussian as _DoubleGaussian
 from snn_parallel.surrogate import MultiGaussian as _MultiGaussian
-from snn_parallel.surrogate import Surrogate, resolve
 
 __all__ = [
     "LeakyAdapter",
@@ -258,9 +260,12 @@ class LeakyAdapter(snntorch.Leaky):
             )
         threshold_value = _scalar(threshold, "threshold")
         _check_factor(options["graded_spikes_factor"])
-        if spike_grad is None:
-            spike_grad = snntorch.surrogate.atan()  # Leaky's default
-        core = make_core(resolve(spike_grad, inclusive=False, name="spike_grad"), threshold_value)
+        if spike_grad is None:  # Leaky's default, snnTorch's atan(); the core spikes through its closed form
+            spike_grad = snntorch.surrogate.atan()
+            surrogate = ATan(alpha=2.0, inclusive=False)
+        else:
+            surrogate = resolve(spike_grad, inclusive=False, name="spike_grad")
+        core = make_core(surrogate, threshold_value)
         super().__init__(
             _UNUSED_BETA,
             # snnTorch's buffer in the shape given (per-neuron for its NIR export); the core takes the value

@@ -55,8 +55,30 @@ __all__ = [
 ]
 
 
+def _spike_backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+    (x,) = ctx.saved_tensors
+    return grad * ctx.surrogate.derivative(x), None
+
+
 class _Spike(torch.autograd.Function):
-    """Heaviside forward, ``surrogate.derivative`` backward (what ``torch.compile`` traces)."""
+    """Heaviside forward, ``surrogate.derivative`` backward: eager and compiled code. In the
+    ``forward(ctx, ...)`` form, which autograd applies without binding the arguments to
+    ``forward``'s signature at every call (more than the Heaviside step itself costs in a step
+    loop)."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, surrogate: Surrogate) -> torch.Tensor:
+        ctx.save_for_backward(x)
+        ctx.surrogate = surrogate
+        return surrogate.heaviside(x)
+
+    backward = staticmethod(_spike_backward)
+
+
+class _SpikeFunction(torch.autograd.Function):
+    """:class:`_Spike` with a forward-mode derivative and a ``vmap`` rule, for ``torch.func``
+    transforms and forward-mode AD (dynamo cannot trace a custom ``jvp``, so compiled code
+    uses :class:`_Spike`)."""
 
     generate_vmap_rule = True
 
@@ -71,20 +93,18 @@ class _Spike(torch.autograd.Function):
         ctx.save_for_forward(x)
         ctx.surrogate = surrogate
 
-    @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
-        (x,) = ctx.saved_tensors
-        return grad * ctx.surrogate.derivative(x), None
-
-
-class _SpikeFunction(_Spike):
-    """:class:`_Spike` with a forward-mode derivative too, for torch.func transforms (dynamo
-    cannot trace a custom ``jvp``, so compiled code uses :class:`_Spike`)."""
+    backward = staticmethod(_spike_backward)
 
     @staticmethod
     def jvp(ctx: Any, x_tangent: torch.Tensor, _: None) -> torch.Tensor:
         (x,) = ctx.saved_tensors
         return x_tangent * ctx.surrogate.derivative(x)
+
+
+def _forward_mode_or_transformed() -> bool:
+    """Whether a spike must carry a forward-mode derivative and a ``vmap`` rule: under a
+    ``torch.func`` transform or within ``torch.autograd.forward_ad.dual_level()``."""
+    return torch._C._are_functorch_transforms_active() or torch.autograd.forward_ad._current_level >= 0
 
 
 class Surrogate:
@@ -116,7 +136,9 @@ class Surrogate:
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         """Spikes of ``x`` (``x`` is membrane minus threshold) with the surrogate backward."""
-        return (_Spike if torch.compiler.is_compiling() else _SpikeFunction).apply(x, self)
+        if not torch.compiler.is_compiling() and _forward_mode_or_transformed():
+            return _SpikeFunction.apply(x, self)
+        return _Spike.apply(x, self)
 
     @property
     def params(self) -> dict[str, float]:

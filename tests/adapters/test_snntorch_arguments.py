@@ -90,9 +90,10 @@ def test_multistep_without_output_does_not_ask_the_core_for_the_membrane(monkeyp
 
 
 @pytest.mark.parametrize("cls", [DynamicDecay, PRF, DecoupledLIF])
-def test_multistep_compiles_with_fullgraph_with_our_atan_which_trains_as_snntorch_atan(cls):
-    """The documented way to compile ``multistep`` with ``fullgraph=True``: ``ATan(inclusive=False)``,
-    snnTorch's ``atan()`` (the default) in closed form, gives its spikes and gradients, compiled or not."""
+def test_multistep_compiles_with_fullgraph_at_the_default_spike_grad_which_trains_as_snntorch_atan(cls):
+    """The default ``spike_grad`` is snnTorch's ``atan()``, which the core spikes through in closed form
+    (``ATan(alpha=2, inclusive=False)``): the spikes and gradients of snnTorch's own callable, compiled with
+    ``fullgraph=True`` or not; the callable itself, passed explicitly, cannot be compiled whole."""
     import snntorch.surrogate
 
     from snn_parallel.surrogate import ATan
@@ -113,13 +114,14 @@ def test_multistep_compiles_with_fullgraph_with_our_atan_which_trains_as_snntorc
         torch.manual_seed(0)
         return torch.nn.Sequential(torch.nn.Linear(5, 4), cls(4, init_hidden=True, **kwargs))
 
-    reference, reference_grads = run(make())  # the default, snnTorch's atan()
+    reference, reference_grads = run(make(spike_grad=snntorch.surrogate.atan()))  # snnTorch's callable
     assert 0 < reference.count_nonzero() < reference.numel()
-    eager, eager_grads = run(make(spike_grad=ATan(inclusive=False)))
-    compiled, compiled_grads = run(make(spike_grad=ATan(inclusive=False)), compile=True)
-    for spikes, grads in ((eager, eager_grads), (compiled, compiled_grads)):
+    default = make()
+    assert default[1].spike_grad.__qualname__.startswith("atan")  # snnTorch's, as on snn.Leaky
+    runs = [run(default), run(make(), compile=True), run(make(spike_grad=ATan(inclusive=False)), compile=True)]
+    for spikes, grads in runs:
         assert torch.equal(spikes, reference)
         for grad, expected in zip(grads, reference_grads, strict=True):
             torch.testing.assert_close(grad, expected)
-    with pytest.raises(torch._dynamo.exc.Unsupported, match="autograd"):  # the default: derivative by autograd
+    with pytest.raises(torch._dynamo.exc.Unsupported, match="autograd"):  # derivative by autograd
         run(make(spike_grad=snntorch.surrogate.atan()), compile=True)

@@ -126,6 +126,18 @@ def test_spike_function_under_torch_func():
     assert batched.flatten().tolist() == [0.0, 1.0, 1.0]
 
 
+def test_spike_function_under_forward_mode_ad():
+    """Dual tensors (torch.autograd.forward_ad, no torch.func transform) get the surrogate's derivative too."""
+    x = torch.tensor([-0.5, 0.0, 0.2, 1.0], dtype=torch.float64)
+    tangent = torch.tensor([1.0, -2.0, 3.0, 0.5], dtype=torch.float64)
+    with torch.autograd.forward_ad.dual_level():
+        spikes = sg.Sigmoid(alpha=3.0)(torch.autograd.forward_ad.make_dual(x, tangent))
+        primal, out_tangent = torch.autograd.forward_ad.unpack_dual(spikes)
+    assert primal.tolist() == [0.0, 1.0, 1.0, 1.0]
+    sigma = torch.sigmoid(3.0 * x)
+    torch.testing.assert_close(out_tangent, tangent * 3.0 * sigma * (1 - sigma), rtol=1e-14, atol=0)
+
+
 def test_resolve_names_and_objects():
     assert isinstance(sg.resolve(None), sg.ATan)
     assert isinstance(sg.resolve("straight_through"), sg.Rect)
