@@ -35,6 +35,7 @@ or tensor attributes change during ``forward``.
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -43,7 +44,7 @@ import torch
 from torch import nn
 
 from .._validation import check_choice, check_int
-from ..neurons.base import Neuron
+from ..neurons.base import Neuron, step_loop
 
 __all__ = ["RecurrentBlock", "SequenceDropout", "Network", "Structure", "UnsupportedModule", "discover", "SYNAPSES"]
 
@@ -252,7 +253,10 @@ class CoreDriver(Driver):
         step (else ``None``, so the core may skip the membrane); the class's forward, not the instance's
         (this driver)."""
         if self.returns_membrane:
-            spikes, membrane, self.state = self.module._driven_sequence(x_seq, self.state)
+            # one step (a trainer's single step, an FPTT part of one step) runs the core's step, as the other
+            # skins' single steps do: the core's parallel path costs up to twice as much on one step
+            with _stepwise(self.core) if x_seq.shape[0] == 1 else contextlib.nullcontext():
+                spikes, membrane, self.state = self.module._driven_sequence(x_seq, self.state)
             return spikes, membrane
         spikes, self.state = type(self.core).forward(self.core, x_seq, self.state)
         return spikes, None
@@ -273,6 +277,17 @@ class CoreDriver(Driver):
     def linear_response(self) -> tuple[torch.Tensor, torch.Tensor] | None:
         """See :meth:`Neuron.linear_response <snn_parallel.neurons.Neuron.linear_response>`."""
         return self.core.linear_response()
+
+
+@contextlib.contextmanager
+def _stepwise(core: Neuron) -> Iterator[None]:
+    """``core``'s sequence path (:meth:`Neuron.update_sequence`) runs its step (:meth:`Neuron.update`) in a loop,
+    which gives the same numbers (the neurons' contract) without the parallel path's setup."""
+    core.__dict__["update_sequence"] = functools.partial(step_loop, core.update)
+    try:
+        yield
+    finally:
+        del core.__dict__["update_sequence"]
 
 
 class MemoryDriver(Driver):

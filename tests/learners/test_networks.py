@@ -808,6 +808,55 @@ def test_a_model_that_reads_mem_sees_under_a_trainer_what_it_sees_stepping_itsel
             torch.testing.assert_close(g, w, rtol=1e-6, atol=1e-9)  # the parallel paths round differently
 
 
+@pytest.mark.parametrize(
+    "skin, kwargs",
+    [("DynamicDecay", {}), ("PRF", {}), ("DecoupledLIF", {}), ("DecoupledLIF", {"mem": "reset_free"}), ("LTC", {})],
+)
+def test_a_skin_whose_mem_is_read_steps_its_core_one_step_at_a_time(skin, kwargs, monkeypatch):
+    """Stepped by a trainer, a skin whose ``mem`` the model reads runs its core's step, as a skin that returns no
+    ``mem`` does, never the core's parallel path for a sequence of one step (which costs up to twice as much);
+    spikes, ``mem`` and the BPTT gradient equal those of the whole sequence run in parallel."""
+    pytest.importorskip("snntorch")
+    from snn_parallel.adapters import snntorch as skins
+
+    class ReadsMembrane(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc1 = nn.Linear(4, 8)
+            self.lif = getattr(skins, skin)(8, init_hidden=True, output=True, **kwargs)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            spk, mem = self.lif(self.fc1(x))
+            return torch.cat([spk, mem], dim=1)
+
+    torch.manual_seed(0)
+    model = ReadsMembrane().double()
+    nn.init.uniform_(model.fc1.weight, -3, 3)
+    x = torch.rand(6, 5, 4, dtype=torch.float64) * 2
+    network = BPTTTrainer(model, torch.optim.SGD(model.parameters(), lr=0.0), progress=False).network
+    sequences = []
+    parallel = type(model.lif.core).update_sequence
+
+    def counted(core, x_seq, state):
+        sequences.append(x_seq.shape[0])
+        return parallel(core, x_seq, state)
+
+    monkeypatch.setattr(type(model.lif.core), "update_sequence", counted)
+    whole = network.run(x)
+    assert whole[..., :8].sum() > 0 and whole[..., :8].mean() < 1  # some spikes, not all
+    want = torch.autograd.grad(whole.square().sum(), list(model.parameters()))
+    calls = len(sequences)
+    # single steps (OTTT, a network that cannot fold) and folded sequences of one step (FPTT with parts=T)
+    for run in (network.step, lambda x_t: network.run(x_t.unsqueeze(0))[0]):
+        network.reset()
+        stepped = torch.stack([run(x_t) for x_t in x])
+        assert sequences[calls:] == []
+        torch.testing.assert_close(stepped, whole, rtol=1e-10, atol=1e-10)
+        got = torch.autograd.grad(stepped.square().sum(), list(model.parameters()))
+        for g, w in zip(got, want, strict=True):
+            torch.testing.assert_close(g, w, rtol=1e-6, atol=1e-9)
+
+
 # -- SpikingJelly's zoo and examples beyond the ResNets ------------------------------------------------
 class ExampleCSNN(nn.Module):
     """``examples/conv_fashion_mnist.py``'s ``CSNN`` (fewer channels, 8x8 pictures): its forward repeats
