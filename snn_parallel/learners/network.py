@@ -712,16 +712,21 @@ def _inside(path: str, owners: set[str]) -> bool:
 @contextlib.contextmanager
 def _locate_errors(model: nn.Module, x_t: torch.Tensor) -> Iterator[None]:
     """Name the innermost module whose ``forward`` raised; if the model's forward had given the step
-    ``x_t`` a leading time axis of its own before that, say so instead (the cause)."""
-    stack: list[str] = []
+    ``x_t`` a leading time axis of its own and the failure is inside a module that got that axis
+    (``[T', B, ...]``), say so instead (the cause), naming the module that first received it.
+
+    A time axis that a module added and took away again (a per-step model feeding a sequence-first
+    attention ``x_t.unsqueeze(0)``, or stacking two views through one layer) is not the cause of a
+    failure after it: then the failing module's own error is raised."""
+    stack: list[tuple[str, list[int] | None]] = []  # the modules being called, with their input's shape
     sequenced: list[tuple[str, list[int]]] = []  # the first module handed [T', *x_t.shape]
     handles = []
     for path, module in model.named_modules():
 
         def enter(module: nn.Module, args: Any, path: str = path) -> None:
-            stack.append(path)
-            x = args[0] if args else None
-            if not sequenced and isinstance(x, torch.Tensor) and x.dim() == x_t.dim() + 1 and x.shape[1:] == x_t.shape:
+            x = args[0] if args and isinstance(args[0], torch.Tensor) else None
+            stack.append((path, None if x is None else list(x.shape)))
+            if not sequenced and x is not None and x.dim() == x_t.dim() + 1 and x.shape[1:] == x_t.shape:
                 sequenced.append((path, list(x.shape)))
 
         def leave(module: nn.Module, args: Any, out: Any) -> None:
@@ -734,17 +739,21 @@ def _locate_errors(model: nn.Module, x_t: torch.Tensor) -> Iterator[None]:
         except (RuntimeError, ValueError, TypeError, IndexError) as error:
             if isinstance(error, UnsupportedModule) or not stack:
                 raise
+            failing = stack[-1][0]
+            where = f"{failing or 'model'} ({type(model.get_submodule(failing)).__name__})"
             if sequenced:
                 path, shape = sequenced[0]
-                raise UnsupportedModule(
-                    f"{type(model).__name__}.forward takes whole sequences: it gave the step {list(x_t.shape)} a time "
-                    f"axis of its own ({path} ({type(model.get_submodule(path)).__name__}) received {shape}), e.g. "
-                    "by repeating an image over its own T or averaging over dim 0. The trainers call the model once "
-                    "per step with [B, ...] and need [B, K] back: pass them the per-step part of the network, or a "
-                    f"module whose forward maps one step to its output (it failed with: {error})"
-                ) from error
-            module = model.get_submodule(stack[-1])
-            raise ValueError(f"at {stack[-1] or 'model'} ({type(module).__name__}): {error}") from error
+                axis = shape[:1] + list(x_t.shape[:1])
+                if any(got is not None and len(got) >= 3 and got[:2] == axis for _, got in stack):
+                    raise UnsupportedModule(
+                        f"{type(model).__name__}.forward takes whole sequences: it gave the step {list(x_t.shape)} a "
+                        f"time axis of its own ({path} ({type(model.get_submodule(path)).__name__}) received {shape}), "
+                        "e.g. by repeating an image over its own T or averaging over dim 0. The trainers call the "
+                        "model once per step with [B, ...] and need [B, K] back: pass them the per-step part of the "
+                        f"network, or a module whose forward maps one step to its output ({where} failed with: "
+                        f"{error})"
+                    ) from error
+            raise ValueError(f"at {where}: {error}") from error
     finally:
         for handle in handles:
             handle.remove()

@@ -908,10 +908,66 @@ def test_a_model_whose_forward_takes_whole_sequences_is_refused_with_the_reason(
         UnsupportedModule, match=r"^Spikformer\.forward takes whole sequences.*received \[2, 4, 1, 8, 8\]"
     ):
         OTTTTrainer(transformer, torch.optim.SGD(transformer.parameters(), lr=0.1), progress=False).fit(loader, 1)
+    with _zoo_module("ms_resnet") as ms_resnet:
+        resnet = ms_resnet.MSResNet(
+            T=2, in_channels=1, num_classes=10, layers=(1, 1, 1), base_channels=4, spiking_neuron=DecoupledLIFNode,
+            surrogate_function="atan",
+        )  # fmt: skip
+    with pytest.raises(
+        UnsupportedModule,
+        match=r"^MSResNet\.forward takes whole sequences.*\(stem \(Sequential\) received \[2, 4, 1, 8, 8\]\).*"
+        r"\(stem\.0 \(Conv2d\) failed with: .*conv2d",
+    ):
+        BPTTTrainer(resnet, torch.optim.SGD(resnet.parameters(), lr=0.1), progress=False).fit(loader, 1)
     history = BPTTTrainer(net.conv_fc, torch.optim.SGD(net.parameters(), lr=0.1), loss="ce_all", progress=False).fit(
         loader, 1
     )
     assert torch.isfinite(torch.tensor(history[-1]["train_loss"]))
+
+
+class _SequenceFirstAttention(nn.Module):
+    """A per-step model that runs a sequence-first ``nn.MultiheadAttention`` on a sequence of one step
+    (``x_t.unsqueeze(0)``), then a readout of the wrong width."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.attention = nn.MultiheadAttention(4, 1)
+        self.fc1, self.lif, self.fc2 = nn.Linear(4, 8), DecoupledLIF(8), nn.Linear(6, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        q = x.unsqueeze(0)
+        return self.fc2(self.lif(self.fc1(self.attention(q, q, q)[0][0]))[0])
+
+
+class _TwoViews(nn.Module):
+    """A per-step model that passes two views of the step through one layer stacked (``[2, B, F]``),
+    then a readout of the wrong width."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.encoder = nn.Linear(4, 4)
+        self.fc1, self.lif, self.fc2 = nn.Linear(8, 8), DecoupledLIF(8), nn.Linear(6, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        views = self.encoder(torch.stack([x, -x]))
+        return self.fc2(self.lif(self.fc1(torch.cat(views.unbind(0), dim=1)))[0])
+
+
+@pytest.mark.parametrize("model", [_SequenceFirstAttention, _TwoViews])
+def test_a_per_step_model_that_adds_and_removes_a_leading_axis_gets_its_own_error(model):
+    """A model that maps one step to its output but calls a layer on a tensor with a leading axis of its own
+    (a sequence-first attention on one step, two views stacked) and then fails in another layer for a reason
+    of its own (a readout of the wrong width) gets that error, at that layer, not the advice for models that
+    take whole sequences."""
+    torch.manual_seed(0)
+    net = model()
+    x, y = torch.rand(3, 5, 4), torch.randint(0, 3, (5,))
+    trainer = BPTTTrainer(net, torch.optim.SGD(net.parameters(), lr=0.1), progress=False)
+    with pytest.raises(
+        ValueError, match=r"model: at fc2 \(Linear\): mat1 and mat2 shapes cannot be multiplied"
+    ) as caught:
+        trainer.prepare((x, y))
+    assert not isinstance(caught.value, UnsupportedModule)
 
 
 def _online_net(node=neuron.OTTTLIFNode) -> nn.Module:
