@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -651,14 +652,18 @@ class Network:
 
             inputs: dict[int, tuple[str, torch.Tensor]] = {}  # the tensors kept alive, so that ids stay unique
 
+            order: list[str] = []  # the neurons, in the order the step calls them
+
             def record(driver: Driver, x: torch.Tensor) -> torch.Tensor:
                 inputs[id(x)] = driver.path, x
+                order.append(driver.path)
                 return detached(driver, x)
 
             self.neuron_override = record
             self.reset()
-            with torch.enable_grad(), _recording_inputs(self.parts, inputs):
+            with torch.enable_grad(), _recording_inputs(self.parts, inputs), _same_inputs(self.model) as same:
                 out = self.step(x_t.detach(), synapse=leaf)
+            _warn_inner_steps(type(self.model).__name__, order, same)
             found = (
                 torch.autograd.grad(out.sum(), list(leaves.values()), allow_unused=True)
                 if out.requires_grad
@@ -693,6 +698,49 @@ def _recording_inputs(parts: list[Driver], inputs: dict[int, tuple[str, torch.Te
     finally:
         for part, _ in originals:
             del part.step
+
+
+@contextlib.contextmanager
+def _same_inputs(model: nn.Module) -> Iterator[dict[str, int]]:
+    """The modules called more than once with the very same input tensor, with their number of calls (the
+    dict is filled on exit)."""
+    seen: dict[str, list[torch.Tensor]] = {}
+    handles = []
+    for path, module in model.named_modules():
+
+        def enter(module: nn.Module, args: Any, path: str = path) -> None:
+            if args and isinstance(args[0], torch.Tensor):
+                seen.setdefault(path, []).append(args[0])
+
+        handles.append(module.register_forward_pre_hook(enter))
+    same: dict[str, int] = {}
+    try:
+        yield same
+    finally:
+        for handle in handles:
+            handle.remove()
+    same.update({path: len(xs) for path, xs in seen.items() if len(xs) > 1 and len({id(x) for x in xs}) == 1})
+
+
+def _warn_inner_steps(name: str, order: list[str], same: dict[str, int]) -> None:
+    r"""Warn when one call of the model runs time steps of its own: its neurons are called in the same order
+    :math:`k \ge 2` times over (every one of them :math:`k` times) and a module gets the very same input at
+    each round, a static input run over the model's own time steps (SpikingJelly's ``SNASNet`` loops over its
+    ``args.timestep``). A neuron shared by two layers, or a block applied twice to its own output, does not
+    match both."""
+    calls = len(order)
+    for rounds in range(2, calls + 1):
+        period = calls // rounds
+        static = [path for path, count in same.items() if count == rounds]
+        if calls % rounds == 0 and order == order[:period] * rounds and static:
+            warnings.warn(
+                f"{name}.forward runs {rounds} time steps of its own at every step ({static[0] or 'model'} gets the "
+                f"same input {rounds} times, and every neuron steps {rounds} times in the same order): under the "
+                f"trainers each step of the input runs all {rounds} of them. If the model loops over its own "
+                "timesteps, build it with one and let the trainers' input carry the time axis",
+                stacklevel=2,
+            )
+            return
 
 
 def _first(output: Any) -> torch.Tensor:

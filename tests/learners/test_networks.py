@@ -970,6 +970,75 @@ def test_a_per_step_model_that_adds_and_removes_a_leading_axis_gets_its_own_erro
     assert not isinstance(caught.value, UnsupportedModule)
 
 
+class _InnerSteps(nn.Module):
+    """``SNASNet``'s pattern: one call encodes the step once, then runs its cell over its own ``steps`` time
+    steps on that same encoding and averages the readout."""
+
+    def __init__(self, steps: int) -> None:
+        super().__init__()
+        self.steps = steps
+        self.stem, self.cell, self.readout = (
+            nn.Linear(4, 8),
+            nn.Sequential(nn.Linear(8, 8), DecoupledLIF(8)),
+            nn.Linear(8, 3),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        encoded = self.stem(x)
+        return sum(self.readout(self.cell(encoded)) for _ in range(self.steps)) / self.steps
+
+
+class _SharedNeuron(nn.Module):
+    """One neuron called by two layers at every step."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc1, self.fc2, self.lif, self.readout = nn.Linear(4, 8), nn.Linear(8, 8), DecoupledLIF(8), nn.Linear(8, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.readout(self.lif(self.fc2(self.lif(self.fc1(x))[0]))[0])
+
+
+class _BlockTwice(nn.Module):
+    """One block (synapse and neuron) applied twice at every step, the second time to its own output."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc, self.block, self.readout = (
+            nn.Linear(4, 8),
+            nn.Sequential(nn.Linear(8, 8), DecoupledLIF(8)),
+            nn.Linear(8, 3),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.readout(self.block(self.block(self.fc(x))))
+
+
+@pytest.mark.parametrize(
+    "model, warned",
+    [(lambda: _InnerSteps(3), 3), (lambda: _InnerSteps(1), None), (_SharedNeuron, None), (_BlockTwice, None)],
+)
+def test_a_model_that_runs_time_steps_of_its_own_is_warned_about(model, warned):
+    """A model whose forward runs its neurons over time steps of its own on one input (SNASNet's
+    ``args.timestep`` loop) is warned about at the first batch, with the advice; a neuron shared by two
+    layers, or a block applied twice to its own output, which also step a neuron twice per step, are not."""
+    import warnings
+
+    torch.manual_seed(0)
+    net = model()
+    trainer = BPTTTrainer(net, torch.optim.SGD(net.parameters(), lr=0.1), progress=False)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trainer.prepare((torch.rand(3, 5, 4), torch.randint(0, 3, (5,))))
+    messages = [str(w.message) for w in caught if "time steps of its own" in str(w.message)]
+    if warned is None:
+        assert messages == []
+    else:
+        assert len(messages) == 1
+        assert messages[0].startswith(f"_InnerSteps.forward runs {warned} time steps of its own at every step (cell ")
+        assert "build it with one" in messages[0]
+
+
 def _online_net(node=neuron.OTTTLIFNode) -> nn.Module:
     torch.manual_seed(0)
     net = layer.OTTTSequential(*_conv_net(node))
