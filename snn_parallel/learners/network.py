@@ -35,6 +35,8 @@ or tensor attributes change during ``forward``.
 from __future__ import annotations
 
 import contextlib
+import functools
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -43,7 +45,7 @@ import torch
 from torch import nn
 
 from .._validation import check_choice, check_int
-from ..neurons.base import Neuron
+from ..neurons.base import Neuron, step_loop
 
 __all__ = ["RecurrentBlock", "SequenceDropout", "Network", "Structure", "UnsupportedModule", "discover", "SYNAPSES"]
 
@@ -252,7 +254,10 @@ class CoreDriver(Driver):
         step (else ``None``, so the core may skip the membrane); the class's forward, not the instance's
         (this driver)."""
         if self.returns_membrane:
-            spikes, membrane, self.state = self.module._driven_sequence(x_seq, self.state)
+            # one step (a trainer's single step, an FPTT part of one step) runs the core's step, as the other
+            # skins' single steps do: the core's parallel path costs up to twice as much on one step
+            with _stepwise(self.core) if x_seq.shape[0] == 1 else contextlib.nullcontext():
+                spikes, membrane, self.state = self.module._driven_sequence(x_seq, self.state)
             return spikes, membrane
         spikes, self.state = type(self.core).forward(self.core, x_seq, self.state)
         return spikes, None
@@ -273,6 +278,17 @@ class CoreDriver(Driver):
     def linear_response(self) -> tuple[torch.Tensor, torch.Tensor] | None:
         """See :meth:`Neuron.linear_response <snn_parallel.neurons.Neuron.linear_response>`."""
         return self.core.linear_response()
+
+
+@contextlib.contextmanager
+def _stepwise(core: Neuron) -> Iterator[None]:
+    """``core``'s sequence path (:meth:`Neuron.update_sequence`) runs its step (:meth:`Neuron.update`) in a loop,
+    which gives the same numbers (the neurons' contract) without the parallel path's setup."""
+    core.__dict__["update_sequence"] = functools.partial(step_loop, core.update)
+    try:
+        yield
+    finally:
+        del core.__dict__["update_sequence"]
 
 
 class MemoryDriver(Driver):
@@ -636,14 +652,18 @@ class Network:
 
             inputs: dict[int, tuple[str, torch.Tensor]] = {}  # the tensors kept alive, so that ids stay unique
 
+            order: list[str] = []  # the neurons, in the order the step calls them
+
             def record(driver: Driver, x: torch.Tensor) -> torch.Tensor:
                 inputs[id(x)] = driver.path, x
+                order.append(driver.path)
                 return detached(driver, x)
 
             self.neuron_override = record
             self.reset()
-            with torch.enable_grad(), _recording_inputs(self.parts, inputs):
+            with torch.enable_grad(), _recording_inputs(self.parts, inputs), _same_inputs(self.model) as same:
                 out = self.step(x_t.detach(), synapse=leaf)
+            _warn_inner_steps(type(self.model).__name__, order, same)
             found = (
                 torch.autograd.grad(out.sum(), list(leaves.values()), allow_unused=True)
                 if out.requires_grad
@@ -680,6 +700,49 @@ def _recording_inputs(parts: list[Driver], inputs: dict[int, tuple[str, torch.Te
             del part.step
 
 
+@contextlib.contextmanager
+def _same_inputs(model: nn.Module) -> Iterator[dict[str, int]]:
+    """The modules called more than once with the very same input tensor, with their number of calls (the
+    dict is filled on exit)."""
+    seen: dict[str, list[torch.Tensor]] = {}
+    handles = []
+    for path, module in model.named_modules():
+
+        def enter(module: nn.Module, args: Any, path: str = path) -> None:
+            if args and isinstance(args[0], torch.Tensor):
+                seen.setdefault(path, []).append(args[0])
+
+        handles.append(module.register_forward_pre_hook(enter))
+    same: dict[str, int] = {}
+    try:
+        yield same
+    finally:
+        for handle in handles:
+            handle.remove()
+    same.update({path: len(xs) for path, xs in seen.items() if len(xs) > 1 and len({id(x) for x in xs}) == 1})
+
+
+def _warn_inner_steps(name: str, order: list[str], same: dict[str, int]) -> None:
+    r"""Warn when one call of the model runs time steps of its own: its neurons are called in the same order
+    :math:`k \ge 2` times over (every one of them :math:`k` times) and a module gets the very same input at
+    each round, a static input run over the model's own time steps (SpikingJelly's ``SNASNet`` loops over its
+    ``args.timestep``). A neuron shared by two layers, or a block applied twice to its own output, does not
+    match both."""
+    calls = len(order)
+    for rounds in range(2, calls + 1):
+        period = calls // rounds
+        static = [path for path, count in same.items() if count == rounds]
+        if calls % rounds == 0 and order == order[:period] * rounds and static:
+            warnings.warn(
+                f"{name}.forward runs {rounds} time steps of its own at every step ({static[0] or 'model'} gets the "
+                f"same input {rounds} times, and every neuron steps {rounds} times in the same order): under the "
+                f"trainers each step of the input runs all {rounds} of them. If the model loops over its own "
+                "timesteps, build it with one and let the trainers' input carry the time axis",
+                stacklevel=2,
+            )
+            return
+
+
 def _first(output: Any) -> torch.Tensor:
     """The spikes of a module that returns a tuple (our neurons' ``(spikes, state)``, ``[spike, trace]``)."""
     return output[0] if isinstance(output, (tuple, list)) else output
@@ -697,16 +760,21 @@ def _inside(path: str, owners: set[str]) -> bool:
 @contextlib.contextmanager
 def _locate_errors(model: nn.Module, x_t: torch.Tensor) -> Iterator[None]:
     """Name the innermost module whose ``forward`` raised; if the model's forward had given the step
-    ``x_t`` a leading time axis of its own before that, say so instead (the cause)."""
-    stack: list[str] = []
+    ``x_t`` a leading time axis of its own and the failure is inside a module that got that axis
+    (``[T', B, ...]``), say so instead (the cause), naming the module that first received it.
+
+    A time axis that a module added and took away again (a per-step model feeding a sequence-first
+    attention ``x_t.unsqueeze(0)``, or stacking two views through one layer) is not the cause of a
+    failure after it: then the failing module's own error is raised."""
+    stack: list[tuple[str, list[int] | None]] = []  # the modules being called, with their input's shape
     sequenced: list[tuple[str, list[int]]] = []  # the first module handed [T', *x_t.shape]
     handles = []
     for path, module in model.named_modules():
 
         def enter(module: nn.Module, args: Any, path: str = path) -> None:
-            stack.append(path)
-            x = args[0] if args else None
-            if not sequenced and isinstance(x, torch.Tensor) and x.dim() == x_t.dim() + 1 and x.shape[1:] == x_t.shape:
+            x = args[0] if args and isinstance(args[0], torch.Tensor) else None
+            stack.append((path, None if x is None else list(x.shape)))
+            if not sequenced and x is not None and x.dim() == x_t.dim() + 1 and x.shape[1:] == x_t.shape:
                 sequenced.append((path, list(x.shape)))
 
         def leave(module: nn.Module, args: Any, out: Any) -> None:
@@ -719,17 +787,21 @@ def _locate_errors(model: nn.Module, x_t: torch.Tensor) -> Iterator[None]:
         except (RuntimeError, ValueError, TypeError, IndexError) as error:
             if isinstance(error, UnsupportedModule) or not stack:
                 raise
+            failing = stack[-1][0]
+            where = f"{failing or 'model'} ({type(model.get_submodule(failing)).__name__})"
             if sequenced:
                 path, shape = sequenced[0]
-                raise UnsupportedModule(
-                    f"{type(model).__name__}.forward takes whole sequences: it gave the step {list(x_t.shape)} a time "
-                    f"axis of its own ({path} ({type(model.get_submodule(path)).__name__}) received {shape}), e.g. "
-                    "by repeating an image over its own T or averaging over dim 0. The trainers call the model once "
-                    "per step with [B, ...] and need [B, K] back: pass them the per-step part of the network, or a "
-                    f"module whose forward maps one step to its output (it failed with: {error})"
-                ) from error
-            module = model.get_submodule(stack[-1])
-            raise ValueError(f"at {stack[-1] or 'model'} ({type(module).__name__}): {error}") from error
+                axis = shape[:1] + list(x_t.shape[:1])
+                if any(got is not None and len(got) >= 3 and got[:2] == axis for _, got in stack):
+                    raise UnsupportedModule(
+                        f"{type(model).__name__}.forward takes whole sequences: it gave the step {list(x_t.shape)} a "
+                        f"time axis of its own ({path} ({type(model.get_submodule(path)).__name__}) received {shape}), "
+                        "e.g. by repeating an image over its own T or averaging over dim 0. The trainers call the "
+                        "model once per step with [B, ...] and need [B, K] back: pass them the per-step part of the "
+                        f"network, or a module whose forward maps one step to its output ({where} failed with: "
+                        f"{error})"
+                    ) from error
+            raise ValueError(f"at {where}: {error}") from error
     finally:
         for handle in handles:
             handle.remove()

@@ -808,6 +808,55 @@ def test_a_model_that_reads_mem_sees_under_a_trainer_what_it_sees_stepping_itsel
             torch.testing.assert_close(g, w, rtol=1e-6, atol=1e-9)  # the parallel paths round differently
 
 
+@pytest.mark.parametrize(
+    "skin, kwargs",
+    [("DynamicDecay", {}), ("PRF", {}), ("DecoupledLIF", {}), ("DecoupledLIF", {"mem": "reset_free"}), ("LTC", {})],
+)
+def test_a_skin_whose_mem_is_read_steps_its_core_one_step_at_a_time(skin, kwargs, monkeypatch):
+    """Stepped by a trainer, a skin whose ``mem`` the model reads runs its core's step, as a skin that returns no
+    ``mem`` does, never the core's parallel path for a sequence of one step (which costs up to twice as much);
+    spikes, ``mem`` and the BPTT gradient equal those of the whole sequence run in parallel."""
+    pytest.importorskip("snntorch")
+    from snn_parallel.adapters import snntorch as skins
+
+    class ReadsMembrane(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc1 = nn.Linear(4, 8)
+            self.lif = getattr(skins, skin)(8, init_hidden=True, output=True, **kwargs)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            spk, mem = self.lif(self.fc1(x))
+            return torch.cat([spk, mem], dim=1)
+
+    torch.manual_seed(0)
+    model = ReadsMembrane().double()
+    nn.init.uniform_(model.fc1.weight, -3, 3)
+    x = torch.rand(6, 5, 4, dtype=torch.float64) * 2
+    network = BPTTTrainer(model, torch.optim.SGD(model.parameters(), lr=0.0), progress=False).network
+    sequences = []
+    parallel = type(model.lif.core).update_sequence
+
+    def counted(core, x_seq, state):
+        sequences.append(x_seq.shape[0])
+        return parallel(core, x_seq, state)
+
+    monkeypatch.setattr(type(model.lif.core), "update_sequence", counted)
+    whole = network.run(x)
+    assert whole[..., :8].sum() > 0 and whole[..., :8].mean() < 1  # some spikes, not all
+    want = torch.autograd.grad(whole.square().sum(), list(model.parameters()))
+    calls = len(sequences)
+    # single steps (OTTT, a network that cannot fold) and folded sequences of one step (FPTT with parts=T)
+    for run in (network.step, lambda x_t: network.run(x_t.unsqueeze(0))[0]):
+        network.reset()
+        stepped = torch.stack([run(x_t) for x_t in x])
+        assert sequences[calls:] == []
+        torch.testing.assert_close(stepped, whole, rtol=1e-10, atol=1e-10)
+        got = torch.autograd.grad(stepped.square().sum(), list(model.parameters()))
+        for g, w in zip(got, want, strict=True):
+            torch.testing.assert_close(g, w, rtol=1e-6, atol=1e-9)
+
+
 # -- SpikingJelly's zoo and examples beyond the ResNets ------------------------------------------------
 class ExampleCSNN(nn.Module):
     """``examples/conv_fashion_mnist.py``'s ``CSNN`` (fewer channels, 8x8 pictures): its forward repeats
@@ -859,10 +908,135 @@ def test_a_model_whose_forward_takes_whole_sequences_is_refused_with_the_reason(
         UnsupportedModule, match=r"^Spikformer\.forward takes whole sequences.*received \[2, 4, 1, 8, 8\]"
     ):
         OTTTTrainer(transformer, torch.optim.SGD(transformer.parameters(), lr=0.1), progress=False).fit(loader, 1)
+    with _zoo_module("ms_resnet") as ms_resnet:
+        resnet = ms_resnet.MSResNet(
+            T=2, in_channels=1, num_classes=10, layers=(1, 1, 1), base_channels=4, spiking_neuron=DecoupledLIFNode,
+            surrogate_function="atan",
+        )  # fmt: skip
+    with pytest.raises(
+        UnsupportedModule,
+        match=r"^MSResNet\.forward takes whole sequences.*\(stem \(Sequential\) received \[2, 4, 1, 8, 8\]\).*"
+        r"\(stem\.0 \(Conv2d\) failed with: .*conv2d",
+    ):
+        BPTTTrainer(resnet, torch.optim.SGD(resnet.parameters(), lr=0.1), progress=False).fit(loader, 1)
     history = BPTTTrainer(net.conv_fc, torch.optim.SGD(net.parameters(), lr=0.1), loss="ce_all", progress=False).fit(
         loader, 1
     )
     assert torch.isfinite(torch.tensor(history[-1]["train_loss"]))
+
+
+class _SequenceFirstAttention(nn.Module):
+    """A per-step model that runs a sequence-first ``nn.MultiheadAttention`` on a sequence of one step
+    (``x_t.unsqueeze(0)``), then a readout of the wrong width."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.attention = nn.MultiheadAttention(4, 1)
+        self.fc1, self.lif, self.fc2 = nn.Linear(4, 8), DecoupledLIF(8), nn.Linear(6, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        q = x.unsqueeze(0)
+        return self.fc2(self.lif(self.fc1(self.attention(q, q, q)[0][0]))[0])
+
+
+class _TwoViews(nn.Module):
+    """A per-step model that passes two views of the step through one layer stacked (``[2, B, F]``),
+    then a readout of the wrong width."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.encoder = nn.Linear(4, 4)
+        self.fc1, self.lif, self.fc2 = nn.Linear(8, 8), DecoupledLIF(8), nn.Linear(6, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        views = self.encoder(torch.stack([x, -x]))
+        return self.fc2(self.lif(self.fc1(torch.cat(views.unbind(0), dim=1)))[0])
+
+
+@pytest.mark.parametrize("model", [_SequenceFirstAttention, _TwoViews])
+def test_a_per_step_model_that_adds_and_removes_a_leading_axis_gets_its_own_error(model):
+    """A model that maps one step to its output but calls a layer on a tensor with a leading axis of its own
+    (a sequence-first attention on one step, two views stacked) and then fails in another layer for a reason
+    of its own (a readout of the wrong width) gets that error, at that layer, not the advice for models that
+    take whole sequences."""
+    torch.manual_seed(0)
+    net = model()
+    x, y = torch.rand(3, 5, 4), torch.randint(0, 3, (5,))
+    trainer = BPTTTrainer(net, torch.optim.SGD(net.parameters(), lr=0.1), progress=False)
+    with pytest.raises(
+        ValueError, match=r"model: at fc2 \(Linear\): mat1 and mat2 shapes cannot be multiplied"
+    ) as caught:
+        trainer.prepare((x, y))
+    assert not isinstance(caught.value, UnsupportedModule)
+
+
+class _InnerSteps(nn.Module):
+    """``SNASNet``'s pattern: one call encodes the step once, then runs its cell over its own ``steps`` time
+    steps on that same encoding and averages the readout."""
+
+    def __init__(self, steps: int) -> None:
+        super().__init__()
+        self.steps = steps
+        self.stem, self.cell, self.readout = (
+            nn.Linear(4, 8),
+            nn.Sequential(nn.Linear(8, 8), DecoupledLIF(8)),
+            nn.Linear(8, 3),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        encoded = self.stem(x)
+        return sum(self.readout(self.cell(encoded)) for _ in range(self.steps)) / self.steps
+
+
+class _SharedNeuron(nn.Module):
+    """One neuron called by two layers at every step."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc1, self.fc2, self.lif, self.readout = nn.Linear(4, 8), nn.Linear(8, 8), DecoupledLIF(8), nn.Linear(8, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.readout(self.lif(self.fc2(self.lif(self.fc1(x))[0]))[0])
+
+
+class _BlockTwice(nn.Module):
+    """One block (synapse and neuron) applied twice at every step, the second time to its own output."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc, self.block, self.readout = (
+            nn.Linear(4, 8),
+            nn.Sequential(nn.Linear(8, 8), DecoupledLIF(8)),
+            nn.Linear(8, 3),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.readout(self.block(self.block(self.fc(x))))
+
+
+@pytest.mark.parametrize(
+    "model, warned",
+    [(lambda: _InnerSteps(3), 3), (lambda: _InnerSteps(1), None), (_SharedNeuron, None), (_BlockTwice, None)],
+)
+def test_a_model_that_runs_time_steps_of_its_own_is_warned_about(model, warned):
+    """A model whose forward runs its neurons over time steps of its own on one input (SNASNet's
+    ``args.timestep`` loop) is warned about at the first batch, with the advice; a neuron shared by two
+    layers, or a block applied twice to its own output, which also step a neuron twice per step, are not."""
+    import warnings
+
+    torch.manual_seed(0)
+    net = model()
+    trainer = BPTTTrainer(net, torch.optim.SGD(net.parameters(), lr=0.1), progress=False)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trainer.prepare((torch.rand(3, 5, 4), torch.randint(0, 3, (5,))))
+    messages = [str(w.message) for w in caught if "time steps of its own" in str(w.message)]
+    if warned is None:
+        assert messages == []
+    else:
+        assert len(messages) == 1
+        assert messages[0].startswith(f"_InnerSteps.forward runs {warned} time steps of its own at every step (cell ")
+        assert "build it with one" in messages[0]
 
 
 def _online_net(node=neuron.OTTTLIFNode) -> nn.Module:
