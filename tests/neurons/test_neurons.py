@@ -200,6 +200,27 @@ def test_validation_switch_skips_only_the_value_check():
         neuron(nan)
 
 
+def test_the_value_check_finds_one_bad_value_and_passes_sums_that_overflow():
+    """The NaN/inf check reduces to one sum: a single NaN or inf anywhere, in any float dtype (and complex
+    states), is caught, while finite values whose sum overflows (float16, float32) are not refused."""
+    neuron = sp.DecoupledLIF(3)
+    for dtype, big in ((torch.float16, 6e4), (torch.bfloat16, 3e38), (torch.float32, 3e38), (torch.float64, 1e308)):
+        huge = torch.full((4, 2, 3), big, dtype=dtype)
+        assert not torch.isfinite(huge.sum()) and torch.isfinite(huge).all()
+        neuron.to(dtype)(huge)
+        for bad in (float("nan"), float("inf"), -float("inf")):
+            x = torch.zeros(4, 2, 3, dtype=dtype)
+            x[3, 1, 2] = bad
+            with pytest.raises(ValueError, match="x_seq contains NaN or infinite"):
+                neuron(x)
+    from snn_parallel._validation import check_tensor
+
+    dtypes = (torch.complex64,)
+    check_tensor(torch.tensor([1 + 2j, -3j]), "z", dtypes=dtypes)
+    with pytest.raises(ValueError, match="z contains NaN"):
+        check_tensor(torch.tensor([1 + 2j, complex(0.0, float("nan"))]), "z", dtypes=dtypes)
+
+
 def test_ltc_rejects_feature_maps():
     with pytest.raises(ValueError, match="accepts \\[T, B, 3\\] sequences"):
         sp.LTC(3)(torch.randn(4, 2, 3, 5))
