@@ -263,7 +263,7 @@ class SpikingJellyNode(base.MemoryModule):
         nodes), or the :mod:`snn_parallel.surrogate` one built from a name or the default. Fixed
         once the node is built: assigning it raises ``AttributeError``."""
         surrogate = self.core.surrogate
-        return surrogate.fn if isinstance(surrogate, sp_surrogate.ForeignSurrogate) else surrogate
+        return surrogate if surrogate.source is None else surrogate.source
 
     def __setattr__(self, name: str, value: Any) -> None:
         # nn.Module would register a SpikingJelly surrogate (an nn.Module) as a child past the property

@@ -41,7 +41,18 @@ from typing import Any
 import numpy as np
 import torch
 
-from ...surrogate import ATan, DoubleGaussian, IntegerSpike, MultiGaussian, Rect, Sigmoid, Surrogate
+from ...surrogate import (
+    ATan,
+    DoubleGaussian,
+    FastSigmoid,
+    IntegerSpike,
+    MultiGaussian,
+    Rect,
+    Sigmoid,
+    Surrogate,
+    _SpikingJellyATan,
+    _SpikingJellySigmoid,
+)
 
 __all__ = [
     "HEADERS",
@@ -84,14 +95,18 @@ THREADS = 256
 MAX_BLOCKS = 65535
 
 #: Spike-function kind ids of ``common.cuh`` (passed as ``-DSNN_KIND_<NAME>``), by surrogate class
-#: (exact classes: a subclass may change the derivative, so it has no kernel).
+#: (exact classes: a subclass may change the derivative, so it has no kernel; the private ones are ours standing
+#: for SpikingJelly's surrogate objects, :func:`snn_parallel.surrogate.resolve`).
 SPIKE_KINDS: dict[type[Surrogate], int] = {
     ATan: 0,
+    _SpikingJellyATan: 0,
     Sigmoid: 1,
+    _SpikingJellySigmoid: 1,
     Rect: 2,
     MultiGaussian: 3,
     DoubleGaussian: 3,
     IntegerSpike: 4,
+    FastSigmoid: 5,
 }
 _KIND_MACROS = {
     "SNN_KIND_ATAN": 0,
@@ -99,6 +114,7 @@ _KIND_MACROS = {
     "SNN_KIND_RECT": 2,
     "SNN_KIND_GAUSSIANS": 3,
     "SNN_KIND_INTEGER": 4,
+    "SNN_KIND_FAST_SIGMOID": 5,
 }
 #: Events the kernels count with ``SNN_COUNT(SNN_EVENT_<NAME>)`` (a no-op on the GPU; the CPU test harness
 #: counts them): a look-back that found its predecessor not yet published and waited, that stepped over a
@@ -417,8 +433,8 @@ def grad_strides(grad: torch.Tensor | None) -> tuple[int, int]:
 
 
 def spike_code(spike_fn: Surrogate) -> tuple[int, tuple[float, float, float, float], int] | None:
-    """``(kind, (p0, p1, p2, p3), inclusive)`` of ``spike_fn`` for the kernels, or ``None`` when no
-    kernel implements it (a wrapped framework surrogate, or a subclass of ours)."""
+    """``(kind, (p0, p1, p2, p3), inclusive)`` of ``spike_fn`` for the kernels (its parameters as they are now),
+    or ``None`` when no kernel implements it (a wrapped framework surrogate, or a subclass of ours)."""
     kind = SPIKE_KINDS.get(type(spike_fn))
     if kind is None:
         return None
