@@ -25,7 +25,8 @@ SpikingJelly 2.0.0 and 0.0.0.0.14::
 - **Firing rule.** Spikes are :math:`\Theta(v - V_{th}) = [v - V_{th} \ge 0]`, as in
   SpikingJelly: the surrogate is built with
   ``snn_parallel.surrogate.resolve(surrogate_function, inclusive=True)``, so a name, one of
-  our surrogates, or any SpikingJelly surrogate object (either version) works. The
+  our surrogates, or any SpikingJelly surrogate object (either version) works
+  (``ATan`` and ``Sigmoid`` become ours, so the CUDA kernels run them). The
   default is our ``Sigmoid(alpha=4)`` (same forward and derivative as SpikingJelly's
   default ``surrogate.Sigmoid()``, but usable by the fused ops); ``LTCNode`` defaults to
   the multi-Gaussian of its reference code (firing on ``>= 0`` here).
