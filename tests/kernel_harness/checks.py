@@ -4,11 +4,20 @@ from __future__ import annotations
 
 import torch
 
-from snn_parallel.surrogate import ATan, DoubleGaussian, IntegerSpike, MultiGaussian, Rect, Sigmoid, Surrogate
+from snn_parallel.surrogate import (
+    ATan,
+    DoubleGaussian,
+    FastSigmoid,
+    IntegerSpike,
+    MultiGaussian,
+    Rect,
+    Sigmoid,
+    Surrogate,
+)
 
 F64 = torch.float64
 #: our surrogates by name (the kernels implement each)
-SURROGATES = {cls.name: cls for cls in (ATan, Sigmoid, Rect, MultiGaussian, DoubleGaussian)}
+SURROGATES = {cls.name: cls for cls in (ATan, Sigmoid, Rect, MultiGaussian, DoubleGaussian, FastSigmoid)}
 
 
 def wide_dtype(t: torch.Tensor) -> torch.dtype:
