@@ -96,6 +96,6 @@ def kernel_gap(
         if tensor.dtype in (torch.float64, torch.complex128):
             return f"{name} has dtype {tensor.dtype} (the kernels compute in float32 and complex64)"
     if spike_fn is not None and spike_code(spike_fn) is None:
-        ours = ", ".join(cls.__name__ for cls in SPIKE_KINDS if not cls.__name__.startswith("_"))
+        ours = ", ".join(cls.__name__ for cls in SPIKE_KINDS)
         return f"the spike function {spike_fn!r} has no kernel (these have: {ours})"
     return None

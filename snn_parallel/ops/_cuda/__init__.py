@@ -95,19 +95,18 @@ THREADS = 256
 MAX_BLOCKS = 65535
 
 #: Spike-function kind ids of ``common.cuh`` (passed as ``-DSNN_KIND_<NAME>``), by surrogate class
-#: (exact classes: a subclass may change the derivative, so it has no kernel; the private ones are ours standing
-#: for SpikingJelly's surrogate objects, :func:`snn_parallel.surrogate.resolve`).
+#: (exact classes: a subclass may change the derivative, so it has no kernel).
 SPIKE_KINDS: dict[type[Surrogate], int] = {
     ATan: 0,
-    _SpikingJellyATan: 0,
     Sigmoid: 1,
-    _SpikingJellySigmoid: 1,
     Rect: 2,
     MultiGaussian: 3,
     DoubleGaussian: 3,
     IntegerSpike: 4,
     FastSigmoid: 5,
 }
+#: ours standing for SpikingJelly's surrogate objects (:func:`snn_parallel.surrogate.resolve`) -> the class they compute
+_STANDING_IN: dict[type[Surrogate], type[Surrogate]] = {_SpikingJellyATan: ATan, _SpikingJellySigmoid: Sigmoid}
 _KIND_MACROS = {
     "SNN_KIND_ATAN": 0,
     "SNN_KIND_SIGMOID": 1,
@@ -435,7 +434,7 @@ def grad_strides(grad: torch.Tensor | None) -> tuple[int, int]:
 def spike_code(spike_fn: Surrogate) -> tuple[int, tuple[float, float, float, float], int] | None:
     """``(kind, (p0, p1, p2, p3), inclusive)`` of ``spike_fn`` for the kernels (its parameters as they are now),
     or ``None`` when no kernel implements it (a wrapped framework surrogate, or a subclass of ours)."""
-    kind = SPIKE_KINDS.get(type(spike_fn))
+    kind = SPIKE_KINDS.get(_STANDING_IN.get(type(spike_fn), type(spike_fn)))
     if kind is None:
         return None
     values = [float(v) for v in spike_fn.params.values()]
