@@ -36,10 +36,12 @@ the threshold does not fire). ``spike_grad`` is any snnTorch surrogate callable,
 without a derivative (``TypeError``). The default is Leaky's, ``snntorch.surrogate.atan()``
 (``neuron.spike_grad``), which the core computes in closed form,
 :class:`~snn_parallel.surrogate.ATan` ``(alpha=2, inclusive=False)``: the same spikes and
-gradient, and a ``multistep`` that compiles with ``torch.compile(fullgraph=True)``. A
-``spike_grad`` passed as an snnTorch callable does not compile whole in ``multistep``: its
-derivative is taken by autograd inside the backward, which the graph cannot hold; pass one of
-our surrogates, such as ``ATan(inclusive=False)``, instead. One of
+gradient, and a ``multistep`` that compiles with ``torch.compile(fullgraph=True)``.
+snnTorch's ``atan(alpha)``, ``sigmoid(slope)`` and ``fast_sigmoid(slope)`` passed as
+``spike_grad`` become ours the same way (``ATan``, ``Sigmoid``, ``FastSigmoid``; the CUDA kernels
+run them), ``neuron.spike_grad`` staying the callable passed. Any other snnTorch callable does
+not compile whole in ``multistep``: its derivative is taken by autograd inside the backward,
+which the graph cannot hold; pass one of our surrogates instead. One of
 our :class:`~snn_parallel.surrogate.Surrogate` objects keeps its own ``inclusive`` flag;
 :func:`multi_gaussian` and :func:`double_gaussian` build them with snnTorch's rule.
 

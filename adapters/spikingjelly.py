@@ -25,7 +25,8 @@ SpikingJelly 2.0.0 and 0.0.0.0.14::
 - **Firing rule.** Spikes are :math:`\Theta(v - V_{th}) = [v - V_{th} \ge 0]`, as in
   SpikingJelly: the surrogate is built with
   ``snn_parallel.surrogate.resolve(surrogate_function, inclusive=True)``, so a name, one of
-  our surrogates, or any SpikingJelly surrogate object (either version) works. The
+  our surrogates, or any SpikingJelly surrogate object (either version) works
+  (``ATan`` and ``Sigmoid`` become ours, so the CUDA kernels run them). The
   default is our ``Sigmoid(alpha=4)`` (same forward and derivative as SpikingJelly's
   default ``surrogate.Sigmoid()``, but usable by the fused ops); ``LTCNode`` defaults to
   the multi-Gaussian of its reference code (firing on ``>= 0`` here).
@@ -263,7 +264,7 @@ class SpikingJellyNode(base.MemoryModule):
         nodes), or the :mod:`snn_parallel.surrogate` one built from a name or the default. Fixed
         once the node is built: assigning it raises ``AttributeError``."""
         surrogate = self.core.surrogate
-        return surrogate.fn if isinstance(surrogate, sp_surrogate.ForeignSurrogate) else surrogate
+        return surrogate if surrogate.source is None else surrogate.source
 
     def __setattr__(self, name: str, value: Any) -> None:
         # nn.Module would register a SpikingJelly surrogate (an nn.Module) as a child past the property

@@ -25,6 +25,21 @@ the multi-Gaussians to :math:`\gamma(1 - h)`):
   - 2h\,N(x; 0, s\sigma)]`.
 - :class:`Slayer` (SLAYER, as in SE-adLIF and HYPR, ``alpha=5``, ``scale=0.2``):
   :math:`g'(x) = \tfrac{c\,\alpha}{2}\,e^{-\alpha |x|}`, which integrates to the scale :math:`c`.
+- :class:`FastSigmoid` (SuperSpike, snnTorch's ``fast_sigmoid``, ``slope=25``):
+  :math:`g'(x) = \frac{1}{(k|x| + 1)^2}`, which integrates to :math:`2/k`.
+
+**Framework surrogates that are ours.** SpikingJelly's ``ATan(alpha)`` and ``Sigmoid(alpha)``
+objects and snnTorch's ``atan(alpha)``, ``sigmoid(slope)`` and ``fast_sigmoid(slope)``
+callables compute :class:`ATan`, :class:`Sigmoid` and :class:`FastSigmoid`: :func:`resolve`
+turns them into ours (so the CUDA kernels run them), each keeping the framework object as
+:attr:`Surrogate.source` and reading a SpikingJelly object's ``alpha`` at each use (tuning it
+after construction acts). It does so only after the object is recognised (its exact class in its spiking mode, or
+the snnTorch factory's own closure) and its spikes and derivative equal ours on a float64 grid;
+anything else (a subclass, a custom callable) is wrapped as :class:`ForeignSurrogate`. Where
+the two differ in floating point, ours is the better behaved: snnTorch's ``sigmoid`` backward
+computes :math:`k e^{-kx} / (e^{-kx} + 1)^2`, which is NaN where :math:`e^{-kx}` overflows
+(:math:`kx < -88` in float32), ours the same derivative through :math:`\sigma(kx)`, finite
+everywhere.
 """
 
 from __future__ import annotations
@@ -32,6 +47,8 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import math
+import sys
+import types
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -48,6 +65,7 @@ __all__ = [
     "DoubleGaussian",
     "CenteredDoubleGaussian",
     "Slayer",
+    "FastSigmoid",
     "ForeignSurrogate",
     "ForeignTape",
     "resolve",
@@ -119,10 +137,13 @@ class Surrogate:
     """
 
     name: str = "surrogate"
+    #: the framework's surrogate this one was resolved from (a SpikingJelly object, an snnTorch callable),
+    #: which the framework skins give back as theirs; ``None`` for one of ours built directly
+    source: object = None
 
     def __init__(self, *, inclusive: bool = True, **params: float) -> None:
         self.inclusive = check_bool(inclusive, "inclusive")
-        self._params = params
+        self._names = tuple(params)
         for key, value in params.items():
             setattr(self, key, value)
 
@@ -142,8 +163,8 @@ class Surrogate:
 
     @property
     def params(self) -> dict[str, float]:
-        """The derivative's parameters by name (used by kernels that take a surrogate by kind)."""
-        return dict(self._params)
+        """The derivative's parameters by name, as they are now (the kernels read them at each call)."""
+        return {key: getattr(self, key) for key in self._names}
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v}" for k, v in self.params.items())
@@ -275,6 +296,50 @@ class Slayer(Surrogate):
         return (self.scale * self.alpha / 2) * torch.exp(-self.alpha * x.abs())
 
 
+class FastSigmoid(Surrogate):
+    r"""Fast-sigmoid surrogate of SuperSpike (Zenke & Ganguli), snnTorch's ``fast_sigmoid``:
+
+    .. math:: g'(x) = \frac{1}{(k\,|x| + 1)^2}
+
+    the derivative of :math:`\frac{x}{1 + k|x|}`, with slope :math:`k` (``slope=25``, snnTorch's
+    default); it integrates to :math:`2/k`.
+    """
+
+    name = "fast_sigmoid"
+
+    def __init__(self, slope: float = 25.0, *, inclusive: bool = True) -> None:
+        super().__init__(inclusive=inclusive, slope=check_positive(slope, "slope"))
+
+    def derivative(self, x: torch.Tensor) -> torch.Tensor:
+        return 1 / (self.slope * x.abs() + 1).square()
+
+
+class _SpikingJellyAlpha(Surrogate):
+    """One of ours standing for a SpikingJelly surrogate object (:attr:`source`), whose ``alpha`` it reads at
+    each use: tuning the object's ``alpha`` after a node is built changes the gradient, as on SpikingJelly's
+    own nodes. Placed before the class of ours it computes, e.g. ``(_SpikingJellyAlpha, ATan)``."""
+
+    def __init__(self, source: object, *, inclusive: bool) -> None:
+        Surrogate.__init__(self, inclusive=inclusive)
+        self._names = ("alpha",)
+        self.source = source
+
+    @property
+    def alpha(self) -> float:
+        return self.source.alpha
+
+    def __repr__(self) -> str:
+        return f"{super().__repr__()} (reading {self.source!r})"
+
+
+class _SpikingJellyATan(_SpikingJellyAlpha, ATan):
+    """:class:`ATan` with SpikingJelly's ``ATan`` object's ``alpha``."""
+
+
+class _SpikingJellySigmoid(_SpikingJellyAlpha, Sigmoid):
+    """:class:`Sigmoid` with SpikingJelly's ``Sigmoid`` object's ``alpha``."""
+
+
 class ForeignSurrogate(Surrogate):
     """A framework's surrogate (snnTorch ``spike_grad`` callable, SpikingJelly object) in our form.
 
@@ -289,6 +354,11 @@ class ForeignSurrogate(Surrogate):
     def __init__(self, fn: Callable[[torch.Tensor], torch.Tensor], *, inclusive: bool) -> None:
         super().__init__(inclusive=inclusive)
         self.fn = fn
+
+    @property
+    def source(self) -> Callable[[torch.Tensor], torch.Tensor]:
+        """The framework's function (:attr:`fn`)."""
+        return self.fn
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         tape = None if torch.compiler.is_compiling() else _TAPE.get()  # dynamo cannot trace a ContextVar
@@ -408,15 +478,84 @@ _TAPE: contextvars.ContextVar[ForeignTape | None] = contextvars.ContextVar("snn_
 
 
 _BY_NAME: dict[str, type[Surrogate]] = {
-    cls.name: cls for cls in (ATan, Sigmoid, Rect, MultiGaussian, DoubleGaussian, CenteredDoubleGaussian, Slayer)
+    cls.name: cls
+    for cls in (ATan, Sigmoid, Rect, MultiGaussian, DoubleGaussian, CenteredDoubleGaussian, Slayer, FastSigmoid)
 }
 _BY_NAME["straight_through"] = Rect
 
+#: SpikingJelly's surrogate classes (``activation_based.surrogate``, 0.0.0.0.14 and 2.x) that compute ours
+_SPIKINGJELLY: dict[str, type[_SpikingJellyAlpha]] = {"ATan": _SpikingJellyATan, "Sigmoid": _SpikingJellySigmoid}
+#: snnTorch's surrogate factories whose closures compute ours: factory -> (our class, the closure's parameter)
+_SNNTORCH: dict[str, tuple[type[Surrogate], str]] = {
+    "atan": (ATan, "alpha"),
+    "sigmoid": (Sigmoid, "slope"),
+    "fast_sigmoid": (FastSigmoid, "slope"),
+}
+#: where :func:`_same_math` compares a framework's surrogate with ours, in units of 1/sharpness (ours are
+#: functions of sharpness * x): 0, both sides of it, and out to where the derivatives are ~1e-3 of their peak
+_PROBE = (0.0, 1e-6, 1e-3, 0.01, 0.1, 0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 5.0, 8.0, 13.0, 20.0, 30.0, 40.0)
 
-def _wrap_foreign(obj: Callable[[torch.Tensor], torch.Tensor], name: str) -> ForeignSurrogate:
-    """Wrap a framework surrogate after checking it is a Heaviside step with a usable derivative."""
+
+def _candidate(obj: object) -> Callable[[bool], Surrogate] | None:
+    """How to build the surrogate of ours that ``obj`` computes, given the firing rule, if ``obj`` is one of the
+    framework surrogates listed above: its exact class or the factory's own closure (a subclass or a look-alike
+    may compute something else), with the parameters read off it. Reads only frameworks already imported."""
+    cls = type(obj)
+    if cls.__module__ == "spikingjelly.activation_based.surrogate" and cls.__name__ in _SPIKINGJELLY:
+        module = sys.modules.get(cls.__module__)
+        if getattr(module, cls.__name__, None) is cls and obj.spiking is True:
+            check_positive(obj.alpha, "alpha")
+            return lambda inclusive: _SPIKINGJELLY[cls.__name__](obj, inclusive=inclusive)
+    elif isinstance(obj, types.FunctionType) and obj.__module__ == "snntorch.surrogate":
+        module = sys.modules.get("snntorch.surrogate")
+        for factory, (ours, parameter) in _SNNTORCH.items():
+            made = getattr(module, factory, None)
+            if isinstance(made, types.FunctionType) and any(code is obj.__code__ for code in made.__code__.co_consts):
+                value = obj.__closure__[obj.__code__.co_freevars.index(parameter)].cell_contents
+                return lambda inclusive: ours(value, inclusive=inclusive)
+    return None
+
+
+def _same_math(obj: Callable[[torch.Tensor], torch.Tensor], ours: Surrogate) -> bool:
+    """Whether ``obj`` gives ``ours``'s spikes and derivative (through its own autograd) on a float64 grid."""
+    (sharpness,) = ours.params.values()
+    t = torch.tensor(_PROBE, dtype=torch.float64)
+    x = (torch.cat([-t.flip(0), t[1:]]) / float(sharpness)).requires_grad_()
+    spikes = obj(x)
+    if not isinstance(spikes, torch.Tensor) or spikes.shape != x.shape or not spikes.requires_grad:
+        return False
+    (grad,) = torch.autograd.grad(spikes.sum(), x)
+    expected = ours.derivative(x.detach())
+    return torch.equal(spikes.detach().to(x.dtype), ours.heaviside(x.detach())) and torch.allclose(
+        grad, expected, rtol=1e-9, atol=1e-12 * float(expected.abs().max())
+    )
+
+
+def _as_ours(obj: Callable[[torch.Tensor], torch.Tensor]) -> Surrogate | None:
+    """The surrogate of ours that framework surrogate ``obj`` computes, with ``obj`` as its :attr:`~Surrogate.source`,
+    or ``None`` when ``obj`` is not one of those known or does not compute it (checked on a float64 grid)."""
+    try:
+        build = _candidate(obj)
+        if build is None:
+            return None
+        with torch.no_grad():
+            at_zero = obj(torch.zeros(1, dtype=torch.float64))
+        ours = build(bool(at_zero.item() == 1.0))
+        if not _same_math(obj, ours):
+            return None
+    except Exception:  # a foreign object may fail in any way here; it is then wrapped as it is
+        return None
+    if ours.source is None:
+        ours.source = obj
+    return ours
+
+
+def _wrap_foreign(obj: Callable[[torch.Tensor], torch.Tensor], name: str) -> Surrogate:
+    """One of ours for a framework surrogate that computes it, else the surrogate wrapped after checking it is a
+    Heaviside step with a usable derivative."""
     with torch.inference_mode(False), torch.enable_grad():  # a neuron may be built under no_grad/inference_mode
-        return _probed(obj, name)
+        ours = _as_ours(obj)
+        return ours if ours is not None else _probed(obj, name)
 
 
 def _probed(obj: Callable[[torch.Tensor], torch.Tensor], name: str) -> ForeignSurrogate:
@@ -446,9 +585,11 @@ def resolve(surrogate: object = None, *, inclusive: bool = True, name: str = "su
     Args:
         surrogate: ``None`` (``ATan()``), a name (``"atan"``, ``"sigmoid"``, ``"rect"``,
             ``"straight_through"``, ``"multi_gaussian"``, ``"double_gaussian"``,
-            ``"centered_double_gaussian"``, ``"slayer"``), a
+            ``"centered_double_gaussian"``, ``"slayer"``, ``"fast_sigmoid"``), a
             :class:`Surrogate`, a SpikingJelly surrogate object, or any callable that maps a
-            tensor to Heaviside spikes with a surrogate backward (snnTorch ``spike_grad``).
+            tensor to Heaviside spikes with a surrogate backward (snnTorch ``spike_grad``). A
+            framework surrogate that computes one of ours becomes ours (see the module
+            docstring); any other is a :class:`ForeignSurrogate`.
         inclusive: firing rule for a surrogate built here from ``None`` or a name.
         name: the argument name used in error messages.
 

@@ -93,7 +93,8 @@ def test_multistep_without_output_does_not_ask_the_core_for_the_membrane(monkeyp
 def test_multistep_compiles_with_fullgraph_at_the_default_spike_grad_which_trains_as_snntorch_atan(cls):
     """The default ``spike_grad`` is snnTorch's ``atan()``, which the core spikes through in closed form
     (``ATan(alpha=2, inclusive=False)``): the spikes and gradients of snnTorch's own callable, compiled with
-    ``fullgraph=True`` or not; the callable itself, passed explicitly, cannot be compiled whole."""
+    ``fullgraph=True`` or not, as snnTorch's ``atan()`` passed explicitly (ours too); a callable that is not
+    ours (``triangular()``) cannot be compiled whole."""
     import snntorch.surrogate
 
     from snn_parallel.surrogate import ATan
@@ -119,9 +120,10 @@ def test_multistep_compiles_with_fullgraph_at_the_default_spike_grad_which_train
     default = make()
     assert default[1].spike_grad.__qualname__.startswith("atan")  # snnTorch's, as on snn.Leaky
     runs = [run(default), run(make(), compile=True), run(make(spike_grad=ATan(inclusive=False)), compile=True)]
+    runs.append(run(make(spike_grad=snntorch.surrogate.atan()), compile=True))
     for spikes, grads in runs:
         assert torch.equal(spikes, reference)
         for grad, expected in zip(grads, reference_grads, strict=True):
             torch.testing.assert_close(grad, expected)
     with pytest.raises(torch._dynamo.exc.Unsupported, match="autograd"):  # derivative by autograd
-        run(make(spike_grad=snntorch.surrogate.atan()), compile=True)
+        run(make(spike_grad=snntorch.surrogate.triangular()), compile=True)

@@ -241,7 +241,10 @@ def test_surrogates_resolved_with_the_inclusive_rule():
     assert isinstance(sjn.LTCNode(C).core.surrogate, sp_surrogate.MultiGaussian)
     for node in (sjn.DecoupledLIFNode(C), sjn.LTCNode(C), sjn.PRFNode(C, surrogate_function="atan")):
         assert node.core.surrogate.inclusive
-    wrapped = sjn.DynamicDecayNode(C, surrogate_function=sj_surrogate.ATan()).core.surrogate
+    passed = sj_surrogate.ATan()
+    mapped = sjn.DynamicDecayNode(C, surrogate_function=passed).core.surrogate  # SpikingJelly's ATan is ours
+    assert isinstance(mapped, sp_surrogate.ATan) and mapped.source is passed and mapped.inclusive
+    wrapped = sjn.DynamicDecayNode(C, surrogate_function=sj_surrogate.SoftSign()).core.surrogate
     assert isinstance(wrapped, sp_surrogate.ForeignSurrogate) and wrapped.inclusive
 
 

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import torch
 
-from snn_parallel.surrogate import ATan, DoubleGaussian, IntegerSpike, MultiGaussian, Rect, Sigmoid, Surrogate
+from snn_parallel.ops._cuda import SPIKE_KINDS
+from snn_parallel.surrogate import IntegerSpike, Rect, Surrogate
 
 F64 = torch.float64
-#: our surrogates by name (the kernels implement each)
-SURROGATES = {cls.name: cls for cls in (ATan, Sigmoid, Rect, MultiGaussian, DoubleGaussian)}
+#: our surrogates by name whose spikes are a Heaviside step (the kernels implement each)
+SURROGATES = {cls.name: cls for cls in SPIKE_KINDS if cls is not IntegerSpike}
 
 
 def wide_dtype(t: torch.Tensor) -> torch.dtype:

@@ -429,7 +429,7 @@ def test_foreign_surrogate_keeps_the_dtype(make):
     snntorch = pytest.importorskip("snntorch")
     import snntorch.surrogate  # noqa: F401, F811
 
-    neuron = make(snntorch.surrogate.fast_sigmoid()).double()
+    neuron = make(snntorch.surrogate.triangular()).double()  # stays foreign (fast_sigmoid() is ours)
     x = torch.rand(5, 2, 3, dtype=torch.float64) * 300
     spikes, state = neuron(x)
     assert spikes.dtype == torch.float64 and all(s.dtype == torch.float64 for s in state)

@@ -23,17 +23,18 @@ def _antiderivative_grad(fn):
     [
         (sg.ATan(alpha=2.0), lambda x: torch.atan(math.pi / 2 * 2.0 * x) / math.pi),
         (sg.Sigmoid(alpha=4.0), lambda x: torch.sigmoid(4.0 * x)),
+        (sg.FastSigmoid(slope=4.0), lambda x: x / (1 + 4.0 * x.abs())),  # SuperSpike
         (sg.MultiGaussian(), None),
         (sg.DoubleGaussian(), None),
     ],
 )
 def test_derivative_formulas(surrogate, primitive):
+    params = surrogate.params
+    # ATan and Sigmoid integrate to 1; the fast sigmoid to 2/k; the multi-Gaussian to gamma * (1 + h - 2h)
+    expected = params["gamma"] * (1 - params["height"]) if "gamma" in params else 2 / params.get("slope", 2)
     if primitive is not None:
         torch.testing.assert_close(surrogate.derivative(X), _antiderivative_grad(primitive))
-    # ATan and Sigmoid integrate to 1; the multi-Gaussian to gamma * (1 + h - 2h)
     area = torch.trapezoid(surrogate.derivative(torch.linspace(-40, 40, 80001, dtype=torch.float64)), dx=0.001)
-    params = surrogate.params
-    expected = params["gamma"] * (1 - params["height"]) if "gamma" in params else 1.0
     assert abs(area.item() - expected) < 1e-2
 
 
@@ -158,25 +159,170 @@ def test_foreign_callables_are_checked():
         sg.resolve(lambda x: x.unknown_method())
 
 
-def test_snntorch_surrogate():
+def test_foreign_surrogate_keeps_the_frameworks_rule_and_backward():
+    """A framework surrogate that is not one of ours (snnTorch's triangular) is called as it is."""
     surrogate = pytest.importorskip("snntorch.surrogate")
-    wrapped = sg.resolve(surrogate.atan(alpha=2.0))
-    assert isinstance(wrapped, sg.ForeignSurrogate)
+    spike_grad = surrogate.triangular()
+    wrapped = sg.resolve(spike_grad)
+    assert isinstance(wrapped, sg.ForeignSurrogate) and wrapped.source is spike_grad
     assert wrapped.inclusive is False  # snnTorch fires on x > 0
     x = torch.linspace(-2, 2, 41, dtype=torch.float64)
-    torch.testing.assert_close(wrapped.derivative(x), sg.ATan(alpha=2.0).derivative(x))
     assert torch.equal(wrapped.heaviside(x), (x > 0).double())
-
-
-def test_spikingjelly_surrogate():
-    surrogate = pytest.importorskip("spikingjelly.activation_based.surrogate")
-    wrapped = sg.resolve(surrogate.Sigmoid(alpha=4.0))
-    assert wrapped.inclusive is True  # SpikingJelly fires on x >= 0
-    x = torch.linspace(-2, 2, 41, dtype=torch.float64)
-    torch.testing.assert_close(wrapped.derivative(x), sg.Sigmoid(alpha=4.0).derivative(x))
     y = x.clone().requires_grad_()
-    wrapped(y).sum().backward()  # the forward pass is SpikingJelly's own
-    torch.testing.assert_close(y.grad, sg.Sigmoid(alpha=4.0).derivative(x))
+    wrapped(y).sum().backward()  # snnTorch's triangular backward: +1 below zero, -1 from zero up
+    torch.testing.assert_close(y.grad, torch.where(x >= 0, -1.0, 1.0).double())
+    torch.testing.assert_close(wrapped.derivative(x), y.grad)
+
+
+def _snntorch(name: str, **params: float) -> object:
+    return getattr(pytest.importorskip("snntorch.surrogate"), name)(**params)
+
+
+def _spikingjelly(name: str, **params: float) -> object:
+    return getattr(pytest.importorskip("spikingjelly.activation_based.surrogate"), name)(**params)
+
+
+# framework surrogate -> ours with the same derivative (formulas from the frameworks' sources) and firing rule:
+# snnTorch fires on x > 0, SpikingJelly on x >= 0
+FRAMEWORK_SURROGATES = {
+    "snntorch-atan": (lambda: _snntorch("atan", alpha=3.0), lambda: sg.ATan(3.0, inclusive=False)),
+    "snntorch-sigmoid": (lambda: _snntorch("sigmoid", slope=5), lambda: sg.Sigmoid(5.0, inclusive=False)),
+    "snntorch-fast_sigmoid": (lambda: _snntorch("fast_sigmoid"), lambda: sg.FastSigmoid(25.0, inclusive=False)),
+    "spikingjelly-atan": (lambda: _spikingjelly("ATan", alpha=2.5), lambda: sg.ATan(2.5)),
+    "spikingjelly-sigmoid": (lambda: _spikingjelly("Sigmoid"), lambda: sg.Sigmoid(4.0)),
+}
+
+
+def _spikes_and_grads(neuron: torch.nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """A float64 neuron's spikes on ``x`` and the gradients of a fixed weighting of them (input, parameters)."""
+    x = x.clone().requires_grad_()
+    spikes = neuron(x)
+    spikes = spikes[0] if isinstance(spikes, tuple) else spikes
+    weights = torch.randn(spikes.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    leaves = [x, *(p for p in neuron.parameters() if p.requires_grad)]
+    return spikes.detach().double(), list(torch.autograd.grad((spikes * weights).sum(), leaves))
+
+
+@pytest.mark.parametrize("case", FRAMEWORK_SURROGATES)
+def test_a_framework_surrogate_that_is_ours_runs_the_kernels(case):
+    """snnTorch's and SpikingJelly's surrogates that compute one of ours become ours (so the CUDA kernels take
+    them), with the framework object kept as the source; a neuron built with one gives the spikes and
+    gradients (float64) of the same neuron spiking through the framework's own function and autograd."""
+    from snn_parallel.neurons import DecoupledLIF
+    from snn_parallel.ops._backend import kernel_gap
+    from snn_parallel.ops._cuda import spike_code
+
+    theirs, ours = FRAMEWORK_SURROGATES[case]
+    framework, expected = theirs(), ours()
+    resolved = sg.resolve(framework)
+    assert isinstance(resolved, type(expected)) and resolved.source is framework
+    assert resolved.inclusive is expected.inclusive and resolved.params == expected.params
+    assert spike_code(resolved) == spike_code(expected) is not None
+    assert kernel_gap(spike_fn=resolved) is None
+    neuron = DecoupledLIF(6, tau=2.0, learn_decay=True, surrogate=framework).double()
+    assert spike_code(neuron.surrogate) is not None
+    through_framework = DecoupledLIF(
+        6, tau=2.0, learn_decay=True, surrogate=sg.ForeignSurrogate(framework, inclusive=expected.inclusive)
+    ).double()
+    x = torch.rand(12, 3, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(0)) * 2
+    spikes, grads = _spikes_and_grads(neuron, x)
+    reference, reference_grads = _spikes_and_grads(through_framework, x)
+    assert torch.equal(spikes, reference) and 0 < spikes.mean() < 1
+    for grad, expected_grad in zip(grads, reference_grads, strict=True):
+        assert expected_grad.abs().sum() > 0
+        torch.testing.assert_close(grad, expected_grad, rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("case", FRAMEWORK_SURROGATES)
+def test_framework_skins_keep_the_surrogate_passed(case):
+    """The snnTorch skin's ``spike_grad`` and the SpikingJelly node's ``surrogate_function`` stay the object
+    passed, while the core neuron spikes through ours."""
+    from snn_parallel.ops._cuda import spike_code
+
+    theirs, ours = FRAMEWORK_SURROGATES[case]
+    framework = theirs()
+    if case.startswith("snntorch"):
+        from snn_parallel.adapters.snntorch import DecoupledLIF
+
+        skin = DecoupledLIF(4, beta=0.7, spike_grad=framework)
+        assert skin.spike_grad is framework
+    else:
+        from snn_parallel.adapters.spikingjelly import DecoupledLIFNode
+
+        skin = DecoupledLIFNode(4, surrogate_function=framework)
+        assert skin.surrogate_function is framework
+    assert type(skin.core.surrogate) is type(sg.resolve(framework)) and spike_code(skin.core.surrogate) is not None
+
+
+def test_tuning_a_spikingjelly_alpha_acts_on_ours():
+    """SpikingJelly's nodes read their surrogate's ``alpha`` at each call (spike_dhs tunes it during training):
+    ours, standing for the object, reads it too, in the torch path and in what the kernels are given."""
+    from snn_parallel.ops._cuda import spike_code
+
+    framework = _spikingjelly("ATan", alpha=2.0)
+    resolved = sg.resolve(framework)
+    x = torch.linspace(-1, 1, 21, dtype=torch.float64)
+    torch.testing.assert_close(resolved.derivative(x), sg.ATan(2.0).derivative(x), rtol=1e-15, atol=0)
+    framework.alpha = 5.0
+    torch.testing.assert_close(resolved.derivative(x), sg.ATan(5.0).derivative(x), rtol=1e-15, atol=0)
+    assert resolved.params == {"alpha": 5.0} and spike_code(resolved)[1][0] == 5.0
+    y = x.clone().requires_grad_()
+    resolved(y).sum().backward()
+    torch.testing.assert_close(y.grad, sg.ATan(5.0).derivative(x), rtol=1e-15, atol=0)
+
+
+def test_look_alikes_stay_foreign(monkeypatch):
+    """Only the frameworks' own classes and closures become ours, and only when they compute ours: a subclass
+    (even one computing the same), a callable of one's own around snnTorch's function, an object whose
+    spike function was replaced, or a closure whose module's function was replaced stay foreign."""
+    sj = pytest.importorskip("spikingjelly.activation_based.surrogate")
+    snn = pytest.importorskip("snntorch.surrogate")
+
+    class Same(sj.ATan):
+        pass
+
+    class Steeper(sj.ATan):
+        @staticmethod
+        def spiking_function(x, alpha):
+            return sj.atan.apply(x, 2 * alpha)
+
+    def atan(alpha=2.0):  # written like snnTorch's, in another module
+        def inner(x):
+            return snn.ATan.apply(x, alpha)
+
+        return inner
+
+    replaced = sj.ATan()
+    replaced.spiking_function = lambda x, alpha: sj.sigmoid.apply(x, alpha)  # the same class, another derivative
+    for obj in (Same(), Steeper(), atan(), replaced):
+        resolved = sg.resolve(obj)
+        assert isinstance(resolved, sg.ForeignSurrogate) and resolved.source is obj, obj
+    monkeypatch.setattr(snn, "ATan", snn.Sigmoid)  # atan()'s closure now calls the sigmoid
+    assert isinstance(sg.resolve(snn.atan()), sg.ForeignSurrogate)
+
+
+def test_fast_sigmoid_is_snntorchs():
+    """snnTorch's ``FastSigmoid.backward``, ``grad / (slope |x| + 1)^2`` (SuperSpike), at any slope; by name."""
+    snn = pytest.importorskip("snntorch.surrogate")
+    for slope in (1.0, 25.0, 100.0):
+        x = (X / 4).clone().requires_grad_()
+        snn.fast_sigmoid(slope=slope)(x).sum().backward()
+        torch.testing.assert_close(sg.FastSigmoid(slope).derivative(X / 4), x.grad, rtol=1e-14, atol=0)
+    assert isinstance(sg.resolve("fast_sigmoid"), sg.FastSigmoid) and sg.FastSigmoid().slope == 25.0
+    with pytest.raises(ValueError, match="slope"):
+        sg.FastSigmoid(slope=-1.0)
+
+
+def test_snntorch_sigmoid_overflow_is_not_ours():
+    """snnTorch's sigmoid backward is NaN where exp(-k x) overflows (float32, k x < -88); ours is finite there."""
+    snn = pytest.importorskip("snntorch.surrogate")
+    x = torch.tensor([-5.0, -0.01, 0.01, 5.0], requires_grad=True)
+    snn.sigmoid(slope=25)(x).sum().backward()
+    assert x.grad[0].isnan()  # snnTorch's own function
+    y = x.detach().clone().requires_grad_()
+    sg.resolve(snn.sigmoid(slope=25))(y).sum().backward()
+    assert y.grad.isfinite().all()
+    torch.testing.assert_close(y.grad[1:], x.grad[1:])
 
 
 def test_foreign_tape_gives_a_framework_surrogate_forward_mode_under_vmap():
@@ -184,7 +330,7 @@ def test_foreign_tape_gives_a_framework_surrogate_forward_mode_under_vmap():
     the tangent ``x_dot * g'(x)`` of our ATan at each call once the calls are recorded on plain tensors;
     without the tape the framework's function refuses the transforms."""
     surrogate = pytest.importorskip("spikingjelly.activation_based.surrogate")
-    wrapped = sg.resolve(surrogate.ATan(alpha=2.0))
+    wrapped = sg.ForeignSurrogate(surrogate.ATan(alpha=2.0), inclusive=True)  # resolve() would make it ours
     ours = sg.ATan(alpha=2.0)
 
     def f(x: torch.Tensor) -> torch.Tensor:
@@ -227,7 +373,7 @@ def test_a_float32_foreign_spike_keeps_a_float64_steps_gradient():
 
     x = torch.randn(5, 6, dtype=torch.float64) * 2
     grads = []
-    for spike_fn in (surrogate.atan(alpha=2.0), sg.ATan(alpha=2.0, inclusive=False)):
+    for spike_fn in (sg.ForeignSurrogate(surrogate.atan(alpha=2.0), inclusive=False), sg.ATan(2.0, inclusive=False)):
         neuron = DecoupledLIF(6, surrogate=spike_fn).double()
         current = x.clone().requires_grad_()
         spikes, _ = neuron.step(current, neuron.init_state(current))

@@ -18,7 +18,16 @@ from kernel_harness import CUDA_DIR, NVCC, source_path
 
 from snn_parallel.ops import _cuda
 from snn_parallel.ops._cuda import KERNEL_DTYPES, KernelFile, kernel_files, spike_code
-from snn_parallel.surrogate import ATan, DoubleGaussian, ForeignSurrogate, IntegerSpike, MultiGaussian, Rect, Sigmoid
+from snn_parallel.surrogate import (
+    ATan,
+    DoubleGaussian,
+    FastSigmoid,
+    ForeignSurrogate,
+    IntegerSpike,
+    MultiGaussian,
+    Rect,
+    Sigmoid,
+)
 
 FILES = kernel_files()
 #: every build of every file: (file name, variant)
@@ -62,6 +71,7 @@ def test_constants_are_passed_from_python():
     assert FILES["tssl.cu"].macros()["TSSL_DT_DU_MIN"] == "(-8.0f)"
     options = FILES["dsn.cu"].options(torch.bfloat16)
     assert options[:2] == ("-std=c++17", "-DSNN_DTYPE=__nv_bfloat16") and "-DSNN_KIND_INTEGER=(4)" in options
+    assert "-DSNN_KIND_FAST_SIGMOID=(5)" in options
     complex_scan = FILES["scan.cu"].options(torch.float32, "complex")
     assert "-DSNN_VARIANT=complex" in complex_scan and "-DSNN_COMPLEX=(1)" in complex_scan
 
@@ -73,7 +83,11 @@ def test_spike_codes():
     assert spike_code(MultiGaussian()) == (3, (0.3, 6.0, 0.15, 0.5), 1)
     assert spike_code(DoubleGaussian()) == (3, (0.5, 6.0, 0.15, 0.5), 1)
     assert spike_code(IntegerSpike(3)) == (4, (3.0, 0.0, 0.0, 0.0), 1)
+    assert spike_code(FastSigmoid(inclusive=False)) == (5, (25.0, 0.0, 0.0, 0.0), 0)
     assert spike_code(ForeignSurrogate(torch.sign, inclusive=True)) is None
+    tuned = Sigmoid(2.0)
+    tuned.alpha = 3.0
+    assert spike_code(tuned) == (1, (3.0, 0.0, 0.0, 0.0), 1)  # the parameters as they are at the call
 
     class Custom(ATan):
         def derivative(self, x):

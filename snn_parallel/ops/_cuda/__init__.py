@@ -41,7 +41,18 @@ from typing import Any
 import numpy as np
 import torch
 
-from ...surrogate import ATan, DoubleGaussian, IntegerSpike, MultiGaussian, Rect, Sigmoid, Surrogate
+from ...surrogate import (
+    ATan,
+    DoubleGaussian,
+    FastSigmoid,
+    IntegerSpike,
+    MultiGaussian,
+    Rect,
+    Sigmoid,
+    Surrogate,
+    _SpikingJellyATan,
+    _SpikingJellySigmoid,
+)
 
 __all__ = [
     "HEADERS",
@@ -92,13 +103,17 @@ SPIKE_KINDS: dict[type[Surrogate], int] = {
     MultiGaussian: 3,
     DoubleGaussian: 3,
     IntegerSpike: 4,
+    FastSigmoid: 5,
 }
+#: ours standing for SpikingJelly's surrogate objects (:func:`snn_parallel.surrogate.resolve`) -> the class they compute
+_STANDING_IN: dict[type[Surrogate], type[Surrogate]] = {_SpikingJellyATan: ATan, _SpikingJellySigmoid: Sigmoid}
 _KIND_MACROS = {
     "SNN_KIND_ATAN": 0,
     "SNN_KIND_SIGMOID": 1,
     "SNN_KIND_RECT": 2,
     "SNN_KIND_GAUSSIANS": 3,
     "SNN_KIND_INTEGER": 4,
+    "SNN_KIND_FAST_SIGMOID": 5,
 }
 #: Events the kernels count with ``SNN_COUNT(SNN_EVENT_<NAME>)`` (a no-op on the GPU; the CPU test harness
 #: counts them): a look-back that found its predecessor not yet published and waited, that stepped over a
@@ -417,9 +432,9 @@ def grad_strides(grad: torch.Tensor | None) -> tuple[int, int]:
 
 
 def spike_code(spike_fn: Surrogate) -> tuple[int, tuple[float, float, float, float], int] | None:
-    """``(kind, (p0, p1, p2, p3), inclusive)`` of ``spike_fn`` for the kernels, or ``None`` when no
-    kernel implements it (a wrapped framework surrogate, or a subclass of ours)."""
-    kind = SPIKE_KINDS.get(type(spike_fn))
+    """``(kind, (p0, p1, p2, p3), inclusive)`` of ``spike_fn`` for the kernels (its parameters as they are now),
+    or ``None`` when no kernel implements it (a wrapped framework surrogate, or a subclass of ours)."""
+    kind = SPIKE_KINDS.get(_STANDING_IN.get(type(spike_fn), type(spike_fn)))
     if kind is None:
         return None
     values = [float(v) for v in spike_fn.params.values()]

@@ -141,11 +141,11 @@ __device__ __forceinline__ float gaussian(float x, float mu, float sigma) {
 // Spike functions by kind id. Kernels take them as (int kind, float p0, float p1, float p2, float p3[, int inclusive])
 // and pack the four parameters into `const float params[4]` (passed by value: no device buffer per call).
 #if !defined(SNN_KIND_ATAN) || !defined(SNN_KIND_SIGMOID) || !defined(SNN_KIND_RECT) || !defined(SNN_KIND_GAUSSIANS) || \
-    !defined(SNN_KIND_INTEGER)
+    !defined(SNN_KIND_INTEGER) || !defined(SNN_KIND_FAST_SIGMOID)
 #error "the spike-function kind ids SNN_KIND_* are passed by the launcher (-D, snn_parallel/ops/_cuda)"
 #endif
 
-// Forward spike S(x): kinds 0-3 fire Theta(x) under the firing rule; kind 4 (integer spikes, levels = params[0])
+// Forward spike S(x): every kind but INTEGER fires Theta(x) under the firing rule; kind 4 (integer spikes, levels = params[0])
 // gives clamp(rint(x), 0, levels) (rint rounds half to even, as torch.round).
 __device__ __forceinline__ float spike_value(int kind, const float* params, int inclusive, float x) {
     if (kind == SNN_KIND_INTEGER) return fminf(fmaxf(rintf(x), 0.0f), params[0]);
@@ -159,7 +159,8 @@ __device__ __forceinline__ float spike_value(int kind, const float* params, int 
 //   GAUSSIANS multi_gaussian(sigma, scale, height, gamma):
 //       gamma * ((1+h) N(x; 0, sigma) - h N(x; sigma, scale*sigma) - h N(x; -sigma, scale*sigma))
 //   INTEGER integer(levels): [0 <= x <= levels]  (straight-through inside the clamp range)
-// An unknown kind gives 0 (the Python dispatcher only passes the five kinds above).
+//   FAST_SIGMOID fast_sigmoid(slope): 1 / (slope*|x| + 1)^2  (SuperSpike)
+// An unknown kind gives 0 (the Python dispatcher only passes the six kinds above).
 __device__ __forceinline__ float surrogate_grad(int kind, const float* params, float x) {
     switch (kind) {
     case SNN_KIND_ATAN: {
@@ -184,6 +185,10 @@ __device__ __forceinline__ float surrogate_grad(int kind, const float* params, f
     }
     case SNN_KIND_INTEGER:
         return x >= 0.0f && x <= params[0] ? 1.0f : 0.0f;
+    case SNN_KIND_FAST_SIGMOID: {
+        const float d = params[0] * fabsf(x) + 1.0f;
+        return 1.0f / (d * d);
+    }
     default:
         return 0.0f;
     }
