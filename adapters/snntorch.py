@@ -132,9 +132,9 @@ from snn_parallel._validation import (
     check_step_input,
 )
 from snn_parallel.neurons.base import checks_outside_compile
-from snn_parallel.surrogate import ATan, Surrogate, resolve
 from snn_parallel.surrogate import DoubleGaussian as _DoubleGaussian
 from snn_parallel.surrogate import MultiGaussian as _MultiGaussian
+from snn_parallel.surrogate import Surrogate, resolve
 
 __all__ = [
     "LeakyAdapter",
@@ -262,12 +262,9 @@ class LeakyAdapter(snntorch.Leaky):
             )
         threshold_value = _scalar(threshold, "threshold")
         _check_factor(options["graded_spikes_factor"])
-        if spike_grad is None:  # Leaky's default, snnTorch's atan(); the core spikes through its closed form
+        if spike_grad is None:  # Leaky's default, which resolves to our ATan(alpha=2, inclusive=False)
             spike_grad = snntorch.surrogate.atan()
-            surrogate = ATan(alpha=2.0, inclusive=False)
-        else:
-            surrogate = resolve(spike_grad, inclusive=False, name="spike_grad")
-        core = make_core(surrogate, threshold_value)
+        core = make_core(resolve(spike_grad, inclusive=False, name="spike_grad"), threshold_value)
         super().__init__(
             _UNUSED_BETA,
             # snnTorch's buffer in the shape given (per-neuron for its NIR export); the core takes the value

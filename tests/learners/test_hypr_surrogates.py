@@ -1,6 +1,8 @@
-"""HYPR with the frameworks' own surrogates: a neuron given snnTorch's ``spike_grad`` or SpikingJelly's
-``surrogate_function`` trains with exactly the gradient HYPR gives with the same derivative written as
-one of ours (formulas from the frameworks' sources), and with BPTT's where HYPR is exact (one layer)."""
+"""HYPR with the frameworks' own surrogates. Those that compute one of ours (snnTorch's ``atan()``,
+SpikingJelly's ``ATan()``, ...) become ours when the neuron is built; any other (a custom callable, a
+subclass) is run through its own backward. A neuron given such a surrogate trains with exactly the gradient
+HYPR gives with the same derivative written as one of ours (formulas from the frameworks' sources), and with
+BPTT's where HYPR is exact (one layer)."""
 
 from __future__ import annotations
 
@@ -9,7 +11,7 @@ import torch
 from torch import nn
 
 from snn_parallel.learners import BPTTTrainer, HYPRTrainer, UnsupportedModule
-from snn_parallel.surrogate import ATan, Sigmoid, Surrogate
+from snn_parallel.surrogate import ATan, FastSigmoid, ForeignSurrogate, Sigmoid
 
 snn_surrogate = pytest.importorskip("snntorch.surrogate")
 sj_surrogate = pytest.importorskip("spikingjelly.activation_based.surrogate")
@@ -18,25 +20,36 @@ from snn_parallel.adapters import snntorch as skins  # noqa: E402
 from snn_parallel.adapters.spikingjelly import DecoupledLIFNode  # noqa: E402
 
 
-class FastSigmoid(Surrogate):
-    r"""snnTorch's ``FastSigmoid.backward``, :math:`g'(x) = 1 / (k|x| + 1)^2`, firing on ``x > 0``."""
+def _custom(fn):
+    """A user's own ``spike_grad`` around snnTorch's: a callable the library does not know, so run as it is."""
+    return lambda x: fn(x)
 
-    def __init__(self, slope: float) -> None:
-        super().__init__(inclusive=False, slope=slope)
 
-    def derivative(self, x: torch.Tensor) -> torch.Tensor:
-        return 1 / (self.slope * x.abs() + 1) ** 2
+class _ATanSubclass(sj_surrogate.ATan):
+    """A user's subclass of SpikingJelly's ``ATan`` (unchanged): not the class the library knows."""
+
+
+class _SigmoidSubclass(sj_surrogate.Sigmoid):
+    """A user's subclass of SpikingJelly's ``Sigmoid`` (unchanged)."""
 
 
 # (framework, its surrogate, ours with the same derivative and firing rule): snnTorch's atan backward is
-# alpha/2 / (1 + (pi/2 alpha x)^2), its sigmoid's slope e^{-kx} / (e^{-kx} + 1)^2, both firing on x > 0;
-# SpikingJelly's ATan and Sigmoid are ours, firing on x >= 0
+# alpha/2 / (1 + (pi/2 alpha x)^2), its sigmoid's slope e^{-kx} / (e^{-kx} + 1)^2, its fast_sigmoid's
+# 1 / (k|x| + 1)^2, all firing on x > 0; SpikingJelly's ATan and Sigmoid are ours, firing on x >= 0
 CASES = {
-    "snntorch-atan": ("snntorch", lambda: snn_surrogate.atan(alpha=3.0), lambda: ATan(3.0, inclusive=False)),
-    "snntorch-sigmoid": ("snntorch", lambda: snn_surrogate.sigmoid(slope=5), lambda: Sigmoid(5.0, inclusive=False)),
-    "snntorch-fast_sigmoid": ("snntorch", lambda: snn_surrogate.fast_sigmoid(slope=4), lambda: FastSigmoid(4.0)),
-    "spikingjelly-atan": ("spikingjelly", lambda: sj_surrogate.ATan(alpha=2.0), lambda: ATan(2.0)),
-    "spikingjelly-sigmoid": ("spikingjelly", lambda: sj_surrogate.Sigmoid(alpha=4.0), lambda: Sigmoid(4.0)),
+    "snntorch-atan": ("snntorch", lambda: _custom(snn_surrogate.atan(alpha=3.0)), lambda: ATan(3.0, inclusive=False)),
+    "snntorch-sigmoid": (
+        "snntorch",
+        lambda: _custom(snn_surrogate.sigmoid(slope=5)),
+        lambda: Sigmoid(5.0, inclusive=False),
+    ),
+    "snntorch-fast_sigmoid": (
+        "snntorch",
+        lambda: _custom(snn_surrogate.fast_sigmoid(slope=4)),
+        lambda: FastSigmoid(4.0, inclusive=False),
+    ),
+    "spikingjelly-atan": ("spikingjelly", lambda: _ATanSubclass(alpha=2.0), lambda: ATan(2.0)),
+    "spikingjelly-sigmoid": ("spikingjelly", lambda: _SigmoidSubclass(alpha=4.0), lambda: Sigmoid(4.0)),
 }
 
 
@@ -65,7 +78,9 @@ def test_hypr_gives_a_framework_surrogate_the_gradient_of_ours(case):
     HYPR's with ours to float64 rounding."""
     framework, theirs, ours = CASES[case]
     x, y = torch.rand(6, 5, 4, dtype=torch.float64) * 2, torch.randint(0, 3, (5,))
-    got = _grads(HYPRTrainer, _model(framework, theirs, 2), x, y, chunk=2)
+    model = _model(framework, theirs, 2)
+    assert isinstance(model[1].core.surrogate, ForeignSurrogate)  # run through its own backward
+    got = _grads(HYPRTrainer, model, x, y, chunk=2)
     expected = _grads(HYPRTrainer, _model(framework, ours, 2), x, y, chunk=2)
     assert got.keys() == expected.keys() and len(got) == 8
     for name, value in expected.items():
