@@ -267,7 +267,8 @@ fig.savefig(OUT / "03_resnet_memory.png", dpi=110)
 # %% [markdown]
 # BPTT keeps every step of every layer; FPTT with K = T and OTTT keep one step (and OTTT one
 # trace per synapse input), so their memory stays flat. `snn-parallel bench --learners
-# --network resnet` measures the same at T = 64 and 512.
+# --network resnet --lengths 64,512` measures the same at T = 64 and 512
+# (`benchmarks/learners/memory_resnet.json`).
 #
 # ## LTC + FPTT on the adding problem
 #
