@@ -156,9 +156,9 @@ fig.savefig(OUT / "03_accuracy.png", dpi=110)
 # %% [markdown]
 # FPTT scores lowest here. With K = T = 8 parts, each update sees one step and its gradient
 # stops at the part's start: no weight learns from its effect on later steps, so the network
-# does not learn to keep the earlier rows in its state. On short sequences FPTT with few parts
-# (K = 1 or 2) comes near BPTT; K = T pays off on long sequences, where BPTT's memory grows
-# with T (the FPTT page of the documentation measures both).
+# does not learn to keep the earlier rows in its state. With one part (K = 1) FPTT scored within
+# a point of BPTT on the FPTT page's network; K = T pays off on long sequences, where BPTT's
+# memory grows with T.
 #
 # ## OTTT's trace, matched to the neuron
 #
