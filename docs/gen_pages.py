@@ -285,7 +285,9 @@ page = [
     "gate layers and a sequential fused loop, so it is slower than a LIF at large B x C. `PSPLIF` with TSSL-BP's "
     "backward steps its forward in torch, which dominates at large B x C. On a GPU the neurons run far ahead of "
     "the `Leaky` loop but are only level with SpikingJelly 2.0's `LIFNode`, which also runs the whole sequence "
-    "in one fused kernel. The runs on a shared 2-core VM vary from run to run.",
+    "in one fused kernel. The GPU results predate the current DSN, LTC and TSSL-BP kernels, which have not "
+    "been timed on a GPU yet ([GPU kernels](kernels.md#checked-without-a-gpu)). The runs on a shared 2-core VM "
+    "vary from run to run.",
     "",
 ]
 for device, name in (("CPU", "cpu.json"), ("GPU", "gpu.json")):

@@ -28,7 +28,8 @@
 # We measure the peak memory and the time of one training step against T, train the same
 # digit classifier with each rule, wrap SpikingJelly's zoo ResNet, as it is, in OTTT and FPTT,
 # and train an LTC network with FPTT on the adding problem. Everything is measured when this
-# runs. Needs `scikit-learn`, `matplotlib` and `spikingjelly`.
+# runs. Needs `scikit-learn`, `matplotlib` and `spikingjelly`. It runs for about 15 minutes on
+# one CPU thread, most of them on the zoo ResNet.
 # Run it as a script (`python tutorials/03_online_learning.py`) or open it with
 # `jupytext --to ipynb tutorials/03_online_learning.py`.
 
@@ -153,6 +154,12 @@ fig.tight_layout()
 fig.savefig(OUT / "03_accuracy.png", dpi=110)
 
 # %% [markdown]
+# FPTT scores lowest here. With K = T = 8 parts, each update sees one step and its gradient
+# stops at the part's start: no weight learns from its effect on later steps, so the network
+# does not learn to keep the earlier rows in its state. With one part (K = 1) FPTT scored within
+# a point of BPTT on the FPTT page's network; K = T pays off on long sequences, where BPTT's
+# memory grows with T.
+#
 # ## OTTT's trace, matched to the neuron
 #
 # OTTT's weight gradient runs through a presynaptic trace that leaks with one decay
@@ -267,7 +274,8 @@ fig.savefig(OUT / "03_resnet_memory.png", dpi=110)
 # %% [markdown]
 # BPTT keeps every step of every layer; FPTT with K = T and OTTT keep one step (and OTTT one
 # trace per synapse input), so their memory stays flat. `snn-parallel bench --learners
-# --network resnet` measures the same at T = 64 and 512.
+# --network resnet --lengths 64,512` measures the same at T = 64 and 512
+# (`benchmarks/learners/memory_resnet.json`).
 #
 # ## LTC + FPTT on the adding problem
 #
