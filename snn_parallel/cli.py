@@ -48,7 +48,8 @@ _LEVELS = {
 
 class _Parser(argparse.ArgumentParser):
     """An argument parser whose usage errors are one line on stderr and exit code 2; an option the
-    chosen subcommand does not take is refused with where it belongs."""
+    chosen subcommand does not take is refused with where it belongs, and values that do not go
+    together (a subcommand's ``refuse`` default) by that subcommand, before anything runs."""
 
     #: (command, subcommand names) -> the parser that runs them, for :func:`_misplaced`
     leaves: dict[tuple[str, ...], argparse.ArgumentParser]
@@ -58,9 +59,12 @@ class _Parser(argparse.ArgumentParser):
 
     def parse_args(self, args: Sequence[str] | None = None, namespace: Any = None) -> argparse.Namespace:  # type: ignore[override]
         parsed, extras = self.parse_known_args(_name_subcommands(sys.argv[1:] if args is None else args), namespace)
+        leaf = self.leaves.get(parsed.leaf, self) if hasattr(parsed, "leaf") else self
         if extras:
-            leaf = self.leaves.get(parsed.leaf, self) if hasattr(parsed, "leaf") else self
             leaf.error(_misplaced(self.leaves, parsed, extras))
+        refusal = parsed.refuse(parsed) if getattr(parsed, "refuse", None) else None
+        if refusal is not None:
+            leaf.error(refusal)
         return parsed
 
 
@@ -200,6 +204,8 @@ def _train_refusal(args: argparse.Namespace) -> str | None:
             SequentialDigits("valid", "row", valid_fraction=args.valid)
         except ValueError as error:
             return f"--valid {args.valid}: {error}"
+    if args.trace == "neuron" and (refusal := _neuron_trace_refusal(args.neuron or "prf")) is not None:
+        return refusal
     if (
         args.readout == "trace"
         and (args.trace or experiments.OTTT_TRACES.get(args.neuron or "prf", "presynaptic")) == "neuron"
@@ -210,13 +216,24 @@ def _train_refusal(args: argparse.Namespace) -> str | None:
     return None
 
 
+def _neuron_trace_refusal(neuron: str) -> str | None:
+    """Why OTTT's ``--trace neuron`` cannot trace ``--neuron neuron``, or ``None``: the trace is built
+    from the membrane's linear response to its input, which some neurons lack."""
+    from . import registry
+    from .learners.experiments import DIGITS_NEURONS
+
+    linear = [name for name in DIGITS_NEURONS if registry.build(name, 1).linear_response() is not None]
+    if neuron in linear:
+        return None
+    return (
+        f"--trace neuron needs a membrane linear in its input (--neuron {_either(linear)}); "
+        f"--neuron {neuron} has none (use --trace presynaptic)"
+    )
+
+
 def _train(args: argparse.Namespace) -> int:
     from .learners import experiments
 
-    refusal = _train_refusal(args)
-    if refusal is not None:
-        print(f"snn-parallel train: error: {refusal}", file=sys.stderr)
-        return 2
     image = args.task == "image"
     rules = list(experiments.IMAGE_RULES if image else sorted(experiments.RULES)) if args.rule == "all" else [args.rule]
     seeds, lrs = args.seed or [0], args.lr or [None]
@@ -470,7 +487,7 @@ def _add_train(commands: Any, leaves: dict[tuple[str, ...], argparse.ArgumentPar
                 f" (rules: {', '.join(names)}: --rule RULE or `train {task} RULE`). "
                 "Options the task or rule does not use are refused, not ignored.",
             )
-            leaf.set_defaults(**dests)
+            leaf.set_defaults(**dests, refuse=_train_refusal)
             _leaf(leaves, leaf, _train, "train", task, rule)
 
 

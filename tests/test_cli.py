@@ -244,6 +244,13 @@ def test_cli_train_scores_several_rates_on_the_validation_share_and_names_the_be
         (["train", "--task", "row", "--parts", "9"], "--parts 9 is more than the 8 steps of --task row"),
         (["train", "--task", "adding", "--steps", "1"], "--steps of the adding problem must be >= 2"),
         (["train", "--valid", "0.001"], "--valid 0.001: valid_fraction=0.001 cannot give a stratified split"),
+        (
+            ["train", "row", "ottt", "--trace", "neuron", "--neuron", "dsn", "--epochs", "1"],
+            "--trace neuron needs a membrane linear in its input (--neuron lif, prf or prf_fixed); "
+            "--neuron dsn has none",
+        ),
+        (["train", "--trace", "neuron", "--neuron", "brf"], "--neuron brf has none (use --trace presynaptic)"),
+        (["train", "pixel", "ottt", "--trace", "neuron", "--neuron", "adlif"], "--neuron adlif has none"),
         (["bench", "--rules", "bptt"], "--rules is for --learners"),
         (
             ["bench", "--json", "missing-folder/bench.json"],
@@ -260,6 +267,28 @@ def test_cli_refuses_bad_options_in_one_line(capsys, argv, message):
     assert captured.out == ""
     assert message in captured.err and captured.err.count("\n") == 1, captured.err
     assert "Traceback" not in captured.err
+
+
+@pytest.mark.parametrize(
+    "argv, leaf",
+    [
+        (["train", "row", "fptt", "--parts", "9"], "train row fptt"),
+        (["train", "image", "bptt", "--network", "garbage"], "train image bptt"),
+        (["train", "row", "bptt", "--valid", "0.999"], "train row bptt"),
+        (["train", "--trace", "neuron", "--neuron", "dsn"], "train row all"),
+    ],
+)
+def test_cli_refuses_values_that_do_not_go_together_like_any_other_mistake(capsys, argv, leaf, monkeypatch):
+    """Values refused together printed ``snn-parallel train: error: ...`` with no pointer to the help
+    (and ``--trace neuron`` with a neuron it cannot trace, a traceback after loading the data)."""
+    from snn_parallel.learners import experiments
+
+    for name in ("train_digits", "train_image"):
+        monkeypatch.setattr(experiments, name, lambda *a, **k: pytest.fail("trained before refusing"))
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"snn-parallel {leaf}: error: --") and err.endswith(f" (see snn-parallel {leaf} --help)\n")
+    assert err.count("\n") == 1
 
 
 def test_cli_json_path_is_checked_before_training(tmp_path, capsys, monkeypatch):

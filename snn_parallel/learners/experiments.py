@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import math
-import resource
 import subprocess
 import sys
 import time
@@ -19,6 +18,7 @@ import torch
 from torch import nn
 
 from .. import registry
+from ..bench.memory import peak_kib
 from ..tasks import AddingProblem, SequentialDigits, make_loader
 from ..tasks._base import SequenceDataset
 from .hypr import HYPRTrainer
@@ -340,6 +340,16 @@ def _saved_bytes(run: Callable[[], None]) -> int:
     return sum(storages.values())
 
 
+def _own_peak_mib() -> float:
+    """The resident high-water mark of this child process in MiB.
+
+    ``VmHWM`` belongs to the address space that ``exec`` gave the child, so it starts afresh;
+    ``ru_maxrss`` would carry over the parent's peak on Linux, which ``peak_kib`` only falls back
+    to where ``/proc`` is missing.
+    """
+    return peak_kib() / 1024
+
+
 def _image_step(rule: str, steps: int, batch: int, repeats: int) -> dict[str, float]:
     torch.manual_seed(0)
     trainer = _image_trainer(rule, 1e-3, IMAGE_NETWORK)
@@ -357,7 +367,7 @@ def _image_step(rule: str, steps: int, batch: int, repeats: int) -> dict[str, fl
     return {
         "ms_per_step": 1000 * sorted(times)[len(times) // 2],
         "saved_mib": saved / 2**20,
-        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "peak_rss_mib": _own_peak_mib(),
     }
 
 
@@ -414,8 +424,7 @@ def _one_step(rule: str, steps: int, batch: int, hidden: int, network: str = "ml
         start = time.perf_counter()
         trainer.train_batch(x, target)
         seconds = time.perf_counter() - start
-    # ru_maxrss is in KiB on Linux
-    return {"peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "seconds": seconds}
+    return {"peak_rss_mib": _own_peak_mib(), "seconds": seconds}
 
 
 def memory_profile(

@@ -62,7 +62,7 @@ from torch.nn.modules.lazy import LazyModuleMixin
 from torch.nn.parameter import UninitializedParameter, is_lazy
 
 from .._validation import check_same_device, check_sequence, check_state_tensor, check_step_input, validation
-from ..ops._backend import BACKENDS
+from ..ops._backend import BACKENDS, CupyUnavailableError
 from ..surrogate import ForeignSurrogate, Surrogate, resolve
 
 #: the dtypes autocast runs matrix products in, too coarse for long scans
@@ -189,13 +189,23 @@ class Neuron(nn.Module):
 
         Returns ``(spikes, state)``, or ``(spikes, membrane, state)`` with
         ``return_membrane=True``; ``membrane`` is the potential compared with the threshold.
+
+        Raises:
+            RuntimeError: ``backend="cupy"`` where the CuPy kernels cannot run these inputs.
         """
         with checks_outside_compile():
             x_seq = self._checked(x_seq, "x_seq", check_sequence, channel_dim=2)
             state = self._resolve_state(state, x_seq[0])
-        if return_membrane:
-            return self.update_sequence(x_seq, state)
-        return self.update_sequence_outputs(x_seq, state)
+        try:
+            if return_membrane:
+                return self.update_sequence(x_seq, state)
+            return self.update_sequence_outputs(x_seq, state)
+        except CupyUnavailableError as error:  # raised by the op: say which neuron and argument asked for it
+            name = type(self).__name__
+            raise RuntimeError(
+                f"{name}(backend='cupy') cannot run the CuPy kernels of {error.op}: {error.reason}; "
+                f"build the {name} with backend='torch' or 'auto'"
+            ) from None
 
     def step(self, x_t: torch.Tensor, state: NamedTuple | None = None) -> tuple[torch.Tensor, NamedTuple]:
         """Advance one time step for ``x_t`` ``[B, features, *spatial]``; returns ``(spike, state)``."""

@@ -26,6 +26,14 @@ BACKENDS = ("auto", "torch", "cupy")
 _announced: set[tuple[str, str]] = set()
 
 
+class CupyUnavailableError(RuntimeError):
+    """``backend="cupy"`` asked of ``op`` where its kernels cannot run, for ``reason``."""
+
+    def __init__(self, op: str, reason: str) -> None:
+        super().__init__(f"{op}: backend='cupy' cannot run: {reason}; use backend='torch' or 'auto'")
+        self.op, self.reason = op, reason
+
+
 def _no_gap() -> None:
     return None
 
@@ -44,7 +52,7 @@ def resolve_backend(
 
     Raises:
         ValueError: unknown backend name.
-        RuntimeError: ``"cupy"`` requested but it cannot run these inputs.
+        CupyUnavailableError: ``"cupy"`` requested but it cannot run these inputs (a ``RuntimeError``).
     """
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
@@ -53,7 +61,7 @@ def resolve_backend(
     reason = _cupy_gap(like, unsupported)
     if backend == "cupy":
         if reason is not None:
-            raise RuntimeError(f"{op}: backend='cupy' cannot run: {reason}; use backend='torch' or 'auto'")
+            raise CupyUnavailableError(op, reason)
         return "cupy"
     chosen = "torch" if reason else "cupy"
     if (op, reason or "") not in _announced:

@@ -458,7 +458,7 @@ def test_ddp_two_processes_match_one_process_on_the_whole_batch(tmp_path):
         (
             lambda: PSPLIF(4, backend="cupy")(torch.rand(3, 2, 4)),
             RuntimeError,
-            "backend='cupy' cannot run: the inputs are on cpu",
+            r"PSPLIF\(backend='cupy'\) cannot run the CuPy kernels of tsslbp: the inputs are on cpu",
         ),
         (lambda: PSPLIF(4)(torch.rand(3, 2, 5)), ValueError, "x_seq"),
         (lambda: PSPLIF(4)(torch.rand(0, 2, 4)), ValueError, "x_seq"),

@@ -579,3 +579,27 @@ def test_ltc_uniform_initial_membrane():
     assert 0 <= first.u.min() and first.u.max() < 1 and not torch.equal(first.u, second.u)  # drawn afresh
     assert torch.equal(first.b, torch.full((3, 4), 0.1)) and not first.s.any()
     assert sp.LTC(4).init_state(torch.zeros(3, 4)).u.abs().sum() == 0
+
+
+@pytest.mark.parametrize(
+    "make, op",
+    [
+        (lambda: sp.PRF(3, backend="cupy"), "linear_fire"),
+        (lambda: sp.DecoupledLIF(3, backend="cupy"), "linear_fire"),
+        (lambda: sp.DynamicDecay(3, backend="cupy"), "dsn_membrane"),
+        (lambda: sp.LTC(3, mode="parallel", backend="cupy"), "ltc_scan"),
+        (lambda: sp.PSPLIF(3, backend="cupy"), "tsslbp"),
+        (lambda: sp.LeakyIntegrator(3, backend="cupy"), "linear_scan"),
+    ],
+)
+def test_a_cupy_neuron_that_cannot_run_names_itself_and_its_backend_argument(make, op):
+    """``PRF(3, backend="cupy")`` on a CPU tensor raised ``linear_fire: backend='cupy' cannot run``,
+    naming an op the caller never called."""
+    neuron = make()
+    name = type(neuron).__name__
+    with pytest.raises(RuntimeError) as raised:
+        neuron(torch.rand(4, 2, 3))
+    assert str(raised.value) == (
+        f"{name}(backend='cupy') cannot run the CuPy kernels of {op}: the inputs are on cpu; the CuPy kernels "
+        f"need CUDA tensors; build the {name} with backend='torch' or 'auto'"
+    )

@@ -70,7 +70,10 @@ def test_cupy_backend_refuses_what_the_kernels_cannot_run(emulate_cupy):
     assert out[1].dtype == torch.float64
     with pytest.raises(RuntimeError, match=r"tsslbp: backend='cupy' cannot run: current has dtype torch.float64"):
         tsslbp(x, backend="cupy")
-    with pytest.raises(RuntimeError, match=r"tsslbp: backend='cupy' cannot run: current has dtype torch.float64"):
+    with pytest.raises(
+        RuntimeError,
+        match=r"PSPLIF\(backend='cupy'\) cannot run the CuPy kernels of tsslbp: current has dtype torch.float64",
+    ):
         sp.PSPLIF(3, backend="cupy")(x)
     assert tsslbp(x, backend="auto")[0].dtype == torch.float64
     assert sp.PSPLIF(3, gradient="surrogate", backend="cupy")(x)[0].dtype == torch.float64  # the step loop, in torch

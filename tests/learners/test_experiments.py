@@ -1,0 +1,24 @@
+"""The memory benchmark of the learners: its figures belong to the child process that measures them."""
+
+from __future__ import annotations
+
+import resource
+import sys
+
+import pytest
+import torch
+
+from snn_parallel.learners.experiments import memory_profile
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="the parent's peak carries over into ru_maxrss on Linux")
+def test_memory_profile_reports_the_childs_peak_not_the_parents():
+    big = torch.ones(256 * 2**20)  # 1 GiB resident in this process, so its peak is at least that
+    big += 1
+    del big
+    parent_peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    assert parent_peak_mib >= 1024
+    (row,) = memory_profile(["bptt"], [8], batch=2, hidden=16)
+    # the child imports torch and trains a 16-unit network (measured: about 310 MiB); it used to
+    # report the parent's peak, inherited through fork and exec
+    assert 50 < row["peak_rss_mib"] < 768
