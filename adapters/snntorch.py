@@ -467,17 +467,9 @@ class LeakyAdapter(snntorch.Leaky):
 
     def _step(self, input_: torch.Tensor, mem: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         """``(spk, mem)`` of one step ``[B, features, ...]``, the state stored."""
-        spk, state = self._core_step(input_, self._initial_state(input_, "input_", mem))
+        spk, state = self.core._step_checked(input_, self._initial_state(input_, "input_", mem))
         spk, mem = self._keep(spk.unsqueeze(0), state[0].unsqueeze(0), state)
         return spk[0], mem[0]
-
-    def _core_step(self, input_: torch.Tensor, state: NamedTuple | None) -> tuple[torch.Tensor, NamedTuple]:
-        """``core.step`` for an ``input_`` that :meth:`_checked` has checked already (``core.step`` would
-        check it again, a second pass over its values, at every step)."""
-        with checks_outside_compile():
-            state = self.core._resolve_state(state, input_)
-        spk, _, state = self.core.update(input_, state)
-        return spk, state
 
     def multistep(
         self, x_seq: torch.Tensor, mem: torch.Tensor | None = None
@@ -767,7 +759,7 @@ class DecoupledLIF(LeakyAdapter):
         if self.mem_kind == "reset_free":
             return super()._step(input_, mem)
         # the kept bias is 0 in "leaky" mode, so the potential is the new filter state
-        spk, state = self._core_step(input_, self._initial_state(input_, "input_", mem))
+        spk, state = self.core._step_checked(input_, self._initial_state(input_, "input_", mem))
         spk_seq, after = self._keep(spk.unsqueeze(0), state.filtered.unsqueeze(0), state)
         return spk_seq[0], after[0]
 

@@ -211,6 +211,12 @@ class Neuron(nn.Module):
         """Advance one time step for ``x_t`` ``[B, features, *spatial]``; returns ``(spike, state)``."""
         with checks_outside_compile():
             x_t = self._checked(x_t, "x_t", check_step_input, channel_dim=1)
+        return self._step_checked(x_t, state)
+
+    def _step_checked(self, x_t: torch.Tensor, state: NamedTuple | None) -> tuple[torch.Tensor, NamedTuple]:
+        """:meth:`step` for an ``x_t`` that :meth:`_checked` has checked already (a framework skin checks it
+        under its own argument name): the state resolved and checked, then one :meth:`update`."""
+        with checks_outside_compile():
             state = self._resolve_state(state, x_t)
         spike, _, new_state = self.update(x_t, state)
         return spike, new_state
