@@ -374,8 +374,11 @@ class LeakyAdapter(snntorch.Leaky):
         first = state[0]
         if first._base is not None:  # mem must be detachable in place, which a view is not
             first = first.clone()
+        # straight into the buffer dict: Module.__setattr__'s Parameter isinstance checks cost
+        # more than the arithmetic of a small step
+        buffers = self._buffers
         for name, value in zip(self._state_names, (first, *state[1:]), strict=True):
-            setattr(self, name, value)
+            buffers[name] = value
         self._mem_attached = first.requires_grad
 
     @property
