@@ -352,12 +352,10 @@ class LeakyAdapter(snntorch.Leaky):
             )
 
     # -- state: one non-persistent buffer per core state field ---------------------------
-    @property
-    def _state_names(self) -> tuple[str, ...]:
-        return tuple(f"state_{field}" for field in self._core_type.state_type._fields)
-
     def _init_mem(self) -> None:
         """Called by ``Leaky.__init__``: register the state buffers (empty until the first step)."""
+        # a plain attribute, read at every step
+        self._state_names = tuple(f"state_{field}" for field in self._core_type.state_type._fields)
         for name in self._state_names:
             self.register_buffer(name, torch.zeros(0), persistent=False)
 
