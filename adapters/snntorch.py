@@ -72,7 +72,10 @@ core, as ``snn.Leaky`` reads them at every step; ``graded_spikes_factor`` may be
 **State and** ``mem``. The core state (a ``NamedTuple``) lives in non-persistent buffers
 ``state_<field>`` (not in ``state_dict``, like Leaky's ``mem``). ``self.mem`` and the ``mem``
 that ``forward`` takes and returns are the state's **first field**; a ``mem`` passed in
-replaces that field only. ``multistep``'s ``mem_seq`` is the potential compared with the
+replaces that field only. ``forward`` returns the stored tensor itself (``mem is neuron.mem``,
+as for ``snn.Leaky``), so a step loop that passes it back carries the state on unchanged,
+without checking its values again; any other ``mem`` is checked, as is one assigned to
+``neuron.mem``. ``multistep``'s ``mem_seq`` is the potential compared with the
 threshold at each step (the core's ``return_membrane``). ``DecoupledLIF`` differs: by default
 (``mem="leaky"``) it keeps and returns ``snn.Leaky``'s ``mem``, the membrane after the step's
 reset, so that a ``mem`` passed in is its whole state:
@@ -130,6 +133,7 @@ from snn_parallel._validation import (
     check_sequence,
     check_state_tensor,
     check_step_input,
+    check_tensor,
 )
 from snn_parallel.neurons.base import checks_outside_compile
 from snn_parallel.surrogate import DoubleGaussian as _DoubleGaussian
@@ -386,7 +390,10 @@ class LeakyAdapter(snntorch.Leaky):
 
     @mem.setter
     def mem(self, value: torch.Tensor) -> None:
-        """Set the membrane to ``value`` and every other state field to rest (a reset)."""
+        """Set the membrane to ``value`` and every other state field to rest (a reset); ``value`` is checked
+        here, so that the next step can take the stored state as checked."""
+        with checks_outside_compile():
+            check_tensor(value, "mem")
         self._store(self._with_membrane(self._rest(value), value))
 
     def _rest(self, like: torch.Tensor) -> NamedTuple:
@@ -400,13 +407,16 @@ class LeakyAdapter(snntorch.Leaky):
 
     def _initial_state(self, step: torch.Tensor, name: str, mem: torch.Tensor | None) -> NamedTuple | None:
         """The state to start from for the checked input step ``step`` (of the argument ``name``);
-        ``None`` lets the core start at rest (new input shape)."""
+        ``None`` lets the core start at rest (new input shape). Its values are checked: a ``mem``
+        passed in is checked here, the rest is the state this neuron stored."""
         if mem is not None and self.init_hidden:
             raise TypeError("`mem` should not be passed as an argument while `init_hidden=True`")
         if mem is not None and not isinstance(mem, torch.Tensor):
             raise TypeError(f"mem must be a torch.Tensor or None, got {type(mem).__name__}")
         state = self._state()
         fresh = state[0].shape != step.shape
+        if mem is state[0]:  # the mem this neuron returned at its last step, as step loops pass it back
+            return None if fresh else state
         if mem is not None and mem.shape == step.shape:  # like Leaky, a mem of another shape is ignored
             with checks_outside_compile():  # named here: the core would name it state.<field>
                 check_state_tensor(mem, "mem", step.shape, step, name)
@@ -433,13 +443,16 @@ class LeakyAdapter(snntorch.Leaky):
         if not isinstance(input_, torch.Tensor):
             raise TypeError(f"input_ must be a torch.Tensor, got {type(input_).__name__}")
         shape = input_.shape
-        if input_.dim() < 2:
+        one_sample = input_.dim() < 2
+        if one_sample:
             input_ = input_.reshape(1, -1)
             if isinstance(mem, torch.Tensor) and mem.shape == shape:
                 mem = mem.reshape(1, -1)
         input_ = self._checked(input_, "input_", 1, shape)
         spk, mem = self._step(input_, mem)
-        return self._returns(spk.reshape(shape), mem.reshape(shape))
+        if one_sample:
+            spk, mem = spk.reshape(shape), mem.reshape(shape)
+        return self._returns(spk, mem)
 
     def _checked(self, x: torch.Tensor, name: str, channel_dim: int, shape: torch.Size) -> torch.Tensor:
         """``x`` checked as the core checks it (dtype, NaN, device; cast up under autocast), the errors
@@ -467,10 +480,13 @@ class LeakyAdapter(snntorch.Leaky):
             return core._checked(x, name, check, channel_dim)
 
     def _step(self, input_: torch.Tensor, mem: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(spk, mem)`` of one step ``[B, features, ...]``, the state stored."""
-        spk, state = self.core._step_checked(input_, self._initial_state(input_, "input_", mem))
-        spk, mem = self._keep(spk.unsqueeze(0), state[0].unsqueeze(0), state)
-        return spk[0], mem[0]
+        """``(spk, mem)`` of one step ``[B, features, ...]``, the state stored; ``mem`` is the stored
+        membrane itself (as ``snn.Leaky`` returns ``self.mem``)."""
+        spk, state = self.core._step_checked(
+            input_, self._initial_state(input_, "input_", mem), state_values_checked=True
+        )
+        self._store(state)
+        return spk, self.mem
 
     def multistep(
         self, x_seq: torch.Tensor, mem: torch.Tensor | None = None
@@ -760,9 +776,12 @@ class DecoupledLIF(LeakyAdapter):
         if self.mem_kind == "reset_free":
             return super()._step(input_, mem)
         # the kept bias is 0 in "leaky" mode, so the potential is the new filter state
-        spk, state = self.core._step_checked(input_, self._initial_state(input_, "input_", mem))
-        spk_seq, after = self._keep(spk.unsqueeze(0), state.filtered.unsqueeze(0), state)
-        return spk_seq[0], after[0]
+        spk, state = self.core._step_checked(
+            input_, self._initial_state(input_, "input_", mem), state_values_checked=True
+        )
+        after = self._after_reset(spk, state.filtered)
+        self._store(neurons.DecoupledLIFState(after, torch.zeros_like(after)))
+        return spk, self.mem
 
     def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
         """A ``snn.Leaky`` state dict's ``beta`` becomes the core's decay (and its ``threshold``

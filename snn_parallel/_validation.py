@@ -115,10 +115,11 @@ def check_same_device(x: torch.Tensor, name: str, reference: torch.Tensor, refer
 
 
 def check_state_tensor(
-    value: object, name: str, shape: Sequence[int], like: torch.Tensor, like_name: str
+    value: object, name: str, shape: Sequence[int], like: torch.Tensor, like_name: str, *, finite: bool = True
 ) -> torch.Tensor:
-    """Check one tensor of a carried state against the expected shape, dtype and device."""
-    value = check_tensor(value, name)
+    """Check one tensor of a carried state against the expected shape, dtype and device (and, with
+    ``finite``, that it is free of NaN/inf)."""
+    value = check_tensor(value, name, finite=finite)
     if tuple(value.shape) != tuple(shape):
         raise ValueError(f"{name} has shape {tuple(value.shape)}, expected {tuple(shape)} to match {like_name}")
     check_same_device(value, name, like, like_name)

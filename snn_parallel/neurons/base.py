@@ -213,11 +213,15 @@ class Neuron(nn.Module):
             x_t = self._checked(x_t, "x_t", check_step_input, channel_dim=1)
         return self._step_checked(x_t, state)
 
-    def _step_checked(self, x_t: torch.Tensor, state: NamedTuple | None) -> tuple[torch.Tensor, NamedTuple]:
+    def _step_checked(
+        self, x_t: torch.Tensor, state: NamedTuple | None, *, state_values_checked: bool = False
+    ) -> tuple[torch.Tensor, NamedTuple]:
         """:meth:`step` for an ``x_t`` that :meth:`_checked` has checked already (a framework skin checks it
-        under its own argument name): the state resolved and checked, then one :meth:`update`."""
+        under its own argument name): the state resolved and checked, then one :meth:`update`.
+        ``state_values_checked``: the state's values are known to be finite (a skin's own state, carried
+        from its previous step), so only its type, shapes, dtypes and device are checked."""
         with checks_outside_compile():
-            state = self._resolve_state(state, x_t)
+            state = self._resolve_state(state, x_t, finite=not state_values_checked)
         spike, _, new_state = self.update(x_t, state)
         return spike, new_state
 
@@ -421,7 +425,7 @@ class Neuron(nn.Module):
                 f"convert one of them (e.g. neuron.to({x.dtype}))"
             )
 
-    def _resolve_state(self, state: NamedTuple | None, x_t: torch.Tensor) -> NamedTuple:
+    def _resolve_state(self, state: NamedTuple | None, x_t: torch.Tensor, *, finite: bool = True) -> NamedTuple:
         if state is None:
             return self.init_state(x_t)
         if not isinstance(state, self.state_type):
@@ -429,7 +433,7 @@ class Neuron(nn.Module):
                 f"state must be a {self.state_type.__name__} (as returned by this neuron), got {type(state).__name__}"
             )
         for field, shape in self._state_shapes(x_t).items():
-            check_state_tensor(getattr(state, field), f"state.{field}", shape, x_t, "the input")
+            check_state_tensor(getattr(state, field), f"state.{field}", shape, x_t, "the input", finite=finite)
         return state
 
     def extra_repr(self) -> str:

@@ -58,6 +58,57 @@ def test_a_bad_mem_is_named_mem(cls, path):
     assert torch.isfinite(mem).all()
 
 
+@pytest.mark.parametrize("cls", SKINS)
+def test_a_bad_mem_assigned_is_refused_at_the_assignment(cls):
+    neuron = cls(4)
+    neuron(torch.zeros(2, 4))
+    with pytest.raises(ValueError, match="^mem contains NaN"):
+        neuron.mem = torch.full((2, 4), float("nan"))
+    with pytest.raises(TypeError, match="^mem must have dtype"):
+        neuron.mem = torch.zeros(2, 4, dtype=torch.long)
+    neuron.mem = torch.ones(2, 4)  # a good one is taken, and the next step starts from it
+    assert torch.equal(neuron.mem, torch.ones(2, 4))
+    neuron(torch.zeros(2, 4))
+
+
+@pytest.mark.parametrize("cls, kwargs, scale", FIRING)
+def test_the_mem_returned_is_the_neurons_own_and_a_step_loop_checks_only_its_inputs(cls, kwargs, scale, monkeypatch):
+    """As ``snn.Leaky`` returns ``self.mem``, so do the skins: passing it back each step, as snnTorch's
+    tutorials do, carries the stored state on without re-checking its values; the input is checked once a
+    step. The spikes and membranes equal those of the same loop with ``mem`` passed as a copy (which is
+    checked and taken as given)."""
+    import snntorch
+
+    leaky = snntorch.Leaky(beta=0.9)
+    _, leaky_mem = leaky(torch.ones(2, 4), leaky.init_leaky())
+    assert leaky_mem is leaky.mem  # the behaviour followed
+
+    torch.manual_seed(0)
+    xs = scale * torch.rand(6, 2, 4)
+    checks = []
+    original = adapter.check_tensor.__globals__["_all_finite"]
+    monkeypatch.setitem(adapter.check_tensor.__globals__, "_all_finite", lambda x: checks.append(x) or original(x))
+
+    def loop(copy: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        torch.manual_seed(1)
+        neuron = cls(4, **kwargs)
+        mem, spikes, mems = neuron.init_leaky(), [], []
+        checks.clear()
+        for x_t in xs:
+            spk, mem = neuron(x_t, mem.clone() if copy else mem)
+            assert copy or mem is neuron.mem
+            spikes.append(spk)
+            mems.append(mem)
+        return torch.stack(spikes), torch.stack(mems), len(checks)
+
+    spikes, mems, own_checks = loop(copy=False)
+    copied_spikes, copied_mems, copied_checks = loop(copy=True)
+    assert torch.equal(spikes, copied_spikes) and torch.equal(mems, copied_mems)
+    assert 0 < spikes.mean() < 1
+    assert own_checks == len(xs)  # the inputs only
+    assert copied_checks > own_checks  # a mem of the user's own is checked
+
+
 @pytest.mark.parametrize("cls, kwargs, scale", FIRING)
 def test_multistep_without_output_gives_the_spikes_and_state_of_the_full_call(cls, kwargs, scale):
     """``init_hidden=True, output=False`` returns the spikes only: the same spikes, and the same state
