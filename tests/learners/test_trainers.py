@@ -84,6 +84,7 @@ def test_step_loss_rejects_bad_options():
 
 # -- discovery -----------------------------------------------------------------------------------------
 def test_discovery_accepts_supported_networks():
+    pytest.importorskip("snntorch")
     from snn_parallel.adapters import snntorch as snt_adapter
     from snn_parallel.adapters import spikingjelly as sj_adapter
 
