@@ -19,7 +19,9 @@ SpikingJelly 2.0.0 and 0.0.0.0.14::
 
 - The feature count comes first (the core neurons have per-channel parameters); inputs
   are ``[T, B, features, *spatial]`` in ``'m'`` mode and ``[B, features, *spatial]`` in
-  ``'s'`` mode (``LTCNode``: no spatial dims).
+  ``'s'`` mode (``LTCNode``: no spatial dims). One sample without its batch dim, ``[T, features]``
+  or ``[features]`` (``nn.Linear``'s unbatched input, the only spikes SpikingJelly's
+  ``MSTDPETLearner`` takes), runs as a batch of one and keeps its memories without the batch dim.
 - ``'s'`` mode calls the core's ``step(x_t, state)``, ``'m'`` mode its parallel
   ``forward(x_seq, state, return_membrane=True)``; both give the same spikes.
 - **Firing rule.** Spikes are :math:`\Theta(v - V_{th}) = [v - V_{th} \ge 0]`, as in
@@ -37,9 +39,11 @@ SpikingJelly 2.0.0 and 0.0.0.0.14::
   ``None`` and created from the first input, so ``functional.reset_net``,
   ``detach_net``, ``set_step_mode``, ``layer.MultiStepContainer`` and (on 2.0)
   ``base.extract_memories`` / ``to_functional_forward`` work. The memories are named after
-  the fields (``LIFNode`` has the single memory ``v``). ``self.v`` is the core state's first
-  field (see each class): ``None`` before the first input and after a reset, where
-  ``LIFNode``'s is the float ``v_reset``. ``node.v = tensor`` (shaped like one step's input)
+  the fields (``LIFNode`` has the single memory ``v``). ``self.v`` is the membrane after the
+  step's reset, as on SpikingJelly's nodes: the core state's first field (see each class;
+  ``DecoupledLIFNode``'s is that field less the resets its core keeps in a threshold bias, so it
+  equals ``LIFNode.v``): ``None`` before the first input and after a reset, where ``LIFNode``'s
+  is the float ``v_reset``. ``node.v = tensor`` (shaped like one step's input)
   starts the next forward from that membrane, the other fields resting if they are ``None``;
   a float raises ``TypeError``. With ``store_v_seq=True``, ``'m'`` mode stores ``self.v_seq``
   ``[T, B, ...]``, the membrane compared with the threshold (before any reset; SpikingJelly's
@@ -57,6 +61,9 @@ SpikingJelly 2.0.0 and 0.0.0.0.14::
   neurons by ``isinstance(m, neuron.BaseNode)`` does not see them: SpikingJelly's
   ``op_counter.NeuronStateCounter`` records nothing for them, and the op counters skip
   them only if ``extra_ignore_modules`` names these classes (``neuron.BaseNode`` does not).
+  SpikingJelly's plasticity learners (``learning.STDPLearner``, ``MSTDPLearner``,
+  ``MSTDPETLearner``) take any of them as ``sn``: they read the node's output as the
+  post-synaptic spikes, which for ``PSPLIFNode`` is the post-synaptic potential, not a spike.
 - **Backends.** On 0.0.0.0.14, ``backend`` (constructor keyword, default ``'torch'``) and
   ``supported_backends`` exist: ``('torch', 'cupy')`` in ``'m'`` mode, ``('torch',)`` in
   ``'s'`` mode. The node's backend is the core's ``ops_backend``:
@@ -697,10 +704,11 @@ class PSPLIFNode(SpikingJellyNode):
     firing :math:`[u_t - V_{th} \ge 0]` (SpikingJelly's rule); it resets hard to 0 and keeps the
     gradient through the reset, so ``v_reset`` must be ``0.0``, ``detach_reset`` ``False`` and
     ``decay_input`` ``False``. ``v`` is the membrane after reset :math:`\hat u_t` (memories ``u``,
-    ``a``). ``gradient="tsslbp"`` trains ``'m'`` mode with TSSL-BP's backward (the paper's);
-    ``'s'`` mode and ``gradient="surrogate"`` (the default) use the surrogate. On 0.0.0.0.14,
-    ``backend='cupy'`` runs TSSL-BP's op as CUDA kernels in ``'m'`` mode with ``gradient="tsslbp"``
-    (the surrogate mode steps in torch).
+    ``a``). As a plasticity learner's ``sn`` it hands the learner :math:`a_t` as the post-synaptic
+    "spikes" (STDP on the PSP, not on the spikes). ``gradient="tsslbp"`` trains ``'m'`` mode with
+    TSSL-BP's backward (the paper's); ``'s'`` mode and ``gradient="surrogate"`` (the default) use the
+    surrogate. On 0.0.0.0.14, ``backend='cupy'`` runs TSSL-BP's op as CUDA kernels in ``'m'`` mode
+    with ``gradient="tsslbp"`` (the surrogate mode steps in torch).
 
     Args:
         features: channels ``C`` (dim 2 of ``[T, B, C, *spatial]``); ``None`` (default)

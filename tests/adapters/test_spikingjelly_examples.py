@@ -18,11 +18,14 @@ from collections.abc import Callable, Iterator
 
 import numpy as np
 import pytest
-import snn_parallel.adapters.spikingjelly as sjn
 import torch
-from spikingjelly.activation_based import encoding, functional, layer, learning, monitor, neuron, surrogate
-from spikingjelly.activation_based.model import parametric_lif_net
 from torch import nn
+
+pytest.importorskip("spikingjelly")
+
+from snn_parallel.adapters import spikingjelly as sjn  # noqa: E402
+from spikingjelly.activation_based import encoding, functional, layer, learning, monitor, neuron, surrogate  # noqa: E402
+from spikingjelly.activation_based.model import parametric_lif_net  # noqa: E402
 
 pytestmark = pytest.mark.skipif(not sjn.SJ2, reason="the examples of SpikingJelly 2.0")
 
@@ -378,10 +381,21 @@ def test_ilc_san_actor_with_our_hidden_nodes(example, encode):
 
 
 def test_networks_of_their_own_neuron_classes_name_the_kind_to_swap(example):
-    """NoisySAN's nodes are not ``BaseNode`` subclasses: swap_nodes with the default kind says so rather
-    than replacing nothing; given the class, it replaces them."""
+    """NoisySAN's nodes and the cifar10_r11 example's neurons are not ``BaseNode`` subclasses: swap_nodes with
+    the default kind says so rather than replacing nothing. Given NoisySAN's class it replaces those nodes, and
+    the actor runs, with the colored noise of the swapped layer gone (the noise lives in SpikingJelly's node)."""
+    r11 = example("cifar10_r11_enabling_spikebased_backpropagation")
+    with pytest.raises(ValueError, match="net holds no BaseNode module.*pass kind="):
+        sjn.swap_nodes(r11.ResNet11(), _ours)
     module = example("noisy_san.noisy_san")
     actor = module.NoisyPopSpikeActor(3, 2, 5, 4, [16], (-3, 3), 0.5, 5, 1.0, 0.0, 0.5)
+    actor.decoder.decoder.decode = "mean-mem"  # the example's "last-mem" is not a mode of SpikingJelly 2.0's node
     with pytest.raises(ValueError, match="net holds no BaseNode module.*pass kind="):
         sjn.swap_nodes(actor.snn, _ours)
+    noise = actor.get_colored_noise_length()
     assert sjn.swap_nodes(actor.snn, _ours, kind=neuron.NoisyCUBALIFNode) == 1
+    assert actor.get_colored_noise_length() < noise
+    actor.reset_noise(3)
+    out = actor(torch.randn(2, 3))
+    out.sum().backward()
+    assert out.shape == (2, 2) and actor.snn.hidden_layers[0].weight.grad is not None
