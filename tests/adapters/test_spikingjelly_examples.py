@@ -1,7 +1,7 @@
 """SpikingJelly 2.0's example networks with our nodes in them, run as a user runs them.
 
-Each example module is imported from SpikingJelly (the modules its training script imports that do
-not import here, torchvision, gym and torchaudio, are stubbed for the test) and its network is built
+Each example module is imported from SpikingJelly (torchvision, gym and torchaudio, which its training
+script imports and the tests do not install, are stubbed for the test) and its network is built
 twice with the same weights: once with its neurons replaced by SpikingJelly's soft-reset ``LIFNode``
 (``decay_input=False, v_reset=None, detach_reset=True``), the reference, and once by
 :class:`DecoupledLIFNode`, the same neuron. On tiny random data both must give the same outputs,
@@ -30,7 +30,7 @@ from spikingjelly.activation_based.model import parametric_lif_net  # noqa: E402
 pytestmark = pytest.mark.skipif(not sjn.SJ2, reason="the examples of SpikingJelly 2.0")
 
 EXAMPLES = "spikingjelly.activation_based.examples"
-#: modules the examples' training scripts import that do not import here (no torchvision, gym, working torchaudio)
+#: modules the examples' training scripts import that the tests do not install (or that need them)
 STUBBED = (
     "torchvision",
     "torchvision.datasets",
@@ -50,10 +50,10 @@ V_TH = 0.5
 def _stub(name: str) -> types.ModuleType:
     module = types.ModuleType(name)
 
-    def attribute(name: str) -> type:  # any class the script names at import
-        if name.startswith("__"):
-            raise AttributeError(name)
-        return type(name, (), {})
+    def attribute(attribute_name: str) -> type:  # any class the script names at import
+        if attribute_name.startswith("__"):
+            raise AttributeError(attribute_name)
+        return type(attribute_name, (), {})
 
     module.__getattr__ = attribute
     return module
