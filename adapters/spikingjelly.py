@@ -42,13 +42,14 @@ SpikingJelly 2.0.0 and 0.0.0.0.14::
   the fields (``LIFNode`` has the single memory ``v``). ``self.v`` is the membrane after the
   step's reset, as on SpikingJelly's nodes: the core state's first field (see each class;
   ``DecoupledLIFNode``'s is that field less the resets its core keeps in a threshold bias, so it
-  equals ``LIFNode.v``): ``None`` before the first input and after a reset, where ``LIFNode``'s
-  is the float ``v_reset``. ``node.v = tensor`` (shaped like one step's input)
-  starts the next forward from that membrane, the other fields resting if they are ``None``;
-  a float raises ``TypeError``. With ``store_v_seq=True``, ``'m'`` mode stores ``self.v_seq``
-  ``[T, B, ...]``, the membrane compared with the threshold (before any reset; SpikingJelly's
-  is after it), and ``'s'`` mode appends each step's to it until a reset, as SpikingJelly 2.0
-  does (on both versions). Setting ``store_v_seq`` drops the stored ``v_seq``, as on 2.0.
+  equals ``LIFNode.v``, computed at each read: change it by assigning ``node.v``, not in place):
+  ``None`` before the first input and after a reset, where ``LIFNode``'s is the float ``v_reset``.
+  ``node.v = tensor`` (shaped like one step's input) starts the next forward from that membrane,
+  the other fields resting if they are ``None``; a float raises ``TypeError``. With
+  ``store_v_seq=True``, ``'m'`` mode stores ``self.v_seq`` ``[T, B, ...]``, the membrane compared
+  with the threshold (before any reset; SpikingJelly's is after it), and ``'s'`` mode appends each
+  step's to it until a reset, as SpikingJelly 2.0 does (on both versions). Setting
+  ``store_v_seq`` drops the stored ``v_seq``, as on 2.0.
 - **Arguments.** ``v_threshold`` must be a float (an int raises ``TypeError``, like
   SpikingJelly's assertion, so code stays valid when swapped back). ``node.v_threshold`` is the
   core's threshold: assigning a float takes effect at the next step, as on SpikingJelly's nodes;
