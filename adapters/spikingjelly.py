@@ -42,7 +42,8 @@ SpikingJelly 2.0.0 and 0.0.0.0.14::
   the fields (``LIFNode`` has the single memory ``v``). ``self.v`` is the membrane after the
   step's reset, as on SpikingJelly's nodes: the core state's first field (see each class;
   ``DecoupledLIFNode``'s is that field less the resets its core keeps in a threshold bias, so it
-  equals ``LIFNode.v``, computed at each read: change it by assigning ``node.v``, not in place):
+  equals ``LIFNode.v``, computed at each read: change it by assigning ``node.v``, not in place;
+  ``PRFNode(reset=True)``'s stays the real part :math:`u_t`, before the threshold bias):
   ``None`` before the first input and after a reset, where ``LIFNode``'s is the float ``v_reset``.
   ``node.v = tensor`` (shaped like one step's input) starts the next forward from that membrane,
   the other fields resting if they are ``None``; a float raises ``TypeError``. With
