@@ -19,7 +19,9 @@ SpikingJelly 2.0.0 and 0.0.0.0.14::
 
 - The feature count comes first (the core neurons have per-channel parameters); inputs
   are ``[T, B, features, *spatial]`` in ``'m'`` mode and ``[B, features, *spatial]`` in
-  ``'s'`` mode (``LTCNode``: no spatial dims).
+  ``'s'`` mode (``LTCNode``: no spatial dims). One sample without its batch dim, ``[T, features]``
+  or ``[features]`` (``nn.Linear``'s unbatched input, the only spikes SpikingJelly's
+  ``MSTDPETLearner`` takes), runs as a batch of one and keeps its memories without the batch dim.
 - ``'s'`` mode calls the core's ``step(x_t, state)``, ``'m'`` mode its parallel
   ``forward(x_seq, state, return_membrane=True)``; both give the same spikes.
 - **Firing rule.** Spikes are :math:`\Theta(v - V_{th}) = [v - V_{th} \ge 0]`, as in
@@ -37,14 +39,18 @@ SpikingJelly 2.0.0 and 0.0.0.0.14::
   ``None`` and created from the first input, so ``functional.reset_net``,
   ``detach_net``, ``set_step_mode``, ``layer.MultiStepContainer`` and (on 2.0)
   ``base.extract_memories`` / ``to_functional_forward`` work. The memories are named after
-  the fields (``LIFNode`` has the single memory ``v``). ``self.v`` is the core state's first
-  field (see each class): ``None`` before the first input and after a reset, where
-  ``LIFNode``'s is the float ``v_reset``. ``node.v = tensor`` (shaped like one step's input)
-  starts the next forward from that membrane, the other fields resting if they are ``None``;
-  a float raises ``TypeError``. With ``store_v_seq=True``, ``'m'`` mode stores ``self.v_seq``
-  ``[T, B, ...]``, the membrane compared with the threshold (before any reset; SpikingJelly's
-  is after it), and ``'s'`` mode appends each step's to it until a reset, as SpikingJelly 2.0
-  does (on both versions). Setting ``store_v_seq`` drops the stored ``v_seq``, as on 2.0.
+  the fields (``LIFNode`` has the single memory ``v``). ``self.v`` is the membrane after the
+  step's reset, as on SpikingJelly's nodes: the core state's first field (see each class;
+  ``DecoupledLIFNode``'s is that field less the resets its core keeps in a threshold bias, so it
+  equals ``LIFNode.v``, computed at each read: change it by assigning ``node.v``, not in place;
+  ``PRFNode(reset=True)``'s stays the real part :math:`u_t`, before the threshold bias):
+  ``None`` before the first input and after a reset, where ``LIFNode``'s is the float ``v_reset``.
+  ``node.v = tensor`` (shaped like one step's input) starts the next forward from that membrane,
+  the other fields resting if they are ``None``; a float raises ``TypeError``. With
+  ``store_v_seq=True``, ``'m'`` mode stores ``self.v_seq`` ``[T, B, ...]``, the membrane compared
+  with the threshold (before any reset; SpikingJelly's is after it), and ``'s'`` mode appends each
+  step's to it until a reset, as SpikingJelly 2.0 does (on both versions). Setting
+  ``store_v_seq`` drops the stored ``v_seq``, as on 2.0.
 - **Arguments.** ``v_threshold`` must be a float (an int raises ``TypeError``, like
   SpikingJelly's assertion, so code stays valid when swapped back). ``node.v_threshold`` is the
   core's threshold: assigning a float takes effect at the next step, as on SpikingJelly's nodes;
@@ -57,6 +63,9 @@ SpikingJelly 2.0.0 and 0.0.0.0.14::
   neurons by ``isinstance(m, neuron.BaseNode)`` does not see them: SpikingJelly's
   ``op_counter.NeuronStateCounter`` records nothing for them, and the op counters skip
   them only if ``extra_ignore_modules`` names these classes (``neuron.BaseNode`` does not).
+  SpikingJelly's plasticity learners (``learning.STDPLearner``, ``MSTDPLearner``,
+  ``MSTDPETLearner``) take any of them as ``sn``: they read the node's output as the
+  post-synaptic spikes, which for ``PSPLIFNode`` is the post-synaptic potential, not a spike.
 - **Backends.** On 0.0.0.0.14, ``backend`` (constructor keyword, default ``'torch'``) and
   ``supported_backends`` exist: ``('torch', 'cupy')`` in ``'m'`` mode, ``('torch',)`` in
   ``'s'`` mode. The node's backend is the core's ``ops_backend``:
@@ -289,14 +298,22 @@ class SpikingJellyNode(base.MemoryModule):
 
     @property
     def v(self) -> torch.Tensor | None:
-        """The membrane memory: the core state's first field (``None`` before the first input)."""
-        return self._memories[self.core.state_type._fields[0]]
+        """The membrane after the step's reset, as SpikingJelly's nodes hold it (``None`` before the first
+        input): the core state's first field, less :meth:`_v_offset` where the core keeps its reset apart."""
+        first = self._memories[self.core.state_type._fields[0]]
+        offset = None if first is None else self._v_offset()
+        return first if offset is None else first - offset
+
+    def _v_offset(self) -> torch.Tensor | None:
+        """What the membrane lies below the core state's first field (``None``: nothing, ``v`` is that field)."""
+        return None
 
     @v.setter
     def v(self, value: torch.Tensor) -> None:
         """Set the membrane, as ``node.v = tensor`` does on SpikingJelly's nodes: ``value`` is
         shaped like one step's input ``[B, features, *spatial]``; the other memories keep their
-        values, or rest (the core's ``init_state``) where they are ``None``."""
+        values, or rest (the core's ``init_state``) where they are ``None``, so the next step
+        starts from the membrane ``value``."""
         if not isinstance(value, torch.Tensor):
             raise TypeError(
                 f"{type(self).__name__}.v must be a tensor shaped like one step's input, got {type(value).__name__}; "
@@ -313,7 +330,8 @@ class SpikingJellyNode(base.MemoryModule):
             resting = self.core.init_state(value.detach())
             for field in missing:
                 self._memories[field] = getattr(resting, field)
-        self._memories[fields[0]] = value
+        offset = self._v_offset()
+        self._memories[fields[0]] = value if offset is None else value + offset
 
     def _core_state(self, states: States) -> NamedTuple | None:
         """The core's state from explicit states; all ``None`` (fresh or reset) means resting."""
@@ -384,9 +402,12 @@ class SpikingJellyNode(base.MemoryModule):
             )
 
     def single_step_forward(self, x: torch.Tensor) -> torch.Tensor:
-        """One step of ``x`` ``[B, features, *spatial]``; returns the spikes, updates the memories. With
-        ``store_v_seq``, appends the step's membrane to ``v_seq`` (as SpikingJelly 2.0 does) until a reset."""
+        """One step of ``x`` ``[B, features, *spatial]``, or ``[features]`` for one sample without its batch dim;
+        returns the spikes, updates the memories. With ``store_v_seq``, appends the step's membrane to ``v_seq``
+        (as SpikingJelly 2.0 does) until a reset."""
         self._refuse_tracing(x)
+        if isinstance(x, torch.Tensor) and x.dim() == 1:
+            return self._unbatched(self.single_step_forward, x, batch_dim=0)
         memories = tuple(self._memories.values())
         if not self.store_v_seq:
             (spike,), states = self.single_step_functional_forward((x,), memories)
@@ -400,13 +421,35 @@ class SpikingJellyNode(base.MemoryModule):
         return spikes[0]
 
     def multi_step_forward(self, x_seq: torch.Tensor) -> torch.Tensor:
-        """All steps of ``x_seq`` ``[T, B, features, *spatial]`` in parallel; returns the spikes."""
+        """All steps of ``x_seq`` ``[T, B, features, *spatial]``, or ``[T, features]`` for one sample without its
+        batch dim, in parallel; returns the spikes."""
         self._refuse_tracing(x_seq)
+        if isinstance(x_seq, torch.Tensor) and x_seq.dim() == 2:
+            return self._unbatched(self.multi_step_forward, x_seq, batch_dim=1)
         spikes, membrane, states = self._sequence((x_seq,), tuple(self._memories.values()), self.store_v_seq)
         self._commit(states)
         if self.store_v_seq:
             self.v_seq = membrane
         return spikes
+
+    def _unbatched(
+        self, forward: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, batch_dim: int
+    ) -> torch.Tensor:
+        """``forward`` on one sample without its batch dim (``nn.Linear``'s unbatched input; SpikingJelly's
+        ``MSTDPETLearner`` takes only such spikes): run as a batch of one, the memories and ``v_seq`` kept
+        without the batch dim, as SpikingJelly's nodes keep them."""
+        self._change_batch_dim(torch.Tensor.unsqueeze)
+        try:
+            return forward(x.unsqueeze(batch_dim)).squeeze(batch_dim)
+        finally:
+            self._change_batch_dim(torch.Tensor.squeeze)
+
+    def _change_batch_dim(self, change: Callable[[torch.Tensor, int], torch.Tensor]) -> None:
+        for field, value in self._memories.items():
+            if isinstance(value, torch.Tensor):
+                self._memories[field] = change(value, 0)
+        if isinstance(self.v_seq, torch.Tensor):  # [T, B, ...]
+            self.v_seq = change(self.v_seq, 1)
 
     def extra_repr(self) -> str:
         return (
@@ -550,8 +593,10 @@ class DecoupledLIFNode(SpikingJellyNode):
     detach_reset=True)``: fires :math:`s_t = [u_t - V_{th} \ge 0]` and subtracts
     :math:`V_{th}` per spike. So ``v_reset`` must be ``None``, ``detach_reset`` ``True``
     and ``decay_input`` ``False`` (these are the defaults here; SpikingJelly's differ).
-    ``v`` is the reset-free membrane :math:`u'_t` (memories ``filtered``, ``bias``; the
-    membrane is :math:`u'_t - b_t`).
+    The memories are the reset-free membrane :math:`u'_t` (``filtered``) and the threshold
+    bias :math:`b_{t+1} = \beta\,(b_t + V_{th} s_t)` (``bias``); ``v`` is the membrane after
+    the reset, :math:`u'_t - b_{t+1}/\beta = u'_t - b_t - V_{th} s_t`, which is SpikingJelly's
+    ``LIFNode.v`` (assigning ``v`` moves :math:`u'_t` by the same offset).
 
     Args:
         features: channels ``C`` (dim 2 of ``[T, B, C, *spatial]``); ``None`` (default)
@@ -597,6 +642,14 @@ class DecoupledLIFNode(SpikingJellyNode):
             surrogate=_surrogate(surrogate_function, "sigmoid"),
         )
         super().__init__(core, SOFT_DETACHED, v_reset, detach_reset, step_mode, store_v_seq, backend)
+
+    def _v_offset(self) -> torch.Tensor | None:
+        r""":math:`b_{t+1}/\beta`: the resets so far, which the core keeps in its threshold bias."""
+        bias = self._memories["bias"]
+        if bias is None:
+            return None
+        beta = self.core.beta.detach().to(bias.dtype)  # the bias's decay, as the core steps it
+        return bias / self.core._channel_view(beta, bias, 1)
 
 
 class LTCNode(SpikingJellyNode):
@@ -653,10 +706,11 @@ class PSPLIFNode(SpikingJellyNode):
     firing :math:`[u_t - V_{th} \ge 0]` (SpikingJelly's rule); it resets hard to 0 and keeps the
     gradient through the reset, so ``v_reset`` must be ``0.0``, ``detach_reset`` ``False`` and
     ``decay_input`` ``False``. ``v`` is the membrane after reset :math:`\hat u_t` (memories ``u``,
-    ``a``). ``gradient="tsslbp"`` trains ``'m'`` mode with TSSL-BP's backward (the paper's);
-    ``'s'`` mode and ``gradient="surrogate"`` (the default) use the surrogate. On 0.0.0.0.14,
-    ``backend='cupy'`` runs TSSL-BP's op as CUDA kernels in ``'m'`` mode with ``gradient="tsslbp"``
-    (the surrogate mode steps in torch).
+    ``a``). As a plasticity learner's ``sn`` it hands the learner :math:`a_t` as the post-synaptic
+    "spikes" (STDP on the PSP, not on the spikes). ``gradient="tsslbp"`` trains ``'m'`` mode with
+    TSSL-BP's backward (the paper's); ``'s'`` mode and ``gradient="surrogate"`` (the default) use the
+    surrogate. On 0.0.0.0.14, ``backend='cupy'`` runs TSSL-BP's op as CUDA kernels in ``'m'`` mode
+    with ``gradient="tsslbp"`` (the surrogate mode steps in torch).
 
     Args:
         features: channels ``C`` (dim 2 of ``[T, B, C, *spatial]``); ``None`` (default)
@@ -723,12 +777,15 @@ def swap_nodes(
     paths is replaced by one new node everywhere. On SpikingJelly 2.0 the network's
     ``functional.reset_net`` cache is invalidated, so ``reset_net`` resets the new nodes. The new
     nodes are built where ``factory`` builds them: move the network (``net.to(device)``) after
-    swapping.
+    swapping. Every ``kind`` module inside ``net`` is replaced, an encoder's neuron too
+    (``encoding.PopSpikeEncoderDeterministic`` holds an ``IFNode``): pass the sub-network whose
+    neurons you mean to replace.
 
     Raises:
         TypeError: ``net`` is not an ``nn.Module``, ``kind`` not a class (or tuple of classes),
             or ``factory`` returns something that is not an ``nn.Module``.
-        ValueError: ``net`` is itself a ``kind`` module (build the new node directly).
+        ValueError: ``net`` is itself a ``kind`` module (build the new node directly), or holds
+            none (a network of its own neuron classes: pass ``kind``).
     """
     if not isinstance(net, torch.nn.Module):
         raise TypeError(f"net must be a torch.nn.Module, got {type(net).__name__}")
@@ -748,6 +805,12 @@ def swap_nodes(
         for name, child in parent._modules.items()  # named_children() would list a shared child once
         if isinstance(child, kinds)
     ]
+    if not found:
+        names = ", ".join(k.__qualname__ for k in kinds)
+        raise ValueError(
+            f"net holds no {names} module, so swap_nodes has nothing to replace; if it builds neurons of its own "
+            "classes, pass kind= those classes"
+        )
     for parent, name, old in found:
         if id(old) not in replaced:
             new = factory(old)

@@ -57,7 +57,8 @@ def test_single_step_equals_multi_step_equals_core(cls, kwargs):
     assert torch.equal(run_single(node, x), multi)
     assert torch.equal(node.core(x)[0], multi)
     assert node.v.shape == (4, C)
-    assert node.v is getattr(node, node.core.state_type._fields[0])
+    if cls is not sjn.DecoupledLIFNode:  # its v is the membrane after the reset (test_spikingjelly_examples.py)
+        assert node.v is getattr(node, node.core.state_type._fields[0])
 
 
 @pytest.mark.parametrize("cls, kwargs", NODES)
@@ -125,7 +126,7 @@ def test_setting_v_starts_the_next_forward_from_it(cls, kwargs, step_mode):
     x = inputs()
     v = torch.randn(4, C, dtype=torch.float64, requires_grad=True)
     node.v = v
-    assert node.v is v
+    assert torch.equal(node.v, v)
     state = node.core.init_state(x[0])._replace(**{node.core.state_type._fields[0]: v})
     if step_mode == "m":
         expected, new_state = node.core(x, state)
