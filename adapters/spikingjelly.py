@@ -57,15 +57,17 @@ SpikingJelly 2.0.0 and 0.0.0.0.14::
   a tensor (a per-sample threshold, as ``functional.set_threshold_margin`` assigns while
   training) raises ``TypeError``. ``v_reset`` and ``detach_reset`` accept only what the core
   does (per class below), passed or assigned; anything else raises ``ValueError`` naming the
-  argument. The nodes are not ``neuron.BaseNode`` subclasses
-  (BaseNode's single float membrane ``v`` and its charge/fire/reset hooks do not fit a
-  multi-field state): pass these classes to monitors' ``instance`` argument. Code that picks
-  neurons by ``isinstance(m, neuron.BaseNode)`` does not see them: SpikingJelly's
-  ``op_counter.NeuronStateCounter`` records nothing for them, and the op counters skip
-  them only if ``extra_ignore_modules`` names these classes (``neuron.BaseNode`` does not).
-  SpikingJelly's plasticity learners (``learning.STDPLearner``, ``MSTDPLearner``,
-  ``MSTDPETLearner``) take any of them as ``sn``: they read the node's output as the
-  post-synaptic spikes, which for ``PSPLIFNode`` is the post-synaptic potential, not a spike.
+  argument. ``DecoupledLIFNode.tau`` and ``PSPLIFNode.tau`` (and its ``tau_s``) read and set as
+  ``LIFNode.tau`` does, acting from the next step; their ``decay_input`` is ``False``. The nodes
+  are not ``neuron.BaseNode`` subclasses (BaseNode's single float membrane ``v`` and its
+  charge/fire/reset hooks do not fit a multi-field state): pass these classes to monitors'
+  ``instance`` argument. Code that picks neurons by ``isinstance(m, neuron.BaseNode)`` does not
+  see them: SpikingJelly's ``op_counter.NeuronStateCounter`` records nothing for them, and the
+  op counters skip them only if ``extra_ignore_modules`` names these classes
+  (``neuron.BaseNode`` does not). SpikingJelly's plasticity learners (``learning.STDPLearner``,
+  ``MSTDPLearner``, ``MSTDPETLearner``) take any of them as ``sn``: they read the node's output
+  as the post-synaptic spikes, which for ``PSPLIFNode`` is the post-synaptic potential, not a
+  spike.
 - **Backends.** On 0.0.0.0.14, ``backend`` (constructor keyword, default ``'torch'``) and
   ``supported_backends`` exist: ``('torch', 'cupy')`` in ``'m'`` mode, ``('torch',)`` in
   ``'s'`` mode. The node's backend is the core's ``ops_backend``:
@@ -102,6 +104,7 @@ from snn_parallel import surrogate as sp_surrogate
 from snn_parallel._validation import check_float, check_step_input
 from snn_parallel.neurons import LTC, PRF, PSPLIF, DecoupledLIF, DynamicDecay, Neuron
 from snn_parallel.neurons.base import _feature_count
+from snn_parallel.neurons.psp_lif import _time_constant
 
 __all__ = [
     "SJ2",
@@ -643,6 +646,30 @@ class DecoupledLIFNode(SpikingJellyNode):
         )
         super().__init__(core, SOFT_DETACHED, v_reset, detach_reset, step_mode, store_v_seq, backend)
 
+    #: as ``LIFNode.decay_input``: always ``False`` here (the constructor refuses ``True``)
+    decay_input = False
+
+    @property
+    def tau(self) -> float:
+        r"""The membrane time constant, :math:`\beta = 1 - 1/\tau`, as ``LIFNode.tau`` (with
+        ``learn_decay``, where the per-channel decay started; ``node.core.beta`` is the decay now)."""
+        return self.core.tau
+
+    @tau.setter
+    def tau(self, value: float) -> None:
+        """``node.tau = value``, as on ``LIFNode``: every channel's decay becomes :math:`1 - 1/\tau` from the
+        next step (a learned decay restarts from it)."""
+        core = self.core
+        core.tau = check_float(value, "tau", minimum=1, min_open=True)
+        if core.has_uninitialized_params():  # a lazy core builds its decay from tau at the first input
+            return
+        old_beta = core.beta.detach()
+        with torch.no_grad():
+            core.decay_logit.copy_(core._initial_values(core.features)["decay_logit"])
+        bias = self._memories["bias"]
+        if bias is not None:  # the resets so far, decayed by the old beta: as the new one would have (v unchanged)
+            self._memories["bias"] = bias * core._channel_view(core.beta.detach() / old_beta, bias, 1).to(bias.dtype)
+
     def _v_offset(self) -> torch.Tensor | None:
         r""":math:`b_{t+1}/\beta`: the resets so far, which the core keeps in its threshold bias."""
         bias = self._memories["bias"]
@@ -757,6 +784,28 @@ class PSPLIFNode(SpikingJellyNode):
             surrogate=_surrogate(surrogate_function, "sigmoid"),
         )
         super().__init__(core, HARD_ZERO, v_reset, detach_reset, step_mode, store_v_seq, backend)
+
+    #: as ``LIFNode.decay_input``: always ``False`` here (the constructor refuses ``True``)
+    decay_input = False
+
+    @property
+    def tau(self) -> float:
+        r"""The membrane time constant :math:`\tau_m`, as ``LIFNode.tau``; assigning it acts from the next step."""
+        return self.core.tau_m
+
+    @tau.setter
+    def tau(self, value: float) -> None:
+        self.core.tau_m = _time_constant(value, "tau")
+
+    @property
+    def tau_s(self) -> float:
+        r"""The synaptic time constant :math:`\tau_s` of the PSP the node outputs; assigning it acts from the next
+        step."""
+        return self.core.tau_s
+
+    @tau_s.setter
+    def tau_s(self, value: float) -> None:
+        self.core.tau_s = _time_constant(value, "tau_s")
 
 
 # -- swapping the nodes of a built network ------------------------------------------------

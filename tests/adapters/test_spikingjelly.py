@@ -866,6 +866,53 @@ def test_assigning_v_threshold_acts_as_building_with_it(cls, kwargs):
     assert node.v_threshold == 0.625
 
 
+@pytest.mark.parametrize("switch_at", [0, 6], ids=["before-the-first-input", "mid-run"])
+def test_decoupled_lif_tau_reads_and_assigning_it_acts_as_on_lifnode(switch_at):
+    """``DecoupledLIFNode.tau`` and ``decay_input`` read as ``LIFNode``'s (code swapped from SpikingJelly reads
+    ``old.tau``), and assigning ``tau`` changes the decay from the next step as on ``LIFNode``: the same spikes
+    and ``v`` as SpikingJelly's soft-reset ``LIFNode`` given the same assignment."""
+    x = 1.5 * torch.rand(12, 3, C, dtype=torch.float64)
+    ours = sjn.DecoupledLIFNode(None if switch_at == 0 else C, tau=2.0).double()
+    theirs = neuron.LIFNode(tau=2.0, decay_input=False, v_reset=None, detach_reset=True)
+    assert ours.tau == theirs.tau == 2.0 and ours.decay_input is theirs.decay_input is False
+    spikes = []
+    for t, x_t in enumerate(x):
+        if t == switch_at:
+            ours.tau = theirs.tau = 4.0
+        spikes.append(ours(x_t))
+        assert torch.equal(spikes[-1], theirs(x_t))
+        torch.testing.assert_close(ours.v, theirs.v, rtol=1e-6, atol=1e-6)  # beta is built in float32 before .double()
+    assert 0 < torch.stack(spikes).mean() < 1 and ours.tau == 4.0
+    with pytest.raises(ValueError, match="tau"):
+        ours.tau = 1.0
+    with pytest.raises(TypeError, match="tau"):
+        ours.tau = "slow"
+    assert ours.tau == 4.0
+
+
+def test_psplif_time_constants_read_and_assigning_them_acts_from_the_next_step():
+    """``PSPLIFNode.tau`` (the membrane's) and ``tau_s`` read as given and act from the next step when assigned:
+    against TSSL-BP's equations stepped in float64, ``u_t = (1 - 1/tau_m) u^_{t-1} + x_t``, ``o_t = [u_t >= V_th]``,
+    ``u^_t = u_t (1 - o_t)``, ``a_t = (1 - 1/tau_s) a_{t-1} + o_t / tau_s``."""
+    x = 1.5 * torch.rand(12, 3, C, dtype=torch.float64)
+    node = sjn.PSPLIFNode(C, tau=5.0, tau_s=3.0).double()
+    assert (node.tau, node.tau_s, node.decay_input) == (5.0, 3.0, False)
+    tau_m, tau_s, u, a = 5.0, 3.0, torch.zeros_like(x[0]), torch.zeros_like(x[0])
+    for t, x_t in enumerate(x):
+        if t == 6:
+            node.tau, node.tau_s = tau_m, tau_s = 2.0, 1.5
+        u = (1 - 1 / tau_m) * u + x_t
+        spike = (u >= node.v_threshold).double()
+        u = u * (1 - spike)
+        a = (1 - 1 / tau_s) * a + spike / tau_s
+        torch.testing.assert_close(node(x_t), a, rtol=1e-12, atol=1e-12)
+    assert (node.tau, node.tau_s) == (2.0, 1.5)
+    with pytest.raises(ValueError, match="tau_s"):
+        node.tau_s = 0.5
+    with pytest.raises(TypeError, match="tau"):
+        node.tau = None
+
+
 def test_set_threshold_margin_is_refused_in_training_and_sets_the_eval_threshold():
     """SpikingJelly's ``set_threshold_margin`` gives the output layer per-sample thresholds while
     training, which the cores cannot express: a named ``TypeError``; in eval mode it sets one float."""
