@@ -27,7 +27,10 @@ def dsn_step(
         tau: decay exponent.
         h: the membrane before this step ``[*S]``.
     """
-    pre = bias + sum(w_j * v for w_j, v in zip(weight.unbind(0), window.unbind(0), strict=True))
+    # the taps lined up with the window's trailing dims and summed over dim 0 (a Python sum over unbound taps
+    # got a wrong weight gradient from torch.compile's default backend in step loops)
+    taps = weight.reshape(weight.shape[0], *([1] * (window.dim() - weight.dim())), *weight.shape[1:])
+    pre = bias + (taps * window).sum(0)
     log_a = logsigmoid(pre) / tau
     return torch.addcmul(-torch.expm1(log_a) * window[-1], log_a.exp(), h)  # alpha h + (1 - alpha) x
 
