@@ -12,7 +12,9 @@ does; see :class:`snn_parallel.neurons.Neuron`).
 ``snntorch.Leaky`` (``isinstance`` is snnTorch's only hook: ``utils.reset``, ``spikeplot``
 and the losses rely on it), keep its constructor conventions (``threshold``,
 ``spike_grad``, ``init_hidden``, ``output``, ``learn_*``, ``reset_mechanism``,
-``graded_spikes_factor``) and its call contract:
+``graded_spikes_factor``; an option a neuron cannot express is refused with the reason, as are
+``snn.RLeaky``'s recurrent options and ``snn.DeltaLeaky``'s ``delta_threshold``: no skin is
+recurrent, its state depending on its input only) and its call contract:
 
 - ``forward(input_, mem=None)`` is **one** time step and returns ``(spk, mem)``, or ``spk``
   alone with ``init_hidden=True, output=False``; passing ``mem`` with ``init_hidden=True``
@@ -157,16 +159,31 @@ __all__ = [
 
 #: the ``beta`` handed to ``Leaky.__init__``, which registers no buffer for it here
 _UNUSED_BETA = 0.0
+#: why the options of ``snn.Leaky`` that the neurons cannot express are refused (each accepted at ``False``)
+_UNEXPRESSED = {
+    "surrogate_disable": "the core neuron always backpropagates through spike_grad (the option swaps it for a "
+    "plain Heaviside, whose spikes are the same)",
+    "inhibition": "the core neuron has no lateral inhibition (the option lets only the neuron with the largest "
+    "membrane of each sample fire at each step)",
+    "learn_threshold": "the core neuron's threshold is a constant, not a parameter (assigning neuron.threshold "
+    "retunes it, but it is not trained)",
+    "state_quant": "the core neuron's state is not quantised at each step (the option rounds mem after every update, "
+    "which would change its dynamics)",
+}
 #: ``snn.Leaky``'s remaining options, each accepted at the value the core expresses
-_LEAKY_OPTIONS = (
-    "surrogate_disable",
-    "inhibition",
-    "learn_threshold",
-    "state_quant",
-    "graded_spikes_factor",
-    "learn_graded_spikes_factor",
-    "reset_delay",
-)
+_LEAKY_OPTIONS = (*_UNEXPRESSED, "graded_spikes_factor", "learn_graded_spikes_factor", "reset_delay")
+#: the options of snnTorch's other neurons, which a user swapping one of them for a skin may still pass: why not
+_OTHER_NEURONS = {
+    **dict.fromkeys(
+        ("V", "all_to_all", "linear_features", "conv2d_channels", "kernel_size", "learn_recurrent"),
+        "{name} takes no {arg}, which belongs to snn.RLeaky's recurrent connection (its spikes fed back into the "
+        "membrane): {name} has none, its state depending on its input only, which lets it run all time steps in "
+        "parallel. Drop {arg} for a feed-forward layer (called as forward(input_, mem), without spk), or keep "
+        "snn.RLeaky",
+    ),
+    "delta_threshold": "{name} takes no delta_threshold, snn.DeltaLeaky's threshold on the change of the membrane "
+    "between steps: {name} fires when its membrane exceeds threshold. Pass threshold=..., or keep snn.DeltaLeaky",
+}
 
 
 def _one_value(tensor: torch.Tensor) -> bool:
@@ -184,8 +201,9 @@ def _scalar(value: object, name: str) -> float:
             flat = flat[:1]
         if flat.numel() != 1:
             raise ValueError(
-                f"{name} must be one value for all neurons here (per-neuron values are not supported), "
-                f"got shape {tuple(value.shape)}"
+                f"{name} must be one value for all neurons here: the core neuron has one {name} for all its "
+                f"channels, where snn.Leaky takes one per neuron; got shape {tuple(value.shape)}"
+                f"{' with different values' if flat.numel() else ''}. Pass a number"
             )
         value = flat.item()
     return check_float(value, name)
@@ -241,6 +259,8 @@ class LeakyAdapter(snntorch.Leaky):
         for arg in leaky_options:
             if arg in ("beta", "learn_beta"):  # a skin with a decay names them in its signature
                 raise TypeError(f"{name} takes no {arg}: {self._no_beta}")
+            if arg in _OTHER_NEURONS:
+                raise TypeError(_OTHER_NEURONS[arg].format(name=name, arg=arg))
             if arg not in _LEAKY_OPTIONS:
                 raise TypeError(f"{name}() got an unexpected keyword argument {arg!r}")
         options = {
@@ -249,15 +269,21 @@ class LeakyAdapter(snntorch.Leaky):
             "reset_delay": False,
             **leaky_options,
         }
-        for arg in ("surrogate_disable", "inhibition", "learn_threshold", "state_quant"):
+        for arg, reason in _UNEXPRESSED.items():
             if options.get(arg, False) is not False:
-                raise ValueError(f"{arg}={options[arg]!r} is not supported by {name}; leave it at False")
+                raise ValueError(f"{arg}={options[arg]!r} is not supported by {name}: {reason}; leave it at False")
         check_bool(init_hidden, "init_hidden")
         check_bool(output, "output")
         check_bool(options["learn_graded_spikes_factor"], "learn_graded_spikes_factor")
         if reset_mechanism not in self._resets:
+            readout = (  # snnTorch's regression tutorials read the membrane of a Leaky that does not reset
+                "; for a readout that does not reset (a leaky integrator), use DynamicDecay or PRF, whose "
+                "reset_mechanism is 'none', or keep snn.Leaky"
+                if reset_mechanism == "none"
+                else ""
+            )
             raise ValueError(
-                f"reset_mechanism={reset_mechanism!r} is not supported by {name}; use one of {self._resets}"
+                f"reset_mechanism={reset_mechanism!r} is not supported by {name}; use one of {self._resets}{readout}"
             )
         if check_bool(options["reset_delay"], "reset_delay") and reset_mechanism != "none":
             raise ValueError(
