@@ -8,8 +8,9 @@ prints microseconds per call (best of ``--repeats`` timings of ``--calls`` calls
   callable run as it is, and the bare comparison ``(x > 0).to(x.dtype)`` (the floor);
 - the NaN/inf input check on one ``[B, C]`` tensor as the neurons run it, and the same sum tested by a
   second tensor op (``torch.isfinite(x.sum())``) for comparison;
-- one step forward + backward (100 steps of a ``Linear(C, C)`` and a neuron, then one backward) of
-  snnTorch's ``Leaky(beta=0.9)`` and of our snnTorch skins in its place.
+- one step forward + backward (100 steps of a ``Linear(C, C)`` and a neuron, then one backward), and one
+  step forward alone under ``torch.no_grad()``, of snnTorch's ``Leaky(beta=0.9)`` and of our snnTorch skins
+  in its place.
 """
 
 from __future__ import annotations
@@ -42,14 +43,16 @@ def best_us(fn: Callable[[], object], calls: int, repeats: int) -> float:
     return best / calls * 1e6
 
 
-def step_loop(neuron: torch.nn.Module, synapse: torch.nn.Linear, x: torch.Tensor) -> None:
+def step_loop(neuron: torch.nn.Module, synapse: torch.nn.Linear, x: torch.Tensor, backward: bool = True) -> None:
     """``STEPS`` steps of ``neuron(synapse(x_t), mem)`` from ``init_leaky()``, as snnTorch's tutorials write them, then
-    one backward."""
-    mem, spikes = neuron.init_leaky(), []
-    for x_t in x:
-        spk, mem = neuron(synapse(x_t), mem)
-        spikes.append(spk)
-    torch.stack(spikes).sum().backward()
+    one backward (or, without ``backward``, the steps alone under ``torch.no_grad()``, as inference runs them)."""
+    with torch.set_grad_enabled(backward):
+        mem, spikes = neuron.init_leaky(), []
+        for x_t in x:
+            spk, mem = neuron(synapse(x_t), mem)
+            spikes.append(spk)
+    if backward:
+        torch.stack(spikes).sum().backward()
 
 
 def main() -> None:
@@ -83,8 +86,9 @@ def main() -> None:
         ("DynamicDecay", lambda: skins.DynamicDecay(args.features)),
     ):
         neuron = make()
-        per_loop = best_us(lambda neuron=neuron: step_loop(neuron, synapse, sequence), 1, args.repeats)
-        print(f"step, forward + backward, {label:22s} {per_loop / STEPS:8.1f} us per step")
+        for backward, what in ((True, "forward + backward"), (False, "forward, no_grad")):
+            per_loop = best_us(lambda n=neuron, b=backward: step_loop(n, synapse, sequence, b), 1, args.repeats)
+            print(f"step, {what:18s} {label:22s} {per_loop / STEPS:8.1f} us per step")
 
 
 if __name__ == "__main__":
