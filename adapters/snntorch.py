@@ -137,7 +137,6 @@ from snn_parallel._validation import (
     check_step_input,
     check_tensor,
 )
-from snn_parallel.neurons.base import checks_outside_compile
 from snn_parallel.surrogate import DoubleGaussian as _DoubleGaussian
 from snn_parallel.surrogate import MultiGaussian as _MultiGaussian
 from snn_parallel.surrogate import Surrogate, resolve
@@ -418,8 +417,7 @@ class LeakyAdapter(snntorch.Leaky):
     def mem(self, value: torch.Tensor) -> None:
         """Set the membrane to ``value`` and every other state field to rest (a reset); ``value`` is checked
         here, so that the next step can take the stored state as checked."""
-        with checks_outside_compile():
-            check_tensor(value, "mem")
+        check_tensor(value, "mem")
         self._store(self._with_membrane(self._rest(value), value))
 
     def _rest(self, like: torch.Tensor) -> NamedTuple:
@@ -444,8 +442,7 @@ class LeakyAdapter(snntorch.Leaky):
         if mem is state[0]:  # the mem this neuron returned at its last step, as step loops pass it back
             return None if fresh else state
         if mem is not None and mem.shape == step.shape:  # like Leaky, a mem of another shape is ignored
-            with checks_outside_compile():  # named here: the core would name it state.<field>
-                check_state_tensor(mem, "mem", step.shape, step, name)
+            check_state_tensor(mem, "mem", step.shape, step, name)  # named here: the core would name it state.<field>
             return self._with_membrane(self._rest(mem) if fresh else state, mem)
         return None if fresh else state
 
@@ -502,8 +499,7 @@ class LeakyAdapter(snntorch.Leaky):
                 "parameters, where snn.Leaky is elementwise and takes any shape): give each layer its own neuron"
             )
         check = check_step_input if channel_dim == 1 else check_sequence
-        with checks_outside_compile():
-            return core._checked(x, name, check, channel_dim)
+        return core._checked(x, name, check, channel_dim)
 
     def _step(self, input_: torch.Tensor, mem: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         """``(spk, mem)`` of one step ``[B, features, ...]``, the state stored; ``mem`` is the stored

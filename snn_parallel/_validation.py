@@ -56,13 +56,14 @@ def check_tensor(
     dtypes: Sequence[torch.dtype] = FLOAT_DTYPES,
     finite: bool = True,
 ) -> torch.Tensor:
-    """Check that ``x`` is a tensor of an accepted dtype and, if enabled, free of NaN/inf."""
+    """Check that ``x`` is a tensor of an accepted dtype and, if enabled, free of NaN/inf (not while
+    ``torch.compile`` traces: the value check reads the data, which a compiled graph cannot)."""
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
     if x.dtype not in dtypes:
         accepted = ", ".join(str(d).replace("torch.", "") for d in dtypes)
         raise TypeError(f"{name} must have dtype in ({accepted}), got {str(x.dtype).replace('torch.', '')}")
-    if finite and _CHECK_VALUES and not _all_finite(x):
+    if finite and _CHECK_VALUES and not torch.compiler.is_compiling() and not _all_finite(x):
         raise ValueError(f"{name} contains NaN or infinite values")
     return x
 

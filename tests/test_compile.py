@@ -243,3 +243,17 @@ def test_op_gradients_compiled_equal_eager_float64(name):
     expected = _gradients(loss, weights, inputs, [])
     got = _gradients(_compiled(loss), weights.float(), [_single(t) for t in inputs], [])
     _assert_same_gradients(got, expected, [f"argument {i}" for i in range(len(inputs))])
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.complex64])
+def test_ops_called_with_their_checks_compile_with_fullgraph(dtype):
+    """An op called as a user calls it (``validate=True``) traces with ``fullgraph=True``: its NaN/inf check, which
+    reads the data (``.item()``, which torch cannot trace for complex tensors), is skipped while compiling, as the
+    neurons skip theirs; eager, the check still raises."""
+    torch._dynamo.reset()
+    a = (0.9 * torch.rand(6, 2, 3)).to(dtype)
+    b = torch.randn(6, 2, 3).to(dtype)
+    compiled = torch.compile(lambda a, b: ops.linear_scan(a, b)[0], fullgraph=True, backend="aot_eager")
+    torch.testing.assert_close(compiled(a, b), ops.linear_scan(a, b)[0])
+    with pytest.raises(ValueError, match="^b contains NaN"):
+        ops.linear_scan(a, torch.full_like(b, float("nan")))

@@ -51,7 +51,6 @@ its parameters, breaks the graph: ``fullgraph=True`` then raises with that advic
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 from collections.abc import Callable
 from typing import Any, NamedTuple
@@ -61,7 +60,7 @@ from torch import nn
 from torch.nn.modules.lazy import LazyModuleMixin
 from torch.nn.parameter import UninitializedParameter, is_lazy
 
-from .._validation import check_same_device, check_sequence, check_state_tensor, check_step_input, validation
+from .._validation import check_same_device, check_sequence, check_state_tensor, check_step_input
 from ..ops._backend import BACKENDS, CupyUnavailableError
 from ..surrogate import ForeignSurrogate, Surrogate, resolve
 
@@ -83,11 +82,6 @@ def _autocast_on(device_type: str) -> bool:
         return torch.is_autocast_cpu_enabled() if device_type == "cpu" else torch.is_autocast_enabled()
     except RuntimeError:
         return False
-
-
-def checks_outside_compile() -> contextlib.AbstractContextManager[None]:
-    """The input checks, without the value check while torch.compile traces (it reads data)."""
-    return validation(False) if torch.compiler.is_compiling() else contextlib.nullcontext()
 
 
 def _feature_count(x: object, dim: int) -> int | str:
@@ -193,9 +187,8 @@ class Neuron(nn.Module):
         Raises:
             RuntimeError: ``backend="cupy"`` where the CuPy kernels cannot run these inputs.
         """
-        with checks_outside_compile():
-            x_seq = self._checked(x_seq, "x_seq", check_sequence, channel_dim=2)
-            state = self._resolve_state(state, x_seq[0])
+        x_seq = self._checked(x_seq, "x_seq", check_sequence, channel_dim=2)
+        state = self._resolve_state(state, x_seq[0])
         try:
             if return_membrane:
                 return self.update_sequence(x_seq, state)
@@ -209,8 +202,7 @@ class Neuron(nn.Module):
 
     def step(self, x_t: torch.Tensor, state: NamedTuple | None = None) -> tuple[torch.Tensor, NamedTuple]:
         """Advance one time step for ``x_t`` ``[B, features, *spatial]``; returns ``(spike, state)``."""
-        with checks_outside_compile():
-            x_t = self._checked(x_t, "x_t", check_step_input, channel_dim=1)
+        x_t = self._checked(x_t, "x_t", check_step_input, channel_dim=1)
         return self._step_checked(x_t, state)
 
     def _step_checked(
@@ -220,8 +212,7 @@ class Neuron(nn.Module):
         under its own argument name): the state resolved and checked, then one :meth:`update`.
         ``state_values_checked``: the state's values are known to be finite (a skin's own state, carried
         from its previous step), so only its type, shapes, dtypes and device are checked."""
-        with checks_outside_compile():
-            state = self._resolve_state(state, x_t, finite=not state_values_checked)
+        state = self._resolve_state(state, x_t, finite=not state_values_checked)
         spike, _, new_state = self.update(x_t, state)
         return spike, new_state
 

@@ -35,7 +35,7 @@ from .._validation import check_bool, check_choice, check_float
 from ..ops.tssl import psp_filter, tssl_step, tsslbp
 from ..ops.tssl.reference import heaviside
 from ..surrogate import Sigmoid
-from .base import Neuron, checks_outside_compile, neuron_surrogate
+from .base import Neuron, neuron_surrogate
 
 _GRADIENTS = ("tsslbp", "surrogate")
 
@@ -162,8 +162,7 @@ class PSPFilter(Neuron):
         return PSPState(torch.zeros_like(x_t))
 
     def update_sequence(self, x_seq: torch.Tensor, state: PSPState) -> tuple[torch.Tensor, torch.Tensor, PSPState]:
-        with checks_outside_compile():  # the input was checked already
-            psp, last = psp_filter(x_seq, self.tau_s, state.a)
+        psp, last = psp_filter(x_seq, self.tau_s, state.a)
         return psp, psp, PSPState(last)
 
     def update(self, x_t: torch.Tensor, state: PSPState) -> tuple[torch.Tensor, torch.Tensor, PSPState]:
