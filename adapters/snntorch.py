@@ -401,8 +401,8 @@ class LeakyAdapter(snntorch.Leaky):
         first = state[0]
         if first._base is not None:  # mem must be detachable in place, which a view is not
             first = first.clone()
-        # straight into the buffer dict: Module.__setattr__'s Parameter isinstance checks cost
-        # more than the arithmetic of a small step
+        # straight into the buffer dict, which is what Module.__setattr__ does for a buffer after
+        # its type checks (about 2 us a field, at every step)
         buffers = self._buffers
         for name, value in zip(self._state_names, (first, *state[1:]), strict=True):
             buffers[name] = value
