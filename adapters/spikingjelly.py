@@ -657,7 +657,7 @@ class DecoupledLIFNode(SpikingJellyNode):
 
     @tau.setter
     def tau(self, value: float) -> None:
-        """``node.tau = value``, as on ``LIFNode``: every channel's decay becomes :math:`1 - 1/\tau` from the
+        r"""``node.tau = value``, as on ``LIFNode``: every channel's decay becomes :math:`1 - 1/\tau` from the
         next step (a learned decay restarts from it)."""
         core = self.core
         core.tau = check_float(value, "tau", minimum=1, min_open=True)
