@@ -507,8 +507,13 @@ class LeakyAdapter(snntorch.Leaky):
         spk, state = self.core._step_checked(
             input_, self._initial_state(input_, "input_", mem), state_values_checked=True
         )
-        self._store(state)
+        self._store(self._step_kept(spk, state))
         return spk, self.mem
+
+    def _step_kept(self, spk: torch.Tensor, state: NamedTuple) -> NamedTuple:
+        """The state :meth:`_step` stores after a step that fired ``spk`` and left the core in ``state``
+        (default: that state)."""
+        return state
 
     def multistep(
         self, x_seq: torch.Tensor, mem: torch.Tensor | None = None
@@ -793,17 +798,14 @@ class DecoupledLIF(LeakyAdapter):
     def _after_reset(self, spk_seq: torch.Tensor, potential: torch.Tensor) -> torch.Tensor:
         return potential - self.core.v_threshold * spk_seq.detach()
 
-    def _step(self, input_: torch.Tensor, mem: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-        """One step; in ``"leaky"`` mode ``mem`` is the membrane after the reset (see the ``mem`` argument)."""
+    def _step_kept(self, spk: torch.Tensor, state: NamedTuple) -> NamedTuple:
+        """In ``"leaky"`` mode keep ``(u_t - V_th s_t, 0)``, as :meth:`_keep` does, so that ``mem`` is the
+        membrane after the reset (see the ``mem`` argument)."""
         if self.mem_kind == "reset_free":
-            return super()._step(input_, mem)
+            return state
         # the kept bias is 0 in "leaky" mode, so the potential is the new filter state
-        spk, state = self.core._step_checked(
-            input_, self._initial_state(input_, "input_", mem), state_values_checked=True
-        )
         after = self._after_reset(spk, state.filtered)
-        self._store(neurons.DecoupledLIFState(after, torch.zeros_like(after)))
-        return spk, self.mem
+        return neurons.DecoupledLIFState(after, torch.zeros_like(after))
 
     def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
         """A ``snn.Leaky`` state dict's ``beta`` becomes the core's decay (and its ``threshold``
