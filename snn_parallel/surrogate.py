@@ -33,13 +33,13 @@ objects and snnTorch's ``atan(alpha)``, ``sigmoid(slope)`` and ``fast_sigmoid(sl
 callables compute :class:`ATan`, :class:`Sigmoid` and :class:`FastSigmoid`: :func:`resolve`
 turns them into ours (so the CUDA kernels run them), each keeping the framework object as
 :attr:`Surrogate.source` and reading a SpikingJelly object's ``alpha`` at each use (tuning it
-after construction acts). It does so only after the object is recognised (its exact class in its spiking mode, or
-the snnTorch factory's own closure) and its spikes and derivative equal ours on a float64 grid;
-anything else (a subclass, a custom callable) is wrapped as :class:`ForeignSurrogate`. Where
-the two differ in floating point, ours is the better behaved: snnTorch's ``sigmoid`` backward
-computes :math:`k e^{-kx} / (e^{-kx} + 1)^2`, which is NaN where :math:`e^{-kx}` overflows
-(:math:`kx < -88` in float32), ours the same derivative through :math:`\sigma(kx)`, finite
-everywhere.
+after construction acts). It does so only after the object is recognised (its exact class in
+its spiking mode, or the snnTorch factory's own closure) and its spikes and derivative equal ours
+on a float64 grid; anything else (a subclass, a custom callable) is wrapped as
+:class:`ForeignSurrogate`. Where the two differ in floating point, ours is the better behaved:
+snnTorch's ``sigmoid`` backward computes :math:`k e^{-kx} / (e^{-kx} + 1)^2`, which is NaN
+where :math:`e^{-kx}` overflows (:math:`kx < -88` in float32), ours the same derivative through
+:math:`\sigma(kx)`, finite everywhere.
 """
 
 from __future__ import annotations
