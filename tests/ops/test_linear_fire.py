@@ -115,6 +115,75 @@ def test_bad_arguments_name_the_argument():
         linear_fire(x.long(), decay, scale, h0, zeros, ATan(), 1.0)
 
 
+# ---- a threshold per channel or lane, with its gradient ------------------------------------------------
+@pytest.mark.parametrize("block", [1 << 16, 6, 1])
+@pytest.mark.parametrize("steps", [1, 7, 30])
+@pytest.mark.parametrize("complex_decay", [False, True])
+@pytest.mark.parametrize("reset", [False, True])
+@pytest.mark.parametrize("threshold_shape", [(3,), (2, 3)], ids=["channel", "lane"])
+def test_threshold_tensor_matches_reference(block, steps, complex_decay, reset, threshold_shape, small_blocks):
+    """A threshold tensor requiring a gradient: every output and the gradients of every input, the threshold's
+    included, are the step-by-step reference's."""
+    small_blocks(block)
+    inputs = fire_inputs(steps, complex_decay)
+    bias0 = torch.rand(2, 3, dtype=F64, requires_grad=True)
+    threshold = (0.2 + 0.6 * torch.rand(threshold_shape, dtype=F64)).requires_grad_()
+    rho = torch.rand(3, dtype=F64, requires_grad=True) if reset else None
+    out = linear_fire(*inputs, bias0, ATan(), threshold, rho)
+    ref = linear_fire_reference(*inputs, bias0, ATan(), threshold, rho)
+    for o, r in zip(out, ref, strict=True):
+        torch.testing.assert_close(o, r)
+    with_grads = [*inputs, bias0, threshold, *([rho] if reset else [])]
+    assert_same_grads(out if reset else out[:3], ref if reset else ref[:3], with_grads)
+
+
+def test_threshold_tensor_gradcheck(smooth):
+    """(Without a reset: with one, the spikes detached in the bias make the analytic gradient differ from finite
+    differences by design.)"""
+    inputs = fire_inputs(6, True)
+    bias0 = torch.zeros(2, 3, dtype=F64)
+    threshold = (0.2 + 0.6 * torch.rand(3, dtype=F64)).requires_grad_()
+    assert gradcheck(lambda *a: linear_fire(*a[:4], bias0, smooth, a[4])[:3], (*inputs, threshold))
+
+
+def test_learned_threshold_is_the_soft_reset_lifs_subtracted_threshold():
+    """The decoupled reset with a per-channel threshold that requires a gradient is the sequential soft-reset LIF
+    whose reset subtracts that threshold (spikes detached, the threshold not: snnTorch's ``learn_threshold``):
+    the same spikes, membranes and gradients of the input and the threshold."""
+    beta = torch.tensor([0.5, 0.8, 0.95], dtype=F64)
+    current = (torch.rand(300, 4, 3, dtype=F64) * 0.9).requires_grad_()
+    threshold = torch.tensor([0.6, 1.0, 1.7], dtype=F64, requires_grad=True)
+    zeros = torch.zeros(4, 3, dtype=F64)
+    spikes, membrane, _, _ = linear_fire(current, beta, torch.ones(3, dtype=F64), zeros, zeros, ATan(), threshold, beta)
+    ref_spikes, ref_membrane, _, _ = soft_reset_lif_reference(current, beta, threshold, ATan())
+    assert ref_spikes.sum(0).gt(20).all()  # every channel fires
+    assert torch.equal(spikes, ref_spikes)
+    torch.testing.assert_close(membrane, ref_membrane)
+    weights = torch.randn_like(spikes), torch.randn_like(spikes)
+    got = torch.autograd.grad((spikes * weights[0] + membrane * weights[1]).sum(), (current, threshold))
+    ref = torch.autograd.grad((ref_spikes * weights[0] + ref_membrane * weights[1]).sum(), (current, threshold))
+    assert ref[1].abs().min() > 1e-3
+    for g, r in zip(got, ref, strict=True):
+        torch.testing.assert_close(g, r)
+
+
+def test_a_bad_threshold_tensor_is_named():
+    x, decay, scale, h0 = (t.detach() for t in fire_inputs(5, True))
+    zeros = torch.zeros(2, 3, dtype=F64)
+    with pytest.raises(ValueError, match=r"v_threshold with shape \(4,\) does not broadcast"):
+        linear_fire(x, decay, scale, h0, zeros, ATan(), torch.ones(4, dtype=F64))
+    with pytest.raises(ValueError, match="v_threshold contains NaN"):
+        linear_fire(x, decay, scale, h0, zeros, ATan(), torch.tensor([1.0, math.nan, 1.0], dtype=F64))
+    with pytest.raises(TypeError, match="v_threshold must have dtype"):
+        linear_fire(x, decay, scale, h0, zeros, ATan(), torch.ones(3, dtype=torch.long))
+    with pytest.raises(TypeError, match="v_threshold must have dtype"):
+        linear_fire(x, decay, scale, h0, zeros, ATan(), torch.ones(3, dtype=torch.complex128))
+    with pytest.raises(ValueError, match="v_threshold is on meta"):
+        linear_fire(x, decay, scale, h0, zeros, ATan(), torch.ones(3, device="meta"))
+    with pytest.raises(ValueError, match="v_threshold"):
+        linear_fire(x, decay, scale, h0, zeros, ATan(), math.nan)
+
+
 # ---- the op on each backend, in float32 against the float64 reference ---------------------------------
 def fire_case(T, shape, complex_, reset, spike_fn, seed, v_threshold=0.5):
     """float32 inputs of linear_fire whose float64 membranes stay clear of the spike function's jumps."""

@@ -32,11 +32,11 @@ from .reference import linear_fire_reference, linear_fire_step, soft_reset_lif_r
 __all__ = ["linear_fire", "linear_fire_reference", "linear_fire_step", "soft_reset_lif_reference"]
 
 
-def _forward_torch(x, decay, scale, h0, bias0, spike_fn, v_threshold, reset_decay, layout):
+def _forward_torch(x, decay, scale, h0, bias0, spike_fn, threshold, reset_decay, layout):
     lanes = x.shape[1]
     decay, scale = per_lane(decay, lanes, layout), per_lane(scale, lanes, layout)
     rho = None if reset_decay is None else per_lane(reset_decay, lanes, layout)
-    return linear_fire_forward(x, decay, scale, h0, bias0, spike_fn, v_threshold, rho)
+    return linear_fire_forward(x, decay, scale, h0, bias0, spike_fn, per_lane(threshold, lanes, layout), rho)
 
 
 def _backward_torch(
@@ -48,27 +48,29 @@ def _backward_torch(
     decay,
     scale,
     reset_decay,
+    threshold,
     h0,
     bias0,
     membrane,
     spikes,
     checkpoints,
     spike_fn,
-    v_threshold,
     layout,
-    needs_bias,
+    needs,
 ):
     lanes = x.shape[1]
     grad_spikes = torch.zeros_like(x) if grad_spikes is None else grad_spikes
     grad_membrane = torch.zeros_like(x) if grad_membrane is None else grad_membrane
     grad_last = torch.zeros_like(h0) if grad_last is None else grad_last
     rho = None if reset_decay is None else per_lane(reset_decay, lanes, layout)
-    grad_x, grad_decay, grad_scale, grad_h0, grad_bias0, grad_rho = linear_fire_backward(
+    grad_x, grad_decay, grad_scale, grad_h0, grad_bias0, grad_rho, grad_threshold = linear_fire_backward(
         grad_spikes, grad_membrane, grad_last, x, per_lane(decay, lanes, layout), per_lane(scale, lanes, layout),
-        membrane, checkpoints, spike_fn, v_threshold, rho, grad_bias_next, needs_bias,
+        membrane, spikes, checkpoints, spike_fn, per_lane(threshold, lanes, layout), rho, grad_bias_next, needs,
     )  # fmt: skip
     grad_rho = None if grad_rho is None else to_params(grad_rho, layout)
-    return grad_x, to_params(grad_decay, layout), to_params(grad_scale, layout), grad_h0, grad_bias0, grad_rho
+    grad_threshold = None if grad_threshold is None else to_params(grad_threshold, layout)
+    return (grad_x, to_params(grad_decay, layout), to_params(grad_scale, layout), grad_h0, grad_bias0, grad_rho,
+            grad_threshold)  # fmt: skip
 
 
 #: backend -> (forward, backward) on flattened tensors with ``[P]`` parameters (see :class:`_LinearFire`)
@@ -79,7 +81,7 @@ _IMPLEMENTATIONS = {
 
 
 class _LinearFire(torch.autograd.Function):
-    """Flattened: ``x`` ``[T, N]``; ``decay``, ``scale``, ``reset_decay`` ``[P]``
+    """Flattened: ``x`` ``[T, N]``; ``decay``, ``scale``, ``reset_decay``, ``threshold`` ``[P]``
     (see :func:`~snn_parallel.ops._layout.param_layout`), ``h0``, ``bias0`` ``[N]``."""
 
     @staticmethod
@@ -91,17 +93,17 @@ class _LinearFire(torch.autograd.Function):
         h0,
         bias0,
         reset_decay,
+        threshold,
         spike_fn: Surrogate,
-        v_threshold: float,
         layout: tuple[int, int],
         backend: str,
     ):
         forward, ctx.backward_fn = _IMPLEMENTATIONS[backend]
         spikes, membrane, checkpoints, h_last, bias_next = forward(
-            x, decay, scale, h0, bias0, spike_fn, v_threshold, reset_decay, layout
+            x, decay, scale, h0, bias0, spike_fn, threshold, reset_decay, layout
         )
-        ctx.save_for_backward(x, decay, scale, reset_decay, h0, bias0, membrane, spikes, checkpoints)
-        ctx.constants = (spike_fn, v_threshold, layout)
+        ctx.save_for_backward(x, decay, scale, reset_decay, threshold, h0, bias0, membrane, spikes, checkpoints)
+        ctx.constants = (spike_fn, layout)
         ctx.set_materialize_grads(False)
         return spikes, membrane, h_last, bias_next
 
@@ -109,10 +111,10 @@ class _LinearFire(torch.autograd.Function):
     def backward(ctx: Any, grad_spikes, grad_membrane, grad_last, grad_bias_next):
         if grad_spikes is None and grad_membrane is None and grad_last is None and grad_bias_next is None:
             return (None,) * 10
-        needs_bias = (ctx.needs_input_grad[4], ctx.needs_input_grad[5])
+        needs = tuple(ctx.needs_input_grad[4:7])  # bias0, reset_decay, threshold
         grads = ctx.backward_fn(grad_spikes, grad_membrane, grad_last, grad_bias_next, *ctx.saved_tensors,
-                                *ctx.constants, needs_bias)  # fmt: skip
-        return (*grads, None, None, None, None)
+                                *ctx.constants, needs)  # fmt: skip
+        return (*grads, None, None, None)
 
 
 def linear_fire(
@@ -122,7 +124,7 @@ def linear_fire(
     h0: torch.Tensor,
     bias0: torch.Tensor,
     spike_fn: Surrogate,
-    v_threshold: float,
+    v_threshold: float | torch.Tensor,
     reset_decay: torch.Tensor | None = None,
     *,
     backend: str = "auto",
@@ -137,7 +139,8 @@ def linear_fire(
         h0: filter state before the first step ``[*S]`` (complex when ``decay`` is).
         bias0: threshold bias for the first step ``[*S]`` (kept constant without reset).
         spike_fn: spike function and surrogate derivative.
-        v_threshold: :math:`V_{th}`.
+        v_threshold: :math:`V_{th}`: a number, or a real tensor broadcastable to ``S`` (e.g. per channel
+            ``[C]``), which gets a gradient where it requires one.
         reset_decay: :math:`\rho`, real, broadcastable to ``S``; ``None`` for no reset.
         backend: ``"auto"``, ``"torch"`` or ``"cupy"`` (see :mod:`snn_parallel.ops._backend`).
         validate: check the arguments (``False`` where the caller already has, as the
@@ -147,19 +150,28 @@ def linear_fire(
         ``(spikes, membrane, h_last, bias_next)``. Gradients reach ``bias0`` and ``reset_decay``
         through the threshold bias (spikes detached in it) where they require one, as in
         :func:`linear_fire_reference`; detach ``reset_decay`` for BPTT with a fully detached
-        reset.
+        reset. A threshold tensor's gradient comes through the spikes' argument and, with a reset,
+        through the bias's step :math:`V_{th} s_t`, as a soft-reset LIF's subtraction gives it.
     """
     if validate:
-        _check(x, decay, scale, h0, bias0, spike_fn, reset_decay)
-        check_float(v_threshold, "v_threshold")
+        _check(x, decay, scale, h0, bias0, spike_fn, reset_decay, v_threshold)
+
+    threshold = v_threshold if isinstance(v_threshold, torch.Tensor) else None
 
     def gap() -> str | None:
-        per_lane = [("decay", decay), ("scale", scale), ("h0", h0), ("bias0", bias0), ("reset_decay", reset_decay)]
+        if threshold is not None:
+            return "v_threshold is a tensor (the kernels take one threshold for all lanes)"
+        per_lane = [("decay", decay), ("scale", scale), ("h0", h0), ("bias0", bias0), ("reset_decay", reset_decay),
+                    ("v_threshold", threshold)]  # fmt: skip
         return kernel_gap([("x", x)], float32=[(n, t) for n, t in per_lane if t is not None], spike_fn=spike_fn)
 
     backend = resolve_backend(backend, x, op="linear_fire", unsupported=gap)
     steps, shape = x.shape[0], x.shape[1:]
-    lo, hi, count, spatial = param_layout(shape, decay, scale, reset_decay)
+    lo, hi, count, spatial = param_layout(shape, decay, scale, reset_decay, threshold)
+    if threshold is None:  # one value for every lane
+        threshold = torch.full((count,), float(v_threshold), dtype=x.dtype, device=x.device)
+    else:
+        threshold = compact(threshold.to(x.dtype), shape, lo, hi)
 
     spikes, membrane, h_last, bias_next = _LinearFire.apply(
         x.reshape(steps, -1).contiguous(),
@@ -168,15 +180,15 @@ def linear_fire(
         h0.to(decay.dtype).reshape(-1).contiguous(),
         bias0.reshape(-1).contiguous(),
         None if reset_decay is None else compact(reset_decay, shape, lo, hi),
+        threshold,
         spike_fn,
-        v_threshold,
         (count, spatial),
         backend,
     )
     return spikes.view(x.shape), membrane.view(x.shape), h_last.view(shape), bias_next.view(shape)
 
 
-def _check(x, decay, scale, h0, bias0, spike_fn, reset_decay) -> None:
+def _check(x, decay, scale, h0, bias0, spike_fn, reset_decay, v_threshold) -> None:
     """Argument checks of :func:`linear_fire`."""
     x = check_op_sequence(x, "x")
     shape = tuple(x.shape[1:])
@@ -189,3 +201,7 @@ def _check(x, decay, scale, h0, bias0, spike_fn, reset_decay) -> None:
     if reset_decay is not None:
         check_like(reset_decay, "reset_decay", shape, x, "x", broadcast=True)
     check_surrogate(spike_fn, "spike_fn")
+    if isinstance(v_threshold, torch.Tensor):
+        check_like(v_threshold, "v_threshold", shape, x, "x", broadcast=True)
+    else:
+        check_float(v_threshold, "v_threshold")

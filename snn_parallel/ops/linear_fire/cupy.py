@@ -98,14 +98,14 @@ def _forward(x, decay, scale, h0, bias0, reset_decay, kind, params, inclusive, v
     return spikes, membrane, checkpoints, h_last.to(decay.dtype), bias_next.to(bias0.dtype)
 
 
-def linear_fire_forward_cupy(x, decay, scale, h0, bias0, spike_fn, v_threshold, reset_decay, layout, *,
+def linear_fire_forward_cupy(x, decay, scale, h0, bias0, spike_fn, threshold, reset_decay, layout, *,
                              filter_in_chain=None, segments_per_block=None):  # fmt: skip
     """:func:`~snn_parallel.ops.linear_fire.linear_fire`'s forward on the kernels (arguments as there, flattened):
     ``(spikes, membrane, checkpoints, h_last, bias_next)`` for ``x`` ``[T, N]`` (``filter_in_chain``
     and ``segments_per_block`` force a launch configuration). The launches are the custom op
     ``snn_parallel::linear_fire_forward``."""
     kind, params, inclusive = spike_code(spike_fn)
-    return _forward(x, decay, scale, h0, bias0, reset_decay, kind, list(params), bool(inclusive), float(v_threshold),
+    return _forward(x, decay, scale, h0, bias0, reset_decay, kind, list(params), bool(inclusive), float(threshold[0]),
                     *layout, filter_in_chain, segments_per_block)  # fmt: skip
 
 
@@ -154,8 +154,8 @@ def _backward(grad_spikes, grad_membrane, grad_last, grad_bias_next, x, decay, s
     return grad_x, sums, grad_h0, grad_bias0
 
 
-def linear_fire_backward_cupy(grad_spikes, grad_membrane, grad_last, grad_bias_next, x, decay, scale, reset_decay, h0,
-                              bias0, membrane, spikes, checkpoints, spike_fn, v_threshold, layout, needs_bias, *,
+def linear_fire_backward_cupy(grad_spikes, grad_membrane, grad_last, grad_bias_next, x, decay, scale, reset_decay,
+                              threshold, h0, bias0, membrane, spikes, checkpoints, spike_fn, layout, needs_bias, *,
                               segments_per_block=None):  # fmt: skip
     """:func:`~snn_parallel.ops.linear_fire.linear_fire`'s backward on the kernels: the gradients of ``(x, decay,
     scale, h0, bias0, reset_decay)`` from those of ``(spikes, membrane, h_last, bias_next)`` (each ``None`` when
@@ -165,7 +165,7 @@ def linear_fire_backward_cupy(grad_spikes, grad_membrane, grad_last, grad_bias_n
     kind, params, _ = spike_code(spike_fn)
     grad_x, sums, grad_h0, grad_bias0 = _backward(
         grad_spikes, grad_membrane, grad_last, grad_bias_next, x, decay, scale, reset_decay, bias0, membrane,
-        spikes, checkpoints, kind, list(params), float(v_threshold), *layout, needs_bias[0], needs_bias[1],
+        spikes, checkpoints, kind, list(params), float(threshold[0]), *layout, needs_bias[0], needs_bias[1],
         segments_per_block,
     )  # fmt: skip
     grad_decay = torch.complex(sums[0], sums[1]) if decay.is_complex() else sums[0]
@@ -176,4 +176,5 @@ def linear_fire_backward_cupy(grad_spikes, grad_membrane, grad_last, grad_bias_n
         grad_h0.to(h0.dtype),
         grad_bias0.to(bias0.dtype) if needs_bias[0] else None,
         sums[3].to(reset_decay.dtype) if needs_bias[1] and reset_decay is not None else None,
+        None,
     )
