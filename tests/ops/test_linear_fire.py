@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib
 import math
+from functools import partial
 
 import pytest
 import torch
@@ -273,26 +274,35 @@ def test_check_bites_on_mutated_kernel(emulate_cupy, mutants):
             check()
 
 
-# ---- the threshold bias's own gradients: into the reset's decay and the initial bias -------------------------
-def bias_gradients(run, inputs, rho, weights, dtype):
+# ---- the gradients of the threshold bias's inputs (the reset's decay, the initial bias) and of the threshold ----
+#: a threshold per channel of the (2, 3, 2) lanes of the cases below
+THRESHOLD = torch.tensor([0.4, 0.5, 0.65]).view(3, 1)
+
+
+def bias_gradients(run, inputs, rho, weights, dtype, threshold=THRESHOLD):
     """Gradients of a weighting of every output (``bias_next`` included) with respect to ``(x, decay, scale, h0,
-    bias0, reset_decay)``, the last two requiring a gradient, in ``dtype``."""
+    bias0, reset_decay, threshold)``, the last three requiring a gradient (``reset_decay`` where it is given), in
+    ``dtype``."""
     cast = {torch.float64: (torch.float64, torch.complex128), torch.float32: (torch.float32, torch.complex64)}[dtype]
-    leaves_in = [t.detach().to(cast[t.is_complex()]).requires_grad_() for t in (*inputs, rho)]
+    leaves_in = [
+        None if t is None else t.detach().to(cast[t.is_complex()]).requires_grad_() for t in (*inputs, rho, threshold)
+    ]
     out = run(*leaves_in)
     loss = sum(
         ((o.real if o.is_complex() else o) * w.to(o.device, cast[0])).sum() for o, w in zip(out, weights, strict=True)
     )
-    return torch.autograd.grad(loss, leaves_in)
+    return torch.autograd.grad(loss, [t for t in leaves_in if t is not None])
 
 
 @pytest.mark.parametrize("complex_", [False, True], ids=["real", "complex"])
 @pytest.mark.parametrize("T", [1, 40, 200])
-def test_threshold_bias_gradients_on_each_backend(backend, T, complex_):
-    """With ``reset_decay`` and ``bias0`` requiring a gradient, every backend gives the gradients of the step-by-step
-    reference's autograd (spikes detached in the bias): through b into rho and b_0, and from bias_next."""
+@pytest.mark.parametrize("reset", [True, False], ids=["reset", "no_reset"])
+def test_threshold_and_bias_gradients_on_each_backend(backend, T, complex_, reset):
+    """With ``bias0``, ``reset_decay`` and a per-channel threshold requiring a gradient, every backend gives the
+    gradients of the step-by-step reference's autograd (spikes detached in the bias): through b into rho, b_0 and
+    the threshold, through the spikes' argument into the threshold, and from bias_next."""
     name, device = backend
-    inputs, rho, _ = kernel_inputs(T, (2, 3, 2), complex_, True, ATan(), seed=T + 5)
+    inputs, rho, _ = kernel_inputs(T, (2, 3, 2), complex_, reset, ATan(), seed=T + 5, v_threshold=THRESHOLD)
     gen = torch.Generator().manual_seed(T)
     weights = [
         torch.randn(T, 2, 3, 2, generator=gen),
@@ -301,19 +311,18 @@ def test_threshold_bias_gradients_on_each_backend(backend, T, complex_):
         torch.randn(2, 3, 2, generator=gen),
     ]
 
-    def run(x, decay, scale, h0, bias0, reset):
-        args = [t.to(device) for t in (x, decay, scale, h0, bias0, reset)]
-        return linear_fire(*args[:5], ATan(), 0.5, args[5], backend=name)
+    def run(x, decay, scale, h0, bias0, reset_decay, threshold):
+        args = [None if t is None else t.to(device) for t in (x, decay, scale, h0, bias0, reset_decay, threshold)]
+        return linear_fire(*args[:5], ATan(), args[6], args[5], backend=name)
 
     got = bias_gradients(run, inputs, rho, weights, torch.float32)
-    exact = bias_gradients(
-        lambda *a: linear_fire_reference(*a[:5], ATan(), 0.5, a[5]), inputs, rho, weights, torch.float64
-    )
-    serial32 = bias_gradients(
-        lambda *a: linear_fire_reference(*a[:5], ATan(), 0.5, a[5]), inputs, rho, weights, torch.float32
-    )
-    assert exact[5].abs().max() > 0.1  # the reset's decay gets a real gradient
-    for label, g, e, s in zip(("x", "decay", "scale", "h0", "bias0", "reset_decay"), got, exact, serial32, strict=True):
+    exact = bias_gradients(reference_run, inputs, rho, weights, torch.float64)
+    serial32 = bias_gradients(reference_run, inputs, rho, weights, torch.float32)
+    assert exact[-1].abs().max() > 0.1  # the threshold gets a real gradient
+    if reset:
+        assert exact[5].abs().max() > 0.1  # and so does the reset's decay
+    labels = ("x", "decay", "scale", "h0", "bias0", *(["reset_decay"] if reset else []), "threshold")
+    for label, g, e, s in zip(labels, got, exact, serial32, strict=True):
         tol = 8 * (s.to(e.dtype) - e).abs().max().item() + 2e-6 * e.abs().max().item() + 1e-7
         assert (g.cpu().to(e.dtype) - e).abs().max().item() <= tol, label
 
@@ -414,7 +423,7 @@ def test_prf_reset_gradient_follows_the_official_update_order(backend, path):
 
 
 # ---- the kernels in the CPU harness: every schedule, both shape classes ------------------------------------
-def kernel_inputs(T, shape, complex_, reset, spike_fn, seed, layout="channel"):
+def kernel_inputs(T, shape, complex_, reset, spike_fn, seed, layout="channel", v_threshold=0.5):
     """float32 inputs (``layout``: parameters per channel, per channel of a feature map, or per lane) whose float64
     membranes stay clear of the spike function's jumps, and gradients for every output."""
     if layout == "lane":
@@ -432,7 +441,7 @@ def kernel_inputs(T, shape, complex_, reset, spike_fn, seed, layout="channel"):
                 inputs = candidate
                 break
     else:
-        inputs, rho = fire_case(T, shape, complex_, reset, spike_fn, seed=seed)
+        inputs, rho = fire_case(T, shape, complex_, reset, spike_fn, seed=seed, v_threshold=v_threshold)
     gen = torch.Generator().manual_seed(seed + 1)
     grads_out = (
         torch.randn(T, *shape, generator=gen),
@@ -467,13 +476,13 @@ def assert_fire_within_serial_error(got, exact, serial32, what=""):
 
 
 def cupy_run(**config):
-    def run(x, decay, scale, h0, bias0, rho):
-        return _run_cupy(x, decay, scale, h0, bias0, rho, **config)
+    def run(x, decay, scale, h0, bias0, rho, threshold=0.5):
+        return _run_cupy(x, decay, scale, h0, bias0, rho, threshold, **config)
 
     return run
 
 
-def _run_cupy(x, decay, scale, h0, bias0, rho, filter_in_chain=None, per_block=None):
+def _run_cupy(x, decay, scale, h0, bias0, rho, threshold, filter_in_chain=None, per_block=None):
     """linear_fire(backend='cupy') with its launch configuration forced."""
     fire_module = importlib.import_module("snn_parallel.ops.linear_fire")
     fire_cupy = importlib.import_module("snn_parallel.ops.linear_fire.cupy")
@@ -488,11 +497,11 @@ def _run_cupy(x, decay, scale, h0, bias0, rho, filter_in_chain=None, per_block=N
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setitem(fire_module._IMPLEMENTATIONS, "cupy", (forward, backward))
-        return linear_fire(x, decay, scale, h0, bias0, ATan(), 0.5, rho, backend="cupy")
+        return linear_fire(x, decay, scale, h0, bias0, ATan(), threshold, rho, backend="cupy")
 
 
-def reference_run(x, decay, scale, h0, bias0, rho):
-    return linear_fire_reference(x, decay, scale, h0, bias0, ATan(), 0.5, rho)
+def reference_run(x, decay, scale, h0, bias0, rho, threshold=0.5):
+    return linear_fire_reference(x, decay, scale, h0, bias0, ATan(), threshold, rho)
 
 
 FIRE_KERNEL_CASES = [  # (T, lane shape, parameter layout, segments per block: 1, 2, all (99), or the launcher's choice)
@@ -608,17 +617,27 @@ MUTANTS = {
         "checkpoints[(k > 0 ? k - 1 : 0) * N + n] = carry;",
     ),
     "the reset's decay gradient with beta_t, not beta_{t+1}": (
-        "partial.rho += before.beta * steps[j].spike;",
-        "partial.rho += after.beta * steps[j].spike;",
+        "partial.rho += before.beta * steps[j].bias_step;",
+        "partial.rho += after.beta * steps[j].bias_step;",
     ),
+    "the threshold's reset gradient with beta_t, not beta_{t+1}": (
+        "partial.threshold += rho * before.beta * steps[j].spike - steps[j].e;",
+        "partial.threshold += rho * after.beta * steps[j].spike - steps[j].e;",
+    ),
+    "the threshold's gradient without its reset term": (
+        "partial.threshold += rho * before.beta * steps[j].spike - steps[j].e;",
+        "partial.threshold -= steps[j].e;",
+    ),
+    "every lane reads the first threshold": ("threshold[p] :", "threshold[0] :"),
 }
 
 
 def test_the_kernel_checks_bite(emulate_cupy, mutant):
-    """Each mutant fails the comparison above for some case (complex, with a reset, both filter placements)."""
-    inputs, rho, grads_out = kernel_inputs(200, (2, 3, 2), True, True, ATan(), seed=4)
-    exact = fire_outputs(reference_run, inputs, rho, grads_out, torch.float64)
-    serial32 = fire_outputs(reference_run, inputs, rho, grads_out, torch.float32)
+    """Each mutant fails the comparison above for some case (complex, with a reset and a threshold per channel, both
+    filter placements)."""
+    inputs, rho, grads_out = kernel_inputs(200, (2, 3, 2), True, True, ATan(), seed=4, v_threshold=THRESHOLD)
+    exact = fire_outputs(partial(reference_run, threshold=THRESHOLD), inputs, rho, grads_out, torch.float64)
+    serial32 = fire_outputs(partial(reference_run, threshold=THRESHOLD), inputs, rho, grads_out, torch.float32)
     weights = [grads_out[0], grads_out[1], torch.ones(2, 3, 2), torch.ones(2, 3, 2)]
     bias_exact = bias_gradients(reference_run, inputs[:5], rho, weights, torch.float64)
     caught = []
@@ -626,7 +645,8 @@ def test_the_kernel_checks_bite(emulate_cupy, mutant):
         emulate_cupy(mutant, workers=4, seed=1)
         run = cupy_run(filter_in_chain=in_chain, per_block=1)
         try:
-            assert_fire_within_serial_error(fire_outputs(run, inputs, rho, grads_out, torch.float32), exact, serial32)
+            got = fire_outputs(partial(run, threshold=THRESHOLD), inputs, rho, grads_out, torch.float32)
+            assert_fire_within_serial_error(got, exact, serial32)
             for g, e in zip(bias_gradients(run, inputs[:5], rho, weights, torch.float32), bias_exact, strict=True):
                 torch.testing.assert_close(g.to(e.dtype), e, rtol=1e-3, atol=1e-3 * e.abs().max().item())
         except AssertionError:

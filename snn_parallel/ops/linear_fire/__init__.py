@@ -32,11 +32,16 @@ from .reference import linear_fire_reference, linear_fire_step, soft_reset_lif_r
 __all__ = ["linear_fire", "linear_fire_reference", "linear_fire_step", "soft_reset_lif_reference"]
 
 
+def _threshold_per_lane(threshold, lanes, layout):
+    """A ``[P]`` threshold for every lane; a number as it is."""
+    return per_lane(threshold, lanes, layout) if isinstance(threshold, torch.Tensor) else threshold
+
+
 def _forward_torch(x, decay, scale, h0, bias0, spike_fn, threshold, reset_decay, layout):
     lanes = x.shape[1]
     decay, scale = per_lane(decay, lanes, layout), per_lane(scale, lanes, layout)
     rho = None if reset_decay is None else per_lane(reset_decay, lanes, layout)
-    return linear_fire_forward(x, decay, scale, h0, bias0, spike_fn, per_lane(threshold, lanes, layout), rho)
+    return linear_fire_forward(x, decay, scale, h0, bias0, spike_fn, _threshold_per_lane(threshold, lanes, layout), rho)
 
 
 def _backward_torch(
@@ -65,7 +70,8 @@ def _backward_torch(
     rho = None if reset_decay is None else per_lane(reset_decay, lanes, layout)
     grad_x, grad_decay, grad_scale, grad_h0, grad_bias0, grad_rho, grad_threshold = linear_fire_backward(
         grad_spikes, grad_membrane, grad_last, x, per_lane(decay, lanes, layout), per_lane(scale, lanes, layout),
-        membrane, spikes, checkpoints, spike_fn, per_lane(threshold, lanes, layout), rho, grad_bias_next, needs,
+        membrane, spikes, checkpoints, spike_fn, _threshold_per_lane(threshold, lanes, layout), rho, grad_bias_next,
+        needs,
     )  # fmt: skip
     grad_rho = None if grad_rho is None else to_params(grad_rho, layout)
     grad_threshold = None if grad_threshold is None else to_params(grad_threshold, layout)
@@ -81,8 +87,9 @@ _IMPLEMENTATIONS = {
 
 
 class _LinearFire(torch.autograd.Function):
-    """Flattened: ``x`` ``[T, N]``; ``decay``, ``scale``, ``reset_decay``, ``threshold`` ``[P]``
-    (see :func:`~snn_parallel.ops._layout.param_layout`), ``h0``, ``bias0`` ``[N]``."""
+    """Flattened: ``x`` ``[T, N]``; ``decay``, ``scale``, ``reset_decay`` ``[P]``
+    (see :func:`~snn_parallel.ops._layout.param_layout`), ``threshold`` ``[P]`` or a number, ``h0``, ``bias0``
+    ``[N]``."""
 
     @staticmethod
     def forward(
@@ -102,7 +109,11 @@ class _LinearFire(torch.autograd.Function):
         spikes, membrane, checkpoints, h_last, bias_next = forward(
             x, decay, scale, h0, bias0, spike_fn, threshold, reset_decay, layout
         )
-        ctx.save_for_backward(x, decay, scale, reset_decay, threshold, h0, bias0, membrane, spikes, checkpoints)
+        tensor = isinstance(threshold, torch.Tensor)
+        ctx.save_for_backward(
+            x, decay, scale, reset_decay, threshold if tensor else None, h0, bias0, membrane, spikes, checkpoints
+        )
+        ctx.threshold = None if tensor else threshold
         ctx.constants = (spike_fn, layout)
         ctx.set_materialize_grads(False)
         return spikes, membrane, h_last, bias_next
@@ -112,8 +123,10 @@ class _LinearFire(torch.autograd.Function):
         if grad_spikes is None and grad_membrane is None and grad_last is None and grad_bias_next is None:
             return (None,) * 10
         needs = tuple(ctx.needs_input_grad[4:7])  # bias0, reset_decay, threshold
-        grads = ctx.backward_fn(grad_spikes, grad_membrane, grad_last, grad_bias_next, *ctx.saved_tensors,
-                                *ctx.constants, needs)  # fmt: skip
+        saved = list(ctx.saved_tensors)
+        if ctx.threshold is not None:
+            saved[4] = ctx.threshold
+        grads = ctx.backward_fn(grad_spikes, grad_membrane, grad_last, grad_bias_next, *saved, *ctx.constants, needs)
         return (*grads, None, None, None)
 
 
@@ -159,8 +172,6 @@ def linear_fire(
     threshold = v_threshold if isinstance(v_threshold, torch.Tensor) else None
 
     def gap() -> str | None:
-        if threshold is not None:
-            return "v_threshold is a tensor (the kernels take one threshold for all lanes)"
         per_lane = [("decay", decay), ("scale", scale), ("h0", h0), ("bias0", bias0), ("reset_decay", reset_decay),
                     ("v_threshold", threshold)]  # fmt: skip
         return kernel_gap([("x", x)], float32=[(n, t) for n, t in per_lane if t is not None], spike_fn=spike_fn)
@@ -168,10 +179,10 @@ def linear_fire(
     backend = resolve_backend(backend, x, op="linear_fire", unsupported=gap)
     steps, shape = x.shape[0], x.shape[1:]
     lo, hi, count, spatial = param_layout(shape, decay, scale, reset_decay, threshold)
-    if threshold is None:  # one value for every lane
-        threshold = torch.full((count,), float(v_threshold), dtype=x.dtype, device=x.device)
-    else:
-        threshold = compact(threshold.to(x.dtype), shape, lo, hi)
+    if threshold is None:  # one value for every lane, passed as a number
+        threshold = float(v_threshold)
+    else:  # not rounded to half precision
+        threshold = compact(threshold.to(torch.promote_types(x.dtype, torch.float32)), shape, lo, hi)
 
     spikes, membrane, h_last, bias_next = _LinearFire.apply(
         x.reshape(steps, -1).contiguous(),

@@ -60,26 +60,27 @@ def _fake_forward(x, decay, bias0, **_):
 @kernel_op(
     "linear_fire_forward",
     _fake_forward,
-    "(Tensor x, Tensor decay, Tensor scale, Tensor h0, Tensor bias0, Tensor? reset_decay, int kind, float[] params, "
-    "bool inclusive, float v_threshold, int count, int spatial, bool? filter_in_chain=None, "
-    "int? segments_per_block=None) -> (Tensor, Tensor, Tensor, Tensor, Tensor)",
+    "(Tensor x, Tensor decay, Tensor scale, Tensor h0, Tensor bias0, Tensor? reset_decay, Tensor? threshold, "
+    "float threshold_value, int kind, float[] params, bool inclusive, int count, int spatial, "
+    "bool? filter_in_chain=None, int? segments_per_block=None) -> (Tensor, Tensor, Tensor, Tensor, Tensor)",
 )
-def _forward(x, decay, scale, h0, bias0, reset_decay, kind, params, inclusive, v_threshold, count, spatial,
-             filter_in_chain=None, segments_per_block=None):  # fmt: skip
+def _forward(x, decay, scale, h0, bias0, reset_decay, threshold, threshold_value, kind, params, inclusive, count,
+             spatial, filter_in_chain=None, segments_per_block=None):  # fmt: skip
     steps, lanes = x.shape
     acc = _filter_dtype(decay)
     spikes, membrane = torch.empty_like(x), torch.empty_like(x)
     checkpoints = torch.empty(math.ceil(steps / SEGMENT), lanes, dtype=acc, device=x.device)
     h_last = torch.empty(lanes, dtype=acc, device=x.device)
     per_lane = [arg(decay, acc), arg(scale, torch.float32)]
+    threshold = (None if threshold is None else arg(threshold, torch.float32), threshold_value)
     h0, bias0_f = arg(h0, acc), arg(bias0, torch.float32)
-    spike = (v_threshold, kind, *params, int(inclusive))
+    spike = (kind, *params, int(inclusive))
     sizes = (steps, lanes, count, spatial)
 
     def chunked_filter(filtered: torch.Tensor | None) -> None:
         grid, per_block, *look_back = workspace(steps, lanes, x, 2 if decay.is_complex() else 1, segments_per_block)
-        KERNEL.launch(f"lf_fwd_{_suffix(decay)}", x.dtype, (grid,), (32, CHUNK_WARPS), x, *per_lane, h0, bias0_f,
-                      spikes, membrane, filtered, checkpoints, h_last, *look_back, *spike, *sizes,
+        KERNEL.launch(f"lf_fwd_{_suffix(decay)}", x.dtype, (grid,), (32, CHUNK_WARPS), x, *per_lane, *threshold,
+                      h0, bias0_f, spikes, membrane, filtered, checkpoints, h_last, *look_back, *spike, *sizes,
                       per_block)  # fmt: skip
 
     if reset_decay is None:
@@ -93,26 +94,31 @@ def _forward(x, decay, scale, h0, bias0, reset_decay, kind, params, inclusive, v
         chunked_filter(filtered)
     bias_next = torch.empty(lanes, dtype=torch.float32, device=x.device)
     KERNEL.launch_items(f"lf_chain_{_suffix(decay)}", x.dtype, lanes, x, filtered, *per_lane,
-                        arg(reset_decay, torch.float32), h0, bias0_f, spikes, membrane, checkpoints, h_last, bias_next,
-                        *spike, *sizes)  # fmt: skip
+                        arg(reset_decay, torch.float32), *threshold, h0, bias0_f, spikes, membrane, checkpoints, h_last,
+                        bias_next, *spike, *sizes)  # fmt: skip
     return spikes, membrane, checkpoints, h_last.to(decay.dtype), bias_next.to(bias0.dtype)
 
 
 def linear_fire_forward_cupy(x, decay, scale, h0, bias0, spike_fn, threshold, reset_decay, layout, *,
                              filter_in_chain=None, segments_per_block=None):  # fmt: skip
-    """:func:`~snn_parallel.ops.linear_fire.linear_fire`'s forward on the kernels (arguments as there, flattened):
-    ``(spikes, membrane, checkpoints, h_last, bias_next)`` for ``x`` ``[T, N]`` (``filter_in_chain``
-    and ``segments_per_block`` force a launch configuration). The launches are the custom op
+    """:func:`~snn_parallel.ops.linear_fire.linear_fire`'s forward on the kernels (arguments as there, flattened;
+    ``threshold`` ``[P]`` or a number): ``(spikes, membrane, checkpoints, h_last, bias_next)`` for ``x`` ``[T, N]``
+    (``filter_in_chain`` and ``segments_per_block`` force a launch configuration). The launches are the custom op
     ``snn_parallel::linear_fire_forward``."""
     kind, params, inclusive = spike_code(spike_fn)
-    return _forward(x, decay, scale, h0, bias0, reset_decay, kind, list(params), bool(inclusive), float(threshold[0]),
-                    *layout, filter_in_chain, segments_per_block)  # fmt: skip
+    return _forward(x, decay, scale, h0, bias0, reset_decay, *_threshold_args(threshold), kind, list(params),
+                    bool(inclusive), *layout, filter_in_chain, segments_per_block)  # fmt: skip
+
+
+def _threshold_args(threshold: torch.Tensor | float) -> tuple[torch.Tensor | None, float]:
+    """``(tensor or None, number)``: the kernels read a ``[P]`` threshold where one is given, the number otherwise."""
+    return (threshold, 0.0) if isinstance(threshold, torch.Tensor) else (None, float(threshold))
 
 
 def _fake_backward(x, decay, bias0, count, needs_bias0, **_):
     return (
         torch.empty_like(x),
-        x.new_empty(4, count, dtype=torch.float32),
+        x.new_empty(5, count, dtype=torch.float32),
         x.new_empty(x.shape[1], dtype=_filter_dtype(decay)),
         x.new_empty(bias0.shape[0] if needs_bias0 else 0, dtype=torch.float32),
     )
@@ -122,50 +128,53 @@ def _fake_backward(x, decay, bias0, count, needs_bias0, **_):
     "linear_fire_backward",
     _fake_backward,
     "(Tensor? grad_spikes, Tensor? grad_membrane, Tensor? grad_last, Tensor? grad_bias_next, Tensor x, Tensor decay, "
-    "Tensor scale, Tensor? reset_decay, Tensor bias0, Tensor? membrane, Tensor? spikes, Tensor checkpoints, int kind, "
-    "float[] params, float v_threshold, int count, int spatial, bool needs_bias0, bool needs_rho, "
-    "int? segments_per_block=None) -> (Tensor, Tensor, Tensor, Tensor)",
+    "Tensor scale, Tensor? reset_decay, Tensor? threshold, float threshold_value, Tensor bias0, Tensor? membrane, "
+    "Tensor? spikes, Tensor checkpoints, int kind, float[] params, int count, int spatial, bool needs_bias0, "
+    "bool needs_rho, bool needs_threshold, int? segments_per_block=None) -> (Tensor, Tensor, Tensor, Tensor)",
 )
-def _backward(grad_spikes, grad_membrane, grad_last, grad_bias_next, x, decay, scale, reset_decay, bias0, membrane,
-              spikes, checkpoints, kind, params, v_threshold, count, spatial, needs_bias0, needs_rho,
-              segments_per_block=None):  # fmt: skip
-    """``(grad_x, sums, grad_h0, grad_bias0)``: ``sums`` ``[4, P]`` holds the parameters' gradients (rows: Re and
-    Im of decay's, scale's, reset_decay's); ``grad_bias0`` is empty unless ``needs_bias0``."""
+def _backward(grad_spikes, grad_membrane, grad_last, grad_bias_next, x, decay, scale, reset_decay, threshold,
+              threshold_value, bias0, membrane, spikes, checkpoints, kind, params, count, spatial, needs_bias0,
+              needs_rho, needs_threshold, segments_per_block=None):  # fmt: skip
+    """``(grad_x, sums, grad_h0, grad_bias0)``: ``sums`` ``[5, P]`` holds the parameters' gradients (rows: Re and
+    Im of decay's, scale's, reset_decay's, threshold's); ``grad_bias0`` is empty unless ``needs_bias0``."""
     steps, lanes = x.shape
     acc = _filter_dtype(decay)
     reset_grad = reset_decay is not None and needs_rho
+    read_spikes = reset_decay is not None and (needs_rho or needs_threshold)
     grad_x = torch.empty_like(x)
     grad_h0 = torch.empty(lanes, dtype=acc, device=x.device)
     grad_bias0 = torch.empty(lanes if needs_bias0 else 0, device=x.device)
     grid, per_block, *look_back = workspace(steps, lanes, x, 4 if decay.is_complex() else 2, segments_per_block)
     groups = grid // math.ceil(lanes / 32)
-    partials = torch.empty(groups, 4, lanes, device=x.device)
+    partials = torch.empty(groups, 5, lanes, device=x.device)
     KERNEL.launch(
         f"lf_bwd_{_suffix(decay)}", x.dtype, (grid,), (32, CHUNK_WARPS),
         grad_spikes, grad_membrane, None if grad_last is None else arg(grad_last, acc),
         None if grad_bias_next is None else arg(grad_bias_next, torch.float32), x, arg(decay, acc),
         arg(scale, torch.float32), None if reset_decay is None else arg(reset_decay, torch.float32),
-        arg(bias0, torch.float32), membrane if reset_decay is not None else None, spikes if reset_grad else None,
-        checkpoints, grad_x, grad_h0, grad_bias0 if needs_bias0 else None, partials, *look_back, v_threshold, kind,
-        *params, int(reset_grad), steps, lanes, count, spatial, *grad_strides(grad_spikes),
-        *grad_strides(grad_membrane), per_block,
+        None if threshold is None else arg(threshold, torch.float32), threshold_value, arg(bias0, torch.float32),
+        membrane if reset_decay is not None else None, spikes if read_spikes else None, checkpoints, grad_x, grad_h0,
+        grad_bias0 if needs_bias0 else None, partials, *look_back, kind, *params, int(reset_grad),
+        int(needs_threshold), steps, lanes, count, spatial, *grad_strides(grad_spikes), *grad_strides(grad_membrane),
+        per_block,
     )  # fmt: skip
-    sums = partials.view(groups, 4, -1, count, spatial).sum((0, 2, 4))  # one reduction over blocks and lanes
+    sums = partials.view(groups, 5, -1, count, spatial).sum((0, 2, 4))  # one reduction over blocks and lanes
     return grad_x, sums, grad_h0, grad_bias0
 
 
 def linear_fire_backward_cupy(grad_spikes, grad_membrane, grad_last, grad_bias_next, x, decay, scale, reset_decay,
-                              threshold, h0, bias0, membrane, spikes, checkpoints, spike_fn, layout, needs_bias, *,
+                              threshold, h0, bias0, membrane, spikes, checkpoints, spike_fn, layout, needs, *,
                               segments_per_block=None):  # fmt: skip
     """:func:`~snn_parallel.ops.linear_fire.linear_fire`'s backward on the kernels: the gradients of ``(x, decay,
-    scale, h0, bias0, reset_decay)`` from those of ``(spikes, membrane, h_last, bias_next)`` (each ``None`` when
-    none reached it; ``[T, N]`` gradients with any strides). ``needs_bias``: whether ``bias0`` and ``reset_decay``
-    need theirs (``None`` is returned otherwise); ``membrane`` is read with a reset, ``spikes`` when
-    ``reset_decay`` needs its gradient. The launches are the custom op ``snn_parallel::linear_fire_backward``."""
+    scale, h0, bias0, reset_decay, threshold)`` from those of ``(spikes, membrane, h_last, bias_next)`` (each
+    ``None`` when none reached it; ``[T, N]`` gradients with any strides). ``needs``: whether ``bias0``,
+    ``reset_decay`` and ``threshold`` need theirs (``None`` is returned otherwise); ``membrane`` is read with a
+    reset, ``spikes`` when, with a reset, ``reset_decay`` or ``threshold`` needs its gradient. The launches are the
+    custom op ``snn_parallel::linear_fire_backward``."""
     kind, params, _ = spike_code(spike_fn)
     grad_x, sums, grad_h0, grad_bias0 = _backward(
-        grad_spikes, grad_membrane, grad_last, grad_bias_next, x, decay, scale, reset_decay, bias0, membrane,
-        spikes, checkpoints, kind, list(params), float(threshold[0]), *layout, needs_bias[0], needs_bias[1],
+        grad_spikes, grad_membrane, grad_last, grad_bias_next, x, decay, scale, reset_decay,
+        *_threshold_args(threshold), bias0, membrane, spikes, checkpoints, kind, list(params), *layout, *needs,
         segments_per_block,
     )  # fmt: skip
     grad_decay = torch.complex(sums[0], sums[1]) if decay.is_complex() else sums[0]
@@ -174,7 +183,7 @@ def linear_fire_backward_cupy(grad_spikes, grad_membrane, grad_last, grad_bias_n
         grad_decay.to(decay.dtype),
         sums[2].to(scale.dtype),
         grad_h0.to(h0.dtype),
-        grad_bias0.to(bias0.dtype) if needs_bias[0] else None,
-        sums[3].to(reset_decay.dtype) if needs_bias[1] and reset_decay is not None else None,
-        None,
+        grad_bias0.to(bias0.dtype) if needs[0] else None,
+        sums[3].to(reset_decay.dtype) if needs[1] and reset_decay is not None else None,
+        sums[4].to(threshold.dtype) if needs[2] else None,
     )

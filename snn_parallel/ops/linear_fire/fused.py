@@ -5,7 +5,7 @@ membrane :math:`m_t = \mathrm{Re}\,h_t - b_t` and the spikes; with a reset the t
 bias :math:`b` is stepped through the block. Only ``x``, the membrane and the filter state
 at each block start are kept for backward, which reruns the filter per block.
 
-The threshold :math:`V_{th}` is per lane (``[N]``). Backward, with :math:`e_t = \bar s_t f'(m_t - V_{th})`,
+The threshold :math:`V_{th}` is per lane (``[N]``) or one number. Backward, with :math:`e_t = \bar s_t f'(m_t - V_{th})`,
 :math:`d_t = \bar m_t + e_t` and the total filter gradient
 :math:`G_t = d_t + \bar a\,G_{t+1}`:
 
@@ -42,11 +42,14 @@ def _filter(x: torch.Tensor, decay: torch.Tensor, scale: torch.Tensor, state: to
 @torch.no_grad()
 def linear_fire_forward(x, decay, scale, h0, bias0, spike_fn, threshold, reset_decay):
     """``(spikes, membrane, checkpoints, h_last, bias_next)`` for ``x`` ``[T, N]`` and per-lane ``[N]`` parameters
-    (the arguments of :func:`~snn_parallel.ops.linear_fire.linear_fire`, ``threshold`` its ``v_threshold``)."""
+    (the arguments of :func:`~snn_parallel.ops.linear_fire.linear_fire`, ``threshold`` its ``v_threshold``: ``[N]``
+    or a number)."""
     spikes, membrane = torch.empty_like(x), torch.empty_like(x)
     ranges = block_ranges(*x.shape)
     checkpoints = torch.empty(len(ranges), x.shape[1], dtype=h0.dtype, device=x.device)
     state, bias = h0, bias0.clone()
+    if reset_decay is not None and not isinstance(threshold, torch.Tensor):  # for addcmul_ in the step loop
+        threshold = torch.full_like(bias, threshold, dtype=torch.promote_types(bias.dtype, torch.float32))
     for k, (start, stop) in enumerate(ranges):
         checkpoints[k] = state
         h = _filter(x[start:stop], decay, scale, state)

@@ -4,8 +4,9 @@
 //     h_t = a h_{t-1} + c x_t,   m_t = Re h_t - b_t,   s_t = S(m_t - V_th),   b_{t+1} = rho (b_t + V_th sg(s_t))
 //
 // (without a reset b_t = bias0 throughout). Layout: x, spikes, membrane and grad_x are time-major [T, N] in the
-// storage dtype; a (decay), c (scale) and rho (reset_decay) are per parameter lane [P], read for lane n at
-// (n / spatial) % P (per channel: P = C, spatial = the product of the spatial dims; per lane: P = N, spatial = 1);
+// storage dtype; a (decay), c (scale), rho (reset_decay) and V_th (threshold; the number threshold_value where it
+// is null) are per parameter lane [P], read for lane n at (n / spatial) % P (per channel: P = C, spatial = the
+// product of the spatial dims; per lane: P = N, spatial = 1);
 // h0, h_last, grad_h0 [N] and the checkpoints [K, N] (the filter state entering each segment of SNN_SEGMENT
 // steps, K = ceil(T / SNN_SEGMENT)) are float32 (real) or float2 (complex); bias0, bias_next, grad_bias0,
 // grad_bias_next [N] float32.
@@ -22,10 +23,11 @@
 //     and the threshold-bias gradient (the reset acts through b only, spikes detached in it)
 //         beta_t = rho beta_{t+1} - d_t   (beta_T = grad_bias_next; rho = 1 without a reset)
 //     and writes grad_x_t = c Re G_t, grad_h0 = conj(a) G_0, grad_bias0 = beta_0 (if not null), and per block the
-//     partial sums of grad_a = sum_t G_t conj(h_{t-1}), grad_c = sum_t Re(G_t) x_t and (reset_grad = 1)
-//     grad_rho = sum_t beta_{t+1} (b_t + V_th s_t), with b_t = Re h_t - m_t, into partials [groups, 4, N]
-//     (rows: Re grad_a, Im grad_a, grad_c, grad_rho). grad_spikes and grad_membrane are read with their strides
-//     (sts, sns) and (stm, snm), or are null.
+//     partial sums of grad_a = sum_t G_t conj(h_{t-1}), grad_c = sum_t Re(G_t) x_t, (reset_grad = 1)
+//     grad_rho = sum_t beta_{t+1} (b_t + V_th s_t), with b_t = Re h_t - m_t, and (threshold_grad = 1)
+//     grad_V = sum_t (rho beta_{t+1} s_t - e_t), e_t = dL/ds_t S'(m_t - V_th) (spikes null without a reset), into
+//     partials [groups, 5, N] (rows: Re grad_a, Im grad_a, grad_c, grad_rho, grad_V). grad_spikes and
+//     grad_membrane are read with their strides (sts, sns) and (stm, snm), or are null.
 //
 // The file is built twice (the launcher's REAL_AND_COMPLEX variants): SNN_COMPLEX=0 gives the real filter's entry
 // points lf_*_real, SNN_COMPLEX=1 the complex filter's lf_*_complex (SNN_ENTRY, common.cuh).
@@ -45,22 +47,26 @@ __device__ __forceinline__ filter_t drive(float c, float x) {
     return z;
 }
 
-// The filter parameters of one lane, bound by bind(n): a (decay), c (scale) and rho (reset_decay; 1 where it is
-// null, without a reset) of its parameter lane (n / spatial) % P, and its threshold bias b_0.
+// The parameters of one lane, bound by bind(n): a (decay), c (scale), rho (reset_decay; 1 where it is null,
+// without a reset) and V_th (threshold; threshold_value where it is null) of its parameter lane (n / spatial) % P,
+// and its threshold bias b_0.
 struct FireLane {
     const filter_t* decay;
     const float* scale;
     const float* reset_decay;
+    const float* threshold;
+    float threshold_value;
     const float* bias0;
     long long P, spatial;
     filter_t a{};
-    float c = 0.0f, rho = 1.0f, bias = 0.0f;
+    float c = 0.0f, rho = 1.0f, v_threshold = 0.0f, bias = 0.0f;
 
     __device__ void bind(long long n) {
         const long long p = (n / spatial) % P;
         a = decay[p];
         c = scale[p];
         rho = reset_decay ? reset_decay[p] : 1.0f;
+        v_threshold = threshold ? threshold[p] : threshold_value;
         bias = bias0[n];
     }
 };
@@ -74,7 +80,6 @@ struct FireForwardArgs : FireLane {
     float* filtered;
     filter_t* checkpoints;
     filter_t* h_last;
-    float v_threshold;
     int kind, inclusive;
     float params[4];
     long long T, N;
@@ -112,15 +117,16 @@ struct FireForward : FireForwardArgs {
 
 struct FirePartial {
     filter_t decay;
-    float scale, rho;
+    float scale, rho, threshold;
 };
 __device__ __forceinline__ void set_zero(FirePartial& p) {
     set_zero(p.decay);
     p.scale = 0.0f;
     p.rho = 0.0f;
+    p.threshold = 0.0f;
 }
 __device__ __forceinline__ FirePartial add(const FirePartial& a, const FirePartial& b) {
-    return {add(a.decay, b.decay), a.scale + b.scale, a.rho + b.rho};
+    return {add(a.decay, b.decay), a.scale + b.scale, a.rho + b.rho, a.threshold + b.threshold};
 }
 __device__ __forceinline__ float imag_part(float) { return 0.0f; }
 __device__ __forceinline__ float imag_part(float2 z) { return z.y; }
@@ -128,7 +134,7 @@ __device__ __forceinline__ float imag_part(float2 z) { return z.y; }
 struct FireBackward : FireLane {
     typedef WithBias<filter_t> State;
     struct Step {
-        float x, grad_s, grad_m, m, spike, d;
+        float x, grad_s, grad_m, m, spike, d, e, bias_step;  // e, bias_step: set by prepare
         filter_t h;
     };
     typedef FirePartial Partial;
@@ -144,8 +150,7 @@ struct FireBackward : FireLane {
     filter_t* grad_h0;
     float* grad_bias0;
     float* partials;
-    float v_threshold;
-    int kind, reset_grad;
+    int kind, reset_grad, threshold_grad;
     float params[4];
     long long T, N, sts, sns, stm, snm;
     filter_t back{}, h_enter{};  // bound to the lane by bind(); h_enter: the filter state entering this thread's steps
@@ -160,9 +165,9 @@ struct FireBackward : FireLane {
         s.grad_s = grad_spikes ? load(grad_spikes + t * sts + n * sns) : 0.0f;
         s.grad_m = grad_membrane ? load(grad_membrane + t * stm + n * snm) : 0.0f;
         s.m = reset_decay ? load(membrane + i) : 0.0f;
-        s.spike = reset_grad ? load(spikes + i) : 0.0f;
+        s.spike = spikes ? load(spikes + i) : 0.0f;
     }
-    // Rerun the filter over the segment from its checkpoint, then d_t (and b_t + V s_t) of every step.
+    // Rerun the filter over the segment from its checkpoint, then e_t, d_t and b_t + V s_t of every step.
     __device__ void prepare(Step (&steps)[SNN_STEPS], long long k, long long t0, long long n, bool, long long T_) {
         filter_t d, b;
         set_one(d);
@@ -180,8 +185,9 @@ struct FireBackward : FireLane {
             h = affine(a, h, drive(c, s.x));
             s.h = h;
             const float m = reset_decay ? s.m : real_part(h) - bias;
-            s.d = s.grad_m + s.grad_s * surrogate_grad(kind, params, m - v_threshold);
-            s.spike = real_part(h) - m + v_threshold * s.spike;  // b_t + V s_t, used with reset_grad only
+            s.e = s.grad_s * surrogate_grad(kind, params, m - v_threshold);
+            s.d = s.grad_m + s.e;
+            s.bias_step = real_part(h) - m + v_threshold * s.spike;  // b_t + V s_t, used with reset_grad only
         }
     }
     __device__ void map(const Step& s, long long t, State& d, State& b) const {
@@ -198,7 +204,8 @@ struct FireBackward : FireLane {
         store(grad_x + t * N + n, c * g_re);
         partial.scale += g_re * steps[j].x;
         partial.decay = add(partial.decay, mul(G, conjugate(j > 0 ? steps[j - 1].h : h_enter)));
-        if (reset_grad) partial.rho += before.beta * steps[j].spike;
+        if (reset_grad) partial.rho += before.beta * steps[j].bias_step;
+        if (threshold_grad) partial.threshold += rho * before.beta * steps[j].spike - steps[j].e;
         if (t == 0) {
             grad_h0[n] = mul(back, G);
             if (grad_bias0) grad_bias0[n] = after.beta;
@@ -213,11 +220,12 @@ struct FireBackward : FireLane {
     }
     __device__ void enter(long long, long long, const State&) const {}
     __device__ void store_partial(long long group, long long n, const Partial& total) const {
-        float* rows = partials + group * 4 * N + n;
+        float* rows = partials + group * 5 * N + n;
         rows[0] = real_part(total.decay);
         rows[N] = imag_part(total.decay);
         rows[2 * N] = total.scale;
         rows[3 * N] = total.rho;
+        rows[4 * N] = total.threshold;
     }
 };
 
@@ -251,29 +259,30 @@ struct FireChain : FireForwardArgs {
 
 extern "C" __global__ void __launch_bounds__(32 * SNN_WARPS, 1)
     SNN_ENTRY(lf_fwd)(const scalar_t* __restrict__ x, const filter_t* __restrict__ decay,
-                      const float* __restrict__ scale, const filter_t* __restrict__ h0, const float* __restrict__ bias0,
+                      const float* __restrict__ scale, const float* __restrict__ threshold, float threshold_value,
+                      const filter_t* __restrict__ h0, const float* __restrict__ bias0,
                       scalar_t* __restrict__ spikes, scalar_t* __restrict__ membrane, float* __restrict__ filtered,
                       filter_t* __restrict__ checkpoints, filter_t* __restrict__ h_last, int* __restrict__ flags,
                       filter_t* __restrict__ agg_d, filter_t* __restrict__ agg_b,
-                      filter_t* __restrict__ inclusive_states, float v_threshold, int kind, float p0, float p1,
-                      float p2, float p3, int inclusive, long long T, long long N, long long P, long long spatial,
-                      long long G) {
-    FireForward op = {{{decay, scale, nullptr, bias0, P, spatial}, x, h0, spikes, membrane, filtered, checkpoints,
-                       h_last, v_threshold, kind, inclusive, {p0, p1, p2, p3}, T, N}};
+                      filter_t* __restrict__ inclusive_states, int kind, float p0, float p1, float p2, float p3,
+                      int inclusive, long long T, long long N, long long P, long long spatial, long long G) {
+    FireForward op = {{{decay, scale, nullptr, threshold, threshold_value, bias0, P, spatial}, x, h0, spikes, membrane, filtered,
+                       checkpoints, h_last, kind, inclusive, {p0, p1, p2, p3}, T, N}};
     chunked_scan(op, chunking<filter_t>(T, N, G, 0, flags, agg_d, agg_b, inclusive_states));
 }
 
 extern "C" __global__ void SNN_ENTRY(lf_chain)(const scalar_t* __restrict__ x, float* filtered,
                                                const filter_t* __restrict__ decay, const float* __restrict__ scale,
                                                const float* __restrict__ reset_decay,
+                                               const float* __restrict__ threshold, float threshold_value,
                                                const filter_t* __restrict__ h0, const float* __restrict__ bias0,
                                                scalar_t* __restrict__ spikes, scalar_t* membrane,
                                                filter_t* __restrict__ checkpoints, filter_t* __restrict__ h_last,
-                                               float* __restrict__ bias_next, float v_threshold, int kind, float p0,
-                                               float p1, float p2, float p3, int inclusive, long long T,
-                                               long long N, long long P, long long spatial) {
-    FireChain chain = {{{decay, scale, reset_decay, bias0, P, spatial}, x, h0, spikes, membrane, filtered, checkpoints,
-                        h_last, v_threshold, kind, inclusive, {p0, p1, p2, p3}, T, N},
+                                               float* __restrict__ bias_next, int kind, float p0, float p1, float p2,
+                                               float p3, int inclusive, long long T, long long N, long long P,
+                                               long long spatial) {
+    FireChain chain = {{{decay, scale, reset_decay, threshold, threshold_value, bias0, P, spatial}, x, h0, spikes, membrane, filtered,
+                        checkpoints, h_last, kind, inclusive, {p0, p1, p2, p3}, T, N},
                        bias_next};
     for (long long n = item_start(); n < N; n += item_stride()) chain.run(n);
 }
@@ -283,16 +292,17 @@ extern "C" __global__ void __launch_bounds__(32 * SNN_WARPS, 1)
                       const filter_t* __restrict__ grad_last, const float* __restrict__ grad_bias_next,
                       const scalar_t* __restrict__ x, const filter_t* __restrict__ decay,
                       const float* __restrict__ scale, const float* __restrict__ reset_decay,
-                      const float* __restrict__ bias0, const scalar_t* __restrict__ membrane,
+                      const float* __restrict__ threshold, float threshold_value, const float* __restrict__ bias0,
+                      const scalar_t* __restrict__ membrane,
                       const scalar_t* __restrict__ spikes, const filter_t* __restrict__ checkpoints,
                       scalar_t* __restrict__ grad_x, filter_t* __restrict__ grad_h0, float* __restrict__ grad_bias0,
                       float* __restrict__ partials, int* __restrict__ flags, WithBias<filter_t>* __restrict__ agg_d,
                       WithBias<filter_t>* __restrict__ agg_b, WithBias<filter_t>* __restrict__ inclusive_states,
-                      float v_threshold, int kind, float p0, float p1, float p2, float p3, int reset_grad, long long T,
-                      long long N, long long P, long long spatial, long long sts, long long sns, long long stm,
-                      long long snm, long long G) {
-    FireBackward op = {{decay, scale, reset_decay, bias0, P, spatial}, grad_spikes, grad_membrane, grad_last,
-                       grad_bias_next, x, membrane, spikes, checkpoints, grad_x, grad_h0, grad_bias0, partials,
-                       v_threshold, kind, reset_grad, {p0, p1, p2, p3}, T, N, sts, sns, stm, snm};
+                      int kind, float p0, float p1, float p2, float p3, int reset_grad, int threshold_grad,
+                      long long T, long long N, long long P, long long spatial, long long sts, long long sns,
+                      long long stm, long long snm, long long G) {
+    FireBackward op = {{decay, scale, reset_decay, threshold, threshold_value, bias0, P, spatial}, grad_spikes, grad_membrane,
+                       grad_last, grad_bias_next, x, membrane, spikes, checkpoints, grad_x, grad_h0, grad_bias0,
+                       partials, kind, reset_grad, threshold_grad, {p0, p1, p2, p3}, T, N, sts, sns, stm, snm};
     chunked_scan(op, chunking<WithBias<filter_t>>(T, N, G, 1, flags, agg_d, agg_b, inclusive_states));
 }
