@@ -543,6 +543,32 @@ def test_kernels_match_reference_in_every_schedule(emulate_cupy, harness, T, sha
         assert (harness.counters()["lookback_inclusive"] > 0) == (groups > 1)
 
 
+@pytest.mark.parametrize("complex_", [False, True], ids=["real", "complex"])
+@pytest.mark.parametrize("reset", RESETS)
+@pytest.mark.parametrize("per_block", [1, 2])
+def test_kernels_with_a_threshold_per_channel(emulate_cupy, per_block, reset, complex_):
+    """A threshold per channel requiring a gradient, in both filter placements and across blocks: the outputs and
+    every gradient (the threshold's included) of the float64 reference, within the serial float32 loop's error."""
+    with_reset, in_chain = RESETS[reset]
+    inputs, rho, grads_out = kernel_inputs(130, (2, 3, 2), complex_, with_reset, ATan(), seed=6, v_threshold=THRESHOLD)
+    reference = partial(reference_run, threshold=THRESHOLD)
+    emulate_cupy(workers=4, seed=3)
+    run = cupy_run(filter_in_chain=in_chain, per_block=per_block)
+    assert_fire_within_serial_error(
+        fire_outputs(partial(run, threshold=THRESHOLD), inputs, rho, grads_out, torch.float32),
+        fire_outputs(reference, inputs, rho, grads_out, torch.float64),
+        fire_outputs(reference, inputs, rho, grads_out, torch.float32),
+    )
+    weights = [grads_out[0], grads_out[1], torch.ones(2, 3, 2), torch.ones(2, 3, 2)]
+    got, exact, serial32 = (
+        bias_gradients(f, inputs, rho, weights, dtype)
+        for f, dtype in ((run, torch.float32), (reference_run, torch.float64), (reference_run, torch.float32))
+    )
+    for g, e, s in zip(got, exact, serial32, strict=True):
+        tol = 8 * (s.to(e.dtype) - e).abs().max().item() + 2e-6 * e.abs().max().item() + 1e-7
+        assert (g.to(e.dtype) - e).abs().max().item() <= tol
+
+
 @pytest.mark.parametrize("reset", ["no_reset", "reset_chunked_filter"])
 def test_kernels_at_30000_steps(emulate_cupy, reset):
     """T = 30 000, B·C = 2 x 8, complex (PRF), 4 host threads, against the float64 torch path (tested against the
