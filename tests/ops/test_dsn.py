@@ -51,6 +51,28 @@ def test_dsn_membrane_matches_reference(block, steps, taps, small_blocks):
     assert_same_grads((spikes, h, last), (ref_spikes, ref_h, ref_last), inputs)
 
 
+@pytest.mark.parametrize("block", [1 << 16, 6, 1])
+@pytest.mark.parametrize("steps", [1, 7, 30])
+@pytest.mark.parametrize("shift_shape", [(3,), (2, 3)], ids=["channel", "lane"])
+def test_shift_tensor_matches_reference(block, steps, shift_shape, small_blocks):
+    """A shift tensor requiring a gradient (binary spikes' learned threshold): the spikes, membranes and every
+    gradient, the shift's included, of the step-by-step reference's autograd."""
+    small_blocks(block)
+    inputs = dsn_inputs(steps, 3)
+    shift = (0.5 * torch.rand(shift_shape, dtype=F64) - 0.2).requires_grad_()
+    out = dsn_membrane(*inputs[:4], 0.25, inputs[4], ATan(), shift)
+    ref_h, ref_last = dsn_membrane_reference(*inputs[:4], 0.25, inputs[4])
+    ref = (ATan()(ref_h - shift), ref_h, ref_last)
+    for o, r in zip(out, ref, strict=True):
+        torch.testing.assert_close(o, r)
+    assert_same_grads(out, ref, [*inputs, shift])
+
+
+def test_shift_tensor_gradcheck(smooth):
+    shift = (0.5 * torch.rand(3, dtype=F64)).requires_grad_()
+    assert gradcheck(lambda *a: dsn_membrane(*a[:4], 0.25, a[4], smooth, a[5]), (*dsn_inputs(6, 3), shift))
+
+
 @pytest.mark.parametrize("block", [1 << 16, 6])
 @pytest.mark.parametrize("steps", [1, 4, 9])
 def test_dsn_membrane_gradcheck(block, steps, small_blocks, smooth):
@@ -130,6 +152,16 @@ def test_bad_arguments_name_the_argument():
         dsn_membrane(x, history, weight, bias, 0.0, h0, ATan())
     with pytest.raises(TypeError, match="membrane must be a bool"):
         dsn_membrane(x, history, weight, bias, 0.25, h0, ATan(), membrane=1)
+    with pytest.raises(ValueError, match=r"shift with shape \(4,\) does not broadcast"):
+        dsn_membrane(x, history, weight, bias, 0.25, h0, ATan(), torch.ones(4, dtype=F64))
+    with pytest.raises(ValueError, match="shift contains NaN"):
+        dsn_membrane(x, history, weight, bias, 0.25, h0, ATan(), torch.tensor([1.0, math.nan, 1.0], dtype=F64))
+    with pytest.raises(TypeError, match="shift must have dtype"):
+        dsn_membrane(x, history, weight, bias, 0.25, h0, ATan(), torch.ones(3, dtype=torch.long))
+    with pytest.raises(ValueError, match="shift is on meta"):
+        dsn_membrane(x, history, weight, bias, 0.25, h0, ATan(), torch.ones(3, device="meta"))
+    with pytest.raises(ValueError, match="shift"):
+        dsn_membrane(x, history, weight, bias, 0.25, h0, ATan(), math.inf)
 
 
 # ---- the op on each backend, in float32 against the float64 reference ---------------------------------
@@ -242,8 +274,12 @@ DSN_NAMES = ("spikes", "h", "h_last", "grad x", "grad history", "grad weight", "
 
 def dsn_outputs(run, inputs, grads_out, dtype, spike_fn, shift):
     """``(spikes, h, h_last, grad x, grad history, grad weight, grad bias, grad h0)`` of ``run`` on ``inputs`` in
-    ``dtype`` (float64 or float32), with ``grads_out`` the upstream gradients of ``(spikes, h, h_last)``."""
+    ``dtype`` (float64 or float32), with ``grads_out`` the upstream gradients of ``(spikes, h, h_last)``; then
+    ``grad shift`` where ``shift`` is a tensor (which requires a gradient)."""
     leaves_in = [t.detach().to(dtype).requires_grad_() for t in inputs]
+    if isinstance(shift, torch.Tensor):
+        shift = shift.detach().to(dtype).requires_grad_()
+        leaves_in.append(shift)
     out = run(*leaves_in[:4], 0.25, leaves_in[4], spike_fn, shift)
     grads_in = torch.autograd.grad(out, leaves_in, [g.to(dtype) for g in grads_out])
     return (*(o.detach() for o in out), *grads_in)
@@ -278,7 +314,8 @@ def assert_dsn_within_serial_error(got, exact, serial32, what="", spikes=True):
     """Spikes exact (``spikes``); every other output within 8x the float32 step loop's error (plus a few ulps of its
     size)."""
     assert not spikes or torch.equal(got[0], exact[0].float()), f"{what} spikes differ"
-    for name, g, e, s in zip(DSN_NAMES[1:], got[1:], exact[1:], serial32[1:], strict=True):
+    names = (*DSN_NAMES, "grad shift")[1 : len(got)]
+    for name, g, e, s in zip(names, got[1:], exact[1:], serial32[1:], strict=True):
         scale = e.abs().max().item() if e.numel() else 0.0
         tol = 8 * (s.double() - e).abs().max().item() if e.numel() else 0.0
         tol += 4e-6 * scale + 1e-7
@@ -286,8 +323,9 @@ def assert_dsn_within_serial_error(got, exact, serial32, what="", spikes=True):
         assert error <= tol, f"{what} {name}: error {error:.3g} > tolerance {tol:.3g} (size {scale:.3g})"
 
 
-def kernel_case(T, shape, taps, spike, seed):
-    spike_fn, shift = (IntegerSpike(3), 0.0) if spike == "integer" else (ATan(), 1.0)
+def kernel_case(T, shape, taps, spike, seed, shift=1.0):
+    """Inputs and upstream gradients; binary spikes at ``shift`` (a number or a tensor), integer spikes at 0."""
+    spike_fn, shift = (IntegerSpike(3), 0.0) if spike == "integer" else (ATan(), shift)
     inputs = dsn_case(T, taps, shape, spike_fn, shift, seed=seed)
     gen = torch.Generator().manual_seed(seed + 1)
     grads_out = (
@@ -371,12 +409,33 @@ MUTANTS = {
         "for (long long g = 0; g < groups; ++g) sum +=",
         "for (long long g = 0; g < 1; ++g) sum +=",
     ),
+    "every lane reads the first shift": ("shift = shifts ? shifts[p]", "shift = shifts ? shifts[0]"),
+    "the shift's gradient with the sign of the bias's": ("partial.shift -= s.gs", "partial.shift += s.gs"),
 }
+
+#: a shift (binary spikes' threshold) per channel of the (2, 3, 2) lanes of the cases below
+SHIFT = torch.tensor([0.8, 1.0, 1.25]).view(3, 1)
+
+
+@pytest.mark.parametrize("per_block", [1, 2, None])
+def test_kernels_with_a_shift_per_channel(emulate_cupy, per_block):
+    """A per-channel shift requiring a gradient: the float64 reference's outputs and gradients (the shift's
+    included: minus the sum over steps of the spikes' gradient times the surrogate's derivative), within the
+    float32 step loop's error."""
+    inputs, grads_out, spike_fn, shift = kernel_case(130, (2, 3, 2), 4, "binary", seed=9, shift=SHIFT)
+    exact = dsn_outputs(reference_run, inputs, grads_out, torch.float64, spike_fn, shift)
+    serial32 = dsn_outputs(reference_run, inputs, grads_out, torch.float32, spike_fn, shift)
+    assert exact[-1].abs().min() > 0.1  # every channel's shift gets a gradient
+    emulate_cupy(workers=4, seed=2)
+    got = dsn_outputs(cupy_run(per_block), inputs, grads_out, torch.float32, spike_fn, shift)
+    assert len(got) == len(DSN_NAMES) + 1
+    assert_dsn_within_serial_error(got, exact, serial32)
 
 
 def test_the_kernel_checks_bite(emulate_cupy, mutant):
-    """Each mutant fails the comparison above (200 steps, 4 segments in 4 blocks, 4 taps, binary spikes)."""
-    inputs, grads_out, spike_fn, shift = kernel_case(200, (2, 3, 2), 4, "binary", seed=4)
+    """Each mutant fails the comparison above (200 steps, 4 segments in 4 blocks, 4 taps, binary spikes at a shift
+    per channel)."""
+    inputs, grads_out, spike_fn, shift = kernel_case(200, (2, 3, 2), 4, "binary", seed=4, shift=SHIFT)
     exact = dsn_outputs(reference_run, inputs, grads_out, torch.float64, spike_fn, shift)
     serial32 = dsn_outputs(reference_run, inputs, grads_out, torch.float32, spike_fn, shift)
     emulate_cupy(mutant, workers=4, seed=1)

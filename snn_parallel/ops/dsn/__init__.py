@@ -26,31 +26,39 @@ def _taps_per_lane(weight: torch.Tensor, lanes: int, layout: tuple[int, int]) ->
     return torch.stack([per_lane(w, lanes, layout) for w in weight.unbind(0)])
 
 
+def _shift_per_lane(shift, lanes, layout):
+    """A ``[P]`` shift for every lane; a number as it is."""
+    return per_lane(shift, lanes, layout) if isinstance(shift, torch.Tensor) else shift
+
+
 def _forward_torch(x, history, weight, bias, tau, h0, spike_fn, shift, membrane, layout):
     lanes = x.shape[1]
     spikes, h = dsn_forward(x, history, _taps_per_lane(weight, lanes, layout), per_lane(bias, lanes, layout), tau, h0,
-                            spike_fn, shift)  # fmt: skip
+                            spike_fn, _shift_per_lane(shift, lanes, layout))  # fmt: skip
     return spikes, h if membrane else None, h[-1].clone(), h
 
 
-def _backward_torch(grad_spikes, grad_h, grad_last, x, history, weight, bias, tau, h0, h, spike_fn, shift, layout):
+def _backward_torch(grad_spikes, grad_h, grad_last, x, history, weight, bias, tau, h0, h, spike_fn, shift, layout,
+                    needs_shift):  # fmt: skip
     lanes = x.shape[1]
     grad_spikes = torch.zeros_like(x) if grad_spikes is None else grad_spikes
     grad_h = torch.zeros_like(x) if grad_h is None else grad_h
     grad_last = torch.zeros_like(h0) if grad_last is None else grad_last
     return dsn_backward(grad_spikes, grad_h, grad_last, x, history, _taps_per_lane(weight, lanes, layout),
-                        per_lane(bias, lanes, layout), tau, h0, h, spike_fn, shift)  # fmt: skip
+                        per_lane(bias, lanes, layout), tau, h0, h, spike_fn, _shift_per_lane(shift, lanes, layout),
+                        needs_shift)  # fmt: skip
 
 
 #: backend -> (forward, backward) on flattened tensors (see :class:`_DSNMembrane`): the forward returns
 #: ``(spikes, h or None, h_last, saved)``, the backward takes ``saved`` (the torch path's membrane, the kernels'
-#: checkpoints) in place of the membrane and returns the weight and bias gradients per lane (``[k, N]``, ``[N]``)
+#: checkpoints) in place of the membrane and returns the weight, bias and shift gradients per lane (``[k, N]``,
+#: ``[N]``, ``[N]`` or ``None``)
 _IMPLEMENTATIONS = {"torch": (_forward_torch, _backward_torch), "cupy": (dsn_forward_cupy, dsn_backward_cupy)}
 
 
 class _DSNMembrane(torch.autograd.Function):
-    """Flattened: ``x`` ``[T, N]``, ``history`` ``[k-1, N]``, ``weight`` ``[k, P]`` and ``bias`` ``[P]`` (see
-    :func:`~snn_parallel.ops._layout.param_layout`), ``h0`` ``[N]``."""
+    """Flattened: ``x`` ``[T, N]``, ``history`` ``[k-1, N]``, ``weight`` ``[k, P]``, ``bias`` ``[P]`` (see
+    :func:`~snn_parallel.ops._layout.param_layout`), ``h0`` ``[N]``, ``shift`` ``[P]`` or a number."""
 
     @staticmethod
     def forward(
@@ -60,30 +68,33 @@ class _DSNMembrane(torch.autograd.Function):
         weight,
         bias,
         h0,
+        shift,
         tau: float,
         spike_fn: Surrogate,
-        shift: float,
         backend: str,
         membrane: bool,
         layout: tuple[int, int],
     ):
         forward, ctx.backward_fn = _IMPLEMENTATIONS[backend]
         spikes, h, last, saved = forward(x, history, weight, bias, tau, h0, spike_fn, shift, membrane, layout)
-        ctx.save_for_backward(x, history, weight, bias, h0, saved)
-        ctx.constants = (tau, spike_fn, shift, layout)
+        tensor = isinstance(shift, torch.Tensor)
+        ctx.save_for_backward(x, history, weight, bias, h0, saved, shift if tensor else None)
+        ctx.constants = (tau, spike_fn, None if tensor else shift, layout)
         ctx.set_materialize_grads(False)
         return spikes, h, last
 
     @staticmethod
     def backward(ctx: Any, grad_spikes, grad_h, grad_last):
-        x, history, weight, bias, h0, saved = ctx.saved_tensors
-        tau, spike_fn, shift, layout = ctx.constants
-        grad_x, grad_history, grad_weight, grad_bias, grad_h0 = ctx.backward_fn(
-            grad_spikes, grad_h, grad_last, x, history, weight, bias, tau, h0, saved, spike_fn, shift, layout
-        )
+        x, history, weight, bias, h0, saved, shift = ctx.saved_tensors
+        tau, spike_fn, shift_value, layout = ctx.constants
+        grad_x, grad_history, grad_weight, grad_bias, grad_h0, grad_shift = ctx.backward_fn(
+            grad_spikes, grad_h, grad_last, x, history, weight, bias, tau, h0, saved, spike_fn,
+            shift_value if shift is None else shift, layout, ctx.needs_input_grad[5],
+        )  # fmt: skip
         count, spatial = layout  # the per-lane sums into [k, P] and [P], one reduction each
         grad_weight = grad_weight.reshape(weight.shape[0], -1, count, spatial).sum((1, 3))
-        return (grad_x, grad_history, grad_weight, to_params(grad_bias, layout), grad_h0, *[None] * 6)
+        grad_shift = None if grad_shift is None else to_params(grad_shift, layout)
+        return (grad_x, grad_history, grad_weight, to_params(grad_bias, layout), grad_h0, grad_shift, *[None] * 5)
 
 
 def dsn_membrane(
@@ -94,7 +105,7 @@ def dsn_membrane(
     tau: float,
     h0: torch.Tensor,
     spike_fn: Surrogate,
-    shift: float = 0.0,
+    shift: float | torch.Tensor = 0.0,
     *,
     backend: str = "auto",
     validate: bool = True,
@@ -112,7 +123,9 @@ def dsn_membrane(
         h0: membrane before the first step, ``[*S]``.
         spike_fn: spike function with its surrogate derivative (a
             :class:`~snn_parallel.surrogate.Surrogate`, e.g. ``ATan()`` or ``IntegerSpike(4)``).
-        shift: subtracted from :math:`H` before ``spike_fn`` (the threshold in binary mode).
+        shift: subtracted from :math:`H` before ``spike_fn`` (the threshold in binary mode): a number, or a
+            real tensor broadcastable to ``S`` (e.g. per channel ``[C]``), which gets a gradient,
+            :math:`-\sum_t \bar S_t f'(H_t - \mathrm{shift})`, where it requires one.
         backend: ``"auto"``, ``"torch"`` or ``"cupy"`` (see :mod:`snn_parallel.ops._backend`);
             the kernel holds at most :data:`~snn_parallel.ops.dsn.cupy.MAX_TAPS` taps.
         validate: check the arguments (``False`` where the caller already has, as
@@ -124,29 +137,34 @@ def dsn_membrane(
         ``(spikes, h, h_last)``, ``[T, *S]``, ``[T, *S]`` (or ``None``) and ``[*S]``.
     """
     if validate:
-        _check(x, history, weight, bias, tau, h0, spike_fn)
-        check_float(shift, "shift")
+        _check(x, history, weight, bias, tau, h0, spike_fn, shift)
         check_bool(membrane, "membrane")
+    shift_tensor = shift if isinstance(shift, torch.Tensor) else None
 
     def gap() -> str | None:
         if weight.shape[0] > MAX_TAPS:
             return f"weight has {weight.shape[0]} taps (the kernel holds at most {MAX_TAPS})"
         storage = [("x", x), ("history", history), ("h0", h0)]
-        return kernel_gap(storage, float32=[("weight", weight), ("bias", bias)], spike_fn=spike_fn)
+        per_lane = [("weight", weight), ("bias", bias), ("shift", shift_tensor)]
+        return kernel_gap(storage, float32=[(n, t) for n, t in per_lane if t is not None], spike_fn=spike_fn)
 
     backend = resolve_backend(backend, x, op="dsn_membrane", unsupported=gap)
     steps, shape = x.shape[0], x.shape[1:]
     lanes = shape.numel()
-    lo, hi, count, spatial = param_layout(shape, weight[0], bias)
+    lo, hi, count, spatial = param_layout(shape, weight[0], bias, shift_tensor)
+    if shift_tensor is None:  # one value for every lane, passed as a number
+        shift = float(shift)
+    else:  # not rounded to half precision
+        shift = compact(shift_tensor.to(torch.promote_types(x.dtype, torch.float32)), shape, lo, hi)
     spikes, h, last = _DSNMembrane.apply(
         x.reshape(steps, lanes).contiguous(),
         history.reshape(history.shape[0], lanes).contiguous(),
         torch.stack([compact(w, shape, lo, hi) for w in weight.unbind(0)]),
         compact(bias, shape, lo, hi),
         h0.reshape(lanes).contiguous(),
+        shift,
         tau,
         spike_fn,
-        shift,
         backend,
         membrane,
         (count, spatial),
@@ -154,7 +172,7 @@ def dsn_membrane(
     return spikes.view(x.shape), None if h is None else h.view(x.shape), last.view(shape)
 
 
-def _check(x, history, weight, bias, tau, h0, spike_fn) -> None:
+def _check(x, history, weight, bias, tau, h0, spike_fn, shift) -> None:
     """Argument checks of :func:`dsn_membrane`."""
     x = check_op_sequence(x, "x")
     shape = tuple(x.shape[1:])
@@ -173,3 +191,7 @@ def _check(x, history, weight, bias, tau, h0, spike_fn) -> None:
     check_like(h0, "h0", shape, x, "x")
     check_positive(tau, "tau")
     check_surrogate(spike_fn, "spike_fn")
+    if isinstance(shift, torch.Tensor):
+        check_like(shift, "shift", shape, x, "x", broadcast=True)
+    else:
+        check_float(shift, "shift")

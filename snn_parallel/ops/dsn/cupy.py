@@ -26,9 +26,8 @@ MAX_TAPS = 8
 KERNEL = KernelFile(__package__, "dsn.cu", {"DSN_MAX_TAPS": MAX_TAPS})
 
 
-def _fake_forward(
-    x, history, weight, bias, h0, tau, shift, kind, params, inclusive, membrane, count, spatial, segments_per_block=None
-):
+def _fake_forward(x, history, weight, bias, h0, tau, shift, shift_value, kind, params, inclusive, membrane, count,
+                  spatial, segments_per_block=None):  # fmt: skip
     steps, lanes = x.shape
     return (
         torch.empty_like(x),
@@ -41,13 +40,12 @@ def _fake_forward(
 @kernel_op(
     "dsn_forward",
     _fake_forward,
-    "(Tensor x, Tensor history, Tensor weight, Tensor bias, Tensor h0, float tau, float shift, int kind, "
-    "float[] params, bool inclusive, bool membrane, int count, int spatial, int? segments_per_block=None) "
+    "(Tensor x, Tensor history, Tensor weight, Tensor bias, Tensor h0, float tau, Tensor? shift, float shift_value, "
+    "int kind, float[] params, bool inclusive, bool membrane, int count, int spatial, int? segments_per_block=None) "
     "-> (Tensor, Tensor, Tensor, Tensor)",
 )
-def _forward(
-    x, history, weight, bias, h0, tau, shift, kind, params, inclusive, membrane, count, spatial, segments_per_block=None
-):
+def _forward(x, history, weight, bias, h0, tau, shift, shift_value, kind, params, inclusive, membrane, count, spatial,
+             segments_per_block=None):  # fmt: skip
     steps, lanes = x.shape
     x = x.contiguous()
     spikes = torch.empty_like(x)
@@ -57,8 +55,9 @@ def _forward(
     grid, per_block, *look_back = workspace(steps, lanes, x, 1, segments_per_block)
     KERNEL.launch(
         "dsn_fwd", x.dtype, (grid,), (32, CHUNK_WARPS),
-        x, arg(history, x.dtype), arg(weight, torch.float32), arg(bias, torch.float32), arg(h0, x.dtype), spikes,
-        h if membrane else None, checkpoints, h_last, *look_back, 1.0 / tau, shift, kind, *params, int(inclusive),
+        x, arg(history, x.dtype), arg(weight, torch.float32), arg(bias, torch.float32),
+        None if shift is None else arg(shift, torch.float32), shift_value, arg(h0, x.dtype), spikes,
+        h if membrane else None, checkpoints, h_last, *look_back, 1.0 / tau, kind, *params, int(inclusive),
         weight.shape[0], steps, lanes, count, spatial, per_block,
     )  # fmt: skip
     return spikes, h, checkpoints, h_last
@@ -67,16 +66,21 @@ def _forward(
 def dsn_forward_cupy(x, history, weight, bias, tau, h0, spike_fn, shift, membrane, layout, *, segments_per_block=None):
     """:func:`~snn_parallel.ops.dsn.dsn_membrane`'s forward on the kernels: ``(spikes, h, h_last, checkpoints)`` for
     ``x`` ``[T, N]`` (``h`` ``None`` unless ``membrane``); ``weight`` is
-    ``[k, P]``, ``bias`` ``[P]`` with ``layout = (P, spatial)``; ``segments_per_block`` forces the launch
-    configuration."""
+    ``[k, P]``, ``bias`` and ``shift`` ``[P]`` (``shift`` may be a number) with ``layout = (P, spatial)``;
+    ``segments_per_block`` forces the launch configuration."""
     kind, params, inclusive = spike_code(spike_fn)
-    spikes, h, checkpoints, h_last = _forward(x, history, weight, bias, h0, float(tau), float(shift), kind,
+    spikes, h, checkpoints, h_last = _forward(x, history, weight, bias, h0, float(tau), *_shift_args(shift), kind,
                                               list(params), bool(inclusive), membrane, *layout,
                                               segments_per_block)  # fmt: skip
     return spikes, h if membrane else None, h_last.to(x.dtype), checkpoints
 
 
-def _fake_backward(x, history, weight, **_):
+def _shift_args(shift: torch.Tensor | float) -> tuple[torch.Tensor | None, float]:
+    """``(tensor or None, number)``: the kernels read a ``[P]`` shift where one is given, the number otherwise."""
+    return (shift, 0.0) if isinstance(shift, torch.Tensor) else (None, float(shift))
+
+
+def _fake_backward(x, history, weight, needs_shift, **_):
     lanes = x.shape[1]
     return (
         torch.empty_like(x),
@@ -84,6 +88,7 @@ def _fake_backward(x, history, weight, **_):
         x.new_empty(weight.shape[0], lanes, dtype=torch.float32),
         x.new_empty(lanes, dtype=torch.float32),
         x.new_empty(lanes, dtype=torch.float32),
+        x.new_empty(lanes if needs_shift else 0, dtype=torch.float32),
     )
 
 
@@ -91,46 +96,50 @@ def _fake_backward(x, history, weight, **_):
     "dsn_backward",
     _fake_backward,
     "(Tensor? grad_spikes, Tensor? grad_h, Tensor? grad_last, Tensor x, Tensor history, Tensor weight, Tensor bias, "
-    "Tensor checkpoints, float tau, float shift, int kind, float[] params, int count, int spatial, "
-    "int? segments_per_block=None) -> (Tensor, Tensor, Tensor, Tensor, Tensor)",
+    "Tensor checkpoints, float tau, Tensor? shift, float shift_value, int kind, float[] params, int count, "
+    "int spatial, bool needs_shift, int? segments_per_block=None) -> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)",
 )
-def _backward(grad_spikes, grad_h, grad_last, x, history, weight, bias, checkpoints, tau, shift, kind, params, count,
-              spatial, segments_per_block=None):  # fmt: skip
+def _backward(grad_spikes, grad_h, grad_last, x, history, weight, bias, checkpoints, tau, shift, shift_value, kind,
+              params, count, spatial, needs_shift, segments_per_block=None):  # fmt: skip
+    """``(grad_x, grad_history, grad_weight, grad_bias, grad_h0, grad_shift)``, the parameters' per lane
+    (``grad_shift`` empty unless ``needs_shift``)."""
     steps, lanes = x.shape
     taps = weight.shape[0]
     grad_x = torch.empty_like(x)
     grad_history = x.new_empty(history.shape)
     grad_weight = torch.empty(taps, lanes, device=x.device)
     grad_bias, grad_h0 = (torch.empty(lanes, device=x.device) for _ in range(2))
+    grad_shift = torch.empty(lanes if needs_shift else 0, device=x.device)
     segments = math.ceil(steps / SEGMENT)
     head, tail = (torch.empty(segments * (taps - 1), lanes, device=x.device) for _ in range(2))
     grid, per_block, *look_back = workspace(steps, lanes, x, 1, segments_per_block)
     groups = grid // math.ceil(lanes / 32)
-    partials = torch.empty(groups, MAX_TAPS + 1, lanes, device=x.device)
+    partials = torch.empty(groups, MAX_TAPS + 2, lanes, device=x.device)
     weight = arg(weight, torch.float32)
     grad_spikes, grad_h = (None if g is None else g.to(x.dtype) for g in (grad_spikes, grad_h))
     KERNEL.launch(
         "dsn_bwd", x.dtype, (grid,), (32, CHUNK_WARPS),
         grad_spikes, grad_h, None if grad_last is None else arg(grad_last, torch.float32), x, arg(history, x.dtype),
-        weight, arg(bias, torch.float32), checkpoints, grad_x, grad_h0, head, tail, partials, *look_back, 1.0 / tau,
-        shift, kind, *params, taps, steps, lanes, count, spatial, *grad_strides(grad_spikes), *grad_strides(grad_h),
-        per_block,
+        weight, arg(bias, torch.float32), None if shift is None else arg(shift, torch.float32), shift_value,
+        checkpoints, grad_x, grad_h0, head, tail, partials, *look_back, 1.0 / tau, kind, int(needs_shift), *params,
+        taps, steps, lanes, count, spatial, *grad_strides(grad_spikes), *grad_strides(grad_h), per_block,
     )  # fmt: skip
     KERNEL.launch_items("dsn_fixup", x.dtype, segments * lanes, weight, head, tail, partials, grad_x, grad_history,
-                        grad_weight, grad_bias, taps, steps, lanes, count, spatial, groups)  # fmt: skip
-    return grad_x, grad_history, grad_weight, grad_bias, grad_h0
+                        grad_weight, grad_bias, grad_shift if needs_shift else None, taps, steps, lanes, count,
+                        spatial, groups)  # fmt: skip
+    return grad_x, grad_history, grad_weight, grad_bias, grad_h0, grad_shift
 
 
 def dsn_backward_cupy(grad_spikes, grad_h, grad_last, x, history, weight, bias, tau, h0, checkpoints, spike_fn, shift,
-                      layout, *, segments_per_block=None):  # fmt: skip
+                      layout, needs_shift, *, segments_per_block=None):  # fmt: skip
     """:func:`~snn_parallel.ops.dsn.dsn_membrane`'s backward on the kernels: the gradients of ``(x, history, weight,
-    bias, h0)`` from those of ``(spikes, h, h_last)`` (each ``None`` when none
-    reached it; ``[T, N]`` gradients with any strides) and the forward's ``checkpoints``; the weight's and bias's per
-    lane, ``[k, N]`` and ``[N]``."""
+    bias, h0, shift)`` from those of ``(spikes, h, h_last)`` (each ``None`` when none
+    reached it; ``[T, N]`` gradients with any strides) and the forward's ``checkpoints``; the weight's, bias's and
+    shift's per lane, ``[k, N]``, ``[N]`` and ``[N]`` (the shift's ``None`` unless ``needs_shift``)."""
     kind, params, _ = spike_code(spike_fn)
-    grad_x, grad_history, grad_weight, grad_bias, grad_h0 = _backward(
-        grad_spikes, grad_h, grad_last, x, history, weight, bias, checkpoints, float(tau), float(shift), kind,
-        list(params), *layout, segments_per_block,
+    grad_x, grad_history, grad_weight, grad_bias, grad_h0, grad_shift = _backward(
+        grad_spikes, grad_h, grad_last, x, history, weight, bias, checkpoints, float(tau), *_shift_args(shift), kind,
+        list(params), *layout, needs_shift, segments_per_block,
     )  # fmt: skip
     return (
         grad_x,
@@ -138,4 +147,5 @@ def dsn_backward_cupy(grad_spikes, grad_h, grad_last, x, history, weight, bias, 
         grad_weight.to(weight.dtype),
         grad_bias.to(bias.dtype),
         grad_h0.to(h0.dtype),
+        grad_shift.to(shift.dtype) if needs_shift else None,
     )

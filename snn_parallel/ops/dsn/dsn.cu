@@ -4,6 +4,9 @@
 //     p_t = bias + sum_{j<k} w_j X_{t-k+1+j},   log alpha_t = log sigmoid(p_t) / tau,
 //     H_t = alpha_t H_{t-1} + (1 - alpha_t) X_t,   S_t = S(H_t - shift)
 //
+// (shift: per parameter lane, read from `shifts` [P] float32 like the bias, or the number shift_value where `shifts`
+// is null.)
+//
 // Layout: x, spikes, membrane and their gradients are time-major [T, N] in the storage dtype; history is [k-1, N]
 // (the inputs X_{-k+1} .. X_{-1} before x, oldest first) and h0 [N], both in the storage dtype; weight [k, P] (tap j
 // of parameter lane p at j*P + p, oldest input first) and bias [P] are float32, read for lane n at
@@ -27,11 +30,13 @@
 //     first k-1 gp of each segment (`head`) and the incomplete sums of the last k-1 steps of every segment but
 //     the last (`tail`), both [K*(k-1), N] float32, go to dsn_fixup; per block, the partial sums of
 //     grad w_j = sum_t gp_t X_{t-k+1+j} and grad bias = sum_t gp_t go to partials [groups, DSN_MAX_TAPS + 1, N]
-//     (rows: the right-aligned tap slots, then the bias). grad_h0 = C_{-1}. grad_spikes and grad_h are read
+//     and (shift_grad = 1) grad shift = -sum_t dL/dS_t S'(H_t - shift) go to partials [groups, DSN_MAX_TAPS + 2, N]
+//     (rows: the right-aligned tap slots, the bias, the shift). grad_h0 = C_{-1}. grad_spikes and grad_h are read
 //     with their strides (sts, sns) and (stm, snm), or are null; grad_last may be null.
 // dsn_fixup: one thread per (segment edge e, lane n): for e >= 1, grad X of the k-1 steps before segment e from
 //     `tail` and the head of segment e; for e = 0, grad history from the head of segment 0 and the weight and bias
-//     gradients, summed over the blocks' partials in block order (deterministic: no atomics anywhere).
+//     gradients (and the shift's, where grad_shift is not null), summed over the blocks' partials in block order
+//     (deterministic: no atomics anywhere).
 #include "chunked.cuh"
 
 // The most taps a lane holds in registers (-DDSN_MAX_TAPS, snn_parallel/ops/dsn/cupy.py).
@@ -77,17 +82,19 @@ __device__ __forceinline__ void gate(float p, float inv_tau, BackwardStep& s) {
     s.coef = s.a * __expf(fminf(-p, 0.0f) - l) * inv_tau;
 }
 
-// The conv of one lane: its taps, bias and the halo of the thread's current steps.
+// The conv of one lane: its taps, bias and the halo of the thread's current steps; and its spike shift.
 struct DsnConv {
     const scalar_t* x;
     const scalar_t* history;
     const float* weight;
     const float* bias;
+    const float* shifts;
+    float shift_value;
     int taps;
     float inv_tau;
     long long T, N, P, spatial;
     float w[DSN_MAX_TAPS]{};  // right-aligned taps (bound to the lane by bind())
-    float b = 0.0f;
+    float b = 0.0f, shift = 0.0f;
     float halo[DSN_HALO]{};  // halo[i] = X_{t0 - DSN_HALO + i} of the thread's first step t0 (zero below the taps)
 
     __device__ void bind(long long n) {
@@ -98,6 +105,7 @@ struct DsnConv {
             w[i] = j >= 0 ? weight[j * P + p] : 0.0f;
         }
         b = bias[p];
+        shift = shifts ? shifts[p] : shift_value;
     }
     // X_{t0 + j - back} (j - back >= -DSN_HALO), from the steps or the halo
     template <class Step>
@@ -135,7 +143,6 @@ struct DsnForward {
     scalar_t* membrane;
     float* checkpoints;
     float* h_last;
-    float shift;
     int kind, inclusive;
     float params[4];
 
@@ -150,7 +157,7 @@ struct DsnForward {
     }
     __device__ void emit(Step (&)[SNN_STEPS], int, long long t, long long n, const float&, const float& h, NoPartial&) {
         const long long i = t * conv.N + n;
-        store(spikes + i, spike_value(kind, params, inclusive, h - shift));
+        store(spikes + i, spike_value(kind, params, inclusive, h - conv.shift));
         if (membrane) store(membrane + i, h);
         if (t == conv.T - 1) h_last[n] = h;
     }
@@ -161,18 +168,20 @@ struct DsnForward {
 
 struct DsnPartial {
     float w[DSN_MAX_TAPS];
-    float b;
+    float b, shift;
 };
 __device__ __forceinline__ void set_zero(DsnPartial& p) {
     SNN_UNROLL
     for (int i = 0; i < DSN_MAX_TAPS; ++i) p.w[i] = 0.0f;
     p.b = 0.0f;
+    p.shift = 0.0f;
 }
 __device__ __forceinline__ DsnPartial add(const DsnPartial& a, const DsnPartial& b) {
     DsnPartial sum;
     SNN_UNROLL
     for (int i = 0; i < DSN_MAX_TAPS; ++i) sum.w[i] = a.w[i] + b.w[i];
     sum.b = a.b + b.b;
+    sum.shift = a.shift + b.shift;
     return sum;
 }
 
@@ -196,8 +205,7 @@ struct DsnBackward {
     float* head;
     float* tail;
     float* partials;
-    float shift;
-    int kind;
+    int kind, shift_grad;
     float params[4];
     long long sts, sns, stm, snm;
     float h_enter = 0.0f;  // H entering this thread's steps
@@ -224,7 +232,7 @@ struct DsnBackward {
             Step& s = steps[j];
             h = affine(s.a, h, s.oma * s.x);
             s.h = h;
-            s.d = s.gm + s.gs * surrogate_grad(kind, params, h - shift);
+            s.d = s.gm + s.gs * surrogate_grad(kind, params, h - conv.shift);
         }
     }
     __device__ void map(const Step& s, long long, float& d, float& b) const {
@@ -239,6 +247,7 @@ struct DsnBackward {
         const float gp = G * ((j > 0 ? steps[j - 1].h : h_enter) - s.x) * s.coef;
         s.d = G * s.oma;
         partial.b += gp;
+        if (shift_grad) partial.shift -= s.gs * surrogate_grad(kind, params, s.h - conv.shift);
         SNN_UNROLL
         for (int i = 0; i < DSN_MAX_TAPS; ++i) partial.w[i] = fmaf(gp, conv.input(steps, j, DSN_HALO - i), partial.w[i]);
         segment_gp()[t % SNN_SEGMENT][threadIdx.x] = gp;
@@ -269,44 +278,49 @@ struct DsnBackward {
         }
     }
     __device__ void store_partial(long long group, long long n, const Partial& total) const {
-        float* rows = partials + group * (DSN_MAX_TAPS + 1) * conv.N + n;
+        float* rows = partials + group * (DSN_MAX_TAPS + 2) * conv.N + n;
         SNN_UNROLL
         for (int i = 0; i < DSN_MAX_TAPS; ++i) rows[i * conv.N] = total.w[i];
         rows[DSN_MAX_TAPS * conv.N] = total.b;
+        rows[(DSN_MAX_TAPS + 1) * conv.N] = total.shift;
     }
 };
 
 extern "C" __global__ void __launch_bounds__(32 * SNN_WARPS, 1)
     dsn_fwd(const scalar_t* __restrict__ x, const scalar_t* __restrict__ history, const float* __restrict__ weight,
-            const float* __restrict__ bias, const scalar_t* __restrict__ h0, scalar_t* __restrict__ spikes,
-            scalar_t* __restrict__ membrane, float* __restrict__ checkpoints, float* __restrict__ h_last,
-            int* __restrict__ flags, float* __restrict__ agg_d, float* __restrict__ agg_b,
-            float* __restrict__ inclusive_states, float inv_tau, float shift, int kind, float p0, float p1, float p2,
-            float p3, int inclusive, int taps, long long T, long long N, long long P, long long spatial, long long G) {
-    DsnForward op = {{x, history, weight, bias, taps, inv_tau, T, N, P, spatial}, h0, spikes, membrane, checkpoints, h_last,
-                     shift, kind, inclusive, {p0, p1, p2, p3}};
+            const float* __restrict__ bias, const float* __restrict__ shifts, float shift_value,
+            const scalar_t* __restrict__ h0, scalar_t* __restrict__ spikes, scalar_t* __restrict__ membrane,
+            float* __restrict__ checkpoints, float* __restrict__ h_last, int* __restrict__ flags,
+            float* __restrict__ agg_d, float* __restrict__ agg_b, float* __restrict__ inclusive_states, float inv_tau,
+            int kind, float p0, float p1, float p2, float p3, int inclusive, int taps, long long T, long long N,
+            long long P, long long spatial, long long G) {
+    DsnForward op = {{x, history, weight, bias, shifts, shift_value, taps, inv_tau, T, N, P, spatial}, h0, spikes, membrane,
+                     checkpoints, h_last, kind, inclusive, {p0, p1, p2, p3}};
     chunked_scan(op, chunking<float>(T, N, G, 0, flags, agg_d, agg_b, inclusive_states));
 }
 
 extern "C" __global__ void __launch_bounds__(32 * SNN_WARPS, 1)
     dsn_bwd(const scalar_t* __restrict__ grad_spikes, const scalar_t* __restrict__ grad_h,
             const float* __restrict__ grad_last, const scalar_t* __restrict__ x, const scalar_t* __restrict__ history,
-            const float* __restrict__ weight, const float* __restrict__ bias, const float* __restrict__ checkpoints,
-            scalar_t* __restrict__ grad_x, float* __restrict__ grad_h0, float* __restrict__ head,
-            float* __restrict__ tail, float* __restrict__ partials, int* __restrict__ flags,
-            float* __restrict__ agg_d, float* __restrict__ agg_b, float* __restrict__ inclusive_states, float inv_tau,
-            float shift, int kind, float p0, float p1, float p2, float p3, int taps, long long T, long long N,
-            long long P, long long spatial, long long sts, long long sns, long long stm, long long snm, long long G) {
-    DsnBackward op = {{x, history, weight, bias, taps, inv_tau, T, N, P, spatial}, grad_spikes, grad_h, grad_last, checkpoints,
-                      grad_x, grad_h0, head, tail, partials, shift, kind, {p0, p1, p2, p3}, sts, sns, stm, snm};
+            const float* __restrict__ weight, const float* __restrict__ bias, const float* __restrict__ shifts,
+            float shift_value, const float* __restrict__ checkpoints, scalar_t* __restrict__ grad_x,
+            float* __restrict__ grad_h0, float* __restrict__ head, float* __restrict__ tail,
+            float* __restrict__ partials, int* __restrict__ flags, float* __restrict__ agg_d,
+            float* __restrict__ agg_b, float* __restrict__ inclusive_states, float inv_tau, int kind, int shift_grad,
+            float p0, float p1, float p2, float p3, int taps, long long T, long long N, long long P, long long spatial,
+            long long sts, long long sns, long long stm, long long snm, long long G) {
+    DsnBackward op = {{x, history, weight, bias, shifts, shift_value, taps, inv_tau, T, N, P, spatial}, grad_spikes, grad_h,
+                      grad_last, checkpoints, grad_x, grad_h0, head, tail, partials, kind, shift_grad, {p0, p1, p2, p3},
+                      sts, sns, stm, snm};
     chunked_scan(op, chunking<float>(T, N, G, 1, flags, agg_d, agg_b, inclusive_states));
 }
 
 extern "C" __global__ void dsn_fixup(const float* __restrict__ weight, const float* __restrict__ head,
                                      const float* __restrict__ tail, const float* __restrict__ partials,
                                      scalar_t* __restrict__ grad_x, scalar_t* __restrict__ grad_history,
-                                     float* __restrict__ grad_weight, float* __restrict__ grad_bias, int taps,
-                                     long long T, long long N, long long P, long long spatial, long long groups) {
+                                     float* __restrict__ grad_weight, float* __restrict__ grad_bias,
+                                     float* __restrict__ grad_shift, int taps, long long T, long long N, long long P,
+                                     long long spatial, long long groups) {
     const long long K = (T + SNN_SEGMENT - 1) / SNN_SEGMENT, edge = taps - 1;
     for (long long item = item_start(); item < K * N; item += item_stride()) {
         const long long e = item / N, n = item % N, start = e * SNN_SEGMENT, p = (n / spatial) % P;
@@ -323,11 +337,13 @@ extern "C" __global__ void dsn_fixup(const float* __restrict__ weight, const flo
         }
         if (e == 0) {
             const long long lo = DSN_MAX_TAPS - taps;
-            for (long long row = lo; row <= DSN_MAX_TAPS; ++row) {
+            const long long rows = grad_shift ? DSN_MAX_TAPS + 2 : DSN_MAX_TAPS + 1;
+            for (long long row = lo; row < rows; ++row) {
                 float sum = 0.0f;
-                for (long long g = 0; g < groups; ++g) sum += partials[(g * (DSN_MAX_TAPS + 1) + row) * N + n];
+                for (long long g = 0; g < groups; ++g) sum += partials[(g * (DSN_MAX_TAPS + 2) + row) * N + n];
                 if (row < DSN_MAX_TAPS) grad_weight[(row - lo) * N + n] = sum;
-                else grad_bias[n] = sum;
+                else if (row == DSN_MAX_TAPS) grad_bias[n] = sum;
+                else grad_shift[n] = sum;
             }
         }
     }

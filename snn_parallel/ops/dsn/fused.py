@@ -18,6 +18,8 @@ of :math:`H_t`:
     \bar p_t &= \overline{\log\alpha}_t\, \sigma(-p_t) / \tau, \qquad
     \bar w_j \mathrel{+}= \textstyle\sum_t \bar p_t X_{t-k+1+j}, \qquad
     \bar X_{t-k+1+j} \mathrel{+}= w_j \bar p_t
+
+and, where the shift :math:`V` (per lane, or one number) needs one, :math:`\bar V = -\sum_t \bar S_t f'(H_t - V)`.
 """
 
 from __future__ import annotations
@@ -47,8 +49,8 @@ def _gate(window: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, tau: f
 
 
 def dsn_forward(x, history, weight, bias, tau, h0, spike_fn, shift):
-    """Spikes and membrane ``H`` ``[T, N]`` for ``x`` ``[T, N]``, ``weight`` ``[k, N]`` and ``bias`` ``[N]`` (the
-    arguments of :func:`~snn_parallel.ops.dsn.dsn_membrane`, per lane)."""
+    """Spikes and membrane ``H`` ``[T, N]`` for ``x`` ``[T, N]``, ``weight`` ``[k, N]``, ``bias`` ``[N]`` and ``shift``
+    ``[N]`` or a number (the arguments of :func:`~snn_parallel.ops.dsn.dsn_membrane`, per lane)."""
     h = torch.empty_like(x)
     spikes = torch.empty_like(x)
     state = h0
@@ -61,13 +63,14 @@ def dsn_forward(x, history, weight, bias, tau, h0, spike_fn, shift):
     return spikes, h
 
 
-def dsn_backward(grad_spikes, grad_h, grad_last, x, history, weight, bias, tau, h0, h, spike_fn, shift):
-    """Gradients of ``(x, history, weight, bias, h0)`` of :func:`dsn_forward` from those of its spikes, its
-    membrane ``h`` and the last membrane."""
+def dsn_backward(grad_spikes, grad_h, grad_last, x, history, weight, bias, tau, h0, h, spike_fn, shift, needs_shift):
+    """Gradients of ``(x, history, weight, bias, h0, shift)`` of :func:`dsn_forward` from those of its spikes, its
+    membrane ``h`` and the last membrane (the shift's ``None`` unless ``needs_shift``)."""
     lead = history.shape[0]
     grad_x = torch.empty_like(x)
     grad_weight = torch.zeros_like(weight)
     grad_bias = torch.zeros_like(bias)
+    grad_shift = torch.zeros_like(bias) if needs_shift else None
     carry = grad_last  # dL/dH_{stop-1} arriving from the block after
     # dL/dX for the `lead` steps before the block after; the conv reaches that far back
     spill = torch.zeros_like(history)
@@ -76,7 +79,10 @@ def dsn_backward(grad_spikes, grad_h, grad_last, x, history, weight, bias, tau, 
         window = _window(x, history, start, stop)
         pre, log_a = _gate(window, weight, bias, tau)
         alpha = log_a.exp()
-        d = spike_fn.derivative(h[start:stop] - shift).mul_(grad_spikes[start:stop]).add_(grad_h[start:stop])
+        d = spike_fn.derivative(h[start:stop] - shift).mul_(grad_spikes[start:stop])
+        if grad_shift is not None:
+            grad_shift -= d.sum(0)
+        d.add_(grad_h[start:stop])
         d[-1] += carry
         g = torch.empty_like(d)
         g[-1] = d[-1]
@@ -95,4 +101,4 @@ def dsn_backward(grad_spikes, grad_h, grad_last, x, history, weight, bias, tau, 
             grad_window[j : j + steps].addcmul_(grad_pre, weight[j])
         grad_x[start:stop] = grad_window[lead:]  # no earlier block reaches these steps
         spill = grad_window[:lead]
-    return grad_x, spill, grad_weight, grad_bias, carry
+    return grad_x, spill, grad_weight, grad_bias, carry, grad_shift

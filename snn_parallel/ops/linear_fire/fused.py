@@ -5,8 +5,8 @@ membrane :math:`m_t = \mathrm{Re}\,h_t - b_t` and the spikes; with a reset the t
 bias :math:`b` is stepped through the block. Only ``x``, the membrane and the filter state
 at each block start are kept for backward, which reruns the filter per block.
 
-The threshold :math:`V_{th}` is per lane (``[N]``) or one number. Backward, with :math:`e_t = \bar s_t f'(m_t - V_{th})`,
-:math:`d_t = \bar m_t + e_t` and the total filter gradient
+The threshold :math:`V_{th}` is per lane (``[N]``) or one number. Backward, with
+:math:`e_t = \bar s_t f'(m_t - V_{th})`, :math:`d_t = \bar m_t + e_t` and the total filter gradient
 :math:`G_t = d_t + \bar a\,G_{t+1}`:
 
 .. math::
