@@ -66,9 +66,20 @@ and it trains with the surrogate unless ``gradient="tsslbp"``.
 
 **Parameters.** ``threshold`` is one value for all neurons: a number, or a tensor whose entries
 are equal (snnTorch's per-neuron ``torch.ones(C)``), kept in snnTorch's buffer in its shape.
+``DecoupledLIF`` and ``PRF`` also take one per channel, a ``[C]`` tensor of different values (or
+``[C, 1, ...]`` over feature maps, as ``snn.Leaky`` broadcasts it), and learn it with
+``learn_threshold=True``: ``neuron.threshold`` is then the core's own ``v_threshold`` ``[C]``, the
+``nn.Parameter`` an optimizer trains (a buffer unless learned), one tensor that nothing has to keep in
+step. Where ``snn.Leaky(learn_threshold=True)`` given a number learns one threshold shared by all its
+neurons, these learn one per channel, starting from that number. The threshold's gradient is
+``snn.Leaky``'s: through the spike's argument and through the reset, which subtracts
+:math:`V_{th}\,\mathrm{sg}(s_t)`. The other skins refuse a per-neuron or learned threshold, saying so.
 ``DecoupledLIF``'s ``beta`` may be per channel, as ``snn.Leaky``'s; equal values are one value,
 read back in their shape. Assigning ``neuron.threshold`` (or ``DecoupledLIF.beta``) retunes the
-core, as ``snn.Leaky`` reads them at every step; ``graded_spikes_factor`` may be per neuron.
+core, as ``snn.Leaky`` reads them at every step (a per-channel threshold is copied in place, so an
+optimizer keeps training it); ``graded_spikes_factor`` may be per neuron. A ``snn.Leaky`` state dict's
+``threshold`` loads into the core (one value standing for every channel of a per-channel one) and the
+skin's state dict carries ``threshold`` back to ``snn.Leaky``.
 ``reset_mechanism`` is fixed at construction, and a state dict with another one is refused.
 
 **State and** ``mem``. The core state (a ``NamedTuple``) lives in non-persistent buffers
@@ -727,9 +738,11 @@ class PRF(LeakyAdapter):
             the PRF's membrane takes its input with gain :math:`\\Delta \\le 1` where
             ``snn.Leaky`` integrates it with gain :math:`1/(1-\\beta)` (10 to 20 in the snnTorch
             tutorials), so that it fires in the networks written for ``snn.Leaky``; the
-            paper's and SpikingJelly's threshold is 1.0.
+            paper's and SpikingJelly's threshold is 1.0. One per channel: a ``[C]`` tensor.
         spike_grad: snnTorch surrogate.
         tau, dt_range, fr_scale, mode: as in the core neuron.
+        learn_threshold: learn a per-channel threshold (the core's ``v_threshold`` ``[C]``, which
+            ``neuron.threshold`` is), initialised from ``threshold``.
         learn_beta: learn the decay rate :math:`1/\\tau` (core ``learn_decay``); the decay itself
             is complex, so there is no ``beta``.
         reset_mechanism: ``"none"`` (the paper's PRF, default) or ``"subtract"`` (core
@@ -797,9 +810,13 @@ class DecoupledLIF(LeakyAdapter):
         beta: decay in ``(0, 1)``; the core's :math:`\tau = 1/(1-\beta)`. A tensor of ``C``
             different values is a decay per channel (as ``snn.Leaky``'s per-neuron ``beta``). Read
             back as :attr:`beta`, which snnTorch's NIR export writes as :math:`\tau_{mem} = dt/(1-\beta)`.
-        threshold: :math:`V_{th}`.
+        threshold: :math:`V_{th}`: a number, or one per channel (a ``[C]`` tensor, as ``snn.Leaky``'s
+            per-neuron ``threshold``).
         spike_grad: snnTorch surrogate.
         learn_beta: learn a per-channel decay (core ``learn_decay``).
+        learn_threshold: learn a per-channel threshold (the core's ``v_threshold`` ``[C]``, which
+            ``neuron.threshold`` is), initialised from ``threshold``; its gradient is
+            ``snn.Leaky(learn_threshold=True)``'s.
         mem: the ``mem`` that ``forward`` and ``multistep`` return and ``self.mem`` holds:
             ``"leaky"`` (default) the membrane after the step's reset,
             :math:`u_t - V_{th} s_t`, as ``snn.Leaky(reset_delay=False)`` returns it (a loss on
