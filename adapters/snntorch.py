@@ -276,7 +276,7 @@ class LeakyAdapter(snntorch.Leaky):
         **leaky_options: Any,
     ) -> None:
         """``make_core(surrogate, threshold)`` builds the core neuron (``threshold``: a float, or a ``[C]`` tensor
-        where :attr:`_threshold_per_channel`, whose subclass passes ``learn_threshold`` on to the core itself);
+        where :attr:`_threshold_per_channel`, whose subclass takes ``learn_threshold`` and passes it to the core);
         ``leaky_options`` are snnTorch's remaining ``Leaky`` options.
 
         Everything that can fail runs before ``Leaky.__init__``, which adds the neuron to
@@ -297,9 +297,7 @@ class LeakyAdapter(snntorch.Leaky):
             **leaky_options,
         }
         for arg, reason in _UNEXPRESSED.items():
-            if arg == "learn_threshold" and self._threshold_per_channel:
-                check_bool(options.get(arg, False), arg)
-            elif options.get(arg, False) is not False:
+            if options.get(arg, False) is not False:
                 raise ValueError(f"{arg}={options[arg]!r} is not supported by {name}: {reason}; leave it at False")
         check_bool(init_hidden, "init_hidden")
         check_bool(output, "output")
@@ -788,16 +786,7 @@ class PRF(LeakyAdapter):
                 mode=mode,
             )
 
-        super().__init__(
-            make_core,
-            threshold,
-            spike_grad,
-            init_hidden,
-            output,
-            reset_mechanism,
-            learn_threshold=learn_threshold,
-            **leaky_options,
-        )
+        super().__init__(make_core, threshold, spike_grad, init_hidden, output, reset_mechanism, **leaky_options)
         self._mem_is_membrane = reset_mechanism == "none"  # u_t, less a threshold bias that only a reset makes
 
 
@@ -868,16 +857,7 @@ class DecoupledLIF(LeakyAdapter):
                 surrogate=surrogate,
             )
 
-        super().__init__(
-            make_core,
-            threshold,
-            spike_grad,
-            init_hidden,
-            output,
-            reset_mechanism,
-            learn_threshold=learn_threshold,
-            **leaky_options,
-        )
+        super().__init__(make_core, threshold, spike_grad, init_hidden, output, reset_mechanism, **leaky_options)
         self.mem_kind = mem_kind
         self._keep_reads_membrane = mem_kind == "leaky"  # the state kept is the membrane after the last reset
         self._beta_shape = beta.shape if isinstance(beta, torch.Tensor) else torch.Size()
