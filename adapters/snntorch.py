@@ -367,14 +367,15 @@ class LeakyAdapter(snntorch.Leaky):
         """``neuron.threshold = tensor`` (snnTorch's buffer, which ``snn.Leaky`` reads at every
         step) gives the core the new threshold too; where the core's threshold is per channel, the values
         are copied into it (a learned one stays the parameter its optimizer holds)."""
-        if name == "threshold" and isinstance(value, torch.Tensor) and "core" in self._modules:
-            if "threshold" in self._buffers:
+        if name == "threshold" and "core" in self._modules:
+            if "threshold" not in self._buffers:  # a number or a tensor: the core's tensor is kept
+                self._retune_channels(value)
+                return
+            if isinstance(value, torch.Tensor):
                 threshold = _scalar(value, "threshold", _PER_CHANNEL_SKINS)
                 self._buffers["threshold"] = value
                 self._set_threshold(threshold)
-            else:
-                self._retune_channels(value)
-            return
+                return
         super().__setattr__(name, value)
 
     @property
@@ -391,7 +392,7 @@ class LeakyAdapter(snntorch.Leaky):
         if threshold is not None:
             self._buffers["threshold"] = threshold
 
-    def _retune_channels(self, value: torch.Tensor) -> None:
+    def _retune_channels(self, value: object) -> None:
         """Copy ``value`` (one value, or one per channel) into the core's per-channel threshold, in place."""
         threshold = _channel_threshold(value)
         core = self.core

@@ -52,6 +52,10 @@ def test_assigning_the_threshold_retunes_the_core_in_place():
     assert neuron.threshold is parameter and torch.equal(parameter.detach(), torch.full((CHANNELS,), 0.3))
     neuron.threshold = torch.tensor(0.7)  # one value for every channel
     assert torch.equal(parameter.detach(), torch.full((CHANNELS,), 0.7))
+    neuron.threshold = 0.9
+    assert neuron.threshold is parameter and torch.equal(parameter.detach(), torch.full((CHANNELS,), 0.9))
+    with pytest.raises(TypeError, match="threshold must be a real number"):
+        neuron.threshold = "high"
     with pytest.raises(ValueError, match="threshold has 3 values for 5 features"):
         neuron.threshold = torch.rand(3)
     with pytest.raises(ValueError, match="threshold must hold finite values"):
