@@ -66,9 +66,20 @@ and it trains with the surrogate unless ``gradient="tsslbp"``.
 
 **Parameters.** ``threshold`` is one value for all neurons: a number, or a tensor whose entries
 are equal (snnTorch's per-neuron ``torch.ones(C)``), kept in snnTorch's buffer in its shape.
+``DecoupledLIF`` and ``PRF`` also take one per channel, a ``[C]`` tensor of different values (or
+``[C, 1, ...]`` over feature maps, as ``snn.Leaky`` broadcasts it), and learn it with
+``learn_threshold=True``: ``neuron.threshold`` is then the core's own ``v_threshold`` ``[C]``, the
+``nn.Parameter`` an optimizer trains (a buffer unless learned), one tensor that nothing has to keep in
+step. Where ``snn.Leaky(learn_threshold=True)`` given a number learns one threshold shared by all its
+neurons, these learn one per channel, starting from that number. The threshold's gradient is
+``snn.Leaky``'s: through the spike's argument and through the reset, which subtracts
+:math:`V_{th}\,\mathrm{sg}(s_t)`. The other skins refuse a per-neuron or learned threshold, saying so.
 ``DecoupledLIF``'s ``beta`` may be per channel, as ``snn.Leaky``'s; equal values are one value,
 read back in their shape. Assigning ``neuron.threshold`` (or ``DecoupledLIF.beta``) retunes the
-core, as ``snn.Leaky`` reads them at every step; ``graded_spikes_factor`` may be per neuron.
+core, as ``snn.Leaky`` reads them at every step (a per-channel threshold is copied in place, so an
+optimizer keeps training it); ``graded_spikes_factor`` may be per neuron. A ``snn.Leaky`` state dict's
+``threshold`` loads into the core (one value standing for every channel of a per-channel one) and the
+skin's state dict carries ``threshold`` back to ``snn.Leaky``.
 ``reset_mechanism`` is fixed at construction, and a state dict with another one is refused.
 
 **State and** ``mem``. The core state (a ``NamedTuple``) lives in non-persistent buffers
@@ -137,6 +148,7 @@ from snn_parallel._validation import (
     check_step_input,
     check_tensor,
 )
+from snn_parallel.neurons.base import check_threshold
 from snn_parallel.surrogate import DoubleGaussian as _DoubleGaussian
 from snn_parallel.surrogate import MultiGaussian as _MultiGaussian
 from snn_parallel.surrogate import Surrogate, resolve
@@ -165,10 +177,12 @@ _UNEXPRESSED = {
     "inhibition": "the core neuron has no lateral inhibition (the option lets only the neuron with the largest "
     "membrane of each sample fire at each step)",
     "learn_threshold": "the core neuron's threshold is a constant, not a parameter (assigning neuron.threshold "
-    "retunes it, but it is not trained)",
+    "retunes it, but it is not trained); DecoupledLIF and PRF learn theirs, one per channel",
     "state_quant": "the core neuron's state is not quantised at each step (the option rounds mem after every update, "
     "which would change its dynamics)",
 }
+#: where a per-neuron threshold is refused: the skins that take one
+_PER_CHANNEL_SKINS = " (DecoupledLIF and PRF take one threshold per channel, and learn it with learn_threshold=True)"
 #: ``snn.Leaky``'s remaining options, each accepted at the value the core expresses
 _LEAKY_OPTIONS = (*_UNEXPRESSED, "graded_spikes_factor", "learn_graded_spikes_factor", "reset_delay")
 #: the options of snnTorch's other neurons, which a user swapping one of them for a skin may still pass: why not
@@ -191,9 +205,10 @@ def _one_value(tensor: torch.Tensor) -> bool:
     return bool((flat == flat[0]).all())
 
 
-def _scalar(value: object, name: str) -> float:
+def _scalar(value: object, name: str, hint: str = "") -> float:
     """A finite Python float from a number or a tensor of one value (the core neurons take floats):
-    a per-neuron tensor whose entries are all equal, such as ``0.9 * torch.ones(C)``, is that value."""
+    a per-neuron tensor whose entries are all equal, such as ``0.9 * torch.ones(C)``, is that value.
+    ``hint`` ends the message for a tensor of several values."""
     if isinstance(value, torch.Tensor):
         flat = value.detach().reshape(-1)
         if flat.numel() > 1 and _one_value(flat):
@@ -202,10 +217,20 @@ def _scalar(value: object, name: str) -> float:
             raise ValueError(
                 f"{name} must be one value for all neurons here: the core neuron has one {name} for all its "
                 f"channels, where snn.Leaky takes one per neuron; got shape {tuple(value.shape)}"
-                f"{' with different values' if flat.numel() else ''}. Pass a number"
+                f"{' with different values' if flat.numel() else ''}. Pass a number{hint}"
             )
         value = flat.item()
     return check_float(value, name)
+
+
+def _channel_threshold(value: object) -> float | torch.Tensor:
+    """A per-channel skin's ``threshold``: one finite value as a float (a number, or a tensor of equal entries), or
+    one per channel, a tensor ``[C]`` (or ``[C, 1, ...]``, broadcasting over spatial dims as ``snn.Leaky``'s would)."""
+    if isinstance(value, torch.Tensor) and value.numel() > 1 and not _one_value(value):
+        if value.dim() > 1 and all(size == 1 for size in value.shape[1:]):
+            value = value.reshape(-1)
+        return check_threshold(value, "threshold")
+    return _scalar(value, "threshold")
 
 
 def _check_factor(value: object) -> None:
@@ -236,11 +261,13 @@ class LeakyAdapter(snntorch.Leaky):
     _mem_is_membrane: ClassVar[bool] = False
     #: :meth:`_keep` needs ``multistep``'s ``mem_seq`` even where it is not returned
     _keep_reads_membrane: ClassVar[bool] = False
+    #: the core neuron takes a threshold per channel and learns it (``v_threshold``, ``learn_threshold``)
+    _threshold_per_channel: ClassVar[bool] = False
     core: neurons.Neuron
 
     def __init__(
         self,
-        make_core: Callable[[Surrogate, float], neurons.Neuron],
+        make_core: Callable[[Surrogate, float | torch.Tensor], neurons.Neuron],
         threshold: float | torch.Tensor,
         spike_grad: Any,
         init_hidden: bool,
@@ -248,8 +275,9 @@ class LeakyAdapter(snntorch.Leaky):
         reset_mechanism: str,
         **leaky_options: Any,
     ) -> None:
-        """``make_core(surrogate, threshold)`` builds the core neuron; ``leaky_options`` are
-        snnTorch's remaining ``Leaky`` options.
+        """``make_core(surrogate, threshold)`` builds the core neuron (``threshold``: a float, or a ``[C]`` tensor
+        where :attr:`_threshold_per_channel`, whose subclass takes ``learn_threshold`` and passes it to the core);
+        ``leaky_options`` are snnTorch's remaining ``Leaky`` options.
 
         Everything that can fail runs before ``Leaky.__init__``, which adds the neuron to
         snnTorch's global ``instances`` list (whose resets would meet a half-built neuron).
@@ -289,15 +317,22 @@ class LeakyAdapter(snntorch.Leaky):
                 f"reset_delay=True is not supported by {name}: its reset acts within the step that "
                 "fired, as Leaky(reset_delay=False) does; pass reset_delay=False"
             )
-        threshold_value = _scalar(threshold, "threshold")
+        if self._threshold_per_channel:
+            threshold_value = _channel_threshold(threshold)
+        else:
+            threshold_value = _scalar(threshold, "threshold", _PER_CHANNEL_SKINS)
         _check_factor(options["graded_spikes_factor"])
         if spike_grad is None:  # Leaky's default, which resolves to our ATan(alpha=2, inclusive=False)
             spike_grad = snntorch.surrogate.atan()
         core = make_core(resolve(spike_grad, inclusive=False, name="spike_grad"), threshold_value)
+        if not isinstance(getattr(core, "v_threshold", None), torch.Tensor):
+            # snnTorch's buffer in the shape given (per-neuron for its NIR export); the core takes the value
+            buffer = threshold.detach() if isinstance(threshold, torch.Tensor) else torch.as_tensor(threshold_value)
+        else:  # per channel or learned: neuron.threshold is the core's tensor itself (see threshold)
+            buffer = None
         super().__init__(
             _UNUSED_BETA,
-            # snnTorch's buffer in the shape given (per-neuron for its NIR export); the core takes the value
-            threshold=threshold.detach() if isinstance(threshold, torch.Tensor) else threshold_value,
+            threshold=buffer,
             spike_grad=spike_grad,
             init_hidden=init_hidden,
             reset_mechanism=reset_mechanism,
@@ -330,13 +365,44 @@ class LeakyAdapter(snntorch.Leaky):
 
     def __setattr__(self, name: str, value: Any) -> None:
         """``neuron.threshold = tensor`` (snnTorch's buffer, which ``snn.Leaky`` reads at every
-        step) gives the core the new threshold too."""
-        if name == "threshold" and isinstance(value, torch.Tensor) and "core" in self._modules:
-            threshold = _scalar(value, "threshold")
-            super().__setattr__(name, value)
-            self._set_threshold(threshold)
-            return
+        step) gives the core the new threshold too; where the core's threshold is per channel, the values
+        are copied into it (a learned one stays the parameter its optimizer holds)."""
+        if name == "threshold" and "core" in self._modules:
+            if "threshold" not in self._buffers:  # a number or a tensor: the core's tensor is kept
+                self._retune_channels(value)
+                return
+            if isinstance(value, torch.Tensor):
+                threshold = _scalar(value, "threshold", _PER_CHANNEL_SKINS)
+                self._buffers["threshold"] = value
+                self._set_threshold(threshold)
+                return
         super().__setattr__(name, value)
+
+    @property
+    def threshold(self) -> torch.Tensor:
+        """snnTorch's ``threshold``: its buffer, in the shape given, where the core has one value; the core's
+        per-channel ``v_threshold`` itself where it has one per channel, the ``nn.Parameter`` that an optimizer
+        trains with ``learn_threshold=True`` (one tensor: nothing to keep in step)."""
+        buffers = self._buffers
+        return buffers["threshold"] if "threshold" in buffers else self.core.v_threshold
+
+    def _threshold_buffer(self, threshold: torch.Tensor | None, learn_threshold: bool) -> None:
+        """Called by ``LIF.__init__``: snnTorch's ``threshold`` buffer, or none (``None``) where the core holds a
+        per-channel threshold (see :attr:`threshold`)."""
+        if threshold is not None:
+            self._buffers["threshold"] = threshold
+
+    def _retune_channels(self, value: object) -> None:
+        """Copy ``value`` (one value, or one per channel) into the core's per-channel threshold, in place."""
+        threshold = _channel_threshold(value)
+        core = self.core
+        if core.has_uninitialized_params():  # built from this value at the first input
+            core._threshold_init = threshold
+            return
+        if isinstance(threshold, torch.Tensor) and threshold.numel() != core.features:
+            raise ValueError(f"threshold has {threshold.numel()} values for {core.features} features (one per channel)")
+        with torch.no_grad():
+            core.v_threshold.copy_(torch.as_tensor(threshold).expand(core.features))
 
     def _beta_buffer(self, beta: Any, learn_beta: bool) -> None:
         """Called by ``LIF.__init__``: no ``beta`` buffer (see :attr:`beta`)."""
@@ -356,20 +422,45 @@ class LeakyAdapter(snntorch.Leaky):
         raise TypeError(f"{type(self).__name__} takes no beta: {self._no_beta}")
 
     @property
-    def _threshold(self) -> float:
+    def _threshold(self) -> float | torch.Tensor:
         return self.core.v_threshold
 
     def _set_threshold(self, value: float) -> None:
         """Give the core the threshold loaded into snnTorch's ``threshold`` buffer."""
         self.core.v_threshold = value
 
+    def _save_to_state_dict(self, destination: dict[str, Any], prefix: str, keep_vars: bool) -> None:
+        """As ``snn.Leaky``'s, ``threshold`` included where it is the core's per-channel tensor, so that the state
+        dict loads into an ``snn.Leaky`` too."""
+        super()._save_to_state_dict(destination, prefix, keep_vars)
+        threshold = self.threshold
+        if "threshold" not in self._buffers and not nn.parameter.is_lazy(threshold):
+            destination[prefix + "threshold"] = threshold if keep_vars else threshold.detach()
+
     def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
-        """Load as ``snn.Leaky`` does, then pass the loaded ``threshold`` on to the core; the state
-        dict of a neuron with another ``reset_mechanism`` is refused (the core's reset is built in)."""
+        """Load as ``snn.Leaky`` does, then pass the loaded ``threshold`` on to the core (a per-channel core takes
+        it as its ``v_threshold``, one value standing for every channel); the state dict of a neuron with another
+        ``reset_mechanism`` is refused (the core's reset is built in)."""
         self._check_loaded_reset(state_dict, prefix)
+        if "threshold" not in self._buffers and prefix + "threshold" in state_dict:
+            self._load_channel_threshold(state_dict.pop(prefix + "threshold"), state_dict, prefix + "core.v_threshold")
         super()._load_from_state_dict(state_dict, prefix, *args)
-        if prefix + "threshold" in state_dict:
-            self._set_threshold(_scalar(self.threshold, "threshold"))
+        if "threshold" in self._buffers and prefix + "threshold" in state_dict:
+            self._set_threshold(_scalar(self.threshold, "threshold", _PER_CHANNEL_SKINS))
+
+    def _load_channel_threshold(self, loaded: object, state_dict: dict[str, Any], key: str) -> None:
+        """A loaded ``threshold`` (one value, or one per channel) as the core's per-channel ``v_threshold`` under
+        ``key``; a lazy core takes one value at its first input."""
+        threshold = _channel_threshold(loaded)
+        features = self.core.features
+        if isinstance(threshold, torch.Tensor):
+            if features is not None and threshold.numel() != features:
+                raise ValueError(f"threshold has {threshold.numel()} values for {features} features (one per channel)")
+            state_dict[key] = threshold
+        elif features is None:
+            self.core._threshold_init = threshold
+        else:
+            state_dict[key] = torch.full((features,), threshold)
 
     def _check_loaded_reset(self, state_dict: dict[str, Any], prefix: str) -> None:
         reset = state_dict.get(prefix + "reset_mechanism_val")
@@ -574,8 +665,11 @@ class LeakyAdapter(snntorch.Leaky):
                 neuron.mem = torch.zeros_like(neuron.mem)
 
     def extra_repr(self) -> str:
+        threshold = self._threshold
+        if isinstance(threshold, torch.Tensor):
+            threshold = f"{'learned ' if self.core.learn_threshold else ''}per channel"
         return (
-            f"features={self.core.features}, threshold={self._threshold}, reset_mechanism={self.reset_mechanism!r}, "
+            f"features={self.core.features}, threshold={threshold}, reset_mechanism={self.reset_mechanism!r}, "
             f"init_hidden={self.init_hidden}, output={self.output}"
         )
 
@@ -643,9 +737,11 @@ class PRF(LeakyAdapter):
             the PRF's membrane takes its input with gain :math:`\\Delta \\le 1` where
             ``snn.Leaky`` integrates it with gain :math:`1/(1-\\beta)` (10 to 20 in the snnTorch
             tutorials), so that it fires in the networks written for ``snn.Leaky``; the
-            paper's and SpikingJelly's threshold is 1.0.
+            paper's and SpikingJelly's threshold is 1.0. One per channel: a ``[C]`` tensor.
         spike_grad: snnTorch surrogate.
         tau, dt_range, fr_scale, mode: as in the core neuron.
+        learn_threshold: learn a per-channel threshold (the core's ``v_threshold`` ``[C]``, which
+            ``neuron.threshold`` is), initialised from ``threshold``.
         learn_beta: learn the decay rate :math:`1/\\tau` (core ``learn_decay``); the decay itself
             is complex, so there is no ``beta``.
         reset_mechanism: ``"none"`` (the paper's PRF, default) or ``"subtract"`` (core
@@ -655,6 +751,7 @@ class PRF(LeakyAdapter):
 
     _core_type = neurons.PRF
     _resets = ("none", "subtract")
+    _threshold_per_channel = True
     _no_beta = (
         "its decay is complex, a resonator A = exp(dt * (-1/tau + i*theta)) per channel (learn_beta=True learns 1/tau)"
     )
@@ -670,12 +767,13 @@ class PRF(LeakyAdapter):
         dt_range: tuple[float, float] = neurons.PRF.DEFAULT_DT_RANGE,
         fr_scale: float = 1.0,
         mode: str = "scan",
+        learn_threshold: bool = False,
         init_hidden: bool = False,
         output: bool = False,
         reset_mechanism: str = "none",
         **leaky_options: Any,
     ) -> None:
-        def make_core(surrogate: Surrogate, v_threshold: float) -> neurons.PRF:
+        def make_core(surrogate: Surrogate, v_threshold: float | torch.Tensor) -> neurons.PRF:
             return neurons.PRF(
                 features,
                 tau=tau,
@@ -684,6 +782,7 @@ class PRF(LeakyAdapter):
                 fr_scale=fr_scale,
                 reset=reset_mechanism == "subtract",
                 v_threshold=v_threshold,
+                learn_threshold=learn_threshold,
                 surrogate=surrogate,
                 mode=mode,
             )
@@ -701,9 +800,13 @@ class DecoupledLIF(LeakyAdapter):
         beta: decay in ``(0, 1)``; the core's :math:`\tau = 1/(1-\beta)`. A tensor of ``C``
             different values is a decay per channel (as ``snn.Leaky``'s per-neuron ``beta``). Read
             back as :attr:`beta`, which snnTorch's NIR export writes as :math:`\tau_{mem} = dt/(1-\beta)`.
-        threshold: :math:`V_{th}`.
+        threshold: :math:`V_{th}`: a number, or one per channel (a ``[C]`` tensor, as ``snn.Leaky``'s
+            per-neuron ``threshold``).
         spike_grad: snnTorch surrogate.
         learn_beta: learn a per-channel decay (core ``learn_decay``).
+        learn_threshold: learn a per-channel threshold (the core's ``v_threshold`` ``[C]``, which
+            ``neuron.threshold`` is), initialised from ``threshold``; its gradient is
+            ``snn.Leaky(learn_threshold=True)``'s.
         mem: the ``mem`` that ``forward`` and ``multistep`` return and ``self.mem`` holds:
             ``"leaky"`` (default) the membrane after the step's reset,
             :math:`u_t - V_{th} s_t`, as ``snn.Leaky(reset_delay=False)`` returns it (a loss on
@@ -721,6 +824,7 @@ class DecoupledLIF(LeakyAdapter):
 
     _core_type = neurons.DecoupledLIF
     _resets = ("subtract",)
+    _threshold_per_channel = True
 
     def __init__(
         self,
@@ -730,6 +834,7 @@ class DecoupledLIF(LeakyAdapter):
         threshold: float | torch.Tensor = 1.0,
         spike_grad: Any = None,
         learn_beta: bool = False,
+        learn_threshold: bool = False,
         mem: str = "leaky",
         init_hidden: bool = False,
         output: bool = False,
@@ -743,12 +848,13 @@ class DecoupledLIF(LeakyAdapter):
             raise ValueError(f"beta must be in (0, 1), got {decay}")
         mem_kind = check_choice(mem, "mem", ("leaky", "reset_free"))
 
-        def make_core(surrogate: Surrogate, v_threshold: float) -> neurons.DecoupledLIF:
+        def make_core(surrogate: Surrogate, v_threshold: float | torch.Tensor) -> neurons.DecoupledLIF:
             return neurons.DecoupledLIF(
                 features,
                 tau=1 / (1 - decay),
                 learn_decay=learn_beta,
                 v_threshold=v_threshold,
+                learn_threshold=learn_threshold,
                 surrogate=surrogate,
             )
 
@@ -782,7 +888,7 @@ class DecoupledLIF(LeakyAdapter):
         so that ``mem`` is Leaky's and a ``mem`` passed in is a whole state."""
         if self.mem_kind == "reset_free":
             return super()._keep(spk_seq, mem_seq, state)
-        after = self._after_reset(spk_seq, mem_seq)
+        after = self._after_reset(spk_seq, mem_seq, 2)
         self._store(neurons.DecoupledLIFState(after[-1], torch.zeros_like(after[-1])))
         return spk_seq, after
 
@@ -793,10 +899,12 @@ class DecoupledLIF(LeakyAdapter):
         if self.mem_kind == "reset_free":
             return super()._driven_sequence(x_seq, state)
         spk_seq, potential, state = self.core(x_seq, state, return_membrane=True)
-        return spk_seq, self._after_reset(spk_seq, potential), state
+        return spk_seq, self._after_reset(spk_seq, potential, 2), state
 
-    def _after_reset(self, spk_seq: torch.Tensor, potential: torch.Tensor) -> torch.Tensor:
-        return potential - self.core.v_threshold * spk_seq.detach()
+    def _after_reset(self, spk: torch.Tensor, potential: torch.Tensor, channel_dim: int) -> torch.Tensor:
+        r""":math:`u_t - V_{th}\,\mathrm{sg}(s_t)` (channels at ``channel_dim``): the threshold carries its gradient,
+        as ``snn.Leaky(learn_threshold=True)``'s subtraction does."""
+        return potential - self.core._threshold_at(spk, channel_dim) * spk.detach()
 
     def _step_kept(self, spk: torch.Tensor, state: NamedTuple) -> NamedTuple:
         """In ``"leaky"`` mode keep ``(u_t - V_th s_t, 0)``, as :meth:`_keep` does, so that ``mem`` is the
@@ -804,7 +912,7 @@ class DecoupledLIF(LeakyAdapter):
         if self.mem_kind == "reset_free":
             return state
         # the kept bias is 0 in "leaky" mode, so the potential is the new filter state
-        after = self._after_reset(spk, state.filtered)
+        after = self._after_reset(spk, state.filtered, 1)
         return neurons.DecoupledLIFState(after, torch.zeros_like(after))
 
     def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any) -> None:

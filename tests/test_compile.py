@@ -69,7 +69,12 @@ NEURONS: dict[str, tuple[Callable[[], sn.Neuron], float]] = {
     "prf": (lambda: sn.PRF(C, learn_decay=True), 3.0),
     "prf_reset": (lambda: sn.PRF(C, learn_decay=True, reset=True), 3.0),
     "prf_fft": (lambda: sn.PRF(C, learn_decay=True, mode="fft"), 3.0),
+    "prf_reset_threshold": (lambda: sn.PRF(C, reset=True, v_threshold=[0.6, 0.8, 1.0, 1.2], learn_threshold=True), 3.0),
     "decoupled_lif": (lambda: sn.DecoupledLIF(C, learn_decay=True), 2.0),
+    "decoupled_lif_threshold": (
+        lambda: sn.DecoupledLIF(C, v_threshold=[0.6, 0.8, 1.0, 1.2], learn_threshold=True),
+        2.0,
+    ),
     "ltc_paper": (lambda: sn.LTC(C, learn_gate_temperature=True), 2.0),
     "ltc_parallel": (lambda: sn.LTC(C, mode="parallel", learn_gate_temperature=True), 2.0),
     "brf": (lambda: sn.BRF(C), 40.0),
@@ -88,6 +93,7 @@ DEFAULT = {
     ("dsn_binary", "forward_membrane"),
     ("prf_reset", "forward"),
     ("decoupled_lif", "forward_membrane"),
+    ("decoupled_lif_threshold", "forward_membrane"),
     ("ltc_parallel", "forward"),
     ("psplif_tsslbp", "forward_membrane"),
 }

@@ -52,7 +52,8 @@ its parameters, breaks the graph: ``fullgraph=True`` then raises with that advic
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable
+import numbers
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 import torch
@@ -60,7 +61,14 @@ from torch import nn
 from torch.nn.modules.lazy import LazyModuleMixin
 from torch.nn.parameter import UninitializedParameter, is_lazy
 
-from .._validation import check_same_device, check_sequence, check_state_tensor, check_step_input
+from .._validation import (
+    check_bool,
+    check_float,
+    check_same_device,
+    check_sequence,
+    check_state_tensor,
+    check_step_input,
+)
 from ..ops._backend import BACKENDS, CupyUnavailableError
 from ..surrogate import ForeignSurrogate, Surrogate, resolve
 
@@ -98,6 +106,30 @@ def check_features(features: object, name: str = "features") -> int | None:
     if features < 1:
         raise ValueError(f"{name} must be a positive int or None (inferred from the first input), got {features!r}")
     return features
+
+
+def check_threshold(value: object, name: str = "v_threshold") -> float | torch.Tensor:
+    """A threshold: one finite number (a ``float``), or one finite value per channel, a 1-D real tensor ``[C]`` or
+    a sequence of numbers (a float64 CPU copy)."""
+    if isinstance(value, torch.Tensor) and value.dim() == 0 and value.is_floating_point():
+        value = value.item()
+    if isinstance(value, numbers.Real) and not isinstance(value, bool):
+        return check_float(value, name)
+    if isinstance(value, Sequence) and not isinstance(value, str):
+        if not all(isinstance(v, numbers.Real) and not isinstance(v, bool) for v in value):
+            raise TypeError(f"{name} must be a number or one number per channel, got {value!r}")
+        value = torch.tensor(list(value), dtype=torch.float64)
+    if not isinstance(value, torch.Tensor):
+        raise TypeError(f"{name} must be a number, or one per channel (a [C] tensor), got {type(value).__name__}")
+    if not value.is_floating_point():
+        dtype = str(value.dtype).replace("torch.", "")
+        raise TypeError(f"{name} must hold real floating-point values, got dtype {dtype}")
+    if value.dim() != 1 or value.numel() == 0:
+        raise ValueError(f"{name} must be one number or one per channel, shape [C], got shape {tuple(value.shape)}")
+    value = value.detach().to("cpu", torch.float64)
+    if not bool(torch.isfinite(value).all()):
+        raise ValueError(f"{name} must hold finite values, got {value.tolist()}")
+    return value.clone()
 
 
 class _InputDtype(ForeignSurrogate):
@@ -310,6 +342,43 @@ class Neuron(nn.Module):
     def _initial_values(self, features: int) -> dict[str, torch.Tensor]:
         """The initial value of every declared tensor for ``features`` channels (dim 0 of each)."""
         return {}
+
+    def _declare_threshold(self, v_threshold: object, learn_threshold: object) -> dict[str, bool]:
+        """Set up a threshold :math:`V_{th}` that may be per channel and learned (``v_threshold``, ``learn_threshold``):
+        one value, not learned, stays the float ``self.v_threshold`` (no tensor, no state-dict entry); otherwise
+        ``v_threshold`` is a per-channel ``[C]`` parameter (``learn_threshold``) or buffer, built by
+        :meth:`_threshold_values` from the value given. Returns the declaration to pass to :meth:`_declare`."""
+        self.learn_threshold = check_bool(learn_threshold, "learn_threshold")
+        threshold = check_threshold(v_threshold)
+        if isinstance(threshold, float) and not self.learn_threshold:
+            self.v_threshold = threshold
+            return {}
+        self._threshold_init = threshold
+        return {"v_threshold": self.learn_threshold}
+
+    def _threshold_values(self, features: int) -> dict[str, torch.Tensor]:
+        """The initial per-channel threshold of :meth:`_declare_threshold` for :meth:`_initial_values` (none where
+        the threshold is a float)."""
+        init = getattr(self, "_threshold_init", None)
+        if init is None:
+            return {}
+        if isinstance(init, float):
+            return {"v_threshold": torch.full((features,), init, dtype=torch.float64)}
+        if init.numel() != features:
+            raise ValueError(f"v_threshold has {init.numel()} values, one per channel, for {features} features")
+        return {"v_threshold": init}
+
+    def _threshold_at(self, x: torch.Tensor, channel_dim: int) -> float | torch.Tensor:
+        """:math:`V_{th}` for input ``x`` (channels at ``channel_dim``): the float, or the per-channel tensor viewed
+        to broadcast over ``x``'s spatial dims."""
+        threshold = self.v_threshold
+        return threshold if isinstance(threshold, float) else self._channel_view(threshold, x, channel_dim)
+
+    def _threshold_repr(self) -> str:
+        threshold = self.v_threshold
+        if isinstance(threshold, float):
+            return f"v_threshold={threshold}"
+        return f"v_threshold={'learned ' if self.learn_threshold else ''}per channel"
 
     def _on_materialize(self, features: int) -> None:
         """Called once the per-channel tensors exist (e.g. to record sizes in submodules)."""

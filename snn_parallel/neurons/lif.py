@@ -11,11 +11,17 @@ computed as a reset-free filter :math:`u'_t = \beta u'_{t-1} + c_t` (a parallel 
 threshold bias :math:`b_{t+1} = \beta(b_t + V_{th} s_t)`, so that :math:`u_t = u'_t - b_t`.
 Forward spikes are those of the sequential soft-reset LIF; the gradient is that of a
 *detached* reset (it flows through :math:`u'` only).
+
+:math:`V_{th}` is one number, or one per channel, learned with ``learn_threshold=True``. Its gradient
+is the soft-reset LIF's whose reset subtracts :math:`V_{th}\,\mathrm{sg}(s_{t-1})` (the spike detached,
+the threshold not, as snnTorch's ``Leaky(learn_threshold=True)``): through the spikes' argument
+:math:`u_t - V_{th}` and through the bias's step :math:`\beta V_{th} s_t`.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 import torch
@@ -44,7 +50,10 @@ class DecoupledLIF(Neuron):
             from the first input.
         tau: membrane time constant, :math:`\beta = 1 - 1/\tau` (``tau > 1``).
         learn_decay: learn a per-channel :math:`\beta = \sigma(w)`, initialised from ``tau``.
-        v_threshold: :math:`V_{th}`.
+        v_threshold: :math:`V_{th}`: a number, or one per channel (a ``[C]`` tensor or a sequence of
+            numbers).
+        learn_threshold: learn a per-channel :math:`V_{th}` (the parameter ``v_threshold``, ``[C]``),
+            initialised from ``v_threshold``.
         surrogate: any surrogate :func:`~snn_parallel.surrogate.resolve` accepts; its
             firing rule (``>=`` or ``>``) is used by the threshold scan as well.
         backend: ``"auto"``, ``"torch"`` or ``"cupy"`` for the scan.
@@ -58,20 +67,21 @@ class DecoupledLIF(Neuron):
         *,
         tau: float = 2.0,
         learn_decay: bool = False,
-        v_threshold: float = 1.0,
+        v_threshold: float | torch.Tensor | Sequence[float] = 1.0,
+        learn_threshold: bool = False,
         surrogate: object = None,
         backend: str = "auto",
     ) -> None:
         super().__init__(features, backend)
         self.tau = check_float(tau, "tau", minimum=1, min_open=True)
         self.learn_decay = check_bool(learn_decay, "learn_decay")
-        self.v_threshold = check_float(v_threshold, "v_threshold")
+        threshold = self._declare_threshold(v_threshold, learn_threshold)
         self.surrogate = neuron_surrogate(surrogate)
-        self._declare(decay_logit=self.learn_decay)
+        self._declare(decay_logit=self.learn_decay, **threshold)
 
     def _initial_values(self, features: int) -> dict[str, torch.Tensor]:
         beta = 1 - 1 / self.tau
-        return {"decay_logit": torch.full((features,), math.log(beta / (1 - beta)))}
+        return {"decay_logit": torch.full((features,), math.log(beta / (1 - beta))), **self._threshold_values(features)}
 
     @property
     def beta(self) -> torch.Tensor:
@@ -90,7 +100,8 @@ class DecoupledLIF(Neuron):
     def _fire_arguments(self, x: torch.Tensor, state: DecoupledLIFState, channel_dim: int) -> tuple[Any, ...]:
         r"""The positional arguments of ``linear_fire`` / ``linear_fire_step`` for input ``x``
         (channels at ``channel_dim``): decay :math:`\beta`, input gain 1, the state, the
-        surrogate, :math:`V_{th}`, and the reset's decay, detached (the reset carries no gradient)."""
+        surrogate, :math:`V_{th}`, and the reset's decay, detached (the reset carries no gradient but the
+        threshold's)."""
         beta = self._channel_view(self.beta, x, channel_dim)
         return (
             x,
@@ -99,7 +110,7 @@ class DecoupledLIF(Neuron):
             state.filtered,
             state.bias,
             self.surrogate,
-            self.v_threshold,
+            self._threshold_at(x, channel_dim),
             beta.detach(),
         )
 
@@ -118,4 +129,4 @@ class DecoupledLIF(Neuron):
         return spike, membrane, DecoupledLIFState(filtered, bias)
 
     def extra_repr(self) -> str:
-        return f"features={self.features}, tau={self.tau}, v_threshold={self.v_threshold}"
+        return f"features={self.features}, tau={self.tau}, {self._threshold_repr()}"

@@ -25,17 +25,21 @@ ablation, ``PRFNeuronReset``) a soft reset acts through a threshold bias that ri
 reset. The spikes enter :math:`b` detached, as in the official code; its gradient flows through the decay
 :math:`\mathrm{Re}\,A` into :math:`\log\Delta` and :math:`\theta_{\log}` (``reset_gradient="official"``,
 the official ``scan_dynamic_threshold``), or not at all (``"detached"``).
+
+:math:`V_{th}` is one number, or one per channel, learned with ``learn_threshold=True``; its gradient comes
+through the spikes' argument and, with a reset, through the bias's step :math:`\mathrm{Re}(A)\,V_{th} s_t`
+(the spikes detached, the threshold not).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
 import torch
 
-from .._validation import check_bool, check_choice, check_float, check_pair, check_positive
+from .._validation import check_bool, check_choice, check_pair, check_positive
 from ..ops.linear_fire import linear_fire, linear_fire_step
 from .base import LOW_PRECISION, Neuron, neuron_surrogate, upcast
 
@@ -63,7 +67,10 @@ class PRF(Neuron):
         reset_gradient: with ``reset``, ``"official"`` lets the gradient flow through the bias's decay
             :math:`\mathrm{Re}\,A` into the parameters, as the paper's code does; ``"detached"`` cuts it (BPTT
             with the reset fully detached). Spikes and input gradients are the same either way.
-        v_threshold: :math:`V_{th}`.
+        v_threshold: :math:`V_{th}`: a number, or one per channel (a ``[C]`` tensor or a sequence of
+            numbers).
+        learn_threshold: learn a per-channel :math:`V_{th}` (the parameter ``v_threshold``, ``[C]``),
+            initialised from ``v_threshold``.
         surrogate: any surrogate :func:`~snn_parallel.surrogate.resolve` accepts.
         mode: ``"scan"`` (complex linear scan, :math:`O(T)`, fused with the spike readout)
             or ``"fft"`` (causal FFT convolution as in the official code,
@@ -85,7 +92,8 @@ class PRF(Neuron):
         fr_scale: float = 1.0,
         reset: bool = False,
         reset_gradient: str = "official",
-        v_threshold: float = 1.0,
+        v_threshold: float | torch.Tensor | Sequence[float] = 1.0,
+        learn_threshold: bool = False,
         surrogate: object = None,
         mode: str = "scan",
         backend: str = "auto",
@@ -96,13 +104,13 @@ class PRF(Neuron):
         self.dt_range = check_pair(dt_range, "dt_range", minimum=0, min_open=True)
         self.fr_scale = check_positive(fr_scale, "fr_scale")
         self.soft_reset = check_bool(reset, "reset")
-        self.v_threshold = check_float(v_threshold, "v_threshold")
+        threshold = self._declare_threshold(v_threshold, learn_threshold)
         self.mode = check_choice(mode, "mode", ("scan", "fft"))
         if mode == "fft" and reset:
             raise ValueError("reset=True needs mode='scan' (the threshold bias is stepped with the scan)")
         self.reset_gradient = check_choice(reset_gradient, "reset_gradient", ("official", "detached"))
         self.surrogate = neuron_surrogate(surrogate)
-        self._declare(log_dt=True, theta_log=True, decay_log=self.learn_decay)
+        self._declare(log_dt=True, theta_log=True, decay_log=self.learn_decay, **threshold)
 
     def _initial_values(self, features: int) -> dict[str, torch.Tensor]:
         dt_min, dt_max = self.dt_range
@@ -111,6 +119,7 @@ class PRF(Neuron):
             "log_dt": torch.empty(features).uniform_(math.log(dt_min), math.log(dt_max)),
             "theta_log": theta.log(),
             "decay_log": torch.full((features,), -math.log(self.tau)),
+            **self._threshold_values(features),
         }
 
     def init_state(self, x_t: torch.Tensor) -> PRFState:
@@ -138,7 +147,7 @@ class PRF(Neuron):
         if self.mode == "fft":
             z = _fft_filter(self._channel_view(log_a, x_seq, 2), scale * x_seq, h0)
             membrane = z.real
-            spikes = self.surrogate(membrane - self.v_threshold)
+            spikes = self.surrogate(membrane - self._threshold(x_seq, 2))
             return spikes, membrane, PRFState(z[-1].real, z[-1].imag, state.bias)
         spikes, membrane, z_last, bias = linear_fire(
             x_seq,
@@ -147,7 +156,7 @@ class PRF(Neuron):
             h0,
             state.bias,
             self.surrogate,
-            self.v_threshold,
+            self._threshold(x_seq, 2),
             self._reset_decay(decay.real) if self.soft_reset else None,
             backend=self.ops_backend,
             validate=False,
@@ -166,10 +175,16 @@ class PRF(Neuron):
             torch.complex(state.u, state.r),
             state.bias,
             self.surrogate,
-            self.v_threshold,
+            self._threshold(x_t, 1),
             self._reset_decay(decay.real) if self.soft_reset else None,
         )
         return spike, membrane, PRFState(h.real, h.imag, bias)
+
+    def _threshold(self, x: torch.Tensor, channel_dim: int) -> float | torch.Tensor:
+        """:math:`V_{th}` for ``x`` (a per-channel one in float32 for a float16/bfloat16 neuron, which computes in
+        float32)."""
+        threshold = self._threshold_at(x, channel_dim)
+        return threshold if isinstance(threshold, float) else upcast(threshold)
 
     def _reset_decay(self, decay_real: torch.Tensor) -> torch.Tensor:
         r"""The threshold bias's decay :math:`\mathrm{Re}\,A`, detached unless ``reset_gradient="official"``."""
@@ -178,7 +193,7 @@ class PRF(Neuron):
     def extra_repr(self) -> str:
         return (
             f"features={self.features}, tau={self.tau}, learn_decay={self.learn_decay}, "
-            f"reset={self.soft_reset}, v_threshold={self.v_threshold}, mode={self.mode!r}"
+            f"reset={self.soft_reset}, {self._threshold_repr()}, mode={self.mode!r}"
             + (f", reset_gradient={self.reset_gradient!r}" if self.soft_reset else "")
         )
 

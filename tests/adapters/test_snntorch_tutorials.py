@@ -22,6 +22,8 @@ import snntorch.utils  # noqa: E402
 from snn_parallel.adapters.snntorch import LTC, PRF, PSPLIF, DecoupledLIF, DynamicDecay  # noqa: E402
 from test_snntorch import _ResetInForward  # noqa: E402  (the fullgraph tutorial's network)
 
+from snn_parallel.surrogate import FastSigmoid  # noqa: E402
+
 SKINS = [DynamicDecay, PRF, DecoupledLIF, LTC, PSPLIF]
 SPATIAL = [DynamicDecay, PRF, DecoupledLIF, PSPLIF]  # LTC takes [B, C] steps only
 _ids = {"ids": lambda cls: cls.__name__}
@@ -43,26 +45,38 @@ def _stack(outputs: list[torch.Tensor]) -> torch.Tensor:
 
 # -- tutorial_regression_1: membrane readout of a Leaky that does not reset, learnt beta ---------
 class _Regression(nn.Module):
-    """The tutorial's ``Net``: two spiking layers with a per-neuron, learnt ``beta`` and a leaky-integrator
-    readout (``reset_mechanism="none"``) whose membrane is the output, each state from ``init_leaky()``."""
+    """The tutorial's ``Net``: two spiking layers with a per-neuron, learnt ``beta`` (and with ``thresholds``
+    a per-neuron ``threshold``, ``thresholds(hidden)``: the tutorial's is ``torch.rand``) and a leaky-integrator
+    readout (``reset_mechanism="none"``) whose membrane is the output, each state from ``init_leaky()``.
+    ``forward`` records the hidden layers' spikes in ``self.hidden_spikes``. ``grad``: the spiking layers'
+    ``spike_grad`` (default snnTorch's ``fast_sigmoid()``, the tutorial's)."""
 
-    def __init__(self, make: Callable[..., nn.Module], readout: Callable[[], nn.Module], hidden: int = 16) -> None:
+    def __init__(
+        self,
+        make: Callable[..., nn.Module],
+        readout: Callable[[], nn.Module],
+        hidden: int = 16,
+        thresholds: Callable[[int], torch.Tensor] | None = None,
+        grad: Callable | None = None,
+    ) -> None:
         super().__init__()
-        grad = snntorch.surrogate.fast_sigmoid()
+        grad = grad or snntorch.surrogate.fast_sigmoid()
         self.fc_in, self.fc_hidden, self.fc_out = nn.Linear(1, hidden), nn.Linear(hidden, hidden), nn.Linear(hidden, 1)
-        self.lif_in = make(torch.rand(hidden), spike_grad=grad, learn_beta=True)
-        self.lif_hidden = make(torch.rand(hidden), spike_grad=grad, learn_beta=True)
+        per_neuron = (lambda: {"threshold": thresholds(hidden)}) if thresholds else dict
+        self.lif_in = make(torch.rand(hidden), spike_grad=grad, learn_beta=True, **per_neuron())
+        self.lif_hidden = make(torch.rand(hidden), spike_grad=grad, learn_beta=True, **per_neuron())
         self.li_out = readout()
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         mem_1, mem_2, mem_3 = self.lif_in.init_leaky(), self.lif_hidden.init_leaky(), self.li_out.init_leaky()
-        mem_3_rec, hidden_mems = [], []
+        mem_3_rec, hidden_mems, self.hidden_spikes = [], [], []
         for x_t in x.unbind(0):
             spk_in, mem_1 = self.lif_in(self.fc_in(x_t), mem_1)
             spk_hidden, mem_2 = self.lif_hidden(self.fc_hidden(spk_in), mem_2)
             _, mem_3 = self.li_out(self.fc_out(spk_hidden), mem_3)
             mem_3_rec.append(mem_3)
             hidden_mems += [mem_1.detach(), mem_2.detach()]
+            self.hidden_spikes += [spk_in.detach(), spk_hidden.detach()]
         return torch.stack(mem_3_rec), hidden_mems
 
 
@@ -130,17 +144,144 @@ def test_regression_tutorial_trains_every_skin_under_a_readout_that_does_not_res
 
 @pytest.mark.parametrize("cls", SKINS, **_ids)
 def test_regression_tutorial_options_the_neurons_cannot_take_are_refused_with_the_reason(cls):
-    """The tutorial's per-neuron random ``threshold`` (``torch.rand(H)``), ``learn_threshold=True``, and a
-    readout with ``reset_mechanism="none"`` on a skin whose reset is built in: each a ``ValueError`` that
-    names the argument, says why, and what to do instead."""
+    """The tutorial's per-neuron random ``threshold`` (``torch.rand(H)``) and ``learn_threshold=True``, which
+    ``DecoupledLIF`` and ``PRF`` take (``neuron.threshold`` is then the parameter an optimizer trains) and the
+    other skins refuse, saying which take them; a readout with ``reset_mechanism="none"`` on a skin whose reset
+    is built in: each refusal a ``ValueError`` that names the argument, says why, and what to do instead."""
     snn.Leaky(beta=0.9, threshold=torch.rand(16), learn_threshold=True)  # what snn.Leaky takes
-    with pytest.raises(ValueError, match=r"threshold must be one value .* one threshold for all its channels.*"):
-        cls(threshold=torch.rand(16))
-    with pytest.raises(ValueError, match=r"learn_threshold=True .*threshold is a constant, not a parameter"):
-        cls(learn_threshold=True)
+    if cls in (DecoupledLIF, PRF):
+        neuron = cls(threshold=torch.rand(16), learn_threshold=True)
+        neuron(torch.rand(2, 16))
+        assert isinstance(neuron.threshold, nn.Parameter) and neuron.threshold.shape == (16,)
+        assert any(p is neuron.threshold for p in neuron.parameters())
+    else:
+        with pytest.raises(
+            ValueError, match=r"threshold must be one value .* one threshold for all its channels.*DecoupledLIF and PRF"
+        ):
+            cls(threshold=torch.rand(16))
+        with pytest.raises(ValueError, match=r"learn_threshold=True .*not a parameter.*DecoupledLIF and PRF learn"):
+            cls(learn_threshold=True)
     if "none" not in cls._resets:
         with pytest.raises(ValueError, match=r"reset_mechanism='none' .* use DynamicDecay or PRF.*keep snn.Leaky"):
             cls(reset_mechanism="none")
+
+
+class _SoftResetLeaky(snn.Leaky):
+    """The soft-reset LIF in snnTorch's terms: ``snn.Leaky``'s own state function (``beta * mem + input_``),
+    firing and threshold, the reset subtracting the spike, detached, within the step that fired. It is
+    ``snn.Leaky(reset_delay=False)`` wherever one subtraction brings the membrane below the threshold (where it
+    does not, ``Leaky`` subtracts once more at the next step), but for the reset's spike, through which
+    ``Leaky`` also backpropagates."""
+
+    def forward(self, input_: torch.Tensor, mem: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        self.mem = mem if mem.shape == input_.shape else torch.zeros_like(input_)
+        self.mem = self._base_state_function(input_)
+        spk = self.fire(self.mem)
+        self.mem = self.mem - spk.detach() * self.threshold
+        return spk, self.mem
+
+
+def _tutorial_network(
+    cls: type, learn_beta: bool, learn_threshold: bool, seed: int = 0, thresholds: Callable = torch.rand
+) -> _Regression:
+    """The regression tutorial's network in float64, its spiking layers ``cls`` with the same per-neuron
+    random ``beta`` and ``threshold`` (``thresholds(H)``, the tutorial's ``torch.rand``) for every ``cls``."""
+    extra = {"reset_delay": False} if cls is snn.Leaky else {}
+    torch.manual_seed(seed)
+
+    def make(beta: torch.Tensor, learn_beta: bool, **kwargs: object) -> nn.Module:
+        return cls(beta=beta, learn_beta=learn, learn_threshold=learn_threshold, **kwargs, **extra)
+
+    learn = learn_beta
+    # snnTorch's fast_sigmoid(), which the skin computes with, as ours: snn.Leaky's spikes then keep float64
+    net = _Regression(make, _leaky_readout, thresholds=thresholds, grad=FastSigmoid(inclusive=False))
+    return net.double()
+
+
+def _shared_grads(net: _Regression) -> dict[str, torch.Tensor | None]:
+    """The gradients of what every build names alike: the synapses, the readout, the thresholds."""
+    grads = {name: p.grad for name, p in net.named_parameters() if name.startswith(("fc_", "li_out"))}
+    for layer in ("lif_in", "lif_hidden"):
+        grads[f"{layer}.threshold"] = getattr(net, layer).threshold.grad
+    return grads
+
+
+def _run(net: _Regression, x: torch.Tensor, y: torch.Tensor) -> tuple:
+    """One pass and backward: the readout membrane, the hidden membranes and spikes, the loss, the gradients."""
+    mem, hidden = net(x)
+    loss = F.mse_loss(mem, y)
+    loss.backward()
+    return mem.detach(), hidden, net.hidden_spikes, loss.detach(), _shared_grads(net)
+
+
+def _assert_same_run(got: tuple, expected: tuple, grads: bool = True) -> None:
+    torch.testing.assert_close(got[0], expected[0])
+    torch.testing.assert_close(got[1], expected[1])
+    assert all(torch.equal(a, b) for a, b in zip(got[2], expected[2], strict=True))
+    torch.testing.assert_close(got[3], expected[3])
+    if grads:
+        assert got[4].keys() == expected[4].keys()
+        for name, grad in expected[4].items():
+            torch.testing.assert_close(got[4][name], grad, msg=name)
+
+
+@pytest.mark.parametrize("learn_threshold", [False, True], ids=["tutorial", "learn_threshold"])
+def test_regression_tutorial_with_per_neuron_thresholds_is_the_soft_reset_lif(learn_threshold):
+    """The tutorial's network as written (``threshold=torch.rand(H)``, ``learn_beta=True``), and with
+    ``learn_threshold=True``, in float64: ``DecoupledLIF`` gives the soft-reset LIF's spikes, membranes and loss
+    (``_SoftResetLeaky``), and its gradients for the weights, the readout and the thresholds. (The spiking
+    layers' learnt decay is another parameter, ``sigmoid(logit)``, whose gradient leaves out the reset, as
+    ``DecoupledLIF`` documents: it is not compared.)"""
+    x, y = (t.double() for t in _regression_data())
+    reference = _run(_tutorial_network(_SoftResetLeaky, True, learn_threshold), x, y)
+    ours = _run(_tutorial_network(DecoupledLIF, True, learn_threshold), x, y)
+    assert all(sum(s.sum() for s in reference[2][i::2]) > 10 for i in (0, 1))  # both layers fire
+    assert (reference[4]["lif_in.threshold"] is not None) == learn_threshold
+    assert all(g.abs().sum() > 0 for g in reference[4].values() if g is not None)
+    _assert_same_run(ours, reference)
+
+
+def test_regression_tutorial_with_per_neuron_thresholds_fires_as_snn_leaky():
+    """``snn.Leaky(reset_delay=False, threshold=..., learn_threshold=True)`` itself, with per-neuron thresholds
+    (the tutorial's ``torch.rand(H)`` raised by 0.5) under which one subtraction brings each membrane below its
+    threshold: ``DecoupledLIF`` gives its spikes, membranes and loss."""
+    x, y = (t.double() for t in _regression_data())
+    raised = lambda hidden: 0.5 + torch.rand(hidden)  # noqa: E731
+    leaky_net = _tutorial_network(snn.Leaky, True, True, seed=1, thresholds=raised)
+    leaky = _run(leaky_net, x, y)
+    ours = _run(_tutorial_network(DecoupledLIF, True, True, seed=1, thresholds=raised), x, y)
+    limits = (leaky_net.lif_in.threshold.detach(), leaky_net.lif_hidden.threshold.detach())
+    assert all(bool((m < limits[i % 2]).all()) for i, m in enumerate(leaky[1]))
+    assert all(sum(s.sum() for s in leaky[2][i::2]) > 10 for i in (0, 1))
+    _assert_same_run(ours, leaky, grads=False)
+
+
+def test_regression_tutorial_learns_per_neuron_thresholds_as_the_soft_reset_lif_over_optimiser_steps():
+    """``learn_threshold=True`` (each spiking layer's per-neuron decay fixed): five Adam steps of ``DecoupledLIF``
+    and of the soft-reset LIF in snnTorch's terms give the same losses and end with the same weights and
+    thresholds, the skin's ``threshold`` being the parameter its optimizer trains; the thresholds moved."""
+    x, y = (t.double() for t in _regression_data())
+    nets = {cls: _tutorial_network(cls, False, True) for cls in (_SoftResetLeaky, DecoupledLIF)}
+    start = nets[DecoupledLIF].lif_hidden.threshold.detach().clone()
+    losses = {cls: [] for cls in nets}
+    for cls, net in nets.items():
+        optimizer = torch.optim.Adam(net.parameters(), lr=1e-2)
+        for _ in range(5):
+            loss = F.mse_loss(net(x)[0], y)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            losses[cls].append(loss.detach())
+    ours, reference = nets[DecoupledLIF], nets[_SoftResetLeaky]
+    torch.testing.assert_close(torch.stack(losses[DecoupledLIF]), torch.stack(losses[_SoftResetLeaky]))
+    assert losses[DecoupledLIF][-1] < losses[DecoupledLIF][0]
+    for layer in ("lif_in", "lif_hidden"):
+        torch.testing.assert_close(getattr(ours, layer).threshold, getattr(reference, layer).threshold)
+    for name, param in reference.named_parameters():
+        if name.startswith(("fc_", "li_out")):
+            torch.testing.assert_close(ours.get_parameter(name), param, msg=name)
+    assert not torch.allclose(ours.lif_hidden.threshold, start)
+    assert ours.lif_hidden.threshold is ours.lif_hidden.core.v_threshold  # one tensor, trained in place
 
 
 # -- tutorial_regression_2: RLeaky (and the delta tutorial's DeltaLeaky) -------------------------
