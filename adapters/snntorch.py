@@ -177,12 +177,14 @@ _UNEXPRESSED = {
     "inhibition": "the core neuron has no lateral inhibition (the option lets only the neuron with the largest "
     "membrane of each sample fire at each step)",
     "learn_threshold": "the core neuron's threshold is a constant, not a parameter (assigning neuron.threshold "
-    "retunes it, but it is not trained); DecoupledLIF and PRF learn theirs, one per channel",
+    "retunes it, but it is not trained); DecoupledLIF, PRF and DynamicDecay learn theirs, one per channel",
     "state_quant": "the core neuron's state is not quantised at each step (the option rounds mem after every update, "
     "which would change its dynamics)",
 }
 #: where a per-neuron threshold is refused: the skins that take one
-_PER_CHANNEL_SKINS = " (DecoupledLIF and PRF take one threshold per channel, and learn it with learn_threshold=True)"
+_PER_CHANNEL_SKINS = (
+    " (DecoupledLIF, PRF and DynamicDecay take one threshold per channel, and learn it with learn_threshold=True)"
+)
 #: ``snn.Leaky``'s remaining options, each accepted at the value the core expresses
 _LEAKY_OPTIONS = (*_UNEXPRESSED, "graded_spikes_factor", "learn_graded_spikes_factor", "reset_delay")
 #: the options of snnTorch's other neurons, which a user swapping one of them for a skin may still pass: why not
@@ -685,15 +687,19 @@ class DynamicDecay(LeakyAdapter):
             (:math:`H \\to X` for a constant input) where ``snn.Leaky`` integrates it with gain
             :math:`1/(1-\\beta)` (10 to 20 in the snnTorch tutorials), so that it fires in the
             networks written for ``snn.Leaky``; the core's and SpikingJelly's default is 1.0.
+            One per channel: a ``[C]`` tensor.
         spike_grad: snnTorch surrogate (binary mode).
         kernel_size, tau, init_decay, spike_mode, levels: as in the core neuron; the decay is
             always learned (the convolution), so there is no ``beta``/``learn_beta``.
+        learn_threshold: learn a per-channel threshold (binary mode; the core's ``v_threshold``
+            ``[C]``, which ``neuron.threshold`` is), initialised from ``threshold``.
         reset_mechanism: ``"none"`` only (the DSN has no reset).
         **leaky_options: snnTorch's remaining ``Leaky`` options, at supported values.
     """
 
     _core_type = neurons.DynamicDecay
     _resets = ("none",)
+    _threshold_per_channel = True
     _no_beta = "its decay is computed from the input at every step (a causal convolution), not a constant"
     _mem_is_membrane = True
 
@@ -708,12 +714,13 @@ class DynamicDecay(LeakyAdapter):
         init_decay: float = 0.5,
         spike_mode: str = "binary",
         levels: int = 4,
+        learn_threshold: bool = False,
         init_hidden: bool = False,
         output: bool = False,
         reset_mechanism: str = "none",
         **leaky_options: Any,
     ) -> None:
-        def make_core(surrogate: Surrogate, v_threshold: float) -> neurons.DynamicDecay:
+        def make_core(surrogate: Surrogate, v_threshold: float | torch.Tensor) -> neurons.DynamicDecay:
             return neurons.DynamicDecay(
                 features,
                 kernel_size=kernel_size,
@@ -722,6 +729,7 @@ class DynamicDecay(LeakyAdapter):
                 spike_mode=spike_mode,
                 levels=levels,
                 v_threshold=v_threshold,
+                learn_threshold=learn_threshold,
                 surrogate=surrogate,
             )
 

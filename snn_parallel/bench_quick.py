@@ -142,8 +142,8 @@ def _op_runs(model: str, shape: Shape, device: torch.device) -> Runs:
         state = neuron.init_state(x[0])
 
         def forward() -> torch.Tensor:  # spikes only, as the neuron's forward runs it
-            return dsn_membrane(x, state.history, weight, bias, neuron.tau, state.h, neuron._spike_fn, neuron._shift,
-                                validate=False, membrane=False)[0]  # fmt: skip
+            return dsn_membrane(x, state.history, weight, bias, neuron.tau, state.h, neuron._spike_fn,
+                                neuron._shift(x, 2), validate=False, membrane=False)[0]  # fmt: skip
     elif model == "ltc":
         state = neuron.init_state(x[0])
         with torch.no_grad():

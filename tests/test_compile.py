@@ -66,6 +66,7 @@ def _assert_same_gradients(got: list, expected: list, names: list[str]) -> None:
 NEURONS: dict[str, tuple[Callable[[], sn.Neuron], float]] = {
     "dsn_binary": (lambda: sn.DynamicDecay(C), 2.0),
     "dsn_integer": (lambda: sn.DynamicDecay(C, spike_mode="integer"), 2.0),
+    "dsn_threshold": (lambda: sn.DynamicDecay(C, v_threshold=[0.4, 0.6, 0.8, 1.0], learn_threshold=True), 2.0),
     "prf": (lambda: sn.PRF(C, learn_decay=True), 3.0),
     "prf_reset": (lambda: sn.PRF(C, learn_decay=True, reset=True), 3.0),
     "prf_fft": (lambda: sn.PRF(C, learn_decay=True, mode="fft"), 3.0),

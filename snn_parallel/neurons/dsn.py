@@ -13,6 +13,9 @@ convolution over time, per channel :math:`c`:
     S_t &= \Theta(H_t - V_{th}) \quad\text{(binary)} \qquad
     S_t = \mathrm{clip}(\mathrm{round}(H_t), 0, N) \quad\text{(integer)}
 
+In binary mode :math:`V_{th}` is one number, or one per channel, learned with ``learn_threshold=True``
+(its gradient :math:`-\sum_t \bar S_t f'(H_t - V_{th})`, the spikes' argument being its only path).
+
 Spikes do not feed back into :math:`H`, so training solves the gated linear recurrence
 with a parallel scan (in log space, no cumulative-product division), fused with the decay
 convolution in :func:`~snn_parallel.ops.dsn_membrane`. Defaults follow the
@@ -22,6 +25,7 @@ paper: :math:`k = 4`, :math:`\tau = 0.25`, :math:`N = 4`.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import NamedTuple
 
 import torch
@@ -54,7 +58,10 @@ class DynamicDecay(Neuron):
         spike_mode: ``"binary"`` (surrogate gradient) or ``"integer"`` (clip-round, with a
             straight-through gradient inside ``[0, levels]``).
         levels: :math:`N`, the largest integer spike.
-        v_threshold: :math:`V_{th}` of binary mode.
+        v_threshold: :math:`V_{th}` of binary mode: a number, or one per channel (a ``[C]`` tensor or a
+            sequence of numbers).
+        learn_threshold: learn a per-channel :math:`V_{th}` (the parameter ``v_threshold``, ``[C]``),
+            initialised from ``v_threshold`` (binary mode).
         surrogate: any surrogate :func:`~snn_parallel.surrogate.resolve` accepts (binary mode).
         backend: ``"auto"``, ``"torch"`` or ``"cupy"`` for the scan.
 
@@ -72,7 +79,8 @@ class DynamicDecay(Neuron):
         init_decay: float = 0.5,
         spike_mode: str = "binary",
         levels: int = 4,
-        v_threshold: float = 1.0,
+        v_threshold: float | torch.Tensor | Sequence[float] = 1.0,
+        learn_threshold: bool = False,
         surrogate: object = None,
         backend: str = "auto",
     ) -> None:
@@ -82,23 +90,29 @@ class DynamicDecay(Neuron):
         self.init_decay = check_float(init_decay, "init_decay", minimum=0, min_open=True, maximum=1, max_open=True)
         self.spike_mode = check_choice(spike_mode, "spike_mode", ("binary", "integer"))
         self.levels = check_int(levels, "levels", minimum=1)
-        self.v_threshold = check_float(v_threshold, "v_threshold")
+        threshold = self._declare_threshold(v_threshold, learn_threshold)
+        if threshold and spike_mode == "integer":
+            raise ValueError(
+                "a per-channel or learned v_threshold is binary mode's: integer spikes round the membrane and have "
+                "no threshold (pass spike_mode='binary', or a number as v_threshold)"
+            )
         self.surrogate = neuron_surrogate(surrogate)
         # the spike function, applied to H - shift
         self._spike_fn = IntegerSpike(levels) if spike_mode == "integer" else self.surrogate
-        self._declare(weight=True, bias=True)
+        self._declare(weight=True, bias=True, **threshold)
 
     def _initial_values(self, features: int) -> dict[str, torch.Tensor]:
         bound = 1 / math.sqrt(self.kernel_size)  # PyTorch's conv default for fan-in k
         return {
             "weight": torch.empty(features, self.kernel_size).uniform_(-bound, bound),
             "bias": torch.full((features,), self._bias_for(self.init_decay)),
+            **self._threshold_values(features),
         }
 
-    @property
-    def _shift(self) -> float:
-        """What the spike function's input is measured from: :math:`V_{th}` (binary) or 0 (integer)."""
-        return 0.0 if self.spike_mode == "integer" else self.v_threshold
+    def _shift(self, x: torch.Tensor, channel_dim: int) -> float | torch.Tensor:
+        """What the spike function's input is measured from, for ``x`` (channels at ``channel_dim``):
+        :math:`V_{th}` (binary) or 0 (integer)."""
+        return 0.0 if self.spike_mode == "integer" else self._threshold_at(x, channel_dim)
 
     def _bias_for(self, decay: float) -> float:
         """The pre-activation that gives decay ``decay``: :math:`\\mathrm{logit}(\\alpha^{\\tau})`."""
@@ -139,7 +153,7 @@ class DynamicDecay(Neuron):
             self.tau,
             state.h,
             self._spike_fn,
-            self._shift,
+            self._shift(x_seq, 2),
             backend=self.ops_backend,
             validate=False,
             membrane=membrane,
@@ -153,10 +167,10 @@ class DynamicDecay(Neuron):
         window = torch.cat([state.history, x_t.unsqueeze(0)])
         weight, bias = self._taps(window)
         h = dsn_step(window, weight, bias, self.tau, state.h)
-        return self._spike_fn(h - self._shift), h, DSNState(h, window[1:])
+        return self._spike_fn(h - self._shift(x_t, 1)), h, DSNState(h, window[1:])
 
     def extra_repr(self) -> str:
         return (
             f"features={self.features}, kernel_size={self.kernel_size}, tau={self.tau}, init_decay={self.init_decay}, "
-            f"spike_mode={self.spike_mode!r}, levels={self.levels}, v_threshold={self.v_threshold}"
+            f"spike_mode={self.spike_mode!r}, levels={self.levels}, {self._threshold_repr()}"
         )

@@ -187,7 +187,8 @@ def test_our_surrogate_factories_fire_like_snntorch():
 @pytest.mark.parametrize(
     "cls, kwargs, error, name",
     [
-        (DynamicDecay, {"learn_threshold": True}, ValueError, "learn_threshold"),
+        (LTC, {"learn_threshold": True}, ValueError, "learn_threshold"),
+        (DynamicDecay, {"spike_mode": "integer", "learn_threshold": True}, ValueError, "binary mode's"),
         (PRF, {"inhibition": True}, ValueError, "inhibition"),
         (LTC, {"state_quant": lambda m: m}, ValueError, "state_quant"),
         (DecoupledLIF, {"surrogate_disable": True}, ValueError, "surrogate_disable"),
@@ -199,7 +200,7 @@ def test_our_surrogate_factories_fire_like_snntorch():
         (DecoupledLIF, {"reset_delay": True}, ValueError, "reset_delay"),
         (DecoupledLIF, {"beta": 1.0}, ValueError, "beta"),
         (DecoupledLIF, {"beta": torch.tensor([0.5, 0.6])}, ValueError, "beta has 2 values for 8 features"),
-        (DynamicDecay, {"threshold": torch.linspace(0.5, 1, 8)}, ValueError, "threshold must be one value for all"),
+        (PSPLIF, {"threshold": torch.linspace(0.5, 1, 8)}, ValueError, "threshold must be one value for all"),
         (PRF, {"threshold": torch.linspace(0.5, 1.0, 4)}, ValueError, "v_threshold has 4 values, one per channel"),
         (DecoupledLIF, {"threshold": torch.rand(8, 2)}, ValueError, r"threshold must be one number or one per channel"),
         (PRF, {"learn_threshold": "yes"}, TypeError, "learn_threshold must be a bool"),

@@ -1,5 +1,6 @@
-"""The snnTorch skins' per-neuron and learned ``threshold`` (``DecoupledLIF``, ``PRF``): one tensor shared with the
-core, retuned by assignment, state dicts to and from ``snn.Leaky``, every entry point, against ``snn.Leaky``."""
+"""The snnTorch skins' per-neuron and learned ``threshold`` (``DecoupledLIF``, ``PRF``, ``DynamicDecay``): one tensor
+shared with the core, retuned by assignment, state dicts to and from ``snn.Leaky``, every entry point, against
+``snn.Leaky``."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import torch
 from torch import nn
 
 snn = pytest.importorskip("snntorch")
-from snn_parallel.adapters.snntorch import PRF, DecoupledLIF  # noqa: E402
+from snn_parallel.adapters.snntorch import PRF, DecoupledLIF, DynamicDecay  # noqa: E402
 
 from snn_parallel.surrogate import FastSigmoid  # noqa: E402
 
@@ -20,7 +21,7 @@ def _thresholds() -> torch.Tensor:
     return torch.tensor([0.4, 0.6, 0.8, 1.0, 1.2])
 
 
-@pytest.mark.parametrize("cls", [DecoupledLIF, PRF])
+@pytest.mark.parametrize("cls", [DecoupledLIF, PRF, DynamicDecay])
 def test_the_learned_threshold_is_one_parameter_shared_with_the_core(cls):
     neuron = cls(CHANNELS, threshold=_thresholds(), learn_threshold=True)
     assert isinstance(neuron.threshold, nn.Parameter) and neuron.threshold is neuron.core.v_threshold
@@ -127,6 +128,23 @@ def test_prf_skin_multistep_equals_its_steps_with_a_learned_threshold(reset_mech
     spk_seq, _ = neuron.multistep(x)
     assert torch.equal(spk_seq, stepped) and stepped.sum() > 10
     torch.testing.assert_close(torch.autograd.grad(spk_seq.sum(), neuron.threshold)[0], stepped_grad)
+
+
+def test_dsn_skin_multistep_equals_its_steps_with_a_learned_threshold():
+    """``DynamicDecay(threshold=[C], learn_threshold=True)``: ``multistep`` (the kernels' path on a GPU) gives the
+    steps' spikes and threshold gradient, and the threshold trains; integer spikes refuse it."""
+    torch.manual_seed(2)
+    neuron = DynamicDecay(CHANNELS, threshold=_thresholds() / 2, learn_threshold=True).double()
+    x = torch.rand(20, 3, CHANNELS, dtype=F64) * 1.5
+    stepped = torch.stack([neuron(x_t)[0] for x_t in x])
+    stepped_grad = torch.autograd.grad(stepped.sum(), neuron.threshold)[0]
+    neuron.reset_mem()
+    spk_seq, _ = neuron.multistep(x)
+    assert torch.equal(spk_seq, stepped) and stepped.sum() > 10
+    torch.testing.assert_close(torch.autograd.grad(spk_seq.sum(), neuron.threshold)[0], stepped_grad)
+    assert stepped_grad.abs().min() > 0
+    with pytest.raises(ValueError, match="binary mode's"):
+        DynamicDecay(CHANNELS, spike_mode="integer", learn_threshold=True)
 
 
 def test_nir_export_writes_the_learned_per_neuron_thresholds():

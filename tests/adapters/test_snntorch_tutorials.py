@@ -145,21 +145,22 @@ def test_regression_tutorial_trains_every_skin_under_a_readout_that_does_not_res
 @pytest.mark.parametrize("cls", SKINS, **_ids)
 def test_regression_tutorial_options_the_neurons_cannot_take_are_refused_with_the_reason(cls):
     """The tutorial's per-neuron random ``threshold`` (``torch.rand(H)``) and ``learn_threshold=True``, which
-    ``DecoupledLIF`` and ``PRF`` take (``neuron.threshold`` is then the parameter an optimizer trains) and the
+    ``DecoupledLIF``, ``PRF`` and ``DynamicDecay`` take (``neuron.threshold`` is then the parameter an optimizer
+    trains) and the
     other skins refuse, saying which take them; a readout with ``reset_mechanism="none"`` on a skin whose reset
     is built in: each refusal a ``ValueError`` that names the argument, says why, and what to do instead."""
     snn.Leaky(beta=0.9, threshold=torch.rand(16), learn_threshold=True)  # what snn.Leaky takes
-    if cls in (DecoupledLIF, PRF):
+    if cls in (DecoupledLIF, PRF, DynamicDecay):
         neuron = cls(threshold=torch.rand(16), learn_threshold=True)
         neuron(torch.rand(2, 16))
         assert isinstance(neuron.threshold, nn.Parameter) and neuron.threshold.shape == (16,)
         assert any(p is neuron.threshold for p in neuron.parameters())
     else:
         with pytest.raises(
-            ValueError, match=r"threshold must be one value .* one threshold for all its channels.*DecoupledLIF and PRF"
+            ValueError, match=r"threshold must be one value .* for all .*DecoupledLIF, PRF and DynamicDecay"
         ):
             cls(threshold=torch.rand(16))
-        with pytest.raises(ValueError, match=r"learn_threshold=True .*not a parameter.*DecoupledLIF and PRF learn"):
+        with pytest.raises(ValueError, match=r"learn_threshold=True .*not a parameter.*PRF and DynamicDecay learn"):
             cls(learn_threshold=True)
     if "none" not in cls._resets:
         with pytest.raises(ValueError, match=r"reset_mechanism='none' .* use DynamicDecay or PRF.*keep snn.Leaky"):

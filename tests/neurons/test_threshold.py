@@ -1,6 +1,6 @@
-"""A per-channel and learned threshold (``v_threshold`` ``[C]``, ``learn_threshold=True``) in ``DecoupledLIF`` and
-``PRF``: against soft-reset LIF and resonate-and-fire loops written from the equations, parallel == serial, carried
-state, lazy materialisation, state dicts, low precision and bad input."""
+"""A per-channel and learned threshold (``v_threshold`` ``[C]``, ``learn_threshold=True``) in ``DecoupledLIF``,
+``PRF`` and ``DynamicDecay``: against soft-reset LIF, resonate-and-fire and DSN loops written from the equations,
+parallel == serial, carried state, lazy materialisation, state dicts, low precision and bad input."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ import math
 import pytest
 import torch
 
-from snn_parallel.neurons import PRF, DecoupledLIF
+from snn_parallel.neurons import PRF, DecoupledLIF, DynamicDecay
+from snn_parallel.ops.dsn import dsn_membrane_reference
 from snn_parallel.ops.linear_fire import linear_fire_reference, soft_reset_lif_reference
 from snn_parallel.surrogate import ATan
 
@@ -101,6 +102,35 @@ def test_prf_learned_threshold_matches_its_equations(reset):
         torch.testing.assert_close(g, r)
 
 
+def test_dsn_learned_threshold_matches_its_equations():
+    """Binary DSN with a learned per-channel threshold: :math:`S_t = f(H_t - V_{th})` over the membrane of the
+    step-by-step DSN reference, on feature maps; the spikes, membranes and the gradients of the input, the decay
+    conv and the threshold."""
+    torch.manual_seed(6)
+    neuron = DynamicDecay(3, v_threshold=[0.2, 0.5, 0.8], learn_threshold=True).double()
+    x = (torch.rand(40, 2, 3, 2, dtype=F64) * 1.5).requires_grad_()
+    spikes, membrane, _ = neuron(x, return_membrane=True)
+    weight, bias = neuron._taps(x)
+    history = torch.zeros(neuron.kernel_size - 1, *x.shape[1:], dtype=F64)
+    ref_membrane, _ = dsn_membrane_reference(x, history, weight, bias, neuron.tau, torch.zeros_like(x[0]))
+    ref_spikes = neuron.surrogate(ref_membrane - neuron.v_threshold.view(3, 1))
+    assert spikes.sum(dim=(0, 1, 3)).gt(5).all()  # every channel fires
+    assert torch.equal(spikes, ref_spikes)
+    torch.testing.assert_close(membrane, ref_membrane)
+    params = [x, neuron.weight, neuron.bias, neuron.v_threshold]
+    got, ref = _grads((spikes, membrane), params), _grads((ref_spikes, ref_membrane), params)
+    assert ref[-1].abs().min() > 1e-3
+    for g, r in zip(got, ref, strict=True):
+        torch.testing.assert_close(g, r)
+
+
+def test_dsn_integer_spikes_refuse_a_per_channel_or_learned_threshold():
+    for kwargs in ({"learn_threshold": True}, {"v_threshold": [0.5, 1.0, 1.5]}):
+        with pytest.raises(ValueError, match=r"binary mode's: integer spikes .* have no threshold"):
+            DynamicDecay(3, spike_mode="integer", **kwargs)
+    DynamicDecay(3, spike_mode="integer", v_threshold=0.5)  # a number, unused, as before
+
+
 # -- parallel == serial, carried state, every mode --------------------------------------------------------
 FACTORIES = {
     "lif": lambda: DecoupledLIF(3, learn_decay=True, v_threshold=THRESHOLDS, learn_threshold=True),
@@ -108,6 +138,7 @@ FACTORIES = {
     "prf": lambda: PRF(3, dt_range=(0.3, 1.0), v_threshold=0.4, learn_threshold=True),
     "prf-reset": lambda: PRF(3, dt_range=(0.3, 1.0), reset=True, v_threshold=[0.3, 0.5, 0.8], learn_threshold=True),
     "prf-fft": lambda: PRF(3, dt_range=(0.3, 1.0), mode="fft", v_threshold=[0.3, 0.5, 0.8], learn_threshold=True),
+    "dsn": lambda: DynamicDecay(3, v_threshold=[0.3, 0.6, 0.9], learn_threshold=True),
 }
 
 
@@ -203,7 +234,7 @@ def test_a_threshold_whose_length_is_not_the_feature_count_is_named():
     lazy(torch.rand(4, 2, 3))  # the right count still builds it
 
 
-@pytest.mark.parametrize("cls", [DecoupledLIF, PRF])
+@pytest.mark.parametrize("cls", [DecoupledLIF, PRF, DynamicDecay])
 def test_state_dicts_round_trip_and_a_float_threshold_keeps_the_old_keys(cls):
     neuron = cls(3, v_threshold=[0.5, 1.0, 1.5], learn_threshold=True)
     with torch.no_grad():
@@ -222,10 +253,11 @@ def test_repr_says_how_the_threshold_is_held():
     assert "v_threshold=0.5" in repr(DecoupledLIF(3, v_threshold=0.5))
     assert "v_threshold=learned per channel" in repr(DecoupledLIF(3, learn_threshold=True))
     assert "v_threshold=per channel" in repr(PRF(3, v_threshold=[0.1, 0.2, 0.3]))
+    assert "v_threshold=learned per channel" in repr(DynamicDecay(3, learn_threshold=True))
 
 
 # -- bad input -----------------------------------------------------------------------------------------
-@pytest.mark.parametrize("cls", [DecoupledLIF, PRF])
+@pytest.mark.parametrize("cls", [DecoupledLIF, PRF, DynamicDecay])
 @pytest.mark.parametrize(
     "value, error, match",
     [

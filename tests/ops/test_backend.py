@@ -17,6 +17,12 @@ NEURONS = {
     "lif": lambda: sp.DecoupledLIF(4, learn_decay=True),
     "ltc": lambda: sp.LTC(4, mode="parallel"),
     "psplif": lambda: sp.PSPLIF(4),
+    # a learned threshold per channel: its gradient from the kernels' backward
+    "dsn_threshold": lambda: sp.DynamicDecay(4, v_threshold=[0.3, 0.5, 0.7, 0.9], learn_threshold=True),
+    "prf_reset_threshold": lambda: sp.PRF(4, reset=True, v_threshold=[0.2, 0.4, 0.6, 0.8], learn_threshold=True),
+    "lif_threshold": lambda: sp.DecoupledLIF(
+        4, learn_decay=True, v_threshold=[0.5, 0.8, 1.1, 1.4], learn_threshold=True
+    ),
 }
 
 
