@@ -292,7 +292,11 @@ class OTTTTrainer(Trainer):
     parameters keep instantaneous gradients). The readout, which feeds the loss with no
     membrane after it, keeps its exact, instantaneous gradient. For a single layer every
     gradient then equals BPTT's (resets detached), at the cost of a ``[B, out, in]`` trace per
-    synapse instead of ``[B, in]``; memory stays flat in :math:`T`.
+    synapse instead of ``[B, in]``; memory stays flat in :math:`T`. One exception: a learned
+    threshold of a neuron that resets (``learn_threshold=True`` with ``DecoupledLIF``, or PRF with
+    ``reset=True``) gets the part of its gradient within each step only, the spikes' argument
+    :math:`m_t - V_{th}`; the part its reset carries to later steps through the threshold bias
+    (:math:`V_{th} s_t`) is not traced.
 
     Args:
         variant: ``"A"`` accumulates gradients over the sequence and steps once;
