@@ -811,7 +811,9 @@ class DecoupledLIF(LeakyAdapter):
         threshold: :math:`V_{th}`: a number, or one per channel (a ``[C]`` tensor, as ``snn.Leaky``'s
             per-neuron ``threshold``).
         spike_grad: snnTorch surrogate.
-        learn_beta: learn a per-channel decay (core ``learn_decay``).
+        learn_beta: learn a per-channel decay (core ``learn_decay``); its gradient flows through the
+            reset-free membrane only (the core's reset is detached, its bias decaying with
+            ``beta`` detached), where ``snn.Leaky``'s also flows through the resets subtracted.
         learn_threshold: learn a per-channel threshold (the core's ``v_threshold`` ``[C]``, which
             ``neuron.threshold`` is), initialised from ``threshold``; its gradient is
             ``snn.Leaky(learn_threshold=True)``'s.
