@@ -116,33 +116,37 @@ def test_per_neuron_thresholds_fire_as_snn_leaky_and_multistep_equals_the_steps(
     assert stepped_grad.abs().min() > 0
 
 
-@pytest.mark.parametrize("reset_mechanism", ["none", "subtract"])
-def test_prf_skin_multistep_equals_its_steps_with_a_learned_threshold(reset_mechanism):
+#: skins other than DecoupledLIF (tested against snn.Leaky above): (factory of a learned per-channel threshold, input)
+MULTISTEP_SKINS = {
+    "prf": (lambda t: PRF(CHANNELS, threshold=t / 4, learn_threshold=True), lambda: torch.randn(16, 3, CHANNELS)),
+    "prf-subtract": (
+        lambda t: PRF(CHANNELS, threshold=t / 4, learn_threshold=True, reset_mechanism="subtract"),
+        lambda: torch.randn(16, 3, CHANNELS),
+    ),
+    "dsn": (
+        lambda t: DynamicDecay(CHANNELS, threshold=t / 2, learn_threshold=True),
+        lambda: torch.rand(20, 3, CHANNELS) * 1.5,
+    ),
+}
+
+
+@pytest.mark.parametrize("name", MULTISTEP_SKINS)
+def test_multistep_equals_the_steps_with_a_learned_threshold(name):
+    """``multistep`` (the kernels' path on a GPU) gives the steps' spikes and threshold gradient."""
+    make, draw = MULTISTEP_SKINS[name]
     torch.manual_seed(1)
-    neuron = PRF(CHANNELS, threshold=_thresholds() / 4, learn_threshold=True, reset_mechanism=reset_mechanism)
-    neuron = neuron.double()
-    x = torch.randn(16, 3, CHANNELS, dtype=F64)
+    neuron = make(_thresholds()).double()
+    x = draw().double()
     stepped = torch.stack([neuron(x_t)[0] for x_t in x])
     stepped_grad = torch.autograd.grad(stepped.sum(), neuron.threshold)[0]
     neuron.reset_mem()
     spk_seq, _ = neuron.multistep(x)
     assert torch.equal(spk_seq, stepped) and stepped.sum() > 10
     torch.testing.assert_close(torch.autograd.grad(spk_seq.sum(), neuron.threshold)[0], stepped_grad)
+    assert stepped_grad.abs().max() > 0
 
 
-def test_dsn_skin_multistep_equals_its_steps_with_a_learned_threshold():
-    """``DynamicDecay(threshold=[C], learn_threshold=True)``: ``multistep`` (the kernels' path on a GPU) gives the
-    steps' spikes and threshold gradient, and the threshold trains; integer spikes refuse it."""
-    torch.manual_seed(2)
-    neuron = DynamicDecay(CHANNELS, threshold=_thresholds() / 2, learn_threshold=True).double()
-    x = torch.rand(20, 3, CHANNELS, dtype=F64) * 1.5
-    stepped = torch.stack([neuron(x_t)[0] for x_t in x])
-    stepped_grad = torch.autograd.grad(stepped.sum(), neuron.threshold)[0]
-    neuron.reset_mem()
-    spk_seq, _ = neuron.multistep(x)
-    assert torch.equal(spk_seq, stepped) and stepped.sum() > 10
-    torch.testing.assert_close(torch.autograd.grad(spk_seq.sum(), neuron.threshold)[0], stepped_grad)
-    assert stepped_grad.abs().min() > 0
+def test_dsn_skin_with_integer_spikes_refuses_a_learned_threshold():
     with pytest.raises(ValueError, match="binary mode's"):
         DynamicDecay(CHANNELS, spike_mode="integer", learn_threshold=True)
 
