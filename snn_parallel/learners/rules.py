@@ -292,11 +292,11 @@ class OTTTTrainer(Trainer):
     parameters keep instantaneous gradients). The readout, which feeds the loss with no
     membrane after it, keeps its exact, instantaneous gradient. For a single layer every
     gradient then equals BPTT's (resets detached), at the cost of a ``[B, out, in]`` trace per
-    synapse instead of ``[B, in]``; memory stays flat in :math:`T`. One exception: a learned
-    threshold of a neuron that resets (``learn_threshold=True`` with ``DecoupledLIF``, or PRF with
-    ``reset=True``) gets the part of its gradient within each step only, the spikes' argument
-    :math:`m_t - V_{th}`; the part its reset carries to later steps through the threshold bias
-    (:math:`V_{th} s_t`) is not traced.
+    synapse instead of ``[B, in]``; memory stays flat in :math:`T`. A learned threshold
+    (``learn_threshold=True``) of a neuron that resets also acts on later steps through its threshold
+    bias :math:`b_t`; from rest :math:`\partial b_t/\partial V_{th} = b_t/V_{th}`, which the neuron's
+    state holds, so its gradient is BPTT's too (with ``variant="O"``, whose threshold moves every
+    step, this is the usual online approximation).
 
     Args:
         variant: ``"A"`` accumulates gradients over the sequence and steps once;
@@ -433,7 +433,27 @@ class OTTTTrainer(Trainer):
             # part carried from earlier steps, rho dh_{t-1}/d(rho, g), as a zero-valued term on the current
             carried = (rho * (decay * old.d_rho) + gain * (decay * old.d_gain)).real
             current = current + (carried - carried.detach()) / gain.detach()
+        threshold_term = self._carried_threshold(driver) if isinstance(driver, CoreDriver) else None
+        if threshold_term is not None:
+            current = current + threshold_term / gain.detach()
         return current
+
+    @staticmethod
+    def _carried_threshold(driver: CoreDriver) -> torch.Tensor | None:
+        r"""A zero-valued term on a resetting neuron's membrane whose gradient in its learned threshold is the part
+        its reset carries, :math:`-\partial b_t/\partial V_{th}`: from rest the threshold bias is
+        :math:`b_t = V_{th}\sum_{k<t} \rho^{t-k} s_k`, so :math:`\partial b_t/\partial V_{th} = b_t / V_{th}` (exact
+        while the threshold is constant over the sequence, as with ``variant="A"``). ``None`` for any other
+        neuron, and at the first step."""
+        threshold, state = getattr(driver.core, "v_threshold", None), driver.state
+        if not (isinstance(threshold, torch.Tensor) and threshold.requires_grad) or state is None:
+            return None
+        bias = getattr(state, "bias", None)
+        if bias is None:
+            return None
+        fixed = threshold.detach()
+        eligibility = torch.where(fixed != 0, bias.detach() / fixed, 0.0)  # db_t/dV, [..., C]
+        return -(threshold - fixed) * eligibility
 
     @staticmethod
     def _filter_synapses(
