@@ -64,7 +64,8 @@ def linear_fire_forward(x, decay, scale, h0, bias0, spike_fn, threshold, reset_d
                 s.copy_(spike_fn.heaviside(m - threshold))
                 bias.addcmul_(s, threshold).mul_(reset_decay)
         state = h[-1]
-    return spikes, membrane, checkpoints, state.clone(), bias
+    # bias_next as a copy of the tensor stepped in place: torch <= 2.11's AOT autograd lost its gradient otherwise
+    return spikes, membrane, checkpoints, state.clone(), bias.clone()
 
 
 @torch.no_grad()
