@@ -215,5 +215,8 @@ def _fft_filter(log_a: torch.Tensor, drive: torch.Tensor, h0: torch.Tensor) -> t
     t = torch.arange(steps + 1, device=drive.device, dtype=drive.dtype).view(-1, *([1] * (drive.dim() - 1)))
     powers = torch.exp(t * log_a)  # A^0 .. A^T, [T + 1, 1, C, ...]
     n = 1 << (2 * steps - 1).bit_length()
-    spectrum = torch.fft.fft(powers[:steps], n=n, dim=0) * torch.fft.fft(drive, n=n, dim=0)
+    # the real drive transformed along its last dim: torch 2.11's fake kernel of a real FFT along dim 0 gave other
+    # strides than the real one, which torch.compile refused
+    drive_spectrum = torch.fft.fft(drive.movedim(0, -1), n=n, dim=-1).movedim(-1, 0)
+    spectrum = torch.fft.fft(powers[:steps], n=n, dim=0) * drive_spectrum
     return torch.fft.ifft(spectrum, dim=0)[:steps] + powers[1:] * h0
