@@ -56,6 +56,8 @@ class SynapticLIF(DecoupledLIF):
         tau: membrane time constant, :math:`\beta = 1 - 1/\tau` (``tau > 1``).
         learn_decay: learn a per-channel :math:`\alpha = \sigma(w_\alpha)` and :math:`\beta = \sigma(w_\beta)`,
             initialised from ``tau_syn`` and ``tau``.
+        learn_syn_decay: learn :math:`\alpha` (``True``) or not (``False``) whatever ``learn_decay`` says of
+            :math:`\beta`; ``None`` (default): as ``learn_decay``.
         v_threshold: :math:`V_{th}`: a number, or one per channel (a ``[C]`` tensor or a sequence of
             numbers).
         learn_threshold: learn a per-channel :math:`V_{th}` (the parameter ``v_threshold``, ``[C]``),
@@ -75,6 +77,7 @@ class SynapticLIF(DecoupledLIF):
         tau_syn: float = 2.0,
         tau: float = 2.0,
         learn_decay: bool = False,
+        learn_syn_decay: bool | None = None,
         v_threshold: float | torch.Tensor | Sequence[float] = 1.0,
         learn_threshold: bool = False,
         reset: bool = True,
@@ -84,7 +87,10 @@ class SynapticLIF(DecoupledLIF):
         self.tau_syn = check_float(tau_syn, "tau_syn", minimum=1, min_open=True)
         self.reset = check_bool(reset, "reset")
         # the declaration of the synaptic decay waits for nn.Module.__init__, which the LIF's runs first
-        self._learn_syn = check_bool(learn_decay, "learn_decay")
+        self.learn_syn_decay = check_bool(
+            learn_decay if learn_syn_decay is None else learn_syn_decay,
+            "learn_decay" if learn_syn_decay is None else "learn_syn_decay",
+        )
         super().__init__(
             features,
             tau=tau,
@@ -97,7 +103,7 @@ class SynapticLIF(DecoupledLIF):
 
     def _declare(self, **parameter: bool) -> None:
         """The LIF's tensors, with the synaptic decay's logit declared alongside."""
-        super()._declare(syn_decay_logit=self._learn_syn, **parameter)
+        super()._declare(syn_decay_logit=self.learn_syn_decay, **parameter)
 
     def _initial_values(self, features: int) -> dict[str, torch.Tensor]:
         alpha = 1 - 1 / self.tau_syn

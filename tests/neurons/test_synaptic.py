@@ -167,6 +167,10 @@ def test_lazy_channels_and_state_dict():
     # fixed decays: buffers, in the state dict too
     fixed = SynapticLIF(2, tau_syn=10.0)
     assert not list(fixed.parameters())
+    only_beta = SynapticLIF(2, learn_decay=True, learn_syn_decay=False)
+    assert [name for name, _ in only_beta.named_parameters()] == ["decay_logit"]
+    only_alpha = SynapticLIF(2, learn_syn_decay=True)
+    assert [name for name, _ in only_alpha.named_parameters()] == ["syn_decay_logit"]
     torch.testing.assert_close(fixed.alpha, torch.full((2,), 0.9))
 
 
@@ -192,6 +196,7 @@ def test_low_precision_runs_in_its_dtype_and_under_autocast(dtype):
         (lambda: SynapticLIF(3, tau_syn="5"), TypeError, "tau_syn must be a real number"),
         (lambda: SynapticLIF(3, tau=0.5), ValueError, "tau must be > 1"),
         (lambda: SynapticLIF(3, learn_decay=1), TypeError, "learn_decay"),
+        (lambda: SynapticLIF(3, learn_syn_decay="no"), TypeError, "learn_syn_decay"),
         (lambda: SynapticLIF(3, reset="yes"), TypeError, "reset"),
         (lambda: SynapticLIF(3, v_threshold=float("inf")), ValueError, "v_threshold"),
         (lambda: SynapticLIF(3, v_threshold=[1.0, 2.0]), ValueError, "v_threshold has 2 values"),
