@@ -244,30 +244,88 @@ def _check_factor(value: object) -> None:
         raise ValueError(f"graded_spikes_factor must hold finite real values, got {value}")
 
 
-class LeakyAdapter(snntorch.Leaky):
-    """The base of every class here: maps snnTorch's Leaky contract onto a core neuron ``self.core``.
+class _Decay:
+    """A skin's constant decay as snnTorch reads and writes it (``beta``; ``Synaptic``'s ``alpha`` too): one value in
+    ``(0, 1)``, read back in the shape it was given, or one per channel (snnTorch's per-neuron tensor). The core
+    holds it as its time constant ``tau`` (:math:`1/(1-d)`) and its per-channel logit ``logit``, a parameter where
+    its flag ``learn`` is set; its property ``read`` is the per-channel decay."""
 
-    Subclasses (your own neuron's skin included, see tutorial 5) set :attr:`_core_type`,
-    :attr:`_resets` and :attr:`_no_beta` and call ``super().__init__`` with a function that
-    builds the core neuron from the resolved surrogate and threshold, followed by their own
-    ``snn.Leaky`` arguments (by position, in this order, or by name).
-    """
+    def __init__(self, name: str, value: object, *, tau: str, logit: str, learn: str, read: str) -> None:
+        self.name, self.tau, self.logit, self.learn, self.read_attr = name, tau, logit, learn, read
+        #: per-channel values given to the constructor, loaded (as a state dict's) once the core exists
+        self.pending = (
+            value if isinstance(value, torch.Tensor) and value.numel() > 1 and not _one_value(value) else None
+        )
+        initial = 0.5 if self.pending is not None else _scalar(value, name)  # the core starts from a placeholder
+        if not 0 < initial < 1:
+            raise ValueError(f"{name} must be in (0, 1), got {initial}")
+        #: the core's time constant for the value given
+        self.initial_tau = 1 / (1 - initial)
+        self.shape = value.shape if isinstance(value, torch.Tensor) else torch.Size()
+        self.per_channel = False  # different values per channel, which the core's tau cannot hold
+
+    def read(self, core: neurons.Neuron) -> torch.Tensor:
+        """The decay: in the shape given (0-dim for a number), ``[C]`` where learned or loaded per channel."""
+        if getattr(core, self.learn) or self.per_channel:
+            return getattr(core, self.read_attr)
+        logit = getattr(core, self.logit)
+        return torch.full(self.shape, 1 - 1 / getattr(core, self.tau), device=logit.device, dtype=logit.dtype)
+
+    def load(self, value: object, state_dict: dict[str, Any], key: str, core: neurons.Neuron, owner: str) -> None:
+        """Put ``value`` in ``state_dict`` as the core's decay under ``key``; one value (or equal values) also sets
+        the core's time constant, from which :meth:`read` reads it back."""
+        value = torch.as_tensor(value).detach().to("cpu", torch.float64)
+        if value.numel() == 0 or not bool(((value > 0) & (value < 1)).all()):
+            raise ValueError(f"{self.name} must be in (0, 1) ({owner}'s decay), got {value.tolist()}")
+        flat = value.reshape(-1)
+        per_channel = not _one_value(flat)
+        features = core.features if core.features is not None else flat.numel()
+        if per_channel and flat.numel() != features:
+            raise ValueError(f"{self.name} has {flat.numel()} values for {features} features")
+        self.per_channel, self.shape = per_channel, value.shape
+        if not per_channel:
+            flat = flat[:1]
+            setattr(core, self.tau, float(1 / (1 - flat[0])))
+            if core.features is None:  # the lazy core builds its decay from tau at the first input
+                state_dict[key] = getattr(core, self.logit)
+                return
+        state_dict[key] = torch.logit(flat.expand(features)).clone()
+
+    def describe(self, core: neurons.Neuron) -> str:
+        return (
+            "per channel" if getattr(core, self.learn) or self.per_channel else f"{1 - 1 / getattr(core, self.tau):g}"
+        )
+
+
+def _decay_property(name: str, doc: str) -> property:
+    """A skin's decay ``name`` (a :class:`_Decay` of its ``_decays``), assigned as on snnTorch's neurons: the new value
+    loaded as a state dict's ``name``."""
+
+    def read(skin: _CoreSkin) -> torch.Tensor:
+        return skin._decays[name].read(skin.core)
+
+    def write(skin: _CoreSkin, value: float | torch.Tensor) -> None:
+        skin.load_state_dict({name: torch.as_tensor(value)}, strict=False)
+
+    return property(read, write, doc=doc)
+
+
+class _CoreSkin:
+    """What every skin shares, whichever snnTorch neuron it subclasses (``snntorch.Leaky`` for
+    :class:`LeakyAdapter`'s, ``snntorch.Synaptic`` for :class:`Synaptic`): the core neuron ``self.core`` built from
+    snnTorch's arguments, its threshold read and written as snnTorch's ``threshold``, the fixed
+    ``reset_mechanism``, the input checks and the spikes returned."""
 
     _core_type: ClassVar[type[neurons.Neuron]]
     #: the ``reset_mechanism`` values the core neuron expresses
     _resets: ClassVar[tuple[str, ...]]
-    #: why the neuron has no ``beta`` (a constant membrane decay that NIR's LIF could carry)
-    _no_beta: ClassVar[str] = "its membrane decay is not a constant"
-    #: ``forward``'s ``mem`` is the core's membrane (``return_membrane``) at every step, so a trainer may take it
-    #: from the core's parallel path; otherwise it steps the core (see :meth:`_driven_sequence`)
-    _mem_is_membrane: ClassVar[bool] = False
-    #: :meth:`_keep` needs ``multistep``'s ``mem_seq`` even where it is not returned
-    _keep_reads_membrane: ClassVar[bool] = False
     #: the core neuron takes a threshold per channel and learns it (``v_threshold``, ``learn_threshold``)
     _threshold_per_channel: ClassVar[bool] = False
+    #: the skin's constant decays by snnTorch name (``beta``, ``alpha``), loaded from snnTorch's state dicts
+    _decays: dict[str, _Decay] = {}  # noqa: RUF012 (each skin with decays sets its own)
     core: neurons.Neuron
 
-    def __init__(
+    def _build_core(
         self,
         make_core: Callable[[Surrogate, float | torch.Tensor], neurons.Neuron],
         threshold: float | torch.Tensor,
@@ -275,56 +333,34 @@ class LeakyAdapter(snntorch.Leaky):
         init_hidden: bool,
         output: bool,
         reset_mechanism: str,
-        **leaky_options: Any,
-    ) -> None:
-        """``make_core(surrogate, threshold)`` builds the core neuron (``threshold``: a float, or a ``[C]`` tensor
-        where :attr:`_threshold_per_channel`, whose subclass takes ``learn_threshold`` and passes it to the core);
-        ``leaky_options`` are snnTorch's remaining ``Leaky`` options.
-
-        Everything that can fail runs before ``Leaky.__init__``, which adds the neuron to
-        snnTorch's global ``instances`` list (whose resets would meet a half-built neuron).
-        """
+        options: dict[str, Any],
+    ) -> tuple[neurons.Neuron, torch.Tensor | None, Any]:
+        """The checks every skin makes before snnTorch's ``__init__`` (which adds the neuron to snnTorch's global
+        ``instances`` list, whose resets would meet a half-built neuron), then the core neuron:
+        ``(core, threshold buffer or None, spike_grad)``. ``make_core(surrogate, threshold)`` builds it
+        (``threshold``: a float, or a ``[C]`` tensor where :attr:`_threshold_per_channel`); ``options`` are
+        snnTorch's remaining options, refused where the core cannot express them."""
         name = type(self).__name__
-        for arg in leaky_options:
-            if arg in ("beta", "learn_beta"):  # a skin with a decay names them in its signature
-                raise TypeError(f"{name} takes no {arg}: {self._no_beta}")
-            if arg in _OTHER_NEURONS:
-                raise TypeError(_OTHER_NEURONS[arg].format(name=name, arg=arg))
-            if arg not in _LEAKY_OPTIONS:
-                raise TypeError(f"{name}() got an unexpected keyword argument {arg!r}")
-        options = {
-            "graded_spikes_factor": 1.0,
-            "learn_graded_spikes_factor": False,
-            "reset_delay": False,
-            **leaky_options,
-        }
         for arg, reason in _UNEXPRESSED.items():
             if options.get(arg, False) is not False:
                 raise ValueError(f"{arg}={options[arg]!r} is not supported by {name}: {reason}; leave it at False")
         check_bool(init_hidden, "init_hidden")
         check_bool(output, "output")
-        check_bool(options["learn_graded_spikes_factor"], "learn_graded_spikes_factor")
         if reset_mechanism not in self._resets:
-            readout = (  # snnTorch's regression tutorials read the membrane of a Leaky that does not reset
-                "; for a readout that does not reset (a leaky integrator), use DynamicDecay or PRF, whose "
-                "reset_mechanism is 'none', or keep snn.Leaky"
-                if reset_mechanism == "none"
-                else ""
-            )
             raise ValueError(
-                f"reset_mechanism={reset_mechanism!r} is not supported by {name}; use one of {self._resets}{readout}"
+                f"reset_mechanism={reset_mechanism!r} is not supported by {name}; use one of {self._resets}"
+                f"{self._reset_refusal(reset_mechanism)}"
             )
-        if check_bool(options["reset_delay"], "reset_delay") and reset_mechanism != "none":
+        if check_bool(options.get("reset_delay", False), "reset_delay") and reset_mechanism != "none":
             raise ValueError(
                 f"reset_delay=True is not supported by {name}: its reset acts within the step that "
-                "fired, as Leaky(reset_delay=False) does; pass reset_delay=False"
+                f"fired, as {self._snntorch_name}(reset_delay=False) does; pass reset_delay=False"
             )
         if self._threshold_per_channel:
             threshold_value = _channel_threshold(threshold)
         else:
             threshold_value = _scalar(threshold, "threshold", _PER_CHANNEL_SKINS)
-        _check_factor(options["graded_spikes_factor"])
-        if spike_grad is None:  # Leaky's default, which resolves to our ATan(alpha=2, inclusive=False)
+        if spike_grad is None:  # snnTorch's default, which resolves to our ATan(alpha=2, inclusive=False)
             spike_grad = snntorch.surrogate.atan()
         core = make_core(resolve(spike_grad, inclusive=False, name="spike_grad"), threshold_value)
         if not isinstance(getattr(core, "v_threshold", None), torch.Tensor):
@@ -332,19 +368,19 @@ class LeakyAdapter(snntorch.Leaky):
             buffer = threshold.detach() if isinstance(threshold, torch.Tensor) else torch.as_tensor(threshold_value)
         else:  # per channel or learned: neuron.threshold is the core's tensor itself (see threshold)
             buffer = None
-        super().__init__(
-            _UNUSED_BETA,
-            threshold=buffer,
-            spike_grad=spike_grad,
-            init_hidden=init_hidden,
-            reset_mechanism=reset_mechanism,
-            output=output,
-            graded_spikes_factor=options["graded_spikes_factor"],
-            learn_graded_spikes_factor=options["learn_graded_spikes_factor"],
-            reset_delay=options["reset_delay"],
-        )
-        self.core = core
-        self._mem_attached = False
+        return core, buffer, spike_grad
+
+    #: the snnTorch neuron whose contract the skin keeps (in messages)
+    _snntorch_name: ClassVar[str] = "Leaky"
+
+    def _after_reset(self, spk: torch.Tensor, potential: torch.Tensor, channel_dim: int) -> torch.Tensor:
+        r""":math:`u_t - V_{th}\,\mathrm{sg}(s_t)` (channels at ``channel_dim``): the threshold carries its gradient,
+        as snnTorch's ``learn_threshold=True`` subtraction does."""
+        return potential - self.core._threshold_at(spk, channel_dim) * spk.detach()
+
+    def _reset_refusal(self, reset_mechanism: str) -> str:
+        """Why ``reset_mechanism`` is refused, beyond the values the neuron takes (``""``: nothing more)."""
+        return ""
 
     @property
     def reset_mechanism(self) -> str:
@@ -363,7 +399,7 @@ class LeakyAdapter(snntorch.Leaky):
                 f"reset_mechanism cannot change from {self._reset_mechanism!r} to {value!r} after construction: "
                 f"build a new {name}(reset_mechanism={value!r})"
             )
-        snntorch.Leaky.reset_mechanism.fset(self, value)
+        snntorch.SpikingNeuron.reset_mechanism.fset(self, value)
 
     def __setattr__(self, name: str, value: Any) -> None:
         """``neuron.threshold = tensor`` (snnTorch's buffer, which ``snn.Leaky`` reads at every
@@ -406,23 +442,6 @@ class LeakyAdapter(snntorch.Leaky):
         with torch.no_grad():
             core.v_threshold.copy_(torch.as_tensor(threshold).expand(core.features))
 
-    def _beta_buffer(self, beta: Any, learn_beta: bool) -> None:
-        """Called by ``LIF.__init__``: no ``beta`` buffer (see :attr:`beta`)."""
-
-    @property
-    def beta(self) -> torch.Tensor:
-        """snnTorch's ``beta``, which its NIR export reads: refused with the reason, since the
-        neuron has no constant membrane decay (:class:`DecoupledLIF` has one)."""
-        raise TypeError(
-            f"{type(self).__name__} has no beta: {self._no_beta}. It is not a Leaky LIF, so tools that read "
-            "beta (snnTorch's NIR export among them) cannot describe it: NIR has no primitive for this neuron"
-        )
-
-    @beta.setter
-    def beta(self, value: object) -> None:
-        """``neuron.beta = value``, refused as the constructor's ``beta`` is."""
-        raise TypeError(f"{type(self).__name__} takes no beta: {self._no_beta}")
-
     @property
     def _threshold(self) -> float | torch.Tensor:
         return self.core.v_threshold
@@ -442,8 +461,13 @@ class LeakyAdapter(snntorch.Leaky):
     def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
         """Load as ``snn.Leaky`` does, then pass the loaded ``threshold`` on to the core (a per-channel core takes
         it as its ``v_threshold``, one value standing for every channel); the state dict of a neuron with another
-        ``reset_mechanism`` is refused (the core's reset is built in)."""
-        self._check_loaded_reset(state_dict, prefix)
+        ``reset_mechanism`` is refused (the core's reset is built in). Its decays (``beta``, ``alpha``) become the
+        core's."""
+        self._check_loaded_reset(state_dict, prefix)  # before the decays change
+        for name, decay in self._decays.items():
+            loaded = state_dict.pop(prefix + name, None)
+            if loaded is not None:
+                decay.load(loaded, state_dict, prefix + "core." + decay.logit, self.core, type(self).__name__)
         if "threshold" not in self._buffers and prefix + "threshold" in state_dict:
             self._load_channel_threshold(state_dict.pop(prefix + "threshold"), state_dict, prefix + "core.v_threshold")
         super()._load_from_state_dict(state_dict, prefix, *args)
@@ -467,11 +491,148 @@ class LeakyAdapter(snntorch.Leaky):
     def _check_loaded_reset(self, state_dict: dict[str, Any], prefix: str) -> None:
         reset = state_dict.get(prefix + "reset_mechanism_val")
         if isinstance(reset, torch.Tensor) and reset.numel() == 1 and int(reset) != int(self.reset_mechanism_val):
-            kind = list(snntorch.Leaky.reset_dict)[int(reset)]
+            kind = list(snntorch.SpikingNeuron.reset_dict)[int(reset)]
             raise ValueError(
                 f"{prefix}reset_mechanism_val: the state dict is of a neuron with reset_mechanism={kind!r}; "
                 f"this {type(self).__name__} has reset_mechanism={self.reset_mechanism!r}, fixed at construction"
             )
+
+    def _returns(
+        self, spk: torch.Tensor, mem: torch.Tensor | None
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor | None]:
+        """What ``forward`` returns: the (graded) spikes, and ``mem`` unless ``init_hidden`` without ``output``
+        (``mem`` may then be ``None``)."""
+        spk = spk * self.graded_spikes_factor
+        if self.init_hidden and not self.output:
+            return spk
+        return spk, mem
+
+    def _checked(self, x: torch.Tensor, name: str, channel_dim: int, shape: torch.Size) -> torch.Tensor:
+        """``x`` checked as the core checks it (dtype, NaN, device; cast up under autocast), the errors
+        naming the argument the user passed (the core's own ``step`` would name it ``x_t``), shape errors
+        in snnTorch's terms (``shape``: as the caller gave it). ``snn.Leaky`` is elementwise and takes any
+        shape at any step; a skin's neuron has per-channel parameters, so its channel count is fixed by
+        its first input, and ``LTC`` has no spatial dims."""
+        core = self.core
+        spatial = x.dim() - channel_dim - 1
+        if core.max_spatial_dims is not None and spatial > core.max_spatial_dims:
+            channels = "C" if core.features is None else core.features
+            raise ValueError(
+                f"{name} has shape {tuple(shape)}, with {spatial} dims after the channel dim {channel_dim}: "
+                f"{type(self).__name__} takes [B, {channels}] steps and [T, B, {channels}] sequences only "
+                "(snn.Leaky, elementwise, takes feature maps); flatten them first, e.g. with nn.Flatten()"
+            )
+        if core.features is not None and x.dim() > channel_dim and x.shape[channel_dim] != core.features:
+            raise ValueError(
+                f"{name} has shape {tuple(shape)}, with {x.shape[channel_dim]} channels in dim {channel_dim}; this "
+                f"{type(self).__name__} has {core.features}, fixed by its first input (it has per-channel "
+                "parameters, where snn.Leaky is elementwise and takes any shape): give each layer its own neuron"
+            )
+        check = check_step_input if channel_dim == 1 else check_sequence
+        return core._checked(x, name, check, channel_dim)
+
+    def extra_repr(self) -> str:
+        threshold = self._threshold
+        if isinstance(threshold, torch.Tensor):
+            threshold = f"{'learned ' if self.core.learn_threshold else ''}per channel"
+        return (
+            f"features={self.core.features}, threshold={threshold}, reset_mechanism={self.reset_mechanism!r}, "
+            f"init_hidden={self.init_hidden}, output={self.output}"
+        )
+
+
+class LeakyAdapter(_CoreSkin, snntorch.Leaky):
+    """The base of every class here: maps snnTorch's Leaky contract onto a core neuron ``self.core``.
+
+    Subclasses (your own neuron's skin included, see tutorial 5) set :attr:`_core_type`,
+    :attr:`_resets` and :attr:`_no_beta` and call ``super().__init__`` with a function that
+    builds the core neuron from the resolved surrogate and threshold, followed by their own
+    ``snn.Leaky`` arguments (by position, in this order, or by name).
+    """
+
+    #: why the neuron has no ``beta`` (a constant membrane decay that NIR's LIF could carry)
+    _no_beta: ClassVar[str] = "its membrane decay is not a constant"
+    #: ``forward``'s ``mem`` is the core's membrane (``return_membrane``) at every step, so a trainer may take it
+    #: from the core's parallel path; otherwise it steps the core (see :meth:`_driven_sequence`)
+    _mem_is_membrane: ClassVar[bool] = False
+    #: :meth:`_keep` needs ``multistep``'s ``mem_seq`` even where it is not returned
+    _keep_reads_membrane: ClassVar[bool] = False
+
+    def __init__(
+        self,
+        make_core: Callable[[Surrogate, float | torch.Tensor], neurons.Neuron],
+        threshold: float | torch.Tensor,
+        spike_grad: Any,
+        init_hidden: bool,
+        output: bool,
+        reset_mechanism: str,
+        **leaky_options: Any,
+    ) -> None:
+        """``make_core(surrogate, threshold)`` builds the core neuron (``threshold``: a float, or a ``[C]`` tensor
+        where :attr:`_threshold_per_channel`, whose subclass takes ``learn_threshold`` and passes it to the core);
+        ``leaky_options`` are snnTorch's remaining ``Leaky`` options.
+
+        Everything that can fail runs before ``Leaky.__init__``, which adds the neuron to
+        snnTorch's global ``instances`` list (whose resets would meet a half-built neuron).
+        """
+        name = type(self).__name__
+        for arg in leaky_options:
+            if arg in ("beta", "learn_beta"):  # a skin with a decay names them in its signature
+                raise TypeError(f"{name} takes no {arg}: {self._no_beta}")
+            if arg in _OTHER_NEURONS:
+                raise TypeError(_OTHER_NEURONS[arg].format(name=name, arg=arg))
+            if arg not in _LEAKY_OPTIONS:
+                raise TypeError(f"{name}() got an unexpected keyword argument {arg!r}")
+        options = {
+            "graded_spikes_factor": 1.0,
+            "learn_graded_spikes_factor": False,
+            "reset_delay": False,
+            **leaky_options,
+        }
+        check_bool(options["learn_graded_spikes_factor"], "learn_graded_spikes_factor")
+        _check_factor(options["graded_spikes_factor"])
+        core, buffer, spike_grad = self._build_core(
+            make_core, threshold, spike_grad, init_hidden, output, reset_mechanism, options
+        )
+        super().__init__(
+            _UNUSED_BETA,
+            threshold=buffer,
+            spike_grad=spike_grad,
+            init_hidden=init_hidden,
+            reset_mechanism=reset_mechanism,
+            output=output,
+            graded_spikes_factor=options["graded_spikes_factor"],
+            learn_graded_spikes_factor=options["learn_graded_spikes_factor"],
+            reset_delay=options["reset_delay"],
+        )
+        self.core = core
+        self._mem_attached = False
+
+    def _reset_refusal(self, reset_mechanism: str) -> str:
+        """snnTorch's regression tutorials read the membrane of a Leaky that does not reset."""
+        if reset_mechanism != "none":
+            return ""
+        return (
+            "; for a readout that does not reset (a leaky integrator), use DynamicDecay or PRF, whose "
+            "reset_mechanism is 'none', or keep snn.Leaky"
+        )
+
+    def _beta_buffer(self, beta: Any, learn_beta: bool) -> None:
+        """Called by ``LIF.__init__``: no ``beta`` buffer (see :attr:`beta`)."""
+
+    @property
+    def beta(self) -> torch.Tensor:
+        """snnTorch's ``beta``, which its NIR export reads: refused with the reason, since the
+        neuron has no constant membrane decay (:class:`DecoupledLIF` has one)."""
+        raise TypeError(
+            f"{type(self).__name__} has no beta: {self._no_beta}. It is not a Leaky LIF, so tools that read "
+            "beta (snnTorch's NIR export among them) cannot describe it: NIR has no primitive for this neuron"
+        )
+
+    @beta.setter
+    def beta(self, value: object) -> None:
+        """``neuron.beta = value``, refused as the constructor's ``beta`` is."""
+        raise TypeError(f"{type(self).__name__} takes no beta: {self._no_beta}")
 
     # -- state: one non-persistent buffer per core state field ---------------------------
     def _init_mem(self) -> None:
@@ -539,16 +700,6 @@ class LeakyAdapter(snntorch.Leaky):
             return self._with_membrane(self._rest(mem) if fresh else state, mem)
         return None if fresh else state
 
-    def _returns(
-        self, spk: torch.Tensor, mem: torch.Tensor | None
-    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor | None]:
-        """What ``forward`` returns: the (graded) spikes, and ``mem`` unless ``init_hidden`` without ``output``
-        (``mem`` may then be ``None``)."""
-        spk = spk * self.graded_spikes_factor
-        if self.init_hidden and not self.output:
-            return spk
-        return spk, mem
-
     # -- entry points --------------------------------------------------------------------
     def forward(
         self, input_: torch.Tensor, mem: torch.Tensor | None = None
@@ -569,30 +720,6 @@ class LeakyAdapter(snntorch.Leaky):
         if one_sample:
             spk, mem = spk.reshape(shape), mem.reshape(shape)
         return self._returns(spk, mem)
-
-    def _checked(self, x: torch.Tensor, name: str, channel_dim: int, shape: torch.Size) -> torch.Tensor:
-        """``x`` checked as the core checks it (dtype, NaN, device; cast up under autocast), the errors
-        naming the argument the user passed (the core's own ``step`` would name it ``x_t``), shape errors
-        in snnTorch's terms (``shape``: as the caller gave it). ``snn.Leaky`` is elementwise and takes any
-        shape at any step; a skin's neuron has per-channel parameters, so its channel count is fixed by
-        its first input, and ``LTC`` has no spatial dims."""
-        core = self.core
-        spatial = x.dim() - channel_dim - 1
-        if core.max_spatial_dims is not None and spatial > core.max_spatial_dims:
-            channels = "C" if core.features is None else core.features
-            raise ValueError(
-                f"{name} has shape {tuple(shape)}, with {spatial} dims after the channel dim {channel_dim}: "
-                f"{type(self).__name__} takes [B, {channels}] steps and [T, B, {channels}] sequences only "
-                "(snn.Leaky, elementwise, takes feature maps); flatten them first, e.g. with nn.Flatten()"
-            )
-        if core.features is not None and x.dim() > channel_dim and x.shape[channel_dim] != core.features:
-            raise ValueError(
-                f"{name} has shape {tuple(shape)}, with {x.shape[channel_dim]} channels in dim {channel_dim}; this "
-                f"{type(self).__name__} has {core.features}, fixed by its first input (it has per-channel "
-                "parameters, where snn.Leaky is elementwise and takes any shape): give each layer its own neuron"
-            )
-        check = check_step_input if channel_dim == 1 else check_sequence
-        return core._checked(x, name, check, channel_dim)
 
     def _step(self, input_: torch.Tensor, mem: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         """``(spk, mem)`` of one step ``[B, features, ...]``, the state stored; ``mem`` is the stored
@@ -665,15 +792,6 @@ class LeakyAdapter(snntorch.Leaky):
         for neuron in cls.instances:
             if isinstance(neuron, snntorch.Leaky):
                 neuron.mem = torch.zeros_like(neuron.mem)
-
-    def extra_repr(self) -> str:
-        threshold = self._threshold
-        if isinstance(threshold, torch.Tensor):
-            threshold = f"{'learned ' if self.core.learn_threshold else ''}per channel"
-        return (
-            f"features={self.core.features}, threshold={threshold}, reset_mechanism={self.reset_mechanism!r}, "
-            f"init_hidden={self.init_hidden}, output={self.output}"
-        )
 
 
 class DynamicDecay(LeakyAdapter):
@@ -849,17 +967,13 @@ class DecoupledLIF(LeakyAdapter):
         reset_mechanism: str = "subtract",
         **leaky_options: Any,
     ) -> None:
-        per_channel = isinstance(beta, torch.Tensor) and beta.numel() > 1 and not _one_value(beta)
-        # per-channel values are checked and loaded below, as a state dict's beta; the core starts from a placeholder
-        decay = 0.5 if per_channel else _scalar(beta, "beta")
-        if not 0 < decay < 1:
-            raise ValueError(f"beta must be in (0, 1), got {decay}")
+        decay = _Decay("beta", beta, tau="tau", logit="decay_logit", learn="learn_decay", read="beta")
         mem_kind = check_choice(mem, "mem", ("leaky", "reset_free"))
 
         def make_core(surrogate: Surrogate, v_threshold: float | torch.Tensor) -> neurons.DecoupledLIF:
             return neurons.DecoupledLIF(
                 features,
-                tau=1 / (1 - decay),
+                tau=decay.initial_tau,
                 learn_decay=learn_beta,
                 v_threshold=v_threshold,
                 learn_threshold=learn_threshold,
@@ -869,24 +983,15 @@ class DecoupledLIF(LeakyAdapter):
         super().__init__(make_core, threshold, spike_grad, init_hidden, output, reset_mechanism, **leaky_options)
         self.mem_kind = mem_kind
         self._keep_reads_membrane = mem_kind == "leaky"  # the state kept is the membrane after the last reset
-        self._beta_shape = beta.shape if isinstance(beta, torch.Tensor) else torch.Size()
-        self._beta_per_channel = False  # a per-channel beta, which tau cannot hold
-        if per_channel:  # snn.Leaky's per-neuron beta: the core's decay per channel
-            self.beta = beta
+        self._decays = {"beta": decay}
+        if decay.pending is not None:  # snn.Leaky's per-neuron beta: the core's decay per channel
+            self.beta = decay.pending
 
-    @property
-    def beta(self) -> torch.Tensor:
+    beta = _decay_property(
+        "beta",
         r"""The decay :math:`\beta`: in the shape of the ``beta`` given (0-dim for a number), ``[C]`` with
-        ``learn_beta`` or after loading different values per channel."""
-        if self.core.learn_decay or self._beta_per_channel:
-            return self.core.beta
-        logit = self.core.decay_logit
-        return torch.full(self._beta_shape, 1 - 1 / self.core.tau, device=logit.device, dtype=logit.dtype)
-
-    @beta.setter
-    def beta(self, value: float | torch.Tensor) -> None:
-        """``neuron.beta = value`` as on ``snn.Leaky``: the new decay, loaded as a state dict's ``beta``."""
-        self.load_state_dict({"beta": torch.as_tensor(value)}, strict=False)
+        ``learn_beta`` or after loading different values per channel; assigning it retunes the core.""",
+    )
 
     def _keep(
         self, spk_seq: torch.Tensor, mem_seq: torch.Tensor, state: NamedTuple
@@ -909,11 +1014,6 @@ class DecoupledLIF(LeakyAdapter):
         spk_seq, potential, state = self.core(x_seq, state, return_membrane=True)
         return spk_seq, self._after_reset(spk_seq, potential, 2), state
 
-    def _after_reset(self, spk: torch.Tensor, potential: torch.Tensor, channel_dim: int) -> torch.Tensor:
-        r""":math:`u_t - V_{th}\,\mathrm{sg}(s_t)` (channels at ``channel_dim``): the threshold carries its gradient,
-        as ``snn.Leaky(learn_threshold=True)``'s subtraction does."""
-        return potential - self.core._threshold_at(spk, channel_dim) * spk.detach()
-
     def _step_kept(self, spk: torch.Tensor, state: NamedTuple) -> NamedTuple:
         """In ``"leaky"`` mode keep ``(u_t - V_th s_t, 0)``, as :meth:`_keep` does, so that ``mem`` is the
         membrane after the reset (see the ``mem`` argument)."""
@@ -923,38 +1023,8 @@ class DecoupledLIF(LeakyAdapter):
         after = self._after_reset(spk, state.filtered, 1)
         return neurons.DecoupledLIFState(after, torch.zeros_like(after))
 
-    def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
-        """A ``snn.Leaky`` state dict's ``beta`` becomes the core's decay (and its ``threshold``
-        the core's, as for every skin); a Leaky that does not reset by subtraction is refused."""
-        self._check_loaded_reset(state_dict, prefix)  # before the decay changes
-        beta = state_dict.pop(prefix + "beta", None)
-        if beta is not None:
-            self._load_beta(beta, state_dict, prefix + "core.decay_logit")
-        super()._load_from_state_dict(state_dict, prefix, *args)
-
-    def _load_beta(self, beta: object, state_dict: dict[str, Any], key: str) -> None:
-        """Put ``beta`` in ``state_dict`` as the core's decay under ``key``; one value (or equal
-        values) also sets the core's ``tau``, from which :attr:`beta` reads it back."""
-        beta = torch.as_tensor(beta).detach().to("cpu", torch.float64)
-        if beta.numel() == 0 or not bool(((beta > 0) & (beta < 1)).all()):
-            raise ValueError(f"beta must be in (0, 1) (DecoupledLIF's decay), got {beta.tolist()}")
-        flat = beta.reshape(-1)
-        per_channel = not _one_value(flat)
-        features = self.core.features if self.core.features is not None else flat.numel()
-        if per_channel and flat.numel() != features:
-            raise ValueError(f"beta has {flat.numel()} values for {features} features")
-        self._beta_per_channel, self._beta_shape = per_channel, beta.shape
-        if not per_channel:
-            flat = flat[:1]
-            self.core.tau = float(1 / (1 - flat[0]))
-            if self.core.features is None:  # the lazy core builds its decay from tau at the first input
-                state_dict[key] = self.core.decay_logit
-                return
-        state_dict[key] = torch.logit(flat.expand(features)).clone()
-
     def extra_repr(self) -> str:
-        beta = "per channel" if self.core.learn_decay or self._beta_per_channel else f"{1 - 1 / self.core.tau:g}"
-        return super().extra_repr() + f", beta={beta}, mem={self.mem_kind!r}"
+        return super().extra_repr() + f", beta={self._decays['beta'].describe(self.core)}, mem={self.mem_kind!r}"
 
 
 class LTC(LeakyAdapter):
