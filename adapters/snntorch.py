@@ -160,6 +160,7 @@ __all__ = [
     "DecoupledLIF",
     "LTC",
     "PSPLIF",
+    "Synaptic",
     "reset",
     "multi_gaussian",
     "double_gaussian",
@@ -187,6 +188,8 @@ _PER_CHANNEL_SKINS = (
 )
 #: ``snn.Leaky``'s remaining options, each accepted at the value the core expresses
 _LEAKY_OPTIONS = (*_UNEXPRESSED, "graded_spikes_factor", "learn_graded_spikes_factor", "reset_delay")
+#: ``snn.Synaptic``'s remaining options, each accepted at the value the core expresses
+_SYNAPTIC_OPTIONS = ("surrogate_disable", "inhibition", "state_quant", "reset_delay")
 #: the options of snnTorch's other neurons, which a user swapping one of them for a skin may still pass: why not
 _OTHER_NEURONS = {
     **dict.fromkeys(
@@ -498,14 +501,33 @@ class _CoreSkin:
             )
 
     def _returns(
-        self, spk: torch.Tensor, mem: torch.Tensor | None
-    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor | None]:
-        """What ``forward`` returns: the (graded) spikes, and ``mem`` unless ``init_hidden`` without ``output``
-        (``mem`` may then be ``None``)."""
+        self, spk: torch.Tensor, *state: torch.Tensor | None
+    ) -> torch.Tensor | tuple[torch.Tensor | None, ...]:
+        """What ``forward`` returns: the (graded) spikes, and the state tensors (``mem``; ``syn, mem``) unless
+        ``init_hidden`` without ``output`` (they may then be ``None``)."""
         spk = spk * self.graded_spikes_factor
         if self.init_hidden and not self.output:
             return spk
-        return spk, mem
+        return spk, *state
+
+    def _forward(
+        self, input_: torch.Tensor, *state: torch.Tensor | None
+    ) -> torch.Tensor | tuple[torch.Tensor | None, ...]:
+        """``forward`` of one step, the state tensors passed in (``mem``; ``syn, mem``) given to :meth:`_step`. A step
+        of fewer dims, ``[features]`` or a scalar (snnTorch's neurons take any shape), is one sample: the state is
+        kept as ``[1, features]`` and comes back in the input's shape."""
+        if not isinstance(input_, torch.Tensor):
+            raise TypeError(f"input_ must be a torch.Tensor, got {type(input_).__name__}")
+        shape = input_.shape
+        one_sample = input_.dim() < 2
+        if one_sample:
+            input_ = input_.reshape(1, -1)
+            state = tuple(s.reshape(1, -1) if isinstance(s, torch.Tensor) and s.shape == shape else s for s in state)
+        input_ = self._checked(input_, "input_", 1, shape)
+        spk, *state = self._step(input_, *state)
+        if one_sample:
+            spk, state = spk.reshape(shape), [s.reshape(shape) for s in state]
+        return self._returns(spk, *state)
 
     def _checked(self, x: torch.Tensor, name: str, channel_dim: int, shape: torch.Size) -> torch.Tensor:
         """``x`` checked as the core checks it (dtype, NaN, device; cast up under autocast), the errors
@@ -520,13 +542,15 @@ class _CoreSkin:
             raise ValueError(
                 f"{name} has shape {tuple(shape)}, with {spatial} dims after the channel dim {channel_dim}: "
                 f"{type(self).__name__} takes [B, {channels}] steps and [T, B, {channels}] sequences only "
-                "(snn.Leaky, elementwise, takes feature maps); flatten them first, e.g. with nn.Flatten()"
+                f"(snn.{self._snntorch_name}, elementwise, takes feature maps); flatten them first, e.g. with "
+                "nn.Flatten()"
             )
         if core.features is not None and x.dim() > channel_dim and x.shape[channel_dim] != core.features:
             raise ValueError(
                 f"{name} has shape {tuple(shape)}, with {x.shape[channel_dim]} channels in dim {channel_dim}; this "
                 f"{type(self).__name__} has {core.features}, fixed by its first input (it has per-channel "
-                "parameters, where snn.Leaky is elementwise and takes any shape): give each layer its own neuron"
+                f"parameters, where snn.{self._snntorch_name} is elementwise and takes any shape): give each layer its "
+                "own neuron"
             )
         check = check_step_input if channel_dim == 1 else check_sequence
         return core._checked(x, name, check, channel_dim)
@@ -707,19 +731,7 @@ class LeakyAdapter(_CoreSkin, snntorch.Leaky):
         """One time step for ``input_`` ``[B, features, ...]``; see the module docstring. A step of
         fewer dims, ``[features]`` or a scalar (``snn.Leaky`` takes any shape), is one sample: the
         state is kept as ``[1, features]`` and ``spk``, ``mem`` come back in the input's shape."""
-        if not isinstance(input_, torch.Tensor):
-            raise TypeError(f"input_ must be a torch.Tensor, got {type(input_).__name__}")
-        shape = input_.shape
-        one_sample = input_.dim() < 2
-        if one_sample:
-            input_ = input_.reshape(1, -1)
-            if isinstance(mem, torch.Tensor) and mem.shape == shape:
-                mem = mem.reshape(1, -1)
-        input_ = self._checked(input_, "input_", 1, shape)
-        spk, mem = self._step(input_, mem)
-        if one_sample:
-            spk, mem = spk.reshape(shape), mem.reshape(shape)
-        return self._returns(spk, mem)
+        return self._forward(input_, mem)
 
     def _step(self, input_: torch.Tensor, mem: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         """``(spk, mem)`` of one step ``[B, features, ...]``, the state stored; ``mem`` is the stored
@@ -1141,13 +1153,215 @@ class PSPLIF(LeakyAdapter):
         super().__init__(make_core, threshold, spike_grad, init_hidden, output, reset_mechanism, **leaky_options)
 
 
+class Synaptic(_CoreSkin, snntorch.Synaptic):
+    r"""snnTorch skin of :class:`snn_parallel.neurons.SynapticLIF`, a drop-in for ``snn.Synaptic``: the
+    second-order LIF :math:`\mathrm{syn}_t = \alpha\,\mathrm{syn}_{t-1} + x_t`,
+    :math:`\mathrm{mem}_t = \beta\,\mathrm{mem}_{t-1} + \mathrm{syn}_t - V_{th} s_t`, trained in parallel by
+    :meth:`multistep`. It subclasses ``snntorch.Synaptic``, so snnTorch's tools treat it as one
+    (``utils.reset``, ``Synaptic.detach_hidden`` / ``reset_hidden``, ``reset_mem``, ``init_synaptic``,
+    ``backprop.BPTT`` / ``TBPTT``).
+
+    Args:
+        features: channels ``C``; ``None`` (default) infers it from the first input.
+        alpha: synaptic decay in ``(0, 1)``; the core's :math:`\tau_{syn} = 1/(1-\alpha)`. A tensor of ``C``
+            different values is a decay per channel (``snn.Synaptic``'s per-neuron ``alpha``).
+        beta: membrane decay in ``(0, 1)``; the core's :math:`\tau = 1/(1-\beta)`, per channel likewise.
+        threshold: :math:`V_{th}`: a number, or one per channel (a ``[C]`` tensor).
+        spike_grad: snnTorch surrogate (default ``snntorch.surrogate.atan()``, as ``snn.Synaptic``'s).
+        learn_alpha, learn_beta: learn a per-channel decay (the core's ``learn_syn_decay``, ``learn_decay``), a
+            sigmoid of a logit where ``snn.Synaptic`` learns the decay itself, clamped to ``[0, 1]``.
+        learn_threshold: learn a per-channel threshold (the core's ``v_threshold`` ``[C]``, which
+            ``neuron.threshold`` is), initialised from ``threshold``.
+        init_hidden, output: snnTorch's.
+        reset_mechanism: ``"subtract"`` (default) or ``"none"`` (no reset, the core's ``reset=False``);
+            ``"zero"`` is refused (see below).
+        **synaptic_options: ``snn.Synaptic``'s ``surrogate_disable``, ``inhibition``, ``state_quant`` (each at
+            ``False`` only) and ``reset_delay`` (``False``, the default here: see below).
+
+    **Contract.** ``forward(input_, syn=None, mem=None)`` is one step and returns ``(spk, syn, mem)`` (``spk``
+    alone with ``init_hidden=True, output=False``; passing ``syn`` or ``mem`` then raises ``TypeError``), as
+    ``snn.Synaptic``; ``syn`` and ``mem`` are its buffers ``self.syn``, ``self.mem``, the whole state, carried from
+    one call to the next. ``multistep(x_seq, syn=None, mem=None)`` runs a time-major ``[T, B, ...]`` sequence
+    in parallel and returns ``(spk_seq, syn_seq, mem_seq)`` (or ``spk_seq``), the values ``forward`` returns at
+    each step, leaving the state at the sequence end. ``mem`` is the membrane after the step's reset,
+    :math:`u_t - V_{th} s_t`, as ``snn.Synaptic(reset_delay=False)`` returns it.
+
+    **Firing and reset.** The reset acts within the step that fired, as ``snn.Synaptic(reset_delay=False)``'s;
+    ``reset_delay=True`` is refused with ``"subtract"``. The spikes, ``syn`` and ``mem`` are
+    ``snn.Synaptic(reset_delay=False)``'s as long as one subtraction brings the membrane below the threshold
+    (``snn.Synaptic`` subtracts once more at the next step where it does not). ``"zero"`` would multiply the
+    membrane by :math:`1 - s_t`, feeding the spikes back into the state, which no parallel scan can run.
+
+    **Gradient.** The reset is detached: the spike subtracted carries no gradient, the threshold does (as
+    ``snn.Synaptic(learn_threshold=True)``'s). ``snn.Synaptic(reset_delay=False)`` also backpropagates through
+    the :math:`-V_{th} s_t` of the step that fired, so BPTT gradients differ from it for the same spikes (with
+    ``reset_mechanism="none"`` they are the same). The decays' gradients: ``forward``, step by step, multiplies
+    the membrane after the reset by :math:`\beta`, as ``snn.Synaptic`` does; ``multistep`` gives :math:`\beta`
+    its gradient through the reset-free membrane (the core's, :mod:`snn_parallel.neurons.synaptic`). Without a
+    reset the two are the same.
+
+    A ``snn.Synaptic`` state dict (``alpha``, ``beta``, ``threshold``) loads into it; assigning ``neuron.alpha``,
+    ``neuron.beta`` or ``neuron.threshold`` retunes the core.
+    """
+
+    _core_type = neurons.SynapticLIF
+    _resets = ("subtract", "none")
+    _threshold_per_channel = True
+    _snntorch_name = "Synaptic"
+    core: neurons.SynapticLIF
+
+    def __init__(
+        self,
+        features: int | None = None,
+        *,
+        alpha: float | torch.Tensor = 0.5,
+        beta: float | torch.Tensor = 0.5,
+        threshold: float | torch.Tensor = 1.0,
+        spike_grad: Any = None,
+        learn_alpha: bool = False,
+        learn_beta: bool = False,
+        learn_threshold: bool = False,
+        init_hidden: bool = False,
+        output: bool = False,
+        reset_mechanism: str = "subtract",
+        **synaptic_options: Any,
+    ) -> None:
+        name = type(self).__name__
+        for arg in synaptic_options:
+            if arg not in _SYNAPTIC_OPTIONS:
+                raise TypeError(f"{name}() got an unexpected keyword argument {arg!r}")
+        decays = {
+            "alpha": _Decay(
+                "alpha", alpha, tau="tau_syn", logit="syn_decay_logit", learn="learn_syn_decay", read="alpha"
+            ),
+            "beta": _Decay("beta", beta, tau="tau", logit="decay_logit", learn="learn_decay", read="beta"),
+        }
+        learn_alpha, learn_beta = check_bool(learn_alpha, "learn_alpha"), check_bool(learn_beta, "learn_beta")
+
+        def make_core(surrogate: Surrogate, v_threshold: float | torch.Tensor) -> neurons.SynapticLIF:
+            return neurons.SynapticLIF(
+                features,
+                tau_syn=decays["alpha"].initial_tau,
+                tau=decays["beta"].initial_tau,
+                learn_decay=learn_beta,
+                learn_syn_decay=learn_alpha,
+                v_threshold=v_threshold,
+                learn_threshold=learn_threshold,
+                reset=reset_mechanism == "subtract",
+                surrogate=surrogate,
+            )
+
+        options = {"reset_delay": False, **synaptic_options}
+        core, buffer, spike_grad = self._build_core(
+            make_core, threshold, spike_grad, init_hidden, output, reset_mechanism, options
+        )
+        super().__init__(
+            _UNUSED_BETA,
+            _UNUSED_BETA,
+            threshold=buffer,
+            spike_grad=spike_grad,
+            init_hidden=init_hidden,
+            reset_mechanism=reset_mechanism,
+            output=output,
+            reset_delay=options["reset_delay"],
+        )
+        self.core = core
+        self._decays = decays
+        for decay in decays.values():  # snn.Synaptic's per-neuron decays: the core's per channel
+            if decay.pending is not None:
+                setattr(self, decay.name, decay.pending)
+
+    alpha = _decay_property(
+        "alpha",
+        r"""The synaptic decay :math:`\alpha`: in the shape of the ``alpha`` given (0-dim for a number), ``[C]`` with
+        ``learn_alpha`` or after loading different values per channel; assigning it retunes the core.""",
+    )
+    beta = _decay_property("beta", r"""The membrane decay :math:`\beta`, as :attr:`alpha`.""")
+
+    def _alpha_register_buffer(self, alpha: Any, learn_alpha: bool) -> None:
+        """Called by ``Synaptic.__init__``: no ``alpha`` buffer (the core holds it, see :attr:`alpha`)."""
+
+    def _beta_buffer(self, beta: Any, learn_beta: bool) -> None:
+        """Called by ``LIF.__init__``: no ``beta`` buffer (see :attr:`beta`)."""
+
+    def _reset_refusal(self, reset_mechanism: str) -> str:
+        return (
+            ": a reset to zero multiplies the membrane by 1 - spk, feeding the spikes back into the state, which "
+            "no parallel scan can run; keep snn.Synaptic for it"
+            if reset_mechanism == "zero"
+            else ""
+        )
+
+    # -- state: snn.Synaptic's buffers syn and mem, the whole state ---------------------
+    def _state(self, step: torch.Tensor, name: str, syn: torch.Tensor | None, mem: torch.Tensor | None) -> Any:
+        """The core state to start the checked step ``step`` (of argument ``name``) from: ``syn`` and ``mem``
+        passed in replace the stored ones, as in ``snn.Synaptic``; one of another shape than the step starts at
+        rest. The membrane after the reset is a whole state, the core's threshold bias then 0."""
+        if self.init_hidden and (syn is not None or mem is not None):
+            raise TypeError("`mem` or `syn` should not be passed as an argument while `init_hidden=True`")
+        values = []
+        for field, given in (("syn", syn), ("mem", mem)):
+            stored = self._buffers[field]
+            if given is not None and not isinstance(given, torch.Tensor):
+                raise TypeError(f"{field} must be a torch.Tensor or None, got {type(given).__name__}")
+            if given is not None and given is not stored and given.shape == step.shape:
+                check_state_tensor(given, field, step.shape, step, name)
+                stored = given
+            values.append(stored if stored.shape == step.shape else torch.zeros_like(step))
+        syn, mem = values
+        return self.core.state_type(syn, mem, torch.zeros_like(mem))
+
+    def _store(self, syn: torch.Tensor, mem: torch.Tensor) -> None:
+        """Keep ``syn`` and ``mem`` as the buffers (not views, so that ``detach_hidden`` detaches them in place)."""
+        self._buffers["syn"] = syn if syn._base is None else syn.clone()
+        self._buffers["mem"] = mem if mem._base is None else mem.clone()
+
+    def _after(self, spk: torch.Tensor, potential: torch.Tensor, channel_dim: int) -> torch.Tensor:
+        """``mem``: the potential after the step's reset (as it is without one)."""
+        return self._after_reset(spk, potential, channel_dim) if self.core.reset else potential
+
+    # -- entry points --------------------------------------------------------------------
+    def forward(
+        self, input_: torch.Tensor, syn: torch.Tensor | None = None, mem: torch.Tensor | None = None
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One time step for ``input_`` ``[B, features, ...]`` (a ``[features]`` step or a scalar is one sample):
+        ``(spk, syn, mem)``, the stored buffers themselves (see the class docstring)."""
+        return self._forward(input_, syn, mem)
+
+    def _step(
+        self, input_: torch.Tensor, syn: torch.Tensor | None, mem: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        state = self._state(input_, "input_", syn, mem)
+        spk, state = self.core._step_checked(input_, state, state_values_checked=True)
+        self._store(state.current, self._after(spk, state.filtered, 1))  # the bias came in as 0
+        return spk, self.syn, self.mem
+
+    def multistep(
+        self, x_seq: torch.Tensor, syn: torch.Tensor | None = None, mem: torch.Tensor | None = None
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """All steps of ``x_seq`` ``[T, B, features, ...]`` in parallel: ``(spk_seq, syn_seq, mem_seq)``, each
+        ``[T, B, features, ...]``; ``syn`` and ``mem`` as in :meth:`forward`."""
+        if not isinstance(x_seq, torch.Tensor) or x_seq.dim() < 1:
+            raise TypeError(f"x_seq must be a time-major torch.Tensor [T, B, ...], got {type(x_seq).__name__}")
+        x_seq = self._checked(x_seq, "x_seq", 2, x_seq.shape)
+        state = self._state(x_seq[0], "x_seq", syn, mem)
+        spk_seq, potential, syn_seq, _ = self.core.update_sequence_with_current(x_seq, state)
+        mem_seq = self._after(spk_seq, potential, 2)
+        self._store(syn_seq[-1], mem_seq[-1])
+        return self._returns(spk_seq, syn_seq, mem_seq)
+
+    def extra_repr(self) -> str:
+        alpha, beta = (self._decays[name].describe(self.core) for name in ("alpha", "beta"))
+        return super().extra_repr() + f", alpha={alpha}, beta={beta}"
+
+
 def reset(net: nn.Module) -> None:
-    """Reset the state of every ``snntorch.Leaky`` (ours included) inside ``net``, nested
+    """Reset the state of every ``snntorch.Leaky`` and ``snntorch.Synaptic`` (ours included) inside ``net``, nested
     ones too, and of no other network; the new state is at rest and carries no graph."""
     if not isinstance(net, nn.Module):
         raise TypeError(f"net must be an nn.Module, got {type(net).__name__}")
     for module in net.modules():
-        if isinstance(module, snntorch.Leaky):
+        if isinstance(module, (snntorch.Leaky, snntorch.Synaptic)):
             module.reset_mem()
 
 
@@ -1173,6 +1387,7 @@ def _exports() -> dict[tuple[Any, str], object]:
         (snntorch, "DecoupledLIF"): DecoupledLIF,
         (snntorch, "LTC"): LTC,
         (snntorch, "PSPLIF"): PSPLIF,
+        (snntorch, "SynapticLIF"): Synaptic,  # snntorch.Synaptic is snnTorch's own
         (snntorch.surrogate, "MultiGaussian"): multi_gaussian,
         (snntorch.surrogate, "DoubleGaussian"): double_gaussian,
     }
@@ -1185,7 +1400,8 @@ _skipped: set[str] = set()
 
 def register() -> None:
     """Make the classes reachable as ``snntorch.DynamicDecay``, ``snntorch.PRF``,
-    ``snntorch.DecoupledLIF``, ``snntorch.LTC`` and the surrogate factories as
+    ``snntorch.DecoupledLIF``, ``snntorch.LTC``, ``snntorch.PSPLIF``, :class:`Synaptic` as ``snntorch.SynapticLIF``
+    (``snntorch.Synaptic`` being snnTorch's own) and the surrogate factories as
     ``snntorch.surrogate.MultiGaussian()`` / ``DoubleGaussian()`` (factories, called like
     snnTorch's, that return our surrogate with snnTorch's firing rule).
 

@@ -132,13 +132,22 @@ class SynapticLIF(DecoupledLIF):
     def update_sequence(
         self, x_seq: torch.Tensor, state: SynapticLIFState
     ) -> tuple[torch.Tensor, torch.Tensor, SynapticLIFState]:
+        spikes, membrane, _, last_state = self.update_sequence_with_current(x_seq, state)
+        return spikes, membrane, last_state
+
+    def update_sequence_with_current(
+        self, x_seq: torch.Tensor, state: SynapticLIFState
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, SynapticLIFState]:
+        """:meth:`update_sequence` on checked inputs with the synaptic current :math:`i_t` of every step too:
+        ``(spikes, membrane, current, last_state)``, the first three ``[T, B, C, *spatial]`` (snnTorch's
+        ``Synaptic`` returns the current as ``syn``)."""
         alpha = self._channel_view(self.alpha, x_seq, 2)
         current, last = linear_scan(alpha, x_seq, state.current, backend=self.ops_backend, validate=False)
-        current = current.to(x_seq.dtype)  # half precision comes back in float32
+        current, last = current.to(x_seq.dtype), last.to(x_seq.dtype)  # half precision comes back in float32
         spikes, membrane, filtered, bias = linear_fire(
             *self._fire_arguments(current, state, 2), backend=self.ops_backend, validate=False
         )
-        return spikes, membrane, SynapticLIFState(last.to(x_seq.dtype), filtered, bias)
+        return spikes, membrane, current, SynapticLIFState(last, filtered, bias)
 
     def update(self, x_t: torch.Tensor, state: SynapticLIFState) -> tuple[torch.Tensor, torch.Tensor, SynapticLIFState]:
         current = self._channel_view(self.alpha, x_t, 1) * state.current + x_t
