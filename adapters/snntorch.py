@@ -1344,11 +1344,26 @@ class Synaptic(_CoreSkin, snntorch.Synaptic):
         if not isinstance(x_seq, torch.Tensor) or x_seq.dim() < 1:
             raise TypeError(f"x_seq must be a time-major torch.Tensor [T, B, ...], got {type(x_seq).__name__}")
         x_seq = self._checked(x_seq, "x_seq", 2, x_seq.shape)
-        state = self._state(x_seq[0], "x_seq", syn, mem)
-        spk_seq, potential, syn_seq, _ = self.core.update_sequence_with_current(x_seq, state)
-        mem_seq = self._after(spk_seq, potential, 2)
+        spk_seq, (syn_seq, mem_seq), _ = self._sequence(x_seq, self._state(x_seq[0], "x_seq", syn, mem))
         self._store(syn_seq[-1], mem_seq[-1])
         return self._returns(spk_seq, syn_seq, mem_seq)
+
+    def _sequence(
+        self, x_seq: torch.Tensor, state: NamedTuple
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor], NamedTuple]:
+        """``(spk_seq, (syn_seq, mem_seq), last core state)`` for the checked ``x_seq`` from the core state
+        ``state``: the core's parallel path, ``mem`` after each step's reset."""
+        spk_seq, potential, syn_seq, state = self.core.update_sequence_with_current(x_seq, state)
+        return spk_seq, (syn_seq, self._after(spk_seq, potential, 2)), state
+
+    def _driven_sequence(
+        self, x_seq: torch.Tensor, state: NamedTuple | None
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor], NamedTuple]:
+        """For a trainer of :mod:`snn_parallel.learners`, which holds the core state itself (``None``: at rest):
+        ``(spk_seq, (syn_seq, mem_seq), last_state)``, what :meth:`forward` returns beside the spikes at each step;
+        stores nothing."""
+        x_seq = self.core._checked(x_seq, "x_seq", check_sequence, 2)
+        return self._sequence(x_seq, self.core._resolve_state(state, x_seq[0]))
 
     def extra_repr(self) -> str:
         alpha, beta = (self._decays[name].describe(self.core) for name in ("alpha", "beta"))

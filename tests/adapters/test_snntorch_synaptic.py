@@ -351,3 +351,38 @@ def test_bad_inputs_are_named():
         neuron.multistep(torch.rand(0, 2, 3))
     spk, syn, mem = neuron(torch.rand(3) * 3)  # one sample, in its own shape
     assert spk.shape == syn.shape == mem.shape == (3,)
+
+
+@pytest.mark.parametrize("reset", ["subtract", "none"])
+def test_a_model_reading_syn_and_mem_sees_under_a_trainer_what_it_sees_stepping_itself(reset):
+    """Tutorial 4's forward reads ``spk, syn, mem``: a trainer of :mod:`snn_parallel.learners` (whole sequence in
+    parallel, or step by step) gives the outputs and BPTT gradients of the model called one step at a time."""
+    from snn_parallel.learners import BPTTTrainer
+
+    class ReadsState(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc1, self.fc2 = nn.Linear(4, 8), nn.Linear(8, 3)
+            self.lif = Synaptic(8, alpha=0.8, beta=0.7, init_hidden=True, output=True, reset_mechanism=reset)
+
+        def forward(self, x):
+            spk, syn, mem = self.lif(self.fc1(x))
+            return self.fc2(mem) + syn[:, :3] + spk[:, 3:6]
+
+    torch.manual_seed(0)
+    model = ReadsState().double()
+    nn.init.uniform_(model.fc1.weight, -1, 1)
+    x = torch.rand(9, 5, 4, dtype=F64)
+    assert model.lif.multistep(model.fc1(x))[0].sum() > 10  # it fires
+    model.lif.reset_mem()
+    by_hand = torch.stack([model(x_t) for x_t in x])
+    assert model.lif.mem.abs().sum() > 0 and (model.lif.mem.abs() > 0).any()
+    want = torch.autograd.grad(by_hand.square().sum(), list(model.parameters()))
+    trainer = BPTTTrainer(model, torch.optim.SGD(model.parameters(), lr=0.0), progress=False)
+    for run in (trainer.network.run, lambda x: torch.stack([trainer.network.step(x_t) for x_t in x])):
+        trainer.network.reset()
+        out = run(x)
+        torch.testing.assert_close(out, by_hand)
+        got = torch.autograd.grad(out.square().sum(), list(model.parameters()))
+        for g, w in zip(got, want, strict=True):
+            torch.testing.assert_close(g, w)
