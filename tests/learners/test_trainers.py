@@ -233,13 +233,14 @@ def test_hypr_carries_only_eligibilities_it_can_keep_per_neuron():
 
 
 # -- FPTT ----------------------------------------------------------------------------------------------
-def _fptt_model():
+def _fptt_model(neuron="lif"):
     torch.manual_seed(3)
-    return nn.Sequential(_wide(nn.Linear(4, 6)), NEURONS["lif"](6), nn.Linear(6, 3)).double()
+    return nn.Sequential(_wide(nn.Linear(4, 6)), NEURONS[neuron](6), nn.Linear(6, 3)).double()
 
 
-def test_fptt_one_part_is_bptt_plus_the_regulariser_gradient():
-    model = _fptt_model()
+@pytest.mark.parametrize("neuron", ["lif", "synaptic"])
+def test_fptt_one_part_is_bptt_plus_the_regulariser_gradient(neuron):
+    model = _fptt_model(neuron)
     trainer = FPTTTrainer(
         model,
         torch.optim.SGD(model.parameters(), lr=0.05),
