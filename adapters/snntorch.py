@@ -333,28 +333,28 @@ class _CoreSkin:
         make_core: Callable[[Surrogate, float | torch.Tensor], neurons.Neuron],
         threshold: float | torch.Tensor,
         spike_grad: Any,
-        init_hidden: bool,
-        output: bool,
         reset_mechanism: str,
         options: dict[str, Any],
-    ) -> tuple[neurons.Neuron, torch.Tensor | None, Any]:
+    ) -> tuple[neurons.Neuron, dict[str, Any]]:
         """The checks every skin makes before snnTorch's ``__init__`` (which adds the neuron to snnTorch's global
         ``instances`` list, whose resets would meet a half-built neuron), then the core neuron:
-        ``(core, threshold buffer or None, spike_grad)``. ``make_core(surrogate, threshold)`` builds it
+        ``(core, the arguments snnTorch's __init__ takes from the skin's)``, its ``threshold`` buffer ``None`` where
+        the core holds a per-channel one. ``make_core(surrogate, threshold)`` builds it
         (``threshold``: a float, or a ``[C]`` tensor where :attr:`_threshold_per_channel`); ``options`` are
-        snnTorch's remaining options, refused where the core cannot express them."""
+        snnTorch's options (``init_hidden`` and ``output`` among them), refused where the core cannot express
+        them."""
         name = type(self).__name__
         for arg, reason in _UNEXPRESSED.items():
             if options.get(arg, False) is not False:
                 raise ValueError(f"{arg}={options[arg]!r} is not supported by {name}: {reason}; leave it at False")
-        check_bool(init_hidden, "init_hidden")
-        check_bool(output, "output")
+        check_bool(options["init_hidden"], "init_hidden")
+        check_bool(options["output"], "output")
         if reset_mechanism not in self._resets:
             raise ValueError(
                 f"reset_mechanism={reset_mechanism!r} is not supported by {name}; use one of {self._resets}"
                 f"{self._reset_refusal(reset_mechanism)}"
             )
-        if check_bool(options.get("reset_delay", False), "reset_delay") and reset_mechanism != "none":
+        if check_bool(options["reset_delay"], "reset_delay") and reset_mechanism != "none":
             raise ValueError(
                 f"reset_delay=True is not supported by {name}: its reset acts within the step that "
                 f"fired, as {self._snntorch_name}(reset_delay=False) does; pass reset_delay=False"
@@ -371,7 +371,15 @@ class _CoreSkin:
             buffer = threshold.detach() if isinstance(threshold, torch.Tensor) else torch.as_tensor(threshold_value)
         else:  # per channel or learned: neuron.threshold is the core's tensor itself (see threshold)
             buffer = None
-        return core, buffer, spike_grad
+        snntorch_arguments = {
+            "threshold": buffer,
+            "spike_grad": spike_grad,
+            "init_hidden": options["init_hidden"],
+            "output": options["output"],
+            "reset_mechanism": reset_mechanism,
+            "reset_delay": options["reset_delay"],
+        }
+        return core, snntorch_arguments
 
     #: the snnTorch neuron whose contract the skin keeps (in messages)
     _snntorch_name: ClassVar[str] = "Leaky"
@@ -608,6 +616,8 @@ class LeakyAdapter(_CoreSkin, snntorch.Leaky):
             if arg not in _LEAKY_OPTIONS:
                 raise TypeError(f"{name}() got an unexpected keyword argument {arg!r}")
         options = {
+            "init_hidden": init_hidden,
+            "output": output,
             "graded_spikes_factor": 1.0,
             "learn_graded_spikes_factor": False,
             "reset_delay": False,
@@ -615,19 +625,12 @@ class LeakyAdapter(_CoreSkin, snntorch.Leaky):
         }
         check_bool(options["learn_graded_spikes_factor"], "learn_graded_spikes_factor")
         _check_factor(options["graded_spikes_factor"])
-        core, buffer, spike_grad = self._build_core(
-            make_core, threshold, spike_grad, init_hidden, output, reset_mechanism, options
-        )
+        core, snntorch_arguments = self._build_core(make_core, threshold, spike_grad, reset_mechanism, options)
         super().__init__(
             _UNUSED_BETA,
-            threshold=buffer,
-            spike_grad=spike_grad,
-            init_hidden=init_hidden,
-            reset_mechanism=reset_mechanism,
-            output=output,
             graded_spikes_factor=options["graded_spikes_factor"],
             learn_graded_spikes_factor=options["learn_graded_spikes_factor"],
-            reset_delay=options["reset_delay"],
+            **snntorch_arguments,
         )
         self.core = core
         self._mem_attached = False
@@ -1251,20 +1254,9 @@ class Synaptic(_CoreSkin, snntorch.Synaptic):
                 surrogate=surrogate,
             )
 
-        options = {"reset_delay": False, **synaptic_options}
-        core, buffer, spike_grad = self._build_core(
-            make_core, threshold, spike_grad, init_hidden, output, reset_mechanism, options
-        )
-        super().__init__(
-            _UNUSED_BETA,
-            _UNUSED_BETA,
-            threshold=buffer,
-            spike_grad=spike_grad,
-            init_hidden=init_hidden,
-            reset_mechanism=reset_mechanism,
-            output=output,
-            reset_delay=options["reset_delay"],
-        )
+        options = {"init_hidden": init_hidden, "output": output, "reset_delay": False, **synaptic_options}
+        core, snntorch_arguments = self._build_core(make_core, threshold, spike_grad, reset_mechanism, options)
+        super().__init__(_UNUSED_BETA, _UNUSED_BETA, **snntorch_arguments)
         self.core = core
         self._decays = decays
         for decay in decays.values():  # snn.Synaptic's per-neuron decays: the core's per channel

@@ -1,12 +1,14 @@
 """SynapticLIF against the sequential second-order soft-reset LIF (snnTorch's ``Synaptic``), written from its
-equations in float64, and its contract: steps, chained calls, lazy channels, state dicts, bad inputs."""
+equations in float64, and its contract: lazy channels, state dicts, low precision, bad inputs. The generic
+suites run it too: forward equals steps with BPTT's gradients, chained calls, feature maps
+(tests/neurons/test_neurons.py), the kernels in the CPU harness (tests/ops/test_backend.py), torch.compile."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from snn_parallel.neurons import SynapticLIF, SynapticLIFState
+from snn_parallel.neurons import SynapticLIF
 from snn_parallel.ops.linear_fire import soft_reset_lif_reference
 from snn_parallel.surrogate import ATan
 
@@ -106,48 +108,6 @@ def test_no_reset_integrates():
         u = 0.5 * u + current
         assert membrane[t, 0, 0].item() == pytest.approx(u)
     assert "reset=False" in repr(neuron)
-
-
-def _steps(neuron, x, state=None):
-    spikes = []
-    for x_t in x.unbind(0):
-        spike, state = neuron.step(x_t, state)
-        spikes.append(spike)
-    return torch.stack(spikes), state
-
-
-@pytest.mark.parametrize("dtype", [torch.float32, F64])
-def test_forward_equals_steps_with_their_gradients(dtype):
-    torch.manual_seed(2)
-    neuron = SynapticLIF(4, learn_decay=True, learn_threshold=True).to(dtype)
-    x = (torch.randn(30, 3, 4, dtype=dtype) + 0.4).requires_grad_()
-    spikes, state = neuron(x)
-    step_spikes, step_state = _steps(neuron, x)
-    assert spikes.sum() > 10
-    if dtype == F64:
-        assert torch.equal(spikes, step_spikes)
-    else:
-        assert (spikes != step_spikes).float().mean() < 0.01
-    for a, b in zip(state, step_state, strict=True):
-        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
-    if dtype == F64:
-        params = [x, *neuron.parameters()]
-        for g, r in zip(_grads((spikes,), params), _grads((step_spikes,), params), strict=True):
-            torch.testing.assert_close(g, r)
-
-
-@pytest.mark.parametrize("split", [1, 7, 20])
-def test_chained_forwards_equal_one(split):
-    neuron = SynapticLIF(4, tau_syn=4.0).double()
-    x = torch.randn(21, 2, 4, dtype=F64) + 0.3
-    spikes, membrane, state = neuron(x, return_membrane=True)
-    first, m1, mid = neuron(x[:split], return_membrane=True)
-    second, m2, end = neuron(x[split:], mid, return_membrane=True)
-    assert isinstance(end, SynapticLIFState)
-    assert torch.equal(torch.cat([first, second]), spikes)
-    torch.testing.assert_close(torch.cat([m1, m2]), membrane)
-    for a, b in zip(state, end, strict=True):
-        torch.testing.assert_close(a, b)
 
 
 def test_lazy_channels_and_state_dict():
