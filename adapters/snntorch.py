@@ -14,7 +14,8 @@ and the losses rely on it), keep its constructor conventions (``threshold``,
 ``spike_grad``, ``init_hidden``, ``output``, ``learn_*``, ``reset_mechanism``,
 ``graded_spikes_factor``; an option a neuron cannot express is refused with the reason, as are
 ``snn.RLeaky``'s recurrent options and ``snn.DeltaLeaky``'s ``delta_threshold``: no skin is
-recurrent, its state depending on its input only) and its call contract:
+recurrent, its state depending on its input only) and its call contract (:class:`Synaptic`, the drop-in for
+``snn.Synaptic``, subclasses ``snntorch.Synaptic`` instead and keeps its contract, ``(spk, syn, mem)``):
 
 - ``forward(input_, mem=None)`` is **one** time step and returns ``(spk, mem)``, or ``spk``
   alone with ``init_hidden=True, output=False``; passing ``mem`` with ``init_hidden=True``
@@ -130,7 +131,8 @@ the process. :func:`register` / :func:`unregister` expose the classes as
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
 from typing import Any, ClassVar, NamedTuple
 
 import snntorch
@@ -325,7 +327,7 @@ class _CoreSkin:
     #: the core neuron takes a threshold per channel and learns it (``v_threshold``, ``learn_threshold``)
     _threshold_per_channel: ClassVar[bool] = False
     #: the skin's constant decays by snnTorch name (``beta``, ``alpha``), loaded from snnTorch's state dicts
-    _decays: dict[str, _Decay] = {}  # noqa: RUF012 (each skin with decays sets its own)
+    _decays: Mapping[str, _Decay] = MappingProxyType({})  # each skin with decays sets its own
     core: neurons.Neuron
 
     def _build_core(
@@ -574,7 +576,7 @@ class _CoreSkin:
 
 
 class LeakyAdapter(_CoreSkin, snntorch.Leaky):
-    """The base of every class here: maps snnTorch's Leaky contract onto a core neuron ``self.core``.
+    """The base of the ``snn.Leaky`` skins: maps snnTorch's Leaky contract onto a core neuron ``self.core``.
 
     Subclasses (your own neuron's skin included, see tutorial 5) set :attr:`_core_type`,
     :attr:`_resets` and :attr:`_no_beta` and call ``super().__init__`` with a function that
