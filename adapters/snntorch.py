@@ -296,6 +296,14 @@ class _Decay:
                 return
         state_dict[key] = torch.logit(flat.expand(features)).clone()
 
+    def follow(self, logit: torch.Tensor, core: neurons.Neuron) -> None:
+        """Read the decay back as the core's loaded ``logit`` holds it: one value (the core's time constant set
+        from it), or one per channel."""
+        flat = logit.detach().reshape(-1)
+        self.per_channel = flat.numel() > 0 and not _one_value(flat)
+        if flat.numel() and not self.per_channel:
+            setattr(core, self.tau, float(1 / (1 - torch.sigmoid(flat[0].double()))))
+
     def describe(self, core: neurons.Neuron) -> str:
         return (
             "per channel" if getattr(core, self.learn) or self.per_channel else f"{1 - 1 / getattr(core, self.tau):g}"
@@ -478,9 +486,12 @@ class _CoreSkin:
         core's."""
         self._check_loaded_reset(state_dict, prefix)  # before the decays change
         for name, decay in self._decays.items():
-            loaded = state_dict.pop(prefix + name, None)
+            loaded, key = state_dict.pop(prefix + name, None), prefix + "core." + decay.logit
             if loaded is not None:
-                decay.load(loaded, state_dict, prefix + "core." + decay.logit, self.core, type(self).__name__)
+                decay.load(loaded, state_dict, key, self.core, type(self).__name__)
+            elif isinstance(state_dict.get(key), torch.Tensor) and not nn.parameter.is_lazy(state_dict[key]):
+                # a skin's own state dict: the core's logits
+                decay.follow(state_dict[key], self.core)
         if "threshold" not in self._buffers and prefix + "threshold" in state_dict:
             self._load_channel_threshold(state_dict.pop(prefix + "threshold"), state_dict, prefix + "core.v_threshold")
         super()._load_from_state_dict(state_dict, prefix, *args)

@@ -386,3 +386,36 @@ def test_a_model_reading_syn_and_mem_sees_under_a_trainer_what_it_sees_stepping_
         got = torch.autograd.grad(out.square().sum(), list(model.parameters()))
         for g, w in zip(got, want, strict=True):
             torch.testing.assert_close(g, w)
+
+
+def test_threshold_assigned_learned_and_carried_by_state_dicts():
+    neuron = Synaptic(3, alpha=0.8, beta=0.6)
+    x = torch.rand(5, 2, 3) * 2
+    neuron.threshold = torch.tensor(0.5)  # as snn.Synaptic reads it at every step
+    assert neuron.core.v_threshold == 0.5
+    low, _, _ = neuron.multistep(x)
+    assert torch.equal(low, Synaptic(3, alpha=0.8, beta=0.6, threshold=0.5).multistep(x)[0])
+    learned = Synaptic(3, alpha=torch.tensor([0.5, 0.6, 0.7]), threshold=0.7, learn_threshold=True)
+    assert learned.threshold is learned.core.v_threshold and isinstance(learned.threshold, nn.Parameter)
+    learned.multistep(x)[0].sum().backward()
+    assert learned.threshold.grad is not None and learned.threshold.grad.abs().sum() > 0
+    copy = Synaptic(3, learn_threshold=True)
+    copy.load_state_dict(learned.state_dict())
+    torch.testing.assert_close(copy.threshold, learned.threshold)
+    torch.testing.assert_close(copy.alpha, learned.alpha)
+    reference = snn.Synaptic(alpha=0.9, beta=0.8, reset_mechanism="none")
+    with pytest.raises(ValueError, match="reset_mechanism='none'.*this Synaptic has reset_mechanism='subtract'"):
+        Synaptic(3).load_state_dict(reference.state_dict())
+
+
+@pytest.mark.parametrize("cls, name", [(Synaptic, "alpha"), (Synaptic, "beta"), (adapter.DecoupledLIF, "beta")])
+def test_a_skins_own_state_dict_reads_back_its_decays(cls, name):
+    """Different values per channel, or one value: the skin loaded with another's state dict reads them back (the
+    core's logits say which) and runs as it does."""
+    x = torch.rand(6, 2, 3) * 2
+    for value in (torch.tensor([0.5, 0.6, 0.7]), 0.7):
+        source = cls(3, **{name: value})
+        copy = cls(3)
+        copy.load_state_dict(source.state_dict())
+        torch.testing.assert_close(getattr(copy, name), getattr(source, name))
+        assert torch.equal(copy.multistep(x)[0], source.multistep(x)[0])
