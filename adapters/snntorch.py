@@ -14,7 +14,8 @@ and the losses rely on it), keep its constructor conventions (``threshold``,
 ``spike_grad``, ``init_hidden``, ``output``, ``learn_*``, ``reset_mechanism``,
 ``graded_spikes_factor``; an option a neuron cannot express is refused with the reason, as are
 ``snn.RLeaky``'s recurrent options and ``snn.DeltaLeaky``'s ``delta_threshold``: no skin is
-recurrent, its state depending on its input only) and its call contract:
+recurrent, its state depending on its input only) and its call contract (:class:`Synaptic`, the drop-in for
+``snn.Synaptic``, subclasses ``snntorch.Synaptic`` instead and keeps its contract, ``(spk, syn, mem)``):
 
 - ``forward(input_, mem=None)`` is **one** time step and returns ``(spk, mem)``, or ``spk``
   alone with ``init_hidden=True, output=False``; passing ``mem`` with ``init_hidden=True``
@@ -130,7 +131,8 @@ the process. :func:`register` / :func:`unregister` expose the classes as
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
 from typing import Any, ClassVar, NamedTuple
 
 import snntorch
@@ -160,6 +162,7 @@ __all__ = [
     "DecoupledLIF",
     "LTC",
     "PSPLIF",
+    "Synaptic",
     "reset",
     "multi_gaussian",
     "double_gaussian",
@@ -187,6 +190,8 @@ _PER_CHANNEL_SKINS = (
 )
 #: ``snn.Leaky``'s remaining options, each accepted at the value the core expresses
 _LEAKY_OPTIONS = (*_UNEXPRESSED, "graded_spikes_factor", "learn_graded_spikes_factor", "reset_delay")
+#: ``snn.Synaptic``'s remaining options, each accepted at the value the core expresses
+_SYNAPTIC_OPTIONS = ("surrogate_disable", "inhibition", "state_quant", "reset_delay")
 #: the options of snnTorch's other neurons, which a user swapping one of them for a skin may still pass: why not
 _OTHER_NEURONS = {
     **dict.fromkeys(
@@ -244,87 +249,131 @@ def _check_factor(value: object) -> None:
         raise ValueError(f"graded_spikes_factor must hold finite real values, got {value}")
 
 
-class LeakyAdapter(snntorch.Leaky):
-    """The base of every class here: maps snnTorch's Leaky contract onto a core neuron ``self.core``.
+class _Decay:
+    """A skin's constant decay as snnTorch reads and writes it (``beta``; ``Synaptic``'s ``alpha`` too): one value in
+    ``(0, 1)``, read back in the shape it was given, or one per channel (snnTorch's per-neuron tensor). The core
+    holds it as its time constant ``tau`` (:math:`1/(1-d)`) and its per-channel logit ``logit``, a parameter where
+    its flag ``learn`` is set; its property ``read`` is the per-channel decay."""
 
-    Subclasses (your own neuron's skin included, see tutorial 5) set :attr:`_core_type`,
-    :attr:`_resets` and :attr:`_no_beta` and call ``super().__init__`` with a function that
-    builds the core neuron from the resolved surrogate and threshold, followed by their own
-    ``snn.Leaky`` arguments (by position, in this order, or by name).
-    """
+    def __init__(self, name: str, value: object, *, tau: str, logit: str, learn: str, read: str) -> None:
+        self.name, self.tau, self.logit, self.learn, self.read_attr = name, tau, logit, learn, read
+        #: per-channel values given to the constructor, loaded (as a state dict's) once the core exists
+        self.pending = (
+            value if isinstance(value, torch.Tensor) and value.numel() > 1 and not _one_value(value) else None
+        )
+        initial = 0.5 if self.pending is not None else _scalar(value, name)  # the core starts from a placeholder
+        if not 0 < initial < 1:
+            raise ValueError(f"{name} must be in (0, 1), got {initial}")
+        #: the core's time constant for the value given
+        self.initial_tau = 1 / (1 - initial)
+        self.shape = value.shape if isinstance(value, torch.Tensor) else torch.Size()
+        self.per_channel = False  # different values per channel, which the core's tau cannot hold
+
+    def read(self, core: neurons.Neuron) -> torch.Tensor:
+        """The decay: in the shape given (0-dim for a number), ``[C]`` where learned or loaded per channel."""
+        if getattr(core, self.learn) or self.per_channel:
+            return getattr(core, self.read_attr)
+        logit = getattr(core, self.logit)
+        return torch.full(self.shape, 1 - 1 / getattr(core, self.tau), device=logit.device, dtype=logit.dtype)
+
+    def load(self, value: object, state_dict: dict[str, Any], key: str, core: neurons.Neuron, owner: str) -> None:
+        """Put ``value`` in ``state_dict`` as the core's decay under ``key``; one value (or equal values) also sets
+        the core's time constant, from which :meth:`read` reads it back."""
+        value = torch.as_tensor(value).detach().to("cpu", torch.float64)
+        if value.numel() == 0 or not bool(((value > 0) & (value < 1)).all()):
+            raise ValueError(f"{self.name} must be in (0, 1) ({owner}'s decay), got {value.tolist()}")
+        flat = value.reshape(-1)
+        per_channel = not _one_value(flat)
+        features = core.features if core.features is not None else flat.numel()
+        if per_channel and flat.numel() != features:
+            raise ValueError(f"{self.name} has {flat.numel()} values for {features} features")
+        self.per_channel, self.shape = per_channel, value.shape
+        if not per_channel:
+            flat = flat[:1]
+            setattr(core, self.tau, float(1 / (1 - flat[0])))
+            if core.features is None:  # the lazy core builds its decay from tau at the first input
+                state_dict[key] = getattr(core, self.logit)
+                return
+        state_dict[key] = torch.logit(flat.expand(features)).clone()
+
+    def follow(self, logit: torch.Tensor, core: neurons.Neuron) -> None:
+        """Read the decay back as the core's loaded ``logit`` holds it: one value (the core's time constant set
+        from it), or one per channel."""
+        flat = logit.detach().reshape(-1)
+        self.per_channel = flat.numel() > 0 and not _one_value(flat)
+        if flat.numel() and not self.per_channel:
+            setattr(core, self.tau, float(1 / (1 - torch.sigmoid(flat[0].double()))))
+
+    def describe(self, core: neurons.Neuron) -> str:
+        return (
+            "per channel" if getattr(core, self.learn) or self.per_channel else f"{1 - 1 / getattr(core, self.tau):g}"
+        )
+
+
+def _decay_property(name: str, doc: str) -> property:
+    """A skin's decay ``name`` (a :class:`_Decay` of its ``_decays``), assigned as on snnTorch's neurons: the new value
+    loaded as a state dict's ``name``."""
+
+    def read(skin: _CoreSkin) -> torch.Tensor:
+        return skin._decays[name].read(skin.core)
+
+    def write(skin: _CoreSkin, value: float | torch.Tensor) -> None:
+        skin.load_state_dict({name: torch.as_tensor(value)}, strict=False)
+
+    return property(read, write, doc=doc)
+
+
+class _CoreSkin:
+    """What every skin shares, whichever snnTorch neuron it subclasses (``snntorch.Leaky`` for
+    :class:`LeakyAdapter`'s, ``snntorch.Synaptic`` for :class:`Synaptic`): the core neuron ``self.core`` built from
+    snnTorch's arguments, its threshold read and written as snnTorch's ``threshold``, the fixed
+    ``reset_mechanism``, the input checks and the spikes returned."""
 
     _core_type: ClassVar[type[neurons.Neuron]]
     #: the ``reset_mechanism`` values the core neuron expresses
     _resets: ClassVar[tuple[str, ...]]
-    #: why the neuron has no ``beta`` (a constant membrane decay that NIR's LIF could carry)
-    _no_beta: ClassVar[str] = "its membrane decay is not a constant"
-    #: ``forward``'s ``mem`` is the core's membrane (``return_membrane``) at every step, so a trainer may take it
-    #: from the core's parallel path; otherwise it steps the core (see :meth:`_driven_sequence`)
-    _mem_is_membrane: ClassVar[bool] = False
-    #: :meth:`_keep` needs ``multistep``'s ``mem_seq`` even where it is not returned
-    _keep_reads_membrane: ClassVar[bool] = False
     #: the core neuron takes a threshold per channel and learns it (``v_threshold``, ``learn_threshold``)
     _threshold_per_channel: ClassVar[bool] = False
+    #: the skin's constant decays by snnTorch name (``beta``, ``alpha``), loaded from snnTorch's state dicts
+    _decays: Mapping[str, _Decay] = MappingProxyType({})  # each skin with decays sets its own
     core: neurons.Neuron
 
-    def __init__(
+    def _build_core(
         self,
         make_core: Callable[[Surrogate, float | torch.Tensor], neurons.Neuron],
         threshold: float | torch.Tensor,
         spike_grad: Any,
-        init_hidden: bool,
-        output: bool,
         reset_mechanism: str,
-        **leaky_options: Any,
-    ) -> None:
-        """``make_core(surrogate, threshold)`` builds the core neuron (``threshold``: a float, or a ``[C]`` tensor
-        where :attr:`_threshold_per_channel`, whose subclass takes ``learn_threshold`` and passes it to the core);
-        ``leaky_options`` are snnTorch's remaining ``Leaky`` options.
-
-        Everything that can fail runs before ``Leaky.__init__``, which adds the neuron to
-        snnTorch's global ``instances`` list (whose resets would meet a half-built neuron).
-        """
+        options: dict[str, Any],
+    ) -> tuple[neurons.Neuron, dict[str, Any]]:
+        """The checks every skin makes before snnTorch's ``__init__`` (which adds the neuron to snnTorch's global
+        ``instances`` list, whose resets would meet a half-built neuron), then the core neuron:
+        ``(core, the arguments snnTorch's __init__ takes from the skin's)``, its ``threshold`` buffer ``None`` where
+        the core holds a per-channel one. ``make_core(surrogate, threshold)`` builds it
+        (``threshold``: a float, or a ``[C]`` tensor where :attr:`_threshold_per_channel`); ``options`` are
+        snnTorch's options (``init_hidden`` and ``output`` among them), refused where the core cannot express
+        them."""
         name = type(self).__name__
-        for arg in leaky_options:
-            if arg in ("beta", "learn_beta"):  # a skin with a decay names them in its signature
-                raise TypeError(f"{name} takes no {arg}: {self._no_beta}")
-            if arg in _OTHER_NEURONS:
-                raise TypeError(_OTHER_NEURONS[arg].format(name=name, arg=arg))
-            if arg not in _LEAKY_OPTIONS:
-                raise TypeError(f"{name}() got an unexpected keyword argument {arg!r}")
-        options = {
-            "graded_spikes_factor": 1.0,
-            "learn_graded_spikes_factor": False,
-            "reset_delay": False,
-            **leaky_options,
-        }
         for arg, reason in _UNEXPRESSED.items():
             if options.get(arg, False) is not False:
                 raise ValueError(f"{arg}={options[arg]!r} is not supported by {name}: {reason}; leave it at False")
-        check_bool(init_hidden, "init_hidden")
-        check_bool(output, "output")
-        check_bool(options["learn_graded_spikes_factor"], "learn_graded_spikes_factor")
+        check_bool(options["init_hidden"], "init_hidden")
+        check_bool(options["output"], "output")
         if reset_mechanism not in self._resets:
-            readout = (  # snnTorch's regression tutorials read the membrane of a Leaky that does not reset
-                "; for a readout that does not reset (a leaky integrator), use DynamicDecay or PRF, whose "
-                "reset_mechanism is 'none', or keep snn.Leaky"
-                if reset_mechanism == "none"
-                else ""
-            )
             raise ValueError(
-                f"reset_mechanism={reset_mechanism!r} is not supported by {name}; use one of {self._resets}{readout}"
+                f"reset_mechanism={reset_mechanism!r} is not supported by {name}; use one of {self._resets}"
+                f"{self._reset_refusal(reset_mechanism)}"
             )
         if check_bool(options["reset_delay"], "reset_delay") and reset_mechanism != "none":
             raise ValueError(
                 f"reset_delay=True is not supported by {name}: its reset acts within the step that "
-                "fired, as Leaky(reset_delay=False) does; pass reset_delay=False"
+                f"fired, as {self._snntorch_name}(reset_delay=False) does; pass reset_delay=False"
             )
         if self._threshold_per_channel:
             threshold_value = _channel_threshold(threshold)
         else:
             threshold_value = _scalar(threshold, "threshold", _PER_CHANNEL_SKINS)
-        _check_factor(options["graded_spikes_factor"])
-        if spike_grad is None:  # Leaky's default, which resolves to our ATan(alpha=2, inclusive=False)
+        if spike_grad is None:  # snnTorch's default, which resolves to our ATan(alpha=2, inclusive=False)
             spike_grad = snntorch.surrogate.atan()
         core = make_core(resolve(spike_grad, inclusive=False, name="spike_grad"), threshold_value)
         if not isinstance(getattr(core, "v_threshold", None), torch.Tensor):
@@ -332,19 +381,27 @@ class LeakyAdapter(snntorch.Leaky):
             buffer = threshold.detach() if isinstance(threshold, torch.Tensor) else torch.as_tensor(threshold_value)
         else:  # per channel or learned: neuron.threshold is the core's tensor itself (see threshold)
             buffer = None
-        super().__init__(
-            _UNUSED_BETA,
-            threshold=buffer,
-            spike_grad=spike_grad,
-            init_hidden=init_hidden,
-            reset_mechanism=reset_mechanism,
-            output=output,
-            graded_spikes_factor=options["graded_spikes_factor"],
-            learn_graded_spikes_factor=options["learn_graded_spikes_factor"],
-            reset_delay=options["reset_delay"],
-        )
-        self.core = core
-        self._mem_attached = False
+        snntorch_arguments = {
+            "threshold": buffer,
+            "spike_grad": spike_grad,
+            "init_hidden": options["init_hidden"],
+            "output": options["output"],
+            "reset_mechanism": reset_mechanism,
+            "reset_delay": options["reset_delay"],
+        }
+        return core, snntorch_arguments
+
+    #: the snnTorch neuron whose contract the skin keeps (in messages)
+    _snntorch_name: ClassVar[str] = "Leaky"
+
+    def _after_reset(self, spk: torch.Tensor, potential: torch.Tensor, channel_dim: int) -> torch.Tensor:
+        r""":math:`u_t - V_{th}\,\mathrm{sg}(s_t)` (channels at ``channel_dim``): the threshold carries its gradient,
+        as snnTorch's ``learn_threshold=True`` subtraction does."""
+        return potential - self.core._threshold_at(spk, channel_dim) * spk.detach()
+
+    def _reset_refusal(self, reset_mechanism: str) -> str:
+        """Why ``reset_mechanism`` is refused, beyond the values the neuron takes (``""``: nothing more)."""
+        return ""
 
     @property
     def reset_mechanism(self) -> str:
@@ -363,7 +420,7 @@ class LeakyAdapter(snntorch.Leaky):
                 f"reset_mechanism cannot change from {self._reset_mechanism!r} to {value!r} after construction: "
                 f"build a new {name}(reset_mechanism={value!r})"
             )
-        snntorch.Leaky.reset_mechanism.fset(self, value)
+        snntorch.SpikingNeuron.reset_mechanism.fset(self, value)
 
     def __setattr__(self, name: str, value: Any) -> None:
         """``neuron.threshold = tensor`` (snnTorch's buffer, which ``snn.Leaky`` reads at every
@@ -406,23 +463,6 @@ class LeakyAdapter(snntorch.Leaky):
         with torch.no_grad():
             core.v_threshold.copy_(torch.as_tensor(threshold).expand(core.features))
 
-    def _beta_buffer(self, beta: Any, learn_beta: bool) -> None:
-        """Called by ``LIF.__init__``: no ``beta`` buffer (see :attr:`beta`)."""
-
-    @property
-    def beta(self) -> torch.Tensor:
-        """snnTorch's ``beta``, which its NIR export reads: refused with the reason, since the
-        neuron has no constant membrane decay (:class:`DecoupledLIF` has one)."""
-        raise TypeError(
-            f"{type(self).__name__} has no beta: {self._no_beta}. It is not a Leaky LIF, so tools that read "
-            "beta (snnTorch's NIR export among them) cannot describe it: NIR has no primitive for this neuron"
-        )
-
-    @beta.setter
-    def beta(self, value: object) -> None:
-        """``neuron.beta = value``, refused as the constructor's ``beta`` is."""
-        raise TypeError(f"{type(self).__name__} takes no beta: {self._no_beta}")
-
     @property
     def _threshold(self) -> float | torch.Tensor:
         return self.core.v_threshold
@@ -442,8 +482,16 @@ class LeakyAdapter(snntorch.Leaky):
     def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
         """Load as ``snn.Leaky`` does, then pass the loaded ``threshold`` on to the core (a per-channel core takes
         it as its ``v_threshold``, one value standing for every channel); the state dict of a neuron with another
-        ``reset_mechanism`` is refused (the core's reset is built in)."""
-        self._check_loaded_reset(state_dict, prefix)
+        ``reset_mechanism`` is refused (the core's reset is built in). Its decays (``beta``, ``alpha``) become the
+        core's."""
+        self._check_loaded_reset(state_dict, prefix)  # before the decays change
+        for name, decay in self._decays.items():
+            loaded, key = state_dict.pop(prefix + name, None), prefix + "core." + decay.logit
+            if loaded is not None:
+                decay.load(loaded, state_dict, key, self.core, type(self).__name__)
+            elif isinstance(state_dict.get(key), torch.Tensor) and not nn.parameter.is_lazy(state_dict[key]):
+                # a skin's own state dict: the core's logits
+                decay.follow(state_dict[key], self.core)
         if "threshold" not in self._buffers and prefix + "threshold" in state_dict:
             self._load_channel_threshold(state_dict.pop(prefix + "threshold"), state_dict, prefix + "core.v_threshold")
         super()._load_from_state_dict(state_dict, prefix, *args)
@@ -467,11 +515,164 @@ class LeakyAdapter(snntorch.Leaky):
     def _check_loaded_reset(self, state_dict: dict[str, Any], prefix: str) -> None:
         reset = state_dict.get(prefix + "reset_mechanism_val")
         if isinstance(reset, torch.Tensor) and reset.numel() == 1 and int(reset) != int(self.reset_mechanism_val):
-            kind = list(snntorch.Leaky.reset_dict)[int(reset)]
+            kind = list(snntorch.SpikingNeuron.reset_dict)[int(reset)]
             raise ValueError(
                 f"{prefix}reset_mechanism_val: the state dict is of a neuron with reset_mechanism={kind!r}; "
                 f"this {type(self).__name__} has reset_mechanism={self.reset_mechanism!r}, fixed at construction"
             )
+
+    def _returns(
+        self, spk: torch.Tensor, *state: torch.Tensor | None
+    ) -> torch.Tensor | tuple[torch.Tensor | None, ...]:
+        """What ``forward`` returns: the (graded) spikes, and the state tensors (``mem``; ``syn, mem``) unless
+        ``init_hidden`` without ``output`` (they may then be ``None``)."""
+        spk = spk * self.graded_spikes_factor
+        if self.init_hidden and not self.output:
+            return spk
+        return spk, *state
+
+    def _forward(
+        self, input_: torch.Tensor, *state: torch.Tensor | None
+    ) -> torch.Tensor | tuple[torch.Tensor | None, ...]:
+        """``forward`` of one step, the state tensors passed in (``mem``; ``syn, mem``) given to :meth:`_step`. A step
+        of fewer dims, ``[features]`` or a scalar (snnTorch's neurons take any shape), is one sample: the state is
+        kept as ``[1, features]`` and comes back in the input's shape."""
+        if not isinstance(input_, torch.Tensor):
+            raise TypeError(f"input_ must be a torch.Tensor, got {type(input_).__name__}")
+        shape = input_.shape
+        one_sample = input_.dim() < 2
+        if one_sample:
+            input_ = input_.reshape(1, -1)
+            state = tuple(s.reshape(1, -1) if isinstance(s, torch.Tensor) and s.shape == shape else s for s in state)
+        input_ = self._checked(input_, "input_", 1, shape)
+        spk, *state = self._step(input_, *state)
+        if one_sample:
+            spk, state = spk.reshape(shape), [s.reshape(shape) for s in state]
+        return self._returns(spk, *state)
+
+    def _checked(self, x: torch.Tensor, name: str, channel_dim: int, shape: torch.Size) -> torch.Tensor:
+        """``x`` checked as the core checks it (dtype, NaN, device; cast up under autocast), the errors
+        naming the argument the user passed (the core's own ``step`` would name it ``x_t``), shape errors
+        in snnTorch's terms (``shape``: as the caller gave it). ``snn.Leaky`` is elementwise and takes any
+        shape at any step; a skin's neuron has per-channel parameters, so its channel count is fixed by
+        its first input, and ``LTC`` has no spatial dims."""
+        core = self.core
+        spatial = x.dim() - channel_dim - 1
+        if core.max_spatial_dims is not None and spatial > core.max_spatial_dims:
+            channels = "C" if core.features is None else core.features
+            raise ValueError(
+                f"{name} has shape {tuple(shape)}, with {spatial} dims after the channel dim {channel_dim}: "
+                f"{type(self).__name__} takes [B, {channels}] steps and [T, B, {channels}] sequences only "
+                f"(snn.{self._snntorch_name}, elementwise, takes feature maps); flatten them first, e.g. with "
+                "nn.Flatten()"
+            )
+        if core.features is not None and x.dim() > channel_dim and x.shape[channel_dim] != core.features:
+            raise ValueError(
+                f"{name} has shape {tuple(shape)}, with {x.shape[channel_dim]} channels in dim {channel_dim}; this "
+                f"{type(self).__name__} has {core.features}, fixed by its first input (it has per-channel "
+                f"parameters, where snn.{self._snntorch_name} is elementwise and takes any shape): give each layer its "
+                "own neuron"
+            )
+        check = check_step_input if channel_dim == 1 else check_sequence
+        return core._checked(x, name, check, channel_dim)
+
+    def extra_repr(self) -> str:
+        threshold = self._threshold
+        if isinstance(threshold, torch.Tensor):
+            threshold = f"{'learned ' if self.core.learn_threshold else ''}per channel"
+        return (
+            f"features={self.core.features}, threshold={threshold}, reset_mechanism={self.reset_mechanism!r}, "
+            f"init_hidden={self.init_hidden}, output={self.output}"
+        )
+
+
+class LeakyAdapter(_CoreSkin, snntorch.Leaky):
+    """The base of the ``snn.Leaky`` skins: maps snnTorch's Leaky contract onto a core neuron ``self.core``.
+
+    Subclasses (your own neuron's skin included, see tutorial 5) set :attr:`_core_type`,
+    :attr:`_resets` and :attr:`_no_beta` and call ``super().__init__`` with a function that
+    builds the core neuron from the resolved surrogate and threshold, followed by their own
+    ``snn.Leaky`` arguments (by position, in this order, or by name).
+    """
+
+    #: why the neuron has no ``beta`` (a constant membrane decay that NIR's LIF could carry)
+    _no_beta: ClassVar[str] = "its membrane decay is not a constant"
+    #: ``forward``'s ``mem`` is the core's membrane (``return_membrane``) at every step, so a trainer may take it
+    #: from the core's parallel path; otherwise it steps the core (see :meth:`_driven_sequence`)
+    _mem_is_membrane: ClassVar[bool] = False
+    #: :meth:`_keep` needs ``multistep``'s ``mem_seq`` even where it is not returned
+    _keep_reads_membrane: ClassVar[bool] = False
+
+    def __init__(
+        self,
+        make_core: Callable[[Surrogate, float | torch.Tensor], neurons.Neuron],
+        threshold: float | torch.Tensor,
+        spike_grad: Any,
+        init_hidden: bool,
+        output: bool,
+        reset_mechanism: str,
+        **leaky_options: Any,
+    ) -> None:
+        """``make_core(surrogate, threshold)`` builds the core neuron (``threshold``: a float, or a ``[C]`` tensor
+        where :attr:`_threshold_per_channel`, whose subclass takes ``learn_threshold`` and passes it to the core);
+        ``leaky_options`` are snnTorch's remaining ``Leaky`` options.
+
+        Everything that can fail runs before ``Leaky.__init__``, which adds the neuron to
+        snnTorch's global ``instances`` list (whose resets would meet a half-built neuron).
+        """
+        name = type(self).__name__
+        for arg in leaky_options:
+            if arg in ("beta", "learn_beta"):  # a skin with a decay names them in its signature
+                raise TypeError(f"{name} takes no {arg}: {self._no_beta}")
+            if arg in _OTHER_NEURONS:
+                raise TypeError(_OTHER_NEURONS[arg].format(name=name, arg=arg))
+            if arg not in _LEAKY_OPTIONS:
+                raise TypeError(f"{name}() got an unexpected keyword argument {arg!r}")
+        options = {
+            "init_hidden": init_hidden,
+            "output": output,
+            "graded_spikes_factor": 1.0,
+            "learn_graded_spikes_factor": False,
+            "reset_delay": False,
+            **leaky_options,
+        }
+        check_bool(options["learn_graded_spikes_factor"], "learn_graded_spikes_factor")
+        _check_factor(options["graded_spikes_factor"])
+        core, snntorch_arguments = self._build_core(make_core, threshold, spike_grad, reset_mechanism, options)
+        super().__init__(
+            _UNUSED_BETA,
+            graded_spikes_factor=options["graded_spikes_factor"],
+            learn_graded_spikes_factor=options["learn_graded_spikes_factor"],
+            **snntorch_arguments,
+        )
+        self.core = core
+        self._mem_attached = False
+
+    def _reset_refusal(self, reset_mechanism: str) -> str:
+        """snnTorch's regression tutorials read the membrane of a Leaky that does not reset."""
+        if reset_mechanism != "none":
+            return ""
+        return (
+            "; for a readout that does not reset (a leaky integrator), use DynamicDecay or PRF, whose "
+            "reset_mechanism is 'none', or keep snn.Leaky"
+        )
+
+    def _beta_buffer(self, beta: Any, learn_beta: bool) -> None:
+        """Called by ``LIF.__init__``: no ``beta`` buffer (see :attr:`beta`)."""
+
+    @property
+    def beta(self) -> torch.Tensor:
+        """snnTorch's ``beta``, which its NIR export reads: refused with the reason, since the
+        neuron has no constant membrane decay (:class:`DecoupledLIF` has one)."""
+        raise TypeError(
+            f"{type(self).__name__} has no beta: {self._no_beta}. It is not a Leaky LIF, so tools that read "
+            "beta (snnTorch's NIR export among them) cannot describe it: NIR has no primitive for this neuron"
+        )
+
+    @beta.setter
+    def beta(self, value: object) -> None:
+        """``neuron.beta = value``, refused as the constructor's ``beta`` is."""
+        raise TypeError(f"{type(self).__name__} takes no beta: {self._no_beta}")
 
     # -- state: one non-persistent buffer per core state field ---------------------------
     def _init_mem(self) -> None:
@@ -539,16 +740,6 @@ class LeakyAdapter(snntorch.Leaky):
             return self._with_membrane(self._rest(mem) if fresh else state, mem)
         return None if fresh else state
 
-    def _returns(
-        self, spk: torch.Tensor, mem: torch.Tensor | None
-    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor | None]:
-        """What ``forward`` returns: the (graded) spikes, and ``mem`` unless ``init_hidden`` without ``output``
-        (``mem`` may then be ``None``)."""
-        spk = spk * self.graded_spikes_factor
-        if self.init_hidden and not self.output:
-            return spk
-        return spk, mem
-
     # -- entry points --------------------------------------------------------------------
     def forward(
         self, input_: torch.Tensor, mem: torch.Tensor | None = None
@@ -556,43 +747,7 @@ class LeakyAdapter(snntorch.Leaky):
         """One time step for ``input_`` ``[B, features, ...]``; see the module docstring. A step of
         fewer dims, ``[features]`` or a scalar (``snn.Leaky`` takes any shape), is one sample: the
         state is kept as ``[1, features]`` and ``spk``, ``mem`` come back in the input's shape."""
-        if not isinstance(input_, torch.Tensor):
-            raise TypeError(f"input_ must be a torch.Tensor, got {type(input_).__name__}")
-        shape = input_.shape
-        one_sample = input_.dim() < 2
-        if one_sample:
-            input_ = input_.reshape(1, -1)
-            if isinstance(mem, torch.Tensor) and mem.shape == shape:
-                mem = mem.reshape(1, -1)
-        input_ = self._checked(input_, "input_", 1, shape)
-        spk, mem = self._step(input_, mem)
-        if one_sample:
-            spk, mem = spk.reshape(shape), mem.reshape(shape)
-        return self._returns(spk, mem)
-
-    def _checked(self, x: torch.Tensor, name: str, channel_dim: int, shape: torch.Size) -> torch.Tensor:
-        """``x`` checked as the core checks it (dtype, NaN, device; cast up under autocast), the errors
-        naming the argument the user passed (the core's own ``step`` would name it ``x_t``), shape errors
-        in snnTorch's terms (``shape``: as the caller gave it). ``snn.Leaky`` is elementwise and takes any
-        shape at any step; a skin's neuron has per-channel parameters, so its channel count is fixed by
-        its first input, and ``LTC`` has no spatial dims."""
-        core = self.core
-        spatial = x.dim() - channel_dim - 1
-        if core.max_spatial_dims is not None and spatial > core.max_spatial_dims:
-            channels = "C" if core.features is None else core.features
-            raise ValueError(
-                f"{name} has shape {tuple(shape)}, with {spatial} dims after the channel dim {channel_dim}: "
-                f"{type(self).__name__} takes [B, {channels}] steps and [T, B, {channels}] sequences only "
-                "(snn.Leaky, elementwise, takes feature maps); flatten them first, e.g. with nn.Flatten()"
-            )
-        if core.features is not None and x.dim() > channel_dim and x.shape[channel_dim] != core.features:
-            raise ValueError(
-                f"{name} has shape {tuple(shape)}, with {x.shape[channel_dim]} channels in dim {channel_dim}; this "
-                f"{type(self).__name__} has {core.features}, fixed by its first input (it has per-channel "
-                "parameters, where snn.Leaky is elementwise and takes any shape): give each layer its own neuron"
-            )
-        check = check_step_input if channel_dim == 1 else check_sequence
-        return core._checked(x, name, check, channel_dim)
+        return self._forward(input_, mem)
 
     def _step(self, input_: torch.Tensor, mem: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         """``(spk, mem)`` of one step ``[B, features, ...]``, the state stored; ``mem`` is the stored
@@ -665,15 +820,6 @@ class LeakyAdapter(snntorch.Leaky):
         for neuron in cls.instances:
             if isinstance(neuron, snntorch.Leaky):
                 neuron.mem = torch.zeros_like(neuron.mem)
-
-    def extra_repr(self) -> str:
-        threshold = self._threshold
-        if isinstance(threshold, torch.Tensor):
-            threshold = f"{'learned ' if self.core.learn_threshold else ''}per channel"
-        return (
-            f"features={self.core.features}, threshold={threshold}, reset_mechanism={self.reset_mechanism!r}, "
-            f"init_hidden={self.init_hidden}, output={self.output}"
-        )
 
 
 class DynamicDecay(LeakyAdapter):
@@ -851,17 +997,13 @@ class DecoupledLIF(LeakyAdapter):
         reset_mechanism: str = "subtract",
         **leaky_options: Any,
     ) -> None:
-        per_channel = isinstance(beta, torch.Tensor) and beta.numel() > 1 and not _one_value(beta)
-        # per-channel values are checked and loaded below, as a state dict's beta; the core starts from a placeholder
-        decay = 0.5 if per_channel else _scalar(beta, "beta")
-        if not 0 < decay < 1:
-            raise ValueError(f"beta must be in (0, 1), got {decay}")
+        decay = _Decay("beta", beta, tau="tau", logit="decay_logit", learn="learn_decay", read="beta")
         mem_kind = check_choice(mem, "mem", ("leaky", "reset_free"))
 
         def make_core(surrogate: Surrogate, v_threshold: float | torch.Tensor) -> neurons.DecoupledLIF:
             return neurons.DecoupledLIF(
                 features,
-                tau=1 / (1 - decay),
+                tau=decay.initial_tau,
                 learn_decay=learn_beta,
                 v_threshold=v_threshold,
                 learn_threshold=learn_threshold,
@@ -871,24 +1013,15 @@ class DecoupledLIF(LeakyAdapter):
         super().__init__(make_core, threshold, spike_grad, init_hidden, output, reset_mechanism, **leaky_options)
         self.mem_kind = mem_kind
         self._keep_reads_membrane = mem_kind == "leaky"  # the state kept is the membrane after the last reset
-        self._beta_shape = beta.shape if isinstance(beta, torch.Tensor) else torch.Size()
-        self._beta_per_channel = False  # a per-channel beta, which tau cannot hold
-        if per_channel:  # snn.Leaky's per-neuron beta: the core's decay per channel
-            self.beta = beta
+        self._decays = {"beta": decay}
+        if decay.pending is not None:  # snn.Leaky's per-neuron beta: the core's decay per channel
+            self.beta = decay.pending
 
-    @property
-    def beta(self) -> torch.Tensor:
+    beta = _decay_property(
+        "beta",
         r"""The decay :math:`\beta`: in the shape of the ``beta`` given (0-dim for a number), ``[C]`` with
-        ``learn_beta`` or after loading different values per channel."""
-        if self.core.learn_decay or self._beta_per_channel:
-            return self.core.beta
-        logit = self.core.decay_logit
-        return torch.full(self._beta_shape, 1 - 1 / self.core.tau, device=logit.device, dtype=logit.dtype)
-
-    @beta.setter
-    def beta(self, value: float | torch.Tensor) -> None:
-        """``neuron.beta = value`` as on ``snn.Leaky``: the new decay, loaded as a state dict's ``beta``."""
-        self.load_state_dict({"beta": torch.as_tensor(value)}, strict=False)
+        ``learn_beta`` or after loading different values per channel; assigning it retunes the core.""",
+    )
 
     def _keep(
         self, spk_seq: torch.Tensor, mem_seq: torch.Tensor, state: NamedTuple
@@ -911,11 +1044,6 @@ class DecoupledLIF(LeakyAdapter):
         spk_seq, potential, state = self.core(x_seq, state, return_membrane=True)
         return spk_seq, self._after_reset(spk_seq, potential, 2), state
 
-    def _after_reset(self, spk: torch.Tensor, potential: torch.Tensor, channel_dim: int) -> torch.Tensor:
-        r""":math:`u_t - V_{th}\,\mathrm{sg}(s_t)` (channels at ``channel_dim``): the threshold carries its gradient,
-        as ``snn.Leaky(learn_threshold=True)``'s subtraction does."""
-        return potential - self.core._threshold_at(spk, channel_dim) * spk.detach()
-
     def _step_kept(self, spk: torch.Tensor, state: NamedTuple) -> NamedTuple:
         """In ``"leaky"`` mode keep ``(u_t - V_th s_t, 0)``, as :meth:`_keep` does, so that ``mem`` is the
         membrane after the reset (see the ``mem`` argument)."""
@@ -925,38 +1053,8 @@ class DecoupledLIF(LeakyAdapter):
         after = self._after_reset(spk, state.filtered, 1)
         return neurons.DecoupledLIFState(after, torch.zeros_like(after))
 
-    def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
-        """A ``snn.Leaky`` state dict's ``beta`` becomes the core's decay (and its ``threshold``
-        the core's, as for every skin); a Leaky that does not reset by subtraction is refused."""
-        self._check_loaded_reset(state_dict, prefix)  # before the decay changes
-        beta = state_dict.pop(prefix + "beta", None)
-        if beta is not None:
-            self._load_beta(beta, state_dict, prefix + "core.decay_logit")
-        super()._load_from_state_dict(state_dict, prefix, *args)
-
-    def _load_beta(self, beta: object, state_dict: dict[str, Any], key: str) -> None:
-        """Put ``beta`` in ``state_dict`` as the core's decay under ``key``; one value (or equal
-        values) also sets the core's ``tau``, from which :attr:`beta` reads it back."""
-        beta = torch.as_tensor(beta).detach().to("cpu", torch.float64)
-        if beta.numel() == 0 or not bool(((beta > 0) & (beta < 1)).all()):
-            raise ValueError(f"beta must be in (0, 1) (DecoupledLIF's decay), got {beta.tolist()}")
-        flat = beta.reshape(-1)
-        per_channel = not _one_value(flat)
-        features = self.core.features if self.core.features is not None else flat.numel()
-        if per_channel and flat.numel() != features:
-            raise ValueError(f"beta has {flat.numel()} values for {features} features")
-        self._beta_per_channel, self._beta_shape = per_channel, beta.shape
-        if not per_channel:
-            flat = flat[:1]
-            self.core.tau = float(1 / (1 - flat[0]))
-            if self.core.features is None:  # the lazy core builds its decay from tau at the first input
-                state_dict[key] = self.core.decay_logit
-                return
-        state_dict[key] = torch.logit(flat.expand(features)).clone()
-
     def extra_repr(self) -> str:
-        beta = "per channel" if self.core.learn_decay or self._beta_per_channel else f"{1 - 1 / self.core.tau:g}"
-        return super().extra_repr() + f", beta={beta}, mem={self.mem_kind!r}"
+        return super().extra_repr() + f", beta={self._decays['beta'].describe(self.core)}, mem={self.mem_kind!r}"
 
 
 class LTC(LeakyAdapter):
@@ -1073,13 +1171,219 @@ class PSPLIF(LeakyAdapter):
         super().__init__(make_core, threshold, spike_grad, init_hidden, output, reset_mechanism, **leaky_options)
 
 
+class Synaptic(_CoreSkin, snntorch.Synaptic):
+    r"""snnTorch skin of :class:`snn_parallel.neurons.SynapticLIF`, a drop-in for ``snn.Synaptic``: the
+    second-order LIF :math:`\mathrm{syn}_t = \alpha\,\mathrm{syn}_{t-1} + x_t`,
+    :math:`\mathrm{mem}_t = \beta\,\mathrm{mem}_{t-1} + \mathrm{syn}_t - V_{th} s_t`, trained in parallel by
+    :meth:`multistep`. It subclasses ``snntorch.Synaptic``, so snnTorch's tools treat it as one
+    (``utils.reset``, ``Synaptic.detach_hidden`` / ``reset_hidden``, ``reset_mem``, ``init_synaptic``,
+    ``backprop.BPTT`` / ``TBPTT``).
+
+    Args:
+        features: channels ``C``; ``None`` (default) infers it from the first input.
+        alpha: synaptic decay in ``(0, 1)``; the core's :math:`\tau_{syn} = 1/(1-\alpha)`. A tensor of ``C``
+            different values is a decay per channel (``snn.Synaptic``'s per-neuron ``alpha``).
+        beta: membrane decay in ``(0, 1)``; the core's :math:`\tau = 1/(1-\beta)`, per channel likewise.
+        threshold: :math:`V_{th}`: a number, or one per channel (a ``[C]`` tensor).
+        spike_grad: snnTorch surrogate (default ``snntorch.surrogate.atan()``, as ``snn.Synaptic``'s).
+        learn_alpha, learn_beta: learn a per-channel decay (the core's ``learn_syn_decay``, ``learn_decay``), a
+            sigmoid of a logit where ``snn.Synaptic`` learns the decay itself, clamped to ``[0, 1]``.
+        learn_threshold: learn a per-channel threshold (the core's ``v_threshold`` ``[C]``, which
+            ``neuron.threshold`` is), initialised from ``threshold``.
+        init_hidden, output: snnTorch's.
+        reset_mechanism: ``"subtract"`` (default) or ``"none"`` (no reset, the core's ``reset=False``);
+            ``"zero"`` is refused (see below).
+        **synaptic_options: ``snn.Synaptic``'s ``surrogate_disable``, ``inhibition``, ``state_quant`` (each at
+            ``False`` only) and ``reset_delay`` (``False``, the default here: see below).
+
+    **Contract.** ``forward(input_, syn=None, mem=None)`` is one step and returns ``(spk, syn, mem)`` (``spk``
+    alone with ``init_hidden=True, output=False``; passing ``syn`` or ``mem`` then raises ``TypeError``), as
+    ``snn.Synaptic``; ``syn`` and ``mem`` are its buffers ``self.syn``, ``self.mem``, the whole state, carried from
+    one call to the next. ``multistep(x_seq, syn=None, mem=None)`` runs a time-major ``[T, B, ...]`` sequence
+    in parallel and returns ``(spk_seq, syn_seq, mem_seq)`` (or ``spk_seq``), the values ``forward`` returns at
+    each step, leaving the state at the sequence end. ``mem`` is the membrane after the step's reset,
+    :math:`u_t - V_{th} s_t`, as ``snn.Synaptic(reset_delay=False)`` returns it.
+
+    **Firing and reset.** The reset acts within the step that fired, as ``snn.Synaptic(reset_delay=False)``'s;
+    ``reset_delay=True`` is refused with ``"subtract"``. The spikes, ``syn`` and ``mem`` are
+    ``snn.Synaptic(reset_delay=False)``'s as long as one subtraction brings the membrane below the threshold
+    (``snn.Synaptic`` subtracts once more at the next step where it does not). ``"zero"`` would multiply the
+    membrane by :math:`1 - s_t`, feeding the spikes back into the state, which no parallel scan can run.
+
+    **Gradient.** The reset is detached: the spike subtracted carries no gradient, the threshold does (as
+    ``snn.Synaptic(learn_threshold=True)``'s). ``snn.Synaptic(reset_delay=False)`` also backpropagates through
+    the :math:`-V_{th} s_t` of the step that fired, so BPTT gradients differ from it for the same spikes (with
+    ``reset_mechanism="none"`` they are the same). The decays' gradients: ``forward``, step by step, multiplies
+    the membrane after the reset by :math:`\beta`, as ``snn.Synaptic`` does; ``multistep`` gives :math:`\beta`
+    its gradient through the reset-free membrane (the core's, :mod:`snn_parallel.neurons.synaptic`). Without a
+    reset the two are the same.
+
+    A ``snn.Synaptic`` state dict (``alpha``, ``beta``, ``threshold``) loads into it; assigning ``neuron.alpha``,
+    ``neuron.beta`` or ``neuron.threshold`` retunes the core.
+    """
+
+    _core_type = neurons.SynapticLIF
+    _resets = ("subtract", "none")
+    _threshold_per_channel = True
+    _snntorch_name = "Synaptic"
+    core: neurons.SynapticLIF
+
+    def __init__(
+        self,
+        features: int | None = None,
+        *,
+        alpha: float | torch.Tensor = 0.5,
+        beta: float | torch.Tensor = 0.5,
+        threshold: float | torch.Tensor = 1.0,
+        spike_grad: Any = None,
+        learn_alpha: bool = False,
+        learn_beta: bool = False,
+        learn_threshold: bool = False,
+        init_hidden: bool = False,
+        output: bool = False,
+        reset_mechanism: str = "subtract",
+        **synaptic_options: Any,
+    ) -> None:
+        name = type(self).__name__
+        for arg in synaptic_options:
+            if arg not in _SYNAPTIC_OPTIONS:
+                raise TypeError(f"{name}() got an unexpected keyword argument {arg!r}")
+        decays = {
+            "alpha": _Decay(
+                "alpha", alpha, tau="tau_syn", logit="syn_decay_logit", learn="learn_syn_decay", read="alpha"
+            ),
+            "beta": _Decay("beta", beta, tau="tau", logit="decay_logit", learn="learn_decay", read="beta"),
+        }
+        learn_alpha, learn_beta = check_bool(learn_alpha, "learn_alpha"), check_bool(learn_beta, "learn_beta")
+
+        def make_core(surrogate: Surrogate, v_threshold: float | torch.Tensor) -> neurons.SynapticLIF:
+            return neurons.SynapticLIF(
+                features,
+                tau_syn=decays["alpha"].initial_tau,
+                tau=decays["beta"].initial_tau,
+                learn_decay=learn_beta,
+                learn_syn_decay=learn_alpha,
+                v_threshold=v_threshold,
+                learn_threshold=learn_threshold,
+                reset=reset_mechanism == "subtract",
+                surrogate=surrogate,
+            )
+
+        options = {"init_hidden": init_hidden, "output": output, "reset_delay": False, **synaptic_options}
+        core, snntorch_arguments = self._build_core(make_core, threshold, spike_grad, reset_mechanism, options)
+        super().__init__(_UNUSED_BETA, _UNUSED_BETA, **snntorch_arguments)
+        self.core = core
+        self._decays = decays
+        for decay in decays.values():  # snn.Synaptic's per-neuron decays: the core's per channel
+            if decay.pending is not None:
+                setattr(self, decay.name, decay.pending)
+
+    alpha = _decay_property(
+        "alpha",
+        r"""The synaptic decay :math:`\alpha`: in the shape of the ``alpha`` given (0-dim for a number), ``[C]`` with
+        ``learn_alpha`` or after loading different values per channel; assigning it retunes the core.""",
+    )
+    beta = _decay_property("beta", r"""The membrane decay :math:`\beta`, as :attr:`alpha`.""")
+
+    def _alpha_register_buffer(self, alpha: Any, learn_alpha: bool) -> None:
+        """Called by ``Synaptic.__init__``: no ``alpha`` buffer (the core holds it, see :attr:`alpha`)."""
+
+    def _beta_buffer(self, beta: Any, learn_beta: bool) -> None:
+        """Called by ``LIF.__init__``: no ``beta`` buffer (see :attr:`beta`)."""
+
+    def _reset_refusal(self, reset_mechanism: str) -> str:
+        return (
+            ": a reset to zero multiplies the membrane by 1 - spk, feeding the spikes back into the state, which "
+            "no parallel scan can run; keep snn.Synaptic for it"
+            if reset_mechanism == "zero"
+            else ""
+        )
+
+    # -- state: snn.Synaptic's buffers syn and mem, the whole state ---------------------
+    def _state(self, step: torch.Tensor, name: str, syn: torch.Tensor | None, mem: torch.Tensor | None) -> Any:
+        """The core state to start the checked step ``step`` (of argument ``name``) from: ``syn`` and ``mem``
+        passed in replace the stored ones, as in ``snn.Synaptic``; one of another shape than the step starts at
+        rest. The membrane after the reset is a whole state, the core's threshold bias then 0."""
+        if self.init_hidden and (syn is not None or mem is not None):
+            raise TypeError("`mem` or `syn` should not be passed as an argument while `init_hidden=True`")
+        values = []
+        for field, given in (("syn", syn), ("mem", mem)):
+            stored = self._buffers[field]
+            if given is not None and not isinstance(given, torch.Tensor):
+                raise TypeError(f"{field} must be a torch.Tensor or None, got {type(given).__name__}")
+            if given is not None and given is not stored and given.shape == step.shape:
+                check_state_tensor(given, field, step.shape, step, name)
+                stored = given
+            values.append(stored if stored.shape == step.shape else torch.zeros_like(step))
+        syn, mem = values
+        return self.core.state_type(syn, mem, torch.zeros_like(mem))
+
+    def _store(self, syn: torch.Tensor, mem: torch.Tensor) -> None:
+        """Keep ``syn`` and ``mem`` as the buffers (not views, so that ``detach_hidden`` detaches them in place)."""
+        self._buffers["syn"] = syn if syn._base is None else syn.clone()
+        self._buffers["mem"] = mem if mem._base is None else mem.clone()
+
+    def _after(self, spk: torch.Tensor, potential: torch.Tensor, channel_dim: int) -> torch.Tensor:
+        """``mem``: the potential after the step's reset (as it is without one)."""
+        return self._after_reset(spk, potential, channel_dim) if self.core.reset else potential
+
+    # -- entry points --------------------------------------------------------------------
+    def forward(
+        self, input_: torch.Tensor, syn: torch.Tensor | None = None, mem: torch.Tensor | None = None
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One time step for ``input_`` ``[B, features, ...]`` (a ``[features]`` step or a scalar is one sample):
+        ``(spk, syn, mem)``, the stored buffers themselves (see the class docstring)."""
+        return self._forward(input_, syn, mem)
+
+    def _step(
+        self, input_: torch.Tensor, syn: torch.Tensor | None, mem: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        state = self._state(input_, "input_", syn, mem)
+        spk, state = self.core._step_checked(input_, state, state_values_checked=True)
+        self._store(state.current, self._after(spk, state.filtered, 1))  # the bias came in as 0
+        return spk, self.syn, self.mem
+
+    def multistep(
+        self, x_seq: torch.Tensor, syn: torch.Tensor | None = None, mem: torch.Tensor | None = None
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """All steps of ``x_seq`` ``[T, B, features, ...]`` in parallel: ``(spk_seq, syn_seq, mem_seq)``, each
+        ``[T, B, features, ...]``; ``syn`` and ``mem`` as in :meth:`forward`."""
+        if not isinstance(x_seq, torch.Tensor) or x_seq.dim() < 1:
+            raise TypeError(f"x_seq must be a time-major torch.Tensor [T, B, ...], got {type(x_seq).__name__}")
+        x_seq = self._checked(x_seq, "x_seq", 2, x_seq.shape)
+        spk_seq, (syn_seq, mem_seq), _ = self._sequence(x_seq, self._state(x_seq[0], "x_seq", syn, mem))
+        self._store(syn_seq[-1], mem_seq[-1])
+        return self._returns(spk_seq, syn_seq, mem_seq)
+
+    def _sequence(
+        self, x_seq: torch.Tensor, state: NamedTuple
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor], NamedTuple]:
+        """``(spk_seq, (syn_seq, mem_seq), last core state)`` for the checked ``x_seq`` from the core state
+        ``state``: the core's parallel path, ``mem`` after each step's reset."""
+        spk_seq, potential, syn_seq, state = self.core.update_sequence_with_current(x_seq, state)
+        return spk_seq, (syn_seq, self._after(spk_seq, potential, 2)), state
+
+    def _driven_sequence(
+        self, x_seq: torch.Tensor, state: NamedTuple | None
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor], NamedTuple]:
+        """For a trainer of :mod:`snn_parallel.learners`, which holds the core state itself (``None``: at rest):
+        ``(spk_seq, (syn_seq, mem_seq), last_state)``, what :meth:`forward` returns beside the spikes at each step;
+        stores nothing."""
+        x_seq = self.core._checked(x_seq, "x_seq", check_sequence, 2)
+        return self._sequence(x_seq, self.core._resolve_state(state, x_seq[0]))
+
+    def extra_repr(self) -> str:
+        alpha, beta = (self._decays[name].describe(self.core) for name in ("alpha", "beta"))
+        return super().extra_repr() + f", alpha={alpha}, beta={beta}"
+
+
 def reset(net: nn.Module) -> None:
-    """Reset the state of every ``snntorch.Leaky`` (ours included) inside ``net``, nested
+    """Reset the state of every ``snntorch.Leaky`` and ``snntorch.Synaptic`` (ours included) inside ``net``, nested
     ones too, and of no other network; the new state is at rest and carries no graph."""
     if not isinstance(net, nn.Module):
         raise TypeError(f"net must be an nn.Module, got {type(net).__name__}")
     for module in net.modules():
-        if isinstance(module, snntorch.Leaky):
+        if isinstance(module, (snntorch.Leaky, snntorch.Synaptic)):
             module.reset_mem()
 
 
@@ -1105,6 +1409,7 @@ def _exports() -> dict[tuple[Any, str], object]:
         (snntorch, "DecoupledLIF"): DecoupledLIF,
         (snntorch, "LTC"): LTC,
         (snntorch, "PSPLIF"): PSPLIF,
+        (snntorch, "SynapticLIF"): Synaptic,  # snntorch.Synaptic is snnTorch's own
         (snntorch.surrogate, "MultiGaussian"): multi_gaussian,
         (snntorch.surrogate, "DoubleGaussian"): double_gaussian,
     }
@@ -1117,7 +1422,8 @@ _skipped: set[str] = set()
 
 def register() -> None:
     """Make the classes reachable as ``snntorch.DynamicDecay``, ``snntorch.PRF``,
-    ``snntorch.DecoupledLIF``, ``snntorch.LTC`` and the surrogate factories as
+    ``snntorch.DecoupledLIF``, ``snntorch.LTC``, ``snntorch.PSPLIF``, :class:`Synaptic` as ``snntorch.SynapticLIF``
+    (``snntorch.Synaptic`` being snnTorch's own) and the surrogate factories as
     ``snntorch.surrogate.MultiGaussian()`` / ``DoubleGaussian()`` (factories, called like
     snnTorch's, that return our surrogate with snnTorch's firing rule).
 

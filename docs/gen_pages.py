@@ -87,6 +87,7 @@ NEURONS = {
     "DynamicDecay": (lambda: sp.DynamicDecay(1), 1.2),
     "PRF": (lambda: sp.PRF(1, dt_range=(0.2, 0.5), fr_scale=8.0), 1.5),
     "DecoupledLIF": (lambda: sp.DecoupledLIF(1, tau=4.0), 0.6),
+    "SynapticLIF": (lambda: sp.SynapticLIF(1, tau_syn=4.0, tau=4.0), 0.08),
     "LTC": (lambda: sp.LTC(1), 0.8),
     "BRF": (lambda: sp.BRF(1), 60.0),
     "SEAdLIF": (lambda: sp.SEAdLIF(1), 3.0),

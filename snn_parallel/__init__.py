@@ -1,8 +1,8 @@
 """snn_parallel: spiking neurons that train in parallel over time and run step by step.
 
 Neurons (:mod:`snn_parallel.neurons`): :class:`DynamicDecay` (DSN), :class:`PRF`,
-:class:`DecoupledLIF`, :class:`LTC`, HYPR's :class:`BRF` and :class:`SEAdLIF` (and its
-:class:`LeakyIntegrator` readout), and TSSL-BP's :class:`PSPLIF`. Ops
+:class:`DecoupledLIF`, :class:`SynapticLIF` (snnTorch's ``Synaptic``), :class:`LTC`, HYPR's
+:class:`BRF` and :class:`SEAdLIF` (and its :class:`LeakyIntegrator` readout), and TSSL-BP's :class:`PSPLIF`. Ops
 (:mod:`snn_parallel.ops`): the gated linear scan and the fused recurrences behind them.
 Surrogates (:mod:`snn_parallel.surrogate`) accept ours, snnTorch's and SpikingJelly's.
 Built-in data: :mod:`snn_parallel.tasks`.
@@ -11,7 +11,7 @@ Framework adapters live in :mod:`snn_parallel.adapters` and are never imported h
 
 from . import ops, surrogate
 from ._validation import set_validation, validation, validation_enabled
-from .neurons import BRF, LTC, PRF, PSPLIF, DecoupledLIF, DynamicDecay, LeakyIntegrator, SEAdLIF
+from .neurons import BRF, LTC, PRF, PSPLIF, DecoupledLIF, DynamicDecay, LeakyIntegrator, SEAdLIF, SynapticLIF
 
 __version__ = "0.1.0"
 
@@ -19,6 +19,7 @@ __all__ = [
     "DynamicDecay",
     "PRF",
     "DecoupledLIF",
+    "SynapticLIF",
     "LTC",
     "BRF",
     "SEAdLIF",

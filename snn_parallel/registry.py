@@ -19,7 +19,7 @@ from types import MappingProxyType
 from typing import Any
 
 from ._validation import check_int
-from .neurons import BRF, LTC, PRF, PSPLIF, DecoupledLIF, DynamicDecay, Neuron, SEAdLIF
+from .neurons import BRF, LTC, PRF, PSPLIF, DecoupledLIF, DynamicDecay, Neuron, SEAdLIF, SynapticLIF
 
 __all__ = ["NeuronEntry", "NEURONS", "build", "names"]
 
@@ -52,6 +52,11 @@ NEURONS: Mapping[str, NeuronEntry] = MappingProxyType(
             "PRF as SpikingJelly's PRFNode: a fixed decay, the sigmoid surrogate",
         ),
         "lif": NeuronEntry(DecoupledLIF, {"tau": 2.0}, "LIF with its reset decoupled from the leak (tau = 2)"),
+        "synaptic": NeuronEntry(
+            SynapticLIF,
+            {"tau_syn": 2.0, "tau": 2.0},
+            "snnTorch's Synaptic: a LIF driven by a decaying synaptic current (tau_syn = tau = 2)",
+        ),
         "ltc": NeuronEntry(
             LTC, {"mode": "parallel"}, "LTC: liquid time constants, its gates from the input (parallel)"
         ),

@@ -76,6 +76,10 @@ NEURONS: dict[str, tuple[Callable[[], sn.Neuron], float]] = {
         lambda: sn.DecoupledLIF(C, v_threshold=[0.6, 0.8, 1.0, 1.2], learn_threshold=True),
         2.0,
     ),
+    "synaptic": (
+        lambda: sn.SynapticLIF(C, learn_decay=True, v_threshold=[0.6, 0.8, 1.0, 1.2], learn_threshold=True),
+        1.0,
+    ),
     "ltc_paper": (lambda: sn.LTC(C, learn_gate_temperature=True), 2.0),
     "ltc_parallel": (lambda: sn.LTC(C, mode="parallel", learn_gate_temperature=True), 2.0),
     "brf": (lambda: sn.BRF(C), 40.0),

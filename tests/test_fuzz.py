@@ -379,6 +379,7 @@ NEURONS: dict[str, Callable[[int], torch.nn.Module]] = {
     "PRF": lambda n: sp.PRF(n, learn_decay=True),
     "PRF-reset": lambda n: sp.PRF(n, reset=True),
     "DecoupledLIF": lambda n: sp.DecoupledLIF(n, learn_decay=True),
+    "SynapticLIF": lambda n: sp.SynapticLIF(n, learn_decay=True),
     "LTC": lambda n: sp.LTC(n),
     "LTC-parallel": lambda n: sp.LTC(n, mode="parallel"),
     "BRF": lambda n: sp.BRF(n),

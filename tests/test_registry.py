@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from snn_parallel import registry
-from snn_parallel.neurons import BRF, LTC, PRF, PSPLIF, DecoupledLIF, DynamicDecay, SEAdLIF
+from snn_parallel.neurons import BRF, LTC, PRF, PSPLIF, DecoupledLIF, DynamicDecay, SEAdLIF, SynapticLIF
 from snn_parallel.surrogate import Sigmoid
 
 
@@ -19,6 +19,7 @@ def test_every_name_builds_its_class_with_the_task_arguments():
         "brf": BRF,
         "adlif": SEAdLIF,
         "psplif": PSPLIF,
+        "synaptic": SynapticLIF,
     }
     assert registry.names() == tuple(sorted(classes))
     for name, cls in classes.items():
@@ -29,6 +30,7 @@ def test_every_name_builds_its_class_with_the_task_arguments():
     fixed = registry.build("prf_fixed", 3)
     assert not fixed.learn_decay and isinstance(fixed.surrogate, Sigmoid)
     assert registry.build("ltc", 3).mode == "parallel" and registry.build("lif", 3).tau == 2.0
+    assert registry.build("synaptic", 3).tau_syn == 2.0
 
 
 def test_keywords_override_the_defaults_and_the_table_is_read_only():

@@ -14,6 +14,7 @@ SNIPPETS = sorted((Path(__file__).parent.parent / "docs_snippets").glob("*.py"))
 # what each snippet imports beyond torch: its framework, and scikit-learn for those that train on the digits
 NEEDS = {
     "snntorch_swap": ("snntorch",),
+    "snntorch_synaptic_swap": ("snntorch",),
     "spikingjelly_swap": ("spikingjelly",),
     "learners": ("spikingjelly", "sklearn"),
     "quickstart_snntorch": ("snntorch", "sklearn"),
@@ -43,6 +44,7 @@ PAGES = {
     "quickstart_snntorch": "README.md",
     "quickstart_spikingjelly": "README.md",
     "snntorch_swap": "docs/compatibility.md",
+    "snntorch_synaptic_swap": "docs/neurons/synaptic.md",
     "spikingjelly_swap": "docs/compatibility.md",
     "learners": "docs/learners/index.md",
     "tsslbp": "docs/learners/tsslbp.md",

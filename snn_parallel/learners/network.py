@@ -232,11 +232,13 @@ class CoreDriver(Driver):
         else:
             x_seq = x.unsqueeze(0) if steps is None else x.unflatten(0, (steps, -1))
             spikes, membrane = self.run(x_seq)
-            spikes, membrane = spikes.flatten(0, 1), None if membrane is None else membrane.flatten(0, 1)
+            spikes = spikes.flatten(0, 1)
+            if membrane is not None:  # mem, or what a skin returns beside the spikes (Synaptic's (syn, mem))
+                membrane = tuple(m.flatten(0, 1) for m in (membrane if isinstance(membrane, tuple) else (membrane,)))
         if self.snntorch:
             if membrane is None and self.returns_membrane:  # HYPR's structure probe (HYPR refuses such modules)
-                membrane = self.state[0] if self.state is not None else torch.zeros_like(spikes)
-            return self.module._returns(spikes, membrane)
+                membrane = (self.state[0] if self.state is not None else torch.zeros_like(spikes),)
+            return self.module._returns(spikes, *(membrane or (None,)))
         return spikes if self.spikes_only else (spikes, self.state)
 
     @property
@@ -249,10 +251,10 @@ class CoreDriver(Driver):
         spike, self.state = self.core.step(x_t, self.state)
         return spike
 
-    def run(self, x_seq: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def run(self, x_seq: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | tuple[torch.Tensor, ...] | None]:
         """Spikes of all steps and, where the module's forward returns it, the ``mem`` it returns at each
-        step (else ``None``, so the core may skip the membrane); the class's forward, not the instance's
-        (this driver)."""
+        step (a skin returning more, the tuple: ``Synaptic``'s ``(syn, mem)``; else ``None``, so the core may skip
+        the membrane); the class's forward, not the instance's (this driver)."""
         if self.returns_membrane:
             # one step (a trainer's single step, an FPTT part of one step) runs the core's step, as the other
             # skins' single steps do: the core's parallel path costs up to twice as much on one step

@@ -5,7 +5,8 @@ and ``step(x_t, state)`` (streaming), with the same numbers; see :class:`Neuron`
 class and its two extension hooks. HYPR's :class:`BRF` and :class:`SEAdLIF` feed their spikes
 back into the state, so their ``forward`` loops over the update that ``step`` makes. TSSL-BP's
 :class:`PSPLIF` outputs its post-synaptic potential (:class:`PSPFilter` is that filter alone).
-:class:`LeakyIntegrator` is HYPR's non-spiking readout, driven by the trainers like a neuron.
+snnTorch's ``Synaptic`` is :class:`SynapticLIF`, a current-driven
+:class:`DecoupledLIF`. :class:`LeakyIntegrator` is HYPR's non-spiking readout, driven by the trainers like a neuron.
 """
 
 from .adlif import AdLIFState, SEAdLIF
@@ -17,6 +18,7 @@ from .ltc import LTC, LTCState
 from .prf import PRF, PRFState
 from .psp_lif import PSPLIF, PSPFilter, PSPLIFState, PSPState
 from .readout import LeakyIntegrator, LeakyIntegratorState
+from .synaptic import SynapticLIF, SynapticLIFState
 
 __all__ = [
     "Neuron",
@@ -28,6 +30,8 @@ __all__ = [
     "DecoupledLIF",
     "DecoupledLIFState",
     "LIFState",
+    "SynapticLIF",
+    "SynapticLIFState",
     "LTC",
     "LTCState",
     "BRF",

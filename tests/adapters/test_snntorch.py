@@ -432,6 +432,7 @@ NAMES = [
     "snntorch.LTC",
     "snntorch.PRF",
     "snntorch.PSPLIF",
+    "snntorch.SynapticLIF",
     "snntorch.surrogate.DoubleGaussian",
     "snntorch.surrogate.MultiGaussian",
 ]

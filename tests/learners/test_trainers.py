@@ -29,7 +29,7 @@ from snn_parallel.learners import (
     discover,
 )
 from snn_parallel.learners.hypr import suffix_scan
-from snn_parallel.neurons import BRF, LTC, PRF, DecoupledLIF, DynamicDecay, SEAdLIF
+from snn_parallel.neurons import BRF, LTC, PRF, DecoupledLIF, DynamicDecay, SEAdLIF, SynapticLIF
 from snn_parallel.surrogate import Sigmoid
 
 sj_neuron = pytest.importorskip("spikingjelly.activation_based.neuron")
@@ -38,6 +38,7 @@ from spikingjelly.activation_based import layer as sj_layer  # noqa: E402
 NEURONS = {
     "prf": lambda n: PRF(n, learn_decay=True, dt_range=(0.1, 1.0), surrogate=Sigmoid()),
     "lif": lambda n: DecoupledLIF(n, learn_decay=True, surrogate=Sigmoid()),
+    "synaptic": lambda n: SynapticLIF(n, learn_decay=True, learn_threshold=True, surrogate=Sigmoid()),
     "dsn": lambda n: DynamicDecay(n, surrogate=Sigmoid()),
     "brf": lambda n: BRF(n),
     "adlif": lambda n: SEAdLIF(n),
@@ -232,13 +233,14 @@ def test_hypr_carries_only_eligibilities_it_can_keep_per_neuron():
 
 
 # -- FPTT ----------------------------------------------------------------------------------------------
-def _fptt_model():
+def _fptt_model(neuron="lif"):
     torch.manual_seed(3)
-    return nn.Sequential(_wide(nn.Linear(4, 6)), NEURONS["lif"](6), nn.Linear(6, 3)).double()
+    return nn.Sequential(_wide(nn.Linear(4, 6)), NEURONS[neuron](6), nn.Linear(6, 3)).double()
 
 
-def test_fptt_one_part_is_bptt_plus_the_regulariser_gradient():
-    model = _fptt_model()
+@pytest.mark.parametrize("neuron", ["lif", "synaptic"])
+def test_fptt_one_part_is_bptt_plus_the_regulariser_gradient(neuron):
+    model = _fptt_model(neuron)
     trainer = FPTTTrainer(
         model,
         torch.optim.SGD(model.parameters(), lr=0.05),
@@ -439,6 +441,11 @@ def test_ottt_neuron_trace_in_recurrent_and_deep_networks():
             lambda: nn.Sequential(nn.Linear(4, 6), DynamicDecay(6), nn.Linear(6, 3)),
             {},
             r"after 0 \(DynamicDecay\) has no membrane linear in its input",
+        ),
+        (  # second order: its current is a filter of its own, which a first-order trace cannot carry
+            lambda: nn.Sequential(nn.Linear(4, 6), SynapticLIF(6), nn.Linear(6, 3)),
+            {},
+            r"after 0 \(SynapticLIF\) has no membrane linear in its input",
         ),
         (
             lambda: nn.Sequential(nn.Unflatten(-1, (1, 4)), nn.Conv1d(1, 2, 3), PRF(2), nn.Flatten(), nn.Linear(4, 3)),

@@ -18,6 +18,7 @@ from snn_parallel.neurons import (
     LTCState,
     PRFState,
     PSPFilter,
+    SynapticLIFState,
 )
 
 # (name, factory, input scale) -- the scale puts each neuron in a regime where it spikes
@@ -30,6 +31,7 @@ CONFIGS = [
     ("prf-reset", lambda c: sp.PRF(c, dt_range=(0.3, 1.0), reset=True, learn_decay=True), 3.0),
     ("lif", lambda c: sp.DecoupledLIF(c, learn_decay=True), 1.5),
     ("lif-strict", lambda c: sp.DecoupledLIF(c, surrogate=sp.surrogate.Sigmoid(inclusive=False)), 1.5),
+    ("synaptic", lambda c: sp.SynapticLIF(c, learn_decay=True), 0.8),
     ("ltc", lambda c: sp.LTC(c), 2.0),
     ("ltc-parallel", lambda c: sp.LTC(c, mode="parallel"), 2.0),
     ("brf", lambda c: sp.BRF(c), 200.0),
@@ -149,6 +151,7 @@ def test_ltc_parallel_mode_gates_see_input_only():
         (sp.DynamicDecay(3), DSNState),
         (sp.PRF(3), PRFState),
         (sp.DecoupledLIF(3), DecoupledLIFState),
+        (sp.SynapticLIF(3), SynapticLIFState),
         (sp.LTC(3), LTCState),
         (sp.BRF(3), BRFState),
         (sp.SEAdLIF(3), AdLIFState),
@@ -256,6 +259,7 @@ LAZY = [
     ("prf-learn", lambda **k: sp.PRF(learn_decay=True, **k)),
     ("lif", lambda **k: sp.DecoupledLIF(**k)),
     ("lif-learn", lambda **k: sp.DecoupledLIF(learn_decay=True, **k)),
+    ("synaptic", lambda **k: sp.SynapticLIF(learn_decay=True, **k)),
     ("ltc", lambda **k: sp.LTC(**k)),
     ("ltc-parallel", lambda **k: sp.LTC(mode="parallel", learn_gate_temperature=True, **k)),
     ("brf", lambda **k: sp.BRF(**k)),
@@ -338,7 +342,7 @@ NAN, INF = float("nan"), float("inf")
     [
         *[
             (lambda cls=cls, v=v: cls(3, v_threshold=v), err, "v_threshold")
-            for cls in (sp.DynamicDecay, sp.PRF, sp.DecoupledLIF, sp.BRF, sp.SEAdLIF, sp.PSPLIF)
+            for cls in (sp.DynamicDecay, sp.PRF, sp.DecoupledLIF, sp.SynapticLIF, sp.BRF, sp.SEAdLIF, sp.PSPLIF)
             for v, err in (
                 (NAN, ValueError),
                 (INF, ValueError),

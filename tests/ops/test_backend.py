@@ -15,6 +15,7 @@ NEURONS = {
     "prf": lambda: sp.PRF(4),
     "prf_reset": lambda: sp.PRF(4, reset=True, learn_decay=True),
     "lif": lambda: sp.DecoupledLIF(4, learn_decay=True),
+    "synaptic": lambda: sp.SynapticLIF(4, learn_decay=True, v_threshold=[0.5, 0.8, 1.1, 1.4], learn_threshold=True),
     "ltc": lambda: sp.LTC(4, mode="parallel"),
     "psplif": lambda: sp.PSPLIF(4),
     # a learned threshold per channel: its gradient from the kernels' backward

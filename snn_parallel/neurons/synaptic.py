@@ -1,0 +1,161 @@
+r"""Synaptic (second-order) LIF, snnTorch's ``Synaptic``, trained in parallel.
+
+A synaptic current :math:`i_t` filters the input, and a soft-reset LIF integrates the current:
+
+.. math::
+
+    i_t = \alpha\, i_{t-1} + x_t, \qquad
+    u_t = \beta\,(u_{t-1} - V_{th} s_{t-1}) + i_t, \qquad s_t = \Theta(u_t - V_{th}),
+    \qquad \alpha = 1 - 1/\tau_{syn}, \quad \beta = 1 - 1/\tau.
+
+Both recurrences are linear in the input, so the neuron runs all steps in parallel: the current is
+one linear scan (:func:`~snn_parallel.ops.linear_scan`), and the membrane is
+:class:`~snn_parallel.neurons.DecoupledLIF`'s decoupled reset on that current
+(:func:`~snn_parallel.ops.linear_fire`): a reset-free filter :math:`u'_t = \beta u'_{t-1} + i_t` and a
+threshold bias :math:`b_{t+1} = \beta(b_t + V_{th} s_t)`, so that :math:`u_t = u'_t - b_t`. The spikes are
+those of the sequential neuron above.
+
+**Gradient.** BPTT with the reset detached: the spikes enter the bias detached, and so does its
+decay, so :math:`\alpha` and :math:`\beta` get their gradients through the reset-free filters :math:`i` and
+:math:`u'`. The threshold's gradient is :class:`~snn_parallel.neurons.DecoupledLIF`'s: through the
+spikes' argument :math:`u_t - V_{th}` and through the bias's step :math:`\beta V_{th} s_t` (the reset
+subtracts :math:`V_{th}\,\mathrm{sg}(s_{t-1})`, as snnTorch's ``Synaptic(learn_threshold=True)``).
+
+With ``reset=False`` the membrane never resets (:math:`u_t = u'_t`, snnTorch's ``reset_mechanism="none"``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any, NamedTuple
+
+import torch
+
+from .._validation import check_bool, check_float
+from ..ops.linear_fire import linear_fire, linear_fire_step
+from ..ops.scan import linear_scan
+from .lif import DecoupledLIF
+
+
+class SynapticLIFState(NamedTuple):
+    """State of :class:`SynapticLIF`, each ``[B, C, *spatial]``."""
+
+    current: torch.Tensor  #: synaptic current :math:`i_t`
+    filtered: torch.Tensor  #: reset-free membrane :math:`u'_t`
+    bias: torch.Tensor  #: threshold bias :math:`b_{t+1}` for the next step
+
+
+class SynapticLIF(DecoupledLIF):
+    r"""Second-order (synaptic-current) soft-reset LIF, trained in parallel (equations in the module doc).
+
+    Args:
+        features: channels ``C`` (dim 2 of ``[T, B, C, *spatial]``); ``None`` infers it
+            from the first input.
+        tau_syn: synaptic time constant, :math:`\alpha = 1 - 1/\tau_{syn}` (``tau_syn > 1``).
+        tau: membrane time constant, :math:`\beta = 1 - 1/\tau` (``tau > 1``).
+        learn_decay: learn a per-channel :math:`\alpha = \sigma(w_\alpha)` and :math:`\beta = \sigma(w_\beta)`,
+            initialised from ``tau_syn`` and ``tau``.
+        learn_syn_decay: learn :math:`\alpha` (``True``) or not (``False``) whatever ``learn_decay`` says of
+            :math:`\beta`; ``None`` (default): as ``learn_decay``.
+        v_threshold: :math:`V_{th}`: a number, or one per channel (a ``[C]`` tensor or a sequence of
+            numbers).
+        learn_threshold: learn a per-channel :math:`V_{th}` (the parameter ``v_threshold``, ``[C]``),
+            initialised from ``v_threshold``.
+        reset: subtract the threshold at a spike (``False``: the membrane never resets).
+        surrogate: any surrogate :func:`~snn_parallel.surrogate.resolve` accepts; its
+            firing rule (``>=`` or ``>``) is used by the threshold scan as well.
+        backend: ``"auto"``, ``"torch"`` or ``"cupy"`` for the scans.
+    """
+
+    state_type = SynapticLIFState
+
+    def __init__(
+        self,
+        features: int | None = None,
+        *,
+        tau_syn: float = 2.0,
+        tau: float = 2.0,
+        learn_decay: bool = False,
+        learn_syn_decay: bool | None = None,
+        v_threshold: float | torch.Tensor | Sequence[float] = 1.0,
+        learn_threshold: bool = False,
+        reset: bool = True,
+        surrogate: object = None,
+        backend: str = "auto",
+    ) -> None:
+        self.tau_syn = check_float(tau_syn, "tau_syn", minimum=1, min_open=True)
+        self.reset = check_bool(reset, "reset")
+        # the declaration of the synaptic decay waits for nn.Module.__init__, which the LIF's runs first
+        self.learn_syn_decay = check_bool(
+            learn_decay if learn_syn_decay is None else learn_syn_decay,
+            "learn_decay" if learn_syn_decay is None else "learn_syn_decay",
+        )
+        super().__init__(
+            features,
+            tau=tau,
+            learn_decay=learn_decay,
+            v_threshold=v_threshold,
+            learn_threshold=learn_threshold,
+            surrogate=surrogate,
+            backend=backend,
+        )
+
+    def _declare(self, **parameter: bool) -> None:
+        """The LIF's tensors, with the synaptic decay's logit declared alongside."""
+        super()._declare(syn_decay_logit=self.learn_syn_decay, **parameter)
+
+    def _initial_values(self, features: int) -> dict[str, torch.Tensor]:
+        alpha = 1 - 1 / self.tau_syn
+        logit = torch.full((features,), math.log(alpha / (1 - alpha)))
+        return {"syn_decay_logit": logit, **super()._initial_values(features)}
+
+    @property
+    def alpha(self) -> torch.Tensor:
+        r"""Per-channel synaptic decay :math:`\alpha`, ``[C]``."""
+        return torch.sigmoid(self.syn_decay_logit)
+
+    def linear_response(self) -> None:
+        """``None``: the membrane is second order in its input (the current is a filter of its own), which the
+        first-order form :math:`h_t = \\rho h_{t-1} + g c_t` of OTTT's ``trace="neuron"`` cannot express."""
+        return None
+
+    def init_state(self, x_t: torch.Tensor) -> SynapticLIFState:
+        zeros = torch.zeros_like(x_t)
+        return SynapticLIFState(zeros, zeros, zeros)
+
+    def _fire_arguments(self, x: torch.Tensor, state: Any, channel_dim: int) -> tuple[Any, ...]:
+        """The LIF's ``linear_fire`` arguments for the current ``x``, without the reset where it has none."""
+        arguments = super()._fire_arguments(x, state, channel_dim)
+        return arguments if self.reset else (*arguments[:-1], None)
+
+    def update_sequence(
+        self, x_seq: torch.Tensor, state: SynapticLIFState
+    ) -> tuple[torch.Tensor, torch.Tensor, SynapticLIFState]:
+        spikes, membrane, _, last_state = self.update_sequence_with_current(x_seq, state)
+        return spikes, membrane, last_state
+
+    def update_sequence_with_current(
+        self, x_seq: torch.Tensor, state: SynapticLIFState
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, SynapticLIFState]:
+        """:meth:`update_sequence` on checked inputs with the synaptic current :math:`i_t` of every step too:
+        ``(spikes, membrane, current, last_state)``, the first three ``[T, B, C, *spatial]`` (snnTorch's
+        ``Synaptic`` returns the current as ``syn``)."""
+        alpha = self._channel_view(self.alpha, x_seq, 2)
+        current, last = linear_scan(alpha, x_seq, state.current, backend=self.ops_backend, validate=False)
+        current, last = current.to(x_seq.dtype), last.to(x_seq.dtype)  # half precision comes back in float32
+        spikes, membrane, filtered, bias = linear_fire(
+            *self._fire_arguments(current, state, 2), backend=self.ops_backend, validate=False
+        )
+        return spikes, membrane, current, SynapticLIFState(last, filtered, bias)
+
+    def update(self, x_t: torch.Tensor, state: SynapticLIFState) -> tuple[torch.Tensor, torch.Tensor, SynapticLIFState]:
+        current = self._channel_view(self.alpha, x_t, 1) * state.current + x_t
+        spike, membrane, filtered, bias = linear_fire_step(*self._fire_arguments(current, state, 1))
+        return spike, membrane, SynapticLIFState(current, filtered, bias)
+
+    def extra_repr(self) -> str:
+        return (
+            f"features={self.features}, tau_syn={self.tau_syn}, tau={self.tau}, {self._threshold_repr()}"
+            f"{'' if self.reset else ', reset=False'}"
+        )
