@@ -1300,6 +1300,13 @@ class Synaptic(_CoreSkin, snntorch.Synaptic):
         )
 
     # -- state: snn.Synaptic's buffers syn and mem, the whole state ---------------------
+    def __setattr__(self, name: str, value: Any) -> None:
+        """``neuron.syn = tensor`` or ``neuron.mem = tensor`` (snnTorch's reset helpers assign them) is checked
+        here, so that the next step can take the stored state as checked."""
+        if name in ("syn", "mem") and isinstance(value, torch.Tensor) and "core" in self._modules:
+            check_tensor(value, name)
+        super().__setattr__(name, value)
+
     def _state(self, step: torch.Tensor, name: str, syn: torch.Tensor | None, mem: torch.Tensor | None) -> Any:
         """The core state to start the checked step ``step`` (of argument ``name``) from: ``syn`` and ``mem``
         passed in replace the stored ones, as in ``snn.Synaptic``; one of another shape than the step starts at

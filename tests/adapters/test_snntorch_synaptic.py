@@ -345,6 +345,12 @@ def test_bad_inputs_are_named():
         neuron(torch.rand(2, 3), torch.full((2, 3), float("nan")))
     with pytest.raises(TypeError, match="mem must be a torch.Tensor"):
         neuron(torch.rand(2, 3), None, 1.0)
+    for field in ("syn", "mem"):  # assigned, as snnTorch's reset helpers do: checked at the assignment
+        with pytest.raises(ValueError, match=f"{field} contains NaN"):
+            setattr(neuron, field, torch.full((2, 3), float("nan")))
+        with pytest.raises(TypeError, match=f"{field} must have dtype"):
+            setattr(neuron, field, torch.ones(2, 3, dtype=torch.int64))
+    neuron.reset_mem()
     with pytest.raises(TypeError, match="x_seq must be a time-major"):
         neuron.multistep(None)
     with pytest.raises(ValueError, match="x_seq"):
