@@ -13,6 +13,8 @@ import torch
 from torch import nn
 
 pytest.importorskip("spikingjelly")
+# SpikingJelly's monitor (imported by its learning rules too) needs tensorboard at import
+pytest.importorskip("spikingjelly.activation_based.monitor")
 
 from snn_parallel.adapters import spikingjelly as sjn  # noqa: E402
 from spikingjelly.activation_based import functional, layer, monitor  # noqa: E402
