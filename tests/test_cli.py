@@ -58,6 +58,13 @@ def test_cli_train_reports_a_measured_accuracy(tmp_path, capsys):
     assert "trace=presynaptic" in capsys.readouterr().out
 
 
+def test_cli_train_takes_the_synaptic_lif(capsys):
+    """``--neuron synaptic``: snnTorch's Synaptic in parallel, trained by a rule that takes any neuron."""
+    assert cli.main(["train", "row", "bptt", "--neuron", "synaptic", "--epochs", "1"]) == 0
+    line = capsys.readouterr().out
+    assert "neuron=synaptic" in line and "test_accuracy=" in line
+
+
 def test_cli_train_adding_reports_a_measured_mse(tmp_path, capsys):
     out = tmp_path / "adding.json"
     assert (
@@ -251,6 +258,7 @@ def test_cli_train_scores_several_rates_on_the_validation_share_and_names_the_be
         ),
         (["train", "--trace", "neuron", "--neuron", "brf"], "--neuron brf has none (use --trace presynaptic)"),
         (["train", "pixel", "ottt", "--trace", "neuron", "--neuron", "adlif"], "--neuron adlif has none"),
+        (["train", "row", "ottt", "--trace", "neuron", "--neuron", "synaptic"], "--neuron synaptic has none"),
         (["bench", "--rules", "bptt"], "--rules is for --learners"),
         (
             ["bench", "--json", "missing-folder/bench.json"],

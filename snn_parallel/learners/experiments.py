@@ -47,7 +47,7 @@ __all__ = [
 
 RULES: dict[str, type[Trainer]] = {"bptt": BPTTTrainer, "fptt": FPTTTrainer, "ottt": OTTTTrainer, "hypr": HYPRTrainer}
 #: the neurons of :mod:`snn_parallel.registry` that ``snn-parallel train`` offers on the digits
-DIGITS_NEURONS = ("adlif", "brf", "dsn", "lif", "prf", "prf_fixed")
+DIGITS_NEURONS = ("adlif", "brf", "dsn", "lif", "prf", "prf_fixed", "synaptic")
 
 
 def _synapse(fan_in: int, fan_out: int, gain: float = 3.0) -> nn.Linear:
