@@ -43,6 +43,29 @@ def per_lane(param: torch.Tensor, lanes: int, layout: tuple[int, int]) -> torch.
     return param.view(1, count, 1).expand(lanes // (count * spatial), count, spatial).reshape(lanes)
 
 
+# -- a threshold: one number for every lane, or a tensor with a gradient ---------------------------------
+def compact_threshold(
+    value: float | torch.Tensor, shape: torch.Size, lo: int, hi: int, dtype: torch.dtype
+) -> float | torch.Tensor:
+    """A threshold-like parameter (``linear_fire``'s ``v_threshold``, ``dsn_membrane``'s ``shift``) as the ops pass
+    it on: a number as a float (the kernels take it by value, no launch), a tensor as ``[P]`` (:func:`compact`) in
+    ``dtype``, at least float32 (a threshold is not rounded to half precision)."""
+    if not isinstance(value, torch.Tensor):
+        return float(value)
+    return compact(value.to(torch.promote_types(dtype, torch.float32)), shape, lo, hi)
+
+
+def threshold_per_lane(value: float | torch.Tensor, lanes: int, layout: tuple[int, int]) -> float | torch.Tensor:
+    """:func:`per_lane` of a ``[P]`` threshold; a number as it is."""
+    return per_lane(value, lanes, layout) if isinstance(value, torch.Tensor) else value
+
+
+def threshold_arguments(value: float | torch.Tensor) -> tuple[torch.Tensor | None, float]:
+    """A threshold as the kernels take it: ``(pointer, number)``, the ``[P]`` tensor and 0, or ``None`` and the
+    number (read where the pointer is null)."""
+    return (value, 0.0) if isinstance(value, torch.Tensor) else (None, float(value))
+
+
 def to_params(lanes: torch.Tensor, layout: tuple[int, int], *, groups: bool = False) -> torch.Tensor:
     """Sum per-lane values ``[N]`` (e.g. a gradient) into their ``[P]`` parameters, in one reduction; ``groups``:
     the values are ``[G, N]`` partial sums, summed over ``G`` too."""

@@ -13,7 +13,7 @@ import torch
 from ..._validation import check_bool, check_float, check_like, check_op_sequence, check_positive, check_tensor
 from ...surrogate import Surrogate, check_surrogate
 from .._backend import kernel_gap, resolve_backend
-from .._layout import compact, param_layout, per_lane, to_params
+from .._layout import compact, compact_threshold, param_layout, per_lane, threshold_per_lane, to_params
 from .cupy import MAX_TAPS, dsn_backward_cupy, dsn_forward_cupy
 from .fused import dsn_backward, dsn_forward
 from .reference import dsn_membrane_reference, dsn_step
@@ -26,15 +26,10 @@ def _taps_per_lane(weight: torch.Tensor, lanes: int, layout: tuple[int, int]) ->
     return torch.stack([per_lane(w, lanes, layout) for w in weight.unbind(0)])
 
 
-def _shift_per_lane(shift, lanes, layout):
-    """A ``[P]`` shift for every lane; a number as it is."""
-    return per_lane(shift, lanes, layout) if isinstance(shift, torch.Tensor) else shift
-
-
 def _forward_torch(x, history, weight, bias, tau, h0, spike_fn, shift, membrane, layout):
     lanes = x.shape[1]
     spikes, h = dsn_forward(x, history, _taps_per_lane(weight, lanes, layout), per_lane(bias, lanes, layout), tau, h0,
-                            spike_fn, _shift_per_lane(shift, lanes, layout))  # fmt: skip
+                            spike_fn, threshold_per_lane(shift, lanes, layout))  # fmt: skip
     return spikes, h if membrane else None, h[-1].clone(), h
 
 
@@ -45,7 +40,7 @@ def _backward_torch(grad_spikes, grad_h, grad_last, x, history, weight, bias, ta
     grad_h = torch.zeros_like(x) if grad_h is None else grad_h
     grad_last = torch.zeros_like(h0) if grad_last is None else grad_last
     return dsn_backward(grad_spikes, grad_h, grad_last, x, history, _taps_per_lane(weight, lanes, layout),
-                        per_lane(bias, lanes, layout), tau, h0, h, spike_fn, _shift_per_lane(shift, lanes, layout),
+                        per_lane(bias, lanes, layout), tau, h0, h, spike_fn, threshold_per_lane(shift, lanes, layout),
                         needs_shift)  # fmt: skip
 
 
@@ -152,17 +147,13 @@ def dsn_membrane(
     steps, shape = x.shape[0], x.shape[1:]
     lanes = shape.numel()
     lo, hi, count, spatial = param_layout(shape, weight[0], bias, shift_tensor)
-    if shift_tensor is None:  # one value for every lane, passed as a number
-        shift = float(shift)
-    else:  # not rounded to half precision
-        shift = compact(shift_tensor.to(torch.promote_types(x.dtype, torch.float32)), shape, lo, hi)
     spikes, h, last = _DSNMembrane.apply(
         x.reshape(steps, lanes).contiguous(),
         history.reshape(history.shape[0], lanes).contiguous(),
         torch.stack([compact(w, shape, lo, hi) for w in weight.unbind(0)]),
         compact(bias, shape, lo, hi),
         h0.reshape(lanes).contiguous(),
-        shift,
+        compact_threshold(shift, shape, lo, hi, x.dtype),
         tau,
         spike_fn,
         backend,

@@ -20,6 +20,7 @@ import math
 import torch
 
 from .._cuda import CHUNK_WARPS, SEGMENT, KernelFile, arg, grad_strides, kernel_op, spike_code, workspace
+from .._layout import threshold_arguments
 
 #: the most conv taps ``dsn.cu`` holds in registers (its ``DSN_MAX_TAPS``)
 MAX_TAPS = 8
@@ -69,15 +70,10 @@ def dsn_forward_cupy(x, history, weight, bias, tau, h0, spike_fn, shift, membran
     ``[k, P]``, ``bias`` and ``shift`` ``[P]`` (``shift`` may be a number) with ``layout = (P, spatial)``;
     ``segments_per_block`` forces the launch configuration."""
     kind, params, inclusive = spike_code(spike_fn)
-    spikes, h, checkpoints, h_last = _forward(x, history, weight, bias, h0, float(tau), *_shift_args(shift), kind,
-                                              list(params), bool(inclusive), membrane, *layout,
+    spikes, h, checkpoints, h_last = _forward(x, history, weight, bias, h0, float(tau), *threshold_arguments(shift),
+                                              kind, list(params), bool(inclusive), membrane, *layout,
                                               segments_per_block)  # fmt: skip
     return spikes, h if membrane else None, h_last.to(x.dtype), checkpoints
-
-
-def _shift_args(shift: torch.Tensor | float) -> tuple[torch.Tensor | None, float]:
-    """``(tensor or None, number)``: the kernels read a ``[P]`` shift where one is given, the number otherwise."""
-    return (shift, 0.0) if isinstance(shift, torch.Tensor) else (None, float(shift))
 
 
 def _fake_backward(x, history, weight, needs_shift, **_):
@@ -138,8 +134,8 @@ def dsn_backward_cupy(grad_spikes, grad_h, grad_last, x, history, weight, bias, 
     shift's per lane, ``[k, N]``, ``[N]`` and ``[N]`` (the shift's ``None`` unless ``needs_shift``)."""
     kind, params, _ = spike_code(spike_fn)
     grad_x, grad_history, grad_weight, grad_bias, grad_h0, grad_shift = _backward(
-        grad_spikes, grad_h, grad_last, x, history, weight, bias, checkpoints, float(tau), *_shift_args(shift), kind,
-        list(params), *layout, needs_shift, segments_per_block,
+        grad_spikes, grad_h, grad_last, x, history, weight, bias, checkpoints, float(tau),
+        *threshold_arguments(shift), kind, list(params), *layout, needs_shift, segments_per_block,
     )  # fmt: skip
     return (
         grad_x,

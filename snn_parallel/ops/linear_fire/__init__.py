@@ -24,7 +24,7 @@ import torch
 from ..._validation import check_float, check_like, check_op_sequence
 from ...surrogate import Surrogate, check_surrogate
 from .._backend import kernel_gap, resolve_backend
-from .._layout import compact, param_layout, per_lane, to_params
+from .._layout import compact, compact_threshold, param_layout, per_lane, threshold_per_lane, to_params
 from .cupy import linear_fire_backward_cupy, linear_fire_forward_cupy
 from .fused import linear_fire_backward, linear_fire_forward
 from .reference import linear_fire_reference, linear_fire_step, soft_reset_lif_reference
@@ -32,16 +32,11 @@ from .reference import linear_fire_reference, linear_fire_step, soft_reset_lif_r
 __all__ = ["linear_fire", "linear_fire_reference", "linear_fire_step", "soft_reset_lif_reference"]
 
 
-def _threshold_per_lane(threshold, lanes, layout):
-    """A ``[P]`` threshold for every lane; a number as it is."""
-    return per_lane(threshold, lanes, layout) if isinstance(threshold, torch.Tensor) else threshold
-
-
 def _forward_torch(x, decay, scale, h0, bias0, spike_fn, threshold, reset_decay, layout):
     lanes = x.shape[1]
     decay, scale = per_lane(decay, lanes, layout), per_lane(scale, lanes, layout)
     rho = None if reset_decay is None else per_lane(reset_decay, lanes, layout)
-    return linear_fire_forward(x, decay, scale, h0, bias0, spike_fn, _threshold_per_lane(threshold, lanes, layout), rho)
+    return linear_fire_forward(x, decay, scale, h0, bias0, spike_fn, threshold_per_lane(threshold, lanes, layout), rho)
 
 
 def _backward_torch(
@@ -70,7 +65,7 @@ def _backward_torch(
     rho = None if reset_decay is None else per_lane(reset_decay, lanes, layout)
     grad_x, grad_decay, grad_scale, grad_h0, grad_bias0, grad_rho, grad_threshold = linear_fire_backward(
         grad_spikes, grad_membrane, grad_last, x, per_lane(decay, lanes, layout), per_lane(scale, lanes, layout),
-        membrane, spikes, checkpoints, spike_fn, _threshold_per_lane(threshold, lanes, layout), rho, grad_bias_next,
+        membrane, spikes, checkpoints, spike_fn, threshold_per_lane(threshold, lanes, layout), rho, grad_bias_next,
         needs,
     )  # fmt: skip
     grad_rho = None if grad_rho is None else to_params(grad_rho, layout)
@@ -179,10 +174,6 @@ def linear_fire(
     backend = resolve_backend(backend, x, op="linear_fire", unsupported=gap)
     steps, shape = x.shape[0], x.shape[1:]
     lo, hi, count, spatial = param_layout(shape, decay, scale, reset_decay, threshold)
-    if threshold is None:  # one value for every lane, passed as a number
-        threshold = float(v_threshold)
-    else:  # not rounded to half precision
-        threshold = compact(threshold.to(torch.promote_types(x.dtype, torch.float32)), shape, lo, hi)
 
     spikes, membrane, h_last, bias_next = _LinearFire.apply(
         x.reshape(steps, -1).contiguous(),
@@ -191,7 +182,7 @@ def linear_fire(
         h0.to(decay.dtype).reshape(-1).contiguous(),
         bias0.reshape(-1).contiguous(),
         None if reset_decay is None else compact(reset_decay, shape, lo, hi),
-        threshold,
+        compact_threshold(v_threshold, shape, lo, hi, x.dtype),
         spike_fn,
         (count, spatial),
         backend,

@@ -31,6 +31,7 @@ from .._cuda import (
     spike_code,
     workspace,
 )
+from .._layout import threshold_arguments
 
 KERNEL = KernelFile(__package__, "linear_fire.cu", variants=REAL_AND_COMPLEX)
 #: lanes per multiprocessor from which the reset's threshold chain runs the filter itself (one pass over x)
@@ -106,13 +107,8 @@ def linear_fire_forward_cupy(x, decay, scale, h0, bias0, spike_fn, threshold, re
     (``filter_in_chain`` and ``segments_per_block`` force a launch configuration). The launches are the custom op
     ``snn_parallel::linear_fire_forward``."""
     kind, params, inclusive = spike_code(spike_fn)
-    return _forward(x, decay, scale, h0, bias0, reset_decay, *_threshold_args(threshold), kind, list(params),
+    return _forward(x, decay, scale, h0, bias0, reset_decay, *threshold_arguments(threshold), kind, list(params),
                     bool(inclusive), *layout, filter_in_chain, segments_per_block)  # fmt: skip
-
-
-def _threshold_args(threshold: torch.Tensor | float) -> tuple[torch.Tensor | None, float]:
-    """``(tensor or None, number)``: the kernels read a ``[P]`` threshold where one is given, the number otherwise."""
-    return (threshold, 0.0) if isinstance(threshold, torch.Tensor) else (None, float(threshold))
 
 
 def _fake_backward(x, decay, bias0, count, needs_bias0, **_):
@@ -174,7 +170,7 @@ def linear_fire_backward_cupy(grad_spikes, grad_membrane, grad_last, grad_bias_n
     kind, params, _ = spike_code(spike_fn)
     grad_x, sums, grad_h0, grad_bias0 = _backward(
         grad_spikes, grad_membrane, grad_last, grad_bias_next, x, decay, scale, reset_decay,
-        *_threshold_args(threshold), bias0, membrane, spikes, checkpoints, kind, list(params), *layout, *needs,
+        *threshold_arguments(threshold), bias0, membrane, spikes, checkpoints, kind, list(params), *layout, *needs,
         segments_per_block,
     )  # fmt: skip
     grad_decay = torch.complex(sums[0], sums[1]) if decay.is_complex() else sums[0]
