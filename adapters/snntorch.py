@@ -336,6 +336,8 @@ class _CoreSkin:
     _threshold_per_channel: ClassVar[bool] = False
     #: the skin's constant decays by snnTorch name (``beta``, ``alpha``), loaded from snnTorch's state dicts
     _decays: Mapping[str, _Decay] = MappingProxyType({})  # each skin with decays sets its own
+    #: the snnTorch neuron whose contract the skin keeps (in messages)
+    _snntorch_name: ClassVar[str] = "Leaky"
     core: neurons.Neuron
 
     def _build_core(
@@ -390,9 +392,6 @@ class _CoreSkin:
             "reset_delay": options["reset_delay"],
         }
         return core, snntorch_arguments
-
-    #: the snnTorch neuron whose contract the skin keeps (in messages)
-    _snntorch_name: ClassVar[str] = "Leaky"
 
     def _after_reset(self, spk: torch.Tensor, potential: torch.Tensor, channel_dim: int) -> torch.Tensor:
         r""":math:`u_t - V_{th}\,\mathrm{sg}(s_t)` (channels at ``channel_dim``): the threshold carries its gradient,
