@@ -12,6 +12,12 @@ threshold bias :math:`b_{t+1} = \beta(b_t + V_{th} s_t)`, so that :math:`u_t = u
 Forward spikes are those of the sequential soft-reset LIF; the gradient is that of a
 *detached* reset (it flows through :math:`u'` only).
 
+The drive :math:`c_t` is the input :math:`x_t`, or with ``decay_input=True`` the input scaled by
+:math:`1 - \beta = 1/\tau`, :math:`u_t = u_{t-1} + (x_t - u_{t-1})/\tau` before the reset (SpikingJelly's
+``LIFNode(decay_input=True)`` and ``ParametricLIFNode``). ``tau=math.inf`` gives :math:`\beta = 1`, the
+integrate-and-fire neuron (SpikingJelly's ``IFNode``, snnTorch's ``Leaky(beta=1)``). ``reset=False`` keeps
+the threshold out of the membrane, :math:`u_t = u'_t` (snnTorch's ``reset_mechanism="none"``).
+
 :math:`V_{th}` is one number, or one per channel, learned with ``learn_threshold=True``. Its gradient
 is the soft-reset LIF's whose reset subtracts :math:`V_{th}\,\mathrm{sg}(s_{t-1})` (the spike detached,
 the threshold not, as snnTorch's ``Leaky(learn_threshold=True)``): through the spikes' argument
@@ -48,12 +54,16 @@ class DecoupledLIF(Neuron):
     Args:
         features: channels ``C`` (dim 2 of ``[T, B, C, *spatial]``); ``None`` infers it
             from the first input.
-        tau: membrane time constant, :math:`\beta = 1 - 1/\tau` (``tau > 1``).
-        learn_decay: learn a per-channel :math:`\beta = \sigma(w)`, initialised from ``tau``.
+        tau: membrane time constant, :math:`\beta = 1 - 1/\tau` (``tau > 1``; ``math.inf``: :math:`\beta = 1`,
+            no leak, the IF neuron).
+        learn_decay: learn a per-channel :math:`\beta = \sigma(w)`, initialised from ``tau`` (a finite one).
+        decay_input: scale the input by :math:`1 - \beta`, :math:`c_t = (1 - \beta) x_t` (a finite ``tau``);
+            ``False``: :math:`c_t = x_t`.
         v_threshold: :math:`V_{th}`: a number, or one per channel (a ``[C]`` tensor or a sequence of
             numbers).
         learn_threshold: learn a per-channel :math:`V_{th}` (the parameter ``v_threshold``, ``[C]``),
             initialised from ``v_threshold``.
+        reset: subtract the threshold at a spike (``False``: the membrane never resets).
         surrogate: any surrogate :func:`~snn_parallel.surrogate.resolve` accepts; its
             firing rule (``>=`` or ``>``) is used by the threshold scan as well.
         backend: ``"auto"``, ``"torch"`` or ``"cupy"`` for the scan.
@@ -67,21 +77,30 @@ class DecoupledLIF(Neuron):
         *,
         tau: float = 2.0,
         learn_decay: bool = False,
+        decay_input: bool = False,
         v_threshold: float | torch.Tensor | Sequence[float] = 1.0,
         learn_threshold: bool = False,
+        reset: bool = True,
         surrogate: object = None,
         backend: str = "auto",
     ) -> None:
         super().__init__(features, backend)
-        self.tau = check_float(tau, "tau", minimum=1, min_open=True)
+        self.tau = check_float(tau, "tau", minimum=1, min_open=True, finite=False)
         self.learn_decay = check_bool(learn_decay, "learn_decay")
+        self.decay_input = check_bool(decay_input, "decay_input")
+        self.reset = check_bool(reset, "reset")
+        if math.isinf(self.tau) and (self.learn_decay or self.decay_input):
+            why = "a sigmoid cannot learn its way back from 1" if self.learn_decay else "the input would be scaled by 0"
+            option = "learn_decay" if self.learn_decay else "decay_input"
+            raise ValueError(f"{option}=True needs a finite tau, got tau=inf (beta = 1: {why})")
         threshold = self._declare_threshold(v_threshold, learn_threshold)
         self.surrogate = neuron_surrogate(surrogate)
         self._declare(decay_logit=self.learn_decay, **threshold)
 
     def _initial_values(self, features: int) -> dict[str, torch.Tensor]:
-        beta = 1 - 1 / self.tau
-        return {"decay_logit": torch.full((features,), math.log(beta / (1 - beta))), **self._threshold_values(features)}
+        # sigma(logit) = 1 - 1/tau: logit = log(tau - 1), +inf for the IF neuron's tau = inf (beta = 1 exactly)
+        logit = torch.full((features,), math.log(self.tau - 1))
+        return {"decay_logit": logit, **self._threshold_values(features)}
 
     @property
     def beta(self) -> torch.Tensor:
@@ -89,9 +108,13 @@ class DecoupledLIF(Neuron):
         return torch.sigmoid(self.decay_logit)
 
     def linear_response(self) -> tuple[torch.Tensor, torch.Tensor]:
-        r""":math:`(\beta, 1)`: the reset-free membrane :math:`u'_t = \beta u'_{t-1} + c_t`."""
+        r""":math:`(\beta, g)`: the reset-free membrane :math:`u'_t = \beta u'_{t-1} + g x_t`, with the input gain
+        :math:`g = 1 - \beta` where ``decay_input`` and 1 otherwise."""
+        return self._decay_and_gain()
+
+    def _decay_and_gain(self) -> tuple[torch.Tensor, torch.Tensor]:
         beta = self.beta
-        return beta, torch.ones_like(beta)
+        return beta, (1 - beta) if self.decay_input else torch.ones_like(beta)
 
     def init_state(self, x_t: torch.Tensor) -> DecoupledLIFState:
         zeros = torch.zeros_like(x_t)
@@ -99,19 +122,19 @@ class DecoupledLIF(Neuron):
 
     def _fire_arguments(self, x: torch.Tensor, state: DecoupledLIFState, channel_dim: int) -> tuple[Any, ...]:
         r"""The positional arguments of ``linear_fire`` / ``linear_fire_step`` for input ``x``
-        (channels at ``channel_dim``): decay :math:`\beta`, input gain 1, the state, the
+        (channels at ``channel_dim``): decay :math:`\beta`, input gain, the state, the
         surrogate, :math:`V_{th}`, and the reset's decay, detached (the reset carries no gradient but the
-        threshold's)."""
-        beta = self._channel_view(self.beta, x, channel_dim)
+        threshold's), or ``None`` without a reset."""
+        beta, gain = (self._channel_view(c, x, channel_dim) for c in self._decay_and_gain())
         return (
             x,
             beta,
-            torch.ones_like(beta),
+            gain,
             state.filtered,
             state.bias,
             self.surrogate,
             self._threshold_at(x, channel_dim),
-            beta.detach(),
+            beta.detach() if self.reset else None,
         )
 
     def update_sequence(
@@ -129,4 +152,7 @@ class DecoupledLIF(Neuron):
         return spike, membrane, DecoupledLIFState(filtered, bias)
 
     def extra_repr(self) -> str:
-        return f"features={self.features}, tau={self.tau}, {self._threshold_repr()}"
+        return (
+            f"features={self.features}, tau={self.tau}, {self._threshold_repr()}"
+            f"{', decay_input=True' if self.decay_input else ''}{'' if self.reset else ', reset=False'}"
+        )

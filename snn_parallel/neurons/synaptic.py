@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import torch
 
@@ -85,7 +85,6 @@ class SynapticLIF(DecoupledLIF):
         backend: str = "auto",
     ) -> None:
         self.tau_syn = check_float(tau_syn, "tau_syn", minimum=1, min_open=True)
-        self.reset = check_bool(reset, "reset")
         # the declaration of the synaptic decay waits for nn.Module.__init__, which the LIF's runs first
         self.learn_syn_decay = check_bool(
             learn_decay if learn_syn_decay is None else learn_syn_decay,
@@ -97,6 +96,7 @@ class SynapticLIF(DecoupledLIF):
             learn_decay=learn_decay,
             v_threshold=v_threshold,
             learn_threshold=learn_threshold,
+            reset=reset,
             surrogate=surrogate,
             backend=backend,
         )
@@ -123,11 +123,6 @@ class SynapticLIF(DecoupledLIF):
     def init_state(self, x_t: torch.Tensor) -> SynapticLIFState:
         zeros = torch.zeros_like(x_t)
         return SynapticLIFState(zeros, zeros, zeros)
-
-    def _fire_arguments(self, x: torch.Tensor, state: Any, channel_dim: int) -> tuple[Any, ...]:
-        """The LIF's ``linear_fire`` arguments for the current ``x``, without the reset where it has none."""
-        arguments = super()._fire_arguments(x, state, channel_dim)
-        return arguments if self.reset else (*arguments[:-1], None)
 
     def update_sequence(
         self, x_seq: torch.Tensor, state: SynapticLIFState
