@@ -76,6 +76,11 @@ NEURONS: dict[str, tuple[Callable[[], sn.Neuron], float]] = {
         lambda: sn.DecoupledLIF(C, v_threshold=[0.6, 0.8, 1.0, 1.2], learn_threshold=True),
         2.0,
     ),
+    "decoupled_lif_decay_input_no_reset": (
+        lambda: sn.DecoupledLIF(C, learn_decay=True, decay_input=True, reset=False),
+        2.0,
+    ),
+    "integrate_and_fire": (lambda: sn.DecoupledLIF(C, tau=float("inf")), 0.5),
     "synaptic": (
         lambda: sn.SynapticLIF(C, learn_decay=True, v_threshold=[0.6, 0.8, 1.0, 1.2], learn_threshold=True),
         1.0,

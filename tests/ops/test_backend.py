@@ -24,6 +24,10 @@ NEURONS = {
     "lif_threshold": lambda: sp.DecoupledLIF(
         4, learn_decay=True, v_threshold=[0.5, 0.8, 1.1, 1.4], learn_threshold=True
     ),
+    # the IF neuron (beta = 1), the input scaled by 1 - beta (a gain with a gradient), no reset
+    "if": lambda: sp.DecoupledLIF(4, tau=float("inf"), learn_threshold=True),
+    "lif_decay_input": lambda: sp.DecoupledLIF(4, tau=1.5, learn_decay=True, decay_input=True),
+    "lif_no_reset": lambda: sp.DecoupledLIF(4, learn_decay=True, reset=False, learn_threshold=True),
 }
 
 
