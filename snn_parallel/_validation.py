@@ -181,6 +181,14 @@ def check_bool(value: object, name: str) -> bool:
     return value
 
 
+def check_learn(value: object, name: str) -> bool | str:
+    """How a neuron learns a per-channel quantity: ``False`` (not at all), ``True`` (one value per channel) or
+    ``"shared"`` (one value for every channel, as a framework's scalar parameter)."""
+    if isinstance(value, bool) or value == "shared":
+        return value
+    raise TypeError(f"{name} must be a bool or 'shared' (one value for every channel), got {value!r}")
+
+
 def _interval(minimum: float | None, maximum: float | None, min_open: bool, max_open: bool) -> str:
     """``"positive"``, ``">= 1"``, ``"in (0, 1]"``: how a range reads in a message."""
     if maximum is None:

@@ -144,12 +144,13 @@ def _core_jacobians(
     Elements evolve independently, so one forward-mode tangent that is 1 in the same component
     for every element gives that component's column for all elements at once; ``vmap`` runs
     the ``d + 1 + P`` tangents together. A parameter ``[C, *rest]`` is per channel: its column
-    ``j`` is 1 in entry ``j`` of every channel.
+    ``j`` is 1 in entry ``j`` of every channel. A 0-d parameter, shared by the channels, enters as one copy per
+    channel (its gradient is their sum).
     """
     stepper = _Step(driver.core)
     named = _own_parameters(driver)
     names = [f"core.{n}" for n, _ in named]
-    params = [p.detach() for _, p in named]
+    params = [p.detach() if p.dim() else p.detach().expand(driver.core.features).clone() for _, p in named]
     fields = [f.detach() for f in state]
     sizes = [f.numel() // current.numel() for f in fields]
     widths = [math.prod(p.shape[1:]) for p in params]
@@ -469,10 +470,10 @@ class HYPRTrainer(Trainer):
             if not core.channelwise:
                 raise UnsupportedModule(f"{part.label}: its state mixes neurons, but HYPR needs per-neuron dynamics")
             for name, param in core.named_parameters():
-                if param.requires_grad and (param.dim() == 0 or param.shape[0] != core.features):
+                if param.requires_grad and param.dim() and param.shape[0] != core.features:
                     raise UnsupportedModule(
-                        f"{part.label}: parameter {name!r} of shape {list(param.shape)} is not per neuron "
-                        f"(first dim {core.features}); HYPR needs per-neuron parameters"
+                        f"{part.label}: parameter {name!r} of shape {list(param.shape)} is neither per neuron "
+                        f"(first dim {core.features}) nor shared by all (0-d); HYPR needs one or the other"
                     )
             like = next(core.parameters(), None)
             probe = torch.zeros(
@@ -682,7 +683,7 @@ class HYPRTrainer(Trainer):
             for _, param in named:
                 width = param.numel() if isinstance(driver, MemoryDriver) else math.prod(param.shape[1:])
                 per_element = grad_p[:, offset : offset + width]
-                if isinstance(driver, MemoryDriver):  # a scalar shared by every element
+                if isinstance(driver, MemoryDriver) or param.dim() == 0:  # a scalar shared by every element
                     value = per_element.sum(0).reshape(param.shape)
                 else:  # [C, *rest], elements channel-major
                     value = per_element.reshape(param.shape[0], -1, width).sum(1).reshape(param.shape)

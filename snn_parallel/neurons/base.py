@@ -62,8 +62,8 @@ from torch.nn.modules.lazy import LazyModuleMixin
 from torch.nn.parameter import UninitializedParameter, is_lazy
 
 from .._validation import (
-    check_bool,
     check_float,
+    check_learn,
     check_same_device,
     check_sequence,
     check_state_tensor,
@@ -324,12 +324,17 @@ class Neuron(nn.Module):
 
         return super()._apply(applied, recurse)
 
-    def _declare(self, **parameter: bool) -> None:
+    def _declare(self, **parameter: bool | str) -> None:
         """Declare the per-channel tensors (``name=True`` for a parameter, ``False`` for a
         buffer; a dotted name for a submodule's), whose values :meth:`_initial_values` builds,
-        now or, for a lazy neuron, at the first input."""
+        now or, for a lazy neuron, at the first input. ``name="shared"`` is one parameter for every
+        channel, 0-d, built now from :meth:`_shared_values` (it does not depend on the channel count)."""
+        shared = self._shared_values() if "shared" in parameter.values() else {}
         for name, is_parameter in parameter.items():
             owner, attr = self._owner(name)
+            if is_parameter == "shared":
+                owner.register_parameter(attr, nn.Parameter(shared[name]))
+                continue
             if is_parameter:
                 owner.register_parameter(attr, UninitializedParameter())
             else:
@@ -343,13 +348,26 @@ class Neuron(nn.Module):
         """The initial value of every declared tensor for ``features`` channels (dim 0 of each)."""
         return {}
 
+    def _shared_values(self) -> dict[str, torch.Tensor]:
+        """The initial value, 0-d, of every tensor that may be declared ``"shared"``."""
+        return {}
+
     def _declare_threshold(self, v_threshold: object, learn_threshold: object) -> dict[str, bool]:
         """Set up a threshold :math:`V_{th}` that may be per channel and learned (``v_threshold``, ``learn_threshold``):
-        one value, not learned, stays the float ``self.v_threshold`` (no tensor, no state-dict entry); otherwise
-        ``v_threshold`` is a per-channel ``[C]`` parameter (``learn_threshold``) or buffer, built by
+        one value, not learned, stays the float ``self.v_threshold`` (no tensor, no state-dict entry); one value
+        learned with ``learn_threshold="shared"`` is a 0-d parameter ``v_threshold``, the same for every channel;
+        otherwise ``v_threshold`` is a per-channel ``[C]`` parameter (``learn_threshold=True``) or buffer, built by
         :meth:`_threshold_values` from the value given. Returns the declaration to pass to :meth:`_declare`."""
-        self.learn_threshold = check_bool(learn_threshold, "learn_threshold")
+        self.learn_threshold = check_learn(learn_threshold, "learn_threshold")
         threshold = check_threshold(v_threshold)
+        if self.learn_threshold == "shared":
+            if not isinstance(threshold, float):
+                raise ValueError(
+                    "learn_threshold='shared' learns one threshold for every channel: v_threshold must be one number, "
+                    f"got {threshold.numel()} values (pass learn_threshold=True to learn one per channel)"
+                )
+            self.v_threshold = nn.Parameter(torch.tensor(threshold))
+            return {}
         if isinstance(threshold, float) and not self.learn_threshold:
             self.v_threshold = threshold
             return {}
@@ -358,7 +376,7 @@ class Neuron(nn.Module):
 
     def _threshold_values(self, features: int) -> dict[str, torch.Tensor]:
         """The initial per-channel threshold of :meth:`_declare_threshold` for :meth:`_initial_values` (none where
-        the threshold is a float)."""
+        the threshold is a float or shared)."""
         init = getattr(self, "_threshold_init", None)
         if init is None:
             return {}
@@ -369,15 +387,24 @@ class Neuron(nn.Module):
         return {"v_threshold": init}
 
     def _threshold_at(self, x: torch.Tensor, channel_dim: int) -> float | torch.Tensor:
-        """:math:`V_{th}` for input ``x`` (channels at ``channel_dim``): the float, or the per-channel tensor viewed
-        to broadcast over ``x``'s spatial dims."""
+        """:math:`V_{th}` for input ``x`` (channels at ``channel_dim``): the float, or the per-channel tensor (a shared
+        one spread to every channel) viewed to broadcast over ``x``'s spatial dims."""
         threshold = self.v_threshold
-        return threshold if isinstance(threshold, float) else self._channel_view(threshold, x, channel_dim)
+        if isinstance(threshold, float):
+            return threshold
+        return self._channel_view(self._per_channel(threshold), x, channel_dim)
+
+    def _per_channel(self, value: torch.Tensor) -> torch.Tensor:
+        """A per-channel ``[C]`` tensor as it is, a shared 0-d one spread to the ``C`` channels (its gradient summed
+        back by autograd; as it is before a lazy neuron knows ``C``)."""
+        return value if value.dim() or self.features is None else value.expand(self.features)
 
     def _threshold_repr(self) -> str:
         threshold = self.v_threshold
         if isinstance(threshold, float):
             return f"v_threshold={threshold}"
+        if threshold.dim() == 0:
+            return f"v_threshold=learned shared {threshold.item():g}"
         return f"v_threshold={'learned ' if self.learn_threshold else ''}per channel"
 
     def _on_materialize(self, features: int) -> None:

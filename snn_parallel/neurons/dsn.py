@@ -61,7 +61,7 @@ class DynamicDecay(Neuron):
         v_threshold: :math:`V_{th}` of binary mode: a number, or one per channel (a ``[C]`` tensor or a
             sequence of numbers).
         learn_threshold: learn a per-channel :math:`V_{th}` (the parameter ``v_threshold``, ``[C]``),
-            initialised from ``v_threshold`` (binary mode).
+            initialised from ``v_threshold``; ``"shared"``: one for every channel (0-d, from one number) (binary mode).
         surrogate: any surrogate :func:`~snn_parallel.surrogate.resolve` accepts (binary mode).
         backend: ``"auto"``, ``"torch"`` or ``"cupy"`` for the scan.
 
@@ -80,7 +80,7 @@ class DynamicDecay(Neuron):
         spike_mode: str = "binary",
         levels: int = 4,
         v_threshold: float | torch.Tensor | Sequence[float] = 1.0,
-        learn_threshold: bool = False,
+        learn_threshold: bool | str = False,
         surrogate: object = None,
         backend: str = "auto",
     ) -> None:
@@ -91,7 +91,7 @@ class DynamicDecay(Neuron):
         self.spike_mode = check_choice(spike_mode, "spike_mode", ("binary", "integer"))
         self.levels = check_int(levels, "levels", minimum=1)
         threshold = self._declare_threshold(v_threshold, learn_threshold)
-        if threshold and spike_mode == "integer":
+        if spike_mode == "integer" and (threshold or self.learn_threshold):
             raise ValueError(
                 "a per-channel or learned v_threshold is binary mode's: integer spikes round the membrane and have "
                 "no threshold (pass spike_mode='binary', or a number as v_threshold)"

@@ -32,7 +32,7 @@ from typing import Any, NamedTuple
 
 import torch
 
-from .._validation import check_bool, check_float
+from .._validation import check_bool, check_float, check_learn
 from ..ops.linear_fire import linear_fire, linear_fire_step
 from .base import Neuron, neuron_surrogate
 
@@ -56,13 +56,15 @@ class DecoupledLIF(Neuron):
             from the first input.
         tau: membrane time constant, :math:`\beta = 1 - 1/\tau` (``tau > 1``; ``math.inf``: :math:`\beta = 1`,
             no leak, the IF neuron).
-        learn_decay: learn a per-channel :math:`\beta = \sigma(w)`, initialised from ``tau`` (a finite one).
+        learn_decay: learn a per-channel :math:`\beta = \sigma(w)`, initialised from ``tau`` (a finite one);
+            ``"shared"``: one :math:`w` for every channel (a 0-d ``decay_logit``, as snnTorch's scalar
+            ``learn_beta`` and SpikingJelly's ``ParametricLIFNode``).
         decay_input: scale the input by :math:`1 - \beta`, :math:`c_t = (1 - \beta) x_t` (a finite ``tau``);
             ``False``: :math:`c_t = x_t`.
         v_threshold: :math:`V_{th}`: a number, or one per channel (a ``[C]`` tensor or a sequence of
             numbers).
         learn_threshold: learn a per-channel :math:`V_{th}` (the parameter ``v_threshold``, ``[C]``),
-            initialised from ``v_threshold``.
+            initialised from ``v_threshold``; ``"shared"``: one for every channel (0-d, from one number).
         reset: subtract the threshold at a spike (``False``: the membrane never resets).
         surrogate: any surrogate :func:`~snn_parallel.surrogate.resolve` accepts; its
             firing rule (``>=`` or ``>``) is used by the threshold scan as well.
@@ -76,17 +78,17 @@ class DecoupledLIF(Neuron):
         features: int | None = None,
         *,
         tau: float = 2.0,
-        learn_decay: bool = False,
+        learn_decay: bool | str = False,
         decay_input: bool = False,
         v_threshold: float | torch.Tensor | Sequence[float] = 1.0,
-        learn_threshold: bool = False,
+        learn_threshold: bool | str = False,
         reset: bool = True,
         surrogate: object = None,
         backend: str = "auto",
     ) -> None:
         super().__init__(features, backend)
         self.tau = check_float(tau, "tau", minimum=1, min_open=True, finite=False)
-        self.learn_decay = check_bool(learn_decay, "learn_decay")
+        self.learn_decay = check_learn(learn_decay, "learn_decay")
         self.decay_input = check_bool(decay_input, "decay_input")
         self.reset = check_bool(reset, "reset")
         if math.isinf(self.tau) and (self.learn_decay or self.decay_input):
@@ -97,15 +99,18 @@ class DecoupledLIF(Neuron):
         self.surrogate = neuron_surrogate(surrogate)
         self._declare(decay_logit=self.learn_decay, **threshold)
 
-    def _initial_values(self, features: int) -> dict[str, torch.Tensor]:
+    def _shared_values(self) -> dict[str, torch.Tensor]:
         # sigma(logit) = 1 - 1/tau: logit = log(tau - 1), +inf for the IF neuron's tau = inf (beta = 1 exactly)
-        logit = torch.full((features,), math.log(self.tau - 1))
-        return {"decay_logit": logit, **self._threshold_values(features)}
+        return {"decay_logit": torch.tensor(math.log(self.tau - 1))}
+
+    def _initial_values(self, features: int) -> dict[str, torch.Tensor]:
+        per_channel = {name: value.expand(features).clone() for name, value in self._shared_values().items()}
+        return {**per_channel, **self._threshold_values(features)}
 
     @property
     def beta(self) -> torch.Tensor:
-        r"""Per-channel decay :math:`\beta`, ``[C]``."""
-        return torch.sigmoid(self.decay_logit)
+        r"""Per-channel decay :math:`\beta`, ``[C]`` (a shared one spread to every channel)."""
+        return self._per_channel(torch.sigmoid(self.decay_logit))
 
     def linear_response(self) -> tuple[torch.Tensor, torch.Tensor]:
         r""":math:`(\beta, g)`: the reset-free membrane :math:`u'_t = \beta u'_{t-1} + g x_t`, with the input gain

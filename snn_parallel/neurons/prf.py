@@ -70,7 +70,7 @@ class PRF(Neuron):
         v_threshold: :math:`V_{th}`: a number, or one per channel (a ``[C]`` tensor or a sequence of
             numbers).
         learn_threshold: learn a per-channel :math:`V_{th}` (the parameter ``v_threshold``, ``[C]``),
-            initialised from ``v_threshold``.
+            initialised from ``v_threshold``; ``"shared"``: one for every channel (0-d, from one number).
         surrogate: any surrogate :func:`~snn_parallel.surrogate.resolve` accepts.
         mode: ``"scan"`` (complex linear scan, :math:`O(T)`, fused with the spike readout)
             or ``"fft"`` (causal FFT convolution as in the official code,
@@ -93,7 +93,7 @@ class PRF(Neuron):
         reset: bool = False,
         reset_gradient: str = "official",
         v_threshold: float | torch.Tensor | Sequence[float] = 1.0,
-        learn_threshold: bool = False,
+        learn_threshold: bool | str = False,
         surrogate: object = None,
         mode: str = "scan",
         backend: str = "auto",

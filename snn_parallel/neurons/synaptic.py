@@ -32,7 +32,7 @@ from typing import NamedTuple
 
 import torch
 
-from .._validation import check_bool, check_float
+from .._validation import check_float, check_learn
 from ..ops.linear_fire import linear_fire, linear_fire_step
 from ..ops.scan import linear_scan
 from .lif import DecoupledLIF
@@ -55,13 +55,14 @@ class SynapticLIF(DecoupledLIF):
         tau_syn: synaptic time constant, :math:`\alpha = 1 - 1/\tau_{syn}` (``tau_syn > 1``).
         tau: membrane time constant, :math:`\beta = 1 - 1/\tau` (``tau > 1``).
         learn_decay: learn a per-channel :math:`\alpha = \sigma(w_\alpha)` and :math:`\beta = \sigma(w_\beta)`,
-            initialised from ``tau_syn`` and ``tau``.
-        learn_syn_decay: learn :math:`\alpha` (``True``) or not (``False``) whatever ``learn_decay`` says of
-            :math:`\beta`; ``None`` (default): as ``learn_decay``.
+            initialised from ``tau_syn`` and ``tau``; ``"shared"``: one of each for every channel (0-d logits, as
+            snnTorch's scalar ``learn_alpha``/``learn_beta``).
+        learn_syn_decay: learn :math:`\alpha` (``True`` per channel, ``"shared"``) or not (``False``) whatever
+            ``learn_decay`` says of :math:`\beta`; ``None`` (default): as ``learn_decay``.
         v_threshold: :math:`V_{th}`: a number, or one per channel (a ``[C]`` tensor or a sequence of
             numbers).
         learn_threshold: learn a per-channel :math:`V_{th}` (the parameter ``v_threshold``, ``[C]``),
-            initialised from ``v_threshold``.
+            initialised from ``v_threshold``; ``"shared"``: one for every channel (0-d, from one number).
         reset: subtract the threshold at a spike (``False``: the membrane never resets).
         surrogate: any surrogate :func:`~snn_parallel.surrogate.resolve` accepts; its
             firing rule (``>=`` or ``>``) is used by the threshold scan as well.
@@ -76,17 +77,17 @@ class SynapticLIF(DecoupledLIF):
         *,
         tau_syn: float = 2.0,
         tau: float = 2.0,
-        learn_decay: bool = False,
-        learn_syn_decay: bool | None = None,
+        learn_decay: bool | str = False,
+        learn_syn_decay: bool | str | None = None,
         v_threshold: float | torch.Tensor | Sequence[float] = 1.0,
-        learn_threshold: bool = False,
+        learn_threshold: bool | str = False,
         reset: bool = True,
         surrogate: object = None,
         backend: str = "auto",
     ) -> None:
         self.tau_syn = check_float(tau_syn, "tau_syn", minimum=1, min_open=True)
         # the declaration of the synaptic decay waits for nn.Module.__init__, which the LIF's runs first
-        self.learn_syn_decay = check_bool(
+        self.learn_syn_decay = check_learn(
             learn_decay if learn_syn_decay is None else learn_syn_decay,
             "learn_decay" if learn_syn_decay is None else "learn_syn_decay",
         )
@@ -101,19 +102,18 @@ class SynapticLIF(DecoupledLIF):
             backend=backend,
         )
 
-    def _declare(self, **parameter: bool) -> None:
+    def _declare(self, **parameter: bool | str) -> None:
         """The LIF's tensors, with the synaptic decay's logit declared alongside."""
         super()._declare(syn_decay_logit=self.learn_syn_decay, **parameter)
 
-    def _initial_values(self, features: int) -> dict[str, torch.Tensor]:
-        alpha = 1 - 1 / self.tau_syn
-        logit = torch.full((features,), math.log(alpha / (1 - alpha)))
-        return {"syn_decay_logit": logit, **super()._initial_values(features)}
+    def _shared_values(self) -> dict[str, torch.Tensor]:
+        # sigma(logit) = 1 - 1/tau_syn, as the membrane's
+        return {"syn_decay_logit": torch.tensor(math.log(self.tau_syn - 1)), **super()._shared_values()}
 
     @property
     def alpha(self) -> torch.Tensor:
-        r"""Per-channel synaptic decay :math:`\alpha`, ``[C]``."""
-        return torch.sigmoid(self.syn_decay_logit)
+        r"""Per-channel synaptic decay :math:`\alpha`, ``[C]`` (a shared one spread to every channel)."""
+        return self._per_channel(torch.sigmoid(self.syn_decay_logit))
 
     def linear_response(self) -> None:
         """``None``: the membrane is second order in its input (the current is a filter of its own), which the

@@ -28,6 +28,9 @@ NEURONS = {
     "if": lambda: sp.DecoupledLIF(4, tau=float("inf"), learn_threshold=True),
     "lif_decay_input": lambda: sp.DecoupledLIF(4, tau=1.5, learn_decay=True, decay_input=True),
     "lif_no_reset": lambda: sp.DecoupledLIF(4, learn_decay=True, reset=False, learn_threshold=True),
+    # one decay and one threshold shared by the channels (0-d parameters spread to the lanes)
+    "lif_shared": lambda: sp.DecoupledLIF(4, learn_decay="shared", learn_threshold="shared"),
+    "dsn_shared_threshold": lambda: sp.DynamicDecay(4, v_threshold=0.5, learn_threshold="shared"),
 }
 
 
