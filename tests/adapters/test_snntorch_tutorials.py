@@ -163,7 +163,7 @@ def test_regression_tutorial_options_the_neurons_cannot_take_are_refused_with_th
         with pytest.raises(ValueError, match=r"learn_threshold=True .*not a parameter.*PRF and DynamicDecay learn"):
             cls(learn_threshold=True)
     if "none" not in cls._resets:
-        with pytest.raises(ValueError, match=r"reset_mechanism='none' .* use DynamicDecay or PRF.*keep snn.Leaky"):
+        with pytest.raises(ValueError, match=r"reset_mechanism='none' .* use DecoupledLIF\(reset_mechanism='none'\)"):
             cls(reset_mechanism="none")
 
 
