@@ -56,7 +56,10 @@ threshold; ``Leaky`` subtracts once more at the next step where it does not. Its
 treats the reset as a constant (the spike subtracted is detached), as ``snn.Leaky``'s default
 (``reset_delay=True``) does; ``Leaky(reset_delay=False)`` also backpropagates through the
 :math:`-V_{th} s_t` of the step that fired, so BPTT gradients differ from it for the same
-spikes. ``DynamicDecay`` and ``PRF`` (default) have no reset.
+spikes. ``DecoupledLIF(reset_mechanism="none")`` is ``Leaky(reset_mechanism="none")``, the leaky
+integrator that snnTorch's regression tutorials read by its membrane: with no reset to detach, its
+spikes, ``mem`` and every gradient (weights, a learned ``beta`` and threshold) are ``snn.Leaky``'s.
+``DynamicDecay`` and ``PRF`` (default) have no reset.
 
 **Defaults.** ``DynamicDecay``'s ``threshold`` defaults to 0.25 and ``PRF``'s to 0.1 (the
 core neurons' is 1.0): their membranes follow the input with gain about 1, where
@@ -115,10 +118,12 @@ snnTorch's reset utilities reset the whole state. ``snn.Leaky.detach_hidden()``,
 detached with it before the next step, so ``backprop.TBPTT`` and ``backprop.BPTT`` work
 with every skin. ``DynamicDecay.detach_hidden()`` etc. detach every field at once.
 
-**beta and NIR.** ``DecoupledLIF.beta`` is its decay (a scalar, or per channel with
-``learn_beta``), which snnTorch's NIR export writes as the LIF time constant (with the
-threshold, and ``v_reset = 0`` as for ``snn.Leaky(reset_mechanism="subtract")``: NIR's LIF
-has no subtractive reset). The other skins have no constant membrane decay: reading
+**beta and NIR.** ``DecoupledLIF.beta`` is its decay in ``(0, 1]`` (a scalar, or per channel with
+``learn_beta``; 1 is no leak, the integrate-and-fire neuron, and cannot be learned: the core learns
+:math:`\sigma(w)`), which snnTorch's NIR export writes as the LIF time constant (``inf`` for 1) with
+the threshold and ``v_reset = 0``, as it writes every ``snn.Leaky`` whatever its ``reset_mechanism``
+(NIR's LIF resets to ``v_reset``: it has neither a subtractive reset nor none), so the skin is exported
+as the ``snn.Leaky`` it replaces. The other skins have no constant membrane decay: reading
 ``beta`` raises a ``TypeError`` with the reason, so snnTorch's NIR export refuses them instead
 of writing a wrong LIF, and passing ``beta=`` is refused likewise (``PSPLIF`` takes ``beta``,
 its membrane decay, but is no Leaky: its output is the PSP).
@@ -994,19 +999,24 @@ class PRF(LeakyAdapter):
 
 class DecoupledLIF(LeakyAdapter):
     r"""snnTorch skin of :class:`snn_parallel.neurons.DecoupledLIF`: a subtract-reset LIF
-    trained in parallel, firing exactly like ``snn.Leaky(beta, reset_delay=False)``.
+    trained in parallel, firing exactly like ``snn.Leaky(beta, reset_delay=False)``, or with
+    ``reset_mechanism="none"`` the leaky integrator ``snn.Leaky(beta, reset_mechanism="none")``:
+    :math:`u_t = \beta u_{t-1} + x_t`, spikes :math:`s_t = \Theta(u_t - V_{th})`, no reset.
 
     Args:
         features: channels ``C``; ``None`` (default) infers it from the first input.
-        beta: decay in ``(0, 1)``; the core's :math:`\tau = 1/(1-\beta)`. A tensor of ``C``
-            different values is a decay per channel (as ``snn.Leaky``'s per-neuron ``beta``). Read
-            back as :attr:`beta`, which snnTorch's NIR export writes as :math:`\tau_{mem} = dt/(1-\beta)`.
+        beta: decay in ``(0, 1]``; the core's :math:`\tau = 1/(1-\beta)` (``beta=1.0``: ``tau=inf``, no
+            leak, the integrate-and-fire neuron). A tensor of ``C`` different values is a decay per channel (as
+            ``snn.Leaky``'s per-neuron ``beta``). Read back as :attr:`beta`, which snnTorch's NIR export writes
+            as :math:`\tau_{mem} = dt/(1-\beta)`.
         threshold: :math:`V_{th}`: a number, or one per channel (a ``[C]`` tensor, as ``snn.Leaky``'s
             per-neuron ``threshold``).
         spike_grad: snnTorch surrogate.
-        learn_beta: learn a per-channel decay (core ``learn_decay``); its gradient flows through the
+        learn_beta: learn a per-channel decay :math:`\beta = \sigma(w)` (core ``learn_decay``; refused with
+            ``beta=1.0``, which a sigmoid cannot reach nor leave); its gradient flows through the
             reset-free membrane only (the core's reset is detached, its bias decaying with
-            ``beta`` detached), where ``snn.Leaky``'s also flows through the resets subtracted.
+            ``beta`` detached), where ``snn.Leaky``'s also flows through the resets subtracted. Without a
+            reset it is ``snn.Leaky``'s.
         learn_threshold: learn a per-channel threshold (the core's ``v_threshold`` ``[C]``, which
             ``neuron.threshold`` is), initialised from ``threshold``; its gradient is
             ``snn.Leaky(learn_threshold=True)``'s.
@@ -1017,11 +1027,12 @@ class DecoupledLIF(LeakyAdapter):
             continues exactly; its gradient treats the reset as a constant, as the core's does,
             where ``snn.Leaky(reset_delay=False)`` backpropagates through it); or
             ``"reset_free"``, the core's filter :math:`u'_t` (``forward``) and the potential
-            :math:`u_t` compared with the threshold (``multistep``).
-        reset_mechanism: ``"subtract"`` only.
+            :math:`u_t` compared with the threshold (``multistep``). Without a reset both are :math:`u_t`.
+        reset_mechanism: ``"subtract"`` (default; the core's ``reset=True``) or ``"none"`` (``reset=False``: the
+            membrane never resets, and ``reset_delay`` may take either value); ``"zero"`` is refused.
         **leaky_options: snnTorch's remaining ``Leaky`` options, at supported values.
 
-    A ``snn.Leaky`` state dict (``beta``, ``threshold``, ``reset_mechanism="subtract"``) loads
+    A ``snn.Leaky`` state dict (``beta``, ``threshold``, the same ``reset_mechanism``) loads
     into it: ``beta`` becomes the core's decay and ``threshold`` its :math:`V_{th}`.
     """
 
@@ -1231,11 +1242,13 @@ class Synaptic(_CoreSkin, snntorch.Synaptic):
         features: channels ``C``; ``None`` (default) infers it from the first input.
         alpha: synaptic decay in ``(0, 1)``; the core's :math:`\tau_{syn} = 1/(1-\alpha)`. A tensor of ``C``
             different values is a decay per channel (``snn.Synaptic``'s per-neuron ``alpha``).
-        beta: membrane decay in ``(0, 1)``; the core's :math:`\tau = 1/(1-\beta)`, per channel likewise.
+        beta: membrane decay in ``(0, 1]``; the core's :math:`\tau = 1/(1-\beta)` (``inf`` for ``beta=1.0``: no
+            leak), per channel likewise.
         threshold: :math:`V_{th}`: a number, or one per channel (a ``[C]`` tensor).
         spike_grad: snnTorch surrogate (default ``snntorch.surrogate.atan()``, as ``snn.Synaptic``'s).
         learn_alpha, learn_beta: learn a per-channel decay (the core's ``learn_syn_decay``, ``learn_decay``), a
-            sigmoid of a logit where ``snn.Synaptic`` learns the decay itself, clamped to ``[0, 1]``.
+            sigmoid of a logit where ``snn.Synaptic`` learns the decay itself, clamped to ``[0, 1]``
+            (``learn_beta`` is refused with ``beta=1.0``, which a sigmoid cannot reach nor leave).
         learn_threshold: learn a per-channel threshold (the core's ``v_threshold`` ``[C]``, which
             ``neuron.threshold`` is), initialised from ``threshold``.
         init_hidden, output: snnTorch's.
