@@ -263,3 +263,51 @@ def test_nir_export_writes_what_it_writes_for_snn_leaky(kwargs):
     assert isinstance(node, nir.LIF)
     for field in ("tau", "r", "v_leak", "v_threshold", "v_reset"):
         torch.testing.assert_close(torch.as_tensor(getattr(node, field)), torch.as_tensor(getattr(reference, field)))
+
+
+@pytest.mark.parametrize("cls", [DecoupledLIF, Synaptic])
+def test_a_skins_own_state_dict_carries_beta_one(cls):
+    """The core holds ``beta = 1`` as an infinite logit: a skin loaded with the state dict reads exactly 1 back
+    and runs as the source does."""
+    x = torch.rand(6, 2, 3) * 0.6
+    source = cls(3, beta=1.0)
+    source(x[0])  # the core's tensors built
+    copy = cls(3, beta=0.5)
+    copy.load_state_dict(source.state_dict())
+    assert copy.beta.item() == 1.0 and copy.core.tau == float("inf")
+    adapter.reset(source)
+    assert torch.equal(copy.multistep(x)[0], source.multistep(x)[0])
+
+
+@pytest.mark.parametrize("beta", [0.7, 1.0])
+def test_a_model_reading_the_readout_mem_sees_under_a_trainer_what_it_sees_stepping_itself(beta):
+    """A model that reads the membrane of a ``DecoupledLIF(reset_mechanism="none")`` readout (the regression
+    tutorials' output) at every step: a trainer of :mod:`snn_parallel.learners` (the whole sequence in parallel, or
+    step by step) gives the outputs and BPTT gradients of the model called one step at a time."""
+    from snn_parallel.learners import BPTTTrainer
+
+    class ReadsMem(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc1, self.fc2 = nn.Linear(4, 8), nn.Linear(8, 3)
+            self.lif = DecoupledLIF(8, beta=0.8, init_hidden=True)
+            self.li_out = DecoupledLIF(3, beta=beta, init_hidden=True, output=True, reset_mechanism="none")
+
+        def forward(self, x):
+            return self.li_out(self.fc2(self.lif(self.fc1(x))))[1]
+
+    torch.manual_seed(0)
+    model = ReadsMem().double()
+    nn.init.uniform_(model.fc1.weight, -1, 1)
+    x = torch.rand(9, 5, 4, dtype=F64)
+    by_hand = torch.stack([model(x_t) for x_t in x])
+    assert model.li_out.multistep(model.fc2(model.lif.multistep(model.fc1(x))))[0].sum() > 0  # it fires
+    want = torch.autograd.grad(by_hand.square().sum(), list(model.parameters()))
+    trainer = BPTTTrainer(model, torch.optim.SGD(model.parameters(), lr=0.0), progress=False)
+    for run in (trainer.network.run, lambda x: torch.stack([trainer.network.step(x_t) for x_t in x])):
+        trainer.network.reset()
+        out = run(x)
+        torch.testing.assert_close(out, by_hand)
+        got = torch.autograd.grad(out.square().sum(), list(model.parameters()))
+        for g, w in zip(got, want, strict=True):
+            torch.testing.assert_close(g, w)
