@@ -15,6 +15,7 @@ import snntorch.functional as SF  # noqa: E402
 import snntorch.utils  # noqa: E402
 from snn_parallel.adapters import snntorch as adapter  # noqa: E402
 from snn_parallel.adapters.snntorch import DecoupledLIF, Synaptic  # noqa: E402
+from test_snntorch_synaptic import assert_a_trainer_gives_the_steps  # noqa: E402
 
 F64 = torch.float64
 C = 6
@@ -284,7 +285,6 @@ def test_a_model_reading_the_readout_mem_sees_under_a_trainer_what_it_sees_stepp
     """A model that reads the membrane of a ``DecoupledLIF(reset_mechanism="none")`` readout (the regression
     tutorials' output) at every step: a trainer of :mod:`snn_parallel.learners` (the whole sequence in parallel, or
     step by step) gives the outputs and BPTT gradients of the model called one step at a time."""
-    from snn_parallel.learners import BPTTTrainer
 
     class ReadsMem(nn.Module):
         def __init__(self):
@@ -302,12 +302,4 @@ def test_a_model_reading_the_readout_mem_sees_under_a_trainer_what_it_sees_stepp
     x = torch.rand(9, 5, 4, dtype=F64)
     by_hand = torch.stack([model(x_t) for x_t in x])
     assert model.li_out.multistep(model.fc2(model.lif.multistep(model.fc1(x))))[0].sum() > 0  # it fires
-    want = torch.autograd.grad(by_hand.square().sum(), list(model.parameters()))
-    trainer = BPTTTrainer(model, torch.optim.SGD(model.parameters(), lr=0.0), progress=False)
-    for run in (trainer.network.run, lambda x: torch.stack([trainer.network.step(x_t) for x_t in x])):
-        trainer.network.reset()
-        out = run(x)
-        torch.testing.assert_close(out, by_hand)
-        got = torch.autograd.grad(out.square().sum(), list(model.parameters()))
-        for g, w in zip(got, want, strict=True):
-            torch.testing.assert_close(g, w)
+    assert_a_trainer_gives_the_steps(model, x, by_hand)

@@ -364,7 +364,6 @@ def test_bad_inputs_are_named():
 def test_a_model_reading_syn_and_mem_sees_under_a_trainer_what_it_sees_stepping_itself(reset):
     """Tutorial 4's forward reads ``spk, syn, mem``: a trainer of :mod:`snn_parallel.learners` (whole sequence in
     parallel, or step by step) gives the outputs and BPTT gradients of the model called one step at a time."""
-    from snn_parallel.learners import BPTTTrainer
 
     class ReadsState(nn.Module):
         def __init__(self):
@@ -384,6 +383,14 @@ def test_a_model_reading_syn_and_mem_sees_under_a_trainer_what_it_sees_stepping_
     model.lif.reset_mem()
     by_hand = torch.stack([model(x_t) for x_t in x])
     assert model.lif.mem.abs().sum() > 0 and (model.lif.mem.abs() > 0).any()
+    assert_a_trainer_gives_the_steps(model, x, by_hand)
+
+
+def assert_a_trainer_gives_the_steps(model: nn.Module, x: torch.Tensor, by_hand: torch.Tensor) -> None:
+    """A trainer of :mod:`snn_parallel.learners` running ``model`` on ``x`` (the whole sequence in parallel, or step
+    by step) gives ``by_hand``, the model's outputs called one step at a time, and their BPTT gradients."""
+    from snn_parallel.learners import BPTTTrainer
+
     want = torch.autograd.grad(by_hand.square().sum(), list(model.parameters()))
     trainer = BPTTTrainer(model, torch.optim.SGD(model.parameters(), lr=0.0), progress=False)
     for run in (trainer.network.run, lambda x: torch.stack([trainer.network.step(x_t) for x_t in x])):
