@@ -262,9 +262,10 @@ def _tau(decay: float) -> float:
 
 class _Decay:
     """A skin's constant decay as snnTorch reads and writes it (``beta``; ``Synaptic``'s ``alpha`` too): one value in
-    ``(0, 1)``, read back in the shape it was given, or one per channel (snnTorch's per-neuron tensor). The core
-    holds it as its time constant ``tau`` (:math:`1/(1-d)`) and its per-channel logit ``logit``, a parameter where
-    its flag ``learn`` is set; its property ``read`` is the per-channel decay."""
+    ``(0, 1)`` (``(0, 1]`` with ``no_leak``), read back in the shape it was given, or one per channel (snnTorch's
+    per-neuron tensor). The core holds it as its time constant ``tau`` (:math:`1/(1-d)`, ``inf`` for 1) and its
+    per-channel logit ``logit``, a parameter where its flag ``learn`` is set (``learned``: the skin's ``learn_<name>``
+    given, checked against a decay of 1); its property ``read`` is the per-channel decay."""
 
     def __init__(
         self,
