@@ -56,7 +56,10 @@ threshold; ``Leaky`` subtracts once more at the next step where it does not. Its
 treats the reset as a constant (the spike subtracted is detached), as ``snn.Leaky``'s default
 (``reset_delay=True``) does; ``Leaky(reset_delay=False)`` also backpropagates through the
 :math:`-V_{th} s_t` of the step that fired, so BPTT gradients differ from it for the same
-spikes. ``DynamicDecay`` and ``PRF`` (default) have no reset.
+spikes. ``DecoupledLIF(reset_mechanism="none")`` is ``Leaky(reset_mechanism="none")``, the leaky
+integrator that snnTorch's regression tutorials read by its membrane: with no reset to detach, its
+spikes, ``mem`` and every gradient (weights, a learned ``beta`` and threshold) are ``snn.Leaky``'s.
+``DynamicDecay`` and ``PRF`` (default) have no reset.
 
 **Defaults.** ``DynamicDecay``'s ``threshold`` defaults to 0.25 and ``PRF``'s to 0.1 (the
 core neurons' is 1.0): their membranes follow the input with gain about 1, where
@@ -115,10 +118,12 @@ snnTorch's reset utilities reset the whole state. ``snn.Leaky.detach_hidden()``,
 detached with it before the next step, so ``backprop.TBPTT`` and ``backprop.BPTT`` work
 with every skin. ``DynamicDecay.detach_hidden()`` etc. detach every field at once.
 
-**beta and NIR.** ``DecoupledLIF.beta`` is its decay (a scalar, or per channel with
-``learn_beta``), which snnTorch's NIR export writes as the LIF time constant (with the
-threshold, and ``v_reset = 0`` as for ``snn.Leaky(reset_mechanism="subtract")``: NIR's LIF
-has no subtractive reset). The other skins have no constant membrane decay: reading
+**beta and NIR.** ``DecoupledLIF.beta`` is its decay in ``(0, 1]`` (a scalar, or per channel with
+``learn_beta``; 1 is no leak, the integrate-and-fire neuron, and cannot be learned: the core learns
+:math:`\sigma(w)`), which snnTorch's NIR export writes as the LIF time constant (``inf`` for 1) with
+the threshold and ``v_reset = 0``, as it writes every ``snn.Leaky`` whatever its ``reset_mechanism``
+(NIR's LIF resets to ``v_reset``: it has neither a subtractive reset nor none), so the skin is exported
+as the ``snn.Leaky`` it replaces. The other skins have no constant membrane decay: reading
 ``beta`` raises a ``TypeError`` with the reason, so snnTorch's NIR export refuses them instead
 of writing a wrong LIF, and passing ``beta=`` is refused likewise (``PSPLIF`` takes ``beta``,
 its membrane decay, but is no Leaky: its output is the PSP).
@@ -131,6 +136,7 @@ the process. :func:`register` / :func:`unregister` expose the classes as
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
 from typing import Any, ClassVar, NamedTuple
@@ -249,25 +255,61 @@ def _check_factor(value: object) -> None:
         raise ValueError(f"graded_spikes_factor must hold finite real values, got {value}")
 
 
+def _tau(decay: float) -> float:
+    """The core's time constant :math:`1/(1-d)` for a decay ``d`` in ``(0, 1]`` (``inf`` for 1: no leak)."""
+    return math.inf if decay == 1 else 1 / (1 - decay)
+
+
 class _Decay:
     """A skin's constant decay as snnTorch reads and writes it (``beta``; ``Synaptic``'s ``alpha`` too): one value in
-    ``(0, 1)``, read back in the shape it was given, or one per channel (snnTorch's per-neuron tensor). The core
-    holds it as its time constant ``tau`` (:math:`1/(1-d)`) and its per-channel logit ``logit``, a parameter where
-    its flag ``learn`` is set; its property ``read`` is the per-channel decay."""
+    ``(0, 1)`` (``(0, 1]`` with ``no_leak``), read back in the shape it was given, or one per channel (snnTorch's
+    per-neuron tensor). The core holds it as its time constant ``tau`` (:math:`1/(1-d)`, ``inf`` for 1) and its
+    per-channel logit ``logit``, a parameter where its flag ``learn`` is set (``learned``: the skin's ``learn_<name>``
+    given, checked against a decay of 1); its property ``read`` is the per-channel decay."""
 
-    def __init__(self, name: str, value: object, *, tau: str, logit: str, learn: str, read: str) -> None:
+    def __init__(
+        self,
+        name: str,
+        value: object,
+        *,
+        tau: str,
+        logit: str,
+        learn: str,
+        read: str,
+        learned: bool,
+        no_leak: bool = False,
+    ) -> None:
         self.name, self.tau, self.logit, self.learn, self.read_attr = name, tau, logit, learn, read
+        #: the core takes ``tau = inf``, a decay of exactly 1 (no leak: the IF neuron), unless it is learned
+        self.no_leak = no_leak
         #: per-channel values given to the constructor, loaded (as a state dict's) once the core exists
         self.pending = (
             value if isinstance(value, torch.Tensor) and value.numel() > 1 and not _one_value(value) else None
         )
         initial = 0.5 if self.pending is not None else _scalar(value, name)  # the core starts from a placeholder
-        if not 0 < initial < 1:
-            raise ValueError(f"{name} must be in (0, 1), got {initial}")
-        #: the core's time constant for the value given
-        self.initial_tau = 1 / (1 - initial)
+        given = torch.tensor([initial]) if self.pending is None else self.pending.detach().reshape(-1)
+        self._check(given.to("cpu", torch.float64), learned, "")
+        #: the core's time constant for the value given (``inf`` for a decay of 1)
+        self.initial_tau = _tau(initial)
         self.shape = value.shape if isinstance(value, torch.Tensor) else torch.Size()
         self.per_channel = False  # different values per channel, which the core's tau cannot hold
+
+    def _check(self, values: torch.Tensor, learned: bool, owner: str) -> None:
+        r"""Refuse decays (float64 ``values``, non-empty) outside ``(0, 1)`` (``(0, 1]`` where :attr:`no_leak`), and
+        a decay of 1 that is to be learned (the core learns :math:`\sigma(w)`, which 1 pins at :math:`w = \infty`)."""
+        shown = values.item() if values.numel() == 1 else values.tolist()
+        if not bool(torch.isfinite(values).all()):
+            raise ValueError(f"{self.name} must be a finite number, or finite numbers{owner}, got {shown}")
+        if not bool(((values > 0) & (values <= 1 if self.no_leak else values < 1)).all()):
+            limits = "(0, 1]" if self.no_leak else "(0, 1)"
+            raise ValueError(f"{self.name} must be in {limits}{owner}, got {shown}")
+        if learned and bool((values == 1).any()):
+            raise ValueError(
+                f"learn_{self.name}=True needs {self.name} below 1, got {self.name}={shown}: the decay is learned as "
+                f"a sigmoid of a parameter, which cannot reach 1 nor learn its way back from it. Pass "
+                f"learn_{self.name}=False for {self.name} = 1 (no leak, the integrate-and-fire neuron), or a "
+                f"{self.name} below 1 to learn it"
+            )
 
     def read(self, core: neurons.Neuron) -> torch.Tensor:
         """The decay: in the shape given (0-dim for a number), ``[C]`` where learned or loaded per channel."""
@@ -280,8 +322,9 @@ class _Decay:
         """Put ``value`` in ``state_dict`` as the core's decay under ``key``; one value (or equal values) also sets
         the core's time constant, from which :meth:`read` reads it back."""
         value = torch.as_tensor(value).detach().to("cpu", torch.float64)
-        if value.numel() == 0 or not bool(((value > 0) & (value < 1)).all()):
-            raise ValueError(f"{self.name} must be in (0, 1) ({owner}'s decay), got {value.tolist()}")
+        if value.numel() == 0:
+            raise ValueError(f"{self.name} must hold one value, or one per channel, got an empty tensor")
+        self._check(value, getattr(core, self.learn), f" ({owner}'s decay)")
         flat = value.reshape(-1)
         per_channel = not _one_value(flat)
         features = core.features if core.features is not None else flat.numel()
@@ -290,7 +333,7 @@ class _Decay:
         self.per_channel, self.shape = per_channel, value.shape
         if not per_channel:
             flat = flat[:1]
-            setattr(core, self.tau, float(1 / (1 - flat[0])))
+            setattr(core, self.tau, _tau(float(flat[0])))
             if core.features is None:  # the lazy core builds its decay from tau at the first input
                 state_dict[key] = getattr(core, self.logit)
                 return
@@ -302,12 +345,20 @@ class _Decay:
         flat = logit.detach().reshape(-1)
         self.per_channel = flat.numel() > 0 and not _one_value(flat)
         if flat.numel() and not self.per_channel:
-            setattr(core, self.tau, float(1 / (1 - torch.sigmoid(flat[0].double()))))
+            setattr(core, self.tau, _tau(float(torch.sigmoid(flat[0].double()))))
 
     def describe(self, core: neurons.Neuron) -> str:
         return (
             "per channel" if getattr(core, self.learn) or self.per_channel else f"{1 - 1 / getattr(core, self.tau):g}"
         )
+
+
+def _membrane_decay(beta: object, learned: bool) -> _Decay:
+    """A skin's membrane decay ``beta``: the core's ``tau`` (``inf`` for ``beta = 1``, no leak), ``decay_logit`` and
+    ``learn_decay``."""
+    return _Decay(
+        "beta", beta, tau="tau", logit="decay_logit", learn="learn_decay", read="beta", learned=learned, no_leak=True
+    )
 
 
 def _decay_property(name: str, doc: str) -> property:
@@ -394,8 +445,11 @@ class _CoreSkin:
         return core, snntorch_arguments
 
     def _after_reset(self, spk: torch.Tensor, potential: torch.Tensor, channel_dim: int) -> torch.Tensor:
-        r""":math:`u_t - V_{th}\,\mathrm{sg}(s_t)` (channels at ``channel_dim``): the threshold carries its gradient,
-        as snnTorch's ``learn_threshold=True`` subtraction does."""
+        r"""The membrane after the step's reset, :math:`u_t - V_{th}\,\mathrm{sg}(s_t)` (channels at ``channel_dim``):
+        the threshold carries its gradient, as snnTorch's ``learn_threshold=True`` subtraction does. Without a reset
+        (``reset_mechanism="none"``) it is the potential :math:`u_t` itself."""
+        if not self.core.reset:
+            return potential
         return potential - self.core._threshold_at(spk, channel_dim) * spk.detach()
 
     def _reset_refusal(self, reset_mechanism: str) -> str:
@@ -652,8 +706,8 @@ class LeakyAdapter(_CoreSkin, snntorch.Leaky):
         if reset_mechanism != "none":
             return ""
         return (
-            "; for a readout that does not reset (a leaky integrator), use DynamicDecay or PRF, whose "
-            "reset_mechanism is 'none', or keep snn.Leaky"
+            "; for a readout that does not reset (a leaky integrator, snn.Leaky(reset_mechanism='none')), use "
+            "DecoupledLIF(reset_mechanism='none'), which is that neuron, or DynamicDecay or PRF"
         )
 
     def _beta_buffer(self, beta: Any, learn_beta: bool) -> None:
@@ -946,19 +1000,24 @@ class PRF(LeakyAdapter):
 
 class DecoupledLIF(LeakyAdapter):
     r"""snnTorch skin of :class:`snn_parallel.neurons.DecoupledLIF`: a subtract-reset LIF
-    trained in parallel, firing exactly like ``snn.Leaky(beta, reset_delay=False)``.
+    trained in parallel, firing exactly like ``snn.Leaky(beta, reset_delay=False)``, or with
+    ``reset_mechanism="none"`` the leaky integrator ``snn.Leaky(beta, reset_mechanism="none")``:
+    :math:`u_t = \beta u_{t-1} + x_t`, spikes :math:`s_t = \Theta(u_t - V_{th})`, no reset.
 
     Args:
         features: channels ``C``; ``None`` (default) infers it from the first input.
-        beta: decay in ``(0, 1)``; the core's :math:`\tau = 1/(1-\beta)`. A tensor of ``C``
-            different values is a decay per channel (as ``snn.Leaky``'s per-neuron ``beta``). Read
-            back as :attr:`beta`, which snnTorch's NIR export writes as :math:`\tau_{mem} = dt/(1-\beta)`.
+        beta: decay in ``(0, 1]``; the core's :math:`\tau = 1/(1-\beta)` (``beta=1.0``: ``tau=inf``, no
+            leak, the integrate-and-fire neuron). A tensor of ``C`` different values is a decay per channel (as
+            ``snn.Leaky``'s per-neuron ``beta``). Read back as :attr:`beta`, which snnTorch's NIR export writes
+            as :math:`\tau_{mem} = dt/(1-\beta)`.
         threshold: :math:`V_{th}`: a number, or one per channel (a ``[C]`` tensor, as ``snn.Leaky``'s
             per-neuron ``threshold``).
         spike_grad: snnTorch surrogate.
-        learn_beta: learn a per-channel decay (core ``learn_decay``); its gradient flows through the
+        learn_beta: learn a per-channel decay :math:`\beta = \sigma(w)` (core ``learn_decay``; refused with
+            ``beta=1.0``, which a sigmoid cannot reach nor leave); its gradient flows through the
             reset-free membrane only (the core's reset is detached, its bias decaying with
-            ``beta`` detached), where ``snn.Leaky``'s also flows through the resets subtracted.
+            ``beta`` detached), where ``snn.Leaky``'s also flows through the resets subtracted. Without a
+            reset it is ``snn.Leaky``'s.
         learn_threshold: learn a per-channel threshold (the core's ``v_threshold`` ``[C]``, which
             ``neuron.threshold`` is), initialised from ``threshold``; its gradient is
             ``snn.Leaky(learn_threshold=True)``'s.
@@ -969,16 +1028,17 @@ class DecoupledLIF(LeakyAdapter):
             continues exactly; its gradient treats the reset as a constant, as the core's does,
             where ``snn.Leaky(reset_delay=False)`` backpropagates through it); or
             ``"reset_free"``, the core's filter :math:`u'_t` (``forward``) and the potential
-            :math:`u_t` compared with the threshold (``multistep``).
-        reset_mechanism: ``"subtract"`` only.
+            :math:`u_t` compared with the threshold (``multistep``). Without a reset both are :math:`u_t`.
+        reset_mechanism: ``"subtract"`` (default; the core's ``reset=True``) or ``"none"`` (``reset=False``: the
+            membrane never resets, and ``reset_delay`` may take either value); ``"zero"`` is refused.
         **leaky_options: snnTorch's remaining ``Leaky`` options, at supported values.
 
-    A ``snn.Leaky`` state dict (``beta``, ``threshold``, ``reset_mechanism="subtract"``) loads
+    A ``snn.Leaky`` state dict (``beta``, ``threshold``, the same ``reset_mechanism``) loads
     into it: ``beta`` becomes the core's decay and ``threshold`` its :math:`V_{th}`.
     """
 
     _core_type = neurons.DecoupledLIF
-    _resets = ("subtract",)
+    _resets = ("subtract", "none")
     _threshold_per_channel = True
 
     def __init__(
@@ -996,7 +1056,7 @@ class DecoupledLIF(LeakyAdapter):
         reset_mechanism: str = "subtract",
         **leaky_options: Any,
     ) -> None:
-        decay = _Decay("beta", beta, tau="tau", logit="decay_logit", learn="learn_decay", read="beta")
+        decay = _membrane_decay(beta, check_bool(learn_beta, "learn_beta"))
         mem_kind = check_choice(mem, "mem", ("leaky", "reset_free"))
 
         def make_core(surrogate: Surrogate, v_threshold: float | torch.Tensor) -> neurons.DecoupledLIF:
@@ -1006,6 +1066,7 @@ class DecoupledLIF(LeakyAdapter):
                 learn_decay=learn_beta,
                 v_threshold=v_threshold,
                 learn_threshold=learn_threshold,
+                reset=reset_mechanism == "subtract",
                 surrogate=surrogate,
             )
 
@@ -1182,11 +1243,13 @@ class Synaptic(_CoreSkin, snntorch.Synaptic):
         features: channels ``C``; ``None`` (default) infers it from the first input.
         alpha: synaptic decay in ``(0, 1)``; the core's :math:`\tau_{syn} = 1/(1-\alpha)`. A tensor of ``C``
             different values is a decay per channel (``snn.Synaptic``'s per-neuron ``alpha``).
-        beta: membrane decay in ``(0, 1)``; the core's :math:`\tau = 1/(1-\beta)`, per channel likewise.
+        beta: membrane decay in ``(0, 1]``; the core's :math:`\tau = 1/(1-\beta)` (``inf`` for ``beta=1.0``: no
+            leak), per channel likewise.
         threshold: :math:`V_{th}`: a number, or one per channel (a ``[C]`` tensor).
         spike_grad: snnTorch surrogate (default ``snntorch.surrogate.atan()``, as ``snn.Synaptic``'s).
         learn_alpha, learn_beta: learn a per-channel decay (the core's ``learn_syn_decay``, ``learn_decay``), a
-            sigmoid of a logit where ``snn.Synaptic`` learns the decay itself, clamped to ``[0, 1]``.
+            sigmoid of a logit where ``snn.Synaptic`` learns the decay itself, clamped to ``[0, 1]``
+            (``learn_beta`` is refused with ``beta=1.0``, which a sigmoid cannot reach nor leave).
         learn_threshold: learn a per-channel threshold (the core's ``v_threshold`` ``[C]``, which
             ``neuron.threshold`` is), initialised from ``threshold``.
         init_hidden, output: snnTorch's.
@@ -1247,13 +1310,19 @@ class Synaptic(_CoreSkin, snntorch.Synaptic):
         for arg in synaptic_options:
             if arg not in _SYNAPTIC_OPTIONS:
                 raise TypeError(f"{name}() got an unexpected keyword argument {arg!r}")
-        decays = {
-            "alpha": _Decay(
-                "alpha", alpha, tau="tau_syn", logit="syn_decay_logit", learn="learn_syn_decay", read="alpha"
-            ),
-            "beta": _Decay("beta", beta, tau="tau", logit="decay_logit", learn="learn_decay", read="beta"),
-        }
         learn_alpha, learn_beta = check_bool(learn_alpha, "learn_alpha"), check_bool(learn_beta, "learn_beta")
+        decays = {  # the synaptic decay below 1 (the core's tau_syn is finite), the membrane's up to 1
+            "alpha": _Decay(
+                "alpha",
+                alpha,
+                tau="tau_syn",
+                logit="syn_decay_logit",
+                learn="learn_syn_decay",
+                read="alpha",
+                learned=learn_alpha,
+            ),
+            "beta": _membrane_decay(beta, learn_beta),
+        }
 
         def make_core(surrogate: Surrogate, v_threshold: float | torch.Tensor) -> neurons.SynapticLIF:
             return neurons.SynapticLIF(
@@ -1329,10 +1398,6 @@ class Synaptic(_CoreSkin, snntorch.Synaptic):
         self._buffers["syn"] = syn if syn._base is None else syn.clone()
         self._buffers["mem"] = mem if mem._base is None else mem.clone()
 
-    def _after(self, spk: torch.Tensor, potential: torch.Tensor, channel_dim: int) -> torch.Tensor:
-        """``mem``: the potential after the step's reset (as it is without one)."""
-        return self._after_reset(spk, potential, channel_dim) if self.core.reset else potential
-
     # -- entry points --------------------------------------------------------------------
     def forward(
         self, input_: torch.Tensor, syn: torch.Tensor | None = None, mem: torch.Tensor | None = None
@@ -1346,7 +1411,7 @@ class Synaptic(_CoreSkin, snntorch.Synaptic):
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         state = self._state(input_, "input_", syn, mem)
         spk, state = self.core._step_checked(input_, state, state_values_checked=True)
-        self._store(state.current, self._after(spk, state.filtered, 1))  # the bias came in as 0
+        self._store(state.current, self._after_reset(spk, state.filtered, 1))  # the bias came in as 0
         return spk, self.syn, self.mem
 
     def multistep(
@@ -1367,7 +1432,7 @@ class Synaptic(_CoreSkin, snntorch.Synaptic):
         """``(spk_seq, (syn_seq, mem_seq), last core state)`` for the checked ``x_seq`` from the core state
         ``state``: the core's parallel path, ``mem`` after each step's reset."""
         spk_seq, potential, syn_seq, state = self.core.update_sequence_with_current(x_seq, state)
-        return spk_seq, (syn_seq, self._after(spk_seq, potential, 2)), state
+        return spk_seq, (syn_seq, self._after_reset(spk_seq, potential, 2)), state
 
     def _driven_sequence(
         self, x_seq: torch.Tensor, state: NamedTuple | None

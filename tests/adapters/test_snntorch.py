@@ -195,10 +195,14 @@ def test_our_surrogate_factories_fire_like_snntorch():
         (DynamicDecay, {"reset_mechanism": "zero"}, ValueError, "reset_mechanism"),
         (DynamicDecay, {"reset_mechanism": "subtract"}, ValueError, "reset_mechanism"),
         (PRF, {"reset_mechanism": "zero"}, ValueError, "reset_mechanism"),
-        (DecoupledLIF, {"reset_mechanism": "none"}, ValueError, "reset_mechanism"),
+        (DecoupledLIF, {"reset_mechanism": "zero"}, ValueError, "reset_mechanism"),
         (LTC, {"reset_mechanism": "subtract"}, ValueError, "reset_mechanism"),
         (DecoupledLIF, {"reset_delay": True}, ValueError, "reset_delay"),
-        (DecoupledLIF, {"beta": 1.0}, ValueError, "beta"),
+        (DecoupledLIF, {"beta": 1.5}, ValueError, r"beta must be in \(0, 1\], got 1.5"),
+        (DecoupledLIF, {"beta": 0.0}, ValueError, r"beta must be in \(0, 1\], got 0.0"),
+        (DecoupledLIF, {"beta": torch.tensor([0.5, 1.5] * 4)}, ValueError, r"beta must be in \(0, 1\], got \[0.5"),
+        (DecoupledLIF, {"beta": 1.0, "learn_beta": True}, ValueError, "learn_beta=True needs beta below 1"),
+        (DecoupledLIF, {"learn_beta": 1}, TypeError, "learn_beta must be a bool"),
         (DecoupledLIF, {"beta": torch.tensor([0.5, 0.6])}, ValueError, "beta has 2 values for 8 features"),
         (PSPLIF, {"threshold": torch.linspace(0.5, 1, 8)}, ValueError, "threshold must be one value for all"),
         (PRF, {"threshold": torch.linspace(0.5, 1.0, 4)}, ValueError, "v_threshold has 4 values, one per channel"),
@@ -699,7 +703,7 @@ def test_decoupled_lif_takes_a_per_channel_beta_like_snn_leaky():
     assert torch.equal(loaded.multistep(x)[0], expected)
     with pytest.raises(ValueError, match="beta has 4 values for 3 features"):
         DecoupledLIF(3, beta=beta)
-    with pytest.raises(ValueError, match=r"beta must be in \(0, 1\)"):
+    with pytest.raises(ValueError, match=r"beta must be in \(0, 1\]"):
         DecoupledLIF(beta=torch.tensor([0.5, 1.5]))
 
 

@@ -312,10 +312,11 @@ def test_register_exposes_it_beside_snntorchs_own_synaptic():
         ({"state_quant": lambda m: m}, ValueError, "state_quant=.* is not supported"),
         ({"graded_spikes_factor": 2.0}, TypeError, "unexpected keyword argument 'graded_spikes_factor'"),
         ({"alpha": 1.0}, ValueError, r"alpha must be in \(0, 1\)"),
-        ({"beta": 0.0}, ValueError, r"beta must be in \(0, 1\)"),
+        ({"beta": 0.0}, ValueError, r"beta must be in \(0, 1\], got 0.0"),
+        ({"beta": 1.0, "learn_beta": True}, ValueError, "learn_beta=True needs beta below 1"),
         ({"alpha": float("nan")}, ValueError, "alpha must be a finite number"),
         ({"alpha": torch.tensor([0.5, 0.6])}, ValueError, "alpha has 2 values for 3 features"),
-        ({"beta": torch.tensor([0.5, 1.5, 0.2])}, ValueError, r"beta must be in \(0, 1\)"),
+        ({"beta": torch.tensor([0.5, 1.5, 0.2])}, ValueError, r"beta must be in \(0, 1\], got \[0.5, 1.5"),
         ({"learn_alpha": "yes"}, TypeError, "learn_alpha"),
         ({"threshold": torch.tensor([1.0, 2.0])}, ValueError, "threshold has 2 values"),
         ({"spike_grad": 3}, TypeError, "spike_grad"),
@@ -363,7 +364,6 @@ def test_bad_inputs_are_named():
 def test_a_model_reading_syn_and_mem_sees_under_a_trainer_what_it_sees_stepping_itself(reset):
     """Tutorial 4's forward reads ``spk, syn, mem``: a trainer of :mod:`snn_parallel.learners` (whole sequence in
     parallel, or step by step) gives the outputs and BPTT gradients of the model called one step at a time."""
-    from snn_parallel.learners import BPTTTrainer
 
     class ReadsState(nn.Module):
         def __init__(self):
@@ -383,6 +383,14 @@ def test_a_model_reading_syn_and_mem_sees_under_a_trainer_what_it_sees_stepping_
     model.lif.reset_mem()
     by_hand = torch.stack([model(x_t) for x_t in x])
     assert model.lif.mem.abs().sum() > 0 and (model.lif.mem.abs() > 0).any()
+    assert_a_trainer_gives_the_steps(model, x, by_hand)
+
+
+def assert_a_trainer_gives_the_steps(model: nn.Module, x: torch.Tensor, by_hand: torch.Tensor) -> None:
+    """A trainer of :mod:`snn_parallel.learners` running ``model`` on ``x`` (the whole sequence in parallel, or step
+    by step) gives ``by_hand``, the model's outputs called one step at a time, and their BPTT gradients."""
+    from snn_parallel.learners import BPTTTrainer
+
     want = torch.autograd.grad(by_hand.square().sum(), list(model.parameters()))
     trainer = BPTTTrainer(model, torch.optim.SGD(model.parameters(), lr=0.0), progress=False)
     for run in (trainer.network.run, lambda x: torch.stack([trainer.network.step(x_t) for x_t in x])):

@@ -3,7 +3,8 @@ step as written (regression 1 and 2, population coding, the spiking autoencoder,
 forward-forward, delta, ST-MNIST, fullgraph), small, on random data, against the same code run with
 ``snn.Leaky`` or against the equations. ``DecoupledLIF`` is the skin that is a Leaky numerically: it fires
 like ``snn.Leaky(reset_delay=False)`` while one subtraction brings the membrane below the threshold (the
-networks here keep to that, and the tests check it), and for one step from rest like any ``snn.Leaky``."""
+networks here keep to that, and the tests check it), and for one step from rest like any ``snn.Leaky``; with
+``reset_mechanism="none"`` it is the regression tutorials' leaky-integrator readout, gradients included."""
 
 from __future__ import annotations
 
@@ -86,19 +87,26 @@ def _regression_data(steps: int = 30) -> tuple[torch.Tensor, torch.Tensor]:
     return feature, torch.sqrt(feature * 0.6)
 
 
-def _leaky_readout() -> nn.Module:
+def _readout(cls: type = snn.Leaky) -> nn.Module:
+    """The tutorial's readout, ``snn.Leaky(beta=torch.rand(1), learn_beta=True, reset_mechanism="none")``, or ``cls``
+    (``DecoupledLIF``) in its place."""
     grad = snntorch.surrogate.fast_sigmoid()
-    return snn.Leaky(beta=torch.rand(1), threshold=1.0, learn_beta=True, spike_grad=grad, reset_mechanism="none")
+    return cls(beta=torch.rand(1), threshold=1.0, learn_beta=True, spike_grad=grad, reset_mechanism="none")
+
+
+def _decoupled_readout() -> nn.Module:
+    return _readout(DecoupledLIF)
 
 
 def test_regression_tutorial_with_decoupled_lif_matches_snn_leaky_and_learns_its_per_neuron_beta():
     """The tutorial's network with ``DecoupledLIF(beta=torch.rand(H), learn_beta=True, threshold=1.0)`` in both
-    spiking layers gives ``snn.Leaky(reset_delay=False)``'s readout membrane and learns its per-neuron beta."""
+    spiking layers and ``DecoupledLIF(reset_mechanism="none")`` as the readout gives ``snn.Leaky(reset_delay=False)``'s
+    readout membrane (from ``snn.Leaky(reset_mechanism="none")``) and learns its per-neuron beta."""
     x, y = _regression_data()
     runs = {}
     for name, cls, extra in (("leaky", snn.Leaky, {"reset_delay": False}), ("ours", DecoupledLIF, {})):
         torch.manual_seed(3)  # weights and betas under which both layers fire
-        net = _Regression(lambda beta, **k: cls(beta=beta, threshold=1.0, **k, **extra), _leaky_readout)
+        net = _Regression(lambda beta, **k: cls(beta=beta, threshold=1.0, **k, **extra), lambda: _readout(cls))
         beta_before = net.lif_in.beta.detach().clone()
         mem, hidden = net(x)
         optimizer = torch.optim.Adam(net.parameters(), lr=1e-2)
@@ -123,10 +131,16 @@ def test_regression_tutorial_with_decoupled_lif_matches_snn_leaky_and_learns_its
 @pytest.mark.parametrize("cls", SKINS, **_ids)
 def test_regression_tutorial_trains_every_skin_under_a_readout_that_does_not_reset(cls):
     """Each skin in the spiking layers (its own threshold, the tutorial's ``beta``/``learn_beta`` where it
-    has them), and ``DynamicDecay`` or ``PRF`` as the reset-free readout where ``snn.Leaky(reset_mechanism="none")``
-    was: the readout membrane ``[T, B, 1]`` is the output, as with snn.Leaky, and the MSE falls."""
+    has them), under the tutorial's ``snn.Leaky(reset_mechanism="none")`` readout and with ``DecoupledLIF``,
+    ``DynamicDecay`` or ``PRF`` (``reset_mechanism="none"``) in its place: the readout membrane ``[T, B, 1]`` is the
+    output, as with snn.Leaky, and the MSE falls."""
     x, y = _regression_data()
-    for readout in (_leaky_readout, lambda: DynamicDecay(reset_mechanism="none"), lambda: PRF(reset_mechanism="none")):
+    for readout in (
+        _readout,
+        _decoupled_readout,
+        lambda: DynamicDecay(reset_mechanism="none"),
+        lambda: PRF(reset_mechanism="none"),
+    ):
         torch.manual_seed(0)
         net = _Regression(lambda beta, **k: _neuron(cls, beta, **k), readout)
         optimizer = torch.optim.Adam(net.parameters(), lr=3e-3)
@@ -163,7 +177,7 @@ def test_regression_tutorial_options_the_neurons_cannot_take_are_refused_with_th
         with pytest.raises(ValueError, match=r"learn_threshold=True .*not a parameter.*PRF and DynamicDecay learn"):
             cls(learn_threshold=True)
     if "none" not in cls._resets:
-        with pytest.raises(ValueError, match=r"reset_mechanism='none' .* use DynamicDecay or PRF.*keep snn.Leaky"):
+        with pytest.raises(ValueError, match=r"reset_mechanism='none' .* use DecoupledLIF\(reset_mechanism='none'\)"):
             cls(reset_mechanism="none")
 
 
@@ -183,10 +197,16 @@ class _SoftResetLeaky(snn.Leaky):
 
 
 def _tutorial_network(
-    cls: type, learn_beta: bool, learn_threshold: bool, seed: int = 0, thresholds: Callable = torch.rand
+    cls: type,
+    learn_beta: bool,
+    learn_threshold: bool,
+    seed: int = 0,
+    thresholds: Callable = torch.rand,
+    readout: Callable[[], nn.Module] = _readout,
 ) -> _Regression:
     """The regression tutorial's network in float64, its spiking layers ``cls`` with the same per-neuron
-    random ``beta`` and ``threshold`` (``thresholds(H)``, the tutorial's ``torch.rand``) for every ``cls``."""
+    random ``beta`` and ``threshold`` (``thresholds(H)``, the tutorial's ``torch.rand``) for every ``cls``, and the
+    same random ``beta`` in the ``readout`` (``snn.Leaky(reset_mechanism="none")`` or the skin in its place)."""
     extra = {"reset_delay": False} if cls is snn.Leaky else {}
     torch.manual_seed(seed)
 
@@ -195,13 +215,17 @@ def _tutorial_network(
 
     learn = learn_beta
     # snnTorch's fast_sigmoid(), which the skin computes with, as ours: snn.Leaky's spikes then keep float64
-    net = _Regression(make, _leaky_readout, thresholds=thresholds, grad=FastSigmoid(inclusive=False))
+    net = _Regression(make, readout, thresholds=thresholds, grad=FastSigmoid(inclusive=False))
     return net.double()
 
 
 def _shared_grads(net: _Regression) -> dict[str, torch.Tensor | None]:
-    """The gradients of what every build names alike: the synapses, the readout, the thresholds."""
+    r"""The gradients of what every build names alike: the synapses, the readout, the thresholds. The skin's readout
+    learns :math:`\beta = \sigma(w)`: its ``beta`` gradient is :math:`\partial L/\partial w / (\beta (1 - \beta))`."""
     grads = {name: p.grad for name, p in net.named_parameters() if name.startswith(("fc_", "li_out"))}
+    if isinstance(net.li_out, DecoupledLIF):
+        beta = net.li_out.beta.detach()
+        grads["li_out.beta"] = grads.pop("li_out.core.decay_logit") / (beta * (1 - beta))
     for layer in ("lif_in", "lif_hidden"):
         grads[f"{layer}.threshold"] = getattr(net, layer).threshold.grad
     return grads
@@ -226,31 +250,37 @@ def _assert_same_run(got: tuple, expected: tuple, grads: bool = True) -> None:
             torch.testing.assert_close(got[4][name], grad, msg=name)
 
 
+@pytest.mark.parametrize("readout", [_readout, _decoupled_readout], ids=["leaky_readout", "decoupled_readout"])
 @pytest.mark.parametrize("learn_threshold", [False, True], ids=["tutorial", "learn_threshold"])
-def test_regression_tutorial_with_per_neuron_thresholds_is_the_soft_reset_lif(learn_threshold):
+def test_regression_tutorial_with_per_neuron_thresholds_is_the_soft_reset_lif(learn_threshold, readout):
     """The tutorial's network as written (``threshold=torch.rand(H)``, ``learn_beta=True``), and with
     ``learn_threshold=True``, in float64: ``DecoupledLIF`` gives the soft-reset LIF's spikes, membranes and loss
-    (``_SoftResetLeaky``), and its gradients for the weights, the readout and the thresholds. (The spiking
-    layers' learnt decay is another parameter, ``sigmoid(logit)``, whose gradient leaves out the reset, as
-    ``DecoupledLIF`` documents: it is not compared.)"""
+    (``_SoftResetLeaky``), and its gradients for the weights, the readout and the thresholds, with the tutorial's
+    ``snn.Leaky(reset_mechanism="none")`` readout or ``DecoupledLIF(reset_mechanism="none")`` in its place (its
+    learnt ``beta``'s gradient included: no reset, nothing detached). (The spiking layers' learnt decay is another
+    parameter, ``sigmoid(logit)``, whose gradient leaves out the reset, as ``DecoupledLIF`` documents: it is not
+    compared.)"""
     x, y = (t.double() for t in _regression_data())
     reference = _run(_tutorial_network(_SoftResetLeaky, True, learn_threshold), x, y)
-    ours = _run(_tutorial_network(DecoupledLIF, True, learn_threshold), x, y)
+    ours = _run(_tutorial_network(DecoupledLIF, True, learn_threshold, readout=readout), x, y)
+    assert reference[4]["li_out.beta"].abs().sum() > 0
     assert all(sum(s.sum() for s in reference[2][i::2]) > 10 for i in (0, 1))  # both layers fire
     assert (reference[4]["lif_in.threshold"] is not None) == learn_threshold
     assert all(g.abs().sum() > 0 for g in reference[4].values() if g is not None)
     _assert_same_run(ours, reference)
 
 
-def test_regression_tutorial_with_per_neuron_thresholds_fires_as_snn_leaky():
+@pytest.mark.parametrize("readout", [_readout, _decoupled_readout], ids=["leaky_readout", "decoupled_readout"])
+def test_regression_tutorial_with_per_neuron_thresholds_fires_as_snn_leaky(readout):
     """``snn.Leaky(reset_delay=False, threshold=..., learn_threshold=True)`` itself, with per-neuron thresholds
     (the tutorial's ``torch.rand(H)`` raised by 0.5) under which one subtraction brings each membrane below its
-    threshold: ``DecoupledLIF`` gives its spikes, membranes and loss."""
+    threshold: ``DecoupledLIF`` gives its spikes, membranes and loss, and so does the whole network swapped (its
+    readout too)."""
     x, y = (t.double() for t in _regression_data())
     raised = lambda hidden: 0.5 + torch.rand(hidden)  # noqa: E731
     leaky_net = _tutorial_network(snn.Leaky, True, True, seed=1, thresholds=raised)
     leaky = _run(leaky_net, x, y)
-    ours = _run(_tutorial_network(DecoupledLIF, True, True, seed=1, thresholds=raised), x, y)
+    ours = _run(_tutorial_network(DecoupledLIF, True, True, seed=1, thresholds=raised, readout=readout), x, y)
     limits = (leaky_net.lif_in.threshold.detach(), leaky_net.lif_hidden.threshold.detach())
     assert all(bool((m < limits[i % 2]).all()) for i, m in enumerate(leaky[1]))
     assert all(sum(s.sum() for s in leaky[2][i::2]) > 10 for i in (0, 1))
