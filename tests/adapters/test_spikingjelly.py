@@ -27,9 +27,40 @@ NODES = [
     pytest.param(sjn.PRFNode, {"dt_range": (0.5, 1.0)}, id="prf"),
     pytest.param(sjn.PRFNode, {"dt_range": (0.5, 1.0), "reset": True}, id="prf_reset"),
     pytest.param(sjn.DecoupledLIFNode, {"tau": 2.0}, id="lif"),
+    pytest.param(sjn.DecoupledLIFNode, {"tau": 2.0, "decay_input": True}, id="lif_decay_input"),
+    pytest.param(sjn.DecoupledIFNode, {}, id="if"),
+    pytest.param(sjn.DecoupledParametricLIFNode, {"init_tau": 2.0}, id="plif"),
     pytest.param(sjn.LTCNode, {}, id="ltc"),
     pytest.param(sjn.LTCNode, {"mode": "parallel"}, id="ltc_parallel"),
 ]
+#: our soft-reset nodes beside the SpikingJelly node each stands in for, with the arguments both take
+#: (SpikingJelly's node is built with ``v_reset=None, detach_reset=True`` too: the reset ours has)
+TWINS = [
+    pytest.param(sjn.DecoupledIFNode, neuron.IFNode, {}, id="if"),
+    pytest.param(sjn.DecoupledLIFNode, neuron.LIFNode, {"tau": 2.0, "decay_input": False}, id="lif"),
+    pytest.param(sjn.DecoupledLIFNode, neuron.LIFNode, {"tau": 3.0, "decay_input": True}, id="lif_decay_input"),
+    pytest.param(sjn.DecoupledParametricLIFNode, neuron.ParametricLIFNode, {"init_tau": 3.0}, id="plif"),
+    pytest.param(
+        sjn.DecoupledParametricLIFNode,
+        neuron.ParametricLIFNode,
+        {"init_tau": 3.0, "decay_input": False},
+        id="plif_no_decay_input",
+    ),
+]
+
+
+def twins(ours: type, theirs: type, kwargs: dict, **common) -> tuple[nn.Module, nn.Module]:
+    """Our node and SpikingJelly's, built with ``kwargs`` and ``common`` (in float64 under :func:`float64`)."""
+    return ours(C, **kwargs, **common), theirs(**kwargs, v_reset=None, detach_reset=True, **common)
+
+
+@pytest.fixture
+def float64():
+    """Build in float64, so that both nodes' decays are the same numbers (not float32 ones cast up)."""
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(previous)
 
 
 def inputs(steps: int = 9, batch: int = 4) -> torch.Tensor:
@@ -57,7 +88,7 @@ def test_single_step_equals_multi_step_equals_core(cls, kwargs):
     assert torch.equal(run_single(node, x), multi)
     assert torch.equal(node.core(x)[0], multi)
     assert node.v.shape == (4, C)
-    if cls is not sjn.DecoupledLIFNode:  # its v is the membrane after the reset (test_spikingjelly_examples.py)
+    if not isinstance(node.core, DecoupledLIF):  # its v is the membrane after the reset (TWINS)
         assert node.v is getattr(node, node.core.state_type._fields[0])
 
 
@@ -91,15 +122,15 @@ def test_single_steps_append_to_v_seq_until_a_reset(cls, kwargs):
 
 
 @pytest.mark.skipif(not SJ2, reason="SpikingJelly 0.0.0.0.14 stores no v_seq in 's' mode")
-def test_single_step_v_seq_of_decoupled_lif_is_spikingjelly_lifs_before_the_reset():
-    """``DecoupledLIFNode``'s ``v_seq`` in ``'s'`` mode is the soft-reset ``LIFNode``'s (after the reset) plus
-    the threshold where it fired."""
+@pytest.mark.parametrize("ours, theirs, kwargs", TWINS)
+def test_single_step_v_seq_is_spikingjellys_before_the_reset(float64, ours, theirs, kwargs):
+    """Our soft-reset nodes' ``v_seq`` in ``'s'`` mode is SpikingJelly's (after the reset) plus the threshold where
+    it fired."""
     x = inputs()
-    lif = neuron.LIFNode(tau=2.0, decay_input=False, v_reset=None, detach_reset=True, store_v_seq=True)
-    ours = sjn.DecoupledLIFNode(C, tau=2.0, store_v_seq=True).double()
-    spikes = [torch.stack([node(x_t) for x_t in x]) for node in (lif, ours)]
+    ours, theirs = twins(ours, theirs, kwargs, store_v_seq=True)
+    spikes = [torch.stack([node(x_t) for x_t in x]) for node in (theirs, ours)]
     assert 0 < spikes[0].mean() < 1 and torch.equal(spikes[1], spikes[0])
-    torch.testing.assert_close(ours.v_seq, lif.v_seq + lif.v_threshold * spikes[0], rtol=0, atol=1e-12)
+    torch.testing.assert_close(ours.v_seq, theirs.v_seq + theirs.v_threshold * spikes[0], rtol=0, atol=1e-12)
 
 
 def _stored_then_switched_off(node: nn.Module) -> torch.Tensor | None:
@@ -140,20 +171,129 @@ def test_setting_v_starts_the_next_forward_from_it(cls, kwargs, step_mode):
     assert v.grad is not None
 
 
+@pytest.mark.parametrize("ours, theirs, kwargs", TWINS)
 @pytest.mark.parametrize("step_mode", ["s", "m"])
-def test_setting_v_on_decoupled_lif_matches_spikingjelly_lif(step_mode):
-    """From the same membrane, DecoupledLIFNode fires as SpikingJelly's soft-reset LIFNode."""
+def test_setting_v_matches_spikingjelly(float64, ours, theirs, kwargs, step_mode):
+    """From the same membrane, our soft-reset nodes fire as SpikingJelly's."""
     x = inputs()
-    v = torch.randn(4, C, dtype=torch.float64)
+    v = torch.randn(4, C)
     spikes = []
-    for node in (
-        neuron.LIFNode(tau=2.0, decay_input=False, v_reset=None, detach_reset=True, step_mode=step_mode),
-        sjn.DecoupledLIFNode(C, tau=2.0, step_mode=step_mode).double(),
-    ):
+    for node in twins(ours, theirs, kwargs, step_mode=step_mode):
         node.v = v.clone()
         spikes.append(node(x) if step_mode == "m" else torch.stack([node(x_t) for x_t in x]))
     assert 0 < spikes[0].mean() < 1
     assert torch.equal(spikes[1], spikes[0])
+
+
+def _spikes_and_v(node: nn.Module, x: torch.Tensor, step_mode: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """The spikes, and ``v`` after every step (``'s'``) or after the sequence (``'m'``)."""
+    node.step_mode = step_mode
+    if step_mode == "m":
+        return node(x), node.v.unsqueeze(0)
+    spikes, v = zip(*((node(x_t), node.v) for x_t in x), strict=True)
+    return torch.stack(spikes), torch.stack(v)
+
+
+@pytest.mark.parametrize("ours, theirs, kwargs", TWINS)
+@pytest.mark.parametrize("step_mode", ["s", "m"])
+def test_soft_reset_nodes_match_spikingjellys_own(float64, ours, theirs, kwargs, step_mode):
+    """``DecoupledIFNode``, ``DecoupledLIFNode`` (with and without ``decay_input``) and ``DecoupledParametricLIFNode``
+    give the spikes, ``v`` and input gradients of SpikingJelly's ``IFNode``, ``LIFNode`` and ``ParametricLIFNode``
+    with ``v_reset=None, detach_reset=True``."""
+    x = inputs(12)
+    weights = torch.linspace(-1, 1, 12).view(12, 1, 1), torch.randn(4, C, generator=torch.Generator().manual_seed(1))
+    results = []
+    for node in twins(ours, theirs, kwargs, surrogate_function=sj_surrogate.ATan()):
+        x_node = x.clone().requires_grad_()
+        spikes, v = _spikes_and_v(node, x_node, step_mode)
+        ((spikes * weights[0]).sum() + (v[-1] * weights[1]).sum()).backward()
+        results.append((spikes, v, x_node.grad))
+    (spikes, v, grad), (our_spikes, our_v, our_grad) = results
+    assert 0 < spikes.mean() < 1 and torch.equal(our_spikes, spikes)
+    torch.testing.assert_close(our_v, v, rtol=0, atol=1e-12)
+    torch.testing.assert_close(our_grad, grad, rtol=1e-10, atol=1e-12)
+
+
+def _detached_reset_reference(
+    x: torch.Tensor, logit: torch.Tensor, v_threshold: float, decay_input: bool, surrogate: nn.Module
+) -> torch.Tensor:
+    """The PLIF's spikes with the gradient ``DecoupledParametricLIFNode`` documents, from its equations: the
+    reset-free membrane u'_t = beta u'_{t-1} + g x_t (beta = sigmoid(logit), g = 1 - beta with ``decay_input``,
+    else 1) carries the gradient; the subtracted thresholds are constants, b_{t+1} = sg(beta) (b_t + V_th sg(s_t));
+    s_t = Theta(u'_t - b_t - V_th) with SpikingJelly's ``surrogate``."""
+    beta = torch.sigmoid(logit)
+    gain = 1 - beta if decay_input else 1.0
+    u = b = torch.zeros_like(x[0])
+    spikes = []
+    for x_t in x:
+        u = beta * u + gain * x_t
+        spikes.append(surrogate(u - b - v_threshold))
+        b = beta.detach() * (b + v_threshold * spikes[-1].detach())
+    return torch.stack(spikes)
+
+
+@pytest.mark.parametrize("decay_input", [True, False])
+@pytest.mark.parametrize("step_mode", ["s", "m"])
+def test_plif_decay_gradient(float64, decay_input, step_mode):
+    """Where no neuron fires, the gradient of ``ParametricLIFNode``'s one ``w`` is minus the sum of our per-channel
+    ``decay_logit`` gradients (w = -logit). Where they fire, ours (and the input's) is the detached-reset
+    reference's, which differs from PLIF's: PLIF's also flows through the decaying subtracted thresholds."""
+    surrogate = sj_surrogate.ATan()
+    time_weights = torch.linspace(-1, 1, 9).view(9, 1, 1)
+    kwargs = {"init_tau": 3.0, "decay_input": decay_input, "surrogate_function": surrogate}
+    for scale, fires in ((0.12, False), (1.0, True)):  # u < 0.9 < V_th at the smaller inputs, with either charge
+        ours, theirs = twins(sjn.DecoupledParametricLIFNode, neuron.ParametricLIFNode, kwargs)
+        x = inputs() * scale
+        grads = []
+        for node in (ours, theirs):
+            x_node = x.clone().requires_grad_()
+            spikes, _ = _spikes_and_v(node, x_node, step_mode)
+            (spikes * time_weights).sum().backward()
+            grads.append(x_node.grad)
+        assert bool(spikes.any()) is fires and (not fires or spikes.mean() < 1)
+        our_decay, their_w = ours.core.decay_logit.grad, theirs.w.grad
+        torch.testing.assert_close(grads[0], grads[1], rtol=1e-10, atol=1e-12)
+        x_ref = x.clone().requires_grad_()
+        logit = ours.core.decay_logit.detach().clone().requires_grad_()
+        expected = _detached_reset_reference(x_ref, logit, 1.0, decay_input, surrogate)
+        assert torch.equal(expected.detach(), spikes)
+        (expected * time_weights).sum().backward()
+        torch.testing.assert_close(our_decay, logit.grad, rtol=1e-10, atol=1e-12)
+        torch.testing.assert_close(grads[0], x_ref.grad, rtol=1e-10, atol=1e-12)
+        assert torch.allclose(-our_decay.sum(), their_w, rtol=1e-10, atol=1e-12) is not fires
+
+
+@pytest.mark.parametrize("lazy", [False, True], ids=["eager", "lazy"])
+def test_spikingjelly_plif_state_dicts_load_into_every_channel(float64, lazy):
+    """A ``ParametricLIFNode`` state dict (its one ``w``) loads into ``DecoupledParametricLIFNode``, every channel
+    taking it (a lazy node builds its channels from it at the first input): the same spikes and ``v`` as the PLIF;
+    ``w`` and ``tau`` read per channel as the PLIF's."""
+    theirs = neuron.ParametricLIFNode(init_tau=2.0, v_reset=None, detach_reset=True, step_mode="m")
+    with torch.no_grad():
+        theirs.w.fill_(-0.9)  # trained to tau = 1 + e^0.9
+    ours = sjn.DecoupledParametricLIFNode(None if lazy else C, step_mode="m")
+    ours.load_state_dict(theirs.state_dict())
+    assert ours.init_tau == (1 + math.exp(0.9) if lazy else 2.0)
+    x = inputs()
+    spikes = theirs(x)
+    assert 0 < spikes.mean() < 1 and torch.equal(ours(x), spikes)
+    torch.testing.assert_close(ours.v, theirs.v, rtol=0, atol=1e-12)
+    torch.testing.assert_close(ours.w, theirs.w.detach().expand(C), rtol=0, atol=1e-15)
+    torch.testing.assert_close(ours.tau, (1 / theirs.w.sigmoid()).detach().expand(C), rtol=0, atol=1e-12)
+    assert list(ours.state_dict()) == ["core.decay_logit"]
+
+
+def test_plif_w_reads_before_the_first_input_and_bad_w_is_refused():
+    node = sjn.DecoupledParametricLIFNode(init_tau=3.0)
+    assert node.w.shape == () and node.w.item() == pytest.approx(-math.log(2.0))
+    assert node.tau.item() == pytest.approx(3.0)
+    for w, match in ((torch.zeros(3), r"w must be ParametricLIFNode's w, one finite number, got shape \(3,\)"),
+                     (torch.tensor(float("nan")), "one finite number")):  # fmt: skip
+        for features in (None, C):
+            with pytest.raises(ValueError, match=match):
+                sjn.DecoupledParametricLIFNode(features).load_state_dict({"w": w})
+    with pytest.raises(ValueError, match=r"time constant 1 \+ exp\(-w\) of w must be > 1"):
+        sjn.DecoupledParametricLIFNode().load_state_dict({"w": torch.tensor(60.0)})
 
 
 def test_setting_v_checks_the_value():
