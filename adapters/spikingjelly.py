@@ -117,6 +117,8 @@ __all__ = [
     "DynamicDecayNode",
     "PRFNode",
     "DecoupledLIFNode",
+    "DecoupledIFNode",
+    "DecoupledParametricLIFNode",
     "LTCNode",
     "PSPLIFNode",
     "register",
@@ -1034,7 +1036,18 @@ def swap_nodes(
 
 # -- registration into SpikingJelly's namespaces ------------------------------------------
 _TARGETS: tuple[tuple[Any, tuple[type, ...]], ...] = (
-    (neuron, (DynamicDecayNode, PRFNode, DecoupledLIFNode, LTCNode, PSPLIFNode)),
+    (
+        neuron,
+        (
+            DynamicDecayNode,
+            PRFNode,
+            DecoupledLIFNode,
+            DecoupledIFNode,
+            DecoupledParametricLIFNode,
+            LTCNode,
+            PSPLIFNode,
+        ),
+    ),
     (sj_surrogate, (sp_surrogate.MultiGaussian, sp_surrogate.DoubleGaussian)),
 )
 _added: list[tuple[Any, str, type]] = []

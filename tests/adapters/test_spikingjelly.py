@@ -33,6 +33,16 @@ NODES = [
     pytest.param(sjn.LTCNode, {}, id="ltc"),
     pytest.param(sjn.LTCNode, {"mode": "parallel"}, id="ltc_parallel"),
 ]
+#: every node class
+CLASSES = [
+    sjn.DynamicDecayNode,
+    sjn.PRFNode,
+    sjn.DecoupledLIFNode,
+    sjn.DecoupledIFNode,
+    sjn.DecoupledParametricLIFNode,
+    sjn.LTCNode,
+    sjn.PSPLIFNode,
+]
 #: our soft-reset nodes beside the SpikingJelly node each stands in for, with the arguments both take
 #: (SpikingJelly's node is built with ``v_reset=None, detach_reset=True`` too: the reset ours has)
 TWINS = [
@@ -526,7 +536,25 @@ def test_backend_argument_rejected_on_sj2():
         (lambda: sjn.PRFNode(C, reset=True, detach_reset=False), ValueError, "detach_reset"),
         (lambda: sjn.LTCNode(C, detach_reset=True), ValueError, "detach_reset"),
         (lambda: sjn.DecoupledLIFNode(C, detach_reset=1), TypeError, "detach_reset"),
-        (lambda: sjn.DecoupledLIFNode(C, decay_input=True), ValueError, "decay_input"),
+        (lambda: sjn.DecoupledLIFNode(C, decay_input=1), TypeError, "decay_input must be a bool"),
+        (
+            lambda: sjn.DecoupledLIFNode(C, tau=math.inf, decay_input=True),
+            ValueError,
+            "decay_input=True needs a finite",
+        ),
+        (lambda: sjn.DecoupledIFNode(C, v_reset=0.0), ValueError, "v_reset=0.0 is not supported by DecoupledIFNode"),
+        (lambda: sjn.DecoupledIFNode(C, detach_reset=False), ValueError, "detach_reset=False is not supported"),
+        (lambda: sjn.DecoupledIFNode(C, v_threshold=1), TypeError, r"v_threshold must be a float .*write 1\.0"),
+        (lambda: sjn.DecoupledIFNode(C, tau=2.0), TypeError, "tau"),
+        (lambda: sjn.DecoupledParametricLIFNode(C, init_tau=1.0), ValueError, "init_tau must be > 1, got 1.0"),
+        (lambda: sjn.DecoupledParametricLIFNode(C, init_tau=0.5), ValueError, "init_tau must be > 1"),
+        (lambda: sjn.DecoupledParametricLIFNode(C, init_tau=math.nan), ValueError, "init_tau must be a finite"),
+        (lambda: sjn.DecoupledParametricLIFNode(C, init_tau=math.inf), ValueError, "init_tau must be a finite"),
+        (lambda: sjn.DecoupledParametricLIFNode(C, init_tau=2), TypeError, r"init_tau must be a float .*write 2\.0"),
+        (lambda: sjn.DecoupledParametricLIFNode(C, decay_input=None), TypeError, "decay_input must be a bool"),
+        (lambda: sjn.DecoupledParametricLIFNode(C, v_reset=0.0), ValueError, "v_reset"),
+        (lambda: sjn.DecoupledParametricLIFNode(C, detach_reset=False), ValueError, "detach_reset"),
+        (lambda: sjn.DecoupledParametricLIFNode(C, tau=2.0), TypeError, "tau"),
         (lambda: sjn.DecoupledLIFNode(C, step_mode="x"), ValueError, "step_mode"),
         (lambda: sjn.PRFNode(C, surrogate_function="nope"), ValueError, "surrogate_function"),
         (lambda: sjn.PRFNode(C, surrogate_function=3), TypeError, "surrogate_function"),
@@ -568,13 +596,23 @@ def test_a_node_passes_its_spikingjelly_arguments_to_its_base_by_name_or_by_posi
         ByName(C, detach_reset=False)
 
 
-def test_wrong_input_shapes_forwarded_from_the_core():
-    node = sjn.DecoupledLIFNode(C, step_mode="m")
-    with pytest.raises(ValueError, match="x_seq"):
-        node(torch.rand(3, 2, C + 1))
+@pytest.mark.parametrize("cls", [sjn.DecoupledLIFNode, sjn.DecoupledIFNode, sjn.DecoupledParametricLIFNode])
+def test_wrong_inputs_forwarded_from_the_core(cls):
+    """Wrong shapes, dtypes, NaN and empty sequences raise the core's errors, naming the input."""
+    node = cls(C, step_mode="m")
+    bad = [
+        (torch.rand(3, 2, C + 1), ValueError, "x_seq"),
+        (torch.ones(3, 2, C, dtype=torch.int64), TypeError, "x_seq must have dtype"),
+        (torch.full((3, 2, C), math.nan), ValueError, "x_seq contains NaN"),
+        (torch.rand(0, 2, C), ValueError, "x_seq is an empty sequence"),
+    ]
+    for x, error, match in bad:
+        with pytest.raises(error, match=match):
+            node(x)
     functional.set_step_mode(node, "s")
-    with pytest.raises(ValueError, match="x_t"):
-        node(torch.rand(2, C + 1))
+    for x, error, match in bad[:-1]:  # one step of each
+        with pytest.raises(error, match=match.replace("x_seq", "x_t")):
+            node(x[0])
     with pytest.raises(ValueError, match="x_seq"):
         sjn.LTCNode(C, step_mode="m")(torch.rand(3, 2, C, 5))
 
@@ -582,14 +620,14 @@ def test_wrong_input_shapes_forwarded_from_the_core():
 def test_register_is_idempotent_reversible_and_never_overwrites():
     from spikingjelly.activation_based import surrogate as sj_sur
 
-    names = ("DynamicDecayNode", "PRFNode", "DecoupledLIFNode", "LTCNode", "PSPLIFNode")
+    names = [cls.__name__ for cls in CLASSES]
     assert not any(hasattr(neuron, n) for n in names)  # importing registered nothing
     sj_sur.MultiGaussian = sentinel = object()  # pretend SpikingJelly defines this name
     try:
         with pytest.warns(RuntimeWarning, match="MultiGaussian"):
             sjn.register()
         sjn.register()  # idempotent, no second warning for the same skip
-        assert neuron.PRFNode is sjn.PRFNode and neuron.LTCNode is sjn.LTCNode
+        assert all(getattr(neuron, cls.__name__) is cls for cls in CLASSES)
         assert sj_sur.DoubleGaussian is sp_surrogate.DoubleGaussian
         assert sj_sur.MultiGaussian is sentinel
         assert sjn.skipped == ["spikingjelly.activation_based.surrogate.MultiGaussian"]
@@ -694,7 +732,14 @@ def zoo() -> _Zoo:
                 sys.modules[name] = module
 
 
-ZOO_NODES = [sjn.DynamicDecayNode, sjn.PRFNode, sjn.DecoupledLIFNode, sjn.PSPLIFNode]
+ZOO_NODES = [
+    sjn.DynamicDecayNode,
+    sjn.PRFNode,
+    sjn.DecoupledLIFNode,
+    sjn.DecoupledIFNode,
+    sjn.DecoupledParametricLIFNode,
+    sjn.PSPLIFNode,
+]
 
 
 def _node_kwargs(node: type) -> dict:
@@ -837,7 +882,7 @@ def test_zoo_attention_and_shortcut_models_with_our_nodes(zoo, model):
 
 
 def test_nodes_infer_the_feature_count_and_load_state_dicts():
-    for cls in (sjn.DynamicDecayNode, sjn.PRFNode, sjn.DecoupledLIFNode, sjn.LTCNode, sjn.PSPLIFNode):
+    for cls in CLASSES:
         lazy = cls(step_mode="m").double()
         x = inputs()
         out = lazy(x)
@@ -857,7 +902,7 @@ def test_dsn_tau_is_refused_with_the_reason():
     assert sjn.DynamicDecayNode().core.tau == 0.25  # the paper's value
 
 
-@pytest.mark.parametrize("cls", [sjn.DynamicDecayNode, sjn.PRFNode, sjn.DecoupledLIFNode, sjn.LTCNode, sjn.PSPLIFNode])
+@pytest.mark.parametrize("cls", CLASSES)
 def test_nodes_train_under_cpu_autocast(cls):
     net = nn.Sequential(layer.Linear(C, C, step_mode="m"), cls(step_mode="m"))
     x = torch.rand(5, 2, C) * 3
@@ -867,7 +912,7 @@ def test_nodes_train_under_cpu_autocast(cls):
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in net.parameters())
 
 
-@pytest.mark.parametrize("cls", [sjn.DynamicDecayNode, sjn.PRFNode, sjn.DecoupledLIFNode, sjn.LTCNode, sjn.PSPLIFNode])
+@pytest.mark.parametrize("cls", CLASSES)
 def test_nir_export_refuses_every_node_with_the_reason(cls):
     pytest.importorskip("nir")
     pytest.importorskip("nirtorch")
@@ -1007,27 +1052,40 @@ def test_assigning_v_threshold_acts_as_building_with_it(cls, kwargs):
 
 
 @pytest.mark.parametrize("switch_at", [0, 6], ids=["before-the-first-input", "mid-run"])
-def test_decoupled_lif_tau_reads_and_assigning_it_acts_as_on_lifnode(switch_at):
+@pytest.mark.parametrize("decay_input", [False, True])
+@pytest.mark.parametrize("assigned", [("tau", 4.0), ("decay_input", None)], ids=["tau", "decay_input"])
+def test_decoupled_lif_tau_and_decay_input_read_and_assigning_them_acts_as_on_lifnode(
+    float64, switch_at, decay_input, assigned
+):
     """``DecoupledLIFNode.tau`` and ``decay_input`` read as ``LIFNode``'s (code swapped from SpikingJelly reads
-    ``old.tau``), and assigning ``tau`` changes the decay from the next step as on ``LIFNode``: the same spikes
+    ``old.tau``), and assigning either changes the charge from the next step as on ``LIFNode``: the same spikes
     and ``v`` as SpikingJelly's soft-reset ``LIFNode`` given the same assignment."""
-    x = 1.5 * torch.rand(12, 3, C, dtype=torch.float64)
-    ours = sjn.DecoupledLIFNode(None if switch_at == 0 else C, tau=2.0).double()
-    theirs = neuron.LIFNode(tau=2.0, decay_input=False, v_reset=None, detach_reset=True)
-    assert ours.tau == theirs.tau == 2.0 and ours.decay_input is theirs.decay_input is False
+    name, value = assigned
+    value = (not decay_input) if name == "decay_input" else value
+    x = 1.5 * torch.rand(12, 3, C) * (1 + decay_input)
+    ours = sjn.DecoupledLIFNode(None if switch_at == 0 else C, tau=2.0, decay_input=decay_input)
+    theirs = neuron.LIFNode(tau=2.0, decay_input=decay_input, v_reset=None, detach_reset=True)
+    assert ours.tau == theirs.tau == 2.0 and ours.decay_input is theirs.decay_input is decay_input
     spikes = []
     for t, x_t in enumerate(x):
         if t == switch_at:
-            ours.tau = theirs.tau = 4.0
+            setattr(ours, name, value)
+            setattr(theirs, name, value)
         spikes.append(ours(x_t))
         assert torch.equal(spikes[-1], theirs(x_t))
-        torch.testing.assert_close(ours.v, theirs.v, rtol=1e-6, atol=1e-6)  # beta is built in float32 before .double()
-    assert 0 < torch.stack(spikes).mean() < 1 and ours.tau == 4.0
+        torch.testing.assert_close(ours.v, theirs.v, rtol=0, atol=1e-12)
+    assert 0 < torch.stack(spikes).mean() < 1 and getattr(ours, name) == value
     with pytest.raises(ValueError, match="tau"):
         ours.tau = 1.0
     with pytest.raises(TypeError, match="tau"):
         ours.tau = "slow"
-    assert ours.tau == 4.0
+    with pytest.raises(TypeError, match="decay_input must be a bool"):
+        ours.decay_input = 1
+    assert getattr(ours, name) == value
+    if_node = sjn.DecoupledLIFNode(tau=math.inf)
+    with pytest.raises(ValueError, match="decay_input=True needs a finite tau"):
+        if_node.decay_input = True
+    assert if_node.decay_input is False
 
 
 def test_psplif_time_constants_read_and_assigning_them_acts_from_the_next_step():
