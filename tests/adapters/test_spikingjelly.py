@@ -797,6 +797,31 @@ def test_zoo_vgg_and_plif_nets_with_every_node(zoo, node):
     _firing_and_equal_steps(plif, node, torch.rand(4, 2, 1, 28, 28, dtype=torch.float64), every_layer=False)
 
 
+def test_a_spikingjelly_plif_network_checkpoint_loads_into_the_network_built_with_ours(zoo, float64):
+    """``parametric_lif_net.MNISTNet`` of ``ParametricLIFNode`` (each layer's ``w`` trained apart), its state dict
+    loaded strictly into the same network built with ``DecoupledParametricLIFNode`` (lazy nodes, as the zoo builds
+    them, and other weights): the same outputs."""
+    plif_net = zoo["parametric_lif_net"]
+    kwargs = {"channels": 4, "surrogate_function": sj_surrogate.ATan(), "detach_reset": True, "v_threshold": 0.1}
+    theirs = plif_net.MNISTNet(spiking_neuron=neuron.ParametricLIFNode, v_reset=None, **kwargs)
+    nodes = [m for m in theirs.modules() if isinstance(m, neuron.ParametricLIFNode)]
+    with torch.no_grad():
+        for i, node in enumerate(nodes):
+            node.w.fill_(0.5 - 0.5 * i)
+    ours = plif_net.MNISTNet(spiking_neuron=sjn.DecoupledParametricLIFNode, **kwargs)
+    ours.load_state_dict(theirs.state_dict())
+    x = torch.rand(4, 2, 1, 28, 28, generator=torch.Generator().manual_seed(1)) * 3
+    out = []
+    for net in (theirs, ours):
+        functional.set_step_mode(net, "m")
+        out.append(net.eval()(x))
+    assert out[0].abs().sum() > 0
+    torch.testing.assert_close(out[1], out[0], rtol=0, atol=1e-12)
+    ours_nodes = [m for m in ours.modules() if isinstance(m, sjn.DecoupledParametricLIFNode)]
+    for node, their_node in zip(ours_nodes, nodes, strict=True):
+        torch.testing.assert_close(node.w, their_node.w.detach().expand_as(node.w), rtol=0, atol=1e-12)
+
+
 #: the zoo's attention and membrane-shortcut models, tiny: (module, builder, input shape [T, B, C, H, W])
 ZOO_SEQUENCE_MODELS = {
     "spikformer": (
