@@ -1,19 +1,31 @@
 r"""SpikingJelly skins for the snn_parallel neurons: change one class name in a SpikingJelly net.
 
-:class:`DynamicDecayNode`, :class:`PRFNode`, :class:`DecoupledLIFNode`, :class:`LTCNode` and
-:class:`PSPLIFNode` (TSSL-BP) are SpikingJelly memory modules (``spikingjelly.activation_based.base.MemoryModule``) that
-own a core neuron from :mod:`snn_parallel.neurons` and call it; the dynamics live there
-(:mod:`snn_parallel.neurons.dsn`, :mod:`~snn_parallel.neurons.prf`,
+:class:`DynamicDecayNode`, :class:`PRFNode`, :class:`DecoupledLIFNode`, :class:`DecoupledIFNode`,
+:class:`DecoupledParametricLIFNode`, :class:`LTCNode` and :class:`PSPLIFNode` (TSSL-BP) are SpikingJelly memory
+modules (``spikingjelly.activation_based.base.MemoryModule``) that own a core neuron from :mod:`snn_parallel.neurons`
+and call it; the dynamics live there (:mod:`snn_parallel.neurons.dsn`, :mod:`~snn_parallel.neurons.prf`,
 :mod:`~snn_parallel.neurons.lif`, :mod:`~snn_parallel.neurons.ltc`). One class serves
 SpikingJelly 2.0.0 and 0.0.0.0.14::
 
     from spikingjelly.activation_based import functional, layer, neuron
-    from snn_parallel.adapters.spikingjelly import DecoupledLIFNode
+    from snn_parallel.adapters.spikingjelly import DecoupledIFNode, DecoupledLIFNode
 
     net = nn.Sequential(
         layer.Linear(64, 128, step_mode="m"),
-        DecoupledLIFNode(128, tau=2.0, step_mode="m"),   # was neuron.LIFNode(tau=2.0, v_reset=None, ...)
+        DecoupledLIFNode(128, tau=2.0, decay_input=True, step_mode="m"),  # was neuron.LIFNode(tau=2.0, v_reset=None,
+        layer.Linear(128, 10, step_mode="m"),                             #     detach_reset=True, step_mode="m")
+        DecoupledIFNode(10, step_mode="m"),  # was neuron.IFNode(v_reset=None, detach_reset=True, step_mode="m")
     )
+
+**Which node for which SpikingJelly neuron.** The soft reset with a detached gradient
+(``v_reset=None, detach_reset=True``) of SpikingJelly's ``IFNode``, ``LIFNode`` and ``ParametricLIFNode`` is
+:class:`DecoupledIFNode`, :class:`DecoupledLIFNode` and :class:`DecoupledParametricLIFNode`: the same spikes,
+``v`` and input gradients. ``DecoupledLIFNode``'s ``decay_input`` defaults to ``False`` (the charge
+:math:`u_t = \beta u_{t-1} + x_t` of the core's default), ``LIFNode``'s to ``True``: pass ``decay_input=True`` for a
+``LIFNode`` that does not name it. ``DecoupledParametricLIFNode`` learns one time constant per channel where
+``ParametricLIFNode`` learns one per layer (its ``w`` loads into every channel), and its decay's gradient leaves out
+the reset's part (see the class). SpikingJelly's default hard reset (``v_reset=0.0``) and a reset that keeps its
+gradient (``detach_reset=False``) are refused, naming the argument.
 
 **Differences from SpikingJelly's nodes.**
 
@@ -58,7 +70,8 @@ SpikingJelly 2.0.0 and 0.0.0.0.14::
   training) raises ``TypeError``. ``v_reset`` and ``detach_reset`` accept only what the core
   does (per class below), passed or assigned; anything else raises ``ValueError`` naming the
   argument. ``DecoupledLIFNode.tau`` and ``PSPLIFNode.tau`` (and its ``tau_s``) read and set as
-  ``LIFNode.tau`` does, acting from the next step; their ``decay_input`` is ``False``. The nodes
+  ``LIFNode.tau`` does, acting from the next step, and so does ``DecoupledLIFNode.decay_input``
+  (``DecoupledParametricLIFNode``'s too; ``PSPLIFNode``'s is always ``False``). The nodes
   are not ``neuron.BaseNode`` subclasses (BaseNode's single float membrane ``v`` and its
   charge/fire/reset hooks do not fit a multi-field state): pass these classes to monitors'
   ``instance`` argument. Code that picks neurons by ``isinstance(m, neuron.BaseNode)`` does not
@@ -978,7 +991,10 @@ def swap_nodes(
     For SpikingJelly networks that build their neurons themselves (``model.snas_net``,
     ``model.spike_dhs``, the examples' ``IFNode``/``LIFNode`` layers)::
 
-        swap_nodes(net, lambda old: DecoupledLIFNode(tau=old.tau, v_threshold=old.v_threshold))
+        swap_nodes(
+            net, lambda old: DecoupledLIFNode(tau=old.tau, decay_input=old.decay_input, v_threshold=old.v_threshold)
+        )
+        swap_nodes(net, lambda old: DecoupledIFNode(v_threshold=old.v_threshold), kind=neuron.IFNode)
 
     ``factory`` receives the node being replaced (to carry over its constants); the new node
     takes the old one's ``step_mode``, the mode the network runs in. A node reachable by several
