@@ -624,6 +624,19 @@ class _SoftResetNode(SpikingJellyNode):
         "SpikingJelly refuses its own soft-reset LIFNode for the same reason"
     )
 
+    def __init__(self, features: int | None, sj_arguments: tuple[Any, ...], **core_arguments: Any) -> None:
+        """The core ``DecoupledLIF(features, **core_arguments)`` and the node's SpikingJelly arguments
+        ``sj_arguments``: ``(v_threshold, surrogate_function, v_reset, detach_reset, step_mode, store_v_seq,
+        backend)``."""
+        v_threshold, surrogate_function, *base_arguments = sj_arguments
+        core = DecoupledLIF(
+            features,
+            v_threshold=_threshold(v_threshold),
+            surrogate=_surrogate(surrogate_function, "sigmoid"),
+            **core_arguments,
+        )
+        super().__init__(core, SOFT_DETACHED, *base_arguments)
+
     def _v_offset(self) -> torch.Tensor | None:
         r""":math:`b_{t+1}/\beta`: the resets so far, which the core keeps in its threshold bias."""
         bias = self._memories["bias"]
@@ -677,13 +690,8 @@ class DecoupledIFNode(_SoftResetNode):
         store_v_seq: bool = False,
         backend: str | None = None,
     ) -> None:
-        core = DecoupledLIF(
-            features,
-            tau=math.inf,
-            v_threshold=_threshold(v_threshold),
-            surrogate=_surrogate(surrogate_function, "sigmoid"),
-        )
-        super().__init__(core, SOFT_DETACHED, v_reset, detach_reset, step_mode, store_v_seq, backend)
+        sj_arguments = (v_threshold, surrogate_function, v_reset, detach_reset, step_mode, store_v_seq, backend)
+        super().__init__(features, sj_arguments, tau=math.inf)
 
 
 class DecoupledLIFNode(_LeakyNode):
@@ -727,15 +735,8 @@ class DecoupledLIFNode(_LeakyNode):
         backend: str | None = None,
         learn_decay: bool = False,
     ) -> None:
-        core = DecoupledLIF(
-            features,
-            tau=tau,
-            learn_decay=learn_decay,
-            decay_input=decay_input,
-            v_threshold=_threshold(v_threshold),
-            surrogate=_surrogate(surrogate_function, "sigmoid"),
-        )
-        super().__init__(core, SOFT_DETACHED, v_reset, detach_reset, step_mode, store_v_seq, backend)
+        sj_arguments = (v_threshold, surrogate_function, v_reset, detach_reset, step_mode, store_v_seq, backend)
+        super().__init__(features, sj_arguments, tau=tau, learn_decay=learn_decay, decay_input=decay_input)
 
     @property
     def tau(self) -> float:
@@ -801,15 +802,9 @@ class DecoupledParametricLIFNode(_LeakyNode):
         store_v_seq: bool = False,
         backend: str | None = None,
     ) -> None:
-        core = DecoupledLIF(
-            features,
-            tau=_sj_float(init_tau, "init_tau", minimum=1, min_open=True),
-            learn_decay=True,
-            decay_input=decay_input,
-            v_threshold=_threshold(v_threshold),
-            surrogate=_surrogate(surrogate_function, "sigmoid"),
-        )
-        super().__init__(core, SOFT_DETACHED, v_reset, detach_reset, step_mode, store_v_seq, backend)
+        sj_arguments = (v_threshold, surrogate_function, v_reset, detach_reset, step_mode, store_v_seq, backend)
+        tau = _sj_float(init_tau, "init_tau", minimum=1, min_open=True)
+        super().__init__(features, sj_arguments, tau=tau, learn_decay=True, decay_input=decay_input)
 
     @property
     def init_tau(self) -> float:
