@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 import subprocess
 import sys
@@ -966,6 +967,41 @@ def test_nir_export_refuses_every_node_with_the_reason(cls):
 def test_node_constants_are_checked(build, error, match):
     with pytest.raises(error, match=match):
         build()
+
+
+def test_ann2snn_conversion_runs_with_decoupled_if_nodes(float64):
+    """SpikingJelly's ANN-to-SNN conversion (ReLU -> scaled ``IFNode(v_reset=None)``) with ``DecoupledIFNode`` in
+    place of its IF nodes (``swap_nodes``; on 2.0 also built by the recipe's ``neuron_factory``): the same
+    rate-coded outputs over 20 steps as SpikingJelly's converted network."""
+    from spikingjelly.activation_based import ann2snn
+
+    torch.manual_seed(0)
+    ann = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 16), nn.ReLU(), nn.Linear(16, 4))
+    calibration = [(torch.rand(32, 8), torch.zeros(32)) for _ in range(2)]
+    if SJ2:
+        from spikingjelly.activation_based.ann2snn.recipes import RateCodingRecipe
+
+        def convert(**recipe):
+            return ann2snn.Converter(RateCodingRecipe(calibration, **recipe)).convert(copy.deepcopy(ann))
+    else:
+
+        def convert():
+            return ann2snn.Converter(calibration, mode="max")(copy.deepcopy(ann))
+
+    theirs = convert()
+    ours = [convert()]
+    assert sjn.swap_nodes(ours[0], lambda old: sjn.DecoupledIFNode(v_threshold=old.v_threshold), neuron.IFNode) == 2
+    if SJ2:
+        ours.append(convert(neuron_factory=lambda scale: sjn.DecoupledIFNode()))
+    x = torch.rand(5, 8)
+    rates = []
+    for net in (theirs, *ours):
+        functional.reset_net(net)
+        with torch.no_grad():
+            rates.append(sum(net(x) for _ in range(20)) / 20)
+    assert rates[0].abs().sum() > 0
+    for rate in rates[1:]:
+        torch.testing.assert_close(rate, rates[0], rtol=0, atol=1e-12)
 
 
 # -- swap_nodes ------------------------------------------------------------------------------------
