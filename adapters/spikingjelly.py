@@ -808,7 +808,8 @@ class DecoupledParametricLIFNode(_LeakyNode):
 
     @property
     def init_tau(self) -> float:
-        """The time constant every channel started from."""
+        """The time constant the channels start from: the constructor's, or, loaded into a lazy node, that of a
+        ``ParametricLIFNode``'s ``w``."""
         return self.core.tau
 
     @property
