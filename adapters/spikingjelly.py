@@ -1,19 +1,31 @@
 r"""SpikingJelly skins for the snn_parallel neurons: change one class name in a SpikingJelly net.
 
-:class:`DynamicDecayNode`, :class:`PRFNode`, :class:`DecoupledLIFNode`, :class:`LTCNode` and
-:class:`PSPLIFNode` (TSSL-BP) are SpikingJelly memory modules (``spikingjelly.activation_based.base.MemoryModule``) that
-own a core neuron from :mod:`snn_parallel.neurons` and call it; the dynamics live there
-(:mod:`snn_parallel.neurons.dsn`, :mod:`~snn_parallel.neurons.prf`,
+:class:`DynamicDecayNode`, :class:`PRFNode`, :class:`DecoupledLIFNode`, :class:`DecoupledIFNode`,
+:class:`DecoupledParametricLIFNode`, :class:`LTCNode` and :class:`PSPLIFNode` (TSSL-BP) are SpikingJelly memory
+modules (``spikingjelly.activation_based.base.MemoryModule``) that own a core neuron from :mod:`snn_parallel.neurons`
+and call it; the dynamics live there (:mod:`snn_parallel.neurons.dsn`, :mod:`~snn_parallel.neurons.prf`,
 :mod:`~snn_parallel.neurons.lif`, :mod:`~snn_parallel.neurons.ltc`). One class serves
 SpikingJelly 2.0.0 and 0.0.0.0.14::
 
     from spikingjelly.activation_based import functional, layer, neuron
-    from snn_parallel.adapters.spikingjelly import DecoupledLIFNode
+    from snn_parallel.adapters.spikingjelly import DecoupledIFNode, DecoupledLIFNode
 
     net = nn.Sequential(
         layer.Linear(64, 128, step_mode="m"),
-        DecoupledLIFNode(128, tau=2.0, step_mode="m"),   # was neuron.LIFNode(tau=2.0, v_reset=None, ...)
+        DecoupledLIFNode(128, tau=2.0, decay_input=True, step_mode="m"),  # was neuron.LIFNode(tau=2.0, v_reset=None,
+        layer.Linear(128, 10, step_mode="m"),                             #     detach_reset=True, step_mode="m")
+        DecoupledIFNode(10, step_mode="m"),  # was neuron.IFNode(v_reset=None, detach_reset=True, step_mode="m")
     )
+
+**Which node for which SpikingJelly neuron.** The soft reset with a detached gradient
+(``v_reset=None, detach_reset=True``) of SpikingJelly's ``IFNode``, ``LIFNode`` and ``ParametricLIFNode`` is
+:class:`DecoupledIFNode`, :class:`DecoupledLIFNode` and :class:`DecoupledParametricLIFNode`: the same spikes,
+``v`` and input gradients. ``DecoupledLIFNode``'s ``decay_input`` defaults to ``False`` (the charge
+:math:`u_t = \beta u_{t-1} + x_t` of the core's default), ``LIFNode``'s to ``True``: pass ``decay_input=True`` for a
+``LIFNode`` that does not name it. ``DecoupledParametricLIFNode`` learns one time constant per channel where
+``ParametricLIFNode`` learns one per layer (its ``w`` loads into every channel), and its decay's gradient leaves out
+the reset's part (see the class). SpikingJelly's default hard reset (``v_reset=0.0``) and a reset that keeps its
+gradient (``detach_reset=False``) are refused, naming the argument.
 
 **Differences from SpikingJelly's nodes.**
 
@@ -58,7 +70,8 @@ SpikingJelly 2.0.0 and 0.0.0.0.14::
   training) raises ``TypeError``. ``v_reset`` and ``detach_reset`` accept only what the core
   does (per class below), passed or assigned; anything else raises ``ValueError`` naming the
   argument. ``DecoupledLIFNode.tau`` and ``PSPLIFNode.tau`` (and its ``tau_s``) read and set as
-  ``LIFNode.tau`` does, acting from the next step; their ``decay_input`` is ``False``. The nodes
+  ``LIFNode.tau`` does, acting from the next step, and so does ``DecoupledLIFNode.decay_input``
+  (``DecoupledParametricLIFNode``'s too; ``PSPLIFNode``'s is always ``False``). The nodes
   are not ``neuron.BaseNode`` subclasses (BaseNode's single float membrane ``v`` and its
   charge/fire/reset hooks do not fit a multi-field state): pass these classes to monitors'
   ``instance`` argument. Code that picks neurons by ``isinstance(m, neuron.BaseNode)`` does not
@@ -91,6 +104,7 @@ and our ``MultiGaussian`` / ``DoubleGaussian`` as ``spikingjelly.activation_base
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Callable
 from typing import Any, NamedTuple
@@ -101,7 +115,7 @@ from spikingjelly.activation_based import functional as sj_functional
 from spikingjelly.activation_based import surrogate as sj_surrogate
 
 from snn_parallel import surrogate as sp_surrogate
-from snn_parallel._validation import check_float, check_step_input
+from snn_parallel._validation import check_bool, check_float, check_step_input
 from snn_parallel.neurons import LTC, PRF, PSPLIF, DecoupledLIF, DynamicDecay, Neuron
 from snn_parallel.neurons.base import _feature_count
 from snn_parallel.neurons.psp_lif import _time_constant
@@ -116,6 +130,8 @@ __all__ = [
     "DynamicDecayNode",
     "PRFNode",
     "DecoupledLIFNode",
+    "DecoupledIFNode",
+    "DecoupledParametricLIFNode",
     "LTCNode",
     "PSPLIFNode",
     "register",
@@ -461,11 +477,17 @@ class SpikingJellyNode(base.MemoryModule):
         )
 
 
+def _sj_float(value: float, name: str, **bounds: Any) -> float:
+    """SpikingJelly asserts a float here (``v_threshold``, ``init_tau``): raise the same condition as a named
+    TypeError, then check the value (``bounds``: :func:`~snn_parallel._validation.check_float`'s)."""
+    if not isinstance(value, float):
+        hint = f"; write {float(value)!r}" if isinstance(value, int) and not isinstance(value, bool) else ""
+        raise TypeError(f"{name} must be a float (as in SpikingJelly), got {value!r}{hint}")
+    return check_float(value, name, **bounds)
+
+
 def _threshold(v_threshold: float) -> float:
-    """SpikingJelly asserts a float threshold; raise the same condition as a named TypeError."""
-    if not isinstance(v_threshold, float):
-        raise TypeError(f"v_threshold must be a float (as in SpikingJelly), got {v_threshold!r}; write e.g. 1.0")
-    return check_float(v_threshold, "v_threshold")
+    return _sj_float(v_threshold, "v_threshold")
 
 
 def _surrogate(surrogate_function: object, default: str) -> sp_surrogate.Surrogate:
@@ -589,14 +611,98 @@ class PRFNode(SpikingJellyNode):
         )
 
 
-class DecoupledLIFNode(SpikingJellyNode):
-    r"""SpikingJelly node around :class:`snn_parallel.DecoupledLIF` (:mod:`snn_parallel.neurons.lif`).
+class _SoftResetNode(SpikingJellyNode):
+    r"""The nodes around :class:`snn_parallel.DecoupledLIF` (:mod:`snn_parallel.neurons.lif`): SpikingJelly's
+    soft reset with a detached gradient (``v_reset=None``, ``detach_reset=True``), kept by the core in a threshold
+    bias :math:`b_{t+1} = \beta\,(b_t + V_{th} s_t)` beside the reset-free membrane :math:`u'_t`
+    (memories ``filtered`` and ``bias``). ``v`` is the membrane after the reset,
+    :math:`u'_t - b_{t+1}/\beta = u'_t - b_t - V_{th} s_t`, which is SpikingJelly's ``v`` (assigning ``v`` moves
+    :math:`u'_t` by the same offset)."""
 
-    The soft-reset LIF of SpikingJelly's ``LIFNode(decay_input=False, v_reset=None,
-    detach_reset=True)``: fires :math:`s_t = [u_t - V_{th} \ge 0]` and subtracts
-    :math:`V_{th}` per spike. So ``v_reset`` must be ``None``, ``detach_reset`` ``True``
-    and ``decay_input`` ``False`` (these are the defaults here; SpikingJelly's differ).
-    The memories are the reset-free membrane :math:`u'_t` (``filtered``) and the threshold
+    _nir_refusal = (
+        "it resets softly (by subtraction), which NIR's LIF cannot express (its reset sets v to v_reset); "
+        "SpikingJelly refuses its own soft-reset LIFNode for the same reason"
+    )
+
+    def __init__(self, features: int | None, sj_arguments: tuple[Any, ...], **core_arguments: Any) -> None:
+        """The core ``DecoupledLIF(features, **core_arguments)`` and the node's SpikingJelly arguments
+        ``sj_arguments``: ``(v_threshold, surrogate_function, v_reset, detach_reset, step_mode, store_v_seq,
+        backend)``."""
+        v_threshold, surrogate_function, *base_arguments = sj_arguments
+        core = DecoupledLIF(
+            features,
+            v_threshold=_threshold(v_threshold),
+            surrogate=_surrogate(surrogate_function, "sigmoid"),
+            **core_arguments,
+        )
+        super().__init__(core, SOFT_DETACHED, *base_arguments)
+
+    def _v_offset(self) -> torch.Tensor | None:
+        r""":math:`b_{t+1}/\beta`: the resets so far, which the core keeps in its threshold bias."""
+        bias = self._memories["bias"]
+        if bias is None:
+            return None
+        beta = self.core.beta.detach().to(bias.dtype)  # the bias's decay, as the core steps it
+        return bias / self.core._channel_view(beta, bias, 1)
+
+
+class _LeakyNode(_SoftResetNode):
+    """``LIFNode``'s and ``ParametricLIFNode``'s ``decay_input``, read and set as on SpikingJelly's nodes."""
+
+    @property
+    def decay_input(self) -> bool:
+        r"""Whether the input is scaled by :math:`1/\tau` (:math:`u_t = u_{t-1} + (x_t - u_{t-1})/\tau`); assigning
+        it acts from the next step, as on SpikingJelly's nodes (``v`` is unchanged)."""
+        return self.core.decay_input
+
+    @decay_input.setter
+    def decay_input(self, value: bool) -> None:
+        if check_bool(value, "decay_input") and math.isinf(self.core.tau):
+            raise ValueError("decay_input=True needs a finite tau, got tau=inf (the input would be scaled by 0)")
+        self.core.decay_input = value
+
+
+class DecoupledIFNode(_SoftResetNode):
+    r"""SpikingJelly's ``IFNode(v_reset=None, detach_reset=True)`` around :class:`snn_parallel.DecoupledLIF`
+    with :math:`\tau = \infty` (:math:`\beta = 1`, no leak).
+
+    :math:`u_t = u_{t-1} + x_t`, fires :math:`s_t = [u_t - V_{th} \ge 0]` and subtracts :math:`V_{th}` per spike
+    (the reset's gradient detached). So ``v_reset`` must be ``None`` and ``detach_reset`` ``True`` (the defaults
+    here; SpikingJelly's are ``0.0`` and ``False``). Memories and ``v`` as :class:`DecoupledLIFNode`'s.
+
+    Args:
+        features: channels ``C`` (dim 2 of ``[T, B, C, *spatial]``); ``None`` (default)
+            infers it from the first input, so SpikingJelly's model zoo can build the node
+            with ``spiking_neuron(**kwargs)``.
+        v_threshold, v_reset, surrogate_function, detach_reset, step_mode, store_v_seq,
+        backend: as in SpikingJelly (see the module doc).
+    """
+
+    def __init__(
+        self,
+        features: int | None = None,
+        *,
+        v_threshold: float = 1.0,
+        v_reset: float | None = None,
+        surrogate_function: object = None,
+        detach_reset: bool = True,
+        step_mode: str = "s",
+        store_v_seq: bool = False,
+        backend: str | None = None,
+    ) -> None:
+        sj_arguments = (v_threshold, surrogate_function, v_reset, detach_reset, step_mode, store_v_seq, backend)
+        super().__init__(features, sj_arguments, tau=math.inf)
+
+
+class DecoupledLIFNode(_LeakyNode):
+    r"""SpikingJelly's soft-reset ``LIFNode(v_reset=None, detach_reset=True)`` around
+    :class:`snn_parallel.DecoupledLIF` (:mod:`snn_parallel.neurons.lif`).
+
+    :math:`u_t = \beta u_{t-1} + x_t` (``decay_input=False``, the default here) or
+    :math:`u_t = u_{t-1} + (x_t - u_{t-1})/\tau` (``decay_input=True``, ``LIFNode``'s default), with
+    :math:`\beta = 1 - 1/\tau`; fires :math:`s_t = [u_t - V_{th} \ge 0]` and subtracts :math:`V_{th}` per spike.
+    So ``v_reset`` must be ``None`` and ``detach_reset`` ``True`` (these are the defaults here; SpikingJelly's
+    differ). The memories are the reset-free membrane :math:`u'_t` (``filtered``) and the threshold
     bias :math:`b_{t+1} = \beta\,(b_t + V_{th} s_t)` (``bias``); ``v`` is the membrane after
     the reset, :math:`u'_t - b_{t+1}/\beta = u'_t - b_t - V_{th} s_t`, which is SpikingJelly's
     ``LIFNode.v`` (assigning ``v`` moves :math:`u'_t` by the same offset).
@@ -606,16 +712,13 @@ class DecoupledLIFNode(SpikingJellyNode):
             infers it from the first input, so SpikingJelly's model zoo can build the node
             with ``spiking_neuron(**kwargs)``.
         tau: membrane time constant, :math:`\beta = 1 - 1/\tau` (``tau > 1``).
-        decay_input: accepted for ``LIFNode`` compatibility; only ``False`` is expressible.
+        decay_input: scale the input by :math:`1/\tau`, as ``LIFNode(decay_input=True)``. The default is
+            ``False`` (``LIFNode``'s is ``True``): pass ``decay_input=True`` when swapping a ``LIFNode`` that
+            does not name it.
         v_threshold, v_reset, surrogate_function, detach_reset, step_mode, store_v_seq,
         backend: as in SpikingJelly (see the module doc).
-        learn_decay: the core's argument.
+        learn_decay: the core's argument (a per-channel :math:`\beta`, initialised from ``tau``).
     """
-
-    _nir_refusal = (
-        "it resets softly (by subtraction), which NIR's LIF cannot express (its reset sets v to v_reset); "
-        "SpikingJelly refuses its own soft-reset LIFNode for the same reason"
-    )
 
     def __init__(
         self,
@@ -632,22 +735,8 @@ class DecoupledLIFNode(SpikingJellyNode):
         backend: str | None = None,
         learn_decay: bool = False,
     ) -> None:
-        if decay_input is not False:
-            raise ValueError(
-                f"decay_input={decay_input!r} is not supported by DecoupledLIFNode, whose input is not "
-                "scaled by 1/tau (u_t = beta * u_{t-1} + x_t); pass decay_input=False"
-            )
-        core = DecoupledLIF(
-            features,
-            tau=tau,
-            learn_decay=learn_decay,
-            v_threshold=_threshold(v_threshold),
-            surrogate=_surrogate(surrogate_function, "sigmoid"),
-        )
-        super().__init__(core, SOFT_DETACHED, v_reset, detach_reset, step_mode, store_v_seq, backend)
-
-    #: as ``LIFNode.decay_input``: always ``False`` here (the constructor refuses ``True``)
-    decay_input = False
+        sj_arguments = (v_threshold, surrogate_function, v_reset, detach_reset, step_mode, store_v_seq, backend)
+        super().__init__(features, sj_arguments, tau=tau, learn_decay=learn_decay, decay_input=decay_input)
 
     @property
     def tau(self) -> float:
@@ -658,7 +747,7 @@ class DecoupledLIFNode(SpikingJellyNode):
     @tau.setter
     def tau(self, value: float) -> None:
         r"""``node.tau = value``, as on ``LIFNode``: every channel's decay becomes :math:`1 - 1/\tau` from the
-        next step (a learned decay restarts from it)."""
+        next step (a learned decay restarts from it; with ``decay_input`` the input's scale :math:`1/\tau` too)."""
         core = self.core
         core.tau = check_float(value, "tau", minimum=1, min_open=True)
         if core.has_uninitialized_params():  # a lazy core builds its decay from tau at the first input
@@ -670,13 +759,92 @@ class DecoupledLIFNode(SpikingJellyNode):
         if bias is not None:  # the resets so far, decayed by the old beta: as the new one would have (v unchanged)
             self._memories["bias"] = bias * core._channel_view(core.beta.detach() / old_beta, bias, 1).to(bias.dtype)
 
-    def _v_offset(self) -> torch.Tensor | None:
-        r""":math:`b_{t+1}/\beta`: the resets so far, which the core keeps in its threshold bias."""
-        bias = self._memories["bias"]
-        if bias is None:
-            return None
-        beta = self.core.beta.detach().to(bias.dtype)  # the bias's decay, as the core steps it
-        return bias / self.core._channel_view(beta, bias, 1)
+
+class DecoupledParametricLIFNode(_LeakyNode):
+    r"""SpikingJelly's ``ParametricLIFNode(v_reset=None, detach_reset=True)`` (PLIF, a learned time constant)
+    around :class:`snn_parallel.DecoupledLIF` with ``learn_decay=True``.
+
+    :math:`u_t = u_{t-1} + (x_t - u_{t-1})/\tau` (``decay_input=True``, the default, as PLIF's) or
+    :math:`u_t = (1 - 1/\tau)\, u_{t-1} + x_t`, with :math:`1/\tau = \sigma(w)`, learned; fires
+    :math:`s_t = [u_t - V_{th} \ge 0]` and subtracts :math:`V_{th}` per spike. ``v_reset`` must be ``None`` and
+    ``detach_reset`` ``True`` (the defaults here; SpikingJelly's are ``0.0`` and ``False``).
+
+    **Differences from ``ParametricLIFNode``.** SpikingJelly learns one :math:`w` per layer; this node learns one
+    per channel (the core's ``decay_logit`` :math:`= -w`, ``[C]``), every channel starting from ``init_tau``, so
+    the forward pass equals PLIF's until training moves the channels apart. The gradient of :math:`w` flows through
+    the reset-free membrane :math:`u'_t` only (the resets are constants in the threshold bias, decayed by a
+    detached :math:`\beta`), while PLIF's also flows through the subtracted thresholds as they decay; the two agree
+    wherever no neuron has fired yet. ``w`` reads as SpikingJelly's (per channel); a SpikingJelly
+    ``ParametricLIFNode`` state dict (its ``w``) loads into the node, every channel taking :math:`-w`; the node's
+    own state dict holds ``core.decay_logit``.
+
+    Args:
+        features: channels ``C`` (dim 2 of ``[T, B, C, *spatial]``); ``None`` (default)
+            infers it from the first input, so SpikingJelly's model zoo can build the node
+            with ``spiking_neuron(**kwargs)``.
+        init_tau: the initial time constant of every channel (a float ``> 1``, as SpikingJelly asserts).
+        decay_input: scale the input by :math:`1/\tau` (default ``True``, as ``ParametricLIFNode``).
+        v_threshold, v_reset, surrogate_function, detach_reset, step_mode, store_v_seq,
+        backend: as in SpikingJelly (see the module doc).
+    """
+
+    def __init__(
+        self,
+        features: int | None = None,
+        *,
+        init_tau: float = 2.0,
+        decay_input: bool = True,
+        v_threshold: float = 1.0,
+        v_reset: float | None = None,
+        surrogate_function: object = None,
+        detach_reset: bool = True,
+        step_mode: str = "s",
+        store_v_seq: bool = False,
+        backend: str | None = None,
+    ) -> None:
+        sj_arguments = (v_threshold, surrogate_function, v_reset, detach_reset, step_mode, store_v_seq, backend)
+        tau = _sj_float(init_tau, "init_tau", minimum=1, min_open=True)
+        super().__init__(features, sj_arguments, tau=tau, learn_decay=True, decay_input=decay_input)
+
+    @property
+    def init_tau(self) -> float:
+        """The time constant the channels start from: the constructor's, or, loaded into a lazy node, that of a
+        ``ParametricLIFNode``'s ``w``."""
+        return self.core.tau
+
+    @property
+    def w(self) -> torch.Tensor:
+        r"""SpikingJelly's :math:`w`, :math:`1/\tau = \sigma(w)`, per channel ``[C]`` (the core's ``-decay_logit``,
+        with its gradient); before a lazy node's first input, the 0-d :math:`-\log(\tau_0 - 1)` every channel will
+        start from, as ``ParametricLIFNode.w``."""
+        if self.core.has_uninitialized_params():
+            return torch.tensor(-math.log(self.init_tau - 1))
+        return -self.core.decay_logit
+
+    @property
+    def tau(self) -> torch.Tensor:
+        r"""The time constants now, :math:`1/\sigma(w)` per channel (detached; PLIF prints the same in its repr)."""
+        with torch.no_grad():
+            return 1 / torch.sigmoid(self.w)
+
+    def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
+        """A SpikingJelly ``ParametricLIFNode`` state dict: its ``w`` becomes every channel's ``core.decay_logit``
+        (:math:`-w`); a lazy node takes :math:`1 + e^{-w}` as ``init_tau`` and builds its channels from it at
+        its first input."""
+        w = state_dict.pop(prefix + "w", None)
+        if w is not None:
+            if not isinstance(w, torch.Tensor) or w.numel() != 1 or not torch.isfinite(w).all():
+                got = f"shape {tuple(w.shape)}: {w}" if isinstance(w, torch.Tensor) else type(w).__name__
+                raise ValueError(f"{prefix}w must be ParametricLIFNode's w, one finite number, got {got}")
+            core = self.core
+            if core.has_uninitialized_params():
+                tau = 1 + torch.exp(-w.detach().double()).item()
+                core.tau = check_float(tau, f"the time constant 1 + exp(-w) of {prefix}w", minimum=1, min_open=True)
+                logit = core.decay_logit  # the placeholder a lazy node's own state dict holds
+            else:
+                logit = (-w).reshape(1).expand(core.features)
+            state_dict[prefix + "core.decay_logit"] = logit
+        super()._load_from_state_dict(state_dict, prefix, *args)
 
 
 class LTCNode(SpikingJellyNode):
@@ -819,7 +987,10 @@ def swap_nodes(
     For SpikingJelly networks that build their neurons themselves (``model.snas_net``,
     ``model.spike_dhs``, the examples' ``IFNode``/``LIFNode`` layers)::
 
-        swap_nodes(net, lambda old: DecoupledLIFNode(tau=old.tau, v_threshold=old.v_threshold))
+        swap_nodes(
+            net, lambda old: DecoupledLIFNode(tau=old.tau, decay_input=old.decay_input, v_threshold=old.v_threshold)
+        )
+        swap_nodes(net, lambda old: DecoupledIFNode(v_threshold=old.v_threshold), kind=neuron.IFNode)
 
     ``factory`` receives the node being replaced (to carry over its constants); the new node
     takes the old one's ``step_mode``, the mode the network runs in. A node reachable by several
@@ -877,7 +1048,18 @@ def swap_nodes(
 
 # -- registration into SpikingJelly's namespaces ------------------------------------------
 _TARGETS: tuple[tuple[Any, tuple[type, ...]], ...] = (
-    (neuron, (DynamicDecayNode, PRFNode, DecoupledLIFNode, LTCNode, PSPLIFNode)),
+    (
+        neuron,
+        (
+            DynamicDecayNode,
+            PRFNode,
+            DecoupledLIFNode,
+            DecoupledIFNode,
+            DecoupledParametricLIFNode,
+            LTCNode,
+            PSPLIFNode,
+        ),
+    ),
     (sj_surrogate, (sp_surrogate.MultiGaussian, sp_surrogate.DoubleGaussian)),
 )
 _added: list[tuple[Any, str, type]] = []

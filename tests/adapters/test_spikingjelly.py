@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 import subprocess
 import sys
@@ -27,9 +28,50 @@ NODES = [
     pytest.param(sjn.PRFNode, {"dt_range": (0.5, 1.0)}, id="prf"),
     pytest.param(sjn.PRFNode, {"dt_range": (0.5, 1.0), "reset": True}, id="prf_reset"),
     pytest.param(sjn.DecoupledLIFNode, {"tau": 2.0}, id="lif"),
+    pytest.param(sjn.DecoupledLIFNode, {"tau": 2.0, "decay_input": True}, id="lif_decay_input"),
+    pytest.param(sjn.DecoupledIFNode, {}, id="if"),
+    pytest.param(sjn.DecoupledParametricLIFNode, {"init_tau": 2.0}, id="plif"),
     pytest.param(sjn.LTCNode, {}, id="ltc"),
     pytest.param(sjn.LTCNode, {"mode": "parallel"}, id="ltc_parallel"),
 ]
+#: every node class
+CLASSES = [
+    sjn.DynamicDecayNode,
+    sjn.PRFNode,
+    sjn.DecoupledLIFNode,
+    sjn.DecoupledIFNode,
+    sjn.DecoupledParametricLIFNode,
+    sjn.LTCNode,
+    sjn.PSPLIFNode,
+]
+#: our soft-reset nodes beside the SpikingJelly node each stands in for, with the arguments both take
+#: (SpikingJelly's node is built with ``v_reset=None, detach_reset=True`` too: the reset ours has)
+TWINS = [
+    pytest.param(sjn.DecoupledIFNode, neuron.IFNode, {}, id="if"),
+    pytest.param(sjn.DecoupledLIFNode, neuron.LIFNode, {"tau": 2.0, "decay_input": False}, id="lif"),
+    pytest.param(sjn.DecoupledLIFNode, neuron.LIFNode, {"tau": 3.0, "decay_input": True}, id="lif_decay_input"),
+    pytest.param(sjn.DecoupledParametricLIFNode, neuron.ParametricLIFNode, {"init_tau": 3.0}, id="plif"),
+    pytest.param(
+        sjn.DecoupledParametricLIFNode,
+        neuron.ParametricLIFNode,
+        {"init_tau": 3.0, "decay_input": False},
+        id="plif_no_decay_input",
+    ),
+]
+
+
+def twins(ours: type, theirs: type, kwargs: dict, **common) -> tuple[nn.Module, nn.Module]:
+    """Our node and SpikingJelly's, built with ``kwargs`` and ``common`` (in float64 under :func:`float64`)."""
+    return ours(C, **kwargs, **common), theirs(**kwargs, v_reset=None, detach_reset=True, **common)
+
+
+@pytest.fixture
+def float64():
+    """Build in float64, so that both nodes' decays are the same numbers (not float32 ones cast up)."""
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(previous)
 
 
 def inputs(steps: int = 9, batch: int = 4) -> torch.Tensor:
@@ -57,7 +99,7 @@ def test_single_step_equals_multi_step_equals_core(cls, kwargs):
     assert torch.equal(run_single(node, x), multi)
     assert torch.equal(node.core(x)[0], multi)
     assert node.v.shape == (4, C)
-    if cls is not sjn.DecoupledLIFNode:  # its v is the membrane after the reset (test_spikingjelly_examples.py)
+    if not isinstance(node.core, DecoupledLIF):  # its v is the membrane after the reset (TWINS)
         assert node.v is getattr(node, node.core.state_type._fields[0])
 
 
@@ -91,15 +133,15 @@ def test_single_steps_append_to_v_seq_until_a_reset(cls, kwargs):
 
 
 @pytest.mark.skipif(not SJ2, reason="SpikingJelly 0.0.0.0.14 stores no v_seq in 's' mode")
-def test_single_step_v_seq_of_decoupled_lif_is_spikingjelly_lifs_before_the_reset():
-    """``DecoupledLIFNode``'s ``v_seq`` in ``'s'`` mode is the soft-reset ``LIFNode``'s (after the reset) plus
-    the threshold where it fired."""
+@pytest.mark.parametrize("ours, theirs, kwargs", TWINS)
+def test_single_step_v_seq_is_spikingjellys_before_the_reset(float64, ours, theirs, kwargs):
+    """Our soft-reset nodes' ``v_seq`` in ``'s'`` mode is SpikingJelly's (after the reset) plus the threshold where
+    it fired."""
     x = inputs()
-    lif = neuron.LIFNode(tau=2.0, decay_input=False, v_reset=None, detach_reset=True, store_v_seq=True)
-    ours = sjn.DecoupledLIFNode(C, tau=2.0, store_v_seq=True).double()
-    spikes = [torch.stack([node(x_t) for x_t in x]) for node in (lif, ours)]
+    ours, theirs = twins(ours, theirs, kwargs, store_v_seq=True)
+    spikes = [torch.stack([node(x_t) for x_t in x]) for node in (theirs, ours)]
     assert 0 < spikes[0].mean() < 1 and torch.equal(spikes[1], spikes[0])
-    torch.testing.assert_close(ours.v_seq, lif.v_seq + lif.v_threshold * spikes[0], rtol=0, atol=1e-12)
+    torch.testing.assert_close(ours.v_seq, theirs.v_seq + theirs.v_threshold * spikes[0], rtol=0, atol=1e-12)
 
 
 def _stored_then_switched_off(node: nn.Module) -> torch.Tensor | None:
@@ -140,20 +182,129 @@ def test_setting_v_starts_the_next_forward_from_it(cls, kwargs, step_mode):
     assert v.grad is not None
 
 
+@pytest.mark.parametrize("ours, theirs, kwargs", TWINS)
 @pytest.mark.parametrize("step_mode", ["s", "m"])
-def test_setting_v_on_decoupled_lif_matches_spikingjelly_lif(step_mode):
-    """From the same membrane, DecoupledLIFNode fires as SpikingJelly's soft-reset LIFNode."""
+def test_setting_v_matches_spikingjelly(float64, ours, theirs, kwargs, step_mode):
+    """From the same membrane, our soft-reset nodes fire as SpikingJelly's."""
     x = inputs()
-    v = torch.randn(4, C, dtype=torch.float64)
+    v = torch.randn(4, C)
     spikes = []
-    for node in (
-        neuron.LIFNode(tau=2.0, decay_input=False, v_reset=None, detach_reset=True, step_mode=step_mode),
-        sjn.DecoupledLIFNode(C, tau=2.0, step_mode=step_mode).double(),
-    ):
+    for node in twins(ours, theirs, kwargs, step_mode=step_mode):
         node.v = v.clone()
         spikes.append(node(x) if step_mode == "m" else torch.stack([node(x_t) for x_t in x]))
     assert 0 < spikes[0].mean() < 1
     assert torch.equal(spikes[1], spikes[0])
+
+
+def _spikes_and_v(node: nn.Module, x: torch.Tensor, step_mode: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """The spikes, and ``v`` after every step (``'s'``) or after the sequence (``'m'``)."""
+    node.step_mode = step_mode
+    if step_mode == "m":
+        return node(x), node.v.unsqueeze(0)
+    spikes, v = zip(*((node(x_t), node.v) for x_t in x), strict=True)
+    return torch.stack(spikes), torch.stack(v)
+
+
+@pytest.mark.parametrize("ours, theirs, kwargs", TWINS)
+@pytest.mark.parametrize("step_mode", ["s", "m"])
+def test_soft_reset_nodes_match_spikingjellys_own(float64, ours, theirs, kwargs, step_mode):
+    """``DecoupledIFNode``, ``DecoupledLIFNode`` (with and without ``decay_input``) and ``DecoupledParametricLIFNode``
+    give the spikes, ``v`` and input gradients of SpikingJelly's ``IFNode``, ``LIFNode`` and ``ParametricLIFNode``
+    with ``v_reset=None, detach_reset=True``."""
+    x = inputs(12)
+    weights = torch.linspace(-1, 1, 12).view(12, 1, 1), torch.randn(4, C, generator=torch.Generator().manual_seed(1))
+    results = []
+    for node in twins(ours, theirs, kwargs, surrogate_function=sj_surrogate.ATan()):
+        x_node = x.clone().requires_grad_()
+        spikes, v = _spikes_and_v(node, x_node, step_mode)
+        ((spikes * weights[0]).sum() + (v[-1] * weights[1]).sum()).backward()
+        results.append((spikes, v, x_node.grad))
+    (spikes, v, grad), (our_spikes, our_v, our_grad) = results
+    assert 0 < spikes.mean() < 1 and torch.equal(our_spikes, spikes)
+    torch.testing.assert_close(our_v, v, rtol=0, atol=1e-12)
+    torch.testing.assert_close(our_grad, grad, rtol=1e-10, atol=1e-12)
+
+
+def _detached_reset_reference(
+    x: torch.Tensor, logit: torch.Tensor, v_threshold: float, decay_input: bool, surrogate: nn.Module
+) -> torch.Tensor:
+    """The PLIF's spikes with the gradient ``DecoupledParametricLIFNode`` documents, from its equations: the
+    reset-free membrane u'_t = beta u'_{t-1} + g x_t (beta = sigmoid(logit), g = 1 - beta with ``decay_input``,
+    else 1) carries the gradient; the subtracted thresholds are constants, b_{t+1} = sg(beta) (b_t + V_th sg(s_t));
+    s_t = Theta(u'_t - b_t - V_th) with SpikingJelly's ``surrogate``."""
+    beta = torch.sigmoid(logit)
+    gain = 1 - beta if decay_input else 1.0
+    u = b = torch.zeros_like(x[0])
+    spikes = []
+    for x_t in x:
+        u = beta * u + gain * x_t
+        spikes.append(surrogate(u - b - v_threshold))
+        b = beta.detach() * (b + v_threshold * spikes[-1].detach())
+    return torch.stack(spikes)
+
+
+@pytest.mark.parametrize("decay_input", [True, False])
+@pytest.mark.parametrize("step_mode", ["s", "m"])
+def test_plif_decay_gradient(float64, decay_input, step_mode):
+    """Where no neuron fires, the gradient of ``ParametricLIFNode``'s one ``w`` is minus the sum of our per-channel
+    ``decay_logit`` gradients (w = -logit). Where they fire, ours (and the input's) is the detached-reset
+    reference's, which differs from PLIF's: PLIF's also flows through the decaying subtracted thresholds."""
+    surrogate = sj_surrogate.ATan()
+    time_weights = torch.linspace(-1, 1, 9).view(9, 1, 1)
+    kwargs = {"init_tau": 3.0, "decay_input": decay_input, "surrogate_function": surrogate}
+    for scale, fires in ((0.12, False), (1.0, True)):  # u < 0.9 < V_th at the smaller inputs, with either charge
+        ours, theirs = twins(sjn.DecoupledParametricLIFNode, neuron.ParametricLIFNode, kwargs)
+        x = inputs() * scale
+        grads = []
+        for node in (ours, theirs):
+            x_node = x.clone().requires_grad_()
+            spikes, _ = _spikes_and_v(node, x_node, step_mode)
+            (spikes * time_weights).sum().backward()
+            grads.append(x_node.grad)
+        assert bool(spikes.any()) is fires and (not fires or spikes.mean() < 1)
+        our_decay, their_w = ours.core.decay_logit.grad, theirs.w.grad
+        torch.testing.assert_close(grads[0], grads[1], rtol=1e-10, atol=1e-12)
+        x_ref = x.clone().requires_grad_()
+        logit = ours.core.decay_logit.detach().clone().requires_grad_()
+        expected = _detached_reset_reference(x_ref, logit, 1.0, decay_input, surrogate)
+        assert torch.equal(expected.detach(), spikes)
+        (expected * time_weights).sum().backward()
+        torch.testing.assert_close(our_decay, logit.grad, rtol=1e-10, atol=1e-12)
+        torch.testing.assert_close(grads[0], x_ref.grad, rtol=1e-10, atol=1e-12)
+        assert torch.allclose(-our_decay.sum(), their_w, rtol=1e-10, atol=1e-12) is not fires
+
+
+@pytest.mark.parametrize("lazy", [False, True], ids=["eager", "lazy"])
+def test_spikingjelly_plif_state_dicts_load_into_every_channel(float64, lazy):
+    """A ``ParametricLIFNode`` state dict (its one ``w``) loads into ``DecoupledParametricLIFNode``, every channel
+    taking it (a lazy node builds its channels from it at the first input): the same spikes and ``v`` as the PLIF;
+    ``w`` and ``tau`` read per channel as the PLIF's."""
+    theirs = neuron.ParametricLIFNode(init_tau=2.0, v_reset=None, detach_reset=True, step_mode="m")
+    with torch.no_grad():
+        theirs.w.fill_(-0.9)  # trained to tau = 1 + e^0.9
+    ours = sjn.DecoupledParametricLIFNode(None if lazy else C, step_mode="m")
+    ours.load_state_dict(theirs.state_dict())
+    assert ours.init_tau == (1 + math.exp(0.9) if lazy else 2.0)
+    x = inputs()
+    spikes = theirs(x)
+    assert 0 < spikes.mean() < 1 and torch.equal(ours(x), spikes)
+    torch.testing.assert_close(ours.v, theirs.v, rtol=0, atol=1e-12)
+    torch.testing.assert_close(ours.w, theirs.w.detach().expand(C), rtol=0, atol=1e-15)
+    torch.testing.assert_close(ours.tau, (1 / theirs.w.sigmoid()).detach().expand(C), rtol=0, atol=1e-12)
+    assert list(ours.state_dict()) == ["core.decay_logit"]
+
+
+def test_plif_w_reads_before_the_first_input_and_bad_w_is_refused():
+    node = sjn.DecoupledParametricLIFNode(init_tau=3.0)
+    assert node.w.shape == () and node.w.item() == pytest.approx(-math.log(2.0))
+    assert node.tau.item() == pytest.approx(3.0)
+    for w, match in ((torch.zeros(3), r"w must be ParametricLIFNode's w, one finite number, got shape \(3,\)"),
+                     (torch.tensor(float("nan")), "one finite number")):  # fmt: skip
+        for features in (None, C):
+            with pytest.raises(ValueError, match=match):
+                sjn.DecoupledParametricLIFNode(features).load_state_dict({"w": w})
+    with pytest.raises(ValueError, match=r"time constant 1 \+ exp\(-w\) of w must be > 1"):
+        sjn.DecoupledParametricLIFNode().load_state_dict({"w": torch.tensor(60.0)})
 
 
 def test_setting_v_checks_the_value():
@@ -386,7 +537,25 @@ def test_backend_argument_rejected_on_sj2():
         (lambda: sjn.PRFNode(C, reset=True, detach_reset=False), ValueError, "detach_reset"),
         (lambda: sjn.LTCNode(C, detach_reset=True), ValueError, "detach_reset"),
         (lambda: sjn.DecoupledLIFNode(C, detach_reset=1), TypeError, "detach_reset"),
-        (lambda: sjn.DecoupledLIFNode(C, decay_input=True), ValueError, "decay_input"),
+        (lambda: sjn.DecoupledLIFNode(C, decay_input=1), TypeError, "decay_input must be a bool"),
+        (
+            lambda: sjn.DecoupledLIFNode(C, tau=math.inf, decay_input=True),
+            ValueError,
+            "decay_input=True needs a finite",
+        ),
+        (lambda: sjn.DecoupledIFNode(C, v_reset=0.0), ValueError, "v_reset=0.0 is not supported by DecoupledIFNode"),
+        (lambda: sjn.DecoupledIFNode(C, detach_reset=False), ValueError, "detach_reset=False is not supported"),
+        (lambda: sjn.DecoupledIFNode(C, v_threshold=1), TypeError, r"v_threshold must be a float .*write 1\.0"),
+        (lambda: sjn.DecoupledIFNode(C, tau=2.0), TypeError, "tau"),
+        (lambda: sjn.DecoupledParametricLIFNode(C, init_tau=1.0), ValueError, "init_tau must be > 1, got 1.0"),
+        (lambda: sjn.DecoupledParametricLIFNode(C, init_tau=0.5), ValueError, "init_tau must be > 1"),
+        (lambda: sjn.DecoupledParametricLIFNode(C, init_tau=math.nan), ValueError, "init_tau must be a finite"),
+        (lambda: sjn.DecoupledParametricLIFNode(C, init_tau=math.inf), ValueError, "init_tau must be a finite"),
+        (lambda: sjn.DecoupledParametricLIFNode(C, init_tau=2), TypeError, r"init_tau must be a float .*write 2\.0"),
+        (lambda: sjn.DecoupledParametricLIFNode(C, decay_input=None), TypeError, "decay_input must be a bool"),
+        (lambda: sjn.DecoupledParametricLIFNode(C, v_reset=0.0), ValueError, "v_reset"),
+        (lambda: sjn.DecoupledParametricLIFNode(C, detach_reset=False), ValueError, "detach_reset"),
+        (lambda: sjn.DecoupledParametricLIFNode(C, tau=2.0), TypeError, "tau"),
         (lambda: sjn.DecoupledLIFNode(C, step_mode="x"), ValueError, "step_mode"),
         (lambda: sjn.PRFNode(C, surrogate_function="nope"), ValueError, "surrogate_function"),
         (lambda: sjn.PRFNode(C, surrogate_function=3), TypeError, "surrogate_function"),
@@ -428,13 +597,23 @@ def test_a_node_passes_its_spikingjelly_arguments_to_its_base_by_name_or_by_posi
         ByName(C, detach_reset=False)
 
 
-def test_wrong_input_shapes_forwarded_from_the_core():
-    node = sjn.DecoupledLIFNode(C, step_mode="m")
-    with pytest.raises(ValueError, match="x_seq"):
-        node(torch.rand(3, 2, C + 1))
+@pytest.mark.parametrize("cls", [sjn.DecoupledLIFNode, sjn.DecoupledIFNode, sjn.DecoupledParametricLIFNode])
+def test_wrong_inputs_forwarded_from_the_core(cls):
+    """Wrong shapes, dtypes, NaN and empty sequences raise the core's errors, naming the input."""
+    node = cls(C, step_mode="m")
+    bad = [
+        (torch.rand(3, 2, C + 1), ValueError, "x_seq"),
+        (torch.ones(3, 2, C, dtype=torch.int64), TypeError, "x_seq must have dtype"),
+        (torch.full((3, 2, C), math.nan), ValueError, "x_seq contains NaN"),
+        (torch.rand(0, 2, C), ValueError, "x_seq is an empty sequence"),
+    ]
+    for x, error, match in bad:
+        with pytest.raises(error, match=match):
+            node(x)
     functional.set_step_mode(node, "s")
-    with pytest.raises(ValueError, match="x_t"):
-        node(torch.rand(2, C + 1))
+    for x, error, match in bad[:-1]:  # one step of each
+        with pytest.raises(error, match=match.replace("x_seq", "x_t")):
+            node(x[0])
     with pytest.raises(ValueError, match="x_seq"):
         sjn.LTCNode(C, step_mode="m")(torch.rand(3, 2, C, 5))
 
@@ -442,14 +621,14 @@ def test_wrong_input_shapes_forwarded_from_the_core():
 def test_register_is_idempotent_reversible_and_never_overwrites():
     from spikingjelly.activation_based import surrogate as sj_sur
 
-    names = ("DynamicDecayNode", "PRFNode", "DecoupledLIFNode", "LTCNode", "PSPLIFNode")
+    names = [cls.__name__ for cls in CLASSES]
     assert not any(hasattr(neuron, n) for n in names)  # importing registered nothing
     sj_sur.MultiGaussian = sentinel = object()  # pretend SpikingJelly defines this name
     try:
         with pytest.warns(RuntimeWarning, match="MultiGaussian"):
             sjn.register()
         sjn.register()  # idempotent, no second warning for the same skip
-        assert neuron.PRFNode is sjn.PRFNode and neuron.LTCNode is sjn.LTCNode
+        assert all(getattr(neuron, cls.__name__) is cls for cls in CLASSES)
         assert sj_sur.DoubleGaussian is sp_surrogate.DoubleGaussian
         assert sj_sur.MultiGaussian is sentinel
         assert sjn.skipped == ["spikingjelly.activation_based.surrogate.MultiGaussian"]
@@ -554,7 +733,14 @@ def zoo() -> _Zoo:
                 sys.modules[name] = module
 
 
-ZOO_NODES = [sjn.DynamicDecayNode, sjn.PRFNode, sjn.DecoupledLIFNode, sjn.PSPLIFNode]
+ZOO_NODES = [
+    sjn.DynamicDecayNode,
+    sjn.PRFNode,
+    sjn.DecoupledLIFNode,
+    sjn.DecoupledIFNode,
+    sjn.DecoupledParametricLIFNode,
+    sjn.PSPLIFNode,
+]
 
 
 def _node_kwargs(node: type) -> dict:
@@ -610,6 +796,31 @@ def test_zoo_vgg_and_plif_nets_with_every_node(zoo, node):
     _firing_and_equal_steps(vgg, node, torch.rand(4, 1, 3, 32, 32), every_layer=False)
     plif = zoo["parametric_lif_net"].MNISTNet(channels=8, spiking_neuron=node, **_node_kwargs(node)).double()
     _firing_and_equal_steps(plif, node, torch.rand(4, 2, 1, 28, 28, dtype=torch.float64), every_layer=False)
+
+
+def test_a_spikingjelly_plif_network_checkpoint_loads_into_the_network_built_with_ours(zoo, float64):
+    """``parametric_lif_net.MNISTNet`` of ``ParametricLIFNode`` (each layer's ``w`` trained apart), its state dict
+    loaded strictly into the same network built with ``DecoupledParametricLIFNode`` (lazy nodes, as the zoo builds
+    them, and other weights): the same outputs."""
+    plif_net = zoo["parametric_lif_net"]
+    kwargs = {"channels": 4, "surrogate_function": sj_surrogate.ATan(), "detach_reset": True, "v_threshold": 0.1}
+    theirs = plif_net.MNISTNet(spiking_neuron=neuron.ParametricLIFNode, v_reset=None, **kwargs)
+    nodes = [m for m in theirs.modules() if isinstance(m, neuron.ParametricLIFNode)]
+    with torch.no_grad():
+        for i, node in enumerate(nodes):
+            node.w.fill_(0.5 - 0.5 * i)
+    ours = plif_net.MNISTNet(spiking_neuron=sjn.DecoupledParametricLIFNode, **kwargs)
+    ours.load_state_dict(theirs.state_dict())
+    x = torch.rand(4, 2, 1, 28, 28, generator=torch.Generator().manual_seed(1)) * 3
+    out = []
+    for net in (theirs, ours):
+        functional.set_step_mode(net, "m")
+        out.append(net.eval()(x))
+    assert out[0].abs().sum() > 0
+    torch.testing.assert_close(out[1], out[0], rtol=0, atol=1e-12)
+    ours_nodes = [m for m in ours.modules() if isinstance(m, sjn.DecoupledParametricLIFNode)]
+    for node, their_node in zip(ours_nodes, nodes, strict=True):
+        torch.testing.assert_close(node.w, their_node.w.detach().expand_as(node.w), rtol=0, atol=1e-12)
 
 
 #: the zoo's attention and membrane-shortcut models, tiny: (module, builder, input shape [T, B, C, H, W])
@@ -697,7 +908,7 @@ def test_zoo_attention_and_shortcut_models_with_our_nodes(zoo, model):
 
 
 def test_nodes_infer_the_feature_count_and_load_state_dicts():
-    for cls in (sjn.DynamicDecayNode, sjn.PRFNode, sjn.DecoupledLIFNode, sjn.LTCNode, sjn.PSPLIFNode):
+    for cls in CLASSES:
         lazy = cls(step_mode="m").double()
         x = inputs()
         out = lazy(x)
@@ -717,7 +928,7 @@ def test_dsn_tau_is_refused_with_the_reason():
     assert sjn.DynamicDecayNode().core.tau == 0.25  # the paper's value
 
 
-@pytest.mark.parametrize("cls", [sjn.DynamicDecayNode, sjn.PRFNode, sjn.DecoupledLIFNode, sjn.LTCNode, sjn.PSPLIFNode])
+@pytest.mark.parametrize("cls", CLASSES)
 def test_nodes_train_under_cpu_autocast(cls):
     net = nn.Sequential(layer.Linear(C, C, step_mode="m"), cls(step_mode="m"))
     x = torch.rand(5, 2, C) * 3
@@ -727,7 +938,7 @@ def test_nodes_train_under_cpu_autocast(cls):
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in net.parameters())
 
 
-@pytest.mark.parametrize("cls", [sjn.DynamicDecayNode, sjn.PRFNode, sjn.DecoupledLIFNode, sjn.LTCNode, sjn.PSPLIFNode])
+@pytest.mark.parametrize("cls", CLASSES)
 def test_nir_export_refuses_every_node_with_the_reason(cls):
     pytest.importorskip("nir")
     pytest.importorskip("nirtorch")
@@ -756,6 +967,41 @@ def test_nir_export_refuses_every_node_with_the_reason(cls):
 def test_node_constants_are_checked(build, error, match):
     with pytest.raises(error, match=match):
         build()
+
+
+def test_ann2snn_conversion_runs_with_decoupled_if_nodes(float64):
+    """SpikingJelly's ANN-to-SNN conversion (ReLU -> scaled ``IFNode(v_reset=None)``) with ``DecoupledIFNode`` in
+    place of its IF nodes (``swap_nodes``; on 2.0 also built by the recipe's ``neuron_factory``): the same
+    rate-coded outputs over 20 steps as SpikingJelly's converted network."""
+    from spikingjelly.activation_based import ann2snn
+
+    torch.manual_seed(0)
+    ann = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 16), nn.ReLU(), nn.Linear(16, 4))
+    calibration = [(torch.rand(32, 8), torch.zeros(32)) for _ in range(2)]
+    if SJ2:
+        from spikingjelly.activation_based.ann2snn.recipes import RateCodingRecipe
+
+        def convert(**recipe):
+            return ann2snn.Converter(RateCodingRecipe(calibration, **recipe)).convert(copy.deepcopy(ann))
+    else:
+
+        def convert():
+            return ann2snn.Converter(calibration, mode="max")(copy.deepcopy(ann))
+
+    theirs = convert()
+    ours = [convert()]
+    assert sjn.swap_nodes(ours[0], lambda old: sjn.DecoupledIFNode(v_threshold=old.v_threshold), neuron.IFNode) == 2
+    if SJ2:
+        ours.append(convert(neuron_factory=lambda scale: sjn.DecoupledIFNode()))
+    x = torch.rand(5, 8)
+    rates = []
+    for net in (theirs, *ours):
+        functional.reset_net(net)
+        with torch.no_grad():
+            rates.append(sum(net(x) for _ in range(20)) / 20)
+    assert rates[0].abs().sum() > 0
+    for rate in rates[1:]:
+        torch.testing.assert_close(rate, rates[0], rtol=0, atol=1e-12)
 
 
 # -- swap_nodes ------------------------------------------------------------------------------------
@@ -867,27 +1113,40 @@ def test_assigning_v_threshold_acts_as_building_with_it(cls, kwargs):
 
 
 @pytest.mark.parametrize("switch_at", [0, 6], ids=["before-the-first-input", "mid-run"])
-def test_decoupled_lif_tau_reads_and_assigning_it_acts_as_on_lifnode(switch_at):
+@pytest.mark.parametrize("decay_input", [False, True])
+@pytest.mark.parametrize("assigned", [("tau", 4.0), ("decay_input", None)], ids=["tau", "decay_input"])
+def test_decoupled_lif_tau_and_decay_input_read_and_assigning_them_acts_as_on_lifnode(
+    float64, switch_at, decay_input, assigned
+):
     """``DecoupledLIFNode.tau`` and ``decay_input`` read as ``LIFNode``'s (code swapped from SpikingJelly reads
-    ``old.tau``), and assigning ``tau`` changes the decay from the next step as on ``LIFNode``: the same spikes
+    ``old.tau``), and assigning either changes the charge from the next step as on ``LIFNode``: the same spikes
     and ``v`` as SpikingJelly's soft-reset ``LIFNode`` given the same assignment."""
-    x = 1.5 * torch.rand(12, 3, C, dtype=torch.float64)
-    ours = sjn.DecoupledLIFNode(None if switch_at == 0 else C, tau=2.0).double()
-    theirs = neuron.LIFNode(tau=2.0, decay_input=False, v_reset=None, detach_reset=True)
-    assert ours.tau == theirs.tau == 2.0 and ours.decay_input is theirs.decay_input is False
+    name, value = assigned
+    value = (not decay_input) if name == "decay_input" else value
+    x = 1.5 * torch.rand(12, 3, C) * (1 + decay_input)
+    ours = sjn.DecoupledLIFNode(None if switch_at == 0 else C, tau=2.0, decay_input=decay_input)
+    theirs = neuron.LIFNode(tau=2.0, decay_input=decay_input, v_reset=None, detach_reset=True)
+    assert ours.tau == theirs.tau == 2.0 and ours.decay_input is theirs.decay_input is decay_input
     spikes = []
     for t, x_t in enumerate(x):
         if t == switch_at:
-            ours.tau = theirs.tau = 4.0
+            setattr(ours, name, value)
+            setattr(theirs, name, value)
         spikes.append(ours(x_t))
         assert torch.equal(spikes[-1], theirs(x_t))
-        torch.testing.assert_close(ours.v, theirs.v, rtol=1e-6, atol=1e-6)  # beta is built in float32 before .double()
-    assert 0 < torch.stack(spikes).mean() < 1 and ours.tau == 4.0
+        torch.testing.assert_close(ours.v, theirs.v, rtol=0, atol=1e-12)
+    assert 0 < torch.stack(spikes).mean() < 1 and getattr(ours, name) == value
     with pytest.raises(ValueError, match="tau"):
         ours.tau = 1.0
     with pytest.raises(TypeError, match="tau"):
         ours.tau = "slow"
-    assert ours.tau == 4.0
+    with pytest.raises(TypeError, match="decay_input must be a bool"):
+        ours.decay_input = 1
+    assert getattr(ours, name) == value
+    if_node = sjn.DecoupledLIFNode(tau=math.inf)
+    with pytest.raises(ValueError, match="decay_input=True needs a finite tau"):
+        if_node.decay_input = True
+    assert if_node.decay_input is False
 
 
 def test_psplif_time_constants_read_and_assigning_them_acts_from_the_next_step():

@@ -4,8 +4,10 @@ Each example module is imported from SpikingJelly (torchvision, gym and torchaud
 script imports and the tests do not install, are stubbed for the test) and its network is built
 twice with the same weights: once with its neurons replaced by SpikingJelly's soft-reset ``LIFNode``
 (``decay_input=False, v_reset=None, detach_reset=True``), the reference, and once by
-:class:`DecoupledLIFNode`, the same neuron. On tiny random data both must give the same outputs,
-gradients, membranes ``v``, learner updates and resets, in the step modes the example runs.
+:class:`DecoupledLIFNode`, the same neuron; the examples built of ``IFNode`` also with their ``IFNode`` given
+the soft reset (``v_reset=None, detach_reset=True``) against :class:`DecoupledIFNode`, and the PLIF network
+with ``ParametricLIFNode`` against :class:`DecoupledParametricLIFNode`. On tiny random data both must give the
+same outputs, gradients, membranes ``v``, learner updates and resets, in the step modes the example runs.
 """
 
 from __future__ import annotations
@@ -92,10 +94,25 @@ def _ours(old: nn.Module) -> nn.Module:
     return sjn.DecoupledLIFNode(tau=TAU, v_threshold=V_TH, surrogate_function=old.surrogate_function)
 
 
-def _twins(build: Callable[[], nn.Module], part=lambda net: net, kind=neuron.BaseNode) -> list[nn.Module]:
+def _soft_reset_if(old: nn.Module) -> nn.Module:
+    """The example's ``IFNode`` (its surrogate) with the soft reset ``DecoupledIFNode`` has."""
+    return neuron.IFNode(v_threshold=V_TH, v_reset=None, detach_reset=True, surrogate_function=old.surrogate_function)
+
+
+def _ours_if(old: nn.Module) -> nn.Module:
+    return sjn.DecoupledIFNode(v_threshold=V_TH, surrogate_function=old.surrogate_function)
+
+
+#: the reference and our node, built from the node they replace
+PAIRS = {"lif": (_reference, _ours), "if": (_soft_reset_if, _ours_if)}
+
+
+def _twins(
+    build: Callable[[], nn.Module], part=lambda net: net, kind=neuron.BaseNode, pair: str = "lif"
+) -> list[nn.Module]:
     """The network built twice with the same weights, ``part(net)``'s nodes swapped for the reference / ours."""
     nets = []
-    for factory in (_reference, _ours):
+    for factory in PAIRS[pair]:
         torch.manual_seed(0)
         net = build()
         assert sjn.swap_nodes(part(net), factory, kind) > 0
@@ -103,9 +120,16 @@ def _twins(build: Callable[[], nn.Module], part=lambda net: net, kind=neuron.Bas
     return nets
 
 
+#: the learned decays: ``ParametricLIFNode``'s ``w`` (one per layer) and our per-channel ``decay_logit``, whose
+#: gradients differ where neurons fired (the reset's part; tests/adapters/test_spikingjelly.py)
+DECAYS = (".w", ".core.decay_logit")
+
+
 def _assert_same_gradients(reference: nn.Module, ours: nn.Module) -> None:
-    expected, got = dict(reference.named_parameters()), dict(ours.named_parameters())
+    expected, got = ({n: p for n, p in net.named_parameters() if not n.endswith(DECAYS)} for net in (reference, ours))
     assert expected.keys() == got.keys()
+    decays = [p for n, p in ours.named_parameters() if n.endswith(DECAYS)]
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() and p.grad.any() for p in decays)
     assert all(p.grad is not None for p in got.values())
     for name, p in expected.items():
         torch.testing.assert_close(got[name].grad, p.grad, msg=name)
@@ -126,13 +150,14 @@ def _run_both(nets, forward, x, loss=lambda out: (out * torch.linspace(-1, 1, ou
 
 
 # -- rsnn_sequential_fmnist: feed-forward, stateful-synapse and recurrent (LinearRecurrentContainer) nets ----------
+@pytest.mark.parametrize("pair", list(PAIRS))
 @pytest.mark.parametrize("model", ["PlainNet", "StatefulSynapseNet", "FeedBackNet"])
 @pytest.mark.parametrize("step_mode", ["m", "s"])
-def test_rsnn_sequential_fmnist_nets(example, model, step_mode):
+def test_rsnn_sequential_fmnist_nets(example, model, step_mode, pair):
     """The example runs 'm' mode on [W, N, H] (its recurrent container steps its node in 's' mode); in 's'
     mode a user steps ``net.fc`` over the columns. Outputs, gradients, ``v`` and the reset agree."""
     module = example("rsnn_sequential_fmnist")
-    nets = _twins(getattr(module, model))
+    nets = _twins(getattr(module, model), pair=pair)
     torch.manual_seed(1)
     img = torch.rand(8, 3, 28, dtype=torch.float64) * 2  # [W, N, H], the example's layout (W: time)
     for net in nets:
@@ -142,8 +167,8 @@ def test_rsnn_sequential_fmnist_nets(example, model, step_mode):
         return net(x) if step_mode == "m" else torch.stack([net.fc(x_t) for x_t in x]).mean(0)
 
     first, _ = _run_both(nets, forward, img)
-    nodes = [[m for m in net.modules() if isinstance(m, (neuron.LIFNode, sjn.DecoupledLIFNode))] for net in nets]
-    assert len(nodes[1]) == 2 and all(isinstance(m, sjn.DecoupledLIFNode) for m in nodes[1])
+    nodes = [[m for m in net.modules() if isinstance(m, (neuron.BaseNode, sjn.SpikingJellyNode))] for net in nets]
+    assert len(nodes[1]) == 2 and all(isinstance(m, type(PAIRS[pair][1](neuron.IFNode()))) for m in nodes[1])
     for expected, got in zip(*nodes, strict=True):
         torch.testing.assert_close(got.v, expected.v)
     for net in nets:
@@ -153,10 +178,11 @@ def test_rsnn_sequential_fmnist_nets(example, model, step_mode):
 
 
 # -- conv_fashion_mnist: the CSNN in 'm' mode, its spiking encoder, a monitor on the nodes ------------------------
-def test_conv_fashion_mnist_csnn_and_its_encoder(example):
+@pytest.mark.parametrize("pair", list(PAIRS))
+def test_conv_fashion_mnist_csnn_and_its_encoder(example, pair):
     module = example("conv_fashion_mnist")
-    nets = _twins(lambda: module.CSNN(T=3, channels=4))
-    monitors = [monitor.OutputMonitor(net, (neuron.LIFNode, sjn.DecoupledLIFNode)) for net in nets]
+    nets = _twins(lambda: module.CSNN(T=3, channels=4), pair=pair)
+    monitors = [monitor.OutputMonitor(net, (neuron.BaseNode, sjn.SpikingJellyNode)) for net in nets]
     torch.manual_seed(1)
     img = torch.rand(2, 1, 28, 28, dtype=torch.float64) * 2
     _run_both(nets, lambda net, x: net(x), img)
@@ -258,17 +284,26 @@ def test_dsqn_with_our_nodes(example, dec_type):
 
 
 # -- classify_dvsg: DVSGestureNet built with spiking_neuron= and the example's keyword arguments ------------------
-def test_classify_dvsg_network():
+@pytest.mark.parametrize(
+    ("theirs", "ours", "extra"),
+    [
+        pytest.param(neuron.LIFNode, sjn.DecoupledLIFNode, {"decay_input": False, "v_threshold": V_TH}, id="lif"),
+        # the input halved by decay_input at tau = 2: half the threshold, for the tiny net to fire through
+        pytest.param(neuron.ParametricLIFNode, sjn.DecoupledParametricLIFNode, {"v_threshold": V_TH / 2}, id="plif"),
+    ],
+)
+def test_classify_dvsg_network(theirs, ours, extra):
+    """The PLIF paper's DVS-gesture network, as the example builds it (``spiking_neuron=``, its keyword arguments)
+    and with the PLIF the paper trains it with (``init_tau=2``: every channel of ours at PLIF's ``w``)."""
     nets = []
-    for node, extra in ((neuron.LIFNode, {"decay_input": False, "v_reset": None}), (sjn.DecoupledLIFNode, {})):
+    for node, kwargs in ((theirs, {**extra, "v_reset": None}), (ours, extra)):
         torch.manual_seed(0)
         net = parametric_lif_net.DVSGestureNet(
             channels=2,
             spiking_neuron=node,
             surrogate_function=surrogate.ATan(),
             detach_reset=True,
-            v_threshold=V_TH,
-            **extra,
+            **kwargs,
         )
         functional.set_step_mode(net, "m")
         nets.append(net.double())

@@ -26,6 +26,8 @@ NODES = [
     pytest.param(sjn.DynamicDecayNode, {}, id="dsn"),
     pytest.param(sjn.PRFNode, {"dt_range": (0.5, 1.0)}, id="prf"),
     pytest.param(sjn.DecoupledLIFNode, {}, id="lif"),
+    pytest.param(sjn.DecoupledIFNode, {}, id="if"),
+    pytest.param(sjn.DecoupledParametricLIFNode, {}, id="plif"),
     pytest.param(sjn.LTCNode, {}, id="ltc"),
     pytest.param(sjn.PSPLIFNode, {}, id="psplif"),
 ]
