@@ -448,7 +448,7 @@ class _CoreSkin:
         r"""The membrane after the step's reset, :math:`u_t - V_{th}\,\mathrm{sg}(s_t)` (channels at ``channel_dim``):
         the threshold carries its gradient, as snnTorch's ``learn_threshold=True`` subtraction does. Without a reset
         (``reset_mechanism="none"``) it is the potential :math:`u_t` itself."""
-        if not self.core.reset:
+        if not self.core.soft_reset:
             return potential
         return potential - self.core._threshold_at(spk, channel_dim) * spk.detach()
 

@@ -90,7 +90,8 @@ class DecoupledLIF(Neuron):
         self.tau = check_float(tau, "tau", minimum=1, min_open=True, finite=False)
         self.learn_decay = check_learn(learn_decay, "learn_decay")
         self.decay_input = check_bool(decay_input, "decay_input")
-        self.reset = check_bool(reset, "reset")
+        # not "reset": SpikingJelly 0.0.0.0.14's functional.reset_net calls the reset() of any module that has one
+        self.soft_reset = check_bool(reset, "reset")
         if math.isinf(self.tau) and (self.learn_decay or self.decay_input):
             why = "a sigmoid cannot learn its way back from 1" if self.learn_decay else "the input would be scaled by 0"
             option = "learn_decay" if self.learn_decay else "decay_input"
@@ -139,7 +140,7 @@ class DecoupledLIF(Neuron):
             state.bias,
             self.surrogate,
             self._threshold_at(x, channel_dim),
-            beta.detach() if self.reset else None,
+            beta.detach() if self.soft_reset else None,
         )
 
     def update_sequence(
@@ -159,5 +160,5 @@ class DecoupledLIF(Neuron):
     def extra_repr(self) -> str:
         return (
             f"features={self.features}, tau={self.tau}, {self._threshold_repr()}"
-            f"{', decay_input=True' if self.decay_input else ''}{'' if self.reset else ', reset=False'}"
+            f"{', decay_input=True' if self.decay_input else ''}{'' if self.soft_reset else ', reset=False'}"
         )

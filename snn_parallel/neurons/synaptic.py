@@ -152,5 +152,5 @@ class SynapticLIF(DecoupledLIF):
     def extra_repr(self) -> str:
         return (
             f"features={self.features}, tau_syn={self.tau_syn}, tau={self.tau}, {self._threshold_repr()}"
-            f"{'' if self.reset else ', reset=False'}"
+            f"{'' if self.soft_reset else ', reset=False'}"
         )
