@@ -22,9 +22,9 @@ SpikingJelly 2.0.0 and 0.0.0.0.14::
 :class:`DecoupledIFNode`, :class:`DecoupledLIFNode` and :class:`DecoupledParametricLIFNode`: the same spikes,
 ``v`` and input gradients. ``DecoupledLIFNode``'s ``decay_input`` defaults to ``False`` (the charge
 :math:`u_t = \beta u_{t-1} + x_t` of the core's default), ``LIFNode``'s to ``True``: pass ``decay_input=True`` for a
-``LIFNode`` that does not name it. ``DecoupledParametricLIFNode`` learns one time constant per channel where
-``ParametricLIFNode`` learns one per layer (its ``w`` loads into every channel), and its decay's gradient leaves out
-the reset's part (see the class). SpikingJelly's default hard reset (``v_reset=0.0``) and a reset that keeps its
+``LIFNode`` that does not name it. ``DecoupledParametricLIFNode`` learns one time constant per layer, as
+``ParametricLIFNode`` (``per_channel=True``: one per channel), and its decay's gradient leaves out the reset's part
+(see the class). SpikingJelly's default hard reset (``v_reset=0.0``) and a reset that keeps its
 gradient (``detach_reset=False``) are refused, naming the argument.
 
 **Differences from SpikingJelly's nodes.**
@@ -769,21 +769,22 @@ class DecoupledParametricLIFNode(_LeakyNode):
     :math:`s_t = [u_t - V_{th} \ge 0]` and subtracts :math:`V_{th}` per spike. ``v_reset`` must be ``None`` and
     ``detach_reset`` ``True`` (the defaults here; SpikingJelly's are ``0.0`` and ``False``).
 
-    **Differences from ``ParametricLIFNode``.** SpikingJelly learns one :math:`w` per layer; this node learns one
-    per channel (the core's ``decay_logit`` :math:`= -w`, ``[C]``), every channel starting from ``init_tau``, so
-    the forward pass equals PLIF's until training moves the channels apart. The gradient of :math:`w` flows through
-    the reset-free membrane :math:`u'_t` only (the resets are constants in the threshold bias, decayed by a
-    detached :math:`\beta`), while PLIF's also flows through the subtracted thresholds as they decay; the two agree
-    wherever no neuron has fired yet. ``w`` reads as SpikingJelly's (per channel); a SpikingJelly
-    ``ParametricLIFNode`` state dict (its ``w``) loads into the node, every channel taking :math:`-w`; the node's
-    own state dict holds ``core.decay_logit``.
+    **Differences from ``ParametricLIFNode``.** As SpikingJelly, the node learns one :math:`w` for the layer (the
+    core's 0-d ``decay_logit`` :math:`= -w`, ``learn_decay="shared"``); ``per_channel=True`` learns one per channel
+    instead (``[C]``, every channel starting from ``init_tau``). The gradient of :math:`w` flows through the
+    reset-free membrane :math:`u'_t` only (the resets are constants in the threshold bias, decayed by a detached
+    :math:`\beta`), while PLIF's also flows through the subtracted thresholds as they decay; the two agree
+    wherever no neuron has fired yet. ``w`` reads as SpikingJelly's (per channel with ``per_channel=True``); a
+    SpikingJelly ``ParametricLIFNode`` state dict (its ``w``) loads into the node (into every channel with
+    ``per_channel=True``); the node's own state dict holds ``core.decay_logit``.
 
     Args:
         features: channels ``C`` (dim 2 of ``[T, B, C, *spatial]``); ``None`` (default)
             infers it from the first input, so SpikingJelly's model zoo can build the node
             with ``spiking_neuron(**kwargs)``.
-        init_tau: the initial time constant of every channel (a float ``> 1``, as SpikingJelly asserts).
+        init_tau: the initial time constant (a float ``> 1``, as SpikingJelly asserts).
         decay_input: scale the input by :math:`1/\tau` (default ``True``, as ``ParametricLIFNode``).
+        per_channel: learn one :math:`w` per channel (default ``False``: one for the layer, as SpikingJelly).
         v_threshold, v_reset, surrogate_function, detach_reset, step_mode, store_v_seq,
         backend: as in SpikingJelly (see the module doc).
     """
@@ -801,10 +802,12 @@ class DecoupledParametricLIFNode(_LeakyNode):
         step_mode: str = "s",
         store_v_seq: bool = False,
         backend: str | None = None,
+        per_channel: bool = False,
     ) -> None:
         sj_arguments = (v_threshold, surrogate_function, v_reset, detach_reset, step_mode, store_v_seq, backend)
         tau = _sj_float(init_tau, "init_tau", minimum=1, min_open=True)
-        super().__init__(features, sj_arguments, tau=tau, learn_decay=True, decay_input=decay_input)
+        learn = True if check_bool(per_channel, "per_channel") else "shared"
+        super().__init__(features, sj_arguments, tau=tau, learn_decay=learn, decay_input=decay_input)
 
     @property
     def init_tau(self) -> float:
@@ -814,30 +817,34 @@ class DecoupledParametricLIFNode(_LeakyNode):
 
     @property
     def w(self) -> torch.Tensor:
-        r"""SpikingJelly's :math:`w`, :math:`1/\tau = \sigma(w)`, per channel ``[C]`` (the core's ``-decay_logit``,
-        with its gradient); before a lazy node's first input, the 0-d :math:`-\log(\tau_0 - 1)` every channel will
-        start from, as ``ParametricLIFNode.w``."""
-        if self.core.has_uninitialized_params():
+        r"""SpikingJelly's :math:`w`, :math:`1/\tau = \sigma(w)`: the core's ``-decay_logit`` with its gradient, 0-d as
+        ``ParametricLIFNode.w`` (``per_channel=True``: ``[C]``, and before a lazy node's first input the 0-d
+        :math:`-\log(\tau_0 - 1)` every channel will start from)."""
+        core = self.core
+        if core.learn_decay != "shared" and core.has_uninitialized_params():
             return torch.tensor(-math.log(self.init_tau - 1))
-        return -self.core.decay_logit
+        return -core.decay_logit
 
     @property
     def tau(self) -> torch.Tensor:
-        r"""The time constants now, :math:`1/\sigma(w)` per channel (detached; PLIF prints the same in its repr)."""
+        r"""The time constant now, :math:`1/\sigma(w)` (per channel with ``per_channel=True``; detached; PLIF prints the
+        same in its repr)."""
         with torch.no_grad():
             return 1 / torch.sigmoid(self.w)
 
     def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
-        """A SpikingJelly ``ParametricLIFNode`` state dict: its ``w`` becomes every channel's ``core.decay_logit``
-        (:math:`-w`); a lazy node takes :math:`1 + e^{-w}` as ``init_tau`` and builds its channels from it at
-        its first input."""
+        """A SpikingJelly ``ParametricLIFNode`` state dict: its ``w`` becomes ``core.decay_logit`` (:math:`-w`), every
+        channel's with ``per_channel=True``, where a lazy node takes :math:`1 + e^{-w}` as ``init_tau`` and builds
+        its channels from it at its first input."""
         w = state_dict.pop(prefix + "w", None)
         if w is not None:
             if not isinstance(w, torch.Tensor) or w.numel() != 1 or not torch.isfinite(w).all():
                 got = f"shape {tuple(w.shape)}: {w}" if isinstance(w, torch.Tensor) else type(w).__name__
                 raise ValueError(f"{prefix}w must be ParametricLIFNode's w, one finite number, got {got}")
             core = self.core
-            if core.has_uninitialized_params():
+            if core.learn_decay == "shared":  # one w for the layer, as SpikingJelly's
+                logit = (-w).reshape(())
+            elif core.has_uninitialized_params():
                 tau = 1 + torch.exp(-w.detach().double()).item()
                 core.tau = check_float(tau, f"the time constant 1 + exp(-w) of {prefix}w", minimum=1, min_open=True)
                 logit = core.decay_logit  # the placeholder a lazy node's own state dict holds

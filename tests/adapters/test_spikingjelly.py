@@ -60,9 +60,13 @@ TWINS = [
 ]
 
 
-def twins(ours: type, theirs: type, kwargs: dict, **common) -> tuple[nn.Module, nn.Module]:
-    """Our node and SpikingJelly's, built with ``kwargs`` and ``common`` (in float64 under :func:`float64`)."""
-    return ours(C, **kwargs, **common), theirs(**kwargs, v_reset=None, detach_reset=True, **common)
+def twins(
+    ours: type, theirs: type, kwargs: dict, per_channel: bool | None = None, **common
+) -> tuple[nn.Module, nn.Module]:
+    """Our node and SpikingJelly's, built with ``kwargs`` and ``common`` (in float64 under :func:`float64`); ours
+    with ``per_channel`` where it is given."""
+    own = {} if per_channel is None else {"per_channel": per_channel}
+    return ours(C, **kwargs, **common, **own), theirs(**kwargs, v_reset=None, detach_reset=True, **common)
 
 
 @pytest.fixture
@@ -243,17 +247,19 @@ def _detached_reset_reference(
     return torch.stack(spikes)
 
 
+@pytest.mark.parametrize("per_channel", [False, True], ids=["shared", "per_channel"])
 @pytest.mark.parametrize("decay_input", [True, False])
 @pytest.mark.parametrize("step_mode", ["s", "m"])
-def test_plif_decay_gradient(float64, decay_input, step_mode):
-    """Where no neuron fires, the gradient of ``ParametricLIFNode``'s one ``w`` is minus the sum of our per-channel
-    ``decay_logit`` gradients (w = -logit). Where they fire, ours (and the input's) is the detached-reset
-    reference's, which differs from PLIF's: PLIF's also flows through the decaying subtracted thresholds."""
+def test_plif_decay_gradient(float64, decay_input, step_mode, per_channel):
+    """Where no neuron fires, the gradient of ``ParametricLIFNode``'s one ``w`` is minus that of our one
+    ``decay_logit`` (w = -logit), or minus the sum of the per-channel ones. Where they fire, ours (and the input's)
+    is the detached-reset reference's, which differs from PLIF's: PLIF's also flows through the decaying
+    subtracted thresholds."""
     surrogate = sj_surrogate.ATan()
     time_weights = torch.linspace(-1, 1, 9).view(9, 1, 1)
     kwargs = {"init_tau": 3.0, "decay_input": decay_input, "surrogate_function": surrogate}
     for scale, fires in ((0.12, False), (1.0, True)):  # u < 0.9 < V_th at the smaller inputs, with either charge
-        ours, theirs = twins(sjn.DecoupledParametricLIFNode, neuron.ParametricLIFNode, kwargs)
+        ours, theirs = twins(sjn.DecoupledParametricLIFNode, neuron.ParametricLIFNode, kwargs, per_channel=per_channel)
         x = inputs() * scale
         grads = []
         for node in (ours, theirs):
@@ -263,6 +269,7 @@ def test_plif_decay_gradient(float64, decay_input, step_mode):
             grads.append(x_node.grad)
         assert bool(spikes.any()) is fires and (not fires or spikes.mean() < 1)
         our_decay, their_w = ours.core.decay_logit.grad, theirs.w.grad
+        assert our_decay.shape == ((C,) if per_channel else ())
         torch.testing.assert_close(grads[0], grads[1], rtol=1e-10, atol=1e-12)
         x_ref = x.clone().requires_grad_()
         logit = ours.core.decay_logit.detach().clone().requires_grad_()
@@ -274,37 +281,46 @@ def test_plif_decay_gradient(float64, decay_input, step_mode):
         assert torch.allclose(-our_decay.sum(), their_w, rtol=1e-10, atol=1e-12) is not fires
 
 
+@pytest.mark.parametrize("per_channel", [False, True], ids=["shared", "per_channel"])
 @pytest.mark.parametrize("lazy", [False, True], ids=["eager", "lazy"])
-def test_spikingjelly_plif_state_dicts_load_into_every_channel(float64, lazy):
-    """A ``ParametricLIFNode`` state dict (its one ``w``) loads into ``DecoupledParametricLIFNode``, every channel
-    taking it (a lazy node builds its channels from it at the first input): the same spikes and ``v`` as the PLIF;
-    ``w`` and ``tau`` read per channel as the PLIF's."""
+def test_spikingjelly_plif_state_dicts_load_into_the_node(float64, lazy, per_channel):
+    """A ``ParametricLIFNode`` state dict (its one ``w``) loads into ``DecoupledParametricLIFNode``, as its one
+    ``w`` or into every channel (a lazy per-channel node builds its channels from it at the first input): the same
+    spikes and ``v`` as the PLIF; ``w`` and ``tau`` read as the PLIF's."""
     theirs = neuron.ParametricLIFNode(init_tau=2.0, v_reset=None, detach_reset=True, step_mode="m")
     with torch.no_grad():
         theirs.w.fill_(-0.9)  # trained to tau = 1 + e^0.9
-    ours = sjn.DecoupledParametricLIFNode(None if lazy else C, step_mode="m")
+    ours = sjn.DecoupledParametricLIFNode(None if lazy else C, step_mode="m", per_channel=per_channel)
     ours.load_state_dict(theirs.state_dict())
-    assert ours.init_tau == (1 + math.exp(0.9) if lazy else 2.0)
+    assert ours.init_tau == (1 + math.exp(0.9) if lazy and per_channel else 2.0)
     x = inputs()
     spikes = theirs(x)
     assert 0 < spikes.mean() < 1 and torch.equal(ours(x), spikes)
     torch.testing.assert_close(ours.v, theirs.v, rtol=0, atol=1e-12)
-    torch.testing.assert_close(ours.w, theirs.w.detach().expand(C), rtol=0, atol=1e-15)
-    torch.testing.assert_close(ours.tau, (1 / theirs.w.sigmoid()).detach().expand(C), rtol=0, atol=1e-12)
+    shape = (C,) if per_channel else ()
+    torch.testing.assert_close(ours.w, theirs.w.detach().expand(shape), rtol=0, atol=1e-15)
+    torch.testing.assert_close(ours.tau, (1 / theirs.w.sigmoid()).detach().expand(shape), rtol=0, atol=1e-12)
     assert list(ours.state_dict()) == ["core.decay_logit"]
 
 
 def test_plif_w_reads_before_the_first_input_and_bad_w_is_refused():
-    node = sjn.DecoupledParametricLIFNode(init_tau=3.0)
-    assert node.w.shape == () and node.w.item() == pytest.approx(-math.log(2.0))
-    assert node.tau.item() == pytest.approx(3.0)
+    shared, per_channel = (
+        sjn.DecoupledParametricLIFNode(init_tau=3.0),
+        sjn.DecoupledParametricLIFNode(init_tau=3.0, per_channel=True),
+    )
+    assert isinstance(shared.w, torch.Tensor) and shared.w.requires_grad  # the parameter itself, before any input
+    for node in (shared, per_channel):
+        assert node.w.shape == () and node.w.item() == pytest.approx(-math.log(2.0))
+        assert node.tau.item() == pytest.approx(3.0)
     for w, match in ((torch.zeros(3), r"w must be ParametricLIFNode's w, one finite number, got shape \(3,\)"),
                      (torch.tensor(float("nan")), "one finite number")):  # fmt: skip
-        for features in (None, C):
+        for features, per in ((None, False), (C, False), (None, True), (C, True)):
             with pytest.raises(ValueError, match=match):
-                sjn.DecoupledParametricLIFNode(features).load_state_dict({"w": w})
+                sjn.DecoupledParametricLIFNode(features, per_channel=per).load_state_dict({"w": w})
     with pytest.raises(ValueError, match=r"time constant 1 \+ exp\(-w\) of w must be > 1"):
-        sjn.DecoupledParametricLIFNode().load_state_dict({"w": torch.tensor(60.0)})
+        sjn.DecoupledParametricLIFNode(per_channel=True).load_state_dict({"w": torch.tensor(60.0)})
+    with pytest.raises(TypeError, match="per_channel must be a bool"):
+        sjn.DecoupledParametricLIFNode(per_channel="yes")
 
 
 def test_setting_v_checks_the_value():
@@ -918,7 +934,8 @@ def test_nodes_infer_the_feature_count_and_load_state_dicts():
         assert torch.equal(eager(x), out)
         fresh = cls(step_mode="s")
         fresh.load_state_dict(lazy.state_dict())
-        assert fresh.core.features == (C if list(lazy.parameters()) or list(lazy.buffers()) else None)
+        per_channel = any(t.dim() for t in (*lazy.parameters(), *lazy.buffers()))  # a shared 0-d one has no C
+        assert fresh.core.features == (C if per_channel else None)
 
 
 def test_dsn_tau_is_refused_with_the_reason():
