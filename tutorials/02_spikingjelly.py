@@ -229,6 +229,10 @@ fig.savefig(OUT / "02_long_rate.png", dpi=110)
 #
 # - `DynamicDecayNode`, `PRFNode`, `DecoupledLIFNode` and `LTCNode` drop into SpikingJelly
 #   networks; `functional.reset_net`, `set_step_mode` and `detach_net` work on them.
+# - SpikingJelly's own soft-reset neurons have twins with the same spikes: `IFNode`,
+#   `LIFNode` and `ParametricLIFNode` with `v_reset=None, detach_reset=True` become
+#   `DecoupledIFNode`, `DecoupledLIFNode` (pass `decay_input=True` for `LIFNode`'s default charge)
+#   and `DecoupledParametricLIFNode`, which train in parallel over time in `'m'` mode.
 # - `'m'` mode trains in parallel; `'s'` mode streams the trained network with the same
 #   spikes.
 # - A DSN trained on short sequences runs on much longer ones at a steady firing rate.
