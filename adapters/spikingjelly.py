@@ -733,7 +733,7 @@ class DecoupledLIFNode(_LeakyNode):
         step_mode: str = "s",
         store_v_seq: bool = False,
         backend: str | None = None,
-        learn_decay: bool = False,
+        learn_decay: bool | str = False,
     ) -> None:
         sj_arguments = (v_threshold, surrogate_function, v_reset, detach_reset, step_mode, store_v_seq, backend)
         super().__init__(features, sj_arguments, tau=tau, learn_decay=learn_decay, decay_input=decay_input)
@@ -750,11 +750,11 @@ class DecoupledLIFNode(_LeakyNode):
         next step (a learned decay restarts from it; with ``decay_input`` the input's scale :math:`1/\tau` too)."""
         core = self.core
         core.tau = check_float(value, "tau", minimum=1, min_open=True)
-        if core.has_uninitialized_params():  # a lazy core builds its decay from tau at the first input
+        if core.learn_decay != "shared" and core.has_uninitialized_params():  # built from tau at the first input
             return
         old_beta = core.beta.detach()
         with torch.no_grad():
-            core.decay_logit.copy_(core._initial_values(core.features)["decay_logit"])
+            core.decay_logit.copy_(core._shared_values()["decay_logit"].expand_as(core.decay_logit))
         bias = self._memories["bias"]
         if bias is not None:  # the resets so far, decayed by the old beta: as the new one would have (v unchanged)
             self._memories["bias"] = bias * core._channel_view(core.beta.detach() / old_beta, bias, 1).to(bias.dtype)

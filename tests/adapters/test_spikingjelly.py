@@ -1129,19 +1129,23 @@ def test_assigning_v_threshold_acts_as_building_with_it(cls, kwargs):
     assert node.v_threshold == 0.625
 
 
+@pytest.mark.parametrize("learn_decay", [False, "shared"])
 @pytest.mark.parametrize("switch_at", [0, 6], ids=["before-the-first-input", "mid-run"])
 @pytest.mark.parametrize("decay_input", [False, True])
 @pytest.mark.parametrize("assigned", [("tau", 4.0), ("decay_input", None)], ids=["tau", "decay_input"])
 def test_decoupled_lif_tau_and_decay_input_read_and_assigning_them_acts_as_on_lifnode(
-    float64, switch_at, decay_input, assigned
+    float64, switch_at, decay_input, assigned, learn_decay
 ):
     """``DecoupledLIFNode.tau`` and ``decay_input`` read as ``LIFNode``'s (code swapped from SpikingJelly reads
     ``old.tau``), and assigning either changes the charge from the next step as on ``LIFNode``: the same spikes
-    and ``v`` as SpikingJelly's soft-reset ``LIFNode`` given the same assignment."""
+    and ``v`` as SpikingJelly's soft-reset ``LIFNode`` given the same assignment (a learned decay, one for the
+    layer too, restarts from the assigned ``tau``)."""
     name, value = assigned
     value = (not decay_input) if name == "decay_input" else value
     x = 1.5 * torch.rand(12, 3, C) * (1 + decay_input)
-    ours = sjn.DecoupledLIFNode(None if switch_at == 0 else C, tau=2.0, decay_input=decay_input)
+    ours = sjn.DecoupledLIFNode(
+        None if switch_at == 0 else C, tau=2.0, decay_input=decay_input, learn_decay=learn_decay
+    )
     theirs = neuron.LIFNode(tau=2.0, decay_input=decay_input, v_reset=None, detach_reset=True)
     assert ours.tau == theirs.tau == 2.0 and ours.decay_input is theirs.decay_input is decay_input
     spikes = []
