@@ -1,0 +1,191 @@
+"""A learned scalar on the snnTorch skins is snnTorch's: ``learn_beta``, ``learn_alpha`` and ``learn_threshold`` with
+one number learn one value for the layer (a 0-d parameter, the core's ``"shared"``), as ``snn.Leaky`` and ``snn.Synaptic``
+learn ``nn.Parameter(value)``; a per-neuron tensor learns one per neuron. Against snnTorch in float64: the parameters'
+shapes, the values read back, assigned and carried by state dicts, the gradients and optimizer steps (snnTorch's decay
+parametrized as the sigmoid the cores learn it by), ``backprop.BPTT`` and the learners' trainers."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+from torch.nn.utils import parametrize
+
+snn = pytest.importorskip("snntorch")
+import snntorch.backprop  # noqa: E402
+from snn_parallel.adapters.snntorch import PRF, DecoupledLIF, DynamicDecay, Synaptic  # noqa: E402
+
+F64 = torch.float64
+C = 6
+#: snnTorch's name of each learned parameter -> the skin's core parameter (a decay is learned as its logit)
+CORE_NAMES = {"beta": "core.decay_logit", "alpha": "core.syn_decay_logit", "threshold": "core.v_threshold"}
+LEAKY = {"beta": 0.8, "learn_beta": True, "threshold": 0.9, "learn_threshold": True}
+SYNAPTIC = {"alpha": 0.7, "learn_alpha": True, **LEAKY}
+
+
+class _Sigmoid(nn.Module):
+    """A decay parametrized as :math:`\\sigma(w)`, the skins' cores' parametrization, so that snnTorch's neuron and
+    the skin learn the same parameter :math:`w` and an optimizer step is the same step in both."""
+
+    def forward(self, logit: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(logit)
+
+    def right_inverse(self, decay: torch.Tensor) -> torch.Tensor:
+        return torch.logit(decay)
+
+
+def _as_logits(neuron: nn.Module) -> nn.Module:
+    """snnTorch's ``neuron`` with its learned decays (``beta``, ``alpha``) parametrized as :class:`_Sigmoid`."""
+    for name in ("alpha", "beta"):
+        if isinstance(getattr(neuron, name, None), nn.Parameter):
+            parametrize.register_parametrization(neuron, name, _Sigmoid())
+    return neuron
+
+
+def _skin_name(name: str) -> str:
+    """The skin's parameter for snnTorch's parameter ``name`` (``1.beta`` or
+    ``1.parametrizations.beta.original`` -> ``1.core.decay_logit``)."""
+    prefix, _, last = name.replace("parametrizations.", "").replace(".original", "").rpartition(".")
+    return f"{prefix}.{CORE_NAMES.get(last, last)}".lstrip(".")
+
+
+def _chain(name: str, skin: nn.Module, grad: torch.Tensor) -> torch.Tensor:
+    r"""The skin's gradient of parameter ``name`` as snnTorch's of the decay it is the logit of:
+    :math:`\partial L/\partial\beta = (\partial L/\partial w) / (\beta (1 - \beta))` (others as they are)."""
+    if name.endswith("logit"):
+        decay = torch.sigmoid(skin.get_parameter(name).detach())
+        return grad / (decay * (1 - decay))
+    return grad
+
+
+# -- the parameters, read back, assigned, carried by state dicts --------------------------------------------
+@pytest.mark.parametrize(
+    "skin, reference",
+    [
+        (lambda: DecoupledLIF(C, **LEAKY), lambda: snn.Leaky(**LEAKY)),
+        (lambda: Synaptic(C, **SYNAPTIC), lambda: snn.Synaptic(**SYNAPTIC)),
+        (
+            lambda: PRF(C, threshold=0.9, learn_threshold=True),
+            lambda: snn.Leaky(0.5, threshold=0.9, learn_threshold=True),
+        ),
+        (
+            lambda: DynamicDecay(C, threshold=0.9, learn_threshold=True),
+            lambda: snn.Leaky(0.5, threshold=0.9, learn_threshold=True),
+        ),
+    ],
+    ids=["DecoupledLIF", "Synaptic", "PRF", "DynamicDecay"],
+)
+def test_a_learned_number_is_one_parameter_as_in_snntorch(skin, reference):
+    """Each learned number is one 0-d parameter, as snnTorch's; read back 0-d with the value given, the threshold
+    being the core's parameter itself (the one an optimizer trains)."""
+    neuron, theirs = skin(), reference()
+    learned = {name: tuple(p.shape) for name, p in neuron.named_parameters() if name in CORE_NAMES.values()}
+    assert learned == {CORE_NAMES[name]: tuple(p.shape) for name, p in theirs.named_parameters()}
+    assert set(learned.values()) == {()}
+    assert neuron.threshold is neuron.core.v_threshold and isinstance(neuron.threshold, nn.Parameter)
+    assert neuron.threshold.item() == pytest.approx(0.9) and "threshold=learned 0.9" in repr(neuron)
+    for name in ("alpha", "beta"):
+        if CORE_NAMES[name] in learned:
+            value = getattr(neuron, name)
+            assert value.shape == getattr(theirs, name).shape == ()
+            assert value.item() == pytest.approx(getattr(theirs, name).item())
+            value.backward()  # the decay read back is the learned parameter's sigmoid, with its gradient
+            assert neuron.get_parameter(CORE_NAMES[name]).grad.item() == pytest.approx(
+                value.item() * (1 - value.item())
+            )
+    out = neuron(torch.rand(3, C) * 2)
+    (out[0].sum() + out[-1].sum()).backward()
+    assert neuron.threshold.grad.shape == ()
+
+
+def test_a_per_neuron_tensor_learns_one_value_per_neuron_as_in_snntorch():
+    """A per-neuron tensor, even of equal entries, is one parameter per neuron, as ``nn.Parameter(tensor)`` is; a
+    tensor of one entry is one value for the layer, read back in its shape (the regression tutorial's readout,
+    ``snn.Leaky(beta=torch.rand(1), learn_beta=True)``)."""
+    beta, threshold = torch.full((C,), 0.8), torch.full((C,), 0.9)
+    per_neuron = DecoupledLIF(beta=beta, threshold=threshold, learn_beta=True, learn_threshold=True)
+    per_neuron(torch.rand(2, C))
+    theirs = snn.Leaky(beta=beta, threshold=threshold, learn_beta=True, learn_threshold=True)
+    assert per_neuron.beta.shape == theirs.beta.shape == (C,) and per_neuron.threshold.shape == (C,)
+    assert {tuple(p.shape) for p in per_neuron.parameters()} == {(C,)}
+    synaptic = Synaptic(C, alpha=torch.full((C,), 0.7), learn_alpha=True, learn_beta=True, beta=0.8)
+    assert synaptic.core.syn_decay_logit.shape == (C,) and synaptic.core.decay_logit.shape == ()
+    one = torch.tensor([0.6])
+    readout = DecoupledLIF(beta=one, learn_beta=True, reset_mechanism="none")
+    assert (
+        readout.core.decay_logit.shape == () and readout.beta.shape == snn.Leaky(beta=one, learn_beta=True).beta.shape
+    )
+    torch.testing.assert_close(readout.beta, one)
+
+
+def test_a_lazy_skin_holds_its_learned_numbers_before_the_first_input():
+    """The shared parameters exist before the channel count is known: an optimizer built then trains them."""
+    neuron = DecoupledLIF(**LEAKY)
+    optimizer = torch.optim.SGD(neuron.parameters(), lr=0.5)
+    before = [p.detach().clone() for p in neuron.parameters()]
+    assert [p.shape for p in before] == [(), ()]
+    outputs = [neuron(x_t) for x_t in torch.rand(3, 4, C) * 2]
+    sum(spk.sum() + mem.sum() for spk, mem in outputs).backward()
+    optimizer.step()
+    assert all(not torch.equal(b, p) for b, p in zip(before, neuron.parameters(), strict=True))
+    assert neuron.core.features == C and neuron.beta.shape == ()
+
+
+@pytest.mark.parametrize("make", [lambda: DecoupledLIF(C, **LEAKY), lambda: Synaptic(C, **SYNAPTIC)])
+def test_assigning_a_number_retunes_the_learned_parameter_in_place_and_a_per_neuron_tensor_is_refused(make):
+    """A number (or a tensor of one value) assigned to a learned number is copied into its parameter, which stays
+    the one an optimizer holds (snnTorch refuses any assignment to a parameter but a new ``nn.Parameter``); a
+    per-neuron tensor of different values, which one value cannot hold, is a ``ValueError`` naming the attribute;
+    the neuron keeps its values."""
+    neuron = make()
+    names = [name for name in ("alpha", "beta", "threshold") if hasattr(type(neuron), name)]
+    parameters = dict(neuron.named_parameters())
+    for i, name in enumerate(names):
+        value = 0.55 + 0.1 * i
+        setattr(neuron, name, value)
+        assert getattr(neuron, name).shape == () and getattr(neuron, name).item() == pytest.approx(value)
+        setattr(neuron, name, torch.tensor([value + 0.05]))
+        assert getattr(neuron, name).item() == pytest.approx(value + 0.05)
+        with pytest.raises(ValueError, match=rf"^{name} is learned as one value for all neurons .*learn_{name}=True"):
+            setattr(neuron, name, torch.linspace(0.3, 0.6, C))
+        assert getattr(neuron, name).item() == pytest.approx(value + 0.05)
+    assert dict(neuron.named_parameters()) == parameters  # the same parameters, trained in place
+    with pytest.raises(ValueError, match="beta must be in"):
+        neuron.beta = 1.5
+
+
+@pytest.mark.parametrize(
+    "skin, reference",
+    [
+        (lambda: DecoupledLIF(C, learn_beta=True, learn_threshold=True), lambda: snn.Leaky(**LEAKY)),
+        (
+            lambda: Synaptic(C, learn_alpha=True, learn_beta=True, learn_threshold=True),
+            lambda: snn.Synaptic(**SYNAPTIC),
+        ),
+    ],
+    ids=["Leaky", "Synaptic"],
+)
+def test_state_dicts_of_learned_numbers_go_to_and_from_snntorch(skin, reference):
+    """``snn.Leaky(beta=0.8, learn_beta=True, learn_threshold=True)``'s state dict (``snn.Synaptic``'s with
+    ``learn_alpha`` too), its values moved from those given, loads into the skin built with learned numbers: its learned
+    values are snnTorch's, 0-d; the skin's state dict carries the learned threshold back to snnTorch's neuron (the
+    decays stay the core's logits). A per-neuron tensor for a learned number is refused, naming it, as snnTorch
+    refuses it."""
+    theirs, ours = reference(), skin()
+    with torch.no_grad():
+        for value in theirs.parameters():
+            value.mul_(0.9)
+    ours.load_state_dict(theirs.state_dict())
+    for name, value in theirs.named_parameters():
+        assert getattr(ours, name).shape == value.shape == ()
+        assert getattr(ours, name).item() == pytest.approx(value.item(), rel=1e-6)
+    assert ours.threshold is ours.core.v_threshold
+    back = reference()
+    back.load_state_dict(ours.state_dict(), strict=False)
+    assert back.threshold.item() == ours.threshold.item() != reference().threshold.item()
+    for name, _ in theirs.named_parameters():
+        per_neuron = torch.linspace(0.5, 0.7, C)
+        with pytest.raises(ValueError, match=rf"^{name} is learned as one value for all neurons"):
+            ours.load_state_dict({**theirs.state_dict(), name: per_neuron})
+        with pytest.raises(RuntimeError, match=rf"size mismatch for {name}"):  # snnTorch's own refusal
+            theirs.load_state_dict({**theirs.state_dict(), name: per_neuron})
