@@ -13,7 +13,20 @@ from torch.nn.utils import parametrize
 
 snn = pytest.importorskip("snntorch")
 import snntorch.backprop  # noqa: E402
+import snntorch.functional as SF  # noqa: E402
+from learner_support import assert_close_dicts, trainer_gradients, wide  # noqa: E402
 from snn_parallel.adapters.snntorch import PRF, DecoupledLIF, DynamicDecay, Synaptic  # noqa: E402
+from test_snntorch_no_reset import _input, _layers, _loss, _multistep_run, _step_run  # noqa: E402
+from test_snntorch_synaptic import _detached_reset_reference  # noqa: E402
+from test_snntorch_synaptic import _input as _synaptic_input  # noqa: E402
+from test_snntorch_synaptic import _layers as _synaptic_layers  # noqa: E402
+from test_snntorch_synaptic import _loss as _synaptic_loss  # noqa: E402
+from test_snntorch_synaptic import _multistep_run as _synaptic_multistep  # noqa: E402
+from test_snntorch_synaptic import _step_run as _synaptic_steps  # noqa: E402
+from test_snntorch_tutorials import _SoftResetLeaky  # noqa: E402
+
+from snn_parallel.learners import BPTTTrainer, HYPRTrainer, StepLoss  # noqa: E402
+from snn_parallel.surrogate import ATan  # noqa: E402
 
 F64 = torch.float64
 C = 6
@@ -189,3 +202,97 @@ def test_state_dicts_of_learned_numbers_go_to_and_from_snntorch(skin, reference)
             ours.load_state_dict({**theirs.state_dict(), name: per_neuron})
         with pytest.raises(RuntimeError, match=rf"size mismatch for {name}"):  # snnTorch's own refusal
             theirs.load_state_dict({**theirs.state_dict(), name: per_neuron})
+
+
+# -- gradients and optimizer steps against snnTorch in float64 ----------------------------------------------
+class _SoftReset(_SoftResetLeaky):
+    """The soft-reset LIF in snnTorch's terms (the reset's spike detached, see ``test_snntorch_tutorials``), from rest
+    when no ``mem`` is passed."""
+
+    def forward(self, input_: torch.Tensor, mem: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        return super().forward(input_, torch.zeros(0) if mem is None else mem)
+
+
+def _same_parameters(reference: nn.Module, ours: nn.Module) -> None:
+    """Give ``ours`` the values of ``reference``'s parameters (a decay's logit to the core's logit), checking that
+    they correspond one to one, in snnTorch's shapes."""
+    mapped = {_skin_name(name): value for name, value in reference.named_parameters()}
+    assert {name: value.shape for name, value in mapped.items()} == {n: p.shape for n, p in ours.named_parameters()}
+    with torch.no_grad():
+        for name, value in mapped.items():
+            ours.get_parameter(name).copy_(value)
+
+
+def _assert_same_grads(reference: nn.Module, ours: nn.Module, skip: tuple[str, ...] = ()) -> None:
+    for name, value in reference.named_parameters():
+        mine = _skin_name(name)
+        if not mine.endswith(skip):
+            torch.testing.assert_close(ours.get_parameter(mine).grad, value.grad, msg=mine)
+
+
+def _train_alike(reference, ours, runs, loss, x, steps: int = 4, skip: tuple[str, ...] = ()) -> list[float]:
+    """``steps`` Adam steps of both networks (``runs``: how each is run on ``x``, ``loss`` of its outputs), the
+    gradients the same at each step (but those ending with ``skip``), and the parameters after each step; returns
+    the losses."""
+    optimizers = [torch.optim.Adam(net.parameters(), lr=0.02) for net in (reference, ours)]
+    losses = []
+    for _ in range(steps):
+        values = []
+        for net, run, optimizer in zip((reference, ours), runs, optimizers, strict=True):
+            optimizer.zero_grad()
+            value = loss(run(net, x))
+            value.backward()
+            values.append(value)
+        torch.testing.assert_close(values[1], values[0])
+        _assert_same_grads(reference, ours, skip)
+        if skip:  # the parameters then part ways: one step shows it
+            return [values[0].item()]
+        for optimizer in optimizers:
+            optimizer.step()
+        for name, value in reference.named_parameters():
+            torch.testing.assert_close(ours.get_parameter(_skin_name(name)), value, msg=name)
+        losses.append(values[0].item())
+    return losses
+
+
+def _float64(**values: float) -> dict[str, torch.Tensor]:
+    """Float64 tensors of ``values``, new ones at each call (snnTorch's ``nn.Parameter(tensor)`` shares the tensor
+    given: neurons built from one tensor would train one value)."""
+    return {name: torch.tensor(value, dtype=F64) for name, value in values.items()}
+
+
+@pytest.mark.parametrize("run", [_step_run, _multistep_run], ids=["forward", "multistep"])
+def test_without_a_reset_gradients_and_optimizer_steps_are_snn_leakys(run):
+    """``snn.Leaky(beta=0.8, learn_beta=True, threshold=0.9, learn_threshold=True, reset_mechanism="none")`` and the
+    skin: the same parameters in shape, and over Adam steps the same losses, gradients (the weights', the shared
+    ``beta``'s and threshold's) and parameters, snnTorch's ``beta`` parametrized as the core's :math:`\\sigma(w)`.
+    (``test_snntorch_no_reset`` compares the plain ``beta``'s gradient through the chain rule.)"""
+    learned = {"learn_beta": True, "learn_threshold": True, "reset_mechanism": "none"}
+    reference = _layers(lambda n: _as_logits(snn.Leaky(**_float64(beta=0.8, threshold=0.9), **learned)))
+    ours = _layers(lambda n: DecoupledLIF(n, **LEAKY, reset_mechanism="none"))
+    _same_parameters(reference, ours)
+    x = _input()
+    for spk, _ in _step_run(reference, x):
+        assert 0.05 < spk.mean() < 0.95
+    losses = _train_alike(reference, ours, (_step_run, run), _loss, x)
+    assert losses[-1] < losses[0]
+    assert ours[1].beta.shape == ours[1].threshold.shape == ()
+
+
+@pytest.mark.parametrize("run", [_step_run, _multistep_run], ids=["forward", "multistep"])
+def test_with_a_reset_the_weights_and_threshold_learn_as_the_soft_reset_leaky(run):
+    """With a reset the skin's gradient is the soft-reset LIF's, the reset's spike detached (``_SoftResetLeaky``:
+    ``snn.Leaky``'s own state function, firing and threshold): step by step every gradient is its own, over Adam
+    steps; through ``multistep`` the weights' and the shared threshold's are, ``beta``'s flowing through the
+    reset-free membrane only (documented). snnTorch's ``atan()`` is ours here, in float64 (its own gives float32
+    spikes)."""
+    learned = {"learn_beta": True, "learn_threshold": True, "spike_grad": ATan(2.0, inclusive=False)}  # float64 spikes
+    reference = _layers(lambda n: _as_logits(_SoftReset(**_float64(beta=0.8, threshold=0.9), **learned)))
+    ours = _layers(lambda n: DecoupledLIF(n, **{**LEAKY, **learned}))
+    _same_parameters(reference, ours)
+    x = _input()
+    for spk, _ in _step_run(reference, x):
+        assert 0.05 < spk.mean() < 0.95
+    skip = ("decay_logit",) if run is _multistep_run else ()
+    losses = _train_alike(reference, ours, (_step_run, run), _loss, x, skip=skip)
+    assert skip or losses[-1] < losses[0]
