@@ -1,10 +1,13 @@
 """A learned scalar on the snnTorch skins is snnTorch's: ``learn_beta``, ``learn_alpha`` and ``learn_threshold`` with
-one number learn one value for the layer (a 0-d parameter, the core's ``"shared"``), as ``snn.Leaky`` and ``snn.Synaptic``
-learn ``nn.Parameter(value)``; a per-neuron tensor learns one per neuron. Against snnTorch in float64: the parameters'
-shapes, the values read back, assigned and carried by state dicts, the gradients and optimizer steps (snnTorch's decay
-parametrized as the sigmoid the cores learn it by), ``backprop.BPTT`` and the learners' trainers."""
+one number learn one value for the layer (a 0-d parameter, the core's ``"shared"``), as ``snn.Leaky`` and
+``snn.Synaptic`` learn ``nn.Parameter(value)``; a per-neuron tensor learns one per neuron. Against snnTorch in float64:
+the parameters' shapes, the values read back, assigned and carried by state dicts, the gradients and optimizer steps
+(snnTorch's decay parametrized as the sigmoid the cores learn it by), ``backprop.BPTT`` and the learners' trainers."""
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 import torch
@@ -14,7 +17,8 @@ from torch.nn.utils import parametrize
 snn = pytest.importorskip("snntorch")
 import snntorch.backprop  # noqa: E402
 import snntorch.functional as SF  # noqa: E402
-from learner_support import assert_close_dicts, trainer_gradients, wide  # noqa: E402
+import snntorch.utils  # noqa: E402
+from learner_support import assert_close_dicts, digits_like, trainer_gradients, wide  # noqa: E402
 from snn_parallel.adapters.snntorch import PRF, DecoupledLIF, DynamicDecay, Synaptic  # noqa: E402
 from test_snntorch_no_reset import _input, _layers, _loss, _multistep_run, _step_run  # noqa: E402
 from test_snntorch_synaptic import _detached_reset_reference  # noqa: E402
@@ -206,11 +210,12 @@ def test_state_dicts_of_learned_numbers_go_to_and_from_snntorch(skin, reference)
 
 # -- gradients and optimizer steps against snnTorch in float64 ----------------------------------------------
 class _SoftReset(_SoftResetLeaky):
-    """The soft-reset LIF in snnTorch's terms (the reset's spike detached, see ``test_snntorch_tutorials``), from rest
-    when no ``mem`` is passed."""
+    """The soft-reset LIF in snnTorch's terms (the reset's spike detached, see ``test_snntorch_tutorials``), called as
+    ``snn.Leaky`` is (its ``mem`` by default, the spikes alone with ``init_hidden`` without ``output``)."""
 
-    def forward(self, input_: torch.Tensor, mem: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        return super().forward(input_, torch.zeros(0) if mem is None else mem)
+    def forward(self, input_: torch.Tensor, mem: torch.Tensor | None = None) -> Any:
+        spk, mem = super().forward(input_, self.mem if mem is None else mem)
+        return spk if self.init_hidden and not self.output else (spk, mem)
 
 
 def _same_parameters(reference: nn.Module, ours: nn.Module) -> None:
@@ -296,3 +301,101 @@ def test_with_a_reset_the_weights_and_threshold_learn_as_the_soft_reset_leaky(ru
     skip = ("decay_logit",) if run is _multistep_run else ()
     losses = _train_alike(reference, ours, (_step_run, run), _loss, x, skip=skip)
     assert skip or losses[-1] < losses[0]
+
+
+@pytest.mark.parametrize("run", [_synaptic_steps, _synaptic_multistep], ids=["forward", "multistep"])
+def test_synaptic_learned_numbers_train_as_snn_synaptics(run):
+    """``snn.Synaptic(alpha=0.7, beta=0.8, threshold=0.9)`` with all three learned: without a reset the skin's
+    gradients and Adam steps are snnTorch's (its decays parametrized as the core's sigmoids); with a reset the
+    gradients are those of the second-order LIF with the reset's spike detached, :math:`\\beta`'s through the membrane
+    after the reset step by step (snnTorch's form) and through the reset-free membrane in ``multistep``."""
+    learned = {
+        "learn_alpha": True,
+        "learn_beta": True,
+        "learn_threshold": True,
+        "spike_grad": ATan(2.0, inclusive=False),
+    }
+    reference = _synaptic_layers(
+        lambda n: _as_logits(
+            snn.Synaptic(**_float64(alpha=0.7, beta=0.8, threshold=0.9), **learned, reset_mechanism="none")
+        )
+    )
+    ours = _synaptic_layers(lambda n: Synaptic(n, **{**SYNAPTIC, **learned}, reset_mechanism="none"))
+    _same_parameters(reference, ours)
+    x = _synaptic_input()
+    assert all(spk.sum() > 20 for spk, _, _ in _synaptic_steps(reference, x))
+    losses = _train_alike(reference, ours, (_synaptic_steps, run), _synaptic_loss, x)
+    assert losses[-1] < losses[0]
+    resetting = _synaptic_layers(lambda n: Synaptic(n, **{**SYNAPTIC, **learned}))
+    params = list(resetting.parameters())
+    assert {p.shape for p in params if p.dim() < 2} >= {torch.Size([])}
+    got = torch.autograd.grad(_synaptic_loss(run(resetting, x)), params)
+    reference = _detached_reset_reference(resetting, x, beta_through_reset=run is _synaptic_steps)
+    assert reference[0][0].sum() > 20
+    for g, e in zip(got, torch.autograd.grad(_synaptic_loss(reference), params), strict=True):
+        torch.testing.assert_close(g, e)
+
+
+# -- snnTorch's backprop and the learners' trainers ---------------------------------------------------------
+def _leaky_pair(reset: str, readout: bool) -> tuple[nn.Module, nn.Module]:
+    """``fc -> neuron -> fc`` (``-> neuron`` with ``readout``, returning its membrane too) of ``init_hidden`` neurons,
+    ``snn.Leaky`` (the soft-reset one with a reset) with its ``beta`` as the core's logit, and the skin, both learning
+    ``beta`` and ``threshold`` as one number each, from the same values."""
+    learned = {
+        "learn_beta": True,
+        "learn_threshold": True,
+        "spike_grad": ATan(2.0, inclusive=False),
+        "init_hidden": True,
+    }
+    theirs = snn.Leaky if reset == "none" else _SoftReset
+
+    def model(make: Callable[..., nn.Module]) -> nn.Module:
+        torch.manual_seed(0)
+        return nn.Sequential(
+            wide(nn.Linear(4, C)), make(), nn.Linear(C, 3), *([make(output=True)] if readout else [])
+        ).double()
+
+    reference = model(
+        lambda **k: _as_logits(theirs(**_float64(beta=0.8, threshold=0.9), reset_mechanism=reset, **learned, **k))
+    )
+    ours = model(lambda **k: DecoupledLIF(**{**LEAKY, **learned, **k}, reset_mechanism=reset))  # lazy
+    _same_parameters(reference, ours)
+    return reference, ours
+
+
+def test_snntorch_backprop_bptt_trains_the_learned_numbers_as_snn_leakys():
+    """``snntorch.backprop.BPTT`` (an ``init_hidden`` network, time-static input, ``ce_rate_loss``) over three batches:
+    the same losses and parameters as with ``snn.Leaky``, whose ``beta`` and ``threshold`` are learned as one value
+    each."""
+    nets = _leaky_pair("none", readout=True)
+    gen = torch.Generator().manual_seed(2)
+    loader = [(torch.rand(16, 4, generator=gen, dtype=F64) * 2, torch.arange(16) % 3) for _ in range(3)]
+    losses = []
+    for net in nets:
+        optimizer = torch.optim.Adam(net.parameters(), lr=0.02)
+        losses.append(snntorch.backprop.BPTT(net, loader, optimizer, SF.ce_rate_loss(), num_steps=8, time_var=False))
+    torch.testing.assert_close(torch.as_tensor(losses[1]), torch.as_tensor(losses[0]))
+    reference, ours = nets
+    for name, value in reference.named_parameters():
+        torch.testing.assert_close(ours.get_parameter(_skin_name(name)), value, msg=name)
+    assert ours[1].core.decay_logit.shape == () and ours[1].beta.item() != pytest.approx(0.8)
+
+
+@pytest.mark.parametrize("reset", ["none", "subtract"])
+@pytest.mark.parametrize("trainer, options", [(BPTTTrainer, {}), (HYPRTrainer, {"chunk": 4})], ids=["BPTT", "HYPR"])
+def test_the_trainers_give_the_learned_numbers_snntorchs_gradients(trainer, options, reset):
+    """The learners' ``BPTTTrainer`` and ``HYPRTrainer`` (which takes the 0-d parameters) on the skin give the
+    gradients of the ``snn.Leaky`` network stepped by hand: all of them without a reset; with one (the soft-reset
+    Leaky), the weights' and the threshold's (``beta``'s flows through the reset-free membrane in the trainers'
+    parallel runs, as in ``multistep``)."""
+    reference, ours = _leaky_pair(reset, readout=False)
+    x, y = digits_like(steps=10)
+    snntorch.utils.reset(reference)
+    outputs = [reference(x_t) for x_t in x.unbind(0)]
+    StepLoss("ce", "all").sequence_loss(torch.stack(outputs), y).backward()
+    got = trainer_gradients(trainer, ours, x, y, **options)
+    expected = {_skin_name(name): value.grad for name, value in reference.named_parameters()}
+    if reset != "none":
+        del expected["1.core.decay_logit"], got["1.core.decay_logit"]
+    assert expected["1.core.v_threshold"].abs() > 0
+    assert_close_dicts(got, expected)

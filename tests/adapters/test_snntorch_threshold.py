@@ -76,7 +76,7 @@ def test_state_dicts_go_to_and_from_snn_leaky_with_a_learned_threshold():
     back = snn.Leaky(beta=0.8, threshold=torch.zeros(CHANNELS), learn_threshold=True)
     back.load_state_dict(ours.state_dict(), strict=False)
     assert torch.equal(back.threshold, ours.threshold)
-    copy = DecoupledLIF(beta=0.5, threshold=torch.ones(CHANNELS), learn_threshold=True)  # lazy: built from the loaded shapes
+    copy = DecoupledLIF(beta=0.5, threshold=torch.ones(CHANNELS), learn_threshold=True)  # lazy, per neuron
     copy.load_state_dict(ours.state_dict())
     assert torch.equal(copy.threshold, ours.threshold) and copy.threshold is copy.core.v_threshold
     shared = snn.Leaky(beta=0.8, threshold=0.9, learn_threshold=True)  # one learned value: every channel's
