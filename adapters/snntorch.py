@@ -71,19 +71,23 @@ and it trains with the surrogate unless ``gradient="tsslbp"``.
 **Parameters.** ``threshold`` is one value for all neurons: a number, or a tensor whose entries
 are equal (snnTorch's per-neuron ``torch.ones(C)``), kept in snnTorch's buffer in its shape.
 ``DecoupledLIF`` and ``PRF`` also take one per channel, a ``[C]`` tensor of different values (or
-``[C, 1, ...]`` over feature maps, as ``snn.Leaky`` broadcasts it), and learn it with
-``learn_threshold=True``: ``neuron.threshold`` is then the core's own ``v_threshold`` ``[C]``, the
-``nn.Parameter`` an optimizer trains (a buffer unless learned), one tensor that nothing has to keep in
-step. Where ``snn.Leaky(learn_threshold=True)`` given a number learns one threshold shared by all its
-neurons, these learn one per channel, starting from that number. The threshold's gradient is
+``[C, 1, ...]`` over feature maps, as ``snn.Leaky`` broadcasts it). ``learn_threshold=True`` learns it as
+``snn.Leaky`` does: from a number (or a tensor of one entry) one threshold for the layer, a 0-d parameter (the
+core's ``learn_threshold="shared"``), from a per-neuron tensor one per channel, ``[C]``. ``neuron.threshold`` is
+then the core's own ``v_threshold``, the ``nn.Parameter`` an optimizer trains (a per-channel one unlearned is a
+buffer), one tensor that nothing has to keep in step. The threshold's gradient is
 ``snn.Leaky``'s: through the spike's argument and through the reset, which subtracts
 :math:`V_{th}\,\mathrm{sg}(s_t)`. The other skins refuse a per-neuron or learned threshold, saying so.
 ``DecoupledLIF``'s ``beta`` may be per channel, as ``snn.Leaky``'s; equal values are one value,
-read back in their shape. Assigning ``neuron.threshold`` (or ``DecoupledLIF.beta``) retunes the
-core, as ``snn.Leaky`` reads them at every step (a per-channel threshold is copied in place, so an
-optimizer keeps training it); ``graded_spikes_factor`` may be per neuron. A ``snn.Leaky`` state dict's
-``threshold`` loads into the core (one value standing for every channel of a per-channel one) and the
-skin's state dict carries ``threshold`` back to ``snn.Leaky``.
+read back in their shape. ``learn_beta=True`` (and ``Synaptic``'s ``learn_alpha``) learns it as ``snn.Leaky``
+does too: from a number one decay for the layer (the core's 0-d ``decay_logit``, :math:`\beta = \sigma(w)`,
+read back 0-d), from a per-neuron tensor one per channel. Assigning ``neuron.threshold`` (or
+``DecoupledLIF.beta``) retunes the core, as ``snn.Leaky`` reads them at every step (a learned or per-channel
+value is copied in place, so an optimizer keeps training it; different values for one learned as one value
+are refused, a ``ValueError`` naming it); ``graded_spikes_factor`` may be per neuron. A ``snn.Leaky`` state
+dict's ``threshold`` loads into the core (one value standing for every channel of a per-channel one), its
+learned ``beta`` and ``threshold`` into the skin's (a per-neuron one into one learned as one value is refused,
+as ``snn.Leaky`` refuses it), and the skin's state dict carries ``threshold`` back to ``snn.Leaky``.
 ``reset_mechanism`` is fixed at construction, and a state dict with another one is refused.
 
 **State and** ``mem``. The core state (a ``NamedTuple``) lives in non-persistent buffers
@@ -118,8 +122,8 @@ snnTorch's reset utilities reset the whole state. ``snn.Leaky.detach_hidden()``,
 detached with it before the next step, so ``backprop.TBPTT`` and ``backprop.BPTT`` work
 with every skin. ``DynamicDecay.detach_hidden()`` etc. detach every field at once.
 
-**beta and NIR.** ``DecoupledLIF.beta`` is its decay in ``(0, 1]`` (a scalar, or per channel with
-``learn_beta``; 1 is no leak, the integrate-and-fire neuron, and cannot be learned: the core learns
+**beta and NIR.** ``DecoupledLIF.beta`` is its decay in ``(0, 1]`` (a scalar, learned or not, or per
+channel; 1 is no leak, the integrate-and-fire neuron, and cannot be learned: the core learns
 :math:`\sigma(w)`), which snnTorch's NIR export writes as the LIF time constant (``inf`` for 1) with
 the threshold and ``v_reset = 0``, as it writes every ``snn.Leaky`` whatever its ``reset_mechanism``
 (NIR's LIF resets to ``v_reset``: it has neither a subtractive reset nor none), so the skin is exported
@@ -505,8 +509,8 @@ class _CoreSkin:
 
     def __setattr__(self, name: str, value: Any) -> None:
         """``neuron.threshold = tensor`` (snnTorch's buffer, which ``snn.Leaky`` reads at every
-        step) gives the core the new threshold too; where the core's threshold is per channel, the values
-        are copied into it (a learned one stays the parameter its optimizer holds)."""
+        step) gives the core the new threshold too; where the core's threshold is a tensor (per channel, or learned
+        as one value), the values are copied into it (a learned one stays the parameter its optimizer holds)."""
         if name == "threshold" and "core" in self._modules:
             if "threshold" not in self._buffers:  # a number or a tensor: the core's tensor is kept
                 self._retune_channels(value)
@@ -520,9 +524,10 @@ class _CoreSkin:
 
     @property
     def threshold(self) -> torch.Tensor:
-        """snnTorch's ``threshold``: its buffer, in the shape given, where the core has one value; the core's
-        per-channel ``v_threshold`` itself where it has one per channel, the ``nn.Parameter`` that an optimizer
-        trains with ``learn_threshold=True`` (one tensor: nothing to keep in step)."""
+        """snnTorch's ``threshold``: its buffer, in the shape given, where the core has one constant value; the core's
+        ``v_threshold`` itself where it has one per channel or learns it (0-d from a number, as ``snn.Leaky``'s), the
+        ``nn.Parameter`` that an optimizer trains with ``learn_threshold=True`` (one tensor: nothing to keep in
+        step)."""
         buffers = self._buffers
         return buffers["threshold"] if "threshold" in buffers else self.core.v_threshold
 
@@ -940,8 +945,9 @@ class DynamicDecay(LeakyAdapter):
         spike_grad: snnTorch surrogate (binary mode).
         kernel_size, tau, init_decay, spike_mode, levels: as in the core neuron; the decay is
             always learned (the convolution), so there is no ``beta``/``learn_beta``.
-        learn_threshold: learn a per-channel threshold (binary mode; the core's ``v_threshold``
-            ``[C]``, which ``neuron.threshold`` is), initialised from ``threshold``.
+        learn_threshold: learn the threshold (binary mode; the core's ``v_threshold``, which
+            ``neuron.threshold`` is), initialised from ``threshold``: one for the layer (0-d) from a number, one
+            per channel from a per-neuron tensor, as ``snn.Leaky``.
         reset_mechanism: ``"none"`` only (the DSN has no reset).
         **leaky_options: snnTorch's remaining ``Leaky`` options, at supported values.
     """
@@ -999,8 +1005,9 @@ class PRF(LeakyAdapter):
             paper's and SpikingJelly's threshold is 1.0. One per channel: a ``[C]`` tensor.
         spike_grad: snnTorch surrogate.
         tau, dt_range, fr_scale, mode: as in the core neuron.
-        learn_threshold: learn a per-channel threshold (the core's ``v_threshold`` ``[C]``, which
-            ``neuron.threshold`` is), initialised from ``threshold``.
+        learn_threshold: learn the threshold (the core's ``v_threshold``, which ``neuron.threshold`` is),
+            initialised from ``threshold``: one for the layer (0-d) from a number, one per channel from a
+            per-neuron tensor, as ``snn.Leaky``.
         learn_beta: learn the decay rate :math:`1/\\tau` (core ``learn_decay``); the decay itself
             is complex, so there is no ``beta``.
         reset_mechanism: ``"none"`` (the paper's PRF, default) or ``"subtract"`` (core
@@ -1067,14 +1074,15 @@ class DecoupledLIF(LeakyAdapter):
         threshold: :math:`V_{th}`: a number, or one per channel (a ``[C]`` tensor, as ``snn.Leaky``'s
             per-neuron ``threshold``).
         spike_grad: snnTorch surrogate.
-        learn_beta: learn a per-channel decay :math:`\beta = \sigma(w)` (core ``learn_decay``; refused with
+        learn_beta: learn the decay :math:`\beta = \sigma(w)` (core ``learn_decay``), as ``snn.Leaky``: one for
+            the layer (a 0-d ``decay_logit``) from a number, one per channel from a per-neuron tensor (refused with
             ``beta=1.0``, which a sigmoid cannot reach nor leave); its gradient flows through the
             reset-free membrane only (the core's reset is detached, its bias decaying with
             ``beta`` detached), where ``snn.Leaky``'s also flows through the resets subtracted. Without a
             reset it is ``snn.Leaky``'s.
-        learn_threshold: learn a per-channel threshold (the core's ``v_threshold`` ``[C]``, which
-            ``neuron.threshold`` is), initialised from ``threshold``; its gradient is
-            ``snn.Leaky(learn_threshold=True)``'s.
+        learn_threshold: learn the threshold (the core's ``v_threshold``, which ``neuron.threshold`` is),
+            initialised from ``threshold``: one for the layer (0-d) from a number, one per channel from a
+            per-neuron tensor, as ``snn.Leaky``; its gradient is ``snn.Leaky(learn_threshold=True)``'s.
         mem: the ``mem`` that ``forward`` and ``multistep`` return and ``self.mem`` holds:
             ``"leaky"`` (default) the membrane after the step's reset,
             :math:`u_t - V_{th} s_t`, as ``snn.Leaky(reset_delay=False)`` returns it (a loss on
@@ -1135,8 +1143,9 @@ class DecoupledLIF(LeakyAdapter):
 
     beta = _decay_property(
         "beta",
-        r"""The decay :math:`\beta`: in the shape of the ``beta`` given (0-dim for a number), ``[C]`` with
-        ``learn_beta`` or after loading different values per channel; assigning it retunes the core.""",
+        r"""The decay :math:`\beta`: in the shape of the ``beta`` given (0-dim for a number, learned or not), ``[C]``
+        learned from a per-neuron tensor or after loading different values per channel; assigning it retunes the
+        core.""",
     )
 
     def _keep(
@@ -1303,11 +1312,13 @@ class Synaptic(_CoreSkin, snntorch.Synaptic):
             leak), per channel likewise.
         threshold: :math:`V_{th}`: a number, or one per channel (a ``[C]`` tensor).
         spike_grad: snnTorch surrogate (default ``snntorch.surrogate.atan()``, as ``snn.Synaptic``'s).
-        learn_alpha, learn_beta: learn a per-channel decay (the core's ``learn_syn_decay``, ``learn_decay``), a
-            sigmoid of a logit where ``snn.Synaptic`` learns the decay itself, clamped to ``[0, 1]``
+        learn_alpha, learn_beta: learn the decay (the core's ``learn_syn_decay``, ``learn_decay``), as
+            ``snn.Synaptic``: one for the layer (a 0-d logit) from a number, one per channel from a per-neuron
+            tensor; a sigmoid of a logit where ``snn.Synaptic`` learns the decay itself, clamped to ``[0, 1]``
             (``learn_beta`` is refused with ``beta=1.0``, which a sigmoid cannot reach nor leave).
-        learn_threshold: learn a per-channel threshold (the core's ``v_threshold`` ``[C]``, which
-            ``neuron.threshold`` is), initialised from ``threshold``.
+        learn_threshold: learn the threshold (the core's ``v_threshold``, which ``neuron.threshold`` is),
+            initialised from ``threshold``: one for the layer (0-d) from a number, one per channel from a
+            per-neuron tensor.
         init_hidden, output: snnTorch's.
         reset_mechanism: ``"subtract"`` (default) or ``"none"`` (no reset, the core's ``reset=False``);
             ``"zero"`` is refused (see below).
@@ -1405,8 +1416,9 @@ class Synaptic(_CoreSkin, snntorch.Synaptic):
 
     alpha = _decay_property(
         "alpha",
-        r"""The synaptic decay :math:`\alpha`: in the shape of the ``alpha`` given (0-dim for a number), ``[C]`` with
-        ``learn_alpha`` or after loading different values per channel; assigning it retunes the core.""",
+        r"""The synaptic decay :math:`\alpha`: in the shape of the ``alpha`` given (0-dim for a number, learned or
+        not), ``[C]`` learned from a per-neuron tensor or after loading different values per channel; assigning it
+        retunes the core.""",
     )
     beta = _decay_property("beta", r"""The membrane decay :math:`\beta`, as :attr:`alpha`.""")
 
