@@ -71,19 +71,23 @@ and it trains with the surrogate unless ``gradient="tsslbp"``.
 **Parameters.** ``threshold`` is one value for all neurons: a number, or a tensor whose entries
 are equal (snnTorch's per-neuron ``torch.ones(C)``), kept in snnTorch's buffer in its shape.
 ``DecoupledLIF`` and ``PRF`` also take one per channel, a ``[C]`` tensor of different values (or
-``[C, 1, ...]`` over feature maps, as ``snn.Leaky`` broadcasts it), and learn it with
-``learn_threshold=True``: ``neuron.threshold`` is then the core's own ``v_threshold`` ``[C]``, the
-``nn.Parameter`` an optimizer trains (a buffer unless learned), one tensor that nothing has to keep in
-step. Where ``snn.Leaky(learn_threshold=True)`` given a number learns one threshold shared by all its
-neurons, these learn one per channel, starting from that number. The threshold's gradient is
+``[C, 1, ...]`` over feature maps, as ``snn.Leaky`` broadcasts it). ``learn_threshold=True`` learns it as
+``snn.Leaky`` does: from a number (or a tensor of one entry) one threshold for the layer, a 0-d parameter (the
+core's ``learn_threshold="shared"``), from a per-neuron tensor one per channel, ``[C]``. ``neuron.threshold`` is
+then the core's own ``v_threshold``, the ``nn.Parameter`` an optimizer trains (a per-channel one unlearned is a
+buffer), one tensor that nothing has to keep in step. The threshold's gradient is
 ``snn.Leaky``'s: through the spike's argument and through the reset, which subtracts
 :math:`V_{th}\,\mathrm{sg}(s_t)`. The other skins refuse a per-neuron or learned threshold, saying so.
 ``DecoupledLIF``'s ``beta`` may be per channel, as ``snn.Leaky``'s; equal values are one value,
-read back in their shape. Assigning ``neuron.threshold`` (or ``DecoupledLIF.beta``) retunes the
-core, as ``snn.Leaky`` reads them at every step (a per-channel threshold is copied in place, so an
-optimizer keeps training it); ``graded_spikes_factor`` may be per neuron. A ``snn.Leaky`` state dict's
-``threshold`` loads into the core (one value standing for every channel of a per-channel one) and the
-skin's state dict carries ``threshold`` back to ``snn.Leaky``.
+read back in their shape. ``learn_beta=True`` (and ``Synaptic``'s ``learn_alpha``) learns it as ``snn.Leaky``
+does too: from a number one decay for the layer (the core's 0-d ``decay_logit``, :math:`\beta = \sigma(w)`,
+read back 0-d), from a per-neuron tensor one per channel. Assigning ``neuron.threshold`` (or
+``DecoupledLIF.beta``) retunes the core, as ``snn.Leaky`` reads them at every step (a learned or per-channel
+value is copied in place, so an optimizer keeps training it; different values for one learned as one value
+are refused, a ``ValueError`` naming it); ``graded_spikes_factor`` may be per neuron. A ``snn.Leaky`` state
+dict's ``threshold`` loads into the core (one value standing for every channel of a per-channel one), its
+learned ``beta`` and ``threshold`` into the skin's (a per-neuron one into one learned as one value is refused,
+as ``snn.Leaky`` refuses it), and the skin's state dict carries ``threshold`` back to ``snn.Leaky``.
 ``reset_mechanism`` is fixed at construction, and a state dict with another one is refused.
 
 **State and** ``mem``. The core state (a ``NamedTuple``) lives in non-persistent buffers
@@ -118,8 +122,8 @@ snnTorch's reset utilities reset the whole state. ``snn.Leaky.detach_hidden()``,
 detached with it before the next step, so ``backprop.TBPTT`` and ``backprop.BPTT`` work
 with every skin. ``DynamicDecay.detach_hidden()`` etc. detach every field at once.
 
-**beta and NIR.** ``DecoupledLIF.beta`` is its decay in ``(0, 1]`` (a scalar, or per channel with
-``learn_beta``; 1 is no leak, the integrate-and-fire neuron, and cannot be learned: the core learns
+**beta and NIR.** ``DecoupledLIF.beta`` is its decay in ``(0, 1]`` (a scalar, learned or not, or per
+channel; 1 is no leak, the integrate-and-fire neuron, and cannot be learned: the core learns
 :math:`\sigma(w)`), which snnTorch's NIR export writes as the LIF time constant (``inf`` for 1) with
 the threshold and ``v_reset = 0``, as it writes every ``snn.Leaky`` whatever its ``reset_mechanism``
 (NIR's LIF resets to ``v_reset``: it has neither a subtractive reset nor none), so the skin is exported
@@ -186,7 +190,8 @@ _UNEXPRESSED = {
     "inhibition": "the core neuron has no lateral inhibition (the option lets only the neuron with the largest "
     "membrane of each sample fire at each step)",
     "learn_threshold": "the core neuron's threshold is a constant, not a parameter (assigning neuron.threshold "
-    "retunes it, but it is not trained); DecoupledLIF, PRF and DynamicDecay learn theirs, one per channel",
+    "retunes it, but it is not trained); DecoupledLIF, PRF and DynamicDecay learn theirs, as snn.Leaky (one value "
+    "from a number, one per channel from a per-neuron tensor)",
     "state_quant": "the core neuron's state is not quantised at each step (the option rounds mem after every update, "
     "which would change its dynamics)",
 }
@@ -246,6 +251,16 @@ def _channel_threshold(value: object) -> float | torch.Tensor:
     return _scalar(value, "threshold")
 
 
+def _learned(value: object, learn: object, name: str) -> bool | str:
+    """How the core learns what snnTorch learns as ``nn.Parameter(value)`` where ``learn`` (``learn_<...>``, named
+    ``name``) is set: a number or a tensor of one entry is one value for every neuron (``"shared"``, the core's 0-d
+    parameter), a per-neuron tensor one value per channel (``True``, even with equal entries); ``False``: not
+    learned."""
+    if not check_bool(learn, name):
+        return False
+    return True if isinstance(value, torch.Tensor) and value.numel() > 1 else "shared"
+
+
 def _check_factor(value: object) -> None:
     """``graded_spikes_factor``: a finite number, or a tensor of finite values (per neuron, as
     ``snn.Leaky`` takes it: the spikes are multiplied by it)."""
@@ -264,8 +279,9 @@ class _Decay:
     """A skin's constant decay as snnTorch reads and writes it (``beta``; ``Synaptic``'s ``alpha`` too): one value in
     ``(0, 1)`` (``(0, 1]`` with ``no_leak``), read back in the shape it was given, or one per channel (snnTorch's
     per-neuron tensor). The core holds it as its time constant ``tau`` (:math:`1/(1-d)`, ``inf`` for 1) and its
-    per-channel logit ``logit``, a parameter where its flag ``learn`` is set (``learned``: the skin's ``learn_<name>``
-    given, checked against a decay of 1); its property ``read`` is the per-channel decay."""
+    per-channel logit ``logit``, a parameter where its flag ``learn`` is set (``learned``: that flag, from
+    :func:`_learned`, checked against a decay of 1), a 0-d one where it is ``"shared"`` (snnTorch's learned scalar);
+    its property ``read`` is the per-channel decay."""
 
     def __init__(
         self,
@@ -276,7 +292,7 @@ class _Decay:
         logit: str,
         learn: str,
         read: str,
-        learned: bool,
+        learned: bool | str,
         no_leak: bool = False,
     ) -> None:
         self.name, self.tau, self.logit, self.learn, self.read_attr = name, tau, logit, learn, read
@@ -294,7 +310,7 @@ class _Decay:
         self.shape = value.shape if isinstance(value, torch.Tensor) else torch.Size()
         self.per_channel = False  # different values per channel, which the core's tau cannot hold
 
-    def _check(self, values: torch.Tensor, learned: bool, owner: str) -> None:
+    def _check(self, values: torch.Tensor, learned: bool | str, owner: str) -> None:
         r"""Refuse decays (float64 ``values``, non-empty) outside ``(0, 1)`` (``(0, 1]`` where :attr:`no_leak`), and
         a decay of 1 that is to be learned (the core learns :math:`\sigma(w)`, which 1 pins at :math:`w = \infty`)."""
         shown = values.item() if values.numel() == 1 else values.tolist()
@@ -312,21 +328,33 @@ class _Decay:
             )
 
     def read(self, core: neurons.Neuron) -> torch.Tensor:
-        """The decay: in the shape given (0-dim for a number), ``[C]`` where learned or loaded per channel."""
-        if getattr(core, self.learn) or self.per_channel:
+        """The decay: in the shape given (0-dim for a number), ``[C]`` where learned or loaded per channel; one learned
+        value (snnTorch's scalar parameter) in the shape given too."""
+        learn = getattr(core, self.learn)
+        if learn == "shared":
+            return torch.sigmoid(getattr(core, self.logit)).expand(self.shape)
+        if learn or self.per_channel:
             return getattr(core, self.read_attr)
         logit = getattr(core, self.logit)
         return torch.full(self.shape, 1 - 1 / getattr(core, self.tau), device=logit.device, dtype=logit.dtype)
 
     def load(self, value: object, state_dict: dict[str, Any], key: str, core: neurons.Neuron, owner: str) -> None:
         """Put ``value`` in ``state_dict`` as the core's decay under ``key``; one value (or equal values) also sets
-        the core's time constant, from which :meth:`read` reads it back."""
+        the core's time constant, from which :meth:`read` reads it back. A decay learned as one value takes one value
+        only (``snn.Leaky`` refuses a per-neuron one for its scalar parameter too)."""
         value = torch.as_tensor(value).detach().to("cpu", torch.float64)
         if value.numel() == 0:
             raise ValueError(f"{self.name} must hold one value, or one per channel, got an empty tensor")
-        self._check(value, getattr(core, self.learn), f" ({owner}'s decay)")
+        learn = getattr(core, self.learn)
+        self._check(value, learn, f" ({owner}'s decay)")
         flat = value.reshape(-1)
         per_channel = not _one_value(flat)
+        if per_channel and learn == "shared":
+            raise ValueError(
+                f"{self.name} is learned as one value for all neurons ({owner} built with learn_{self.name}=True and "
+                f"one {self.name}, as snnTorch learns a scalar), got {flat.numel()} different values; build {owner} "
+                f"with a per-neuron {self.name} tensor to learn one per neuron"
+            )
         features = core.features if core.features is not None else flat.numel()
         if per_channel and flat.numel() != features:
             raise ValueError(f"{self.name} has {flat.numel()} values for {features} features")
@@ -334,6 +362,9 @@ class _Decay:
         if not per_channel:
             flat = flat[:1]
             setattr(core, self.tau, _tau(float(flat[0])))
+            if learn == "shared":
+                state_dict[key] = torch.logit(flat[0])
+                return
             if core.features is None:  # the lazy core builds its decay from tau at the first input
                 state_dict[key] = getattr(core, self.logit)
                 return
@@ -348,12 +379,13 @@ class _Decay:
             setattr(core, self.tau, _tau(float(torch.sigmoid(flat[0].double()))))
 
     def describe(self, core: neurons.Neuron) -> str:
-        return (
-            "per channel" if getattr(core, self.learn) or self.per_channel else f"{1 - 1 / getattr(core, self.tau):g}"
-        )
+        learn = getattr(core, self.learn)
+        if learn == "shared":
+            return f"learned {torch.sigmoid(getattr(core, self.logit)).item():g}"
+        return "per channel" if learn or self.per_channel else f"{1 - 1 / getattr(core, self.tau):g}"
 
 
-def _membrane_decay(beta: object, learned: bool) -> _Decay:
+def _membrane_decay(beta: object, learned: bool | str) -> _Decay:
     """A skin's membrane decay ``beta``: the core's ``tau`` (``inf`` for ``beta = 1``, no leak), ``decay_logit`` and
     ``learn_decay``."""
     return _Decay(
@@ -477,8 +509,8 @@ class _CoreSkin:
 
     def __setattr__(self, name: str, value: Any) -> None:
         """``neuron.threshold = tensor`` (snnTorch's buffer, which ``snn.Leaky`` reads at every
-        step) gives the core the new threshold too; where the core's threshold is per channel, the values
-        are copied into it (a learned one stays the parameter its optimizer holds)."""
+        step) gives the core the new threshold too; where the core's threshold is a tensor (per channel, or learned
+        as one value), the values are copied into it (a learned one stays the parameter its optimizer holds)."""
         if name == "threshold" and "core" in self._modules:
             if "threshold" not in self._buffers:  # a number or a tensor: the core's tensor is kept
                 self._retune_channels(value)
@@ -492,9 +524,10 @@ class _CoreSkin:
 
     @property
     def threshold(self) -> torch.Tensor:
-        """snnTorch's ``threshold``: its buffer, in the shape given, where the core has one value; the core's
-        per-channel ``v_threshold`` itself where it has one per channel, the ``nn.Parameter`` that an optimizer
-        trains with ``learn_threshold=True`` (one tensor: nothing to keep in step)."""
+        """snnTorch's ``threshold``: its buffer, in the shape given, where the core has one constant value; the core's
+        ``v_threshold`` itself where it has one per channel or learns it (0-d from a number, as ``snn.Leaky``'s), the
+        ``nn.Parameter`` that an optimizer trains with ``learn_threshold=True`` (one tensor: nothing to keep in
+        step)."""
         buffers = self._buffers
         return buffers["threshold"] if "threshold" in buffers else self.core.v_threshold
 
@@ -505,9 +538,14 @@ class _CoreSkin:
             self._buffers["threshold"] = threshold
 
     def _retune_channels(self, value: object) -> None:
-        """Copy ``value`` (one value, or one per channel) into the core's per-channel threshold, in place."""
+        """Copy ``value`` (one value, or one per channel) into the core's per-channel threshold, in place (one value
+        only into a threshold learned as one value)."""
         threshold = _channel_threshold(value)
         core = self.core
+        if core.learn_threshold == "shared":
+            with torch.no_grad():
+                core.v_threshold.copy_(self._shared_threshold(threshold))
+            return
         if core.has_uninitialized_params():  # built from this value at the first input
             core._threshold_init = threshold
             return
@@ -551,12 +589,27 @@ class _CoreSkin:
         if "threshold" in self._buffers and prefix + "threshold" in state_dict:
             self._set_threshold(_scalar(self.threshold, "threshold", _PER_CHANNEL_SKINS))
 
+    def _shared_threshold(self, threshold: float | torch.Tensor) -> torch.Tensor:
+        """The 0-d value of a threshold learned as one value (``learn_threshold=True`` with one number, snnTorch's
+        scalar parameter) for ``threshold`` from :func:`_channel_threshold`; one per channel is refused."""
+        if isinstance(threshold, torch.Tensor):
+            raise ValueError(
+                f"threshold is learned as one value for all neurons ({type(self).__name__} built with "
+                f"learn_threshold=True and one threshold, as snnTorch learns a scalar), got {threshold.numel()} "
+                f"different values; build {type(self).__name__} with a per-neuron threshold tensor to learn one per "
+                "neuron"
+            )
+        return torch.tensor(threshold)
+
     def _load_channel_threshold(self, loaded: object, state_dict: dict[str, Any], key: str) -> None:
-        """A loaded ``threshold`` (one value, or one per channel) as the core's per-channel ``v_threshold`` under
-        ``key``; a lazy core takes one value at its first input."""
+        """A loaded ``threshold`` (one value, or one per channel) as the core's ``v_threshold`` under ``key``: per
+        channel, or 0-d where it is learned as one value; a lazy per-channel core takes one value at its first
+        input."""
         threshold = _channel_threshold(loaded)
         features = self.core.features
-        if isinstance(threshold, torch.Tensor):
+        if self.core.learn_threshold == "shared":
+            state_dict[key] = self._shared_threshold(threshold)
+        elif isinstance(threshold, torch.Tensor):
             if features is not None and threshold.numel() != features:
                 raise ValueError(f"threshold has {threshold.numel()} values for {features} features (one per channel)")
             state_dict[key] = threshold
@@ -631,7 +684,9 @@ class _CoreSkin:
 
     def extra_repr(self) -> str:
         threshold = self._threshold
-        if isinstance(threshold, torch.Tensor):
+        if isinstance(threshold, torch.Tensor) and self.core.learn_threshold == "shared":
+            threshold = f"learned {threshold.item():g}"
+        elif isinstance(threshold, torch.Tensor):
             threshold = f"{'learned ' if self.core.learn_threshold else ''}per channel"
         return (
             f"features={self.core.features}, threshold={threshold}, reset_mechanism={self.reset_mechanism!r}, "
@@ -890,8 +945,9 @@ class DynamicDecay(LeakyAdapter):
         spike_grad: snnTorch surrogate (binary mode).
         kernel_size, tau, init_decay, spike_mode, levels: as in the core neuron; the decay is
             always learned (the convolution), so there is no ``beta``/``learn_beta``.
-        learn_threshold: learn a per-channel threshold (binary mode; the core's ``v_threshold``
-            ``[C]``, which ``neuron.threshold`` is), initialised from ``threshold``.
+        learn_threshold: learn the threshold (binary mode; the core's ``v_threshold``, which
+            ``neuron.threshold`` is), initialised from ``threshold``: one for the layer (0-d) from a number, one
+            per channel from a per-neuron tensor, as ``snn.Leaky``.
         reset_mechanism: ``"none"`` only (the DSN has no reset).
         **leaky_options: snnTorch's remaining ``Leaky`` options, at supported values.
     """
@@ -919,6 +975,8 @@ class DynamicDecay(LeakyAdapter):
         reset_mechanism: str = "none",
         **leaky_options: Any,
     ) -> None:
+        learn_threshold = _learned(threshold, learn_threshold, "learn_threshold")
+
         def make_core(surrogate: Surrogate, v_threshold: float | torch.Tensor) -> neurons.DynamicDecay:
             return neurons.DynamicDecay(
                 features,
@@ -947,8 +1005,9 @@ class PRF(LeakyAdapter):
             paper's and SpikingJelly's threshold is 1.0. One per channel: a ``[C]`` tensor.
         spike_grad: snnTorch surrogate.
         tau, dt_range, fr_scale, mode: as in the core neuron.
-        learn_threshold: learn a per-channel threshold (the core's ``v_threshold`` ``[C]``, which
-            ``neuron.threshold`` is), initialised from ``threshold``.
+        learn_threshold: learn the threshold (the core's ``v_threshold``, which ``neuron.threshold`` is),
+            initialised from ``threshold``: one for the layer (0-d) from a number, one per channel from a
+            per-neuron tensor, as ``snn.Leaky``.
         learn_beta: learn the decay rate :math:`1/\\tau` (core ``learn_decay``); the decay itself
             is complex, so there is no ``beta``.
         reset_mechanism: ``"none"`` (the paper's PRF, default) or ``"subtract"`` (core
@@ -980,6 +1039,8 @@ class PRF(LeakyAdapter):
         reset_mechanism: str = "none",
         **leaky_options: Any,
     ) -> None:
+        learn_threshold = _learned(threshold, learn_threshold, "learn_threshold")
+
         def make_core(surrogate: Surrogate, v_threshold: float | torch.Tensor) -> neurons.PRF:
             return neurons.PRF(
                 features,
@@ -1013,14 +1074,15 @@ class DecoupledLIF(LeakyAdapter):
         threshold: :math:`V_{th}`: a number, or one per channel (a ``[C]`` tensor, as ``snn.Leaky``'s
             per-neuron ``threshold``).
         spike_grad: snnTorch surrogate.
-        learn_beta: learn a per-channel decay :math:`\beta = \sigma(w)` (core ``learn_decay``; refused with
+        learn_beta: learn the decay :math:`\beta = \sigma(w)` (core ``learn_decay``), as ``snn.Leaky``: one for
+            the layer (a 0-d ``decay_logit``) from a number, one per channel from a per-neuron tensor (refused with
             ``beta=1.0``, which a sigmoid cannot reach nor leave); its gradient flows through the
             reset-free membrane only (the core's reset is detached, its bias decaying with
             ``beta`` detached), where ``snn.Leaky``'s also flows through the resets subtracted. Without a
             reset it is ``snn.Leaky``'s.
-        learn_threshold: learn a per-channel threshold (the core's ``v_threshold`` ``[C]``, which
-            ``neuron.threshold`` is), initialised from ``threshold``; its gradient is
-            ``snn.Leaky(learn_threshold=True)``'s.
+        learn_threshold: learn the threshold (the core's ``v_threshold``, which ``neuron.threshold`` is),
+            initialised from ``threshold``: one for the layer (0-d) from a number, one per channel from a
+            per-neuron tensor, as ``snn.Leaky``; its gradient is ``snn.Leaky(learn_threshold=True)``'s.
         mem: the ``mem`` that ``forward`` and ``multistep`` return and ``self.mem`` holds:
             ``"leaky"`` (default) the membrane after the step's reset,
             :math:`u_t - V_{th} s_t`, as ``snn.Leaky(reset_delay=False)`` returns it (a loss on
@@ -1056,7 +1118,9 @@ class DecoupledLIF(LeakyAdapter):
         reset_mechanism: str = "subtract",
         **leaky_options: Any,
     ) -> None:
-        decay = _membrane_decay(beta, check_bool(learn_beta, "learn_beta"))
+        learn_beta = _learned(beta, learn_beta, "learn_beta")
+        learn_threshold = _learned(threshold, learn_threshold, "learn_threshold")
+        decay = _membrane_decay(beta, learn_beta)
         mem_kind = check_choice(mem, "mem", ("leaky", "reset_free"))
 
         def make_core(surrogate: Surrogate, v_threshold: float | torch.Tensor) -> neurons.DecoupledLIF:
@@ -1079,8 +1143,9 @@ class DecoupledLIF(LeakyAdapter):
 
     beta = _decay_property(
         "beta",
-        r"""The decay :math:`\beta`: in the shape of the ``beta`` given (0-dim for a number), ``[C]`` with
-        ``learn_beta`` or after loading different values per channel; assigning it retunes the core.""",
+        r"""The decay :math:`\beta`: in the shape of the ``beta`` given (0-dim for a number, learned or not), ``[C]``
+        learned from a per-neuron tensor or after loading different values per channel; assigning it retunes the
+        core.""",
     )
 
     def _keep(
@@ -1247,11 +1312,13 @@ class Synaptic(_CoreSkin, snntorch.Synaptic):
             leak), per channel likewise.
         threshold: :math:`V_{th}`: a number, or one per channel (a ``[C]`` tensor).
         spike_grad: snnTorch surrogate (default ``snntorch.surrogate.atan()``, as ``snn.Synaptic``'s).
-        learn_alpha, learn_beta: learn a per-channel decay (the core's ``learn_syn_decay``, ``learn_decay``), a
-            sigmoid of a logit where ``snn.Synaptic`` learns the decay itself, clamped to ``[0, 1]``
+        learn_alpha, learn_beta: learn the decay (the core's ``learn_syn_decay``, ``learn_decay``), as
+            ``snn.Synaptic``: one for the layer (a 0-d logit) from a number, one per channel from a per-neuron
+            tensor; a sigmoid of a logit where ``snn.Synaptic`` learns the decay itself, clamped to ``[0, 1]``
             (``learn_beta`` is refused with ``beta=1.0``, which a sigmoid cannot reach nor leave).
-        learn_threshold: learn a per-channel threshold (the core's ``v_threshold`` ``[C]``, which
-            ``neuron.threshold`` is), initialised from ``threshold``.
+        learn_threshold: learn the threshold (the core's ``v_threshold``, which ``neuron.threshold`` is),
+            initialised from ``threshold``: one for the layer (0-d) from a number, one per channel from a
+            per-neuron tensor.
         init_hidden, output: snnTorch's.
         reset_mechanism: ``"subtract"`` (default) or ``"none"`` (no reset, the core's ``reset=False``);
             ``"zero"`` is refused (see below).
@@ -1310,7 +1377,8 @@ class Synaptic(_CoreSkin, snntorch.Synaptic):
         for arg in synaptic_options:
             if arg not in _SYNAPTIC_OPTIONS:
                 raise TypeError(f"{name}() got an unexpected keyword argument {arg!r}")
-        learn_alpha, learn_beta = check_bool(learn_alpha, "learn_alpha"), check_bool(learn_beta, "learn_beta")
+        learn_alpha, learn_beta = _learned(alpha, learn_alpha, "learn_alpha"), _learned(beta, learn_beta, "learn_beta")
+        learn_threshold = _learned(threshold, learn_threshold, "learn_threshold")
         decays = {  # the synaptic decay below 1 (the core's tau_syn is finite), the membrane's up to 1
             "alpha": _Decay(
                 "alpha",
@@ -1348,8 +1416,9 @@ class Synaptic(_CoreSkin, snntorch.Synaptic):
 
     alpha = _decay_property(
         "alpha",
-        r"""The synaptic decay :math:`\alpha`: in the shape of the ``alpha`` given (0-dim for a number), ``[C]`` with
-        ``learn_alpha`` or after loading different values per channel; assigning it retunes the core.""",
+        r"""The synaptic decay :math:`\alpha`: in the shape of the ``alpha`` given (0-dim for a number, learned or
+        not), ``[C]`` learned from a per-neuron tensor or after loading different values per channel; assigning it
+        retunes the core.""",
     )
     beta = _decay_property("beta", r"""The membrane decay :math:`\beta`, as :attr:`alpha`.""")
 

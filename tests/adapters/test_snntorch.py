@@ -239,7 +239,7 @@ def test_supported_mappings():
     assert _parameter_count(PRF(4, learn_beta=True)) == _parameter_count(PRF(4)) + 4
     lif = DecoupledLIF(4, beta=torch.tensor(0.75), threshold=torch.tensor(2.0), learn_beta=True)
     torch.testing.assert_close(lif.core.beta, torch.full((4,), 0.75))
-    assert lif.core.v_threshold == 2.0 and _parameter_count(lif) == 4
+    assert lif.core.v_threshold == 2.0 and _parameter_count(lif) == 1  # one learned beta, as snn.Leaky's
     assert LTC(4, threshold=0.3).core.b0 == 0.3
     assert float(LTC(4, threshold=0.3).threshold) == pytest.approx(0.3)
 
@@ -587,7 +587,9 @@ def test_mem_detached_in_place_detaches_the_whole_state():
 def test_beta_reflects_the_decay_or_is_refused_with_the_reason():
     lif = DecoupledLIF(beta=0.9)
     assert lif.beta.dim() == 0 and lif.beta.item() == pytest.approx(0.9)
-    learned = DecoupledLIF(6, beta=0.8, learn_beta=True)
+    learned = DecoupledLIF(6, beta=0.8, learn_beta=True)  # one learned value, 0-d as snn.Leaky's
+    torch.testing.assert_close(learned.beta, torch.tensor(0.8))
+    learned = DecoupledLIF(6, beta=torch.full((6,), 0.8), learn_beta=True)  # per neuron
     torch.testing.assert_close(learned.beta, torch.full((6,), 0.8))
     assert not any(name.endswith("beta") for name in dict(lif.named_buffers()))  # no unused beta buffer
     for cls, reason in (
@@ -820,7 +822,7 @@ def test_snn_leaky_state_dict_loads_into_decoupled_lif():
         ours.double()
         assert ours.beta.item() == pytest.approx(0.75) and ours.core.v_threshold == 0.875
         assert torch.equal(ours.multistep(x)[0], expected)
-    learned = DecoupledLIF(8, learn_beta=True)
+    learned = DecoupledLIF(8, beta=torch.full((8,), 0.5), learn_beta=True)
     learned.load_state_dict(snn.Leaky(beta=torch.linspace(0.1, 0.8, 8), learn_beta=True).state_dict())
     torch.testing.assert_close(learned.beta, torch.linspace(0.1, 0.8, 8))
     with pytest.raises(ValueError, match="reset_mechanism='zero'"):

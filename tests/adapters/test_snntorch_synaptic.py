@@ -34,7 +34,7 @@ def _pair(reset="subtract", **options):
     """The same network with ``snn.Synaptic(reset_delay=False)`` and with the skin, the skin loaded with the
     reference's state dict (so both hold the same float64 decays and thresholds)."""
     ref = _layers(lambda n: snn.Synaptic(reset_mechanism=reset, reset_delay=False, **_snn_options(n, options)))
-    ours = _layers(lambda n: Synaptic(n, threshold=_thresholds(n), reset_mechanism=reset, **options))
+    ours = _layers(lambda n: Synaptic(n, reset_mechanism=reset, **_snn_options(n, options)))
     ours.load_state_dict(ref.state_dict())
     return ref, ours
 
@@ -284,7 +284,7 @@ def test_per_neuron_decays_read_back_and_assigned_decays_retune():
     assert neuron.core.tau == pytest.approx(2.5)
     learned = Synaptic(4, alpha=0.9, learn_alpha=True)
     assert [name for name, _ in learned.named_parameters()] == ["core.syn_decay_logit"]
-    torch.testing.assert_close(learned.alpha, torch.full((4,), 0.9))
+    torch.testing.assert_close(learned.alpha, torch.tensor(0.9))  # one learned value, as snn.Synaptic's
     lazy = Synaptic(alpha=0.9, beta=0.8)
     lazy(torch.rand(2, 5))
     assert lazy.core.features == 5

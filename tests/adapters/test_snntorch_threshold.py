@@ -36,7 +36,7 @@ def test_the_learned_threshold_is_one_parameter_shared_with_the_core(cls):
 
 
 def test_a_lazy_learned_threshold_trains_under_an_optimizer_built_before_the_first_step():
-    neuron = DecoupledLIF(beta=0.8, threshold=0.5, learn_threshold=True)
+    neuron = DecoupledLIF(beta=0.8, threshold=torch.full((CHANNELS,), 0.5), learn_threshold=True)
     optimizer = torch.optim.SGD(neuron.parameters(), lr=0.5)
     spk, mem = neuron(torch.rand(3, CHANNELS) * 2)
     assert neuron.threshold.shape == (CHANNELS,) and torch.equal(neuron.threshold.detach(), torch.full((5,), 0.5))
@@ -61,7 +61,7 @@ def test_assigning_the_threshold_retunes_the_core_in_place():
         neuron.threshold = torch.rand(3)
     with pytest.raises(ValueError, match="threshold must hold finite values"):
         neuron.threshold = torch.tensor([0.5, float("nan"), 0.5, 0.5, 0.5])
-    lazy = PRF(threshold=0.2, learn_threshold=True)
+    lazy = PRF(threshold=torch.full((CHANNELS,), 0.2), learn_threshold=True)
     lazy.threshold = _thresholds()  # before the first input: the values it is built from
     lazy(torch.rand(2, CHANNELS))
     torch.testing.assert_close(lazy.threshold.detach(), _thresholds())
@@ -76,7 +76,7 @@ def test_state_dicts_go_to_and_from_snn_leaky_with_a_learned_threshold():
     back = snn.Leaky(beta=0.8, threshold=torch.zeros(CHANNELS), learn_threshold=True)
     back.load_state_dict(ours.state_dict(), strict=False)
     assert torch.equal(back.threshold, ours.threshold)
-    copy = DecoupledLIF(beta=0.5, learn_threshold=True)  # lazy: built from the loaded shapes
+    copy = DecoupledLIF(beta=0.5, threshold=torch.ones(CHANNELS), learn_threshold=True)  # lazy, per neuron
     copy.load_state_dict(ours.state_dict())
     assert torch.equal(copy.threshold, ours.threshold) and copy.threshold is copy.core.v_threshold
     shared = snn.Leaky(beta=0.8, threshold=0.9, learn_threshold=True)  # one learned value: every channel's
