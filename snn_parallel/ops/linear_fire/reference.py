@@ -63,7 +63,9 @@ def linear_fire_reference(
     h, bias = h0, bias0
     spikes, membrane = [], []
     for x_t in x.unbind(0):
-        s, m, h, bias = linear_fire_step(x_t, decay, scale, h, bias, spike_fn, v_threshold, reset_decay, delayed_reset)
+        s, m, h, bias = linear_fire_step(
+            x_t, decay, scale, h, bias, spike_fn, v_threshold, reset_decay, delayed_reset=delayed_reset
+        )
         spikes.append(s)
         membrane.append(m)
     return torch.stack(spikes), torch.stack(membrane), h, bias
