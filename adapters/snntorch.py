@@ -479,8 +479,14 @@ class _CoreSkin:
     def _pending_reset(self, mem: torch.Tensor, channel_dim: int) -> torch.Tensor:
         r"""The threshold bias that continues from a ``mem`` given from outside, as snnTorch recomputes its
         pending reset from ``mem``: :math:`V_{th}\,\Theta(\mathrm{mem} - V_{th})` (spike detached) where the
-        reset is delayed, else 0."""
-        if not self._delays_reset:
+        reset is delayed, else 0 (also for a ``mem`` that is no step of this neuron, such as the empty one of
+        snnTorch's ``reset_mem`` before the first step: the next step starts at rest then)."""
+        features = self.core.features
+        if (
+            not self._delays_reset
+            or mem.dim() <= channel_dim
+            or (features is not None and mem.shape[channel_dim] != features)
+        ):
             return torch.zeros_like(mem)
         threshold = self.core._threshold_at(mem, channel_dim)
         fixed = threshold.detach() if isinstance(threshold, torch.Tensor) else threshold
