@@ -48,18 +48,18 @@ which the graph cannot hold; pass one of our surrogates instead. One of
 our :class:`~snn_parallel.surrogate.Surrogate` objects keeps its own ``inclusive`` flag;
 :func:`multi_gaussian` and :func:`double_gaussian` build them with snnTorch's rule.
 
-**Reset.** Every reset here acts within the step that fired, i.e. like
-``Leaky(..., reset_delay=False)``; ``reset_delay=True`` is rejected for a neuron that
-resets. ``DecoupledLIF`` fires like ``Leaky(beta, reset_delay=False)``
-(``reset_mechanism="subtract"``) as long as one subtraction brings the membrane below the
-threshold; ``Leaky`` subtracts once more at the next step where it does not. Its gradient
-treats the reset as a constant (the spike subtracted is detached), as ``snn.Leaky``'s default
-(``reset_delay=True``) does; ``Leaky(reset_delay=False)`` also backpropagates through the
-:math:`-V_{th} s_t` of the step that fired, so BPTT gradients differ from it for the same
-spikes. ``DecoupledLIF(reset_mechanism="none")`` is ``Leaky(reset_mechanism="none")``, the leaky
-integrator that snnTorch's regression tutorials read by its membrane: with no reset to detach, its
-spikes, ``mem`` and every gradient (weights, a learned ``beta`` and threshold) are ``snn.Leaky``'s.
-``DynamicDecay`` and ``PRF`` (default) have no reset.
+**Reset.** ``DecoupledLIF`` and :class:`Synaptic` reset as snnTorch's default ``snn.Leaky`` and
+``snn.Synaptic`` do (``reset_delay=True``, their default too): the threshold is subtracted one step after the
+spike, undecayed, :math:`u_t = \beta u_{t-1} + x_t - V_{th}\,\mathrm{sg}(s_{t-1})`, and their spikes, ``mem``
+and (decays fixed) gradients are snnTorch's, its reset's spike being detached too. With ``reset_delay=False``
+the reset acts within the step that fired: they then fire like ``Leaky(beta, reset_delay=False)`` as long as
+one subtraction brings the membrane below the threshold (``Leaky`` subtracts once more at the next step where
+it does not), their gradient treating the reset as a constant where ``Leaky(reset_delay=False)`` also
+backpropagates through the :math:`-V_{th} s_t` of the step that fired. The other skins that reset do so within
+the step that fired and refuse ``reset_delay=True``. ``DecoupledLIF(reset_mechanism="none")`` is
+``Leaky(reset_mechanism="none")``, the leaky integrator that snnTorch's regression tutorials read by its
+membrane: with no reset to detach, its spikes, ``mem`` and every gradient (weights, a learned ``beta`` and
+threshold) are ``snn.Leaky``'s. ``DynamicDecay`` and ``PRF`` (default) have no reset.
 
 **Defaults.** ``DynamicDecay``'s ``threshold`` defaults to 0.25 and ``PRF``'s to 0.1 (the
 core neurons' is 1.0): their membranes follow the input with gain about 1, where
@@ -94,15 +94,17 @@ as for ``snn.Leaky``), so a step loop that passes it back carries the state on u
 without checking its values again; any other ``mem`` is checked, as is one assigned to
 ``neuron.mem``. ``multistep``'s ``mem_seq`` is the potential compared with the
 threshold at each step (the core's ``return_membrane``). ``DecoupledLIF`` differs: by default
-(``mem="leaky"``) it keeps and returns ``snn.Leaky``'s ``mem``, the membrane after the step's
-reset, so that a ``mem`` passed in is its whole state:
+(``mem="leaky"``) it keeps and returns ``snn.Leaky``'s ``mem``, so that a ``mem`` passed in is its whole
+state: with the delayed reset the potential :math:`u_t`, whose pending subtraction :math:`V_{th} s_t` the
+next step recomputes from it (as ``snn.Leaky`` does), else the membrane after the step's reset:
 
 ================  ========================================  =====================================
 class             ``forward``'s ``mem`` (= ``self.mem``)       ``multistep``'s ``mem_seq``
 ================  ========================================  =====================================
 DynamicDecay      membrane :math:`H_t`                       the same
 PRF               real part :math:`u_t`                      :math:`u_t - b_t` (:math:`u_t` w/o reset)
-DecoupledLIF      after reset :math:`u_t - V_{th} s_t`       the same (``mem="leaky"``)
+DecoupledLIF      potential :math:`u_t` (delayed reset)     the same (``mem="leaky"``)
+                  or :math:`u_t - V_{th} s_t` (in step)
   (reset_free)    reset-free filter :math:`u'_t`             :math:`u'_t - b_t = u_t`
 LTC               membrane after reset :math:`\hat u_t`      membrane before reset :math:`u_t`
 PSPLIF            membrane after reset :math:`\hat u_t`      membrane before reset :math:`u_t`
