@@ -7,23 +7,15 @@ from __future__ import annotations
 import math
 
 import pytest
+import test_lif_variants as lif_variants
 import torch
-from learner_support import assert_close_dicts, bptt_gradients, digits_like, trainer_gradients, wide
-from torch import nn
+from test_lif_variants import _grads
 
-from snn_parallel.learners import FPTTTrainer, HYPRTrainer, OTTTTrainer, StepLoss
 from snn_parallel.neurons import DecoupledLIF, SynapticLIF
 from snn_parallel.ops.linear_fire import linear_fire_reference
 from snn_parallel.surrogate import ATan, Sigmoid
 
 F64 = torch.float64
-
-
-def _grads(outputs: tuple[torch.Tensor, ...], inputs: list[torch.Tensor], seed: int = 0) -> list[torch.Tensor]:
-    """Gradients of a fixed random weighting of ``outputs`` (the same for every run)."""
-    gen = torch.Generator().manual_seed(seed)
-    loss = sum((o * torch.randn(o.shape, generator=gen, dtype=o.dtype)).sum() for o in outputs)
-    return list(torch.autograd.grad(loss, inputs, retain_graph=True))
 
 
 def _delayed_reference(drive, beta, v_threshold, surrogate, alpha=None):
@@ -184,17 +176,9 @@ VARIANTS = {
 
 
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
-def test_hypr_fptt_and_ottts_neuron_trace_give_bptts_gradients_for_one_layer(variant):
+def test_hypr_fptt_and_ottts_neuron_trace_give_bptts_gradients_for_one_layer(variant, monkeypatch):
     """One delayed-reset layer: HYPR, FPTT and OTTT's neuron trace hand the optimizer BPTT's gradients (with a
     learned threshold, OTTT's carried-threshold term, :math:`\\partial b_t/\\partial V_{th} = b_t/V_{th}` from rest,
-    holds for :math:`b_{t+1} = \\beta b_t + V_{th} s_t` as well)."""
-    torch.manual_seed(5)
-    model = nn.Sequential(wide(nn.Linear(4, 6)), VARIANTS[variant](), nn.Linear(6, 3)).double()
-    x, y = digits_like(steps=12)
-    reference = bptt_gradients(model, x, y, StepLoss("ce", "all"))
-    spikes, _ = model[1](model[0](x))
-    assert spikes.sum() > 10, "the layer must fire for the check to mean something"
-    assert_close_dicts(trainer_gradients(HYPRTrainer, model, x, y, chunk=5), reference)
-    assert_close_dicts(trainer_gradients(FPTTTrainer, model, x, y, parts=1), reference)
-    got = trainer_gradients(OTTTTrainer, model, x, y, trace_input=True, trace="neuron")
-    assert_close_dicts(got, reference)
+    holds for :math:`b_{t+1} = \\beta b_t + V_{th} s_t` as well): the check of the other variants, on these."""
+    monkeypatch.setitem(lif_variants.VARIANTS, variant, VARIANTS[variant])
+    lif_variants.test_hypr_fptt_and_ottts_neuron_trace_give_bptts_gradients_for_one_layer(variant)
