@@ -774,7 +774,7 @@ def test_the_kernel_checks_bite(request, emulate_cupy, mutant, delayed):
 
 
 # ---- on a GPU, in three dtypes, against the float64 torch path ------------------------------------------
-def _gpu_case(complex_: bool, reset: bool, batch: int = B, channels: int = C) -> OpCase:
+def _gpu_case(complex_: bool, reset: bool, delayed: bool = False, batch: int = B, channels: int = C) -> OpCase:
     spike_fn = ATan()
 
     def inputs(steps, dtype, device):
@@ -789,12 +789,14 @@ def _gpu_case(complex_: bool, reset: bool, batch: int = B, channels: int = C) ->
     def run(backend, x, decay, scale, h0):
         bias0 = torch.zeros(batch, channels, device=x.device, dtype=scale.dtype)
         reset_decay = torch.linspace(0.5, 0.95, channels, device=x.device).to(scale.dtype) if reset else None
-        return linear_fire(x, decay, scale, h0, bias0, spike_fn, 1.0, reset_decay, backend=backend)[:3]
+        return linear_fire(
+            x, decay, scale, h0, bias0, spike_fn, 1.0, reset_decay, delayed_reset=delayed, backend=backend
+        )[:3]
 
     return OpCase(run, inputs, spike_fn, lambda ins, outs: outs[1] - 1.0, feedback=reset, lanes=(batch, channels))
 
 
-GPU_CASES = {"lif": (False, True), "prf": (True, False), "prf_reset": (True, True)}
+GPU_CASES = {"lif": (False, True), "lif_delayed": (False, True, True), "prf": (True, False), "prf_reset": (True, True)}
 
 
 test_harness_matches_torch_path_in_every_dtype = harness_test(lambda name: _gpu_case(*GPU_CASES[name]), list(GPU_CASES))
