@@ -464,7 +464,7 @@ class _CoreSkin:
     @property
     def _delays_reset(self) -> bool:
         """The core resets one step after the spike, undecayed (snnTorch's ``reset_delay=True``)."""
-        return bool(self.core.reset and getattr(self.core, "reset_delay", False))
+        return self.reset_mechanism == "subtract" and bool(getattr(self.core, "reset_delay", False))
 
     def _leaky_membrane(
         self, spk: torch.Tensor, potential: torch.Tensor, channel_dim: int
