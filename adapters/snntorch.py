@@ -48,18 +48,18 @@ which the graph cannot hold; pass one of our surrogates instead. One of
 our :class:`~snn_parallel.surrogate.Surrogate` objects keeps its own ``inclusive`` flag;
 :func:`multi_gaussian` and :func:`double_gaussian` build them with snnTorch's rule.
 
-**Reset.** Every reset here acts within the step that fired, i.e. like
-``Leaky(..., reset_delay=False)``; ``reset_delay=True`` is rejected for a neuron that
-resets. ``DecoupledLIF`` fires like ``Leaky(beta, reset_delay=False)``
-(``reset_mechanism="subtract"``) as long as one subtraction brings the membrane below the
-threshold; ``Leaky`` subtracts once more at the next step where it does not. Its gradient
-treats the reset as a constant (the spike subtracted is detached), as ``snn.Leaky``'s default
-(``reset_delay=True``) does; ``Leaky(reset_delay=False)`` also backpropagates through the
-:math:`-V_{th} s_t` of the step that fired, so BPTT gradients differ from it for the same
-spikes. ``DecoupledLIF(reset_mechanism="none")`` is ``Leaky(reset_mechanism="none")``, the leaky
-integrator that snnTorch's regression tutorials read by its membrane: with no reset to detach, its
-spikes, ``mem`` and every gradient (weights, a learned ``beta`` and threshold) are ``snn.Leaky``'s.
-``DynamicDecay`` and ``PRF`` (default) have no reset.
+**Reset.** ``DecoupledLIF`` and :class:`Synaptic` reset as snnTorch's default ``snn.Leaky`` and
+``snn.Synaptic`` do (``reset_delay=True``, their default too): the threshold is subtracted one step after the
+spike, undecayed, :math:`u_t = \beta u_{t-1} + x_t - V_{th}\,\mathrm{sg}(s_{t-1})`, and their spikes, ``mem``
+and (decays fixed) gradients are snnTorch's, its reset's spike being detached too. With ``reset_delay=False``
+the reset acts within the step that fired: they then fire like ``Leaky(beta, reset_delay=False)`` as long as
+one subtraction brings the membrane below the threshold (``Leaky`` subtracts once more at the next step where
+it does not), their gradient treating the reset as a constant where ``Leaky(reset_delay=False)`` also
+backpropagates through the :math:`-V_{th} s_t` of the step that fired. The other skins that reset do so within
+the step that fired and refuse ``reset_delay=True``. ``DecoupledLIF(reset_mechanism="none")`` is
+``Leaky(reset_mechanism="none")``, the leaky integrator that snnTorch's regression tutorials read by its
+membrane: with no reset to detach, its spikes, ``mem`` and every gradient (weights, a learned ``beta`` and
+threshold) are ``snn.Leaky``'s. ``DynamicDecay`` and ``PRF`` (default) have no reset.
 
 **Defaults.** ``DynamicDecay``'s ``threshold`` defaults to 0.25 and ``PRF``'s to 0.1 (the
 core neurons' is 1.0): their membranes follow the input with gain about 1, where
@@ -98,15 +98,17 @@ as for ``snn.Leaky``), so a step loop that passes it back carries the state on u
 without checking its values again; any other ``mem`` is checked, as is one assigned to
 ``neuron.mem``. ``multistep``'s ``mem_seq`` is the potential compared with the
 threshold at each step (the core's ``return_membrane``). ``DecoupledLIF`` differs: by default
-(``mem="leaky"``) it keeps and returns ``snn.Leaky``'s ``mem``, the membrane after the step's
-reset, so that a ``mem`` passed in is its whole state:
+(``mem="leaky"``) it keeps and returns ``snn.Leaky``'s ``mem``, so that a ``mem`` passed in is its whole
+state: with the delayed reset the potential :math:`u_t`, whose pending subtraction :math:`V_{th} s_t` the
+next step recomputes from it (as ``snn.Leaky`` does), else the membrane after the step's reset:
 
 ================  ========================================  =====================================
 class             ``forward``'s ``mem`` (= ``self.mem``)       ``multistep``'s ``mem_seq``
 ================  ========================================  =====================================
 DynamicDecay      membrane :math:`H_t`                       the same
 PRF               real part :math:`u_t`                      :math:`u_t - b_t` (:math:`u_t` w/o reset)
-DecoupledLIF      after reset :math:`u_t - V_{th} s_t`       the same (``mem="leaky"``)
+DecoupledLIF      potential :math:`u_t` (delayed reset)     the same (``mem="leaky"``)
+                  or :math:`u_t - V_{th} s_t` (in step)
   (reset_free)    reset-free filter :math:`u'_t`             :math:`u'_t - b_t = u_t`
 LTC               membrane after reset :math:`\hat u_t`      membrane before reset :math:`u_t`
 PSPLIF            membrane after reset :math:`\hat u_t`      membrane before reset :math:`u_t`
@@ -202,7 +204,7 @@ _PER_CHANNEL_SKINS = (
 #: ``snn.Leaky``'s remaining options, each accepted at the value the core expresses
 _LEAKY_OPTIONS = (*_UNEXPRESSED, "graded_spikes_factor", "learn_graded_spikes_factor", "reset_delay")
 #: ``snn.Synaptic``'s remaining options, each accepted at the value the core expresses
-_SYNAPTIC_OPTIONS = ("surrogate_disable", "inhibition", "state_quant", "reset_delay")
+_SYNAPTIC_OPTIONS = ("surrogate_disable", "inhibition", "state_quant")
 #: the options of snnTorch's other neurons, which a user swapping one of them for a skin may still pass: why not
 _OTHER_NEURONS = {
     **dict.fromkeys(
@@ -421,6 +423,8 @@ class _CoreSkin:
     _decays: Mapping[str, _Decay] = MappingProxyType({})  # each skin with decays sets its own
     #: the snnTorch neuron whose contract the skin keeps (in messages)
     _snntorch_name: ClassVar[str] = "Leaky"
+    #: the core neuron expresses snnTorch's ``reset_delay=True`` (its ``reset_delay``)
+    _delayed_reset: ClassVar[bool] = False
     core: neurons.Neuron
 
     def _build_core(
@@ -449,7 +453,8 @@ class _CoreSkin:
                 f"reset_mechanism={reset_mechanism!r} is not supported by {name}; use one of {self._resets}"
                 f"{self._reset_refusal(reset_mechanism)}"
             )
-        if check_bool(options["reset_delay"], "reset_delay") and reset_mechanism != "none":
+        delayed = check_bool(options["reset_delay"], "reset_delay")
+        if delayed and reset_mechanism != "none" and not self._delayed_reset:
             raise ValueError(
                 f"reset_delay=True is not supported by {name}: its reset acts within the step that "
                 f"fired, as {self._snntorch_name}(reset_delay=False) does; pass reset_delay=False"
@@ -482,7 +487,44 @@ class _CoreSkin:
         (``reset_mechanism="none"``) it is the potential :math:`u_t` itself."""
         if not self.core.soft_reset:
             return potential
-        return potential - self.core._threshold_at(spk, channel_dim) * spk.detach()
+        return potential - self._reset_step(spk, channel_dim)
+
+    def _reset_step(self, spk: torch.Tensor, channel_dim: int) -> torch.Tensor:
+        r""":math:`V_{th}\,\mathrm{sg}(s_t)`, what a reset subtracts (the threshold with its gradient)."""
+        return self.core._threshold_at(spk, channel_dim) * spk.detach()
+
+    @property
+    def _delays_reset(self) -> bool:
+        """The core resets one step after the spike, undecayed (snnTorch's ``reset_delay=True``)."""
+        return self.reset_mechanism == "subtract" and bool(getattr(self.core, "reset_delay", False))
+
+    def _leaky_membrane(
+        self, spk: torch.Tensor, potential: torch.Tensor, channel_dim: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        r"""snnTorch's ``mem`` after the steps that fired ``spk`` at ``potential`` :math:`u_t`, and the core's
+        threshold bias that continues from it as its reset-free filter: with the reset in the step,
+        :math:`(u_t - V_{th}\,\mathrm{sg}(s_t), 0)`; delayed (``reset_delay=True``), :math:`(u_t,
+        V_{th}\,\mathrm{sg}(s_t))`, the subtraction still pending (:math:`\beta u_t + x - V_{th} s_t` next)."""
+        if self._delays_reset:
+            return potential, self._reset_step(spk, channel_dim)
+        mem = self._after_reset(spk, potential, channel_dim)
+        return mem, torch.zeros_like(mem)
+
+    def _pending_reset(self, mem: torch.Tensor, channel_dim: int) -> torch.Tensor:
+        r"""The threshold bias that continues from a ``mem`` given from outside, as snnTorch recomputes its
+        pending reset from ``mem``: :math:`V_{th}\,\Theta(\mathrm{mem} - V_{th})` (spike detached) where the
+        reset is delayed, else 0 (also for a ``mem`` that is no step of this neuron, such as the empty one of
+        snnTorch's ``reset_mem`` before the first step: the next step starts at rest then)."""
+        features = self.core.features
+        if (
+            not self._delays_reset
+            or mem.dim() <= channel_dim
+            or (features is not None and mem.shape[channel_dim] != features)
+        ):
+            return torch.zeros_like(mem)
+        threshold = self.core._threshold_at(mem, channel_dim)
+        fixed = threshold.detach() if isinstance(threshold, torch.Tensor) else threshold
+        return threshold * self.core.surrogate.heaviside(mem.detach() - fixed)
 
     def _reset_refusal(self, reset_mechanism: str) -> str:
         """Why ``reset_mechanism`` is refused, beyond the values the neuron takes (``""``: nothing more)."""
@@ -829,6 +871,7 @@ class LeakyAdapter(_CoreSkin, snntorch.Leaky):
         return self.core.init_state(like)
 
     def _with_membrane(self, state: NamedTuple, mem: torch.Tensor) -> NamedTuple:
+        """``state`` with the membrane ``mem`` given from outside (passed in, or assigned to ``neuron.mem``)."""
         return state._replace(**{state._fields[0]: mem})
 
     def _initial_state(self, step: torch.Tensor, name: str, mem: torch.Tensor | None) -> NamedTuple | None:
@@ -860,15 +903,14 @@ class LeakyAdapter(_CoreSkin, snntorch.Leaky):
     def _step(self, input_: torch.Tensor, mem: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         """``(spk, mem)`` of one step ``[B, features, ...]``, the state stored; ``mem`` is the stored
         membrane itself (as ``snn.Leaky`` returns ``self.mem``)."""
-        spk, state = self.core._step_checked(
-            input_, self._initial_state(input_, "input_", mem), state_values_checked=True
-        )
-        self._store(self._step_kept(spk, state))
+        before = self._initial_state(input_, "input_", mem)
+        spk, state = self.core._step_checked(input_, before, state_values_checked=True)
+        self._store(self._step_kept(spk, state, before))
         return spk, self.mem
 
-    def _step_kept(self, spk: torch.Tensor, state: NamedTuple) -> NamedTuple:
-        """The state :meth:`_step` stores after a step that fired ``spk`` and left the core in ``state``
-        (default: that state)."""
+    def _step_kept(self, spk: torch.Tensor, state: NamedTuple, before: NamedTuple | None) -> NamedTuple:
+        """The state :meth:`_step` stores after a step from ``before`` (``None``: rest) that fired ``spk`` and left
+        the core in ``state`` (default: that state)."""
         return state
 
     def multistep(
@@ -1061,9 +1103,15 @@ class PRF(LeakyAdapter):
 
 class DecoupledLIF(LeakyAdapter):
     r"""snnTorch skin of :class:`snn_parallel.neurons.DecoupledLIF`: a subtract-reset LIF
-    trained in parallel, firing exactly like ``snn.Leaky(beta, reset_delay=False)``, or with
+    trained in parallel, by default ``snn.Leaky(beta)`` itself (``reset_delay=True``, snnTorch's default: the
+    reset is subtracted one step after the spike, undecayed, :math:`u_t = \beta u_{t-1} + x_t - V_{th}
+    \mathrm{sg}(s_{t-1})`), with ``reset_delay=False`` firing like ``snn.Leaky(beta, reset_delay=False)``, or with
     ``reset_mechanism="none"`` the leaky integrator ``snn.Leaky(beta, reset_mechanism="none")``:
     :math:`u_t = \beta u_{t-1} + x_t`, spikes :math:`s_t = \Theta(u_t - V_{th})`, no reset.
+
+    With the delayed reset the spikes, ``mem`` and the gradients of the input, the weights before it and the
+    threshold are ``snn.Leaky``'s exactly (its reset is detached too); a learned ``beta``'s gradient differs (see
+    ``learn_beta``).
 
     Args:
         features: channels ``C``; ``None`` (default) infers it from the first input.
@@ -1080,15 +1128,18 @@ class DecoupledLIF(LeakyAdapter):
             reset-free membrane only (the core's reset is detached, its bias decaying with
             ``beta`` detached), where ``snn.Leaky``'s also flows through the resets subtracted. Without a
             reset it is ``snn.Leaky``'s.
+        reset_delay: ``True`` (default, snnTorch's): the reset subtracted one step after the spike, undecayed;
+            ``False``: within the step that fired (``snn.Leaky(reset_delay=False)``).
         learn_threshold: learn the threshold (the core's ``v_threshold``, which ``neuron.threshold`` is),
             initialised from ``threshold``: one for the layer (0-d) from a number, one per channel from a
             per-neuron tensor, as ``snn.Leaky``; its gradient is ``snn.Leaky(learn_threshold=True)``'s.
         mem: the ``mem`` that ``forward`` and ``multistep`` return and ``self.mem`` holds:
-            ``"leaky"`` (default) the membrane after the step's reset,
-            :math:`u_t - V_{th} s_t`, as ``snn.Leaky(reset_delay=False)`` returns it (a loss on
-            ``mem`` reads the values it reads with ``snn.Leaky``, and a ``mem`` passed back in
-            continues exactly; its gradient treats the reset as a constant, as the core's does,
-            where ``snn.Leaky(reset_delay=False)`` backpropagates through it); or
+            ``"leaky"`` (default) ``snn.Leaky``'s: with the delayed reset the potential :math:`u_t` compared
+            with the threshold (the step's own spike still to be subtracted, which the next step recomputes
+            from ``mem`` as ``snn.Leaky`` does); with ``reset_delay=False`` the membrane after the step's reset,
+            :math:`u_t - V_{th} s_t`. A loss on ``mem`` reads the values it reads with ``snn.Leaky``, and a
+            ``mem`` passed back in continues exactly; its gradient treats the reset as a constant, as the
+            core's does, where ``snn.Leaky(reset_delay=False)`` backpropagates through it; or
             ``"reset_free"``, the core's filter :math:`u'_t` (``forward``) and the potential
             :math:`u_t` compared with the threshold (``multistep``). Without a reset both are :math:`u_t`.
         reset_mechanism: ``"subtract"`` (default; the core's ``reset=True``) or ``"none"`` (``reset=False``: the
@@ -1102,6 +1153,7 @@ class DecoupledLIF(LeakyAdapter):
     _core_type = neurons.DecoupledLIF
     _resets = ("subtract", "none")
     _threshold_per_channel = True
+    _delayed_reset = True
 
     def __init__(
         self,
@@ -1112,6 +1164,7 @@ class DecoupledLIF(LeakyAdapter):
         spike_grad: Any = None,
         learn_beta: bool = False,
         learn_threshold: bool = False,
+        reset_delay: bool = True,
         mem: str = "leaky",
         init_hidden: bool = False,
         output: bool = False,
@@ -1131,10 +1184,20 @@ class DecoupledLIF(LeakyAdapter):
                 v_threshold=v_threshold,
                 learn_threshold=learn_threshold,
                 reset=reset_mechanism == "subtract",
+                reset_delay=reset_delay,
                 surrogate=surrogate,
             )
 
-        super().__init__(make_core, threshold, spike_grad, init_hidden, output, reset_mechanism, **leaky_options)
+        super().__init__(
+            make_core,
+            threshold,
+            spike_grad,
+            init_hidden,
+            output,
+            reset_mechanism,
+            reset_delay=reset_delay,
+            **leaky_options,
+        )
         self.mem_kind = mem_kind
         self._keep_reads_membrane = mem_kind == "leaky"  # the state kept is the membrane after the last reset
         self._decays = {"beta": decay}
@@ -1151,35 +1214,45 @@ class DecoupledLIF(LeakyAdapter):
     def _keep(
         self, spk_seq: torch.Tensor, mem_seq: torch.Tensor, state: NamedTuple
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """In ``"leaky"`` mode keep the state ``(u_T - V_th s_T, 0)``, which continues exactly as
-        ``(u'_T, b_{T+1})`` does (:math:`\\beta (u - V_{th} s) + x = \\beta u' - b_{next} + x`),
-        so that ``mem`` is Leaky's and a ``mem`` passed in is a whole state."""
+        """In ``"leaky"`` mode keep the state ``(mem_T, bias)`` of :meth:`_leaky_membrane`, which continues exactly
+        as ``(u'_T, b_{T+1})`` does (:math:`\\beta (u - V_{th} s) + x = \\beta u' - b_{next} + x`; delayed,
+        :math:`\\beta u + x - V_{th} s`), so that ``mem`` is Leaky's and a ``mem`` passed in is a whole state."""
         if self.mem_kind == "reset_free":
             return super()._keep(spk_seq, mem_seq, state)
-        after = self._after_reset(spk_seq, mem_seq, 2)
-        self._store(neurons.DecoupledLIFState(after[-1], torch.zeros_like(after[-1])))
-        return spk_seq, after
+        mem, bias = self._leaky_membrane(spk_seq, mem_seq, 2)
+        self._store(neurons.DecoupledLIFState(mem[-1], bias[-1]))
+        return spk_seq, mem
 
     def _driven_sequence(
         self, x_seq: torch.Tensor, state: NamedTuple | None
     ) -> tuple[torch.Tensor, torch.Tensor, NamedTuple]:
-        """In ``"leaky"`` mode ``mem`` is :math:`u_t - V_{th} s_t` at every step, from the core's parallel path."""
+        """In ``"leaky"`` mode ``mem`` is snnTorch's at every step, from the core's parallel path."""
         if self.mem_kind == "reset_free":
             return super()._driven_sequence(x_seq, state)
         spk_seq, potential, state = self.core(x_seq, state, return_membrane=True)
-        return spk_seq, self._after_reset(spk_seq, potential, 2), state
+        return spk_seq, self._leaky_membrane(spk_seq, potential, 2)[0], state
 
-    def _step_kept(self, spk: torch.Tensor, state: NamedTuple) -> NamedTuple:
-        """In ``"leaky"`` mode keep ``(u_t - V_th s_t, 0)``, as :meth:`_keep` does, so that ``mem`` is the
-        membrane after the reset (see the ``mem`` argument)."""
+    def _step_kept(self, spk: torch.Tensor, state: NamedTuple, before: NamedTuple | None) -> NamedTuple:
+        """In ``"leaky"`` mode keep ``(mem, bias)`` as :meth:`_keep` does, so that ``mem`` is snnTorch's (see the
+        ``mem`` argument)."""
         if self.mem_kind == "reset_free":
             return state
-        # the kept bias is 0 in "leaky" mode, so the potential is the new filter state
-        after = self._after_reset(spk, state.filtered, 1)
-        return neurons.DecoupledLIFState(after, torch.zeros_like(after))
+        potential = state.filtered if before is None else state.filtered - before.bias
+        return neurons.DecoupledLIFState(*self._leaky_membrane(spk, potential, 1))
+
+    def _with_membrane(self, state: NamedTuple, mem: torch.Tensor) -> NamedTuple:
+        """In ``"leaky"`` mode a ``mem`` given from outside is the whole state: the delayed reset pending in it is
+        recomputed from it, as ``snn.Leaky`` does."""
+        if self.mem_kind == "reset_free":
+            return super()._with_membrane(state, mem)
+        return neurons.DecoupledLIFState(mem, self._pending_reset(mem, 1))
 
     def extra_repr(self) -> str:
-        return super().extra_repr() + f", beta={self._decays['beta'].describe(self.core)}, mem={self.mem_kind!r}"
+        return (
+            super().extra_repr()
+            + f", beta={self._decays['beta'].describe(self.core)}, reset_delay={self.core.reset_delay}, "
+            f"mem={self.mem_kind!r}"
+        )
 
 
 class LTC(LeakyAdapter):
@@ -1299,7 +1372,8 @@ class PSPLIF(LeakyAdapter):
 class Synaptic(_CoreSkin, snntorch.Synaptic):
     r"""snnTorch skin of :class:`snn_parallel.neurons.SynapticLIF`, a drop-in for ``snn.Synaptic``: the
     second-order LIF :math:`\mathrm{syn}_t = \alpha\,\mathrm{syn}_{t-1} + x_t`,
-    :math:`\mathrm{mem}_t = \beta\,\mathrm{mem}_{t-1} + \mathrm{syn}_t - V_{th} s_t`, trained in parallel by
+    :math:`\mathrm{mem}_t = \beta\,\mathrm{mem}_{t-1} + \mathrm{syn}_t - V_{th} s_{t-1}` (snnTorch's default
+    ``reset_delay=True``) or :math:`- V_{th} s_t` (``reset_delay=False``), trained in parallel by
     :meth:`multistep`. It subclasses ``snntorch.Synaptic``, so snnTorch's tools treat it as one
     (``utils.reset``, ``Synaptic.detach_hidden`` / ``reset_hidden``, ``reset_mem``, ``init_synaptic``,
     ``backprop.BPTT`` / ``TBPTT``).
@@ -1322,27 +1396,32 @@ class Synaptic(_CoreSkin, snntorch.Synaptic):
         init_hidden, output: snnTorch's.
         reset_mechanism: ``"subtract"`` (default) or ``"none"`` (no reset, the core's ``reset=False``);
             ``"zero"`` is refused (see below).
-        **synaptic_options: ``snn.Synaptic``'s ``surrogate_disable``, ``inhibition``, ``state_quant`` (each at
-            ``False`` only) and ``reset_delay`` (``False``, the default here: see below).
+        reset_delay: ``True`` (default, snnTorch's): the reset subtracted one step after the spike, undecayed;
+            ``False``: within the step that fired.
+        **synaptic_options: ``snn.Synaptic``'s ``surrogate_disable``, ``inhibition`` and ``state_quant`` (each at
+            ``False`` only).
 
     **Contract.** ``forward(input_, syn=None, mem=None)`` is one step and returns ``(spk, syn, mem)`` (``spk``
     alone with ``init_hidden=True, output=False``; passing ``syn`` or ``mem`` then raises ``TypeError``), as
     ``snn.Synaptic``; ``syn`` and ``mem`` are its buffers ``self.syn``, ``self.mem``, the whole state, carried from
     one call to the next. ``multistep(x_seq, syn=None, mem=None)`` runs a time-major ``[T, B, ...]`` sequence
     in parallel and returns ``(spk_seq, syn_seq, mem_seq)`` (or ``spk_seq``), the values ``forward`` returns at
-    each step, leaving the state at the sequence end. ``mem`` is the membrane after the step's reset,
-    :math:`u_t - V_{th} s_t`, as ``snn.Synaptic(reset_delay=False)`` returns it.
+    each step, leaving the state at the sequence end. ``mem`` is ``snn.Synaptic``'s: with the delayed reset the
+    potential :math:`u_t` compared with the threshold, its spike's subtraction pending (recomputed from ``mem`` at
+    the next step, as ``snn.Synaptic`` does, so ``syn`` and ``mem`` remain the whole state); with
+    ``reset_delay=False`` the membrane after the step's reset, :math:`u_t - V_{th} s_t`.
 
-    **Firing and reset.** The reset acts within the step that fired, as ``snn.Synaptic(reset_delay=False)``'s;
-    ``reset_delay=True`` is refused with ``"subtract"``. The spikes, ``syn`` and ``mem`` are
-    ``snn.Synaptic(reset_delay=False)``'s as long as one subtraction brings the membrane below the threshold
+    **Firing and reset.** By default the reset is snnTorch's delayed one, and the spikes, ``syn`` and ``mem`` are
+    ``snn.Synaptic``'s exactly. With ``reset_delay=False`` the reset acts within the step that fired, and they
+    are ``snn.Synaptic(reset_delay=False)``'s as long as one subtraction brings the membrane below the threshold
     (``snn.Synaptic`` subtracts once more at the next step where it does not). ``"zero"`` would multiply the
     membrane by :math:`1 - s_t`, feeding the spikes back into the state, which no parallel scan can run.
 
     **Gradient.** The reset is detached: the spike subtracted carries no gradient, the threshold does (as
-    ``snn.Synaptic(learn_threshold=True)``'s). ``snn.Synaptic(reset_delay=False)`` also backpropagates through
-    the :math:`-V_{th} s_t` of the step that fired, so BPTT gradients differ from it for the same spikes (with
-    ``reset_mechanism="none"`` they are the same). The decays' gradients: ``forward``, step by step, multiplies
+    ``snn.Synaptic(learn_threshold=True)``'s), which is ``snn.Synaptic``'s default BPTT exactly (with fixed
+    decays). ``snn.Synaptic(reset_delay=False)`` also backpropagates through the :math:`-V_{th} s_t` of the step
+    that fired, so BPTT gradients differ from it for the same spikes (with ``reset_mechanism="none"`` they are
+    the same). The decays' gradients: ``forward``, step by step, multiplies
     the membrane after the reset by :math:`\beta`, as ``snn.Synaptic`` does; ``multistep`` gives :math:`\beta`
     its gradient through the reset-free membrane (the core's, :mod:`snn_parallel.neurons.synaptic`). Without a
     reset the two are the same.
@@ -1355,6 +1434,7 @@ class Synaptic(_CoreSkin, snntorch.Synaptic):
     _resets = ("subtract", "none")
     _threshold_per_channel = True
     _snntorch_name = "Synaptic"
+    _delayed_reset = True
     core: neurons.SynapticLIF
 
     def __init__(
@@ -1368,6 +1448,7 @@ class Synaptic(_CoreSkin, snntorch.Synaptic):
         learn_alpha: bool = False,
         learn_beta: bool = False,
         learn_threshold: bool = False,
+        reset_delay: bool = True,
         init_hidden: bool = False,
         output: bool = False,
         reset_mechanism: str = "subtract",
@@ -1402,10 +1483,11 @@ class Synaptic(_CoreSkin, snntorch.Synaptic):
                 v_threshold=v_threshold,
                 learn_threshold=learn_threshold,
                 reset=reset_mechanism == "subtract",
+                reset_delay=reset_delay,
                 surrogate=surrogate,
             )
 
-        options = {"init_hidden": init_hidden, "output": output, "reset_delay": False, **synaptic_options}
+        options = {"init_hidden": init_hidden, "output": output, "reset_delay": reset_delay, **synaptic_options}
         core, snntorch_arguments = self._build_core(make_core, threshold, spike_grad, reset_mechanism, options)
         super().__init__(_UNUSED_BETA, _UNUSED_BETA, **snntorch_arguments)
         self.core = core
@@ -1447,7 +1529,8 @@ class Synaptic(_CoreSkin, snntorch.Synaptic):
     def _state(self, step: torch.Tensor, name: str, syn: torch.Tensor | None, mem: torch.Tensor | None) -> Any:
         """The core state to start the checked step ``step`` (of argument ``name``) from: ``syn`` and ``mem``
         passed in replace the stored ones, as in ``snn.Synaptic``; one of another shape than the step starts at
-        rest. The membrane after the reset is a whole state, the core's threshold bias then 0."""
+        rest. ``mem`` is a whole state: the core's threshold bias is the reset pending in it
+        (:meth:`_pending_reset`)."""
         if self.init_hidden and (syn is not None or mem is not None):
             raise TypeError("`mem` or `syn` should not be passed as an argument while `init_hidden=True`")
         values = []
@@ -1460,7 +1543,7 @@ class Synaptic(_CoreSkin, snntorch.Synaptic):
                 stored = given
             values.append(stored if stored.shape == step.shape else torch.zeros_like(step))
         syn, mem = values
-        return self.core.state_type(syn, mem, torch.zeros_like(mem))
+        return self.core.state_type(syn, mem, self._pending_reset(mem, 1))
 
     def _store(self, syn: torch.Tensor, mem: torch.Tensor) -> None:
         """Keep ``syn`` and ``mem`` as the buffers (not views, so that ``detach_hidden`` detaches them in place)."""
@@ -1478,9 +1561,9 @@ class Synaptic(_CoreSkin, snntorch.Synaptic):
     def _step(
         self, input_: torch.Tensor, syn: torch.Tensor | None, mem: torch.Tensor | None
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        state = self._state(input_, "input_", syn, mem)
-        spk, state = self.core._step_checked(input_, state, state_values_checked=True)
-        self._store(state.current, self._after_reset(spk, state.filtered, 1))  # the bias came in as 0
+        before = self._state(input_, "input_", syn, mem)
+        spk, state = self.core._step_checked(input_, before, state_values_checked=True)
+        self._store(state.current, self._leaky_membrane(spk, state.filtered - before.bias, 1)[0])
         return spk, self.syn, self.mem
 
     def multistep(
@@ -1499,9 +1582,9 @@ class Synaptic(_CoreSkin, snntorch.Synaptic):
         self, x_seq: torch.Tensor, state: NamedTuple
     ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor], NamedTuple]:
         """``(spk_seq, (syn_seq, mem_seq), last core state)`` for the checked ``x_seq`` from the core state
-        ``state``: the core's parallel path, ``mem`` after each step's reset."""
+        ``state``: the core's parallel path, ``mem`` snnTorch's (:meth:`_leaky_membrane`)."""
         spk_seq, potential, syn_seq, state = self.core.update_sequence_with_current(x_seq, state)
-        return spk_seq, (syn_seq, self._after_reset(spk_seq, potential, 2)), state
+        return spk_seq, (syn_seq, self._leaky_membrane(spk_seq, potential, 2)[0]), state
 
     def _driven_sequence(
         self, x_seq: torch.Tensor, state: NamedTuple | None
@@ -1514,7 +1597,7 @@ class Synaptic(_CoreSkin, snntorch.Synaptic):
 
     def extra_repr(self) -> str:
         alpha, beta = (self._decays[name].describe(self.core) for name in ("alpha", "beta"))
-        return super().extra_repr() + f", alpha={alpha}, beta={beta}"
+        return super().extra_repr() + f", alpha={alpha}, beta={beta}, reset_delay={self.core.reset_delay}"
 
 
 def reset(net: nn.Module) -> None:

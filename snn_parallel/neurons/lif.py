@@ -12,6 +12,18 @@ threshold bias :math:`b_{t+1} = \beta(b_t + V_{th} s_t)`, so that :math:`u_t = u
 Forward spikes are those of the sequential soft-reset LIF; the gradient is that of a
 *detached* reset (it flows through :math:`u'` only).
 
+With ``reset_delay=True`` the reset is subtracted one step after the spike, undecayed (snnTorch's default
+``Leaky``, ``reset_delay=True``):
+
+.. math::
+
+    u_t = \beta\,u_{t-1} + c_t - V_{th}\,\mathrm{sg}(s_{t-1}), \qquad
+    b_{t+1} = \beta\,b_t + V_{th}\,\mathrm{sg}(s_t),
+
+the same reset-free filter with the spike's step entering the bias undecayed; the membrane returned is
+:math:`u_t`, the potential compared with the threshold (before the pending subtraction of the step's own spike),
+and the state's bias :math:`b_{t+1}` holds that pending reset.
+
 The drive :math:`c_t` is the input :math:`x_t`, or with ``decay_input=True`` the input scaled by
 :math:`1 - \beta = 1/\tau`, :math:`u_t = u_{t-1} + (x_t - u_{t-1})/\tau` before the reset (SpikingJelly's
 ``LIFNode(decay_input=True)`` and ``ParametricLIFNode``). ``tau=math.inf`` gives :math:`\beta = 1`, the
@@ -21,7 +33,8 @@ the threshold out of the membrane, :math:`u_t = u'_t` (snnTorch's ``reset_mechan
 :math:`V_{th}` is one number, or one per channel, learned with ``learn_threshold=True``. Its gradient
 is the soft-reset LIF's whose reset subtracts :math:`V_{th}\,\mathrm{sg}(s_{t-1})` (the spike detached,
 the threshold not, as snnTorch's ``Leaky(learn_threshold=True)``): through the spikes' argument
-:math:`u_t - V_{th}` and through the bias's step :math:`\beta V_{th} s_t`.
+:math:`u_t - V_{th}` and through the bias's step :math:`\beta V_{th} s_t` (:math:`V_{th} s_t` with
+``reset_delay``).
 """
 
 from __future__ import annotations
@@ -66,6 +79,8 @@ class DecoupledLIF(Neuron):
         learn_threshold: learn a per-channel :math:`V_{th}` (the parameter ``v_threshold``, ``[C]``),
             initialised from ``v_threshold``; ``"shared"``: one for every channel (0-d, from one number).
         reset: subtract the threshold at a spike (``False``: the membrane never resets).
+        reset_delay: subtract it one step later, undecayed (snnTorch's ``reset_delay=True``; module doc);
+            ``False``: at the spike's step, decayed with the membrane (SpikingJelly's ``LIFNode``).
         surrogate: any surrogate :func:`~snn_parallel.surrogate.resolve` accepts; its
             firing rule (``>=`` or ``>``) is used by the threshold scan as well.
         backend: ``"auto"``, ``"torch"`` or ``"cupy"`` for the scan.
@@ -83,10 +98,12 @@ class DecoupledLIF(Neuron):
         v_threshold: float | torch.Tensor | Sequence[float] = 1.0,
         learn_threshold: bool | str = False,
         reset: bool = True,
+        reset_delay: bool = False,
         surrogate: object = None,
         backend: str = "auto",
     ) -> None:
         super().__init__(features, backend)
+        self.reset_delay = check_bool(reset_delay, "reset_delay")
         self.tau = check_float(tau, "tau", minimum=1, min_open=True, finite=False)
         self.learn_decay = check_learn(learn_decay, "learn_decay")
         self.decay_input = check_bool(decay_input, "decay_input")
@@ -143,22 +160,32 @@ class DecoupledLIF(Neuron):
             beta.detach() if self.soft_reset else None,
         )
 
+    def _fire(self, drive: torch.Tensor, state: Any) -> tuple[torch.Tensor, ...]:
+        """``linear_fire``'s ``(spikes, membrane, filtered, bias)`` for the drive ``[T, B, C, *spatial]``."""
+        arguments = self._fire_arguments(drive, state, 2)
+        return linear_fire(*arguments, delayed_reset=self.reset_delay, backend=self.ops_backend, validate=False)
+
+    def _fire_step(self, drive: torch.Tensor, state: Any) -> tuple[torch.Tensor, ...]:
+        """``linear_fire_step``'s ``(spike, membrane, filtered, bias)`` for one step's drive ``[B, C, *spatial]``."""
+        return linear_fire_step(*self._fire_arguments(drive, state, 1), delayed_reset=self.reset_delay)
+
     def update_sequence(
         self, x_seq: torch.Tensor, state: DecoupledLIFState
     ) -> tuple[torch.Tensor, torch.Tensor, DecoupledLIFState]:
-        spikes, membrane, filtered, bias = linear_fire(
-            *self._fire_arguments(x_seq, state, 2), backend=self.ops_backend, validate=False
-        )
+        spikes, membrane, filtered, bias = self._fire(x_seq, state)
         return spikes, membrane, DecoupledLIFState(filtered, bias)
 
     def update(
         self, x_t: torch.Tensor, state: DecoupledLIFState
     ) -> tuple[torch.Tensor, torch.Tensor, DecoupledLIFState]:
-        spike, membrane, filtered, bias = linear_fire_step(*self._fire_arguments(x_t, state, 1))
+        spike, membrane, filtered, bias = self._fire_step(x_t, state)
         return spike, membrane, DecoupledLIFState(filtered, bias)
 
     def extra_repr(self) -> str:
         return (
             f"features={self.features}, tau={self.tau}, {self._threshold_repr()}"
-            f"{', decay_input=True' if self.decay_input else ''}{'' if self.soft_reset else ', reset=False'}"
+            f"{', decay_input=True' if self.decay_input else ''}{self._reset_repr()}"
         )
+
+    def _reset_repr(self) -> str:
+        return ("" if self.soft_reset else ", reset=False") + (", reset_delay=True" if self.reset_delay else "")

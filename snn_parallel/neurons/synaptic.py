@@ -22,6 +22,9 @@ spikes' argument :math:`u_t - V_{th}` and through the bias's step :math:`\beta V
 subtracts :math:`V_{th}\,\mathrm{sg}(s_{t-1})`, as snnTorch's ``Synaptic(learn_threshold=True)``).
 
 With ``reset=False`` the membrane never resets (:math:`u_t = u'_t`, snnTorch's ``reset_mechanism="none"``).
+With ``reset_delay=True`` the reset is subtracted one step later, undecayed,
+:math:`u_t = \beta u_{t-1} + i_t - V_{th}\,\mathrm{sg}(s_{t-1})` (:math:`b_{t+1} = \beta b_t + V_{th} s_t`;
+snnTorch's default ``Synaptic``, see :class:`~snn_parallel.neurons.DecoupledLIF`).
 """
 
 from __future__ import annotations
@@ -33,7 +36,6 @@ from typing import NamedTuple
 import torch
 
 from .._validation import check_float, check_learn
-from ..ops.linear_fire import linear_fire, linear_fire_step
 from ..ops.scan import linear_scan
 from .lif import DecoupledLIF
 
@@ -64,6 +66,7 @@ class SynapticLIF(DecoupledLIF):
         learn_threshold: learn a per-channel :math:`V_{th}` (the parameter ``v_threshold``, ``[C]``),
             initialised from ``v_threshold``; ``"shared"``: one for every channel (0-d, from one number).
         reset: subtract the threshold at a spike (``False``: the membrane never resets).
+        reset_delay: subtract it one step later, undecayed (snnTorch's ``reset_delay=True``; module doc).
         surrogate: any surrogate :func:`~snn_parallel.surrogate.resolve` accepts; its
             firing rule (``>=`` or ``>``) is used by the threshold scan as well.
         backend: ``"auto"``, ``"torch"`` or ``"cupy"`` for the scans.
@@ -82,6 +85,7 @@ class SynapticLIF(DecoupledLIF):
         v_threshold: float | torch.Tensor | Sequence[float] = 1.0,
         learn_threshold: bool | str = False,
         reset: bool = True,
+        reset_delay: bool = False,
         surrogate: object = None,
         backend: str = "auto",
     ) -> None:
@@ -98,6 +102,7 @@ class SynapticLIF(DecoupledLIF):
             v_threshold=v_threshold,
             learn_threshold=learn_threshold,
             reset=reset,
+            reset_delay=reset_delay,
             surrogate=surrogate,
             backend=backend,
         )
@@ -139,18 +144,16 @@ class SynapticLIF(DecoupledLIF):
         alpha = self._channel_view(self.alpha, x_seq, 2)
         current, last = linear_scan(alpha, x_seq, state.current, backend=self.ops_backend, validate=False)
         current, last = current.to(x_seq.dtype), last.to(x_seq.dtype)  # half precision comes back in float32
-        spikes, membrane, filtered, bias = linear_fire(
-            *self._fire_arguments(current, state, 2), backend=self.ops_backend, validate=False
-        )
+        spikes, membrane, filtered, bias = self._fire(current, state)
         return spikes, membrane, current, SynapticLIFState(last, filtered, bias)
 
     def update(self, x_t: torch.Tensor, state: SynapticLIFState) -> tuple[torch.Tensor, torch.Tensor, SynapticLIFState]:
         current = self._channel_view(self.alpha, x_t, 1) * state.current + x_t
-        spike, membrane, filtered, bias = linear_fire_step(*self._fire_arguments(current, state, 1))
+        spike, membrane, filtered, bias = self._fire_step(current, state)
         return spike, membrane, SynapticLIFState(current, filtered, bias)
 
     def extra_repr(self) -> str:
         return (
             f"features={self.features}, tau_syn={self.tau_syn}, tau={self.tau}, {self._threshold_repr()}"
-            f"{'' if self.soft_reset else ', reset=False'}"
+            f"{self._reset_repr()}"
         )

@@ -83,7 +83,7 @@ def test_streaming_continues_after_multistep(cls, kwargs, scale):
 def test_decoupled_lif_fires_like_leaky_without_reset_delay():
     x = _sequence(0.8, steps=100, features=16)
     leaky = snn.Leaky(beta=0.8, reset_delay=False)
-    ours = DecoupledLIF(16, beta=0.8).double()
+    ours = DecoupledLIF(16, beta=0.8, reset_delay=False).double()
     expected = torch.stack([leaky(x_t)[0] for x_t in x.unbind(0)])
     assert torch.equal(ours.multistep(x)[0], expected.double())
 
@@ -197,7 +197,9 @@ def test_our_surrogate_factories_fire_like_snntorch():
         (PRF, {"reset_mechanism": "zero"}, ValueError, "reset_mechanism"),
         (DecoupledLIF, {"reset_mechanism": "zero"}, ValueError, "reset_mechanism"),
         (LTC, {"reset_mechanism": "subtract"}, ValueError, "reset_mechanism"),
-        (DecoupledLIF, {"reset_delay": True}, ValueError, "reset_delay"),
+        (PRF, {"reset_mechanism": "subtract", "reset_delay": True}, ValueError, "reset_delay=True is not supported"),
+        (LTC, {"reset_delay": True}, ValueError, "reset_delay=True is not supported by LTC"),
+        (DecoupledLIF, {"reset_delay": 1}, TypeError, "reset_delay must be a bool"),
         (DecoupledLIF, {"beta": 1.5}, ValueError, r"beta must be in \(0, 1\], got 1.5"),
         (DecoupledLIF, {"beta": 0.0}, ValueError, r"beta must be in \(0, 1\], got 0.0"),
         (DecoupledLIF, {"beta": torch.tensor([0.5, 1.5] * 4)}, ValueError, r"beta must be in \(0, 1\], got \[0.5"),
@@ -680,7 +682,7 @@ def test_nir_export_of_per_neuron_parameters_matches_snn_leaky():
 def test_equal_per_neuron_beta_and_threshold_are_one_value():
     beta, threshold = 0.75 * torch.ones(6), 0.875 * torch.ones(6)  # exact in float32
     x = torch.rand(30, 3, 6) * 0.8
-    leaky = snn.Leaky(beta=beta, threshold=threshold, reset_delay=False)
+    leaky = snn.Leaky(beta=beta, threshold=threshold)
     ours = DecoupledLIF(beta=beta, threshold=threshold)
     expected = torch.stack([leaky(x_t)[0] for x_t in x.unbind(0)])
     assert expected.sum() > 0
@@ -693,7 +695,7 @@ def test_equal_per_neuron_beta_and_threshold_are_one_value():
 def test_decoupled_lif_takes_a_per_channel_beta_like_snn_leaky():
     beta = torch.linspace(0.125, 0.875, 4)  # exact in float32
     x = torch.rand(30, 3, 4) * 0.8
-    leaky = snn.Leaky(beta=beta, reset_delay=False)
+    leaky = snn.Leaky(beta=beta)
     expected = torch.stack([leaky(x_t)[0] for x_t in x.unbind(0)])
     assert expected.sum() > 0
     for ours in (DecoupledLIF(4, beta=beta), DecoupledLIF(beta=beta), DecoupledLIF(beta=beta, learn_beta=True)):
@@ -713,7 +715,7 @@ def test_a_step_of_fewer_dims_is_one_sample_as_snn_leaky_takes_it():
     """snn.Leaky is elementwise: its tests and tutorials feed steps ``[N]`` and scalars."""
     x = torch.rand(30, 6, dtype=torch.float64) * 0.8
     for steps in (x, x[:, 0]):  # steps [6], then scalar steps
-        leaky, ours = snn.Leaky(beta=0.75, reset_delay=False).double(), DecoupledLIF(beta=0.75).double()
+        leaky, ours = snn.Leaky(beta=0.75).double(), DecoupledLIF(beta=0.75).double()
         mem_l, mem_o = leaky.init_leaky(), ours.init_leaky()
         for x_t in steps.unbind(0):
             spk_l, mem_l = leaky(x_t, mem_l)
@@ -758,13 +760,13 @@ def test_assigned_threshold_and_beta_take_effect_as_on_snn_leaky():
             neuron.threshold = torch.linspace(0.5, 1.0, 4)
     with pytest.raises(TypeError, match="PRF takes no beta"):
         PRF(4).beta = 0.5
-    leaky = snn.Leaky(beta=0.5, reset_delay=False)
+    leaky = snn.Leaky(beta=0.5)
     for ours in (DecoupledLIF(4, beta=0.5), DecoupledLIF(beta=0.5), DecoupledLIF(4, beta=0.5, learn_beta=True)):
         for module in (leaky, ours):
             module.beta = torch.tensor(0.75)  # exact in float32
             module.threshold = torch.tensor(0.875)
         leaky.reset_mem()
-        expected = torch.stack([leaky(x_t)[0] for x_t in (x * 0.4).unbind(0)])  # one subtraction resets
+        expected = torch.stack([leaky(x_t)[0] for x_t in (x * 0.4).unbind(0)])
         assert expected.sum() > 0
         assert torch.equal(ours.multistep(x * 0.4)[0], expected)
         torch.testing.assert_close(ours.beta, torch.full_like(ours.beta, 0.75))
@@ -774,8 +776,8 @@ def test_assigned_threshold_and_beta_take_effect_as_on_snn_leaky():
 
 def test_per_neuron_graded_spikes_factor_scales_each_neuron_like_snn_leaky():
     factor = torch.tensor([0.5, 1.0, 2.0, 4.0])
-    x = torch.rand(20, 3, 4) * 0.8  # one subtraction resets (see test_decoupled_lif_fires_like_leaky_...)
-    leaky = snn.Leaky(beta=0.75, reset_delay=False, graded_spikes_factor=factor)
+    x = torch.rand(20, 3, 4) * 0.8
+    leaky = snn.Leaky(beta=0.75, graded_spikes_factor=factor)
     expected = torch.stack([leaky(x_t)[0] for x_t in x.unbind(0)])
     assert set(expected.unique().tolist()) == {0.0, *factor.tolist()}
     assert torch.equal(DecoupledLIF(beta=0.75, graded_spikes_factor=factor).multistep(x)[0], expected)
@@ -813,11 +815,12 @@ def test_skins_build_and_run_under_no_grad_and_inference_mode(mode):
             assert x_grad.grad.abs().sum() > 0
 
 
-def test_snn_leaky_state_dict_loads_into_decoupled_lif():
+@pytest.mark.parametrize("reset_delay", [True, False])
+def test_snn_leaky_state_dict_loads_into_decoupled_lif(reset_delay):
     x = torch.rand(30, 3, 8, dtype=torch.float64) * 0.8
-    leaky = snn.Leaky(beta=0.75, threshold=0.875, reset_delay=False).double()  # values exact in float32
+    leaky = snn.Leaky(beta=0.75, threshold=0.875, reset_delay=reset_delay).double()  # values exact in float32
     expected = torch.stack([leaky(x_t)[0] for x_t in x.unbind(0)])
-    for ours in (DecoupledLIF(8), DecoupledLIF()):  # eager and lazy
+    for ours in (DecoupledLIF(8, reset_delay=reset_delay), DecoupledLIF(reset_delay=reset_delay)):  # eager, lazy
         ours.load_state_dict(leaky.state_dict())
         ours.double()
         assert ours.beta.item() == pytest.approx(0.75) and ours.core.v_threshold == 0.875
@@ -842,13 +845,14 @@ def test_loaded_threshold_reaches_every_core():
         assert torch.equal(neuron.multistep(x)[0], built.multistep(x)[0])  # the core uses the loaded threshold
 
 
-def test_decoupled_lif_leaky_mem_is_snn_leaky_mem():
+@pytest.mark.parametrize("reset_delay", [True, False])
+def test_decoupled_lif_leaky_mem_is_snn_leaky_mem(reset_delay):
     """``mem="leaky"`` (the default): the explicit-state loop of the snnTorch tutorials gives
-    snn.Leaky's spikes and membranes, the membrane passed back in each step."""
+    snn.Leaky's spikes and membranes, the membrane passed back in each step, in both reset forms."""
     x = torch.rand(40, 3, 8, dtype=torch.float64) * 0.8
     leaky, ours = (
-        snn.Leaky(beta=0.75, reset_delay=False).double(),
-        DecoupledLIF(beta=0.75).double(),
+        snn.Leaky(beta=0.75, reset_delay=reset_delay).double(),
+        DecoupledLIF(beta=0.75, reset_delay=reset_delay).double(),
     )  # 0.75: exact in float32
     mem_l = mem_o = torch.zeros(3, 8, dtype=torch.float64)
     spikes_l, spikes_o, mems_l, mems_o = [], [], [], []
@@ -864,7 +868,7 @@ def test_decoupled_lif_leaky_mem_is_snn_leaky_mem():
     assert torch.equal(spk_seq, torch.stack(spikes_l))
     torch.testing.assert_close(mem_seq, torch.stack(mems_l))
     torch.testing.assert_close(ours.mem, mems_l[-1])
-    reset_free = DecoupledLIF(beta=0.75, mem="reset_free").double()
+    reset_free = DecoupledLIF(beta=0.75, mem="reset_free", reset_delay=reset_delay).double()
     assert torch.equal(reset_free.multistep(x)[0], spk_seq)
     with pytest.raises(ValueError, match="mem must be"):
         DecoupledLIF(mem="post")
@@ -1054,7 +1058,7 @@ def test_decoupled_lif_gradient_treats_the_reset_as_a_constant():
         return torch.stack(spikes)
 
     ours, leaky = (
-        DecoupledLIF(beta=0.8, spike_grad=grad).double(),
+        DecoupledLIF(beta=0.8, spike_grad=grad, reset_delay=False).double(),
         snn.Leaky(beta=0.8, reset_delay=False, spike_grad=grad),
     )
     spk_ours = torch.stack([ours(x_t)[0] for x_t in x.unbind(0)])

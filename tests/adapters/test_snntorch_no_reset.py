@@ -139,12 +139,11 @@ def test_without_a_reset_spikes_membranes_and_every_gradient_are_snn_leakys(case
 )
 def test_beta_one_is_the_integrate_and_fire_neuron_as_in_snntorch(ours, theirs, reset):
     """``beta=1.0``: no leak (the core's ``tau = inf``); the spikes and every state snnTorch returns are those of
-    its neuron with ``reset_delay=False`` (with a reset, the input keeps one subtraction enough to go below the
-    threshold), step by step and through ``multistep``; ``beta`` reads back exactly 1."""
+    its neuron (both with snnTorch's default delayed reset), step by step and through ``multistep``; ``beta``
+    reads back exactly 1."""
     torch.manual_seed(0)
     x = torch.rand(40, 3, 4, dtype=F64) * 0.45 - 0.1
     reference, skin = theirs(reset), ours(reset).double()
-    reference.reset_delay = False
     expected = [torch.stack(out) for out in zip(*(reference(x_t) for x_t in x.unbind(0)), strict=True)]
     assert 0.05 < expected[0].mean() < 0.95
     stepped = [torch.stack(out) for out in zip(*(skin(x_t) for x_t in x.unbind(0)), strict=True)]
@@ -217,12 +216,12 @@ def _readout_net(make):
 
 def test_snntorch_tools_run_a_readout_that_does_not_reset_as_snn_leaky():
     """``init_hidden`` / ``output``, ``utils.reset``, ``backprop.TBPTT`` and ``BPTT``: a network whose readout is
-    ``DecoupledLIF(reset_mechanism="none")`` gives ``snn.Leaky(reset_delay=False)``'s losses (nothing is learned
+    ``DecoupledLIF(reset_mechanism="none")`` gives ``snn.Leaky``'s losses (nothing is learned
     but the weights, so the same gradients give the same steps), and ``utils.reset`` sets it back to rest."""
     loader = [(torch.rand(16, 8) * 2, torch.arange(16) % 4)]
     losses = {}
     for cls in (snn.Leaky, DecoupledLIF):
-        net = _readout_net(lambda cls=cls, **k: cls(reset_delay=False, **k) if cls is snn.Leaky else cls(**k))
+        net = _readout_net(cls)
         spk, mem = net(loader[0][0])
         assert spk.shape == mem.shape == (16, 4) and mem.abs().sum() > 0
         snntorch.utils.reset(net)

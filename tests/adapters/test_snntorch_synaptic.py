@@ -1,5 +1,6 @@
-"""The ``Synaptic`` skin against ``snn.Synaptic(reset_delay=False)`` (snnTorch tutorial 4's second-order LIF) and
-against the sequential second-order LIF with a detached reset, written from its equations, in float64."""
+"""The ``Synaptic`` skin against ``snn.Synaptic`` (snnTorch tutorial 4's second-order LIF; its default delayed reset
+and ``reset_delay=False``) and against the sequential second-order LIF with a detached reset, written from its
+equations, in float64."""
 
 from __future__ import annotations
 
@@ -30,11 +31,11 @@ def _layers(make, seed=0):
     return nn.ModuleList([fc1, make(C), fc2, make(3)]).double()
 
 
-def _pair(reset="subtract", **options):
-    """The same network with ``snn.Synaptic(reset_delay=False)`` and with the skin, the skin loaded with the
-    reference's state dict (so both hold the same float64 decays and thresholds)."""
-    ref = _layers(lambda n: snn.Synaptic(reset_mechanism=reset, reset_delay=False, **_snn_options(n, options)))
-    ours = _layers(lambda n: Synaptic(n, reset_mechanism=reset, **_snn_options(n, options)))
+def _pair(reset="subtract", reset_delay=True, **options):
+    """The same network with ``snn.Synaptic`` and with the skin (both with ``reset_delay``), the skin loaded with
+    the reference's state dict (so both hold the same float64 decays and thresholds)."""
+    ref = _layers(lambda n: snn.Synaptic(reset_mechanism=reset, reset_delay=reset_delay, **_snn_options(n, options)))
+    ours = _layers(lambda n: Synaptic(n, reset_mechanism=reset, reset_delay=reset_delay, **_snn_options(n, options)))
     ours.load_state_dict(ref.state_dict())
     return ref, ours
 
@@ -97,15 +98,17 @@ def _same(got, expected):
         torch.testing.assert_close(g_mem, e_mem)
 
 
+@pytest.mark.parametrize("reset_delay", [True, False])
 @pytest.mark.parametrize("reset", ["subtract", "none"])
-def test_steps_and_multistep_give_snn_synaptic_spikes_currents_and_membranes(reset):
-    ref, ours = _pair(reset)
+def test_steps_and_multistep_give_snn_synaptic_spikes_currents_and_membranes(reset, reset_delay):
+    ref, ours = _pair(reset, reset_delay)
     x = _input()
     expected = _step_run(ref, x)
     assert expected[0][0].sum() > 50 and expected[1][0].sum() > 50  # both layers fire
-    # where snn.Synaptic's membrane stays above the threshold after a reset it subtracts again at the next step
+    # where snn.Synaptic(reset_delay=False)'s membrane stays above the threshold after a reset it subtracts again
+    # at the next step (the delayed reset is the skin's exactly)
     for (_, _, mem), neuron in zip(expected, (ref[1], ref[3]), strict=True):
-        assert reset == "none" or (mem < neuron.threshold).all()
+        assert reset == "none" or reset_delay or (mem < neuron.threshold).all()
     _same(_step_run(ours, x), expected)
     _same(_multistep_run(ours, x), expected)
     # the state is carried: a second sequence continues the first, as snn.Synaptic's steps do
@@ -137,12 +140,14 @@ def test_without_a_reset_every_gradient_is_snn_synaptics():
             torch.testing.assert_close(core.v_threshold.grad, neuron.threshold.grad)
 
 
-def _detached_reset_reference(layers, x, beta_through_reset):
+def _detached_reset_reference(layers, x, beta_through_reset, delayed=False):
     r"""Tutorial 4's network from the equations, one step at a time, the reset detached:
     :math:`i_t = \alpha i_{t-1} + x_t`, :math:`u_t = \beta m_{t-1} + i_t`, :math:`s_t = f(u_t - V_{th})`,
-    :math:`m_t = u_t - V_{th}\,\mathrm{sg}(s_t)`. With ``beta_through_reset=False``, :math:`\beta` gets its gradient
+    :math:`m_t = u_t - V_{th}\,\mathrm{sg}(s_t)`; ``delayed``: :math:`u_t = \beta u_{t-1} + i_t - V_{th}\,
+    \mathrm{sg}(s_{t-1})`, :math:`m_t = u_t`. With ``beta_through_reset=False``, :math:`\beta` gets its gradient
     through the reset-free membrane only: :math:`u_t = \beta u'_{t-1} + i_t - r_t`, the reset
-    :math:`r_t = \mathrm{sg}(\beta)(r_{t-1} + V_{th}\,\mathrm{sg}(s_{t-1}))` (the same values)."""
+    :math:`r_t = \mathrm{sg}(\beta)(r_{t-1} + V_{th}\,\mathrm{sg}(s_{t-1}))` (delayed:
+    :math:`\mathrm{sg}(\beta) r_{t-1} + V_{th}\,\mathrm{sg}(s_{t-1})`; the same values)."""
     records = []
     out = x
     for i in (0, 1):
@@ -150,18 +155,23 @@ def _detached_reset_reference(layers, x, beta_through_reset):
         current_in = layers[2 * i](out)
         alpha, beta, threshold = neuron.alpha, neuron.beta, neuron.threshold
         syn = torch.zeros_like(current_in[0])
-        mem, free, lost = syn, syn, syn
+        mem, free, lost, pending = syn, syn, syn, syn
         spikes, syns, mems = [], [], []
         for x_t in current_in.unbind(0):
             syn = alpha * syn + x_t
             if beta_through_reset:
-                potential = beta * mem + syn
+                potential = beta * mem + syn - pending
             else:
                 free = beta * free + syn
                 potential = free - lost
             spk = neuron.core.surrogate(potential - threshold)
-            mem = potential - threshold * spk.detach()
-            lost = beta.detach() * (lost + threshold * spk.detach())
+            step = threshold * spk.detach()
+            if delayed:
+                mem, pending = potential, step
+                lost = beta.detach() * lost + step
+            else:
+                mem = potential - step
+                lost = beta.detach() * (lost + step)
             spikes.append(spk)
             syns.append(syn)
             mems.append(mem)
@@ -170,18 +180,20 @@ def _detached_reset_reference(layers, x, beta_through_reset):
     return records
 
 
-def test_with_a_reset_the_gradients_are_those_of_a_detached_reset():
+@pytest.mark.parametrize("reset_delay", [True, False])
+def test_with_a_reset_the_gradients_are_those_of_a_detached_reset(reset_delay):
     """snn.Synaptic(reset_delay=False) backpropagates through the spike its reset subtracts; the skin detaches
-    it. Its gradients are the sequential neuron's with the reset detached: step by step with :math:`\\beta`
-    multiplying the membrane after the reset (snnTorch's form), through multistep with :math:`\\beta`'s gradient
-    through the reset-free membrane; the weights', the current's decay's and the thresholds' are the same in both."""
+    it (snn.Synaptic's default delayed reset detaches it too: see the next test). Its gradients are the sequential
+    neuron's with the reset detached: step by step with :math:`\\beta` multiplying the membrane (snnTorch's form),
+    through multistep with :math:`\\beta`'s gradient through the reset-free membrane; the weights', the current's
+    decay's and the thresholds' are the same in both."""
     learned = {"learn_alpha": True, "learn_beta": True, "learn_threshold": True}
-    _, ours = _pair("subtract", **learned)
+    _, ours = _pair("subtract", reset_delay, **learned)
     x = _input()
     params = [p for p in ours.parameters()]
     for run, through_reset in ((_step_run, True), (_multistep_run, False)):
         got = torch.autograd.grad(_loss(run(ours, x)), params)
-        reference = _detached_reset_reference(ours, x, through_reset)
+        reference = _detached_reset_reference(ours, x, through_reset, delayed=reset_delay)
         expected = torch.autograd.grad(_loss(reference), params)
         assert reference[0][0].sum() > 20
         for g, e in zip(got, expected, strict=True):
@@ -192,6 +204,35 @@ def test_with_a_reset_the_gradients_are_those_of_a_detached_reset():
     for p, g_step, g_multi in zip(params, step_grads, got, strict=True):
         if id(p) not in decay_logits:  # only beta's gradient depends on the form
             torch.testing.assert_close(g_step, g_multi)
+
+
+def test_by_default_every_gradient_is_snn_synaptics():
+    """snnTorch's default delayed reset detaches the spike it subtracts, as the skin does: with the decays fixed
+    every gradient (weights, per-neuron thresholds) is ``snn.Synaptic()``'s, step by step and through multistep.
+    Learned decays: step by step (:math:`\\beta` multiplying the membrane ``mem`` carried, snnTorch's form) every
+    gradient is still ``snn.Synaptic``'s; through multistep only :math:`\\beta`'s differs (the previous test)."""
+    learned = {"learn_alpha": True, "learn_beta": True, "learn_threshold": True}
+    for options in ({"learn_threshold": True}, learned):
+        ref, ours = _pair("subtract", **options)
+        x = _input()
+        expected = _step_run(ref, x)
+        assert expected[1][0].sum() > 20
+        _loss(expected).backward()
+        for run in (_step_run, _multistep_run):
+            ours.zero_grad()
+            _loss(run(ours, x)).backward()
+            for i in (0, 2):
+                torch.testing.assert_close(ours[i].weight.grad, ref[i].weight.grad)
+                torch.testing.assert_close(ours[i].bias.grad, ref[i].bias.grad)
+            for i in (1, 3):
+                core, neuron = ours[i].core, ref[i]
+                assert neuron.threshold.grad.abs().max() > 1e-3
+                torch.testing.assert_close(core.v_threshold.grad, neuron.threshold.grad)
+                if options is learned:
+                    decays = [(neuron.alpha, core.syn_decay_logit)]
+                    decays += [(neuron.beta, core.decay_logit)] if run is _step_run else []
+                    for decay, logit in decays:
+                        torch.testing.assert_close(logit.grad, decay.grad * decay * (1 - decay))
 
 
 def test_tutorial_4_network_trains():
@@ -306,7 +347,7 @@ def test_register_exposes_it_beside_snntorchs_own_synaptic():
     "kwargs,error,match",
     [
         ({"reset_mechanism": "zero"}, ValueError, "reset_mechanism='zero' is not supported by Synaptic.*feeding"),
-        ({"reset_delay": True}, ValueError, r"reset_delay=True is not supported by Synaptic.*Synaptic\(reset_delay"),
+        ({"reset_delay": "yes"}, TypeError, "reset_delay must be a bool"),
         ({"surrogate_disable": True}, ValueError, "surrogate_disable=True is not supported"),
         ({"inhibition": True}, ValueError, "inhibition=True is not supported"),
         ({"state_quant": lambda m: m}, ValueError, "state_quant=.* is not supported"),

@@ -90,24 +90,27 @@ def test_state_dicts_go_to_and_from_snn_leaky_with_a_learned_threshold():
 def test_per_neuron_thresholds_fire_as_snn_leaky_and_multistep_equals_the_steps(spatial):
     """Over feature maps ``snn.Leaky`` takes the per-channel threshold as ``[C, 1, 1]`` (elementwise
     broadcasting), which the skin accepts too; ``multistep`` gives the steps' spikes, membranes and threshold
-    gradient."""
+    gradient, which is ``snn.Leaky(learn_threshold=True)``'s (both with snnTorch's default delayed reset)."""
     torch.manual_seed(0)
     shape = (3, CHANNELS, 2, 2) if spatial else (3, CHANNELS)
     threshold = _thresholds().double().view(-1, *([1] * (len(shape) - 2)))
     grad = FastSigmoid(inclusive=False)
-    leaky = snn.Leaky(beta=0.7, threshold=threshold, spike_grad=grad, reset_delay=False)
+    leaky = snn.Leaky(beta=0.7, threshold=threshold.clone(), spike_grad=grad, learn_threshold=True)
     ours = DecoupledLIF(beta=0.7, threshold=threshold, learn_threshold=True, spike_grad=grad).double()
-    x = torch.rand(20, *shape, dtype=F64) * 0.5  # below (2 - beta) V: one subtraction brings u below V
+    x = torch.rand(20, *shape, dtype=F64) * 0.5
     mem_leaky = leaky.init_leaky()
-    steps = []
+    steps, leaky_steps = [], []
     for x_t in x:
         spk_leaky, mem_leaky = leaky(x_t, mem_leaky)
         spk, mem = ours(x_t)
         assert torch.equal(spk, spk_leaky)
         torch.testing.assert_close(mem, mem_leaky)
         steps.append((spk, mem))
+        leaky_steps.append((spk_leaky, mem_leaky))
     assert sum(s.sum() for s, _ in steps) > 20
     stepped_grad = torch.autograd.grad(sum((s + m).sum() for s, m in steps), ours.threshold)[0]
+    leaky_grad = torch.autograd.grad(sum((s + m).sum() for s, m in leaky_steps), leaky.threshold)[0]
+    torch.testing.assert_close(stepped_grad.view(leaky_grad.shape), leaky_grad)
     ours.reset_mem()
     spk_seq, mem_seq = ours.multistep(x)
     assert torch.equal(spk_seq, torch.stack([s for s, _ in steps]))

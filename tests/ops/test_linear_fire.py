@@ -25,6 +25,9 @@ from torch.autograd import gradcheck
 from snn_parallel.ops import _cuda, linear_fire, linear_fire_reference, soft_reset_lif_reference
 from snn_parallel.surrogate import ATan
 
+#: the threshold bias's forms: name -> (a reset, the delayed reset's undecayed step)
+FORMS = {"no_reset": (False, False), "reset": (True, False), "delayed_reset": (True, True)}
+
 
 # ---- the torch path ---------------------------------------------------------------------------------
 def fire_inputs(steps, complex_decay):
@@ -42,14 +45,15 @@ def fire_inputs(steps, complex_decay):
 @pytest.mark.parametrize("block", [1 << 16, 6, 1])
 @pytest.mark.parametrize("steps", [1, 2, 7, 30])
 @pytest.mark.parametrize("complex_decay", [False, True])
-@pytest.mark.parametrize("reset", [False, True])
-def test_linear_fire_matches_reference(block, steps, complex_decay, reset, small_blocks):
+@pytest.mark.parametrize("form", FORMS)
+def test_linear_fire_matches_reference(block, steps, complex_decay, form, small_blocks):
     small_blocks(block)
+    reset, delayed = FORMS[form]
     inputs = fire_inputs(steps, complex_decay)
     bias0 = torch.rand(2, 3, dtype=F64)
     rho = torch.rand(3, dtype=F64) if reset else None
-    out = linear_fire(*inputs, bias0, ATan(), 0.5, rho)
-    ref = linear_fire_reference(*inputs, bias0, ATan(), 0.5, rho)
+    out = linear_fire(*inputs, bias0, ATan(), 0.5, rho, delayed_reset=delayed)
+    ref = linear_fire_reference(*inputs, bias0, ATan(), 0.5, rho, delayed_reset=delayed)
     for o, r in zip(out, ref, strict=True):
         torch.testing.assert_close(o, r)
     assert_same_grads(out[:3], ref[:3], inputs)
@@ -64,26 +68,59 @@ def test_linear_fire_gradcheck(block, steps, complex_decay, small_blocks, smooth
     assert gradcheck(lambda *a: linear_fire(*a, bias0, smooth, 0.5)[:3], fire_inputs(steps, complex_decay))
 
 
+def test_gradcheck_through_the_threshold_bias(small_blocks):
+    """float64 finite differences of the membrane, the filter's and the bias's last values with respect to every
+    input (``reset_decay``, ``bias0`` and the threshold included), in both reset forms: with the Heaviside forward
+    and membranes clear of the threshold the spikes do not move, so the detached spikes are exact here."""
+    small_blocks(6)
+    for delayed in (False, True):
+        for _ in range(20):
+            inputs = fire_inputs(11, True)
+            extra = (
+                torch.rand(2, 3, dtype=F64, requires_grad=True),  # bias0
+                (0.3 + 0.6 * torch.rand(3, dtype=F64)).requires_grad_(),  # reset_decay
+                (0.2 + 0.4 * torch.rand(3, dtype=F64)).requires_grad_(),  # v_threshold
+            )
+            with torch.no_grad():
+                spikes, m, _, _ = linear_fire(*inputs, extra[0], ATan(), extra[2], extra[1], delayed_reset=delayed)
+            if clear_of(m - extra[2], ATan(), margin=1e-3) and spikes.sum() > 3:
+                break
+        else:
+            raise RuntimeError("could not draw membranes clear of the threshold")
+
+        def fire(x, decay, scale, h0, bias0, rho, threshold, delayed=delayed):
+            return linear_fire(x, decay, scale, h0, bias0, ATan(), threshold, rho, delayed_reset=delayed)[1:]
+
+        assert gradcheck(fire, (*inputs, *extra))
+
+
+@pytest.mark.parametrize("delayed", [False, True], ids=["reset", "delayed_reset"])
 @pytest.mark.parametrize("inclusive", [True, False])
-def test_decoupled_reset_spikes_equal_sequential_soft_reset_lif(inclusive):
-    """The PRF paper's decoupled reset: bit-identical spikes over 2 000 steps."""
+def test_decoupled_reset_spikes_equal_sequential_soft_reset_lif(inclusive, delayed):
+    """The PRF paper's decoupled reset: bit-identical spikes over 2 000 steps (and, delayed, those of the LIF whose
+    reset is subtracted one step later, undecayed)."""
     steps, beta = 2000, torch.tensor([0.5, 0.8, 0.95], dtype=F64)
     current = torch.rand(steps, 4, 3, dtype=F64) * 0.9
     surrogate = ATan(inclusive=inclusive)
     zeros = torch.zeros(4, 3, dtype=F64)
-    spikes, membrane, _, _ = linear_fire(current, beta, torch.ones(3, dtype=F64), zeros, zeros, surrogate, 1.0, beta)
-    ref_spikes, ref_membrane, _, _ = soft_reset_lif_reference(current, beta, 1.0, surrogate)
+    spikes, membrane, _, _ = linear_fire(
+        current, beta, torch.ones(3, dtype=F64), zeros, zeros, surrogate, 1.0, beta, delayed_reset=delayed
+    )
+    ref_spikes, ref_membrane, _, _ = soft_reset_lif_reference(current, beta, 1.0, surrogate, delayed_reset=delayed)
     assert ref_spikes.sum() > 100
     assert torch.equal(spikes, ref_spikes)
     torch.testing.assert_close(membrane, ref_membrane)
 
 
-def test_decoupled_reset_gradient_is_detached_reset_bptt():
+@pytest.mark.parametrize("delayed", [False, True], ids=["reset", "delayed_reset"])
+def test_decoupled_reset_gradient_is_detached_reset_bptt(delayed):
     beta = torch.tensor([0.6, 0.9], dtype=F64)
     current = (torch.rand(40, 3, 2, dtype=F64) * 0.8).requires_grad_()
     zeros = torch.zeros(3, 2, dtype=F64)
-    spikes, *_ = linear_fire(current, beta, torch.ones(2, dtype=F64), zeros, zeros, ATan(), 1.0, beta)
-    ref_spikes, *_ = soft_reset_lif_reference(current, beta, 1.0, ATan())
+    spikes, *_ = linear_fire(
+        current, beta, torch.ones(2, dtype=F64), zeros, zeros, ATan(), 1.0, beta, delayed_reset=delayed
+    )
+    ref_spikes, *_ = soft_reset_lif_reference(current, beta, 1.0, ATan(), delayed_reset=delayed)
     weights = torch.randn_like(spikes)
     (g,) = torch.autograd.grad((spikes * weights).sum(), current)
     (r,) = torch.autograd.grad((ref_spikes * weights).sum(), current)
@@ -114,24 +151,27 @@ def test_bad_arguments_name_the_argument():
         linear_fire(x, decay.to("meta"), scale, h0, zeros, ATan(), 1.0)
     with pytest.raises(TypeError, match="x must have dtype"):
         linear_fire(x.long(), decay, scale, h0, zeros, ATan(), 1.0)
+    with pytest.raises(TypeError, match="delayed_reset must be a bool"):
+        linear_fire(x, decay, scale, h0, zeros.to(h0.dtype).real, ATan(), 1.0, decay.abs(), delayed_reset=1)
 
 
 # ---- a threshold per channel or lane, with its gradient ------------------------------------------------
 @pytest.mark.parametrize("block", [1 << 16, 6, 1])
 @pytest.mark.parametrize("steps", [1, 7, 30])
 @pytest.mark.parametrize("complex_decay", [False, True])
-@pytest.mark.parametrize("reset", [False, True])
+@pytest.mark.parametrize("form", FORMS)
 @pytest.mark.parametrize("threshold_shape", [(3,), (2, 3)], ids=["channel", "lane"])
-def test_threshold_tensor_matches_reference(block, steps, complex_decay, reset, threshold_shape, small_blocks):
+def test_threshold_tensor_matches_reference(block, steps, complex_decay, form, threshold_shape, small_blocks):
     """A threshold tensor requiring a gradient: every output and the gradients of every input, the threshold's
     included, are the step-by-step reference's."""
     small_blocks(block)
+    reset, delayed = FORMS[form]
     inputs = fire_inputs(steps, complex_decay)
     bias0 = torch.rand(2, 3, dtype=F64, requires_grad=True)
     threshold = (0.2 + 0.6 * torch.rand(threshold_shape, dtype=F64)).requires_grad_()
     rho = torch.rand(3, dtype=F64, requires_grad=True) if reset else None
-    out = linear_fire(*inputs, bias0, ATan(), threshold, rho)
-    ref = linear_fire_reference(*inputs, bias0, ATan(), threshold, rho)
+    out = linear_fire(*inputs, bias0, ATan(), threshold, rho, delayed_reset=delayed)
+    ref = linear_fire_reference(*inputs, bias0, ATan(), threshold, rho, delayed_reset=delayed)
     for o, r in zip(out, ref, strict=True):
         torch.testing.assert_close(o, r)
     with_grads = [*inputs, bias0, threshold, *([rho] if reset else [])]
@@ -147,16 +187,19 @@ def test_threshold_tensor_gradcheck(smooth):
     assert gradcheck(lambda *a: linear_fire(*a[:4], bias0, smooth, a[4])[:3], (*inputs, threshold))
 
 
-def test_learned_threshold_is_the_soft_reset_lifs_subtracted_threshold():
+@pytest.mark.parametrize("delayed", [False, True], ids=["reset", "delayed_reset"])
+def test_learned_threshold_is_the_soft_reset_lifs_subtracted_threshold(delayed):
     """The decoupled reset with a per-channel threshold that requires a gradient is the sequential soft-reset LIF
     whose reset subtracts that threshold (spikes detached, the threshold not: snnTorch's ``learn_threshold``):
-    the same spikes, membranes and gradients of the input and the threshold."""
+    the same spikes, membranes and gradients of the input and the threshold, in both reset forms."""
     beta = torch.tensor([0.5, 0.8, 0.95], dtype=F64)
     current = (torch.rand(300, 4, 3, dtype=F64) * 0.9).requires_grad_()
     threshold = torch.tensor([0.6, 1.0, 1.7], dtype=F64, requires_grad=True)
     zeros = torch.zeros(4, 3, dtype=F64)
-    spikes, membrane, _, _ = linear_fire(current, beta, torch.ones(3, dtype=F64), zeros, zeros, ATan(), threshold, beta)
-    ref_spikes, ref_membrane, _, _ = soft_reset_lif_reference(current, beta, threshold, ATan())
+    spikes, membrane, _, _ = linear_fire(
+        current, beta, torch.ones(3, dtype=F64), zeros, zeros, ATan(), threshold, beta, delayed_reset=delayed
+    )
+    ref_spikes, ref_membrane, _, _ = soft_reset_lif_reference(current, beta, threshold, ATan(), delayed_reset=delayed)
     assert ref_spikes.sum(0).gt(20).all()  # every channel fires
     assert torch.equal(spikes, ref_spikes)
     torch.testing.assert_close(membrane, ref_membrane)
@@ -186,7 +229,7 @@ def test_a_bad_threshold_tensor_is_named():
 
 
 # ---- the op on each backend, in float32 against the float64 reference ---------------------------------
-def fire_case(T, shape, complex_, reset, spike_fn, seed, v_threshold=0.5):
+def fire_case(T, shape, complex_, reset, spike_fn, seed, v_threshold=0.5, delayed=False):
     """float32 inputs of linear_fire whose float64 membranes stay clear of the spike function's jumps."""
     C = shape[1]
     for attempt in range(100):
@@ -206,7 +249,8 @@ def fire_case(T, shape, complex_, reset, spike_fn, seed, v_threshold=0.5):
         rho = 0.3 + 0.6 * torch.rand(decay.shape, generator=gen) if reset else None
         with torch.no_grad():
             wide = [t.to(torch.complex128 if t.is_complex() else torch.float64) for t in inputs]
-            _, m, _, _ = linear_fire_reference(*wide, spike_fn, v_threshold, None if rho is None else rho.double())
+            rho64 = None if rho is None else rho.double()
+            _, m, _, _ = linear_fire_reference(*wide, spike_fn, v_threshold, rho64, delayed_reset=delayed)
         if clear_of(m - v_threshold, spike_fn):
             return inputs, rho
     raise RuntimeError("could not draw linear_fire inputs away from the threshold")
@@ -216,21 +260,26 @@ FIRE_SHAPES = [(3, 5), (2, 3, 2)]
 
 
 @pytest.mark.parametrize("spike_name", ["atan", "rect", "multi_gaussian"])
-@pytest.mark.parametrize("reset", [False, True], ids=["no_reset", "reset"])
+@pytest.mark.parametrize("form", FORMS)
 @pytest.mark.parametrize("complex_", [False, True], ids=["real", "complex"])
 @pytest.mark.parametrize("shape", FIRE_SHAPES, ids=["BxC", "BxCxS"])
 @pytest.mark.parametrize("T", [1, 2, 31, 32, 33, 97])
-def test_op_matches_reference_on_each_backend(backend, T, shape, complex_, reset, spike_name):
+def test_op_matches_reference_on_each_backend(backend, T, shape, complex_, form, spike_name):
     """Spikes, membrane, final state, bias and the gradients of x, decay, scale and h0 (T around the checkpoint
     chunk)."""
     name, device = backend
+    reset, delayed = FORMS[form]
     spike_fn = SURROGATES[spike_name](inclusive=T % 2 == 0)
-    inputs, rho = fire_case(T, shape, complex_, reset, spike_fn, seed=T + len(shape))
+    inputs, rho = fire_case(T, shape, complex_, reset, spike_fn, seed=T + len(shape), delayed=delayed)
     bias0 = inputs[4].to(device)
     got_in = leaves(*inputs[:4], device=device)
     ref_in = leaves(*inputs[:4], dtype=torch.float64)
-    got = linear_fire(*got_in, bias0, spike_fn, 0.5, None if rho is None else rho.to(device), backend=name)
-    ref = linear_fire_reference(*ref_in, bias0.cpu().double(), spike_fn, 0.5, None if rho is None else rho.double())
+    got = linear_fire(
+        *got_in, bias0, spike_fn, 0.5, None if rho is None else rho.to(device), delayed_reset=delayed, backend=name
+    )
+    ref = linear_fire_reference(
+        *ref_in, bias0.cpu().double(), spike_fn, 0.5, None if rho is None else rho.double(), delayed_reset=delayed
+    )
     assert torch.equal(got[0].cpu(), ref[0].float()), "spikes differ"
     assert got[2].dtype == (torch.complex64 if complex_ else torch.float32) and got[3].dtype == torch.float32
     compare(got, ref, ("spikes", "membrane", "h_last", "bias_next"))
@@ -296,13 +345,16 @@ def bias_gradients(run, inputs, rho, weights, dtype, threshold=THRESHOLD):
 
 @pytest.mark.parametrize("complex_", [False, True], ids=["real", "complex"])
 @pytest.mark.parametrize("T", [1, 40, 200])
-@pytest.mark.parametrize("reset", [True, False], ids=["reset", "no_reset"])
-def test_threshold_and_bias_gradients_on_each_backend(backend, T, complex_, reset):
+@pytest.mark.parametrize("form", FORMS)
+def test_threshold_and_bias_gradients_on_each_backend(backend, T, complex_, form):
     """With ``bias0``, ``reset_decay`` and a per-channel threshold requiring a gradient, every backend gives the
     gradients of the step-by-step reference's autograd (spikes detached in the bias): through b into rho, b_0 and
     the threshold, through the spikes' argument into the threshold, and from bias_next."""
     name, device = backend
-    inputs, rho, _ = kernel_inputs(T, (2, 3, 2), complex_, reset, ATan(), seed=T + 5, v_threshold=THRESHOLD)
+    reset, delayed = FORMS[form]
+    inputs, rho, _ = kernel_inputs(
+        T, (2, 3, 2), complex_, reset, ATan(), seed=T + 5, v_threshold=THRESHOLD, delayed=delayed
+    )
     gen = torch.Generator().manual_seed(T)
     weights = [
         torch.randn(T, 2, 3, 2, generator=gen),
@@ -313,11 +365,12 @@ def test_threshold_and_bias_gradients_on_each_backend(backend, T, complex_, rese
 
     def run(x, decay, scale, h0, bias0, reset_decay, threshold):
         args = [None if t is None else t.to(device) for t in (x, decay, scale, h0, bias0, reset_decay, threshold)]
-        return linear_fire(*args[:5], ATan(), args[6], args[5], backend=name)
+        return linear_fire(*args[:5], ATan(), args[6], args[5], delayed_reset=delayed, backend=name)
 
+    reference = partial(reference_run, delayed=delayed)
     got = bias_gradients(run, inputs, rho, weights, torch.float32)
-    exact = bias_gradients(reference_run, inputs, rho, weights, torch.float64)
-    serial32 = bias_gradients(reference_run, inputs, rho, weights, torch.float32)
+    exact = bias_gradients(reference, inputs, rho, weights, torch.float64)
+    serial32 = bias_gradients(reference, inputs, rho, weights, torch.float32)
     assert exact[-1].abs().max() > 0.1  # the threshold gets a real gradient
     if reset:
         assert exact[5].abs().max() > 0.1  # and so does the reset's decay
@@ -423,12 +476,12 @@ def test_prf_reset_gradient_follows_the_official_update_order(backend, path):
 
 
 # ---- the kernels in the CPU harness: every schedule, both shape classes ------------------------------------
-def kernel_inputs(T, shape, complex_, reset, spike_fn, seed, layout="channel", v_threshold=0.5):
+def kernel_inputs(T, shape, complex_, reset, spike_fn, seed, layout="channel", v_threshold=0.5, delayed=False):
     """float32 inputs (``layout``: parameters per channel, per channel of a feature map, or per lane) whose float64
     membranes stay clear of the spike function's jumps, and gradients for every output."""
     if layout == "lane":
         for attempt in range(100):
-            inputs, rho = fire_case(T, shape, complex_, reset, spike_fn, seed=seed * 7 + attempt)
+            inputs, rho = fire_case(T, shape, complex_, reset, spike_fn, seed=seed * 7 + attempt, delayed=delayed)
             gen = torch.Generator().manual_seed(seed)
             per_lane = 0.8 + 0.19 * torch.rand(shape, generator=gen)
             decay = per_lane * (inputs[1] / inputs[1].abs()).expand(shape)
@@ -436,12 +489,15 @@ def kernel_inputs(T, shape, complex_, reset, spike_fn, seed, layout="channel", v
             rho = None if rho is None else rho.expand(shape).clone()
             with torch.no_grad():
                 wide = [t.to(torch.complex128 if t.is_complex() else torch.float64) for t in candidate]
-                _, m, _, _ = linear_fire_reference(*wide, spike_fn, 0.5, None if rho is None else rho.double())
+                rho64 = None if rho is None else rho.double()
+                _, m, _, _ = linear_fire_reference(*wide, spike_fn, 0.5, rho64, delayed_reset=delayed)
             if clear_of(m - 0.5, spike_fn):
                 inputs = candidate
                 break
     else:
-        inputs, rho = fire_case(T, shape, complex_, reset, spike_fn, seed=seed, v_threshold=v_threshold)
+        inputs, rho = fire_case(
+            T, shape, complex_, reset, spike_fn, seed=seed, v_threshold=v_threshold, delayed=delayed
+        )
     gen = torch.Generator().manual_seed(seed + 1)
     grads_out = (
         torch.randn(T, *shape, generator=gen),
@@ -476,13 +532,13 @@ def assert_fire_within_serial_error(got, exact, serial32, what=""):
 
 
 def cupy_run(**config):
-    def run(x, decay, scale, h0, bias0, rho, threshold=0.5):
-        return _run_cupy(x, decay, scale, h0, bias0, rho, threshold, **config)
+    def run(x, decay, scale, h0, bias0, rho, threshold=0.5, delayed=False):
+        return _run_cupy(x, decay, scale, h0, bias0, rho, threshold, delayed, **config)
 
     return run
 
 
-def _run_cupy(x, decay, scale, h0, bias0, rho, threshold, filter_in_chain=None, per_block=None):
+def _run_cupy(x, decay, scale, h0, bias0, rho, threshold, delayed, filter_in_chain=None, per_block=None):
     """linear_fire(backend='cupy') with its launch configuration forced."""
     fire_module = importlib.import_module("snn_parallel.ops.linear_fire")
     fire_cupy = importlib.import_module("snn_parallel.ops.linear_fire.cupy")
@@ -497,11 +553,11 @@ def _run_cupy(x, decay, scale, h0, bias0, rho, threshold, filter_in_chain=None, 
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setitem(fire_module._IMPLEMENTATIONS, "cupy", (forward, backward))
-        return linear_fire(x, decay, scale, h0, bias0, ATan(), threshold, rho, backend="cupy")
+        return linear_fire(x, decay, scale, h0, bias0, ATan(), threshold, rho, delayed_reset=delayed, backend="cupy")
 
 
-def reference_run(x, decay, scale, h0, bias0, rho, threshold=0.5):
-    return linear_fire_reference(x, decay, scale, h0, bias0, ATan(), threshold, rho)
+def reference_run(x, decay, scale, h0, bias0, rho, threshold=0.5, delayed=False):
+    return linear_fire_reference(x, decay, scale, h0, bias0, ATan(), threshold, rho, delayed_reset=delayed)
 
 
 FIRE_KERNEL_CASES = [  # (T, lane shape, parameter layout, segments per block: 1, 2, all (99), or the launcher's choice)
@@ -514,7 +570,14 @@ FIRE_KERNEL_CASES = [  # (T, lane shape, parameter layout, segments per block: 1
     (300, (4, 10), "channel", 99),
     pytest.param(777, (1, 5), "channel", 1, marks=pytest.mark.slow),
 ]
-RESETS = {"no_reset": (False, None), "reset_chunked_filter": (True, False), "reset_filter_in_chain": (True, True)}
+#: name -> (a reset, the filter run in the threshold chain, the delayed reset)
+RESETS = {
+    "no_reset": (False, None, False),
+    "reset_chunked_filter": (True, False, False),
+    "reset_filter_in_chain": (True, True, False),
+    "delayed_chunked_filter": (True, False, True),
+    "delayed_filter_in_chain": (True, True, True),
+}
 
 
 @pytest.mark.parametrize("complex_", [False, True], ids=["real", "complex"])
@@ -523,17 +586,19 @@ RESETS = {"no_reset": (False, None), "reset_chunked_filter": (True, False), "res
 def test_kernels_match_reference_in_every_schedule(emulate_cupy, harness, T, shape, layout, per_block, reset, complex_):
     """Forward and backward against the float64 reference (spikes exact, the rest within the serial float32
     loop's error); the same bits for every schedule; the look-back taken wherever blocks follow each other."""
-    with_reset, in_chain = RESETS[reset]
-    inputs, rho, grads_out = kernel_inputs(T, shape, complex_, with_reset, ATan(), seed=T + len(shape), layout=layout)
-    exact = fire_outputs(reference_run, inputs, rho, grads_out, torch.float64)
-    serial32 = fire_outputs(reference_run, inputs, rho, grads_out, torch.float32)
+    with_reset, in_chain, delayed = RESETS[reset]
+    inputs, rho, grads_out = kernel_inputs(
+        T, shape, complex_, with_reset, ATan(), seed=T + len(shape), layout=layout, delayed=delayed
+    )
+    reference = partial(reference_run, delayed=delayed)
+    exact = fire_outputs(reference, inputs, rho, grads_out, torch.float64)
+    serial32 = fire_outputs(reference, inputs, rho, grads_out, torch.float32)
     first = None
     for workers, seed in [(1, 0), (4, 1), (8, 2)]:
         emulate_cupy(workers=workers, seed=seed)
         harness.reset_counters()
-        got = fire_outputs(
-            cupy_run(filter_in_chain=in_chain, per_block=per_block), inputs, rho, grads_out, torch.float32
-        )
+        run = partial(cupy_run(filter_in_chain=in_chain, per_block=per_block), delayed=delayed)
+        got = fire_outputs(run, inputs, rho, grads_out, torch.float32)
         assert_fire_within_serial_error(got, exact, serial32, what=f"{workers} workers, seed {seed}:")
         first = got if first is None else first
         for name, x, y in zip(FIRE_NAMES, got, first, strict=True):
@@ -549,20 +614,23 @@ def test_kernels_match_reference_in_every_schedule(emulate_cupy, harness, T, sha
 def test_kernels_with_a_threshold_per_channel(emulate_cupy, per_block, reset, complex_):
     """A threshold per channel requiring a gradient, in both filter placements and across blocks: the outputs and
     every gradient (the threshold's included) of the float64 reference, within the serial float32 loop's error."""
-    with_reset, in_chain = RESETS[reset]
-    inputs, rho, grads_out = kernel_inputs(130, (2, 3, 2), complex_, with_reset, ATan(), seed=6, v_threshold=THRESHOLD)
-    reference = partial(reference_run, threshold=THRESHOLD)
+    with_reset, in_chain, delayed = RESETS[reset]
+    inputs, rho, grads_out = kernel_inputs(
+        130, (2, 3, 2), complex_, with_reset, ATan(), seed=6, v_threshold=THRESHOLD, delayed=delayed
+    )
+    reference = partial(reference_run, threshold=THRESHOLD, delayed=delayed)
     emulate_cupy(workers=4, seed=3)
-    run = cupy_run(filter_in_chain=in_chain, per_block=per_block)
+    run = partial(cupy_run(filter_in_chain=in_chain, per_block=per_block), delayed=delayed)
     assert_fire_within_serial_error(
         fire_outputs(partial(run, threshold=THRESHOLD), inputs, rho, grads_out, torch.float32),
         fire_outputs(reference, inputs, rho, grads_out, torch.float64),
         fire_outputs(reference, inputs, rho, grads_out, torch.float32),
     )
     weights = [grads_out[0], grads_out[1], torch.ones(2, 3, 2), torch.ones(2, 3, 2)]
+    unbound = partial(reference_run, delayed=delayed)
     got, exact, serial32 = (
         bias_gradients(f, inputs, rho, weights, dtype)
-        for f, dtype in ((run, torch.float32), (reference_run, torch.float64), (reference_run, torch.float32))
+        for f, dtype in ((run, torch.float32), (unbound, torch.float64), (unbound, torch.float32))
     )
     for g, e, s in zip(got, exact, serial32, strict=True):
         tol = 8 * (s.to(e.dtype) - e).abs().max().item() + 2e-6 * e.abs().max().item() + 1e-7
@@ -574,7 +642,7 @@ def test_kernels_at_30000_steps(emulate_cupy, reset):
     """T = 30 000, B·C = 2 x 8, complex (PRF), 4 host threads, against the float64 torch path (tested against the
     step-by-step reference above): a spike may differ only at a near-tie of the float64 membrane (the lane is
     then left out with a reset, whose spikes feed back), the rest within 8x the float32 torch path's error."""
-    with_reset, in_chain = RESETS[reset]
+    with_reset, in_chain, _ = RESETS[reset]
     T, shape = 30_000, (2, 8)
     gen = torch.Generator().manual_seed(3)
     decay = (0.9 + 0.09 * torch.rand(8, generator=gen)) * torch.exp(1j * torch.rand(8, generator=gen))
@@ -631,9 +699,18 @@ MUTANTS = {
         "filter_t h = pre_b;",
     ),
     "the threshold bias raised after its decay": (
-        "b = rho * (b + v_threshold * spike);",
-        "b = rho * b + v_threshold * spike;",
+        "rho * (b + v_threshold * spike);",
+        "rho * b + v_threshold * spike;",
     ),
+    "the delayed reset's step decayed": (
+        "delayed ? rho * b + v_threshold * spike :",
+        "delayed ? rho * (b + v_threshold * spike) :",
+    ),
+    "the delayed reset's decay gradient with the spike's step": (
+        "delayed ? real_part(h) - m :",
+        "delayed ? real_part(h) - m + v_threshold * s.spike :",
+    ),
+    "the delayed threshold's reset gradient decayed": ("(delayed ? 1.0f : rho) * before", "rho * before"),
     "grad_last carried through a at the last step": (
         "if (t < T - 1) d.g = back;",
         "if (t <= T - 1) d.g = back;",
@@ -647,29 +724,42 @@ MUTANTS = {
         "partial.rho += after.beta * steps[j].bias_step;",
     ),
     "the threshold's reset gradient with beta_t, not beta_{t+1}": (
-        "partial.threshold += rho * before.beta * steps[j].spike - steps[j].e;",
-        "partial.threshold += rho * after.beta * steps[j].spike - steps[j].e;",
+        "* before.beta * steps[j].spike - steps[j].e;",
+        "* after.beta * steps[j].spike - steps[j].e;",
     ),
     "the threshold's gradient without its reset term": (
-        "partial.threshold += rho * before.beta * steps[j].spike - steps[j].e;",
+        "partial.threshold += (delayed ? 1.0f : rho) * before.beta * steps[j].spike - steps[j].e;",
         "partial.threshold -= steps[j].e;",
     ),
     "every lane reads the first threshold": ("threshold[p] :", "threshold[0] :"),
 }
 
 
-def test_the_kernel_checks_bite(emulate_cupy, mutant):
+#: the mutants that touch one reset form only (the others, both): name -> the forms (delayed or not) they change
+MUTANT_FORMS = {
+    "the threshold bias raised after its decay": (False,),
+    "the delayed reset's step decayed": (True,),
+    "the delayed reset's decay gradient with the spike's step": (True,),
+    "the delayed threshold's reset gradient decayed": (True,),
+}
+
+
+@pytest.mark.parametrize("delayed", [False, True], ids=["reset", "delayed_reset"])
+def test_the_kernel_checks_bite(request, emulate_cupy, mutant, delayed):
     """Each mutant fails the comparison above for some case (complex, with a reset and a threshold per channel, both
-    filter placements)."""
-    inputs, rho, grads_out = kernel_inputs(200, (2, 3, 2), True, True, ATan(), seed=4, v_threshold=THRESHOLD)
-    exact = fire_outputs(partial(reference_run, threshold=THRESHOLD), inputs, rho, grads_out, torch.float64)
-    serial32 = fire_outputs(partial(reference_run, threshold=THRESHOLD), inputs, rho, grads_out, torch.float32)
+    filter placements) in the reset's form it touches, and only there."""
+    inputs, rho, grads_out = kernel_inputs(
+        200, (2, 3, 2), True, True, ATan(), seed=4, v_threshold=THRESHOLD, delayed=delayed
+    )
+    reference = partial(reference_run, delayed=delayed)
+    exact = fire_outputs(partial(reference, threshold=THRESHOLD), inputs, rho, grads_out, torch.float64)
+    serial32 = fire_outputs(partial(reference, threshold=THRESHOLD), inputs, rho, grads_out, torch.float32)
     weights = [grads_out[0], grads_out[1], torch.ones(2, 3, 2), torch.ones(2, 3, 2)]
-    bias_exact = bias_gradients(reference_run, inputs[:5], rho, weights, torch.float64)
+    bias_exact = bias_gradients(reference, inputs[:5], rho, weights, torch.float64)
     caught = []
     for in_chain in (False, True):
         emulate_cupy(mutant, workers=4, seed=1)
-        run = cupy_run(filter_in_chain=in_chain, per_block=1)
+        run = partial(cupy_run(filter_in_chain=in_chain, per_block=1), delayed=delayed)
         try:
             got = fire_outputs(partial(run, threshold=THRESHOLD), inputs, rho, grads_out, torch.float32)
             assert_fire_within_serial_error(got, exact, serial32)
@@ -677,11 +767,14 @@ def test_the_kernel_checks_bite(emulate_cupy, mutant):
                 torch.testing.assert_close(g.to(e.dtype), e, rtol=1e-3, atol=1e-3 * e.abs().max().item())
         except AssertionError:
             caught.append(in_chain)
-    assert caught, "the mutant passed every case"
+    if delayed in MUTANT_FORMS.get(request.node.callspec.params["mutant"], (False, True)):
+        assert caught, "the mutant passed every case"
+    else:
+        assert not caught, "a mutant of the other reset form changed this one"
 
 
 # ---- on a GPU, in three dtypes, against the float64 torch path ------------------------------------------
-def _gpu_case(complex_: bool, reset: bool, batch: int = B, channels: int = C) -> OpCase:
+def _gpu_case(complex_: bool, reset: bool, delayed: bool = False, batch: int = B, channels: int = C) -> OpCase:
     spike_fn = ATan()
 
     def inputs(steps, dtype, device):
@@ -696,12 +789,14 @@ def _gpu_case(complex_: bool, reset: bool, batch: int = B, channels: int = C) ->
     def run(backend, x, decay, scale, h0):
         bias0 = torch.zeros(batch, channels, device=x.device, dtype=scale.dtype)
         reset_decay = torch.linspace(0.5, 0.95, channels, device=x.device).to(scale.dtype) if reset else None
-        return linear_fire(x, decay, scale, h0, bias0, spike_fn, 1.0, reset_decay, backend=backend)[:3]
+        return linear_fire(
+            x, decay, scale, h0, bias0, spike_fn, 1.0, reset_decay, delayed_reset=delayed, backend=backend
+        )[:3]
 
     return OpCase(run, inputs, spike_fn, lambda ins, outs: outs[1] - 1.0, feedback=reset, lanes=(batch, channels))
 
 
-GPU_CASES = {"lif": (False, True), "prf": (True, False), "prf_reset": (True, True)}
+GPU_CASES = {"lif": (False, True), "lif_delayed": (False, True, True), "prf": (True, False), "prf_reset": (True, True)}
 
 
 test_harness_matches_torch_path_in_every_dtype = harness_test(lambda name: _gpu_case(*GPU_CASES[name]), list(GPU_CASES))

@@ -62,11 +62,11 @@ def _fake_forward(x, decay, bias0, **_):
     "linear_fire_forward",
     _fake_forward,
     "(Tensor x, Tensor decay, Tensor scale, Tensor h0, Tensor bias0, Tensor? reset_decay, Tensor? threshold, "
-    "float threshold_value, int kind, float[] params, bool inclusive, int count, int spatial, "
+    "float threshold_value, int kind, float[] params, bool inclusive, int count, int spatial, bool delayed_reset, "
     "bool? filter_in_chain=None, int? segments_per_block=None) -> (Tensor, Tensor, Tensor, Tensor, Tensor)",
 )
 def _forward(x, decay, scale, h0, bias0, reset_decay, threshold, threshold_value, kind, params, inclusive, count,
-             spatial, filter_in_chain=None, segments_per_block=None):  # fmt: skip
+             spatial, delayed_reset, filter_in_chain=None, segments_per_block=None):  # fmt: skip
     steps, lanes = x.shape
     acc = _filter_dtype(decay)
     spikes, membrane = torch.empty_like(x), torch.empty_like(x)
@@ -96,11 +96,11 @@ def _forward(x, decay, scale, h0, bias0, reset_decay, threshold, threshold_value
     bias_next = torch.empty(lanes, dtype=torch.float32, device=x.device)
     KERNEL.launch_items(f"lf_chain_{_suffix(decay)}", x.dtype, lanes, x, filtered, *per_lane,
                         arg(reset_decay, torch.float32), *threshold, h0, bias0_f, spikes, membrane, checkpoints, h_last,
-                        bias_next, *spike, *sizes)  # fmt: skip
+                        bias_next, *spike, *sizes, int(delayed_reset))  # fmt: skip
     return spikes, membrane, checkpoints, h_last.to(decay.dtype), bias_next.to(bias0.dtype)
 
 
-def linear_fire_forward_cupy(x, decay, scale, h0, bias0, spike_fn, threshold, reset_decay, layout, *,
+def linear_fire_forward_cupy(x, decay, scale, h0, bias0, spike_fn, threshold, reset_decay, layout, delayed_reset, *,
                              filter_in_chain=None, segments_per_block=None):  # fmt: skip
     """:func:`~snn_parallel.ops.linear_fire.linear_fire`'s forward on the kernels (arguments as there, flattened;
     ``threshold`` ``[P]`` or a number): ``(spikes, membrane, checkpoints, h_last, bias_next)`` for ``x`` ``[T, N]``
@@ -108,7 +108,7 @@ def linear_fire_forward_cupy(x, decay, scale, h0, bias0, spike_fn, threshold, re
     ``snn_parallel::linear_fire_forward``."""
     kind, params, inclusive = spike_code(spike_fn)
     return _forward(x, decay, scale, h0, bias0, reset_decay, *threshold_arguments(threshold), kind, list(params),
-                    bool(inclusive), *layout, filter_in_chain, segments_per_block)  # fmt: skip
+                    bool(inclusive), *layout, delayed_reset, filter_in_chain, segments_per_block)  # fmt: skip
 
 
 def _fake_backward(x, decay, bias0, count, needs_bias0, **_):
@@ -126,11 +126,12 @@ def _fake_backward(x, decay, bias0, count, needs_bias0, **_):
     "(Tensor? grad_spikes, Tensor? grad_membrane, Tensor? grad_last, Tensor? grad_bias_next, Tensor x, Tensor decay, "
     "Tensor scale, Tensor? reset_decay, Tensor? threshold, float threshold_value, Tensor bias0, Tensor? membrane, "
     "Tensor? spikes, Tensor checkpoints, int kind, float[] params, int count, int spatial, bool needs_bias0, "
-    "bool needs_rho, bool needs_threshold, int? segments_per_block=None) -> (Tensor, Tensor, Tensor, Tensor)",
+    "bool needs_rho, bool needs_threshold, bool delayed_reset, int? segments_per_block=None) -> "
+    "(Tensor, Tensor, Tensor, Tensor)",
 )
 def _backward(grad_spikes, grad_membrane, grad_last, grad_bias_next, x, decay, scale, reset_decay, threshold,
               threshold_value, bias0, membrane, spikes, checkpoints, kind, params, count, spatial, needs_bias0,
-              needs_rho, needs_threshold, segments_per_block=None):  # fmt: skip
+              needs_rho, needs_threshold, delayed_reset, segments_per_block=None):  # fmt: skip
     """``(grad_x, sums, grad_h0, grad_bias0)``: ``sums`` ``[5, P]`` holds the parameters' gradients (rows: Re and
     Im of decay's, scale's, reset_decay's, threshold's); ``grad_bias0`` is empty unless ``needs_bias0``."""
     steps, lanes = x.shape
@@ -152,26 +153,27 @@ def _backward(grad_spikes, grad_membrane, grad_last, grad_bias_next, x, decay, s
         membrane if reset_decay is not None else None, spikes if read_spikes else None, checkpoints, grad_x, grad_h0,
         grad_bias0 if needs_bias0 else None, partials, *look_back, kind, *params, int(reset_grad),
         int(needs_threshold), steps, lanes, count, spatial, *grad_strides(grad_spikes), *grad_strides(grad_membrane),
-        per_block,
+        per_block, int(delayed_reset),
     )  # fmt: skip
     sums = partials.view(groups, 5, -1, count, spatial).sum((0, 2, 4))  # one reduction over blocks and lanes
     return grad_x, sums, grad_h0, grad_bias0
 
 
 def linear_fire_backward_cupy(grad_spikes, grad_membrane, grad_last, grad_bias_next, x, decay, scale, reset_decay,
-                              threshold, h0, bias0, membrane, spikes, checkpoints, spike_fn, layout, needs, *,
-                              segments_per_block=None):  # fmt: skip
+                              threshold, h0, bias0, membrane, spikes, checkpoints, spike_fn, layout, delayed_reset,
+                              needs, *, segments_per_block=None):  # fmt: skip
     """:func:`~snn_parallel.ops.linear_fire.linear_fire`'s backward on the kernels: the gradients of ``(x, decay,
     scale, h0, bias0, reset_decay, threshold)`` from those of ``(spikes, membrane, h_last, bias_next)`` (each
     ``None`` when none reached it; ``[T, N]`` gradients with any strides). ``needs``: whether ``bias0``,
     ``reset_decay`` and ``threshold`` need theirs (``None`` is returned otherwise); ``membrane`` is read with a
     reset, ``spikes`` when, with a reset, ``reset_decay`` or ``threshold`` needs its gradient. The launches are the
-    custom op ``snn_parallel::linear_fire_backward``."""
+    custom op ``snn_parallel::linear_fire_backward``. ``delayed_reset``: the bias's step undecayed (``linear_fire``).
+    """
     kind, params, _ = spike_code(spike_fn)
     grad_x, sums, grad_h0, grad_bias0 = _backward(
         grad_spikes, grad_membrane, grad_last, grad_bias_next, x, decay, scale, reset_decay,
         *threshold_arguments(threshold), bias0, membrane, spikes, checkpoints, kind, list(params), *layout, *needs,
-        segments_per_block,
+        delayed_reset, segments_per_block,
     )  # fmt: skip
     grad_decay = torch.complex(sums[0], sums[1]) if decay.is_complex() else sums[0]
     return (

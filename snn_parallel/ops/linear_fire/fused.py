@@ -23,7 +23,10 @@ without a reset), :math:`\beta_t = \rho\,\beta_{t+1} - d_t` from :math:`\beta_T 
     b_t = \mathrm{Re}\,h_t - m_t
 
 and, where the threshold needs a gradient (through the spikes' argument and the reset's step),
-:math:`\bar V_{th} = \sum_t (\rho\,\beta_{t+1} s_t - e_t)`, the second term only with a reset.
+:math:`\bar V_{th} = \sum_t (\rho\,\beta_{t+1} s_t - e_t)`, the first term only with a reset. With the
+delayed reset, :math:`b_{t+1} = \rho\,b_t + V_{th} s_t`, the recursion of :math:`\beta` is the same and the
+step is not decayed: :math:`\bar\rho = \sum_t \beta_{t+1} b_t` and :math:`\bar V_{th} = \sum_t (\beta_{t+1} s_t
+- e_t)`.
 """
 
 from __future__ import annotations
@@ -40,7 +43,7 @@ def _filter(x: torch.Tensor, decay: torch.Tensor, scale: torch.Tensor, state: to
 
 
 @torch.no_grad()
-def linear_fire_forward(x, decay, scale, h0, bias0, spike_fn, threshold, reset_decay):
+def linear_fire_forward(x, decay, scale, h0, bias0, spike_fn, threshold, reset_decay, delayed_reset=False):
     """``(spikes, membrane, checkpoints, h_last, bias_next)`` for ``x`` ``[T, N]`` and per-lane ``[N]`` parameters
     (the arguments of :func:`~snn_parallel.ops.linear_fire.linear_fire`, ``threshold`` its ``v_threshold``: ``[N]``
     or a number)."""
@@ -62,7 +65,10 @@ def linear_fire_forward(x, decay, scale, h0, bias0, spike_fn, threshold, reset_d
                 m = torch.sub(real[j], bias, out=membrane[start + j])
                 s = spikes[start + j]
                 s.copy_(spike_fn.heaviside(m - threshold))
-                bias.addcmul_(s, threshold).mul_(reset_decay)
+                if delayed_reset:
+                    bias.mul_(reset_decay).addcmul_(s, threshold)
+                else:
+                    bias.addcmul_(s, threshold).mul_(reset_decay)
         state = h[-1]
     # bias_next as a copy of the tensor stepped in place: torch <= 2.11's AOT autograd lost its gradient otherwise
     return spikes, membrane, checkpoints, state.clone(), bias.clone()
@@ -71,7 +77,7 @@ def linear_fire_forward(x, decay, scale, h0, bias0, spike_fn, threshold, reset_d
 @torch.no_grad()
 def linear_fire_backward(
     grad_spikes, grad_membrane, grad_last, x, decay, scale, membrane, spikes, checkpoints, spike_fn, threshold,
-    reset_decay, grad_bias_next, needs,
+    reset_decay, grad_bias_next, needs, delayed_reset=False,
 ):  # fmt: skip
     """Gradients of ``(x, decay, scale, h0, bias0, reset_decay, threshold)`` of :func:`linear_fire_forward` from
     those of its outputs; the last three only where ``needs`` (three bools) asks (``None`` otherwise), through the
@@ -110,10 +116,12 @@ def linear_fire_backward(
             betas = scan_2d(rho, d_real.neg_(), beta, reverse=True)
             following = torch.cat([betas[1:], beta.unsqueeze(0)])
             s = spikes[start:stop]
-            if grad_rho is not None:  # sum_t beta_{t+1} (b_t + V s_t), b_t = Re h_t - m_t
+            if grad_rho is not None:  # sum_t beta_{t+1} (b_t + V s_t), b_t = Re h_t - m_t (delayed: without V s_t)
                 re_h = h.real if h.is_complex() else h
-                grad_rho += (following * (re_h - m + threshold * s)).sum(0)
-            if grad_threshold is not None and reset:  # sum_t rho beta_{t+1} s_t
-                grad_threshold += rho * (following * s).sum(0)
+                decayed = re_h - m if delayed_reset else re_h - m + threshold * s
+                grad_rho += (following * decayed).sum(0)
+            if grad_threshold is not None and reset:  # sum_t rho beta_{t+1} s_t (delayed: without rho)
+                step = (following * s).sum(0)
+                grad_threshold += step if delayed_reset else rho * step
             beta = betas[0]
     return grad_x, grad_decay, grad_scale, carry, beta if needs[0] else None, grad_rho, grad_threshold

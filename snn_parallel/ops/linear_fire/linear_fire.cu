@@ -3,7 +3,8 @@
 //
 //     h_t = a h_{t-1} + c x_t,   m_t = Re h_t - b_t,   s_t = S(m_t - V_th),   b_{t+1} = rho (b_t + V_th sg(s_t))
 //
-// (without a reset b_t = bias0 throughout). Layout: x, spikes, membrane and grad_x are time-major [T, N] in the
+// or, with the delayed reset (delayed = 1), b_{t+1} = rho b_t + V_th sg(s_t), the spike's step not decayed (without
+// a reset b_t = bias0 throughout). Layout: x, spikes, membrane and grad_x are time-major [T, N] in the
 // storage dtype; a (decay), c (scale), rho (reset_decay) and V_th (threshold; the number threshold_value where it
 // is null) are per parameter lane [P], read for lane n at (n / spatial) % P (per channel: P = C, spatial = the
 // product of the spatial dims; per lane: P = N, spatial = 1);
@@ -25,7 +26,9 @@
 //     and writes grad_x_t = c Re G_t, grad_h0 = conj(a) G_0, grad_bias0 = beta_0 (if not null), and per block the
 //     partial sums of grad_a = sum_t G_t conj(h_{t-1}), grad_c = sum_t Re(G_t) x_t, (reset_grad = 1)
 //     grad_rho = sum_t beta_{t+1} (b_t + V_th s_t), with b_t = Re h_t - m_t, and (threshold_grad = 1)
-//     grad_V = sum_t (rho beta_{t+1} s_t - e_t), e_t = dL/ds_t S'(m_t - V_th) (spikes null without a reset), into
+//     grad_V = sum_t (rho beta_{t+1} s_t - e_t), e_t = dL/ds_t S'(m_t - V_th) (spikes null without a reset); with
+//     the delayed reset (the same beta recursion) grad_rho = sum_t beta_{t+1} b_t and grad_V = sum_t (beta_{t+1} s_t
+//     - e_t), the step undecayed. Both into
 //     partials [groups, 5, N] (rows: Re grad_a, Im grad_a, grad_c, grad_rho, grad_V). grad_spikes and
 //     grad_membrane are read with their strides (sts, sns) and (stm, snm), or are null.
 //
@@ -49,7 +52,7 @@ __device__ __forceinline__ filter_t drive(float c, float x) {
 
 // The parameters of one lane, bound by bind(n): a (decay), c (scale), rho (reset_decay; 1 where it is null,
 // without a reset) and V_th (threshold; threshold_value where it is null) of its parameter lane (n / spatial) % P,
-// and its threshold bias b_0.
+// and its threshold bias b_0; delayed (the same for every lane): the reset's step enters b undecayed.
 struct FireLane {
     const filter_t* decay;
     const float* scale;
@@ -58,6 +61,7 @@ struct FireLane {
     float threshold_value;
     const float* bias0;
     long long P, spatial;
+    int delayed;
     filter_t a{};
     float c = 0.0f, rho = 1.0f, v_threshold = 0.0f, bias = 0.0f;
 
@@ -187,7 +191,8 @@ struct FireBackward : FireLane {
             const float m = reset_decay ? s.m : real_part(h) - bias;
             s.e = s.grad_s * surrogate_grad(kind, params, m - v_threshold);
             s.d = s.grad_m + s.e;
-            s.bias_step = real_part(h) - m + v_threshold * s.spike;  // b_t + V s_t, used with reset_grad only
+            // what rho multiplies in b_{t+1}: b_t + V s_t, or b_t (delayed); used with reset_grad only
+            s.bias_step = delayed ? real_part(h) - m : real_part(h) - m + v_threshold * s.spike;
         }
     }
     __device__ void map(const Step& s, long long t, State& d, State& b) const {
@@ -205,7 +210,7 @@ struct FireBackward : FireLane {
         partial.scale += g_re * steps[j].x;
         partial.decay = add(partial.decay, mul(G, conjugate(j > 0 ? steps[j - 1].h : h_enter)));
         if (reset_grad) partial.rho += before.beta * steps[j].bias_step;
-        if (threshold_grad) partial.threshold += rho * before.beta * steps[j].spike - steps[j].e;
+        if (threshold_grad) partial.threshold += (delayed ? 1.0f : rho) * before.beta * steps[j].spike - steps[j].e;
         if (t == 0) {
             grad_h0[n] = mul(back, G);
             if (grad_bias0) grad_bias0[n] = after.beta;
@@ -250,7 +255,7 @@ struct FireChain : FireForwardArgs {
                 const float spike = spike_value(kind, params, inclusive, m - v_threshold);
                 store(membrane + t * N + n, m);
                 store(spikes + t * N + n, spike);
-                b = rho * (b + v_threshold * spike);
+                b = delayed ? rho * b + v_threshold * spike : rho * (b + v_threshold * spike);
             });
         if (!filtered) h_last[n] = h;
         bias_next[n] = b;
@@ -266,7 +271,7 @@ extern "C" __global__ void __launch_bounds__(32 * SNN_WARPS, 1)
                       filter_t* __restrict__ agg_d, filter_t* __restrict__ agg_b,
                       filter_t* __restrict__ inclusive_states, int kind, float p0, float p1, float p2, float p3,
                       int inclusive, long long T, long long N, long long P, long long spatial, long long G) {
-    FireForward op = {{{decay, scale, nullptr, threshold, threshold_value, bias0, P, spatial}, x, h0, spikes, membrane, filtered,
+    FireForward op = {{{decay, scale, nullptr, threshold, threshold_value, bias0, P, spatial, 0}, x, h0, spikes, membrane, filtered,
                        checkpoints, h_last, kind, inclusive, {p0, p1, p2, p3}, T, N}};
     chunked_scan(op, chunking<filter_t>(T, N, G, 0, flags, agg_d, agg_b, inclusive_states));
 }
@@ -280,8 +285,8 @@ extern "C" __global__ void SNN_ENTRY(lf_chain)(const scalar_t* __restrict__ x, f
                                                filter_t* __restrict__ checkpoints, filter_t* __restrict__ h_last,
                                                float* __restrict__ bias_next, int kind, float p0, float p1, float p2,
                                                float p3, int inclusive, long long T, long long N, long long P,
-                                               long long spatial) {
-    FireChain chain = {{{decay, scale, reset_decay, threshold, threshold_value, bias0, P, spatial}, x, h0, spikes, membrane, filtered,
+                                               long long spatial, int delayed) {
+    FireChain chain = {{{decay, scale, reset_decay, threshold, threshold_value, bias0, P, spatial, delayed}, x, h0, spikes, membrane, filtered,
                         checkpoints, h_last, kind, inclusive, {p0, p1, p2, p3}, T, N},
                        bias_next};
     for (long long n = item_start(); n < N; n += item_stride()) chain.run(n);
@@ -300,8 +305,8 @@ extern "C" __global__ void __launch_bounds__(32 * SNN_WARPS, 1)
                       WithBias<filter_t>* __restrict__ agg_b, WithBias<filter_t>* __restrict__ inclusive_states,
                       int kind, float p0, float p1, float p2, float p3, int reset_grad, int threshold_grad,
                       long long T, long long N, long long P, long long spatial, long long sts, long long sns,
-                      long long stm, long long snm, long long G) {
-    FireBackward op = {{decay, scale, reset_decay, threshold, threshold_value, bias0, P, spatial}, grad_spikes, grad_membrane,
+                      long long stm, long long snm, long long G, int delayed) {
+    FireBackward op = {{decay, scale, reset_decay, threshold, threshold_value, bias0, P, spatial, delayed}, grad_spikes, grad_membrane,
                        grad_last, grad_bias_next, x, membrane, spikes, checkpoints, grad_x, grad_h0, grad_bias0,
                        partials, kind, reset_grad, threshold_grad, {p0, p1, p2, p3}, T, N, sts, sns, stm, snm};
     chunked_scan(op, chunking<WithBias<filter_t>>(T, N, G, 1, flags, agg_d, agg_b, inclusive_states));
