@@ -7,7 +7,6 @@ the parameters' shapes, the values read back, assigned and carried by state dict
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
 import pytest
 import torch
@@ -27,7 +26,6 @@ from test_snntorch_synaptic import _layers as _synaptic_layers  # noqa: E402
 from test_snntorch_synaptic import _loss as _synaptic_loss  # noqa: E402
 from test_snntorch_synaptic import _multistep_run as _synaptic_multistep  # noqa: E402
 from test_snntorch_synaptic import _step_run as _synaptic_steps  # noqa: E402
-from test_snntorch_tutorials import _SoftResetLeaky  # noqa: E402
 
 from snn_parallel.learners import BPTTTrainer, HYPRTrainer, StepLoss  # noqa: E402
 from snn_parallel.surrogate import ATan  # noqa: E402
@@ -209,15 +207,6 @@ def test_state_dicts_of_learned_numbers_go_to_and_from_snntorch(skin, reference)
 
 
 # -- gradients and optimizer steps against snnTorch in float64 ----------------------------------------------
-class _SoftReset(_SoftResetLeaky):
-    """The soft-reset LIF in snnTorch's terms (the reset's spike detached, see ``test_snntorch_tutorials``), called as
-    ``snn.Leaky`` is (its ``mem`` by default, the spikes alone with ``init_hidden`` without ``output``)."""
-
-    def forward(self, input_: torch.Tensor, mem: torch.Tensor | None = None) -> Any:
-        spk, mem = super().forward(input_, self.mem if mem is None else mem)
-        return spk if self.init_hidden and not self.output else (spk, mem)
-
-
 def _same_parameters(reference: nn.Module, ours: nn.Module) -> None:
     """Give ``ours`` the values of ``reference``'s parameters (a decay's logit to the core's logit), checking that
     they correspond one to one, in snnTorch's shapes."""
@@ -285,14 +274,13 @@ def test_without_a_reset_gradients_and_optimizer_steps_are_snn_leakys(run):
 
 
 @pytest.mark.parametrize("run", [_step_run, _multistep_run], ids=["forward", "multistep"])
-def test_with_a_reset_the_weights_and_threshold_learn_as_the_soft_reset_leaky(run):
-    """With a reset the skin's gradient is the soft-reset LIF's, the reset's spike detached (``_SoftResetLeaky``:
-    ``snn.Leaky``'s own state function, firing and threshold): step by step every gradient is its own, over Adam
-    steps; through ``multistep`` the weights' and the shared threshold's are, ``beta``'s flowing through the
-    reset-free membrane only (documented). snnTorch's ``atan()`` is ours here, in float64 (its own gives float32
-    spikes)."""
+def test_with_a_reset_the_weights_and_threshold_learn_as_snn_leakys(run):
+    """With snnTorch's default reset (one step later, its spike detached) the skin's gradients are ``snn.Leaky``'s:
+    step by step every one of them, over Adam steps; through ``multistep`` the weights' and the shared threshold's,
+    ``beta``'s flowing through the reset-free membrane only (documented). snnTorch's ``atan()`` is ours here, in
+    float64 (its own gives float32 spikes)."""
     learned = {"learn_beta": True, "learn_threshold": True, "spike_grad": ATan(2.0, inclusive=False)}  # float64 spikes
-    reference = _layers(lambda n: _as_logits(_SoftReset(**_float64(beta=0.8, threshold=0.9), **learned)))
+    reference = _layers(lambda n: _as_logits(snn.Leaky(**_float64(beta=0.8, threshold=0.9), **learned)))
     ours = _layers(lambda n: DecoupledLIF(n, **{**LEAKY, **learned}))
     _same_parameters(reference, ours)
     x = _input()
@@ -326,7 +314,8 @@ def test_synaptic_learned_numbers_train_as_snn_synaptics(run):
     assert all(spk.sum() > 20 for spk, _, _ in _synaptic_steps(reference, x))
     losses = _train_alike(reference, ours, (_synaptic_steps, run), _synaptic_loss, x)
     assert losses[-1] < losses[0]
-    resetting = _synaptic_layers(lambda n: Synaptic(n, **{**SYNAPTIC, **learned}))
+    # the in-step reset, whose second-order equations the reference writes out (the default is snnTorch's)
+    resetting = _synaptic_layers(lambda n: Synaptic(n, **{**SYNAPTIC, **learned}, reset_delay=False))
     params = list(resetting.parameters())
     assert {p.shape for p in params if p.dim() < 2} >= {torch.Size([])}
     got = torch.autograd.grad(_synaptic_loss(run(resetting, x)), params)
@@ -339,7 +328,7 @@ def test_synaptic_learned_numbers_train_as_snn_synaptics(run):
 # -- snnTorch's backprop and the learners' trainers ---------------------------------------------------------
 def _leaky_pair(reset: str, readout: bool) -> tuple[nn.Module, nn.Module]:
     """``fc -> neuron -> fc`` (``-> neuron`` with ``readout``, returning its membrane too) of ``init_hidden`` neurons,
-    ``snn.Leaky`` (the soft-reset one with a reset) with its ``beta`` as the core's logit, and the skin, both learning
+    ``snn.Leaky`` (its default reset, one step later, with a reset) with its ``beta`` as the core's logit, and the skin, both learning
     ``beta`` and ``threshold`` as one number each, from the same values."""
     learned = {
         "learn_beta": True,
@@ -347,7 +336,6 @@ def _leaky_pair(reset: str, readout: bool) -> tuple[nn.Module, nn.Module]:
         "spike_grad": ATan(2.0, inclusive=False),
         "init_hidden": True,
     }
-    theirs = snn.Leaky if reset == "none" else _SoftReset
 
     def model(make: Callable[..., nn.Module]) -> nn.Module:
         torch.manual_seed(0)
@@ -356,7 +344,7 @@ def _leaky_pair(reset: str, readout: bool) -> tuple[nn.Module, nn.Module]:
         ).double()
 
     reference = model(
-        lambda **k: _as_logits(theirs(**_float64(beta=0.8, threshold=0.9), reset_mechanism=reset, **learned, **k))
+        lambda **k: _as_logits(snn.Leaky(**_float64(beta=0.8, threshold=0.9), reset_mechanism=reset, **learned, **k))
     )
     ours = model(lambda **k: DecoupledLIF(**{**LEAKY, **learned, **k}, reset_mechanism=reset))  # lazy
     _same_parameters(reference, ours)
@@ -385,8 +373,8 @@ def test_snntorch_backprop_bptt_trains_the_learned_numbers_as_snn_leakys():
 @pytest.mark.parametrize("trainer, options", [(BPTTTrainer, {}), (HYPRTrainer, {"chunk": 4})], ids=["BPTT", "HYPR"])
 def test_the_trainers_give_the_learned_numbers_snntorchs_gradients(trainer, options, reset):
     """The learners' ``BPTTTrainer`` and ``HYPRTrainer`` (which takes the 0-d parameters) on the skin give the
-    gradients of the ``snn.Leaky`` network stepped by hand: all of them without a reset; with one (the soft-reset
-    Leaky), the weights' and the threshold's (``beta``'s flows through the reset-free membrane in the trainers'
+    gradients of the ``snn.Leaky`` network stepped by hand: all of them without a reset; with snnTorch's default
+    one, the weights' and the threshold's (``beta``'s flows through the reset-free membrane in the trainers'
     parallel runs, as in ``multistep``)."""
     reference, ours = _leaky_pair(reset, readout=False)
     x, y = digits_like(steps=10)
