@@ -28,13 +28,14 @@ def param_layout(shape: torch.Size, *params: torch.Tensor | None) -> tuple[int, 
 
 
 def compact(param: torch.Tensor, shape: torch.Size, lo: int, hi: int) -> torch.Tensor:
-    """``param`` (broadcastable to ``shape``) as ``[P]``: its values along dims ``[lo, hi)`` (differentiable; a view
-    when ``param`` already spans them, as a per-channel ``[C]`` does)."""
+    """``param`` (broadcastable to ``shape``) as ``[P]``, contiguous as the kernels read it: its values along dims
+    ``[lo, hi)`` (differentiable; the tensor itself when ``param`` already spans them contiguously, as a per-channel
+    ``[C]`` does; a copy of an expanded one, e.g. a shared value spread to the channels, whose stride is 0)."""
     aligned = (1,) * (len(shape) - param.dim()) + tuple(param.shape)
     if aligned[lo:hi] == tuple(shape[lo:hi]):
-        return param.reshape(-1)
+        return param.reshape(-1).contiguous()
     full = param.reshape(aligned).expand(shape)
-    return full[(0,) * lo + (Ellipsis,) + (0,) * (len(shape) - hi)].reshape(-1)
+    return full[(0,) * lo + (Ellipsis,) + (0,) * (len(shape) - hi)].reshape(-1).contiguous()
 
 
 def per_lane(param: torch.Tensor, lanes: int, layout: tuple[int, int]) -> torch.Tensor:

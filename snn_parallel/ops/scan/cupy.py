@@ -63,6 +63,8 @@ def _fake_backward(a, grad_h, grad_last, h, h0, count, spatial, segments_per_blo
 )
 def _backward(a, grad_h, grad_last, h, h0, count, spatial, segments_per_block=None):
     steps, lanes = h.shape
+    # grad_h is read with its strides; grad_last ([N], e.g. the stride-0 ones of a sum's backward) as a copy
+    grad_last = None if grad_last is None else grad_last.contiguous()
     variant, _, state = _kernels(h)
     build = torch.float32 if h.is_complex() else a.dtype  # the storage dtype of a (and of the gradients written)
     varying = a.dim() == 2
