@@ -31,6 +31,9 @@ NEURONS = {
     # one decay and one threshold shared by the channels (0-d parameters spread to the lanes)
     "lif_shared": lambda: sp.DecoupledLIF(4, learn_decay="shared", learn_threshold="shared"),
     "dsn_shared_threshold": lambda: sp.DynamicDecay(4, v_threshold=0.5, learn_threshold="shared"),
+    # snnTorch's delayed reset: the bias decays with the learned beta itself (its gradient from the kernels)
+    "lif_reset_delay": lambda: sp.DecoupledLIF(4, learn_decay=True, reset_delay=True, learn_threshold=True),
+    "synaptic_reset_delay": lambda: sp.SynapticLIF(4, learn_decay="shared", reset_delay=True),
 }
 
 
@@ -52,6 +55,35 @@ def test_neurons_on_the_cupy_path(emulate_cupy, name):
         results[backend] = (spikes, more, *state, *grads)
     for a, b in zip(results["torch"], results["cupy"], strict=True):
         torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-5)
+
+
+OPS_WITH_EXPANDED_PARAMETERS = {
+    # (op, its outputs), for a per-channel parameter p: decay, and for linear_fire gain, threshold and reset decay too
+    "linear_scan": lambda p, x, backend: linear_scan(p, x, backend=backend),
+    "linear_fire": lambda p, x, backend: linear_fire(
+        x, p, p, torch.zeros_like(x[0]), torch.zeros_like(x[0]), ATan(), p, p, backend=backend
+    )[:2],
+}
+
+
+@pytest.mark.parametrize("op", OPS_WITH_EXPANDED_PARAMETERS)
+def test_kernels_read_an_expanded_parameter_as_its_values(emulate_cupy, op):
+    """The kernels read per-channel parameters as a contiguous ``[C]``: one that is a single value spread to the
+    channels (stride 0, as a shared learned parameter is) gives the torch path's outputs and that value's
+    gradient, as a contiguous copy of it does."""
+    emulate_cupy()
+    x = torch.rand(9, 2, 4) * 1.5
+    results = []
+    for backend in ("torch", "cupy"):
+        for expanded in (True, False):
+            value = torch.tensor(0.7, requires_grad=True)
+            param = value.expand(4) if expanded else value.expand(4).contiguous()
+            outputs = OPS_WITH_EXPANDED_PARAMETERS[op](param, x, backend)
+            (grad,) = torch.autograd.grad(sum(o.float().sum() for o in outputs), value)
+            results.append((*outputs, grad))
+    for got in results[1:]:
+        for a, b in zip(got, results[0], strict=True):
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
 
 
 def test_cupy_backend_refuses_what_the_kernels_cannot_run(emulate_cupy):
