@@ -82,6 +82,7 @@ NEURONS: dict[str, tuple[Callable[[], sn.Neuron], float]] = {
     ),
     "integrate_and_fire": (lambda: sn.DecoupledLIF(C, tau=float("inf")), 0.5),
     "decoupled_lif_shared": (lambda: sn.DecoupledLIF(C, learn_decay="shared", learn_threshold="shared"), 2.0),
+    "decoupled_lif_reset_delay": (lambda: sn.DecoupledLIF(C, learn_decay=True, reset_delay=True), 2.0),
     "synaptic": (
         lambda: sn.SynapticLIF(C, learn_decay=True, v_threshold=[0.6, 0.8, 1.0, 1.2], learn_threshold=True),
         1.0,

@@ -22,7 +22,9 @@ With ``reset_delay=True`` the reset is subtracted one step after the spike, unde
 
 the same reset-free filter with the spike's step entering the bias undecayed; the membrane returned is
 :math:`u_t`, the potential compared with the threshold (before the pending subtraction of the step's own spike),
-and the state's bias :math:`b_{t+1}` holds that pending reset.
+and the state's bias :math:`b_{t+1}` holds that pending reset. Here the bias decays with :math:`\beta` itself, not
+detached, so that a learned :math:`\beta` gets snnTorch's gradient, through the resets already subtracted too:
+:math:`\partial u_t/\partial\beta = u_{t-1} + \beta\,\partial u_{t-1}/\partial\beta` (the spikes stay detached).
 
 The drive :math:`c_t` is the input :math:`x_t`, or with ``decay_input=True`` the input scaled by
 :math:`1 - \beta = 1/\tau`, :math:`u_t = u_{t-1} + (x_t - u_{t-1})/\tau` before the reset (SpikingJelly's
@@ -146,8 +148,9 @@ class DecoupledLIF(Neuron):
     def _fire_arguments(self, x: torch.Tensor, state: DecoupledLIFState, channel_dim: int) -> tuple[Any, ...]:
         r"""The positional arguments of ``linear_fire`` / ``linear_fire_step`` for input ``x``
         (channels at ``channel_dim``): decay :math:`\beta`, input gain, the state, the
-        surrogate, :math:`V_{th}`, and the reset's decay, detached (the reset carries no gradient but the
-        threshold's), or ``None`` without a reset."""
+        surrogate, :math:`V_{th}`, and the reset's decay, or ``None`` without a reset: detached for the reset within
+        the step (the reset carries no gradient but the threshold's), not detached for the delayed one (a learned
+        :math:`\beta` gets its gradient through the pending resets too, as snnTorch's default ``Leaky``)."""
         beta, gain = (self._channel_view(c, x, channel_dim) for c in self._decay_and_gain())
         return (
             x,
@@ -157,7 +160,7 @@ class DecoupledLIF(Neuron):
             state.bias,
             self.surrogate,
             self._threshold_at(x, channel_dim),
-            beta.detach() if self.soft_reset else None,
+            (beta if self.reset_delay else beta.detach()) if self.soft_reset else None,
         )
 
     def _fire(self, drive: torch.Tensor, state: Any) -> tuple[torch.Tensor, ...]:

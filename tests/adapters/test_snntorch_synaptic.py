@@ -185,13 +185,13 @@ def test_with_a_reset_the_gradients_are_those_of_a_detached_reset(reset_delay):
     """snn.Synaptic(reset_delay=False) backpropagates through the spike its reset subtracts; the skin detaches
     it (snn.Synaptic's default delayed reset detaches it too: see the next test). Its gradients are the sequential
     neuron's with the reset detached: step by step with :math:`\\beta` multiplying the membrane (snnTorch's form),
-    through multistep with :math:`\\beta`'s gradient through the reset-free membrane; the weights', the current's
-    decay's and the thresholds' are the same in both."""
+    through multistep the same with the delayed reset, and with :math:`\\beta`'s gradient through the reset-free
+    membrane with the in-step one; the weights', the current's decay's and the thresholds' are the same in both."""
     learned = {"learn_alpha": True, "learn_beta": True, "learn_threshold": True}
     _, ours = _pair("subtract", reset_delay, **learned)
     x = _input()
     params = [p for p in ours.parameters()]
-    for run, through_reset in ((_step_run, True), (_multistep_run, False)):
+    for run, through_reset in ((_step_run, True), (_multistep_run, reset_delay)):
         got = torch.autograd.grad(_loss(run(ours, x)), params)
         reference = _detached_reset_reference(ours, x, through_reset, delayed=reset_delay)
         expected = torch.autograd.grad(_loss(reference), params)
@@ -202,15 +202,15 @@ def test_with_a_reset_the_gradients_are_those_of_a_detached_reset(reset_delay):
             step_grads = got
     decay_logits = {id(ours[i].core.decay_logit) for i in (1, 3)}
     for p, g_step, g_multi in zip(params, step_grads, got, strict=True):
-        if id(p) not in decay_logits:  # only beta's gradient depends on the form
+        if reset_delay or id(p) not in decay_logits:  # only beta's depends on the form, with the in-step reset
             torch.testing.assert_close(g_step, g_multi)
 
 
 def test_by_default_every_gradient_is_snn_synaptics():
     """snnTorch's default delayed reset detaches the spike it subtracts, as the skin does: with the decays fixed
     every gradient (weights, per-neuron thresholds) is ``snn.Synaptic()``'s, step by step and through multistep.
-    Learned decays: step by step (:math:`\\beta` multiplying the membrane ``mem`` carried, snnTorch's form) every
-    gradient is still ``snn.Synaptic``'s; through multistep only :math:`\\beta`'s differs (the previous test)."""
+    Learned decays: every gradient is still ``snn.Synaptic``'s, step by step and through multistep (the pending
+    resets decay with :math:`\\beta` itself)."""
     learned = {"learn_alpha": True, "learn_beta": True, "learn_threshold": True}
     for options in ({"learn_threshold": True}, learned):
         ref, ours = _pair("subtract", **options)
@@ -229,9 +229,7 @@ def test_by_default_every_gradient_is_snn_synaptics():
                 assert neuron.threshold.grad.abs().max() > 1e-3
                 torch.testing.assert_close(core.v_threshold.grad, neuron.threshold.grad)
                 if options is learned:
-                    decays = [(neuron.alpha, core.syn_decay_logit)]
-                    decays += [(neuron.beta, core.decay_logit)] if run is _step_run else []
-                    for decay, logit in decays:
+                    for decay, logit in ((neuron.alpha, core.syn_decay_logit), (neuron.beta, core.decay_logit)):
                         torch.testing.assert_close(logit.grad, decay.grad * decay * (1 - decay))
 
 
