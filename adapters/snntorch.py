@@ -1124,10 +1124,9 @@ class DecoupledLIF(LeakyAdapter):
         spike_grad: snnTorch surrogate.
         learn_beta: learn the decay :math:`\beta = \sigma(w)` (core ``learn_decay``), as ``snn.Leaky``: one for
             the layer (a 0-d ``decay_logit``) from a number, one per channel from a per-neuron tensor (refused with
-            ``beta=1.0``, which a sigmoid cannot reach nor leave); its gradient flows through the
-            reset-free membrane only (the core's reset is detached, its bias decaying with
-            ``beta`` detached), where ``snn.Leaky``'s also flows through the resets subtracted. Without a
-            reset it is ``snn.Leaky``'s.
+            ``beta=1.0``, which a sigmoid cannot reach nor leave); its gradient is ``snn.Leaky``'s with the
+            delayed reset (the default) or without a reset; with ``reset_delay=False`` it flows through the
+            reset-free membrane only in ``multistep`` (the core's bias then decays with ``beta`` detached).
         reset_delay: ``True`` (default, snnTorch's): the reset subtracted one step after the spike, undecayed;
             ``False``: within the step that fired (``snn.Leaky(reset_delay=False)``).
         learn_threshold: learn the threshold (the core's ``v_threshold``, which ``neuron.threshold`` is),
@@ -1421,10 +1420,10 @@ class Synaptic(_CoreSkin, snntorch.Synaptic):
     ``snn.Synaptic(learn_threshold=True)``'s), which is ``snn.Synaptic``'s default BPTT exactly (with fixed
     decays). ``snn.Synaptic(reset_delay=False)`` also backpropagates through the :math:`-V_{th} s_t` of the step
     that fired, so BPTT gradients differ from it for the same spikes (with ``reset_mechanism="none"`` they are
-    the same). The decays' gradients: ``forward``, step by step, multiplies
-    the membrane after the reset by :math:`\beta`, as ``snn.Synaptic`` does; ``multistep`` gives :math:`\beta`
-    its gradient through the reset-free membrane (the core's, :mod:`snn_parallel.neurons.synaptic`). Without a
-    reset the two are the same.
+    the same). The decays' gradients are ``snn.Synaptic``'s with the delayed reset (the default: the pending
+    resets decay with :math:`\beta` itself) and without a reset; with ``reset_delay=False``, ``forward`` step by
+    step multiplies the membrane after the reset by :math:`\beta`, as ``snn.Synaptic`` does, and ``multistep``
+    gives :math:`\beta` its gradient through the reset-free membrane.
 
     A ``snn.Synaptic`` state dict (``alpha``, ``beta``, ``threshold``) loads into it; assigning ``neuron.alpha``,
     ``neuron.beta`` or ``neuron.threshold`` retunes the core.

@@ -22,7 +22,8 @@ spikes' argument :math:`u_t - V_{th}` and through the bias's step :math:`\beta V
 subtracts :math:`V_{th}\,\mathrm{sg}(s_{t-1})`, as snnTorch's ``Synaptic(learn_threshold=True)``).
 
 With ``reset=False`` the membrane never resets (:math:`u_t = u'_t`, snnTorch's ``reset_mechanism="none"``).
-With ``reset_delay=True`` the reset is subtracted one step later, undecayed,
+With ``reset_delay=True`` the reset is subtracted one step later, undecayed (and the bias decays with
+:math:`\beta` itself, so that :math:`\beta`'s gradient flows through the pending resets too, as snnTorch's),
 :math:`u_t = \beta u_{t-1} + i_t - V_{th}\,\mathrm{sg}(s_{t-1})` (:math:`b_{t+1} = \beta b_t + V_{th} s_t`;
 snnTorch's default ``Synaptic``, see :class:`~snn_parallel.neurons.DecoupledLIF`).
 """
