@@ -717,7 +717,8 @@ class DecoupledLIFNode(_LeakyNode):
             does not name it.
         v_threshold, v_reset, surrogate_function, detach_reset, step_mode, store_v_seq,
         backend: as in SpikingJelly (see the module doc).
-        learn_decay: the core's argument (a per-channel :math:`\beta`, initialised from ``tau``).
+        learn_decay: the core's argument (``True``: a per-channel :math:`\beta`, ``"shared"``: one for the layer,
+            initialised from ``tau``).
     """
 
     def __init__(

@@ -251,30 +251,21 @@ def _float64(**values: float) -> dict[str, torch.Tensor]:
     return {name: torch.tensor(value, dtype=F64) for name, value in values.items()}
 
 
+@pytest.mark.parametrize("reset", ["none", "subtract"])
 @pytest.mark.parametrize("run", [_step_run, _multistep_run], ids=["forward", "multistep"])
-def test_without_a_reset_gradients_and_optimizer_steps_are_snn_leakys(run):
-    """``snn.Leaky(beta=0.8, learn_beta=True, threshold=0.9, learn_threshold=True, reset_mechanism="none")`` and the
-    skin: the same parameters in shape, and over Adam steps the same losses, gradients (the weights', the shared
-    ``beta``'s and threshold's) and parameters, snnTorch's ``beta`` parametrized as the core's :math:`\\sigma(w)`.
-    (``test_snntorch_no_reset`` compares the plain ``beta``'s gradient through the chain rule.)"""
-    learned = {"learn_beta": True, "learn_threshold": True, "reset_mechanism": "none"}
-    reference = _layers(lambda n: _as_logits(snn.Leaky(**_float64(beta=0.8, threshold=0.9), **learned)))
-    ours = _layers(lambda n: DecoupledLIF(n, **LEAKY, reset_mechanism="none"))
-    _same_parameters(reference, ours)
-    x = _input()
-    for spk, _ in _step_run(reference, x):
-        assert 0.05 < spk.mean() < 0.95
-    losses = _train_alike(reference, ours, (_step_run, run), _loss, x)
-    assert losses[-1] < losses[0]
-    assert ours[1].beta.shape == ours[1].threshold.shape == ()
-
-
-@pytest.mark.parametrize("run", [_step_run, _multistep_run], ids=["forward", "multistep"])
-def test_with_a_reset_the_learned_numbers_train_as_snn_leakys(run):
-    """With snnTorch's default reset (one step later, its spike detached) every gradient of the skin is
-    ``snn.Leaky``'s, the shared ``beta``'s and threshold's included, step by step and through ``multistep``, over
-    Adam steps. snnTorch's ``atan()`` is ours here, in float64 (its own gives float32 spikes)."""
-    learned = {"learn_beta": True, "learn_threshold": True, "spike_grad": ATan(2.0, inclusive=False)}  # float64 spikes
+def test_gradients_and_optimizer_steps_are_snn_leakys(run, reset):
+    r"""``snn.Leaky(beta=0.8, learn_beta=True, threshold=0.9, learn_threshold=True)`` and the skin, without a reset
+    and with snnTorch's default one (one step later, its spike detached): the same parameters in shape, and over
+    Adam steps, step by step and through ``multistep``, the same losses, gradients (the weights', the shared
+    ``beta``'s and threshold's) and parameters, snnTorch's ``beta`` parametrized as the core's :math:`\sigma(w)`.
+    snnTorch's ``atan()`` is ours here, in float64 (its own gives float32 spikes); ``test_snntorch_no_reset``
+    compares the plain ``beta``'s gradient through the chain rule."""
+    learned = {
+        "learn_beta": True,
+        "learn_threshold": True,
+        "reset_mechanism": reset,
+        "spike_grad": ATan(2.0, inclusive=False),
+    }
     reference = _layers(lambda n: _as_logits(snn.Leaky(**_float64(beta=0.8, threshold=0.9), **learned)))
     ours = _layers(lambda n: DecoupledLIF(n, **{**LEAKY, **learned}))
     _same_parameters(reference, ours)
@@ -283,6 +274,7 @@ def test_with_a_reset_the_learned_numbers_train_as_snn_leakys(run):
         assert 0.05 < spk.mean() < 0.95
     losses = _train_alike(reference, ours, (_step_run, run), _loss, x)
     assert losses[-1] < losses[0]
+    assert ours[1].beta.shape == ours[1].threshold.shape == ()
 
 
 @pytest.mark.parametrize("run", [_synaptic_steps, _synaptic_multistep], ids=["forward", "multistep"])
