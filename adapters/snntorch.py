@@ -627,9 +627,29 @@ class _CoreSkin:
                 decay.follow(state_dict[key], self.core)
         if "threshold" not in self._buffers and prefix + "threshold" in state_dict:
             self._load_channel_threshold(state_dict.pop(prefix + "threshold"), state_dict, prefix + "core.v_threshold")
+        self._materialize_for(state_dict, prefix + "core.")
         super()._load_from_state_dict(state_dict, prefix, *args)
         if "threshold" in self._buffers and prefix + "threshold" in state_dict:
             self._set_threshold(_scalar(self.threshold, "threshold", _PER_CHANNEL_SKINS))
+
+    def _materialize_for(self, state_dict: dict[str, Any], prefix: str) -> None:
+        """Materialise a lazy core that the state dict's per-channel tensors (its entries under ``prefix``) give a
+        channel count, before it loads them: a decay loaded as one value (the core's time constant, its entry the
+        lazy core's own placeholder) is then the per-channel tensor the core builds from it, not the empty
+        placeholder, which another entry's count would make a size mismatch."""
+        core = self.core
+        if not core.has_uninitialized_params():
+            return
+        loaded = (state_dict.get(prefix + name) for name in core._declared)
+        counts = [t.shape[0] for t in loaded if isinstance(t, torch.Tensor) and not nn.parameter.is_lazy(t) and t.dim()]
+        if not any(counts):
+            return
+        core.materialize(next(count for count in counts if count))
+        for decay in self._decays.values():
+            key = prefix + decay.logit
+            placeholder = state_dict.get(key)
+            if isinstance(placeholder, torch.Tensor) and (nn.parameter.is_lazy(placeholder) or not placeholder.numel()):
+                state_dict[key] = getattr(core, decay.logit)
 
     def _shared_threshold(self, threshold: float | torch.Tensor) -> torch.Tensor:
         """The 0-d value of a threshold learned as one value (``learn_threshold=True`` with one number, snnTorch's
