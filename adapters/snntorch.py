@@ -1818,10 +1818,13 @@ class Lapicque(_LeakyMembrane, snntorch.Lapicque):
     def __setattr__(self, name: str, value: Any) -> None:
         """``neuron.R``, ``neuron.C`` or ``neuron.time_step = tensor`` (snnTorch's buffers) retunes the core."""
         if name in _RC_BUFFERS and "core" in self._modules:
-            self._retune_to({name: value})
+            self._checked_rate({name: value})  # before the buffer takes it
+            super().__setattr__(name, value)
+            self._retune()
+            return
         super().__setattr__(name, value)
 
-    def _retune_to(self, values: Mapping[str, object]) -> float:
+    def _checked_rate(self, values: Mapping[str, object]) -> float:
         r""":math:`\Delta t/(RC)` for ``R``, ``C``, ``time_step`` taken from ``values`` where there, else the buffers;
         a ``ValueError`` names what is out of range."""
         given = [values.get(name, getattr(self, name)) for name in _RC_BUFFERS]
@@ -1843,7 +1846,9 @@ class Lapicque(_LeakyMembrane, snntorch.Lapicque):
     def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
         """Load as ``snn.Lapicque`` does; the core's decay :math:`1 - \\Delta t/(RC)` and gain :math:`\\Delta t/C`
         follow the loaded ``R``, ``C`` and ``time_step`` (each refused where their decay is out of range)."""
-        rate = self._retune_to({name: state_dict[prefix + name] for name in _RC_BUFFERS if prefix + name in state_dict})
+        rate = self._checked_rate(
+            {name: state_dict[prefix + name] for name in _RC_BUFFERS if prefix + name in state_dict}
+        )
         state_dict[prefix + "decay"] = torch.tensor(1 - rate, dtype=torch.float64)  # the core's, see _Decay.load
         super()._load_from_state_dict(state_dict, prefix, *args)
         R, C, step = (float(getattr(self, name)) for name in _RC_BUFFERS)  # noqa: N806
