@@ -19,6 +19,7 @@ import snntorch.utils  # noqa: E402
 from snn_parallel.adapters import snntorch as adapter  # noqa: E402
 from snn_parallel.adapters.snntorch import Lapicque  # noqa: E402
 from test_snntorch_no_reset import _multistep_run, _step_run  # noqa: E402
+from test_snntorch_synaptic import assert_a_trainer_gives_the_steps  # noqa: E402
 
 F64 = torch.float64
 C = 6
@@ -265,3 +266,29 @@ def test_bad_values_after_construction_are_refused():
         neuron(torch.full((2, 3), math.nan))
     with pytest.raises(TypeError, match="x_seq"):
         neuron.multistep([1.0, 2.0])
+
+
+@pytest.mark.parametrize("output", [True, False], ids=["spk_and_mem", "spk"])
+def test_a_trainer_gives_the_steps(output):
+    """A trainer of :mod:`snn_parallel.learners` (whole sequence in parallel, or step by step, through the core where
+    nothing reads ``mem``) gives the model's outputs called one step at a time, the input gain included."""
+
+    class Model(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc1, self.fc2 = nn.Linear(4, 8), nn.Linear(8, 3)
+            self.lif = Lapicque(8, R=2.0, C=2.0, threshold=0.5, init_hidden=True, output=output)
+
+        def forward(self, x):
+            out = self.lif(self.fc1(x))
+            return self.fc2(out[0]) + out[1][:, :3] if output else self.fc2(out)
+
+    torch.manual_seed(0)
+    model = Model().double()
+    nn.init.uniform_(model.fc1.weight, -1, 1)
+    x = torch.rand(9, 5, 4, dtype=F64)
+    spikes = model.lif.multistep(model.fc1(x))
+    assert (spikes[0] if output else spikes).sum() > 10  # it fires
+    model.lif.reset_mem()
+    by_hand = torch.stack([model(x_t) for x_t in x])
+    assert_a_trainer_gives_the_steps(model, x, by_hand)
