@@ -15,7 +15,8 @@ and the losses rely on it), keep its constructor conventions (``threshold``,
 ``graded_spikes_factor``; an option a neuron cannot express is refused with the reason, as are
 ``snn.RLeaky``'s recurrent options and ``snn.DeltaLeaky``'s ``delta_threshold``: no skin is
 recurrent, its state depending on its input only) and its call contract (:class:`Synaptic`, the drop-in for
-``snn.Synaptic``, subclasses ``snntorch.Synaptic`` instead and keeps its contract, ``(spk, syn, mem)``):
+``snn.Synaptic``, subclasses ``snntorch.Synaptic`` instead and keeps its contract, ``(spk, syn, mem)``;
+:class:`Lapicque`, the drop-in for ``snn.Lapicque``, subclasses ``snntorch.Lapicque`` and keeps Leaky's):
 
 - ``forward(input_, mem=None)`` is **one** time step and returns ``(spk, mem)``, or ``spk``
   alone with ``init_hidden=True, output=False``; passing ``mem`` with ``init_hidden=True``
@@ -56,8 +57,10 @@ the reset acts within the step that fired: they then fire like ``Leaky(beta, res
 one subtraction brings the membrane below the threshold (``Leaky`` subtracts once more at the next step where
 it does not), their gradient treating the reset as a constant where ``Leaky(reset_delay=False)`` also
 backpropagates through the :math:`-V_{th} s_t` of the step that fired. The other skins that reset do so within
-the step that fired and refuse ``reset_delay=True``. ``DecoupledLIF(reset_mechanism="none")`` is
-``Leaky(reset_mechanism="none")``, the leaky integrator that snnTorch's regression tutorials read by its
+the step that fired and refuse ``reset_delay=True``. :class:`Lapicque` resets as ``snn.Lapicque`` does, one step
+after the spike, undecayed, its spike detached: its spikes, ``mem`` and gradients are snnTorch's (its decay
+:math:`1 - \Delta t/(RC)` and input gain :math:`\Delta t/C` held by the core).
+``DecoupledLIF(reset_mechanism="none")`` is ``Leaky(reset_mechanism="none")``, the leaky integrator that snnTorch's regression tutorials read by its
 membrane: with no reset to detach, its spikes, ``mem`` and every gradient (weights, a learned ``beta`` and
 threshold) are ``snn.Leaky``'s. ``DynamicDecay`` and ``PRF`` (default) have no reset.
 
@@ -109,6 +112,7 @@ DynamicDecay      membrane :math:`H_t`                       the same
 PRF               real part :math:`u_t`                      :math:`u_t - b_t` (:math:`u_t` w/o reset)
 DecoupledLIF      potential :math:`u_t` (delayed reset)     the same (``mem="leaky"``)
                   or :math:`u_t - V_{th} s_t` (in step)
+Lapicque          potential :math:`u_t` (delayed reset)     the same
   (reset_free)    reset-free filter :math:`u'_t`             :math:`u'_t - b_t = u_t`
 LTC               membrane after reset :math:`\hat u_t`      membrane before reset :math:`u_t`
 PSPLIF            membrane after reset :math:`\hat u_t`      membrane before reset :math:`u_t`
@@ -137,7 +141,8 @@ its membrane decay, but is no Leaky: its output is the PSP).
 :func:`reset` resets the neurons of one network (nested included), unlike
 ``snntorch.utils.reset``, which scans only direct children and resets every ``Leaky`` in
 the process. :func:`register` / :func:`unregister` expose the classes as
-``snntorch.DynamicDecay`` etc.; nothing is registered on import.
+``snntorch.DynamicDecay`` etc. (:class:`Synaptic` and :class:`Lapicque` as ``snntorch.SynapticLIF`` and
+``snntorch.LapicqueLIF``); nothing is registered on import.
 """
 
 from __future__ import annotations
@@ -1906,8 +1911,9 @@ _skipped: set[str] = set()
 
 def register() -> None:
     """Make the classes reachable as ``snntorch.DynamicDecay``, ``snntorch.PRF``,
-    ``snntorch.DecoupledLIF``, ``snntorch.LTC``, ``snntorch.PSPLIF``, :class:`Synaptic` as ``snntorch.SynapticLIF``
-    (``snntorch.Synaptic`` being snnTorch's own) and the surrogate factories as
+    ``snntorch.DecoupledLIF``, ``snntorch.LTC``, ``snntorch.PSPLIF``, :class:`Synaptic` as ``snntorch.SynapticLIF``,
+    :class:`Lapicque` as ``snntorch.LapicqueLIF`` (``snntorch.Synaptic`` and ``snntorch.Lapicque`` being snnTorch's
+    own) and the surrogate factories as
     ``snntorch.surrogate.MultiGaussian()`` / ``DoubleGaussian()`` (factories, called like
     snnTorch's, that return our surrogate with snnTorch's firing rule).
 
