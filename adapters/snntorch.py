@@ -62,7 +62,8 @@ after the spike, undecayed, its spike detached: its spikes, ``mem`` and gradient
 :math:`1 - \Delta t/(RC)` and input gain :math:`\Delta t/C` held by the core).
 ``DecoupledLIF(reset_mechanism="none")`` is ``Leaky(reset_mechanism="none")``, the leaky integrator that
 snnTorch's regression tutorials read by its membrane: with no reset to detach, its spikes, ``mem`` and every
-gradient (weights, a learned ``beta`` and threshold) are ``snn.Leaky``'s. ``DynamicDecay`` and ``PRF`` (default) have no reset.
+gradient (weights, a learned ``beta`` and threshold) are ``snn.Leaky``'s. ``DynamicDecay`` and ``PRF``
+(default) have no reset.
 
 **Defaults.** ``DynamicDecay``'s ``threshold`` defaults to 0.25 and ``PRF``'s to 0.1 (the
 core neurons' is 1.0): their membranes follow the input with gain about 1, where
