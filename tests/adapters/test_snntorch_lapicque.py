@@ -18,7 +18,7 @@ import snntorch.functional as SF  # noqa: E402
 import snntorch.utils  # noqa: E402
 from snn_parallel.adapters import snntorch as adapter  # noqa: E402
 from snn_parallel.adapters.snntorch import Lapicque  # noqa: E402
-from test_snntorch_no_reset import _multistep_run, _step_run  # noqa: E402
+from test_snntorch_no_reset import _multistep_run, _step_run, assert_same_runs  # noqa: E402
 from test_snntorch_synaptic import assert_a_trainer_gives_the_steps  # noqa: E402
 
 F64 = torch.float64
@@ -88,9 +88,7 @@ def test_spikes_membranes_and_gradients_are_snn_lapicques(case, reset, run):
     for spk, _ in expected:
         assert 0.05 < spk.mean() < 0.95  # the layers fire, not always
     got = run(ours, x_ours)
-    for (g_spk, g_mem), (e_spk, e_mem) in zip(got, expected, strict=True):
-        assert torch.equal(g_spk, e_spk)
-        torch.testing.assert_close(g_mem, e_mem)
+    assert_same_runs(got, expected)
     _loss(expected).backward()
     _loss(got).backward()
     close = {"rtol": 1e-6, "atol": 1e-6}  # snnTorch's surrogate computes the spike's gradient in float32
