@@ -1693,7 +1693,7 @@ def _lapicque_rate(beta: object, R: object, C: object, time_step: object) -> flo
     r""":math:`\Delta t/(RC)` for ``snn.Lapicque``'s arguments, ``R`` and ``C`` derived from ``beta`` as snnTorch
     derives them: ``beta`` alone (``R = 1``), or with one of ``R`` and ``C``, sets :math:`RC = \Delta t/\ln(1/\beta)`;
     without ``beta``, ``R`` and ``C`` are both needed."""
-    step = check_float(time_step, "time_step", minimum=0, min_open=True)
+    step = check_float(_scalar(time_step, "time_step"), "time_step", minimum=0, min_open=True)
     decay, resistance, capacitance = _given(beta, "beta"), _given(R, "R"), _given(C, "C")
     for name, value in (("R", resistance), ("C", capacitance)):
         if value is not None and value < 0:
@@ -1779,6 +1779,11 @@ class Lapicque(_LeakyMembrane, snntorch.Lapicque):
         state_quant: Any = False,
         output: bool = False,
     ) -> None:
+        if isinstance(features, float | torch.Tensor):  # snn.Lapicque(0.9) passes beta first
+            raise TypeError(
+                f"features must be a positive int or None, got {features!r}: Lapicque's first argument is the feature "
+                "count; pass snnTorch's arguments by name, e.g. Lapicque(beta=0.9)"
+            )
         rate = _lapicque_rate(beta, R, C, time_step)
         if check_bool(learn_beta, "learn_beta"):
             raise ValueError(

@@ -117,6 +117,8 @@ def test_beta_R_C_and_time_step_read_back_as_snnTorchs(case):
     torch.testing.assert_close(ours.core.beta, torch.full((C,), 1 - step / (R * Cap), dtype=F64))
     assert ours.core.gain == pytest.approx(step / Cap, rel=1e-15)
     assert isinstance(ours, snn.Lapicque) and not isinstance(ours, snn.Leaky)
+    tensors = Lapicque(R=torch.tensor(5.0), C=torch.tensor(5.0), time_step=torch.tensor(0.5))  # as snnTorch takes them
+    assert float(tensors.R) == 5.0 and float(tensors.time_step) == 0.5 and tensors.core.gain == 0.1
 
 
 def test_a_snn_lapicque_state_dict_loads_and_retunes_the_core():
@@ -244,6 +246,7 @@ def test_register_exposes_it():
         ({"beta": 0.9, "threshold": float("nan")}, ValueError, "threshold"),
         ({"beta": 0.9, "init_hidden": "yes"}, TypeError, "init_hidden"),
         ({"beta": 0.9, "reset_delay": False}, TypeError, "reset_delay"),
+        ({"features": 0.9}, TypeError, "features"),
     ],
 )
 def test_bad_arguments_are_refused_naming_them(options, error, named):
