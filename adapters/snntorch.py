@@ -15,7 +15,8 @@ and the losses rely on it), keep its constructor conventions (``threshold``,
 ``graded_spikes_factor``; an option a neuron cannot express is refused with the reason, as are
 ``snn.RLeaky``'s recurrent options and ``snn.DeltaLeaky``'s ``delta_threshold``: no skin is
 recurrent, its state depending on its input only) and its call contract (:class:`Synaptic`, the drop-in for
-``snn.Synaptic``, subclasses ``snntorch.Synaptic`` instead and keeps its contract, ``(spk, syn, mem)``):
+``snn.Synaptic``, subclasses ``snntorch.Synaptic`` instead and keeps its contract, ``(spk, syn, mem)``;
+:class:`Lapicque`, the drop-in for ``snn.Lapicque``, subclasses ``snntorch.Lapicque`` and keeps Leaky's):
 
 - ``forward(input_, mem=None)`` is **one** time step and returns ``(spk, mem)``, or ``spk``
   alone with ``init_hidden=True, output=False``; passing ``mem`` with ``init_hidden=True``
@@ -56,10 +57,13 @@ the reset acts within the step that fired: they then fire like ``Leaky(beta, res
 one subtraction brings the membrane below the threshold (``Leaky`` subtracts once more at the next step where
 it does not), their gradient treating the reset as a constant where ``Leaky(reset_delay=False)`` also
 backpropagates through the :math:`-V_{th} s_t` of the step that fired. The other skins that reset do so within
-the step that fired and refuse ``reset_delay=True``. ``DecoupledLIF(reset_mechanism="none")`` is
-``Leaky(reset_mechanism="none")``, the leaky integrator that snnTorch's regression tutorials read by its
-membrane: with no reset to detach, its spikes, ``mem`` and every gradient (weights, a learned ``beta`` and
-threshold) are ``snn.Leaky``'s. ``DynamicDecay`` and ``PRF`` (default) have no reset.
+the step that fired and refuse ``reset_delay=True``. :class:`Lapicque` resets as ``snn.Lapicque`` does, one step
+after the spike, undecayed, its spike detached: its spikes, ``mem`` and gradients are snnTorch's (its decay
+:math:`1 - \Delta t/(RC)` and input gain :math:`\Delta t/C` held by the core).
+``DecoupledLIF(reset_mechanism="none")`` is ``Leaky(reset_mechanism="none")``, the leaky integrator that
+snnTorch's regression tutorials read by its membrane: with no reset to detach, its spikes, ``mem`` and every
+gradient (weights, a learned ``beta`` and threshold) are ``snn.Leaky``'s. ``DynamicDecay`` and ``PRF``
+(default) have no reset.
 
 **Defaults.** ``DynamicDecay``'s ``threshold`` defaults to 0.25 and ``PRF``'s to 0.1 (the
 core neurons' is 1.0): their membranes follow the input with gain about 1, where
@@ -109,6 +113,7 @@ DynamicDecay      membrane :math:`H_t`                       the same
 PRF               real part :math:`u_t`                      :math:`u_t - b_t` (:math:`u_t` w/o reset)
 DecoupledLIF      potential :math:`u_t` (delayed reset)     the same (``mem="leaky"``)
                   or :math:`u_t - V_{th} s_t` (in step)
+Lapicque          potential :math:`u_t` (delayed reset)     the same
   (reset_free)    reset-free filter :math:`u'_t`             :math:`u'_t - b_t = u_t`
 LTC               membrane after reset :math:`\hat u_t`      membrane before reset :math:`u_t`
 PSPLIF            membrane after reset :math:`\hat u_t`      membrane before reset :math:`u_t`
@@ -137,7 +142,8 @@ its membrane decay, but is no Leaky: its output is the PSP).
 :func:`reset` resets the neurons of one network (nested included), unlike
 ``snntorch.utils.reset``, which scans only direct children and resets every ``Leaky`` in
 the process. :func:`register` / :func:`unregister` expose the classes as
-``snntorch.DynamicDecay`` etc.; nothing is registered on import.
+``snntorch.DynamicDecay`` etc. (:class:`Synaptic` and :class:`Lapicque` as ``snntorch.SynapticLIF`` and
+``snntorch.LapicqueLIF``); nothing is registered on import.
 """
 
 from __future__ import annotations
@@ -175,6 +181,7 @@ __all__ = [
     "LTC",
     "PSPLIF",
     "Synaptic",
+    "Lapicque",
     "reset",
     "multi_gaussian",
     "double_gaussian",
@@ -528,7 +535,12 @@ class _CoreSkin:
 
     def _reset_refusal(self, reset_mechanism: str) -> str:
         """Why ``reset_mechanism`` is refused, beyond the values the neuron takes (``""``: nothing more)."""
-        return ""
+        return (
+            ": a reset to zero multiplies the membrane by 1 - spk, feeding the spikes back into the state, which "
+            f"no parallel scan can run; keep snn.{self._snntorch_name} for it"
+            if reset_mechanism == "zero"
+            else ""
+        )
 
     @property
     def reset_mechanism(self) -> str:
@@ -627,9 +639,29 @@ class _CoreSkin:
                 decay.follow(state_dict[key], self.core)
         if "threshold" not in self._buffers and prefix + "threshold" in state_dict:
             self._load_channel_threshold(state_dict.pop(prefix + "threshold"), state_dict, prefix + "core.v_threshold")
+        self._materialize_for(state_dict, prefix + "core.")
         super()._load_from_state_dict(state_dict, prefix, *args)
         if "threshold" in self._buffers and prefix + "threshold" in state_dict:
             self._set_threshold(_scalar(self.threshold, "threshold", _PER_CHANNEL_SKINS))
+
+    def _materialize_for(self, state_dict: dict[str, Any], prefix: str) -> None:
+        """Materialise a lazy core that the state dict's per-channel tensors (its entries under ``prefix``) give a
+        channel count, before it loads them: a decay loaded as one value (the core's time constant, its entry the
+        lazy core's own placeholder) is then the per-channel tensor the core builds from it, not the empty
+        placeholder, which another entry's count would make a size mismatch."""
+        core = self.core
+        if not core.has_uninitialized_params():
+            return
+        loaded = (state_dict.get(prefix + name) for name in core._declared)
+        counts = [t.shape[0] for t in loaded if isinstance(t, torch.Tensor) and not nn.parameter.is_lazy(t) and t.dim()]
+        if not any(counts):
+            return
+        core.materialize(next(count for count in counts if count))
+        for decay in self._decays.values():
+            key = prefix + decay.logit
+            placeholder = state_dict.get(key)
+            if isinstance(placeholder, torch.Tensor) and (nn.parameter.is_lazy(placeholder) or not placeholder.numel()):
+                state_dict[key] = getattr(core, decay.logit)
 
     def _shared_threshold(self, threshold: float | torch.Tensor) -> torch.Tensor:
         """The 0-d value of a threshold learned as one value (``learn_threshold=True`` with one number, snnTorch's
@@ -736,93 +768,16 @@ class _CoreSkin:
         )
 
 
-class LeakyAdapter(_CoreSkin, snntorch.Leaky):
-    """The base of the ``snn.Leaky`` skins: maps snnTorch's Leaky contract onto a core neuron ``self.core``.
+class _StateSkin(_CoreSkin):
+    """The skins of the snnTorch neurons whose one state is ``mem`` (``snn.Leaky``'s, ``snn.Lapicque``'s): the core
+    state kept in non-persistent buffers ``state_<field>``, ``mem`` its first field, and the entry points ``forward``
+    (one step) and ``multistep`` (a sequence, in parallel)."""
 
-    Subclasses (your own neuron's skin included, see tutorial 5) set :attr:`_core_type`,
-    :attr:`_resets` and :attr:`_no_beta` and call ``super().__init__`` with a function that
-    builds the core neuron from the resolved surrogate and threshold, followed by their own
-    ``snn.Leaky`` arguments (by position, in this order, or by name).
-    """
-
-    #: why the neuron has no ``beta`` (a constant membrane decay that NIR's LIF could carry)
-    _no_beta: ClassVar[str] = "its membrane decay is not a constant"
     #: ``forward``'s ``mem`` is the core's membrane (``return_membrane``) at every step, so a trainer may take it
     #: from the core's parallel path; otherwise it steps the core (see :meth:`_driven_sequence`)
     _mem_is_membrane: ClassVar[bool] = False
     #: :meth:`_keep` needs ``multistep``'s ``mem_seq`` even where it is not returned
     _keep_reads_membrane: ClassVar[bool] = False
-
-    def __init__(
-        self,
-        make_core: Callable[[Surrogate, float | torch.Tensor], neurons.Neuron],
-        threshold: float | torch.Tensor,
-        spike_grad: Any,
-        init_hidden: bool,
-        output: bool,
-        reset_mechanism: str,
-        **leaky_options: Any,
-    ) -> None:
-        """``make_core(surrogate, threshold)`` builds the core neuron (``threshold``: a float, or a ``[C]`` tensor
-        where :attr:`_threshold_per_channel`, whose subclass takes ``learn_threshold`` and passes it to the core);
-        ``leaky_options`` are snnTorch's remaining ``Leaky`` options.
-
-        Everything that can fail runs before ``Leaky.__init__``, which adds the neuron to
-        snnTorch's global ``instances`` list (whose resets would meet a half-built neuron).
-        """
-        name = type(self).__name__
-        for arg in leaky_options:
-            if arg in ("beta", "learn_beta"):  # a skin with a decay names them in its signature
-                raise TypeError(f"{name} takes no {arg}: {self._no_beta}")
-            if arg in _OTHER_NEURONS:
-                raise TypeError(_OTHER_NEURONS[arg].format(name=name, arg=arg))
-            if arg not in _LEAKY_OPTIONS:
-                raise TypeError(f"{name}() got an unexpected keyword argument {arg!r}")
-        options = {
-            "init_hidden": init_hidden,
-            "output": output,
-            "graded_spikes_factor": 1.0,
-            "learn_graded_spikes_factor": False,
-            "reset_delay": False,
-            **leaky_options,
-        }
-        check_bool(options["learn_graded_spikes_factor"], "learn_graded_spikes_factor")
-        _check_factor(options["graded_spikes_factor"])
-        core, snntorch_arguments = self._build_core(make_core, threshold, spike_grad, reset_mechanism, options)
-        super().__init__(
-            _UNUSED_BETA,
-            graded_spikes_factor=options["graded_spikes_factor"],
-            learn_graded_spikes_factor=options["learn_graded_spikes_factor"],
-            **snntorch_arguments,
-        )
-        self.core = core
-        self._mem_attached = False
-
-    def _reset_refusal(self, reset_mechanism: str) -> str:
-        """snnTorch's regression tutorials read the membrane of a Leaky that does not reset."""
-        if reset_mechanism != "none":
-            return ""
-        return (
-            "; for a readout that does not reset (a leaky integrator, snn.Leaky(reset_mechanism='none')), use "
-            "DecoupledLIF(reset_mechanism='none'), which is that neuron, or DynamicDecay or PRF"
-        )
-
-    def _beta_buffer(self, beta: Any, learn_beta: bool) -> None:
-        """Called by ``LIF.__init__``: no ``beta`` buffer (see :attr:`beta`)."""
-
-    @property
-    def beta(self) -> torch.Tensor:
-        """snnTorch's ``beta``, which its NIR export reads: refused with the reason, since the
-        neuron has no constant membrane decay (:class:`DecoupledLIF` has one)."""
-        raise TypeError(
-            f"{type(self).__name__} has no beta: {self._no_beta}. It is not a Leaky LIF, so tools that read "
-            "beta (snnTorch's NIR export among them) cannot describe it: NIR has no primitive for this neuron"
-        )
-
-    @beta.setter
-    def beta(self, value: object) -> None:
-        """``neuron.beta = value``, refused as the constructor's ``beta`` is."""
-        raise TypeError(f"{type(self).__name__} takes no beta: {self._no_beta}")
 
     # -- state: one non-persistent buffer per core state field ---------------------------
     def _init_mem(self) -> None:
@@ -831,6 +786,7 @@ class LeakyAdapter(_CoreSkin, snntorch.Leaky):
         self._state_names = tuple(f"state_{field}" for field in self._core_type.state_type._fields)
         for name in self._state_names:
             self.register_buffer(name, torch.zeros(0), persistent=False)
+        self._mem_attached = False
 
     def _state(self) -> NamedTuple:
         """The core state, detached whole if ``mem`` was detached in place since it was stored:
@@ -952,6 +908,89 @@ class LeakyAdapter(_CoreSkin, snntorch.Leaky):
         first field of ``forward``)."""
         self._store(state)
         return spk_seq, mem_seq
+
+
+class LeakyAdapter(_StateSkin, snntorch.Leaky):
+    """The base of the ``snn.Leaky`` skins: maps snnTorch's Leaky contract onto a core neuron ``self.core``.
+
+    Subclasses (your own neuron's skin included, see tutorial 5) set :attr:`_core_type`,
+    :attr:`_resets` and :attr:`_no_beta` and call ``super().__init__`` with a function that
+    builds the core neuron from the resolved surrogate and threshold, followed by their own
+    ``snn.Leaky`` arguments (by position, in this order, or by name).
+    """
+
+    #: why the neuron has no ``beta`` (a constant membrane decay that NIR's LIF could carry)
+    _no_beta: ClassVar[str] = "its membrane decay is not a constant"
+
+    def __init__(
+        self,
+        make_core: Callable[[Surrogate, float | torch.Tensor], neurons.Neuron],
+        threshold: float | torch.Tensor,
+        spike_grad: Any,
+        init_hidden: bool,
+        output: bool,
+        reset_mechanism: str,
+        **leaky_options: Any,
+    ) -> None:
+        """``make_core(surrogate, threshold)`` builds the core neuron (``threshold``: a float, or a ``[C]`` tensor
+        where :attr:`_threshold_per_channel`, whose subclass takes ``learn_threshold`` and passes it to the core);
+        ``leaky_options`` are snnTorch's remaining ``Leaky`` options.
+
+        Everything that can fail runs before ``Leaky.__init__``, which adds the neuron to
+        snnTorch's global ``instances`` list (whose resets would meet a half-built neuron).
+        """
+        name = type(self).__name__
+        for arg in leaky_options:
+            if arg in ("beta", "learn_beta"):  # a skin with a decay names them in its signature
+                raise TypeError(f"{name} takes no {arg}: {self._no_beta}")
+            if arg in _OTHER_NEURONS:
+                raise TypeError(_OTHER_NEURONS[arg].format(name=name, arg=arg))
+            if arg not in _LEAKY_OPTIONS:
+                raise TypeError(f"{name}() got an unexpected keyword argument {arg!r}")
+        options = {
+            "init_hidden": init_hidden,
+            "output": output,
+            "graded_spikes_factor": 1.0,
+            "learn_graded_spikes_factor": False,
+            "reset_delay": False,
+            **leaky_options,
+        }
+        check_bool(options["learn_graded_spikes_factor"], "learn_graded_spikes_factor")
+        _check_factor(options["graded_spikes_factor"])
+        core, snntorch_arguments = self._build_core(make_core, threshold, spike_grad, reset_mechanism, options)
+        super().__init__(
+            _UNUSED_BETA,
+            graded_spikes_factor=options["graded_spikes_factor"],
+            learn_graded_spikes_factor=options["learn_graded_spikes_factor"],
+            **snntorch_arguments,
+        )
+        self.core = core
+
+    def _reset_refusal(self, reset_mechanism: str) -> str:
+        """snnTorch's regression tutorials read the membrane of a Leaky that does not reset."""
+        if reset_mechanism != "none":
+            return ""
+        return (
+            "; for a readout that does not reset (a leaky integrator, snn.Leaky(reset_mechanism='none')), use "
+            "DecoupledLIF(reset_mechanism='none'), which is that neuron, or DynamicDecay or PRF"
+        )
+
+    def _beta_buffer(self, beta: Any, learn_beta: bool) -> None:
+        """Called by ``LIF.__init__``: no ``beta`` buffer (see :attr:`beta`)."""
+
+    @property
+    def beta(self) -> torch.Tensor:
+        """snnTorch's ``beta``, which its NIR export reads: refused with the reason, since the
+        neuron has no constant membrane decay (:class:`DecoupledLIF` has one)."""
+        raise TypeError(
+            f"{type(self).__name__} has no beta: {self._no_beta}. It is not a Leaky LIF, so tools that read "
+            "beta (snnTorch's NIR export among them) cannot describe it: NIR has no primitive for this neuron"
+        )
+
+    @beta.setter
+    def beta(self, value: object) -> None:
+        """``neuron.beta = value``, refused as the constructor's ``beta`` is."""
+        raise TypeError(f"{type(self).__name__} takes no beta: {self._no_beta}")
 
     @classmethod
     def detach_hidden(cls) -> None:
@@ -1101,7 +1140,53 @@ class PRF(LeakyAdapter):
         self._mem_is_membrane = reset_mechanism == "none"  # u_t, less a threshold bias that only a reset makes
 
 
-class DecoupledLIF(LeakyAdapter):
+class _LeakyMembrane(_StateSkin):
+    """The skins of a :class:`~snn_parallel.neurons.DecoupledLIF` core whose ``mem`` is snnTorch's (``mem_kind``
+    ``"leaky"``): with the delayed reset the potential :math:`u_t`, its spike's subtraction pending, else the
+    membrane after the step's reset; a ``mem`` given from outside is the whole state."""
+
+    #: ``"leaky"``: ``mem`` is snnTorch's; ``"reset_free"``: the core's own (``DecoupledLIF(mem=...)``)
+    mem_kind: str = "leaky"
+    _keep_reads_membrane = True  # the state kept is the membrane after the last reset
+
+    def _keep(
+        self, spk_seq: torch.Tensor, mem_seq: torch.Tensor, state: NamedTuple
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """In ``"leaky"`` mode keep the state ``(mem_T, bias)`` of :meth:`_leaky_membrane`, which continues exactly
+        as ``(u'_T, b_{T+1})`` does (:math:`\\beta (u - V_{th} s) + x = \\beta u' - b_{next} + x`; delayed,
+        :math:`\\beta u + x - V_{th} s`), so that ``mem`` is Leaky's and a ``mem`` passed in is a whole state."""
+        if self.mem_kind == "reset_free":
+            return super()._keep(spk_seq, mem_seq, state)
+        mem, bias = self._leaky_membrane(spk_seq, mem_seq, 2)
+        self._store(neurons.DecoupledLIFState(mem[-1], bias[-1]))
+        return spk_seq, mem
+
+    def _driven_sequence(
+        self, x_seq: torch.Tensor, state: NamedTuple | None
+    ) -> tuple[torch.Tensor, torch.Tensor, NamedTuple]:
+        """In ``"leaky"`` mode ``mem`` is snnTorch's at every step, from the core's parallel path."""
+        if self.mem_kind == "reset_free":
+            return super()._driven_sequence(x_seq, state)
+        spk_seq, potential, state = self.core(x_seq, state, return_membrane=True)
+        return spk_seq, self._leaky_membrane(spk_seq, potential, 2)[0], state
+
+    def _step_kept(self, spk: torch.Tensor, state: NamedTuple, before: NamedTuple | None) -> NamedTuple:
+        """In ``"leaky"`` mode keep ``(mem, bias)`` as :meth:`_keep` does, so that ``mem`` is snnTorch's (see the
+        ``mem`` argument)."""
+        if self.mem_kind == "reset_free":
+            return state
+        potential = state.filtered if before is None else state.filtered - before.bias
+        return neurons.DecoupledLIFState(*self._leaky_membrane(spk, potential, 1))
+
+    def _with_membrane(self, state: NamedTuple, mem: torch.Tensor) -> NamedTuple:
+        """In ``"leaky"`` mode a ``mem`` given from outside is the whole state: the delayed reset pending in it is
+        recomputed from it, as ``snn.Leaky`` does."""
+        if self.mem_kind == "reset_free":
+            return super()._with_membrane(state, mem)
+        return neurons.DecoupledLIFState(mem, self._pending_reset(mem, 1))
+
+
+class DecoupledLIF(_LeakyMembrane, LeakyAdapter):
     r"""snnTorch skin of :class:`snn_parallel.neurons.DecoupledLIF`: a subtract-reset LIF
     trained in parallel, by default ``snn.Leaky(beta)`` itself (``reset_delay=True``, snnTorch's default: the
     reset is subtracted one step after the spike, undecayed, :math:`u_t = \beta u_{t-1} + x_t - V_{th}
@@ -1209,42 +1294,6 @@ class DecoupledLIF(LeakyAdapter):
         learned from a per-neuron tensor or after loading different values per channel; assigning it retunes the
         core.""",
     )
-
-    def _keep(
-        self, spk_seq: torch.Tensor, mem_seq: torch.Tensor, state: NamedTuple
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """In ``"leaky"`` mode keep the state ``(mem_T, bias)`` of :meth:`_leaky_membrane`, which continues exactly
-        as ``(u'_T, b_{T+1})`` does (:math:`\\beta (u - V_{th} s) + x = \\beta u' - b_{next} + x`; delayed,
-        :math:`\\beta u + x - V_{th} s`), so that ``mem`` is Leaky's and a ``mem`` passed in is a whole state."""
-        if self.mem_kind == "reset_free":
-            return super()._keep(spk_seq, mem_seq, state)
-        mem, bias = self._leaky_membrane(spk_seq, mem_seq, 2)
-        self._store(neurons.DecoupledLIFState(mem[-1], bias[-1]))
-        return spk_seq, mem
-
-    def _driven_sequence(
-        self, x_seq: torch.Tensor, state: NamedTuple | None
-    ) -> tuple[torch.Tensor, torch.Tensor, NamedTuple]:
-        """In ``"leaky"`` mode ``mem`` is snnTorch's at every step, from the core's parallel path."""
-        if self.mem_kind == "reset_free":
-            return super()._driven_sequence(x_seq, state)
-        spk_seq, potential, state = self.core(x_seq, state, return_membrane=True)
-        return spk_seq, self._leaky_membrane(spk_seq, potential, 2)[0], state
-
-    def _step_kept(self, spk: torch.Tensor, state: NamedTuple, before: NamedTuple | None) -> NamedTuple:
-        """In ``"leaky"`` mode keep ``(mem, bias)`` as :meth:`_keep` does, so that ``mem`` is snnTorch's (see the
-        ``mem`` argument)."""
-        if self.mem_kind == "reset_free":
-            return state
-        potential = state.filtered if before is None else state.filtered - before.bias
-        return neurons.DecoupledLIFState(*self._leaky_membrane(spk, potential, 1))
-
-    def _with_membrane(self, state: NamedTuple, mem: torch.Tensor) -> NamedTuple:
-        """In ``"leaky"`` mode a ``mem`` given from outside is the whole state: the delayed reset pending in it is
-        recomputed from it, as ``snn.Leaky`` does."""
-        if self.mem_kind == "reset_free":
-            return super()._with_membrane(state, mem)
-        return neurons.DecoupledLIFState(mem, self._pending_reset(mem, 1))
 
     def extra_repr(self) -> str:
         return (
@@ -1509,14 +1558,6 @@ class Synaptic(_CoreSkin, snntorch.Synaptic):
     def _beta_buffer(self, beta: Any, learn_beta: bool) -> None:
         """Called by ``LIF.__init__``: no ``beta`` buffer (see :attr:`beta`)."""
 
-    def _reset_refusal(self, reset_mechanism: str) -> str:
-        return (
-            ": a reset to zero multiplies the membrane by 1 - spk, feeding the spikes back into the state, which "
-            "no parallel scan can run; keep snn.Synaptic for it"
-            if reset_mechanism == "zero"
-            else ""
-        )
-
     # -- state: snn.Synaptic's buffers syn and mem, the whole state ---------------------
     def __setattr__(self, name: str, value: Any) -> None:
         """``neuron.syn = tensor`` or ``neuron.mem = tensor`` (snnTorch's reset helpers assign them) is checked
@@ -1599,13 +1640,244 @@ class Synaptic(_CoreSkin, snntorch.Synaptic):
         return super().extra_repr() + f", alpha={alpha}, beta={beta}, reset_delay={self.core.reset_delay}"
 
 
+class _GainLIF(neurons.DecoupledLIF):
+    r""":class:`~snn_parallel.neurons.DecoupledLIF` whose input gain is a constant :math:`g` (``gain``):
+    :math:`u'_t = \beta u'_{t-1} + g\,x_t`, the reset as the core's. ``snn.Lapicque``'s RC membrane takes its input
+    with :math:`g = \Delta t / C` where its decay is :math:`\beta = 1 - \Delta t/(RC)`; the gain enters the core's
+    linear response, so its parallel path, step and the trainers of :mod:`snn_parallel.learners` all apply it."""
+
+    #: the input gain :math:`g`
+    gain: float = 1.0
+
+    def _shared_values(self) -> dict[str, torch.Tensor]:
+        """The decay's logit in float64, rounded to the core's dtype when a lazy core builds its tensors (not to the
+        default dtype first, which would round a float64 neuron's decay to float32)."""
+        return {"decay_logit": torch.tensor(math.log(self.tau - 1), dtype=torch.float64)}  # sigma(logit) = 1 - 1/tau
+
+    def _decay_and_gain(self) -> tuple[torch.Tensor, torch.Tensor]:
+        beta = self.beta
+        return beta, torch.full_like(beta, self.gain)
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + f", gain={self.gain:g}"
+
+
+#: ``snn.Lapicque``'s buffers that set the core's decay and gain
+_RC_BUFFERS = ("R", "C", "time_step")
+
+
+def _given(value: object, name: str) -> float | None:
+    """One of ``snn.Lapicque``'s ``beta``, ``R``, ``C``: ``None`` where snnTorch takes it as not given (``False``,
+    ``None`` or 0: it tests their truth), else the finite value (a number or a tensor of one value)."""
+    if value is None or value is False:
+        return None
+    value = _scalar(value, name, " (snn.Lapicque takes one value for the layer)")
+    return value or None
+
+
+def _step_rate(time_step: float, R: float, C: float) -> float:
+    r"""The fraction :math:`\Delta t/(RC)` that ``snn.Lapicque``'s membrane loses per step (its decay is one minus
+    it), refused outside ``(0, 1)``: the core's decay must be in ``(0, 1)``, where snnTorch would run a membrane that
+    flips its sign at every step."""
+    rate = time_step / (R * C)
+    if not 0 < rate < 1:
+        raise ValueError(
+            f"time_step / (R * C) must be in (0, 1), got {time_step:g} / ({R:g} * {C:g}) = {rate:g}: the membrane "
+            f"decays by 1 - time_step / (R * C) per step, which must be in (0, 1) here (with beta given, R * C = "
+            "time_step / ln(1 / beta): beta must be above exp(-1) = 0.368). Pass a smaller time_step or larger R, C"
+        )
+    return rate
+
+
+def _lapicque_rate(beta: object, R: object, C: object, time_step: object) -> float:
+    r""":math:`\Delta t/(RC)` for ``snn.Lapicque``'s arguments, ``R`` and ``C`` derived from ``beta`` as snnTorch
+    derives them: ``beta`` alone (``R = 1``), or with one of ``R`` and ``C``, sets :math:`RC = \Delta t/\ln(1/\beta)`;
+    without ``beta``, ``R`` and ``C`` are both needed."""
+    step = check_float(_scalar(time_step, "time_step"), "time_step", minimum=0, min_open=True)
+    decay, resistance, capacitance = _given(beta, "beta"), _given(R, "R"), _given(C, "C")
+    for name, value in (("R", resistance), ("C", capacitance)):
+        if value is not None and value < 0:
+            raise ValueError(f"{name} must be positive, got {value}")
+    if decay is None:
+        if resistance is None or capacitance is None:
+            raise ValueError("Lapicque needs beta, or R and C (beta with one of R and C also derives the other)")
+        return _step_rate(step, resistance, capacitance)
+    if resistance is not None and capacitance is not None:
+        raise ValueError(
+            "pass beta, or R and C, not all three: snn.Lapicque derives R or C from beta and then registers neither"
+        )
+    if not 0 < decay < 1:
+        raise ValueError(f"beta must be in (0, 1), got {decay}")
+    return _step_rate(step, 1.0, step / math.log(1 / decay))
+
+
+class Lapicque(_LeakyMembrane, snntorch.Lapicque):
+    r"""snnTorch skin of ``snn.Lapicque`` (snnTorch tutorial 2's RC neuron), trained in parallel: a
+    :class:`~snn_parallel.neurons.DecoupledLIF` core with decay :math:`1 - \Delta t/(RC)` and input gain
+    :math:`\Delta t/C`,
+
+    .. math::
+        \mathrm{mem}_t = \Big(1 - \frac{\Delta t}{RC}\Big)\mathrm{mem}_{t-1} + \frac{\Delta t}{C}\,x_t
+        - V_{th}\,\mathrm{sg}(s_{t-1}),\qquad s_t = \Theta(\mathrm{mem}_t - V_{th}),
+
+    the reset subtracted one step after the spike, undecayed, its spike detached, as ``snn.Lapicque`` does (its
+    ``_base_sub``; ``reset_mechanism="none"``: no reset). ``snn.Lapicque`` reads ``beta`` only to derive ``R`` and
+    ``C``: with ``beta`` alone ``R = 1`` and :math:`C = \Delta t/\ln(1/\beta)`; with ``R`` and ``C`` it sets
+    :math:`\beta = e^{-\Delta t/(RC)}`, which the update does not use either (its decay is the first-order
+    :math:`1 - \Delta t/(RC)`). The spikes, ``mem`` and the gradients of the input, the weights before it and the
+    threshold are ``snn.Lapicque``'s.
+
+    Args:
+        features: channels ``C``; ``None`` (default) infers it from the first input.
+        beta, R, C, time_step: snnTorch's; give ``beta``, or ``R`` and ``C``, or ``beta`` with one of them (each one
+            value for the layer, as ``snn.Lapicque`` takes them). :math:`\Delta t/(RC)` must be in ``(0, 1)`` (with
+            ``beta``: ``beta`` above :math:`e^{-1}`), a decay the core holds. Read back (and assigned) as snnTorch's
+            buffers ``beta``, ``R``, ``C``, ``time_step``; assigning ``R``, ``C`` or ``time_step`` retunes the core.
+        threshold: :math:`V_{th}`: a number, or one per channel (a ``[C]`` tensor).
+        spike_grad: snnTorch surrogate (default ``snntorch.surrogate.atan()``, as ``snn.Lapicque``'s).
+        learn_beta: ``False`` only: ``snn.Lapicque``'s learned ``beta`` never enters its update (``R`` and ``C`` are
+            derived from it once, at construction), so it trains nothing.
+        learn_threshold: learn the threshold (the core's ``v_threshold``, which ``neuron.threshold`` is): one for the
+            layer (0-d) from a number, one per channel from a per-neuron tensor; its gradient is
+            ``snn.Lapicque(learn_threshold=True)``'s.
+        init_hidden, output: snnTorch's.
+        reset_mechanism: ``"subtract"`` (default) or ``"none"``; ``"zero"`` is refused: it multiplies the membrane
+            by :math:`1 - s_t`, feeding the spikes back into the state, which no parallel scan can run.
+        surrogate_disable, inhibition, state_quant: ``False`` only.
+
+    **Contract.** ``snn.Lapicque``'s: ``forward(input_, mem=None)`` is one step and returns ``(spk, mem)`` (``spk``
+    alone with ``init_hidden=True, output=False``), ``mem`` being ``snn.Lapicque``'s (the potential compared with the
+    threshold, its spike's subtraction pending and recomputed from ``mem`` at the next step); ``multistep(x_seq,
+    mem=None)`` runs a time-major ``[T, B, ...]`` sequence in parallel and returns ``(spk_seq, mem_seq)``. It
+    subclasses ``snntorch.Lapicque``, so ``utils.reset``, ``reset_mem``, ``Lapicque.detach_hidden`` /
+    ``reset_hidden`` and ``backprop.BPTT`` treat it as one, and a ``snn.Lapicque`` state dict loads into it.
+    """
+
+    _core_type = _GainLIF
+    _resets = ("subtract", "none")
+    _threshold_per_channel = True
+    _snntorch_name = "Lapicque"
+    _delayed_reset = True
+    core: _GainLIF
+
+    def __init__(
+        self,
+        features: int | None = None,
+        *,
+        beta: float | torch.Tensor | bool = False,
+        R: float | torch.Tensor | bool = False,  # noqa: N803 (snnTorch's names)
+        C: float | torch.Tensor | bool = False,  # noqa: N803
+        time_step: float | torch.Tensor = 1,
+        threshold: float | torch.Tensor = 1.0,
+        spike_grad: Any = None,
+        surrogate_disable: bool = False,
+        init_hidden: bool = False,
+        inhibition: bool = False,
+        learn_beta: bool = False,
+        learn_threshold: bool = False,
+        reset_mechanism: str = "subtract",
+        state_quant: Any = False,
+        output: bool = False,
+    ) -> None:
+        if isinstance(features, float | torch.Tensor):  # snn.Lapicque(0.9) passes beta first
+            raise TypeError(
+                f"features must be a positive int or None, got {features!r}: Lapicque's first argument is the feature "
+                "count; pass snnTorch's arguments by name, e.g. Lapicque(beta=0.9)"
+            )
+        rate = _lapicque_rate(beta, R, C, time_step)
+        if check_bool(learn_beta, "learn_beta"):
+            raise ValueError(
+                "learn_beta=True is not supported by Lapicque: snn.Lapicque's beta enters only the derivation of R "
+                "and C at construction, not its update, so its parameter gets no gradient and trains nothing; leave "
+                "it at False"
+            )
+        learn_threshold = _learned(threshold, learn_threshold, "learn_threshold")
+        decay = _membrane_decay(1 - rate, False)
+
+        def make_core(surrogate: Surrogate, v_threshold: float | torch.Tensor) -> _GainLIF:
+            return _GainLIF(
+                features,
+                tau=decay.initial_tau,
+                v_threshold=v_threshold,
+                learn_threshold=learn_threshold,
+                reset=reset_mechanism == "subtract",
+                reset_delay=True,
+                surrogate=surrogate,
+            )
+
+        options = {
+            "init_hidden": init_hidden,
+            "output": output,
+            "reset_delay": True,
+            "surrogate_disable": surrogate_disable,
+            "inhibition": inhibition,
+            "state_quant": state_quant,
+        }
+        core, snntorch_arguments = self._build_core(make_core, threshold, spike_grad, reset_mechanism, options)
+        del snntorch_arguments["reset_delay"]  # snn.Lapicque always delays its reset
+        super().__init__(beta=beta, R=R, C=C, time_step=time_step, **snntorch_arguments)
+        self.core = core
+        self._decays = {"decay": decay}
+        self._retune()  # from snnTorch's buffers, C or R derived in their dtype as snn.Lapicque holds them
+
+    def _retune(self) -> None:
+        """Give the core the decay and gain of snnTorch's buffers ``R``, ``C``, ``time_step``, and the value of its
+        ``threshold`` buffer where it has one (in its dtype, as ``snn.Lapicque`` compares with it)."""
+        names = (*_RC_BUFFERS, "threshold") if "threshold" in self._buffers else _RC_BUFFERS
+        self.load_state_dict({name: getattr(self, name) for name in names}, strict=False)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        """``neuron.R``, ``neuron.C`` or ``neuron.time_step = tensor`` (snnTorch's buffers) retunes the core."""
+        if name in _RC_BUFFERS and "core" in self._modules:
+            self._checked_rate({name: value})  # before the buffer takes it
+            super().__setattr__(name, value)
+            self._retune()
+            return
+        super().__setattr__(name, value)
+
+    def _checked_rate(self, values: Mapping[str, object]) -> float:
+        r""":math:`\Delta t/(RC)` for ``R``, ``C``, ``time_step`` taken from ``values`` where there, else the buffers;
+        a ``ValueError`` names what is out of range."""
+        given = [values.get(name, getattr(self, name)) for name in _RC_BUFFERS]
+        resistance, capacitance, step = (_scalar(value, name) for value, name in zip(given, _RC_BUFFERS, strict=True))
+        check_float(step, "time_step", minimum=0, min_open=True)
+        for name, value in (("R", resistance), ("C", capacitance)):
+            if value <= 0:
+                raise ValueError(f"{name} must be positive, got {value}")
+        return _step_rate(step, resistance, capacitance)
+
+    def _apply(self, fn: Callable[[torch.Tensor], torch.Tensor], recurse: bool = True) -> Lapicque:
+        """``.double()`` and the like, then the core's decay recomputed in the new dtype from ``R``, ``C`` and
+        ``time_step`` (the value of its logit in the old dtype would be rounded)."""
+        super()._apply(fn, recurse)
+        if "core" in self._modules:
+            self._retune()
+        return self
+
+    def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
+        """Load as ``snn.Lapicque`` does; the core's decay :math:`1 - \\Delta t/(RC)` and gain :math:`\\Delta t/C`
+        follow the loaded ``R``, ``C`` and ``time_step`` (each refused where their decay is out of range)."""
+        rate = self._checked_rate(
+            {name: state_dict[prefix + name] for name in _RC_BUFFERS if prefix + name in state_dict}
+        )
+        state_dict[prefix + "decay"] = torch.tensor(1 - rate, dtype=torch.float64)  # the core's, see _Decay.load
+        super()._load_from_state_dict(state_dict, prefix, *args)
+        R, C, step = (float(getattr(self, name)) for name in _RC_BUFFERS)  # noqa: N806
+        self.core.gain = R * (1 / (R * C)) * step  # snn.Lapicque's input * R * (1 / (R * C)) * time_step
+
+    def extra_repr(self) -> str:
+        R, C, step = (float(getattr(self, name)) for name in _RC_BUFFERS)  # noqa: N806
+        return super().extra_repr() + f", R={R:g}, C={C:g}, time_step={step:g}"
+
+
 def reset(net: nn.Module) -> None:
-    """Reset the state of every ``snntorch.Leaky`` and ``snntorch.Synaptic`` (ours included) inside ``net``, nested
+    """Reset the state of every ``snntorch.Leaky``, ``snntorch.Synaptic`` and ``snntorch.Lapicque`` (ours included)
+    inside ``net``, nested
     ones too, and of no other network; the new state is at rest and carries no graph."""
     if not isinstance(net, nn.Module):
         raise TypeError(f"net must be an nn.Module, got {type(net).__name__}")
     for module in net.modules():
-        if isinstance(module, (snntorch.Leaky, snntorch.Synaptic)):
+        if isinstance(module, (snntorch.Leaky, snntorch.Synaptic, snntorch.Lapicque)):
             module.reset_mem()
 
 
@@ -1632,6 +1904,7 @@ def _exports() -> dict[tuple[Any, str], object]:
         (snntorch, "LTC"): LTC,
         (snntorch, "PSPLIF"): PSPLIF,
         (snntorch, "SynapticLIF"): Synaptic,  # snntorch.Synaptic is snnTorch's own
+        (snntorch, "LapicqueLIF"): Lapicque,  # snntorch.Lapicque too
         (snntorch.surrogate, "MultiGaussian"): multi_gaussian,
         (snntorch.surrogate, "DoubleGaussian"): double_gaussian,
     }
@@ -1644,8 +1917,9 @@ _skipped: set[str] = set()
 
 def register() -> None:
     """Make the classes reachable as ``snntorch.DynamicDecay``, ``snntorch.PRF``,
-    ``snntorch.DecoupledLIF``, ``snntorch.LTC``, ``snntorch.PSPLIF``, :class:`Synaptic` as ``snntorch.SynapticLIF``
-    (``snntorch.Synaptic`` being snnTorch's own) and the surrogate factories as
+    ``snntorch.DecoupledLIF``, ``snntorch.LTC``, ``snntorch.PSPLIF``, :class:`Synaptic` as ``snntorch.SynapticLIF``,
+    :class:`Lapicque` as ``snntorch.LapicqueLIF`` (``snntorch.Synaptic`` and ``snntorch.Lapicque`` being snnTorch's
+    own) and the surrogate factories as
     ``snntorch.surrogate.MultiGaussian()`` / ``DoubleGaussian()`` (factories, called like
     snnTorch's, that return our surrogate with snnTorch's firing rule).
 

@@ -436,6 +436,7 @@ NAMES = [
     "snntorch.DecoupledLIF",
     "snntorch.DynamicDecay",
     "snntorch.LTC",
+    "snntorch.LapicqueLIF",
     "snntorch.PRF",
     "snntorch.PSPLIF",
     "snntorch.SynapticLIF",

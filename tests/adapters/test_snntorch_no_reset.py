@@ -79,6 +79,13 @@ def _multistep_run(layers, x):
     return [[spk1, mem1], list(layers[3].multistep(layers[2](spk1)))]
 
 
+def assert_same_runs(got, expected):
+    """The spikes (equal) and membranes (close) of each layer of two runs of :func:`_step_run`'s form."""
+    for (g_spk, g_mem), (e_spk, e_mem) in zip(got, expected, strict=True):
+        assert torch.equal(g_spk, e_spk)
+        torch.testing.assert_close(g_mem, e_mem)
+
+
 def _input(steps=40, seed=1):
     torch.manual_seed(seed)
     return torch.rand(steps, 4, 5, dtype=F64)
@@ -105,9 +112,7 @@ def test_without_a_reset_spikes_membranes_and_every_gradient_are_snn_leakys(case
         assert 0.05 < spk.mean() < 0.95  # the layers fire, not always
         assert (membrane > 0).any() and (membrane < 0).any()
     got = run(ours, x)
-    for (g_spk, g_mem), (e_spk, e_mem) in zip(got, expected, strict=True):
-        assert torch.equal(g_spk, e_spk)
-        torch.testing.assert_close(g_mem, e_mem)
+    assert_same_runs(got, expected)
     _loss(expected).backward()
     _loss(got).backward()
     for i in (0, 2):
