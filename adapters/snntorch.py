@@ -1649,11 +1649,6 @@ class _GainLIF(neurons.DecoupledLIF):
     #: the input gain :math:`g`
     gain: float = 1.0
 
-    def _shared_values(self) -> dict[str, torch.Tensor]:
-        """The decay's logit in float64, rounded to the core's dtype when a lazy core builds its tensors (not to the
-        default dtype first, which would round a float64 neuron's decay to float32)."""
-        return {"decay_logit": torch.tensor(math.log(self.tau - 1), dtype=torch.float64)}  # sigma(logit) = 1 - 1/tau
-
     def _decay_and_gain(self) -> tuple[torch.Tensor, torch.Tensor]:
         beta = self.beta
         return beta, torch.full_like(beta, self.gain)

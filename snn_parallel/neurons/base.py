@@ -333,7 +333,7 @@ class Neuron(nn.Module):
         for name, is_parameter in parameter.items():
             owner, attr = self._owner(name)
             if is_parameter == "shared":
-                owner.register_parameter(attr, nn.Parameter(shared[name]))
+                owner.register_parameter(attr, nn.Parameter(shared[name].to(torch.get_default_dtype())))
                 continue
             if is_parameter:
                 owner.register_parameter(attr, UninitializedParameter())
@@ -349,7 +349,8 @@ class Neuron(nn.Module):
         return {}
 
     def _shared_values(self) -> dict[str, torch.Tensor]:
-        """The initial value, 0-d, of every tensor that may be declared ``"shared"``."""
+        """The initial value, 0-d, of every tensor that may be declared ``"shared"`` (in float64: a lazy neuron rounds
+        it to its own dtype when it builds its tensors, so that a float64 one keeps it exact)."""
         return {}
 
     def _declare_threshold(self, v_threshold: object, learn_threshold: object) -> dict[str, bool]:

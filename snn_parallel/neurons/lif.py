@@ -121,7 +121,7 @@ class DecoupledLIF(Neuron):
 
     def _shared_values(self) -> dict[str, torch.Tensor]:
         # sigma(logit) = 1 - 1/tau: logit = log(tau - 1), +inf for the IF neuron's tau = inf (beta = 1 exactly)
-        return {"decay_logit": torch.tensor(math.log(self.tau - 1))}
+        return {"decay_logit": torch.tensor(math.log(self.tau - 1), dtype=torch.float64)}
 
     def _initial_values(self, features: int) -> dict[str, torch.Tensor]:
         per_channel = {name: value.expand(features).clone() for name, value in self._shared_values().items()}

@@ -114,7 +114,10 @@ class SynapticLIF(DecoupledLIF):
 
     def _shared_values(self) -> dict[str, torch.Tensor]:
         # sigma(logit) = 1 - 1/tau_syn, as the membrane's
-        return {"syn_decay_logit": torch.tensor(math.log(self.tau_syn - 1)), **super()._shared_values()}
+        return {
+            "syn_decay_logit": torch.tensor(math.log(self.tau_syn - 1), dtype=torch.float64),
+            **super()._shared_values(),
+        }
 
     @property
     def alpha(self) -> torch.Tensor:
