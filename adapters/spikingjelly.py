@@ -657,9 +657,7 @@ class _LeakyNode(_SoftResetNode):
 
     @decay_input.setter
     def decay_input(self, value: bool) -> None:
-        if check_bool(value, "decay_input") and math.isinf(self.core.tau):
-            raise ValueError("decay_input=True needs a finite tau, got tau=inf (the input would be scaled by 0)")
-        self.core.decay_input = value
+        self.core.decay_input = value  # checked by the core
 
 
 class DecoupledIFNode(_SoftResetNode):

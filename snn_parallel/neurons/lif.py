@@ -108,13 +108,12 @@ class DecoupledLIF(Neuron):
         self.reset_delay = check_bool(reset_delay, "reset_delay")
         self.tau = check_float(tau, "tau", minimum=1, min_open=True, finite=False)
         self.learn_decay = check_learn(learn_decay, "learn_decay")
-        self.decay_input = check_bool(decay_input, "decay_input")
+        if math.isinf(self.tau) and self.learn_decay:
+            why = "beta = 1: a sigmoid cannot learn its way back from 1"
+            raise ValueError(f"learn_decay=True needs a finite tau, got tau=inf ({why})")
+        self.decay_input = decay_input
         # not "reset": SpikingJelly 0.0.0.0.14's functional.reset_net calls the reset() of any module that has one
         self.soft_reset = check_bool(reset, "reset")
-        if math.isinf(self.tau) and (self.learn_decay or self.decay_input):
-            why = "a sigmoid cannot learn its way back from 1" if self.learn_decay else "the input would be scaled by 0"
-            option = "learn_decay" if self.learn_decay else "decay_input"
-            raise ValueError(f"{option}=True needs a finite tau, got tau=inf (beta = 1: {why})")
         threshold = self._declare_threshold(v_threshold, learn_threshold)
         self.surrogate = neuron_surrogate(surrogate)
         self._declare(decay_logit=self.learn_decay, **threshold)
@@ -126,6 +125,19 @@ class DecoupledLIF(Neuron):
     def _initial_values(self, features: int) -> dict[str, torch.Tensor]:
         per_channel = {name: value.expand(features).clone() for name, value in self._shared_values().items()}
         return {**per_channel, **self._threshold_values(features)}
+
+    @property
+    def decay_input(self) -> bool:
+        r"""Whether the input is scaled by :math:`1 - \beta` (a finite ``tau`` only); assigning it acts from the next
+        step."""
+        return self._decay_input
+
+    @decay_input.setter
+    def decay_input(self, value: bool) -> None:
+        if check_bool(value, "decay_input") and math.isinf(self.tau):
+            why = "beta = 1: the input would be scaled by 0"
+            raise ValueError(f"decay_input=True needs a finite tau, got tau=inf ({why})")
+        self._decay_input = value
 
     @property
     def beta(self) -> torch.Tensor:
