@@ -296,7 +296,9 @@ class OTTTTrainer(Trainer):
     (``learn_threshold=True``) of a neuron that resets also acts on later steps through its threshold
     bias :math:`b_t`; from rest :math:`\partial b_t/\partial V_{th} = b_t/V_{th}`, which the neuron's
     state holds, so its gradient is BPTT's too (with ``variant="O"``, whose threshold moves every
-    step, this is the usual online approximation).
+    step, this is the usual online approximation). One part is not traced: with
+    ``DecoupledLIF(reset_delay=True)`` the threshold bias decays with a learned :math:`\beta` itself, and the part
+    of :math:`\beta`'s gradient that the pending resets carry to later steps is left out.
 
     Args:
         variant: ``"A"`` accumulates gradients over the sequence and steps once;
