@@ -5,6 +5,7 @@ classifier and its loader, the check that a resumed run is exact, the rows ``snn
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Callable, Iterable
 from datetime import timedelta
 from pathlib import Path
@@ -162,12 +163,31 @@ def train_rows(tmp_path: Path, options: str) -> list[dict]:
 
 def spawn_two_ranks(worker: Callable, tmp_path: Path, *args) -> None:
     """Runs ``worker(rank, rendezvous, *args)`` in two spawned processes. They meet through a file under ``tmp_path``
-    rather than a TCP port, which another process could take between choosing it and binding it."""
-    rendezvous = f"file://{tmp_path / 'rendezvous'}"
-    mp.start_processes(worker, args=(rendezvous, *args), nprocs=2, join=True, start_method="spawn")
+    rather than a TCP port, which another process could take between choosing it and binding it.
+
+    A rank killed by a signal (gloo's native threads aborting the process, "terminate called without an active
+    exception", seen once in CI) is run again once, both ranks from a fresh rendezvous file; an exception raised in
+    Python, the worker's own failures and a collective's timeout included, fails at once."""
+    for attempt in range(2):
+        rendezvous = f"file://{tmp_path / f'rendezvous{attempt}'}"
+        try:
+            mp.start_processes(worker, args=(rendezvous, *args), nprocs=2, join=True, start_method="spawn")
+            return
+        except mp.ProcessExitedException as error:
+            if error.signal_name is None or attempt == 1:
+                raise
+            message = f"rank {error.error_index} was killed by {error.signal_name}; running both ranks again"
+            warnings.warn(message, stacklevel=2)
 
 
 def join_two_ranks(rank: int, rendezvous: str) -> None:
     """Joins the gloo group of :func:`spawn_two_ranks`; a rank that waits a minute for the other one fails rather
     than hanging the run."""
     dist.init_process_group("gloo", init_method=rendezvous, rank=rank, world_size=2, timeout=timedelta(seconds=60))
+
+
+def leave_two_ranks() -> None:
+    """Leaves the group of :func:`join_two_ranks` once both ranks are done with it: the barrier keeps one rank from
+    tearing its connections down while the other still reads from them."""
+    dist.barrier()
+    dist.destroy_process_group()

@@ -6,11 +6,17 @@ import copy
 
 import pytest
 import torch
-import torch.distributed as dist
 
 # the helpers, under the names these tests use
 from learner_support import assert_close_dicts as _assert_close
-from learner_support import assert_resume_is_exact, digits_classifier, digits_loader, join_two_ranks, spawn_two_ranks
+from learner_support import (
+    assert_resume_is_exact,
+    digits_classifier,
+    digits_loader,
+    join_two_ranks,
+    leave_two_ranks,
+    spawn_two_ranks,
+)
 from learner_support import bptt_gradients as _bptt_reference
 from learner_support import digits_like as _digits_like
 from learner_support import trainer_gradients as _gradients
@@ -677,7 +683,7 @@ def _ddp_worker(rank: int, rendezvous: str, x: torch.Tensor, y: torch.Tensor, ou
     shard = slice(rank * 4, (rank + 1) * 4)
     trainer.fit([(x[:, shard], y[shard])] * 2, 1)
     torch.save(model.state_dict(), f"{out}.{rank}")
-    dist.destroy_process_group()
+    leave_two_ranks()
 
 
 def test_ddp_two_processes_average_gradients_once_per_step(tmp_path):

@@ -9,8 +9,7 @@ import math
 
 import pytest
 import torch
-import torch.distributed as dist
-from learner_support import assert_resume_is_exact, join_two_ranks, spawn_two_ranks
+from learner_support import assert_resume_is_exact, join_two_ranks, leave_two_ranks, spawn_two_ranks
 from torch import nn
 
 from snn_parallel.learners import (
@@ -408,7 +407,7 @@ def _ddp_worker(rank: int, rendezvous: str, batches, out: str) -> None:
     trainer = TSSLBPTrainer(model, torch.optim.SGD(model.parameters(), lr=0.05), batch_sum=False, progress=False)
     trainer.fit([(x[:, rank * 3 : (rank + 1) * 3], y[rank * 3 : (rank + 1) * 3]) for x, y in batches], 1)
     torch.save(model.state_dict(), f"{out}.{rank}")
-    dist.destroy_process_group()
+    leave_two_ranks()
 
 
 def test_ddp_two_processes_match_one_process_on_the_whole_batch(tmp_path):
