@@ -296,9 +296,10 @@ class OTTTTrainer(Trainer):
     (``learn_threshold=True``) of a neuron that resets also acts on later steps through its threshold
     bias :math:`b_t`; from rest :math:`\partial b_t/\partial V_{th} = b_t/V_{th}`, which the neuron's
     state holds, so its gradient is BPTT's too (with ``variant="O"``, whose threshold moves every
-    step, this is the usual online approximation). One part is not traced: with
-    ``DecoupledLIF(reset_delay=True)`` the threshold bias decays with a learned :math:`\beta` itself, and the part
-    of :math:`\beta`'s gradient that the pending resets carry to later steps is left out.
+    step, this is the usual online approximation). With ``DecoupledLIF(reset_delay=True)`` the threshold bias
+    decays with a learned :math:`\beta` itself, :math:`b_{t+1} = \beta b_t + V_{th} s_t`; the trace carries
+    that part of :math:`\beta`'s gradient as one more eligibility,
+    :math:`\partial b_{t+1}/\partial\beta = \beta\,\partial b_t/\partial\beta + b_t`, so it is BPTT's too.
 
     Args:
         variant: ``"A"`` accumulates gradients over the sequence and steps once;
@@ -417,11 +418,12 @@ class OTTTTrainer(Trainer):
         if old is None:
             zeros = x.new_zeros(*x.shape[:-1], module.out_features, dtype=dtype)
             synapses = x.new_zeros(()).expand(*zeros.shape, x.shape[-1])
-            old = _Eligibility(synapses, synapses if decay.is_complex() else None, zeros, zeros, zeros, zeros)
+            old = _Eligibility(synapses, synapses if decay.is_complex() else None, zeros, zeros, zeros, zeros, zeros)
         weight_re, weight_im = self._filter_synapses(decay, old.weight_re, old.weight_im, x.detach().unsqueeze(-2))
         bias = decay * old.bias + 1
         current = _TracedLinear.apply(x, module.weight, module.bias, weight_re, bias.real)
         drive = current.detach()
+        pending = self._pending_resets(driver, rho)
         self._traces[key] = _Eligibility(
             weight_re,
             weight_im,
@@ -429,6 +431,7 @@ class OTTTTrainer(Trainer):
             decay * old.membrane + gain.detach() * drive,
             decay * old.d_rho + old.membrane,
             decay * old.d_gain + drive,
+            old.d_reset if pending is None else decay * old.d_reset + pending,
         )
         if isinstance(driver, CoreDriver) and (rho.requires_grad or gain.requires_grad):
             # the neuron's own step gives the instantaneous part of dh_t/d(rho, g), (h_{t-1}, c_t); add the
@@ -438,7 +441,24 @@ class OTTTTrainer(Trainer):
         threshold_term = self._carried_threshold(driver) if isinstance(driver, CoreDriver) else None
         if threshold_term is not None:
             current = current + threshold_term / gain.detach()
+        if pending is not None:
+            # the resets' part of dh_t/d(rho), -db_t/d(rho), as a zero-valued term on the current
+            current = current - (rho - decay) * old.d_reset / gain.detach()
         return current
+
+    @staticmethod
+    def _pending_resets(driver: Driver | None, rho: torch.Tensor) -> torch.Tensor | None:
+        r"""The threshold bias :math:`b_t` (detached) of a neuron whose resets decay with its learned :math:`\rho`
+        itself (``DecoupledLIF(reset_delay=True)``: :math:`b_{t+1} = \rho\, b_t + V_{th} s_t`), which the eligibility
+        of the pending resets, :math:`\partial b_{t+1}/\partial\rho = \rho\,\partial b_t/\partial\rho + b_t`, takes in;
+        ``None`` for any other neuron (their resets decay with a detached :math:`\rho`), for a constant :math:`\rho`,
+        and at the first step (:math:`b_1 = 0`)."""
+        if not (isinstance(driver, CoreDriver) and rho.requires_grad and driver.state is not None):
+            return None
+        core = driver.core
+        if not (getattr(core, "reset_delay", False) and getattr(core, "soft_reset", False)):
+            return None
+        return driver.state.bias.detach()
 
     @staticmethod
     def _carried_threshold(driver: CoreDriver) -> torch.Tensor | None:
@@ -502,6 +522,7 @@ class _Eligibility(NamedTuple):
     membrane: torch.Tensor  #: h_t, the reset-free membrane
     d_rho: torch.Tensor  #: dh_t / d rho
     d_gain: torch.Tensor  #: dh_t / d g
+    d_reset: torch.Tensor  #: db_t / d rho, the pending resets' (zero unless they decay with a learned rho)
 
 
 class _TracedLinear(torch.autograd.Function):

@@ -13,7 +13,7 @@ from learner_support import assert_close_dicts, bptt_gradients, digits_like, tra
 from test_lif_variants import _grads
 from torch import nn
 
-from snn_parallel.learners import FPTTTrainer, HYPRTrainer, OTTTTrainer, StepLoss
+from snn_parallel.learners import OTTTTrainer, StepLoss
 from snn_parallel.neurons import DecoupledLIF, SynapticLIF
 from snn_parallel.ops.linear_fire import linear_fire_reference
 from snn_parallel.surrogate import ATan, Sigmoid
@@ -179,27 +179,29 @@ VARIANTS = {
 }
 
 
-@pytest.mark.parametrize("variant", ["threshold", "if"])
+@pytest.mark.parametrize("variant", ["threshold", "decay", "if"])
 def test_hypr_fptt_and_ottts_neuron_trace_give_bptts_gradients_for_one_layer(variant, monkeypatch):
-    """One delayed-reset layer: HYPR, FPTT and OTTT's neuron trace hand the optimizer BPTT's gradients (with a
-    learned threshold, OTTT's carried-threshold term, :math:`\\partial b_t/\\partial V_{th} = b_t/V_{th}` from rest,
-    holds for :math:`b_{t+1} = \\beta b_t + V_{th} s_t` as well): the check of the other variants, on these."""
+    """One delayed-reset layer: HYPR, FPTT and OTTT's neuron trace hand the optimizer BPTT's gradients. With a learned
+    threshold, OTTT's carried-threshold term (db_t/dV = b_t/V from rest) holds for b_{t+1} = beta b_t + V s_t as well;
+    with a learned decay the bias decays with beta itself, and OTTT traces that part too
+    (db_{t+1}/dbeta = beta db_t/dbeta + b_t)."""
     monkeypatch.setitem(lif_variants.VARIANTS, variant, VARIANTS[variant])
     lif_variants.test_hypr_fptt_and_ottts_neuron_trace_give_bptts_gradients_for_one_layer(variant)
 
 
-def test_a_learned_decay_hypr_and_fptt_give_bptts_gradient_and_ottts_trace_its_reset_free_part():
-    """A learned decay with the delayed reset: HYPR and FPTT give BPTT's gradients; OTTT's neuron trace gives every
-    one but the decay's, whose part carried by the pending resets (the bias decaying with the learned beta) it
-    leaves out (documented), so that one differs."""
+@pytest.mark.parametrize("shared", [False, True])
+@pytest.mark.parametrize("decay_input", [False, True])
+def test_ottts_neuron_trace_carries_the_pending_resets_into_a_learned_decays_gradient(shared, decay_input, monkeypatch):
+    """A learned decay with the delayed reset, per channel or shared, with or without the input gain 1 - beta: OTTT's
+    neuron trace gives BPTT's decay gradient; without the pending resets' eligibility it would not (the term bites)."""
     torch.manual_seed(5)
-    model = nn.Sequential(wide(nn.Linear(4, 6)), VARIANTS["decay"](), nn.Linear(6, 3)).double()
+    learn = "shared" if shared else True
+    neuron = DecoupledLIF(6, tau=2.0, learn_decay=learn, decay_input=decay_input, reset_delay=True, surrogate=Sigmoid())
+    model = nn.Sequential(wide(nn.Linear(4, 6), gain=6.0 if decay_input else 3.0), neuron, nn.Linear(6, 3)).double()
     x, y = digits_like(steps=12)
-    reference = bptt_gradients(model, x, y, StepLoss("ce", "all"))
     assert model[1](model[0](x))[0].sum() > 10
-    assert_close_dicts(trainer_gradients(HYPRTrainer, model, x, y, chunk=5), reference)
-    assert_close_dicts(trainer_gradients(FPTTTrainer, model, x, y, parts=1), reference)
-    got = trainer_gradients(OTTTTrainer, model, x, y, trace_input=True, trace="neuron")
-    decay = "1.decay_logit"
-    assert not torch.allclose(got.pop(decay), reference.pop(decay))
-    assert_close_dicts(got, reference)
+    reference = bptt_gradients(model, x, y, StepLoss("ce", "all"))
+    assert_close_dicts(trainer_gradients(OTTTTrainer, model, x, y, trace_input=True, trace="neuron"), reference)
+    monkeypatch.setattr(OTTTTrainer, "_pending_resets", staticmethod(lambda driver, rho: None))
+    without = trainer_gradients(OTTTTrainer, model, x, y, trace_input=True, trace="neuron")
+    assert not torch.allclose(without["1.decay_logit"], reference["1.decay_logit"])
