@@ -27,7 +27,7 @@ from test_snntorch_synaptic import _loss as _synaptic_loss  # noqa: E402
 from test_snntorch_synaptic import _multistep_run as _synaptic_multistep  # noqa: E402
 from test_snntorch_synaptic import _step_run as _synaptic_steps  # noqa: E402
 
-from snn_parallel.learners import BPTTTrainer, HYPRTrainer, StepLoss  # noqa: E402
+from snn_parallel.learners import BPTTTrainer, HYPRTrainer, OTTTTrainer, StepLoss  # noqa: E402
 from snn_parallel.surrogate import ATan  # noqa: E402
 
 F64 = torch.float64
@@ -356,11 +356,15 @@ def test_snntorch_backprop_bptt_trains_the_learned_numbers_as_snn_leakys():
 
 
 @pytest.mark.parametrize("reset", ["none", "subtract"])
-@pytest.mark.parametrize("trainer, options", [(BPTTTrainer, {}), (HYPRTrainer, {"chunk": 4})], ids=["BPTT", "HYPR"])
+@pytest.mark.parametrize(
+    "trainer, options",
+    [(BPTTTrainer, {}), (HYPRTrainer, {"chunk": 4}), (OTTTTrainer, {"trace": "neuron", "trace_input": True})],
+    ids=["BPTT", "HYPR", "OTTT-neuron"],
+)
 def test_the_trainers_give_the_learned_numbers_snntorchs_gradients(trainer, options, reset):
-    """The learners' ``BPTTTrainer`` and ``HYPRTrainer`` (which takes the 0-d parameters) on the skin give the
-    gradients of the ``snn.Leaky`` network stepped by hand, all of them, without a reset and with snnTorch's
-    default one."""
+    """The learners' ``BPTTTrainer``, ``HYPRTrainer`` (which takes the 0-d parameters) and OTTT's neuron trace (one
+    layer, whose pending resets decay with the learned beta) on the skin give the gradients of the ``snn.Leaky``
+    network stepped by hand, all of them, without a reset and with snnTorch's default one."""
     reference, ours = _leaky_pair(reset, readout=False)
     x, y = digits_like(steps=10)
     snntorch.utils.reset(reference)
