@@ -309,6 +309,25 @@ def test_the_copy_keeps_the_dtype(dtype):
     assert mem.dtype == snn.Leaky(beta=torch.tensor(0.9), threshold=torch.tensor(1.0)).to(dtype)(x)[1].dtype
 
 
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_the_copy_keeps_the_device():
+    net = nn.Sequential(
+        nn.Linear(4, 3),
+        DecoupledLIF(beta=torch.linspace(0.7, 0.9, 3), learn_beta=True, learn_threshold=True),
+        Synaptic(alpha=0.8, beta=0.9),
+        Lapicque(beta=0.9),
+    ).cuda()
+    x = torch.rand(2, 4, device="cuda")
+    for layer in net[1:]:
+        layer(net[0](x))
+    converted = to_snntorch(net)
+    tensors = [*converted.parameters(), *converted.buffers()]
+    assert {t.device.type for t in tensors} == {"cuda"}
+    spk, mem = converted[1](converted[0](x))
+    assert mem.is_cuda
+
+
 def test_snntorch_tools_take_the_converted_network():
     """``utils.reset`` and ``backprop.BPTT`` run on the copy (they need snnTorch's own classes)."""
     torch.manual_seed(0)
@@ -339,7 +358,14 @@ def test_nir_export_of_the_converted_network_is_the_original_network_s():
             nn.Linear(6, 5),
             leaky(beta=torch.linspace(0.6, 0.9, 5), threshold=torch.full((5,), 0.7), init_hidden=True, **learn),
             nn.Linear(5, 4),
-            synaptic(alpha=0.8, beta=0.9, init_hidden=True, output=True),
+            # per neuron, as snnTorch's exporter needs for the graph's shapes to match
+            synaptic(
+                alpha=torch.full((4,), 0.8),
+                beta=torch.linspace(0.7, 0.9, 4),
+                threshold=torch.ones(4),
+                init_hidden=True,
+                output=True,
+            ),
         )
 
     ours = net(DecoupledLIF, Synaptic, learn_beta=True)
@@ -349,7 +375,7 @@ def test_nir_export_of_the_converted_network_is_the_original_network_s():
     original = net(snn.Leaky, snn.Synaptic, learn_beta=True)
     converted = to_snntorch(ours)
     original.load_state_dict(converted.state_dict())
-    sample = torch.rand(1, 6)
+    sample = torch.rand(6)  # unbatched: snnTorch 1.0.0's exporter with nir >= 1.0.5 refuses a batch of one
     try:
         reference = export_nir.export_to_nir(original, sample)
     except ValueError as error:  # snnTorch 1.0.0's exporter against nir >= 1.0.5
@@ -360,7 +386,9 @@ def test_nir_export_of_the_converted_network_is_the_original_network_s():
         assert type(exported.nodes[name]) is type(node)
         for field, value in vars(node).items():
             if isinstance(getattr(value, "shape", None), tuple):
-                torch.testing.assert_close(torch.as_tensor(getattr(exported.nodes[name], field)), torch.as_tensor(value))
+                torch.testing.assert_close(
+                    torch.as_tensor(getattr(exported.nodes[name], field)), torch.as_tensor(value)
+                )
 
 
 # -- bad input ------------------------------------------------------------------------------------
