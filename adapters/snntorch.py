@@ -139,6 +139,13 @@ as the ``snn.Leaky`` it replaces. The other skins have no constant membrane deca
 of writing a wrong LIF, and passing ``beta=`` is refused likewise (``PSPLIF`` takes ``beta``,
 its membrane decay, but is no Leaky: its output is the PSP).
 
+**Back to snnTorch.** :func:`to_snntorch` returns a copy of a network with ``snn.Leaky`` in place of each
+``DecoupledLIF`` (``snn.Synaptic`` of ``Synaptic``, ``snn.Lapicque`` of ``Lapicque``), the trained values, options
+and state carried, so that a network trained with the skins loads into the one written with snnTorch's neurons
+and goes where only those go (NIR export, sharing with users of snnTorch alone)::
+
+    original.load_state_dict(to_snntorch(trained).state_dict())
+
 :func:`reset` resets the neurons of one network (nested included), unlike
 ``snntorch.utils.reset``, which scans only direct children and resets every ``Leaky`` in
 the process. :func:`register` / :func:`unregister` expose the classes as
