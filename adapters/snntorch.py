@@ -2018,7 +2018,7 @@ def to_snntorch(net: nn.Module) -> nn.Module:
     memo: dict[int, Any] = {id(skin): _snntorch_twin(skin) for _, skin in skins}
     if id(net) in memo:
         return memo[id(net)]
-    for tensor in (*net.parameters(), *net.buffers()):
+    for tensor in net.buffers():  # the state of snnTorch's own neurons in net, say
         if tensor.grad_fn is not None:
             memo[id(tensor)] = tensor.detach().clone()
     return copy.deepcopy(net, memo)
