@@ -1931,8 +1931,8 @@ def _snntorch_twin(skin: _CoreSkin) -> nn.Module:
     values, on the skin's device and in its dtype, holding the skin's state detached."""
     core = skin.core
     mem = skin.mem
-    spatial = mem.dim() - 2 if mem.dim() > 2 else 0  # a layer run on feature maps [B, C, H, ...]
-    spatial = max(spatial, *(len(decay.shape) - 1 for decay in skin._decays.values()), 0)
+    # the dims after the channel: of the steps the layer ran on ([B, C, H, ...]), or of a decay given [C, 1, ...]
+    spatial = max(mem.dim() - 2, *(len(decay.shape) - 1 for decay in skin._decays.values()), 0)
     common = {
         "threshold": _snntorch_threshold(skin, spatial),
         "spike_grad": copy.deepcopy(skin.spike_grad),
