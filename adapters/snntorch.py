@@ -139,6 +139,13 @@ as the ``snn.Leaky`` it replaces. The other skins have no constant membrane deca
 of writing a wrong LIF, and passing ``beta=`` is refused likewise (``PSPLIF`` takes ``beta``,
 its membrane decay, but is no Leaky: its output is the PSP).
 
+**Back to snnTorch.** :func:`to_snntorch` returns a copy of a network with ``snn.Leaky`` in place of each
+``DecoupledLIF`` (``snn.Synaptic`` of ``Synaptic``, ``snn.Lapicque`` of ``Lapicque``), the trained values, options
+and state carried, so that a network trained with the skins loads into the one written with snnTorch's neurons
+and goes where only those go (NIR export, sharing with users of snnTorch alone)::
+
+    original.load_state_dict(to_snntorch(trained).state_dict())
+
 :func:`reset` resets the neurons of one network (nested included), unlike
 ``snntorch.utils.reset``, which scans only direct children and resets every ``Leaky`` in
 the process. :func:`register` / :func:`unregister` expose the classes as
@@ -148,6 +155,7 @@ the process. :func:`register` / :func:`unregister` expose the classes as
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
@@ -183,6 +191,7 @@ __all__ = [
     "Synaptic",
     "Lapicque",
     "reset",
+    "to_snntorch",
     "multi_gaussian",
     "double_gaussian",
     "register",
@@ -1874,6 +1883,145 @@ def reset(net: nn.Module) -> None:
     for module in net.modules():
         if isinstance(module, (snntorch.Leaky, snntorch.Synaptic, snntorch.Lapicque)):
             module.reset_mem()
+
+
+# -- back to snnTorch's own neurons --------------------------------------------------------
+#: the skins that are snnTorch neurons numerically, and the snnTorch class each becomes
+_SNNTORCH_TWINS = "DecoupledLIF -> snn.Leaky, Synaptic -> snn.Synaptic, Lapicque -> snn.Lapicque"
+
+
+def _no_twin(skin: _CoreSkin) -> str | None:
+    """Why ``skin`` has no snnTorch neuron computing what it computes (``None``: it has one)."""
+    if not isinstance(skin, (DecoupledLIF, Synaptic, Lapicque)):
+        reason = getattr(skin, "_no_beta", "it is no snnTorch neuron")
+        return f"no snnTorch neuron computes it ({reason}); only {_SNNTORCH_TWINS} convert"
+    if getattr(skin, "mem_kind", "leaky") != "leaky":
+        return (
+            f"its mem is {skin.mem_kind!r}, the core's reset-free filter, which snnTorch's mem is not; build it "
+            "with mem='leaky' (the default)"
+        )
+    if skin.core.decay_input:
+        return "its core scales the input by 1 - beta (decay_input=True), which snnTorch's update does not"
+    return None
+
+
+def _per_neuron(value: torch.Tensor, shape: torch.Size, spatial: int) -> torch.Tensor:
+    """A copy of a skin's tensor for snnTorch's neuron: a per-channel ``[C]`` tensor in ``shape`` where that holds
+    ``C`` values (the shape the decay was given in), else ``[C, 1, ...]`` over ``spatial`` dims, as snnTorch
+    broadcasts its per-neuron tensors over a step ``[B, C, ...]``; any other tensor in its own shape."""
+    value = value.detach().clone()
+    if value.dim() != 1:
+        return value
+    if shape.numel() == value.numel() and len(shape) > 1:
+        return value.reshape(shape)
+    return value.reshape(-1, *[1] * spatial)
+
+
+def _snntorch_threshold(skin: _CoreSkin, spatial: int) -> torch.Tensor:
+    """The skin's threshold as ``snn.Leaky`` holds it: its buffer in the shape given, or the core's tensor (a lazy
+    core's, not yet built, from the value it will be built from)."""
+    threshold = skin.threshold
+    if nn.parameter.is_lazy(threshold):
+        threshold = torch.as_tensor(skin.core._threshold_init).to(threshold.device, threshold.dtype)
+    return _per_neuron(threshold, torch.Size(), spatial)
+
+
+def _snntorch_twin(skin: _CoreSkin) -> nn.Module:
+    """The snnTorch neuron computing what ``skin`` computes (:func:`to_snntorch`), its own copies of the trained
+    values, on the skin's device and in its dtype, holding the skin's state detached."""
+    core = skin.core
+    mem = skin.mem
+    # the dims after the channel: of the steps the layer ran on ([B, C, H, ...]), or of a decay given [C, 1, ...]
+    spatial = max(mem.dim() - 2, *(len(decay.shape) - 1 for decay in skin._decays.values()), 0)
+    common = {
+        "threshold": _snntorch_threshold(skin, spatial),
+        "spike_grad": copy.deepcopy(skin.spike_grad),
+        "surrogate_disable": skin.surrogate_disable,
+        "init_hidden": skin.init_hidden,
+        "inhibition": skin.inhibition,
+        "learn_threshold": bool(core.learn_threshold),
+        "reset_mechanism": skin.reset_mechanism,
+        "state_quant": skin.state_quant,
+        "output": skin.output,
+    }
+    if isinstance(skin, Lapicque):
+        # snnTorch derives R, C (and beta) at construction; its buffers are then set to the skin's, which they are
+        R, C, step = (float(getattr(skin, name)) for name in _RC_BUFFERS)  # noqa: N806
+        twin = snntorch.Lapicque(R=R, C=C, time_step=step, **common)
+        for name in (*_RC_BUFFERS, "beta"):
+            setattr(twin, name, getattr(skin, name).detach().clone())
+    else:  # beta (and alpha) as the skin reads them back
+        decays = {name: _per_neuron(getattr(skin, name), decay.shape, spatial) for name, decay in skin._decays.items()}
+        common.update(decays, learn_beta=bool(core.learn_decay), reset_delay=core.reset_delay)
+        if isinstance(skin, Synaptic):
+            twin = snntorch.Synaptic(learn_alpha=bool(core.learn_syn_decay), **common)
+            twin.syn = skin.syn.detach().clone()
+        else:
+            twin = snntorch.Leaky(**common)
+    factor = skin.graded_spikes_factor.detach().clone()
+    twin.graded_spikes_factor = nn.Parameter(factor) if isinstance(skin.graded_spikes_factor, nn.Parameter) else factor
+    twin.reset_mechanism_val = skin.reset_mechanism_val.detach().clone()
+    twin.mem = mem.detach().clone()
+    return twin
+
+
+def to_snntorch(net: nn.Module) -> nn.Module:
+    r"""A copy of ``net`` with snnTorch's own neurons in place of the skins that compute what they compute:
+    :class:`DecoupledLIF` becomes ``snn.Leaky``, :class:`Synaptic` ``snn.Synaptic`` and :class:`Lapicque`
+    ``snn.Lapicque``, each carrying the trained values and every constructor option. ``net`` is left untouched.
+
+    The copy runs without this library's neurons, and its state dict is the one a network built with snnTorch's
+    neurons holds: ``original.load_state_dict(to_snntorch(ours).state_dict())`` loads strictly into the same
+    network written with ``snn.Leaky`` etc., and snnTorch's tools that need its own classes (NIR export,
+    ``utils.reset``, ``backprop``) take it. Each neuron computes the skin's spikes and ``mem`` (with
+    ``reset_delay=False`` as long as one subtraction brings the membrane below the threshold, as the skin's
+    docstring says) and, with the delayed reset or none, the same gradients for the input, the weights and a
+    learned threshold; a learned decay :math:`\beta = \sigma(w)` becomes snnTorch's parameter :math:`\beta`
+    itself, whose gradient is the skin's :math:`\partial L/\partial w` divided by :math:`\beta(1-\beta)`.
+
+    Values: ``beta`` (and ``alpha``) as the skin reads them back, in the shape given (0-d from a number), learned
+    where the skin learns them (one learned value a 0-d ``nn.Parameter``, one per channel a per-neuron one);
+    ``threshold`` likewise; a per-channel value held by the core as ``[C]`` becomes ``[C, 1, ...]`` on a layer
+    that ran on feature maps (snnTorch broadcasts elementwise); ``graded_spikes_factor`` (learned or not),
+    ``reset_mechanism``, ``reset_delay``, ``spike_grad`` (a copy), ``init_hidden`` and ``output`` as the skin's;
+    ``snn.Lapicque``'s ``R``, ``C``, ``time_step`` and ``beta`` buffers as the skin holds them. Everything keeps
+    its device and dtype.
+
+    State: each neuron holds the skin's state, detached from its graph (a graph cannot be copied), where snnTorch
+    can hold it: ``mem`` (and ``syn``) is the whole state, the pending delayed reset recomputed from ``mem`` as
+    snnTorch does; so the copy continues the sequence where ``net`` stands. Call ``utils.reset(net)`` to start a
+    new one, as usual. Other modules (and tensors that carry a graph, detached) are deep copies.
+
+    Raises:
+        TypeError: ``net`` is not an ``nn.Module``.
+        ValueError: ``net`` holds a skin with no snnTorch equivalent (``DynamicDecay``, ``PRF``, ``LTC``,
+            ``PSPLIF``) or with an option snnTorch cannot express (``DecoupledLIF(mem="reset_free")``), naming its
+            path in ``net``, its class and why; or ``net`` holds no skin, so there is nothing to convert.
+
+    Returns:
+        The copy; where ``net`` is itself a skin, the snnTorch neuron.
+    """
+    if not isinstance(net, nn.Module):
+        raise TypeError(f"net must be a torch.nn.Module, got {type(net).__name__}")
+    skins = [(name, module) for name, module in net.named_modules() if isinstance(module, _CoreSkin)]
+    if not skins:
+        raise ValueError(
+            f"net ({type(net).__name__}) holds no skin of snn_parallel.adapters.snntorch, so to_snntorch has nothing "
+            f"to convert ({_SNNTORCH_TWINS}); its neurons are already snnTorch's or none"
+        )
+    for name, skin in skins:  # all refusals before anything is built (snnTorch lists every neuron it builds)
+        reason = _no_twin(skin)
+        if reason is not None:
+            raise ValueError(f"{name or 'net'} ({type(skin).__name__}) cannot become an snnTorch neuron: {reason}")
+    # deepcopy puts each twin wherever its skin is (shared ones included) and copies a graph-carrying tensor
+    # (which deepcopy refuses) detached
+    memo: dict[int, Any] = {id(skin): _snntorch_twin(skin) for _, skin in skins}
+    if id(net) in memo:
+        return memo[id(net)]
+    for tensor in net.buffers():  # the state of snnTorch's own neurons in net, say
+        if tensor.grad_fn is not None:
+            memo[id(tensor)] = tensor.detach().clone()
+    return copy.deepcopy(net, memo)
 
 
 # -- surrogates in snnTorch's factory style -----------------------------------------------
