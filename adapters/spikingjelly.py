@@ -116,7 +116,7 @@ from spikingjelly.activation_based import surrogate as sj_surrogate
 
 from snn_parallel import surrogate as sp_surrogate
 from snn_parallel._validation import check_bool, check_float, check_step_input
-from snn_parallel.neurons import LTC, PRF, PSPLIF, DecoupledLIF, DynamicDecay, Neuron
+from snn_parallel.neurons import LTC, PRF, PSPLIF, DecoupledLIF, DynamicDecay, Neuron, SynapticLIF, SynapticLIFState
 from snn_parallel.neurons.base import _feature_count
 from snn_parallel.neurons.psp_lif import _time_constant
 
@@ -132,6 +132,7 @@ __all__ = [
     "DecoupledLIFNode",
     "DecoupledIFNode",
     "DecoupledParametricLIFNode",
+    "DecoupledCUBALIFNode",
     "LTCNode",
     "PSPLIFNode",
     "register",
@@ -194,7 +195,7 @@ class SpikingJellyNode(base.MemoryModule):
                 )
         else:
             self.backend = "torch" if backend is None else backend
-        for field in core.state_type._fields:
+        for field in self._memory_names():
             self.register_memory(field, None)
 
     # -- SpikingJelly 0.0.0.0.14 backends ------------------------------------------------
@@ -315,11 +316,27 @@ class SpikingJellyNode(base.MemoryModule):
         self._store_v_seq = bool(value)
         self.v_seq: torch.Tensor | None = None
 
+    def _memory_names(self) -> tuple[str, ...]:
+        """The memories' names, the first holding the membrane: the core state's fields (a node whose memories
+        differ from them converts in :meth:`_to_core_state` and :meth:`_memory_states`)."""
+        return self.core.state_type._fields
+
+    def _to_core_state(self, states: States) -> NamedTuple:
+        """The core's state from the memories' values (some may be ``None``: not all are)."""
+        return self.core.state_type(*states)
+
+    def _memory_states(self, state: NamedTuple) -> States:
+        """The memories' values from the core's state."""
+        return tuple(state)
+
     @property
     def v(self) -> torch.Tensor | None:
         """The membrane after the step's reset, as SpikingJelly's nodes hold it (``None`` before the first
-        input): the core state's first field, less :meth:`_v_offset` where the core keeps its reset apart."""
-        first = self._memories[self.core.state_type._fields[0]]
+        input): the first memory, less :meth:`_v_offset` where the core keeps its reset apart."""
+        name = self._memory_names()[0]
+        if name not in self._memories:  # a memory named v, being registered (SpikingJelly asks hasattr first)
+            raise AttributeError(name)
+        first = self._memories[name]
         offset = None if first is None else self._v_offset()
         return first if offset is None else first - offset
 
@@ -338,7 +355,7 @@ class SpikingJellyNode(base.MemoryModule):
                 f"{type(self).__name__}.v must be a tensor shaped like one step's input, got {type(value).__name__}; "
                 "call reset() to bring the neuron back to rest"
             )
-        fields = self.core.state_type._fields
+        fields = self._memory_names()
         current = self._memories[fields[0]]
         if current is not None and current.shape != value.shape:
             raise ValueError(
@@ -346,15 +363,15 @@ class SpikingJellyNode(base.MemoryModule):
             )
         missing = [field for field in fields[1:] if self._memories[field] is None]
         if missing:
-            resting = self.core.init_state(value.detach())
+            resting = dict(zip(fields, self._memory_states(self.core.init_state(value.detach())), strict=True))
             for field in missing:
-                self._memories[field] = getattr(resting, field)
+                self._memories[field] = resting[field]
         offset = self._v_offset()
         self._memories[fields[0]] = value if offset is None else value + offset
 
     def _core_state(self, states: States) -> NamedTuple | None:
         """The core's state from explicit states; all ``None`` (fresh or reset) means resting."""
-        fields = self.core.state_type._fields
+        fields = self._memory_names()
         if len(states) != len(fields):
             raise ValueError(
                 f"states must hold {len(fields)} entries for {type(self).__name__}, one per memory "
@@ -362,7 +379,7 @@ class SpikingJellyNode(base.MemoryModule):
             )
         if all(s is None for s in states):
             return None
-        return self.core.state_type(*states)
+        return self._to_core_state(states)
 
     def _commit(self, states: States) -> None:
         for field, value in zip(self._memories, states, strict=True):
@@ -388,7 +405,7 @@ class SpikingJellyNode(base.MemoryModule):
         """One step with explicit states: ``((spike,), new_states)``; touches no memory."""
         (x_t,) = inputs
         spike, state = self.core.step(x_t, self._core_state(states))
-        return (spike,), tuple(state)
+        return (spike,), self._memory_states(state)
 
     def multi_step_functional_forward(
         self, inputs: tuple[torch.Tensor, ...], states: States
@@ -405,9 +422,9 @@ class SpikingJellyNode(base.MemoryModule):
         self._check_backend(x_seq)
         if not membrane:
             spikes, state = self.core(x_seq, self._core_state(states))
-            return spikes, None, tuple(state)
+            return spikes, None, self._memory_states(state)
         spikes, potential, state = self.core(x_seq, self._core_state(states), return_membrane=True)
-        return spikes, potential, tuple(state)
+        return spikes, potential, self._memory_states(state)
 
     # -- stateful forwards (both versions) ---------------------------------------------
     #: why NIR cannot describe the node (SpikingJelly's NIR export traces it with torch.fx)
@@ -638,12 +655,25 @@ class _SoftResetNode(SpikingJellyNode):
         super().__init__(core, SOFT_DETACHED, *base_arguments)
 
     def _v_offset(self) -> torch.Tensor | None:
-        r""":math:`b_{t+1}/\beta`: the resets so far, which the core keeps in its threshold bias."""
         bias = self._memories["bias"]
-        if bias is None:
-            return None
-        beta = self.core.beta.detach().to(bias.dtype)  # the bias's decay, as the core steps it
-        return bias / self.core._channel_view(beta, bias, 1)
+        return None if bias is None else _resets_so_far(self.core, bias)
+
+
+def _resets_so_far(core: DecoupledLIF, bias: torch.Tensor) -> torch.Tensor:
+    r""":math:`b_{t+1}/\beta = b_t + V_{th} s_t`: the resets so far, which ``core`` keeps in its threshold bias
+    ``bias``, subtracted from the reset-free membrane :math:`u'_t` to give the membrane after the reset."""
+    beta = core.beta.detach().to(bias.dtype)  # the bias's decay, as the core steps it
+    return bias / core._channel_view(beta, bias, 1)
+
+
+def _rebuild_decay(core: DecoupledLIF, logit: str, learn: bool | str) -> None:
+    """Set the core's decay logit named ``logit`` from its time constant, as the core built it (a lazy core whose
+    per-channel logit waits for its first input builds it from the time constant then)."""
+    if learn != "shared" and core.has_uninitialized_params():
+        return
+    tensor = getattr(core, logit)
+    with torch.no_grad():
+        tensor.copy_(core._shared_values()[logit].expand_as(tensor))
 
 
 class _LeakyNode(_SoftResetNode):
@@ -752,8 +782,7 @@ class DecoupledLIFNode(_LeakyNode):
         if core.learn_decay != "shared" and core.has_uninitialized_params():  # built from tau at the first input
             return
         old_beta = core.beta.detach()
-        with torch.no_grad():
-            core.decay_logit.copy_(core._shared_values()["decay_logit"].expand_as(core.decay_logit))
+        _rebuild_decay(core, "decay_logit", core.learn_decay)
         bias = self._memories["bias"]
         if bias is not None:  # the resets so far, decayed by the old beta: as the new one would have (v unchanged)
             self._memories["bias"] = bias * core._channel_view(core.beta.detach() / old_beta, bias, 1).to(bias.dtype)
@@ -851,6 +880,118 @@ class DecoupledParametricLIFNode(_LeakyNode):
                 logit = (-w).reshape(1).expand(core.features)
             state_dict[prefix + "core.decay_logit"] = logit
         super()._load_from_state_dict(state_dict, prefix, *args)
+
+
+class DecoupledCUBALIFNode(SpikingJellyNode):
+    r"""SpikingJelly 2.0's current-based LIF ``CUBALIFNode`` with a soft reset (``v_reset=None``, ``detach_reset=True``)
+    around :class:`snn_parallel.SynapticLIF` (:mod:`snn_parallel.neurons.synaptic`), trained in parallel:
+
+    .. math::
+
+        c_t = d_c\, c_{t-1} + x_t, \qquad h_t = d_v\, v_{t-1} + c_t, \qquad s_t = [h_t - V_{th} \ge 0],
+        \qquad v_t = h_t - V_{th}\, \mathrm{sg}(s_t)
+
+    with :math:`d_c` = ``c_decay`` (the core's :math:`\alpha`) and :math:`d_v` = ``v_decay`` (its :math:`\beta`). So
+    ``v_reset`` must be ``None`` and ``detach_reset`` ``True`` (the defaults here; SpikingJelly's are ``0.0`` and
+    ``False``). The memories are SpikingJelly's: the membrane after the reset ``v`` and the synaptic current ``c``
+    (``None`` until the first input; ``node.v``/``node.c`` may be assigned between calls). The default surrogate is
+    our ``Rect()`` (width 1: SpikingJelly's default ``surrogate.Rect()``, ``alpha=1``). Built without SpikingJelly's
+    class, so it runs on 0.0.0.0.14 too, which has no ``CUBALIFNode``.
+
+    Args:
+        features: channels ``C`` (dim 2 of ``[T, B, C, *spatial]``); ``None`` (default)
+            infers it from the first input, so SpikingJelly's model zoo can build the node
+            with ``spiking_neuron(**kwargs)``.
+        c_decay: the current's decay :math:`d_c`, in :math:`(0, 1)` (default 0.5, SpikingJelly's).
+        v_decay: the membrane's decay :math:`d_v`, in :math:`(0, 1)` (default 0.75, SpikingJelly's). The core keeps
+            each decay as a logit :math:`\log(d / (1 - d))`, finite only inside :math:`(0, 1)`: for
+            ``c_decay=0`` (no synaptic memory, :math:`c_t = x_t`) use
+            ``DecoupledLIFNode(tau=1 / (1 - v_decay), decay_input=False)``.
+        v_threshold: as in SpikingJelly (default 0.5, ``CUBALIFNode``'s).
+        v_reset, surrogate_function, detach_reset, step_mode, store_v_seq, backend: as in SpikingJelly (see the
+            module doc).
+    """
+
+    _nir_refusal = (
+        "it resets softly (by subtraction), which NIR's CubaLIF cannot express (its reset sets v to v_reset); "
+        "SpikingJelly refuses its own soft-reset CUBALIFNode for the same reason"
+    )
+
+    def __init__(
+        self,
+        features: int | None = None,
+        *,
+        c_decay: float = 0.5,
+        v_decay: float = 0.75,
+        v_threshold: float = 0.5,
+        v_reset: float | None = None,
+        surrogate_function: object = None,
+        detach_reset: bool = True,
+        step_mode: str = "s",
+        store_v_seq: bool = False,
+        backend: str | None = None,
+    ) -> None:
+        core = SynapticLIF(
+            features,
+            tau_syn=_decay_time_constant(c_decay, "c_decay"),
+            tau=_decay_time_constant(v_decay, "v_decay"),
+            v_threshold=_threshold(v_threshold),
+            surrogate=_surrogate(surrogate_function, "rect"),
+        )
+        super().__init__(core, SOFT_DETACHED, v_reset, detach_reset, step_mode, store_v_seq, backend)
+        self._decays = {"c_decay": float(c_decay), "v_decay": float(v_decay)}
+
+    @property
+    def c_decay(self) -> float:
+        """The synaptic current's decay, as ``CUBALIFNode.c_decay``; assigning it acts from the next step."""
+        return self._decays["c_decay"]
+
+    @c_decay.setter
+    def c_decay(self, value: float) -> None:
+        self.core.tau_syn = _decay_time_constant(value, "c_decay")
+        _rebuild_decay(self.core, "syn_decay_logit", self.core.learn_syn_decay)
+        self._decays["c_decay"] = float(value)
+
+    @property
+    def v_decay(self) -> float:
+        """The membrane's decay, as ``CUBALIFNode.v_decay``; assigning it acts from the next step."""
+        return self._decays["v_decay"]
+
+    @v_decay.setter
+    def v_decay(self, value: float) -> None:
+        self.core.tau = _decay_time_constant(value, "v_decay")
+        _rebuild_decay(self.core, "decay_logit", self.core.learn_decay)
+        self._decays["v_decay"] = float(value)
+
+    def _memory_names(self) -> tuple[str, ...]:
+        return ("v", "c")
+
+    def _to_core_state(self, states: States) -> SynapticLIFState:
+        r"""SpikingJelly's ``(v, c)`` as the core's state: the current :math:`c`, the reset-free membrane :math:`v`
+        (the resets so far already subtracted) and no threshold bias; a ``None`` one rests at 0."""
+        v, c = states
+        v = torch.zeros_like(c) if v is None else v
+        c = torch.zeros_like(v) if c is None else c
+        return SynapticLIFState(c, v, torch.zeros_like(v))
+
+    def _memory_states(self, state: SynapticLIFState) -> States:
+        r"""The core's state as ``(v, c)``: :math:`v = u'_t - b_{t+1}/\beta`, the membrane after the reset."""
+        return state.filtered - _resets_so_far(self.core, state.bias), state.current
+
+    def extra_repr(self) -> str:
+        return f"c_decay={self.c_decay}, v_decay={self.v_decay}, {super().extra_repr()}"
+
+
+def _decay_time_constant(decay: float, name: str) -> float:
+    r"""The time constant :math:`1 / (1 - d)` of a decay :math:`d` in :math:`(0, 1)` (:math:`d = 1 - 1/\tau`)."""
+    if isinstance(decay, bool) or not isinstance(decay, int | float):
+        raise TypeError(f"{name} must be a float in (0, 1), got {type(decay).__name__}")
+    if not 0 < decay < 1:
+        raise ValueError(
+            f"{name} must lie in (0, 1), got {decay!r}: the parallel core keeps each decay as a logit "
+            "log(d / (1 - d)), which is infinite at 0 and 1"
+        )
+    return 1 / (1 - decay)
 
 
 class LTCNode(SpikingJellyNode):
@@ -1062,6 +1203,7 @@ _TARGETS: tuple[tuple[Any, tuple[type, ...]], ...] = (
             DecoupledLIFNode,
             DecoupledIFNode,
             DecoupledParametricLIFNode,
+            DecoupledCUBALIFNode,
             LTCNode,
             PSPLIFNode,
         ),
