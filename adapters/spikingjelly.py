@@ -104,6 +104,7 @@ and our ``MultiGaussian`` / ``DoubleGaussian`` as ``spikingjelly.activation_base
 
 from __future__ import annotations
 
+import copy
 import math
 import warnings
 from collections.abc import Callable
@@ -138,6 +139,7 @@ __all__ = [
     "register",
     "unregister",
     "swap_nodes",
+    "to_spikingjelly",
 ]
 
 #: True on SpikingJelly 2.x (functional step methods, no ``backend``), False on 0.0.0.0.14.
@@ -487,11 +489,63 @@ class SpikingJellyNode(base.MemoryModule):
         if isinstance(self.v_seq, torch.Tensor):  # [T, B, ...]
             self.v_seq = change(self.v_seq, 1)
 
+    # -- back to SpikingJelly's own nodes (to_spikingjelly) -----------------------------
+    def _to_spikingjelly(self) -> base.MemoryModule:
+        """SpikingJelly's own node that computes this one (see :func:`to_spikingjelly`); ``ValueError`` with the reason
+        where SpikingJelly has none."""
+        raise ValueError("SpikingJelly has no neuron with its dynamics")
+
+    def _build_spikingjelly(self, cls: type, memories: tuple[str, ...] = ("v",), **arguments: Any) -> base.MemoryModule:
+        """``cls(**arguments)`` with this node's threshold, soft reset with a detached gradient, surrogate, step mode,
+        ``store_v_seq`` (and backend on 0.0.0.0.14), and the values of ``memories`` (detached)."""
+        threshold = self.v_threshold
+        if not isinstance(threshold, float):
+            raise ValueError("its threshold is a tensor (per channel or learned), SpikingJelly's is one float")
+        node = cls(v_threshold=threshold, v_reset=None, surrogate_function=self._spikingjelly_surrogate(), **arguments)
+        node.detach_reset = True  # CUBALIFNode takes neither this nor the step mode as arguments
+        node.step_mode = self.step_mode
+        node.store_v_seq = self.store_v_seq
+        if not SJ2:
+            node.backend = self.backend
+        for name in memories:
+            value = getattr(self, name)
+            if value is not None:
+                setattr(node, name, value.detach())
+        return node
+
+    def _spikingjelly_surrogate(self) -> Any:
+        """The surrogate for SpikingJelly's node: the object the node was given (a SpikingJelly surrogate or any
+        framework's callable, which SpikingJelly's nodes call as they are), or SpikingJelly's equivalent of ours."""
+        chosen = self.surrogate_function
+        if not isinstance(chosen, sp_surrogate.Surrogate):
+            return chosen
+        equivalent = _SPIKINGJELLY_SURROGATES.get(type(chosen))
+        if equivalent is None:
+            raise ValueError(
+                f"its surrogate {chosen!r} has no SpikingJelly equivalent (our ATan, Sigmoid and Rect have); "
+                "build the node with one of SpikingJelly's surrogate objects"
+            )
+        if not chosen.inclusive:
+            raise ValueError(f"its surrogate {chosen!r} fires on x > 0, SpikingJelly's nodes on x >= 0")
+        name, alpha = equivalent
+        cls = getattr(sj_surrogate, name, None)
+        if cls is None:
+            raise ValueError(f"its surrogate is our {name}, and this SpikingJelly has no surrogate.{name}")
+        return cls(alpha=alpha(chosen))
+
     def extra_repr(self) -> str:
         return (
             f"{super().extra_repr()}, v_reset={self.v_reset}, detach_reset={self.detach_reset}, "
             f"store_v_seq={self.store_v_seq}"
         )
+
+
+#: our surrogates that SpikingJelly has: their SpikingJelly class and its ``alpha`` (``Rect``'s window is ``1/alpha``)
+_SPIKINGJELLY_SURROGATES: dict[type, tuple[str, Callable[[Any], float]]] = {
+    sp_surrogate.ATan: ("ATan", lambda s: s.alpha),
+    sp_surrogate.Sigmoid: ("Sigmoid", lambda s: s.alpha),
+    sp_surrogate.Rect: ("Rect", lambda s: 1 / s.width),
+}
 
 
 def _sj_float(value: float, name: str, **bounds: Any) -> float:
@@ -657,6 +711,25 @@ class _SoftResetNode(SpikingJellyNode):
     def _v_offset(self) -> torch.Tensor | None:
         bias = self._memories["bias"]
         return None if bias is None else _resets_so_far(self.core, bias)
+
+    def _to_spikingjelly(self) -> base.MemoryModule:
+        """``IFNode`` (no leak), ``LIFNode`` (a fixed time constant) or ``ParametricLIFNode`` (one learned for the
+        layer, its ``w`` carried)."""
+        core = self.core
+        if math.isinf(core.tau):
+            return self._build_spikingjelly(neuron.IFNode)
+        if core.learn_decay is True:
+            raise ValueError(
+                "it learns one time constant per channel (per_channel=True or learn_decay=True), where "
+                "ParametricLIFNode learns one for the layer"
+            )
+        arguments = {"decay_input": core.decay_input}
+        if not core.learn_decay:
+            return self._build_spikingjelly(neuron.LIFNode, tau=core.tau, **arguments)
+        node = self._build_spikingjelly(neuron.ParametricLIFNode, init_tau=core.tau, **arguments)
+        logit = core.decay_logit
+        node.w = torch.nn.Parameter(-logit.detach().clone(), requires_grad=logit.requires_grad)  # 1/tau = sigmoid(w)
+        return node
 
 
 def _resets_so_far(core: DecoupledLIF, bias: torch.Tensor) -> torch.Tensor:
@@ -978,6 +1051,12 @@ class DecoupledCUBALIFNode(SpikingJellyNode):
         r"""The core's state as ``(v, c)``: :math:`v = u'_t - b_{t+1}/\beta`, the membrane after the reset."""
         return state.filtered - _resets_so_far(self.core, state.bias), state.current
 
+    def _to_spikingjelly(self) -> base.MemoryModule:
+        cls = getattr(neuron, "CUBALIFNode", None)
+        if cls is None:
+            raise ValueError("this SpikingJelly has no CUBALIFNode (SpikingJelly 2.0 has)")
+        return self._build_spikingjelly(cls, ("v", "c"), c_decay=self.c_decay, v_decay=self.v_decay)
+
     def extra_repr(self) -> str:
         return f"c_decay={self.c_decay}, v_decay={self.v_decay}, {super().extra_repr()}"
 
@@ -1191,6 +1270,67 @@ def swap_nodes(
     if invalidate is not None and replaced:
         invalidate(net)
     return len(replaced)
+
+
+def to_spikingjelly(net: torch.nn.Module) -> torch.nn.Module:
+    """A copy of ``net`` with our nodes swapped back to SpikingJelly's own (``net`` itself is left untouched; ``net``
+    one of our nodes: SpikingJelly's node)::
+
+        theirs.load_state_dict(to_spikingjelly(ours).state_dict())  # ours: theirs built with our nodes, trained
+
+    ``DecoupledIFNode`` becomes ``neuron.IFNode``, ``DecoupledLIFNode`` ``neuron.LIFNode`` (with its ``tau`` and
+    ``decay_input``; one learned for the layer, ``learn_decay="shared"``: ``neuron.ParametricLIFNode``),
+    ``DecoupledParametricLIFNode`` ``neuron.ParametricLIFNode`` with its learned ``w``, and
+    ``DecoupledCUBALIFNode`` ``neuron.CUBALIFNode`` (SpikingJelly 2.0), each with ``v_reset=None,
+    detach_reset=True`` (the reset ours compute, so the copy gives the same spikes and input gradients), the
+    threshold, the step mode, ``store_v_seq`` (on 0.0.0.0.14 the backend) and the surrogate: the SpikingJelly or
+    other framework's object the node was built with, or SpikingJelly's ``ATan``/``Sigmoid``/``Rect`` for ours. A
+    sequence stopped mid-way goes on: the memories ``v`` (and ``c``) are carried, detached (every memory of the copy
+    is, as a saved state would be); ``v_seq`` is not. On SpikingJelly 2.0 the copy's ``functional.reset_net`` cache
+    is invalidated.
+
+    Raises:
+        TypeError: ``net`` is not an ``nn.Module``.
+        ValueError: ``net`` holds none of our nodes, or one SpikingJelly cannot express (``DynamicDecayNode``,
+            ``PRFNode``, ``LTCNode``, ``PSPLIFNode``, a time constant learned per channel, a surrogate SpikingJelly
+            lacks, ``CUBALIFNode`` on 0.0.0.0.14): the message names its path in ``net``, its class and why.
+    """
+    if not isinstance(net, torch.nn.Module):
+        raise TypeError(f"net must be a torch.nn.Module, got {type(net).__name__}")
+    if not any(isinstance(m, SpikingJellyNode) for m in net.modules()):
+        raise ValueError(
+            f"net ({type(net).__name__}) holds none of snn_parallel's SpikingJelly nodes, so to_spikingjelly has "
+            "nothing to convert"
+        )
+    copied = _copy_without_graphs(net)
+    paths: dict[int, str] = {}
+    for path, module in copied.named_modules(remove_duplicate=False):
+        if isinstance(module, SpikingJellyNode):
+            paths.setdefault(id(module), f"net.{path}" if path else "net")
+
+    def convert(node: SpikingJellyNode) -> torch.nn.Module:
+        try:
+            return node._to_spikingjelly()
+        except ValueError as exc:
+            where = paths[id(node)]
+            raise ValueError(f"{where} ({type(node).__name__}) cannot become a SpikingJelly node: {exc}") from None
+
+    if isinstance(copied, SpikingJellyNode):
+        return convert(copied)
+    swap_nodes(copied, convert, kind=SpikingJellyNode)
+    return copied
+
+
+def _copy_without_graphs(net: torch.nn.Module) -> torch.nn.Module:
+    """``copy.deepcopy(net)``, with the memories (and ``v_seq``) of its memory modules detached: a tensor in an autograd
+    graph, which a sequence stopped mid-way leaves there, cannot be deep-copied."""
+    memo: dict[int, Any] = {}
+    for module in net.modules():
+        if isinstance(module, base.MemoryModule):
+            for value in (*module._memories.values(), module.__dict__.get("v_seq")):
+                if isinstance(value, torch.Tensor) and value.grad_fn is not None:
+                    memo[id(value)] = value.detach().clone()
+    return copy.deepcopy(net, memo)
 
 
 # -- registration into SpikingJelly's namespaces ------------------------------------------
