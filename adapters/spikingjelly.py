@@ -304,6 +304,15 @@ class SpikingJellyNode(base.MemoryModule):
                 f"{type(self).__name__}.surrogate_function is fixed when the node is built (its core neuron is "
                 "built around it); build a new node with surrogate_function=..."
             )
+        memories = self.__dict__.get("_memories")
+        if memories is not None and name in memories and isinstance(getattr(type(self), name, None), property):
+            # a memory named as a property (v): its setter checks the value; None is a memory at rest, as
+            # SpikingJelly's tools (base.load_memories) restore it
+            if value is None:
+                memories[name] = None
+            else:
+                object.__setattr__(self, name, value)
+            return
         super().__setattr__(name, value)
 
     # -- state -------------------------------------------------------------------------
@@ -335,12 +344,16 @@ class SpikingJellyNode(base.MemoryModule):
     def v(self) -> torch.Tensor | None:
         """The membrane after the step's reset, as SpikingJelly's nodes hold it (``None`` before the first
         input): the first memory, less :meth:`_v_offset` where the core keeps its reset apart."""
-        name = self._memory_names()[0]
-        if name not in self._memories:  # a memory named v, being registered (SpikingJelly asks hasattr first)
-            raise AttributeError(name)
-        first = self._memories[name]
+        first = self._memory(self._memory_names()[0])
         offset = None if first is None else self._v_offset()
         return first if offset is None else first - offset
+
+    def _memory(self, name: str) -> torch.Tensor | None:
+        """The memory ``name``, for a property named as a memory (``v``): ``AttributeError`` while it is not yet
+        registered (SpikingJelly's ``register_memory`` asks ``hasattr`` first)."""
+        if name not in self._memories:
+            raise AttributeError(name)
+        return self._memories[name]
 
     def _v_offset(self) -> torch.Tensor | None:
         """What the membrane lies below the core state's first field (``None``: nothing, ``v`` is that field)."""
@@ -352,24 +365,30 @@ class SpikingJellyNode(base.MemoryModule):
         shaped like one step's input ``[B, features, *spatial]``; the other memories keep their
         values, or rest (the core's ``init_state``) where they are ``None``, so the next step
         starts from the membrane ``value``."""
+        self._assign("v", value)
+
+    def _assign(self, name: str, value: torch.Tensor) -> None:
+        """Set the memory that ``node.<name>`` reads (``v``: the first, plus :meth:`_v_offset`) to ``value``, shaped
+        like one step's input; the other memories keep their values, or rest where they are ``None``."""
         if not isinstance(value, torch.Tensor):
             raise TypeError(
-                f"{type(self).__name__}.v must be a tensor shaped like one step's input, got {type(value).__name__}; "
-                "call reset() to bring the neuron back to rest"
+                f"{type(self).__name__}.{name} must be a tensor shaped like one step's input, got "
+                f"{type(value).__name__}; call reset() to bring the neuron back to rest"
             )
         fields = self._memory_names()
-        current = self._memories[fields[0]]
+        field = fields[0] if name == "v" else name
+        current = self._memories[field]
         if current is not None and current.shape != value.shape:
             raise ValueError(
-                f"{type(self).__name__}.v must have shape {tuple(current.shape)}, got {tuple(value.shape)}"
+                f"{type(self).__name__}.{name} must have shape {tuple(current.shape)}, got {tuple(value.shape)}"
             )
-        missing = [field for field in fields[1:] if self._memories[field] is None]
+        missing = [other for other in fields if other != field and self._memories[other] is None]
         if missing:
             resting = dict(zip(fields, self._memory_states(self.core.init_state(value.detach())), strict=True))
-            for field in missing:
-                self._memories[field] = resting[field]
-        offset = self._v_offset()
-        self._memories[fields[0]] = value if offset is None else value + offset
+            for other in missing:
+                self._memories[other] = resting[other]
+        offset = self._v_offset() if field == fields[0] else None
+        self._memories[field] = value if offset is None else value + offset
 
     def _core_state(self, states: States) -> NamedTuple | None:
         """The core's state from explicit states; all ``None`` (fresh or reset) means resting."""
@@ -1035,6 +1054,16 @@ class DecoupledCUBALIFNode(SpikingJellyNode):
         self.core.tau = _decay_time_constant(value, "v_decay")
         _rebuild_decay(self.core, "decay_logit", self.core.learn_decay)
         self._decays["v_decay"] = float(value)
+
+    @property
+    def c(self) -> torch.Tensor | None:
+        """The synaptic current, as ``CUBALIFNode.c`` (``None`` before the first input and after a reset, where
+        SpikingJelly's is 0.0); assigning a tensor shaped like one step's input starts the next step from it."""
+        return self._memory("c")
+
+    @c.setter
+    def c(self, value: torch.Tensor) -> None:
+        self._assign("c", value)
 
     def _memory_names(self) -> tuple[str, ...]:
         return ("v", "c")
