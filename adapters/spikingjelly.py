@@ -1,10 +1,11 @@
 r"""SpikingJelly skins for the snn_parallel neurons: change one class name in a SpikingJelly net.
 
 :class:`DynamicDecayNode`, :class:`PRFNode`, :class:`DecoupledLIFNode`, :class:`DecoupledIFNode`,
-:class:`DecoupledParametricLIFNode`, :class:`LTCNode` and :class:`PSPLIFNode` (TSSL-BP) are SpikingJelly memory
-modules (``spikingjelly.activation_based.base.MemoryModule``) that own a core neuron from :mod:`snn_parallel.neurons`
+:class:`DecoupledParametricLIFNode`, :class:`DecoupledCUBALIFNode`, :class:`LTCNode` and :class:`PSPLIFNode`
+(TSSL-BP) are SpikingJelly memory modules (``spikingjelly.activation_based.base.MemoryModule``) that own a core neuron from :mod:`snn_parallel.neurons`
 and call it; the dynamics live there (:mod:`snn_parallel.neurons.dsn`, :mod:`~snn_parallel.neurons.prf`,
-:mod:`~snn_parallel.neurons.lif`, :mod:`~snn_parallel.neurons.ltc`). One class serves
+:mod:`~snn_parallel.neurons.lif`, :mod:`~snn_parallel.neurons.synaptic`, :mod:`~snn_parallel.neurons.ltc`). One
+class serves
 SpikingJelly 2.0.0 and 0.0.0.0.14::
 
     from spikingjelly.activation_based import functional, layer, neuron
@@ -24,8 +25,9 @@ SpikingJelly 2.0.0 and 0.0.0.0.14::
 :math:`u_t = \beta u_{t-1} + x_t` of the core's default), ``LIFNode``'s to ``True``: pass ``decay_input=True`` for a
 ``LIFNode`` that does not name it. ``DecoupledParametricLIFNode`` learns one time constant per layer, as
 ``ParametricLIFNode`` (``per_channel=True``: one per channel), and its decay's gradient leaves out the reset's part
-(see the class). SpikingJelly's default hard reset (``v_reset=0.0``) and a reset that keeps its
-gradient (``detach_reset=False``) are refused, naming the argument.
+(see the class). SpikingJelly 2.0's current-based ``CUBALIFNode`` with that reset is
+:class:`DecoupledCUBALIFNode` (memories ``v`` and ``c``, as SpikingJelly's). SpikingJelly's default hard reset
+(``v_reset=0.0``) and a reset that keeps its gradient (``detach_reset=False``) are refused, naming the argument.
 
 **Differences from SpikingJelly's nodes.**
 
@@ -51,7 +53,8 @@ gradient (``detach_reset=False``) are refused, naming the argument.
   ``None`` and created from the first input, so ``functional.reset_net``,
   ``detach_net``, ``set_step_mode``, ``layer.MultiStepContainer`` and (on 2.0)
   ``base.extract_memories`` / ``to_functional_forward`` work. The memories are named after
-  the fields (``LIFNode`` has the single memory ``v``). ``self.v`` is the membrane after the
+  the fields (``LIFNode`` has the single memory ``v``; :class:`DecoupledCUBALIFNode`'s are
+  ``CUBALIFNode``'s ``v`` and ``c``). ``self.v`` is the membrane after the
   step's reset, as on SpikingJelly's nodes: the core state's first field (see each class;
   ``DecoupledLIFNode``'s is that field less the resets its core keeps in a threshold bias, so it
   equals ``LIFNode.v``, computed at each read: change it by assigning ``node.v``, not in place;
@@ -95,7 +98,12 @@ gradient (``detach_reset=False``) are refused, naming the argument.
   ``functional.invalidate_reset_cache(net)`` (2.0 only) before relying on ``reset_net``.
 
 :func:`swap_nodes` replaces the nodes of a network already built (SpikingJelly models and examples
-that build ``neuron.LIFNode`` or ``IFNode`` themselves) by nodes of your choice.
+that build ``neuron.LIFNode`` or ``IFNode`` themselves) by nodes of your choice. :func:`to_spikingjelly` goes
+back: a copy of a network trained with our IF, LIF, PLIF and CUBA-LIF nodes holding SpikingJelly's own, whose
+state dict SpikingJelly's network loads (for its NIR/Lava/Lynxi exchanges, ``ann2snn``, or users without this
+library)::
+
+    theirs.load_state_dict(to_spikingjelly(ours).state_dict())
 
 :func:`register` makes the nodes reachable as ``spikingjelly.activation_based.neuron.*``
 and our ``MultiGaussian`` / ``DoubleGaussian`` as ``spikingjelly.activation_based.surrogate.*``;
