@@ -2,11 +2,10 @@ r"""SpikingJelly skins for the snn_parallel neurons: change one class name in a 
 
 :class:`DynamicDecayNode`, :class:`PRFNode`, :class:`DecoupledLIFNode`, :class:`DecoupledIFNode`,
 :class:`DecoupledParametricLIFNode`, :class:`DecoupledCUBALIFNode`, :class:`LTCNode` and :class:`PSPLIFNode`
-(TSSL-BP) are SpikingJelly memory modules (``spikingjelly.activation_based.base.MemoryModule``) that own a core neuron from :mod:`snn_parallel.neurons`
-and call it; the dynamics live there (:mod:`snn_parallel.neurons.dsn`, :mod:`~snn_parallel.neurons.prf`,
-:mod:`~snn_parallel.neurons.lif`, :mod:`~snn_parallel.neurons.synaptic`, :mod:`~snn_parallel.neurons.ltc`). One
-class serves
-SpikingJelly 2.0.0 and 0.0.0.0.14::
+(TSSL-BP) are SpikingJelly memory modules (``spikingjelly.activation_based.base.MemoryModule``) that own a core
+neuron from :mod:`snn_parallel.neurons` and call it; the dynamics live there (:mod:`snn_parallel.neurons.dsn`,
+:mod:`~snn_parallel.neurons.prf`, :mod:`~snn_parallel.neurons.lif`, :mod:`~snn_parallel.neurons.synaptic`,
+:mod:`~snn_parallel.neurons.ltc`). One class serves SpikingJelly 2.0.0 and 0.0.0.0.14::
 
     from spikingjelly.activation_based import functional, layer, neuron
     from snn_parallel.adapters.spikingjelly import DecoupledIFNode, DecoupledLIFNode
