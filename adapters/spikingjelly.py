@@ -382,6 +382,9 @@ class SpikingJellyNode(base.MemoryModule):
                 f"{type(self).__name__}.{name} must be a tensor shaped like one step's input, got "
                 f"{type(value).__name__}; call reset() to bring the neuron back to rest"
             )
+        features = _feature_count(value, 1)
+        if self.core.has_uninitialized_params() and isinstance(features, int):
+            self.core.materialize(features)  # a lazy core builds its channels (its decay) as from a first input
         fields = self._memory_names()
         field = fields[0] if name == "v" else name
         current = self._memories[field]

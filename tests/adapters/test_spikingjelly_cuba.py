@@ -157,6 +157,22 @@ def test_decays_read_and_assigning_them_acts_from_the_next_step_as_on_spikingjel
     torch.testing.assert_close(lazy(x[0]), spikes[0], rtol=0, atol=0)
 
 
+@pytest.mark.parametrize("memory", ["v", "c"])
+def test_a_lazy_node_takes_a_memory_before_its_first_input(float64, memory):
+    """Assigned before the first input, a memory gives the lazy node its channels: the next call starts from it."""
+    x, start = _input(), _input((3, C), 0.8, seed=3)
+    node = sjn.DecoupledCUBALIFNode(**ARGS)
+    setattr(node, memory, start)
+    spikes, v, c = reference(x, **ARGS, **{memory: start})
+    torch.testing.assert_close(run(node, x), spikes, rtol=0, atol=0)
+    torch.testing.assert_close((node.v, node.c), (v, c), rtol=0, atol=1e-12)
+    lif = sjn.DecoupledLIFNode(tau=2.0)  # the LIF nodes' v too (their core keeps the resets in a bias)
+    lif.v = start * 2
+    h = 0.5 * start * 2 + x[0]  # u_t = (1 - 1/tau) v + x_t, no decay_input
+    torch.testing.assert_close(lif(x[0]), (h >= 1.0).to(x.dtype), rtol=0, atol=0)
+    torch.testing.assert_close(lif.v, h - (h >= 1.0).to(x.dtype), rtol=0, atol=1e-12)
+
+
 @needs_cuba
 def test_v_seq_is_spikingjellys_before_the_reset(float64):
     """``store_v_seq``: ours stores :math:`h_t` (compared with the threshold), SpikingJelly's :math:`v_t` after the
