@@ -1,11 +1,11 @@
 r"""SpikingJelly skins for the snn_parallel neurons: change one class name in a SpikingJelly net.
 
 :class:`DynamicDecayNode`, :class:`PRFNode`, :class:`DecoupledLIFNode`, :class:`DecoupledIFNode`,
-:class:`DecoupledParametricLIFNode`, :class:`LTCNode` and :class:`PSPLIFNode` (TSSL-BP) are SpikingJelly memory
-modules (``spikingjelly.activation_based.base.MemoryModule``) that own a core neuron from :mod:`snn_parallel.neurons`
-and call it; the dynamics live there (:mod:`snn_parallel.neurons.dsn`, :mod:`~snn_parallel.neurons.prf`,
-:mod:`~snn_parallel.neurons.lif`, :mod:`~snn_parallel.neurons.ltc`). One class serves
-SpikingJelly 2.0.0 and 0.0.0.0.14::
+:class:`DecoupledParametricLIFNode`, :class:`DecoupledCUBALIFNode`, :class:`LTCNode` and :class:`PSPLIFNode`
+(TSSL-BP) are SpikingJelly memory modules (``spikingjelly.activation_based.base.MemoryModule``) that own a core
+neuron from :mod:`snn_parallel.neurons` and call it; the dynamics live there (:mod:`snn_parallel.neurons.dsn`,
+:mod:`~snn_parallel.neurons.prf`, :mod:`~snn_parallel.neurons.lif`, :mod:`~snn_parallel.neurons.synaptic`,
+:mod:`~snn_parallel.neurons.ltc`). One class serves SpikingJelly 2.0.0 and 0.0.0.0.14::
 
     from spikingjelly.activation_based import functional, layer, neuron
     from snn_parallel.adapters.spikingjelly import DecoupledIFNode, DecoupledLIFNode
@@ -24,8 +24,9 @@ SpikingJelly 2.0.0 and 0.0.0.0.14::
 :math:`u_t = \beta u_{t-1} + x_t` of the core's default), ``LIFNode``'s to ``True``: pass ``decay_input=True`` for a
 ``LIFNode`` that does not name it. ``DecoupledParametricLIFNode`` learns one time constant per layer, as
 ``ParametricLIFNode`` (``per_channel=True``: one per channel), and its decay's gradient leaves out the reset's part
-(see the class). SpikingJelly's default hard reset (``v_reset=0.0``) and a reset that keeps its
-gradient (``detach_reset=False``) are refused, naming the argument.
+(see the class). SpikingJelly 2.0's current-based ``CUBALIFNode`` with that reset is
+:class:`DecoupledCUBALIFNode` (memories ``v`` and ``c``, as SpikingJelly's). SpikingJelly's default hard reset
+(``v_reset=0.0``) and a reset that keeps its gradient (``detach_reset=False``) are refused, naming the argument.
 
 **Differences from SpikingJelly's nodes.**
 
@@ -51,7 +52,8 @@ gradient (``detach_reset=False``) are refused, naming the argument.
   ``None`` and created from the first input, so ``functional.reset_net``,
   ``detach_net``, ``set_step_mode``, ``layer.MultiStepContainer`` and (on 2.0)
   ``base.extract_memories`` / ``to_functional_forward`` work. The memories are named after
-  the fields (``LIFNode`` has the single memory ``v``). ``self.v`` is the membrane after the
+  the fields (``LIFNode`` has the single memory ``v``; :class:`DecoupledCUBALIFNode`'s are
+  ``CUBALIFNode``'s ``v`` and ``c``). ``self.v`` is the membrane after the
   step's reset, as on SpikingJelly's nodes: the core state's first field (see each class;
   ``DecoupledLIFNode``'s is that field less the resets its core keeps in a threshold bias, so it
   equals ``LIFNode.v``, computed at each read: change it by assigning ``node.v``, not in place;
@@ -95,7 +97,12 @@ gradient (``detach_reset=False``) are refused, naming the argument.
   ``functional.invalidate_reset_cache(net)`` (2.0 only) before relying on ``reset_net``.
 
 :func:`swap_nodes` replaces the nodes of a network already built (SpikingJelly models and examples
-that build ``neuron.LIFNode`` or ``IFNode`` themselves) by nodes of your choice.
+that build ``neuron.LIFNode`` or ``IFNode`` themselves) by nodes of your choice. :func:`to_spikingjelly` goes
+back: a copy of a network trained with our IF, LIF, PLIF and CUBA-LIF nodes holding SpikingJelly's own, whose
+state dict SpikingJelly's network loads (for its NIR/Lava/Lynxi exchanges, ``ann2snn``, or users without this
+library)::
+
+    theirs.load_state_dict(to_spikingjelly(ours).state_dict())
 
 :func:`register` makes the nodes reachable as ``spikingjelly.activation_based.neuron.*``
 and our ``MultiGaussian`` / ``DoubleGaussian`` as ``spikingjelly.activation_based.surrogate.*``;
@@ -104,6 +111,7 @@ and our ``MultiGaussian`` / ``DoubleGaussian`` as ``spikingjelly.activation_base
 
 from __future__ import annotations
 
+import copy
 import math
 import warnings
 from collections.abc import Callable
@@ -116,7 +124,7 @@ from spikingjelly.activation_based import surrogate as sj_surrogate
 
 from snn_parallel import surrogate as sp_surrogate
 from snn_parallel._validation import check_bool, check_float, check_step_input
-from snn_parallel.neurons import LTC, PRF, PSPLIF, DecoupledLIF, DynamicDecay, Neuron
+from snn_parallel.neurons import LTC, PRF, PSPLIF, DecoupledLIF, DynamicDecay, Neuron, SynapticLIF, SynapticLIFState
 from snn_parallel.neurons.base import _feature_count
 from snn_parallel.neurons.psp_lif import _time_constant
 
@@ -132,11 +140,13 @@ __all__ = [
     "DecoupledLIFNode",
     "DecoupledIFNode",
     "DecoupledParametricLIFNode",
+    "DecoupledCUBALIFNode",
     "LTCNode",
     "PSPLIFNode",
     "register",
     "unregister",
     "swap_nodes",
+    "to_spikingjelly",
 ]
 
 #: True on SpikingJelly 2.x (functional step methods, no ``backend``), False on 0.0.0.0.14.
@@ -194,7 +204,7 @@ class SpikingJellyNode(base.MemoryModule):
                 )
         else:
             self.backend = "torch" if backend is None else backend
-        for field in core.state_type._fields:
+        for field in self._memory_names():
             self.register_memory(field, None)
 
     # -- SpikingJelly 0.0.0.0.14 backends ------------------------------------------------
@@ -301,6 +311,15 @@ class SpikingJellyNode(base.MemoryModule):
                 f"{type(self).__name__}.surrogate_function is fixed when the node is built (its core neuron is "
                 "built around it); build a new node with surrogate_function=..."
             )
+        memories = self.__dict__.get("_memories")
+        if memories is not None and name in memories and isinstance(getattr(type(self), name, None), property):
+            # a memory named as a property (v): its setter checks the value; None is a memory at rest, as
+            # SpikingJelly's tools (base.load_memories) restore it
+            if value is None:
+                memories[name] = None
+            else:
+                object.__setattr__(self, name, value)
+            return
         super().__setattr__(name, value)
 
     # -- state -------------------------------------------------------------------------
@@ -315,13 +334,33 @@ class SpikingJellyNode(base.MemoryModule):
         self._store_v_seq = bool(value)
         self.v_seq: torch.Tensor | None = None
 
+    def _memory_names(self) -> tuple[str, ...]:
+        """The memories' names, the first holding the membrane: the core state's fields (a node whose memories
+        differ from them converts in :meth:`_to_core_state` and :meth:`_memory_states`)."""
+        return self.core.state_type._fields
+
+    def _to_core_state(self, states: States) -> NamedTuple:
+        """The core's state from the memories' values (some may be ``None``: not all are)."""
+        return self.core.state_type(*states)
+
+    def _memory_states(self, state: NamedTuple) -> States:
+        """The memories' values from the core's state."""
+        return tuple(state)
+
     @property
     def v(self) -> torch.Tensor | None:
         """The membrane after the step's reset, as SpikingJelly's nodes hold it (``None`` before the first
-        input): the core state's first field, less :meth:`_v_offset` where the core keeps its reset apart."""
-        first = self._memories[self.core.state_type._fields[0]]
+        input): the first memory, less :meth:`_v_offset` where the core keeps its reset apart."""
+        first = self._memory(self._memory_names()[0])
         offset = None if first is None else self._v_offset()
         return first if offset is None else first - offset
+
+    def _memory(self, name: str) -> torch.Tensor | None:
+        """The memory ``name``, for a property named as a memory (``v``): ``AttributeError`` while it is not yet
+        registered (SpikingJelly's ``register_memory`` asks ``hasattr`` first)."""
+        if name not in self._memories:
+            raise AttributeError(name)
+        return self._memories[name]
 
     def _v_offset(self) -> torch.Tensor | None:
         """What the membrane lies below the core state's first field (``None``: nothing, ``v`` is that field)."""
@@ -333,28 +372,37 @@ class SpikingJellyNode(base.MemoryModule):
         shaped like one step's input ``[B, features, *spatial]``; the other memories keep their
         values, or rest (the core's ``init_state``) where they are ``None``, so the next step
         starts from the membrane ``value``."""
+        self._assign("v", value)
+
+    def _assign(self, name: str, value: torch.Tensor) -> None:
+        """Set the memory that ``node.<name>`` reads (``v``: the first, plus :meth:`_v_offset`) to ``value``, shaped
+        like one step's input; the other memories keep their values, or rest where they are ``None``."""
         if not isinstance(value, torch.Tensor):
             raise TypeError(
-                f"{type(self).__name__}.v must be a tensor shaped like one step's input, got {type(value).__name__}; "
-                "call reset() to bring the neuron back to rest"
+                f"{type(self).__name__}.{name} must be a tensor shaped like one step's input, got "
+                f"{type(value).__name__}; call reset() to bring the neuron back to rest"
             )
-        fields = self.core.state_type._fields
-        current = self._memories[fields[0]]
+        features = _feature_count(value, 1)
+        if self.core.has_uninitialized_params() and isinstance(features, int):
+            self.core.materialize(features)  # a lazy core builds its channels (its decay) as from a first input
+        fields = self._memory_names()
+        field = fields[0] if name == "v" else name
+        current = self._memories[field]
         if current is not None and current.shape != value.shape:
             raise ValueError(
-                f"{type(self).__name__}.v must have shape {tuple(current.shape)}, got {tuple(value.shape)}"
+                f"{type(self).__name__}.{name} must have shape {tuple(current.shape)}, got {tuple(value.shape)}"
             )
-        missing = [field for field in fields[1:] if self._memories[field] is None]
+        missing = [other for other in fields if other != field and self._memories[other] is None]
         if missing:
-            resting = self.core.init_state(value.detach())
-            for field in missing:
-                self._memories[field] = getattr(resting, field)
-        offset = self._v_offset()
-        self._memories[fields[0]] = value if offset is None else value + offset
+            resting = dict(zip(fields, self._memory_states(self.core.init_state(value.detach())), strict=True))
+            for other in missing:
+                self._memories[other] = resting[other]
+        offset = self._v_offset() if field == fields[0] else None
+        self._memories[field] = value if offset is None else value + offset
 
     def _core_state(self, states: States) -> NamedTuple | None:
         """The core's state from explicit states; all ``None`` (fresh or reset) means resting."""
-        fields = self.core.state_type._fields
+        fields = self._memory_names()
         if len(states) != len(fields):
             raise ValueError(
                 f"states must hold {len(fields)} entries for {type(self).__name__}, one per memory "
@@ -362,7 +410,7 @@ class SpikingJellyNode(base.MemoryModule):
             )
         if all(s is None for s in states):
             return None
-        return self.core.state_type(*states)
+        return self._to_core_state(states)
 
     def _commit(self, states: States) -> None:
         for field, value in zip(self._memories, states, strict=True):
@@ -388,7 +436,7 @@ class SpikingJellyNode(base.MemoryModule):
         """One step with explicit states: ``((spike,), new_states)``; touches no memory."""
         (x_t,) = inputs
         spike, state = self.core.step(x_t, self._core_state(states))
-        return (spike,), tuple(state)
+        return (spike,), self._memory_states(state)
 
     def multi_step_functional_forward(
         self, inputs: tuple[torch.Tensor, ...], states: States
@@ -405,9 +453,9 @@ class SpikingJellyNode(base.MemoryModule):
         self._check_backend(x_seq)
         if not membrane:
             spikes, state = self.core(x_seq, self._core_state(states))
-            return spikes, None, tuple(state)
+            return spikes, None, self._memory_states(state)
         spikes, potential, state = self.core(x_seq, self._core_state(states), return_membrane=True)
-        return spikes, potential, tuple(state)
+        return spikes, potential, self._memory_states(state)
 
     # -- stateful forwards (both versions) ---------------------------------------------
     #: why NIR cannot describe the node (SpikingJelly's NIR export traces it with torch.fx)
@@ -470,11 +518,63 @@ class SpikingJellyNode(base.MemoryModule):
         if isinstance(self.v_seq, torch.Tensor):  # [T, B, ...]
             self.v_seq = change(self.v_seq, 1)
 
+    # -- back to SpikingJelly's own nodes (to_spikingjelly) -----------------------------
+    def _to_spikingjelly(self) -> base.MemoryModule:
+        """SpikingJelly's own node that computes this one (see :func:`to_spikingjelly`); ``ValueError`` with the reason
+        where SpikingJelly has none."""
+        raise ValueError("SpikingJelly has no neuron with its dynamics")
+
+    def _build_spikingjelly(self, cls: type, memories: tuple[str, ...] = ("v",), **arguments: Any) -> base.MemoryModule:
+        """``cls(**arguments)`` with this node's threshold, soft reset with a detached gradient, surrogate, step mode,
+        ``store_v_seq`` (and backend on 0.0.0.0.14), and the values of ``memories`` (detached)."""
+        threshold = self.v_threshold
+        if not isinstance(threshold, float):
+            raise ValueError("its threshold is a tensor (per channel or learned), SpikingJelly's is one float")
+        node = cls(v_threshold=threshold, v_reset=None, surrogate_function=self._spikingjelly_surrogate(), **arguments)
+        node.detach_reset = True  # CUBALIFNode takes neither this nor the step mode as arguments
+        node.step_mode = self.step_mode
+        node.store_v_seq = self.store_v_seq
+        if not SJ2:
+            node.backend = self.backend
+        for name in memories:
+            value = getattr(self, name)
+            if value is not None:
+                setattr(node, name, value.detach())
+        return node
+
+    def _spikingjelly_surrogate(self) -> Any:
+        """The surrogate for SpikingJelly's node: the object the node was given (a SpikingJelly surrogate or any
+        framework's callable, which SpikingJelly's nodes call as they are), or SpikingJelly's equivalent of ours."""
+        chosen = self.surrogate_function
+        if not isinstance(chosen, sp_surrogate.Surrogate):
+            return chosen
+        equivalent = _SPIKINGJELLY_SURROGATES.get(type(chosen))
+        if equivalent is None:
+            raise ValueError(
+                f"its surrogate {chosen!r} has no SpikingJelly equivalent (our ATan, Sigmoid and Rect have); "
+                "build the node with one of SpikingJelly's surrogate objects"
+            )
+        if not chosen.inclusive:
+            raise ValueError(f"its surrogate {chosen!r} fires on x > 0, SpikingJelly's nodes on x >= 0")
+        name, alpha = equivalent
+        cls = getattr(sj_surrogate, name, None)
+        if cls is None:
+            raise ValueError(f"its surrogate is our {name}, and this SpikingJelly has no surrogate.{name}")
+        return cls(alpha=alpha(chosen))
+
     def extra_repr(self) -> str:
         return (
             f"{super().extra_repr()}, v_reset={self.v_reset}, detach_reset={self.detach_reset}, "
             f"store_v_seq={self.store_v_seq}"
         )
+
+
+#: our surrogates that SpikingJelly has: their SpikingJelly class and its ``alpha`` (``Rect``'s window is ``1/alpha``)
+_SPIKINGJELLY_SURROGATES: dict[type, tuple[str, Callable[[Any], float]]] = {
+    sp_surrogate.ATan: ("ATan", lambda s: s.alpha),
+    sp_surrogate.Sigmoid: ("Sigmoid", lambda s: s.alpha),
+    sp_surrogate.Rect: ("Rect", lambda s: 1 / s.width),
+}
 
 
 def _sj_float(value: float, name: str, **bounds: Any) -> float:
@@ -638,12 +738,44 @@ class _SoftResetNode(SpikingJellyNode):
         super().__init__(core, SOFT_DETACHED, *base_arguments)
 
     def _v_offset(self) -> torch.Tensor | None:
-        r""":math:`b_{t+1}/\beta`: the resets so far, which the core keeps in its threshold bias."""
         bias = self._memories["bias"]
-        if bias is None:
-            return None
-        beta = self.core.beta.detach().to(bias.dtype)  # the bias's decay, as the core steps it
-        return bias / self.core._channel_view(beta, bias, 1)
+        return None if bias is None else _resets_so_far(self.core, bias)
+
+    def _to_spikingjelly(self) -> base.MemoryModule:
+        """``IFNode`` (no leak), ``LIFNode`` (a fixed time constant) or ``ParametricLIFNode`` (one learned for the
+        layer, its ``w`` carried)."""
+        core = self.core
+        if math.isinf(core.tau):
+            return self._build_spikingjelly(neuron.IFNode)
+        if core.learn_decay is True:
+            raise ValueError(
+                "it learns one time constant per channel (per_channel=True or learn_decay=True), where "
+                "ParametricLIFNode learns one for the layer"
+            )
+        arguments = {"decay_input": core.decay_input}
+        if not core.learn_decay:
+            return self._build_spikingjelly(neuron.LIFNode, tau=core.tau, **arguments)
+        node = self._build_spikingjelly(neuron.ParametricLIFNode, init_tau=core.tau, **arguments)
+        logit = core.decay_logit
+        node.w = torch.nn.Parameter(-logit.detach().clone(), requires_grad=logit.requires_grad)  # 1/tau = sigmoid(w)
+        return node
+
+
+def _resets_so_far(core: DecoupledLIF, bias: torch.Tensor) -> torch.Tensor:
+    r""":math:`b_{t+1}/\beta = b_t + V_{th} s_t`: the resets so far, which ``core`` keeps in its threshold bias
+    ``bias``, subtracted from the reset-free membrane :math:`u'_t` to give the membrane after the reset."""
+    beta = core.beta.detach().to(bias.dtype)  # the bias's decay, as the core steps it
+    return bias / core._channel_view(beta, bias, 1)
+
+
+def _rebuild_decay(core: DecoupledLIF, logit: str, learn: bool | str) -> None:
+    """Set the core's decay logit named ``logit`` from its time constant, as the core built it (a lazy core whose
+    per-channel logit waits for its first input builds it from the time constant then)."""
+    if learn != "shared" and core.has_uninitialized_params():
+        return
+    tensor = getattr(core, logit)
+    with torch.no_grad():
+        tensor.copy_(core._shared_values()[logit].expand_as(tensor))
 
 
 class _LeakyNode(_SoftResetNode):
@@ -752,8 +884,7 @@ class DecoupledLIFNode(_LeakyNode):
         if core.learn_decay != "shared" and core.has_uninitialized_params():  # built from tau at the first input
             return
         old_beta = core.beta.detach()
-        with torch.no_grad():
-            core.decay_logit.copy_(core._shared_values()["decay_logit"].expand_as(core.decay_logit))
+        _rebuild_decay(core, "decay_logit", core.learn_decay)
         bias = self._memories["bias"]
         if bias is not None:  # the resets so far, decayed by the old beta: as the new one would have (v unchanged)
             self._memories["bias"] = bias * core._channel_view(core.beta.detach() / old_beta, bias, 1).to(bias.dtype)
@@ -851,6 +982,134 @@ class DecoupledParametricLIFNode(_LeakyNode):
                 logit = (-w).reshape(1).expand(core.features)
             state_dict[prefix + "core.decay_logit"] = logit
         super()._load_from_state_dict(state_dict, prefix, *args)
+
+
+class DecoupledCUBALIFNode(SpikingJellyNode):
+    r"""SpikingJelly 2.0's current-based LIF ``CUBALIFNode`` with a soft reset (``v_reset=None``, ``detach_reset=True``)
+    around :class:`snn_parallel.SynapticLIF` (:mod:`snn_parallel.neurons.synaptic`), trained in parallel:
+
+    .. math::
+
+        c_t = d_c\, c_{t-1} + x_t, \qquad h_t = d_v\, v_{t-1} + c_t, \qquad s_t = [h_t - V_{th} \ge 0],
+        \qquad v_t = h_t - V_{th}\, \mathrm{sg}(s_t)
+
+    with :math:`d_c` = ``c_decay`` (the core's :math:`\alpha`) and :math:`d_v` = ``v_decay`` (its :math:`\beta`). So
+    ``v_reset`` must be ``None`` and ``detach_reset`` ``True`` (the defaults here; SpikingJelly's are ``0.0`` and
+    ``False``). The memories are SpikingJelly's: the membrane after the reset ``v`` and the synaptic current ``c``
+    (``None`` until the first input; ``node.v``/``node.c`` may be assigned between calls). The default surrogate is
+    our ``Rect()`` (width 1: SpikingJelly's default ``surrogate.Rect()``, ``alpha=1``). Built without SpikingJelly's
+    class, so it runs on 0.0.0.0.14 too, which has no ``CUBALIFNode``.
+
+    Args:
+        features: channels ``C`` (dim 2 of ``[T, B, C, *spatial]``); ``None`` (default)
+            infers it from the first input, so SpikingJelly's model zoo can build the node
+            with ``spiking_neuron(**kwargs)``.
+        c_decay: the current's decay :math:`d_c`, in :math:`(0, 1)` (default 0.5, SpikingJelly's).
+        v_decay: the membrane's decay :math:`d_v`, in :math:`(0, 1)` (default 0.75, SpikingJelly's). The core keeps
+            each decay as a logit :math:`\log(d / (1 - d))`, finite only inside :math:`(0, 1)`: for
+            ``c_decay=0`` (no synaptic memory, :math:`c_t = x_t`) use
+            ``DecoupledLIFNode(tau=1 / (1 - v_decay), decay_input=False)``.
+        v_threshold: as in SpikingJelly (default 0.5, ``CUBALIFNode``'s).
+        v_reset, surrogate_function, detach_reset, step_mode, store_v_seq, backend: as in SpikingJelly (see the
+            module doc).
+    """
+
+    _nir_refusal = (
+        "it resets softly (by subtraction), which NIR's CubaLIF cannot express (its reset sets v to v_reset); "
+        "SpikingJelly refuses its own soft-reset CUBALIFNode for the same reason"
+    )
+
+    def __init__(
+        self,
+        features: int | None = None,
+        *,
+        c_decay: float = 0.5,
+        v_decay: float = 0.75,
+        v_threshold: float = 0.5,
+        v_reset: float | None = None,
+        surrogate_function: object = None,
+        detach_reset: bool = True,
+        step_mode: str = "s",
+        store_v_seq: bool = False,
+        backend: str | None = None,
+    ) -> None:
+        core = SynapticLIF(
+            features,
+            tau_syn=_decay_time_constant(c_decay, "c_decay"),
+            tau=_decay_time_constant(v_decay, "v_decay"),
+            v_threshold=_threshold(v_threshold),
+            surrogate=_surrogate(surrogate_function, "rect"),
+        )
+        super().__init__(core, SOFT_DETACHED, v_reset, detach_reset, step_mode, store_v_seq, backend)
+        self._decays = {"c_decay": float(c_decay), "v_decay": float(v_decay)}
+
+    @property
+    def c_decay(self) -> float:
+        """The synaptic current's decay, as ``CUBALIFNode.c_decay``; assigning it acts from the next step."""
+        return self._decays["c_decay"]
+
+    @c_decay.setter
+    def c_decay(self, value: float) -> None:
+        self.core.tau_syn = _decay_time_constant(value, "c_decay")
+        _rebuild_decay(self.core, "syn_decay_logit", self.core.learn_syn_decay)
+        self._decays["c_decay"] = float(value)
+
+    @property
+    def v_decay(self) -> float:
+        """The membrane's decay, as ``CUBALIFNode.v_decay``; assigning it acts from the next step."""
+        return self._decays["v_decay"]
+
+    @v_decay.setter
+    def v_decay(self, value: float) -> None:
+        self.core.tau = _decay_time_constant(value, "v_decay")
+        _rebuild_decay(self.core, "decay_logit", self.core.learn_decay)
+        self._decays["v_decay"] = float(value)
+
+    @property
+    def c(self) -> torch.Tensor | None:
+        """The synaptic current, as ``CUBALIFNode.c`` (``None`` before the first input and after a reset, where
+        SpikingJelly's is 0.0); assigning a tensor shaped like one step's input starts the next step from it."""
+        return self._memory("c")
+
+    @c.setter
+    def c(self, value: torch.Tensor) -> None:
+        self._assign("c", value)
+
+    def _memory_names(self) -> tuple[str, ...]:
+        return ("v", "c")
+
+    def _to_core_state(self, states: States) -> SynapticLIFState:
+        r"""SpikingJelly's ``(v, c)`` as the core's state: the current :math:`c`, the reset-free membrane :math:`v`
+        (the resets so far already subtracted) and no threshold bias; a ``None`` one rests at 0."""
+        v, c = states
+        v = torch.zeros_like(c) if v is None else v
+        c = torch.zeros_like(v) if c is None else c
+        return SynapticLIFState(c, v, torch.zeros_like(v))
+
+    def _memory_states(self, state: SynapticLIFState) -> States:
+        r"""The core's state as ``(v, c)``: :math:`v = u'_t - b_{t+1}/\beta`, the membrane after the reset."""
+        return state.filtered - _resets_so_far(self.core, state.bias), state.current
+
+    def _to_spikingjelly(self) -> base.MemoryModule:
+        cls = getattr(neuron, "CUBALIFNode", None)
+        if cls is None:
+            raise ValueError("this SpikingJelly has no CUBALIFNode (SpikingJelly 2.0 has)")
+        return self._build_spikingjelly(cls, ("v", "c"), c_decay=self.c_decay, v_decay=self.v_decay)
+
+    def extra_repr(self) -> str:
+        return f"c_decay={self.c_decay}, v_decay={self.v_decay}, {super().extra_repr()}"
+
+
+def _decay_time_constant(decay: float, name: str) -> float:
+    r"""The time constant :math:`1 / (1 - d)` of a decay :math:`d` in :math:`(0, 1)` (:math:`d = 1 - 1/\tau`)."""
+    if isinstance(decay, bool) or not isinstance(decay, int | float):
+        raise TypeError(f"{name} must be a float in (0, 1), got {type(decay).__name__}")
+    if not 0 < decay < 1:
+        raise ValueError(
+            f"{name} must lie in (0, 1), got {decay!r}: the parallel core keeps each decay as a logit "
+            "log(d / (1 - d)), which is infinite at 0 and 1"
+        )
+    return 1 / (1 - decay)
 
 
 class LTCNode(SpikingJellyNode):
@@ -1052,6 +1311,67 @@ def swap_nodes(
     return len(replaced)
 
 
+def to_spikingjelly(net: torch.nn.Module) -> torch.nn.Module:
+    """A copy of ``net`` with our nodes swapped back to SpikingJelly's own (``net`` itself is left untouched; ``net``
+    one of our nodes: SpikingJelly's node)::
+
+        theirs.load_state_dict(to_spikingjelly(ours).state_dict())  # ours: theirs built with our nodes, trained
+
+    ``DecoupledIFNode`` becomes ``neuron.IFNode``, ``DecoupledLIFNode`` ``neuron.LIFNode`` (with its ``tau`` and
+    ``decay_input``; one learned for the layer, ``learn_decay="shared"``: ``neuron.ParametricLIFNode``),
+    ``DecoupledParametricLIFNode`` ``neuron.ParametricLIFNode`` with its learned ``w``, and
+    ``DecoupledCUBALIFNode`` ``neuron.CUBALIFNode`` (SpikingJelly 2.0), each with ``v_reset=None,
+    detach_reset=True`` (the reset ours compute, so the copy gives the same spikes and input gradients), the
+    threshold, the step mode, ``store_v_seq`` (on 0.0.0.0.14 the backend) and the surrogate: the SpikingJelly or
+    other framework's object the node was built with, or SpikingJelly's ``ATan``/``Sigmoid``/``Rect`` for ours. A
+    sequence stopped mid-way goes on: the memories ``v`` (and ``c``) are carried, detached (every memory of the copy
+    is, as a saved state would be); ``v_seq`` is not. On SpikingJelly 2.0 the copy's ``functional.reset_net`` cache
+    is invalidated.
+
+    Raises:
+        TypeError: ``net`` is not an ``nn.Module``.
+        ValueError: ``net`` holds none of our nodes, or one SpikingJelly cannot express (``DynamicDecayNode``,
+            ``PRFNode``, ``LTCNode``, ``PSPLIFNode``, a time constant learned per channel, a surrogate SpikingJelly
+            lacks, ``CUBALIFNode`` on 0.0.0.0.14): the message names its path in ``net``, its class and why.
+    """
+    if not isinstance(net, torch.nn.Module):
+        raise TypeError(f"net must be a torch.nn.Module, got {type(net).__name__}")
+    if not any(isinstance(m, SpikingJellyNode) for m in net.modules()):
+        raise ValueError(
+            f"net ({type(net).__name__}) holds none of snn_parallel's SpikingJelly nodes, so to_spikingjelly has "
+            "nothing to convert"
+        )
+    copied = _copy_without_graphs(net)
+    paths: dict[int, str] = {}
+    for path, module in copied.named_modules(remove_duplicate=False):
+        if isinstance(module, SpikingJellyNode):
+            paths.setdefault(id(module), f"net.{path}" if path else "net")
+
+    def convert(node: SpikingJellyNode) -> torch.nn.Module:
+        try:
+            return node._to_spikingjelly()
+        except ValueError as exc:
+            where = paths[id(node)]
+            raise ValueError(f"{where} ({type(node).__name__}) cannot become a SpikingJelly node: {exc}") from None
+
+    if isinstance(copied, SpikingJellyNode):
+        return convert(copied)
+    swap_nodes(copied, convert, kind=SpikingJellyNode)
+    return copied
+
+
+def _copy_without_graphs(net: torch.nn.Module) -> torch.nn.Module:
+    """``copy.deepcopy(net)``, with the memories (and ``v_seq``) of its memory modules detached: a tensor in an autograd
+    graph, which a sequence stopped mid-way leaves there, cannot be deep-copied."""
+    memo: dict[int, Any] = {}
+    for module in net.modules():
+        if isinstance(module, base.MemoryModule):
+            for value in (*module._memories.values(), module.__dict__.get("v_seq")):
+                if isinstance(value, torch.Tensor) and value.grad_fn is not None:
+                    memo[id(value)] = value.detach().clone()
+    return copy.deepcopy(net, memo)
+
+
 # -- registration into SpikingJelly's namespaces ------------------------------------------
 _TARGETS: tuple[tuple[Any, tuple[type, ...]], ...] = (
     (
@@ -1062,6 +1382,7 @@ _TARGETS: tuple[tuple[Any, tuple[type, ...]], ...] = (
             DecoupledLIFNode,
             DecoupledIFNode,
             DecoupledParametricLIFNode,
+            DecoupledCUBALIFNode,
             LTCNode,
             PSPLIFNode,
         ),
