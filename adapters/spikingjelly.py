@@ -754,6 +754,15 @@ class _SoftResetNode(SpikingJellyNode):
             )
         arguments = {"decay_input": core.decay_input}
         if not core.learn_decay:
+            if not core.has_uninitialized_params():  # a lazy core builds its decay from tau
+                logit = core.decay_logit.detach()
+                expected = core._shared_values()["decay_logit"].to(logit.device).expand_as(logit)
+                tolerance = 4 * torch.finfo(logit.dtype).eps
+                if not torch.allclose(logit.double(), expected, rtol=tolerance, atol=tolerance):
+                    raise ValueError(
+                        f"its decay (loaded per channel: beta = {core.beta.tolist()}) is not that of its tau = "
+                        f"{core.tau:g}, and LIFNode's is one tau for the layer"
+                    )
             return self._build_spikingjelly(neuron.LIFNode, tau=core.tau, **arguments)
         node = self._build_spikingjelly(neuron.ParametricLIFNode, init_tau=core.tau, **arguments)
         logit = core.decay_logit

@@ -269,6 +269,22 @@ def test_nodes_spikingjelly_cannot_express_are_refused_naming_path_class_and_rea
         sjn.to_spikingjelly(build())
 
 
+def _lif_loaded_per_channel() -> sjn.DecoupledLIFNode:
+    """A fixed-decay LIF node whose state dict brought a different decay per channel (tau stays 2)."""
+    node = sjn.DecoupledLIFNode(4, tau=2.0)
+    node.load_state_dict({"core.decay_logit": torch.tensor([0.0, 1.0, 2.0, 3.0])})
+    return node
+
+
+def test_a_decay_loaded_per_channel_is_refused_rather_than_dropped():
+    """LIFNode holds one tau: a node whose loaded decay differs per channel is refused, not converted with its tau."""
+    with pytest.raises(ValueError, match=r"^net \(DecoupledLIFNode\) cannot become .*not that of its tau = 2"):
+        sjn.to_spikingjelly(_lif_loaded_per_channel())
+    node = sjn.DecoupledLIFNode(4, tau=3.0).to(torch.bfloat16)  # its own decay, in bfloat16: converted
+    node.single_step_forward(torch.ones(2, 4, dtype=torch.bfloat16))
+    assert sjn.to_spikingjelly(node).tau == 3.0
+
+
 def test_bad_input():
     with pytest.raises(TypeError, match="net must be a torch.nn.Module, got int"):
         sjn.to_spikingjelly(3)
