@@ -28,9 +28,10 @@ the multi-Gaussians to :math:`\gamma(1 - h)`):
 - :class:`FastSigmoid` (SuperSpike, snnTorch's ``fast_sigmoid``, ``slope=25``):
   :math:`g'(x) = \frac{1}{(k|x| + 1)^2}`, which integrates to :math:`2/k`.
 
-**Framework surrogates that are ours.** SpikingJelly's ``ATan(alpha)`` and ``Sigmoid(alpha)``
-objects and snnTorch's ``atan(alpha)``, ``sigmoid(slope)`` and ``fast_sigmoid(slope)``
-callables compute :class:`ATan`, :class:`Sigmoid` and :class:`FastSigmoid`: :func:`resolve`
+**Framework surrogates that are ours.** SpikingJelly's ``ATan(alpha)``, ``Sigmoid(alpha)`` and (2.0)
+``Rect(alpha)`` objects and snnTorch's ``atan(alpha)``, ``sigmoid(slope)`` and ``fast_sigmoid(slope)``
+callables compute :class:`ATan`, :class:`Sigmoid`, :class:`Rect` (width :math:`1/\alpha`) and
+:class:`FastSigmoid`: :func:`resolve`
 turns them into ours (so the CUDA kernels run them), each keeping the framework object as
 :attr:`Surrogate.source` and reading a SpikingJelly object's ``alpha`` at each use (tuning it
 after construction acts). It does so only after the object is recognised (its exact class in
@@ -340,6 +341,19 @@ class _SpikingJellySigmoid(_SpikingJellyAlpha, Sigmoid):
     """:class:`Sigmoid` with SpikingJelly's ``Sigmoid`` object's ``alpha``."""
 
 
+class _SpikingJellyRect(_SpikingJellyAlpha, Rect):
+    r""":class:`Rect` with SpikingJelly 2.0's ``Rect`` object's window: :math:`g'(x) = \alpha\,[|x| < 0.5/\alpha]` is
+    ours of width :math:`w = 1/\alpha`."""
+
+    def __init__(self, source: object, *, inclusive: bool) -> None:
+        super().__init__(source, inclusive=inclusive)
+        self._names = ("width",)
+
+    @property
+    def width(self) -> float:
+        return 1 / self.source.alpha
+
+
 class ForeignSurrogate(Surrogate):
     """A framework's surrogate (snnTorch ``spike_grad`` callable, SpikingJelly object) in our form.
 
@@ -484,7 +498,11 @@ _BY_NAME: dict[str, type[Surrogate]] = {
 _BY_NAME["straight_through"] = Rect
 
 #: SpikingJelly's surrogate classes (``activation_based.surrogate``, 0.0.0.0.14 and 2.x) that compute ours
-_SPIKINGJELLY: dict[str, type[_SpikingJellyAlpha]] = {"ATan": _SpikingJellyATan, "Sigmoid": _SpikingJellySigmoid}
+_SPIKINGJELLY: dict[str, type[_SpikingJellyAlpha]] = {
+    "ATan": _SpikingJellyATan,
+    "Sigmoid": _SpikingJellySigmoid,
+    "Rect": _SpikingJellyRect,
+}
 #: snnTorch's surrogate factories whose closures compute ours: factory -> (our class, the closure's parameter)
 _SNNTORCH: dict[str, tuple[type[Surrogate], str]] = {
     "atan": (ATan, "alpha"),
@@ -518,7 +536,8 @@ def _candidate(obj: object) -> Callable[[bool], Surrogate] | None:
 
 def _same_math(obj: Callable[[torch.Tensor], torch.Tensor], ours: Surrogate) -> bool:
     """Whether ``obj`` gives ``ours``'s spikes and derivative (through its own autograd) on a float64 grid."""
-    (sharpness,) = ours.params.values()
+    (value,) = ours.params.values()
+    sharpness = 1 / value if isinstance(ours, Rect) else value  # a window's width is the inverse of a sharpness
     t = torch.tensor(_PROBE, dtype=torch.float64)
     x = (torch.cat([-t.flip(0), t[1:]]) / float(sharpness)).requires_grad_()
     spikes = obj(x)

@@ -179,7 +179,10 @@ def _snntorch(name: str, **params: float) -> object:
 
 
 def _spikingjelly(name: str, **params: float) -> object:
-    return getattr(pytest.importorskip("spikingjelly.activation_based.surrogate"), name)(**params)
+    module = pytest.importorskip("spikingjelly.activation_based.surrogate")
+    if not hasattr(module, name):
+        pytest.skip(f"this SpikingJelly has no surrogate.{name}")
+    return getattr(module, name)(**params)
 
 
 # framework surrogate -> ours with the same derivative (formulas from the frameworks' sources) and firing rule:
@@ -190,6 +193,9 @@ FRAMEWORK_SURROGATES = {
     "snntorch-fast_sigmoid": (lambda: _snntorch("fast_sigmoid"), lambda: sg.FastSigmoid(25.0, inclusive=False)),
     "spikingjelly-atan": (lambda: _spikingjelly("ATan", alpha=2.5), lambda: sg.ATan(2.5)),
     "spikingjelly-sigmoid": (lambda: _spikingjelly("Sigmoid"), lambda: sg.Sigmoid(4.0)),
+    # SpikingJelly 2.0's Rect(alpha): g'(x) = alpha [|x| < 0.5/alpha], our window of width 1/alpha
+    "spikingjelly-rect": (lambda: _spikingjelly("Rect"), lambda: sg.Rect(1.0)),
+    "spikingjelly-rect-narrow": (lambda: _spikingjelly("Rect", alpha=2.0), lambda: sg.Rect(0.5)),
 }
 
 
@@ -269,6 +275,20 @@ def test_tuning_a_spikingjelly_alpha_acts_on_ours():
     y = x.clone().requires_grad_()
     resolved(y).sum().backward()
     torch.testing.assert_close(y.grad, sg.ATan(5.0).derivative(x), rtol=1e-15, atol=0)
+
+
+def test_tuning_a_spikingjelly_rects_alpha_moves_our_window():
+    """SpikingJelly's ``Rect`` read at each use as ours: its ``alpha`` tuned after the node is built narrows the
+    window, ``1/alpha`` wide, in the torch path and in what the kernels are given."""
+    from snn_parallel.ops._cuda import spike_code
+
+    framework = _spikingjelly("Rect", alpha=1.0)
+    resolved = sg.resolve(framework)
+    framework.alpha = 4.0
+    x = torch.linspace(-1, 1, 41, dtype=torch.float64)
+    expected = torch.where(x.abs() < 0.125, 4.0, 0.0).double()
+    torch.testing.assert_close(resolved.derivative(x), expected, rtol=0, atol=0)
+    assert resolved.params == {"width": 0.25} and spike_code(resolved)[1][0] == 0.25
 
 
 def test_look_alikes_stay_foreign(monkeypatch):

@@ -51,6 +51,7 @@ from ...surrogate import (
     Sigmoid,
     Surrogate,
     _SpikingJellyATan,
+    _SpikingJellyRect,
     _SpikingJellySigmoid,
 )
 
@@ -106,7 +107,11 @@ SPIKE_KINDS: dict[type[Surrogate], int] = {
     FastSigmoid: 5,
 }
 #: ours standing for SpikingJelly's surrogate objects (:func:`snn_parallel.surrogate.resolve`) -> the class they compute
-_STANDING_IN: dict[type[Surrogate], type[Surrogate]] = {_SpikingJellyATan: ATan, _SpikingJellySigmoid: Sigmoid}
+_STANDING_IN: dict[type[Surrogate], type[Surrogate]] = {
+    _SpikingJellyATan: ATan,
+    _SpikingJellySigmoid: Sigmoid,
+    _SpikingJellyRect: Rect,
+}
 _KIND_MACROS = {
     "SNN_KIND_ATAN": 0,
     "SNN_KIND_SIGMOID": 1,
