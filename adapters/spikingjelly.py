@@ -384,7 +384,7 @@ class SpikingJellyNode(base.MemoryModule):
                 f"{type(self).__name__}.{name} must be a tensor shaped like one step's input, got "
                 f"{type(value).__name__}; call reset() to bring the neuron back to rest"
             )
-        features = _feature_count(value, 1)
+        features = _feature_count(value, 1 if value.dim() > 1 else 0)  # [features]: one sample without its batch dim
         if self.core.has_uninitialized_params() and isinstance(features, int):
             self.core.materialize(features)  # a lazy core builds its channels (its decay) as from a first input
         fields = self._memory_names()
@@ -1376,11 +1376,7 @@ def to_spikingjelly(net: torch.nn.Module) -> torch.nn.Module:
 _FROM_SPIKINGJELLY: dict[type, tuple[type[SpikingJellyNode], Callable[[Any], dict[str, Any]]]] = {
     neuron.IFNode: (DecoupledIFNode, lambda old: {}),
     neuron.LIFNode: (DecoupledLIFNode, lambda old: {"tau": old.tau, "decay_input": old.decay_input}),
-    # the time constant now, 1 / sigmoid(w), as where ours starts (w itself is carried after)
-    neuron.ParametricLIFNode: (
-        DecoupledParametricLIFNode,
-        lambda old: {"init_tau": 1 + math.exp(-float(old.w.detach())), "decay_input": old.decay_input},
-    ),
+    neuron.ParametricLIFNode: (DecoupledParametricLIFNode, lambda old: {"decay_input": old.decay_input}),  # w after
 }
 if hasattr(neuron, "CUBALIFNode"):  # SpikingJelly 2.0
     _FROM_SPIKINGJELLY[neuron.CUBALIFNode] = (
@@ -1466,11 +1462,9 @@ def _from_spikingjelly_node(old: Any, network_tensor: torch.Tensor | None, memo:
     like = own[0] if own else network_tensor
     if like is not None:
         node.to(device=like.device, dtype=like.dtype)
-    if isinstance(node, DecoupledParametricLIFNode):
-        logit = node.core.decay_logit
-        with torch.no_grad():
-            logit.copy_(-old.w)  # 1/tau = sigmoid(w)
-        logit.requires_grad_(old.w.requires_grad)
+    if isinstance(node, DecoupledParametricLIFNode):  # its w, as from ParametricLIFNode's state dict
+        node.load_state_dict({"w": old.w.detach()})
+        node.core.decay_logit.requires_grad_(old.w.requires_grad)
     for name in memories:
         value = getattr(old, name)
         if isinstance(value, torch.Tensor):

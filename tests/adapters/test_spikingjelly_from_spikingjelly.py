@@ -183,6 +183,32 @@ def test_a_sequence_stopped_mid_way_goes_on_in_our_node(float64, theirs, kwargs,
         torch.testing.assert_close(b, a, rtol=0, atol=1e-12)
 
 
+@pytest.mark.parametrize("theirs, kwargs, ours", PAIRS)
+def test_memories_of_one_sample_without_a_batch_dim_are_carried(float64, theirs, kwargs, ours):
+    """SpikingJelly's node stepped on ``[features]`` (nn.Linear's unbatched input) holds ``v`` ``[features]``: the
+    copy takes it and goes on as SpikingJelly's node does."""
+    node = _soft(theirs)(v_threshold=V_TH, **kwargs)
+    x = _input((8, 5), 1.0) - 0.4
+    first = _run(node, x[:3], "s")
+    converted = sjn.from_spikingjelly(node)
+    assert converted.v.shape == (5,)
+    results = [(_run(model, x[3:], "s"), model.v) for model in (node, converted)]
+    assert 0 < torch.cat((first, results[0][0])).mean() < 1
+    for a, b in zip(*results, strict=True):
+        torch.testing.assert_close(b, a, rtol=0, atol=1e-12)
+
+
+def test_a_saturated_plif_time_constant_converts(float64):
+    """A ``w`` so large that 1/tau = sigmoid(w) rounds to 1 in float64 (no memory left) is carried as it is."""
+    node = _soft(neuron.ParametricLIFNode)(v_threshold=V_TH)
+    with torch.no_grad():
+        node.w.fill_(50.0)
+    converted = sjn.from_spikingjelly(node)
+    assert float(converted.w.detach()) == 50.0
+    x = _input((6, 2, 4), 1.0)
+    torch.testing.assert_close(_run(converted, x, "s"), _run(node, x, "s"), rtol=0, atol=0)
+
+
 @pytest.mark.parametrize("requires_grad", [True, False])
 def test_a_node_converts_alone_with_its_arguments_dtype_and_w(requires_grad):
     node = neuron.ParametricLIFNode(
