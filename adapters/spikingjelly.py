@@ -97,11 +97,14 @@ neuron from :mod:`snn_parallel.neurons` and call it; the dynamics live there (:m
   ``functional.invalidate_reset_cache(net)`` (2.0 only) before relying on ``reset_net``.
 
 :func:`swap_nodes` replaces the nodes of a network already built (SpikingJelly models and examples
-that build ``neuron.LIFNode`` or ``IFNode`` themselves) by nodes of your choice. :func:`to_spikingjelly` goes
-back: a copy of a network trained with our IF, LIF, PLIF and CUBA-LIF nodes holding SpikingJelly's own, whose
-state dict SpikingJelly's network loads (for its NIR/Lava/Lynxi exchanges, ``ann2snn``, or users without this
-library)::
+that build ``neuron.LIFNode`` or ``IFNode`` themselves) by nodes of your choice. :func:`from_spikingjelly` does it
+for SpikingJelly's soft-reset ``IFNode``, ``LIFNode``, ``ParametricLIFNode`` and ``CUBALIFNode``
+(``v_reset=None, detach_reset=True``): a copy of a network built (or trained, a checkpoint loaded) with them,
+holding ours, every constant, learned ``w`` and memory carried. :func:`to_spikingjelly` goes back: a copy of a
+network trained with our IF, LIF, PLIF and CUBA-LIF nodes holding SpikingJelly's own, whose state dict
+SpikingJelly's network loads (for its NIR/Lava/Lynxi exchanges, ``ann2snn``, or users without this library)::
 
+    ours = from_spikingjelly(theirs)  # train ours in parallel, then
     theirs.load_state_dict(to_spikingjelly(ours).state_dict())
 
 :func:`register` makes the nodes reachable as ``spikingjelly.activation_based.neuron.*``
@@ -1268,6 +1271,9 @@ def swap_nodes(
         )
         swap_nodes(net, lambda old: DecoupledIFNode(v_threshold=old.v_threshold), kind=neuron.IFNode)
 
+    For SpikingJelly's soft-reset ``IFNode``, ``LIFNode``, ``ParametricLIFNode`` and ``CUBALIFNode``,
+    :func:`from_spikingjelly` is simpler: it carries every constant, ``w`` and memory itself.
+
     ``factory`` receives the node being replaced (to carry over its constants); the new node
     takes the old one's ``step_mode``, the mode the network runs in. A node reachable by several
     paths is replaced by one new node everywhere. On SpikingJelly 2.0 the network's
@@ -1393,8 +1399,9 @@ def from_spikingjelly(net: torch.nn.Module) -> torch.nn.Module:
 
     Exactly these classes convert (not their subclasses, such as ``OTTTLIFNode``): ``neuron.IFNode`` becomes
     ``DecoupledIFNode``, ``neuron.LIFNode`` ``DecoupledLIFNode`` (its ``tau`` and ``decay_input``),
-    ``neuron.ParametricLIFNode`` ``DecoupledParametricLIFNode`` with its learned ``w`` (and its ``requires_grad``)
-    and ``neuron.CUBALIFNode`` (SpikingJelly 2.0) ``DecoupledCUBALIFNode`` (its ``c_decay`` and ``v_decay``), each
+    ``neuron.ParametricLIFNode`` ``DecoupledParametricLIFNode`` with its learned ``w`` (and its ``requires_grad``;
+    ``init_tau``, which SpikingJelly's node does not keep, is the default 2.0) and
+    ``neuron.CUBALIFNode`` (SpikingJelly 2.0) ``DecoupledCUBALIFNode`` (its ``c_decay`` and ``v_decay``), each
     with the threshold, the surrogate (a copy of SpikingJelly's object), the step mode, ``store_v_seq`` and, on
     0.0.0.0.14, the backend: the copy gives the same spikes, ``v`` and input and weight gradients (PLIF's ``w``
     gradient apart, see :class:`DecoupledParametricLIFNode`). Every other module, SpikingJelly's other nodes
@@ -1402,6 +1409,11 @@ def from_spikingjelly(net: torch.nn.Module) -> torch.nn.Module:
     detached; ``v_seq`` is not. Each new node takes the dtype and device of its node's tensors (PLIF's ``w``, the
     memories), or else of the network's first floating-point parameter or buffer. A node shared by several paths
     becomes one node. PLIF's ``w`` becomes a new parameter of the copy: build the optimizer on the copy.
+
+    SpikingJelly's defaults, a hard reset (``v_reset=0.0``) and a reset that keeps its gradient
+    (``detach_reset=False``), are refused: ours compute the soft reset only (a hard-reset network fires
+    differently), and their reset's gradient is detached (the same spikes and values, other gradients: set
+    ``node.detach_reset = True`` on SpikingJelly's nodes first to accept that).
 
     Raises:
         TypeError: ``net`` is not an ``nn.Module``.
