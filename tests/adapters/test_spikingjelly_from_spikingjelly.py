@@ -198,6 +198,25 @@ def test_memories_of_one_sample_without_a_batch_dim_are_carried(float64, theirs,
         torch.testing.assert_close(b, a, rtol=0, atol=1e-12)
 
 
+@pytest.mark.parametrize("step_mode", ["s", "m"])
+def test_plifs_w_gradient_is_spikingjellys_while_no_neuron_fires(float64, step_mode):
+    """Where the two are documented to agree (no reset yet), the converted ``w`` gets PLIF's gradient."""
+    torch.manual_seed(0)
+    net = nn.Sequential(layer.Linear(3, 4), _soft(neuron.ParametricLIFNode)(init_tau=3.0, v_threshold=50.0))
+    with torch.no_grad():
+        net[1].w.fill_(-0.4)
+    converted = sjn.from_spikingjelly(net)
+    x = _input((6, 2, 3), 2.0)
+    grads = []
+    for model, w in ((net, net[1].w), (converted, converted[1].core.decay_logit)):
+        out = _run(model, x, step_mode)
+        assert out.sum() == 0
+        (grad,) = torch.autograd.grad((model[1].v * torch.linspace(-1, 1, 8).view(2, 4)).sum(), w)
+        grads.append(grad)
+    assert grads[0] != 0
+    torch.testing.assert_close(-grads[1], grads[0], rtol=0, atol=1e-12)  # ours is the gradient of -w
+
+
 def test_a_saturated_plif_time_constant_converts(float64):
     """A ``w`` so large that 1/tau = sigmoid(w) rounds to 1 in float64 (no memory left) is carried as it is."""
     node = _soft(neuron.ParametricLIFNode)(v_threshold=V_TH)
