@@ -1419,7 +1419,7 @@ def from_spikingjelly(net: torch.nn.Module) -> torch.nn.Module:
         TypeError: ``net`` is not an ``nn.Module``.
         ValueError: ``net`` holds none of these classes, or one of them ours cannot compute: a hard reset
             (``v_reset`` a float, SpikingJelly's default), ``detach_reset=False``, a tensor threshold, or a surrogate
-            ours cannot take. The message names its path in ``net``, its class and why; nothing is built.
+            ours cannot take. The message names its path in ``net``, its class and why; ``net`` is not copied.
     """
     if not isinstance(net, torch.nn.Module):
         raise TypeError(f"net must be a torch.nn.Module, got {type(net).__name__}")

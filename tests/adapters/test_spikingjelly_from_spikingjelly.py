@@ -305,6 +305,12 @@ def _tensor_threshold() -> nn.Module:
     return node
 
 
+def _float_membrane() -> nn.Module:
+    node = _soft(neuron.IFNode)()
+    node.v = 0.25  # SpikingJelly fills the first input's shape with it
+    return node
+
+
 def _primitive_surrogate() -> nn.Module:
     """A SpikingJelly surrogate with ``spiking=False`` computes its smooth primitive, not spikes."""
     return _soft(neuron.IFNode)(surrogate_function=sj_surrogate.Sigmoid(spiking=False))
@@ -325,6 +331,7 @@ REFUSED = [
         id="attached_reset",
     ),
     pytest.param(_tensor_threshold, "IFNode", "its threshold is a tensor", id="tensor_threshold"),
+    pytest.param(_float_membrane, "IFNode", "its memory v is the float 0.25", id="float_membrane"),
     pytest.param(
         _primitive_surrogate,
         "IFNode",
