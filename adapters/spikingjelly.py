@@ -97,11 +97,14 @@ neuron from :mod:`snn_parallel.neurons` and call it; the dynamics live there (:m
   ``functional.invalidate_reset_cache(net)`` (2.0 only) before relying on ``reset_net``.
 
 :func:`swap_nodes` replaces the nodes of a network already built (SpikingJelly models and examples
-that build ``neuron.LIFNode`` or ``IFNode`` themselves) by nodes of your choice. :func:`to_spikingjelly` goes
-back: a copy of a network trained with our IF, LIF, PLIF and CUBA-LIF nodes holding SpikingJelly's own, whose
-state dict SpikingJelly's network loads (for its NIR/Lava/Lynxi exchanges, ``ann2snn``, or users without this
-library)::
+that build ``neuron.LIFNode`` or ``IFNode`` themselves) by nodes of your choice. :func:`from_spikingjelly` does it
+for SpikingJelly's soft-reset ``IFNode``, ``LIFNode``, ``ParametricLIFNode`` and ``CUBALIFNode``
+(``v_reset=None, detach_reset=True``): a copy of a network built (or trained, a checkpoint loaded) with them,
+holding ours, every constant, learned ``w`` and memory carried. :func:`to_spikingjelly` goes back: a copy of a
+network trained with our IF, LIF, PLIF and CUBA-LIF nodes holding SpikingJelly's own, whose state dict
+SpikingJelly's network loads (for its NIR/Lava/Lynxi exchanges, ``ann2snn``, or users without this library)::
 
+    ours = from_spikingjelly(theirs)  # train ours in parallel, then
     theirs.load_state_dict(to_spikingjelly(ours).state_dict())
 
 :func:`register` makes the nodes reachable as ``spikingjelly.activation_based.neuron.*``
@@ -112,6 +115,7 @@ and our ``MultiGaussian`` / ``DoubleGaussian`` as ``spikingjelly.activation_base
 from __future__ import annotations
 
 import copy
+import itertools
 import math
 import warnings
 from collections.abc import Callable
@@ -147,6 +151,7 @@ __all__ = [
     "unregister",
     "swap_nodes",
     "to_spikingjelly",
+    "from_spikingjelly",
 ]
 
 #: True on SpikingJelly 2.x (functional step methods, no ``backend``), False on 0.0.0.0.14.
@@ -382,7 +387,7 @@ class SpikingJellyNode(base.MemoryModule):
                 f"{type(self).__name__}.{name} must be a tensor shaped like one step's input, got "
                 f"{type(value).__name__}; call reset() to bring the neuron back to rest"
             )
-        features = _feature_count(value, 1)
+        features = _feature_count(value, 1 if value.dim() > 1 else 0)  # [features]: one sample without its batch dim
         if self.core.has_uninitialized_params() and isinstance(features, int):
             self.core.materialize(features)  # a lazy core builds its channels (its decay) as from a first input
         fields = self._memory_names()
@@ -1266,6 +1271,9 @@ def swap_nodes(
         )
         swap_nodes(net, lambda old: DecoupledIFNode(v_threshold=old.v_threshold), kind=neuron.IFNode)
 
+    For SpikingJelly's soft-reset ``IFNode``, ``LIFNode``, ``ParametricLIFNode`` and ``CUBALIFNode``,
+    :func:`from_spikingjelly` is simpler: it carries every constant, ``w`` and memory itself.
+
     ``factory`` receives the node being replaced (to carry over its constants); the new node
     takes the old one's ``step_mode``, the mode the network runs in. A node reachable by several
     paths is replaced by one new node everywhere. On SpikingJelly 2.0 the network's
@@ -1369,10 +1377,120 @@ def to_spikingjelly(net: torch.nn.Module) -> torch.nn.Module:
     return copied
 
 
-def _copy_without_graphs(net: torch.nn.Module) -> torch.nn.Module:
-    """``copy.deepcopy(net)``, with the memories (and ``v_seq``) of its memory modules detached: a tensor in an autograd
-    graph, which a sequence stopped mid-way leaves there, cannot be deep-copied."""
-    memo: dict[int, Any] = {}
+#: SpikingJelly's nodes that :func:`from_spikingjelly` converts (exactly these classes, not their subclasses): our
+#: node and its own arguments, read from SpikingJelly's node
+_FROM_SPIKINGJELLY: dict[type, tuple[type[SpikingJellyNode], Callable[[Any], dict[str, Any]]]] = {
+    neuron.IFNode: (DecoupledIFNode, lambda old: {}),
+    neuron.LIFNode: (DecoupledLIFNode, lambda old: {"tau": old.tau, "decay_input": old.decay_input}),
+    neuron.ParametricLIFNode: (DecoupledParametricLIFNode, lambda old: {"decay_input": old.decay_input}),  # w after
+}
+if hasattr(neuron, "CUBALIFNode"):  # SpikingJelly 2.0
+    _FROM_SPIKINGJELLY[neuron.CUBALIFNode] = (
+        DecoupledCUBALIFNode,
+        lambda old: {"c_decay": old.c_decay, "v_decay": old.v_decay},
+    )
+
+
+def from_spikingjelly(net: torch.nn.Module) -> torch.nn.Module:
+    """A copy of ``net`` with SpikingJelly's soft-reset nodes swapped for ours, which train in parallel (``net`` itself
+    is left untouched; ``net`` one of SpikingJelly's nodes: our node), the inverse of :func:`to_spikingjelly`::
+
+        ours = from_spikingjelly(theirs)  # theirs: built with IFNode/LIFNode(v_reset=None, detach_reset=True), trained
+
+    Exactly these classes convert (not their subclasses, such as ``OTTTLIFNode``): ``neuron.IFNode`` becomes
+    ``DecoupledIFNode``, ``neuron.LIFNode`` ``DecoupledLIFNode`` (its ``tau`` and ``decay_input``),
+    ``neuron.ParametricLIFNode`` ``DecoupledParametricLIFNode`` with its learned ``w`` (and its ``requires_grad``;
+    ``init_tau``, which SpikingJelly's node does not keep, is the default 2.0) and
+    ``neuron.CUBALIFNode`` (SpikingJelly 2.0) ``DecoupledCUBALIFNode`` (its ``c_decay`` and ``v_decay``), each
+    with the threshold, the surrogate (a copy of SpikingJelly's object), the step mode, ``store_v_seq`` and, on
+    0.0.0.0.14, the backend: the copy gives the same spikes, ``v`` and input and weight gradients (PLIF's ``w``
+    gradient apart, see :class:`DecoupledParametricLIFNode`). Every other module, SpikingJelly's other nodes
+    included, is copied as it is. A sequence stopped mid-way goes on: the memories ``v`` (and ``c``) are carried,
+    detached; ``v_seq`` is not. Each new node takes the dtype and device of its node's tensors (PLIF's ``w``, the
+    memories), or else of the network's first floating-point parameter or buffer. A node shared by several paths
+    becomes one node. PLIF's ``w`` becomes a new parameter of the copy: build the optimizer on the copy.
+
+    SpikingJelly's defaults, a hard reset (``v_reset=0.0``) and a reset that keeps its gradient
+    (``detach_reset=False``), are refused: ours compute the soft reset only (a hard-reset network fires
+    differently), and their reset's gradient is detached (the same spikes and values, other gradients: set
+    ``node.detach_reset = True`` on SpikingJelly's nodes first to accept that).
+
+    Raises:
+        TypeError: ``net`` is not an ``nn.Module``.
+        ValueError: ``net`` holds none of these classes, or one of them ours cannot compute: a hard reset
+            (``v_reset`` a float, SpikingJelly's default), ``detach_reset=False``, a tensor threshold, or a surrogate
+            ours cannot take. The message names its path in ``net``, its class and why; ``net`` is not copied.
+    """
+    if not isinstance(net, torch.nn.Module):
+        raise TypeError(f"net must be a torch.nn.Module, got {type(net).__name__}")
+    paths: dict[int, tuple[str, torch.nn.Module]] = {}
+    for path, module in net.named_modules(remove_duplicate=False):
+        if type(module) in _FROM_SPIKINGJELLY:
+            paths.setdefault(id(module), (f"net.{path}" if path else "net", module))
+    if not paths:
+        names = ", ".join(cls.__name__ for cls in _FROM_SPIKINGJELLY)
+        raise ValueError(
+            f"net ({type(net).__name__}) holds none of SpikingJelly's {names}, so from_spikingjelly has nothing to "
+            "convert"
+        )
+    floating = (t for t in itertools.chain(net.parameters(), net.buffers()) if t.is_floating_point())
+    network_tensor = next(floating, None)
+    memo: dict[int, Any] = {}  # each node's copy, the surrogates' copies: the network's copy reuses them
+    for where, old in paths.values():
+        try:
+            memo[id(old)] = _from_spikingjelly_node(old, network_tensor, memo)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"{where} ({type(old).__name__}) cannot become an snn_parallel node: {exc}") from None
+    return memo[id(net)] if id(net) in memo else _copy_without_graphs(net, memo)
+
+
+def _from_spikingjelly_node(old: Any, network_tensor: torch.Tensor | None, memo: dict[int, Any]) -> SpikingJellyNode:
+    """Our node computing SpikingJelly's node ``old`` (see :func:`from_spikingjelly`); ``ValueError`` or ``TypeError``
+    with the reason where ours cannot."""
+    if old.v_reset is not None:
+        raise ValueError(
+            f"it resets hard (v_reset={old.v_reset!r}, SpikingJelly's default), and snn_parallel's nodes compute "
+            "only the soft reset v_reset=None (the threshold subtracted), which changes the dynamics: build and train "
+            "the network with v_reset=None, detach_reset=True to convert it, or keep SpikingJelly's node"
+        )
+    if not old.detach_reset:
+        raise ValueError(
+            "detach_reset=False, and snn_parallel's nodes detach the reset's gradient: the spikes and values are the "
+            "same but the gradients differ; to accept that, set node.detach_reset = True on the network's nodes first"
+        )
+    cls, arguments = _FROM_SPIKINGJELLY[type(old)]
+    if isinstance(old.v_threshold, torch.Tensor):
+        raise ValueError("its threshold is a tensor, where snn_parallel's node has one float")
+    node = cls(
+        v_threshold=old.v_threshold,
+        surrogate_function=copy.deepcopy(old.surrogate_function, memo),
+        step_mode=old.step_mode,
+        store_v_seq=old.store_v_seq,
+        **({} if SJ2 else {"backend": old.backend}),
+        **arguments(old),
+    )
+    memories = node._memory_names() if isinstance(node, DecoupledCUBALIFNode) else ("v",)
+    own = [t for t in (getattr(old, "w", None), *(getattr(old, m) for m in memories)) if isinstance(t, torch.Tensor)]
+    like = own[0] if own else network_tensor
+    if like is not None:
+        node.to(device=like.device, dtype=like.dtype)
+    if isinstance(node, DecoupledParametricLIFNode):  # its w, as from ParametricLIFNode's state dict
+        node.load_state_dict({"w": old.w.detach()})
+        node.core.decay_logit.requires_grad_(old.w.requires_grad)
+    for name in memories:
+        value = getattr(old, name)
+        if isinstance(value, torch.Tensor):
+            setattr(node, name, value.detach().clone())
+        elif value != 0.0:  # at rest: 0.0 for the soft reset
+            raise ValueError(f"its memory {name} is the float {value!r}, where snn_parallel's node rests at 0")
+    return node
+
+
+def _copy_without_graphs(net: torch.nn.Module, memo: dict[int, Any] | None = None) -> torch.nn.Module:
+    """``copy.deepcopy(net, memo)``, with the memories (and ``v_seq``) of its memory modules detached: a tensor in an
+    autograd graph, which a sequence stopped mid-way leaves there, cannot be deep-copied. ``memo`` may hold copies
+    already made (``id(original) -> copy``), which the copy takes in place of those modules."""
+    memo = {} if memo is None else memo
     for module in net.modules():
         if isinstance(module, base.MemoryModule):
             for value in (*module._memories.values(), module.__dict__.get("v_seq")):
