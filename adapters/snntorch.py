@@ -690,7 +690,7 @@ class _CoreSkin:
                 f"different values; build {type(self).__name__} with a per-neuron threshold tensor to learn one per "
                 "neuron"
             )
-        return torch.tensor(threshold)
+        return torch.tensor(threshold, dtype=torch.float64)  # copied into the parameter, in its dtype
 
     def _load_channel_threshold(self, loaded: object, state_dict: dict[str, Any], key: str) -> None:
         """A loaded ``threshold`` (one value, or one per channel) as the core's ``v_threshold`` under ``key``: per
@@ -2083,8 +2083,10 @@ def _skin(neuron: nn.Module, skin_type: type[_CoreSkin]) -> _CoreSkin:
         if skin_type is Synaptic:
             options.update(alpha=neuron.alpha.detach().clone(), learn_alpha=learned("alpha"))
         skin = skin_type(**options)
-    tensors = [t for t in (*neuron.parameters(), *neuron.buffers()) if t.is_floating_point()]
-    skin.to(tensors[0].device, functools.reduce(torch.promote_types, (t.dtype for t in tensors)))
+    # the values' device and dtype (not the state's: snnTorch's atan() spikes, float32, make a float16 mem float32)
+    values = [t for t in neuron.state_dict().values() if t.is_floating_point()]
+    device, dtype = values[0].device, functools.reduce(torch.promote_types, (t.dtype for t in values))
+    skin.to(device, dtype)
     for name in assigned:
         setattr(skin, name, getattr(neuron, name).detach().clone())
     factor = neuron.graded_spikes_factor.detach().clone()  # learned or not, as snnTorch's
@@ -2093,7 +2095,8 @@ def _skin(neuron: nn.Module, skin_type: type[_CoreSkin]) -> _CoreSkin:
     for name in ("syn", "mem") if skin_type is Synaptic else ("mem",):
         value = getattr(neuron, name)
         if value.numel():  # mid-sequence (snnTorch's is empty before the first step); one sample kept as [1, C]
-            setattr(skin, name, value.detach().clone().reshape(value.shape if value.dim() > 1 else (1, -1)))
+            value = value.detach().to(device, dtype, copy=True)
+            setattr(skin, name, value.reshape(value.shape if value.dim() > 1 else (1, -1)))
     return skin
 
 
