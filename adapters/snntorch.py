@@ -146,6 +146,15 @@ and goes where only those go (NIR export, sharing with users of snnTorch alone):
 
     original.load_state_dict(to_snntorch(trained).state_dict())
 
+**From snnTorch.** :func:`from_snntorch` is its inverse: a copy of a network written with snnTorch's neurons
+(trained or loaded from a checkpoint) with :class:`DecoupledLIF` in place of each ``snn.Leaky`` (exactly that class),
+:class:`Synaptic` of ``snn.Synaptic`` and :class:`Lapicque` of ``snn.Lapicque``, options, trained values and state
+carried, so that it trains in parallel without editing its code; snnTorch's other neurons stay as they are. The copy
+has new parameters (a learned ``beta`` becomes the skin's logit): build the optimizer from it::
+
+    model = from_snntorch(model)
+    optimizer = torch.optim.Adam(model.parameters())
+
 :func:`reset` resets the neurons of one network (nested included), unlike
 ``snntorch.utils.reset``, which scans only direct children and resets every ``Leaky`` in
 the process. :func:`register` / :func:`unregister` expose the classes as
