@@ -211,12 +211,7 @@ def test_multistep_of_the_converted_neuron_is_snntorch_stepping(cls, options):
     theirs = cls(**options, spike_grad=ATAN).double()
     ours = from_snntorch(theirs)
     x = torch.rand(12, 3, 4, dtype=F64) * 1.5
-    stepped = []
-    state = () if cls is snn.Leaky or cls is snn.Lapicque else (None,)
-    theirs.reset_mem()
-    for x_t in x.unbind(0):
-        spk, *state = theirs(x_t, *state) if state != [None] else theirs(x_t)
-        stepped.append((spk, *state))
+    stepped = [theirs(x_t) for x_t in x.unbind(0)]  # (spk, mem) or (spk, syn, mem), its state kept between steps
     expected = [torch.stack(values) for values in zip(*stepped, strict=True)]
     got = ours.multistep(x)
     assert expected[0].sum() > 0
