@@ -2120,8 +2120,8 @@ def from_snntorch(net: nn.Module) -> nn.Module:
     as long as one subtraction brings the membrane below the threshold, as :class:`DecoupledLIF`'s docstring says),
     and, with the delayed reset (the default) or none, the same gradients for the input, the weights and a learned
     threshold; each skin's ``multistep`` runs a whole sequence at once. A learned ``beta`` (``alpha``) becomes the
-    skin's logit :math:`w`, :math:`eta = \sigma(w)`, whose gradient is snnTorch's :math:`\partial L/\partialeta`
-    times :math:`eta(1-eta)`: the copy has new parameters, so build its optimizer from ``copy.parameters()``.
+    skin's logit :math:`w`, :math:`\beta = \sigma(w)`, whose gradient is snnTorch's :math:`\partial L/\partial\beta`
+    times :math:`\beta(1-\beta)`: the copy has new parameters, so build its optimizer from ``copy.parameters()``.
 
     Only those exact classes convert (``type(m) is snn.Leaky``; a subclass, ours included, is left as it is), and
     snnTorch's other neurons (``RLeaky``, ``RSynaptic``, ``Alpha``, ``SLSTM``, ``SConv2dLSTM``, ...) stay snnTorch's.
