@@ -146,6 +146,15 @@ and goes where only those go (NIR export, sharing with users of snnTorch alone):
 
     original.load_state_dict(to_snntorch(trained).state_dict())
 
+**From snnTorch.** :func:`from_snntorch` is its inverse: a copy of a network written with snnTorch's neurons
+(trained or loaded from a checkpoint) with :class:`DecoupledLIF` in place of each ``snn.Leaky`` (exactly that class),
+:class:`Synaptic` of ``snn.Synaptic`` and :class:`Lapicque` of ``snn.Lapicque``, options, trained values and state
+carried, so that it trains in parallel without editing its code; snnTorch's other neurons stay as they are. The copy
+has new parameters (a learned ``beta`` becomes the skin's logit): build the optimizer from it::
+
+    model = from_snntorch(model)
+    optimizer = torch.optim.Adam(model.parameters())
+
 :func:`reset` resets the neurons of one network (nested included), unlike
 ``snntorch.utils.reset``, which scans only direct children and resets every ``Leaky`` in
 the process. :func:`register` / :func:`unregister` expose the classes as
@@ -156,6 +165,7 @@ the process. :func:`register` / :func:`unregister` expose the classes as
 from __future__ import annotations
 
 import copy
+import functools
 import math
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
@@ -192,6 +202,7 @@ __all__ = [
     "Lapicque",
     "reset",
     "to_snntorch",
+    "from_snntorch",
     "multi_gaussian",
     "double_gaussian",
     "register",
@@ -320,6 +331,12 @@ class _Decay:
         self.pending = (
             value if isinstance(value, torch.Tensor) and value.numel() > 1 and not _one_value(value) else None
         )
+        if self.pending is not None and any(size != 1 for size in value.shape[1:]):
+            raise ValueError(
+                f"{name} must be one value, or one per channel ([C], or [C, 1, ...] over feature maps), got shape "
+                f"{tuple(value.shape)} with different values: the core neuron has one {name} per channel, where "
+                f"snnTorch's per-neuron {name} may differ within a feature map"
+            )
         initial = 0.5 if self.pending is not None else _scalar(value, name)  # the core starts from a placeholder
         given = torch.tensor([initial]) if self.pending is None else self.pending.detach().reshape(-1)
         self._check(given.to("cpu", torch.float64), learned, "")
@@ -682,7 +699,7 @@ class _CoreSkin:
                 f"different values; build {type(self).__name__} with a per-neuron threshold tensor to learn one per "
                 "neuron"
             )
-        return torch.tensor(threshold)
+        return torch.tensor(threshold, dtype=torch.float64)  # copied into the parameter, in its dtype
 
     def _load_channel_threshold(self, loaded: object, state_dict: dict[str, Any], key: str) -> None:
         """A loaded ``threshold`` (one value, or one per channel) as the core's ``v_threshold`` under ``key``: per
@@ -2015,13 +2032,142 @@ def to_snntorch(net: nn.Module) -> nn.Module:
             raise ValueError(f"{name or 'net'} ({type(skin).__name__}) cannot become an snnTorch neuron: {reason}")
     # deepcopy puts each twin wherever its skin is (shared ones included) and copies a graph-carrying tensor
     # (which deepcopy refuses) detached
-    memo: dict[int, Any] = {id(skin): _snntorch_twin(skin) for _, skin in skins}
+    return _swapped_copy(net, {id(skin): _snntorch_twin(skin) for _, skin in skins})
+
+
+def _swapped_copy(net: nn.Module, replacements: dict[int, nn.Module]) -> nn.Module:
+    """A deep copy of ``net`` with ``replacements[id(module)]`` wherever ``module`` is (each place a shared one is
+    used); a buffer that carries a graph (which deepcopy refuses), the state of a neuron not replaced say, is copied
+    detached. ``net`` itself replaced: its replacement."""
+    memo: dict[int, Any] = dict(replacements)
     if id(net) in memo:
         return memo[id(net)]
-    for tensor in net.buffers():  # the state of snnTorch's own neurons in net, say
+    for tensor in net.buffers():
         if tensor.grad_fn is not None:
             memo[id(tensor)] = tensor.detach().clone()
     return copy.deepcopy(net, memo)
+
+
+# -- from snnTorch's own neurons -----------------------------------------------------------
+#: the snnTorch neurons that convert (their exact classes), and the skin each becomes
+_SKINS = "snn.Leaky -> DecoupledLIF, snn.Synaptic -> Synaptic, snn.Lapicque -> Lapicque"
+
+
+#: the skin computing what each snnTorch neuron computes, by its exact class (a subclass, ours included, may compute
+#: otherwise)
+_SKIN_OF: Mapping[type, type[_CoreSkin]] = MappingProxyType(
+    {snntorch.Leaky: DecoupledLIF, snntorch.Synaptic: Synaptic, snntorch.Lapicque: Lapicque}
+)
+
+
+def _skin(neuron: nn.Module, skin_type: type[_CoreSkin]) -> _CoreSkin:
+    """The skin computing what snnTorch's ``neuron`` computes (:func:`from_snntorch`): built with its options, on its
+    device and in its dtype, then given its values as its state dict (which the skins load) and its state detached.
+    A ``ValueError`` or ``TypeError`` gives the skin's reason for an option it refuses."""
+
+    def learned(name: str) -> bool:
+        return isinstance(getattr(neuron, name), nn.Parameter)
+
+    options: dict[str, Any] = {
+        "threshold": neuron.threshold.detach().clone(),
+        "learn_threshold": learned("threshold"),
+        # with surrogate_disable snnTorch's spike_grad is its own bound method (refused with the option)
+        "spike_grad": None if neuron.surrogate_disable else copy.deepcopy(neuron.spike_grad),
+        "surrogate_disable": neuron.surrogate_disable,
+        "init_hidden": neuron.init_hidden,
+        "inhibition": neuron.inhibition,
+        "reset_mechanism": neuron.reset_mechanism,
+        "state_quant": neuron.state_quant,
+        "output": neuron.output,
+        "learn_beta": learned("beta"),
+    }
+    # buffers assigned before loading, in snnTorch's shapes (snn.Lapicque's beta is 0-d or [1] by how it was built)
+    assigned: tuple[str, ...] = ()
+    if skin_type is Lapicque:
+        R, C, step = (float(getattr(neuron, name)) for name in _RC_BUFFERS)  # noqa: N806
+        skin = Lapicque(R=R, C=C, time_step=step, **options)
+        assigned = (*_RC_BUFFERS, "beta")
+    else:
+        options.update(beta=neuron.beta.detach().clone(), reset_delay=neuron.reset_delay)
+        if skin_type is Synaptic:
+            options.update(alpha=neuron.alpha.detach().clone(), learn_alpha=learned("alpha"))
+        skin = skin_type(**options)
+    # the values' device and dtype (not the state's: snnTorch's atan() spikes, float32, make a float16 mem float32)
+    values = [t for t in neuron.state_dict().values() if t.is_floating_point()]
+    device, dtype = values[0].device, functools.reduce(torch.promote_types, (t.dtype for t in values))
+    skin.to(device, dtype)
+    for name in assigned:
+        setattr(skin, name, getattr(neuron, name).detach().clone())
+    factor = neuron.graded_spikes_factor.detach().clone()  # learned or not, as snnTorch's
+    skin.graded_spikes_factor = nn.Parameter(factor) if learned("graded_spikes_factor") else factor
+    skin.load_state_dict(neuron.state_dict())
+    for name in ("syn", "mem") if skin_type is Synaptic else ("mem",):
+        value = getattr(neuron, name)
+        if value.numel():  # mid-sequence (snnTorch's is empty before the first step); one sample kept as [1, C]
+            value = value.detach().to(device, dtype, copy=True)
+            setattr(skin, name, value.reshape(value.shape if value.dim() > 1 else (1, -1)))
+    return skin
+
+
+def from_snntorch(net: nn.Module) -> nn.Module:
+    r"""A copy of ``net`` with the skins in place of snnTorch's own neurons, each computing what the neuron
+    computes: ``snn.Leaky`` becomes :class:`DecoupledLIF`, ``snn.Synaptic`` :class:`Synaptic` and ``snn.Lapicque``
+    :class:`Lapicque`, each carrying the trained values and every constructor option; the inverse of
+    :func:`to_snntorch`. ``net`` is left untouched.
+
+    An existing snnTorch network (or one that loaded a checkpoint trained with snnTorch) trains in parallel without
+    editing its code: the copy computes the same spikes and ``mem`` when stepped as before (with ``reset_delay=False``
+    as long as one subtraction brings the membrane below the threshold, as :class:`DecoupledLIF`'s docstring says),
+    and, with the delayed reset (the default) or none, the same gradients for the input, the weights and a learned
+    threshold; each skin's ``multistep`` runs a whole sequence at once. A learned ``beta`` (``alpha``) becomes the
+    skin's logit :math:`w`, :math:`\beta = \sigma(w)`, whose gradient is snnTorch's :math:`\partial L/\partial\beta`
+    times :math:`\beta(1-\beta)`: the copy has new parameters, so build its optimizer from ``copy.parameters()``.
+
+    Only those exact classes convert (``type(m) is snn.Leaky``; a subclass, ours included, is left as it is), and
+    snnTorch's other neurons (``RLeaky``, ``RSynaptic``, ``Alpha``, ``SLSTM``, ``SConv2dLSTM``, ...) stay snnTorch's.
+
+    Values: ``beta``, ``alpha`` and ``threshold`` as one value or per neuron (``[C]``, or ``[C, 1, ...]`` on feature
+    maps), learned where snnTorch learns them; ``graded_spikes_factor`` (learned or not), ``reset_mechanism``,
+    ``reset_delay``, ``spike_grad`` (a copy), ``init_hidden`` and ``output``; ``snn.Lapicque``'s ``R``, ``C``,
+    ``time_step`` and ``beta``. The skin's state dict then loads back into the snnTorch network. Everything keeps
+    its device and dtype.
+
+    State: each skin holds the neuron's ``mem`` (and ``syn``), detached (a graph cannot be copied), which is the
+    whole state, the pending delayed reset recomputed from it as snnTorch does: the copy continues the sequence where
+    ``net`` stands. A module used twice becomes one skin used twice. Other modules (and tensors that carry a graph,
+    detached) are deep copies.
+
+    Raises:
+        TypeError: ``net`` is not an ``nn.Module``.
+        ValueError: ``net`` holds an ``snn.Leaky``, ``snn.Synaptic`` or ``snn.Lapicque`` with an option its skin
+            cannot express (``reset_mechanism="zero"``, ``inhibition``, ``state_quant``, ``surrogate_disable``, a
+            learned ``beta`` of 1 or one outside ``(0, 1]``, ``snn.Lapicque``'s ``learn_beta``, a per-neuron value
+            that differs within a feature map, ...), naming its path in ``net``, its class and the skin's reason,
+            before anything is built; or ``net`` holds none of them, so there is nothing to convert.
+
+    Returns:
+        The copy; where ``net`` is itself one of those neurons, its skin.
+    """
+    if not isinstance(net, nn.Module):
+        raise TypeError(f"net must be a torch.nn.Module, got {type(net).__name__}")
+    found = [(name, module, _SKIN_OF[type(module)]) for name, module in net.named_modules() if type(module) in _SKIN_OF]
+    if not found:
+        raise ValueError(
+            f"net ({type(net).__name__}) holds no snn.Leaky, snn.Synaptic or snn.Lapicque, so from_snntorch has "
+            f"nothing to convert ({_SKINS}); its neurons are already skins, other snnTorch neurons or none"
+        )
+    instances = snntorch.SpikingNeuron.instances
+    listed = len(instances)
+    skins: dict[int, nn.Module] = {}
+    for name, neuron, skin_type in found:
+        try:
+            skins[id(neuron)] = _skin(neuron, skin_type)
+        except (TypeError, ValueError) as error:
+            del instances[listed:]  # snnTorch lists every neuron it builds: none of these is left built
+            raise ValueError(
+                f"{name or 'net'} ({type(neuron).__name__}) cannot become a {skin_type.__name__}: {error}"
+            ) from error
+    return _swapped_copy(net, skins)
 
 
 # -- surrogates in snnTorch's factory style -----------------------------------------------
