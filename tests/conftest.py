@@ -31,6 +31,16 @@ def smooth() -> SmoothSpike:
     return SmoothSpike()
 
 
+@pytest.fixture
+def float64():
+    """Build and run in float64 (the default dtype), so that a framework's neuron and ours compute with the same
+    numbers, not float32 ones cast up."""
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(previous)
+
+
 @pytest.fixture(autouse=True)
 def _seed() -> None:
     torch.manual_seed(0)

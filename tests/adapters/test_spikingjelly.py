@@ -69,15 +69,6 @@ def twins(
     return ours(C, **kwargs, **common, **own), theirs(**kwargs, v_reset=None, detach_reset=True, **common)
 
 
-@pytest.fixture
-def float64():
-    """Build in float64, so that both nodes' decays are the same numbers (not float32 ones cast up)."""
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(previous)
-
-
 def inputs(steps: int = 9, batch: int = 4) -> torch.Tensor:
     return torch.rand(steps, batch, C, dtype=torch.float64) * 2.5
 

@@ -26,15 +26,6 @@ C = 5
 ARGS = {"c_decay": 0.3, "v_decay": 0.6, "v_threshold": 0.4}
 
 
-@pytest.fixture
-def float64():
-    """Build and run in float64, so that both nodes compute with the same numbers."""
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(previous)
-
-
 def theirs(step_mode: str = "s", **kwargs) -> nn.Module:
     """SpikingJelly's ``CUBALIFNode`` with the soft reset ours computes (its constructor takes no ``detach_reset``
     nor ``step_mode``: set as attributes)."""

@@ -18,11 +18,11 @@ from snn_parallel.adapters import spikingjelly as sjn  # noqa: E402
 from spikingjelly.activation_based import functional, layer, neuron  # noqa: E402
 from spikingjelly.activation_based import surrogate as sj_surrogate  # noqa: E402
 from spikingjelly.activation_based.model import parametric_lif_net  # noqa: E402
+from test_spikingjelly_to_spikingjelly import HAS_CUBA, _input, _loss, _run  # noqa: E402
 
 if sjn.SJ2:  # the fixture that imports SpikingJelly 2.0's examples, their missing imports stubbed
     from test_spikingjelly_examples import example  # noqa: E402, F401
 
-HAS_CUBA = hasattr(neuron, "CUBALIFNode")
 V_TH = 0.3
 
 
@@ -54,27 +54,6 @@ PAIRS = [
 ]
 #: the learned decay, whose gradient ours computes without the reset's part (see DecoupledParametricLIFNode)
 DECAYS = (".w", ".decay_logit")
-
-
-@pytest.fixture
-def float64():
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(previous)
-
-
-def _run(net: nn.Module, x: torch.Tensor, step_mode: str) -> torch.Tensor:
-    functional.set_step_mode(net, step_mode)
-    return net(x) if step_mode == "m" else torch.stack([net(x_t) for x_t in x])
-
-
-def _loss(out: torch.Tensor) -> torch.Tensor:
-    return (out * torch.linspace(-1, 1, out.numel()).view_as(out)).sum()
-
-
-def _input(shape: tuple[int, ...], scale: float = 2.0, seed: int = 0) -> torch.Tensor:
-    return torch.rand(*shape, generator=torch.Generator().manual_seed(seed)) * scale
 
 
 def _trained_zoo_network(theirs: type, kwargs: dict, x: torch.Tensor) -> nn.Module:

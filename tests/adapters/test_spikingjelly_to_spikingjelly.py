@@ -52,14 +52,6 @@ PAIRS = [
 ]
 
 
-@pytest.fixture
-def float64():
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(previous)
-
-
 def _run(net: nn.Module, x: torch.Tensor, step_mode: str) -> torch.Tensor:
     functional.set_step_mode(net, step_mode)
     return net(x) if step_mode == "m" else torch.stack([net(x_t) for x_t in x])
