@@ -998,6 +998,22 @@ class DecoupledParametricLIFNode(_LeakyNode):
         super()._load_from_state_dict(state_dict, prefix, *args)
 
 
+def _decay_attribute(name: str, tau: str, logit: str, learn: str, doc: str) -> property:
+    """A node's decay ``name`` read and assigned as on SpikingJelly's node (``doc``): a float in (0, 1), which the
+    core holds as its time constant ``tau`` and its logit ``logit`` (learned as its flag ``learn`` says); assigning
+    it acts from the next step."""
+
+    def read(node: SpikingJellyNode) -> float:
+        return node._decays[name]
+
+    def write(node: SpikingJellyNode, value: float) -> None:
+        setattr(node.core, tau, _decay_time_constant(value, name))
+        _rebuild_decay(node.core, logit, getattr(node.core, learn))
+        node._decays[name] = float(value)
+
+    return property(read, write, doc=f"{doc}; assigning it acts from the next step.")
+
+
 class DecoupledCUBALIFNode(SpikingJellyNode):
     r"""SpikingJelly 2.0's current-based LIF ``CUBALIFNode`` with a soft reset (``v_reset=None``, ``detach_reset=True``)
     around :class:`snn_parallel.SynapticLIF` (:mod:`snn_parallel.neurons.synaptic`), trained in parallel:
@@ -1057,27 +1073,12 @@ class DecoupledCUBALIFNode(SpikingJellyNode):
         super().__init__(core, SOFT_DETACHED, v_reset, detach_reset, step_mode, store_v_seq, backend)
         self._decays = {"c_decay": float(c_decay), "v_decay": float(v_decay)}
 
-    @property
-    def c_decay(self) -> float:
-        """The synaptic current's decay, as ``CUBALIFNode.c_decay``; assigning it acts from the next step."""
-        return self._decays["c_decay"]
-
-    @c_decay.setter
-    def c_decay(self, value: float) -> None:
-        self.core.tau_syn = _decay_time_constant(value, "c_decay")
-        _rebuild_decay(self.core, "syn_decay_logit", self.core.learn_syn_decay)
-        self._decays["c_decay"] = float(value)
-
-    @property
-    def v_decay(self) -> float:
-        """The membrane's decay, as ``CUBALIFNode.v_decay``; assigning it acts from the next step."""
-        return self._decays["v_decay"]
-
-    @v_decay.setter
-    def v_decay(self, value: float) -> None:
-        self.core.tau = _decay_time_constant(value, "v_decay")
-        _rebuild_decay(self.core, "decay_logit", self.core.learn_decay)
-        self._decays["v_decay"] = float(value)
+    c_decay = _decay_attribute(
+        "c_decay", "tau_syn", "syn_decay_logit", "learn_syn_decay", "The current's decay, as ``CUBALIFNode.c_decay``"
+    )
+    v_decay = _decay_attribute(
+        "v_decay", "tau", "decay_logit", "learn_decay", "The membrane's decay, as ``CUBALIFNode.v_decay``"
+    )
 
     @property
     def c(self) -> torch.Tensor | None:
