@@ -15,6 +15,8 @@ SNIPPETS = sorted((Path(__file__).parent.parent / "docs_snippets").glob("*.py"))
 NEEDS = {
     "snntorch_swap": ("snntorch",),
     "snntorch_synaptic_swap": ("snntorch",),
+    "snntorch_round_trip": ("snntorch",),
+    "spikingjelly_round_trip": ("spikingjelly",),
     "spikingjelly_swap": ("spikingjelly",),
     "learners": ("spikingjelly", "sklearn"),
     "quickstart_snntorch": ("snntorch", "sklearn"),
@@ -45,6 +47,8 @@ PAGES = {
     "quickstart_spikingjelly": "README.md",
     "snntorch_swap": "docs/compatibility.md",
     "snntorch_synaptic_swap": "docs/neurons/synaptic.md",
+    "snntorch_round_trip": "docs/compatibility.md",
+    "spikingjelly_round_trip": "docs/compatibility.md",
     "spikingjelly_swap": "docs/compatibility.md",
     "learners": "docs/learners/index.md",
     "tsslbp": "docs/learners/tsslbp.md",
