@@ -18,42 +18,10 @@ from snn_parallel.adapters import spikingjelly as sjn  # noqa: E402
 from spikingjelly.activation_based import functional, layer, neuron  # noqa: E402
 from spikingjelly.activation_based import surrogate as sj_surrogate  # noqa: E402
 from spikingjelly.activation_based.model import parametric_lif_net  # noqa: E402
-from test_spikingjelly_to_spikingjelly import HAS_CUBA, _input, _loss, _run  # noqa: E402
+from test_spikingjelly_to_spikingjelly import DECAYS, PAIRS, V_TH, _input, _loss, _run, _soft  # noqa: E402
 
 if sjn.SJ2:  # the fixture that imports SpikingJelly 2.0's examples, their missing imports stubbed
     from test_spikingjelly_examples import example  # noqa: E402, F401
-
-V_TH = 0.3
-
-
-def _soft(cls: type) -> type:
-    """SpikingJelly's node ``cls`` built with the reset ours compute: ``v_reset=None`` and ``detach_reset=True``
-    (``CUBALIFNode`` takes the latter as an attribute only)."""
-
-    def build(**kwargs) -> nn.Module:
-        node = cls(v_reset=None, **kwargs)
-        node.detach_reset = True
-        return node
-
-    return build
-
-
-#: (SpikingJelly's node, the arguments it takes, our node the conversion gives)
-PAIRS = [
-    pytest.param(neuron.IFNode, {}, sjn.DecoupledIFNode, id="if"),
-    pytest.param(neuron.LIFNode, {"tau": 2.0}, sjn.DecoupledLIFNode, id="lif"),
-    pytest.param(neuron.LIFNode, {"tau": 3.0, "decay_input": False}, sjn.DecoupledLIFNode, id="lif_no_decay_input"),
-    pytest.param(neuron.ParametricLIFNode, {"init_tau": 2.0}, sjn.DecoupledParametricLIFNode, id="plif"),
-    pytest.param(
-        getattr(neuron, "CUBALIFNode", None),
-        {"c_decay": 0.4},
-        sjn.DecoupledCUBALIFNode,
-        id="cuba",
-        marks=pytest.mark.skipif(not HAS_CUBA, reason="SpikingJelly 0.0.0.0.14 has no CUBALIFNode (2.0 has)"),
-    ),
-]
-#: the learned decay, whose gradient ours computes without the reset's part (see DecoupledParametricLIFNode)
-DECAYS = (".w", ".decay_logit")
 
 
 def _trained_zoo_network(theirs: type, kwargs: dict, x: torch.Tensor) -> nn.Module:
@@ -84,8 +52,8 @@ def _outputs_and_gradients(net: nn.Module, x: torch.Tensor, step_mode: str) -> t
     return out, xg.grad, *(p.grad for name, p in net.named_parameters() if not name.endswith(DECAYS))
 
 
-@pytest.mark.parametrize("theirs, kwargs, ours", PAIRS)
-def test_a_trained_zoo_network_converts_and_computes_the_same(float64, theirs, kwargs, ours):
+@pytest.mark.parametrize("ours, theirs, kwargs", PAIRS)
+def test_a_trained_zoo_network_converts_and_computes_the_same(float64, ours, theirs, kwargs):
     """The key use case: a zoo network trained with SpikingJelly's nodes (PLIF's ``w`` learned), converted: the same
     outputs, input gradients and weight gradients in both step modes; SpikingJelly's network is left as it was."""
     x = _input((4, 2, 1, 28, 28))
@@ -116,8 +84,8 @@ def test_a_trained_zoo_network_converts_and_computes_the_same(float64, theirs, k
             assert mine.core.decay_logit.grad is not None and mine.core.decay_logit is not their.w
 
 
-@pytest.mark.parametrize("theirs, kwargs, ours", PAIRS)
-def test_the_round_trip_gives_spikingjellys_state_dict_and_outputs(float64, theirs, kwargs, ours):
+@pytest.mark.parametrize("ours, theirs, kwargs", PAIRS)
+def test_the_round_trip_gives_spikingjellys_state_dict_and_outputs(float64, ours, theirs, kwargs):
     """``to_spikingjelly(from_spikingjelly(theirs))`` holds SpikingJelly's nodes again, with theirs' state dict
     (the same keys and values) and outputs."""
     x = _input((4, 2, 1, 28, 28))
@@ -134,9 +102,9 @@ def test_the_round_trip_gives_spikingjellys_state_dict_and_outputs(float64, thei
     torch.testing.assert_close(outs[1], outs[0], rtol=0, atol=1e-12)
 
 
-@pytest.mark.parametrize("theirs, kwargs, ours", PAIRS)
+@pytest.mark.parametrize("ours, theirs, kwargs", PAIRS)
 @pytest.mark.parametrize("step_mode", ["s", "m"])
-def test_a_sequence_stopped_mid_way_goes_on_in_our_node(float64, theirs, kwargs, ours, step_mode):
+def test_a_sequence_stopped_mid_way_goes_on_in_our_node(float64, ours, theirs, kwargs, step_mode):
     """The memories (``v``, CUBA's ``c``) are carried, detached: the copy goes on from where SpikingJelly's node
     stopped, with the same spikes, memories and input gradients."""
     node = _soft(theirs)(v_threshold=V_TH, **kwargs)
@@ -162,8 +130,8 @@ def test_a_sequence_stopped_mid_way_goes_on_in_our_node(float64, theirs, kwargs,
         torch.testing.assert_close(b, a, rtol=0, atol=1e-12)
 
 
-@pytest.mark.parametrize("theirs, kwargs, ours", PAIRS)
-def test_memories_of_one_sample_without_a_batch_dim_are_carried(float64, theirs, kwargs, ours):
+@pytest.mark.parametrize("ours, theirs, kwargs", PAIRS)
+def test_memories_of_one_sample_without_a_batch_dim_are_carried(float64, ours, theirs, kwargs):
     """SpikingJelly's node stepped on ``[features]`` (nn.Linear's unbatched input) holds ``v`` ``[features]``: the
     copy takes it and goes on as SpikingJelly's node does."""
     node = _soft(theirs)(v_threshold=V_TH, **kwargs)
