@@ -302,12 +302,28 @@ class OTTTTrainer(Trainer):
     that part of :math:`\beta`'s gradient as one more eligibility,
     :math:`\partial b_{t+1}/\partial\beta = \beta\,\partial b_t/\partial\beta + b_t`, so it is BPTT's too.
 
+    A membrane of higher order in its input is a cascade of such stages
+    (:meth:`~snn_parallel.neurons.Neuron.linear_stages`), :math:`h^{(k)}_t = \rho_k h^{(k)}_{t-1} + g_k h^{(k-1)}_t`
+    from :math:`h^{(0)}_t = c_t`: ``SynapticLIF``'s current :math:`i_t = \alpha i_{t-1} + c_t` before its membrane
+    :math:`u'_t = \beta u'_{t-1} + g\, i_t`. The trace then keeps one eligibility per stage and synapse, each
+    filtering the one before,
+
+    .. math::
+
+        e^{(k)}_{ij,t} = \rho_{k,i}\, e^{(k)}_{ij,t-1} + e^{(k-1)}_{ij,t}, \quad e^{(0)}_{ij,t} = s_{j,t}, \qquad
+        \nabla W_{ij} = \sum_t \delta_{i,t}\, \mathrm{Re}\, e^{(K)}_{ij,t},
+
+    and the derivatives of every stage :math:`j \ge k` in :math:`\rho_k` and :math:`g_k` (the same cascade, fed
+    :math:`h^{(k)}_{t-1}` and :math:`h^{(k-1)}_t` at stage :math:`k`): for one layer of ``SynapticLIF`` every
+    gradient, :math:`\alpha`'s, :math:`\beta`'s and the threshold's included, is BPTT's, at two ``[B, out, in]``
+    traces per synapse.
+
     Args:
         variant: ``"A"`` accumulates gradients over the sequence and steps once;
             ``"O"`` steps the optimizer after every step that carries a loss.
         trace: ``"presynaptic"`` (the paper's :math:`\hat a_t`, any synapse) or ``"neuron"``
             (the per-synapse traces above; ``Linear`` synapses directly followed by a neuron
-            with a linear membrane: PRF and ``DecoupledLIF``, their adapters, and SpikingJelly's
+            with a linear membrane: PRF, ``DecoupledLIF`` and ``SynapticLIF``, their adapters, and SpikingJelly's
             ``LIFNode`` and ``ParametricLIFNode``).
         trace_decay: :math:`\lambda` of the presynaptic trace (``1 - 1/tau``; default 0.5,
             the paper's tau = 2).
