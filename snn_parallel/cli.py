@@ -222,7 +222,7 @@ def _neuron_trace_refusal(neuron: str) -> str | None:
     from . import registry
     from .learners.experiments import DIGITS_NEURONS
 
-    linear = [name for name in DIGITS_NEURONS if registry.build(name, 1).linear_response() is not None]
+    linear = [name for name in DIGITS_NEURONS if registry.build(name, 1).linear_stages() is not None]
     if neuron in linear:
         return None
     return (

@@ -253,12 +253,11 @@ def test_cli_train_scores_several_rates_on_the_validation_share_and_names_the_be
         (["train", "--valid", "0.001"], "--valid 0.001: valid_fraction=0.001 cannot give a stratified split"),
         (
             ["train", "row", "ottt", "--trace", "neuron", "--neuron", "dsn", "--epochs", "1"],
-            "--trace neuron needs a membrane linear in its input (--neuron lif, prf or prf_fixed); "
+            "--trace neuron needs a membrane linear in its input (--neuron lif, prf, prf_fixed or synaptic); "
             "--neuron dsn has none",
         ),
         (["train", "--trace", "neuron", "--neuron", "brf"], "--neuron brf has none (use --trace presynaptic)"),
         (["train", "pixel", "ottt", "--trace", "neuron", "--neuron", "adlif"], "--neuron adlif has none"),
-        (["train", "row", "ottt", "--trace", "neuron", "--neuron", "synaptic"], "--neuron synaptic has none"),
         (["bench", "--rules", "bptt"], "--rules is for --learners"),
         (
             ["bench", "--json", "missing-folder/bench.json"],

@@ -208,6 +208,11 @@ class Driver:
     def set_state(self, state: Any) -> None:
         raise NotImplementedError
 
+    def linear_stages(self) -> tuple[tuple[torch.Tensor, torch.Tensor], ...] | None:
+        """The neuron's membrane as linear stages (:meth:`Neuron.linear_stages
+        <snn_parallel.neurons.Neuron.linear_stages>`); ``None`` where it has none."""
+        return None
+
 
 class CoreDriver(Driver):
     """An snn_parallel neuron, or an adapter holding one as ``.core``; the state is held here."""
@@ -277,9 +282,8 @@ class CoreDriver(Driver):
     def set_state(self, state: Any) -> None:
         self.state = state
 
-    def linear_response(self) -> tuple[torch.Tensor, torch.Tensor] | None:
-        """See :meth:`Neuron.linear_response <snn_parallel.neurons.Neuron.linear_response>`."""
-        return self.core.linear_response()
+    def linear_stages(self) -> tuple[tuple[torch.Tensor, torch.Tensor], ...] | None:
+        return self.core.linear_stages()
 
 
 @contextlib.contextmanager
@@ -335,8 +339,8 @@ class MemoryDriver(Driver):
     def set_state(self, state: Any) -> None:
         self.module._memories.update(state)
 
-    def linear_response(self) -> tuple[torch.Tensor, torch.Tensor] | None:
-        """``(1 - 1/tau, 1/tau)`` of SpikingJelly's LIF nodes (gain 1 without ``decay_input``; the
+    def linear_stages(self) -> tuple[tuple[torch.Tensor, torch.Tensor], ...] | None:
+        """The one stage ``(1 - 1/tau, 1/tau)`` of SpikingJelly's LIF nodes (gain 1 without ``decay_input``; the
         membrane is reset, so only the synapses' traces are exact); ``None`` for other nodes."""
         kinds = {cls.__name__ for cls in type(self.module).__mro__}
         if "ParametricLIFNode" in kinds:
@@ -345,7 +349,7 @@ class MemoryDriver(Driver):
             rate = torch.tensor(1 / self.module.tau, dtype=torch.float64)
         else:
             return None
-        return 1 - rate, rate if getattr(self.module, "decay_input", True) else torch.ones_like(rate)
+        return ((1 - rate, rate if getattr(self.module, "decay_input", True) else torch.ones_like(rate)),)
 
 
 class RecurrentDriver(Driver):

@@ -16,6 +16,7 @@ OTTT          :math:`O(1)` + one trace     1 (``variant="A"``) or T (``variant="
 
 from __future__ import annotations
 
+import math
 from typing import Any, NamedTuple
 
 import torch
@@ -301,12 +302,28 @@ class OTTTTrainer(Trainer):
     that part of :math:`\beta`'s gradient as one more eligibility,
     :math:`\partial b_{t+1}/\partial\beta = \beta\,\partial b_t/\partial\beta + b_t`, so it is BPTT's too.
 
+    A membrane of higher order in its input is a cascade of such stages
+    (:meth:`~snn_parallel.neurons.Neuron.linear_stages`), :math:`h^{(k)}_t = \rho_k h^{(k)}_{t-1} + g_k h^{(k-1)}_t`
+    from :math:`h^{(0)}_t = c_t`: ``SynapticLIF``'s current :math:`i_t = \alpha i_{t-1} + c_t` before its membrane
+    :math:`u'_t = \beta u'_{t-1} + g\, i_t`. The trace then keeps one eligibility per stage and synapse, each
+    filtering the one before,
+
+    .. math::
+
+        e^{(k)}_{ij,t} = \rho_{k,i}\, e^{(k)}_{ij,t-1} + e^{(k-1)}_{ij,t}, \quad e^{(0)}_{ij,t} = s_{j,t}, \qquad
+        \nabla W_{ij} = \sum_t \delta_{i,t}\, \mathrm{Re}\, e^{(K)}_{ij,t},
+
+    and the derivatives of every stage :math:`j \ge k` in :math:`\rho_k` and :math:`g_k` (the same cascade, fed
+    :math:`h^{(k)}_{t-1}` and :math:`h^{(k-1)}_t` at stage :math:`k`): for one layer of ``SynapticLIF`` every
+    gradient, :math:`\alpha`'s, :math:`\beta`'s and the threshold's included, is BPTT's, at two ``[B, out, in]``
+    traces per synapse.
+
     Args:
         variant: ``"A"`` accumulates gradients over the sequence and steps once;
             ``"O"`` steps the optimizer after every step that carries a loss.
         trace: ``"presynaptic"`` (the paper's :math:`\hat a_t`, any synapse) or ``"neuron"``
             (the per-synapse traces above; ``Linear`` synapses directly followed by a neuron
-            with a linear membrane: PRF and ``DecoupledLIF``, their adapters, and SpikingJelly's
+            with a linear membrane: PRF, ``DecoupledLIF`` and ``SynapticLIF``, their adapters, and SpikingJelly's
             ``LIFNode`` and ``ParametricLIFNode``).
         trace_decay: :math:`\lambda` of the presynaptic trace (``1 - 1/tau``; default 0.5,
             the paper's tau = 2).
@@ -384,7 +401,7 @@ class OTTTTrainer(Trainer):
                     f"trace='neuron' needs each traced synapse directly followed by its neuron; {path} is not"
                 )
             driver = self.network.driver(self.model.get_submodule(structure.feeds[path]))
-            if not hasattr(driver, "linear_response") or driver.linear_response() is None:
+            if driver.linear_stages() is None:
                 raise ValueError(
                     f"trace='neuron': the neuron after {path} ({type(driver.module).__name__}) has no membrane linear "
                     "in its input to build traces from (use trace='presynaptic')"
@@ -410,41 +427,89 @@ class OTTTTrainer(Trainer):
 
     def _neuron_traced(self, key: tuple[str, int], module: nn.Linear, x: torch.Tensor) -> torch.Tensor:
         driver = self._traced[key[0]]
-        rho, gain = driver.linear_response()
-        dtype = x.dtype if not rho.is_complex() else (torch.complex128 if x.dtype == torch.float64 else torch.complex64)
-        rho, gain = rho.to(x.device, dtype), gain.to(x.device, x.dtype)  # [out] or scalars
-        decay = rho.detach()
+        stages = driver.linear_stages()
+        wide = torch.complex128 if x.dtype == torch.float64 else torch.complex64
+        rhos = [rho.to(x.device, wide if rho.is_complex() else x.dtype) for rho, _ in stages]  # [out] or scalars
+        gains = [gain.to(x.device, x.dtype) for _, gain in stages]
+        decays, fixed = [rho.detach() for rho in rhos], [gain.detach() for gain in gains]
+        scale = math.prod(fixed)  # how the current c_t reaches the last stage within the step
         old = self._traces.get(key)
         if old is None:
-            zeros = x.new_zeros(*x.shape[:-1], module.out_features, dtype=dtype)
-            synapses = x.new_zeros(()).expand(*zeros.shape, x.shape[-1])
-            old = _Eligibility(synapses, synapses if decay.is_complex() else None, zeros, zeros, zeros, zeros, zeros)
-        weight_re, weight_im = self._filter_synapses(decay, old.weight_re, old.weight_im, x.detach().unsqueeze(-2))
-        bias = decay * old.bias + 1
-        current = _TracedLinear.apply(x, module.weight, module.bias, weight_re, bias.real)
+            old = self._at_rest(x, module.out_features, decays)
+        # e^(k) = rho_k e^(k)_{t-1} + e^(k-1)_t from e^(0) = s_t, each stage on the previous one's new value
+        weights, drive = [], x.detach().unsqueeze(-2)
+        for decay, (re, im) in zip(decays, old.weights, strict=True):
+            re, im = self._filter_synapses(decay, re, im, drive)
+            weights.append((re, im))
+            drive = re
+        bias = self._cascade(decays, None, old.bias, 1)  # the bias: a synapse from a constant 1
+        current = _TracedLinear.apply(x, module.weight, module.bias, weights[-1][0], bias[-1].real)
         drive = current.detach()
-        pending = self._pending_resets(driver, rho)
+        membrane = self._cascade(decays, fixed, old.membrane, fixed[0] * drive)
+        inputs = (drive, *membrane[:-1])  # h^(k-1)_t, what g_k scales
+        # dh^(j)_t/d(rho_k, g_k) for the stages j >= k, fed by h^(k)_{t-1} and h^(k-1)_t at stage k
+        d_rho = tuple(self._cascade(decays[k:], fixed[k:], old.d_rho[k], old.membrane[k]) for k in range(len(rhos)))
+        d_gain = tuple(self._cascade(decays[k:], fixed[k:], old.d_gain[k], inputs[k]) for k in range(len(rhos)))
+        pending = self._pending_resets(driver, rhos[-1])
         self._traces[key] = _Eligibility(
-            weight_re,
-            weight_im,
+            tuple(weights),
             bias,
-            decay * old.membrane + gain.detach() * drive,
-            decay * old.d_rho + old.membrane,
-            decay * old.d_gain + drive,
-            old.d_reset if pending is None else decay * old.d_reset + pending,
+            membrane,
+            d_rho,
+            d_gain,
+            old.d_reset if pending is None else decays[-1] * old.d_reset + pending,
         )
-        if isinstance(driver, CoreDriver) and (rho.requires_grad or gain.requires_grad):
-            # the neuron's own step gives the instantaneous part of dh_t/d(rho, g), (h_{t-1}, c_t); add the
-            # part carried from earlier steps, rho dh_{t-1}/d(rho, g), as a zero-valued term on the current
-            carried = (rho * (decay * old.d_rho) + gain * (decay * old.d_gain)).real
-            current = current + (carried - carried.detach()) / gain.detach()
+        if isinstance(driver, CoreDriver) and any(p.requires_grad for p in (*rhos, *gains)):
+            # the neuron's own step gives the instantaneous part of dh^(K)_t/d(rho_k, g_k) (its state enters
+            # detached); add the part carried from earlier steps, the same cascade with nothing new fed in at
+            # this step, as a zero-valued term on the current
+            carried = sum(
+                (
+                    (rhos[k] - decays[k]) * self._cascade(decays[k:], fixed[k:], old.d_rho[k], 0)[-1]
+                    + (gains[k] - fixed[k]) * self._cascade(decays[k:], fixed[k:], old.d_gain[k], 0)[-1]
+                ).real
+                for k in range(len(rhos))
+            )
+            current = current + carried / scale
         threshold_term = self._carried_threshold(driver) if isinstance(driver, CoreDriver) else None
         if threshold_term is not None:
-            current = current + threshold_term / gain.detach()
+            current = current + threshold_term / scale
         if pending is not None:
-            # the resets' part of dh_t/d(rho), -db_t/d(rho), as a zero-valued term on the current
-            current = current - (rho - decay) * old.d_reset / gain.detach()
+            # the resets' part of dh_t/d(rho_K), -db_t/d(rho_K), as a zero-valued term on the current
+            current = current - (rhos[-1] - decays[-1]) * old.d_reset / scale
         return current
+
+    @staticmethod
+    def _at_rest(x: torch.Tensor, out: int, decays: list[torch.Tensor]) -> _Eligibility:
+        """The eligibilities before the first step: zeros (complex where a stage's decay is)."""
+        dtype = x.dtype if not any(d.is_complex() for d in decays) else decays[-1].dtype
+        zeros = x.new_zeros(*x.shape[:-1], out, dtype=dtype)
+        synapses = x.new_zeros(()).expand(*zeros.shape, x.shape[-1])
+        count = len(decays)
+        per_parameter = tuple((zeros,) * (count - k) for k in range(count))
+        return _Eligibility(
+            tuple((synapses, synapses if d.is_complex() else None) for d in decays),
+            (zeros,) * count,
+            (zeros,) * count,
+            per_parameter,
+            per_parameter,
+            zeros,
+        )
+
+    @staticmethod
+    def _cascade(
+        decays: list[torch.Tensor],
+        gains: list[torch.Tensor] | None,
+        old: tuple[torch.Tensor, ...],
+        feed: torch.Tensor | float,
+    ) -> tuple[torch.Tensor, ...]:
+        r"""One step of a cascade of first-order filters, :math:`y_1 = \rho_1 y_{1,t-1} + f_t` and
+        :math:`y_j = \rho_j y_{j,t-1} + g_j y_{j-1,t}` for the later stages (``gains=None``: all 1)."""
+        chain: list[torch.Tensor] = []
+        for j, (decay, previous) in enumerate(zip(decays, old, strict=True)):
+            into = feed if j == 0 else chain[-1] if gains is None else gains[j] * chain[-1]
+            chain.append(decay * previous + into)
+        return tuple(chain)
 
     @staticmethod
     def _pending_resets(driver: Driver | None, rho: torch.Tensor) -> torch.Tensor | None:
@@ -514,15 +579,16 @@ class OTTTTrainer(Trainer):
 
 
 class _Eligibility(NamedTuple):
-    """What ``OTTTTrainer(trace="neuron")`` carries per synapse layer, each ``[..., out]`` unless noted."""
+    """What ``OTTTTrainer(trace="neuron")`` carries per synapse layer, one entry per stage :math:`k` of its neuron's
+    membrane (:meth:`~snn_parallel.neurons.Neuron.linear_stages`), each ``[..., out]`` unless noted."""
 
-    weight_re: torch.Tensor  #: Re e_ij, ``[..., out, in]``
-    weight_im: torch.Tensor | None  #: Im e_ij (``None`` for a real decay)
-    bias: torch.Tensor  #: e_i of the bias
-    membrane: torch.Tensor  #: h_t, the reset-free membrane
-    d_rho: torch.Tensor  #: dh_t / d rho
-    d_gain: torch.Tensor  #: dh_t / d g
-    d_reset: torch.Tensor  #: db_t / d rho, the pending resets' (zero unless they decay with a learned rho)
+    #: (Re, Im) e^(k)_ij, each ``[..., out, in]`` (Im: ``None`` for a real rho_k)
+    weights: tuple[tuple[torch.Tensor, torch.Tensor | None], ...]
+    bias: tuple[torch.Tensor, ...]  #: e^(k)_i of the bias
+    membrane: tuple[torch.Tensor, ...]  #: h^(k)_t, the reset-free stages
+    d_rho: tuple[tuple[torch.Tensor, ...], ...]  #: d_rho[k][i] = dh^(k+i)_t / d rho_k
+    d_gain: tuple[tuple[torch.Tensor, ...], ...]  #: d_gain[k][i] = dh^(k+i)_t / d g_k
+    d_reset: torch.Tensor  #: db_t / d rho_K, the pending resets' (zero unless they decay with a learned rho_K)
 
 
 class _TracedLinear(torch.autograd.Function):

@@ -268,8 +268,24 @@ class Neuron(nn.Module):
         each ``[C]`` or a scalar, differentiable in the neuron's parameters), the spike being
         driven by :math:`\mathrm{Re}\, h_t`. ``None`` (the default) where the membrane is not
         linear, e.g. a decay that depends on the input. OTTT's ``trace="neuron"`` builds its
-        eligibility traces from it."""
+        eligibility traces from it (through :meth:`linear_stages`)."""
         return None
+
+    def linear_stages(self) -> tuple[tuple[torch.Tensor, torch.Tensor], ...] | None:
+        r"""The membrane as a cascade of first-order linear filters of its input, resets aside: per stage
+        :math:`k = 1..K` a per-channel ``(rho_k, gain_k)`` (each ``[C]`` or a scalar, differentiable in the
+        neuron's parameters) of
+
+        .. math::
+
+            h^{(k)}_t = \rho_k\, h^{(k)}_{t-1} + g_k\, h^{(k-1)}_t, \qquad h^{(0)}_t = c_t,
+
+        the spike being driven by :math:`\mathrm{Re}\, h^{(K)}_t`; only the last stage's :math:`\rho_K` may be
+        complex. The default is the one stage of :meth:`linear_response` (``None`` where that is ``None``); a
+        synaptic current before the membrane is a stage of its own (:class:`~snn_parallel.neurons.SynapticLIF`).
+        OTTT's ``trace="neuron"`` builds its eligibility traces from it."""
+        response = self.linear_response()
+        return None if response is None else (response,)
 
     # -- lazy feature count ----------------------------------------------------------------
     def materialize(self, features: int) -> None:

@@ -126,8 +126,17 @@ class SynapticLIF(DecoupledLIF):
 
     def linear_response(self) -> None:
         """``None``: the membrane is second order in its input (the current is a filter of its own), which the
-        first-order form :math:`h_t = \\rho h_{t-1} + g c_t` of OTTT's ``trace="neuron"`` cannot express."""
+        first-order form :math:`h_t = \\rho h_{t-1} + g c_t` cannot express; :meth:`linear_stages` gives its two
+        stages."""
         return None
+
+    def linear_stages(self) -> tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
+        r"""The current and the reset-free membrane as two first-order stages, :math:`((\alpha, 1), (\beta, g))`:
+        :math:`i_t = \alpha\, i_{t-1} + x_t` and :math:`u'_t = \beta\, u'_{t-1} + g\, i_t`, with the input gain
+        :math:`g = 1 - \beta` where ``decay_input`` and 1 otherwise (OTTT's ``trace="neuron"`` builds its
+        eligibility traces from them)."""
+        alpha = self.alpha
+        return (alpha, torch.ones_like(alpha)), self._decay_and_gain()
 
     def init_state(self, x_t: torch.Tensor) -> SynapticLIFState:
         zeros = torch.zeros_like(x_t)

@@ -448,11 +448,6 @@ def test_ottt_neuron_trace_in_recurrent_and_deep_networks():
             {},
             r"after 0 \(DynamicDecay\) has no membrane linear in its input",
         ),
-        (  # second order: its current is a filter of its own, which a first-order trace cannot carry
-            lambda: nn.Sequential(nn.Linear(4, 6), SynapticLIF(6), nn.Linear(6, 3)),
-            {},
-            r"after 0 \(SynapticLIF\) has no membrane linear in its input",
-        ),
         (
             lambda: nn.Sequential(nn.Unflatten(-1, (1, 4)), nn.Conv1d(1, 2, 3), PRF(2), nn.Flatten(), nn.Linear(4, 3)),
             {},

@@ -190,5 +190,25 @@ def test_bad_inputs_are_named():
         neuron(x, state._replace(current=torch.full((2, 3), float("nan"))))
 
 
-def test_ottt_neuron_traces_are_refused_for_a_second_order_membrane():
-    assert SynapticLIF(2).linear_response() is None
+@pytest.mark.parametrize("decay_input", [False, True])
+def test_linear_stages_are_the_current_and_the_reset_free_membrane(decay_input):
+    r"""Two first-order stages, :math:`((\alpha, 1), (\beta, g))` (:math:`g = 1 - \beta` with ``decay_input``), not
+    one (``linear_response`` is ``None``): filtering the input through them gives the membrane of a neuron that never
+    resets, :math:`i_t = \alpha i_{t-1} + x_t`, :math:`u_t = \beta u_{t-1} + g\, i_t`."""
+    neuron = SynapticLIF(3, tau_syn=4.0, tau=2.0, learn_decay=True, reset=False).double()
+    neuron.decay_input = decay_input
+    assert neuron.linear_response() is None
+    (alpha, unit), (beta, gain) = neuron.linear_stages()
+    torch.testing.assert_close(alpha, torch.full((3,), 0.75, dtype=torch.float64))
+    torch.testing.assert_close(beta, torch.full((3,), 0.5, dtype=torch.float64))
+    assert torch.equal(unit, torch.ones(3, dtype=torch.float64))
+    torch.testing.assert_close(gain, torch.full((3,), 0.5 if decay_input else 1.0, dtype=torch.float64))
+    assert alpha.requires_grad and beta.requires_grad and gain.requires_grad == decay_input
+    x = torch.rand(10, 2, 3, dtype=torch.float64)
+    _, membrane, _ = neuron(x, return_membrane=True)
+    current, filtered, expected = torch.zeros(2, 3, dtype=torch.float64), torch.zeros(2, 3, dtype=torch.float64), []
+    for x_t in x:
+        current = 0.75 * current + x_t
+        filtered = 0.5 * filtered + (0.5 if decay_input else 1.0) * current
+        expected.append(filtered)
+    torch.testing.assert_close(membrane.detach(), torch.stack(expected))
