@@ -51,7 +51,16 @@ def _run_tutorial(path: Path, cwd: Path, out: Path) -> None:
     assert set(cwd.iterdir()) - before <= {out}, "the tutorial wrote outside SNN_TUTORIAL_OUT"
 
 
-@pytest.mark.parametrize("path", TUTORIALS, ids=[p.stem for p in TUTORIALS])
+#: tutorials whose shrunken run alone takes over a minute on two cores: run with the slow checks (CI runs them,
+#: and the documentation build executes every tutorial again)
+LONG = {"03_online_learning"}
+
+
+@pytest.mark.parametrize(
+    "path",
+    [pytest.param(p, marks=pytest.mark.slow) if p.stem in LONG else p for p in TUTORIALS],
+    ids=[p.stem for p in TUTORIALS],
+)
 def test_tutorial_runs_and_draws(path, tmp_path):
     """From ``tutorials/``, the working directory Jupyter gives a notebook there."""
     _run_tutorial(path, ROOT / "tutorials", tmp_path / "figures")
