@@ -516,6 +516,9 @@ class _CoreSkin:
                 f"reset_delay=True is not supported by {name}: its reset acts within the step that "
                 f"fired, as {self._snntorch_name}(reset_delay=False) does; pass reset_delay=False"
             )
+        # the shape given, in which to_snntorch gives back a threshold the core holds as [C] or 0-d (a plain
+        # attribute, set before snnTorch's __init__ makes this a Module)
+        self._threshold_shape = threshold.shape if isinstance(threshold, torch.Tensor) else torch.Size()
         if self._threshold_per_channel:
             threshold_value = _channel_threshold(threshold)
         else:
@@ -1981,10 +1984,17 @@ def _per_neuron(value: torch.Tensor, shape: torch.Size, spatial: int) -> torch.T
 
 def _snntorch_threshold(skin: _CoreSkin, spatial: int) -> torch.Tensor:
     """The skin's threshold as ``snn.Leaky`` holds it: its buffer in the shape given, or the core's tensor (a lazy
-    core's, not yet built, from the value it will be built from)."""
+    core's, not yet built, from the value it will be built from) in the shape the threshold was given in (``[C, 1,
+    ...]``, ``[1]``) where that holds its values, else ``[C, 1, ...]`` on a layer that ran on feature maps."""
     threshold = skin.threshold
-    if nn.parameter.is_lazy(threshold):
-        threshold = torch.as_tensor(skin.core._threshold_init).to(threshold.device, threshold.dtype)
+    if "threshold" in skin._buffers:
+        return _per_neuron(threshold, torch.Size(), spatial)
+    shape = skin._threshold_shape
+    if nn.parameter.is_lazy(threshold) or not threshold.numel():  # a per-channel buffer is empty until then
+        init = torch.as_tensor(skin.core._threshold_init)
+        threshold = (init.expand(shape) if init.dim() == 0 else init).to(threshold.device, threshold.dtype)
+    if threshold.numel() == shape.numel() and (len(shape) > 1 or spatial == 0 or shape.numel() == 1):
+        return threshold.detach().clone().reshape(shape)
     return _per_neuron(threshold, torch.Size(), spatial)
 
 
@@ -2043,8 +2053,9 @@ def to_snntorch(net: nn.Module) -> nn.Module:
 
     Values: ``beta`` (and ``alpha``) as the skin reads them back, in the shape given (0-d from a number), learned
     where the skin learns them (one learned value a 0-d ``nn.Parameter``, one per channel a per-neuron one);
-    ``threshold`` likewise; a per-channel value held by the core as ``[C]`` becomes ``[C, 1, ...]`` on a layer
-    that ran on feature maps (snnTorch broadcasts elementwise); ``graded_spikes_factor`` (learned or not),
+    ``threshold`` likewise (in the shape given: ``[C, 1, 1]`` stays so, as in ``snn.Leaky``, on a skin never run
+    too); a per-channel value held by the core as ``[C]`` becomes ``[C, 1, ...]`` on a layer that ran on feature
+    maps (snnTorch broadcasts elementwise); ``graded_spikes_factor`` (learned or not),
     ``reset_mechanism``, ``reset_delay``, ``spike_grad`` (a copy), ``surrogate_disable``, ``init_hidden`` and
     ``output`` as the skin's; ``snn.Lapicque``'s ``R``, ``C``, ``time_step`` and ``beta`` buffers as the skin holds
     them. Everything keeps its device and dtype.
