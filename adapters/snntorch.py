@@ -51,7 +51,8 @@ our :class:`~snn_parallel.surrogate.Surrogate` objects keeps its own ``inclusive
 ``surrogate_disable=True`` is snnTorch's: the spikes are the Heaviside step with no gradient through them
 (``spike_grad`` ignored, ``neuron.spike_grad`` snnTorch's bypass), so a loss reaches the weights through ``mem``
 only; ``DecoupledLIF``, :class:`Synaptic` and :class:`Lapicque` then give ``snn.Leaky``'s, ``snn.Synaptic``'s and
-``snn.Lapicque``'s gradients, with ``reset_delay=False`` too (whose spike subtracted carries no gradient then). It is
+``snn.Lapicque``'s gradients, with ``reset_delay=False`` too (whose spike subtracted carries no gradient then; but
+``multistep`` gives a learned decay its gradient through the reset-free membrane, as without the option). It is
 refused where the spike's gradient is not ``spike_grad``'s (``DynamicDecay(spike_mode="integer")``,
 ``PSPLIF(gradient="tsslbp")``). The spikes keep the input's dtype (snnTorch's bypass returns float32).
 
@@ -1518,8 +1519,8 @@ class Synaptic(_CoreSkin, snntorch.Synaptic):
         reset_delay: ``True`` (default, snnTorch's): the reset subtracted one step after the spike, undecayed;
             ``False``: within the step that fired.
         **synaptic_options: ``snn.Synaptic``'s ``surrogate_disable`` (see the module docstring: the gradients are
-            ``snn.Synaptic``'s, ``reset_delay=False`` included), ``inhibition`` and ``state_quant`` (these two at
-            ``False`` only).
+            ``snn.Synaptic``'s, ``reset_delay=False`` included but for the decays' in ``multistep``), ``inhibition``
+            and ``state_quant`` (these two at ``False`` only).
 
     **Contract.** ``forward(input_, syn=None, mem=None)`` is one step and returns ``(spk, syn, mem)`` (``spk``
     alone with ``init_hidden=True, output=False``; passing ``syn`` or ``mem`` then raises ``TypeError``), as
