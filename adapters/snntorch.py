@@ -48,6 +48,13 @@ not compile whole in ``multistep``: its derivative is taken by autograd inside t
 which the graph cannot hold; pass one of our surrogates instead. One of
 our :class:`~snn_parallel.surrogate.Surrogate` objects keeps its own ``inclusive`` flag;
 :func:`multi_gaussian` and :func:`double_gaussian` build them with snnTorch's rule.
+``surrogate_disable=True`` is snnTorch's: the spikes are the Heaviside step with no gradient through them
+(``spike_grad`` ignored, ``neuron.spike_grad`` snnTorch's bypass), so a loss reaches the weights through ``mem``
+only; ``DecoupledLIF``, :class:`Synaptic` and :class:`Lapicque` then give ``snn.Leaky``'s, ``snn.Synaptic``'s and
+``snn.Lapicque``'s gradients, with ``reset_delay=False`` too (whose spike subtracted carries no gradient then; but
+``multistep`` gives a learned decay its gradient through the reset-free membrane, as without the option). It is
+refused where the spike's gradient is not ``spike_grad``'s (``DynamicDecay(spike_mode="integer")``,
+``PSPLIF(gradient="tsslbp")``). The spikes keep the input's dtype (snnTorch's bypass returns float32).
 
 **Reset.** ``DecoupledLIF`` and :class:`Synaptic` reset as snnTorch's default ``snn.Leaky`` and
 ``snn.Synaptic`` do (``reset_delay=True``, their default too): the threshold is subtracted one step after the
@@ -214,8 +221,6 @@ __all__ = [
 _UNUSED_BETA = 0.0
 #: why the options of ``snn.Leaky`` that the neurons cannot express are refused (each accepted at ``False``)
 _UNEXPRESSED = {
-    "surrogate_disable": "the core neuron always backpropagates through spike_grad (the option swaps it for a "
-    "plain Heaviside, whose spikes are the same)",
     "inhibition": "the core neuron has no lateral inhibition (the option lets only the neuron with the largest "
     "membrane of each sample fire at each step)",
     "learn_threshold": "the core neuron's threshold is a constant, not a parameter (assigning neuron.threshold "
@@ -229,7 +234,13 @@ _PER_CHANNEL_SKINS = (
     " (DecoupledLIF, PRF and DynamicDecay take one threshold per channel, and learn it with learn_threshold=True)"
 )
 #: ``snn.Leaky``'s remaining options, each accepted at the value the core expresses
-_LEAKY_OPTIONS = (*_UNEXPRESSED, "graded_spikes_factor", "learn_graded_spikes_factor", "reset_delay")
+_LEAKY_OPTIONS = (
+    *_UNEXPRESSED,
+    "surrogate_disable",
+    "graded_spikes_factor",
+    "learn_graded_spikes_factor",
+    "reset_delay",
+)
 #: ``snn.Synaptic``'s remaining options, each accepted at the value the core expresses
 _SYNAPTIC_OPTIONS = ("surrogate_disable", "inhibition", "state_quant")
 #: the options of snnTorch's other neurons, which a user swapping one of them for a skin may still pass: why not
@@ -244,6 +255,20 @@ _OTHER_NEURONS = {
     "delta_threshold": "{name} takes no delta_threshold, snn.DeltaLeaky's threshold on the change of the membrane "
     "between steps: {name} fires when its membrane exceeds threshold. Pass threshold=..., or keep snn.DeltaLeaky",
 }
+
+
+class _Bypass(Surrogate):
+    """snnTorch's spike function under ``surrogate_disable=True`` (its ``_surrogate_bypass``): the Heaviside step on
+    ``x > 0``, through which no gradient flows (:math:`g'(x) = 0`), so that the spikes are constants to autograd,
+    as snnTorch's comparison is."""
+
+    name = "bypass"
+
+    def __init__(self) -> None:
+        super().__init__(inclusive=False)
+
+    def derivative(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.zeros_like(x)
 
 
 def _one_value(tensor: torch.Tensor) -> bool:
@@ -492,13 +517,21 @@ class _CoreSkin:
                 f"reset_delay=True is not supported by {name}: its reset acts within the step that "
                 f"fired, as {self._snntorch_name}(reset_delay=False) does; pass reset_delay=False"
             )
+        # the shape given, in which to_snntorch gives back a threshold the core holds as [C] or 0-d (a plain
+        # attribute, set before snnTorch's __init__ makes this a Module)
+        self._threshold_shape = threshold.shape if isinstance(threshold, torch.Tensor) else torch.Size()
         if self._threshold_per_channel:
             threshold_value = _channel_threshold(threshold)
         else:
             threshold_value = _scalar(threshold, "threshold", _PER_CHANNEL_SKINS)
-        if spike_grad is None:  # snnTorch's default, which resolves to our ATan(alpha=2, inclusive=False)
-            spike_grad = snntorch.surrogate.atan()
-        core = make_core(resolve(spike_grad, inclusive=False, name="spike_grad"), threshold_value)
+        surrogate_disable = check_bool(options.get("surrogate_disable", False), "surrogate_disable")
+        if surrogate_disable:  # snnTorch then ignores spike_grad, and so does the skin
+            surrogate: Surrogate = _Bypass()
+        else:
+            if spike_grad is None:  # snnTorch's default, which resolves to our ATan(alpha=2, inclusive=False)
+                spike_grad = snntorch.surrogate.atan()
+            surrogate = resolve(spike_grad, inclusive=False, name="spike_grad")
+        core = make_core(surrogate, threshold_value)
         if not isinstance(getattr(core, "v_threshold", None), torch.Tensor):
             # snnTorch's buffer in the shape given (per-neuron for its NIR export); the core takes the value
             buffer = threshold.detach() if isinstance(threshold, torch.Tensor) else torch.as_tensor(threshold_value)
@@ -507,6 +540,7 @@ class _CoreSkin:
         snntorch_arguments = {
             "threshold": buffer,
             "spike_grad": spike_grad,
+            "surrogate_disable": surrogate_disable,
             "init_hidden": options["init_hidden"],
             "output": options["output"],
             "reset_mechanism": reset_mechanism,
@@ -1083,6 +1117,12 @@ class DynamicDecay(LeakyAdapter):
         **leaky_options: Any,
     ) -> None:
         learn_threshold = _learned(threshold, learn_threshold, "learn_threshold")
+        if spike_mode == "integer" and leaky_options.get("surrogate_disable", False) is not False:
+            raise ValueError(
+                "surrogate_disable=True is not supported by DynamicDecay with spike_mode='integer': its spike "
+                "function is the clip-round of integer spikes with its own straight-through gradient, not spike_grad, "
+                "which the option replaces; use spike_mode='binary' or leave surrogate_disable at False"
+            )
 
         def make_core(surrogate: Surrogate, v_threshold: float | torch.Tensor) -> neurons.DynamicDecay:
             return neurons.DynamicDecay(
@@ -1429,6 +1469,12 @@ class PSPLIF(LeakyAdapter):
         decay = _scalar(beta, "beta")
         if not 0 <= decay < 1:
             raise ValueError(f"beta must be in [0, 1), got {decay}")
+        if gradient == "tsslbp" and leaky_options.get("surrogate_disable", False) is not False:
+            raise ValueError(
+                "surrogate_disable=True is not supported by PSPLIF with gradient='tsslbp': multistep then "
+                "backpropagates through the spike times by TSSL-BP's rule, not through spike_grad, which the option "
+                "replaces; use gradient='surrogate' or leave surrogate_disable at False"
+            )
 
         def make_core(surrogate: Surrogate, v_threshold: float) -> neurons.PSPLIF:
             return neurons.PSPLIF(
@@ -1472,8 +1518,9 @@ class Synaptic(_CoreSkin, snntorch.Synaptic):
             ``"zero"`` is refused (see below).
         reset_delay: ``True`` (default, snnTorch's): the reset subtracted one step after the spike, undecayed;
             ``False``: within the step that fired.
-        **synaptic_options: ``snn.Synaptic``'s ``surrogate_disable``, ``inhibition`` and ``state_quant`` (each at
-            ``False`` only).
+        **synaptic_options: ``snn.Synaptic``'s ``surrogate_disable`` (see the module docstring: the gradients are
+            ``snn.Synaptic``'s, ``reset_delay=False`` included but for the decays' in ``multistep``), ``inhibition``
+            and ``state_quant`` (these two at ``False`` only).
 
     **Contract.** ``forward(input_, syn=None, mem=None)`` is one step and returns ``(spk, syn, mem)`` (``spk``
     alone with ``init_hidden=True, output=False``; passing ``syn`` or ``mem`` then raises ``TypeError``), as
@@ -1764,7 +1811,9 @@ class Lapicque(_LeakyMembrane, snntorch.Lapicque):
         init_hidden, output: snnTorch's.
         reset_mechanism: ``"subtract"`` (default) or ``"none"``; ``"zero"`` is refused: it multiplies the membrane
             by :math:`1 - s_t`, feeding the spikes back into the state, which no parallel scan can run.
-        surrogate_disable, inhibition, state_quant: ``False`` only.
+        surrogate_disable: snnTorch's (see the module docstring): no gradient through the spike, ``spike_grad``
+            ignored.
+        inhibition, state_quant: ``False`` only.
 
     **Contract.** ``snn.Lapicque``'s: ``forward(input_, mem=None)`` is one step and returns ``(spk, mem)`` (``spk``
     alone with ``init_hidden=True, output=False``), ``mem`` being ``snn.Lapicque``'s (the potential compared with the
@@ -1936,10 +1985,17 @@ def _per_neuron(value: torch.Tensor, shape: torch.Size, spatial: int) -> torch.T
 
 def _snntorch_threshold(skin: _CoreSkin, spatial: int) -> torch.Tensor:
     """The skin's threshold as ``snn.Leaky`` holds it: its buffer in the shape given, or the core's tensor (a lazy
-    core's, not yet built, from the value it will be built from)."""
+    core's, not yet built, from the value it will be built from) in the shape the threshold was given in (``[C, 1,
+    ...]``, ``[1]``) where that holds its values, else ``[C, 1, ...]`` on a layer that ran on feature maps."""
     threshold = skin.threshold
-    if nn.parameter.is_lazy(threshold):
-        threshold = torch.as_tensor(skin.core._threshold_init).to(threshold.device, threshold.dtype)
+    if "threshold" in skin._buffers:
+        return _per_neuron(threshold, torch.Size(), spatial)
+    shape = skin._threshold_shape
+    if nn.parameter.is_lazy(threshold) or not threshold.numel():  # a per-channel buffer is empty until then
+        init = torch.as_tensor(skin.core._threshold_init)
+        threshold = (init.expand(shape) if init.dim() == 0 else init).to(threshold.device, threshold.dtype)
+    if threshold.numel() == shape.numel() and (len(shape) > 1 or spatial == 0 or shape.numel() == 1):
+        return threshold.detach().clone().reshape(shape)
     return _per_neuron(threshold, torch.Size(), spatial)
 
 
@@ -1952,7 +2008,7 @@ def _snntorch_twin(skin: _CoreSkin) -> nn.Module:
     spatial = max(mem.dim() - 2, *(len(decay.shape) - 1 for decay in skin._decays.values()), 0)
     common = {
         "threshold": _snntorch_threshold(skin, spatial),
-        "spike_grad": copy.deepcopy(skin.spike_grad),
+        "spike_grad": None if skin.surrogate_disable else copy.deepcopy(skin.spike_grad),
         "surrogate_disable": skin.surrogate_disable,
         "init_hidden": skin.init_hidden,
         "inhibition": skin.inhibition,
@@ -1998,11 +2054,12 @@ def to_snntorch(net: nn.Module) -> nn.Module:
 
     Values: ``beta`` (and ``alpha``) as the skin reads them back, in the shape given (0-d from a number), learned
     where the skin learns them (one learned value a 0-d ``nn.Parameter``, one per channel a per-neuron one);
-    ``threshold`` likewise; a per-channel value held by the core as ``[C]`` becomes ``[C, 1, ...]`` on a layer
-    that ran on feature maps (snnTorch broadcasts elementwise); ``graded_spikes_factor`` (learned or not),
-    ``reset_mechanism``, ``reset_delay``, ``spike_grad`` (a copy), ``init_hidden`` and ``output`` as the skin's;
-    ``snn.Lapicque``'s ``R``, ``C``, ``time_step`` and ``beta`` buffers as the skin holds them. Everything keeps
-    its device and dtype.
+    ``threshold`` likewise (in the shape given: ``[C, 1, 1]`` stays so, as in ``snn.Leaky``, on a skin never run
+    too); a per-channel value held by the core as ``[C]`` becomes ``[C, 1, ...]`` on a layer that ran on feature
+    maps (snnTorch broadcasts elementwise); ``graded_spikes_factor`` (learned or not),
+    ``reset_mechanism``, ``reset_delay``, ``spike_grad`` (a copy), ``surrogate_disable``, ``init_hidden`` and
+    ``output`` as the skin's; ``snn.Lapicque``'s ``R``, ``C``, ``time_step`` and ``beta`` buffers as the skin holds
+    them. Everything keeps its device and dtype.
 
     State: each neuron holds the skin's state, detached from its graph (a graph cannot be copied), where snnTorch
     can hold it: ``mem`` (and ``syn``) is the whole state, the pending delayed reset recomputed from ``mem`` as
@@ -2071,7 +2128,7 @@ def _skin(neuron: nn.Module, skin_type: type[_CoreSkin]) -> _CoreSkin:
     options: dict[str, Any] = {
         "threshold": neuron.threshold.detach().clone(),
         "learn_threshold": learned("threshold"),
-        # with surrogate_disable snnTorch's spike_grad is its own bound method (refused with the option)
+        # with surrogate_disable snnTorch's spike_grad is its own bypass, which the option sets again
         "spike_grad": None if neuron.surrogate_disable else copy.deepcopy(neuron.spike_grad),
         "surrogate_disable": neuron.surrogate_disable,
         "init_hidden": neuron.init_hidden,
@@ -2128,9 +2185,9 @@ def from_snntorch(net: nn.Module) -> nn.Module:
 
     Values: ``beta``, ``alpha`` and ``threshold`` as one value or per neuron (``[C]``, or ``[C, 1, ...]`` on feature
     maps), learned where snnTorch learns them; ``graded_spikes_factor`` (learned or not), ``reset_mechanism``,
-    ``reset_delay``, ``spike_grad`` (a copy), ``init_hidden`` and ``output``; ``snn.Lapicque``'s ``R``, ``C``,
-    ``time_step`` and ``beta``. The skin's state dict then loads back into the snnTorch network. Everything keeps
-    its device and dtype.
+    ``reset_delay``, ``spike_grad`` (a copy), ``surrogate_disable``, ``init_hidden`` and ``output``;
+    ``snn.Lapicque``'s ``R``, ``C``, ``time_step`` and ``beta``. The skin's state dict then loads back into the
+    snnTorch network. Everything keeps its device and dtype.
 
     State: each skin holds the neuron's ``mem`` (and ``syn``), detached (a graph cannot be copied), which is the
     whole state, the pending delayed reset recomputed from it as snnTorch does: the copy continues the sequence where
@@ -2140,10 +2197,10 @@ def from_snntorch(net: nn.Module) -> nn.Module:
     Raises:
         TypeError: ``net`` is not an ``nn.Module``.
         ValueError: ``net`` holds an ``snn.Leaky``, ``snn.Synaptic`` or ``snn.Lapicque`` with an option its skin
-            cannot express (``reset_mechanism="zero"``, ``inhibition``, ``state_quant``, ``surrogate_disable``, a
-            learned ``beta`` of 1 or one outside ``(0, 1]``, ``snn.Lapicque``'s ``learn_beta``, a per-neuron value
-            that differs within a feature map, ...), naming its path in ``net``, its class and the skin's reason,
-            before anything is built; or ``net`` holds none of them, so there is nothing to convert.
+            cannot express (``reset_mechanism="zero"``, ``inhibition``, ``state_quant``, a learned ``beta`` of 1 or
+            one outside ``(0, 1]``, ``snn.Lapicque``'s ``learn_beta``, a per-neuron value that differs within a
+            feature map, ...), naming its path in ``net``, its class and the skin's reason, before anything is built;
+            or ``net`` holds none of them, so there is nothing to convert.
 
     Returns:
         The copy; where ``net`` is itself one of those neurons, its skin.

@@ -553,7 +553,7 @@ class SpikingJellyNode(base.MemoryModule):
         chosen = self.surrogate_function
         if not isinstance(chosen, sp_surrogate.Surrogate):
             return chosen
-        equivalent = _SPIKINGJELLY_SURROGATES.get(type(chosen))
+        equivalent = sp_surrogate.spikingjelly_equivalent(chosen)
         if equivalent is None:
             raise ValueError(
                 f"its surrogate {chosen!r} has no SpikingJelly equivalent (our ATan, Sigmoid and Rect have); "
@@ -565,21 +565,13 @@ class SpikingJellyNode(base.MemoryModule):
         cls = getattr(sj_surrogate, name, None)
         if cls is None:
             raise ValueError(f"its surrogate is our {name}, and this SpikingJelly has no surrogate.{name}")
-        return cls(alpha=alpha(chosen))
+        return cls(alpha=alpha)
 
     def extra_repr(self) -> str:
         return (
             f"{super().extra_repr()}, v_reset={self.v_reset}, detach_reset={self.detach_reset}, "
             f"store_v_seq={self.store_v_seq}"
         )
-
-
-#: our surrogates that SpikingJelly has: their SpikingJelly class and its ``alpha`` (``Rect``'s window is ``1/alpha``)
-_SPIKINGJELLY_SURROGATES: dict[type, tuple[str, Callable[[Any], float]]] = {
-    sp_surrogate.ATan: ("ATan", lambda s: s.alpha),
-    sp_surrogate.Sigmoid: ("Sigmoid", lambda s: s.alpha),
-    sp_surrogate.Rect: ("Rect", lambda s: 1 / s.width),
-}
 
 
 def _sj_float(value: float, name: str, **bounds: Any) -> float:

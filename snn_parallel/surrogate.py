@@ -40,7 +40,8 @@ on a float64 grid; anything else (a subclass, a custom callable) is wrapped as
 :class:`ForeignSurrogate`. Where the two differ in floating point, ours is the better behaved:
 snnTorch's ``sigmoid`` backward computes :math:`k e^{-kx} / (e^{-kx} + 1)^2`, which is NaN
 where :math:`e^{-kx}` overflows (:math:`kx < -88` in float32), ours the same derivative through
-:math:`\sigma(kx)`, finite everywhere.
+:math:`\sigma(kx)`, finite everywhere. :func:`spikingjelly_equivalent` maps ours back to SpikingJelly's class
+and ``alpha``, from the same classes.
 """
 
 from __future__ import annotations
@@ -51,7 +52,7 @@ import math
 import sys
 import types
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
@@ -318,7 +319,14 @@ class FastSigmoid(Surrogate):
 class _SpikingJellyAlpha(Surrogate):
     """One of ours standing for a SpikingJelly surrogate object (:attr:`source`), whose ``alpha`` it reads at
     each use: tuning the object's ``alpha`` after a node is built changes the gradient, as on SpikingJelly's
-    own nodes. Placed before the class of ours it computes, e.g. ``(_SpikingJellyAlpha, ATan)``."""
+    own nodes. Placed before the class of ours it computes, e.g. ``(_SpikingJellyAlpha, ATan)``, which it names
+    as :attr:`ours`, with the SpikingJelly class's name; :meth:`alpha_of` maps back, from ours to SpikingJelly's
+    ``alpha`` (:func:`spikingjelly_equivalent`)."""
+
+    #: the SpikingJelly class it stands for, by its name in ``spikingjelly.activation_based.surrogate``
+    spikingjelly_name: ClassVar[str]
+    #: the class of ours it computes
+    ours: ClassVar[type[Surrogate]]
 
     def __init__(self, source: object, *, inclusive: bool) -> None:
         Surrogate.__init__(self, inclusive=inclusive)
@@ -329,6 +337,11 @@ class _SpikingJellyAlpha(Surrogate):
     def alpha(self) -> float:
         return self.source.alpha
 
+    @staticmethod
+    def alpha_of(surrogate: Surrogate) -> float:
+        """SpikingJelly's ``alpha`` for ``surrogate``, one of :attr:`ours`: its own ``alpha``."""
+        return surrogate.alpha
+
     def __repr__(self) -> str:
         return f"{super().__repr__()} (reading {self.source!r})"
 
@@ -336,14 +349,20 @@ class _SpikingJellyAlpha(Surrogate):
 class _SpikingJellyATan(_SpikingJellyAlpha, ATan):
     """:class:`ATan` with SpikingJelly's ``ATan`` object's ``alpha``."""
 
+    spikingjelly_name, ours = "ATan", ATan
+
 
 class _SpikingJellySigmoid(_SpikingJellyAlpha, Sigmoid):
     """:class:`Sigmoid` with SpikingJelly's ``Sigmoid`` object's ``alpha``."""
+
+    spikingjelly_name, ours = "Sigmoid", Sigmoid
 
 
 class _SpikingJellyRect(_SpikingJellyAlpha, Rect):
     r""":class:`Rect` with SpikingJelly 2.0's ``Rect`` object's window: :math:`g'(x) = \alpha\,[|x| < 0.5/\alpha]` is
     ours of width :math:`w = 1/\alpha`."""
+
+    spikingjelly_name, ours = "Rect", Rect
 
     def __init__(self, source: object, *, inclusive: bool) -> None:
         super().__init__(source, inclusive=inclusive)
@@ -352,6 +371,11 @@ class _SpikingJellyRect(_SpikingJellyAlpha, Rect):
     @property
     def width(self) -> float:
         return 1 / self.source.alpha
+
+    @staticmethod
+    def alpha_of(surrogate: Surrogate) -> float:
+        """SpikingJelly's ``alpha`` for our ``Rect``: :math:`1/w`."""
+        return 1 / surrogate.width
 
 
 class ForeignSurrogate(Surrogate):
@@ -497,11 +521,9 @@ _BY_NAME: dict[str, type[Surrogate]] = {
 }
 _BY_NAME["straight_through"] = Rect
 
-#: SpikingJelly's surrogate classes (``activation_based.surrogate``, 0.0.0.0.14 and 2.x) that compute ours
+#: SpikingJelly's surrogate classes (``activation_based.surrogate``, 0.0.0.0.14 and 2.x) that compute ours, by name
 _SPIKINGJELLY: dict[str, type[_SpikingJellyAlpha]] = {
-    "ATan": _SpikingJellyATan,
-    "Sigmoid": _SpikingJellySigmoid,
-    "Rect": _SpikingJellyRect,
+    cls.spikingjelly_name: cls for cls in (_SpikingJellyATan, _SpikingJellySigmoid, _SpikingJellyRect)
 }
 #: snnTorch's surrogate factories whose closures compute ours: factory -> (our class, the closure's parameter)
 _SNNTORCH: dict[str, tuple[type[Surrogate], str]] = {
@@ -531,6 +553,17 @@ def _candidate(obj: object) -> Callable[[bool], Surrogate] | None:
             if isinstance(made, types.FunctionType) and any(code is obj.__code__ for code in made.__code__.co_consts):
                 value = obj.__closure__[obj.__code__.co_freevars.index(parameter)].cell_contents
                 return lambda inclusive: ours(value, inclusive=inclusive)
+    return None
+
+
+def spikingjelly_equivalent(surrogate: Surrogate) -> tuple[str, float] | None:
+    """The SpikingJelly surrogate that computes ``surrogate``, one of ours (exactly :class:`ATan`, :class:`Sigmoid`
+    or :class:`Rect`; a subclass may compute otherwise): ``(its class's name in activation_based.surrogate, its
+    alpha)``, the inverse of :func:`resolve`'s mapping (``Rect``'s ``alpha`` is :math:`1/w`); ``None`` for any other
+    surrogate. The firing rule is the caller's to check (SpikingJelly's nodes fire on ``x >= 0``)."""
+    for stand_in in _SPIKINGJELLY.values():
+        if type(surrogate) is stand_in.ours:
+            return stand_in.spikingjelly_name, stand_in.alpha_of(surrogate)
     return None
 
 

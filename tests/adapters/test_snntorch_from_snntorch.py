@@ -383,7 +383,6 @@ REFUSED = {
     "reset_zero": (snn.Leaky, dict(beta=0.9, reset_mechanism="zero"), "reset_mechanism='zero' is not supported"),
     "inhibition": (snn.Leaky, dict(beta=0.9, inhibition=True), "inhibition=True is not supported"),
     "state_quant": (snn.Synaptic, dict(alpha=0.8, beta=0.9, state_quant=torch.round), "state_quant=.* not supported"),
-    "surrogate_disable": (snn.Leaky, dict(beta=0.9, surrogate_disable=True), "surrogate_disable=True is not support"),
     "learned_beta_of_1": (snn.Leaky, dict(beta=1.0, learn_beta=True), "learn_beta=True needs beta below 1"),
     "beta_above_1": (snn.Leaky, dict(beta=1.2), r"beta must be in \(0, 1\]"),
     "lapicque_learn_beta": (snn.Lapicque, dict(beta=0.9, learn_beta=True), "learn_beta=True is not supported"),

@@ -242,7 +242,7 @@ def test_register_exposes_it():
         ({"beta": 0.9, "reset_mechanism": "zero"}, ValueError, "reset_mechanism='zero'"),
         ({"beta": 0.9, "inhibition": True}, ValueError, "inhibition"),
         ({"beta": 0.9, "state_quant": True}, ValueError, "state_quant"),
-        ({"beta": 0.9, "surrogate_disable": True}, ValueError, "surrogate_disable"),
+        ({"beta": 0.9, "surrogate_disable": 1}, TypeError, "surrogate_disable"),
         ({"beta": 0.9, "threshold": float("nan")}, ValueError, "threshold"),
         ({"beta": 0.9, "init_hidden": "yes"}, TypeError, "init_hidden"),
         ({"beta": 0.9, "reset_delay": False}, TypeError, "reset_delay"),

@@ -346,7 +346,7 @@ def test_register_exposes_it_beside_snntorchs_own_synaptic():
     [
         ({"reset_mechanism": "zero"}, ValueError, "reset_mechanism='zero' is not supported by Synaptic.*feeding"),
         ({"reset_delay": "yes"}, TypeError, "reset_delay must be a bool"),
-        ({"surrogate_disable": True}, ValueError, "surrogate_disable=True is not supported"),
+        ({"surrogate_disable": "yes"}, TypeError, "surrogate_disable must be a bool"),
         ({"inhibition": True}, ValueError, "inhibition=True is not supported"),
         ({"state_quant": lambda m: m}, ValueError, "state_quant=.* is not supported"),
         ({"graded_spikes_factor": 2.0}, TypeError, "unexpected keyword argument 'graded_spikes_factor'"),

@@ -292,6 +292,40 @@ def test_a_lazy_skin_not_yet_run_converts_with_its_initial_values():
     torch.testing.assert_close(twin.beta, torch.tensor(0.9))
 
 
+THRESHOLDS = {
+    "per_channel_maps": lambda: torch.linspace(0.5, 1.0, 3).reshape(3, 1, 1),
+    "equal_maps": lambda: torch.full((3, 1, 1), 0.75),
+    "per_channel": lambda: torch.linspace(0.5, 1.0, 3),
+    "equal": lambda: torch.full((3,), 0.75),
+    "one_entry": lambda: torch.tensor([0.75]),
+    "zero_dim": lambda: torch.tensor(0.75),
+    "number": lambda: 0.75,
+}
+TWINS = [(DecoupledLIF, snn.Leaky, {"beta": 0.8}), (Synaptic, snn.Synaptic, {"alpha": 0.7, "beta": 0.8})]
+TWINS.append((Lapicque, snn.Lapicque, {"beta": 0.9}))
+
+
+@pytest.mark.parametrize("threshold", list(THRESHOLDS))
+@pytest.mark.parametrize("learn_threshold", [False, True], ids=["fixed", "learned"])
+@pytest.mark.parametrize("features", [None, 3], ids=["lazy", "sized"])
+@pytest.mark.parametrize("skin, cls, options", TWINS, ids=["Leaky", "Synaptic", "Lapicque"])
+def test_a_fresh_skin_converts_to_the_snntorch_neuron_built_the_same_way(
+    skin, cls, options, features, learn_threshold, threshold
+):
+    """Never run, the skin becomes the neuron snnTorch builds from the same arguments: its state dict has the same
+    keys, shapes (the threshold in the shape given) and values, and each loads strictly into the other."""
+    made = THRESHOLDS[threshold]
+    twin = to_snntorch(skin(features, **options, threshold=made(), learn_threshold=learn_threshold))
+    reference = cls(**options, threshold=made(), learn_threshold=learn_threshold)
+    expected, got = reference.state_dict(), twin.state_dict()
+    assert {name: value.shape for name, value in got.items()} == {name: value.shape for name, value in expected.items()}
+    for name, value in expected.items():
+        torch.testing.assert_close(got[name], value, rtol=1e-6, atol=0)  # (a decay through its logit)
+    assert isinstance(twin.threshold, nn.Parameter) == learn_threshold
+    twin.load_state_dict(expected, strict=True)
+    reference.load_state_dict(got, strict=True)
+
+
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 def test_the_copy_keeps_the_dtype(dtype):
     net = nn.Sequential(nn.Linear(4, 3), DecoupledLIF(beta=0.9, learn_beta=True, learn_threshold=True))

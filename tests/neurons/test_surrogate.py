@@ -410,3 +410,16 @@ def test_spike_function_backward_gradcheck(smooth):
     """The spike autograd.Function's backward is ``grad * derivative``: exact for a smooth step."""
     x = torch.randn(20, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(smooth, (x,))
+
+
+@pytest.mark.parametrize("case", [case for case in FRAMEWORK_SURROGATES if case.startswith("spikingjelly")])
+def test_spikingjelly_equivalent_is_the_inverse_of_resolving_a_spikingjelly_surrogate(case):
+    """Ours that a SpikingJelly surrogate computes maps back to that class and ``alpha`` (``Rect``: ``1/width``); a
+    subclass of ours, another class and a stand-in reading an object do not (they may compute otherwise, or have
+    their object)."""
+    theirs, ours = FRAMEWORK_SURROGATES[case]
+    framework, expected = theirs(), ours()
+    assert sg.spikingjelly_equivalent(expected) == (type(framework).__name__, pytest.approx(framework.alpha))
+    assert sg.spikingjelly_equivalent(type("Mine", (type(expected),), {})(*expected.params.values())) is None
+    assert sg.spikingjelly_equivalent(sg.resolve(framework)) is None
+    assert sg.spikingjelly_equivalent(sg.FastSigmoid()) is None
