@@ -16,7 +16,8 @@ from snn_parallel.learners.experiments import memory_profile
 def test_memory_profile_reports_the_childs_peak_not_the_parents():
     # what importing torch alone costs a fresh process: about 220 MiB with the CPU wheel, 530-710 MiB with
     # PyPI's CUDA wheels of torch 2.14 and 2.15, which load the CUDA libraries at import even without a GPU
-    code = "import resource, torch; print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)"
+    # (VmHWM, as the profile reads it: ru_maxrss would carry this process's peak over through fork and exec)
+    code = "import torch; from snn_parallel.bench.memory import peak_kib; print(peak_kib() / 1024)"
     import_mib = float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
     big = torch.ones(256 * 2**20)  # 1 GiB resident in this process, on top of its own torch import
     big += 1
