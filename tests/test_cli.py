@@ -88,6 +88,8 @@ def test_ltc_fptt_learns_the_adding_problem():
     assert train_adding(50, iterations=500, hidden=64, parts=5)["test_mse"] < 0.05
 
 
+# about 25 s alone on two cores: runs the learner benchmark in child processes
+@pytest.mark.slow
 def test_cli_bench_learners_prints_memory_table(capsys):
     assert cli.main(["bench", "--learners", "--rules", "bptt,ottt", "--lengths", "8,32"]) == 0
     out = capsys.readouterr().out
