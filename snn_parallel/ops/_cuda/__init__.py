@@ -50,9 +50,7 @@ from ...surrogate import (
     Rect,
     Sigmoid,
     Surrogate,
-    _SpikingJellyATan,
-    _SpikingJellyRect,
-    _SpikingJellySigmoid,
+    _SpikingJellyAlpha,
 )
 
 __all__ = [
@@ -105,12 +103,6 @@ SPIKE_KINDS: dict[type[Surrogate], int] = {
     DoubleGaussian: 3,
     IntegerSpike: 4,
     FastSigmoid: 5,
-}
-#: ours standing for SpikingJelly's surrogate objects (:func:`snn_parallel.surrogate.resolve`) -> the class they compute
-_STANDING_IN: dict[type[Surrogate], type[Surrogate]] = {
-    _SpikingJellyATan: ATan,
-    _SpikingJellySigmoid: Sigmoid,
-    _SpikingJellyRect: Rect,
 }
 _KIND_MACROS = {
     "SNN_KIND_ATAN": 0,
@@ -439,7 +431,9 @@ def grad_strides(grad: torch.Tensor | None) -> tuple[int, int]:
 def spike_code(spike_fn: Surrogate) -> tuple[int, tuple[float, float, float, float], int] | None:
     """``(kind, (p0, p1, p2, p3), inclusive)`` of ``spike_fn`` for the kernels (its parameters as they are now),
     or ``None`` when no kernel implements it (a wrapped framework surrogate, or a subclass of ours)."""
-    kind = SPIKE_KINDS.get(_STANDING_IN.get(type(spike_fn), type(spike_fn)))
+    # ours standing for a SpikingJelly object (:func:`snn_parallel.surrogate.resolve`) runs the class it computes
+    computed = spike_fn.ours if isinstance(spike_fn, _SpikingJellyAlpha) else type(spike_fn)
+    kind = SPIKE_KINDS.get(computed)
     if kind is None:
         return None
     values = [float(v) for v in spike_fn.params.values()]
