@@ -208,7 +208,7 @@ def _train_refusal(args: argparse.Namespace) -> str | None:
         return refusal
     if (
         args.readout == "trace"
-        and (args.trace or experiments.OTTT_TRACES.get(args.neuron or "prf", "presynaptic")) == "neuron"
+        and (args.trace or experiments.ottt_trace(args.neuron or "prf")) == "neuron"
     ):
         return "--readout trace goes with --trace presynaptic (trace='neuron' keeps the readout's exact gradient)"
     if args.kernel_target is not None and args.loss == "count":
@@ -219,10 +219,9 @@ def _train_refusal(args: argparse.Namespace) -> str | None:
 def _neuron_trace_refusal(neuron: str) -> str | None:
     """Why OTTT's ``--trace neuron`` cannot trace ``--neuron neuron``, or ``None``: the trace is built
     from the membrane's linear response to its input, which some neurons lack."""
-    from . import registry
-    from .learners.experiments import DIGITS_NEURONS
+    from .learners.experiments import DIGITS_NEURONS, ottt_trace
 
-    linear = [name for name in DIGITS_NEURONS if registry.build(name, 1).linear_stages() is not None]
+    linear = [name for name in DIGITS_NEURONS if ottt_trace(name) == "neuron"]
     if neuron in linear:
         return None
     return (
@@ -421,7 +420,7 @@ def _train_option_sets() -> dict[str, argparse.ArgumentParser]:
     ottt.add_argument(
         "--trace",
         choices=("presynaptic", "neuron"),
-        help="the trace (default: 'neuron' for prf and lif, else 'presynaptic')",
+        help="the trace (default: 'neuron' where --trace neuron takes the neuron, else 'presynaptic')",
     )
     ottt.add_argument(
         "--readout",

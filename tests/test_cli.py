@@ -426,3 +426,23 @@ def test_help_lists_what_each_subcommand_takes(capsys):
         assert cli.main(argv) == 0
         out = capsys.readouterr().out
         assert all(word in out for word in present) and not any(word in out for word in absent), (argv, out)
+
+
+@pytest.mark.parametrize(
+    "neuron, trace",
+    # a membrane linear in its input (a LIF, a resonator, the synaptic LIF's two decays) is traced exactly;
+    # DSN's input-dependent decay, BRF's divergence and SE-adLIF's adaptation are not linear in it
+    [("lif", "neuron"), ("prf", "neuron"), ("prf_fixed", "neuron"), ("synaptic", "neuron")]
+    + [("dsn", "presynaptic"), ("brf", "presynaptic"), ("adlif", "presynaptic")],
+)
+def test_ottt_trains_with_the_neuron_trace_wherever_the_neuron_has_one(neuron, trace, monkeypatch, capsys):
+    """The trainer a run builds (its training skipped) takes the default trace; the trace readout, which goes with
+    the presynaptic trace alone, is refused where the default is the neuron's."""
+    from snn_parallel.learners import experiments
+
+    monkeypatch.setattr(experiments, "fit_and_evaluate", lambda *args, **options: ({"accuracy": 0.5}, 0.0))
+    row = experiments.train_digits("ottt", "row", neuron=neuron, hidden=8)
+    assert (row["trace"], row["readout"]) == (trace, "instant" if trace == "neuron" else "trace")
+    refused = cli.main(["train", "row", "ottt", "--neuron", neuron, "--readout", "trace", "--epochs", "1"]) == 2
+    assert refused == (trace == "neuron")
+    assert ("--readout trace goes with --trace presynaptic" in capsys.readouterr().err) == refused

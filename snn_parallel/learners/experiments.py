@@ -68,8 +68,11 @@ def classifier(inputs: int, classes: int, neuron: str = "lif", hidden: int = 128
     return nn.Sequential(*modules, nn.Linear(hidden, classes))
 
 
-#: OTTT's trace per neuron name: the neuron's own decay where it has one
-OTTT_TRACES = {"lif": "neuron", "prf": "neuron"}
+def ottt_trace(neuron: str) -> str:
+    """OTTT's default trace for the neuron named ``neuron`` (a name of :mod:`snn_parallel.registry`): ``"neuron"``,
+    the neuron's own linear response, where its membrane is linear in its input (exact for one layer), else
+    ``"presynaptic"``."""
+    return "presynaptic" if registry.build(neuron, 1).linear_stages() is None else "neuron"
 
 
 def build_trainer(
@@ -143,7 +146,7 @@ def train_digits(
     """Train :func:`classifier` (``layers`` x ``hidden``) on :class:`~snn_parallel.tasks.SequentialDigits`
     with :func:`digits_loss` (or ``loss``, e.g. ``"ce"``); returns the test accuracy (``valid_accuracy``
     with ``valid_fraction``) and time. ``parts``: FPTT's K (``None``: K = T); ``trace``: OTTT's trace
-    (``None``: :data:`OTTT_TRACES` for the neuron); ``readout``: OTTT's readout (``None``: the trace's
+    (``None``: :func:`ottt_trace` of the neuron); ``readout``: OTTT's readout (``None``: the trace's
     default); ``rule_options``: more arguments of the rule's trainer (e.g. FPTT's ``alpha``), recorded
     in the row."""
     if rule not in RULES:
@@ -160,7 +163,7 @@ def train_digits(
         train.num_steps,
         loss,
         parts=parts,
-        trace=trace or OTTT_TRACES.get(neuron, "presynaptic"),
+        trace=trace or ottt_trace(neuron),
         readout=readout,
         **rule_options,
     )
@@ -397,7 +400,7 @@ def _memory_setup(rule: str, network: str, steps: int, batch: int, hidden: int) 
         return (
             classifier(16, 10, "lif", hidden),
             (torch.rand(steps, batch, 16) < 0.3).float(),
-            {"chunk": 64, "trace": OTTT_TRACES["lif"]},
+            {"chunk": 64, "trace": ottt_trace("lif")},
         )
     from spikingjelly.activation_based import neuron, surrogate
 
