@@ -206,10 +206,7 @@ def _train_refusal(args: argparse.Namespace) -> str | None:
             return f"--valid {args.valid}: {error}"
     if args.trace == "neuron" and (refusal := _neuron_trace_refusal(args.neuron or "prf")) is not None:
         return refusal
-    if (
-        args.readout == "trace"
-        and (args.trace or experiments.ottt_trace(args.neuron or "prf")) == "neuron"
-    ):
+    if args.readout == "trace" and (args.trace or experiments.ottt_trace(args.neuron or "prf")) == "neuron":
         return "--readout trace goes with --trace presynaptic (trace='neuron' keeps the readout's exact gradient)"
     if args.kernel_target is not None and args.loss == "count":
         return "--kernel-target is an option of the kernel loss, not of --loss count"
