@@ -305,6 +305,17 @@ def _channel_threshold(value: object) -> float | torch.Tensor:
     return _scalar(value, "threshold")
 
 
+def _refuse_surrogate_disable(options: dict[str, Any], where: str, instead: str) -> None:
+    """Refuses snnTorch's ``surrogate_disable=True`` (given among ``options``) on a skin whose spike gradient is not
+    ``spike_grad``'s, which the option replaces: ``where`` names the skin and its gradient, ``instead`` the option
+    that takes it."""
+    if check_bool(options.get("surrogate_disable", False), "surrogate_disable"):
+        raise ValueError(
+            f"surrogate_disable=True is not supported by {where}, which the option replaces; use {instead} or leave "
+            "surrogate_disable at False"
+        )
+
+
 def _learned(value: object, learn: object, name: str) -> bool | str:
     """How the core learns what snnTorch learns as ``nn.Parameter(value)`` where ``learn`` (``learn_<...>``, named
     ``name``) is set: a number or a tensor of one entry is one value for every neuron (``"shared"``, the core's 0-d
@@ -1117,11 +1128,12 @@ class DynamicDecay(LeakyAdapter):
         **leaky_options: Any,
     ) -> None:
         learn_threshold = _learned(threshold, learn_threshold, "learn_threshold")
-        if spike_mode == "integer" and leaky_options.get("surrogate_disable", False) is not False:
-            raise ValueError(
-                "surrogate_disable=True is not supported by DynamicDecay with spike_mode='integer': its spike "
-                "function is the clip-round of integer spikes with its own straight-through gradient, not spike_grad, "
-                "which the option replaces; use spike_mode='binary' or leave surrogate_disable at False"
+        if spike_mode == "integer":
+            _refuse_surrogate_disable(
+                leaky_options,
+                "DynamicDecay with spike_mode='integer': its spike function is the clip-round of integer spikes with "
+                "its own straight-through gradient, not spike_grad",
+                "spike_mode='binary'",
             )
 
         def make_core(surrogate: Surrogate, v_threshold: float | torch.Tensor) -> neurons.DynamicDecay:
@@ -1469,11 +1481,12 @@ class PSPLIF(LeakyAdapter):
         decay = _scalar(beta, "beta")
         if not 0 <= decay < 1:
             raise ValueError(f"beta must be in [0, 1), got {decay}")
-        if gradient == "tsslbp" and leaky_options.get("surrogate_disable", False) is not False:
-            raise ValueError(
-                "surrogate_disable=True is not supported by PSPLIF with gradient='tsslbp': multistep then "
-                "backpropagates through the spike times by TSSL-BP's rule, not through spike_grad, which the option "
-                "replaces; use gradient='surrogate' or leave surrogate_disable at False"
+        if gradient == "tsslbp":
+            _refuse_surrogate_disable(
+                leaky_options,
+                "PSPLIF with gradient='tsslbp': multistep then backpropagates through the spike times by TSSL-BP's "
+                "rule, not through spike_grad",
+                "gradient='surrogate'",
             )
 
         def make_core(surrogate: Surrogate, v_threshold: float) -> neurons.PSPLIF:

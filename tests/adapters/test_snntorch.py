@@ -194,6 +194,8 @@ def test_our_surrogate_factories_fire_like_snntorch():
         (DynamicDecay, {"spike_mode": "integer", "surrogate_disable": True}, ValueError, "integer spikes"),
         (PSPLIF, {"gradient": "tsslbp", "surrogate_disable": True}, ValueError, "TSSL-BP's rule"),
         (DecoupledLIF, {"surrogate_disable": "yes"}, TypeError, "surrogate_disable"),
+        (DynamicDecay, {"spike_mode": "integer", "surrogate_disable": "yes"}, TypeError, "surrogate_disable must be"),
+        (PSPLIF, {"gradient": "tsslbp", "surrogate_disable": 1}, TypeError, "surrogate_disable must be a bool"),
         (DynamicDecay, {"reset_mechanism": "zero"}, ValueError, "reset_mechanism"),
         (DynamicDecay, {"reset_mechanism": "subtract"}, ValueError, "reset_mechanism"),
         (PRF, {"reset_mechanism": "zero"}, ValueError, "reset_mechanism"),
