@@ -27,7 +27,15 @@ NEEDS = {
 MIN_ACCURACY = {"quickstart_snntorch": 0.7, "quickstart_spikingjelly": 0.7, "learners": 0.6}
 
 
-@pytest.mark.parametrize("path", SNIPPETS, ids=[p.stem for p in SNIPPETS])
+#: snippets whose run takes over ten seconds on two cores (learners: 13 s, tsslbp: 10 s): run with the slow checks
+LONG = {"learners", "tsslbp"}
+
+
+@pytest.mark.parametrize(
+    "path",
+    [pytest.param(p, marks=pytest.mark.slow) if p.stem in LONG else p for p in SNIPPETS],
+    ids=[p.stem for p in SNIPPETS],
+)
 def test_snippet_runs(path, tmp_path):
     for module in NEEDS[path.stem]:
         if importlib.util.find_spec(module) is None:

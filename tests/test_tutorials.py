@@ -51,9 +51,9 @@ def _run_tutorial(path: Path, cwd: Path, out: Path) -> None:
     assert set(cwd.iterdir()) - before <= {out}, "the tutorial wrote outside SNN_TUTORIAL_OUT"
 
 
-#: tutorials whose shrunken run alone takes over a minute on two cores: run with the slow checks (CI runs them,
-#: and the documentation build executes every tutorial again)
-LONG = {"03_online_learning"}
+#: tutorials whose shrunken run alone takes over ten seconds on two cores (03: 71 s; 04, 06: 15 s): run with the
+#: slow checks (CI runs them, and the documentation build executes every tutorial again)
+LONG = {"03_online_learning", "04_speed", "06_tsslbp"}
 
 
 @pytest.mark.parametrize(
