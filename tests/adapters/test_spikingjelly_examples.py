@@ -43,6 +43,9 @@ STUBBED = (
     "gym",
     "torchaudio",
     "torchaudio.transforms",
+    "torchvision.transforms.functional",
+    "torchvision._internally_replaced_utils",
+    "tensorboardX",
     "spikingjelly.datasets",
     "spikingjelly.datasets.speechcommands",
 )
@@ -51,13 +54,22 @@ TAU = 2.0
 V_TH = 0.5
 
 
+class _Stubbed(type):
+    """A stub's classes: any attribute they are asked for at import (``InterpolationMode.BILINEAR``) is the class."""
+
+    def __getattr__(cls, name: str) -> type:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return cls
+
+
 def _stub(name: str) -> types.ModuleType:
     module = types.ModuleType(name)
 
     def attribute(attribute_name: str) -> type:  # any class the script names at import
         if attribute_name.startswith("__"):
             raise AttributeError(attribute_name)
-        return type(attribute_name, (), {})
+        return _Stubbed(attribute_name, (), {})
 
     module.__getattr__ = attribute
     return module
@@ -436,3 +448,48 @@ def test_networks_of_their_own_neuron_classes_name_the_kind_to_swap(example):
     out = actor(torch.randn(2, 3))
     out.sum().backward()
     assert out.shape == (2, 2) and actor.snn.hidden_layers[0].weight.grad is not None
+
+
+# -- memopt: the example's optimize_memory call (level 1, spike compression) on a net of its VGG blocks -----------
+def test_memopt_optimize_memory_checkpoints_and_compresses_our_spikes(example):
+    """``memopt/train.py``'s ``optimize_memory`` call (``VGGBlock`` targets, its ``split_fn`` and ``can_chunk``) at
+    level 1, the level a CPU runs (levels 2-4 measure CUDA memory): every block is checkpointed, the blocks fed by
+    our spikes have them bit-compressed as SpikingJelly's (they are strictly binary), and the outputs, gradients,
+    BatchNorm statistics and membranes are the reference's. The probe forward builds our lazy nodes first."""
+    from spikingjelly.activation_based import memopt
+    from spikingjelly.activation_based.memopt.checkpointing import _checkpoint_options
+    from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import CheckpointWrapper
+
+    models = example("memopt.models")
+    kwargs = {"tau": TAU, "decay_input": False, "detach_reset": True, "step_mode": "m"}  # the model's, tau apart
+
+    def build():
+        blocks = [models.VGGBlock(2, 4, 3, 1, 1, False, **kwargs), models.VGGBlock(4, 4, 3, 1, 1, True, **kwargs)]
+        net = nn.Sequential(*blocks, models.VGGBlock(4, 4, 3, 1, 1, False, **kwargs))
+        functional.set_step_mode(net, "m")  # as CIFAR10DVSVGG sets it
+        return net
+
+    nets = _twins(build)
+    torch.manual_seed(1)
+    x = torch.rand(4, 2, 2, 8, 8, dtype=torch.float64) * 2  # [T, N, C, H, W]
+    for net in nets:
+        memopt.optimize_memory(
+            net,
+            models.VGGBlock,
+            lambda current: current(x),
+            level=1,
+            compress=True,
+            split_fn=lambda module: (module.proj_bn, module.neuron),
+            can_chunk=lambda module: isinstance(module, neuron.BaseNode),
+        )
+        assert all(isinstance(block, CheckpointWrapper) for block in net)
+        compressors = [type(_checkpoint_options(block)["compressor"]).__name__ for block in net]
+        assert compressors == ["NoneType", "BitSpikeCompressor", "BitSpikeCompressor"]
+        functional.reset_net(net)  # as the model's forward does
+    _run_both(nets, lambda net, x: net(x), x)
+    ours = dict(nets[1].named_buffers())
+    for name, expected in nets[0].named_buffers():  # BatchNorm's (ours add their decays)
+        torch.testing.assert_close(ours[name], expected, msg=name)
+    for expected, got in zip(nets[0], nets[1], strict=True):
+        inner = [block._checkpoint_wrapped_module.neuron for block in (expected, got)]
+        torch.testing.assert_close(inner[1].v, inner[0].v)
