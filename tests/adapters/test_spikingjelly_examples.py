@@ -493,3 +493,55 @@ def test_memopt_optimize_memory_checkpoints_and_compresses_our_spikes(example):
     for expected, got in zip(nets[0], nets[1], strict=True):
         inner = [block._checkpoint_wrapped_module.neuron for block in (expected, got)]
         torch.testing.assert_close(inner[1].v, inner[0].v)
+
+
+# -- train_imagenet: the trainer's zoo ResNet, converted with from_spikingjelly, through its training step ---------
+@pytest.mark.slow  # ResNet-18's 11 M weights in float64, copied for the conversion and the EMA (8 s on two cores)
+@pytest.mark.filterwarnings("ignore:`torch.cuda.amp.autocast:FutureWarning")  # the trainer's step, on CPU
+def test_train_imagenet_trainer_step_with_from_spikingjelly(example):
+    """``SResNetTrainer.load_model`` (``spiking_resnet18`` of ``IFNode``, given the soft reset) converted with
+    ``from_spikingjelly``, then the trainer's own ``train_one_epoch`` on one batch (its ``[T, N, ...]`` repeat,
+    label smoothing, gradient clipping, the EMA model updated every step) and its EMA evaluation: the loss,
+    weights, BatchNorm statistics and EMA outputs are the reference's. The EMA copy is built after a dry run in
+    eval mode (which leaves BatchNorm's statistics alone), as docs/compatibility.md says."""
+    module = example("train_imagenet")
+    from spikingjelly.activation_based.examples.common.tv_ref_classify import utils
+
+    trainer = module.SResNetTrainer()
+    args = trainer.get_args_parser().parse_args(["--T", "2", "--model", "spiking_resnet18", "--clip-grad-norm", "1"])
+    args.model_ema_steps, args.lr_warmup_epochs = 1, 0
+    torch.manual_seed(0)
+    reference = trainer.load_model(args, num_classes=1000).double()
+    for node in reference.modules():
+        if isinstance(node, neuron.IFNode):
+            node.v_reset = None
+    ours = sjn.from_spikingjelly(reference)
+    assert isinstance(ours.layer4[1].sn2, sjn.DecoupledIFNode) and ours.layer4[1].sn2.step_mode == "m"
+    torch.manual_seed(1)
+    image, target = torch.rand(2, 3, 8, 8, dtype=torch.float64) * 2, torch.tensor([3, 7])
+    initial = reference.conv1.weight.detach().clone()
+    results = []
+    for net in (reference, ours):
+        net.eval()
+        with torch.no_grad():
+            net(trainer.preprocess_test_sample(args, image[:1]))
+        functional.reset_net(net)
+        net.train()
+        ema = utils.ExponentialMovingAverage(net, decay=0.5)
+        optimizer = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9)
+        criterion = nn.CrossEntropyLoss(label_smoothing=args.label_smoothing)
+        loss, _, _ = trainer.train_one_epoch(
+            net, criterion, optimizer, [(image, target)], torch.device("cpu"), 0, args, ema, None
+        )
+        ema.eval()
+        with torch.no_grad():
+            evaluated = trainer.process_model_output(args, ema(trainer.preprocess_test_sample(args, image)))
+        functional.reset_net(ema)
+        results.append((loss, net.state_dict(), evaluated))
+    (loss_ref, state_ref, ema_ref), (loss, state, ema_out) = results
+    assert loss == pytest.approx(loss_ref, rel=1e-12)
+    assert not torch.equal(state_ref["conv1.weight"], initial)
+    for name, expected in state_ref.items():
+        torch.testing.assert_close(state[name], expected, msg=name)
+    assert ema_ref.abs().sum() > 0
+    torch.testing.assert_close(ema_out, ema_ref)
