@@ -545,3 +545,58 @@ def test_train_imagenet_trainer_step_with_from_spikingjelly(example):
         torch.testing.assert_close(state[name], expected, msg=name)
     assert ema_ref.abs().sum() > 0
     torch.testing.assert_close(ema_out, ema_ref)
+
+
+# -- spiking_dqn_state: the DQSN's optimisation step, its target net and the monitor that play() plots -----------
+def test_spiking_dqn_state_training_step_target_net_and_play_monitor(example):
+    """``train``'s ``select_action`` (one state, reset) and ``optimize_model`` (the policy's Q of a batch, the target
+    net's max over the next states, the smooth L1 loss, clamped gradients, Adam, the resets), the target net
+    loaded from the policy's state dict, and ``play``'s loaded policy with an ``OutputMonitor`` on its IF layer:
+    the same Q values, weights and recorded spikes as with the soft-reset ``IFNode``. The monitor names our class
+    (it finds modules by class, and ours is not an ``IFNode``)."""
+    module = example("spiking_dqn_state")
+
+    def build():
+        return module.DQSN(4, 16, 2, T=4)
+
+    policies = _twins(build, pair="if")
+    targets = _twins(build, pair="if")
+    torch.manual_seed(1)
+    states = torch.randn(6, 4, dtype=torch.float64) * 2  # a replayed batch of CartPole states
+    next_states, actions = torch.randn(6, 4, dtype=torch.float64) * 2, torch.tensor([[0], [1], [1], [0], [1], [0]])
+    rewards, non_final = torch.ones(6, dtype=torch.float64), torch.tensor([True, True, False, True, True, True])
+    results = []
+    for policy, target in zip(policies, targets, strict=True):
+        target.load_state_dict(policy.state_dict())
+        optimizer = torch.optim.Adam(policy.parameters())
+        with torch.no_grad():
+            action = policy(states[:1]).max(1)[1]  # select_action
+        functional.reset_net(policy)
+        q = policy(states).gather(1, actions)
+        next_q = torch.zeros(6, dtype=torch.float64)
+        next_q[non_final] = target(next_states[non_final]).max(1)[0].detach()
+        functional.reset_net(target)
+        loss = nn.functional.smooth_l1_loss(q, (next_q * 0.999 + rewards).unsqueeze(1))
+        optimizer.zero_grad()
+        loss.backward()
+        for p in policy.parameters():
+            p.grad.data.clamp_(-1, 1)
+        optimizer.step()
+        functional.reset_net(policy)
+        target.load_state_dict(policy.state_dict())  # TARGET_UPDATE
+        played = build()  # play(): a fresh net loads the saved policy
+        sjn.swap_nodes(played, PAIRS["if"][policy is policies[1]], neuron.BaseNode)
+        played.double().load_state_dict(policy.state_dict())
+        kind = neuron.IFNode if policy is policies[0] else sjn.DecoupledIFNode
+        with torch.no_grad():
+            spike_seq_monitor = monitor.OutputMonitor(played, kind)
+            v = played(states[:1])
+            spikes = torch.cat(spike_seq_monitor.records, 0)
+            spike_seq_monitor.remove_hooks()
+            functional.reset_net(played)
+            assert torch.equal(target(states[:1]), v)
+        results.append((action, q, policy.fc[0].weight, v, spikes))
+    assert 0 < results[0][4].mean() < 1 and results[0][4].shape == (4, 16)
+    for expected, got in zip(*results, strict=True):
+        torch.testing.assert_close(got, expected)
+    assert not monitor.OutputMonitor(policies[1], neuron.IFNode).monitored_layers
