@@ -450,7 +450,7 @@ def test_networks_of_their_own_neuron_classes_name_the_kind_to_swap(example):
     assert out.shape == (2, 2) and actor.snn.hidden_layers[0].weight.grad is not None
 
 
-# -- memopt: the example's optimize_memory call (level 1, spike compression) on a net of its VGG blocks -----------
+# -- memopt: the example's optimize_memory call (levels 1 and 3, spike compression) on a net of its VGG blocks ----
 @pytest.mark.parametrize("level", [1, 3])
 def test_memopt_optimize_memory_checkpoints_splits_and_chunks_our_nodes(example, monkeypatch, level):
     """``memopt/train.py``'s ``optimize_memory`` call (``VGGBlock`` targets, its ``split_fn`` and ``can_chunk``):
