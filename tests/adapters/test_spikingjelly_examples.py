@@ -7,7 +7,9 @@ twice with the same weights: once with its neurons replaced by SpikingJelly's so
 :class:`DecoupledLIFNode`, the same neuron; the examples built of ``IFNode`` also with their ``IFNode`` given
 the soft reset (``v_reset=None, detach_reset=True``) against :class:`DecoupledIFNode`, and the PLIF network
 with ``ParametricLIFNode`` against :class:`DecoupledParametricLIFNode`. On tiny random data both must give the
-same outputs, gradients, membranes ``v``, learner updates and resets, in the step modes the example runs.
+same outputs, gradients, membranes ``v``, learner updates and resets, in the step modes the example runs, and
+through the example's own machinery where it has some (memopt's ``optimize_memory``, the ImageNet trainer's
+training step and EMA model, the spiking DQN's target net and monitor).
 """
 
 from __future__ import annotations
