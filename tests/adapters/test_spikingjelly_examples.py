@@ -7,7 +7,9 @@ twice with the same weights: once with its neurons replaced by SpikingJelly's so
 :class:`DecoupledLIFNode`, the same neuron; the examples built of ``IFNode`` also with their ``IFNode`` given
 the soft reset (``v_reset=None, detach_reset=True``) against :class:`DecoupledIFNode`, and the PLIF network
 with ``ParametricLIFNode`` against :class:`DecoupledParametricLIFNode`. On tiny random data both must give the
-same outputs, gradients, membranes ``v``, learner updates and resets, in the step modes the example runs.
+same outputs, gradients, membranes ``v``, learner updates and resets, in the step modes the example runs, and
+through the example's own machinery where it has some (memopt's ``optimize_memory``, the ImageNet trainer's
+training step and EMA model, the spiking DQN's target net and monitor).
 """
 
 from __future__ import annotations
@@ -43,6 +45,9 @@ STUBBED = (
     "gym",
     "torchaudio",
     "torchaudio.transforms",
+    "torchvision.transforms.functional",
+    "torchvision._internally_replaced_utils",
+    "tensorboardX",
     "spikingjelly.datasets",
     "spikingjelly.datasets.speechcommands",
 )
@@ -51,13 +56,22 @@ TAU = 2.0
 V_TH = 0.5
 
 
+class _Stubbed(type):
+    """A stub's classes: any attribute they are asked for at import (``InterpolationMode.BILINEAR``) is the class."""
+
+    def __getattr__(cls, name: str) -> type:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return cls
+
+
 def _stub(name: str) -> types.ModuleType:
     module = types.ModuleType(name)
 
     def attribute(attribute_name: str) -> type:  # any class the script names at import
         if attribute_name.startswith("__"):
             raise AttributeError(attribute_name)
-        return type(attribute_name, (), {})
+        return _Stubbed(attribute_name, (), {})
 
     module.__getattr__ = attribute
     return module
@@ -436,3 +450,189 @@ def test_networks_of_their_own_neuron_classes_name_the_kind_to_swap(example):
     out = actor(torch.randn(2, 3))
     out.sum().backward()
     assert out.shape == (2, 2) and actor.snn.hidden_layers[0].weight.grad is not None
+
+
+# -- memopt: the example's optimize_memory call (levels 1 and 3, spike compression) on a net of its VGG blocks ----
+@pytest.mark.parametrize("level", [1, 3])
+def test_memopt_optimize_memory_checkpoints_splits_and_chunks_our_nodes(example, monkeypatch, level):
+    """``memopt/train.py``'s ``optimize_memory`` call (``VGGBlock`` targets, its ``split_fn`` and ``can_chunk``):
+    at level 1, the level a CPU runs, every block is checkpointed and the blocks fed by our spikes have them
+    bit-compressed as SpikingJelly's (they are strictly binary). Levels 2-4 keep what lowers the CUDA peak memory:
+    here every trial is run (forward, backward, the runtime state restored) and reported lower than the last, so
+    level 3 splits every block into its convolution and its node and halves the nodes' time chunks down to one
+    step each, ours too when ``can_chunk`` names our class (docs/compatibility.md). Either way the outputs,
+    gradients, BatchNorm statistics and membranes are the reference's. The probe forward builds our lazy nodes."""
+    from spikingjelly.activation_based import memopt
+    from spikingjelly.activation_based.memopt import pipeline
+    from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import CheckpointWrapper
+
+    trials = []
+
+    def peak(model, example_forward):  # _measure_peak without CUDA: the trial run, a lower peak each time
+        state = pipeline._capture_runtime(model)
+        try:
+            pipeline._execute_example(model, example_forward, backward=True)
+        finally:
+            pipeline._restore_runtime(model, state)
+        trials.append(None)
+        return 1e9 - len(trials)
+
+    monkeypatch.setattr(pipeline, "_measure_peak", peak)
+    models = example("memopt.models")
+    kwargs = {"tau": TAU, "decay_input": False, "detach_reset": True, "step_mode": "m"}  # the model's, tau apart
+
+    def build():
+        net = nn.Sequential(
+            models.VGGBlock(2, 4, 3, 1, 1, False, **kwargs), models.VGGBlock(4, 4, 3, 1, 1, True, **kwargs)
+        )
+        functional.set_step_mode(net, "m")  # as CIFAR10DVSVGG sets it
+        return net
+
+    nets = _twins(build)
+    torch.manual_seed(1)
+    x = torch.rand(2, 2, 2, 8, 8, dtype=torch.float64) * 2  # [T, N, C, H, W]
+    wrappers = []
+    for net, node_kind in zip(nets, (neuron.BaseNode, (neuron.BaseNode, sjn.SpikingJellyNode)), strict=True):
+        memopt.optimize_memory(
+            net,
+            models.VGGBlock,
+            lambda current: current(x),
+            level=level,
+            compress=True,
+            # the example's split_fn, which levels 2-4 also call on the parts it returned (and so fail on, with
+            # SpikingJelly's nodes too), given a block only
+            split_fn=lambda module: (module.proj_bn, module.neuron) if isinstance(module, models.VGGBlock) else (),
+            can_chunk=lambda module, node_kind=node_kind: isinstance(module, node_kind),
+        )
+        options = [
+            (path, type(m.checkpoint_fn.keywords["compressor"]).__name__, m.checkpoint_fn.keywords["chunks"])
+            for path, m in net.named_modules()
+            if isinstance(m, CheckpointWrapper)
+        ]
+        wrappers.append(options)
+        functional.reset_net(net)  # as the model's forward does
+    assert wrappers[1] == wrappers[0]
+    if level == 1:
+        assert wrappers[1] == [("0", "NoneType", 1), ("1", "BitSpikeCompressor", 1)]
+    else:
+        assert wrappers[1] == [
+            ("0.proj_bn", "NoneType", 1),
+            ("0.neuron", "NoneType", 2),
+            ("1.proj_bn", "BitSpikeCompressor", 1),
+            ("1.neuron", "NoneType", 2),
+        ]
+    _run_both(nets, lambda net, x: net(x), x)
+    ours = dict(nets[1].named_buffers())
+    for name, expected in nets[0].named_buffers():  # BatchNorm's (ours add their decays)
+        torch.testing.assert_close(ours[name], expected, msg=name)
+    nodes = [[m for m in net.modules() if isinstance(m, (neuron.BaseNode, sjn.SpikingJellyNode))] for net in nets]
+    assert len(nodes[1]) == 2
+    for expected, got in zip(*nodes, strict=True):
+        torch.testing.assert_close(got.v, expected.v)
+
+
+# -- train_imagenet: the trainer's zoo ResNet, converted with from_spikingjelly, through its training step ---------
+@pytest.mark.slow  # ResNet-18's 11 M weights in float64, copied for the conversion and the EMA (4 s on one thread)
+@pytest.mark.filterwarnings("ignore:`torch.cuda.amp.autocast:FutureWarning")  # the trainer's step, on CPU
+def test_train_imagenet_trainer_step_with_from_spikingjelly(example):
+    """``SResNetTrainer.load_model`` (``spiking_resnet18`` of ``IFNode``, given the soft reset) converted with
+    ``from_spikingjelly``, then the trainer's own ``train_one_epoch`` on one batch (its ``[T, N, ...]`` repeat,
+    label smoothing, gradient clipping, the EMA model updated every step) and its EMA evaluation: the loss,
+    weights, BatchNorm statistics and EMA outputs are the reference's. The EMA copy is built after a dry run in
+    eval mode (which leaves BatchNorm's statistics alone), as docs/compatibility.md says."""
+    module = example("train_imagenet")
+    from spikingjelly.activation_based.examples.common.tv_ref_classify import utils
+
+    trainer = module.SResNetTrainer()
+    args = trainer.get_args_parser().parse_args(["--T", "2", "--model", "spiking_resnet18", "--clip-grad-norm", "1"])
+    args.model_ema_steps, args.lr_warmup_epochs = 1, 0
+    torch.manual_seed(0)
+    reference = trainer.load_model(args, num_classes=1000).double()
+    for node in reference.modules():
+        if isinstance(node, neuron.IFNode):
+            node.v_reset = None
+    ours = sjn.from_spikingjelly(reference)
+    assert isinstance(ours.layer4[1].sn2, sjn.DecoupledIFNode) and ours.layer4[1].sn2.step_mode == "m"
+    torch.manual_seed(1)
+    image, target = torch.rand(2, 3, 8, 8, dtype=torch.float64) * 2, torch.tensor([3, 7])
+    initial = reference.conv1.weight.detach().clone()
+    results = []
+    for net in (reference, ours):
+        net.eval()
+        with torch.no_grad():
+            net(trainer.preprocess_test_sample(args, image[:1]))
+        functional.reset_net(net)
+        net.train()
+        ema = utils.ExponentialMovingAverage(net, decay=0.5)
+        optimizer = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9)
+        criterion = nn.CrossEntropyLoss(label_smoothing=args.label_smoothing)
+        loss, _, _ = trainer.train_one_epoch(
+            net, criterion, optimizer, [(image, target)], torch.device("cpu"), 0, args, ema, None
+        )
+        ema.eval()
+        with torch.no_grad():
+            evaluated = trainer.process_model_output(args, ema(trainer.preprocess_test_sample(args, image)))
+        functional.reset_net(ema)
+        results.append((loss, net.state_dict(), evaluated))
+    (loss_ref, state_ref, ema_ref), (loss, state, ema_out) = results
+    assert loss == pytest.approx(loss_ref, rel=1e-12)
+    assert not torch.equal(state_ref["conv1.weight"], initial)
+    for name, expected in state_ref.items():
+        torch.testing.assert_close(state[name], expected, msg=name)
+    assert ema_ref.abs().sum() > 0
+    torch.testing.assert_close(ema_out, ema_ref)
+
+
+# -- spiking_dqn_state: the DQSN's optimisation step, its target net and the monitor that play() plots -----------
+def test_spiking_dqn_state_training_step_target_net_and_play_monitor(example):
+    """``train``'s ``select_action`` (one state, reset) and ``optimize_model`` (the policy's Q of a batch, the target
+    net's max over the next states, the smooth L1 loss, clamped gradients, Adam, the resets), the target net
+    loaded from the policy's state dict, and ``play``'s loaded policy with an ``OutputMonitor`` on its IF layer:
+    the same Q values, weights and recorded spikes as with the soft-reset ``IFNode``. The monitor names our class
+    (it finds modules by class, and ours is not an ``IFNode``)."""
+    module = example("spiking_dqn_state")
+
+    def build():
+        return module.DQSN(4, 16, 2, T=4)
+
+    policies = _twins(build, pair="if")
+    targets = _twins(build, pair="if")
+    torch.manual_seed(1)
+    states = torch.randn(6, 4, dtype=torch.float64) * 2  # a replayed batch of CartPole states
+    next_states, actions = torch.randn(6, 4, dtype=torch.float64) * 2, torch.tensor([[0], [1], [1], [0], [1], [0]])
+    rewards, non_final = torch.ones(6, dtype=torch.float64), torch.tensor([True, True, False, True, True, True])
+    results = []
+    for policy, target in zip(policies, targets, strict=True):
+        target.load_state_dict(policy.state_dict())
+        optimizer = torch.optim.Adam(policy.parameters())
+        with torch.no_grad():
+            action = policy(states[:1]).max(1)[1]  # select_action
+        functional.reset_net(policy)
+        q = policy(states).gather(1, actions)
+        next_q = torch.zeros(6, dtype=torch.float64)
+        next_q[non_final] = target(next_states[non_final]).max(1)[0].detach()
+        functional.reset_net(target)
+        loss = nn.functional.smooth_l1_loss(q, (next_q * 0.999 + rewards).unsqueeze(1))
+        optimizer.zero_grad()
+        loss.backward()
+        for p in policy.parameters():
+            p.grad.data.clamp_(-1, 1)
+        optimizer.step()
+        functional.reset_net(policy)
+        target.load_state_dict(policy.state_dict())  # TARGET_UPDATE
+        played = build()  # play(): a fresh net loads the saved policy
+        sjn.swap_nodes(played, PAIRS["if"][policy is policies[1]], neuron.BaseNode)
+        played.double().load_state_dict(policy.state_dict())
+        kind = neuron.IFNode if policy is policies[0] else sjn.DecoupledIFNode
+        with torch.no_grad():
+            spike_seq_monitor = monitor.OutputMonitor(played, kind)
+            v = played(states[:1])
+            spikes = torch.cat(spike_seq_monitor.records, 0)
+            spike_seq_monitor.remove_hooks()
+            functional.reset_net(played)
+            assert torch.equal(target(states[:1]), v)
+        results.append((action, q, policy.fc[0].weight, v, spikes))
+    assert 0 < results[0][4].mean() < 1 and results[0][4].shape == (4, 16)
+    for expected, got in zip(*results, strict=True):
+        torch.testing.assert_close(got, expected)
+    assert not monitor.OutputMonitor(policies[1], neuron.IFNode).monitored_layers
