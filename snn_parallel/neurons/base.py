@@ -205,6 +205,7 @@ class Neuron(nn.Module):
         # not named `backend`: SpikingJelly 0.0.0.0.14 treats any module with that attribute as its own node
         self.ops_backend = backend
         self._declared: dict[str, bool] = {}
+        self._lazy_buffers: tuple[str, ...] = ()  # the declared buffers (not parameters), built at the first input
         self._pending = self.features is None  # the feature count (and its tensors) still to come
 
     # -- public entry points -------------------------------------------------------------
@@ -294,6 +295,8 @@ class Neuron(nn.Module):
         if not self._pending:  # a Python flag, so that torch.compile never looks inside
             if features != self.features:
                 raise ValueError(f"{type(self).__name__} has {self.features} features, got {features!r}")
+            if self._lost_buffers():
+                self._restore_buffers()
             return
         features = check_features(features)
         if features is None:
@@ -316,6 +319,24 @@ class Neuron(nn.Module):
                     owner.register_buffer(attr, values[name].to(current), persistent=True)
         self.features, self._pending = features, False
         self._on_materialize(features)
+
+    def _lost_buffers(self) -> bool:
+        """Whether a per-channel buffer built at the first input is empty again: ``torch.func.functional_call``
+        (SpikingJelly's ``memopt.checkpoint_module`` runs the neuron in it) swaps the module's tensors for the
+        given ones during the call and puts its own back after it, the empty placeholders of a first call made
+        there included."""
+        return any(getattr(*self._owner(name)).numel() == 0 for name in self._lazy_buffers)
+
+    def _restore_buffers(self) -> None:
+        """Build the lost buffers (:meth:`_lost_buffers`), which are never trained, again from the constructor's
+        values, without drawing from the global random generator (the initial values of random parameters)."""
+        with torch.random.fork_rng(devices=[]), torch.no_grad():
+            values = self._initial_values(self.features)
+        for name in self._lazy_buffers:
+            owner, attr = self._owner(name)
+            current = getattr(owner, attr)
+            if current.numel() == 0:
+                owner.register_buffer(attr, values[name].to(current), persistent=True)
 
     @property
     def _compile_advice(self) -> str:
@@ -355,6 +376,7 @@ class Neuron(nn.Module):
                 owner.register_parameter(attr, UninitializedParameter())
             else:
                 owner.register_buffer(attr, torch.empty(0))
+                self._lazy_buffers += (name,)
             self._declared[name] = is_parameter
         if self.features is not None:
             self._pending = True
@@ -431,8 +453,12 @@ class Neuron(nn.Module):
         path, _, attr = name.rpartition(".")
         return (self.get_submodule(path) if path else self), attr
 
-    # a lazy neuron's state_dict holds its uninitialised parameters as they are, as LazyLinear's
-    _save_to_state_dict = LazyModuleMixin._save_to_state_dict
+    def _save_to_state_dict(self, destination: dict[str, Any], prefix: str, keep_vars: bool) -> None:
+        """A lazy neuron's state dict holds its uninitialised parameters as they are, as ``LazyLinear``'s; a
+        materialised one's, its lost buffers built again (:meth:`_lost_buffers`)."""
+        if not self._pending and self._lost_buffers():
+            self._restore_buffers()
+        LazyModuleMixin._save_to_state_dict(self, destination, prefix, keep_vars)
 
     def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
         """Loading into a lazy neuron materialises it with the loaded feature count first."""

@@ -263,23 +263,28 @@ def test_dtype_conversion_before_the_first_call(cls, kwargs, conversion):
     assert all(p.grad is not None and p.grad.dtype == dtype for p in net.parameters())
 
 
+@pytest.mark.parametrize("dry_run", [True, False], ids=["after a forward", "lazy"])
 @pytest.mark.parametrize(("cls", "kwargs"), NODES)
-def test_gradient_checkpointing_in_time_chunks_matches_the_plain_network(cls, kwargs):
-    """``memopt.checkpoint_module`` over two time chunks, after one forward (see the docs): the
-    outputs, the gradients and the memories left for the next call are the plain network's."""
+def test_gradient_checkpointing_in_time_chunks_matches_the_plain_network(cls, kwargs, dry_run):
+    """``memopt.checkpoint_module`` over two time chunks, after one forward or on nodes still waiting for their
+    feature count (which it runs in ``torch.func.functional_call``, on copies of their tensors): the outputs, the
+    gradients and the memories left for the next call are the plain network's."""
     from spikingjelly.activation_based import base, memopt
 
     x = inputs(steps=6).double()
     # no BatchNorm: over a chunk its batch statistics are the chunk's, as with SpikingJelly's nodes
     net = nn.Sequential(layer.Linear(C, 8), cls(**kwargs), layer.Linear(8, 3)).double()
     functional.set_step_mode(net, "m")
-    with torch.no_grad():
-        net(x)
-    functional.reset_net(net)
+    if dry_run:
+        with torch.no_grad():
+            net(x)
+        functional.reset_net(net)
     reference = copy.deepcopy(net)
     wrapped = memopt.checkpoint_module(net, chunks=2)
     weights = torch.randn(2, *x.shape[:2], 3, dtype=torch.float64)
+    torch.manual_seed(1)  # the same initial values for a lazy node's random parameters in both
     outs = [wrapped(x), wrapped(x)]  # the memories carry over to the second call
+    torch.manual_seed(1)
     expected = [reference(x), reference(x)]
     sum((o * w).sum() for o, w in zip(outs, weights, strict=True)).backward()
     sum((o * w).sum() for o, w in zip(expected, weights, strict=True)).backward()

@@ -317,6 +317,30 @@ def test_lazy_neuron_loads_deepcopies_and_trains_like_lazy_linear(name, make):
     assert step_first.features == 5
 
 
+@pytest.mark.parametrize("name,make", LAZY, ids=LAZY_IDS)
+def test_lazy_neuron_first_called_through_functional_call_keeps_working(name, make):
+    """``torch.func.functional_call`` runs the module on the given tensors and puts its own back after the call, so
+    a first call there loses the buffers that call built (a fixed decay's): every later call, in it or not, gives
+    the spikes of the neuron built with its feature count, its state dict their shapes, and building them again
+    draws nothing from the global random generator."""
+    from torch.func import functional_call
+
+    x = torch.rand(6, 2, 5) * 2
+    torch.manual_seed(0)
+    lazy = make()
+    spikes = []
+    for _ in range(2):
+        rng = torch.get_rng_state()
+        tensors = {**dict(lazy.named_parameters()), **dict(lazy.named_buffers())}
+        spikes.append(functional_call(lazy, tensors, (x,))[0])
+    assert torch.equal(torch.get_rng_state(), rng)  # the second call's
+    torch.manual_seed(0)
+    eager = make(features=5)
+    assert {k: v.shape for k, v in lazy.state_dict().items()} == {k: v.shape for k, v in eager.state_dict().items()}
+    for got in (*spikes, lazy(x)[0]):
+        torch.testing.assert_close(got, eager(x)[0], rtol=0, atol=0)
+
+
 def test_lazy_neuron_is_refused_by_ddp_until_a_dry_run(tmp_path):
     import torch.distributed as dist
 
