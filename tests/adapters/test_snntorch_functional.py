@@ -18,7 +18,7 @@ from torch import nn
 snn = pytest.importorskip("snntorch")
 import snntorch.functional as SF  # noqa: E402
 import snntorch.utils  # noqa: E402
-from snn_parallel.adapters.snntorch import PRF, DecoupledLIF, DynamicDecay, Synaptic  # noqa: E402
+from snn_parallel.adapters.snntorch import LTC, PRF, PSPLIF, DecoupledLIF, DynamicDecay, Lapicque, Synaptic  # noqa: E402
 from snntorch import spikegen  # noqa: E402
 
 STEPS, BATCH, INPUTS, HIDDEN, OUTPUTS = 12, 6, 10, 12, 4
@@ -37,7 +37,9 @@ class _Net(nn.Module):
 
     @staticmethod
     def _init(neuron: nn.Module) -> tuple[torch.Tensor, ...]:
-        return neuron.init_synaptic() if isinstance(neuron, snn.Synaptic) else (neuron.init_leaky(),)
+        if isinstance(neuron, snn.Synaptic):
+            return neuron.init_synaptic()
+        return (neuron.init_lapicque(),) if isinstance(neuron, snn.Lapicque) else (neuron.init_leaky(),)
 
     def forward(self, x: torch.Tensor, multistep: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         if multistep:
@@ -111,13 +113,24 @@ TWINS = {
         lambda **kw: snn.Synaptic(alpha=0.625, beta=0.75, **kw),
         lambda **kw: Synaptic(alpha=0.625, beta=0.75, **kw),
     ),
+    "lapicque": (lambda **kw: snn.Lapicque(R=4.0, C=1.0, **kw), lambda **kw: Lapicque(R=4.0, C=1.0, **kw)),
 }
-# the snnTorch-twin checks run quick for Leaky, with the slow ones for Synaptic (the same losses, 20 more runs)
-TWIN_PARAMS = [pytest.param("leaky"), pytest.param("synaptic", marks=pytest.mark.slow)]
+# the snnTorch-twin checks run quick for Leaky, with the slow ones for Synaptic and Lapicque
+TWIN_PARAMS = [
+    pytest.param("leaky"),
+    pytest.param("synaptic", marks=pytest.mark.slow),
+    pytest.param("lapicque", marks=pytest.mark.slow),
+]
 NO_TWIN = {
     "DynamicDecay": lambda: DynamicDecay(threshold=0.25),
     "PRF": lambda: PRF(tau=0.5, dt_range=(0.5, 1.0), threshold=0.25),
+    "LTC": LTC,
+    "PSPLIF": PSPLIF,
 }
+NO_TWIN_PARAMS = [
+    pytest.param(make, id=name, marks=[pytest.mark.slow] if name in ("LTC", "PSPLIF") else [])
+    for name, make in NO_TWIN.items()
+]
 
 
 def _data() -> tuple[torch.Tensor, torch.Tensor]:
@@ -199,7 +212,7 @@ def test_loss_trains_like_snntorch(twin, name, build, reads, lr):
     _assert_same(runs[True], runs[False], rtol=1e-10)
 
 
-@pytest.mark.parametrize("make", NO_TWIN.values(), ids=NO_TWIN)
+@pytest.mark.parametrize("make", NO_TWIN_PARAMS)
 @pytest.mark.parametrize("name, build, reads, lr", LOSSES, ids=[case[0] for case in LOSSES])
 def test_loss_trains_skins_without_twin(make, name, build, reads, lr):
     """The skins with no snnTorch twin under each loss in ``multistep``: a finite loss and finite gradients that
@@ -265,7 +278,7 @@ def _stepped(neuron: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Te
     return torch.stack(spikes), torch.stack(mems)
 
 
-@pytest.mark.parametrize("twin", TWINS)
+@pytest.mark.parametrize("twin", TWIN_PARAMS)
 @pytest.mark.parametrize("encode", ENCODERS.values(), ids=ENCODERS)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
 def test_encoded_spikes_feed_multistep(twin, encode, dtype):
