@@ -647,6 +647,18 @@ class _CoreSkin:
                 return
         super().__setattr__(name, value)
 
+    def __getattr__(self, name: str) -> Any:
+        """``nn.Module``'s lookup of parameters, buffers and submodules, then the skin's properties (``mem``,
+        ``threshold``, ``beta``, ...): snnTorch's ``functional.probe.AttributeMonitor`` reads
+        ``neuron.__getattr__(name)``, which ``snn.Leaky`` answers from its buffers and a skin from a property."""
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            attribute = getattr(type(self), name, None)
+            if isinstance(attribute, property):
+                return attribute.__get__(self)
+            raise
+
     @property
     def threshold(self) -> torch.Tensor:
         """snnTorch's ``threshold``: its buffer, in the shape given, where the core has one constant value; the core's
