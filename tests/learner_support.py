@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterable
 from datetime import timedelta
 from pathlib import Path
 
+import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
@@ -17,6 +18,14 @@ from torch import nn
 
 from snn_parallel.learners import StepLoss, Trainer
 from snn_parallel.neurons import DecoupledLIF
+
+
+def needs(module: object, *names: str, why: str = "") -> pytest.MarkDecorator:
+    """Skips a test where ``module`` lacks any of ``names`` (what SpikingJelly 2.0 added, such as ``neuron.PSN``,
+    absent from 0.0.0.0.14), naming what is missing and ``why`` it matters; found by ``hasattr``, not by version."""
+    absent = [name for name in names if not hasattr(module, name)]
+    where = getattr(module, "__name__", type(module).__name__)
+    return pytest.mark.skipif(bool(absent), reason=f"{where} has no {', '.join(absent)}" + (f": {why}" if why else ""))
 
 
 def wide(linear: nn.Linear, gain: float = 3.0) -> nn.Linear:

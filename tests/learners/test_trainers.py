@@ -15,6 +15,7 @@ from learner_support import (
     digits_loader,
     join_two_ranks,
     leave_two_ranks,
+    needs,
     spawn_two_ranks,
 )
 from learner_support import bptt_gradients as _bptt_reference
@@ -120,16 +121,20 @@ def test_discovery_accepts_supported_networks():
 @pytest.mark.parametrize(
     "model, message",
     [
-        (nn.Sequential(nn.Linear(4, 8), nn.LSTM(8, 8), PRF(8)), r"1 \(LSTM\) is a recurrent ANN layer"),
-        (nn.Sequential(nn.Linear(4, 8), nn.Linear(8, 3)), "no spiking neuron"),
-        (nn.Linear(4, 3), "no spiking neuron"),
-        (nn.Sequential(nn.Linear(4, 8), PRF(8), nn.GRUCell(8, 8)), r"2 \(GRUCell\) is a recurrent ANN layer"),
-        (nn.Sequential(nn.Linear(4, 8), sj_neuron.PSN(T=4)), r"1 \(PSN\) takes only whole sequences"),
+        (lambda: nn.Sequential(nn.Linear(4, 8), nn.LSTM(8, 8), PRF(8)), r"1 \(LSTM\) is a recurrent ANN layer"),
+        (lambda: nn.Sequential(nn.Linear(4, 8), nn.Linear(8, 3)), "no spiking neuron"),
+        (lambda: nn.Linear(4, 3), "no spiking neuron"),
+        (lambda: nn.Sequential(nn.Linear(4, 8), PRF(8), nn.GRUCell(8, 8)), r"2 \(GRUCell\) is a recurrent ANN layer"),
+        pytest.param(
+            lambda: nn.Sequential(nn.Linear(4, 8), sj_neuron.PSN(T=4)),
+            r"1 \(PSN\) takes only whole sequences",
+            marks=needs(sj_neuron, "PSN"),
+        ),
     ],
 )
 def test_discovery_refuses_unsupported_modules(model, message):
     with pytest.raises(UnsupportedModule, match=message):
-        discover(model)
+        discover(model())
 
 
 def test_recurrent_block_passes_on_the_membrane_on_request():
@@ -211,7 +216,7 @@ def test_hypr_gradient_does_not_depend_on_chunk_in_deep_recurrent_nets():
     [
         (nn.Sequential(nn.Linear(4, 6), LTC(6), nn.Linear(6, 3)), "mixes neurons"),
         (
-            nn.Sequential(nn.Linear(4, 6), sj_neuron.ParametricLIFNode(), sj_layer.SynapseFilter(), nn.Linear(6, 3)),
+            nn.Sequential(nn.Linear(4, 6), PRF(6), sj_layer.SynapseFilter(), nn.Linear(6, 3)),
             r"2 \(SynapseFilter\) keeps a state of its own",
         ),
         (nn.Sequential(nn.Linear(4, 6), nn.Dropout(0.5), PRF(6), nn.Linear(6, 3)), "deterministic"),
