@@ -91,6 +91,7 @@ def test_step_loss_rejects_bad_options():
 
 
 # -- discovery -----------------------------------------------------------------------------------------
+@pytest.mark.legacy
 def test_discovery_accepts_supported_networks():
     pytest.importorskip("snntorch")
     from snn_parallel.adapters import snntorch as snt_adapter
@@ -118,6 +119,7 @@ def test_discovery_accepts_supported_networks():
         torch.testing.assert_close(out, steps)
 
 
+@pytest.mark.legacy
 @pytest.mark.parametrize(
     "model, message",
     [
@@ -158,6 +160,7 @@ def test_recurrent_block_passes_on_the_membrane_on_request():
         RecurrentBlock(3, DecoupledLIF(5), output="membrane")
 
 
+@pytest.mark.legacy
 def test_discovery_refuses_snntorch_own_neurons():
     snn = pytest.importorskip("snntorch")
     with pytest.raises(UnsupportedModule, match="snn_parallel.adapters.snntorch"):
@@ -211,6 +214,7 @@ def test_hypr_gradient_does_not_depend_on_chunk_in_deep_recurrent_nets():
         _assert_close(_gradients(HYPRTrainer, model, x, y, chunk=chunk), full)
 
 
+@pytest.mark.legacy
 @pytest.mark.parametrize(
     "model, message",
     [
@@ -356,6 +360,7 @@ def test_fptt_part_weight_of_a_terminal_regression_label(part_weight, weights):
 
 
 # -- OTTT ----------------------------------------------------------------------------------------------
+@pytest.mark.legacy
 @pytest.mark.parametrize("node", ["ours", "spikingjelly"])
 def test_ottt_single_lif_layer_equals_bptt_with_detached_reset(node):
     """With a trace decay equal to the membrane decay, OTTT's three-factor gradient is exact for one layer."""
@@ -402,6 +407,7 @@ def _neuron_trace_nodes():
     }
 
 
+@pytest.mark.legacy
 @pytest.mark.parametrize("node", list(_neuron_trace_nodes()))
 def test_ottt_neuron_trace_is_exact_for_one_layer_of_any_decay(node):
     """trace='neuron' filters each synapse with its neuron's own (per-channel, complex) decay:
