@@ -20,12 +20,11 @@ from snn_parallel.learners import StepLoss, Trainer
 from snn_parallel.neurons import DecoupledLIF
 
 
-def needs(module: object, *names: str, why: str = "") -> pytest.MarkDecorator:
-    """Skips a test where ``module`` lacks any of ``names`` (what SpikingJelly 2.0 added, such as ``neuron.PSN``,
-    absent from 0.0.0.0.14), naming what is missing and ``why`` it matters; found by ``hasattr``, not by version."""
+def needs(module: object, *names: str) -> pytest.MarkDecorator:
+    """Skips a test where ``module`` lacks any of ``names`` (classes SpikingJelly 2.0 added, such as ``neuron.PSN``,
+    absent from 0.0.0.0.14), naming what is missing; found by ``hasattr``, not by version."""
     absent = [name for name in names if not hasattr(module, name)]
-    where = getattr(module, "__name__", type(module).__name__)
-    return pytest.mark.skipif(bool(absent), reason=f"{where} has no {', '.join(absent)}" + (f": {why}" if why else ""))
+    return pytest.mark.skipif(bool(absent), reason=f"{module.__name__} has no {', '.join(absent)}")
 
 
 def wide(linear: nn.Linear, gain: float = 3.0) -> nn.Linear:
