@@ -2,8 +2,9 @@
 #   make demo   -> trains a small SNN on built-in data
 #   make lint   -> ruff check and ruff format --check (make test runs it first)
 #   make test   -> runs the whole test suite: everything against snnTorch 1.0.0 and
-#                  SpikingJelly 2.0.0 (.venv), then the adapter tests against snnTorch 0.9.4
-#                  and SpikingJelly 0.0.0.0.14 (.venv-legacy)
+#                  SpikingJelly 2.0.0 (.venv), then the adapter tests, the snippets and the
+#                  learner tests marked `legacy` (the trainers on the frameworks' own classes)
+#                  against snnTorch 0.9.4 and SpikingJelly 0.0.0.0.14 (.venv-legacy)
 #   make gpu    -> on a machine with an NVIDIA GPU: the GPU tests and the GPU benchmark
 #                  (CUPY=cuda12 for CUDA 12 drivers; default cuda13)
 #   make gpu-quick -> the quick GPU benchmark (under 5 minutes): benchmarks/gpu_quick.json and .png
@@ -36,9 +37,11 @@ $(VENV)/.test-ready: $(VENV)/bin/python pyproject.toml
 	$(PIP) install -q "$(TORCH)" -e ".[all]"
 	touch $@
 
-# the legacy frameworks; tensorboard and requests are undeclared needs of SpikingJelly 0.0.0.0.14
+# the legacy frameworks; tensorboard and requests are undeclared needs of SpikingJelly 0.0.0.0.14,
+# scikit-learn gives the learner tests their digits
 $(LEGACY)/.test-ready: $(LEGACY)/bin/python pyproject.toml
-	$(LEGACY)/bin/python -m pip install -q "$(TORCH)" "spikingjelly==0.0.0.0.14" "snntorch==0.9.4" tensorboard requests pytest
+	$(LEGACY)/bin/python -m pip install -q "$(TORCH)" "spikingjelly==0.0.0.0.14" "snntorch==0.9.4" tensorboard requests \
+		scikit-learn pytest
 	$(LEGACY)/bin/python -m pip install -q --no-deps -e .
 	touch $@
 
@@ -64,6 +67,7 @@ demo: $(VENV)/.demo-ready
 test: lint $(LEGACY)/.test-ready
 	$(PY) -m pytest $(PYTEST_ARGS)
 	$(LEGACY)/bin/python -m pytest $(PYTEST_ARGS) tests/adapters tests/test_snippets.py
+	$(LEGACY)/bin/python -m pytest $(PYTEST_ARGS) -m "legacy and not slow" tests/learners
 
 # ruff's lint rules and formatting (configured in pyproject.toml); make test runs it first
 lint: $(VENV)/.test-ready

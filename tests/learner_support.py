@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterable
 from datetime import timedelta
 from pathlib import Path
 
+import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
@@ -17,6 +18,13 @@ from torch import nn
 
 from snn_parallel.learners import StepLoss, Trainer
 from snn_parallel.neurons import DecoupledLIF
+
+
+def needs(module: object, *names: str) -> pytest.MarkDecorator:
+    """Skips a test where ``module`` lacks any of ``names`` (classes SpikingJelly 2.0 added, such as ``neuron.PSN``,
+    absent from 0.0.0.0.14), naming what is missing; found by ``hasattr``, not by version."""
+    absent = [name for name in names if not hasattr(module, name)]
+    return pytest.mark.skipif(bool(absent), reason=f"{module.__name__} has no {', '.join(absent)}")
 
 
 def wide(linear: nn.Linear, gain: float = 3.0) -> nn.Linear:

@@ -110,7 +110,10 @@ def _entering_state(driver: Driver, saved: Any, current: torch.Tensor) -> tuple[
     if isinstance(driver, CoreDriver):
         state = saved if saved is not None else driver.core.init_state(current)
         return type(state)(*(s.detach() for s in state))
-    states = driver.module.materialize_states((current,), tuple(saved.values()), "s")
+    if hasattr(driver.module, "materialize_states"):
+        states = driver.module.materialize_states((current,), tuple(saved.values()), "s")
+    else:  # SpikingJelly 0.0.0.0.14: a memory still at its float reset value is that value everywhere
+        states = tuple(torch.full_like(current, s) if isinstance(s, float) else s for s in saved.values())
     return tuple(s.detach() for s in states)
 
 
@@ -126,8 +129,20 @@ def _pure_step(driver: Driver, current: torch.Tensor, state: tuple[torch.Tensor,
     if isinstance(driver, CoreDriver):
         spike, _, new_state = driver.core.update(current, state)
         return spike, new_state
-    outputs, new = driver.module.single_step_functional_forward((current,), tuple(state))
-    return outputs[0], tuple(new)
+    module = driver.module
+    if hasattr(module, "single_step_functional_forward"):
+        outputs, new = module.single_step_functional_forward((current,), tuple(state))
+        return outputs[0], tuple(new)
+    # SpikingJelly 0.0.0.0.14 has no functional step: the node's own step on its memories set to
+    # ``state``, which are put back after it
+    memories = module._memories
+    held = dict(memories)
+    try:
+        memories.update(zip(held, state, strict=True))
+        spike = module.single_step_forward(current)
+        return spike, tuple(memories[name] for name in held)
+    finally:
+        memories.update(held)
 
 
 def _own_parameters(driver: Driver) -> list[tuple[str, nn.Parameter]]:
@@ -504,8 +519,6 @@ class HYPRTrainer(Trainer):
                 "Jacobian that HYPR carries over time is cut; use neuron.LIFNode, or train it with OTTTTrainer"
             )
         elif isinstance(part, MemoryDriver) and part.is_neuron:
-            if not hasattr(part.module, "materialize_states"):
-                raise UnsupportedModule(f"{part.label}: HYPR needs SpikingJelly 2's functional step of the node")
             for name, param in part.module.named_parameters():
                 if param.requires_grad and param.numel() != 1:
                     raise UnsupportedModule(

@@ -13,6 +13,8 @@ from torch import nn
 from snn_parallel.learners import BPTTTrainer, HYPRTrainer, UnsupportedModule
 from snn_parallel.surrogate import ATan, FastSigmoid, ForeignSurrogate, Sigmoid
 
+pytestmark = pytest.mark.legacy
+
 snn_surrogate = pytest.importorskip("snntorch.surrogate")
 sj_surrogate = pytest.importorskip("spikingjelly.activation_based.surrogate")
 from learner_support import trainer_gradients as _grads  # noqa: E402

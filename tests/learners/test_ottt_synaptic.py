@@ -133,6 +133,7 @@ def test_a_first_order_trace_misses_the_current(monkeypatch):
     assert not torch.allclose(first_order["0.weight"], reference["0.weight"], rtol=1e-6, atol=1e-9)
 
 
+@pytest.mark.legacy
 @pytest.mark.parametrize("reset", ["subtract", "none"])
 @pytest.mark.parametrize("reset_delay", [True, False])
 def test_the_neuron_trace_is_exact_through_the_snntorch_synaptic_skin(reset, reset_delay):
@@ -162,6 +163,7 @@ def test_the_neuron_trace_is_exact_through_the_snntorch_synaptic_skin(reset, res
     assert_close_dicts(_neuron_trace(model, x, y), reference)
 
 
+@pytest.mark.legacy
 def test_the_neuron_trace_is_exact_through_the_spikingjelly_cuba_node():
     """SpikingJelly's current-based LIF (``CUBALIFNode`` with a soft, detached reset) as our node: the synapses'
     gradients are BPTT's, which the presynaptic trace's are not."""

@@ -15,6 +15,7 @@ from learner_support import (
     digits_loader,
     join_two_ranks,
     leave_two_ranks,
+    needs,
     spawn_two_ranks,
 )
 from learner_support import bptt_gradients as _bptt_reference
@@ -90,6 +91,7 @@ def test_step_loss_rejects_bad_options():
 
 
 # -- discovery -----------------------------------------------------------------------------------------
+@pytest.mark.legacy
 def test_discovery_accepts_supported_networks():
     pytest.importorskip("snntorch")
     from snn_parallel.adapters import snntorch as snt_adapter
@@ -117,19 +119,24 @@ def test_discovery_accepts_supported_networks():
         torch.testing.assert_close(out, steps)
 
 
+@pytest.mark.legacy
 @pytest.mark.parametrize(
     "model, message",
     [
-        (nn.Sequential(nn.Linear(4, 8), nn.LSTM(8, 8), PRF(8)), r"1 \(LSTM\) is a recurrent ANN layer"),
-        (nn.Sequential(nn.Linear(4, 8), nn.Linear(8, 3)), "no spiking neuron"),
-        (nn.Linear(4, 3), "no spiking neuron"),
-        (nn.Sequential(nn.Linear(4, 8), PRF(8), nn.GRUCell(8, 8)), r"2 \(GRUCell\) is a recurrent ANN layer"),
-        (nn.Sequential(nn.Linear(4, 8), sj_neuron.PSN(T=4)), r"1 \(PSN\) takes only whole sequences"),
+        (lambda: nn.Sequential(nn.Linear(4, 8), nn.LSTM(8, 8), PRF(8)), r"1 \(LSTM\) is a recurrent ANN layer"),
+        (lambda: nn.Sequential(nn.Linear(4, 8), nn.Linear(8, 3)), "no spiking neuron"),
+        (lambda: nn.Linear(4, 3), "no spiking neuron"),
+        (lambda: nn.Sequential(nn.Linear(4, 8), PRF(8), nn.GRUCell(8, 8)), r"2 \(GRUCell\) is a recurrent ANN layer"),
+        pytest.param(
+            lambda: nn.Sequential(nn.Linear(4, 8), sj_neuron.PSN(T=4)),
+            r"1 \(PSN\) takes only whole sequences",
+            marks=needs(sj_neuron, "PSN"),
+        ),
     ],
 )
 def test_discovery_refuses_unsupported_modules(model, message):
     with pytest.raises(UnsupportedModule, match=message):
-        discover(model)
+        discover(model())
 
 
 def test_recurrent_block_passes_on_the_membrane_on_request():
@@ -153,6 +160,7 @@ def test_recurrent_block_passes_on_the_membrane_on_request():
         RecurrentBlock(3, DecoupledLIF(5), output="membrane")
 
 
+@pytest.mark.legacy
 def test_discovery_refuses_snntorch_own_neurons():
     snn = pytest.importorskip("snntorch")
     with pytest.raises(UnsupportedModule, match="snn_parallel.adapters.snntorch"):
@@ -206,12 +214,13 @@ def test_hypr_gradient_does_not_depend_on_chunk_in_deep_recurrent_nets():
         _assert_close(_gradients(HYPRTrainer, model, x, y, chunk=chunk), full)
 
 
+@pytest.mark.legacy
 @pytest.mark.parametrize(
     "model, message",
     [
         (nn.Sequential(nn.Linear(4, 6), LTC(6), nn.Linear(6, 3)), "mixes neurons"),
         (
-            nn.Sequential(nn.Linear(4, 6), sj_neuron.ParametricLIFNode(), sj_layer.SynapseFilter(), nn.Linear(6, 3)),
+            nn.Sequential(nn.Linear(4, 6), PRF(6), sj_layer.SynapseFilter(), nn.Linear(6, 3)),
             r"2 \(SynapseFilter\) keeps a state of its own",
         ),
         (nn.Sequential(nn.Linear(4, 6), nn.Dropout(0.5), PRF(6), nn.Linear(6, 3)), "deterministic"),
@@ -351,6 +360,7 @@ def test_fptt_part_weight_of_a_terminal_regression_label(part_weight, weights):
 
 
 # -- OTTT ----------------------------------------------------------------------------------------------
+@pytest.mark.legacy
 @pytest.mark.parametrize("node", ["ours", "spikingjelly"])
 def test_ottt_single_lif_layer_equals_bptt_with_detached_reset(node):
     """With a trace decay equal to the membrane decay, OTTT's three-factor gradient is exact for one layer."""
@@ -397,6 +407,7 @@ def _neuron_trace_nodes():
     }
 
 
+@pytest.mark.legacy
 @pytest.mark.parametrize("node", list(_neuron_trace_nodes()))
 def test_ottt_neuron_trace_is_exact_for_one_layer_of_any_decay(node):
     """trace='neuron' filters each synapse with its neuron's own (per-channel, complex) decay:
