@@ -205,7 +205,9 @@ class Neuron(nn.Module):
         # not named `backend`: SpikingJelly 0.0.0.0.14 treats any module with that attribute as its own node
         self.ops_backend = backend
         self._declared: dict[str, bool] = {}
-        self._lazy_buffers: tuple[str, ...] = ()  # the declared buffers (not parameters), built at the first input
+        # the declared buffers (not parameters) of a lazy neuron, built at its first input (those of a neuron given
+        # its features are built here, never lost: see _lost_buffers)
+        self._lazy_buffers: tuple[str, ...] = ()
         self._pending = self.features is None  # the feature count (and its tensors) still to come
 
     # -- public entry points -------------------------------------------------------------
@@ -376,7 +378,8 @@ class Neuron(nn.Module):
                 owner.register_parameter(attr, UninitializedParameter())
             else:
                 owner.register_buffer(attr, torch.empty(0))
-                self._lazy_buffers += (name,)
+                if self.features is None:
+                    self._lazy_buffers += (name,)
             self._declared[name] = is_parameter
         if self.features is not None:
             self._pending = True
