@@ -4,6 +4,8 @@ equations, in float64."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 from torch import nn
@@ -472,3 +474,44 @@ def test_a_skins_own_state_dict_reads_back_its_decays(cls, name):
         copy.load_state_dict(source.state_dict())
         torch.testing.assert_close(getattr(copy, name), getattr(source, name))
         assert torch.equal(copy.multistep(x)[0], source.multistep(x)[0])
+
+
+@pytest.mark.parametrize("learn", [False, True])
+@pytest.mark.parametrize("per_neuron", [False, True])
+def test_nir_export_writes_the_cuba_lif_of_snn_synaptic(per_neuron, learn):
+    """snnTorch's exporter writes ``snn.Synaptic`` as NIR's ``CubaLIF`` from its ``alpha``, ``beta`` and
+    ``threshold``: the skin, which subclasses it, gives the same graph and values, learned decays included, and
+    fails where snnTorch's own neuron fails (one value for the layer)."""
+    nir = pytest.importorskip("nir")
+    pytest.importorskip("nirtorch")
+    export_nir = pytest.importorskip("snntorch.export_nir")
+
+    def net(cls):
+        torch.manual_seed(0)
+        n = 4
+        if per_neuron:
+            alpha, beta = torch.linspace(0.7, 0.9, n), torch.linspace(0.5, 0.6, n)
+            threshold = torch.linspace(0.8, 1.1, n)
+        else:
+            alpha, beta, threshold = 0.8, 0.6, 0.9
+        neuron = cls(alpha=alpha, beta=beta, threshold=threshold, learn_alpha=learn, learn_beta=learn, init_hidden=True)
+        return nn.Sequential(nn.Linear(3, n), neuron)
+
+    sample = torch.rand(2, 3)
+    if not per_neuron:  # snnTorch 1.0.0's exporter writes 0-d decays, which nir's type check refuses
+        with pytest.raises(ValueError) as theirs:
+            export_nir.export_to_nir(net(snn.Synaptic), sample, ignore_dims=[0])
+        with pytest.raises(ValueError, match=re.escape(str(theirs.value))):
+            export_nir.export_to_nir(net(Synaptic), sample, ignore_dims=[0])
+        return
+    reference = export_nir.export_to_nir(net(snn.Synaptic), sample, ignore_dims=[0])
+    ours = export_nir.export_to_nir(net(Synaptic), sample, ignore_dims=[0])
+    assert set(ours.edges) == set(reference.edges)
+    assert {key: type(node) for key, node in ours.nodes.items()} == {
+        key: type(node) for key, node in reference.nodes.items()
+    }
+    (key,) = [key for key, node in reference.nodes.items() if isinstance(node, nir.CubaLIF)]
+    for field in ("tau_syn", "tau_mem", "r", "w_in", "v_leak", "v_threshold", "v_reset"):
+        torch.testing.assert_close(
+            torch.as_tensor(getattr(ours.nodes[key], field)), torch.as_tensor(getattr(reference.nodes[key], field))
+        )
