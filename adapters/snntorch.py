@@ -162,6 +162,16 @@ has new parameters (a learned ``beta`` becomes the skin's logit): build the opti
     model = from_snntorch(model)
     optimizer = torch.optim.Adam(model.parameters())
 
+**StateLeaky and LinearLeaky.** On snnTorch 1.0, :class:`StateLeaky` and :class:`LinearLeaky` are the drop-ins for
+``snn.StateLeaky`` and ``snn.LinearLeaky``, snnTorch's leaky neuron without reset over whole sequences ``[T, B, C]``:
+subclasses keeping snnTorch's constructor, attributes, call and state dict, whose membrane, snnTorch's causal
+convolution with :math:`e^{-k/\tau}` (:math:`O(T^2)` per channel), is the :math:`O(T)` scan
+:math:`m_t = \rho m_{t-1} + x_t - \rho^K x_{t-K}`, :math:`\rho = e^{-1/\tau}` (``K``:
+``kernel_truncation_steps``), their spikes snnTorch's through the surrogates above (see
+``snn_parallel.adapters._snntorch_stateleaky``). They are no :class:`LeakyAdapter` (no core neuron, no step
+``forward``); :func:`from_snntorch` and :func:`to_snntorch` swap them with snnTorch's. Before snnTorch 1.0 the
+names raise ``AttributeError`` saying so.
+
 :func:`reset` resets the neurons of one network (nested included), unlike
 ``snntorch.utils.reset``, which scans only direct children and resets every ``Leaky`` in
 the process. :func:`register` / :func:`unregister` expose the classes as
@@ -2083,7 +2093,8 @@ def _snntorch_twin(skin: _CoreSkin) -> nn.Module:
 def to_snntorch(net: nn.Module) -> nn.Module:
     r"""A copy of ``net`` with snnTorch's own neurons in place of the skins that compute what they compute:
     :class:`DecoupledLIF` becomes ``snn.Leaky``, :class:`Synaptic` ``snn.Synaptic`` and :class:`Lapicque`
-    ``snn.Lapicque``, each carrying the trained values and every constructor option. ``net`` is left untouched.
+    ``snn.Lapicque`` (:class:`StateLeaky` and :class:`LinearLeaky` snnTorch's classes of those names), each carrying
+    the trained values and every constructor option. ``net`` is left untouched.
 
     The copy runs without this library's neurons, and its state dict is the one a network built with snnTorch's
     neurons holds: ``original.load_state_dict(to_snntorch(ours).state_dict())`` loads strictly into the same
@@ -2256,7 +2267,8 @@ def _skin(neuron: nn.Module, skin_type: type[_CoreSkin]) -> _CoreSkin:
 def from_snntorch(net: nn.Module) -> nn.Module:
     r"""A copy of ``net`` with the skins in place of snnTorch's own neurons, each computing what the neuron
     computes: ``snn.Leaky`` becomes :class:`DecoupledLIF`, ``snn.Synaptic`` :class:`Synaptic` and ``snn.Lapicque``
-    :class:`Lapicque`, each carrying the trained values and every constructor option; the inverse of
+    :class:`Lapicque` (``snn.StateLeaky`` and ``snn.LinearLeaky`` :class:`StateLeaky` and :class:`LinearLeaky`, of
+    the same options and state dict), each carrying the trained values and every constructor option; the inverse of
     :func:`to_snntorch`. ``net`` is left untouched.
 
     An existing snnTorch network (or one that loaded a checkpoint trained with snnTorch) trains in parallel without
