@@ -98,9 +98,15 @@ class _ScanStateLeaky:
     def fire(self, mem: torch.Tensor) -> torch.Tensor:
         """snnTorch's ``LIF.fire``: ``state_quant(mem)`` (where set) minus the threshold, through the surrogate,
         times ``graded_spikes_factor``."""
+        return self._spikes(mem, self.graded_spikes_factor)
+
+    def _spikes(self, mem: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
+        """``fire(mem)`` with ``factor`` in place of ``graded_spikes_factor``: the spikes are 0 or 1 before it, so
+        ``forward``'s ``fire(mem) * g`` is ``_spikes(mem, g * g)`` to the bit, one product over the sequence
+        fewer."""
         if self.state_quant:
             mem = self.state_quant(mem)
-        return self._surrogate()(mem - self.threshold) * self.graded_spikes_factor
+        return self._surrogate()(mem - self.threshold) * factor
 
     def _base_state_function(self, input_: torch.Tensor) -> torch.Tensor:
         r"""The membrane ``[T, B, C]`` of ``input_`` ``[T, B, C]`` (checked), by the scan of the module docstring."""
@@ -139,7 +145,8 @@ class _ScanStateLeaky:
             mem = self.state_quant(mem)
         if not self.output:
             return mem
-        self.spk = self.fire(mem) * self.graded_spikes_factor  # snnTorch's: the factor twice, fire's and this
+        factor = self.graded_spikes_factor
+        self.spk = self._spikes(mem, factor * factor)  # snnTorch's fire(mem) * factor: the factor counts twice
         return self.spk, mem
 
 
