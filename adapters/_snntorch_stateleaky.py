@@ -42,7 +42,7 @@ __all__ = ["StateLeaky", "LinearLeaky"]
 
 
 def _check_beta(beta: object) -> None:
-    """``beta``: a real number, or a real tensor, every value in ``[0, 1]`` (snnTorch's :math:`\tau = 1/(1-\beta)`
+    r"""``beta``: a real number, or a real tensor, every value in ``[0, 1]`` (snnTorch's :math:`\tau = 1/(1-\beta)`
     is then at least 1, infinite for 1: no leak; above 1 it is negative and the kernel grows without bound)."""
     if not isinstance(beta, torch.Tensor):
         check_float(beta, "beta", minimum=0.0, maximum=1.0)
@@ -111,13 +111,15 @@ class _ScanStateLeaky:
     def _base_state_function(self, input_: torch.Tensor) -> torch.Tensor:
         r"""The membrane ``[T, B, C]`` of ``input_`` ``[T, B, C]`` (checked), by the scan of the module docstring."""
         steps, _, channels = input_.shape
-        log_decay = (-1 / self.tau).to(input_.dtype).expand(channels)  # log rho, per channel
+        # log rho per channel, in float32 at least (the scan accumulates half precision in float32)
+        log_decay = (-1 / self.tau).to(torch.promote_types(input_.dtype, torch.float32)).expand(channels)
         window = _truncation(self.kernel_truncation_steps)
+        drive = input_
         if window is not None and window < steps:
             leaving = torch.exp(window * log_decay) * input_[:-window]  # rho^K x_{t-K}
-            input_ = torch.cat((input_[:window], input_[window:] - leaving))
-        mem, _ = linear_scan(log_decay, input_, log_decay=True, validate=False)
-        return mem.to(input_.dtype)  # half precision is accumulated in float32
+            drive = torch.cat((input_[:window], input_[window:] - leaving))
+        mem, _ = linear_scan(log_decay, drive, log_decay=True, validate=False)
+        return mem.to(input_.dtype)
 
     def _checked(self, input_: object, channels: int | None, what: str) -> torch.Tensor:
         """``input_`` as a sequence ``[T, B, channels]`` of finite floats (any ``C`` where ``channels`` is

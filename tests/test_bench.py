@@ -44,6 +44,7 @@ def test_tiny_run_writes_rows_and_ratios(tmp_path, capsys):
     assert "Machine:" in printed
 
 
+@pytest.mark.slow  # two worker processes, about 8 s
 def test_stateleaky_pair_runs_and_is_compared(tmp_path):
     """The opt-in pair: the StateLeaky skin timed against snnTorch 1.0's StateLeaky in the same run."""
     snntorch = pytest.importorskip("snntorch")

@@ -133,6 +133,18 @@ def test_long_sequence_float32(window: int | None) -> None:
     assert (mem.double() - expected).abs().max() <= 2e-5 * expected.abs().max()
 
 
+@pytest.mark.parametrize("dtype, tol", [(torch.float16, 2e-3), (torch.bfloat16, 1e-2)], ids=["float16", "bfloat16"])
+@pytest.mark.parametrize("window", [None, 40], ids=["whole", "truncated"])
+def test_half_precision_input(dtype: torch.dtype, tol: float, window: int | None) -> None:
+    """A half-precision input keeps its dtype; the scan runs in float32 (the decay too), so ``mem`` is snnTorch's
+    float32 one of the rounded input, within ``tol`` of its largest magnitude."""
+    x = torch.randn(300, 2, C, generator=torch.Generator().manual_seed(7)).to(dtype)
+    expected = snn.StateLeaky(0.95, C, kernel_truncation_steps=window)(x.float())[1]
+    mem = StateLeaky(0.95, C, kernel_truncation_steps=window)(x)[1]
+    assert mem.dtype == dtype
+    assert (mem.float() - expected).abs().max() <= tol * expected.abs().max()
+
+
 def test_state_dicts_load_both_ways() -> None:
     options = CASES["learned"][0]
     pairs = [
