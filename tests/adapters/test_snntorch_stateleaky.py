@@ -109,6 +109,13 @@ def test_one_step(case: str) -> None:
     _assert_same(theirs, ours, torch.randn(1, 5, C, dtype=F64), 1e-12)
 
 
+@pytest.mark.parametrize("window", [1, 11, 12, 13])
+def test_truncation_around_the_sequence_length(window: int) -> None:
+    """K = 1 (the input alone), K = T - 1 (only the first input leaves the window, at the last step), K >= T."""
+    theirs, ours = _pair({"beta": torch.tensor([0.5, 0.8, 0.95, 0.99]), "kernel_truncation_steps": window}, F64)
+    _assert_same(theirs, ours, torch.randn(12, 2, C, dtype=F64), 1e-12)
+
+
 @pytest.mark.parametrize("case", ["learned", "mem_only", "truncated"])
 def test_linear_leaky_matches_snntorch(case: str) -> None:
     theirs, ours = _pair(CASES[case][0], F64, linear=6)
