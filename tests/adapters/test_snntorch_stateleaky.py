@@ -299,5 +299,15 @@ def test_any_channel_count_with_one_beta() -> None:
     _assert_same(theirs, ours, torch.randn(6, 2, 7, dtype=F64), 1e-12)
 
 
+def test_snntorch_utils_reset_takes_them() -> None:
+    """snnTorch's ``utils.reset`` (which looks for ``snn.LinearLeaky`` among a network's children) runs on them."""
+    import snntorch.utils
+
+    net = nn.Sequential(LinearLeaky(0.9, 3, C), StateLeaky(0.9, C))
+    snntorch.utils.reset(net)
+    spk, mem = net[1](net[0](torch.randn(5, 2, 3))[1])
+    assert spk.shape == mem.shape == (5, 2, C)
+
+
 def test_public_path() -> None:
     assert adapter.StateLeaky is StateLeaky and "LinearLeaky" in adapter.__all__
