@@ -162,6 +162,16 @@ has new parameters (a learned ``beta`` becomes the skin's logit): build the opti
     model = from_snntorch(model)
     optimizer = torch.optim.Adam(model.parameters())
 
+**StateLeaky and LinearLeaky.** On snnTorch 1.0, :class:`StateLeaky` and :class:`LinearLeaky` are the drop-ins for
+``snn.StateLeaky`` and ``snn.LinearLeaky``, snnTorch's leaky neuron without reset over whole sequences ``[T, B, C]``:
+subclasses keeping snnTorch's constructor, attributes, call and state dict, whose membrane, snnTorch's causal
+convolution with :math:`e^{-k/\tau}` (:math:`O(T^2)` per channel), is the :math:`O(T)` scan
+:math:`m_t = \rho m_{t-1} + x_t - \rho^K x_{t-K}`, :math:`\rho = e^{-1/\tau}` (``K``:
+``kernel_truncation_steps``), their spikes snnTorch's through the surrogates above (see
+``snn_parallel.adapters._snntorch_stateleaky``). They are no :class:`LeakyAdapter` (no core neuron, no step
+``forward``); :func:`from_snntorch` and :func:`to_snntorch` swap them with snnTorch's. Before snnTorch 1.0 the
+names raise ``AttributeError`` saying so.
+
 :func:`reset` resets the neurons of one network (nested included), unlike
 ``snntorch.utils.reset``, which scans only direct children and resets every ``Leaky`` in
 the process. :func:`register` / :func:`unregister` expose the classes as
@@ -174,6 +184,7 @@ from __future__ import annotations
 import copy
 import functools
 import math
+import warnings
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
 from typing import Any, ClassVar, NamedTuple
@@ -269,6 +280,17 @@ class _Bypass(Surrogate):
 
     def derivative(self, x: torch.Tensor) -> torch.Tensor:
         return torch.zeros_like(x)
+
+
+def _spike_surrogate(spike_grad: Any, surrogate_disable: bool) -> tuple[Any, Surrogate]:
+    """``(spike_grad, surrogate)``: snnTorch's ``spike_grad`` (its default ``atan()`` for ``None``) and the surrogate
+    computing its spikes and gradient (see the module docstring); :class:`_Bypass` where ``surrogate_disable``, as
+    snnTorch then ignores ``spike_grad``."""
+    if surrogate_disable:
+        return spike_grad, _Bypass()
+    if spike_grad is None:  # snnTorch's default, which resolves to our ATan(alpha=2, inclusive=False)
+        spike_grad = snntorch.surrogate.atan()
+    return spike_grad, resolve(spike_grad, inclusive=False, name="spike_grad")
 
 
 def _one_value(tensor: torch.Tensor) -> bool:
@@ -536,12 +558,7 @@ class _CoreSkin:
         else:
             threshold_value = _scalar(threshold, "threshold", _PER_CHANNEL_SKINS)
         surrogate_disable = check_bool(options.get("surrogate_disable", False), "surrogate_disable")
-        if surrogate_disable:  # snnTorch then ignores spike_grad, and so does the skin
-            surrogate: Surrogate = _Bypass()
-        else:
-            if spike_grad is None:  # snnTorch's default, which resolves to our ATan(alpha=2, inclusive=False)
-                spike_grad = snntorch.surrogate.atan()
-            surrogate = resolve(spike_grad, inclusive=False, name="spike_grad")
+        spike_grad, surrogate = _spike_surrogate(spike_grad, surrogate_disable)
         core = make_core(surrogate, threshold_value)
         if not isinstance(getattr(core, "v_threshold", None), torch.Tensor):
             # snnTorch's buffer in the shape given (per-neuron for its NIR export); the core takes the value
@@ -1978,11 +1995,19 @@ def reset(net: nn.Module) -> None:
 
 # -- back to snnTorch's own neurons --------------------------------------------------------
 #: the skins that are snnTorch neurons numerically, and the snnTorch class each becomes
-_SNNTORCH_TWINS = "DecoupledLIF -> snn.Leaky, Synaptic -> snn.Synaptic, Lapicque -> snn.Lapicque"
+_SNNTORCH_TWINS = (
+    "DecoupledLIF -> snn.Leaky, Synaptic -> snn.Synaptic, Lapicque -> snn.Lapicque, StateLeaky -> snn.StateLeaky, "
+    "LinearLeaky -> snn.LinearLeaky"
+)
+#: the drop-ins that subclass their snnTorch neuron and keep its attributes and state dict, by exact class, and that
+#: neuron's class (snnTorch 1.0's StateLeaky and LinearLeaky, added at the end of this module where snnTorch has them)
+_TWIN_OF: dict[type[nn.Module], type[nn.Module]] = {}
 
 
 def _no_twin(skin: _CoreSkin) -> str | None:
     """Why ``skin`` has no snnTorch neuron computing what it computes (``None``: it has one)."""
+    if type(skin) in _TWIN_OF:
+        return None
     if not isinstance(skin, (DecoupledLIF, Synaptic, Lapicque)):
         reason = getattr(skin, "_no_beta", "it is no snnTorch neuron")
         return f"no snnTorch neuron computes it ({reason}); only {_SNNTORCH_TWINS} convert"
@@ -2027,6 +2052,8 @@ def _snntorch_threshold(skin: _CoreSkin, spatial: int) -> torch.Tensor:
 def _snntorch_twin(skin: _CoreSkin) -> nn.Module:
     """The snnTorch neuron computing what ``skin`` computes (:func:`to_snntorch`), its own copies of the trained
     values, on the skin's device and in its dtype, holding the skin's state detached."""
+    if type(skin) in _TWIN_OF:
+        return _retyped(skin, _TWIN_OF[type(skin)])
     core = skin.core
     mem = skin.mem
     # the dims after the channel: of the steps the layer ran on ([B, C, H, ...]), or of a decay given [C, 1, ...]
@@ -2066,7 +2093,8 @@ def _snntorch_twin(skin: _CoreSkin) -> nn.Module:
 def to_snntorch(net: nn.Module) -> nn.Module:
     r"""A copy of ``net`` with snnTorch's own neurons in place of the skins that compute what they compute:
     :class:`DecoupledLIF` becomes ``snn.Leaky``, :class:`Synaptic` ``snn.Synaptic`` and :class:`Lapicque`
-    ``snn.Lapicque``, each carrying the trained values and every constructor option. ``net`` is left untouched.
+    ``snn.Lapicque`` (:class:`StateLeaky` and :class:`LinearLeaky` snnTorch's classes of those names), each carrying
+    the trained values and every constructor option. ``net`` is left untouched.
 
     The copy runs without this library's neurons, and its state dict is the one a network built with snnTorch's
     neurons holds: ``original.load_state_dict(to_snntorch(ours).state_dict())`` loads strictly into the same
@@ -2102,7 +2130,11 @@ def to_snntorch(net: nn.Module) -> nn.Module:
     """
     if not isinstance(net, nn.Module):
         raise TypeError(f"net must be a torch.nn.Module, got {type(net).__name__}")
-    skins = [(name, module) for name, module in net.named_modules() if isinstance(module, _CoreSkin)]
+    skins = [
+        (name, module)
+        for name, module in net.named_modules()
+        if isinstance(module, _CoreSkin) or type(module) in _TWIN_OF
+    ]
     if not skins:
         raise ValueError(
             f"net ({type(net).__name__}) holds no skin of snn_parallel.adapters.snntorch, so to_snntorch has nothing "
@@ -2130,9 +2162,48 @@ def _swapped_copy(net: nn.Module, replacements: dict[int, nn.Module]) -> nn.Modu
     return copy.deepcopy(net, memo)
 
 
+def _retyped(neuron: nn.Module, target: type[nn.Module]) -> nn.Module:
+    """``neuron``, an ``snn.StateLeaky`` or ``snn.LinearLeaky`` (snnTorch's or ours), as ``target`` (ours or
+    snnTorch's): built with its options, on its device and in its dtype, then given its state dict (``tau``, the
+    threshold, the graded factor, the linear layer). The two hold the same attributes and state dict and no state
+    between calls."""
+
+    def learned(name: str) -> bool:
+        return isinstance(getattr(neuron, name), nn.Parameter)
+
+    options: dict[str, Any] = {
+        "beta": torch.zeros(neuron.tau.shape),  # sets tau's shape only: the state dict loads tau
+        "threshold": neuron.threshold.detach().clone(),
+        "spike_grad": None if neuron.surrogate_disable else copy.deepcopy(neuron.spike_grad),
+        "surrogate_disable": neuron.surrogate_disable,
+        "learn_beta": learned("tau"),
+        "learn_threshold": learned("threshold"),
+        "state_quant": neuron.state_quant,
+        "output": neuron.output,
+        "graded_spikes_factor": neuron.graded_spikes_factor.detach().clone(),
+        "learn_graded_spikes_factor": learned("graded_spikes_factor"),
+        "kernel_truncation_steps": neuron.kernel_truncation_steps,
+    }
+    if isinstance(neuron, snntorch.LinearLeaky):
+        linear = neuron.linear
+        options.update(in_features=linear.in_features, out_features=linear.out_features, bias=linear.bias is not None)
+    else:  # snnTorch keeps no channel count: it shapes tau only
+        options.update(channels=neuron.tau.numel())
+    with warnings.catch_warnings():  # snnTorch's, for options unused with output=False: the user's, warned already
+        warnings.filterwarnings("ignore", message="StateLeaky: spike-related settings are unused")
+        twin = target(**options)
+    values = [t for t in neuron.state_dict().values() if t.is_floating_point()]
+    twin.to(values[0].device, functools.reduce(torch.promote_types, (t.dtype for t in values)))
+    twin.load_state_dict(neuron.state_dict())
+    return twin
+
+
 # -- from snnTorch's own neurons -----------------------------------------------------------
 #: the snnTorch neurons that convert (their exact classes), and the skin each becomes
-_SKINS = "snn.Leaky -> DecoupledLIF, snn.Synaptic -> Synaptic, snn.Lapicque -> Lapicque"
+_SKINS = (
+    "snn.Leaky -> DecoupledLIF, snn.Synaptic -> Synaptic, snn.Lapicque -> Lapicque, snn.StateLeaky -> StateLeaky, "
+    "snn.LinearLeaky -> LinearLeaky"
+)
 
 
 #: the skin computing what each snnTorch neuron computes, by its exact class (a subclass, ours included, may compute
@@ -2146,6 +2217,8 @@ def _skin(neuron: nn.Module, skin_type: type[_CoreSkin]) -> _CoreSkin:
     """The skin computing what snnTorch's ``neuron`` computes (:func:`from_snntorch`): built with its options, on its
     device and in its dtype, then given its values as its state dict (which the skins load) and its state detached.
     A ``ValueError`` or ``TypeError`` gives the skin's reason for an option it refuses."""
+    if skin_type in _TWIN_OF:
+        return _retyped(neuron, skin_type)
 
     def learned(name: str) -> bool:
         return isinstance(getattr(neuron, name), nn.Parameter)
@@ -2194,7 +2267,8 @@ def _skin(neuron: nn.Module, skin_type: type[_CoreSkin]) -> _CoreSkin:
 def from_snntorch(net: nn.Module) -> nn.Module:
     r"""A copy of ``net`` with the skins in place of snnTorch's own neurons, each computing what the neuron
     computes: ``snn.Leaky`` becomes :class:`DecoupledLIF`, ``snn.Synaptic`` :class:`Synaptic` and ``snn.Lapicque``
-    :class:`Lapicque`, each carrying the trained values and every constructor option; the inverse of
+    :class:`Lapicque` (``snn.StateLeaky`` and ``snn.LinearLeaky`` :class:`StateLeaky` and :class:`LinearLeaky`, of
+    the same options and state dict), each carrying the trained values and every constructor option; the inverse of
     :func:`to_snntorch`. ``net`` is left untouched.
 
     An existing snnTorch network (or one that loaded a checkpoint trained with snnTorch) trains in parallel without
@@ -2235,7 +2309,7 @@ def from_snntorch(net: nn.Module) -> nn.Module:
     found = [(name, module, _SKIN_OF[type(module)]) for name, module in net.named_modules() if type(module) in _SKIN_OF]
     if not found:
         raise ValueError(
-            f"net ({type(net).__name__}) holds no snn.Leaky, snn.Synaptic or snn.Lapicque, so from_snntorch has "
+            f"net ({type(net).__name__}) holds none of snnTorch's neurons that convert, so from_snntorch has "
             f"nothing to convert ({_SKINS}); its neurons are already skins, other snnTorch neurons or none"
         )
     instances = snntorch.SpikingNeuron.instances
@@ -2324,3 +2398,21 @@ def registration() -> dict[str, list[str]]:
         "added": sorted(f"{module.__name__}.{name}" for module, name in _added),
         "skipped": sorted(_skipped),
     }
+
+
+# -- snnTorch 1.0's state-only leaky neurons (a module of their own; it imports the helpers above) -------------
+if hasattr(snntorch, "StateLeaky"):
+    from ._snntorch_stateleaky import LinearLeaky, StateLeaky  # noqa: E402
+
+    __all__ += ["StateLeaky", "LinearLeaky"]
+    _TWIN_OF.update({StateLeaky: snntorch.StateLeaky, LinearLeaky: snntorch.LinearLeaky})
+    _SKIN_OF = MappingProxyType({**_SKIN_OF, **{twin: skin for skin, twin in _TWIN_OF.items()}})
+else:
+
+    def __getattr__(name: str) -> Any:
+        """``StateLeaky`` and ``LinearLeaky`` where snnTorch has none (before 1.0): say so."""
+        if name in ("StateLeaky", "LinearLeaky"):
+            raise AttributeError(
+                f"{name} is the drop-in for snn.{name}, which snnTorch {snntorch.__version__} lacks (added in 1.0)"
+            )
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

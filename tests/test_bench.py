@@ -44,6 +44,20 @@ def test_tiny_run_writes_rows_and_ratios(tmp_path, capsys):
     assert "Machine:" in printed
 
 
+@pytest.mark.slow  # two worker processes, about 8 s
+def test_stateleaky_pair_runs_and_is_compared(tmp_path):
+    """The opt-in pair: the StateLeaky skin timed against snnTorch 1.0's StateLeaky in the same run."""
+    snntorch = pytest.importorskip("snntorch")
+    if not hasattr(snntorch, "StateLeaky"):
+        pytest.skip(f"snnTorch {snntorch.__version__} has no StateLeaky")
+    out = tmp_path / "b.json"
+    argv = ["--shapes", "16x2x8", "--models", "stateleaky", "snntorch_stateleaky", "--repeats", "1", "--json", str(out)]
+    assert bench.main(_parse(argv)) == 0
+    data = json.loads(out.read_text())
+    assert all("error" not in row for row in data["rows"]), data["rows"]
+    assert {(r["model"], r["baseline"]) for r in data["ratios"]} == {("stateleaky", "snntorch_stateleaky")}
+
+
 def test_failing_worker_becomes_error_row(tmp_path, monkeypatch):
     out = tmp_path / "b.json"
     monkeypatch.setattr(subprocess, "run", _raise_timeout)
@@ -82,7 +96,8 @@ def test_unknown_model_is_rejected(capsys):
 
 def test_defaults():
     args = _parse([])
-    assert args.shapes == bench.DEFAULT_SHAPES and args.models == list(bench.MODELS)
+    opt_in = ("stateleaky", "snntorch_stateleaky")  # timed only when named
+    assert args.shapes == bench.DEFAULT_SHAPES and args.models == [m for m in bench.MODELS if m not in opt_in]
     assert (args.repeats, args.device, args.timeout, args.json, args.plot) == (5, "cpu", 300.0, None, None)
     assert args.resume is False
 

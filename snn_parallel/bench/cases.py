@@ -49,6 +49,21 @@ def _snntorch_leaky(steps: int, features: int) -> tuple[nn.Module, Runner]:
     return lif, run
 
 
+def _stateleaky(own: bool) -> Builder:
+    """snnTorch 1.0's ``StateLeaky`` (``own``: its causal convolution) or our drop-in (the scan), ``beta = 0.9``;
+    the runner returns the spikes."""
+
+    def build(steps: int, features: int) -> tuple[nn.Module, Runner]:
+        import snntorch
+
+        from snn_parallel.adapters import snntorch as adapter
+
+        lif = (snntorch.StateLeaky if own else adapter.StateLeaky)(beta=0.9, channels=features)
+        return lif, lambda x: lif(x)[0]
+
+    return build
+
+
 def _spikingjelly(make: Callable[[int, Any, Any], nn.Module]) -> Builder:
     def build(steps: int, features: int) -> tuple[nn.Module, Runner]:
         from spikingjelly.activation_based import functional, neuron, surrogate
@@ -78,7 +93,12 @@ MODELS: dict[str, tuple[Builder, str | None]] = {
     "sj_lif": (_spikingjelly(lambda T, n, s: n.LIFNode(step_mode="m", surrogate_function=s.ATan())), "spikingjelly"),
     "sj_psn": (_spikingjelly(lambda T, n, s: n.PSN(T=T)), "spikingjelly"),  # input [T, N, *]
     "sj_sliding_psn": (_spikingjelly(lambda T, n, s: n.SlidingPSN(k=8, exp_init=True, step_mode="m")), "spikingjelly"),
+    # snnTorch 1.0's StateLeaky (no reset) and its drop-in: opt-in, the convolution's O(T^2) being long at large T
+    "stateleaky": (_stateleaky(own=False), None),
+    "snntorch_stateleaky": (_stateleaky(own=True), "snntorch"),
 }
+#: the models timed only when named in --models
+OPT_IN = ("stateleaky", "snntorch_stateleaky")
 
 
 def label(shape: Shape) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from .._argtypes import POSITIVE, RATE, writable
-from .cases import DEFAULT_SHAPES, MODELS, Shape
+from .cases import DEFAULT_SHAPES, MODELS, OPT_IN, Shape
 
 
 def parse_shape(text: str) -> Shape:
@@ -31,9 +31,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--models",
         nargs="+",
         choices=list(MODELS),
-        default=list(MODELS),
+        default=[model for model in MODELS if model not in OPT_IN],
         metavar="NAME",
-        help=f"models to time, from: {', '.join(MODELS)} (default: all)",
+        help=f"models to time, from: {', '.join(MODELS)} (default: all but {', '.join(OPT_IN)})",
     )
     parser.add_argument("--repeats", type=POSITIVE, default=5, help="timed runs per case after one warm-up")
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")

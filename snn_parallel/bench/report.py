@@ -66,12 +66,13 @@ def machine_line(info: dict[str, Any]) -> str:
 
 def print_table(shapes: list[Shape], rows: list[dict[str, Any]], speedups: list[dict[str, Any]]) -> None:
     """One block per shape: each model's time, runs, peak memory, speed-ups and (on a GPU) bandwidth."""
+    width = max([15, *(len(row["model"]) for row in rows)])  # snntorch_stateleaky is longer
     for shape in shapes:
         print(f"\nT={shape[0]} B={shape[1]} C={shape[2]}")
-        print(f"  {'model':<15} {'time ms':>10} {'runs':>5} {'peak MiB':>9}  speed-up")
+        print(f"  {'model':<{width}} {'time ms':>10} {'runs':>5} {'peak MiB':>9}  speed-up")
         for row in (r for r in rows if r["shape"] == label(shape)):
             if "error" in row:
-                print(f"  {row['model']:<15} {row['error']}")
+                print(f"  {row['model']:<{width}} {row['error']}")
                 continue
             mine = ", ".join(
                 f"x{s['speedup']:.1f} vs {s['baseline']}"
@@ -79,6 +80,6 @@ def print_table(shapes: list[Shape], rows: list[dict[str, Any]], speedups: list[
                 if s["shape"] == row["shape"] and s["model"] == row["model"]
             )
             print(
-                f"  {row['model']:<15} {row['time_ms']:>10.2f} {row['repeats']:>5} {row['peak_mib']:>9.1f}  {mine}"
+                f"  {row['model']:<{width}} {row['time_ms']:>10.2f} {row['repeats']:>5} {row['peak_mib']:>9.1f}  {mine}"
                 + (f"  {bandwidth_text(row)}" if "bandwidth_gbs" in row else "")
             )

@@ -418,7 +418,7 @@ def test_net_that_is_no_module_is_a_type_error():
     ids=["skins", "rleaky", "none"],
 )
 def test_a_network_without_snntorch_leaky_is_refused_as_nothing_to_convert(net):
-    with pytest.raises(ValueError, match=r"net \(\w+\) holds no snn.Leaky, snn.Synaptic or snn.Lapicque.*nothing"):
+    with pytest.raises(ValueError, match=r"net \(\w+\) holds none of snnTorch's neurons that convert.*nothing"):
         from_snntorch(net)
 
 
