@@ -66,7 +66,8 @@ def _check_options(options: dict[str, Any]) -> None:
         check_bool(options[name], name)
     if options["state_quant"] is not False and not callable(options["state_quant"]):
         raise TypeError(f"state_quant must be False or a quantiser (callable), got {options['state_quant']!r}")
-    _spike_surrogate(options["spike_grad"], options["surrogate_disable"])  # a TypeError for a spike_grad refused
+    if options["output"]:  # without spikes snnTorch only warns of a spike_grad, which is then never called
+        _spike_surrogate(options["spike_grad"], options["surrogate_disable"])  # a TypeError for one refused
     _truncation(options["kernel_truncation_steps"])
 
 

@@ -245,6 +245,20 @@ def test_spike_grad_reassigned_is_used() -> None:
     _assert_same(theirs, ours, 0.3 * torch.randn(12, 2, C, dtype=F64), 1e-10)
 
 
+def test_without_spikes_a_spike_grad_is_only_warned_of() -> None:
+    """With ``output=False`` snnTorch warns that spike settings are unused and never calls ``spike_grad``: the skin
+    too, whatever the callable; it is checked where spikes are asked for later."""
+    x = torch.randn(8, 2, C, dtype=F64)
+    made = []
+    for cls in (snntorch.StateLeaky, StateLeaky):
+        with pytest.warns(UserWarning, match="spike-related settings are unused"):
+            made.append(cls(beta=0.9, channels=C, output=False, spike_grad=lambda v: v).double())
+    torch.testing.assert_close(made[1](x), made[0](x), rtol=1e-12, atol=1e-12)
+    made[1].output = True
+    with pytest.raises(TypeError, match="spike_grad"):
+        made[1](x)
+
+
 @pytest.mark.parametrize(
     "kwargs, error, match",
     [
