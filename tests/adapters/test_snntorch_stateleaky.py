@@ -325,3 +325,70 @@ def test_snntorch_utils_reset_takes_them() -> None:
 
 def test_public_path() -> None:
     assert adapter.StateLeaky is StateLeaky and "LinearLeaky" in adapter.__all__
+
+
+class _Tutorial8(nn.Module):
+    """snnTorch tutorial 8's network, smaller: ``Linear -> StateLeaky(beta=0.95, channels=1) -> Linear ->
+    StateLeaky(...)``, one ``beta`` for a layer of many channels, the loss on every step's membrane."""
+
+    def __init__(self, neuron: type[nn.Module], inputs: int, hidden: int = 32) -> None:
+        super().__init__()
+        self.fc1, self.fc2 = nn.Linear(inputs, hidden), nn.Linear(hidden, 10)
+        self.lif1, self.lif2 = neuron(beta=0.95, channels=1), neuron(beta=0.95, channels=1)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        spk1, _ = self.lif1(self.fc1(x))
+        return self.lif2(self.fc2(spk1))
+
+
+@pytest.mark.slow
+def test_tutorial_8_network_trains_as_with_snn_stateleaky() -> None:
+    """Tutorial 8's training loop (static images repeated over 5 steps, cross-entropy on each step's membrane, Adam)
+    on the built-in digits: losses, accuracies and trained weights are snnTorch's."""
+    tasks = pytest.importorskip("snn_parallel.tasks")
+    data = tasks.SequentialDigits("train", "static", repeat=5)
+    torch.manual_seed(8)
+    theirs = _Tutorial8(snn.StateLeaky, 64)
+    ours = copy.deepcopy(theirs)
+    ours.lif1, ours.lif2 = StateLeaky(beta=0.95, channels=1), StateLeaky(beta=0.95, channels=1)
+    history = []
+    for net in (theirs, ours):
+        optimizer = torch.optim.Adam(net.parameters(), lr=5e-3)
+        losses = []
+        for batch in range(6):
+            x = data.inputs[batch * 32 : (batch + 1) * 32].transpose(0, 1)  # [T, B, 64]
+            y = data.targets[batch * 32 : (batch + 1) * 32]
+            spk, mem = net(x)
+            loss = sum(nn.functional.cross_entropy(mem_t, y) for mem_t in mem)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            losses.append((loss.item(), (spk.sum(0).argmax(1) == y).float().mean().item()))
+        history.append(losses)
+    assert history[1][-1][0] < history[1][0][0]  # it learns
+    for (loss_t, acc_t), (loss_o, acc_o) in zip(*history, strict=True):
+        assert loss_o == pytest.approx(loss_t, rel=1e-4) and acc_o == acc_t
+    trained = dict(ours.named_parameters())
+    for name, value in theirs.named_parameters():
+        torch.testing.assert_close(trained[name], value, rtol=1e-4, atol=1e-5)
+
+
+def test_filters_tutorial_cascade_is_the_exponential_and_its_self_convolution() -> None:
+    """snnTorch's StateLeaky filters tutorial: two ``output=False`` layers in cascade smooth a signal; an impulse
+    gives :math:`\\rho^k` after one and :math:`(k+1)\\rho^k` after two,
+    :math:`\\rho = e^{-1/\\tau} \\approx e^{-(1 - \\beta)}`, and a noisy signal what snnTorch's layers give, over
+    2000 steps."""
+    steps, beta = 2000, 0.9
+    layers = [StateLeaky(beta=beta, channels=1, output=False).double() for _ in range(2)]
+    impulse = torch.zeros(steps, 1, 1, dtype=F64)
+    impulse[0] = 1.0
+    k = torch.arange(steps, dtype=F64).view(steps, 1, 1)
+    rho = torch.exp(-1 / layers[0].tau)  # tau = 1 / (1 - beta), from beta in float32 as snnTorch builds it
+    once = layers[0](impulse)
+    torch.testing.assert_close(once, rho**k, rtol=1e-9, atol=1e-12)
+    torch.testing.assert_close(layers[1](once), (k + 1) * rho**k, rtol=1e-9, atol=1e-12)
+    noisy = 0.1 * torch.randn(steps, 1, 1)
+    theirs = [snn.StateLeaky(beta=beta, channels=1, output=False) for _ in range(2)]
+    torch.testing.assert_close(
+        layers[1](layers[0](noisy.double())).float(), theirs[1](theirs[0](noisy)), rtol=1e-4, atol=1e-5
+    )
