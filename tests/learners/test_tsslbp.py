@@ -22,6 +22,7 @@ from snn_parallel.learners import (
 )
 from snn_parallel.learners.tsslbp import desired_spikes
 from snn_parallel.neurons import PSPLIF, DecoupledLIF, PSPFilter, PSPLIFState
+from snn_parallel.ops.scan.parallel import SEQUENTIAL_LANES
 from snn_parallel.ops.tssl import (
     psp_filter,
     tssl_backward,
@@ -86,6 +87,26 @@ def test_vectorised_backward_equals_step_by_step_reference(steps, carried, at_sp
     torch.testing.assert_close(out[0], psp, atol=0, rtol=0)
     (grad,) = torch.autograd.grad(out[0], x, grad_out)
     torch.testing.assert_close(grad, expected, atol=1e-13, rtol=1e-12)
+
+
+@pytest.mark.parametrize("block", [1, 3, 1 << 30])
+@pytest.mark.parametrize("steps", [1, 10])
+@pytest.mark.parametrize("at_spikes", [True, False])
+def test_backward_over_many_lanes_in_time_blocks_equals_reference(block, steps, at_spikes, small_blocks):
+    """With enough lanes for plain step-loop scans the backward walks time in blocks (here of ``block`` steps,
+    ragged against ``steps``), each scan carried across: the reference's gradient, and bit for bit the one
+    of a single block."""
+    lanes = SEQUENTIAL_LANES
+    current = _current(steps, seed=steps, shape=(lanes,))
+    grad_out = torch.randn(current.shape, generator=torch.Generator().manual_seed(steps), dtype=D)
+    zeros = torch.zeros_like(current[0])
+    psp, spikes, membrane, delta_u, _, _ = tssl_forward_reference(current, zeros, zeros, V_TH, TAU_M, TAU_S)
+    saved = (spikes, membrane, delta_u, psp, V_TH, TAU_M, TAU_S, at_spikes)
+    whole = tssl_backward(grad_out, *saved)
+    small_blocks(block * lanes)
+    got = tssl_backward(grad_out, *saved)
+    torch.testing.assert_close(got, tssl_backward_reference(grad_out, *saved), atol=1e-13, rtol=1e-12)
+    assert torch.equal(got, whole)
 
 
 @pytest.mark.parametrize("at_spikes", [True, False])

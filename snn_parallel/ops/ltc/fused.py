@@ -19,23 +19,41 @@ from __future__ import annotations
 
 import torch
 
-from .._blocks import block_ranges
+from ...surrogate import Surrogate
+from .._blocks import block_ranges, step_constant
+
+
+def _fire(surrogate, membrane, threshold, out):
+    """:math:`\\Theta(v - \\theta)` into ``out``, as ``surrogate.heaviside(v - threshold)``. For the plain step
+    it is one comparison, as :math:`v - \\theta > 0 \\iff v > \\theta` (and with ``>=``) in IEEE arithmetic with
+    subnormals; the two differ only at :math:`v = \\theta = \\pm\\infty` with the inclusive rule."""
+    if type(surrogate).heaviside is Surrogate.heaviside:
+        (torch.ge if surrogate.inclusive else torch.gt)(membrane, threshold, out=out)
+    else:
+        out.copy_(surrogate.heaviside(membrane - threshold))
 
 
 @torch.no_grad()
 def ltc_forward(current, rate, retention, u0, s0, b_init, b0, beta_a, surrogate):
     """Forward loop over ``[T, N]`` inputs (the arguments of :func:`~snn_parallel.ops.ltc.ltc_scan`); returns
-    ``(spikes, membrane, b)``, each ``[T, N]``."""
+    ``(spikes, membrane, b)``, each ``[T, N]``.
+
+    Every step writes into preallocated rows and scratch vectors (no per-step allocation) and
+    walks rows unbound once (no per-step indexing).
+    """
     spikes = torch.empty_like(current)
     membrane = torch.empty_like(current)
     trace = torch.empty_like(current)
+    diff, threshold, u_next = (torch.empty_like(u0) for _ in range(3))
+    beta_a, b0 = step_constant(beta_a, current), step_constant(b0, current)
     u, s, b = u0, s0, b_init
-    for t in range(current.shape[0]):
-        b = torch.addcmul(s, retention[t], b - s, out=trace[t])
-        v = torch.addcmul(u, rate[t], current[t] - u, out=membrane[t])
-        s = spikes[t]
-        s.copy_(surrogate.heaviside(v - (b0 + beta_a * b)))
-        u = torch.addcmul(v, v, s, value=-1)  # (1 - s) v, exact for s in {0, 1}
+    rows = zip(*(x.unbind(0) for x in (current, rate, retention, spikes, membrane, trace)), strict=True)
+    for current_t, rate_t, retention_t, s_t, v, b_t in rows:
+        b = torch.addcmul(s, retention_t, torch.sub(b, s, out=diff), out=b_t)
+        torch.addcmul(u, rate_t, torch.sub(current_t, u, out=diff), out=v)
+        _fire(surrogate, v, torch.mul(b, beta_a, out=threshold).add_(b0), s_t)
+        s = s_t
+        u = torch.addcmul(v, v, s, value=-1, out=u_next)  # (1 - s) v, exact for s in {0, 1}
     return spikes, membrane, trace
 
 
@@ -46,10 +64,13 @@ def ltc_backward(grad_spikes, grad_membrane, grad_last, saved, b0, beta_a, surro
     s0, b_init, spikes, membrane, b)``.
 
     Walks time backwards in cache-sized blocks; per block it prepares the step-independent
-    factors (surrogate derivative, previous-step state) before the sequential part.
+    factors (surrogate derivative, previous-step state) before the sequential part, whose
+    steps write into preallocated carries and rows.
     """
     current, rate, retention, u0, s0, b_init, spikes, membrane, trace = saved
     grad_current, grad_rate, grad_retention = (torch.empty_like(current) for _ in range(3))
+    carry = [torch.empty_like(u0) for _ in range(3)]  # G^u, G^s, G^b
+    gv = torch.empty_like(u0)
     carry_u, carry_s, carry_b = grad_last
     for start, stop in reversed(block_ranges(*current.shape)):
         block = slice(start, stop)
@@ -65,13 +86,18 @@ def ltc_backward(grad_spikes, grad_membrane, grad_last, saved, b0, beta_a, surro
         sg = surrogate.derivative(m - (b0 + beta_a * trace[block]))
         keep, leak, hold = 1 - spikes[block], 1 - rate[block], retention[block]
         grad_u, grad_b = grad_rate[block], grad_retention[block]  # scratch rows, overwritten below
-        for j in range(stop - start - 1, -1, -1):
-            gv = torch.addcmul(grad_spikes[start + j], carry_u, m[j], value=-1).add_(carry_s).mul_(sg[j])
-            gu = torch.addcmul(grad_membrane[start + j], carry_u, keep[j], out=grad_u[j]).add_(gv)
-            gb = torch.sub(carry_b, gv, alpha=beta_a, out=grad_b[j])
-            carry_u = gu * leak[j]
-            carry_b = gb * hold[j]
-            carry_s = gb - carry_b  # gb * (1 - retention)
+        rows = zip(
+            *(x.unbind(0) for x in (grad_spikes[block], grad_membrane[block], m, sg, keep, leak, hold, grad_u, grad_b)),
+            strict=True,
+        )
+        for gs_j, gm_j, m_j, sg_j, keep_j, leak_j, hold_j, gu, gb in reversed(list(rows)):
+            torch.addcmul(gs_j, carry_u, m_j, value=-1, out=gv).add_(carry_s).mul_(sg_j)
+            torch.addcmul(gm_j, carry_u, keep_j, out=gu).add_(gv)
+            torch.sub(carry_b, gv, alpha=beta_a, out=gb)
+            carry_u, carry_s, carry_b = carry
+            torch.mul(gu, leak_j, out=carry_u)
+            torch.mul(gb, hold_j, out=carry_b)
+            torch.sub(gb, carry_b, out=carry_s)  # gb * (1 - retention)
         torch.mul(grad_u, rate[block], out=grad_current[block])
         grad_u.mul_(current[block] - u_prev)  # now the rate gradient, in place
         grad_b.mul_(b_prev - s_prev)  # now the retention gradient, in place
