@@ -161,6 +161,7 @@ def spills(report: str) -> dict[tuple[str, str], tuple[int, int]]:
 
 
 @needs_nvcc
+@pytest.mark.slow  # compiles every kernel file for two archs in three dtypes, about a minute
 @pytest.mark.parametrize("dtype", list(KERNEL_DTYPES), ids=list(KERNEL_DTYPES.values()))
 @pytest.mark.parametrize("build", BUILDS, ids=BUILD_IDS)
 def test_nvcc_compiles_without_spills(nvcc_builds, build, dtype):
@@ -181,6 +182,7 @@ def test_nvcc_compiles_without_spills(nvcc_builds, build, dtype):
 
 
 @needs_nvcc
+@pytest.mark.slow
 def test_nvcc_checks_bite(tmp_path):
     """A type error fails the compile; a missing constant or build variant stops at its #error; a spilling kernel is
     reported."""

@@ -432,6 +432,7 @@ def test_kernels_with_a_shift_per_channel(emulate_cupy, per_block):
     assert_dsn_within_serial_error(got, exact, serial32)
 
 
+@pytest.mark.slow  # builds a mutated kernel per case
 def test_the_kernel_checks_bite(emulate_cupy, mutant):
     """Each mutant fails the comparison above (200 steps, 4 segments in 4 blocks, 4 taps, binary spikes at a shift
     per channel)."""

@@ -302,6 +302,7 @@ def test_cupy_path_any_grid_and_non_contiguous_input(emulate_cupy):
         assert torch.equal(a, b)
 
 
+@pytest.mark.slow  # builds the mutated kernels
 def test_check_bites_on_mutated_kernel(emulate_cupy, mutants):
     """A backward that carries the filter gradient with a instead of conj(a) is caught (complex filters only)."""
     emulate_cupy(mutants["the backward carried with a, not conj(a)"])
@@ -744,6 +745,7 @@ MUTANT_FORMS = {
 }
 
 
+@pytest.mark.slow  # builds a mutated kernel per case
 @pytest.mark.parametrize("delayed", [False, True], ids=["reset", "delayed_reset"])
 def test_the_kernel_checks_bite(request, emulate_cupy, mutant, delayed):
     """Each mutant fails the comparison above for some case (complex, with a reset and a threshold per channel, both

@@ -265,6 +265,7 @@ def test_kernel_backward_in_every_schedule(harness, T, N, per_block):
         assert all(torch.equal(x, y) for x, y in zip(got, first, strict=True)), "the gradients depend on the schedule"
 
 
+@pytest.mark.slow  # builds a mutated kernel per case
 def test_the_kernel_checks_bite(mutant):
     """Each mutant fails the comparison above (200 steps in 4 blocks); the forward is unaffected."""
     surrogate, inputs, grad_outputs, exact, serial32 = backward_case(200, 6, seed=5)

@@ -278,6 +278,7 @@ MUTANTS = {
 }
 
 
+@pytest.mark.slow  # builds a mutated kernel per case
 def test_the_kernel_checks_bite(emulate_cupy, mutant):
     """Each mutant fails the comparison for some of the cases above (in some schedule)."""
     caught = False

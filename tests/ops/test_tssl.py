@@ -209,6 +209,7 @@ MUTANTS = {
 }
 
 
+@pytest.mark.slow  # builds a mutated kernel per case
 def test_the_kernel_checks_bite(emulate_cupy, mutant):
     """Each mutant fails the comparison of the CuPy path with the torch path (100 steps: two segments)."""
     emulate_cupy(mutant)
