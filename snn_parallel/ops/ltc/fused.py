@@ -64,13 +64,10 @@ def ltc_backward(grad_spikes, grad_membrane, grad_last, saved, b0, beta_a, surro
     s0, b_init, spikes, membrane, b)``.
 
     Walks time backwards in cache-sized blocks; per block it prepares the step-independent
-    factors (surrogate derivative, previous-step state) before the sequential part, whose
-    steps write into preallocated carries and rows.
+    factors (surrogate derivative, previous-step state) before the sequential part.
     """
     current, rate, retention, u0, s0, b_init, spikes, membrane, trace = saved
     grad_current, grad_rate, grad_retention = (torch.empty_like(current) for _ in range(3))
-    carry = [torch.empty_like(u0) for _ in range(3)]  # G^u, G^s, G^b
-    gv = torch.empty_like(u0)
     carry_u, carry_s, carry_b = grad_last
     for start, stop in reversed(block_ranges(*current.shape)):
         block = slice(start, stop)
@@ -86,18 +83,13 @@ def ltc_backward(grad_spikes, grad_membrane, grad_last, saved, b0, beta_a, surro
         sg = surrogate.derivative(m - (b0 + beta_a * trace[block]))
         keep, leak, hold = 1 - spikes[block], 1 - rate[block], retention[block]
         grad_u, grad_b = grad_rate[block], grad_retention[block]  # scratch rows, overwritten below
-        rows = zip(
-            *(x.unbind(0) for x in (grad_spikes[block], grad_membrane[block], m, sg, keep, leak, hold, grad_u, grad_b)),
-            strict=True,
-        )
-        for gs_j, gm_j, m_j, sg_j, keep_j, leak_j, hold_j, gu, gb in reversed(list(rows)):
-            torch.addcmul(gs_j, carry_u, m_j, value=-1, out=gv).add_(carry_s).mul_(sg_j)
-            torch.addcmul(gm_j, carry_u, keep_j, out=gu).add_(gv)
-            torch.sub(carry_b, gv, alpha=beta_a, out=gb)
-            carry_u, carry_s, carry_b = carry
-            torch.mul(gu, leak_j, out=carry_u)
-            torch.mul(gb, hold_j, out=carry_b)
-            torch.sub(gb, carry_b, out=carry_s)  # gb * (1 - retention)
+        for j in range(stop - start - 1, -1, -1):
+            gv = torch.addcmul(grad_spikes[start + j], carry_u, m[j], value=-1).add_(carry_s).mul_(sg[j])
+            gu = torch.addcmul(grad_membrane[start + j], carry_u, keep[j], out=grad_u[j]).add_(gv)
+            gb = torch.sub(carry_b, gv, alpha=beta_a, out=grad_b[j])
+            carry_u = gu * leak[j]
+            carry_b = gb * hold[j]
+            carry_s = gb - carry_b  # gb * (1 - retention)
         torch.mul(grad_u, rate[block], out=grad_current[block])
         grad_u.mul_(current[block] - u_prev)  # now the rate gradient, in place
         grad_b.mul_(b_prev - s_prev)  # now the retention gradient, in place
